@@ -1,0 +1,61 @@
+"""The Parallax wire protocol: spec, frame model and reference codec."""
+
+from pxproto.errors import ProtocolError
+from pxproto.wire.codec import decode, encode
+from pxproto.wire.codes import (
+    CHUNK_BYTES,
+    DIME_ALL,
+    PROTOCOL_VERSION,
+    STATE_ANY,
+    Capability,
+    Command,
+    DataFlag,
+    DimeState,
+    Direction,
+    DiscoveryOp,
+    Fcaps,
+    FaultCode,
+    FrameClass,
+    HeaderFlag,
+    Op,
+    Param,
+    Scope,
+    Status,
+    TlvType,
+)
+from pxproto.wire.ethertypes import EtherTypeMap
+from pxproto.wire.frame import Auth, Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
+
+__all__ = [
+    "CHUNK_BYTES",
+    "DIME_ALL",
+    "PROTOCOL_VERSION",
+    "STATE_ANY",
+    "Auth",
+    "Capability",
+    "Command",
+    "Data",
+    "DataFlag",
+    "DimeInfo",
+    "DimeState",
+    "Direction",
+    "Discovery",
+    "DiscoveryOp",
+    "EtherTypeMap",
+    "Fcaps",
+    "FaultCode",
+    "Frame",
+    "FrameClass",
+    "HeaderFlag",
+    "Heartbeat",
+    "Op",
+    "Param",
+    "ProtocolError",
+    "Scope",
+    "Signaling",
+    "Status",
+    "Tlv",
+    "TlvType",
+    "decode",
+    "encode",
+]

@@ -1,0 +1,309 @@
+"""What a decoded frame is: plain dataclasses, and their flat ``px.*`` view."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from pxproto.wire import ethertypes, spec
+from pxproto.wire.codes import (
+    DIME_ALL,
+    PROTOCOL_VERSION,
+    STATE_ANY,
+    TLV_ENUMS,
+    TLV_KINDS,
+    Command,
+    DataFlag,
+    DimeState,
+    DiscoveryOp,
+    FrameClass,
+    HeaderFlag,
+    Op,
+    Scope,
+    Status,
+    TlvKind,
+    TlvType,
+)
+
+BROADCAST = b"\xff" * 6
+TlvValue = Union[int, str, bytes]
+
+
+def mac_text(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+@dataclass(slots=True)
+class Tlv:
+    """One typed signaling parameter; ``type`` is a TlvType or, if unknown, a bare int."""
+
+    type: int
+    value: TlvValue
+
+    def key(self) -> str:
+        try:
+            return f"px.tlv.{TlvType(self.type).name.lower()}"
+        except ValueError:
+            return f"px.tlv.t{self.type}"
+
+    def display(self) -> Any:
+        """The JSON-ready form of the value (names for enum codes, hex for bytes)."""
+        try:
+            t = TlvType(self.type)
+        except ValueError:
+            assert isinstance(self.value, bytes)
+            return self.value.hex()
+        kind = TLV_KINDS[t]
+        if t in TLV_ENUMS:
+            assert isinstance(self.value, int)
+            return TLV_ENUMS[t](self.value).name
+        if kind is TlvKind.MAC:
+            assert isinstance(self.value, bytes)
+            return mac_text(self.value)
+        if isinstance(self.value, bytes):
+            return self.value.hex()
+        return self.value
+
+
+@dataclass(slots=True)
+class Signaling:
+    """An FCAPS request or response."""
+
+    cmd: Command
+    op: Op = Op.REQUEST
+    req_id: int = 0
+    status: Status = Status.OK
+    params: tuple[Tlv, ...] = ()
+
+    def param(self, t: TlvType) -> TlvValue | None:
+        for p in self.params:
+            if p.type == t:
+                return p.value
+        return None
+
+
+@dataclass(slots=True)
+class Data:
+    """One fragment of a MICE message on a data channel, and/or an acknowledgement."""
+
+    channel: int
+    msg_id: int = 0
+    payload: bytes = b""
+    msg_len: int = 0
+    frag_offset: int = 0
+    frag_index: int = 0
+    frag_count: int = 1
+    ack: int = 0
+    credit: int = 0
+    flags: DataFlag = DataFlag(0)
+
+
+@dataclass(slots=True)
+class DimeInfo:
+    """One DIME as discovery announces it."""
+
+    dime: int
+    core: int
+    state: DimeState
+    mem_total: int
+    mem_free: int
+    epoch: int
+
+
+@dataclass(slots=True)
+class Discovery:
+    """A probe for DIMEs, or a server's announcement of its DIMEs."""
+
+    op: DiscoveryOp
+    probe_id: int = 0
+    sw_version: int = 0
+    caps: int = 0
+    state_filter: int = STATE_ANY
+    dimes: tuple[DimeInfo, ...] = ()
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    """A DIME's periodic sign of life, with its load."""
+
+    epoch: int
+    state: DimeState
+    period_ms: int = 100
+    cpu_permille: int = 0
+    stage: int = 0
+    mem_used: int = 0
+    mem_limit: int = 0
+    rx_queue: int = 0
+    tx_queue: int = 0
+    service: int = 0
+
+
+@dataclass(slots=True)
+class Auth:
+    """The authentication trailer: key id, the sender's replay counter, a truncated MAC."""
+
+    key_id: int
+    counter: int
+    tag: bytes = b"\x00" * 16
+
+
+Body = Union[Signaling, Data, Discovery, Heartbeat]
+BODY_CLASS: dict[type, FrameClass] = {
+    Signaling: FrameClass.SIGNALING,
+    Data: FrameClass.DATA,
+    Discovery: FrameClass.DISCOVERY,
+    Heartbeat: FrameClass.HEARTBEAT,
+}
+
+
+@dataclass(slots=True)
+class Frame:
+    """A whole Parallax frame, from the Ethernet header to the trailer."""
+
+    body: Body
+    scope: Scope = Scope.SYSTEM
+    src_dime: int = DIME_ALL
+    src_thread: int = 0
+    dst_dime: int = DIME_ALL
+    dst_thread: int = 0
+    seq: int = 0
+    dst_mac: bytes = BROADCAST
+    src_mac: bytes = b"\x00" * 6
+    auth: Auth | None = None
+    version: int = PROTOCOL_VERSION
+    padding: int = field(default=0)
+    """Zero bytes after the frame that pad it to the 60-byte Ethernet minimum."""
+
+    @property
+    def cls(self) -> FrameClass:
+        return BODY_CLASS[type(self.body)]
+
+    @property
+    def flags(self) -> HeaderFlag:
+        f = HeaderFlag(0)
+        if self.scope is Scope.DIME:
+            f |= HeaderFlag.SCOPE_DIME
+        if self.auth is not None:
+            f |= HeaderFlag.AUTH
+        return f
+
+    def to_dict(self) -> dict[str, Any]:
+        """A flat, JSON-ready dict keyed by the ``px.*`` field names that
+        ``pxdump --json`` prints and the Wireshark dissector filters on."""
+        flags = self.flags
+        d: dict[str, Any] = {
+            "px.eth.dst": mac_text(self.dst_mac),
+            "px.eth.src": mac_text(self.src_mac),
+            "px.eth.type": ethertypes.current().of(self.cls),
+            "px.eth.padding": self.padding,
+            "px.class": self.cls.name,
+            "px.version": self.version,
+            "px.flags": int(flags),
+            "px.flags.scope_dime": bool(flags & HeaderFlag.SCOPE_DIME),
+            "px.flags.auth": bool(flags & HeaderFlag.AUTH),
+            "px.scope": self.scope.name,
+            "px.len": body_length(self.body),
+            "px.dime.src": self.src_dime,
+            "px.thread.src": self.src_thread,
+            "px.dime.dst": self.dst_dime,
+            "px.thread.dst": self.dst_thread,
+            "px.seq": self.seq,
+        }
+        _BODY_DICT[type(self.body)](self.body, d)
+        if self.auth is not None:
+            d["px.auth.key_id"] = self.auth.key_id
+            d["px.auth.counter"] = self.auth.counter
+            d["px.auth.tag"] = self.auth.tag.hex()
+        return d
+
+
+def _signaling_dict(b: Signaling, d: dict[str, Any]) -> None:
+    d["px.req_id"] = b.req_id
+    d["px.cmd"] = b.cmd.name
+    d["px.fcaps"] = b.cmd.fcaps.name
+    d["px.op"] = b.op.name
+    d["px.status"] = b.status.name
+    d["px.tlv_count"] = len(b.params)
+    for p in b.params:
+        d[p.key()] = p.display()
+
+
+def _data_dict(b: Data, d: dict[str, Any]) -> None:
+    d["px.data.channel"] = b.channel
+    d["px.data.flags"] = int(b.flags)
+    d["px.data.flags.ack"] = bool(b.flags & DataFlag.ACK)
+    d["px.data.flags.fin"] = bool(b.flags & DataFlag.FIN)
+    d["px.data.msg_id"] = b.msg_id
+    d["px.data.msg_len"] = b.msg_len
+    d["px.data.frag_offset"] = b.frag_offset
+    d["px.data.frag_index"] = b.frag_index
+    d["px.data.frag_count"] = b.frag_count
+    d["px.data.ack"] = b.ack
+    d["px.data.credit"] = b.credit
+    d["px.data.payload_len"] = len(b.payload)
+
+
+def _discovery_dict(b: Discovery, d: dict[str, Any]) -> None:
+    d["px.disc.op"] = b.op.name
+    d["px.disc.state_filter"] = "ANY" if b.state_filter == STATE_ANY else DimeState(b.state_filter).name
+    d["px.disc.count"] = len(b.dimes)
+    d["px.disc.probe_id"] = b.probe_id
+    d["px.disc.sw_version"] = b.sw_version
+    d["px.disc.caps"] = b.caps
+    if b.dimes:
+        d["px.disc.dime.dime"] = [x.dime for x in b.dimes]
+        d["px.disc.dime.core"] = [x.core for x in b.dimes]
+        d["px.disc.dime.state"] = [x.state.name for x in b.dimes]
+        d["px.disc.dime.mem_total"] = [x.mem_total for x in b.dimes]
+        d["px.disc.dime.mem_free"] = [x.mem_free for x in b.dimes]
+        d["px.disc.dime.epoch"] = [x.epoch for x in b.dimes]
+
+
+def _heartbeat_dict(b: Heartbeat, d: dict[str, Any]) -> None:
+    d["px.hb.epoch"] = b.epoch
+    d["px.hb.state"] = b.state.name
+    d["px.hb.period_ms"] = b.period_ms
+    d["px.hb.cpu_permille"] = b.cpu_permille
+    d["px.hb.stage"] = b.stage
+    d["px.hb.mem_used"] = b.mem_used
+    d["px.hb.mem_limit"] = b.mem_limit
+    d["px.hb.rx_queue"] = b.rx_queue
+    d["px.hb.tx_queue"] = b.tx_queue
+    d["px.hb.service"] = b.service
+
+
+_BODY_DICT = {
+    Signaling: _signaling_dict,
+    Data: _data_dict,
+    Discovery: _discovery_dict,
+    Heartbeat: _heartbeat_dict,
+}
+
+
+def tlv_size(p: Tlv) -> int:
+    v = p.value
+    if isinstance(v, int):
+        kind = TLV_KINDS[TlvType(p.type)]
+        return {TlvKind.U8: 1, TlvKind.U16: 2, TlvKind.U32: 4, TlvKind.U64: 8}[kind]
+    if isinstance(v, str):
+        return len(v.encode())
+    return len(v)
+
+
+def body_length(b: Body) -> int:
+    """The header's ``length`` for this body."""
+    if isinstance(b, Signaling):
+        return SIGNALING_FIXED + sum(TLV_HEADER + tlv_size(p) for p in b.params)
+    if isinstance(b, Data):
+        return DATA_FIXED + len(b.payload)
+    if isinstance(b, Discovery):
+        return DISCOVERY_FIXED + DIME_RECORD * len(b.dimes)
+    return HEARTBEAT_LEN
+
+
+SIGNALING_FIXED = spec.SignalingFixed.sizeof()
+TLV_HEADER = spec.TlvHeader.sizeof()
+DATA_FIXED = spec.DataFixed.sizeof()
+DISCOVERY_FIXED = spec.DiscoveryFixed.sizeof()
+DIME_RECORD = spec.DimeRecord.sizeof()
+HEARTBEAT_LEN = spec.HeartbeatBody.sizeof()

@@ -1,0 +1,57 @@
+"""Field tables read off the Construct spec, for the generators.
+
+Every generated artifact (docs/PROTOCOL.md, the fastpath's constants, the
+Lua dissector) takes offsets, widths and code tables from here, and this
+module takes them from :mod:`pxproto.wire.spec`; nothing is typed twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from construct import Bytes, Construct, Enum, FlagsEnum, FormatField, Struct
+
+from pxproto.wire import spec
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One fixed-width field of a struct."""
+
+    name: str
+    offset: int
+    size: int
+    kind: str
+    """``uint``, ``bytes``, ``enum`` or ``flags``."""
+    values: dict[int, str] = field(default_factory=dict)
+    """Code table of an enum field, or bit table of a flags field."""
+
+
+def _describe(name: str, offset: int, sub: Construct) -> FieldInfo:
+    if isinstance(sub, Enum):
+        values = {int(k): str(v) for k, v in sub.decmapping.items()}
+        return FieldInfo(name, offset, sub.subcon.sizeof(), "enum", values)
+    if isinstance(sub, FlagsEnum):
+        values = {int(v): str(k) for k, v in sub.flags.items()}
+        return FieldInfo(name, offset, sub.subcon.sizeof(), "flags", values)
+    if isinstance(sub, FormatField):
+        return FieldInfo(name, offset, sub.length, "uint")
+    if isinstance(sub, Bytes):
+        return FieldInfo(name, offset, sub.sizeof(), "bytes")
+    raise TypeError(f"field {name}: no table form for {type(sub).__name__}")
+
+
+def fields(struct: Struct) -> list[FieldInfo]:
+    """The fields of a fixed-size struct with their offsets inside it."""
+    out = []
+    offset = 0
+    for sub in struct.subcons:
+        info = _describe(sub.name, offset, sub.subcon)
+        out.append(info)
+        offset += info.size
+    return out
+
+
+def struct_tables() -> dict[str, tuple[Struct, list[FieldInfo]]]:
+    """Every fixed struct of the spec, keyed by its to_dict() prefix."""
+    return {prefix: (struct, fields(struct)) for prefix, struct in spec.STRUCT_PREFIXES.items()}
