@@ -23,30 +23,36 @@ class FieldInfo:
     size: int
     kind: str
     """``uint``, ``bytes``, ``enum`` or ``flags``."""
+    key: str = ""
+    """The field's ``px.*`` name (Frame.to_dict() key, dissector field, ProtocolError.field with ``px.``)."""
     values: dict[int, str] = field(default_factory=dict)
     """Code table of an enum field, or bit table of a flags field."""
 
 
-def _describe(name: str, offset: int, sub: Construct) -> FieldInfo:
+def _describe(prefix: str, name: str, offset: int, sub: Construct) -> FieldInfo:
+    key = spec.field_key(prefix, name)
     if isinstance(sub, Enum):
         values = {int(k): str(v) for k, v in sub.decmapping.items()}
-        return FieldInfo(name, offset, sub.subcon.sizeof(), "enum", values)
+        return FieldInfo(name, offset, sub.subcon.sizeof(), "enum", key, values)
     if isinstance(sub, FlagsEnum):
         values = {int(v): str(k) for k, v in sub.flags.items()}
-        return FieldInfo(name, offset, sub.subcon.sizeof(), "flags", values)
+        return FieldInfo(name, offset, sub.subcon.sizeof(), "flags", key, values)
     if isinstance(sub, FormatField):
-        return FieldInfo(name, offset, sub.length, "uint")
+        return FieldInfo(name, offset, sub.length, "uint", key)
     if isinstance(sub, Bytes):
-        return FieldInfo(name, offset, sub.sizeof(), "bytes")
+        return FieldInfo(name, offset, sub.sizeof(), "bytes", key)
     raise TypeError(f"field {name}: no table form for {type(sub).__name__}")
 
 
-def fields(struct: Struct) -> list[FieldInfo]:
-    """The fields of a fixed-size struct with their offsets inside it."""
+def fields(struct: Struct, prefix: str | None = None) -> list[FieldInfo]:
+    """The fields of a fixed-size struct with their offsets inside it; ``prefix``
+    (found from STRUCT_PREFIXES when None) places their px.* keys."""
+    if prefix is None:
+        prefix = next(p for p, s in spec.STRUCT_PREFIXES.items() if s is struct)
     out = []
     offset = 0
     for sub in struct.subcons:
-        info = _describe(sub.name, offset, sub.subcon)
+        info = _describe(prefix, sub.name, offset, sub.subcon)
         out.append(info)
         offset += info.size
     return out
@@ -54,4 +60,4 @@ def fields(struct: Struct) -> list[FieldInfo]:
 
 def struct_tables() -> dict[str, tuple[Struct, list[FieldInfo]]]:
     """Every fixed struct of the spec, keyed by its to_dict() prefix."""
-    return {prefix: (struct, fields(struct)) for prefix, struct in spec.STRUCT_PREFIXES.items()}
+    return {prefix: (struct, fields(struct, prefix)) for prefix, struct in spec.STRUCT_PREFIXES.items()}

@@ -156,3 +156,23 @@ STRUCT_PREFIXES = {
     "hb": HeartbeatBody,
     "auth": AuthTrailer,
 }
+
+# The px.* key of each field where it is not simply px.<prefix>.<field>: the
+# common header and the signaling fields are short because filters use them most.
+FIELD_KEYS = {
+    ("", "length"): "px.len",
+    ("", "src_dime"): "px.dime.src",
+    ("", "src_thread"): "px.thread.src",
+    ("", "dst_dime"): "px.dime.dst",
+    ("", "dst_thread"): "px.thread.dst",
+    ("sig", "req_id"): "px.req_id",
+    ("sig", "cmd"): "px.cmd",
+    ("sig", "op"): "px.op",
+    ("sig", "status"): "px.status",
+    ("sig", "tlv_count"): "px.tlv_count",
+}
+
+
+def field_key(prefix: str, name: str) -> str:
+    """The ``px.*`` name of a spec field: a to_dict() key, a dissector field, a filter word."""
+    return FIELD_KEYS.get((prefix, name), f"px.{prefix + '.' if prefix else ''}{name}")
