@@ -113,7 +113,9 @@ def data_bodies(draw: st.DrawFn, max_payload: int = 1500) -> Data:
 
 
 dime_infos = st.builds(
-    lambda dime, core, state, total, free_share, epoch: DimeInfo(dime, core, state, total, total * free_share // 100, epoch),
+    lambda dime, core, state, total, free_share, epoch: DimeInfo(
+        dime, core, state, total, total * free_share // 100, epoch
+    ),
     dime_ids,
     u16,
     st.sampled_from(list(DimeState)),
@@ -230,8 +232,8 @@ def hostile_bytes(draw: st.DrawFn) -> bytes:
 
 
 __all__ = [
-    "BODIES",
     "ACL_ENTRY_SIZE",
+    "BODIES",
     "auths",
     "data_bodies",
     "data_frames",

@@ -24,9 +24,13 @@ def main(argv: list[str] | None = None) -> int:
                         fr = decode(pkt.data)
                         good += 1
                         d = fr.to_dict()
-                        what = d.get("px.cmd") or d.get("px.disc.op") or d.get("px.hb.state") or d.get("px.data.channel")
-                        print(f"{path}:{i} {fr.cls.name} {fr.src_dime}.{fr.src_thread} > {fr.dst_dime}.{fr.dst_thread} "
-                              f"seq {fr.seq} {what} len {len(pkt.data)}")
+                        what = (
+                            d.get("px.cmd") or d.get("px.disc.op") or d.get("px.hb.state") or d.get("px.data.channel")
+                        )
+                        print(
+                            f"{path}:{i} {fr.cls.name} {fr.src_dime}.{fr.src_thread} > {fr.dst_dime}.{fr.dst_thread} "
+                            f"seq {fr.seq} {what} len {len(pkt.data)}"
+                        )
                     except ProtocolError as exc:
                         bad += 1
                         note = f" ({pkt.comment})" if pkt.comment else ""
@@ -36,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             status = 1
             continue
         except CaptureError as exc:
-            print(f"{path}: corrupt capture, read {good + bad} frames, stopped at byte {exc.offset}: {exc.reason}",
-                  file=sys.stderr)
+            print(
+                f"{path}: corrupt capture, read {good + bad} frames, stopped at byte {exc.offset}: {exc.reason}",
+                file=sys.stderr,
+            )
             status = 1
         print(f"{path}: {good} frames decoded, {bad} malformed")
     return status

@@ -232,7 +232,9 @@ def _decode_data(data: bytes, start: int, end: int, dst_dime: int) -> Data:
         frag_end = f.frag_offset + len(payload)
         if frag_end > f.msg_len:
             raise ProtocolError(
-                "data.frag_offset", o["frag_offset"], f"fragment bytes {f.frag_offset}..{frag_end} pass msg_len {f.msg_len}"
+                "data.frag_offset",
+                o["frag_offset"],
+                f"fragment bytes {f.frag_offset}..{frag_end} pass msg_len {f.msg_len}",
             )
         if f.frag_index == 0 and f.frag_offset:
             raise ProtocolError("data.frag_offset", o["frag_offset"], "the first fragment starts at 0")
@@ -328,7 +330,13 @@ def _encode_tlv(p: Tlv) -> bytes:
 def _encode_body(b: Body) -> bytes:
     if isinstance(b, Signaling):
         fixed = spec.SignalingFixed.build(
-            {"req_id": b.req_id, "cmd": int(b.cmd), "op": int(b.op), "status": int(b.status), "tlv_count": len(b.params)}
+            {
+                "req_id": b.req_id,
+                "cmd": int(b.cmd),
+                "op": int(b.op),
+                "status": int(b.status),
+                "tlv_count": len(b.params),
+            }
         )
         return fixed + b"".join(_encode_tlv(p) for p in b.params)
     if isinstance(b, Data):

@@ -11,6 +11,7 @@ before start-up with the ``PXPROTO_ETHERTYPES`` environment variable, e.g.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pxproto.errors import ProtocolError
@@ -113,10 +114,10 @@ def configure(new: EtherTypeMap | str | None) -> EtherTypeMap:
     return _current
 
 
-_listeners: list = []  # type: ignore[type-arg]
+_listeners: list[Callable[[EtherTypeMap], None]] = []
 
 
-def on_change(hook) -> None:  # type: ignore[no-untyped-def]
+def on_change(hook: Callable[[EtherTypeMap], None]) -> None:
     """Call ``hook(map)`` whenever the map changes (the fastpath keeps a C copy)."""
     _listeners.append(hook)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from collections.abc import Callable
+from typing import Any
 
 from pxproto.wire import ethertypes, spec
 from pxproto.wire.codes import (
@@ -26,7 +27,8 @@ from pxproto.wire.codes import (
 )
 
 BROADCAST = b"\xff" * 6
-TlvValue = Union[int, str, bytes]
+NO_DATA_FLAGS = DataFlag(0)
+TlvValue = int | str | bytes
 
 
 def mac_text(mac: bytes) -> str:
@@ -95,7 +97,7 @@ class Data:
     frag_count: int = 1
     ack: int = 0
     credit: int = 0
-    flags: DataFlag = DataFlag(0)
+    flags: DataFlag = NO_DATA_FLAGS
 
 
 @dataclass(slots=True)
@@ -147,7 +149,7 @@ class Auth:
     tag: bytes = b"\x00" * 16
 
 
-Body = Union[Signaling, Data, Discovery, Heartbeat]
+Body = Signaling | Data | Discovery | Heartbeat
 BODY_CLASS: dict[type, FrameClass] = {
     Signaling: FrameClass.SIGNALING,
     Data: FrameClass.DATA,
@@ -272,7 +274,7 @@ def _heartbeat_dict(b: Heartbeat, d: dict[str, Any]) -> None:
     d["px.hb.service"] = b.service
 
 
-_BODY_DICT = {
+_BODY_DICT: dict[type, Callable[[Any, dict[str, Any]], None]] = {
     Signaling: _signaling_dict,
     Data: _data_dict,
     Discovery: _discovery_dict,

@@ -62,8 +62,9 @@ def _table(rows: list[list[str]], head: list[str]) -> str:
 
 
 def _enum_table(enum: type[IntEnum]) -> str:
-    rows = [[f"0x{int(v):02x}", v.name, (enum.__doc__ or "").splitlines()[0] if i == 0 else ""]
-            for i, v in enumerate(enum)]
+    rows = [
+        [f"0x{int(v):02x}", v.name, (enum.__doc__ or "").splitlines()[0] if i == 0 else ""] for i, v in enumerate(enum)
+    ]
     return _table(rows, ["code", "name", ""])
 
 
@@ -94,27 +95,66 @@ def generate() -> str:
         for f in fields:
             codes_ = ", ".join(f"{k:#x}={v}" for k, v in sorted(f.values.items())) if f.values else ""
             rows.append([str(f.offset), str(f.size), f"`{f.name}`", f.kind, f"`{f.key}`", codes_])
-        parts += [f"## {title} ({struct.sizeof()} bytes)", "", note, "",
-                  _table(rows, ["offset", "size", "field", "kind", "key", "codes"]), ""]
+        parts += [
+            f"## {title} ({struct.sizeof()} bytes)",
+            "",
+            note,
+            "",
+            _table(rows, ["offset", "size", "field", "kind", "key", "codes"]),
+            "",
+        ]
     parts += ["## Commands", "", "Code = FCAPS area << 4 | index. Every command has a request and a response form.", ""]
     rows = []
     for c in Command:
         req, resp = COMMAND_PARAMS[c]
-        rows.append([f"0x{int(c):02x}", c.name, c.fcaps.name, ", ".join(t.name for t in req) or "-",
-                     ", ".join(t.name for t in resp) or "-"])
+        rows.append(
+            [
+                f"0x{int(c):02x}",
+                c.name,
+                c.fcaps.name,
+                ", ".join(t.name for t in req) or "-",
+                ", ".join(t.name for t in resp) or "-",
+            ]
+        )
     parts += [_table(rows, ["code", "command", "FCAPS", "request TLVs", "response TLVs"]), ""]
-    for enum in (codes.Op, codes.Status, codes.DimeState, codes.DiscoveryOp, codes.Param, codes.FaultCode,
-                 codes.Direction):
+    for enum in (
+        codes.Op,
+        codes.Status,
+        codes.DimeState,
+        codes.DiscoveryOp,
+        codes.Param,
+        codes.FaultCode,
+        codes.Direction,
+    ):
         parts += [f"## {enum.__name__}", "", _enum_table(enum), ""]
     for flags in (codes.HeaderFlag, codes.DataFlag, codes.Capability):
-        parts += [f"## {flags.__name__} bits", "",
-                  _table([[f"0x{int(v):02x}", str(v.name)] for v in flags], ["bit", "name"]), ""]
-    rows = [[str(int(t)), t.name, TLV_KINDS[t].name, f"`px.tlv.{t.name.lower()}`",
-             TLV_ENUMS[t].__name__ if t in TLV_ENUMS else ""] for t in codes.TlvType]
-    parts += ["## TLV types", "", "Unknown types decode as raw bytes under `px.tlv.t<type>`.", "",
-              _table(rows, ["type", "name", "kind", "key", "codes"]), ""]
-    parts.append(RULES.format(version=codes.PROTOCOL_VERSION, min_frame=spec.MIN_ETHERNET_FRAME,
-                              text_max=codes.TEXT_MAX))
+        parts += [
+            f"## {flags.__name__} bits",
+            "",
+            _table([[f"0x{int(v):02x}", str(v.name)] for v in flags], ["bit", "name"]),
+            "",
+        ]
+    rows = [
+        [
+            str(int(t)),
+            t.name,
+            TLV_KINDS[t].name,
+            f"`px.tlv.{t.name.lower()}`",
+            TLV_ENUMS[t].__name__ if t in TLV_ENUMS else "",
+        ]
+        for t in codes.TlvType
+    ]
+    parts += [
+        "## TLV types",
+        "",
+        "Unknown types decode as raw bytes under `px.tlv.t<type>`.",
+        "",
+        _table(rows, ["type", "name", "kind", "key", "codes"]),
+        "",
+    ]
+    parts.append(
+        RULES.format(version=codes.PROTOCOL_VERSION, min_frame=spec.MIN_ETHERNET_FRAME, text_max=codes.TEXT_MAX)
+    )
     return "\n".join(parts)
 
 

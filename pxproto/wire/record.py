@@ -52,7 +52,8 @@ def record_over_veth(frames: list[bytes], out: Path) -> list[bytes]:
         bpf = " or ".join(f"ether proto 0x{t:04x}" for t in types)
         dump = subprocess.Popen(
             ["ip", "netns", "exec", NETNS, "dumpcap", "-q", "-i", "pxrec1", "-f", bpf, "-w", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 10
         while not out.exists() or out.stat().st_size == 0:
@@ -83,8 +84,9 @@ def write(path: Path, frames: list[tuple[bytes, str]], recorded: dict[bytes, int
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pxproto.wire.record", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m pxproto.wire.record", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("outdir", type=Path)
     ap.add_argument("--direct", action="store_true", help="write the frames without sending them over a veth link")
     args = ap.parse_args(argv)
@@ -102,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                 os.chmod(tmp, 0o777)
                 seen = record_over_veth([r for r, _ in frames], raw_out)
                 if seen != [r for r, _ in frames]:
-                    print(f"{name}: the link changed or lost frames ({len(seen)} of {len(frames)} seen)", file=sys.stderr)
+                    print(
+                        f"{name}: the link changed or lost frames ({len(seen)} of {len(frames)} seen)", file=sys.stderr
+                    )
                     return 1
                 with open(raw_out, "rb") as f:
                     stamps = {p.data: p.ts_ns for p in read_packets(f)}

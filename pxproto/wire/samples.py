@@ -70,11 +70,25 @@ def signaling_samples() -> list[tuple[str, Frame]]:
         req_params, resp_params = COMMAND_PARAMS[cmd]
         req = Frame(
             Signaling(cmd, Op.REQUEST, 1000 + n, Status.OK, _params(req_params)),
-            Scope.DIME, DIME_ALL, 0, 2, 1, 2 * n, SERVER_MACS[0], ORCH_MAC,
+            Scope.DIME,
+            DIME_ALL,
+            0,
+            2,
+            1,
+            2 * n,
+            SERVER_MACS[0],
+            ORCH_MAC,
         )
         resp = Frame(
             Signaling(cmd, Op.RESPONSE, 1000 + n, Status.OK, _params(resp_params)),
-            Scope.DIME, 2, 1, 0, 0, 2 * n + 1, ORCH_MAC, SERVER_MACS[0],
+            Scope.DIME,
+            2,
+            1,
+            0,
+            0,
+            2 * n + 1,
+            ORCH_MAC,
+            SERVER_MACS[0],
         )
         out += [(f"{cmd.name} request", req), (f"{cmd.name} response", resp)]
     for status in Status:
@@ -82,7 +96,14 @@ def signaling_samples() -> list[tuple[str, Frame]]:
             continue
         err = Frame(
             Signaling(Command.LOAD, Op.RESPONSE, 2000 + status, status, (Tlv(TlvType.TEXT, status.name.lower()),)),
-            Scope.DIME, 3, 0, 0, 0, 100 + status, ORCH_MAC, SERVER_MACS[1],
+            Scope.DIME,
+            3,
+            0,
+            0,
+            0,
+            100 + status,
+            ORCH_MAC,
+            SERVER_MACS[1],
         )
         out.append((f"LOAD response {status.name}", err))
     system = Frame(
@@ -91,20 +112,56 @@ def signaling_samples() -> list[tuple[str, Frame]]:
     out.append(("RESET request to a whole server, padded", replace(system, padding=60 - len(encode(system)))))
     unknown = Frame(
         Signaling(Command.GET_PARAM, Op.REQUEST, 3001, Status.OK, (Tlv(TlvType.PARAM_ID, 1), Tlv(0x7F00, b"future"))),
-        Scope.DIME, DIME_ALL, 0, 1, 0, 2, SERVER_MACS[0], ORCH_MAC,
+        Scope.DIME,
+        DIME_ALL,
+        0,
+        1,
+        0,
+        2,
+        SERVER_MACS[0],
+        ORCH_MAC,
     )
     out.append(("GET_PARAM with an unknown TLV type", unknown))
     wiring = Frame(
-        Signaling(Command.CONNECT, Op.REQUEST, 3002, Status.OK, (
-            Tlv(TlvType.CHANNEL, 7), Tlv(TlvType.DIRECTION, int(Direction.OUTPUT)), Tlv(TlvType.PEER_MAC, SERVER_MACS[2]),
-            Tlv(TlvType.PEER_DIME, 4), Tlv(TlvType.PEER_THREAD, 0))),
-        Scope.DIME, DIME_ALL, 0, 1, 0, 3, SERVER_MACS[0], ORCH_MAC,
+        Signaling(
+            Command.CONNECT,
+            Op.REQUEST,
+            3002,
+            Status.OK,
+            (
+                Tlv(TlvType.CHANNEL, 7),
+                Tlv(TlvType.DIRECTION, int(Direction.OUTPUT)),
+                Tlv(TlvType.PEER_MAC, SERVER_MACS[2]),
+                Tlv(TlvType.PEER_DIME, 4),
+                Tlv(TlvType.PEER_THREAD, 0),
+            ),
+        ),
+        Scope.DIME,
+        DIME_ALL,
+        0,
+        1,
+        0,
+        3,
+        SERVER_MACS[0],
+        ORCH_MAC,
     )
     out.append(("CONNECT re-wiring an output channel", wiring))
     fault = Frame(
-        Signaling(Command.FAULT_REPORT, Op.REQUEST, 3003, Status.OK, (
-            Tlv(TlvType.FAULT_CODE, int(FaultCode.MEMORY_EXCEEDED)), Tlv(TlvType.MEM_USED, 9))),
-        Scope.DIME, 5, 0, 0, 0, 4, ORCH_MAC, SERVER_MACS[1],
+        Signaling(
+            Command.FAULT_REPORT,
+            Op.REQUEST,
+            3003,
+            Status.OK,
+            (Tlv(TlvType.FAULT_CODE, int(FaultCode.MEMORY_EXCEEDED)), Tlv(TlvType.MEM_USED, 9)),
+        ),
+        Scope.DIME,
+        5,
+        0,
+        0,
+        0,
+        4,
+        ORCH_MAC,
+        SERVER_MACS[1],
     )
     out.append(("FAULT_REPORT memory exceeded", fault))
     return out
@@ -119,8 +176,12 @@ def data_samples() -> list[tuple[str, Frame]]:
         pieces = [msg[i : i + room] for i in range(0, len(msg), room)] or [b""]
         for k, piece in enumerate(pieces):
             body = Data(3, msg_id, piece, len(msg), k * room, k, len(pieces), 0, 0, DataFlag(0))
-            out.append((f"{label} fragment {k + 1} of {len(pieces)}", Frame(
-                body, Scope.DIME, 1, 0, 2, 0, 500 + len(out), dst, src)))
+            out.append(
+                (
+                    f"{label} fragment {k + 1} of {len(pieces)}",
+                    Frame(body, Scope.DIME, 1, 0, 2, 0, 500 + len(out), dst, src),
+                )
+            )
 
     frag(1, b"hello, stage two", 1500, "small message")
     frag(2, bytes(i & 0xFF for i in range(65536)), 1500, "64 KiB message, 1500 MTU")
@@ -134,16 +195,58 @@ def data_samples() -> list[tuple[str, Frame]]:
 
 def discovery_samples() -> list[tuple[str, Frame]]:
     caps = int(Capability.FASTPATH | Capability.AUTH | Capability.RLIMIT_MEMORY)
-    probe = Frame(Discovery(DiscoveryOp.PROBE, 77, SW_VERSION, caps, STATE_ANY), Scope.SYSTEM, DIME_ALL, 0,
-                  DIME_ALL, 0, 1, b"\xff" * 6, ORCH_MAC)
-    free_probe = Frame(Discovery(DiscoveryOp.PROBE, 78, SW_VERSION, caps, int(DimeState.FREE)), Scope.SYSTEM,
-                       DIME_ALL, 0, DIME_ALL, 0, 2, b"\xff" * 6, ORCH_MAC)
+    probe = Frame(
+        Discovery(DiscoveryOp.PROBE, 77, SW_VERSION, caps, STATE_ANY),
+        Scope.SYSTEM,
+        DIME_ALL,
+        0,
+        DIME_ALL,
+        0,
+        1,
+        b"\xff" * 6,
+        ORCH_MAC,
+    )
+    free_probe = Frame(
+        Discovery(DiscoveryOp.PROBE, 78, SW_VERSION, caps, int(DimeState.FREE)),
+        Scope.SYSTEM,
+        DIME_ALL,
+        0,
+        DIME_ALL,
+        0,
+        2,
+        b"\xff" * 6,
+        ORCH_MAC,
+    )
     dimes = tuple(DimeInfo(i, i, state, 16, 16 - 4 * (state is DimeState.BUSY), 3) for i, state in enumerate(DimeState))
-    announce = Frame(Discovery(DiscoveryOp.ANNOUNCE, 77, SW_VERSION, caps, STATE_ANY, dimes), Scope.SYSTEM,
-                     DIME_ALL, 0, DIME_ALL, 0, 1, ORCH_MAC, SERVER_MACS[0])
-    boot = Frame(Discovery(DiscoveryOp.GRATUITOUS, 0, SW_VERSION, caps, STATE_ANY,
-                           tuple(DimeInfo(i, i, DimeState.FREE, 8, 8, 1) for i in range(2))),
-                 Scope.SYSTEM, DIME_ALL, 0, DIME_ALL, 0, 1, b"\xff" * 6, SERVER_MACS[1])
+    announce = Frame(
+        Discovery(DiscoveryOp.ANNOUNCE, 77, SW_VERSION, caps, STATE_ANY, dimes),
+        Scope.SYSTEM,
+        DIME_ALL,
+        0,
+        DIME_ALL,
+        0,
+        1,
+        ORCH_MAC,
+        SERVER_MACS[0],
+    )
+    boot = Frame(
+        Discovery(
+            DiscoveryOp.GRATUITOUS,
+            0,
+            SW_VERSION,
+            caps,
+            STATE_ANY,
+            tuple(DimeInfo(i, i, DimeState.FREE, 8, 8, 1) for i in range(2)),
+        ),
+        Scope.SYSTEM,
+        DIME_ALL,
+        0,
+        DIME_ALL,
+        0,
+        1,
+        b"\xff" * 6,
+        SERVER_MACS[1],
+    )
     return [
         ("probe for any DIME, padded", replace(probe, padding=60 - len(encode(probe)))),
         ("probe for free DIMEs, padded", replace(free_probe, padding=60 - len(encode(free_probe)))),
@@ -156,8 +259,9 @@ def heartbeat_samples() -> list[tuple[str, Frame]]:
     out = []
     for i, state in enumerate(DimeState):
         hb = Heartbeat(3, state, 100, 250 * (state is DimeState.BUSY), 1, 4, 16, 2, 0, 42 * (state is DimeState.BUSY))
-        out.append((f"heartbeat {state.name}", Frame(hb, Scope.SYSTEM, i, 0, DIME_ALL, 0, 10 + i, b"\xff" * 6,
-                                                      SERVER_MACS[0])))
+        out.append(
+            (f"heartbeat {state.name}", Frame(hb, Scope.SYSTEM, i, 0, DIME_ALL, 0, 10 + i, b"\xff" * 6, SERVER_MACS[0]))
+        )
     return out
 
 
@@ -207,10 +311,20 @@ def malformed_samples() -> list[tuple[str, str, int, bytes]]:
         ("reserved header flag bit set", "flags", 15, _with(load, h + 1, b"\x81")),
         ("length field longer than the frame", "length", 16, hlen(load, 900)),
         ("bytes after the frame end", "length", 16, load + b"\x01\x02\x03"),
-        ("non-zero bytes padding a short frame", "length", 16, _with(sig["RESET request to a whole server, padded"], 59, b"\x01")),
+        (
+            "non-zero bytes padding a short frame",
+            "length",
+            16,
+            _with(sig["RESET request to a whole server, padded"], 59, b"\x01"),
+        ),
         ("DATA frame with SYSTEM scope", "flags", 15, _with(data, h + 1, b"\x00")),
         ("HEARTBEAT with DIME scope", "flags", 15, _with(hb, h + 1, b"\x01")),
-        ("SYSTEM scope addressed to one DIME", "dime.dst", 22, _with(sig["RESET request to a whole server, padded"], h + 8, b"\x00\x01")),
+        (
+            "SYSTEM scope addressed to one DIME",
+            "dime.dst",
+            22,
+            _with(sig["RESET request to a whole server, padded"], h + 8, b"\x00\x01"),
+        ),
         ("DIME scope addressed to 0xffff", "dime.dst", 22, _with(load, h + 8, b"\xff\xff")),
         ("heartbeat from DIME 0xffff", "dime.src", 18, _with(hb, h + 4, b"\xff\xff")),
         ("signaling body shorter than its fixed part", "length", 16, hlen(load, 4)[: b + 4]),
@@ -221,29 +335,49 @@ def malformed_samples() -> list[tuple[str, str, int, bytes]]:
         ("TLV count larger than the TLVs", "tlv", len(ping), _with(ping, b + 7, b"\x02")),
         ("TLV count smaller than the TLVs", "tlv_count", b + 7, _with(load, b + 7, b"\x01")),
         ("TLV length past the body", "tlv.length", tlv0 + 2, _with(ping, tlv0 + 2, b"\x00\x40")),
-        ("u32 TLV with a 2-byte value", "tlv.service_id", tlv0 + 2,
-         hlen(load[: tlv0 + 2] + b"\x00\x02\x00\x07" + load[tlv0 + 8 :], len(load) - b - 2)),
+        (
+            "u32 TLV with a 2-byte value",
+            "tlv.service_id",
+            tlv0 + 2,
+            hlen(load[: tlv0 + 2] + b"\x00\x02\x00\x07" + load[tlv0 + 8 :], len(load) - b - 2),
+        ),
         ("duplicate TLV type", "tlv", tlv0 + 8, _with(load, tlv0 + 8, b"\x00\x04")),
         ("MICE name not UTF-8", "tlv.mice_name", tlv0 + 8 + 6 + 4, _with(load, tlv0 + 8 + 6 + 4, b"\xff")),
         ("DIRECTION TLV with an unknown code", "tlv.direction", tlv0 + 10, _with(connect, tlv0 + 10, b"\x07")),
         ("fragment index beyond the count", "data.frag_index", b + 15, _with(data, b + 15, b"\x00\x05")),
         ("fragment past the message length", "data.frag_offset", b + 11, _with(data, b + 7, b"\x00\x00\x00\x02")),
-        ("ack-only frame without the ACK flag", "data.flags", b + 2,
-         _with(_with(ack, b + 2, b"\x00"), b + 19, bytes(6))),
+        (
+            "ack-only frame without the ACK flag",
+            "data.flags",
+            b + 2,
+            _with(_with(ack, b + 2, b"\x00"), b + 19, bytes(6)),
+        ),
         ("ack value without the ACK flag", "data.ack", b + 19, _with(data, b + 19, b"\x00\x00\x00\x09")),
         ("reserved DATA flag bit", "data.flags", b + 2, _with(data, b + 2, b"\x80")),
         ("announce count disagrees with its records", "disc.count", b + 2, _with(announce, b + 2, b"\x00\x09")),
         ("gratuitous announce answering a probe", "disc.probe_id", b + 4, _with(boot, b + 4, b"\x00\x00\x00\x01")),
-        ("announced DIME with more free than total memory", "disc.dime.mem_free", b + 16 + 9,
-         _with(announce, b + 16 + 9, b"\x00\x00\x01\x00")),
+        (
+            "announced DIME with more free than total memory",
+            "disc.dime.mem_free",
+            b + 16 + 9,
+            _with(announce, b + 16 + 9, b"\x00\x00\x01\x00"),
+        ),
         ("unknown DIME state in an announce", "disc.dime.state", b + 16 + 4, _with(announce, b + 16 + 4, b"\x33")),
         ("heartbeat body too long", "length", 16, hlen(hb + b"\x00", len(hb) - b + 1)),
         ("heartbeat with an unknown state", "hb.state", b + 4, _with(hb, b + 4, b"\x09")),
         ("heartbeat period 0", "hb.period_ms", b + 5, _with(hb, b + 5, b"\x00\x00")),
         ("CPU load over 1000 permille", "hb.cpu_permille", b + 7, _with(hb, b + 7, b"\x04\x00")),
         ("truncated authentication trailer", "auth", len(signed) - spec.AUTH_LEN, signed[:-5]),
-        ("authentication key id 0", "auth.key_id", len(signed) - spec.AUTH_LEN,
-         _with(signed, len(signed) - spec.AUTH_LEN, b"\x00\x00")),
-        ("authentication counter 0", "auth.counter", len(signed) - spec.AUTH_LEN + 2,
-         _with(signed, len(signed) - spec.AUTH_LEN + 2, bytes(8))),
+        (
+            "authentication key id 0",
+            "auth.key_id",
+            len(signed) - spec.AUTH_LEN,
+            _with(signed, len(signed) - spec.AUTH_LEN, b"\x00\x00"),
+        ),
+        (
+            "authentication counter 0",
+            "auth.counter",
+            len(signed) - spec.AUTH_LEN + 2,
+            _with(signed, len(signed) - spec.AUTH_LEN + 2, bytes(8)),
+        ),
     ]
