@@ -1,0 +1,10 @@
+"""The DIME protocol state machines, sans I/O.
+
+Each machine takes frames and ``now`` and returns an :class:`Output` (frames to
+send, events, next timer).  The node kernel and the orchestrator are drivers
+over them; :mod:`pxproto.dime.simlink` drives them over a simulated lossy wire.
+"""
+
+from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, Event, Output
+
+__all__ = ["BROADCAST_ADDRESS", "Address", "Event", "Output"]
