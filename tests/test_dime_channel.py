@@ -357,7 +357,7 @@ def test_fast_retransmit_recovers_one_loss_before_the_timer() -> None:
 
 
 def test_dead_receiver_breaks_the_channel_and_keeps_the_unacked_messages() -> None:
-    net, tx, rx, audit = channel()
+    net, tx, _rx, audit = channel()
     send(net, tx, audit, b"one")
     net.run(0.1)
     net.kill(MAC_R)
