@@ -1,0 +1,124 @@
+"""``pxswitch``: run a switch, or ask a running one for its counters and table.
+
+pxswitch run --port udp:local=127.0.0.1:5000 --port afpacket:interface=veth0
+pxswitch run --config switch.toml
+pxswitch stats [--control PATH] [--json]
+pxswitch fdb [--control PATH] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pxproto.switch.config import DEFAULT_CONTROL, ConfigError, SwitchConfig, load_file, parse_port_arg
+from pxproto.switch.core import SwitchPolicy
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pxswitch", description="A userspace L2 switch that understands Parallax.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run a switch")
+    run.add_argument("--config", "-c", help="TOML file ([switch] and [[port]] tables); SIGHUP re-reads it")
+    run.add_argument("--port", "-p", action="append", default=[], help="TYPE:key=value,... (repeatable)")
+    run.add_argument("--control", help=f"control socket path (default {DEFAULT_CONTROL})")
+    run.add_argument("--mirror", help="write every received frame to this pcapng file")
+    run.add_argument("--validation", choices=("none", "header", "full"))
+    run.add_argument("--malformed", choices=("drop", "pass"))
+    run.add_argument("--non-parallax", choices=("pass", "drop"))
+    run.add_argument("--fdb-capacity", type=int)
+    run.add_argument("--aging", type=float)
+    run.add_argument("--queue-data", type=int)
+    run.add_argument("--queue-control", type=int)
+    for name in ("stats", "fdb"):
+        q = sub.add_parser(name, help=f"print a running switch's {name}")
+        q.add_argument("--control", default=DEFAULT_CONTROL)
+        q.add_argument("--json", action="store_true", help="raw JSON")
+    return ap
+
+
+def build_config(args: argparse.Namespace) -> SwitchConfig:
+    cfg = load_file(args.config) if args.config else SwitchConfig()
+    for i, text in enumerate(args.port):
+        cfg.ports.append(parse_port_arg(text, len(cfg.ports) + i))
+    names = [p.name for p in cfg.ports]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"two ports are named {sorted(dup)[0]!r}")
+    overrides = {
+        k: getattr(args, k)
+        for k in ("validation", "malformed", "non_parallax", "fdb_capacity", "aging", "queue_data", "queue_control")
+        if getattr(args, k) is not None
+    }
+    if overrides:
+        try:
+            cfg.policy = SwitchPolicy(**{**cfg.policy.__dict__, **overrides})
+        except ValueError as exc:
+            raise ConfigError(f"command line: {exc}") from None
+    if args.control:
+        cfg.control = args.control
+    if args.mirror:
+        cfg.mirror = args.mirror
+    return cfg
+
+
+def _print_stats(st: dict[str, Any]) -> None:
+    cols = ("rx", "tx", "rx_malformed", "tx_queue_drop", "tx_queue_drop_control", "queued")
+    print(f"{'port':<16}{'up':<4}" + "".join(f"{c:>22}" for c in cols))
+    for name, p in st["ports"].items():
+        print(f"{name:<16}{'y' if p.get('up') else 'n':<4}" + "".join(f"{p.get(c, '-'):>22}" for c in cols))
+        if p.get("gone"):
+            print(f"  gone: {p['gone']}")
+        if p.get("errors"):
+            print(f"  errors: {p['errors']}")
+    for name, p in st["ports"].items():
+        if "rx_class" in p:
+            print(f"{name:<16} rx by class {p['rx_class']}  tx by class {p['tx_class']}")
+    print("switch:", ", ".join(f"{k}={v}" for k, v in st["switch"].items()))
+    if st["malformed"]:
+        print("malformed by field:", ", ".join(f"{k}={v}" for k, v in st["malformed"].items()))
+
+
+def _print_fdb(rows: list[dict[str, Any]]) -> None:
+    print(f"{'mac':<19}{'dime':>6}  {'port':<16}{'age s':>8}")
+    for r in rows:
+        dime = "-" if r["dime"] is None else str(r["dime"])
+        print(f"{r['mac']:<19}{dime:>6}  {r['port']:<16}{r['age']:>8.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "run":
+        from pxproto.switch.daemon import Daemon
+
+        try:
+            cfg = build_config(args)
+        except ConfigError as exc:
+            print(f"pxswitch: {exc}", file=sys.stderr)
+            return 2
+        if not cfg.ports:
+            print("pxswitch: no ports (give --port or a --config with [[port]] tables)", file=sys.stderr)
+            return 2
+        d = Daemon(cfg, args.config)
+        d.install_signals()
+        return d.run()
+    from pxproto.switch.daemon import query
+
+    try:
+        reply = query(args.control, args.cmd)
+    except OSError as exc:
+        print(f"pxswitch: control socket {args.control}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    elif args.cmd == "stats":
+        _print_stats(reply)
+    else:
+        _print_fdb(reply)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

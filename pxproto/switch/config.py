@@ -1,0 +1,217 @@
+"""pxswitch configuration: a TOML file or command-line port specs, checked with errors that say where.
+
+A file::
+
+    [switch]
+    validation = "header"      # none | header | full
+    malformed = "drop"         # drop | pass
+    non_parallax = "pass"      # pass | drop
+    fdb_capacity = 8192
+    aging = 300.0              # seconds
+    queue_data = 1024          # frames per output port
+    queue_control = 4096
+    mirror = "mirror.pcapng"   # optional
+    control = "/tmp/pxswitch.sock"
+
+    [[port]]
+    name = "vm1"
+    type = "stream"            # udp | stream | tap | afpacket | vxlan
+    address = "/tmp/vm1.sock"
+    listen = true
+
+On the command line a port is ``TYPE:key=value,key=value`` (``name=`` optional;
+``remote=`` may repeat for a VXLAN port), e.g. ``afpacket:interface=veth0``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pxproto.switch.core import SwitchPolicy
+
+DEFAULT_CONTROL = "/tmp/pxswitch.sock"
+
+# type -> {option: (python type, required)}
+PORT_OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
+    "udp": {"local": (str, True), "remote": (str, False)},
+    "stream": {"address": (str, True), "listen": (bool, False)},
+    "tap": {"interface": (str, True)},
+    "afpacket": {"interface": (str, True)},
+    "vxlan": {"local": (str, False), "remote": (list, True), "vni": (int, True)},
+}
+SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
+    "validation": str,
+    "malformed": str,
+    "non_parallax": str,
+    "fdb_capacity": int,
+    "aging": (int, float),
+    "queue_data": int,
+    "queue_control": int,
+    "mirror": str,
+    "control": str,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; the message names the source, line (when known) and field."""
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    name: str
+    type: str
+    options: tuple[tuple[str, Any], ...]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+
+@dataclass
+class SwitchConfig:
+    policy: SwitchPolicy = field(default_factory=SwitchPolicy)
+    ports: list[PortSpec] = field(default_factory=list)
+    mirror: str | None = None
+    control: str = DEFAULT_CONTROL
+
+
+def check_port(raw: dict[str, Any], index: int, where: Any) -> PortSpec:
+    """A port table (from TOML or the command line) as a PortSpec; ``where(key)`` says where ``key`` is."""
+    kind = raw.get("type")
+    if kind not in PORT_OPTIONS:
+        raise ConfigError(f"{where('type')}: port type {kind!r}, expected one of {', '.join(PORT_OPTIONS)}")
+    allowed = PORT_OPTIONS[kind]
+    name = raw.get("name", f"{kind}{index}")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where('name')}: a port name is a non-empty string")
+    opts: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in ("type", "name"):
+            continue
+        if key not in allowed:
+            raise ConfigError(f"{where(key)}: unknown option {key!r} for a {kind} port ({', '.join(allowed)})")
+        want = allowed[key][0]
+        if want is list and isinstance(value, str):
+            value = [value]
+        if want is list and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{where(key)}: {key} is a list of strings")
+        if want is not list and not isinstance(value, want):
+            raise ConfigError(f"{where(key)}: {key} must be {want.__name__}, not {type(value).__name__}")
+        opts[key] = tuple(value) if isinstance(value, list) else value
+    for key, (_, required) in allowed.items():
+        if required and key not in opts:
+            raise ConfigError(f"{where('type')}: a {kind} port needs {key!r}")
+    return PortSpec(name, kind, tuple(sorted(opts.items())))
+
+
+def parse_port_arg(text: str, index: int) -> PortSpec:
+    """``TYPE:key=value,...`` from the command line."""
+    kind, _, rest = text.partition(":")
+    raw: dict[str, Any] = {"type": kind.strip()}
+    for item in filter(None, (i.strip() for i in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--port {text!r}: {item!r} is not key=value")
+        key = key.strip()
+        typed: Any = value
+        if value.lower() in ("true", "false"):
+            typed = value.lower() == "true"
+        elif value.isdigit():
+            typed = int(value)
+        if key == "remote" and kind.strip() == "vxlan":
+            raw.setdefault("remote", []).append(value)
+        else:
+            raw[key] = typed
+    return check_port(raw, index, lambda key: f"--port {text!r} ({key})")
+
+
+def _line_locator(text: str, source: str) -> Any:
+    """A function (section, index, key) -> 'source line N: section[index].key'."""
+    lines = text.splitlines()
+
+    def where(section: str, index: int | None, key: str) -> str:
+        label = f"{section}[{index}].{key}" if index is not None else f"{section}.{key}"
+        start, seen = None, -1
+        header = re.compile(
+            r"^\s*\[\[\s*" + re.escape(section) + r"\s*\]\]"
+            if index is not None
+            else r"^\s*\[\s*" + re.escape(section) + r"\s*\]"
+        )
+        for i, line in enumerate(lines):
+            if header.match(line):
+                seen += 1
+                if index is None or seen == index:
+                    start = i
+                    break
+        if start is None:
+            return f"{source}: {label}"
+        keyre = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        for i in range(start + 1, len(lines)):
+            if re.match(r"^\s*\[", lines[i]):
+                break
+            if keyre.match(lines[i]):
+                return f"{source} line {i + 1}: {label}"
+        return f"{source} line {start + 1}: {label}"
+
+    return where
+
+
+def load_text(text: str, source: str = "<config>") -> SwitchConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    where = _line_locator(text, source)
+    for key in doc:
+        if key not in ("switch", "port"):
+            raise ConfigError(f"{source}: unknown table {key!r} (expected [switch] and [[port]])")
+    sw = doc.get("switch", {})
+    if not isinstance(sw, dict):
+        raise ConfigError(f"{source}: 'switch' must be a table")
+    cfg = SwitchConfig()
+    pol: dict[str, Any] = {}
+    for key, value in sw.items():
+        want = SWITCH_OPTIONS.get(key)
+        if want is None:
+            raise ConfigError(f"{where('switch', None, key)}: unknown option (one of {', '.join(SWITCH_OPTIONS)})")
+        if not isinstance(value, want) or isinstance(value, bool):
+            raise ConfigError(f"{where('switch', None, key)}: {value!r} has the wrong type")
+        if key == "mirror":
+            cfg.mirror = str(value)
+        elif key == "control":
+            cfg.control = str(value)
+        else:
+            pol[key] = value
+    try:
+        cfg.policy = SwitchPolicy(**pol)
+    except ValueError as exc:
+        field_name = str(exc).split(" ", 1)[0]
+        raise ConfigError(f"{where('switch', None, field_name)}: {exc}") from None
+    ports = doc.get("port", [])
+    if not isinstance(ports, list):
+        raise ConfigError(f"{source}: 'port' must be an array of tables ([[port]])")
+    for i, raw in enumerate(ports):
+        cfg.ports.append(check_port(raw, i, lambda key, i=i: where("port", i, key)))
+    _check_unique(cfg.ports, source)
+    return cfg
+
+
+def _check_unique(ports: list[PortSpec], source: str) -> None:
+    seen: set[str] = set()
+    for p in ports:
+        if p.name in seen:
+            raise ConfigError(f"{source}: two ports are named {p.name!r}")
+        seen.add(p.name)
+
+
+def load_file(path: str) -> SwitchConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: byte {exc.start} is not UTF-8") from None
+    return load_text(text, path)

@@ -1,0 +1,338 @@
+"""The pxswitch event loop: ports, the core, the control socket and signals, in one thread.
+
+The loop polls every port, hands what arrives to :class:`Switch`, pushes the
+core's queues out (strict priority is the core's), writes the mirror,
+answers ``stats``/``fdb`` on the control socket, reloads ports on SIGHUP and
+stops cleanly on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import IO, Any
+
+from pxproto.capture.pcapng import PcapngWriter
+from pxproto.switch.config import ConfigError, PortSpec, SwitchConfig, load_file
+from pxproto.switch.core import Switch
+from pxproto.switch.ports import AfPacketPort, Port, PortGone, StreamPort, TapPort, UdpPort, VxlanPort
+
+BATCH = 64
+CHECK_PERIOD = 1.0
+
+
+def open_port(spec: PortSpec) -> Port:
+    """The driver a PortSpec describes."""
+    g = spec.get
+    if spec.type == "udp":
+        return UdpPort(spec.name, g("local"), g("remote"))
+    if spec.type == "stream":
+        return StreamPort(spec.name, g("address"), bool(g("listen", False)))
+    if spec.type == "tap":
+        return TapPort(spec.name, g("interface"))
+    if spec.type == "afpacket":
+        return AfPacketPort(spec.name, g("interface"))
+    if spec.type == "vxlan":
+        return VxlanPort(spec.name, g("local", "0.0.0.0:4789"), list(g("remote")), int(g("vni")))
+    raise ConfigError(f"port {spec.name}: unknown type {spec.type!r}")
+
+
+def log(msg: str) -> None:
+    print(f"pxswitch: {msg}", file=sys.stderr, flush=True)
+
+
+class Daemon:
+    """Runs one switch until asked to stop."""
+
+    def __init__(self, config: SwitchConfig, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.core = Switch(config.policy)
+        self.sel = selectors.DefaultSelector()
+        self.ports: dict[int, Port] = {}
+        self.specs: dict[int, PortSpec] = {}
+        self.gone: dict[str, str] = {}
+        """Ports that vanished or failed to open, and why."""
+        self._fds: dict[int, int | None] = {}
+        self._events: dict[int, int] = {}
+        self._stop = False
+        self._reload = False
+        self._mirror_file: IO[bytes] | None = None
+        self.mirror: PcapngWriter | None = None
+        if config.mirror:
+            self._mirror_file = open(config.mirror, "wb")
+            self.mirror = PcapngWriter(self._mirror_file, comment="pxswitch mirror")
+            self.core.policy.mirror = True
+        for spec in config.ports:
+            self._add(spec)
+        self.control = self._open_control(config.control)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        self._check_at = 0.0
+
+    # ------------------------------------------------------------- ports
+
+    def _add(self, spec: PortSpec) -> None:
+        try:
+            port = open_port(spec)
+        except (OSError, ValueError) as exc:
+            self.gone[spec.name] = f"cannot open: {exc}"
+            log(f"port {spec.name} ({spec.type}) cannot open: {exc}")
+            return
+        pid = self.core.add_port(spec.name)
+        self.ports[pid] = port
+        self.specs[pid] = spec
+        self.gone.pop(spec.name, None)
+        self._fds[pid] = None
+        self._sync(pid)
+        log(f"port {spec.name} ({spec.type}) open")
+
+    def _remove(self, pid: int, why: str | None = None) -> None:
+        port = self.ports.pop(pid)
+        spec = self.specs.pop(pid)
+        fd = self._fds.pop(pid, None)
+        if fd is not None:
+            self.sel.unregister(fd)
+            self._events.pop(pid, None)
+        try:
+            port.close()
+        except OSError:
+            pass
+        self.core.remove_port(pid)
+        if why:
+            self.gone[spec.name] = why
+            log(f"port {spec.name} gone: {why}")
+
+    def _sync(self, pid: int) -> None:
+        """Keep the selector and the core's up flag in step with the port."""
+        port = self.ports[pid]
+        fd = port.fileno()
+        want = selectors.EVENT_READ
+        if self.core.pending(pid) or port.wants_write():
+            want |= selectors.EVENT_WRITE
+        old = self._fds.get(pid)
+        if old != fd:
+            if old is not None:
+                self.sel.unregister(old)
+            if fd is not None:
+                self.sel.register(fd, want, ("port", pid))
+            self._fds[pid] = fd
+            self._events[pid] = want
+        elif fd is not None and self._events.get(pid) != want:
+            self.sel.modify(fd, want, ("port", pid))
+            self._events[pid] = want
+        if self.core.ports[pid].up != port.up:
+            self.core.set_up(pid, port.up)
+
+    def reload(self) -> None:
+        """Re-read the config file: close removed ports, open new ones, keep the table and the rest."""
+        if not self.config_path:
+            log("SIGHUP: no config file to reload")
+            return
+        try:
+            new = load_file(self.config_path)
+        except ConfigError as exc:
+            log(f"reload refused: {exc}")
+            return
+        wanted = {s.name: s for s in new.ports}
+        for pid, spec in list(self.specs.items()):
+            if wanted.get(spec.name) != spec:
+                self._remove(pid)
+                log(f"port {spec.name} closed by reload")
+        have = set(s.name for s in self.specs.values())
+        for spec in new.ports:
+            if spec.name not in have:
+                self._add(spec)
+        for name in list(self.gone):
+            if name not in wanted:
+                del self.gone[name]
+        log(f"reloaded {self.config_path}: {len(self.ports)} ports, {len(self.core.fdb)} table entries kept")
+
+    # ------------------------------------------------------------- control socket
+
+    def _open_control(self, path: str) -> socket.socket | None:
+        if not path:
+            return None
+        if os.path.exists(path):
+            os.unlink(path)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(path)
+        os.chmod(path, 0o600)
+        s.listen(8)
+        s.setblocking(False)
+        self.sel.register(s, selectors.EVENT_READ, ("control", None))
+        return s
+
+    def stats(self) -> dict[str, Any]:
+        st = self.core.stats()
+        for pid, port in self.ports.items():
+            st["ports"][self.core.ports[pid].name].update(port.describe())
+        for name, why in self.gone.items():
+            st["ports"][name] = {"up": False, "gone": why}
+        return st
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(0.5)
+        try:
+            req = conn.recv(256).decode("ascii", "replace").strip()
+            if req == "stats":
+                reply: Any = self.stats()
+            elif req == "fdb":
+                reply = self.core.fdb_table(time.monotonic())
+            else:
+                reply = {"error": f"unknown request {req[:40]!r}: stats or fdb"}
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------- the loop
+
+    def _signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self._stop = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def install_signals(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._signal)
+
+    def stop(self) -> None:
+        self._stop = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def _receive(self, pid: int, now: float) -> None:
+        port = self.ports[pid]
+        try:
+            frames = port.recv_batch(BATCH)
+        except PortGone as exc:
+            self._remove(pid, str(exc))
+            return
+        for f in frames:
+            self.core.receive(pid, f, now)
+
+    def _transmit(self) -> None:
+        for pid in list(self.ports):
+            port = self.ports.get(pid)
+            if port is None:
+                continue
+            try:
+                port.flush()
+                while self.core.pending(pid):
+                    frames = self.core.peek(pid, BATCH)
+                    k = port.send_batch(frames)
+                    self.core.consume(pid, k)
+                    if k < len(frames):
+                        break
+            except PortGone as exc:
+                self._remove(pid, str(exc))
+                continue
+            self._sync(pid)
+
+    def _write_mirror(self) -> None:
+        if self.mirror is None or not self.core.mirror:
+            return
+        wall = time.time() - time.monotonic()  # the core's clock is monotonic; pcapng's is the epoch
+        for now, pid, frame in self.core.take_mirror():
+            name = self.core.ports[pid].name if pid in self.core.ports else str(pid)
+            self.mirror.write(frame, int((now + wall) * 1e9), comment=f"in {name}")
+        self.mirror.flush()
+
+    def step(self, timeout: float) -> None:
+        """One turn of the loop: wait up to ``timeout`` seconds, then do all that is due."""
+        t = self.core.next_timer()
+        now = time.monotonic()
+        if t is not None:
+            timeout = max(0.0, min(timeout, t - now))
+        for key, _ in self.sel.select(timeout):
+            what, pid = key.data
+            now = time.monotonic()
+            if what == "port" and pid in self.ports:
+                self._receive(pid, now)
+            elif what == "control" and self.control is not None:
+                try:
+                    conn, _ = self.control.accept()
+                except OSError:
+                    continue
+                self._answer(conn)
+            elif what == "wake":
+                try:
+                    self._wake_r.recv(4096)
+                except OSError:
+                    pass
+        now = time.monotonic()
+        self._transmit()
+        self._write_mirror()
+        self.core.handle_timer(now)
+        if now >= self._check_at:
+            self._check_at = now + CHECK_PERIOD
+            for pid in list(self.ports):
+                try:
+                    self.ports[pid].check()
+                except PortGone as exc:
+                    self._remove(pid, str(exc))
+        if self._reload:
+            self._reload = False
+            self.reload()
+
+    def run(self) -> int:
+        log(f"running: {len(self.ports)} ports, control socket {self.config.control}")
+        while not self._stop:
+            self.step(0.5)
+        self.close()
+        log("stopped")
+        return 0
+
+    def close(self) -> None:
+        for pid in list(self.ports):
+            self._remove(pid)
+        if self.control is not None:
+            path = self.control.getsockname()
+            self.sel.unregister(self.control)
+            self.control.close()
+            self.control = None
+            if isinstance(path, str) and os.path.exists(path):
+                os.unlink(path)
+        if self._mirror_file is not None:
+            self._write_mirror()
+            self._mirror_file.close()
+            self._mirror_file = None
+            self.mirror = None
+        for s in (self._wake_r, self._wake_w):
+            try:
+                self.sel.unregister(s)
+            except (KeyError, ValueError):
+                pass
+            s.close()
+        self.sel.close()
+
+
+def query(path: str, request: str, timeout: float = 3.0) -> Any:
+    """Ask a running switch over its control socket; return the decoded JSON."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(request.encode() + b"\n")
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    return json.loads(b"".join(chunks))

@@ -1,0 +1,555 @@
+"""Port drivers: each moves whole Ethernet frames between the switch core and one wire.
+
+Every driver is non-blocking and has the same small interface
+(:class:`Port`): ``fileno()`` to poll, ``recv_batch()`` for the frames that
+are waiting, ``send_batch()`` that takes as many frames as the wire will
+accept now, ``close()``.  A port that vanishes (interface deleted, peer
+closed) raises :class:`PortGone` from any of them; the daemon reports it and
+keeps the other ports forwarding.  Bad bytes from a peer are counted in
+``errors`` and never raise.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import struct
+from collections import OrderedDict
+from typing import Any
+
+MAX_FRAME = 65535
+"""Longest frame any port takes (QEMU's stream and dgram backends stay under it)."""
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
+PACKET_QDISC_BYPASS = 20
+PACKET_IGNORE_OUTGOING = 23
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+VXLAN_PORT = 4789
+VXLAN_FLAG_I = 0x08
+VXLAN_HDR = struct.Struct("!B3xI")  # flags, reserved(3), VNI << 8 | reserved(1)
+GONE_ERRNOS = {errno.ENETDOWN, errno.ENXIO, errno.ENODEV, errno.EBADF, errno.ECONNRESET, errno.EPIPE}
+
+
+class PortGone(Exception):
+    """The port's wire is gone: its interface was deleted or its peer closed."""
+
+
+def _addr(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) as a socket address."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise ValueError(f"address {text!r}: expected HOST:PORT")
+        host, port = text, str(default_port)
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"address {text!r}: port {port!r} is not a number") from None
+    if not 0 <= number <= 0xFFFF:
+        raise ValueError(f"address {text!r}: port {number} out of range")
+    return host.strip("[]") or "0.0.0.0", number
+
+
+class Port:
+    """Base of every driver."""
+
+    kind = "port"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.errors: dict[str, int] = {}
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.errors[what] = self.errors.get(what, 0) + n
+
+    def fileno(self) -> int | None:
+        raise NotImplementedError
+
+    def recv_batch(self, max_n: int = 64) -> list[bytes]:
+        raise NotImplementedError
+
+    def send_batch(self, frames: list[bytes]) -> int:
+        raise NotImplementedError
+
+    def wants_write(self) -> bool:
+        """True while bytes the port accepted are still waiting for the wire."""
+        return False
+
+    def flush(self) -> None:
+        """Push bytes already accepted (stream ports)."""
+
+    def check(self) -> None:
+        """Raise PortGone if the wire has vanished (polled about once a second)."""
+
+    @property
+    def up(self) -> bool:
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "up": self.up, "errors": dict(self.errors)}
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class DatagramPort(Port):
+    """Shared by the ports that carry one frame per datagram."""
+
+    sock: socket.socket
+
+    def fileno(self) -> int | None:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _recv(self, max_n: int) -> list[tuple[bytes, Any]]:
+        out = []
+        for _ in range(max_n):
+            try:
+                out.append(self.sock.recvfrom(MAX_FRAME + 64))
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:  # an ICMP error for an earlier send
+                self.count("icmp_refused")
+            except OSError as exc:
+                if exc.errno in GONE_ERRNOS:
+                    raise PortGone(f"{self.name}: {exc.strerror}") from None
+                self.count(f"recv_{errno.errorcode.get(exc.errno or 0, 'error').lower()}")
+                break
+        return out
+
+    def _sendto(self, data: bytes, addr: Any) -> bool:
+        """False when the socket is full now."""
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except ConnectionRefusedError:
+            self.count("icmp_refused")
+        except OSError as exc:
+            if exc.errno in GONE_ERRNOS:
+                raise PortGone(f"{self.name}: {exc.strerror}") from None
+            if exc.errno == errno.ENOBUFS:
+                return False
+            self.count(f"send_{errno.errorcode.get(exc.errno or 0, 'error').lower()}")
+        return True
+
+
+class UdpPort(DatagramPort):
+    """One Ethernet frame per UDP datagram: QEMU's ``-netdev dgram`` (and ``-netdev socket,udp=``).
+
+    With no ``remote``, frames go to the address the last datagram came from.
+    """
+
+    kind = "udp"
+
+    def __init__(self, name: str, local: str, remote: str | None = None) -> None:
+        super().__init__(name)
+        laddr = _addr(local)
+        fam = socket.AF_INET6 if ":" in laddr[0] else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(laddr)
+        self.sock.setblocking(False)
+        self.remote: Any = _addr(remote) if remote else None
+        self._fixed_remote = remote is not None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.sock.getsockname()[:2]  # type: ignore[no-any-return]
+
+    def recv_batch(self, max_n: int = 64) -> list[bytes]:
+        out = []
+        for data, addr in self._recv(max_n):
+            if self._fixed_remote and addr[:2] != self.remote[:2]:
+                self.count("foreign_sender")
+                continue
+            self.remote = addr
+            out.append(data)
+        return out
+
+    def send_batch(self, frames: list[bytes]) -> int:
+        if self.remote is None:
+            self.count("no_peer_yet", len(frames))
+            return len(frames)  # nobody to send to: consumed, counted
+        for i, f in enumerate(frames):
+            if not self._sendto(f, self.remote):
+                return i
+        return len(frames)
+
+
+class StreamPort(Port):
+    """Frames on a byte stream, each after a 4-byte big-endian length: QEMU's ``-netdev stream``.
+
+    ``listen`` waits for one peer at a time (a new one may come after the
+    last one closed); otherwise the port connects.  ``address`` is a path
+    (UNIX socket) or ``host:port`` (TCP).
+    """
+
+    kind = "stream"
+    OUT_LIMIT = 1 << 20
+
+    def __init__(self, name: str, address: str, listen: bool = False) -> None:
+        super().__init__(name)
+        self.listen = listen
+        self.unix = "/" in address or not address.rpartition(":")[2].isdigit()
+        self._in = bytearray()
+        self._out = bytearray()
+        self.conn: socket.socket | None = None
+        self.server: socket.socket | None = None
+        self.address = address
+        if self.unix:
+            fam, addr = socket.AF_UNIX, address
+        else:
+            host, port = _addr(address)
+            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+            addr = (host, port)  # type: ignore[assignment]
+        if listen:
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            if self.unix:
+                if os.path.exists(address):
+                    os.unlink(address)
+            else:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(addr)
+            s.listen(1)
+            s.setblocking(False)
+            self.server = s
+            if not self.unix:
+                self.address = "{}:{}".format(*s.getsockname()[:2])
+        else:
+            c = socket.socket(fam, socket.SOCK_STREAM)
+            c.connect(addr)
+            self._adopt(c)
+
+    def _adopt(self, c: socket.socket) -> None:
+        c.setblocking(False)
+        if c.family != socket.AF_UNIX:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.conn = c
+        self._in.clear()
+        self._out.clear()
+
+    @property
+    def up(self) -> bool:
+        return self.conn is not None
+
+    def fileno(self) -> int | None:
+        if self.conn is not None:
+            return self.conn.fileno()
+        return self.server.fileno() if self.server is not None else None
+
+    def _lost(self, why: str) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self.count(why)
+        if not self.listen:
+            raise PortGone(f"{self.name}: {why}")
+
+    def recv_batch(self, max_n: int = 64) -> list[bytes]:
+        if self.conn is None:
+            if self.server is None:
+                return []
+            try:
+                c, _ = self.server.accept()
+            except (BlockingIOError, InterruptedError):
+                return []
+            self._adopt(c)
+            return []
+        try:
+            chunk = self.conn.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError as exc:
+            self._lost(f"peer_error_{errno.errorcode.get(exc.errno or 0, 'unknown').lower()}")
+            return []
+        if not chunk:
+            self._lost("peer_closed")
+            return []
+        buf = self._in
+        buf += chunk
+        out: list[bytes] = []
+        pos = 0
+        while len(buf) - pos >= 4:
+            n = int.from_bytes(buf[pos : pos + 4], "big")
+            if n == 0 or n > MAX_FRAME:
+                # The stream is out of step: nothing after this can be trusted.
+                self.count("bad_length_prefix")
+                self._lost("framing_lost")
+                return out
+            if len(buf) - pos - 4 < n:
+                break
+            out.append(bytes(buf[pos + 4 : pos + 4 + n]))
+            pos += 4 + n
+        del buf[:pos]
+        return out
+
+    def send_batch(self, frames: list[bytes]) -> int:
+        if self.conn is None:
+            return len(frames)  # no peer: the frames have nowhere to go
+        taken = 0
+        for f in frames:
+            if len(self._out) >= self.OUT_LIMIT:
+                break
+            self._out += len(f).to_bytes(4, "big")
+            self._out += f
+            taken += 1
+        self.flush()
+        return taken
+
+    def wants_write(self) -> bool:
+        return bool(self._out) and self.conn is not None
+
+    def flush(self) -> None:
+        if self.conn is None or not self._out:
+            return
+        try:
+            sent = self.conn.send(self._out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(f"peer_error_{errno.errorcode.get(exc.errno or 0, 'unknown').lower()}")
+            return
+        del self._out[:sent]
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+            if self.unix and os.path.exists(self.address):
+                os.unlink(self.address)
+
+
+class TapPort(Port):
+    """A Linux TAP device (created if missing, brought up); one frame per read/write."""
+
+    kind = "tap"
+
+    def __init__(self, name: str, ifname: str) -> None:
+        super().__init__(name)
+        if not 0 < len(ifname.encode()) < 16:
+            raise ValueError(f"TAP name {ifname!r}: 1 to 15 bytes")
+        self.ifname = ifname
+        self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+        try:
+            fcntl.ioctl(self.fd, TUNSETIFF, struct.pack("16sH22x", ifname.encode(), IFF_TAP | IFF_NO_PI))
+        except OSError:
+            os.close(self.fd)
+            raise
+        set_link_up(ifname)
+
+    def fileno(self) -> int | None:
+        return self.fd
+
+    def recv_batch(self, max_n: int = 64) -> list[bytes]:
+        out: list[bytes] = []
+        for _ in range(max_n):
+            try:
+                out.append(os.read(self.fd, MAX_FRAME))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno in GONE_ERRNOS or exc.errno == errno.EIO:
+                    raise PortGone(f"{self.name}: {exc.strerror}") from None
+                self.count("read_error")
+                break
+        return out
+
+    def send_batch(self, frames: list[bytes]) -> int:
+        for i, f in enumerate(frames):
+            try:
+                os.write(self.fd, f)
+            except (BlockingIOError, InterruptedError):
+                return i
+            except OSError as exc:
+                if exc.errno in GONE_ERRNOS:
+                    raise PortGone(f"{self.name}: {exc.strerror}") from None
+                self.count("write_error")  # e.g. EIO while the link is down
+        return len(frames)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def set_link_up(ifname: str) -> None:
+    """``ip link set IFNAME up`` through SIOCGIFFLAGS/SIOCSIFFLAGS."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH22x", ifname.encode(), 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s, siocgifflags, req))[1]
+        fcntl.ioctl(s, siocsifflags, struct.pack("16sH22x", ifname.encode(), flags | iff_up))
+
+
+class AfPacketPort(Port):
+    """A Linux interface (veth, NIC) through an AF_PACKET socket, promiscuous.
+
+    Batched with recvmmsg/sendmmsg when the compiled ``_afpacket`` module is
+    built; the daemon's fast loop also reaches its socket at C level.
+    """
+
+    kind = "afpacket"
+
+    def __init__(self, name: str, ifname: str, rcvbuf: int = 8 << 20) -> None:
+        super().__init__(name)
+        self.ifname = ifname
+        self.ifindex = socket.if_nametoindex(ifname)
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        try:
+            s.bind((ifname, ETH_P_ALL))
+            s.setsockopt(
+                SOL_PACKET, PACKET_ADD_MEMBERSHIP, struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
+            )
+            for opt in (PACKET_IGNORE_OUTGOING, PACKET_QDISC_BYPASS):
+                try:
+                    s.setsockopt(SOL_PACKET, opt, 1)
+                except OSError:
+                    pass
+            for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, force, rcvbuf)  # SO_*BUFFORCE: root may pass rmem_max
+                except OSError:
+                    s.setsockopt(socket.SOL_SOCKET, opt, rcvbuf)
+        except OSError:
+            s.close()
+            raise
+        s.setblocking(False)
+        self.sock = s
+        self.fd = s.fileno()
+        try:
+            from pxproto.switch import _afpacket  # type: ignore[attr-defined]
+
+            self._batch: Any = _afpacket
+        except ImportError:
+            self._batch = None
+
+    def fileno(self) -> int | None:
+        return self.fd
+
+    def _gone(self, exc: OSError) -> PortGone:
+        return PortGone(f"{self.name}: {self.ifname}: {exc.strerror}")
+
+    def recv_batch(self, max_n: int = 64) -> list[bytes]:
+        try:
+            if self._batch is not None:
+                return self._batch.recv_batch(self.fd, max_n)  # type: ignore[no-any-return]
+            out = []
+            for _ in range(max_n):
+                try:
+                    out.append(self.sock.recv(MAX_FRAME))
+                except (BlockingIOError, InterruptedError):
+                    break
+            return out
+        except OSError as exc:
+            if exc.errno in GONE_ERRNOS:
+                raise self._gone(exc) from None
+            self.count("recv_error")
+            return []
+
+    def send_batch(self, frames: list[bytes]) -> int:
+        try:
+            if self._batch is not None:
+                return self._batch.send_batch(self.fd, frames)  # type: ignore[no-any-return]
+            for i, f in enumerate(frames):
+                try:
+                    self.sock.send(f)
+                except (BlockingIOError, InterruptedError):
+                    return i
+            return len(frames)
+        except OSError as exc:
+            if exc.errno in GONE_ERRNOS:
+                raise self._gone(exc) from None
+            if exc.errno in (errno.ENOBUFS, errno.EAGAIN):
+                return 0
+            self.count("send_error")  # e.g. EMSGSIZE: the frame is dropped
+            return 1
+
+    def check(self) -> None:
+        try:
+            if socket.if_nametoindex(self.ifname) == self.ifindex:
+                return
+        except OSError:
+            pass
+        raise PortGone(f"{self.name}: interface {self.ifname} vanished")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class VxlanPort(DatagramPort):
+    """A VXLAN (RFC 7348) uplink: Ethernet frames in UDP to remote VTEPs, one VNI.
+
+    Floods go to every remote (head-end replication); a unicast frame goes to
+    the VTEP its destination MAC was last seen behind (a bounded table).
+    """
+
+    kind = "vxlan"
+    LEARN_CAP = 4096
+
+    def __init__(self, name: str, local: str, remotes: list[str], vni: int) -> None:
+        super().__init__(name)
+        if not 0 <= vni < 1 << 24:
+            raise ValueError(f"VNI {vni}: must fit 24 bits")
+        self.vni = vni
+        laddr = _addr(local, VXLAN_PORT)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in laddr[0] else socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(laddr)
+        self.sock.setblocking(False)
+        self.remotes = [_addr(r, VXLAN_PORT) for r in remotes]
+        self.where: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
+        self._hdr = VXLAN_HDR.pack(VXLAN_FLAG_I, vni << 8)
+
+    def recv_batch(self, max_n: int = 64) -> list[bytes]:
+        out = []
+        for data, addr in self._recv(max_n):
+            if len(data) < VXLAN_HDR.size + 14:
+                self.count("vxlan_truncated")
+                continue
+            flags, word = VXLAN_HDR.unpack_from(data)
+            if not flags & VXLAN_FLAG_I:
+                self.count("vxlan_no_vni_flag")
+                continue
+            if word >> 8 != self.vni:
+                self.count("vxlan_other_vni")
+                continue
+            inner = data[VXLAN_HDR.size :]
+            if not inner[6] & 1:
+                # Remote VTEPs reply to the port they sent from; we send to their
+                # listening port (4789 or the configured one).
+                vtep = (addr[0], self._remote_port(addr[0]))
+                self.where[inner[6:12]] = vtep
+                self.where.move_to_end(inner[6:12])
+                if len(self.where) > self.LEARN_CAP:
+                    self.where.popitem(last=False)
+            out.append(inner)
+        return out
+
+    def _remote_port(self, host: str) -> int:
+        for h, p in self.remotes:
+            if h == host:
+                return p
+        return VXLAN_PORT
+
+    def send_batch(self, frames: list[bytes]) -> int:
+        for i, f in enumerate(frames):
+            dst = self.where.get(f[0:6]) if not f[0] & 1 else None
+            data = self._hdr + f
+            if dst is not None:
+                if not self._sendto(data, dst):
+                    return i
+            else:
+                for r in self.remotes:
+                    if not self._sendto(data, r):
+                        return i
+        return len(frames)

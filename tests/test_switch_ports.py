@@ -1,0 +1,230 @@
+"""pxswitch end to end over rootless ports: UDP (QEMU dgram framing) and stream (QEMU stream framing)."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pxproto.capture.pcapng import read_packets
+from pxproto.switch.config import PortSpec, SwitchConfig
+from pxproto.switch.core import SwitchPolicy
+from pxproto.switch.daemon import Daemon, query
+from pxproto.switch.frames import data, heartbeat, mac, signaling
+
+
+def spin(d: Daemon, until: Callable[[], bool], timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < end, "timed out"
+        d.step(0.01)
+
+
+def ask(d: Daemon, path: str, request: str) -> Any:
+    """Query the control socket from a thread while the daemon turns."""
+    box: list[Any] = []
+    t = threading.Thread(target=lambda: box.append(query(path, request)))
+    t.start()
+    spin(d, lambda: bool(box))
+    t.join()
+    return box[0]
+
+
+class UdpPeer:
+    """A QEMU ``-netdev dgram`` guest: one Ethernet frame per datagram."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.switch: tuple[str, int] | None = None
+        self.got: list[bytes] = []
+
+    @property
+    def addr(self) -> str:
+        return "{}:{}".format(*self.sock.getsockname())
+
+    def send(self, frame: bytes) -> None:
+        assert self.switch is not None
+        self.sock.sendto(frame, self.switch)
+
+    def poll(self) -> list[bytes]:
+        while True:
+            try:
+                self.got.append(self.sock.recv(70000))
+            except BlockingIOError:
+                return self.got
+
+
+@pytest.fixture
+def udp_switch(tmp_path: Path) -> Iterator[tuple[Daemon, list[UdpPeer]]]:
+    peers = [UdpPeer() for _ in range(3)]
+    specs = [PortSpec(f"u{i}", "udp", (("local", "127.0.0.1:0"), ("remote", p.addr))) for i, p in enumerate(peers)]
+    cfg = SwitchConfig(
+        SwitchPolicy(queue_data=32), specs, mirror=str(tmp_path / "m.pcapng"), control=str(tmp_path / "c.sock")
+    )
+    d = Daemon(cfg)
+    for pid, p in zip(sorted(d.ports), peers, strict=True):
+        p.switch = d.ports[pid].address  # type: ignore[attr-defined]
+    yield d, peers
+    d.close()
+    for p in peers:
+        p.sock.close()
+
+
+def test_udp_learn_flood_and_control_socket(udp_switch: tuple[Daemon, list[UdpPeer]], tmp_path: Path) -> None:
+    d, (p0, p1, p2) = udp_switch
+    hb = heartbeat(mac(1), dime=4)
+    p0.send(hb)
+    spin(d, lambda: len(p1.poll()) == 1 and len(p2.poll()) == 1)
+    assert p1.got == [hb] and p2.got == [hb]
+    f = data(mac(1), mac(2), dst_dime=4)
+    p1.send(f)
+    spin(d, lambda: len(p0.poll()) == 1)
+    time.sleep(0.05)
+    d.step(0.01)
+    assert p0.got == [f] and len(p2.poll()) == 1  # learned: not flooded to u2
+    stats = ask(d, str(tmp_path / "c.sock"), "stats")
+    assert stats["ports"]["u0"]["rx_class"]["heartbeat"] == 1
+    assert stats["ports"]["u0"]["tx_class"]["data"] == 1
+    fdb = ask(d, str(tmp_path / "c.sock"), "fdb")
+    assert {(r["mac"], r["dime"], r["port"]) for r in fdb} >= {
+        ("02:00:00:00:00:01", 4, "u0"),
+        ("02:00:00:00:00:02", 1, "u1"),
+    }
+    d.close()
+    with open(tmp_path / "m.pcapng", "rb") as fh:
+        assert [bytes(p.data) for p in read_packets(fh)] == [hb, f]
+
+
+def test_udp_random_bytes_and_truncation(udp_switch: tuple[Daemon, list[UdpPeer]]) -> None:
+    d, (p0, p1, _) = udp_switch
+    rnd = random.Random(7)
+    for i in range(300):
+        p0.send(rnd.randbytes(rnd.randrange(0, 200)) if i % 3 else heartbeat(mac(1))[: rnd.randrange(0, 40)])
+        if i % 20 == 0:
+            d.step(0)  # keep the loopback socket buffer from overflowing
+    p0.send(b"")
+    good = signaling(mac(9), mac(1))
+    p0.send(good)
+    spin(d, lambda: good in p1.poll())
+    st = d.stats()
+    assert st["ports"]["u0"]["rx"] == 302
+    assert st["ports"]["u0"]["rx_malformed"] > 100
+    assert len(d.core.fdb) <= d.core.policy.fdb_capacity
+
+
+class StreamPeer:
+    """A QEMU ``-netdev stream`` guest, written from the framing: a 4-byte big-endian length, then the frame."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.sock.setblocking(False)
+        self.buf = b""
+
+    def send(self, frame: bytes) -> None:
+        self.sock.sendall(len(frame).to_bytes(4, "big") + frame)
+
+    def frames(self) -> list[bytes]:
+        try:
+            while chunk := self.sock.recv(65536):
+                self.buf += chunk
+        except BlockingIOError:
+            pass
+        out = []
+        while len(self.buf) >= 4 and len(self.buf) >= 4 + int.from_bytes(self.buf[:4], "big"):
+            n = int.from_bytes(self.buf[:4], "big")
+            out.append(self.buf[4 : 4 + n])
+            self.buf = self.buf[4 + n :]
+        return out
+
+
+@pytest.fixture
+def stream_switch(tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
+    specs = [
+        PortSpec(f"s{i}", "stream", (("address", str(tmp_path / f"s{i}.sock")), ("listen", True))) for i in range(3)
+    ]
+    d = Daemon(SwitchConfig(SwitchPolicy(), specs, control=str(tmp_path / "c.sock")))
+    yield d, tmp_path
+    d.close()
+
+
+def test_qemu_stream_framing(stream_switch: tuple[Daemon, Path]) -> None:
+    d, tmp = stream_switch
+    a, b = StreamPeer(str(tmp / "s0.sock")), StreamPeer(str(tmp / "s1.sock"))
+    spin(d, lambda: d.stats()["ports"]["s0"]["up"] and d.stats()["ports"]["s1"]["up"])
+    hb = heartbeat(mac(1))
+    wire = _framed(hb) * 2
+    a.sock.sendall(wire[:12])  # a frame split across writes, and the next in the same write
+    d.step(0.01)
+    a.sock.sendall(wire[12:])
+    got: list[bytes] = []
+    spin(d, lambda: len(got.extend(b.frames()) or got) == 2)  # type: ignore[func-returns-value]
+    assert got == [hb, hb]
+    f = data(mac(1), mac(2))
+    b.send(f)
+    spin(d, lambda: a.frames() == [f])
+
+
+def test_stream_peer_closing_and_garbage(stream_switch: tuple[Daemon, Path]) -> None:
+    d, tmp = stream_switch
+    a, b, c = (StreamPeer(str(tmp / f"s{i}.sock")) for i in range(3))
+    spin(d, lambda: all(p["up"] for p in d.stats()["ports"].values()))
+    c.sock.sendall(b"\xff\xff\xff\xff" + os.urandom(64))  # an impossible length: the stream is dropped
+    spin(d, lambda: not d.stats()["ports"]["s2"]["up"])
+    assert d.stats()["ports"]["s2"]["errors"]["bad_length_prefix"] == 1
+    b.sock.close()
+    spin(d, lambda: not d.stats()["ports"]["s1"]["up"])
+    hb = heartbeat(mac(3))
+    c2 = StreamPeer(str(tmp / "s2.sock"))  # a new guest on the listening port
+    spin(d, lambda: d.stats()["ports"]["s2"]["up"])
+    rnd = random.Random(3)
+    for _ in range(200):
+        a.send(rnd.randbytes(rnd.randrange(1, 100)))
+    a.send(hb)
+    got: list[bytes] = []
+    spin(d, lambda: hb in (got.extend(c2.frames()) or got))  # type: ignore[func-returns-value]
+    assert d.stats()["ports"]["s0"]["rx"] == 201
+
+
+def test_priority_under_saturation_no_control_lost(stream_switch: tuple[Daemon, Path]) -> None:
+    """s1's guest stops reading: its queue fills with data; every signaling/heartbeat frame still arrives."""
+    d, tmp = stream_switch
+    a, b = StreamPeer(str(tmp / "s0.sock")), StreamPeer(str(tmp / "s1.sock"))
+    spin(d, lambda: d.stats()["ports"]["s1"]["up"])
+    b.send(heartbeat(mac(1), dime=1))
+    spin(d, lambda: len(a.frames()) == 1)
+    control = []
+    wire = bytearray()
+    for i in range(20000):
+        wire += _framed(data(mac(1), mac(2), seq=i, size=512))
+        if i % 200 == 0:
+            c = signaling(mac(1), mac(2), dst_dime=1, seq=i) if i % 400 else heartbeat(mac(2), dime=2, seq=i)
+            control.append(c)
+            wire += _framed(c)
+    view = memoryview(wire)
+    while view:
+        try:
+            view = view[a.sock.send(view) :]
+        except BlockingIOError:
+            pass
+        d.step(0)
+    for _ in range(20):
+        d.step(0.005)
+    p1 = d.stats()["ports"]["s1"]
+    assert p1["tx_queue_drop"] > 1000, p1  # data saturated the port
+    assert p1["tx_queue_drop_control"] == 0
+    got: list[bytes] = []
+    spin(d, lambda: [f for f in (got.extend(b.frames()) or got) if len(f) != 512] == control)  # type: ignore[func-returns-value]
+
+
+def _framed(frame: bytes) -> bytes:
+    return len(frame).to_bytes(4, "big") + frame
