@@ -1,0 +1,89 @@
+"""``pxdissect``: write the Parallax Wireshark dissector generated from the spec.
+
+pxdissect                      # the Lua source on standard output
+pxdissect -o dissectors/parallax.lua
+pxdissect --install            # into Wireshark's personal Lua plugin folder
+pxdissect --ethertypes signaling=0x88b5,data=0x88b6 --install
+pxdissect --check dissectors/parallax.lua   # exit 1 when the file is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pxproto.dissect.install import PLUGIN_NAME, personal_plugin_dir
+from pxproto.wire import ethertypes
+from pxproto.wire.ethertypes import EtherTypeMap
+from pxproto.wire.gen_lua import generate
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8", newline="\n")
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="pxdissect",
+        description="Generate the Parallax Wireshark Lua dissector from the wire spec.",
+    )
+    ap.add_argument("-o", "--output", metavar="PATH", help="write the dissector here (default: standard output)")
+    ap.add_argument(
+        "--install",
+        action="store_true",
+        help=f"write it as {PLUGIN_NAME} into Wireshark's personal Lua plugin folder ({personal_plugin_dir()})",
+    )
+    ap.add_argument(
+        "--ethertypes",
+        metavar="MAP",
+        help="EtherType map compiled in as the preference defaults, e.g. signaling=0x88b5,data=0x88b6 "
+        f"(default: the map in force, {ethertypes.current().describe()}; ${ethertypes.ENV_VAR} sets it)",
+    )
+    ap.add_argument("--check", metavar="PATH", help="exit 1 if PATH differs from what would be generated")
+    args = ap.parse_args(argv)
+
+    try:
+        ethermap = EtherTypeMap.parse(args.ethertypes) if args.ethertypes is not None else ethertypes.current()
+    except ValueError as exc:
+        print(f"pxdissect: --ethertypes: {exc}", file=sys.stderr)
+        return 2
+    text = generate(ethermap)
+
+    if args.check:
+        try:
+            current = Path(args.check).read_text(encoding="utf-8")
+        except OSError as exc:
+            print(f"pxdissect: {args.check}: {exc.strerror}", file=sys.stderr)
+            return 2
+        if current != text:
+            print(f"pxdissect: {args.check} is stale; regenerate it with pxdissect -o {args.check}", file=sys.stderr)
+            return 1
+        print(f"{args.check}: up to date")
+        return 0
+
+    targets: list[Path] = []
+    if args.output:
+        targets.append(Path(args.output))
+    if args.install:
+        targets.append(personal_plugin_dir() / PLUGIN_NAME)
+    if not targets:
+        sys.stdout.write(text)
+        return 0
+    for path in targets:
+        try:
+            _write(path, text)
+        except OSError as exc:
+            print(f"pxdissect: cannot write {path}: {exc.strerror}", file=sys.stderr)
+            return 1
+        print(f"wrote {path} ({len(text.encode())} bytes, EtherTypes {ethermap.describe()})", file=sys.stderr)
+    if args.install:
+        print("restart Wireshark (or Analyze > Reload Lua Plugins) to load it", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
