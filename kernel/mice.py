@@ -1,0 +1,329 @@
+"""The MICE API: what a service stage's code looks like, and the child process that runs it.
+
+Writing a stage
+---------------
+A stage is a plain Python function in a module of the service package,
+named by the manifest's ``entry = "module:function"``:
+
+- a **source** stage (the first of a workflow, nothing wired to its input)::
+
+      def source(ctx) -> Iterable[bytes]: ...
+
+  is called once; every item it yields is sent downstream.
+- every **other** stage::
+
+      def transform(item: bytes, ctx) -> Iterable[bytes]: ...
+
+  is called once per input item; the items it yields (zero, one or many) go
+  downstream.  A **sink** is a stage that yields nothing (it keeps its result
+  in the local store, ``ctx.store``).
+
+Which form is used is decided by the signature: one positional parameter
+means source, two means item stage.  ``ctx`` is a :class:`Context`.
+
+Lineage and exactly-once
+------------------------
+Every item carries a 64-bit *lineage id* end to end:
+
+- the i-th item (0-based) a source stage with index S yields has lineage
+  ``S << 48 | (i + 1)`` (sources must be deterministic: a replacement source
+  re-yields the same items with the same ids);
+- the k-th item a stage yields for an input of lineage L has lineage L for
+  k = 0, and :func:`derive_lineage(L, k) <derive_lineage>` for k > 0, so a replay
+  gives the same ids.
+
+On the data channel each item is one message: ``lineage u64 | item bytes``
+(:func:`pack_item`).  A DIME hands its MICE each lineage once: an item whose
+lineage it has already handed over (a replay after a re-wire) is dropped and
+acknowledged when the first copy completes, so a sink sees every item exactly
+once as long as its DIME lives.
+
+Acknowledgement semantics (see :mod:`kernel.channel`)
+-----------------------------------------------------
+An acknowledgement-only DATA frame carries two marks:
+
+- ``ack`` (transport): every message up to it has arrived whole; the sender
+  stops retransmitting them.  ``credit`` = messages it may send beyond ``ack``.
+- ``msg_id`` (completion): every message up to it has been processed by the
+  MICE *and* every item it produced has been completion-acknowledged by the
+  next stage (for a sink: consumed).  Only then does the upstream DIME drop its
+  copy.  Items not yet completion-acknowledged are kept, and when CONNECT
+  re-wires (or DISCONNECT unwires) that output, they are sent again to
+  whatever output the channel now reaches.  Completion thus travels back
+  from the sink, so the death of any DIME in the chain loses nothing.
+
+The child process
+-----------------
+The DIME forks a child per MICE (:func:`run_child`), pinned to the DIME's
+core, with its data size limited by the OS (see :mod:`kernel.memory`).  The
+two talk over a SOCK_SEQPACKET socketpair; each message is a batch of
+records ``kind u8 | lineage u64 | length u32 | bytes``:
+
+- DIME -> MICE: ``ITEM`` (an input), ``STOP``;
+- MICE -> DIME: ``OUT`` (an output; it belongs to the last ``ITEM`` not yet
+  ``DONE``), ``DONE`` (that input is finished), ``EOF`` (the source ended),
+  ``FAULT`` (text; lineage field = FaultCode) before the child exits on an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import os
+import re
+import socket
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pxproto.wire.codes import FaultCode
+
+ITEM, OUT, DONE, EOF, STOP, FAULT = 1, 2, 3, 4, 5, 6
+REC = struct.Struct("!BQI")
+LINEAGE = struct.Struct("!Q")
+BATCH_BYTES = 32 * 1024
+"""A record batch is flushed when it reaches this size."""
+SEQPACKET_MAX = 200 * 1024
+MAX_ITEM = 1 << 20
+"""Largest item (bytes); a larger one is a MICE fault."""
+SOURCE_SHIFT = 48
+
+
+def source_lineage(stage: int, i: int) -> int:
+    """Lineage of the i-th (0-based) item of source stage ``stage``."""
+    return (stage & 0xFFFF) << SOURCE_SHIFT | (i + 1)
+
+
+def derive_lineage(parent: int, k: int) -> int:
+    """Lineage of the k-th output of an input with lineage ``parent``."""
+    if k == 0:
+        return parent
+    h = hashlib.blake2b(struct.pack("!QI", parent, k), digest_size=8).digest()
+    return int.from_bytes(h, "big") or 1
+
+
+def pack_item(lineage: int, item: bytes) -> bytes:
+    """A data-channel message: the lineage, then the item."""
+    return LINEAGE.pack(lineage) + item
+
+
+def unpack_item(message: bytes) -> tuple[int, bytes]:
+    if len(message) < LINEAGE.size:
+        raise ValueError(f"item message of {len(message)} bytes, a lineage needs {LINEAGE.size}")
+    return LINEAGE.unpack_from(message)[0], message[LINEAGE.size :]
+
+
+def records(message: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """The (kind, lineage, bytes) records of one socketpair message; ValueError on a malformed batch."""
+    pos, n = 0, len(message)
+    while pos < n:
+        if pos + REC.size > n:
+            raise ValueError(f"record header at byte {pos} truncated")
+        kind, lineage, length = REC.unpack_from(message, pos)
+        pos += REC.size
+        if pos + length > n:
+            raise ValueError(f"record at byte {pos - REC.size} says {length} bytes, {n - pos} left")
+        yield kind, lineage, message[pos : pos + length]
+        pos += length
+
+
+class Batcher:
+    """Packs records into socketpair messages of at most BATCH_BYTES."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, kind: int, lineage: int, data: bytes = b"") -> None:
+        if self.size + REC.size + len(data) > BATCH_BYTES and self.parts:
+            self.flush()
+        self.parts.append(REC.pack(kind, lineage, len(data)))
+        self.parts.append(data)
+        self.size += REC.size + len(data)
+
+    def flush(self) -> None:
+        if self.parts:
+            self.sock.sendall(b"".join(self.parts))
+            self.parts.clear()
+            self.size = 0
+
+
+# ---------------------------------------------------------------- the local store
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-][A-Za-z0-9_./-]{0,199}$")
+
+
+class LocalStore:
+    """Named objects in the server's local store, shared by its DIMEs (a directory of files).
+
+    Names are relative paths of ``[A-Za-z0-9_.-/]`` without ``..``.  Writes are atomic
+    (temp file + rename); :meth:`append` adds length-prefixed records.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root) / "objects"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        if not NAME_RE.match(name) or ".." in name.split("/"):
+            raise ValueError(f"store object name {name!r} is not allowed")
+        return self.root / name
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, name: str, data: bytes) -> None:
+        p = self._path(name)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, p)
+
+    def append(self, name: str, data: bytes) -> None:
+        p = self._path(name)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "ab") as f:
+            f.write(struct.pack("!I", len(data)) + data)
+
+    def records(self, name: str) -> list[bytes]:
+        raw = self.get(name) or b""
+        out, pos = [], 0
+        while pos + 4 <= len(raw):
+            (n,) = struct.unpack_from("!I", raw, pos)
+            out.append(raw[pos + 4 : pos + 4 + n])
+            pos += 4 + n
+        return out
+
+    def names(self) -> list[str]:
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+
+
+@dataclass
+class Context:
+    """What a stage function gets besides its item."""
+
+    service_id: int
+    """SERVICE_ID of the LOAD."""
+    stage: int
+    """STAGE index in the manifest."""
+    name: str
+    """The stage's name (MICE_NAME)."""
+    dime: int
+    """The DIME id running it."""
+    epoch: int
+    """That DIME's epoch."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The stage's ``params`` table from service.toml."""
+    store: LocalStore | None = None
+    """The server's local store."""
+    lineage: int = 0
+    """Lineage id of the item being processed (0 in a source)."""
+
+    def log(self, message: str) -> None:
+        print(f"mice {self.name}@dime{self.dime}: {message}", file=sys.stderr, flush=True)
+
+
+def is_source(fn: Callable[..., Any]) -> bool:
+    """Whether a stage function is a source (one positional parameter) or an item stage (two)."""
+    params = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if len(params) not in (1, 2):
+        raise TypeError(f"a stage takes (ctx) or (item, ctx), not {len(params)} parameters")
+    return len(params) == 1
+
+
+def load_entry(package_dir: str | os.PathLike[str], entry: str) -> Callable[..., Any]:
+    """Import ``module:function`` from an unpacked package."""
+    module, _, func = entry.partition(":")
+    sys.path.insert(0, str(package_dir))
+    try:
+        mod = importlib.import_module(module)
+    finally:
+        sys.path.remove(str(package_dir))
+    fn = getattr(mod, func, None)
+    if not callable(fn):
+        raise AttributeError(f"{entry}: {func!r} is not a function of module {module!r}")
+    return fn  # type: ignore[no-any-return]
+
+
+def _emit(out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ctx: Context, counter: int) -> int:
+    """Send a stage call's outputs; return the next source counter."""
+    if produced is None:
+        return counter
+    k = 0
+    last = time.monotonic()
+    for item in produced:
+        if not isinstance(item, bytes | bytearray | memoryview):
+            raise TypeError(f"stage {ctx.name} yielded {type(item).__name__}, items are bytes")
+        data = bytes(item)
+        if len(data) > MAX_ITEM:
+            raise ValueError(f"stage {ctx.name} yielded an item of {len(data)} bytes (max {MAX_ITEM})")
+        if parent is None:
+            out.add(OUT, source_lineage(ctx.stage, counter), data)
+            counter += 1
+            now = time.monotonic()
+            if now - last > 0.0005:  # a slow source: do not sit on its items
+                out.flush()
+            last = now
+        else:
+            out.add(OUT, derive_lineage(parent, k), data)
+            k += 1
+    return counter
+
+
+def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -> int:
+    """The body of the MICE child process; returns its exit status (never raises)."""
+    out = Batcher(sock)
+    try:
+        fn = load_entry(package_dir, entry)
+        if is_source(fn):
+            _emit(out, fn(ctx), None, ctx, 0)
+            out.add(EOF, 0)
+            out.flush()
+            # Wait for STOP so the DIME decides when we are gone.
+            while True:
+                msg = sock.recv(SEQPACKET_MAX)
+                if not msg or any(k == STOP for k, _, _ in records(msg)):
+                    return 0
+        while True:
+            msg = sock.recv(SEQPACKET_MAX)
+            if not msg:
+                return 0
+            for kind, lineage, data in records(msg):
+                if kind == STOP:
+                    out.flush()
+                    return 0
+                if kind == ITEM:
+                    ctx.lineage = lineage
+                    _emit(out, fn(data, ctx), lineage, ctx, 0)
+                    out.add(DONE, lineage)
+            out.flush()
+    except MemoryError:
+        return _fault(out, FaultCode.MEMORY_EXCEEDED, f"stage {ctx.name}: out of memory (limit reached)")
+    except BaseException as exc:  # the MICE's bug: report it, the DIME lives on
+        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        return _fault(out, FaultCode.MICE_CRASHED, f"stage {ctx.name}: {tb}")
+
+
+def _fault(out: Batcher, code: FaultCode, text: str) -> int:
+    out.parts.clear()
+    out.size = 0
+    try:
+        out.add(FAULT, int(code), text.encode()[:240])
+        out.flush()
+    except OSError:
+        pass
+    return 3 if code is FaultCode.MEMORY_EXCEEDED else 2

@@ -1,0 +1,276 @@
+"""Service packages: the manifest, the deterministic archive, the content-addressed store.
+
+A service package is a directory holding ``service.toml`` and the Python
+modules its stages name::
+
+    [service]
+    name = "wordcount"            # required, text
+    version = "1"                 # optional, text
+
+    [[stage]]                     # one table per stage; STAGE on the wire = index in this list (0-based)
+    name = "source"               # required, unique, [A-Za-z0-9_.-]{1,64}; LOAD's MICE_NAME must equal it
+    entry = "wc:source"           # required, "module:function"; module is a file in the package
+    memory_chunks = 4             # optional (default 1): 2 MiB chunks the stage needs
+    params = { lines = 1000 }     # optional table, handed to the MICE as ctx.params
+
+Packing (:func:`pack`) makes a gzip'd tar of every regular file under the
+directory, sorted by path, with mtime, uid, gid and owner names zeroed, mode
+0644, and a zero gzip timestamp: the same tree always gives the same bytes.
+
+Identity and integrity:
+
+- ``PACKAGE_DIGEST`` = SHA-256 of the archive bytes (32 bytes);
+- ``PACKAGE_SIZE`` = archive length in bytes;
+- ``PACKAGE_SIG`` = HMAC-SHA256(cluster key, archive bytes), 32 bytes; the
+  cluster key is the *active* key of the ``--key`` file (see
+  :mod:`kernel.keys`).  Without a key configured on the kernel, a LOAD is
+  accepted with any (even empty) signature — say so in production.
+
+The central store (the orchestrator's, ``pxkernel --store DIR``) is a directory
+of ``<sha256 hex>.tar.gz`` files; :func:`store_put` writes one atomically
+(temp file + rename).  A kernel only reads it: on LOAD it opens
+``<digest>.tar.gz``, checks size, digest and signature, and unpacks into its
+local store under ``packages/<digest>/`` (:func:`fetch`).  Nothing from the
+package is imported before all three checks pass.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import io
+import os
+import re
+import tarfile
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "service.toml"
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ENTRY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+MAX_PACKAGE = 64 << 20
+"""Largest archive a kernel accepts (bytes)."""
+
+
+class PackageError(ValueError):
+    """A package is malformed or fails a check; the message says which file, line and field."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a service: a MICE entry point and its resource needs."""
+
+    index: int
+    """Its position in the manifest (the STAGE TLV)."""
+    name: str
+    entry: str
+    """``module:function``."""
+    memory_chunks: int = 1
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def module(self) -> str:
+        return self.entry.partition(":")[0]
+
+    @property
+    def function(self) -> str:
+        return self.entry.partition(":")[2]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed ``service.toml``."""
+
+    name: str
+    version: str
+    stages: tuple[Stage, ...]
+
+    def stage(self, index: int) -> Stage:
+        if not 0 <= index < len(self.stages):
+            raise PackageError(f"{MANIFEST}: no stage {index} (the package has {len(self.stages)})")
+        return self.stages[index]
+
+
+def _line_of(text: str, needle: str, nth: int = 0) -> int:
+    """The 1-based line of the ``nth`` occurrence of ``needle`` (0 if absent): for error messages."""
+    seen = -1
+    for no, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            seen += 1
+            if seen == nth:
+                return no
+    return 0
+
+
+def parse_manifest(text: str, where: str = MANIFEST) -> Manifest:
+    """Parse and check a manifest; errors name the file, line and field."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PackageError(f"{where}: {exc}") from None
+    svc = doc.get("service")
+    if not isinstance(svc, dict):
+        raise PackageError(f"{where}: missing [service] table")
+    name = svc.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise PackageError(f"{where} line {_line_of(text, 'name')}: service.name must match {NAME_RE.pattern}")
+    version = svc.get("version", "0")
+    if not isinstance(version, str):
+        raise PackageError(f"{where} line {_line_of(text, 'version')}: service.version must be text")
+    raw = doc.get("stage")
+    if not isinstance(raw, list) or not raw:
+        raise PackageError(f"{where}: at least one [[stage]] table is needed")
+    stages = []
+    names: set[str] = set()
+    for i, st in enumerate(raw):
+        line = _line_of(text, "[[stage]]", i)
+        where_i = f"{where} line {line} (stage {i})"
+        if not isinstance(st, dict):
+            raise PackageError(f"{where_i}: not a table")
+        unknown = set(st) - {"name", "entry", "memory_chunks", "params"}
+        if unknown:
+            raise PackageError(f"{where_i}: unknown field {sorted(unknown)[0]!r}")
+        sname = st.get("name")
+        if not isinstance(sname, str) or not NAME_RE.match(sname):
+            raise PackageError(f"{where_i}: field 'name' must match {NAME_RE.pattern}")
+        if sname in names:
+            raise PackageError(f"{where_i}: field 'name' {sname!r} repeats an earlier stage")
+        names.add(sname)
+        entry = st.get("entry")
+        if not isinstance(entry, str) or not ENTRY_RE.match(entry):
+            raise PackageError(f"{where_i}: field 'entry' must be 'module:function', got {entry!r}")
+        chunks = st.get("memory_chunks", 1)
+        if not isinstance(chunks, int) or isinstance(chunks, bool) or not 1 <= chunks <= 1 << 20:
+            raise PackageError(f"{where_i}: field 'memory_chunks' must be an integer >= 1, got {chunks!r}")
+        params = st.get("params", {})
+        if not isinstance(params, dict):
+            raise PackageError(f"{where_i}: field 'params' must be a table")
+        stages.append(Stage(i, sname, entry, chunks, params))
+    return Manifest(name, version, tuple(stages))
+
+
+def load_manifest(directory: str | os.PathLike[str]) -> Manifest:
+    path = Path(directory) / MANIFEST
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PackageError(f"{path}: {exc}") from None
+    return parse_manifest(text, str(path))
+
+
+def pack(directory: str | os.PathLike[str]) -> bytes:
+    """The deterministic tar.gz of a package directory (its manifest is checked first)."""
+    root = Path(directory)
+    load_manifest(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for p in files:
+                rel = p.relative_to(root).as_posix()
+                data = p.read_bytes()
+                info = tarfile.TarInfo(rel)
+                info.size = len(data)
+                info.mtime = 0
+                info.mode = 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def digest(archive: bytes) -> bytes:
+    """PACKAGE_DIGEST: SHA-256 of the archive."""
+    return hashlib.sha256(archive).digest()
+
+
+def sign(archive: bytes, key: bytes) -> bytes:
+    """PACKAGE_SIG: HMAC-SHA256 of the archive under the cluster key."""
+    return hmac.new(key, archive, hashlib.sha256).digest()
+
+
+def store_put(store: str | os.PathLike[str], archive: bytes) -> bytes:
+    """Write an archive into a content-addressed store; return its digest."""
+    d = digest(archive)
+    root = Path(store)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"{d.hex()}.tar.gz"
+    if not target.exists():
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".put-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(archive)
+        os.replace(tmp, target)
+    return d
+
+
+def verify(archive: bytes, want_digest: bytes, want_size: int, sig: bytes, key: bytes | None) -> None:
+    """Check size, digest and (when a key is set) signature; raise PackageError naming the failed check."""
+    if len(archive) != want_size:
+        raise PackageError(f"PACKAGE_SIZE says {want_size} bytes, the archive has {len(archive)}")
+    if not hmac.compare_digest(digest(archive), want_digest):
+        raise PackageError("PACKAGE_DIGEST does not match the archive's SHA-256")
+    if key is not None and not hmac.compare_digest(sign(archive, key), sig):
+        raise PackageError("PACKAGE_SIG is not the archive's HMAC-SHA256 under the cluster key")
+
+
+def unpack(archive: bytes, dest: str | os.PathLike[str]) -> Manifest:
+    """Unpack a verified archive into ``dest`` (regular files only, no path escapes); return its manifest."""
+    root = Path(dest)
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            for m in tar.getmembers():
+                if not m.isfile():
+                    raise PackageError(f"archive member {m.name!r}: only regular files are allowed")
+                rel = Path(m.name)
+                if rel.is_absolute() or ".." in rel.parts:
+                    raise PackageError(f"archive member {m.name!r}: path leaves the package")
+                out = tmp / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                src = tar.extractfile(m)
+                assert src is not None
+                out.write_bytes(src.read())
+        manifest = load_manifest(tmp)
+        if root.exists():  # unpacked before (content-addressed: same bytes)
+            _rmtree(tmp)
+        else:
+            os.replace(tmp, root)
+        return manifest
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        _rmtree(tmp)
+        raise PackageError(f"archive: {exc}") from None
+    except PackageError:
+        _rmtree(tmp)
+        raise
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)
+
+
+def fetch(
+    store: str | os.PathLike[str],
+    local: str | os.PathLike[str],
+    want_digest: bytes,
+    want_size: int,
+    sig: bytes,
+    key: bytes | None,
+) -> tuple[Path, Manifest]:
+    """Read ``<digest>.tar.gz`` from the central store, verify it, unpack it under the local store."""
+    if want_size > MAX_PACKAGE:
+        raise PackageError(f"PACKAGE_SIZE {want_size} is over the {MAX_PACKAGE}-byte limit")
+    path = Path(store) / f"{want_digest.hex()}.tar.gz"
+    try:
+        archive = path.read_bytes()
+    except OSError as exc:
+        raise PackageError(f"central store: {exc.strerror}: {path}") from None
+    verify(archive, want_digest, want_size, sig, key)
+    dest = Path(local) / "packages" / want_digest.hex()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return dest, unpack(archive, dest)
