@@ -164,18 +164,19 @@ class Dumper:
     def print_per_frame(self, b: Batch, rtt: np.ndarray, gaps: np.ndarray) -> None:
         a = self.args
         w = self.out.write
+        numbers = b.frame_numbers()
         for i, line in enumerate(oneline.lines(b, self.opts, rtt, gaps)):
             raw = b.frame(i)
             w(line)
             if a.verbose:
-                w(detail.tree(raw, b.first + i + 1, int(b.ts_ns[i]), int(b.wirelen[i]), a.verbose).encode())
+                w(detail.tree(raw, int(numbers[i]), int(b.ts_ns[i]), int(b.wirelen[i]), a.verbose).encode())
             if a.hex or a.hex_ascii:
                 w(detail.hexdump(raw, a.hex_ascii).encode())
             if self.reassembler is not None and b.kind[i] == FrameClass.DATA and b.valid[i]:
                 frame = decode(raw)
                 assert isinstance(frame.body, Data)
                 done = self.reassembler.feed(
-                    b.first + i + 1, (frame.src_dime, frame.src_thread), (frame.dst_dime, frame.dst_thread), frame.body
+                    int(numbers[i]), (frame.src_dime, frame.src_thread), (frame.dst_dime, frame.dst_thread), frame.body
                 )
                 if done is not None:
                     w(reassembled_text(done).encode())

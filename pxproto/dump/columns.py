@@ -88,9 +88,17 @@ class Batch:
     cols: dict[str, np.ndarray] = field(default_factory=dict)
     first: int = 0
     """Number of the first frame of the batch within the whole capture (0-based)."""
+    numbers: np.ndarray | None = None
+    """1-based frame numbers in the capture, when rows were taken out of order or filtered."""
 
     def __len__(self) -> int:
         return len(self.offset)
+
+    def frame_numbers(self) -> np.ndarray:
+        """Each row's 1-based frame number in the whole capture."""
+        if self.numbers is not None:
+            return self.numbers
+        return self.first + 1 + np.arange(len(self), dtype=np.int64)
 
     @property
     def malformed(self) -> np.ndarray:
@@ -107,6 +115,13 @@ class Batch:
         if c is None:
             c = self.cols[name] = gather(self.buf, self.offset, self.caplen, FIELDS[name])
         return c
+
+    def col_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """A field column at some rows only (cheaper than the whole column for wide fields)."""
+        c = self.cols.get(name)
+        if c is not None:
+            return c[rows]
+        return gather(self.buf, self.offset[rows], self.caplen[rows], FIELDS[name])
 
     def error(self, i: int) -> ProtocolError:
         e = self.errors.get(i)
@@ -134,6 +149,7 @@ class Batch:
             {remap[i]: e for i, e in self.errors.items() if i in remap},
             {k: v[idx] for k, v in self.cols.items()},
             self.first,
+            self.frame_numbers()[idx],
         )
 
 
@@ -216,4 +232,5 @@ def concat(batches: list[Batch]) -> Batch:
         errors,
         {n: np.concatenate([b.cols[n] for b in batches]) for n in names},
         batches[0].first if batches else 0,
+        np.concatenate([b.frame_numbers() for b in batches]),
     )

@@ -11,11 +11,13 @@ Grammar (keywords are case-insensitive, numbers decimal or 0x hex)::
              | cmd NAME | op (request | response) | fcaps (F | C | A | P | S) | status NAME
              | channel N | seq N | seq A-B
 
-A primitive on a field means "a Parallax frame (of the field's class) whose
-bytes at the field's offset hold that value", read off
-:mod:`pxproto.wire.layout`: the BPF program the kernel runs and the numpy
-mask over a file's columns apply the same test.  ``malformed`` is known
-only after decoding, so it has no BPF form (the kernel passes every frame).
+A primitive on a field means "a valid Parallax frame (of the field's class)
+whose field holds that value".  The BPF program reads the same bytes at the
+offsets of :mod:`pxproto.wire.layout`, so on valid frames the kernel and the
+numpy mask over a file's columns agree; the kernel cannot tell a malformed
+frame, so live capture filters twice (kernel first, then the columns).
+``malformed`` is known only after decoding, so it has no BPF form (the kernel
+passes every frame to the columns).
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class FieldIn(Node):
         v = b.col(self.name)
         if self.bits is not None:
             v = v & v.dtype.type(self.bits)
-        ok = IsClass(f.cls).mask(b) & (b.caplen >= f.offset + f.size)
+        ok = IsClass(f.cls).mask(b) & b.valid
         if self.lo == self.hi:
             return ok & (v == self.lo)
         return ok & (v >= self.lo) & (v <= self.hi)

@@ -60,13 +60,13 @@ class RequestMatcher:
         if not len(rows):
             return rtt
         is_req = b.col("sig.op")[rows] == Op.REQUEST
-        mac = np.where(is_req, b.col("eth.src")[rows], b.col("eth.dst")[rows])
+        mac = np.where(is_req, b.col_rows("eth.src", rows), b.col_rows("eth.dst", rows))
         cmd = b.col("sig.cmd")[rows].astype(np.uint64)
         rc = (b.col("sig.req_id")[rows].astype(np.uint64) << np.uint64(8)) | cmd
         ep = (b.col("src_dime")[rows].astype(np.uint64) << np.uint64(16)) | b.col("src_thread")[rows]
         p = self.pending
         n_old = len(p["mac"])
-        cur = {"mac": mac, "rc": rc, "ep": ep, "ts": b.ts_ns[rows], "frame": b.first + rows + 1}
+        cur = {"mac": mac, "rc": rc, "ep": ep, "ts": b.ts_ns[rows], "frame": b.frame_numbers()[rows]}
         a = {k: np.concatenate([p[k], cur[k]]) for k in _PENDING}
         req = np.concatenate([np.ones(n_old, bool), is_req])
         local = np.concatenate([np.full(n_old, NONE), rows])
@@ -155,10 +155,9 @@ class HeartbeatWatch:
             prev_t[pos], prev_p[pos] = seen if seen else (t[pos], per[pos])
         gap = t - prev_t
         late = gap > prev_p * 1_000_000 * HEARTBEAT_MISSES
+        numbers = b.frame_numbers()
         for pos in np.flatnonzero(late):
-            self.gaps.append(
-                HeartbeatGap(int(d[pos]), b.first + int(rows[order[pos]]) + 1, int(gap[pos]), int(prev_p[pos]))
-            )
+            self.gaps.append(HeartbeatGap(int(d[pos]), int(numbers[rows[order[pos]]]), int(gap[pos]), int(prev_p[pos])))
         out[rows[order[late]]] = gap[late]
         ends = np.flatnonzero(np.append(d[1:] != d[:-1], True))
         for pos in ends:
