@@ -1,0 +1,128 @@
+"""The fast path: compiled codecs derived from the spec, with a pure-Python twin.
+
+Single frames (same results as :mod:`pxproto.wire`, exactly)::
+
+    decode(buf) -> Frame          # the reference Frame dataclasses; ProtocolError with the same field/offset
+    encode(frame) -> bytes        # same bytes; ProtocolError where pxproto.wire.encode raises
+    view(buf) -> FrameView        # lazy: validated, fields read on access; == Frame, to_dict() identical
+    check(buf) -> (field, offset) # ("", 0) when valid; no Frame built
+
+Batch (no Python object per frame; pxdump, the switch)::
+
+    idx = index_capture(buf)                      # whole pcap/pcapng file in memory
+    # -> CaptureIndex(offsets, lengths, ts_ns, linktype), numpy arrays, one row per frame;
+    #    a damaged file raises pxproto.capture.CaptureError (field, offset) with .partial = the
+    #    CaptureIndex of the frames before the damage.
+    cols = decode_columns(buf, idx.offsets, idx.lengths, ts_ns=idx.ts_ns, linktypes=idx.linktype)
+    cols = decode_capture(buf)                    # the two steps above in one
+    # -> Columns: numpy arrays as attributes (cols.cls, cols.valid, cols.seq, cols.cmd, ...; the list
+    #    is columns.COLUMNS), cols.errors (ProtocolError.field per row, "" if valid), cols.error_field(i)
+    ping = cols.filter(cls=FrameClass.SIGNALING, cmd=Command.PING, valid=True)   # filter_mask()
+    decode_columns(block, offsets, lengths, out=cols)   # refill preallocated columns (ring blocks)
+
+``cls`` is 0 for a row that is not a Parallax frame (EtherType, too short, or
+link type not Ethernet); ``error`` is an index into ERROR_FIELDS.
+
+C level (Cython): ``from pxproto.fastpath.wirec cimport PxView, px_view, px_put_*``
+and ``from pxproto.fastpath.wiregen cimport *`` (see wirec.pxd).
+
+``COMPILED`` says which implementation is in use.  ``PXPROTO_PURE=1`` forces the
+pure one; a missing extension falls back to it with one warning.  The C copy of
+the EtherType map follows :func:`pxproto.wire.ethertypes.configure`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+
+from pxproto.fastpath._wiregen import ERROR_CODES, ERROR_FIELDS
+from pxproto.fastpath.capindex import CaptureIndex
+from pxproto.fastpath.capindex import index_capture as _py_index_capture
+from pxproto.fastpath.columns import COLUMN_NAMES, COLUMNS, Columns, empty, filter_mask
+
+PURE_ENV = "PXPROTO_PURE"
+_impl: Any
+COMPILED = False
+if os.environ.get(PURE_ENV) == "1":
+    from pxproto.fastpath import pure as _impl
+else:
+    try:
+        from pxproto.fastpath import wirec as _impl  # type: ignore[attr-defined, no-redef]
+
+        COMPILED = True
+    except ImportError as _exc:
+        from pxproto.fastpath import pure as _impl
+
+        warnings.warn(
+            f"pxproto.fastpath: compiled extension unavailable ({_exc}); using the reference codec",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+decode = _impl.decode
+encode = _impl.encode
+view = _impl.view
+check = _impl.check
+index_capture = _py_index_capture
+
+
+def decode_columns(
+    buf: Any,
+    offsets: Any,
+    lengths: Any,
+    *,
+    ts_ns: Any = None,
+    linktypes: Any = None,
+    out: Columns | None = None,
+) -> Columns:
+    """Decode the frames ``buf[offsets[i] : offsets[i] + lengths[i]]`` into columns.
+
+    ``out`` reuses preallocated columns of the same length (they are cleared first)."""
+    n = len(offsets)
+    if out is None:
+        arrays = empty(n)
+    else:
+        if len(out) != n:
+            raise ValueError(f"out has {len(out)} rows, there are {n} frames")
+        arrays = out.arrays
+        for a in arrays.values():
+            a.fill(0)
+    if ts_ns is not None:
+        arrays["ts_ns"][:] = ts_ns
+    _impl.decode_columns_into(buf, offsets, lengths, arrays, linktypes)
+    return out if out is not None else Columns(arrays)
+
+
+def decode_capture(buf: Any) -> Columns:
+    """Index and decode a whole pcap/pcapng file in memory (CaptureError as index_capture)."""
+    idx = index_capture(buf)
+    return decode_columns(buf, idx.offsets, idx.lengths, ts_ns=idx.ts_ns, linktypes=idx.linktype)
+
+
+def error_field(code: int) -> str:
+    """The ProtocolError.field of a batch error code."""
+    return ERROR_FIELDS[code]
+
+
+__all__ = [
+    "COLUMNS",
+    "COLUMN_NAMES",
+    "COMPILED",
+    "ERROR_CODES",
+    "ERROR_FIELDS",
+    "CaptureIndex",
+    "Columns",
+    "check",
+    "decode",
+    "decode_capture",
+    "decode_columns",
+    "encode",
+    "error_field",
+    "filter_mask",
+    "index_capture",
+    "view",
+]
