@@ -19,6 +19,7 @@ LEARN_NEW = 1
 LEARN_MOVED = 2
 LEARN_FULL = -1
 NO_PORT = -1
+FULL_SWEEP_PERIOD = 1.0
 
 
 def fdb_key(mac: bytes, dime: int = DIME_ALL) -> int:
@@ -44,6 +45,7 @@ class PyFdb:
         self._t: dict[int, list[float]] = {}  # key -> [port, last_seen]
         self.refused = 0
         self.moves = 0
+        self._full_sweep_at = float("-inf")
 
     def __len__(self) -> int:
         return len(self._t)
@@ -51,17 +53,27 @@ class PyFdb:
     def learn(self, key: int, port: int, now: float) -> int:
         e = self._t.get(key)
         if e is not None:
+            fresh = now - e[1] <= self.aging
             e[1] = now
+            if not fresh:
+                e[0] = port
+                return LEARN_NEW
             if e[0] != port:
                 e[0] = port
                 self.moves += 1
                 return LEARN_MOVED
             return LEARN_REFRESHED
-        if len(self._t) >= self.capacity and not self.expire(now):
-            self.refused += 1
-            return LEARN_FULL
+        if len(self._t) >= self.capacity:
+            # Sweep at most once a second: under a flood of new MACs a sweep per frame would be the attack.
+            if now < self._full_sweep_at or not self._sweep_full(now):
+                self.refused += 1
+                return LEARN_FULL
         self._t[key] = [port, now]
         return LEARN_NEW
+
+    def _sweep_full(self, now: float) -> int:
+        self._full_sweep_at = now + FULL_SWEEP_PERIOD
+        return self.expire(now)
 
     def lookup(self, key: int, now: float) -> int:
         e = self._t.get(key)
