@@ -63,16 +63,24 @@ def write_capture(path: Path, raws: list[bytes]) -> None:
             w.write(raw, 1_700_000_000_000_000_000 + i * 1_000_000)
 
 
+@pytest.mark.parametrize("path", ["fast", "reference"])
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_golden(mode: str, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+def test_golden(mode: str, path: str, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     name, args = MODES[mode]
-    rc, out, err = pxdump(capsysbinary, "-r", str(CAPTURES / name), *args)
+    extra = ["--reference"] if path == "reference" else []
+    rc, out, err = pxdump(capsysbinary, "-r", str(CAPTURES / name), *extra, *args)
     assert rc == 0, err
     golden = GOLDEN / f"{mode}.txt"
-    if REGEN:
+    if REGEN and path == "reference":
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(out)
     assert out == golden.read_text()
+
+
+def test_fast_path_is_compiled() -> None:
+    from pxproto.dump.columns import fastpath_available
+
+    assert fastpath_available(), "pxproto.fastpath is not built: pxdump falls back to the reference codec"
 
 
 def test_one_line_per_frame_and_every_class_named(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
@@ -119,10 +127,14 @@ def test_hostile_frames_never_crash(raws: list[bytes]) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "h.pcapng"
         write_capture(path, raws)
-        for args in ([], ["-e"], ["-vv"], ["--json"], ["-q"], ["--reassemble"], ["not", "malformed"]):
-            out = io.BytesIO()
-            parsed = cli.build_parser().parse_args(["-r", str(path), *args])
-            assert cli.run(parsed, out) == 0
+        for args in ([], ["-e"], ["-vv"], ["--json"], ["-q"], ["--reassemble"], ["not", "malformed"], ["dime", "1"]):
+            outs = []
+            for extra in ([], ["--reference"]):
+                out = io.BytesIO()
+                parsed = cli.build_parser().parse_args(["-r", str(path), *extra, *args])
+                assert cli.run(parsed, out) == 0
+                outs.append(out.getvalue())
+            assert outs[0] == outs[1], args
 
 
 def test_truncated_capture_reports_how_far_and_fails(

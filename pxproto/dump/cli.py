@@ -19,9 +19,9 @@ import numpy as np
 
 from pxproto.capture.pcapng import PcapngWriter
 from pxproto.dump import detail, oneline
-from pxproto.dump.columns import KIND_OTHER, Batch
+from pxproto.dump.columns import KIND_OTHER, Batch, fastpath_available
 from pxproto.dump.filter import FilterError, Node, parse
-from pxproto.dump.source import CaptureEndsEarly, packet_batches, reference_batches
+from pxproto.dump.source import CaptureEndsEarly, fastpath_batches, packet_batches, reference_batches
 from pxproto.dump.stats import Stats, gap_text, unanswered_text
 from pxproto.dump.track import HeartbeatWatch, Reassembled, Reassembler, RequestMatcher
 from pxproto.errors import ProtocolError
@@ -219,7 +219,7 @@ def reassembled_text(r: Reassembled) -> str:
     )
 
 
-def _file_batches(path: str) -> Iterator[Batch]:
+def _file_batches(path: str, reference: bool) -> Iterator[Batch]:
     if path == "-":
         yield from reference_batches(sys.stdin.buffer)
         return
@@ -228,7 +228,10 @@ def _file_batches(path: str) -> Iterator[Batch]:
     except OSError as exc:
         raise RuntimeError(f"{path}: {exc.strerror}") from None
     with f:
-        yield from reference_batches(f)
+        if reference or not fastpath_available():
+            yield from reference_batches(f)
+        else:
+            yield from fastpath_batches(f.read())
 
 
 def _bpf_for_live(args: argparse.Namespace, node: Node | None) -> str | None:
@@ -273,7 +276,7 @@ def run(args: argparse.Namespace, out: BinaryIO) -> int:
     if args.read:
         rc = 0
         try:
-            for batch in _file_batches(args.read):
+            for batch in _file_batches(args.read, args.reference):
                 dumper.feed(batch)
                 if dumper.done():
                     break

@@ -234,3 +234,62 @@ def concat(batches: list[Batch]) -> Batch:
         batches[0].first if batches else 0,
         np.concatenate([b.frame_numbers() for b in batches]),
     )
+
+
+# ------------------------------------------------------------------ fast path
+
+FASTPATH_NAMES = {
+    "eth.type": "ethertype",
+    "version": "version",
+    "flags": "flags",
+    "length": "body_len",
+    "src_dime": "src_dime",
+    "src_thread": "src_thread",
+    "dst_dime": "dst_dime",
+    "dst_thread": "dst_thread",
+    "seq": "seq",
+    "sig.req_id": "req_id",
+    "sig.cmd": "cmd",
+    "sig.op": "op",
+    "sig.status": "status",
+    "sig.tlv_count": "tlv_count",
+    "data.channel": "channel",
+    "data.flags": "data_flags",
+    "data.msg_id": "msg_id",
+    "data.msg_len": "msg_len",
+    "data.frag_offset": "frag_offset",
+    "data.frag_index": "frag_index",
+    "data.frag_count": "frag_count",
+    "data.ack": "ack",
+    "data.credit": "credit",
+    "disc.op": "disc_op",
+    "disc.state_filter": "state_filter",
+    "disc.count": "disc_count",
+    "disc.probe_id": "probe_id",
+    "hb.epoch": "hb_epoch",
+    "hb.state": "hb_state",
+    "hb.period_ms": "hb_period_ms",
+    "hb.cpu_permille": "hb_cpu_permille",
+    "hb.stage": "hb_stage",
+    "hb.service": "hb_service",
+}
+"""pxdump column -> pxproto.fastpath column.  The fast path fills body fields
+on rows of their class only; pxdump reads fields of valid rows only, where
+both agree.  Columns it lacks (MACs, hb.mem_used, ...) are gathered here."""
+
+
+def fastpath_available() -> bool:
+    try:
+        from pxproto import fastpath
+    except ImportError:
+        return False
+    return bool(getattr(fastpath, "COMPILED", False))
+
+
+def from_fastpath(buf: np.ndarray, offset: np.ndarray, caplen: np.ndarray, ts_ns: np.ndarray, first: int) -> Batch:
+    """A batch decoded by the compiled fast path (rows are frames of one capture buffer)."""
+    from pxproto import fastpath
+
+    c = fastpath.decode_columns(buf, offset, caplen, ts_ns=ts_ns)
+    cols = {mine: c[theirs] for mine, theirs in FASTPATH_NAMES.items()}
+    return Batch(buf, offset, caplen, caplen, ts_ns, c["cls"], c["valid"], {}, cols, first)
