@@ -62,7 +62,8 @@ records ``kind u8 | lineage u64 | length u32 | bytes``:
 - DIME -> MICE: ``ITEM`` (an input), ``STOP``;
 - MICE -> DIME: ``OUT`` (an output; it belongs to the last ``ITEM`` not yet
   ``DONE``), ``DONE`` (that input is finished), ``EOF`` (the source ended),
-  ``FAULT`` (text; lineage field = FaultCode) before the child exits on an error.
+  ``FAULT`` (text; lineage field = FaultCode) before the child exits on an error,
+  ``READY`` (first record; lineage field = the child's baseline data size in bytes).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ from typing import Any
 
 from pxproto.wire.codes import FaultCode
 
-ITEM, OUT, DONE, EOF, STOP, FAULT = 1, 2, 3, 4, 5, 6
+ITEM, OUT, DONE, EOF, STOP, FAULT, READY = 1, 2, 3, 4, 5, 6, 7
 REC = struct.Struct("!BQI")
 LINEAGE = struct.Struct("!Q")
 BATCH_BYTES = 32 * 1024

@@ -1,0 +1,86 @@
+"""``pxkernel``: start one server's DIMEs on a wire.
+
+pxkernel --port udp:127.0.0.1:5001 --dimes 4 --memory-chunks 32 --key cluster.key --store /srv/px-store
+pxkernel --iface veth0                 # AF_PACKET (root); the server takes the interface's MAC
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from kernel import security, state
+from kernel.server import Server, ServerConfig, usable_cores
+from kernel.wire import WireError, open_wire
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pxkernel", description="Make every core of this server a DIME.")
+    wire = ap.add_mutually_exclusive_group(required=True)
+    wire.add_argument("--port", help="udp:HOST:PORT or stream:PATH (a pxswitch port; rootless)")
+    wire.add_argument("--iface", help="a NIC or veth, via AF_PACKET (root)")
+    ap.add_argument("--dimes", type=int, help="how many DIMEs (default: one per usable core)")
+    ap.add_argument("--memory-chunks", type=int, default=64, help="each DIME's limit in 2 MiB chunks (default 64)")
+    ap.add_argument("--key", help="cluster key file (KEY_ID HEXKEY per line); signaling must then be signed")
+    ap.add_argument("--store", help="the orchestrator's central package store (a directory)")
+    ap.add_argument("--state-dir", help="epochs and MAC across restarts (default: per wire, under /tmp)")
+    ap.add_argument("--local-store", help="this server's local store (default: STATE_DIR/store)")
+    ap.add_argument("--mac", help="the server's MAC (default: the interface's, or one kept in the state dir)")
+    ap.add_argument("--heartbeat-ms", type=int, default=100, help="initial heartbeat period (default 100)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin DIMEs to cores")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    cores = usable_cores()
+    n = args.dimes if args.dimes is not None else len(cores)
+    if not 1 <= n <= 0xFFFE:
+        print(f"pxkernel: --dimes {n}: must be 1..65534", file=sys.stderr)
+        return 2
+    if args.memory_chunks < 0:
+        print("pxkernel: --memory-chunks must be >= 0", file=sys.stderr)
+        return 2
+    if not 1 <= args.heartbeat_ms <= 0xFFFF:
+        print("pxkernel: --heartbeat-ms must be 1..65535", file=sys.stderr)
+        return 2
+    keys: dict[int, bytes] = {}
+    if args.key:
+        try:
+            keys = security.load_keyfile(args.key)
+        except security.KeyFileError as exc:
+            print(f"pxkernel: {exc}", file=sys.stderr)
+            return 2
+    where = args.iface or args.port
+    state_dir = args.state_dir or f"/tmp/pxkernel-{os.getuid()}/{hashlib.sha256(where.encode()).hexdigest()[:12]}"
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        wire = open_wire(args.port, args.iface)
+    except (WireError, OSError) as exc:
+        print(f"pxkernel: cannot open the wire: {exc}", file=sys.stderr)
+        return 2
+    try:
+        mac = state.parse_mac(args.mac) if args.mac else (wire.mac or state.server_mac(state_dir))
+    except ValueError as exc:
+        print(f"pxkernel: --mac: {exc}", file=sys.stderr)
+        return 2
+    cfg = ServerConfig(
+        mac=mac,
+        dimes=n,
+        cores=cores,
+        mem_chunks=args.memory_chunks,
+        state_dir=state_dir,
+        local_store=args.local_store or str(Path(state_dir) / "store"),
+        store=args.store,
+        keys=keys,
+        heartbeat_ms=args.heartbeat_ms,
+        pin=not args.no_pin,
+    )
+    return Server(cfg, wire).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Counter ids that COUNTERS and SET_THRESHOLD name (TLV COUNTER_ID), per DIME.
+
+A counter over its threshold (SET_THRESHOLD; 0 clears it) raises one
+FAULT_REPORT OVERLOAD notification per crossing, checked at each heartbeat.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class CounterId(IntEnum):
+    FRAMES_RX = 1
+    FRAMES_TX = 2
+    BYTES_RX = 3
+    BYTES_TX = 4
+    ITEMS_IN = 5
+    """Items handed to the MICE."""
+    ITEMS_OUT = 6
+    """Items the MICE produced."""
+    DUPLICATES = 7
+    """Item copies dropped by lineage (replays)."""
+    REPLAYED = 8
+    """Outputs sent again after a re-wire."""
+    QUEUE_DEPTH = 9
+    """Items waiting for the MICE plus outputs waiting for credit."""
+    LATENCY_US = 10
+    """Mean MICE processing time per item over the last heartbeat period, microseconds."""
+    REJECTED_MALFORMED = 11
+    REJECTED_AUTH = 12
+    """Signaling frames with a bad tag or an unknown key id."""
+    REJECTED_REPLAY = 13
+    """Signaling frames whose counter was replayed or too late."""
+    REJECTED_ACL = 14
+    MEM_USED_CHUNKS = 15
+    MEM_PEAK_CHUNKS = 16
+    FAULTS = 17
+    CPU_NS = 18
+    ITEMS_PER_S = 19
+    """Items the MICE completed per second over the last heartbeat period."""
+    REJECTED_UNAUTHENTICATED = 20
+    """Signaling frames without a trailer while a key is configured."""
+    RETAINED = 21
+    """Outputs kept until downstream completes them."""
+    MEM_RETURNED_CHUNKS = 22
+    """Chunks given back by MICE that ended."""

@@ -1,0 +1,134 @@
+"""The item flow of one DIME: lineage bookkeeping between its input channels, its MICE and its outputs.
+
+Sans I/O: the DIME tells it what arrived, what the MICE produced and what
+downstream completed; it answers with what to hand the MICE, what to send on
+which output, and which upstream gets which completion.  The rules are those
+of :mod:`kernel.mice` (lineage, exactly-once hand-over, completion travelling
+back from the sink):
+
+- an input lineage is handed to the MICE once; a later copy waits for the
+  first copy's completion and is completed with it;
+- an input completes when the MICE said DONE for it and every output it
+  produced has been completed by downstream;
+- an output is kept (``retained``) until downstream completes it; when its
+  output channel is re-wired or unwired it is queued again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+Upstream = tuple[int, bytes, int]
+"""(input channel, upstream MAC, upstream DIME)."""
+
+
+@dataclass(slots=True)
+class _Input:
+    upstreams: list[Upstream]
+    done: bool = False
+    open_outputs: int = 0
+
+
+@dataclass(slots=True)
+class _Output:
+    parent: int | None
+    data: bytes
+    channel: int | None = None
+
+
+@dataclass
+class Flow:
+    """Lineage bookkeeping of one MICE; reset when the MICE stops."""
+
+    inputs: dict[int, _Input] = field(default_factory=dict)
+    """Inputs handed to the MICE and not yet completed, by lineage."""
+    completed: set[int] = field(default_factory=set)
+    """Lineages completed here (their copies are completed at once)."""
+    to_mice: deque[int] = field(default_factory=deque)
+    """Lineages handed to the MICE whose DONE has not come back, in order."""
+    retained: dict[int, _Output] = field(default_factory=dict)
+    """Outputs not yet completed by downstream, by lineage."""
+    queue: deque[int] = field(default_factory=deque)
+    """Outputs waiting for an output channel with credit."""
+    duplicates: int = 0
+    replayed: int = 0
+
+    def arrive(self, lineage: int, up: Upstream) -> str:
+        """An item arrived: 'new' (hand it to the MICE), 'wait' (a copy in progress), 'done' (complete it now)."""
+        if lineage in self.completed:
+            self.duplicates += 1
+            return "done"
+        inp = self.inputs.get(lineage)
+        if inp is not None:
+            self.duplicates += 1
+            if up not in inp.upstreams:
+                inp.upstreams.append(up)
+            return "wait"
+        self.inputs[lineage] = _Input([up])
+        self.to_mice.append(lineage)
+        return "new"
+
+    def produced(self, lineage: int, data: bytes) -> None:
+        """The MICE yielded an item (for the oldest input not yet DONE, or as a source)."""
+        parent = self.to_mice[0] if self.to_mice else None
+        if lineage in self.retained:  # the same lineage again (a re-run source): keep one copy
+            return
+        if parent is not None:
+            self.inputs[parent].open_outputs += 1
+        self.retained[lineage] = _Output(parent, data)
+        self.queue.append(lineage)
+
+    def done(self, lineage: int) -> list[Upstream]:
+        """The MICE finished an input; return the upstreams to complete it to (if it is complete now)."""
+        if self.to_mice and self.to_mice[0] == lineage:
+            self.to_mice.popleft()
+        else:
+            try:
+                self.to_mice.remove(lineage)
+            except ValueError:
+                return []
+        inp = self.inputs.get(lineage)
+        if inp is None:
+            return []
+        inp.done = True
+        return self._maybe_complete(lineage, inp)
+
+    def _maybe_complete(self, lineage: int, inp: _Input) -> list[Upstream]:
+        if not inp.done or inp.open_outputs:
+            return []
+        del self.inputs[lineage]
+        self.completed.add(lineage)
+        return inp.upstreams
+
+    def downstream_completed(self, lineage: int) -> tuple[int | None, list[Upstream]]:
+        """Downstream completed one of our outputs; return (its parent, upstreams to complete the parent to)."""
+        out = self.retained.pop(lineage, None)
+        if out is None:
+            return None, []
+        if out.parent is None:
+            return None, []
+        inp = self.inputs.get(out.parent)
+        if inp is None:
+            return out.parent, []
+        inp.open_outputs -= 1
+        return out.parent, self._maybe_complete(out.parent, inp)
+
+    def sent(self, lineage: int, channel: int) -> None:
+        out = self.retained.get(lineage)
+        if out is not None:
+            out.channel = channel
+
+    def requeue(self, channel: int | None = None) -> int:
+        """Queue again every retained output sent on ``channel`` (None: on any); return how many."""
+        again = [
+            lin
+            for lin, o in self.retained.items()
+            if o.channel is not None and (channel is None or o.channel == channel)
+        ]
+        for lin in again:
+            self.retained[lin].channel = None
+        queued = set(self.queue)
+        self.queue.extendleft(reversed([lin for lin in again if lin not in queued]))
+        self.replayed += len(again)
+        return len(again)

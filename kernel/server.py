@@ -1,0 +1,316 @@
+"""The server process of pxkernel: the wire, the relay to its DIMEs, discovery, supervision.
+
+It owns the one wire port and moves frames between it and the DIME processes
+(one SOCK_SEQPACKET socketpair each): a DIME-scope frame for this MAC goes to
+its DIME by id (looked up at a fixed offset, no decode); system-scope frames
+are the server's own (discovery probes, answered for all DIMEs; signaling to
+0xffff, where it answers PING).  Frames a DIME sends to a DIME of the same
+server are delivered locally (a switch never sends a frame back out of the
+port it came in).  Heartbeats going out update the discovery table.  A DIME
+process that dies is started again, with a new epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+from kernel.dime import DimeConfig
+from kernel.security import KeyRing
+from kernel.wire import Wire
+from pxproto.dime.discovery import DiscoveryResponder
+from pxproto.dime.endpoint import Address, frame_to
+from pxproto.errors import ProtocolError
+from pxproto.wire import ethertypes, spec
+from pxproto.wire.codes import DIME_ALL, Capability, Command, DimeState, FrameClass, Op, Status, TlvType
+from pxproto.wire.frame import DimeInfo, Frame, Heartbeat, Signaling, Tlv
+
+try:
+    from pxproto.fastpath.wirec import decode, encode
+
+    FASTPATH = True
+except ImportError:  # pragma: no cover
+    from pxproto.wire.codec import decode, encode
+
+    FASTPATH = False
+
+SW_VERSION = 0x00010000
+OFF_FLAGS = spec.HEADER_OFFSET + 1
+OFF_DST_DIME = spec.HEADER_OFFSET + 8
+FRAME_MAX = 65535
+
+
+@dataclass
+class ServerConfig:
+    mac: bytes
+    dimes: int
+    cores: list[int]
+    mem_chunks: int
+    state_dir: str
+    local_store: str
+    store: str | None
+    keys: dict[int, bytes]
+    heartbeat_ms: int = 100
+    pin: bool = True
+
+
+class DimeProc:
+    def __init__(self, cfg: DimeConfig, sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+        self.cfg = cfg
+        self.sock = sock
+        self.proc = proc
+        self.info = DimeInfo(cfg.dime, cfg.core, DimeState.BOOTING, cfg.mem_chunks, cfg.mem_chunks, 0)
+        self.restarts = 0
+
+
+class Server:
+    def __init__(self, cfg: ServerConfig, wire: Wire) -> None:
+        self.cfg = cfg
+        self.wire = wire
+        self.mac = cfg.mac
+        self.sel = selectors.DefaultSelector()
+        self.dimes: dict[int, DimeProc] = {}
+        self.counters: Counter[str] = Counter()
+        self.keyring = KeyRing(dict(cfg.keys), epoch=int(time.time()) & 0xFFFFFFFF)
+        caps = Capability.RLIMIT_MEMORY | Capability.RELIABLE_DATA
+        if cfg.keys:
+            caps |= Capability.AUTH
+        if FASTPATH:
+            caps |= Capability.FASTPATH
+        self.discovery = DiscoveryResponder(
+            Address(self.mac, DIME_ALL, 0), caps=int(caps), sw_version=SW_VERSION, auth=bool(cfg.keys)
+        )
+        self.booted = False
+        self.running = True
+
+    # -------------------------------------------------------------- DIME processes
+
+    def spawn(self, dime: int) -> DimeProc:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (ours, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        c = self.cfg
+        dc = DimeConfig(
+            dime=dime,
+            core=c.cores[dime % len(c.cores)],
+            mac=self.mac.hex(),
+            fd=theirs.fileno(),
+            state_dir=c.state_dir,
+            local_store=c.local_store,
+            store=c.store,
+            mem_chunks=c.mem_chunks,
+            heartbeat_ms=c.heartbeat_ms,
+            keys={str(k): v.hex() for k, v in c.keys.items()},
+            pin=c.pin,
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kernel.dime", json.dumps(asdict(dc))],
+            pass_fds=[theirs.fileno()],
+            start_new_session=False,
+        )
+        theirs.close()
+        ours.setblocking(False)
+        dp = DimeProc(dc, ours, proc)
+        self.dimes[dime] = dp
+        self.sel.register(ours, selectors.EVENT_READ, dime)
+        return dp
+
+    def _dime_lost(self, dime: int) -> None:
+        dp = self.dimes[dime]
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(dp.sock)
+        dp.sock.close()
+        code = dp.proc.wait()
+        if not self.running:
+            return
+        print(f"pxkernel: dime {dime} process ended (status {code}); starting it again", flush=True)
+        restarts = dp.restarts + 1
+        time.sleep(min(0.05 * restarts, 1.0))
+        self.spawn(dime).restarts = restarts
+
+    # -------------------------------------------------------------- frames
+
+    def _send_wire(self, raw: bytes) -> None:
+        self.counters["wire_tx"] += 1
+        self.wire.send(raw)
+
+    def _tx_own(self, frames: list[Frame]) -> None:
+        for f in frames:
+            raw = encode(f)
+            if self.keyring.enabled:
+                raw = self.keyring.sign_raw(raw)
+            self._send_wire(raw)
+
+    def from_wire(self, raw: bytes, now: float) -> None:
+        self.counters["wire_rx"] += 1
+        if len(raw) < spec.BODY_OFFSET:
+            self.counters["short"] += 1
+            return
+        cls = ethertypes.current().classify(int.from_bytes(raw[12:14], "big"))
+        if cls is None:
+            self.counters["not_parallax"] += 1
+            return
+        dst = raw[:6]
+        if dst != self.mac and not dst[0] & 1:
+            self.counters["not_ours"] += 1
+            return
+        if raw[OFF_FLAGS] & 0x01:  # DIME scope: relay by id, the DIME validates
+            dime = int.from_bytes(raw[OFF_DST_DIME : OFF_DST_DIME + 2], "big")
+            dp = self.dimes.get(dime)
+            if dp is None:
+                self.counters["unknown_dime"] += 1
+                return
+            try:
+                dp.sock.send(raw)
+            except OSError:
+                self.counters["dime_busy"] += 1
+            return
+        if cls is FrameClass.HEARTBEAT:
+            return  # other DIMEs' heartbeats are the orchestrator's business
+        try:
+            frame = decode(raw)
+        except ProtocolError:
+            self.counters["malformed"] += 1
+            return
+        if cls is FrameClass.DISCOVERY:
+            self._tx_own(self.discovery.receive(frame, now).frames)
+        elif cls is FrameClass.SIGNALING:
+            self._system_signaling(frame, raw)
+
+    def _system_signaling(self, frame: Frame, raw: bytes) -> None:
+        body = frame.body
+        assert isinstance(body, Signaling)
+        if body.op is not Op.REQUEST:
+            return
+        if self.keyring.enabled:
+            a = frame.auth
+            why = "unauthenticated" if a is None else None
+            if a is not None:
+                why = self.keyring.check(raw, frame.src_mac, frame.src_dime, a.key_id, a.counter, frame.padding)
+            if why is not None:
+                self.counters[f"rejected_{why}"] += 1
+                return
+        if body.cmd is Command.PING:
+            echo = body.param(TlvType.ECHO)
+            params: tuple[Tlv, ...] = (Tlv(TlvType.ECHO, echo if isinstance(echo, bytes) else b""),)
+            status = Status.OK
+        else:
+            status = Status.UNSUPPORTED
+            params = (Tlv(TlvType.TEXT, "the server answers PING; address a DIME (0..N-1) for the rest"),)
+        reply = Signaling(body.cmd, Op.RESPONSE, body.req_id, status, params)
+        peer = Address(frame.src_mac, frame.src_dime, frame.src_thread)
+        self._tx_own([frame_to(Address(self.mac, DIME_ALL, frame.dst_thread), peer, reply)])
+
+    def from_dime(self, dime: int, raw: bytes, now: float) -> None:
+        self.counters["dime_tx"] += 1
+        if len(raw) >= spec.BODY_OFFSET:
+            cls = ethertypes.current().classify(int.from_bytes(raw[12:14], "big"))
+            if cls is FrameClass.HEARTBEAT:
+                self._heartbeat_seen(dime, raw, now)
+            if raw[:6] == self.mac:  # to a DIME of this server
+                self.from_wire(raw, now)
+                return
+        self._send_wire(raw)
+
+    def _heartbeat_seen(self, dime: int, raw: bytes, now: float) -> None:
+        try:
+            hb = decode(raw).body
+        except ProtocolError:
+            return
+        assert isinstance(hb, Heartbeat)
+        dp = self.dimes[dime]
+        old = dp.info
+        dp.info = DimeInfo(dime, dp.cfg.core, hb.state, hb.mem_limit, max(0, hb.mem_limit - hb.mem_used), hb.epoch)
+        self.discovery.update(dp.info)
+        if not self.booted and all(d.info.epoch for d in self.dimes.values()):
+            self.booted = True
+            self._tx_own(self.discovery.boot(now).frames)
+        elif self.booted and old.epoch != hb.epoch:
+            self._tx_own(self.discovery.announce(now).frames)  # a reborn DIME
+
+    # -------------------------------------------------------------- loop
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
+        signal.signal(signal.SIGINT, lambda *_: setattr(self, "running", False))
+        print(
+            f"pxkernel: server {':'.join(f'{b:02x}' for b in self.mac)} on {self.wire.name}: "
+            f"{self.cfg.dimes} DIMEs on cores {sorted(set(self.cfg.cores))}, {self.cfg.mem_chunks} chunks each, "
+            f"fastpath {'compiled' if FASTPATH else 'pure'}, auth {'on' if self.keyring.enabled else 'off'}",
+            flush=True,
+        )
+        for i in range(self.cfg.dimes):
+            self.spawn(i)
+        self.sel.register(self.wire.fileno(), selectors.EVENT_READ, "wire")
+        while self.running:
+            timer = self.discovery.get_timer()
+            now = time.monotonic()
+            timeout = 0.5 if timer is None else max(0.0, min(0.5, timer - now))
+            try:
+                ready = self.sel.select(timeout)
+            except InterruptedError:
+                continue
+            now = time.monotonic()
+            for key, _ in ready:
+                if key.data == "wire":
+                    batch = self.wire.recv_batch()
+                    if batch is None:
+                        print(f"pxkernel: wire {self.wire.name} is gone", file=sys.stderr, flush=True)
+                        self.running = False
+                        break
+                    for raw in batch:
+                        self.from_wire(raw, now)
+                else:
+                    self._drain_dime(int(key.data), now)
+            timer = self.discovery.get_timer()
+            if timer is not None and timer <= now:
+                self._tx_own(self.discovery.handle_timer(now).frames)
+        return self.shutdown()
+
+    def _drain_dime(self, dime: int, now: float) -> None:
+        dp = self.dimes[dime]
+        for _ in range(256):
+            try:
+                raw = dp.sock.recv(FRAME_MAX)
+            except BlockingIOError:
+                return
+            except OSError:
+                raw = b""
+            if not raw:
+                self._dime_lost(dime)
+                return
+            self.from_dime(dime, raw, now)
+
+    def shutdown(self) -> int:
+        self.running = False
+        for dp in self.dimes.values():
+            with contextlib.suppress(ProcessLookupError):
+                dp.proc.terminate()
+        total = 0
+        for dp in self.dimes.values():
+            try:
+                dp.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                dp.proc.kill()
+                dp.proc.wait()
+            total += dp.cfg.mem_chunks
+        print(
+            f"pxkernel: shut down {len(self.dimes)} DIMEs; {total} chunks ({total * 2} MiB) returned to the system",
+            flush=True,
+        )
+        self.wire.close()
+        return 0
+
+
+def usable_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
