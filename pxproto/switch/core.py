@@ -215,6 +215,12 @@ class Switch:
         elif r > 0:
             self.counters["learned"] += 1
 
+    def enqueue(self, port: int, frame: bytes, ci: int) -> None:
+        """Queue ``frame`` (class index ``ci``) on ``port`` directly: a fast path hands back what its wire refused."""
+        o = self.ports.get(port)
+        if o is not None and o.up:
+            self._enqueue(o, frame, ci)
+
     def _enqueue(self, o: PortState, frame: bytes, ci: int) -> None:
         q = o.queue
         if ci in CONTROL_CLASSES:

@@ -19,10 +19,13 @@ from typing import IO, Any
 
 from pxproto.capture.pcapng import PcapngWriter
 from pxproto.switch.config import ConfigError, PortSpec, SwitchConfig, load_file
-from pxproto.switch.core import Switch
+from pxproto.switch.core import CLASS_NAMES, Switch
 from pxproto.switch.ports import AfPacketPort, Port, PortGone, StreamPort, TapPort, UdpPort, VxlanPort
+from pxproto.wire import ethertypes
 
 BATCH = 64
+FAST_PORTS = 64
+FAST_BATCHES = 16
 CHECK_PERIOD = 1.0
 
 
@@ -58,7 +61,7 @@ class Daemon:
         self.specs: dict[int, PortSpec] = {}
         self.gone: dict[str, str] = {}
         """Ports that vanished or failed to open, and why."""
-        self._fds: dict[int, int | None] = {}
+        self._fds: dict[int, tuple[int, ...]] = {}
         self._events: dict[int, int] = {}
         self._stop = False
         self._reload = False
@@ -68,6 +71,7 @@ class Daemon:
             self._mirror_file = open(config.mirror, "wb")
             self.mirror = PcapngWriter(self._mirror_file, comment="pxswitch mirror")
             self.core.policy.mirror = True
+        self.fast: Any = self._fast_loop()
         for spec in config.ports:
             self._add(spec)
         self.control = self._open_control(config.control)
@@ -78,6 +82,27 @@ class Daemon:
         self._check_at = 0.0
 
     # ------------------------------------------------------------- ports
+
+    def _fast_loop(self) -> Any:
+        """The compiled AF_PACKET loop, when it is built and the policy lets it decide frames."""
+        pol = self.core.policy
+        if pol.validation == "full" or pol.mirror or os.environ.get("PXPROTO_PURE") == "1":
+            return None
+        try:
+            from pxproto.switch._afpacket import FastLoop  # type: ignore[import-not-found]
+            from pxproto.switch._fdb import Fdb  # type: ignore[import-not-found]
+        except ImportError:
+            return None
+        if not isinstance(self.core.fdb, Fdb):
+            return None
+        m = ethertypes.current()
+        fast = FastLoop(self.core.fdb, (m.signaling, m.data, m.discovery, m.heartbeat))
+        fast.validation = 0 if pol.validation == "none" else 1
+        fast.non_parallax_drop = pol.non_parallax == "drop"
+        return fast
+
+    def _is_fast(self, pid: int) -> bool:
+        return self.fast is not None and isinstance(self.ports.get(pid), AfPacketPort) and pid < FAST_PORTS
 
     def _add(self, spec: PortSpec) -> None:
         try:
@@ -90,17 +115,21 @@ class Daemon:
         self.ports[pid] = port
         self.specs[pid] = spec
         self.gone.pop(spec.name, None)
-        self._fds[pid] = None
+        self._fds[pid] = ()
+        if self._is_fast(pid):
+            assert isinstance(port, AfPacketPort)
+            self.fast.set_port(pid, port.fd, port.ctrl.fileno())
         self._sync(pid)
         log(f"port {spec.name} ({spec.type}) open")
 
     def _remove(self, pid: int, why: str | None = None) -> None:
+        if self._is_fast(pid):
+            self.fast.clear_port(pid)
         port = self.ports.pop(pid)
         spec = self.specs.pop(pid)
-        fd = self._fds.pop(pid, None)
-        if fd is not None:
+        for fd in self._fds.pop(pid, ()):
             self.sel.unregister(fd)
-            self._events.pop(pid, None)
+        self._events.pop(pid, None)
         try:
             port.close()
         except OSError:
@@ -113,23 +142,25 @@ class Daemon:
     def _sync(self, pid: int) -> None:
         """Keep the selector and the core's up flag in step with the port."""
         port = self.ports[pid]
-        fd = port.fileno()
+        fds = port.filenos()
         want = selectors.EVENT_READ
         if self.core.pending(pid) or port.wants_write():
             want |= selectors.EVENT_WRITE
-        old = self._fds.get(pid)
-        if old != fd:
-            if old is not None:
-                self.sel.unregister(old)
-            if fd is not None:
-                self.sel.register(fd, want, ("port", pid))
-            self._fds[pid] = fd
+        old = self._fds.get(pid, ())
+        if old != fds:
+            for fd in old:
+                self.sel.unregister(fd)
+            for i, fd in enumerate(fds):
+                self.sel.register(fd, want if i == 0 else selectors.EVENT_READ, ("port", pid))
+            self._fds[pid] = fds
             self._events[pid] = want
-        elif fd is not None and self._events.get(pid) != want:
-            self.sel.modify(fd, want, ("port", pid))
+        elif fds and self._events.get(pid) != want:
+            self.sel.modify(fds[0], want, ("port", pid))
             self._events[pid] = want
         if self.core.ports[pid].up != port.up:
             self.core.set_up(pid, port.up)
+        if self._is_fast(pid):
+            self.fast.set_state(pid, port.up, bool(self.core.pending(pid)))
 
     def reload(self) -> None:
         """Re-read the config file: close removed ports, open new ones, keep the table and the rest."""
@@ -172,6 +203,21 @@ class Daemon:
 
     def stats(self) -> dict[str, Any]:
         st = self.core.stats()
+        if self.fast is not None:
+            for k, v in self.fast.switch_counters().items():
+                st["switch"][k] += v
+            for pid in self.ports:
+                if self._is_fast(pid):
+                    p = st["ports"][self.core.ports[pid].name]
+                    rx, rxb, tx, txb, drop, rxc, txc = self.fast.counters(pid)
+                    p["rx"] += rx
+                    p["rx_bytes"] += rxb
+                    p["tx"] += tx
+                    p["tx_bytes"] += txb
+                    p["tx_queue_drop"] += drop
+                    for name, a, b in zip(CLASS_NAMES, rxc, txc, strict=True):
+                        p["rx_class"][name] += a
+                        p["tx_class"][name] += b
         for pid, port in self.ports.items():
             st["ports"][self.core.ports[pid].name].update(port.describe())
         for name, why in self.gone.items():
@@ -218,6 +264,9 @@ class Daemon:
             pass
 
     def _receive(self, pid: int, now: float) -> None:
+        if self._is_fast(pid):
+            self._pump(pid, now)
+            return
         port = self.ports[pid]
         try:
             frames = port.recv_batch(BATCH)
@@ -226,6 +275,30 @@ class Daemon:
             return
         for f in frames:
             self.core.receive(pid, f, now)
+
+    def _pump(self, pid: int, now: float) -> None:
+        """Let the compiled loop forward what ``pid`` holds, a few batches at a time."""
+        for _ in range(FAST_BATCHES):
+            try:
+                got, slow, retry, failed = self.fast.pump(pid, now)
+            except OSError as exc:
+                self._remove(pid, f"{self.core.ports[pid].name}: {exc.strerror}")
+                return
+            for f in slow:
+                self.core.receive(pid, f, now)
+            for out, f, ci in retry:
+                self.core.enqueue(out, f, ci)
+            for out in failed:
+                if out in self.ports:
+                    self._remove(out, f"{self.core.ports[out].name}: send failed")
+            if retry or slow:
+                for out in list(self.ports):
+                    self._sync(out)  # a backlog now exists: the fast loop must queue behind it
+            if not got:
+                return
+
+    def _others_up(self) -> bool:
+        return any(p.up for pid, p in self.ports.items() if not self._is_fast(pid))
 
     def _transmit(self) -> None:
         for pid in list(self.ports):
@@ -278,6 +351,8 @@ class Daemon:
                     pass
         now = time.monotonic()
         self._transmit()
+        if self.fast is not None:
+            self.fast.set_others_up(self._others_up())
         self._write_mirror()
         self.core.handle_timer(now)
         if now >= self._check_at:

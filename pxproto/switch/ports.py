@@ -27,6 +27,7 @@ PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
+SO_ATTACH_FILTER = 26
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
@@ -70,6 +71,11 @@ class Port:
 
     def fileno(self) -> int | None:
         raise NotImplementedError
+
+    def filenos(self) -> tuple[int, ...]:
+        """Every descriptor to poll for input; the first is also polled for output."""
+        fd = self.fileno()
+        return () if fd is None else (fd,)
 
     def recv_batch(self, max_n: int = 64) -> list[bytes]:
         raise NotImplementedError
@@ -391,41 +397,58 @@ def set_link_up(ifname: str) -> None:
         fcntl.ioctl(s, siocsifflags, struct.pack("16sH22x", ifname.encode(), flags | iff_up))
 
 
-class AfPacketPort(Port):
-    """A Linux interface (veth, NIC) through an AF_PACKET socket, promiscuous.
+def ethertype_filter(ethertypes: tuple[int, ...], accept: bool) -> bytes:
+    """A classic BPF program: frames whose EtherType is in ``ethertypes`` pass if ``accept``, the rest if not."""
+    snap = 0x40000
+    n = len(ethertypes)
+    prog = [(0x28, 0, 0, 12)]  # ldh [12]
+    for i, et in enumerate(ethertypes):
+        prog.append((0x15, n - i, 0, et))  # jeq et -> the "match" return
+    prog.append((0x06, 0, 0, 0 if accept else snap))  # no match
+    prog.append((0x06, 0, 0, snap if accept else 0))  # match
+    return b"".join(struct.pack("HBBI", *ins) for ins in prog)
 
-    Batched with recvmmsg/sendmmsg when the compiled ``_afpacket`` module is
-    built; the daemon's fast loop also reaches its socket at C level.
+
+def attach_filter(sock: socket.socket, program: bytes) -> None:
+    """SO_ATTACH_FILTER with a sock_fprog pointing at ``program``."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def control_ethertypes() -> tuple[int, ...]:
+    from pxproto.wire import ethertypes
+
+    m = ethertypes.current()
+    return (m.signaling, m.discovery, m.heartbeat)
+
+
+class AfPacketPort(Port):
+    """A Linux interface (veth, NIC) through AF_PACKET sockets, promiscuous.
+
+    Two sockets, split by a BPF filter on the EtherType: signaling, discovery
+    and heartbeat frames get their own receive buffer and are read first, so
+    a data flood cannot push them out before the switch sees them.  Batched
+    with recvmmsg/sendmmsg when the compiled ``_afpacket`` module is built; the
+    daemon's fast loop then forwards between these ports at C level.
     """
 
     kind = "afpacket"
 
-    def __init__(self, name: str, ifname: str, rcvbuf: int = 8 << 20) -> None:
+    def __init__(self, name: str, ifname: str, bufsize: int = 8 << 20) -> None:
         super().__init__(name)
         self.ifname = ifname
         self.ifindex = socket.if_nametoindex(ifname)
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        ctrl = control_ethertypes()
+        self.ctrl = self._open(ethertype_filter(ctrl, True), bufsize // 4)
         try:
-            s.bind((ifname, ETH_P_ALL))
-            s.setsockopt(
-                SOL_PACKET, PACKET_ADD_MEMBERSHIP, struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
-            )
-            for opt in (PACKET_IGNORE_OUTGOING, PACKET_QDISC_BYPASS):
-                try:
-                    s.setsockopt(SOL_PACKET, opt, 1)
-                except OSError:
-                    pass
-            for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
-                try:
-                    s.setsockopt(socket.SOL_SOCKET, force, rcvbuf)  # SO_*BUFFORCE: root may pass rmem_max
-                except OSError:
-                    s.setsockopt(socket.SOL_SOCKET, opt, rcvbuf)
+            self.sock = self._open(ethertype_filter(ctrl, False), bufsize)
         except OSError:
-            s.close()
+            self.ctrl.close()
             raise
-        s.setblocking(False)
-        self.sock = s
-        self.fd = s.fileno()
+        self.fd = self.sock.fileno()
         try:
             from pxproto.switch import _afpacket  # type: ignore[attr-defined]
 
@@ -433,23 +456,52 @@ class AfPacketPort(Port):
         except ImportError:
             self._batch = None
 
+    def _open(self, program: bytes, bufsize: int) -> socket.socket:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: nothing arrives before bind
+        try:
+            attach_filter(s, program)
+            s.bind((self.ifname, ETH_P_ALL))
+            mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
+            s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+            for opt in (PACKET_IGNORE_OUTGOING, PACKET_QDISC_BYPASS):
+                try:
+                    s.setsockopt(SOL_PACKET, opt, 1)
+                except OSError:
+                    pass
+            for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, force, bufsize)  # SO_*BUFFORCE: root may pass rmem_max
+                except OSError:
+                    s.setsockopt(socket.SOL_SOCKET, opt, bufsize)
+        except OSError:
+            s.close()
+            raise
+        s.setblocking(False)
+        return s
+
     def fileno(self) -> int | None:
         return self.fd
+
+    def filenos(self) -> tuple[int, ...]:
+        return (self.fd, self.ctrl.fileno())
 
     def _gone(self, exc: OSError) -> PortGone:
         return PortGone(f"{self.name}: {self.ifname}: {exc.strerror}")
 
+    def _recv_one(self, s: socket.socket, max_n: int) -> list[bytes]:
+        if self._batch is not None:
+            return self._batch.recv_batch(s.fileno(), max_n)  # type: ignore[no-any-return]
+        out = []
+        for _ in range(max_n):
+            try:
+                out.append(s.recv(MAX_FRAME))
+            except (BlockingIOError, InterruptedError):
+                break
+        return out
+
     def recv_batch(self, max_n: int = 64) -> list[bytes]:
         try:
-            if self._batch is not None:
-                return self._batch.recv_batch(self.fd, max_n)  # type: ignore[no-any-return]
-            out = []
-            for _ in range(max_n):
-                try:
-                    out.append(self.sock.recv(MAX_FRAME))
-                except (BlockingIOError, InterruptedError):
-                    break
-            return out
+            return self._recv_one(self.ctrl, max_n) + self._recv_one(self.sock, max_n)
         except OSError as exc:
             if exc.errno in GONE_ERRNOS:
                 raise self._gone(exc) from None
@@ -483,6 +535,7 @@ class AfPacketPort(Port):
         raise PortGone(f"{self.name}: interface {self.ifname} vanished")
 
     def close(self) -> None:
+        self.ctrl.close()
         self.sock.close()
 
 
