@@ -1,0 +1,316 @@
+"""pxkernel processes on rootless virtual wires through pxswitch: discovery, signaling, MICE, faults, security."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kernel import package
+from kernel.client import Client
+from kernel.mice import LocalStore
+from kernel.security import add_trailer
+from kernel.wire import UdpWire
+from pxproto.dime.endpoint import Address, frame_to
+from pxproto.dime.signaling import ResponseReceived
+from pxproto.wire.codec import encode
+from pxproto.wire.codes import Command, Direction, FaultCode, Param, Status, TlvType
+from pxproto.wire.frame import Signaling, Tlv
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = bytes(range(32))
+ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+SERVICE_TOML = """
+[service]
+name = "itest"
+version = "1"
+
+[[stage]]
+name = "source"
+entry = "stages:source"
+params = { count = 300 }
+
+[[stage]]
+name = "double"
+entry = "stages:double"
+
+[[stage]]
+name = "sink"
+entry = "stages:sink"
+
+[[stage]]
+name = "hog"
+entry = "stages:hog"
+
+[[stage]]
+name = "spin"
+entry = "stages:spin"
+"""
+
+STAGES_PY = """
+def source(ctx):
+    for i in range(ctx.params["count"]):
+        yield str(i).encode()
+
+def double(item, ctx):
+    yield str(int(item) * 2).encode()
+
+def sink(item, ctx):
+    ctx.store.append(f"sink-{ctx.service_id}", ctx.lineage.to_bytes(8, "big") + item)
+    return ()
+
+def hog(ctx):
+    keep = []
+    while True:
+        keep.append(bytearray(1 << 20))
+    yield b""
+
+def spin(ctx):
+    while True:
+        pass
+    yield b""
+"""
+
+
+def free_udp_ports(n: int) -> list[int]:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Cluster:
+    """A pxswitch with one UDP port per kernel plus one for the test's client."""
+
+    def __init__(self, tmp: Path, kernels: int, dimes: int, key: bool, chunks: int = 16) -> None:
+        self.tmp = tmp
+        self.ports = free_udp_ports(kernels + 1)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        args = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(tmp / "sw.sock")]
+        for p in self.ports:
+            args += ["--port", f"udp:local=127.0.0.1:{p}"]
+        self.switch = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.store = tmp / "central"
+        self.store.mkdir()
+        keyfile = tmp / "cluster.key"
+        keyfile.write_text(f"1 {KEY.hex()}\n")
+        time.sleep(0.3)
+        self.logs: list[Path] = []
+        for i in range(kernels):
+            log = tmp / f"kernel{i}.log"
+            self.logs.append(log)
+            cmd = [
+                sys.executable,
+                "-m",
+                "kernel.cli",
+                "--port",
+                f"udp:127.0.0.1:{self.ports[i]}",
+                "--dimes",
+                str(dimes),
+                "--memory-chunks",
+                str(chunks),
+                "--store",
+                str(self.store),
+                "--state-dir",
+                str(tmp / f"state{i}"),
+            ]
+            if key:
+                cmd += ["--key", str(keyfile)]
+            with open(log, "wb") as f:
+                self.procs.append(subprocess.Popen(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT))
+        self.client = Client(UdpWire("127.0.0.1", self.ports[-1]), keys={1: KEY} if key else None)
+        self.servers: dict[int, bytes] = {}
+        end = time.monotonic() + 20
+        while len(self.servers) < kernels and time.monotonic() < end:
+            for mac, ann in self.client.probe(0.3):
+                if len(ann.dimes) == dimes and all(d.epoch for d in ann.dimes):
+                    self.servers.setdefault(len(self.servers), mac) if mac not in self.servers.values() else None
+        assert len(self.servers) == kernels, self.log_text()
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+    def dime(self, server: int, dime: int) -> Address:
+        return Address(self.servers[server], dime, 0)
+
+    def ask(self, dest: Address, cmd: Command, *params: Tlv) -> ResponseReceived:
+        r = self.client.request(dest, cmd, params)
+        assert isinstance(r, ResponseReceived), f"{cmd.name} to {dest}: timed out\n{self.log_text()}"
+        return r
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.switch.terminate()
+        self.switch.wait(timeout=5)
+        self.client.wire.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("kcluster"), kernels=2, dimes=3, key=True)
+    pkg = tmp_path_factory.mktemp("pkg")
+    (pkg / "service.toml").write_text(SERVICE_TOML)
+    (pkg / "stages.py").write_text(STAGES_PY)
+    archive = package.pack(pkg)
+    c.digest = package.store_put(c.store, archive)  # type: ignore[attr-defined]
+    c.archive = archive  # type: ignore[attr-defined]
+    yield c
+    c.close()
+
+
+def load_params(c: Cluster, service: int, stage: int, name: str, sig: bytes | None = None) -> list[Tlv]:
+    archive: bytes = c.archive  # type: ignore[attr-defined]
+    return [
+        Tlv(TlvType.SERVICE_ID, service),
+        Tlv(TlvType.STAGE, stage),
+        Tlv(TlvType.MICE_NAME, name),
+        Tlv(TlvType.PACKAGE_DIGEST, package.digest(archive)),
+        Tlv(TlvType.PACKAGE_SIZE, len(archive)),
+        Tlv(TlvType.PACKAGE_SIG, package.sign(archive, KEY) if sig is None else sig),
+    ]
+
+
+def start(c: Cluster, dest: Address, service: int, stage: int, name: str) -> None:
+    r = c.ask(dest, Command.LOAD, *load_params(c, service, stage, name))
+    assert r.status is Status.OK, r
+    r = c.ask(dest, Command.START, Tlv(TlvType.SERVICE_ID, service), Tlv(TlvType.STAGE, stage))
+    assert r.status is Status.OK, r
+
+
+def connect(c: Cluster, up: Address, down: Address, channel: int) -> None:
+    for dest, direction, peer in ((down, Direction.INPUT, up), (up, Direction.OUTPUT, down)):
+        r = c.ask(
+            dest,
+            Command.CONNECT,
+            Tlv(TlvType.CHANNEL, channel),
+            Tlv(TlvType.DIRECTION, direction),
+            Tlv(TlvType.PEER_MAC, peer.mac),
+            Tlv(TlvType.PEER_DIME, peer.dime),
+            Tlv(TlvType.PEER_THREAD, 0),
+        )
+        assert r.status is Status.OK, r
+
+
+def stop(c: Cluster, dest: Address, service: int, stage: int) -> None:
+    c.ask(dest, Command.STOP, Tlv(TlvType.SERVICE_ID, service), Tlv(TlvType.STAGE, stage))
+
+
+def test_discovery_and_ping(cluster: Cluster) -> None:
+    anns = cluster.client.probe(0.3)
+    macs = {mac for mac, _ in anns}
+    assert set(cluster.servers.values()) <= macs
+    r = cluster.ask(cluster.dime(0, 2), Command.PING, Tlv(TlvType.ECHO, b"hello"))
+    assert r.status is Status.OK and r.param(TlvType.ECHO) == b"hello" and r.param(TlvType.EPOCH)
+
+
+def test_set_heartbeat_period(cluster: Cluster) -> None:
+    dest = cluster.dime(1, 1)
+    pid = Tlv(TlvType.PARAM_ID, Param.HEARTBEAT_PERIOD_MS)
+    assert cluster.ask(dest, Command.SET_PARAM, pid, Tlv(TlvType.VALUE, 20)).status is Status.OK
+    assert cluster.ask(dest, Command.GET_PARAM, pid).param(TlvType.VALUE) == 20
+    cluster.client.seen.heartbeats.clear()
+    cluster.client.wait_for(lambda: False, 0.6)
+    mine = [t for t, mac, d, hb in cluster.client.seen.heartbeats if (mac, d) == dest.peer and hb.period_ms == 20]
+    others = [t for t, mac, d, hb in cluster.client.seen.heartbeats if (mac, d) == cluster.dime(1, 0).peer]
+    assert len(mine) >= 15 and len(others) <= 8, (len(mine), len(others))
+    assert cluster.ask(dest, Command.SET_PARAM, pid, Tlv(TlvType.VALUE, 0)).status is Status.BAD_PARAM
+    cluster.ask(dest, Command.SET_PARAM, pid, Tlv(TlvType.VALUE, 100))
+
+
+def test_pipeline_source_transform_sink(cluster: Cluster) -> None:
+    src, mid, snk = cluster.dime(0, 0), cluster.dime(1, 0), cluster.dime(0, 1)
+    start(cluster, snk, 7, 2, "sink")
+    start(cluster, mid, 7, 1, "double")
+    connect(cluster, mid, snk, 1)
+    start(cluster, src, 7, 0, "source")
+    connect(cluster, src, mid, 2)
+    store = LocalStore(cluster.tmp / "state0" / "store")
+    assert cluster.client.wait_for(lambda: len(store.records("sink-7")) >= 300, 20), cluster.log_text()
+    cluster.client.wait_for(lambda: False, 0.2)
+    recs = store.records("sink-7")
+    values = sorted(int(r[8:]) for r in recs)
+    assert values == [2 * i for i in range(300)]
+    assert len({r[:8] for r in recs}) == 300
+    items_in = cluster.ask(snk, Command.COUNTERS, Tlv(TlvType.COUNTER_ID, 5)).param(TlvType.VALUE)
+    assert items_in == 300
+    for dest, stage in ((src, 0), (mid, 1), (snk, 2)):
+        stop(cluster, dest, 7, stage)
+
+
+def test_unsigned_package_is_refused(cluster: Cluster) -> None:
+    r = cluster.ask(cluster.dime(0, 2), Command.LOAD, *load_params(cluster, 9, 1, "double", sig=b"\x00" * 32))
+    assert r.status is Status.DENIED
+    r = cluster.ask(cluster.dime(0, 2), Command.START, Tlv(TlvType.SERVICE_ID, 9), Tlv(TlvType.STAGE, 1))
+    assert r.status is Status.NOT_FOUND
+
+
+def test_mice_past_its_memory_limit(cluster: Cluster) -> None:
+    dest = cluster.dime(1, 2)
+    cluster.client.seen.faults.clear()
+    start(cluster, dest, 11, 3, "hog")
+    assert cluster.client.wait_for(lambda: bool(cluster.client.seen.faults), 10), cluster.log_text()
+    _, peer, body = cluster.client.seen.faults[0]
+    assert peer.peer == dest.peer and body.param(TlvType.FAULT_CODE) == FaultCode.MEMORY_EXCEEDED
+    r = cluster.ask(dest, Command.PING, Tlv(TlvType.ECHO, b"alive"))
+    assert r.status is Status.OK
+    assert cluster.ask(dest, Command.USAGE).param(TlvType.MEM_USED) == 0
+
+
+def test_stuck_mice_keeps_heartbeating(cluster: Cluster) -> None:
+    dest = cluster.dime(1, 1)
+    start(cluster, dest, 12, 4, "spin")
+    cluster.client.seen.heartbeats.clear()
+    cluster.client.wait_for(lambda: False, 1.0)
+    beats = [hb for _, mac, d, hb in cluster.client.seen.heartbeats if (mac, d) == dest.peer]
+    assert len(beats) >= 7 and beats[-1].state.name == "BUSY" and beats[-1].cpu_permille > 100
+    assert cluster.ask(dest, Command.PING, Tlv(TlvType.ECHO, b"x")).status is Status.OK
+    stop(cluster, dest, 12, 4)
+
+
+def _rejected(c: Cluster, dest: Address) -> dict[int, int]:
+    return {
+        cid: c.ask(dest, Command.COUNTERS, Tlv(TlvType.COUNTER_ID, cid)).param(TlvType.VALUE)
+        for cid in (11, 12, 13, 20)
+    }  # type: ignore[misc]
+
+
+def test_forged_replayed_truncated_signaling(cluster: Cluster) -> None:
+    dest = cluster.dime(0, 2)
+    before = _rejected(cluster, dest)
+    lim = Tlv(TlvType.MEM_CHUNKS, 3)
+    frame = frame_to(cluster.client.local, dest, Signaling(Command.MEM_LIMIT, req_id=77, params=(lim,)))
+    raw = encode(frame)
+    cluster.client.send_raw(raw)  # unauthenticated
+    good = add_trailer(raw, 1, cluster.client.keyring.next_counter(), KEY)
+    forged = add_trailer(raw, 1, cluster.client.keyring.next_counter(), b"\x01" * 32)
+    cluster.client.send_raw(forged)
+    cluster.client.send_raw(good[:-5])  # truncated
+    cluster.client.send_raw(good)  # accepted once ...
+    cluster.client.send_raw(good)  # ... then a replay
+    cluster.client.wait_for(lambda: False, 0.3)
+    after = _rejected(cluster, dest)
+    assert after[20] - before[20] == 1  # unauthenticated
+    assert after[12] - before[12] == 1  # forged
+    assert after[11] - before[11] == 1  # truncated
+    assert after[13] - before[13] == 1  # replayed
+    r = cluster.ask(dest, Command.GET_PARAM, Tlv(TlvType.PARAM_ID, Param.MEM_LIMIT_CHUNKS))
+    assert r.param(TlvType.VALUE) == 3  # the good one took effect, once
+    cluster.ask(dest, Command.MEM_LIMIT, Tlv(TlvType.MEM_CHUNKS, 16))
