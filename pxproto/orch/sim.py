@@ -1,0 +1,469 @@
+"""Simulated servers for testing and measuring the orchestrator, deterministically.
+
+A :class:`SimServer` is one server's kernel as the orchestrator sees it over
+the wire: it answers discovery probes, heartbeats every DIME at its period,
+and answers the signaling commands the orchestrator sends (SET_PARAM,
+MEM_LIMIT, LOAD, START, STOP, CONNECT, DISCONNECT, PING) through one
+:class:`~pxproto.dime.signaling.Responder` per DIME.  It runs on
+:class:`~pxproto.dime.simlink.SimNet`, so every control frame is encoded and
+decoded, and can be lost, duplicated or reordered.
+
+The data plane (:class:`SimPlane`) is a model, not frames: items move between
+DIMEs after a delay, with the semantics the orchestrator relies on from the
+node kernel (:mod:`kernel.mice`): each item carries a lineage id; a DIME keeps
+what it sent on each output channel until the downstream DIME acknowledges it,
+and a DIME acknowledges an input only when the output made from it has been
+acknowledged downstream in turn (or at once when it made none); DISCONNECT of an output
+channel puts that channel's unacknowledged items back at the head of the
+DIME's output queue; outputs are balanced round-robin over the connected
+channels; the collector counts each lineage id once and records duplicates.
+A restarted source starts again from its first item (the collector drops what
+it has seen).
+"""
+
+from __future__ import annotations
+
+import heapq
+import zlib
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pxproto.dime.endpoint import Address, Output, earliest, frame_to
+from pxproto.dime.signaling import RequestReceived, Responder
+from pxproto.wire.codes import DIME_ALL, Command, DimeState, Direction, DiscoveryOp, Op, Status, TlvType
+from pxproto.wire.frame import BROADCAST, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
+
+Item = tuple[int, int]
+"""(lineage id, value)."""
+StageFn = Callable[[int], int | None]
+"""A stage: one value in, one value out (or None: the item is consumed, e.g. filtered)."""
+
+
+@dataclass(eq=False)
+class SimDime:
+    """One simulated DIME: its management state and its MICE's queues."""
+
+    server: SimServer
+    dime: int
+    epoch: int = 1
+    state: DimeState = DimeState.FREE
+    period: float = 0.1
+    alive: bool = True
+    next_beat: float = 0.0
+    mem_limit: int = 0
+    service: int = 0
+    stage: int = -1
+    loaded: bool = False
+    running: bool = False
+    outputs: dict[int, tuple[bytes, int]] = field(default_factory=dict)
+    """Output channel -> peer (mac, dime); DIME_ALL is the collector."""
+    rr: int = 0
+    inbox: deque[tuple[tuple[bytes, int], int, Item]] = field(default_factory=deque)
+    """(sender, channel, item) waiting to be processed."""
+    outbox: deque[Item] = field(default_factory=deque)
+    unacked: dict[int, dict[int, Item]] = field(default_factory=dict)
+    """Output channel -> items sent on it that downstream has not acknowledged."""
+    pending: dict[int, tuple[tuple[bytes, int], int]] = field(default_factory=dict)
+    """Lineage -> (sender, channel) of an input whose output is not yet acknowledged downstream."""
+    busy_until: float = 0.0
+    next_source: int = 0
+    responder: Responder | None = None
+
+    @property
+    def key(self) -> tuple[bytes, int]:
+        return (self.server.mac, self.dime)
+
+    def reset(self) -> None:
+        self.state = DimeState.FREE
+        self.loaded = self.running = False
+        self.stage = -1
+        self.service = 0
+        self.outputs.clear()
+        self.inbox.clear()
+        self.outbox.clear()
+        self.unacked.clear()
+        self.pending.clear()
+        self.next_source = 0
+
+
+class SimServer:
+    """One server of simulated DIMEs, driven by a SimNet (it is a ``Machine``)."""
+
+    def __init__(self, mac: bytes, n: int, plane: SimPlane | None = None, *, period: float = 0.1,
+                 mem_chunks: int = 16, start: float = 0.0, phase: float = 0.0) -> None:  # fmt: skip
+        self.mac = mac
+        self.plane = plane
+        self.mem_chunks = mem_chunks
+        self.dimes = {d: SimDime(self, d, period=period, next_beat=start + phase) for d in range(n)}
+        for dm in self.dimes.values():
+            dm.responder = Responder(Address(mac, dm.dime, 0))
+            if plane is not None:
+                plane.dimes[dm.key] = dm
+        self.counters: Counter[str] = Counter()
+        self.pending: list[Frame] = []
+        self.booted = False
+
+    def boot(self) -> Output:
+        """The gratuitous announce a kernel sends when it starts."""
+        self.booted = True
+        return Output(frames=[self._announce(DiscoveryOp.GRATUITOUS, 0)], timer=self.get_timer())
+
+    def _announce(self, op: DiscoveryOp, probe_id: int) -> Frame:
+        infos = tuple(
+            DimeInfo(d.dime, d.dime, d.state, self.mem_chunks, self.mem_chunks - d.mem_limit, d.epoch)
+            for d in self.dimes.values()
+            if d.alive
+        )
+        body = Discovery(op, probe_id=probe_id, dimes=infos)
+        return frame_to(Address(self.mac, DIME_ALL, 0), Address(BROADCAST, DIME_ALL, 0), body)
+
+    # ------------------------------------------------------------- machine
+
+    def receive(self, frame: Frame, now: float) -> Output:
+        out = Output()
+        body = frame.body
+        if isinstance(body, Discovery) and body.op is DiscoveryOp.PROBE:
+            reply = self._announce(DiscoveryOp.ANNOUNCE, body.probe_id)
+            reply.dst_mac = frame.src_mac
+            out.frames.append(reply)
+        elif isinstance(body, Signaling) and body.op is Op.REQUEST:
+            dm = self.dimes.get(frame.dst_dime)
+            if dm is not None and dm.alive and dm.responder is not None:
+                r = dm.responder.receive(frame, now)
+                out.frames.extend(r.frames)
+                for ev in r.events:
+                    if isinstance(ev, RequestReceived):
+                        status, params = self._execute(dm, ev, now)
+                        out.merge(dm.responder.respond(ev, status, params, now=now))
+        out.timer = self.get_timer()
+        return out
+
+    def get_timer(self) -> float | None:
+        return min((d.next_beat for d in self.dimes.values() if d.alive), default=None)
+
+    def handle_timer(self, now: float) -> Output:
+        out = Output()
+        for d in self.dimes.values():
+            if d.alive and d.next_beat <= now:
+                out.frames.append(self.heartbeat(d))
+                d.next_beat = max(d.next_beat + d.period, now)
+        out.timer = self.get_timer()
+        return out
+
+    def heartbeat(self, d: SimDime) -> Frame:
+        hb = Heartbeat(
+            d.epoch,
+            d.state,
+            int(d.period * 1000),
+            stage=max(0, d.stage),
+            mem_used=d.mem_limit,
+            mem_limit=d.mem_limit,
+            rx_queue=len(d.inbox),
+            tx_queue=len(d.outbox),
+            service=d.service,
+        )
+        return frame_to(Address(self.mac, d.dime, 0), Address(BROADCAST, DIME_ALL, 0), hb)
+
+    # ------------------------------------------------------------- commands
+
+    def _execute(self, d: SimDime, req: RequestReceived, now: float) -> tuple[Status, list[Tlv]]:
+        self.counters[req.cmd.name] += 1
+        p = req.param
+        if req.cmd is Command.PING:
+            return Status.OK, [Tlv(TlvType.ECHO, p(TlvType.ECHO) or b""), Tlv(TlvType.EPOCH, d.epoch)]
+        if req.cmd is Command.SET_PARAM:
+            value = p(TlvType.VALUE)
+            assert isinstance(value, int)
+            d.period = value / 1000.0
+            d.next_beat = min(d.next_beat, now + d.period)
+            return Status.OK, [Tlv(TlvType.PARAM_ID, p(TlvType.PARAM_ID) or 0), Tlv(TlvType.VALUE, value)]
+        if req.cmd is Command.MEM_LIMIT:
+            chunks = p(TlvType.MEM_CHUNKS)
+            assert isinstance(chunks, int)
+            if chunks > self.mem_chunks:
+                return Status.NO_MEMORY, []
+            d.mem_limit = chunks
+            return Status.OK, [Tlv(TlvType.MEM_CHUNKS, chunks)]
+        if req.cmd is Command.LOAD:
+            if d.loaded or d.state is not DimeState.FREE:
+                return Status.BUSY, []
+            d.loaded = True
+            d.state = DimeState.BUSY
+            stage, service = p(TlvType.STAGE), p(TlvType.SERVICE_ID)
+            assert isinstance(stage, int) and isinstance(service, int)
+            d.stage, d.service = stage, service
+            return Status.OK, [Tlv(TlvType.SERVICE_ID, service), Tlv(TlvType.STAGE, stage)]
+        if req.cmd is Command.START:
+            if not d.loaded:
+                return Status.NOT_FOUND, []
+            d.running = True
+            d.busy_until = now
+            if self.plane is not None:
+                self.plane.wake(now)
+            return Status.OK, [Tlv(TlvType.EPOCH, d.epoch)]
+        if req.cmd is Command.STOP:
+            d.reset()
+            return Status.OK, [Tlv(TlvType.CPU_NS, 0)]
+        if req.cmd is Command.CONNECT:
+            ch, direction = p(TlvType.CHANNEL), p(TlvType.DIRECTION)
+            mac, dime = p(TlvType.PEER_MAC), p(TlvType.PEER_DIME)
+            assert isinstance(ch, int) and isinstance(mac, bytes) and isinstance(dime, int)
+            if direction == Direction.OUTPUT:
+                d.outputs[ch] = (mac, dime)
+                d.unacked.setdefault(ch, {})
+                if self.plane is not None:
+                    self.plane.wake(now)
+            return Status.OK, [Tlv(TlvType.CHANNEL, ch)]
+        if req.cmd is Command.DISCONNECT:
+            ch, direction = p(TlvType.CHANNEL), p(TlvType.DIRECTION)
+            assert isinstance(ch, int)
+            if direction == Direction.OUTPUT:
+                d.outputs.pop(ch, None)
+                back = d.unacked.pop(ch, {})
+                d.outbox.extendleft(reversed(sorted(back.values())))
+                if self.plane is not None:
+                    self.plane.counters["replayed"] += len(back)
+                    self.plane.wake(now)
+            return Status.OK, [Tlv(TlvType.CHANNEL, ch)]
+        return Status.UNSUPPORTED, []
+
+    # ------------------------------------------------------------- faults
+
+    def kill(self, dime: int) -> None:
+        """The DIME's process dies: no heartbeats, no answers, its queues are lost."""
+        d = self.dimes[dime]
+        d.alive = False
+        d.reset()
+
+    def restart(self, dime: int, now: float) -> None:
+        """The kernel starts the DIME again, with a new epoch, free."""
+        d = self.dimes[dime]
+        d.reset()
+        d.alive = True
+        d.epoch += 1
+        d.mem_limit = 0
+        d.next_beat = now
+        d.responder = Responder(Address(self.mac, dime, 0))
+
+
+class SimPlane:
+    """The simulated data plane of every SimServer (also a ``Machine``: it has timers, takes no frames)."""
+
+    def __init__(self, stages: dict[int, StageFn | None], items: int, *, source_rate: float = 1000.0,
+                 cost: float = 0.0005, delay: float = 0.0005, collector: bytes = b"") -> None:  # fmt: skip
+        self.stages = stages
+        """Stage index -> function of a value to output values; None for the source."""
+        self.items = items
+        self.source_rate = source_rate
+        self.cost = cost
+        self.stage_cost: dict[int, float] = {}
+        """Per-stage processing time, overriding ``cost``."""
+        self.delay = delay
+        self.collector_mac = collector
+        self.dimes: dict[tuple[bytes, int], SimDime] = {}
+        self.collected: dict[int, int] = {}
+        self.duplicates = 0
+        self.collect_times: list[float] = []
+        self._flight: list[tuple[float, int, tuple[bytes, int], tuple[bytes, int], int, Item]] = []
+        self._n = 0
+        self.counters: Counter[str] = Counter()
+        self._wake_at: float | None = 0.0
+
+    def wake(self, now: float) -> None:
+        self._wake_at = now if self._wake_at is None else min(self._wake_at, now)
+
+    def receive(self, frame: Frame, now: float) -> Output:
+        return Output()
+
+    def get_timer(self) -> float | None:
+        t = self._wake_at
+        if self._flight:
+            t = earliest(t, self._flight[0][0])
+        for d in self.dimes.values():
+            if d.alive and d.running and (d.inbox or (d.outbox and d.outputs) or self._source_due(d)):
+                t = earliest(t, d.busy_until)
+        return t
+
+    def _source_due(self, d: SimDime) -> bool:
+        return self.stages.get(d.stage, 0) is None and d.next_source < self.items and len(d.outbox) < 64
+
+    def handle_timer(self, now: float) -> Output:
+        self._wake_at = None
+        while self._flight and self._flight[0][0] <= now:
+            _, _, src, dst, ch, item = heapq.heappop(self._flight)
+            self._arrive(src, dst, ch, item, now)
+        for d in list(self.dimes.values()):
+            if not (d.alive and d.running) or d.busy_until > now:
+                continue
+            fn = self.stages.get(d.stage, 0)
+            if fn is None and self._source_due(d):
+                d.outbox.append((d.next_source, d.next_source))
+                d.next_source += 1
+                d.busy_until = now + 1.0 / self.source_rate
+            elif fn is not None and fn != 0 and d.inbox:
+                sender, ch, (lineage, value) = d.inbox.popleft()
+                result = fn(value)  # type: ignore[operator]
+                if result is None:
+                    self._ack(sender, ch, lineage)
+                else:
+                    d.pending[lineage] = (sender, ch)
+                    d.outbox.append((lineage, result))
+                d.busy_until = now + self.stage_cost.get(d.stage, self.cost)
+            self._send(d, now)
+        return Output(timer=self.get_timer())
+
+    def _send(self, d: SimDime, now: float) -> None:
+        chans = sorted(d.outputs)
+        while d.outbox and chans:
+            item = d.outbox.popleft()
+            ch = chans[d.rr % len(chans)]
+            d.rr += 1
+            d.unacked.setdefault(ch, {})[item[0]] = item
+            self._n += 1
+            heapq.heappush(self._flight, (now + self.delay, self._n, d.key, d.outputs[ch], ch, item))
+
+    def _ack(self, key: tuple[bytes, int], ch: int, lineage: int) -> None:
+        """``key``'s item ``lineage`` on channel ``ch`` is safe downstream; pass the acknowledgement up."""
+        while True:
+            d = self.dimes.get(key)
+            if d is None or not d.alive:
+                return
+            if d.unacked.get(ch, {}).pop(lineage, None) is None:
+                return
+            up = d.pending.pop(lineage, None)
+            if up is None:
+                return
+            key, ch = up
+
+    def _arrive(self, src: tuple[bytes, int], dst: tuple[bytes, int], ch: int, item: Item, now: float) -> None:
+        if dst[1] == DIME_ALL:
+            lineage, value = item
+            if lineage in self.collected:
+                self.duplicates += 1
+            else:
+                self.collected[lineage] = value
+                self.collect_times.append(now)
+            self._ack(src, ch, lineage)
+            return
+        d = self.dimes.get(dst)
+        if d is None or not d.alive or not d.running:
+            self.counters["lost_in_flight"] += 1  # stays unacknowledged upstream: replayed on DISCONNECT
+            return
+        d.inbox.append((src, ch, item))
+
+
+ORCH_MAC = b"\x02\x00\x00\x00\x00\xfe"
+PLANE_MAC = b"\x02\x00\x00\x00\x00\xfd"
+
+
+def server_mac(i: int) -> bytes:
+    return bytes([2, 0, 0, 1, (i >> 8) & 0xFF, i & 0xFF])
+
+
+class SimCluster:
+    """An orchestrator, ``servers`` simulated servers of ``dimes`` DIMEs and a data plane, on one SimNet."""
+
+    def __init__(self, servers: int = 3, dimes: int = 4, *, stages: dict[int, StageFn | None] | None = None,
+                 items: int = 1000, period: float = 0.05, loss: float = 0.0, reorder: float = 0.0,
+                 duplicate: float = 0.0, seed: int = 1, config: Any = None, cost: float = 0.0005,
+                 source_rate: float = 1000.0) -> None:  # fmt: skip
+        from pxproto.dime.simlink import SimLink, SimNet
+        from pxproto.orch.core import Orchestrator
+
+        self.loss = loss
+
+        def link(src: bytes, dst: bytes) -> SimLink:
+            rng_seed = zlib.crc32(bytes([seed & 0xFF]) + src + dst)
+            return SimLink(rng_seed, loss=loss, reorder=reorder, duplicate=duplicate, delay=0.0003, jitter=0.0002)
+
+        self.net = SimNet(link)
+        self.plane = SimPlane(stages or DEMO_STAGES, items, collector=ORCH_MAC, cost=cost, source_rate=source_rate)
+        self.orch = Orchestrator(ORCH_MAC, config)
+        self.net.add(ORCH_MAC, self.orch)
+        self.net.add(PLANE_MAC, self.plane)
+        self.servers: list[SimServer] = []
+        for i in range(servers):
+            s = SimServer(server_mac(i), dimes, self.plane, period=period, phase=0.007 * i)
+            self.servers.append(s)
+            self.net.add(s.mac, s)
+            self.net.emit(s.mac, s.boot())
+
+    def run(self, seconds: float) -> None:
+        self.net.run(self.net.now + seconds)
+
+    def run_until(self, cond: Callable[[], bool], limit: float) -> bool:
+        end = self.net.now + limit
+        while not cond():
+            if self.net.now >= end:
+                return False
+            self.net.run(min(end, self.net.now + 0.01))
+        return True
+
+    def emit(self, out: Output) -> None:
+        self.net.emit(ORCH_MAC, out)
+
+    def server_of(self, key: tuple[bytes, int]) -> SimServer:
+        return next(s for s in self.servers if s.mac == key[0])
+
+    def kill_dime(self, key: tuple[bytes, int]) -> None:
+        self.server_of(key).kill(key[1])
+
+    def kill_server(self, mac: bytes) -> None:
+        s = next(x for x in self.servers if x.mac == mac)
+        for d in s.dimes:
+            s.kill(d)
+        self.net.kill(mac)
+
+    def restart_dime(self, key: tuple[bytes, int]) -> None:
+        self.server_of(key).restart(key[1], self.net.now)
+
+    def expected(self) -> dict[int, int]:
+        """What the collector must hold when every item went through every stage once."""
+        order = sorted(k for k in self.plane.stages if self.plane.stages[k] is not None)
+        out = {}
+        for i in range(self.plane.items):
+            v: int | None = i
+            for k in order:
+                fn = self.plane.stages[k]
+                assert fn is not None and v is not None
+                v = fn(v)
+                if v is None:
+                    break
+            if v is not None:
+                out[i] = v
+        return out
+
+
+DEMO_STAGES: dict[int, StageFn | None] = {0: None, 1: lambda v: v * 3, 2: lambda v: v + 7, 3: lambda v: v}
+"""source, parse, transform, sink: the demo workflow's shape with arithmetic stages."""
+
+DEMO_SERVICE = """
+[service]
+name = "demo"
+id = 7
+
+[regulator]
+heartbeat_ms = 50
+missed = 2
+confirm_ms = 20
+confirm_tries = 2
+
+[[stage]]
+name = "source"
+
+[[stage]]
+name = "parse"
+inputs = ["source"]
+
+[[stage]]
+name = "transform"
+inputs = ["parse"]
+replicas = 2
+
+[[stage]]
+name = "sink"
+inputs = ["transform"]
+collect = true
+"""

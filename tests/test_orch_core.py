@@ -1,0 +1,222 @@
+"""The orchestrator core on simulated servers: deployment, repair, scaling, rebirth, loss; deterministic."""
+
+from __future__ import annotations
+
+import pytest
+
+from pxproto.orch.core import OrchConfig, PackageRef, RState
+from pxproto.orch.events import (
+    DimeDead,
+    DimeReborn,
+    DimeSuspected,
+    RepairDone,
+    ServerDead,
+    ServiceDeployed,
+    StageScaled,
+    SuspicionCleared,
+)
+from pxproto.orch.pool import Health, Liveness, Pool
+from pxproto.orch.service import parse_service
+from pxproto.orch.sim import DEMO_SERVICE, SimCluster
+from pxproto.wire.codes import DimeState
+from pxproto.wire.frame import Heartbeat
+
+PKG = PackageRef(b"\x11" * 32, 1234, b"\x22" * 32)
+
+
+def cluster(service: str = DEMO_SERVICE, **kw: object) -> tuple[SimCluster, str]:
+    spec = parse_service(service)
+    c = SimCluster(config=OrchConfig.from_regulator(spec.regulator), **kw)  # type: ignore[arg-type]
+    c.emit(c.orch.probe(c.net.now))
+    c.run(0.2)
+    c.emit(c.orch.deploy(spec, PKG, c.net.now))
+    assert c.run_until(lambda: bool(c.orch.log.of(ServiceDeployed)), 5.0), [e.text() for e in c.orch.log]
+    return c, spec.name
+
+
+def finish(c: SimCluster, limit: float = 20.0) -> None:
+    assert c.run_until(lambda: len(c.plane.collected) == c.plane.items, limit), (
+        len(c.plane.collected),
+        [e.text() for e in list(c.orch.log)[-15:]],
+    )
+    assert c.plane.collected == c.expected()
+
+
+def test_discovery_fills_the_pool() -> None:
+    c = SimCluster(servers=3, dimes=4)
+    c.emit(c.orch.probe(0.0))
+    c.run(0.1)
+    assert len(c.orch.pool) == 12
+    assert len(c.orch.pool.servers) == 3
+    assert c.orch.pool.counts()["free"] == 12
+
+
+def test_deploy_spreads_replicas_and_delivers_exactly_once() -> None:
+    c, name = cluster()
+    reps = c.orch.replicas(name)
+    assert [len(reps[s]) for s in ("source", "parse", "transform", "sink")] == [1, 1, 2, 1]
+    t = reps["transform"]
+    assert t[0][0] != t[1][0], "the two transform replicas share a server"
+    # The load chain ran on every replica: heartbeat period, memory, package.
+    for key in [k for ks in reps.values() for k in ks]:
+        d = c.server_of(key).dimes[key[1]]
+        assert d.running and d.period == pytest.approx(0.05)
+    finish(c)
+    assert c.plane.duplicates == 0
+
+
+def test_kill_a_transform_replica_mid_stream() -> None:
+    c, name = cluster(items=3000)
+    c.run(0.8)
+    assert 0 < len(c.plane.collected) < c.plane.items
+    victim = c.orch.replicas(name)["transform"][0]
+    kill_t = c.net.now
+    c.kill_dime(victim)
+    assert c.run_until(lambda: bool(c.orch.log.of(RepairDone)), 2.0)
+    dead = c.orch.log.of(DimeDead)
+    assert [d.key for d in dead] == [victim]
+    # Detection within two silent periods plus the ping's span (2 x 20 ms) and a period of phase.
+    assert dead[0].t - kill_t <= 0.05 * 3 + 0.04 + 0.01
+    new = c.orch.replicas(name)["transform"]
+    assert victim not in new and len(new) == 2
+    finish(c)
+
+
+@pytest.mark.parametrize("stage", ["source", "parse", "sink"])
+def test_kill_any_single_stage(stage: str) -> None:
+    c, name = cluster(items=1500)
+    c.run(0.5)
+    c.kill_dime(c.orch.replicas(name)[stage][0])
+    finish(c)
+
+
+def test_server_death_repairs_everything_on_it() -> None:
+    c, name = cluster(items=2000)
+    c.run(0.5)
+    mac = c.orch.replicas(name)["transform"][0][0]
+    on_it = [k for ks in c.orch.replicas(name).values() for k in ks if k[0] == mac]
+    c.kill_server(mac)
+    assert c.run_until(lambda: bool(c.orch.log.of(ServerDead)), 2.0)
+    assert c.run_until(lambda: len(c.orch.log.of(RepairDone)) == len(on_it), 3.0)
+    assert all(k[0] != mac for ks in c.orch.replicas(name).values() for k in ks)
+    finish(c)
+
+
+def test_reborn_dime_returns_to_the_pool() -> None:
+    c, name = cluster()
+    victim = c.orch.replicas(name)["parse"][0]
+    c.kill_dime(victim)
+    assert c.run_until(lambda: bool(c.orch.log.of(RepairDone)), 2.0)
+    assert c.orch.pool.dimes[victim].health is Health.DEAD
+    c.restart_dime(victim)
+    assert c.run_until(lambda: bool(c.orch.log.of(DimeReborn)), 1.0)
+    v = c.orch.pool.dimes[victim]
+    assert v.health is Health.ALIVE and v.epoch == 2 and v.assigned is None
+    assert c.orch.pool.available(v, 1)
+
+
+def test_scale_out_and_in_by_command() -> None:
+    c, name = cluster(items=4000)
+    c.run(0.3)
+    c.emit(c.orch.scale(name, "transform", 3, c.net.now))
+    assert c.run_until(lambda: len(c.orch.replicas(name)["transform"]) == 3, 1.0)
+    c.run(0.3)
+    third = c.orch.replicas(name)["transform"][2]
+    assert c.server_of(third).dimes[third[1]].running
+    c.emit(c.orch.scale(name, "transform", 1, c.net.now))
+    c.run(1.5)
+    assert len(c.orch.replicas(name)["transform"]) == 1
+    svc = c.orch.services[name]
+    assert all(r.state is RState.RUNNING for r in svc.replicas)
+    # Retired DIMEs are back in the pool.
+    assert c.orch.pool.counts()["busy"] == 4
+    finish(c)
+
+
+SLOW = DEMO_SERVICE.replace(
+    "replicas = 2\n",
+    'replicas = 1\n\n[stage.scale]\nmetric = "queue"\nout_above = 20\nin_below = 1\nfor_ms = 200\nmax = 3\n'
+    "cooldown_ms = 300\n",
+)
+
+
+def test_scale_out_by_queue_policy() -> None:
+    # The transform costs 3 ms an item and the source makes 1,000 a second: its queue grows.
+    c, name = cluster(SLOW, items=3000)
+    c.plane.stage_cost[2] = 0.003
+    assert c.run_until(lambda: len(c.orch.replicas(name)["transform"]) >= 3, 5.0)
+    scaled = c.orch.log.of(StageScaled)
+    assert scaled[0].after == 2 and scaled[0].why.startswith("queue")
+    finish(c, 30.0)
+
+
+def test_control_loss_and_reordering_still_exact() -> None:
+    c, name = cluster(items=2000, loss=0.1, reorder=0.05, duplicate=0.02, seed=7)
+    c.run(0.5)
+    c.kill_dime(c.orch.replicas(name)["transform"][1])
+    finish(c, 30.0)
+
+
+def no_false_repair(seconds: float) -> None:
+    c, _ = cluster(items=100, loss=0.05, seed=3)
+    c.run(seconds)
+    assert not c.orch.log.of(DimeDead)
+    # At 5% loss two heartbeats in a row go missing now and then: the ping clears those.
+    assert len(c.orch.log.of(DimeSuspected)) == len(c.orch.log.of(SuspicionCleared))
+    assert c.orch.log.of(DimeSuspected), "the run was too short to see a suspicion at all"
+
+
+def test_no_false_repair_under_five_percent_loss() -> None:
+    no_false_repair(12.0)
+
+
+@pytest.mark.slow
+def test_no_false_repair_in_ten_minutes_under_five_percent_loss() -> None:
+    no_false_repair(600.0)
+
+
+def test_suspicion_cleared_by_ping_when_only_heartbeats_are_lost() -> None:
+    c, name = cluster()
+    victim = c.orch.replicas(name)["parse"][0]
+    link = c.net.link(victim[0], c.orch.local.mac)
+    link.drop_if = lambda f: isinstance(f.body, Heartbeat) and f.src_dime == victim[1]
+    c.run(0.3)
+    assert c.orch.log.of(DimeSuspected)
+    assert c.orch.log.of(SuspicionCleared)
+    assert not c.orch.log.of(DimeDead)
+
+
+def test_pool_liveness_detectors() -> None:
+    hb = Heartbeat(1, DimeState.FREE, 100)
+    for liveness, limit in ((Liveness("missed", missed=3), 0.3), (Liveness("phi", phi=8.0), 0.2)):
+        p = Pool(liveness)
+        for i in range(20):
+            p.heartbeat(b"\x02" * 6, 1, hb, i * 0.1)
+        last = 1.9
+        assert p.expired(last + 0.05) == []
+        got = p.expired(last + limit + 0.05)
+        assert [v.key for v in got] == [(b"\x02" * 6, 1)]
+        assert got[0].timeout <= limit + 1e-9
+    # A stale epoch is ignored; a new one is reported.
+    p = Pool()
+    p.heartbeat(b"\x02" * 6, 1, Heartbeat(5, DimeState.FREE, 100), 0.0)
+    assert p.heartbeat(b"\x02" * 6, 1, Heartbeat(4, DimeState.FREE, 100), 0.1)[1].name == "STALE"
+    assert p.heartbeat(b"\x02" * 6, 1, Heartbeat(6, DimeState.FREE, 100), 0.2)[1].name == "EPOCH"
+
+
+def test_waits_for_the_pool_then_deploys() -> None:
+    from pxproto.orch.events import PoolExhausted
+    from pxproto.orch.sim import SimServer, server_mac
+
+    spec = parse_service(DEMO_SERVICE)
+    c = SimCluster(servers=1, dimes=4, config=OrchConfig.from_regulator(spec.regulator))
+    c.run(0.1)
+    c.emit(c.orch.deploy(spec, PKG, c.net.now))
+    c.run(0.5)
+    assert c.orch.log.of(PoolExhausted) and not c.orch.log.of(ServiceDeployed)
+    s = SimServer(server_mac(9), 2, c.plane, period=0.05)
+    c.servers.append(s)
+    c.net.add(s.mac, s)
+    c.net.emit(s.mac, s.boot())
+    assert c.run_until(lambda: bool(c.orch.log.of(ServiceDeployed)), 2.0)
+    finish(c)
