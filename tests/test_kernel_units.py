@@ -1,0 +1,168 @@
+"""Unit tests of the kernel's own logic: package format, key file, replay window, ACL, flow, memory, MICE records."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from kernel import mice, package
+from kernel.flow import Flow
+from kernel.memory import MemoryAccount, chunks_of
+from kernel.security import AccessList, KeyFileError, KeyRing, ReplayWindow, add_trailer, parse_keyfile
+from pxproto.wire.codec import decode, encode
+from pxproto.wire.codes import CHUNK_BYTES, Command
+from pxproto.wire.frame import Frame, Signaling
+
+TOML = '[service]\nname = "s"\n\n[[stage]]\nname = "a"\nentry = "m:f"\nmemory_chunks = 2\n'
+
+
+def make_pkg(tmp: Path, toml: str = TOML) -> Path:
+    (tmp / "service.toml").write_text(toml)
+    (tmp / "m.py").write_text("def f(ctx):\n    yield b'x'\n")
+    return tmp
+
+
+def test_pack_is_deterministic_and_verifies(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    d = make_pkg(tmp_path / "p")
+    a1 = package.pack(d)
+    (d / "m.py").touch()  # a new mtime changes nothing
+    assert package.pack(d) == a1
+    key = b"k" * 32
+    store = tmp_path / "store"
+    dig = package.store_put(store, a1)
+    path, man = package.fetch(store, tmp_path / "local", dig, len(a1), package.sign(a1, key), key)
+    assert man.stages[0].memory_chunks == 2 and (path / "m.py").exists()
+    with pytest.raises(package.PackageError, match="PACKAGE_SIG"):
+        package.fetch(store, tmp_path / "local", dig, len(a1), b"\0" * 32, key)
+    with pytest.raises(package.PackageError, match="PACKAGE_SIZE"):
+        package.fetch(store, tmp_path / "local", dig, len(a1) + 1, package.sign(a1, key), key)
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ('[service]\nname = "s"\n', "at least one"),
+        ('[service]\nname = "s"\n[[stage]]\nname = "a"\nentry = "nocolon"\n', "line 3 (stage 0): field 'entry'"),
+        ('[service]\nname = "s"\n[[stage]]\nname = "a"\nentry = "m:f"\nmemory_chunks = 0\n', "memory_chunks"),
+        ('[service]\nname = "s"\n[[stage]]\nname = "a"\nentry = "m:f"\nbogus = 1\n', "unknown field 'bogus'"),
+        ("[service\n", "service.toml"),
+    ],
+)
+def test_manifest_errors_name_line_and_field(toml: str, needle: str) -> None:
+    with pytest.raises(package.PackageError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        package.parse_manifest(toml)
+
+
+def test_keyfile() -> None:
+    keys = parse_keyfile("# c\n1 " + "00" * 16 + "\n7 " + "11" * 16 + "\n")
+    assert set(keys) == {1, 7} and KeyRing(keys).active == 7
+    assert parse_keyfile("ab" * 16) == {1: b"\xab" * 16}
+    for bad, where in (("1 zz", "line 1"), ("0 " + "00" * 16, "line 1"), ("1 00", "at least"), ("", "no key")):
+        with pytest.raises(KeyFileError, match=where):
+            parse_keyfile(bad)
+
+
+def test_replay_window() -> None:
+    w = ReplayWindow(size=8)
+    for c in (5, 3, 9):
+        assert w.check(c) is None
+        w.accept(c)
+    assert w.check(5) == "replayed" and w.check(9) == "replayed"
+    assert w.check(4) is None and w.check(1) == "late"
+    w.accept(100)
+    assert w.check(95) is None and w.check(92) == "late"
+
+
+def _signed(ring: KeyRing, key: bytes) -> tuple[bytes, Frame]:
+    raw = encode(Frame(Signaling(Command.PING, req_id=1)))
+    signed = add_trailer(raw, 1, ring.next_counter(), key)
+    return signed, decode(signed)
+
+
+def test_keyring_checks_tag_before_moving_the_window() -> None:
+    key = b"a" * 16
+    tx, rx = KeyRing({1: key}, epoch=3), KeyRing({1: key})
+    raw, f = _signed(tx, key)
+    assert f.auth is not None and f.auth.counter == 3 << 32 | 1
+    forged = raw[:-1] + bytes([raw[-1] ^ 1])
+    assert rx.check(forged, f.src_mac, f.src_dime, 1, f.auth.counter, f.padding) == "bad_tag"
+    assert rx.check(raw, f.src_mac, f.src_dime, 1, f.auth.counter, f.padding) is None  # the forgery did not burn it
+    assert rx.check(raw, f.src_mac, f.src_dime, 1, f.auth.counter, f.padding) == "replayed"
+    assert rx.check(raw, f.src_mac, f.src_dime, 2, f.auth.counter, f.padding) == "unknown_key"
+
+
+def test_acl() -> None:
+    acl = AccessList()
+    assert acl.allows(b"\1" * 6, Command.RESET)
+    acl.set_raw(b"\1" * 6 + bytes([0b00010, 0]))  # area C only
+    assert acl.allows(b"\1" * 6, Command.LOAD) and not acl.allows(b"\1" * 6, Command.PING)
+    assert not acl.allows(b"\2" * 6, Command.LOAD)
+    assert acl.raw() == b"\1" * 6 + bytes([2, 0])
+
+
+def test_flow_completion_travels_back_and_replays_on_rewire() -> None:
+    f = Flow()
+    up = (1, b"\1" * 6, 0)
+    assert f.arrive(10, up) == "new"
+    f.produced(10, b"a")  # k=0 output keeps the lineage
+    f.produced(mice.derive_lineage(10, 1), b"b")
+    assert f.done(10) == []  # outputs still open
+    for lin in list(f.queue):
+        f.sent(lin, 5)
+    f.queue.clear()
+    assert f.requeue(5) == 2 and len(f.queue) == 2  # a re-wire sends them again
+    assert f.downstream_completed(10) == (10, [])
+    assert f.downstream_completed(mice.derive_lineage(10, 1)) == (10, [up])
+    assert f.arrive(10, up) == "done"  # a replayed copy is completed at once
+    assert f.duplicates == 1
+
+
+def test_flow_copy_in_progress_waits() -> None:
+    f = Flow()
+    a, b = (1, b"\1" * 6, 0), (1, b"\2" * 6, 0)
+    assert f.arrive(7, a) == "new" and f.arrive(7, b) == "wait"
+    assert f.done(7) == [a, b]
+
+
+def test_lineage() -> None:
+    assert mice.source_lineage(2, 0) == 2 << 48 | 1
+    assert mice.derive_lineage(99, 0) == 99
+    assert mice.derive_lineage(99, 1) == mice.derive_lineage(99, 1) != mice.derive_lineage(99, 2)
+    assert mice.unpack_item(mice.pack_item(5, b"x")) == (5, b"x")
+    with pytest.raises(ValueError):
+        mice.unpack_item(b"123")
+
+
+def test_records_and_batcher() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    bat = mice.Batcher(a)
+    bat.add(mice.OUT, 1, b"x" * 10)
+    bat.add(mice.DONE, 1)
+    bat.flush()
+    assert list(mice.records(b.recv(1 << 16))) == [(mice.OUT, 1, b"x" * 10), (mice.DONE, 1, b"")]
+    with pytest.raises(ValueError, match="truncated"):
+        list(mice.records(b"\x01\x00"))
+    with pytest.raises(ValueError, match="says"):
+        list(mice.records(mice.REC.pack(2, 1, 50) + b"x"))
+
+
+def test_memory_account() -> None:
+    assert chunks_of(1) == 1 and chunks_of(CHUNK_BYTES) == 1 and chunks_of(CHUNK_BYTES + 1) == 2
+    m = MemoryAccount(limit=8)
+    m.reserved = 2
+    m.sample(0.0, 5)
+    assert m.used == 5 and m.free == 3 and m.peak == 5
+    assert m.mice_exited(1.0) == 5 and m.used == 2 and m.returned == 5
+
+
+def test_local_store(tmp_path: Path) -> None:
+    s = mice.LocalStore(tmp_path)
+    s.put("a/b", b"1")
+    s.append("log", b"x")
+    s.append("log", b"yz")
+    assert s.get("a/b") == b"1" and s.records("log") == [b"x", b"yz"] and s.names() == ["a/b", "log"]
+    with pytest.raises(ValueError):
+        s.put("../escape", b"")
