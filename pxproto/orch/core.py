@@ -7,8 +7,7 @@ network) only move frames and call :meth:`Orchestrator.handle_timer` when
 :meth:`Orchestrator.get_timer` comes due.
 
 How a service is run: a *replica* is one stage on one DIME; a *link* is one
-data channel from an upstream replica to a downstream one (or to the
-orchestrator's collector), with its own channel id, so that DISCONNECT (which
+data channel from an upstream replica to a downstream one, with its own channel id, so that DISCONNECT (which
 names only a channel) removes exactly one wire.  Rather than scripts of
 commands, the orchestrator *reconciles*: after every answer, heartbeat change
 or timer it compares what each replica and link is with what it should be, and
@@ -26,8 +25,8 @@ sends the next command that is missing.  The rules, in order:
 6. a dead replica's links are disconnected at their live ends at once: the
    upstream DIME replays every item the dead one had not acknowledged onto its
    other outputs, so the flow goes on while the replacement loads; the
-   replacement gets new links, and the sink's lineage ids make the replays
-   exactly-once;
+   replacement gets new links, and lineage ids make the replays exactly-once
+   (a DIME hands each lineage to its MICE once; see :mod:`kernel.mice`);
 7. a retiring replica (scale-in) is disconnected from upstream, drained (its
    queues reach zero in its heartbeats, or the drain time passes), stopped,
    disconnected downstream, and returned to the pool.
@@ -82,7 +81,6 @@ from pxproto.wire.codes import (
     DIME_ALL,
     STATE_ANY,
     Command,
-    DimeState,
     Direction,
     DiscoveryOp,
     FaultCode,
@@ -93,7 +91,8 @@ from pxproto.wire.codes import (
 )
 from pxproto.wire.frame import BROADCAST, Discovery, Frame, Heartbeat, Signaling, Tlv
 
-CHANNEL_SPACE = 0xFFFF
+CHANNEL_SPACE = 0x7FFF
+"""Channel ids are 1..0x7fff: the kernel sends completions back on ``channel | 0x8000``."""
 
 
 class RState(IntEnum):
@@ -153,11 +152,11 @@ class Replica:
 
 @dataclass(eq=False)
 class Link:
-    """One data channel from an upstream replica to a downstream one (or the collector)."""
+    """One data channel from an upstream replica to a downstream one."""
 
     channel: int
     up: Replica
-    down: Replica | None
+    down: Replica
     out: End = End.NONE
     inp: End = End.NONE
 
@@ -554,8 +553,6 @@ class Orchestrator:
         for down_st in svc.spec.downstream(st.name):
             for down in svc.live(down_st.name):
                 svc.links.append(Link(self._channel(), rep, down))
-        if st.collect:
-            svc.links.append(Link(self._channel(), rep, None, inp=End.DONE))
         self._emit(ReplicaPlaced(now, svc.spec.name, st.name, v.key, why), out)
         return rep
 
@@ -582,17 +579,16 @@ class Orchestrator:
         self._channels_used.discard(link.channel)
         if link.up is not dead and link.out in (End.PENDING, End.DONE) and link.up.state is not RState.GONE:
             self._disconnect(svc, link.up, link, Direction.OUTPUT, now, out)
-        if link.down is not None and link.down is not dead and link.inp in (End.PENDING, End.DONE):
-            if link.down.state is not RState.GONE:
-                self._disconnect(svc, link.down, link, Direction.INPUT, now, out)
+        if link.down is not dead and link.inp in (End.PENDING, End.DONE) and link.down.state is not RState.GONE:
+            self._disconnect(svc, link.down, link, Direction.INPUT, now, out)
 
     def _disconnect(self, svc: Deployment, rep: Replica, link: Link, d: Direction, now: float, out: Output) -> None:
         if d is Direction.OUTPUT:
-            down = link.down.key if link.down is not None else None
-            self._emit(Rewired(now, svc.spec.name, rep.key, down, link.channel, False), out)
+            self._emit(Rewired(now, svc.spec.name, rep.key, link.down.key, link.channel, False), out)
 
         def done(ok: bool, ev: Any, t: float, o: Output) -> None:
-            if not ok and rep.state is not RState.GONE:
+            # NOT_FOUND: the DIME had no such channel (an input end is made when data first arrives).
+            if not ok and rep.state is not RState.GONE and ev.status is not Status.NOT_FOUND:
                 self._failed(rep.key, ev, t, o)
 
         params = [Tlv(TlvType.CHANNEL, link.channel), Tlv(TlvType.DIRECTION, int(d))]
@@ -646,7 +642,7 @@ class Orchestrator:
         outs = [lk for lk in svc.links if lk.up is rep]
         if any(lk.out is End.PENDING for lk in outs):
             return False
-        wants_output = rep.stage.collect or bool(svc.spec.downstream(rep.stage.name))
+        wants_output = bool(svc.spec.downstream(rep.stage.name))
         return not wants_output or any(lk.out is End.DONE for lk in outs)
 
     def _inputs_wired(self, svc: Deployment, rep: Replica) -> bool:
@@ -718,26 +714,24 @@ class Orchestrator:
 
     def _wire(self, svc: Deployment, link: Link, now: float, out: Output) -> None:
         up, down = link.up, link.down
-        if link.inp is End.NONE and down is not None and RState.LOADED <= down.state <= RState.RUNNING:
+        if link.inp is End.NONE and RState.LOADED <= down.state <= RState.RUNNING:
             self._connect(svc, link, down, Direction.INPUT, up.key, now, out)
         if (
             link.out is End.NONE
             and link.inp is End.DONE
             and up.state in (RState.LOADED, RState.STARTING, RState.RUNNING)
-            and (down is None or down.state is RState.RUNNING)
+            and down.state is RState.RUNNING
         ):
-            self._connect(svc, link, up, Direction.OUTPUT, down.key if down is not None else None, now, out)
+            self._connect(svc, link, up, Direction.OUTPUT, down.key, now, out)
 
-    def _connect(self, svc: Deployment, link: Link, rep: Replica, d: Direction, peer: DimeKey | None, now: float,
+    def _connect(self, svc: Deployment, link: Link, rep: Replica, d: Direction, peer: DimeKey, now: float,
                  out: Output) -> None:  # fmt: skip
-        mac, dime = peer if peer is not None else (self.local.mac, DIME_ALL)
-        thread = 0 if peer is not None else svc.spec.id & 0xFFFF
         params = [
             Tlv(TlvType.CHANNEL, link.channel),
             Tlv(TlvType.DIRECTION, int(d)),
-            Tlv(TlvType.PEER_MAC, mac),
-            Tlv(TlvType.PEER_DIME, dime),
-            Tlv(TlvType.PEER_THREAD, thread),
+            Tlv(TlvType.PEER_MAC, peer[0]),
+            Tlv(TlvType.PEER_DIME, peer[1]),
+            Tlv(TlvType.PEER_THREAD, 0),
         ]
         output = d is Direction.OUTPUT
         if output:
@@ -780,8 +774,7 @@ class Orchestrator:
 
     def _close_output(self, svc: Deployment, link: Link, now: float, out: Output) -> None:
         up = link.up
-        down = link.down.key if link.down is not None else None
-        self._emit(Rewired(now, svc.spec.name, up.key, down, link.channel, False), out)
+        self._emit(Rewired(now, svc.spec.name, up.key, link.down.key, link.channel, False), out)
 
         def done(ok: bool, ev: Any, t: float, o: Output) -> None:
             link.out = End.CLOSED
@@ -805,7 +798,7 @@ class Orchestrator:
             for link in [lk for lk in svc.links if lk.up is rep or lk.down is rep]:
                 svc.links.remove(link)
                 self._channels_used.discard(link.channel)
-                if link.down is not None and link.down is not rep and link.inp is End.DONE:
+                if link.down is not rep and link.inp is End.DONE:
                     self._disconnect(svc, link.down, link, Direction.INPUT, t, o)
             if rep in svc.replicas:
                 svc.replicas.remove(rep)
@@ -854,12 +847,3 @@ class Orchestrator:
         """The DIMEs running each stage of a service (live replicas only)."""
         svc = self.services[service]
         return {st.name: [r.key for r in svc.live(st.name)] for st in svc.spec.stages}
-
-    def collector_channels(self, service: str) -> set[int]:
-        """Data channels whose output end is the orchestrator (the service's result)."""
-        svc = self.services[service]
-        return {lk.channel for lk in svc.links if lk.down is None}
-
-
-def dime_free(v: DimeView) -> bool:
-    return v.state is DimeState.FREE

@@ -219,15 +219,15 @@ class Rewired(OrchEvent):
     """The service's name."""
     up: DimeKey
     """The upstream DIME."""
-    down: DimeKey | None
-    """The downstream DIME (None when the collector)."""
+    down: DimeKey
+    """The downstream DIME."""
     channel: int
     """The channel id."""
     connected: bool
     """True for CONNECT, False for DISCONNECT."""
 
     def text(self) -> str:
-        down = key_text(self.down) if self.down is not None else "collector"
+        down = key_text(self.down)
         verb = "connect" if self.connected else "disconnect"
         return f"{verb} {key_text(self.up)} -> {down} (channel {self.channel})"
 

@@ -26,7 +26,6 @@ policies for the run::
     inputs = ["source"]        # upstream stages (none for a source)
     replicas = 1               # 1..64 at deployment
     memory_chunks = 2          # 2 MiB chunks per replica; default: the manifest's memory_chunks
-    collect = false            # true: the stage's output goes to the orchestrator (the service's result)
 
     [stage.scale]              # optional, per stage: scaling by policy
     metric = "queue"           # queue (mean rx_queue of the replicas, from heartbeats) | cpu (permille)
@@ -83,7 +82,6 @@ class StageSpec:
     inputs: tuple[str, ...] = ()
     replicas: int = 1
     memory_chunks: int = 1
-    collect: bool = False
     scale: ScalePolicy | None = None
     line: int = 0
     """Where it is defined in the service file."""
@@ -294,7 +292,7 @@ def _regulator(c: _Checker, t: dict[str, Any]) -> Regulator:
 def _stage(c: _Checker, st: Any, i: int, manifest: Any) -> StageSpec:
     if not isinstance(st, dict):
         raise c.fail("stage", i, None, "must be a table")
-    c.unknown(st, "stage", i, {"name", "inputs", "replicas", "memory_chunks", "collect", "scale"})
+    c.unknown(st, "stage", i, {"name", "inputs", "replicas", "memory_chunks", "scale"})
     name = c.name(st, "stage", i)
     index, default_chunks = i, 1
     if manifest is not None:
@@ -310,9 +308,6 @@ def _stage(c: _Checker, st: Any, i: int, manifest: Any) -> StageSpec:
         raise c.fail("stage", i, "inputs", "names a stage twice")
     replicas = c.integer(st, "stage", i, "replicas", 1, MAX_REPLICAS, 1)
     chunks = c.integer(st, "stage", i, "memory_chunks", 1, 1 << 20, default_chunks)
-    collect = st.get("collect", False)
-    if not isinstance(collect, bool):
-        raise c.fail("stage", i, "collect", f"must be true or false, got {collect!r}")
     scale = None
     if "scale" in st:
         t = st["scale"]
@@ -320,7 +315,7 @@ def _stage(c: _Checker, st: Any, i: int, manifest: Any) -> StageSpec:
             raise c.fail("stage", i, "scale", "must be a table")
         scale = _scale(c, t, i, replicas)
     line = c.lines.of("stage", i)
-    return StageSpec(name, index, name, tuple(inputs), replicas, chunks, collect, scale, line)
+    return StageSpec(name, index, name, tuple(inputs), replicas, chunks, scale, line)
 
 
 def _scale(c: _Checker, t: dict[str, Any], i: int, replicas: int) -> ScalePolicy:
@@ -354,8 +349,6 @@ def _check_dag(c: _Checker, stages: list[StageSpec]) -> None:
                 raise c.fail("stage", i, "inputs", f"no stage named {up!r}")
             if up == s.name:
                 raise c.fail("stage", i, "inputs", "a stage cannot feed itself")
-        if s.collect and any(s.name in o.inputs for o in stages):
-            raise c.fail("stage", i, "collect", f"{s.name!r} collects but feeds other stages")
     # Cycles: peel stages whose inputs are all placed.
     placed: set[str] = set()
     left = list(range(len(stages)))

@@ -16,8 +16,11 @@ and a DIME acknowledges an input only when the output made from it has been
 acknowledged downstream in turn (or at once when it made none); DISCONNECT of an output
 channel puts that channel's unacknowledged items back at the head of the
 DIME's output queue; outputs are balanced round-robin over the connected
-channels; the collector counts each lineage id once and records duplicates.
-A restarted source starts again from its first item (the collector drops what
+channels.  A sink stage (one of ``sinks``) keeps its results, like a kernel
+sink in its server's local store: :attr:`SimPlane.collected` is the union of
+every sink's results by lineage id, and a result recorded twice (by two sink
+DIMEs, after a sink died) is counted in ``duplicates``.
+A restarted source starts again from its first item (the sinks drop what
 it has seen).
 """
 
@@ -58,7 +61,7 @@ class SimDime:
     loaded: bool = False
     running: bool = False
     outputs: dict[int, tuple[bytes, int]] = field(default_factory=dict)
-    """Output channel -> peer (mac, dime); DIME_ALL is the collector."""
+    """Output channel -> peer (mac, dime)."""
     rr: int = 0
     inbox: deque[tuple[tuple[bytes, int], int, Item]] = field(default_factory=deque)
     """(sender, channel, item) waiting to be processed."""
@@ -252,7 +255,7 @@ class SimPlane:
     """The simulated data plane of every SimServer (also a ``Machine``: it has timers, takes no frames)."""
 
     def __init__(self, stages: dict[int, StageFn | None], items: int, *, source_rate: float = 1000.0,
-                 cost: float = 0.0005, delay: float = 0.0005, collector: bytes = b"") -> None:  # fmt: skip
+                 cost: float = 0.0005, delay: float = 0.0005, sinks: set[int] | None = None) -> None:  # fmt: skip
         self.stages = stages
         """Stage index -> function of a value to output values; None for the source."""
         self.items = items
@@ -261,7 +264,7 @@ class SimPlane:
         self.stage_cost: dict[int, float] = {}
         """Per-stage processing time, overriding ``cost``."""
         self.delay = delay
-        self.collector_mac = collector
+        self.sinks = sinks if sinks is not None else {max(stages)}
         self.dimes: dict[tuple[bytes, int], SimDime] = {}
         self.collected: dict[int, int] = {}
         self.duplicates = 0
@@ -305,7 +308,11 @@ class SimPlane:
             elif fn is not None and fn != 0 and d.inbox:
                 sender, ch, (lineage, value) = d.inbox.popleft()
                 result = fn(value)  # type: ignore[operator]
-                if result is None:
+                if d.stage in self.sinks:
+                    if result is not None:
+                        self._collect(lineage, result, now)
+                    self._ack(sender, ch, lineage)
+                elif result is None:
                     self._ack(sender, ch, lineage)
                 else:
                     d.pending[lineage] = (sender, ch)
@@ -324,6 +331,13 @@ class SimPlane:
             self._n += 1
             heapq.heappush(self._flight, (now + self.delay, self._n, d.key, d.outputs[ch], ch, item))
 
+    def _collect(self, lineage: int, value: int, now: float) -> None:
+        if lineage in self.collected:
+            self.duplicates += 1
+        else:
+            self.collected[lineage] = value
+            self.collect_times.append(now)
+
     def _ack(self, key: tuple[bytes, int], ch: int, lineage: int) -> None:
         """``key``'s item ``lineage`` on channel ``ch`` is safe downstream; pass the acknowledgement up."""
         while True:
@@ -338,15 +352,6 @@ class SimPlane:
             key, ch = up
 
     def _arrive(self, src: tuple[bytes, int], dst: tuple[bytes, int], ch: int, item: Item, now: float) -> None:
-        if dst[1] == DIME_ALL:
-            lineage, value = item
-            if lineage in self.collected:
-                self.duplicates += 1
-            else:
-                self.collected[lineage] = value
-                self.collect_times.append(now)
-            self._ack(src, ch, lineage)
-            return
         d = self.dimes.get(dst)
         if d is None or not d.alive or not d.running:
             self.counters["lost_in_flight"] += 1  # stays unacknowledged upstream: replayed on DISCONNECT
@@ -379,7 +384,7 @@ class SimCluster:
             return SimLink(rng_seed, loss=loss, reorder=reorder, duplicate=duplicate, delay=0.0003, jitter=0.0002)
 
         self.net = SimNet(link)
-        self.plane = SimPlane(stages or DEMO_STAGES, items, collector=ORCH_MAC, cost=cost, source_rate=source_rate)
+        self.plane = SimPlane(stages or DEMO_STAGES, items, cost=cost, source_rate=source_rate)
         self.orch = Orchestrator(ORCH_MAC, config)
         self.net.add(ORCH_MAC, self.orch)
         self.net.add(PLANE_MAC, self.plane)
@@ -420,7 +425,7 @@ class SimCluster:
         self.server_of(key).restart(key[1], self.net.now)
 
     def expected(self) -> dict[int, int]:
-        """What the collector must hold when every item went through every stage once."""
+        """What the sinks must hold when every item went through every stage once."""
         order = sorted(k for k in self.plane.stages if self.plane.stages[k] is not None)
         out = {}
         for i in range(self.plane.items):
@@ -465,5 +470,4 @@ replicas = 2
 [[stage]]
 name = "sink"
 inputs = ["transform"]
-collect = true
 """

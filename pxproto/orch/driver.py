@@ -1,0 +1,117 @@
+"""The orchestrator's I/O: one wire (a pxswitch port, rootless, or AF_PACKET on an interface), the clock, signing.
+
+:class:`Driver` decodes what arrives (the compiled codec when it is built),
+hands heartbeats to the core's hot path and everything else to
+:meth:`Orchestrator.receive`, sends what the core returns (signed under the
+cluster key when one is set), and calls the core's timer when it is due.
+It can record every heartbeat it sees (for the timeline picture) and passes
+each event to a callback as it happens.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kernel.security import KeyRing
+from kernel.wire import Wire
+from pxproto.dime.endpoint import Output
+from pxproto.errors import ProtocolError
+from pxproto.orch.core import Orchestrator
+from pxproto.orch.events import OrchEvent
+from pxproto.wire.frame import Heartbeat
+
+try:
+    from pxproto.fastpath.wirec import decode, encode
+
+    COMPILED = True
+except ImportError:  # pragma: no cover - the reference codec is the fallback
+    from pxproto.wire.codec import decode, encode
+
+    COMPILED = False
+
+
+class Driver:
+    """Runs one :class:`Orchestrator` on one wire."""
+
+    def __init__(
+        self,
+        core: Orchestrator,
+        wire: Wire,
+        keys: dict[int, bytes] | None = None,
+        on_event: Callable[[OrchEvent], None] | None = None,
+        record_heartbeats: bool = False,
+    ) -> None:
+        self.core = core
+        self.wire = wire
+        self.keyring = KeyRing(dict(keys or {}), epoch=int(time.time()) & 0xFFFFFFFF)
+        self.on_event = on_event
+        self.heartbeats: list[tuple[float, bytes, int, int, int]] | None = [] if record_heartbeats else None
+        """(arrival, server MAC, DIME, epoch, rx_queue) of every heartbeat, when recording."""
+        self.counters: dict[str, int] = {"rx": 0, "tx": 0, "malformed": 0, "not_for_us": 0}
+        self.gone = False
+
+    def send(self, out: Output | None) -> None:
+        if out is None:
+            return
+        for frame in out.frames:
+            raw = encode(frame)
+            if self.keyring.enabled:
+                raw = self.keyring.sign_raw(raw)
+            self.wire.send(raw)
+            self.counters["tx"] += 1
+        if self.on_event is not None:
+            for ev in out.events:
+                if isinstance(ev, OrchEvent):
+                    self.on_event(ev)
+
+    def _frame(self, raw: bytes, now: float) -> None:
+        self.counters["rx"] += 1
+        try:
+            f = decode(raw)
+        except ProtocolError:
+            self.counters["malformed"] += 1
+            return
+        body = f.body
+        if isinstance(body, Heartbeat):
+            if self.heartbeats is not None:
+                self.heartbeats.append((now, f.src_mac, f.src_dime, body.epoch, body.rx_queue))
+            self.send(self.core.heartbeat(f.src_mac, f.src_dime, body, now))
+            return
+        if f.dst_mac != self.core.local.mac and not f.dst_mac[0] & 1:
+            self.counters["not_for_us"] += 1
+            return
+        self.send(self.core.receive(f, now))
+
+    def poll(self, timeout: float) -> None:
+        """Wait for frames up to ``timeout`` (or the core's next timer), handle them, run due timers."""
+        now = time.monotonic()
+        t = self.core.get_timer()
+        if t is not None:
+            timeout = max(0.0, min(timeout, t - now))
+        r, _, _ = select.select([self.wire.fileno()], [], [], timeout)
+        if r:
+            frames = self.wire.recv_batch()
+            if frames is None:
+                self.gone = True
+            else:
+                now = time.monotonic()
+                for raw in frames:
+                    self._frame(raw, now)
+        now = time.monotonic()
+        t = self.core.get_timer()
+        if t is not None and t <= now:
+            self.send(self.core.handle_timer(now))
+
+    def run_until(self, cond: Callable[[], bool], timeout: float, tick: Callable[[], Any] | None = None) -> bool:
+        """Poll until ``cond()`` or ``timeout`` seconds pass; ``tick`` runs after every poll."""
+        end = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() >= end or self.gone:
+                return False
+            self.poll(0.02)
+            if tick is not None:
+                tick()
+        return True
