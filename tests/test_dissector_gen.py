@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,13 @@ def test_cli_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str
     blocker.write_text("x")
     assert cli.main(["-o", str(blocker / "px.lua")]) == 1
     assert "cannot write" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("luac", ["luac5.2", "luac5.4"])
+def test_lua_syntax(luac: str, tmp_path: Path) -> None:
+    """The file parses as Lua 5.2 (Wireshark 4.0) and 5.4 (Wireshark 4.4+) when those compilers exist."""
+    exe = shutil.which(luac)
+    if exe is None:
+        pytest.skip(f"{luac} not installed")
+    p = subprocess.run([exe, "-p", str(COMMITTED)], capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr

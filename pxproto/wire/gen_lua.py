@@ -501,11 +501,13 @@ local function dissect_tlv(ctx, tree, pos, typ, len, i)
   local fo = pos + ETH_LEN
   local spec = TLVS[typ]
   local whole = tvb(pos, 4 + len)
-  local raw = len > 0 and tvb:raw(pos + 4, len) or ""
+  local raw = len > 0 and tvb(pos + 4, len):raw() or ""
+  -- A bytes field takes its length from the range, so it gets exactly the value's bytes.
+  local value_range = tvb(pos + 4, len)
   local item
   if spec == nil then
-    item = tree:add(F["px.tlv.unknown"], whole, raw,
-                    string.format("TLV %d: unknown type %d, %d bytes", i, typ, len))
+    item = tree:add(F["px.tlv.unknown"], value_range, raw)
+    item:prepend_text(string.format("TLV %d: type %d: ", i, typ))
   else
     local lname = spec.name:lower()
     local fname = "tlv." .. lname
@@ -533,16 +535,21 @@ local function dissect_tlv(ctx, tree, pos, typ, len, i)
         item = tree:add(key, whole, vr:uint())
       end
     elseif kind == "TEXT" then
-      item = tree:add(key, whole, raw)
+      local bad = utf8_error(raw)
+      local shown = raw
+      if bad ~= nil then
+        -- Never hand Wireshark bytes that are not UTF-8 as a string: escape from the first bad byte on.
+        shown = raw:sub(1, bad) .. raw:sub(bad + 1):gsub(".", function(c) return string.format("\\x%02x", c:byte()) end)
+      end
+      item = tree:add(key, whole, shown)
       if len > TEXT_MAX then
         fail("tlv", fname, fo + 2, string.format("text of %d bytes, at most %d", len, TEXT_MAX))
       end
-      local bad = utf8_error(raw)
       if bad ~= nil then fail("tlv", fname, fo + 4 + bad, "not UTF-8") end
     elseif kind == "MAC" then
       item = tree:add(key, tvb(pos + 4, len))
     else
-      item = tree:add(key, whole, raw)
+      item = tree:add(key, value_range, raw)
       if kind == "ACL" then
         if len % ACL_ENTRY ~= 0 then
           fail("tlv", fname, fo + 2, string.format("length %d is not a multiple of %d", len, ACL_ENTRY))
@@ -795,7 +802,7 @@ local function link_data(ctx, tree)
     S.frags[p.number] = m
     if m.parts[d.frag_index] == nil and m.need == d.frag_count and m.len == d.msg_len then
       m.parts[d.frag_index] = {off = d.frag_offset, frame = p.number,
-                               raw = d.payload_len > 0 and ctx.tvb:raw(d.payload_at, d.payload_len) or ""}
+                               raw = d.payload_len > 0 and ctx.tvb(d.payload_at, d.payload_len):raw() or ""}
       m.count = m.count + 1
       if m.need > 1 and m.count == m.need and px.prefs.reassemble and m.len <= px.prefs.reassembly_max then
         local pieces, at = {}, 0
@@ -892,7 +899,7 @@ local function dissect(ctx)
   local padding = n - stop
   if padding > 0 then
     local zero = true
-    local raw = tvb:raw(stop - ETH_LEN, padding)
+    local raw = tvb(stop - ETH_LEN, padding):raw()
     for k = 1, padding do
       if raw:byte(k) ~= 0 then zero = false break end
     end
