@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+from kernel import fastrx
 from kernel.dime import DimeConfig
 from kernel.security import KeyRing
 from kernel.wire import Wire
@@ -153,19 +154,11 @@ class Server:
 
     def from_wire(self, raw: bytes, now: float) -> None:
         self.counters["wire_rx"] += 1
-        if len(raw) < spec.BODY_OFFSET:
-            self.counters["short"] += 1
+        dime = fastrx.route(raw, self.mac)
+        if dime == fastrx.ROUTE_DROP:
+            self.counters["dropped"] += 1  # short, not Parallax, or another server's unicast
             return
-        cls = ethertypes.current().classify(int.from_bytes(raw[12:14], "big"))
-        if cls is None:
-            self.counters["not_parallax"] += 1
-            return
-        dst = raw[:6]
-        if dst != self.mac and not dst[0] & 1:
-            self.counters["not_ours"] += 1
-            return
-        if raw[OFF_FLAGS] & 0x01:  # DIME scope: relay by id, the DIME validates
-            dime = int.from_bytes(raw[OFF_DST_DIME : OFF_DST_DIME + 2], "big")
+        if dime >= 0:  # DIME scope: relay by id, the DIME validates
             dp = self.dimes.get(dime)
             if dp is None:
                 self.counters["unknown_dime"] += 1
@@ -175,6 +168,7 @@ class Server:
             except OSError:
                 self.counters["dime_busy"] += 1
             return
+        cls = ethertypes.current().classify(int.from_bytes(raw[12:14], "big"))
         if cls is FrameClass.HEARTBEAT:
             return  # other DIMEs' heartbeats are the orchestrator's business
         try:

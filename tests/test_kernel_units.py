@@ -166,3 +166,31 @@ def test_local_store(tmp_path: Path) -> None:
     assert s.get("a/b") == b"1" and s.records("log") == [b"x", b"yz"] and s.names() == ["a/b", "log"]
     with pytest.raises(ValueError):
         s.put("../escape", b"")
+
+
+def test_fastrx_compiled_and_twin_agree() -> None:
+    from kernel import fastrx
+    from pxproto.wire.codes import Scope, TlvType
+    from pxproto.wire.frame import Tlv
+
+    assert fastrx.COMPILED, "kernel._fastrx did not build (python setup.py build_ext --inplace)"
+    mac = b"\x02\x00\x00\x00\x00\x01"
+    ping = Frame(
+        Signaling(Command.PING, req_id=9, params=(Tlv(TlvType.ECHO, b"abc"),)),
+        scope=Scope.DIME,
+        dst_dime=3,
+        dst_mac=mac,
+        src_mac=b"\x02" * 6,
+    )
+    raw = encode(ping)
+    fast, slow = decode(fastrx.ping_reply(raw, 5) or b""), decode(fastrx.ping_reply_py(raw, 5) or b"")
+    fast.padding = slow.padding = 0  # the compiled builder pads short frames to 60 bytes
+    assert fast == slow
+    reply = decode(fastrx.ping_reply(raw, 5) or b"")
+    assert reply.src_dime == 3 and reply.body.param(TlvType.EPOCH) == 5  # type: ignore[union-attr]
+    no_echo = encode(Frame(Signaling(Command.PING, req_id=9), scope=Scope.DIME, dst_dime=3, dst_mac=mac))
+    for r in (no_echo, raw[:-1], encode(Frame(Signaling(Command.USAGE), scope=Scope.DIME, dst_dime=3))):
+        assert fastrx.ping_reply(r, 5) is None and fastrx.ping_reply_py(r, 5) is None
+    for r in (raw, raw[:20], encode(Frame(Signaling(Command.PING), dst_mac=b"\xff" * 6)), b"\x03" * 6 + raw[6:]):
+        assert fastrx.route(r, mac) == fastrx.route_py(r, mac)
+    assert fastrx.route(raw, mac) == 3
