@@ -16,6 +16,7 @@ DIME 0xffff (the whole server) prints as ``*``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,92 +80,132 @@ def _ms(ns: np.ndarray) -> list[Seg]:
     return [dec(us // 1000), lit(".", n), fixed(us % 1000, 3), lit("ms", n)]
 
 
-def _signaling(b: Batch, rtt_ns: np.ndarray | None, on: np.ndarray) -> list[Seg]:
-    n = len(b)
-    op = b.col("sig.op")
+Col = Callable[[str], np.ndarray]
+
+
+def _signaling(c: Col, n: int, rtt_ns: np.ndarray | None) -> list[Seg]:
+    op = c("sig.op")
     resp = op == Op.RESPONSE
     segs = [
-        text.table(b.col("sig.cmd"), {int(c): c.name for c in Command}),
+        text.table(c("sig.cmd"), {int(x): x.name for x in Command}),
         lit(" ", n),
         text.table(op, {int(o): o.name.lower() for o in Op}),
         lit(" ", n).when(resp),
-        text.table(b.col("sig.status"), {int(s): s.name for s in Status}).when(resp),
+        text.table(c("sig.status"), {int(x): x.name for x in Status}).when(resp),
         lit(" id ", n),
-        dec(b.col("sig.req_id")),
+        dec(c("sig.req_id")),
         lit(" tlvs ", n),
-        dec(b.col("sig.tlv_count")),
+        dec(c("sig.tlv_count")),
     ]
     if rtt_ns is not None:
-        has = on & (rtt_ns >= 0)
+        has = rtt_ns >= 0
         if has.any():
             segs += [s.when(has) for s in [lit(" rtt ", n), *_ms(rtt_ns)]]
-    return [s.when(on) for s in segs]
+    return segs
 
 
-def _data(b: Batch, on: np.ndarray) -> list[Seg]:
-    n = len(b)
-    flags = b.col("data.flags")
-    count = b.col("data.frag_count")
+def _data(c: Col, n: int) -> list[Seg]:
+    flags = c("data.flags")
+    count = c("data.frag_count")
     frag = count > 0
     ack = (flags & DataFlag.ACK) != 0
-    payload = np.maximum(b.col("length").astype(np.int64) - DATA_FIXED, 0)
-    segs = [lit("ch ", n), dec(b.col("data.channel"))]
-    segs += [
-        s.when(frag)
-        for s in [
-            lit(" msg ", n),
-            dec(b.col("data.msg_id")),
-            lit(" frag ", n),
-            dec(b.col("data.frag_index").astype(np.uint32) + 1),
-            lit("/", n),
-            dec(count),
-            lit(" off ", n),
-            dec(b.col("data.frag_offset")),
-            lit(" bytes ", n),
-            dec(payload),
-        ]
+    payload = np.maximum(c("length").astype(np.int64) - DATA_FIXED, 0)
+    segs = [lit("ch ", n), dec(c("data.channel"))]
+    body = [
+        lit(" msg ", n),
+        dec(c("data.msg_id")),
+        lit(" frag ", n),
+        dec(c("data.frag_index").astype(np.uint32) + 1),
+        lit("/", n),
+        dec(count),
+        lit(" off ", n),
+        dec(c("data.frag_offset")),
+        lit(" bytes ", n),
+        dec(payload),
     ]
-    segs += [
-        s.when(ack) for s in [lit(" ACK ", n), dec(b.col("data.ack")), lit(" credit ", n), dec(b.col("data.credit"))]
-    ]
-    segs.append(lit(" FIN", n).when((flags & DataFlag.FIN) != 0))
-    return [s.when(on) for s in segs]
+    segs += body if frag.all() else [s.when(frag) for s in body]
+    if ack.any():
+        acks = [lit(" ACK ", n), dec(c("data.ack")), lit(" credit ", n), dec(c("data.credit"))]
+        segs += [s.when(ack) for s in acks]
+    fin = (flags & DataFlag.FIN) != 0
+    if fin.any():
+        segs.append(lit(" FIN", n).when(fin))
+    return segs
 
 
-def _discovery(b: Batch, on: np.ndarray) -> list[Seg]:
-    n = len(b)
-    segs = [
-        text.table(b.col("disc.op"), {int(o): o.name for o in DiscoveryOp}),
+def _discovery(c: Col, n: int) -> list[Seg]:
+    return [
+        text.table(c("disc.op"), {int(o): o.name for o in DiscoveryOp}),
         lit(" probe ", n),
-        dec(b.col("disc.probe_id")),
+        dec(c("disc.probe_id")),
         lit(" dimes ", n),
-        dec(b.col("disc.count")),
+        dec(c("disc.count")),
     ]
-    return [s.when(on) for s in segs]
 
 
-def _heartbeat(b: Batch, gap_ns: np.ndarray | None, on: np.ndarray) -> list[Seg]:
-    n = len(b)
-    cpu = b.col("hb.cpu_permille")
+def _heartbeat(c: Col, n: int, gap_ns: np.ndarray | None) -> list[Seg]:
+    cpu = c("hb.cpu_permille")
     segs = [
         lit("epoch ", n),
-        dec(b.col("hb.epoch")),
+        dec(c("hb.epoch")),
         lit(" ", n),
-        text.table(b.col("hb.state"), {int(s): s.name for s in DimeState}),
+        text.table(c("hb.state"), {int(s): s.name for s in DimeState}),
         lit(" cpu ", n),
         dec(cpu // 10),
         lit(".", n),
         dec(cpu % 10),
         lit("% mem ", n),
-        dec(b.col("hb.mem_used")),
+        dec(c("hb.mem_used")),
         lit("/", n),
-        dec(b.col("hb.mem_limit")),
+        dec(c("hb.mem_limit")),
     ]
     if gap_ns is not None:
-        late = on & (gap_ns >= 0)
+        late = gap_ns >= 0
         if late.any():
             segs += [s.when(late) for s in [lit(" GAP ", n), *_ms(gap_ns)]]
-    return [s.when(on) for s in segs]
+    return segs
+
+
+def _parallax(
+    b: Batch, rows: np.ndarray, cls: FrameClass, opts: LineOptions, rtt_ns: np.ndarray | None, gap_ns: np.ndarray | None
+) -> list[Seg]:
+    """The pieces between the time and ' len' of valid frames of one class."""
+    n = len(rows)
+
+    def c(name: str) -> np.ndarray:
+        if name in b.cols or name not in _ROW_GATHER:
+            return b.col(name)[rows]
+        return b.col_rows(name, rows)
+
+    segs: list[Seg] = []
+    if opts.ether:
+        segs += [
+            text.mac(c("eth.src")),
+            lit(" > ", n),
+            text.mac(c("eth.dst")),
+            lit(" ethertype 0x", n),
+            text.hexnum(c("eth.type"), 4),
+            lit(", ", n),
+        ]
+    segs += [lit(CLASS_TAGS[cls] + " ", n), *_endpoint(c("src_dime"), c("src_thread"), n), lit(" > ", n)]
+    segs += [*_endpoint(c("dst_dime"), c("dst_thread"), n), lit(" ", n)]
+    if cls is FrameClass.SIGNALING:
+        segs += _signaling(c, n, None if rtt_ns is None else rtt_ns[rows])
+    elif cls is FrameClass.DATA:
+        segs += _data(c, n)
+    elif cls is FrameClass.DISCOVERY:
+        segs += _discovery(c, n)
+    else:
+        segs += _heartbeat(c, n, None if gap_ns is None else gap_ns[rows])
+    auth = (c("flags") & HeaderFlag.AUTH) != 0
+    if auth.any():
+        segs.append(lit(" auth", n).when(auth))
+    segs += [lit(" seq ", n), dec(c("seq"))]
+    return segs
+
+
+_ROW_GATHER = {"eth.src", "eth.dst", "hb.mem_used", "hb.mem_limit"}
+"""Columns the fast path lacks: gathered for the rows that print them only."""
 
 
 def render(
@@ -181,59 +222,40 @@ def render(
     """
     n = len(b)
     special = b.malformed
+    normal = ~special
+    segs: list[Seg] = [s.when(normal) for s in timestamps(b.ts_ns, opts)]
+    segs.append(lit(" ", n).when(normal))
     kind = b.kind
-    px = (kind != KIND_OTHER) & ~special
-    other = (kind == KIND_OTHER) & ~special
-    shown = ~special & ~(other if hide_other else np.zeros(n, bool))
-    segs: list[Seg] = timestamps(b.ts_ns, opts)
-    segs.append(lit(" ", n))
-    if opts.ether and px.any():
-        src, dst = b.col("eth.src"), b.col("eth.dst")
-        segs += [
-            s.when(px)
-            for s in [
-                text.mac(src),
-                lit(" > ", n),
-                text.mac(dst),
-                lit(" ethertype 0x", n),
-                text.hexnum(b.col("eth.type"), 4),
-                lit(", ", n),
-            ]
+    other = np.flatnonzero((kind == KIND_OTHER) & ~special)
+    if len(other) and not hide_other:
+        m = len(other)
+        src, dst = b.col_rows("eth.src", other), b.col_rows("eth.dst", other)
+        pieces = [
+            lit("ether ", m),
+            text.mac(src),
+            lit(" > ", m),
+            text.mac(dst),
+            lit(" type 0x", m),
+            text.hexnum(b.col_rows("eth.type", other), 4),
         ]
-    segs.append(text.table(kind, {k: v for k, v in CLASS_TAGS.items()}, 8))
-    segs.append(lit(" ", n))
-    if other.any():
-        segs += [
-            s.when(other)
-            for s in [
-                text.mac(b.col("eth.src")),
-                lit(" > ", n),
-                text.mac(b.col("eth.dst")),
-                lit(" type 0x", n),
-                text.hexnum(b.col("eth.type"), 4),
-            ]
-        ]
-    if px.any():
-        segs += [s.when(px) for s in _endpoint(b.col("src_dime"), b.col("src_thread"), n)]
-        segs.append(lit(" > ", n).when(px))
-        segs += [s.when(px) for s in _endpoint(b.col("dst_dime"), b.col("dst_thread"), n)]
-        segs.append(lit(" ", n).when(px))
-        for cls, build in (
-            (FrameClass.SIGNALING, lambda on: _signaling(b, rtt_ns, on)),
-            (FrameClass.DATA, lambda on: _data(b, on)),
-            (FrameClass.DISCOVERY, lambda on: _discovery(b, on)),
-            (FrameClass.HEARTBEAT, lambda on: _heartbeat(b, gap_ns, on)),
-        ):
-            on = px & (kind == cls)
-            if on.any():
-                segs += build(on)
-        auth = px & ((b.col("flags") & HeaderFlag.AUTH) != 0)
-        segs.append(lit(" auth", n).when(auth))
-        segs += [s.when(px) for s in [lit(" seq ", n), dec(b.col("seq"))]]
-    segs += [lit(" len ", n), dec(b.wirelen), lit("\n", n)]
-    segs = [s.when(shown) for s in segs]
+        segs += [s.at(other) for s in pieces]
+    for cls in FrameClass:
+        rows = np.flatnonzero((kind == cls) & ~special)
+        if len(rows):
+            segs += [s.at(rows) for s in _parallax(b, rows, cls, opts, rtt_ns, gap_ns)]
+    segs += [s.when(normal) for s in (lit(" len ", n), dec(b.wirelen), lit("\n", n))]
+    if hide_other and len(other):
+        keep = np.ones(n, bool)
+        keep[other] = False
+        segs = [_drop(s, keep) for s in segs]
     flat, lens = text.join(segs, n)
     return flat, lens, np.flatnonzero(special)
+
+
+def _drop(s: Seg, keep: np.ndarray) -> Seg:
+    """The piece with the rows not in ``keep`` emptied."""
+    rows = np.arange(len(keep)) if s.rows is None else s.rows
+    return Seg(s.mat, np.where(keep[rows], s.lens, 0), s.start, s.rows)
 
 
 def malformed_line(b: Batch, i: int, opts: LineOptions) -> bytes:

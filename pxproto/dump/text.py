@@ -1,57 +1,78 @@
 """Vectorised text: numpy columns in, one line of bytes per row out.
 
-A :class:`Seg` is a matrix of bytes, one left-justified piece per row, with
-the piece's length per row; :func:`join` lays the segments of every row side
-by side and drops the unused bytes in one boolean index, so a line costs a
-few vector operations whatever the number of rows.
+A :class:`Seg` is one piece of text for some rows (all, or an index array):
+a matrix of bytes with, per row, where the piece starts in its matrix row and
+how long it is.  :func:`join` writes every row's pieces end to end, in the
+order of the list, straight into one output buffer; the cost is a few vector
+operations per piece plus a pass over the output bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
-_P10 = np.array([10**k for k in range(20)], np.uint64)
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
 @dataclass
 class Seg:
     mat: np.ndarray
-    """uint8, rows x width."""
+    """uint8, (rows x width), or (1 x width) for the same text on every row."""
     lens: np.ndarray
     """int64, bytes used in each row."""
+    start: np.ndarray | None = None
+    """Column where each row's piece starts (None: column 0)."""
+    rows: np.ndarray | None = None
+    """The rows (of the whole batch) this piece belongs to; None: every row."""
 
     def when(self, mask: np.ndarray) -> Seg:
-        """The same piece, present only where ``mask`` holds."""
-        return Seg(self.mat, np.where(mask, self.lens, 0))
+        """The same piece, present only where ``mask`` (over this piece's rows) holds."""
+        return Seg(self.mat, np.where(mask, self.lens, 0), self.start, self.rows)
+
+    def at(self, rows: np.ndarray | None) -> Seg:
+        return Seg(self.mat, self.lens, self.start, rows)
 
 
 def lit(text: str, n: int) -> Seg:
     raw = np.frombuffer(text.encode(), np.uint8)
-    return Seg(np.broadcast_to(raw, (n, len(raw))), np.full(n, len(raw), np.int64))
+    return Seg(raw[None, :], np.full(n, len(raw), np.int64))
 
 
 def dec(values: np.ndarray) -> Seg:
     """Unsigned integers in decimal, no padding."""
-    v = values.astype(np.uint64)
-    n = len(v)
+    n = len(values)
     if n == 0:
         return Seg(np.zeros((0, 1), np.uint8), np.zeros(0, np.int64))
-    nd = np.maximum(np.searchsorted(_P10, v, side="right"), 1).astype(np.int64)
-    width = int(nd.max())
-    exps = nd[:, None] - 1 - np.arange(width)[None, :]
-    digits = (v[:, None] // _P10[np.clip(exps, 0, None)]) % np.uint64(10)
-    return Seg((digits + np.uint64(48)).astype(np.uint8), nd)
+    top = int(values.max())
+    v: np.ndarray = values.astype(np.uint32 if top < 2**32 else np.uint64)
+    width = len(str(top))
+    mat = np.empty((n, width), np.uint8)
+    nd = np.ones(n, np.int64)
+    ten: Any = v.dtype.type(10)
+    for j in range(width - 1, -1, -1):
+        mat[:, j] = v % ten
+        v = v // ten
+        if j:
+            nd += v > 0
+    mat += 48
+    return Seg(mat, nd, width - nd)
 
 
 def fixed(values: np.ndarray, width: int) -> Seg:
-    """Unsigned integers in decimal, zero-padded to ``width`` digits."""
-    v = values.astype(np.uint64) % _P10[width] if width < 20 else values.astype(np.uint64)
-    digits = (v[:, None] // _P10[np.arange(width - 1, -1, -1)][None, :]) % np.uint64(10)
-    return Seg((digits + np.uint64(48)).astype(np.uint8), np.full(len(v), width, np.int64))
+    """Unsigned integers in decimal, zero-padded (or cut) to ``width`` digits."""
+    v = values.astype(np.uint64)
+    mat = np.empty((len(v), width), np.uint8)
+    ten = np.uint64(10)
+    for j in range(width - 1, -1, -1):
+        mat[:, j] = v % ten
+        v = v // ten
+    mat += 48
+    return Seg(mat, np.full(len(v), width, np.int64))
 
 
 def hexnum(values: np.ndarray, width: int) -> Seg:
@@ -71,30 +92,52 @@ def mac(values: np.ndarray) -> Seg:
     return Seg(out, np.full(len(values), 17, np.int64))
 
 
-def table(codes: np.ndarray, names: Mapping[int, str], size: int = 256) -> Seg:
-    """Codes looked up in a name table; a code without a name prints as 0xNN."""
-    words = [names.get(c, f"0x{c:02x}").encode() for c in range(size)]
+@lru_cache(maxsize=64)
+def _table(names: tuple[tuple[int, str], ...], size: int) -> tuple[np.ndarray, np.ndarray]:
+    known = dict(names)
+    words = [known.get(c, f"0x{c:02x}").encode() for c in range(size)]
     width = max(len(w) for w in words)
     tab = np.zeros((size, width), np.uint8)
     for c, w in enumerate(words):
         tab[c, : len(w)] = np.frombuffer(w, np.uint8)
-    lens = np.array([len(w) for w in words], np.int64)
+    return tab, np.array([len(w) for w in words], np.int64)
+
+
+def table(codes: np.ndarray, names: Mapping[int, str], size: int = 256) -> Seg:
+    """Codes looked up in a name table; a code without a name prints as 0xNN."""
+    tab, lens = _table(tuple(sorted(names.items())), size)
     idx = np.minimum(codes.astype(np.intp), size - 1)
     return Seg(tab[idx], lens[idx])
 
 
 def join(segs: list[Seg], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rows' pieces end to end: (bytes of every line back to back, line lengths)."""
-    used = [s for s in segs if s.mat.shape[1] and s.lens.any()]
-    if not used or n == 0:
-        return np.zeros(0, np.uint8), np.zeros(n, np.int64)
-    total = sum(s.mat.shape[1] for s in used)
-    big = np.empty((n, total), np.uint8)
-    keep = np.empty((n, total), bool)
-    col = 0
-    for s in used:
+    """Every row's pieces end to end: (bytes of all lines back to back, each line's length)."""
+    line = np.zeros(n, np.int64)
+    for s in segs:
+        if s.rows is None:
+            line += s.lens
+        else:
+            line[s.rows] += s.lens  # a piece's rows are distinct
+    pos = np.cumsum(line) - line
+    out = np.empty(int(line.sum()), np.uint8)
+    for s in segs:
+        rows = np.arange(n) if s.rows is None else s.rows
+        lens = s.lens
+        if not len(rows) or not lens.any():
+            continue
         w = s.mat.shape[1]
-        big[:, col : col + w] = s.mat
-        keep[:, col : col + w] = np.arange(w)[None, :] < s.lens[:, None]
-        col += w
-    return big[keep], keep.sum(axis=1)
+        here = pos[rows]
+        if s.start is None and not ((lens > 0) & (lens < w)).any():
+            # Whole-width piece (or absent) on every row: one 2-D copy.
+            on = lens == w
+            mat = s.mat if s.mat.shape[0] == 1 or on.all() else s.mat[on]
+            out[here[on][:, None] + np.arange(w)[None, :]] = mat
+        else:
+            total = int(lens.sum())
+            which = np.repeat(np.arange(len(rows)), lens)
+            k = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)
+            col = k if s.start is None else s.start[which] + k
+            src = s.mat[0, col] if s.mat.shape[0] == 1 else s.mat[which, col]
+            out[here[which] + k] = src
+        pos[rows] += lens
+    return out, line
