@@ -220,3 +220,22 @@ def test_waits_for_the_pool_then_deploys() -> None:
     c.net.emit(s.mac, s.boot())
     assert c.run_until(lambda: bool(c.orch.log.of(ServiceDeployed)), 2.0)
     finish(c)
+
+
+def test_a_dime_declared_dead_but_alive_is_reset_and_returns() -> None:
+    c, name = cluster(items=2000)
+    c.run(0.3)
+    victim = c.orch.replicas(name)["transform"][0]
+    # Cut the victim off for 0.3 s (heartbeats and ping answers lost), then let it speak again.
+    cut = [True]
+    for s in c.servers:
+        link = c.net.link(s.mac, c.orch.local.mac)
+        link.drop_if = lambda f, m=s.mac: cut[0] and m == victim[0] and f.src_dime == victim[1]
+    c.run(0.3)
+    assert [d.key for d in c.orch.log.of(DimeDead)] == [victim]
+    cut[0] = False
+    assert c.run_until(lambda: any(e.key == victim for e in c.orch.log.of(DimeReborn)), 1.0)
+    assert c.orch.counters["zombies_reset"] == 1
+    v = c.orch.pool.dimes[victim]
+    assert v.health is Health.ALIVE and v.epoch == 2 and c.orch.pool.available(v, 1)
+    finish(c)

@@ -34,7 +34,10 @@ sends the next command that is missing.  The rules, in order:
 Failure detection: a DIME silent past its liveness timeout is *suspected* and
 sent a direct PING (retransmitted ``confirm_tries`` times); an answer with the
 same epoch clears it, a timeout (or an answer with a new epoch) confirms it.
-A DIME that comes back with a new epoch is reborn: it returns to the pool.
+A DIME that comes back with a new epoch is reborn: it returns to the pool.  One
+that was declared dead but heartbeats again in the same epoch (it was starved
+or cut off, not dead) is sent RESET: it stops its MICE, whose work was given
+away, and comes back in a new epoch.
 """
 
 from __future__ import annotations
@@ -228,13 +231,24 @@ class Orchestrator:
         self.services: dict[str, Deployment] = {}
         self._ops: dict[tuple[bytes, int, int], Done] = {}
         self._pings: dict[DimeKey, int] = {}
+        self._resetting: set[DimeKey] = set()
         self._next_channel = 1
         self._channels_used: set[int] = set()
         self._probe_id = 0
         self._next_tick: float | None = None
         self._next_probe: float | None = None
         self.counters: dict[str, int] = dict.fromkeys(
-            ("heartbeats", "stale_heartbeats", "announces", "suspicions", "false_suspicions", "deaths", "repairs"), 0
+            (
+                "heartbeats",
+                "stale_heartbeats",
+                "announces",
+                "suspicions",
+                "false_suspicions",
+                "deaths",
+                "repairs",
+                "zombies_reset",
+            ),
+            0,
         )
 
     # ------------------------------------------------------------- events and requests
@@ -313,6 +327,8 @@ class Orchestrator:
                              out: Output) -> None:  # fmt: skip
         if result is HeartbeatResult.STALE:
             self.counters["stale_heartbeats"] += 1
+        elif result is HeartbeatResult.ZOMBIE:
+            self._reset_zombie(v, now, out)
         elif result is HeartbeatResult.NEW:
             if len(self.pool.servers[v.mac].dimes) == 1:
                 self._emit(ServerDiscovered(now, v.mac, 0), out)
@@ -432,6 +448,19 @@ class Orchestrator:
         self.pool.rebirth(v, epoch, now)
         self._emit(DimeReborn(now, v.key, old, epoch), out)
         self._wake(now, out)
+
+    def _reset_zombie(self, v: DimeView, now: float, out: Output) -> None:
+        """A DIME declared dead still heartbeats in that epoch: its work was given away, so RESET it (it stops
+        its MICE and comes back in a new epoch, which returns it to the pool)."""
+        if v.key in self._resetting:
+            return
+        self._resetting.add(v.key)
+        self.counters["zombies_reset"] += 1
+
+        def done(ok: bool, ev: Any, t: float, o: Output) -> None:
+            self._resetting.discard(v.key)
+
+        self._request(v.key, Command.RESET, [], now, out, done)
 
     def _fault_report(self, req: RequestReceived, now: float, out: Output) -> None:
         v = self.pool.get(req.peer.peer)

@@ -149,6 +149,8 @@ class HeartbeatResult(IntEnum):
     """A suspected DIME is heard again with its old epoch."""
     STALE = 4
     """An older epoch than the one known: a late frame, ignored."""
+    ZOMBIE = 5
+    """The epoch already declared dead speaks again (the DIME was only starved or cut off)."""
 
 
 EWMA = 0.125
@@ -224,7 +226,7 @@ class Pool:
             result = HeartbeatResult.EPOCH
         elif v.health is not Health.ALIVE:
             if v.health is Health.DEAD:
-                return v, HeartbeatResult.STALE  # same epoch after a confirmed death: a late frame
+                return v, HeartbeatResult.ZOMBIE
             result = HeartbeatResult.REVIVED
         v.epoch = hb.epoch
         v.state = hb.state

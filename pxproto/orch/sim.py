@@ -206,6 +206,11 @@ class SimServer:
             if self.plane is not None:
                 self.plane.wake(now)
             return Status.OK, [Tlv(TlvType.EPOCH, d.epoch)]
+        if req.cmd is Command.RESET:
+            d.reset()
+            d.epoch += 1
+            d.mem_limit = 0
+            return Status.OK, [Tlv(TlvType.EPOCH, d.epoch)]
         if req.cmd is Command.STOP:
             d.reset()
             return Status.OK, [Tlv(TlvType.CPU_NS, 0)]

@@ -1,0 +1,61 @@
+"""The demo workflow's stages: count the words of every line of a bundled corpus, with a checksum.
+
+source    -> "LINENO<TAB>LINE" for each line of the corpus, at ``rate`` lines a second
+parse     -> "LINENO<TAB>word word ..." (lower case, letters only)
+transform -> "LINENO<TAB>WORDS<TAB>CHECKSUM" (CRC-32 of the words, summed mod 2^32)
+sink      -> appends lineage | monotonic time | result to the server's local store
+
+The known answer (answer.json) is the number of lines, of words, and the sum
+of the checksums; ``pxorch demo`` checks the sink's records line by line.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+WORD = re.compile(r"[a-z]+")
+RECORD = struct.Struct("!Qd")
+"""lineage, monotonic seconds: the head of every sink record."""
+
+
+def source(ctx: Any) -> Iterator[bytes]:
+    lines = (Path(__file__).parent / ctx.params["corpus"]).read_text("utf-8").splitlines()
+    period = 1.0 / float(ctx.params.get("rate", 400))
+    start = time.monotonic()
+    for i, line in enumerate(lines):
+        delay = start + i * period - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield f"{i}\t{line}".encode()
+
+
+def parse(item: bytes, ctx: Any) -> Iterator[bytes]:
+    no, _, line = item.decode().partition("\t")
+    yield f"{no}\t{' '.join(WORD.findall(line.lower()))}".encode()
+
+
+def count(words: str) -> tuple[int, int]:
+    """(number of words, sum of their CRC-32s mod 2^32)."""
+    ws = words.split()
+    return len(ws), sum(zlib.crc32(w.encode()) for w in ws) & 0xFFFFFFFF
+
+
+def transform(item: bytes, ctx: Any) -> Iterator[bytes]:
+    no, _, words = item.decode().partition("\t")
+    work = float(ctx.params.get("work_us", 0)) / 1e6
+    end = time.monotonic() + work
+    while time.monotonic() < end:  # the stage's cost: what scaling it out is for
+        pass
+    n, crc = count(words)
+    yield f"{no}\t{n}\t{crc}".encode()
+
+
+def sink(item: bytes, ctx: Any) -> Iterator[bytes]:
+    ctx.store.append(ctx.params["object"], RECORD.pack(ctx.lineage, time.monotonic()) + item)
+    return iter(())
