@@ -85,14 +85,16 @@ class Driver:
             return
         self.send(self.core.receive(f, now))
 
-    def poll(self, timeout: float) -> None:
-        """Wait for frames up to ``timeout`` (or the core's next timer), handle them, run due timers."""
+    def poll(self, timeout: float, extra: list[Any] | None = None) -> list[Any]:
+        """Wait for frames up to ``timeout`` (or the core's next timer), handle them, run due timers;
+        return which of ``extra`` (other sockets) are readable."""
         now = time.monotonic()
         t = self.core.get_timer()
         if t is not None:
             timeout = max(0.0, min(timeout, t - now))
-        r, _, _ = select.select([self.wire.fileno()], [], [], timeout)
-        if r:
+        fd = self.wire.fileno()
+        r, _, _ = select.select([fd, *(extra or [])], [], [], timeout)
+        if fd in r:
             frames = self.wire.recv_batch()
             if frames is None:
                 self.gone = True
@@ -104,6 +106,7 @@ class Driver:
         t = self.core.get_timer()
         if t is not None and t <= now:
             self.send(self.core.handle_timer(now))
+        return [x for x in r if x is not fd]
 
     def run_until(self, cond: Callable[[], bool], timeout: float, tick: Callable[[], Any] | None = None) -> bool:
         """Poll until ``cond()`` or ``timeout`` seconds pass; ``tick`` runs after every poll."""

@@ -1,0 +1,146 @@
+"""``pxorch``: the orchestrator's command line.
+
+pxorch demo                                   the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
+pxorch check SERVICE.toml                     check a service file (errors name the line and field)
+pxorch run --port udp:127.0.0.1:5004 [--key FILE] [--store DIR] [--control PATH]
+pxorch run --iface veth0 ...                  (AF_PACKET, root)
+pxorch deploy SERVICE.toml [--control PATH]   deploy through a running orchestrator
+pxorch scale SERVICE STAGE N [--control PATH]
+pxorch status [--control PATH] [--watch SECONDS] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from pxproto.orch.daemon import DEFAULT_CONTROL
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pxorch", description="Parallax orchestrator: discover, deploy, scale, repair.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    demo = sub.add_parser("demo", help="run the paper's demo on this machine (rootless)")
+    demo.add_argument("--out-dir", default="captures", help="where demo.pcapng and demo-timeline.png go")
+    demo.add_argument("--rate", type=int, default=400, help="source lines per second (default 400)")
+    demo.add_argument("--no-kill", action="store_true", help="do not kill a DIME")
+    demo.add_argument("--quiet", "-q", action="store_true")
+    demo.add_argument("--workdir", help="keep the servers' state and logs here (default: a temporary directory)")
+    demo.add_argument("--netns", action="store_true", help="network namespaces, veth and AF_PACKET (root)")
+    chk = sub.add_parser("check", help="check a service file")
+    chk.add_argument("file")
+    run = sub.add_parser("run", help="run the orchestrator")
+    wire = run.add_mutually_exclusive_group(required=True)
+    wire.add_argument("--port", help="udp:HOST:PORT or stream:PATH, a pxswitch port (rootless)")
+    wire.add_argument("--iface", help="an interface, via AF_PACKET (root)")
+    run.add_argument("--key", help="cluster key file (KEY_ID HEXKEY per line)")
+    run.add_argument("--store", help="the central package store directory (the kernels' --store)")
+    run.add_argument("--control", default=DEFAULT_CONTROL)
+    run.add_argument("--service", help="a service file whose regulator sets the failure detector")
+    dep = sub.add_parser("deploy", help="deploy a service file through a running orchestrator")
+    dep.add_argument("file")
+    dep.add_argument("--control", default=DEFAULT_CONTROL)
+    sc = sub.add_parser("scale", help="set a stage's replica count")
+    sc.add_argument("service")
+    sc.add_argument("stage")
+    sc.add_argument("replicas", type=int)
+    sc.add_argument("--control", default=DEFAULT_CONTROL)
+    st = sub.add_parser("status", help="the pool and the services, as a table")
+    st.add_argument("--control", default=DEFAULT_CONTROL)
+    st.add_argument("--watch", type=float, help="refresh every SECONDS (a live table)")
+    st.add_argument("--json", action="store_true")
+    return ap
+
+
+def _ask(control: str, req: dict[str, object]) -> dict[str, object] | None:
+    from pxproto.orch.daemon import query
+
+    try:
+        reply = query(control, req)
+    except OSError as exc:
+        print(f"pxorch: control socket {control}: {exc.strerror or exc} (is `pxorch run` running?)", file=sys.stderr)
+        return None
+    if "error" in reply:
+        print(f"pxorch: {reply['error']}", file=sys.stderr)
+        return None
+    return reply
+
+
+def _status(args: argparse.Namespace) -> int:
+    from pxproto.orch.status import table
+
+    while True:
+        reply = _ask(args.control, {"cmd": "status"})
+        if reply is None:
+            return 1
+        if args.json:
+            print(json.dumps(reply, indent=2))
+        else:
+            if args.watch:
+                print("\x1b[2J\x1b[H", end="")
+            print(table(reply["rows"]))  # type: ignore[arg-type]
+            print(f"\npool: {reply['pool']}")
+            for name, stages in reply["services"].items():  # type: ignore[attr-defined]
+                print(f"service {name}: " + ", ".join(f"{s} x{len(k)}" for s, k in stages.items()))
+            print("\nrecent events:")
+            for e in reply["events"][-10:]:  # type: ignore[index]
+                print(f"  [{e['t']:10.3f}] {e['text']}")
+        if not args.watch:
+            return 0
+        time.sleep(args.watch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "demo":
+        if args.netns:
+            print("pxorch demo --netns: not implemented yet; run without --netns (rootless UDP wires)", file=sys.stderr)
+            return 2
+        from pxproto.orch import demo
+
+        return demo.main(args.out_dir, rate=args.rate, kill=not args.no_kill, quiet=args.quiet,
+                         workdir=Path(args.workdir) if args.workdir else None)  # fmt: skip
+    if args.cmd == "check":
+        from pxproto.orch.service import ServiceError, load_service
+
+        try:
+            spec = load_service(args.file)
+        except ServiceError as exc:
+            print(f"pxorch: {exc}", file=sys.stderr)
+            return 1
+        print(f"{args.file}: service {spec.name} (id {spec.id}), " + " -> ".join(s.name for s in spec.topo_order()))
+        return 0
+    if args.cmd == "run":
+        from kernel import security
+        from kernel.wire import WireError, open_wire
+        from pxproto.orch.daemon import Daemon, make_core, print_event
+        from pxproto.orch.driver import Driver
+        from pxproto.orch.service import ServiceError
+
+        try:
+            keys = security.load_keyfile(args.key) if args.key else {}
+            wire = open_wire(args.port, args.iface)
+            core = make_core(args.service)
+        except (security.KeyFileError, WireError, ServiceError, OSError) as exc:
+            print(f"pxorch: {exc}", file=sys.stderr)
+            return 2
+        print(f"pxorch: orchestrator {core.local.mac.hex(':')} on {args.port or args.iface}; control {args.control}")
+        return Daemon(Driver(core, wire, keys, print_event), args.control, args.store).run()
+    if args.cmd == "deploy":
+        reply = _ask(args.control, {"cmd": "deploy", "file": str(Path(args.file).resolve())})
+    elif args.cmd == "scale":
+        reply = _ask(args.control, {"cmd": "scale", "service": args.service, "stage": args.stage,
+                                    "replicas": args.replicas})  # fmt: skip
+    else:
+        return _status(args)
+    if reply is None:
+        return 1
+    print(reply.get("ok"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
