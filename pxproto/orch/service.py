@@ -342,8 +342,8 @@ def _scale(c: _Checker, t: dict[str, Any], i: int, replicas: int) -> ScalePolicy
 def _check_dag(c: _Checker, stages: list[StageSpec]) -> None:
     names = [s.name for s in stages]
     for i, s in enumerate(stages):
-        if names.count(s.name) > 1:
-            raise c.fail("stage", i, "name", f"{s.name!r} is defined twice")
+        if s.name in names[:i]:
+            raise c.fail("stage", i, "name", f"{s.name!r} is already the name of stage {names.index(s.name)}")
         for up in s.inputs:
             if up not in names:
                 raise c.fail("stage", i, "inputs", f"no stage named {up!r}")
