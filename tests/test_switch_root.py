@@ -1,0 +1,189 @@
+"""pxswitch in network namespaces: veth ports (AF_PACKET), a vanishing port, and VXLAN interop with Linux.
+
+Each test creates its namespaces and veth pairs and deletes them afterwards;
+the switch runs as ``pxswitch run`` inside its namespace and the test talks
+to it through a UNIX stream port (a path, reachable from any namespace).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pxproto.switch.frames import data, heartbeat, mac
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 for network namespaces"
+    ),
+]
+ROOT = str(Path(__file__).resolve().parents[1])
+TAG = f"pxt{os.getpid() % 10000}"
+
+LISTEN = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 3))
+s.settimeout(0.1)
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        print(s.recv(65535).hex(), flush=True)
+    except socket.timeout:
+        pass
+"""
+SEND = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+s.bind((sys.argv[1], 3))
+for h in sys.argv[2:]:
+    s.send(bytes.fromhex(h))
+"""
+
+
+def sh(cmd: str) -> None:
+    subprocess.run(cmd, shell=True, check=True, capture_output=True)
+
+
+class Net:
+    def __init__(self) -> None:
+        self.ns: list[str] = []
+
+    def add(self, name: str) -> str:
+        ns = f"{TAG}{name}"
+        sh(f"ip netns add {ns}")
+        self.ns.append(ns)
+        sh(f"ip netns exec {ns} ip link set lo up")
+        sh(f"ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
+        return ns
+
+    def veth(self, a_ns: str, a: str, b_ns: str, b: str) -> None:
+        sh(f"ip link add {a} netns {a_ns} type veth peer name {b} netns {b_ns}")
+        sh(f"ip netns exec {a_ns} ip link set {a} up")
+        sh(f"ip netns exec {b_ns} ip link set {b} up")
+
+    def close(self) -> None:
+        for ns in self.ns:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def listen(ns: str, dev: str, seconds: float) -> subprocess.Popen[str]:
+    p = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", LISTEN, dev, str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    return p
+
+
+def heard(p: subprocess.Popen[str]) -> list[bytes]:
+    out = p.communicate(timeout=30)[0]
+    return [bytes.fromhex(line) for line in out.split()]
+
+
+def send(ns: str, dev: str, *frames: bytes) -> None:
+    subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", SEND, dev, *(f.hex() for f in frames)], check=True)
+
+
+@pytest.fixture
+def net() -> Iterator[Net]:
+    n = Net()
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+def start_switch(ns: str, tmp: Path, *ports: str) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(tmp / "c.sock")]
+    for p in ports:
+        args += ["--port", p]
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, *args], env={**os.environ, "PYTHONPATH": ROOT})
+    end = time.monotonic() + 10
+    while not (tmp / "c.sock").exists():
+        assert proc.poll() is None and time.monotonic() < end, "pxswitch did not start"
+        time.sleep(0.05)
+    return proc
+
+
+def query(tmp: Path, what: str) -> object:
+    from pxproto.switch.daemon import query as q
+
+    return q(str(tmp / "c.sock"), what)
+
+
+def test_veth_forwarding_and_vanished_port(net: Net, tmp_path: Path) -> None:
+    sw, h1, h2, h3 = net.add("sw"), net.add("h1"), net.add("h2"), net.add("h3")
+    for i, h in enumerate((h1, h2, h3)):
+        net.veth(h, "eth0", sw, f"s{i}")
+    proc = start_switch(sw, tmp_path, *(f"afpacket:interface=s{i},name=s{i}" for i in range(3)))
+    try:
+        l2, l3 = listen(h2, "eth0", 1.5), listen(h3, "eth0", 1.5)
+        hb = heartbeat(mac(1), dime=3)
+        send(h1, "eth0", hb)
+        assert hb in heard(l2) and hb in heard(l3)
+        l1, l3 = listen(h1, "eth0", 1.5), listen(h3, "eth0", 1.5)
+        d = data(mac(1), mac(2), dst_dime=3)
+        send(h2, "eth0", d)
+        assert d in heard(l1) and d not in heard(l3)  # learned: no flood
+        subprocess.run(["ip", "netns", "del", h3], check=True)  # s2's peer goes, and with it s2
+        net.ns.remove(h3)
+        end = time.monotonic() + 5
+        while "gone" not in query(tmp_path, "stats")["ports"]["s2"]:  # type: ignore[index]
+            assert time.monotonic() < end, "the vanished port was not reported"
+            time.sleep(0.2)
+        l1 = listen(h1, "eth0", 1.5)
+        send(h2, "eth0", d)
+        assert d in heard(l1)
+        fdb = query(tmp_path, "fdb")
+        assert {"mac": "02:00:00:00:00:01", "dime": 3, "port": "s0"}.items() <= next(
+            r
+            for r in fdb
+            if r["dime"] == 3  # type: ignore[union-attr, index]
+        ).items()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0  # SIGTERM: a clean shutdown
+
+
+def test_vxlan_interop_with_linux(net: Net, tmp_path: Path) -> None:
+    sw, a = net.add("sw"), net.add("vx")
+    net.veth(a, "u0", sw, "u1")
+    sh(f"ip netns exec {a} ip addr add 10.77.0.1/24 dev u0")
+    sh(f"ip netns exec {sw} ip addr add 10.77.0.2/24 dev u1")
+    sh(f"ip netns exec {a} ip link add vx0 type vxlan id 42 remote 10.77.0.2 dstport 4789 dev u0")
+    sh(f"ip netns exec {a} ip link set vx0 address 02:00:00:00:00:0a up")
+    sock = str(tmp_path / "guest.sock")
+    proc = start_switch(
+        sw, tmp_path, "vxlan:local=10.77.0.2:4789,remote=10.77.0.1,vni=42,name=up", f"stream:address={sock},listen=true"
+    )
+    try:
+        guest = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        guest.connect(sock)
+        time.sleep(0.3)
+        lv = listen(a, "vx0", 1.5)
+        hb = heartbeat(mac(5), dime=1)
+        guest.sendall(len(hb).to_bytes(4, "big") + hb)
+        assert hb in heard(lv)  # pxswitch -> VXLAN -> Linux vxlan device
+        reply = data(mac(5), bytes.fromhex("02000000000a"), dst_dime=1, src_dime=4)
+        send(a, "vx0", reply)  # Linux vxlan device -> VXLAN -> pxswitch -> stream guest
+        guest.settimeout(3)
+        got = b""
+        while len(got) < 4 + len(reply):
+            got += guest.recv(65536)
+        assert got[:4] == len(reply).to_bytes(4, "big") and got[4 : 4 + len(reply)] == reply
+        st = query(tmp_path, "stats")
+        assert st["ports"]["up"]["rx_class"]["data"] == 1  # type: ignore[index]
+        guest.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
