@@ -87,15 +87,14 @@ def channel(
 
     net.on_deliver = on_deliver
     link_out = net.link(MAC_S, MAC_R)
-    orig = link_out.send
+    orig = link_out.send_encoded
 
-    def audited_send(frames: list[Frame], now: float) -> None:
-        for f in frames:
-            if isinstance(f.body, Data) and f.body.frag_count:
-                audit.sent(f.body)
-        orig(frames, now)
+    def audited_send(frame: Frame, raw: bytes, now: float) -> None:
+        if isinstance(frame.body, Data) and frame.body.frag_count:
+            audit.sent(frame.body)
+        orig(frame, raw, now)
 
-    link_out.send = audited_send  # type: ignore[method-assign]
+    link_out.send_encoded = audited_send  # type: ignore[method-assign]
     return net, tx, rx, audit
 
 

@@ -90,8 +90,9 @@ def test_timeout_after_retry_cap_with_exponential_backoff() -> None:
     net, req, _resp, _ex = pair()
     net.kill(MAC_B)
     sent: list[float] = []
-    orig = net.link(MAC_A, MAC_B).send
-    net.link(MAC_A, MAC_B).send = lambda frames, now: (sent.append(now), orig(frames, now))  # type: ignore[method-assign]
+    link = net.link(MAC_A, MAC_B)
+    orig = link.send_encoded
+    link.send_encoded = lambda frame, raw, now: (sent.append(now), orig(frame, raw, now))  # type: ignore[method-assign]
     rid = ping(net, req, b"x")
     net.run(10.0)
     (ev,) = net.events_of(RequestTimedOut)

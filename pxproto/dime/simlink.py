@@ -59,16 +59,19 @@ class SimLink:
 
     def send(self, frames: Iterable[Frame], now: float) -> None:
         for frame in frames:
-            self.counters["sent"] += 1
-            if (self.drop_if is not None and self.drop_if(frame)) or self.rng.random() < self.loss:
-                self.counters["lost"] += 1
-                continue
-            raw = encode(frame)
-            copies = 2 if self.duplicate and self.rng.random() < self.duplicate else 1
-            self.counters["duplicated"] += copies - 1
-            for _ in range(copies):
-                self._n += 1
-                heapq.heappush(self._queue, (self._arrival(now), self._n, raw))
+            self.send_encoded(frame, encode(frame), now)
+
+    def send_encoded(self, frame: Frame, raw: bytes, now: float) -> None:
+        """Send a frame already encoded as ``raw`` (a broadcast is encoded once for all links)."""
+        self.counters["sent"] += 1
+        if (self.drop_if is not None and self.drop_if(frame)) or self.rng.random() < self.loss:
+            self.counters["lost"] += 1
+            return
+        copies = 2 if self.duplicate and self.rng.random() < self.duplicate else 1
+        self.counters["duplicated"] += copies - 1
+        for _ in range(copies):
+            self._n += 1
+            heapq.heappush(self._queue, (self._arrival(now), self._n, raw))
 
     def next_delivery(self) -> float | None:
         return self._queue[0][0] if self._queue else None
@@ -138,8 +141,9 @@ class SimNet:
                 dests = [m for m in self.machines if m != mac]
             else:
                 dests = [frame.dst_mac]
+            raw = encode(frame)
             for dst in dests:
-                self.link(mac, dst).send([frame], self.now)
+                self.link(mac, dst).send_encoded(frame, raw, self.now)
         return out
 
     def next_time(self) -> float | None:
