@@ -3,6 +3,12 @@
 Each machine takes frames and ``now`` and returns an :class:`Output` (frames to
 send, events, next timer).  The node kernel and the orchestrator are drivers
 over them; :mod:`pxproto.dime.simlink` drives them over a simulated lossy wire.
+
+- :mod:`~pxproto.dime.signaling`: Requester, Responder (reliable FCAPS signaling)
+- :mod:`~pxproto.dime.channel`: ChannelSender, ChannelReceiver (the data channel)
+- :mod:`~pxproto.dime.discovery`: DiscoveryResponder (a server), Pool (the orchestrator)
+- :mod:`~pxproto.dime.heartbeat`: HeartbeatEmitter, FailureDetector
+- :mod:`~pxproto.dime.replay`: KeyStore, Signer, Verifier, ReplayWindow
 """
 
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, Event, Output
