@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from kernel import package
-from kernel.client import Client
 from kernel.mice import LocalStore
 from kernel.security import add_trailer
-from kernel.wire import UdpWire
+from kernel.testbed import KEY, Cluster
 from pxproto.dime.endpoint import Address, frame_to
-from pxproto.dime.signaling import ResponseReceived
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import Command, Direction, FaultCode, Param, Status, TlvType
 from pxproto.wire.frame import Signaling, Tlv
-
-ROOT = Path(__file__).resolve().parents[1]
-KEY = bytes(range(32))
-ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 SERVICE_TOML = """
 [service]
@@ -78,90 +65,6 @@ def spin(ctx):
         pass
     yield b""
 """
-
-
-def free_udp_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-class Cluster:
-    """A pxswitch with one UDP port per kernel plus one for the test's client."""
-
-    def __init__(self, tmp: Path, kernels: int, dimes: int, key: bool, chunks: int = 16) -> None:
-        self.tmp = tmp
-        self.ports = free_udp_ports(kernels + 1)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        args = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(tmp / "sw.sock")]
-        args += ["--validation", "none"]  # let hostile frames reach the kernels: they must reject them
-        for p in self.ports:
-            args += ["--port", f"udp:local=127.0.0.1:{p}"]
-        self.switch = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.store = tmp / "central"
-        self.store.mkdir()
-        keyfile = tmp / "cluster.key"
-        keyfile.write_text(f"1 {KEY.hex()}\n")
-        time.sleep(0.3)
-        self.logs: list[Path] = []
-        for i in range(kernels):
-            log = tmp / f"kernel{i}.log"
-            self.logs.append(log)
-            cmd = [
-                sys.executable,
-                "-m",
-                "kernel.cli",
-                "--port",
-                f"udp:127.0.0.1:{self.ports[i]}",
-                "--dimes",
-                str(dimes),
-                "--memory-chunks",
-                str(chunks),
-                "--store",
-                str(self.store),
-                "--state-dir",
-                str(tmp / f"state{i}"),
-            ]
-            if key:
-                cmd += ["--key", str(keyfile)]
-            with open(log, "wb") as f:
-                self.procs.append(subprocess.Popen(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT))
-        self.client = Client(UdpWire("127.0.0.1", self.ports[-1]), keys={1: KEY} if key else None)
-        self.servers: dict[int, bytes] = {}
-        end = time.monotonic() + 20
-        while len(self.servers) < kernels and time.monotonic() < end:
-            for mac, ann in self.client.probe(0.3):
-                if len(ann.dimes) == dimes and all(d.epoch for d in ann.dimes):
-                    self.servers.setdefault(len(self.servers), mac) if mac not in self.servers.values() else None
-        assert len(self.servers) == kernels, self.log_text()
-
-    def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
-
-    def dime(self, server: int, dime: int) -> Address:
-        return Address(self.servers[server], dime, 0)
-
-    def ask(self, dest: Address, cmd: Command, *params: Tlv) -> ResponseReceived:
-        r = self.client.request(dest, cmd, params)
-        assert isinstance(r, ResponseReceived), f"{cmd.name} to {dest}: timed out\n{self.log_text()}"
-        return r
-
-    def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        self.switch.terminate()
-        self.switch.wait(timeout=5)
-        self.client.wire.close()
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +147,15 @@ def test_pipeline_source_transform_sink(cluster: Cluster) -> None:
     start(cluster, src, 7, 0, "source")
     connect(cluster, src, mid, 2)
     store = LocalStore(cluster.tmp / "state0" / "store")
-    assert cluster.client.wait_for(lambda: len(store.records("sink-7")) >= 300, 20), cluster.log_text()
+    if not cluster.client.wait_for(lambda: len(store.records("sink-7")) >= 300, 30):
+        state = {
+            name: [
+                cluster.ask(d, Command.COUNTERS, Tlv(TlvType.COUNTER_ID, cid)).param(TlvType.VALUE)
+                for cid in (5, 6, 8, 21)
+            ]
+            for name, d in (("src", src), ("mid", mid), ("snk", snk))
+        }
+        raise AssertionError(f"{len(store.records('sink-7'))} items at the sink; in/out/replayed/retained {state}")
     cluster.client.wait_for(lambda: False, 0.2)
     recs = store.records("sink-7")
     values = sorted(int(r[8:]) for r in recs)

@@ -1,0 +1,121 @@
+"""A local test bed: a pxswitch, several pxkernel servers on its UDP ports, and a management client.
+
+Used by the integration tests and bench/kernel.py; everything stays on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kernel.client import Client
+from kernel.wire import UdpWire
+from pxproto.dime.endpoint import Address
+from pxproto.dime.signaling import ResponseReceived
+from pxproto.wire.codes import Command
+from pxproto.wire.frame import Tlv
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = bytes(range(32))
+ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def free_udp_ports(n: int) -> list[int]:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Cluster:
+    """A pxswitch with one UDP port per kernel plus one for the test's client."""
+
+    def __init__(
+        self, tmp: Path, kernels: int, dimes: int, key: bool, chunks: int = 16, extra: tuple[str, ...] = ()
+    ) -> None:
+        self.tmp = tmp
+        self.ports = free_udp_ports(kernels + 1)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        args = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(tmp / "sw.sock")]
+        args += ["--validation", "none"]  # let hostile frames reach the kernels: they must reject them
+        for p in self.ports:
+            args += ["--port", f"udp:local=127.0.0.1:{p}"]
+        self.switch = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.store = tmp / "central"
+        self.store.mkdir(parents=True)
+        keyfile = tmp / "cluster.key"
+        keyfile.write_text(f"1 {KEY.hex()}\n")
+        time.sleep(0.3)
+        self.logs: list[Path] = []
+        for i in range(kernels):
+            log = tmp / f"kernel{i}.log"
+            self.logs.append(log)
+            cmd = [
+                sys.executable,
+                "-m",
+                "kernel.cli",
+                "--port",
+                f"udp:127.0.0.1:{self.ports[i]}",
+                "--dimes",
+                str(dimes),
+                "--memory-chunks",
+                str(chunks),
+                "--store",
+                str(self.store),
+                "--state-dir",
+                str(tmp / f"state{i}"),
+            ]
+            if key:
+                cmd += ["--key", str(keyfile)]
+            cmd += list(extra)
+            with open(log, "wb") as f:
+                self.procs.append(subprocess.Popen(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT))
+        self.client = Client(UdpWire("127.0.0.1", self.ports[-1]), keys={1: KEY} if key else None)
+        self.servers: dict[int, bytes] = {}
+        """Server index (kernel i, state dir ``state{i}``) -> its MAC, once discovery has seen it ready."""
+        end = time.monotonic() + 20
+        while len(self.servers) < kernels and time.monotonic() < end:
+            ready = {
+                mac
+                for mac, ann in self.client.probe(0.3)
+                if len(ann.dimes) == dimes and all(d.epoch for d in ann.dimes)
+            }
+            for i in range(kernels):
+                mac_file = tmp / f"state{i}" / "mac"
+                if i not in self.servers and mac_file.exists():
+                    mac = bytes.fromhex(mac_file.read_text().strip().replace(":", ""))
+                    if mac in ready:
+                        self.servers[i] = mac
+        assert len(self.servers) == kernels, self.log_text()
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+    def dime(self, server: int, dime: int) -> Address:
+        return Address(self.servers[server], dime, 0)
+
+    def ask(self, dest: Address, cmd: Command, *params: Tlv) -> ResponseReceived:
+        r = self.client.request(dest, cmd, params)
+        assert isinstance(r, ResponseReceived), f"{cmd.name} to {dest}: timed out\n{self.log_text()}"
+        return r
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.switch.terminate()
+        self.switch.wait(timeout=5)
+        self.client.wire.close()
