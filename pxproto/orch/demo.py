@@ -100,6 +100,7 @@ class Demo:
         self.scale_to = scale_to
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="pxorch-demo-")
         self.wd = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self.wd.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.t0 = time.monotonic()
         self.phase = ""

@@ -68,6 +68,8 @@ class SimDime:
     outbox: deque[Item] = field(default_factory=deque)
     unacked: dict[int, dict[int, Item]] = field(default_factory=dict)
     """Output channel -> items sent on it that downstream has not acknowledged."""
+    seen: set[int] = field(default_factory=set)
+    """Lineages handed to the MICE already: a copy is acknowledged and dropped (the kernel's rule)."""
     pending: dict[int, tuple[tuple[bytes, int], int]] = field(default_factory=dict)
     """Lineage -> (sender, channel) of an input whose output is not yet acknowledged downstream."""
     busy_until: float = 0.0
@@ -88,6 +90,7 @@ class SimDime:
         self.outbox.clear()
         self.unacked.clear()
         self.pending.clear()
+        self.seen.clear()
         self.next_source = 0
 
 
@@ -312,6 +315,11 @@ class SimPlane:
                 d.busy_until = now + 1.0 / self.source_rate
             elif fn is not None and fn != 0 and d.inbox:
                 sender, ch, (lineage, value) = d.inbox.popleft()
+                if lineage in d.seen:  # a replayed copy: this DIME still holds what it made of the first
+                    self.counters["dropped_copies"] += 1
+                    self._ack(sender, ch, lineage)
+                    continue
+                d.seen.add(lineage)
                 result = fn(value)  # type: ignore[operator]
                 if d.stage in self.sinks:
                     if result is not None:
