@@ -29,8 +29,9 @@ from pxproto.testing import frames, hostile_bytes
 from pxproto.wire import ethertypes, samples
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import Command, DataFlag, DimeState, DiscoveryOp, Op, Scope, Status, TlvType
+from pxproto.wire.ethertypes import EtherTypeMap
 from pxproto.wire.frame import Auth, Data, Frame, Heartbeat, Signaling, Tlv
-from pxproto.wire.gen_lua import EXTRA_FIELDS, field_types
+from pxproto.wire.gen_lua import EXTRA_FIELDS, field_types, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "dissectors" / "parallax.lua"
@@ -50,11 +51,11 @@ UNKNOWN_TLV = re.compile(r"px\.tlv\.t(\d+)")
 # ------------------------------------------------------------------ tshark
 
 
-def tshark(pcap: Path, home: Path, *args: str) -> tuple[str, str]:
+def tshark(pcap: Path, home: Path, *args: str, lua: Path = LUA) -> tuple[str, str]:
     """Run tshark with the dissector on ``pcap``; (stdout, stderr without the root warning)."""
     assert TSHARK is not None
     env = {**os.environ, "HOME": str(home), "WIRESHARK_CONFIG_DIR": str(home / "ws")}
-    cmd = [TSHARK, "-n", "-X", f"lua_script:{LUA}", "-r", str(pcap), *args]
+    cmd = [TSHARK, "-n", "-X", f"lua_script:{lua}", "-r", str(pcap), *args]
     p = subprocess.run(cmd, capture_output=True, env=env, timeout=300, check=False)
     err = "\n".join(line for line in p.stderr.decode().splitlines() if "could be dangerous" not in line)
     assert p.returncode == 0, f"tshark exited {p.returncode}: {err}"
@@ -317,6 +318,40 @@ def test_display_filter_selects_load_frames(valid_capture: tuple[Path, list[byte
     got = [int(x) for x in out.split()]
     want = [i + 1 for i, r in enumerate(raws) if decode(r).to_dict().get("px.cmd") == "LOAD"]
     assert want and got == want
+
+
+def test_ethertype_preferences_and_local_experimental(tmp_path: Path, home: Path) -> None:
+    """A map on 0x88B5/0x88B6 is claimed by default, not when the preference says so, and the
+    committed dissector follows a changed EtherType preference."""
+    frames_le = [s for s in samples.valid_samples() if "request" in s[0]][:3]
+    local = EtherTypeMap(signaling=0x88B5, data=0x88B6)
+    previous = ethertypes.current()
+    ethertypes.configure(local)
+    try:
+        raws = [encode(decode_default(raw)) for _, raw in frames_le]
+    finally:
+        ethertypes.configure(previous)
+    assert all(r[12:14] == b"\x88\xb5" for r in raws)
+    path = tmp_path / "local.pcapng"
+    _write(path, raws)
+    lua = tmp_path / "local.lua"
+    lua.write_text(generate(local))
+    fields = ("-T", "fields", "-e", "px.cmd")
+    cmds = [decode_default(raw).to_dict()["px.cmd"] for _, raw in frames_le]
+    assert tshark(path, home, *fields, lua=lua)[0].split() == cmds
+    off = tshark(path, home, *fields, "-o", "px.claim_local_experimental:FALSE", lua=lua)[0]
+    assert off.split() == []
+    moved = tshark(path, home, *fields, "-o", f"px.signaling:{0x88B5}")[0]
+    assert moved.split() == cmds
+
+
+def decode_default(raw: bytes) -> Frame:
+    previous = ethertypes.current()
+    ethertypes.configure(None)
+    try:
+        return decode(raw)
+    finally:
+        ethertypes.configure(previous)
 
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=[c.name for c in CAPTURES])
