@@ -56,6 +56,7 @@ def cluster(
     net = SimNet(link=lambda s, d: SimLink(hash((seed, s, d)) % 2**32, **link))  # type: ignore[arg-type]
     det = FailureDetector(ORCH, policy, ping=PING)
     net.add(ORCH.mac, det)
+    net.broadcast_to = {ORCH.mac}  # DIMEs ignore each other's heartbeats here: don't simulate them
     nodes = []
     for i in range(n):
         node = DimeNode(dime_address(i), period=period)

@@ -116,6 +116,8 @@ class SimNet:
         self.on_deliver: Callable[[bytes, Frame], None] | None = None
         """Called with (destination MAC, frame) before each delivery."""
         self.dead: set[bytes] = set()
+        self.broadcast_to: set[bytes] | None = None
+        """The MACs that hear broadcasts (None: every machine)."""
 
     def add(self, mac: bytes, machine: Machine) -> None:
         self.machines[mac] = machine
@@ -138,7 +140,7 @@ class SimNet:
         self.events.extend((self.now, mac, e) for e in out.events)
         for frame in out.frames:
             if frame.dst_mac == BROADCAST:
-                dests = [m for m in self.machines if m != mac]
+                dests = [m for m in self.machines if m != mac and (self.broadcast_to is None or m in self.broadcast_to)]
             else:
                 dests = [frame.dst_mac]
             raw = encode(frame)
