@@ -9,7 +9,9 @@ from pxproto.orch.demo import Demo
 
 
 def test_demo_short(tmp_path: Path) -> None:
-    res = Demo(tmp_path / "out", rate=1200, quiet=True, workdir=tmp_path / "work").run()
+    # A CI host may be far busier than its cores: a tolerant detector, so no DIME is declared dead by mistake.
+    tolerant = {"heartbeat_ms": 100, "missed": 4, "confirm_ms": 100, "confirm_tries": 3}
+    res = Demo(tmp_path / "out", rate=1200, quiet=True, workdir=tmp_path / "work", regulator=tolerant).run()
     assert res.lost == 0 and res.duplicated == 0 and res.wrong == 0, res
     assert res.distinct == res.lines == 2400
     assert res.ok, res

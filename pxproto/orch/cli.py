@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", "-q", action="store_true")
     demo.add_argument("--workdir", help="keep the servers' state and logs here (default: a temporary directory)")
     demo.add_argument("--netns", action="store_true", help="network namespaces, veth and AF_PACKET (root)")
+    demo.add_argument("--heartbeat-ms", type=int, help="override the workflow's heartbeat period (default 50)")
+    demo.add_argument("--missed", type=float, help="override: silent periods before suspicion (default 2)")
+    demo.add_argument("--confirm-ms", type=int, help="override: ping retransmit interval when confirming (default 20)")
     chk = sub.add_parser("check", help="check a service file")
     chk.add_argument("file")
     run = sub.add_parser("run", help="run the orchestrator")
@@ -101,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from pxproto.orch import demo
 
+        reg = {k: v for k, v in (("heartbeat_ms", args.heartbeat_ms), ("missed", args.missed),
+                                 ("confirm_ms", args.confirm_ms)) if v is not None}  # fmt: skip
         return demo.main(args.out_dir, rate=args.rate, kill=not args.no_kill, quiet=args.quiet,
-                         workdir=Path(args.workdir) if args.workdir else None)  # fmt: skip
+                         workdir=Path(args.workdir) if args.workdir else None, regulator=reg)  # fmt: skip
     if args.cmd == "check":
         from pxproto.orch.service import ServiceError, load_service
 

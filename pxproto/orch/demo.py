@@ -16,6 +16,7 @@ Rootless: every wire is a UDP port of the switch on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -90,7 +91,8 @@ class Demo:
     """One run of the demo; :meth:`run` returns a :class:`Result`."""
 
     def __init__(self, out_dir: Path, *, servers: int = 3, dimes: int = 4, rate: int = 400, quiet: bool = False,
-                 kill: bool = True, scale_to: int = 3, workdir: Path | None = None) -> None:  # fmt: skip
+                 kill: bool = True, scale_to: int = 3, workdir: Path | None = None,
+                 regulator: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.out_dir = out_dir
         self.servers = servers
         self.dimes = dimes
@@ -98,6 +100,8 @@ class Demo:
         self.quiet = quiet
         self.kill_enabled = kill
         self.scale_to = scale_to
+        self.regulator = regulator or {}
+        """Overrides of the bundled service file's [regulator] (e.g. a slower heartbeat on a loaded host)."""
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="pxorch-demo-")
         self.wd = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.wd.mkdir(parents=True, exist_ok=True)
@@ -136,7 +140,7 @@ class Demo:
     def start_kernel(self, i: int, port: int, store: Path, keyfile: Path) -> None:
         cmd = [sys.executable, "-m", "kernel.cli", "--port", f"udp:127.0.0.1:{port}", "--dimes", str(self.dimes)]
         cmd += ["--memory-chunks", "16", "--store", str(store), "--state-dir", str(self.wd / f"server{i}")]
-        cmd += ["--key", str(keyfile), "--heartbeat-ms", "50"]
+        cmd += ["--key", str(keyfile), "--heartbeat-ms", str(self.regulator.get("heartbeat_ms", 50))]
         log = open(self.wd / f"server{i}.log", "wb")
         self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
@@ -177,6 +181,8 @@ class Demo:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         capture = self.out_dir / "demo.pcapng"
         spec = load_service(SERVICE_FILE)
+        if self.regulator:
+            spec = dataclasses.replace(spec, regulator=dataclasses.replace(spec.regulator, **self.regulator))
         assert spec.package is not None
         answer = json.loads((spec.package / "answer.json").read_text())
         expected = expected_results(spec)
