@@ -44,3 +44,11 @@ class CounterId(IntEnum):
     """Outputs kept until downstream completes them."""
     MEM_RETURNED_CHUNKS = 22
     """Chunks given back by MICE that ended."""
+    DIME_CPU_NS = 23
+    """CPU time of the DIME's own FCAPS loop (CPU_NS adds its MICE's)."""
+    ITEM_FRAMES_TX = 24
+    """Data frames sent carrying items (several items share a frame when they are small)."""
+    WIRE_FALLBACK = 25
+    """Data frames that could not go straight on the wire and went through the server instead."""
+    TX_DROPPED = 26
+    """Frames dropped because the server's relay had no room (retransmission recovers data)."""

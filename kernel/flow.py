@@ -16,6 +16,7 @@ back from the sink):
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -68,6 +69,15 @@ class Flow:
         self.inputs[lineage] = _Input([up])
         self.to_mice.append(lineage)
         return "new"
+
+    def forget(self, lineage: int) -> None:
+        """Undo the hand-over of a 'new' lineage that could not be handed over (no MICE)."""
+        if self.inputs.pop(lineage, None) is not None:
+            if self.to_mice and self.to_mice[-1] == lineage:
+                self.to_mice.pop()
+            else:
+                with contextlib.suppress(ValueError):
+                    self.to_mice.remove(lineage)
 
     def produced(self, lineage: int, data: bytes) -> None:
         """The MICE yielded an item (for the oldest input not yet DONE, or as a source)."""

@@ -32,8 +32,12 @@ Every item carries a 64-bit *lineage id* end to end:
   k = 0, and :func:`derive_lineage(L, k) <derive_lineage>` for k > 0, so a replay
   gives the same ids.
 
-On the data channel each item is one message: ``lineage u64 | item bytes``
-(:func:`pack_item`).  A DIME hands its MICE each lineage once: an item whose
+On the data channel a message holds one item, ``lineage u64 | item bytes``
+(:func:`pack_item`), or a batch of small items sharing one frame,
+``0 u64 | (lineage u64 | length u32 | item bytes)...`` (:func:`pack_items`;
+no lineage is 0, so the first word tells the two apart).  A DIME batches
+what is waiting for an output into messages that each fit one fragment, so
+small items cost a fraction of a frame each.  A DIME hands its MICE each lineage once: an item whose
 lineage it has already handed over (a replay after a re-wire) is dropped and
 acknowledged when the first copy completes, so a sink sees every item exactly
 once as long as its DIME lives.
@@ -118,6 +122,40 @@ def unpack_item(message: bytes) -> tuple[int, bytes]:
     if len(message) < LINEAGE.size:
         raise ValueError(f"item message of {len(message)} bytes, a lineage needs {LINEAGE.size}")
     return LINEAGE.unpack_from(message)[0], message[LINEAGE.size :]
+
+
+BATCH_MARK = bytes(8)
+ITEM_REC = struct.Struct("!QI")
+
+
+def pack_items(items: Iterable[tuple[int, bytes]]) -> bytes:
+    """A batch message: the zero mark, then ``lineage u64 | length u32 | bytes`` per item."""
+    parts = [BATCH_MARK]
+    for lineage, data in items:
+        parts.append(ITEM_REC.pack(lineage, len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def unpack_items(message: bytes) -> list[tuple[int, bytes]]:
+    """The (lineage, item) pairs of a data-channel message, single or batch; ValueError names the bad byte."""
+    if message[:8] != BATCH_MARK:
+        return [unpack_item(message)]
+    out = []
+    pos, n = 8, len(message)
+    rec = ITEM_REC
+    while pos < n:
+        if pos + rec.size > n:
+            raise ValueError(f"batch item header at byte {pos} truncated ({n - pos} bytes left)")
+        lineage, length = rec.unpack_from(message, pos)
+        pos += rec.size
+        if pos + length > n:
+            raise ValueError(f"batch item at byte {pos - rec.size} says {length} bytes, {n - pos} left")
+        if lineage == 0:
+            raise ValueError(f"batch item at byte {pos - rec.size} has lineage 0")
+        out.append((lineage, message[pos : pos + length]))
+        pos += length
+    return out
 
 
 def records(message: bytes) -> Iterator[tuple[int, int, bytes]]:

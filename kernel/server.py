@@ -1,7 +1,9 @@
 """The server process of pxkernel: the wire, the relay to its DIMEs, discovery, supervision.
 
-It owns the one wire port and moves frames between it and the DIME processes
-(one SOCK_SEQPACKET socketpair each): a DIME-scope frame for this MAC goes to
+It owns the one wire port and moves frames from it to the DIME processes
+(one SOCK_SEQPACKET socketpair each); on a datagram wire (UDP, AF_PACKET) a
+DIME sends its frames for other servers on the same socket itself (its fd is
+inherited), so only heartbeats and frames for this server pass the relay: a DIME-scope frame for this MAC goes to
 its DIME by id (looked up at a fixed offset, no decode); system-scope frames
 are the server's own (discovery probes, answered for all DIMEs; signaling to
 0xffff, where it answers PING).  Frames a DIME sends to a DIME of the same
@@ -113,10 +115,12 @@ class Server:
             heartbeat_ms=c.heartbeat_ms,
             keys={str(k): v.hex() for k, v in c.keys.items()},
             pin=c.pin,
+            wire_fd=self.wire.fileno() if self.wire.shareable else -1,
         )
+        fds = [theirs.fileno()] + ([dc.wire_fd] if dc.wire_fd >= 0 else [])
         proc = subprocess.Popen(
             [sys.executable, "-m", "kernel.dime", json.dumps(asdict(dc))],
-            pass_fds=[theirs.fileno()],
+            pass_fds=fds,
             start_new_session=False,
         )
         theirs.close()

@@ -27,6 +27,8 @@ class Wire:
     """Base: ``fileno``, ``recv_batch``, ``send``, ``close``; ``mac`` is set for a NIC."""
 
     mac: bytes | None = None
+    shareable = False
+    """Whether other processes may send whole frames on this socket too (a datagram socket: yes)."""
 
     def __init__(self, sock: socket.socket, name: str) -> None:
         self.sock = sock
@@ -62,6 +64,8 @@ class Wire:
 
 
 class UdpWire(Wire):
+    shareable = True
+
     def __init__(self, host: str, port: int) -> None:
         s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -128,6 +132,8 @@ class StreamWire(Wire):
 
 
 class PacketWire(Wire):
+    shareable = True
+
     def __init__(self, ifname: str) -> None:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         s.bind((ifname, 0))
