@@ -3,12 +3,16 @@
 Three namespaces: pxb-src --veth-- pxb-sw --veth-- pxb-dst.  trafgen (one
 core) sends 60-byte DATA frames (64 on the wire with the FCS) from pxb-src;
 pxb-sw forwards with, in turn, a Linux bridge, a naive Python switch (one
-recv and one send per frame) and pxswitch (on the other core).  Measured:
-frames/s at saturation and the highest tried rate with zero loss; one-way
-latency p50/p99 of probe DATA frames at 50% of each switch's saturation rate;
-signaling/heartbeat frames lost while data saturates.
+recv and one send per frame) and pxswitch (on the other core), once under
+the normal scheduler and once under SCHED_FIFO (``pxswitch-rt``: the bridge
+forwards in softirq, ahead of every task, so that is the like-for-like
+comparison on a busy host).  Measured: frames/s at saturation and the highest
+tried rate with zero loss; one-way latency p50/p99 of probe DATA frames at 50%
+of each switch's saturation rate (and how many probes were lost);
+signaling/heartbeat frames lost while data saturates.  With ``--rounds N`` the
+modes run side by side N times and a table of medians follows.
 
-    sudo python bench/switch.py [--seconds 3]
+    sudo python bench/switch.py [--seconds 3] [--rounds 5] [--modes bridge,naive,pxswitch,pxswitch-rt]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ NS = ("pxb-src", "pxb-sw", "pxb-dst")
 SRC_MAC = "02:00:00:00:0a:01"
 DST_MAC = "02:00:00:00:0b:01"
 PROBE_MAC = "02:00:00:00:0a:02"
+RT_PRIORITY = 10
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -156,8 +161,10 @@ def env() -> dict[str, str]:
 
 
 class Mode:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, port_opts: str = "", extra: tuple[str, ...] = ()) -> None:
         self.name = name
+        self.port_opts = f",{port_opts}" if port_opts else ""
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.tmp = tempfile.mkdtemp(prefix="pxb-")
 
@@ -180,11 +187,12 @@ class Mode:
                     "pxproto.switch.cli",
                     "run",
                     "--port",
-                    "afpacket:interface=s0,name=s0",
+                    f"afpacket:interface=s0,name=s0{self.port_opts}",
                     "--port",
-                    "afpacket:interface=s1,name=s1",
+                    f"afpacket:interface=s1,name=s1{self.port_opts}",
                     "--control",
                     os.path.join(self.tmp, "c.sock"),
+                    *self.extra,
                 ]
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", "pxb-sw", "taskset", "-c", "1", *cmd],
@@ -198,7 +206,7 @@ class Mode:
         time.sleep(0.2)
 
     def stats(self) -> dict | None:
-        if self.name != "pxswitch":
+        if not self.name.startswith("pxswitch"):
             return None
         out = sh(
             nsx("pxb-sw", f"{sys.executable} -m pxproto.switch.cli stats --json --control {self.tmp}/c.sock"),
@@ -295,8 +303,8 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str) -> dict:
-    m = Mode(name)
+def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str, extra: tuple[str, ...]) -> dict:
+    m = Mode(name, port_opts, extra)
     res: dict = {"mode": name}
     try:
         m.start()
@@ -316,7 +324,12 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str) -> dict:
         blast(conf, seconds, int(sat * 0.5))
         probe.wait()
         out = json.loads(r.communicate()[0].splitlines()[-1])
-        res.update(p50_us=pct(out["lat_us"], 0.5), p99_us=pct(out["lat_us"], 0.99), probes=len(out["lat_us"]))
+        n_probe = int(2000 * seconds)
+        res.update(
+            p50_us=pct(out["lat_us"], 0.5),
+            p99_us=pct(out["lat_us"], 0.99),
+            probe_lost=max(0, n_probe - len(out["lat_us"])),
+        )
         # control frames while data saturates
         n_ctrl = int(1000 * seconds)
         r = receiver("control", seconds + 1.5, ctrl_ets)
@@ -331,10 +344,44 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str) -> dict:
     return res
 
 
+def median(xs: list[float]) -> float:
+    xs = sorted(x for x in xs if x == x)
+    if not xs:
+        return float("nan")
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
+COLUMNS = (
+    ("sat fps", "sat_fps", "{:.0f}"),
+    ("sent fps", "sent_fps", "{:.0f}"),
+    ("zero-loss fps", "zero_loss_fps", "{:.0f}"),
+    ("p50 µs@50%", "p50_us", "{:.1f}"),
+    ("p99 µs@50%", "p99_us", "{:.1f}"),
+    ("probes lost", "probe_lost", "{:.0f}"),
+    ("ctrl lost", "ctrl_lost", "{:.0f}"),
+)
+
+
+def table(rows: list[dict], title: str) -> None:
+    print(f"\n{title}")
+    hdr = ("mode", *(c[0] for c in COLUMNS), "vs bridge", "vs naive")
+    print("".join(f"{h:>15}" for h in hdr))
+    by = {r["mode"]: r for r in rows}
+    for r in rows:
+        vb = r["sat_fps"] / by["bridge"]["sat_fps"] if "bridge" in by and by["bridge"]["sat_fps"] else float("nan")
+        vn = r["sat_fps"] / by["naive"]["sat_fps"] if "naive" in by and by["naive"]["sat_fps"] else float("nan")
+        cells = (r["mode"], *(fmt.format(r[key]) for _, key, fmt in COLUMNS), f"{vb:.2f}", f"{vn:.2f}")
+        print("".join(f"{c:>15}" for c in cells))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--modes", default="bridge,naive,pxswitch")
+    ap.add_argument("--rounds", type=int, default=1, help="run every mode this many times; print medians")
+    ap.add_argument("--modes", default="bridge,naive,pxswitch,pxswitch-rt")
+    ap.add_argument("--port-opts", default="", help="options added to each pxswitch port, e.g. rcvbuf=1048576")
+    ap.add_argument("--switch-args", default="", help="more `pxswitch run` arguments, e.g. '--validation full'")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/switch.py needs root (network namespaces)", file=sys.stderr)
@@ -346,57 +393,44 @@ def main() -> int:
     ctrl_ets = ",".join(hex(x) for x in (m.signaling, m.discovery, m.heartbeat))
     conf = tempfile.mktemp(suffix=".cfg", prefix="pxb-")
     trafgen_conf(conf)
-    results = []
+    modes = args.modes.split(",")
+    rounds: list[list[dict]] = []
+    loads = [os.getloadavg()[0]]
     try:
         setup()
-        for name in args.modes.split(","):
-            results.append(run_mode(name, conf, args.seconds, ctrl_ets))
-            print(f"done {name}", file=sys.stderr, flush=True)
+        for k in range(args.rounds):
+            results = []
+            for name in modes:
+                extra = tuple(args.switch_args.split())
+                if name.endswith("-rt"):
+                    extra += ("--realtime", str(RT_PRIORITY))
+                results.append(run_mode(name, conf, args.seconds, ctrl_ets, args.port_opts, extra))
+                print(f"round {k + 1}: done {name}", file=sys.stderr, flush=True)
+            loads.append(os.getloadavg()[0])
+            rounds.append(results)
+            table(results, f"round {k + 1} (1-min load average now {loads[-1]:.1f})")
     finally:
         teardown()
         os.unlink(conf)
-    by = {r["mode"]: r for r in results}
     print(
-        f"\n60-byte DATA frames (64 on the wire), trafgen on CPU 0, userspace switches on CPU 1, {args.seconds} s runs"
+        f"\n60-byte DATA frames (64 on the wire), trafgen on CPU 0, userspace switches on CPU 1, {args.seconds} s runs;"
+        f" pxswitch-rt runs under SCHED_FIFO {RT_PRIORITY}; 1-min load average"
+        f" {min(loads):.1f}..{max(loads):.1f}"
     )
-    hdr = (
-        "mode",
-        "sat fps",
-        "sent fps",
-        "zero-loss fps",
-        "p50 µs@50%",
-        "p99 µs@50%",
-        "ctrl lost",
-        "vs bridge",
-        "vs naive",
-    )
-    print("".join(f"{h:>15}" for h in hdr))
-    for r in results:
-        vb = r["sat_fps"] / by["bridge"]["sat_fps"] if "bridge" in by else float("nan")
-        vn = r["sat_fps"] / by["naive"]["sat_fps"] if "naive" in by else float("nan")
-        cells = (
-            r["mode"],
-            f"{r['sat_fps']:.0f}",
-            f"{r['sent_fps']:.0f}",
-            f"{r['zero_loss_fps']:.0f}",
-            f"{r['p50_us']:.1f}",
-            f"{r['p99_us']:.1f}",
-            f"{r['ctrl_lost']}/{r['ctrl_sent']}",
-            f"{vb:.2f}",
-            f"{vn:.2f}",
-        )
-        print("".join(f"{c:>15}" for c in cells))
-    if "pxswitch" in by and by["pxswitch"]["stats"]:
-        s = by["pxswitch"]["stats"]
-        print(
-            "\npxswitch counters:",
-            json.dumps(
-                {
-                    k: {kk: v.get(kk) for kk in ("rx", "tx", "tx_queue_drop", "tx_queue_drop_control")}
-                    for k, v in s["ports"].items()
-                }
-            ),
-        )
+    if args.rounds > 1:
+        med = [
+            {"mode": name, **{key: median([r[i][key] for r in rounds]) for _, key, _ in COLUMNS}}
+            for i, name in enumerate(modes)
+        ]
+        table(med, f"medians of {args.rounds} rounds (each column separately; ratios of the median sat fps)")
+    for r in rounds[-1]:
+        if r.get("stats"):
+            s = r["stats"]
+            counters = {
+                k: {kk: v.get(kk) for kk in ("rx", "tx", "tx_queue_drop", "tx_queue_drop_control")}
+                for k, v in s["ports"].items()
+            }
+            print(f"\n{r['mode']} counters (last round):", json.dumps(counters))
     return 0
 
 

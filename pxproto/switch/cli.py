@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--aging", type=float)
     run.add_argument("--queue-data", type=int)
     run.add_argument("--queue-control", type=int)
+    run.add_argument("--realtime", type=int, metavar="PRIO", help="run under SCHED_FIFO at PRIO (1..99)")
     for name in ("stats", "fdb"):
         q = sub.add_parser(name, help=f"print a running switch's {name}")
         q.add_argument("--control", default=DEFAULT_CONTROL)
@@ -61,6 +62,10 @@ def build_config(args: argparse.Namespace) -> SwitchConfig:
         cfg.control = args.control
     if args.mirror:
         cfg.mirror = args.mirror
+    if args.realtime is not None:
+        if not 0 <= args.realtime <= 99:
+            raise ConfigError(f"--realtime {args.realtime}: 0 (off) or a SCHED_FIFO priority 1..99")
+        cfg.realtime = args.realtime
     return cfg
 
 

@@ -12,6 +12,7 @@ A file::
     queue_control = 4096
     mirror = "mirror.pcapng"   # optional
     control = "/tmp/pxswitch.sock"
+    realtime = 0               # 1..99: run under SCHED_FIFO at this priority (0: the normal scheduler)
 
     [[port]]
     name = "vm1"
@@ -39,7 +40,7 @@ PORT_OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
     "udp": {"local": (str, True), "remote": (str, False)},
     "stream": {"address": (str, True), "listen": (bool, False)},
     "tap": {"interface": (str, True)},
-    "afpacket": {"interface": (str, True)},
+    "afpacket": {"interface": (str, True), "rcvbuf": (int, False), "ring": (bool, False)},
     "vxlan": {"local": (str, False), "remote": (list, True), "vni": (int, True)},
 }
 SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
@@ -52,6 +53,7 @@ SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "queue_control": int,
     "mirror": str,
     "control": str,
+    "realtime": int,
 }
 
 
@@ -75,6 +77,9 @@ class SwitchConfig:
     ports: list[PortSpec] = field(default_factory=list)
     mirror: str | None = None
     control: str = DEFAULT_CONTROL
+    realtime: int = 0
+    """SCHED_FIFO priority (1..99) for the loop, 0 for the normal scheduler: the kernel bridge forwards in
+    softirq, ahead of every task; a userspace switch on a busy host needs the same standing to keep its latency."""
 
 
 def check_port(raw: dict[str, Any], index: int, where: Any) -> PortSpec:
@@ -182,6 +187,10 @@ def load_text(text: str, source: str = "<config>") -> SwitchConfig:
             cfg.mirror = str(value)
         elif key == "control":
             cfg.control = str(value)
+        elif key == "realtime":
+            if not 0 <= value <= 99:
+                raise ConfigError(f"{where('switch', None, key)}: {value}: 0 (off) or a SCHED_FIFO priority 1..99")
+            cfg.realtime = value
         else:
             pol[key] = value
     try:

@@ -27,6 +27,8 @@ BATCH = 64
 FAST_PORTS = 64
 FAST_BATCHES = 16
 CHECK_PERIOD = 1.0
+AFPACKET_RCVBUF = 256 << 10
+"""Receive buffer of an AF_PACKET data socket: a deep buffer only turns a stall into latency (see bench/switch.py)."""
 
 
 def open_port(spec: PortSpec) -> Port:
@@ -39,7 +41,7 @@ def open_port(spec: PortSpec) -> Port:
     if spec.type == "tap":
         return TapPort(spec.name, g("interface"))
     if spec.type == "afpacket":
-        return AfPacketPort(spec.name, g("interface"))
+        return AfPacketPort(spec.name, g("interface"), int(g("rcvbuf", AFPACKET_RCVBUF)), bool(g("ring", False)))
     if spec.type == "vxlan":
         return VxlanPort(spec.name, g("local", "0.0.0.0:4789"), list(g("remote")), int(g("vni")))
     raise ConfigError(f"port {spec.name}: unknown type {spec.type!r}")
@@ -366,7 +368,18 @@ class Daemon:
             self._reload = False
             self.reload()
 
+    def _set_scheduler(self) -> None:
+        prio = self.config.realtime
+        if not prio:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
+            log(f"SCHED_FIFO priority {prio}")
+        except OSError as exc:
+            log(f"realtime {prio} refused ({exc.strerror}): running under the normal scheduler")
+
     def run(self) -> int:
+        self._set_scheduler()
         log(f"running: {len(self.ports)} ports, control socket {self.config.control}")
         while not self._stop:
             self.step(0.5)

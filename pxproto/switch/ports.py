@@ -437,14 +437,20 @@ class AfPacketPort(Port):
 
     kind = "afpacket"
 
-    def __init__(self, name: str, ifname: str, bufsize: int = 8 << 20) -> None:
+    CTRL_BUF = 4 << 20
+    """Receive buffer of the control socket: deep, so a burst of signaling waits rather than drops."""
+
+    def __init__(self, name: str, ifname: str, rcvbuf: int = 256 << 10, ring: bool = False) -> None:
         super().__init__(name)
+        if rcvbuf < 4096:
+            raise ValueError(f"port {name}: rcvbuf {rcvbuf}: at least 4096 bytes")
         self.ifname = ifname
         self.ifindex = socket.if_nametoindex(ifname)
+        self.rcvbuf = rcvbuf
         ctrl = control_ethertypes()
-        self.ctrl = self._open(ethertype_filter(ctrl, True), bufsize // 4)
+        self.ctrl = self._open(ethertype_filter(ctrl, True), self.CTRL_BUF)
         try:
-            self.sock = self._open(ethertype_filter(ctrl, False), bufsize)
+            self.sock = self._open(ethertype_filter(ctrl, False), rcvbuf)
         except OSError:
             self.ctrl.close()
             raise
@@ -468,11 +474,11 @@ class AfPacketPort(Port):
                     s.setsockopt(SOL_PACKET, opt, 1)
                 except OSError:
                     pass
-            for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
+            for opt, force, size in ((socket.SO_RCVBUF, 33, bufsize), (socket.SO_SNDBUF, 32, self.CTRL_BUF)):
                 try:
-                    s.setsockopt(socket.SOL_SOCKET, force, bufsize)  # SO_*BUFFORCE: root may pass rmem_max
+                    s.setsockopt(socket.SOL_SOCKET, force, size)  # SO_*BUFFORCE: root may pass rmem_max
                 except OSError:
-                    s.setsockopt(socket.SOL_SOCKET, opt, bufsize)
+                    s.setsockopt(socket.SOL_SOCKET, opt, size)
         except OSError:
             s.close()
             raise
