@@ -1,6 +1,6 @@
 """pxdump against tcpdump, tshark and a dpkt script on one generated capture.
 
-    python bench/dump.py [--frames 1000000] [--runs 5]
+    python bench/pxdump.py [--frames 1000000] [--runs 5] [--capture PATH]
 
 Generates small Parallax frames with a realistic mix (heartbeats, signaling
 request/response pairs, small DATA fragments, some discovery) into a pcapng,
@@ -111,12 +111,14 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-tshark", action="store_true")
+    ap.add_argument("--capture", type=Path, help="keep the generated capture here (reused when it exists)")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
-        cap = Path(tmp) / "bench.pcapng"
+        cap = args.capture or Path(tmp) / "bench.pcapng"
         t = time.perf_counter()
-        generate(cap, args.frames)
+        if not cap.exists():
+            generate(cap, args.frames)
         print(f"generated {args.frames} frames, {cap.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s")
         script = Path(tmp) / "dpkt_read.py"
         script.write_text(DPKT_SCRIPT)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pxproto.capture.pcapng import PcapngWriter, read_packets
-from pxproto.dump import cli, oneline
+from pxproto.dump import accel, cli, oneline
 from pxproto.testing import frames, mutations
 from pxproto.wire import decode, encode
 from pxproto.wire.samples import malformed_samples, valid_samples
@@ -29,6 +30,7 @@ REGEN = os.environ.get("PXDUMP_REGEN_GOLDEN") == "1"
 MODES = {
     "all": ("all.pcapng", []),
     "all-e": ("all.pcapng", ["-e"]),
+    "all-t": ("all.pcapng", ["-t"]),
     "all-tt": ("all.pcapng", ["-tt"]),
     "all-v": ("all.pcapng", ["-v"]),
     "all-vv": ("all.pcapng", ["-vv"]),
@@ -50,6 +52,16 @@ def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(oneline, "local_utc_offset", lambda: 0)
 
 
+@pytest.fixture(params=["compiled", "pure"])
+def impl(request: pytest.FixtureRequest) -> Iterator[str]:
+    """pxdump's compiled hot paths, then their pure twins (accel.use_compiled)."""
+    was = accel.use_compiled(request.param == "compiled")
+    try:
+        yield request.param
+    finally:
+        accel.use_compiled(was)
+
+
 def pxdump(capsysbinary: pytest.CaptureFixture[bytes], *argv: str) -> tuple[int, str, str]:
     rc = cli.main(list(argv))
     out, err = capsysbinary.readouterr()
@@ -65,13 +77,13 @@ def write_capture(path: Path, raws: list[bytes]) -> None:
 
 @pytest.mark.parametrize("path", ["fast", "reference"])
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_golden(mode: str, path: str, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+def test_golden(mode: str, path: str, impl: str, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     name, args = MODES[mode]
     extra = ["--reference"] if path == "reference" else []
     rc, out, err = pxdump(capsysbinary, "-r", str(CAPTURES / name), *extra, *args)
     assert rc == 0, err
     golden = GOLDEN / f"{mode}.txt"
-    if REGEN and path == "reference":
+    if REGEN and path == "reference" and impl == "pure":
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(out)
     assert out == golden.read_text()
@@ -81,6 +93,8 @@ def test_fast_path_is_compiled() -> None:
     from pxproto.dump.columns import fastpath_available
 
     assert fastpath_available(), "pxproto.fastpath is not built: pxdump falls back to the reference codec"
+    if os.environ.get("PXPROTO_PURE") != "1":
+        assert accel.compiled(), "pxproto/dump/_*.pyx are not built: pxdump uses its pure twins"
 
 
 def test_one_line_per_frame_and_every_class_named(capsysbinary: pytest.CaptureFixture[bytes]) -> None:

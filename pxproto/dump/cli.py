@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO, NoReturn
@@ -18,12 +20,20 @@ from typing import BinaryIO, NoReturn
 import numpy as np
 
 from pxproto.capture.pcapng import PcapngWriter
-from pxproto.dump import detail, oneline
+from pxproto.dump import accel, detail, oneline
 from pxproto.dump.columns import KIND_OTHER, Batch, fastpath_available
 from pxproto.dump.filter import FilterError, Node, parse
-from pxproto.dump.source import CaptureEndsEarly, fastpath_batches, packet_batches, reference_batches
+from pxproto.dump.source import (
+    CaptureEndsEarly,
+    Frames,
+    capture_frames,
+    load,
+    packet_batches,
+    reference_batches,
+    stream_frames,
+)
 from pxproto.dump.stats import Stats, gap_text, unanswered_text
-from pxproto.dump.track import HeartbeatWatch, Reassembled, Reassembler, RequestMatcher
+from pxproto.dump.track import NONE, HeartbeatWatch, Reassembled, Reassembler, RequestMatcher
 from pxproto.errors import ProtocolError
 from pxproto.wire import decode, ethertypes
 from pxproto.wire.codes import FrameClass
@@ -65,10 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-v", dest="verbose", action="count", default=0, help="a decode tree per frame (-vv: bytes)")
     out.add_argument("-x", dest="hex", action="store_true", help="hex dump of each frame")
     out.add_argument("-X", dest="hex_ascii", action="store_true", help="hex and ASCII dump of each frame")
-    out.add_argument("--json", action="store_true", help="one JSON object per frame, keys as Frame.to_dict()")
+    out.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per Parallax frame, keys exactly Frame.to_dict()'s (px.*); a malformed frame "
+        'prints {"_malformed": {"field": F, "offset": N, "reason": R}} instead (the only key outside px.*)',
+    )
     out.add_argument("-q", dest="stats", action="store_true", help="print statistics only")
     out.add_argument("-l", dest="line_buffered", action="store_true", help="flush after every batch of lines")
-    out.add_argument("-t", dest="epoch", action="count", default=0, help="-tt: seconds since the epoch")
+    out.add_argument(
+        "-t", dest="epoch", action="count", default=0, help="no time stamp (-tt: seconds since the epoch), as tcpdump"
+    )
     out.add_argument("-n", dest="numeric", action="store_true", help="accepted for tcpdump habits (always numeric)")
     out.add_argument("--hide-other", action="store_true", help="hide non-Parallax frames")
     out.add_argument("--reassemble", action="store_true", help="reassemble DATA messages, report gaps")
@@ -92,7 +109,8 @@ class Dumper:
             except pcapy.PcapError as exc:
                 raise UsageError(f"-F {args.bpf!r}: {exc}") from None
         self.printing = not args.stats and (not args.write or args.also_print)
-        self.opts = oneline.LineOptions(args.ether, args.epoch >= 1, oneline.local_utc_offset())
+        stamp = (oneline.TIME_OF_DAY, oneline.TIME_NONE, oneline.TIME_EPOCH)[args.epoch]
+        self.opts = oneline.LineOptions(args.ether, stamp, oneline.local_utc_offset())
         self.matcher = RequestMatcher()
         self.heartbeats = HeartbeatWatch()
         self.reassembler = Reassembler() if args.reassemble else None
@@ -101,6 +119,7 @@ class Dumper:
         self.write_file: BinaryIO | None = None
         self.shown = 0
         self.per_frame = bool(args.verbose or args.hex or args.hex_ascii or args.reassemble)
+        self.scratch = Stats()
 
     def open_writer(self) -> None:
         if not self.args.write:
@@ -133,7 +152,53 @@ class Dumper:
             return b
         return b.take(keep)
 
-    def feed(self, batch: Batch) -> None:
+    def straight(self) -> bool:
+        """Whether indexed frames go to the compiled views without being decoded into a Batch:
+        everything is shown (no filter, count or hiding) and the view is -q or one line per frame."""
+        a = self.args
+        if accel.count is None or accel.lines is None or self.writer is not None:
+            return False
+        if self.node is not None or self.raw_bpf is not None or a.count is not None or a.hide_other:
+            return False
+        return self.stats is not None or (self.printing and not a.json and not self.per_frame)
+
+    def feed(self, item: Batch | Frames) -> None:
+        if isinstance(item, Frames):
+            if self.straight():
+                self.feed_frames(item)
+                return
+            item = item.batch()
+        self.feed_batch(item)
+
+    def feed_frames(self, f: Frames) -> None:
+        """-q or one line per frame, compiled, straight from the capture bytes."""
+        self.shown += len(f)
+        if self.stats is not None:
+            self.stats.feed_frames(
+                f.buf, f.offset, f.caplen, f.wirelen, f.ts_ns, f.first, self.matcher, self.heartbeats
+            )
+            return
+        assert accel.count is not None
+        counters = self.scratch._counters()
+        _, _, _, hi, sig, hb = accel.count.count_frames(
+            f.buf, f.offset, f.caplen, f.wirelen, f.ts_ns, f.first, *counters
+        )
+        rtt = np.full(len(f), NONE, np.int64)
+        rtt[sig["frame"] - f.first - 1] = self.matcher.match(
+            sig["is_req"], sig["mac"], sig["rc"], sig["ep"], sig["ts"], sig["frame"]
+        )
+        gaps = np.full(len(f), NONE, np.int64)
+        gaps[hb["frame"] - f.first - 1] = self.heartbeats.watch(hb["dime"], hb["ts"], hb["period"], hb["frame"], hi)
+        opts = self.opts
+
+        def malformed(i: int) -> bytes:
+            return oneline.malformed_line(f.row_batch(i), 0, opts)
+
+        oneline.write_compiled(self.out, f, opts, rtt, gaps, malformed=malformed)
+        if self.args.line_buffered:
+            self.out.flush()
+
+    def feed_batch(self, batch: Batch) -> None:
         b = self.select(batch)
         if not len(b):
             return
@@ -219,9 +284,24 @@ def reassembled_text(r: Reassembled) -> str:
     )
 
 
-def _file_batches(path: str, reference: bool) -> Iterator[Batch]:
+def _is_regular(f: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+def _file_batches(path: str, reference: bool) -> Iterator[Batch | Frames]:
     if path == "-":
-        yield from reference_batches(sys.stdin.buffer)
+        f = sys.stdin.buffer
+        if reference or not fastpath_available():
+            yield from reference_batches(f)
+        elif _is_regular(f):
+            yield from capture_frames(load(f))
+        elif accel.index is not None:
+            yield from stream_frames(f)
+        else:
+            yield from reference_batches(f)
         return
     try:
         f = open(path, "rb")
@@ -231,7 +311,7 @@ def _file_batches(path: str, reference: bool) -> Iterator[Batch]:
         if reference or not fastpath_available():
             yield from reference_batches(f)
         else:
-            yield from fastpath_batches(f.read())
+            yield from capture_frames(load(f))
 
 
 def _bpf_for_live(args: argparse.Namespace, node: Node | None) -> str | None:
@@ -265,6 +345,8 @@ def run(args: argparse.Namespace, out: BinaryIO) -> int:
         raise UsageError("--print goes with -w FILE")
     if args.write == "-" and args.also_print:
         raise UsageError("-w - writes the capture to stdout; --print cannot share it")
+    if args.epoch > 2:
+        raise UsageError("-t: no time stamp, -tt: seconds since the epoch; -ttt and more are not supported")
     if sum(map(bool, (args.json, args.stats, args.verbose))) > 1:
         raise UsageError("choose one of --json, -q and -v")
     try:

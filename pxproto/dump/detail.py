@@ -131,11 +131,17 @@ def hexdump(raw: bytes, ascii_: bool) -> str:
     return "\n".join(out) + "\n"
 
 
+MALFORMED_KEY = "_malformed"
+"""The one --json key that is not a Frame.to_dict() key: a frame the decoder rejected prints
+``{"_malformed": {"field": F, "offset": N, "reason": R}}`` (the leading underscore keeps it out of
+the px.* namespace; the Wireshark dissector reports the same as expert info px.malformed.*)."""
+
+
 def json_line(raw: bytes) -> str | None:
-    """The frame's to_dict() as one JSON line; a malformed Parallax frame gives px.malformed; others None."""
+    """The frame's to_dict() as one JSON line; a malformed Parallax frame gives MALFORMED_KEY; others None."""
     try:
         return json.dumps(decode(raw).to_dict(), separators=(", ", ": "))
     except ProtocolError as e:
         if e.field == "eth.type":
             return None
-        return json.dumps({"px.malformed": f"{e.field} at byte {e.offset}: {e.reason}"})
+        return json.dumps({MALFORMED_KEY: {"field": e.field, "offset": e.offset, "reason": e.reason}})

@@ -10,7 +10,12 @@ Line shapes (``-e`` inserts the MACs and EtherType after the time)::
     12:00:00.000006 ether 00:11:22:33:44:55 > ff:ff:ff:ff:ff:ff type 0x0800 len 98
     12:00:00.000007 SIG [malformed: status at byte 40: unknown status 0x22] len 60
 
-DIME 0xffff (the whole server) prints as ``*``.
+DIME 0xffff (the whole server) prints as ``*``.  The time is the time of day
+(local), nothing with ``-t``, seconds since the epoch with ``-tt``, as tcpdump.
+
+Two implementations print the same bytes: the compiled writer
+(``accel.lines``, formatting from the frame bytes into a C buffer) and the
+numpy renderer below, its pure twin.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 
-from pxproto.dump import text
+from pxproto.dump import accel, text
 from pxproto.dump.columns import KIND_OTHER, Batch
 from pxproto.dump.text import Seg, dec, fixed, lit
 from pxproto.wire import spec
@@ -37,12 +44,18 @@ CLASS_TAGS = {
 DATA_FIXED = spec.DataFixed.sizeof()
 
 
+TIME_OF_DAY = 0
+TIME_NONE = 1
+TIME_EPOCH = 2
+"""Time stamp styles: the ``-t`` count (tcpdump's meaning); the compiled writer uses the same numbers."""
+
+
 @dataclass
 class LineOptions:
     ether: bool = False
     """-e: MACs and EtherType on every Parallax line."""
-    epoch_time: bool = False
-    """-tt: seconds since the epoch instead of the time of day."""
+    time: int = TIME_OF_DAY
+    """TIME_OF_DAY (default), TIME_NONE (-t) or TIME_EPOCH (-tt)."""
     utc_offset_s: int = 0
     """Local time zone offset applied to the time of day."""
 
@@ -52,11 +65,14 @@ def local_utc_offset() -> int:
 
 
 def timestamps(ts_ns: np.ndarray, opts: LineOptions) -> list[Seg]:
+    """The time and the space after it (nothing with -t)."""
     us = (ts_ns // 1000) % 1_000_000
     sec = ts_ns // 1_000_000_000
     n = len(ts_ns)
-    if opts.epoch_time:
-        return [dec(sec), lit(".", n), fixed(us, 6)]
+    if opts.time == TIME_NONE:
+        return []
+    if opts.time == TIME_EPOCH:
+        return [dec(sec.astype(np.uint64)), lit(".", n), fixed(us, 6), lit(" ", n)]
     sod = (sec + opts.utc_offset_s) % 86400
     return [
         fixed(sod // 3600, 2),
@@ -66,6 +82,7 @@ def timestamps(ts_ns: np.ndarray, opts: LineOptions) -> list[Seg]:
         fixed(sod % 60, 2),
         lit(".", n),
         fixed(us, 6),
+        lit(" ", n),
     ]
 
 
@@ -224,7 +241,6 @@ def render(
     special = b.malformed
     normal = ~special
     segs: list[Seg] = [s.when(normal) for s in timestamps(b.ts_ns, opts)]
-    segs.append(lit(" ", n).when(normal))
     kind = b.kind
     other = np.flatnonzero((kind == KIND_OTHER) & ~special)
     if len(other) and not hide_other:
@@ -266,7 +282,7 @@ def malformed_line(b: Batch, i: int, opts: LineOptions) -> bytes:
     tag = CLASS_TAGS.get(int(b.kind[i]), "ether")
     return (
         stamp.tobytes()
-        + f" {tag} [malformed: {e.field} at byte {e.offset}: {e.reason}] len {int(b.wirelen[i])}\n".encode()
+        + f"{tag} [malformed: {e.field} at byte {e.offset}: {e.reason}] len {int(b.wirelen[i])}\n".encode()
     )
 
 
@@ -295,6 +311,9 @@ def write(
     hide_other: bool = False,
 ) -> None:
     """Write every row's line to a binary stream, in bulk."""
+    if accel.lines is not None:
+        write_compiled(out, b, opts, rtt_ns, gap_ns, hide_other)
+        return
     flat, lens, special = render(b, opts, rtt_ns, gap_ns, hide_other)
     w = out.write  # type: ignore[attr-defined]
     if not len(special):
@@ -307,3 +326,89 @@ def write(
         w(malformed_line(b, i, opts))
         pos = int(starts[i])
     w(flat[pos:].tobytes())
+
+
+_NO_ROWS = np.zeros(0, np.int64)
+
+
+class FrameSource(Protocol):
+    """What the compiled writer reads: a capture buffer and where each row's frame is in it."""
+
+    buf: np.ndarray
+    offset: np.ndarray
+    caplen: np.ndarray
+    wirelen: np.ndarray
+    ts_ns: np.ndarray
+
+    def __len__(self) -> int: ...
+
+
+def write_compiled(
+    out: object,
+    b: FrameSource,
+    opts: LineOptions,
+    rtt_ns: np.ndarray | None = None,
+    gap_ns: np.ndarray | None = None,
+    hide_other: bool = False,
+    malformed: Callable[[int], bytes] | None = None,
+) -> None:
+    """:func:`write` by the compiled writer: lines formatted from the frame bytes, written in blocks.
+    ``malformed(row)`` gives the line of a malformed row (default: :func:`malformed_line` of a Batch)."""
+    assert accel.lines is not None
+    if malformed is None:
+        assert isinstance(b, Batch)
+        batch = b
+
+        def malformed(i: int) -> bytes:
+            return malformed_line(batch, i, opts)
+
+    names, name_lens = name_tables()
+    w = out.write  # type: ignore[attr-defined]
+    n = len(b)
+    row = 0
+    while row < n:
+        row = accel.lines.write_lines(
+            w,
+            b.buf,
+            b.offset,
+            b.caplen,
+            b.wirelen,
+            b.ts_ns,
+            _NO_ROWS if rtt_ns is None else rtt_ns,
+            _NO_ROWS if gap_ns is None else gap_ns,
+            row,
+            opts.time,
+            opts.ether,
+            opts.utc_offset_s,
+            hide_other,
+            names,
+            name_lens,
+        )
+        if row < n:
+            w(malformed(row))
+            row += 1
+
+
+_NAME_WIDTH = 32
+
+
+@lru_cache(maxsize=1)
+def name_tables() -> tuple[np.ndarray, np.ndarray]:
+    """The compiled writer's names: rows cmd, op, status, discovery op, DIME state, class tag;
+    256 codes each (a code without a name is 0xNN, as in the numpy renderer)."""
+    tables: list[dict[int, str]] = [
+        {int(x): x.name for x in Command},
+        {int(o): o.name.lower() for o in Op},
+        {int(x): x.name for x in Status},
+        {int(o): o.name for o in DiscoveryOp},
+        {int(s): s.name for s in DimeState},
+        {int(k): v for k, v in CLASS_TAGS.items()},
+    ]
+    names = np.zeros((len(tables), 256, _NAME_WIDTH), np.uint8)
+    lens = np.zeros((len(tables), 256), np.uint8)
+    for t, table in enumerate(tables):
+        for code in range(256):
+            word = table.get(code, f"0x{code:02x}").encode()[:_NAME_WIDTH]
+            names[t, code, : len(word)] = np.frombuffer(word, np.uint8)
+            lens[t, code] = len(word)
+    return names, lens

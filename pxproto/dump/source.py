@@ -3,10 +3,18 @@ reference reader frame by frame) and live interfaces."""
 
 from __future__ import annotations
 
+import io
+import mmap
+import os
+import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
+import numpy as np
+
 from pxproto.capture.pcapng import CaptureError, Packet, read_packets
+from pxproto.dump import accel
 from pxproto.dump.columns import Batch, from_fastpath, from_packets
 
 CHUNK = 8192
@@ -51,27 +59,107 @@ def packet_batches(batches: Iterator[list[Packet]]) -> Iterator[Batch]:
         first += len(packets)
 
 
-def fastpath_batches(data: bytes, chunk: int = FAST_CHUNK) -> Iterator[Batch]:
-    """Batches of a whole capture in memory, indexed and decoded by the fast path;
-    raises CaptureEndsEarly after the last good frame of a damaged file."""
-    import numpy as np
+@dataclass
+class Frames:
+    """Frames of one capture buffer, indexed but not decoded: ``buf[offset[i] : offset[i] + caplen[i]]``.
 
+    The compiled views read them straight from the bytes; :meth:`batch` decodes them into columns
+    (the fast path) for the views that need a :class:`Batch`."""
+
+    buf: np.ndarray
+    offset: np.ndarray
+    caplen: np.ndarray
+    wirelen: np.ndarray
+    ts_ns: np.ndarray
+    first: int
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+    def batch(self) -> Batch:
+        b = from_fastpath(self.buf, self.offset, self.caplen, self.ts_ns, self.first)
+        b.wirelen = self.wirelen
+        return b
+
+    def row_batch(self, i: int) -> Batch:
+        """Row ``i`` alone, decoded, as a one-row batch."""
+        s = slice(i, i + 1)
+        b = from_fastpath(self.buf, self.offset[s], self.caplen[s], self.ts_ns[s], self.first + i)
+        b.wirelen = self.wirelen[s]
+        return b
+
+
+def load(f: BinaryIO) -> bytes | mmap.mmap:
+    """A whole capture file in memory: mapped (pages read ahead) when it is a regular file, else read."""
+    try:
+        fd = f.fileno()
+        if stat.S_ISREG(os.fstat(fd).st_mode) and os.fstat(fd).st_size > 0 and f.tell() == 0:
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            return mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+    return f.read()
+
+
+def _chunks(
+    buf: np.ndarray, idx: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], first: int, chunk: int
+) -> Iterator[Frames]:
+    offsets, lengths, wirelen, ts = idx
+    for start in range(0, len(offsets), chunk):
+        end = min(len(offsets), start + chunk)
+        yield Frames(buf, offsets[start:end], lengths[start:end], wirelen[start:end], ts[start:end], first + start)
+
+
+def capture_frames(data: bytes | mmap.mmap, chunk: int = FAST_CHUNK) -> Iterator[Frames]:
+    """Chunks of a whole capture in memory, indexed by the compiled indexer (``accel.index``) or its
+    pure twin (:func:`pxproto.fastpath.index_capture`); raises CaptureEndsEarly after the last good
+    frame of a damaged file."""
+    buf = np.frombuffer(data, np.uint8)
+    if accel.index is not None:
+        ix = accel.index.Indexer()
+        off, ln, wire, ts, _lt, _used = ix.feed(data, True)
+        yield from _chunks(buf, (off, ln, wire, ts), 0, chunk)
+        if ix.error is not None:
+            raise CaptureEndsEarly(CaptureError(*ix.error), len(off))
+        return
     from pxproto.fastpath import index_capture
 
     damage: CaptureError | None = None
     try:
-        idx = index_capture(data)
+        idx = index_capture(memoryview(data))
     except CaptureError as exc:
         idx = exc.partial  # type: ignore[attr-defined]
         damage = exc
-    buf = np.frombuffer(data, np.uint8)
-    n = len(idx.offsets)
-    wirelen = getattr(idx, "orig_lengths", None)
-    for start in range(0, n, chunk):
-        end = min(n, start + chunk)
-        b = from_fastpath(buf, idx.offsets[start:end], idx.lengths[start:end], idx.ts_ns[start:end], start)
-        if wirelen is not None:
-            b.wirelen = wirelen[start:end]
-        yield b
+    wirelen = getattr(idx, "orig_lengths", idx.lengths)
+    yield from _chunks(buf, (idx.offsets, idx.lengths, wirelen, idx.ts_ns), 0, chunk)
     if damage is not None:
-        raise CaptureEndsEarly(damage, n)
+        raise CaptureEndsEarly(damage, len(idx.offsets))
+
+
+READ_BLOCK = 1 << 22
+"""Bytes read from a pipe at a time."""
+
+
+def stream_frames(f: BinaryIO, chunk: int = FAST_CHUNK) -> Iterator[Frames]:
+    """Chunks of a capture arriving on a pipe (``-r -``), indexed as the bytes come (compiled
+    indexer only); a record cut by the end of a read waits for the next read."""
+    assert accel.index is not None
+    ix = accel.index.Indexer()
+    pending = b""
+    start = 0  # file offset of pending[0]
+    first = 0
+    read = getattr(f, "read1", f.read)
+    while True:
+        block = read(READ_BLOCK)
+        final = not block
+        data = pending + block if pending else block
+        off, ln, wire, ts, _lt, used = ix.feed(data, final)
+        if len(off):
+            yield from _chunks(np.frombuffer(data, np.uint8), (off - start, ln, wire, ts), first, chunk)
+            first += len(off)
+        if ix.error is not None:
+            raise CaptureEndsEarly(CaptureError(*ix.error), first)
+        if final:
+            return
+        pending = data[used:]
+        start += used

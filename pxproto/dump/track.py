@@ -64,9 +64,22 @@ class RequestMatcher:
         cmd = b.col("sig.cmd")[rows].astype(np.uint64)
         rc = (b.col("sig.req_id")[rows].astype(np.uint64) << np.uint64(8)) | cmd
         ep = (b.col("src_dime")[rows].astype(np.uint64) << np.uint64(16)) | b.col("src_thread")[rows]
+        rtt[rows] = self.match(is_req, mac, rc, ep, b.ts_ns[rows], b.frame_numbers()[rows])
+        return rtt
+
+    def match(
+        self, is_req: np.ndarray, mac: np.ndarray, rc: np.ndarray, ep: np.ndarray, ts: np.ndarray, frame: np.ndarray
+    ) -> np.ndarray:
+        """The same over valid signaling rows given as columns: ``mac`` the requester's MAC (a request's
+        source, a response's destination), ``rc`` = req_id << 8 | cmd, ``ep`` = src_dime << 16 | src_thread,
+        ``frame`` the frame numbers.  Returns each row's round-trip time (-1 if none)."""
+        rows = np.arange(len(is_req))
+        rtt = np.full(len(is_req), NONE, np.int64)
+        if not len(rows):
+            return rtt
         p = self.pending
         n_old = len(p["mac"])
-        cur = {"mac": mac, "rc": rc, "ep": ep, "ts": b.ts_ns[rows], "frame": b.frame_numbers()[rows]}
+        cur = {"mac": mac, "rc": rc, "ep": ep, "ts": ts, "frame": frame}
         a = {k: np.concatenate([p[k], cur[k]]) for k in _PENDING}
         req = np.concatenate([np.ones(n_old, bool), is_req])
         local = np.concatenate([np.full(n_old, NONE), rows])
@@ -135,14 +148,23 @@ class HeartbeatWatch:
     def feed(self, b: Batch) -> np.ndarray:
         """Gap in ns before every heartbeat row that ends a gap (else -1)."""
         out = np.full(len(b), NONE, np.int64)
-        if len(b):
-            self.end_ns = max(self.end_ns, int(b.ts_ns.max()))
         rows = np.flatnonzero((b.kind == FrameClass.HEARTBEAT) & b.valid)
+        end = int(b.ts_ns.max()) if len(b) else None
+        dime = b.col("src_dime")[rows].astype(np.int64)
+        period = b.col("hb.period_ms")[rows].astype(np.int64)
+        out[rows] = self.watch(dime, b.ts_ns[rows], period, b.frame_numbers()[rows], end)
+        return out
+
+    def watch(
+        self, dime: np.ndarray, ts: np.ndarray, period: np.ndarray, frame: np.ndarray, end_ns: int | None
+    ) -> np.ndarray:
+        """The same over valid heartbeat rows given as columns (``end_ns``: the batch's latest time)."""
+        if end_ns is not None:
+            self.end_ns = max(self.end_ns, end_ns)
+        rows = np.arange(len(dime))
+        out = np.full(len(dime), NONE, np.int64)
         if not len(rows):
             return out
-        dime = b.col("src_dime")[rows].astype(np.int64)
-        ts = b.ts_ns[rows]
-        period = b.col("hb.period_ms")[rows].astype(np.int64)
         order = np.lexsort((np.arange(len(rows)), dime))
         d, t, per = dime[order], ts[order], period[order]
         prev_t = np.empty_like(t)
@@ -155,9 +177,8 @@ class HeartbeatWatch:
             prev_t[pos], prev_p[pos] = seen if seen else (t[pos], per[pos])
         gap = t - prev_t
         late = gap > prev_p * 1_000_000 * HEARTBEAT_MISSES
-        numbers = b.frame_numbers()
         for pos in np.flatnonzero(late):
-            self.gaps.append(HeartbeatGap(int(d[pos]), int(numbers[rows[order[pos]]]), int(gap[pos]), int(prev_p[pos])))
+            self.gaps.append(HeartbeatGap(int(d[pos]), int(frame[order[pos]]), int(gap[pos]), int(prev_p[pos])))
         out[rows[order[late]]] = gap[late]
         ends = np.flatnonzero(np.append(d[1:] != d[:-1], True))
         for pos in ends:

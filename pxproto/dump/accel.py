@@ -1,0 +1,48 @@
+"""pxdump's compiled hot paths, or None: each has a pure twin that prints the same bytes.
+
+- ``index``: ``_index.Indexer``, pcap/pcapng indexing (twin: :func:`pxproto.fastpath.index_capture`)
+- ``lines``: ``_lines.write_lines``, one-line output (twin: :func:`pxproto.dump.oneline.render`)
+- ``count``: ``_count.count_frames``, ``-q`` counting in one pass (twin: :meth:`pxproto.dump.stats.Stats.feed`)
+
+``PXPROTO_PURE=1`` (as for :mod:`pxproto.fastpath`) or a missing build selects the twins.
+Tests switch with :func:`use_compiled`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from types import ModuleType
+
+index: ModuleType | None = None
+lines: ModuleType | None = None
+count: ModuleType | None = None
+_loaded: tuple[ModuleType | None, ModuleType | None, ModuleType | None] = (None, None, None)
+
+
+def _load() -> None:
+    global index, lines, count, _loaded
+    if os.environ.get("PXPROTO_PURE") == "1":
+        return
+    try:
+        from pxproto.dump import _count, _index, _lines  # type: ignore[attr-defined]
+    except ImportError as exc:
+        warnings.warn(f"pxdump: compiled hot paths unavailable ({exc}); using the pure twins", RuntimeWarning, 2)
+        return
+    index, lines, count = _loaded = (_index, _lines, _count)
+
+
+def compiled() -> bool:
+    """Whether the compiled hot paths are in use."""
+    return lines is not None
+
+
+def use_compiled(on: bool) -> bool:
+    """Switch between the compiled modules (when built) and the pure twins; returns the previous state."""
+    global index, lines, count
+    was = compiled()
+    index, lines, count = _loaded if on else (None, None, None)
+    return was
+
+
+_load()
