@@ -4,11 +4,13 @@
 
 Generates small Parallax frames with a realistic mix (heartbeats, signaling
 request/response pairs, small DATA fragments, some discovery) into a pcapng,
-then times, in the same run, each reader over the same file with output to
-/dev/null: ``pxdump -r`` (one line per frame), ``pxdump -q``, ``tcpdump -nr``,
-``tshark -r`` (plain, and with the generated Lua dissector when it exists) and
-a dpkt loop that reads every frame and its Parallax header.  Prints medians of
-wall time (process start included) and frames/s, and ratios to tcpdump.
+then times, round robin in the same run, each reader with output to /dev/null:
+``pxdump -r`` (one line per frame), ``pxdump -q``, a filtered ``pxdump -r`` and
+``tcpdump -nr`` on the whole file; the slow readers (``tshark -r`` plain and with
+the generated Lua dissector, a dpkt loop reading every frame's Parallax header)
+on its first ``--small`` frames, beside pxdump and tcpdump on that subset.
+Prints medians of wall time (process start included) and of CPU time
+(user+sys, from wait4), frames/s, and ratios to tcpdump on the same file.
 """
 
 from __future__ import annotations
@@ -95,20 +97,36 @@ print(n, classes)
 """
 
 
-def timed(cmd: list[str], runs: int, env: dict[str, str]) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        times.append(time.perf_counter() - t)
-        if r.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr.decode()[-400:]}")
-    return statistics.median(times)
+def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+sys) of one run, output to /dev/null."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {err.decode()[-400:]}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def subset(src: Path, dst: Path, frames: int) -> None:
+    """The first ``frames`` frames of a capture (for the slow readers)."""
+    from pxproto.capture.pcapng import read_packets
+
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        w = PcapngWriter(out)
+        for i, p in enumerate(read_packets(f)):
+            if i == frames:
+                break
+            w.write(p.data, p.ts_ns, p.orig_len)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1_000_000)
+    ap.add_argument("--small", type=int, default=100_000, help="frames of the subset the slow readers get")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-tshark", action="store_true")
     ap.add_argument("--capture", type=Path, help="keep the generated capture here (reused when it exists)")
@@ -119,39 +137,73 @@ def main() -> None:
         t = time.perf_counter()
         if not cap.exists():
             generate(cap, args.frames)
-        print(f"generated {args.frames} frames, {cap.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s")
+        print(f"capture: {args.frames} frames, {cap.stat().st_size / 1e6:.1f} MB ({time.perf_counter() - t:.1f} s)")
+        small = Path(tmp) / "small.pcapng"
+        subset(cap, small, args.small)
         script = Path(tmp) / "dpkt_read.py"
         script.write_text(DPKT_SCRIPT)
         py = sys.executable
-        tools: list[tuple[str, list[str]]] = [
-            ("pxdump -r (one line)", [py, "-m", "pxproto.dump.cli", "-r", str(cap)]),
-            ("pxdump -q", [py, "-m", "pxproto.dump.cli", "-r", str(cap), "-q"]),
-            ("pxdump -r hb and dime 3", [py, "-m", "pxproto.dump.cli", "-r", str(cap), "hb", "and", "dime", "3"]),
-            ("tcpdump -nr", ["tcpdump", "-nr", str(cap)]),
-            ("dpkt script", [py, str(script), str(cap)]),
+        pxdump = [py, "-m", "pxproto.dump.cli"]
+        big, little = (str(cap), args.frames), (str(small), args.small)
+        tools: list[tuple[str, list[str], int]] = [
+            ("pxdump -r (one line)", [*pxdump, "-r", big[0]], big[1]),
+            ("pxdump -q", [*pxdump, "-r", big[0], "-q"], big[1]),
+            ("pxdump -r hb and dime 3", [*pxdump, "-r", big[0], "hb", "and", "dime", "3"], big[1]),
+            ("tcpdump -nr", ["tcpdump", "-nr", big[0]], big[1]),
+            ("pxdump -r (one line) [small]", [*pxdump, "-r", little[0]], little[1]),
+            ("tcpdump -nr [small]", ["tcpdump", "-nr", little[0]], little[1]),
+            ("dpkt script [small]", [py, str(script), little[0]], little[1]),
         ]
         if not args.no_tshark and shutil.which("tshark"):
-            tools.append(("tshark -r", ["tshark", "-n", "-r", str(cap)]))
+            tools.append(("tshark -r [small]", ["tshark", "-n", "-r", little[0]], little[1]))
             lua = ROOT / "dissectors" / "parallax.lua"
             if lua.exists():
-                tools.append(("tshark -r + parallax.lua", ["tshark", "-n", "-X", f"lua_script:{lua}", "-r", str(cap)]))
-        results = []
-        for name, cmd in tools:
-            if shutil.which(cmd[0]) is None:
-                continue
-            runs = args.runs if not name.startswith("tshark") else max(1, min(args.runs, 3))
-            results.append((name, timed(cmd, runs, env)))
-        base = dict(results).get("tcpdump -nr")
-        print(f"\n{args.frames} frames, median of {args.runs} runs (tshark: up to 3), wall time incl. start-up")
-        print(f"{'tool':<28}{'seconds':>10}{'frames/s':>14}{'vs tcpdump':>12}")
-        for name, sec in results:
-            ratio = f"{base / sec:.2f}x" if base else "-"
-            print(f"{name:<28}{sec:>10.3f}{args.frames / sec:>14,.0f}{ratio:>12}")
-        startup = timed([py, "-c", "import pxproto.dump.cli"], args.runs, env)
-        print(f"\npxdump start-up (python + imports): {startup:.3f} s; frames/s net of start-up:")
-        for name, sec in results:
-            if name.startswith("pxdump") and sec > startup:
-                print(f"  {name:<26}{args.frames / (sec - startup):>14,.0f}")
+                tools.append(
+                    (
+                        "tshark + parallax.lua [small]",
+                        ["tshark", "-n", "-X", f"lua_script:{lua}", "-r", little[0]],
+                        little[1],
+                    )
+                )
+        tools = [x for x in tools if shutil.which(x[1][0])]
+        startup_cmd = [py, "-c", "import pxproto.dump.cli"]
+        walls: dict[str, list[float]] = {name: [] for name, _, _ in tools}
+        cpus: dict[str, list[float]] = {name: [] for name, _, _ in tools}
+        start_wall: list[float] = []
+        start_cpu: list[float] = []
+        for _ in range(args.runs):  # round robin: every tool sees the same load drift
+            for name, cmd, _n in tools:
+                w, c = run_once(cmd, env)
+                walls[name].append(w)
+                cpus[name].append(c)
+            w, c = run_once(startup_cmd, env)
+            start_wall.append(w)
+            start_cpu.append(c)
+        med = statistics.median
+        rate = {name: n / med(walls[name]) for name, _, n in tools}
+        crate = {name: n / med(cpus[name]) for name, _, n in tools}
+        base, cbase = rate["tcpdump -nr"], crate["tcpdump -nr"]
+        sbase, csbase = rate["tcpdump -nr [small]"], crate["tcpdump -nr [small]"]
+        print(f"load average before the runs: {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs")
+        print(
+            f"median of {args.runs} round-robin runs; [small] = first {args.small} frames; ratio = frames/s vs tcpdump"
+        )
+        print("on the same file; wall includes start-up; cpu = user+sys of the process")
+        print(f"{'tool':<32}{'frames':>9}{'wall s':>9}{'frames/s':>13}{'ratio':>8}", end="")
+        print(f"{'cpu s':>8}{'frames/cpu-s':>14}{'ratio':>8}")
+        for name, _, n in tools:
+            b, cb = (sbase, csbase) if "[small]" in name else (base, cbase)
+            print(
+                f"{name:<32}{n:>9}{med(walls[name]):>9.3f}{rate[name]:>13,.0f}{rate[name] / b:>7.2f}x"
+                f"{med(cpus[name]):>8.3f}{crate[name]:>14,.0f}{crate[name] / cb:>7.2f}x"
+            )
+        sw, sc = med(start_wall), med(start_cpu)
+        print(f"\npxdump start-up (python + imports): wall {sw:.3f} s, cpu {sc:.3f} s; net of start-up:")
+        for name, _, n in tools:
+            if name.startswith("pxdump") and "[small]" not in name:
+                w, c = med(walls[name]) - sw, med(cpus[name]) - sc
+                fw, fc = n / w if w > 0 else float("inf"), n / c if c > 0 else float("inf")
+                print(f"  {name:<30}{fw:>14,.0f} frames/s wall{fc:>14,.0f} frames/cpu-s")
 
 
 if __name__ == "__main__":
