@@ -113,6 +113,8 @@ def test_reborn_dime_returns_to_the_pool() -> None:
     v = c.orch.pool.dimes[victim]
     assert v.health is Health.ALIVE and v.epoch == 2 and v.assigned is None
     assert c.orch.pool.available(v, 1)
+    reborn = c.orch.log.of(DimeReborn)[0]
+    assert (reborn.old_epoch, reborn.epoch) == (1, 2)
 
 
 def test_scale_out_and_in_by_command() -> None:

@@ -337,7 +337,7 @@ class Orchestrator:
         elif result is HeartbeatResult.REVIVED:
             self._clear_suspicion(v, now, out)
         elif result is HeartbeatResult.EPOCH:
-            self._new_epoch(v, hb.epoch, now, out)
+            self._new_epoch(v, hb.epoch, now, out, v.prev_epoch)
 
     def _announce(self, mac: bytes, disc: Discovery, now: float, out: Output) -> None:
         self.counters["announces"] += 1
@@ -436,8 +436,8 @@ class Orchestrator:
         if isinstance(rep, Replica) and rep.state is not RState.GONE:
             self._lost(rep, now, out)
 
-    def _new_epoch(self, v: DimeView, epoch: int, now: float, out: Output) -> None:
-        old = v.epoch
+    def _new_epoch(self, v: DimeView, epoch: int, now: float, out: Output, old: int | None = None) -> None:
+        old = v.epoch if old is None else old
         if v.health is not Health.DEAD:
             self._dead(v, f"restarted (epoch {old} -> {epoch})", now, out)
         self._reborn(v, old, epoch, now, out)

@@ -89,6 +89,8 @@ class DimeView:
     state: DimeState = DimeState.FREE
     """What the DIME last reported."""
     epoch: int = 0
+    prev_epoch: int = 0
+    """The epoch before the last change (what a NEW or EPOCH heartbeat replaced)."""
     mem_total: int = 0
     """Chunks it may be given."""
     mem_free: int = 0
@@ -228,6 +230,7 @@ class Pool:
             if v.health is Health.DEAD:
                 return v, HeartbeatResult.ZOMBIE
             result = HeartbeatResult.REVIVED
+        v.prev_epoch = v.epoch
         v.epoch = hb.epoch
         v.state = hb.state
         v.cpu_permille = hb.cpu_permille

@@ -277,6 +277,9 @@ class SimPlane:
         self.collected: dict[int, int] = {}
         self.duplicates = 0
         self.collect_times: list[float] = []
+        """When each new lineage reached a sink."""
+        self.receive_times: list[float] = []
+        """When a sink took any item (copies included)."""
         self._flight: list[tuple[float, int, tuple[bytes, int], tuple[bytes, int], int, Item]] = []
         self._n = 0
         self.counters: Counter[str] = Counter()
@@ -345,6 +348,7 @@ class SimPlane:
             heapq.heappush(self._flight, (now + self.delay, self._n, d.key, d.outputs[ch], ch, item))
 
     def _collect(self, lineage: int, value: int, now: float) -> None:
+        self.receive_times.append(now)
         if lineage in self.collected:
             self.duplicates += 1
         else:
