@@ -159,11 +159,20 @@ def bench_data(c: Cluster, rows: list[tuple[str, str, str]], archive: bytes, ite
     elapsed = time.monotonic() - t0
     frames = counter(c, snk, CounterId.FRAMES_RX) - f0
     cpu = dime_cpu(c, src) - cpu0[0], dime_cpu(c, snk) - cpu0[1]
+    batches = counter(c, src, CounterId.MICE_MESSAGES)
+    item_frames = counter(c, src, CounterId.ITEM_FRAMES_TX)
     rows.append(
         (
             "data: source -> sink, 16-byte items",
             f"{done / elapsed:,.0f} items/s",
             f"{done} items in {elapsed:.1f} s; {frames / elapsed:,.0f} frames/s rx at sink ({frames} frames)",
+        )
+    )
+    rows.append(
+        (
+            "data: items per source MICE batch",
+            f"{done / max(batches, 1):.1f}",
+            f"items per data frame {done / max(item_frames, 1):.1f} ({item_frames} item frames sent)",
         )
     )
     for name, secs in (("source", cpu[0]), ("sink", cpu[1])):

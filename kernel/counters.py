@@ -52,3 +52,5 @@ class CounterId(IntEnum):
     """Data frames that could not go straight on the wire and went through the server instead."""
     TX_DROPPED = 26
     """Frames dropped because the server's relay had no room (retransmission recovers data)."""
+    MICE_MESSAGES = 27
+    """Record batches read from the MICE (ITEMS_OUT / this = items per batch)."""

@@ -98,6 +98,11 @@ SEQPACKET_MAX = 200 * 1024
 MAX_ITEM = 1 << 20
 """Largest item (bytes); a larger one is a MICE fault."""
 SOURCE_SHIFT = 48
+SOURCE_SLOW = 0.001
+"""A source item that took longer than this (seconds) to make flushes the batch it ends.
+
+Measured per item, not since the batch opened: a MICE at nice 19 on a busy
+core is often descheduled, and a batch-age rule would then send batches of one."""
 
 
 def source_lineage(stage: int, i: int) -> int:
@@ -303,8 +308,14 @@ def _emit(out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ct
     if produced is None:
         return counter
     k = 0
-    last = time.monotonic()
-    for item in produced:
+    items = iter(produced)
+    clock = time.monotonic
+    while True:
+        t0 = clock()
+        try:
+            item = next(items)
+        except StopIteration:
+            break
         if not isinstance(item, bytes | bytearray | memoryview):
             raise TypeError(f"stage {ctx.name} yielded {type(item).__name__}, items are bytes")
         data = bytes(item)
@@ -313,10 +324,8 @@ def _emit(out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ct
         if parent is None:
             out.add(OUT, source_lineage(ctx.stage, counter), data)
             counter += 1
-            now = time.monotonic()
-            if now - last > 0.0005:  # a slow source: do not sit on its items
-                out.flush()
-            last = now
+            if clock() - t0 > SOURCE_SLOW:
+                out.flush()  # a slow source: what it made so far goes now
         else:
             out.add(OUT, derive_lineage(parent, k), data)
             k += 1
