@@ -18,7 +18,9 @@ from pxproto.capture.pcapng import BYTE_ORDER_MAGIC, EPB, IDB, MAX_BLOCK, PCAP_M
 
 
 class CaptureIndex(NamedTuple):
-    """Per-frame arrays: byte offset in the file, captured length, time in ns, link type."""
+    """Per-frame arrays: byte offset in the file, captured length, time in ns, link type.
+
+    ``ts_ns`` is int64 nanoseconds; a timestamp past the year 2262 wraps modulo 2**64."""
 
     offsets: np.ndarray
     lengths: np.ndarray

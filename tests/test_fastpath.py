@@ -1,0 +1,379 @@
+"""The shared codec suite, run against the reference codec, the compiled fast path and its
+pure twin; plus the fast path's own API: generated constants, the compiled-build guard,
+the fallback, the C builders, the batch decoder, the capture index, fuzz regressions."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+import pxproto.fastpath as fp
+from pxproto.capture import CaptureError, PcapngWriter, read_packets
+from pxproto.errors import ProtocolError
+from pxproto.fastpath import pure
+from pxproto.wire import codec, ethertypes, gen_fastpath
+from pxproto.wire.codes import Command, DimeState, FrameClass, Op, Scope, Status, TlvType
+from pxproto.wire.frame import Auth, Data, Frame, Heartbeat, Signaling
+from pxproto.wire.samples import malformed_samples, valid_samples
+
+ROOT = Path(__file__).resolve().parent.parent
+wirec: Any = None
+if fp.COMPILED:
+    from pxproto.fastpath import wirec
+
+CODECS = [
+    pytest.param(SimpleNamespace(decode=codec.decode, encode=codec.encode), id="reference"),
+    pytest.param(SimpleNamespace(decode=pure.decode, encode=pure.encode), id="pure"),
+    pytest.param(
+        SimpleNamespace(decode=wirec.decode, encode=wirec.encode) if wirec else None,
+        id="compiled",
+        marks=pytest.mark.skipif(wirec is None, reason="compiled fast path not built"),
+    ),
+]
+VALID = valid_samples()
+MALFORMED = malformed_samples()
+# Inputs found by fuzzing or review that once broke (or nearly broke) a rule; hex.
+REGRESSIONS = [
+    # a TEXT TLV whose 4-byte UTF-8 sequence is broken in its last byte: the offset is the lead byte
+    "ffffffffffff000000000000abba01010013ffff00000001000000000000000000000000000102010001000f0007616263f09f9878",
+    # SYSTEM scope to a DIME id: dime.dst, before the body is looked at
+    "ffffffffffff000000000000abba01000008ffff00000005000000000000000000000000000101010000",
+    # a heartbeat from 0xffff
+    "ffffffffffff000000000000abbd0100001fffff0000ffff0000000000000000000000000001000064000000000000000000000000000000000000000000000000",
+    # an ACL entry with its reserved byte set
+    "ffffffffffff000000000000abba01010014ffff00000001000000000000000000000000000142010001001a00080200000000011f01",
+    # a UTF-16 surrogate (ED A0 80) in a TEXT TLV: CPython's strict decoder rejects it at the lead byte
+    "ffffffffffff000000000000abba01010011ffff00000001000000000000000000000000000102010001000f00056162eda080",
+]
+
+
+# ---------------------------------------------------------------- shared suite (every codec)
+
+
+@pytest.mark.parametrize("impl", CODECS)
+def test_samples_round_trip(impl: Any) -> None:
+    for name, raw in VALID:
+        frame = impl.decode(raw)
+        assert frame == codec.decode(raw), name
+        assert frame.to_dict() == codec.decode(raw).to_dict(), name
+        assert impl.encode(frame) == raw, name
+
+
+@pytest.mark.parametrize("impl", CODECS)
+def test_malformed_samples_rejected_with_their_field(impl: Any) -> None:
+    for reason, field, offset, raw in MALFORMED:
+        with pytest.raises(ProtocolError) as err:
+            impl.decode(raw)
+        assert (err.value.field, err.value.offset) == (field, offset), reason
+
+
+@pytest.mark.parametrize("impl", CODECS)
+def test_every_truncation_of_every_sample_rejected_like_the_reference(impl: Any) -> None:
+    for name, raw in VALID[::4]:
+        for n in range(len(raw)):
+            cut = raw[:n]
+            if n == 60 or (len(raw) == 60 and not any(raw[n:])):
+                continue  # zero padding may legitimately be the part cut off
+            with pytest.raises(ProtocolError) as mine:
+                impl.decode(cut)
+            with pytest.raises(ProtocolError) as ref:
+                codec.decode(cut)
+            assert (mine.value.field, mine.value.offset) == (ref.value.field, ref.value.offset), (name, n)
+
+
+@pytest.mark.parametrize("impl", CODECS)
+@pytest.mark.parametrize("hexraw", REGRESSIONS)
+def test_regression_vectors(impl: Any, hexraw: str) -> None:
+    raw = bytes.fromhex(hexraw)
+    with pytest.raises(ProtocolError) as mine:
+        impl.decode(raw)
+    with pytest.raises(ProtocolError) as ref:
+        codec.decode(raw)
+    assert (mine.value.field, mine.value.offset) == (ref.value.field, ref.value.offset)
+
+
+@pytest.mark.parametrize("impl", CODECS)
+def test_ethertype_map_followed_at_run_time(impl: Any) -> None:
+    frame = Frame(Heartbeat(1, DimeState.FREE), src_dime=1)
+    raw = impl.encode(frame)
+    try:
+        ethertypes.configure("heartbeat=0x88b5,signaling=0x88b6")
+        moved = impl.encode(frame)
+        assert moved[12:14] == b"\x88\xb5" and moved[14:] == raw[14:]
+        assert impl.decode(moved) == frame
+        with pytest.raises(ProtocolError) as err:
+            impl.decode(raw)
+        assert (err.value.field, err.value.offset) == ("eth.type", 12)
+    finally:
+        ethertypes.configure(None)
+    assert impl.decode(raw) == frame
+
+
+@pytest.mark.parametrize("impl", CODECS)
+@pytest.mark.parametrize(
+    "frame",
+    [
+        Frame(Heartbeat(1, DimeState.FREE), src_dime=1, seq=-1),
+        Frame(Heartbeat(1, DimeState.FREE), src_dime=1, src_mac=b"\x00"),
+        Frame(Signaling(Command.PING, Op.REQUEST, 2**32), Scope.DIME, dst_dime=1),
+        Frame(Data(1, payload=b"x" * 70000, msg_len=70000), Scope.DIME, dst_dime=1),
+        Frame(Heartbeat(1, DimeState.FREE), src_dime=1, auth=Auth(0, 1)),
+        Frame(Signaling(Command.PING, Op.REQUEST, 1, Status.BUSY), Scope.DIME, dst_dime=1),
+    ],
+    ids=["seq<0", "short-mac", "req_id>u32", "body>64k", "auth-key-0", "request-not-ok"],
+)
+def test_unencodable_frames_raise_protocol_error_like_the_reference(impl: Any, frame: Frame) -> None:
+    with pytest.raises(ProtocolError) as mine:
+        impl.encode(frame)
+    with pytest.raises(ProtocolError) as ref:
+        codec.encode(frame)
+    assert mine.value.field == ref.value.field
+
+
+# ---------------------------------------------------------------- the fast path's own API
+
+
+def test_generated_constants_are_current() -> None:
+    assert gen_fastpath.stale() == [], "run python -m pxproto.wire.gen_fastpath"
+
+
+def test_generator_check_mode_detects_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (gen_fastpath.PXD_NAME, gen_fastpath.PY_NAME):
+        (tmp_path / name).write_text((gen_fastpath.FASTPATH_DIR / name).read_text())
+    monkeypatch.setattr(gen_fastpath, "FASTPATH_DIR", tmp_path)
+    assert gen_fastpath.main(["--check"]) == 0
+    (tmp_path / gen_fastpath.PXD_NAME).write_text("stale")
+    assert gen_fastpath.main(["--check"]) == 1
+
+
+def test_every_reference_error_field_has_a_fastpath_code() -> None:
+    fields = {m[1] for m in MALFORMED}
+    assert fields <= set(fp.ERROR_FIELDS), fields - set(fp.ERROR_FIELDS)
+
+
+def test_compiled_module_is_built_when_required() -> None:
+    if os.environ.get("PXPROTO_REQUIRE_COMPILED") != "1":
+        pytest.skip("PXPROTO_REQUIRE_COMPILED is not 1")
+    assert fp.COMPILED, "the Cython fast path did not build (or did not import)"
+    assert fp.decode is wirec.decode
+
+
+def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        check=True,
+    )
+
+
+def test_pure_environment_variable_forces_the_pure_path() -> None:
+    out = _run("import pxproto.fastpath as fp; print(fp.COMPILED, fp.decode.__module__)", PXPROTO_PURE="1")
+    assert out.stdout.split() == ["False", "pxproto.wire.codec"]
+    assert "RuntimeWarning" not in out.stderr
+
+
+def test_missing_extension_falls_back_with_exactly_one_warning() -> None:
+    code = (
+        "import sys; sys.modules['pxproto.fastpath.wirec'] = None\n"
+        "import pxproto.fastpath as fp, importlib\n"
+        "from pxproto.wire.samples import valid_samples\n"
+        "raw = valid_samples()[0][1]\n"
+        "print(fp.COMPILED, fp.encode(fp.decode(raw)) == raw)\n"
+    )
+    out = _run(code, PXPROTO_PURE="")
+    assert out.stdout.split() == ["False", "True"]
+    assert out.stderr.count("RuntimeWarning") == 1 and "reference codec" in out.stderr
+
+
+@pytest.mark.skipif(wirec is None, reason="compiled fast path not built")
+def test_c_builders_match_the_reference_encoder() -> None:
+    dst, src = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"
+    hb = Heartbeat(7, DimeState.BUSY, 100, 250, 3, 10, 20, 1, 2, 99)
+    raw = wirec.put_heartbeat(dst, src, 4, 1, 9, (7, 1, 100, 250, 3, 10, 20, 1, 2, 99))
+    assert raw == codec.encode(Frame(hb, Scope.SYSTEM, 4, 1, 0xFFFF, 0, 9, dst, src))
+    tag = bytes(range(16))
+    raw = wirec.put_heartbeat(dst, src, 4, 1, 9, (7, 1, 100, 250, 3, 10, 20, 1, 2, 99), (5, 6, tag))
+    assert codec.decode(raw) == Frame(hb, Scope.SYSTEM, 4, 1, 0xFFFF, 0, 9, dst, src, Auth(5, 6, tag))
+    d = Data(3, 11, b"hello", 5, 0, 0, 1)
+    raw = wirec.put_data(dst, src, 4, 1, 8, 2, 10, (3, 0, 11, 5, 0, 0, 1, 0, 0), b"hello")
+    assert codec.decode(raw) == Frame(d, Scope.DIME, 4, 1, 8, 2, 10, dst, src)
+    tlvs = [(int(TlvType.ECHO), b"abc"), (int(TlvType.EPOCH), 77, 4)]
+    raw = wirec.put_signaling(dst, src, 1, 4, 1, 8, 2, 10, 123, 1, 2, 0, tlvs)
+    got = codec.decode(raw)
+    assert got.body == Signaling(Command.PING, Op.RESPONSE, 123, Status.OK, got.body.params)
+    assert [(p.type, p.value) for p in got.body.params] == [(TlvType.ECHO, b"abc"), (TlvType.EPOCH, 77)]
+    with pytest.raises(ProtocolError) as err:  # the builder checks what it built
+        wirec.put_heartbeat(dst, src, 0xFFFF, 1, 9, (7, 1, 100, 250, 3, 10, 20, 1, 2, 99))
+    assert err.value.field == "dime.src"
+    with pytest.raises(ProtocolError) as err:
+        wirec.put_signaling(dst, src, 1, 4, 1, 8, 2, 10, 123, 0x7E, 1, 0, [])
+    assert err.value.field == "cmd"
+
+
+@pytest.mark.skipif(wirec is None, reason="compiled fast path not built")
+def test_c_copy_of_the_ethertype_map_follows_configure() -> None:
+    assert wirec.current_ethertypes() == tuple(ethertypes.current().as_dict().values())
+    try:
+        ethertypes.configure("data=0x88b7")
+        assert wirec.current_ethertypes()[1] == 0x88B7
+    finally:
+        ethertypes.configure(None)
+    assert wirec.current_ethertypes() == (0xABBA, 0xABBB, 0xABBC, 0xABBD)
+
+
+@pytest.mark.skipif(wirec is None, reason="compiled fast path not built")
+def test_lazy_view_equals_the_frame() -> None:
+    for _name, raw in VALID:
+        v = fp.view(raw)
+        f = codec.decode(raw)
+        assert v == f and f == v and v.to_dict() == f.to_dict()
+        assert (v.seq, v.src_dime, v.dst_dime, v.cls) == (f.seq, f.src_dime, f.dst_dime, f.cls)
+        if isinstance(f.body, Signaling):
+            assert (v.cmd, v.op, v.status, v.req_id) == (f.body.cmd, f.body.op, f.body.status, f.body.req_id)
+
+
+# ---------------------------------------------------------------- batch and capture index
+
+
+def _pcapng(frames: list[bytes]) -> bytes:
+    out = io.BytesIO()
+    w = PcapngWriter(out)
+    for i, raw in enumerate(frames):
+        w.write(raw, 1_000_000_000 + i)
+    return out.getvalue()
+
+
+def _pcap(frames: list[bytes], magic: int = 0xA1B2C3D4, endian: str = "<", linktype: int = 1) -> bytes:
+    out = struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, 65535, linktype)
+    for i, raw in enumerate(frames):
+        out += struct.pack(endian + "IIII", 5 + i, 7, len(raw), len(raw)) + raw
+    return out
+
+
+FILES = {
+    "pcapng": _pcapng([raw for _, raw in VALID[:12]]),
+    "pcap-le-us": _pcap([raw for _, raw in VALID[:5]]),
+    "pcap-be-ns": _pcap([raw for _, raw in VALID[:5]], 0xA1B23C4D, ">"),
+}
+
+
+def _packets(blob: bytes) -> tuple[list[Any], CaptureError | None]:
+    got: list[Any] = []
+    try:
+        for p in read_packets(io.BytesIO(blob)):
+            got.append(p)
+    except CaptureError as exc:
+        return got, exc
+    return got, None
+
+
+def _assert_index_matches(blob: bytes, idx: fp.CaptureIndex, packets: list[Any]) -> None:
+    assert [blob[o : o + n] for o, n in zip(idx.offsets, idx.lengths, strict=True)] == [p.data for p in packets]
+    # absurd pcapng timestamps (past year 2262) wrap modulo 2**64 in the int64 column
+    want = np.array([p.ts_ns % 2**64 for p in packets], dtype=np.uint64).view(np.int64)
+    assert list(idx.ts_ns) == list(want)
+    assert list(idx.linktype) == [p.linktype for p in packets]
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_capture_index_matches_read_packets(name: str) -> None:
+    blob = FILES[name]
+    packets, err = _packets(blob)
+    assert err is None
+    _assert_index_matches(blob, fp.index_capture(blob), packets)
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_damaged_capture_raises_like_read_packets_with_the_frames_before(name: str) -> None:
+    blob = FILES[name]
+    rng = np.random.default_rng(7)
+    cuts = [blob[:n] for n in range(0, len(blob), 7)]
+    flips = []
+    for _ in range(150):
+        b = bytearray(blob)
+        b[int(rng.integers(len(b)))] = int(rng.integers(256))
+        flips.append(bytes(b))
+    for bad in cuts + flips:
+        packets, err = _packets(bad)
+        try:
+            idx = fp.index_capture(bad)
+        except CaptureError as exc:
+            assert err is not None and (exc.field, exc.offset) == (err.field, err.offset), (exc, err)
+            _assert_index_matches(bad, exc.partial, packets)  # type: ignore[attr-defined]
+        else:
+            assert err is None
+            _assert_index_matches(bad, idx, packets)
+
+
+def test_decode_capture_columns_match_single_frame_decoding() -> None:
+    raws = [raw for _, raw in VALID] + [m[3] for m in MALFORMED]
+    blob = _pcapng(raws)
+    cols = fp.decode_capture(blob)
+    assert len(cols) == len(raws)
+    for i, raw in enumerate(raws):
+        try:
+            f = codec.decode(raw)
+        except ProtocolError as exc:
+            assert not cols.valid[i] and cols.errors[i] == exc.field and cols.error_offset[i] == exc.offset
+            continue
+        assert cols.valid[i] and cols.error[i] == 0 and cols.errors[i] == ""
+        d = f.to_dict()
+        assert cols.cls[i] == int(f.cls) and cols.seq[i] == f.seq and cols.src_dime[i] == f.src_dime
+        assert cols.body_len[i] == d["px.len"] and cols.padding[i] == f.padding
+        assert cols.ts_ns[i] == 1_000_000_000 + i
+        if isinstance(f.body, Signaling):
+            assert (cols.cmd[i], cols.op[i], cols.status[i], cols.req_id[i]) == (
+                f.body.cmd,
+                f.body.op,
+                f.body.status,
+                f.body.req_id,
+            )
+        if isinstance(f.body, Heartbeat):
+            assert (cols.hb_epoch[i], cols.hb_state[i]) == (f.body.epoch, f.body.state)
+        if isinstance(f.body, Data):
+            assert (cols.channel[i], cols.msg_id[i], cols.frag_index[i], cols.frag_count[i], cols.msg_len[i]) == (
+                f.body.channel,
+                f.body.msg_id,
+                f.body.frag_index,
+                f.body.frag_count,
+                f.body.msg_len,
+            )
+
+
+def test_filter_and_reused_columns() -> None:
+    raws = [raw for _, raw in VALID]
+    blob = b"".join(raws)
+    offsets = np.cumsum([0] + [len(r) for r in raws[:-1]])
+    lengths = [len(r) for r in raws]
+    cols = fp.decode_columns(blob, offsets, lengths)
+    frames = [codec.decode(r) for r in raws]
+    pings = cols.filter(cls=FrameClass.SIGNALING, cmd=Command.PING, op=Op.REQUEST)
+    assert len(pings) == sum(
+        1 for f in frames if isinstance(f.body, Signaling) and f.body.cmd is Command.PING and f.body.op is Op.REQUEST
+    )
+    assert len(pings) > 0
+    either = cols.mask(cls=[FrameClass.HEARTBEAT, FrameClass.DISCOVERY])
+    assert either.sum() == sum(1 for f in frames if f.cls in (FrameClass.HEARTBEAT, FrameClass.DISCOVERY))
+    assert cols.mask(seq=slice(0, 2**63)).sum() == sum(1 for f in frames if f.seq < 2**63)
+    assert cols.mask(src_dime=lambda a: a == 0xFFFF).sum() == sum(1 for f in frames if f.src_dime == 0xFFFF)
+    with pytest.raises(KeyError):
+        cols.mask(nonsense=1)
+    again = fp.decode_columns(blob, offsets, lengths, out=cols)
+    assert again is cols and cols.valid.all()
+    bad = fp.decode_columns(blob, offsets, lengths, linktypes=[101] * len(raws))
+    assert not bad.valid.any() and set(bad.errors) == {"frame"} and not bad.cls.any()
+    assert bad.mask(error="frame").all()
+    with pytest.raises(ValueError):
+        fp.decode_columns(blob, [len(blob) - 3], [10])
