@@ -156,13 +156,14 @@ def test_strict_priority_no_control_lost_under_saturation(fdb_kind: str) -> None
     sw.receive(1, heartbeat(srv, dime=1), 0.0)
     drain(sw, 0), drain(sw, 2)
     controls = []
-    for i in range(20000):
-        sw.receive(0, data(srv, orch, seq=i), 0.001)
-        if i % 100 == 0:
+    flood = data(srv, orch)
+    for i in range(6000):
+        sw.receive(0, flood, 0.001)
+        if i % 30 == 0:
             c = signaling(srv, orch, dst_dime=1, seq=i)
             controls.append(c)
             sw.receive(0, c, 0.001)
-        if i % 50 == 0:  # the wire takes only a few frames per turn: data saturates
+        if i % 15 == 0:  # the wire takes only a few frames per turn: data saturates
             out = sw.peek(1, 4)
             sw.consume(1, len(out))
             for f in out:
@@ -174,7 +175,7 @@ def test_strict_priority_no_control_lost_under_saturation(fdb_kind: str) -> None
             controls.remove(f)
     assert controls == []
     st_ = sw.stats()["ports"]["p1"]
-    assert st_["tx_queue_drop"] > 10000 and st_["tx_queue_drop_control"] == 0
+    assert st_["tx_queue_drop"] > 3000 and st_["tx_queue_drop_control"] == 0
     assert st_["tx_class"]["signaling"] == 200
 
 

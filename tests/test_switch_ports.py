@@ -204,8 +204,9 @@ def test_priority_under_saturation_no_control_lost(stream_switch: tuple[Daemon, 
     spin(d, lambda: len(a.frames()) == 1)
     control = []
     wire = bytearray()
-    for i in range(20000):
-        wire += _framed(data(mac(1), mac(2), seq=i, size=512))
+    flood = _framed(data(mac(1), mac(2), size=512))
+    for i in range(8000):
+        wire += flood
         if i % 200 == 0:
             c = signaling(mac(1), mac(2), dst_dime=1, seq=i) if i % 400 else heartbeat(mac(2), dime=2, seq=i)
             control.append(c)

@@ -1,22 +1,33 @@
 # cython: language_level=3
-"""The AF_PACKET hot loop: recvmmsg a batch, decide each frame at C level, sendmmsg per output port.
+"""The AF_PACKET hot loop: take a batch (recvmmsg, or a PACKET_MMAP ring), decide each frame at C level, sendmmsg.
 
 :class:`FastLoop` forwards between AF_PACKET ports without touching Python
-objects for the common frame: it reads the header (the same checks as
-:func:`pxproto.switch.peek.peek` at ``header`` depth), learns into the
-switch's compiled :class:`~pxproto.switch._fdb.Fdb` and sends control frames
-before data.  Anything it does not fully handle (a malformed or
-non-Parallax frame under a drop policy, an output that is not an AF_PACKET
-port or has a backlog, a mirror) goes back to Python as bytes for
-:meth:`Switch.receive`; a control frame the wire refused goes back for the
-core's control queue.  Counters live here and are merged into the switch's.
+objects for the common frame.  It classifies with the fast path's C contract
+(:mod:`pxproto.fastpath.wirec`): ``px_class_of`` for the EtherType map, and
+``px_view`` (every rule of the reference codec) when the policy asks for
+``full`` validation; at ``header`` depth it checks the header rules of
+:func:`pxproto.switch.peek.peek`.  It learns into the switch's compiled
+:class:`~pxproto.switch._fdb.Fdb`, sends control frames before data, counts
+malformed frames by the field :class:`~pxproto.errors.ProtocolError` would
+name, and writes mirrored frames as pcapng blocks into a bounded buffer the
+daemon writes out in one piece.  What it does not fully handle (a malformed
+or non-Parallax frame the policy passes or that failed a ``header`` check,
+an output that is not an AF_PACKET port or has a backlog) goes back to
+Python as bytes for :meth:`Switch.receive`; a control frame the wire refused
+goes back for the core's control queue.
+
+:class:`PacketRing` is a PACKET_MMAP receive ring (TPACKET_V2: one slot per
+frame, or TPACKET_V3: frames packed in blocks the kernel hands over when full
+or after a timeout) on one socket.
 """
 
-from libc.errno cimport EAGAIN, ENOBUFS, EINTR, errno
-from libc.stdint cimport uint64_t
-from libc.stdlib cimport calloc, free
-from libc.string cimport memset
+from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memset
 
+from pxproto.fastpath.wirec cimport PxView, px_class_of, px_error_field, px_view
+from pxproto.fastpath.wiregen cimport PX_ERR_COUNT
 from pxproto.switch._fdb cimport Fdb
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -35,11 +46,66 @@ cdef extern from "<sys/socket.h>" nogil:
         msghdr msg_hdr
         unsigned int msg_len
     struct timespec:
-        pass
+        long tv_sec
+        long tv_nsec
     int recvmmsg(int fd, mmsghdr* v, unsigned int n, int flags, timespec* t)
     int sendmmsg(int fd, mmsghdr* v, unsigned int n, int flags)
+    int setsockopt(int fd, int level, int name, const void* val, unsigned int len)
     int MSG_DONTWAIT
     int MSG_TRUNC
+
+cdef extern from "<time.h>" nogil:
+    int clock_gettime(int clk, timespec* ts)
+    int CLOCK_REALTIME
+
+cdef extern from "<sys/mman.h>" nogil:
+    void* mmap(void* addr, size_t length, int prot, int flags, int fd, long offset)
+    int munmap(void* addr, size_t length)
+    int PROT_READ
+    int PROT_WRITE
+    int MAP_SHARED
+    int MAP_LOCKED
+    void* MAP_FAILED
+
+cdef extern from "<linux/if_packet.h>" nogil:
+    struct tpacket_req:
+        unsigned int tp_block_size
+        unsigned int tp_block_nr
+        unsigned int tp_frame_size
+        unsigned int tp_frame_nr
+    struct tpacket_req3:
+        unsigned int tp_block_size
+        unsigned int tp_block_nr
+        unsigned int tp_frame_size
+        unsigned int tp_frame_nr
+        unsigned int tp_retire_blk_tov
+        unsigned int tp_sizeof_priv
+        unsigned int tp_feature_req_word
+    struct tpacket2_hdr:
+        uint32_t tp_status
+        uint32_t tp_len
+        uint32_t tp_snaplen
+        uint16_t tp_mac
+    struct tpacket3_hdr:
+        uint32_t tp_next_offset
+        uint32_t tp_snaplen
+        uint32_t tp_len
+        uint32_t tp_status
+        uint16_t tp_mac
+    struct tpacket_hdr_v1:
+        uint32_t block_status
+        uint32_t num_pkts
+        uint32_t offset_to_first_pkt
+    struct tpacket_block_desc:
+        uint32_t version
+        uint32_t offset_to_priv
+        tpacket_hdr_v1 h1 "hdr.bh1"
+    int PACKET_VERSION
+    int PACKET_RX_RING
+    int TPACKET_V2
+    int TPACKET_V3
+    int TP_STATUS_KERNEL
+    int TP_STATUS_USER
 
 DEF BATCH = 64
 DEF SLOT = 16384
@@ -48,12 +114,29 @@ DEF NCLASS = 5
 DEF SLOW = -2
 DEF FLOOD = -1
 DEF DROP = -3
+DEF MALFORMED = -4
+DEF SOL_PACKET = 263
+DEF MIRROR_COMMENT = 32
 
-cdef int DIME_ALL = 0xFFFF
+cdef unsigned int DIME_ALL = 0xFFFF
+
+DEF V_NONE = 0
+DEF V_HEADER = 1
+DEF V_FULL = 2
+VALIDATION = {"none": V_NONE, "header": V_HEADER, "full": V_FULL}
+"""FastLoop.validation for each SwitchPolicy.validation."""
 
 
-cdef class _Ring:
-    """BATCH receive slots with their headers."""
+cdef struct Batch:
+    # the frames of one batch: pointers into a _Slots buffer or into a ring, their lengths, truncation
+    int n
+    unsigned char* ptr[BATCH]
+    Py_ssize_t len[BATCH]
+    bint trunc[BATCH]
+
+
+cdef class _Slots:
+    """BATCH receive slots for recvmmsg."""
     cdef unsigned char* buf
     cdef iovec iov[BATCH]
     cdef mmsghdr hdr[BATCH]
@@ -73,27 +156,34 @@ cdef class _Ring:
     def __dealloc__(self):
         free(self.buf)
 
-    cdef int recv(self, int fd) noexcept nogil:
-        cdef int i
+    cdef int recv(self, int fd, Batch* b) noexcept nogil:
+        """Fill ``b`` with one recvmmsg; the count, or -1 with errno."""
+        cdef int i, n
         for i in range(BATCH):
             self.hdr[i].msg_hdr.msg_flags = 0
-        return recvmmsg(fd, self.hdr, BATCH, MSG_DONTWAIT, NULL)
+        n = recvmmsg(fd, self.hdr, BATCH, MSG_DONTWAIT, NULL)
+        b.n = n if n > 0 else 0
+        for i in range(b.n):
+            b.ptr[i] = self.buf + i * SLOT
+            b.trunc[i] = (self.hdr[i].msg_hdr.msg_flags & MSG_TRUNC) != 0
+            b.len[i] = SLOT if b.trunc[i] else self.hdr[i].msg_len
+        return n
 
 
-cdef _Ring _shared = _Ring()
+cdef _Slots _shared = _Slots()
 
 
 def recv_batch(int fd, int max_n=BATCH):
-    """Up to ``max_n`` (at most 64) frames from a non-blocking packet socket, with one recvmmsg."""
+    """Up to 64 frames from a non-blocking packet socket, with one recvmmsg (frames too long for a slot are left out)."""
+    cdef Batch b
     cdef int n, i
     with nogil:
-        n = _shared.recv(fd)
+        n = _shared.recv(fd, &b)
     if n < 0:
         if errno == EAGAIN or errno == EINTR:
             return []
         raise OSError(errno, "recvmmsg")
-    return [(<char*>_shared.buf)[i * SLOT : i * SLOT + _shared.hdr[i].msg_len] for i in range(n)
-            if not _shared.hdr[i].msg_hdr.msg_flags & MSG_TRUNC]
+    return [(<char*>b.ptr[i])[:b.len[i]] for i in range(b.n) if not b.trunc[i]]
 
 
 def send_batch(int fd, list frames):
@@ -122,6 +212,146 @@ def send_batch(int fd, list frames):
     return r
 
 
+cdef class PacketRing:
+    """A PACKET_MMAP receive ring on an AF_PACKET socket: set it up before bind.
+
+    ``version`` 2 (TPACKET_V2, one fixed slot per frame: the kernel hands each
+    frame over at once) or 3 (TPACKET_V3, frames packed in blocks: a block is
+    handed over when full or after ``timeout_ms``).  Frames are read in place;
+    :meth:`release` gives what was read back to the kernel.
+    """
+
+    cdef readonly int version
+    cdef readonly int fd
+    cdef unsigned char* map
+    cdef size_t map_len
+    cdef unsigned int block_size, block_nr, frame_size, frame_nr
+    cdef unsigned int cur            # V2: next frame slot; V3: current block
+    cdef unsigned int v3_left        # V3: frames of the current block not read yet
+    cdef unsigned char* v3_next      # V3: next frame header in the current block
+    cdef unsigned int pending[BATCH]  # V2: slots handed out, to release
+    cdef int npending
+    cdef bint v3_done                # V3: the current block is read to its end; release it
+
+    def __cinit__(self, int fd, int version=2, unsigned int size=1 << 20, unsigned int timeout_ms=1):
+        cdef tpacket_req r2
+        cdef tpacket_req3 r3
+        cdef int v
+        self.fd = fd
+        self.map = NULL
+        if version == 2:
+            v = TPACKET_V2
+            self.frame_size = 2048
+            self.block_size = 4096
+        elif version == 3:
+            v = TPACKET_V3
+            self.block_size = 8192
+            self.frame_size = 2048
+        else:
+            raise ValueError(f"ring version {version}: 2 or 3")
+        self.version = version
+        self.block_nr = max(2, size // self.block_size)
+        self.frame_nr = self.block_nr * (self.block_size // self.frame_size)
+        if setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) < 0:
+            raise OSError(errno, "PACKET_VERSION")
+        if version == 2:
+            r2.tp_block_size = self.block_size
+            r2.tp_block_nr = self.block_nr
+            r2.tp_frame_size = self.frame_size
+            r2.tp_frame_nr = self.frame_nr
+            if setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &r2, sizeof(r2)) < 0:
+                raise OSError(errno, "PACKET_RX_RING")
+        else:
+            memset(&r3, 0, sizeof(r3))
+            r3.tp_block_size = self.block_size
+            r3.tp_block_nr = self.block_nr
+            r3.tp_frame_size = self.frame_size
+            r3.tp_frame_nr = self.frame_nr
+            r3.tp_retire_blk_tov = timeout_ms
+            if setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &r3, sizeof(r3)) < 0:
+                raise OSError(errno, "PACKET_RX_RING")
+        self.map_len = <size_t>self.block_size * self.block_nr
+        cdef void* m = mmap(NULL, self.map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        if m == MAP_FAILED:
+            raise OSError(errno, "mmap of the packet ring")
+        self.map = <unsigned char*>m
+
+    def __dealloc__(self):
+        if self.map != NULL:
+            munmap(self.map, self.map_len)
+
+    @property
+    def slots(self):
+        """Frames (V2) or blocks (V3) the ring holds."""
+        return self.frame_nr if self.version == 2 else self.block_nr
+
+    cdef int take(self, Batch* b) noexcept nogil:
+        """Up to BATCH frames the kernel has handed over; they stay valid until :meth:`c_release`."""
+        cdef tpacket2_hdr* h2
+        cdef tpacket3_hdr* h3
+        cdef tpacket_block_desc* bd
+        cdef unsigned int fpb = self.block_size // self.frame_size
+        cdef unsigned char* slot
+        b.n = 0
+        if self.version == 2:
+            while b.n < BATCH:
+                slot = self.map + (self.cur // fpb) * self.block_size + (self.cur % fpb) * self.frame_size
+                h2 = <tpacket2_hdr*>slot
+                if not (h2.tp_status & TP_STATUS_USER):
+                    break
+                b.ptr[b.n] = slot + h2.tp_mac
+                b.len[b.n] = h2.tp_snaplen
+                b.trunc[b.n] = h2.tp_snaplen < h2.tp_len
+                self.pending[self.npending] = self.cur
+                self.npending += 1
+                b.n += 1
+                self.cur = (self.cur + 1) % self.frame_nr
+            return b.n
+        bd = <tpacket_block_desc*>(self.map + self.cur * self.block_size)
+        if self.v3_next == NULL:
+            if not (bd.h1.block_status & TP_STATUS_USER):
+                return 0
+            self.v3_left = bd.h1.num_pkts
+            self.v3_next = <unsigned char*>bd + bd.h1.offset_to_first_pkt
+        while b.n < BATCH and self.v3_left:
+            h3 = <tpacket3_hdr*>self.v3_next
+            b.ptr[b.n] = self.v3_next + h3.tp_mac
+            b.len[b.n] = h3.tp_snaplen
+            b.trunc[b.n] = h3.tp_snaplen < h3.tp_len
+            b.n += 1
+            self.v3_left -= 1
+            self.v3_next += h3.tp_next_offset
+        self.v3_done = self.v3_left == 0
+        return b.n
+
+    cdef void c_release(self) noexcept nogil:
+        """Hand back what :meth:`take` gave (a V3 block once it is read to its end)."""
+        cdef unsigned int i, s, fpb = self.block_size // self.frame_size
+        cdef tpacket_block_desc* bd
+        if self.version == 2:
+            for i in range(self.npending):
+                s = self.pending[i]
+                (<tpacket2_hdr*>(self.map + (s // fpb) * self.block_size + (s % fpb) * self.frame_size)).tp_status = (
+                    TP_STATUS_KERNEL)
+            self.npending = 0
+            return
+        if self.v3_done and self.v3_next != NULL:
+            bd = <tpacket_block_desc*>(self.map + self.cur * self.block_size)
+            bd.h1.block_status = TP_STATUS_KERNEL
+            self.cur = (self.cur + 1) % self.block_nr
+            self.v3_next = NULL
+            self.v3_done = False
+
+    def recv_batch(self, int max_n=BATCH):
+        """Up to 64 frames as bytes (copied out, so the ring slots go back to the kernel at once)."""
+        cdef Batch b
+        cdef int i
+        self.take(&b)
+        out = [(<char*>b.ptr[i])[:b.len[i]] for i in range(b.n) if not b.trunc[i]]
+        self.c_release()
+        return out
+
+
 cdef inline unsigned int _u16(const unsigned char* p) noexcept nogil:
     return (p[0] << 8) | p[1]
 
@@ -131,19 +361,33 @@ cdef inline uint64_t _mac(const unsigned char* p) noexcept nogil:
             (<uint64_t>p[3] << 16) | (<uint64_t>p[4] << 8) | <uint64_t>p[5])
 
 
+cdef inline void _le32(unsigned char* p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = (v >> 8) & 0xFF
+    p[2] = (v >> 16) & 0xFF
+    p[3] = (v >> 24) & 0xFF
+
+
+cdef inline bint _is_control(int ci) noexcept nogil:
+    return ci == 1 or ci == 3 or ci == 4
+
+
 cdef class FastLoop:
     """Forwarding between AF_PACKET ports at C level, sharing the switch's table."""
 
     cdef Fdb fdb
-    cdef _Ring ring
+    cdef _Slots slots
+    cdef Batch batch
     cdef int fd[MAXPORTS]
     cdef int ctrl_fd[MAXPORTS]
+    cdef void* ring[MAXPORTS]         # borrowed PacketRing pointers; ``rings`` holds the references
+    cdef dict rings
     cdef bint up[MAXPORTS]
     cdef bint backlog[MAXPORTS]
     cdef bint others_up        # a non-AF_PACKET port is up: floods go through Python
-    cdef unsigned int et[NCLASS]
-    cdef public int validation  # 0 none, 1 header
+    cdef public int validation  # a value of VALIDATION
     cdef public bint non_parallax_drop
+    cdef public bint malformed_drop
     cdef public bint force_slow
     # per-port, per-class counters of frames the loop handled itself
     cdef long long rx[MAXPORTS]
@@ -151,8 +395,10 @@ cdef class FastLoop:
     cdef long long tx[MAXPORTS]
     cdef long long tx_bytes[MAXPORTS]
     cdef long long tx_drop[MAXPORTS]
+    cdef long long rx_malformed[MAXPORTS]
     cdef long long rx_class[MAXPORTS][NCLASS]
     cdef long long tx_class[MAXPORTS][NCLASS]
+    cdef long long malformed[PX_ERR_COUNT]
     cdef long long learned, moved, flooded, unknown, filtered
     # per-batch output lists: (slot index) per port, control and data
     cdef short outc[MAXPORTS][BATCH]
@@ -160,34 +406,47 @@ cdef class FastLoop:
     cdef int nc[MAXPORTS]
     cdef int nd[MAXPORTS]
     cdef unsigned char cls_of[BATCH]
+    # the mirror: pcapng Enhanced Packet Blocks (interface 0, ns timestamps) waiting to be written
+    cdef unsigned char* mbuf
+    cdef Py_ssize_t mlen, mcap
+    cdef long long mirror_dropped
+    cdef char mcomment[MAXPORTS][MIRROR_COMMENT]
+    cdef int mcomment_len[MAXPORTS]
 
-    def __cinit__(self, Fdb fdb, ethertypes):
+    def __cinit__(self, Fdb fdb):
         self.fdb = fdb
-        self.ring = _Ring()
+        self.slots = _Slots()
+        self.rings = {}
         cdef int i
         for i in range(MAXPORTS):
             self.fd[i] = -1
             self.ctrl_fd[i] = -1
-        self.set_ethertypes(ethertypes)
-        self.validation = 1
+            self.ring[i] = NULL
+        self.validation = V_HEADER
+        self.malformed_drop = True
+        self.mbuf = NULL
 
-    def set_ethertypes(self, ethertypes):
-        """(signaling, data, discovery, heartbeat) EtherTypes."""
-        self.et[0] = 0
-        for i, v in enumerate(ethertypes):
-            self.et[i + 1] = v
+    def __dealloc__(self):
+        free(self.mbuf)
 
-    def set_port(self, int pid, int fd, int ctrl_fd=-1):
+    def set_port(self, int pid, int fd, int ctrl_fd=-1, PacketRing ring=None, str name=""):
         if not 0 <= pid < MAXPORTS:
             raise ValueError(f"port id {pid}: the fast loop takes ids below {MAXPORTS}")
         self.fd[pid] = fd
         self.ctrl_fd[pid] = ctrl_fd
+        self.rings[pid] = ring
+        self.ring[pid] = <void*>ring if ring is not None else NULL
         self.up[pid] = True
+        comment = f"in {name}".encode()[:MIRROR_COMMENT]
+        memcpy(self.mcomment[pid], <char*>comment, len(comment))
+        self.mcomment_len[pid] = len(comment)
 
     def clear_port(self, int pid):
         if 0 <= pid < MAXPORTS:
             self.fd[pid] = -1
             self.ctrl_fd[pid] = -1
+            self.ring[pid] = NULL
+            self.rings.pop(pid, None)
             self.up[pid] = False
 
     def set_state(self, int pid, bint up, bint backlog):
@@ -198,38 +457,102 @@ cdef class FastLoop:
     def set_others_up(self, bint v):
         self.others_up = v
 
+    def set_mirror(self, Py_ssize_t capacity):
+        """Mirror every frame the loop takes into a buffer of ``capacity`` bytes (0: stop mirroring)."""
+        free(self.mbuf)
+        self.mbuf = NULL
+        self.mlen = 0
+        self.mcap = 0
+        if capacity > 0:
+            self.mbuf = <unsigned char*>malloc(capacity)
+            if self.mbuf == NULL:
+                raise MemoryError()
+            self.mcap = capacity
+
+    def take_mirror(self):
+        """The pcapng blocks mirrored since the last call, as one bytes object."""
+        out = (<char*>self.mbuf)[:self.mlen] if self.mlen else b""
+        self.mlen = 0
+        return out
+
     def counters(self, int pid):
-        """(rx, rx_bytes, tx, tx_bytes, tx_drop, rx_class list, tx_class list) of the frames the loop handled."""
+        """(rx, rx_bytes, tx, tx_bytes, tx_drop, rx_malformed, rx_class list, tx_class list) of the loop's frames."""
         return (self.rx[pid], self.rx_bytes[pid], self.tx[pid], self.tx_bytes[pid], self.tx_drop[pid],
+                self.rx_malformed[pid],
                 [self.rx_class[pid][i] for i in range(NCLASS)], [self.tx_class[pid][i] for i in range(NCLASS)])
 
     def switch_counters(self):
         return {"learned": self.learned, "moved": self.moved, "flooded": self.flooded,
-                "unknown_unicast": self.unknown, "filtered_same_port": self.filtered}
+                "unknown_unicast": self.unknown, "filtered_same_port": self.filtered,
+                "mirror_dropped": self.mirror_dropped}
+
+    def malformed_by_field(self):
+        """Malformed frames the loop dropped, by the field ProtocolError names."""
+        out = {}
+        cdef int i
+        for i in range(PX_ERR_COUNT):
+            if self.malformed[i]:
+                name = px_error_field(i).decode()
+                out[name] = out.get(name, 0) + self.malformed[i]
+        return out
+
+    cdef void _mirror(self, int pid, const unsigned char* b, Py_ssize_t n, uint64_t ts) noexcept nogil:
+        cdef Py_ssize_t padded = (n + 3) & ~3
+        cdef int cl = self.mcomment_len[pid]
+        cdef Py_ssize_t opts = (4 + ((cl + 3) & ~3) + 4) if cl else 0
+        cdef Py_ssize_t total = 32 + padded + opts
+        cdef unsigned char* p
+        if self.mlen + total > self.mcap:
+            self.mirror_dropped += 1
+            return
+        p = self.mbuf + self.mlen
+        memset(p, 0, total)
+        _le32(p, 6)                      # Enhanced Packet Block
+        _le32(p + 4, <uint32_t>total)
+        _le32(p + 8, 0)                  # interface 0
+        _le32(p + 12, <uint32_t>(ts >> 32))
+        _le32(p + 16, <uint32_t>ts)
+        _le32(p + 20, <uint32_t>n)
+        _le32(p + 24, <uint32_t>n)
+        memcpy(p + 28, b, n)
+        if cl:
+            p[28 + padded] = 1           # opt_comment
+            p[30 + padded] = cl & 0xFF
+            memcpy(p + 32 + padded, self.mcomment[pid], cl)
+            # opt_endofopt: the 4 zero bytes memset left
+        _le32(p + total - 4, <uint32_t>total)
+        self.mlen += total
 
     cdef int _classify(self, const unsigned char* b, Py_ssize_t n, int* ci, int* dime_scope,
-                       unsigned int* src_dime, unsigned int* dst_dime) noexcept nogil:
-        """0 when the loop may forward the frame itself; -1 sends it to Python."""
-        cdef unsigned int et, flags, end
-        cdef int c
+                       unsigned int* src_dime, unsigned int* dst_dime, int* err) noexcept nogil:
+        """0 when the loop may forward the frame itself; -1 sends it to Python; MALFORMED with ``err`` set."""
+        cdef unsigned int flags, end
         cdef Py_ssize_t k
+        cdef PxView v
+        cdef int c
         if n < 14:
             return -1
-        et = _u16(b + 12)
-        ci[0] = 0
-        for c in range(1, NCLASS):
-            if self.et[c] == et:
-                ci[0] = c
-        if ci[0] == 0:
+        c = px_class_of(_u16(b + 12))
+        ci[0] = c
+        if c == 0:
             return -1 if self.non_parallax_drop else 0
+        if self.validation == V_FULL:
+            err[0] = px_view(b, n, &v)
+            if err[0]:
+                return MALFORMED if self.malformed_drop else -1
+            dime_scope[0] = v.scope
+            src_dime[0] = v.src_dime
+            dst_dime[0] = v.dst_dime
+            return 0
         if n < 34:
             return -1
         flags = b[15]
         dime_scope[0] = flags & 1
         src_dime[0] = _u16(b + 18)
         dst_dime[0] = _u16(b + 22)
-        if self.validation == 0:
+        if self.validation == V_NONE:
             return 0
+        # header depth: the rules of peek._check_header; a frame that breaks one goes to Python to be counted
         if b[14] != 1 or flags & ~3:
             return -1
         end = 34 + _u16(b + 16) + (26 if flags & 2 else 0)
@@ -241,7 +564,6 @@ cdef class FastLoop:
             for k in range(end, n):
                 if b[k]:
                     return -1
-        c = ci[0]
         if c == 2 and not dime_scope[0]:
             return -1
         if (c == 3 or c == 4) and dime_scope[0]:
@@ -252,11 +574,15 @@ cdef class FastLoop:
             return -1
         return 0
 
-    cdef int _decide(self, int pid, const unsigned char* b, Py_ssize_t n, double now, int* ci) noexcept nogil:
+    cdef int _decide(self, int pid, const unsigned char* b, Py_ssize_t n, double now, int* ci,
+                     int* err) noexcept nogil:
         cdef int dime_scope = 0, r, out = -1
         cdef unsigned int src_dime = DIME_ALL, dst_dime = DIME_ALL
         cdef uint64_t src, dst
-        if self._classify(b, n, ci, &dime_scope, &src_dime, &dst_dime) < 0:
+        r = self._classify(b, n, ci, &dime_scope, &src_dime, &dst_dime, err)
+        if r == MALFORMED:
+            return MALFORMED
+        if r < 0:
             return SLOW
         if not b[6] & 1:
             src = _mac(b + 6)
@@ -287,7 +613,7 @@ cdef class FastLoop:
         return out
 
     cdef void _queue(self, int out, int slot, int ci) noexcept nogil:
-        if ci == 1 or ci == 3 or ci == 4:
+        if _is_control(ci):
             self.outc[out][self.nc[out]] = slot
             self.nc[out] += 1
         else:
@@ -301,33 +627,56 @@ cdef class FastLoop:
         [port ids whose socket failed]).
         """
         cdef list slow = [], retry = [], failed = []
-        cdef int fd, n, i, out, ci, p, got = 0
+        cdef int fd, n, i, out, ci, p, err, got = 0, which
         cdef Py_ssize_t ln
         cdef unsigned char* b
-        for fd in (self.ctrl_fd[pid], self.fd[pid]):
+        cdef Batch* bt = &self.batch
+        cdef PacketRing ring
+        cdef timespec ts
+        cdef uint64_t ts_ns = 0
+        for which in range(2):
+            fd = self.ctrl_fd[pid] if which == 0 else self.fd[pid]
             if fd < 0:
                 continue
-            with nogil:
-                n = self.ring.recv(fd)
-            if n < 0:
-                if errno == EAGAIN or errno == EINTR:
-                    continue
-                raise OSError(errno, "recvmmsg")
+            ring = <PacketRing>self.ring[pid] if which == 1 and self.ring[pid] != NULL else None
+            if ring is not None:
+                with nogil:
+                    n = ring.take(bt)
+            else:
+                with nogil:
+                    n = self.slots.recv(fd, bt)
+                if n < 0:
+                    if errno == EAGAIN or errno == EINTR:
+                        continue
+                    raise OSError(errno, "recvmmsg")
+            if n == 0:
+                continue
             got += n
+            if self.mbuf != NULL:
+                clock_gettime(CLOCK_REALTIME, &ts)
+                ts_ns = <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
             for p in range(MAXPORTS):
                 self.nc[p] = 0
                 self.nd[p] = 0
             for i in range(n):
-                b = self.ring.buf + i * SLOT
-                if self.ring.hdr[i].msg_hdr.msg_flags & MSG_TRUNC:
-                    slow.append(b[:SLOT])  # too long for a slot: Python counts it (the copy is truncated)
+                b = bt.ptr[i]
+                ln = bt.len[i]
+                if bt.trunc[i]:
+                    slow.append(b[:ln])  # too long for a slot: Python counts it (the copy is truncated)
                     continue
-                ln = self.ring.hdr[i].msg_len
                 ci = 0
+                err = 0
                 if self.force_slow:
                     out = SLOW
                 else:
-                    out = self._decide(pid, b, ln, now, &ci)
+                    out = self._decide(pid, b, ln, now, &ci, &err)
+                if out == MALFORMED:
+                    self.rx[pid] += 1
+                    self.rx_bytes[pid] += ln
+                    self.rx_malformed[pid] += 1
+                    if 0 <= err < PX_ERR_COUNT:
+                        self.malformed[err] += 1
+                    continue
                 if out == FLOOD and self.others_up:
                     out = SLOW
                 if out >= 0 and (out >= MAXPORTS or self.fd[out] < 0 or not self.up[out] or self.backlog[out]):
@@ -339,11 +688,13 @@ cdef class FastLoop:
                 self.rx_bytes[pid] += ln
                 self.rx_class[pid][ci] += 1
                 self.cls_of[i] = ci
+                if self.mbuf != NULL:
+                    self._mirror(pid, b, ln, ts_ns)
                 if out == FLOOD:
                     self.flooded += 1
                     for p in range(MAXPORTS):
                         if p != pid and self.fd[p] >= 0 and self.up[p]:
-                            if self.backlog[p] and (ci == 1 or ci == 3 or ci == 4):
+                            if self.backlog[p] and _is_control(ci):
                                 retry.append((p, b[:ln], ci))
                             else:
                                 self._queue(p, i, ci)
@@ -353,6 +704,8 @@ cdef class FastLoop:
                 if self.nc[p] or self.nd[p]:
                     if self._send(p, retry) < 0:
                         failed.append(p)
+            if ring is not None:
+                ring.c_release()
         return got, slow, retry, failed
 
     cdef int _send(self, int p, list retry) except -2:
@@ -368,8 +721,8 @@ cdef class FastLoop:
             k += 1
         memset(hdr, 0, k * sizeof(mmsghdr))
         for i in range(k):
-            iov[i].iov_base = self.ring.buf + slots[i] * SLOT
-            iov[i].iov_len = self.ring.hdr[slots[i]].msg_len
+            iov[i].iov_base = self.batch.ptr[slots[i]]
+            iov[i].iov_len = self.batch.len[slots[i]]
             hdr[i].msg_hdr.msg_iov = &iov[i]
             hdr[i].msg_hdr.msg_iovlen = 1
         while off < k:
@@ -387,14 +740,14 @@ cdef class FastLoop:
             if err == EINTR:
                 continue
             ci = self.cls_of[slots[off]]
-            if err == ENOBUFS and not (ci == 1 or ci == 3 or ci == 4):
+            if err == ENOBUFS and not _is_control(ci):
                 self.tx_drop[p] += 1  # the wire refused this data frame: drop it, go on
                 off += 1
                 continue
             # the socket is full (or refused a control frame): control frames wait in the core, data is dropped
             for i in range(off, k):
                 ci = self.cls_of[slots[i]]
-                if ci == 1 or ci == 3 or ci == 4:
+                if _is_control(ci):
                     ln = iov[i].iov_len
                     retry.append((p, (<unsigned char*>iov[i].iov_base)[:ln], ci))
                 else:

@@ -40,7 +40,7 @@ PORT_OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
     "udp": {"local": (str, True), "remote": (str, False)},
     "stream": {"address": (str, True), "listen": (bool, False)},
     "tap": {"interface": (str, True)},
-    "afpacket": {"interface": (str, True), "rcvbuf": (int, False), "ring": (bool, False)},
+    "afpacket": {"interface": (str, True), "rcvbuf": (int, False), "ring": (int, False)},
     "vxlan": {"local": (str, False), "remote": (list, True), "vni": (int, True)},
 }
 SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
@@ -188,6 +188,7 @@ def load_text(text: str, source: str = "<config>") -> SwitchConfig:
         elif key == "control":
             cfg.control = str(value)
         elif key == "realtime":
+            assert isinstance(value, int)
             if not 0 <= value <= 99:
                 raise ConfigError(f"{where('switch', None, key)}: {value}: 0 (off) or a SCHED_FIFO priority 1..99")
             cfg.realtime = value

@@ -21,12 +21,13 @@ from pxproto.capture.pcapng import PcapngWriter
 from pxproto.switch.config import ConfigError, PortSpec, SwitchConfig, load_file
 from pxproto.switch.core import CLASS_NAMES, Switch
 from pxproto.switch.ports import AfPacketPort, Port, PortGone, StreamPort, TapPort, UdpPort, VxlanPort
-from pxproto.wire import ethertypes
 
 BATCH = 64
 FAST_PORTS = 64
 FAST_BATCHES = 16
 CHECK_PERIOD = 1.0
+MIRROR_BUFFER = 8 << 20
+"""Bytes of pcapng blocks the fast loop may hold between two writes of the mirror file."""
 AFPACKET_RCVBUF = 256 << 10
 """Receive buffer of an AF_PACKET data socket: a deep buffer only turns a stall into latency (see bench/switch.py)."""
 
@@ -41,7 +42,7 @@ def open_port(spec: PortSpec) -> Port:
     if spec.type == "tap":
         return TapPort(spec.name, g("interface"))
     if spec.type == "afpacket":
-        return AfPacketPort(spec.name, g("interface"), int(g("rcvbuf", AFPACKET_RCVBUF)), bool(g("ring", False)))
+        return AfPacketPort(spec.name, g("interface"), int(g("rcvbuf", AFPACKET_RCVBUF)), int(g("ring", 0)))
     if spec.type == "vxlan":
         return VxlanPort(spec.name, g("local", "0.0.0.0:4789"), list(g("remote")), int(g("vni")))
     raise ConfigError(f"port {spec.name}: unknown type {spec.type!r}")
@@ -88,19 +89,21 @@ class Daemon:
     def _fast_loop(self) -> Any:
         """The compiled AF_PACKET loop, when it is built and the policy lets it decide frames."""
         pol = self.core.policy
-        if pol.validation == "full" or pol.mirror or os.environ.get("PXPROTO_PURE") == "1":
+        if os.environ.get("PXPROTO_PURE") == "1":
             return None
         try:
-            from pxproto.switch._afpacket import FastLoop  # type: ignore[import-not-found]
+            from pxproto.switch._afpacket import VALIDATION, FastLoop  # type: ignore[attr-defined]
             from pxproto.switch._fdb import Fdb  # type: ignore[import-not-found]
         except ImportError:
             return None
         if not isinstance(self.core.fdb, Fdb):
             return None
-        m = ethertypes.current()
-        fast = FastLoop(self.core.fdb, (m.signaling, m.data, m.discovery, m.heartbeat))
-        fast.validation = 0 if pol.validation == "none" else 1
+        fast = FastLoop(self.core.fdb)
+        fast.validation = VALIDATION[pol.validation]
+        fast.malformed_drop = pol.malformed == "drop"
         fast.non_parallax_drop = pol.non_parallax == "drop"
+        if pol.mirror:
+            fast.set_mirror(MIRROR_BUFFER)
         return fast
 
     def _is_fast(self, pid: int) -> bool:
@@ -120,7 +123,7 @@ class Daemon:
         self._fds[pid] = ()
         if self._is_fast(pid):
             assert isinstance(port, AfPacketPort)
-            self.fast.set_port(pid, port.fd, port.ctrl.fileno())
+            self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name)
         self._sync(pid)
         log(f"port {spec.name} ({spec.type}) open")
 
@@ -208,12 +211,17 @@ class Daemon:
         if self.fast is not None:
             for k, v in self.fast.switch_counters().items():
                 st["switch"][k] += v
+            mal = st["malformed"]
+            for k, v in self.fast.malformed_by_field().items():
+                mal[k] = mal.get(k, 0) + v
+            st["malformed"] = dict(sorted(mal.items()))
             for pid in self.ports:
                 if self._is_fast(pid):
                     p = st["ports"][self.core.ports[pid].name]
-                    rx, rxb, tx, txb, drop, rxc, txc = self.fast.counters(pid)
+                    rx, rxb, tx, txb, drop, bad, rxc, txc = self.fast.counters(pid)
                     p["rx"] += rx
                     p["rx_bytes"] += rxb
+                    p["rx_malformed"] += bad
                     p["tx"] += tx
                     p["tx_bytes"] += txb
                     p["tx_queue_drop"] += drop
@@ -321,7 +329,14 @@ class Daemon:
             self._sync(pid)
 
     def _write_mirror(self) -> None:
-        if self.mirror is None or not self.core.mirror:
+        if self.mirror is None or self._mirror_file is None:
+            return
+        if self.fast is not None:
+            blocks = self.fast.take_mirror()  # whole pcapng blocks for interface 0, written as they are
+            if blocks:
+                self._mirror_file.write(blocks)
+        if not self.core.mirror:
+            self.mirror.flush()
             return
         wall = time.time() - time.monotonic()  # the core's clock is monotonic; pcapng's is the epoch
         for now, pid, frame in self.core.take_mirror():

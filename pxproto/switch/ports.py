@@ -440,32 +440,41 @@ class AfPacketPort(Port):
     CTRL_BUF = 4 << 20
     """Receive buffer of the control socket: deep, so a burst of signaling waits rather than drops."""
 
-    def __init__(self, name: str, ifname: str, rcvbuf: int = 256 << 10, ring: bool = False) -> None:
+    def __init__(self, name: str, ifname: str, rcvbuf: int = 256 << 10, ring: int = 0) -> None:
         super().__init__(name)
         if rcvbuf < 4096:
             raise ValueError(f"port {name}: rcvbuf {rcvbuf}: at least 4096 bytes")
+        if ring not in (0, 2, 3):
+            raise ValueError(f"port {name}: ring {ring}: 0 (recvmmsg), 2 (TPACKET_V2) or 3 (TPACKET_V3)")
+        self.ring: Any = None
         self.ifname = ifname
         self.ifindex = socket.if_nametoindex(ifname)
         self.rcvbuf = rcvbuf
         ctrl = control_ethertypes()
         self.ctrl = self._open(ethertype_filter(ctrl, True), self.CTRL_BUF)
         try:
-            self.sock = self._open(ethertype_filter(ctrl, False), rcvbuf)
-        except OSError:
-            self.ctrl.close()
-            raise
-        self.fd = self.sock.fileno()
-        try:
             from pxproto.switch import _afpacket  # type: ignore[attr-defined]
 
             self._batch: Any = _afpacket
         except ImportError:
             self._batch = None
+        if ring and self._batch is None:
+            self.ctrl.close()
+            raise ValueError(f"port {name}: ring {ring} needs the compiled pxproto.switch._afpacket")
+        try:
+            self.sock = self._open(ethertype_filter(ctrl, False), rcvbuf, ring)
+        except OSError:
+            self.ctrl.close()
+            raise
+        self.fd = self.sock.fileno()
 
-    def _open(self, program: bytes, bufsize: int) -> socket.socket:
+    def _open(self, program: bytes, bufsize: int, ring: int = 0) -> socket.socket:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: nothing arrives before bind
         try:
             attach_filter(s, program)
+            if ring:
+                # the ring's size plays the part of the receive buffer: it bounds the backlog
+                self.ring = self._batch.PacketRing(s.fileno(), ring, max(bufsize, 64 << 10))
             s.bind((self.ifname, ETH_P_ALL))
             mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
             s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
@@ -495,6 +504,8 @@ class AfPacketPort(Port):
         return PortGone(f"{self.name}: {self.ifname}: {exc.strerror}")
 
     def _recv_one(self, s: socket.socket, max_n: int) -> list[bytes]:
+        if self.ring is not None and s is self.sock:
+            return self.ring.recv_batch(max_n)  # type: ignore[no-any-return]
         if self._batch is not None:
             return self._batch.recv_batch(s.fileno(), max_n)  # type: ignore[no-any-return]
         out = []
@@ -540,7 +551,12 @@ class AfPacketPort(Port):
             pass
         raise PortGone(f"{self.name}: interface {self.ifname} vanished")
 
+    def describe(self) -> dict[str, Any]:
+        ring = f"TPACKET_V{self.ring.version}, {self.ring.slots} slots" if self.ring is not None else None
+        return {**super().describe(), "rcvbuf": self.rcvbuf, "ring": ring}
+
     def close(self) -> None:
+        self.ring = None  # unmapped before the socket closes
         self.ctrl.close()
         self.sock.close()
 
