@@ -54,3 +54,5 @@ class CounterId(IntEnum):
     """Frames dropped because the server's relay had no room (retransmission recovers data)."""
     MICE_MESSAGES = 27
     """Record batches read from the MICE (ITEMS_OUT / this = items per batch)."""
+    HEARTBEAT_LATE_MAX_US = 28
+    """Largest lateness of a heartbeat behind its schedule as the DIME sent it, since this counter was last read."""

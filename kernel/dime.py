@@ -36,6 +36,7 @@ from kernel.flow import Flow, Upstream
 from kernel.security import AccessList, KeyRing
 from pxproto.dime.channel import ChannelBroken, ChannelReceiver, ChannelSender, MessageReceived
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, Output, frame_to
+from pxproto.dime.heartbeat import HeartbeatEmitter
 from pxproto.dime.signaling import (
     Requester,
     RequestReceived,
@@ -57,7 +58,7 @@ from pxproto.wire.codes import (
     Status,
     TlvType,
 )
-from pxproto.wire.frame import Data, Frame, Heartbeat, Signaling, Tlv
+from pxproto.wire.frame import Data, Frame, Signaling, Tlv
 
 try:  # the compiled codec when it is built, else the reference one: same answers
     from pxproto.fastpath.wirec import decode, encode
@@ -72,6 +73,8 @@ PAUSE_INPUT = 4096
 OUTQ_LIMIT = 4096
 """Outputs waiting for credit above which the MICE's output is not read."""
 COMPLETION_BATCH = 160
+DIME_NICE = -5
+"""Scheduling priority of a DIME process when permitted; its MICE is SCHED_IDLE (nice 19 otherwise)."""
 FRAME_MAX = 65535
 Tlvs = list[Tlv]
 
@@ -132,7 +135,8 @@ class Dime:
         self.keyring = KeyRing({int(k): bytes.fromhex(v) for k, v in (cfg.keys or {}).items()}, epoch=self.epoch)
         self.acl = AccessList()
         self.mem = memory.MemoryAccount(limit=cfg.mem_chunks)
-        self.heartbeat_ms = cfg.heartbeat_ms
+        self.hb = HeartbeatEmitter(self.local, self.epoch, period=cfg.heartbeat_ms / 1000, state=DimeState.BOOTING)
+        self.hb.stop()  # the loop sends the first one as soon as it runs
         self.retransmit_ms = 50
         self.credit_window = 256
         self.completions_since = 0.0
@@ -161,7 +165,6 @@ class Dime:
         self.sel = selectors.DefaultSelector()
         self.responder = Responder(self.local, self._handlers(), cache_ttl=30.0)
         self.requester = Requester(self.local, RetransmitPolicy(retries=4), first_req_id=self.epoch << 16)
-        self.next_hb = 0.0
         self.cpu_mark = (time.monotonic(), self._cpu_ns())
         self.cpu_permille = 0
         self.started = time.monotonic()
@@ -296,12 +299,13 @@ class Dime:
         self.epoch = state.next_epoch(self.cfg.state_dir, self.cfg.dime)
         self.keyring.epoch, self.keyring.sent = self.epoch, 0
         self.state = DimeState.FREE
-        self.next_hb = 0.0
+        self.hb.epoch, self.hb.sent = self.epoch, 0
+        self.hb.stop()  # a heartbeat of the new epoch at once
         return Status.OK, [Tlv(TlvType.EPOCH, self.epoch)]
 
     def _param_value(self, pid: int) -> int:
         return {
-            Param.HEARTBEAT_PERIOD_MS: self.heartbeat_ms,
+            Param.HEARTBEAT_PERIOD_MS: round(self.hb.period * 1000),
             Param.MEM_LIMIT_CHUNKS: self.mem.limit,
             Param.RETRANSMIT_MS: self.retransmit_ms,
             Param.CREDIT_WINDOW: self.credit_window,
@@ -325,8 +329,7 @@ class Dime:
         if not bounds[0] <= value <= bounds[1]:
             return Status.BAD_PARAM, [text_tlv(f"{pid.name} must be in {bounds[0]}..{bounds[1]}, not {value}")]
         if pid is Param.HEARTBEAT_PERIOD_MS:
-            self.heartbeat_ms = value
-            self.next_hb = min(self.next_hb, time.monotonic() + value / 1000)
+            self.hb.set_period(value / 1000, time.monotonic())
         elif pid is Param.MEM_LIMIT_CHUNKS:
             self._set_limit(value)
         elif pid is Param.RETRANSMIT_MS:
@@ -480,6 +483,8 @@ class Dime:
             return self.mem.returned
         if cid == CounterId.CPU_NS:
             return self._cpu_ns()
+        if cid == CounterId.HEARTBEAT_LATE_MAX_US:  # a peak: reading it starts a new one
+            return self.counters.pop(cid, 0)
         if cid == CounterId.DIME_CPU_NS:
             t = os.times()
             return int((t.user + t.system) * 1e9)
@@ -569,6 +574,8 @@ class Dime:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 die_with_parent()
                 os.nice(19)  # the FCAPS loop on the same core comes first
+                with contextlib.suppress(OSError, AttributeError):  # and more so: run only when the core is idle
+                    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
                 baseline = memory.limit_self(limit)
                 child.send(mice.REC.pack(mice.READY, baseline, 0))
                 code = mice.run_child(child, str(path), st.entry, ctx)
@@ -871,10 +878,8 @@ class Dime:
         self.counters[CounterId.ITEMS_PER_S] = int(self.done_n / period) if period > 0 else 0
         self.done_n = 0
         loaded = self.loaded
-        hb = Heartbeat(
-            epoch=self.epoch,
+        self.hb.update(
             state=self.state,
-            period_ms=self.heartbeat_ms,
             cpu_permille=self.cpu_permille,
             stage=loaded[1] if loaded else 0,
             mem_used=self.mem.used,
@@ -883,7 +888,23 @@ class Dime:
             tx_queue=min(len(self.flow.queue), 0xFFFFFFFF),
             service=loaded[0] if loaded else 0,
         )
-        self._tx([frame_to(self.local, BROADCAST_ADDRESS, hb)])
+        due = self.hb.get_timer()
+        if due is not None:
+            late = int((now - due) * 1e6)
+            self.counters[CounterId.HEARTBEAT_LATE_MAX_US] = max(self.counters[CounterId.HEARTBEAT_LATE_MAX_US], late)
+        out = self.hb.start(now) if due is None else self.hb.handle_timer(now)
+        for f in out.frames:
+            raw = encode(f)
+            if self.keyring.enabled:
+                raw = self.keyring.sign_raw(raw)
+            if self.wire is not None:
+                # Straight on the wire, so a busy relay cannot delay it; the server gets a copy for
+                # its discovery table and, knowing the DIME has the wire, does not forward it.
+                try:
+                    self.wire.send(raw)
+                except OSError:
+                    self.counters[CounterId.TX_DROPPED] += 1
+            self._send_raw(raw)
         self._check_thresholds()
 
     def _check_thresholds(self) -> None:
@@ -898,7 +919,7 @@ class Dime:
     # ------------------------------------------------------------------ loop
 
     def _timers(self) -> Iterable[float | None]:
-        yield self.next_hb
+        yield self.hb.get_timer() or 0.0
         yield self.responder.get_timer()
         yield self.requester.get_timer()
         for tx in self.senders.values():
@@ -907,11 +928,9 @@ class Dime:
             yield rx.get_timer()
 
     def _run_timers(self, now: float) -> None:
-        if now >= self.next_hb:
+        t = self.hb.get_timer()
+        if t is None or t <= now:
             self.heartbeat(now)
-            self.next_hb = max(self.next_hb + self.heartbeat_ms / 1000, now + 0.0005)
-            if self.next_hb < now:
-                self.next_hb = now + self.heartbeat_ms / 1000
         t = self.responder.get_timer()
         if t is not None and t <= now:
             self._out(self.responder.handle_timer(now))
@@ -934,12 +953,10 @@ class Dime:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.state = DimeState.FREE
-        now = time.monotonic()
-        self.next_hb = now
         print(
             f"dime {self.cfg.dime}: core {self.cfg.core} pid {os.getpid()} epoch {self.epoch} "
             f"mac {_mac(self.mac)} memory {self.mem.limit} chunks ({self.mem.limit * CHUNK_BYTES >> 20} MiB) "
-            f"heartbeat {self.heartbeat_ms} ms auth {'on' if self.keyring.enabled else 'off'} ready",
+            f"heartbeat {round(self.hb.period * 1000)} ms auth {'on' if self.keyring.enabled else 'off'} ready",
             flush=True,
         )
         while self.running:
@@ -1014,6 +1031,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.pin:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {cfg.core})
+    with contextlib.suppress(OSError):  # the FCAPS loop before ordinary work (root only; it mostly sleeps)
+        os.setpriority(os.PRIO_PROCESS, 0, DIME_NICE)
     sock = socket.socket(fileno=cfg.fd)
     prof_dir = os.environ.get("PXKERNEL_PROFILE")
     if prof_dir:  # developer aid: cProfile each DIME, stats to PXKERNEL_PROFILE/dime-N-PID.prof

@@ -215,6 +215,8 @@ class Server:
             cls = ethertypes.current().classify(int.from_bytes(raw[12:14], "big"))
             if cls is FrameClass.HEARTBEAT:
                 self._heartbeat_seen(dime, raw, now)
+                if self.wire.shareable:
+                    return  # the DIME sent it on the wire itself; this is our copy
             if raw[:6] == self.mac:  # to a DIME of this server
                 self.from_wire(raw, now)
                 return

@@ -81,6 +81,13 @@ class Cluster:
         self.client = Client(UdpWire("127.0.0.1", self.ports[-1]), keys={1: KEY} if key else None)
         self.servers: dict[int, bytes] = {}
         """Server index (kernel i, state dir ``state{i}``) -> its MAC, once discovery has seen it ready."""
+        try:
+            self._wait_ready(tmp, kernels, dimes)
+        except BaseException:
+            self.close()  # leave no kernel behind when the bed never came up
+            raise
+
+    def _wait_ready(self, tmp: Path, kernels: int, dimes: int) -> None:
         end = time.monotonic() + 20
         while len(self.servers) < kernels and time.monotonic() < end:
             ready = {
