@@ -101,6 +101,7 @@ s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
 s.bind((ifname, 3))
 src, dst, probe = (bytes.fromhex(m.replace(":", "")) for m in sys.argv[5:8])
 gap = 1.0 / rate
+print("ready", flush=True)
 t = time.monotonic()
 for i in range(n):
     if mode == "probe":
@@ -140,13 +141,14 @@ s.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
 s.settimeout(0.2)
 print("ready", flush=True)
-lat, n, end = [], 0, time.monotonic() + seconds
-while time.monotonic() < end:
+lat, n, end, last = [], 0, time.monotonic() + seconds, 0.0
+while time.monotonic() < end and not (n and time.monotonic() - last > 1.0):  # until the sender has long stopped
     try:
         data, anc, _, _ = s.recvmsg(2048, 64)
     except socket.timeout:
         continue
     n += 1
+    last = time.monotonic()
     if mode == "probe":
         for lvl, typ, val in anc:
             if typ == 35:  # SCM_TIMESTAMPNS
@@ -230,7 +232,10 @@ def send(ns: str, dev: str, mode: str, n: int, rate: float, src: str, dst: str) 
     p = subprocess.Popen(
         ["ip", "netns", "exec", ns, sys.executable, "-c", SENDER, dev, mode, str(n), str(rate), src, dst, PROBE_MAC],
         env=env(),
+        stdout=subprocess.PIPE,
     )
+    assert p.stdout is not None
+    p.stdout.readline()  # its imports are done: the load may start
     if mode == "control" and n <= 2:
         p.wait()
     return p
@@ -319,7 +324,7 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
                 res["zero_loss_fps"] = tx / min(seconds, 2.0)
                 break
         # latency at 50% of saturation: probe frames (2000/s) beside the load
-        r = receiver("probe", seconds + 1.5, PROBE_MAC)
+        r = receiver("probe", seconds + 20, PROBE_MAC)
         probe = send("pxb-src", "src0", "probe", int(2000 * seconds), 2000, SRC_MAC, DST_MAC)
         blast(conf, seconds, int(sat * 0.5))
         probe.wait()
@@ -332,7 +337,7 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
         )
         # control frames while data saturates
         n_ctrl = int(1000 * seconds)
-        r = receiver("control", seconds + 1.5, ctrl_ets)
+        r = receiver("control", seconds + 20, ctrl_ets)
         c = send("pxb-src", "src0", "control", n_ctrl, 1000, SRC_MAC, DST_MAC)
         blast(conf, seconds, None)
         c.wait()
