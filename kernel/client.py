@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import select
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, frame_to
 from pxproto.dime.signaling import Requester, RequestTimedOut, ResponseReceived, RetransmitPolicy
 from pxproto.errors import ProtocolError
 from pxproto.wire.codes import DIME_ALL, STATE_ANY, Command, DiscoveryOp, Op, Status
-from pxproto.wire.frame import Discovery, Frame, Heartbeat, Signaling, Tlv
+from pxproto.wire.frame import Data, Discovery, Frame, Heartbeat, Signaling, Tlv
 
 try:
     from pxproto.fastpath.wirec import decode, encode
@@ -48,6 +49,8 @@ class Client:
         self.seen = Seen()
         self.done: dict[tuple[bytes, int, int], ResponseReceived | RequestTimedOut] = {}
         self.keep_heartbeats = True
+        self.rejected: Counter[str] = Counter()
+        """Frames dropped because their trailer failed (with a key), by reason."""
 
     def send_frames(self, frames: Sequence[Frame]) -> None:
         for f in frames:
@@ -80,6 +83,14 @@ class Client:
         if f.dst_mac != self.mac and f.dst_mac[0] & 1 == 0:
             return
         b = f.body
+        if self.keyring.enabled and not isinstance(b, Data):  # with a key, heartbeats and announces too
+            a = f.auth
+            why = "unauthenticated" if a is None else None
+            if a is not None:
+                why = self.keyring.check(raw, f.src_mac, f.src_dime, a.key_id, a.counter, f.padding, now)
+            if why is not None:
+                self.rejected[why] += 1
+                return
         if isinstance(b, Heartbeat):
             if self.keep_heartbeats:
                 self.seen.heartbeats.append((now, f.src_mac, f.src_dime, b))

@@ -238,7 +238,7 @@ class Dime:
                 self.counters[CounterId.REJECTED_UNAUTHENTICATED] += 1
                 return
             why = self.keyring.check(
-                raw, frame.src_mac, frame.src_dime, frame.auth.key_id, frame.auth.counter, frame.padding
+                raw, frame.src_mac, frame.src_dime, frame.auth.key_id, frame.auth.counter, frame.padding, now
             )
             if why is not None:
                 cid = CounterId.REJECTED_REPLAY if why in ("replayed", "late") else CounterId.REJECTED_AUTH
@@ -516,17 +516,18 @@ class Dime:
         kid, key = _u64(r.param(TlvType.KEY_ID)), r.param(TlvType.KEY)
         if not isinstance(key, bytes) or len(key) < 16 or kid == 0:
             return Status.BAD_PARAM, [Tlv(TlvType.KEY_ID, kid), text_tlv("a key id 1..65535 and 16+ key bytes")]
-        first = not self.keyring.enabled
-        self.keyring.keys[kid] = key
-        if first:
-            self.keyring.active = kid
+        try:
+            self.keyring.install(kid, key)
+        except ValueError as exc:  # a retired key id cannot come back
+            return Status.BAD_PARAM, [Tlv(TlvType.KEY_ID, kid), text_tlv(str(exc))]
         return Status.OK, [Tlv(TlvType.KEY_ID, kid)]
 
     def h_key_rotate(self, r: RequestReceived) -> tuple[Status, Tlvs]:
         kid = _u64(r.param(TlvType.KEY_ID))
-        if kid not in self.keyring.keys:
+        now = time.monotonic()
+        if not self.keyring.has(kid, now):
             return Status.NOT_FOUND, [Tlv(TlvType.KEY_ID, kid)]
-        self.keyring.active = kid
+        self.keyring.rotate(kid, now)
         return Status.OK, [Tlv(TlvType.KEY_ID, kid)]
 
     def h_acl_set(self, r: RequestReceived) -> tuple[Status, Tlvs]:

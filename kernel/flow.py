@@ -23,6 +23,60 @@ from dataclasses import dataclass, field
 Upstream = tuple[int, bytes, int]
 """(input channel, upstream MAC, upstream DIME)."""
 
+LOW_BITS = 48
+LOW_MASK = (1 << LOW_BITS) - 1
+COMPLETED_MAX = 1 << 20
+"""Completed lineages kept above their watermarks, at most (the oldest are forgotten past this)."""
+
+
+class Completed:
+    """The lineages completed here, in bounded memory: a watermark per high 16 bits, and a set above it.
+
+    A lineage is (high 16 bits, low 48 bits).  Source lineages are ``stage << 48 | i + 1``
+    and arrive nearly in order, so for each high part a *watermark* says "every low part up
+    to here is complete", and only lineages completed out of order are kept one by one, in
+    ``above``; a lineage that closes the gap above a watermark moves it up and frees them.
+    A stage passing each input on as its first output keeps source lineages, so the marks do
+    the work along the whole workflow.  Derived lineages (hashes, :func:`kernel.mice.derive_lineage`)
+    never join a watermark: they stay in ``above``, which holds at most ``cap`` lineages, the
+    oldest forgotten first (``forgotten`` counts them; a copy of a forgotten lineage would be
+    handed to the MICE again, so ``cap`` bounds how far back a replay is recognised).
+    """
+
+    __slots__ = ("above", "cap", "forgotten", "marks")
+
+    def __init__(self, cap: int = COMPLETED_MAX) -> None:
+        self.marks: dict[int, int] = {}
+        self.above: dict[int, None] = {}
+        self.cap = cap
+        self.forgotten = 0
+
+    def __contains__(self, lineage: int) -> bool:
+        return (lineage & LOW_MASK) <= self.marks.get(lineage >> LOW_BITS, 0) or lineage in self.above
+
+    def __len__(self) -> int:
+        """Entries held (marks plus lineages above them): the memory, not the count of lineages completed."""
+        return len(self.marks) + len(self.above)
+
+    def add(self, lineage: int) -> None:
+        hi, lo = lineage >> LOW_BITS, lineage & LOW_MASK
+        mark = self.marks.get(hi, 0)
+        if lo <= mark:
+            return
+        if lo != mark + 1:
+            self.above[lineage] = None
+            if len(self.above) > self.cap:
+                del self.above[next(iter(self.above))]
+                self.forgotten += 1
+            return
+        mark = lo
+        base = hi << LOW_BITS
+        above = self.above
+        while above and base | (mark + 1) in above:
+            mark += 1
+            del above[base | mark]
+        self.marks[hi] = mark
+
 
 @dataclass(slots=True)
 class _Input:
@@ -44,8 +98,8 @@ class Flow:
 
     inputs: dict[int, _Input] = field(default_factory=dict)
     """Inputs handed to the MICE and not yet completed, by lineage."""
-    completed: set[int] = field(default_factory=set)
-    """Lineages completed here (their copies are completed at once)."""
+    completed: Completed = field(default_factory=Completed)
+    """Lineages completed here (their copies are completed at once), behind watermarks."""
     to_mice: deque[int] = field(default_factory=deque)
     """Lineages handed to the MICE whose DONE has not come back, in order."""
     retained: dict[int, _Output] = field(default_factory=dict)

@@ -8,7 +8,9 @@ Key file (``pxkernel --key FILE``), text, one key a line, ``#`` starts a comment
 
 A line holding only hex is key id 1.  The *active* key (the one a kernel signs
 with, and the one package signatures use) is the highest key id in the file;
-KEY_INSTALL adds keys at run time and KEY_ROTATE makes one active.
+KEY_INSTALL adds keys at run time and KEY_ROTATE makes one active; the key
+it replaces is accepted for ``ROTATION_GRACE`` seconds more, then retired
+for good (:class:`pxproto.dime.replay.KeyStore`).
 
 Every frame a kernel sends carries an AUTH trailer when a key is configured.
 Its counter is ``epoch << 32 | n`` (n counts up from 1 in this incarnation),
@@ -29,10 +31,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pxproto.wire import spec
+from pxproto.dime import replay
+from pxproto.dime.replay import Rejection
+from pxproto.wire import auth, spec
 from pxproto.wire.codes import ACL_ENTRY_SIZE, Command
 
-MIN_KEY = 16
+MIN_KEY = replay.KEY_MIN_BYTES
+WINDOW = 1024
+"""Counters a replay window remembers below the highest seen, per (sender MAC, DIME, key id)."""
+ROTATION_GRACE = 1.0
+"""Seconds a key rotated out by KEY_ROTATE is still accepted."""
 
 
 class KeyFileError(ValueError):
@@ -80,55 +88,72 @@ def load_keyfile(path: str | os.PathLike[str]) -> dict[int, bytes]:
     return parse_keyfile(text, str(path))
 
 
-class ReplayWindow:
-    """Sliding anti-replay window over 64-bit counters (a bitmap of the last ``size``)."""
+REASONS = {
+    Rejection.REPLAYED: "replayed",
+    Rejection.TOO_OLD: "late",
+    Rejection.UNKNOWN_KEY: "unknown_key",
+    Rejection.RETIRED_KEY: "retired_key",
+    Rejection.BAD_TAG: "bad_tag",
+}
+"""The kernel's words (counter and log reasons) for :class:`pxproto.dime.replay.Rejection`."""
 
-    __slots__ = ("highest", "mask", "size")
 
-    def __init__(self, size: int = 1024) -> None:
-        self.size = size
-        self.highest = 0
-        self.mask = 0  # bit i set: counter highest - i seen
+class ReplayWindow(replay.ReplayWindow):
+    """:class:`pxproto.dime.replay.ReplayWindow` (1024 counters by default) answering in the kernel's words."""
 
-    def check(self, counter: int) -> str | None:
+    __slots__ = ()
+
+    def __init__(self, size: int = WINDOW) -> None:
+        super().__init__(size)
+
+    def check(self, counter: int) -> str | None:  # type: ignore[override]
         """None if ``counter`` is fresh, else why not ('replayed' or 'late'); changes nothing."""
-        if counter > self.highest:
-            return None
-        back = self.highest - counter
-        if back >= self.size:
-            return "late"
-        return "replayed" if self.mask >> back & 1 else None
-
-    def accept(self, counter: int) -> None:
-        """Record ``counter`` (call only after check() passed and the tag verified)."""
-        if counter > self.highest:
-            shift = counter - self.highest
-            self.mask = ((self.mask << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
-            self.highest = counter
-        else:
-            self.mask |= 1 << (self.highest - counter)
+        why = super().check(counter)
+        return None if why is None else REASONS[why]
 
 
-@dataclass
 class KeyRing:
-    """Installed keys, the active one, the per-sender replay windows and our own send counter."""
+    """The kernel's view of :mod:`pxproto.dime.replay`: its key store, per-sender windows, our send counter.
 
-    keys: dict[int, bytes] = field(default_factory=dict)
-    active: int = 0
-    epoch: int = 0
-    sent: int = 0
-    windows: dict[tuple[bytes, int, int], ReplayWindow] = field(default_factory=dict)
+    The key store and the replay windows are pxproto's (one implementation);
+    this adds what the kernel needs on top: signing an already encoded frame
+    (no decode), counters ``epoch << 32 | n`` so a reborn DIME never reuses
+    one, and checking a frame whose trailer the caller has decoded already.
+    """
 
-    def __post_init__(self) -> None:
-        if self.keys and not self.active:
-            self.active = max(self.keys)
+    def __init__(self, keys: dict[int, bytes] | None = None, epoch: int = 0, grace: float = ROTATION_GRACE) -> None:
+        self.store = replay.KeyStore()
+        for kid in sorted(keys or {}):
+            self.store.install(kid, keys[kid])  # type: ignore[index]
+        if keys:
+            self.store.current = max(keys)  # the highest key id in the file signs
+        self.epoch = epoch
+        self.sent = 0
+        self.grace = grace
+        self.windows: dict[tuple[bytes, int, int], ReplayWindow] = {}
 
     @property
     def enabled(self) -> bool:
-        return bool(self.keys)
+        return self.store.current is not None
+
+    @property
+    def active(self) -> int:
+        """The key id frames are signed with (0: none)."""
+        return self.store.current or 0
 
     def active_key(self) -> bytes | None:
-        return self.keys.get(self.active)
+        return self.store.signing_key()[1] if self.enabled else None
+
+    def has(self, key_id: int, now: float) -> bool:
+        return not isinstance(self.store.lookup(key_id, now), Rejection)
+
+    def install(self, key_id: int, key: bytes) -> None:
+        """KEY_INSTALL: accepted at once; signed with only if it is the first key (else after a rotation)."""
+        self.store.install(key_id, key)
+
+    def rotate(self, key_id: int, now: float) -> None:
+        """KEY_ROTATE: sign with ``key_id``; the old key stays acceptable for ``grace`` seconds, then is retired."""
+        self.store.rotate(key_id, now, self.grace)
 
     def next_counter(self) -> int:
         self.sent += 1
@@ -136,13 +161,19 @@ class KeyRing:
 
     def sign_raw(self, raw: bytes) -> bytes:
         """Add an AUTH trailer to an encoded frame without one (header flag and trailer appended)."""
-        return add_trailer(raw, self.active, self.next_counter(), self.keys[self.active])
+        kid, key = self.store.signing_key()
+        return add_trailer(raw, kid, self.next_counter(), key)
 
-    def check(self, raw: bytes, src_mac: bytes, src_dime: int, key_id: int, counter: int, padding: int) -> str | None:
-        """Verify a received frame's trailer; None if good (and the window moves), else the reason."""
-        key = self.keys.get(key_id)
-        if key is None:
-            return "unknown_key"
+    def check(
+        self, raw: bytes, src_mac: bytes, src_dime: int, key_id: int, counter: int, padding: int, now: float = 0.0
+    ) -> str | None:
+        """Verify a received frame's trailer; None if good (and the window moves), else the reason.
+
+        ``now`` (monotonic seconds) retires a rotated-out key once its grace is over; 0 skips that check.
+        """
+        key = self.store.lookup(key_id, now if now else float("-inf"))
+        if isinstance(key, Rejection):
+            return REASONS[key]
         win_key = (src_mac, src_dime, key_id)
         win = self.windows.get(win_key)
         if win is not None:
@@ -150,8 +181,7 @@ class KeyRing:
             if why is not None:
                 return why
         end = len(raw) - padding
-        tag = hmac.new(key, raw[: end - spec.TAG_LEN], hashlib.sha256).digest()[: spec.TAG_LEN]
-        if not hmac.compare_digest(tag, raw[end - spec.TAG_LEN : end]):
+        if not hmac.compare_digest(auth.tag(key, raw, padding), raw[end - spec.TAG_LEN : end]):
             return "bad_tag"
         if win is None:
             win = self.windows[win_key] = ReplayWindow()

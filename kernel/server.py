@@ -180,24 +180,29 @@ class Server:
         except ProtocolError:
             self.counters["malformed"] += 1
             return
+        if self.keyring.enabled and not self._verified(frame, raw, now):
+            return  # with a cluster key, discovery and signaling must be signed by a holder of it
         if cls is FrameClass.DISCOVERY:
             self._tx_own(self.discovery.receive(frame, now).frames)
         elif cls is FrameClass.SIGNALING:
-            self._system_signaling(frame, raw)
+            self._system_signaling(frame)
 
-    def _system_signaling(self, frame: Frame, raw: bytes) -> None:
+    def _verified(self, frame: Frame, raw: bytes, now: float) -> bool:
+        """Whether a frame for the server carries a good trailer under the cluster key; counts why not."""
+        a = frame.auth
+        why = "unauthenticated" if a is None else None
+        if a is not None:
+            why = self.keyring.check(raw, frame.src_mac, frame.src_dime, a.key_id, a.counter, frame.padding, now)
+        if why is not None:
+            self.counters[f"rejected_{why}"] += 1
+            return False
+        return True
+
+    def _system_signaling(self, frame: Frame) -> None:
         body = frame.body
         assert isinstance(body, Signaling)
         if body.op is not Op.REQUEST:
             return
-        if self.keyring.enabled:
-            a = frame.auth
-            why = "unauthenticated" if a is None else None
-            if a is not None:
-                why = self.keyring.check(raw, frame.src_mac, frame.src_dime, a.key_id, a.counter, frame.padding)
-            if why is not None:
-                self.counters[f"rejected_{why}"] += 1
-                return
         if body.cmd is Command.PING:
             echo = body.param(TlvType.ECHO)
             params: tuple[Tlv, ...] = (Tlv(TlvType.ECHO, echo if isinstance(echo, bytes) else b""),)

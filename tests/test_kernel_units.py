@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kernel import mice, package
-from kernel.flow import Flow
+from kernel.flow import Completed, Flow
 from kernel.memory import MemoryAccount, chunks_of
 from kernel.security import AccessList, KeyFileError, KeyRing, ReplayWindow, add_trailer, parse_keyfile
 from pxproto.wire.codec import decode, encode
@@ -194,3 +194,67 @@ def test_fastrx_compiled_and_twin_agree() -> None:
     for r in (raw, raw[:20], encode(Frame(Signaling(Command.PING), dst_mac=b"\xff" * 6)), b"\x03" * 6 + raw[6:]):
         assert fastrx.route(r, mac) == fastrx.route_py(r, mac)
     assert fastrx.route(raw, mac) == 3
+
+
+def test_completed_watermark_keeps_memory_flat_and_answers_exactly() -> None:
+    done = Completed()
+    lineages = [mice.source_lineage(2, i) for i in range(20000)]
+    order = lineages[:]
+    for i in range(0, len(order) - 5, 5):  # nearly in order: swaps within small groups
+        order[i], order[i + 4] = order[i + 4], order[i]
+    for n, lin in enumerate(order):
+        done.add(lin)
+        assert len(done) <= 6, f"after {n + 1} lineages the set holds {len(done)} entries"
+    assert all(lin in done for lin in lineages)
+    assert mice.source_lineage(2, 20000) not in done and mice.source_lineage(3, 0) not in done
+    assert len(done) == 1 and done.marks == {2: 20000}
+
+
+def test_completed_bounds_lineages_that_cannot_join_a_watermark() -> None:
+    done = Completed(cap=100)
+    derived = [mice.derive_lineage(mice.source_lineage(0, i), 1) for i in range(250)]
+    for lin in derived:
+        done.add(lin)
+    assert len(done.above) <= 100 and done.forgotten >= 150
+    assert derived[-1] in done and derived[0] not in done  # the oldest are forgotten first
+
+
+def test_flow_drops_a_replayed_source_lineage_long_after_completion() -> None:
+    f = Flow()
+    up = (1, b"\1" * 6, 0)
+    for i in range(5000):
+        lin = mice.source_lineage(0, i)
+        assert f.arrive(lin, up) == "new"
+        assert f.done(lin) == [up]  # a sink: done at once
+    assert len(f.completed) == 1
+    assert f.arrive(mice.source_lineage(0, 17), up) == "done" and f.duplicates == 1
+
+
+def test_keyring_rotation_keeps_the_old_key_for_the_grace_only() -> None:
+    k1, k2 = b"a" * 16, b"b" * 16
+    tx, rx = KeyRing({1: k1}, epoch=1), KeyRing({1: k1}, grace=0.5)
+    rx.install(2, k2)
+    assert rx.active == 1
+    rx.rotate(2, now=10.0)
+    assert rx.active == 2
+    raw, f = _signed(tx, k1)
+    assert f.auth is not None
+    assert rx.check(raw, f.src_mac, f.src_dime, 1, f.auth.counter, f.padding, now=10.2) is None
+    raw, f = _signed(tx, k1)
+    assert f.auth is not None
+    assert rx.check(raw, f.src_mac, f.src_dime, 1, f.auth.counter, f.padding, now=10.6) == "retired_key"
+    with pytest.raises(ValueError, match="retired"):
+        rx.install(1, k1)
+
+
+def test_item_batches_round_trip_and_name_the_bad_byte() -> None:
+    items = [(mice.source_lineage(1, i), bytes([i]) * i) for i in range(40)]
+    msg = mice.pack_items(items)
+    assert mice.unpack_items(msg) == items
+    assert mice.unpack_items(mice.pack_item(7, b"one")) == [(7, b"one")]  # the single-item form still reads
+    with pytest.raises(ValueError, match="at byte 8 says 9 bytes"):
+        mice.unpack_items(mice.BATCH_MARK + mice.ITEM_REC.pack(5, 9) + b"abc")
+    with pytest.raises(ValueError, match="header at byte 8 truncated"):
+        mice.unpack_items(mice.BATCH_MARK + b"\0\0\1")
+    with pytest.raises(ValueError, match="lineage 0"):
+        mice.unpack_items(mice.BATCH_MARK + mice.ITEM_REC.pack(0, 0))
