@@ -229,3 +229,70 @@ def test_priority_under_saturation_no_control_lost(stream_switch: tuple[Daemon, 
 
 def _framed(frame: bytes) -> bytes:
     return len(frame).to_bytes(4, "big") + frame
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_vxlan_remote_table_ages_and_is_capped() -> None:
+    """A MAC learned behind one VTEP gets unicast there until it ages out; then frames to it flood every VTEP."""
+    from pxproto.switch.ports import VXLAN_HDR, VxlanPort
+
+    vteps = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for i, v in enumerate(vteps):
+        v.bind((f"127.0.0.{i + 2}", 0))  # one host per VTEP, as on a real underlay
+    clock = Clock()
+    remotes = ["{}:{}".format(*v.getsockname()) for v in vteps]
+    port = VxlanPort("up", "127.0.0.1:0", remotes, 42, aging=30.0, clock=clock)
+    here = port.sock.getsockname()
+    try:
+        hdr = VXLAN_HDR.pack(0x08, 42 << 8)
+        vteps[1].sendto(hdr + heartbeat(mac(5), dime=1), here)
+        deadline = time.monotonic() + 2
+        while not port.recv_batch():
+            assert time.monotonic() < deadline
+        to5 = data(mac(5), mac(1))
+
+        def heard() -> list[int]:
+            out = []
+            for i, v in enumerate(vteps):
+                v.setblocking(False)
+                try:
+                    while v.recv(70000):
+                        out.append(i)
+                except BlockingIOError:
+                    pass
+            return out
+
+        assert port.send_batch([to5]) == 1
+        time.sleep(0.1)
+        assert heard() == [1]  # learned: unicast to VTEP 1
+        clock.t += 29
+        port.send_batch([to5])
+        time.sleep(0.1)
+        assert heard() == [1]
+        clock.t += 2  # 31 s since it was seen: aged out
+        port.send_batch([to5])
+        time.sleep(0.1)
+        assert sorted(heard()) == [0, 1]  # flooded to both VTEPs
+        assert port.describe()["vteps_learned"] == 0
+        # a table of random source MACs stays bounded, and expire() empties it once they age
+        for i in range(port.LEARN_CAP + 50):
+            port.where[i.to_bytes(6, "big")] = (("127.0.0.1", 1), clock.t)
+        vteps[0].sendto(hdr + heartbeat(mac(6), dime=1), here)
+        deadline = time.monotonic() + 2
+        while not port.recv_batch():
+            assert time.monotonic() < deadline
+        assert len(port.where) <= port.LEARN_CAP + 50 and mac(6) in port.where
+        clock.t += 31
+        port.check()
+        assert len(port.where) == 0
+    finally:
+        port.close()
+        for v in vteps:
+            v.close()

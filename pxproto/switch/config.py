@@ -41,7 +41,7 @@ PORT_OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
     "stream": {"address": (str, True), "listen": (bool, False)},
     "tap": {"interface": (str, True)},
     "afpacket": {"interface": (str, True), "rcvbuf": (int, False), "ring": (int, False)},
-    "vxlan": {"local": (str, False), "remote": (list, True), "vni": (int, True)},
+    "vxlan": {"local": (str, False), "remote": (list, True), "vni": (int, True), "aging": (float, False)},
 }
 SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "validation": str,
@@ -102,6 +102,8 @@ def check_port(raw: dict[str, Any], index: int, where: Any) -> PortSpec:
             value = [value]
         if want is list and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise ConfigError(f"{where(key)}: {key} is a list of strings")
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
         if want is not list and not isinstance(value, want):
             raise ConfigError(f"{where(key)}: {key} must be {want.__name__}, not {type(value).__name__}")
         opts[key] = tuple(value) if isinstance(value, list) else value

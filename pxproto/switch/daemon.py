@@ -32,8 +32,8 @@ AFPACKET_RCVBUF = 256 << 10
 """Receive buffer of an AF_PACKET data socket: a deep buffer only turns a stall into latency (see bench/switch.py)."""
 
 
-def open_port(spec: PortSpec) -> Port:
-    """The driver a PortSpec describes."""
+def open_port(spec: PortSpec, aging: float = 300.0) -> Port:
+    """The driver a PortSpec describes; ``aging`` is the switch's, for a VXLAN port's remote table."""
     g = spec.get
     if spec.type == "udp":
         return UdpPort(spec.name, g("local"), g("remote"))
@@ -44,7 +44,9 @@ def open_port(spec: PortSpec) -> Port:
     if spec.type == "afpacket":
         return AfPacketPort(spec.name, g("interface"), int(g("rcvbuf", AFPACKET_RCVBUF)), int(g("ring", 0)))
     if spec.type == "vxlan":
-        return VxlanPort(spec.name, g("local", "0.0.0.0:4789"), list(g("remote")), int(g("vni")))
+        return VxlanPort(
+            spec.name, g("local", "0.0.0.0:4789"), list(g("remote")), int(g("vni")), float(g("aging", aging))
+        )
     raise ConfigError(f"port {spec.name}: unknown type {spec.type!r}")
 
 
@@ -111,7 +113,7 @@ class Daemon:
 
     def _add(self, spec: PortSpec) -> None:
         try:
-            port = open_port(spec)
+            port = open_port(spec, self.core.policy.aging)
         except (OSError, ValueError) as exc:
             self.gone[spec.name] = f"cannot open: {exc}"
             log(f"port {spec.name} ({spec.type}) cannot open: {exc}")

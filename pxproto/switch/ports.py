@@ -16,7 +16,9 @@ import fcntl
 import os
 import socket
 import struct
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 MAX_FRAME = 65535
@@ -565,28 +567,44 @@ class VxlanPort(DatagramPort):
     """A VXLAN (RFC 7348) uplink: Ethernet frames in UDP to remote VTEPs, one VNI.
 
     Floods go to every remote (head-end replication); a unicast frame goes to
-    the VTEP its destination MAC was last seen behind (a bounded table).
+    the VTEP its destination MAC was last seen behind, for ``aging`` seconds
+    after it was last seen (a bounded table, oldest out first); after that it
+    is flooded again, so a MAC that moved to another VTEP is found.
     """
 
     kind = "vxlan"
     LEARN_CAP = 4096
 
-    def __init__(self, name: str, local: str, remotes: list[str], vni: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        local: str,
+        remotes: list[str],
+        vni: int,
+        aging: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(name)
         if not 0 <= vni < 1 << 24:
             raise ValueError(f"VNI {vni}: must fit 24 bits")
+        if aging <= 0:
+            raise ValueError(f"port {name}: aging {aging}: must be positive")
         self.vni = vni
+        self.aging = aging
+        self.clock = clock
         laddr = _addr(local, VXLAN_PORT)
         self.sock = socket.socket(socket.AF_INET6 if ":" in laddr[0] else socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(laddr)
         self.sock.setblocking(False)
         self.remotes = [_addr(r, VXLAN_PORT) for r in remotes]
-        self.where: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
+        self.where: OrderedDict[bytes, tuple[tuple[str, int], float]] = OrderedDict()
+        """Source MAC -> (VTEP, when last seen), least recently seen first."""
         self._hdr = VXLAN_HDR.pack(VXLAN_FLAG_I, vni << 8)
 
     def recv_batch(self, max_n: int = 64) -> list[bytes]:
         out = []
+        now = self.clock()
         for data, addr in self._recv(max_n):
             if len(data) < VXLAN_HDR.size + 14:
                 self.count("vxlan_truncated")
@@ -602,9 +620,9 @@ class VxlanPort(DatagramPort):
             if not inner[6] & 1:
                 # Remote VTEPs reply to the port they sent from; we send to their
                 # listening port (4789 or the configured one).
-                vtep = (addr[0], self._remote_port(addr[0]))
-                self.where[inner[6:12]] = vtep
-                self.where.move_to_end(inner[6:12])
+                src = inner[6:12]
+                self.where[src] = ((addr[0], self._remote_port(addr[0])), now)
+                self.where.move_to_end(src)
                 if len(self.where) > self.LEARN_CAP:
                     self.where.popitem(last=False)
             out.append(inner)
@@ -616,9 +634,37 @@ class VxlanPort(DatagramPort):
                 return p
         return VXLAN_PORT
 
+    def vtep(self, mac: bytes) -> tuple[str, int] | None:
+        """Where a unicast frame to ``mac`` goes, or None (flood) when unknown or aged out."""
+        hit = self.where.get(mac)
+        if hit is None:
+            return None
+        if self.clock() - hit[1] >= self.aging:
+            del self.where[mac]
+            return None
+        return hit[0]
+
+    def expire(self) -> int:
+        """Drop every entry older than ``aging``; return how many."""
+        limit = self.clock() - self.aging
+        n = 0
+        while self.where:
+            mac, (_, seen) = next(iter(self.where.items()))
+            if seen > limit:
+                break
+            del self.where[mac]
+            n += 1
+        return n
+
+    def check(self) -> None:
+        self.expire()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "vteps_learned": len(self.where)}
+
     def send_batch(self, frames: list[bytes]) -> int:
         for i, f in enumerate(frames):
-            dst = self.where.get(f[0:6]) if not f[0] & 1 else None
+            dst = self.vtep(f[0:6]) if not f[0] & 1 else None
             data = self._hdr + f
             if dst is not None:
                 if not self._sendto(data, dst):
