@@ -5,6 +5,7 @@ Used by the integration tests and bench/kernel.py; everything stays on loopback.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -39,15 +40,27 @@ class Cluster:
     """A pxswitch with one UDP port per kernel plus one for the test's client."""
 
     def __init__(
-        self, tmp: Path, kernels: int, dimes: int, key: bool, chunks: int = 16, extra: tuple[str, ...] = ()
+        self,
+        tmp: Path,
+        kernels: int,
+        dimes: int,
+        key: bool,
+        chunks: int = 16,
+        extra: tuple[str, ...] = (),
+        stream: bool = False,
     ) -> None:
+        """``stream``: the kernels attach with ``--port stream:PATH`` (UNIX stream sockets), not UDP."""
         self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         self.ports = free_udp_ports(kernels + 1)
         self.procs: list[subprocess.Popen[bytes]] = []
         args = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(tmp / "sw.sock")]
         args += ["--validation", "none"]  # let hostile frames reach the kernels: they must reject them
-        for p in self.ports:
-            args += ["--port", f"udp:local=127.0.0.1:{p}"]
+        for i, p in enumerate(self.ports):
+            if stream and i < kernels:
+                args += ["--port", f"stream:address={tmp / f'k{i}.sock'},listen=true"]
+            else:
+                args += ["--port", f"udp:local=127.0.0.1:{p}"]
         self.switch = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.store = tmp / "central"
         self.store.mkdir(parents=True)
@@ -63,7 +76,7 @@ class Cluster:
                 "-m",
                 "kernel.cli",
                 "--port",
-                f"udp:127.0.0.1:{self.ports[i]}",
+                f"stream:{tmp / f'k{i}.sock'}" if stream else f"udp:127.0.0.1:{self.ports[i]}",
                 "--dimes",
                 str(dimes),
                 "--memory-chunks",
@@ -102,6 +115,22 @@ class Cluster:
                     if mac in ready:
                         self.servers[i] = mac
         assert len(self.servers) == kernels, self.log_text()
+
+    def dime_pid(self, server: int, dime: int) -> int | None:
+        """The pid of a DIME process of kernel ``server`` (found in /proc by its command line)."""
+        mac = self.servers[server].hex()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if len(args) >= 4 and args[1:3] == [b"-m", b"kernel.dime"]:
+                cfg = json.loads(args[3])
+                if cfg.get("dime") == dime and cfg.get("mac") == mac:
+                    return int(entry)
+        return None
 
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
