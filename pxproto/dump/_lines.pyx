@@ -186,11 +186,9 @@ def write_lines(
     cdef bint stop = False
     cdef uint64_t payload
     cdef Out o
+    cdef bint outside = False
     if wire.shape[0] != count or ts.shape[0] != count or lens.shape[0] != count:
         raise ValueError("columns of different lengths")
-    for k in range(start, count):
-        if offs[k] < 0 or lens[k] < 0 or offs[k] + lens[k] > total:
-            raise ValueError(f"row {k}: bytes {offs[k]}..{offs[k] + lens[k]} lie outside the {total}-byte buffer")
     o.p = <unsigned char*>malloc(PXL_BLOCK + PXL_ROOM)
     o.n = 0
     if o.p == NULL:
@@ -199,8 +197,11 @@ def write_lines(
         while i < count and not stop:
             with nogil:
                 while i < count and o.n < PXL_BLOCK:
-                    f = base + offs[i]
                     ln = lens[i]
+                    if offs[i] < 0 or ln < 0 or offs[i] + ln > total:
+                        outside = stop = True
+                        break
+                    f = base + offs[i]
                     r = px_view(f, ln, &v)
                     if ln < PX_ETH_LEN or (v.cls != 0 and r != 0):
                         stop = True
@@ -300,6 +301,8 @@ def write_lines(
             if o.n:
                 write((<char*>o.p)[: o.n])
                 o.n = 0
+        if outside:
+            raise ValueError(f"row {i}: bytes {offs[i]}..{offs[i] + lens[i]} lie outside the {total}-byte buffer")
     finally:
         free(o.p)
     return i
