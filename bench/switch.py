@@ -432,7 +432,7 @@ def main() -> int:
         if r.get("stats"):
             s = r["stats"]
             counters = {
-                k: {kk: v.get(kk) for kk in ("rx", "tx", "tx_queue_drop", "tx_queue_drop_control")}
+                k: {kk: v.get(kk) for kk in ("rx", "tx", "tx_queue_drop", "tx_queue_drop_control", "kernel_drops")}
                 for k, v in s["ports"].items()
             }
             print(f"\n{r['mode']} counters (last round):", json.dumps(counters))

@@ -233,22 +233,24 @@ cdef class PacketRing:
     cdef int npending
     cdef bint v3_done                # V3: the current block is read to its end; release it
 
-    def __cinit__(self, int fd, int version=2, unsigned int size=1 << 20, unsigned int timeout_ms=1):
+    def __cinit__(self, int fd, int version=2, unsigned int size=1 << 20, unsigned int timeout_ms=1,
+                  unsigned int frame_size=2048):
         cdef tpacket_req r2
         cdef tpacket_req3 r3
         cdef int v
         self.fd = fd
         self.map = NULL
+        if frame_size < 2048 or frame_size & (frame_size - 1) or frame_size > (1 << 17):
+            raise ValueError(f"ring frame size {frame_size}: a power of two from 2048 to 131072")
         if version == 2:
             v = TPACKET_V2
-            self.frame_size = 2048
-            self.block_size = 4096
         elif version == 3:
             v = TPACKET_V3
-            self.block_size = 8192
-            self.frame_size = 2048
         else:
             raise ValueError(f"ring version {version}: 2 or 3")
+        # V3: small blocks, so a block at a modest rate fills (and reaches the loop) soon after its first frame
+        self.frame_size = frame_size
+        self.block_size = max(4096, frame_size)
         self.version = version
         self.block_nr = max(2, size // self.block_size)
         self.frame_nr = self.block_nr * (self.block_size // self.frame_size)

@@ -27,6 +27,7 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
+PACKET_STATISTICS = 6
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 SO_ATTACH_FILTER = 26
@@ -449,6 +450,7 @@ class AfPacketPort(Port):
         if ring not in (0, 2, 3):
             raise ValueError(f"port {name}: ring {ring}: 0 (recvmmsg), 2 (TPACKET_V2) or 3 (TPACKET_V3)")
         self.ring: Any = None
+        self._drops = 0
         self.ifname = ifname
         self.ifindex = socket.if_nametoindex(ifname)
         self.rcvbuf = rcvbuf
@@ -476,7 +478,7 @@ class AfPacketPort(Port):
             attach_filter(s, program)
             if ring:
                 # the ring's size plays the part of the receive buffer: it bounds the backlog
-                self.ring = self._batch.PacketRing(s.fileno(), ring, max(bufsize, 64 << 10))
+                self.ring = self._batch.PacketRing(s.fileno(), ring, max(bufsize, 1 << 20), 1, self._ring_frame())
             s.bind((self.ifname, ETH_P_ALL))
             mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
             s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
@@ -495,6 +497,18 @@ class AfPacketPort(Port):
             raise
         s.setblocking(False)
         return s
+
+    def _ring_frame(self) -> int:
+        """A ring slot that holds the interface's largest frame with the ring's headers (about 100 bytes)."""
+        try:
+            with open(f"/sys/class/net/{self.ifname}/mtu") as f:
+                mtu = int(f.read())
+        except (OSError, ValueError):
+            mtu = 1500
+        size = 2048
+        while size < mtu + 18 + 128 and size < 1 << 17:
+            size *= 2
+        return size
 
     def fileno(self) -> int | None:
         return self.fd
@@ -553,9 +567,18 @@ class AfPacketPort(Port):
             pass
         raise PortGone(f"{self.name}: interface {self.ifname} vanished")
 
+    def kernel_drops(self) -> int:
+        """Frames the kernel dropped because the data socket's buffer (or ring) was full, since the port opened."""
+        try:
+            raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+        except OSError:
+            return self._drops
+        self._drops += struct.unpack_from("II", raw)[1]  # tp_packets, tp_drops; reading resets them
+        return self._drops
+
     def describe(self) -> dict[str, Any]:
         ring = f"TPACKET_V{self.ring.version}, {self.ring.slots} slots" if self.ring is not None else None
-        return {**super().describe(), "rcvbuf": self.rcvbuf, "ring": ring}
+        return {**super().describe(), "rcvbuf": self.rcvbuf, "ring": ring, "kernel_drops": self.kernel_drops()}
 
     def close(self) -> None:
         self.ring = None  # unmapped before the socket closes
