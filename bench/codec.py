@@ -35,17 +35,24 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-from construct import Struct  # noqa: E402
+import numpy as np
+from construct import Struct
 
-import pxproto.fastpath as fp  # noqa: E402
-from pxproto.wire import codec, ethertypes, spec  # noqa: E402
-from pxproto.wire.codes import Command, Op, Scope, Status, TlvType  # noqa: E402
-from pxproto.wire.frame import Frame, Signaling, Tlv  # noqa: E402
+import pxproto.fastpath as fp
+from pxproto.wire import codec, ethertypes, spec
+from pxproto.wire.codes import Command, Op, Scope, Status, TlvType
+from pxproto.wire.frame import Frame, Signaling, Tlv
 
 FRAME = Frame(
     Signaling(Command.PING, Op.REQUEST, 0xC0DE0001, Status.OK, (Tlv(TlvType.ECHO, b"0123456789abcdefgh"),)),
-    Scope.DIME, 0xFFFF, 0, 7, 3, 1 << 40, b"\x02\xbb\x00\x00\x00\x02", b"\x02\xaa\x00\x00\x00\x01",
+    Scope.DIME,
+    0xFFFF,
+    0,
+    7,
+    3,
+    1 << 40,
+    b"\x02\xbb\x00\x00\x00\x02",
+    b"\x02\xaa\x00\x00\x00\x01",
 )
 RAW = codec.encode(FRAME)
 assert len(RAW) == 64, len(RAW)
@@ -69,7 +76,9 @@ def struct_decode(raw: bytes) -> Frame:
         params.append(Tlv(TLV_TYPES.get(t, t), raw[pos + 4 : pos + 4 + n]))
         pos += 4 + n
     body = Signaling(CMD[cmd], OPS[op], req_id, STATUS[status], tuple(params))
-    return Frame(body, Scope.DIME if flags & 1 else Scope.SYSTEM, sd, st, dd, dt, seq, dst, src, None, 1, len(raw) - pos)
+    return Frame(
+        body, Scope.DIME if flags & 1 else Scope.SYSTEM, sd, st, dd, dt, seq, dst, src, None, 1, len(raw) - pos
+    )
 
 
 def struct_tuple(raw: bytes) -> tuple[Any, ...]:
@@ -81,8 +90,22 @@ def struct_encode(f: Frame) -> bytes:
     assert isinstance(b, Signaling)
     tlvs = b"".join(TLVH.pack(int(p.type), len(p.value)) + p.value for p in b.params)  # type: ignore[operator, arg-type]
     head = HDR.pack(
-        f.dst_mac, f.src_mac, ethertypes.current().signaling, f.version, int(f.flags), 8 + len(tlvs), f.src_dime,
-        f.src_thread, f.dst_dime, f.dst_thread, f.seq, b.req_id, int(b.cmd), int(b.op), int(b.status), len(b.params),
+        f.dst_mac,
+        f.src_mac,
+        ethertypes.current().signaling,
+        f.version,
+        int(f.flags),
+        8 + len(tlvs),
+        f.src_dime,
+        f.src_thread,
+        f.dst_dime,
+        f.dst_thread,
+        f.seq,
+        b.req_id,
+        int(b.cmd),
+        int(b.op),
+        int(b.status),
+        len(b.params),
     )
     out = head + tlvs
     return out + b"\x00" * (60 - len(out)) if len(out) < 60 else out
@@ -282,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         ("batch >= 15 Mframes/s (reused columns)", reuse / 1e6, 15),
     ]
     if d:
-        checks.insert(1, ("decode vs dpkt >= 30x", r["dpkt (Ethernet + Packet class)"] / r["fastpath.decode -> Frame"], 30))
+        checks.insert(
+            1, ("decode vs dpkt >= 30x", r["dpkt (Ethernet + Packet class)"] / r["fastpath.decode -> Frame"], 30)
+        )
     for name, got, want in checks:
         print(f"  {'MET ' if got >= want else 'MISS'} {name}: {got:.1f}")
     return 0

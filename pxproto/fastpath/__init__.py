@@ -37,8 +37,6 @@ import os
 import warnings
 from typing import Any
 
-import numpy as np
-
 from pxproto.fastpath._wiregen import ERROR_CODES, ERROR_FIELDS
 from pxproto.fastpath.capindex import CaptureIndex
 from pxproto.fastpath.capindex import index_capture as _py_index_capture

@@ -66,7 +66,9 @@ def _need(data: memoryview, pos: int, n: int, offset: int, what: str) -> None:
         raise CaptureError(what, offset, f"truncated: {have} of {n} bytes")
 
 
-def _pcap(data: memoryview, magic: bytes, offsets: list[int], lengths: list[int], ts: list[int], lts: list[int]) -> None:
+def _pcap(
+    data: memoryview, magic: bytes, offsets: list[int], lengths: list[int], ts: list[int], lts: list[int]
+) -> None:
     endian, ns_per_unit = PCAP_MAGICS[magic]
     _need(data, 4, 20, 4, "pcap.header")
     _vmaj, _vmin, _zone, _sig, snaplen, linktype = struct.unpack_from(endian + "HHiIII", data, 4)

@@ -76,7 +76,7 @@ def error_fields() -> list[str]:
     out = [""]
     for name in PART_FIELDS:
         out.append(name)
-    for prefix, (_struct, fields) in layout.struct_tables().items():
+    for _struct, fields in layout.struct_tables().values():
         for f in fields:
             key = f.key.removeprefix("px.")
             if key not in out:
@@ -118,10 +118,10 @@ def _constants() -> list[tuple[str, int]]:
         consts.append((f"PX_{cname}_LEN", struct.sizeof()))
         for f in fields:
             consts.append((f"PX_{cname}_{f.name.upper()}", f.offset))
-    for flag in HeaderFlag:
-        consts.append((f"PX_HFLAG_{flag.name}", int(flag)))
-    for flag in DataFlag:
-        consts.append((f"PX_DFLAG_{flag.name}", int(flag)))
+    for hflag in HeaderFlag:
+        consts.append((f"PX_HFLAG_{hflag.name}", int(hflag)))
+    for dflag in DataFlag:
+        consts.append((f"PX_DFLAG_{dflag.name}", int(dflag)))
     for cname, enum in U8_ENUMS.items():
         for member in enum:
             consts.append((f"PX_{cname}_{member.name}", int(member)))
@@ -130,10 +130,10 @@ def _constants() -> list[tuple[str, int]]:
     consts.append(("PX_TLV_TYPE_MAX", max(int(t) for t in TlvType)))
     for k in TlvKind:
         consts.append((f"PX_TLVK_{k.name}", int(k)))
-    fields = error_fields()
-    for i, key in enumerate(fields):
+    errors = error_fields()
+    for i, key in enumerate(errors):
         consts.append((f"PX_ERR_{c_ident(key) or 'OK'}", i))
-    consts.append(("PX_ERR_COUNT", len(fields)))
+    consts.append(("PX_ERR_COUNT", len(errors)))
     names = [n for n, _ in consts]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
