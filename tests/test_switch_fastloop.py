@@ -202,3 +202,28 @@ def test_mirror_buffer_is_bounded() -> None:
         assert rig.loop.switch_counters()["mirror_dropped"] >= 2
     finally:
         rig.close()
+
+
+def test_run_polls_and_forwards_until_python_has_work(rig: Rig) -> None:
+    import threading
+    import time
+
+    hb = heartbeat(mac(1), dime=3)
+    rig.outer[0].send(hb)
+    t0 = time.monotonic()
+    assert rig.loop.run([], 0.05) == []  # forwarded inside; nothing for Python; back after the timeout
+    assert time.monotonic() - t0 >= 0.04
+    assert rig.heard(1) == [hb] and rig.heard(2) == [hb]
+    bad = bytearray(hb)
+    bad[14] = 9
+    rig.outer[1].send(bytes(bad))
+    assert rig.loop.run([], 5.0) == [(1, [bytes(bad)], [], [])]  # a frame for the core: back at once
+    r, w = socket.socketpair()
+    try:
+        threading.Timer(0.05, lambda: w.send(b"x")).start()
+        t0 = time.monotonic()
+        assert rig.loop.run([r.fileno()], 5.0) == []  # a watched descriptor woke it
+        assert time.monotonic() - t0 < 4.0
+    finally:
+        r.close()
+        w.close()

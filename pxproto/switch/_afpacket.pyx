@@ -57,6 +57,15 @@ cdef extern from "<sys/socket.h>" nogil:
 cdef extern from "<time.h>" nogil:
     int clock_gettime(int clk, timespec* ts)
     int CLOCK_REALTIME
+    int CLOCK_MONOTONIC
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd* fds, unsigned long nfds, int timeout)
+    short POLLIN
 
 cdef extern from "<sys/mman.h>" nogil:
     void* mmap(void* addr, size_t length, int prot, int flags, int fd, long offset)
@@ -117,6 +126,7 @@ DEF DROP = -3
 DEF MALFORMED = -4
 DEF SOL_PACKET = 263
 DEF MIRROR_COMMENT = 32
+DEF MAXWATCH = 64
 
 cdef unsigned int DIME_ALL = 0xFFFF
 
@@ -709,6 +719,67 @@ cdef class FastLoop:
             if ring is not None:
                 ring.c_release()
         return got, slow, retry, failed
+
+    def run(self, list watch, double timeout):
+        """Poll the fast ports (and ``watch``, more descriptors) and forward, without returning to Python
+        while nothing needs it: returns when a ``watch`` descriptor is readable, ``timeout`` seconds have
+        passed, a signal arrived, or a batch left work for Python; then [(port, slow, retry, failed)] of the
+        batches that did (see :meth:`pump`).  ``now`` is CLOCK_MONOTONIC, which is ``time.monotonic()``.
+        """
+        cdef pollfd fds[2 * MAXPORTS + MAXWATCH]
+        cdef int owner[2 * MAXPORTS + MAXWATCH]
+        cdef int n = 0, nw, i, p, r, ms
+        cdef timespec ts
+        cdef double now, deadline
+        cdef list out = []
+        if len(watch) > MAXWATCH:
+            raise ValueError(f"{len(watch)} descriptors to watch: at most {MAXWATCH}")
+        for p in range(MAXPORTS):
+            if self.fd[p] >= 0 and self.up[p]:
+                for fd in (self.ctrl_fd[p], self.fd[p]):
+                    if fd >= 0:
+                        fds[n].fd = fd
+                        fds[n].events = POLLIN
+                        owner[n] = p
+                        n += 1
+        nw = n
+        for fd in watch:
+            fds[n].fd = fd
+            fds[n].events = POLLIN
+            owner[n] = -1
+            n += 1
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        deadline = ts.tv_sec + ts.tv_nsec * 1e-9 + timeout
+        while True:
+            clock_gettime(CLOCK_MONOTONIC, &ts)
+            now = ts.tv_sec + ts.tv_nsec * 1e-9
+            if now >= deadline:
+                return out
+            ms = <int>((deadline - now) * 1000) + 1
+            with nogil:
+                r = poll(fds, n, ms)
+            if r < 0:
+                if errno == EINTR:
+                    return out  # let Python run its signal handlers
+                raise OSError(errno, "poll")
+            if r == 0:
+                continue
+            for i in range(nw, n):
+                if fds[i].revents:
+                    return out
+            for i in range(nw):
+                if fds[i].revents and (i + 1 == nw or owner[i + 1] != owner[i] or not fds[i + 1].revents):
+                    p = owner[i]  # each port once, whichever of its two sockets is readable
+                    clock_gettime(CLOCK_MONOTONIC, &ts)
+                    try:
+                        got, slow, retry, failed = self.pump(p, ts.tv_sec + ts.tv_nsec * 1e-9)
+                    except OSError:
+                        out.append((p, [], [], [p]))  # its own socket failed: the daemon reports the port gone
+                        return out
+                    if slow or retry or failed:
+                        out.append((p, slow, retry, failed))
+            if out:
+                return out
 
     cdef int _send(self, int p, list retry) except -2:
         cdef iovec iov[2 * BATCH]

@@ -296,18 +296,37 @@ class Daemon:
             except OSError as exc:
                 self._remove(pid, f"{self.core.ports[pid].name}: {exc.strerror}")
                 return
-            for f in slow:
-                self.core.receive(pid, f, now)
-            for out, f, ci in retry:
-                self.core.enqueue(out, f, ci)
-            for out in failed:
-                if out in self.ports:
-                    self._remove(out, f"{self.core.ports[out].name}: send failed")
-            if retry or slow:
-                for out in list(self.ports):
-                    self._sync(out)  # a backlog now exists: the fast loop must queue behind it
-            if not got:
+            self._after_pump(pid, now, slow, retry, failed)
+            if not got or pid not in self.ports:
                 return
+
+    def _after_pump(self, pid: int, now: float, slow: list[bytes], retry: list[Any], failed: list[int]) -> None:
+        """Python's share of a fast batch: frames for the core, control frames a wire refused, failed ports."""
+        for f in slow:
+            self.core.receive(pid, f, now)
+        for out, f, ci in retry:
+            self.core.enqueue(out, f, ci)
+        for out in failed:
+            if out in self.ports:
+                self._remove(out, f"{self.core.ports[out].name}: {'receive' if out == pid else 'send'} failed")
+        if retry or slow:
+            for out in list(self.ports):
+                self._sync(out)  # a backlog now exists: the fast loop must queue behind it
+
+    def _quiet_fast(self) -> list[int] | None:
+        """When every waiting frame can only be the fast loop's (nothing queued in the core, nothing to write),
+        the descriptors it must watch for the rest; else None."""
+        if self.fast is None or not any(self._is_fast(pid) for pid in self.ports):
+            return None
+        watch = [self._wake_r.fileno()]
+        if self.control is not None:
+            watch.append(self.control.fileno())
+        for pid, port in self.ports.items():
+            if self.core.pending(pid) or port.wants_write():
+                return None
+            if not self._is_fast(pid):
+                watch.extend(self._fds.get(pid, ()))
+        return watch
 
     def _others_up(self) -> bool:
         return any(p.up for pid, p in self.ports.items() if not self._is_fast(pid))
@@ -352,6 +371,13 @@ class Daemon:
         now = time.monotonic()
         if t is not None:
             timeout = max(0.0, min(timeout, t - now))
+        watch = self._quiet_fast()
+        if watch is not None and timeout > 0:
+            # The compiled loop polls and forwards on its own until Python has work: no Python per wake-up.
+            for pid, slow, retry, failed in self.fast.run(watch, min(timeout, CHECK_PERIOD)):
+                if pid in self.ports:
+                    self._after_pump(pid, time.monotonic(), slow, retry, failed)
+            timeout = 0.0
         for key, _ in self.sel.select(timeout):
             what, pid = key.data
             now = time.monotonic()
