@@ -20,8 +20,23 @@ A file::
     address = "/tmp/vm1.sock"
     listen = true
 
+    [[port]]
+    name = "n1"
+    type = "afpacket"
+    interface = "veth0"
+    rcvbuf = 262144            # data socket receive buffer, bytes (it bounds the backlog, hence the latency)
+    ring = 0                   # 0: recvmmsg; 2: PACKET_MMAP TPACKET_V2 ring; 3: TPACKET_V3 (blocks: more
+                               # throughput, up to a block's fill time of latency)
+
+    [[port]]
+    name = "uplink"
+    type = "vxlan"
+    remote = ["192.0.2.7"]
+    vni = 42
+    aging = 300.0              # seconds a learned MAC -> VTEP entry holds (default: the switch's aging)
+
 On the command line a port is ``TYPE:key=value,key=value`` (``name=`` optional;
-``remote=`` may repeat for a VXLAN port), e.g. ``afpacket:interface=veth0``.
+``remote=`` may repeat for a VXLAN port), e.g. ``afpacket:interface=veth0,ring=2``.
 """
 
 from __future__ import annotations

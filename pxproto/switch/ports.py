@@ -434,8 +434,11 @@ class AfPacketPort(Port):
     Two sockets, split by a BPF filter on the EtherType: signaling, discovery
     and heartbeat frames get their own receive buffer and are read first, so
     a data flood cannot push them out before the switch sees them.  Batched
-    with recvmmsg/sendmmsg when the compiled ``_afpacket`` module is built; the
-    daemon's fast loop then forwards between these ports at C level.
+    with recvmmsg/sendmmsg when the compiled ``_afpacket`` module is built
+    (or, with ``ring`` 2 or 3, the data socket receives into a PACKET_MMAP
+    ring); the daemon's fast loop then forwards between these ports at C
+    level.  The data socket's buffer is small on purpose (``rcvbuf``): when
+    the switch falls behind, a deep buffer only turns into latency.
     """
 
     kind = "afpacket"
