@@ -24,7 +24,7 @@ A file::
     name = "n1"
     type = "afpacket"
     interface = "veth0"
-    rcvbuf = 262144            # data socket receive buffer, bytes (it bounds the backlog, hence the latency)
+    rcvbuf = 1048576           # data socket receive buffer, bytes (it bounds the backlog, hence the latency)
     ring = 0                   # 0: recvmmsg; 2: PACKET_MMAP TPACKET_V2 ring; 3: TPACKET_V3 (blocks: more
                                # throughput, up to a block's fill time of latency)
 

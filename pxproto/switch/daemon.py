@@ -28,7 +28,7 @@ FAST_BATCHES = 16
 CHECK_PERIOD = 1.0
 MIRROR_BUFFER = 8 << 20
 """Bytes of pcapng blocks the fast loop may hold between two writes of the mirror file."""
-AFPACKET_RCVBUF = 256 << 10
+AFPACKET_RCVBUF = 1 << 20
 """Receive buffer of an AF_PACKET data socket: a deep buffer only turns a stall into latency (see bench/switch.py)."""
 
 

@@ -446,7 +446,7 @@ class AfPacketPort(Port):
     CTRL_BUF = 4 << 20
     """Receive buffer of the control socket: deep, so a burst of signaling waits rather than drops."""
 
-    def __init__(self, name: str, ifname: str, rcvbuf: int = 256 << 10, ring: int = 0) -> None:
+    def __init__(self, name: str, ifname: str, rcvbuf: int = 1 << 20, ring: int = 0) -> None:
         super().__init__(name)
         if rcvbuf < 4096:
             raise ValueError(f"port {name}: rcvbuf {rcvbuf}: at least 4096 bytes")
