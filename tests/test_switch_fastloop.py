@@ -227,3 +227,15 @@ def test_run_polls_and_forwards_until_python_has_work(rig: Rig) -> None:
     finally:
         r.close()
         w.close()
+
+
+def test_run_returns_when_the_mirror_buffer_is_half_full() -> None:
+    rig = Rig()
+    rig.loop.set_mirror(4096)
+    try:
+        for i in range(40):
+            rig.outer[0].send(heartbeat(mac(1), dime=3, seq=i))
+        assert rig.loop.run([], 5.0) == []
+        assert len(rig.loop.take_mirror()) > 2048
+    finally:
+        rig.close()

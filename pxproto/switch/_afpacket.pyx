@@ -723,7 +723,7 @@ cdef class FastLoop:
     def run(self, list watch, double timeout):
         """Poll the fast ports (and ``watch``, more descriptors) and forward, without returning to Python
         while nothing needs it: returns when a ``watch`` descriptor is readable, ``timeout`` seconds have
-        passed, a signal arrived, or a batch left work for Python; then [(port, slow, retry, failed)] of the
+        passed, a signal arrived, the mirror buffer is half full, or a batch left work for Python; then [(port, slow, retry, failed)] of the
         batches that did (see :meth:`pump`).  ``now`` is CLOCK_MONOTONIC, which is ``time.monotonic()``.
         """
         cdef pollfd fds[2 * MAXPORTS + MAXWATCH]
@@ -778,8 +778,8 @@ cdef class FastLoop:
                         return out
                     if slow or retry or failed:
                         out.append((p, slow, retry, failed))
-            if out:
-                return out
+            if out or self.mlen > self.mcap // 2:
+                return out  # (or the mirror buffer wants writing out)
 
     cdef int _send(self, int p, list retry) except -2:
         cdef iovec iov[2 * BATCH]
