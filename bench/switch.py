@@ -32,6 +32,7 @@ SRC_MAC = "02:00:00:00:0a:01"
 DST_MAC = "02:00:00:00:0b:01"
 PROBE_MAC = "02:00:00:00:0a:02"
 RT_PRIORITY = 10
+CPUS = {"sender": "0", "switch": "1"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -197,7 +198,7 @@ class Mode:
                     *self.extra,
                 ]
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", "pxb-sw", "taskset", "-c", "1", *cmd],
+                ["ip", "netns", "exec", "pxb-sw", "taskset", "-c", CPUS["switch"], *cmd],
                 env=env(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -263,7 +264,7 @@ def trafgen_conf(path: str) -> None:
 
 
 def blast(conf: str, seconds: float, rate: int | None) -> tuple[float, int, int]:
-    """trafgen on CPU 0 for ``seconds``; (duration, sent, received at dst0)."""
+    """trafgen on the sender CPU for ``seconds``; (duration, sent, received at dst0)."""
     tx0, rx0 = counter("pxb-src", "src0", "tx_packets"), counter("pxb-dst", "dst0", "rx_packets")
     args = [
         "ip",
@@ -272,7 +273,7 @@ def blast(conf: str, seconds: float, rate: int | None) -> tuple[float, int, int]
         "pxb-src",
         "taskset",
         "-c",
-        "0",
+        CPUS["sender"],
         "trafgen",
         "-o",
         "src0",
@@ -387,7 +388,10 @@ def main() -> int:
     ap.add_argument("--modes", default="bridge,naive,pxswitch,pxswitch-rt")
     ap.add_argument("--port-opts", default="", help="options added to each pxswitch port, e.g. rcvbuf=1048576")
     ap.add_argument("--switch-args", default="", help="more `pxswitch run` arguments, e.g. '--validation full'")
+    ap.add_argument("--sender-cpu", default="0", help="CPU for trafgen (the bridge forwards on it too)")
+    ap.add_argument("--switch-cpu", default="1", help="CPU for the userspace switches")
     args = ap.parse_args()
+    CPUS.update(sender=args.sender_cpu, switch=args.switch_cpu)
     if os.geteuid() != 0:
         print("bench/switch.py needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -418,7 +422,8 @@ def main() -> int:
         teardown()
         os.unlink(conf)
     print(
-        f"\n60-byte DATA frames (64 on the wire), trafgen on CPU 0, userspace switches on CPU 1, {args.seconds} s runs;"
+        f"\n60-byte DATA frames (64 on the wire), trafgen on CPU {CPUS['sender']}, userspace switches on CPU"
+        f" {CPUS['switch']}, {args.seconds} s runs;"
         f" pxswitch-rt runs under SCHED_FIFO {RT_PRIORITY}; 1-min load average"
         f" {min(loads):.1f}..{max(loads):.1f}"
     )
