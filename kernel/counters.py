@@ -56,3 +56,6 @@ class CounterId(IntEnum):
     """Record batches read from the MICE (ITEMS_OUT / this = items per batch)."""
     HEARTBEAT_LATE_MAX_US = 28
     """Largest lateness of a heartbeat behind its schedule as the DIME sent it, since this counter was last read."""
+    SOURCE_RESUME = 29
+    """A source: the index of its first item not yet completed downstream (every earlier one is); the point a
+    replacement source resumes from (START's VALUE), so it does not re-yield what the workflow already finished."""

@@ -149,6 +149,8 @@ class Dime:
         self.loaded: tuple[int, int, str, Path, package.Stage] | None = None
         self.mice: Mice | None = None
         self.flow = Flow()
+        self.source_first = 0
+        """The item a source was started at (START's VALUE)."""
         self.mice_queue: deque[tuple[int, bytes]] = deque()
         self.mice_inflight = 0
         self.handed_at: dict[int, float] = {}
@@ -404,7 +406,7 @@ class Dime:
         if self.mice is not None:
             return Status.BUSY, [text_tlv(f"MICE {self.mice.name} is running")]
         self.manager = r.peer
-        self.start_mice()
+        self.start_mice(_u64(r.param(TlvType.VALUE)))  # a replacement source: the item to resume from
         return Status.OK, [Tlv(TlvType.EPOCH, self.epoch)]
 
     def h_stop(self, r: RequestReceived) -> tuple[Status, Tlvs]:
@@ -492,6 +494,8 @@ class Dime:
             return self.flow.duplicates
         if cid == CounterId.RETAINED:
             return len(self.flow.retained)
+        if cid == CounterId.SOURCE_RESUME:
+            return self.flow.source_resume(self.source_first)
         return self.counters[cid]
 
     def h_counters(self, r: RequestReceived) -> tuple[Status, Tlvs]:
@@ -556,13 +560,14 @@ class Dime:
 
     # ------------------------------------------------------------------ the MICE
 
-    def start_mice(self) -> None:
+    def start_mice(self, first: int = 0) -> None:
         assert self.loaded is not None
         service, stage, name, path, st = self.loaded
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for s in (parent, child):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        ctx = mice.Context(service, stage, name, self.cfg.dime, self.epoch, dict(st.params), self.store)
+        ctx = mice.Context(service, stage, name, self.cfg.dime, self.epoch, dict(st.params), self.store, first=first)
+        self.source_first = first
         limit = self.mem.limit
         pid = os.fork()
         if pid == 0:  # the MICE child

@@ -108,6 +108,8 @@ class Flow:
     """Outputs waiting for an output channel with credit."""
     duplicates: int = 0
     replayed: int = 0
+    source_made: int = 0
+    """A source: the highest item count it produced (its last item's index + 1)."""
 
     def arrive(self, lineage: int, up: Upstream) -> str:
         """An item arrived: 'new' (hand it to the MICE), 'wait' (a copy in progress), 'done' (complete it now)."""
@@ -140,6 +142,8 @@ class Flow:
             return
         if parent is not None:
             self.inputs[parent].open_outputs += 1
+        else:
+            self.source_made = max(self.source_made, lineage & LOW_MASK)
         self.retained[lineage] = _Output(parent, data)
         self.queue.append(lineage)
 
@@ -177,6 +181,13 @@ class Flow:
             return out.parent, []
         inp.open_outputs -= 1
         return out.parent, self._maybe_complete(out.parent, inp)
+
+    def source_resume(self, first: int = 0) -> int:
+        """A source: the index of its first item not completed downstream (``first`` before it made any)."""
+        low = [lin & LOW_MASK for lin, o in self.retained.items() if o.parent is None]
+        if low:
+            return min(low) - 1
+        return max(first, self.source_made)
 
     def sent(self, lineage: int, channel: int) -> None:
         out = self.retained.get(lineage)

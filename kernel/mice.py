@@ -272,6 +272,9 @@ class Context:
     """The server's local store."""
     lineage: int = 0
     """Lineage id of the item being processed (0 in a source)."""
+    first: int = 0
+    """A source: the index of the first item to send (a replacement resumes there; the items before it are
+    taken from the generator and dropped, so a source that paces itself may skip its pacing below ``first``)."""
 
     def log(self, message: str) -> None:
         print(f"mice {self.name}@dime{self.dime}: {message}", file=sys.stderr, flush=True)
@@ -322,7 +325,8 @@ def _emit(out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ct
         if len(data) > MAX_ITEM:
             raise ValueError(f"stage {ctx.name} yielded an item of {len(data)} bytes (max {MAX_ITEM})")
         if parent is None:
-            out.add(OUT, source_lineage(ctx.stage, counter), data)
+            if counter >= ctx.first:
+                out.add(OUT, source_lineage(ctx.stage, counter), data)
             counter += 1
             if clock() - t0 > SOURCE_SLOW:
                 out.flush()  # a slow source: what it made so far goes now
