@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--netns", action="store_true", help="network namespaces, veth and AF_PACKET (root)")
     demo.add_argument("--heartbeat-ms", type=int, help="override the workflow's heartbeat period (default 50)")
     demo.add_argument("--missed", type=float, help="override: silent periods before suspicion (default 2)")
-    demo.add_argument("--confirm-ms", type=int, help="override: ping retransmit interval when confirming (default 20)")
+    demo.add_argument("--confirm-ms", type=int, help="override: ping retransmit interval when confirming (default 8)")
     chk = sub.add_parser("check", help="check a service file")
     chk.add_argument("file")
     run = sub.add_parser("run", help="run the orchestrator")

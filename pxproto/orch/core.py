@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from kernel.counters import CounterId
 from pxproto.dime.endpoint import Address, Output, earliest, frame_to
 from pxproto.dime.signaling import (
     Requester,
@@ -147,6 +148,8 @@ class Replica:
     repair_t0: float = 0.0
     drain_until: float = 0.0
     announced: bool = False
+    first: int = 0
+    """A source: the item it starts at (START's VALUE): where the source it replaces had finished."""
 
     @property
     def live(self) -> bool:
@@ -179,6 +182,10 @@ class Deployment:
     above_since: dict[str, float] = field(default_factory=dict)
     below_since: dict[str, float] = field(default_factory=dict)
     last_change: dict[str, float] = field(default_factory=dict)
+    resume: dict[DimeKey, int] = field(default_factory=dict)
+    """A source replica -> the first item it had not finished, as it last reported (SOURCE_RESUME)."""
+    polling: set[DimeKey] = field(default_factory=set)
+    """Source replicas with a SOURCE_RESUME query in flight."""
 
     def of(self, stage: str) -> list[Replica]:
         return [r for r in self.replicas if r.stage.name == stage]
@@ -196,8 +203,10 @@ class OrchConfig:
     """Orchestrator-wide settings (a service's regulator sets its own DIMEs' heartbeat period)."""
 
     liveness: Liveness = field(default_factory=Liveness)
-    confirm: RetransmitPolicy = field(default_factory=lambda: RetransmitPolicy(0.02, 1.0, 0.02, 1))
+    confirm: RetransmitPolicy = field(default_factory=lambda: RetransmitPolicy(0.008, 1.0, 0.008, 4))
     command: RetransmitPolicy = field(default_factory=lambda: RetransmitPolicy(0.1, 2.0, 0.5, 5))
+    poll: RetransmitPolicy = field(default_factory=lambda: RetransmitPolicy(0.05, 1.0, 0.05, 2))
+    """Queries of a source's progress (SOURCE_RESUME): the next tick asks again anyway."""
     default_period: float = 0.1
     tick: float = 0.05
     """Regulator period: scaling decisions, waiting allocations, drains."""
@@ -510,8 +519,26 @@ class Orchestrator:
         for svc in self.services.values():
             self._regulate(svc, now, out)
             self._reconcile(svc, now, out)
+            self._poll_sources(svc, now, out)
         if self.services:
             self._arm_tick(now)
+
+    def _poll_sources(self, svc: Deployment, now: float, out: Output) -> None:
+        """Ask each running source how far the workflow has finished its items (kept here, central storage,
+        so that a replacement can resume there after the source's DIME is gone)."""
+        for rep in svc.replicas:
+            if rep.stage.inputs or rep.state is not RState.RUNNING or rep.key in svc.polling:
+                continue
+            svc.polling.add(rep.key)
+
+            def done(ok: bool, ev: Any, t: float, o: Output, rep: Replica = rep) -> None:
+                svc.polling.discard(rep.key)
+                value = ev.param(TlvType.VALUE) if ok else None
+                if isinstance(value, int) and rep.state is RState.RUNNING:
+                    svc.resume[rep.key] = max(value, svc.resume.get(rep.key, rep.first))
+
+            params = [Tlv(TlvType.COUNTER_ID, int(CounterId.SOURCE_RESUME))]
+            self._request(rep.key, Command.COUNTERS, params, now, out, done, self.config.poll)
 
     def _wake(self, now: float, out: Output) -> None:
         for svc in self.services.values():
@@ -601,6 +628,10 @@ class Orchestrator:
         if new is not None:
             new.repair_of = rep.key
             new.repair_t0 = now
+            # A source resumes where the one it replaces had finished (not from item 0): what the workflow
+            # completed is not made again, and what it had not is (lineage ids make the overlap exactly-once).
+            new.first = svc.resume.get(rep.key, 0)
+        svc.resume.pop(rep.key, None)
         self._reconcile(svc, now, out)
 
     def _drop_link(self, svc: Deployment, link: Link, dead: Replica, now: float, out: Output) -> None:
@@ -739,6 +770,8 @@ class Orchestrator:
         rep.busy = True
         rep.state = RState.STARTING
         params = [Tlv(TlvType.SERVICE_ID, svc.spec.id), Tlv(TlvType.STAGE, rep.stage.index)]
+        if rep.first:
+            params.append(Tlv(TlvType.VALUE, rep.first))
         self._request(rep.key, Command.START, params, now, out, done)
 
     def _wire(self, svc: Deployment, link: Link, now: float, out: Output) -> None:

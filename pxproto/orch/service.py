@@ -15,8 +15,9 @@ policies for the run::
     detector = "missed"        # missed | phi
     missed = 2.0               # missed: suspect after this many silent periods
     phi = 8.0                  # phi: suspect when phi reaches this
-    confirm_ms = 20            # a suspicion is confirmed by a direct PING: retransmit interval (ms)
-    confirm_tries = 2          # ... and how many times it is sent before the DIME is declared dead
+    confirm_ms = 8             # a suspicion is confirmed by a direct PING: retransmit interval (ms)
+    confirm_tries = 5          # ... and how many times it is sent; dead after confirm_ms * confirm_tries
+                               # with no answer and no heartbeat (5 tries: one lost frame in 20 cannot do it)
     repair = "replace"         # replace (allocate a new DIME from the pool) | none
     drain_ms = 500             # scale-in: longest wait for a retiring replica to empty its queues
     command_timeout_ms = 2000  # LOAD/START/CONNECT: give up (and retry elsewhere) after this long
@@ -95,8 +96,8 @@ class Regulator:
     detector: str = "missed"
     missed: float = 2.0
     phi: float = 8.0
-    confirm_ms: int = 20
-    confirm_tries: int = 2
+    confirm_ms: int = 8
+    confirm_tries: int = 5
     repair: str = "replace"
     drain_ms: int = 500
     command_timeout_ms: int = 2000
@@ -281,8 +282,8 @@ def _regulator(c: _Checker, t: dict[str, Any]) -> Regulator:
         detector=c.choice(t, r, 0, "detector", ("missed", "phi")),
         missed=c.number(t, r, 0, "missed", 1.0, 2.0),
         phi=c.number(t, r, 0, "phi", 0.5, 8.0),
-        confirm_ms=c.integer(t, r, 0, "confirm_ms", 1, 60000, 20),
-        confirm_tries=c.integer(t, r, 0, "confirm_tries", 1, 20, 2),
+        confirm_ms=c.integer(t, r, 0, "confirm_ms", 1, 60000, 8),
+        confirm_tries=c.integer(t, r, 0, "confirm_tries", 1, 20, 5),
         repair=c.choice(t, r, 0, "repair", ("replace", "none")),
         drain_ms=c.integer(t, r, 0, "drain_ms", 0, 600000, 500),
         command_timeout_ms=c.integer(t, r, 0, "command_timeout_ms", 10, 600000, 2000),

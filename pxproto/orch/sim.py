@@ -20,8 +20,8 @@ channels.  A sink stage (one of ``sinks``) keeps its results, like a kernel
 sink in its server's local store: :attr:`SimPlane.collected` is the union of
 every sink's results by lineage id, and a result recorded twice (by two sink
 DIMEs, after a sink died) is counted in ``duplicates``.
-A restarted source starts again from its first item (the sinks drop what
-it has seen).
+A source reports its first unfinished item (COUNTERS SOURCE_RESUME, the
+kernel's counter) and a replacement starts where START's VALUE says.
 """
 
 from __future__ import annotations
@@ -33,10 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kernel.counters import CounterId
 from pxproto.dime.endpoint import Address, Output, earliest, frame_to
 from pxproto.dime.signaling import RequestReceived, Responder
 from pxproto.wire.codes import DIME_ALL, Command, DimeState, Direction, DiscoveryOp, Op, Status, TlvType
 from pxproto.wire.frame import BROADCAST, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
+
+SOURCE_RESUME = int(CounterId.SOURCE_RESUME)
 
 Item = tuple[int, int]
 """(lineage id, value)."""
@@ -206,9 +209,20 @@ class SimServer:
                 return Status.NOT_FOUND, []
             d.running = True
             d.busy_until = now
+            first = p(TlvType.VALUE)
+            if isinstance(first, int):
+                d.next_source = first
             if self.plane is not None:
                 self.plane.wake(now)
             return Status.OK, [Tlv(TlvType.EPOCH, d.epoch)]
+        if req.cmd is Command.COUNTERS:
+            if p(TlvType.COUNTER_ID) != SOURCE_RESUME:
+                return Status.NOT_FOUND, []
+            held = [lin for items in d.unacked.values() for lin in items] + [lin for lin, _ in d.outbox]
+            return Status.OK, [
+                Tlv(TlvType.COUNTER_ID, SOURCE_RESUME),
+                Tlv(TlvType.VALUE, min(held, default=d.next_source)),
+            ]
         if req.cmd is Command.RESET:
             d.reset()
             d.epoch += 1
@@ -469,8 +483,8 @@ id = 7
 [regulator]
 heartbeat_ms = 50
 missed = 2
-confirm_ms = 20
-confirm_tries = 2
+confirm_ms = 8
+confirm_tries = 5
 
 [[stage]]
 name = "source"
