@@ -159,8 +159,8 @@ def test_control_loss_and_reordering_still_exact() -> None:
     finish(c, 30.0)
 
 
-def no_false_repair(seconds: float) -> None:
-    c, _ = cluster(items=100, loss=0.05, seed=3)
+def no_false_repair(seconds: float, seed: int = 3) -> None:
+    c, _ = cluster(items=100, loss=0.05, seed=seed)
     c.run(seconds)
     assert not c.orch.log.of(DimeDead)
     # At 5% loss two heartbeats in a row go missing now and then: the ping clears those.
@@ -173,8 +173,11 @@ def test_no_false_repair_under_five_percent_loss() -> None:
 
 
 @pytest.mark.slow
-def test_no_false_repair_in_ten_minutes_under_five_percent_loss() -> None:
-    no_false_repair(600.0)
+@pytest.mark.parametrize("seed", [3, 11, 29])
+def test_no_false_repair_in_ten_minutes_under_five_percent_loss(seed: int) -> None:
+    # Regression: with 2 pings 20 ms apart a 10-minute run saw 2 false deaths (both pings or their answers lost
+    # after a lost heartbeat); the confirmation now sends 5 pings 8 ms apart within the same 40 ms.
+    no_false_repair(600.0, seed)
 
 
 def test_suspicion_cleared_by_ping_when_only_heartbeats_are_lost() -> None:

@@ -57,6 +57,7 @@ class Daemon:
                 "services": {name: self._replicas(name) for name in self.core.services},
                 "events": [e.record() for e in list(self.core.log)[-int(req.get("events", 20)) :]],
                 "counters": self.core.counters,
+                "wire": self.driver.counters,
             }
         if cmd == "deploy":
             try:

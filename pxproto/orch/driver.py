@@ -4,6 +4,10 @@
 hands heartbeats to the core's hot path and everything else to
 :meth:`Orchestrator.receive`, sends what the core returns (signed under the
 cluster key when one is set), and calls the core's timer when it is due.
+With a key, every frame that arrives must carry a good trailer: key known,
+tag right, counter fresh in its sender's window (:class:`kernel.security.KeyRing`,
+that is :mod:`pxproto.dime.replay`'s key store and windows); the others are
+dropped before the core sees them and counted by reason (``rejected_*``).
 It can record every heartbeat it sees (for the timeline picture) and passes
 each event to a callback as it happens.
 """
@@ -50,7 +54,7 @@ class Driver:
         self.on_event = on_event
         self.heartbeats: list[tuple[float, bytes, int, int, int]] | None = [] if record_heartbeats else None
         """(arrival, server MAC, DIME, epoch, rx_queue) of every heartbeat, when recording."""
-        self.counters: dict[str, int] = {"rx": 0, "tx": 0, "malformed": 0, "not_for_us": 0}
+        self.counters: dict[str, int] = {"rx": 0, "tx": 0, "malformed": 0, "not_for_us": 0, "rejected": 0}
         self.gone = False
 
     def send(self, out: Output | None) -> None:
@@ -74,6 +78,14 @@ class Driver:
         except ProtocolError:
             self.counters["malformed"] += 1
             return
+        if self.keyring.enabled:
+            a = f.auth
+            why = "unsigned" if a is None else self.keyring.check(raw, f.src_mac, f.src_dime, a.key_id, a.counter,
+                                                                   f.padding, now)  # fmt: skip
+            if why is not None:
+                self.counters["rejected"] += 1
+                self.counters[f"rejected_{why}"] = self.counters.get(f"rejected_{why}", 0) + 1
+                return
         body = f.body
         if isinstance(body, Heartbeat):
             if self.heartbeats is not None:

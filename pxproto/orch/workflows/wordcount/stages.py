@@ -27,7 +27,8 @@ RECORD = struct.Struct("!Qd")
 def source(ctx: Any) -> Iterator[bytes]:
     lines = (Path(__file__).parent / ctx.params["corpus"]).read_text("utf-8").splitlines()
     period = 1.0 / float(ctx.params.get("rate", 400))
-    start = time.monotonic()
+    # A replacement source resumes at ctx.first: the kernel drops the lines before it, so do not pace them.
+    start = time.monotonic() - getattr(ctx, "first", 0) * period
     for i, line in enumerate(lines):
         delay = start + i * period - time.monotonic()
         if delay > 0:
