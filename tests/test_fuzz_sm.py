@@ -45,3 +45,18 @@ def test_f1_heartbeat_emitter_timer_is_after_now_when_it_skips_late_periods() ->
     assert len(out.frames) == 1
     assert out.timer is not None and out.timer > 0.72
     assert e.handle_timer(0.72).frames == []
+
+
+@pytest.mark.xfail(strict=True, reason="finding F2 (review while writing sm_replay): open, reported to the dime owner")
+def test_f2_rotating_back_to_the_key_in_its_grace_period_leaves_a_usable_signing_key() -> None:
+    from pxproto.dime.replay import KeyStore
+
+    ks = KeyStore()
+    ks.install(1, b"a" * 32)
+    ks.install(2, b"b" * 32)
+    ks.rotate(2, 0.0, grace=1.0)
+    # Back to key 1 before key 2's rotation completed: rotate() completes the pending rotation first,
+    # which retires key 1, and then makes the retired key 1 current: signing_key() raises KeyError.
+    ks.rotate(1, 0.1, grace=1.0)
+    key_id, key = ks.signing_key()
+    assert key_id not in ks.retired and key
