@@ -13,24 +13,36 @@ Prints one table:
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import os
 import select
+import shutil
+import socket
+import struct
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 # This file is named like the package it measures: keep bench/ off the import path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from kernel import package  # noqa: E402
+from kernel.client import Client  # noqa: E402
 from kernel.counters import CounterId  # noqa: E402
-from kernel.testbed import KEY, Cluster  # noqa: E402
+from kernel.testbed import ENV, KEY, Cluster  # noqa: E402
+from kernel.wire import ETH_P_ALL, PacketWire  # noqa: E402
 from pxproto.dime.endpoint import Address, frame_to  # noqa: E402
+from pxproto.dime.signaling import ResponseReceived  # noqa: E402
+from pxproto.wire import ethertypes  # noqa: E402
 from pxproto.wire.codec import encode  # noqa: E402
-from pxproto.wire.codes import DIME_ALL, Command, Direction, TlvType  # noqa: E402
+from pxproto.wire.codes import DIME_ALL, Command, Direction, FrameClass, TlvType  # noqa: E402
 from pxproto.wire.frame import Signaling, Tlv  # noqa: E402
+
+SO_TIMESTAMPNS = 35
 
 STAGES = """
 def source(ctx):
@@ -212,13 +224,126 @@ def bench_heartbeat(c: Cluster, rows: list[tuple[str, str, str]], archive: bytes
     )
 
 
+class _Bed:
+    """Enough of a Cluster for load_start/counter over one client (the veth measure)."""
+
+    def __init__(self, client: Client, log: Path) -> None:
+        self.client = client
+        self.log = log
+
+    def ask(self, dest: Address, cmd: Command, *params: Tlv) -> ResponseReceived:
+        r = self.client.request(dest, cmd, params)
+        assert isinstance(r, ResponseReceived), f"{cmd.name} to {dest}: timed out\n{self.log.read_text()}"
+        return r
+
+
+def _setns(fd: int) -> None:
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), "setns")
+
+
+def _kernel_stamped_gaps(sock: socket.socket, mac: bytes, dime: int, seconds: float) -> list[float]:
+    """Gaps between one DIME's heartbeats by their kernel receive timestamps (no observer wake-up in them)."""
+    stamps: list[float] = []
+    hb_type = ethertypes.current().of(FrameClass.HEARTBEAT)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        r, _, _ = select.select([sock], [], [], 0.1)
+        if not r:
+            continue
+        data, anc, _, _ = sock.recvmsg(65535, 64)
+        if data[6:12] != mac or int.from_bytes(data[12:14], "big") != hb_type or data[18:20] != dime.to_bytes(2, "big"):
+            continue
+        for level, kind, value in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = struct.unpack("qq", value[:16])
+                stamps.append(sec + nsec * 1e-9)
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def bench_veth_heartbeat(rows: list[tuple[str, str, str]], archive: bytes, tmp: Path) -> None:
+    """Heartbeat jitter on a veth, observed with kernel RX timestamps: the DIME's jitter without a switch hop."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        rows.append(("heartbeat on veth", "skipped", "needs root and iproute2"))
+        return
+    tag = uuid.uuid4().hex[:6]
+    ns_a, ns_b = f"pxka{tag}", f"pxkb{tag}"
+    run = functools.partial(subprocess.run, check=True, capture_output=True)
+    proc = None
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        run(["ip", "netns", "add", ns_a])
+        run(["ip", "netns", "add", ns_b])
+        run(["ip", "link", "add", f"va{tag}", "netns", ns_a, "type", "veth", "peer", "name", f"vb{tag}", "netns", ns_b])
+        run(["ip", "-n", ns_a, "link", "set", f"va{tag}", "up"])
+        run(["ip", "-n", ns_b, "link", "set", f"vb{tag}", "up"])
+        store = tmp / "veth-store"
+        store.mkdir()
+        package.store_put(store, archive)
+        log = tmp / "veth-kernel.log"
+        cmd = ["ip", "netns", "exec", ns_a, sys.executable, "-m", "kernel.cli", "--iface", f"va{tag}", "--dimes", "1"]
+        cmd += ["--store", str(store), "--state-dir", str(tmp / "veth-state"), "--memory-chunks", "64"]
+        with open(log, "wb") as f:
+            proc = subprocess.Popen(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT)
+        fd = os.open(f"/run/netns/{ns_b}", os.O_RDONLY)
+        try:
+            _setns(fd)
+            wire = PacketWire(f"vb{tag}")
+            stamped = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            stamped.bind((f"vb{tag}", 0))
+        finally:
+            _setns(own)
+            os.close(fd)
+        stamped.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        client = Client(wire)
+        bed = _Bed(client, log)
+        found: list[bytes] = []
+        end = time.monotonic() + 20
+        while not found and time.monotonic() < end:
+            found = [mac for mac, ann in client.probe(0.3) if ann.dimes and all(d.epoch for d in ann.dimes)]
+        assert found, log.read_text()
+        dest = Address(found[0], 0, 0)
+        client.keep_heartbeats = False
+        idle = _kernel_stamped_gaps(stamped, found[0], 0, 3.0)
+        load_start(bed, archive, dest, 2, "spin")  # type: ignore[arg-type]
+        client.wait_for(lambda: False, 0.3)
+        cpu0 = counter(bed, dest, CounterId.CPU_NS) - counter(bed, dest, CounterId.DIME_CPU_NS)  # type: ignore[arg-type]
+        t0 = time.monotonic()
+        busy = _kernel_stamped_gaps(stamped, found[0], 0, 3.0)
+        cpu1 = counter(bed, dest, CounterId.CPU_NS) - counter(bed, dest, CounterId.DIME_CPU_NS)  # type: ignore[arg-type]
+        mice_share = (cpu1 - cpu0) / 1e9 / (time.monotonic() - t0)
+        for name, gaps in (("idle MICE", idle), ("MICE at 100% CPU", busy)):
+            dev = [abs(g - 0.1) for g in gaps]
+            rows.append(
+                (
+                    f"heartbeat 100 ms on veth, {name}",
+                    f"jitter p50 {pct(dev, 50) * 1e3:.2f} ms",
+                    f"max {max(dev) * 1e3:.2f} ms = {max(dev) / 0.1:.1%} of period (n={len(gaps)}), kernel RX stamps"
+                    + (f"; MICE used {mice_share:.0%} of a CPU" if gaps is busy else ""),
+                )
+            )
+        wire.close()
+        stamped.close()
+    finally:
+        os.close(own)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+        subprocess.run(["ip", "netns", "del", ns_a], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns_b], capture_output=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pings", type=int, default=2000)
     ap.add_argument("--items", type=int, default=50000)
-    ap.add_argument("--only", choices=("ping", "data", "heartbeat"), action="append", help="run only these parts")
+    ap.add_argument(
+        "--only", choices=("ping", "data", "heartbeat", "veth"), action="append", help="run only these parts"
+    )
     args = ap.parse_args()
-    parts = set(args.only or ("ping", "data", "heartbeat"))
+    parts = set(args.only or ("ping", "data", "heartbeat", "veth"))
     rows: list[tuple[str, str, str]] = []
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -244,6 +369,8 @@ def main() -> int:
                 bench_heartbeat(c, rows, archive)
         finally:
             c.close()
+        if "veth" in parts:
+            bench_veth_heartbeat(rows, archive, t)
     w = max(len(r[0]) for r in rows)
     print(f"load average before the run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'measure':<{w}}  {'median':<22}  detail")

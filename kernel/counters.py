@@ -59,3 +59,5 @@ class CounterId(IntEnum):
     SOURCE_RESUME = 29
     """A source: the index of its first item not yet completed downstream (every earlier one is); the point a
     replacement source resumes from (START's VALUE), so it does not re-yield what the workflow already finished."""
+    HEARTBEATS_BY_LOOP = 30
+    """Heartbeats the DIME's loop sent itself because the real-time sender thread had not (or there is none)."""

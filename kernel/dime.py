@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kernel import fastrx, memory, mice, package, state
+from kernel import beat, fastrx, memory, mice, package, state
 from kernel.counters import CounterId
 from kernel.flow import Flow, Upstream
 from kernel.security import AccessList, KeyRing
@@ -73,6 +73,12 @@ PAUSE_INPUT = 4096
 OUTQ_LIMIT = 4096
 """Outputs waiting for credit above which the MICE's output is not read."""
 COMPLETION_BATCH = 160
+BEAT_COLLECT = 0.002
+"""Seconds after an armed heartbeat's deadline at which the loop collects it (and arms the next)."""
+BEAT_ARM_LEAD = 0.02
+"""With no beat armed, the loop builds and arms the next this long (at most half a period) before it is due."""
+BEAT_ARM_MIN = 0.001
+"""An armed heartbeat needs at least this much time before its deadline; else the loop sends it."""
 DIME_NICE = -5
 """Scheduling priority of a DIME process when permitted; its MICE is SCHED_IDLE (nice 19 otherwise)."""
 FRAME_MAX = 65535
@@ -137,6 +143,9 @@ class Dime:
         self.mem = memory.MemoryAccount(limit=cfg.mem_chunks)
         self.hb = HeartbeatEmitter(self.local, self.epoch, period=cfg.heartbeat_ms / 1000, state=DimeState.BOOTING)
         self.hb.stop()  # the loop sends the first one as soon as it runs
+        self.armed: tuple[float, bytes] | None = None
+        """The next heartbeat (deadline, signed bytes) armed on the sender thread."""
+        self.beater: beat.HeartbeatSender | None = None
         self.retransmit_ms = 50
         self.credit_window = 256
         self.completions_since = 0.0
@@ -302,6 +311,7 @@ class Dime:
         self.keyring.epoch, self.keyring.sent = self.epoch, 0
         self.state = DimeState.FREE
         self.hb.epoch, self.hb.sent = self.epoch, 0
+        self._cancel_beat()
         self.hb.stop()  # a heartbeat of the new epoch at once
         return Status.OK, [Tlv(TlvType.EPOCH, self.epoch)]
 
@@ -331,6 +341,7 @@ class Dime:
         if not bounds[0] <= value <= bounds[1]:
             return Status.BAD_PARAM, [text_tlv(f"{pid.name} must be in {bounds[0]}..{bounds[1]}, not {value}")]
         if pid is Param.HEARTBEAT_PERIOD_MS:
+            self._cancel_beat()  # the armed one keeps the old schedule: send on the new one
             self.hb.set_period(value / 1000, time.monotonic())
         elif pid is Param.MEM_LIMIT_CHUNKS:
             self._set_limit(value)
@@ -868,7 +879,8 @@ class Dime:
         except (OSError, ValueError, IndexError):
             return 0
 
-    def heartbeat(self, now: float) -> None:
+    def _sample_load(self, now: float) -> None:
+        """Refresh the accounting a heartbeat carries (CPU, memory, queues, rates)."""
         t0, c0 = self.cpu_mark
         c1 = self._cpu_ns()
         if now > t0:
@@ -894,24 +906,74 @@ class Dime:
             tx_queue=min(len(self.flow.queue), 0xFFFFFFFF),
             service=loaded[0] if loaded else 0,
         )
+
+    def _heartbeat_timer(self) -> float:
+        """When the loop next has heartbeat work: collect an armed beat after its deadline, or send one."""
+        if self.armed is not None:
+            return self.armed[0] + BEAT_COLLECT
         due = self.hb.get_timer()
-        if due is not None:
-            late = int((now - due) * 1e6)
-            self.counters[CounterId.HEARTBEAT_LATE_MAX_US] = max(self.counters[CounterId.HEARTBEAT_LATE_MAX_US], late)
-        out = self.hb.start(now) if due is None else self.hb.handle_timer(now)
-        for f in out.frames:
-            raw = encode(f)
-            if self.keyring.enabled:
-                raw = self.keyring.sign_raw(raw)
+        if due is None:
+            return 0.0  # stopped: a first beat is due at once
+        return due - min(BEAT_ARM_LEAD, self.hb.period / 2) if self.beater is not None else due
+
+    def _late(self, seconds: float) -> None:
+        late = int(seconds * 1e6)
+        self.counters[CounterId.HEARTBEAT_LATE_MAX_US] = max(self.counters[CounterId.HEARTBEAT_LATE_MAX_US], late)
+
+    def heartbeat(self, now: float) -> None:
+        """Heartbeat work due at ``now``: see what the sender thread did with the armed beat, arm the next.
+
+        Each beat is built and signed one period ahead and armed on :class:`kernel.beat.Beater`,
+        whose real-time thread sends it on time however busy this core is; the loop only
+        collects it afterwards (and sends it itself if the sender could not).
+        """
+        if self.armed is not None:
+            at, raw = self.armed
+            self.armed = None
+            sent, when = self.beater.take() if self.beater is not None else (False, 0.0)
+            if not sent:
+                self._send_heartbeat(raw)
+                self.counters[CounterId.HEARTBEATS_BY_LOOP] += 1
+                when = now
+            self._late(when - at)
             if self.wire is not None:
-                # Straight on the wire, so a busy relay cannot delay it; the server gets a copy for
-                # its discovery table and, knowing the DIME has the wire, does not forward it.
-                try:
-                    self.wire.send(raw)
-                except OSError:
-                    self.counters[CounterId.TX_DROPPED] += 1
-            self._send_raw(raw)
+                self._send_raw(raw)  # the server's copy, for its discovery table (it does not forward it)
+        due = self.hb.get_timer()
+        self._sample_load(now)
+        if self.beater is not None and due is not None and due > now + BEAT_ARM_MIN:
+            frame = self.hb.handle_timer(due).frames[0]  # the beat due then, built now
+            self.armed = (due, self._sign(frame))
+            self.beater.arm(self.armed[1], due)
+        else:  # no sender thread, or late already: send it now
+            if due is not None:
+                self._late(now - due)
+            for f in (self.hb.start(now) if due is None else self.hb.handle_timer(now)).frames:
+                self.counters[CounterId.HEARTBEATS_BY_LOOP] += 1
+                raw = self._sign(f)
+                self._send_heartbeat(raw)
+                if self.wire is not None:
+                    self._send_raw(raw)
         self._check_thresholds()
+
+    def _sign(self, frame: Frame) -> bytes:
+        raw = encode(frame)
+        return self.keyring.sign_raw(raw) if self.keyring.enabled else raw
+
+    def _send_heartbeat(self, raw: bytes) -> None:
+        """A heartbeat on the wire itself when the DIME has it (the relay could delay it), else via the server."""
+        if self.wire is None:
+            self._send_raw(raw)
+            return
+        try:
+            self.wire.send(raw)
+        except OSError:
+            self.counters[CounterId.TX_DROPPED] += 1
+
+    def _cancel_beat(self) -> None:
+        """Take back an armed heartbeat (RESET: the next one carries the new epoch)."""
+        if self.armed is not None and self.beater is not None:
+            self.beater.take()
+        self.armed = None
 
     def _check_thresholds(self) -> None:
         for cid, limit in self.thresholds.items():
@@ -925,7 +987,7 @@ class Dime:
     # ------------------------------------------------------------------ loop
 
     def _timers(self) -> Iterable[float | None]:
-        yield self.hb.get_timer() or 0.0
+        yield self._heartbeat_timer()
         yield self.responder.get_timer()
         yield self.requester.get_timer()
         for tx in self.senders.values():
@@ -934,8 +996,7 @@ class Dime:
             yield rx.get_timer()
 
     def _run_timers(self, now: float) -> None:
-        t = self.hb.get_timer()
-        if t is None or t <= now:
+        if self._heartbeat_timer() <= now:
             self.heartbeat(now)
         t = self.responder.get_timer()
         if t is not None and t <= now:
@@ -959,10 +1020,13 @@ class Dime:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.state = DimeState.FREE
+        with contextlib.suppress(OSError):
+            self.beater = beat.Beater(self.wire.fileno() if self.wire is not None else self.sock.fileno())
         print(
             f"dime {self.cfg.dime}: core {self.cfg.core} pid {os.getpid()} epoch {self.epoch} "
             f"mac {_mac(self.mac)} memory {self.mem.limit} chunks ({self.mem.limit * CHUNK_BYTES >> 20} MiB) "
-            f"heartbeat {round(self.hb.period * 1000)} ms auth {'on' if self.keyring.enabled else 'off'} ready",
+            f"heartbeat {round(self.hb.period * 1000)} ms auth {'on' if self.keyring.enabled else 'off'} "
+            f"heartbeat sender {'real-time' if self.beater is not None and self.beater.realtime else 'normal'} ready",
             flush=True,
         )
         while self.running:
@@ -1000,6 +1064,8 @@ class Dime:
                     self.completions_since = 0.0
             if self.mice is not None:
                 self._feed_mice(now)
+        if self.beater is not None:
+            self.beater.close()
         used = self.mem.mice_used
         self.stop_mice("shutdown")
         print(

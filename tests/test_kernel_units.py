@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,3 +260,56 @@ def test_item_batches_round_trip_and_name_the_bad_byte() -> None:
         mice.unpack_items(mice.BATCH_MARK + b"\0\0\1")
     with pytest.raises(ValueError, match="lineage 0"):
         mice.unpack_items(mice.BATCH_MARK + mice.ITEM_REC.pack(0, 0))
+
+
+def _senders() -> list[object]:
+    from kernel import beat
+
+    out: list[object] = [beat.BeaterPy]
+    if beat.COMPILED:
+        out.append(beat.Beater)
+    return out
+
+
+@pytest.mark.parametrize("make", _senders(), ids=lambda m: getattr(m, "__module__", "?"))
+def test_heartbeat_sender_sends_an_armed_frame_once_and_gives_back_a_taken_one(make: Any) -> None:
+    import select
+    import time
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender = make(a.fileno())
+    try:
+        now = time.monotonic()
+        sender.arm(b"beat-1", now + 0.01)
+        assert select.select([b], [], [], 5.0)[0], "the armed frame never came"
+        assert b.recv(100) == b"beat-1"
+        deadline = time.monotonic() + 5.0
+        sent, when = False, 0.0
+        while not sent and time.monotonic() < deadline:
+            sent, when = sender.take()
+            if not sent:
+                time.sleep(0.01)
+        assert sent and when >= now + 0.01
+        # Armed far ahead and taken back: never sent, and take says so.
+        sender.arm(b"beat-2", time.monotonic() + 60)
+        taken, _ = sender.take()
+        assert not taken
+        assert not select.select([b], [], [], 0.2)[0]
+        # Re-armed before its time: only the newer frame goes.
+        sender.arm(b"old", time.monotonic() + 0.05)
+        sender.arm(b"new", time.monotonic() + 0.02)
+        assert select.select([b], [], [], 5.0)[0]
+        assert b.recv(100) == b"new"
+        assert not select.select([b], [], [], 0.2)[0]
+    finally:
+        sender.close()
+        a.close()
+        b.close()
+
+
+def test_the_compiled_heartbeat_sender_is_built() -> None:
+    from kernel import beat
+
+    if os.environ.get("PXPROTO_PURE") == "1":
+        pytest.skip("pure twin forced")
+    assert beat.COMPILED, "kernel/_beat.pyx did not build: heartbeats would go at normal priority"
