@@ -10,12 +10,33 @@ holds.  Since Linux 4.7 RLIMIT_DATA counts every private writable mapping
 (brk heap and anonymous mmap, which is where CPython's allocators get
 memory), so a MICE that allocates past it gets ``MemoryError`` (or ENOMEM
 from a C extension) and its process ends: the DIME lives on and reports
-FAULT_REPORT MEMORY_EXCEEDED.  We chose it over RLIMIT_AS because RLIMIT_AS
-also counts read-only file mappings (shared libraries) and the 8 MiB
-reserved per thread stack and per malloc arena, which makes a chunk budget
-mean different things on different hosts; and over a cgroup because a cgroup
-is not writable rootless.  MEM_LIMIT and SET_PARAM MEM_LIMIT_CHUNKS change a
-running MICE's limit with ``prlimit``.
+FAULT_REPORT MEMORY_EXCEEDED.  MEM_LIMIT and SET_PARAM MEM_LIMIT_CHUNKS
+change a running MICE's limit with ``prlimit``.
+
+Why RLIMIT_DATA, measured (``bench/kernel_memory.py``: a forked Python child
+with a limit of baseline + N chunks maps a 16 MiB file read-only, starts 4
+threads, then allocates 1 MiB blocks; Linux 6.18, Python 3.11):
+
+=============================  ===============  =======  ==============  ===========
+mechanism                      16 MiB file map  threads  8 chunks (16)   32 chunks
+=============================  ===============  =======  ==============  ===========
+RLIMIT_AS                      refused          1/4      7 MiB           31 MiB
+RLIMIT_DATA                    ok               1/4      7 MiB           31 MiB
+RLIMIT_DATA + 1 MiB stacks     ok               4/4      11 MiB          59 MiB
+cgroup v1 memory.limit         ok               4/4      14 MiB, killed  62 MiB, killed
+=============================  ===============  =======  ==============  ===========
+
+- RLIMIT_AS counts every mapping: a C extension's shared library (the file
+  map) spends the MICE's chunks, so the same budget means different things
+  depending on what the stage imports.
+- Both rlimits count a thread's whole stack reservation (8 MiB = 4 chunks by
+  default) whether touched or not, so the MICE runtime sets Python's thread
+  stack size to ``MICE_THREAD_STACK`` (1 MiB): then 4 threads cost 2 chunks.
+- A memory cgroup counts only pages really touched (the closest to "chunks
+  used"), but its refusal is the OOM killer's SIGKILL, not a MemoryError the
+  runtime can report with a reason; it needs root and a writable hierarchy
+  (here v1 only; the v2 hierarchy has no memory controller) and a cgroup per
+  MICE.  So: RLIMIT_DATA, with the DIME reading VmData for the accounting.
 
 Chunks *used* by a MICE = ceil((VmData - baseline) / 2 MiB), sampled with
 each heartbeat; when the MICE exits they return to the DIME's pool and the
@@ -25,9 +46,13 @@ accounting says so.
 from __future__ import annotations
 
 import resource
+import threading
 from dataclasses import dataclass, field
 
 from pxproto.wire.codes import CHUNK_BYTES
+
+MICE_THREAD_STACK = 1 << 20
+"""Stack size of threads a MICE starts: an 8 MiB default would cost 4 chunks of its limit per thread."""
 
 
 def proc_status(pid: int | str = "self") -> dict[str, int]:
@@ -50,7 +75,8 @@ def chunks_of(nbytes: int) -> int:
 
 
 def limit_self(chunks: int) -> int:
-    """In the MICE child: cap the data segment at baseline + chunks; return the baseline (bytes)."""
+    """In the MICE child: small thread stacks, the data segment capped at baseline + chunks; return the baseline."""
+    threading.stack_size(MICE_THREAD_STACK)
     baseline = proc_status().get("VmData", 0)
     limit = baseline + chunks * CHUNK_BYTES
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))

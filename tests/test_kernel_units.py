@@ -313,3 +313,29 @@ def test_the_compiled_heartbeat_sender_is_built() -> None:
     if os.environ.get("PXPROTO_PURE") == "1":
         pytest.skip("pure twin forced")
     assert beat.COMPILED, "kernel/_beat.pyx did not build: heartbeats would go at normal priority"
+
+
+def test_a_mice_under_its_limit_can_start_threads() -> None:
+    """RLIMIT_DATA counts a thread's whole stack: with 8 MiB stacks, 4 threads would not fit in 8 chunks."""
+    from kernel.memory import limit_self
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            import threading
+
+            limit_self(8)
+            stop = threading.Event()
+            threads = [threading.Thread(target=stop.wait, daemon=True) for _ in range(4)]
+            for t in threads:
+                t.start()
+            stop.set()
+            block = bytearray(4 << 20)  # and still room to allocate
+            code = 0 if block else 1
+        except BaseException:
+            code = 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child status {status:#x}"
