@@ -871,13 +871,7 @@ class Dime:
 
     @staticmethod
     def _mice_cpu_ns(pid: int) -> int:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                fields = f.read().rpartition(")")[2].split()
-            ticks = int(fields[11]) + int(fields[12])
-            return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return 0
+        return memory.proc_cpu_ns(pid)
 
     def _sample_load(self, now: float) -> None:
         """Refresh the accounting a heartbeat carries (CPU, memory, queues, rates)."""

@@ -45,6 +45,7 @@ accounting says so.
 
 from __future__ import annotations
 
+import os
 import resource
 import threading
 from dataclasses import dataclass, field
@@ -68,6 +69,16 @@ def proc_status(pid: int | str = "self") -> dict[str, int]:
     except OSError:
         return {}
     return out
+
+
+def proc_cpu_ns(pid: int) -> int:
+    """CPU time (user + system) of a process, from /proc/PID/stat; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def chunks_of(nbytes: int) -> int:

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from kernel import fastrx
+from kernel import fastrx, memory
 from kernel.dime import DimeConfig
 from kernel.security import KeyRing
 from kernel.wire import Wire
@@ -147,6 +147,7 @@ class Server:
 
     def _send_wire(self, raw: bytes) -> None:
         self.counters["wire_tx"] += 1
+        self.counters["wire_tx_bytes"] += len(raw)
         self.wire.send(raw)
 
     def _tx_own(self, frames: list[Frame]) -> None:
@@ -158,6 +159,7 @@ class Server:
 
     def from_wire(self, raw: bytes, now: float) -> None:
         self.counters["wire_rx"] += 1
+        self.counters["wire_rx_bytes"] += len(raw)
         dime = fastrx.route(raw, self.mac)
         if dime == fastrx.ROUTE_DROP:
             self.counters["dropped"] += 1  # short, not Parallax, or another server's unicast
@@ -203,16 +205,45 @@ class Server:
         assert isinstance(body, Signaling)
         if body.op is not Op.REQUEST:
             return
-        if body.cmd is Command.PING:
-            echo = body.param(TlvType.ECHO)
-            params: tuple[Tlv, ...] = (Tlv(TlvType.ECHO, echo if isinstance(echo, bytes) else b""),)
-            status = Status.OK
-        else:
+        handler = {
+            Command.PING: self._sys_ping,
+            Command.USAGE: self._sys_usage,
+            Command.FAULT_REPORT: self._sys_fault_report,
+        }.get(body.cmd)
+        if handler is None:
             status = Status.UNSUPPORTED
-            params = (Tlv(TlvType.TEXT, "the server answers PING; address a DIME (0..N-1) for the rest"),)
+            text = "the server (0xffff) answers PING, USAGE and FAULT_REPORT; address a DIME (0..N-1) for the rest"
+            params: tuple[Tlv, ...] = (Tlv(TlvType.TEXT, text),)
+        else:
+            status, params = handler(frame, body)
         reply = Signaling(body.cmd, Op.RESPONSE, body.req_id, status, params)
         peer = Address(frame.src_mac, frame.src_dime, frame.src_thread)
         self._tx_own([frame_to(Address(self.mac, DIME_ALL, frame.dst_thread), peer, reply)])
+
+    def _sys_ping(self, frame: Frame, body: Signaling) -> tuple[Status, tuple[Tlv, ...]]:
+        echo = body.param(TlvType.ECHO)
+        return Status.OK, (Tlv(TlvType.ECHO, echo if isinstance(echo, bytes) else b""),)
+
+    def _sys_usage(self, frame: Frame, body: Signaling) -> tuple[Status, tuple[Tlv, ...]]:
+        """The whole server: CPU of the server and DIME processes, chunks in use, frames and bytes on its wire."""
+        t = os.times()
+        cpu = int((t.user + t.system) * 1e9) + sum(memory.proc_cpu_ns(dp.proc.pid) for dp in self.dimes.values())
+        used = sum(max(0, d.info.mem_total - d.info.mem_free) for d in self.dimes.values())
+        c = self.counters
+        return Status.OK, (
+            Tlv(TlvType.CPU_NS, cpu),
+            Tlv(TlvType.MEM_USED, used),
+            Tlv(TlvType.FRAMES_RX, c["wire_rx"]),
+            Tlv(TlvType.FRAMES_TX, c["wire_tx"]),
+            Tlv(TlvType.BYTES_RX, c["wire_rx_bytes"]),
+            Tlv(TlvType.BYTES_TX, c["wire_tx_bytes"]),
+        )
+
+    def _sys_fault_report(self, frame: Frame, body: Signaling) -> tuple[Status, tuple[Tlv, ...]]:
+        who = ":".join(f"{b:02x}" for b in frame.src_mac)
+        print(f"pxkernel: fault report from {who}/{frame.src_dime}: {body.param(TlvType.TEXT)!s}", flush=True)
+        self.counters["fault_reports"] += 1
+        return Status.OK, ()
 
     def from_dime(self, dime: int, raw: bytes, now: float) -> None:
         self.counters["dime_tx"] += 1

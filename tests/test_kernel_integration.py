@@ -12,7 +12,7 @@ from kernel.security import add_trailer
 from kernel.testbed import KEY, Cluster
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.wire.codec import encode
-from pxproto.wire.codes import Command, Direction, FaultCode, Param, Status, TlvType
+from pxproto.wire.codes import DIME_ALL, Command, Direction, FaultCode, Param, Status, TlvType
 from pxproto.wire.frame import Signaling, Tlv
 
 SERVICE_TOML = """
@@ -226,3 +226,19 @@ def test_forged_replayed_truncated_signaling(cluster: Cluster) -> None:
     r = cluster.ask(dest, Command.GET_PARAM, Tlv(TlvType.PARAM_ID, Param.MEM_LIMIT_CHUNKS))
     assert r.param(TlvType.VALUE) == 3  # the good one took effect, once
     cluster.ask(dest, Command.MEM_LIMIT, Tlv(TlvType.MEM_CHUNKS, 16))
+
+
+def test_system_scope_signaling(cluster: Cluster) -> None:
+    server = Address(cluster.servers[1], DIME_ALL, 0)
+    r = cluster.ask(server, Command.USAGE)
+    assert r.status is Status.OK
+    cpu, frames_rx, bytes_rx = (r.param(t) for t in (TlvType.CPU_NS, TlvType.FRAMES_RX, TlvType.BYTES_RX))
+    assert isinstance(cpu, int) and cpu > 0
+    assert isinstance(frames_rx, int) and frames_rx > 0 and isinstance(bytes_rx, int) and bytes_rx > 34 * frames_rx
+    assert isinstance(r.param(TlvType.MEM_USED), int)
+    r = cluster.ask(
+        server, Command.FAULT_REPORT, Tlv(TlvType.FAULT_CODE, int(FaultCode.OVERLOAD)), Tlv(TlvType.TEXT, "t")
+    )
+    assert r.status is Status.OK
+    r = cluster.ask(server, Command.RESET)
+    assert r.status is Status.UNSUPPORTED and "address a DIME" in str(r.param(TlvType.TEXT))
