@@ -244,3 +244,32 @@ def test_a_dime_declared_dead_but_alive_is_reset_and_returns() -> None:
     v = c.orch.pool.dimes[victim]
     assert v.health is Health.ALIVE and v.epoch == 2 and c.orch.pool.available(v, 1)
     finish(c)
+
+
+def test_a_stalled_orchestrator_does_not_judge_its_own_silence() -> None:
+    from pxproto.orch.core import Orchestrator
+    from pxproto.orch.sim import ORCH_MAC, server_mac
+
+    core = Orchestrator(ORCH_MAC, OrchConfig(liveness=Liveness("missed", 2)))
+    mac = server_mac(0)
+    core.heartbeat(mac, 0, Heartbeat(1, DimeState.FREE, 50), 0.0)
+    due = core.get_timer()
+    assert due is not None and due == pytest.approx(0.1)
+    # This process slept 0.5 s past the deadline: the DIME's silence is not evidence.
+    core.handle_timer(due + 0.5)
+    assert not core.log.of(DimeSuspected) and core.counters["stalls"] == 1
+    # Judged on time afterwards (once forgiven, not again): suspected, then a PING round.
+    due = core.get_timer()
+    assert due is not None and due == pytest.approx(0.7)
+    core.handle_timer(due)
+    assert len(core.log.of(DimeSuspected)) == 1
+    # The PING round ends while this process is stalled again: one more round, not a death.
+    due = core.get_timer()
+    assert due is not None
+    while due is not None and not core.log.of(DimeDead) and due < 5:
+        late = 0.2 if core.counters["stalls"] == 1 and due > 0.7 + 0.039 else 0.0
+        core.handle_timer(due + late)
+        due = core.get_timer()
+    assert core.counters["stalls"] == 2
+    dead = core.log.of(DimeDead)
+    assert len(dead) == 1 and dead[0].t > 0.7 + 0.2 + 0.039, "the stalled round was judged"

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         from kernel import security
         from kernel.wire import WireError, open_wire
         from pxproto.orch.daemon import Daemon, make_core, print_event
-        from pxproto.orch.driver import Driver
+        from pxproto.orch.driver import Driver, raise_priority
         from pxproto.orch.service import ServiceError
 
         try:
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         except (security.KeyFileError, WireError, ServiceError, OSError) as exc:
             print(f"pxorch: {exc}", file=sys.stderr)
             return 2
+        raise_priority()
         print(f"pxorch: orchestrator {core.local.mac.hex(':')} on {args.port or args.iface}; control {args.control}")
         return Daemon(Driver(core, wire, keys, print_event), args.control, args.store).run()
     if args.cmd == "deploy":

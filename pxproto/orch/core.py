@@ -182,8 +182,9 @@ class Deployment:
     above_since: dict[str, float] = field(default_factory=dict)
     below_since: dict[str, float] = field(default_factory=dict)
     last_change: dict[str, float] = field(default_factory=dict)
-    resume: dict[DimeKey, int] = field(default_factory=dict)
-    """A source replica -> the first item it had not finished, as it last reported (SOURCE_RESUME)."""
+    resume: dict[str, int] = field(default_factory=dict)
+    """A source stage -> the highest first-unfinished item any of its replicas reported (SOURCE_RESUME): every
+    item before it is finished, so a new replica of that stage (repair, or any later placement) starts there."""
     polling: set[DimeKey] = field(default_factory=set)
     """Source replicas with a SOURCE_RESUME query in flight."""
 
@@ -210,6 +211,8 @@ class OrchConfig:
     default_period: float = 0.1
     tick: float = 0.05
     """Regulator period: scaling decisions, waiting allocations, drains."""
+    stall: float = 0.03
+    """A timer handled this late (seconds) means this process was stalled: its silences are not judged."""
     probe_period: float = 0.0
     """Seconds between discovery probes after the first (0: only when asked)."""
 
@@ -246,6 +249,7 @@ class Orchestrator:
         self._probe_id = 0
         self._next_tick: float | None = None
         self._next_probe: float | None = None
+        self._stalled = False
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "heartbeats",
@@ -256,6 +260,7 @@ class Orchestrator:
                 "deaths",
                 "repairs",
                 "zombies_reset",
+                "stalls",
             ),
             0,
         )
@@ -373,6 +378,12 @@ class Orchestrator:
 
     def handle_timer(self, now: float) -> Output:
         out = Output()
+        due = self.get_timer()
+        # Called far past its time, this process was not running (a busy host): a silence it measured is its
+        # own, so this once no suspicion is raised and no PING round is judged; each gets one more span.
+        self._stalled = due is not None and now - due > self.config.stall
+        if self._stalled:
+            self.counters["stalls"] += 1
         r = self.requester.handle_timer(now)
         out.frames.extend(r.frames)
         for ev in r.events:
@@ -380,7 +391,10 @@ class Orchestrator:
                 self._complete(ev, now, out)
         self.responder.handle_timer(now)
         for v in self.pool.expired(now):
+            if self._stalled and self.pool.forgive(v, now):
+                continue
             self._suspect(v, now, out)
+        self._stalled = False
         if self._next_tick is not None and now >= self._next_tick:
             self._next_tick = None
             self._tick(now, out)
@@ -405,6 +419,11 @@ class Orchestrator:
         self.pool.set_health(v, Health.SUSPECT, now)
         self.counters["suspicions"] += 1
         self._emit(DimeSuspected(now, v.key, now - v.last_seen), out)
+        self._confirm(v, now, out, again=True)
+
+    def _confirm(self, v: DimeView, now: float, out: Output, again: bool) -> None:
+        """PING a suspect; no answer and no heartbeat by the policy's span confirms the death, unless this
+        process was itself stalled meanwhile (then one more round: ``again``)."""
         epoch = v.epoch
 
         def done(ok: bool, ev: Any, t: float, o: Output) -> None:
@@ -417,6 +436,9 @@ class Orchestrator:
                     self._new_epoch(v, answer, t, o)
                     return
                 self._clear_suspicion(v, t, o)
+                return
+            if again and self._stalled:
+                self._confirm(v, t, o, again=False)
                 return
             self._dead(v, "no heartbeat, no answer to PING", t, o)
 
@@ -535,7 +557,7 @@ class Orchestrator:
                 svc.polling.discard(rep.key)
                 value = ev.param(TlvType.VALUE) if ok else None
                 if isinstance(value, int) and rep.state is RState.RUNNING:
-                    svc.resume[rep.key] = max(value, svc.resume.get(rep.key, rep.first))
+                    svc.resume[rep.stage.name] = max(value, svc.resume.get(rep.stage.name, 0))
 
             params = [Tlv(TlvType.COUNTER_ID, int(CounterId.SOURCE_RESUME))]
             self._request(rep.key, Command.COUNTERS, params, now, out, done, self.config.poll)
@@ -601,6 +623,10 @@ class Orchestrator:
             return None
         svc.starved.discard(st.name)
         rep = Replica(svc, st, v.key, why, now)
+        if not st.inputs:
+            # A source starts where its stage had finished (not from item 0): what the workflow completed is not
+            # made again, and what it had not is (lineage ids make the overlap exactly-once).
+            rep.first = svc.resume.get(st.name, 0)
         v.assigned = rep
         svc.replicas.append(rep)
         for up_name in st.inputs:
@@ -628,10 +654,6 @@ class Orchestrator:
         if new is not None:
             new.repair_of = rep.key
             new.repair_t0 = now
-            # A source resumes where the one it replaces had finished (not from item 0): what the workflow
-            # completed is not made again, and what it had not is (lineage ids make the overlap exactly-once).
-            new.first = svc.resume.get(rep.key, 0)
-        svc.resume.pop(rep.key, None)
         self._reconcile(svc, now, out)
 
     def _drop_link(self, svc: Deployment, link: Link, dead: Replica, now: float, out: Output) -> None:

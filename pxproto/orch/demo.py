@@ -36,7 +36,7 @@ from kernel.mice import LocalStore
 from kernel.wire import UdpWire
 from pxproto.orch import timeline
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
-from pxproto.orch.driver import Driver
+from pxproto.orch.driver import Driver, raise_priority
 from pxproto.orch.events import (
     DimeDead,
     DimeDiscovered,
@@ -191,6 +191,9 @@ class Demo:
         store.mkdir(exist_ok=True)
         keyfile.write_text(f"1 {KEY.hex()}\n")
         self.section("start")
+        # The orchestrator and the switch (started from here, so it inherits this) run ahead of the DIMEs.
+        if not raise_priority():
+            self.say("could not raise the orchestrator's priority (no CAP_SYS_NICE): a busy host may look like faults")
         self.start_switch(ports, capture)
         time.sleep(0.3)
         for i in range(self.servers):

@@ -119,6 +119,8 @@ class DimeView:
     """The replica the orchestrator placed on it, if any."""
     faulted: bool = False
     """Reported a fault; not allocated again until reborn."""
+    forgiven: float = float("-inf")
+    """When a silence of it was last forgiven (the orchestrator itself had stalled): its timeout counts from then."""
 
     @property
     def key(self) -> DimeKey:
@@ -295,7 +297,7 @@ class Pool:
         while heap and heap[0][0] <= now:
             _, key = heapq.heappop(heap)
             v = self.dimes[key]
-            due = v.last_seen + v.timeout
+            due = max(v.last_seen, v.forgiven) + v.timeout
             if v.health is not Health.ALIVE:
                 v.armed = False
             elif due > now:
@@ -304,6 +306,15 @@ class Pool:
                 v.armed = False
                 out.append(v)
         return out
+
+    def forgive(self, v: DimeView, now: float) -> bool:
+        """Restart an expired DIME's timeout from ``now`` (once per silence: not again before a heartbeat)."""
+        if v.forgiven >= v.last_seen:
+            return False
+        v.forgiven = now
+        v.armed = True
+        heapq.heappush(self._heap, (now + v.timeout, v.key))
+        return True
 
     # ------------------------------------------------------------- allocation
 
