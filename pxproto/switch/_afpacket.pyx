@@ -401,6 +401,7 @@ cdef class FastLoop:
     cdef public bint non_parallax_drop
     cdef public bint malformed_drop
     cdef public bint force_slow
+    cdef public double busy_poll      # seconds run() keeps looking after a frame before it sleeps in poll
     # per-port, per-class counters of frames the loop handled itself
     cdef long long rx[MAXPORTS]
     cdef long long rx_bytes[MAXPORTS]
@@ -730,7 +731,7 @@ cdef class FastLoop:
         cdef int owner[2 * MAXPORTS + MAXWATCH]
         cdef int n = 0, nw, i, p, r, ms
         cdef timespec ts
-        cdef double now, deadline
+        cdef double now, deadline, busy_until
         cdef list out = []
         if len(watch) > MAXWATCH:
             raise ValueError(f"{len(watch)} descriptors to watch: at most {MAXWATCH}")
@@ -750,12 +751,15 @@ cdef class FastLoop:
             n += 1
         clock_gettime(CLOCK_MONOTONIC, &ts)
         deadline = ts.tv_sec + ts.tv_nsec * 1e-9 + timeout
+        busy_until = 0.0
         while True:
             clock_gettime(CLOCK_MONOTONIC, &ts)
             now = ts.tv_sec + ts.tv_nsec * 1e-9
             if now >= deadline:
                 return out
-            ms = <int>((deadline - now) * 1000) + 1
+            # busy polling: for ``busy_poll`` seconds after the last frame, look again without sleeping (no
+            # wake-up for the sender's CPU to send, no scheduler delay for the next frame)
+            ms = 0 if now < busy_until else <int>((deadline - now) * 1000) + 1
             with nogil:
                 r = poll(fds, n, ms)
             if r < 0:
@@ -764,6 +768,7 @@ cdef class FastLoop:
                 raise OSError(errno, "poll")
             if r == 0:
                 continue
+            busy_until = now + self.busy_poll
             for i in range(nw, n):
                 if fds[i].revents:
                     return out

@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--queue-data", type=int)
     run.add_argument("--queue-control", type=int)
     run.add_argument("--realtime", type=int, metavar="PRIO", help="run under SCHED_FIFO at PRIO (1..99)")
+    run.add_argument("--busy-poll", type=int, metavar="US", help="keep polling US microseconds after a frame")
     for name in ("stats", "fdb"):
         q = sub.add_parser(name, help=f"print a running switch's {name}")
         q.add_argument("--control", default=DEFAULT_CONTROL)
@@ -66,6 +67,10 @@ def build_config(args: argparse.Namespace) -> SwitchConfig:
         if not 0 <= args.realtime <= 99:
             raise ConfigError(f"--realtime {args.realtime}: 0 (off) or a SCHED_FIFO priority 1..99")
         cfg.realtime = args.realtime
+    if args.busy_poll is not None:
+        if not 0 <= args.busy_poll <= 1_000_000:
+            raise ConfigError(f"--busy-poll {args.busy_poll}: 0..1000000 microseconds")
+        cfg.busy_poll = args.busy_poll
     return cfg
 
 

@@ -13,6 +13,7 @@ A file::
     mirror = "mirror.pcapng"   # optional
     control = "/tmp/pxswitch.sock"
     realtime = 0               # 1..99: run under SCHED_FIFO at this priority (0: the normal scheduler)
+    busy_poll = 0              # µs the AF_PACKET loop keeps polling after a frame before it sleeps
 
     [[port]]
     name = "vm1"
@@ -69,6 +70,7 @@ SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "mirror": str,
     "control": str,
     "realtime": int,
+    "busy_poll": int,
 }
 
 
@@ -93,6 +95,8 @@ class SwitchConfig:
     mirror: str | None = None
     control: str = DEFAULT_CONTROL
     realtime: int = 0
+    busy_poll: int = 0
+    """Microseconds the AF_PACKET loop keeps polling after a frame before it sleeps (0: sleep at once)."""
     """SCHED_FIFO priority (1..99) for the loop, 0 for the normal scheduler: the kernel bridge forwards in
     softirq, ahead of every task; a userspace switch on a busy host needs the same standing to keep its latency."""
 
@@ -209,6 +213,11 @@ def load_text(text: str, source: str = "<config>") -> SwitchConfig:
             if not 0 <= value <= 99:
                 raise ConfigError(f"{where('switch', None, key)}: {value}: 0 (off) or a SCHED_FIFO priority 1..99")
             cfg.realtime = value
+        elif key == "busy_poll":
+            assert isinstance(value, int)
+            if not 0 <= value <= 1_000_000:
+                raise ConfigError(f"{where('switch', None, key)}: {value}: 0..1000000 microseconds")
+            cfg.busy_poll = value
         else:
             pol[key] = value
     try:

@@ -106,6 +106,7 @@ class Daemon:
         fast.non_parallax_drop = pol.non_parallax == "drop"
         if pol.mirror:
             fast.set_mirror(MIRROR_BUFFER)
+        fast.busy_poll = self.config.busy_poll * 1e-6
         return fast
 
     def _is_fast(self, pid: int) -> bool:
