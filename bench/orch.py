@@ -12,6 +12,7 @@ and delayed on a SimNet; 50 ms heartbeats), and, with --demo, from real runs.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -170,7 +171,9 @@ def main() -> int:
     ap.add_argument("--demo", type=int, default=0, help="also run the real demo this many times")
     args = ap.parse_args()
 
-    print("heartbeat ingest, 10,000 DIMEs at 10 Hz (target: 100,000 heartbeats/s on one core)")
+    load = os.getloadavg()
+    print(f"host: {os.cpu_count()} cores, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (rates follow it)")
+    print("\nheartbeat ingest, 10,000 DIMEs at 10 Hz (target: 100,000 heartbeats/s on one core)")
     print(f"{'path':<40}{'heartbeats/s':>14}{'vs target':>11}")
     for name, rate in heartbeat_ingest():
         print(f"{name:<40}{rate:>14,.0f}{rate / 100_000:>10.2f}x")
@@ -199,7 +202,7 @@ def main() -> int:
         anchors = ""
     print(
         f"items collected {r['collected']}, missing {r['missing']}, wrong {r['wrong']}, recorded again by a later"
-        f" sink {r['duplicates']} (a restarted source re-yields from item 0 through DIMEs that never saw it)"
+        f" sink {r['duplicates']} (a replacement source resumes at its stage's first unfinished item)"
     )
 
     if args.demo:
