@@ -20,13 +20,9 @@ from kernel.wire import Wire
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, frame_to
 from pxproto.dime.signaling import Requester, RequestTimedOut, ResponseReceived, RetransmitPolicy
 from pxproto.errors import ProtocolError
+from pxproto.fastpath import decode, encode
 from pxproto.wire.codes import DIME_ALL, STATE_ANY, Command, DiscoveryOp, Op, Status
 from pxproto.wire.frame import Data, Discovery, Frame, Heartbeat, Signaling, Tlv
-
-try:
-    from pxproto.fastpath.wirec import decode, encode
-except ImportError:  # pragma: no cover
-    from pxproto.wire.codec import decode, encode
 
 
 @dataclass

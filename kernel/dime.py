@@ -45,6 +45,7 @@ from pxproto.dime.signaling import (
     text_tlv,
 )
 from pxproto.errors import ProtocolError
+from pxproto.fastpath import decode, encode  # compiled when built, else the twin: same answers
 from pxproto.wire.codes import (
     CHUNK_BYTES,
     DIME_ALL,
@@ -59,11 +60,6 @@ from pxproto.wire.codes import (
     TlvType,
 )
 from pxproto.wire.frame import Data, Frame, Signaling, Tlv
-
-try:  # the compiled codec when it is built, else the reference one: same answers
-    from pxproto.fastpath.wirec import decode, encode
-except ImportError:  # pragma: no cover - depends on the build
-    from pxproto.wire.codec import decode, encode
 
 COMPLETION_BIT = 0x8000
 MICE_INFLIGHT = 512

@@ -33,18 +33,11 @@ from kernel.wire import Wire
 from pxproto.dime.discovery import DiscoveryResponder
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.errors import ProtocolError
+from pxproto.fastpath import COMPILED as FASTPATH
+from pxproto.fastpath import decode, encode
 from pxproto.wire import ethertypes, spec
 from pxproto.wire.codes import DIME_ALL, Capability, Command, DimeState, FrameClass, Op, Status, TlvType
 from pxproto.wire.frame import DimeInfo, Frame, Heartbeat, Signaling, Tlv
-
-try:
-    from pxproto.fastpath.wirec import decode, encode
-
-    FASTPATH = True
-except ImportError:  # pragma: no cover
-    from pxproto.wire.codec import decode, encode
-
-    FASTPATH = False
 
 SW_VERSION = 0x00010000
 OFF_FLAGS = spec.HEADER_OFFSET + 1
