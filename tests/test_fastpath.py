@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pxproto.fastpath as fp
 from pxproto.capture import CaptureError, PcapngWriter, read_packets
 from pxproto.errors import ProtocolError
-from pxproto.fastpath import pure
+from pxproto.fastpath import capindex, pure
 from pxproto.wire import codec, ethertypes, gen_fastpath
 from pxproto.wire.codes import Command, DimeState, FrameClass, Op, Scope, Status, TlvType
 from pxproto.wire.frame import Auth, Data, Frame, Heartbeat, Signaling
@@ -28,7 +30,9 @@ from pxproto.wire.samples import malformed_samples, valid_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 wirec: Any = None
+compiled_index: Any = None
 if fp.COMPILED:
+    from pxproto.fastpath import _capindex as compiled_index  # type: ignore[attr-defined, no-redef]
     from pxproto.fastpath import wirec
 
 CODECS = [
@@ -177,6 +181,7 @@ def test_compiled_module_is_built_when_required() -> None:
         pytest.skip("PXPROTO_REQUIRE_COMPILED is not 1")
     assert fp.COMPILED, "the Cython fast path did not build (or did not import)"
     assert fp.decode is wirec.decode
+    assert fp.Indexer is compiled_index.Indexer
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -267,18 +272,79 @@ def _pcapng(frames: list[bytes]) -> bytes:
     return out.getvalue()
 
 
-def _pcap(frames: list[bytes], magic: int = 0xA1B2C3D4, endian: str = "<", linktype: int = 1) -> bytes:
+def _pcap(frames: list[bytes], magic: int = 0xA1B2C3D4, endian: str = "<", linktype: int = 1, cut: int = 0) -> bytes:
+    """A classic pcap; ``cut`` bytes of each frame are left out (caplen < wire length)."""
     out = struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, 65535, linktype)
     for i, raw in enumerate(frames):
-        out += struct.pack(endian + "IIII", 5 + i, 7, len(raw), len(raw)) + raw
+        kept = raw[: max(0, len(raw) - cut)]
+        out += struct.pack(endian + "IIII", 5 + i, 7 + i, len(kept), len(raw)) + kept
     return out
+
+
+def _block(e: str, btype: int, body: bytes) -> bytes:
+    body += b"\x00" * (-len(body) % 4)
+    return struct.pack(e + "II", btype, 12 + len(body)) + body + struct.pack(e + "I", 12 + len(body))
+
+
+def _shb(e: str) -> bytes:
+    return _block(e, 0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+
+
+def _idb(e: str, linktype: int, resol: int | None = None) -> bytes:
+    opts = b"" if resol is None else struct.pack(e + "HH", 2, 3) + b"eth\x00" + struct.pack(e + "HHB3x", 9, 1, resol)
+    return _block(
+        e, 1, struct.pack(e + "HHI", linktype, 0, 65535) + opts + (struct.pack(e + "HH", 0, 0) if opts else b"")
+    )
+
+
+def _epb(e: str, iface: int, ts: int, raw: bytes, orig: int | None = None) -> bytes:
+    head = struct.pack(e + "IIIII", iface, ts >> 32, ts & 0xFFFFFFFF, len(raw), len(raw) if orig is None else orig)
+    return _block(e, 6, head + raw)
+
+
+def _sections() -> bytes:
+    """Two sections (little then big endian), three interfaces with µs, ns and binary resolutions,
+    simple packet blocks (one cut short of its original length), and blocks no reader knows."""
+    raws = [raw for _, raw in VALID[:6]]
+    le = [
+        _shb("<"),
+        _idb("<", 1),
+        _block("<", 0x0BAD0BAD, b"unknown block body"),
+        _idb("<", 1, 9),
+        _epb("<", 0, 1_700_000_000_123_456, raws[0]),
+        _epb("<", 1, 1_700_000_000_123_456_789, raws[1], len(raws[1]) + 40),
+        _block("<", 3, struct.pack("<I", len(raws[2])) + raws[2]),
+        _block("<", 5, bytes(20)),  # interface statistics
+    ]
+    be = [
+        _shb(">"),
+        _idb(">", 147, 0x8A),
+        _block(">", 4, bytes(8)),  # name resolution
+        _epb(">", 0, 2**40 + 3, raws[3]),
+        _block(">", 3, struct.pack(">I", len(raws[4]) + 9) + raws[4]),
+        _idb(">", 1, 3),
+        _epb(">", 1, 2**63 + 5, raws[5]),  # past the year 2262: wraps
+    ]
+    return b"".join(le + be)
 
 
 FILES = {
     "pcapng": _pcapng([raw for _, raw in VALID[:12]]),
     "pcap-le-us": _pcap([raw for _, raw in VALID[:5]]),
+    "pcap-be-us": _pcap([raw for _, raw in VALID[:5]], 0xA1B2C3D4, ">", cut=9),
+    "pcap-le-ns": _pcap([raw for _, raw in VALID[:5]], 0xA1B23C4D, "<", linktype=0x10093, cut=1),
     "pcap-be-ns": _pcap([raw for _, raw in VALID[:5]], 0xA1B23C4D, ">"),
+    "pcapng-sections": _sections(),
 }
+INDEXERS = [
+    pytest.param(capindex.Indexer, id="pure"),
+    pytest.param(
+        compiled_index.Indexer if compiled_index else None,
+        id="compiled",
+        marks=pytest.mark.skipif(compiled_index is None, reason="compiled fast path not built"),
+    ),
+]
+needs_compiled = pytest.mark.skipif(compiled_index is None, reason="compiled fast path not built")
 
 
 def _packets(blob: bytes) -> tuple[list[Any], CaptureError | None]:
@@ -297,18 +363,36 @@ def _assert_index_matches(blob: bytes, idx: fp.CaptureIndex, packets: list[Any])
     want = np.array([p.ts_ns % 2**64 for p in packets], dtype=np.uint64).view(np.int64)
     assert list(idx.ts_ns) == list(want)
     assert list(idx.linktype) == [p.linktype for p in packets]
+    assert list(idx.wirelens) == [p.orig_len for p in packets]
 
 
+def _index(indexer: Any, blob: bytes) -> tuple[fp.CaptureIndex, CaptureError | None]:
+    try:
+        return capindex.index_with(indexer(), blob), None
+    except CaptureError as exc:
+        return exc.partial, exc  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("indexer", INDEXERS)
 @pytest.mark.parametrize("name", list(FILES))
-def test_capture_index_matches_read_packets(name: str) -> None:
+def test_capture_index_matches_read_packets(name: str, indexer: Any) -> None:
     blob = FILES[name]
     packets, err = _packets(blob)
-    assert err is None
-    _assert_index_matches(blob, fp.index_capture(blob), packets)
+    assert err is None and packets
+    idx, damage = _index(indexer, blob)
+    assert damage is None
+    _assert_index_matches(blob, idx, packets)
 
 
+def test_index_capture_uses_the_compiled_indexer_when_built() -> None:
+    assert fp.Indexer is (compiled_index.Indexer if fp.COMPILED else capindex.Indexer)
+    idx = fp.index_capture(FILES["pcapng-sections"])
+    assert len(idx.offsets) == 6 and list(idx.linktype) == [1, 1, 1, 147, 147, 1]
+
+
+@pytest.mark.parametrize("indexer", INDEXERS)
 @pytest.mark.parametrize("name", list(FILES))
-def test_damaged_capture_raises_like_read_packets_with_the_frames_before(name: str) -> None:
+def test_damaged_capture_raises_like_read_packets_with_the_frames_before(name: str, indexer: Any) -> None:
     blob = FILES[name]
     rng = np.random.default_rng(7)
     cuts = [blob[:n] for n in range(0, len(blob), 7)]
@@ -319,14 +403,97 @@ def test_damaged_capture_raises_like_read_packets_with_the_frames_before(name: s
         flips.append(bytes(b))
     for bad in cuts + flips:
         packets, err = _packets(bad)
-        try:
-            idx = fp.index_capture(bad)
-        except CaptureError as exc:
-            assert err is not None and (exc.field, exc.offset) == (err.field, err.offset), (exc, err)
-            _assert_index_matches(bad, exc.partial, packets)  # type: ignore[attr-defined]
+        idx, damage = _index(indexer, bad)
+        if damage is not None:
+            assert err is not None and (damage.field, damage.offset) == (err.field, err.offset), (damage, err)
         else:
             assert err is None
-            _assert_index_matches(bad, idx, packets)
+        _assert_index_matches(bad, idx, packets)
+
+
+def _feed_whole(indexer: Any, data: bytes) -> tuple[list[np.ndarray], tuple[str, int, str] | None, int]:
+    ix = indexer()
+    *arrays, used = ix.feed(data, True)
+    return arrays, ix.error, used
+
+
+def _assert_twins_agree(data: bytes) -> None:
+    (a, ea, ua), (b, eb, ub) = _feed_whole(compiled_index.Indexer, data), _feed_whole(capindex.Indexer, data)
+    assert (ea, ua) == (eb, ub)
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and np.array_equal(x, y)
+
+
+@needs_compiled
+@pytest.mark.parametrize("name", [*FILES, "all.pcapng", "malformed.pcapng"])
+def test_compiled_and_pure_indexers_agree_on_every_cut(name: str) -> None:
+    data = FILES[name] if name in FILES else (ROOT / "captures" / name).read_bytes()
+    cuts = range(len(data) + 1) if len(data) < 5000 else sorted({*range(0, 200), *range(200, len(data), 97), len(data)})
+    for cut in cuts:
+        _assert_twins_agree(data[:cut])
+    _assert_twins_agree(b"nonsense")
+    bad = bytearray(FILES["pcap-le-us"])
+    bad[24 + 8 : 24 + 12] = struct.pack("<I", 10_000_000)  # a record longer than the snap length
+    _assert_twins_agree(bytes(bad))
+
+
+@needs_compiled
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_compiled_and_pure_indexers_agree_on_flipped_bytes(data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(sorted(FILES)))
+    raw = bytearray(FILES[name])
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    _assert_twins_agree(bytes(raw))
+
+
+@pytest.mark.parametrize("indexer", INDEXERS)
+@pytest.mark.parametrize("block", [1, 7, 97, 4096])
+def test_indexer_fed_in_pieces_equals_whole(indexer: Any, block: int) -> None:
+    data = FILES["pcapng-sections"] + _block(">", 0x0BAD, bytes(5000)) + FILES["pcapng"]
+    for blob in (data, FILES["pcap-be-ns"]):
+        whole, _error, _used = _feed_whole(indexer, blob)
+        ix = indexer()
+        parts: list[list[np.ndarray]] = [[], [], [], [], []]
+        pending, pos = b"", 0
+        while True:
+            chunk = blob[pos : pos + block]
+            pos += len(chunk)
+            buf = pending + chunk
+            *arrays, used = ix.feed(buf, not chunk)
+            for p, a in zip(parts, arrays, strict=True):
+                p.append(a)
+            pending = buf[used:]
+            if not chunk:
+                break
+        assert ix.error is None and pending == b""
+        for p, w in zip(parts, whole, strict=True):
+            assert np.array_equal(np.concatenate(p), w)
+
+
+@pytest.mark.parametrize("indexer", INDEXERS)
+def test_indexer_cut_stream_ends_with_the_error_of_the_whole(indexer: Any) -> None:
+    data = FILES["pcapng-sections"][:-7]
+    ix = indexer()
+    first = ix.feed(data[:100], False)
+    assert ix.error is None
+    rest = ix.feed(data[first[-1] :], True)
+    whole, error, _used = _feed_whole(indexer, data)
+    assert ix.error == error and error is not None and error[0] == "pcapng.block"
+    assert list(first[0]) + list(rest[0]) == list(whole[0])
+    assert ix.feed(b"more", True)[-1] == 0 and ix.error == error  # stopped for good
+
+
+@pytest.mark.parametrize("indexer", INDEXERS)
+def test_section_header_too_short_for_its_byte_order_magic(indexer: Any) -> None:
+    # read_packets fails at byte 12 reading the rest of this section header; the compiled indexer once
+    # reported the trailing length at byte 8 instead
+    blob = struct.pack("<III", 0x0A0D0D0A, 12, 0x1A2B3C4D) + bytes(40)
+    _packets_read, err = _packets(blob)
+    idx, damage = _index(indexer, blob)
+    assert damage is not None and err is not None and (damage.field, damage.offset) == (err.field, err.offset)
+    assert (damage.field, damage.offset) == ("pcapng.block", 12) and len(idx.offsets) == 0
 
 
 def test_decode_capture_columns_match_single_frame_decoding() -> None:

@@ -1,6 +1,7 @@
 """pxdump's compiled hot paths, or None: each has a pure twin that prints the same bytes.
 
-- ``index``: ``_index.Indexer``, pcap/pcapng indexing (twin: :func:`pxproto.fastpath.index_capture`)
+- ``index``: the module whose ``Indexer`` indexes pcap/pcapng: ``pxproto.fastpath._capindex``, or its
+  twin :mod:`pxproto.fastpath.capindex` (never None: the pure twin is the fallback)
 - ``lines``: ``_lines.write_lines``, one-line output (twin: :func:`pxproto.dump.oneline.render`)
 - ``count``: ``_count.count_frames``, ``-q`` counting in one pass (twin: :meth:`pxproto.dump.stats.Stats.feed`)
 
@@ -14,10 +15,12 @@ import os
 import warnings
 from types import ModuleType
 
-index: ModuleType | None = None
+from pxproto.fastpath import capindex as _pure_index
+
+index: ModuleType = _pure_index
 lines: ModuleType | None = None
 count: ModuleType | None = None
-_loaded: tuple[ModuleType | None, ModuleType | None, ModuleType | None] = (None, None, None)
+_loaded: tuple[ModuleType, ModuleType | None, ModuleType | None] = (_pure_index, None, None)
 
 
 def _load() -> None:
@@ -25,7 +28,8 @@ def _load() -> None:
     if os.environ.get("PXPROTO_PURE") == "1":
         return
     try:
-        from pxproto.dump import _count, _index, _lines  # type: ignore[attr-defined]
+        from pxproto.dump import _count, _lines  # type: ignore[attr-defined]
+        from pxproto.fastpath import _capindex as _index  # type: ignore[attr-defined]
     except ImportError as exc:
         warnings.warn(f"pxdump: compiled hot paths unavailable ({exc}); using the pure twins", RuntimeWarning, 2)
         return
@@ -41,7 +45,7 @@ def use_compiled(on: bool) -> bool:
     """Switch between the compiled modules (when built) and the pure twins; returns the previous state."""
     global index, lines, count
     was = compiled()
-    index, lines, count = _loaded if on else (None, None, None)
+    index, lines, count = _loaded if on else (_pure_index, None, None)
     return was
 
 

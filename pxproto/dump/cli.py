@@ -298,10 +298,8 @@ def _file_batches(path: str, reference: bool) -> Iterator[Batch | Frames]:
             yield from reference_batches(f)
         elif _is_regular(f):
             yield from capture_frames(load(f))
-        elif accel.index is not None:
-            yield from stream_frames(f)
         else:
-            yield from reference_batches(f)
+            yield from stream_frames(f)
         return
     try:
         f = open(path, "rb")

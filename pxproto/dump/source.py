@@ -111,29 +111,14 @@ def _chunks(
 
 
 def capture_frames(data: bytes | mmap.mmap, chunk: int = FAST_CHUNK) -> Iterator[Frames]:
-    """Chunks of a whole capture in memory, indexed by the compiled indexer (``accel.index``) or its
-    pure twin (:func:`pxproto.fastpath.index_capture`); raises CaptureEndsEarly after the last good
-    frame of a damaged file."""
+    """Chunks of a whole capture in memory, indexed by :mod:`pxproto.fastpath`'s indexer (``accel.index``:
+    compiled, or its pure twin); raises CaptureEndsEarly after the last good frame of a damaged file."""
     buf = np.frombuffer(data, np.uint8)
-    if accel.index is not None:
-        ix = accel.index.Indexer()
-        off, ln, wire, ts, _lt, _used = ix.feed(data, True)
-        yield from _chunks(buf, (off, ln, wire, ts), 0, chunk)
-        if ix.error is not None:
-            raise CaptureEndsEarly(CaptureError(*ix.error), len(off))
-        return
-    from pxproto.fastpath import index_capture
-
-    damage: CaptureError | None = None
-    try:
-        idx = index_capture(memoryview(data))
-    except CaptureError as exc:
-        idx = exc.partial  # type: ignore[attr-defined]
-        damage = exc
-    wirelen = getattr(idx, "orig_lengths", idx.lengths)
-    yield from _chunks(buf, (idx.offsets, idx.lengths, wirelen, idx.ts_ns), 0, chunk)
-    if damage is not None:
-        raise CaptureEndsEarly(damage, len(idx.offsets))
+    ix = accel.index.Indexer()
+    off, ln, wire, ts, _lt, _used = ix.feed(data, True)
+    yield from _chunks(buf, (off, ln, wire, ts), 0, chunk)
+    if ix.error is not None:
+        raise CaptureEndsEarly(CaptureError(*ix.error), len(off))
 
 
 READ_BLOCK = 1 << 22
@@ -141,9 +126,8 @@ READ_BLOCK = 1 << 22
 
 
 def stream_frames(f: BinaryIO, chunk: int = FAST_CHUNK) -> Iterator[Frames]:
-    """Chunks of a capture arriving on a pipe (``-r -``), indexed as the bytes come (compiled
-    indexer only); a record cut by the end of a read waits for the next read."""
-    assert accel.index is not None
+    """Chunks of a capture arriving on a pipe (``-r -``), indexed as the bytes come; a record cut by
+    the end of a read waits for the next read."""
     ix = accel.index.Indexer()
     pending = b""
     start = 0  # file offset of pending[0]

@@ -9,10 +9,14 @@ Single frames (same results as :mod:`pxproto.wire`, exactly)::
 
 Batch (no Python object per frame; pxdump, the switch)::
 
-    idx = index_capture(buf)                      # whole pcap/pcapng file in memory
-    # -> CaptureIndex(offsets, lengths, ts_ns, linktype), numpy arrays, one row per frame;
+    idx = index_capture(buf)                      # whole pcap/pcapng file in memory (compiled indexer)
+    # -> CaptureIndex(offsets, lengths, ts_ns, linktype, wirelens), numpy arrays, one row per frame;
     #    a damaged file raises pxproto.capture.CaptureError (field, offset) with .partial = the
     #    CaptureIndex of the frames before the damage.
+    ix = Indexer()                                # the same, fed in pieces (a pipe)
+    off, lengths, wirelens, ts_ns, linktypes, consumed = ix.feed(data, final)
+    #    data = the bytes after what was consumed so far; a record cut by the end of data waits
+    #    for the next call unless final; ix.error = (field, offset, reason) once damage stops it.
     cols = decode_columns(buf, idx.offsets, idx.lengths, ts_ns=idx.ts_ns, linktypes=idx.linktype)
     cols = decode_capture(buf)                    # the two steps above in one
     # -> Columns: numpy arrays as attributes (cols.cls, cols.valid, cols.seq, cols.cmd, ...; the list
@@ -37,23 +41,27 @@ import os
 import warnings
 from typing import Any
 
+from pxproto.fastpath import capindex as _pure_capindex
 from pxproto.fastpath._wiregen import ERROR_CODES, ERROR_FIELDS
-from pxproto.fastpath.capindex import CaptureIndex
-from pxproto.fastpath.capindex import index_capture as _py_index_capture
+from pxproto.fastpath.capindex import CaptureIndex, index_with
 from pxproto.fastpath.columns import COLUMN_NAMES, COLUMNS, Columns, empty, filter_mask
 
 PURE_ENV = "PXPROTO_PURE"
 _impl: Any
+_capindex: Any = _pure_capindex
 COMPILED = False
 if os.environ.get(PURE_ENV) == "1":
     from pxproto.fastpath import pure as _impl
 else:
     try:
+        from pxproto.fastpath import _capindex  # type: ignore[attr-defined, no-redef]
         from pxproto.fastpath import wirec as _impl  # type: ignore[attr-defined, no-redef]
 
         COMPILED = True
     except ImportError as _exc:
         from pxproto.fastpath import pure as _impl
+
+        _capindex = _pure_capindex
 
         warnings.warn(
             f"pxproto.fastpath: compiled extension unavailable ({_exc}); using the reference codec",
@@ -65,7 +73,13 @@ decode = _impl.decode
 encode = _impl.encode
 view = _impl.view
 check = _impl.check
-index_capture = _py_index_capture
+Indexer = _capindex.Indexer
+"""The incremental capture indexer in use (compiled, or the pure twin :class:`capindex.Indexer`)."""
+
+
+def index_capture(buf: Any) -> CaptureIndex:
+    """Index every frame of a whole pcap/pcapng file in memory; CaptureError (with ``.partial``) on damage."""
+    return index_with(Indexer(), buf)
 
 
 def decode_columns(
@@ -114,6 +128,7 @@ __all__ = [
     "ERROR_FIELDS",
     "CaptureIndex",
     "Columns",
+    "Indexer",
     "check",
     "decode",
     "decode_capture",

@@ -1,12 +1,12 @@
 # cython: language_level=3
-"""Compiled capture indexer for pxdump: where each frame of a pcap/pcapng buffer is.
+"""Compiled capture indexer: where each frame of a pcap/pcapng buffer is.
 
-Same rules, error fields, offsets and messages as
-:func:`pxproto.fastpath.capindex.index_capture` (its pure twin), plus the
+Same rules, rows, error fields, offsets and messages as
+:class:`pxproto.fastpath.capindex.Indexer` (its pure twin): captured and
 original (wire) length of each frame, and incremental: :meth:`Indexer.feed`
 takes the bytes that follow the last call's consumed prefix, so a pipe
-(``pxdump -r -``) is indexed as it arrives.  Written for pxdump's own use
-while pxproto.fastpath's indexer is pure Python.
+(``pxdump -r -``) is indexed as it arrives.  Used through
+:func:`pxproto.fastpath.index_capture` and ``pxproto.fastpath.Indexer``.
 """
 
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
@@ -22,12 +22,16 @@ cdef extern from *:
     int PXI_TRUNC
     int PXI_ERROR
 
-cdef uint32_t SHB = 0x0A0D0D0A
-cdef uint32_t IDB = 1
-cdef uint32_t EPB = 6
-cdef uint32_t SPB = 3
-cdef uint32_t BOM = 0x1A2B3C4D
-cdef int64_t MAX_BLOCK = 64 * 1024 * 1024
+from pxproto.capture import pcapng as _pcapng
+
+# the format constants are read off the reference reader
+cdef uint32_t SHB = _pcapng.SHB
+cdef uint32_t IDB = _pcapng.IDB
+cdef uint32_t EPB = _pcapng.EPB
+cdef uint32_t SPB = _pcapng.SPB
+cdef uint32_t BOM = _pcapng.BYTE_ORDER_MAGIC
+cdef int64_t MAX_BLOCK = _pcapng.MAX_BLOCK
+cdef dict PCAP_MAGICS = _pcapng.PCAP_MAGICS
 
 
 cdef inline uint32_t _u32(const unsigned char* p, bint big) noexcept nogil:
@@ -149,17 +153,13 @@ cdef class Indexer:
 
     cdef int _start(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos, bint final) except -1:
         if n < 4:
-            if not final:
-                return PXI_TRUNC
-            return self._fail("file", 0, f"truncated: {n} bytes, not a pcap or pcapng file")
+            return self._cut("file", 0, f"truncated: {n} bytes, not a pcap or pcapng file", final)
         cdef bytes head = (<const char*>p)[:4]
-        if head in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        if head in PCAP_MAGICS:
             if n < 24:
-                if not final:
-                    return PXI_TRUNC
-                return self._fail("pcap.header", 4, f"truncated: {n - 4} of 20 bytes")
-            self.big = head[0] == 0xA1
-            self.ns_per_unit = 1000 if head in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4") else 1
+                return self._truncated(n, 4, 20, "pcap.header", final)
+            endian, self.ns_per_unit = PCAP_MAGICS[head]
+            self.big = endian == ">"
             self.snaplen = _u32(p + 16, self.big)
             self.linktype = _u32(p + 20, self.big)
             self.fmt = 1
@@ -179,10 +179,7 @@ cdef class Indexer:
         cdef int r = 0
         while pos < n:
             if pos + 16 > n:
-                if not final:
-                    r = PXI_TRUNC
-                    break
-                r = self._fail("pcap.record", base + pos, f"truncated record header: {n - pos} of 16 bytes")
+                r = self._cut("pcap.record", pos, f"truncated record header: {n - pos} of 16 bytes", final)
                 break
             sec = _u32(p + pos, big)
             frac = _u32(p + pos + 4, big)
@@ -192,10 +189,7 @@ cdef class Indexer:
                 r = self._fail("pcap.record", base + pos, f"record length {incl} exceeds the snap length {self.snaplen}")
                 break
             if pos + 16 + incl > n:
-                if not final:
-                    r = PXI_TRUNC
-                    break
-                r = self._fail("pcap.record", base + pos + 16, f"truncated: {n - pos - 16} of {incl} bytes")
+                r = self._truncated(n, pos + 16, incl, "pcap.record", final)
                 break
             self._add(base + pos + 16, incl, orig, <int64_t>(<uint64_t>sec * 1000000000 + <uint64_t>frac * self.ns_per_unit),
                       <uint16_t>(self.linktype & 0xFFFF))
@@ -217,10 +211,14 @@ cdef class Indexer:
 
     cdef int _truncated(self, Py_ssize_t n, Py_ssize_t at, int64_t want, str field, bint final) except -1:
         """A _need() failure of the pure indexer: wait for more bytes, or the error."""
+        cdef int64_t have = max(0, min(want, n - at))
+        return self._cut(field, at, f"truncated: {have} of {want} bytes", final)
+
+    cdef int _cut(self, str field, Py_ssize_t at, str reason, bint final) except -1:
+        """Bytes missing at ``at`` of this feed: wait for more, or (final) the error."""
         if not final:
             return PXI_TRUNC
-        cdef int64_t have = max(0, min(want, n - at))
-        return self._fail(field, self.base + at, f"truncated: {have} of {want} bytes")
+        return self._fail(field, self.base + at, reason)
 
     cdef int _pcapng(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos_, bint final) except -1:
         cdef Py_ssize_t off = pos_[0]
@@ -232,10 +230,7 @@ cdef class Indexer:
         cdef int r = 0
         while off < n:
             if off + 4 > n:
-                if not final:
-                    r = PXI_TRUNC
-                    break
-                r = self._fail("pcapng.block", base + off, "truncated block type")
+                r = self._cut("pcapng.block", off, "truncated block type", final)
                 break
             if off + 8 > n:
                 r = self._truncated(n, off + 4, 4, "pcapng.block", final)
@@ -259,6 +254,9 @@ cdef class Indexer:
             btype = _u32(p + off, self.big)
             if blen < 12 or blen % 4 or blen > MAX_BLOCK:
                 r = self._fail("pcapng.block", base + off + 4, f"block length {blen} is invalid")
+                break
+            if blen < 12 + prefix:  # read_packets fails reading the rest of such a section header
+                r = self._fail("pcapng.block", base + off + 12, f"block length {blen} leaves no section header body")
                 break
             if off + blen > n:
                 # which _need() of the pure indexer fails first
