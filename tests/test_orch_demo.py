@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from pxproto.capture.pcapng import read_packets
 from pxproto.orch.demo import Demo
@@ -19,3 +24,22 @@ def test_demo_short(tmp_path: Path) -> None:
     with open(res.capture, "rb") as f:
         frames = list(read_packets(f))
     assert len(frames) > 1000
+
+
+@pytest.mark.root
+def test_demo_across_namespaces(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2")
+    before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    tolerant = {"heartbeat_ms": 100, "missed": 4, "confirm_ms": 100, "confirm_tries": 3}
+    demo = Demo(tmp_path / "out", rate=1200, quiet=True, workdir=tmp_path / "work", regulator=tolerant, netns=True)
+    res = demo.run()
+    assert res.lost == 0 and res.duplicated == 0 and res.wrong == 0, res
+    assert res.ok and res.distinct == 2400, res
+    assert res.detection is not None and res.reborn, res
+    # Every server and the orchestrator had an interface of its own (their MACs are the veth ends').
+    with open(res.capture, "rb") as f:
+        srcs = {bytes(p.data[6:12]) for p in read_packets(f)}
+    assert len(srcs) >= 4 and b"\x02\x00\x00\x00\x0a\xfe" not in srcs
+    after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    assert {ln for ln in after.splitlines() if "pxo" in ln} <= {ln for ln in before.splitlines() if "pxo" in ln}

@@ -1,6 +1,6 @@
 """``pxorch``: the orchestrator's command line.
 
-pxorch demo                                   the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
+pxorch demo [--netns]                         the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
 pxorch check SERVICE.toml                     check a service file (errors name the line and field)
 pxorch run --port udp:127.0.0.1:5004 [--key FILE] [--store DIR] [--control PATH]
 pxorch run --iface veth0 ...                  (AF_PACKET, root)
@@ -99,15 +99,13 @@ def _status(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "demo":
-        if args.netns:
-            print("pxorch demo --netns: not implemented yet; run without --netns (rootless UDP wires)", file=sys.stderr)
-            return 2
         from pxproto.orch import demo
 
         reg = {k: v for k, v in (("heartbeat_ms", args.heartbeat_ms), ("missed", args.missed),
                                  ("confirm_ms", args.confirm_ms)) if v is not None}  # fmt: skip
         return demo.main(args.out_dir, rate=args.rate, kill=not args.no_kill, quiet=args.quiet,
-                         workdir=Path(args.workdir) if args.workdir else None, regulator=reg)  # fmt: skip
+                         workdir=Path(args.workdir) if args.workdir else None, regulator=reg,
+                         netns=args.netns)  # fmt: skip
     if args.cmd == "check":
         from pxproto.orch.service import ServiceError, load_service
 

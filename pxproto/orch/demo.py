@@ -10,7 +10,12 @@ At the end it checks the sink's records line by line against the known
 answer, prints detection time, repair time and items lost or duplicated, and
 draws the timeline (``captures/demo-timeline.png``).
 
-Rootless: every wire is a UDP port of the switch on 127.0.0.1.
+Rootless: every wire is a UDP port of the switch on 127.0.0.1.  With
+``netns`` (root): the switch, each server and the orchestrator live in network
+namespaces of their own, wired by veth pairs; the switch and the kernels use
+AF_PACKET on their veth ends (``afpacket:interface=``, ``--iface``), and the
+orchestrator opens its AF_PACKET socket inside its namespace.  The
+namespaces are deleted at the end.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any, ClassVar
 
 from kernel import package
 from kernel.mice import LocalStore
-from kernel.wire import UdpWire
+from kernel.wire import PacketWire, UdpWire, Wire
 from pxproto.orch import timeline
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
 from pxproto.orch.driver import Driver, raise_priority
@@ -55,6 +60,79 @@ SERVICE_FILE = WORKFLOWS / "wordcount.service.toml"
 ORCH_MAC = bytes.fromhex("020000000afe")
 KEY = bytes(range(32))
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class Namespaces:
+    """The ``--netns`` layout: a namespace for the switch, one per server and one for the orchestrator, each
+    wired to the switch's namespace by a veth pair (names carry a random tag, so runs do not collide)."""
+
+    def __init__(self) -> None:
+        tag = os.urandom(3).hex()
+        self.tag = tag
+        self.switch_ns = f"pxosw{tag}"
+        self.server_ns: list[str] = []
+        self.server_ends: list[str] = []
+        self.switch_ends: list[str] = []
+        self.orch_ns = f"pxoo{tag}"
+        self.orch_end = f"o{tag}"
+        self.made: list[str] = []
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        r = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise DemoError(f"ip {' '.join(args)}: {r.stderr.strip()} (--netns needs root and iproute2)")
+
+    def _pair(self, ns: str, end: str, switch_end: str) -> None:
+        self._ip("link", "add", end, "netns", ns, "type", "veth", "peer", "name", switch_end, "netns", self.switch_ns)
+        self._ip("-n", ns, "link", "set", end, "up")
+        self._ip("-n", self.switch_ns, "link", "set", switch_end, "up")
+        self.switch_ends.append(switch_end)
+
+    def create(self, servers: int) -> None:
+        if os.geteuid() != 0:
+            raise DemoError("--netns needs root (network namespaces, veth, AF_PACKET)")
+        for ns in (self.switch_ns, self.orch_ns, *(f"pxos{i}{self.tag}" for i in range(servers))):
+            self._ip("netns", "add", ns)
+            self.made.append(ns)
+            self._ip("-n", ns, "link", "set", "lo", "up")
+        for i in range(servers):
+            ns, end = f"pxos{i}{self.tag}", f"s{i}{self.tag}"
+            self._pair(ns, end, f"w{i}{self.tag}")
+            self.server_ns.append(ns)
+            self.server_ends.append(end)
+        self._pair(self.orch_ns, self.orch_end, f"wo{self.tag}")
+
+    def orchestrator_wire(self) -> PacketWire:
+        """An AF_PACKET socket on the orchestrator's veth end, opened inside its namespace (this process stays
+        where it is: a socket keeps the namespace it was made in)."""
+        target = os.open(f"/run/netns/{self.orch_ns}", os.O_RDONLY)
+        own = os.open("/proc/self/ns/net", os.O_RDONLY)
+        try:
+            _setns(target)
+            try:
+                wire = PacketWire(self.orch_end)
+                # /sys shows this process's namespace, not the veth's: ask the socket for the interface's MAC.
+                wire.mac = wire.sock.getsockname()[4]
+                return wire
+            finally:
+                _setns(own)
+        finally:
+            os.close(target)
+            os.close(own)
+
+    def delete(self) -> None:
+        for ns in reversed(self.made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        self.made.clear()
+
+
+def _setns(fd: int) -> None:
+    """Enter a network namespace (os.setns arrived in Python 3.12)."""
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), "setns")
 
 
 def free_udp_ports(n: int) -> list[int]:
@@ -92,7 +170,7 @@ class Demo:
 
     def __init__(self, out_dir: Path, *, servers: int = 3, dimes: int = 4, rate: int = 400, quiet: bool = False,
                  kill: bool = True, scale_to: int = 3, workdir: Path | None = None,
-                 regulator: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 regulator: dict[str, Any] | None = None, netns: bool = False) -> None:  # fmt: skip
         self.out_dir = out_dir
         self.servers = servers
         self.dimes = dimes
@@ -100,6 +178,7 @@ class Demo:
         self.quiet = quiet
         self.kill_enabled = kill
         self.scale_to = scale_to
+        self.netns = Namespaces() if netns else None
         self.regulator = regulator or {}
         """Overrides of the bundled service file's [regulator] (e.g. a slower heartbeat on a loaded host)."""
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="pxorch-demo-")
@@ -129,16 +208,23 @@ class Demo:
 
     # ------------------------------------------------------------- processes
 
-    def start_switch(self, ports: list[int], capture: Path) -> None:
+    def start_switch(self, ports: list[int] | list[str], capture: Path, netns: str | None = None) -> None:
+        """The switch on UDP ports of 127.0.0.1 (ints) or on named ports (``afpacket:interface=...``)."""
         args = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(self.wd / "switch.sock")]
         args += ["--mirror", str(capture)]
+        if netns:
+            args = ["ip", "netns", "exec", netns, *args]
         for p in ports:
-            args += ["--port", f"udp:local=127.0.0.1:{p}"]
+            args += ["--port", p if isinstance(p, str) else f"udp:local=127.0.0.1:{p}"]
         log = open(self.wd / "switch.log", "wb")
         self.procs.append(subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
-    def start_kernel(self, i: int, port: int, store: Path, keyfile: Path) -> None:
-        cmd = [sys.executable, "-m", "kernel.cli", "--port", f"udp:127.0.0.1:{port}", "--dimes", str(self.dimes)]
+    def start_kernel(self, i: int, port: int | str, store: Path, keyfile: Path, netns: str | None = None) -> None:
+        """A pxkernel server on a UDP port of the switch (int) or, in ``netns``, on an interface (str)."""
+        wire = ["--port", f"udp:127.0.0.1:{port}"] if isinstance(port, int) else ["--iface", port]
+        cmd = [sys.executable, "-m", "kernel.cli", *wire, "--dimes", str(self.dimes)]
+        if netns:
+            cmd = ["ip", "netns", "exec", netns, *cmd]
         cmd += ["--memory-chunks", "16", "--store", str(store), "--state-dir", str(self.wd / f"server{i}")]
         cmd += ["--key", str(keyfile), "--heartbeat-ms", str(self.regulator.get("heartbeat_ms", 50))]
         log = open(self.wd / f"server{i}.log", "wb")
@@ -186,7 +272,6 @@ class Demo:
         assert spec.package is not None
         answer = json.loads((spec.package / "answer.json").read_text())
         expected = expected_results(spec)
-        ports = free_udp_ports(self.servers + 1)
         store, keyfile = self.wd / "central", self.wd / "cluster.key"
         store.mkdir(exist_ok=True)
         keyfile.write_text(f"1 {KEY.hex()}\n")
@@ -194,18 +279,23 @@ class Demo:
         # The orchestrator and the switch (started from here, so it inherits this) run ahead of the DIMEs.
         if not raise_priority():
             self.say("could not raise the orchestrator's priority (no CAP_SYS_NICE): a busy host may look like faults")
-        self.start_switch(ports, capture)
-        time.sleep(0.3)
-        for i in range(self.servers):
-            self.start_kernel(i, ports[i], store, keyfile)
-        self.say(f"pxswitch on {len(ports)} UDP ports; {self.servers} pxkernel servers of {self.dimes} DIMEs each")
-        core = Orchestrator(ORCH_MAC, OrchConfig.from_regulator(spec.regulator))
-        drv = Driver(core, UdpWire("127.0.0.1", ports[-1]), {1: KEY}, self.on_event, record_heartbeats=True)
+        try:
+            wire = self._start(capture, store, keyfile)
+        except BaseException:
+            self.stop_all()
+            if self.netns is not None:
+                self.netns.delete()
+            raise
+        mac = getattr(wire, "mac", None) or ORCH_MAC
+        core = Orchestrator(mac, OrchConfig.from_regulator(spec.regulator))
+        drv = Driver(core, wire, {1: KEY}, self.on_event, record_heartbeats=True)
         try:
             self._run(res, core, drv, spec, store, answer, expected)
         finally:
             drv.wire.close()
             self.stop_all()
+            if self.netns is not None:
+                self.netns.delete()
         res.capture = str(capture)
         try:
             res.picture = str(self._picture(core, drv, res))
@@ -214,6 +304,31 @@ class Demo:
         if self._tmp is not None:
             self._tmp.cleanup()
         return res
+
+    def _start(self, capture: Path, store: Path, keyfile: Path) -> Wire:
+        """The switch and the servers; returns the orchestrator's wire."""
+        wire: Wire
+        if self.netns is not None:
+            net = self.netns
+            net.create(self.servers)
+            self.start_switch([f"afpacket:interface={w}" for w in net.switch_ends], capture, net.switch_ns)
+            time.sleep(0.3)
+            for i in range(self.servers):
+                self.start_kernel(i, net.server_ends[i], store, keyfile, net.server_ns[i])
+            wire = net.orchestrator_wire()
+            self.say(
+                f"pxswitch in namespace {net.switch_ns} on {len(net.switch_ends)} veth ports (AF_PACKET);"
+                f" {self.servers} pxkernel servers of {self.dimes} DIMEs, each in its own namespace"
+            )
+        else:
+            ports = free_udp_ports(self.servers + 1)
+            self.start_switch(ports, capture)
+            time.sleep(0.3)
+            for i in range(self.servers):
+                self.start_kernel(i, ports[i], store, keyfile)
+            wire = UdpWire("127.0.0.1", ports[-1])
+            self.say(f"pxswitch on {len(ports)} UDP ports; {self.servers} pxkernel servers of {self.dimes} DIMEs each")
+        return wire
 
     def _run(self, res: Result, core: Orchestrator, drv: Driver, spec: ServiceSpec, store: Path,
              answer: dict[str, Any], expected: dict[int, bytes]) -> None:  # fmt: skip
