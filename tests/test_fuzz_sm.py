@@ -20,14 +20,41 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS = sorted(p.name for p in (ROOT / "fuzz").glob("sm_*.py") if p.name != "sm_common.py")
 
 
+STUB_DRIVER = """
+import contextlib, importlib, random, sys, types
+stub = types.ModuleType("atheris")
+stub.instrument_imports = contextlib.nullcontext
+sys.modules["atheris"] = stub  # run the targets' scripts without libFuzzer
+sys.path[:0] = [{root!r}, {fuzz!r}]
+for name in {targets!r}:
+    target = importlib.import_module(name[:-3])
+    rng = random.Random(7)
+    for _ in range({n}):
+        target.one_input(rng.randbytes(rng.randrange(400)))
+    print(name, "ok")
+"""
+
+
+def test_every_target_takes_random_scripts_cleanly() -> None:
+    code = STUB_DRIVER.format(root=str(ROOT), fuzz=str(ROOT / "fuzz"), targets=TARGETS, n=150)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == [w for t in TARGETS for w in (t, "ok")]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris is not installed")
-@pytest.mark.parametrize("target", TARGETS)
-def test_target_runs_fifty_inputs_cleanly(target: str, tmp_path: Path) -> None:
+def test_a_target_runs_under_libfuzzer(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "fuzz" / target), "-runs=50", "-seed=1", f"-artifact_prefix={tmp_path}/"],
+        [
+            sys.executable,
+            str(ROOT / "fuzz" / "sm_signaling.py"),
+            "-runs=50",
+            "-seed=1",
+            f"-artifact_prefix={tmp_path}/",
+        ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Done 50 runs" in proc.stderr
@@ -47,7 +74,7 @@ def test_f1_heartbeat_emitter_timer_is_after_now_when_it_skips_late_periods() ->
     assert e.handle_timer(0.72).frames == []
 
 
-@pytest.mark.xfail(strict=True, reason="finding F2 (review while writing sm_replay): open, reported to the dime owner")
+@pytest.mark.xfail(strict=True, reason="finding F2 (sm_replay): open, reported to the dime owner")
 def test_f2_rotating_back_to_the_key_in_its_grace_period_leaves_a_usable_signing_key() -> None:
     from pxproto.dime.replay import KeyStore
 
