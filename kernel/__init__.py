@@ -2,19 +2,27 @@
 
 Process model (one ``pxkernel`` = one server = one MAC address)::
 
-    pxkernel (server process, DIME id 0xffff)      owns the wire port; answers discovery probes
-     |                                             for the whole server; relays frames by DIME id
-     +-- DIME 0 process, pinned to core c0         FCAPS loop: signaling, heartbeats, data channels
-     |    +-- MICE child (fork), same core,        runs one service stage; memory capped by the OS
-     |        RLIMIT_DATA = baseline + chunks
+    pxkernel (server process, DIME id 0xffff)      owns the wire port; answers discovery probes and
+     |                                             system-scope PING/USAGE/FAULT_REPORT; relays frames
+     |                                             from the wire to DIMEs by id
+     +-- DIME 0 process, pinned to core c0         FCAPS loop: signaling, data channels; on a datagram
+     |    |                                        wire it sends its data frames and heartbeats on the
+     |    |                                        shared socket itself (no relay hop)
+     |    +-- heartbeat sender thread (C, SCHED_FIFO): sends each heartbeat, built a period ahead, on time
+     |    +-- MICE child (fork), same core,        runs one service stage; SCHED_IDLE; memory capped by
+     |        RLIMIT_DATA = baseline + chunks      the OS (see kernel.memory for the measured choice)
      +-- DIME 1 process ...
+
+Small items share data frames: a DIME packs what waits for an output into
+messages that fill one fragment (:func:`kernel.mice.pack_items`).
 
 Modules:
 
 - :mod:`kernel.package`  service package format, deterministic archive, central store, signature
 - :mod:`kernel.mice`     the MICE API (stage functions, Context, lineage) and the MICE child runtime
-- :mod:`kernel.channel`  data channels: fragmentation, reassembly, transport + completion acks, credit
-- :mod:`kernel.security` key file, replay window, frame signing, access lists
+- :mod:`kernel.flow`     lineage bookkeeping (exactly-once hand-over, completion, replay; watermarks)
+- :mod:`kernel.security` key file, frame signing, access lists; keys and replay windows of pxproto.dime.replay
+- :mod:`kernel.beat`     the real-time heartbeat sender (``kernel._beat``) and its pure twin
 - :mod:`kernel.memory`   2 MiB chunk accounting and the OS limit on a MICE
 - :mod:`kernel.dime`     one DIME process (the FCAPS loop)
 - :mod:`kernel.server`   the server process: port, relay, discovery, DIME supervision

@@ -61,3 +61,5 @@ class CounterId(IntEnum):
     replacement source resumes from (START's VALUE), so it does not re-yield what the workflow already finished."""
     HEARTBEATS_BY_LOOP = 30
     """Heartbeats the DIME's loop sent itself because the real-time sender thread had not (or there is none)."""
+    ACKS_MERGED = 31
+    """Channel acks not sent because a later ack of the same frames read together said the same and more."""

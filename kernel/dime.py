@@ -167,6 +167,8 @@ class Dime:
         self.outputs: dict[int, tuple[int, bytes, int]] = {}
         self._rr = 0
         self.completions: dict[Upstream, list[int]] = {}
+        self.acks_held: dict[tuple[int, bytes, int], Frame] = {}
+        """The latest ack of each input channel, sent once the frames read together are handled."""
         self.manager: Address | None = None
         self.running = True
         self.sel = selectors.DefaultSelector()
@@ -755,10 +757,41 @@ class Dime:
                 self.local, peer, body.channel, window=self.credit_window, ack_every=32, ack_delay=0.002
             )
         self._rx_key = key
-        self._out(rx.receive(frame, now))
+        out = rx.receive(frame, now)
+        if out.frames:
+            out.frames = self._hold_acks(key, out.frames)
+        self._out(out)
         self._feed_mice(now)
 
     _rx_key: tuple[int, bytes, int] = (0, b"", 0)
+
+    def _hold_acks(self, key: tuple[int, bytes, int], frames: list[Frame]) -> list[Frame]:
+        """Keep back a receiver's advancing acks until the frames read in one go are done (they are cumulative).
+
+        The last ack of a batch says all the earlier ones say, with the credit as it is now; a repeated
+        position (a duplicate ack, the sender's loss signal) is never merged away.
+        """
+        rest = []
+        for f in frames:
+            b = f.body
+            if isinstance(b, Data) and b.flags & DataFlag.ACK and b.frag_count == 0:
+                held = self.acks_held.get(key)
+                if held is not None:
+                    hb = held.body
+                    if isinstance(hb, Data) and (hb.msg_id, hb.ack) == (b.msg_id, b.ack):
+                        rest.append(held)  # a duplicate: both go
+                    else:
+                        self.counters[CounterId.ACKS_MERGED] += 1
+                self.acks_held[key] = f
+            else:
+                rest.append(f)
+        return rest
+
+    def _flush_acks(self) -> None:
+        if self.acks_held:
+            held = list(self.acks_held.values())
+            self.acks_held.clear()
+            self._tx(held)
 
     def _message(self, ev: MessageReceived) -> None:
         key = self._rx_key
@@ -850,6 +883,7 @@ class Dime:
                 self._out(o)
 
     def _clear_channels(self) -> None:
+        self.acks_held.clear()
         self.senders.clear()
         self.receivers.clear()
         self.outputs.clear()
@@ -1039,6 +1073,7 @@ class Dime:
                             self.running = False
                             break
                         self.on_frame(raw, now)
+                    self._flush_acks()
                 elif key.data == "mice" and self.mice is not None:
                     self._mice_readable(now)
             now = time.monotonic()
