@@ -24,7 +24,7 @@ from pxproto.fuzz.campaign import Campaign, Report, replay
 from pxproto.fuzz.generate import KINDS, FrameGenerator
 from pxproto.fuzz.probe import HeartbeatProbe, PingProbe, Probe
 from pxproto.fuzz.verdict import reference_verdict
-from pxproto.fuzz.wires import StreamWire, Wire, open_wire
+from pxproto.fuzz.wires import AfPacketWire, StreamWire, Wire, open_wire
 from pxproto.wire.codes import DIME_ALL
 
 KIND_HELP = {
@@ -70,7 +70,7 @@ def make_probe(text: str, wire: Wire, timeout: float) -> Probe | None:
     raise argparse.ArgumentTypeError(f"--probe {text!r}: none, ping:MAC[/DIME] or heartbeat[:MAC[/DIME]]")
 
 
-def _generator(args: argparse.Namespace, stream: bool) -> FrameGenerator:
+def _generator(args: argparse.Namespace, wire: Wire | None) -> FrameGenerator:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else list(KINDS)
     pool = None
     if args.from_pcap:
@@ -78,7 +78,12 @@ def _generator(args: argparse.Namespace, stream: bool) -> FrameGenerator:
             pool = [p.data for p in read_packets(f) if p.data]
         if not pool:
             raise ValueError(f"{args.from_pcap}: no frames to mutate")
-    return FrameGenerator(args.seed, kinds, pool=pool, min_len=1 if stream else 0)
+    gen = FrameGenerator(args.seed, kinds, pool=pool, min_len=1 if isinstance(wire, StreamWire) else 0)
+    if isinstance(wire, AfPacketWire):
+        # Short frames are padded to the Ethernet header and long ones cannot pass the interface: make
+        # exactly what goes on the wire, so the saved file and the verdicts say what the target got.
+        gen.min_len, gen.max_len = 14, wire.max_frame
+    return gen
 
 
 def _add_target_options(p: argparse.ArgumentParser) -> None:
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.cmd == "gen":
-            gen = _generator(args, stream=False)
+            gen = _generator(args, None)
             report = Campaign(_NullWire(), gen, count=args.count, burst=1024, save=args.output).run()
             _print(report, args.json)
             return 0
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError(f"--{name} must be at least 1")
             report = Campaign(
                 wire,
-                _generator(args, isinstance(wire, StreamWire)),
+                _generator(args, wire),
                 probe=probe,
                 count=args.count,
                 burst=args.burst,

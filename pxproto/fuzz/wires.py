@@ -165,6 +165,17 @@ class AfPacketWire:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.bind((interface, 0))
+        try:
+            with open(f"/sys/class/net/{interface}/mtu") as f:
+                self.mtu = int(f.read())
+        except (OSError, ValueError):
+            self.mtu = 1500
+        self.oversize = 0
+        """Frames longer than the interface takes (MTU + Ethernet header), not sent."""
+
+    @property
+    def max_frame(self) -> int:
+        return self.mtu + 14
 
     def send(self, frames: Sequence[bytes]) -> int:
         sent = 0
@@ -172,6 +183,9 @@ class AfPacketWire:
             if len(f) < 14:
                 # The kernel will not put a frame shorter than its link header on the wire.
                 f = f + bytes(14 - len(f))
+            if len(f) > self.max_frame:
+                self.oversize += 1
+                continue
             self.sock.send(f)
             sent += 1
         return sent
