@@ -162,6 +162,18 @@ def dime_cpu(c: Cluster, dest: Address) -> float:
     return (v if isinstance(v, int) else 0) / 1e9
 
 
+def _user_sys(pid: int | None) -> tuple[float, float]:
+    """User and system CPU seconds of a process (0, 0 when unknown)."""
+    if pid is None:
+        return 0.0, 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def bench_data(c: Cluster, rows: list[tuple[str, str, str]], archive: bytes, items: int, big: bool = False) -> None:
     package.store_put(c.store, archive)
     src, snk = c.dime(0, 0), c.dime(1, 1)  # different servers, different cores
@@ -170,6 +182,8 @@ def bench_data(c: Cluster, rows: list[tuple[str, str, str]], archive: bytes, ite
     load_start(c, archive, snk, 1, "sink")
     load_start(c, archive, src, stage, name)
     cpu0 = dime_cpu(c, src), dime_cpu(c, snk)
+    src_pid = c.dime_pid(0, 0)
+    us0 = _user_sys(src_pid)
     f0 = counter(c, snk, CounterId.FRAMES_RX)
     b0 = counter(c, src, CounterId.MICE_MESSAGES), counter(c, src, CounterId.ITEM_FRAMES_TX)
     i0 = counter(c, snk, CounterId.ITEMS_IN)
@@ -182,6 +196,7 @@ def bench_data(c: Cluster, rows: list[tuple[str, str, str]], archive: bytes, ite
     elapsed = time.monotonic() - t0
     frames = counter(c, snk, CounterId.FRAMES_RX) - f0
     cpu = dime_cpu(c, src) - cpu0[0], dime_cpu(c, snk) - cpu0[1]
+    us1 = _user_sys(src_pid)
     batches = counter(c, src, CounterId.MICE_MESSAGES) - b0[0]
     item_frames = counter(c, src, CounterId.ITEM_FRAMES_TX) - b0[1]
     for dest, st in ((src, stage), (snk, 1)):
@@ -198,6 +213,14 @@ def bench_data(c: Cluster, rows: list[tuple[str, str, str]], archive: bytes, ite
             f"data: {label}, per frame",
             f"{done / max(item_frames, 1):.1f} items",
             f"{item_frames} item frames sent; {done / max(batches, 1):.1f} items per source MICE batch",
+        )
+    )
+    user, system = us1[0] - us0[0], us1[1] - us0[1]
+    rows.append(
+        (
+            f"data: {label}, source DIME user/system",
+            f"{user / max(user + system, 1e-9):.0%} user",
+            f"{user:.2f} s user, {system:.2f} s system (sends on loopback carry the receiving side's work)",
         )
     )
     for who, secs in (("source", cpu[0]), ("sink", cpu[1])):
