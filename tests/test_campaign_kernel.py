@@ -25,8 +25,9 @@ from kernel.testbed import Cluster
 from pxproto.dime.signaling import ResponseReceived
 from pxproto.fuzz import Campaign, Case, FrameGenerator, Report
 from pxproto.fuzz.verdict import OK, reference_verdict
-from pxproto.wire.codes import Command, Status, TlvType
-from pxproto.wire.frame import Tlv
+from pxproto.wire.codec import encode
+from pxproto.wire.codes import DIME_ALL, Command, Scope, Status, TlvType
+from pxproto.wire.frame import Data, Frame, Tlv
 
 DIMES = 2
 RSS_GROWTH_BOUND_KIB = 96 * 1024
@@ -63,12 +64,19 @@ class AimedGenerator(FrameGenerator):
 
     def next(self) -> Case:
         c = super().next()
+        while is_k2(c.raw):  # a known DIME killer (finding K2, below): kept out so the run can go on past it
+            c = super().next()
         raw = bytearray(c.raw)
         if len(raw) >= 6 and self.rng.random() < 0.9:
             raw[:6] = self.server if self.rng.random() < 0.9 else b"\xff" * 6
         if len(raw) >= 24 and raw[15] & 1 and self.rng.random() < 0.9:
             raw[22:24] = self.rng.randrange(DIMES + 1).to_bytes(2, "big")
         return Case(bytes(raw), c.kind)
+
+
+def is_k2(raw: bytes) -> bool:
+    """A DATA frame from DIME id 0xffff (the codec allows it; a DIME's channel code refuses it by raising)."""
+    return len(raw) >= 20 and raw[12:14] == b"\xab\xbb" and raw[18:20] == b"\xff\xff"
 
 
 def _tree_rss_kib(pid: int) -> int:
@@ -174,6 +182,22 @@ def run_kernel_campaign(c: Cluster, count: int, seed: int) -> None:
 
 def test_kernel_survives_a_short_campaign_and_counts_what_reaches_its_dimes(cluster: Cluster) -> None:
     run_kernel_campaign(cluster, 3000, seed=3)
+
+
+@pytest.mark.xfail(strict=True, reason="finding K2: open, reported to the kernel owner")
+def test_k2_one_data_frame_from_dime_0xffff_does_not_kill_a_dime(cluster: Cluster) -> None:
+    # Found by the long campaign after about 20,000 frames: kernel/dime.py _data makes a ChannelReceiver for
+    # any new (channel, MAC, DIME) and ChannelReceiver raises ValueError for DIME 0xffff, so the DIME process
+    # dies and the server restarts it (new epoch).  DATA frames are not signed: anyone on the wire can do it.
+    pid = cluster.procs[0].pid
+    before = _children(pid)
+    body = Data(channel=9, msg_id=1, payload=b"x", msg_len=1, frag_count=1)
+    frame = Frame(body, Scope.DIME, DIME_ALL, 0, 0, 0, 1, cluster.servers[0], bytes.fromhex("02bad0000001"))
+    raw = encode(frame)
+    assert is_k2(raw)
+    cluster.client.send_raw(raw)
+    cluster.client.wait_for(lambda: False, 1.0)
+    assert _children(pid) == before, cluster.log_text()[-1500:]
 
 
 @pytest.mark.slow
