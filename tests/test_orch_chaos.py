@@ -43,6 +43,8 @@ def chaos(kills: int, seed: int) -> None:
     assert all(i in c.plane.collected for i in range(top + 1))
     exp = c.expected()
     assert all(c.plane.collected[i] == exp[i] for i in range(top + 1))
+    # Exactly once: no result recorded by two sinks (a replacement source resumes, it does not start over).
+    assert c.plane.duplicates == 0
 
 
 @pytest.mark.slow
