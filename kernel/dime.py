@@ -119,6 +119,8 @@ class Mice:
         self.eof = False
         self.fault: tuple[int, str] | None = None
         self.pending_tx: deque[bytes] = deque()
+        self.watched = True
+        """Whether the DIME's loop waits on this MICE's output (not while outputs wait for credit)."""
         self.batch: list[bytes] = []
         self.batch_size = 0
 
@@ -662,6 +664,11 @@ class Dime:
         assert m is not None
         for _ in range(64):
             if len(self.flow.queue) > OUTQ_LIMIT:
+                # Outputs wait for credit: stop watching the MICE (the socket stays readable, and a
+                # level-triggered wait would spin) until the queue is down to half (_mice_watch).
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(m.sock)
+                m.watched = False
                 break
             try:
                 msg = m.sock.recv(mice.SEQPACKET_MAX)
@@ -699,6 +706,13 @@ class Dime:
                     m.fault = (lineage, data.decode("utf-8", "replace"))
         self._pump(now)
         self._feed_mice(now)
+
+    def _mice_watch(self) -> None:
+        """Watch the MICE's output again once the queue held back by credit is down to half."""
+        m = self.mice
+        if m is not None and not m.watched and len(self.flow.queue) <= OUTQ_LIMIT // 2:
+            self.sel.register(m.sock, selectors.EVENT_READ, "mice")
+            m.watched = True
 
     def _feed_mice(self, now: float) -> None:
         m = self.mice
@@ -1089,6 +1103,7 @@ class Dime:
                     self.completions_since = 0.0
             if self.mice is not None:
                 self._feed_mice(now)
+                self._mice_watch()
         if self.beater is not None:
             self.beater.close()
         used = self.mem.mice_used
