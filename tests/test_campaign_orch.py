@@ -11,6 +11,7 @@ Short form in the default run; ``pytest -m slow`` sends 1,000,000 frames.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from kernel.security import add_trailer
 from pxproto.fuzz import Campaign, Case, FrameGenerator, Report, UdpWire, process_rss_kib
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import DIME_ALL, DimeState, DiscoveryOp, Scope
@@ -32,15 +34,21 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 SERVER = bytes.fromhex("02cc00000001")
 RSS_GROWTH_BOUND_KIB = 64 * 1024
+KEY = bytes(range(32))
 
 
 class Orch:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, key: bool = False) -> None:
         self.wire = UdpWire("127.0.0.1:9")
         port = self.wire.local[1]
         self.control = str(tmp / "orch.sock")
         args = [sys.executable, "-m", "pxproto.orch.cli", "run", "--port", f"udp:127.0.0.1:{port}"]
         args += ["--control", self.control]
+        self.key = KEY if key else None
+        self.counter = itertools.count(1)
+        if key:
+            (tmp / "cluster.key").write_text(f"1 {KEY.hex()}\n")
+            args += ["--key", str(tmp / "cluster.key")]
         self.proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.wire.sock.settimeout(15)
         data, addr = self.wire.sock.recvfrom(65600)  # its first probe tells us where it is and its MAC
@@ -72,6 +80,8 @@ class Orch:
         for d in range(2):
             hb = Frame(Heartbeat(1, DimeState.FREE, 100), Scope.SYSTEM, d, 0, DIME_ALL, 0, self.seq, BROADCAST, SERVER)
             out.append(encode(hb))
+        if self.key is not None:
+            out = [add_trailer(raw, 1, next(self.counter), self.key) for raw in out]
         return out
 
     def close(self) -> None:
@@ -80,9 +90,9 @@ class Orch:
         self.proc.wait(timeout=10)
 
 
-@pytest.fixture()
-def orch(tmp_path: Path) -> Iterator[Orch]:
-    o = Orch(tmp_path)
+@pytest.fixture(params=[False, True], ids=["open", "keyed"])
+def orch(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Orch]:
+    o = Orch(tmp_path, key=request.param)
     yield o
     o.close()
 
@@ -144,6 +154,10 @@ def run_orch_campaign(o: Orch, count: int, seed: int) -> None:
     st = o.status()
     ours = [k for k in json.dumps(st["rows"]).split('"') if k.startswith("02:cc:00:00:00:01")]
     assert ours, st["rows"]
+    if o.key is not None:
+        # Authentication on: nothing the attacker sent (unsigned or forged) got into the pool.
+        assert sum(st["pool"].values()) == 2, st["pool"]
+        assert st["counters"]["heartbeats"] == legit_hb[0]  # exactly ours: every hostile one was refused
     # Still probing the network: a probe comes out within its period (2 s) plus slack.
     o.wire.recv(0.0)
     end = time.monotonic() + 10
