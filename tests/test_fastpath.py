@@ -386,6 +386,8 @@ def test_capture_index_matches_read_packets(name: str, indexer: Any) -> None:
 
 def test_index_capture_uses_the_compiled_indexer_when_built() -> None:
     assert fp.Indexer is (compiled_index.Indexer if fp.COMPILED else capindex.Indexer)
+    if fp.COMPILED:  # the extension itself, not the pure twin under its name
+        assert Path(compiled_index.__file__).suffix in (".so", ".pyd") and compiled_index is not capindex
     idx = fp.index_capture(FILES["pcapng-sections"])
     assert len(idx.offsets) == 6 and list(idx.linktype) == [1, 1, 1, 147, 147, 1]
 

@@ -48,20 +48,20 @@ from pxproto.fastpath.columns import COLUMN_NAMES, COLUMNS, Columns, empty, filt
 
 PURE_ENV = "PXPROTO_PURE"
 _impl: Any
-_capindex: Any = _pure_capindex
+_index_impl: Any = _pure_capindex  # not named _capindex: that would shadow the submodule in the import below
 COMPILED = False
 if os.environ.get(PURE_ENV) == "1":
     from pxproto.fastpath import pure as _impl
 else:
     try:
-        from pxproto.fastpath import _capindex  # type: ignore[attr-defined, no-redef]
+        from pxproto.fastpath import _capindex as _index_impl  # type: ignore[attr-defined, no-redef]
         from pxproto.fastpath import wirec as _impl  # type: ignore[attr-defined, no-redef]
 
         COMPILED = True
     except ImportError as _exc:
         from pxproto.fastpath import pure as _impl
 
-        _capindex = _pure_capindex
+        _index_impl = _pure_capindex
 
         warnings.warn(
             f"pxproto.fastpath: compiled extension unavailable ({_exc}); using the reference codec",
@@ -73,7 +73,7 @@ decode = _impl.decode
 encode = _impl.encode
 view = _impl.view
 check = _impl.check
-Indexer = _capindex.Indexer
+Indexer = _index_impl.Indexer
 """The incremental capture indexer in use (compiled, or the pure twin :class:`capindex.Indexer`)."""
 
 
