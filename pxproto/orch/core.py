@@ -32,8 +32,16 @@ sends the next command that is missing.  The rules, in order:
    disconnected downstream, and returned to the pool.
 
 Failure detection: a DIME silent past its liveness timeout is *suspected* and
-sent a direct PING (retransmitted ``confirm_tries`` times); an answer with the
-same epoch clears it, a timeout (or an answer with a new epoch) confirms it.
+sent a direct PING, sent ``confirm_tries`` times ``confirm_ms`` apart (5 x 8 ms
+by default: at 5% frame loss a round fails with p ~ 1e-5, so a lost heartbeat
+followed by lost pings no longer makes a false repair); an answer with the same
+epoch, or any heartbeat meanwhile, clears it; silence to the end of the round
+(or an answer with a new epoch) confirms it.  A timer handled late (this
+process was descheduled: a busy host) judges nothing: the silence is forgiven
+once and a PING round gets one more span (``stalls`` counts these).
+The replacement of a source starts at its stage's first unfinished item, as
+the sources report it (COUNTERS ``SOURCE_RESUME``, polled every tick; START's
+VALUE), instead of item 0.
 A DIME that comes back with a new epoch is reborn: it returns to the pool.  One
 that was declared dead but heartbeats again in the same epoch (it was starved
 or cut off, not dead) is sent RESET: it stops its MICE, whose work was given
