@@ -273,3 +273,27 @@ def test_a_stalled_orchestrator_does_not_judge_its_own_silence() -> None:
     assert core.counters["stalls"] == 2
     dead = core.log.of(DimeDead)
     assert len(dead) == 1 and dead[0].t > 0.7 + 0.2 + 0.039, "the stalled round was judged"
+
+
+def test_channel_broken_fault_checks_the_peer_and_keeps_the_reporter() -> None:
+    from pxproto.dime.endpoint import Address
+    from pxproto.dime.signaling import Requester
+    from pxproto.orch.events import FaultReported, RepairStarted
+    from pxproto.wire.codes import Command, FaultCode, TlvType
+    from pxproto.wire.frame import Tlv
+
+    c, name = cluster(items=2000)
+    c.run(0.3)
+    svc = c.orch.services[name]
+    link = next(lk for lk in svc.links if lk.up.stage.name == "parse")
+    reporter, peer = link.up.key, link.down.key
+    req = Requester(Address(reporter[0], reporter[1], 0))
+    text = f"channel {link.channel | 0x8000}: dime {peer[1]} stopped answering"
+    params = [Tlv(TlvType.FAULT_CODE, int(FaultCode.CHANNEL_BROKEN)), Tlv(TlvType.TEXT, text)]
+    _, out = req.request(Address(c.orch.local.mac, 0xFFFF, 0), Command.FAULT_REPORT, params, now=c.net.now)
+    c.net.emit(reporter[0], out)
+    c.run(0.3)
+    assert [e.key for e in c.orch.log.of(FaultReported)] == [reporter]
+    assert [e.key for e in c.orch.log.of(DimeSuspected)] == [peer], "the peer was not checked at once"
+    assert c.orch.log.of(SuspicionCleared) and not c.orch.log.of(RepairStarted) and not c.orch.log.of(DimeDead)
+    finish(c)

@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out-dir", default="captures", help="where demo.pcapng and demo-timeline.png go")
     demo.add_argument("--rate", type=int, default=400, help="source lines per second (default 400)")
     demo.add_argument("--no-kill", action="store_true", help="do not kill a DIME")
+    demo.add_argument("--kill-stage", default="transform", choices=("source", "parse", "transform", "sink"),
+                      help="whose DIME is killed (default transform)")  # fmt: skip
     demo.add_argument("--quiet", "-q", action="store_true")
     demo.add_argument("--workdir", help="keep the servers' state and logs here (default: a temporary directory)")
     demo.add_argument("--netns", action="store_true", help="network namespaces, veth and AF_PACKET (root)")
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                  ("confirm_ms", args.confirm_ms)) if v is not None}  # fmt: skip
         return demo.main(args.out_dir, rate=args.rate, kill=not args.no_kill, quiet=args.quiet,
                          workdir=Path(args.workdir) if args.workdir else None, regulator=reg,
-                         netns=args.netns)  # fmt: skip
+                         netns=args.netns, kill_stage=args.kill_stage)  # fmt: skip
     if args.cmd == "check":
         from pxproto.orch.service import ServiceError, load_service
 

@@ -50,6 +50,7 @@ away, and comes back in a new epoch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -103,6 +104,8 @@ from pxproto.wire.codes import (
 )
 from pxproto.wire.frame import BROADCAST, Discovery, Frame, Heartbeat, Signaling, Tlv
 
+CHANNEL_TEXT = re.compile(r"channel (\d+)")
+"""How a kernel's CHANNEL_BROKEN fault names the channel (its TEXT)."""
 CHANNEL_SPACE = 0x7FFF
 """Channel ids are 1..0x7fff: the kernel sends completions back on ``channel | 0x8000``."""
 
@@ -505,9 +508,26 @@ class Orchestrator:
         v = self.pool.get(req.peer.peer)
         code = req.param(TlvType.FAULT_CODE)
         name = FaultCode(code).name if isinstance(code, int) and code in FaultCode._value2member_map_ else str(code)
-        self._emit(FaultReported(now, req.peer.peer, name, str(req.param(TlvType.TEXT) or "")), out)
+        text = str(req.param(TlvType.TEXT) or "")
+        self._emit(FaultReported(now, req.peer.peer, name, text), out)
+        if code == FaultCode.CHANNEL_BROKEN:
+            # The reporter is well; the DIME at the channel's other end stopped answering: check it now rather
+            # than at its next missed heartbeat (a PING round; heartbeats or an answer clear it).
+            m = CHANNEL_TEXT.match(text)
+            peer = self._link_peer(req.peer.peer, int(m.group(1)) & CHANNEL_SPACE) if m else None
+            pv = self.pool.get(peer) if peer is not None else None
+            if pv is not None and pv.health is Health.ALIVE:
+                self._suspect(pv, now, out)
+            return
         if v is not None and isinstance(v.assigned, Replica) and code != FaultCode.OVERLOAD:
             self._fault(v.assigned, now, out)
+
+    def _link_peer(self, key: DimeKey, channel: int) -> DimeKey | None:
+        for svc in self.services.values():
+            for lk in svc.links:
+                if lk.channel == channel and key in (lk.up.key, lk.down.key):
+                    return lk.down.key if lk.up.key == key else lk.up.key
+        return None
 
     # ------------------------------------------------------------- services
 

@@ -170,13 +170,16 @@ class Demo:
 
     def __init__(self, out_dir: Path, *, servers: int = 3, dimes: int = 4, rate: int = 400, quiet: bool = False,
                  kill: bool = True, scale_to: int = 3, workdir: Path | None = None,
-                 regulator: dict[str, Any] | None = None, netns: bool = False) -> None:  # fmt: skip
+                 regulator: dict[str, Any] | None = None, netns: bool = False,
+                 kill_stage: str = "transform") -> None:  # fmt: skip
         self.out_dir = out_dir
         self.servers = servers
         self.dimes = dimes
         self.rate = rate
         self.quiet = quiet
         self.kill_enabled = kill
+        self.kill_stage = kill_stage
+        """Which stage's DIME is killed (a source's replacement resumes at its first unfinished line)."""
         self.scale_to = scale_to
         self.netns = Namespaces() if netns else None
         self.regulator = regulator or {}
@@ -382,7 +385,7 @@ class Demo:
                 state["scaled"] = True
                 drv.send(core.scale(spec.name, "transform", self.scale_to, now))
             if self.kill_enabled and state["killed"] is None and seen >= total * 0.45:
-                victim = core.replicas(spec.name)["transform"][0]
+                victim = core.replicas(spec.name)[self.kill_stage][0]
                 pid = dime_pid(victim[0], victim[1])
                 if pid is None:
                     res.notes.append(f"could not find the process of DIME {key_text(victim)}")
@@ -391,7 +394,7 @@ class Demo:
                 os.kill(pid, signal.SIGKILL)
                 self.kill_t = time.monotonic()
                 state["killed"] = (victim, self.kill_t)
-                self.say(f"KILL: SIGKILL to pid {pid}, DIME {key_text(victim)} (transform)")
+                self.say(f"KILL: SIGKILL to pid {pid}, DIME {key_text(victim)} ({self.kill_stage})")
 
         limit = total / self.rate * 3 + 30
         drv.run_until(lambda: state["seen"] >= total and self._settled(core, state), limit, tick)
