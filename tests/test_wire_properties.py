@@ -166,3 +166,26 @@ def test_truncated_pcapng_reports_where_it_stopped_after_yielding_what_it_read()
 def test_garbage_capture_files_get_capture_errors(blob: bytes) -> None:
     with pytest.raises(CaptureError):
         list(read_packets(io.BytesIO(blob)))
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+@pytest.mark.parametrize(
+    "blob,field",
+    [
+        (struct.pack("<III", 0x0A0D0D0A, 12, 0x1A2B3C4D), "pcapng.block"),  # section header with no body
+        (
+            _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+            + _block(1, struct.pack("<HHI", 1, 0, 0) + struct.pack("<HH", 9, 0) + struct.pack("<HH", 0, 0))
+            + _block(6, struct.pack("<IIIII", 0, 0, 0, 0, 0))
+            + _block(3, b""),
+            "pcapng.spb",
+        ),  # empty if_tsresol option, then a simple packet block with no length
+    ],
+)
+def test_odd_pcapng_blocks_get_capture_errors(blob: bytes, field: str) -> None:
+    with pytest.raises(CaptureError) as err:
+        list(read_packets(io.BytesIO(blob)))
+    assert err.value.field == field

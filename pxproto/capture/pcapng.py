@@ -130,6 +130,8 @@ def _read_pcapng(f: BinaryIO, head: bytes) -> Iterator[Packet]:
         (btype,) = struct.unpack(endian + "I", btype_raw)
         if blen < 12 or blen % 4 or blen > MAX_BLOCK:
             raise CaptureError("pcapng.block", offset + 4, f"block length {blen} is invalid")
+        if blen < 12 + len(prefix):
+            raise CaptureError("pcapng.block", offset + 12, f"block length {blen} leaves no section header body")
         body = prefix + _read_exact(f, blen - 12 - len(prefix), offset + 8 + len(prefix), "pcapng.block")
         trailer = _read_exact(f, 4, offset + blen - 4, "pcapng.block")
         if struct.unpack(endian + "I", trailer)[0] != blen:
@@ -138,7 +140,7 @@ def _read_pcapng(f: BinaryIO, head: bytes) -> Iterator[Packet]:
             if len(body) < 8:
                 raise CaptureError("pcapng.idb", offset + 8, "interface block shorter than 8 bytes")
             linktype = struct.unpack_from(endian + "H", body, 0)[0]
-            resol = _options(body[8:], endian).get(9, b"\x06")[:1][0]
+            resol = (_options(body[8:], endian).get(9) or b"\x06")[0]
             tick = 10 ** (9 - (resol & 0x7F)) if not resol & 0x80 and resol <= 9 else 1
             interfaces.append((linktype, tick))
         elif btype == EPB:
@@ -156,6 +158,8 @@ def _read_pcapng(f: BinaryIO, head: bytes) -> Iterator[Packet]:
         elif btype == SPB:
             if not interfaces:
                 raise CaptureError("pcapng.spb", offset + 8, "simple packet block before any interface")
+            if len(body) < 4:
+                raise CaptureError("pcapng.spb", offset + 8, "simple packet block shorter than 4 bytes")
             (orig,) = struct.unpack_from(endian + "I", body, 0)
             data = body[4 : 4 + min(orig, len(body) - 4)]
             yield Packet(data, 0, orig, interfaces[0][0])
