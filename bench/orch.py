@@ -212,6 +212,10 @@ def main() -> int:
         for i in range(args.demo):
             res = Demo(Path(f"/tmp/pxorch-bench-demo-{i}"), quiet=True).run()
             exact += res.ok
+            if not res.ok:
+                print(f"  demo run {i} not exact: lines {res.distinct}/{res.lines}, lost {res.lost}, duplicated"
+                      f" {res.duplicated}, wrong {res.wrong}, reborn {res.reborn}, load {os.getloadavg()[0]:.1f}"
+                      f" {'; '.join(res.notes)}")  # fmt: skip
             if res.detection is not None:
                 det.append(res.detection)
             if res.repair is not None:
