@@ -437,8 +437,12 @@ class Demo:
         killed = state["killed"]
         if killed is not None and killed[1] is not None:
             victim, kill_t = killed
-            dead = [e for e in core.log.of(DimeDead) if e.key == victim]
-            done = [e for e in core.log.of(RepairDone) if e.dead == victim]
+            # After the kill only: a busy host may have had the same DIME declared dead (and reset) before.
+            dead = [e for e in core.log.of(DimeDead) if e.key == victim and e.t >= kill_t]
+            done = [e for e in core.log.of(RepairDone) if e.dead == victim and e.t >= kill_t]
+            false = [e for e in core.log.of(DimeDead) if e.t < kill_t or e.key != victim]
+            if false:
+                res.notes.append(f"{len(false)} DIME(s) declared dead without being killed (a busy host); RESET")
             res.reborn = any(e.key == victim for e in core.log.of(DimeReborn))
             if dead:
                 res.detection = dead[0].t - kill_t
