@@ -63,3 +63,7 @@ class CounterId(IntEnum):
     """Heartbeats the DIME's loop sent itself because the real-time sender thread had not (or there is none)."""
     ACKS_MERGED = 31
     """Channel acks not sent because a later ack of the same frames read together said the same and more."""
+    REJECTED_DATA = 32
+    """DATA frames dropped because no channel is wired with their sender (CONNECT), or the sender is DIME 0xffff."""
+    FRAME_BUGS = 33
+    """Frames whose handling raised an unexpected error (a kernel bug): caught at the frame boundary and logged."""

@@ -24,6 +24,7 @@ import socket
 import struct
 import sys
 import time
+import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ PAUSE_INPUT = 4096
 OUTQ_LIMIT = 4096
 """Outputs waiting for credit above which the MICE's output is not read."""
 COMPLETION_BATCH = 160
+CHANNEL_ENDS_MAX = 1024
+"""Channel ends (inputs, and the completion return of each output) wired at once, at most."""
 BEAT_COLLECT = 0.002
 """Seconds after an armed heartbeat's deadline at which the loop collects it (and arms the next)."""
 BEAT_ARM_LEAD = 0.02
@@ -166,6 +169,9 @@ class Dime:
         self.done_n = 0
         self.senders: dict[tuple[int, bytes, int], ChannelSender] = {}
         self.receivers: dict[tuple[int, bytes, int], ChannelReceiver] = {}
+        self.inputs: set[tuple[int, bytes, int]] = set()
+        """(channel, peer MAC, peer DIME) that CONNECT wired as inputs (and each output's completion return):
+        the only senders whose DATA this DIME takes."""
         self.outputs: dict[int, tuple[int, bytes, int]] = {}
         self._rr = 0
         self.completions: dict[Upstream, list[int]] = {}
@@ -242,6 +248,15 @@ class Dime:
             self._signaling(frame, raw, body, now)
         else:
             self.reasons["ignored_class"] += 1
+
+    def on_frame_guarded(self, raw: bytes, now: float) -> None:
+        """Handle one frame; a frame must never end the DIME, so an unexpected error is counted and logged."""
+        try:
+            self.on_frame(raw, now)
+        except Exception as exc:  # the last resort at the frame boundary; each is a bug to fix
+            self.counters[CounterId.FRAME_BUGS] += 1
+            self.reasons[f"bug:{type(exc).__name__}"] += 1
+            self.log(f"bug: frame {raw[:54].hex()}... raised {exc!r}\n{traceback.format_exc()}")
 
     def _signaling(self, frame: Frame, raw: bytes, body: Signaling, now: float) -> None:
         if self.keyring.enabled:
@@ -438,15 +453,19 @@ class Dime:
         if key[2] == DIME_ALL:
             return Status.BAD_PARAM, [Tlv(TlvType.CHANNEL, ch), text_tlv("the peer must be a DIME, not 0xffff")]
         now = time.monotonic()
-        if _u64(r.param(TlvType.DIRECTION)) == Direction.OUTPUT:
+        output = _u64(r.param(TlvType.DIRECTION)) == Direction.OUTPUT
+        end = (ch | COMPLETION_BIT, *key[1:]) if output else key
+        if output and ch in self.outputs:
             self._unwire(ch)
+        if end not in self.inputs and len(self.inputs) >= CHANNEL_ENDS_MAX:
+            return Status.NO_MEMORY, [Tlv(TlvType.CHANNEL, ch), text_tlv(f"{CHANNEL_ENDS_MAX} channel ends wired")]
+        self.inputs.add(end)
+        self.receivers.pop(end, None)  # (re)wired: a fresh receiver
+        if output:
             peer = Address(peer_mac, key[2], _u64(r.param(TlvType.PEER_THREAD)))
             self.senders[key] = self._sender(peer, ch)
             self.outputs[ch] = key
             self._pump(now)
-        else:
-            for k in [k for k in self.receivers if k[0] == ch and k[1:] == key[1:]]:
-                del self.receivers[k]
         return Status.OK, [Tlv(TlvType.CHANNEL, ch)]
 
     def _sender(self, peer: Address, ch: int) -> ChannelSender:
@@ -456,6 +475,10 @@ class Dime:
         old = self.outputs.pop(ch, None)
         if old is not None:
             self.senders.pop(old, None)
+            # Its completions are not needed any more: every output it had not completed is queued again.
+            back = (ch | COMPLETION_BIT, *old[1:])
+            self.inputs.discard(back)
+            self.receivers.pop(back, None)
             n = self.flow.requeue(ch)
             self.counters[CounterId.REPLAYED] += n
 
@@ -467,11 +490,12 @@ class Dime:
             self._unwire(ch)
             self._pump(time.monotonic())
         else:
-            gone = [k for k in self.receivers if k[0] == ch]
+            gone = [k for k in self.inputs if k[0] == ch]
             if not gone:
                 return Status.NOT_FOUND, [Tlv(TlvType.CHANNEL, ch)]
             for k in gone:
-                del self.receivers[k]
+                self.inputs.discard(k)
+                self.receivers.pop(k, None)
         return Status.OK, [Tlv(TlvType.CHANNEL, ch)]
 
     def h_usage(self, r: RequestReceived) -> tuple[Status, Tlvs]:
@@ -766,6 +790,12 @@ class Dime:
             return
         rx = self.receivers.get(key)
         if rx is None:
+            # DATA is not signed: take it only from a sender CONNECT wired, so no one else can make this DIME
+            # hold state (and a DIME id such as 0xffff, which no channel can have, never gets this far).
+            if key not in self.inputs or frame.src_dime == DIME_ALL:
+                self.counters[CounterId.REJECTED_DATA] += 1
+                self.reasons["data:from_dime_all" if frame.src_dime == DIME_ALL else "data:not_wired"] += 1
+                return
             peer = Address(frame.src_mac, frame.src_dime, frame.src_thread)
             rx = self.receivers[key] = ChannelReceiver(
                 self.local, peer, body.channel, window=self.credit_window, ack_every=32, ack_delay=0.002
@@ -898,6 +928,7 @@ class Dime:
 
     def _clear_channels(self) -> None:
         self.acks_held.clear()
+        self.inputs.clear()
         self.senders.clear()
         self.receivers.clear()
         self.outputs.clear()
@@ -1086,7 +1117,7 @@ class Dime:
                         if not raw:
                             self.running = False
                             break
-                        self.on_frame(raw, now)
+                        self.on_frame_guarded(raw, now)
                     self._flush_acks()
                 elif key.data == "mice" and self.mice is not None:
                     self._mice_readable(now)

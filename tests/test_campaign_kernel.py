@@ -184,7 +184,6 @@ def test_kernel_survives_a_short_campaign_and_counts_what_reaches_its_dimes(clus
     run_kernel_campaign(cluster, 3000, seed=3)
 
 
-@pytest.mark.xfail(strict=True, reason="finding K2: open, reported to the kernel owner")
 def test_k2_one_data_frame_from_dime_0xffff_does_not_kill_a_dime(cluster: Cluster) -> None:
     # Found by the long campaign after about 20,000 frames: kernel/dime.py _data makes a ChannelReceiver for
     # any new (channel, MAC, DIME) and ChannelReceiver raises ValueError for DIME 0xffff, so the DIME process
@@ -200,7 +199,6 @@ def test_k2_one_data_frame_from_dime_0xffff_does_not_kill_a_dime(cluster: Cluste
     assert _children(pid) == before, cluster.log_text()[-1500:]
 
 
-@pytest.mark.xfail(strict=True, reason="finding K3: open, reported to the kernel owner")
 def test_k3_data_fragments_from_unknown_senders_do_not_grow_a_dime(cluster: Cluster) -> None:
     # Found by the long campaign: the DIMEs stopped answering PING after about 700,000 hostile frames.
     # kernel/dime.py _data makes a ChannelReceiver (holding the fragment) for every new (channel, MAC, DIME)
