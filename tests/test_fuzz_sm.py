@@ -60,7 +60,6 @@ def test_a_target_runs_under_libfuzzer(tmp_path: Path) -> None:
     assert "Done 50 runs" in proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="finding F1 (sm_heartbeat): open, reported to the dime owner")
 def test_f1_heartbeat_emitter_timer_is_after_now_when_it_skips_late_periods() -> None:
     # Period 45 ms; the driver comes late twice.  (0.72 - 0.54) / 0.045 is 3.9999999 in floating point,
     # so the emitter skipped one period too few and asked to be called again at 0.72, i.e. now: a
@@ -74,7 +73,6 @@ def test_f1_heartbeat_emitter_timer_is_after_now_when_it_skips_late_periods() ->
     assert e.handle_timer(0.72).frames == []
 
 
-@pytest.mark.xfail(strict=True, reason="finding F2 (sm_replay): open, reported to the dime owner")
 def test_f2_rotating_back_to_the_key_in_its_grace_period_leaves_a_usable_signing_key() -> None:
     from pxproto.dime.replay import KeyStore
 

@@ -115,6 +115,8 @@ class HeartbeatEmitter:
         # Keep to the schedule; if the driver was late by whole periods, skip them rather than burst.
         missed = math.floor((now - self._deadline) / self.period)
         self._deadline += (missed + 1) * self.period
+        while self._deadline <= now:  # the division can round down by one period (finding F1)
+            self._deadline += self.period
         return self._beat(now)
 
     def receive(self, frame: Frame, now: float) -> Output:

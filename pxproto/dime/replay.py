@@ -106,7 +106,10 @@ class KeyStore:
         if new_key_id not in self._keys:
             raise KeyError(f"key id {new_key_id} is not installed")
         if self._rotation is not None:
-            self.complete_rotation()
+            if self._rotation.old == new_key_id:
+                self._rotation = None  # back to the key still in its grace period: it stays, not retired (F2)
+            else:
+                self.complete_rotation()
         if self.current is not None and self.current != new_key_id:
             self._rotation = _Rotation(self.current, now + grace)
         self.current = new_key_id
