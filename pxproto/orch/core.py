@@ -88,7 +88,7 @@ from pxproto.orch.events import (
     StageScaled,
     SuspicionCleared,
 )
-from pxproto.orch.pool import DimeView, Health, HeartbeatResult, Liveness, Pool
+from pxproto.orch.pool import DimeView, Health, HeartbeatResult, Liveness, Pool, PoolLimits
 from pxproto.orch.service import Regulator, ServiceSpec, StageSpec
 from pxproto.wire.codes import (
     DIME_ALL,
@@ -226,6 +226,8 @@ class OrchConfig:
     """A timer handled this late (seconds) means this process was stalled: its silences are not judged."""
     probe_period: float = 0.0
     """Seconds between discovery probes after the first (0: only when asked)."""
+    limits: PoolLimits = field(default_factory=PoolLimits)
+    """How many servers and DIMEs the pool takes in (announces and heartbeats past them are refused, counted)."""
 
     @classmethod
     def from_regulator(cls, r: Regulator, **kw: Any) -> OrchConfig:
@@ -247,7 +249,7 @@ class Orchestrator:
     def __init__(self, mac: bytes, config: OrchConfig | None = None, log: EventLog | None = None) -> None:
         self.config = config or OrchConfig()
         self.local = Address(mac, DIME_ALL, 0)
-        self.pool = Pool(self.config.liveness, self.config.default_period)
+        self.pool = Pool(self.config.liveness, self.config.default_period, self.config.limits)
         self.requester = Requester(self.local, self.config.command)
         self.responder = Responder(self.local)
         self.log = log or EventLog()
@@ -265,6 +267,7 @@ class Orchestrator:
             (
                 "heartbeats",
                 "stale_heartbeats",
+                "refused_heartbeats",
                 "announces",
                 "suspicions",
                 "false_suspicions",
@@ -337,6 +340,9 @@ class Orchestrator:
         self.counters["heartbeats"] += 1
         if result is HeartbeatResult.SAME:
             return None
+        if v is None:
+            self.counters["refused_heartbeats"] += 1
+            return None
         out = Output()
         self._on_heartbeat_change(v, result, hb, now, out)
         out.timer = self.get_timer()
@@ -345,7 +351,9 @@ class Orchestrator:
     def _heartbeat(self, mac: bytes, dime: int, hb: Heartbeat, now: float, out: Output) -> None:
         v, result = self.pool.heartbeat(mac, dime, hb, now)
         self.counters["heartbeats"] += 1
-        if result is not HeartbeatResult.SAME:
+        if v is None:
+            self.counters["refused_heartbeats"] += 1
+        elif result is not HeartbeatResult.SAME:
             self._on_heartbeat_change(v, result, hb, now, out)
 
     def _on_heartbeat_change(self, v: DimeView, result: HeartbeatResult, hb: Heartbeat, now: float,

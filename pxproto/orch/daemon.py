@@ -54,6 +54,7 @@ class Daemon:
             return {
                 "rows": self.core.status(now),
                 "pool": self.core.pool.counts(),
+                "pool_refused": dict(self.core.pool.refused),
                 "services": {name: self._replicas(name) for name in self.core.services},
                 "events": [e.record() for e in list(self.core.log)[-int(req.get("events", 20)) :]],
                 "counters": self.core.counters,

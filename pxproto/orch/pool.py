@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from pxproto.orch.events import DimeKey
-from pxproto.wire.codes import DimeState
+from pxproto.wire.codes import DIME_ALL, DimeState
 from pxproto.wire.frame import Discovery, Heartbeat
 
 
@@ -64,6 +65,20 @@ class Liveness:
         std = max(math.sqrt(var), self.min_std * mean)
         # P(interval > t) = 10^-phi under N(mean, std): t = mean + z * std.
         return max(self.floor, mean + _z_of_phi(self.phi) * std)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """How much the pool takes in: without a cluster key anyone can announce or beat for made-up DIMEs."""
+
+    max_servers: int = 4096
+    max_dimes_per_server: int = 1024
+    max_dimes: int = 16384
+    """DIMEs in the pool in all; past any limit a new server or DIME is refused and counted by reason."""
+
+    def __post_init__(self) -> None:
+        if min(self.max_servers, self.max_dimes_per_server, self.max_dimes) < 1:
+            raise ValueError("pool limits must be at least 1")
 
 
 def _z_of_phi(phi: float) -> float:
@@ -155,6 +170,8 @@ class HeartbeatResult(IntEnum):
     """An older epoch than the one known: a late frame, ignored."""
     ZOMBIE = 5
     """The epoch already declared dead speaks again (the DIME was only starved or cut off)."""
+    REFUSED = 6
+    """A DIME new to the pool that it has no room for (:class:`PoolLimits`), or with id 0xffff: not taken."""
 
 
 EWMA = 0.125
@@ -163,9 +180,14 @@ EWMA = 0.125
 class Pool:
     """Servers and DIMEs, liveness deadlines, and allocation."""
 
-    def __init__(self, liveness: Liveness | None = None, default_period: float = 0.1) -> None:
+    def __init__(
+        self, liveness: Liveness | None = None, default_period: float = 0.1, limits: PoolLimits | None = None
+    ) -> None:
         self.liveness = liveness or Liveness()
         self.default_period = default_period
+        self.limits = limits or PoolLimits()
+        self.refused: Counter[str] = Counter()
+        """New servers and DIMEs not taken, by reason (dime_all, max_servers, max_dimes_per_server, max_dimes)."""
         self.servers: dict[bytes, ServerView] = {}
         self.dimes: dict[DimeKey, DimeView] = {}
         self._heap: list[tuple[float, DimeKey]] = []
@@ -177,6 +199,23 @@ class Pool:
         return self.dimes.get(key)
 
     # ------------------------------------------------------------- input
+
+    def _refuse(self, mac: bytes, dime: int) -> bool:
+        """Whether a new DIME (mac, dime) must be refused (counted by reason)."""
+        lim = self.limits
+        server = self.servers.get(mac)
+        if dime == DIME_ALL:
+            why = "dime_all"
+        elif server is None and len(self.servers) >= lim.max_servers:
+            why = "max_servers"
+        elif server is not None and len(server.dimes) >= lim.max_dimes_per_server:
+            why = "max_dimes_per_server"
+        elif len(self.dimes) >= lim.max_dimes:
+            why = "max_dimes"
+        else:
+            return False
+        self.refused[why] += 1
+        return True
 
     def _add(self, mac: bytes, dime: int, now: float) -> DimeView:
         server = self.servers.get(mac)
@@ -195,12 +234,17 @@ class Pool:
         reborn: list[DimeView] = []
         server = self.servers.get(mac)
         if server is None:
+            if len(self.servers) >= self.limits.max_servers:
+                self.refused["max_servers"] += 1
+                return new, reborn
             server = self.servers[mac] = ServerView(mac)
         server.caps = disc.caps
         server.sw_version = disc.sw_version
         for info in disc.dimes:
             v = server.dimes.get(info.dime)
             if v is None:
+                if self._refuse(mac, info.dime):
+                    continue
                 v = self._add(mac, info.dime, now)
                 new.append(v)
             elif info.epoch > v.epoch:
@@ -216,11 +260,13 @@ class Pool:
                 self._seen(v, now)
         return new, reborn
 
-    def heartbeat(self, mac: bytes, dime: int, hb: Heartbeat, now: float) -> tuple[DimeView, HeartbeatResult]:
-        """Take one heartbeat: the hot path."""
+    def heartbeat(self, mac: bytes, dime: int, hb: Heartbeat, now: float) -> tuple[DimeView | None, HeartbeatResult]:
+        """Take one heartbeat: the hot path.  The view is None only when the result is REFUSED."""
         v = self.dimes.get((mac, dime))
         result = HeartbeatResult.SAME
         if v is None:
+            if self._refuse(mac, dime):
+                return None, HeartbeatResult.REFUSED
             v = self._add(mac, dime, now)
             v.mem_total = v.mem_free = hb.mem_limit
             result = HeartbeatResult.NEW
