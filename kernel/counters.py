@@ -67,3 +67,40 @@ class CounterId(IntEnum):
     """DATA frames dropped because no channel is wired with their sender (CONNECT), or the sender is DIME 0xffff."""
     FRAME_BUGS = 33
     """Frames whose handling raised an unexpected error (a kernel bug): caught at the frame boundary and logged."""
+
+
+class ServerCounterId(IntEnum):
+    """Counter ids that COUNTERS names at system scope (DIME 0xffff): the server's own wire and relay."""
+
+    WIRE_RX = 1
+    WIRE_TX = 2
+    DROPPED = 3
+    """Frames the server dropped on arrival: short, not Parallax, or another server's unicast."""
+    UNKNOWN_DIME = 4
+    """DIME-scope frames for a DIME id this server does not have."""
+    DIME_BUSY = 5
+    """Frames not relayed because the DIME's socket had no room."""
+    MALFORMED = 6
+    """System-scope frames the codec refused."""
+    REJECTED_UNAUTHENTICATED = 7
+    """System-scope frames without a trailer while a key is configured."""
+    REJECTED_AUTH = 8
+    """System-scope frames with a bad tag, or an unknown or retired key id."""
+    REJECTED_REPLAY = 9
+    """System-scope frames whose counter was replayed or too late."""
+    FAULT_REPORTS = 10
+
+
+SERVER_COUNTER_NAMES: dict[ServerCounterId, tuple[str, ...]] = {
+    ServerCounterId.WIRE_RX: ("wire_rx",),
+    ServerCounterId.WIRE_TX: ("wire_tx",),
+    ServerCounterId.DROPPED: ("dropped",),
+    ServerCounterId.UNKNOWN_DIME: ("unknown_dime",),
+    ServerCounterId.DIME_BUSY: ("dime_busy",),
+    ServerCounterId.MALFORMED: ("malformed",),
+    ServerCounterId.REJECTED_UNAUTHENTICATED: ("rejected_unauthenticated",),
+    ServerCounterId.REJECTED_AUTH: ("rejected_bad_tag", "rejected_unknown_key", "rejected_retired_key"),
+    ServerCounterId.REJECTED_REPLAY: ("rejected_replayed", "rejected_late"),
+    ServerCounterId.FAULT_REPORTS: ("fault_reports",),
+}
+"""The server's named counters (kernel/server.py) each id sums."""

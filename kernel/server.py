@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 from kernel import fastrx, memory
+from kernel.counters import SERVER_COUNTER_NAMES, ServerCounterId
 from kernel.dime import DimeConfig
 from kernel.security import KeyRing
 from kernel.wire import Wire
@@ -202,10 +203,14 @@ class Server:
             Command.PING: self._sys_ping,
             Command.USAGE: self._sys_usage,
             Command.FAULT_REPORT: self._sys_fault_report,
+            Command.COUNTERS: self._sys_counters,
         }.get(body.cmd)
         if handler is None:
             status = Status.UNSUPPORTED
-            text = "the server (0xffff) answers PING, USAGE and FAULT_REPORT; address a DIME (0..N-1) for the rest"
+            text = (
+                "the server (0xffff) answers PING, USAGE, COUNTERS and FAULT_REPORT; "
+                "address a DIME (0..N-1) for the rest"
+            )
             params: tuple[Tlv, ...] = (Tlv(TlvType.TEXT, text),)
         else:
             status, params = handler(frame, body)
@@ -231,6 +236,15 @@ class Server:
             Tlv(TlvType.BYTES_RX, c["wire_rx_bytes"]),
             Tlv(TlvType.BYTES_TX, c["wire_tx_bytes"]),
         )
+
+    def _sys_counters(self, frame: Frame, body: Signaling) -> tuple[Status, tuple[Tlv, ...]]:
+        """One of the server's own counters (kernel.counters.ServerCounterId)."""
+        cid = body.param(TlvType.COUNTER_ID)
+        cid = cid if isinstance(cid, int) else -1
+        if cid not in ServerCounterId._value2member_map_:
+            return Status.NOT_FOUND, (Tlv(TlvType.COUNTER_ID, max(cid, 0)), Tlv(TlvType.VALUE, 0))
+        value = sum(self.counters[name] for name in SERVER_COUNTER_NAMES[ServerCounterId(cid)])
+        return Status.OK, (Tlv(TlvType.COUNTER_ID, cid), Tlv(TlvType.VALUE, value))
 
     def _sys_fault_report(self, frame: Frame, body: Signaling) -> tuple[Status, tuple[Tlv, ...]]:
         who = ":".join(f"{b:02x}" for b in frame.src_mac)

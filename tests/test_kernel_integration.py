@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from kernel import package
+from kernel.counters import ServerCounterId
 from kernel.mice import LocalStore
 from kernel.security import add_trailer
 from kernel.testbed import KEY, Cluster
@@ -245,3 +246,26 @@ def test_system_scope_signaling(cluster: Cluster) -> None:
     assert r.status is Status.OK
     r = cluster.ask(server, Command.RESET)
     assert r.status is Status.UNSUPPORTED and "address a DIME" in str(r.param(TlvType.TEXT))
+
+
+def test_system_scope_counters_count_what_the_server_drops(cluster: Cluster) -> None:
+    server = Address(cluster.servers[1], DIME_ALL, 0)
+
+    def read(cid: ServerCounterId) -> int:
+        r = cluster.ask(server, Command.COUNTERS, Tlv(TlvType.COUNTER_ID, int(cid)))
+        assert r.status is Status.OK and r.param(TlvType.COUNTER_ID) == cid, r
+        value = r.param(TlvType.VALUE)
+        assert isinstance(value, int)
+        return value
+
+    before = {cid: read(cid) for cid in ServerCounterId}
+    assert before[ServerCounterId.WIRE_RX] > 0
+    cluster.client.send_raw(
+        encode(frame_to(cluster.client.local, Address(server.mac, 999, 0), Signaling(Command.PING)))
+    )
+    cluster.client.send_raw(encode(frame_to(cluster.client.local, server, Signaling(Command.PING))))  # unsigned
+    cluster.client.wait_for(lambda: False, 0.3)
+    assert read(ServerCounterId.UNKNOWN_DIME) == before[ServerCounterId.UNKNOWN_DIME] + 1
+    assert read(ServerCounterId.REJECTED_UNAUTHENTICATED) == before[ServerCounterId.REJECTED_UNAUTHENTICATED] + 1
+    r = cluster.ask(server, Command.COUNTERS, Tlv(TlvType.COUNTER_ID, 999))
+    assert r.status is Status.NOT_FOUND
