@@ -88,6 +88,11 @@ def _status(args: argparse.Namespace) -> int:
                 print("\x1b[2J\x1b[H", end="")
             print(table(reply["rows"]))  # type: ignore[arg-type]
             print(f"\npool: {reply['pool']}")
+            wire = reply.get("wire") or {}
+            dropped = {k: v for k, v in wire.items() if k in ("malformed", "not_for_us") or k.startswith("rejected")}  # type: ignore[attr-defined]
+            print(f"wire: rx {wire.get('rx', 0)} tx {wire.get('tx', 0)} dropped {dropped}")  # type: ignore[attr-defined]
+            if reply.get("pool_refused"):
+                print(f"pool refused: {reply['pool_refused']}")
             for name, stages in reply["services"].items():  # type: ignore[attr-defined]
                 print(f"service {name}: " + ", ".join(f"{s} x{len(k)}" for s, k in stages.items()))
             print("\nrecent events:")
