@@ -18,7 +18,7 @@ from kernel.client import Client
 from kernel.wire import UdpWire
 from pxproto.dime.endpoint import Address
 from pxproto.dime.signaling import ResponseReceived
-from pxproto.wire.codes import Command
+from pxproto.wire.codes import Command, Direction, Status, TlvType
 from pxproto.wire.frame import Tlv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +142,24 @@ class Cluster:
         r = self.client.request(dest, cmd, params)
         assert isinstance(r, ResponseReceived), f"{cmd.name} to {dest}: timed out\n{self.log_text()}"
         return r
+
+    def wire(self, dest: Address, direction: Direction, peer: Address, channel: int) -> None:
+        """CONNECT one end of a data channel: ``dest``'s ``direction`` side to ``peer``."""
+        r = self.ask(
+            dest,
+            Command.CONNECT,
+            Tlv(TlvType.CHANNEL, channel),
+            Tlv(TlvType.DIRECTION, direction),
+            Tlv(TlvType.PEER_MAC, peer.mac),
+            Tlv(TlvType.PEER_DIME, peer.dime),
+            Tlv(TlvType.PEER_THREAD, 0),
+        )
+        assert r.status is Status.OK, r
+
+    def connect(self, up: Address, down: Address, channel: int) -> None:
+        """Wire ``up``'s output to ``down``'s input on ``channel`` (both ends)."""
+        self.wire(down, Direction.INPUT, up, channel)
+        self.wire(up, Direction.OUTPUT, down, channel)
 
     def close(self) -> None:
         for p in self.procs:

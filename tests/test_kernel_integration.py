@@ -13,7 +13,7 @@ from kernel.security import add_trailer
 from kernel.testbed import KEY, Cluster
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.wire.codec import encode
-from pxproto.wire.codes import DIME_ALL, Command, Direction, FaultCode, Param, Status, TlvType
+from pxproto.wire.codes import DIME_ALL, Command, FaultCode, Param, Status, TlvType
 from pxproto.wire.frame import Signaling, Tlv
 
 SERVICE_TOML = """
@@ -101,17 +101,7 @@ def start(c: Cluster, dest: Address, service: int, stage: int, name: str) -> Non
 
 
 def connect(c: Cluster, up: Address, down: Address, channel: int) -> None:
-    for dest, direction, peer in ((down, Direction.INPUT, up), (up, Direction.OUTPUT, down)):
-        r = c.ask(
-            dest,
-            Command.CONNECT,
-            Tlv(TlvType.CHANNEL, channel),
-            Tlv(TlvType.DIRECTION, direction),
-            Tlv(TlvType.PEER_MAC, peer.mac),
-            Tlv(TlvType.PEER_DIME, peer.dime),
-            Tlv(TlvType.PEER_THREAD, 0),
-        )
-        assert r.status is Status.OK, r
+    c.connect(up, down, channel)
 
 
 def stop(c: Cluster, dest: Address, service: int, stage: int) -> None:

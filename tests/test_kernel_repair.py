@@ -20,7 +20,7 @@ from kernel.counters import CounterId
 from kernel.mice import LocalStore
 from kernel.testbed import KEY, Cluster
 from pxproto.dime.endpoint import Address
-from pxproto.wire.codes import Command, Direction, Status, TlvType
+from pxproto.wire.codes import Command, Status, TlvType
 from pxproto.wire.frame import Tlv
 
 N = 1500
@@ -103,22 +103,8 @@ def start(c: Cluster, dest: Address, stage: int, name: str) -> None:
     assert r.status is Status.OK, r
 
 
-def wire_one_way(c: Cluster, dest: Address, direction: Direction, peer: Address, channel: int) -> None:
-    r = c.ask(
-        dest,
-        Command.CONNECT,
-        Tlv(TlvType.CHANNEL, channel),
-        Tlv(TlvType.DIRECTION, direction),
-        Tlv(TlvType.PEER_MAC, peer.mac),
-        Tlv(TlvType.PEER_DIME, peer.dime),
-        Tlv(TlvType.PEER_THREAD, 0),
-    )
-    assert r.status is Status.OK, r
-
-
 def connect(c: Cluster, up: Address, down: Address, channel: int) -> None:
-    wire_one_way(c, down, Direction.INPUT, up, channel)
-    wire_one_way(c, up, Direction.OUTPUT, down, channel)
+    c.connect(up, down, channel)
 
 
 def counter(c: Cluster, dest: Address, cid: CounterId) -> int:

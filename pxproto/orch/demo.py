@@ -26,7 +26,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from typing import Any, ClassVar
 
 from kernel import package
 from kernel.mice import LocalStore
+from kernel.testbed import free_udp_ports
 from kernel.wire import PacketWire, UdpWire, Wire
 from pxproto.orch import timeline
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
@@ -133,16 +133,6 @@ def _setns(fd: int) -> None:
 
     if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
         raise OSError(ctypes.get_errno(), "setns")
-
-
-def free_udp_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @dataclass
