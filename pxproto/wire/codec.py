@@ -37,6 +37,11 @@ from pxproto.wire.codes import (
     TlvType,
 )
 from pxproto.wire.frame import (
+    DATA_FIXED,
+    DIME_RECORD,
+    DISCOVERY_FIXED,
+    HEARTBEAT_LEN,
+    SIGNALING_FIXED,
     Auth,
     Body,
     Data,
@@ -51,16 +56,11 @@ from pxproto.wire.frame import (
 
 ETH = spec.ETH_LEN
 HDR = spec.BODY_OFFSET
-SIG_FIXED = spec.SignalingFixed.sizeof()
-DATA_FIXED = spec.DataFixed.sizeof()
-DISC_FIXED = spec.DiscoveryFixed.sizeof()
-DIME_REC = spec.DimeRecord.sizeof()
-HB_LEN = spec.HeartbeatBody.sizeof()
 FIXED_SIZE = {
-    FrameClass.SIGNALING: SIG_FIXED,
+    FrameClass.SIGNALING: SIGNALING_FIXED,
     FrameClass.DATA: DATA_FIXED,
-    FrameClass.DISCOVERY: DISC_FIXED,
-    FrameClass.HEARTBEAT: HB_LEN,
+    FrameClass.DISCOVERY: DISCOVERY_FIXED,
+    FrameClass.HEARTBEAT: HEARTBEAT_LEN,
 }
 # Byte offsets of header fields from the start of the frame, for errors.
 OFF = {f.name: ETH + f.offset for f in layout.fields(spec.Header)}
@@ -149,7 +149,7 @@ def _check_scope(cls: FrameClass, scope: Scope, dst_dime: int, src_dime: int) ->
 
 
 def _decode_signaling(data: bytes, start: int, end: int, dst_dime: int) -> Signaling:
-    f = spec.SignalingFixed.parse(data[start : start + SIG_FIXED])
+    f = spec.SignalingFixed.parse(data[start : start + SIGNALING_FIXED])
     cmd = _enum(Command, int(f.cmd), "cmd", start + 4, "command")
     op = _enum(Op, int(f.op), "op", start + 5, "op")
     status = _enum(Status, int(f.status), "status", start + 6, "status")
@@ -157,7 +157,7 @@ def _decode_signaling(data: bytes, start: int, end: int, dst_dime: int) -> Signa
         raise ProtocolError("status", start + 6, f"a request carries OK, not {status.name}")
     params: list[Tlv] = []
     seen: set[int] = set()
-    pos = start + SIG_FIXED
+    pos = start + SIGNALING_FIXED
     for i in range(f.tlv_count):
         if pos + 4 > end:
             raise ProtocolError("tlv", pos, f"TLV {i + 1} of {f.tlv_count}: header runs past the body end at {end}")
@@ -257,11 +257,11 @@ def _decode_data(data: bytes, start: int, end: int, dst_dime: int) -> Data:
 
 
 def _decode_discovery(data: bytes, start: int, end: int, dst_dime: int) -> Discovery:
-    f = spec.DiscoveryFixed.parse(data[start : start + DISC_FIXED])
+    f = spec.DiscoveryFixed.parse(data[start : start + DISCOVERY_FIXED])
     op = _enum(DiscoveryOp, int(f.op), "disc.op", start, "discovery op")
     if f.state_filter != STATE_ANY:
         _enum(DimeState, f.state_filter, "disc.state_filter", start + 1, "state")
-    want = DISC_FIXED + DIME_REC * f.count
+    want = DISCOVERY_FIXED + DIME_RECORD * f.count
     if end - start != want:
         raise ProtocolError("disc.count", start + 2, f"{f.count} DIMEs need {want} body bytes, there are {end - start}")
     if op is DiscoveryOp.PROBE and f.count:
@@ -269,20 +269,20 @@ def _decode_discovery(data: bytes, start: int, end: int, dst_dime: int) -> Disco
     if op is DiscoveryOp.GRATUITOUS and f.probe_id:
         raise ProtocolError("disc.probe_id", start + 4, "a gratuitous announce answers no probe (probe_id 0)")
     dimes = []
-    pos = start + DISC_FIXED
+    pos = start + DISCOVERY_FIXED
     for _ in range(f.count):
-        r = spec.DimeRecord.parse(data[pos : pos + DIME_REC])
+        r = spec.DimeRecord.parse(data[pos : pos + DIME_RECORD])
         state = _enum(DimeState, int(r.state), "disc.dime.state", pos + 4, "state")
         if r.mem_free > r.mem_total:
             raise ProtocolError("disc.dime.mem_free", pos + 9, f"{r.mem_free} free chunks of {r.mem_total}")
         dimes.append(DimeInfo(r.dime, r.core, state, r.mem_total, r.mem_free, r.epoch))
-        pos += DIME_REC
+        pos += DIME_RECORD
     return Discovery(op, f.probe_id, f.sw_version, f.caps, f.state_filter, tuple(dimes))
 
 
 def _decode_heartbeat(data: bytes, start: int, end: int, dst_dime: int) -> Heartbeat:
-    if end - start != HB_LEN:
-        raise ProtocolError("length", OFF["length"], f"{end - start} body bytes, a HEARTBEAT body is {HB_LEN}")
+    if end - start != HEARTBEAT_LEN:
+        raise ProtocolError("length", OFF["length"], f"{end - start} body bytes, a HEARTBEAT body is {HEARTBEAT_LEN}")
     f = spec.HeartbeatBody.parse(data[start:end])
     state = _enum(DimeState, int(f.state), "hb.state", start + 4, "state")
     if f.period_ms == 0:
