@@ -33,7 +33,7 @@ class OptionalBuildExt(build_ext):
 
 
 def extensions() -> list:  # type: ignore[type-arg]
-    sources = sorted(glob.glob("pxproto/**/*.pyx", recursive=True) + glob.glob("kernel/**/*.pyx", recursive=True))
+    sources = sorted(glob.glob("pxproto/**/*.pyx", recursive=True))
     if not sources:
         return []
     try:

@@ -33,13 +33,13 @@ from pathlib import Path
 # This file is named like the package it measures: keep bench/ off the import path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from kernel import package  # noqa: E402
-from kernel.client import Client  # noqa: E402
-from kernel.counters import CounterId  # noqa: E402
-from kernel.testbed import ENV, KEY, Cluster  # noqa: E402
-from kernel.wire import ETH_P_ALL, PacketWire  # noqa: E402
 from pxproto.dime.endpoint import Address, frame_to  # noqa: E402
 from pxproto.dime.signaling import ResponseReceived  # noqa: E402
+from pxproto.node import package  # noqa: E402
+from pxproto.node.client import Client  # noqa: E402
+from pxproto.node.counters import CounterId  # noqa: E402
+from pxproto.node.testbed import ENV, KEY, Cluster  # noqa: E402
+from pxproto.node.wire import ETH_P_ALL, PacketWire  # noqa: E402
 from pxproto.wire import ethertypes  # noqa: E402
 from pxproto.wire.codec import encode  # noqa: E402
 from pxproto.wire.codes import DIME_ALL, Command, Direction, FrameClass, TlvType  # noqa: E402
@@ -320,7 +320,19 @@ def bench_veth_heartbeat(rows: list[tuple[str, str, str]], archive: bytes, tmp: 
         store.mkdir()
         package.store_put(store, archive)
         log = tmp / "veth-kernel.log"
-        cmd = ["ip", "netns", "exec", ns_a, sys.executable, "-m", "kernel.cli", "--iface", f"va{tag}", "--dimes", "1"]
+        cmd = [
+            "ip",
+            "netns",
+            "exec",
+            ns_a,
+            sys.executable,
+            "-m",
+            "pxproto.node.cli",
+            "--iface",
+            f"va{tag}",
+            "--dimes",
+            "1",
+        ]
         cmd += ["--store", str(store), "--state-dir", str(tmp / "veth-state"), "--memory-chunks", "64"]
         with open(log, "wb") as f:
             proc = subprocess.Popen(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT)

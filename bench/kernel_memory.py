@@ -41,7 +41,7 @@ def status(key: str) -> int:
 
 def child(report: int, apply: str, chunks: int, cg: str) -> None:
     """In the forked child: apply the limit, start threads, allocate; write 'threads mib how' to ``report``."""
-    if apply == "DATA+":  # what kernel.memory does: RLIMIT_DATA, and small thread stacks in the MICE
+    if apply == "DATA+":  # what pxproto.node.memory does: RLIMIT_DATA, and small thread stacks in the MICE
         threading.stack_size(MICE_THREAD_STACK)
         apply = "DATA"
     if apply == "AS":

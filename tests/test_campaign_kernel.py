@@ -6,7 +6,7 @@ server's router; legitimate signed PINGs to every DIME go on between bursts.
 Every frame routed to a DIME is accounted for: the DIME's REJECTED_MALFORMED,
 REJECTED_UNAUTHENTICATED and REJECTED_AUTH(+REPLAY) counters must grow by
 exactly what the reference decoder says of the frames routed to it (the
-server's own router, kernel.fastrx.route, says where each frame goes).  The
+server's own router, pxproto.node.fastrx.route, says where each frame goes).  The
 server and its DIME processes must not restart and must stay within an RSS bound.
 
 Short form in the default run; ``pytest -m slow`` sends 1,000,000 frames.
@@ -20,11 +20,11 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from kernel import fastrx
-from kernel.testbed import Cluster
 from pxproto.dime.signaling import ResponseReceived
 from pxproto.fuzz import Campaign, Case, FrameGenerator, Report
 from pxproto.fuzz.verdict import OK, reference_verdict
+from pxproto.node import fastrx
+from pxproto.node.testbed import Cluster
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import DIME_ALL, Command, Scope, Status, TlvType
 from pxproto.wire.frame import Data, Frame, Tlv
@@ -185,7 +185,7 @@ def test_kernel_survives_a_short_campaign_and_counts_what_reaches_its_dimes(clus
 
 
 def test_k2_one_data_frame_from_dime_0xffff_does_not_kill_a_dime(cluster: Cluster) -> None:
-    # Found by the long campaign after about 20,000 frames: kernel/dime.py _data makes a ChannelReceiver for
+    # Found by the long campaign after about 20,000 frames: pxproto/node/dime.py _data makes a ChannelReceiver for
     # any new (channel, MAC, DIME) and ChannelReceiver raises ValueError for DIME 0xffff, so the DIME process
     # dies and the server restarts it (new epoch).  DATA frames are not signed: anyone on the wire can do it.
     pid = cluster.procs[0].pid
@@ -201,7 +201,7 @@ def test_k2_one_data_frame_from_dime_0xffff_does_not_kill_a_dime(cluster: Cluste
 
 def test_k3_data_fragments_from_unknown_senders_do_not_grow_a_dime(cluster: Cluster) -> None:
     # Found by the long campaign: the DIMEs stopped answering PING after about 700,000 hostile frames.
-    # kernel/dime.py _data makes a ChannelReceiver (holding the fragment) for every new (channel, MAC, DIME)
+    # pxproto/node/dime.py _data makes a ChannelReceiver (holding the fragment) for every new (channel, MAC, DIME)
     # that sends DATA, connected or not, and DATA is not signed: each new sender costs about 1.5 KiB that is
     # never given back (measured: +45 MiB and PING 1 ms -> 119 ms after 30,000 such fragments).
     server_pid = cluster.procs[0].pid  # the server and its DIME processes

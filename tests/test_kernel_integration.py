@@ -6,12 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from kernel import package
-from kernel.counters import ServerCounterId
-from kernel.mice import LocalStore
-from kernel.security import add_trailer
-from kernel.testbed import KEY, Cluster
 from pxproto.dime.endpoint import Address, frame_to
+from pxproto.node import package
+from pxproto.node.counters import ServerCounterId
+from pxproto.node.mice import LocalStore
+from pxproto.node.security import add_trailer
+from pxproto.node.testbed import KEY, Cluster
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import DIME_ALL, Command, FaultCode, Param, Status, TlvType
 from pxproto.wire.frame import Signaling, Tlv

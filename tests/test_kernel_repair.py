@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from kernel import package
-from kernel.counters import CounterId
-from kernel.mice import LocalStore
-from kernel.testbed import KEY, Cluster
 from pxproto.dime.endpoint import Address
+from pxproto.node import package
+from pxproto.node.counters import CounterId
+from pxproto.node.mice import LocalStore
+from pxproto.node.testbed import KEY, Cluster
 from pxproto.wire.codes import Command, Status, TlvType
 from pxproto.wire.frame import Tlv
 

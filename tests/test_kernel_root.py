@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from kernel.client import Client
-from kernel.testbed import ENV
-from kernel.wire import PacketWire
 from pxproto.dime.endpoint import Address
 from pxproto.dime.signaling import ResponseReceived
+from pxproto.node.client import Client
+from pxproto.node.testbed import ENV
+from pxproto.node.wire import PacketWire
 from pxproto.wire.codes import Command, Status, TlvType
 from pxproto.wire.frame import Tlv
 
@@ -60,7 +60,7 @@ def veth_pair() -> Iterator[tuple[str, str]]:
 def test_probe_and_ping_over_veth(veth_pair: tuple[str, str], tmp_path: Path) -> None:
     ns_a, ns_b = veth_pair
     tag = ns_a[4:]
-    cmd = ["ip", "netns", "exec", ns_a, sys.executable, "-m", "kernel.cli", "--iface", f"va{tag}", "--dimes", "2"]
+    cmd = ["ip", "netns", "exec", ns_a, sys.executable, "-m", "pxproto.node.cli", "--iface", f"va{tag}", "--dimes", "2"]
     cmd += ["--state-dir", str(tmp_path / "state")]
     log = tmp_path / "kernel.log"
     with open(log, "wb") as f:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from kernel import mice, package
-from kernel.flow import Completed, Flow
-from kernel.memory import MemoryAccount, chunks_of
-from kernel.security import AccessList, KeyFileError, KeyRing, ReplayWindow, add_trailer, parse_keyfile
+from pxproto.node import mice, package
+from pxproto.node.flow import Completed, Flow
+from pxproto.node.memory import MemoryAccount, chunks_of
+from pxproto.node.security import AccessList, KeyFileError, KeyRing, ReplayWindow, add_trailer, parse_keyfile
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import CHUNK_BYTES, Command
 from pxproto.wire.frame import Frame, Signaling
@@ -171,13 +171,13 @@ def test_local_store(tmp_path: Path) -> None:
 
 
 def test_fastrx_compiled_and_twin_agree() -> None:
-    from kernel import fastrx
+    from pxproto.node import fastrx
     from pxproto.wire.codes import Scope, TlvType
     from pxproto.wire.frame import Tlv
 
     if os.environ.get("PXPROTO_PURE") == "1":
         pytest.skip("pure twin forced")
-    assert fastrx.COMPILED, "kernel._fastrx did not build (python setup.py build_ext --inplace)"
+    assert fastrx.COMPILED, "pxproto.node._fastrx did not build (python setup.py build_ext --inplace)"
     mac = b"\x02\x00\x00\x00\x00\x01"
     ping = Frame(
         Signaling(Command.PING, req_id=9, params=(Tlv(TlvType.ECHO, b"abc"),)),
@@ -265,7 +265,7 @@ def test_item_batches_round_trip_and_name_the_bad_byte() -> None:
 
 
 def _senders() -> list[object]:
-    from kernel import beat
+    from pxproto.node import beat
 
     out: list[object] = [beat.BeaterPy]
     if beat.COMPILED:
@@ -310,16 +310,16 @@ def test_heartbeat_sender_sends_an_armed_frame_once_and_gives_back_a_taken_one(m
 
 
 def test_the_compiled_heartbeat_sender_is_built() -> None:
-    from kernel import beat
+    from pxproto.node import beat
 
     if os.environ.get("PXPROTO_PURE") == "1":
         pytest.skip("pure twin forced")
-    assert beat.COMPILED, "kernel/_beat.pyx did not build: heartbeats would go at normal priority"
+    assert beat.COMPILED, "pxproto/node/_beat.pyx did not build: heartbeats would go at normal priority"
 
 
 def test_a_mice_under_its_limit_can_start_threads() -> None:
     """RLIMIT_DATA counts a thread's whole stack: with 8 MiB stacks, 4 threads would not fit in 8 chunks."""
-    from kernel.memory import limit_self
+    from pxproto.node.memory import limit_self
 
     pid = os.fork()
     if pid == 0:

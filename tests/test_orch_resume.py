@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from kernel import mice
-from kernel.flow import Flow
-from kernel.mice import Context, source_lineage
+from pxproto.node import mice
+from pxproto.node.flow import Flow
+from pxproto.node.mice import Context, source_lineage
 
 
 def test_flow_reports_the_lowest_unfinished_source_item() -> None:

@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.file}: service {spec.name} (id {spec.id}), " + " -> ".join(s.name for s in spec.topo_order()))
         return 0
     if args.cmd == "run":
-        from kernel import security
-        from kernel.wire import WireError, open_wire
+        from pxproto.node import security
+        from pxproto.node.wire import WireError, open_wire
         from pxproto.orch.daemon import Daemon, make_core, print_event
         from pxproto.orch.driver import Driver, raise_priority
         from pxproto.orch.service import ServiceError

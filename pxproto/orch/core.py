@@ -26,7 +26,7 @@ sends the next command that is missing.  The rules, in order:
    upstream DIME replays every item the dead one had not acknowledged onto its
    other outputs, so the flow goes on while the replacement loads; the
    replacement gets new links, and lineage ids make the replays exactly-once
-   (a DIME hands each lineage to its MICE once; see :mod:`kernel.mice`);
+   (a DIME hands each lineage to its MICE once; see :mod:`pxproto.node.mice`);
 7. a retiring replica (scale-in) is disconnected from upstream, drained (its
    queues reach zero in its heartbeats, or the drain time passes), stopped,
    disconnected downstream, and returned to the pool.
@@ -56,7 +56,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from kernel.counters import CounterId
 from pxproto.dime.endpoint import Address, Output, earliest, frame_to
 from pxproto.dime.signaling import (
     Requester,
@@ -66,6 +65,7 @@ from pxproto.dime.signaling import (
     ResponseReceived,
     RetransmitPolicy,
 )
+from pxproto.node.counters import CounterId
 from pxproto.orch.events import (
     CommandFailed,
     DimeDead,

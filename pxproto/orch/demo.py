@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kernel import package
-from kernel.mice import LocalStore
-from kernel.testbed import free_udp_ports
-from kernel.wire import PacketWire, UdpWire, Wire
+from pxproto.node import package
+from pxproto.node.mice import LocalStore
+from pxproto.node.testbed import free_udp_ports
+from pxproto.node.wire import PacketWire, UdpWire, Wire
 from pxproto.orch import timeline
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
 from pxproto.orch.driver import Driver, raise_priority
@@ -215,7 +215,7 @@ class Demo:
     def start_kernel(self, i: int, port: int | str, store: Path, keyfile: Path, netns: str | None = None) -> None:
         """A pxkernel server on a UDP port of the switch (int) or, in ``netns``, on an interface (str)."""
         wire = ["--port", f"udp:127.0.0.1:{port}"] if isinstance(port, int) else ["--iface", port]
-        cmd = [sys.executable, "-m", "kernel.cli", *wire, "--dimes", str(self.dimes)]
+        cmd = [sys.executable, "-m", "pxproto.node.cli", *wire, "--dimes", str(self.dimes)]
         if netns:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         cmd += ["--memory-chunks", "16", "--store", str(store), "--state-dir", str(self.wd / f"server{i}")]
@@ -487,7 +487,7 @@ def dime_pid(mac: bytes, dime: int) -> int | None:
             continue
         with contextlib.suppress(OSError):
             args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            if len(args) >= 4 and args[1:3] == [b"-m", b"kernel.dime"]:
+            if len(args) >= 4 and args[1:3] == [b"-m", b"pxproto.node.dime"]:
                 cfg = json.loads(args[3])
                 if cfg.get("dime") == dime and cfg.get("mac") == mac.hex():
                     return int(entry)

@@ -10,7 +10,7 @@ decoded, and can be lost, duplicated or reordered.
 
 The data plane (:class:`SimPlane`) is a model, not frames: items move between
 DIMEs after a delay, with the semantics the orchestrator relies on from the
-node kernel (:mod:`kernel.mice`): each item carries a lineage id; a DIME keeps
+node kernel (:mod:`pxproto.node.mice`): each item carries a lineage id; a DIME keeps
 what it sent on each output channel until the downstream DIME acknowledges it,
 and a DIME acknowledges an input only when the output made from it has been
 acknowledged downstream in turn (or at once when it made none); DISCONNECT of an output
@@ -33,9 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel.counters import CounterId
 from pxproto.dime.endpoint import Address, Output, earliest, frame_to
 from pxproto.dime.signaling import RequestReceived, Responder
+from pxproto.node.counters import CounterId
 from pxproto.wire.codes import DIME_ALL, Command, DimeState, Direction, DiscoveryOp, Op, Status, TlvType
 from pxproto.wire.frame import BROADCAST, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
 

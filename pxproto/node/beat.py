@@ -1,4 +1,4 @@
-"""The heartbeat sender: the compiled real-time thread of ``kernel._beat``, or this pure-Python twin.
+"""The heartbeat sender: the compiled real-time thread of ``pxproto.node._beat``, or this pure-Python twin.
 
 ``Beater(fd)`` sends one *armed* frame at its deadline: ``arm(frame, at)``
 with ``at`` in ``time.monotonic()`` seconds, then ``take()`` -> ``(sent, when)``
@@ -89,7 +89,7 @@ COMPILED = False
 Beater: Callable[[int], HeartbeatSender] = BeaterPy
 if os.environ.get("PXPROTO_PURE") != "1":
     try:
-        from kernel._beat import Beater  # type: ignore[no-redef]  # noqa: F401
+        from pxproto.node._beat import Beater  # type: ignore[no-redef]  # noqa: F401
 
         COMPILED = True
     except ImportError:  # pragma: no cover - depends on the build

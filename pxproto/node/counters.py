@@ -103,4 +103,4 @@ SERVER_COUNTER_NAMES: dict[ServerCounterId, tuple[str, ...]] = {
     ServerCounterId.REJECTED_REPLAY: ("rejected_replayed", "rejected_late"),
     ServerCounterId.FAULT_REPORTS: ("fault_reports",),
 }
-"""The server's named counters (kernel/server.py) each id sums."""
+"""The server's named counters (pxproto/node/server.py) each id sums."""

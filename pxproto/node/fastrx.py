@@ -1,4 +1,4 @@
-"""Per-frame helpers of the relay and the DIME: the compiled ``kernel._fastrx`` when built, else this twin.
+"""Per-frame helpers of the relay and the DIME: the compiled ``pxproto.node._fastrx`` when built, else this twin.
 
 ``route(raw, mac)`` -> DIME id, ROUTE_SERVER or ROUTE_DROP; ``ping_reply(raw, epoch)`` -> response bytes
 or None.  Set ``PXPROTO_PURE=1`` to force the twin.
@@ -60,7 +60,7 @@ route = route_py
 ping_reply = ping_reply_py
 if os.environ.get("PXPROTO_PURE") != "1":
     try:
-        from kernel._fastrx import ping_reply, route  # type: ignore[no-redef]  # noqa: F401
+        from pxproto.node._fastrx import ping_reply, route  # type: ignore[no-redef]  # noqa: F401
 
         COMPILED = True
     except ImportError:  # pragma: no cover - depends on the build

@@ -42,7 +42,7 @@ lineage it has already handed over (a replay after a re-wire) is dropped and
 acknowledged when the first copy completes, so a sink sees every item exactly
 once as long as its DIME lives.
 
-Acknowledgement semantics (see :mod:`kernel.channel`)
+Acknowledgement semantics (see :mod:`pxproto.node.channel`)
 -----------------------------------------------------
 An acknowledgement-only DATA frame carries two marks:
 
@@ -59,7 +59,7 @@ An acknowledgement-only DATA frame carries two marks:
 The child process
 -----------------
 The DIME forks a child per MICE (:func:`run_child`), pinned to the DIME's
-core, with its data size limited by the OS (see :mod:`kernel.memory`).  The
+core, with its data size limited by the OS (see :mod:`pxproto.node.memory`).  The
 two talk over a SOCK_SEQPACKET socketpair; each message is a batch of
 records ``kind u8 | lineage u64 | length u32 | bytes``:
 

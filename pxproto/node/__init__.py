@@ -10,23 +10,23 @@ Process model (one ``pxkernel`` = one server = one MAC address)::
      |    |                                        shared socket itself (no relay hop)
      |    +-- heartbeat sender thread (C, SCHED_FIFO): sends each heartbeat, built a period ahead, on time
      |    +-- MICE child (fork), same core,        runs one service stage; SCHED_IDLE; memory capped by
-     |        RLIMIT_DATA = baseline + chunks      the OS (see kernel.memory for the measured choice)
+     |        RLIMIT_DATA = baseline + chunks      the OS (see pxproto.node.memory for the measured choice)
      +-- DIME 1 process ...
 
 Small items share data frames: a DIME packs what waits for an output into
-messages that fill one fragment (:func:`kernel.mice.pack_items`).
+messages that fill one fragment (:func:`pxproto.node.mice.pack_items`).
 
 Modules:
 
-- :mod:`kernel.package`  service package format, deterministic archive, central store, signature
-- :mod:`kernel.mice`     the MICE API (stage functions, Context, lineage) and the MICE child runtime
-- :mod:`kernel.flow`     lineage bookkeeping (exactly-once hand-over, completion, replay; watermarks)
-- :mod:`kernel.security` key file, frame signing, access lists; keys and replay windows of pxproto.dime.replay
-- :mod:`kernel.beat`     the real-time heartbeat sender (``kernel._beat``) and its pure twin
-- :mod:`kernel.memory`   2 MiB chunk accounting and the OS limit on a MICE
-- :mod:`kernel.dime`     one DIME process (the FCAPS loop)
-- :mod:`kernel.server`   the server process: port, relay, discovery, DIME supervision
-- :mod:`kernel.cli`      ``pxkernel`` command line
+- :mod:`pxproto.node.package`  service package format, deterministic archive, central store, signature
+- :mod:`pxproto.node.mice`     the MICE API (stage functions, Context, lineage) and the MICE child runtime
+- :mod:`pxproto.node.flow`     lineage bookkeeping (exactly-once hand-over, completion, replay; watermarks)
+- :mod:`pxproto.node.security` key file, frame signing, access lists; keys and replay windows of pxproto.dime.replay
+- :mod:`pxproto.node.beat`     the real-time heartbeat sender (``pxproto.node._beat``) and its pure twin
+- :mod:`pxproto.node.memory`   2 MiB chunk accounting and the OS limit on a MICE
+- :mod:`pxproto.node.dime`     one DIME process (the FCAPS loop)
+- :mod:`pxproto.node.server`   the server process: port, relay, discovery, DIME supervision
+- :mod:`pxproto.node.cli`      ``pxkernel`` command line
 
 Command line::
 

@@ -3,7 +3,7 @@
 Sans I/O: the DIME tells it what arrived, what the MICE produced and what
 downstream completed; it answers with what to hand the MICE, what to send on
 which output, and which upstream gets which completion.  The rules are those
-of :mod:`kernel.mice` (lineage, exactly-once hand-over, completion travelling
+of :mod:`pxproto.node.mice` (lineage, exactly-once hand-over, completion travelling
 back from the sink):
 
 - an input lineage is handed to the MICE once; a later copy waits for the
@@ -37,7 +37,7 @@ class Completed:
     to here is complete", and only lineages completed out of order are kept one by one, in
     ``above``; a lineage that closes the gap above a watermark moves it up and frees them.
     A stage passing each input on as its first output keeps source lineages, so the marks do
-    the work along the whole workflow.  Derived lineages (hashes, :func:`kernel.mice.derive_lineage`)
+    the work along the whole workflow.  Derived lineages (hashes, :func:`pxproto.node.mice.derive_lineage`)
     never join a watermark: they stay in ``above``, which holds at most ``cap`` lineages, the
     oldest forgotten first (``forgotten`` counts them; a copy of a forgotten lineage would be
     handed to the MICE again, so ``cap`` bounds how far back a replay is recognised).

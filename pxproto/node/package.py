@@ -23,7 +23,7 @@ Identity and integrity:
 - ``PACKAGE_SIZE`` = archive length in bytes;
 - ``PACKAGE_SIG`` = HMAC-SHA256(cluster key, archive bytes), 32 bytes; the
   cluster key is the *active* key of the ``--key`` file (see
-  :mod:`kernel.keys`).  Without a key configured on the kernel, a LOAD is
+  :mod:`pxproto.node.keys`).  Without a key configured on the kernel, a LOAD is
   accepted with any (even empty) signature — say so in production.
 
 The central store (the orchestrator's, ``pxkernel --store DIR``) is a directory

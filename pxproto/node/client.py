@@ -15,12 +15,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from kernel.security import KeyRing
-from kernel.wire import Wire
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, frame_to
 from pxproto.dime.signaling import Requester, RequestTimedOut, ResponseReceived, RetransmitPolicy
 from pxproto.errors import ProtocolError
 from pxproto.fastpath import decode, encode
+from pxproto.node.security import KeyRing
+from pxproto.node.wire import Wire
 from pxproto.wire.codes import DIME_ALL, STATE_ANY, Command, DiscoveryOp, Op, Status
 from pxproto.wire.frame import Data, Discovery, Frame, Heartbeat, Signaling, Tlv
 

@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from kernel.client import Client
-from kernel.wire import UdpWire
 from pxproto.dime.endpoint import Address
 from pxproto.dime.signaling import ResponseReceived
+from pxproto.node.client import Client
+from pxproto.node.wire import UdpWire
 from pxproto.wire.codes import Command, Direction, Status, TlvType
 from pxproto.wire.frame import Tlv
 
@@ -74,7 +74,7 @@ class Cluster:
             cmd = [
                 sys.executable,
                 "-m",
-                "kernel.cli",
+                "pxproto.node.cli",
                 "--port",
                 f"stream:{tmp / f'k{i}.sock'}" if stream else f"udp:127.0.0.1:{self.ports[i]}",
                 "--dimes",
@@ -126,7 +126,7 @@ class Cluster:
                 args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if len(args) >= 4 and args[1:3] == [b"-m", b"kernel.dime"]:
+            if len(args) >= 4 and args[1:3] == [b"-m", b"pxproto.node.dime"]:
                 cfg = json.loads(args[3])
                 if cfg.get("dime") == dime and cfg.get("mac") == mac:
                     return int(entry)

@@ -13,7 +13,7 @@ DIME's loop builds and signs each heartbeat one period ahead and arms it
 here.  Its SCHED_FIFO priority (30 by default) is above pxswitch's real-time
 forwarding loop (10): a switch busy on the same core must not hold a
 heartbeat back, and one frame per period costs the switch nothing.
-:mod:`kernel.beat` has the pure-Python twin.
+:mod:`pxproto.node.beat` has the pure-Python twin.
 """
 
 from libc.string cimport memcpy

@@ -12,9 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from kernel import security, state
-from kernel.server import Server, ServerConfig, usable_cores
-from kernel.wire import WireError, open_wire
+from pxproto.node import security, state
+from pxproto.node.server import Server, ServerConfig, usable_cores
+from pxproto.node.wire import WireError, open_wire
 
 
 def parser() -> argparse.ArgumentParser:

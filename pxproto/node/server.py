@@ -26,16 +26,16 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from kernel import fastrx, memory
-from kernel.counters import SERVER_COUNTER_NAMES, ServerCounterId
-from kernel.dime import DimeConfig
-from kernel.security import KeyRing
-from kernel.wire import Wire
 from pxproto.dime.discovery import DiscoveryResponder
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.errors import ProtocolError
 from pxproto.fastpath import COMPILED as FASTPATH
 from pxproto.fastpath import decode, encode
+from pxproto.node import fastrx, memory
+from pxproto.node.counters import SERVER_COUNTER_NAMES, ServerCounterId
+from pxproto.node.dime import DimeConfig
+from pxproto.node.security import KeyRing
+from pxproto.node.wire import Wire
 from pxproto.wire import ethertypes, spec
 from pxproto.wire.codes import DIME_ALL, Capability, Command, DimeState, FrameClass, Op, Status, TlvType
 from pxproto.wire.frame import DimeInfo, Frame, Heartbeat, Signaling, Tlv
@@ -113,7 +113,7 @@ class Server:
         )
         fds = [theirs.fileno()] + ([dc.wire_fd] if dc.wire_fd >= 0 else [])
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kernel.dime", json.dumps(asdict(dc))],
+            [sys.executable, "-m", "pxproto.node.dime", json.dumps(asdict(dc))],
             pass_fds=fds,
             start_new_session=False,
         )
@@ -238,7 +238,7 @@ class Server:
         )
 
     def _sys_counters(self, frame: Frame, body: Signaling) -> tuple[Status, tuple[Tlv, ...]]:
-        """One of the server's own counters (kernel.counters.ServerCounterId)."""
+        """One of the server's own counters (pxproto.node.counters.ServerCounterId)."""
         cid = body.param(TlvType.COUNTER_ID)
         cid = cid if isinstance(cid, int) else -1
         if cid not in ServerCounterId._value2member_map_:

@@ -4,13 +4,13 @@ The loop (single thread, ``selectors``) takes frames from the server process
 over a SOCK_SEQPACKET socketpair (one frame per message, both ways), answers
 signaling through :class:`pxproto.dime.signaling.Responder`, broadcasts
 heartbeats, and runs the data channels (:mod:`pxproto.dime.channel`) of its
-MICE.  The MICE is a forked child process (:func:`kernel.mice.run_child`), so
+MICE.  The MICE is a forked child process (:func:`pxproto.node.mice.run_child`), so
 however busy or stuck it is, this loop keeps heartbeating and answering, and
 its memory limit kills the MICE, never the DIME.
 
 Channel ids: CONNECT's CHANNEL must be below 0x8000.  Item data flows on
 channel ``c`` from upstream to downstream; completions (batches of u64
-lineage ids, see :mod:`kernel.mice`) flow back on ``c | 0x8000``.
+lineage ids, see :mod:`pxproto.node.mice`) flow back on ``c | 0x8000``.
 """
 
 from __future__ import annotations
@@ -31,10 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kernel import beat, fastrx, memory, mice, package, state
-from kernel.counters import CounterId
-from kernel.flow import Flow, Upstream
-from kernel.security import AccessList, KeyRing
 from pxproto.dime.channel import ChannelBroken, ChannelReceiver, ChannelSender, MessageReceived
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, Output, frame_to
 from pxproto.dime.heartbeat import HeartbeatEmitter
@@ -47,6 +43,10 @@ from pxproto.dime.signaling import (
 )
 from pxproto.errors import ProtocolError
 from pxproto.fastpath import decode, encode  # compiled when built, else the twin: same answers
+from pxproto.node import beat, fastrx, memory, mice, package, state
+from pxproto.node.counters import CounterId
+from pxproto.node.flow import Flow, Upstream
+from pxproto.node.security import AccessList, KeyRing
 from pxproto.wire.codes import (
     CHUNK_BYTES,
     DIME_ALL,
@@ -992,7 +992,7 @@ class Dime:
     def heartbeat(self, now: float) -> None:
         """Heartbeat work due at ``now``: see what the sender thread did with the armed beat, arm the next.
 
-        Each beat is built and signed one period ahead and armed on :class:`kernel.beat.Beater`,
+        Each beat is built and signed one period ahead and armed on :class:`pxproto.node.beat.Beater`,
         whose real-time thread sends it on time however busy this core is; the loop only
         collects it afterwards (and sends it itself if the sender could not).
         """
@@ -1167,7 +1167,7 @@ def _mac(mac: bytes) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m kernel.dime CONFIG_JSON``: run one DIME (the server process starts these)."""
+    """``python -m pxproto.node.dime CONFIG_JSON``: run one DIME (the server process starts these)."""
     args = sys.argv[1:] if argv is None else argv
     cfg = DimeConfig(**json.loads(args[0]))
     die_with_parent()

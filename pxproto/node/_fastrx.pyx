@@ -5,7 +5,7 @@
 decoding it; ``ping_reply`` answers an unauthenticated PING request entirely in
 C (px_view to validate, px_put_signaling to build), so a ping costs the DIME
 no Frame, Tlv or dataclass objects: one bytes object in, one out.
-:mod:`kernel.fastrx` is the pure-Python twin used when this is not compiled.
+:mod:`pxproto.node.fastrx` is the pure-Python twin used when this is not compiled.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
