@@ -29,7 +29,8 @@ from pxproto.fuzz import (
     tally,
 )
 from pxproto.fuzz.cli import main as pxfuzz
-from pxproto.fuzz.generate import mutate_field, mutate_scope, random_frame
+from pxproto.testing import random_frame
+from pxproto.testing.hostile import mutate_field, mutate_scope
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import Command, Status
 
