@@ -92,10 +92,26 @@ def edge_cases() -> list[tuple[str, bytes, tuple[str, int] | None]]:
         ("unknown EtherType (IPv4)", _with(ping, 12, b"\x08\x00"), ("eth.type", 12)),
         # Check order: the first rule broken, in the documented order, names the error.
         ("version 2 and reserved flags: version first", _with(_with(ping, H, b"\x02"), H + 1, b"\x81"), ("version", H)),
-        ("length past the frame and an unknown command: len first", _hlen(_with(ping, B + 4, b"\x7e"), 900), ("len", H + 2)),
-        ("wrong scope and unknown command: scope first", _with(_with(hb, H + 1, b"\x01"), B + 4, b"\x09"), ("flags", H + 1)),
-        ("unknown command and unknown op: cmd first", _with(_with(ping, B + 4, b"\x7e"), B + 5, b"\x09"), ("cmd", B + 4)),
-        ("unknown state and period 0: state first", _with(_with(hb, B + 4, b"\x09"), B + 5, b"\x00\x00"), ("hb.state", B + 4)),
+        (
+            "length past the frame and an unknown command: len first",
+            _hlen(_with(ping, B + 4, b"\x7e"), 900),
+            ("len", H + 2),
+        ),
+        (
+            "wrong scope and unknown command: scope first",
+            _with(_with(hb, H + 1, b"\x01"), B + 4, b"\x09"),
+            ("flags", H + 1),
+        ),
+        (
+            "unknown command and unknown op: cmd first",
+            _with(_with(ping, B + 4, b"\x7e"), B + 5, b"\x09"),
+            ("cmd", B + 4),
+        ),
+        (
+            "unknown state and period 0: state first",
+            _with(_with(hb, B + 4, b"\x09"), B + 5, b"\x00\x00"),
+            ("hb.state", B + 4),
+        ),
         # HEARTBEAT bounds.
         ("CPU load exactly 1000 permille", _with(hb, B + 7, struct.pack(">H", 1000)), None),
         ("CPU load 1001 permille", _with(hb, B + 7, struct.pack(">H", 1001)), ("hb.cpu_permille", B + 7)),
@@ -109,22 +125,38 @@ def edge_cases() -> list[tuple[str, bytes, tuple[str, int] | None]]:
         ),
         ("empty TEXT", _sig(Command.FAULT_REPORT, Tlv(TlvType.TEXT, "")), None),
         ("TEXT with multi-byte UTF-8", _sig(Command.FAULT_REPORT, Tlv(TlvType.TEXT, "caf\u00e9 \u20ac")), None),
-        ("TEXT cut inside a UTF-8 sequence", _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, b"ab\xe2\x82"), ("tlv.text", tlv + 6)),
+        (
+            "TEXT cut inside a UTF-8 sequence",
+            _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, b"ab\xe2\x82"),
+            ("tlv.text", tlv + 6),
+        ),
         ("empty BYTES", _sig(Command.PING, Tlv(TlvType.ECHO, b"")), None),
         ("empty ACL", _sig(Command.ACL_SET, Tlv(TlvType.ACL, b"")), None),
         ("ACL of two entries", _sig(Command.ACL_SET, Tlv(TlvType.ACL, acl_entry + Z + b"\x01\x00")), None),
-        ("ACL mask with bit 0x20 (above FCAPS)", _raw_tlv(Command.ACL_SET, TlvType.ACL, A + b"\x20\x00"), ("tlv.acl", tlv + 10)),
+        (
+            "ACL mask with bit 0x20 (above FCAPS)",
+            _raw_tlv(Command.ACL_SET, TlvType.ACL, A + b"\x20\x00"),
+            ("tlv.acl", tlv + 10),
+        ),
         (
             "ACL second entry with a reserved byte",
             _raw_tlv(Command.ACL_SET, TlvType.ACL, acl_entry + A + b"\x01\x01"),
             ("tlv.acl", tlv + 4 + 14),
         ),
         ("ACL of 9 bytes", _raw_tlv(Command.ACL_SET, TlvType.ACL, acl_entry + b"\x00"), ("tlv.acl", tlv + 2)),
-        ("DIGEST of 31 bytes", _raw_tlv(Command.LOAD, TlvType.PACKAGE_DIGEST, bytes(31)), ("tlv.package_digest", tlv + 2)),
+        (
+            "DIGEST of 31 bytes",
+            _raw_tlv(Command.LOAD, TlvType.PACKAGE_DIGEST, bytes(31)),
+            ("tlv.package_digest", tlv + 2),
+        ),
         ("MAC of 7 bytes", _raw_tlv(Command.CONNECT, TlvType.PEER_MAC, bytes(7)), ("tlv.peer_mac", tlv + 2)),
         ("U8 of 2 bytes", _raw_tlv(Command.CONNECT, TlvType.DIRECTION, bytes(2)), ("tlv.direction", tlv + 2)),
         ("U64 of 4 bytes", _raw_tlv(Command.SET_PARAM, TlvType.VALUE, bytes(4)), ("tlv.value", tlv + 2)),
-        ("PARAM_ID with an unknown code", _raw_tlv(Command.GET_PARAM, TlvType.PARAM_ID, b"\x00\x63"), ("tlv.param_id", tlv + 4)),
+        (
+            "PARAM_ID with an unknown code",
+            _raw_tlv(Command.GET_PARAM, TlvType.PARAM_ID, b"\x00\x63"),
+            ("tlv.param_id", tlv + 4),
+        ),
         ("FAULT_CODE 0", _raw_tlv(Command.FAULT_REPORT, TlvType.FAULT_CODE, b"\x00\x00"), ("tlv.fault_code", tlv + 4)),
         ("unknown TLV type 0", _raw_tlv(Command.PING, 0, b"\xab"), None),
         ("unknown TLV type 0xffff, empty", _raw_tlv(Command.PING, 0xFFFF, b""), None),
@@ -144,7 +176,11 @@ def edge_cases() -> list[tuple[str, bytes, tuple[str, int] | None]]:
         ("middle fragment with no bytes", _hlen(multi[: B + 25], 25), ("len", H + 2)),
         ("empty message in one fragment", _data(Data(3, 9, b"", 0, 0, 0, 1)), None),
         ("DATA body shorter than its fixed part", _hlen(data[: B + 24], 24), ("len", H + 2)),
-        ("DATA with both flags and an ack", _data(Data(3, 9, b"z", 1, 0, 0, 1, 5, 1, DataFlag.ACK | DataFlag.FIN)), None),
+        (
+            "DATA with both flags and an ack",
+            _data(Data(3, 9, b"z", 1, 0, 0, 1, 5, 1, DataFlag.ACK | DataFlag.FIN)),
+            None,
+        ),
         # DISCOVERY rules.
         ("unknown discovery op", _with(probe, B, b"\x07"), ("disc.op", B)),
         ("state filter 5 (no such state)", _with(probe, B + 1, b"\x05"), ("disc.state_filter", B + 1)),
@@ -152,7 +188,11 @@ def edge_cases() -> list[tuple[str, bytes, tuple[str, int] | None]]:
         ("announce cut inside a record", _hlen(announce[:-1], len(announce) - B - 1), ("disc.count", B + 2)),
         ("DISCOVERY with DIME scope", _with(probe, H + 1, b"\x01"), ("flags", H + 1)),
         # The trailer: any class may carry one; no decoder checks the tag.
-        ("signed frame with a wrong tag (decoders do not check it)", valid["LOAD request signed with key 1"][:-1] + b"\x00", None),
+        (
+            "signed frame with a wrong tag (decoders do not check it)",
+            valid["LOAD request signed with key 1"][:-1] + b"\x00",
+            None,
+        ),
     ]
     for cls_sample in ("small message fragment 1 of 1", "announce answering probe 77"):
         f = decode(valid[cls_sample])
