@@ -253,3 +253,13 @@ def test_samples_module_is_the_source() -> None:
     """The vectors start with the recorded samples, in capture order."""
     names = [n for n, _ in samples.valid_samples()] + [m[0] for m in samples.malformed_samples()]
     assert IDS[: len(names)] == names
+
+
+def test_every_json_key_and_error_field_is_documented() -> None:
+    """PROTOCOL.md names every key a vector's JSON holds and every error field a vector expects."""
+    doc = (ROOT / "docs" / "PROTOCOL.md").read_text()
+    keys = {k for v in VECTORS if "json" in v for k in v["json"]}
+    for key in keys:
+        assert re.fullmatch(r"px\.tlv\.t\d+", key) or f"`{key}`" in doc, key
+    for field in {v["error"]["field"] for v in VECTORS if "error" in v}:
+        assert f"`{field}`" in doc or f"`px.{field}`" in doc, field
