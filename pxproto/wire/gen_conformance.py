@@ -44,12 +44,16 @@ def _sig(cmd: Command, *params: Tlv, op: Op = Op.REQUEST, status: Status = Statu
     return encode(Frame(Signaling(cmd, op, 77, status, params), Scope.DIME, 1, 0, 2, 0, 9, Z, A))
 
 
-def _raw_tlv(cmd: Command, type_: int, value: bytes, count: int = 1) -> bytes:
+def _raw_tlv(cmd: Command, type_: int, value: bytes) -> bytes:
     """A request carrying one TLV with exactly these value bytes (no kind check on the way)."""
+    return _raw_tlvs(cmd, (type_, value))
+
+
+def _raw_tlvs(cmd: Command, *tlvs: tuple[int, bytes]) -> bytes:
     fixed = spec.SignalingFixed.build(
-        {"req_id": 77, "cmd": int(cmd), "op": int(Op.REQUEST), "status": int(Status.OK), "tlv_count": count}
+        {"req_id": 77, "cmd": int(cmd), "op": int(Op.REQUEST), "status": int(Status.OK), "tlv_count": len(tlvs)}
     )
-    body = fixed + struct.pack(">HH", type_, len(value)) + value
+    body = fixed + b"".join(struct.pack(">HH", t, len(v)) + v for t, v in tlvs)
     hdr = spec.Header.build(
         {
             "version": 1,
@@ -86,6 +90,7 @@ def edge_cases() -> list[tuple[str, bytes, tuple[str, int] | None]]:
     probe = valid["probe for any DIME, padded"]
     announce = valid["announce answering probe 77"]
     acl_entry = A + bytes([0x1F, 0])
+    signed = valid["LOAD request signed with key 1"]
     out: list[tuple[str, bytes, tuple[str, int] | None]] = [
         # Ethernet layer: not Parallax frames at all.
         ("frame shorter than an Ethernet header", Z + A, ("eth", 0)),
@@ -112,6 +117,49 @@ def edge_cases() -> list[tuple[str, bytes, tuple[str, int] | None]]:
             _with(_with(hb, B + 4, b"\x09"), B + 5, b"\x00\x00"),
             ("hb.state", B + 4),
         ),
+        ("trailing bytes and SYSTEM-scope DATA: trailing first", _with(data, H + 1, b"\x00") + b"\x01", ("len", H + 2)),
+        (
+            "DIME scope to 0xffff and a short body: scope first",
+            _hlen(_with(ping, H + 8, b"\xff\xff")[: B + 4], 4),
+            ("dime.dst", H + 8),
+        ),
+        (
+            "heartbeat from 0xffff and too long: source first",
+            _hlen(_with(hb, H + 4, b"\xff\xff") + b"\x00", 32),
+            ("dime.src", H + 4),
+        ),
+        ("ack-only without the ACK flag, with an ack: ack first", _with(ack, B + 2, b"\x00"), ("data.ack", B + 19)),
+        (
+            "bad state filter and a wrong count: filter first",
+            _with(_with(probe, B + 1, b"\x09"), B + 2, b"\x00\x05"),
+            ("disc.state_filter", B + 1),
+        ),
+        (
+            "record with an unknown state and too much free memory: state first",
+            _with(_with(announce, B + 20, b"\x33"), B + 25, b"\x00\x00\x01\x00"),
+            ("disc.dime.state", B + 20),
+        ),
+        (
+            "second record bad, first good",
+            _with(announce, B + 16 + 17 + 4, b"\x33"),
+            ("disc.dime.state", B + 16 + 17 + 4),
+        ),
+        (
+            "trailer key 0 and an unknown command: body first",
+            _with(_with(signed, B + 4, b"\x7e"), len(signed) - spec.AUTH_LEN, b"\x00\x00"),
+            ("cmd", B + 4),
+        ),
+        (
+            "two bad TLVs: the first wins",
+            _raw_tlvs(Command.CONNECT, (TlvType.DIRECTION, b"\x07"), (TlvType.PEER_MAC, bytes(5))),
+            ("tlv.direction", tlv + 4),
+        ),
+        (
+            "a TLV type twice, the second of the wrong size: repeat first",
+            _raw_tlvs(Command.CONNECT, (TlvType.CHANNEL, b"\x00\x01"), (TlvType.CHANNEL, b"\x01")),
+            ("tlv", tlv + 6),
+        ),
+        ("an unknown TLV type twice", _raw_tlvs(Command.PING, (300, b""), (300, b"\x01")), ("tlv", tlv + 4)),
         # HEARTBEAT bounds.
         ("CPU load exactly 1000 permille", _with(hb, B + 7, struct.pack(">H", 1000)), None),
         ("CPU load 1001 permille", _with(hb, B + 7, struct.pack(">H", 1001)), ("hb.cpu_permille", B + 7)),
