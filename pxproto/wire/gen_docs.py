@@ -114,8 +114,9 @@ JSON_TEXT = """\
 ## Decoded view (JSON)
 
 A valid frame decodes to one flat JSON object: `Frame.to_dict()` in Python, one line of
-`pxdump --json`, and the fields of the Wireshark dissector carry the same keys and values.
-Members are compared as a set (their order carries no meaning). The rendering is normative:
+`pxdump --json`. The Wireshark dissector's fields carry the same keys with the same values in
+Wireshark's notation (booleans as 1/0, a TEXT shown up to its first NUL character). Members
+are compared as a set (their order carries no meaning). The rendering is normative:
 
 - numbers (every uint field, including the `flags` bytes, `px.eth.type` and `px.disc.caps`)
   are JSON integers (up to 2^64-1: parse them as unsigned 64-bit integers);
@@ -154,6 +155,14 @@ as hex under the default EtherType map above. Each vector has either `"json"`: t
 exactly, or `"error"`: `{"field": F, "offset": N}`. A conforming decoder gives exactly these
 answers for every vector; the reference codec, the fast path, `pxdump --json` and the Wireshark
 dissector are tested against the file.
+
+## Encoding
+
+An encoder sets `length`, `tlv_count` and `count` from what follows them, writes every reserved
+bit and byte as 0, MAY pad a frame shorter than 60 bytes with zeros to 60, and MUST NOT send a
+frame that a decoder following the rules above would reject (the reference encoder decodes its
+own output before returning it). Decoding a valid frame and encoding the result gives the same
+bytes, padding included.
 """
 
 
