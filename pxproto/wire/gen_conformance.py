@@ -178,6 +178,27 @@ def edge_cases() -> list[tuple[str, bytes, tuple[str, int] | None]]:
             _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, b"ab\xe2\x82"),
             ("tlv.text", tlv + 6),
         ),
+        (
+            "TEXT with an overlong '/'",
+            _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, b"a\xc0\xaf"),
+            ("tlv.text", tlv + 5),
+        ),
+        (
+            "TEXT with a UTF-16 surrogate",
+            _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, b"ab\xed\xa0\x80"),
+            ("tlv.text", tlv + 6),
+        ),
+        (
+            "TEXT above U+10FFFF",
+            _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, b"\xf4\x90\x80\x80"),
+            ("tlv.text", tlv + 4),
+        ),
+        (
+            "TEXT with a stray continuation byte",
+            _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, b"ok\x80"),
+            ("tlv.text", tlv + 6),
+        ),
+        ("TEXT with a NUL character", _sig(Command.FAULT_REPORT, Tlv(TlvType.TEXT, "a\x00b")), None),
         ("empty BYTES", _sig(Command.PING, Tlv(TlvType.ECHO, b"")), None),
         ("empty ACL", _sig(Command.ACL_SET, Tlv(TlvType.ACL, b"")), None),
         ("ACL of two entries", _sig(Command.ACL_SET, Tlv(TlvType.ACL, acl_entry + Z + b"\x01\x00")), None),
@@ -234,6 +255,7 @@ def edge_cases() -> list[tuple[str, bytes, tuple[str, int] | None]]:
         ("state filter 5 (no such state)", _with(probe, B + 1, b"\x05"), ("disc.state_filter", B + 1)),
         ("probe listing a DIME", _with(announce, B, b"\x01"), ("disc.count", B + 2)),
         ("announce cut inside a record", _hlen(announce[:-1], len(announce) - B - 1), ("disc.count", B + 2)),
+        ("DISCOVERY body shorter than its fixed part", _hlen(probe[: B + 15], 15), ("len", H + 2)),
         ("DISCOVERY with DIME scope", _with(probe, H + 1, b"\x01"), ("flags", H + 1)),
         # The trailer: any class may carry one; no decoder checks the tag.
         (
