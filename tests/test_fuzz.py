@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 from collections import Counter
@@ -88,10 +89,7 @@ def test_the_pool_holds_valid_frames_of_every_class_and_verdicts_name_many_field
     assert len(fields) >= 20, fields
 
 
-def test_one_field_and_scope_mutators_change_only_what_they_say() -> None:
-    import random
-
-    rng = random.Random(1)
+def test_one_field_and_scope_mutators_change_only_what_they_say(rng: random.Random) -> None:
     raw = encode(random_frame(rng))
     for _ in range(200):
         m = mutate_field(rng, raw)
