@@ -18,7 +18,7 @@ messages that fill one fragment (:func:`pxproto.node.mice.pack_items`).
 
 Modules:
 
-- :mod:`pxproto.node.package`  service package format, deterministic archive, central store, signature
+- :mod:`pxproto.package`  service package format, deterministic archive, central store, signature
 - :mod:`pxproto.node.mice`     the MICE API (stage functions, Context, lineage) and the MICE child runtime
 - :mod:`pxproto.node.flow`     lineage bookkeeping (exactly-once hand-over, completion, replay; watermarks)
 - :mod:`pxproto.node.security` key file, frame signing, access lists; keys and replay windows of pxproto.dime.replay

@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pxproto import package
 from pxproto.dime.channel import ChannelBroken, ChannelReceiver, ChannelSender, MessageReceived
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, Output, frame_to
 from pxproto.dime.heartbeat import HeartbeatEmitter
+from pxproto.dime.keys import AccessList, KeyRing
 from pxproto.dime.signaling import (
     Requester,
     RequestReceived,
@@ -43,14 +45,14 @@ from pxproto.dime.signaling import (
 )
 from pxproto.errors import ProtocolError
 from pxproto.fastpath import decode, encode  # compiled when built, else the twin: same answers
-from pxproto.node import beat, fastrx, memory, mice, package, state
-from pxproto.node.counters import CounterId
+from pxproto.node import beat, fastrx, memory, mice, state
 from pxproto.node.flow import Flow, Upstream
-from pxproto.node.security import AccessList, KeyRing
+from pxproto.package import LocalStore
 from pxproto.wire.codes import (
     CHUNK_BYTES,
     DIME_ALL,
     Command,
+    CounterId,
     DataFlag,
     DimeState,
     Direction,
@@ -155,7 +157,7 @@ class Dime:
         self.reasons: Counter[str] = Counter()
         self.thresholds: dict[int, int] = {}
         self.raised: set[int] = set()
-        self.store = mice.LocalStore(cfg.local_store)
+        self.store = LocalStore(cfg.local_store)
         self.loaded: tuple[int, int, str, Path, package.Stage] | None = None
         self.mice: Mice | None = None
         self.flow = Flow()

@@ -35,8 +35,7 @@ from typing import Any
 
 from pxproto.dime.endpoint import Address, Output, earliest, frame_to
 from pxproto.dime.signaling import RequestReceived, Responder
-from pxproto.node.counters import CounterId
-from pxproto.wire.codes import DIME_ALL, Command, DimeState, Direction, DiscoveryOp, Op, Status, TlvType
+from pxproto.wire.codes import DIME_ALL, Command, CounterId, DimeState, Direction, DiscoveryOp, Op, Status, TlvType
 from pxproto.wire.frame import BROADCAST, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
 
 SOURCE_RESUME = int(CounterId.SOURCE_RESUME)
