@@ -7,7 +7,7 @@ The machine authenticates and dispatches signaling, keeps the counters and
 thresholds, raises faults, and decides when heartbeats go and what they carry.
 
 It opens no socket, forks nothing and reads no clock: the driver
-(:mod:`pxproto.node.dime` for a real DIME process, :mod:`pxproto.orch.sim` for the
+(:mod:`pxproto.node.dime` for a real DIME process, :mod:`pxproto.sim` for the
 orchestrator's simulation) passes ``now``, feeds frames (:meth:`DimeMachine.on_frame`),
 MICE output (:meth:`DimeMachine.mice_message`) and timers (:meth:`DimeMachine.handle_timer`),
 and sends what :meth:`DimeMachine.take_outbox` returns, each frame with its route.
