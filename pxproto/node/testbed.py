@@ -55,7 +55,7 @@ class Cluster:
         self.store.mkdir(parents=True)
         keyfile = tmp / "cluster.key"
         keyfile.write_text(f"1 {KEY.hex()}\n")
-        time.sleep(0.3)
+        self._wait_switch(tmp / "sw.sock")
         self.logs: list[Path] = []
         for i in range(kernels):
             log = tmp / f"kernel{i}.log"
@@ -88,6 +88,21 @@ class Cluster:
         except BaseException:
             self.close()  # leave no kernel behind when the bed never came up
             raise
+
+    def _wait_switch(self, control: Path, timeout: float = 20.0) -> None:
+        """Wait until the switch answers on its control socket: it opens that after every port is listening."""
+        from pxproto.switch.daemon import query
+
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                query(str(control), "stats", timeout=1.0)
+                return
+            except (OSError, ValueError):
+                if self.switch.poll() is not None or time.monotonic() > end:
+                    self.switch.kill()
+                    raise RuntimeError(f"pxswitch did not come up (exit {self.switch.poll()})") from None
+                time.sleep(0.02)
 
     def _wait_ready(self, tmp: Path, kernels: int, dimes: int) -> None:
         end = time.monotonic() + 20
