@@ -152,6 +152,21 @@ def generate() -> str:
         _table(rows, ["type", "name", "kind", "key", "codes"]),
         "",
     ]
+    parts += [
+        "## Counters",
+        "",
+        "What COUNTERS and SET_THRESHOLD name in `COUNTER_ID`. DIME scope (a frame to one DIME):",
+        "",
+        _table([[str(int(c)), c.name] for c in codes.CounterId], ["id", "counter"]),
+        "",
+        "System scope (DIME 0xffff: the server's own wire and relay):",
+        "",
+        _table([[str(int(c)), c.name] for c in codes.ServerCounterId], ["id", "counter"]),
+        "",
+        "An unknown id is answered NOT_FOUND. A counter at or over its threshold (SET_THRESHOLD; 0 clears "
+        "it) raises one FAULT_REPORT OVERLOAD per crossing.",
+        "",
+    ]
     parts.append(
         RULES.format(version=codes.PROTOCOL_VERSION, min_frame=spec.MIN_ETHERNET_FRAME, text_max=codes.TEXT_MAX)
     )
