@@ -238,7 +238,7 @@ class Server:
         )
 
     def _sys_counters(self, frame: Frame, body: Signaling) -> tuple[Status, tuple[Tlv, ...]]:
-        """One of the server's own counters (pxproto.node.counters.ServerCounterId)."""
+        """One of the server's own counters (pxproto.wire.codes.ServerCounterId)."""
         cid = body.param(TlvType.COUNTER_ID)
         cid = cid if isinstance(cid, int) else -1
         if cid not in ServerCounterId._value2member_map_:
