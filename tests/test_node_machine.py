@@ -271,3 +271,50 @@ def test_an_archive_member_leaving_the_package_is_refused(tmp_path: Path, evil: 
     assert not (tmp_path / "store" / "packages" / "x").exists() and not (tmp_path / "store" / "x").exists()
     # The same archive without the evil member unpacks: the refusal is about that member.
     assert package.unpack(_archive({"service.toml": MANIFEST, "m.py": b""}), dest).name == "x"
+
+
+def test_outputs_of_the_mice_go_out_on_a_wired_channel_and_come_back_on_rewire() -> None:
+    from pxproto.node import mice
+    from pxproto.wire.frame import Data
+
+    m, _ = machine()
+    m.loaded = Loaded(5, 1, "only", Path("."), package.Stage(1, "only", "m:f"))
+    m.start_mice(0)
+    peer = Address(b"\x02\x00\x00\x00\x02\x00", 1, 0)
+    out = [Tlv(TlvType.DIRECTION, Direction.OUTPUT), Tlv(TlvType.PEER_MAC, peer.mac), Tlv(TlvType.PEER_THREAD, 0)]
+    assert ask(m, Command.CONNECT, Tlv(TlvType.CHANNEL, 1), *out, Tlv(TlvType.PEER_DIME, 1)).status is Status.OK
+    m.mice_message(mice.REC.pack(mice.OUT, 77, 3) + b"abc", 10.1)
+    m.mice_batch_done(10.1)
+    sent = [(decode(raw), route) for raw, route in m.take_outbox()]
+    data = [(f, route) for f, route in sent if isinstance(f.body, Data)]
+    assert len(data) == 1 and data[0][1] == "relay" and data[0][0].dst_dime == 1
+    assert m.counter(CounterId.ITEMS_OUT) == 1 and m.counter(CounterId.RETAINED) == 1
+    # Re-wiring the channel queues what it had not completed again (REPLAYED).
+    assert ask(m, Command.DISCONNECT, Tlv(TlvType.CHANNEL, 1), Tlv(TlvType.DIRECTION, Direction.OUTPUT)).status is (
+        Status.OK
+    )
+    assert m.counter(CounterId.REPLAYED) == 1
+
+
+def test_the_simulated_servers_answer_with_the_real_handlers() -> None:
+    from pxproto.sim import SimServer
+
+    s = SimServer(b"\x02\x00\x00\x01\x00\x00", 2, period=0.05)
+    s.handle_timer(0.0)
+    assert all(d.booted for d in s.dimes.values())
+    d = s.dimes[1]
+    assert isinstance(d.machine, DimeMachine)
+    req = Requester(ME, RetransmitPolicy(retries=0))
+    dest = Address(s.mac, 1, 0)
+    answers = []
+    for cmd, params in [
+        (Command.SET_PARAM, [Tlv(TlvType.PARAM_ID, int(Param.HEARTBEAT_PERIOD_MS)), Tlv(TlvType.VALUE, 0)]),
+        (Command.COUNTERS, [Tlv(TlvType.COUNTER_ID, int(CounterId.FRAMES_RX))]),
+    ]:
+        _, o = req.request(dest, cmd, params, now=1.0)
+        for f in o.frames:
+            for g in s.receive(f, 1.0).frames:
+                answers += [e for e in req.receive(g, 1.0).events if isinstance(e, ResponseReceived)]
+    # The kernel's bounds (a period of 0 ms is refused) and its counters, not a copy's.
+    assert [a.status for a in answers] == [Status.BAD_PARAM, Status.OK]
+    assert answers[1].param(TlvType.VALUE) == 2 and d.period == pytest.approx(0.05)
