@@ -16,7 +16,7 @@ from pxproto import package
 from pxproto.dime.endpoint import Address
 from pxproto.dime.signaling import Requester, ResponseReceived, RetransmitPolicy
 from pxproto.fastpath import decode, encode
-from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice
+from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, OwnChannels
 from pxproto.node.testbed import ENV
 from pxproto.wire.codes import (
     Command,
@@ -35,7 +35,7 @@ DIME = Address(b"\x02\x00\x00\x00\x01\x00", 3, 0)
 ME = Address(b"\x02\x00\x00\x00\x00\xfe", 0xFFFF, 0)
 
 
-class FakeHost:
+class FakeHost(OwnChannels):
     """A host that records what the machine asked of it (no process, no clock)."""
 
     def __init__(self) -> None:
@@ -69,21 +69,6 @@ class FakeHost:
         return 0, 0
 
     def mice_mem_chunks(self, m: Mice) -> int | None:
-        return None
-
-    def wired(self, channel: int, output: bool, peer: Address, now: float) -> None:
-        pass
-
-    def unwired(self, channel: int, output: bool, now: float) -> int:
-        return 0
-
-    def channels_cleared(self) -> None:
-        pass
-
-    def queues(self) -> tuple[int, int] | None:
-        return None
-
-    def source_resume(self) -> int | None:
         return None
 
 

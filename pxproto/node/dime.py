@@ -27,7 +27,7 @@ from pathlib import Path
 from pxproto import package
 from pxproto.dime.endpoint import Address
 from pxproto.node import beat, memory, mice, state
-from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice
+from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, OwnChannels
 from pxproto.package import LocalStore, Manifest
 from pxproto.wire.codes import CHUNK_BYTES, CounterId, FaultCode
 
@@ -56,7 +56,7 @@ class DimeConfig:
     """The server's datagram wire socket, shared for sending (-1: send everything through the server)."""
 
 
-class Dime:
+class Dime(OwnChannels):
     """A DIME process: sockets, the MICE process, signals and the clock around its machine (the :class:`Host`)."""
 
     def __init__(self, cfg: DimeConfig, sock: socket.socket) -> None:
@@ -160,21 +160,6 @@ class Dime:
     def mice_mem_chunks(self, m: Mice) -> int | None:
         st = memory.proc_status(m.pid)
         return memory.chunks_of(st.get("VmData", m.baseline) - m.baseline)
-
-    def wired(self, channel: int, output: bool, peer: Address, now: float) -> None:
-        pass  # the machine's own channels carry the data
-
-    def unwired(self, channel: int, output: bool, now: float) -> int:
-        return 0
-
-    def channels_cleared(self) -> None:
-        pass
-
-    def queues(self) -> tuple[int, int] | None:
-        return None
-
-    def source_resume(self) -> int | None:
-        return None
 
     # ------------------------------------------------------------------ I/O
 

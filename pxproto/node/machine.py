@@ -126,6 +126,25 @@ class Host(Protocol):
     def source_resume(self) -> int | None: ...
 
 
+class OwnChannels:
+    """The data-plane hooks of a :class:`Host` whose machine's own channels carry the data: nothing to do."""
+
+    def wired(self, channel: int, output: bool, peer: Address, now: float) -> None:
+        pass
+
+    def unwired(self, channel: int, output: bool, now: float) -> int:
+        return 0
+
+    def channels_cleared(self) -> None:
+        pass
+
+    def queues(self) -> tuple[int, int] | None:
+        return None
+
+    def source_resume(self) -> int | None:
+        return None
+
+
 @dataclass
 class MachineConfig:
     local: Address
