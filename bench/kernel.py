@@ -35,16 +35,22 @@ from _common import measure_installed  # bench/ is sys.path[0]; runs before pxpr
 
 measure_installed()
 
+from pxproto import package  # noqa: E402
 from pxproto.dime.endpoint import Address, frame_to  # noqa: E402
 from pxproto.dime.signaling import ResponseReceived  # noqa: E402
-from pxproto.node import package  # noqa: E402
+from pxproto.link import ETH_P_ALL, PacketPort  # noqa: E402
 from pxproto.node.client import Client  # noqa: E402
-from pxproto.node.counters import CounterId  # noqa: E402
 from pxproto.node.testbed import ENV, KEY, Cluster  # noqa: E402
-from pxproto.node.wire import ETH_P_ALL, PacketWire  # noqa: E402
 from pxproto.wire import ethertypes  # noqa: E402
 from pxproto.wire.codec import encode  # noqa: E402
-from pxproto.wire.codes import DIME_ALL, Command, Direction, FrameClass, TlvType  # noqa: E402
+from pxproto.wire.codes import (  # noqa: E402
+    DIME_ALL,
+    Command,
+    CounterId,
+    Direction,
+    FrameClass,
+    TlvType,
+)
 from pxproto.wire.frame import Signaling, Tlv  # noqa: E402
 
 SO_TIMESTAMPNS = 35
@@ -341,7 +347,7 @@ def bench_veth_heartbeat(rows: list[tuple[str, str, str]], archive: bytes, tmp: 
         fd = os.open(f"/run/netns/{ns_b}", os.O_RDONLY)
         try:
             _setns(fd)
-            wire = PacketWire(f"vb{tag}")
+            wire = PacketPort(f"vb{tag}")
             stamped = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             stamped.bind((f"vb{tag}", 0))
         finally:

@@ -5,7 +5,7 @@
     python bench/orch.py --demo 3        # also run the real demo (pxkernel processes) 3 times
 
 Everything runs on one core, in this process.  Detection and repair times come
-from the simulated cluster (pxproto.orch.sim: control frames encoded, decoded
+from the simulated cluster (pxproto.sim: control frames encoded, decoded
 and delayed on a SimNet; 50 ms heartbeats), and, with --demo, from real runs.
 """
 
@@ -29,7 +29,7 @@ from pxproto.dime.simlink import SimLink, SimNet  # noqa: E402
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef  # noqa: E402
 from pxproto.orch.events import DimeDead, RepairDone, ServiceDeployed  # noqa: E402
 from pxproto.orch.service import parse_service  # noqa: E402
-from pxproto.orch.sim import DEMO_SERVICE, ORCH_MAC, SimCluster, SimServer, server_mac  # noqa: E402
+from pxproto.sim import DEMO_SERVICE, ORCH_MAC, SimCluster, SimServer, server_mac  # noqa: E402
 from pxproto.wire.codes import DIME_ALL, DimeState  # noqa: E402
 from pxproto.wire.frame import BROADCAST, Heartbeat  # noqa: E402
 

@@ -24,7 +24,7 @@ from pxproto.fuzz.campaign import Campaign, Report, replay
 from pxproto.fuzz.generate import FrameGenerator
 from pxproto.fuzz.probe import HeartbeatProbe, PingProbe, Probe
 from pxproto.fuzz.verdict import reference_verdict
-from pxproto.fuzz.wires import AfPacketWire, StreamWire, Wire, open_wire
+from pxproto.link import AfPacketWire, StreamWire, Wire, open_wire
 from pxproto.testing.hostile import KINDS, MUTATIONS
 from pxproto.wire.codes import DIME_ALL
 

@@ -124,17 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.file}: service {spec.name} (id {spec.id}), " + " -> ".join(s.name for s in spec.topo_order()))
         return 0
     if args.cmd == "run":
-        from pxproto.node import security
-        from pxproto.node.wire import WireError, open_wire
+        from pxproto.dime.keys import KeyFileError, load_keyfile
+        from pxproto.link import WireError, open_port
         from pxproto.orch.daemon import Daemon, make_core, print_event
         from pxproto.orch.driver import Driver, raise_priority
         from pxproto.orch.service import ServiceError
 
         try:
-            keys = security.load_keyfile(args.key) if args.key else {}
-            wire = open_wire(args.port, args.iface)
+            keys = load_keyfile(args.key) if args.key else {}
+            wire = open_port(args.port, args.iface)
             core = make_core(args.service)
-        except (security.KeyFileError, WireError, ServiceError, OSError) as exc:
+        except (KeyFileError, WireError, ServiceError, OSError) as exc:
             print(f"pxorch: {exc}", file=sys.stderr)
             return 2
         raise_priority()

@@ -40,10 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pxproto.node import package
-from pxproto.node.mice import LocalStore
-from pxproto.node.testbed import free_udp_ports
-from pxproto.node.wire import PacketWire, UdpWire, Wire
+from pxproto import package
+from pxproto.link import PacketPort, Port, UdpPort, free_udp_ports
 from pxproto.orch import timeline
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
 from pxproto.orch.driver import Driver, raise_priority
@@ -59,6 +57,7 @@ from pxproto.orch.events import (
 )
 from pxproto.orch.service import ServiceSpec, load_service
 from pxproto.orch.status import table
+from pxproto.package import LocalStore
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 SERVICE_FILE = WORKFLOWS / "wordcount.service.toml"
@@ -108,7 +107,7 @@ class Namespaces:
             self.server_ends.append(end)
         self._pair(self.orch_ns, self.orch_end, f"wo{self.tag}")
 
-    def orchestrator_wire(self) -> PacketWire:
+    def orchestrator_wire(self) -> PacketPort:
         """An AF_PACKET socket on the orchestrator's veth end, opened inside its namespace (this process stays
         where it is: a socket keeps the namespace it was made in)."""
         target = os.open(f"/run/netns/{self.orch_ns}", os.O_RDONLY)
@@ -116,7 +115,7 @@ class Namespaces:
         try:
             _setns(target)
             try:
-                wire = PacketWire(self.orch_end)
+                wire = PacketPort(self.orch_end)
                 # /sys shows this process's namespace, not the veth's: ask the socket for the interface's MAC.
                 wire.mac = wire.sock.getsockname()[4]
                 return wire
@@ -300,9 +299,9 @@ class Demo:
             res.notes.append(f"no timeline picture: {exc} (pip install matplotlib)")
         return res
 
-    def _start(self, capture: Path, store: Path, keyfile: Path) -> Wire:
+    def _start(self, capture: Path, store: Path, keyfile: Path) -> Port:
         """The switch and the servers; returns the orchestrator's wire."""
-        wire: Wire
+        wire: Port
         if self.netns is not None:
             net = self.netns
             net.create(self.servers)
@@ -321,7 +320,7 @@ class Demo:
             time.sleep(0.3)
             for i in range(self.servers):
                 self.start_kernel(i, ports[i], store, keyfile)
-            wire = UdpWire("127.0.0.1", ports[-1])
+            wire = UdpPort("127.0.0.1", ports[-1])
             self.say(f"pxswitch on {len(ports)} UDP ports; {self.servers} pxkernel servers of {self.dimes} DIMEs each")
         return wire
 
