@@ -14,6 +14,7 @@ from libc.string cimport memcpy
 
 from pxproto.fastpath.wirec cimport PxAddr, PxView, px_class_of, px_put_signaling, px_put_tlv, px_put_tlv_uint, px_view
 from pxproto.fastpath.wiregen cimport *
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 
 DEF BUF = 1600
 
@@ -82,3 +83,7 @@ def ping_reply(bytes raw, uint32_t epoch):
     if k < 0:
         return None
     return PyBytes_FromStringAndSize(<char*>out, k)
+
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+"""Source hash of this build (pxproto/fastpath/buildhash.py); pxproto.fastpath.select checks it."""

@@ -29,6 +29,7 @@ from libc.string cimport memcpy, memset
 from pxproto.fastpath.wirec cimport PxView, px_class_of, px_error_field, px_view
 from pxproto.fastpath.wiregen cimport PX_ERR_COUNT
 from pxproto.switch._fdb cimport Fdb
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 
 cdef extern from "<sys/socket.h>" nogil:
     struct iovec:
@@ -834,3 +835,7 @@ cdef class FastLoop:
                 return -1
             break
         return 0
+
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+"""Source hash of this build (pxproto/fastpath/buildhash.py); pxproto.fastpath.select checks it."""
