@@ -63,7 +63,7 @@ def extensions() -> list:  # type: ignore[type-arg]
         from Cython.Build import cythonize
     except ImportError:
         if require_compiled():
-            raise SystemExit("PXPROTO_REQUIRE_COMPILED=1 but Cython is missing: the fast path cannot be built") from None
+            raise SystemExit("PXPROTO_REQUIRE_COMPILED=1 but Cython is missing: no fast path can be built") from None
         print("WARNING: Cython missing; the fast path is not compiled", file=sys.stderr)
         return []
     try:

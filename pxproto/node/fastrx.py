@@ -6,9 +6,8 @@ or None.  Set ``PXPROTO_PURE=1`` to force the twin.
 
 from __future__ import annotations
 
-import os
-
 from pxproto.errors import ProtocolError
+from pxproto.fastpath import select
 from pxproto.wire import ethertypes
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import DIME_ALL, Command, Op, Scope, Status, TlvType
@@ -55,13 +54,7 @@ def ping_reply_py(raw: bytes, epoch: int) -> bytes | None:
     return encode(reply)
 
 
-COMPILED = False
-route = route_py
-ping_reply = ping_reply_py
-if os.environ.get("PXPROTO_PURE") != "1":
-    try:
-        from pxproto.node._fastrx import ping_reply, route  # type: ignore[no-redef]  # noqa: F401
-
-        COMPILED = True
-    except ImportError:  # pragma: no cover - depends on the build
-        pass
+_compiled = select.compiled("pxproto.node._fastrx")
+COMPILED = _compiled is not None
+route = _compiled.route if _compiled is not None else route_py
+ping_reply = _compiled.ping_reply if _compiled is not None else ping_reply_py
