@@ -48,8 +48,9 @@ from pxproto.fastpath.capindex import CaptureIndex, index_with
 from pxproto.fastpath.columns import COLUMN_NAMES, COLUMNS, Columns, empty, filter_mask
 
 PURE_ENV = select.PURE_ENV
-_impl: Any = select.compiled("pxproto.fastpath.wirec", warn=True)
-_index_impl: Any = select.compiled("pxproto.fastpath._capindex", warn=True) if _impl is not None else None
+_TWIN = "the reference codec"
+_impl: Any = select.compiled("pxproto.fastpath.wirec", warn=True, twin=_TWIN)
+_index_impl: Any = select.compiled("pxproto.fastpath._capindex", warn=True, twin=_TWIN) if _impl else None
 COMPILED = _impl is not None and _index_impl is not None
 if not COMPILED:
     from pxproto.fastpath import pure as _impl

@@ -58,7 +58,7 @@ def stale(module: ModuleType) -> str:
     return ""
 
 
-def compiled(name: str, *, warn: bool = False) -> ModuleType | None:
+def compiled(name: str, *, warn: bool = False, twin: str = "the pure twin") -> ModuleType | None:
     """The compiled module ``name`` (dotted), or None when its pure twin is to be used.
 
     None under ``PXPROTO_PURE=1`` or when the extension is not built (with a
@@ -72,7 +72,7 @@ def compiled(name: str, *, warn: bool = False) -> ModuleType | None:
         if compiled_required():
             raise ImportError(f"{REQUIRE_ENV}=1 but {name} is not built ({exc})") from exc
         if warn:
-            warnings.warn(f"{name}: compiled extension unavailable ({exc}); using the pure twin", RuntimeWarning, 3)
+            warnings.warn(f"{name}: compiled extension unavailable ({exc}); using {twin}", RuntimeWarning, 3)
         return None
     if compiled_required():
         why = stale(module)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from construct import Bytes, Construct, Enum, FlagsEnum, FormatField, Struct
 
 from pxproto.wire import spec
+from pxproto.wire.codes import FrameClass
 
 
 @dataclass(frozen=True)
@@ -61,3 +62,19 @@ def fields(struct: Struct, prefix: str | None = None) -> list[FieldInfo]:
 def struct_tables() -> dict[str, tuple[Struct, list[FieldInfo]]]:
     """Every fixed struct of the spec, keyed by its to_dict() prefix."""
     return {prefix: (struct, fields(struct, prefix)) for prefix, struct in spec.STRUCT_PREFIXES.items()}
+
+
+def _class_prefixes() -> dict[FrameClass, str]:
+    by_struct = {id(s): p for p, s in spec.STRUCT_PREFIXES.items()}
+    return {FrameClass[name.upper()]: by_struct[id(s)] for name, s in spec.FIXED_BODIES.items()}
+
+
+CLASS_PREFIX: dict[FrameClass, str] = _class_prefixes()
+"""The prefix (``sig``, ``data``, ``disc``, ``hb``) of each frame class's fixed body."""
+PREFIX_CLASS: dict[str, FrameClass] = {p: c for c, p in CLASS_PREFIX.items()}
+"""The frame class whose body a prefix names (Ethernet and header prefixes have none)."""
+PREFIX_BASE: dict[str, int] = {"eth": 0, "": spec.HEADER_OFFSET} | dict.fromkeys(
+    CLASS_PREFIX.values(), spec.BODY_OFFSET
+)
+"""Where each struct at a fixed place of every frame starts, from the frame's first byte, by prefix
+(TLVs, DIME records and the trailer have no fixed place)."""
