@@ -104,3 +104,16 @@ def test_c_header_agrees_with_the_reference_codec(tmp_path: Path) -> None:
             rebuilt += line.endswith(" 1")
     assert wrong == []
     assert rebuilt >= 50
+
+
+def test_one_error_table_for_python_the_header_and_the_compiled_module() -> None:
+    from pxproto.fastpath import select
+    from pxproto.wire import layout
+
+    m = re.search(r"PX_ERROR_FIELDS\[\d+\] = \{(.*?)\};", HEADER.read_text(), re.S)
+    assert m is not None
+    block = m.group(1)
+    assert tuple(re.findall(r'"([^"]*)"', block)) == layout.ERROR_FIELDS
+    wirec = select.compiled("pxproto.fastpath.wirec")
+    if wirec is not None:
+        assert wirec.ERROR_FIELDS == layout.ERROR_FIELDS

@@ -43,9 +43,9 @@ from typing import Any
 
 from pxproto.fastpath import capindex as _pure_capindex
 from pxproto.fastpath import select
-from pxproto.fastpath._wiregen import ERROR_CODES, ERROR_FIELDS
 from pxproto.fastpath.capindex import CaptureIndex, index_with
 from pxproto.fastpath.columns import COLUMN_NAMES, COLUMNS, Columns, empty, filter_mask
+from pxproto.wire.layout import ERROR_CODES, ERROR_FIELDS
 
 PURE_ENV = select.PURE_ENV
 _TWIN = "the reference codec"

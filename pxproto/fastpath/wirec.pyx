@@ -34,6 +34,8 @@ from pxproto.wire.frame import Auth, Data, DimeInfo, Discovery, Frame, Heartbeat
 
 cdef PxEtherTypes _ET             # index = FrameClass; et[0] unused
 
+ERROR_FIELDS = tuple(PX_ERROR_FIELDS[i].decode() for i in range(PX_ERR_COUNT))
+"""px_codec.h's error-field table (the same as pxproto.wire.layout.ERROR_FIELDS: the tests check)."""
 CODEC_HASH = PX_CODEC_HASH.decode()
 """PX_CODEC_HASH of the px_codec.h this module was compiled from."""
 

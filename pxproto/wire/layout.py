@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from construct import Bytes, Construct, Enum, FlagsEnum, FormatField, Struct
 
 from pxproto.wire import spec
-from pxproto.wire.codes import FrameClass
+from pxproto.wire.codes import FrameClass, TlvType
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,26 @@ PREFIX_BASE: dict[str, int] = {"eth": 0, "": spec.HEADER_OFFSET} | dict.fromkeys
 )
 """Where each struct at a fixed place of every frame starts, from the frame's first byte, by prefix
 (TLVs, DIME records and the trailer have no fixed place)."""
+
+
+PART_FIELDS = ("frame", "eth", "header", "tlv", "auth", "length")
+"""Error fields that name a whole part rather than one field, and the header's length, which
+errors call "length" (its px.* key is px.len)."""
+
+
+def error_fields() -> tuple[str, ...]:
+    """Every ProtocolError.field a decoder can report, in a fixed order: the fast path's and
+    px_codec.h's error codes are indexes into it (0, "", means no error)."""
+    out = ["", *PART_FIELDS]
+    for _struct, fields in struct_tables().values():
+        for f in fields:
+            key = f.key.removeprefix("px.")
+            if key not in out:
+                out.append(key)
+    out += [f"tlv.{t.name.lower()}" for t in TlvType]
+    return tuple(out)
+
+
+ERROR_FIELDS: tuple[str, ...] = error_fields()
+"""Error codes of the fast path and px_codec.h (index into this tuple; 0 = no error), spelled as ProtocolError.field."""
+ERROR_CODES: dict[str, int] = {f: i for i, f in enumerate(ERROR_FIELDS)}
