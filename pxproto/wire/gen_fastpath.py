@@ -88,9 +88,15 @@ def c_ident(text: str) -> str:
 
 
 def _table(name: str, size: int, values: dict[int, int], ctype: str = "unsigned char") -> str:
-    cells = [str(values.get(i, 0)) for i in range(size)]
-    rows = [", ".join(cells[i : i + 64]) for i in range(0, size, 64)]
-    body = ",\n    ".join(rows)
+    """A C array with designated initializers (C99): the entries that are not 0, unlisted ones are 0."""
+    cells = [f"[{i}] = {v}" for i, v in sorted(values.items()) if v]
+    rows: list[str] = []
+    for cell in cells:
+        if rows and len(rows[-1]) + len(cell) < 100:
+            rows[-1] += f", {cell}"
+        else:
+            rows.append(cell)
+    body = ",\n    ".join(rows) or "0"  # C99 has no empty initializer
     return f"static const {ctype} {name}[{size}] = {{\n    {body}\n}};"
 
 
