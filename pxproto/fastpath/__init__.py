@@ -27,8 +27,10 @@ Batch (no Python object per frame; pxdump, the switch)::
 ``cls`` is 0 for a row that is not a Parallax frame (EtherType, too short, or
 link type not Ethernet); ``error`` is an index into ERROR_FIELDS.
 
-C level (Cython): ``from pxproto.fastpath.wirec cimport PxView, px_view, px_put_*``
-and ``from pxproto.fastpath.wiregen cimport *`` (see wirec.pxd).
+C level: the codec is plain C, ``pxproto/fastpath/px_codec.h``, generated from the spec
+(``python -m pxproto.wire.gen_fastpath``) and freestanding (a bare-metal program #includes
+it).  Cython: ``from pxproto.fastpath.wirec cimport PxView, px_view, px_put_*`` and
+``from pxproto.fastpath.wiregen cimport *`` (see wirec.pxd).
 
 ``COMPILED`` says which implementation is in use, as chosen by
 :func:`pxproto.fastpath.select.compiled`: ``PXPROTO_PURE=1`` forces the pure one; a
