@@ -285,7 +285,7 @@
 #define PX_ERR_TLV_EPOCH 86
 #define PX_ERR_TLV_PACKAGE_SIG 87
 #define PX_ERR_COUNT 88
-#define PX_CODEC_HASH "66b0a60155f2c945"
+#define PX_CODEC_HASH "bc583e1bf756dace"
 
 static const unsigned char PX_VALID_CMD[256] = {
     [1] = 1, [2] = 1, [3] = 1, [16] = 1, [17] = 1, [18] = 1, [19] = 1, [20] = 1, [21] = 1, [22] = 1,
@@ -794,11 +794,10 @@ static inline int px__heartbeat(const unsigned char *buf, px_ssize start, px_ssi
 
 /* Validate one Ethernet frame of n bytes; 0 = valid, else a PX_ERR_* code. */
 static inline int px_decode(const unsigned char *buf, px_ssize n, const PxEtherTypes *m, PxView *v) {
-    static const PxView zero = { 0 };
     const unsigned char *h;
     px_ssize body_end, end, i, fixed;
     int r;
-    *v = zero;
+    px_zero((unsigned char *)v, (px_ssize)sizeof *v);
     v->auth = -1;
     if (n < PX_ETH_LEN) return px__fail(v, PX_ERR_ETH, 0);
     v->ethertype = px_rd16(buf + PX_ETH_TYPE);
