@@ -18,12 +18,7 @@ from pxproto.wire.codec import _decode_tlv
 from pxproto.wire.codes import STATE_ANY, Command, DataFlag, DimeState, FrameClass, HeaderFlag, Scope
 from pxproto.wire.frame import mac_text
 
-BODY_PREFIX = {
-    FrameClass.SIGNALING: "sig",
-    FrameClass.DATA: "data",
-    FrameClass.DISCOVERY: "disc",
-    FrameClass.HEARTBEAT: "hb",
-}
+BODY_PREFIX = layout.CLASS_PREFIX
 """The layout table of each class's fixed body."""
 
 

@@ -23,19 +23,11 @@ from typing import Any
 from pxproto.dime.endpoint import Output
 from pxproto.dime.keys import KeyRing
 from pxproto.errors import ProtocolError
+from pxproto.fastpath import decode, encode  # compiled or pure: pxproto.fastpath.select
 from pxproto.link import Port
 from pxproto.orch.core import Orchestrator
 from pxproto.orch.events import OrchEvent
 from pxproto.wire.frame import Heartbeat
-
-try:
-    from pxproto.fastpath.wirec import decode, encode
-
-    COMPILED = True
-except ImportError:  # pragma: no cover - the reference codec is the fallback
-    from pxproto.wire.codec import decode, encode
-
-    COMPILED = False
 
 
 def raise_priority(nice: int = -10) -> bool:

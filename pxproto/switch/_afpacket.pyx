@@ -27,8 +27,9 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from pxproto.fastpath.wirec cimport PxView, px_class_of, px_error_field, px_view
-from pxproto.fastpath.wiregen cimport PX_ERR_COUNT
+from pxproto.fastpath.wiregen cimport *
 from pxproto.switch._fdb cimport Fdb
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 
 cdef extern from "<sys/socket.h>" nogil:
     struct iovec:
@@ -128,7 +129,6 @@ DEF SOL_PACKET = 263
 DEF MIRROR_COMMENT = 32
 DEF MAXWATCH = 64
 
-cdef unsigned int DIME_ALL = 0xFFFF
 
 DEF V_NONE = 0
 DEF V_HEADER = 1
@@ -543,9 +543,9 @@ cdef class FastLoop:
         cdef Py_ssize_t k
         cdef PxView v
         cdef int c
-        if n < 14:
+        if n < PX_ETH_LEN:
             return -1
-        c = px_class_of(_u16(b + 12))
+        c = px_class_of(_u16(b + PX_ETH_TYPE))
         ci[0] = c
         if c == 0:
             return -1 if self.non_parallax_drop else 0
@@ -557,40 +557,40 @@ cdef class FastLoop:
             src_dime[0] = v.src_dime
             dst_dime[0] = v.dst_dime
             return 0
-        if n < 34:
+        if n < PX_BODY_OFFSET:
             return -1
-        flags = b[15]
-        dime_scope[0] = flags & 1
-        src_dime[0] = _u16(b + 18)
-        dst_dime[0] = _u16(b + 22)
+        flags = b[PX_ETH_LEN + PX_HDR_FLAGS]
+        dime_scope[0] = 1 if flags & PX_HFLAG_SCOPE_DIME else 0
+        src_dime[0] = _u16(b + PX_ETH_LEN + PX_HDR_SRC_DIME)
+        dst_dime[0] = _u16(b + PX_ETH_LEN + PX_HDR_DST_DIME)
         if self.validation == V_NONE:
             return 0
         # header depth: the rules of peek._check_header; a frame that breaks one goes to Python to be counted
-        if b[14] != 1 or flags & ~3:
+        if b[PX_ETH_LEN + PX_HDR_VERSION] != PX_PROTOCOL_VERSION or flags & ~(PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH):
             return -1
-        end = 34 + _u16(b + 16) + (26 if flags & 2 else 0)
+        end = PX_BODY_OFFSET + _u16(b + PX_ETH_LEN + PX_HDR_LENGTH) + (PX_AUTH_LEN if flags & PX_HFLAG_AUTH else 0)
         if end > n:
             return -1
         if end < n:
-            if n != 60:
+            if n != PX_MIN_ETHERNET_FRAME:
                 return -1
             for k in range(end, n):
                 if b[k]:
                     return -1
-        if c == 2 and not dime_scope[0]:
+        if c == PX_CLASS_DATA and not dime_scope[0]:
             return -1
-        if (c == 3 or c == 4) and dime_scope[0]:
+        if (c == PX_CLASS_DISCOVERY or c == PX_CLASS_HEARTBEAT) and dime_scope[0]:
             return -1
-        if dime_scope[0] == (dst_dime[0] == DIME_ALL):
+        if dime_scope[0] == (dst_dime[0] == PX_DIME_ALL):
             return -1
-        if c == 4 and src_dime[0] == DIME_ALL:
+        if c == PX_CLASS_HEARTBEAT and src_dime[0] == PX_DIME_ALL:
             return -1
         return 0
 
     cdef int _decide(self, int pid, const unsigned char* b, Py_ssize_t n, double now, int* ci,
                      int* err) noexcept nogil:
         cdef int dime_scope = 0, r, out = -1
-        cdef unsigned int src_dime = DIME_ALL, dst_dime = DIME_ALL
+        cdef unsigned int src_dime = PX_DIME_ALL, dst_dime = PX_DIME_ALL
         cdef uint64_t src, dst
         r = self._classify(b, n, ci, &dime_scope, &src_dime, &dst_dime, err)
         if r == MALFORMED:
@@ -599,12 +599,12 @@ cdef class FastLoop:
             return SLOW
         if not b[6] & 1:
             src = _mac(b + 6)
-            r = self.fdb.c_learn(src | (<uint64_t>DIME_ALL << 48), pid, now)
+            r = self.fdb.c_learn(src | (<uint64_t>PX_DIME_ALL << 48), pid, now)
             if r == 1:
                 self.learned += 1
             elif r == 2:
                 self.moved += 1
-            if ci[0] and src_dime != DIME_ALL:
+            if ci[0] and src_dime != PX_DIME_ALL:
                 r = self.fdb.c_learn(src | (<uint64_t>src_dime << 48), pid, now)
                 if r == 1:
                     self.learned += 1
@@ -616,7 +616,7 @@ cdef class FastLoop:
         if dime_scope:
             out = self.fdb.c_lookup(dst | (<uint64_t>dst_dime << 48), now)
         if out < 0:
-            out = self.fdb.c_lookup(dst | (<uint64_t>DIME_ALL << 48), now)
+            out = self.fdb.c_lookup(dst | (<uint64_t>PX_DIME_ALL << 48), now)
         if out < 0:
             self.unknown += 1
             return FLOOD
@@ -834,3 +834,7 @@ cdef class FastLoop:
                 return -1
             break
         return 0
+
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+"""Source hash of this build (pxproto/fastpath/buildhash.py); pxproto.fastpath.select checks it."""

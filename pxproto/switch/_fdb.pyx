@@ -10,6 +10,7 @@ looks up at C level.
 from libc.stdint cimport int32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 
 cdef double FULL_SWEEP_PERIOD = 1.0
 
@@ -153,3 +154,7 @@ cdef class Fdb:
             for i in range(self.size)
             if self.tab[i].state == 1 and now - self.tab[i].seen <= self.aging
         ]
+
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+"""Source hash of this build (pxproto/fastpath/buildhash.py); pxproto.fastpath.select checks it."""

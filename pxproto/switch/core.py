@@ -13,13 +13,13 @@ where its MAC was; a system-scope frame goes where its MAC (the server) was.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
 from pxproto.errors import ProtocolError
+from pxproto.fastpath import select
 from pxproto.switch.fdb import LEARN_MOVED, NO_PORT, PyFdb, key_parts
 from pxproto.switch.peek import VALIDATIONS, Validation, peek
 from pxproto.wire.codes import DIME_ALL, FrameClass
@@ -43,14 +43,8 @@ PORT_COUNTERS = (
 
 def new_fdb(capacity: int, aging: float) -> Any:
     """The compiled table when it is built (unless PXPROTO_PURE=1), else the Python twin."""
-    if os.environ.get("PXPROTO_PURE") != "1":
-        try:
-            from pxproto.switch._fdb import Fdb
-
-            return Fdb(capacity, aging)
-        except ImportError:
-            pass
-    return PyFdb(capacity, aging)
+    compiled = select.compiled("pxproto.switch._fdb")
+    return compiled.Fdb(capacity, aging) if compiled is not None else PyFdb(capacity, aging)
 
 
 @dataclass

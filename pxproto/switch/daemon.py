@@ -18,6 +18,7 @@ import time
 from typing import IO, Any
 
 from pxproto.capture.pcapng import PcapngWriter
+from pxproto.fastpath import select
 from pxproto.switch.config import ConfigError, PortSpec, SwitchConfig, load_file
 from pxproto.switch.core import CLASS_NAMES, Switch
 from pxproto.switch.ports import AfPacketPort, Port, PortGone, StreamPort, TapPort, UdpPort, VxlanPort
@@ -91,13 +92,11 @@ class Daemon:
     def _fast_loop(self) -> Any:
         """The compiled AF_PACKET loop, when it is built and the policy lets it decide frames."""
         pol = self.core.policy
-        if os.environ.get("PXPROTO_PURE") == "1":
+        afpacket = select.compiled("pxproto.switch._afpacket")
+        fdb = select.compiled("pxproto.switch._fdb")
+        if afpacket is None or fdb is None:
             return None
-        try:
-            from pxproto.switch._afpacket import VALIDATION, FastLoop  # type: ignore[attr-defined]
-            from pxproto.switch._fdb import Fdb  # type: ignore[import-not-found]
-        except ImportError:
-            return None
+        VALIDATION, FastLoop, Fdb = afpacket.VALIDATION, afpacket.FastLoop, fdb.Fdb
         if not isinstance(self.core.fdb, Fdb):
             return None
         fast = FastLoop(self.core.fdb)

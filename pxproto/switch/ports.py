@@ -21,6 +21,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from pxproto.fastpath import select
+
 MAX_FRAME = 65535
 """Longest frame any port takes (QEMU's stream and dgram backends stay under it)."""
 ETH_P_ALL = 0x0003
@@ -459,12 +461,7 @@ class AfPacketPort(Port):
         self.rcvbuf = rcvbuf
         ctrl = control_ethertypes()
         self.ctrl = self._open(ethertype_filter(ctrl, True), self.CTRL_BUF)
-        try:
-            from pxproto.switch import _afpacket  # type: ignore[attr-defined]
-
-            self._batch: Any = _afpacket
-        except ImportError:
-            self._batch = None
+        self._batch: Any = select.compiled("pxproto.switch._afpacket")
         if ring and self._batch is None:
             self.ctrl.close()
             raise ValueError(f"port {name}: ring {ring} needs the compiled pxproto.switch._afpacket")

@@ -269,6 +269,8 @@ FIXED_TLV_SIZES: dict[TlvKind, int] = {
 ACL_ENTRY_SIZE = 8
 """An ACL TLV is a list of (peer MAC: 6 bytes, FCAPS area mask: u8, reserved: u8)."""
 TEXT_MAX = 255
+CPU_PERMILLE_MAX = 1000
+"""A heartbeat's cpu_permille is at most this (1000 = every core busy)."""
 
 # Parameters each command carries in its request and its response.  Endpoints
 # check these; the codec only checks that every TLV is well formed.
