@@ -101,7 +101,7 @@ def _print_fdb(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "run":
-        from pxproto.switch.daemon import Daemon
+        from pxproto.switch.daemon import Daemon, StartError
 
         try:
             cfg = build_config(args)
@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.ports:
             print("pxswitch: no ports (give --port or a --config with [[port]] tables)", file=sys.stderr)
             return 2
-        d = Daemon(cfg, args.config)
+        try:
+            d = Daemon(cfg, args.config)
+        except StartError as exc:
+            print(f"pxswitch: {exc}", file=sys.stderr)
+            return 1
         d.install_signals()
         return d.run()
     from pxproto.switch.daemon import query
