@@ -51,6 +51,7 @@ from typing import Any
 
 from pxproto.switch.core import SwitchPolicy
 
+
 def default_control() -> str:
     """The control socket's default path, per user: ``$XDG_RUNTIME_DIR/pxswitch.sock``, else
     ``/tmp/pxswitch-UID.sock`` (two users' switches never meet; a second live switch is refused anyway)."""

@@ -162,7 +162,8 @@ class Daemon:
             self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name)
             self.fast.set_limits(pid, self.core.ports[pid].mtu + ETH_OVERHEAD, port.vnet)
         self._sync(pid)
-        log(f"port {spec.name} ({spec.type}) open")
+        if not strict:  # at start, "running" names them all once every port is open
+            log(f"port {spec.name} ({spec.type}) open")
 
     def _remove(self, pid: int, why: str | None = None) -> None:
         if self._is_fast(pid):
@@ -466,7 +467,8 @@ class Daemon:
 
     def run(self) -> int:
         self._set_scheduler()
-        log(f"running: {len(self.ports)} ports, control socket {self.config.control}")
+        names = ", ".join(self.core.ports[pid].name for pid in sorted(self.ports))
+        log(f"running: {len(self.ports)} ports ({names}), control socket {self.config.control}")
         while not self._stop:
             self.step(0.5)
         self.close()

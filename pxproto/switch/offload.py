@@ -28,7 +28,7 @@ class OffloadError(ValueError):
     """A header that asks for something this module cannot do (UFO, a checksum outside the frame)."""
 
 
-def _sum16(data: bytes | memoryview, acc: int = 0) -> int:
+def _sum16(data: bytes | bytearray | memoryview, acc: int = 0) -> int:
     """Ones' complement sum of ``data`` as big-endian 16-bit words, not folded."""
     if len(data) & 1:
         data = bytes(data) + b"\0"
