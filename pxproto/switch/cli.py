@@ -28,8 +28,9 @@ ports (--port TYPE:key=value,key=value; name=NAME is optional):
       a TAP device the switch creates (or opens) and brings up; plain frames
       (no IFF_VNET_HDR: the kernel checksums and segments before the switch).
   afpacket:interface=NAME[,rcvbuf=BYTES][,ring=0|2|3][,offload=true|false]
-      an existing interface (veth, NIC, a QEMU tap), promiscuous; ring 0:
-      recvmmsg, 2/3: PACKET_MMAP TPACKET_V2/V3; offload (default true):
+      an existing interface (veth, NIC, a QEMU tap), promiscuous; ring 3
+      (default): PACKET_MMAP TPACKET_V3, 2: TPACKET_V2, 0: recvmmsg (lowest
+      latency for data, about half the throughput); offload (default true):
       PACKET_VNET_HDR, so TCP checksum/segmentation offloads of a veth peer or
       a virtio-net guest are carried (or done in software towards other ports).
   vxlan:remote=HOST[:PORT][,remote=...],vni=N[,local=HOST:PORT][,aging=S]

@@ -27,8 +27,11 @@ A file::
     type = "afpacket"
     interface = "veth0"
     rcvbuf = 1048576           # data socket receive buffer, bytes (it bounds the backlog, hence the latency)
-    ring = 0                   # 0: recvmmsg; 2: PACKET_MMAP TPACKET_V2 ring; 3: TPACKET_V3 (blocks: more
-                               # throughput, up to a block's fill time of latency)
+    ring = 3                   # 3 (default): PACKET_MMAP TPACKET_V3 (blocks: the most throughput, up to the 1 ms
+                               # block timeout of latency for data); 2: TPACKET_V2 ring; 0: recvmmsg
+    offload = true             # PACKET_VNET_HDR: carry checksum/segmentation offloads (see the README)
+    mtu = 1500                 # every port; default 1500, an afpacket port's interface MTU
+    max_macs = 2048            # every port: table entries it may learn (default [switch] max_macs)
 
     [[port]]
     name = "uplink"

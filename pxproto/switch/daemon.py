@@ -53,7 +53,7 @@ def open_port(spec: PortSpec, aging: float = 300.0) -> Port:
         return TapPort(spec.name, g("interface"))
     if spec.type == "afpacket":
         return AfPacketPort(
-            spec.name, g("interface"), int(g("rcvbuf", AFPACKET_RCVBUF)), int(g("ring", 0)), bool(g("offload", True))
+            spec.name, g("interface"), int(g("rcvbuf", AFPACKET_RCVBUF)), g("ring"), bool(g("offload", True))
         )
     if spec.type == "vxlan":
         return VxlanPort(
