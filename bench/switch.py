@@ -10,9 +10,11 @@ comparison on a busy host).  Measured: frames/s at saturation and the highest
 tried rate with zero loss; one-way latency p50/p99 of probe DATA frames at 50%
 of each switch's saturation rate (and how many probes were lost);
 signaling/heartbeat frames lost while data saturates.  With ``--rounds N`` the
-modes run side by side N times and a table of medians follows.
+modes run side by side N times and a table of medians follows.  A pxswitch
+mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
+instead of the default TPACKET_V3 ring; ``+offload=false``) or ``busy=US``.
 
-    sudo python bench/switch.py [--seconds 3] [--rounds 5] [--modes bridge,naive,pxswitch,pxswitch-rt]
+    sudo python bench/switch.py [--seconds 3] [--rounds 5] [--modes bridge,naive,pxswitch,pxswitch+ring=0,pxswitch-rt]
 """
 
 from __future__ import annotations
@@ -387,7 +389,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1, help="run every mode this many times; print medians")
     ap.add_argument(
         "--modes",
-        default="bridge,naive,pxswitch,pxswitch-rt",
+        default="bridge,naive,pxswitch,pxswitch+ring=0,pxswitch-rt",
         help="comma-separated; a pxswitch mode takes variants after '+': port options or busy=US",
     )
     ap.add_argument("--port-opts", default="", help="options added to each pxswitch port, e.g. rcvbuf=1048576")

@@ -275,7 +275,10 @@ class Daemon:
                         p["rx_class"][name] += a
                         p["tx_class"][name] += b
         for pid, port in self.ports.items():
-            st["ports"][self.core.ports[pid].name].update(port.describe())
+            p = st["ports"][self.core.ports[pid].name]
+            p.update(port.describe())
+            if self._is_fast(pid) and self.fast.offload_errors(pid):
+                p["errors"]["offload_error"] = p["errors"].get("offload_error", 0) + self.fast.offload_errors(pid)
         for name, why in self.gone.items():
             st["ports"][name] = {"up": False, "gone": why}
         return st
