@@ -78,6 +78,10 @@ class Net:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+LISTEN_S = 4.0
+"""How long a listener waits: long enough for the sender's interpreter to start on a loaded host."""
+
+
 def listen(ns: str, dev: str, seconds: float) -> subprocess.Popen[str]:
     p = subprocess.Popen(
         ["ip", "netns", "exec", ns, sys.executable, "-c", LISTEN, dev, str(seconds)], stdout=subprocess.PIPE, text=True
@@ -128,11 +132,11 @@ def test_veth_forwarding_and_vanished_port(net: Net, tmp_path: Path) -> None:
         net.veth(h, "eth0", sw, f"s{i}")
     proc = start_switch(sw, tmp_path, *(f"afpacket:interface=s{i},name=s{i}" for i in range(3)))
     try:
-        l2, l3 = listen(h2, "eth0", 1.5), listen(h3, "eth0", 1.5)
+        l2, l3 = listen(h2, "eth0", LISTEN_S), listen(h3, "eth0", LISTEN_S)
         hb = heartbeat(mac(1), dime=3)
         send(h1, "eth0", hb)
         assert hb in heard(l2) and hb in heard(l3)
-        l1, l3 = listen(h1, "eth0", 1.5), listen(h3, "eth0", 1.5)
+        l1, l3 = listen(h1, "eth0", LISTEN_S), listen(h3, "eth0", LISTEN_S)
         d = data(mac(1), mac(2), dst_dime=3)
         send(h2, "eth0", d)
         assert d in heard(l1) and d not in heard(l3)  # learned: no flood
@@ -142,7 +146,7 @@ def test_veth_forwarding_and_vanished_port(net: Net, tmp_path: Path) -> None:
         while "gone" not in query(tmp_path, "stats")["ports"]["s2"]:  # type: ignore[index]
             assert time.monotonic() < end, "the vanished port was not reported"
             time.sleep(0.2)
-        l1 = listen(h1, "eth0", 1.5)
+        l1 = listen(h1, "eth0", LISTEN_S)
         send(h2, "eth0", d)
         assert d in heard(l1)
         fdb = query(tmp_path, "fdb")
