@@ -245,7 +245,7 @@ class Daemon:
                 s.close()
                 raise
         except OSError as exc:
-            raise StartError(f"control socket {path}: {port_error(exc)}") from None
+            raise StartError(f"control socket {path}: {port_error(OSError(exc.errno, exc.strerror))}") from None
         s.setblocking(False)
         self.sel.register(s, selectors.EVENT_READ, ("control", None))
         return s
