@@ -215,11 +215,11 @@ class UdpPort(DatagramPort):
         self.remote: Any = _addr(remote) if remote else None
         self._fixed_remote = remote is not None
         self._batch: Any = None
-        if self._fixed_remote:
+        if remote is not None:
             # Connected: the kernel drops other senders, and the compiled layer moves up to 64 datagrams per
             # recvmmsg/sendmmsg.
             try:
-                self.sock.connect(self.remote)
+                self.sock.connect(_addr(remote))
             except OSError:
                 self.sock.close()
                 raise
