@@ -1,19 +1,15 @@
-"""Discovery: probes with state filters, boot announces split across frames, and the orchestrator's pool."""
+"""Discovery: probes with state filters, boot announces split across frames, and the orchestrator's pool
+(:class:`pxproto.dime.liveness.Pool`, the one production runs)."""
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
-from pxproto.dime.discovery import (
-    DimeDiscovered,
-    DimeReborn,
-    DimeUpdated,
-    DiscoveryResponder,
-    Pool,
-    ServerDiscovered,
-    dimes_per_frame,
-)
+from pxproto.dime.discovery import DiscoveryResponder, dimes_per_frame
 from pxproto.dime.endpoint import Address
+from pxproto.dime.liveness import DimeDiscovered, DimeReborn, DimeUpdated, Pool, ServerDiscovered
 from pxproto.dime.simlink import SimLink, SimNet
 from pxproto.wire import spec
 from pxproto.wire.codec import decode, encode
@@ -35,6 +31,11 @@ def infos(n: int, epoch: int = 1) -> list[DimeInfo]:
 
 def server(i: int, n: int, **kw: float) -> DiscoveryResponder:
     return DiscoveryResponder(Address(server_mac(i)), infos(n), caps=CAPS, sw_version=0x010203, **kw)  # type: ignore[arg-type]
+
+
+def link_seed(seed: int, src: bytes, dst: bytes) -> int:
+    """The same in every process (unlike ``hash()``)."""
+    return zlib.crc32(bytes([seed]) + src + dst)
 
 
 def test_records_per_frame() -> None:
@@ -87,7 +88,9 @@ def test_server_without_dimes_answers_an_any_probe_with_an_empty_announce() -> N
 
 @pytest.mark.parametrize("seed", range(3))
 def test_pool_discovers_every_dime_over_a_lossy_wire(seed: int) -> None:
-    net = SimNet(link=lambda s, d: SimLink(hash((seed, s, d)) % 2**32, loss=0.15, reorder=0.2, jitter=0.01))
+    # Each link's seed comes from the test's seed and the link's ends alone: seeded with ``hash()`` of bytes,
+    # which Python salts per process, this test failed about one run in five (issue 12).
+    net = SimNet(link=lambda s, d: SimLink(link_seed(seed, s, d), loss=0.15, reorder=0.2, jitter=0.01))
     pool = Pool(ORCH, probe_repeats=5, probe_interval=0.05)
     net.add(ORCH.mac, pool)
     sizes = {server_mac(i): 30 + 40 * i for i in range(6)}  # up to 230 DIMEs: three frames
@@ -117,10 +120,10 @@ def test_pool_tracks_updates_rebirths_and_ignores_late_epochs() -> None:
     assert isinstance(upd, DimeUpdated) and upd.old.state is DimeState.FREE and upd.new.mem_free == 2
     assert pool.receive(announce([DimeInfo(1, 1, DimeState.BUSY, 8, 2, 5)]), 1.5).events == []
     (reborn,) = pool.receive(announce([DimeInfo(1, 1, DimeState.FREE, 8, 8, 6)]), 2.0).events
-    assert isinstance(reborn, DimeReborn) and (reborn.old_epoch, reborn.new_epoch) == (5, 6)
+    assert isinstance(reborn, DimeReborn) and (reborn.old_epoch, reborn.epoch) == (5, 6)
     assert pool.receive(announce([DimeInfo(1, 1, DimeState.BUSY, 8, 1, 5)]), 3.0).events == []
     assert pool.counters["late_epoch"] == 1
-    d = pool.get(Address(mac, 1))
+    d = pool.get((mac, 1))
     assert d is not None and d.info.epoch == 6 and d.info.state is DimeState.FREE and d.last_seen == 2.0
 
 
@@ -130,9 +133,9 @@ def test_pool_queries_and_marks() -> None:
     mac = b"\x02\x00\x00\x00\x00\x07"
     assert [d.info.dime for d in pool.free()] == [0, 6, 2, 4]  # most free memory first
     assert [d.info.mem_free for d in pool.free(min_mem_chunks=6)] == [8, 7, 6]
-    pool.set_state(Address(mac, 0), DimeState.BUSY)
-    assert [d.info.dime for d in pool.dimes(DimeState.BUSY)] == [0, 1, 5]
-    assert len(pool.dimes()) == 8
+    pool.set_state((mac, 0), DimeState.BUSY)
+    assert [d.info.dime for d in pool.in_state(DimeState.BUSY)] == [0, 1, 5]
+    assert len(pool.in_state()) == 8
     with pytest.raises(KeyError, match="no DIME 99"):
-        pool.set_state(Address(mac, 99), DimeState.BUSY)
+        pool.set_state((mac, 99), DimeState.BUSY)
     assert pool.receive(probe_frame(STATE_ANY), 0.0).events == [] and pool.counters["not_announce"] == 1

@@ -1,6 +1,6 @@
 """The orchestrator, sans I/O: frames and ``now`` in; frames, events and the next timer out.
 
-:class:`Orchestrator` keeps the pool (:mod:`pxproto.orch.pool`), deploys
+:class:`Orchestrator` keeps the pool (:mod:`pxproto.dime.liveness`), deploys
 services (:mod:`pxproto.orch.service`), scales them by command and by policy,
 and repairs them.  Its drivers (the CLI daemon, the demo, the tests' simulated
 network) only move frames and call :meth:`Orchestrator.handle_timer` when
@@ -31,7 +31,8 @@ sends the next command that is missing.  The rules, in order:
    queues reach zero in its heartbeats, or the drain time passes), stopped,
    disconnected downstream, and returned to the pool.
 
-Failure detection: a DIME silent past its liveness timeout is *suspected* and
+Failure detection is the pool's (:mod:`pxproto.dime.liveness`); the orchestrator
+acts on its events.  A DIME silent past its liveness timeout is *suspected* and
 sent a direct PING, sent ``confirm_tries`` times ``confirm_ms`` apart (5 x 8 ms
 by default: at 5% frame loss a round fails with p ~ 1e-5, so a lost heartbeat
 followed by lost pings no longer makes a false repair); an answer with the same
@@ -56,7 +57,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from pxproto.dime.endpoint import Address, Output, earliest, frame_to
+from pxproto.dime.endpoint import Address, Output, earliest
+from pxproto.dime.liveness import Health, Liveness, Pool, PoolLimits
 from pxproto.dime.signaling import (
     Requester,
     RequestReceived,
@@ -87,8 +89,8 @@ from pxproto.orch.events import (
     ServiceDeployed,
     StageScaled,
     SuspicionCleared,
+    ZombieHeartbeat,
 )
-from pxproto.orch.pool import DimeView, Health, HeartbeatResult, Liveness, Pool, PoolLimits
 from pxproto.orch.service import Regulator, ServiceSpec, StageSpec
 from pxproto.wire.codes import (
     DIME_ALL,
@@ -102,10 +104,12 @@ from pxproto.wire.codes import (
     Status,
     TlvType,
 )
-from pxproto.wire.frame import BROADCAST, Discovery, Frame, Heartbeat, Signaling, Tlv
+from pxproto.wire.frame import Discovery, Frame, Heartbeat, Signaling, Tlv
 
 CHANNEL_TEXT = re.compile(r"channel (\d+)")
 """How a kernel's CHANNEL_BROKEN fault names the channel (its TEXT)."""
+LIVENESS_COUNTERS = {DimeSuspected: "suspicions", SuspicionCleared: "false_suspicions"}
+"""The orchestrator's counters of the pool's events."""
 CHANNEL_SPACE = 0x7FFF
 """Channel ids are 1..0x7fff: the kernel sends completions back on ``channel | 0x8000``."""
 
@@ -249,34 +253,24 @@ class Orchestrator:
     def __init__(self, mac: bytes, config: OrchConfig | None = None, log: EventLog | None = None) -> None:
         self.config = config or OrchConfig()
         self.local = Address(mac, DIME_ALL, 0)
-        self.pool = Pool(self.config.liveness, self.config.default_period, self.config.limits)
         self.requester = Requester(self.local, self.config.command)
+        c = self.config
+        self.pool = Pool(
+            self.local, c.liveness, default_period=c.default_period, limits=c.limits, ping=c.confirm,
+            requester=self.requester,
+        )  # fmt: skip
+        """Discovery, heartbeats and failure detection (:mod:`pxproto.dime.liveness`); its PINGs go out
+        through this orchestrator's requester."""
         self.responder = Responder(self.local)
         self.log = log or EventLog()
         self.services: dict[str, Deployment] = {}
         self._ops: dict[tuple[bytes, int, int], Done] = {}
-        self._pings: dict[DimeKey, int] = {}
-        self._resetting: set[DimeKey] = set()
         self._next_channel = 1
         self._channels_used: set[int] = set()
-        self._probe_id = 0
         self._next_tick: float | None = None
         self._next_probe: float | None = None
-        self._stalled = False
-        self.counters: dict[str, int] = dict.fromkeys(
-            (
-                "heartbeats",
-                "stale_heartbeats",
-                "refused_heartbeats",
-                "announces",
-                "suspicions",
-                "false_suspicions",
-                "deaths",
-                "repairs",
-                "zombies_reset",
-                "stalls",
-            ),
-            0,
+        self._counters: dict[str, int] = dict.fromkeys(
+            ("suspicions", "false_suspicions", "deaths", "repairs", "zombies_reset", "stalls"), 0
         )
 
     # ------------------------------------------------------------- events and requests
@@ -305,19 +299,27 @@ class Orchestrator:
 
     # ------------------------------------------------------------- the machine interface
 
+    @property
+    def counters(self) -> dict[str, int]:
+        """What came in and what the orchestrator did about it (heartbeats, suspicions, deaths, repairs...)."""
+        pool = self.pool.counters
+        return {
+            "heartbeats": pool["heartbeats"],
+            "stale_heartbeats": pool["late_epoch"],
+            "refused_heartbeats": pool["refused"],
+            "announces": pool["announces"],
+            **self._counters,
+        }
+
     def receive(self, frame: Frame, now: float) -> Output:
         """Take one frame from the signaling network (data frames are the driver's)."""
         out = Output()
         body = frame.body
         if isinstance(body, Heartbeat):
-            self._heartbeat(frame.src_mac, frame.src_dime, body, now, out)
+            self._consume(self.pool.heartbeat(frame.src_mac, frame.src_dime, body, now), now, out)
         elif isinstance(body, Signaling):
             if body.op is Op.RESPONSE:
-                r = self.requester.receive(frame, now)
-                out.frames.extend(r.frames)
-                for ev in r.events:
-                    if isinstance(ev, ResponseReceived):
-                        self._complete(ev, now, out)
+                self._consume(self.pool.take(self.requester.receive(frame, now), now), now, out)
             else:
                 r = self.responder.receive(frame, now)
                 out.frames.extend(r.frames)
@@ -330,90 +332,33 @@ class Orchestrator:
                         out.merge(self.responder.respond(ev, status, (), now=now))
         elif isinstance(body, Discovery):
             if body.op is not DiscoveryOp.PROBE:
-                self._announce(frame.src_mac, body, now, out)
+                self._consume(self.pool.announce(frame.src_mac, body, now), now, out)
         out.timer = self.get_timer()
         return out
 
     def heartbeat(self, mac: bytes, dime: int, hb: Heartbeat, now: float) -> Output | None:
         """The hot path: one heartbeat already decoded.  Returns None when nothing came of it."""
-        v, result = self.pool.heartbeat(mac, dime, hb, now)
-        self.counters["heartbeats"] += 1
-        if result is HeartbeatResult.SAME:
-            return None
-        if v is None:
-            self.counters["refused_heartbeats"] += 1
+        got = self.pool.heartbeat(mac, dime, hb, now)
+        if got is None:
             return None
         out = Output()
-        self._on_heartbeat_change(v, result, hb, now, out)
+        self._consume(got, now, out)
         out.timer = self.get_timer()
         return out
 
-    def _heartbeat(self, mac: bytes, dime: int, hb: Heartbeat, now: float, out: Output) -> None:
-        v, result = self.pool.heartbeat(mac, dime, hb, now)
-        self.counters["heartbeats"] += 1
-        if v is None:
-            self.counters["refused_heartbeats"] += 1
-        elif result is not HeartbeatResult.SAME:
-            self._on_heartbeat_change(v, result, hb, now, out)
-
-    def _on_heartbeat_change(self, v: DimeView, result: HeartbeatResult, hb: Heartbeat, now: float,
-                             out: Output) -> None:  # fmt: skip
-        if result is HeartbeatResult.STALE:
-            self.counters["stale_heartbeats"] += 1
-        elif result is HeartbeatResult.ZOMBIE:
-            self._reset_zombie(v, now, out)
-        elif result is HeartbeatResult.NEW:
-            if len(self.pool.servers[v.mac].dimes) == 1:
-                self._emit(ServerDiscovered(now, v.mac, 0), out)
-            self._emit(DimeDiscovered(now, v.key, v.epoch), out)
-            self._wake(now, out)
-        elif result is HeartbeatResult.REVIVED:
-            self._clear_suspicion(v, now, out)
-        elif result is HeartbeatResult.EPOCH:
-            self._new_epoch(v, hb.epoch, now, out, v.prev_epoch)
-
-    def _announce(self, mac: bytes, disc: Discovery, now: float, out: Output) -> None:
-        self.counters["announces"] += 1
-        known = mac in self.pool.servers
-        old = {k: self.pool.dimes[k].epoch for k in self.pool.dimes if k[0] == mac}
-        new, reborn = self.pool.announce(mac, disc, now)
-        if not known:
-            self._emit(ServerDiscovered(now, mac, len(disc.dimes)), out)
-        for v in new:
-            self._emit(DimeDiscovered(now, v.key, v.epoch), out)
-        for v in reborn:
-            self._reborn(v, old[v.key], v.epoch, now, out)
-        if new or reborn:
-            self._wake(now, out)
-
     def get_timer(self) -> float | None:
-        return earliest(
-            self.pool.get_timer(),
-            self.requester.get_timer(),
-            self._next_tick,
-            self._next_probe,
-            self.responder.get_timer(),
-        )
+        return earliest(self.pool.get_timer(), self._next_tick, self._next_probe, self.responder.get_timer())
 
     def handle_timer(self, now: float) -> Output:
         out = Output()
         due = self.get_timer()
         # Called far past its time, this process was not running (a busy host): a silence it measured is its
-        # own, so this once no suspicion is raised and no PING round is judged; each gets one more span.
-        self._stalled = due is not None and now - due > self.config.stall
-        if self._stalled:
-            self.counters["stalls"] += 1
-        r = self.requester.handle_timer(now)
-        out.frames.extend(r.frames)
-        for ev in r.events:
-            if isinstance(ev, RequestTimedOut):
-                self._complete(ev, now, out)
+        # own, so this once the pool raises no suspicion and judges no PING round; each gets one more span.
+        stalled = due is not None and now - due > self.config.stall
+        if stalled:
+            self._counters["stalls"] += 1
+        self._consume(self.pool.handle_timer(now, stalled), now, out)
         self.responder.handle_timer(now)
-        for v in self.pool.expired(now):
-            if self._stalled and self.pool.forgive(v, now):
-                continue
-            self._suspect(v, now, out)
-        self._stalled = False
         if self._next_tick is not None and now >= self._next_tick:
             self._next_tick = None
             self._tick(now, out)
@@ -426,91 +371,74 @@ class Orchestrator:
 
     def probe(self, now: float, state_filter: int = STATE_ANY) -> Output:
         """Broadcast a discovery probe; every server answers with its DIMEs."""
-        self._probe_id = (self._probe_id + 1) & 0xFFFFFFFF
-        body = Discovery(DiscoveryOp.PROBE, probe_id=self._probe_id, state_filter=state_filter)
-        frame = frame_to(self.local, Address(BROADCAST, DIME_ALL, 0), body)
+        _, out = self.pool.probe(now, state_filter)
         self._next_probe = now + self.config.probe_period if self.config.probe_period > 0 else None
-        return Output(frames=[frame], timer=self.get_timer())
+        out.timer = self.get_timer()
+        return out
 
-    # ------------------------------------------------------------- failure detection
+    # ------------------------------------------------------------- the pool's events
 
-    def _suspect(self, v: DimeView, now: float, out: Output) -> None:
-        self.pool.set_health(v, Health.SUSPECT, now)
-        self.counters["suspicions"] += 1
-        self._emit(DimeSuspected(now, v.key, now - v.last_seen), out)
-        self._confirm(v, now, out, again=True)
-
-    def _confirm(self, v: DimeView, now: float, out: Output, again: bool) -> None:
-        """PING a suspect; no answer and no heartbeat by the policy's span confirms the death, unless this
-        process was itself stalled meanwhile (then one more round: ``again``)."""
-        epoch = v.epoch
-
-        def done(ok: bool, ev: Any, t: float, o: Output) -> None:
-            self._pings.pop(v.key, None)
-            if v.health is not Health.SUSPECT:
-                return
-            if isinstance(ev, ResponseReceived):
-                answer = ev.param(TlvType.EPOCH)
-                if isinstance(answer, int) and answer != epoch:
-                    self._new_epoch(v, answer, t, o)
-                    return
-                self._clear_suspicion(v, t, o)
-                return
-            if again and self._stalled:
-                self._confirm(v, t, o, again=False)
-                return
-            self._dead(v, "no heartbeat, no answer to PING", t, o)
-
-        req_id = self._request(v.key, Command.PING, [Tlv(TlvType.ECHO, b"orch")], now, out, done, self.config.confirm)
-        self._pings[v.key] = req_id
-
-    def _clear_suspicion(self, v: DimeView, now: float, out: Output) -> None:
-        req_id = self._pings.pop(v.key, None)
-        if req_id is not None:
-            self.requester.cancel(Address(v.mac, v.dime, 0), req_id)
-            self._ops.pop((v.mac, v.dime, req_id), None)
-        self.counters["false_suspicions"] += 1
-        self.pool.set_health(v, Health.ALIVE, now)
-        self._emit(SuspicionCleared(now, v.key), out)
-
-    def _dead(self, v: DimeView, reason: str, now: float, out: Output) -> None:
-        if v.health is Health.DEAD:
+    def _consume(self, got: Output | None, now: float, out: Output) -> None:
+        """Act on what the pool (and the requester behind it) reported, in order."""
+        if got is None:
             return
-        self.counters["deaths"] += 1
-        self.pool.set_health(v, Health.DEAD, now)
-        self._emit(DimeDead(now, v.key, v.last_seen, reason), out)
-        if self.pool.servers[v.mac].dead:
+        out.frames.extend(got.frames)
+        wake = False
+        for ev in got.events:
+            if isinstance(ev, ResponseReceived | RequestTimedOut):
+                self._complete(ev, now, out)
+            elif isinstance(ev, DimeDead):
+                self._dead(ev, now, out)
+            elif isinstance(ev, DimeReborn):
+                self._reborn(ev, now, out)
+                wake = True
+            elif isinstance(ev, ZombieHeartbeat):
+                self._reset_zombie(ev.key, now, out)
+            elif isinstance(ev, ServerDiscovered | DimeDiscovered | DimeSuspected | SuspicionCleared):
+                counter = LIVENESS_COUNTERS.get(type(ev))
+                if counter:
+                    self._counters[counter] += 1
+                self._emit(ev, out)
+                wake = wake or isinstance(ev, DimeDiscovered)
+        if wake:
+            self._wake(now, out)
+
+    def _dead(self, ev: DimeDead, now: float, out: Output) -> None:
+        v = self.pool.dimes[ev.key]
+        self._counters["deaths"] += 1
+        self._emit(ev, out)
+        server = self.pool.servers[v.mac]
+        if all(d.health is Health.DEAD for d in server.dimes.values() if d is not v):
             self._emit(ServerDead(now, v.mac), out)
         rep = v.assigned
         v.assigned = None
         if isinstance(rep, Replica) and rep.state is not RState.GONE:
             self._lost(rep, now, out)
 
-    def _new_epoch(self, v: DimeView, epoch: int, now: float, out: Output, old: int | None = None) -> None:
-        old = v.epoch if old is None else old
-        if v.health is not Health.DEAD:
-            self._dead(v, f"restarted (epoch {old} -> {epoch})", now, out)
-        self._reborn(v, old, epoch, now, out)
+    def _reborn(self, ev: DimeReborn, now: float, out: Output) -> None:
+        """A DIME restarted: if its death was not known, it is one now (its replica is repaired elsewhere);
+        then it is free again."""
+        v = self.pool.dimes[ev.key]
+        if not ev.was_dead:
+            # The pool already counts it alive; while its replica is replaced it is no candidate (the old life
+            # is dead, the new one joins after).
+            v.health = Health.DEAD
+            why = f"restarted (epoch {ev.old_epoch} -> {ev.epoch})"
+            self._dead(DimeDead(now, ev.key, ev.old_epoch, v.last_seen, why), now, out)
+            v.health = Health.ALIVE
+        v.assigned = None
+        v.faulted = False
+        self._emit(ev, out)
 
-    def _reborn(self, v: DimeView, old: int, epoch: int, now: float, out: Output) -> None:
-        if v.assigned is not None or v.health is not Health.DEAD:
-            self._dead(v, f"restarted (epoch {old} -> {epoch})", now, out)
-        self.pool.rebirth(v, epoch, now)
-        self._emit(DimeReborn(now, v.key, old, epoch), out)
-        self._wake(now, out)
-
-    def _reset_zombie(self, v: DimeView, now: float, out: Output) -> None:
+    def _reset_zombie(self, key: DimeKey, now: float, out: Output) -> None:
         """A DIME declared dead still heartbeats in that epoch: its work was given away, so RESET it (it stops
         its MICE and comes back in a new epoch, which returns it to the pool)."""
-        if v.key in self._resetting:
-            return
-        self._resetting.add(v.key)
-        self.counters["zombies_reset"] += 1
+        self._counters["zombies_reset"] += 1
 
         def done(ok: bool, ev: Any, t: float, o: Output) -> None:
-            self._resetting.discard(v.key)
+            self.pool.rearm_zombie(key)  # if it still speaks in the dead epoch, RESET it again
 
-        self._request(v.key, Command.RESET, [], now, out, done)
+        self._request(key, Command.RESET, [], now, out, done)
 
     def _fault_report(self, req: RequestReceived, now: float, out: Output) -> None:
         v = self.pool.get(req.peer.peer)
@@ -523,9 +451,8 @@ class Orchestrator:
             # than at its next missed heartbeat (a PING round; heartbeats or an answer clear it).
             m = CHANNEL_TEXT.match(text)
             peer = self._link_peer(req.peer.peer, int(m.group(1)) & CHANNEL_SPACE) if m else None
-            pv = self.pool.get(peer) if peer is not None else None
-            if pv is not None and pv.health is Health.ALIVE:
-                self._suspect(pv, now, out)
+            if peer is not None:
+                self._consume(self.pool.suspect(peer, now), now, out)
             return
         if v is not None and isinstance(v.assigned, Replica) and code != FaultCode.OVERLOAD:
             self._fault(v.assigned, now, out)
@@ -684,7 +611,7 @@ class Orchestrator:
         svc.replicas.remove(rep)
         if not was_live or svc.spec.regulator.repair == "none":
             return
-        self.counters["repairs"] += 1
+        self._counters["repairs"] += 1
         self._emit(RepairStarted(now, svc.spec.name, rep.stage.name, rep.key), out)
         new = self._place(svc, rep.stage, "repair", now, out)
         if new is not None:
