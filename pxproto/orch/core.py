@@ -602,14 +602,19 @@ class Orchestrator:
         return rep
 
     def _lost(self, rep: Replica, now: float, out: Output) -> None:
-        """A replica's DIME died or faulted: cut its links at their live ends, and replace it."""
+        """A replica's DIME died or faulted: cut its links at their live ends, and replace it (unless the
+        regulator says ``repair = "none"``: then the stage runs with one replica fewer)."""
         svc = rep.svc
         was_live = rep.live
         rep.state = RState.GONE
         for link in [lk for lk in svc.links if lk.up is rep or lk.down is rep]:
             self._drop_link(svc, link, rep, now, out)
         svc.replicas.remove(rep)
-        if not was_live or svc.spec.regulator.repair == "none":
+        if not was_live:
+            return
+        if svc.spec.regulator.repair == "none":
+            # Without this the next tick's reconciliation would place a replacement all the same (as "scale-out").
+            svc.want[rep.stage.name] = max(0, svc.want[rep.stage.name] - 1)
             return
         self._counters["repairs"] += 1
         self._emit(RepairStarted(now, svc.spec.name, rep.stage.name, rep.key), out)
