@@ -90,7 +90,8 @@ class DimeView:
     armed: bool = False
     """A deadline for it is in the heap."""
     forgiven: float = float("-inf")
-    """When a silence of it was last forgiven (the driver itself had stalled): its timeout counts from then."""
+    """When a silence of it was last forgiven (the driver itself had stalled; its deadline was pushed to then
+    plus its timeout): not again before its next heartbeat."""
     ping: int | None = None
     """The request id of the PING out to it while it is suspect."""
     again: bool = False
@@ -391,7 +392,7 @@ class Pool:
         while heap:
             t, key = heap[0]
             v = self.dimes[key]
-            due = max(v.last_seen, v.forgiven) + v.timeout
+            due = v.last_seen + v.timeout
             if v.health is not Health.ALIVE:
                 heapq.heappop(heap)
                 v.armed = False
@@ -416,7 +417,7 @@ class Pool:
         while heap and heap[0][0] <= now:
             _, key = heapq.heappop(heap)
             v = self.dimes[key]
-            due = max(v.last_seen, v.forgiven) + v.timeout
+            due = v.last_seen + v.timeout
             if v.health is not Health.ALIVE:
                 v.armed = False
             elif due > now:
