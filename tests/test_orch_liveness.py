@@ -75,15 +75,18 @@ def test_on_time_silence_is_judged_even_when_forgiven_before() -> None:
     assert isinstance(sus, DimeSuspected) and sus.silent == pytest.approx(0.7) and sus.epoch == 1
 
 
-def late_timers(p: Pool, until: Callable[[], object], late: float = 0.05) -> list[Frame]:
-    """Handle the pool's timers, each ``late`` seconds late (stalled), until ``until()`` holds; the frames sent."""
+def late_timers(p: Pool, until: Callable[[], object], late: float = 0.05) -> tuple[list[Frame], float]:
+    """Handle the pool's timers, each ``late`` seconds late (stalled), until ``until()`` holds: the frames sent
+    and the time of the last call."""
     frames: list[Frame] = []
+    now = 0.0
     for _ in range(100):
         if until():
-            return frames
+            return frames, now
         t = p.get_timer()
         assert t is not None
-        frames += p.handle_timer(t + late, stalled=True).frames
+        now = t + late
+        frames += p.handle_timer(now, stalled=True).frames
     raise AssertionError("never")
 
 
@@ -115,12 +118,13 @@ def test_a_ping_round_ending_on_time_is_judged_at_once() -> None:
 def test_an_answer_to_the_extra_round_clears_the_suspicion() -> None:
     p = watched()
     p.handle_timer(0.2)
-    ping = late_timers(p, lambda: p.counters["pings"] > 1)[-1]
+    frames, now = late_timers(p, lambda: p.counters["pings"] > 1)
     resp = Responder(Address(*KEY), {Command.PING: ping_handler(lambda: 1)})
-    (answer,) = resp.receive(ping, 0.301).frames
-    (cleared,) = p.receive(answer, 0.302).events
+    (answer,) = resp.receive(frames[-1], now + 0.001).frames
+    (cleared,) = p.receive(answer, now + 0.002).events
     assert isinstance(cleared, SuspicionCleared) and cleared.by_ping and cleared.key == KEY
-    assert p.dimes[KEY].health is Health.ALIVE and p.get_timer() == pytest.approx(0.502)
+    # Alive: a fresh silence allowance from the answer.
+    assert p.dimes[KEY].health is Health.ALIVE and p.get_timer() == pytest.approx(now + 0.202)
 
 
 # ------------------------------------------------------------------ stall, in the orchestrator
@@ -237,3 +241,35 @@ def test_repair_none_leaves_a_dead_replica_unreplaced() -> None:
     reps = c.orch.replicas(name)
     assert victim not in reps["transform"] and len(reps["transform"]) == 1
     assert c.orch.counters["repairs"] == 0
+
+
+def test_a_zombie_is_reported_again_only_after_rearm() -> None:
+    p = watched()
+    t = p.get_timer()
+    while t is not None and not p.counters["dead"]:
+        p.handle_timer(t)
+        t = p.get_timer()
+    first = p.heartbeat(*KEY, HB, 1.0)
+    assert first is not None and kinds(first) == ["ZombieHeartbeat"]
+    assert p.heartbeat(*KEY, HB, 1.1) is None
+    p.rearm_zombie(KEY)  # the driver's RESET did not take: tell it again
+    again = p.heartbeat(*KEY, HB, 1.2)
+    assert again is not None and kinds(again) == ["ZombieHeartbeat"] and p.counters["zombie"] == 3
+
+
+def test_the_orchestrator_resets_a_zombie_again_when_its_reset_fails() -> None:
+    core = Orchestrator(ORCH_MAC, OrchConfig(liveness=Liveness("missed", 2)))
+    core.heartbeat(*KEY, Heartbeat(1, DimeState.FREE, 50), 0.0)
+    t = core.get_timer()
+    while t is not None and not core.log.of(DimeDead):
+        core.handle_timer(t)
+        t = core.get_timer()
+    resets = []
+    for i in range(80):  # a zombie heartbeat every 50 ms for 4 s; nobody answers the RESETs (2.2 s each)
+        now = 1.0 + i * 0.05
+        while (t := core.get_timer()) is not None and t <= now:
+            core.handle_timer(t)
+        out = core.heartbeat(*KEY, Heartbeat(1, DimeState.FREE, 50), now)
+        resets += [f for f in (out.frames if out else []) if isinstance(f.body, Signaling)]
+    assert all(f.body.cmd is Command.RESET for f in resets)  # type: ignore[union-attr]
+    assert len(resets) >= 2 and core.counters["zombies_reset"] == len(resets)
