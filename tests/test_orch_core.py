@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pxproto.dime.liveness import Health, Liveness, Pool
 from pxproto.orch.core import OrchConfig, PackageRef, RState
 from pxproto.orch.events import (
     DimeDead,
@@ -15,7 +16,6 @@ from pxproto.orch.events import (
     StageScaled,
     SuspicionCleared,
 )
-from pxproto.dime.liveness import Health, Liveness, Pool
 from pxproto.orch.service import parse_service
 from pxproto.orch.sim import DEMO_SERVICE, SimCluster
 from pxproto.wire.codes import DimeState

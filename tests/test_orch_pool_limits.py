@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pxproto.orch.core import OrchConfig, Orchestrator
 from pxproto.dime.liveness import DimeDiscovered, DimeReborn, Pool, PoolLimits
+from pxproto.orch.core import OrchConfig, Orchestrator
 from pxproto.wire.codes import DIME_ALL, DimeState, DiscoveryOp
 from pxproto.wire.frame import DimeInfo, Discovery, Heartbeat
 
