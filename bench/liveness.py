@@ -35,13 +35,14 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
 
-from pxproto.dime.liveness import DimeSuspected, Liveness, Pool
-from pxproto.wire.codes import DimeState
-from pxproto.wire.frame import Heartbeat
+measure_installed()
+
+from pxproto.dime.liveness import DimeSuspected, Liveness, Pool  # noqa: E402
+from pxproto.wire.codes import DimeState  # noqa: E402
+from pxproto.wire.frame import Heartbeat  # noqa: E402
 
 
 class Eager:

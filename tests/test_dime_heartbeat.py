@@ -57,15 +57,10 @@ def phi(threshold: float, min_std: float = 0.1) -> Liveness:
     return Liveness("phi", phi=threshold, min_std=min_std)
 
 
-def link_seed(*parts: object) -> int:
-    """A seed for one simulated link, the same in every process (``hash()`` of bytes is salted per process)."""
-    return zlib.crc32(repr(parts).encode())
-
-
 def cluster(
     n: int, policy: Liveness, seed: int = 0, period: float = 0.05, **link: object
 ) -> tuple[SimNet, Pool, list[DimeNode]]:
-    net = SimNet(link=lambda s, d: SimLink(link_seed(seed, s, d), **link))  # type: ignore[arg-type]
+    net = SimNet(link=lambda s, d: SimLink(zlib.crc32(s + d, seed), **link))  # type: ignore[arg-type]
     det = Pool(ORCH, policy, ping=PING)
     net.add(ORCH.mac, det)
     net.broadcast_to = {ORCH.mac}  # DIMEs ignore each other's heartbeats here: don't simulate them
