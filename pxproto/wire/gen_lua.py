@@ -20,9 +20,9 @@ are integer literals.
 from __future__ import annotations
 
 import re
-from importlib import resources
 from collections.abc import Iterable
 from enum import IntEnum
+from importlib import resources
 
 from pxproto.wire import ethertypes, layout, spec
 from pxproto.wire.codes import (
