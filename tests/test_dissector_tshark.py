@@ -114,9 +114,9 @@ def dissected(layers: dict[str, Any]) -> tuple[dict[str, list[Any]], list[tuple[
     return out, experts
 
 
-def _cut_nul(s: str) -> str:
-    # A Wireshark string field is a C string: text after a NUL character is not shown.
-    return s.split("\0", 1)[0]
+def _shown_nul(s: str) -> str:
+    # A Wireshark string field is a C string: the dissector shows a NUL as \x00 and the text after it whole.
+    return s.replace("\0", "\\x00")
 
 
 def expected(frame: Frame) -> dict[str, list[Any]]:
@@ -127,7 +127,7 @@ def expected(frame: Frame) -> dict[str, list[Any]]:
         if ftype == "bool":
             out[key] = ["1" if v else "0" for v in values]
         elif ftype == "string":
-            out[key] = [_cut_nul(v) for v in values]
+            out[key] = [_shown_nul(v) for v in values]
         else:
             out[key] = list(values)
     return out

@@ -242,6 +242,7 @@ def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
         )
 
     em = ethermap.as_dict()
+    template = _template()
     subs = {
         "%%VERSION%%": str(PROTOCOL_VERSION),
         "%%DIME_ALL%%": str(DIME_ALL),
@@ -287,8 +288,9 @@ def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
         "%%TLVS%%": "{\n" + "\n".join(tlv_rows) + "\n}",
         "%%FIELDS%%": "\n".join(fl.lines),
         "%%MAP%%": ethermap.describe(),
+        "%%ERROR_FIELDS%%": "{" + ", ".join(f'"{k}"' for k in error_fields(template)) + "}",
     }
-    out = _template()
+    out = template
     for k, v in subs.items():
         if k not in out:
             raise AssertionError(f"template lost its {k} slot")
@@ -302,6 +304,12 @@ def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
 def _template() -> str:
     """The Lua source with ``%%SLOT%%`` placeholders, shipped beside this module."""
     return resources.files("pxproto.wire").joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
+
+
+def error_fields(template: str | None = None) -> list[str]:
+    """The fields a malformed frame's error can name: each gets its own ``px.malformed.<field>`` expert."""
+    named = set(re.findall(r'fail\("\w+", "([\w.]+)"', template or _template()))
+    return sorted(named | {f"tlv.{t.name.lower()}" for t in TlvType})
 
 
 def generate(ethermap: EtherTypeMap | None = None) -> str:
