@@ -360,37 +360,54 @@ local HEADER_BY, SIG_BY, DATA_BY, DISC_BY = prepare(HEADER), prepare(SIG), prepa
 local DIME_BY, HB_BY, AUTH_BY = prepare(DIME_RECORD), prepare(HB), prepare(AUTH)
 local OFF_LENGTH = ETH_LEN + HEADER_BY.length.off
 
--- The unsigned fields of one fixed struct at offset base (0-based) of raw; returns {name = value}.
--- An 8-byte field is a number (exact below 2^53); its text comes from u64_text.
-local function read_struct(raw, base, fields)
-  local v = {}
-  for i = 1, #fields do
-    local fi = fields[i]
-    local at, size = base + fi.off, fi.size
-    if size == 1 then
-      v[fi.name] = byte(raw, at + 1)
-    elseif size == 2 then
-      local a, b = byte(raw, at + 1, at + 2)
-      v[fi.name] = a * 256 + b
-    elseif size == 4 then
-      local a, b, c, d = byte(raw, at + 1, at + 4)
-      v[fi.name] = ((a * 256 + b) * 256 + c) * 256 + d
-    elseif size == 8 and fi.kind == "uint" then
-      local a, b, c, d, e, f, g, h = byte(raw, at + 1, at + 8)
-      local hi, lo = ((a * 256 + b) * 256 + c) * 256 + d, ((e * 256 + f) * 256 + g) * 256 + h
-      v[fi.name] = hi < 2097152 and hi * 4294967296 + lo or -1
-    end
-  end
-  return v
+-- An 8-byte field as a number: exact below 2^53, else -1 (u64_text then reads it as UInt64).
+local function u64(hi, lo)
+  return hi < 2097152 and hi * 4294967296 + lo or -1
 end
 
--- Decimal text of the 8-byte field at tvb offset at (value: read_struct's number).
+-- The unsigned fields of each fixed struct at offset base (0-based) of raw, as {name = value}:
+-- generated from the layouts, one string.byte call and one table constructor each.
+local function read_header(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = byte(raw, base + 1, base + 16)
+  local x16, x17, x18, x19 = byte(raw, base + 17, base + 20)
+  return {version = x0, flags = x1, length = x2 * 256 + x3, src_dime = x4 * 256 + x5, src_thread = x6 * 256 + x7, dst_dime = x8 * 256 + x9, dst_thread = x10 * 256 + x11, seq = u64(((x12 * 256 + x13) * 256 + x14) * 256 + x15, ((x16 * 256 + x17) * 256 + x18) * 256 + x19)}
+end
+local function read_sig(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7 = byte(raw, base + 1, base + 8)
+  return {req_id = ((x0 * 256 + x1) * 256 + x2) * 256 + x3, cmd = x4, op = x5, status = x6, tlv_count = x7}
+end
+local function read_data(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = byte(raw, base + 1, base + 16)
+  local x16, x17, x18, x19, x20, x21, x22, x23, x24 = byte(raw, base + 17, base + 25)
+  return {channel = x0 * 256 + x1, flags = x2, msg_id = ((x3 * 256 + x4) * 256 + x5) * 256 + x6, msg_len = ((x7 * 256 + x8) * 256 + x9) * 256 + x10, frag_offset = ((x11 * 256 + x12) * 256 + x13) * 256 + x14, frag_index = x15 * 256 + x16, frag_count = x17 * 256 + x18, ack = ((x19 * 256 + x20) * 256 + x21) * 256 + x22, credit = x23 * 256 + x24}
+end
+local function read_disc(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = byte(raw, base + 1, base + 16)
+  return {op = x0, state_filter = x1, count = x2 * 256 + x3, probe_id = ((x4 * 256 + x5) * 256 + x6) * 256 + x7, sw_version = ((x8 * 256 + x9) * 256 + x10) * 256 + x11, caps = ((x12 * 256 + x13) * 256 + x14) * 256 + x15}
+end
+local function read_dime(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = byte(raw, base + 1, base + 16)
+  local x16 = byte(raw, base + 17, base + 17)
+  return {dime = x0 * 256 + x1, core = x2 * 256 + x3, state = x4, mem_total = ((x5 * 256 + x6) * 256 + x7) * 256 + x8, mem_free = ((x9 * 256 + x10) * 256 + x11) * 256 + x12, epoch = ((x13 * 256 + x14) * 256 + x15) * 256 + x16}
+end
+local function read_hb(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = byte(raw, base + 1, base + 16)
+  local x16, x17, x18, x19, x20, x21, x22, x23, x24, x25, x26, x27, x28, x29, x30 = byte(raw, base + 17, base + 31)
+  return {epoch = ((x0 * 256 + x1) * 256 + x2) * 256 + x3, state = x4, period_ms = x5 * 256 + x6, cpu_permille = x7 * 256 + x8, stage = x9 * 256 + x10, mem_used = ((x11 * 256 + x12) * 256 + x13) * 256 + x14, mem_limit = ((x15 * 256 + x16) * 256 + x17) * 256 + x18, rx_queue = ((x19 * 256 + x20) * 256 + x21) * 256 + x22, tx_queue = ((x23 * 256 + x24) * 256 + x25) * 256 + x26, service = ((x27 * 256 + x28) * 256 + x29) * 256 + x30}
+end
+local function read_auth(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = byte(raw, base + 1, base + 16)
+  local x16, x17, x18, x19, x20, x21, x22, x23, x24, x25 = byte(raw, base + 17, base + 26)
+  return {key_id = x0 * 256 + x1, counter = u64(((x2 * 256 + x3) * 256 + x4) * 256 + x5, ((x6 * 256 + x7) * 256 + x8) * 256 + x9)}
+end
+
+-- Decimal text of the 8-byte field at tvb offset at (value: the reader's number).
 local function u64_text(tvb, at, value)
   if value >= 0 then return format("%.0f", value) end
   return tostring(tvb(at, 8):uint64())
 end
 
--- Add the fields of one fixed struct (values v from read_struct) to tree at tvb offset base.
+-- Add the fields of one fixed struct (values v from its reader) to tree at tvb offset base.
 local function add_struct(tree, tvb, base, fields, v)
   for i = 1, #fields do
     local fi = fields[i]
@@ -539,7 +556,7 @@ for code, name in pairs(OP_NAMES) do OP_LOWER[code] = name:lower() end
 local function dissect_signaling(ctx, tree, start, stop)
   local tvb, raw = ctx.tvb, ctx.raw
   local fs = start + ETH_LEN
-  local v = read_struct(raw, start, SIG)
+  local v = read_sig(raw, start)
   if tree then
     add_struct(tree, tvb, start, SIG, v)
     local area = CMD_FCAPS[v.cmd]
@@ -590,7 +607,7 @@ for _, fi in ipairs(DATA_FIXED) do DATA_OFF[fi.name] = fi.off + ETH_LEN end
 
 local function dissect_data(ctx, tree, start, stop)
   local tvb = ctx.tvb
-  local v = read_struct(ctx.raw, start, DATA_FIXED)
+  local v = read_data(ctx.raw, start)
   local plen = stop - start - DATA_END
   if tree then
     add_struct(tree, tvb, start, DATA_FIXED, v)
@@ -676,7 +693,7 @@ end
 local function dissect_discovery(ctx, tree, start, stop)
   local tvb, raw = ctx.tvb, ctx.raw
   local fs = start + ETH_LEN
-  local v = read_struct(raw, start, DISC)
+  local v = read_disc(raw, start)
   if tree then
     add_struct(tree, tvb, start, DISC, v)
     local caps = caps_text(v.caps)
@@ -700,7 +717,7 @@ local function dissect_discovery(ctx, tree, start, stop)
   end
   local pos = start + fixed
   for i = 1, v.count do
-    local r = read_struct(raw, pos, DIME_RECORD)
+    local r = read_dime(raw, pos)
     if tree then
       local rec = tree:add(tvb(pos, DIME_REC), format("DIME %d", i))
       add_struct(rec, tvb, pos, DIME_RECORD, r)
@@ -725,7 +742,7 @@ local function dissect_heartbeat(ctx, tree, start, stop)
   if stop - start ~= fixed then
     fail("length", "length", OFF_LENGTH, format("%d body bytes, a HEARTBEAT body is %d", stop - start, fixed))
   end
-  local v = read_struct(ctx.raw, start, HB)
+  local v = read_hb(ctx.raw, start)
   if tree then add_struct(tree, tvb, start, HB, v) end
   local state = HB_STATES[v.state]
   local cpu = v.cpu_permille
@@ -881,7 +898,7 @@ local function dissect(ctx, cls)
     fail("length", "header", ETH_LEN, format("truncated: %d bytes, the Parallax header needs %d", n - ETH_LEN,
                                              HEADER_LEN))
   end
-  local h = read_struct(raw, 0, HEADER)
+  local h = read_header(raw, 0)
   ctx.h = h
   local flags = h.flags
   local scope_dime = band(flags, SCOPE_DIME) ~= 0
@@ -936,7 +953,7 @@ local function dissect(ctx, cls)
   BODIES[cls](ctx, body, HEADER_LEN, HEADER_LEN + h.length)
   if has_auth then
     local at = HEADER_LEN + h.length
-    local a = read_struct(raw, at, AUTH)
+    local a = read_auth(raw, at)
     if root then
       local trailer = root:add(tvb(at, AUTH_LEN), "Authentication trailer (HMAC-SHA256 truncated to 16 bytes)")
       add_struct(trailer, tvb, at, AUTH, a)

@@ -177,6 +177,38 @@ def _layout_table(infos: Iterable[layout.FieldInfo], values: dict[str, dict[int,
     return "{\n" + "\n".join(rows) + "\n}"
 
 
+def _reader(fn: str, infos: Iterable[layout.FieldInfo]) -> str:
+    """A Lua function reading one fixed struct's unsigned fields from a string with a single
+    ``string.byte`` call into one table constructor (no per-field loop, no table growth)."""
+    infos = list(infos)
+    size = max(f.offset + f.size for f in infos)
+    names = [f"x{i}" for i in range(size)]
+    values = []
+    for f in infos:
+        if f.kind not in ("uint", "enum", "flags"):
+            continue  # byte strings are read where they are shown
+        bs = names[f.offset : f.offset + f.size]
+        if f.size == 8:
+            hi, lo = _be(bs[:4]), _be(bs[4:])
+            values.append(f"{f.name} = u64({hi}, {lo})")
+        else:
+            values.append(f"{f.name} = {_be(bs)}")
+    lines = [f"local function {fn}(raw, base)"]
+    for k in range(0, size, 16):  # a few locals per line, for readable output
+        chunk = names[k : k + 16]
+        lines.append(f"  local {', '.join(chunk)} = byte(raw, base + {k + 1}, base + {k + len(chunk)})")
+    lines.append("  return {" + ", ".join(values) + "}")
+    lines.append("end")
+    return "\n".join(lines)
+
+
+def _be(names: list[str]) -> str:
+    expr = names[0]
+    for n in names[1:]:
+        expr = f"({expr}) * 256 + {n}" if "*" in expr else f"{expr} * 256 + {n}"
+    return expr
+
+
 def field_types() -> dict[str, str]:
     """Every dissector field's key and its ProtoField type (``uint32``, ``string``, ``bytes``, ...)."""
     return _build()[1]
@@ -285,6 +317,18 @@ def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
         "%%DIME_RECORD%%": _layout_table(tables["disc.dime"][1]),
         "%%HB%%": _layout_table(tables["hb"][1]),
         "%%AUTH%%": _layout_table(tables["auth"][1]),
+        "%%READERS%%": "\n".join(
+            _reader(fn, tables[t][1])
+            for fn, t in (
+                ("read_header", ""),
+                ("read_sig", "sig"),
+                ("read_data", "data"),
+                ("read_disc", "disc"),
+                ("read_dime", "disc.dime"),
+                ("read_hb", "hb"),
+                ("read_auth", "auth"),
+            )
+        ),
         "%%TLVS%%": "{\n" + "\n".join(tlv_rows) + "\n}",
         "%%FIELDS%%": "\n".join(fl.lines),
         "%%MAP%%": ethermap.describe(),
