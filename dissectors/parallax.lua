@@ -289,6 +289,20 @@ for a = 0, 255 do
   BAND[a] = row
 end
 local function band(a, b) return BAND[a][b] end  -- a, b: bytes
+-- The per-frame flag tests, as one lookup each.
+local SCOPE_DIME_BIT, AUTH_BIT, HEADER_RESERVED = BAND[SCOPE_DIME], BAND[AUTH_FLAG], BAND[255 - HEADER_FLAG_MASK]
+local ACK_BIT, FIN_BIT, DATA_RESERVED = BAND[ACK], BAND[FIN], BAND[255 - DATA_FLAG_MASK]
+
+-- Decimal text of numbers, memoised below 65536: sprintf per number is the Info column's main cost.
+local NUM = setmetatable({}, {__index = function(t, k)
+  local text = format("%d", k)
+  t[k] = text
+  return text
+end})
+local function num(v)
+  if v < 65536 then return NUM[v] end
+  return format("%d", v)
+end
 
 local HEX2 = {}
 for v = 0, 255 do HEX2[v] = format("0x%02x", v) end
@@ -403,7 +417,7 @@ end
 
 -- Decimal text of the 8-byte field at tvb offset at (value: the reader's number).
 local function u64_text(tvb, at, value)
-  if value >= 0 then return format("%.0f", value) end
+  if value >= 0 then return value < 65536 and NUM[value] or format("%.0f", value) end
   return tostring(tvb(at, 8):uint64())
 end
 
@@ -431,7 +445,7 @@ end
 
 local ENDPOINT = {[DIME_ALL] = "*"}
 local function endpoint(dime, thread)
-  return (ENDPOINT[dime] or dime) .. "." .. thread
+  return (ENDPOINT[dime] or NUM[dime]) .. "." .. NUM[thread]
 end
 
 -- Wireshark's Lua API has no "is a tree wanted" flag; a TreeItem without a tree says so in
@@ -571,7 +585,7 @@ local function dissect_signaling(ctx, tree, start, stop)
     fail("field", "status", fs + 6, format("a request carries OK, not %s", sname))
   end
   if v.op ~= REQUEST then ctx.info = ctx.info .. " " .. sname end
-  ctx.info = ctx.info .. " id " .. v.req_id .. " tlvs " .. v.tlv_count
+  ctx.info = ctx.info .. " id " .. num(v.req_id) .. " tlvs " .. NUM[v.tlv_count]
   local seen = {}
   local pos = start + SIG_END
   for i = 1, v.tlv_count do
@@ -615,19 +629,19 @@ local function dissect_data(ctx, tree, start, stop)
   end
   local o_flags = start + DATA_OFF.flags
   local flags = v.flags
-  local ack = band(flags, ACK) ~= 0
+  local ack = ACK_BIT[flags] ~= 0
   local info
   if v.frag_count > 0 then
-    info = "ch " .. v.channel .. " msg " .. v.msg_id .. " frag " .. (v.frag_index + 1) .. "/" .. v.frag_count
-           .. " off " .. v.frag_offset .. " bytes " .. plen
+    info = "ch " .. NUM[v.channel] .. " msg " .. num(v.msg_id) .. " frag " .. NUM[v.frag_index + 1] .. "/"
+           .. NUM[v.frag_count] .. " off " .. num(v.frag_offset) .. " bytes " .. num(plen)
   else
-    info = "ch " .. v.channel
+    info = "ch " .. NUM[v.channel]
   end
-  if ack then info = info .. " ACK " .. v.ack .. " credit " .. v.credit end
-  if band(flags, FIN) ~= 0 then info = info .. " FIN" end
+  if ack then info = info .. " ACK " .. num(v.ack) .. " credit " .. NUM[v.credit] end
+  if FIN_BIT[flags] ~= 0 then info = info .. " FIN" end
   ctx.info = ctx.info .. info
-  if band(flags, 255 - DATA_FLAG_MASK) ~= 0 then
-    fail("field", "data.flags", o_flags, format("reserved bits %s set", hex2(band(flags, 255 - DATA_FLAG_MASK))))
+  if DATA_RESERVED[flags] ~= 0 then
+    fail("field", "data.flags", o_flags, format("reserved bits %s set", hex2(DATA_RESERVED[flags])))
   end
   if plen > 0 and tree then
     data_dissector:call(tvb(start + DATA_END, plen):tvb(), ctx.pinfo, tree)
@@ -700,7 +714,7 @@ local function dissect_discovery(ctx, tree, start, stop)
     if caps ~= "" then tree:add(tvb(start + 12, 4), "Capabilities: " .. caps) end
   end
   local op = DISC_OPS[v.op]
-  ctx.info = ctx.info .. (op or hex2(v.op)) .. " probe " .. v.probe_id .. " dimes " .. v.count
+  ctx.info = ctx.info .. (op or hex2(v.op)) .. " probe " .. num(v.probe_id) .. " dimes " .. NUM[v.count]
   if op == nil then fail("code", "disc.op", fs, format("unknown discovery op %s", hex2(v.op))) end
   if v.state_filter ~= STATE_ANY and DIME_STATES[v.state_filter] == nil then
     fail("code", "disc.state_filter", fs + 1, format("unknown state %s", hex2(v.state_filter)))
@@ -746,8 +760,8 @@ local function dissect_heartbeat(ctx, tree, start, stop)
   if tree then add_struct(tree, tvb, start, HB, v) end
   local state = HB_STATES[v.state]
   local cpu = v.cpu_permille
-  ctx.info = ctx.info .. "epoch " .. v.epoch .. " " .. (state or hex2(v.state)) .. " cpu " .. floor(cpu / 10) .. "."
-             .. cpu % 10 .. "% mem " .. v.mem_used .. "/" .. v.mem_limit
+  ctx.info = ctx.info .. "epoch " .. num(v.epoch) .. " " .. (state or hex2(v.state)) .. " cpu " .. NUM[floor(cpu / 10)]
+             .. "." .. NUM[cpu % 10] .. "% mem " .. num(v.mem_used) .. "/" .. num(v.mem_limit)
   if state == nil then fail("code", "hb.state", fs + 4, format("unknown state %s", hex2(v.state))) end
   if v.period_ms == 0 then fail("field", "hb.period_ms", fs + 5, "a heartbeat period of 0 ms") end
   if cpu > 1000 then
@@ -901,7 +915,7 @@ local function dissect(ctx, cls)
   local h = read_header(raw, 0)
   ctx.h = h
   local flags = h.flags
-  local scope_dime = band(flags, SCOPE_DIME) ~= 0
+  local scope_dime = SCOPE_DIME_BIT[flags] ~= 0
   if root then
     add_struct(root, tvb, 0, HEADER, h)
     root:add(F_SCOPE, tvb(OFF_FLAGS - ETH_LEN, 1), scope_dime and "DIME" or "SYSTEM")
@@ -910,11 +924,11 @@ local function dissect(ctx, cls)
   if h.version ~= PROTOCOL_VERSION then
     fail("field", "version", OFF_VERSION, format("version %d, this codec speaks %d", h.version, PROTOCOL_VERSION))
   end
-  local reserved = band(flags, 255 - HEADER_FLAG_MASK)
+  local reserved = HEADER_RESERVED[flags]
   if reserved ~= 0 then
     fail("field", "flags", OFF_FLAGS, format("reserved bits %s set", hex2(reserved)))
   end
-  local has_auth = band(flags, AUTH_FLAG) ~= 0
+  local has_auth = AUTH_BIT[flags] ~= 0
   local body_end = HDR + h.length
   if body_end > n then
     fail("length", "length", OFF_LENGTH, format("says %d body bytes, the frame holds %d", h.length, n - HDR))
@@ -960,11 +974,11 @@ local function dissect(ctx, cls)
       trailer:append_text(format(": key %d, counter %s, tag not verified (no key)", a.key_id,
                                  u64_text(tvb, at + AUTH_BY.counter.off, a.counter)))
     end
-    ctx.info = ctx.info .. " auth key " .. a.key_id
+    ctx.info = ctx.info .. " auth key " .. NUM[a.key_id]
     if a.key_id == 0 then fail("trailer", "auth.key_id", at + ETH_LEN, "key id 0 is reserved") end
     if a.counter == 0 then fail("trailer", "auth.counter", at + ETH_LEN + 2, "counter 0 is never sent") end
   end
-  ctx.info = ctx.info .. " seq " .. u64_text(tvb, OFF_SEQ, h.seq) .. " len " .. n
+  ctx.info = ctx.info .. " seq " .. u64_text(tvb, OFF_SEQ, h.seq) .. " len " .. NUM[n]
   if ctx.probe then return end
   if ctx.sig ~= nil then link_signaling(ctx, root) end
   if ctx.data ~= nil then link_data(ctx, root) end
