@@ -10,7 +10,25 @@
 -- Malformed frames carry expert info "px.malformed.*" whose text names the field and
 -- byte offset exactly as pxproto's reference decoder does.
 
-local px = Proto("px", "Parallax DIME protocol")
+-- Loaded twice (an installed copy and `tshark -X lua_script:` of another file): Wireshark
+-- refuses a second protocol of the same name, so the later copy steps aside, saying which.
+local THIS_FILE = debug and debug.getinfo and (debug.getinfo(1, "S").source or ""):gsub("^@", "") or "?"
+-- package.loaded is shared by every Lua plugin of one Wireshark (globals may not be).
+local loaded = package and package.loaded or {}
+local other = loaded["parallax.dissector"]
+if other ~= nil then
+  io.stderr:write(string.format("parallax.lua: %s is not loaded: the Parallax dissector from %s (EtherTypes %s) "
+    .. "is already registered.  Remove that copy to use this one.\n", THIS_FILE,
+    other.file, other.map))
+  return
+end
+local created, px = pcall(Proto, "px", "Parallax DIME protocol")
+if not created then
+  io.stderr:write(string.format("parallax.lua: %s is not loaded: another dissector already registered "
+    .. "the protocol \"px\" (%s).\n", THIS_FILE, tostring(px)))
+  return
+end
+loaded["parallax.dissector"] = {file = THIS_FILE, map = "signaling=0xabba,data=0xabbb,discovery=0xabbc,heartbeat=0xabbd"}
 
 local PROTOCOL_VERSION = 1
 local DIME_ALL = 65535
@@ -461,7 +479,6 @@ local function reset_state()
   S = {requests = {}, links = {}, msgs = {}, frags = {}, reassembled = {}}
 end
 reset_state()
-px.init = reset_state
 
 local data_dissector = Dissector.get("data")
 
@@ -1023,14 +1040,17 @@ local ethertype_table = DissectorTable.get("ethertype")
 local registered = {}
 
 -- Claims the configured EtherTypes.  An entry is removed only when the preferences stop
--- naming it, and never when it was not ours: Decode As entries survive preference changes.
-local function register()
+-- naming it, so a Decode As entry on an EtherType we do not claim is never touched.  The
+-- Local Experimental ones are claimed only once the preferences are final (at the first
+-- capture's init, not at load): removing one there would also remove what Decode As
+-- (tshark -d, or the decode_as_entries file) put on it, as both are the same table entry.
+local function register(final)
   CLASS_OF = {}
   local want = {}
   for cls, name in pairs(CLASSES) do
     local et = px.prefs[name:lower()]
     CLASS_OF[et] = cls
-    if not LOCAL_EXPERIMENTAL[et] or px.prefs.claim_local_experimental then want[et] = true end
+    if not LOCAL_EXPERIMENTAL[et] or (final and px.prefs.claim_local_experimental) then want[et] = true end
   end
   for et in pairs(registered) do
     if not want[et] then ethertype_table:remove(et, px) end
@@ -1043,8 +1063,13 @@ end
 
 -- Decode As > Ethertype offers "PX" for any value, the Local Experimental ones included.
 ethertype_table:add_for_decode_as(px)
-register()
+register(false)
+
+function px.init()
+  reset_state()
+  register(true)
+end
 
 function px.prefs_changed()
-  register()
+  register(true)
 end

@@ -72,6 +72,7 @@ EXTRA_FIELDS: dict[str, str] = {
     "px.data.first_frag": "the frame holding fragment 0 of this message",
     "px.data.reassembled_in": "the frame in which this message was reassembled",
     "px.data.reassembled_len": "length of the message reassembled in this frame",
+    "px.malformed": "true on every frame the reference decoder rejects (its expert names the field)",
 }
 """Dissector fields that are not ``Frame.to_dict()`` keys, and what they hold."""
 
@@ -133,11 +134,13 @@ class _Fields:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.keys: dict[str, str] = {}
+        self.labels: dict[str, str] = {}
 
     def add(self, key: str, ftype: str, label: str, *args: str) -> None:
         if key in self.keys:
             raise ValueError(f"field {key} declared twice")
         self.keys[key] = ftype
+        self.labels[key] = label
         rest = "".join(", " + a for a in args)
         self.lines.append(f'F["{key}"] = ProtoField.{ftype}("{key}", {_lua_str(label)}{rest})')
 
@@ -214,6 +217,18 @@ def field_types() -> dict[str, str]:
     return _build()[1]
 
 
+def field_list() -> list[tuple[str, str, str]]:
+    """Every display-filter name the dissector registers, as (name, type, description), in
+    declaration order: the fields, ``px.malformed``, then one expert per field an error can name."""
+    fl = _fields()
+    rows = [(k, t, EXTRA_FIELDS.get(k, fl.labels[k])) for k, t in fl.keys.items()]
+    for name in error_fields():
+        rows.append((f"px.malformed.{name}", "expert", f"error in {name} (text: '{name} at byte N: reason')"))
+    rows.append(("px.no_request", "expert", "a response whose request is not in the capture"))
+    rows.append(("px.dissector_bug", "expert", "a Lua error in the dissector (report it)"))
+    return rows
+
+
 def _tlv_field_type(t: TlvType) -> str:
     kind = TLV_KINDS[t]
     if t in TLV_ENUMS or kind is TlvKind.TEXT:
@@ -225,8 +240,7 @@ def _tlv_field_type(t: TlvType) -> str:
     return "bytes"
 
 
-def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
-    ethermap = ethermap or ethertypes.current()
+def _fields() -> _Fields:
     tables = layout.struct_tables()
     fl = _Fields()
     state_filter_values = {int(s): s.name for s in DimeState} | {STATE_ANY: "ANY"}
@@ -262,6 +276,16 @@ def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
     fl.add("px.data.first_frag", "framenum", "First fragment in", "base.NONE")
     fl.add("px.data.reassembled_in", "framenum", "Reassembled in", "base.NONE")
     fl.add("px.data.reassembled_len", "uint32", "Reassembled message length", "base.DEC")
+    fl.add("px.malformed", "bool", "Malformed frame")
+    return fl
+
+
+def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
+    ethermap = ethermap or ethertypes.current()
+    tables = layout.struct_tables()
+    fl = _fields()
+    state_filter_values = {int(s): s.name for s in DimeState} | {STATE_ANY: "ANY"}
+    string_valued = {"px.disc.state_filter": state_filter_values}
 
     tlv_rows = []
     for t in TlvType:
