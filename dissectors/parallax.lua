@@ -368,8 +368,17 @@ local function escape_byte(c) return format("\\x%02x", byte(c)) end
 local function shown_text(raw, bad)
   local shown = raw
   if bad ~= nil then shown = sub(raw, 1, bad) .. sub(raw, bad + 1):gsub(".", escape_byte) end
-  if find(shown, "\0", 1, true) then shown = shown:gsub("%z", "\\x00") end
-  return shown
+  if not find(shown, "\0", 1, true) then return shown end
+  -- Split by hand: Lua 5.1 patterns cannot hold a NUL, and 5.4 has no %z.
+  local parts, i = {}, 1
+  while true do
+    local j = find(shown, "\0", i, true)
+    if j == nil then break end
+    parts[#parts + 1] = sub(shown, i, j - 1)
+    i = j + 1
+  end
+  parts[#parts + 1] = sub(shown, i)
+  return concat(parts, "\\x00")
 end
 
 -- Field layouts, prepared once: ProtoField objects, and the tree label of every enum code.
@@ -956,7 +965,7 @@ local function dissect(ctx, cls)
   end
   local padding = n - stop
   if padding > 0 then
-    if not (n == MIN_FRAME and not find(raw, "[^\0]", stop - ETH_LEN + 1)) then
+    if not (n == MIN_FRAME and sub(raw, stop - ETH_LEN + 1) == string.rep("\0", padding)) then
       fail("length", "length", OFF_LENGTH, format("%d bytes follow the end of the frame at byte %d", padding, stop))
     end
     if root then root:add(F_PADDING, tvb(stop - ETH_LEN, padding), padding) end

@@ -139,12 +139,12 @@ Dissector = {get = function() return {call = function() end} end}
 ByteArray = {new = function(s) return {tvb = function() return new_tvb(s) end} end}
 NSTime = {new = function(secs, ns) return {secs = secs, ns = ns} end}
 
--- Run the dissector over one frame (ethertype, the bytes after the Ethernet header).
-function stub.dissect(number, ethertype, payload, want_tree)
+-- Run the dissector over one frame (ethertype, the bytes after the Ethernet header, MACs as text).
+function stub.dissect(number, ethertype, payload, want_tree, dst, src)
   local rec = {fields = {}, experts = {}, info = nil}
   local cols = setmetatable({}, {__newindex = function(_, k, v) if k == "info" then rec.info = v end end})
   local pinfo = {number = number, visited = false, abs_ts = number / 1000, match_uint = ethertype,
-                 dl_src = {mac = "02:00:00:00:00:01"}, dl_dst = {mac = "02:00:00:00:00:02"}, cols = cols}
+                 dl_src = {mac = src or "02:00:00:00:00:01"}, dl_dst = {mac = dst or "02:00:00:00:00:02"}, cols = cols}
   setmetatable(pinfo.dl_src, {__tostring = function(a) return a.mac end})
   setmetatable(pinfo.dl_dst, {__tostring = function(a) return a.mac end})
   stub.proto.dissector(new_tvb(payload), pinfo, new_item(rec, want_tree))
