@@ -1,6 +1,6 @@
 """Per-frame cost of the generated Parallax dissector, next to plain tshark and a hand-written toy.
 
-    python bench/dissector.py [COPIES] [RUNS] [--capture PATH] [--lua PATH] [--json]
+    python bench/dissector.py [COPIES] [RUNS] [--capture PATH] [--lua PATH ...] [--json]
 
 Concatenates COPIES (default 5) copies of ``captures/demo.pcapng``, then times, in one run and
 interleaved, tshark over it: with no Lua at all, with ``bench/toy_parallax.lua`` (20 lines,
@@ -40,8 +40,13 @@ def _time(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def _count(tshark: str, cap: Path, env: dict[str, str]) -> int:
-    out = subprocess.run([tshark, "-n", "-r", str(cap), "-T", "fields", "-e", "frame.number"], env=env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [tshark, "-n", "-r", str(cap), "-T", "fields", "-e", "frame.number"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return len(out.split())
 
 
@@ -50,7 +55,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("copies", type=int, nargs="?", default=5)
     ap.add_argument("runs", type=int, nargs="?", default=3)
     ap.add_argument("--capture", type=Path, default=DEMO)
-    ap.add_argument("--lua", type=Path, default=LUA, help="the generated dissector to time")
+    ap.add_argument(
+        "--lua", type=Path, action="append", help="a generated dissector to time (repeat to compare; default: ours)"
+    )
     ap.add_argument("--json", action="store_true", help="also time -T json -V (full tree)")
     args = ap.parse_args(argv)
     tshark, mergecap = shutil.which("tshark"), shutil.which("mergecap")
@@ -67,8 +74,10 @@ def main(argv: list[str]) -> int:
         readers: dict[str, list[str]] = {
             "plain tshark": base,
             "hand-written toy": [*base, "-X", f"lua_script:{TOY}"],
-            "generated parallax.lua": [*base, "-X", f"lua_script:{args.lua}"],
         }
+        for lua in args.lua or [LUA]:
+            name = "generated parallax.lua" if lua == LUA else f"generated {lua.name}"
+            readers[name] = [*base, "-X", f"lua_script:{lua}"]
         if args.json:
             for name, cmd in list(readers.items()):
                 readers[name + " -T json -V"] = [*cmd, "-T", "json", "-V"]

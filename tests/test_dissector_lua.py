@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -38,7 +37,10 @@ def _run(exe: str, raws: list[bytes], tmp: Path) -> list[tuple[str, str, dict[st
     frames.write_text("".join(raw.hex() + "\n" for raw in raws))
     p = subprocess.run(
         [exe, str(STUB / "run_dissector.lua"), str(STUB), str(LUA), str(frames)],
-        capture_output=True, text=True, check=False, timeout=120,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert p.returncode == 0, p.stderr
     out = []
@@ -100,4 +102,3 @@ def test_lua_syntax(lua: str) -> None:
     """The interpreter's own compiler accepts the file (luac -p, without needing luac)."""
     p = subprocess.run([lua, "-e", f"assert(loadfile({str(LUA)!r}))"], capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr
-

@@ -421,7 +421,7 @@ def test_decode_as_outside_the_map_decodes(tmp_path: Path) -> None:
     raws = [raw[:12] + b"\x12\x34" + raw[14:] for raw in originals]
     path = tmp_path / "other.pcapng"
     _write(path, raws)
-    out, err = tshark(path, home, "-d", "ethertype==0x1234,px", "-T", "json", "--no-duplicate-keys", "-J", "px")
+    out, _ = tshark(path, home, "-d", "ethertype==0x1234,px", "-T", "json", "--no-duplicate-keys", "-J", "px")
     packets = [pkt["_source"]["layers"] for pkt in json.loads(out)]
     for i, (raw, layers) in enumerate(zip(originals, packets, strict=True)):
         got, experts = dissected(layers)
