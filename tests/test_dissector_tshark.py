@@ -509,3 +509,17 @@ def test_every_listed_field_is_registered(tmp_path: Path) -> None:
     rows = [line.split("\t") for line in out.splitlines()]
     ours = {cols[2] for cols in rows if cols[0] == "F" and len(cols) > 4 and cols[4] == "px"}
     assert ours == {name for name, _, _ in field_list()}
+
+
+def test_info_column_without_a_tree_equals_with_one(
+    valid_capture: tuple[Path, list[bytes]], hostile_capture: tuple[Path, list[bytes]], home: Path
+) -> None:
+    """Plain `tshark -r` asks for no tree, and the dissector then adds nothing and only checks and
+    writes the Info column: that column, [malformed: ...] included, must be the one the full
+    dissection (a display filter forces the tree) writes."""
+    info_only = ("-o", 'gui.column.format:"Info","%i"')
+    for path, _ in (valid_capture, hostile_capture):
+        fast, _ = tshark(path, home, *info_only)
+        full, _ = tshark(path, home, *info_only, "-Y", "frame")
+        assert fast.splitlines() == full.splitlines()
+        assert "[malformed:" in fast or path == valid_capture[0]
