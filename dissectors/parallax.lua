@@ -10,7 +10,25 @@
 -- Malformed frames carry expert info "px.malformed.*" whose text names the field and
 -- byte offset exactly as pxproto's reference decoder does.
 
-local px = Proto("px", "Parallax DIME protocol")
+-- Loaded twice (an installed copy and `tshark -X lua_script:` of another file): Wireshark
+-- refuses a second protocol of the same name, so the later copy steps aside, saying which.
+local THIS_FILE = debug and debug.getinfo and (debug.getinfo(1, "S").source or ""):gsub("^@", "") or "?"
+-- package.loaded is shared by every Lua plugin of one Wireshark (globals may not be).
+local loaded = package and package.loaded or {}
+local other = loaded["parallax.dissector"]
+if other ~= nil then
+  io.stderr:write(string.format("parallax.lua: %s is not loaded: the Parallax dissector from %s (EtherTypes %s) "
+    .. "is already registered.  Remove that copy to use this one.\n", THIS_FILE,
+    other.file, other.map))
+  return
+end
+local created, px = pcall(Proto, "px", "Parallax DIME protocol")
+if not created then
+  io.stderr:write(string.format("parallax.lua: %s is not loaded: another dissector already registered "
+    .. "the protocol \"px\" (%s).\n", THIS_FILE, tostring(px)))
+  return
+end
+loaded["parallax.dissector"] = {file = THIS_FILE, map = "signaling=0xabba,data=0xabbb,discovery=0xabbc,heartbeat=0xabbd"}
 
 local PROTOCOL_VERSION = 1
 local DIME_ALL = 65535
@@ -235,25 +253,24 @@ F["px.response_time"] = ProtoField.relative_time("px.response_time", "Response t
 F["px.data.first_frag"] = ProtoField.framenum("px.data.first_frag", "First fragment in", base.NONE)
 F["px.data.reassembled_in"] = ProtoField.framenum("px.data.reassembled_in", "Reassembled in", base.NONE)
 F["px.data.reassembled_len"] = ProtoField.uint32("px.data.reassembled_len", "Reassembled message length", base.DEC)
+F["px.malformed"] = ProtoField.bool("px.malformed", "Malformed frame")
 px.fields = F
 
-local function expert_field(name, text, group, severity)
-  return ProtoExpert.new("px." .. name, text, group, severity)
+-- One expert per field an error can name: px.malformed.<field> matches that field's errors only.
+local ERROR_FIELDS = {"auth", "auth.counter", "auth.key_id", "cmd", "data.ack", "data.credit", "data.flags", "data.frag_index", "data.frag_offset", "data.msg_len", "dime.dst", "dime.src", "disc.count", "disc.dime.mem_free", "disc.dime.state", "disc.op", "disc.probe_id", "disc.state_filter", "flags", "hb.cpu_permille", "hb.period_ms", "hb.state", "header", "len", "op", "status", "tlv", "tlv.acl", "tlv.bytes_rx", "tlv.bytes_tx", "tlv.channel", "tlv.counter_id", "tlv.cpu_ns", "tlv.direction", "tlv.echo", "tlv.epoch", "tlv.fault_code", "tlv.frames_rx", "tlv.frames_tx", "tlv.key", "tlv.key_id", "tlv.length", "tlv.mem_chunks", "tlv.mem_used", "tlv.mice_name", "tlv.package_digest", "tlv.package_sig", "tlv.package_size", "tlv.param_id", "tlv.peer_dime", "tlv.peer_mac", "tlv.peer_thread", "tlv.service_id", "tlv.stage", "tlv.text", "tlv.threshold", "tlv.value", "tlv_count", "version"}
+local EX = {}
+px.experts = {}
+for _, name in ipairs(ERROR_FIELDS) do
+  EX[name] = ProtoExpert.new("px.malformed." .. name, "Malformed " .. name, expert.group.MALFORMED,
+                             expert.severity.ERROR)
+  px.experts[#px.experts + 1] = EX[name]
 end
-local EX = {
-  length = expert_field("malformed.length", "Wrong length", expert.group.MALFORMED, expert.severity.ERROR),
-  code = expert_field("malformed.code", "Unknown code", expert.group.MALFORMED, expert.severity.ERROR),
-  tlv = expert_field("malformed.tlv", "Bad TLV", expert.group.MALFORMED, expert.severity.ERROR),
-  trailer = expert_field("malformed.trailer", "Bad authentication trailer", expert.group.MALFORMED,
-                         expert.severity.ERROR),
-  scope = expert_field("malformed.scope", "Scope error", expert.group.MALFORMED, expert.severity.ERROR),
-  fragment = expert_field("malformed.fragment", "Bad fragment", expert.group.MALFORMED, expert.severity.ERROR),
-  field = expert_field("malformed.field", "Bad field value", expert.group.MALFORMED, expert.severity.ERROR),
-  no_request = expert_field("no_request", "Response without a request in this capture", expert.group.SEQUENCE,
-                            expert.severity.NOTE),
-  bug = expert_field("dissector_bug", "Parallax dissector error", expert.group.UNDECODED, expert.severity.ERROR),
-}
-px.experts = {EX.length, EX.code, EX.tlv, EX.trailer, EX.scope, EX.fragment, EX.field, EX.no_request, EX.bug}
+local EX_NO_REQUEST = ProtoExpert.new("px.no_request", "Response without a request in this capture",
+                                      expert.group.SEQUENCE, expert.severity.NOTE)
+local EX_BUG = ProtoExpert.new("px.dissector_bug", "Parallax dissector error", expert.group.UNDECODED,
+                               expert.severity.ERROR)
+px.experts[#px.experts + 1] = EX_NO_REQUEST
+px.experts[#px.experts + 1] = EX_BUG
 
 -- Preferences: the EtherType of each class, and whether to claim the IEEE Local
 -- Experimental EtherTypes (0x88B5/0x88B6) automatically or only through Decode As.
@@ -269,19 +286,45 @@ px.prefs.reassembly_max = Pref.uint("Largest message to reassemble (bytes)", 419
   "Messages longer than this are not reassembled")
 
 -- ---------------------------------------------------------------- helpers
--- Bit test and AND without bitwise operators (Lua 5.2 has none, Lua 5.4 no bit32).
-local function band(a, b)
-  local r, bit = 0, 1
-  while a > 0 and b > 0 do
-    if a % 2 == 1 and b % 2 == 1 then r = r + bit end
-    a = (a - a % 2) / 2
-    b = (b - b % 2) / 2
-    bit = bit * 2
+-- Everything a frame needs is built here, once; the per-frame code reads the bytes from one
+-- string (tvb:raw) and adds tree items only when Wireshark asked for a tree.
+local byte, sub, format, find, concat = string.byte, string.sub, string.format, string.find, table.concat
+local tostring, ipairs, pcall, error, type = tostring, ipairs, pcall, error, type
+local floor = math.floor
+
+-- Bit test and AND without bitwise operators (Lua 5.2 has none, Lua 5.4 no bit32); one byte at a time.
+local BAND = {}
+for a = 0, 255 do
+  local row = {}
+  for b = 0, 255 do
+    local r, bit, x, y = 0, 1, a, b
+    while x > 0 and y > 0 do
+      if x % 2 == 1 and y % 2 == 1 then r = r + bit end
+      x, y, bit = (x - x % 2) / 2, (y - y % 2) / 2, bit * 2
+    end
+    row[b] = floor(r)
   end
-  return r
+  BAND[a] = row
+end
+local function band(a, b) return BAND[a][b] end  -- a, b: bytes
+-- The per-frame flag tests, as one lookup each.
+local SCOPE_DIME_BIT, AUTH_BIT, HEADER_RESERVED = BAND[SCOPE_DIME], BAND[AUTH_FLAG], BAND[255 - HEADER_FLAG_MASK]
+local ACK_BIT, FIN_BIT, DATA_RESERVED = BAND[ACK], BAND[FIN], BAND[255 - DATA_FLAG_MASK]
+
+-- Decimal text of numbers, memoised below 65536: sprintf per number is the Info column's main cost.
+local NUM = setmetatable({}, {__index = function(t, k)
+  local text = format("%d", k)
+  t[k] = text
+  return text
+end})
+local function num(v)
+  if v < 65536 then return NUM[v] end
+  return format("%d", v)
 end
 
-local function hex2(v) return string.format("0x%02x", v) end
+local HEX2 = {}
+for v = 0, 255 do HEX2[v] = format("0x%02x", v) end
+local function hex2(v) return HEX2[v] or format("0x%02x", v) end
 
 -- A protocol error: raised with error(), caught in the dissector, shown as expert info.
 local function fail(group, field, offset, reason)
@@ -290,9 +333,10 @@ end
 
 -- The byte index (0-based) of the first bytes of s that are not strict UTF-8, or nil.
 local function utf8_error(s)
+  if not find(s, "[\128-\255]") then return nil end
   local i, n = 1, #s
   while i <= n do
-    local c = s:byte(i)
+    local c = byte(s, i)
     local need, lo, hi = 0, 0x80, 0xBF
     if c < 0x80 then need = 0
     elseif c >= 0xC2 and c <= 0xDF then need = 1
@@ -304,7 +348,7 @@ local function utf8_error(s)
     elseif c == 0xF4 then need, hi = 3, 0x8F
     else return i - 1 end
     for k = 1, need do
-      local d = s:byte(i + k)
+      local d = byte(s, i + k)
       if d == nil then return i - 1 end
       if k == 1 then
         if d < lo or d > hi then return i - 1 end
@@ -317,48 +361,124 @@ local function utf8_error(s)
   return nil
 end
 
--- Add the fields of one fixed struct at tvb offset base; returns {name = value}.
-local function add_struct(tree, tvb, base, fields)
-  local v = {}
+local function escape_byte(c) return format("\\x%02x", byte(c)) end
+
+-- Text as a Wireshark string field can hold it: a NUL would end the C string, so it is
+-- shown as \x00, like bytes that are not UTF-8 (escaped from the first bad byte on).
+local function shown_text(raw, bad)
+  local shown = raw
+  if bad ~= nil then shown = sub(raw, 1, bad) .. sub(raw, bad + 1):gsub(".", escape_byte) end
+  if not find(shown, "\0", 1, true) then return shown end
+  -- Split by hand: Lua 5.1 patterns cannot hold a NUL, and 5.4 has no %z.
+  local parts, i = {}, 1
+  while true do
+    local j = find(shown, "\0", i, true)
+    if j == nil then break end
+    parts[#parts + 1] = sub(shown, i, j - 1)
+    i = j + 1
+  end
+  parts[#parts + 1] = sub(shown, i)
+  return concat(parts, "\\x00")
+end
+
+-- Field layouts, prepared once: ProtoField objects, and the tree label of every enum code.
+local function prepare(fields)
+  local by = {}
   for _, fi in ipairs(fields) do
+    fi.f = F[fi.key]
+    if fi.bits ~= nil then
+      for _, b in ipairs(fi.bits) do b[3] = F[b[2]] end
+    end
+    if fi.kind == "enum" then
+      fi.labels = {}
+      for code, name in pairs(fi.values) do fi.labels[code] = format("%s: %s (%d)", fi.label, name, code) end
+    end
+    by[fi.name] = fi
+  end
+  return by
+end
+local HEADER_BY, SIG_BY, DATA_BY, DISC_BY = prepare(HEADER), prepare(SIG), prepare(DATA_FIXED), prepare(DISC)
+local DIME_BY, HB_BY, AUTH_BY = prepare(DIME_RECORD), prepare(HB), prepare(AUTH)
+local OFF_LENGTH = ETH_LEN + HEADER_BY.length.off
+
+-- An 8-byte field as a number: exact below 2^53, else -1 (u64_text then reads it as UInt64).
+local function u64(hi, lo)
+  return hi < 2097152 and hi * 4294967296 + lo or -1
+end
+
+-- The unsigned fields of each fixed struct at offset base (0-based) of raw, as {name = value}:
+-- generated from the layouts, one string.byte call and one table constructor each.
+local function read_header(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = byte(raw, base + 1, base + 16)
+  local x16, x17, x18, x19 = byte(raw, base + 17, base + 20)
+  return {version = x0, flags = x1, length = x2 * 256 + x3, src_dime = x4 * 256 + x5, src_thread = x6 * 256 + x7, dst_dime = x8 * 256 + x9, dst_thread = x10 * 256 + x11, seq = u64(((x12 * 256 + x13) * 256 + x14) * 256 + x15, ((x16 * 256 + x17) * 256 + x18) * 256 + x19)}
+end
+local function read_sig(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7 = byte(raw, base + 1, base + 8)
+  return {req_id = ((x0 * 256 + x1) * 256 + x2) * 256 + x3, cmd = x4, op = x5, status = x6, tlv_count = x7}
+end
+local function read_data(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = byte(raw, base + 1, base + 16)
+  local x16, x17, x18, x19, x20, x21, x22, x23, x24 = byte(raw, base + 17, base + 25)
+  return {channel = x0 * 256 + x1, flags = x2, msg_id = ((x3 * 256 + x4) * 256 + x5) * 256 + x6, msg_len = ((x7 * 256 + x8) * 256 + x9) * 256 + x10, frag_offset = ((x11 * 256 + x12) * 256 + x13) * 256 + x14, frag_index = x15 * 256 + x16, frag_count = x17 * 256 + x18, ack = ((x19 * 256 + x20) * 256 + x21) * 256 + x22, credit = x23 * 256 + x24}
+end
+local function read_disc(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = byte(raw, base + 1, base + 16)
+  return {op = x0, state_filter = x1, count = x2 * 256 + x3, probe_id = ((x4 * 256 + x5) * 256 + x6) * 256 + x7, sw_version = ((x8 * 256 + x9) * 256 + x10) * 256 + x11, caps = ((x12 * 256 + x13) * 256 + x14) * 256 + x15}
+end
+local function read_dime(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = byte(raw, base + 1, base + 16)
+  local x16 = byte(raw, base + 17, base + 17)
+  return {dime = x0 * 256 + x1, core = x2 * 256 + x3, state = x4, mem_total = ((x5 * 256 + x6) * 256 + x7) * 256 + x8, mem_free = ((x9 * 256 + x10) * 256 + x11) * 256 + x12, epoch = ((x13 * 256 + x14) * 256 + x15) * 256 + x16}
+end
+local function read_hb(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = byte(raw, base + 1, base + 16)
+  local x16, x17, x18, x19, x20, x21, x22, x23, x24, x25, x26, x27, x28, x29, x30 = byte(raw, base + 17, base + 31)
+  return {epoch = ((x0 * 256 + x1) * 256 + x2) * 256 + x3, state = x4, period_ms = x5 * 256 + x6, cpu_permille = x7 * 256 + x8, stage = x9 * 256 + x10, mem_used = ((x11 * 256 + x12) * 256 + x13) * 256 + x14, mem_limit = ((x15 * 256 + x16) * 256 + x17) * 256 + x18, rx_queue = ((x19 * 256 + x20) * 256 + x21) * 256 + x22, tx_queue = ((x23 * 256 + x24) * 256 + x25) * 256 + x26, service = ((x27 * 256 + x28) * 256 + x29) * 256 + x30}
+end
+local function read_auth(raw, base)
+  local x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = byte(raw, base + 1, base + 16)
+  local x16, x17, x18, x19, x20, x21, x22, x23, x24, x25 = byte(raw, base + 17, base + 26)
+  return {key_id = x0 * 256 + x1, counter = u64(((x2 * 256 + x3) * 256 + x4) * 256 + x5, ((x6 * 256 + x7) * 256 + x8) * 256 + x9)}
+end
+
+-- Decimal text of the 8-byte field at tvb offset at (value: the reader's number).
+local function u64_text(tvb, at, value)
+  if value >= 0 then return value < 65536 and NUM[value] or format("%.0f", value) end
+  return tostring(tvb(at, 8):uint64())
+end
+
+-- Add the fields of one fixed struct (values v from its reader) to tree at tvb offset base.
+local function add_struct(tree, tvb, base, fields, v)
+  for i = 1, #fields do
+    local fi = fields[i]
     local r = tvb(base + fi.off, fi.size)
     if fi.kind == "enum" then
-      local code = r:uint()
-      local name = fi.values[code]
-      local label = string.format("%s: %s (%d)", fi.label, name or "unknown", code)
-      tree:add(F[fi.key], r, name or hex2(code), label)
-      v[fi.name] = code
+      local code = v[fi.name]
+      local label = fi.labels[code]
+      if label ~= nil then
+        tree:add(fi.f, r, fi.values[code], label)
+      else
+        tree:add(fi.f, r, hex2(code), format("%s: unknown (%d)", fi.label, code))
+      end
     elseif fi.kind == "flags" then
-      local item = tree:add(F[fi.key], r)
-      for _, b in ipairs(fi.bits) do item:add(F[b[2]], r) end
-      v[fi.name] = r:uint()
-    elseif fi.kind == "uint" and fi.size == 8 then
-      tree:add(F[fi.key], r)
-      v[fi.name] = r:uint64()
-    elseif fi.kind == "uint" then
-      tree:add(F[fi.key], r)
-      v[fi.name] = r:uint()
+      local item = tree:add(fi.f, r)
+      for _, b in ipairs(fi.bits) do item:add(b[3], r) end
     else
-      tree:add(F[fi.key], r)
+      tree:add(fi.f, r)
     end
   end
-  return v
 end
 
-local function by_name(fields)
-  local t = {}
-  for _, fi in ipairs(fields) do t[fi.name] = fi end
-  return t
-end
-
-local function offsets(fields, base)
-  local o = {}
-  for _, fi in ipairs(fields) do o[fi.name] = base + fi.off end
-  return o
-end
-
+local ENDPOINT = {[DIME_ALL] = "*"}
 local function endpoint(dime, thread)
-  return (dime == DIME_ALL and "*" or tostring(dime)) .. "." .. tostring(thread)
+  return (ENDPOINT[dime] or NUM[dime]) .. "." .. NUM[thread]
+end
+
+-- Wireshark's Lua API has no "is a tree wanted" flag; a TreeItem without a tree says so in
+-- its text.  When that text ever changes, the dissector just always builds the tree.
+local function has_tree(tree)
+  return not find(tostring(tree), "has subtree=false", 1, true)
 end
 
 -- ---------------------------------------------------------------- state
@@ -368,219 +488,268 @@ local function reset_state()
   S = {requests = {}, links = {}, msgs = {}, frags = {}, reassembled = {}}
 end
 reset_state()
-px.init = reset_state
+
+local data_dissector = Dissector.get("data")
 
 -- ---------------------------------------------------------------- bodies
 -- Each mirrors pxproto.wire.codec: the same checks in the same order.
 -- tvb offsets are frame offsets minus ETH_LEN; messages use frame offsets.
+-- tree is nil when Wireshark wants no tree: then nothing is added, everything is checked.
+
+local TLV_KEYS = {}
+for typ, spec in pairs(TLVS) do
+  spec.f = F[spec.key]
+  spec.fname = "tlv." .. spec.name:lower()
+  spec.lname = spec.name:lower()
+  if spec.enum ~= nil then
+    spec.labels = {}
+    for code, name in pairs(spec.enum) do spec.labels[code] = format("%s: %s (%d)", spec.name, name, code) end
+  end
+  TLV_KEYS[typ] = spec
+end
+local F_TLV_TYPE, F_TLV_LENGTH, F_TLV_UNKNOWN = F["px.tlv.type"], F["px.tlv.length"], F["px.tlv.unknown"]
+local UINT_KIND = {U8 = true, U16 = true, U32 = true, U64 = true}
 
 local function dissect_tlv(ctx, tree, pos, typ, len, i)
-  local tvb = ctx.tvb
+  local tvb, raw = ctx.tvb, ctx.raw
   local fo = pos + ETH_LEN
   local spec = TLVS[typ]
-  local whole = tvb(pos, 4 + len)
-  local raw = len > 0 and tvb(pos + 4, len):raw() or ""
-  -- A bytes field takes its length from the range, so it gets exactly the value's bytes.
-  local value_range = tvb(pos + 4, len)
   local item
   if spec == nil then
-    item = tree:add(F["px.tlv.unknown"], value_range, raw)
-    item:prepend_text(string.format("TLV %d: type %d: ", i, typ))
-  else
-    local lname = spec.name:lower()
-    local fname = "tlv." .. lname
-    local kind = spec.kind
-    if spec.size ~= nil and len ~= spec.size then
-      local bad = tree:add(whole, string.format("TLV %d: %s, %d bytes", i, spec.name, len))
-      bad:add(F["px.tlv.type"], tvb(pos, 2))
-      bad:add(F["px.tlv.length"], tvb(pos + 2, 2))
-      fail("tlv", fname, fo + 2, string.format("length %d, a %s value is %d bytes", len, kind, spec.size))
+    if tree then
+      -- A bytes field takes its length from the range, so it gets exactly the value's bytes.
+      item = tree:add(F_TLV_UNKNOWN, tvb(pos + 4, len), sub(raw, pos + 5, pos + 4 + len))
+      item:prepend_text(format("TLV %d: type %d: ", i, typ))
     end
-    local key = F[spec.key]
-    if kind == "U8" or kind == "U16" or kind == "U32" or kind == "U64" then
-      local vr = tvb(pos + 4, len)
+  else
+    local fname, kind = spec.fname, spec.kind
+    if spec.size ~= nil and len ~= spec.size then
+      if tree then
+        local bad = tree:add(tvb(pos, 4 + len), format("TLV %d: %s, %d bytes", i, spec.name, len))
+        bad:add(F_TLV_TYPE, tvb(pos, 2))
+        bad:add(F_TLV_LENGTH, tvb(pos + 2, 2))
+      end
+      fail("tlv", fname, fo + 2, format("length %d, a %s value is %d bytes", len, kind, spec.size))
+    end
+    if UINT_KIND[kind] then
       if spec.enum ~= nil then
-        local code = vr:uint()
+        local code = byte(raw, pos + 5)
+        if len == 2 then code = code * 256 + byte(raw, pos + 6) end
         local name = spec.enum[code]
-        item = tree:add(key, whole, name or hex2(code),
-                        string.format("%s: %s (%d)", spec.name, name or "unknown", code))
-        if name == nil then
-          fail("tlv", fname, fo + 4, string.format("unknown %s 0x%02x", lname, code))
+        if tree then
+          item = tree:add(spec.f, tvb(pos, 4 + len), name or hex2(code),
+                          spec.labels[code] or format("%s: unknown (%d)", spec.name, code))
         end
-      elseif kind == "U64" then
-        item = tree:add(key, whole, vr:uint64())
-      else
-        item = tree:add(key, whole, vr:uint())
+        if name == nil then
+          fail("tlv", fname, fo + 4, format("unknown %s 0x%02x", spec.lname, code))
+        end
+      elseif tree then
+        local vr = tvb(pos + 4, len)
+        item = tree:add(spec.f, tvb(pos, 4 + len), kind == "U64" and vr:uint64() or vr:uint())
       end
     elseif kind == "TEXT" then
-      local bad = utf8_error(raw)
-      local shown = raw
-      if bad ~= nil then
-        -- Never hand Wireshark bytes that are not UTF-8 as a string: escape from the first bad byte on.
-        shown = raw:sub(1, bad) .. raw:sub(bad + 1):gsub(".", function(c) return string.format("\\x%02x", c:byte()) end)
-      end
-      item = tree:add(key, whole, shown)
+      local value = sub(raw, pos + 5, pos + 4 + len)
+      local bad = utf8_error(value)
+      if tree then item = tree:add(spec.f, tvb(pos, 4 + len), shown_text(value, bad)) end
       if len > TEXT_MAX then
-        fail("tlv", fname, fo + 2, string.format("text of %d bytes, at most %d", len, TEXT_MAX))
+        fail("tlv", fname, fo + 2, format("text of %d bytes, at most %d", len, TEXT_MAX))
       end
       if bad ~= nil then fail("tlv", fname, fo + 4 + bad, "not UTF-8") end
     elseif kind == "MAC" then
-      item = tree:add(key, tvb(pos + 4, len))
+      if tree then item = tree:add(spec.f, tvb(pos + 4, len)) end
     else
-      item = tree:add(key, value_range, raw)
+      if tree then item = tree:add(spec.f, tvb(pos + 4, len), sub(raw, pos + 5, pos + 4 + len)) end
       if kind == "ACL" then
         if len % ACL_ENTRY ~= 0 then
-          fail("tlv", fname, fo + 2, string.format("length %d is not a multiple of %d", len, ACL_ENTRY))
+          fail("tlv", fname, fo + 2, format("length %d is not a multiple of %d", len, ACL_ENTRY))
         end
         for k = 0, len - ACL_ENTRY, ACL_ENTRY do
-          local e = tvb(pos + 4 + k, ACL_ENTRY)
-          local mask, reserved = e(6, 1):uint(), e(7, 1):uint()
-          local areas = {}
-          for bit = 0, N_FCAPS - 1 do
-            if band(mask, 2 ^ bit) ~= 0 then areas[#areas + 1] = FCAPS[bit] end
+          local mask, reserved = byte(raw, pos + 4 + k + 7, pos + 4 + k + 8)
+          if tree then
+            local e = tvb(pos + 4 + k, ACL_ENTRY)
+            local areas = {}
+            for bit = 0, N_FCAPS - 1 do
+              if band(mask, 2 ^ bit) ~= 0 then areas[#areas + 1] = FCAPS[bit] end
+            end
+            item:add(e, format("Entry %d: peer %s, FCAPS areas %s", k / ACL_ENTRY, tostring(e(0, 6):ether()),
+                               #areas > 0 and concat(areas, ",") or "none"))
           end
-          item:add(e, string.format("Entry %d: peer %s, FCAPS areas %s", k / ACL_ENTRY, tostring(e(0, 6):ether()),
-                                    #areas > 0 and table.concat(areas, ",") or "none"))
           if mask >= 2 ^ N_FCAPS or reserved ~= 0 then
-            fail("tlv", fname, fo + 4 + k + 6, string.format("entry %d: bad FCAPS mask/reserved", k / ACL_ENTRY))
+            fail("tlv", fname, fo + 4 + k + 6, format("entry %d: bad FCAPS mask/reserved", k / ACL_ENTRY))
           end
         end
       end
     end
   end
-  item:add(F["px.tlv.type"], tvb(pos, 2))
-  item:add(F["px.tlv.length"], tvb(pos + 2, 2))
+  if tree then
+    item:add(F_TLV_TYPE, tvb(pos, 2))
+    item:add(F_TLV_LENGTH, tvb(pos + 2, 2))
+  end
 end
 
+local F_FCAPS = F["px.fcaps"]
+local SIG_END = SIG[#SIG].off + SIG[#SIG].size
+local CMD_NAMES, OP_NAMES, STATUS_NAMES = SIG_BY.cmd.values, SIG_BY.op.values, SIG_BY.status.values
+local OP_LOWER = {}
+for code, name in pairs(OP_NAMES) do OP_LOWER[code] = name:lower() end
+
 local function dissect_signaling(ctx, tree, start, stop)
-  local tvb = ctx.tvb
+  local tvb, raw = ctx.tvb, ctx.raw
   local fs = start + ETH_LEN
-  local v = add_struct(tree, tvb, start, SIG)
-  local cmd = CMD_FCAPS[v.cmd]
-  if cmd ~= nil then tree:add(F["px.fcaps"], tvb(start + 4, 1), cmd) end
-  local sf = by_name(SIG)
-  local cname, oname, sname = sf.cmd.values[v.cmd], sf.op.values[v.op], sf.status.values[v.status]
-  ctx.info = ctx.info .. string.format("%s %s", cname or hex2(v.cmd), oname and oname:lower() or hex2(v.op))
-  if cname == nil then fail("code", "cmd", fs + 4, string.format("unknown command %s", hex2(v.cmd))) end
-  if oname == nil then fail("code", "op", fs + 5, string.format("unknown op %s", hex2(v.op))) end
-  if sname == nil then fail("code", "status", fs + 6, string.format("unknown status %s", hex2(v.status))) end
+  local v = read_sig(raw, start)
+  if tree then
+    add_struct(tree, tvb, start, SIG, v)
+    local area = CMD_FCAPS[v.cmd]
+    if area ~= nil then tree:add(F_FCAPS, tvb(start + 4, 1), area) end
+  end
+  local cname, oname, sname = CMD_NAMES[v.cmd], OP_LOWER[v.op], STATUS_NAMES[v.status]
+  ctx.info = ctx.info .. (cname or hex2(v.cmd)) .. " " .. (oname or hex2(v.op))
+  if cname == nil then fail("code", "cmd", fs + 4, format("unknown command %s", hex2(v.cmd))) end
+  if oname == nil then fail("code", "op", fs + 5, format("unknown op %s", hex2(v.op))) end
+  if sname == nil then fail("code", "status", fs + 6, format("unknown status %s", hex2(v.status))) end
   if v.op == REQUEST and v.status ~= STATUS_OK then
-    fail("field", "status", fs + 6, string.format("a request carries OK, not %s", sname))
+    fail("field", "status", fs + 6, format("a request carries OK, not %s", sname))
   end
   if v.op ~= REQUEST then ctx.info = ctx.info .. " " .. sname end
-  ctx.info = ctx.info .. string.format(" id %d tlvs %d", v.req_id, v.tlv_count)
+  ctx.info = ctx.info .. " id " .. num(v.req_id) .. " tlvs " .. NUM[v.tlv_count]
   local seen = {}
-  local pos = start + SIG[#SIG].off + SIG[#SIG].size
+  local pos = start + SIG_END
   for i = 1, v.tlv_count do
     if pos + 4 > stop then
-      fail("tlv", "tlv", pos + ETH_LEN, string.format("TLV %d of %d: header runs past the body end at %d", i,
-                                                        v.tlv_count, stop + ETH_LEN))
+      fail("tlv", "tlv", pos + ETH_LEN, format("TLV %d of %d: header runs past the body end at %d", i,
+                                                v.tlv_count, stop + ETH_LEN))
     end
-    local typ, len = tvb(pos, 2):uint(), tvb(pos + 2, 2):uint()
+    local t1, t2, l1, l2 = byte(raw, pos + 1, pos + 4)
+    local typ, len = t1 * 256 + t2, l1 * 256 + l2
     if pos + 4 + len > stop then
-      local bad = tree:add(tvb(pos, stop - pos), string.format("TLV %d: type %d, length %d (truncated)", i, typ, len))
-      bad:add(F["px.tlv.type"], tvb(pos, 2))
-      bad:add(F["px.tlv.length"], tvb(pos + 2, 2))
-      fail("tlv", "tlv.length", pos + ETH_LEN + 2, string.format("TLV %d length %d runs past the body end", i, len))
+      if tree then
+        local bad = tree:add(tvb(pos, stop - pos), format("TLV %d: type %d, length %d (truncated)", i, typ, len))
+        bad:add(F_TLV_TYPE, tvb(pos, 2))
+        bad:add(F_TLV_LENGTH, tvb(pos + 2, 2))
+      end
+      fail("tlv", "tlv.length", pos + ETH_LEN + 2, format("TLV %d length %d runs past the body end", i, len))
     end
-    if seen[typ] then fail("tlv", "tlv", pos + ETH_LEN, string.format("TLV type %d appears twice", typ)) end
+    if seen[typ] then fail("tlv", "tlv", pos + ETH_LEN, format("TLV type %d appears twice", typ)) end
     seen[typ] = true
     dissect_tlv(ctx, tree, pos, typ, len, i)
     pos = pos + 4 + len
   end
   if pos ~= stop then
-    fail("tlv", "tlv_count", fs + 7, string.format("%d bytes follow the %d TLVs it announces", stop - pos,
-                                                    v.tlv_count))
+    fail("tlv", "tlv_count", fs + 7, format("%d bytes follow the %d TLVs it announces", stop - pos, v.tlv_count))
   end
   ctx.sig = v
 end
 
+local DATA_END = DATA_FIXED[#DATA_FIXED].off + DATA_FIXED[#DATA_FIXED].size
+local F_PAYLOAD_LEN = F["px.data.payload_len"]
+local DATA_OFF = {}
+for _, fi in ipairs(DATA_FIXED) do DATA_OFF[fi.name] = fi.off + ETH_LEN end
+
 local function dissect_data(ctx, tree, start, stop)
   local tvb = ctx.tvb
-  local fs = start + ETH_LEN
-  local v = add_struct(tree, tvb, start, DATA_FIXED)
-  local fixed = DATA_FIXED[#DATA_FIXED].off + DATA_FIXED[#DATA_FIXED].size
-  local plen = stop - start - fixed
-  tree:add(F["px.data.payload_len"], plen):set_generated()
-  local o = offsets(DATA_FIXED, fs)
+  local v = read_data(ctx.raw, start)
+  local plen = stop - start - DATA_END
+  if tree then
+    add_struct(tree, tvb, start, DATA_FIXED, v)
+    tree:add(F_PAYLOAD_LEN, plen):set_generated()
+  end
+  local o_flags = start + DATA_OFF.flags
   local flags = v.flags
-  local ack = band(flags, ACK) ~= 0
+  local ack = ACK_BIT[flags] ~= 0
+  local info
   if v.frag_count > 0 then
-    ctx.info = ctx.info .. string.format("ch %d msg %d frag %d/%d off %d bytes %d", v.channel, v.msg_id,
-                                         v.frag_index + 1, v.frag_count, v.frag_offset, plen)
+    info = "ch " .. NUM[v.channel] .. " msg " .. num(v.msg_id) .. " frag " .. NUM[v.frag_index + 1] .. "/"
+           .. NUM[v.frag_count] .. " off " .. num(v.frag_offset) .. " bytes " .. num(plen)
   else
-    ctx.info = ctx.info .. string.format("ch %d", v.channel)
+    info = "ch " .. NUM[v.channel]
   end
-  if ack then ctx.info = ctx.info .. string.format(" ACK %d credit %d", v.ack, v.credit) end
-  if band(flags, FIN) ~= 0 then ctx.info = ctx.info .. " FIN" end
-  if band(flags, 255 - DATA_FLAG_MASK) ~= 0 then
-    fail("field", "data.flags", o.flags, string.format("reserved bits %s set", hex2(band(flags, 255 - DATA_FLAG_MASK))))
+  if ack then info = info .. " ACK " .. num(v.ack) .. " credit " .. NUM[v.credit] end
+  if FIN_BIT[flags] ~= 0 then info = info .. " FIN" end
+  ctx.info = ctx.info .. info
+  if DATA_RESERVED[flags] ~= 0 then
+    fail("field", "data.flags", o_flags, format("reserved bits %s set", hex2(DATA_RESERVED[flags])))
   end
-  if plen > 0 then
-    Dissector.get("data"):call(tvb(start + fixed, plen):tvb(), ctx.pinfo, tree)
+  if plen > 0 and tree then
+    data_dissector:call(tvb(start + DATA_END, plen):tvb(), ctx.pinfo, tree)
   end
   if not ack then
-    if v.ack ~= 0 then fail("fragment", "data.ack", o.ack, "ack set without the ACK flag") end
-    if v.credit ~= 0 then fail("fragment", "data.credit", o.credit, "credit set without the ACK flag") end
+    if v.ack ~= 0 then fail("fragment", "data.ack", start + DATA_OFF.ack, "ack set without the ACK flag") end
+    if v.credit ~= 0 then
+      fail("fragment", "data.credit", start + DATA_OFF.credit, "credit set without the ACK flag")
+    end
   end
   if v.frag_count == 0 then
     if not ack then
-      fail("fragment", "data.flags", o.flags, "an acknowledgement-only frame (frag_count 0) sets ACK")
+      fail("fragment", "data.flags", o_flags, "an acknowledgement-only frame (frag_count 0) sets ACK")
     end
-    for _, name in ipairs({"msg_len", "frag_offset", "frag_index"}) do
-      if v[name] ~= 0 then
-        fail("fragment", "data." .. name, o[name], "must be 0 in an acknowledgement-only frame")
-      end
+    if v.msg_len ~= 0 then
+      fail("fragment", "data.msg_len", start + DATA_OFF.msg_len, "must be 0 in an acknowledgement-only frame")
     end
-    if plen > 0 then fail("length", "len", ctx.off.length, "an acknowledgement-only frame carries no payload") end
+    if v.frag_offset ~= 0 then
+      fail("fragment", "data.frag_offset", start + DATA_OFF.frag_offset, "must be 0 in an acknowledgement-only frame")
+    end
+    if v.frag_index ~= 0 then
+      fail("fragment", "data.frag_index", start + DATA_OFF.frag_index, "must be 0 in an acknowledgement-only frame")
+    end
+    if plen > 0 then fail("length", "len", OFF_LENGTH, "an acknowledgement-only frame carries no payload") end
   else
     if v.frag_index >= v.frag_count then
-      fail("fragment", "data.frag_index", o.frag_index, string.format("fragment %d of %d", v.frag_index,
-                                                                        v.frag_count))
+      fail("fragment", "data.frag_index", start + DATA_OFF.frag_index, format("fragment %d of %d", v.frag_index,
+                                                                               v.frag_count))
     end
     local frag_end = v.frag_offset + plen
     if frag_end > v.msg_len then
-      fail("fragment", "data.frag_offset", o.frag_offset, string.format("fragment bytes %d..%d pass msg_len %d",
-                                                                          v.frag_offset, frag_end, v.msg_len))
+      fail("fragment", "data.frag_offset", start + DATA_OFF.frag_offset,
+           format("fragment bytes %d..%d pass msg_len %d", v.frag_offset, frag_end, v.msg_len))
     end
     if v.frag_index == 0 and v.frag_offset ~= 0 then
-      fail("fragment", "data.frag_offset", o.frag_offset, "the first fragment starts at 0")
+      fail("fragment", "data.frag_offset", start + DATA_OFF.frag_offset, "the first fragment starts at 0")
     end
     if v.frag_index == v.frag_count - 1 and frag_end ~= v.msg_len then
-      fail("fragment", "data.msg_len", o.msg_len, string.format("the last fragment ends at %d, not %d", frag_end,
-                                                                  v.msg_len))
+      fail("fragment", "data.msg_len", start + DATA_OFF.msg_len, format("the last fragment ends at %d, not %d",
+                                                                         frag_end, v.msg_len))
     end
     if plen == 0 and v.msg_len ~= 0 then
-      fail("length", "len", ctx.off.length, "a fragment of a non-empty message carries no bytes")
+      fail("length", "len", OFF_LENGTH, "a fragment of a non-empty message carries no bytes")
     end
   end
-  v.payload_at, v.payload_len = start + fixed, plen
+  v.payload_at, v.payload_len = start + DATA_END, plen
   ctx.data = v
 end
 
-local function dissect_discovery(ctx, tree, start, stop)
-  local tvb = ctx.tvb
-  local fs = start + ETH_LEN
-  local v = add_struct(tree, tvb, start, DISC)
-  local caps = {}
-  for bit, name in pairs(CAPS) do
-    if band(v.caps, bit) ~= 0 then caps[#caps + 1] = {bit, name} end
+local DISC_OPS, DIME_STATES = DISC_BY.op.values, DIME_BY.state.values
+local CAPS_SORTED = {}
+for bit, name in pairs(CAPS) do CAPS_SORTED[#CAPS_SORTED + 1] = {bit, name} end
+table.sort(CAPS_SORTED, function(a, b) return a[1] < b[1] end)
+
+local function caps_text(caps)
+  local names = {}
+  for _, c in ipairs(CAPS_SORTED) do
+    if floor(caps / c[1]) % 2 == 1 then names[#names + 1] = c[2] end
   end
-  table.sort(caps, function(a, b) return a[1] < b[1] end)
-  for k, c in ipairs(caps) do caps[k] = c[2] end
-  if #caps > 0 then tree:add(tvb(start + 12, 4), "Capabilities: " .. table.concat(caps, ", ")) end
-  local states = by_name(DIME_RECORD).state.values
-  local op = by_name(DISC).op.values[v.op]
-  ctx.info = ctx.info .. string.format("%s probe %d dimes %d", op or hex2(v.op), v.probe_id, v.count)
-  if op == nil then fail("code", "disc.op", fs, string.format("unknown discovery op %s", hex2(v.op))) end
-  if v.state_filter ~= STATE_ANY and states[v.state_filter] == nil then
-    fail("code", "disc.state_filter", fs + 1, string.format("unknown state %s", hex2(v.state_filter)))
+  return concat(names, ", ")
+end
+
+local function dissect_discovery(ctx, tree, start, stop)
+  local tvb, raw = ctx.tvb, ctx.raw
+  local fs = start + ETH_LEN
+  local v = read_disc(raw, start)
+  if tree then
+    add_struct(tree, tvb, start, DISC, v)
+    local caps = caps_text(v.caps)
+    if caps ~= "" then tree:add(tvb(start + 12, 4), "Capabilities: " .. caps) end
+  end
+  local op = DISC_OPS[v.op]
+  ctx.info = ctx.info .. (op or hex2(v.op)) .. " probe " .. num(v.probe_id) .. " dimes " .. NUM[v.count]
+  if op == nil then fail("code", "disc.op", fs, format("unknown discovery op %s", hex2(v.op))) end
+  if v.state_filter ~= STATE_ANY and DIME_STATES[v.state_filter] == nil then
+    fail("code", "disc.state_filter", fs + 1, format("unknown state %s", hex2(v.state_filter)))
   end
   local fixed = FIXED_SIZE[DISCOVERY]
   local want = fixed + DIME_REC * v.count
   if stop - start ~= want then
-    fail("length", "disc.count", fs + 2, string.format("%d DIMEs need %d body bytes, there are %d", v.count, want,
-                                                        stop - start))
+    fail("length", "disc.count", fs + 2, format("%d DIMEs need %d body bytes, there are %d", v.count, want,
+                                                 stop - start))
   end
   if op == "PROBE" and v.count ~= 0 then fail("field", "disc.count", fs + 2, "a probe lists no DIMEs") end
   if op == "GRATUITOUS" and v.probe_id ~= 0 then
@@ -588,38 +757,41 @@ local function dissect_discovery(ctx, tree, start, stop)
   end
   local pos = start + fixed
   for i = 1, v.count do
-    local sub = tree:add(tvb(pos, DIME_REC), string.format("DIME %d", i))
-    local r = add_struct(sub, tvb, pos, DIME_RECORD)
-    sub:append_text(string.format(": DIME %d on core %d, %s", r.dime, r.core,
-                                  states[r.state] or hex2(r.state)))
-    if states[r.state] == nil then
-      fail("code", "disc.dime.state", pos + ETH_LEN + 4, string.format("unknown state %s", hex2(r.state)))
+    local r = read_dime(raw, pos)
+    if tree then
+      local rec = tree:add(tvb(pos, DIME_REC), format("DIME %d", i))
+      add_struct(rec, tvb, pos, DIME_RECORD, r)
+      rec:append_text(format(": DIME %d on core %d, %s", r.dime, r.core, DIME_STATES[r.state] or hex2(r.state)))
+    end
+    if DIME_STATES[r.state] == nil then
+      fail("code", "disc.dime.state", pos + ETH_LEN + 4, format("unknown state %s", hex2(r.state)))
     end
     if r.mem_free > r.mem_total then
-      fail("field", "disc.dime.mem_free", pos + ETH_LEN + 9, string.format("%d free chunks of %d", r.mem_free,
-                                                                            r.mem_total))
+      fail("field", "disc.dime.mem_free", pos + ETH_LEN + 9, format("%d free chunks of %d", r.mem_free, r.mem_total))
     end
     pos = pos + DIME_REC
   end
 end
+
+local HB_STATES = HB_BY.state.values
 
 local function dissect_heartbeat(ctx, tree, start, stop)
   local tvb = ctx.tvb
   local fs = start + ETH_LEN
   local fixed = FIXED_SIZE[HEARTBEAT]
   if stop - start ~= fixed then
-    fail("length", "len", ctx.off.length, string.format("%d body bytes, a HEARTBEAT body is %d", stop - start,
-                                                           fixed))
+    fail("length", "len", OFF_LENGTH, format("%d body bytes, a HEARTBEAT body is %d", stop - start, fixed))
   end
-  local v = add_struct(tree, tvb, start, HB)
-  local state = by_name(HB).state.values[v.state]
-  ctx.info = ctx.info .. string.format("epoch %d %s cpu %d.%d%% mem %d/%d", v.epoch, state or hex2(v.state),
-                                       (v.cpu_permille - v.cpu_permille % 10) / 10, v.cpu_permille % 10,
-                                       v.mem_used, v.mem_limit)
-  if state == nil then fail("code", "hb.state", fs + 4, string.format("unknown state %s", hex2(v.state))) end
+  local v = read_hb(ctx.raw, start)
+  if tree then add_struct(tree, tvb, start, HB, v) end
+  local state = HB_STATES[v.state]
+  local cpu = v.cpu_permille
+  ctx.info = ctx.info .. "epoch " .. num(v.epoch) .. " " .. (state or hex2(v.state)) .. " cpu " .. NUM[floor(cpu / 10)]
+             .. "." .. NUM[cpu % 10] .. "% mem " .. num(v.mem_used) .. "/" .. num(v.mem_limit)
+  if state == nil then fail("code", "hb.state", fs + 4, format("unknown state %s", hex2(v.state))) end
   if v.period_ms == 0 then fail("field", "hb.period_ms", fs + 5, "a heartbeat period of 0 ms") end
-  if v.cpu_permille > 1000 then
-    fail("field", "hb.cpu_permille", fs + 7, string.format("%d is over 1000", v.cpu_permille))
+  if cpu > 1000 then
+    fail("field", "hb.cpu_permille", fs + 7, format("%d is over 1000", cpu))
   end
 end
 
@@ -632,57 +804,72 @@ local BODIES = {
 
 -- ---------------------------------------------------------------- analysis
 
+local F_RESPONSE_IN, F_RESPONSE_TO, F_RESPONSE_TIME = F["px.response_in"], F["px.response_to"], F["px.response_time"]
+
 local function link_signaling(ctx, tree)
   local p, s = ctx.pinfo, ctx.sig
-  local src, dst = tostring(p.dl_src), tostring(p.dl_dst)
+  local number = p.number
   if not p.visited then
+    local src, dst = tostring(p.dl_src), tostring(p.dl_dst)
     if s.op == REQUEST then
-      local t = {frame = p.number, ts = p.abs_ts}
+      local t = {frame = number, ts = p.abs_ts}
       S.requests[src .. ">" .. dst .. "#" .. s.req_id] = t
-      S.links[p.number] = {request = t}
+      S.links[number] = {request = t}
     else
       local t = S.requests[dst .. ">" .. src .. "#" .. s.req_id]
       if t ~= nil then
-        if t.response == nil then t.response = p.number end
-        S.links[p.number] = {answers = t.frame, delta = p.abs_ts - t.ts}
+        if t.response == nil then t.response = number end
+        S.links[number] = {answers = t.frame, delta = p.abs_ts - t.ts}
       else
-        S.links[p.number] = {}
+        S.links[number] = {}
       end
     end
   end
-  local l = S.links[p.number]
+  local l = S.links[number]
   if l == nil then return end
   if l.request ~= nil and l.request.response ~= nil then
-    tree:add(F["px.response_in"], l.request.response):set_generated()
+    if tree then tree:add(F_RESPONSE_IN, l.request.response):set_generated() end
   elseif l.answers ~= nil then
-    tree:add(F["px.response_to"], l.answers):set_generated()
-    local secs = math.floor(l.delta)
-    local ns = math.floor((l.delta - secs) * 1e9 + 0.5)
-    tree:add(F["px.response_time"], NSTime.new(secs, ns)):set_generated()
-    ctx.info = ctx.info .. string.format(" rtt %.3fms", l.delta * 1000)
-  elseif ctx.sig.op ~= REQUEST then
-    tree:add_proto_expert_info(EX.no_request)
+    if tree then
+      tree:add(F_RESPONSE_TO, l.answers):set_generated()
+      local secs = floor(l.delta)
+      local ns = floor((l.delta - secs) * 1e9 + 0.5)
+      tree:add(F_RESPONSE_TIME, NSTime.new(secs, ns)):set_generated()
+    end
+    ctx.info = ctx.info .. format(" rtt %.3fms", l.delta * 1000)
+  elseif s.op ~= REQUEST then
+    ctx.parent:add_proto_expert_info(EX_NO_REQUEST)
   end
 end
+
+local F_FIRST_FRAG, F_REASSEMBLED_IN, F_REASSEMBLED_LEN = F["px.data.first_frag"], F["px.data.reassembled_in"],
+                                                          F["px.data.reassembled_len"]
 
 local function link_data(ctx, tree)
   local p, d = ctx.pinfo, ctx.data
   if d.frag_count == 0 then return end
-  local key = string.format("%s>%s/%d.%d>%d.%d/%d/%d", tostring(p.dl_src), tostring(p.dl_dst), ctx.h.src_dime,
-                            ctx.h.src_thread, ctx.h.dst_dime, ctx.h.dst_thread, d.channel, d.msg_id)
+  if d.frag_count == 1 then
+    -- A whole message in one frame: nothing to link or reassemble.
+    if tree then tree:append_text(", fragment 1 of 1") end
+    return
+  end
+  local number = p.number
   if not p.visited then
+    local h = ctx.h
+    local key = tostring(p.dl_src) .. ">" .. tostring(p.dl_dst) .. "/" .. h.src_dime .. "." .. h.src_thread .. ">"
+                .. h.dst_dime .. "." .. h.dst_thread .. "/" .. d.channel .. "/" .. d.msg_id
     local m = S.msgs[key]
     if m == nil or m.done then
       m = {parts = {}, count = 0, need = d.frag_count, len = d.msg_len}
       S.msgs[key] = m
     end
-    if d.frag_index == 0 then m.first = p.number end
-    S.frags[p.number] = m
+    if d.frag_index == 0 then m.first = number end
+    S.frags[number] = m
     if m.parts[d.frag_index] == nil and m.need == d.frag_count and m.len == d.msg_len then
-      m.parts[d.frag_index] = {off = d.frag_offset, frame = p.number,
-                               raw = d.payload_len > 0 and ctx.tvb(d.payload_at, d.payload_len):raw() or ""}
+      m.parts[d.frag_index] = {off = d.frag_offset, frame = number,
+                               raw = sub(ctx.raw, d.payload_at + 1, d.payload_at + d.payload_len)}
       m.count = m.count + 1
-      if m.need > 1 and m.count == m.need and px.prefs.reassemble and m.len <= px.prefs.reassembly_max then
+      if m.count == m.need and px.prefs.reassemble and m.len <= px.prefs.reassembly_max then
         local pieces, at = {}, 0
         for i = 0, m.need - 1 do
           local part = m.parts[i]
@@ -691,154 +878,169 @@ local function link_data(ctx, tree)
           at = at + #part.raw
         end
         if pieces ~= nil and at == m.len then
-          m.done, m.complete = true, p.number
-          S.reassembled[p.number] = table.concat(pieces)
+          m.done, m.complete = true, number
+          S.reassembled[number] = concat(pieces)
         end
       end
     end
   end
-  local m = S.frags[p.number]
+  local m = S.frags[number]
   if m == nil then return end
-  if m.first ~= nil and m.first ~= p.number then
-    tree:add(F["px.data.first_frag"], m.first):set_generated()
+  local whole = S.reassembled[number]
+  if whole ~= nil then ctx.info = ctx.info .. " [reassembled]" end
+  if not tree then return end
+  if m.first ~= nil and m.first ~= number then
+    tree:add(F_FIRST_FRAG, m.first):set_generated()
   end
-  local whole = S.reassembled[p.number]
   if whole ~= nil then
     local rtvb = ByteArray.new(whole, true):tvb("Reassembled message")
-    local item = tree:add(F["px.data.reassembled_len"], rtvb(), #whole)
+    local item = tree:add(F_REASSEMBLED_LEN, rtvb(), #whole)
     item:set_generated()
-    item:append_text(string.format(" (%d fragments)", m.need))
-    ctx.info = ctx.info .. " [reassembled]"
-    if #whole > 0 then Dissector.get("data"):call(rtvb, p, tree) end
-  elseif m.complete ~= nil and m.complete ~= p.number then
-    tree:add(F["px.data.reassembled_in"], m.complete):set_generated()
+    item:append_text(format(" (%d fragments)", m.need))
+    if #whole > 0 then data_dissector:call(rtvb, p, tree) end
+  elseif m.complete ~= nil and m.complete ~= number then
+    tree:add(F_REASSEMBLED_IN, m.complete):set_generated()
   end
-  tree:append_text(string.format(", fragment %d of %d", d.frag_index + 1, d.frag_count))
+  tree:append_text(format(", fragment %d of %d", d.frag_index + 1, d.frag_count))
 end
 
 -- ---------------------------------------------------------------- main
 
-local OFF = offsets(HEADER, ETH_LEN)
-
-local function class_of(ethertype)
-  for cls, name in pairs(CLASSES) do
-    if px.prefs[name:lower()] == ethertype then return cls end
-  end
-  return nil
+local F_ETH_DST, F_ETH_SRC, F_ETH_TYPE, F_CLASS = F["px.eth.dst"], F["px.eth.src"], F["px.eth.type"], F["px.class"]
+local F_SCOPE, F_PADDING, F_MALFORMED = F["px.scope"], F["px.eth.padding"], F["px.malformed"]
+local OFF_VERSION, OFF_FLAGS = ETH_LEN + HEADER_BY.version.off, ETH_LEN + HEADER_BY.flags.off
+local OFF_SRC_DIME, OFF_DST_DIME = ETH_LEN + HEADER_BY.src_dime.off, ETH_LEN + HEADER_BY.dst_dime.off
+local OFF_SEQ = HEADER_BY.seq.off
+local CLASS_INFO, BODY_LABEL, SCOPE_ERROR = {}, {}, {}
+for cls, name in pairs(CLASSES) do
+  CLASS_INFO[cls] = ", " .. name
+  BODY_LABEL[cls] = name .. " body"
+  SCOPE_ERROR[cls] = format("a %s frame must have SYSTEM scope", name)
 end
 
-local function map_text()
-  local parts = {}
-  for _, name in ipairs(ETHERTYPE_NAMES) do parts[#parts + 1] = string.format("%s=0x%04x", name, px.prefs[name]) end
-  return table.concat(parts, ",")
-end
+-- EtherType -> class, from the preferences (rebuilt when they change).
+local CLASS_OF = {}
 
-local function dissect(ctx)
-  local tvb, pinfo, root = ctx.tvb, ctx.pinfo, ctx.root
-  local n = tvb:len() + ETH_LEN
-  local ethertype = pinfo.match_uint
-  root:add(F["px.eth.dst"], pinfo.dl_dst):set_generated()
-  root:add(F["px.eth.src"], pinfo.dl_src):set_generated()
-  root:add(F["px.eth.type"], ethertype):set_generated()
-  local cls = class_of(ethertype)
-  if cls == nil then
-    fail("code", "eth.type", 12, string.format("0x%04x is not a Parallax EtherType (%s)", ethertype, map_text()))
+local function dissect(ctx, cls)
+  local tvb, raw, root = ctx.tvb, ctx.raw, ctx.root
+  local n = #raw + ETH_LEN
+  local pinfo = ctx.pinfo
+  if root then
+    root:add(F_ETH_DST, pinfo.dl_dst):set_generated()
+    root:add(F_ETH_SRC, pinfo.dl_src):set_generated()
+    root:add(F_ETH_TYPE, pinfo.match_uint):set_generated()
+    root:add(F_CLASS, CLASSES[cls]):set_generated()
+    root:append_text(CLASS_INFO[cls])
   end
   ctx.tag = CLASS_TAGS[cls]
   ctx.info = ctx.tag .. " "
-  root:add(F["px.class"], CLASSES[cls]):set_generated()
-  root:append_text(", " .. CLASSES[cls])
   if n < HDR then
-    fail("length", "header", ETH_LEN, string.format("truncated: %d bytes, the Parallax header needs %d", n - ETH_LEN,
-                                                    HEADER_LEN))
+    fail("length", "header", ETH_LEN, format("truncated: %d bytes, the Parallax header needs %d", n - ETH_LEN,
+                                             HEADER_LEN))
   end
-  local h = add_struct(root, tvb, 0, HEADER)
+  local h = read_header(raw, 0)
   ctx.h = h
-  local scope = band(h.flags, SCOPE_DIME) ~= 0 and "DIME" or "SYSTEM"
-  root:add(F["px.scope"], tvb(OFF.flags - ETH_LEN, 1), scope)
+  local flags = h.flags
+  local scope_dime = SCOPE_DIME_BIT[flags] ~= 0
+  if root then
+    add_struct(root, tvb, 0, HEADER, h)
+    root:add(F_SCOPE, tvb(OFF_FLAGS - ETH_LEN, 1), scope_dime and "DIME" or "SYSTEM")
+  end
   ctx.info = ctx.info .. endpoint(h.src_dime, h.src_thread) .. " > " .. endpoint(h.dst_dime, h.dst_thread) .. " "
   if h.version ~= PROTOCOL_VERSION then
-    fail("field", "version", OFF.version, string.format("version %d, this codec speaks %d", h.version,
-                                                        PROTOCOL_VERSION))
+    fail("field", "version", OFF_VERSION, format("version %d, this codec speaks %d", h.version, PROTOCOL_VERSION))
   end
-  if band(h.flags, 255 - HEADER_FLAG_MASK) ~= 0 then
-    local bits = band(h.flags, 255 - HEADER_FLAG_MASK)
-    fail("field", "flags", OFF.flags, string.format("reserved bits %s set", hex2(bits)))
+  local reserved = HEADER_RESERVED[flags]
+  if reserved ~= 0 then
+    fail("field", "flags", OFF_FLAGS, format("reserved bits %s set", hex2(reserved)))
   end
-  local has_auth = band(h.flags, AUTH_FLAG) ~= 0
+  local has_auth = AUTH_BIT[flags] ~= 0
   local body_end = HDR + h.length
   if body_end > n then
-    fail("length", "len", OFF.length, string.format("says %d body bytes, the frame holds %d", h.length, n - HDR))
+    fail("length", "len", OFF_LENGTH, format("says %d body bytes, the frame holds %d", h.length, n - HDR))
   end
   local stop = body_end + (has_auth and AUTH_LEN or 0)
   if stop > n then
-    fail("trailer", "auth", body_end, string.format("truncated trailer: %d of %d bytes", n - body_end, AUTH_LEN))
+    fail("trailer", "auth", body_end, format("truncated trailer: %d of %d bytes", n - body_end, AUTH_LEN))
   end
   local padding = n - stop
   if padding > 0 then
-    local zero = true
-    local raw = tvb(stop - ETH_LEN, padding):raw()
-    for k = 1, padding do
-      if raw:byte(k) ~= 0 then zero = false break end
+    if not (n == MIN_FRAME and sub(raw, stop - ETH_LEN + 1) == string.rep("\0", padding)) then
+      fail("length", "len", OFF_LENGTH, format("%d bytes follow the end of the frame at byte %d", padding, stop))
     end
-    if not (n == MIN_FRAME and zero) then
-      fail("length", "len", OFF.length, string.format("%d bytes follow the end of the frame at byte %d", padding,
-                                                         stop))
-    end
-    root:add(F["px.eth.padding"], tvb(stop - ETH_LEN, padding), padding)
-  else
-    root:add(F["px.eth.padding"], 0):set_generated()
+    if root then root:add(F_PADDING, tvb(stop - ETH_LEN, padding), padding) end
+  elseif root then
+    root:add(F_PADDING, 0):set_generated()
   end
-  if cls == DATA and scope ~= "DIME" then fail("scope", "flags", OFF.flags, "a DATA frame must have DIME scope") end
-  if (cls == DISCOVERY or cls == HEARTBEAT) and scope ~= "SYSTEM" then
-    fail("scope", "flags", OFF.flags, string.format("a %s frame must have SYSTEM scope", CLASSES[cls]))
+  if cls == DATA and not scope_dime then fail("scope", "flags", OFF_FLAGS, "a DATA frame must have DIME scope") end
+  if (cls == DISCOVERY or cls == HEARTBEAT) and scope_dime then
+    fail("scope", "flags", OFF_FLAGS, SCOPE_ERROR[cls])
   end
-  if scope == "SYSTEM" and h.dst_dime ~= DIME_ALL then
-    fail("scope", "dime.dst", OFF.dst_dime, string.format("a SYSTEM-scope frame goes to 0xffff, not %d", h.dst_dime))
+  if not scope_dime and h.dst_dime ~= DIME_ALL then
+    fail("scope", "dime.dst", OFF_DST_DIME, format("a SYSTEM-scope frame goes to 0xffff, not %d", h.dst_dime))
   end
-  if scope == "DIME" and h.dst_dime == DIME_ALL then
-    fail("scope", "dime.dst", OFF.dst_dime, "a DIME-scope frame needs a DIME id, not 0xffff")
+  if scope_dime and h.dst_dime == DIME_ALL then
+    fail("scope", "dime.dst", OFF_DST_DIME, "a DIME-scope frame needs a DIME id, not 0xffff")
   end
   if cls == HEARTBEAT and h.src_dime == DIME_ALL then
-    fail("scope", "dime.src", OFF.src_dime, "a heartbeat comes from one DIME, not 0xffff")
+    fail("scope", "dime.src", OFF_SRC_DIME, "a heartbeat comes from one DIME, not 0xffff")
   end
   if h.length < FIXED_SIZE[cls] then
-    fail("length", "len", OFF.length, string.format("%d body bytes, a %s body needs at least %d", h.length,
-                                                       CLASSES[cls], FIXED_SIZE[cls]))
+    fail("length", "len", OFF_LENGTH, format("%d body bytes, a %s body needs at least %d", h.length,
+                                                CLASSES[cls], FIXED_SIZE[cls]))
   end
-  local body = root:add(tvb(HEADER_LEN, h.length), CLASSES[cls] .. " body")
+  local body = root and root:add(tvb(HEADER_LEN, h.length), BODY_LABEL[cls])
   BODIES[cls](ctx, body, HEADER_LEN, HEADER_LEN + h.length)
   if has_auth then
     local at = HEADER_LEN + h.length
-    local trailer = root:add(tvb(at, AUTH_LEN), "Authentication trailer (HMAC-SHA256 truncated to 16 bytes)")
-    local a = add_struct(trailer, tvb, at, AUTH)
-    trailer:append_text(string.format(": key %d, counter %s, tag not verified (no key)", a.key_id,
-                                      tostring(a.counter)))
-    ctx.info = ctx.info .. string.format(" auth key %d", a.key_id)
+    local a = read_auth(raw, at)
+    if root then
+      local trailer = root:add(tvb(at, AUTH_LEN), "Authentication trailer (HMAC-SHA256 truncated to 16 bytes)")
+      add_struct(trailer, tvb, at, AUTH, a)
+      trailer:append_text(format(": key %d, counter %s, tag not verified (no key)", a.key_id,
+                                 u64_text(tvb, at + AUTH_BY.counter.off, a.counter)))
+    end
+    ctx.info = ctx.info .. " auth key " .. NUM[a.key_id]
     if a.key_id == 0 then fail("trailer", "auth.key_id", at + ETH_LEN, "key id 0 is reserved") end
-    if a.counter:tonumber() == 0 then fail("trailer", "auth.counter", at + ETH_LEN + 2, "counter 0 is never sent") end
+    if a.counter == 0 then fail("trailer", "auth.counter", at + ETH_LEN + 2, "counter 0 is never sent") end
   end
-  ctx.info = ctx.info .. " seq " .. tostring(h.seq) .. " len " .. n
+  ctx.info = ctx.info .. " seq " .. u64_text(tvb, OFF_SEQ, h.seq) .. " len " .. NUM[n]
+  if ctx.probe then return end
   if ctx.sig ~= nil then link_signaling(ctx, root) end
   if ctx.data ~= nil then link_data(ctx, root) end
 end
 
+-- The class of a frame Decode As handed over on an EtherType outside the map: the first
+-- class it decodes as without error, else SIGNALING (whose errors are then shown).
+local PROBE_ORDER = {SIGNALING, DATA, DISCOVERY, HEARTBEAT}
+local function guess_class(tvb, raw, pinfo)
+  for _, cls in ipairs(PROBE_ORDER) do
+    local probe = {tvb = tvb, raw = raw, pinfo = pinfo, info = "", probe = true}
+    if pcall(dissect, probe, cls) then return cls end
+  end
+  return SIGNALING
+end
+
 function px.dissector(tvb, pinfo, tree)
   pinfo.cols.protocol = "PX"
-  local root = tree:add(px, tvb())
-  local ctx = {tvb = tvb, pinfo = pinfo, root = root, info = "", tag = "PX", off = OFF}
-  local ok, err = pcall(dissect, ctx)
+  local raw = tvb:raw()
+  local cls = CLASS_OF[pinfo.match_uint] or guess_class(tvb, raw, pinfo)
+  local root = has_tree(tree) and tree:add(px, tvb()) or nil
+  local ctx = {tvb = tvb, raw = raw, pinfo = pinfo, root = root, parent = root or tree, info = "", tag = "PX"}
+  local ok, err = pcall(dissect, ctx, cls)
   if not ok then
+    local parent = ctx.parent
     if type(err) == "table" and err.px then
-      local text = string.format("%s at byte %d: %s", err.field, err.offset, err.reason)
-      root:add_proto_expert_info(EX[err.group], text)
-      ctx.info = string.format("%s [malformed: %s] len %d", ctx.tag, text, tvb:len() + ETH_LEN)
+      local text = format("%s at byte %d: %s", err.field, err.offset, err.reason)
+      parent:add_proto_expert_info(EX[err.field] or EX_BUG, text)
+      if root then root:add(F_MALFORMED, true):set_generated() end
+      ctx.info = format("%s [malformed: %s] len %d", ctx.tag, text, #raw + ETH_LEN)
     else
-      root:add_proto_expert_info(EX.bug, "dissector error: " .. tostring(err))
+      parent:add_proto_expert_info(EX_BUG, "dissector error: " .. tostring(err))
     end
   end
   pinfo.cols.info = ctx.info
-  return tvb:len()
+  return #raw
 end
 
 -- ---------------------------------------------------------------- registration
@@ -846,22 +1048,37 @@ end
 local ethertype_table = DissectorTable.get("ethertype")
 local registered = {}
 
-local function register()
-  for _, et in ipairs(registered) do ethertype_table:remove(et, px) end
-  registered = {}
-  for _, name in ipairs(ETHERTYPE_NAMES) do
-    local et = px.prefs[name]
-    if not LOCAL_EXPERIMENTAL[et] or px.prefs.claim_local_experimental then
-      ethertype_table:add(et, px)
-      registered[#registered + 1] = et
-    end
+-- Claims the configured EtherTypes.  An entry is removed only when the preferences stop
+-- naming it, so a Decode As entry on an EtherType we do not claim is never touched.  The
+-- Local Experimental ones are claimed only once the preferences are final (at the first
+-- capture's init, not at load): removing one there would also remove what Decode As
+-- (tshark -d, or the decode_as_entries file) put on it, as both are the same table entry.
+local function register(final)
+  CLASS_OF = {}
+  local want = {}
+  for cls, name in pairs(CLASSES) do
+    local et = px.prefs[name:lower()]
+    CLASS_OF[et] = cls
+    if not LOCAL_EXPERIMENTAL[et] or (final and px.prefs.claim_local_experimental) then want[et] = true end
   end
+  for et in pairs(registered) do
+    if not want[et] then ethertype_table:remove(et, px) end
+  end
+  for et in pairs(want) do
+    if not registered[et] then ethertype_table:add(et, px) end
+  end
+  registered = want
 end
 
 -- Decode As > Ethertype offers "PX" for any value, the Local Experimental ones included.
 ethertype_table:add_for_decode_as(px)
-register()
+register(false)
+
+function px.init()
+  reset_state()
+  register(true)
+end
 
 function px.prefs_changed()
-  register()
+  register(true)
 end

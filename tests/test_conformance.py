@@ -203,7 +203,7 @@ def _as_tshark(key: str, value: Any) -> list[Any]:
         elif ftype.startswith("uint"):
             out.append(str(x))
         elif isinstance(x, str) and ftype == "string":
-            out.append(x.split("\0", 1)[0])  # a Wireshark string field ends at a NUL
+            out.append(x.replace("\0", "\\x00"))  # the dissector shows a NUL as \x00 (a Wireshark string ends at one)
         else:
             out.append(str(x))
     return out

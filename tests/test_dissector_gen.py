@@ -15,7 +15,7 @@ from pxproto.wire import samples
 from pxproto.wire.codec import decode
 from pxproto.wire.codes import TlvType
 from pxproto.wire.ethertypes import EtherTypeMap
-from pxproto.wire.gen_lua import EXTRA_FIELDS, field_types, generate
+from pxproto.wire.gen_lua import EXTRA_FIELDS, TEMPLATE_NAME, field_list, field_types, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "dissectors" / "parallax.lua"
@@ -105,11 +105,33 @@ def test_cli_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "cannot write" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("luac", ["luac5.2", "luac5.4"])
+@pytest.mark.parametrize("luac", ["luac5.1", "luac5.2", "luac5.3", "luac5.4"])
 def test_lua_syntax(luac: str, tmp_path: Path) -> None:
-    """The file parses as Lua 5.2 (Wireshark 4.0) and 5.4 (Wireshark 4.4+) when those compilers exist."""
+    """The file parses as Lua 5.1 to 5.4 when those compilers exist (test_dissector_lua.py runs it under each)."""
     exe = shutil.which(luac)
     if exe is None:
         pytest.skip(f"{luac} not installed")
     p = subprocess.run([exe, "-p", str(COMMITTED)], capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr
+
+
+def test_cli_fields_lists_every_field(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--fields"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == [name for name, _, _ in field_list()]
+    assert set(field_types()) | {"px.malformed.len", "px.malformed.disc.count"} <= set(names)
+
+
+def test_field_list_is_documented() -> None:
+    """docs/DISSECTOR.md names every field and expert `pxdissect --fields` prints, and no other."""
+    doc = (ROOT / "docs" / "DISSECTOR.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(px\.[\w.]+)` \|", doc, re.M))
+    assert documented == {name for name, _, _ in field_list()}
+
+
+def test_template_is_package_data() -> None:
+    """The Lua template ships beside its generator (pyproject package-data), not as a Python string."""
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"pxproto.wire" = ["*.lua.in"]' in pyproject
+    assert (ROOT / "pxproto" / "wire" / TEMPLATE_NAME).is_file()
+    assert len((ROOT / "pxproto" / "wire" / "gen_lua.py").read_text().splitlines()) < 450

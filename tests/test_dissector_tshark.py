@@ -31,7 +31,7 @@ from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import Command, DataFlag, DimeState, DiscoveryOp, Op, Scope, Status, TlvType
 from pxproto.wire.ethertypes import EtherTypeMap
 from pxproto.wire.frame import Auth, Data, Frame, Heartbeat, Signaling, Tlv
-from pxproto.wire.gen_lua import EXTRA_FIELDS, field_types, generate
+from pxproto.wire.gen_lua import EXTRA_FIELDS, field_list, field_types, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "dissectors" / "parallax.lua"
@@ -114,9 +114,9 @@ def dissected(layers: dict[str, Any]) -> tuple[dict[str, list[Any]], list[tuple[
     return out, experts
 
 
-def _cut_nul(s: str) -> str:
-    # A Wireshark string field is a C string: text after a NUL character is not shown.
-    return s.split("\0", 1)[0]
+def _shown_nul(s: str) -> str:
+    # A Wireshark string field is a C string: the dissector shows a NUL as \x00 and the text after it whole.
+    return s.replace("\0", "\\x00")
 
 
 def expected(frame: Frame) -> dict[str, list[Any]]:
@@ -127,7 +127,7 @@ def expected(frame: Frame) -> dict[str, list[Any]]:
         if ftype == "bool":
             out[key] = ["1" if v else "0" for v in values]
         elif ftype == "string":
-            out[key] = [_cut_nul(v) for v in values]
+            out[key] = [_shown_nul(v) for v in values]
         else:
             out[key] = list(values)
     return out
@@ -377,3 +377,149 @@ def test_many_generated_and_hostile_frames(tmp_path: Path, home: Path, request: 
     outcomes = check_all(raws, packets)
     assert outcomes["valid"] >= N_GENERATED_SLOW
     print(dict(outcomes))
+
+
+# ------------------------------------------------------------------ issue 17 regressions
+
+
+def _fresh_home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    (home / "ws").mkdir(parents=True)
+    return home
+
+
+def _retyped(ethertype: int, n: int = 6) -> tuple[list[bytes], list[str]]:
+    """The first n signaling samples with their EtherType replaced, and their commands."""
+    raws = [raw for _, raw in samples.valid_samples()][:n]
+    cmds = [decode(raw).to_dict()["px.cmd"] for raw in raws]
+    return [raw[:12] + ethertype.to_bytes(2, "big") + raw[14:] for raw in raws], cmds
+
+
+def test_decode_as_local_experimental_with_claim_off(tmp_path: Path) -> None:
+    """Decode As on 0x88B5 works when the claim preference is off: a preference change no
+    longer removes the Decode As entry (it did: frames stayed "Local Experimental Ethertype 1")."""
+    home = _fresh_home(tmp_path)
+    raws, cmds = _retyped(0x88B5)
+    path = tmp_path / "le.pcapng"
+    _write(path, raws)
+    lua = tmp_path / "local.lua"
+    lua.write_text(generate(EtherTypeMap(signaling=0x88B5, data=0x88B6)))
+    off = ("-o", "px.claim_local_experimental:FALSE")
+    fields = ("-T", "fields", "-e", "px.cmd")
+    assert tshark(path, home, *off, *fields, lua=lua)[0].split() == []
+    assert tshark(path, home, *off, "-d", "ethertype==0x88b5,px", *fields, lua=lua)[0].split() == cmds
+    # The committed dissector (map 0xabba...) decodes them too under Decode As.
+    assert tshark(path, home, "-d", "ethertype==0x88b5,px", *fields)[0].split() == cmds
+
+
+def test_decode_as_outside_the_map_decodes(tmp_path: Path) -> None:
+    """Decode As on an EtherType outside the map decodes every field instead of marking the
+    frame malformed ("0x1234 is not a Parallax EtherType"): the class is the one the frame
+    decodes as without error."""
+    home = _fresh_home(tmp_path)
+    originals = [raw for _, raw in samples.valid_samples()]
+    raws = [raw[:12] + b"\x12\x34" + raw[14:] for raw in originals]
+    path = tmp_path / "other.pcapng"
+    _write(path, raws)
+    out, _ = tshark(path, home, "-d", "ethertype==0x1234,px", "-T", "json", "--no-duplicate-keys", "-J", "px")
+    packets = [pkt["_source"]["layers"] for pkt in json.loads(out)]
+    for i, (raw, layers) in enumerate(zip(originals, packets, strict=True)):
+        got, experts = dissected(layers)
+        assert not [a for a, _ in experts if a and a.startswith("px.malformed")], f"frame {i}: {experts}"
+        want = expected(decode(raw))
+        assert got.pop("px.eth.type") == [0x1234]
+        want.pop("px.eth.type")
+        for k in [k for k in got if k in EXTRA_FIELDS and k not in want]:
+            del got[k]
+        assert got == want, f"frame {i}"
+
+
+def test_decode_as_entries_file(tmp_path: Path) -> None:
+    """The GUI's Decode As table, saved in the profile's decode_as_entries, works too."""
+    home = _fresh_home(tmp_path)
+    (home / "ws" / "decode_as_entries").write_text(
+        '# "Decode As" entries file for Wireshark 4.0.\ndecode_as_entry: ethertype,4660,(none),PX\n'
+    )
+    raws, cmds = _retyped(0x1234)
+    path = tmp_path / "other.pcapng"
+    _write(path, raws)
+    assert tshark(path, home, "-T", "fields", "-e", "px.cmd")[0].split() == cmds
+
+
+def test_second_copy_steps_aside_with_a_message(tmp_path: Path) -> None:
+    """With a copy installed, `tshark -X lua_script:dissectors/parallax.lua` no longer fails with
+    "two protocols with the same description": it says which copy is in use, and that one works."""
+    home = _fresh_home(tmp_path)
+    plugins = home / ".local" / "lib" / "wireshark" / "plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "parallax.lua").write_text(generate(EtherTypeMap()))
+    path = tmp_path / "all.pcapng"
+    raws = [raw for _, raw in samples.valid_samples()][:4]
+    _write(path, raws)
+    out, err = tshark(path, home, "-T", "fields", "-e", "px.cmd")
+    assert "Proto_new" not in err and "same description" not in err, err
+    assert f"parallax.lua: {LUA} is not loaded" in err and str(plugins / "parallax.lua") in err, err
+    assert out.split() == [decode(r).to_dict()["px.cmd"] for r in raws]
+
+
+def test_text_with_nul_shows_whole(valid_capture: tuple[Path, list[bytes]], home: Path) -> None:
+    """A TEXT TLV "a\\0b..." showed as "a"; now the NUL shows as \\x00 and the rest follows."""
+    path, _ = valid_capture
+    out, _ = tshark(path, home, "-Y", 'px.tlv.text contains "b"', "-T", "fields", "-e", "px.tlv.text")
+    assert "a\\x00b\u20ac\x01" in out.split("\n")
+
+
+def test_px_malformed_filter_and_per_field_experts(home: Path) -> None:
+    """px.malformed selects exactly the frames the codec rejects, and px.malformed.len only
+    the frames whose error names the length field (it also matched header and disc.count errors)."""
+    path = ROOT / "captures" / "malformed.pcapng"
+    raws = list(_frames_of(path))
+    errors: dict[int, str] = {}
+    for i, raw in enumerate(raws, 1):
+        try:
+            decode(raw)
+        except ProtocolError as exc:
+            if exc.field not in ("eth", "eth.type"):
+                errors[i] = exc.field
+    frames = ("-T", "fields", "-e", "frame.number")
+    assert [int(x) for x in tshark(path, home, "-Y", "px.malformed", *frames)[0].split()] == sorted(errors)
+    assert [int(x) for x in tshark(path, home, "-Y", "px and not px.malformed", *frames)[0].split()] == [
+        i for i in range(1, len(raws) + 1) if i not in errors and decode_or_none(raws[i - 1]) is not None
+    ]
+    for field in ("len", "header", "disc.count", "tlv"):
+        got = [int(x) for x in tshark(path, home, "-Y", f"px.malformed.{field}", *frames)[0].split()]
+        assert got == sorted(i for i, f in errors.items() if f == field), field
+
+
+def decode_or_none(raw: bytes) -> Frame | None:
+    try:
+        return decode(raw)
+    except ProtocolError:
+        return None
+
+
+def test_every_listed_field_is_registered(tmp_path: Path) -> None:
+    """pxdissect --fields lists exactly what the dissector registers with Wireshark (tshark -G)."""
+    home = _fresh_home(tmp_path)
+    env = {**os.environ, "HOME": str(home), "WIRESHARK_CONFIG_DIR": str(home / "ws")}
+    assert TSHARK is not None
+    out = subprocess.run(
+        [TSHARK, "-G", "fields", "-X", f"lua_script:{LUA}"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    ours = {cols[2] for cols in rows if cols[0] == "F" and len(cols) > 4 and cols[4] == "px"}
+    assert ours == {name for name, _, _ in field_list()}
+
+
+def test_info_column_without_a_tree_equals_with_one(
+    valid_capture: tuple[Path, list[bytes]], hostile_capture: tuple[Path, list[bytes]], home: Path
+) -> None:
+    """Plain `tshark -r` asks for no tree, and the dissector then adds nothing and only checks and
+    writes the Info column: that column, [malformed: ...] included, must be the one the full
+    dissection (a display filter forces the tree) writes."""
+    info_only = ("-o", 'gui.column.format:"Info","%i"')
+    for path, _ in (valid_capture, hostile_capture):
+        fast, _ = tshark(path, home, *info_only)
+        full, _ = tshark(path, home, *info_only, "-Y", "frame")
+        assert fast.splitlines() == full.splitlines()
+        assert "[malformed:" in fast or path == valid_capture[0]

@@ -5,6 +5,7 @@ pxdissect -o dissectors/parallax.lua
 pxdissect --install            # into Wireshark's personal Lua plugin folder
 pxdissect --ethertypes signaling=0x88b5,data=0x88b6 --install
 pxdissect --check dissectors/parallax.lua   # exit 1 when the file is stale
+pxdissect --fields             # every display-filter field, its type and meaning
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from pxproto.dissect.install import PLUGIN_NAME, personal_plugin_dir
 from pxproto.wire import ethertypes
 from pxproto.wire.ethertypes import EtherTypeMap
-from pxproto.wire.gen_lua import generate
+from pxproto.wire.gen_lua import field_list, generate
 
 
 def _write(path: Path, text: str) -> None:
@@ -44,7 +45,20 @@ def main(argv: list[str] | None = None) -> int:
         f"(default: the map in force, {ethertypes.current().describe()}; ${ethertypes.ENV_VAR} sets it)",
     )
     ap.add_argument("--check", metavar="PATH", help="exit 1 if PATH differs from what would be generated")
+    ap.add_argument(
+        "--fields", action="store_true", help="list the display-filter fields and experts (name, type, meaning)"
+    )
     args = ap.parse_args(argv)
+
+    if args.fields:
+        rows = field_list()
+        width = max(len(name) for name, _, _ in rows)
+        try:
+            for name, ftype, text in rows:
+                print(f"{name:{width}}  {ftype:13}  {text}")
+        except BrokenPipeError:  # pxdissect --fields | head
+            sys.stderr.close()
+        return 0
 
     try:
         ethermap = EtherTypeMap.parse(args.ethertypes) if args.ethertypes is not None else ethertypes.current()
@@ -81,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"wrote {path} ({len(text.encode())} bytes, EtherTypes {ethermap.describe()})", file=sys.stderr)
     if args.install:
-        print("restart Wireshark (or Analyze > Reload Lua Plugins) to load it", file=sys.stderr)
+        print(
+            "restart Wireshark (or Analyze > Reload Lua Plugins) to load it; while it is installed, every "
+            "Wireshark and tshark loads it, and `tshark -X lua_script:OTHER.lua` of another copy steps aside "
+            f"with a message: remove {targets[-1]} to run an uninstalled one",
+            file=sys.stderr,
+        )
     return 0
 
 
