@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import io
 import os
+import signal
 import stat
 import sys
 from collections.abc import Iterator
@@ -19,16 +20,15 @@ from typing import BinaryIO, NoReturn
 
 import numpy as np
 
-from pxproto.capture.pcapng import PcapngWriter
 from pxproto.dump import accel, detail, oneline
 from pxproto.dump.columns import KIND_OTHER, Batch, fastpath_available
 from pxproto.dump.filter import FilterError, Node, parse
+from pxproto.dump.output import CaptureWriter
 from pxproto.dump.source import (
     CaptureEndsEarly,
     Frames,
     capture_frames,
     load,
-    packet_batches,
     reference_batches,
     stream_frames,
 )
@@ -64,12 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-r", dest="read", metavar="FILE", help="read a pcap or pcapng file ('-' for stdin)")
     src.add_argument("-c", dest="count", type=int, metavar="N", help="stop after N frames")
     src.add_argument("-s", dest="snaplen", type=int, default=262144, metavar="SNAPLEN", help="bytes kept per frame")
+    src.add_argument(
+        "-B", dest="buffer_kib", type=int, default=32768, metavar="KIB", help="capture ring size in KiB (live)"
+    )
     src.add_argument("-p", dest="no_promisc", action="store_true", help="do not put the interface in promiscuous mode")
     src.add_argument("-F", dest="bpf", metavar="BPF", help="a raw BPF expression, ANDed with the Parallax filter")
     src.add_argument("--ethertypes", metavar="MAP", help="EtherType map, e.g. signaling=0x88b5,data=0x88b6")
     src.add_argument("--reference", action="store_true", help="decode with the reference codec, not the fast path")
     out = p.add_argument_group("output")
     out.add_argument("-w", dest="write", metavar="FILE", help="write the frames (untouched) to a pcapng file")
+    out.add_argument(
+        "-C", dest="file_size", type=int, metavar="MB", help="with -w: a new file (FILE1, ...) every MB x 10^6 bytes"
+    )
     out.add_argument("--print", dest="also_print", action="store_true", help="print frames while writing with -w")
     out.add_argument("-e", dest="ether", action="store_true", help="show MACs and EtherType")
     out.add_argument("-v", dest="verbose", action="count", default=0, help="a decode tree per frame (-vv: bytes)")
@@ -115,8 +121,7 @@ class Dumper:
         self.heartbeats = HeartbeatWatch()
         self.reassembler = Reassembler() if args.reassemble else None
         self.stats = Stats() if args.stats else None
-        self.writer: PcapngWriter | None = None
-        self.write_file: BinaryIO | None = None
+        self.writer: CaptureWriter | None = None
         self.shown = 0
         self.per_frame = bool(args.verbose or args.hex or args.hex_ascii or args.reassemble)
         self.scratch = Stats()
@@ -124,14 +129,8 @@ class Dumper:
     def open_writer(self) -> None:
         if not self.args.write:
             return
-        if self.args.write == "-":
-            self.write_file = sys.stdout.buffer
-        else:
-            try:
-                self.write_file = open(self.args.write, "wb")
-            except OSError as exc:
-                raise RuntimeError(f"{self.args.write}: {exc.strerror}") from None
-        self.writer = PcapngWriter(self.write_file, self.args.snaplen)
+        rotate = self.args.file_size * 1_000_000 if self.args.file_size else None
+        self.writer = CaptureWriter(self.args.write, self.args.snaplen, rotate)
 
     def done(self) -> bool:
         return self.args.count is not None and self.shown >= self.args.count
@@ -162,13 +161,38 @@ class Dumper:
             return False
         return self.stats is not None or (self.printing and not a.json and not self.per_frame)
 
+    def write_only(self) -> bool:
+        """Whether frames go to ``-w`` undecoded: nothing printed, counted or selected."""
+        a = self.args
+        return (
+            self.writer is not None
+            and not self.printing
+            and self.stats is None
+            and self.node is None
+            and self.raw_bpf is None
+            and not a.hide_other
+        )
+
     def feed(self, item: Batch | Frames) -> None:
         if isinstance(item, Frames):
+            if self.write_only():
+                self.write_frames(item)
+                return
             if self.straight():
                 self.feed_frames(item)
                 return
             item = item.batch()
         self.feed_batch(item)
+
+    def write_frames(self, f: Frames) -> None:
+        assert self.writer is not None
+        n = len(f)
+        if self.args.count is not None:
+            n = min(n, self.args.count - self.shown)
+        self.shown += n
+        self.writer.write_rows(f.buf, f.offset[:n], f.caplen[:n], f.wirelen[:n], f.ts_ns[:n])
+        if self.args.line_buffered:
+            self.writer.flush()
 
     def feed_frames(self, f: Frames) -> None:
         """-q or one line per frame, compiled, straight from the capture bytes."""
@@ -208,8 +232,7 @@ class Dumper:
         if self.stats is not None:
             self.stats.feed(b)
         if self.writer is not None:
-            for i in range(len(b)):
-                self.writer.write(b.frame(i), int(b.ts_ns[i]), int(b.wirelen[i]))
+            self.writer.write_rows(b.buf, b.offset, b.caplen, b.wirelen, b.ts_ns)
             if self.args.line_buffered:
                 self.writer.flush()
         if not self.printing:
@@ -264,10 +287,8 @@ class Dumper:
                 sys.stderr.write(text)
             else:
                 self.out.write(text.encode())
-        if self.writer is not None and self.write_file is not None:
-            self.writer.flush()
-            if self.write_file is not sys.stdout.buffer:
-                self.write_file.close()
+        if self.writer is not None:
+            self.writer.close()
         self.out.flush()
 
 
@@ -339,6 +360,8 @@ def run(args: argparse.Namespace, out: BinaryIO) -> int:
         raise UsageError(f"-c {args.count}: the frame count must be at least 1")
     if not 1 <= args.snaplen <= 262144:
         raise UsageError(f"-s {args.snaplen}: the snap length must be within 1..262144")
+    if args.file_size is not None and (args.file_size < 1 or not args.write or args.write == "-"):
+        raise UsageError(f"-C {args.file_size}: goes with -w FILE and a size of at least 1 (MB)")
     if args.also_print and not args.write:
         raise UsageError("--print goes with -w FILE")
     if args.write == "-" and args.also_print:
@@ -376,19 +399,20 @@ def run(args: argparse.Namespace, out: BinaryIO) -> int:
 def _run_live(args: argparse.Namespace, node: Node | None, dumper: Dumper) -> int:
     from pxproto.dump.live import LiveCapture
 
-    cap = LiveCapture(args.iface, args.snaplen, not args.no_promisc, _bpf_for_live(args, node))
+    if not 1 <= args.buffer_kib <= 4 << 20:
+        raise UsageError(f"-B {args.buffer_kib}: the buffer size must be within 1..4194304 KiB")
+    cap = LiveCapture(args.iface, args.snaplen, not args.no_promisc, _bpf_for_live(args, node), args.buffer_kib * 1024)
     sys.stderr.write(
         f"{PROG}: listening on {args.iface}, link-type EN10MB (Ethernet), snapshot length {args.snaplen} bytes\n"
     )
-    try:
-        for batch in packet_batches(cap.batches()):
-            dumper.feed(batch)
+    stop = _StopOnSignal()
+    with stop:
+        for frames in cap.frames(stop.requested):
+            dumper.feed(frames)
             if not args.line_buffered:
                 dumper.out.flush()
             if dumper.done():
                 break
-    except KeyboardInterrupt:
-        pass
     dumper.finish()
     c = cap.close_counts()
     sys.stderr.write(
@@ -396,6 +420,31 @@ def _run_live(args: argparse.Namespace, node: Node | None, dumper: Dumper) -> in
         f"{c.dropped} frames dropped by kernel\n"
     )
     return 0
+
+
+class _StopOnSignal:
+    """SIGINT and SIGTERM ask the capture loop to stop (it looks between batches and every
+    poll interval) instead of raising in the middle of a write; the old handlers come back on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.old: list[object] = []
+
+    def requested(self) -> bool:
+        return self.stop
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.stop = True
+
+    def __enter__(self) -> _StopOnSignal:
+        self.old = [signal.signal(s, self._handle) for s in self.SIGNALS]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, old in zip(self.SIGNALS, self.old, strict=True):
+            signal.signal(s, old)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
