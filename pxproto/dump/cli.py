@@ -451,7 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
-        return run(args, sys.stdout.buffer)
+        rc = run(args, sys.stdout.buffer)
+        if args.iface and argv is None:
+            _exit_now(rc)
+        return rc
     except UsageError as exc:
         sys.stderr.write(f"{PROG}: {exc}\n")
         if not str(exc).startswith("bad filter"):
@@ -473,6 +476,16 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"{PROG}: {exc}\n")
             return 1
         raise
+
+
+def _exit_now(rc: int) -> NoReturn:
+    """End a command-line live capture at once: its output is flushed and closed, and the
+    interpreter's teardown (modules, numpy) would take a loaded host 100-200 ms after Ctrl-C."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    os._exit(rc)
 
 
 if __name__ == "__main__":
