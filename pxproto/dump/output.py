@@ -44,9 +44,24 @@ class CaptureWriter:
     def write_rows(
         self, buf: np.ndarray, offset: np.ndarray, caplen: np.ndarray, wirelen: np.ndarray, ts_ns: np.ndarray
     ) -> None:
-        """Rows ``buf[offset[i] : offset[i] + caplen[i]]`` as Enhanced Packet Blocks."""
-        if not len(offset):
-            return
+        """Rows ``buf[offset[i] : offset[i] + caplen[i]]`` as Enhanced Packet Blocks; with rotation, a
+        file is closed after the record that brings it to ``rotate_bytes``."""
+        start, n = 0, len(offset)
+        while start < n:
+            end = n
+            if self.rotate_bytes is not None and self.path != "-":
+                sizes = np.cumsum(32 + (np.asarray(caplen[start:], np.int64) + 3) // 4 * 4)
+                end = start + min(n - start, int(np.searchsorted(sizes, self.rotate_bytes - self.size)) + 1)
+            s = slice(start, end)
+            self._write(buf, offset[s], caplen[s], wirelen[s], ts_ns[s])
+            start = end
+            if self.rotate_bytes is not None and self.size >= self.rotate_bytes and self.path != "-":
+                self.file.close()
+                self._open()
+
+    def _write(
+        self, buf: np.ndarray, offset: np.ndarray, caplen: np.ndarray, wirelen: np.ndarray, ts_ns: np.ndarray
+    ) -> None:
         if epb_records is not None:
             i64 = np.int64
             blob = epb_records(
@@ -62,9 +77,6 @@ class CaptureWriter:
             for o, c, w, t in zip(offset.tolist(), caplen.tolist(), wirelen.tolist(), ts_ns.tolist(), strict=True):
                 self.writer.write(buf[o : o + c].tobytes(), t, w)
                 self.size += 32 + (c + 3) // 4 * 4
-        if self.rotate_bytes is not None and self.size >= self.rotate_bytes and self.path != "-":
-            self.file.close()
-            self._open()
 
     def flush(self) -> None:
         self.file.flush()
