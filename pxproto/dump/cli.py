@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import os
 import signal
-import stat
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO, NoReturn
@@ -27,6 +25,7 @@ from pxproto.dump.output import CaptureWriter
 from pxproto.dump.source import (
     CaptureEndsEarly,
     Frames,
+    InputError,
     capture_frames,
     load,
     reference_batches,
@@ -305,32 +304,35 @@ def reassembled_text(r: Reassembled) -> str:
     )
 
 
-def _is_regular(f: BinaryIO) -> bool:
-    try:
-        return stat.S_ISREG(os.fstat(f.fileno()).st_mode)
-    except (OSError, ValueError, io.UnsupportedOperation):
-        return False
-
-
 def _file_batches(path: str, reference: bool) -> Iterator[Batch | Frames]:
+    """Batches of a capture file or stream, in bounded memory: a regular file is mapped and indexed
+    a window at a time, anything else (a pipe, a FIFO, a device) is read and indexed as it comes."""
     if path == "-":
-        f = sys.stdin.buffer
-        if reference or not fastpath_available():
-            yield from reference_batches(f)
-        elif _is_regular(f):
-            yield from capture_frames(load(f))
-        else:
-            yield from stream_frames(f)
+        yield from _stream_batches(sys.stdin.buffer, reference)
         return
     try:
         f = open(path, "rb")
     except OSError as exc:
         raise RuntimeError(f"{path}: {exc.strerror}") from None
     with f:
-        if reference or not fastpath_available():
+        yield from _stream_batches(f, reference)
+
+
+def _stream_batches(f: BinaryIO, reference: bool) -> Iterator[Batch | Frames]:
+    if reference or not fastpath_available():
+        try:
             yield from reference_batches(f)
-        else:
-            yield from capture_frames(load(f))
+        except OSError as exc:
+            raise InputError(f"{getattr(f, 'name', '-')}: {exc.strerror or exc}") from None
+        return
+    mapped = load(f)
+    if mapped is None:
+        yield from stream_frames(f)
+        return
+    try:
+        yield from capture_frames(mapped)
+    except OSError as exc:  # a mapped file shrunk under us, or an I/O error paging it in
+        raise InputError(f"{getattr(f, 'name', '-')}: {exc.strerror or exc}") from None
 
 
 def _bpf_for_live(args: argparse.Namespace, node: Node | None) -> str | None:
@@ -383,6 +385,7 @@ def run(args: argparse.Namespace, out: BinaryIO) -> int:
                 dumper.feed(batch)
                 if dumper.done():
                     break
+                dumper.out.flush()  # a pipe's reader sees each batch as it is decoded
         except CaptureEndsEarly as exc:
             dumper.finish()
             e = exc.error
@@ -460,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         if not str(exc).startswith("bad filter"):
             sys.stderr.write(f"{PROG}: try '{PROG} --help'\n")
         return 2
-    except (RuntimeError, ProtocolError) as exc:
+    except (RuntimeError, ProtocolError, InputError) as exc:
         sys.stderr.write(f"{PROG}: {exc}\n")
         return 1
     except BrokenPipeError:
@@ -469,6 +472,13 @@ def main(argv: list[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:  # writing the output (stdout on a full disk, say)
+        where = f"{exc.filename}: " if exc.filename else "output: "
+        sys.stderr.write(f"{PROG}: {where}{exc.strerror or exc}\n")
+        return 1
+    except MemoryError:
+        sys.stderr.write(f"{PROG}: out of memory\n")
+        return 1
     except Exception as exc:  # LiveError and friends: one line, no traceback
         from pxproto.dump.live import LiveError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import BinaryIO
 
 import numpy as np
@@ -29,7 +30,7 @@ class CaptureWriter:
         self._open()
 
     def _open(self) -> None:
-        name = self.path if self.files == 0 else f"{self.path}{self.files}"
+        name = self.name = self.path if self.files == 0 else f"{self.path}{self.files}"
         if self.path == "-":
             self.file = sys.stdout.buffer
         else:
@@ -38,7 +39,7 @@ class CaptureWriter:
             except OSError as exc:
                 raise RuntimeError(f"{name}: {exc.strerror}") from None
         self.files += 1
-        self.writer = PcapngWriter(self.file, self.snaplen)
+        self.writer = PcapngWriter(self.file, self.snaplen)  # the header stays in the buffer until a flush
         self.size = self.file.tell() if self.path != "-" else 0
 
     def write_rows(
@@ -71,17 +72,23 @@ class CaptureWriter:
                 np.ascontiguousarray(wirelen, i64),
                 np.ascontiguousarray(ts_ns, i64),
             )
-            self.file.write(blob)
+            self._io(self.file.write, blob)
             self.size += len(blob)
         else:
             for o, c, w, t in zip(offset.tolist(), caplen.tolist(), wirelen.tolist(), ts_ns.tolist(), strict=True):
-                self.writer.write(buf[o : o + c].tobytes(), t, w)
+                self._io(self.writer.write, buf[o : o + c].tobytes(), t, w)
                 self.size += 32 + (c + 3) // 4 * 4
 
+    def _io(self, op: Callable[..., object], *args: object) -> None:
+        try:
+            op(*args)
+        except OSError as exc:
+            raise RuntimeError(f"{self.name}: {exc.strerror or exc}") from None
+
     def flush(self) -> None:
-        self.file.flush()
+        self._io(self.file.flush)
 
     def close(self) -> None:
-        self.file.flush()
+        self._io(self.file.flush)
         if self.file is not sys.stdout.buffer:
-            self.file.close()
+            self._io(self.file.close)
