@@ -177,8 +177,9 @@ def captured_count(tool: str, err: str) -> int:
 
 def live_once(
     veth: Veth, tool: str, cmd: list[str], frames: int, rate: int | None, cfg: Path, cpus: tuple[int, int]
-) -> tuple[float, float]:
-    """(share of the sent frames the tool captured, seconds from SIGINT to exit) for one flood."""
+) -> tuple[float, float, float]:
+    """(share of the sent frames the tool captured, seconds from SIGINT to exit, frames/s the sender
+    reached, its start-up included) for one flood."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     full = ["taskset", "-c", str(cpus[1]), "ip", "netns", "exec", veth.cap, *cmd]
     proc = subprocess.Popen(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -191,8 +192,10 @@ def live_once(
     send += ["trafgen", "-o", "vb", "-i", str(cfg), "-n", str(frames), "-P", "1", "-C", "-Q"]
     if rate is not None:
         send += ["-b", f"{rate}pps"]
+    t = time.perf_counter()
     subprocess.run(send, check=True, capture_output=True, timeout=600)
-    time.sleep(0.5)
+    rate_seen = frames / (time.perf_counter() - t)
+    time.sleep(1.2)  # past tcpdump's 1 s block timeout, so its last partial block is handed over
     t = time.perf_counter()
     proc.send_signal(signal.SIGINT)
     err = proc.stderr.read().decode()
@@ -200,7 +203,7 @@ def live_once(
     stop = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{tool} exit {proc.returncode}: {err[-400:]}")
-    return captured_count(tool, err) / frames, stop
+    return captured_count(tool, err) / frames, stop, rate_seen
 
 
 def live_main(args: argparse.Namespace) -> None:
@@ -226,12 +229,14 @@ def live_main(args: argparse.Namespace) -> None:
         cfg.write_text("{ " + ", ".join(f"0x{b:02x}" for b in frame) + " }\n")
         shares: dict[tuple[str, int | None], list[float]] = {}
         stops: dict[str, list[float]] = {name: [] for name, _ in tools}
+        sent_rate: dict[int | None, list[float]] = {}
         for rate in rates:
             n = args.full_frames if rate is None else max(1000, int(rate * args.seconds))
             for _ in range(args.runs):
                 for name, cmd in tools:
-                    share, stop = live_once(veth, name, cmd, n, rate, cfg, cpus)
+                    share, stop, seen = live_once(veth, name, cmd, n, rate, cfg, cpus)
                     shares.setdefault((name, rate), []).append(share)
+                    sent_rate.setdefault(rate, []).append(seen)
                     stops[name].append(stop)
         print(
             f"load average: {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs; "
@@ -243,6 +248,10 @@ def live_main(args: argparse.Namespace) -> None:
         for rate in rates:
             head += f"{'full' if rate is None else f'{rate // 1000}k/s':>18}"
         print(head + f"{'SIGINT->exit':>14}")
+        row = f"{'(sent, k frames/s)':<24}"
+        for rate in rates:
+            row += f"{med(sent_rate[rate]) / 1000:>17.0f} "
+        print(row)
         for name, _ in tools:
             row = f"{name:<24}"
             for rate in rates:
