@@ -162,3 +162,79 @@ def test_memory_error_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytes
     monkeypatch.setattr(cli, "_file_batches", exhausted)
     assert cli.main(["-r", str(CAPTURE)]) == 1
     assert capsys.readouterr().err == "pxdump: out of memory\n"
+
+
+def _pcapng(frame_len: int = 62) -> bytearray:
+    import io
+
+    from pxproto.capture.pcapng import PcapngWriter
+
+    out = io.BytesIO()
+    PcapngWriter(out).write(bytes(range(frame_len)), 1_700_000_000_000_000_000)
+    return bytearray(out.getvalue())
+
+
+def _broken(case: str) -> tuple[bytes, int, str]:
+    """A broken pcapng, the byte offset it must be refused at, and the words of the reason.
+    Layout of PcapngWriter's output: SHB at 0 (28 bytes), IDB at 28 (32 bytes: its options at 44,
+    if_tsresol then the end), EPB at 60 (caplen at 80, origlen at 84)."""
+    data = _pcapng()
+    if case == "shb-major-2":
+        data[12] = 2
+        return bytes(data), 12, "major version 2"
+    if case == "idb-option-overrun":
+        data[46] = 9  # if_tsresol claims 9 bytes: 12 padded, 8 left in the block
+        return bytes(data), 44, "option 9 of 9 bytes runs past its block"
+    if case == "caplen-past-packet":
+        data[80] = 63  # 62 bytes of data, padded to 64: one byte of padding taken as data
+        return bytes(data), 80, "captured length 63 > packet length 62"
+    raise AssertionError(case)
+
+
+CASES = ["shb-major-2", "idb-option-overrun", "caplen-past-packet"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_broken_pcapng_reference_reader(case: str) -> None:
+    import io
+
+    from pxproto.capture.pcapng import CaptureError, read_packets
+
+    data, offset, reason = _broken(case)
+    with pytest.raises(CaptureError) as e:
+        list(read_packets(io.BytesIO(data)))
+    assert e.value.offset == offset and reason in e.value.reason
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
+@pytest.mark.parametrize("case", CASES)
+def test_broken_pcapng_indexers(case: str, compiled: bool) -> None:
+    data, offset, reason = _broken(case)
+    was = accel.use_compiled(compiled)
+    try:
+        ix = accel.index.Indexer()
+        off, *_ = ix.feed(data, True)
+    finally:
+        accel.use_compiled(was)
+    assert len(off) == 0 and ix.error is not None
+    assert ix.error[1] == offset and reason in ix.error[2], ix.error
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+@pytest.mark.parametrize("case", CASES)
+def test_broken_pcapng_pxdump_exits_1_with_the_offset(case: str, reference: bool, tmp_path: Path) -> None:
+    data, offset, reason = _broken(case)
+    path = tmp_path / "broken.pcapng"
+    path.write_bytes(data)
+    r = pxdump("-r", str(path), *(["--reference"] if reference else []))
+    one_line_error(r, 1, f"at byte {offset}")
+    assert reason in r.stderr
+
+
+def test_unbroken_pcapng_still_reads() -> None:
+    import io
+
+    from pxproto.capture.pcapng import read_packets
+
+    (p,) = read_packets(io.BytesIO(bytes(_pcapng())))
+    assert p.data == bytes(range(62)) and p.orig_len == 62
