@@ -75,6 +75,10 @@ cdef extern from "<linux/if_packet.h>" nogil:
         unsigned int tp_packets
         unsigned int tp_drops
         unsigned int tp_freeze_q_cnt
+    struct sockaddr_ll:
+        unsigned char sll_pkttype
+    size_t TPACKET_ALIGN(size_t x)
+    int PACKET_OUTGOING
     int SOL_PACKET
     int PACKET_VERSION
     int PACKET_RX_RING
@@ -112,12 +116,17 @@ cdef class CaptureRing:
     cdef size_t map_len
     cdef unsigned int block_size, block_nr, cur
     cdef readonly unsigned long long packets, drops
+    cdef readonly bint skip_outgoing
 
-    def __cinit__(self, int fd, size_t size, unsigned int block_size=1 << 18, unsigned int timeout_ms=5):
+    def __cinit__(self, int fd, size_t size, unsigned int block_size=1 << 18, unsigned int timeout_ms=5,
+                  bint skip_outgoing=False):
+        """``skip_outgoing``: leave out the copy of each frame a loopback device sends (it is also
+        received), as libpcap does."""
         cdef tpacket_req3 r3
         cdef int v = TPACKET_V3
         self.fd = fd
         self.map = NULL
+        self.skip_outgoing = skip_outgoing
         self.block_size = block_size
         self.block_nr = <unsigned int>max(4, size // block_size)
         if setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) < 0:
@@ -172,6 +181,8 @@ cdef class CaptureRing:
         cdef unsigned char* p
         cdef unsigned int k, npk
         cdef size_t used = 0, n = 0, cap_frames = max_bytes // 64 + 1
+        cdef size_t ll_at = TPACKET_ALIGN(sizeof(tpacket3_hdr))
+        cdef bint skip = self.skip_outgoing
         buf_a = np.empty(max_bytes + self.block_size, np.uint8)
         off_a = np.empty(cap_frames + self.block_size // 32, np.int64)  # a frame takes >= 48 bytes of a block
         len_a = np.empty_like(off_a)
@@ -186,6 +197,9 @@ cdef class CaptureRing:
                 p = <unsigned char*>bd + bd.h1.offset_to_first_pkt
                 for k in range(npk):
                     h = <tpacket3_hdr*>p
+                    if skip and (<sockaddr_ll*>(p + ll_at)).sll_pkttype == PACKET_OUTGOING:
+                        p += h.tp_next_offset
+                        continue
                     memcpy(&buf[used], p + h.tp_mac, h.tp_snaplen)
                     off[n] = used
                     ln[n] = h.tp_snaplen

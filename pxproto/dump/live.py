@@ -73,8 +73,9 @@ class LiveCapture:
             index = socket.if_nametoindex(iface)
         except OSError:
             raise LiveError(f"{iface}: No such device exists") from None
-        if _link_type(iface) not in (ARPHRD_ETHER, ARPHRD_LOOPBACK):
-            raise LiveError(f"{iface}: link type {_link_type(iface)} is not Ethernet")
+        link = _link_type(iface)
+        if link not in (ARPHRD_ETHER, ARPHRD_LOOPBACK):
+            raise LiveError(f"{iface}: link type {link} is not Ethernet")
         try:
             # Protocol 0: nothing arrives before the filter and the ring are in place and bind names one.
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -82,7 +83,7 @@ class LiveCapture:
             raise LiveError(f"{iface}: cannot capture: {exc.strerror} (root or CAP_NET_RAW needed)") from None
         try:
             ring.attach_filter(self.sock.fileno(), program)
-            self.ring = ring.CaptureRing(self.sock.fileno(), buffer_bytes)
+            self.ring = ring.CaptureRing(self.sock.fileno(), buffer_bytes, skip_outgoing=link == ARPHRD_LOOPBACK)
             self.sock.bind((iface, ETH_P_ALL))
             if promisc:
                 mreq = struct.pack("iHH8s", index, PACKET_MR_PROMISC, 0, b"")
