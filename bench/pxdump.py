@@ -178,11 +178,13 @@ def captured_count(tool: str, err: str) -> int:
 def live_once(
     veth: Veth, tool: str, cmd: list[str], frames: int, rate: int | None, cfg: Path, cpus: tuple[int, int]
 ) -> tuple[float, float, float]:
-    """(share of the sent frames the tool captured, seconds from SIGINT to exit, frames/s the sender
-    reached, its start-up included) for one flood."""
+    """(share of the sent frames the tool captured, seconds from SIGINT to exit, frames/s on the wire
+    from first to last frame (pxdump -q only, else nan)) for one flood."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     full = ["taskset", "-c", str(cpus[1]), "ip", "netns", "exec", veth.cap, *cmd]
-    proc = subprocess.Popen(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    quiet = "-q" in cmd  # its summary has the rate on the wire, from the capture's own time stamps
+    out = subprocess.PIPE if quiet else subprocess.DEVNULL
+    proc = subprocess.Popen(full, stdout=out, stderr=subprocess.PIPE, env=env)
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
     if "listening on" not in line:
@@ -192,14 +194,15 @@ def live_once(
     send += ["trafgen", "-o", "vb", "-i", str(cfg), "-n", str(frames), "-P", "1", "-C", "-Q"]
     if rate is not None:
         send += ["-b", f"{rate}pps"]
-    t = time.perf_counter()
     subprocess.run(send, check=True, capture_output=True, timeout=600)
-    rate_seen = frames / (time.perf_counter() - t)
     time.sleep(1.2)  # past tcpdump's 1 s block timeout, so its last partial block is handed over
     t = time.perf_counter()
     proc.send_signal(signal.SIGINT)
-    err = proc.stderr.read().decode()
-    proc.wait(timeout=30)
+    stdout, err_b = proc.communicate(timeout=60)
+    err = err_b.decode()
+    rate_seen = float("nan")
+    if quiet and b" frames/s, " in stdout:
+        rate_seen = float(stdout.split(b" frames/s, ")[0].rsplit(b"(", 1)[1])
     stop = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{tool} exit {proc.returncode}: {err[-400:]}")
@@ -236,7 +239,8 @@ def live_main(args: argparse.Namespace) -> None:
                 for name, cmd in tools:
                     share, stop, seen = live_once(veth, name, cmd, n, rate, cfg, cpus)
                     shares.setdefault((name, rate), []).append(share)
-                    sent_rate.setdefault(rate, []).append(seen)
+                    if seen == seen:
+                        sent_rate.setdefault(rate, []).append(seen)
                     stops[name].append(stop)
         print(
             f"load average: {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs; "
@@ -247,10 +251,10 @@ def live_main(args: argparse.Namespace) -> None:
         head = f"{'capture':<24}"
         for rate in rates:
             head += f"{'full' if rate is None else f'{rate // 1000}k/s':>18}"
-        print(head + f"{'SIGINT->exit':>14}")
-        row = f"{'(sent, k frames/s)':<24}"
+        print(head + f"{'SIGINT->exit median / max':>28}")
+        row = f"{'(on the wire, k/s)':<24}"
         for rate in rates:
-            row += f"{med(sent_rate[rate]) / 1000:>17.0f} "
+            row += f"{med(sent_rate[rate]) / 1000 if rate in sent_rate else float('nan'):>17.0f} "
         print(row)
         for name, _ in tools:
             row = f"{name:<24}"
@@ -258,7 +262,7 @@ def live_main(args: argparse.Namespace) -> None:
                 s, base = med(shares[(name, rate)]), med(shares[("tcpdump -w /dev/null", rate)])
                 ratio = s / base if base else float("nan")
                 row += f"{s * 100:>9.1f}% {ratio:>6.2f}x"
-            print(row + f"{max(stops[name]) * 1000:>11.0f} ms")
+            print(row + f"{med(stops[name]) * 1000:>15.0f} / {max(stops[name]) * 1000:.0f} ms")
 
 
 def main() -> None:
