@@ -4,6 +4,11 @@ pxdump -i eth0 cmd PING and dime 3          live, the filter compiled to BPF
 pxdump -r trace.pcapng -e not heartbeat     a file, one line per frame
 pxdump -r trace.pcapng -q                   statistics
 pxdump -i eth0 -w out.pcapng --print        write and print
+pxdump -i eth0 -w out.pcapng -C 100         write undecoded, a new file every 100 MB
+
+Live capture (:mod:`pxproto.dump.live`) drains a TPACKET_V3 ring in batches; Ctrl-C or SIGTERM stops
+it within a poll interval, and the counts (captured, received by filter, dropped by kernel) go to
+stderr with exit 0.  Files and pipes are read in bounded memory, a batch printed as soon as it is decoded.
 """
 
 from __future__ import annotations
