@@ -416,12 +416,14 @@ def _run_live(args: argparse.Namespace, node: Node | None, dumper: Dumper) -> in
     stop = _StopOnSignal()
     with stop:
         for frames in cap.frames(stop.requested):
-            dumper.feed(frames)
-            if not args.line_buffered:
-                dumper.out.flush()
+            with stop.held():
+                dumper.feed(frames)
+                if not args.line_buffered:
+                    dumper.out.flush()
             if dumper.done():
                 break
-    dumper.finish()
+        with stop.held():
+            dumper.finish()
     c = cap.close_counts()
     sys.stderr.write(
         f"{dumper.shown} frames captured\n{c.received} frames received by filter\n"
@@ -453,6 +455,16 @@ class _StopOnSignal:
     def __exit__(self, *exc: object) -> None:
         for s, old in zip(self.SIGNALS, self.old, strict=True):
             signal.signal(s, old)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The signals wait while output is written: a signal that interrupts a blocked write to a
+        pipe can cut it short and lose lines.  They are seen when the capture next waits."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
 
 
 def main(argv: list[str] | None = None) -> int:
