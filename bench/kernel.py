@@ -1,6 +1,6 @@
 """Benchmark of the node kernel on rootless virtual wires (pxswitch UDP ports on loopback).
 
-    PYTHONPATH=. python bench/kernel.py [--pings 2000] [--items 50000] [--only ping|data|bigdata|heartbeat|veth]
+    python bench/kernel.py [--pings 2000] [--items 50000] [--only ping|data|bigdata|heartbeat|veth]
 
 Prints one table:
 - ping round trip p50/p99 from a client to a DIME (auth off: answered by the compiled ping path;
@@ -30,8 +30,10 @@ import time
 import uuid
 from pathlib import Path
 
-# This file is named like the package it measures: keep bench/ off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# This file is named like a package it measures: _common takes bench/ off the import path.
+from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
+
+measure_installed()
 
 from pxproto.dime.endpoint import Address, frame_to  # noqa: E402
 from pxproto.dime.signaling import ResponseReceived  # noqa: E402

@@ -37,7 +37,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+
+from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads  # noqa: E402
+
+measure_installed()
 
 from pxproto.capture.pcapng import PcapngWriter  # noqa: E402
 from pxproto.wire import encode  # noqa: E402
@@ -180,7 +183,7 @@ def live_once(
 ) -> tuple[float, float, float]:
     """(share of the sent frames the tool captured, seconds from SIGINT to exit, frames/s on the wire
     from first to last frame (pxdump -q only, else nan)) for one flood."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # pxdump runs from the same installed pxproto as this script
     full = ["taskset", "-c", str(cpus[1]), "ip", "netns", "exec", veth.cap, *cmd]
     quiet = "-q" in cmd  # its summary has the rate on the wire, from the capture's own time stamps
     out = subprocess.PIPE if quiet else subprocess.DEVNULL
@@ -280,7 +283,7 @@ def main() -> None:
     if args.live:
         live_main(args)
         return
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # pxdump runs from the same installed pxproto as this script
     with tempfile.TemporaryDirectory() as tmp:
         cap = args.capture or Path(tmp) / "bench.pcapng"
         t = time.perf_counter()

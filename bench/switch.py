@@ -27,6 +27,10 @@ import sys
 import tempfile
 import time
 
+from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
+
+measure_installed()
+
 NS = ("pxb-src", "pxb-sw", "pxb-dst")
 SRC_MAC = "02:00:00:00:0a:01"
 DST_MAC = "02:00:00:00:0b:01"
@@ -160,7 +164,7 @@ print(json.dumps({"n": n, "lat_us": lat}), flush=True)
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": ROOT}
+    return dict(os.environ)  # the subprocesses import the same installed pxproto as this script
 
 
 class Mode:
@@ -255,7 +259,6 @@ def receiver(mode: str, seconds: float, key: str) -> subprocess.Popen[str]:
 
 
 def trafgen_conf(path: str) -> None:
-    sys.path.insert(0, ROOT)
     from pxproto.switch.frames import data
 
     f = data(bytes.fromhex(DST_MAC.replace(":", "")), bytes.fromhex(SRC_MAC.replace(":", "")), size=60)
@@ -395,7 +398,6 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/switch.py needs root (network namespaces)", file=sys.stderr)
         return 2
-    sys.path.insert(0, ROOT)
     from pxproto.wire import ethertypes
 
     m = ethertypes.current()

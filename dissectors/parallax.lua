@@ -532,7 +532,7 @@ local function dissect_data(ctx, tree, start, stop)
         fail("fragment", "data." .. name, o[name], "must be 0 in an acknowledgement-only frame")
       end
     end
-    if plen > 0 then fail("length", "length", ctx.off.length, "an acknowledgement-only frame carries no payload") end
+    if plen > 0 then fail("length", "len", ctx.off.length, "an acknowledgement-only frame carries no payload") end
   else
     if v.frag_index >= v.frag_count then
       fail("fragment", "data.frag_index", o.frag_index, string.format("fragment %d of %d", v.frag_index,
@@ -551,7 +551,7 @@ local function dissect_data(ctx, tree, start, stop)
                                                                   v.msg_len))
     end
     if plen == 0 and v.msg_len ~= 0 then
-      fail("length", "length", ctx.off.length, "a fragment of a non-empty message carries no bytes")
+      fail("length", "len", ctx.off.length, "a fragment of a non-empty message carries no bytes")
     end
   end
   v.payload_at, v.payload_len = start + fixed, plen
@@ -608,7 +608,7 @@ local function dissect_heartbeat(ctx, tree, start, stop)
   local fs = start + ETH_LEN
   local fixed = FIXED_SIZE[HEARTBEAT]
   if stop - start ~= fixed then
-    fail("length", "length", ctx.off.length, string.format("%d body bytes, a HEARTBEAT body is %d", stop - start,
+    fail("length", "len", ctx.off.length, string.format("%d body bytes, a HEARTBEAT body is %d", stop - start,
                                                            fixed))
   end
   local v = add_struct(tree, tvb, start, HB)
@@ -768,7 +768,7 @@ local function dissect(ctx)
   local has_auth = band(h.flags, AUTH_FLAG) ~= 0
   local body_end = HDR + h.length
   if body_end > n then
-    fail("length", "length", OFF.length, string.format("says %d body bytes, the frame holds %d", h.length, n - HDR))
+    fail("length", "len", OFF.length, string.format("says %d body bytes, the frame holds %d", h.length, n - HDR))
   end
   local stop = body_end + (has_auth and AUTH_LEN or 0)
   if stop > n then
@@ -782,7 +782,7 @@ local function dissect(ctx)
       if raw:byte(k) ~= 0 then zero = false break end
     end
     if not (n == MIN_FRAME and zero) then
-      fail("length", "length", OFF.length, string.format("%d bytes follow the end of the frame at byte %d", padding,
+      fail("length", "len", OFF.length, string.format("%d bytes follow the end of the frame at byte %d", padding,
                                                          stop))
     end
     root:add(F["px.eth.padding"], tvb(stop - ETH_LEN, padding), padding)
@@ -803,7 +803,7 @@ local function dissect(ctx)
     fail("scope", "dime.src", OFF.src_dime, "a heartbeat comes from one DIME, not 0xffff")
   end
   if h.length < FIXED_SIZE[cls] then
-    fail("length", "length", OFF.length, string.format("%d body bytes, a %s body needs at least %d", h.length,
+    fail("length", "len", OFF.length, string.format("%d body bytes, a %s body needs at least %d", h.length,
                                                        CLASSES[cls], FIXED_SIZE[cls]))
   end
   local body = root:add(tvb(HEADER_LEN, h.length), CLASSES[cls] .. " body")

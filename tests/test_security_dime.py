@@ -20,7 +20,8 @@ import pytest
 
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.dime.replay import KeyStore, Rejection, Signer, Verifier
-from pxproto.fuzz.generate import (
+from pxproto.node.security import KeyRing
+from pxproto.testing.hostile import (
     mutate_ethertype,
     mutate_extend,
     mutate_field,
@@ -29,7 +30,6 @@ from pxproto.fuzz.generate import (
     mutate_splice,
     mutate_truncate,
 )
-from pxproto.node.security import KeyRing
 from pxproto.wire import auth, spec
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import Command, Op, TlvType

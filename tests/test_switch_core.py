@@ -198,7 +198,7 @@ def test_malformed_counted_by_field(fdb_kind: str, policy: str) -> None:
     for f in (bad_version, bad_length, b"\x00" * 5, bytes(good[:20])):
         sw.receive(0, f, 0.0)
     st_ = sw.stats()
-    assert st_["malformed"] == {"eth": 1, "header": 1, "length": 1, "version": 1}
+    assert st_["malformed"] == {"eth": 1, "header": 1, "len": 1, "version": 1}
     assert st_["ports"]["p0"]["rx_malformed"] == 4
     assert len(drain(sw, 1)) == (0 if policy == "drop" else 3)  # 5 bytes is never forwardable
 

@@ -1,5 +1,5 @@
 """``Frame.to_dict()`` from raw field values: how the scapy and dpkt bindings
-(:mod:`pxproto.scapy`, :mod:`pxproto.dpkt`) name what they decoded, so every
+(:mod:`pxproto.interop.scapy`, :mod:`pxproto.interop.dpkt`) name what they decoded, so every
 decoder of the ecosystem can be checked key for key against the reference.
 
 The fields and their ``px.*`` keys come from :mod:`pxproto.wire.layout`; only

@@ -7,7 +7,6 @@ ERROR_FIELDS: tuple[str, ...] = (
     "header",
     "tlv",
     "auth",
-    "length",
     "eth.dst",
     "eth.src",
     "eth.type",

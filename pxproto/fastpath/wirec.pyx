@@ -269,7 +269,7 @@ cdef int _data(const unsigned char* buf, Py_ssize_t start, Py_ssize_t end, PxVie
         if v.frag_index:
             return fail(v, PX_ERR_DATA_FRAG_INDEX, start + PX_DATA_FRAG_INDEX)
         if v.payload_len:
-            return fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH)
+            return fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH)
         return 0
     if v.frag_index >= v.frag_count:
         return fail(v, PX_ERR_DATA_FRAG_INDEX, start + PX_DATA_FRAG_INDEX)
@@ -281,7 +281,7 @@ cdef int _data(const unsigned char* buf, Py_ssize_t start, Py_ssize_t end, PxVie
     if v.frag_index == v.frag_count - 1 and frag_end != v.msg_len:
         return fail(v, PX_ERR_DATA_MSG_LEN, start + PX_DATA_MSG_LEN)
     if v.payload_len == 0 and v.msg_len:
-        return fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH)
+        return fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH)
     return 0
 
 
@@ -319,7 +319,7 @@ cdef int _discovery(const unsigned char* buf, Py_ssize_t start, Py_ssize_t end, 
 cdef int _heartbeat(const unsigned char* buf, Py_ssize_t start, Py_ssize_t end, PxView* v) noexcept nogil:
     cdef const unsigned char* b = buf + start
     if end - start != PX_HB_LEN:
-        return fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH)
+        return fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH)
     v.hb_epoch = rd32(b + PX_HB_EPOCH)
     v.hb_state = b[PX_HB_STATE]
     v.hb_period_ms = rd16(b + PX_HB_PERIOD_MS)
@@ -371,7 +371,7 @@ cdef inline int _view(const unsigned char* buf, Py_ssize_t n, PxView* v) noexcep
         return fail(v, PX_ERR_FLAGS, PX_ETH_LEN + PX_HDR_FLAGS)
     body_end = PX_BODY_OFFSET + <Py_ssize_t>v.length
     if body_end > n:
-        return fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH)
+        return fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH)
     end = body_end + (PX_AUTH_LEN if v.has_auth else 0)
     if end > n:
         return fail(v, PX_ERR_AUTH, body_end)
@@ -379,10 +379,10 @@ cdef inline int _view(const unsigned char* buf, Py_ssize_t n, PxView* v) noexcep
     v.padding = n - end
     if v.padding:
         if n != PX_MIN_ETHERNET_FRAME:
-            return fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH)
+            return fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH)
         for i in range(end, n):
             if buf[i]:
-                return fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH)
+                return fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH)
     # scope rules (codec._check_scope)
     if v.cls == PX_CLASS_DATA and v.scope != 1:
         return fail(v, PX_ERR_FLAGS, PX_ETH_LEN + PX_HDR_FLAGS)
@@ -403,7 +403,7 @@ cdef inline int _view(const unsigned char* buf, Py_ssize_t n, PxView* v) noexcep
     else:
         fixed = PX_HB_LEN
     if <Py_ssize_t>v.length < fixed:
-        return fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH)
+        return fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH)
     if v.cls == PX_CLASS_SIGNALING:
         r = _signaling(buf, PX_BODY_OFFSET, body_end, v)
     elif v.cls == PX_CLASS_DATA:

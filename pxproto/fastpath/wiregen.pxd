@@ -175,89 +175,88 @@ cdef extern from *:
     #define PX_ERR_HEADER 3
     #define PX_ERR_TLV 4
     #define PX_ERR_AUTH 5
-    #define PX_ERR_LENGTH 6
-    #define PX_ERR_ETH_DST 7
-    #define PX_ERR_ETH_SRC 8
-    #define PX_ERR_ETH_TYPE 9
-    #define PX_ERR_VERSION 10
-    #define PX_ERR_FLAGS 11
-    #define PX_ERR_LEN 12
-    #define PX_ERR_DIME_SRC 13
-    #define PX_ERR_THREAD_SRC 14
-    #define PX_ERR_DIME_DST 15
-    #define PX_ERR_THREAD_DST 16
-    #define PX_ERR_SEQ 17
-    #define PX_ERR_REQ_ID 18
-    #define PX_ERR_CMD 19
-    #define PX_ERR_OP 20
-    #define PX_ERR_STATUS 21
-    #define PX_ERR_TLV_COUNT 22
-    #define PX_ERR_TLV_TYPE 23
-    #define PX_ERR_TLV_LENGTH 24
-    #define PX_ERR_DATA_CHANNEL 25
-    #define PX_ERR_DATA_FLAGS 26
-    #define PX_ERR_DATA_MSG_ID 27
-    #define PX_ERR_DATA_MSG_LEN 28
-    #define PX_ERR_DATA_FRAG_OFFSET 29
-    #define PX_ERR_DATA_FRAG_INDEX 30
-    #define PX_ERR_DATA_FRAG_COUNT 31
-    #define PX_ERR_DATA_ACK 32
-    #define PX_ERR_DATA_CREDIT 33
-    #define PX_ERR_DISC_OP 34
-    #define PX_ERR_DISC_STATE_FILTER 35
-    #define PX_ERR_DISC_COUNT 36
-    #define PX_ERR_DISC_PROBE_ID 37
-    #define PX_ERR_DISC_SW_VERSION 38
-    #define PX_ERR_DISC_CAPS 39
-    #define PX_ERR_DISC_DIME_DIME 40
-    #define PX_ERR_DISC_DIME_CORE 41
-    #define PX_ERR_DISC_DIME_STATE 42
-    #define PX_ERR_DISC_DIME_MEM_TOTAL 43
-    #define PX_ERR_DISC_DIME_MEM_FREE 44
-    #define PX_ERR_DISC_DIME_EPOCH 45
-    #define PX_ERR_HB_EPOCH 46
-    #define PX_ERR_HB_STATE 47
-    #define PX_ERR_HB_PERIOD_MS 48
-    #define PX_ERR_HB_CPU_PERMILLE 49
-    #define PX_ERR_HB_STAGE 50
-    #define PX_ERR_HB_MEM_USED 51
-    #define PX_ERR_HB_MEM_LIMIT 52
-    #define PX_ERR_HB_RX_QUEUE 53
-    #define PX_ERR_HB_TX_QUEUE 54
-    #define PX_ERR_HB_SERVICE 55
-    #define PX_ERR_AUTH_KEY_ID 56
-    #define PX_ERR_AUTH_COUNTER 57
-    #define PX_ERR_AUTH_TAG 58
-    #define PX_ERR_TLV_PARAM_ID 59
-    #define PX_ERR_TLV_VALUE 60
-    #define PX_ERR_TLV_MEM_CHUNKS 61
-    #define PX_ERR_TLV_SERVICE_ID 62
-    #define PX_ERR_TLV_STAGE 63
-    #define PX_ERR_TLV_MICE_NAME 64
-    #define PX_ERR_TLV_PACKAGE_DIGEST 65
-    #define PX_ERR_TLV_PACKAGE_SIZE 66
-    #define PX_ERR_TLV_CHANNEL 67
-    #define PX_ERR_TLV_PEER_MAC 68
-    #define PX_ERR_TLV_PEER_DIME 69
-    #define PX_ERR_TLV_PEER_THREAD 70
-    #define PX_ERR_TLV_DIRECTION 71
-    #define PX_ERR_TLV_FAULT_CODE 72
-    #define PX_ERR_TLV_TEXT 73
-    #define PX_ERR_TLV_CPU_NS 74
-    #define PX_ERR_TLV_MEM_USED 75
-    #define PX_ERR_TLV_FRAMES_RX 76
-    #define PX_ERR_TLV_FRAMES_TX 77
-    #define PX_ERR_TLV_BYTES_RX 78
-    #define PX_ERR_TLV_BYTES_TX 79
-    #define PX_ERR_TLV_COUNTER_ID 80
-    #define PX_ERR_TLV_THRESHOLD 81
-    #define PX_ERR_TLV_KEY_ID 82
-    #define PX_ERR_TLV_KEY 83
-    #define PX_ERR_TLV_ACL 84
-    #define PX_ERR_TLV_ECHO 85
-    #define PX_ERR_TLV_EPOCH 86
-    #define PX_ERR_TLV_PACKAGE_SIG 87
-    #define PX_ERR_COUNT 88
+    #define PX_ERR_ETH_DST 6
+    #define PX_ERR_ETH_SRC 7
+    #define PX_ERR_ETH_TYPE 8
+    #define PX_ERR_VERSION 9
+    #define PX_ERR_FLAGS 10
+    #define PX_ERR_LEN 11
+    #define PX_ERR_DIME_SRC 12
+    #define PX_ERR_THREAD_SRC 13
+    #define PX_ERR_DIME_DST 14
+    #define PX_ERR_THREAD_DST 15
+    #define PX_ERR_SEQ 16
+    #define PX_ERR_REQ_ID 17
+    #define PX_ERR_CMD 18
+    #define PX_ERR_OP 19
+    #define PX_ERR_STATUS 20
+    #define PX_ERR_TLV_COUNT 21
+    #define PX_ERR_TLV_TYPE 22
+    #define PX_ERR_TLV_LENGTH 23
+    #define PX_ERR_DATA_CHANNEL 24
+    #define PX_ERR_DATA_FLAGS 25
+    #define PX_ERR_DATA_MSG_ID 26
+    #define PX_ERR_DATA_MSG_LEN 27
+    #define PX_ERR_DATA_FRAG_OFFSET 28
+    #define PX_ERR_DATA_FRAG_INDEX 29
+    #define PX_ERR_DATA_FRAG_COUNT 30
+    #define PX_ERR_DATA_ACK 31
+    #define PX_ERR_DATA_CREDIT 32
+    #define PX_ERR_DISC_OP 33
+    #define PX_ERR_DISC_STATE_FILTER 34
+    #define PX_ERR_DISC_COUNT 35
+    #define PX_ERR_DISC_PROBE_ID 36
+    #define PX_ERR_DISC_SW_VERSION 37
+    #define PX_ERR_DISC_CAPS 38
+    #define PX_ERR_DISC_DIME_DIME 39
+    #define PX_ERR_DISC_DIME_CORE 40
+    #define PX_ERR_DISC_DIME_STATE 41
+    #define PX_ERR_DISC_DIME_MEM_TOTAL 42
+    #define PX_ERR_DISC_DIME_MEM_FREE 43
+    #define PX_ERR_DISC_DIME_EPOCH 44
+    #define PX_ERR_HB_EPOCH 45
+    #define PX_ERR_HB_STATE 46
+    #define PX_ERR_HB_PERIOD_MS 47
+    #define PX_ERR_HB_CPU_PERMILLE 48
+    #define PX_ERR_HB_STAGE 49
+    #define PX_ERR_HB_MEM_USED 50
+    #define PX_ERR_HB_MEM_LIMIT 51
+    #define PX_ERR_HB_RX_QUEUE 52
+    #define PX_ERR_HB_TX_QUEUE 53
+    #define PX_ERR_HB_SERVICE 54
+    #define PX_ERR_AUTH_KEY_ID 55
+    #define PX_ERR_AUTH_COUNTER 56
+    #define PX_ERR_AUTH_TAG 57
+    #define PX_ERR_TLV_PARAM_ID 58
+    #define PX_ERR_TLV_VALUE 59
+    #define PX_ERR_TLV_MEM_CHUNKS 60
+    #define PX_ERR_TLV_SERVICE_ID 61
+    #define PX_ERR_TLV_STAGE 62
+    #define PX_ERR_TLV_MICE_NAME 63
+    #define PX_ERR_TLV_PACKAGE_DIGEST 64
+    #define PX_ERR_TLV_PACKAGE_SIZE 65
+    #define PX_ERR_TLV_CHANNEL 66
+    #define PX_ERR_TLV_PEER_MAC 67
+    #define PX_ERR_TLV_PEER_DIME 68
+    #define PX_ERR_TLV_PEER_THREAD 69
+    #define PX_ERR_TLV_DIRECTION 70
+    #define PX_ERR_TLV_FAULT_CODE 71
+    #define PX_ERR_TLV_TEXT 72
+    #define PX_ERR_TLV_CPU_NS 73
+    #define PX_ERR_TLV_MEM_USED 74
+    #define PX_ERR_TLV_FRAMES_RX 75
+    #define PX_ERR_TLV_FRAMES_TX 76
+    #define PX_ERR_TLV_BYTES_RX 77
+    #define PX_ERR_TLV_BYTES_TX 78
+    #define PX_ERR_TLV_COUNTER_ID 79
+    #define PX_ERR_TLV_THRESHOLD 80
+    #define PX_ERR_TLV_KEY_ID 81
+    #define PX_ERR_TLV_KEY 82
+    #define PX_ERR_TLV_ACL 83
+    #define PX_ERR_TLV_ECHO 84
+    #define PX_ERR_TLV_EPOCH 85
+    #define PX_ERR_TLV_PACKAGE_SIG 86
+    #define PX_ERR_COUNT 87
     static const unsigned char PX_VALID_CMD[256] = {
         0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
         1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -312,7 +311,7 @@ cdef extern from *:
         0, 2, 4, 3, 3, 2, 5, 8, 4, 2, 7, 2, 2, 1, 2, 5, 4, 3, 4, 4, 4, 4, 2, 4, 2, 6, 9, 6, 3, 6
     };
     static const unsigned char PX_TLV_ERR[30] = {
-        0, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87
+        0, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86
     };
     static const unsigned char PX_TLVK_SIZE[10] = {
         0, 1, 2, 4, 8, 0, 0, 6, 32, 0
@@ -325,14 +324,13 @@ cdef extern from *:
         default: return 1;
         }
     }
-    static const char *PX_ERROR_FIELDS[88] = {
+    static const char *PX_ERROR_FIELDS[87] = {
         "",
         "frame",
         "eth",
         "header",
         "tlv",
         "auth",
-        "length",
         "eth.dst",
         "eth.src",
         "eth.type",
@@ -587,7 +585,6 @@ cdef extern from *:
         PX_ERR_HEADER
         PX_ERR_TLV
         PX_ERR_AUTH
-        PX_ERR_LENGTH
         PX_ERR_ETH_DST
         PX_ERR_ETH_SRC
         PX_ERR_ETH_TYPE
@@ -678,5 +675,5 @@ cdef extern from *:
     const unsigned char PX_TLV_KIND[30]
     const unsigned char PX_TLV_ERR[30]
     const unsigned char PX_TLVK_SIZE[10]
-    const char *PX_ERROR_FIELDS[88]
+    const char *PX_ERROR_FIELDS[87]
     int px_tlv_enum_ok(unsigned int type, unsigned long long v) noexcept nogil

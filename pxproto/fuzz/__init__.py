@@ -4,7 +4,8 @@ The library behind the ``pxfuzz`` command, for use from tests::
 
     from pxproto.fuzz import Campaign, FrameGenerator, PingProbe, UdpWire
 
-Generation (:mod:`pxproto.fuzz.generate`) is seeded and fast; wires
+Generation (:mod:`pxproto.fuzz.generate`, over the drawing and the mutation table of
+:mod:`pxproto.testing`) is seeded and fast; wires
 (:mod:`pxproto.fuzz.wires`) reach a UDP or stream virtual wire, an interface
 or an in-process handler; probes (:mod:`pxproto.fuzz.probe`) check liveness
 between bursts; :mod:`pxproto.fuzz.campaign` runs, records to pcapng and replays.

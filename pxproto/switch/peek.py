@@ -77,9 +77,9 @@ def _check_header(buf: bytes, cls: FrameClass, flags: int, dime_scope: bool, src
         raise ProtocolError("flags", OFF["flags"], f"reserved bits 0x{flags & ~_FLAG_MASK:02x} set")
     end = BODY + _u16(buf, OFF["length"]) + (spec.AUTH_LEN if flags & HeaderFlag.AUTH else 0)
     if end > n:
-        raise ProtocolError("length", OFF["length"], f"the frame ends at {end}, it holds {n} bytes")
+        raise ProtocolError("len", OFF["length"], f"the frame ends at {end}, it holds {n} bytes")
     if end < n and not (n == spec.MIN_ETHERNET_FRAME and not any(buf[end:])):
-        raise ProtocolError("length", OFF["length"], f"{n - end} bytes follow the end of the frame at byte {end}")
+        raise ProtocolError("len", OFF["length"], f"{n - end} bytes follow the end of the frame at byte {end}")
     if cls is FrameClass.DATA and not dime_scope:
         raise ProtocolError("flags", OFF["flags"], "a DATA frame must have DIME scope")
     if cls in _SYSTEM_ONLY and dime_scope:

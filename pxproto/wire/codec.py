@@ -105,17 +105,17 @@ def _decode(data: bytes) -> Frame:
     has_auth = bool(flags & HeaderFlag.AUTH)
     body_end = HDR + h.length
     if body_end > n:
-        raise ProtocolError("length", OFF["length"], f"says {h.length} body bytes, the frame holds {n - HDR}")
+        raise ProtocolError("len", OFF["length"], f"says {h.length} body bytes, the frame holds {n - HDR}")
     end = body_end + (spec.AUTH_LEN if has_auth else 0)
     if end > n:
         raise ProtocolError("auth", body_end, f"truncated trailer: {n - body_end} of {spec.AUTH_LEN} bytes")
     padding = n - end
     if padding and not (n == spec.MIN_ETHERNET_FRAME and not any(data[end:])):
-        raise ProtocolError("length", OFF["length"], f"{padding} bytes follow the end of the frame at byte {end}")
+        raise ProtocolError("len", OFF["length"], f"{padding} bytes follow the end of the frame at byte {end}")
     _check_scope(cls, scope, h.dst_dime, h.src_dime)
     if h.length < FIXED_SIZE[cls]:
         raise ProtocolError(
-            "length", OFF["length"], f"{h.length} body bytes, a {cls.name} body needs at least {FIXED_SIZE[cls]}"
+            "len", OFF["length"], f"{h.length} body bytes, a {cls.name} body needs at least {FIXED_SIZE[cls]}"
         )
     body = _BODY_DECODERS[cls](data, HDR, body_end, h.dst_dime)
     auth = _decode_auth(data, body_end) if has_auth else None
@@ -225,7 +225,7 @@ def _decode_data(data: bytes, start: int, end: int, dst_dime: int) -> Data:
             if f[name]:
                 raise ProtocolError(f"data.{name}", o[name], "must be 0 in an acknowledgement-only frame")
         if payload:
-            raise ProtocolError("length", OFF["length"], "an acknowledgement-only frame carries no payload")
+            raise ProtocolError("len", OFF["length"], "an acknowledgement-only frame carries no payload")
     else:
         if f.frag_index >= f.frag_count:
             raise ProtocolError("data.frag_index", o["frag_index"], f"fragment {f.frag_index} of {f.frag_count}")
@@ -241,7 +241,7 @@ def _decode_data(data: bytes, start: int, end: int, dst_dime: int) -> Data:
         if f.frag_index == f.frag_count - 1 and frag_end != f.msg_len:
             raise ProtocolError("data.msg_len", o["msg_len"], f"the last fragment ends at {frag_end}, not {f.msg_len}")
         if not payload and f.msg_len:
-            raise ProtocolError("length", OFF["length"], "a fragment of a non-empty message carries no bytes")
+            raise ProtocolError("len", OFF["length"], "a fragment of a non-empty message carries no bytes")
     return Data(
         channel=f.channel,
         msg_id=f.msg_id,
@@ -282,7 +282,7 @@ def _decode_discovery(data: bytes, start: int, end: int, dst_dime: int) -> Disco
 
 def _decode_heartbeat(data: bytes, start: int, end: int, dst_dime: int) -> Heartbeat:
     if end - start != HEARTBEAT_LEN:
-        raise ProtocolError("length", OFF["length"], f"{end - start} body bytes, a HEARTBEAT body is {HEARTBEAT_LEN}")
+        raise ProtocolError("len", OFF["length"], f"{end - start} body bytes, a HEARTBEAT body is {HEARTBEAT_LEN}")
     f = spec.HeartbeatBody.parse(data[start:end])
     state = _enum(DimeState, int(f.state), "hb.state", start + 4, "state")
     if f.period_ms == 0:

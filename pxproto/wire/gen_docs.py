@@ -6,8 +6,20 @@ import argparse
 import sys
 from enum import IntEnum
 
-from pxproto.wire import codes, ethertypes, layout, spec
-from pxproto.wire.codes import COMMAND_PARAMS, TLV_ENUMS, TLV_KINDS, Command
+from pxproto.wire import codes, ethertypes, layout, samples
+from pxproto.wire.codec import decode
+from pxproto.wire.codes import (
+    COMMAND_PARAMS,
+    FIXED_TLV_SIZES,
+    STATE_ANY,
+    TEXT_MAX,
+    TLV_ENUMS,
+    TLV_KINDS,
+    Command,
+    TlvKind,
+)
+from pxproto.wire.gen_docs_rules import rules_text
+from pxproto.wire.gen_lua import EXTRA_FIELDS
 
 SECTIONS = [
     ("Ethernet header", "eth", "Offsets from the start of the frame."),
@@ -20,39 +32,6 @@ SECTIONS = [
     ("HEARTBEAT body", "hb", "Exactly this size."),
     ("Authentication trailer", "auth", "Present when the header's AUTH flag is set; after the body."),
 ]
-
-RULES = """\
-## Validation rules
-
-Every decoder (reference, fast path, Lua dissector) rejects a frame that breaks one
-of these, with a `ProtocolError` naming the field (the `px.*` key without `px.`)
-and the byte offset from the start of the Ethernet frame.
-
-- `version` must be {version}; reserved `flags` bits must be zero.
-- `length` is the body's size; the body (and the trailer, when AUTH is set) must fit
-  in the frame. Bytes after the end are rejected unless the frame is exactly
-  {min_frame} bytes and they are zeros (Ethernet minimum-size padding).
-- DATA frames have DIME scope; DISCOVERY and HEARTBEAT frames have SYSTEM scope;
-  a SYSTEM-scope frame goes to DIME 0xffff, a DIME-scope frame to any other id; a
-  heartbeat's source is one DIME (not 0xffff).
-- SIGNALING: `cmd`, `op`, `status` must be known codes; a request carries OK; TLVs
-  fill the body exactly, `tlv_count` of them; no TLV type twice; known TLV types
-  have their kind's size; TEXT is UTF-8 of at most {text_max} bytes; enum TLVs hold
-  a known code; ACL entries are 8 bytes (MAC, FCAPS mask of 5 bits, zero byte).
-  Unknown TLV types are kept as raw bytes, so new parameters never break old decoders.
-- DATA: reserved flag bits zero; `ack`/`credit` are zero without the ACK flag;
-  `frag_count` 0 marks an acknowledgement-only frame (ACK set, no payload, zero
-  fragment fields); otherwise `frag_index` < `frag_count`, the first fragment
-  starts at 0, fragments stay within `msg_len`, the last ends at `msg_len`, and a
-  fragment of a non-empty message carries bytes.
-- DISCOVERY: known `op`; `state_filter` is 0xff (any) or a DIME state; the body
-  holds exactly `count` records; a probe lists none; a gratuitous announce has
-  `probe_id` 0; a record's `mem_free` is at most its `mem_total`.
-- HEARTBEAT: known `state`; `period_ms` > 0; `cpu_permille` <= 1000.
-- Authentication trailer: `key_id` and `counter` are never 0. The tag is
-  HMAC-SHA256 over the frame from the Ethernet destination through the counter,
-  truncated to 16 bytes.
-"""
 
 
 def _table(rows: list[list[str]], head: list[str]) -> str:
@@ -68,6 +47,125 @@ def _enum_table(enum: type[IntEnum]) -> str:
     return _table(rows, ["code", "name", ""])
 
 
+DERIVED = {
+    "px.eth.padding": "zero bytes after the end that pad the frame to 60 (0 when none)",
+    "px.class": "the frame class the EtherType names: SIGNALING, DATA, DISCOVERY or HEARTBEAT",
+    "px.flags.scope_dime": "SCOPE_DIME bit of `flags`",
+    "px.flags.auth": "AUTH bit of `flags` (the trailer is present)",
+    "px.scope": "DIME when SCOPE_DIME is set, else SYSTEM",
+    "px.fcaps": "the command's FCAPS area (the high nibble of `cmd`): F, C, A, P or S",
+    "px.data.flags.ack": "ACK bit of the DATA `flags`",
+    "px.data.flags.fin": "FIN bit of the DATA `flags`",
+    "px.data.payload_len": "bytes of payload after the DATA fixed part (`length` - 25)",
+}
+MAC_KEYS = {"px.eth.dst", "px.eth.src"}
+TLV_JSON = {
+    TlvKind.U8: "number",
+    TlvKind.U16: "number",
+    TlvKind.U32: "number",
+    TlvKind.U64: "number",
+    TlvKind.TEXT: "string (the text)",
+    TlvKind.BYTES: "string (hex)",
+    TlvKind.MAC: "string (MAC)",
+    TlvKind.DIGEST: "string (hex)",
+    TlvKind.ACL: "string (hex of the entries, back to back)",
+}
+
+
+def _json_keys() -> list[str]:
+    """Every non-TLV key the decoded view can hold, in to_dict() order."""
+    keys: dict[str, None] = {}
+    for _, raw in samples.valid_samples():
+        for k in decode(raw).to_dict():
+            if not k.startswith("px.tlv."):
+                keys[k] = None
+    return list(keys)
+
+
+def _json_table() -> str:
+    fields = {f.key: (title, f) for title, prefix, _ in SECTIONS for f in layout.struct_tables()[prefix][1]}
+    rows = []
+    for key in _json_keys():
+        title, f = fields.get(key, ("", None))
+        if f is None:
+            kind = "boolean" if ".flags." in key else "number" if key.endswith("_len") or "padding" in key else "string"
+            meaning = DERIVED[key]
+        else:
+            meaning = f"`{f.name}` of the {title.replace(' (fixed part)', '')}"
+            if key in MAC_KEYS:
+                kind = "string (MAC)"
+            elif f.kind == "bytes":
+                kind = "string (hex)"
+            elif f.kind == "enum":
+                kind = "string (code name)"
+            elif key == "px.disc.state_filter":
+                kind, meaning = "string", meaning + f': `"ANY"` for 0x{STATE_ANY:02x}, else the DimeState name'
+            else:
+                kind = "number"
+            if f.kind == "flags":
+                meaning += " (the whole byte)"
+        if key.startswith("px.disc.dime."):
+            kind = f"array of {kind}"
+        rows.append([f"`{key}`", kind, meaning])
+    return _table(rows, ["key", "JSON", "value"])
+
+
+JSON_TEXT = """\
+## Decoded view (JSON)
+
+A valid frame decodes to one flat JSON object: `Frame.to_dict()` in Python, one line of
+`pxdump --json`. The Wireshark dissector's fields carry the same keys with the same values in
+Wireshark's notation (booleans as 1/0, a TEXT shown up to its first NUL character). Members
+are compared as a set (their order carries no meaning). The rendering is normative:
+
+- numbers (every uint field, including the `flags` bytes, `px.eth.type` and `px.disc.caps`)
+  are JSON integers (up to 2^64-1: parse them as unsigned 64-bit integers);
+- codes of an enum field or enum-valued TLV are the code's name (the tables above), e.g.
+  `"PING"`, `"HEARTBEAT_PERIOD_MS"`;
+- MACs are lower-case hex pairs joined by colons: `"02:00:00:00:01:01"`;
+- bytes (DIGEST, BYTES, ACL and unknown TLV values, `px.auth.tag`) are lower-case hex with no
+  separator; an empty value is `""`;
+- TEXT is the decoded string;
+- flag bits are JSON booleans (`px.flags.*`, `px.data.flags.*`);
+- DIME records: each `px.disc.dime.*` key is an array with one element per record, in wire
+  order; the keys are absent when `count` is 0;
+- a TLV's key is present only when the frame carries that TLV; an unknown TLV type *T* appears
+  as `px.tlv.t<T>` (*T* in decimal) with its value in hex;
+- `px.auth.*` keys are present only when AUTH is set.
+
+A frame the decoder rejects prints, in `pxdump --json`, `{{"_malformed": {{"field": F,
+"offset": N, "reason": R}}}}`; the dissector adds an expert info `px.malformed.*` whose text
+is `F at byte N: R`. The reason text is informative, not normative.
+
+{table}
+
+The TLV header's `px.tlv.type` and `px.tlv.length` are not members of the JSON view: the
+TLV's key already names its type, and its value gives its length. They, and the fields below,
+exist only in the Wireshark dissector's tree, which also links and reassembles across frames:
+
+{extras}
+"""
+
+CONFORMANCE = """\
+## Conformance vectors
+
+`docs/conformance.json` (generated by `python -m pxproto.wire.gen_conformance` from the recorded
+captures `captures/all.pcapng`, `captures/malformed.pcapng` and further edge cases) lists frames
+as hex under the default EtherType map above. Each vector has either `"json"`: the decoded view
+exactly, or `"error"`: `{"field": F, "offset": N}`. A conforming decoder gives exactly these
+answers for every vector; the reference codec, the fast path, `pxdump --json` and the Wireshark
+dissector are tested against the file.
+
+## Encoding
+
+An encoder sets `length`, `tlv_count` and `count` from what follows them, writes every reserved
+bit and byte as 0, MAY pad a frame shorter than 60 bytes with zeros to 60, and MUST NOT send a
+frame that a decoder following the rules above would reject (the reference encoder decodes its
+own output before returning it). Decoding a valid frame and encoding the result gives the same
+bytes, padding included.
+"""
+
+
 def generate() -> str:
     et = ethertypes.DEFAULT
     parts = [
@@ -76,15 +174,21 @@ def generate() -> str:
         "Generated by `python -m pxproto.wire.gen_docs` from `pxproto/wire/spec.py` and "
         "`pxproto/wire/codes.py`; do not edit by hand. All integers are big-endian.",
         "",
+        "This document is normative: a decoder written from it alone, given the same bytes, must "
+        "accept and reject the same frames as the reference codec, give the same decoded view "
+        "(JSON) byte for byte, and name the same error field and offset. `docs/conformance.json` "
+        "checks that (last section). MUST and SHOULD are used as in RFC 2119.",
+        "",
         "```",
-        "| eth (14) | header (20) | body (header.length) | auth trailer (26, when AUTH) |",
+        "| eth (14) | header (20) | body (header.length) | auth trailer (26, when AUTH) | zero padding |",
         "```",
         "",
         "## EtherType map (default)",
         "",
         "Configurable at run time: `PXPROTO_ETHERTYPES=signaling=0x88b5,...` or "
         "`pxproto.wire.ethertypes.configure()`. The scope (whole server or one DIME) is the "
-        "header's SCOPE_DIME flag.",
+        "header's SCOPE_DIME flag. A frame with any other EtherType, or shorter than the "
+        "14-byte Ethernet header, is not a Parallax frame (see rules 1 and 2).",
         "",
         _table([[name.upper(), f"0x{value:04x}"] for name, value in et.as_dict().items()], ["class", "EtherType"]),
         "",
@@ -94,6 +198,8 @@ def generate() -> str:
         rows = []
         for f in fields:
             codes_ = ", ".join(f"{k:#x}={v}" for k, v in sorted(f.values.items())) if f.values else ""
+            if f.key == "px.disc.state_filter":
+                codes_ = f"0x{STATE_ANY:02x}=ANY, or a DimeState code"
             rows.append([str(f.offset), str(f.size), f"`{f.name}`", f.kind, f"`{f.key}`", codes_])
         parts += [
             f"## {title} ({struct.sizeof()} bytes)",
@@ -103,7 +209,14 @@ def generate() -> str:
             _table(rows, ["offset", "size", "field", "kind", "key", "codes"]),
             "",
         ]
-    parts += ["## Commands", "", "Code = FCAPS area << 4 | index. Every command has a request and a response form.", ""]
+    parts += [
+        "## Commands",
+        "",
+        "Code = FCAPS area << 4 | index. Every command has a request and a response form. The TLVs "
+        "listed are those an endpoint sends and expects, in any order; the codec checks only that "
+        "each TLV is well formed (see the SIGNALING rules).",
+        "",
+    ]
     rows = []
     for c in Command:
         req, resp = COMMAND_PARAMS[c]
@@ -125,6 +238,7 @@ def generate() -> str:
         codes.Param,
         codes.FaultCode,
         codes.Direction,
+        codes.Fcaps,
     ):
         parts += [f"## {enum.__name__}", "", _enum_table(enum), ""]
     for flags in (codes.HeaderFlag, codes.DataFlag, codes.Capability):
@@ -134,27 +248,39 @@ def generate() -> str:
             _table([[f"0x{int(v):02x}", str(v.name)] for v in flags], ["bit", "name"]),
             "",
         ]
-    rows = [
-        [
-            str(int(t)),
-            t.name,
-            TLV_KINDS[t].name,
-            f"`px.tlv.{t.name.lower()}`",
-            TLV_ENUMS[t].__name__ if t in TLV_ENUMS else "",
-        ]
-        for t in codes.TlvType
-    ]
+    rows = []
+    for t in codes.TlvType:
+        kind = TLV_KINDS[t]
+        fixed = FIXED_TLV_SIZES.get(kind)
+        size = (
+            str(fixed)
+            if fixed is not None
+            else {TlvKind.TEXT: f"0..{TEXT_MAX}", TlvKind.ACL: "8 x n"}.get(kind, "0..65535")
+        )
+        tlv_enum = TLV_ENUMS.get(t)
+        rows.append(
+            [
+                str(int(t)),
+                t.name,
+                kind.name,
+                size,
+                f"`px.tlv.{t.name.lower()}`",
+                f"string ({tlv_enum.__name__} name)" if tlv_enum else TLV_JSON[kind],
+            ]
+        )
     parts += [
         "## TLV types",
         "",
-        "Unknown types decode as raw bytes under `px.tlv.t<type>`.",
+        "Each TLV is a 4-byte header (type, length) and `length` value bytes. Unknown types decode "
+        "as raw bytes under `px.tlv.t<type>`. A type appears at most once per frame.",
         "",
-        _table(rows, ["type", "name", "kind", "key", "codes"]),
+        _table(rows, ["type", "name", "kind", "value bytes", "key", "JSON"]),
         "",
     ]
-    parts.append(
-        RULES.format(version=codes.PROTOCOL_VERSION, min_frame=spec.MIN_ETHERNET_FRAME, text_max=codes.TEXT_MAX)
-    )
+    extras = _table([[f"`{k}`", v] for k, v in EXTRA_FIELDS.items()], ["dissector field", "holds"])
+    parts.append(JSON_TEXT.format(table=_json_table(), extras=extras))
+    parts.append(rules_text())
+    parts.append(CONFORMANCE)
     return "\n".join(parts)
 
 

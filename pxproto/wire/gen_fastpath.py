@@ -59,9 +59,8 @@ STRUCT_C_NAMES = {
     "hb": "HB",
     "auth": "AUTH",
 }
-# Error fields that name a whole part rather than one field, and the header's
-# length, which errors call "length" (its px.* key is px.len).
-PART_FIELDS = ("frame", "eth", "header", "tlv", "auth", "length")
+# Error fields that name a whole part rather than one field (docs/PROTOCOL.md, "Errors").
+PART_FIELDS = ("frame", "eth", "header", "tlv", "auth")
 U8_ENUMS: dict[str, type[IntEnum]] = {
     "CMD": Command,
     "OP": Op,

@@ -1,0 +1,263 @@
+"""The normative parts of docs/PROTOCOL.md that are prose: the decoding procedure (rules in check
+order, each with the error field and offset), errors, the JSON view and the trailer.
+
+Offsets and sizes come from :mod:`pxproto.wire.layout` and :mod:`pxproto.wire.spec`; the order of
+the steps is the reference codec's (:mod:`pxproto.wire.codec`), and docs/conformance.json pins it.
+"""
+
+from __future__ import annotations
+
+from pxproto.wire import layout, spec
+from pxproto.wire.codes import ACL_ENTRY_SIZE, DIME_ALL, FIXED_TLV_SIZES, PROTOCOL_VERSION, STATE_ANY, TEXT_MAX, Fcaps
+
+ETH = spec.ETH_LEN
+HDR = spec.BODY_OFFSET
+MAX_BODY = 0xFFFF
+MAX_FRAME = HDR + MAX_BODY + spec.AUTH_LEN
+
+
+def off(prefix: str, name: str) -> int:
+    """Offset of a field inside its struct."""
+    return next(f.offset for f in layout.struct_tables()[prefix][1] if f.name == name)
+
+
+def size(prefix: str) -> int:
+    return int(layout.struct_tables()[prefix][0].sizeof())
+
+
+def _h(name: str) -> str:
+    return str(ETH + off("", name))
+
+
+def _b(prefix: str, name: str) -> str:
+    o = off(prefix, name)
+    return f"b+{o}" if o else "b"
+
+
+def _rows(rows: list[tuple[str, str, str]]) -> str:
+    out = ["| # | the frame is rejected when | error field | error offset |", "|---|---|---|---|"]
+    out += [f"| {i} | {cond} | `{field}` | {offset} |" for i, (cond, field, offset) in enumerate(rows, 1)]
+    return "\n".join(out)
+
+
+def frame_steps() -> str:
+    n_fixed = {
+        c: size(p) for c, p in (("SIGNALING", "sig"), ("DATA", "data"), ("DISCOVERY", "disc"), ("HEARTBEAT", "hb"))
+    }
+    fixed = ", ".join(f"{c} {n}" for c, n in n_fixed.items())
+    rows = [
+        (f"it has fewer than {ETH} bytes", "eth", "0"),
+        ("its EtherType is none of the four classes' (not a Parallax frame)", "eth.type", "12"),
+        (f"it has fewer than {HDR} bytes (no whole header)", "header", str(ETH)),
+        (f"`version` is not {PROTOCOL_VERSION}", "version", _h("version")),
+        ("a reserved bit of `flags` is set (bits other than 0x01 SCOPE_DIME, 0x02 AUTH)", "flags", _h("flags")),
+        (f"{HDR} + `length` > n (the body does not fit)", "len", _h("length")),
+        (
+            f"AUTH is set and {HDR} + `length` + {spec.AUTH_LEN} > n (the trailer does not fit)",
+            "auth",
+            f"{HDR} + `length`",
+        ),
+        (
+            "bytes follow the end *e* (after the trailer if AUTH, else after the body), unless n is exactly "
+            f"{spec.MIN_ETHERNET_FRAME} and every byte after *e* is 0 (Ethernet padding: `px.eth.padding` = n - e)",
+            "len",
+            _h("length"),
+        ),
+        ("a DATA frame has SYSTEM scope (SCOPE_DIME clear)", "flags", _h("flags")),
+        ("a DISCOVERY or HEARTBEAT frame has DIME scope (SCOPE_DIME set)", "flags", _h("flags")),
+        (f"SYSTEM scope and `dst_dime` is not 0x{DIME_ALL:04x}", "dime.dst", _h("dst_dime")),
+        (f"DIME scope and `dst_dime` is 0x{DIME_ALL:04x}", "dime.dst", _h("dst_dime")),
+        (f"a HEARTBEAT's `src_dime` is 0x{DIME_ALL:04x}", "dime.src", _h("src_dime")),
+        (f"`length` is less than the class's fixed body ({fixed})", "len", _h("length")),
+        ("the class's body rules below fail", "(below)", "(below)"),
+        ("AUTH is set and the trailer's `key_id` is 0", "auth.key_id", "t"),
+        ("AUTH is set and the trailer's `counter` is 0", "auth.counter", f"t+{off('auth', 'counter')}"),
+    ]
+    return _rows(rows)
+
+
+def signaling_steps() -> str:
+    acl_mask = (1 << len(Fcaps)) - 1
+    sizes = ", ".join(f"{k.name} {v}" for k, v in FIXED_TLV_SIZES.items())
+    rows = [
+        ("`cmd` is not a Command code", "cmd", _b("sig", "cmd")),
+        ("`op` is not an Op code", "op", _b("sig", "op")),
+        ("`status` is not a Status code", "status", _b("sig", "status")),
+        ("`op` is REQUEST and `status` is not OK", "status", _b("sig", "status")),
+        ("TLV *i* (1..`tlv_count`, at offset p): fewer than 4 bytes remain before the body end", "tlv", "p"),
+        ("TLV *i*: p + 4 + its `length` passes the body end", "tlv.length", "p+2"),
+        ("TLV *i*: its type appeared in an earlier TLV of this frame", "tlv", "p"),
+        (f"TLV *i* of a known type and a fixed-size kind ({sizes}): `length` differs", "*key*", "p+2"),
+        ("TLV *i* of an enum-valued type (PARAM_ID, DIRECTION, FAULT_CODE): not a code of its enum", "*key*", "p+4"),
+        (f"TLV *i* of kind TEXT: `length` > {TEXT_MAX}", "*key*", "p+2"),
+        (
+            "TLV *i* of kind TEXT: the value is not well-formed UTF-8 (RFC 3629: no overlongs, surrogates, "
+            "or code points above U+10FFFF)",
+            "*key*",
+            "p+4+k, k = index of the first byte of the first ill-formed or truncated sequence",
+        ),
+        (f"TLV *i* of kind ACL: `length` is not a multiple of {ACL_ENTRY_SIZE}", "*key*", "p+2"),
+        (
+            f"TLV *i* of kind ACL: entry j has a mask bit above 0x{acl_mask:02x} or a non-zero reserved byte",
+            "*key*",
+            f"p+4+{ACL_ENTRY_SIZE}j+6 (the entry's mask byte, for either fault)",
+        ),
+        ("after `tlv_count` TLVs, bytes remain before the body end", "tlv_count", _b("sig", "tlv_count")),
+    ]
+    return _rows(rows)
+
+
+def data_steps() -> str:
+    rows = [
+        ("a reserved bit of `flags` is set (bits other than 0x01 ACK, 0x02 FIN)", "data.flags", _b("data", "flags")),
+        ("ACK is clear and `ack` is not 0", "data.ack", _b("data", "ack")),
+        ("ACK is clear and `credit` is not 0", "data.credit", _b("data", "credit")),
+        ("`frag_count` is 0 (acknowledgement-only) and ACK is clear", "data.flags", _b("data", "flags")),
+        ("`frag_count` is 0 and `msg_len` is not 0", "data.msg_len", _b("data", "msg_len")),
+        ("`frag_count` is 0 and `frag_offset` is not 0", "data.frag_offset", _b("data", "frag_offset")),
+        ("`frag_count` is 0 and `frag_index` is not 0", "data.frag_index", _b("data", "frag_index")),
+        ("`frag_count` is 0 and a payload follows the fixed part", "len", _h("length")),
+        ("`frag_count` > 0 and `frag_index` >= `frag_count`", "data.frag_index", _b("data", "frag_index")),
+        ("`frag_offset` + payload length > `msg_len`", "data.frag_offset", _b("data", "frag_offset")),
+        ("`frag_index` is 0 and `frag_offset` is not 0", "data.frag_offset", _b("data", "frag_offset")),
+        (
+            "`frag_index` is `frag_count` - 1 and `frag_offset` + payload length is not `msg_len`",
+            "data.msg_len",
+            _b("data", "msg_len"),
+        ),
+        ("the payload is empty and `msg_len` is not 0", "len", _h("length")),
+    ]
+    return _rows(rows)
+
+
+def discovery_steps() -> str:
+    rec = size("disc.dime")
+    rows = [
+        ("`op` is not a DiscoveryOp code", "disc.op", _b("disc", "op")),
+        (
+            f"`state_filter` is neither 0x{STATE_ANY:02x} (any) nor a DimeState code",
+            "disc.state_filter",
+            _b("disc", "state_filter"),
+        ),
+        (f"`length` is not {size('disc')} + {rec} x `count`", "disc.count", _b("disc", "count")),
+        ("`op` is PROBE and `count` is not 0", "disc.count", _b("disc", "count")),
+        ("`op` is GRATUITOUS and `probe_id` is not 0", "disc.probe_id", _b("disc", "probe_id")),
+        (
+            f"record r (at q = b+{size('disc')}+{rec}r): `state` is not a DimeState code",
+            "disc.dime.state",
+            f"q+{off('disc.dime', 'state')}",
+        ),
+        ("record r: `mem_free` > `mem_total`", "disc.dime.mem_free", f"q+{off('disc.dime', 'mem_free')}"),
+    ]
+    return _rows(rows)
+
+
+def heartbeat_steps() -> str:
+    rows = [
+        (f"`length` is not {size('hb')}", "len", _h("length")),
+        ("`state` is not a DimeState code", "hb.state", _b("hb", "state")),
+        ("`period_ms` is 0", "hb.period_ms", _b("hb", "period_ms")),
+        ("`cpu_permille` > 1000", "hb.cpu_permille", _b("hb", "cpu_permille")),
+    ]
+    return _rows(rows)
+
+
+def rules_text() -> str:
+    return RULES.format(
+        frame=frame_steps(),
+        signaling=signaling_steps(),
+        data=data_steps(),
+        discovery=discovery_steps(),
+        heartbeat=heartbeat_steps(),
+        hdr=HDR,
+        max_body=MAX_BODY,
+        max_frame=MAX_FRAME,
+        auth=spec.AUTH_LEN,
+        tag=spec.TAG_LEN,
+        min_frame=spec.MIN_ETHERNET_FRAME,
+        text_max=TEXT_MAX,
+        acl=ACL_ENTRY_SIZE,
+        data_fixed=size("data"),
+        tag_from=spec.AUTH_LEN - spec.TAG_LEN,
+    )
+
+
+RULES = """\
+## Decoding: the rules, in the order they are checked
+
+A decoder MUST reject a frame that breaks any rule below, and MUST report the **first** rule
+broken, in this order, as an error made of a *field* and an *offset*. A frame that breaks
+none is valid, and its decoded view (section "Decoded view") is fully determined by its bytes.
+
+- n is the frame's length in bytes (no FCS). b = {hdr} is the offset of the body, t = {hdr}
+  + `length` the offset of the trailer. All offsets count from the first byte of the Ethernet
+  destination.
+- The error *field* is the field's `px.*` key without `px.` (so the header's `length` is
+  `len`, the key of a known TLV type is `tlv.<name>`); where no single field is at fault it
+  names the part: `eth` (shorter than an Ethernet header), `header` (shorter than the
+  Parallax header), `tlv` (a TLV header cut short, or a repeated TLV type), `auth` (the
+  trailer cut short). *key* below means the TLV's own key without `px.`, e.g.
+  `tlv.mice_name`. An encoder that cannot build a frame reports `frame` (never a decoder).
+- The error *offset* is the offset of the first byte of that field (for a part, of the
+  part), except where a row gives another.
+- Within a list (TLVs, DIME records), every rule is applied to item 1, then to item 2, and
+  so on: an error in an earlier item wins.
+- Errors `eth` and `eth.type` mean "not a Parallax frame": `pxdump --json` prints no line
+  for `eth.type` (and `{{"_malformed": ...}}` for `eth`), and Wireshark never hands such a
+  frame to the dissector.
+
+### The frame
+
+{frame}
+
+### SIGNALING body (step 15)
+
+{signaling}
+
+Unknown TLV types (not in the TLV table) pass every rule but "type appeared twice" and are
+kept as raw bytes of any length, so new parameters never break old decoders. The TLVs may
+come in any order. The codec does not require the TLVs of the Commands table: an endpoint
+answers a request that lacks one with BAD_PARAM. Empty values are valid for TEXT (""),
+BYTES and unknown types (""), and ACL (no entries).
+
+### DATA body (step 15)
+
+The payload is the body after the {data_fixed}-byte fixed part; its length is `length` minus
+the fixed part. A frame with `frag_count` 0 is **acknowledgement-only**: its zero fragment
+fields are `msg_len`, `frag_offset` and `frag_index` (and it has no payload); `channel`,
+`msg_id`, `ack` and `credit` may hold any value. Errors about the payload's length are
+reported on the header's length (`len`), the field that sets it.
+
+{data}
+
+### DISCOVERY body (step 15)
+
+{discovery}
+
+### HEARTBEAT body (step 15)
+
+{heartbeat}
+
+## Sizes
+
+- Body: 0 to {max_body} bytes (`length` is 16 bits). The largest frame is therefore
+  {max_frame} bytes ({hdr} bytes of Ethernet and Parallax headers + {max_body} + a {auth}-byte trailer). The
+  codec enforces no MTU: links do (1500 or 9000 in practice; DATA fragments to fit).
+- The smallest frame on the wire is {min_frame} bytes: shorter frames are padded with
+  zeros after the end, which a decoder accepts only when the frame is exactly {min_frame}
+  bytes long (rule 8) and reports as `px.eth.padding`.
+- TLV values: U8 1, U16 2, U32 4, U64 8, MAC 6, DIGEST 32 (a SHA-256 digest) bytes;
+  TEXT 0 to {text_max} bytes of UTF-8; BYTES 0 to 65535 bytes; ACL a multiple of {acl}
+  bytes, each entry a MAC (6), an FCAPS mask (1 byte: bit k is area k of F=0, C=1, A=2, P=3,
+  S=4) and a reserved zero byte.
+
+## The authentication trailer
+
+Any frame class may carry the trailer; the header's AUTH flag says whether it is there.
+Decoders check only that it fits (rule 7) and that `key_id` and `counter` are not 0 (rules
+16, 17). The tag is **not** checked by a decoder, which holds no key: a frame with a wrong
+tag decodes (conformance vector "signed frame with a wrong tag"). The endpoint that holds
+key `key_id` computes HMAC-SHA256(key, bytes 0 up to t+{tag_from} (exclusive) of the frame, i.e. from the
+Ethernet destination through the trailer's `counter`, padding excluded), truncates it to
+its first {tag} bytes and compares; replay windows on `counter` are the endpoints' rule.
+"""
