@@ -1,7 +1,16 @@
-"""pxdump against tcpdump, tshark and a dpkt script on one generated capture.
+"""pxdump against tcpdump: live capture on a veth flooded by trafgen, and reading one generated capture.
 
+    python bench/pxdump.py --live [--rates full,500000,100000,20000] [--seconds 1.5] [--runs 3]
     python bench/pxdump.py [--frames 1000000] [--runs 5] [--capture PATH]
 
+``--live`` (root): a veth pair between two namespaces it makes (``pxd13-*``, removed after);
+trafgen sends 60-byte DATA frames from one end pinned to one CPU, the capture runs on the other
+end pinned to another CPU and is stopped with SIGINT once the sender is done.  Round robin in the
+same run, at each offered load: ``tcpdump -w /dev/null``, ``pxdump -w /dev/null``, ``pxdump -q``
+and ``pxdump`` one line per frame (to /dev/null).  Prints the median share of sent frames each
+captured and its ratio to tcpdump's share.
+
+Without ``--live``:
 Generates small Parallax frames with a realistic mix (heartbeats, signaling
 request/response pairs, small DATA fragments, some discovery) into a pcapng,
 then times, round robin in the same run, each reader with output to /dev/null:
@@ -19,6 +28,7 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -126,14 +136,153 @@ def subset(src: Path, dst: Path, frames: int) -> None:
             w.write(p.data, p.ts_ns, p.orig_len)
 
 
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+class Veth:
+    """Namespaces ``pxd13-cap-PID`` (``va``) and ``pxd13-snd-PID`` (``vb``) joined by a veth pair."""
+
+    def __init__(self) -> None:
+        tag = os.getpid() % 100000
+        self.cap, self.snd = f"pxd13-cap-{tag}", f"pxd13-snd-{tag}"
+
+    def __enter__(self) -> Veth:
+        sh("ip", "netns", "add", self.cap)
+        sh("ip", "netns", "add", self.snd)
+        sh("ip", "link", "add", "va", "netns", self.cap, "type", "veth", "peer", "name", "vb", "netns", self.snd)
+        for ns, dev in ((self.cap, "va"), (self.snd, "vb")):
+            subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"])
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for ns in (self.cap, self.snd):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def small_data_frame() -> bytes:
+    """A 60-byte DATA frame (the minimum Ethernet frame without FCS)."""
+    mac_a, mac_b = bytes.fromhex("020000000003"), bytes.fromhex("020000000004")
+    frame = encode(Frame(Data(1, 7, b"!", 1), Scope.DIME, 3, 1, 4, 1, 9, mac_b, mac_a))
+    assert len(frame) == 60, len(frame)
+    return frame
+
+
+def captured_count(tool: str, err: str) -> int:
+    """Frames the tool says it captured, from its closing counts on stderr."""
+    key = " packets captured" if tool.startswith("tcpdump") else " frames captured"
+    for line in err.splitlines():
+        if line.endswith(key):
+            return int(line.split()[0])
+    raise SystemExit(f"{tool}: no count in its output: {err[-400:]}")
+
+
+def live_once(
+    veth: Veth, tool: str, cmd: list[str], frames: int, rate: int | None, cfg: Path, cpus: tuple[int, int]
+) -> tuple[float, float, float]:
+    """(share of the sent frames the tool captured, seconds from SIGINT to exit, frames/s on the wire
+    from first to last frame (pxdump -q only, else nan)) for one flood."""
+    env = dict(os.environ)  # pxdump runs from the same installed pxproto as this script
+    full = ["taskset", "-c", str(cpus[1]), "ip", "netns", "exec", veth.cap, *cmd]
+    quiet = "-q" in cmd  # its summary has the rate on the wire, from the capture's own time stamps
+    out = subprocess.PIPE if quiet else subprocess.DEVNULL
+    proc = subprocess.Popen(full, stdout=out, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    line = proc.stderr.readline().decode()
+    if "listening on" not in line:
+        raise SystemExit(f"{tool}: {line}{proc.stderr.read().decode()[-400:]}")
+    time.sleep(0.3)
+    send = ["taskset", "-c", str(cpus[0]), "ip", "netns", "exec", veth.snd]
+    send += ["trafgen", "-o", "vb", "-i", str(cfg), "-n", str(frames), "-P", "1", "-C", "-Q"]
+    if rate is not None:
+        send += ["-b", f"{rate}pps"]
+    subprocess.run(send, check=True, capture_output=True, timeout=600)
+    time.sleep(1.2)  # past tcpdump's 1 s block timeout, so its last partial block is handed over
+    t = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    stdout, err_b = proc.communicate(timeout=60)
+    err = err_b.decode()
+    rate_seen = float("nan")
+    if quiet and b" frames/s, " in stdout:
+        rate_seen = float(stdout.split(b" frames/s, ")[0].rsplit(b"(", 1)[1])
+    stop = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{tool} exit {proc.returncode}: {err[-400:]}")
+    return captured_count(tool, err) / frames, stop, rate_seen
+
+
+def live_main(args: argparse.Namespace) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("--live needs root (network namespaces, trafgen)")
+    for tool in ("trafgen", "tcpdump", "taskset"):
+        if not shutil.which(tool):
+            raise SystemExit(f"--live needs {tool}")
+    cpus = (0, 1) if (os.cpu_count() or 1) > 1 else (0, 0)
+    py = sys.executable
+    pxdump = [py, "-m", "pxproto.dump.cli", "-i", "va", "-n"]
+    tools: list[tuple[str, list[str]]] = [
+        ("tcpdump -w /dev/null", ["tcpdump", "-i", "va", "-n", "-w", "/dev/null"]),
+        ("pxdump -w /dev/null", [*pxdump, "-w", "/dev/null"]),
+        ("pxdump -q", [*pxdump, "-q"]),
+        ("pxdump (one line)", pxdump),
+    ]
+    rates: list[int | None] = [None if r == "full" else int(r) for r in args.rates.split(",")]
+    frame = small_data_frame()
+    med = statistics.median
+    with tempfile.TemporaryDirectory() as tmp, Veth() as veth:
+        cfg = Path(tmp) / "data.cfg"
+        cfg.write_text("{ " + ", ".join(f"0x{b:02x}" for b in frame) + " }\n")
+        shares: dict[tuple[str, int | None], list[float]] = {}
+        stops: dict[str, list[float]] = {name: [] for name, _ in tools}
+        sent_rate: dict[int | None, list[float]] = {}
+        for rate in rates:
+            n = args.full_frames if rate is None else max(1000, int(rate * args.seconds))
+            for _ in range(args.runs):
+                for name, cmd in tools:
+                    share, stop, seen = live_once(veth, name, cmd, n, rate, cfg, cpus)
+                    shares.setdefault((name, rate), []).append(share)
+                    if seen == seen:
+                        sent_rate.setdefault(rate, []).append(seen)
+                    stops[name].append(stop)
+        print(
+            f"load average: {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs; "
+            f"sender on CPU {cpus[0]}, capture on CPU {cpus[1]}"
+        )
+        print(f"60-byte DATA frames from trafgen over a veth; median of {args.runs} round-robin runs")
+        print("share = frames captured / frames sent; ratio = share / tcpdump's share at the same load")
+        head = f"{'capture':<24}"
+        for rate in rates:
+            head += f"{'full' if rate is None else f'{rate // 1000}k/s':>18}"
+        print(head + f"{'SIGINT->exit median / max':>28}")
+        row = f"{'(on the wire, k/s)':<24}"
+        for rate in rates:
+            row += f"{med(sent_rate[rate]) / 1000 if rate in sent_rate else float('nan'):>17.0f} "
+        print(row)
+        for name, _ in tools:
+            row = f"{name:<24}"
+            for rate in rates:
+                s, base = med(shares[(name, rate)]), med(shares[("tcpdump -w /dev/null", rate)])
+                ratio = s / base if base else float("nan")
+                row += f"{s * 100:>9.1f}% {ratio:>6.2f}x"
+            print(row + f"{med(stops[name]) * 1000:>15.0f} / {max(stops[name]) * 1000:.0f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--live", action="store_true", help="live capture on a veth flooded by trafgen (root)")
+    ap.add_argument("--rates", default="full,500000,100000,20000", help="offered loads in frames/s, or full")
+    ap.add_argument("--seconds", type=float, default=1.5, help="length of each flood at a set rate")
+    ap.add_argument("--full-frames", type=int, default=1_000_000, help="frames sent at full rate")
     ap.add_argument("--frames", type=int, default=1_000_000)
     ap.add_argument("--small", type=int, default=100_000, help="frames of the subset the slow readers get")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-tshark", action="store_true")
     ap.add_argument("--capture", type=Path, help="keep the generated capture here (reused when it exists)")
     args = ap.parse_args()
+    if args.live:
+        live_main(args)
+        return
     env = dict(os.environ)  # pxdump runs from the same installed pxproto as this script
     with tempfile.TemporaryDirectory() as tmp:
         cap = args.capture or Path(tmp) / "bench.pcapng"

@@ -116,3 +116,63 @@ def test_malformed_has_no_bpf_form() -> None:
     assert to_bpf("malformed") is None
     assert to_bpf("malformed and hb") == "ether proto 0xabbd"
     assert to_bpf("malformed or hb") is None
+
+
+# Hand-written truth (issue 12): the other tests compare two paths generated from the same code, so an
+# error of meaning shared by both passes them.  These frames are literal bytes, read by eye:
+# dst MAC, src MAC, EtherType, version, flags (bit 0: scope DIME), length, src dime.thread,
+# dst dime.thread, seq (8 bytes), then the body.
+HAND_FRAMES = {
+    # heartbeat from DIME 3, scope system, to *.0, broadcast
+    "HB": "ffffffffffff020000000003abbd0100001f00030000ffff000000000000000000000000000101006400fa"
+    "00000000000000000000000000000000000000000000",
+    # PING request *.0 > 3.1, scope DIME, seq 2, from MAC 00:..:00 to broadcast
+    "REQ": "ffffffffffff000000000000abba01010008ffff00000003000100000000000000020000000201010000",
+    # DATA 3.1 > 4.1, scope DIME, seq 9, channel 1
+    "DATA": "020000000004020000000003abbb0101001a0003000100040001000000000000000900010000000009000000010000"
+    "00000000000100000000000021",
+    # PING response BUSY 3.1 > 1.0, scope DIME, seq 10
+    "RESP": "020000000001020000000003abba010100080003000100010000000000000000000a0000000201020400",
+    # discovery announce *.0 > *.0, scope system, seq 11
+    "DISC": "ffffffffffff020000000005abbc01000010ffff0000ffff0000000000000000000b02ff0000000000070000010000000001",
+}
+HAND_TRUTH = {
+    "scope dime": {"REQ", "DATA", "RESP"},
+    "scope system": {"HB", "DISC"},
+    "not scope dime": {"HB", "DISC"},
+    "heartbeat and scope dime": set(),
+    "data and scope dime": {"DATA"},
+    "parallax": {"HB", "REQ", "DATA", "RESP", "DISC"},
+    "data or heartbeat": {"HB", "DATA"},
+    "signaling": {"REQ", "RESP"},
+    "dime 3": {"HB", "REQ", "DATA", "RESP"},
+    "src dime 3": {"HB", "DATA", "RESP"},
+    "dst dime 3": {"REQ"},
+    "thread 1": {"REQ", "DATA", "RESP"},
+    "dst thread 0": {"HB", "RESP", "DISC"},
+    "cmd PING": {"REQ", "RESP"},
+    "op response": {"RESP"},
+    "op request": {"REQ"},
+    "status BUSY": {"RESP"},
+    "fcaps F": {"REQ", "RESP"},
+    "fcaps C": set(),
+    "channel 1": {"DATA"},
+    "seq 9-10": {"DATA", "RESP"},
+    "seq 2": {"REQ"},
+    "src mac 02:00:00:00:00:03": {"HB", "DATA", "RESP"},
+    "mac ff:ff:ff:ff:ff:ff": {"HB", "REQ", "DISC"},
+}
+
+
+@pytest.mark.parametrize("text", sorted(HAND_TRUTH))
+def test_filter_against_hand_computed_truth(text: str) -> None:
+    names = list(HAND_FRAMES)
+    raws = [bytes.fromhex(HAND_FRAMES[n]) for n in names]
+    assert raws[names.index("DATA")][15] & 1 and not raws[names.index("HB")][15] & 1  # the scope bit, by eye
+    batch = from_packets([Packet(r, 0, len(r)) for r in raws])
+    assert batch.valid.all()
+    columns = {n for n, keep in zip(names, parse(text).mask(batch), strict=True) if keep}
+    assert columns == HAND_TRUTH[text], "columns"
+    prog = pcapy.compile(pcapy.DLT_EN10MB, 65535, to_bpf(text), 1, 0)
+    kernel = {n for n, r in zip(names, raws, strict=True) if prog.filter(r)}
+    assert kernel == HAND_TRUTH[text], "BPF"

@@ -85,13 +85,17 @@ def _read_pcap(f: BinaryIO, magic: bytes) -> Iterator[Packet]:
         offset += 16 + incl
 
 
-def _options(body: bytes, endian: str) -> dict[int, bytes]:
+def _options(body: bytes, endian: str, strict_at: int | None = None) -> dict[int, bytes]:
+    """Options by code (the first of each); with ``strict_at`` (the file offset of ``body``), an option
+    whose padded value runs past the block is an error (an interface's options decide its time stamps)."""
     out: dict[int, bytes] = {}
     pos = 0
     while pos + 4 <= len(body):
         code, length = struct.unpack_from(endian + "HH", body, pos)
         if code == 0:
             break
+        if strict_at is not None and pos + 4 + (length + 3) // 4 * 4 > len(body):
+            raise CaptureError("pcapng.option", strict_at + pos, f"option {code} of {length} bytes runs past its block")
         out.setdefault(code, body[pos + 4 : pos + 4 + length])
         pos += 4 + (length + 3) // 4 * 4
     return out
@@ -136,11 +140,14 @@ def _read_pcapng(f: BinaryIO, head: bytes) -> Iterator[Packet]:
         trailer = _read_exact(f, 4, offset + blen - 4, "pcapng.block")
         if struct.unpack(endian + "I", trailer)[0] != blen:
             raise CaptureError("pcapng.block", offset + blen - 4, "trailing block length differs from the leading one")
+        if btype == SHB and len(body) >= 6 and struct.unpack_from(endian + "H", body, 4)[0] != 1:
+            major = struct.unpack_from(endian + "H", body, 4)[0]
+            raise CaptureError("pcapng.shb", offset + 12, f"major version {major} is not 1")
         if btype == IDB:
             if len(body) < 8:
                 raise CaptureError("pcapng.idb", offset + 8, "interface block shorter than 8 bytes")
             linktype = struct.unpack_from(endian + "H", body, 0)[0]
-            resol = (_options(body[8:], endian).get(9) or b"\x06")[0]
+            resol = (_options(body[8:], endian, offset + 16).get(9) or b"\x06")[0]
             tick = 10 ** (9 - (resol & 0x7F)) if not resol & 0x80 and resol <= 9 else 1
             interfaces.append((linktype, tick))
         elif btype == EPB:
@@ -151,6 +158,8 @@ def _read_pcapng(f: BinaryIO, head: bytes) -> Iterator[Packet]:
                 raise CaptureError("pcapng.epb", offset + 8, f"interface {iface} was never described")
             if 20 + cap > len(body):
                 raise CaptureError("pcapng.epb", offset + 20, f"captured length {cap} runs past the block")
+            if cap > orig:
+                raise CaptureError("pcapng.epb", offset + 20, f"captured length {cap} > packet length {orig}")
             linktype, tick = interfaces[iface]
             opts = _options(body[20 + (cap + 3) // 4 * 4 :], endian)
             comment = opts[OPT_COMMENT].decode("utf-8", "replace") if OPT_COMMENT in opts else None

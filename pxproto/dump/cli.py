@@ -4,31 +4,35 @@ pxdump -i eth0 cmd PING and dime 3          live, the filter compiled to BPF
 pxdump -r trace.pcapng -e not heartbeat     a file, one line per frame
 pxdump -r trace.pcapng -q                   statistics
 pxdump -i eth0 -w out.pcapng --print        write and print
+pxdump -i eth0 -w out.pcapng -C 100         write undecoded, a new file every 100 MB
+
+Live capture (:mod:`pxproto.dump.live`) drains a TPACKET_V3 ring in batches; Ctrl-C or SIGTERM stops
+it within a poll interval, and the counts (captured, received by filter, dropped by kernel) go to
+stderr with exit 0.  Files and pipes are read in bounded memory, a batch printed as soon as it is decoded.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import os
-import stat
+import signal
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO, NoReturn
 
 import numpy as np
 
-from pxproto.capture.pcapng import PcapngWriter
 from pxproto.dump import accel, detail, oneline
 from pxproto.dump.columns import KIND_OTHER, Batch, fastpath_available
 from pxproto.dump.filter import FilterError, Node, parse
+from pxproto.dump.output import CaptureWriter
 from pxproto.dump.source import (
     CaptureEndsEarly,
     Frames,
+    InputError,
     capture_frames,
     load,
-    packet_batches,
     reference_batches,
     stream_frames,
 )
@@ -64,12 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-r", dest="read", metavar="FILE", help="read a pcap or pcapng file ('-' for stdin)")
     src.add_argument("-c", dest="count", type=int, metavar="N", help="stop after N frames")
     src.add_argument("-s", dest="snaplen", type=int, default=262144, metavar="SNAPLEN", help="bytes kept per frame")
+    src.add_argument(
+        "-B", dest="buffer_kib", type=int, default=32768, metavar="KIB", help="capture ring size in KiB (live)"
+    )
     src.add_argument("-p", dest="no_promisc", action="store_true", help="do not put the interface in promiscuous mode")
     src.add_argument("-F", dest="bpf", metavar="BPF", help="a raw BPF expression, ANDed with the Parallax filter")
     src.add_argument("--ethertypes", metavar="MAP", help="EtherType map, e.g. signaling=0x88b5,data=0x88b6")
     src.add_argument("--reference", action="store_true", help="decode with the reference codec, not the fast path")
     out = p.add_argument_group("output")
     out.add_argument("-w", dest="write", metavar="FILE", help="write the frames (untouched) to a pcapng file")
+    out.add_argument(
+        "-C", dest="file_size", type=int, metavar="MB", help="with -w: a new file (FILE1, ...) every MB x 10^6 bytes"
+    )
     out.add_argument("--print", dest="also_print", action="store_true", help="print frames while writing with -w")
     out.add_argument("-e", dest="ether", action="store_true", help="show MACs and EtherType")
     out.add_argument("-v", dest="verbose", action="count", default=0, help="a decode tree per frame (-vv: bytes)")
@@ -115,8 +125,7 @@ class Dumper:
         self.heartbeats = HeartbeatWatch()
         self.reassembler = Reassembler() if args.reassemble else None
         self.stats = Stats() if args.stats else None
-        self.writer: PcapngWriter | None = None
-        self.write_file: BinaryIO | None = None
+        self.writer: CaptureWriter | None = None
         self.shown = 0
         self.per_frame = bool(args.verbose or args.hex or args.hex_ascii or args.reassemble)
         self.scratch = Stats()
@@ -124,14 +133,8 @@ class Dumper:
     def open_writer(self) -> None:
         if not self.args.write:
             return
-        if self.args.write == "-":
-            self.write_file = sys.stdout.buffer
-        else:
-            try:
-                self.write_file = open(self.args.write, "wb")
-            except OSError as exc:
-                raise RuntimeError(f"{self.args.write}: {exc.strerror}") from None
-        self.writer = PcapngWriter(self.write_file, self.args.snaplen)
+        rotate = self.args.file_size * 1_000_000 if self.args.file_size else None
+        self.writer = CaptureWriter(self.args.write, self.args.snaplen, rotate)
 
     def done(self) -> bool:
         return self.args.count is not None and self.shown >= self.args.count
@@ -162,13 +165,38 @@ class Dumper:
             return False
         return self.stats is not None or (self.printing and not a.json and not self.per_frame)
 
+    def write_only(self) -> bool:
+        """Whether frames go to ``-w`` undecoded: nothing printed, counted or selected."""
+        a = self.args
+        return (
+            self.writer is not None
+            and not self.printing
+            and self.stats is None
+            and self.node is None
+            and self.raw_bpf is None
+            and not a.hide_other
+        )
+
     def feed(self, item: Batch | Frames) -> None:
         if isinstance(item, Frames):
+            if self.write_only():
+                self.write_frames(item)
+                return
             if self.straight():
                 self.feed_frames(item)
                 return
             item = item.batch()
         self.feed_batch(item)
+
+    def write_frames(self, f: Frames) -> None:
+        assert self.writer is not None
+        n = len(f)
+        if self.args.count is not None:
+            n = min(n, self.args.count - self.shown)
+        self.shown += n
+        self.writer.write_rows(f.buf, f.offset[:n], f.caplen[:n], f.wirelen[:n], f.ts_ns[:n])
+        if self.args.line_buffered:
+            self.writer.flush()
 
     def feed_frames(self, f: Frames) -> None:
         """-q or one line per frame, compiled, straight from the capture bytes."""
@@ -208,8 +236,7 @@ class Dumper:
         if self.stats is not None:
             self.stats.feed(b)
         if self.writer is not None:
-            for i in range(len(b)):
-                self.writer.write(b.frame(i), int(b.ts_ns[i]), int(b.wirelen[i]))
+            self.writer.write_rows(b.buf, b.offset, b.caplen, b.wirelen, b.ts_ns)
             if self.args.line_buffered:
                 self.writer.flush()
         if not self.printing:
@@ -264,10 +291,8 @@ class Dumper:
                 sys.stderr.write(text)
             else:
                 self.out.write(text.encode())
-        if self.writer is not None and self.write_file is not None:
-            self.writer.flush()
-            if self.write_file is not sys.stdout.buffer:
-                self.write_file.close()
+        if self.writer is not None:
+            self.writer.close()
         self.out.flush()
 
 
@@ -284,32 +309,35 @@ def reassembled_text(r: Reassembled) -> str:
     )
 
 
-def _is_regular(f: BinaryIO) -> bool:
-    try:
-        return stat.S_ISREG(os.fstat(f.fileno()).st_mode)
-    except (OSError, ValueError, io.UnsupportedOperation):
-        return False
-
-
 def _file_batches(path: str, reference: bool) -> Iterator[Batch | Frames]:
+    """Batches of a capture file or stream, in bounded memory: a regular file is mapped and indexed
+    a window at a time, anything else (a pipe, a FIFO, a device) is read and indexed as it comes."""
     if path == "-":
-        f = sys.stdin.buffer
-        if reference or not fastpath_available():
-            yield from reference_batches(f)
-        elif _is_regular(f):
-            yield from capture_frames(load(f))
-        else:
-            yield from stream_frames(f)
+        yield from _stream_batches(sys.stdin.buffer, reference)
         return
     try:
         f = open(path, "rb")
     except OSError as exc:
         raise RuntimeError(f"{path}: {exc.strerror}") from None
     with f:
-        if reference or not fastpath_available():
+        yield from _stream_batches(f, reference)
+
+
+def _stream_batches(f: BinaryIO, reference: bool) -> Iterator[Batch | Frames]:
+    if reference or not fastpath_available():
+        try:
             yield from reference_batches(f)
-        else:
-            yield from capture_frames(load(f))
+        except OSError as exc:
+            raise InputError(f"{getattr(f, 'name', '-')}: {exc.strerror or exc}") from None
+        return
+    mapped = load(f)
+    if mapped is None:
+        yield from stream_frames(f)
+        return
+    try:
+        yield from capture_frames(mapped)
+    except OSError as exc:  # a mapped file shrunk under us, or an I/O error paging it in
+        raise InputError(f"{getattr(f, 'name', '-')}: {exc.strerror or exc}") from None
 
 
 def _bpf_for_live(args: argparse.Namespace, node: Node | None) -> str | None:
@@ -339,6 +367,8 @@ def run(args: argparse.Namespace, out: BinaryIO) -> int:
         raise UsageError(f"-c {args.count}: the frame count must be at least 1")
     if not 1 <= args.snaplen <= 262144:
         raise UsageError(f"-s {args.snaplen}: the snap length must be within 1..262144")
+    if args.file_size is not None and (args.file_size < 1 or not args.write or args.write == "-"):
+        raise UsageError(f"-C {args.file_size}: goes with -w FILE and a size of at least 1 (MB)")
     if args.also_print and not args.write:
         raise UsageError("--print goes with -w FILE")
     if args.write == "-" and args.also_print:
@@ -360,6 +390,7 @@ def run(args: argparse.Namespace, out: BinaryIO) -> int:
                 dumper.feed(batch)
                 if dumper.done():
                     break
+                dumper.out.flush()  # a pipe's reader sees each batch as it is decoded
         except CaptureEndsEarly as exc:
             dumper.finish()
             e = exc.error
@@ -376,20 +407,23 @@ def run(args: argparse.Namespace, out: BinaryIO) -> int:
 def _run_live(args: argparse.Namespace, node: Node | None, dumper: Dumper) -> int:
     from pxproto.dump.live import LiveCapture
 
-    cap = LiveCapture(args.iface, args.snaplen, not args.no_promisc, _bpf_for_live(args, node))
+    if not 1 <= args.buffer_kib <= 4 << 20:
+        raise UsageError(f"-B {args.buffer_kib}: the buffer size must be within 1..4194304 KiB")
+    cap = LiveCapture(args.iface, args.snaplen, not args.no_promisc, _bpf_for_live(args, node), args.buffer_kib * 1024)
     sys.stderr.write(
         f"{PROG}: listening on {args.iface}, link-type EN10MB (Ethernet), snapshot length {args.snaplen} bytes\n"
     )
-    try:
-        for batch in packet_batches(cap.batches()):
-            dumper.feed(batch)
-            if not args.line_buffered:
-                dumper.out.flush()
+    stop = _StopOnSignal()
+    with stop:
+        for frames in cap.frames(stop.requested):
+            with stop.held():
+                dumper.feed(frames)
+                if not args.line_buffered:
+                    dumper.out.flush()
             if dumper.done():
                 break
-    except KeyboardInterrupt:
-        pass
-    dumper.finish()
+        with stop.held():
+            dumper.finish()
     c = cap.close_counts()
     sys.stderr.write(
         f"{dumper.shown} frames captured\n{c.received} frames received by filter\n"
@@ -398,17 +432,55 @@ def _run_live(args: argparse.Namespace, node: Node | None, dumper: Dumper) -> in
     return 0
 
 
+class _StopOnSignal:
+    """SIGINT and SIGTERM ask the capture loop to stop (it looks between batches and every
+    poll interval) instead of raising in the middle of a write; the old handlers come back on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.old: list[object] = []
+
+    def requested(self) -> bool:
+        return self.stop
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.stop = True
+
+    def __enter__(self) -> _StopOnSignal:
+        self.old = [signal.signal(s, self._handle) for s in self.SIGNALS]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, old in zip(self.SIGNALS, self.old, strict=True):
+            signal.signal(s, old)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The signals wait while output is written: a signal that interrupts a blocked write to a
+        pipe can cut it short and lose lines.  They are seen when the capture next waits."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
-        return run(args, sys.stdout.buffer)
+        rc = run(args, sys.stdout.buffer)
+        if args.iface and argv is None:
+            _exit_now(rc)
+        return rc
     except UsageError as exc:
         sys.stderr.write(f"{PROG}: {exc}\n")
         if not str(exc).startswith("bad filter"):
             sys.stderr.write(f"{PROG}: try '{PROG} --help'\n")
         return 2
-    except (RuntimeError, ProtocolError) as exc:
+    except (RuntimeError, ProtocolError, InputError) as exc:
         sys.stderr.write(f"{PROG}: {exc}\n")
         return 1
     except BrokenPipeError:
@@ -417,6 +489,13 @@ def main(argv: list[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:  # writing the output (stdout on a full disk, say)
+        where = f"{exc.filename}: " if exc.filename else "output: "
+        sys.stderr.write(f"{PROG}: {where}{exc.strerror or exc}\n")
+        return 1
+    except MemoryError:
+        sys.stderr.write(f"{PROG}: out of memory\n")
+        return 1
     except Exception as exc:  # LiveError and friends: one line, no traceback
         from pxproto.dump.live import LiveError
 
@@ -424,6 +503,16 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"{PROG}: {exc}\n")
             return 1
         raise
+
+
+def _exit_now(rc: int) -> NoReturn:
+    """End a command-line live capture at once: its output is flushed and closed, and the
+    interpreter's teardown (modules, numpy) would take a loaded host 100-200 ms after Ctrl-C."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    os._exit(rc)
 
 
 if __name__ == "__main__":

@@ -198,9 +198,17 @@ KEYWORDS = sorted(
 )
 
 
+MAX_NESTING = 64
+"""Deepest nesting of parentheses and 'not' a filter may have."""
+MAX_WORDS = 256
+"""Most filter words (primitives) in one filter: the tree's depth stays far from Python's recursion limit."""
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
+        self.depth = 0
+        self.words = 0
         self.toks: list[tuple[str, int]] = []
         pos = 0
         while pos < len(text):
@@ -253,19 +261,30 @@ class _Parser:
 
     def factor(self) -> Node:
         word = self.peek()
-        if word in ("not", "!"):
+        if word in ("not", "!", "("):
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise self.fail(f"nested deeper than {MAX_NESTING} parentheses and 'not's")
+            node = self._nested(word)
+            self.depth -= 1
+            return node
+        self.words += 1
+        if self.words > MAX_WORDS:
+            raise self.fail(f"more than {MAX_WORDS} filter words")
+        return self.prim()
+
+    def _nested(self, word: str) -> Node:
+        if word != "(":
             self.i += 1
             return Not(self.factor())
-        if word == "(":
-            open_tok = self.next("(")
-            node = self.expr()
-            if self.peek() != ")":
-                if self.i >= len(self.toks):
-                    raise self.fail("'(' is never closed", open_tok)
-                raise self.fail(f"expected ')' or 'and'/'or', not {self.toks[self.i][0]!r}")
-            self.i += 1
-            return node
-        return self.prim()
+        open_tok = self.next("(")
+        node = self.expr()
+        if self.peek() != ")":
+            if self.i >= len(self.toks):
+                raise self.fail("'(' is never closed", open_tok)
+            raise self.fail(f"expected ')' or 'and'/'or', not {self.toks[self.i][0]!r}")
+        self.i += 1
+        return node
 
     def number(self, what: str, limit: int) -> int:
         tok = self.next(what)

@@ -89,16 +89,21 @@ class Frames:
         return b
 
 
-def load(f: BinaryIO) -> bytes | mmap.mmap:
-    """A whole capture file in memory: mapped (pages read ahead) when it is a regular file, else read."""
+class InputError(Exception):
+    """The input cannot be read (an OSError on read); the message is one line: the file and the reason."""
+
+
+def load(f: BinaryIO) -> mmap.mmap | None:
+    """A regular capture file, mapped (pages come in as they are read, and :func:`capture_frames`
+    drops them behind it), or None when ``f`` is not a non-empty regular file read from its start."""
     try:
         fd = f.fileno()
-        if stat.S_ISREG(os.fstat(fd).st_mode) and os.fstat(fd).st_size > 0 and f.tell() == 0:
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            return mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ)
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size > 0 and f.tell() == 0:
+            return mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
     except (OSError, ValueError, io.UnsupportedOperation):
         pass
-    return f.read()
+    return None
 
 
 def _chunks(
@@ -110,15 +115,37 @@ def _chunks(
         yield Frames(buf, offsets[start:end], lengths[start:end], wirelen[start:end], ts[start:end], first + start)
 
 
-def capture_frames(data: bytes | mmap.mmap, chunk: int = FAST_CHUNK) -> Iterator[Frames]:
-    """Chunks of a whole capture in memory, indexed by :mod:`pxproto.fastpath`'s indexer (``accel.index``:
-    compiled, or its pure twin); raises CaptureEndsEarly after the last good frame of a damaged file."""
+WINDOW = 1 << 26
+"""Bytes of a mapped file indexed at a time: the index (and the pages in memory) stay bounded."""
+
+
+def capture_frames(data: bytes | mmap.mmap, chunk: int = FAST_CHUNK, window: int = WINDOW) -> Iterator[Frames]:
+    """Chunks of a capture in memory, indexed by :mod:`pxproto.fastpath`'s indexer (``accel.index``:
+    compiled, or its pure twin) a window at a time; raises CaptureEndsEarly after the last good frame
+    of a damaged file."""
     buf = np.frombuffer(data, np.uint8)
+    mv = memoryview(data)
     ix = accel.index.Indexer()
-    off, ln, wire, ts, _lt, _used = ix.feed(data, True)
-    yield from _chunks(buf, (off, ln, wire, ts), 0, chunk)
-    if ix.error is not None:
-        raise CaptureEndsEarly(CaptureError(*ix.error), len(off))
+    pos = first = 0
+    dropped = 0  # mapped pages before this offset were given back
+    w = window
+    while True:
+        end = min(len(mv), pos + w)
+        final = end == len(mv)
+        off, ln, wire, ts, _lt, used = ix.feed(mv[pos:end], final)
+        yield from _chunks(buf, (off, ln, wire, ts), first, chunk)
+        first += len(off)
+        if ix.error is not None:
+            raise CaptureEndsEarly(CaptureError(*ix.error), first)
+        if final:
+            return
+        # a record longer than the window: look further; else the next window starts at the cut record
+        w = w * 2 if used == 0 else window
+        pos += used
+        upto = pos // mmap.PAGESIZE * mmap.PAGESIZE
+        if isinstance(data, mmap.mmap) and upto > dropped and hasattr(mmap, "MADV_DONTNEED"):
+            data.madvise(mmap.MADV_DONTNEED, dropped, upto - dropped)
+            dropped = upto
 
 
 READ_BLOCK = 1 << 22
@@ -134,7 +161,10 @@ def stream_frames(f: BinaryIO, chunk: int = FAST_CHUNK) -> Iterator[Frames]:
     first = 0
     read = getattr(f, "read1", f.read)
     while True:
-        block = read(READ_BLOCK)
+        try:
+            block = read(READ_BLOCK)
+        except OSError as exc:
+            raise InputError(f"{getattr(f, 'name', '-')}: {exc.strerror or exc}") from None
         final = not block
         data = pending + block if pending else block
         off, ln, wire, ts, _lt, used = ix.feed(data, final)

@@ -271,12 +271,15 @@ cdef class Indexer:
                 break
             body = off + 8
             body_len = blen - 12
+            if btype == SHB and body_len >= 6 and _u16(p + body + 4, self.big) != 1:
+                r = self._fail("pcapng.shb", base + off + 12, f"major version {_u16(p + body + 4, self.big)} is not 1")
+                break
             if btype == IDB:
                 if body_len < 8:
                     r = self._fail("pcapng.idb", base + off + 8, "interface block shorter than 8 bytes")
                     break
                 link = _u16(p + body, self.big)
-                resol = 6
+                resol = -1
                 opos = body + 8
                 oend = body + body_len
                 while opos + 4 <= oend:
@@ -284,11 +287,16 @@ cdef class Indexer:
                     olen = _u16(p + opos + 2, self.big)
                     if code == 0:
                         break
-                    if code == 9:
-                        if olen > 0 and opos + 4 < oend:
-                            resol = p[opos + 4]
+                    if opos + 4 + (olen + 3) // 4 * 4 > oend:
+                        r = self._fail("pcapng.option", base + opos, f"option {code} of {olen} bytes runs past its block")
                         break
+                    if code == 9 and resol < 0:
+                        resol = p[opos + 4] if olen > 0 else 6
                     opos += 4 + (olen + 3) // 4 * 4
+                if r:
+                    break
+                if resol < 0:
+                    resol = 6
                 tick = 1
                 if not resol & 0x80 and resol <= 9:
                     for _ in range(9 - (resol & 0x7F)):
@@ -308,6 +316,9 @@ cdef class Indexer:
                     break
                 if 20 + <int64_t>cap > body_len:
                     r = self._fail("pcapng.epb", base + off + 20, f"captured length {cap} runs past the block")
+                    break
+                if cap > orig:
+                    r = self._fail("pcapng.epb", base + off + 20, f"captured length {cap} > packet length {orig}")
                     break
                 self._add(base + body + 20, cap, orig,
                           <int64_t>(((<uint64_t>hi << 32) | lo) * self.if_tick[iface]), self.if_link[iface])

@@ -200,11 +200,15 @@ class Indexer:
                 )
             body = off + 8  # the body as read_packets sees it (an SHB's includes its byte-order magic)
             body_len = blen - 12
+            if btype == SHB and body_len >= 6 and struct.unpack_from(e + "H", data, body + 4)[0] != 1:
+                major = struct.unpack_from(e + "H", data, body + 4)[0]
+                raise CaptureError("pcapng.shb", base + off + 12, f"major version {major} is not 1")
             if btype == IDB:
                 if body_len < 8:
                     raise CaptureError("pcapng.idb", base + body, "interface block shorter than 8 bytes")
                 (link,) = struct.unpack_from(e + "H", data, body)
-                self._interfaces.append((link, _tick(_resolution(data, body + 8, body + body_len, e))))
+                resol = _resolution(data, body + 8, body + body_len, e, base)
+                self._interfaces.append((link, _tick(resol)))
             elif btype == EPB:
                 if body_len < 20:
                     raise CaptureError("pcapng.epb", base + body, "packet block shorter than 20 bytes")
@@ -213,6 +217,8 @@ class Indexer:
                     raise CaptureError("pcapng.epb", base + body, f"interface {iface} was never described")
                 if 20 + cap > body_len:
                     raise CaptureError("pcapng.epb", base + off + 20, f"captured length {cap} runs past the block")
+                if cap > orig:
+                    raise CaptureError("pcapng.epb", base + off + 20, f"captured length {cap} > packet length {orig}")
                 link, tick = self._interfaces[iface]
                 self._add(body + 20, cap, orig, (((hi << 32) | lo) * tick) & 0xFFFFFFFFFFFFFFFF, link)  # wraps like C
             elif btype == SPB:
@@ -226,16 +232,20 @@ class Indexer:
             self._pos = off
 
 
-def _resolution(data: memoryview, pos: int, end: int, endian: str) -> int:
-    """The if_tsresol option (code 9) of an interface block's options, 6 (µs) when absent or empty."""
+def _resolution(data: memoryview, pos: int, end: int, endian: str, base: int) -> int:
+    """The if_tsresol option (code 9) of an interface block's options, 6 (µs) when absent or empty;
+    an option that runs past the block is an error (as read_packets)."""
+    resol = None
     while pos + 4 <= end:
         code, length = struct.unpack_from(endian + "HH", data, pos)
         if code == 0:
             break
-        if code == 9:
-            return data[pos + 4] if length and pos + 4 < end else 6
+        if pos + 4 + (length + 3) // 4 * 4 > end:
+            raise CaptureError("pcapng.option", base + pos, f"option {code} of {length} bytes runs past its block")
+        if code == 9 and resol is None:
+            resol = data[pos + 4] if length else 6
         pos += 4 + (length + 3) // 4 * 4
-    return 6
+    return 6 if resol is None else resol
 
 
 def _tick(resol: int) -> int:
