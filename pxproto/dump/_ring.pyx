@@ -12,6 +12,8 @@ from libc.errno cimport EINTR, errno
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
+
 import numpy as np
 
 
@@ -262,3 +264,6 @@ def epb_records(const uint8_t[::1] buf, const int64_t[::1] offs, const int64_t[:
             pos += blen
     return out
 
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+"""Source hash of this build (pxproto/fastpath/buildhash.py); pxproto.fastpath.select checks it."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pcapy
 
 from pxproto.dump.source import Frames
+from pxproto.fastpath import select
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -41,11 +42,10 @@ class LiveCounts:
 
 
 def _ring_module():  # type: ignore[no-untyped-def]
-    try:
-        from pxproto.dump import _ring  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise LiveError(f"live capture needs the compiled ring (pxproto.dump._ring): {exc}") from None
-    return _ring
+    ring = select.compiled("pxproto.dump._ring")
+    if ring is None:
+        raise LiveError("live capture needs the compiled ring (pxproto.dump._ring; not built, or PXPROTO_PURE=1)")
+    return ring
 
 
 def _link_type(iface: str) -> int:

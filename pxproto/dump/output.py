@@ -9,11 +9,10 @@ from typing import BinaryIO
 import numpy as np
 
 from pxproto.capture.pcapng import PcapngWriter
+from pxproto.fastpath import select
 
-try:
-    from pxproto.dump._ring import epb_records  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # the pure twin: the writer's own record, row by row
-    epb_records = None
+_ring = select.compiled("pxproto.dump._ring")
+epb_records = _ring.epb_records if _ring is not None else None  # else the pure twin: the writer's own records
 
 
 class CaptureWriter:
