@@ -145,3 +145,88 @@ def test_boot_announce_and_heartbeat(guest: Guest) -> None:
     hb, _ = guest.expect(lambda f: isinstance(f.body, Heartbeat))
     assert hb.src_dime == 0 and isinstance(hb.body, Heartbeat) and hb.body.period_ms == 200
     assert "pxdime: Parallax bare-metal DIME kernel" in guest.serial()
+
+
+def probe(probe_id: int) -> Frame:
+    return Frame(Discovery(DiscoveryOp.PROBE, probe_id), src_mac=OUR_MAC)
+
+
+def test_probe_is_answered(guest: Guest) -> None:
+    guest.send(probe(4242))
+    frame, _ = guest.expect(lambda f: isinstance(f.body, Discovery) and f.body.op is DiscoveryOp.ANNOUNCE)
+    assert isinstance(frame.body, Discovery) and frame.body.probe_id == 4242 and frame.dst_mac == OUR_MAC
+    assert [d.dime for d in frame.body.dimes] == [0]
+
+
+def call(guest: Guest, req: Frame) -> Signaling:
+    assert isinstance(req.body, Signaling)
+    guest.send(req)
+    frame, _ = guest.expect(response_to(req.body.req_id), timeout=30)
+    assert frame.auth is not None and frame.src_dime == req.dst_dime and frame.dst_mac == OUR_MAC
+    assert isinstance(frame.body, Signaling) and frame.body.cmd == req.body.cmd
+    return frame.body
+
+
+def test_signed_ping_and_management(guest: Guest) -> None:
+    ping = call(guest, request(Command.PING, 0, 1, Tlv(TlvType.ECHO, b"bare")))
+    assert ping.status is Status.OK and ping.param(TlvType.ECHO) == b"bare"
+    got = call(guest, request(Command.GET_PARAM, 0, 2, Tlv(TlvType.PARAM_ID, 1)))
+    assert got.status is Status.OK and got.param(TlvType.VALUE) == 200
+    put = call(guest, request(Command.SET_PARAM, 0, 3, Tlv(TlvType.PARAM_ID, 2), Tlv(TlvType.VALUE, 5)))
+    assert put.status is Status.OK
+    assert call(guest, request(Command.GET_PARAM, 0, 4, Tlv(TlvType.PARAM_ID, 2))).param(TlvType.VALUE) == 5
+    alloc = call(guest, request(Command.MEM_ALLOC, 0, 5, Tlv(TlvType.MEM_CHUNKS, 2)))
+    assert alloc.status is Status.OK and alloc.param(TlvType.MEM_CHUNKS) == 2
+    assert call(guest, request(Command.MEM_ALLOC, 0, 6, Tlv(TlvType.MEM_CHUNKS, 9))).status is Status.NO_MEMORY
+    usage = call(guest, request(Command.USAGE, 0, 7))
+    assert usage.status is Status.OK and isinstance(usage.param(TlvType.FRAMES_RX), int)
+    fault = call(guest, request(Command.FAULT_REPORT, 0, 8, Tlv(TlvType.TEXT, "from the test")))
+    assert fault.status is Status.OK
+    assert call(guest, request(Command.LOAD, 0, 9)).status is Status.UNKNOWN_COMMAND
+    assert "fault report from dime 65535: from the test" in guest.wait_serial("from the test", 10)
+
+
+def counter(guest: Guest, cid: int, req_id: int) -> int:
+    value = call(guest, request(Command.COUNTERS, 0, req_id, Tlv(TlvType.COUNTER_ID, cid))).param(TlvType.VALUE)
+    assert isinstance(value, int)
+    return value
+
+
+def server_counter(guest: Guest, cid: int, req_id: int) -> int:
+    """A counter of the server itself (frames that reached no DIME: a truncated one names none it can trust)."""
+    req = Frame(
+        Signaling(Command.COUNTERS, Op.REQUEST, req_id, Status.OK, (Tlv(TlvType.COUNTER_ID, cid),)),
+        dst_mac=GUEST_MAC, src_mac=OUR_MAC,
+    )  # fmt: skip
+    guest.send(req)
+    frame, _ = guest.expect(response_to(req_id), timeout=30)
+    assert isinstance(frame.body, Signaling) and frame.src_dime == 0xFFFF
+    value = frame.body.param(TlvType.VALUE)
+    assert isinstance(value, int)
+    return value
+
+
+REJECTED_MALFORMED, REJECTED_AUTH, REJECTED_REPLAY, REJECTED_UNAUTHENTICATED = 11, 12, 13, 20
+
+
+def test_forged_replayed_truncated_unsigned_are_refused_and_counted(guest: Guest) -> None:
+    before = {cid: counter(guest, cid, 100 + cid) for cid in (REJECTED_AUTH, REJECTED_REPLAY, REJECTED_UNAUTHENTICATED)}
+    good = guest.send(request(Command.PING, 0, 200))
+    guest.expect(response_to(200), timeout=30)
+    guest.send_raw(good)  # replayed
+    forged = bytearray(sign(request(Command.PING, 0, 201), KEY_ID, guest.counter + 1000, KEY))
+    forged[-1] ^= 1
+    guest.send_raw(bytes(forged))
+    guest.send_raw(sign(request(Command.PING, 0, 202), KEY_ID, guest.counter + 1001, b"\x00" * 32))  # wrong key
+    guest.send(request(Command.PING, 0, 203), signed=False)
+    truncated = sign(request(Command.PING, 0, 204, Tlv(TlvType.ECHO, b"x" * 40)), KEY_ID, guest.counter + 1002, KEY)
+    guest.send_raw(truncated[:-5])
+    for frame, _ in guest.frames(3.0):
+        assert not (isinstance(frame.body, Signaling) and frame.body.req_id in (201, 202, 203, 204))
+    malformed_before = server_counter(guest, REJECTED_MALFORMED, 400)
+    guest.send_raw(sign(request(Command.PING, 0, 205), KEY_ID, guest.counter + 1003, KEY)[:-5])
+    assert server_counter(guest, REJECTED_MALFORMED, 401) - malformed_before == 1
+    after = {cid: counter(guest, cid, 300 + cid) for cid in before}
+    assert after[REJECTED_REPLAY] - before[REJECTED_REPLAY] == 1
+    assert after[REJECTED_AUTH] - before[REJECTED_AUTH] == 2
+    assert after[REJECTED_UNAUTHENTICATED] - before[REJECTED_UNAUTHENTICATED] == 1
