@@ -1,5 +1,5 @@
 /* Multiboot 1 entry: the loader starts us in 32-bit protected mode with paging off.
- * We build identity-mapped page tables (1 GiB in 2 MiB pages), enter long mode and
+ * We build identity-mapped page tables (4 GiB in 2 MiB pages), enter long mode and
  * call kmain(magic, info).  The a.out kludge (flag bit 16) lets QEMU load this ELF64. */
 #define MB_MAGIC 0x1BADB002
 #define MB_FLAGS 0x00010003   /* page-align modules, memory info, address fields valid */
@@ -29,17 +29,28 @@ _start32:
         mov $pdpt, %eax
         or $3, %eax
         mov %eax, pml4
-        mov $pd, %eax
+        xor %ecx, %ecx
+0:      mov %ecx, %eax
+        shl $12, %eax
+        add $pd, %eax
         or $3, %eax
-        mov %eax, pdpt
+        mov %eax, pdpt(,%ecx,8)
+        inc %ecx
+        cmp $4, %ecx
+        jne 0b
         xor %ecx, %ecx
 1:      mov %ecx, %eax
         shl $21, %eax
         or $0x83, %eax
-        mov %eax, pd(,%ecx,8)
-        movl $0, pd+4(,%ecx,8)
+        cmp $1536, %ecx           /* the top GiB (LAPIC, I/O APIC, PCI holes): uncached */
+        jb 3f
+        or $0x18, %eax
+3:      mov %eax, pd(,%ecx,8)
+        mov %ecx, %eax
+        shr $11, %eax
+        mov %eax, pd+4(,%ecx,8)
         inc %ecx
-        cmp $512, %ecx
+        cmp $2048, %ecx
         jne 1b
 
         mov $pml4, %eax
@@ -74,7 +85,67 @@ _start64:
         hlt
         jmp 2b
 
+/* Application processors: the SIPI starts them in real mode at ap_tramp copied to AP_TRAMP
+ * (below 1 MiB).  They load the kernel's GDT, go to protected mode, enable long mode on the
+ * BSP's page tables and jump to ap_start64 with the stack the BSP left in ap_stack. */
+#define AP_TRAMP 0x8000
+#define TR(x) ((x) - ap_tramp + AP_TRAMP)
+        .section .rodata
+        .code16
+        .globl ap_tramp, ap_tramp_end
+ap_tramp:
+        cli
+        xor %ax, %ax
+        mov %ax, %ds
+        lgdtl TR(tramp_gdt_ptr)
+        mov %cr0, %eax
+        or $1, %eax
+        mov %eax, %cr0
+        ljmpl $0x18, $TR(tramp32)
+        .code32
+tramp32:
+        mov $0x10, %ax
+        mov %ax, %ds
+        mov %ax, %es
+        mov %ax, %ss
+        mov %cr4, %eax
+        or $0x20, %eax
+        mov %eax, %cr4
+        mov $pml4, %eax
+        mov %eax, %cr3
+        mov $0xC0000080, %ecx
+        rdmsr
+        or $0x100, %eax
+        wrmsr
+        mov %cr0, %eax
+        or $0x80000001, %eax
+        mov %eax, %cr0
+        ljmp $0x08, $ap_start64
+        .align 4
+tramp_gdt_ptr:
+        .word gdt_end - gdt - 1
+        .long gdt
+ap_tramp_end:
+
+        .section .text
+        .code64
+ap_start64:
+        mov $0x10, %ax
+        mov %ax, %ds
+        mov %ax, %es
+        mov %ax, %ss
+        mov ap_stack(%rip), %rsp
+        mov ap_index(%rip), %edi
+        call ap_main
+4:      cli
+        hlt
+        jmp 4b
+
         .section .data
+        .globl ap_stack, ap_index
+        .align 8
+ap_stack: .quad 0
+ap_index: .long 0
         .align 16
         .globl gdt
 gdt:
@@ -96,7 +167,7 @@ boot_info:  .long 0
         .globl pml4, pdpt, pd
 pml4:   .skip 4096
 pdpt:   .skip 4096
-pd:     .skip 4096
+pd:     .skip 4096 * 4
         .align 16
         .skip 16384
 boot_stack_top:

@@ -4,7 +4,7 @@
 
 #define MB_BOOT_MAGIC 0x2BADB002
 
-struct bootargs bootargs = { .hb_ms = 500, .chunks = 4 };
+struct bootargs bootargs = { .hb_ms = 500, .chunks = 4, .poke = 0xFFFF };
 
 static int hexval(char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -55,8 +55,10 @@ void bootargs_parse(uint32_t magic, uint32_t info) {
         if (starts(s, "key=")) s = parse_key(s + 4);
         else if (starts(s, "hb=")) s = parse_uint(s + 3, &bootargs.hb_ms);
         else if (starts(s, "chunks=")) s = parse_uint(s + 7, &bootargs.chunks);
+        else if (starts(s, "poke=")) s = parse_uint(s + 5, &bootargs.poke);
         while (*s && *s != ' ') s++;
         while (*s == ' ') s++;
     }
     if (bootargs.hb_ms == 0 || bootargs.hb_ms > 65535) bootargs.hb_ms = 500;
+    if (bootargs.chunks == 0 || bootargs.chunks > 16) bootargs.chunks = 4;
 }

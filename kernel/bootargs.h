@@ -1,4 +1,4 @@
-/* The boot contract: -append "key=KEYID:HEX [hb=MS] [chunks=N]" from the Multiboot command line. */
+/* The boot contract: -append "key=KEYID:HEX [hb=MS] [chunks=N] [poke=D]" from the Multiboot command line. */
 #ifndef KERNEL_BOOTARGS_H
 #define KERNEL_BOOTARGS_H
 #include <stdint.h>
@@ -10,7 +10,8 @@ struct bootargs {
     uint8_t key[KEY_MAX];
     unsigned key_len;
     unsigned hb_ms;
-    unsigned chunks;        /* 2 MiB chunks each DIME may hold */
+    unsigned chunks;        /* 2 MiB chunks in each DIME's partition */
+    unsigned poke;          /* test hook: this DIME writes into the next DIME's chunk (0xFFFF = none) */
     uint64_t mem_bytes;     /* upper memory from the loader */
 };
 

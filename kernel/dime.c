@@ -49,6 +49,12 @@ void dime_record(const struct dime *d, uint8_t *out) {
     px_wr32(out + PX_DIME_EPOCH, d->epoch);
 }
 
+void dime_fault(struct dime *d) {
+    d->counters[CID_FAULTS]++;
+    set_state(d, PX_STATE_FAULTED);
+    d->hb_next_ms = 0;
+}
+
 void dime_reject(struct dime *d, unsigned cid) { __atomic_add_fetch(&d->counters[cid], 1, __ATOMIC_RELAXED); }
 
 int dime_post(struct dime *d, const uint8_t *raw, unsigned n) {

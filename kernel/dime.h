@@ -35,6 +35,8 @@ int dime_post(struct dime *d, const uint8_t *raw, unsigned n);
 void dime_turn(struct dime *d);
 /* The DIME's record for a discovery announce (PX_DIME_LEN bytes). */
 void dime_record(const struct dime *d, uint8_t *out);
+/* The core took an exception: the DIME is FAULTED (and says so in its next heartbeat, at once). */
+void dime_fault(struct dime *d);
 /* Count a rejected frame addressed to this DIME. */
 void dime_reject(struct dime *d, unsigned cid);
 #endif
