@@ -5,7 +5,9 @@
 #include "dime.h"
 #include "clock.h"
 #include "console.h"
+#include "cpu.h"
 #include "io.h"
+#include "memory.h"
 
 #define TLV_BUF 512
 
@@ -156,7 +158,7 @@ static void h_set_param(struct dime *d, const struct request *r, struct reply *y
     if (pid == PARAM_HEARTBEAT_PERIOD_MS && value >= 1 && value <= 0xFFFF) {
         d->hb_ms = (unsigned)value;
         d->hb_next_ms = now_ms() + d->hb_ms;
-    } else if (pid == PARAM_MEM_LIMIT_CHUNKS && value >= d->mem_reserved && value <= (1u << 20)) {
+    } else if (pid == PARAM_MEM_LIMIT_CHUNKS && value >= d->mem_reserved && value <= memory_partition_chunks()) {
         d->mem_limit = (uint32_t)value;
     } else {
         y->status = pid == PARAM_HEARTBEAT_PERIOD_MS || pid == PARAM_MEM_LIMIT_CHUNKS ? PX_STATUS_BAD_PARAM
@@ -184,6 +186,7 @@ static void h_mem(struct dime *d, const struct request *r, struct reply *y) {
             put_text(y, "more chunks than the limit");
             return;
         }
+        memory_map(this_cpu(), d->mem_reserved, (unsigned)n, 1);
         d->mem_reserved += (uint32_t)n;
         if (d->mem_reserved > d->mem_peak) d->mem_peak = d->mem_reserved;
     } else if (r->v.cmd == PX_CMD_MEM_FREE) {
@@ -194,10 +197,11 @@ static void h_mem(struct dime *d, const struct request *r, struct reply *y) {
             return;
         }
         d->mem_reserved -= (uint32_t)n;
+        memory_map(this_cpu(), d->mem_reserved, (unsigned)n, 0);
     } else {
-        if (n < d->mem_reserved || n > (1u << 20)) {
+        if (n < d->mem_reserved || n > memory_partition_chunks()) {
             y->status = PX_STATUS_BAD_PARAM;
-            put_text(y, "the limit cannot go below the chunks reserved");
+            put_text(y, "the limit is between the chunks held and the partition's size");
             return;
         }
         d->mem_limit = (uint32_t)n;

@@ -34,14 +34,25 @@ int memory_partition(unsigned n, unsigned chunks) {
         t->pml4[0] = (uint64_t)t->pdpt | 3;
         t->pdpt[0] = (uint64_t)t->pd0 | 3;
         for (i = pd_index(memory_chunk(0, 0)); i < pd_index(memory_chunk(n, 0)); i++) t->pd0[i] = 0;
-        for (i = 0; i < chunks; i++) t->pd0[pd_index(memory_chunk(d, i))] = memory_chunk(d, i) | PAGE_2M_FLAGS;
     }
     /* the shared map (the BSP before it becomes DIME 0) loses the chunks too */
     for (i = pd_index(memory_chunk(0, 0)); i < pd_index(memory_chunk(n, 0)); i++) pd[i] = 0;
     __asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" ::: "rax", "memory");
-    kprintf("memory: %u DIME(s) x %u chunk(s) of 2 MiB from %lx, each mapped only in its DIME's page tables\n", n,
+    kprintf("memory: %u DIME(s) x %u chunk(s) of 2 MiB from %lx, mapped only in their DIME's page tables when held\n", n,
             chunks, (unsigned long)CHUNK_BASE);
     return 0;
+}
+
+unsigned memory_partition_chunks(void) { return per_dime; }
+
+void memory_map(struct cpu *c, unsigned first, unsigned count, int present) {
+    struct tables *t = &tables[c->index];
+    unsigned i;
+    for (i = first; i < first + count && i < per_dime; i++) {
+        uint64_t a = memory_chunk(c->index, i);
+        t->pd0[pd_index(a)] = present ? a | PAGE_2M_FLAGS : 0;
+        __asm__ volatile("invlpg (%0)" ::"r"(a) : "memory");
+    }
 }
 
 void memory_enter(struct cpu *c) {

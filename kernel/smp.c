@@ -82,8 +82,9 @@ unsigned smp_boot(const struct cpus *found) {
 static void poke(unsigned index) {
     volatile uint64_t *own = (volatile uint64_t *)memory_chunk(index, 0);
     volatile uint64_t *other = (volatile uint64_t *)memory_chunk((index + 1) % ndimes, 0);
-    *own = 0xD1E;
-    kprintf("dime %u: wrote its own chunk at %lx; now the chunk of DIME %u at %lx\n", index,
+    if (dimes[index].mem_reserved) *own = 0xD1E;
+    kprintf("dime %u: %s its own chunk at %lx; now the chunk of DIME %u at %lx\n", index,
+            dimes[index].mem_reserved ? "wrote" : "holds no chunk, so skips",
             (unsigned long)(uintptr_t)own, (index + 1) % ndimes, (unsigned long)(uintptr_t)other);
     *other = 0xBAD;
     kprintf("dime %u: wrote another DIME's chunk: the partition leaks\n", index);
@@ -96,7 +97,7 @@ void cpu_dime_loop(void) {
     for (;;) {
         if (c->index == 0) server_poll();
         dime_turn(d);
-        if (bootargs.poke == c->index && d->hb_sent >= 2 && d->state != PX_STATE_FAULTED) poke(c->index);
+        if (bootargs.poke == c->index && d->mem_reserved && d->state != PX_STATE_FAULTED) poke(c->index);
         __asm__ volatile("hlt");
     }
 }

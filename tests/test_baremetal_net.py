@@ -172,12 +172,18 @@ def test_signed_ping_and_management(guest: Guest) -> None:
     assert ping.status is Status.OK and ping.param(TlvType.ECHO) == b"bare"
     got = call(guest, request(Command.GET_PARAM, 0, 2, Tlv(TlvType.PARAM_ID, 1)))
     assert got.status is Status.OK and got.param(TlvType.VALUE) == 200
-    put = call(guest, request(Command.SET_PARAM, 0, 3, Tlv(TlvType.PARAM_ID, 2), Tlv(TlvType.VALUE, 5)))
+    too_big = call(guest, request(Command.SET_PARAM, 0, 3, Tlv(TlvType.PARAM_ID, 2), Tlv(TlvType.VALUE, 5)))
+    assert too_big.status is Status.BAD_PARAM  # the partition has 3 chunks
+    put = call(guest, request(Command.SET_PARAM, 0, 30, Tlv(TlvType.PARAM_ID, 2), Tlv(TlvType.VALUE, 2)))
     assert put.status is Status.OK
-    assert call(guest, request(Command.GET_PARAM, 0, 4, Tlv(TlvType.PARAM_ID, 2))).param(TlvType.VALUE) == 5
+    assert call(guest, request(Command.GET_PARAM, 0, 4, Tlv(TlvType.PARAM_ID, 2))).param(TlvType.VALUE) == 2
     alloc = call(guest, request(Command.MEM_ALLOC, 0, 5, Tlv(TlvType.MEM_CHUNKS, 2)))
     assert alloc.status is Status.OK and alloc.param(TlvType.MEM_CHUNKS) == 2
-    assert call(guest, request(Command.MEM_ALLOC, 0, 6, Tlv(TlvType.MEM_CHUNKS, 9))).status is Status.NO_MEMORY
+    assert call(guest, request(Command.MEM_ALLOC, 0, 6, Tlv(TlvType.MEM_CHUNKS, 1))).status is Status.NO_MEMORY
+    freed = call(guest, request(Command.MEM_FREE, 0, 31, Tlv(TlvType.MEM_CHUNKS, 1)))
+    assert freed.status is Status.OK and freed.param(TlvType.MEM_CHUNKS) == 1
+    limit = call(guest, request(Command.MEM_LIMIT, 0, 32, Tlv(TlvType.MEM_CHUNKS, 3)))
+    assert limit.status is Status.OK and limit.param(TlvType.MEM_CHUNKS) == 3
     usage = call(guest, request(Command.USAGE, 0, 7))
     assert usage.status is Status.OK and isinstance(usage.param(TlvType.FRAMES_RX), int)
     fault = call(guest, request(Command.FAULT_REPORT, 0, 8, Tlv(TlvType.TEXT, "from the test")))
