@@ -46,11 +46,13 @@ def _free_udp_port() -> int:
 class Guest:
     """One QEMU guest running the kernel, its NIC a UDP datagram pipe to this process."""
 
-    def __init__(self, smp: int = 1, append: str = "", logdir: Path | None = None) -> None:
+    def __init__(self, smp: int = 1, append: str = "", logdir: Path | None = None, remote_port: int = 0) -> None:
+        """``remote_port``: where QEMU sends its frames (a switch's port); by default, this object's socket."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
-        ours = self.sock.getsockname()[1]
+        ours = remote_port or self.sock.getsockname()[1]
         theirs = _free_udp_port()
+        self.qemu_port = theirs
         self.peer = ("127.0.0.1", theirs)
         self.log = (logdir or Path(tempfile.mkdtemp())) / "serial.log"
         netdev = (
@@ -121,10 +123,14 @@ def response_to(req_id: int) -> Callable[[Frame], bool]:
     return lambda f: isinstance(f.body, Signaling) and f.body.op is Op.RESPONSE and f.body.req_id == req_id
 
 
-@pytest.fixture(scope="module")
-def built() -> Path:
+def build() -> Path:
     subprocess.run(["make", "-C", str(ROOT / "kernel"), "-s"], check=True)
     return IMAGE
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    return build()
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +143,7 @@ def guest(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gue
 
 
 def test_boot_announce_and_heartbeat(guest: Guest) -> None:
-    frame, raw = guest.expect(lambda f: isinstance(f.body, Discovery) and f.body.op is DiscoveryOp.GRATUITOUS)
+    frame, _ = guest.expect(lambda f: isinstance(f.body, Discovery) and f.body.op is DiscoveryOp.GRATUITOUS)
     assert frame.src_mac == GUEST_MAC and frame.auth is not None and frame.auth.key_id == KEY_ID
     body = frame.body
     assert isinstance(body, Discovery)

@@ -4,22 +4,23 @@ each answering for itself, and a chunk outside a DIME's partition faults that DI
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from pxproto.wire.codes import Command, DimeState, DiscoveryOp, Status, TlvType
 from pxproto.wire.frame import Discovery, Heartbeat, Tlv
-from tests.test_baremetal_net import KEY, KEY_ID, Guest, built, call, pytestmark, request  # noqa: F401
+from tests import test_baremetal_net as net
+from tests.test_baremetal_net import KEY, KEY_ID, Guest, call, request
 
-pytestmark = pytestmark  # slow, and skipped without QEMU, as the single-core tests
+pytestmark = net.pytestmark  # slow, and skipped without QEMU, as the single-core tests
 
 CORES = 4
 POKER = 1
 
 
 @pytest.fixture(scope="module")
-def guest4(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
+def guest4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
+    net.build()
     g = Guest(smp=CORES, append=f"key={KEY_ID}:{KEY.hex()} hb=150 chunks=2 poke={POKER}",
               logdir=tmp_path_factory.mktemp("guest4"))  # fmt: skip
     try:
