@@ -9,7 +9,7 @@
 #include "io.h"
 #include "memory.h"
 
-#define TLV_BUF 512
+#define TLV_BUF ANSWER_TLVS
 
 struct request {
     const uint8_t *raw;
@@ -264,12 +264,44 @@ static handler handler_of(unsigned cmd) {
     }
 }
 
+static struct answer *answered(struct dime *d, const struct request *r, uint64_t now) {
+    unsigned i;
+    for (i = 0; i < ANSWERS; i++) {
+        struct answer *a = &d->answers[i];
+        if (a->at_ms && now - a->at_ms < ANSWER_TTL_MS && a->req_id == r->v.req_id && a->dime == r->v.src_dime &&
+            a->cmd == r->v.cmd && !memcmp(a->mac, r->raw + PX_ETH_SRC, 6))
+            return a;
+    }
+    return 0;
+}
+
+static void remember(struct dime *d, const struct request *r, const struct reply *y, uint64_t now) {
+    struct answer *a = &d->answers[d->next_answer++ % ANSWERS];
+    memcpy(a->mac, r->raw + PX_ETH_SRC, 6);
+    a->dime = (uint16_t)r->v.src_dime;
+    a->req_id = r->v.req_id;
+    a->at_ms = now ? now : 1;
+    a->cmd = (uint8_t)r->v.cmd;
+    a->status = (uint8_t)y->status;
+    a->count = (uint8_t)y->count;
+    a->len = (uint16_t)y->len;
+    memcpy(a->tlvs, y->tlvs, (size_t)y->len);
+}
+
 static void on_frame(struct dime *d, const uint8_t *raw, unsigned n) {
     struct request r;
     struct reply y;
+    struct answer *a;
+    uint64_t now = now_ms();
     handler h;
     r.raw = raw;
     if (px_decode(raw, n, &ethertypes, &r.v) || r.v.cls != PX_CLASS_SIGNALING || r.v.op != PX_OP_REQUEST) return;
+    if ((a = answered(d, &r, now)) != 0) { /* a retransmission: the same answer, the command not run again */
+        d->duplicates++;
+        send_signaling(&d->tx, raw + PX_ETH_SRC, r.v.src_dime, r.v.src_thread, r.v.dst_thread, r.v.req_id, a->cmd,
+                       a->status, a->count, a->tlvs, a->len);
+        return;
+    }
     y.status = PX_STATUS_OK;
     y.count = 0;
     y.len = 0;
@@ -280,6 +312,7 @@ static void on_frame(struct dime *d, const uint8_t *raw, unsigned n) {
         y.status = PX_STATUS_UNKNOWN_COMMAND;
         put_text(&y, "not supported by the bare-metal DIME");
     }
+    remember(d, &r, &y, now);
     send_signaling(&d->tx, raw + PX_ETH_SRC, r.v.src_dime, r.v.src_thread, r.v.dst_thread, r.v.req_id, r.v.cmd,
                    y.status, y.count, y.tlvs, y.len);
 }

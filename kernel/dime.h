@@ -7,6 +7,20 @@
 #include "wire.h"
 
 #define MAILBOX 16
+#define ANSWERS 16          /* requests remembered, so a retransmission is answered, not re-executed */
+#define ANSWER_TTL_MS 10000
+#define ANSWER_TLVS 512
+
+/* One executed request and its answer (the Linux node's Responder cache, smaller). */
+struct answer {
+    uint8_t mac[6];
+    uint16_t dime;
+    uint32_t req_id;
+    uint64_t at_ms;         /* 0 = empty */
+    uint8_t cmd, status, count;
+    uint16_t len;
+    uint8_t tlvs[ANSWER_TLVS];
+};
 
 struct mail {
     uint16_t len;
@@ -26,6 +40,9 @@ struct dime {
     /* frames for this DIME, from the core that polls the NIC (single producer, single consumer) */
     volatile uint32_t mail_head, mail_tail;
     struct mail mail[MAILBOX];
+    struct answer answers[ANSWERS];
+    unsigned next_answer;
+    uint64_t duplicates;
 };
 
 void dime_init(struct dime *d, uint16_t id, unsigned hb_ms, unsigned chunks);

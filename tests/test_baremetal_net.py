@@ -242,3 +242,11 @@ def test_forged_replayed_truncated_unsigned_are_refused_and_counted(guest: Guest
     assert after[REJECTED_REPLAY] - before[REJECTED_REPLAY] == 1
     assert after[REJECTED_AUTH] - before[REJECTED_AUTH] == 2
     assert after[REJECTED_UNAUTHENTICATED] - before[REJECTED_UNAUTHENTICATED] == 1
+
+
+def test_a_retransmitted_request_is_answered_not_run_again(guest: Guest) -> None:
+    first = call(guest, request(Command.MEM_ALLOC, 0, 500, Tlv(TlvType.MEM_CHUNKS, 1)))
+    again = call(guest, request(Command.MEM_ALLOC, 0, 500, Tlv(TlvType.MEM_CHUNKS, 1)))  # new counter, same req_id
+    assert again.status is first.status and again.params == first.params
+    held = call(guest, request(Command.MEM_FREE, 0, 501, Tlv(TlvType.MEM_CHUNKS, 0))).param(TlvType.MEM_CHUNKS)
+    assert held == first.param(TlvType.MEM_CHUNKS)
