@@ -7,4 +7,5 @@ void clock_init(void);
 uint64_t now_ms(void);
 uint64_t now_us(void);
 uint32_t rtc_epoch(void);
+void clock_refine(void);
 #endif

@@ -95,7 +95,10 @@ void cpu_dime_loop(void) {
     struct dime *d = &dimes[c->index];
     __asm__ volatile("sti");
     for (;;) {
-        if (c->index == 0) server_poll();
+        if (c->index == 0) {
+            server_poll();
+            clock_refine();
+        }
         dime_turn(d);
         if (bootargs.poke == c->index && d->mem_reserved && d->state != PX_STATE_FAULTED) poke(c->index);
         __asm__ volatile("hlt");
