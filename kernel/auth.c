@@ -3,6 +3,7 @@
 #include "bootargs.h"
 #include "io.h"
 #include "sha256.h"
+#include "spinlock.h"
 
 #define WINDOW 64
 #define SENDERS 32
@@ -16,7 +17,7 @@ struct window {
 
 static struct window windows[SENDERS];
 static uint64_t clock_tick;
-static volatile int auth_lock;
+static struct spinlock auth_lock;
 
 int auth_enabled(void) { return bootargs.key_id != 0; }
 
@@ -61,7 +62,7 @@ enum auth_verdict auth_check(const uint8_t *raw, const PxView *v) {
     unsigned i;
     if (!v->has_auth) return AUTH_UNSIGNED;
     if (v->auth_key_id != bootargs.key_id) return AUTH_BAD_KEY;
-    while (__atomic_exchange_n(&auth_lock, 1, __ATOMIC_ACQUIRE)) __asm__ volatile("pause");
+    spin_lock(&auth_lock);
     w = window_of(raw + PX_ETH_SRC, v->src_dime, v->auth_key_id, 0);
     if (w && c <= w->highest) {
         behind = w->highest - c;
@@ -84,6 +85,6 @@ enum auth_verdict auth_check(const uint8_t *raw, const PxView *v) {
         }
         w->used = ++clock_tick;
     }
-    __atomic_store_n(&auth_lock, 0, __ATOMIC_RELEASE);
+    spin_unlock(&auth_lock);
     return verdict;
 }

@@ -2,10 +2,11 @@
 #include <stdarg.h>
 #include "console.h"
 #include "io.h"
+#include "spinlock.h"
 
 #define COM1 0x3F8
 
-static volatile int console_lock;
+static struct spinlock console_lock;
 
 void console_init(void) {
     outb(COM1 + 1, 0x00);
@@ -37,7 +38,7 @@ static void put_num(unsigned long long v, unsigned base, int width, int neg) {
 void kprintf(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    while (__atomic_exchange_n(&console_lock, 1, __ATOMIC_ACQUIRE)) cpu_relax();
+    spin_lock(&console_lock);
     for (; *fmt; fmt++) {
         int width = 0, longs = 0;
         if (*fmt != '%') {
@@ -69,6 +70,6 @@ void kprintf(const char *fmt, ...) {
         default: putc_raw('%'); putc_raw(*fmt); break;
         }
     }
-    __atomic_store_n(&console_lock, 0, __ATOMIC_RELEASE);
+    spin_unlock(&console_lock);
     va_end(ap);
 }

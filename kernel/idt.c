@@ -3,6 +3,7 @@
 #include "cpu.h"
 #include "io.h"
 #include "lapic.h"
+#include "spinlock.h"
 
 struct gate {
     uint16_t off0, sel;
@@ -43,6 +44,7 @@ static uint64_t read_cr2(void) {
 /* An exception: the core's DIME is FAULTED, and the core resumes in its fault loop on a fresh stack. */
 static void fault(struct iframe *f, unsigned vector, uint64_t error) {
     struct cpu *c = this_cpu();
+    spin_release_mine();
     kprintf("cpu %u: exception %u (error %x) at %lx, address %lx: DIME %u faulted\n", c->index, vector,
             (unsigned)error, (unsigned long)f->ip, (unsigned long)(vector == 14 ? read_cr2() : 0), c->index);
     f->ip = (uint64_t)cpu_fault_loop;

@@ -5,6 +5,7 @@
 #include "console.h"
 #include "io.h"
 #include "pci.h"
+#include "spinlock.h"
 
 #define VIRTIO_VENDOR 0x1AF4
 #define VIRTIO_NET_LEGACY 0x1000
@@ -50,7 +51,7 @@ static struct queue rxq, txq;
 static uint8_t rxbuf[NBUF][BUF_SIZE] __attribute__((aligned(16)));
 static uint8_t txbuf[NBUF][BUF_SIZE] __attribute__((aligned(16)));
 static uint16_t iobase;
-static volatile int nic_lock;
+static struct spinlock nic_lock;
 uint8_t nic_mac[6];
 
 static int setup_queue(struct queue *q, uint16_t index) {
@@ -106,11 +107,8 @@ int nic_init(void) {
     return 0;
 }
 
-static void lock(void) {
-    while (__atomic_exchange_n(&nic_lock, 1, __ATOMIC_ACQUIRE)) cpu_relax();
-}
-
-static void unlock(void) { __atomic_store_n(&nic_lock, 0, __ATOMIC_RELEASE); }
+static void lock(void) { spin_lock(&nic_lock); }
+static void unlock(void) { spin_unlock(&nic_lock); }
 
 int nic_send(const uint8_t *frame, unsigned len) {
     uint16_t idx, d;
