@@ -46,9 +46,13 @@ int acpi_cpus(struct cpus *out) {
     if (!madt) return -1;
     out->lapic_base = rd32(madt + 36);
     out->count = 0;
+    out->ioapic_base = 0;
+    for (i = 0; i < 16; i++) out->isa_gsi[i] = i, out->isa_flags[i] = 0;
     end = madt + rd32(madt + 4);
     for (p = madt + 44; p + 2 <= end && p[1]; p += p[1]) {
         if (p[0] == 0 && (rd32(p + 4) & 1) && out->count < MAX_CPUS) out->apic_id[out->count++] = p[3];
+        if (p[0] == 1 && !out->ioapic_base) out->ioapic_base = rd32(p + 4), out->ioapic_gsi_base = rd32(p + 8);
+        if (p[0] == 2 && p[3] < 16) out->isa_gsi[p[3]] = rd32(p + 4), out->isa_flags[p[3]] = (uint16_t)(p[8] | p[9] << 8);
         if (p[0] == 5) out->lapic_base = rd32(p + 4) | (uint64_t)rd32(p + 8) << 32;
     }
     return out->count ? 0 : -1;

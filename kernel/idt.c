@@ -4,6 +4,7 @@
 #include "io.h"
 #include "lapic.h"
 #include "spinlock.h"
+#include "virtio_net.h"
 
 struct gate {
     uint16_t off0, sel;
@@ -30,6 +31,17 @@ static void set_gate(unsigned v, void *fn) {
 __attribute__((interrupt)) static void on_timer(struct iframe *f) {
     (void)f;
     this_cpu()->ticks++;
+    lapic_eoi();
+}
+
+__attribute__((interrupt)) static void on_nic(struct iframe *f) {
+    (void)f;
+    nic_ack(); /* lowers the level-triggered line; core 0's loop, now awake, polls the queue */
+    lapic_eoi();
+}
+
+__attribute__((interrupt)) static void on_wake(struct iframe *f) {
+    (void)f;
     lapic_eoi();
 }
 
@@ -66,6 +78,8 @@ void idt_init(void) {
     for (v = 0; v < 21; v++)
         if (exc[v]) set_gate(v, exc[v]);
     set_gate(TIMER_VECTOR, on_timer);
+    set_gate(NIC_VECTOR, on_nic);
+    set_gate(WAKE_VECTOR, on_wake);
     set_gate(SPURIOUS_VECTOR, on_spurious);
 }
 

@@ -1,5 +1,6 @@
 #include "lapic.h"
 #include "clock.h"
+#include "acpi.h"
 #include "io.h"
 
 #define REG_ID 0x20
@@ -51,4 +52,25 @@ static void icr(uint8_t apic_id, uint32_t lo) {
 }
 
 void lapic_ipi_init(uint8_t apic_id) { icr(apic_id, 0x4500); }
+void lapic_ipi_wake(uint8_t apic_id) { icr(apic_id, 0x4000 | WAKE_VECTOR); }
+
+/* I/O APIC: IOREGSEL at +0, IOWIN at +0x10; redirection entry of pin p at registers 0x10 + 2p. */
+void ioapic_route(const struct cpus *found, unsigned irq, uint8_t vector) {
+    volatile uint32_t *io = (volatile uint32_t *)(uintptr_t)found->ioapic_base;
+    unsigned gsi, pin, flags, polarity, trigger;
+    uint32_t lo;
+    if (!io || irq >= 16) return;
+    gsi = found->isa_gsi[irq];
+    flags = found->isa_flags[irq];
+    polarity = flags & 3;        /* 0 = bus default, 1 = high, 3 = low */
+    trigger = (flags >> 2) & 3;  /* 0 = bus default, 1 = edge, 3 = level */
+    pin = gsi - found->ioapic_gsi_base;
+    /* PCI INTx is level-triggered; without an override take QEMU's (active high) */
+    lo = vector | (polarity == 3 ? 1u << 13 : 0) | (trigger == 1 ? 0 : 1u << 15);
+    io[0] = 0x11 + 2 * pin;
+    io[4] = (uint32_t)lapic_id() << 24;
+    io[0] = 0x10 + 2 * pin;
+    io[4] = lo;
+}
+
 void lapic_ipi_startup(uint8_t apic_id, uint8_t vector_page) { icr(apic_id, 0x4600 | vector_page); }

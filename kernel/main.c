@@ -19,7 +19,7 @@ static void mask_legacy_pic(void) {
 }
 
 void kmain(uint32_t magic, uint32_t info) {
-    struct cpus found = { 1, { 0 }, 0xFEE00000 };
+    struct cpus found = { .count = 1, .lapic_base = 0xFEE00000 };
     unsigned k, n;
     console_init();
     kprintf("\npxdime: Parallax bare-metal DIME kernel, long mode up\n");
@@ -40,6 +40,10 @@ void kmain(uint32_t magic, uint32_t info) {
     lapic_enable();
     lapic_timer_calibrate();
     if (nic_init()) kprintf("boot: no network; DIMEs run unreachable\n");
+    else if (nic_irq() >= 0 && found.ioapic_base) {
+        ioapic_route(&found, (unsigned)nic_irq(), NIC_VECTOR);
+        kprintf("net: interrupts on IRQ %d through the I/O APIC at %lx\n", nic_irq(), (unsigned long)found.ioapic_base);
+    }
     n = found.count;
     if (memory_partition(n, bootargs.chunks)) n = 1;
     for (k = 0; k < n; k++) dime_init(&dimes[k], (uint16_t)k, bootargs.hb_ms, bootargs.chunks);

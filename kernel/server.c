@@ -2,7 +2,9 @@
 #include "server.h"
 #include "auth.h"
 #include "console.h"
+#include "cpu.h"
 #include "io.h"
+#include "lapic.h"
 #include "virtio_net.h"
 
 struct dime dimes[MAX_DIMES];
@@ -112,7 +114,10 @@ static void dispatch(const uint8_t *raw, unsigned n) {
     }
     if (v.cls == PX_CLASS_DISCOVERY) on_probe(raw, &v);
     else if (!v.scope) on_system_signaling(raw, &v);
-    else if (v.dst_dime < ndimes && !dime_post(&dimes[v.dst_dime], raw, n)) counters[CID_REJECTED_MALFORMED]++;
+    else if (v.dst_dime < ndimes) {
+        if (!dime_post(&dimes[v.dst_dime], raw, n)) counters[CID_REJECTED_MALFORMED]++;
+        else if (v.dst_dime != 0) lapic_ipi_wake(cpus[v.dst_dime].apic_id); /* now, not at its next tick */
+    }
 }
 
 unsigned server_poll(void) {

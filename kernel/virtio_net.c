@@ -51,6 +51,7 @@ static struct queue rxq, txq;
 static uint8_t rxbuf[NBUF][BUF_SIZE] __attribute__((aligned(16)));
 static uint8_t txbuf[NBUF][BUF_SIZE] __attribute__((aligned(16)));
 static uint16_t iobase;
+static int irq_line = -1;
 static struct spinlock nic_lock;
 uint8_t nic_mac[6];
 
@@ -88,6 +89,8 @@ int nic_init(void) {
         return -1;
     }
     iobase = (uint16_t)(pci_read32(&dev, 0x10) & ~3u);
+    irq_line = (int)(pci_read32(&dev, 0x3C) & 0xFF);
+    if (irq_line == 0xFF) irq_line = -1;
     pci_write32(&dev, 0x04, pci_read32(&dev, 0x04) | 0x5); /* I/O space + bus master */
     outb(iobase + REG_STATUS, 0);
     outb(iobase + REG_STATUS, STATUS_ACK);
@@ -109,6 +112,12 @@ int nic_init(void) {
 
 static void lock(void) { spin_lock(&nic_lock); }
 static void unlock(void) { spin_unlock(&nic_lock); }
+
+int nic_irq(void) { return irq_line; }
+
+void nic_ack(void) {
+    if (iobase) (void)inb(iobase + 0x13);
+}
 
 int nic_send(const uint8_t *frame, unsigned len) {
     uint16_t idx, d;

@@ -5,6 +5,10 @@
 
 extern uint8_t nic_mac[6];
 int nic_init(void);
+/* The PCI interrupt line (legacy IRQ) of the NIC, or -1. */
+int nic_irq(void);
+/* From the NIC's interrupt: read (and so clear) the device's ISR status. */
+void nic_ack(void);
 /* Send one Ethernet frame (the caller pads it); safe from any core. */
 int nic_send(const uint8_t *frame, unsigned len);
 /* Copy the next received frame into buf (cap bytes); its length, or 0 when none is waiting. */
