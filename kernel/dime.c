@@ -211,6 +211,21 @@ static void h_mem(struct dime *d, const struct request *r, struct reply *y) {
     mem_reply(d, y);
 }
 
+/* RESET: a new epoch (above the old one and the RTC's), FREE, every chunk returned; a faulted
+ * DIME comes back this way.  The heartbeat of the new epoch goes out at once. */
+static void h_reset(struct dime *d, const struct request *r, struct reply *y) {
+    uint32_t rtc = rtc_epoch();
+    (void)r;
+    memory_map(this_cpu(), 0, d->mem_reserved, 0);
+    d->mem_reserved = 0;
+    d->epoch = rtc > d->epoch ? rtc : d->epoch + 1;
+    d->hb_sent = 0;
+    d->hb_next_ms = 0;
+    d->state = PX_STATE_BOOTING;
+    set_state(d, PX_STATE_FREE);
+    put_uint(y, PX_TLV_EPOCH, d->epoch);
+}
+
 static uint64_t cpu_ns(const struct dime *d) { return d->busy_us * 1000; }
 
 static void h_usage(struct dime *d, const struct request *r, struct reply *y) {
@@ -253,6 +268,7 @@ static handler handler_of(unsigned cmd) {
     switch (cmd) {
     case PX_CMD_PING: return h_ping;
     case PX_CMD_FAULT_REPORT: return h_fault_report;
+    case PX_CMD_RESET: return h_reset;
     case PX_CMD_GET_PARAM: return h_get_param;
     case PX_CMD_SET_PARAM: return h_set_param;
     case PX_CMD_MEM_ALLOC:

@@ -82,6 +82,7 @@ unsigned smp_boot(const struct cpus *found) {
 static void poke(unsigned index) {
     volatile uint64_t *own = (volatile uint64_t *)memory_chunk(index, 0);
     volatile uint64_t *other = (volatile uint64_t *)memory_chunk((index + 1) % ndimes, 0);
+    bootargs.poke = 0xFFFF; /* once */
     if (dimes[index].mem_reserved) *own = 0xD1E;
     kprintf("dime %u: %s its own chunk at %lx; now the chunk of DIME %u at %lx\n", index,
             dimes[index].mem_reserved ? "wrote" : "holds no chunk, so skips",

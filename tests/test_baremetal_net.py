@@ -6,6 +6,8 @@ decodes the guest's with it, so the kernel and pxproto must agree byte for byte.
 
 from __future__ import annotations
 
+import json
+import random
 import shutil
 import socket
 import subprocess
@@ -16,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from pxproto.wire import decode, encode
+from pxproto.errors import ProtocolError
+from pxproto.wire import decode, encode, ethertypes
 from pxproto.wire.auth import sign
-from pxproto.wire.codes import Command, DimeState, DiscoveryOp, Op, Scope, Status, TlvType
+from pxproto.wire.codes import Command, DimeState, DiscoveryOp, FrameClass, Op, Scope, Status, TlvType
 from pxproto.wire.frame import Discovery, Frame, Heartbeat, Signaling, Tlv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,3 +253,39 @@ def test_a_retransmitted_request_is_answered_not_run_again(guest: Guest) -> None
     assert again.status is first.status and again.params == first.params
     held = call(guest, request(Command.MEM_FREE, 0, 501, Tlv(TlvType.MEM_CHUNKS, 0))).param(TlvType.MEM_CHUNKS)
     assert held == first.param(TlvType.MEM_CHUNKS)
+
+
+def _counted_malformed(raw: bytes) -> bool:
+    """Whether the kernel's server should count ``raw`` as malformed: a Parallax EtherType other than
+    heartbeat (other servers' heartbeats are not its business), and the reference decoder refuses it."""
+    if len(raw) < 14:
+        return False
+    cls = ethertypes.EtherTypeMap().classify(int.from_bytes(raw[12:14], "big"))
+    if cls is None or cls is FrameClass.HEARTBEAT:
+        return False
+    try:
+        decode(raw)
+    except ProtocolError:
+        return True
+    return False
+
+
+def test_hostile_frames_agree_with_the_reference_decoder_and_never_hang(guest: Guest) -> None:
+    vectors = json.loads((ROOT / "docs" / "conformance.json").read_text())["vectors"]
+    frames = [raw for v in vectors if len(raw := bytes.fromhex(v["hex"])) <= 1514]  # the guest's MTU
+    rng = random.Random(18)
+    for base in list(frames):
+        for _ in range(2):
+            b = bytearray(base)
+            for _ in range(rng.randint(1, 4)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            frames.append(bytes(b[: rng.randint(min(14, len(b)), len(b))] if rng.random() < 0.3 else b))
+    before = server_counter(guest, REJECTED_MALFORMED, 600)
+    for i, raw in enumerate(frames):
+        guest.send_raw(raw)
+        if i % 32 == 31:
+            time.sleep(0.05)  # stay inside the NIC's receive ring
+    after = server_counter(guest, REJECTED_MALFORMED, 601)
+    expected = sum(map(_counted_malformed, frames))
+    assert expected > 100 and after - before == expected
+    assert call(guest, request(Command.PING, 0, 602)).status is Status.OK

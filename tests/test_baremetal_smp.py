@@ -64,3 +64,15 @@ def test_touching_another_dimes_chunk_faults_only_that_dime(guest4: Guest) -> No
     # the faulted DIME's core still runs its loop and answers; the others are untouched
     assert call(guest4, request(Command.PING, POKER, 60)).status is Status.OK
     assert call(guest4, request(Command.PING, (POKER + 1) % CORES, 61)).status is Status.OK
+
+
+def test_reset_brings_the_faulted_dime_back(guest4: Guest) -> None:
+    guest4.wait_serial(f"DIME {POKER} faulted", timeout=60)
+    old = beats(guest4, 1.0)[POKER][-1].epoch
+    reset = call(guest4, request(Command.RESET, POKER, 70))
+    epoch = reset.param(TlvType.EPOCH)
+    assert reset.status is Status.OK and isinstance(epoch, int) and epoch > old
+    last = beats(guest4, 1.5)[POKER][-1]
+    assert (last.state, last.epoch) == (DimeState.FREE, epoch)
+    again = call(guest4, request(Command.MEM_ALLOC, POKER, 71, Tlv(TlvType.MEM_CHUNKS, 2)))
+    assert again.status is Status.OK and again.param(TlvType.MEM_CHUNKS) == 2
