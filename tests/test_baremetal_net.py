@@ -140,6 +140,7 @@ def built() -> Path:
 def guest(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     g = Guest(smp=1, append=f"key={KEY_ID}:{KEY.hex()} hb=200 chunks=3", logdir=tmp_path_factory.mktemp("guest"))
     try:
+        g.wait_serial("boot: 1 DIME(s) up")  # its frames so far wait in our socket
         yield g
     finally:
         g.close()

@@ -24,6 +24,7 @@ def guest4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     g = Guest(smp=CORES, append=f"key={KEY_ID}:{KEY.hex()} hb=150 chunks=2 poke={POKER}",
               logdir=tmp_path_factory.mktemp("guest4"))  # fmt: skip
     try:
+        g.wait_serial(f"boot: {CORES} DIME(s) up")
         yield g
     finally:
         g.close()
