@@ -49,8 +49,11 @@ def _free_udp_port() -> int:
 class Guest:
     """One QEMU guest running the kernel, its NIC a UDP datagram pipe to this process."""
 
-    def __init__(self, smp: int = 1, append: str = "", logdir: Path | None = None, remote_port: int = 0) -> None:
-        """``remote_port``: where QEMU sends its frames (a switch's port); by default, this object's socket."""
+    def __init__(
+        self, smp: int = 1, append: str = "", logdir: Path | None = None, remote_port: int = 0, netdev: str = ""
+    ) -> None:
+        """``remote_port``: where QEMU sends its frames (a switch's port); by default, this object's socket.
+        ``netdev``: another QEMU -netdev (id n0) instead of the UDP datagram pipe."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         ours = remote_port or self.sock.getsockname()[1]
@@ -58,7 +61,7 @@ class Guest:
         self.qemu_port = theirs
         self.peer = ("127.0.0.1", theirs)
         self.log = (logdir or Path(tempfile.mkdtemp())) / "serial.log"
-        netdev = (
+        netdev = netdev or (
             f"dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={theirs},"
             f"remote.type=inet,remote.host=127.0.0.1,remote.port={ours}"
         )

@@ -62,12 +62,13 @@ def orchestrated(tmp_path: Path) -> Iterator[tuple[SwitchedGuest, Path]]:
 
 def test_pxorch_discovers_the_bare_metal_dimes_and_sees_the_vm_die(orchestrated: tuple[SwitchedGuest, Path]) -> None:
     g, sock = orchestrated
-    st = _wait(sock, lambda s: s.get("pool", {}).get("free") == 2, 90)
-    rows = [r for r in st["rows"] if r["server"] == net.GUEST_MAC.hex(":")]
-    assert [(r["dime"], r["core"], r["health"], r["state"]) for r in rows] == [
-        (0, 0, "alive", "free"),
-        (1, 1, "alive", "free"),
-    ]
+
+    def dimes(s: dict[str, Any]) -> list[tuple[int, int, str, str]]:
+        rows = [r for r in s.get("rows", []) if r["server"] == net.GUEST_MAC.hex(":")]
+        return [(r["dime"], r["core"], r["health"], r["state"]) for r in rows]
+
+    # alive and free (on a loaded host a late heartbeat may make one briefly suspect: wait it out)
+    st = _wait(sock, lambda s: dimes(s) == [(0, 0, "alive", "free"), (1, 1, "alive", "free")], 90)
     rejected = {k: v for k, v in st.get("wire", {}).items() if k.startswith("rejected") or k == "malformed"}
     assert not any(rejected.values()), rejected  # every frame of the guest verified under the key
     g.proc.kill()  # the whole server dies

@@ -16,7 +16,7 @@ import pytest
 from pxproto.wire.codes import Command, DiscoveryOp, Status, TlvType
 from pxproto.wire.frame import Discovery, Frame, Signaling, Tlv
 from tests import test_baremetal_net as net
-from tests.test_baremetal_net import KEY, KEY_ID, OUR_MAC, Guest, request, response_to
+from tests.test_baremetal_net import KEY, KEY_ID, OUR_MAC, Guest, response_to
 
 pytestmark = net.pytestmark
 
@@ -30,17 +30,33 @@ def _port() -> int:
 class SwitchedGuest(Guest):
     """A guest whose wire is a pxswitch: the switch's UDP port ``vm`` faces QEMU, ``test`` faces us."""
 
-    def __init__(self, tmp: Path, append: str) -> None:
+    def __init__(self, tmp: Path, append: str, wire: str = "dgram") -> None:
+        """``wire``: QEMU's netdev, ``dgram`` (UDP to a switch UDP port) or ``stream`` (a UNIX socket
+        the switch listens on)."""
         self.switch_vm, self.switch_test = _port(), _port()
-        super().__init__(smp=2, append=append, logdir=tmp, remote_port=self.switch_vm)
         env = {**os.environ, "PYTHONPATH": str(net.ROOT)}
-        self.switch = subprocess.Popen(
+        vm_sock = tmp / "vm.sock"
+        if wire == "stream":
+            vm_port = f"stream:address={vm_sock},listen=true"
+            self.switch = self._switch(tmp, env, vm_port)
+            for _ in range(100):  # QEMU connects at start: the switch must be listening
+                if vm_sock.exists():
+                    break
+                time.sleep(0.1)
+            netdev = f"stream,id=n0,server=off,addr.type=unix,addr.path={vm_sock}"
+            super().__init__(smp=2, append=append, logdir=tmp, netdev=netdev)
+        else:
+            super().__init__(smp=2, append=append, logdir=tmp, remote_port=self.switch_vm)
+            vm_port = f"udp:local=127.0.0.1:{self.switch_vm},remote=127.0.0.1:{self.qemu_port}"
+            self.switch = self._switch(tmp, env, vm_port)
+        self.peer = ("127.0.0.1", self.switch_test)
+
+    def _switch(self, tmp: Path, env: dict[str, str], vm_port: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(tmp / "switch.sock"),
-             "-p", f"udp:local=127.0.0.1:{self.switch_vm},remote=127.0.0.1:{self.qemu_port}",
-             "-p", f"udp:local=127.0.0.1:{self.switch_test}"],
+             "-p", vm_port, "-p", f"udp:local=127.0.0.1:{self.switch_test}"],
             env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "switch.err", "w"),
         )  # fmt: skip
-        self.peer = ("127.0.0.1", self.switch_test)
 
     def close(self) -> None:
         self.switch.kill()
@@ -48,10 +64,10 @@ class SwitchedGuest(Guest):
         super().close()
 
 
-@pytest.fixture(scope="module")
-def switched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwitchedGuest]:
+@pytest.fixture(params=["dgram", "stream"])
+def switched(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwitchedGuest]:
     net.build()
-    g = SwitchedGuest(tmp_path_factory.mktemp("switched"), f"key={KEY_ID}:{KEY.hex()} hb=300")
+    g = SwitchedGuest(tmp_path_factory.mktemp("switched"), f"key={KEY_ID}:{KEY.hex()} hb=300", request.param)
     try:
         yield g
     finally:
@@ -71,7 +87,7 @@ def test_discovery_and_ping_through_pxswitch(switched: SwitchedGuest) -> None:
             break
         time.sleep(0.5)
     assert answer is not None and [d.dime for d in answer.dimes] == [0, 1]
-    req = request(Command.PING, 1, 900, Tlv(TlvType.ECHO, b"via switch"))
+    req = net.request(Command.PING, 1, 900, Tlv(TlvType.ECHO, b"via switch"))
     switched.send(req)
     frame, _ = switched.expect(response_to(900), timeout=30)
     assert isinstance(frame.body, Signaling) and frame.body.status is Status.OK
