@@ -72,6 +72,14 @@ class Guest:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         self.counter = 1
+        self.announce: Frame | None = None
+        """The gratuitous announce of the boot (see :meth:`booted`)."""
+
+    def booted(self, dimes: int) -> Guest:
+        """Wait for the boot, and keep its gratuitous announce (tests may run in any order)."""
+        self.wait_serial(f"boot: {dimes} DIME(s) up")
+        self.announce, _ = self.expect(is_gratuitous)
+        return self
 
     def close(self) -> None:
         self.proc.kill()
@@ -118,6 +126,10 @@ class Guest:
         raise AssertionError(f"no matching frame within {timeout}s; serial:\n{self.serial()}")
 
 
+def is_gratuitous(f: Frame) -> bool:
+    return isinstance(f.body, Discovery) and f.body.op is DiscoveryOp.GRATUITOUS
+
+
 def request(cmd: Command, dime: int, req_id: int, *params: Tlv) -> Frame:
     return Frame(
         Signaling(cmd, Op.REQUEST, req_id, Status.OK, params), scope=Scope.DIME, src_dime=0xFFFF,
@@ -143,15 +155,14 @@ def built() -> Path:
 def guest(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     g = Guest(smp=1, append=f"key={KEY_ID}:{KEY.hex()} hb=200 chunks=3", logdir=tmp_path_factory.mktemp("guest"))
     try:
-        g.wait_serial("boot: 1 DIME(s) up")  # its frames so far wait in our socket
-        yield g
+        yield g.booted(1)
     finally:
         g.close()
 
 
 def test_boot_announce_and_heartbeat(guest: Guest) -> None:
-    frame, _ = guest.expect(lambda f: isinstance(f.body, Discovery) and f.body.op is DiscoveryOp.GRATUITOUS)
-    assert frame.src_mac == GUEST_MAC and frame.auth is not None and frame.auth.key_id == KEY_ID
+    frame = guest.announce
+    assert frame is not None and frame.src_mac == GUEST_MAC and frame.auth is not None and frame.auth.key_id == KEY_ID
     body = frame.body
     assert isinstance(body, Discovery)
     assert [(d.dime, d.state, d.mem_total) for d in body.dimes] == [(0, DimeState.FREE, 3)]
@@ -181,6 +192,7 @@ def call(guest: Guest, req: Frame) -> Signaling:
 
 
 def test_signed_ping_and_management(guest: Guest) -> None:
+    assert call(guest, request(Command.RESET, 0, 90)).status is Status.OK  # a clean DIME, whatever ran before
     ping = call(guest, request(Command.PING, 0, 1, Tlv(TlvType.ECHO, b"bare")))
     assert ping.status is Status.OK and ping.param(TlvType.ECHO) == b"bare"
     got = call(guest, request(Command.GET_PARAM, 0, 2, Tlv(TlvType.PARAM_ID, 1)))
@@ -252,6 +264,7 @@ def test_forged_replayed_truncated_unsigned_are_refused_and_counted(guest: Guest
 
 
 def test_a_retransmitted_request_is_answered_not_run_again(guest: Guest) -> None:
+    assert call(guest, request(Command.RESET, 0, 499)).status is Status.OK
     first = call(guest, request(Command.MEM_ALLOC, 0, 500, Tlv(TlvType.MEM_CHUNKS, 1)))
     again = call(guest, request(Command.MEM_ALLOC, 0, 500, Tlv(TlvType.MEM_CHUNKS, 1)))  # new counter, same req_id
     assert again.status is first.status and again.params == first.params
