@@ -30,18 +30,19 @@ import sys
 import time
 import timeit
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 from construct import Struct
 
-import pxproto.fastpath as fp
-from pxproto.wire import codec, ethertypes, spec
-from pxproto.wire.codes import Command, Op, Scope, Status, TlvType
-from pxproto.wire.frame import Frame, Signaling, Tlv
+from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
+
+measure_installed()
+
+import pxproto.fastpath as fp  # noqa: E402
+from pxproto.wire import codec, ethertypes, spec  # noqa: E402
+from pxproto.wire.codes import Command, Op, Scope, Status, TlvType  # noqa: E402
+from pxproto.wire.frame import Frame, Signaling, Tlv  # noqa: E402
 
 FRAME = Frame(
     Signaling(Command.PING, Op.REQUEST, 0xC0DE0001, Status.OK, (Tlv(TlvType.ECHO, b"0123456789abcdefgh"),)),

@@ -17,8 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from pxproto.capture.pcapng import PcapngWriter
-from pxproto.wire import samples
+from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
+
+measure_installed()
+
+from pxproto.capture.pcapng import PcapngWriter  # noqa: E402
+from pxproto.wire import samples  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "dissectors" / "parallax.lua"

@@ -1,6 +1,6 @@
 """Benchmark of the node kernel on rootless virtual wires (pxswitch UDP ports on loopback).
 
-    PYTHONPATH=. python bench/kernel.py [--pings 2000] [--items 50000] [--only ping|data|bigdata|heartbeat|veth]
+    python bench/kernel.py [--pings 2000] [--items 50000] [--only ping|data|bigdata|heartbeat|veth]
 
 Prints one table:
 - ping round trip p50/p99 from a client to a DIME (auth off: answered by the compiled ping path;
@@ -30,19 +30,27 @@ import time
 import uuid
 from pathlib import Path
 
-# This file is named like the package it measures: keep bench/ off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# This file is named like a package it measures: _common takes bench/ off the import path.
+from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
 
+measure_installed()
+
+from pxproto import package  # noqa: E402
 from pxproto.dime.endpoint import Address, frame_to  # noqa: E402
 from pxproto.dime.signaling import ResponseReceived  # noqa: E402
-from pxproto.node import package  # noqa: E402
+from pxproto.link import ETH_P_ALL, PacketPort  # noqa: E402
 from pxproto.node.client import Client  # noqa: E402
-from pxproto.node.counters import CounterId  # noqa: E402
 from pxproto.node.testbed import ENV, KEY, Cluster  # noqa: E402
-from pxproto.node.wire import ETH_P_ALL, PacketWire  # noqa: E402
 from pxproto.wire import ethertypes  # noqa: E402
 from pxproto.wire.codec import encode  # noqa: E402
-from pxproto.wire.codes import DIME_ALL, Command, Direction, FrameClass, TlvType  # noqa: E402
+from pxproto.wire.codes import (  # noqa: E402
+    DIME_ALL,
+    Command,
+    CounterId,
+    Direction,
+    FrameClass,
+    TlvType,
+)
 from pxproto.wire.frame import Signaling, Tlv  # noqa: E402
 
 SO_TIMESTAMPNS = 35
@@ -339,7 +347,7 @@ def bench_veth_heartbeat(rows: list[tuple[str, str, str]], archive: bytes, tmp: 
         fd = os.open(f"/run/netns/{ns_b}", os.O_RDONLY)
         try:
             _setns(fd)
-            wire = PacketWire(f"vb{tag}")
+            wire = PacketPort(f"vb{tag}")
             stamped = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             stamped.bind((f"vb{tag}", 0))
         finally:

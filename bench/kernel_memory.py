@@ -1,6 +1,6 @@
 """How a DIME could cap its MICE's memory: RLIMIT_AS vs RLIMIT_DATA vs a memory cgroup, measured.
 
-    PYTHONPATH=. python bench/kernel_memory.py [--chunks 8]
+    python bench/kernel_memory.py [--chunks 8]
 
 For each mechanism a forked child (a Python process like a MICE) gets a limit
 of its baseline + CHUNKS x 2 MiB, then

@@ -5,7 +5,7 @@
     python bench/orch.py --demo 3        # also run the real demo (pxkernel processes) 3 times
 
 Everything runs on one core, in this process.  Detection and repair times come
-from the simulated cluster (pxproto.orch.sim: control frames encoded, decoded
+from the simulated cluster (pxproto.sim: control frames encoded, decoded
 and delayed on a SimNet; 50 ms heartbeats), and, with --demo, from real runs.
 """
 
@@ -19,25 +19,27 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
 
-from pxproto.dime.endpoint import Address, frame_to
-from pxproto.dime.heartbeat import FailureDetector
-from pxproto.dime.simlink import SimLink, SimNet
-from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
-from pxproto.orch.events import DimeDead, RepairDone, ServiceDeployed
-from pxproto.orch.service import parse_service
-from pxproto.orch.sim import DEMO_SERVICE, ORCH_MAC, SimCluster, SimServer, server_mac
-from pxproto.wire.codes import DIME_ALL, DimeState
-from pxproto.wire.frame import BROADCAST, Heartbeat
+measure_installed()
+
+from pxproto.dime.endpoint import Address, frame_to  # noqa: E402
+from pxproto.dime.heartbeat import FailureDetector  # noqa: E402
+from pxproto.dime.simlink import SimLink, SimNet  # noqa: E402
+from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef  # noqa: E402
+from pxproto.orch.events import DimeDead, RepairDone, ServiceDeployed  # noqa: E402
+from pxproto.orch.service import parse_service  # noqa: E402
+from pxproto.sim import DEMO_SERVICE, ORCH_MAC, SimCluster, SimServer, server_mac  # noqa: E402
+from pxproto.wire.codes import DIME_ALL, DimeState  # noqa: E402
+from pxproto.wire.frame import BROADCAST, Heartbeat  # noqa: E402
 
 try:
     from pxproto.fastpath.wirec import decode as fast_decode
     from pxproto.fastpath.wirec import encode as fast_encode
 except ImportError:  # pragma: no cover
     fast_decode = fast_encode = None
-from pxproto.wire.codec import decode as ref_decode
-from pxproto.wire.codec import encode as ref_encode
+from pxproto.wire.codec import decode as ref_decode  # noqa: E402
+from pxproto.wire.codec import encode as ref_encode  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:

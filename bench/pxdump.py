@@ -27,7 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+
+from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads  # noqa: E402
+
+measure_installed()
 
 from pxproto.capture.pcapng import PcapngWriter  # noqa: E402
 from pxproto.wire import encode  # noqa: E402
@@ -131,7 +134,7 @@ def main() -> None:
     ap.add_argument("--no-tshark", action="store_true")
     ap.add_argument("--capture", type=Path, help="keep the generated capture here (reused when it exists)")
     args = ap.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # pxdump runs from the same installed pxproto as this script
     with tempfile.TemporaryDirectory() as tmp:
         cap = args.capture or Path(tmp) / "bench.pcapng"
         t = time.perf_counter()

@@ -1,8 +1,8 @@
 """pxswitch against the Linux bridge and a naive Python switch, in one run.
 
-Three namespaces: pxb-src --veth-- pxb-sw --veth-- pxb-dst.  trafgen (one
-core) sends 60-byte DATA frames (64 on the wire with the FCS) from pxb-src;
-pxb-sw forwards with, in turn, a Linux bridge, a naive Python switch (one
+Three namespaces: pxs16-src --veth-- pxs16-sw --veth-- pxs16-dst.  trafgen (one
+core) sends 60-byte DATA frames (64 on the wire with the FCS) from pxs16-src;
+pxs16-sw forwards with, in turn, a Linux bridge, a naive Python switch (one
 recv and one send per frame) and pxswitch (on the other core), once under
 the normal scheduler and once under SCHED_FIFO (``pxswitch-rt``: the bridge
 forwards in softirq, ahead of every task, so that is the like-for-like
@@ -10,9 +10,11 @@ comparison on a busy host).  Measured: frames/s at saturation and the highest
 tried rate with zero loss; one-way latency p50/p99 of probe DATA frames at 50%
 of each switch's saturation rate (and how many probes were lost);
 signaling/heartbeat frames lost while data saturates.  With ``--rounds N`` the
-modes run side by side N times and a table of medians follows.
+modes run side by side N times and a table of medians follows.  A pxswitch
+mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
+instead of the default TPACKET_V3 ring; ``+offload=false``) or ``busy=US``.
 
-    sudo python bench/switch.py [--seconds 3] [--rounds 5] [--modes bridge,naive,pxswitch,pxswitch-rt]
+    sudo python bench/switch.py [--seconds 3] [--rounds 5] [--modes bridge,naive,pxswitch,pxswitch+ring=0,pxswitch-rt]
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ import sys
 import tempfile
 import time
 
-NS = ("pxb-src", "pxb-sw", "pxb-dst")
+from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
+
+measure_installed()
+
+NS = ("pxs16-src", "pxs16-sw", "pxs16-dst")
 SRC_MAC = "02:00:00:00:0a:01"
 DST_MAC = "02:00:00:00:0b:01"
 PROBE_MAC = "02:00:00:00:0a:02"
@@ -53,12 +59,12 @@ def setup() -> None:
         sh(f"ip netns add {ns}")
         sh(nsx(ns, "ip link set lo up"))
         sh(nsx(ns, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1"))
-    sh("ip link add src0 netns pxb-src type veth peer name s0 netns pxb-sw")
-    sh("ip link add dst0 netns pxb-dst type veth peer name s1 netns pxb-sw")
-    sh(nsx("pxb-src", f"ip link set src0 address {SRC_MAC} up"))
-    sh(nsx("pxb-dst", f"ip link set dst0 address {DST_MAC} up"))
+    sh("ip link add src0 netns pxs16-src type veth peer name s0 netns pxs16-sw")
+    sh("ip link add dst0 netns pxs16-dst type veth peer name s1 netns pxs16-sw")
+    sh(nsx("pxs16-src", f"ip link set src0 address {SRC_MAC} up"))
+    sh(nsx("pxs16-dst", f"ip link set dst0 address {DST_MAC} up"))
     for i in ("s0", "s1"):
-        sh(nsx("pxb-sw", f"ip link set {i} up"))
+        sh(nsx("pxs16-sw", f"ip link set {i} up"))
 
 
 def teardown() -> None:
@@ -160,7 +166,7 @@ print(json.dumps({"n": n, "lat_us": lat}), flush=True)
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": ROOT}
+    return dict(os.environ)  # the subprocesses import the same installed pxproto as this script
 
 
 class Mode:
@@ -169,14 +175,14 @@ class Mode:
         self.port_opts = f",{port_opts}" if port_opts else ""
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
-        self.tmp = tempfile.mkdtemp(prefix="pxb-")
+        self.tmp = tempfile.mkdtemp(prefix="pxs16-")
 
     def start(self) -> None:
         if self.name == "bridge":
-            sh(nsx("pxb-sw", "ip link add br0 type bridge stp_state 0 forward_delay 0"))
-            sh(nsx("pxb-sw", "ip link set s0 master br0"))
-            sh(nsx("pxb-sw", "ip link set s1 master br0"))
-            sh(nsx("pxb-sw", "ip link set br0 up"))
+            sh(nsx("pxs16-sw", "ip link add br0 type bridge stp_state 0 forward_delay 0"))
+            sh(nsx("pxs16-sw", "ip link set s0 master br0"))
+            sh(nsx("pxs16-sw", "ip link set s1 master br0"))
+            sh(nsx("pxs16-sw", "ip link set br0 up"))
         else:
             if self.name == "naive":
                 script = os.path.join(self.tmp, "naive.py")
@@ -198,21 +204,21 @@ class Mode:
                     *self.extra,
                 ]
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", "pxb-sw", "taskset", "-c", CPUS["switch"], *cmd],
+                ["ip", "netns", "exec", "pxs16-sw", "taskset", "-c", CPUS["switch"], *cmd],
                 env=env(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         time.sleep(1.0)
         # Teach every switch where the destination is (one frame from it).
-        send("pxb-dst", "dst0", "control", 2, 1000, DST_MAC, SRC_MAC)
+        send("pxs16-dst", "dst0", "control", 2, 1000, DST_MAC, SRC_MAC)
         time.sleep(0.2)
 
     def stats(self) -> dict | None:
         if not self.name.startswith("pxswitch"):
             return None
         out = sh(
-            nsx("pxb-sw", f"{sys.executable} -m pxproto.switch.cli stats --json --control {self.tmp}/c.sock"),
+            nsx("pxs16-sw", f"{sys.executable} -m pxproto.switch.cli stats --json --control {self.tmp}/c.sock"),
             check=False,
         )
         return json.loads(out) if out.strip() else None
@@ -225,7 +231,7 @@ class Mode:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         if self.name == "bridge":
-            sh(nsx("pxb-sw", "ip link del br0"), check=False)
+            sh(nsx("pxs16-sw", "ip link del br0"), check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -244,7 +250,7 @@ def send(ns: str, dev: str, mode: str, n: int, rate: float, src: str, dst: str) 
 
 def receiver(mode: str, seconds: float, key: str) -> subprocess.Popen[str]:
     p = subprocess.Popen(
-        ["ip", "netns", "exec", "pxb-dst", sys.executable, "-c", RECEIVER, "dst0", mode, str(seconds), key],
+        ["ip", "netns", "exec", "pxs16-dst", sys.executable, "-c", RECEIVER, "dst0", mode, str(seconds), key],
         env=env(),
         stdout=subprocess.PIPE,
         text=True,
@@ -255,7 +261,6 @@ def receiver(mode: str, seconds: float, key: str) -> subprocess.Popen[str]:
 
 
 def trafgen_conf(path: str) -> None:
-    sys.path.insert(0, ROOT)
     from pxproto.switch.frames import data
 
     f = data(bytes.fromhex(DST_MAC.replace(":", "")), bytes.fromhex(SRC_MAC.replace(":", "")), size=60)
@@ -265,12 +270,12 @@ def trafgen_conf(path: str) -> None:
 
 def blast(conf: str, seconds: float, rate: int | None) -> tuple[float, int, int]:
     """trafgen on the sender CPU for ``seconds``; (duration, sent, received at dst0)."""
-    tx0, rx0 = counter("pxb-src", "src0", "tx_packets"), counter("pxb-dst", "dst0", "rx_packets")
+    tx0, rx0 = counter("pxs16-src", "src0", "tx_packets"), counter("pxs16-dst", "dst0", "rx_packets")
     args = [
         "ip",
         "netns",
         "exec",
-        "pxb-src",
+        "pxs16-src",
         "taskset",
         "-c",
         CPUS["sender"],
@@ -298,7 +303,7 @@ def blast(conf: str, seconds: float, rate: int | None) -> tuple[float, int, int]
         p.wait()
     time.sleep(0.3)  # let the switch drain
     dt = time.monotonic() - t0
-    tx, rx = counter("pxb-src", "src0", "tx_packets") - tx0, counter("pxb-dst", "dst0", "rx_packets") - rx0
+    tx, rx = counter("pxs16-src", "src0", "tx_packets") - tx0, counter("pxs16-dst", "dst0", "rx_packets") - rx0
     return dt, tx, rx
 
 
@@ -326,7 +331,7 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
                 break
         # latency at 50% of saturation: probe frames (2000/s) beside the load
         r = receiver("probe", seconds + 20, PROBE_MAC)
-        probe = send("pxb-src", "src0", "probe", int(2000 * seconds), 2000, SRC_MAC, DST_MAC)
+        probe = send("pxs16-src", "src0", "probe", int(2000 * seconds), 2000, SRC_MAC, DST_MAC)
         blast(conf, seconds, int(sat * 0.5))
         probe.wait()
         out = json.loads(r.communicate()[0].splitlines()[-1])
@@ -339,7 +344,7 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
         # control frames while data saturates
         n_ctrl = int(1000 * seconds)
         r = receiver("control", seconds + 20, ctrl_ets)
-        c = send("pxb-src", "src0", "control", n_ctrl, 1000, SRC_MAC, DST_MAC)
+        c = send("pxs16-src", "src0", "control", n_ctrl, 1000, SRC_MAC, DST_MAC)
         blast(conf, seconds, None)
         c.wait()
         got = json.loads(r.communicate()[0].splitlines()[-1])["n"]
@@ -385,7 +390,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=1, help="run every mode this many times; print medians")
-    ap.add_argument("--modes", default="bridge,naive,pxswitch,pxswitch-rt")
+    ap.add_argument(
+        "--modes",
+        default="bridge,naive,pxswitch,pxswitch+ring=0,pxswitch-rt",
+        help="comma-separated; a pxswitch mode takes variants after '+': port options or busy=US",
+    )
     ap.add_argument("--port-opts", default="", help="options added to each pxswitch port, e.g. rcvbuf=1048576")
     ap.add_argument("--switch-args", default="", help="more `pxswitch run` arguments, e.g. '--validation full'")
     ap.add_argument("--sender-cpu", default="0", help="CPU for trafgen (the bridge forwards on it too)")
@@ -395,12 +404,11 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/switch.py needs root (network namespaces)", file=sys.stderr)
         return 2
-    sys.path.insert(0, ROOT)
     from pxproto.wire import ethertypes
 
     m = ethertypes.current()
     ctrl_ets = ",".join(hex(x) for x in (m.signaling, m.discovery, m.heartbeat))
-    conf = tempfile.mktemp(suffix=".cfg", prefix="pxb-")
+    conf = tempfile.mktemp(suffix=".cfg", prefix="pxs16-")
     trafgen_conf(conf)
     modes = args.modes.split(",")
     rounds: list[list[dict]] = []
@@ -411,9 +419,16 @@ def main() -> int:
             results = []
             for name in modes:
                 extra = tuple(args.switch_args.split())
-                if name.endswith("-rt"):
+                if name.split("+")[0].endswith("-rt"):
                     extra += ("--realtime", str(RT_PRIORITY))
-                results.append(run_mode(name, conf, args.seconds, ctrl_ets, args.port_opts, extra))
+                opts = [args.port_opts] if args.port_opts else []
+                for variant in name.split("+")[1:]:  # pxswitch+ring=3+busy=50: port options, or busy-poll µs
+                    key, _, value = variant.partition("=")
+                    if key == "busy":
+                        extra += ("--busy-poll", value)
+                    else:
+                        opts.append(variant)
+                results.append(run_mode(name, conf, args.seconds, ctrl_ets, ",".join(opts), extra))
                 print(f"round {k + 1}: done {name}", file=sys.stderr, flush=True)
             loads.append(os.getloadavg()[0])
             rounds.append(results)

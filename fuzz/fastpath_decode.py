@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import sys
 import zlib
 from pathlib import Path
@@ -88,9 +89,14 @@ def main() -> None:
         seeds.mkdir(parents=True, exist_ok=True)
         sys.argv.append(str(seeds))
     if seeds.exists() and not any(seeds.iterdir()):
+        from pxproto.testing import HOSTILE_KINDS, mutate, valid_pool
         from pxproto.wire.samples import malformed_samples, valid_samples
 
-        for i, raw in enumerate([*(raw for _n, raw in valid_samples()), *(m[3] for m in malformed_samples())]):
+        rng = random.Random(0)
+        pool = valid_pool(rng, 64)  # the generator pxfuzz and the tests use: valid frames, then each mutator's
+        hostile = [mutate(rng, raw, kind, pool) for raw in pool[:16] for kind in HOSTILE_KINDS]
+        canned = [*(raw for _n, raw in valid_samples()), *(m[3] for m in malformed_samples())]
+        for i, raw in enumerate([*canned, *pool, *hostile]):
             (seeds / f"seed{i:03d}").write_bytes(raw)
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()

@@ -16,7 +16,7 @@ from typing import Any
 
 from pxproto.errors import ProtocolError
 from pxproto.wire.codec import decode, encode
-from pxproto.wire.codes import TLV_KINDS, Command, Op, Status, TlvType
+from pxproto.wire.codes import Command, Op, Status, TlvType
 from pxproto.wire.frame import Frame, Signaling, Tlv
 
 MACS = [bytes([2, 0, 0, 0, 0, i]) for i in range(1, 5)]
@@ -53,21 +53,36 @@ class Script:
         return self.u8() % n
 
 
-def tlv_value(s: Script, t: TlvType) -> int | str | bytes:
-    from pxproto.wire.codes import FIXED_TLV_SIZES, TLV_ENUMS, TlvKind
+class ScriptSource:
+    """A :class:`pxproto.testing.draw.Source` reading its choices off a :class:`Script`: the fuzz targets
+    draw frames with the same code as pxfuzz and the hypothesis strategies."""
 
-    kind = TLV_KINDS[t]
-    if t in TLV_ENUMS:
-        return int(s.pick(list(TLV_ENUMS[t])))
-    if kind in (TlvKind.U8, TlvKind.U16, TlvKind.U32, TlvKind.U64):
-        return s.uint(FIXED_TLV_SIZES[kind])
-    if kind is TlvKind.TEXT:
-        return s.take(s.small(12)).decode("latin-1")
-    if kind in FIXED_TLV_SIZES:
-        return s.take(FIXED_TLV_SIZES[kind]).ljust(FIXED_TLV_SIZES[kind], b"\0")
-    if kind is TlvKind.ACL:
-        return b"".join(s.pick(MACS) + bytes([s.small(32), 0]) for _ in range(s.small(3)))
-    return s.take(s.small(24))
+    def __init__(self, s: Script) -> None:
+        self.s = s
+
+    def uint(self, nbits: int) -> int:
+        return self.s.uint((nbits + 7) // 8) & ((1 << nbits) - 1)
+
+    def between(self, lo: int, hi: int) -> int:
+        return lo + self.uint((hi - lo).bit_length()) % (hi - lo + 1)
+
+    def pick(self, seq: Any) -> Any:
+        return self.s.pick(seq)
+
+    def blob(self, lo: int, hi: int) -> bytes:
+        return self.s.take(self.between(lo, min(hi, lo + 24))).ljust(lo, b"\0")
+
+    def chance(self, p: float) -> bool:
+        return self.s.u8() < p * 256
+
+    def text(self, max_bytes: int) -> str:
+        return self.s.take(self.s.small(12)).decode("latin-1")  # at most 24 UTF-8 bytes
+
+
+def tlv_value(s: Script, t: TlvType) -> int | str | bytes:
+    from pxproto.testing.draw import tlv_value as draw_tlv_value
+
+    return draw_tlv_value(ScriptSource(s), t)
 
 
 def signaling_body(s: Script, op: Op | None = None) -> Signaling:

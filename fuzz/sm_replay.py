@@ -26,7 +26,7 @@ with atheris.instrument_imports():
 
     from pxproto.dime.endpoint import Address, frame_to
     from pxproto.dime.replay import KeyStore, Signer, Verifier
-    from pxproto.fuzz.generate import mutate_field, mutate_flip, mutate_splice, mutate_truncate
+    from pxproto.testing.hostile import mutate_field, mutate_flip, mutate_splice, mutate_truncate
     from pxproto.wire import auth
     from pxproto.wire.codec import decode
     from pxproto.wire.codes import Command, Op, TlvType

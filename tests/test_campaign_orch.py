@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from pxproto.dime.keys import add_trailer
 from pxproto.fuzz import Campaign, Case, FrameGenerator, Report, UdpWire, process_rss_kib
-from pxproto.node.security import add_trailer
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import DIME_ALL, DimeState, DiscoveryOp, Scope
 from pxproto.wire.frame import BROADCAST, DimeInfo, Discovery, Frame, Heartbeat

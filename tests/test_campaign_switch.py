@@ -60,7 +60,8 @@ def switch(tmp_path: Path) -> Iterator[SwitchUnderTest]:
     legit_port = _free_udp_port()
     control = str(tmp_path / "ctl.sock")
     args = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", control, "--validation", "full"]
-    args += ["--port", f"stream:name=fuzz,address={sock},listen=true"]
+    # the largest MTU: every fuzz frame reaches the decoder (the MTU refusal is tested in test_switch_ports)
+    args += ["--port", f"stream:name=fuzz,address={sock},listen=true,mtu=65517"]
     args += ["--port", f"udp:name=legit,local=127.0.0.1:{legit_port}"]
     proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     end = time.monotonic() + 10

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 from pxproto.dime.endpoint import Address, Output, earliest
@@ -53,7 +55,7 @@ class DimeNode:
 def cluster(
     n: int, policy: MissedHeartbeats | PhiAccrual, seed: int = 0, period: float = 0.05, **link: object
 ) -> tuple[SimNet, FailureDetector, list[DimeNode]]:
-    net = SimNet(link=lambda s, d: SimLink(hash((seed, s, d)) % 2**32, **link))  # type: ignore[arg-type]
+    net = SimNet(link=lambda s, d: SimLink(zlib.crc32(s + d, seed), **link))  # type: ignore[arg-type]
     det = FailureDetector(ORCH, policy, ping=PING)
     net.add(ORCH.mac, det)
     net.broadcast_to = {ORCH.mac}  # DIMEs ignore each other's heartbeats here: don't simulate them

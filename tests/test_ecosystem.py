@@ -20,8 +20,8 @@ from pxproto.wire.codes import FrameClass
 scapy_all = pytest.importorskip("scapy.all")
 dpkt = pytest.importorskip("dpkt")
 
-from pxproto import dpkt as pxd  # noqa: E402
-from pxproto import scapy as pxs  # noqa: E402
+from pxproto.interop import dpkt as pxd  # noqa: E402
+from pxproto.interop import scapy as pxs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = ROOT / "captures" / "all.pcapng"
@@ -64,9 +64,10 @@ def test_scapy_dpkt_and_pxdump_agree_with_the_reference(bound: None) -> None:
 def test_no_bindings_on_import() -> None:
     code = (
         "import dpkt.ethernet, scapy.layers.l2 as l2\n"
-        "import pxproto.scapy, pxproto.dpkt\n"
-        "assert all(c.__module__ != 'pxproto.scapy' for _, c in l2.Ether.payload_guess)\n"
-        "assert all(getattr(c, '__module__', '') != 'pxproto.dpkt' for c in dpkt.ethernet.Ethernet._typesw.values())\n"
+        "import pxproto.interop.scapy, pxproto.interop.dpkt\n"
+        "assert all(c.__module__ != 'pxproto.interop.scapy' for _, c in l2.Ether.payload_guess)\n"
+        "assert all(getattr(c, '__module__', '') != 'pxproto.interop.dpkt'"
+        " for c in dpkt.ethernet.Ethernet._typesw.values())\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

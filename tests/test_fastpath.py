@@ -163,11 +163,15 @@ def test_generated_constants_are_current() -> None:
 
 
 def test_generator_check_mode_detects_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (gen_fastpath.PXD_NAME, gen_fastpath.PY_NAME):
+    for name in gen_fastpath.GENERATED_NAMES:
         (tmp_path / name).write_text((gen_fastpath.FASTPATH_DIR / name).read_text())
     monkeypatch.setattr(gen_fastpath, "FASTPATH_DIR", tmp_path)
     assert gen_fastpath.main(["--check"]) == 0
     (tmp_path / gen_fastpath.PXD_NAME).write_text("stale")
+    assert gen_fastpath.main(["--check"]) == 1
+    (tmp_path / gen_fastpath.PXD_NAME).write_text((gen_fastpath.FASTPATH_DIR / gen_fastpath.PXD_NAME).read_text())
+    header = tmp_path / gen_fastpath.HEADER_NAME
+    header.write_text(header.read_text().replace("#define PX_TEXT_MAX 255", "#define PX_TEXT_MAX 256"))
     assert gen_fastpath.main(["--check"]) == 1
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, sys.argv[3])
 from pxproto.dime.endpoint import Address
 from pxproto.dime.signaling import Responder
 from pxproto.errors import ProtocolError
-from pxproto.fuzz.wires import AfPacketWire
+from pxproto.link import AfPacketWire
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import Command, Status
 me = bytes.fromhex("020000000001")

@@ -6,14 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from pxproto import package
 from pxproto.dime.endpoint import Address, frame_to
-from pxproto.node import package
-from pxproto.node.counters import ServerCounterId
-from pxproto.node.mice import LocalStore
-from pxproto.node.security import add_trailer
+from pxproto.dime.keys import add_trailer
 from pxproto.node.testbed import KEY, Cluster
+from pxproto.package import LocalStore
 from pxproto.wire.codec import encode
-from pxproto.wire.codes import DIME_ALL, Command, FaultCode, Param, Status, TlvType
+from pxproto.wire.codes import DIME_ALL, Command, FaultCode, Param, ServerCounterId, Status, TlvType
 from pxproto.wire.frame import Signaling, Tlv
 
 SERVICE_TOML = """

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from pxproto import package
 from pxproto.dime.endpoint import Address
-from pxproto.node import package
-from pxproto.node.counters import CounterId
-from pxproto.node.mice import LocalStore
 from pxproto.node.testbed import KEY, Cluster
-from pxproto.wire.codes import Command, Status, TlvType
+from pxproto.package import LocalStore
+from pxproto.wire.codes import Command, CounterId, Status, TlvType
 from pxproto.wire.frame import Tlv
 
 N = 1500

@@ -15,9 +15,9 @@ import pytest
 
 from pxproto.dime.endpoint import Address
 from pxproto.dime.signaling import ResponseReceived
+from pxproto.link import PacketPort
 from pxproto.node.client import Client
 from pxproto.node.testbed import ENV
-from pxproto.node.wire import PacketWire
 from pxproto.wire.codes import Command, Status, TlvType
 from pxproto.wire.frame import Tlv
 
@@ -69,7 +69,7 @@ def test_probe_and_ping_over_veth(veth_pair: tuple[str, str], tmp_path: Path) ->
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
     try:
         _setns(netns_fd)
-        wire = PacketWire(f"vb{tag}")
+        wire = PacketPort(f"vb{tag}")
         _setns(own)
         client = Client(wire)
         found: list[bytes] = []

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from pxproto.node import mice, package
+from pxproto import package
+from pxproto.dime.keys import AccessList, KeyFileError, KeyRing, ReplayWindow, add_trailer, parse_keyfile
+from pxproto.node import mice
 from pxproto.node.flow import Completed, Flow
 from pxproto.node.memory import MemoryAccount, chunks_of
-from pxproto.node.security import AccessList, KeyFileError, KeyRing, ReplayWindow, add_trailer, parse_keyfile
+from pxproto.package import LocalStore
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import CHUNK_BYTES, Command
 from pxproto.wire.frame import Frame, Signaling
@@ -161,7 +163,7 @@ def test_memory_account() -> None:
 
 
 def test_local_store(tmp_path: Path) -> None:
-    s = mice.LocalStore(tmp_path)
+    s = LocalStore(tmp_path)
     s.put("a/b", b"1")
     s.append("log", b"x")
     s.append("log", b"yz")

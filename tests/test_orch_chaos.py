@@ -1,5 +1,5 @@
 """Chaos, long form: 100 kills of random DIMEs and whole servers under 10% frame loss and reordering;
-the sinks' output must be exact every time (simulated cluster: pxproto.orch.sim)."""
+the sinks' output must be exact every time (simulated cluster: pxproto.sim)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from pxproto.orch.core import OrchConfig, PackageRef
 from pxproto.orch.events import RepairDone, ServiceDeployed
 from pxproto.orch.service import parse_service
-from pxproto.orch.sim import DEMO_SERVICE, SimCluster
+from pxproto.sim import DEMO_SERVICE, SimCluster
 
 
 def chaos(kills: int, seed: int) -> None:

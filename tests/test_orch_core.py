@@ -17,7 +17,7 @@ from pxproto.orch.events import (
 )
 from pxproto.orch.pool import Health, Liveness, Pool
 from pxproto.orch.service import parse_service
-from pxproto.orch.sim import DEMO_SERVICE, SimCluster
+from pxproto.sim import DEMO_SERVICE, SimCluster
 from pxproto.wire.codes import DimeState
 from pxproto.wire.frame import Heartbeat
 
@@ -211,7 +211,7 @@ def test_pool_liveness_detectors() -> None:
 
 def test_waits_for_the_pool_then_deploys() -> None:
     from pxproto.orch.events import PoolExhausted
-    from pxproto.orch.sim import SimServer, server_mac
+    from pxproto.sim import SimServer, server_mac
 
     spec = parse_service(DEMO_SERVICE)
     c = SimCluster(servers=1, dimes=4, config=OrchConfig.from_regulator(spec.regulator))
@@ -248,7 +248,7 @@ def test_a_dime_declared_dead_but_alive_is_reset_and_returns() -> None:
 
 def test_a_stalled_orchestrator_does_not_judge_its_own_silence() -> None:
     from pxproto.orch.core import Orchestrator
-    from pxproto.orch.sim import ORCH_MAC, server_mac
+    from pxproto.sim import ORCH_MAC, server_mac
 
     core = Orchestrator(ORCH_MAC, OrchConfig(liveness=Liveness("missed", 2)))
     mac = server_mac(0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from pxproto.dime.endpoint import Address, frame_to
-from pxproto.node.security import KeyRing
+from pxproto.dime.keys import KeyRing
 from pxproto.orch.core import Orchestrator
 from pxproto.orch.driver import Driver
-from pxproto.orch.sim import ORCH_MAC, server_mac
+from pxproto.sim import ORCH_MAC, server_mac
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import DIME_ALL, DimeState
 from pxproto.wire.frame import BROADCAST, Heartbeat

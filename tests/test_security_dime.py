@@ -19,8 +19,9 @@ from collections import Counter
 import pytest
 
 from pxproto.dime.endpoint import Address, frame_to
+from pxproto.dime.keys import KeyRing
 from pxproto.dime.replay import KeyStore, Rejection, Signer, Verifier
-from pxproto.fuzz.generate import (
+from pxproto.testing.hostile import (
     mutate_ethertype,
     mutate_extend,
     mutate_field,
@@ -29,7 +30,6 @@ from pxproto.fuzz.generate import (
     mutate_splice,
     mutate_truncate,
 )
-from pxproto.node.security import KeyRing
 from pxproto.wire import auth, spec
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import Command, Op, TlvType
@@ -158,7 +158,7 @@ def _kernel_decision(ring: KeyRing, raw: bytes) -> bool | None:
         return None
     if f.auth is None:
         return None
-    from pxproto.node.security import ReplayWindow
+    from pxproto.dime.keys import ReplayWindow
 
     key = (f.src_mac, f.src_dime, f.auth.key_id)
     if key not in ring.windows:  # the same window size as the verifier's (unused if the key is unknown)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from pxproto import package
 from pxproto.dime.endpoint import Address, frame_to
-from pxproto.node import package
-from pxproto.node.security import add_trailer
+from pxproto.dime.keys import add_trailer
 from pxproto.node.testbed import KEY, Cluster
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import Command, Fcaps, Param, Status, TlvType
@@ -145,7 +145,7 @@ def test_after_key_rotation_the_cluster_works_and_the_old_key_is_refused(cluster
     c.client.keyring.rotate(2, time.monotonic())
     limit = mem_limit(c, dest)  # the manager, now on the new key, is still answered
     auth0 = counter(c, dest, AUTH)
-    # A peer still on the old key, after the rotation's grace (pxproto.node.security.ROTATION_GRACE, 1 s) is over.
+    # A peer still on the old key, after the rotation's grace (pxproto.dime.keys.ROTATION_GRACE, 1 s) is over.
     c.client.wait_for(lambda: False, 1.5)
     attacker_sends(c, dest, Command.MEM_LIMIT, (Tlv(TlvType.MEM_CHUNKS, 1),), 1, KEY)
     assert mem_limit(c, dest) == limit

@@ -10,10 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pxproto.switch.core import Switch, SwitchPolicy
-from pxproto.switch.fdb import LEARN_FULL, LEARN_MOVED, LEARN_NEW, PyFdb, fdb_key
+from pxproto.switch.fdb import LEARN_FULL, LEARN_LIMIT, LEARN_MOVED, LEARN_NEW, PyFdb, fdb_key
 from pxproto.switch.frames import data, heartbeat, mac, signaling
 from pxproto.testing import frames, hostile_bytes, mutations
 from pxproto.wire import encode
+
+BROADCAST_MAC = b"\xff" * 6
 
 FDBS = ["py"]
 try:
@@ -255,3 +257,64 @@ def test_every_valid_frame_is_forwarded(f) -> None:  # type: ignore[no-untyped-d
         assert sw.stats()["malformed"] == {}
         hairpin = f.src_mac == f.dst_mac and not f.dst_mac[0] & 1  # learned on port 0, filtered there
         assert drain(sw, 1) == ([] if hairpin else [raw])
+
+
+def test_port_learning_limit_holds_a_random_mac_flood(fdb_kind: str) -> None:
+    """Regression (issue 15, 8): 30,000 random source MACs from one port filled all 8,192 table entries; now
+    the port learns up to its limit, the others still learn, and the refusals are counted per port."""
+    sw = make_switch(fdb_kind, nports=2, max_macs=2048)
+    rng = random.Random(15)
+    for i in range(30_000):
+        src = bytes([rng.randrange(256) & 0xFE]) + rng.randbytes(5)
+        sw.receive(0, data(mac(9), src, seq=i), 1.0)
+    st = sw.stats()
+    assert st["ports"]["p0"]["fdb_entries"] == 2048
+    assert st["ports"]["p0"]["learn_refused"] > 25_000
+    assert st["switch"]["fdb_entries"] < sw.policy.fdb_capacity
+    sw.receive(1, heartbeat(mac(1), dime=2), 2.0)  # the other port still learns
+    assert st["ports"]["p1"]["learn_refused"] == 0 and sw.stats()["ports"]["p1"]["fdb_entries"] >= 1
+    drain(sw, 1)
+    sw.receive(0, data(mac(1), mac(3)), 3.0)  # and is still found
+    assert drain(sw, 1)
+
+
+def test_learning_limit_refuses_a_move_and_frees_on_expiry(fdb_kind: str) -> None:
+    fdb = make_fdb(fdb_kind, 64, 10.0)
+    fdb.set_limit(0, 2)
+    assert fdb.learn(fdb_key(mac(1)), 0, 0.0) == LEARN_NEW
+    assert fdb.learn(fdb_key(mac(2)), 0, 0.0) == LEARN_NEW
+    assert fdb.learn(fdb_key(mac(3)), 0, 0.0) == LEARN_LIMIT
+    assert fdb.learn(fdb_key(mac(4)), 1, 0.0) == LEARN_NEW
+    assert fdb.learn(fdb_key(mac(4)), 0, 1.0) == LEARN_LIMIT  # a move onto a full port is refused too
+    assert fdb.lookup(fdb_key(mac(4)), 1.0) == 1
+    assert fdb.limit_refused(0) == 2 and fdb.port_entries(0) == 2
+    assert fdb.expire(20.0) == 3 and fdb.port_entries(0) == 0
+    assert fdb.learn(fdb_key(mac(3)), 0, 20.0) == LEARN_NEW
+
+
+def test_port_mtu_refuses_oversize_frames_both_ways(fdb_kind: str) -> None:
+    """Regression (issue 15, 8): a 65,000-byte frame went through; now in and out are checked per port."""
+    pol = SwitchPolicy()
+    sw = Switch(pol, make_fdb(fdb_kind))
+    big_in = sw.add_port("in", mtu=9000)
+    small = sw.add_port("small")  # 1500
+    jumbo = sw.add_port("jumbo", mtu=9000)
+    huge = data(BROADCAST_MAC, mac(1), size=65_000)
+    sw.receive(small, huge, 0.0)
+    assert sw.stats()["ports"]["small"]["rx_oversize"] == 1 and not drain(sw, jumbo)
+    f = data(BROADCAST_MAC, mac(1), size=4000)
+    sw.receive(big_in, f, 0.0)
+    assert drain(sw, jumbo) == [f] and drain(sw, small) == []
+    st = sw.stats()["ports"]
+    assert st["small"]["tx_oversize"] == 1 and st["jumbo"]["tx_oversize"] == 0
+    ok = data(BROADCAST_MAC, mac(1), size=1500 + 18)
+    sw.receive(big_in, ok, 0.0)
+    assert drain(sw, small) == [ok]
+    with pytest.raises(ValueError, match="mtu"):
+        sw.add_port("bad", mtu=70_000)
+
+
+def test_port_ids_are_reused_below_the_limit_range(fdb_kind: str) -> None:
+    sw = make_switch(fdb_kind, nports=3)
+    sw.remove_port(1)
+    assert sw.add_port("again") == 1

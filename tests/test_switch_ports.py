@@ -296,3 +296,17 @@ def test_vxlan_remote_table_ages_and_is_capped() -> None:
         port.close()
         for v in vteps:
             v.close()
+
+
+def test_udp_port_enforces_its_mtu(udp_switch: tuple[Daemon, list[UdpPeer]], tmp_path: Path) -> None:
+    """Regression (issue 15, 8): UDP ports forwarded 65,000-byte frames; now refused and shown in stats."""
+    d, (p0, p1, _) = udp_switch
+    huge = data(mac(1), mac(2), size=65_000)
+    ok = heartbeat(mac(2))
+    p0.send(huge)
+    p0.send(ok)
+    spin(d, lambda: len(p1.poll()) == 1)
+    assert p1.got == [ok]
+    stats = ask(d, str(tmp_path / "c.sock"), "stats")
+    assert stats["ports"]["u0"]["rx_oversize"] == 1
+    assert stats["ports"]["u0"]["mtu"] == 1500 and stats["ports"]["u0"]["max_macs"] == 2048

@@ -28,7 +28,7 @@ pytestmark = [
     ),
 ]
 ROOT = str(Path(__file__).resolve().parents[1])
-TAG = f"pxt{os.getpid() % 10000}"
+TAG = f"pxs16-{os.getpid() % 10000}"
 
 LISTEN = r"""
 import socket, sys, time
@@ -76,6 +76,10 @@ class Net:
     def close(self) -> None:
         for ns in self.ns:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+LISTEN_S = 4.0
+"""How long a listener waits: long enough for the sender's interpreter to start on a loaded host."""
 
 
 def listen(ns: str, dev: str, seconds: float) -> subprocess.Popen[str]:
@@ -128,11 +132,11 @@ def test_veth_forwarding_and_vanished_port(net: Net, tmp_path: Path) -> None:
         net.veth(h, "eth0", sw, f"s{i}")
     proc = start_switch(sw, tmp_path, *(f"afpacket:interface=s{i},name=s{i}" for i in range(3)))
     try:
-        l2, l3 = listen(h2, "eth0", 1.5), listen(h3, "eth0", 1.5)
+        l2, l3 = listen(h2, "eth0", LISTEN_S), listen(h3, "eth0", LISTEN_S)
         hb = heartbeat(mac(1), dime=3)
         send(h1, "eth0", hb)
         assert hb in heard(l2) and hb in heard(l3)
-        l1, l3 = listen(h1, "eth0", 1.5), listen(h3, "eth0", 1.5)
+        l1, l3 = listen(h1, "eth0", LISTEN_S), listen(h3, "eth0", LISTEN_S)
         d = data(mac(1), mac(2), dst_dime=3)
         send(h2, "eth0", d)
         assert d in heard(l1) and d not in heard(l3)  # learned: no flood
@@ -142,7 +146,7 @@ def test_veth_forwarding_and_vanished_port(net: Net, tmp_path: Path) -> None:
         while "gone" not in query(tmp_path, "stats")["ports"]["s2"]:  # type: ignore[index]
             assert time.monotonic() < end, "the vanished port was not reported"
             time.sleep(0.2)
-        l1 = listen(h1, "eth0", 1.5)
+        l1 = listen(h1, "eth0", LISTEN_S)
         send(h2, "eth0", d)
         assert d in heard(l1)
         fdb = query(tmp_path, "fdb")
@@ -280,6 +284,76 @@ def test_sighup_reload_keeps_table(net: Net, tmp_path: Path) -> None:
         send(h3, "eth0", d)  # through the new port, to the entry learned before the reload
         assert d in heard(l1)
         assert proc.poll() is None
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+TCP_SINK = r"""
+import hashlib, socket, sys
+s = socket.socket()
+s.bind((sys.argv[1], 5001))
+s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+h, n = hashlib.sha256(), 0
+while True:
+    b = c.recv(1 << 20)
+    if not b:
+        break
+    h.update(b)
+    n += len(b)
+print(n, h.hexdigest(), flush=True)
+"""
+TCP_SOURCE = r"""
+import hashlib, socket, sys
+blob = bytes(range(256)) * 4096  # 1 MiB
+c = socket.create_connection((sys.argv[1], 5001), timeout=60)
+for _ in range(int(sys.argv[2])):
+    c.sendall(blob)
+c.close()
+print(hashlib.sha256(blob * int(sys.argv[2])).hexdigest(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("far", ["afpacket", "tap"])
+def test_tcp_through_veth_with_offloads_on(net: Net, tmp_path: Path, far: str) -> None:
+    """Regression (issue 16): TCP through AF_PACKET ports stalled while the veths kept their checksum and
+    segmentation offloads (on by default).  Towards another AF_PACKET port the virtio_net_hdr is passed on and
+    the kernel cuts on output; towards the switch's own TAP (plain frames) the switch cuts and checksums in
+    software, and the receiving stack checks every checksum."""
+    sw, a = net.add("sw"), net.add("a")
+    net.veth(a, "eth0", sw, "s0")
+    sh(f"ip netns exec {a} ip addr add 10.16.0.1/24 dev eth0")
+    if far == "afpacket":
+        b = net.add("b")
+        net.veth(b, "eth0", sw, "s1")
+        sh(f"ip netns exec {b} ip addr add 10.16.0.2/24 dev eth0")
+        far_port = "afpacket:interface=s1,name=s1"
+    else:
+        b = sw  # the far host is the switch's own namespace, behind the TAP the switch opens
+        far_port = "tap:interface=pxs16tap,name=s1"
+    proc = start_switch(sw, tmp_path, "afpacket:interface=s0,name=s0", far_port)
+    try:
+        if far == "tap":
+            sh(f"ip netns exec {sw} ip addr add 10.16.0.2/24 dev pxs16tap")
+        sink = subprocess.Popen(
+            ["ip", "netns", "exec", b, sys.executable, "-c", TCP_SINK, "10.16.0.2"], stdout=subprocess.PIPE, text=True
+        )
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+        mib = 32
+        src = subprocess.run(
+            ["ip", "netns", "exec", a, sys.executable, "-c", TCP_SOURCE, "10.16.0.2", str(mib)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert src.returncode == 0, src.stderr
+        n, digest = sink.communicate(timeout=30)[0].split()
+        assert int(n) == mib << 20 and digest == src.stdout.strip()
+        st = query(tmp_path, "stats")
+        assert st["ports"]["s0"]["offload"] == "virtio_net_hdr"  # type: ignore[index]
+        assert not st["ports"]["s0"]["errors"].get("offload_error")  # type: ignore[index]
     finally:
         proc.terminate()
         assert proc.wait(10) == 0

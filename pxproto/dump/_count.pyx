@@ -9,6 +9,7 @@ import numpy as np
 
 from pxproto.fastpath.wirec cimport PxView, px_view
 from pxproto.fastpath.wiregen cimport *
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 
 
 cdef inline uint64_t _mac(const unsigned char* m) noexcept nogil:
@@ -120,3 +121,7 @@ def count_frames(
            "ts": s_ts[:ns]}
     hb = {"frame": h_frame[:nh], "dime": h_dime[:nh], "ts": h_ts[:nh], "period": h_period[:nh]}
     return nbytes, bad, lo, hi, sig, hb
+
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+"""Source hash of this build (pxproto/fastpath/buildhash.py); pxproto.fastpath.select checks it."""

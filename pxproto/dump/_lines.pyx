@@ -10,6 +10,7 @@ from libc.string cimport memcpy
 
 from pxproto.fastpath.wirec cimport PxView, px_view
 from pxproto.fastpath.wiregen cimport *
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 
 cdef extern from *:
     """
@@ -306,3 +307,7 @@ def write_lines(
     finally:
         free(o.p)
     return i
+
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+"""Source hash of this build (pxproto/fastpath/buildhash.py); pxproto.fastpath.select checks it."""

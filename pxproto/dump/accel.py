@@ -11,11 +11,10 @@ Tests switch with :func:`use_compiled`.
 
 from __future__ import annotations
 
-import os
-import warnings
 from types import ModuleType
 
 from pxproto.fastpath import capindex as _pure_index
+from pxproto.fastpath import select
 
 index: ModuleType = _pure_index
 lines: ModuleType | None = None
@@ -25,13 +24,10 @@ _loaded: tuple[ModuleType, ModuleType | None, ModuleType | None] = (_pure_index,
 
 def _load() -> None:
     global index, lines, count, _loaded
-    if os.environ.get("PXPROTO_PURE") == "1":
-        return
-    try:
-        from pxproto.dump import _count, _lines  # type: ignore[attr-defined]
-        from pxproto.fastpath import _capindex as _index  # type: ignore[attr-defined]
-    except ImportError as exc:
-        warnings.warn(f"pxdump: compiled hot paths unavailable ({exc}); using the pure twins", RuntimeWarning, 2)
+    _index = select.compiled("pxproto.fastpath._capindex", warn=True)
+    _lines = select.compiled("pxproto.dump._lines", warn=True)
+    _count = select.compiled("pxproto.dump._count", warn=True)
+    if _index is None or _lines is None or _count is None:
         return
     index, lines, count = _loaded = (_index, _lines, _count)
 

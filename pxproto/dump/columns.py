@@ -25,20 +25,6 @@ from pxproto.wire.codes import FrameClass
 KIND_OTHER = 0
 """``kind`` of a frame whose EtherType is not a Parallax one."""
 
-_PREFIX_BASE = {
-    "eth": 0,
-    "": spec.HEADER_OFFSET,
-    "sig": spec.BODY_OFFSET,
-    "data": spec.BODY_OFFSET,
-    "disc": spec.BODY_OFFSET,
-    "hb": spec.BODY_OFFSET,
-}
-_CLASS_OF_PREFIX = {
-    "sig": FrameClass.SIGNALING,
-    "data": FrameClass.DATA,
-    "disc": FrameClass.DISCOVERY,
-    "hb": FrameClass.HEARTBEAT,
-}
 _DTYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 6: np.uint64, 8: np.uint64}
 
 
@@ -58,12 +44,12 @@ class FieldColumn:
 def _field_columns() -> dict[str, FieldColumn]:
     out: dict[str, FieldColumn] = {}
     tables = layout.struct_tables()
-    for prefix, base in _PREFIX_BASE.items():
+    for prefix, base in layout.PREFIX_BASE.items():
         for f in tables[prefix][1]:
             if f.size not in _DTYPES:
                 continue
             name = f"{prefix}.{f.name}" if prefix else f.name
-            out[name] = FieldColumn(name, base + f.offset, f.size, _CLASS_OF_PREFIX.get(prefix), f.values)
+            out[name] = FieldColumn(name, base + f.offset, f.size, layout.PREFIX_CLASS.get(prefix), f.values)
     return out
 
 

@@ -36,21 +36,11 @@ def _section(key: str) -> str:
 
 def _field_spans() -> dict[str, tuple[int, int]]:
     """px.* key -> (offset in frame, size) of the fixed fields, from the layout."""
-    bases = {"eth": 0, "": spec.HEADER_OFFSET, "sig": spec.BODY_OFFSET, "data": spec.BODY_OFFSET}
-    bases |= {"disc": spec.BODY_OFFSET, "hb": spec.BODY_OFFSET}
-    names = {"src_dime": "dime.src", "dst_dime": "dime.dst", "src_thread": "thread.src", "dst_thread": "thread.dst"}
-    names |= {"length": "len"}
     out: dict[str, tuple[int, int]] = {}
     tables = layout.struct_tables()
-    for prefix, base in bases.items():
+    for prefix, base in layout.PREFIX_BASE.items():
         for f in tables[prefix][1]:
-            if prefix == "sig":
-                key = f"px.{f.name}"
-            elif prefix:
-                key = f"px.{prefix}.{f.name}"
-            else:
-                key = f"px.{names.get(f.name, f.name)}"
-            out[key] = (base + f.offset, f.size)
+            out[f.key] = (base + f.offset, f.size)
     return out
 
 

@@ -29,7 +29,7 @@ from enum import IntEnum
 import numpy as np
 
 from pxproto.dump.columns import FIELDS, KIND_OTHER, Batch
-from pxproto.wire import ethertypes
+from pxproto.wire import ethertypes, layout
 from pxproto.wire.codes import DIME_ALL, Command, Fcaps, FrameClass, HeaderFlag, Op, Scope, Status
 
 
@@ -188,15 +188,8 @@ class Or(Node):
 # ------------------------------------------------------------------ parsing
 
 _TOKEN = re.compile(r"\s*(\(|\)|&&|\|\||!|[^\s()!]+)")
-_CLASS_WORDS = {
-    "signaling": FrameClass.SIGNALING,
-    "sig": FrameClass.SIGNALING,
-    "data": FrameClass.DATA,
-    "discovery": FrameClass.DISCOVERY,
-    "disc": FrameClass.DISCOVERY,
-    "heartbeat": FrameClass.HEARTBEAT,
-    "hb": FrameClass.HEARTBEAT,
-}
+_CLASS_WORDS = {c.name.lower(): c for c in FrameClass} | layout.PREFIX_CLASS
+"""A class by its name or its layout prefix (signaling/sig, data, discovery/disc, heartbeat/hb)."""
 _MAC = re.compile(r"^[0-9a-fA-F]{1,2}([:-][0-9a-fA-F]{1,2}){5}$")
 _RANGE = re.compile(r"^([0-9a-fA-Fx]+)-([0-9a-fA-Fx]+)$")
 KEYWORDS = sorted(

@@ -1,5 +1,5 @@
 """``Frame.to_dict()`` from raw field values: how the scapy and dpkt bindings
-(:mod:`pxproto.scapy`, :mod:`pxproto.dpkt`) name what they decoded, so every
+(:mod:`pxproto.interop.scapy`, :mod:`pxproto.interop.dpkt`) name what they decoded, so every
 decoder of the ecosystem can be checked key for key against the reference.
 
 The fields and their ``px.*`` keys come from :mod:`pxproto.wire.layout`; only
@@ -18,12 +18,7 @@ from pxproto.wire.codec import _decode_tlv
 from pxproto.wire.codes import STATE_ANY, Command, DataFlag, DimeState, FrameClass, HeaderFlag, Scope
 from pxproto.wire.frame import mac_text
 
-BODY_PREFIX = {
-    FrameClass.SIGNALING: "sig",
-    FrameClass.DATA: "data",
-    FrameClass.DISCOVERY: "disc",
-    FrameClass.HEARTBEAT: "hb",
-}
+BODY_PREFIX = layout.CLASS_PREFIX
 """The layout table of each class's fixed body."""
 
 

@@ -27,47 +27,37 @@ Batch (no Python object per frame; pxdump, the switch)::
 ``cls`` is 0 for a row that is not a Parallax frame (EtherType, too short, or
 link type not Ethernet); ``error`` is an index into ERROR_FIELDS.
 
-C level (Cython): ``from pxproto.fastpath.wirec cimport PxView, px_view, px_put_*``
-and ``from pxproto.fastpath.wiregen cimport *`` (see wirec.pxd).
+C level: the codec is plain C, ``pxproto/fastpath/px_codec.h``, generated from the spec
+(``python -m pxproto.wire.gen_fastpath``) and freestanding (a bare-metal program #includes
+it).  Cython: ``from pxproto.fastpath.wirec cimport PxView, px_view, px_put_*`` and
+``from pxproto.fastpath.wiregen cimport *`` (see wirec.pxd).
 
-``COMPILED`` says which implementation is in use.  ``PXPROTO_PURE=1`` forces the
-pure one; a missing extension falls back to it with one warning.  The C copy of
+``COMPILED`` says which implementation is in use, as chosen by
+:func:`pxproto.fastpath.select.compiled`: ``PXPROTO_PURE=1`` forces the pure one; a
+missing extension falls back to it with one warning, or fails under
+``PXPROTO_REQUIRE_COMPILED=1`` (as does a stale one).  The C copy of
 the EtherType map follows :func:`pxproto.wire.ethertypes.configure`.
 """
 
 from __future__ import annotations
 
-import os
-import warnings
 from typing import Any
 
 from pxproto.fastpath import capindex as _pure_capindex
-from pxproto.fastpath._wiregen import ERROR_CODES, ERROR_FIELDS
+from pxproto.fastpath import select
 from pxproto.fastpath.capindex import CaptureIndex, index_with
 from pxproto.fastpath.columns import COLUMN_NAMES, COLUMNS, Columns, empty, filter_mask
+from pxproto.wire.layout import ERROR_CODES, ERROR_FIELDS
 
-PURE_ENV = "PXPROTO_PURE"
-_impl: Any
-_index_impl: Any = _pure_capindex  # not named _capindex: that would shadow the submodule in the import below
-COMPILED = False
-if os.environ.get(PURE_ENV) == "1":
+PURE_ENV = select.PURE_ENV
+_TWIN = "the reference codec"
+_impl: Any = select.compiled("pxproto.fastpath.wirec", warn=True, twin=_TWIN)
+_index_impl: Any = select.compiled("pxproto.fastpath._capindex", warn=True, twin=_TWIN) if _impl else None
+COMPILED = _impl is not None and _index_impl is not None
+if not COMPILED:
     from pxproto.fastpath import pure as _impl
-else:
-    try:
-        from pxproto.fastpath import _capindex as _index_impl  # type: ignore[attr-defined, no-redef]
-        from pxproto.fastpath import wirec as _impl  # type: ignore[attr-defined, no-redef]
 
-        COMPILED = True
-    except ImportError as _exc:
-        from pxproto.fastpath import pure as _impl
-
-        _index_impl = _pure_capindex
-
-        warnings.warn(
-            f"pxproto.fastpath: compiled extension unavailable ({_exc}); using the reference codec",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    _index_impl = _pure_capindex  # not named _capindex: that would shadow the submodule
 
 decode = _impl.decode
 encode = _impl.encode

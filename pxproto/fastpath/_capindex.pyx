@@ -11,6 +11,7 @@ takes the bytes that follow the last call's consumed prefix, so a pipe
 
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 
 import numpy as np
 
@@ -322,3 +323,7 @@ cdef class Indexer:
             off += blen
         pos_[0] = off
         return r
+
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+"""Source hash of this build (pxproto/fastpath/buildhash.py); pxproto.fastpath.select checks it."""

@@ -384,7 +384,7 @@ def encode(frame) -> bytes:
         src_mac = _mac(_get(frame, FR[8]))
         memcpy(out + PX_ETH_DST, <const char*>dst_mac, 6)
         memcpy(out + PX_ETH_SRC, <const char*>src_mac, 6)
-        wr16(out + PX_ETH_TYPE, _ET[cls])
+        wr16(out + PX_ETH_TYPE, _ET.et[cls])
         h = out + PX_ETH_LEN
         h[PX_HDR_VERSION] = <unsigned char>_u(_get(frame, FR[10]), 0xFF)
         h[PX_HDR_FLAGS] = (PX_HFLAG_SCOPE_DIME if _get(frame, FR[1]) is SCOPE_DIME else 0) | (

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pxproto.fastpath._wiregen import ERROR_CODES, ERROR_FIELDS
+from pxproto.wire.layout import ERROR_CODES, ERROR_FIELDS
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("offset", "i8", "byte offset of the frame in the buffer"),

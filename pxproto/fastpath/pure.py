@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from pxproto.errors import ProtocolError
-from pxproto.fastpath._wiregen import ERROR_CODES
 from pxproto.wire import codec, ethertypes, spec
 from pxproto.wire.codes import HeaderFlag
 from pxproto.wire.frame import Data, Discovery, Frame, Heartbeat, Signaling
+from pxproto.wire.layout import ERROR_CODES
 
 decode = codec.decode
 encode = codec.encode

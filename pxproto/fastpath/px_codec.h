@@ -202,90 +202,89 @@
 #define PX_ERR_HEADER 3
 #define PX_ERR_TLV 4
 #define PX_ERR_AUTH 5
-#define PX_ERR_LENGTH 6
-#define PX_ERR_ETH_DST 7
-#define PX_ERR_ETH_SRC 8
-#define PX_ERR_ETH_TYPE 9
-#define PX_ERR_VERSION 10
-#define PX_ERR_FLAGS 11
-#define PX_ERR_LEN 12
-#define PX_ERR_DIME_SRC 13
-#define PX_ERR_THREAD_SRC 14
-#define PX_ERR_DIME_DST 15
-#define PX_ERR_THREAD_DST 16
-#define PX_ERR_SEQ 17
-#define PX_ERR_REQ_ID 18
-#define PX_ERR_CMD 19
-#define PX_ERR_OP 20
-#define PX_ERR_STATUS 21
-#define PX_ERR_TLV_COUNT 22
-#define PX_ERR_TLV_TYPE 23
-#define PX_ERR_TLV_LENGTH 24
-#define PX_ERR_DATA_CHANNEL 25
-#define PX_ERR_DATA_FLAGS 26
-#define PX_ERR_DATA_MSG_ID 27
-#define PX_ERR_DATA_MSG_LEN 28
-#define PX_ERR_DATA_FRAG_OFFSET 29
-#define PX_ERR_DATA_FRAG_INDEX 30
-#define PX_ERR_DATA_FRAG_COUNT 31
-#define PX_ERR_DATA_ACK 32
-#define PX_ERR_DATA_CREDIT 33
-#define PX_ERR_DISC_OP 34
-#define PX_ERR_DISC_STATE_FILTER 35
-#define PX_ERR_DISC_COUNT 36
-#define PX_ERR_DISC_PROBE_ID 37
-#define PX_ERR_DISC_SW_VERSION 38
-#define PX_ERR_DISC_CAPS 39
-#define PX_ERR_DISC_DIME_DIME 40
-#define PX_ERR_DISC_DIME_CORE 41
-#define PX_ERR_DISC_DIME_STATE 42
-#define PX_ERR_DISC_DIME_MEM_TOTAL 43
-#define PX_ERR_DISC_DIME_MEM_FREE 44
-#define PX_ERR_DISC_DIME_EPOCH 45
-#define PX_ERR_HB_EPOCH 46
-#define PX_ERR_HB_STATE 47
-#define PX_ERR_HB_PERIOD_MS 48
-#define PX_ERR_HB_CPU_PERMILLE 49
-#define PX_ERR_HB_STAGE 50
-#define PX_ERR_HB_MEM_USED 51
-#define PX_ERR_HB_MEM_LIMIT 52
-#define PX_ERR_HB_RX_QUEUE 53
-#define PX_ERR_HB_TX_QUEUE 54
-#define PX_ERR_HB_SERVICE 55
-#define PX_ERR_AUTH_KEY_ID 56
-#define PX_ERR_AUTH_COUNTER 57
-#define PX_ERR_AUTH_TAG 58
-#define PX_ERR_TLV_PARAM_ID 59
-#define PX_ERR_TLV_VALUE 60
-#define PX_ERR_TLV_MEM_CHUNKS 61
-#define PX_ERR_TLV_SERVICE_ID 62
-#define PX_ERR_TLV_STAGE 63
-#define PX_ERR_TLV_MICE_NAME 64
-#define PX_ERR_TLV_PACKAGE_DIGEST 65
-#define PX_ERR_TLV_PACKAGE_SIZE 66
-#define PX_ERR_TLV_CHANNEL 67
-#define PX_ERR_TLV_PEER_MAC 68
-#define PX_ERR_TLV_PEER_DIME 69
-#define PX_ERR_TLV_PEER_THREAD 70
-#define PX_ERR_TLV_DIRECTION 71
-#define PX_ERR_TLV_FAULT_CODE 72
-#define PX_ERR_TLV_TEXT 73
-#define PX_ERR_TLV_CPU_NS 74
-#define PX_ERR_TLV_MEM_USED 75
-#define PX_ERR_TLV_FRAMES_RX 76
-#define PX_ERR_TLV_FRAMES_TX 77
-#define PX_ERR_TLV_BYTES_RX 78
-#define PX_ERR_TLV_BYTES_TX 79
-#define PX_ERR_TLV_COUNTER_ID 80
-#define PX_ERR_TLV_THRESHOLD 81
-#define PX_ERR_TLV_KEY_ID 82
-#define PX_ERR_TLV_KEY 83
-#define PX_ERR_TLV_ACL 84
-#define PX_ERR_TLV_ECHO 85
-#define PX_ERR_TLV_EPOCH 86
-#define PX_ERR_TLV_PACKAGE_SIG 87
-#define PX_ERR_COUNT 88
-#define PX_CODEC_HASH "bc583e1bf756dace"
+#define PX_ERR_ETH_DST 6
+#define PX_ERR_ETH_SRC 7
+#define PX_ERR_ETH_TYPE 8
+#define PX_ERR_VERSION 9
+#define PX_ERR_FLAGS 10
+#define PX_ERR_LEN 11
+#define PX_ERR_DIME_SRC 12
+#define PX_ERR_THREAD_SRC 13
+#define PX_ERR_DIME_DST 14
+#define PX_ERR_THREAD_DST 15
+#define PX_ERR_SEQ 16
+#define PX_ERR_REQ_ID 17
+#define PX_ERR_CMD 18
+#define PX_ERR_OP 19
+#define PX_ERR_STATUS 20
+#define PX_ERR_TLV_COUNT 21
+#define PX_ERR_TLV_TYPE 22
+#define PX_ERR_TLV_LENGTH 23
+#define PX_ERR_DATA_CHANNEL 24
+#define PX_ERR_DATA_FLAGS 25
+#define PX_ERR_DATA_MSG_ID 26
+#define PX_ERR_DATA_MSG_LEN 27
+#define PX_ERR_DATA_FRAG_OFFSET 28
+#define PX_ERR_DATA_FRAG_INDEX 29
+#define PX_ERR_DATA_FRAG_COUNT 30
+#define PX_ERR_DATA_ACK 31
+#define PX_ERR_DATA_CREDIT 32
+#define PX_ERR_DISC_OP 33
+#define PX_ERR_DISC_STATE_FILTER 34
+#define PX_ERR_DISC_COUNT 35
+#define PX_ERR_DISC_PROBE_ID 36
+#define PX_ERR_DISC_SW_VERSION 37
+#define PX_ERR_DISC_CAPS 38
+#define PX_ERR_DISC_DIME_DIME 39
+#define PX_ERR_DISC_DIME_CORE 40
+#define PX_ERR_DISC_DIME_STATE 41
+#define PX_ERR_DISC_DIME_MEM_TOTAL 42
+#define PX_ERR_DISC_DIME_MEM_FREE 43
+#define PX_ERR_DISC_DIME_EPOCH 44
+#define PX_ERR_HB_EPOCH 45
+#define PX_ERR_HB_STATE 46
+#define PX_ERR_HB_PERIOD_MS 47
+#define PX_ERR_HB_CPU_PERMILLE 48
+#define PX_ERR_HB_STAGE 49
+#define PX_ERR_HB_MEM_USED 50
+#define PX_ERR_HB_MEM_LIMIT 51
+#define PX_ERR_HB_RX_QUEUE 52
+#define PX_ERR_HB_TX_QUEUE 53
+#define PX_ERR_HB_SERVICE 54
+#define PX_ERR_AUTH_KEY_ID 55
+#define PX_ERR_AUTH_COUNTER 56
+#define PX_ERR_AUTH_TAG 57
+#define PX_ERR_TLV_PARAM_ID 58
+#define PX_ERR_TLV_VALUE 59
+#define PX_ERR_TLV_MEM_CHUNKS 60
+#define PX_ERR_TLV_SERVICE_ID 61
+#define PX_ERR_TLV_STAGE 62
+#define PX_ERR_TLV_MICE_NAME 63
+#define PX_ERR_TLV_PACKAGE_DIGEST 64
+#define PX_ERR_TLV_PACKAGE_SIZE 65
+#define PX_ERR_TLV_CHANNEL 66
+#define PX_ERR_TLV_PEER_MAC 67
+#define PX_ERR_TLV_PEER_DIME 68
+#define PX_ERR_TLV_PEER_THREAD 69
+#define PX_ERR_TLV_DIRECTION 70
+#define PX_ERR_TLV_FAULT_CODE 71
+#define PX_ERR_TLV_TEXT 72
+#define PX_ERR_TLV_CPU_NS 73
+#define PX_ERR_TLV_MEM_USED 74
+#define PX_ERR_TLV_FRAMES_RX 75
+#define PX_ERR_TLV_FRAMES_TX 76
+#define PX_ERR_TLV_BYTES_RX 77
+#define PX_ERR_TLV_BYTES_TX 78
+#define PX_ERR_TLV_COUNTER_ID 79
+#define PX_ERR_TLV_THRESHOLD 80
+#define PX_ERR_TLV_KEY_ID 81
+#define PX_ERR_TLV_KEY 82
+#define PX_ERR_TLV_ACL 83
+#define PX_ERR_TLV_ECHO 84
+#define PX_ERR_TLV_EPOCH 85
+#define PX_ERR_TLV_PACKAGE_SIG 86
+#define PX_ERR_COUNT 87
+#define PX_CODEC_HASH "fd321cd44f1a172c"
 
 static const unsigned char PX_VALID_CMD[256] = {
     [1] = 1, [2] = 1, [3] = 1, [16] = 1, [17] = 1, [18] = 1, [19] = 1, [20] = 1, [21] = 1, [22] = 1,
@@ -316,10 +315,10 @@ static const unsigned char PX_TLV_KIND[30] = {
 };
 
 static const unsigned char PX_TLV_ERR[30] = {
-    [1] = 59, [2] = 60, [3] = 61, [4] = 62, [5] = 63, [6] = 64, [7] = 65, [8] = 66, [9] = 67, [10] = 68,
-    [11] = 69, [12] = 70, [13] = 71, [14] = 72, [15] = 73, [16] = 74, [17] = 75, [18] = 76, [19] = 77,
-    [20] = 78, [21] = 79, [22] = 80, [23] = 81, [24] = 82, [25] = 83, [26] = 84, [27] = 85, [28] = 86,
-    [29] = 87
+    [1] = 58, [2] = 59, [3] = 60, [4] = 61, [5] = 62, [6] = 63, [7] = 64, [8] = 65, [9] = 66, [10] = 67,
+    [11] = 68, [12] = 69, [13] = 70, [14] = 71, [15] = 72, [16] = 73, [17] = 74, [18] = 75, [19] = 76,
+    [20] = 77, [21] = 78, [22] = 79, [23] = 80, [24] = 81, [25] = 82, [26] = 83, [27] = 84, [28] = 85,
+    [29] = 86
 };
 
 static const unsigned char PX_TLVK_SIZE[10] = {
@@ -339,14 +338,13 @@ static inline int px_tlv_enum_ok(unsigned int type, unsigned long long v) {
     }
 }
 
-static const char *const PX_ERROR_FIELDS[88] = {
+static const char *const PX_ERROR_FIELDS[87] = {
     "",
     "frame",
     "eth",
     "header",
     "tlv",
     "auth",
-    "length",
     "eth.dst",
     "eth.src",
     "eth.type",
@@ -732,7 +730,7 @@ static inline int px__data(const unsigned char *buf, px_ssize start, px_ssize en
         if (v->msg_len) return px__fail(v, PX_ERR_DATA_MSG_LEN, start + PX_DATA_MSG_LEN);
         if (v->frag_offset) return px__fail(v, PX_ERR_DATA_FRAG_OFFSET, start + PX_DATA_FRAG_OFFSET);
         if (v->frag_index) return px__fail(v, PX_ERR_DATA_FRAG_INDEX, start + PX_DATA_FRAG_INDEX);
-        if (v->payload_len) return px__fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH);
+        if (v->payload_len) return px__fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH);
         return 0;
     }
     if (v->frag_index >= v->frag_count) return px__fail(v, PX_ERR_DATA_FRAG_INDEX, start + PX_DATA_FRAG_INDEX);
@@ -741,7 +739,7 @@ static inline int px__data(const unsigned char *buf, px_ssize start, px_ssize en
     if (v->frag_index == 0 && v->frag_offset) return px__fail(v, PX_ERR_DATA_FRAG_OFFSET, start + PX_DATA_FRAG_OFFSET);
     if (v->frag_index == v->frag_count - 1 && frag_end != v->msg_len)
         return px__fail(v, PX_ERR_DATA_MSG_LEN, start + PX_DATA_MSG_LEN);
-    if (v->payload_len == 0 && v->msg_len) return px__fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH);
+    if (v->payload_len == 0 && v->msg_len) return px__fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH);
     return 0;
 }
 
@@ -775,7 +773,7 @@ static inline int px__discovery(const unsigned char *buf, px_ssize start, px_ssi
 
 static inline int px__heartbeat(const unsigned char *buf, px_ssize start, px_ssize end, PxView *v) {
     const unsigned char *b = buf + start;
-    if (end - start != PX_HB_LEN) return px__fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH);
+    if (end - start != PX_HB_LEN) return px__fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH);
     v->hb_epoch = px_rd32(b + PX_HB_EPOCH);
     v->hb_state = b[PX_HB_STATE];
     v->hb_period_ms = px_rd16(b + PX_HB_PERIOD_MS);
@@ -820,15 +818,15 @@ static inline int px_decode(const unsigned char *buf, px_ssize n, const PxEtherT
     if (v->flags & ~(unsigned int)(PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH))
         return px__fail(v, PX_ERR_FLAGS, PX_ETH_LEN + PX_HDR_FLAGS);
     body_end = PX_BODY_OFFSET + (px_ssize)v->length;
-    if (body_end > n) return px__fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH);
+    if (body_end > n) return px__fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH);
     end = body_end + (v->has_auth ? PX_AUTH_LEN : 0);
     if (end > n) return px__fail(v, PX_ERR_AUTH, body_end);
     v->end = end;
     v->padding = n - end;
     if (v->padding) {
-        if (n != PX_MIN_ETHERNET_FRAME) return px__fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH);
+        if (n != PX_MIN_ETHERNET_FRAME) return px__fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH);
         for (i = end; i < n; i++)
-            if (buf[i]) return px__fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH);
+            if (buf[i]) return px__fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH);
     }
     /* scope rules (codec._check_scope) */
     if (v->cls == PX_CLASS_DATA && v->scope != 1) return px__fail(v, PX_ERR_FLAGS, PX_ETH_LEN + PX_HDR_FLAGS);
@@ -839,7 +837,7 @@ static inline int px_decode(const unsigned char *buf, px_ssize n, const PxEtherT
     if (v->cls == PX_CLASS_HEARTBEAT && v->src_dime == PX_DIME_ALL)
         return px__fail(v, PX_ERR_DIME_SRC, PX_ETH_LEN + PX_HDR_SRC_DIME);
     fixed = PX_CLASS_BODY_LEN[v->cls];
-    if ((px_ssize)v->length < fixed) return px__fail(v, PX_ERR_LENGTH, PX_ETH_LEN + PX_HDR_LENGTH);
+    if ((px_ssize)v->length < fixed) return px__fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH);
     if (v->cls == PX_CLASS_SIGNALING) r = px__signaling(buf, PX_BODY_OFFSET, body_end, v);
     else if (v->cls == PX_CLASS_DATA) r = px__data(buf, PX_BODY_OFFSET, body_end, v);
     else if (v->cls == PX_CLASS_DISCOVERY) r = px__discovery(buf, PX_BODY_OFFSET, body_end, v);

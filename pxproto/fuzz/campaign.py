@@ -29,7 +29,7 @@ from pxproto.capture.pcapng import PcapngWriter, read_packets
 from pxproto.fuzz.generate import Case, FrameGenerator
 from pxproto.fuzz.probe import Probe
 from pxproto.fuzz.verdict import OK, Verdict, reference_verdict
-from pxproto.fuzz.wires import Wire
+from pxproto.link import Wire
 
 LEGIT = "legit"
 _COMMENT = re.compile(r"#(\d+) (\S+)(?: (\S+))?")

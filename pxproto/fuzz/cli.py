@@ -21,23 +21,12 @@ from pathlib import Path
 from pxproto.capture.pcapng import read_packets
 from pxproto.errors import ProtocolError
 from pxproto.fuzz.campaign import Campaign, Report, replay
-from pxproto.fuzz.generate import KINDS, FrameGenerator
+from pxproto.fuzz.generate import FrameGenerator
 from pxproto.fuzz.probe import HeartbeatProbe, PingProbe, Probe
 from pxproto.fuzz.verdict import reference_verdict
-from pxproto.fuzz.wires import AfPacketWire, StreamWire, Wire, open_wire
+from pxproto.link import AfPacketWire, StreamWire, Wire, open_wire
+from pxproto.testing.hostile import KINDS, MUTATIONS
 from pxproto.wire.codes import DIME_ALL
-
-KIND_HELP = {
-    "valid": "a valid frame (new seq)",
-    "field": "valid but for one field (header, body or trailer) set to a boundary or unknown code",
-    "truncate": "cut at a structural boundary or anywhere",
-    "extend": "bytes after the end (zeros or random)",
-    "flip": "1-4 bit flips",
-    "ethertype": "another class's EtherType, or a non-Parallax one",
-    "scope": "scope flag, destination DIME id or AUTH flag contradicting the class",
-    "splice": "head of one frame, tail of another",
-    "random": "random bytes (often dressed with a Parallax EtherType)",
-}
 
 
 def _mac(text: str) -> bytes:
@@ -142,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "kinds":
         for k in KINDS:
-            print(f"{k:<10} {KIND_HELP[k]}")
+            print(f"{k:<10} {MUTATIONS[k].help}")
         return 0
     try:
         if args.cmd == "gen":
@@ -184,4 +173,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pxproto.console import run
+
+    sys.exit(run(main))

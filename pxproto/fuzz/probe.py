@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from pxproto.errors import ProtocolError
-from pxproto.fuzz.wires import Wire
+from pxproto.link import Wire
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import DIME_ALL, Command, Op, TlvType
 from pxproto.wire.frame import Frame, Heartbeat, Scope, Signaling, Tlv

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from pxproto.errors import ProtocolError
+from pxproto.fastpath import select
 from pxproto.wire import codec
 
 OK = "ok"
@@ -28,10 +29,7 @@ def reference_verdict(raw: bytes) -> str:
 
 def fast_verdict() -> Verdict | None:
     """The compiled decoder's verdict function, when the fastpath is built (it names the same fields)."""
-    try:
-        from pxproto.fastpath import wirec  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+    wirec = select.compiled("pxproto.fastpath.wirec")
     decode = getattr(wirec, "decode", None)
     if decode is None:
         return None

@@ -16,17 +16,24 @@ Process model (one ``pxkernel`` = one server = one MAC address)::
 Small items share data frames: a DIME packs what waits for an output into
 messages that fill one fragment (:func:`pxproto.node.mice.pack_items`).
 
-Modules:
+Modules (the FCAPS machine is sans I/O: bytes and ``now`` in, frames and timers out; the
+process loop around it is thin):
 
-- :mod:`pxproto.node.package`  service package format, deterministic archive, central store, signature
+- :mod:`pxproto.node.machine`  the DIME machine: signaling, auth, counters, thresholds, faults, heartbeats
+- :mod:`pxproto.node.fcaps`    the 20 command handlers, one dispatch table
+- :mod:`pxproto.node.channels` data channels, item flow and the MICE's queue (part of the machine)
+- :mod:`pxproto.node.dime`     one DIME process: the loop that owns sockets, fork, signals and the clock
 - :mod:`pxproto.node.mice`     the MICE API (stage functions, Context, lineage) and the MICE child runtime
 - :mod:`pxproto.node.flow`     lineage bookkeeping (exactly-once hand-over, completion, replay; watermarks)
-- :mod:`pxproto.node.security` key file, frame signing, access lists; keys and replay windows of pxproto.dime.replay
 - :mod:`pxproto.node.beat`     the real-time heartbeat sender (``pxproto.node._beat``) and its pure twin
 - :mod:`pxproto.node.memory`   2 MiB chunk accounting and the OS limit on a MICE
-- :mod:`pxproto.node.dime`     one DIME process (the FCAPS loop)
 - :mod:`pxproto.node.server`   the server process: port, relay, discovery, DIME supervision
 - :mod:`pxproto.node.cli`      ``pxkernel`` command line
+
+Shared with the orchestrator, outside the node: :mod:`pxproto.package` (service package format,
+central and local stores), :mod:`pxproto.dime.keys` (key file, frame signing, access lists),
+:mod:`pxproto.link` (ports and wires), counter ids in :mod:`pxproto.wire.codes`.  The
+orchestrator's simulated servers (:mod:`pxproto.sim`) run :class:`pxproto.node.machine.DimeMachine`.
 
 Command line::
 

@@ -18,6 +18,7 @@ heartbeat back, and one frame per period costs the switch nothing.
 
 from libc.string cimport memcpy
 from libc.stdlib cimport calloc, free
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -190,3 +191,7 @@ cdef class Beater:
                 self.close()
             free(self.st)
             self.st = NULL
+
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+"""Source hash of this build (pxproto/fastpath/buildhash.py); pxproto.fastpath.select checks it."""

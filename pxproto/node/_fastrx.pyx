@@ -12,8 +12,18 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdint cimport uint8_t, uint32_t
 from libc.string cimport memcpy
 
-from pxproto.fastpath.wirec cimport PxAddr, PxView, px_class_of, px_put_signaling, px_put_tlv, px_put_tlv_uint, px_view
+from pxproto.fastpath.wirec cimport (
+    PxAddr,
+    PxView,
+    px_class_of,
+    px_put_signaling,
+    px_put_tlv,
+    px_put_tlv_uint,
+    px_view,
+    rd16,
+)
 from pxproto.fastpath.wiregen cimport *
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 
 DEF BUF = 1600
 
@@ -27,14 +37,14 @@ def route(bytes raw, bytes mac):
     cdef const unsigned char* m = <const unsigned char*>PyBytes_AS_STRING(mac)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
     cdef int i
-    if n < 34 or px_class_of((<unsigned int>p[12] << 8) | p[13]) == 0:
+    if n < PX_BODY_OFFSET or px_class_of(rd16(p + PX_ETH_TYPE)) == 0:
         return ROUTE_DROP
-    if not (p[0] & 1):
+    if not (p[PX_ETH_DST] & 1):  # unicast: to this server's MAC only
         for i in range(6):
-            if p[i] != m[i]:
+            if p[PX_ETH_DST + i] != m[i]:
                 return ROUTE_DROP
-    if p[15] & 0x01:
-        return (<int>p[22] << 8) | p[23]
+    if p[PX_ETH_LEN + PX_HDR_FLAGS] & PX_HFLAG_SCOPE_DIME:
+        return rd16(p + PX_ETH_LEN + PX_HDR_DST_DIME)
     return ROUTE_SERVER
 
 
@@ -82,3 +92,7 @@ def ping_reply(bytes raw, uint32_t epoch):
     if k < 0:
         return None
     return PyBytes_FromStringAndSize(<char*>out, k)
+
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+"""Source hash of this build (pxproto/fastpath/buildhash.py); pxproto.fastpath.select checks it."""

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from pxproto.fastpath import select
+
 
 class HeartbeatSender(Protocol):
     realtime: bool
@@ -85,12 +87,6 @@ class BeaterPy:
         self._sock.close()
 
 
-COMPILED = False
-Beater: Callable[[int], HeartbeatSender] = BeaterPy
-if os.environ.get("PXPROTO_PURE") != "1":
-    try:
-        from pxproto.node._beat import Beater  # type: ignore[no-redef]  # noqa: F401
-
-        COMPILED = True
-    except ImportError:  # pragma: no cover - depends on the build
-        pass
+_compiled = select.compiled("pxproto.node._beat")
+COMPILED = _compiled is not None
+Beater: Callable[[int], HeartbeatSender] = _compiled.Beater if _compiled is not None else BeaterPy

@@ -12,9 +12,10 @@ import os
 import sys
 from pathlib import Path
 
-from pxproto.node import security, state
+from pxproto.dime.keys import KeyFileError, load_keyfile
+from pxproto.link import WireError, open_port
+from pxproto.node import state
 from pxproto.node.server import Server, ServerConfig, usable_cores
-from pxproto.node.wire import WireError, open_wire
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,15 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     keys: dict[int, bytes] = {}
     if args.key:
         try:
-            keys = security.load_keyfile(args.key)
-        except security.KeyFileError as exc:
+            keys = load_keyfile(args.key)
+        except KeyFileError as exc:
             print(f"pxkernel: {exc}", file=sys.stderr)
             return 2
     where = args.iface or args.port
     state_dir = args.state_dir or f"/tmp/pxkernel-{os.getuid()}/{hashlib.sha256(where.encode()).hexdigest()[:12]}"
-    Path(state_dir).mkdir(parents=True, exist_ok=True)
     try:
-        wire = open_wire(args.port, args.iface)
+        Path(state_dir).mkdir(parents=True, exist_ok=True)
+        probe = Path(state_dir) / ".pxkernel-writable"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        print(f"pxkernel: --state-dir {state_dir}: not a writable directory ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    try:
+        wire = open_port(args.port, args.iface)
     except (WireError, OSError) as exc:
         print(f"pxkernel: cannot open the wire: {exc}", file=sys.stderr)
         return 2
@@ -66,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         mac = state.parse_mac(args.mac) if args.mac else (wire.mac or state.server_mac(state_dir))
     except ValueError as exc:
         print(f"pxkernel: --mac: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"pxkernel: --state-dir {state_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     cfg = ServerConfig(
         mac=mac,

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, frame_to
+from pxproto.dime.keys import KeyRing
 from pxproto.dime.signaling import Requester, RequestTimedOut, ResponseReceived, RetransmitPolicy
 from pxproto.errors import ProtocolError
 from pxproto.fastpath import decode, encode
-from pxproto.node.security import KeyRing
-from pxproto.node.wire import Wire
+from pxproto.link import Port
 from pxproto.wire.codes import DIME_ALL, STATE_ANY, Command, DiscoveryOp, Op, Status
 from pxproto.wire.frame import Data, Discovery, Frame, Heartbeat, Signaling, Tlv
 
@@ -36,7 +36,7 @@ class Seen:
 
 
 class Client:
-    def __init__(self, wire: Wire, mac: bytes | None = None, keys: dict[int, bytes] | None = None) -> None:
+    def __init__(self, wire: Port, mac: bytes | None = None, keys: dict[int, bytes] | None = None) -> None:
         self.wire = wire
         self.mac = mac or bytes([0x02]) + os.urandom(5)
         self.local = Address(self.mac, DIME_ALL, 0)

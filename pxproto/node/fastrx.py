@@ -6,25 +6,29 @@ or None.  Set ``PXPROTO_PURE=1`` to force the twin.
 
 from __future__ import annotations
 
-import os
-
 from pxproto.errors import ProtocolError
-from pxproto.wire import ethertypes
+from pxproto.fastpath import select
+from pxproto.wire import ethertypes, layout, spec
 from pxproto.wire.codec import decode, encode
-from pxproto.wire.codes import DIME_ALL, Command, Op, Scope, Status, TlvType
+from pxproto.wire.codes import DIME_ALL, Command, HeaderFlag, Op, Scope, Status, TlvType
 from pxproto.wire.frame import Frame, Signaling, Tlv
 
 ROUTE_DROP = -2
 ROUTE_SERVER = -1
+_OFF = {prefix: {f.name: f.offset for f in fields} for prefix, (_s, fields) in layout.struct_tables().items()}
+ETH_DST, ETH_TYPE = _OFF["eth"]["dst"], _OFF["eth"]["type"]
+FLAGS = spec.HEADER_OFFSET + _OFF[""]["flags"]
+DST_DIME = spec.HEADER_OFFSET + _OFF[""]["dst_dime"]
+BODY_OFFSET = spec.BODY_OFFSET
 
 
 def route_py(raw: bytes, mac: bytes) -> int:
-    if len(raw) < 34 or ethertypes.current().classify(int.from_bytes(raw[12:14], "big")) is None:
+    if len(raw) < BODY_OFFSET or ethertypes.current().classify(int.from_bytes(raw[ETH_TYPE : ETH_TYPE + 2])) is None:
         return ROUTE_DROP
-    if not raw[0] & 1 and raw[:6] != mac:
+    if not raw[ETH_DST] & 1 and raw[ETH_DST : ETH_DST + 6] != mac:
         return ROUTE_DROP
-    if raw[15] & 0x01:
-        return int.from_bytes(raw[22:24], "big")
+    if raw[FLAGS] & HeaderFlag.SCOPE_DIME:
+        return int.from_bytes(raw[DST_DIME : DST_DIME + 2])
     return ROUTE_SERVER
 
 
@@ -55,13 +59,7 @@ def ping_reply_py(raw: bytes, epoch: int) -> bytes | None:
     return encode(reply)
 
 
-COMPILED = False
-route = route_py
-ping_reply = ping_reply_py
-if os.environ.get("PXPROTO_PURE") != "1":
-    try:
-        from pxproto.node._fastrx import ping_reply, route  # type: ignore[no-redef]  # noqa: F401
-
-        COMPILED = True
-    except ImportError:  # pragma: no cover - depends on the build
-        pass
+_compiled = select.compiled("pxproto.node._fastrx")
+COMPILED = _compiled is not None
+route = _compiled.route if _compiled is not None else route_py
+ping_reply = _compiled.ping_reply if _compiled is not None else ping_reply_py

@@ -76,7 +76,6 @@ import hashlib
 import importlib
 import inspect
 import os
-import re
 import socket
 import struct
 import sys
@@ -84,9 +83,9 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from pxproto.package import LocalStore
 from pxproto.wire.codes import FaultCode
 
 ITEM, OUT, DONE, EOF, STOP, FAULT, READY = 1, 2, 3, 4, 5, 6, 7
@@ -197,59 +196,6 @@ class Batcher:
             self.sock.sendall(b"".join(self.parts))
             self.parts.clear()
             self.size = 0
-
-
-# ---------------------------------------------------------------- the local store
-
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-][A-Za-z0-9_./-]{0,199}$")
-
-
-class LocalStore:
-    """Named objects in the server's local store, shared by its DIMEs (a directory of files).
-
-    Names are relative paths of ``[A-Za-z0-9_.-/]`` without ``..``.  Writes are atomic
-    (temp file + rename); :meth:`append` adds length-prefixed records.
-    """
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root) / "objects"
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, name: str) -> Path:
-        if not NAME_RE.match(name) or ".." in name.split("/"):
-            raise ValueError(f"store object name {name!r} is not allowed")
-        return self.root / name
-
-    def get(self, name: str) -> bytes | None:
-        try:
-            return self._path(name).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def put(self, name: str, data: bytes) -> None:
-        p = self._path(name)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, p)
-
-    def append(self, name: str, data: bytes) -> None:
-        p = self._path(name)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "ab") as f:
-            f.write(struct.pack("!I", len(data)) + data)
-
-    def records(self, name: str) -> list[bytes]:
-        raw = self.get(name) or b""
-        out, pos = [], 0
-        while pos + 4 <= len(raw):
-            (n,) = struct.unpack_from("!I", raw, pos)
-            out.append(raw[pos + 4 : pos + 4 + n])
-            pos += 4 + n
-        return out
-
-    def names(self) -> list[str]:
-        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
 
 
 @dataclass

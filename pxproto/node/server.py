@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass
 
 from pxproto.dime.discovery import DiscoveryResponder
 from pxproto.dime.endpoint import Address, frame_to
+from pxproto.dime.keys import KeyRing
 from pxproto.errors import ProtocolError
 from pxproto.fastpath import COMPILED as FASTPATH
 from pxproto.fastpath import decode, encode
+from pxproto.link import Port
 from pxproto.node import fastrx, memory
 from pxproto.node.counters import SERVER_COUNTER_NAMES, ServerCounterId
 from pxproto.node.dime import DimeConfig
-from pxproto.node.security import KeyRing
-from pxproto.node.wire import Wire
 from pxproto.wire import ethertypes, spec
 from pxproto.wire.codes import DIME_ALL, Capability, Command, DimeState, FrameClass, Op, Status, TlvType
 from pxproto.wire.frame import DimeInfo, Frame, Heartbeat, Signaling, Tlv
@@ -70,7 +70,7 @@ class DimeProc:
 
 
 class Server:
-    def __init__(self, cfg: ServerConfig, wire: Wire) -> None:
+    def __init__(self, cfg: ServerConfig, wire: Port) -> None:
         self.cfg = cfg
         self.wire = wire
         self.mac = cfg.mac
@@ -238,7 +238,7 @@ class Server:
         )
 
     def _sys_counters(self, frame: Frame, body: Signaling) -> tuple[Status, tuple[Tlv, ...]]:
-        """One of the server's own counters (pxproto.node.counters.ServerCounterId)."""
+        """One of the server's own counters (pxproto.wire.codes.ServerCounterId)."""
         cid = body.param(TlvType.COUNTER_ID)
         cid = cid if isinstance(cid, int) else -1
         if cid not in ServerCounterId._value2member_map_:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,24 +15,14 @@ from pathlib import Path
 
 from pxproto.dime.endpoint import Address
 from pxproto.dime.signaling import ResponseReceived
+from pxproto.link import UdpPort, free_udp_ports
 from pxproto.node.client import Client
-from pxproto.node.wire import UdpWire
 from pxproto.wire.codes import Command, Direction, Status, TlvType
 from pxproto.wire.frame import Tlv
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = bytes(range(32))
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def free_udp_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class Cluster:
@@ -66,7 +55,7 @@ class Cluster:
         self.store.mkdir(parents=True)
         keyfile = tmp / "cluster.key"
         keyfile.write_text(f"1 {KEY.hex()}\n")
-        time.sleep(0.3)
+        self._wait_switch(tmp / "sw.sock")
         self.logs: list[Path] = []
         for i in range(kernels):
             log = tmp / f"kernel{i}.log"
@@ -91,7 +80,7 @@ class Cluster:
             cmd += list(extra)
             with open(log, "wb") as f:
                 self.procs.append(subprocess.Popen(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT))
-        self.client = Client(UdpWire("127.0.0.1", self.ports[-1]), keys={1: KEY} if key else None)
+        self.client = Client(UdpPort("127.0.0.1", self.ports[-1]), keys={1: KEY} if key else None)
         self.servers: dict[int, bytes] = {}
         """Server index (kernel i, state dir ``state{i}``) -> its MAC, once discovery has seen it ready."""
         try:
@@ -99,6 +88,21 @@ class Cluster:
         except BaseException:
             self.close()  # leave no kernel behind when the bed never came up
             raise
+
+    def _wait_switch(self, control: Path, timeout: float = 20.0) -> None:
+        """Wait until the switch answers on its control socket: it opens that after every port is listening."""
+        from pxproto.switch.daemon import query
+
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                query(str(control), "stats", timeout=1.0)
+                return
+            except (OSError, ValueError):
+                if self.switch.poll() is not None or time.monotonic() > end:
+                    self.switch.kill()
+                    raise RuntimeError(f"pxswitch did not come up (exit {self.switch.poll()})") from None
+                time.sleep(0.02)
 
     def _wait_ready(self, tmp: Path, kernels: int, dimes: int) -> None:
         end = time.monotonic() + 20

@@ -2,9 +2,9 @@
 
 :mod:`pxproto.orch.core` is the state machine (sans I/O); :mod:`pxproto.orch.pool`
 the pool and liveness deadlines; :mod:`pxproto.orch.service` the service file
-format; :mod:`pxproto.orch.events` what it reports; :mod:`pxproto.orch.sim`
-simulated servers for tests and the bench.  The drivers (daemon, CLI, demo)
-move frames and call the core.
+format; :mod:`pxproto.orch.events` what it reports.  The drivers (daemon, CLI, demo)
+move frames and call the core.  Simulated servers for tests and the bench, running the
+node's real DIME machine, are in :mod:`pxproto.sim` (above both the orchestrator and the node).
 """
 
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef

@@ -24,13 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pxorch", description="Parallax orchestrator: discover, deploy, scale, repair.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="run the paper's demo on this machine (rootless)")
-    demo.add_argument("--out-dir", default="captures", help="where demo.pcapng and demo-timeline.png go")
+    demo.add_argument("--out-dir", help="where demo.pcapng and demo-timeline.png go (default: the work dir)")
     demo.add_argument("--rate", type=int, default=400, help="source lines per second (default 400)")
     demo.add_argument("--no-kill", action="store_true", help="do not kill a DIME")
     demo.add_argument("--kill-stage", default="transform", choices=("source", "parse", "transform", "sink"),
                       help="whose DIME is killed (default transform)")  # fmt: skip
     demo.add_argument("--quiet", "-q", action="store_true")
-    demo.add_argument("--workdir", help="keep the servers' state and logs here (default: a temporary directory)")
+    demo.add_argument("--workdir", help="state, logs, capture and timeline (default: a fresh pxorch-demo-* temp dir)")
     demo.add_argument("--netns", action="store_true", help="network namespaces, veth and AF_PACKET (root)")
     demo.add_argument("--heartbeat-ms", type=int, help="override the workflow's heartbeat period (default 50)")
     demo.add_argument("--missed", type=float, help="override: silent periods before suspicion (default 2)")
@@ -124,17 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.file}: service {spec.name} (id {spec.id}), " + " -> ".join(s.name for s in spec.topo_order()))
         return 0
     if args.cmd == "run":
-        from pxproto.node import security
-        from pxproto.node.wire import WireError, open_wire
+        from pxproto.dime.keys import KeyFileError, load_keyfile
+        from pxproto.link import WireError, open_port
         from pxproto.orch.daemon import Daemon, make_core, print_event
         from pxproto.orch.driver import Driver, raise_priority
         from pxproto.orch.service import ServiceError
 
         try:
-            keys = security.load_keyfile(args.key) if args.key else {}
-            wire = open_wire(args.port, args.iface)
+            keys = load_keyfile(args.key) if args.key else {}
+            wire = open_port(args.port, args.iface)
             core = make_core(args.service)
-        except (security.KeyFileError, WireError, ServiceError, OSError) as exc:
+        except (KeyFileError, WireError, ServiceError, OSError) as exc:
             print(f"pxorch: {exc}", file=sys.stderr)
             return 2
         raise_priority()

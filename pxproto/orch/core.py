@@ -65,7 +65,6 @@ from pxproto.dime.signaling import (
     ResponseReceived,
     RetransmitPolicy,
 )
-from pxproto.node.counters import CounterId
 from pxproto.orch.events import (
     CommandFailed,
     DimeDead,
@@ -94,6 +93,7 @@ from pxproto.wire.codes import (
     DIME_ALL,
     STATE_ANY,
     Command,
+    CounterId,
     Direction,
     DiscoveryOp,
     FaultCode,

@@ -20,7 +20,7 @@ import socket
 import time
 from typing import Any
 
-from pxproto.node import package
+from pxproto import package
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
 from pxproto.orch.driver import Driver
 from pxproto.orch.events import OrchEvent

@@ -1,6 +1,11 @@
 """``pxorch demo``: the paper's proof of concept, run for real on this machine, and measured.
 
-It starts a pxswitch (its mirror writes every frame to ``captures/demo.pcapng``),
+Everything it writes goes to one working directory (``workdir``; by default a
+fresh ``pxorch-demo-*`` directory under the system's temporary directory, named
+on the last line of the output), never into the source tree: the servers'
+state and logs, the capture and the timeline picture.
+
+It starts a pxswitch (its mirror writes every frame to ``WORKDIR/demo.pcapng``),
 three pxkernel servers of four DIMEs each, and the orchestrator; discovers the
 twelve DIMEs; deploys the bundled workflow (source -> parse -> transform x2 ->
 sink, counting the words of a bundled corpus); scales the transform out to
@@ -8,7 +13,7 @@ three replicas; kills one transform DIME's process mid-stream (SIGKILL); and
 shows discovery, deployment, scale-out, detection and repair as they happen.
 At the end it checks the sink's records line by line against the known
 answer, prints detection time, repair time and items lost or duplicated, and
-draws the timeline (``captures/demo-timeline.png``).
+draws the timeline (``WORKDIR/demo-timeline.png``).
 
 Rootless: every wire is a UDP port of the switch on 127.0.0.1.  With
 ``netns`` (root): the switch, each server and the orchestrator live in network
@@ -35,10 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pxproto.node import package
-from pxproto.node.mice import LocalStore
-from pxproto.node.testbed import free_udp_ports
-from pxproto.node.wire import PacketWire, UdpWire, Wire
+from pxproto import package
+from pxproto.link import PacketPort, Port, UdpPort, free_udp_ports
 from pxproto.orch import timeline
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
 from pxproto.orch.driver import Driver, raise_priority
@@ -54,6 +57,7 @@ from pxproto.orch.events import (
 )
 from pxproto.orch.service import ServiceSpec, load_service
 from pxproto.orch.status import table
+from pxproto.package import LocalStore
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 SERVICE_FILE = WORKFLOWS / "wordcount.service.toml"
@@ -103,7 +107,7 @@ class Namespaces:
             self.server_ends.append(end)
         self._pair(self.orch_ns, self.orch_end, f"wo{self.tag}")
 
-    def orchestrator_wire(self) -> PacketWire:
+    def orchestrator_wire(self) -> PacketPort:
         """An AF_PACKET socket on the orchestrator's veth end, opened inside its namespace (this process stays
         where it is: a socket keeps the namespace it was made in)."""
         target = os.open(f"/run/netns/{self.orch_ns}", os.O_RDONLY)
@@ -111,7 +115,7 @@ class Namespaces:
         try:
             _setns(target)
             try:
-                wire = PacketWire(self.orch_end)
+                wire = PacketPort(self.orch_end)
                 # /sys shows this process's namespace, not the veth's: ask the socket for the interface's MAC.
                 wire.mac = wire.sock.getsockname()[4]
                 return wire
@@ -158,11 +162,13 @@ class Result:
 class Demo:
     """One run of the demo; :meth:`run` returns a :class:`Result`."""
 
-    def __init__(self, out_dir: Path, *, servers: int = 3, dimes: int = 4, rate: int = 400, quiet: bool = False,
-                 kill: bool = True, scale_to: int = 3, workdir: Path | None = None,
+    def __init__(self, out_dir: Path | None = None, *, servers: int = 3, dimes: int = 4, rate: int = 400,
+                 quiet: bool = False, kill: bool = True, scale_to: int = 3, workdir: Path | None = None,
                  regulator: dict[str, Any] | None = None, netns: bool = False,
                  kill_stage: str = "transform") -> None:  # fmt: skip
-        self.out_dir = out_dir
+        self.wd = choose_workdir(workdir)
+        """The servers' state and logs; the capture and the timeline too unless ``out_dir`` says otherwise."""
+        self.out_dir = out_dir or self.wd
         self.servers = servers
         self.dimes = dimes
         self.rate = rate
@@ -174,9 +180,6 @@ class Demo:
         self.netns = Namespaces() if netns else None
         self.regulator = regulator or {}
         """Overrides of the bundled service file's [regulator] (e.g. a slower heartbeat on a loaded host)."""
-        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="pxorch-demo-")
-        self.wd = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
-        self.wd.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.t0 = time.monotonic()
         self.phase = ""
@@ -294,13 +297,11 @@ class Demo:
             res.picture = str(self._picture(core, drv, res))
         except ImportError as exc:
             res.notes.append(f"no timeline picture: {exc} (pip install matplotlib)")
-        if self._tmp is not None:
-            self._tmp.cleanup()
         return res
 
-    def _start(self, capture: Path, store: Path, keyfile: Path) -> Wire:
+    def _start(self, capture: Path, store: Path, keyfile: Path) -> Port:
         """The switch and the servers; returns the orchestrator's wire."""
-        wire: Wire
+        wire: Port
         if self.netns is not None:
             net = self.netns
             net.create(self.servers)
@@ -319,7 +320,7 @@ class Demo:
             time.sleep(0.3)
             for i in range(self.servers):
                 self.start_kernel(i, ports[i], store, keyfile)
-            wire = UdpWire("127.0.0.1", ports[-1])
+            wire = UdpPort("127.0.0.1", ports[-1])
             self.say(f"pxswitch on {len(ports)} UDP ports; {self.servers} pxkernel servers of {self.dimes} DIMEs each")
         return wire
 
@@ -498,12 +499,25 @@ RECORD = struct.Struct("!Qd")
 """The head of a sink record: lineage, monotonic seconds (see workflows/wordcount/stages.py)."""
 
 
-def main(out_dir: str = "captures", **kw: Any) -> int:
-    demo = Demo(Path(out_dir), **kw)
+WORKDIR_PREFIX = "pxorch-demo-"
+
+
+def choose_workdir(workdir: Path | None) -> Path:
+    """``workdir`` (created if missing), or a fresh ``pxorch-demo-*`` directory in the system's temporary
+    directory: a run never writes into the source tree, and two runs never share state."""
+    if workdir is None:
+        return Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
+def main(out_dir: str | None = None, workdir: Path | None = None, **kw: Any) -> int:
+    demo = Demo(Path(out_dir) if out_dir else None, workdir=workdir, **kw)
     try:
         res = demo.run()
     except DemoError as exc:
         print(f"pxorch demo: {exc}", file=sys.stderr)
+        print(f"workdir: {demo.wd} (logs)", file=sys.stderr)
         return 1
     print()
     print(f"capture: {res.capture}")
@@ -511,7 +525,8 @@ def main(out_dir: str = "captures", **kw: Any) -> int:
         print(f"timeline: {res.picture}")
     for n in res.notes:
         print(f"note: {n}")
+    print(f"workdir: {demo.wd}")
     return 0 if res.ok else 1
 
 
-__all__ = ["Demo", "DemoError", "Result", "main"]
+__all__ = ["Demo", "DemoError", "Result", "choose_workdir", "main"]

@@ -5,7 +5,7 @@ hands heartbeats to the core's hot path and everything else to
 :meth:`Orchestrator.receive`, sends what the core returns (signed under the
 cluster key when one is set), and calls the core's timer when it is due.
 With a key, every frame that arrives must carry a good trailer: key known,
-tag right, counter fresh in its sender's window (:class:`pxproto.node.security.KeyRing`,
+tag right, counter fresh in its sender's window (:class:`pxproto.dime.keys.KeyRing`,
 that is :mod:`pxproto.dime.replay`'s key store and windows); the others are
 dropped before the core sees them and counted by reason (``rejected_*``).
 It can record every heartbeat it sees (for the timeline picture) and passes
@@ -21,21 +21,13 @@ from collections.abc import Callable
 from typing import Any
 
 from pxproto.dime.endpoint import Output
+from pxproto.dime.keys import KeyRing
 from pxproto.errors import ProtocolError
-from pxproto.node.security import KeyRing
-from pxproto.node.wire import Wire
+from pxproto.fastpath import decode, encode  # compiled or pure: pxproto.fastpath.select
+from pxproto.link import Port
 from pxproto.orch.core import Orchestrator
 from pxproto.orch.events import OrchEvent
 from pxproto.wire.frame import Heartbeat
-
-try:
-    from pxproto.fastpath.wirec import decode, encode
-
-    COMPILED = True
-except ImportError:  # pragma: no cover - the reference codec is the fallback
-    from pxproto.wire.codec import decode, encode
-
-    COMPILED = False
 
 
 def raise_priority(nice: int = -10) -> bool:
@@ -54,7 +46,7 @@ class Driver:
     def __init__(
         self,
         core: Orchestrator,
-        wire: Wire,
+        wire: Port,
         keys: dict[int, bytes] | None = None,
         on_event: Callable[[OrchEvent], None] | None = None,
         record_heartbeats: bool = False,

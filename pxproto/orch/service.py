@@ -1,7 +1,7 @@
 """The service file: a workflow (a DAG of MICE stages from a service package) and its regulator.
 
 A service file is TOML.  It names a service package (the directory with the
-kernel's ``service.toml`` manifest, see :mod:`pxproto.node.package`), says how its
+kernel's ``service.toml`` manifest, see :mod:`pxproto.package`), says how its
 stages connect and how many replicas each runs, and sets the regulator's
 policies for the run::
 
@@ -228,7 +228,7 @@ def parse_service(text: str, where: str = "<service>", base: Path | None = None,
     """Parse and check a service file's text.
 
     ``base`` is the directory the package path is relative to; ``manifest``
-    (a :class:`pxproto.node.package.Manifest`) is what stage names are checked
+    (a :class:`pxproto.package.Manifest`) is what stage names are checked
     against; without one, the package is read from ``base / package`` when
     ``base`` is given, else stage indexes are their order in the file.
     """
@@ -249,7 +249,7 @@ def parse_service(text: str, where: str = "<service>", base: Path | None = None,
             raise c.fail("service", 0, "package", f"must be a directory path, got {pkg_text!r}")
         package = (base / pkg_text) if base is not None else Path(pkg_text)
         if manifest is None and base is not None:
-            from pxproto.node.package import PackageError, load_manifest
+            from pxproto.package import PackageError, load_manifest
 
             try:
                 manifest = load_manifest(package)

@@ -27,8 +27,9 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from pxproto.fastpath.wirec cimport PxView, px_class_of, px_error_field, px_view
-from pxproto.fastpath.wiregen cimport PX_ERR_COUNT
+from pxproto.fastpath.wiregen cimport *
 from pxproto.switch._fdb cimport Fdb
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 
 cdef extern from "<sys/socket.h>" nogil:
     struct iovec:
@@ -117,7 +118,9 @@ cdef extern from "<linux/if_packet.h>" nogil:
     int TP_STATUS_USER
 
 DEF BATCH = 64
-DEF SLOT = 16384
+DEF VNET = 10                      # sizeof(struct virtio_net_hdr)
+DEF SLOT = 65536 + VNET + 118      # a 64 KiB GSO segment with its virtio_net_hdr
+DEF PACKET_VNET_HDR = 15
 DEF MAXPORTS = 64
 DEF NCLASS = 5
 DEF SLOW = -2
@@ -128,7 +131,6 @@ DEF SOL_PACKET = 263
 DEF MIRROR_COMMENT = 32
 DEF MAXWATCH = 64
 
-cdef unsigned int DIME_ALL = 0xFFFF
 
 DEF V_NONE = 0
 DEF V_HEADER = 1
@@ -141,6 +143,7 @@ cdef struct Batch:
     # the frames of one batch: pointers into a _Slots buffer or into a ring, their lengths, truncation
     int n
     unsigned char* ptr[BATCH]
+    unsigned char* vh[BATCH]      # the frame's virtio_net_hdr (PACKET_VNET_HDR sockets), else NULL
     Py_ssize_t len[BATCH]
     bint trunc[BATCH]
 
@@ -166,17 +169,18 @@ cdef class _Slots:
     def __dealloc__(self):
         free(self.buf)
 
-    cdef int recv(self, int fd, Batch* b) noexcept nogil:
-        """Fill ``b`` with one recvmmsg; the count, or -1 with errno."""
+    cdef int recv(self, int fd, Batch* b, int hdr=0) noexcept nogil:
+        """Fill ``b`` with one recvmmsg (each frame after ``hdr`` bytes of virtio_net_hdr); the count, or -1."""
         cdef int i, n
         for i in range(BATCH):
             self.hdr[i].msg_hdr.msg_flags = 0
         n = recvmmsg(fd, self.hdr, BATCH, MSG_DONTWAIT, NULL)
         b.n = n if n > 0 else 0
         for i in range(b.n):
-            b.ptr[i] = self.buf + i * SLOT
-            b.trunc[i] = (self.hdr[i].msg_hdr.msg_flags & MSG_TRUNC) != 0
-            b.len[i] = SLOT if b.trunc[i] else self.hdr[i].msg_len
+            b.vh[i] = self.buf + i * SLOT if hdr else NULL
+            b.ptr[i] = self.buf + i * SLOT + hdr
+            b.trunc[i] = (self.hdr[i].msg_hdr.msg_flags & MSG_TRUNC) != 0 or self.hdr[i].msg_len < <unsigned>hdr
+            b.len[i] = SLOT - hdr if b.trunc[i] else self.hdr[i].msg_len - hdr
         return n
 
 
@@ -184,7 +188,8 @@ cdef _Slots _shared = _Slots()
 
 
 def recv_batch(int fd, int max_n=BATCH):
-    """Up to 64 frames from a non-blocking packet socket, with one recvmmsg (frames too long for a slot are left out)."""
+    """Up to 64 frames from a non-blocking packet (or UDP) socket, with one recvmmsg (frames too long for a slot
+    are left out); on a PACKET_VNET_HDR socket each starts with its virtio_net_hdr."""
     cdef Batch b
     cdef int n, i
     with nogil:
@@ -233,6 +238,7 @@ cdef class PacketRing:
 
     cdef readonly int version
     cdef readonly int fd
+    cdef readonly bint vnet         # PACKET_VNET_HDR: a virtio_net_hdr sits before each frame
     cdef unsigned char* map
     cdef size_t map_len
     cdef unsigned int block_size, block_nr, frame_size, frame_nr
@@ -244,11 +250,14 @@ cdef class PacketRing:
     cdef bint v3_done                # V3: the current block is read to its end; release it
 
     def __cinit__(self, int fd, int version=2, unsigned int size=1 << 20, unsigned int timeout_ms=1,
-                  unsigned int frame_size=2048):
+                  unsigned int frame_size=2048, bint vnet=False):
         cdef tpacket_req r2
         cdef tpacket_req3 r3
-        cdef int v
+        cdef int v, one = 1
         self.fd = fd
+        self.vnet = vnet
+        if vnet and setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one)) < 0:
+            raise OSError(errno, "PACKET_VNET_HDR")
         self.map = NULL
         if frame_size < 2048 or frame_size & (frame_size - 1) or frame_size > (1 << 17):
             raise ValueError(f"ring frame size {frame_size}: a power of two from 2048 to 131072")
@@ -312,6 +321,7 @@ cdef class PacketRing:
                 if not (h2.tp_status & TP_STATUS_USER):
                     break
                 b.ptr[b.n] = slot + h2.tp_mac
+                b.vh[b.n] = slot + h2.tp_mac - VNET if self.vnet else NULL
                 b.len[b.n] = h2.tp_snaplen
                 b.trunc[b.n] = h2.tp_snaplen < h2.tp_len
                 self.pending[self.npending] = self.cur
@@ -328,6 +338,7 @@ cdef class PacketRing:
         while b.n < BATCH and self.v3_left:
             h3 = <tpacket3_hdr*>self.v3_next
             b.ptr[b.n] = self.v3_next + h3.tp_mac
+            b.vh[b.n] = self.v3_next + h3.tp_mac - VNET if self.vnet else NULL
             b.len[b.n] = h3.tp_snaplen
             b.trunc[b.n] = h3.tp_snaplen < h3.tp_len
             b.n += 1
@@ -355,11 +366,12 @@ cdef class PacketRing:
             self.v3_done = False
 
     def recv_batch(self, int max_n=BATCH):
-        """Up to 64 frames as bytes (copied out, so the ring slots go back to the kernel at once)."""
+        """Up to 64 frames as bytes (copied out, so the ring slots go back to the kernel at once); with ``vnet``
+        each starts with its virtio_net_hdr."""
         cdef Batch b
-        cdef int i
+        cdef int i, h = VNET if self.vnet else 0
         self.take(&b)
-        out = [(<char*>b.ptr[i])[:b.len[i]] for i in range(b.n) if not b.trunc[i]]
+        out = [(<char*>b.ptr[i] - h)[:b.len[i] + h] for i in range(b.n) if not b.trunc[i]]
         self.c_release()
         return out
 
@@ -413,6 +425,16 @@ cdef class FastLoop:
     cdef long long tx_class[MAXPORTS][NCLASS]
     cdef long long malformed[PX_ERR_COUNT]
     cdef long long learned, moved, flooded, unknown, filtered
+    # offloads and MTU: PACKET_VNET_HDR per port, the longest frame each port takes, refusals
+    cdef bint vnet[MAXPORTS]
+    cdef bint all_vnet               # every fast port carries the virtio_net_hdr: offloaded floods stay in C
+    cdef Py_ssize_t maxlen[MAXPORTS]
+    cdef long long rx_big[MAXPORTS]
+    cdef long long tx_big[MAXPORTS]
+    cdef long long offload_err[MAXPORTS]
+    cdef unsigned char zero_vh[VNET]
+    cdef unsigned char gso_of[BATCH]
+    cdef object complete
     # per-batch output lists: (slot index) per port, control and data
     cdef short outc[MAXPORTS][BATCH]
     cdef short outd[MAXPORTS][BATCH]
@@ -438,6 +460,12 @@ cdef class FastLoop:
         self.validation = V_HEADER
         self.malformed_drop = True
         self.mbuf = NULL
+        memset(self.zero_vh, 0, VNET)
+        for i in range(MAXPORTS):
+            self.maxlen[i] = 65535
+        self.all_vnet = True
+        from pxproto.switch.offload import complete
+        self.complete = complete
 
     def __dealloc__(self):
         free(self.mbuf)
@@ -461,6 +489,25 @@ cdef class FastLoop:
             self.ring[pid] = NULL
             self.rings.pop(pid, None)
             self.up[pid] = False
+            self.vnet[pid] = False
+            self.maxlen[pid] = 65535
+            self.rx_big[pid] = self.tx_big[pid] = self.offload_err[pid] = 0
+            self._vnet_sum()
+
+    def set_limits(self, int pid, Py_ssize_t maxlen, bint vnet):
+        """The longest frame ``pid`` takes in and out (a GSO segment, cut by the kernel, excepted), and whether
+        its data socket carries a virtio_net_hdr (PACKET_VNET_HDR) before each frame."""
+        if 0 <= pid < MAXPORTS:
+            self.maxlen[pid] = maxlen
+            self.vnet[pid] = vnet
+            self._vnet_sum()
+
+    cdef void _vnet_sum(self):
+        cdef int p
+        self.all_vnet = True
+        for p in range(MAXPORTS):
+            if self.fd[p] >= 0 and not self.vnet[p]:
+                self.all_vnet = False
 
     def set_state(self, int pid, bint up, bint backlog):
         if 0 <= pid < MAXPORTS:
@@ -489,10 +536,16 @@ cdef class FastLoop:
         return out
 
     def counters(self, int pid):
-        """(rx, rx_bytes, tx, tx_bytes, tx_drop, rx_malformed, rx_class list, tx_class list) of the loop's frames."""
+        """(rx, rx_bytes, tx, tx_bytes, tx_drop, rx_malformed, rx_class list, tx_class list, rx_oversize,
+        tx_oversize) of the loop's frames."""
         return (self.rx[pid], self.rx_bytes[pid], self.tx[pid], self.tx_bytes[pid], self.tx_drop[pid],
                 self.rx_malformed[pid],
-                [self.rx_class[pid][i] for i in range(NCLASS)], [self.tx_class[pid][i] for i in range(NCLASS)])
+                [self.rx_class[pid][i] for i in range(NCLASS)], [self.tx_class[pid][i] for i in range(NCLASS)],
+                self.rx_big[pid], self.tx_big[pid])
+
+    def offload_errors(self, int pid):
+        """Offloaded frames from ``pid`` that could not be completed in software (dropped)."""
+        return self.offload_err[pid]
 
     def switch_counters(self):
         return {"learned": self.learned, "moved": self.moved, "flooded": self.flooded,
@@ -543,9 +596,9 @@ cdef class FastLoop:
         cdef Py_ssize_t k
         cdef PxView v
         cdef int c
-        if n < 14:
+        if n < PX_ETH_LEN:
             return -1
-        c = px_class_of(_u16(b + 12))
+        c = px_class_of(_u16(b + PX_ETH_TYPE))
         ci[0] = c
         if c == 0:
             return -1 if self.non_parallax_drop else 0
@@ -557,40 +610,40 @@ cdef class FastLoop:
             src_dime[0] = v.src_dime
             dst_dime[0] = v.dst_dime
             return 0
-        if n < 34:
+        if n < PX_BODY_OFFSET:
             return -1
-        flags = b[15]
-        dime_scope[0] = flags & 1
-        src_dime[0] = _u16(b + 18)
-        dst_dime[0] = _u16(b + 22)
+        flags = b[PX_ETH_LEN + PX_HDR_FLAGS]
+        dime_scope[0] = 1 if flags & PX_HFLAG_SCOPE_DIME else 0
+        src_dime[0] = _u16(b + PX_ETH_LEN + PX_HDR_SRC_DIME)
+        dst_dime[0] = _u16(b + PX_ETH_LEN + PX_HDR_DST_DIME)
         if self.validation == V_NONE:
             return 0
         # header depth: the rules of peek._check_header; a frame that breaks one goes to Python to be counted
-        if b[14] != 1 or flags & ~3:
+        if b[PX_ETH_LEN + PX_HDR_VERSION] != PX_PROTOCOL_VERSION or flags & ~(PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH):
             return -1
-        end = 34 + _u16(b + 16) + (26 if flags & 2 else 0)
+        end = PX_BODY_OFFSET + _u16(b + PX_ETH_LEN + PX_HDR_LENGTH) + (PX_AUTH_LEN if flags & PX_HFLAG_AUTH else 0)
         if end > n:
             return -1
         if end < n:
-            if n != 60:
+            if n != PX_MIN_ETHERNET_FRAME:
                 return -1
             for k in range(end, n):
                 if b[k]:
                     return -1
-        if c == 2 and not dime_scope[0]:
+        if c == PX_CLASS_DATA and not dime_scope[0]:
             return -1
-        if (c == 3 or c == 4) and dime_scope[0]:
+        if (c == PX_CLASS_DISCOVERY or c == PX_CLASS_HEARTBEAT) and dime_scope[0]:
             return -1
-        if dime_scope[0] == (dst_dime[0] == DIME_ALL):
+        if dime_scope[0] == (dst_dime[0] == PX_DIME_ALL):
             return -1
-        if c == 4 and src_dime[0] == DIME_ALL:
+        if c == PX_CLASS_HEARTBEAT and src_dime[0] == PX_DIME_ALL:
             return -1
         return 0
 
     cdef int _decide(self, int pid, const unsigned char* b, Py_ssize_t n, double now, int* ci,
                      int* err) noexcept nogil:
         cdef int dime_scope = 0, r, out = -1
-        cdef unsigned int src_dime = DIME_ALL, dst_dime = DIME_ALL
+        cdef unsigned int src_dime = PX_DIME_ALL, dst_dime = PX_DIME_ALL
         cdef uint64_t src, dst
         r = self._classify(b, n, ci, &dime_scope, &src_dime, &dst_dime, err)
         if r == MALFORMED:
@@ -599,12 +652,12 @@ cdef class FastLoop:
             return SLOW
         if not b[6] & 1:
             src = _mac(b + 6)
-            r = self.fdb.c_learn(src | (<uint64_t>DIME_ALL << 48), pid, now)
+            r = self.fdb.c_learn(src | (<uint64_t>PX_DIME_ALL << 48), pid, now)
             if r == 1:
                 self.learned += 1
             elif r == 2:
                 self.moved += 1
-            if ci[0] and src_dime != DIME_ALL:
+            if ci[0] and src_dime != PX_DIME_ALL:
                 r = self.fdb.c_learn(src | (<uint64_t>src_dime << 48), pid, now)
                 if r == 1:
                     self.learned += 1
@@ -616,7 +669,7 @@ cdef class FastLoop:
         if dime_scope:
             out = self.fdb.c_lookup(dst | (<uint64_t>dst_dime << 48), now)
         if out < 0:
-            out = self.fdb.c_lookup(dst | (<uint64_t>DIME_ALL << 48), now)
+            out = self.fdb.c_lookup(dst | (<uint64_t>PX_DIME_ALL << 48), now)
         if out < 0:
             self.unknown += 1
             return FLOOD
@@ -626,6 +679,9 @@ cdef class FastLoop:
         return out
 
     cdef void _queue(self, int out, int slot, int ci) noexcept nogil:
+        if not self.gso_of[slot] and self.batch.len[slot] > self.maxlen[out]:
+            self.tx_big[out] += 1  # longer than the output's MTU allows
+            return
         if _is_control(ci):
             self.outc[out][self.nc[out]] = slot
             self.nc[out] += 1
@@ -643,6 +699,8 @@ cdef class FastLoop:
         cdef int fd, n, i, out, ci, p, err, got = 0, which
         cdef Py_ssize_t ln
         cdef unsigned char* b
+        cdef unsigned char* vh
+        cdef bint off
         cdef Batch* bt = &self.batch
         cdef PacketRing ring
         cdef timespec ts
@@ -657,7 +715,7 @@ cdef class FastLoop:
                     n = ring.take(bt)
             else:
                 with nogil:
-                    n = self.slots.recv(fd, bt)
+                    n = self.slots.recv(fd, bt, VNET if which == 1 and self.vnet[pid] else 0)
                 if n < 0:
                     if errno == EAGAIN or errno == EINTR:
                         continue
@@ -677,12 +735,23 @@ cdef class FastLoop:
                 if bt.trunc[i]:
                     slow.append(b[:ln])  # too long for a slot: Python counts it (the copy is truncated)
                     continue
+                vh = bt.vh[i]
+                # checksum or segmentation left to the output (a TCP sender's offloads, a guest's virtio-net)
+                off = vh != NULL and ((vh[0] & 1) or vh[1])
+                self.gso_of[i] = vh != NULL and vh[1] != 0
+                if not self.gso_of[i] and ln > self.maxlen[pid]:
+                    self.rx[pid] += 1
+                    self.rx_bytes[pid] += ln
+                    self.rx_big[pid] += 1  # longer than the port's MTU allows
+                    continue
                 ci = 0
                 err = 0
                 if self.force_slow:
                     out = SLOW
                 else:
                     out = self._decide(pid, b, ln, now, &ci, &err)
+                if off and (out >= 0 and out < MAXPORTS and not self.vnet[out] or out == FLOOD and not self.all_vnet):
+                    out = SLOW  # a port without the header: the checksum and the cutting are done in Python
                 if out == MALFORMED:
                     self.rx[pid] += 1
                     self.rx_bytes[pid] += ln
@@ -695,7 +764,13 @@ cdef class FastLoop:
                 if out >= 0 and (out >= MAXPORTS or self.fd[out] < 0 or not self.up[out] or self.backlog[out]):
                     out = SLOW
                 if out == SLOW:
-                    slow.append(b[:ln])
+                    if off:
+                        try:
+                            slow.extend(self.complete((<char*>vh)[:VNET], b[:ln]))
+                        except (ValueError, IndexError):
+                            self.offload_err[pid] += 1
+                    else:
+                        slow.append(b[:ln])
                     continue
                 self.rx[pid] += 1
                 self.rx_bytes[pid] += ln
@@ -787,10 +862,11 @@ cdef class FastLoop:
                 return out  # (or the mirror buffer wants writing out)
 
     cdef int _send(self, int p, list retry) except -2:
-        cdef iovec iov[2 * BATCH]
+        cdef iovec iov[4 * BATCH]
         cdef mmsghdr hdr[2 * BATCH]
         cdef short slots[2 * BATCH]
-        cdef int k = 0, i, off = 0, r, err = 0, ci, ln
+        cdef int k = 0, i, off = 0, r, err = 0, ci, ln, s
+        cdef bint vnet = self.vnet[p]
         for i in range(self.nc[p]):
             slots[k] = self.outc[p][i]
             k += 1
@@ -799,10 +875,18 @@ cdef class FastLoop:
             k += 1
         memset(hdr, 0, k * sizeof(mmsghdr))
         for i in range(k):
-            iov[i].iov_base = self.batch.ptr[slots[i]]
-            iov[i].iov_len = self.batch.len[slots[i]]
-            hdr[i].msg_hdr.msg_iov = &iov[i]
-            hdr[i].msg_hdr.msg_iovlen = 1
+            s = slots[i]
+            hdr[i].msg_hdr.msg_iov = &iov[2 * i]
+            if vnet:  # the header the frame came with (the kernel cuts and checksums on the way out), or none
+                iov[2 * i].iov_base = self.batch.vh[s] if self.batch.vh[s] != NULL else self.zero_vh
+                iov[2 * i].iov_len = VNET
+                iov[2 * i + 1].iov_base = self.batch.ptr[s]
+                iov[2 * i + 1].iov_len = self.batch.len[s]
+                hdr[i].msg_hdr.msg_iovlen = 2
+            else:
+                iov[2 * i].iov_base = self.batch.ptr[s]
+                iov[2 * i].iov_len = self.batch.len[s]
+                hdr[i].msg_hdr.msg_iovlen = 1
         while off < k:
             with nogil:
                 r = sendmmsg(self.fd[p], hdr + off, k - off, MSG_DONTWAIT)
@@ -810,7 +894,7 @@ cdef class FastLoop:
                 for i in range(off, off + r):
                     ci = self.cls_of[slots[i]]
                     self.tx[p] += 1
-                    self.tx_bytes[p] += iov[i].iov_len
+                    self.tx_bytes[p] += self.batch.len[slots[i]]
                     self.tx_class[p][ci] += 1
                 off += r
                 continue
@@ -826,11 +910,15 @@ cdef class FastLoop:
             for i in range(off, k):
                 ci = self.cls_of[slots[i]]
                 if _is_control(ci):
-                    ln = iov[i].iov_len
-                    retry.append((p, (<unsigned char*>iov[i].iov_base)[:ln], ci))
+                    ln = self.batch.len[slots[i]]
+                    retry.append((p, self.batch.ptr[slots[i]][:ln], ci))
                 else:
                     self.tx_drop[p] += 1
             if err != EAGAIN and err != ENOBUFS:
                 return -1
             break
         return 0
+
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+"""Source hash of this build (pxproto/fastpath/buildhash.py); pxproto.fastpath.select checks it."""

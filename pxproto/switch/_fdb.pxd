@@ -21,6 +21,9 @@ cdef class Fdb:
     cdef readonly double aging
     cdef readonly long long refused
     cdef readonly long long moves
+    cdef int32_t port_count[256]   # entries per port id (ids below MAX_PORT_ID)
+    cdef int32_t port_limit[256]   # 0: no limit
+    cdef long long port_refused[256]
 
     cdef int c_learn(self, uint64_t key, int port, double now) noexcept nogil
     cdef int c_lookup(self, uint64_t key, double now) noexcept nogil
@@ -28,4 +31,6 @@ cdef class Fdb:
     cdef Py_ssize_t _find(self, uint64_t key) noexcept nogil
     cdef void _insert(self, uint64_t key, int port, double now) noexcept nogil
     cdef void _delete(self, Py_ssize_t i) noexcept nogil
+    cdef bint _at_limit(self, int port) noexcept nogil
+    cdef void _recount(self, int old, int new) noexcept nogil
     cdef void _rebuild(self) noexcept nogil

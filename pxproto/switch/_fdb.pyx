@@ -10,8 +10,12 @@ looks up at C level.
 from libc.stdint cimport int32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 
 cdef double FULL_SWEEP_PERIOD = 1.0
+DEF MAXP = 256
+MAX_PORT_ID = MAXP
+"""Port ids the per-port learning limit covers (a port id at or above it has no limit)."""
 
 
 cdef inline Py_ssize_t _slot(uint64_t key, Py_ssize_t mask) noexcept nogil:
@@ -54,6 +58,18 @@ cdef class Fdb:
             i = (i + 1) & mask
         return -1
 
+    cdef bint _at_limit(self, int port) noexcept nogil:
+        if 0 <= port < MAXP and self.port_limit[port] and self.port_count[port] >= self.port_limit[port]:
+            self.port_refused[port] += 1
+            return True
+        return False
+
+    cdef void _recount(self, int old, int new) noexcept nogil:
+        if 0 <= old < MAXP:
+            self.port_count[old] -= 1
+        if 0 <= new < MAXP:
+            self.port_count[new] += 1
+
     cdef void _insert(self, uint64_t key, int port, double now) noexcept nogil:
         cdef Py_ssize_t mask = self.size - 1
         cdef Py_ssize_t i = _slot(key, mask)
@@ -68,6 +84,7 @@ cdef class Fdb:
         self.count += 1
 
     cdef void _delete(self, Py_ssize_t i) noexcept nogil:
+        self._recount(self.tab[i].port, -1)
         self.tab[i].state = 2
         self.count -= 1
         self.deleted += 1
@@ -93,7 +110,11 @@ cdef class Fdb:
         cdef bint fresh
         if i >= 0:
             fresh = now - self.tab[i].seen <= self.aging
+            if self.tab[i].port != port and self._at_limit(port):
+                return -2  # the new port has learned all it may: the entry stays where it was
             self.tab[i].seen = now
+            if self.tab[i].port != port:
+                self._recount(self.tab[i].port, port)
             if not fresh:
                 self.tab[i].port = port
                 return 1
@@ -102,6 +123,8 @@ cdef class Fdb:
                 self.moves += 1
                 return 2
             return 0
+        if self._at_limit(port):
+            return -2
         if self.count >= self.cap:
             if now < self.full_sweep_at:
                 self.refused += 1
@@ -113,6 +136,7 @@ cdef class Fdb:
         if self.count + self.deleted + 1 > (self.size * 3) // 4:
             self._rebuild()
         self._insert(key, port, now)
+        self._recount(-1, port)
         return 1
 
     cdef int c_lookup(self, uint64_t key, double now) noexcept nogil:
@@ -128,6 +152,28 @@ cdef class Fdb:
                 self._delete(i)
                 n += 1
         return n
+
+    def set_limit(self, int port, int limit):
+        """At most ``limit`` entries learned on ``port`` (0: no limit); a new key past it is refused and counted."""
+        if not 0 <= port < MAXP:
+            raise ValueError(f"port id {port}: the learning limit covers ids below {MAXP}")
+        if limit < 0:
+            raise ValueError(f"learning limit {limit}: 0 (none) or more")
+        self.port_limit[port] = limit
+
+    def port_entries(self, int port):
+        """Entries learned on ``port`` now."""
+        return self.port_count[port] if 0 <= port < MAXP else 0
+
+    def limit_refused(self, int port):
+        """Keys refused on ``port`` by its learning limit."""
+        return self.port_refused[port] if 0 <= port < MAXP else 0
+
+    def reset_port(self, int port):
+        """Forget ``port``'s limit and refusal count (its id is being reused)."""
+        if 0 <= port < MAXP:
+            self.port_limit[port] = 0
+            self.port_refused[port] = 0
 
     def learn(self, uint64_t key, int port, double now):
         return self.c_learn(key, port, now)
@@ -153,3 +199,7 @@ cdef class Fdb:
             for i in range(self.size)
             if self.tab[i].state == 1 and now - self.tab[i].seen <= self.aging
         ]
+
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+"""Source hash of this build (pxproto/fastpath/buildhash.py); pxproto.fastpath.select checks it."""

@@ -16,13 +16,52 @@ from typing import Any
 from pxproto.switch.config import DEFAULT_CONTROL, ConfigError, SwitchConfig, load_file, parse_port_arg
 from pxproto.switch.core import SwitchPolicy
 
+PORTS_HELP = """\
+ports (--port TYPE:key=value,key=value; name=NAME is optional):
+  udp:local=HOST:PORT[,remote=HOST:PORT]
+      one frame per datagram (QEMU -netdev dgram); without remote, replies go
+      to the last sender. A UDP port another process holds is refused.
+  stream:address=PATH|HOST:PORT[,listen=true]
+      frames after a 4-byte big-endian length (QEMU -netdev stream); listen
+      waits for one peer at a time, else the switch connects.
+  tap:interface=NAME
+      a TAP device the switch creates (or opens) and brings up; plain frames
+      (no IFF_VNET_HDR: the kernel checksums and segments before the switch).
+  afpacket:interface=NAME[,rcvbuf=BYTES][,ring=0|2|3][,offload=true|false]
+      an existing interface (veth, NIC, a QEMU tap), promiscuous; ring 3
+      (default): PACKET_MMAP TPACKET_V3, 2: TPACKET_V2, 0: recvmmsg (lowest
+      latency for data, about half the throughput); offload (default true):
+      PACKET_VNET_HDR, so TCP checksum/segmentation offloads of a veth peer or
+      a virtio-net guest are carried (or done in software towards other ports).
+  vxlan:remote=HOST[:PORT][,remote=...],vni=N[,local=HOST:PORT][,aging=S]
+      Ethernet in UDP (RFC 7348) to remote VTEPs, default port 4789.
+  every port: mtu=BYTES (frames up to mtu+18 bytes pass, in and out; default
+      1500, an afpacket port's interface MTU) and max_macs=N (table entries the
+      port may learn, default --max-macs 2048; 0: no limit). Refusals show in
+      `pxswitch stats` as rx_oversize, tx_oversize and learn_refused.
+
+non-Parallax frames (ARP, IP, ...) are forwarded like any L2 switch would and
+counted as class "other"; --non-parallax drop refuses them.
+
+QEMU guests (no root needed):
+  pxswitch run -p udp:name=vm1,local=127.0.0.1:10001,remote=127.0.0.1:10002 \\
+               -p stream:name=vm2,address=/tmp/vm2.sock,listen=true
+  qemu-system-x86_64 ... -nic none -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01 \\
+    -netdev dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=10002,\\
+remote.type=inet,remote.host=127.0.0.1,remote.port=10001
+  qemu-system-x86_64 ... -nic none -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:02 \\
+    -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/vm2.sock
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pxswitch", description="A userspace L2 switch that understands Parallax.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="run a switch")
+    run = sub.add_parser(
+        "run", help="run a switch", epilog=PORTS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     run.add_argument("--config", "-c", help="TOML file ([switch] and [[port]] tables); SIGHUP re-reads it")
-    run.add_argument("--port", "-p", action="append", default=[], help="TYPE:key=value,... (repeatable)")
+    run.add_argument("--port", "-p", action="append", default=[], help="TYPE:key=value,... (repeatable; see below)")
     run.add_argument("--control", help=f"control socket path (default {DEFAULT_CONTROL})")
     run.add_argument("--mirror", help="write every received frame to this pcapng file")
     run.add_argument("--validation", choices=("none", "header", "full"))
@@ -32,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--aging", type=float)
     run.add_argument("--queue-data", type=int)
     run.add_argument("--queue-control", type=int)
+    run.add_argument("--max-macs", type=int, metavar="N", help="table entries a port may learn (default 2048)")
     run.add_argument("--realtime", type=int, metavar="PRIO", help="run under SCHED_FIFO at PRIO (1..99)")
     run.add_argument("--busy-poll", type=int, metavar="US", help="keep polling US microseconds after a frame")
     for name in ("stats", "fdb"):
@@ -51,7 +91,16 @@ def build_config(args: argparse.Namespace) -> SwitchConfig:
         raise ConfigError(f"two ports are named {sorted(dup)[0]!r}")
     overrides = {
         k: getattr(args, k)
-        for k in ("validation", "malformed", "non_parallax", "fdb_capacity", "aging", "queue_data", "queue_control")
+        for k in (
+            "validation",
+            "malformed",
+            "non_parallax",
+            "fdb_capacity",
+            "aging",
+            "queue_data",
+            "queue_control",
+            "max_macs",
+        )
         if getattr(args, k) is not None
     }
     if overrides:
@@ -76,9 +125,16 @@ def build_config(args: argparse.Namespace) -> SwitchConfig:
 
 def _print_stats(st: dict[str, Any]) -> None:
     cols = ("rx", "tx", "rx_malformed", "tx_queue_drop", "tx_queue_drop_control", "queued")
+    refusals = ("rx_oversize", "tx_oversize", "learn_refused", "fdb_entries")
     print(f"{'port':<16}{'up':<4}" + "".join(f"{c:>22}" for c in cols))
     for name, p in st["ports"].items():
         print(f"{name:<16}{'y' if p.get('up') else 'n':<4}" + "".join(f"{p.get(c, '-'):>22}" for c in cols))
+    print(f"{'port':<16}{'mtu':>6}{'max_macs':>10}" + "".join(f"{c:>16}" for c in refusals))
+    for name, p in st["ports"].items():
+        if "mtu" in p:
+            print(
+                f"{name:<16}{p['mtu']:>6}{p['max_macs'] or '-':>10}" + "".join(f"{p.get(c, '-'):>16}" for c in refusals)
+            )
         if p.get("gone"):
             print(f"  gone: {p['gone']}")
         if p.get("errors"):
@@ -101,7 +157,7 @@ def _print_fdb(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "run":
-        from pxproto.switch.daemon import Daemon
+        from pxproto.switch.daemon import Daemon, StartError
 
         try:
             cfg = build_config(args)
@@ -111,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.ports:
             print("pxswitch: no ports (give --port or a --config with [[port]] tables)", file=sys.stderr)
             return 2
-        d = Daemon(cfg, args.config)
+        try:
+            d = Daemon(cfg, args.config)
+        except StartError as exc:
+            print(f"pxswitch: {exc}", file=sys.stderr)
+            return 1
         d.install_signals()
         return d.run()
     from pxproto.switch.daemon import query
@@ -131,4 +191,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pxproto.console import run
+
+    sys.exit(run(main))

@@ -10,8 +10,9 @@ A file::
     aging = 300.0              # seconds
     queue_data = 1024          # frames per output port
     queue_control = 4096
+    max_macs = 2048            # table entries one port may learn (port security); 0: no limit
     mirror = "mirror.pcapng"   # optional
-    control = "/tmp/pxswitch.sock"
+    control = "/run/user/1000/pxswitch.sock"   # default: $XDG_RUNTIME_DIR/pxswitch.sock, else /tmp/pxswitch-UID.sock
     realtime = 0               # 1..99: run under SCHED_FIFO at this priority (0: the normal scheduler)
     busy_poll = 0              # µs the AF_PACKET loop keeps polling after a frame before it sleeps
 
@@ -26,8 +27,11 @@ A file::
     type = "afpacket"
     interface = "veth0"
     rcvbuf = 1048576           # data socket receive buffer, bytes (it bounds the backlog, hence the latency)
-    ring = 0                   # 0: recvmmsg; 2: PACKET_MMAP TPACKET_V2 ring; 3: TPACKET_V3 (blocks: more
-                               # throughput, up to a block's fill time of latency)
+    ring = 3                   # 3 (default): PACKET_MMAP TPACKET_V3 (blocks: the most throughput, up to the 1 ms
+                               # block timeout of latency for data); 2: TPACKET_V2 ring; 0: recvmmsg
+    offload = true             # PACKET_VNET_HDR: carry checksum/segmentation offloads (see the README)
+    mtu = 1500                 # every port; default 1500, an afpacket port's interface MTU
+    max_macs = 2048            # every port: table entries it may learn (default [switch] max_macs)
 
     [[port]]
     name = "uplink"
@@ -42,6 +46,7 @@ On the command line a port is ``TYPE:key=value,key=value`` (``name=`` optional;
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -49,16 +54,31 @@ from typing import Any
 
 from pxproto.switch.core import SwitchPolicy
 
-DEFAULT_CONTROL = "/tmp/pxswitch.sock"
+
+def default_control() -> str:
+    """The control socket's default path, per user: ``$XDG_RUNTIME_DIR/pxswitch.sock``, else
+    ``/tmp/pxswitch-UID.sock`` (two users' switches never meet; a second live switch is refused anyway)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "pxswitch.sock")
+    return f"/tmp/pxswitch-{os.geteuid()}.sock"
+
+
+DEFAULT_CONTROL = default_control()
 
 # type -> {option: (python type, required)}
 PORT_OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
     "udp": {"local": (str, True), "remote": (str, False)},
     "stream": {"address": (str, True), "listen": (bool, False)},
     "tap": {"interface": (str, True)},
-    "afpacket": {"interface": (str, True), "rcvbuf": (int, False), "ring": (int, False)},
+    "afpacket": {"interface": (str, True), "rcvbuf": (int, False), "ring": (int, False), "offload": (bool, False)},
     "vxlan": {"local": (str, False), "remote": (list, True), "vni": (int, True), "aging": (float, False)},
 }
+PORT_COMMON: dict[str, tuple[type, bool]] = {"mtu": (int, False), "max_macs": (int, False)}
+"""Options every port takes: ``mtu`` (frames up to mtu + 18 bytes pass; default 1500, or an AF_PACKET port's
+interface MTU) and ``max_macs`` (table entries the port may learn; default the switch's ``max_macs``, 0: no limit)."""
+for _opts in PORT_OPTIONS.values():
+    _opts.update(PORT_COMMON)
 SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "validation": str,
     "malformed": str,
@@ -71,6 +91,7 @@ SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "control": str,
     "realtime": int,
     "busy_poll": int,
+    "max_macs": int,
 }
 
 

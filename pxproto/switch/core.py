@@ -13,14 +13,14 @@ where its MAC was; a system-scope frame goes where its MAC (the server) was.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
 from pxproto.errors import ProtocolError
-from pxproto.switch.fdb import LEARN_MOVED, NO_PORT, PyFdb, key_parts
+from pxproto.fastpath import select
+from pxproto.switch.fdb import LEARN_LIMIT, LEARN_MOVED, NO_PORT, PyFdb, key_parts
 from pxproto.switch.peek import VALIDATIONS, Validation, peek
 from pxproto.wire.codes import DIME_ALL, FrameClass
 from pxproto.wire.frame import mac_text
@@ -38,19 +38,20 @@ PORT_COUNTERS = (
     "rx_non_parallax_dropped",
     "tx_queue_drop",
     "tx_queue_drop_control",
+    "rx_oversize",
+    "tx_oversize",
 )
+"""Per-port counters; the last two are refusals: frames longer than the port's MTU allows, in and out (the
+third refusal, ``learn_refused``, is the table's count of keys a port's learning limit refused)."""
+DEFAULT_MTU = 1500
+ETH_OVERHEAD = 18
+"""Ethernet header and one VLAN tag: a port with MTU m takes frames of up to m + 18 bytes (no FCS)."""
 
 
 def new_fdb(capacity: int, aging: float) -> Any:
     """The compiled table when it is built (unless PXPROTO_PURE=1), else the Python twin."""
-    if os.environ.get("PXPROTO_PURE") != "1":
-        try:
-            from pxproto.switch._fdb import Fdb
-
-            return Fdb(capacity, aging)
-        except ImportError:
-            pass
-    return PyFdb(capacity, aging)
+    compiled = select.compiled("pxproto.switch._fdb")
+    return compiled.Fdb(capacity, aging) if compiled is not None else PyFdb(capacity, aging)
 
 
 @dataclass
@@ -68,6 +69,8 @@ class SwitchPolicy:
     """Signaling, discovery and heartbeat frames an output port may hold (a separate lane)."""
     mirror: bool = False
     mirror_queue: int = 8192
+    max_macs: int = 2048
+    """Table entries one port may learn (port security), unless the port sets its own; 0: no limit."""
 
     def __post_init__(self) -> None:
         if self.validation not in VALIDATIONS:
@@ -81,6 +84,8 @@ class SwitchPolicy:
                 raise ValueError(f"{name} {getattr(self, name)}: must be at least 1")
         if self.aging <= 0:
             raise ValueError(f"aging {self.aging}: must be positive")
+        if int(self.max_macs) < 0:
+            raise ValueError(f"max_macs {self.max_macs}: 0 (no limit) or more")
 
 
 @dataclass
@@ -101,6 +106,8 @@ class PortState:
     name: str
     queue: OutputQueue
     up: bool = True
+    mtu: int = DEFAULT_MTU
+    max_macs: int = 0
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PORT_COUNTERS, 0))
     rx_class: list[int] = field(default_factory=lambda: [0] * len(CLASS_NAMES))
     tx_class: list[int] = field(default_factory=lambda: [0] * len(CLASS_NAMES))
@@ -125,12 +132,25 @@ class Switch:
 
     # ------------------------------------------------------------- ports
 
-    def add_port(self, name: str) -> int:
+    def add_port(self, name: str, mtu: int = DEFAULT_MTU, max_macs: int | None = None) -> int:
+        """A new port (the lowest free id); it takes and sends frames of up to ``mtu`` + 18 bytes and learns
+        at most ``max_macs`` table entries (default: the policy's; 0: no limit)."""
         if any(p.name == name for p in self.ports.values()):
             raise ValueError(f"port {name!r} exists")
-        pid = self._next_id
-        self._next_id += 1
-        self.ports[pid] = PortState(name, OutputQueue(self.policy.queue_control, self.policy.queue_data))
+        if not 68 <= mtu <= 65535 - ETH_OVERHEAD:
+            raise ValueError(f"port {name}: mtu {mtu}: 68..{65535 - ETH_OVERHEAD}")
+        limit = self.policy.max_macs if max_macs is None else max_macs
+        if limit < 0:
+            raise ValueError(f"port {name}: max_macs {limit}: 0 (no limit) or more")
+        pid = 0
+        while pid in self.ports:
+            pid += 1
+        self.fdb.reset_port(pid)
+        if limit:
+            self.fdb.set_limit(pid, limit)
+        self.ports[pid] = PortState(
+            name, OutputQueue(self.policy.queue_control, self.policy.queue_data), mtu=mtu, max_macs=limit
+        )
         return pid
 
     def port_id(self, name: str) -> int:
@@ -160,6 +180,9 @@ class Switch:
         c = st.counters
         c["rx"] += 1
         c["rx_bytes"] += len(frame)
+        if len(frame) > st.mtu + ETH_OVERHEAD:
+            c["rx_oversize"] += 1
+            return
         pol = self.policy
         if self._sweep_at is None:
             self._sweep_at = now + self._sweep_period()
@@ -210,6 +233,8 @@ class Switch:
 
     def _learn(self, key: int, port: int, now: float) -> None:
         r = self.fdb.learn(key, port, now)
+        if r == LEARN_LIMIT:
+            return  # counted by the table, per port (the fast loop learns into it too)
         if r == LEARN_MOVED:
             self.counters["moved"] += 1
         elif r > 0:
@@ -222,6 +247,9 @@ class Switch:
             self._enqueue(o, frame, ci)
 
     def _enqueue(self, o: PortState, frame: bytes, ci: int) -> None:
+        if len(frame) > o.mtu + ETH_OVERHEAD:
+            o.counters["tx_oversize"] += 1
+            return
         q = o.queue
         if ci in CONTROL_CLASSES:
             if len(q.control) < q.control_limit:
@@ -286,6 +314,10 @@ class Switch:
                 "up": p.up,
                 **p.counters,
                 "queued": len(p.queue),
+                "mtu": p.mtu,
+                "max_macs": p.max_macs,
+                "fdb_entries": self.fdb.port_entries(pid),
+                "learn_refused": self.fdb.limit_refused(pid),
                 "rx_class": dict(zip(CLASS_NAMES, p.rx_class, strict=True)),
                 "tx_class": dict(zip(CLASS_NAMES, p.tx_class, strict=True)),
             }

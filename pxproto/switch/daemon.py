@@ -18,9 +18,20 @@ import time
 from typing import IO, Any
 
 from pxproto.capture.pcapng import PcapngWriter
+from pxproto.fastpath import select
 from pxproto.switch.config import ConfigError, PortSpec, SwitchConfig, load_file
-from pxproto.switch.core import CLASS_NAMES, Switch
-from pxproto.switch.ports import AfPacketPort, Port, PortGone, StreamPort, TapPort, UdpPort, VxlanPort
+from pxproto.switch.core import CLASS_NAMES, ETH_OVERHEAD, Switch
+from pxproto.switch.ports import (
+    AfPacketPort,
+    Port,
+    PortGone,
+    StreamPort,
+    TapPort,
+    UdpPort,
+    VxlanPort,
+    claim_unix_path,
+    port_error,
+)
 
 BATCH = 64
 FAST_PORTS = 64
@@ -42,12 +53,18 @@ def open_port(spec: PortSpec, aging: float = 300.0) -> Port:
     if spec.type == "tap":
         return TapPort(spec.name, g("interface"))
     if spec.type == "afpacket":
-        return AfPacketPort(spec.name, g("interface"), int(g("rcvbuf", AFPACKET_RCVBUF)), int(g("ring", 0)))
+        return AfPacketPort(
+            spec.name, g("interface"), int(g("rcvbuf", AFPACKET_RCVBUF)), g("ring"), bool(g("offload", True))
+        )
     if spec.type == "vxlan":
         return VxlanPort(
             spec.name, g("local", "0.0.0.0:4789"), list(g("remote")), int(g("vni")), float(g("aging", aging))
         )
     raise ConfigError(f"port {spec.name}: unknown type {spec.type!r}")
+
+
+class StartError(Exception):
+    """The switch cannot start as configured: one line naming the port (or socket) and the reason."""
 
 
 def log(msg: str) -> None:
@@ -77,27 +94,31 @@ class Daemon:
             self.mirror = PcapngWriter(self._mirror_file, comment="pxswitch mirror")
             self.core.policy.mirror = True
         self.fast: Any = self._fast_loop()
-        for spec in config.ports:
-            self._add(spec)
-        self.control = self._open_control(config.control)
+        self.control: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._check_at = 0.0
+        try:
+            # A switch that starts is whole: a port that cannot open stops it (a reload only logs).
+            self.control = self._open_control(config.control)
+            for spec in config.ports:
+                self._add(spec, strict=True)
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------- ports
 
     def _fast_loop(self) -> Any:
         """The compiled AF_PACKET loop, when it is built and the policy lets it decide frames."""
         pol = self.core.policy
-        if os.environ.get("PXPROTO_PURE") == "1":
+        afpacket = select.compiled("pxproto.switch._afpacket")
+        fdb = select.compiled("pxproto.switch._fdb")
+        if afpacket is None or fdb is None:
             return None
-        try:
-            from pxproto.switch._afpacket import VALIDATION, FastLoop  # type: ignore[attr-defined]
-            from pxproto.switch._fdb import Fdb  # type: ignore[import-not-found]
-        except ImportError:
-            return None
+        VALIDATION, FastLoop, Fdb = afpacket.VALIDATION, afpacket.FastLoop, fdb.Fdb
         if not isinstance(self.core.fdb, Fdb):
             return None
         fast = FastLoop(self.core.fdb)
@@ -112,14 +133,25 @@ class Daemon:
     def _is_fast(self, pid: int) -> bool:
         return self.fast is not None and isinstance(self.ports.get(pid), AfPacketPort) and pid < FAST_PORTS
 
-    def _add(self, spec: PortSpec) -> None:
+    def _add(self, spec: PortSpec, strict: bool = False) -> None:
         try:
             port = open_port(spec, self.core.policy.aging)
         except (OSError, ValueError) as exc:
-            self.gone[spec.name] = f"cannot open: {exc}"
-            log(f"port {spec.name} ({spec.type}) cannot open: {exc}")
+            why = port_error(exc)
+            if strict:
+                raise StartError(f"port {spec.name} ({spec.type}): cannot open: {why}") from None
+            self.gone[spec.name] = f"cannot open: {why}"
+            log(f"port {spec.name} ({spec.type}) cannot open: {why}")
             return
-        pid = self.core.add_port(spec.name)
+        try:
+            pid = self.core.add_port(spec.name, int(spec.get("mtu", port.mtu)), spec.get("max_macs"))
+        except ValueError as exc:
+            port.close()
+            if strict:
+                raise StartError(f"port {spec.name} ({spec.type}): {exc}") from None
+            self.gone[spec.name] = str(exc)
+            log(str(exc))
+            return
         self.ports[pid] = port
         self.specs[pid] = spec
         self.gone.pop(spec.name, None)
@@ -127,8 +159,10 @@ class Daemon:
         if self._is_fast(pid):
             assert isinstance(port, AfPacketPort)
             self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name)
+            self.fast.set_limits(pid, self.core.ports[pid].mtu + ETH_OVERHEAD, port.vnet)
         self._sync(pid)
-        log(f"port {spec.name} ({spec.type}) open")
+        if not strict:  # at start, "running" names them all once every port is open
+            log(f"port {spec.name} ({spec.type}) open")
 
     def _remove(self, pid: int, why: str | None = None) -> None:
         if self._is_fast(pid):
@@ -199,12 +233,18 @@ class Daemon:
     def _open_control(self, path: str) -> socket.socket | None:
         if not path:
             return None
-        if os.path.exists(path):
-            os.unlink(path)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(path)
-        os.chmod(path, 0o600)
-        s.listen(8)
+        try:
+            claim_unix_path(path)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.bind(path)
+                os.chmod(path, 0o600)
+                s.listen(8)
+            except OSError:
+                s.close()
+                raise
+        except OSError as exc:
+            raise StartError(f"control socket {path}: {port_error(OSError(exc.errno, exc.strerror))}") from None
         s.setblocking(False)
         self.sel.register(s, selectors.EVENT_READ, ("control", None))
         return s
@@ -221,7 +261,9 @@ class Daemon:
             for pid in self.ports:
                 if self._is_fast(pid):
                     p = st["ports"][self.core.ports[pid].name]
-                    rx, rxb, tx, txb, drop, bad, rxc, txc = self.fast.counters(pid)
+                    rx, rxb, tx, txb, drop, bad, rxc, txc, rx_big, tx_big = self.fast.counters(pid)
+                    p["rx_oversize"] += rx_big
+                    p["tx_oversize"] += tx_big
                     p["rx"] += rx
                     p["rx_bytes"] += rxb
                     p["rx_malformed"] += bad
@@ -232,7 +274,10 @@ class Daemon:
                         p["rx_class"][name] += a
                         p["tx_class"][name] += b
         for pid, port in self.ports.items():
-            st["ports"][self.core.ports[pid].name].update(port.describe())
+            p = st["ports"][self.core.ports[pid].name]
+            p.update(port.describe())
+            if self._is_fast(pid) and self.fast.offload_errors(pid):
+                p["errors"]["offload_error"] = p["errors"].get("offload_error", 0) + self.fast.offload_errors(pid)
         for name, why in self.gone.items():
             st["ports"][name] = {"up": False, "gone": why}
         return st
@@ -424,7 +469,8 @@ class Daemon:
 
     def run(self) -> int:
         self._set_scheduler()
-        log(f"running: {len(self.ports)} ports, control socket {self.config.control}")
+        names = ", ".join(self.core.ports[pid].name for pid in sorted(self.ports))
+        log(f"running: {len(self.ports)} ports ({names}), control socket {self.config.control}")
         while not self._stop:
             self.step(0.5)
         self.close()

@@ -21,6 +21,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from pxproto.fastpath import select
+from pxproto.switch.offload import PLAIN as PLAIN_VNET_HDR
+from pxproto.switch.offload import VNET_HDR_LEN
+from pxproto.switch.offload import complete as complete_offload
+
 MAX_FRAME = 65535
 """Longest frame any port takes (QEMU's stream and dgram backends stay under it)."""
 ETH_P_ALL = 0x0003
@@ -28,6 +33,7 @@ SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_STATISTICS = 6
+PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 SO_ATTACH_FILTER = 26
@@ -38,6 +44,40 @@ VXLAN_PORT = 4789
 VXLAN_FLAG_I = 0x08
 VXLAN_HDR = struct.Struct("!B3xI")  # flags, reserved(3), VNI << 8 | reserved(1)
 GONE_ERRNOS = {errno.ENETDOWN, errno.ENXIO, errno.ENODEV, errno.EBADF, errno.ECONNRESET, errno.EPIPE}
+
+
+def port_error(exc: BaseException) -> str:
+    """The reason an open failed, in one line (``[Errno 98] Address already in use`` -> ``address already in use``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:] + (f": {exc.filename}" if exc.filename else "")
+    return str(exc)
+
+
+def claim_unix_path(path: str) -> None:
+    """Make ``path`` free for a listening UNIX socket: refuse one a live process listens on (or any other file);
+    remove a stale socket left by a process that ended."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(errno.EEXIST, "exists and is not a socket", path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        if st.st_uid != os.geteuid():
+            raise OSError(errno.EPERM, f"stale socket owned by uid {st.st_uid}", path) from None
+        os.unlink(path)  # nobody listens: a leftover
+        return
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, "in use by another live process (another switch?)", path)
 
 
 class PortGone(Exception):
@@ -64,6 +104,8 @@ class Port:
     """Base of every driver."""
 
     kind = "port"
+    mtu = 1500
+    """The MTU the port takes when its spec gives none."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -164,17 +206,42 @@ class UdpPort(DatagramPort):
         laddr = _addr(local)
         fam = socket.AF_INET6 if ":" in laddr[0] else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(laddr)
+        # No SO_REUSEADDR: a UDP port another process holds is an error, not a silent takeover.
+        try:
+            self.sock.bind(laddr)
+        except OSError:
+            self.sock.close()
+            raise
         self.sock.setblocking(False)
         self.remote: Any = _addr(remote) if remote else None
         self._fixed_remote = remote is not None
+        self._batch: Any = None
+        if remote is not None:
+            # Connected: the kernel drops other senders, and the compiled layer moves up to 64 datagrams per
+            # recvmmsg/sendmmsg.
+            try:
+                self.sock.connect(_addr(remote))
+            except OSError:
+                self.sock.close()
+                raise
+            self._batch = select.compiled("pxproto.switch._afpacket")
 
     @property
     def address(self) -> tuple[str, int]:
         return self.sock.getsockname()[:2]  # type: ignore[no-any-return]
 
     def recv_batch(self, max_n: int = 64) -> list[bytes]:
+        if self._batch is not None:
+            try:
+                return self._batch.recv_batch(self.sock.fileno(), max_n)  # type: ignore[no-any-return]
+            except ConnectionRefusedError:  # an ICMP error for an earlier send
+                self.count("icmp_refused")
+                return []
+            except OSError as exc:
+                if exc.errno in GONE_ERRNOS:
+                    raise PortGone(f"{self.name}: {exc.strerror}") from None
+                self.count(f"recv_{errno.errorcode.get(exc.errno or 0, 'error').lower()}")
+                return []
         out = []
         for data, addr in self._recv(max_n):
             if self._fixed_remote and addr[:2] != self.remote[:2]:
@@ -188,6 +255,17 @@ class UdpPort(DatagramPort):
         if self.remote is None:
             self.count("no_peer_yet", len(frames))
             return len(frames)  # nobody to send to: consumed, counted
+        if self._batch is not None and frames:
+            try:
+                return self._batch.send_batch(self.sock.fileno(), frames)  # type: ignore[no-any-return]
+            except ConnectionRefusedError:
+                self.count("icmp_refused")
+                return 1
+            except OSError as exc:
+                if exc.errno in GONE_ERRNOS:
+                    raise PortGone(f"{self.name}: {exc.strerror}") from None
+                self.count(f"send_{errno.errorcode.get(exc.errno or 0, 'error').lower()}")
+                return 1  # e.g. EMSGSIZE: that frame is dropped
         for i, f in enumerate(frames):
             if not self._sendto(f, self.remote):
                 return i
@@ -222,20 +300,27 @@ class StreamPort(Port):
             addr = (host, port)  # type: ignore[assignment]
         if listen:
             s = socket.socket(fam, socket.SOCK_STREAM)
-            if self.unix:
-                if os.path.exists(address):
-                    os.unlink(address)
-            else:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(addr)
-            s.listen(1)
+            try:
+                if self.unix:
+                    claim_unix_path(address)  # a live listener's path is refused, a stale one replaced
+                else:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TCP: TIME_WAIT only, never a takeover
+                s.bind(addr)
+                s.listen(1)
+            except OSError:
+                s.close()
+                raise
             s.setblocking(False)
             self.server = s
             if not self.unix:
                 self.address = "{}:{}".format(*s.getsockname()[:2])
         else:
             c = socket.socket(fam, socket.SOCK_STREAM)
-            c.connect(addr)
+            try:
+                c.connect(addr)
+            except OSError:
+                c.close()
+                raise
             self._adopt(c)
 
     def _adopt(self, c: socket.socket) -> None:
@@ -428,6 +513,17 @@ def control_ethertypes() -> tuple[int, ...]:
     return (m.signaling, m.discovery, m.heartbeat)
 
 
+DEFAULT_RING = 3
+"""An AF_PACKET port's data socket receives into a TPACKET_V3 ring unless told otherwise: in bench/switch.py it
+forwards about twice the frames of recvmmsg (the copy into the ring happens in the sender's softirq, not on the
+switch's CPU), at the cost of up to the 1 ms block timeout of latency for data (control frames have their own
+socket and are read at once)."""
+
+
+def _compiled() -> bool:
+    return select.compiled("pxproto.switch._afpacket") is not None
+
+
 class AfPacketPort(Port):
     """A Linux interface (veth, NIC) through AF_PACKET sockets, promiscuous.
 
@@ -439,6 +535,15 @@ class AfPacketPort(Port):
     ring); the daemon's fast loop then forwards between these ports at C
     level.  The data socket's buffer is small on purpose (``rcvbuf``): when
     the switch falls behind, a deep buffer only turns into latency.
+
+    Offloads (``offload``, on by default): the data socket uses
+    PACKET_VNET_HDR, so a TCP sender's partial checksums and 64 KiB GSO
+    segments (a veth peer's, or a QEMU guest's on a tap with vnet_hdr) arrive
+    described; between two such ports the header is passed on and the kernel
+    cuts and checksums on output, towards any other port
+    :mod:`pxproto.switch.offload` does it in software.  With ``offload=false``
+    such frames are forwarded as the socket shows them: partial checksums and
+    oversize segments, which is why TCP stalled before.
     """
 
     kind = "afpacket"
@@ -446,25 +551,30 @@ class AfPacketPort(Port):
     CTRL_BUF = 4 << 20
     """Receive buffer of the control socket: deep, so a burst of signaling waits rather than drops."""
 
-    def __init__(self, name: str, ifname: str, rcvbuf: int = 1 << 20, ring: int = 0) -> None:
+    def __init__(
+        self, name: str, ifname: str, rcvbuf: int = 1 << 20, ring: int | None = None, offload: bool = True
+    ) -> None:
         super().__init__(name)
+        self.vnet = offload
         if rcvbuf < 4096:
             raise ValueError(f"port {name}: rcvbuf {rcvbuf}: at least 4096 bytes")
+        if ring is None:  # TPACKET_V3 where it is built: the kernel fills blocks in the sender's softirq
+            ring = DEFAULT_RING if _compiled() else 0
         if ring not in (0, 2, 3):
             raise ValueError(f"port {name}: ring {ring}: 0 (recvmmsg), 2 (TPACKET_V2) or 3 (TPACKET_V3)")
         self.ring: Any = None
         self._drops = 0
         self.ifname = ifname
-        self.ifindex = socket.if_nametoindex(ifname)
+        try:
+            self.ifindex = socket.if_nametoindex(ifname)
+        except OSError:
+            raise OSError(errno.ENODEV, f"no interface {ifname!r}") from None
+        self.mtu = self._if_mtu()
         self.rcvbuf = rcvbuf
         ctrl = control_ethertypes()
-        self.ctrl = self._open(ethertype_filter(ctrl, True), self.CTRL_BUF)
-        try:
-            from pxproto.switch import _afpacket  # type: ignore[attr-defined]
-
-            self._batch: Any = _afpacket
-        except ImportError:
-            self._batch = None
+        self._ctrl_program = ethertype_filter(ctrl, True)
+        self.ctrl = self._open(self._ctrl_program, self.CTRL_BUF)  # control frames are never offloaded
+        self._batch: Any = select.compiled("pxproto.switch._afpacket")
         if ring and self._batch is None:
             self.ctrl.close()
             raise ValueError(f"port {name}: ring {ring} needs the compiled pxproto.switch._afpacket")
@@ -479,9 +589,13 @@ class AfPacketPort(Port):
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: nothing arrives before bind
         try:
             attach_filter(s, program)
+            vnet = self.vnet and program is not self._ctrl_program
             if ring:
                 # the ring's size plays the part of the receive buffer: it bounds the backlog
-                self.ring = self._batch.PacketRing(s.fileno(), ring, max(bufsize, 1 << 20), 1, self._ring_frame())
+                frame = 1 << 17 if vnet and ring == 3 else self._ring_frame()  # V3: room for a 64 KiB segment
+                self.ring = self._batch.PacketRing(s.fileno(), ring, max(bufsize, 1 << 20), 1, frame, vnet)
+            elif vnet:
+                s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             s.bind((self.ifname, ETH_P_ALL))
             mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
             s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
@@ -501,15 +615,17 @@ class AfPacketPort(Port):
         s.setblocking(False)
         return s
 
-    def _ring_frame(self) -> int:
-        """A ring slot that holds the interface's largest frame with the ring's headers (about 100 bytes)."""
+    def _if_mtu(self) -> int:
         try:
             with open(f"/sys/class/net/{self.ifname}/mtu") as f:
-                mtu = int(f.read())
+                return int(f.read())
         except (OSError, ValueError):
-            mtu = 1500
+            return 1500
+
+    def _ring_frame(self) -> int:
+        """A ring slot that holds the interface's largest frame with the ring's headers (about 100 bytes)."""
         size = 2048
-        while size < mtu + 18 + 128 and size < 1 << 17:
+        while size < self.mtu + 18 + 128 and size < 1 << 17:
             size *= 2
         return size
 
@@ -523,16 +639,26 @@ class AfPacketPort(Port):
         return PortGone(f"{self.name}: {self.ifname}: {exc.strerror}")
 
     def _recv_one(self, s: socket.socket, max_n: int) -> list[bytes]:
+        raw: list[bytes]
         if self.ring is not None and s is self.sock:
-            return self.ring.recv_batch(max_n)  # type: ignore[no-any-return]
-        if self._batch is not None:
-            return self._batch.recv_batch(s.fileno(), max_n)  # type: ignore[no-any-return]
-        out = []
-        for _ in range(max_n):
+            raw = self.ring.recv_batch(max_n)
+        elif self._batch is not None:
+            raw = self._batch.recv_batch(s.fileno(), max_n)
+        else:
+            raw = []
+            for _ in range(max_n):
+                try:
+                    raw.append(s.recv(MAX_FRAME + VNET_HDR_LEN))
+                except (BlockingIOError, InterruptedError):
+                    break
+        if not (self.vnet and s is self.sock):
+            return raw
+        out: list[bytes] = []
+        for r in raw:
             try:
-                out.append(s.recv(MAX_FRAME))
-            except (BlockingIOError, InterruptedError):
-                break
+                out.extend(complete_offload(r[:VNET_HDR_LEN], r[VNET_HDR_LEN:]))
+            except (ValueError, IndexError):
+                self.count("offload_error")
         return out
 
     def recv_batch(self, max_n: int = 64) -> list[bytes]:
@@ -545,6 +671,8 @@ class AfPacketPort(Port):
             return []
 
     def send_batch(self, frames: list[bytes]) -> int:
+        if self.vnet:
+            frames = [PLAIN_VNET_HDR + f for f in frames]
         try:
             if self._batch is not None:
                 return self._batch.send_batch(self.fd, frames)  # type: ignore[no-any-return]
@@ -581,7 +709,13 @@ class AfPacketPort(Port):
 
     def describe(self) -> dict[str, Any]:
         ring = f"TPACKET_V{self.ring.version}, {self.ring.slots} slots" if self.ring is not None else None
-        return {**super().describe(), "rcvbuf": self.rcvbuf, "ring": ring, "kernel_drops": self.kernel_drops()}
+        return {
+            **super().describe(),
+            "rcvbuf": self.rcvbuf,
+            "ring": ring,
+            "offload": "virtio_net_hdr" if self.vnet else "off",
+            "kernel_drops": self.kernel_drops(),
+        }
 
     def close(self) -> None:
         self.ring = None  # unmapped before the socket closes
@@ -620,8 +754,11 @@ class VxlanPort(DatagramPort):
         self.clock = clock
         laddr = _addr(local, VXLAN_PORT)
         self.sock = socket.socket(socket.AF_INET6 if ":" in laddr[0] else socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(laddr)
+        try:
+            self.sock.bind(laddr)  # no SO_REUSEADDR, as for UdpPort
+        except OSError:
+            self.sock.close()
+            raise
         self.sock.setblocking(False)
         self.remotes = [_addr(r, VXLAN_PORT) for r in remotes]
         self.where: OrderedDict[bytes, tuple[tuple[str, int], float]] = OrderedDict()

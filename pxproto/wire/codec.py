@@ -16,6 +16,7 @@ from pxproto.errors import ProtocolError
 from pxproto.wire import ethertypes, layout, spec
 from pxproto.wire.codes import (
     ACL_ENTRY_SIZE,
+    CPU_PERMILLE_MAX,
     DIME_ALL,
     FIXED_TLV_SIZES,
     PROTOCOL_VERSION,
@@ -287,8 +288,8 @@ def _decode_heartbeat(data: bytes, start: int, end: int, dst_dime: int) -> Heart
     state = _enum(DimeState, int(f.state), "hb.state", start + 4, "state")
     if f.period_ms == 0:
         raise ProtocolError("hb.period_ms", start + 5, "a heartbeat period of 0 ms")
-    if f.cpu_permille > 1000:
-        raise ProtocolError("hb.cpu_permille", start + 7, f"{f.cpu_permille} is over 1000")
+    if f.cpu_permille > CPU_PERMILLE_MAX:
+        raise ProtocolError("hb.cpu_permille", start + 7, f"{f.cpu_permille} is over {CPU_PERMILLE_MAX}")
     return Heartbeat(
         f.epoch, state, f.period_ms, f.cpu_permille, f.stage, f.mem_used, f.mem_limit, f.rx_queue, f.tx_queue, f.service
     )

@@ -278,6 +278,21 @@ def generate() -> str:
         "",
     ]
     extras = _table([[f"`{k}`", v] for k, v in EXTRA_FIELDS.items()], ["dissector field", "holds"])
+    parts += [
+        "## Counters",
+        "",
+        "What COUNTERS and SET_THRESHOLD name in `COUNTER_ID`. DIME scope (a frame to one DIME):",
+        "",
+        _table([[str(int(c)), c.name] for c in codes.CounterId], ["id", "counter"]),
+        "",
+        "System scope (DIME 0xffff: the server's own wire and relay):",
+        "",
+        _table([[str(int(c)), c.name] for c in codes.ServerCounterId], ["id", "counter"]),
+        "",
+        "An unknown id is answered NOT_FOUND. A counter at or over its threshold (SET_THRESHOLD; 0 clears "
+        "it) raises one FAULT_REPORT OVERLOAD per crossing.",
+        "",
+    ]
     parts.append(JSON_TEXT.format(table=_json_table(), extras=extras))
     parts.append(rules_text())
     parts.append(CONFORMANCE)

@@ -1,13 +1,18 @@
 """Generate the fastpath's constants from the spec: ``python -m pxproto.wire.gen_fastpath [--check]``.
 
-Writes two committed files, both derived from :mod:`pxproto.wire.layout`,
+Writes three committed files, derived from :mod:`pxproto.wire.layout`,
 :mod:`pxproto.wire.codes` and :mod:`pxproto.wire.ethertypes`:
 
-- ``pxproto/fastpath/wiregen.pxd``: C constants (sizes, offsets, codes, flag
-  bits, default EtherTypes), code-validity tables and the error-field table,
+- ``pxproto/fastpath/px_codec.h``: the codec as plain C, freestanding (only
+  ``<stdint.h>``/``<stddef.h>``): the constants (sizes, offsets, codes, flag bits,
+  default EtherTypes), the code-validity and error-field tables, and the
+  static inline decoder/validator and encoders of the template ``px_codec.h.in``
+  beside this file.  The Cython fast path wraps it; a bare-metal C program
+  #includes it as it is;
+- ``pxproto/fastpath/wiregen.pxd``: the header's constants and tables declared
   for every Cython module that ``cimport``s them;
-- ``pxproto/fastpath/_wiregen.py``: the same error-field table and column
-  names for Python (the pure fallback and the batch API).
+
+Python reads the same error-field table from :data:`pxproto.wire.layout.ERROR_FIELDS`.
 
 ``--check`` exits 1 when a committed file differs from what the spec gives
 (the test suite runs it), so a spec change cannot leave a stale fast path.
@@ -16,6 +21,8 @@ Writes two committed files, both derived from :mod:`pxproto.wire.layout`,
 from __future__ import annotations
 
 import argparse
+import hashlib
+import re
 import sys
 from enum import IntEnum
 from pathlib import Path
@@ -23,6 +30,7 @@ from pathlib import Path
 from pxproto.wire import ethertypes, layout, spec
 from pxproto.wire.codes import (
     ACL_ENTRY_SIZE,
+    CPU_PERMILLE_MAX,
     DIME_ALL,
     FIXED_TLV_SIZES,
     PROTOCOL_VERSION,
@@ -45,7 +53,9 @@ from pxproto.wire.codes import (
 
 FASTPATH_DIR = Path(__file__).resolve().parent.parent / "fastpath"
 PXD_NAME = "wiregen.pxd"
-PY_NAME = "_wiregen.py"
+HEADER_NAME = "px_codec.h"
+TEMPLATE = Path(__file__).resolve().parent / "px_codec.h.in"
+GENERATED_NAMES = (HEADER_NAME, PXD_NAME)
 
 # C name of each struct prefix of layout.struct_tables().
 STRUCT_C_NAMES = {
@@ -59,8 +69,6 @@ STRUCT_C_NAMES = {
     "hb": "HB",
     "auth": "AUTH",
 }
-# Error fields that name a whole part rather than one field (docs/PROTOCOL.md, "Errors").
-PART_FIELDS = ("frame", "eth", "header", "tlv", "auth")
 U8_ENUMS: dict[str, type[IntEnum]] = {
     "CMD": Command,
     "OP": Op,
@@ -71,18 +79,8 @@ U8_ENUMS: dict[str, type[IntEnum]] = {
 
 
 def error_fields() -> list[str]:
-    """Error codes are indexes into this list; code 0 means no error."""
-    out = [""]
-    for name in PART_FIELDS:
-        out.append(name)
-    for _struct, fields in layout.struct_tables().values():
-        for f in fields:
-            key = f.key.removeprefix("px.")
-            if key not in out:
-                out.append(key)
-    for t in TlvType:
-        out.append(f"tlv.{t.name.lower()}")
-    return out
+    """Error codes are indexes into this list; code 0 means no error (pxproto.wire.layout.error_fields)."""
+    return list(layout.error_fields())
 
 
 def c_ident(text: str) -> str:
@@ -90,9 +88,15 @@ def c_ident(text: str) -> str:
 
 
 def _table(name: str, size: int, values: dict[int, int], ctype: str = "unsigned char") -> str:
-    cells = [str(values.get(i, 0)) for i in range(size)]
-    rows = [", ".join(cells[i : i + 32]) for i in range(0, size, 32)]
-    body = ",\n    ".join(rows)
+    """A C array with designated initializers (C99): the entries that are not 0, unlisted ones are 0."""
+    cells = [f"[{i}] = {v}" for i, v in sorted(values.items()) if v]
+    rows: list[str] = []
+    for cell in cells:
+        if rows and len(rows[-1]) + len(cell) < 100:
+            rows[-1] += f", {cell}"
+        else:
+            rows.append(cell)
+    body = ",\n    ".join(rows) or "0"  # C99 has no empty initializer
     return f"static const {ctype} {name}[{size}] = {{\n    {body}\n}};"
 
 
@@ -103,6 +107,10 @@ def _constants() -> list[tuple[str, int]]:
         ("PX_STATE_ANY", STATE_ANY),
         ("PX_TEXT_MAX", TEXT_MAX),
         ("PX_ACL_ENTRY_SIZE", ACL_ENTRY_SIZE),
+        # an ACL entry is (peer MAC, FCAPS mask u8, reserved u8): the two last bytes
+        ("PX_ACL_MASK", ACL_ENTRY_SIZE - 2),
+        ("PX_ACL_RESERVED", ACL_ENTRY_SIZE - 1),
+        ("PX_CPU_PERMILLE_MAX", CPU_PERMILLE_MAX),
         ("PX_FCAPS_COUNT", len(Fcaps)),
         ("PX_MIN_ETHERNET_FRAME", spec.MIN_ETHERNET_FRAME),
         ("PX_BODY_OFFSET", spec.BODY_OFFSET),
@@ -140,18 +148,18 @@ def _constants() -> list[tuple[str, int]]:
     return consts
 
 
-def render_pxd() -> str:
-    consts = _constants()
+def _c_tables() -> list[str]:
+    """The code-validity tables, the TLV tables, the enum-TLV check and the error names, as C."""
     fields = error_fields()
+    tmax = max(int(t) for t in TlvType) + 1
     c: list[str] = []
-    for name, value in consts:
-        c.append(f"#define {name} {value}")
     for cname, enum in U8_ENUMS.items():
         c.append(_table(f"PX_VALID_{cname}", 256, {int(m): 1 for m in enum}))
-    tmax = max(int(t) for t in TlvType) + 1
     c.append(_table("PX_TLV_KIND", tmax, {int(t): int(k) for t, k in TLV_KINDS.items()}))
     c.append(_table("PX_TLV_ERR", tmax, {int(t): fields.index(f"tlv.{t.name.lower()}") for t in TlvType}))
     c.append(_table("PX_TLVK_SIZE", max(int(k) for k in TlvKind) + 1, {int(k): n for k, n in FIXED_TLV_SIZES.items()}))
+    body_len = {int(cls): spec.FIXED_BODIES[cls.name.lower()].sizeof() for cls in FrameClass}
+    c.append(_table("PX_CLASS_BODY_LEN", len(FrameClass) + 1, body_len, "unsigned short"))
     # Enum-valued TLVs: one switch, so a code added to codes.py lands here on regeneration.
     cases = []
     for t, enum in TLV_ENUMS.items():
@@ -162,51 +170,65 @@ def render_pxd() -> str:
         "    switch (type) {\n" + "\n".join(cases) + "\n    default: return 1;\n    }\n}"
     )
     names = ",\n    ".join(f'"{f}"' for f in fields)
-    c.append(f"static const char *PX_ERROR_FIELDS[{len(fields)}] = {{\n    {names}\n}};")
-    verbatim = "\n".join(c)
-    verbatim = "\n".join(("    " + line) if line else "" for line in verbatim.splitlines())
-    decls = [f"    {name}" for name, _ in consts]
+    c.append(f"static const char *const PX_ERROR_FIELDS[{len(fields)}] = {{\n    {names}\n}};")
+    return c
+
+
+BANNER = (
+    "GENERATED by pxproto/wire/gen_fastpath.py from the spec and {template}; do not edit.\n"
+    " * Regenerate with: python -m pxproto.wire.gen_fastpath"
+)
+
+
+def render_header() -> str:
+    """px_codec.h: the template with the spec's constants and tables filled in, and a hash of
+    the result (PX_CODEC_HASH) that every compiled module embeds (see pxproto.fastpath.select)."""
+    template = TEMPLATE.read_text()
+    consts = "\n".join(f"#define {name} {value}" for name, value in _constants())
+    text = (
+        template.replace("@BANNER@", BANNER.format(template=TEMPLATE.name))
+        .replace("@CONSTANTS@", consts + '\n#define PX_CODEC_HASH "@HASH@"')
+        .replace("@TABLES@", "\n\n".join(_c_tables()))
+    )
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return text.replace("@HASH@", digest)
+
+
+def codec_hash(header: str) -> str:
+    """The PX_CODEC_HASH a header text declares."""
+    m = re.search(r'#define PX_CODEC_HASH "([0-9a-f]+)"', header)
+    return m.group(1) if m else ""
+
+
+def render_pxd() -> str:
+    """wiregen.pxd: the header's constants and tables declared for Cython (``cimport *``)."""
+    fields = error_fields()
+    tmax = max(int(t) for t in TlvType) + 1
+    decls = [f"        {name}" for name, _ in _constants()]
     tables = [f"    const unsigned char PX_VALID_{cname}[256]" for cname in U8_ENUMS]
     tables += [
         f"    const unsigned char PX_TLV_KIND[{tmax}]",
         f"    const unsigned char PX_TLV_ERR[{tmax}]",
         f"    const unsigned char PX_TLVK_SIZE[{max(int(k) for k in TlvKind) + 1}]",
-        f"    const char *PX_ERROR_FIELDS[{len(fields)}]",
+        f"    const unsigned short PX_CLASS_BODY_LEN[{len(FrameClass) + 1}]",
+        f"    const char *const PX_ERROR_FIELDS[{len(fields)}]",
+        "    const char *PX_CODEC_HASH",
         "    int px_tlv_enum_ok(unsigned int type, unsigned long long v) noexcept nogil",
     ]
     return (
         "# GENERATED by pxproto/wire/gen_fastpath.py from the Construct spec; do not edit.\n"
         "# Regenerate with: python -m pxproto.wire.gen_fastpath\n"
         "# cython: language_level=3\n\n"
-        'cdef extern from *:\n    """\n    #ifndef PX_WIREGEN_H\n    #define PX_WIREGEN_H\n'
-        + verbatim
-        + '\n    #endif\n    """\n'
-        "    enum:\n" + "\n".join("    " + d for d in decls) + "\n" + "\n".join(tables) + "\n"
+        f'cdef extern from "{HEADER_NAME}":\n'
+        "    enum:\n" + "\n".join(decls) + "\n" + "\n".join(tables) + "\n"
     )
 
 
-def render_py() -> str:
-    fields = error_fields()
-    lines = [
-        '"""GENERATED by pxproto/wire/gen_fastpath.py from the Construct spec; do not edit."""',
-        "",
-        "ERROR_FIELDS: tuple[str, ...] = (",
-        *[f'    "{f}",' for f in fields],
-        ")",
-        '"""Error codes of the fastpath (index into this tuple; 0 = no error), spelled as ProtocolError.field."""',
-        "",
-        "ERROR_CODES: dict[str, int] = {f: i for i, f in enumerate(ERROR_FIELDS)}",
-        "",
-        "DEFAULT_ETHERTYPES: dict[str, int] = {",
-        *[f'    "{k}": 0x{v:04X},' for k, v in ethertypes.DEFAULT.as_dict().items()],
-        "}",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def outputs() -> dict[Path, str]:
-    return {FASTPATH_DIR / PXD_NAME: render_pxd(), FASTPATH_DIR / PY_NAME: render_py()}
+    return {
+        FASTPATH_DIR / HEADER_NAME: render_header(),
+        FASTPATH_DIR / PXD_NAME: render_pxd(),
+    }
 
 
 def stale() -> list[Path]:

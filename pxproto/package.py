@@ -1,4 +1,4 @@
-"""Service packages: the manifest, the deterministic archive, the content-addressed store.
+"""Service packages: the manifest, the deterministic archive, the content-addressed store, the local store.
 
 A service package is a directory holding ``service.toml`` and the Python
 modules its stages name::
@@ -23,7 +23,7 @@ Identity and integrity:
 - ``PACKAGE_SIZE`` = archive length in bytes;
 - ``PACKAGE_SIG`` = HMAC-SHA256(cluster key, archive bytes), 32 bytes; the
   cluster key is the *active* key of the ``--key`` file (see
-  :mod:`pxproto.node.keys`).  Without a key configured on the kernel, a LOAD is
+  :mod:`pxproto.dime.keys`).  Without a key configured on the kernel, a LOAD is
   accepted with any (even empty) signature — say so in production.
 
 The central store (the orchestrator's, ``pxkernel --store DIR``) is a directory
@@ -42,6 +42,7 @@ import hmac
 import io
 import os
 import re
+import struct
 import tarfile
 import tempfile
 import tomllib
@@ -274,3 +275,56 @@ def fetch(
     dest = Path(local) / "packages" / want_digest.hex()
     dest.parent.mkdir(parents=True, exist_ok=True)
     return dest, unpack(archive, dest)
+
+
+# ---------------------------------------------------------------- the local store (per server)
+
+OBJECT_RE = re.compile(r"^[A-Za-z0-9_.-][A-Za-z0-9_./-]{0,199}$")
+
+
+class LocalStore:
+    """Named objects in the server's local store, shared by its DIMEs (a directory of files).
+
+    Names are relative paths of ``[A-Za-z0-9_.-/]`` without ``..``.  Writes are atomic
+    (temp file + rename); :meth:`append` adds length-prefixed records.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root) / "objects"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        if not OBJECT_RE.match(name) or ".." in name.split("/"):
+            raise ValueError(f"store object name {name!r} is not allowed")
+        return self.root / name
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, name: str, data: bytes) -> None:
+        p = self._path(name)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, p)
+
+    def append(self, name: str, data: bytes) -> None:
+        p = self._path(name)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "ab") as f:
+            f.write(struct.pack("!I", len(data)) + data)
+
+    def records(self, name: str) -> list[bytes]:
+        raw = self.get(name) or b""
+        out, pos = [], 0
+        while pos + 4 <= len(raw):
+            (n,) = struct.unpack_from("!I", raw, pos)
+            out.append(raw[pos + 4 : pos + 4 + n])
+            pos += 4 + n
+        return out
+
+    def names(self) -> list[str]:
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())

@@ -4,7 +4,7 @@ Every ``__hdr__`` comes from :mod:`pxproto.wire.layout`; dpkt's Ethernet type
 table is changed only by :func:`register`::
 
     import dpkt
-    from pxproto import dpkt as pxd
+    from pxproto.interop import dpkt as pxd
 
     pxd.register()                                # the configured EtherTypes
     eth = dpkt.ethernet.Ethernet(raw)

@@ -4,7 +4,7 @@ Every field (name, width, code table) comes from :mod:`pxproto.wire.layout`;
 nothing is bound on import::
 
     from scapy.all import rdpcap
-    from pxproto import scapy as pxs
+    from pxproto.interop import scapy as pxs
 
     pxs.bind()                        # Ether.type -> PxHeader for the configured EtherTypes
     pkts = rdpcap("captures/all.pcapng")

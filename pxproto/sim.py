@@ -1,14 +1,17 @@
 """Simulated servers for testing and measuring the orchestrator, deterministically.
 
 A :class:`SimServer` is one server's kernel as the orchestrator sees it over
-the wire: it answers discovery probes, heartbeats every DIME at its period,
-and answers the signaling commands the orchestrator sends (SET_PARAM,
-MEM_LIMIT, LOAD, START, STOP, CONNECT, DISCONNECT, PING) through one
-:class:`~pxproto.dime.signaling.Responder` per DIME.  It runs on
-:class:`~pxproto.dime.simlink.SimNet`, so every control frame is encoded and
-decoded, and can be lost, duplicated or reordered.
+the wire: it answers discovery probes, and each of its DIMEs is the node's real
+FCAPS machine (:class:`pxproto.node.machine.DimeMachine`): the same command
+handlers, counters, thresholds and heartbeat decisions as a DIME process, with
+the simulation's clock.  It runs on :class:`~pxproto.dime.simlink.SimNet`, so
+every control frame is encoded and decoded, and can be lost, duplicated or
+reordered.  This module sits above both the orchestrator and the node: it is the
+one place that puts the two together (``pxproto.orch`` imports nothing from the node).
 
-The data plane (:class:`SimPlane`) is a model, not frames: items move between
+The data plane (:class:`SimPlane`) is a model, not frames: each DIME's machine tells
+it (through the :class:`~pxproto.node.machine.Host` interface a :class:`SimDime`
+implements) what CONNECT, DISCONNECT, START and STOP decided, and items move between
 DIMEs after a delay, with the semantics the orchestrator relies on from the
 node kernel (:mod:`pxproto.node.mice`): each item carries a lineage id; a DIME keeps
 what it sent on each output channel until the downstream DIME acknowledges it,
@@ -31,15 +34,15 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pxproto.dime.endpoint import Address, Output, earliest, frame_to
-from pxproto.dime.signaling import RequestReceived, Responder
-from pxproto.node.counters import CounterId
-from pxproto.wire.codes import DIME_ALL, Command, DimeState, Direction, DiscoveryOp, Op, Status, TlvType
-from pxproto.wire.frame import BROADCAST, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
-
-SOURCE_RESUME = int(CounterId.SOURCE_RESUME)
+from pxproto.fastpath import decode, encode
+from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice
+from pxproto.package import Manifest, Stage
+from pxproto.wire.codes import DIME_ALL, Command, DimeState, DiscoveryOp, Op, TlvType
+from pxproto.wire.frame import BROADCAST, DimeInfo, Discovery, Frame, Signaling
 
 Item = tuple[int, int]
 """(lineage id, value)."""
@@ -49,19 +52,21 @@ StageFn = Callable[[int], int | None]
 
 @dataclass(eq=False)
 class SimDime:
-    """One simulated DIME: its management state and its MICE's queues."""
+    """One simulated DIME: the real FCAPS machine, and its MICE's queues in the data plane model.
+
+    It is the machine's :class:`~pxproto.node.machine.Host`: a MICE "runs" by being marked running
+    in the model, and the model learns the channels CONNECT and DISCONNECT wire.
+    """
 
     server: SimServer
     dime: int
-    epoch: int = 1
-    state: DimeState = DimeState.FREE
-    period: float = 0.1
+    initial_period: float = 0.1
     alive: bool = True
-    next_beat: float = 0.0
-    mem_limit: int = 0
+    boot_at: float = 0.0
+    """When the machine starts (its first heartbeat)."""
+    booted: bool = False
     service: int = 0
     stage: int = -1
-    loaded: bool = False
     running: bool = False
     outputs: dict[int, tuple[bytes, int]] = field(default_factory=dict)
     """Output channel -> peer (mac, dime)."""
@@ -77,17 +82,42 @@ class SimDime:
     """Lineage -> (sender, channel) of an input whose output is not yet acknowledged downstream."""
     busy_until: float = 0.0
     next_source: int = 0
-    responder: Responder | None = None
+    epochs: int = 0
+    load_name: str = ""
+    """MICE_NAME of the LOAD being answered (the simulated store has every stage LOAD asks for)."""
+    machine: DimeMachine = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.machine = self._machine()
+
+    def _machine(self) -> DimeMachine:
+        cfg = MachineConfig(
+            Address(self.server.mac, self.dime, 0),
+            mem_chunks=self.server.mem_chunks,
+            heartbeat_ms=round(self.initial_period * 1000),
+            has_store=True,
+        )
+        return DimeMachine(cfg, self)
 
     @property
     def key(self) -> tuple[bytes, int]:
         return (self.server.mac, self.dime)
 
+    @property
+    def period(self) -> float:
+        return self.machine.hb.period
+
+    @property
+    def epoch(self) -> int:
+        return self.machine.epoch
+
+    @property
+    def state(self) -> DimeState:
+        return self.machine.state
+
     def reset(self) -> None:
-        self.state = DimeState.FREE
-        self.loaded = self.running = False
-        self.stage = -1
-        self.service = 0
+        """The model forgets the MICE's queues and channels."""
+        self.running = False
         self.outputs.clear()
         self.inbox.clear()
         self.outbox.clear()
@@ -95,6 +125,82 @@ class SimDime:
         self.pending.clear()
         self.seen.clear()
         self.next_source = 0
+
+    # ------------------------------------------------------------- the Host the machine asks
+
+    def log(self, text: str) -> None:
+        self.server.logs.append((self.dime, text))
+
+    def next_epoch(self) -> int:
+        self.epochs += 1
+        return self.epochs
+
+    def fetch(self, digest: bytes, size: int, sig: bytes, key: bytes | None) -> tuple[Path, Manifest]:
+        return Path("."), _AnyStage(self.load_name, "1", ())
+
+    def start_mice(self, loaded: Loaded, first: int, epoch: int, limit: int) -> int:
+        now = self.machine.now
+        self.stage, self.service = loaded.stage, loaded.service
+        self.running = True
+        self.busy_until = now
+        self.next_source = first
+        if self.server.plane is not None:
+            self.server.plane.wake(now)
+        return 100_000 + self.dime
+
+    def stop_mice(self, m: Mice) -> None:
+        self.running = False
+        self.inbox.clear()
+        self.outbox.clear()
+        self.unacked = {ch: {} for ch in self.outputs}
+        self.pending.clear()
+        self.seen.clear()
+        self.next_source = 0
+
+    def relimit(self, m: Mice, chunks: int) -> None:
+        pass
+
+    def cpu_ns(self, m: Mice | None) -> tuple[int, int]:
+        return 0, 0
+
+    def mice_mem_chunks(self, m: Mice) -> int | None:
+        return None
+
+    def wired(self, channel: int, output: bool, peer: Address, now: float) -> None:
+        if output:
+            self.outputs[channel] = (peer.mac, peer.dime)
+            self.unacked.setdefault(channel, {})
+            if self.server.plane is not None:
+                self.server.plane.wake(now)
+
+    def unwired(self, channel: int, output: bool, now: float) -> int:
+        if not output or channel not in self.outputs:
+            return 0
+        self.outputs.pop(channel, None)
+        back = self.unacked.pop(channel, {})
+        self.outbox.extendleft(reversed(sorted(back.values())))
+        if self.server.plane is not None:
+            self.server.plane.counters["replayed"] += len(back)
+            self.server.plane.wake(now)
+        return len(back)
+
+    def channels_cleared(self) -> None:
+        self.reset()
+
+    def queues(self) -> tuple[int, int] | None:
+        return len(self.inbox), len(self.outbox)
+
+    def source_resume(self) -> int | None:
+        held = [lin for items in self.unacked.values() for lin in items] + [lin for lin, _ in self.outbox]
+        return min(held, default=self.next_source)
+
+
+@dataclass(frozen=True)
+class _AnyStage(Manifest):
+    """The simulated central store's package: every stage index holds the stage LOAD names (``name``)."""
+
+    def stage(self, index: int) -> Stage:
+        return Stage(index, self.name, "sim:stage", memory_chunks=0)
 
 
 class SimServer:
@@ -105,10 +211,10 @@ class SimServer:
         self.mac = mac
         self.plane = plane
         self.mem_chunks = mem_chunks
-        self.dimes = {d: SimDime(self, d, period=period, next_beat=start + phase) for d in range(n)}
-        for dm in self.dimes.values():
-            dm.responder = Responder(Address(mac, dm.dime, 0))
-            if plane is not None:
+        self.logs: list[tuple[int, str]] = []
+        self.dimes = {d: SimDime(self, d, initial_period=period, boot_at=start + phase) for d in range(n)}
+        if plane is not None:
+            for dm in self.dimes.values():
                 plane.dimes[dm.key] = dm
         self.counters: Counter[str] = Counter()
         self.pending: list[Frame] = []
@@ -121,7 +227,7 @@ class SimServer:
 
     def _announce(self, op: DiscoveryOp, probe_id: int) -> Frame:
         infos = tuple(
-            DimeInfo(d.dime, d.dime, d.state, self.mem_chunks, self.mem_chunks - d.mem_limit, d.epoch)
+            DimeInfo(d.dime, d.dime, d.machine.state, d.machine.mem.limit, d.machine.mem.free, d.epoch)
             for d in self.dimes.values()
             if d.alive
         )
@@ -137,122 +243,47 @@ class SimServer:
             reply = self._announce(DiscoveryOp.ANNOUNCE, body.probe_id)
             reply.dst_mac = frame.src_mac
             out.frames.append(reply)
-        elif isinstance(body, Signaling) and body.op is Op.REQUEST:
-            dm = self.dimes.get(frame.dst_dime)
-            if dm is not None and dm.alive and dm.responder is not None:
-                r = dm.responder.receive(frame, now)
-                out.frames.extend(r.frames)
-                for ev in r.events:
-                    if isinstance(ev, RequestReceived):
-                        status, params = self._execute(dm, ev, now)
-                        out.merge(dm.responder.respond(ev, status, params, now=now))
+        elif isinstance(body, Signaling):
+            d = self.dimes.get(frame.dst_dime)
+            if d is not None and d.alive and d.booted:
+                if body.op is Op.REQUEST:
+                    self.counters[body.cmd.name] += 1
+                    if body.cmd is Command.LOAD:
+                        d.load_name = str(body.param(TlvType.MICE_NAME))
+                d.machine.on_frame(encode(frame), now)
+                d.machine.plane.flush_acks()
+                self._drain(d, out)
         out.timer = self.get_timer()
         return out
 
+    @staticmethod
+    def _drain(d: SimDime, out: Output) -> None:
+        for raw, _route in d.machine.take_outbox():
+            out.frames.append(decode(raw))
+
     def get_timer(self) -> float | None:
-        return min((d.next_beat for d in self.dimes.values() if d.alive), default=None)
+        return min(
+            (t for d in self.dimes.values() if d.alive for t in [d.machine.get_timer() if d.booted else d.boot_at]
+             if t is not None),
+            default=None,
+        )  # fmt: skip
 
     def handle_timer(self, now: float) -> Output:
         out = Output()
         for d in self.dimes.values():
-            if d.alive and d.next_beat <= now:
-                out.frames.append(self.heartbeat(d))
-                d.next_beat = max(d.next_beat + d.period, now)
+            if not d.alive:
+                continue
+            if not d.booted:
+                if d.boot_at > now:
+                    continue
+                d.booted = True
+                d.machine.start(now)
+            t = d.machine.get_timer()
+            if t is not None and t <= now:
+                d.machine.handle_timer(now)
+                self._drain(d, out)
         out.timer = self.get_timer()
         return out
-
-    def heartbeat(self, d: SimDime) -> Frame:
-        hb = Heartbeat(
-            d.epoch,
-            d.state,
-            int(d.period * 1000),
-            stage=max(0, d.stage),
-            mem_used=d.mem_limit,
-            mem_limit=d.mem_limit,
-            rx_queue=len(d.inbox),
-            tx_queue=len(d.outbox),
-            service=d.service,
-        )
-        return frame_to(Address(self.mac, d.dime, 0), Address(BROADCAST, DIME_ALL, 0), hb)
-
-    # ------------------------------------------------------------- commands
-
-    def _execute(self, d: SimDime, req: RequestReceived, now: float) -> tuple[Status, list[Tlv]]:
-        self.counters[req.cmd.name] += 1
-        p = req.param
-        if req.cmd is Command.PING:
-            return Status.OK, [Tlv(TlvType.ECHO, p(TlvType.ECHO) or b""), Tlv(TlvType.EPOCH, d.epoch)]
-        if req.cmd is Command.SET_PARAM:
-            value = p(TlvType.VALUE)
-            assert isinstance(value, int)
-            d.period = value / 1000.0
-            d.next_beat = min(d.next_beat, now + d.period)
-            return Status.OK, [Tlv(TlvType.PARAM_ID, p(TlvType.PARAM_ID) or 0), Tlv(TlvType.VALUE, value)]
-        if req.cmd is Command.MEM_LIMIT:
-            chunks = p(TlvType.MEM_CHUNKS)
-            assert isinstance(chunks, int)
-            if chunks > self.mem_chunks:
-                return Status.NO_MEMORY, []
-            d.mem_limit = chunks
-            return Status.OK, [Tlv(TlvType.MEM_CHUNKS, chunks)]
-        if req.cmd is Command.LOAD:
-            if d.loaded or d.state is not DimeState.FREE:
-                return Status.BUSY, []
-            d.loaded = True
-            d.state = DimeState.BUSY
-            stage, service = p(TlvType.STAGE), p(TlvType.SERVICE_ID)
-            assert isinstance(stage, int) and isinstance(service, int)
-            d.stage, d.service = stage, service
-            return Status.OK, [Tlv(TlvType.SERVICE_ID, service), Tlv(TlvType.STAGE, stage)]
-        if req.cmd is Command.START:
-            if not d.loaded:
-                return Status.NOT_FOUND, []
-            d.running = True
-            d.busy_until = now
-            first = p(TlvType.VALUE)
-            if isinstance(first, int):
-                d.next_source = first
-            if self.plane is not None:
-                self.plane.wake(now)
-            return Status.OK, [Tlv(TlvType.EPOCH, d.epoch)]
-        if req.cmd is Command.COUNTERS:
-            if p(TlvType.COUNTER_ID) != SOURCE_RESUME:
-                return Status.NOT_FOUND, []
-            held = [lin for items in d.unacked.values() for lin in items] + [lin for lin, _ in d.outbox]
-            return Status.OK, [
-                Tlv(TlvType.COUNTER_ID, SOURCE_RESUME),
-                Tlv(TlvType.VALUE, min(held, default=d.next_source)),
-            ]
-        if req.cmd is Command.RESET:
-            d.reset()
-            d.epoch += 1
-            d.mem_limit = 0
-            return Status.OK, [Tlv(TlvType.EPOCH, d.epoch)]
-        if req.cmd is Command.STOP:
-            d.reset()
-            return Status.OK, [Tlv(TlvType.CPU_NS, 0)]
-        if req.cmd is Command.CONNECT:
-            ch, direction = p(TlvType.CHANNEL), p(TlvType.DIRECTION)
-            mac, dime = p(TlvType.PEER_MAC), p(TlvType.PEER_DIME)
-            assert isinstance(ch, int) and isinstance(mac, bytes) and isinstance(dime, int)
-            if direction == Direction.OUTPUT:
-                d.outputs[ch] = (mac, dime)
-                d.unacked.setdefault(ch, {})
-                if self.plane is not None:
-                    self.plane.wake(now)
-            return Status.OK, [Tlv(TlvType.CHANNEL, ch)]
-        if req.cmd is Command.DISCONNECT:
-            ch, direction = p(TlvType.CHANNEL), p(TlvType.DIRECTION)
-            assert isinstance(ch, int)
-            if direction == Direction.OUTPUT:
-                d.outputs.pop(ch, None)
-                back = d.unacked.pop(ch, {})
-                d.outbox.extendleft(reversed(sorted(back.values())))
-                if self.plane is not None:
-                    self.plane.counters["replayed"] += len(back)
-                    self.plane.wake(now)
-            return Status.OK, [Tlv(TlvType.CHANNEL, ch)]
-        return Status.UNSUPPORTED, []
 
     # ------------------------------------------------------------- faults
 
@@ -266,11 +297,11 @@ class SimServer:
         """The kernel starts the DIME again, with a new epoch, free."""
         d = self.dimes[dime]
         d.reset()
+        d.stage, d.service = -1, 0
         d.alive = True
-        d.epoch += 1
-        d.mem_limit = 0
-        d.next_beat = now
-        d.responder = Responder(Address(self.mac, dime, 0))
+        d.machine = d._machine()
+        d.booted = False
+        d.boot_at = now
 
 
 class SimPlane:

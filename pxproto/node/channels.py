@@ -1,0 +1,350 @@
+"""A DIME's data plane, sans I/O: its data channels, the item flow and the MICE's queue.
+
+Channel ids: CONNECT's CHANNEL must be below 0x8000.  Item data flows on
+channel ``c`` from upstream to downstream; completions (batches of u64
+lineage ids, see :mod:`pxproto.node.mice`) flow back on ``c | 0x8000``.
+Part of :class:`pxproto.node.machine.DimeMachine`, which owns one.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from typing import TYPE_CHECKING
+
+from pxproto.dime.channel import ChannelReceiver, ChannelSender, MessageReceived
+from pxproto.dime.endpoint import Address
+from pxproto.node import mice
+from pxproto.node.flow import Flow, Upstream
+from pxproto.wire.codes import DIME_ALL, CounterId, DataFlag, FaultCode
+from pxproto.wire.frame import Data, Frame
+
+if TYPE_CHECKING:
+    from pxproto.node.machine import DimeMachine
+
+COMPLETION_BIT = 0x8000
+MICE_INFLIGHT = 512
+"""Items handed to the MICE and not yet DONE, at most."""
+PAUSE_INPUT = 4096
+"""Items waiting for the MICE above which input channels get no credit."""
+OUTQ_LIMIT = 4096
+"""Outputs waiting for credit above which the MICE's output is not read."""
+COMPLETION_BATCH = 160
+CHANNEL_ENDS_MAX = 1024
+"""Channel ends (inputs, and the completion return of each output) wired at once, at most."""
+COMPLETION_DELAY = 0.002
+"""Completions are coalesced: one message per COMPLETION_BATCH lineages or per this many seconds."""
+
+ChannelKey = tuple[int, bytes, int]
+"""(channel, peer MAC, peer DIME)."""
+
+
+class ChannelPlane:
+    """The data channels and item flow of one DIME."""
+
+    def __init__(self, machine: DimeMachine) -> None:
+        self.m = machine
+        self.flow = Flow()
+        self.source_first = 0
+        """The item a source was started at (START's VALUE)."""
+        self.mice_queue: deque[tuple[int, bytes]] = deque()
+        self.mice_inflight = 0
+        self.handed_at: dict[int, float] = {}
+        self.lat_sum = 0.0
+        self.lat_n = 0
+        self.done_n = 0
+        self.senders: dict[ChannelKey, ChannelSender] = {}
+        self.receivers: dict[ChannelKey, ChannelReceiver] = {}
+        self.inputs: set[ChannelKey] = set()
+        """Channel ends CONNECT wired as inputs (and each output's completion return):
+        the only senders whose DATA this DIME takes."""
+        self.outputs: dict[int, ChannelKey] = {}
+        self._rr = 0
+        self.completions: dict[Upstream, list[int]] = {}
+        self.completions_since = 0.0
+        self.acks_held: dict[ChannelKey, Frame] = {}
+        """The latest ack of each input channel, sent once the frames read together are handled."""
+        self._rx_key: ChannelKey = (0, b"", 0)
+
+    # ------------------------------------------------------------------ wiring (CONNECT, DISCONNECT)
+
+    def sender(self, peer: Address, ch: int) -> ChannelSender:
+        m = self.m
+        return ChannelSender(m.local, peer, ch, mtu=m.cfg.mtu, auth=False, initial_credit=m.credit_window)
+
+    def unwire(self, ch: int) -> None:
+        old = self.outputs.pop(ch, None)
+        if old is not None:
+            self.senders.pop(old, None)
+            # Its completions are not needed any more: every output it had not completed is queued again.
+            back = (ch | COMPLETION_BIT, *old[1:])
+            self.inputs.discard(back)
+            self.receivers.pop(back, None)
+            n = self.flow.requeue(ch)
+            self.m.counters[CounterId.REPLAYED] += n
+
+    def clear(self) -> None:
+        self.acks_held.clear()
+        self.inputs.clear()
+        self.senders.clear()
+        self.receivers.clear()
+        self.outputs.clear()
+        self.completions.clear()
+        self.flow = Flow()
+
+    def mice_started(self, first: int) -> None:
+        self.source_first = first
+        self.flow = Flow()
+
+    def mice_gone(self) -> None:
+        self.mice_queue.clear()
+        self.mice_inflight = 0
+        self.handed_at.clear()
+
+    # ------------------------------------------------------------------ the MICE's records and queue
+
+    def output_backlogged(self) -> bool:
+        """Outputs wait for credit: the driver stops reading the MICE."""
+        return len(self.flow.queue) > OUTQ_LIMIT
+
+    def output_drained(self) -> bool:
+        """The backlog is down to half: the driver reads the MICE again."""
+        return len(self.flow.queue) <= OUTQ_LIMIT // 2
+
+    def mice_records(self, msg: bytes, now: float) -> None:
+        m = self.m.mice
+        assert m is not None
+        self.m.counters[CounterId.MICE_MESSAGES] += 1
+        try:
+            recs = list(mice.records(msg))
+        except ValueError as exc:
+            m.fault = (int(FaultCode.MICE_CRASHED), f"MICE {m.name} sent a bad batch: {exc}")
+            return
+        counters = self.m.counters
+        for kind, lineage, data in recs:
+            if kind == mice.OUT:
+                counters[CounterId.ITEMS_OUT] += 1
+                self.flow.produced(lineage, data)
+            elif kind == mice.DONE:
+                self.mice_inflight = max(0, self.mice_inflight - 1)
+                t0 = self.handed_at.pop(lineage, None)
+                if t0 is not None:
+                    self.lat_sum += now - t0
+                    self.lat_n += 1
+                self.done_n += 1
+                for up in self.flow.done(lineage):
+                    self.completions.setdefault(up, []).append(lineage)
+            elif kind == mice.EOF:
+                m.eof = True
+            elif kind == mice.READY:
+                m.baseline = lineage
+            elif kind == mice.FAULT:
+                m.fault = (lineage, data.decode("utf-8", "replace"))
+
+    def feed_mice(self, now: float) -> None:
+        """Hand waiting items to the MICE (a batch in its ``pending_tx``), and pause or resume the inputs."""
+        m = self.m.mice
+        if m is None:
+            return
+        parts: list[bytes] = []
+        size = 0
+        n = 0
+        queue, pack, rec = self.mice_queue, mice.REC.pack, mice.REC.size
+        room = min(MICE_INFLIGHT - self.mice_inflight, len(queue))
+        while n < room and size < mice.BATCH_BYTES:
+            lineage, data = queue.popleft()
+            parts.append(pack(mice.ITEM, lineage, len(data)))
+            parts.append(data)
+            size += rec + len(data)
+            n += 1
+            if n == 1:
+                self.handed_at[lineage] = now  # latency is sampled: the first item of each batch
+        self.mice_inflight += n
+        self.m.counters[CounterId.ITEMS_IN] += n
+        if parts:
+            m.pending_tx.append(b"".join(parts))
+        paused = len(self.mice_queue) > PAUSE_INPUT
+        for k, rx in self.receivers.items():
+            if k[0] < COMPLETION_BIT and rx.paused != paused:
+                if paused:
+                    rx.pause()
+                else:
+                    self.m.out(rx.resume(now))
+
+    # ------------------------------------------------------------------ data frames
+
+    def data(self, frame: Frame, body: Data, now: float) -> None:
+        m = self.m
+        key = (body.channel, frame.src_mac, frame.src_dime)
+        tx = self.senders.get(key)
+        if tx is not None:
+            if body.flags & DataFlag.ACK and body.frag_count == 0:
+                m.out(tx.receive(frame, now))
+                self.pump(now)
+            else:
+                m.reasons["data_on_output"] += 1
+            return
+        rx = self.receivers.get(key)
+        if rx is None:
+            # DATA is not signed: take it only from a sender CONNECT wired, so no one else can make this DIME
+            # hold state (and a DIME id such as 0xffff, which no channel can have, never gets this far).
+            if key not in self.inputs or frame.src_dime == DIME_ALL:
+                m.counters[CounterId.REJECTED_DATA] += 1
+                m.reasons["data:from_dime_all" if frame.src_dime == DIME_ALL else "data:not_wired"] += 1
+                return
+            peer = Address(frame.src_mac, frame.src_dime, frame.src_thread)
+            rx = self.receivers[key] = ChannelReceiver(
+                m.local, peer, body.channel, window=m.credit_window, ack_every=32, ack_delay=0.002
+            )
+        self._rx_key = key
+        out = rx.receive(frame, now)
+        if out.frames:
+            out.frames = self._hold_acks(key, out.frames)
+        m.out(out)
+        self.feed_mice(now)
+
+    def _hold_acks(self, key: ChannelKey, frames: list[Frame]) -> list[Frame]:
+        """Keep back a receiver's advancing acks until the frames read in one go are done (they are cumulative).
+
+        The last ack of a batch says all the earlier ones say, with the credit as it is now; a repeated
+        position (a duplicate ack, the sender's loss signal) is never merged away.
+        """
+        rest = []
+        for f in frames:
+            b = f.body
+            if isinstance(b, Data) and b.flags & DataFlag.ACK and b.frag_count == 0:
+                held = self.acks_held.get(key)
+                if held is not None:
+                    hb = held.body
+                    if isinstance(hb, Data) and (hb.msg_id, hb.ack) == (b.msg_id, b.ack):
+                        rest.append(held)  # a duplicate: both go
+                    else:
+                        self.m.counters[CounterId.ACKS_MERGED] += 1
+                self.acks_held[key] = f
+            else:
+                rest.append(f)
+        return rest
+
+    def flush_acks(self) -> None:
+        """The frames read together are handled: send the acks held back."""
+        if self.acks_held:
+            held = list(self.acks_held.values())
+            self.acks_held.clear()
+            self.m.tx(held)
+
+    def message(self, ev: MessageReceived) -> None:
+        key = self._rx_key
+        if ev.channel >= COMPLETION_BIT:
+            self._completions_in(ev.channel & ~COMPLETION_BIT, ev.payload)
+            return
+        try:
+            items = mice.unpack_items(ev.payload)
+        except ValueError as exc:
+            self.m.reasons["bad_item"] += 1
+            self.m.log(f"channel {ev.channel} message {ev.msg_id}: {exc}")
+            return
+        flow, queue, completions = self.flow, self.mice_queue, self.completions
+        for lineage, item in items:
+            verdict = flow.arrive(lineage, key)
+            if verdict == "new":
+                if self.m.mice is None:  # no MICE: forget it so a later copy is taken
+                    flow.forget(lineage)
+                    self.m.reasons["no_mice"] += 1
+                    continue
+                queue.append((lineage, item))
+            elif verdict == "done":
+                completions.setdefault(key, []).append(lineage)
+
+    def _completions_in(self, ch: int, payload: bytes) -> None:
+        n = len(payload) // 8
+        for (lineage,) in struct.iter_unpack("!Q", payload[: n * 8]):
+            parent, ups = self.flow.downstream_completed(lineage)
+            if parent is not None and ups:
+                for up in ups:
+                    self.completions.setdefault(up, []).append(parent)
+
+    def pump(self, now: float) -> None:
+        """Send queued outputs on output channels with credit (round robin)."""
+        q = self.flow.queue
+        if not q or not self.outputs:
+            return
+        live = [self.senders[k] for k in self.outputs.values() if not self.senders[k].broken]
+        if not live:
+            return
+        n = len(live)
+        retained = self.flow.retained
+        rec = mice.ITEM_REC.size
+        while q:
+            for i in range(n):
+                tx = live[(self._rr + i) % n]
+                if tx.credit_left > 0:
+                    break
+            else:
+                return
+            self._rr = (self._rr + i + 1) % n
+            # As many waiting items as fit one fragment share one message (one frame).
+            room = tx.frag_size - len(mice.BATCH_MARK)
+            batch: list[tuple[int, bytes]] = []
+            size = 0
+            while q:
+                out = retained.get(q[0])
+                if out is None:
+                    q.popleft()
+                    continue
+                need = rec + len(out.data)
+                if batch and size + need > room:
+                    break
+                batch.append((q.popleft(), out.data))
+                size += need
+            if not batch:
+                return
+            _, o = tx.send(mice.pack_items(batch), now)
+            self.m.counters[CounterId.ITEM_FRAMES_TX] += 1
+            for lineage, _ in batch:
+                self.flow.sent(lineage, tx.channel)
+            self.m.out(o)
+
+    def coalesce_completions(self, now: float) -> None:
+        """Send completions once COMPLETION_BATCH are waiting for one upstream, or COMPLETION_DELAY passed."""
+        if not self.completions:
+            return
+        if not self.completions_since:
+            self.completions_since = now
+        if now - self.completions_since >= COMPLETION_DELAY or any(
+            len(v) >= COMPLETION_BATCH for v in self.completions.values()
+        ):
+            self._flush_completions(now)
+            self.completions_since = 0.0
+
+    def _flush_completions(self, now: float) -> None:
+        for up, lineages in list(self.completions.items()):
+            if not lineages:
+                continue
+            ch, mac, dime = up
+            key = (ch | COMPLETION_BIT, mac, dime)
+            tx = self.senders.get(key)
+            if tx is None:
+                tx = self.senders[key] = self.sender(Address(mac, dime, 0), ch | COMPLETION_BIT)
+            if tx.broken:
+                self.completions.pop(up)
+                continue
+            while lineages:
+                chunk, lineages[:] = lineages[:COMPLETION_BATCH], lineages[COMPLETION_BATCH:]
+                _, o = tx.send(struct.pack(f"!{len(chunk)}Q", *chunk), now)
+                self.m.out(o)
+
+    # ------------------------------------------------------------------ timers
+
+    def timers(self) -> list[float | None]:
+        return [tx.get_timer() for tx in self.senders.values()] + [rx.get_timer() for rx in self.receivers.values()]
+
+    def handle_timer(self, now: float) -> None:
+        for tx in list(self.senders.values()):
+            t = tx.get_timer()
+            if t is not None and t <= now:
+                self.m.out(tx.handle_timer(now))
+        for key, rx in list(self.receivers.items()):
+            t = rx.get_timer()
+            if t is not None and t <= now:
+                self._rx_key = key
+                self.m.out(rx.handle_timer(now))
