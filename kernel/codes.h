@@ -1,6 +1,6 @@
 /* Numbers of the node's management model that px_codec.h does not (yet) carry: discovery
- * capabilities, GET/SET_PARAM ids and COUNTERS ids.  tests/test_baremetal_build.py checks each
- * against pxproto.wire.codes and pxproto.node.counters, so they cannot drift. */
+ * capabilities, GET/SET_PARAM ids and COUNTERS ids (a DIME's, and the server's).
+ * tests/test_baremetal_build.py checks each against pxproto.wire.codes, so they cannot drift. */
 #ifndef KERNEL_CODES_H
 #define KERNEL_CODES_H
 
@@ -26,6 +26,19 @@
 #define CID_CPU_NS 18
 #define CID_REJECTED_UNAUTHENTICATED 20
 #define CID_MAX 20
+
+/* system-scope COUNTERS ids (ServerCounterId): the server's own wire */
+#define SCID_WIRE_RX 1
+#define SCID_WIRE_TX 2
+#define SCID_DROPPED 3
+#define SCID_UNKNOWN_DIME 4
+#define SCID_DIME_BUSY 5
+#define SCID_MALFORMED 6
+#define SCID_REJECTED_UNAUTHENTICATED 7
+#define SCID_REJECTED_AUTH 8
+#define SCID_REJECTED_REPLAY 9
+#define SCID_FAULT_REPORTS 10
+#define SCID_MAX 10
 
 #define SW_VERSION 0x00010000u
 #endif

@@ -10,7 +10,8 @@
 struct dime dimes[MAX_DIMES];
 unsigned ndimes;
 static struct sender self;
-static uint64_t counters[CID_MAX + 1];
+static uint64_t counters[SCID_MAX + 1]; /* by ServerCounterId */
+static uint64_t bytes_rx;
 static uint8_t rx[FRAME_MAX + 64];
 
 void server_init(unsigned n) {
@@ -46,57 +47,106 @@ static void on_probe(const uint8_t *raw, const PxView *v) {
 
 /* System-scope signaling: the server answers PING and COUNTERS (its own: frames that reached no
  * DIME, such as malformed ones) and says UNSUPPORTED to the rest, as the node does. */
-/* The COUNTER_ID of a COUNTERS request (its TLV list was validated by px_decode). */
-static unsigned counter_id(const uint8_t *raw, const PxView *v) {
+/* A TLV's unsigned value in a request whose TLV list px_decode validated; 0 if absent. */
+static uint64_t tlv_uint(const uint8_t *raw, const PxView *v, unsigned type, const uint8_t **bytes, unsigned *len) {
     px_ssize pos = v->body + PX_SIG_LEN;
-    unsigned i;
-    for (i = 0; i < v->tlv_count; i++) {
-        unsigned l = px_rd16(raw + pos + PX_TLV_LENGTH);
-        if (px_rd16(raw + pos + PX_TLV_TYPE) == PX_TLV_COUNTER_ID && l == 2) return px_rd16(raw + pos + PX_TLV_LEN);
-        pos += PX_TLV_LEN + l;
+    unsigned i, k, l;
+    uint64_t x = 0;
+    for (i = 0; i < v->tlv_count; i++, pos += PX_TLV_LEN + l) {
+        l = px_rd16(raw + pos + PX_TLV_LENGTH);
+        if (px_rd16(raw + pos + PX_TLV_TYPE) != type) continue;
+        if (bytes) *bytes = raw + pos + PX_TLV_LEN, *len = l;
+        for (k = 0; k < l && k < 8; k++) x = x << 8 | raw[pos + PX_TLV_LEN + k];
+        return x;
     }
-    return CID_MAX + 1;
+    if (bytes) *bytes = (const uint8_t *)"", *len = 0;
+    return 0;
 }
 
+struct sys_reply {
+    unsigned status, count;
+    px_ssize len;
+    uint8_t tlvs[320];
+};
+
+static void put(struct sys_reply *y, unsigned type, uint64_t value) {
+    px_ssize n = px_encode_tlv_uint(y->tlvs + y->len, (px_ssize)sizeof y->tlvs - y->len, type, value,
+                                    PX_TLVK_SIZE[PX_TLV_KIND[type]]);
+    if (n > 0) y->len += n, y->count++;
+}
+
+static void put_bytes(struct sys_reply *y, unsigned type, const uint8_t *value, unsigned len) {
+    px_ssize n = px_encode_tlv(y->tlvs + y->len, (px_ssize)sizeof y->tlvs - y->len, type, value, len);
+    if (n > 0) y->len += n, y->count++;
+}
+
+static uint64_t server_counter(unsigned cid) {
+    uint64_t v = counters[cid];
+    unsigned i;
+    if (cid == SCID_WIRE_TX)
+        for (v = self.frames_tx, i = 0; i < ndimes; i++) v += dimes[i].tx.frames_tx;
+    return v;
+}
+
+/* System-scope signaling: the server answers PING, USAGE, COUNTERS (its own, ServerCounterId) and
+ * FAULT_REPORT, and says UNSUPPORTED to the rest, as the Linux node's server does. */
 static void on_system_signaling(const uint8_t *raw, const PxView *v) {
     static const char text[] =
-        "the bare-metal server (0xffff) answers PING and COUNTERS; address a DIME (0..N-1) for the rest";
-    uint8_t tlvs[sizeof text + 2 * PX_TLV_LEN + 64];
-    px_ssize len = 0, n;
-    unsigned count = 0, status = PX_STATUS_OK;
+        "the server (0xffff) answers PING, USAGE, COUNTERS and FAULT_REPORT; address a DIME (0..N-1) for the rest";
+    struct sys_reply y = { PX_STATUS_OK, 0, 0, { 0 } };
+    const uint8_t *bytes;
+    unsigned len, i;
+    uint64_t cid, cpu = 0, mem = 0, bytes_tx = self.bytes_tx;
     if (v->op != PX_OP_REQUEST) return;
-    if (v->cmd == PX_CMD_PING) {
-        n = px_encode_tlv(tlvs, sizeof tlvs, PX_TLV_ECHO, (const uint8_t *)"", 0);
-        if (n > 0) len += n, count++;
-    } else if (v->cmd == PX_CMD_COUNTERS) {
-        unsigned cid = counter_id(raw, v);
-        if (cid > CID_MAX) status = PX_STATUS_NOT_FOUND;
-        n = px_encode_tlv_uint(tlvs, sizeof tlvs, PX_TLV_COUNTER_ID, cid, PX_TLVK_SIZE[PX_TLV_KIND[PX_TLV_COUNTER_ID]]);
-        if (n > 0) len += n, count++;
-        n = px_encode_tlv_uint(tlvs + len, (px_ssize)sizeof tlvs - len, PX_TLV_VALUE, cid > CID_MAX ? 0 : counters[cid],
-                               PX_TLVK_SIZE[PX_TLV_KIND[PX_TLV_VALUE]]);
-        if (n > 0) len += n, count++;
-    } else {
-        status = PX_STATUS_UNSUPPORTED;
-        n = px_encode_tlv(tlvs, sizeof tlvs, PX_TLV_TEXT, (const uint8_t *)text, sizeof text - 1);
-        if (n > 0) len += n, count++;
+    switch (v->cmd) {
+    case PX_CMD_PING:
+        tlv_uint(raw, v, PX_TLV_ECHO, &bytes, &len);
+        put_bytes(&y, PX_TLV_ECHO, bytes, len);
+        break;
+    case PX_CMD_COUNTERS:
+        cid = tlv_uint(raw, v, PX_TLV_COUNTER_ID, 0, 0);
+        if (cid < 1 || cid > SCID_MAX) y.status = PX_STATUS_NOT_FOUND;
+        put(&y, PX_TLV_COUNTER_ID, cid);
+        put(&y, PX_TLV_VALUE, y.status ? 0 : server_counter((unsigned)cid));
+        break;
+    case PX_CMD_USAGE:
+        for (i = 0; i < ndimes; i++) {
+            cpu += dimes[i].busy_us * 1000;
+            mem += dimes[i].mem_reserved;
+            bytes_tx += dimes[i].tx.bytes_tx;
+        }
+        put(&y, PX_TLV_CPU_NS, cpu);
+        put(&y, PX_TLV_MEM_USED, mem);
+        put(&y, PX_TLV_FRAMES_RX, counters[SCID_WIRE_RX]);
+        put(&y, PX_TLV_FRAMES_TX, server_counter(SCID_WIRE_TX));
+        put(&y, PX_TLV_BYTES_RX, bytes_rx);
+        put(&y, PX_TLV_BYTES_TX, bytes_tx);
+        break;
+    case PX_CMD_FAULT_REPORT: {
+        char line[PX_TEXT_MAX + 1];
+        tlv_uint(raw, v, PX_TLV_TEXT, &bytes, &len);
+        memcpy(line, bytes, len);
+        line[len] = 0;
+        counters[SCID_FAULT_REPORTS]++;
+        kprintf("server: fault report from dime %u: %s\n", v->src_dime, line);
+        break;
     }
-    send_signaling(&self, raw + PX_ETH_SRC, v->src_dime, v->src_thread, v->dst_thread, v->req_id, v->cmd, status,
-                   count, tlvs, len);
+    default:
+        y.status = PX_STATUS_UNSUPPORTED;
+        put_bytes(&y, PX_TLV_TEXT, (const uint8_t *)text, sizeof text - 1);
+    }
+    send_signaling(&self, raw + PX_ETH_SRC, v->src_dime, v->src_thread, v->dst_thread, v->req_id, v->cmd, y.status,
+                   y.count, y.tlvs, y.len);
 }
 
-static void reject(const PxView *v, unsigned cid) {
-    if (v && v->scope && v->dst_dime < ndimes) dime_reject(&dimes[v->dst_dime], cid);
-    else counters[cid]++;
-}
-
-static unsigned verdict_counter(enum auth_verdict a) {
-    switch (a) {
-    case AUTH_UNSIGNED: return CID_REJECTED_UNAUTHENTICATED;
-    case AUTH_REPLAYED:
-    case AUTH_TOO_OLD: return CID_REJECTED_REPLAY;
-    default: return CID_REJECTED_AUTH;
-    }
+/* An authentication failure: the addressed DIME's counter (CounterId), or the server's (ServerCounterId). */
+static void reject_auth(const PxView *v, enum auth_verdict a) {
+    int replay = a == AUTH_REPLAYED || a == AUTH_TOO_OLD;
+    if (v->scope && v->dst_dime < ndimes)
+        dime_reject(&dimes[v->dst_dime], a == AUTH_UNSIGNED ? CID_REJECTED_UNAUTHENTICATED
+                                                           : replay ? CID_REJECTED_REPLAY : CID_REJECTED_AUTH);
+    else
+        counters[a == AUTH_UNSIGNED ? SCID_REJECTED_UNAUTHENTICATED : replay ? SCID_REJECTED_REPLAY : SCID_REJECTED_AUTH]++;
 }
 
 static void dispatch(const uint8_t *raw, unsigned n) {
@@ -104,18 +154,23 @@ static void dispatch(const uint8_t *raw, unsigned n) {
     enum auth_verdict a;
     if (n >= PX_ETH_LEN && px_class_of(&ethertypes, px_rd16(raw + PX_ETH_TYPE)) == PX_CLASS_HEARTBEAT) return;
     if (px_decode(raw, n, &ethertypes, &v)) {
-        if (v.cls) reject(0, CID_REJECTED_MALFORMED); /* other EtherTypes are not ours to count */
+        /* malformed: the DIME id in it cannot be trusted, so the server counts it */
+        counters[v.cls ? SCID_MALFORMED : SCID_DROPPED]++;
         return;
     }
-    if (v.cls == PX_CLASS_DATA) return; /* no data channel on bare metal yet */
+    if (v.cls == PX_CLASS_DATA) { /* no data channel on bare metal yet */
+        counters[SCID_DROPPED]++;
+        return;
+    }
     if (auth_enabled() && (a = auth_check(raw, &v)) != AUTH_OK) {
-        reject(&v, verdict_counter(a));
+        reject_auth(&v, a);
         return;
     }
     if (v.cls == PX_CLASS_DISCOVERY) on_probe(raw, &v);
     else if (!v.scope) on_system_signaling(raw, &v);
-    else if (v.dst_dime < ndimes) {
-        if (!dime_post(&dimes[v.dst_dime], raw, n)) counters[CID_REJECTED_MALFORMED]++;
+    else if (v.dst_dime >= ndimes) counters[SCID_UNKNOWN_DIME]++;
+    else {
+        if (!dime_post(&dimes[v.dst_dime], raw, n)) counters[SCID_DIME_BUSY]++;
         else if (v.dst_dime != 0) lapic_ipi_wake(cpus[v.dst_dime].apic_id); /* now, not at its next tick */
     }
 }
@@ -123,8 +178,8 @@ static void dispatch(const uint8_t *raw, unsigned n) {
 unsigned server_poll(void) {
     unsigned n, handled = 0;
     while ((n = nic_recv(rx, sizeof rx)) > 0) {
-        counters[CID_FRAMES_RX]++;
-        counters[CID_BYTES_RX] += n;
+        counters[SCID_WIRE_RX]++;
+        bytes_rx += n;
         dispatch(rx, n);
         handled++;
     }

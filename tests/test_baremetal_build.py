@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pxproto.node.counters import CounterId
-from pxproto.wire.codes import Capability, Param
+from pxproto.wire.codes import Capability, CounterId, Param, ServerCounterId
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = ROOT / "kernel"
@@ -85,6 +84,9 @@ def test_management_numbers_match_pxproto() -> None:
             assert Param[name.removeprefix("PARAM_")] == value
         elif name.startswith("CID_") and name != "CID_MAX":
             assert CounterId[name.removeprefix("CID_")] == value
+        elif name.startswith("SCID_") and name != "SCID_MAX":
+            assert ServerCounterId[name.removeprefix("SCID_")] == value
+    assert defs["SCID_MAX"] == max(ServerCounterId)
     from pxproto.node.server import SW_VERSION
 
     assert defs["SW_VERSION"] == SW_VERSION

@@ -21,7 +21,17 @@ import pytest
 from pxproto.errors import ProtocolError
 from pxproto.wire import decode, encode, ethertypes
 from pxproto.wire.auth import sign
-from pxproto.wire.codes import Command, DimeState, DiscoveryOp, FrameClass, Op, Scope, Status, TlvType
+from pxproto.wire.codes import (
+    Command,
+    DimeState,
+    DiscoveryOp,
+    FrameClass,
+    Op,
+    Scope,
+    ServerCounterId,
+    Status,
+    TlvType,
+)
 from pxproto.wire.frame import Discovery, Frame, Heartbeat, Signaling, Tlv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,7 +247,7 @@ def server_counter(guest: Guest, cid: int, req_id: int) -> int:
     return value
 
 
-REJECTED_MALFORMED, REJECTED_AUTH, REJECTED_REPLAY, REJECTED_UNAUTHENTICATED = 11, 12, 13, 20
+REJECTED_AUTH, REJECTED_REPLAY, REJECTED_UNAUTHENTICATED = 12, 13, 20  # a DIME's CounterId
 
 
 def test_forged_replayed_truncated_unsigned_are_refused_and_counted(guest: Guest) -> None:
@@ -254,9 +264,9 @@ def test_forged_replayed_truncated_unsigned_are_refused_and_counted(guest: Guest
     guest.send_raw(truncated[:-5])
     for frame, _ in guest.frames(3.0):
         assert not (isinstance(frame.body, Signaling) and frame.body.req_id in (201, 202, 203, 204))
-    malformed_before = server_counter(guest, REJECTED_MALFORMED, 400)
+    malformed_before = server_counter(guest, ServerCounterId.MALFORMED, 400)
     guest.send_raw(sign(request(Command.PING, 0, 205), KEY_ID, guest.counter + 1003, KEY)[:-5])
-    assert server_counter(guest, REJECTED_MALFORMED, 401) - malformed_before == 1
+    assert server_counter(guest, ServerCounterId.MALFORMED, 401) - malformed_before == 1
     after = {cid: counter(guest, cid, 300 + cid) for cid in before}
     assert after[REJECTED_REPLAY] - before[REJECTED_REPLAY] == 1
     assert after[REJECTED_AUTH] - before[REJECTED_AUTH] == 2
@@ -297,12 +307,41 @@ def test_hostile_frames_agree_with_the_reference_decoder_and_never_hang(guest: G
             for _ in range(rng.randint(1, 4)):
                 b[rng.randrange(len(b))] = rng.randrange(256)
             frames.append(bytes(b[: rng.randint(min(14, len(b)), len(b))] if rng.random() < 0.3 else b))
-    before = server_counter(guest, REJECTED_MALFORMED, 600)
+    before = server_counter(guest, ServerCounterId.MALFORMED, 600)
     for i, raw in enumerate(frames):
         guest.send_raw(raw)
         if i % 32 == 31:
             time.sleep(0.05)  # stay inside the NIC's receive ring
-    after = server_counter(guest, REJECTED_MALFORMED, 601)
+    after = server_counter(guest, ServerCounterId.MALFORMED, 601)
     expected = sum(map(_counted_malformed, frames))
     assert expected > 100 and after - before == expected
     assert call(guest, request(Command.PING, 0, 602)).status is Status.OK
+
+
+def system_request(cmd: Command, req_id: int, *params: Tlv) -> Frame:
+    return Frame(Signaling(cmd, Op.REQUEST, req_id, Status.OK, params), dst_mac=GUEST_MAC, src_mac=OUR_MAC)
+
+
+def test_the_server_answers_as_the_linux_server_does(guest: Guest) -> None:
+    def ask(req: Frame) -> Signaling:
+        guest.send(req)
+        assert isinstance(req.body, Signaling)
+        frame, _ = guest.expect(response_to(req.body.req_id), timeout=30)
+        assert isinstance(frame.body, Signaling) and frame.src_dime == 0xFFFF and frame.auth is not None
+        return frame.body
+
+    assert ask(system_request(Command.PING, 700, Tlv(TlvType.ECHO, b"srv"))).param(TlvType.ECHO) == b"srv"
+    usage = ask(system_request(Command.USAGE, 701))
+    frames_rx = usage.param(TlvType.FRAMES_RX)
+    assert usage.status is Status.OK and isinstance(frames_rx, int) and frames_rx > 0
+    reports = ask(system_request(Command.COUNTERS, 702, Tlv(TlvType.COUNTER_ID, ServerCounterId.FAULT_REPORTS)))
+    ask(system_request(Command.FAULT_REPORT, 703, Tlv(TlvType.TEXT, "to the server")))
+    after = ask(system_request(Command.COUNTERS, 704, Tlv(TlvType.COUNTER_ID, ServerCounterId.FAULT_REPORTS)))
+    assert after.param(TlvType.VALUE) == reports.param(TlvType.VALUE) + 1  # type: ignore[operator]
+    assert ask(system_request(Command.COUNTERS, 705, Tlv(TlvType.COUNTER_ID, 99))).status is Status.NOT_FOUND
+    assert ask(system_request(Command.LOAD, 706)).status is Status.UNSUPPORTED
+    unknown = ask(system_request(Command.COUNTERS, 707, Tlv(TlvType.COUNTER_ID, ServerCounterId.UNKNOWN_DIME)))
+    guest.send(request(Command.PING, 9, 708))  # no DIME 9 on a one-core guest
+    time.sleep(0.5)
+    again = ask(system_request(Command.COUNTERS, 709, Tlv(TlvType.COUNTER_ID, ServerCounterId.UNKNOWN_DIME)))
+    assert again.param(TlvType.VALUE) == unknown.param(TlvType.VALUE) + 1  # type: ignore[operator]
