@@ -1,6 +1,7 @@
 #include "px_codec.h"
 #include "server.h"
 #include "auth.h"
+#include "clock.h"
 #include "console.h"
 #include "cpu.h"
 #include "io.h"
@@ -29,11 +30,42 @@ static unsigned records(unsigned state_filter, uint8_t *out) {
     return count;
 }
 
-void server_announce(void) {
+#define BOOT_ANNOUNCES 3
+#define BOOT_ANNOUNCE_MS 50
+
+static unsigned announces_left;
+static uint64_t next_announce_ms;
+static uint32_t epochs[MAX_DIMES];
+
+static void announce(void) {
     uint8_t recs[MAX_DIMES * PX_DIME_LEN];
-    unsigned count = records(PX_STATE_ANY, recs);
+    unsigned count = records(PX_STATE_ANY, recs), i;
+    for (i = 0; i < ndimes; i++) epochs[i] = dimes[i].epoch;
     send_discovery(&self, broadcast_mac, PX_DISC_OP_GRATUITOUS, 0, PX_STATE_ANY, count, recs);
-    kprintf("server: gratuitous announce of %u DIME(s)\n", count);
+}
+
+void server_announce(void) {
+    announce();
+    announces_left = BOOT_ANNOUNCES - 1;
+    next_announce_ms = now_ms() + BOOT_ANNOUNCE_MS;
+    kprintf("server: gratuitous announce of %u DIME(s)\n", ndimes);
+}
+
+void server_tick(void) {
+    uint64_t now = now_ms();
+    unsigned i;
+    if (announces_left && now >= next_announce_ms) {
+        announces_left--;
+        next_announce_ms = now + BOOT_ANNOUNCE_MS;
+        announce();
+        return;
+    }
+    for (i = 0; i < ndimes; i++)
+        if (dimes[i].epoch != epochs[i]) {
+            kprintf("server: DIME %u reborn in epoch %u: announcing\n", i, dimes[i].epoch);
+            announce();
+            return;
+        }
 }
 
 static void on_probe(const uint8_t *raw, const PxView *v) {

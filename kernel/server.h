@@ -10,7 +10,11 @@ extern struct dime dimes[MAX_DIMES];
 extern unsigned ndimes;
 
 void server_init(unsigned n);
+/* The gratuitous announce at boot (sent BOOT_ANNOUNCES times, BOOT_ANNOUNCE_MS apart, as pxkernel). */
 void server_announce(void);
+/* The server's timers, from core 0's loop: the boot repeats, and a new announce when a DIME is
+ * reborn (a new epoch, after RESET). */
+void server_tick(void);
 /* Receive and dispatch what the NIC has; the number of frames handled. */
 unsigned server_poll(void);
 #endif

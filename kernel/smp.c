@@ -98,6 +98,7 @@ void cpu_dime_loop(void) {
     for (;;) {
         if (c->index == 0) {
             server_poll();
+            server_tick();
             clock_refine();
         }
         dime_turn(d);

@@ -80,5 +80,6 @@ def test_reset_brings_the_faulted_dime_back(guest4: Guest) -> None:
     assert reset.status is Status.OK and isinstance(epoch, int) and epoch > old
     last = beats(guest4, 1.5)[POKER][-1]
     assert (last.state, last.epoch) == (DimeState.FREE, epoch)
+    assert f"server: DIME {POKER} reborn in epoch {epoch}" in guest4.serial()  # and announced again
     again = call(guest4, request(Command.MEM_ALLOC, POKER, 71, Tlv(TlvType.MEM_CHUNKS, 2)))
     assert again.status is Status.OK and again.param(TlvType.MEM_CHUNKS) == 2
