@@ -1,4 +1,7 @@
-"""Coverage-guided fuzz target: heartbeat emitter and failure detector (missed-count and phi-accrual).
+"""Coverage-guided fuzz target: heartbeat emitter and the pool's failure detector (missed-count and phi-accrual).
+
+The detector is :class:`pxproto.dime.liveness.Pool`, the one pxorch runs, driven
+here as pxorch drives it, including the "I was stalled" flag of handle_timer.
 
     python fuzz/sm_heartbeat.py -max_total_time=1800 -print_final_stats=1 fuzz/corpus/sm_heartbeat
 
@@ -24,7 +27,8 @@ with atheris.instrument_imports():
     from sm_common import MACS, Script, check_output, raw_frame, run, wire_roundtrip
 
     from pxproto.dime.endpoint import Address
-    from pxproto.dime.heartbeat import DimeDead, FailureDetector, HeartbeatEmitter, MissedHeartbeats, PhiAccrual
+    from pxproto.dime.heartbeat import HeartbeatEmitter
+    from pxproto.dime.liveness import DimeDead, Liveness, Pool
     from pxproto.wire.codes import DIME_ALL, Command, DimeState, Op, Status, TlvType
     from pxproto.wire.frame import Frame, Heartbeat, Scope, Signaling, Tlv
 
@@ -33,9 +37,11 @@ def one_input(data: bytes) -> None:
     s = Script(data)
     me = Address(MACS[0], DIME_ALL)
     policy = (
-        MissedHeartbeats(1 + s.small(5)) if s.u8() & 1 else PhiAccrual(threshold=1 + s.small(12), window=1 + s.small(8))
+        Liveness("missed", missed=1 + s.small(5))
+        if s.u8() & 1
+        else Liveness("phi", phi=1 + s.small(12), min_std=s.small(4) / 10)
     )
-    fd = FailureDetector(me, policy)
+    fd = Pool(me, policy)
     emitter = HeartbeatEmitter(Address(MACS[1], 1), s.uint(4), period=(1 + s.small(200)) / 1000)
     check_output(emitter.start(0.0), 0.0)
     now = 0.0
@@ -52,7 +58,7 @@ def one_input(data: bytes) -> None:
                 out = fd.receive(rt, now)
         elif action == 1:
             now += s.u8() / 50.0
-            out = fd.handle_timer(now)
+            out = fd.handle_timer(now, stalled=bool(s.u8() & 1))
             check_output(out, now, after_timer=True)
             hb_out = emitter.handle_timer(now)
             # Finding F1 (tests/test_fuzz_sm.py): the emitter may leave its timer exactly at ``now`` after
@@ -90,13 +96,13 @@ def one_input(data: bytes) -> None:
             check_output(out, now)
             for e in out.events:
                 if isinstance(e, DimeDead):
-                    key = (e.address.mac, e.address.dime, e.epoch)
+                    key = (*e.key, e.epoch)
                     if key in dead:
                         raise AssertionError(f"{key} declared dead twice")
                     dead.add(key)
-        for w in list(fd.watched.values()):
-            if math.isnan(fd.phi(w.address, now)):
-                raise AssertionError(f"phi of {w.address} is NaN")
+        for w in list(fd.dimes.values()):
+            if math.isnan(fd.phi(w.key, now)):
+                raise AssertionError(f"phi of {w.key} is NaN")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Discovery: probes with state filters, boot announces split across frames, and the orchestrator's pool."""
+"""Discovery: probes with state filters, boot announces split across frames, and the orchestrator's pool
+(:class:`pxproto.dime.liveness.Pool`, the one production runs)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,9 @@ import zlib
 
 import pytest
 
-from pxproto.dime.discovery import (
-    DimeDiscovered,
-    DimeReborn,
-    DimeUpdated,
-    DiscoveryResponder,
-    Pool,
-    ServerDiscovered,
-    dimes_per_frame,
-)
+from pxproto.dime.discovery import DiscoveryResponder, dimes_per_frame
 from pxproto.dime.endpoint import Address
+from pxproto.dime.liveness import DimeDiscovered, DimeReborn, DimeUpdated, Pool, ServerDiscovered
 from pxproto.dime.simlink import SimLink, SimNet
 from pxproto.wire import spec
 from pxproto.wire.codec import decode, encode
@@ -119,10 +113,10 @@ def test_pool_tracks_updates_rebirths_and_ignores_late_epochs() -> None:
     assert isinstance(upd, DimeUpdated) and upd.old.state is DimeState.FREE and upd.new.mem_free == 2
     assert pool.receive(announce([DimeInfo(1, 1, DimeState.BUSY, 8, 2, 5)]), 1.5).events == []
     (reborn,) = pool.receive(announce([DimeInfo(1, 1, DimeState.FREE, 8, 8, 6)]), 2.0).events
-    assert isinstance(reborn, DimeReborn) and (reborn.old_epoch, reborn.new_epoch) == (5, 6)
+    assert isinstance(reborn, DimeReborn) and (reborn.old_epoch, reborn.epoch) == (5, 6)
     assert pool.receive(announce([DimeInfo(1, 1, DimeState.BUSY, 8, 1, 5)]), 3.0).events == []
     assert pool.counters["late_epoch"] == 1
-    d = pool.get(Address(mac, 1))
+    d = pool.get((mac, 1))
     assert d is not None and d.info.epoch == 6 and d.info.state is DimeState.FREE and d.last_seen == 2.0
 
 
@@ -132,9 +126,9 @@ def test_pool_queries_and_marks() -> None:
     mac = b"\x02\x00\x00\x00\x00\x07"
     assert [d.info.dime for d in pool.free()] == [0, 6, 2, 4]  # most free memory first
     assert [d.info.mem_free for d in pool.free(min_mem_chunks=6)] == [8, 7, 6]
-    pool.set_state(Address(mac, 0), DimeState.BUSY)
-    assert [d.info.dime for d in pool.dimes(DimeState.BUSY)] == [0, 1, 5]
-    assert len(pool.dimes()) == 8
+    pool.set_state((mac, 0), DimeState.BUSY)
+    assert [d.info.dime for d in pool.in_state(DimeState.BUSY)] == [0, 1, 5]
+    assert len(pool.in_state()) == 8
     with pytest.raises(KeyError, match="no DIME 99"):
-        pool.set_state(Address(mac, 99), DimeState.BUSY)
+        pool.set_state((mac, 99), DimeState.BUSY)
     assert pool.receive(probe_frame(STATE_ANY), 0.0).events == [] and pool.counters["not_announce"] == 1

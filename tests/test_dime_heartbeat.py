@@ -1,4 +1,4 @@
-"""Heartbeats and the failure detector: no repair on one lost frame, a real death found within its bound."""
+"""Heartbeats and the pool's failure detector: no repair on one lost frame, a real death found within its bound."""
 
 from __future__ import annotations
 
@@ -6,21 +6,18 @@ import zlib
 
 import pytest
 
-from pxproto.dime.endpoint import Address, Output, earliest
-from pxproto.dime.heartbeat import (
+from pxproto.dime.endpoint import Address, Event, Output, earliest
+from pxproto.dime.heartbeat import HeartbeatEmitter, next_epoch, ping_handler
+from pxproto.dime.liveness import (
     DimeDead,
-    DimeJoined,
+    DimeDiscovered,
     DimeReborn,
     DimeSuspected,
-    FailureDetector,
-    HeartbeatEmitter,
+    Health,
     Liveness,
-    MissedHeartbeats,
-    PhiAccrual,
+    Pool,
     SuspicionCleared,
     ZombieHeartbeat,
-    next_epoch,
-    ping_handler,
 )
 from pxproto.dime.signaling import Requester, Responder, ResponseReceived, RetransmitPolicy
 from pxproto.dime.simlink import SimLink, SimNet
@@ -52,11 +49,19 @@ class DimeNode:
         return self.hb.handle_timer(now).merge(self.resp.handle_timer(now))
 
 
+def missed(count: float) -> Liveness:
+    return Liveness("missed", missed=count)
+
+
+def phi(threshold: float, min_std: float = 0.1) -> Liveness:
+    return Liveness("phi", phi=threshold, min_std=min_std)
+
+
 def cluster(
-    n: int, policy: MissedHeartbeats | PhiAccrual, seed: int = 0, period: float = 0.05, **link: object
-) -> tuple[SimNet, FailureDetector, list[DimeNode]]:
+    n: int, policy: Liveness, seed: int = 0, period: float = 0.05, **link: object
+) -> tuple[SimNet, Pool, list[DimeNode]]:
     net = SimNet(link=lambda s, d: SimLink(zlib.crc32(s + d, seed), **link))  # type: ignore[arg-type]
-    det = FailureDetector(ORCH, policy, ping=PING)
+    det = Pool(ORCH, policy, ping=PING)
     net.add(ORCH.mac, det)
     net.broadcast_to = {ORCH.mac}  # DIMEs ignore each other's heartbeats here: don't simulate them
     nodes = []
@@ -118,15 +123,15 @@ def test_one_lost_heartbeat_does_not_trip_missed_count() -> None:
             return True
         return False
 
-    net, det, _ = cluster(3, MissedHeartbeats(3), drop_if=drop_one)
+    net, det, _ = cluster(3, missed(3), drop_if=drop_one)
     net.run(3.0)
     assert lost == [20]
-    assert kinds(net).count("DimeJoined") == 3
+    assert kinds(net).count("DimeDiscovered") == 3
     assert not net.events_of(DimeSuspected) and not net.events_of(DimeDead) and det.counters["pings"] == 0
 
 
-@pytest.mark.parametrize("policy", [MissedHeartbeats(2), PhiAccrual(threshold=8)])
-def test_silence_is_suspected_but_the_ping_saves_a_live_dime(policy: MissedHeartbeats | PhiAccrual) -> None:
+@pytest.mark.parametrize("policy", [missed(2), phi(8)])
+def test_silence_is_suspected_but_the_ping_saves_a_live_dime(policy: Liveness) -> None:
     """Three heartbeats in a row lost: suspicion, a PING, an answer, no death."""
 
     def drop_three(frame: Frame) -> bool:
@@ -137,14 +142,14 @@ def test_silence_is_suspected_but_the_ping_saves_a_live_dime(policy: MissedHeart
     sus = net.events_of(DimeSuspected)
     clr = net.events_of(SuspicionCleared)
     assert 1 <= len(sus) == len(clr) == det.counters["pings"]
-    assert all(isinstance(e, DimeSuspected) and e.address == dime_address(0) for e in sus)
+    assert all(isinstance(e, DimeSuspected) and e.key == dime_address(0).peer for e in sus)
     assert all(isinstance(e, SuspicionCleared) and e.by_ping for e in clr)
     assert not net.events_of(DimeDead)
 
 
-@pytest.mark.parametrize("policy", [MissedHeartbeats(2), PhiAccrual(threshold=6)])
+@pytest.mark.parametrize("policy", [missed(2), phi(6)])
 @pytest.mark.parametrize("seed", range(3))
-def test_real_death_is_declared_within_the_bound(policy: MissedHeartbeats | PhiAccrual, seed: int) -> None:
+def test_real_death_is_declared_within_the_bound(policy: Liveness, seed: int) -> None:
     period = 0.05
     net, det, _ = cluster(4, policy, seed=seed, period=period, loss=0.05, jitter=0.002)
     net.run(2.0)
@@ -154,13 +159,13 @@ def test_real_death_is_declared_within_the_bound(policy: MissedHeartbeats | PhiA
     net.kill(victim.mac)
     net.run(killed_at + 2.0)
     deaths = [(t, e) for t, _, e in net.events if isinstance(e, DimeDead)]
-    assert [e.address.peer for _, e in deaths] == [victim.peer]
+    assert [e.key for _, e in deaths] == [victim.peer]
     t, dead = deaths[0]
-    assert isinstance(dead, DimeDead) and dead.epoch == 1 and dead.last_heard <= killed_at + 0.01
-    silence = policy.count * period if isinstance(policy, MissedHeartbeats) else 4 * period
+    assert isinstance(dead, DimeDead) and dead.epoch == 1 and dead.last_seen <= killed_at + 0.01
+    silence = policy.missed * period if policy.detector == "missed" else 4 * period
     assert t - killed_at <= silence + PING.span() + 0.01
-    status = det.status(victim)
-    assert status is not None and status.liveness is Liveness.DEAD
+    status = det.get(victim.peer)
+    assert status is not None and status.health is Health.DEAD
 
 
 @pytest.mark.parametrize(
@@ -173,7 +178,7 @@ def test_no_false_death_in_a_long_run_at_five_percent_loss(
     expr = request.config.getoption("markexpr") or ""
     if seconds > 60 and ("slow" not in expr or "not slow" in expr):
         pytest.skip("long run: select it with pytest -m slow")
-    net, det, _ = cluster(dimes, MissedHeartbeats(2), seed=11, loss=0.05, jitter=0.003)
+    net, det, _ = cluster(dimes, missed(2), seed=11, loss=0.05, jitter=0.003)
     net.run(seconds)
     assert not net.events_of(DimeDead)
     # Suspicions happened (two heartbeats in a row lost) and the ping cleared every one.
@@ -182,12 +187,12 @@ def test_no_false_death_in_a_long_run_at_five_percent_loss(
 
 
 def test_reborn_dime_is_recognised_before_and_after_death() -> None:
-    net, det, nodes = cluster(2, MissedHeartbeats(2))
+    net, det, nodes = cluster(2, missed(2))
     net.run(1.0)
     net.emit(dime_address(0).mac, nodes[0].hb.restart(net.now))
     net.run(1.5)
     (r,) = net.events_of(DimeReborn)
-    assert isinstance(r, DimeReborn) and (r.old_epoch, r.new_epoch, r.was_dead) == (1, 2, False)
+    assert isinstance(r, DimeReborn) and (r.old_epoch, r.epoch, r.was_dead) == (1, 2, False)
     net.kill(dime_address(1).mac)
     net.run(3.0)
     assert len(net.events_of(DimeDead)) == 1
@@ -195,9 +200,9 @@ def test_reborn_dime_is_recognised_before_and_after_death() -> None:
     net.emit(dime_address(1).mac, nodes[1].hb.restart(net.now))
     net.run(3.5)
     r2 = net.events_of(DimeReborn)[-1]
-    assert isinstance(r2, DimeReborn) and r2.was_dead and r2.new_epoch == 2
-    st = det.status(dime_address(1))
-    assert st is not None and st.liveness is Liveness.ALIVE
+    assert isinstance(r2, DimeReborn) and r2.was_dead and r2.epoch == 2
+    st = det.get(dime_address(1).peer)
+    assert st is not None and st.health is Health.ALIVE
     assert not net.events_of(ZombieHeartbeat)
 
 
@@ -208,47 +213,51 @@ def hb(epoch: int, period_ms: int = 100) -> Heartbeat:
     return Heartbeat(epoch, DimeState.BUSY, period_ms)
 
 
+def beat(det: Pool, a: Address, body: Heartbeat, now: float, seq: int) -> list[Event]:
+    out = det.heartbeat(a.mac, a.dime, body, now, seq)
+    return out.events if out is not None else []
+
+
 def test_late_old_epoch_and_reordered_heartbeats_are_ignored() -> None:
-    det = FailureDetector(ORCH, MissedHeartbeats(3))
+    det = Pool(ORCH, missed(3))
     a = dime_address(1)
-    assert isinstance(det.on_heartbeat(a, hb(5), 0.0, seq=1).events[0], DimeJoined)
-    det.on_heartbeat(a, hb(5), 0.1, seq=2)
-    out = det.on_heartbeat(a, hb(4), 0.15, seq=77)
-    assert out.events == [] and det.counters["late_epoch"] == 1
-    assert det.on_heartbeat(a, hb(5), 0.16, seq=2).events == [] and det.counters["reordered"] == 1
-    w = det.status(a)
-    assert w is not None and w.last_arrival == 0.1 and w.epoch == 5
+    assert isinstance(beat(det, a, hb(5), 0.0, seq=1)[-1], DimeDiscovered)
+    beat(det, a, hb(5), 0.1, seq=2)
+    assert beat(det, a, hb(4), 0.15, seq=77) == [] and det.counters["late_epoch"] == 1
+    assert beat(det, a, hb(5), 0.16, seq=2) == [] and det.counters["reordered"] == 1
+    w = det.get(a.peer)
+    assert w is not None and w.last_seen == 0.1 and w.epoch == 5
     assert det.get_timer() == pytest.approx(0.4)
 
 
 def test_zombie_heartbeat_is_reported_once() -> None:
-    det = FailureDetector(ORCH, MissedHeartbeats(1), ping=RetransmitPolicy(initial=0.01, retries=0))
+    det = Pool(ORCH, missed(1), ping=RetransmitPolicy(initial=0.01, retries=0))
     a = dime_address(1)
-    det.on_heartbeat(a, hb(3), 0.0, seq=1)
+    beat(det, a, hb(3), 0.0, seq=1)
     out = det.handle_timer(0.1)
     assert isinstance(out.events[0], DimeSuspected) and len(out.frames) == 1
     ping = out.frames[0]
     assert isinstance(ping.body, Signaling) and ping.body.cmd is Command.PING and ping.dst_dime == 1
     (dead,) = det.handle_timer(0.11).events
     assert isinstance(dead, DimeDead)
-    assert isinstance(det.on_heartbeat(a, hb(3), 0.2, seq=2).events[0], ZombieHeartbeat)
-    assert det.on_heartbeat(a, hb(3), 0.3, seq=3).events == [] and det.counters["zombie"] == 2
+    assert isinstance(beat(det, a, hb(3), 0.2, seq=2)[0], ZombieHeartbeat)
+    assert beat(det, a, hb(3), 0.3, seq=3) == [] and det.counters["zombie"] == 2
 
 
 def test_ping_answer_with_newer_epoch_is_a_rebirth() -> None:
-    det = FailureDetector(ORCH, MissedHeartbeats(1))
+    det = Pool(ORCH, missed(1))
     a = dime_address(1)
-    det.on_heartbeat(a, hb(3), 0.0, seq=1)
+    beat(det, a, hb(3), 0.0, seq=1)
     (ping,) = det.handle_timer(0.1).frames
     resp = Responder(a, {Command.PING: ping_handler(lambda: 4)})
     (answer,) = resp.receive(ping, 0.101).frames
     (ev,) = det.receive(answer, 0.102).events
-    assert isinstance(ev, DimeReborn) and (ev.old_epoch, ev.new_epoch, ev.was_dead) == (3, 4, False)
+    assert isinstance(ev, DimeReborn) and (ev.old_epoch, ev.epoch, ev.was_dead) == (3, 4, False)
 
 
 def test_shared_requester_passes_other_events_through() -> None:
     req = Requester(ORCH)
-    det = FailureDetector(ORCH, requester=req)
+    det = Pool(ORCH, requester=req)
     a = dime_address(1)
     rid, out = req.request(a, Command.PING, [Tlv(TlvType.ECHO, b"mine")], now=0.0)
     resp = Responder(a, {Command.PING: ping_handler(lambda: 1)})
@@ -258,21 +267,21 @@ def test_shared_requester_passes_other_events_through() -> None:
 
 
 def test_phi_grows_with_silence_and_the_deadline_is_where_it_crosses_the_threshold() -> None:
-    det = FailureDetector(ORCH, PhiAccrual(threshold=8, min_std_ratio=0.1))
+    det = Pool(ORCH, phi(8, min_std=0.1))
     a = dime_address(1)
     t = 0.0
     for i in range(50):
         t += 0.1 + (0.004 if i % 2 else -0.004)
-        det.on_heartbeat(a, hb(1), t, seq=i + 1)
-    phis = [det.phi(a, t + dt) for dt in (0.05, 0.1, 0.13, 0.16)]
+        beat(det, a, hb(1), t, seq=i + 1)
+    phis = [det.phi(a.peer, t + dt) for dt in (0.05, 0.1, 0.13, 0.16)]
     assert phis == sorted(phis) and phis[0] < 0.1 and phis[1] < 0.5 and phis[3] > 8
     deadline = det.get_timer()
-    assert deadline is not None and det.phi(a, deadline) == pytest.approx(8, rel=0.01)
+    assert deadline is not None and det.phi(a.peer, deadline) == pytest.approx(8, rel=0.01)
     assert deadline - t == pytest.approx(0.1 + 0.01 * 5.6, rel=0.02)  # mean + std * z(1e-8)
     # Irregular arrivals widen the distribution: the same silence is less suspicious.
-    det2 = FailureDetector(ORCH, PhiAccrual(threshold=8))
+    det2 = Pool(ORCH, phi(8))
     t = 0.0
     for i in range(50):
         t += 0.1 + (0.04 if i % 2 else -0.04)
-        det2.on_heartbeat(a, hb(1), t, seq=i + 1)
-    assert det2.phi(a, t + 0.16) < det.phi(a, t + 0.16) and det2.phi(a, t + 0.16) < 3
+        beat(det2, a, hb(1), t, seq=i + 1)
+    assert det2.phi(a.peer, t + 0.16) < det.phi(a.peer, t + 0.16) and det2.phi(a.peer, t + 0.16) < 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pxproto.dime.liveness import Health, Liveness, Pool
 from pxproto.orch.core import OrchConfig, PackageRef, RState
 from pxproto.orch.events import (
     DimeDead,
@@ -15,7 +16,6 @@ from pxproto.orch.events import (
     StageScaled,
     SuspicionCleared,
 )
-from pxproto.orch.pool import Health, Liveness, Pool
 from pxproto.orch.service import parse_service
 from pxproto.sim import DEMO_SERVICE, SimCluster
 from pxproto.wire.codes import DimeState
@@ -193,20 +193,23 @@ def test_suspicion_cleared_by_ping_when_only_heartbeats_are_lost() -> None:
 
 def test_pool_liveness_detectors() -> None:
     hb = Heartbeat(1, DimeState.FREE, 100)
+    key = (b"\x02" * 6, 1)
     for liveness, limit in ((Liveness("missed", missed=3), 0.3), (Liveness("phi", phi=8.0), 0.2)):
-        p = Pool(liveness)
+        p = Pool(liveness=liveness)
         for i in range(20):
-            p.heartbeat(b"\x02" * 6, 1, hb, i * 0.1)
+            p.heartbeat(key[0], key[1], hb, i * 0.1)
         last = 1.9
-        assert p.expired(last + 0.05) == []
-        got = p.expired(last + limit + 0.05)
-        assert [v.key for v in got] == [(b"\x02" * 6, 1)]
-        assert got[0].timeout <= limit + 1e-9
+        assert p.handle_timer(last + 0.05).events == []
+        got = p.handle_timer(last + limit + 0.05).events
+        assert [e.key for e in got if isinstance(e, DimeSuspected)] == [key]
+        assert p.dimes[key].timeout <= limit + 1e-9
     # A stale epoch is ignored; a new one is reported.
     p = Pool()
     p.heartbeat(b"\x02" * 6, 1, Heartbeat(5, DimeState.FREE, 100), 0.0)
-    assert p.heartbeat(b"\x02" * 6, 1, Heartbeat(4, DimeState.FREE, 100), 0.1)[1].name == "STALE"
-    assert p.heartbeat(b"\x02" * 6, 1, Heartbeat(6, DimeState.FREE, 100), 0.2)[1].name == "EPOCH"
+    assert p.heartbeat(b"\x02" * 6, 1, Heartbeat(4, DimeState.FREE, 100), 0.1) is None
+    assert p.counters["late_epoch"] == 1
+    reborn = p.heartbeat(b"\x02" * 6, 1, Heartbeat(6, DimeState.FREE, 100), 0.2)
+    assert reborn is not None and [type(e) for e in reborn.events] == [DimeReborn]
 
 
 def test_waits_for_the_pool_then_deploys() -> None:

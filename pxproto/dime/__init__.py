@@ -6,8 +6,10 @@ over them; :mod:`pxproto.dime.simlink` drives them over a simulated lossy wire.
 
 - :mod:`~pxproto.dime.signaling`: Requester, Responder (reliable FCAPS signaling)
 - :mod:`~pxproto.dime.channel`: ChannelSender, ChannelReceiver (the data channel)
-- :mod:`~pxproto.dime.discovery`: DiscoveryResponder (a server), Pool (the orchestrator)
-- :mod:`~pxproto.dime.heartbeat`: HeartbeatEmitter, FailureDetector
+- :mod:`~pxproto.dime.discovery`: DiscoveryResponder (a server's announces)
+- :mod:`~pxproto.dime.heartbeat`: HeartbeatEmitter (a DIME's heartbeats), ping_handler
+- :mod:`~pxproto.dime.liveness`: Pool (the orchestrator's pool and failure detector, one machine);
+  its events in :mod:`~pxproto.dime.liveness_events`, its policy in :mod:`~pxproto.dime.liveness_policy`
 - :mod:`~pxproto.dime.replay`: KeyStore, Signer, Verifier, ReplayWindow
 """
 

@@ -6,19 +6,16 @@ gratuitous announce at boot (repeated, in case one is lost) and whenever the
 driver asks.  A server with more DIMEs than one frame holds announces them
 across several frames.
 
-The orchestrator's :class:`Pool` sends probes (repeated) and keeps, from every
-announce, the servers (capabilities, software version) and their DIMEs (state,
-memory, epoch).  An announce from an older epoch than the pool knows is late
-and ignored; a newer epoch is a reborn DIME.
+The orchestrator's side -- probes, and the pool built from the announces and
+heartbeats -- is :class:`pxproto.dime.liveness.Pool`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, Event, Output, frame_to, source
+from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, Output, frame_to
 from pxproto.wire import spec
 from pxproto.wire.codes import DIME_ALL, STATE_ANY, DimeState, DiscoveryOp
 from pxproto.wire.frame import DimeInfo, Discovery, Frame
@@ -117,186 +114,3 @@ class DiscoveryResponder:
         self._repeats_left -= 1
         self._deadline = now + self.boot_interval if self._repeats_left > 0 else None
         return self.announce(now)
-
-
-# --------------------------------------------------------------------- the pool
-
-
-@dataclass(frozen=True, slots=True)
-class ServerDiscovered(Event):
-    """A server announced itself for the first time."""
-
-    mac: bytes
-    """Its MAC: the server's identity."""
-    caps: int
-    """Its kernel's capabilities (Capability flags)."""
-    sw_version: int
-    """Its kernel's software version."""
-
-
-@dataclass(frozen=True, slots=True)
-class DimeDiscovered(Event):
-    """A DIME the pool did not know."""
-
-    address: Address
-    """Its server's MAC and its DIME id."""
-    info: DimeInfo
-    """What it announced."""
-
-
-@dataclass(frozen=True, slots=True)
-class DimeUpdated(Event):
-    """A known DIME announced a change of state or memory in the same epoch."""
-
-    address: Address
-    """Its address."""
-    old: DimeInfo
-    """What the pool knew."""
-    new: DimeInfo
-    """What it announced now."""
-
-
-@dataclass(frozen=True, slots=True)
-class DimeReborn(Event):
-    """A known DIME announced a newer epoch: it restarted."""
-
-    address: Address
-    """Its address."""
-    old_epoch: int
-    """The epoch the pool knew."""
-    new_epoch: int
-    """The epoch it announced."""
-    info: DimeInfo
-    """What it announced."""
-
-
-@dataclass(slots=True)
-class PoolDime:
-    """One DIME in the orchestrator's pool."""
-
-    address: Address
-    """Its server's MAC and its DIME id."""
-    info: DimeInfo
-    """The latest announce of it (or the orchestrator's own marking of its state)."""
-    last_seen: float
-    """When it was last announced."""
-
-
-@dataclass(slots=True)
-class PoolServer:
-    """One server in the pool."""
-
-    mac: bytes
-    """Its MAC."""
-    caps: int
-    """Capability flags from its announces."""
-    sw_version: int
-    """Software version from its announces."""
-    last_seen: float
-    """When it last announced."""
-    dimes: dict[int, PoolDime] = field(default_factory=dict)
-    """Its DIMEs by id."""
-
-
-class Pool:
-    """The orchestrator's pool of servers and DIMEs, built from probes and announces."""
-
-    def __init__(
-        self, local: Address, *, probe_repeats: int = 2, probe_interval: float = 0.1, first_probe_id: int = 1
-    ) -> None:
-        self.local = local
-        self.servers: dict[bytes, PoolServer] = {}
-        self.probe_repeats = probe_repeats
-        self.probe_interval = probe_interval
-        self._next_probe = first_probe_id % ID_SPACE or 1
-        self._probe: tuple[Frame, int] | None = None  # the probe being repeated, sends left
-        self._deadline: float | None = None
-        self.counters: Counter[str] = Counter()
-        """Probes sent, announces taken, late (older-epoch) records ignored, frames ignored."""
-
-    def probe(self, now: float, state_filter: int = STATE_ANY) -> tuple[int, Output]:
-        """Broadcast a probe (repeated ``probe_repeats`` times in all); return its id."""
-        probe_id = self._next_probe
-        self._next_probe = (probe_id + 1) % ID_SPACE or 1
-        frame = frame_to(
-            self.local, BROADCAST_ADDRESS, Discovery(DiscoveryOp.PROBE, probe_id, state_filter=state_filter)
-        )
-        left = self.probe_repeats - 1
-        self._probe = (frame, left) if left > 0 else None
-        self._deadline = now + self.probe_interval if left > 0 else None
-        self.counters["probes"] += 1
-        return probe_id, Output(frames=[frame], timer=self._deadline)
-
-    def get_timer(self) -> float | None:
-        return self._deadline
-
-    def handle_timer(self, now: float) -> Output:
-        if self._probe is None or self._deadline is None or now < self._deadline:
-            return Output(timer=self._deadline)
-        frame, left = self._probe
-        left -= 1
-        self._probe = (frame, left) if left > 0 else None
-        self._deadline = now + self.probe_interval if left > 0 else None
-        self.counters["probes"] += 1
-        return Output(frames=[frame], timer=self._deadline)
-
-    def receive(self, frame: Frame, now: float) -> Output:
-        """Take an announce (answer or gratuitous) into the pool."""
-        out = Output(timer=self._deadline)
-        body = frame.body
-        if not isinstance(body, Discovery) or body.op is DiscoveryOp.PROBE:
-            self.counters["not_announce"] += 1
-            return out
-        self.counters["announces"] += 1
-        mac = source(frame).mac
-        server = self.servers.get(mac)
-        if server is None:
-            server = self.servers[mac] = PoolServer(mac, body.caps, body.sw_version, now)
-            out.events.append(ServerDiscovered(mac, body.caps, body.sw_version))
-        server.caps, server.sw_version, server.last_seen = body.caps, body.sw_version, now
-        for info in body.dimes:
-            self._merge(server, info, now, out)
-        return out
-
-    def _merge(self, server: PoolServer, info: DimeInfo, now: float, out: Output) -> None:
-        address = Address(server.mac, info.dime)
-        known = server.dimes.get(info.dime)
-        if known is None:
-            server.dimes[info.dime] = PoolDime(address, info, now)
-            out.events.append(DimeDiscovered(address, info))
-        elif info.epoch < known.info.epoch:
-            self.counters["late_epoch"] += 1
-        else:
-            old = known.info
-            known.info, known.last_seen = info, now
-            if info.epoch > old.epoch:
-                out.events.append(DimeReborn(address, old.epoch, info.epoch, info))
-            elif info != old:
-                out.events.append(DimeUpdated(address, old, info))
-
-    # -- queries and the orchestrator's own marks
-    def get(self, address: Address) -> PoolDime | None:
-        server = self.servers.get(address.mac)
-        return server.dimes.get(address.dime) if server else None
-
-    def dimes(self, state: DimeState | None = None) -> list[PoolDime]:
-        """Every DIME (in a given state), by server then DIME id."""
-        return [
-            d
-            for _, s in sorted(self.servers.items())
-            for _, d in sorted(s.dimes.items())
-            if state is None or d.info.state == state
-        ]
-
-    def free(self, min_mem_chunks: int = 0) -> list[PoolDime]:
-        """Free DIMEs with at least this many free memory chunks, most free memory first."""
-        found = [d for d in self.dimes(DimeState.FREE) if d.info.mem_free >= min_mem_chunks]
-        return sorted(found, key=lambda d: -d.info.mem_free)
-
-    def set_state(self, address: Address, state: DimeState) -> None:
-        """Mark a DIME (allocated, or found dead by the failure detector) until it announces otherwise."""
-        d = self.get(address)
-        if d is None:
-            raise KeyError(f"no DIME {address.dime} on server {address.mac.hex(':')} in the pool")
-        i = d.info
-        d.info = DimeInfo(i.dime, i.core, state, i.mem_total, i.mem_free, i.epoch)

@@ -1,9 +1,11 @@
 """What the orchestrator reports: one dataclass per kind of happening, and the event log.
 
-Every event carries ``t`` (the caller's clock, seconds) and renders itself as
-one line of text for the operator (:meth:`OrchEvent.text`).  The
-:class:`EventLog` keeps them in order, bounded, and can write them as JSON
-lines for the timeline picture and for tests.
+The pool's events (a DIME discovered, suspected, dead, reborn) are the classes
+of :mod:`pxproto.dime.liveness_events`, re-exported here.  Every event carries
+``t`` (the caller's clock, seconds) and renders itself as one line of text
+for the operator (:meth:`OrchEvent.text`).  The :class:`EventLog` keeps them
+in order, bounded, and can write them as JSON lines for the timeline picture
+and for tests.
 """
 
 from __future__ import annotations
@@ -11,138 +13,26 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import IO, Any
 
-from pxproto.dime.endpoint import Event
-from pxproto.wire.frame import mac_text
+from pxproto.dime.liveness_events import (
+    DimeDead,
+    DimeDiscovered,
+    DimeKey,
+    DimeReborn,
+    DimeSuspected,
+    DimeUpdated,
+    LoggedEvent,
+    ServerDead,
+    ServerDiscovered,
+    SuspicionCleared,
+    ZombieHeartbeat,
+    key_text,
+)
 
-DimeKey = tuple[bytes, int]
-"""A DIME on the network: (its server's MAC, its DIME id)."""
-
-
-def key_text(key: DimeKey) -> str:
-    """``02:00:00:00:00:01/3``: a DIME as the operator reads it."""
-    return f"{mac_text(key[0])}/{key[1]}"
-
-
-@dataclass(frozen=True, slots=True)
-class OrchEvent(Event):
-    """Base of the orchestrator's events."""
-
-    t: float
-    """When it happened (the caller's clock)."""
-
-    def text(self) -> str:
-        """One line for the operator."""
-        return type(self).__name__
-
-    def record(self) -> dict[str, Any]:
-        """A JSON-ready dict: ``kind``, ``t``, ``text`` and the fields (DIME keys as text)."""
-        d: dict[str, Any] = {"kind": type(self).__name__, "t": self.t, "text": self.text()}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], bytes):
-                v = key_text(v)  # type: ignore[arg-type]
-            elif isinstance(v, bytes):
-                v = mac_text(v)
-            elif isinstance(v, tuple | list):
-                v = [key_text(x) if isinstance(x, tuple) and x and isinstance(x[0], bytes) else x for x in v]
-            d[f.name] = v
-        return d
-
-
-@dataclass(frozen=True, slots=True)
-class ServerDiscovered(OrchEvent):
-    """A server answered a probe or announced itself for the first time."""
-
-    mac: bytes
-    """The server's MAC."""
-    dimes: int
-    """How many DIMEs it announced (0 when first heard through a heartbeat)."""
-
-    def text(self) -> str:
-        if not self.dimes:
-            return f"discovered server {mac_text(self.mac)} (by a heartbeat)"
-        return f"discovered server {mac_text(self.mac)} with {self.dimes} DIMEs"
-
-
-@dataclass(frozen=True, slots=True)
-class DimeDiscovered(OrchEvent):
-    """A DIME joined the pool."""
-
-    key: DimeKey
-    """Which DIME."""
-    epoch: int
-    """Its epoch."""
-
-    def text(self) -> str:
-        return f"DIME {key_text(self.key)} joined the pool (epoch {self.epoch})"
-
-
-@dataclass(frozen=True, slots=True)
-class DimeSuspected(OrchEvent):
-    """Heartbeats from a DIME stopped for longer than the detector allows; a direct PING goes out."""
-
-    key: DimeKey
-    """Which DIME."""
-    silent: float
-    """Seconds since its last heartbeat."""
-
-    def text(self) -> str:
-        return f"DIME {key_text(self.key)} suspected (silent {self.silent * 1e3:.0f} ms), pinging"
-
-
-@dataclass(frozen=True, slots=True)
-class SuspicionCleared(OrchEvent):
-    """A suspected DIME answered (or heartbeated) with the same epoch: no repair."""
-
-    key: DimeKey
-    """Which DIME."""
-
-    def text(self) -> str:
-        return f"DIME {key_text(self.key)} is alive after all"
-
-
-@dataclass(frozen=True, slots=True)
-class DimeDead(OrchEvent):
-    """A DIME's death is confirmed (no heartbeat and no answer to a direct PING, or a new epoch)."""
-
-    key: DimeKey
-    """Which DIME."""
-    last_seen: float
-    """When its last heartbeat arrived."""
-    reason: str
-    """``ping timeout``, ``new epoch``, ``fault report``, ``server dead``."""
-
-    def text(self) -> str:
-        return f"DIME {key_text(self.key)} dead ({self.reason})"
-
-
-@dataclass(frozen=True, slots=True)
-class ServerDead(OrchEvent):
-    """Every DIME of a server is dead."""
-
-    mac: bytes
-    """The server's MAC."""
-
-    def text(self) -> str:
-        return f"server {mac_text(self.mac)} dead"
-
-
-@dataclass(frozen=True, slots=True)
-class DimeReborn(OrchEvent):
-    """A DIME came back with a new epoch and returns to the pool."""
-
-    key: DimeKey
-    """Which DIME."""
-    old_epoch: int
-    """The epoch we knew."""
-    epoch: int
-    """Its new epoch."""
-
-    def text(self) -> str:
-        return f"DIME {key_text(self.key)} reborn (epoch {self.old_epoch} -> {self.epoch}), back in the pool"
+OrchEvent = LoggedEvent
+"""Every event the orchestrator logs: its own below, and the pool's (:mod:`pxproto.dime.liveness_events`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,3 +233,11 @@ class EventLog:
 def as_dict(event: OrchEvent) -> dict[str, Any]:
     """The event's plain fields (for tests)."""
     return asdict(event)
+
+
+__all__ = [
+    "CommandFailed", "DimeDead", "DimeDiscovered", "DimeKey", "DimeReborn", "DimeSuspected", "DimeUpdated",
+    "EventLog", "FaultReported", "OrchEvent", "PoolExhausted", "RepairDone", "RepairStarted", "ReplicaPlaced",
+    "ReplicaRunning", "Rewired", "ServerDead", "ServerDiscovered", "ServiceDeployed", "StageScaled",
+    "SuspicionCleared", "ZombieHeartbeat", "as_dict", "key_text",
+]  # fmt: skip
