@@ -22,9 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-# This file is named like nothing in the package, but keep bench/ off the import path all the same.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
+
+measure_installed()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the QEMU harness lives in the checkout's tests/
 
 from pxproto.wire.auth import sign  # noqa: E402
 from pxproto.wire.codes import Command, Op, Status, TlvType  # noqa: E402
