@@ -1,0 +1,93 @@
+#include "px_codec.h"
+#include "wire.h"
+#include "auth.h"
+#include "codes.h"
+#include "virtio_net.h"
+
+#define SW_VERSION_WIRE SW_VERSION
+#define CAPS_WIRE (auth_enabled() ? CAP_AUTH : 0)
+
+const PxEtherTypes ethertypes = PX_ETHERTYPES_DEFAULT;
+const uint8_t broadcast_mac[6] = { 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF };
+uint32_t boot_epoch = 1;
+
+void sender_init(struct sender *s, uint16_t dime) {
+    s->dime = dime;
+    s->seq = 0;
+    s->auth_counter = (uint64_t)boot_epoch << 32; /* above anything sent in an earlier epoch */
+    s->frames_tx = s->bytes_tx = 0;
+}
+
+static void address(PxAddr *a, const struct sender *s, const uint8_t *dst_mac, unsigned dst_dime,
+                     unsigned dst_thread, unsigned src_thread, uint64_t seq) {
+    px_copy(a->dst_mac, dst_mac, 6);
+    px_copy(a->src_mac, nic_mac, 6);
+    a->scope = dst_dime != PX_DIME_ALL;
+    a->src_dime = s->dime;
+    a->src_thread = (uint16_t)src_thread;
+    a->dst_dime = (uint16_t)dst_dime;
+    a->dst_thread = (uint16_t)dst_thread;
+    a->seq = seq;
+}
+
+static const PxAuth *trailer(struct sender *s, PxAuth *a) {
+    if (!auth_enabled()) return 0;
+    auth_next(a, &s->auth_counter);
+    return a;
+}
+
+/* Seal (tag) and transmit an encoded frame of n bytes, or report the encoder's refusal. */
+static int transmit(struct sender *s, uint8_t *frame, px_ssize n) {
+    PxView v;
+    if (n < 0) return (int)n;
+    if (auth_enabled()) {
+        if (px_decode(frame, n, &ethertypes, &v)) return -1;
+        auth_seal(frame, &v);
+    }
+    s->frames_tx++;
+    s->bytes_tx += (uint64_t)n;
+    return nic_send(frame, (unsigned)n);
+}
+
+int send_signaling(struct sender *s, const uint8_t *dst_mac, unsigned dst_dime, unsigned dst_thread,
+                   unsigned src_thread, uint32_t req_id, unsigned cmd, unsigned status, unsigned tlv_count,
+                   const uint8_t *tlvs, px_ssize tlvs_len) {
+    uint8_t frame[FRAME_MAX];
+    PxAddr a;
+    PxAuth au;
+    address(&a, s, dst_mac, dst_dime, dst_thread, src_thread, ++s->seq);
+    return transmit(s, frame,
+                    px_encode_signaling(frame, sizeof frame, &ethertypes, &a, req_id, (int)cmd, PX_OP_RESPONSE,
+                                        (int)status, (int)tlv_count, tlvs, tlvs_len, trailer(s, &au)));
+}
+
+int send_heartbeat(struct sender *s, uint64_t seq, const PxHeartbeatBody *hb) {
+    uint8_t frame[FRAME_MAX];
+    PxAddr a;
+    PxAuth au;
+    address(&a, s, broadcast_mac, PX_DIME_ALL, 0, 0, seq);
+    return transmit(s, frame, px_encode_heartbeat(frame, sizeof frame, &ethertypes, &a, hb, trailer(s, &au)));
+}
+
+/* px_codec.h has no discovery encoder yet: its header encoder, its offsets and its finisher build one. */
+int send_discovery(struct sender *s, const uint8_t *dst_mac, unsigned op, uint32_t probe_id, unsigned state_filter,
+                   unsigned count, const uint8_t *records) {
+    uint8_t frame[FRAME_MAX];
+    uint8_t *b = frame + PX_BODY_OFFSET;
+    px_ssize body_len = PX_DISC_LEN + (px_ssize)count * PX_DIME_LEN, n;
+    PxAddr a;
+    PxAuth au;
+    const PxAuth *t = trailer(s, &au);
+    address(&a, s, dst_mac, PX_DIME_ALL, 0, 0, ++s->seq);
+    if (PX_BODY_OFFSET + body_len + PX_AUTH_LEN > FRAME_MAX) return -1;
+    n = px_encode_header(frame, sizeof frame, &ethertypes, &a, PX_CLASS_DISCOVERY, t != 0, body_len);
+    if (n < 0) return (int)n;
+    b[PX_DISC_OP] = (uint8_t)op;
+    b[PX_DISC_STATE_FILTER] = (uint8_t)state_filter;
+    px_wr16(b + PX_DISC_COUNT, count);
+    px_wr32(b + PX_DISC_PROBE_ID, probe_id);
+    px_wr32(b + PX_DISC_SW_VERSION, SW_VERSION_WIRE);
+    px_wr32(b + PX_DISC_CAPS, CAPS_WIRE);
+    px_copy(b + PX_DISC_LEN, records, (px_ssize)count * PX_DIME_LEN);
+    return transmit(s, frame, px__finish(frame, sizeof frame, &ethertypes, PX_BODY_OFFSET + body_len, t));
+}
