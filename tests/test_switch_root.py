@@ -113,11 +113,20 @@ def start_switch(ns: str, tmp: Path, *ports: str, extra: tuple[str, ...] = ()) -
     for p in ports:
         args += ["--port", p]
     proc = subprocess.Popen(["ip", "netns", "exec", ns, *args], env={**os.environ, "PYTHONPATH": ROOT})
-    end = time.monotonic() + 10
-    while not (tmp / "c.sock").exists():
-        assert proc.poll() is None and time.monotonic() < end, "pxswitch did not start"
-        time.sleep(0.05)
+    wait_ready(proc, tmp)
     return proc
+
+
+def wait_ready(proc: subprocess.Popen[bytes], tmp: Path) -> None:
+    """Until the switch's control socket answers: it listens once every port is open."""
+    end = time.monotonic() + 10
+    while True:
+        assert proc.poll() is None and time.monotonic() < end, "pxswitch did not start"
+        try:
+            query(tmp, "stats")
+            return
+        except OSError:
+            time.sleep(0.05)
 
 
 def query(tmp: Path, what: str) -> object:
@@ -263,10 +272,7 @@ def test_sighup_reload_keeps_table(net: Net, tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": ROOT},
     )
     try:
-        end = time.monotonic() + 10
-        while not (tmp_path / "c.sock").exists():
-            assert proc.poll() is None and time.monotonic() < end, "pxswitch did not start"
-            time.sleep(0.05)
+        wait_ready(proc, tmp_path)
         send(h1, "eth0", heartbeat(mac(1), dime=3))
         end = time.monotonic() + 5
         while not any(r["dime"] == 3 for r in query(tmp_path, "fdb")):  # type: ignore[attr-defined]

@@ -102,9 +102,13 @@ class Daemon:
         self._check_at = 0.0
         try:
             # A switch that starts is whole: a port that cannot open stops it (a reload only logs).
+            # The control path is claimed first (a second switch stops here), and listens once every port
+            # is open: a client that gets an answer knows the switch is whole.
             self.control = self._open_control(config.control)
             for spec in config.ports:
                 self._add(spec, strict=True)
+            if self.control is not None:
+                self.control.listen(8)
         except BaseException:
             self.close()
             raise
@@ -239,7 +243,6 @@ class Daemon:
             try:
                 s.bind(path)
                 os.chmod(path, 0o600)
-                s.listen(8)
             except OSError:
                 s.close()
                 raise
