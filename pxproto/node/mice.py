@@ -100,7 +100,7 @@ SOURCE_SHIFT = 48
 SOURCE_SLOW = 0.001
 """A source item that took longer than this (seconds) to make flushes the batch it ends.
 
-Measured per item, not since the batch opened: a MICE at nice 19 on a busy
+Measured per item, not since the batch opened: a MICE on a busy
 core is often descheduled, and a batch-age rule would then send batches of one."""
 
 
