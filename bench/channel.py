@@ -56,7 +56,8 @@ KINDS = ("dime", "zmq-tcp", "zmq-ipc", "pipe")
 def manifest(sizes: list[int], count: int) -> str:
     out = ['[service]\nname = "chbench"\n\n[[stage]]\nname = "sink"\nentry = "stages:sink"\n']
     for s in sizes:
-        out.append(f'\n[[stage]]\nname = "source{s}"\nentry = "stages:source"\nparams = {{ count = {count}, size = {s} }}\n')
+        out.append(f'\n[[stage]]\nname = "source{s}"\nentry = "stages:source"\n')
+        out.append(f"params = {{ count = {count}, size = {s} }}\n")
     return "".join(out)
 
 

@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--mtu",
         type=int,
-        help=f"data frame MTU (default: the interface's, or {VIRTUAL_MTU} on a virtual wire; at most {VIRTUAL_MTU_MAX})",
+        help=f"data frame MTU (default: the interface's, or {VIRTUAL_MTU} on a virtual wire; max {VIRTUAL_MTU_MAX})",
     )
     ap.add_argument("--no-pin", action="store_true", help="do not pin DIMEs to cores")
     return ap

@@ -477,8 +477,15 @@ class Demo:
 
     def _picture(self, core: Orchestrator, drv: Driver, res: Result) -> Path:
         path = self.out_dir / "demo-timeline.png"
-        timeline.draw(path, self.t0, drv.heartbeats or [], list(core.log), self.sink_records(), self.kill_t,
-                      items_per_s=res.items_per_s)
+        timeline.draw(
+            path,
+            self.t0,
+            drv.heartbeats or [],
+            list(core.log),
+            self.sink_records(),
+            self.kill_t,
+            items_per_s=res.items_per_s,
+        )
         return path
 
 
