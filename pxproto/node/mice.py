@@ -85,7 +85,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pxproto.package import LocalStore
+from pxproto.package import LocalStore, keyed_records
 from pxproto.wire.codes import FaultCode
 
 ITEM, OUT, DONE, EOF, STOP, FAULT, READY = 1, 2, 3, 4, 5, 6, 7
@@ -222,8 +222,32 @@ class Context:
     """A source: the index of the first item to send (a replacement resumes there; the items before it are
     taken from the generator and dropped, so a source that paces itself may skip its pacing below ``first``)."""
 
+    committed: dict[str, set[int]] = field(default_factory=dict)
+    """The lineages already committed to each store object (loaded from the store on first use)."""
+
     def log(self, message: str) -> None:
         print(f"mice {self.name}@dime{self.dime}: {message}", file=sys.stderr, flush=True)
+
+    def commit(self, name: str, data: bytes) -> bool:
+        """Record the current item's result in the local store object ``name``, once per lineage id.
+
+        The record is ``lineage u64 | data``, appended to ``name`` (see :meth:`LocalStore.records`).  A sink's
+        output is committed before its DONE travels back; when the sink's DIME dies in between, upstream
+        replays the item to the replacement, and this write is what must not happen twice: a lineage already
+        in the object is not written again (returns False).  Across servers the records form a keyed table:
+        a reader keeps one record per lineage (:func:`keyed_records`); stages are deterministic, so copies of
+        one lineage are the same result.
+        """
+        if self.store is None:
+            raise RuntimeError("no local store: the kernel was started without one")
+        seen = self.committed.get(name)
+        if seen is None:
+            seen = self.committed[name] = {lin for lin, _ in keyed_records(self.store.records(name))}
+        if self.lineage in seen:
+            return False
+        self.store.append(name, LINEAGE.pack(self.lineage) + bytes(data))
+        seen.add(self.lineage)
+        return True
 
 
 def is_source(fn: Callable[..., Any]) -> bool:
