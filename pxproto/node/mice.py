@@ -81,7 +81,7 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,18 +162,21 @@ def unpack_items(message: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-def records(message: bytes) -> Iterator[tuple[int, int, bytes]]:
+def records(message: bytes) -> list[tuple[int, int, bytes]]:
     """The (kind, lineage, bytes) records of one socketpair message; ValueError on a malformed batch."""
     pos, n = 0, len(message)
+    out = []
+    unpack, size = REC.unpack_from, REC.size
     while pos < n:
-        if pos + REC.size > n:
+        if pos + size > n:
             raise ValueError(f"record header at byte {pos} truncated")
-        kind, lineage, length = REC.unpack_from(message, pos)
-        pos += REC.size
+        kind, lineage, length = unpack(message, pos)
+        pos += size
         if pos + length > n:
-            raise ValueError(f"record at byte {pos - REC.size} says {length} bytes, {n - pos} left")
-        yield kind, lineage, message[pos : pos + length]
+            raise ValueError(f"record at byte {pos - size} says {length} bytes, {n - pos} left")
+        out.append((kind, lineage, message[pos : pos + length]))
         pos += length
+    return out
 
 
 class Batcher:
