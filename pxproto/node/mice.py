@@ -16,7 +16,11 @@ named by the manifest's ``entry = "module:function"``:
 
   is called once per input item; the items it yields (zero, one or many) go
   downstream.  A **sink** is a stage that yields nothing (it keeps its result
-  in the local store, ``ctx.store``).
+  in the local store: ``ctx.commit`` records it once per lineage id, so a
+  replay after the sink's repair writes nothing new).
+
+A stage may also yield a **list** (or tuple) of items: a batch, the same as
+yielding each in turn (same lineage ids), with less overhead per item.
 
 Which form is used is decided by the signature: one positional parameter
 means source, two means item stage.  ``ctx`` is a :class:`Context`.
@@ -292,20 +296,21 @@ def _emit(out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ct
             item = next(items)
         except StopIteration:
             break
-        if not isinstance(item, bytes | bytearray | memoryview):
-            raise TypeError(f"stage {ctx.name} yielded {type(item).__name__}, items are bytes")
-        data = bytes(item)
-        if len(data) > MAX_ITEM:
-            raise ValueError(f"stage {ctx.name} yielded an item of {len(data)} bytes (max {MAX_ITEM})")
-        if parent is None:
-            if counter >= ctx.first:
-                out.add(OUT, source_lineage(ctx.stage, counter), data)
-            counter += 1
-            if clock() - t0 > SOURCE_SLOW:
-                out.flush()  # a slow source: what it made so far goes now
-        else:
-            out.add(OUT, derive_lineage(parent, k), data)
-            k += 1
+        for one in item if isinstance(item, list | tuple) else (item,):  # a list: a batch of items
+            if not isinstance(one, bytes | bytearray | memoryview):
+                raise TypeError(f"stage {ctx.name} yielded {type(one).__name__}, items are bytes")
+            data = bytes(one)
+            if len(data) > MAX_ITEM:
+                raise ValueError(f"stage {ctx.name} yielded an item of {len(data)} bytes (max {MAX_ITEM})")
+            if parent is None:
+                if counter >= ctx.first:
+                    out.add(OUT, source_lineage(ctx.stage, counter), data)
+                counter += 1
+            else:
+                out.add(OUT, derive_lineage(parent, k), data)
+                k += 1
+        if parent is None and clock() - t0 > SOURCE_SLOW:
+            out.flush()  # a slow source: what it made so far goes now
     return counter
 
 
