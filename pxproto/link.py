@@ -37,6 +37,10 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
+VIRTUAL_MTU = 9000
+"""MTU of the rootless virtual wires (UDP, stream): jumbo frames, so many small items share one frame."""
+VIRTUAL_MTU_MAX = MAX_FRAME - 64
+"""The largest MTU a virtual wire can be given (``pxkernel --mtu``): a frame must fit one UDP datagram."""
 
 
 def free_udp_ports(n: int) -> list[int]:
@@ -63,6 +67,8 @@ class Port:
     mac: bytes | None = None
     shareable = False
     """Whether other processes may send whole frames on this socket too (a datagram socket: yes)."""
+    mtu = VIRTUAL_MTU
+    """The largest Ethernet payload the wire carries: a virtual wire allows jumbo frames, a NIC says its own."""
 
     def __init__(self, sock: socket.socket, name: str) -> None:
         self.sock = sock
@@ -178,6 +184,10 @@ class PacketPort(Port):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         s.setblocking(False)
         super().__init__(s, f"iface:{ifname}")
+        try:
+            self.mtu = int(Path(f"/sys/class/net/{ifname}/mtu").read_text())
+        except (OSError, ValueError):
+            self.mtu = 1500
         try:
             self.mac = bytes.fromhex(Path(f"/sys/class/net/{ifname}/address").read_text().strip().replace(":", ""))
         except OSError:

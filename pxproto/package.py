@@ -46,6 +46,7 @@ import struct
 import tarfile
 import tempfile
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -328,3 +329,18 @@ class LocalStore:
 
     def names(self) -> list[str]:
         return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+
+
+def keyed_records(records: Iterable[bytes]) -> list[tuple[int, bytes]]:
+    """(lineage, data) of keyed records (``lineage u64 | data``, see ``Context.commit`` in
+    :mod:`pxproto.node.mice`), the first record of each lineage only."""
+    out: list[tuple[int, bytes]] = []
+    seen: set[int] = set()
+    for rec in records:
+        if len(rec) < 8:
+            continue  # a torn write (the process died mid-record): never committed
+        (lin,) = struct.unpack_from("!Q", rec)
+        if lin not in seen:
+            seen.add(lin)
+            out.append((lin, rec[8:]))
+    return out

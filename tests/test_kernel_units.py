@@ -343,3 +343,42 @@ def test_a_mice_under_its_limit_can_start_threads() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child status {status:#x}"
+
+
+def test_commit_keeps_one_record_per_lineage(tmp_path: Path) -> None:
+    from pxproto.package import LocalStore, keyed_records
+
+    store = LocalStore(tmp_path)
+    ctx = mice.Context(1, 3, "sink", 0, 1, store=store, lineage=7)
+    assert ctx.commit("out", b"a") and not ctx.commit("out", b"a")
+    ctx.lineage = 8
+    assert ctx.commit("out", b"b")
+    # A replacement (a new process, a fresh Context) on the same store: the replay writes nothing.
+    again = mice.Context(1, 3, "sink", 1, 2, store=store, lineage=7)
+    assert not again.commit("out", b"a")
+    store.append("out", b"\x00\x01")  # a torn record is never a committed one
+    assert keyed_records(store.records("out")) == [(7, b"a"), (8, b"b")]
+
+
+def test_a_yielded_list_is_a_batch_of_items() -> None:
+    class Rec:
+        def __init__(self) -> None:
+            self.got: list[tuple[int, int, bytes]] = []
+
+        def add(self, kind: int, lineage: int, data: bytes = b"") -> None:
+            self.got.append((kind, lineage, data))
+
+        def flush(self) -> None:
+            pass
+
+    one, batch = Rec(), Rec()
+    ctx = mice.Context(1, 2, "s", 0, 1)
+    assert mice._emit(one, iter([b"a", b"b", b"c"]), None, ctx, 0) == 3  # type: ignore[arg-type]
+    assert mice._emit(batch, iter([[b"a", b"b"], (b"c",)]), None, ctx, 0) == 3  # type: ignore[arg-type]
+    assert one.got == batch.got
+    derived, derived_batch = Rec(), Rec()
+    mice._emit(derived, iter([b"x", b"y"]), 99, ctx, 0)  # type: ignore[arg-type]
+    mice._emit(derived_batch, iter([[b"x", b"y"]]), 99, ctx, 0)  # type: ignore[arg-type]
+    assert derived.got == derived_batch.got
+    with pytest.raises(TypeError):
+        mice._emit(Rec(), iter([[b"x", 3]]), 99, ctx, 0)  # type: ignore[arg-type, list-item]

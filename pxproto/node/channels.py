@@ -29,7 +29,8 @@ PAUSE_INPUT = 4096
 """Items waiting for the MICE above which input channels get no credit."""
 OUTQ_LIMIT = 4096
 """Outputs waiting for credit above which the MICE's output is not read."""
-COMPLETION_BATCH = 160
+COMPLETION_BATCH = 1024
+"""Completions waiting for one upstream that make a message go at once (a message holds up to a fragment's worth)."""
 CHANNEL_ENDS_MAX = 1024
 """Channel ends (inputs, and the completion return of each output) wired at once, at most."""
 COMPLETION_DELAY = 0.002
@@ -116,30 +117,42 @@ class ChannelPlane:
         assert m is not None
         self.m.counters[CounterId.MICE_MESSAGES] += 1
         try:
-            recs = list(mice.records(msg))
+            recs = mice.records(msg)
         except ValueError as exc:
             m.fault = (int(FaultCode.MICE_CRASHED), f"MICE {m.name} sent a bad batch: {exc}")
             return
-        counters = self.m.counters
+        flow, completions, handed_at = self.flow, self.completions, self.handed_at
+        produced, done = flow.produced, flow.done
+        outs = dones = 0
+        OUT, DONE = mice.OUT, mice.DONE
         for kind, lineage, data in recs:
-            if kind == mice.OUT:
-                counters[CounterId.ITEMS_OUT] += 1
-                self.flow.produced(lineage, data)
-            elif kind == mice.DONE:
-                self.mice_inflight = max(0, self.mice_inflight - 1)
-                t0 = self.handed_at.pop(lineage, None)
-                if t0 is not None:
-                    self.lat_sum += now - t0
-                    self.lat_n += 1
-                self.done_n += 1
-                for up in self.flow.done(lineage):
-                    self.completions.setdefault(up, []).append(lineage)
+            if kind == OUT:
+                outs += 1
+                produced(lineage, data)
+            elif kind == DONE:
+                dones += 1
+                if handed_at:
+                    t0 = handed_at.pop(lineage, None)
+                    if t0 is not None:
+                        self.lat_sum += now - t0
+                        self.lat_n += 1
+                for up in done(lineage):
+                    ups = completions.get(up)
+                    if ups is None:
+                        completions[up] = [lineage]
+                    else:
+                        ups.append(lineage)
             elif kind == mice.EOF:
                 m.eof = True
             elif kind == mice.READY:
                 m.baseline = lineage
             elif kind == mice.FAULT:
                 m.fault = (lineage, data.decode("utf-8", "replace"))
+        if outs:
+            self.m.counters[CounterId.ITEMS_OUT] += outs
+        if dones:
+            self.mice_inflight = max(0, self.mice_inflight - dones)
+            self.done_n += dones
 
     def feed_mice(self, now: float) -> None:
         """Hand waiting items to the MICE (a batch in its ``pending_tx``), and pause or resume the inputs."""
@@ -244,6 +257,11 @@ class ChannelPlane:
             self.m.log(f"channel {ev.channel} message {ev.msg_id}: {exc}")
             return
         flow, queue, completions = self.flow, self.mice_queue, self.completions
+        if self.m.mice is not None:
+            done = flow.arrive_batch(items, key, queue)
+            if done:
+                completions.setdefault(key, []).extend(done)
+            return
         for lineage, item in items:
             verdict = flow.arrive(lineage, key)
             if verdict == "new":
@@ -257,11 +275,9 @@ class ChannelPlane:
 
     def _completions_in(self, ch: int, payload: bytes) -> None:
         n = len(payload) // 8
-        for (lineage,) in struct.iter_unpack("!Q", payload[: n * 8]):
-            parent, ups = self.flow.downstream_completed(lineage)
-            if parent is not None and ups:
-                for up in ups:
-                    self.completions.setdefault(up, []).append(parent)
+        for parent, ups in self.flow.downstream_completed_batch(struct.unpack(f"!{n}Q", payload[: n * 8])):
+            for up in ups:
+                self.completions.setdefault(up, []).append(parent)
 
     def pump(self, now: float) -> None:
         """Send queued outputs on output channels with credit (round robin)."""
@@ -285,23 +301,28 @@ class ChannelPlane:
             # As many waiting items as fit one fragment share one message (one frame).
             room = tx.frag_size - len(mice.BATCH_MARK)
             batch: list[tuple[int, bytes]] = []
+            sent = []
             size = 0
             while q:
-                out = retained.get(q[0])
+                lineage = q[0]
+                out = retained.get(lineage)
                 if out is None:
                     q.popleft()
                     continue
                 need = rec + len(out.data)
                 if batch and size + need > room:
                     break
-                batch.append((q.popleft(), out.data))
+                q.popleft()
+                batch.append((lineage, out.data))
+                sent.append(out)
                 size += need
             if not batch:
                 return
             _, o = tx.send(mice.pack_items(batch), now)
             self.m.counters[CounterId.ITEM_FRAMES_TX] += 1
-            for lineage, _ in batch:
-                self.flow.sent(lineage, tx.channel)
+            ch = tx.channel
+            for out in sent:  # Flow.sent, inlined: a re-wire of this channel queues them again
+                out.channel = ch
             self.m.out(o)
 
     def coalesce_completions(self, now: float) -> None:
@@ -328,8 +349,9 @@ class ChannelPlane:
             if tx.broken:
                 self.completions.pop(up)
                 continue
+            per = max(1, tx.frag_size // 8)
             while lineages:
-                chunk, lineages[:] = lineages[:COMPLETION_BATCH], lineages[COMPLETION_BATCH:]
+                chunk, lineages[:] = lineages[:per], lineages[per:]
                 _, o = tx.send(struct.pack(f"!{len(chunk)}Q", *chunk), now)
                 self.m.out(o)
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pxproto.dime.keys import KeyFileError, load_keyfile
-from pxproto.link import WireError, open_port
+from pxproto.link import VIRTUAL_MTU, VIRTUAL_MTU_MAX, WireError, open_port
 from pxproto.node import state
 from pxproto.node.server import Server, ServerConfig, usable_cores
 
@@ -31,6 +31,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--local-store", help="this server's local store (default: STATE_DIR/store)")
     ap.add_argument("--mac", help="the server's MAC (default: the interface's, or one kept in the state dir)")
     ap.add_argument("--heartbeat-ms", type=int, default=100, help="initial heartbeat period (default 100)")
+    ap.add_argument(
+        "--mtu",
+        type=int,
+        help=f"data frame MTU (default: the interface's, or {VIRTUAL_MTU} on a virtual wire; max {VIRTUAL_MTU_MAX})",
+    )
     ap.add_argument("--no-pin", action="store_true", help="do not pin DIMEs to cores")
     return ap
 
@@ -55,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyFileError as exc:
             print(f"pxkernel: {exc}", file=sys.stderr)
             return 2
+    if args.mtu is not None and not 576 <= args.mtu <= VIRTUAL_MTU_MAX:
+        print(f"pxkernel: --mtu must be 576..{VIRTUAL_MTU_MAX}", file=sys.stderr)
+        return 2
     where = args.iface or args.port
     state_dir = args.state_dir or f"/tmp/pxkernel-{os.getuid()}/{hashlib.sha256(where.encode()).hexdigest()[:12]}"
     try:
@@ -89,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         keys=keys,
         heartbeat_ms=args.heartbeat_ms,
         pin=not args.no_pin,
+        mtu=args.mtu or wire.mtu,
     )
     return Server(cfg, wire).run()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 Upstream = tuple[int, bytes, int]
@@ -126,6 +127,28 @@ class Flow:
         self.to_mice.append(lineage)
         return "new"
 
+    def arrive_batch(self, items: list[tuple[int, bytes]], up: Upstream, queue: deque[tuple[int, bytes]]) -> list[int]:
+        """:meth:`arrive` for the items of one message, inlined (the sink's per-item hot path): the new ones
+        are appended to ``queue`` (for the MICE); returns the lineages to complete at once (copies of done ones)."""
+        completed, inputs, to_mice = self.completed, self.inputs, self.to_mice
+        marks, above = completed.marks, completed.above
+        done: list[int] = []
+        for lineage, item in items:
+            if (lineage & LOW_MASK) <= marks.get(lineage >> LOW_BITS, 0) or lineage in above:
+                self.duplicates += 1
+                done.append(lineage)
+                continue
+            inp = inputs.get(lineage)
+            if inp is not None:
+                self.duplicates += 1
+                if up not in inp.upstreams:
+                    inp.upstreams.append(up)
+                continue
+            inputs[lineage] = _Input([up])
+            to_mice.append(lineage)
+            queue.append((lineage, item))
+        return done
+
     def forget(self, lineage: int) -> None:
         """Undo the hand-over of a 'new' lineage that could not be handed over (no MICE)."""
         if self.inputs.pop(lineage, None) is not None:
@@ -181,6 +204,23 @@ class Flow:
             return out.parent, []
         inp.open_outputs -= 1
         return out.parent, self._maybe_complete(out.parent, inp)
+
+    def downstream_completed_batch(self, lineages: Iterable[int]) -> list[tuple[int, list[Upstream]]]:
+        """:meth:`downstream_completed` for a completion message: (parent, upstreams) of each parent now complete."""
+        retained, inputs = self.retained, self.inputs
+        out = []
+        for lineage in lineages:
+            o = retained.pop(lineage, None)
+            if o is None or o.parent is None:
+                continue  # unknown, or a source's output: nothing upstream
+            inp = inputs.get(o.parent)
+            if inp is None:
+                continue
+            inp.open_outputs -= 1
+            ups = self._maybe_complete(o.parent, inp)
+            if ups:
+                out.append((o.parent, ups))
+        return out
 
     def source_resume(self, first: int = 0) -> int:
         """A source: the index of its first item not completed downstream (``first`` before it made any)."""

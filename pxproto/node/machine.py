@@ -145,6 +145,16 @@ class OwnChannels:
         return None
 
 
+WINDOW_BYTES = 160 << 10
+"""Bytes a channel may have on the wire unacknowledged by default: what a socket's default receive buffer
+(212 KiB on Linux, pxswitch's UDP ports included) holds, so a burst is not dropped on the way."""
+
+
+def credit_for(mtu: int) -> int:
+    """The default credit window, in fragments, for a wire's MTU (16 to 256 fragments)."""
+    return max(16, min(256, WINDOW_BYTES // mtu))
+
+
 @dataclass
 class MachineConfig:
     local: Address
@@ -177,7 +187,7 @@ class DimeMachine:
         """The next heartbeat (deadline, signed bytes) armed on the sender thread."""
         self.beater: HeartbeatSender | None = None
         self.retransmit_ms = 50
-        self.credit_window = 256
+        self.credit_window = credit_for(cfg.mtu)
         self.log_level = 1
         self.counters: Counter[int] = Counter()
         self.reasons: Counter[str] = Counter()

@@ -16,7 +16,11 @@ named by the manifest's ``entry = "module:function"``:
 
   is called once per input item; the items it yields (zero, one or many) go
   downstream.  A **sink** is a stage that yields nothing (it keeps its result
-  in the local store, ``ctx.store``).
+  in the local store: ``ctx.commit`` records it once per lineage id, so a
+  replay after the sink's repair writes nothing new).
+
+A stage may also yield a **list** (or tuple) of items: a batch, the same as
+yielding each in turn (same lineage ids), with less overhead per item.
 
 Which form is used is decided by the signature: one positional parameter
 means source, two means item stage.  ``ctx`` is a :class:`Context`.
@@ -81,11 +85,11 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pxproto.package import LocalStore
+from pxproto.package import LocalStore, keyed_records
 from pxproto.wire.codes import FaultCode
 
 ITEM, OUT, DONE, EOF, STOP, FAULT, READY = 1, 2, 3, 4, 5, 6, 7
@@ -100,7 +104,7 @@ SOURCE_SHIFT = 48
 SOURCE_SLOW = 0.001
 """A source item that took longer than this (seconds) to make flushes the batch it ends.
 
-Measured per item, not since the batch opened: a MICE at nice 19 on a busy
+Measured per item, not since the batch opened: a MICE on a busy
 core is often descheduled, and a batch-age rule would then send batches of one."""
 
 
@@ -162,18 +166,21 @@ def unpack_items(message: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-def records(message: bytes) -> Iterator[tuple[int, int, bytes]]:
+def records(message: bytes) -> list[tuple[int, int, bytes]]:
     """The (kind, lineage, bytes) records of one socketpair message; ValueError on a malformed batch."""
     pos, n = 0, len(message)
+    out = []
+    unpack, size = REC.unpack_from, REC.size
     while pos < n:
-        if pos + REC.size > n:
+        if pos + size > n:
             raise ValueError(f"record header at byte {pos} truncated")
-        kind, lineage, length = REC.unpack_from(message, pos)
-        pos += REC.size
+        kind, lineage, length = unpack(message, pos)
+        pos += size
         if pos + length > n:
-            raise ValueError(f"record at byte {pos - REC.size} says {length} bytes, {n - pos} left")
-        yield kind, lineage, message[pos : pos + length]
+            raise ValueError(f"record at byte {pos - size} says {length} bytes, {n - pos} left")
+        out.append((kind, lineage, message[pos : pos + length]))
         pos += length
+    return out
 
 
 class Batcher:
@@ -222,8 +229,32 @@ class Context:
     """A source: the index of the first item to send (a replacement resumes there; the items before it are
     taken from the generator and dropped, so a source that paces itself may skip its pacing below ``first``)."""
 
+    committed: dict[str, set[int]] = field(default_factory=dict)
+    """The lineages already committed to each store object (loaded from the store on first use)."""
+
     def log(self, message: str) -> None:
         print(f"mice {self.name}@dime{self.dime}: {message}", file=sys.stderr, flush=True)
+
+    def commit(self, name: str, data: bytes) -> bool:
+        """Record the current item's result in the local store object ``name``, once per lineage id.
+
+        The record is ``lineage u64 | data``, appended to ``name`` (see :meth:`LocalStore.records`).  A sink's
+        output is committed before its DONE travels back; when the sink's DIME dies in between, upstream
+        replays the item to the replacement, and this write is what must not happen twice: a lineage already
+        in the object is not written again (returns False).  Across servers the records form a keyed table:
+        a reader keeps one record per lineage (:func:`keyed_records`); stages are deterministic, so copies of
+        one lineage are the same result.
+        """
+        if self.store is None:
+            raise RuntimeError("no local store: the kernel was started without one")
+        seen = self.committed.get(name)
+        if seen is None:
+            seen = self.committed[name] = {lin for lin, _ in keyed_records(self.store.records(name))}
+        if self.lineage in seen:
+            return False
+        self.store.append(name, LINEAGE.pack(self.lineage) + bytes(data))
+        seen.add(self.lineage)
+        return True
 
 
 def is_source(fn: Callable[..., Any]) -> bool:
@@ -265,20 +296,21 @@ def _emit(out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ct
             item = next(items)
         except StopIteration:
             break
-        if not isinstance(item, bytes | bytearray | memoryview):
-            raise TypeError(f"stage {ctx.name} yielded {type(item).__name__}, items are bytes")
-        data = bytes(item)
-        if len(data) > MAX_ITEM:
-            raise ValueError(f"stage {ctx.name} yielded an item of {len(data)} bytes (max {MAX_ITEM})")
-        if parent is None:
-            if counter >= ctx.first:
-                out.add(OUT, source_lineage(ctx.stage, counter), data)
-            counter += 1
-            if clock() - t0 > SOURCE_SLOW:
-                out.flush()  # a slow source: what it made so far goes now
-        else:
-            out.add(OUT, derive_lineage(parent, k), data)
-            k += 1
+        for one in item if isinstance(item, list | tuple) else (item,):  # a list: a batch of items
+            if not isinstance(one, bytes | bytearray | memoryview):
+                raise TypeError(f"stage {ctx.name} yielded {type(one).__name__}, items are bytes")
+            data = bytes(one)
+            if len(data) > MAX_ITEM:
+                raise ValueError(f"stage {ctx.name} yielded an item of {len(data)} bytes (max {MAX_ITEM})")
+            if parent is None:
+                if counter >= ctx.first:
+                    out.add(OUT, source_lineage(ctx.stage, counter), data)
+                counter += 1
+            else:
+                out.add(OUT, derive_lineage(parent, k), data)
+                k += 1
+        if parent is None and clock() - t0 > SOURCE_SLOW:
+            out.flush()  # a slow source: what it made so far goes now
     return counter
 
 

@@ -58,6 +58,8 @@ class ServerConfig:
     keys: dict[int, bytes]
     heartbeat_ms: int = 100
     pin: bool = True
+    mtu: int = 1500
+    """The wire's MTU: data fragments fill it (see :attr:`pxproto.link.Port.mtu`)."""
 
 
 class DimeProc:
@@ -109,6 +111,7 @@ class Server:
             heartbeat_ms=c.heartbeat_ms,
             keys={str(k): v.hex() for k, v in c.keys.items()},
             pin=c.pin,
+            mtu=c.mtu,
             wire_fd=self.wire.fileno() if self.wire.shareable else -1,
         )
         fds = [theirs.fileno()] + ([dc.wire_fd] if dc.wire_fd >= 0 else [])

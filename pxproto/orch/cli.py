@@ -25,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="run the paper's demo on this machine (rootless)")
     demo.add_argument("--out-dir", help="where demo.pcapng and demo-timeline.png go (default: the work dir)")
-    demo.add_argument("--rate", type=int, default=400, help="source lines per second (default 400)")
+    demo.add_argument("--rate", type=int, default=400, help="source lines per second (default 400; 0: unthrottled)")
+    demo.add_argument("--passes", type=int, default=1, help="times the source streams its 2,400-line corpus")
+    demo.add_argument("--work-us", type=int, help="the transform's busy work per line (default 300 us)")
     demo.add_argument("--no-kill", action="store_true", help="do not kill a DIME")
     demo.add_argument("--kill-stage", default="transform", choices=("source", "parse", "transform", "sink"),
                       help="whose DIME is killed (default transform)")  # fmt: skip
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                                  ("confirm_ms", args.confirm_ms)) if v is not None}  # fmt: skip
         return demo.main(args.out_dir, rate=args.rate, kill=not args.no_kill, quiet=args.quiet,
                          workdir=Path(args.workdir) if args.workdir else None, regulator=reg,
-                         netns=args.netns, kill_stage=args.kill_stage)  # fmt: skip
+                         netns=args.netns, kill_stage=args.kill_stage, passes=args.passes,
+                         work_us=args.work_us)  # fmt: skip
     if args.cmd == "check":
         from pxproto.orch.service import ServiceError, load_service
 

@@ -30,6 +30,8 @@ import dataclasses
 import itertools
 import json
 import os
+import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -57,7 +59,7 @@ from pxproto.orch.events import (
 )
 from pxproto.orch.service import ServiceSpec, load_service
 from pxproto.orch.status import table
-from pxproto.package import LocalStore
+from pxproto.package import LocalStore, keyed_records
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 SERVICE_FILE = WORKFLOWS / "wordcount.service.toml"
@@ -153,6 +155,8 @@ class Result:
     detection: float | None = None
     repair: float | None = None
     sink_gap: float | None = None
+    items_per_s: float = 0.0
+    """The sink's records per second, first to last record."""
     reborn: bool = False
     capture: str = ""
     picture: str = ""
@@ -165,13 +169,18 @@ class Demo:
     def __init__(self, out_dir: Path | None = None, *, servers: int = 3, dimes: int = 4, rate: int = 400,
                  quiet: bool = False, kill: bool = True, scale_to: int = 3, workdir: Path | None = None,
                  regulator: dict[str, Any] | None = None, netns: bool = False,
-                 kill_stage: str = "transform") -> None:  # fmt: skip
+                 kill_stage: str = "transform", passes: int = 1, work_us: int | None = None) -> None:  # fmt: skip
         self.wd = choose_workdir(workdir)
         """The servers' state and logs; the capture and the timeline too unless ``out_dir`` says otherwise."""
         self.out_dir = out_dir or self.wd
         self.servers = servers
         self.dimes = dimes
         self.rate = rate
+        """Source lines per second (0: unthrottled); written into the package's source params."""
+        self.passes = passes
+        """Times the source streams its corpus (the line numbers go on counting): a workload of any size."""
+        self.work_us = work_us
+        """Override of the transform's busy work per line (microseconds)."""
         self.quiet = quiet
         self.kill_enabled = kill
         self.kill_stage = kill_stage
@@ -184,6 +193,8 @@ class Demo:
         self.t0 = time.monotonic()
         self.phase = ""
         self.kill_t: float | None = None
+        self.absorbed = 0
+        """Sink records committed on two servers for one lineage (a repaired sink's replay), kept once."""
         self.env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
     # ------------------------------------------------------------- output
@@ -246,15 +257,29 @@ class Demo:
     # ------------------------------------------------------------- the sink's records
 
     def sink_records(self) -> list[tuple[int, float, bytes]]:
-        out = []
+        """The sink's committed records on every server: one per lineage (the earliest), a keyed table.
+
+        A replacement sink on another server may commit a lineage its dead predecessor had committed and not
+        yet completed upstream; ``self.absorbed`` counts those copies (the same result, kept once)."""
+        by_lineage: dict[int, tuple[int, float, bytes]] = {}
+        copies = 0
         for i in range(self.servers):
             root = self.wd / f"server{i}" / "store"
             if not (root / "objects").exists():
                 continue
-            for rec in LocalStore(root).records("wordcount/results"):
-                lineage, t = RECORD.unpack_from(rec)
-                out.append((lineage, t, rec[RECORD.size :]))
-        return out
+            for lineage, rest in keyed_records(LocalStore(root).records("wordcount/results")):
+                (t,) = TIME.unpack_from(rest)
+                rec = (lineage, t, rest[TIME.size :])
+                old = by_lineage.get(lineage)
+                if old is not None:
+                    copies += 1
+                    if old[2] != rec[2]:  # not the same result: keep both visible as a duplicate line
+                        by_lineage[lineage ^ (1 << 63)] = rec
+                    if t >= old[1]:
+                        continue
+                by_lineage[lineage] = rec
+        self.absorbed = copies
+        return sorted(by_lineage.values(), key=lambda r: r[1])
 
     # ------------------------------------------------------------- the run
 
@@ -266,8 +291,11 @@ class Demo:
         if self.regulator:
             spec = dataclasses.replace(spec, regulator=dataclasses.replace(spec.regulator, **self.regulator))
         assert spec.package is not None
-        answer = json.loads((spec.package / "answer.json").read_text())
-        expected = expected_results(spec)
+        pkg = self._package(spec.package)
+        spec = dataclasses.replace(spec, package=pkg)
+        answer = json.loads((pkg / "answer.json").read_text())
+        answer = {k: v * self.passes for k, v in answer.items()}
+        expected = expected_results(spec, self.passes)
         store, keyfile = self.wd / "central", self.wd / "cluster.key"
         store.mkdir(exist_ok=True)
         keyfile.write_text(f"1 {KEY.hex()}\n")
@@ -298,6 +326,18 @@ class Demo:
         except ImportError as exc:
             res.notes.append(f"no timeline picture: {exc} (pip install matplotlib)")
         return res
+
+    def _package(self, src: Path) -> Path:
+        """The bundled package with this run's rate, passes and work in its manifest."""
+        dst = self.wd / "package"
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+        man = dst / "service.toml"
+        text = man.read_text()
+        text = re.sub(r"rate = \d+", f"rate = {self.rate}, passes = {self.passes}", text, count=1)
+        if self.work_us is not None:
+            text = re.sub(r"work_us = \d+", f"work_us = {self.work_us}", text, count=1)
+        man.write_text(text)
+        return dst
 
     def _start(self, capture: Path, store: Path, keyfile: Path) -> Port:
         """The switch and the servers; returns the orchestrator's wire."""
@@ -387,7 +427,7 @@ class Demo:
                 state["killed"] = (victim, self.kill_t)
                 self.say(f"KILL: SIGKILL to pid {pid}, DIME {key_text(victim)} ({self.kill_stage})")
 
-        limit = total / self.rate * 3 + 30
+        limit = (total / self.rate * 3 if self.rate > 0 else total / 1000) + 30
         drv.run_until(lambda: state["seen"] >= total and self._settled(core, state), limit, tick)
         drv.run_until(lambda: False, 0.5, tick)  # late duplicates, if any, would show up now
         self.section("result")
@@ -425,6 +465,13 @@ class Demo:
         self.say(f"sink records: {res.records}; distinct lines: {res.distinct}/{res.lines}")
         self.say(f"words {words} (answer {answer['words']}), checksum sum {crcs} (answer {answer['checksum_sum']})")
         self.say(f"items lost: {res.lost}, duplicated: {res.duplicated}, wrong: {res.wrong}")
+        if self.absorbed:
+            self.say(f"sink: {self.absorbed} replayed record(s) committed again on another server, kept once")
+        times = sorted(t for _, t, _ in recs)
+        if len(times) > 1 and times[-1] > times[0]:
+            res.items_per_s = (len(times) - 1) / (times[-1] - times[0])
+            rate = f"{self.rate} lines/s" if self.rate > 0 else "unthrottled"
+            self.say(f"sink: {res.items_per_s:,.0f} items/s, first to last record (source {rate})")
         killed = state["killed"]
         if killed is not None and killed[1] is not None:
             victim, kill_t = killed
@@ -451,7 +498,15 @@ class Demo:
 
     def _picture(self, core: Orchestrator, drv: Driver, res: Result) -> Path:
         path = self.out_dir / "demo-timeline.png"
-        timeline.draw(path, self.t0, drv.heartbeats or [], list(core.log), self.sink_records(), self.kill_t)
+        timeline.draw(
+            path,
+            self.t0,
+            drv.heartbeats or [],
+            list(core.log),
+            self.sink_records(),
+            self.kill_t,
+            items_per_s=res.items_per_s,
+        )
         return path
 
 
@@ -459,8 +514,9 @@ class DemoError(RuntimeError):
     """The demo could not run (processes did not come up); the message carries their logs."""
 
 
-def expected_results(spec: ServiceSpec) -> dict[int, bytes]:
-    """Each line's transform output, computed here with the package's own stage functions."""
+def expected_results(spec: ServiceSpec, passes: int = 1) -> dict[int, bytes]:
+    """Each line's transform output, computed here with the package's own stage functions (``passes`` times
+    through the corpus, line numbers counting on)."""
     assert spec.package is not None
     import importlib.util
 
@@ -475,8 +531,8 @@ def expected_results(spec: ServiceSpec) -> dict[int, bytes]:
         params: ClassVar[dict[str, Any]] = {"work_us": 0}
 
     lines = (spec.package / "corpus.txt").read_text("utf-8").splitlines()
-    for i, line in enumerate(lines):
-        parsed = next(mod.parse(f"{i}\t{line}".encode(), Ctx()))
+    for i in range(len(lines) * passes):
+        parsed = next(mod.parse(f"{i}\t{lines[i % len(lines)]}".encode(), Ctx()))
         out[i] = next(mod.transform(parsed, Ctx()))
     return out
 
@@ -495,8 +551,8 @@ def dime_pid(mac: bytes, dime: int) -> int | None:
     return None
 
 
-RECORD = struct.Struct("!Qd")
-"""The head of a sink record: lineage, monotonic seconds (see workflows/wordcount/stages.py)."""
+TIME = struct.Struct("!d")
+"""The head of a sink record after its lineage: monotonic seconds (see workflows/wordcount/stages.py)."""
 
 
 WORKDIR_PREFIX = "pxorch-demo-"

@@ -21,7 +21,8 @@ from pxproto.orch.events import (
 
 
 def draw(path: Path, t0: float, heartbeats: Sequence[tuple[float, bytes, int, int, int]], events: Sequence[OrchEvent],
-         sink: Sequence[tuple[int, float, bytes]], kill_t: float | None, bin_s: float = 0.1) -> Path:  # fmt: skip
+         sink: Sequence[tuple[int, float, bytes]], kill_t: float | None, bin_s: float = 0.1,
+         items_per_s: float | None = None) -> Path:  # fmt: skip
     """Write the PNG; times are seconds since ``t0`` (the caller's monotonic clock)."""
     import matplotlib
 
@@ -71,6 +72,8 @@ def draw(path: Path, t0: float, heartbeats: Sequence[tuple[float, bytes, int, in
             counts[int((t - start) / bin_s)] += 1
         ax_tp.step([start + i * bin_s for i in range(nbins)], [c / bin_s for c in counts], where="post")
     ax_tp.set_ylabel("sink items/s")
+    if items_per_s:
+        ax_tp.set_title(f"sink: {items_per_s:,.0f} items/s, first to last record", fontsize=9)
     ax_tp.set_xlabel("seconds since start")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,9 +1,11 @@
 """The demo workflow's stages: count the words of every line of a bundled corpus, with a checksum.
 
-source    -> "LINENO<TAB>LINE" for each line of the corpus, at ``rate`` lines a second
+source    -> "LINENO<TAB>LINE" for each line of the corpus, ``passes`` times (line numbers go on counting), at
+             ``rate`` lines a second (0: as fast as the channel takes them)
 parse     -> "LINENO<TAB>word word ..." (lower case, letters only)
 transform -> "LINENO<TAB>WORDS<TAB>CHECKSUM" (CRC-32 of the words, summed mod 2^32)
-sink      -> appends lineage | monotonic time | result to the server's local store
+sink      -> commits lineage | monotonic time | result to the server's local store, once per lineage
+             (``ctx.commit``: a replay after the sink's repair writes nothing new)
 
 The known answer (answer.json) is the number of lines, of words, and the sum
 of the checksums; ``pxorch demo`` checks the sink's records line by line.
@@ -26,14 +28,17 @@ RECORD = struct.Struct("!Qd")
 
 def source(ctx: Any) -> Iterator[bytes]:
     lines = (Path(__file__).parent / ctx.params["corpus"]).read_text("utf-8").splitlines()
-    period = 1.0 / float(ctx.params.get("rate", 400))
+    rate = float(ctx.params.get("rate", 400))
+    period = 1.0 / rate if rate > 0 else 0.0
     # A replacement source resumes at ctx.first: the kernel drops the lines before it, so do not pace them.
     start = time.monotonic() - getattr(ctx, "first", 0) * period
-    for i, line in enumerate(lines):
-        delay = start + i * period - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        yield f"{i}\t{line}".encode()
+    n = len(lines)
+    for i in range(n * int(ctx.params.get("passes", 1))):
+        if period:
+            delay = start + i * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        yield f"{i}\t{lines[i % n]}".encode()
 
 
 def parse(item: bytes, ctx: Any) -> Iterator[bytes]:
@@ -58,5 +63,5 @@ def transform(item: bytes, ctx: Any) -> Iterator[bytes]:
 
 
 def sink(item: bytes, ctx: Any) -> Iterator[bytes]:
-    ctx.store.append(ctx.params["object"], RECORD.pack(ctx.lineage, time.monotonic()) + item)
+    ctx.commit(ctx.params["object"], struct.pack("!d", time.monotonic()) + item)
     return iter(())

@@ -1,0 +1,245 @@
+"""Benchmark of the DIME data channel against what a user would pick instead, side by side in one run.
+
+    PYTHONPATH=. python bench/channel.py [--sizes 16,1400,65536] [--seconds 3] [--only dime,zmq-tcp,zmq-ipc,pipe]
+    PYTHONPATH=. python bench/channel.py --json      # last line: {"16": items/s, ...} of the DIME channel
+
+For each item size it streams items from one process to another and counts them at the receiver:
+- ``dime``: a source MICE on one pxkernel server to a sink MICE on another, through pxswitch on the
+  rootless UDP wire (the path of every service workflow), items/s at the sink DIME, and the CPU per
+  item of each DIME loop (its FCAPS process; the MICE are separate processes);
+- ``zmq-tcp``/``zmq-ipc``: pyzmq PUSH -> PULL, one message per item, over tcp loopback and ipc;
+- ``pipe``: a Unix pipe, each item written through a buffered file (the reader counts bytes).
+
+Every figure is the median of ``--repeat`` runs; the ratio column compares with pyzmq tcp of the same
+size in the same run. On a shared machine, compare ratios, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# This directory holds kernel.py (a name other trees may import): keep bench/ off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from pxproto import package  # noqa: E402
+from pxproto.node.testbed import Cluster  # noqa: E402
+from pxproto.wire.codes import CounterId, TlvType  # noqa: E402
+from pxproto.wire.frame import Tlv  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("bench_kernel", Path(__file__).with_name("kernel.py"))
+assert _spec is not None and _spec.loader is not None
+bk = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bk)
+
+STAGES = """
+def source(ctx):
+    item = b"x" * ctx.params["size"]
+    for _ in range(ctx.params["count"]):
+        yield item
+
+def sink(item, ctx):
+    return ()
+
+"""
+KINDS = ("dime", "zmq-tcp", "zmq-ipc", "pipe")
+
+
+def manifest(sizes: list[int], count: int) -> str:
+    out = ['[service]\nname = "chbench"\n\n[[stage]]\nname = "sink"\nentry = "stages:sink"\n']
+    for s in sizes:
+        out.append(f'\n[[stage]]\nname = "source{s}"\nentry = "stages:source"\n')
+        out.append(f"params = {{ count = {count}, size = {s} }}\n")
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------- DIME channel
+
+
+def dime_run(c: Cluster, archive: bytes, stage: int, size: int, limit: float) -> dict[str, float]:
+    """Source (server 0, DIME 0) -> sink (server 1, DIME 1); items/s at the sink over ``limit`` seconds at most."""
+    src, snk = c.dime(0, 0), c.dime(1, 1)
+    bk.load_start(c, archive, snk, 0, "sink")
+    bk.load_start(c, archive, src, stage, f"source{size}")
+    cpu0 = bk.dime_cpu(c, src), bk.dime_cpu(c, snk)
+    i0 = bk.counter(c, snk, CounterId.ITEMS_IN)
+    f0 = bk.counter(c, src, CounterId.ITEM_FRAMES_TX)
+    t0 = time.monotonic()
+    bk.connect(c, src, snk, 1)
+    done, last, t_last = 0, -1, t0
+    while time.monotonic() - t0 < limit:
+        c.client.wait_for(lambda: False, 0.1)
+        done = bk.counter(c, snk, CounterId.ITEMS_IN) - i0
+        if done != last:
+            last, t_last = done, time.monotonic()
+        elif time.monotonic() - t_last > 1.0:
+            break  # the source ended (or stalled): count up to its last progress
+    elapsed = t_last - t0
+    cpu = bk.dime_cpu(c, src) - cpu0[0], bk.dime_cpu(c, snk) - cpu0[1]
+    frames = bk.counter(c, src, CounterId.ITEM_FRAMES_TX) - f0
+    for dest, st in ((src, stage), (snk, 0)):
+        c.ask(dest, bk.Command.STOP, Tlv(TlvType.SERVICE_ID, 1), Tlv(TlvType.STAGE, st))
+    n = max(done, 1)
+    return {
+        "rate": done / elapsed if elapsed > 0 else 0.0,
+        "src_us": cpu[0] / n * 1e6,
+        "snk_us": cpu[1] / n * 1e6,
+        "per_frame": done / max(frames, 1),
+    }
+
+
+# ---------------------------------------------------------------------- peers
+
+
+def _zmq_push(addr: str, item: bytes, count: int) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PUSH)
+    s.setsockopt(zmq.SNDHWM, 100000)
+    s.connect(addr)
+    send = s.send
+    for _ in range(count):
+        send(item)
+    s.close(linger=-1)
+    ctx.term()
+
+
+def zmq_run(addr: str, size: int, count: int) -> float:
+    import zmq
+
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PULL)
+    s.setsockopt(zmq.RCVHWM, 100000)
+    if addr.startswith("tcp"):
+        port = s.bind_to_random_port("tcp://127.0.0.1")
+        addr = f"tcp://127.0.0.1:{port}"
+    else:
+        s.bind(addr)
+    p = mp.get_context("fork").Process(target=_zmq_push, args=(addr, b"x" * size, count))
+    p.start()
+    recv = s.recv
+    recv()
+    t0 = time.perf_counter()
+    for _ in range(count - 1):
+        recv()
+    dt = time.perf_counter() - t0
+    p.join()
+    s.close()
+    ctx.term()
+    return (count - 1) / dt
+
+
+def _pipe_write(fd: int, item: bytes, count: int) -> None:
+    with os.fdopen(fd, "wb", buffering=1 << 16) as f:
+        write = f.write
+        for _ in range(count):
+            write(item)
+
+
+def pipe_run(size: int, count: int) -> float:
+    r, w = os.pipe()
+    p = mp.get_context("fork").Process(target=_pipe_write, args=(w, b"x" * size, count))
+    p.start()
+    os.close(w)
+    total, want = 0, size * count
+    first = os.read(r, 1 << 16)
+    total += len(first)
+    t0 = time.perf_counter()
+    while total < want:
+        b = os.read(r, 1 << 16)
+        if not b:
+            break
+        total += len(b)
+    dt = time.perf_counter() - t0
+    os.close(r)
+    p.join()
+    return (total - len(first)) / size / dt if dt > 0 else 0.0
+
+
+def peer_count(size: int, seconds: float) -> int:
+    """Items for roughly ``seconds`` of a peer at about 1 GB/s or 1 M items/s, whichever is slower."""
+    return int(seconds * min(1_000_000, 1_000_000_000 // size))
+
+
+# ---------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="16,1400,65536")
+    ap.add_argument("--seconds", type=float, default=3.0, help="about how long each measure runs")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measure (the median is shown)")
+    ap.add_argument("--only", default=",".join(KINDS), help=f"comma list of {', '.join(KINDS)}")
+    ap.add_argument("--json", action="store_true", help="last line: the DIME channel's items/s by size")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    kinds = [k for k in args.only.split(",") if k]
+    load = os.getloadavg()
+    res: dict[tuple[str, int], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        for rep in range(args.repeat):
+            for size in sizes:
+                n = peer_count(size, args.seconds)
+                if "zmq-tcp" in kinds:
+                    res.setdefault(("zmq-tcp", size), []).append({"rate": zmq_run("tcp", size, n)})
+                if "zmq-ipc" in kinds:
+                    addr = f"ipc://{t}/zmq-{rep}-{size}"
+                    res.setdefault(("zmq-ipc", size), []).append({"rate": zmq_run(addr, size, n)})
+                if "pipe" in kinds:
+                    res.setdefault(("pipe", size), []).append({"rate": pipe_run(size, n)})
+        if "dime" in kinds:
+            pkg = t / "pkg"
+            pkg.mkdir()
+            count = 10_000_000
+            (pkg / "service.toml").write_text(manifest(sizes, count))
+            (pkg / "stages.py").write_text(STAGES)
+            archive = package.pack(pkg)
+            c = Cluster(t / "bed", kernels=2, dimes=2, key=True, chunks=256)
+            try:
+                package.store_put(c.store, archive)
+                for _ in range(args.repeat):
+                    for i, size in enumerate(sizes):
+                        res.setdefault(("dime", size), []).append(dime_run(c, archive, i + 1, size, args.seconds))
+            finally:
+                c.close()
+
+    def med(kind: str, size: int, key: str = "rate") -> float:
+        runs = res.get((kind, size))
+        return statistics.median(r[key] for r in runs) if runs else 0.0
+
+    print(f"load average before the run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
+    print(f"median of {args.repeat} runs, items/s at the receiver (x: ratio to pyzmq tcp of the same size)")
+    head = f"{'item':>7}  " + "  ".join(f"{k:>22}" for k in kinds)
+    print(head)
+    for size in sizes:
+        ref = med("zmq-tcp", size)
+        cells = []
+        for k in kinds:
+            r = med(k, size)
+            cells.append(f"{r:>12,.0f} ({r / ref:5.2f}x)" if ref else f"{r:>22,.0f}")
+        print(f"{size:>6}B  " + "  ".join(f"{c:>22}" for c in cells))
+    if "dime" in kinds:
+        print("DIME channel detail (medians):")
+        for size in sizes:
+            print(
+                f"  {size:>6} B: {med('dime', size) * size / 1e6:8.1f} MB/s; source DIME "
+                f"{med('dime', size, 'src_us'):.2f} us/item, sink DIME {med('dime', size, 'snk_us'):.2f} us/item "
+                f"(loop CPU); {med('dime', size, 'per_frame'):.1f} items per data frame"
+            )
+    if args.json:
+        print(json.dumps({str(s): round(med("dime", s)) for s in sizes}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
