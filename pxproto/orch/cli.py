@@ -4,6 +4,7 @@ pxorch demo [--netns]                         the main job: switch, 3 servers x 
 pxorch check SERVICE.toml                     check a service file (errors name the line and field)
 pxorch run --port udp:127.0.0.1:5004 [--key FILE] [--store DIR] [--control PATH]
 pxorch run --iface veth0 ...                  (AF_PACKET, root)
+pxorch run ... --etcd http://127.0.0.1:2379   plan in etcd; several run, one leads (lease), the others follow
 pxorch deploy SERVICE.toml [--control PATH]   deploy through a running orchestrator
 pxorch scale SERVICE STAGE N [--control PATH]
 pxorch status [--control PATH] [--watch SECONDS] [--json]
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--store", help="the central package store directory (the kernels' --store)")
     run.add_argument("--control", default=DEFAULT_CONTROL)
     run.add_argument("--service", help="a service file whose regulator sets the failure detector")
+    run.add_argument("--etcd", help="URL[,URL...]: keep the plan in etcd and lead only when elected (several may run)")
+    run.add_argument("--name", help="this orchestrator's name in the election (default: its MAC)")
+    run.add_argument("--lease-ttl", type=int, default=1, help="leader lease, seconds (default 1)")
     dep = sub.add_parser("deploy", help="deploy a service file through a running orchestrator")
     dep.add_argument("file")
     dep.add_argument("--control", default=DEFAULT_CONTROL)
@@ -139,7 +143,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise_priority()
         print(f"pxorch: orchestrator {core.local.mac.hex(':')} on {args.port or args.iface}; control {args.control}")
-        return Daemon(Driver(core, wire, keys, print_event), args.control, args.store).run()
+        driver = Driver(core, wire, keys, print_event)
+        leadership = None
+        if args.etcd:
+            from pxproto.orch.leader import Leadership
+            from pxproto.orch.store import EtcdKv
+
+            leadership = Leadership(driver, EtcdKv(args.etcd), args.name or core.local.mac.hex(":"), args.lease_ttl)
+            leadership.keyring_version = max(keys, default=0)
+            print(f"pxorch: plan and election in etcd {args.etcd}; following until elected", flush=True)
+        return Daemon(driver, args.control, args.store, leadership=leadership).run()
     if args.cmd == "deploy":
         reply = _ask(args.control, {"cmd": "deploy", "file": str(Path(args.file).resolve())})
     elif args.cmd == "scale":

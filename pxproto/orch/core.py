@@ -263,6 +263,8 @@ class Orchestrator:
         self._next_tick: float | None = None
         self._next_probe: float | None = None
         self._stalled = False
+        self.leader_epoch: int | None = None
+        """When set (an elected leader, :mod:`pxproto.orch.leader`), every request carries it as LEADER_EPOCH."""
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "heartbeats",
@@ -287,6 +289,8 @@ class Orchestrator:
 
     def _request(self, key: DimeKey, cmd: Command, params: list[Tlv], now: float, out: Output, done: Done,
                  policy: RetransmitPolicy | None = None) -> int:  # fmt: skip
+        if self.leader_epoch is not None:
+            params = [*params, Tlv(TlvType.LEADER_EPOCH, self.leader_epoch)]
         req_id, o = self.requester.request(Address(key[0], key[1], 0), cmd, params, now=now, policy=policy)
         self._ops[(key[0], key[1], req_id)] = done
         out.merge(o)
