@@ -21,15 +21,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pxproto.dime.endpoint import Output
 from pxproto.orch.core import Deployment, End, Link, Orchestrator, PackageRef, Replica, RState
 from pxproto.orch.driver import Driver
 from pxproto.orch.pool import Health
-from pxproto.orch.service import parse_service
-from pxproto.orch.store import PREFIX, Fence, Kv, KvError, PlanWriter, plan_of
+from pxproto.orch.store import PREFIX, Fence, Kv, KvError, PlanWriter, plan_of, spec_from_record
 from pxproto.wire.codes import Command
 
 LEADER_KEY = PREFIX + "leader"
@@ -115,8 +113,7 @@ def restore(core: Orchestrator, plan: dict[str, str], now: float) -> tuple[Outpu
             continue
         d = json.loads(raw)
         name = k.split("/", 1)[1]
-        src = str(d["source"])
-        spec = parse_service(d["text"], src, Path(src).parent)
+        spec = spec_from_record(d["spec"])
         digest, size, sig = d["package"]
         svc = Deployment(spec, PackageRef(bytes.fromhex(digest), int(size), bytes.fromhex(sig)), now, dict(d["want"]))
         svc.deployed = True

@@ -2,7 +2,7 @@
 
 The plan is a flat map of keys to small JSON values, made from the core by :func:`plan_of`:
 
-- ``service/NAME``: the service file (path and text), its package (digest, size, signature), the wanted
+- ``service/NAME``: the checked service spec, its package (digest, size, signature), the wanted
   replica counts and where each source stage resumes;
 - ``placement/NAME/STAGE/MAC/DIME``: a replica's DIME and whether it runs;
 - ``link/NAME/CHANNEL``: a data channel's two ends and whether both are wired;
@@ -23,10 +23,12 @@ import base64
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
-from pxproto.orch.core import Deployment, End, Orchestrator, RState
+from pxproto.orch.core import End, Orchestrator, RState
+from pxproto.orch.service import Regulator, ScalePolicy, ServiceSpec, StageSpec
 
 PREFIX = "/pxorch/"
 RESUME_EVERY = 1.0
@@ -241,8 +243,7 @@ def plan_of(core: Orchestrator, keyring_version: int = 0) -> dict[str, str]:
     plan: dict[str, str] = {"keyring": json.dumps(keyring_version)}
     for name, svc in core.services.items():
         plan[f"service/{name}"] = json.dumps({
-            "source": svc.spec.source,
-            "text": _service_text(svc),
+            "spec": spec_record(svc.spec),
             "package": [svc.package.digest.hex(), svc.package.size, svc.package.sig.hex()],
             "want": svc.want,
         }, sort_keys=True)  # fmt: skip
@@ -261,19 +262,20 @@ def plan_of(core: Orchestrator, keyring_version: int = 0) -> dict[str, str]:
     return plan
 
 
-_TEXTS: dict[str, str] = {}
+def spec_record(spec: ServiceSpec) -> dict[str, Any]:
+    """A checked service spec as JSON-able data (a follower needs no copy of the file or the package)."""
+    d = asdict(spec)
+    d["package"] = None if spec.package is None else str(spec.package)
+    return d
 
 
-def _service_text(svc: Deployment) -> str:
-    """The service file's text (read once: a follower rebuilds the spec from it, wherever the file went)."""
-    src = svc.spec.source
-    if src not in _TEXTS:
-        try:
-            with open(src, encoding="utf-8") as f:
-                _TEXTS[src] = f.read()
-        except OSError:
-            _TEXTS[src] = ""
-    return _TEXTS[src]
+def spec_from_record(d: dict[str, Any]) -> ServiceSpec:
+    stages = tuple(
+        StageSpec(**{**st, "inputs": tuple(st["inputs"]), "scale": ScalePolicy(**st["scale"]) if st["scale"] else None})
+        for st in d["stages"]
+    )
+    pkg = Path(d["package"]) if d["package"] else None
+    return ServiceSpec(d["name"], d["id"], pkg, stages, Regulator(**d["regulator"]), d["source"])
 
 
 class PlanWriter:
