@@ -91,7 +91,7 @@ def test_the_store_refuses_a_deposed_leaders_writes() -> None:
     b.step(2.0)
     assert b.epoch is not None and b.epoch > a.epoch
     assert not w.sync({"x": "2"}, 2.0, Fence(a.key, a.epoch))
-    assert kv.range("/pxorch/x") == {"/pxorch/x": b"1"}
+    assert kv.range("/pxorch/plan/x") == {"/pxorch/plan/x": b"1"}
 
 
 def test_plan_writer_writes_only_what_changed() -> None:

@@ -31,6 +31,8 @@ from pxproto.orch.core import End, Orchestrator, RState
 from pxproto.orch.service import Regulator, ScalePolicy, ServiceSpec, StageSpec
 
 PREFIX = "/pxorch/"
+PLAN_PREFIX = PREFIX + "plan/"
+"""The plan's keys; the leader key (:data:`pxproto.orch.leader.LEADER_KEY`) is beside it, never in it."""
 RESUME_EVERY = 1.0
 """Seconds between writes of a source's resume point: it moves with every item, and an older one is safe (the
 replacement re-yields a little more, and lineage drops the copies)."""
@@ -281,7 +283,7 @@ def spec_from_record(d: dict[str, Any]) -> ServiceSpec:
 class PlanWriter:
     """Writes a plan's changes to a :class:`Kv` under ``prefix``, fenced by ``fence`` when given."""
 
-    def __init__(self, kv: Kv, prefix: str = PREFIX) -> None:
+    def __init__(self, kv: Kv, prefix: str = PLAN_PREFIX) -> None:
         self.kv = kv
         self.prefix = prefix
         self.written: dict[str, str] = {}
@@ -306,6 +308,9 @@ class PlanWriter:
         deletes = [k for k in self.written if k not in plan]
         if not puts and not deletes:
             return True
+        if fence is not None and fence.revision <= 0:
+            self.refused += 1
+            return False
         if resume_due:
             self._resume_at = now + RESUME_EVERY
         ok = self.kv.txn({self.prefix + k: v.encode() for k, v in puts.items()},
@@ -321,4 +326,4 @@ class PlanWriter:
         return True
 
 
-__all__ = ["PREFIX", "EtcdKv", "Fence", "Kv", "KvError", "MemoryKv", "PlanWriter", "plan_of"]
+__all__ = ["PLAN_PREFIX", "PREFIX", "EtcdKv", "Fence", "Kv", "KvError", "MemoryKv", "PlanWriter", "plan_of"]
