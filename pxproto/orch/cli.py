@@ -1,6 +1,6 @@
 """``pxorch``: the orchestrator's command line.
 
-pxorch demo [--netns]                         the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
+pxorch demo [--netns|--ha]                    the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
 pxorch check SERVICE.toml                     check a service file (errors name the line and field)
 pxorch run --port udp:127.0.0.1:5004 [--key FILE] [--store DIR] [--control PATH]
 pxorch run --iface veth0 ...                  (AF_PACKET, root)
@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", "-q", action="store_true")
     demo.add_argument("--workdir", help="state, logs, capture and timeline (default: a fresh pxorch-demo-* temp dir)")
     demo.add_argument("--netns", action="store_true", help="network namespaces, veth and AF_PACKET (root)")
+    demo.add_argument("--ha", action="store_true",
+                      help="a local etcd and three orchestrators: kill the leader mid-stream, then a DIME")  # fmt: skip
     demo.add_argument("--heartbeat-ms", type=int, help="override the workflow's heartbeat period (default 50)")
     demo.add_argument("--missed", type=float, help="override: silent periods before suspicion (default 2)")
     demo.add_argument("--confirm-ms", type=int, help="override: ping retransmit interval when confirming (default 8)")
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "demo":
         from pxproto.orch import demo
 
+        if args.ha:
+            from pxproto.orch import demo_ha
+
+            return demo_ha.main(Path(args.workdir) if args.workdir else None, rate=args.rate, quiet=args.quiet)
         reg = {k: v for k, v in (("heartbeat_ms", args.heartbeat_ms), ("missed", args.missed),
                                  ("confirm_ms", args.confirm_ms)) if v is not None}  # fmt: skip
         return demo.main(args.out_dir, rate=args.rate, kill=not args.no_kill, quiet=args.quiet,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pxproto.dime.endpoint import Output
+from pxproto.dime.signaling import Requester
 from pxproto.orch.core import Deployment, End, Link, Orchestrator, PackageRef, Replica, RState
 from pxproto.orch.driver import Driver
 from pxproto.orch.pool import Health
@@ -224,6 +225,8 @@ class Leadership:
         core.pool = old.pool  # the warm liveness view, kept from the wire while following
         core.counters = old.counters
         core.leader_epoch = self.elector.epoch
+        # Request ids from the epoch: a DIME's answer cache must not take a new term's request for an old one.
+        core.requester = Requester(core.local, old.config.command, first_req_id=(self.elector.epoch or 0) << 16)
         out, stats = restore(core, plan, now)
         self.driver.core = core
         self.driver.muted = False
