@@ -131,7 +131,7 @@ class Daemon:
             now = time.monotonic()
             if now >= next_probe:
                 next_probe = now + self.probe_every
-                self.driver.send(self.core.probe(now))
+                self.driver.send(self.core.probe(now), even_muted=True)
             if self.leadership is not None:
                 self.leadership.step(now)
             if self.driver.poll(0.05 if self.leadership else 0.2, [self.control]):

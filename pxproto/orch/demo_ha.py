@@ -143,12 +143,16 @@ class HaDemo(Demo):
 
         def repaired() -> dict[str, Any] | None:
             s = self.status(new)
-            return s if s and any(e["kind"] == "RepairDone" and e["t"] >= dime_kill_t for e in s["events"]) else None
+            return (
+                s
+                if s and any(e["kind"] == "RepairDone" and e.get("dead") == victim_text for e in s["events"])
+                else None
+            )
 
         st = self.wait(repaired, 20, "the repair")
         evs = st["events"]
-        dead = next(e for e in evs if e["kind"] == "DimeDead" and e["t"] >= dime_kill_t)
-        done = next(e for e in evs if e["kind"] == "RepairDone" and e["t"] >= dime_kill_t)
+        dead = next(e for e in evs if e["kind"] == "DimeDead" and e.get("key") == victim_text)
+        done = next(e for e in evs if e["kind"] == "RepairDone" and e.get("dead") == victim_text)
         self.wait(lambda: self.lines_seen() >= total, total / self.rate * 3 + 30, "the whole stream")
         time.sleep(0.5)  # late duplicates, if any, would show up now
         elapsed = time.monotonic() - t_start

@@ -29,7 +29,8 @@ from pxproto.orch.core import Deployment, End, Link, Orchestrator, PackageRef, R
 from pxproto.orch.driver import Driver
 from pxproto.orch.pool import Health
 from pxproto.orch.store import PREFIX, Fence, Kv, KvError, PlanWriter, plan_of, spec_from_record
-from pxproto.wire.codes import Command
+from pxproto.wire.codes import Command, TlvType
+from pxproto.wire.frame import Tlv
 
 LEADER_KEY = PREFIX + "leader"
 SAFETY = 0.8
@@ -109,6 +110,9 @@ def restore(core: Orchestrator, plan: dict[str, str], now: float) -> tuple[Outpu
         v.assigned = None
     reps: dict[tuple[str, str], Replica] = {}
     dead: list[Replica] = []
+    doubtful: list[Replica] = []
+    """Replicas on DIMEs this orchestrator, while following, judged silent: it could not PING them then (a
+    follower sends nothing), so it PINGs them now and replaces only those that do not answer."""
     for k, raw in sorted(plan.items()):
         if not k.startswith("service/"):
             continue
@@ -136,10 +140,12 @@ def restore(core: Orchestrator, plan: dict[str, str], now: float) -> tuple[Outpu
         reps[(parts[1], f"{parts[3]}/{parts[4]}")] = rep
         stats["replicas"] += 1
         view = core.pool.get(key)
-        if view is None or view.health is Health.DEAD:
+        if view is None:
             dead.append(rep)
-        else:
+        elif view.health is Health.ALIVE:
             view.assigned = rep
+        else:
+            doubtful.append(rep)
     top = 0
     for k, raw in sorted(plan.items()):
         parts = k.split("/")
@@ -159,13 +165,32 @@ def restore(core: Orchestrator, plan: dict[str, str], now: float) -> tuple[Outpu
     for rep in dead:
         stats["dead"] += 1
         core._lost(rep, now, out)
+    for rep in doubtful:
+        params = [Tlv(TlvType.ECHO, b"orch")]
+        core._request(rep.key, Command.PING, params, now, out, _confirmed(core, rep, stats), core.config.confirm)
     for svc in core.services.values():
-        for rep in [r for r in svc.replicas if r.state is RState.RUNNING and r.why == "restored"]:
+        for rep in [r for r in svc.replicas if r.state is RState.RUNNING and r not in doubtful]:
             core._request(rep.key, Command.USAGE, [], now, out, _reconciled(core, rep))
     if core.services:
         core._arm_tick(now)
     out.timer = core.get_timer()
     return out, stats
+
+
+def _confirmed(core: Orchestrator, rep: Replica, stats: dict[str, int]) -> Callable[[bool, Any, float, Output], None]:
+    def done(ok: bool, ev: Any, t: float, o: Output) -> None:
+        v = core.pool.get(rep.key)
+        if rep.state is RState.GONE or v is None:
+            return
+        if ok and ev.param(TlvType.EPOCH) == v.epoch:
+            core.pool.set_health(v, Health.ALIVE, t)
+            v.assigned = rep
+            stats["confirmed"] = stats.get("confirmed", 0) + 1
+            return
+        stats["dead"] += 1
+        core._lost(rep, t, o)
+
+    return done
 
 
 def _reconciled(core: Orchestrator, rep: Replica) -> Callable[[bool, Any, float, Output], None]:
