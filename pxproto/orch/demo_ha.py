@@ -8,7 +8,7 @@ SIGKILLs a DIME's process, and the new leader detects and repairs it.  It prints
 
 - ``takeover``: from the old leader's SIGKILL to the new leader having restored the plan and sent its first
   fenced commands (the USAGE reconciliation queries, stamped with its LEADER_EPOCH).  It is bounded by the
-  lease TTL (1 s) plus a quarter TTL of election polling;
+  lease TTL (``LEASE_TTL``) plus a quarter TTL of election polling;
 - detection and repair of the DIME, as the new leader logged them;
 - the sink's records checked line by line: items lost, duplicated, and ``ANSWER EXACT``;
 - the etcd write rate (keys written per second by the leaders, over the run).
@@ -38,6 +38,8 @@ class HaDemo(Demo):
     """The demo with three orchestrators and an etcd."""
 
     ORCHS = 3
+    LEASE_TTL = 2
+    """Seconds. 1 s is the target, but on a shared, overloaded host (load 15 on 2 cores) a 1 s lease flaps."""
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
@@ -53,7 +55,7 @@ class HaDemo(Demo):
         cmd = [sys.executable, "-m", "pxproto.orch.cli", "run", "--port", f"udp:127.0.0.1:{self.orch_ports[i]}",
                "--etcd", self.etcd.url, "--name", f"orch{i}", "--control", self.control(i),
                "--store", str(self.wd / "central"), "--key", str(self.wd / "cluster.key"),
-               "--service", str(SERVICE_FILE)]  # fmt: skip
+               "--service", str(SERVICE_FILE), "--lease-ttl", str(self.LEASE_TTL)]  # fmt: skip
         log = open(self.wd / f"orch{i}.log", "ab")
         self.orchs[i] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(self.orchs[i])
@@ -121,7 +123,7 @@ class HaDemo(Demo):
 
         self.section("the leader killed mid-stream, then a DIME")
         self.wait(lambda: self.lines_seen() >= total * 0.25, 60, "a quarter of the stream")
-        old, st_old = lead
+        old, st_old = self.wait(self.leader, 10, "a leader")  # the current one (a busy host may have changed it)
         writes_old = st_old["leader"]["writes"]
         kill_t = time.monotonic()
         self.orchs[old].send_signal(signal.SIGKILL)
@@ -132,7 +134,15 @@ class HaDemo(Demo):
         takeover = tk["t"] + tk["restore_ms"] / 1000 - kill_t
         self.say(f"orch{new} leads (epoch {tk['epoch']}): restored {tk['replicas']} replicas, {tk['links']} links")
         self.wait(lambda: self.lines_seen() >= total * 0.45, 60, "45% of the stream")
-        victim_text = st["services"]["wordcount"]["transform"][0]
+        time.sleep(0.5)  # the takeover's reconciliation answers come back
+
+        def victim() -> tuple[int, str] | None:
+            cur = self.leader()
+            if cur is None or not cur[1]["services"].get("wordcount", {}).get("transform"):
+                return None
+            return cur[0], cur[1]["services"]["wordcount"]["transform"][0]
+
+        new, victim_text = self.wait(victim, 10, "a transform replica to kill")
         mac_text, _, dime = victim_text.rpartition("/")
         pid = dime_pid(bytes.fromhex(mac_text.replace(":", "")), int(dime))
         if pid is None:
@@ -173,7 +183,7 @@ class HaDemo(Demo):
         dup = sum(len(v) - 1 for v in by_line.values())
         wrong = sum(1 for no, v in by_line.items() if expected.get(no) != v[0])
         print(f"takeover: {takeover * 1e3:.0f} ms (from the leader's SIGKILL to the new leader's plan restored and "
-              f"its first fenced commands sent; lease TTL 1 s)", flush=True)  # fmt: skip
+              f"its first fenced commands sent; lease TTL {self.LEASE_TTL} s)", flush=True)  # fmt: skip
         print(f"detection: {(dead['t'] - dime_kill_t) * 1e3:.0f} ms, repair: {(done['t'] - dime_kill_t) * 1e3:.0f} ms "
               f"(from the DIME's SIGKILL, by the new leader)", flush=True)  # fmt: skip
         print(f"etcd writes: {writes} keys in the leaders' transactions over {elapsed:.1f} s of streaming "
