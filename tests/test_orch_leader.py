@@ -194,3 +194,35 @@ def test_a_command_from_an_older_leader_epoch_is_refused() -> None:
     assert late[0].param(TlvType.TEXT) == "stale leader epoch"  # type: ignore[attr-defined]
     m = dime.machine
     assert m.counters[CounterId.REJECTED_FENCED] == 1 and m.leader_epoch == 6 and m.mice is not None
+
+
+class FakeDriver:
+    def __init__(self) -> None:
+        self.core = Orchestrator(b"\x02\x00\x00\x00\x00\xf2")
+        self.muted = False
+        self.sent: list[Output] = []
+
+    def send(self, out: Output | None, even_muted: bool = False) -> None:
+        if out is not None and (even_muted or not self.muted):
+            self.sent.append(out)
+
+
+def test_a_partitioned_leaders_driver_is_muted_within_its_lease() -> None:
+    from pxproto.orch.leader import Leadership
+
+    clock = Clock()
+    kv = MemoryKv(clock)
+    pa = Partitioned(kv)
+    drv = FakeDriver()
+    ha = Leadership(drv, pa, "a", ttl=1, say=lambda s: None)  # type: ignore[arg-type]
+    assert drv.muted, "a new orchestrator follows until elected"
+    ha.step(0.0)
+    assert ha.leading and not drv.muted and drv.core.leader_epoch == ha.elector.epoch
+    pa.cut = True
+    t = 0.0
+    while not drv.muted and t < 2.0:
+        t += 0.05
+        clock.t = t
+        ha.step(t)
+    assert drv.muted and not ha.leading and drv.core.leader_epoch is None
+    assert t <= 0.8 + 1e-9, t
