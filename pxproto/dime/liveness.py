@@ -346,6 +346,10 @@ class Pool:
         server = self.servers[v.mac]
         server.dead = health is Health.DEAD and server.alive_dimes() == 0
 
+    def confirm_alive(self, v: DimeView, now: float) -> None:
+        """An answer from this DIME in its known epoch (a new leader's PING): alive, its timeout restarted."""
+        self._set_health(v, Health.ALIVE, now)
+
     def _new_life(self, v: DimeView, now: float) -> None:
         """A DIME restarted (its epoch is already the new one): alive, its old PING forgotten (the driver
         clears its own marks, ``assigned`` and ``faulted``, when it takes the DimeReborn)."""

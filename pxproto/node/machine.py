@@ -196,6 +196,8 @@ class DimeMachine:
         self.loaded: Loaded | None = None
         self.mice: Mice | None = None
         self.manager: Address | None = None
+        self.leader_epoch = 0
+        """The highest LEADER_EPOCH any request carried: requests from an older leader are refused (fencing)."""
         self.running = True
         self.outbox: list[tuple[bytes, Route]] = []
         self.plane = ChannelPlane(self)
@@ -304,6 +306,15 @@ class DimeMachine:
             src = Address(frame.src_mac, frame.src_dime, frame.src_thread)
             self.tx([frame_to(Address(self.mac, self.local.dime, frame.dst_thread), src, reply)])
             return
+        fence = body.param(TlvType.LEADER_EPOCH)
+        if isinstance(fence, int):
+            if fence < self.leader_epoch:
+                self.counters[CounterId.REJECTED_FENCED] += 1
+                reply = Signaling(body.cmd, Op.RESPONSE, body.req_id, Status.DENIED, (text_tlv("stale leader epoch"),))
+                src = Address(frame.src_mac, frame.src_dime, frame.src_thread)
+                self.tx([frame_to(Address(self.mac, self.local.dime, frame.dst_thread), src, reply)])
+                return
+            self.leader_epoch = fence
         self.out(self.responder.receive(frame, now))
 
     # ------------------------------------------------------------------ the MICE

@@ -1,9 +1,10 @@
 """``pxorch``: the orchestrator's command line.
 
-pxorch demo [--netns]                         the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
+pxorch demo [--netns|--ha]                    the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
 pxorch check SERVICE.toml                     check a service file (errors name the line and field)
 pxorch run --port udp:127.0.0.1:5004 [--key FILE] [--store DIR] [--control PATH]
 pxorch run --iface veth0 ...                  (AF_PACKET, root)
+pxorch run ... --etcd http://127.0.0.1:2379   plan in etcd; several run, one leads (lease), the others follow
 pxorch deploy SERVICE.toml [--control PATH]   deploy through a running orchestrator
 pxorch scale SERVICE STAGE N [--control PATH]
 pxorch status [--control PATH] [--watch SECONDS] [--json]
@@ -34,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", "-q", action="store_true")
     demo.add_argument("--workdir", help="state, logs, capture and timeline (default: a fresh pxorch-demo-* temp dir)")
     demo.add_argument("--netns", action="store_true", help="network namespaces, veth and AF_PACKET (root)")
+    demo.add_argument("--ha", action="store_true",
+                      help="a local etcd and three orchestrators: kill the leader mid-stream, then a DIME")  # fmt: skip
     demo.add_argument("--heartbeat-ms", type=int, help="override the workflow's heartbeat period (default 50)")
     demo.add_argument("--missed", type=float, help="override: silent periods before suspicion (default 2)")
     demo.add_argument("--confirm-ms", type=int, help="override: ping retransmit interval when confirming (default 8)")
@@ -47,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--store", help="the central package store directory (the kernels' --store)")
     run.add_argument("--control", default=DEFAULT_CONTROL)
     run.add_argument("--service", help="a service file whose regulator sets the failure detector")
+    run.add_argument("--etcd", help="URL[,URL...]: keep the plan in etcd and lead only when elected (several may run)")
+    run.add_argument("--name", help="this orchestrator's name in the election (default: its MAC)")
+    run.add_argument("--lease-ttl", type=int, default=1, help="leader lease, seconds (default 1)")
     dep = sub.add_parser("deploy", help="deploy a service file through a running orchestrator")
     dep.add_argument("file")
     dep.add_argument("--control", default=DEFAULT_CONTROL)
@@ -110,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "demo":
         from pxproto.orch import demo
 
+        if args.ha:
+            from pxproto.orch import demo_ha
+
+            return demo_ha.main(Path(args.workdir) if args.workdir else None, rate=args.rate, quiet=args.quiet)
         reg = {k: v for k, v in (("heartbeat_ms", args.heartbeat_ms), ("missed", args.missed),
                                  ("confirm_ms", args.confirm_ms)) if v is not None}  # fmt: skip
         return demo.main(args.out_dir, rate=args.rate, kill=not args.no_kill, quiet=args.quiet,
@@ -142,7 +152,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise_priority()
         print(f"pxorch: orchestrator {core.local.mac.hex(':')} on {args.port or args.iface}; control {args.control}")
-        return Daemon(Driver(core, wire, keys, print_event), args.control, args.store).run()
+        driver = Driver(core, wire, keys, print_event)
+        leadership = None
+        if args.etcd:
+            from pxproto.orch.leader import Leadership
+            from pxproto.orch.store import EtcdKv
+
+            leadership = Leadership(driver, EtcdKv(args.etcd), args.name or core.local.mac.hex(":"), args.lease_ttl)
+            leadership.keyring_version = max(keys, default=0)
+            print(f"pxorch: plan and election in etcd {args.etcd}; following until elected", flush=True)
+        return Daemon(driver, args.control, args.store, leadership=leadership).run()
     if args.cmd == "deploy":
         reply = _ask(args.control, {"cmd": "deploy", "file": str(Path(args.file).resolve())})
     elif args.cmd == "scale":

@@ -102,11 +102,18 @@ class Orchestrator(Reconciler):
         self._channels_used: set[int] = set()
         self._next_tick: float | None = None
         self._next_probe: float | None = None
+        self.leader_epoch: int | None = None
+        """When set (an elected leader, :mod:`pxproto.orch.leader`), every request carries it as LEADER_EPOCH."""
         self._counters: dict[str, int] = dict.fromkeys(
             ("suspicions", "false_suspicions", "deaths", "repairs", "zombies_reset", "stalls"), 0
         )
 
     # ------------------------------------------------------------- the machine interface
+
+    def carry_over(self, old: Orchestrator) -> None:
+        """Take a predecessor's liveness view and counters (a follower that becomes leader keeps them warm)."""
+        self.pool = old.pool
+        self._counters = old._counters
 
     @property
     def counters(self) -> dict[str, int]:

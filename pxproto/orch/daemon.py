@@ -24,6 +24,7 @@ from pxproto import package
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
 from pxproto.orch.driver import Driver
 from pxproto.orch.events import OrchEvent
+from pxproto.orch.leader import Leadership
 from pxproto.orch.service import ServiceError, load_service
 
 DEFAULT_CONTROL = "/tmp/pxorch.sock"
@@ -32,9 +33,10 @@ DEFAULT_CONTROL = "/tmp/pxorch.sock"
 class Daemon:
     """An orchestrator on a wire, answering a control socket, probing now and then."""
 
-    def __init__(self, driver: Driver, control: str, store: str | None, probe_every: float = 2.0) -> None:
+    def __init__(self, driver: Driver, control: str, store: str | None, probe_every: float = 2.0,
+                 leadership: Leadership | None = None) -> None:  # fmt: skip
         self.driver = driver
-        self.core = driver.core
+        self.leadership = leadership
         self.store = store
         self.probe_every = probe_every
         self.stop = False
@@ -47,9 +49,15 @@ class Daemon:
         self.control.listen(8)
         self.control.setblocking(False)
 
+    @property
+    def core(self) -> Orchestrator:
+        return self.driver.core  # a takeover replaces it
+
     def request(self, req: dict[str, Any]) -> dict[str, Any]:
         now = time.monotonic()
         cmd = req.get("cmd")
+        if cmd in ("deploy", "scale") and self.leadership is not None and not self.leadership.leading:
+            return {"error": "this orchestrator follows; ask the leader"}
         if cmd == "status":
             return {
                 "rows": self.core.status(now),
@@ -59,6 +67,7 @@ class Daemon:
                 "events": [e.record() for e in list(self.core.log)[-int(req.get("events", 20)) :]],
                 "counters": self.core.counters,
                 "wire": self.driver.counters,
+                "leader": self._leader(),
             }
         if cmd == "deploy":
             try:
@@ -85,6 +94,13 @@ class Daemon:
                 return {"error": str(exc).strip("'\"")}
             return {"ok": f"scaling {req.get('service')}.{req.get('stage')} to {req.get('replicas')}"}
         return {"error": f"unknown command {cmd!r}: status, deploy or scale"}
+
+    def _leader(self) -> dict[str, Any] | None:
+        ha = self.leadership
+        if ha is None:
+            return None
+        return {"leading": ha.leading, "epoch": ha.elector.epoch, "writes": ha.writer.writes,
+                "batches": ha.writer.batches, "takeovers": ha.takeovers}  # fmt: skip
 
     def _replicas(self, name: str) -> dict[str, Any]:
         return {st: [f"{k[0].hex(':')}/{k[1]}" for k in keys] for st, keys in self.core.replicas(name).items()}
@@ -115,9 +131,13 @@ class Daemon:
             now = time.monotonic()
             if now >= next_probe:
                 next_probe = now + self.probe_every
-                self.driver.send(self.core.probe(now))
-            if self.driver.poll(0.2, [self.control]):
+                self.driver.send(self.core.probe(now), even_muted=True)
+            if self.leadership is not None:
+                self.leadership.step(now)
+            if self.driver.poll(0.05 if self.leadership else 0.2, [self.control]):
                 self._answer()
+        if self.leadership is not None:
+            self.leadership.stop()
         self.control.close()
         os.unlink(self.control_path)
         return 0

@@ -59,11 +59,18 @@ class Driver:
         """(arrival, server MAC, DIME, epoch, rx_queue) of every heartbeat, when recording."""
         self.counters: dict[str, int] = {"rx": 0, "tx": 0, "malformed": 0, "not_for_us": 0, "rejected": 0}
         self.gone = False
+        self.muted = False
+        """A follower (:mod:`pxproto.orch.leader`): it listens and keeps its liveness view warm, and sends nothing."""
 
-    def send(self, out: Output | None) -> None:
+    def send(self, out: Output | None, even_muted: bool = False) -> None:
+        """Send what the core returned; a muted (following) driver sends only ``even_muted`` output: discovery
+        probes, which change nothing and keep this port known to the switch, so the broadcasts reach it."""
         if out is None:
             return
         for frame in out.frames:
+            if self.muted and not even_muted:
+                self.counters["muted"] = self.counters.get("muted", 0) + 1
+                continue
             raw = encode(frame)
             if self.keyring.enabled:
                 raw = self.keyring.sign_raw(raw)

@@ -76,6 +76,7 @@ class Reconciler:
     _counters: dict[str, int]
     _next_channel: int
     _channels_used: set[int]
+    leader_epoch: int | None
 
     # ------------------------------------------------------------- events and requests
 
@@ -85,6 +86,8 @@ class Reconciler:
 
     def _request(self, key: DimeKey, cmd: Command, params: list[Tlv], now: float, out: Output, done: Done,
                  policy: RetransmitPolicy | None = None) -> int:  # fmt: skip
+        if self.leader_epoch is not None:
+            params = [*params, Tlv(TlvType.LEADER_EPOCH, self.leader_epoch)]
         req_id, o = self.requester.request(Address(key[0], key[1], 0), cmd, params, now=now, policy=policy)
         self._ops[(key[0], key[1], req_id)] = done
         out.merge(o)

@@ -203,6 +203,10 @@ class TlvType(IntEnum):
     ECHO = 27
     EPOCH = 28
     PACKAGE_SIG = 29
+    LEADER_EPOCH = 30
+    """Fencing: the orchestrator leader's epoch (its etcd election revision), on every request it sends. A DIME
+    keeps the highest it has seen and answers a request carrying a lower one DENIED ("stale leader epoch"),
+    so a deposed leader cannot act after a newer one has spoken. Requests without it are not fenced."""
 
 
 class TlvKind(IntEnum):
@@ -249,6 +253,7 @@ TLV_KINDS: dict[TlvType, TlvKind] = {
     TlvType.ECHO: TlvKind.BYTES,
     TlvType.EPOCH: TlvKind.U32,
     TlvType.PACKAGE_SIG: TlvKind.BYTES,
+    TlvType.LEADER_EPOCH: TlvKind.U64,
 }
 
 TLV_ENUMS: dict[TlvType, type[IntEnum]] = {
@@ -383,6 +388,8 @@ class CounterId(IntEnum):
     """DATA frames dropped because no channel is wired with their sender (CONNECT), or the sender is DIME 0xffff."""
     FRAME_BUGS = 33
     """Frames whose handling raised an unexpected error (a kernel bug): caught at the frame boundary and logged."""
+    REJECTED_FENCED = 34
+    """Requests refused because their LEADER_EPOCH was older than one already seen (a deposed orchestrator)."""
 
 
 class ServerCounterId(IntEnum):

@@ -91,6 +91,12 @@ def signaling_samples() -> list[tuple[str, Frame]]:
             SERVER_MACS[0],
         )
         out += [(f"{cmd.name} request", req), (f"{cmd.name} response", resp)]
+    # An elected orchestrator stamps every request with its leader epoch (fencing).
+    fenced = (*_params(COMMAND_PARAMS[Command.START][0]), Tlv(TlvType.LEADER_EPOCH, 0x1_0000_0042))
+    out.append(("START request fenced by a leader epoch", Frame(
+        Signaling(Command.START, Op.REQUEST, 1999, Status.OK, fenced),
+        Scope.DIME, 2, 0, 2, 1, 99, SERVER_MACS[0], ORCH_MAC,
+    )))  # fmt: skip
     for status in Status:
         if status is Status.OK:
             continue
