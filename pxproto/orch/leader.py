@@ -24,10 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 from pxproto.dime.endpoint import Output
+from pxproto.dime.liveness import Health
 from pxproto.dime.signaling import Requester
-from pxproto.orch.core import Deployment, End, Link, Orchestrator, PackageRef, Replica, RState
+from pxproto.orch.core import Orchestrator
+from pxproto.orch.deployment import Deployment, End, Link, PackageRef, Replica, RState
 from pxproto.orch.driver import Driver
-from pxproto.orch.pool import Health
 from pxproto.orch.store import PREFIX, Fence, Kv, KvError, PlanWriter, plan_of, spec_from_record
 from pxproto.wire.codes import Command, TlvType
 from pxproto.wire.frame import Tlv
