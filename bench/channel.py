@@ -27,8 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# This directory holds kernel.py (a name other trees may import): keep bench/ off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
+
+measure_installed()  # takes bench/ off the import path (kernel.py, loaded below, finds _common imported)
 
 from pxproto import package  # noqa: E402
 from pxproto.node.testbed import Cluster  # noqa: E402

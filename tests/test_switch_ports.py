@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pxproto.capture.pcapng import read_packets
+from pxproto.link import VIRTUAL_MTU
 from pxproto.switch.config import PortSpec, SwitchConfig
 from pxproto.switch.core import SwitchPolicy
 from pxproto.switch.daemon import Daemon, query
@@ -309,4 +310,4 @@ def test_udp_port_enforces_its_mtu(udp_switch: tuple[Daemon, list[UdpPeer]], tmp
     assert p1.got == [ok]
     stats = ask(d, str(tmp_path / "c.sock"), "stats")
     assert stats["ports"]["u0"]["rx_oversize"] == 1
-    assert stats["ports"]["u0"]["mtu"] == 1500 and stats["ports"]["u0"]["max_macs"] == 2048
+    assert stats["ports"]["u0"]["mtu"] == VIRTUAL_MTU and stats["ports"]["u0"]["max_macs"] == 2048

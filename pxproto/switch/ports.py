@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pxproto.fastpath import select
+from pxproto.link import VIRTUAL_MTU
 from pxproto.switch.offload import PLAIN as PLAIN_VNET_HDR
 from pxproto.switch.offload import VNET_HDR_LEN
 from pxproto.switch.offload import complete as complete_offload
@@ -199,6 +200,9 @@ class UdpPort(DatagramPort):
     With no ``remote``, frames go to the address the last datagram came from.
     """
 
+    mtu = VIRTUAL_MTU
+    """A virtual wire carries the jumbo frames the node sends on it (pxproto.link.VIRTUAL_MTU)."""
+
     kind = "udp"
 
     def __init__(self, name: str, local: str, remote: str | None = None) -> None:
@@ -279,6 +283,9 @@ class StreamPort(Port):
     last one closed); otherwise the port connects.  ``address`` is a path
     (UNIX socket) or ``host:port`` (TCP).
     """
+
+    mtu = VIRTUAL_MTU
+    """A virtual wire carries the jumbo frames the node sends on it (pxproto.link.VIRTUAL_MTU)."""
 
     kind = "stream"
     OUT_LIMIT = 1 << 20
