@@ -154,7 +154,7 @@ def test_takeover_mid_stream_redeploys_nothing_and_repairs_once() -> None:
     c.run(0.5)
     plan = PlanWriter(kv).load()
     new = Orchestrator(follower.core.local.mac, follower.core.config)
-    new.pool = follower.core.pool
+    new.carry_over(follower.core)  # the follower's warm pool, sending through the new leader's requester
     new.leader_epoch = 6
     out, stats = restore(new, plan, c.net.now)
     # The follower could not PING the silent DIME (it sends nothing): the new leader does, then replaces it.

@@ -113,6 +113,7 @@ class Orchestrator(Reconciler):
     def carry_over(self, old: Orchestrator) -> None:
         """Take a predecessor's liveness view and counters (a follower that becomes leader keeps them warm)."""
         self.pool = old.pool
+        self.pool.requester = self.requester  # its PINGs go out (and time out) through this core from now on
         self._counters = old._counters
 
     @property

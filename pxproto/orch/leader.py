@@ -248,10 +248,10 @@ class Leadership:
             return
         old = self.driver.core
         core = Orchestrator(old.local.mac, old.config, old.log)
-        core.carry_over(old)  # the warm liveness view, kept from the wire while following
         core.leader_epoch = self.elector.epoch
         # Request ids from the epoch: a DIME's answer cache must not take a new term's request for an old one.
         core.requester = Requester(core.local, old.config.command, first_req_id=(self.elector.epoch or 0) << 16)
+        core.carry_over(old)  # the warm liveness view, kept from the wire while following
         out, stats = restore(core, plan, now)
         self.driver.core = core
         self.driver.muted = False
