@@ -77,7 +77,8 @@ PORT_OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
 }
 PORT_COMMON: dict[str, tuple[type, bool]] = {"mtu": (int, False), "max_macs": (int, False)}
 """Options every port takes: ``mtu`` (frames up to mtu + 18 bytes pass; default 9000 on UDP and stream ports, which
-carry the node's jumbo frames, an AF_PACKET port's interface MTU, else 1500) and ``max_macs`` (table entries the port may learn; default the switch's ``max_macs``, 0: no limit)."""
+carry the node's jumbo frames, an AF_PACKET port's interface MTU, else 1500) and ``max_macs`` (table entries the
+port may learn; default the switch's ``max_macs``, 0: no limit)."""
 for _opts in PORT_OPTIONS.values():
     _opts.update(PORT_COMMON)
 SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
