@@ -59,6 +59,7 @@ class Daemon:
                 "events": [e.record() for e in list(self.core.log)[-int(req.get("events", 20)) :]],
                 "counters": self.core.counters,
                 "wire": self.driver.counters,
+                "insecure": not self.driver.keyring.enabled,
             }
         if cmd == "deploy":
             try:
