@@ -341,7 +341,7 @@ def bench_veth_heartbeat(rows: list[tuple[str, str, str]], archive: bytes, tmp: 
             "--dimes",
             "1",
         ]
-        cmd += ["--store", str(store), "--state-dir", str(tmp / "veth-state"), "--memory-chunks", "64"]
+        cmd += ["--store", str(store), "--state-dir", str(tmp / "veth-state"), "--memory-chunks", "64", "--insecure"]
         with open(log, "wb") as f:
             proc = subprocess.Popen(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT)
         fd = os.open(f"/run/netns/{ns_b}", os.O_RDONLY)

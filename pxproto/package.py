@@ -42,6 +42,7 @@ import hmac
 import io
 import os
 import re
+import stat
 import struct
 import tarfile
 import tempfile
@@ -219,8 +220,54 @@ def verify(archive: bytes, want_digest: bytes, want_size: int, sig: bytes, key: 
         raise PackageError("PACKAGE_SIG is not the archive's HMAC-SHA256 under the cluster key")
 
 
+def file_digests(archive: bytes) -> dict[str, bytes]:
+    """SHA-256 of every member of a verified archive, by relative path: what the unpacked tree must hold."""
+    out: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            for m in tar.getmembers():
+                src = tar.extractfile(m) if m.isfile() else None
+                if src is not None:
+                    out[Path(m.name).as_posix()] = hashlib.sha256(src.read()).digest()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise PackageError(f"archive: {exc}") from None
+    return out
+
+
+def verify_tree(root: str | os.PathLike[str], want: dict[str, bytes]) -> None:
+    """Check an unpacked package holds exactly ``want`` (path -> SHA-256), regular files only.
+
+    Run before every import: a file added (a planted module or ``__pycache__``), changed or
+    removed since the verified unpack, or any symlink, fails with PackageError.
+    """
+    top = Path(root)
+    seen: dict[str, bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            rel = p.relative_to(top).as_posix()
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise PackageError(f"package file {rel!r}: not a regular file")
+            seen[rel] = hashlib.sha256(p.read_bytes()).digest()
+    extra = sorted(set(seen) - set(want))
+    if extra:
+        raise PackageError(f"package file {extra[0]!r} is not in the signed archive")
+    for rel, d in want.items():
+        if rel not in seen:
+            raise PackageError(f"package file {rel!r} is missing")
+        if not hmac.compare_digest(seen[rel], d):
+            raise PackageError(f"package file {rel!r} does not match the signed archive")
+
+
 def unpack(archive: bytes, dest: str | os.PathLike[str]) -> Manifest:
-    """Unpack a verified archive into ``dest`` (regular files only, no path escapes); return its manifest."""
+    """Unpack a verified archive into ``dest`` (regular files only, no path escapes); return its manifest.
+
+    An existing ``dest`` is never trusted: the archive goes into a fresh private temporary
+    directory, is checked, then renamed into place atomically (the old tree is moved aside first).
+    """
     root = Path(dest)
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
     try:
@@ -232,15 +279,19 @@ def unpack(archive: bytes, dest: str | os.PathLike[str]) -> Manifest:
                 if rel.is_absolute() or ".." in rel.parts:
                     raise PackageError(f"archive member {m.name!r}: path leaves the package")
                 out = tmp / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
+                out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 src = tar.extractfile(m)
                 assert src is not None
-                out.write_bytes(src.read())
+                fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(src.read())
         manifest = load_manifest(tmp)
-        if root.exists():  # unpacked before (content-addressed: same bytes)
-            _rmtree(tmp)
-        else:
-            os.replace(tmp, root)
+        verify_tree(tmp, file_digests(archive))
+        if root.exists() or root.is_symlink():
+            aside = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-old-"))
+            os.replace(root, aside / "tree")
+            _rmtree(aside)
+        os.replace(tmp, root)
         return manifest
     except (tarfile.TarError, OSError, EOFError) as exc:
         _rmtree(tmp)
@@ -256,15 +307,18 @@ def _rmtree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
 
 
-def fetch(
+def fetch_tree(
     store: str | os.PathLike[str],
     local: str | os.PathLike[str],
     want_digest: bytes,
     want_size: int,
     sig: bytes,
     key: bytes | None,
-) -> tuple[Path, Manifest]:
-    """Read ``<digest>.tar.gz`` from the central store, verify it, unpack it under the local store."""
+) -> tuple[Path, Manifest, dict[str, bytes]]:
+    """Read ``<digest>.tar.gz`` from the central store, verify it, unpack it under the local store.
+
+    Returns the tree, its manifest, and each file's SHA-256 (for :func:`verify_tree` before every import).
+    """
     if want_size > MAX_PACKAGE:
         raise PackageError(f"PACKAGE_SIZE {want_size} is over the {MAX_PACKAGE}-byte limit")
     path = Path(store) / f"{want_digest.hex()}.tar.gz"
@@ -274,8 +328,22 @@ def fetch(
         raise PackageError(f"central store: {exc.strerror}: {path}") from None
     verify(archive, want_digest, want_size, sig, key)
     dest = Path(local) / "packages" / want_digest.hex()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    return dest, unpack(archive, dest)
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    manifest = unpack(archive, dest)
+    return dest, manifest, file_digests(archive)
+
+
+def fetch(
+    store: str | os.PathLike[str],
+    local: str | os.PathLike[str],
+    want_digest: bytes,
+    want_size: int,
+    sig: bytes,
+    key: bytes | None,
+) -> tuple[Path, Manifest]:
+    """:func:`fetch_tree` without the file digests."""
+    path, manifest, _ = fetch_tree(store, local, want_digest, want_size, sig, key)
+    return path, manifest
 
 
 # ---------------------------------------------------------------- the local store (per server)

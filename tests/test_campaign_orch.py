@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from pxproto.dime.keys import add_trailer
+from pxproto.dime.keys import add_trailer, fresh_keys, write_keyfile
 from pxproto.fuzz import Campaign, Case, FrameGenerator, Report, UdpWire, process_rss_kib
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import DIME_ALL, DimeState, DiscoveryOp, Scope
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 SERVER = bytes.fromhex("02cc00000001")
 RSS_GROWTH_BOUND_KIB = 64 * 1024
-KEY = bytes(range(32))
+KEY = fresh_keys()[1]
 
 
 class Orch:
@@ -43,11 +43,11 @@ class Orch:
         port = self.wire.local[1]
         self.control = str(tmp / "orch.sock")
         args = [sys.executable, "-m", "pxproto.orch.cli", "run", "--port", f"udp:127.0.0.1:{port}"]
-        args += ["--control", self.control]
+        args += ["--control", self.control] + ([] if key else ["--insecure"])
         self.key = KEY if key else None
         self.counter = itertools.count(1)
         if key:
-            (tmp / "cluster.key").write_text(f"1 {KEY.hex()}\n")
+            write_keyfile(tmp / "cluster.key", {1: KEY})
             args += ["--key", str(tmp / "cluster.key")]
         self.proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.wire.sock.settimeout(15)

@@ -61,6 +61,7 @@ def test_probe_and_ping_over_veth(veth_pair: tuple[str, str], tmp_path: Path) ->
     ns_a, ns_b = veth_pair
     tag = ns_a[4:]
     cmd = ["ip", "netns", "exec", ns_a, sys.executable, "-m", "pxproto.node.cli", "--iface", f"va{tag}", "--dimes", "2"]
+    cmd += ["--insecure"]
     cmd += ["--state-dir", str(tmp_path / "state")]
     log = tmp_path / "kernel.log"
     with open(log, "wb") as f:

@@ -220,7 +220,7 @@ def test_node_modules_stay_small() -> None:
 )
 def test_pxkernel_refuses_bad_arguments_in_one_line(args: list[str], says: str) -> None:
     p = subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "pxproto.node.cli", *args],
+        [sys.executable, "-W", "ignore", "-m", "pxproto.node.cli", "--insecure", *args],
         env=ENV,
         capture_output=True,
         text=True,

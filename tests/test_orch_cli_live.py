@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pxproto.orch.demo import KEY, ROOT, SERVICE_FILE, Demo, free_udp_ports
+from pxproto.dime.keys import fresh_keys, write_keyfile
+from pxproto.orch.demo import ROOT, SERVICE_FILE, Demo, free_udp_ports
 
 
 def pxorch(*args: str, env: dict[str, str], timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
@@ -48,7 +49,7 @@ def test_run_deploy_scale_status_on_live_kernels(tmp_path: Path) -> None:
     ports = free_udp_ports(4)
     store, keyfile = wd / "central", wd / "cluster.key"
     store.mkdir()
-    keyfile.write_text(f"1 {KEY.hex()}\n")
+    write_keyfile(keyfile, fresh_keys())
     control = str(wd / "pxorch.sock")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log = wd / "pxorch.log"

@@ -28,8 +28,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pxproto.dime import replay
 from pxproto.dime.replay import Rejection
@@ -80,12 +80,54 @@ def parse_keyfile(text: str, where: str = "key file") -> dict[int, bytes]:
     return keys
 
 
-def load_keyfile(path: str | os.PathLike[str]) -> dict[int, bytes]:
+def check_private(path: str | os.PathLike[str], st: os.stat_result) -> None:
+    """Refuse a secret file others may read or that someone else owns, as ssh does."""
+    if st.st_uid not in (os.getuid(), 0):
+        raise KeyFileError(f"{path}: owned by uid {st.st_uid}, not by this user: refused")
+    if st.st_mode & 0o077:
+        raise KeyFileError(
+            f"{path}: mode {st.st_mode & 0o777:04o} lets group or others at it: refused (chmod 600 {path})"
+        )
+
+
+def read_private(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a secret file, after :func:`check_private` on the opened file (no symlink race)."""
     try:
-        text = Path(path).read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+    except OSError as exc:
+        raise KeyFileError(f"{path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"{path}: not a regular file")
+        check_private(path, st)
+        return f.read(1 << 16)
+
+
+def load_keyfile(path: str | os.PathLike[str]) -> dict[int, bytes]:
+    """Parse a key file; one readable by group or others, or owned by someone else, is refused."""
+    try:
+        text = read_private(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise KeyFileError(f"{path}: {exc}") from None
     return parse_keyfile(text, str(path))
+
+
+def write_private(path: str | os.PathLike[str], data: bytes) -> None:
+    """Create a new secret file, mode 0600 from the start (never an existing file or a symlink)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def write_keyfile(path: str | os.PathLike[str], keys: dict[int, bytes]) -> None:
+    """Write a cluster key file, 0600."""
+    write_private(path, "".join(f"{kid} {key.hex()}\n" for kid, key in sorted(keys.items())).encode())
+
+
+def fresh_keys() -> dict[int, bytes]:
+    """A new random cluster key (key id 1, 32 bytes): what the demo and the test bed use per run."""
+    return {1: os.urandom(32)}
 
 
 REASONS = {
@@ -203,6 +245,45 @@ def add_trailer(raw: bytes, key_id: int, counter: int, key: bytes) -> bytes:
     if len(buf) < spec.MIN_ETHERNET_FRAME:  # only when the whole frame is exactly 60 bytes
         buf += bytes(spec.MIN_ETHERNET_FRAME - len(buf))
     return bytes(buf)
+
+
+# --------------------------------------------------------------------- KEY_INSTALL: keys never travel in clear
+
+WRAP_INFO = b"pxproto KEY_INSTALL wrap v1"
+
+
+def _kek(wrapping_key: bytes, new_id: int) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=WRAP_INFO + new_id.to_bytes(2, "big"))
+    return hkdf.derive(wrapping_key)
+
+
+def wrap_key(wrapping_id: int, wrapping_key: bytes, new_id: int, new_key: bytes) -> bytes:
+    """The WRAPPED_KEY TLV of a KEY_INSTALL: the wrapping key's id (2 bytes), then ``new_key`` under
+    AES key wrap with padding (RFC 5649), its KEK derived by HKDF-SHA256 from an installed cluster key
+    and bound to ``new_id``. A listener without that key learns nothing of the new one; a tampered or
+    re-labelled value fails to unwrap."""
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+
+    return wrapping_id.to_bytes(2, "big") + aes_key_wrap_with_padding(_kek(wrapping_key, new_id), new_key)
+
+
+def unwrap_key(ring: KeyRing, new_id: int, value: bytes, now: float) -> bytes:
+    """The key a WRAPPED_KEY carries, unwrapped under the ring's (unretired) key it names; ValueError if not."""
+    from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
+
+    if len(value) < 2 + 24:
+        raise ValueError("WRAPPED_KEY is too short")
+    kid = int.from_bytes(value[:2], "big")
+    key = ring.store.lookup(kid, now if now else float("-inf"))
+    if isinstance(key, Rejection):
+        raise ValueError(f"WRAPPED_KEY is wrapped under key {kid}, which this DIME does not hold")
+    try:
+        return aes_key_unwrap_with_padding(_kek(key, new_id), value[2:])
+    except InvalidUnwrap:
+        raise ValueError(f"WRAPPED_KEY does not unwrap under key {kid}") from None
 
 
 # --------------------------------------------------------------------- access lists

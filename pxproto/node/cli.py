@@ -7,8 +7,6 @@ pxkernel --iface veth0                 # AF_PACKET (root); the server takes the 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -25,9 +23,10 @@ def parser() -> argparse.ArgumentParser:
     wire.add_argument("--iface", help="a NIC or veth, via AF_PACKET (root)")
     ap.add_argument("--dimes", type=int, help="how many DIMEs (default: one per usable core)")
     ap.add_argument("--memory-chunks", type=int, default=64, help="each DIME's limit in 2 MiB chunks (default 64)")
-    ap.add_argument("--key", help="cluster key file (KEY_ID HEXKEY per line); signaling must then be signed")
+    ap.add_argument("--key", help="cluster key file (KEY_ID HEXKEY per line, mode 0600); signaling must be signed")
+    ap.add_argument("--insecure", action="store_true", help="run without --key: anyone on the wire commands the DIMEs")
     ap.add_argument("--store", help="the orchestrator's central package store (a directory)")
-    ap.add_argument("--state-dir", help="epochs and MAC across restarts (default: per wire, under /tmp)")
+    ap.add_argument("--state-dir", help="epochs and MAC across restarts, 0700 (default: per wire, $XDG_RUNTIME_DIR)")
     ap.add_argument("--local-store", help="this server's local store (default: STATE_DIR/store)")
     ap.add_argument("--mac", help="the server's MAC (default: the interface's, or one kept in the state dir)")
     ap.add_argument("--heartbeat-ms", type=int, default=100, help="initial heartbeat period (default 100)")
@@ -60,18 +59,25 @@ def main(argv: list[str] | None = None) -> int:
         except KeyFileError as exc:
             print(f"pxkernel: {exc}", file=sys.stderr)
             return 2
+    elif not args.insecure:
+        print("pxkernel: no --key: refusing to obey anyone on the wire (use --key FILE or --insecure)", file=sys.stderr)
+        return 2
     if args.mtu is not None and not 576 <= args.mtu <= VIRTUAL_MTU_MAX:
         print(f"pxkernel: --mtu must be 576..{VIRTUAL_MTU_MAX}", file=sys.stderr)
         return 2
     where = args.iface or args.port
-    state_dir = args.state_dir or f"/tmp/pxkernel-{os.getuid()}/{hashlib.sha256(where.encode()).hexdigest()[:12]}"
     try:
-        Path(state_dir).mkdir(parents=True, exist_ok=True)
+        state_dir = str(state.private_dir(args.state_dir) if args.state_dir else state.default_state_dir(where))
         probe = Path(state_dir) / ".pxkernel-writable"
         probe.touch()
         probe.unlink()
+        local_store = str(state.private_dir(args.local_store or Path(state_dir) / "store"))
+    except state.StateDirError as exc:
+        print(f"pxkernel: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
-        print(f"pxkernel: --state-dir {state_dir}: not a writable directory ({exc.strerror or exc})", file=sys.stderr)
+        shown = args.state_dir or exc.filename
+        print(f"pxkernel: --state-dir {shown}: not a writable directory ({exc.strerror or exc})", file=sys.stderr)
         return 2
     try:
         wire = open_port(args.port, args.iface)
@@ -92,13 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         cores=cores,
         mem_chunks=args.memory_chunks,
         state_dir=state_dir,
-        local_store=args.local_store or str(Path(state_dir) / "store"),
+        local_store=local_store,
         store=args.store,
         keys=keys,
         heartbeat_ms=args.heartbeat_ms,
         pin=not args.no_pin,
         mtu=args.mtu or wire.mtu,
     )
+    if not keys:
+        print("pxkernel: WARNING: --insecure: no key, anyone on the wire can load and run code here", file=sys.stderr)
     return Server(cfg, wire).run()
 
 

@@ -69,6 +69,8 @@ class Dime(OwnChannels):
         self.sock = sock
         self.wire = socket.socket(fileno=cfg.wire_fd) if cfg.wire_fd >= 0 else None
         self.store = LocalStore(cfg.local_store)
+        self.trees: dict[Path, dict[str, bytes]] = {}
+        """Each fetched package tree's file digests, checked again before every import."""
         self.sel = selectors.DefaultSelector()
         self.mice_sock: socket.socket | None = None
         self.mice_watched = True
@@ -94,7 +96,9 @@ class Dime(OwnChannels):
 
     def fetch(self, digest: bytes, size: int, sig: bytes, key: bytes | None) -> tuple[Path, Manifest]:
         assert self.cfg.store is not None
-        return package.fetch(self.cfg.store, self.cfg.local_store, digest, size, sig, key)
+        path, manifest, files = package.fetch_tree(self.cfg.store, self.cfg.local_store, digest, size, sig, key)
+        self.trees[path] = files
+        return path, manifest
 
     def start_mice(self, loaded: Loaded, first: int, epoch: int, limit: int) -> int:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -116,6 +120,12 @@ class Dime(OwnChannels):
                 die_with_parent()
                 with contextlib.suppress(OSError):  # the FCAPS loop on the same core comes first
                     os.setpriority(os.PRIO_PROCESS, 0, MICE_NICE)
+                sys.dont_write_bytecode = True  # nothing lands in the verified tree
+                try:
+                    package.verify_tree(loaded.path, self.trees.get(loaded.path, {}))
+                except (package.PackageError, OSError) as exc:
+                    print(f"dime {self.cfg.dime}: MICE not started: {exc}", file=sys.stderr, flush=True)
+                    os._exit(3)
                 baseline = memory.limit_self(limit)
                 child.send(mice.REC.pack(mice.READY, baseline, 0))
                 code = mice.run_child(child, str(loaded.path), st.entry, ctx)

@@ -3,13 +3,57 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import stat
 from pathlib import Path
+
+
+class StateDirError(OSError):
+    """A state or store directory is not private to this user; the message says why."""
+
+
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` 0700 if missing, then check it is a real directory, ours, closed to group and others.
+
+    An existing directory someone else planted (or left open) is refused, never trusted.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            p.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+    st = os.lstat(p)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise StateDirError(f"{p}: not a directory (a symlink or a file): refused")
+    if st.st_uid != os.getuid():
+        raise StateDirError(f"{p}: owned by uid {st.st_uid}, not by this user: refused")
+    if st.st_mode & 0o077:
+        raise StateDirError(f"{p}: mode {st.st_mode & 0o777:04o} lets group or others in: refused (chmod 700 {p})")
+    return p
+
+
+def user_base(environ: dict[str, str] | None = None) -> Path:
+    """A user's pxkernel base: ``$XDG_RUNTIME_DIR/pxkernel``, else under ``$XDG_STATE_HOME`` or ``~/.local/state``."""
+    env = os.environ if environ is None else environ
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        return Path(runtime) / "pxkernel"
+    home = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(home) / "pxkernel"
+
+
+def default_state_dir(where: str, environ: dict[str, str] | None = None) -> Path:
+    """The private state directory of a kernel on wire ``where`` (the base is verified too)."""
+    base = private_dir(user_base(environ))
+    return private_dir(base / hashlib.sha256(where.encode()).hexdigest()[:12])
 
 
 def _rw_counter(path: Path, bump: bool) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         raw = os.read(fd, 64).strip()
@@ -43,7 +87,7 @@ def server_mac(state_dir: str | os.PathLike[str]) -> bytes:
     except (OSError, ValueError):
         pass
     mac = bytes([0x02]) + os.urandom(5)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.write_text(":".join(f"{b:02x}" for b in mac) + "\n")
     return mac
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pxproto.dime.endpoint import Address
+from pxproto.dime.keys import fresh_keys, write_keyfile
 from pxproto.dime.signaling import ResponseReceived
 from pxproto.link import UdpPort, free_udp_ports
 from pxproto.node.client import Client
@@ -21,7 +22,8 @@ from pxproto.wire.codes import Command, Direction, Status, TlvType
 from pxproto.wire.frame import Tlv
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = bytes(range(32))
+KEY = fresh_keys()[1]
+"""This run's cluster key: random per test process, written 0600 for the kernels."""
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
@@ -54,7 +56,8 @@ class Cluster:
         self.store = tmp / "central"
         self.store.mkdir(parents=True)
         keyfile = tmp / "cluster.key"
-        keyfile.write_text(f"1 {KEY.hex()}\n")
+        if key:
+            write_keyfile(keyfile, {1: KEY})
         self._wait_switch(tmp / "sw.sock")
         self.logs: list[Path] = []
         for i in range(kernels):
@@ -75,8 +78,7 @@ class Cluster:
                 "--state-dir",
                 str(tmp / f"state{i}"),
             ]
-            if key:
-                cmd += ["--key", str(keyfile)]
+            cmd += ["--key", str(keyfile)] if key else ["--insecure"]
             cmd += list(extra)
             with open(log, "wb") as f:
                 self.procs.append(subprocess.Popen(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT))

@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     wire = run.add_mutually_exclusive_group(required=True)
     wire.add_argument("--port", help="udp:HOST:PORT or stream:PATH, a pxswitch port (rootless)")
     wire.add_argument("--iface", help="an interface, via AF_PACKET (root)")
-    run.add_argument("--key", help="cluster key file (KEY_ID HEXKEY per line)")
+    run.add_argument("--key", help="cluster key file (KEY_ID HEXKEY per line, mode 0600)")
+    run.add_argument("--insecure", action="store_true", help="run without --key: anyone can fake DIMEs and faults")
     run.add_argument("--store", help="the central package store directory (the kernels' --store)")
     run.add_argument("--control", default=DEFAULT_CONTROL)
     run.add_argument("--service", help="a service file whose regulator sets the failure detector")
@@ -95,6 +96,8 @@ def _status(args: argparse.Namespace) -> int:
             if args.watch:
                 print("\x1b[2J\x1b[H", end="")
             print(table(reply["rows"]))  # type: ignore[arg-type]
+            if reply.get("insecure"):
+                print("\nWARNING: insecure: this orchestrator runs without a key (pxorch run --insecure)")
             print(f"\npool: {reply['pool']}")
             wire = reply.get("wire") or {}
             dropped = {k: v for k, v in wire.items() if k in ("malformed", "not_for_us") or k.startswith("rejected")}  # type: ignore[attr-defined]
@@ -143,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         from pxproto.orch.driver import Driver, raise_priority
         from pxproto.orch.service import ServiceError
 
+        if not args.key and not args.insecure:
+            print("pxorch: no --key: refusing unsigned heartbeats and discovery (give --key FILE, or --insecure)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        if not args.key:
+            print("pxorch: WARNING: --insecure: no key, anyone on the wire can invent DIMEs or fake their deaths",
+                  file=sys.stderr)  # fmt: skip
         try:
             keys = load_keyfile(args.key) if args.key else {}
             wire = open_port(args.port, args.iface)

@@ -68,6 +68,7 @@ class Daemon:
                 "counters": self.core.counters,
                 "wire": self.driver.counters,
                 "leader": self._leader(),
+                "insecure": not self.driver.keyring.enabled,
             }
         if cmd == "deploy":
             try:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pxproto import package
+from pxproto.dime.keys import fresh_keys, write_keyfile
 from pxproto.link import PacketPort, Port, UdpPort, free_udp_ports
 from pxproto.orch import timeline
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
@@ -64,7 +65,6 @@ from pxproto.package import LocalStore, keyed_records
 WORKFLOWS = Path(__file__).parent / "workflows"
 SERVICE_FILE = WORKFLOWS / "wordcount.service.toml"
 ORCH_MAC = bytes.fromhex("020000000afe")
-KEY = bytes(range(32))
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -171,6 +171,8 @@ class Demo:
                  regulator: dict[str, Any] | None = None, netns: bool = False,
                  kill_stage: str = "transform", passes: int = 1, work_us: int | None = None) -> None:  # fmt: skip
         self.wd = choose_workdir(workdir)
+        self.key = fresh_keys()[1]
+        """This run's cluster key: random, written 0600 to the work dir, never reused."""
         """The servers' state and logs; the capture and the timeline too unless ``out_dir`` says otherwise."""
         self.out_dir = out_dir or self.wd
         self.servers = servers
@@ -298,7 +300,8 @@ class Demo:
         expected = expected_results(spec, self.passes)
         store, keyfile = self.wd / "central", self.wd / "cluster.key"
         store.mkdir(exist_ok=True)
-        keyfile.write_text(f"1 {KEY.hex()}\n")
+        keyfile.unlink(missing_ok=True)
+        write_keyfile(keyfile, {1: self.key})
         self.section("start")
         # The orchestrator and the switch (started from here, so it inherits this) run ahead of the DIMEs.
         if not raise_priority():
@@ -312,7 +315,7 @@ class Demo:
             raise
         mac = getattr(wire, "mac", None) or ORCH_MAC
         core = Orchestrator(mac, OrchConfig.from_regulator(spec.regulator))
-        drv = Driver(core, wire, {1: KEY}, self.on_event, record_heartbeats=True)
+        drv = Driver(core, wire, {1: self.key}, self.on_event, record_heartbeats=True)
         try:
             self._run(res, core, drv, spec, store, answer, expected)
         finally:
@@ -390,7 +393,7 @@ class Demo:
         assert stages_dir is not None
         archive = package.pack(stages_dir)
         digest = package.store_put(store, archive)
-        ref = PackageRef(digest, len(archive), package.sign(archive, KEY))
+        ref = PackageRef(digest, len(archive), package.sign(archive, self.key))
         self.say(f"package {spec.name}: {len(archive)} bytes, sha256 {digest.hex()[:16]}..., signed; in the store")
         drv.send(core.deploy(spec, ref, time.monotonic()))
         if not drv.run_until(lambda: bool(core.log.of(ServiceDeployed)), 30.0):

@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pxproto.dime.keys import write_keyfile
 from pxproto.link import free_udp_ports
 from pxproto.orch.daemon import query
-from pxproto.orch.demo import KEY, SERVICE_FILE, Demo, DemoError, dime_pid, expected_results
+from pxproto.orch.demo import SERVICE_FILE, Demo, DemoError, dime_pid, expected_results
 from pxproto.orch.etcdlocal import LocalEtcd
 from pxproto.orch.service import load_service
 
@@ -93,7 +94,7 @@ class HaDemo(Demo):
         expected = expected_results(spec)
         total = int(answer["lines"])
         (self.wd / "central").mkdir(exist_ok=True)
-        (self.wd / "cluster.key").write_text(f"1 {KEY.hex()}\n")
+        write_keyfile(self.wd / "cluster.key", {1: self.key})  # this run's fresh key, 0600
         self.section("start")
         self.etcd = LocalEtcd(self.wd / "etcd")
         self.etcd.start()
