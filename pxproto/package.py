@@ -266,7 +266,8 @@ def unpack(archive: bytes, dest: str | os.PathLike[str]) -> Manifest:
     """Unpack a verified archive into ``dest`` (regular files only, no path escapes); return its manifest.
 
     An existing ``dest`` is never trusted: the archive goes into a fresh private temporary
-    directory, is checked, then renamed into place atomically (the old tree is moved aside first).
+    directory, is checked, then renamed into place atomically (the old tree is moved aside first),
+    unless ``dest`` already verifies, file for file, against this archive.
     """
     root = Path(dest)
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
@@ -286,7 +287,15 @@ def unpack(archive: bytes, dest: str | os.PathLike[str]) -> Manifest:
                 with os.fdopen(fd, "wb") as f:
                     f.write(src.read())
         manifest = load_manifest(tmp)
-        verify_tree(tmp, file_digests(archive))
+        want = file_digests(archive)
+        verify_tree(tmp, want)
+        if root.is_dir() and not root.is_symlink():
+            try:  # the same verified tree already in place (another DIME of this server unpacked it): keep it,
+                verify_tree(root, want)  # so a MICE verifying or importing from it is never pulled from under
+                _rmtree(tmp)
+                return manifest
+            except PackageError:
+                pass
         if root.exists() or root.is_symlink():
             aside = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-old-"))
             os.replace(root, aside / "tree")
