@@ -113,6 +113,8 @@ cdef Py_ssize_t px_put_tlv_uint(unsigned char* out, Py_ssize_t cap, unsigned int
 
 
 include "_frames.pxi"
+include "_view.pxi"
+include "_builders.pxi"
 include "_batch.pxi"
 
 
