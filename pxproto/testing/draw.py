@@ -16,28 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from pxproto.errors import ProtocolError
-from pxproto.wire import layout, spec
+from pxproto.wire import codes, layout, spec
 from pxproto.wire.codec import encode
-from pxproto.wire.codes import (
-    ACL_ENTRY_SIZE,
-    DIME_ALL,
-    FIXED_TLV_SIZES,
-    STATE_ANY,
-    TEXT_MAX,
-    TLV_ENUMS,
-    TLV_KINDS,
-    Command,
-    DataFlag,
-    DimeState,
-    DiscoveryOp,
-    Fcaps,
-    FrameClass,
-    Op,
-    Scope,
-    Status,
-    TlvKind,
-    TlvType,
-)
 from pxproto.wire.frame import Auth, Body, Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv, body_length
 
 T = TypeVar("T")
@@ -103,20 +83,20 @@ def mac(src: Source, macs: Sequence[bytes] | None = None) -> bytes:
     return src.pick(macs) if macs else src.blob(MAC_SIZE, MAC_SIZE)
 
 
-def tlv_value(src: Source, t: TlvType) -> int | str | bytes:
-    kind = TLV_KINDS[t]
-    if t in TLV_ENUMS:
-        return int(src.pick(list(TLV_ENUMS[t])))
-    if kind in (TlvKind.U8, TlvKind.U16, TlvKind.U32, TlvKind.U64):
-        return src.uint(8 * FIXED_TLV_SIZES[kind])
-    if kind is TlvKind.TEXT:
-        return src.text(TEXT_MAX)
-    if kind in FIXED_TLV_SIZES:
-        n = FIXED_TLV_SIZES[kind]
+def tlv_value(src: Source, t: codes.TlvType) -> int | str | bytes:
+    kind = codes.TLV_KINDS[t]
+    if t in codes.TLV_ENUMS:
+        return int(src.pick(list(codes.TLV_ENUMS[t])))
+    if kind in (codes.TlvKind.U8, codes.TlvKind.U16, codes.TlvKind.U32, codes.TlvKind.U64):
+        return src.uint(8 * codes.FIXED_TLV_SIZES[kind])
+    if kind is codes.TlvKind.TEXT:
+        return src.text(codes.TEXT_MAX)
+    if kind in codes.FIXED_TLV_SIZES:
+        n = codes.FIXED_TLV_SIZES[kind]
         return src.blob(n, n)
-    if kind is TlvKind.ACL:
+    if kind is codes.TlvKind.ACL:
         entries = [
-            mac(src) + bytes([src.uint(len(Fcaps))]) + bytes(ACL_ENTRY_SIZE - MAC_SIZE - 1)
+            mac(src) + bytes([src.uint(len(codes.Fcaps))]) + bytes(codes.ACL_ENTRY_SIZE - MAC_SIZE - 1)
             for _ in range(src.between(0, 5))
         ]
         return b"".join(entries)
@@ -126,30 +106,30 @@ def tlv_value(src: Source, t: TlvType) -> int | str | bytes:
 def tlvs(src: Source, max_count: int = 6) -> tuple[Tlv, ...]:
     """Up to ``max_count`` TLVs of distinct types; now and then one of a type the codec does not know."""
     types: list[int] = []
-    known = list(TlvType)
+    known = list(codes.TlvType)
     for _ in range(src.between(0, max_count)):
         t = src.pick(known) if src.chance(0.9) else src.between(200, (1 << bits("px.tlv.type")) - 1)
         if t not in types:
             types.append(t)
     out = []
     for t in types:
-        if t in TlvType._value2member_map_:
-            out.append(Tlv(TlvType(t), tlv_value(src, TlvType(t))))
+        if t in codes.TlvType._value2member_map_:
+            out.append(Tlv(codes.TlvType(t), tlv_value(src, codes.TlvType(t))))
         else:
             out.append(Tlv(t, src.blob(0, 32)))  # an unknown type: kept as bytes
     return tuple(out)
 
 
 def signaling(src: Source) -> Signaling:
-    op = src.pick(list(Op))
-    status = Status.OK if op is Op.REQUEST else src.pick(list(Status))
-    return Signaling(src.pick(list(Command)), op, uint(src, "px.req_id"), status, tlvs(src))
+    op = src.pick(list(codes.Op))
+    status = codes.Status.OK if op is codes.Op.REQUEST else src.pick(list(codes.Status))
+    return Signaling(src.pick(list(codes.Command)), op, uint(src, "px.req_id"), status, tlvs(src))
 
 
 def data(src: Source, max_payload: int = MAX_PAYLOAD) -> Data:
-    flags = DataFlag(src.between(0, int(DataFlag.ACK | DataFlag.FIN)))
-    ack, credit = (uint(src, "px.data.ack"), uint(src, "px.data.credit")) if flags & DataFlag.ACK else (0, 0)
-    if flags & DataFlag.ACK and src.chance(0.3):  # acknowledgement only
+    flags = codes.DataFlag(src.between(0, int(codes.DataFlag.ACK | codes.DataFlag.FIN)))
+    ack, credit = (uint(src, "px.data.ack"), uint(src, "px.data.credit")) if flags & codes.DataFlag.ACK else (0, 0)
+    if flags & codes.DataFlag.ACK and src.chance(0.3):  # acknowledgement only
         return Data(uint(src, "px.data.channel"), uint(src, "px.data.msg_id"), b"", 0, 0, 0, 0, ack, credit, flags)
     payload = src.blob(1, max_payload)
     count = src.pick((1, 1, 2, src.between(1, (1 << bits("px.data.frag_count")) - 1)))
@@ -167,32 +147,32 @@ def data(src: Source, max_payload: int = MAX_PAYLOAD) -> Data:
 def dime_info(src: Source) -> DimeInfo:
     total = uint(src, "px.disc.dime.mem_total")
     return DimeInfo(
-        src.between(0, DIME_ALL - 1), uint(src, "px.disc.dime.core"), src.pick(list(DimeState)), total,
+        src.between(0, codes.DIME_ALL - 1), uint(src, "px.disc.dime.core"), src.pick(list(codes.DimeState)), total,
         src.between(0, total), uint(src, "px.disc.dime.epoch"),
     )  # fmt: skip
 
 
 def discovery(src: Source) -> Discovery:
-    op = src.pick(list(DiscoveryOp))
-    dimes = () if op is DiscoveryOp.PROBE else tuple(dime_info(src) for _ in range(src.between(0, 8)))
-    probe_id = 0 if op is DiscoveryOp.GRATUITOUS else uint(src, "px.disc.probe_id")
-    state_filter = src.pick([STATE_ANY, *[int(s) for s in DimeState]])
+    op = src.pick(list(codes.DiscoveryOp))
+    dimes = () if op is codes.DiscoveryOp.PROBE else tuple(dime_info(src) for _ in range(src.between(0, 8)))
+    probe_id = 0 if op is codes.DiscoveryOp.GRATUITOUS else uint(src, "px.disc.probe_id")
+    state_filter = src.pick([codes.STATE_ANY, *[int(s) for s in codes.DimeState]])
     return Discovery(op, probe_id, uint(src, "px.disc.sw_version"), uint(src, "px.disc.caps"), state_filter, dimes)
 
 
 def heartbeat(src: Source) -> Heartbeat:
     fields: dict[str, Any] = {f.name: uint(src, f.key) for f in layout.fields(spec.HeartbeatBody)}
-    fields["state"] = src.pick(list(DimeState))
+    fields["state"] = src.pick(list(codes.DimeState))
     fields["period_ms"] = src.between(1, (1 << bits("px.hb.period_ms")) - 1)
     fields["cpu_permille"] = src.between(0, 1000)
     return Heartbeat(**fields)
 
 
-BODIES: dict[FrameClass, Callable[[Source], Body]] = {
-    FrameClass.SIGNALING: signaling,
-    FrameClass.DATA: data,
-    FrameClass.DISCOVERY: discovery,
-    FrameClass.HEARTBEAT: heartbeat,
+BODIES: dict[codes.FrameClass, Callable[[Source], Body]] = {
+    codes.FrameClass.SIGNALING: signaling,
+    codes.FrameClass.DATA: data,
+    codes.FrameClass.DISCOVERY: discovery,
+    codes.FrameClass.HEARTBEAT: heartbeat,
 }
 
 
@@ -205,19 +185,19 @@ def auth(src: Source) -> Auth:
 
 
 def frame(
-    src: Source, cls: FrameClass | None = None, macs: Sequence[bytes] | None = None, auth_share: float = 0.25
+    src: Source, cls: codes.FrameClass | None = None, macs: Sequence[bytes] | None = None, auth_share: float = 0.25
 ) -> Frame:
     """A valid frame of ``cls`` (any class when None)."""
-    cls = cls or src.pick(list(FrameClass))
+    cls = cls or src.pick(list(codes.FrameClass))
     body = BODIES[cls](src)
-    if cls is FrameClass.DATA:
-        scope = Scope.DIME
-    elif cls is FrameClass.SIGNALING:
-        scope = src.pick(list(Scope))
+    if cls is codes.FrameClass.DATA:
+        scope = codes.Scope.DIME
+    elif cls is codes.FrameClass.SIGNALING:
+        scope = src.pick(list(codes.Scope))
     else:
-        scope = Scope.SYSTEM
-    dst = src.between(0, DIME_ALL - 1) if scope is Scope.DIME else DIME_ALL
-    src_dime = src.between(0, DIME_ALL - 1) if cls is FrameClass.HEARTBEAT else uint(src, "px.dime.src")
+        scope = codes.Scope.SYSTEM
+    dst = src.between(0, codes.DIME_ALL - 1) if scope is codes.Scope.DIME else codes.DIME_ALL
+    src_dime = src.between(0, codes.DIME_ALL - 1) if cls is codes.FrameClass.HEARTBEAT else uint(src, "px.dime.src")
     trailer = auth(src) if src.chance(auth_share) else None
     f = Frame(
         body, scope, src_dime, uint(src, "px.thread.src"), dst, uint(src, "px.thread.dst"), uint(src, "px.seq"),
@@ -230,7 +210,7 @@ def frame(
 
 
 def random_frame(
-    rng: random.Random, cls: FrameClass | None = None, macs: Sequence[bytes] | None = None, auth: float = 0.25
+    rng: random.Random, cls: codes.FrameClass | None = None, macs: Sequence[bytes] | None = None, auth: float = 0.25
 ) -> Frame:
     """A valid frame of ``cls`` (any class when None) from a seeded RNG."""
     return frame(RandomSource(rng), cls, macs, auth)
@@ -239,7 +219,7 @@ def random_frame(
 def valid_pool(rng: random.Random, n: int, macs: Sequence[bytes] | None = None) -> list[bytes]:
     """``n`` encoded valid frames, every class equally often."""
     out: list[bytes] = []
-    classes = list(FrameClass)
+    classes = list(codes.FrameClass)
     while len(out) < n:
         try:
             out.append(encode(random_frame(rng, classes[len(out) % len(classes)], macs)))
@@ -252,13 +232,13 @@ def valid_pool(rng: random.Random, n: int, macs: Sequence[bytes] | None = None) 
 
 
 def _same_tlv(src: Source, p: Tlv) -> Tlv:
-    if p.type not in TlvType._value2member_map_:
+    if p.type not in codes.TlvType._value2member_map_:
         return Tlv(p.type, src.blob(len(p.value), len(p.value)))  # type: ignore[arg-type]
-    t = TlvType(p.type)
-    kind = TLV_KINDS[t]
-    if kind in (TlvKind.TEXT, TlvKind.ACL):
+    t = codes.TlvType(p.type)
+    kind = codes.TLV_KINDS[t]
+    if kind in (codes.TlvKind.TEXT, codes.TlvKind.ACL):
         return p  # their length is part of the shape; the value stays valid
-    if kind is TlvKind.BYTES:
+    if kind is codes.TlvKind.BYTES:
         assert isinstance(p.value, bytes)
         return Tlv(t, src.blob(len(p.value), len(p.value)))
     return Tlv(t, tlv_value(src, t))
@@ -266,18 +246,20 @@ def _same_tlv(src: Source, p: Tlv) -> Tlv:
 
 def _same_body(src: Source, b: Body) -> Body:
     if isinstance(b, Signaling):
-        status = Status.OK if b.op is Op.REQUEST else src.pick(list(Status))
+        status = codes.Status.OK if b.op is codes.Op.REQUEST else src.pick(list(codes.Status))
         params = tuple(_same_tlv(src, p) for p in b.params)
-        return Signaling(src.pick(list(Command)), b.op, uint(src, "px.req_id"), status, params)
+        return Signaling(src.pick(list(codes.Command)), b.op, uint(src, "px.req_id"), status, params)
     if isinstance(b, Data):
-        ack, credit = (uint(src, "px.data.ack"), uint(src, "px.data.credit")) if b.flags & DataFlag.ACK else (0, 0)
+        ack, credit = (
+            (uint(src, "px.data.ack"), uint(src, "px.data.credit")) if b.flags & codes.DataFlag.ACK else (0, 0)
+        )
         n = len(b.payload)
         return Data(
             uint(src, "px.data.channel"), uint(src, "px.data.msg_id"), src.blob(n, n), b.msg_len, b.frag_offset,
             b.frag_index, b.frag_count, ack, credit, b.flags,
         )  # fmt: skip
     if isinstance(b, Discovery):
-        probe = 0 if b.op is DiscoveryOp.GRATUITOUS else uint(src, "px.disc.probe_id")
+        probe = 0 if b.op is codes.DiscoveryOp.GRATUITOUS else uint(src, "px.disc.probe_id")
         dimes = tuple(dime_info(src) for _ in b.dimes)
         return Discovery(b.op, probe, uint(src, "px.disc.sw_version"), uint(src, "px.disc.caps"), b.state_filter, dimes)
     return heartbeat(src)
@@ -287,8 +269,8 @@ def variant(rng: random.Random, f: Frame) -> Frame:
     """A frame of the same shape (class, scope, lengths, trailer) as ``f`` with every free field re-drawn:
     many distinct valid frames for the cost of one draw."""
     src = RandomSource(rng)
-    dst = src.between(0, DIME_ALL - 1) if f.scope is Scope.DIME else DIME_ALL
-    src_dime = src.between(0, DIME_ALL - 1) if isinstance(f.body, Heartbeat) else uint(src, "px.dime.src")
+    dst = src.between(0, codes.DIME_ALL - 1) if f.scope is codes.Scope.DIME else codes.DIME_ALL
+    src_dime = src.between(0, codes.DIME_ALL - 1) if isinstance(f.body, Heartbeat) else uint(src, "px.dime.src")
     return Frame(
         _same_body(src, f.body), f.scope, src_dime, uint(src, "px.thread.src"), dst, uint(src, "px.thread.dst"),
         uint(src, "px.seq"), mac(src), mac(src), auth(src) if f.auth is not None else None, f.version, f.padding,

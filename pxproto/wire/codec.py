@@ -13,30 +13,7 @@ from typing import Any
 from construct import ConstructError
 
 from pxproto.errors import ProtocolError
-from pxproto.wire import ethertypes, layout, spec
-from pxproto.wire.codes import (
-    ACL_ENTRY_SIZE,
-    CPU_PERMILLE_MAX,
-    DIME_ALL,
-    FIXED_TLV_SIZES,
-    PROTOCOL_VERSION,
-    STATE_ANY,
-    TEXT_MAX,
-    TLV_ENUMS,
-    TLV_KINDS,
-    Command,
-    DataFlag,
-    DimeState,
-    DiscoveryOp,
-    Fcaps,
-    FrameClass,
-    HeaderFlag,
-    Op,
-    Scope,
-    Status,
-    TlvKind,
-    TlvType,
-)
+from pxproto.wire import codes, ethertypes, layout, spec
 from pxproto.wire.frame import (
     DATA_FIXED,
     DIME_RECORD,
@@ -58,15 +35,15 @@ from pxproto.wire.frame import (
 ETH = spec.ETH_LEN
 HDR = spec.BODY_OFFSET
 FIXED_SIZE = {
-    FrameClass.SIGNALING: SIGNALING_FIXED,
-    FrameClass.DATA: DATA_FIXED,
-    FrameClass.DISCOVERY: DISCOVERY_FIXED,
-    FrameClass.HEARTBEAT: HEARTBEAT_LEN,
+    codes.FrameClass.SIGNALING: SIGNALING_FIXED,
+    codes.FrameClass.DATA: DATA_FIXED,
+    codes.FrameClass.DISCOVERY: DISCOVERY_FIXED,
+    codes.FrameClass.HEARTBEAT: HEARTBEAT_LEN,
 }
 # Byte offsets of header fields from the start of the frame, for errors.
 OFF = {f.name: ETH + f.offset for f in layout.fields(spec.Header)}
-HEADER_FLAG_MASK = int(HeaderFlag.SCOPE_DIME | HeaderFlag.AUTH)
-DATA_FLAG_MASK = int(DataFlag.ACK | DataFlag.FIN)
+HEADER_FLAG_MASK = int(codes.HeaderFlag.SCOPE_DIME | codes.HeaderFlag.AUTH)
+DATA_FLAG_MASK = int(codes.DataFlag.ACK | codes.DataFlag.FIN)
 
 
 def _enum(enum: Any, value: int, field: str, offset: int, what: str) -> Any:
@@ -97,13 +74,15 @@ def _decode(data: bytes) -> Frame:
     if n < HDR:
         raise ProtocolError("header", ETH, f"truncated: {n - ETH} bytes, the Parallax header needs {HDR - ETH}")
     h = spec.Header.parse(data[ETH:HDR])
-    if h.version != PROTOCOL_VERSION:
-        raise ProtocolError("version", OFF["version"], f"version {h.version}, this codec speaks {PROTOCOL_VERSION}")
+    if h.version != codes.PROTOCOL_VERSION:
+        raise ProtocolError(
+            "version", OFF["version"], f"version {h.version}, this codec speaks {codes.PROTOCOL_VERSION}"
+        )
     flags = data[OFF["flags"]]
     if flags & ~HEADER_FLAG_MASK:
         raise ProtocolError("flags", OFF["flags"], f"reserved bits 0x{flags & ~HEADER_FLAG_MASK:02x} set")
-    scope = Scope.DIME if flags & HeaderFlag.SCOPE_DIME else Scope.SYSTEM
-    has_auth = bool(flags & HeaderFlag.AUTH)
+    scope = codes.Scope.DIME if flags & codes.HeaderFlag.SCOPE_DIME else codes.Scope.SYSTEM
+    has_auth = bool(flags & codes.HeaderFlag.AUTH)
     body_end = HDR + h.length
     if body_end > n:
         raise ProtocolError("len", OFF["length"], f"says {h.length} body bytes, the frame holds {n - HDR}")
@@ -136,25 +115,25 @@ def _decode(data: bytes) -> Frame:
     )
 
 
-def _check_scope(cls: FrameClass, scope: Scope, dst_dime: int, src_dime: int) -> None:
-    if cls is FrameClass.DATA and scope is not Scope.DIME:
+def _check_scope(cls: codes.FrameClass, scope: codes.Scope, dst_dime: int, src_dime: int) -> None:
+    if cls is codes.FrameClass.DATA and scope is not codes.Scope.DIME:
         raise ProtocolError("flags", OFF["flags"], "a DATA frame must have DIME scope")
-    if cls in (FrameClass.DISCOVERY, FrameClass.HEARTBEAT) and scope is not Scope.SYSTEM:
+    if cls in (codes.FrameClass.DISCOVERY, codes.FrameClass.HEARTBEAT) and scope is not codes.Scope.SYSTEM:
         raise ProtocolError("flags", OFF["flags"], f"a {cls.name} frame must have SYSTEM scope")
-    if scope is Scope.SYSTEM and dst_dime != DIME_ALL:
+    if scope is codes.Scope.SYSTEM and dst_dime != codes.DIME_ALL:
         raise ProtocolError("dime.dst", OFF["dst_dime"], f"a SYSTEM-scope frame goes to 0xffff, not {dst_dime}")
-    if scope is Scope.DIME and dst_dime == DIME_ALL:
+    if scope is codes.Scope.DIME and dst_dime == codes.DIME_ALL:
         raise ProtocolError("dime.dst", OFF["dst_dime"], "a DIME-scope frame needs a DIME id, not 0xffff")
-    if cls is FrameClass.HEARTBEAT and src_dime == DIME_ALL:
+    if cls is codes.FrameClass.HEARTBEAT and src_dime == codes.DIME_ALL:
         raise ProtocolError("dime.src", OFF["src_dime"], "a heartbeat comes from one DIME, not 0xffff")
 
 
 def _decode_signaling(data: bytes, start: int, end: int, dst_dime: int) -> Signaling:
     f = spec.SignalingFixed.parse(data[start : start + SIGNALING_FIXED])
-    cmd = _enum(Command, int(f.cmd), "cmd", start + 4, "command")
-    op = _enum(Op, int(f.op), "op", start + 5, "op")
-    status = _enum(Status, int(f.status), "status", start + 6, "status")
-    if op is Op.REQUEST and status is not Status.OK:
+    cmd = _enum(codes.Command, int(f.cmd), "cmd", start + 4, "command")
+    op = _enum(codes.Op, int(f.op), "op", start + 5, "op")
+    status = _enum(codes.Status, int(f.status), "status", start + 6, "status")
+    if op is codes.Op.REQUEST and status is not codes.Status.OK:
         raise ProtocolError("status", start + 6, f"a request carries OK, not {status.name}")
     params: list[Tlv] = []
     seen: set[int] = set()
@@ -177,33 +156,35 @@ def _decode_signaling(data: bytes, start: int, end: int, dst_dime: int) -> Signa
 
 def _decode_tlv(type_: int, value: bytes, pos: int) -> Tlv:
     try:
-        t = TlvType(type_)
+        t = codes.TlvType(type_)
     except ValueError:
         return Tlv(type_, value)
-    kind = TLV_KINDS[t]
+    kind = codes.TLV_KINDS[t]
     name = f"tlv.{t.name.lower()}"
-    size = FIXED_TLV_SIZES.get(kind)
+    size = codes.FIXED_TLV_SIZES.get(kind)
     if size is not None and len(value) != size:
         raise ProtocolError(name, pos + 2, f"length {len(value)}, a {kind.name} value is {size} bytes")
-    if kind in (TlvKind.U8, TlvKind.U16, TlvKind.U32, TlvKind.U64):
+    if kind in (codes.TlvKind.U8, codes.TlvKind.U16, codes.TlvKind.U32, codes.TlvKind.U64):
         number = int.from_bytes(value, "big")
-        if t in TLV_ENUMS:
-            _enum(TLV_ENUMS[t], number, name, pos + 4, t.name.lower())
+        if t in codes.TLV_ENUMS:
+            _enum(codes.TLV_ENUMS[t], number, name, pos + 4, t.name.lower())
         return Tlv(t, number)
-    if kind is TlvKind.TEXT:
-        if len(value) > TEXT_MAX:
-            raise ProtocolError(name, pos + 2, f"text of {len(value)} bytes, at most {TEXT_MAX}")
+    if kind is codes.TlvKind.TEXT:
+        if len(value) > codes.TEXT_MAX:
+            raise ProtocolError(name, pos + 2, f"text of {len(value)} bytes, at most {codes.TEXT_MAX}")
         try:
             return Tlv(t, value.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise ProtocolError(name, pos + 4 + exc.start, "not UTF-8") from None
-    if kind is TlvKind.ACL:
-        if len(value) % ACL_ENTRY_SIZE:
-            raise ProtocolError(name, pos + 2, f"length {len(value)} is not a multiple of {ACL_ENTRY_SIZE}")
-        for k in range(0, len(value), ACL_ENTRY_SIZE):
+    if kind is codes.TlvKind.ACL:
+        if len(value) % codes.ACL_ENTRY_SIZE:
+            raise ProtocolError(name, pos + 2, f"length {len(value)} is not a multiple of {codes.ACL_ENTRY_SIZE}")
+        for k in range(0, len(value), codes.ACL_ENTRY_SIZE):
             mask, reserved = value[k + 6], value[k + 7]
-            if mask >> len(Fcaps) or reserved:
-                raise ProtocolError(name, pos + 4 + k + 6, f"entry {k // ACL_ENTRY_SIZE}: bad FCAPS mask/reserved")
+            if mask >> len(codes.Fcaps) or reserved:
+                raise ProtocolError(
+                    name, pos + 4 + k + 6, f"entry {k // codes.ACL_ENTRY_SIZE}: bad FCAPS mask/reserved"
+                )
     return Tlv(t, value)
 
 
@@ -214,13 +195,13 @@ def _decode_data(data: bytes, start: int, end: int, dst_dime: int) -> Data:
         raise ProtocolError("data.flags", start + 2, f"reserved bits 0x{flags & ~DATA_FLAG_MASK:02x} set")
     payload = data[start + DATA_FIXED : end]
     o = {fi: start + off for fi, off in _DATA_OFF.items()}
-    if not flags & DataFlag.ACK:
+    if not flags & codes.DataFlag.ACK:
         if f.ack:
             raise ProtocolError("data.ack", o["ack"], "ack set without the ACK flag")
         if f.credit:
             raise ProtocolError("data.credit", o["credit"], "credit set without the ACK flag")
     if f.frag_count == 0:
-        if not flags & DataFlag.ACK:
+        if not flags & codes.DataFlag.ACK:
             raise ProtocolError("data.flags", start + 2, "an acknowledgement-only frame (frag_count 0) sets ACK")
         for name in ("msg_len", "frag_offset", "frag_index"):
             if f[name]:
@@ -253,27 +234,27 @@ def _decode_data(data: bytes, start: int, end: int, dst_dime: int) -> Data:
         frag_count=f.frag_count,
         ack=f.ack,
         credit=f.credit,
-        flags=DataFlag(flags),
+        flags=codes.DataFlag(flags),
     )
 
 
 def _decode_discovery(data: bytes, start: int, end: int, dst_dime: int) -> Discovery:
     f = spec.DiscoveryFixed.parse(data[start : start + DISCOVERY_FIXED])
-    op = _enum(DiscoveryOp, int(f.op), "disc.op", start, "discovery op")
-    if f.state_filter != STATE_ANY:
-        _enum(DimeState, f.state_filter, "disc.state_filter", start + 1, "state")
+    op = _enum(codes.DiscoveryOp, int(f.op), "disc.op", start, "discovery op")
+    if f.state_filter != codes.STATE_ANY:
+        _enum(codes.DimeState, f.state_filter, "disc.state_filter", start + 1, "state")
     want = DISCOVERY_FIXED + DIME_RECORD * f.count
     if end - start != want:
         raise ProtocolError("disc.count", start + 2, f"{f.count} DIMEs need {want} body bytes, there are {end - start}")
-    if op is DiscoveryOp.PROBE and f.count:
+    if op is codes.DiscoveryOp.PROBE and f.count:
         raise ProtocolError("disc.count", start + 2, "a probe lists no DIMEs")
-    if op is DiscoveryOp.GRATUITOUS and f.probe_id:
+    if op is codes.DiscoveryOp.GRATUITOUS and f.probe_id:
         raise ProtocolError("disc.probe_id", start + 4, "a gratuitous announce answers no probe (probe_id 0)")
     dimes = []
     pos = start + DISCOVERY_FIXED
     for _ in range(f.count):
         r = spec.DimeRecord.parse(data[pos : pos + DIME_RECORD])
-        state = _enum(DimeState, int(r.state), "disc.dime.state", pos + 4, "state")
+        state = _enum(codes.DimeState, int(r.state), "disc.dime.state", pos + 4, "state")
         if r.mem_free > r.mem_total:
             raise ProtocolError("disc.dime.mem_free", pos + 9, f"{r.mem_free} free chunks of {r.mem_total}")
         dimes.append(DimeInfo(r.dime, r.core, state, r.mem_total, r.mem_free, r.epoch))
@@ -285,11 +266,11 @@ def _decode_heartbeat(data: bytes, start: int, end: int, dst_dime: int) -> Heart
     if end - start != HEARTBEAT_LEN:
         raise ProtocolError("len", OFF["length"], f"{end - start} body bytes, a HEARTBEAT body is {HEARTBEAT_LEN}")
     f = spec.HeartbeatBody.parse(data[start:end])
-    state = _enum(DimeState, int(f.state), "hb.state", start + 4, "state")
+    state = _enum(codes.DimeState, int(f.state), "hb.state", start + 4, "state")
     if f.period_ms == 0:
         raise ProtocolError("hb.period_ms", start + 5, "a heartbeat period of 0 ms")
-    if f.cpu_permille > CPU_PERMILLE_MAX:
-        raise ProtocolError("hb.cpu_permille", start + 7, f"{f.cpu_permille} is over {CPU_PERMILLE_MAX}")
+    if f.cpu_permille > codes.CPU_PERMILLE_MAX:
+        raise ProtocolError("hb.cpu_permille", start + 7, f"{f.cpu_permille} is over {codes.CPU_PERMILLE_MAX}")
     return Heartbeat(
         f.epoch, state, f.period_ms, f.cpu_permille, f.stage, f.mem_used, f.mem_limit, f.rx_queue, f.tx_queue, f.service
     )
@@ -305,11 +286,11 @@ def _decode_auth(data: bytes, pos: int) -> Auth:
 
 
 _DATA_OFF = {f.name: f.offset for f in layout.fields(spec.DataFixed)}
-_BODY_DECODERS: dict[FrameClass, Any] = {
-    FrameClass.SIGNALING: _decode_signaling,
-    FrameClass.DATA: _decode_data,
-    FrameClass.DISCOVERY: _decode_discovery,
-    FrameClass.HEARTBEAT: _decode_heartbeat,
+_BODY_DECODERS: dict[codes.FrameClass, Any] = {
+    codes.FrameClass.SIGNALING: _decode_signaling,
+    codes.FrameClass.DATA: _decode_data,
+    codes.FrameClass.DISCOVERY: _decode_discovery,
+    codes.FrameClass.HEARTBEAT: _decode_heartbeat,
 }
 
 
@@ -319,8 +300,8 @@ _BODY_DECODERS: dict[FrameClass, Any] = {
 def _encode_tlv(p: Tlv) -> bytes:
     v = p.value
     if isinstance(v, int):
-        kind = TLV_KINDS[TlvType(p.type)]
-        raw = v.to_bytes(FIXED_TLV_SIZES[kind], "big")
+        kind = codes.TLV_KINDS[codes.TlvType(p.type)]
+        raw = v.to_bytes(codes.FIXED_TLV_SIZES[kind], "big")
     elif isinstance(v, str):
         raw = v.encode("utf-8")
     else:

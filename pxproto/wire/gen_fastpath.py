@@ -27,29 +27,7 @@ import sys
 from enum import IntEnum
 from pathlib import Path
 
-from pxproto.wire import ethertypes, layout, spec
-from pxproto.wire.codes import (
-    ACL_ENTRY_SIZE,
-    CPU_PERMILLE_MAX,
-    DIME_ALL,
-    FIXED_TLV_SIZES,
-    PROTOCOL_VERSION,
-    STATE_ANY,
-    TEXT_MAX,
-    TLV_ENUMS,
-    TLV_KINDS,
-    Command,
-    DataFlag,
-    DimeState,
-    DiscoveryOp,
-    Fcaps,
-    FrameClass,
-    HeaderFlag,
-    Op,
-    Status,
-    TlvKind,
-    TlvType,
-)
+from pxproto.wire import codes, ethertypes, layout, spec
 
 FASTPATH_DIR = Path(__file__).resolve().parent.parent / "fastpath"
 PXD_NAME = "wiregen.pxd"
@@ -70,11 +48,11 @@ STRUCT_C_NAMES = {
     "auth": "AUTH",
 }
 U8_ENUMS: dict[str, type[IntEnum]] = {
-    "CMD": Command,
-    "OP": Op,
-    "STATUS": Status,
-    "STATE": DimeState,
-    "DISC_OP": DiscoveryOp,
+    "CMD": codes.Command,
+    "OP": codes.Op,
+    "STATUS": codes.Status,
+    "STATE": codes.DimeState,
+    "DISC_OP": codes.DiscoveryOp,
 }
 
 
@@ -102,40 +80,40 @@ def _table(name: str, size: int, values: dict[int, int], ctype: str = "unsigned 
 
 def _constants() -> list[tuple[str, int]]:
     consts: list[tuple[str, int]] = [
-        ("PX_PROTOCOL_VERSION", PROTOCOL_VERSION),
-        ("PX_DIME_ALL", DIME_ALL),
-        ("PX_STATE_ANY", STATE_ANY),
-        ("PX_TEXT_MAX", TEXT_MAX),
-        ("PX_ACL_ENTRY_SIZE", ACL_ENTRY_SIZE),
+        ("PX_PROTOCOL_VERSION", codes.PROTOCOL_VERSION),
+        ("PX_DIME_ALL", codes.DIME_ALL),
+        ("PX_STATE_ANY", codes.STATE_ANY),
+        ("PX_TEXT_MAX", codes.TEXT_MAX),
+        ("PX_ACL_ENTRY_SIZE", codes.ACL_ENTRY_SIZE),
         # an ACL entry is (peer MAC, FCAPS mask u8, reserved u8): the two last bytes
-        ("PX_ACL_MASK", ACL_ENTRY_SIZE - 2),
-        ("PX_ACL_RESERVED", ACL_ENTRY_SIZE - 1),
-        ("PX_CPU_PERMILLE_MAX", CPU_PERMILLE_MAX),
-        ("PX_FCAPS_COUNT", len(Fcaps)),
+        ("PX_ACL_MASK", codes.ACL_ENTRY_SIZE - 2),
+        ("PX_ACL_RESERVED", codes.ACL_ENTRY_SIZE - 1),
+        ("PX_CPU_PERMILLE_MAX", codes.CPU_PERMILLE_MAX),
+        ("PX_FCAPS_COUNT", len(codes.Fcaps)),
         ("PX_MIN_ETHERNET_FRAME", spec.MIN_ETHERNET_FRAME),
         ("PX_BODY_OFFSET", spec.BODY_OFFSET),
         ("PX_TAG_LEN", spec.TAG_LEN),
     ]
     for name, value in ethertypes.DEFAULT.as_dict().items():
         consts.append((f"PX_ETHERTYPE_{name.upper()}", value))
-    for cls in FrameClass:
+    for cls in codes.FrameClass:
         consts.append((f"PX_CLASS_{cls.name}", int(cls)))
     for prefix, (struct, fields) in layout.struct_tables().items():
         cname = STRUCT_C_NAMES[prefix]
         consts.append((f"PX_{cname}_LEN", struct.sizeof()))
         for f in fields:
             consts.append((f"PX_{cname}_{f.name.upper()}", f.offset))
-    for hflag in HeaderFlag:
+    for hflag in codes.HeaderFlag:
         consts.append((f"PX_HFLAG_{hflag.name}", int(hflag)))
-    for dflag in DataFlag:
+    for dflag in codes.DataFlag:
         consts.append((f"PX_DFLAG_{dflag.name}", int(dflag)))
     for cname, enum in U8_ENUMS.items():
         for member in enum:
             consts.append((f"PX_{cname}_{member.name}", int(member)))
-    for t in TlvType:
+    for t in codes.TlvType:
         consts.append((f"PX_TLV_{t.name}", int(t)))
-    consts.append(("PX_TLV_TYPE_MAX", max(int(t) for t in TlvType)))
-    for k in TlvKind:
+    consts.append(("PX_TLV_TYPE_MAX", max(int(t) for t in codes.TlvType)))
+    for k in codes.TlvKind:
         consts.append((f"PX_TLVK_{k.name}", int(k)))
     errors = error_fields()
     for i, key in enumerate(errors):
@@ -151,18 +129,24 @@ def _constants() -> list[tuple[str, int]]:
 def _c_tables() -> list[str]:
     """The code-validity tables, the TLV tables, the enum-TLV check and the error names, as C."""
     fields = error_fields()
-    tmax = max(int(t) for t in TlvType) + 1
+    tmax = max(int(t) for t in codes.TlvType) + 1
     c: list[str] = []
     for cname, enum in U8_ENUMS.items():
         c.append(_table(f"PX_VALID_{cname}", 256, {int(m): 1 for m in enum}))
-    c.append(_table("PX_TLV_KIND", tmax, {int(t): int(k) for t, k in TLV_KINDS.items()}))
-    c.append(_table("PX_TLV_ERR", tmax, {int(t): fields.index(f"tlv.{t.name.lower()}") for t in TlvType}))
-    c.append(_table("PX_TLVK_SIZE", max(int(k) for k in TlvKind) + 1, {int(k): n for k, n in FIXED_TLV_SIZES.items()}))
-    body_len = {int(cls): spec.FIXED_BODIES[cls.name.lower()].sizeof() for cls in FrameClass}
-    c.append(_table("PX_CLASS_BODY_LEN", len(FrameClass) + 1, body_len, "unsigned short"))
+    c.append(_table("PX_TLV_KIND", tmax, {int(t): int(k) for t, k in codes.TLV_KINDS.items()}))
+    c.append(_table("PX_TLV_ERR", tmax, {int(t): fields.index(f"tlv.{t.name.lower()}") for t in codes.TlvType}))
+    c.append(
+        _table(
+            "PX_TLVK_SIZE",
+            max(int(k) for k in codes.TlvKind) + 1,
+            {int(k): n for k, n in codes.FIXED_TLV_SIZES.items()},
+        )
+    )
+    body_len = {int(cls): spec.FIXED_BODIES[cls.name.lower()].sizeof() for cls in codes.FrameClass}
+    c.append(_table("PX_CLASS_BODY_LEN", len(codes.FrameClass) + 1, body_len, "unsigned short"))
     # Enum-valued TLVs: one switch, so a code added to codes.py lands here on regeneration.
     cases = []
-    for t, enum in TLV_ENUMS.items():
+    for t, enum in codes.TLV_ENUMS.items():
         members = " || ".join(f"v == {int(m)}ULL" for m in enum)
         cases.append(f"    case {int(t)}: return {members};")
     c.append(
@@ -203,14 +187,14 @@ def codec_hash(header: str) -> str:
 def render_pxd() -> str:
     """wiregen.pxd: the header's constants and tables declared for Cython (``cimport *``)."""
     fields = error_fields()
-    tmax = max(int(t) for t in TlvType) + 1
+    tmax = max(int(t) for t in codes.TlvType) + 1
     decls = [f"        {name}" for name, _ in _constants()]
     tables = [f"    const unsigned char PX_VALID_{cname}[256]" for cname in U8_ENUMS]
     tables += [
         f"    const unsigned char PX_TLV_KIND[{tmax}]",
         f"    const unsigned char PX_TLV_ERR[{tmax}]",
-        f"    const unsigned char PX_TLVK_SIZE[{max(int(k) for k in TlvKind) + 1}]",
-        f"    const unsigned short PX_CLASS_BODY_LEN[{len(FrameClass) + 1}]",
+        f"    const unsigned char PX_TLVK_SIZE[{max(int(k) for k in codes.TlvKind) + 1}]",
+        f"    const unsigned short PX_CLASS_BODY_LEN[{len(codes.FrameClass) + 1}]",
         f"    const char *const PX_ERROR_FIELDS[{len(fields)}]",
         "    const char *PX_CODEC_HASH",
         "    int px_tlv_enum_ok(unsigned int type, unsigned long long v) noexcept nogil",

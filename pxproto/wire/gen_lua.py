@@ -24,28 +24,7 @@ from collections.abc import Iterable
 from enum import IntEnum
 from importlib import resources
 
-from pxproto.wire import ethertypes, layout, spec
-from pxproto.wire.codes import (
-    ACL_ENTRY_SIZE,
-    DIME_ALL,
-    FIXED_TLV_SIZES,
-    PROTOCOL_VERSION,
-    STATE_ANY,
-    TEXT_MAX,
-    TLV_ENUMS,
-    TLV_KINDS,
-    Capability,
-    Command,
-    DataFlag,
-    DimeState,
-    Fcaps,
-    FrameClass,
-    HeaderFlag,
-    Op,
-    Status,
-    TlvKind,
-    TlvType,
-)
+from pxproto.wire import codes, ethertypes, layout, spec
 from pxproto.wire.ethertypes import EtherTypeMap
 
 TEMPLATE_NAME = "parallax.lua.in"
@@ -55,10 +34,10 @@ LOCAL_EXPERIMENTAL = (0x88B5, 0x88B6)
 """IEEE 802 Local Experimental EtherTypes: Wireshark registers nothing on them by itself."""
 
 CLASS_TAGS = {
-    FrameClass.SIGNALING: "SIG",
-    FrameClass.DATA: "DATA",
-    FrameClass.DISCOVERY: "DISC",
-    FrameClass.HEARTBEAT: "HB",
+    codes.FrameClass.SIGNALING: "SIG",
+    codes.FrameClass.DATA: "DATA",
+    codes.FrameClass.DISCOVERY: "DISC",
+    codes.FrameClass.HEARTBEAT: "HB",
 }
 """Short class names of the Info column, as pxdump's one-line view prints them."""
 
@@ -229,21 +208,21 @@ def field_list() -> list[tuple[str, str, str]]:
     return rows
 
 
-def _tlv_field_type(t: TlvType) -> str:
-    kind = TLV_KINDS[t]
-    if t in TLV_ENUMS or kind is TlvKind.TEXT:
+def _tlv_field_type(t: codes.TlvType) -> str:
+    kind = codes.TLV_KINDS[t]
+    if t in codes.TLV_ENUMS or kind is codes.TlvKind.TEXT:
         return "string"
-    if kind is TlvKind.MAC:
+    if kind is codes.TlvKind.MAC:
         return "ether"
-    if kind in (TlvKind.U8, TlvKind.U16, TlvKind.U32, TlvKind.U64):
-        return _FIELD_TYPES[FIXED_TLV_SIZES[kind]]
+    if kind in (codes.TlvKind.U8, codes.TlvKind.U16, codes.TlvKind.U32, codes.TlvKind.U64):
+        return _FIELD_TYPES[codes.FIXED_TLV_SIZES[kind]]
     return "bytes"
 
 
 def _fields() -> _Fields:
     tables = layout.struct_tables()
     fl = _Fields()
-    state_filter_values = {int(s): s.name for s in DimeState} | {STATE_ANY: "ANY"}
+    state_filter_values = {int(s): s.name for s in codes.DimeState} | {codes.STATE_ANY: "ANY"}
     string_valued = {"px.disc.state_filter": state_filter_values}
 
     # Ethernet and common header, then the derived header words to_dict() adds.
@@ -260,7 +239,7 @@ def _fields() -> _Fields:
             fl.add("px.fcaps", "string", "FCAPS area")
     for f in tables["tlv"][1]:
         fl.add_spec(f)
-    for t in TlvType:
+    for t in codes.TlvType:
         ftype = _tlv_field_type(t)
         fl.add(f"px.tlv.{t.name.lower()}", ftype, t.name, *(["base.DEC"] if ftype.startswith("uint") else []))
     fl.add("px.tlv.unknown", "bytes", "Unknown TLV")
@@ -284,14 +263,14 @@ def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
     ethermap = ethermap or ethertypes.current()
     tables = layout.struct_tables()
     fl = _fields()
-    state_filter_values = {int(s): s.name for s in DimeState} | {STATE_ANY: "ANY"}
+    state_filter_values = {int(s): s.name for s in codes.DimeState} | {codes.STATE_ANY: "ANY"}
     string_valued = {"px.disc.state_filter": state_filter_values}
 
     tlv_rows = []
-    for t in TlvType:
-        kind = TLV_KINDS[t]
-        size = FIXED_TLV_SIZES.get(kind)
-        enum = f", enum = {_enum_table(TLV_ENUMS[t])}" if t in TLV_ENUMS else ""
+    for t in codes.TlvType:
+        kind = codes.TLV_KINDS[t]
+        size = codes.FIXED_TLV_SIZES.get(kind)
+        enum = f", enum = {_enum_table(codes.TLV_ENUMS[t])}" if t in codes.TLV_ENUMS else ""
         tlv_rows.append(
             f'  [{int(t)}] = {{name = "{t.name}", key = "px.tlv.{t.name.lower()}", kind = "{kind.name}", '
             f"size = {size if size is not None else 'nil'}{enum}}},"
@@ -300,37 +279,37 @@ def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
     em = ethermap.as_dict()
     template = _template()
     subs = {
-        "%%VERSION%%": str(PROTOCOL_VERSION),
-        "%%DIME_ALL%%": str(DIME_ALL),
-        "%%STATE_ANY%%": str(STATE_ANY),
+        "%%VERSION%%": str(codes.PROTOCOL_VERSION),
+        "%%DIME_ALL%%": str(codes.DIME_ALL),
+        "%%STATE_ANY%%": str(codes.STATE_ANY),
         "%%ETH_LEN%%": str(spec.ETH_LEN),
         "%%HEADER_LEN%%": str(spec.HEADER_LEN),
         "%%AUTH_LEN%%": str(spec.AUTH_LEN),
         "%%MIN_FRAME%%": str(spec.MIN_ETHERNET_FRAME),
-        "%%TEXT_MAX%%": str(TEXT_MAX),
-        "%%ACL_ENTRY%%": str(ACL_ENTRY_SIZE),
-        "%%N_FCAPS%%": str(len(Fcaps)),
+        "%%TEXT_MAX%%": str(codes.TEXT_MAX),
+        "%%ACL_ENTRY%%": str(codes.ACL_ENTRY_SIZE),
+        "%%N_FCAPS%%": str(len(codes.Fcaps)),
         "%%DIME_REC%%": str(spec.DimeRecord.sizeof()),
-        "%%HEADER_FLAG_MASK%%": f"0x{int(HeaderFlag.SCOPE_DIME | HeaderFlag.AUTH):02x}",
-        "%%SCOPE_DIME%%": f"0x{int(HeaderFlag.SCOPE_DIME):02x}",
-        "%%AUTH_FLAG%%": f"0x{int(HeaderFlag.AUTH):02x}",
-        "%%DATA_FLAG_MASK%%": f"0x{int(DataFlag.ACK | DataFlag.FIN):02x}",
-        "%%ACK%%": f"0x{int(DataFlag.ACK):02x}",
-        "%%FIN%%": f"0x{int(DataFlag.FIN):02x}",
-        "%%REQUEST%%": str(int(Op.REQUEST)),
-        "%%STATUS_OK%%": str(int(Status.OK)),
-        "%%CLASSES%%": _code_table({int(c): c.name for c in FrameClass}),
+        "%%HEADER_FLAG_MASK%%": f"0x{int(codes.HeaderFlag.SCOPE_DIME | codes.HeaderFlag.AUTH):02x}",
+        "%%SCOPE_DIME%%": f"0x{int(codes.HeaderFlag.SCOPE_DIME):02x}",
+        "%%AUTH_FLAG%%": f"0x{int(codes.HeaderFlag.AUTH):02x}",
+        "%%DATA_FLAG_MASK%%": f"0x{int(codes.DataFlag.ACK | codes.DataFlag.FIN):02x}",
+        "%%ACK%%": f"0x{int(codes.DataFlag.ACK):02x}",
+        "%%FIN%%": f"0x{int(codes.DataFlag.FIN):02x}",
+        "%%REQUEST%%": str(int(codes.Op.REQUEST)),
+        "%%STATUS_OK%%": str(int(codes.Status.OK)),
+        "%%CLASSES%%": _code_table({int(c): c.name for c in codes.FrameClass}),
         "%%CLASS_TAGS%%": _code_table({int(c): tag for c, tag in CLASS_TAGS.items()}),
         "%%FIXED_SIZE%%": _code_table(
-            {int(c): str(s.sizeof()) for c, s in zip(FrameClass, spec.FIXED_BODIES.values(), strict=True)}
+            {int(c): str(s.sizeof()) for c, s in zip(codes.FrameClass, spec.FIXED_BODIES.values(), strict=True)}
         ).replace('"', ""),
-        "%%SIGNALING%%": str(int(FrameClass.SIGNALING)),
-        "%%DATA%%": str(int(FrameClass.DATA)),
-        "%%DISCOVERY%%": str(int(FrameClass.DISCOVERY)),
-        "%%HEARTBEAT%%": str(int(FrameClass.HEARTBEAT)),
-        "%%CMD_FCAPS%%": _code_table({int(c): c.fcaps.name for c in Command}),
-        "%%CAPS%%": _code_table({int(c): str(c.name) for c in Capability}),
-        "%%FCAPS%%": _code_table({int(c): c.name for c in Fcaps}),
+        "%%SIGNALING%%": str(int(codes.FrameClass.SIGNALING)),
+        "%%DATA%%": str(int(codes.FrameClass.DATA)),
+        "%%DISCOVERY%%": str(int(codes.FrameClass.DISCOVERY)),
+        "%%HEARTBEAT%%": str(int(codes.FrameClass.HEARTBEAT)),
+        "%%CMD_FCAPS%%": _code_table({int(c): c.fcaps.name for c in codes.Command}),
+        "%%CAPS%%": _code_table({int(c): str(c.name) for c in codes.Capability}),
+        "%%FCAPS%%": _code_table({int(c): c.name for c in codes.Fcaps}),
         "%%ETHERTYPE_NAMES%%": "{" + ", ".join(f'"{k}"' for k in em) + "}",
         "%%ETHERTYPE_DEFAULTS%%": "{" + ", ".join(f"{k} = 0x{v:04x}" for k, v in em.items()) + "}",
         "%%LOCAL_EXPERIMENTAL%%": "{" + ", ".join(f"[0x{v:04X}] = true" for v in LOCAL_EXPERIMENTAL) + "}",
@@ -377,7 +356,7 @@ def _template() -> str:
 def error_fields(template: str | None = None) -> list[str]:
     """The fields a malformed frame's error can name: each gets its own ``px.malformed.<field>`` expert."""
     named = set(re.findall(r'fail\("\w+", "([\w.]+)"', template or _template()))
-    return sorted(named | {f"tlv.{t.name.lower()}" for t in TlvType})
+    return sorted(named | {f"tlv.{t.name.lower()}" for t in codes.TlvType})
 
 
 def generate(ethermap: EtherTypeMap | None = None) -> str:

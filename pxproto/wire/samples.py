@@ -11,28 +11,9 @@ from __future__ import annotations
 import struct
 from dataclasses import replace
 
-from pxproto.wire import auth, spec
+from pxproto.wire import auth, codes, spec
 from pxproto.wire.codec import encode
-from pxproto.wire.codes import (
-    COMMAND_PARAMS,
-    DIME_ALL,
-    STATE_ANY,
-    TLV_ENUMS,
-    TLV_KINDS,
-    Capability,
-    Command,
-    DataFlag,
-    DimeState,
-    Direction,
-    DiscoveryOp,
-    FaultCode,
-    Op,
-    Param,
-    Scope,
-    Status,
-    TlvKind,
-    TlvType,
-)
+from pxproto.wire.codes import DIME_ALL, Command, DimeState, DiscoveryOp, Op, Scope, Status, TlvType
 from pxproto.wire.frame import Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
 
 ORCH_MAC = bytes.fromhex("020000000001")
@@ -42,20 +23,20 @@ SW_VERSION = 0x000100
 
 
 def _value(t: TlvType, i: int) -> int | str | bytes:
-    kind = TLV_KINDS[t]
+    kind = codes.TLV_KINDS[t]
     if t is TlvType.PARAM_ID:
-        return int(Param.HEARTBEAT_PERIOD_MS)
-    if t in TLV_ENUMS:
-        return int(next(iter(TLV_ENUMS[t])))
-    if kind in (TlvKind.U8, TlvKind.U16, TlvKind.U32, TlvKind.U64):
+        return int(codes.Param.HEARTBEAT_PERIOD_MS)
+    if t in codes.TLV_ENUMS:
+        return int(next(iter(codes.TLV_ENUMS[t])))
+    if kind in (codes.TlvKind.U8, codes.TlvKind.U16, codes.TlvKind.U32, codes.TlvKind.U64):
         return 100 + i
-    if kind is TlvKind.TEXT:
+    if kind is codes.TlvKind.TEXT:
         return "wordcount" if t is TlvType.MICE_NAME else "stage 1 exited"
-    if kind is TlvKind.MAC:
+    if kind is codes.TlvKind.MAC:
         return SERVER_MACS[1]
-    if kind is TlvKind.DIGEST:
+    if kind is codes.TlvKind.DIGEST:
         return bytes(range(32))
-    if kind is TlvKind.ACL:
+    if kind is codes.TlvKind.ACL:
         return ORCH_MAC + bytes([0x1F, 0])
     return bytes([0xA5]) * 16
 
@@ -67,7 +48,7 @@ def _params(types: tuple[TlvType, ...]) -> tuple[Tlv, ...]:
 def signaling_samples() -> list[tuple[str, Frame]]:
     out = []
     for n, cmd in enumerate(Command, 1):
-        req_params, resp_params = COMMAND_PARAMS[cmd]
+        req_params, resp_params = codes.COMMAND_PARAMS[cmd]
         req = Frame(
             Signaling(cmd, Op.REQUEST, 1000 + n, Status.OK, _params(req_params)),
             Scope.DIME,
@@ -92,7 +73,7 @@ def signaling_samples() -> list[tuple[str, Frame]]:
         )
         out += [(f"{cmd.name} request", req), (f"{cmd.name} response", resp)]
     # An elected orchestrator stamps every request with its leader epoch (fencing).
-    fenced = (*_params(COMMAND_PARAMS[Command.START][0]), Tlv(TlvType.LEADER_EPOCH, 0x1_0000_0042))
+    fenced = (*_params(codes.COMMAND_PARAMS[Command.START][0]), Tlv(TlvType.LEADER_EPOCH, 0x1_0000_0042))
     out.append(("START request fenced by a leader epoch", Frame(
         Signaling(Command.START, Op.REQUEST, 1999, Status.OK, fenced),
         Scope.DIME, 2, 0, 2, 1, 99, SERVER_MACS[0], ORCH_MAC,
@@ -136,7 +117,7 @@ def signaling_samples() -> list[tuple[str, Frame]]:
             Status.OK,
             (
                 Tlv(TlvType.CHANNEL, 7),
-                Tlv(TlvType.DIRECTION, int(Direction.OUTPUT)),
+                Tlv(TlvType.DIRECTION, int(codes.Direction.OUTPUT)),
                 Tlv(TlvType.PEER_MAC, SERVER_MACS[2]),
                 Tlv(TlvType.PEER_DIME, 4),
                 Tlv(TlvType.PEER_THREAD, 0),
@@ -158,7 +139,7 @@ def signaling_samples() -> list[tuple[str, Frame]]:
             Op.REQUEST,
             3003,
             Status.OK,
-            (Tlv(TlvType.FAULT_CODE, int(FaultCode.MEMORY_EXCEEDED)), Tlv(TlvType.MEM_USED, 9)),
+            (Tlv(TlvType.FAULT_CODE, int(codes.FaultCode.MEMORY_EXCEEDED)), Tlv(TlvType.MEM_USED, 9)),
         ),
         Scope.DIME,
         5,
@@ -181,7 +162,7 @@ def data_samples() -> list[tuple[str, Frame]]:
         room = mtu - spec.HEADER_LEN - spec.DataFixed.sizeof()
         pieces = [msg[i : i + room] for i in range(0, len(msg), room)] or [b""]
         for k, piece in enumerate(pieces):
-            body = Data(3, msg_id, piece, len(msg), k * room, k, len(pieces), 0, 0, DataFlag(0))
+            body = Data(3, msg_id, piece, len(msg), k * room, k, len(pieces), 0, 0, codes.DataFlag(0))
             out.append(
                 (
                     f"{label} fragment {k + 1} of {len(pieces)}",
@@ -192,17 +173,17 @@ def data_samples() -> list[tuple[str, Frame]]:
     frag(1, b"hello, stage two", 1500, "small message")
     frag(2, bytes(i & 0xFF for i in range(65536)), 1500, "64 KiB message, 1500 MTU")
     frag(3, bytes((7 * i) & 0xFF for i in range(20000)), 9000, "20000-byte message, jumbo MTU")
-    ack = Data(3, 0, b"", 0, 0, 0, 0, 3, 64, DataFlag.ACK)
+    ack = Data(3, 0, b"", 0, 0, 0, 0, 3, 64, codes.DataFlag.ACK)
     out.append(("acknowledgement with credit", Frame(ack, Scope.DIME, 2, 0, 1, 0, 900, src, dst)))
-    fin = Data(3, 4, b"end", 3, 0, 0, 1, 2, 8, DataFlag.ACK | DataFlag.FIN)
+    fin = Data(3, 4, b"end", 3, 0, 0, 1, 2, 8, codes.DataFlag.ACK | codes.DataFlag.FIN)
     out.append(("last message with FIN and piggybacked ack", Frame(fin, Scope.DIME, 1, 0, 2, 0, 901, dst, src)))
     return out
 
 
 def discovery_samples() -> list[tuple[str, Frame]]:
-    caps = int(Capability.FASTPATH | Capability.AUTH | Capability.RLIMIT_MEMORY)
+    caps = int(codes.Capability.FASTPATH | codes.Capability.AUTH | codes.Capability.RLIMIT_MEMORY)
     probe = Frame(
-        Discovery(DiscoveryOp.PROBE, 77, SW_VERSION, caps, STATE_ANY),
+        Discovery(DiscoveryOp.PROBE, 77, SW_VERSION, caps, codes.STATE_ANY),
         Scope.SYSTEM,
         DIME_ALL,
         0,
@@ -225,7 +206,7 @@ def discovery_samples() -> list[tuple[str, Frame]]:
     )
     dimes = tuple(DimeInfo(i, i, state, 16, 16 - 4 * (state is DimeState.BUSY), 3) for i, state in enumerate(DimeState))
     announce = Frame(
-        Discovery(DiscoveryOp.ANNOUNCE, 77, SW_VERSION, caps, STATE_ANY, dimes),
+        Discovery(DiscoveryOp.ANNOUNCE, 77, SW_VERSION, caps, codes.STATE_ANY, dimes),
         Scope.SYSTEM,
         DIME_ALL,
         0,
@@ -241,7 +222,7 @@ def discovery_samples() -> list[tuple[str, Frame]]:
             0,
             SW_VERSION,
             caps,
-            STATE_ANY,
+            codes.STATE_ANY,
             tuple(DimeInfo(i, i, DimeState.FREE, 8, 8, 1) for i in range(2)),
         ),
         Scope.SYSTEM,
