@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from pxproto import package
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.dime.keys import add_trailer
 from pxproto.node.testbed import KEY, Cluster
@@ -14,6 +13,7 @@ from pxproto.package import LocalStore
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import DIME_ALL, Command, FaultCode, Param, ServerCounterId, Status, TlvType
 from pxproto.wire.frame import Signaling, Tlv
+from tests._helpers import load_params, packaged_cluster, start
 
 SERVICE_TOML = """
 [service]
@@ -69,34 +69,9 @@ def spin(ctx):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("kcluster"), kernels=2, dimes=3, key=True)
-    pkg = tmp_path_factory.mktemp("pkg")
-    (pkg / "service.toml").write_text(SERVICE_TOML)
-    (pkg / "stages.py").write_text(STAGES_PY)
-    archive = package.pack(pkg)
-    c.digest = package.store_put(c.store, archive)  # type: ignore[attr-defined]
-    c.archive = archive  # type: ignore[attr-defined]
+    c = packaged_cluster(tmp_path_factory.mktemp("kcluster"), SERVICE_TOML, STAGES_PY, kernels=2, dimes=3)
     yield c
     c.close()
-
-
-def load_params(c: Cluster, service: int, stage: int, name: str, sig: bytes | None = None) -> list[Tlv]:
-    archive: bytes = c.archive  # type: ignore[attr-defined]
-    return [
-        Tlv(TlvType.SERVICE_ID, service),
-        Tlv(TlvType.STAGE, stage),
-        Tlv(TlvType.MICE_NAME, name),
-        Tlv(TlvType.PACKAGE_DIGEST, package.digest(archive)),
-        Tlv(TlvType.PACKAGE_SIZE, len(archive)),
-        Tlv(TlvType.PACKAGE_SIG, package.sign(archive, KEY) if sig is None else sig),
-    ]
-
-
-def start(c: Cluster, dest: Address, service: int, stage: int, name: str) -> None:
-    r = c.ask(dest, Command.LOAD, *load_params(c, service, stage, name))
-    assert r.status is Status.OK, r
-    r = c.ask(dest, Command.START, Tlv(TlvType.SERVICE_ID, service), Tlv(TlvType.STAGE, stage))
-    assert r.status is Status.OK, r
 
 
 def connect(c: Cluster, up: Address, down: Address, channel: int) -> None:
@@ -158,7 +133,7 @@ def test_pipeline_source_transform_sink(cluster: Cluster) -> None:
 
 
 def test_unsigned_package_is_refused(cluster: Cluster) -> None:
-    r = cluster.ask(cluster.dime(0, 2), Command.LOAD, *load_params(cluster, 9, 1, "double", sig=b"\x00" * 32))
+    r = cluster.ask(cluster.dime(0, 2), Command.LOAD, *load_params(cluster.archive, 9, 1, "double", sig=b"\x00" * 32))  # type: ignore[attr-defined]
     assert r.status is Status.DENIED
     r = cluster.ask(cluster.dime(0, 2), Command.START, Tlv(TlvType.SERVICE_ID, 9), Tlv(TlvType.STAGE, 1))
     assert r.status is Status.NOT_FOUND

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from pxproto import package
 from pxproto.dime.endpoint import Address
-from pxproto.node.testbed import KEY, Cluster
+from pxproto.node.testbed import Cluster
 from pxproto.package import LocalStore
-from pxproto.wire.codes import Command, CounterId, Status, TlvType
+from pxproto.wire.codes import Command, CounterId, TlvType
 from pxproto.wire.frame import Tlv
+from tests import _helpers
+from tests._helpers import packaged_cluster
 
 N = 1500
 
@@ -61,14 +62,8 @@ def sink(item, ctx):
 
 
 def _bed(tmp: Path, stream: bool) -> Cluster:
-    c = Cluster(tmp, kernels=2, dimes=3, key=True, stream=stream)
-    pkg = tmp / "pkg"
-    pkg.mkdir()
-    (pkg / "service.toml").write_text(SERVICE_TOML)
-    (pkg / "stages.py").write_text(STAGES_PY)
-    c.archive = package.pack(pkg)  # type: ignore[attr-defined]
-    package.store_put(c.store, c.archive)  # type: ignore[attr-defined]
-    return c
+    tmp.mkdir()
+    return packaged_cluster(tmp, SERVICE_TOML, STAGES_PY, kernels=2, dimes=3, stream=stream)
 
 
 @pytest.fixture
@@ -86,20 +81,7 @@ def stream_bed(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def start(c: Cluster, dest: Address, stage: int, name: str) -> None:
-    archive: bytes = c.archive  # type: ignore[attr-defined]
-    r = c.ask(
-        dest,
-        Command.LOAD,
-        Tlv(TlvType.SERVICE_ID, 3),
-        Tlv(TlvType.STAGE, stage),
-        Tlv(TlvType.MICE_NAME, name),
-        Tlv(TlvType.PACKAGE_DIGEST, package.digest(archive)),
-        Tlv(TlvType.PACKAGE_SIZE, len(archive)),
-        Tlv(TlvType.PACKAGE_SIG, package.sign(archive, KEY)),
-    )
-    assert r.status is Status.OK, r
-    r = c.ask(dest, Command.START, Tlv(TlvType.SERVICE_ID, 3), Tlv(TlvType.STAGE, stage))
-    assert r.status is Status.OK, r
+    _helpers.start(c, dest, 3, stage, name)
 
 
 def connect(c: Cluster, up: Address, down: Address, channel: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pxproto.dime.liveness import Health, Liveness, Pool
-from pxproto.orch.core import OrchConfig, PackageRef, RState
+from pxproto.orch.core import OrchConfig, RState
 from pxproto.orch.events import (
     DimeDead,
     DimeReborn,
@@ -20,26 +20,8 @@ from pxproto.orch.service import parse_service
 from pxproto.sim import DEMO_SERVICE, SimCluster
 from pxproto.wire.codes import DimeState
 from pxproto.wire.frame import Heartbeat
-
-PKG = PackageRef(b"\x11" * 32, 1234, b"\x22" * 32)
-
-
-def cluster(service: str = DEMO_SERVICE, **kw: object) -> tuple[SimCluster, str]:
-    spec = parse_service(service)
-    c = SimCluster(config=OrchConfig.from_regulator(spec.regulator), **kw)  # type: ignore[arg-type]
-    c.emit(c.orch.probe(c.net.now))
-    c.run(0.2)
-    c.emit(c.orch.deploy(spec, PKG, c.net.now))
-    assert c.run_until(lambda: bool(c.orch.log.of(ServiceDeployed)), 5.0), [e.text() for e in c.orch.log]
-    return c, spec.name
-
-
-def finish(c: SimCluster, limit: float = 20.0) -> None:
-    assert c.run_until(lambda: len(c.plane.collected) == c.plane.items, limit), (
-        len(c.plane.collected),
-        [e.text() for e in list(c.orch.log)[-15:]],
-    )
-    assert c.plane.collected == c.expected()
+from tests._helpers import SIM_PKG, finish
+from tests._helpers import deployed as cluster
 
 
 def test_discovery_fills_the_pool() -> None:
@@ -219,7 +201,7 @@ def test_waits_for_the_pool_then_deploys() -> None:
     spec = parse_service(DEMO_SERVICE)
     c = SimCluster(servers=1, dimes=4, config=OrchConfig.from_regulator(spec.regulator))
     c.run(0.1)
-    c.emit(c.orch.deploy(spec, PKG, c.net.now))
+    c.emit(c.orch.deploy(spec, SIM_PKG, c.net.now))
     c.run(0.5)
     assert c.orch.log.of(PoolExhausted) and not c.orch.log.of(ServiceDeployed)
     s = SimServer(server_mac(9), 2, c.plane, period=0.05)

@@ -13,14 +13,14 @@ from pxproto.dime.endpoint import Address
 from pxproto.dime.heartbeat import ping_handler
 from pxproto.dime.liveness import DimeDead, DimeSuspected, Health, Liveness, Pool, SuspicionCleared
 from pxproto.dime.signaling import Responder, RetransmitPolicy
-from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef, RState
-from pxproto.orch.events import RepairDone, RepairStarted, ReplicaPlaced, ServiceDeployed
-from pxproto.orch.service import parse_service
-from pxproto.sim import DEMO_SERVICE, ORCH_MAC, SimCluster, server_mac
+from pxproto.orch.core import OrchConfig, Orchestrator, RState
+from pxproto.orch.events import RepairDone, RepairStarted, ReplicaPlaced
+from pxproto.sim import DEMO_SERVICE, ORCH_MAC, server_mac
 from pxproto.wire.codes import Command, DimeState
 from pxproto.wire.frame import Frame, Heartbeat, Signaling
+from tests._helpers import deployed as cluster
+from tests._helpers import finish
 
-PKG = PackageRef(b"\x11" * 32, 1234, b"\x22" * 32)
 HB = Heartbeat(1, DimeState.FREE, 100)
 KEY = (server_mac(0), 1)
 PING = RetransmitPolicy(0.01, 1.0, 0.01, 1)
@@ -143,21 +143,6 @@ def test_the_orchestrator_calls_itself_stalled_past_config_stall(late: float, st
 
 
 # ------------------------------------------------------------------ the orchestrator's repairs
-
-
-def cluster(service: str = DEMO_SERVICE, **kw: object) -> tuple[SimCluster, str]:
-    spec = parse_service(service)
-    c = SimCluster(config=OrchConfig.from_regulator(spec.regulator), **kw)  # type: ignore[arg-type]
-    c.emit(c.orch.probe(c.net.now))
-    c.run(0.2)
-    c.emit(c.orch.deploy(spec, PKG, c.net.now))
-    assert c.run_until(lambda: bool(c.orch.log.of(ServiceDeployed)), 5.0), [e.text() for e in c.orch.log]
-    return c, spec.name
-
-
-def finish(c: SimCluster, limit: float = 20.0) -> None:
-    assert c.run_until(lambda: len(c.plane.collected) == c.plane.items, limit), len(c.plane.collected)
-    assert c.plane.collected == c.expected() and c.plane.duplicates == 0
 
 
 def test_a_dime_dying_while_its_replica_retires_is_not_repaired() -> None:

@@ -23,6 +23,7 @@ from pxproto.node.testbed import ENV, KEY, Cluster
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import Command, CounterId, TlvType
 from pxproto.wire.frame import Signaling, Tlv
+from tests._helpers import packaged_cluster
 
 STRANGER = bytes.fromhex("02bb00000077")
 MANIFEST = '[service]\nname = "sec"\n\n[[stage]]\nname = "idle"\nentry = "stages:idle"\n'
@@ -87,12 +88,7 @@ def test_the_demo_key_is_random_per_run_and_written_0600(tmp_path: Path) -> None
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("stranger"), kernels=1, dimes=1, key=True)
-    pkg = tmp_path_factory.mktemp("strangerpkg")
-    (pkg / "service.toml").write_text(MANIFEST)
-    (pkg / "stages.py").write_text(STAGES)
-    c.archive = package.pack(pkg)  # type: ignore[attr-defined]
-    package.store_put(c.store, c.archive)  # type: ignore[attr-defined]
+    c = packaged_cluster(tmp_path_factory.mktemp("stranger"), MANIFEST, STAGES, kernels=1, dimes=1)
     yield c
     c.close()
 

@@ -23,6 +23,7 @@ from pxproto.node.testbed import KEY, Cluster
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import Command, Fcaps, Param, Status, TlvType
 from pxproto.wire.frame import Signaling, Tlv
+from tests._helpers import load_params, packaged_cluster
 
 MANIFEST = """
 [service]
@@ -41,12 +42,7 @@ _attacker_counter = itertools.count(int.from_bytes(os.urandom(4), "big") << 16)
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("ksec"), kernels=1, dimes=2, key=True)
-    pkg = tmp_path_factory.mktemp("secpkg")
-    (pkg / "service.toml").write_text(MANIFEST)
-    (pkg / "stages.py").write_text(STAGES)
-    c.archive = package.pack(pkg)  # type: ignore[attr-defined]
-    package.store_put(c.store, c.archive)  # type: ignore[attr-defined]
+    c = packaged_cluster(tmp_path_factory.mktemp("ksec"), MANIFEST, STAGES, kernels=1, dimes=2)
     yield c
     c.close()
 
@@ -56,17 +52,7 @@ def counter(c: Cluster, dest: Address, cid: int) -> int:
 
 
 def load(c: Cluster, dest: Address, service: int, archive: bytes, sig: bytes, digest: bytes | None = None) -> Status:
-    r = c.ask(
-        dest,
-        Command.LOAD,
-        Tlv(TlvType.SERVICE_ID, service),
-        Tlv(TlvType.STAGE, 0),
-        Tlv(TlvType.MICE_NAME, "idle"),
-        Tlv(TlvType.PACKAGE_DIGEST, digest or package.digest(archive)),
-        Tlv(TlvType.PACKAGE_SIZE, len(archive)),
-        Tlv(TlvType.PACKAGE_SIG, sig),
-    )
-    return r.status
+    return c.ask(dest, Command.LOAD, *load_params(archive, service, 0, "idle", sig=sig, digest=digest)).status
 
 
 def mem_limit(c: Cluster, dest: Address) -> int:
