@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+
+import pytest
 
 from pxproto import package
 from pxproto.dime.endpoint import Address
@@ -13,6 +17,14 @@ from pxproto.orch.service import parse_service
 from pxproto.sim import DEMO_SERVICE, SimCluster
 from pxproto.wire.codes import Command, Status, TlvType
 from pxproto.wire.frame import Tlv
+
+NETNS = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 for network namespaces"
+    ),
+]
+"""``pytestmark`` of a module whose tests make network namespaces."""
 
 
 def packaged_cluster(tmp: Path, manifest: str, stages: str, **cluster: object) -> Cluster:

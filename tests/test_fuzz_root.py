@@ -9,7 +9,6 @@ Namespaces are created and deleted by the test.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,13 +17,9 @@ from pathlib import Path
 import pytest
 
 from pxproto.fuzz import load_cases
+from tests._helpers import NETNS
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 for network namespaces"
-    ),
-]
+pytestmark = NETNS
 ROOT = str(Path(__file__).resolve().parents[1])
 TAG = f"pxf{os.getpid() % 10000}"
 SERVER = "02:00:00:00:00:01"

@@ -23,6 +23,7 @@ from pxproto.capture.pcapng import read_packets
 from pxproto.wire import encode
 from pxproto.wire.codes import Command, DimeState, Scope
 from pxproto.wire.frame import Data, Frame, Heartbeat, Signaling
+from pxproto.wire.record import send_in_netns
 
 pytestmark = [
     pytest.mark.root,
@@ -58,16 +59,6 @@ def veth() -> Iterator[tuple[str, str]]:
         subprocess.run(["ip", "netns", "del", a], capture_output=True)
 
 
-SENDER = """
-import socket, sys
-raws = [bytes.fromhex(x) for x in sys.stdin.read().split()]
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind(("vb", 0))
-for r in raws:
-    s.send(r)
-"""
-
-
 def hb(dime: int, epoch: int) -> bytes:
     return encode(
         Frame(Heartbeat(epoch, DimeState.BUSY, 100, 250), src_dime=dime, src_mac=bytes.fromhex("020000000003"))
@@ -90,12 +81,7 @@ def start_pxdump(ns: str, *args: str) -> subprocess.Popen[bytes]:
 
 
 def send(ns: str, raws: list[bytes]) -> None:
-    subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", SENDER],
-        input=" ".join(r.hex() for r in raws).encode(),
-        check=True,
-        timeout=30,
-    )
+    send_in_netns(ns, "vb", raws, timeout=30)
 
 
 def test_live_capture_kernel_filter(veth: tuple[str, str], tmp_path: Path) -> None:

@@ -21,15 +21,7 @@ import pytest
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.dime.keys import KeyRing
 from pxproto.dime.replay import KeyStore, Rejection, Signer, Verifier
-from pxproto.testing.hostile import (
-    mutate_ethertype,
-    mutate_extend,
-    mutate_field,
-    mutate_flip,
-    mutate_scope,
-    mutate_splice,
-    mutate_truncate,
-)
+from pxproto.testing.hostile import MUTATIONS
 from pxproto.wire import auth, spec
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import Command, Op, TlvType
@@ -78,6 +70,10 @@ class WindowModel:
         self.seen.add(counter)
 
 
+MOVES = ("flip", "field", "truncate", "extend", "splice", "scope", "ethertype")
+"""The attacker's moves 1..7: mutators of the shared table (move 0 replays; 8.. forge the trailer)."""
+
+
 def attack(rng: random.Random, legit: list[bytes], delivered: list[bytes]) -> tuple[str, bytes]:
     """One attacker move over what it has seen so far."""
     seen = delivered or legit[:1]
@@ -85,20 +81,9 @@ def attack(rng: random.Random, legit: list[bytes], delivered: list[bytes]) -> tu
     move = rng.randrange(11)
     if move == 0:
         return "replay", raw
-    if move == 1:
-        return "flip", mutate_flip(rng, raw)
-    if move == 2:
-        return "field", mutate_field(rng, raw)
-    if move == 3:
-        return "truncate", mutate_truncate(rng, raw)
-    if move == 4:
-        return "extend", mutate_extend(rng, raw)
-    if move == 5:
-        return "splice", mutate_splice(rng, raw, rng.choice(seen))
-    if move == 6:
-        return "scope", mutate_scope(rng, raw)
-    if move == 7:
-        return "ethertype", mutate_ethertype(rng, raw)
+    if move <= len(MOVES):
+        kind = MOVES[move - 1]
+        return kind, MUTATIONS[kind].apply(rng, raw, seen)  # splice takes its second frame from what was seen
     f = decode(raw)
     assert f.auth is not None
     counter = f.auth.counter + rng.randrange(1, 1000)

@@ -8,7 +8,6 @@ to it through a UNIX stream port (a path, reachable from any namespace).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,13 +19,9 @@ from pathlib import Path
 import pytest
 
 from pxproto.switch.frames import data, heartbeat, mac, signaling
+from tests._helpers import NETNS
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 for network namespaces"
-    ),
-]
+pytestmark = NETNS
 ROOT = str(Path(__file__).resolve().parents[1])
 TAG = f"pxs16-{os.getpid() % 10000}"
 

@@ -26,14 +26,24 @@ from pxproto.wire import ethertypes, spec
 from pxproto.wire.samples import malformed_samples, valid_samples
 
 NETNS = "pxrecord"
-SENDER = """
+_SENDER = """
 import socket, sys
 frames = [bytes.fromhex(line) for line in sys.stdin.read().split()]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind(("pxrec0", 0))
+s.bind((sys.argv[1], 0))
 for f in frames:
     s.send(f)
 """
+
+
+def send_in_netns(netns: str, dev: str, frames: list[bytes], timeout: float | None = None) -> None:
+    """Send ``frames`` as they are out of interface ``dev`` of network namespace ``netns`` (AF_PACKET; root)."""
+    subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", _SENDER, dev],
+        input=" ".join(f.hex() for f in frames).encode(),
+        check=True,
+        timeout=timeout,
+    )
 
 
 def _sh(*args: str) -> None:
@@ -62,8 +72,7 @@ def record_over_veth(frames: list[bytes], out: Path) -> list[bytes]:
                 raise RuntimeError(f"dumpcap did not start: {dump.stderr.read().decode() if dump.stderr else ''}")
             time.sleep(0.05)
         time.sleep(0.3)
-        hexes = "\n".join(f.hex() for f in frames)
-        subprocess.run(["ip", "netns", "exec", NETNS, sys.executable, "-c", SENDER], input=hexes.encode(), check=True)
+        send_in_netns(NETNS, "pxrec0", frames)
         time.sleep(0.5)
         dump.send_signal(signal.SIGINT)
         dump.wait(10)
