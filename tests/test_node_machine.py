@@ -43,6 +43,9 @@ class FakeHost(OwnChannels):
         self.started: list[tuple[int, int]] = []
         self.stopped = 0
         self.lines: list[str] = []
+        self.relimits: list[int] = []
+        self.cpu = (0, 0)
+        self.mice_chunks: int | None = None
 
     def log(self, text: str) -> None:
         self.lines.append(text)
@@ -63,13 +66,13 @@ class FakeHost(OwnChannels):
         self.stopped += 1
 
     def relimit(self, m: Mice, chunks: int) -> None:
-        pass
+        self.relimits.append(chunks)
 
     def cpu_ns(self, m: Mice | None) -> tuple[int, int]:
-        return 0, 0
+        return self.cpu
 
     def mice_mem_chunks(self, m: Mice) -> int | None:
-        return None
+        return self.mice_chunks
 
 
 def machine(**kw: object) -> tuple[DimeMachine, FakeHost]:
@@ -124,6 +127,9 @@ def test_load_start_stop_go_through_the_host() -> None:
     r = ask(m, Command.START, Tlv(TlvType.SERVICE_ID, 5), Tlv(TlvType.STAGE, 0), Tlv(TlvType.VALUE, 17))
     assert r.status is Status.OK and host.started == [(0, 17)] and m.state is DimeState.BUSY
     assert ask(m, Command.LOAD, *load).status is Status.BUSY
+    limit = Tlv(TlvType.PARAM_ID, int(Param.MEM_LIMIT_CHUNKS))
+    assert ask(m, Command.SET_PARAM, limit, Tlv(TlvType.VALUE, 8)).status is Status.OK
+    assert host.relimits == [8], "a new memory limit reaches the running MICE"
     assert ask(m, Command.STOP, Tlv(TlvType.SERVICE_ID, 5), Tlv(TlvType.STAGE, 1)).status is Status.NOT_FOUND
     assert ask(m, Command.STOP, Tlv(TlvType.SERVICE_ID, 5), Tlv(TlvType.STAGE, 0)).status is Status.OK
     assert host.stopped == 1 and m.mice is None and m.state is DimeState.FREE

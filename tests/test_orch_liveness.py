@@ -166,20 +166,9 @@ def test_a_dime_dying_while_its_replica_retires_is_not_repaired() -> None:
 
 
 SPREAD = """
-[service]
-name = "spread"
-id = 9
-
-[regulator]
-heartbeat_ms = 50
-
-[[stage]]
-name = "source"
-
-[[stage]]
-name = "transform"
-inputs = ["source"]
-replicas = 2
+service = { name = "spread", id = 9 }
+regulator = { heartbeat_ms = 50 }
+stage = [{ name = "source" }, { name = "transform", inputs = ["source"], replicas = 2 }]
 """
 
 
