@@ -16,16 +16,18 @@ from pxproto.wire.codes import (
     ACL_ENTRY_SIZE,
     CPU_PERMILLE_MAX,
     DIME_ALL,
+    STATE_ANY,
     TEXT_MAX,
     Command,
     DimeState,
+    DiscoveryOp,
     Fcaps,
     Op,
     Scope,
     Status,
     TlvType,
 )
-from pxproto.wire.frame import Frame, Heartbeat, Signaling, Tlv
+from pxproto.wire.frame import Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
 
 # the codecs under test, as in test_fastpath.py
 from tests.test_fastpath import CODECS
@@ -115,6 +117,48 @@ def test_the_encoders_refuse_what_the_decoders_reject(impl: Any) -> None:
     with pytest.raises(ProtocolError) as exc:
         impl.encode(sig)
     assert exc.value.field == "tlv.mice_name"
+
+
+def announce(mem_total: int, mem_free: int) -> bytes:
+    """An announce listing one DIME with any mem_total/mem_free (patched in after encoding a valid one)."""
+    body = Discovery(DiscoveryOp.GRATUITOUS, 0, 1, 0, STATE_ANY, (DimeInfo(1, 0, DimeState.FREE, 4, 4, 1),))
+    raw = bytearray(codec.encode(Frame(body, scope=Scope.SYSTEM, src_dime=DIME_ALL, dst_dime=DIME_ALL)))
+    rec = spec.BODY_OFFSET + spec.DiscoveryFixed.sizeof()
+    struct.pack_into(">I", raw, rec + OFF["disc.dime"]["mem_total"], mem_total)
+    struct.pack_into(">I", raw, rec + OFF["disc.dime"]["mem_free"], mem_free)
+    return bytes(raw)
+
+
+def fragment(msg_len: int, frag_offset: int, payload: bytes, frag_index: int = 0, frag_count: int = 3) -> bytes:
+    """A DATA fragment with any msg_len/frag_offset (patched in after encoding an empty valid one)."""
+    data = Data(channel=1, msg_id=1, payload=payload, msg_len=len(payload), frag_count=frag_count)
+    raw = bytearray(codec.encode(Frame(data, scope=Scope.DIME, src_dime=1, dst_dime=2)))
+    struct.pack_into(">I", raw, spec.BODY_OFFSET + OFF["data"]["msg_len"], msg_len)
+    struct.pack_into(">I", raw, spec.BODY_OFFSET + OFF["data"]["frag_offset"], frag_offset)
+    struct.pack_into(">H", raw, spec.BODY_OFFSET + OFF["data"]["frag_index"], frag_index)
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("impl", CODECS)
+def test_a_dime_with_more_free_than_total_memory_is_rejected(impl: Any) -> None:
+    assert impl.decode(announce(8, 8)).body.dimes[0].mem_free == 8
+    where = spec.BODY_OFFSET + spec.DiscoveryFixed.sizeof() + OFF["disc.dime"]["mem_free"]
+    assert rejects(impl, announce(8, 9)) == ("disc.dime.mem_free", where)
+
+
+@pytest.mark.parametrize("impl", CODECS)
+def test_the_first_fragment_starts_at_offset_zero(impl: Any) -> None:
+    assert impl.decode(fragment(10, 0, b"abcde")).body.frag_offset == 0
+    assert impl.decode(fragment(10, 1, b"abcde", frag_index=1)).body.frag_offset == 1
+    where = spec.BODY_OFFSET + OFF["data"]["frag_offset"]
+    assert rejects(impl, fragment(10, 1, b"abcde")) == ("data.frag_offset", where)
+
+
+@pytest.mark.parametrize("impl", CODECS)
+def test_an_empty_fragment_of_a_non_empty_message_is_rejected(impl: Any) -> None:
+    assert impl.decode(fragment(0, 0, b"")).body.msg_len == 0
+    where = spec.ETH_LEN + OFF[""]["length"]
+    assert rejects(impl, fragment(1, 0, b"")) == ("len", where)
 
 
 def limit_frames() -> list[tuple[str, bytes]]:

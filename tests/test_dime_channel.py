@@ -355,6 +355,45 @@ def test_fast_retransmit_recovers_one_loss_before_the_timer() -> None:
     assert tx.counters["retransmitted"] == 1 and net.now < tx.rto.initial
 
 
+def test_fast_retransmit_fires_on_exactly_the_third_duplicate_ack() -> None:
+    tx = ChannelSender(S, R, CH, initial_credit=32)
+    msg_id, out = tx.send(blob(10_000), 0.0)
+    assert len(out.frames) >= 5, "the whole message goes out at once"
+
+    def ack(k: int, now: float) -> list[Data]:
+        """The receiver's ack of everything before fragment ``k``, with an unchanged credit (no window update)."""
+        got = tx.receive(frame_to(R, S, Data(CH, msg_id, ack=k, credit=32, frag_count=0, flags=DataFlag.ACK)), now)
+        return [f.body for f in got.frames if isinstance(f.body, Data) and f.body.frag_count]
+
+    assert ack(1, 0.001) == []  # fragment 0 acked; fragment 1 is lost
+    assert ack(1, 0.002) == [] and ack(1, 0.003) == [], "two duplicate acks are not yet a loss"
+    (again,) = ack(1, 0.004)
+    assert again.msg_id == msg_id and again.frag_index == 1
+    assert tx.counters["fast_retransmits"] == 1 and tx.counters["timeouts"] == 0
+    assert ack(1, 0.005) == [], "one fast retransmit per loss"
+
+
+def test_an_ack_one_past_the_last_fragment_sent_is_bogus() -> None:
+    tx = ChannelSender(S, R, CH, initial_credit=2)
+    msg_id, out = tx.send(blob(5_000), 0.0)
+    assert [f.body.frag_index for f in out.frames] == [0, 1]  # type: ignore[union-attr]
+    for k in (3, 4):  # fragments 2.. were never sent: nothing can have acknowledged them
+        tx.receive(frame_to(R, S, Data(CH, msg_id, ack=k, credit=2, frag_count=0, flags=DataFlag.ACK)), 0.001)
+    assert tx.counters["bad_ack"] == 2 and tx.counters["acks"] == 0
+    tx.receive(frame_to(R, S, Data(CH, msg_id, ack=2, credit=2, frag_count=0, flags=DataFlag.ACK)), 0.002)
+    assert tx.counters["acks"] == 1 and tx.counters["bad_ack"] == 2
+
+
+def test_fragments_up_to_the_credit_edge_are_kept_and_the_next_is_dropped() -> None:
+    rx = ChannelReceiver(R, S, CH, window=4)
+    frags = fragment(CH, 0, blob(10_000), 1000)
+    # Fragment 0 is missing: fragment 3 is 3 ahead of the next one needed (inside a window of 4), fragment 4 is 4.
+    assert rx.receive(frag_frame(frags[3]), 0.0).frames and rx.counters["over_credit"] == 0
+    assert not rx.receive(frag_frame(frags[4]), 0.0).frames and rx.counters["over_credit"] == 1
+    rx.receive(frag_frame(frags[0]), 0.0)
+    assert rx.counters["over_credit"] == 1 and rx.buffered == len(frags[0].payload) + len(frags[3].payload)
+
+
 def test_dead_receiver_breaks_the_channel_and_keeps_the_unacked_messages() -> None:
     net, tx, _rx, audit = channel()
     send(net, tx, audit, b"one")
