@@ -109,13 +109,8 @@ def _body(a: dict[str, np.ndarray], i: int, f: Frame) -> None:
     elif isinstance(b, Data):
         a["channel"][i] = b.channel
         a["data_flags"][i] = int(b.flags)
-        a["msg_id"][i] = b.msg_id
-        a["msg_len"][i] = b.msg_len
-        a["frag_offset"][i] = b.frag_offset
-        a["frag_index"][i] = b.frag_index
-        a["frag_count"][i] = b.frag_count
-        a["ack"][i] = b.ack
-        a["credit"][i] = b.credit
+        for name in ("msg_id", "msg_len", "frag_offset", "frag_index", "frag_count", "ack", "credit"):
+            a[name][i] = getattr(b, name)
         a["payload_len"][i] = len(b.payload)
     elif isinstance(b, Discovery):
         a["disc_op"][i] = int(b.op)
@@ -123,9 +118,6 @@ def _body(a: dict[str, np.ndarray], i: int, f: Frame) -> None:
         a["disc_count"][i] = len(b.dimes)
         a["probe_id"][i] = b.probe_id
     elif isinstance(b, Heartbeat):
-        a["hb_epoch"][i] = b.epoch
         a["hb_state"][i] = int(b.state)
-        a["hb_period_ms"][i] = b.period_ms
-        a["hb_cpu_permille"][i] = b.cpu_permille
-        a["hb_stage"][i] = b.stage
-        a["hb_service"][i] = b.service
+        for name in ("epoch", "period_ms", "cpu_permille", "stage", "service"):
+            a["hb_" + name][i] = getattr(b, name)

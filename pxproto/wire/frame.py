@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from pxproto.wire import ethertypes, spec
@@ -219,6 +220,17 @@ class Frame:
         return d
 
 
+def _copy(d: dict[str, Any], prefix: str, body: Any, names: tuple[str, ...]) -> None:
+    """``d[prefix + name] = body.name`` for each of ``names``, in order (the JSON keeps the order)."""
+    for name in names:
+        d[prefix + name] = getattr(body, name)
+
+
+def _plain(v: Any) -> Any:
+    """An enum member's name; any other value as it is."""
+    return v.name if isinstance(v, Enum) else v
+
+
 def _signaling_dict(b: Signaling, d: dict[str, Any]) -> None:
     d["px.req_id"] = b.req_id
     d["px.cmd"] = b.cmd.name
@@ -235,13 +247,7 @@ def _data_dict(b: Data, d: dict[str, Any]) -> None:
     d["px.data.flags"] = int(b.flags)
     d["px.data.flags.ack"] = bool(b.flags & DataFlag.ACK)
     d["px.data.flags.fin"] = bool(b.flags & DataFlag.FIN)
-    d["px.data.msg_id"] = b.msg_id
-    d["px.data.msg_len"] = b.msg_len
-    d["px.data.frag_offset"] = b.frag_offset
-    d["px.data.frag_index"] = b.frag_index
-    d["px.data.frag_count"] = b.frag_count
-    d["px.data.ack"] = b.ack
-    d["px.data.credit"] = b.credit
+    _copy(d, "px.data.", b, ("msg_id", "msg_len", "frag_offset", "frag_index", "frag_count", "ack", "credit"))
     d["px.data.payload_len"] = len(b.payload)
 
 
@@ -253,24 +259,14 @@ def _discovery_dict(b: Discovery, d: dict[str, Any]) -> None:
     d["px.disc.sw_version"] = b.sw_version
     d["px.disc.caps"] = b.caps
     if b.dimes:
-        d["px.disc.dime.dime"] = [x.dime for x in b.dimes]
-        d["px.disc.dime.core"] = [x.core for x in b.dimes]
-        d["px.disc.dime.state"] = [x.state.name for x in b.dimes]
-        d["px.disc.dime.mem_total"] = [x.mem_total for x in b.dimes]
-        d["px.disc.dime.mem_free"] = [x.mem_free for x in b.dimes]
-        d["px.disc.dime.epoch"] = [x.epoch for x in b.dimes]
+        for name in ("dime", "core", "state", "mem_total", "mem_free", "epoch"):
+            d[f"px.disc.dime.{name}"] = [_plain(getattr(x, name)) for x in b.dimes]
 
 
 def _heartbeat_dict(b: Heartbeat, d: dict[str, Any]) -> None:
     d["px.hb.epoch"] = b.epoch
     d["px.hb.state"] = b.state.name
-    d["px.hb.period_ms"] = b.period_ms
-    d["px.hb.cpu_permille"] = b.cpu_permille
-    d["px.hb.stage"] = b.stage
-    d["px.hb.mem_used"] = b.mem_used
-    d["px.hb.mem_limit"] = b.mem_limit
-    d["px.hb.rx_queue"] = b.rx_queue
-    d["px.hb.tx_queue"] = b.tx_queue
+    _copy(d, "px.hb.", b, ("period_ms", "cpu_permille", "stage", "mem_used", "mem_limit", "rx_queue", "tx_queue"))
     d["px.hb.service"] = b.service
 
 
