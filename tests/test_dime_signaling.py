@@ -153,6 +153,17 @@ def test_reused_req_id_with_other_command_is_a_new_request() -> None:
     assert resp.counters["req_id_reused"] == 1 and isinstance(out.events[0], RequestReceived)
 
 
+def test_reused_req_id_with_other_parameters_is_a_new_request() -> None:
+    ex = Executions()
+    resp = Responder(B, {Command.PING: ex})
+    first = resp.receive(request_frame(4, Command.PING, (Tlv(TlvType.ECHO, b"one"),)), 0.0)
+    second = resp.receive(request_frame(4, Command.PING, (Tlv(TlvType.ECHO, b"two"),)), 0.1)
+    assert sum(ex.count.values()) == 2 and resp.counters["req_id_reused"] == 1
+    (a,), (b,) = first.frames, second.frames
+    assert isinstance(a.body, Signaling) and isinstance(b.body, Signaling)
+    assert (a.body.param(TlvType.ECHO), b.body.param(TlvType.ECHO)) == (b"one", b"two")
+
+
 def test_cache_is_bounded_and_expires() -> None:
     resp = Responder(B, {Command.PING: Executions()}, cache_size=3, cache_ttl=1.0)
     for i in range(10):
