@@ -9,7 +9,7 @@ what ``pxfuzz`` sends come from one place.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from hypothesis import strategies as st
@@ -56,7 +56,7 @@ class DrawSource:
 
 
 def tlv_values(t: TlvType) -> st.SearchStrategy[Any]:
-    return st.composite(lambda draw: _draw.tlv_value(DrawSource(draw), t))()
+    return _drawn(lambda src: _draw.tlv_value(src, t))
 
 
 @st.composite
@@ -74,29 +74,22 @@ def data_bodies(draw: st.DrawFn, max_payload: int = _draw.MAX_PAYLOAD) -> Data:
     return _draw.data(DrawSource(draw), max_payload)
 
 
-@st.composite
-def dime_info(draw: st.DrawFn) -> DimeInfo:
-    return _draw.dime_info(DrawSource(draw))
+def _drawn(fn: Callable[[DrawSource], T]) -> st.SearchStrategy[T]:
+    """What ``fn`` draws, as a strategy (every choice it makes shrinks)."""
+    return st.composite(lambda draw: fn(DrawSource(draw)))()
 
 
-@st.composite
-def discovery_bodies(draw: st.DrawFn) -> Discovery:
-    return _draw.discovery(DrawSource(draw))
+def dime_info() -> st.SearchStrategy[DimeInfo]:
+    return _drawn(_draw.dime_info)
 
 
-@st.composite
-def _heartbeat_bodies(draw: st.DrawFn) -> Heartbeat:
-    return _draw.heartbeat(DrawSource(draw))
-
-
-@st.composite
-def _auths(draw: st.DrawFn) -> Auth:
-    return _draw.auth(DrawSource(draw))
+def discovery_bodies() -> st.SearchStrategy[Discovery]:
+    return _drawn(_draw.discovery)
 
 
 dime_infos = dime_info()
-heartbeat_bodies = _heartbeat_bodies()
-auths = _auths()
+heartbeat_bodies: st.SearchStrategy[Heartbeat] = _drawn(_draw.heartbeat)
+auths: st.SearchStrategy[Auth] = _drawn(_draw.auth)
 BODIES: dict[FrameClass, st.SearchStrategy[Any]] = {
     FrameClass.SIGNALING: signaling_bodies(),
     FrameClass.DATA: data_bodies(),

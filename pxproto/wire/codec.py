@@ -224,18 +224,8 @@ def _decode_data(data: bytes, start: int, end: int, dst_dime: int) -> Data:
             raise ProtocolError("data.msg_len", o["msg_len"], f"the last fragment ends at {frag_end}, not {f.msg_len}")
         if not payload and f.msg_len:
             raise ProtocolError("len", OFF["length"], "a fragment of a non-empty message carries no bytes")
-    return Data(
-        channel=f.channel,
-        msg_id=f.msg_id,
-        payload=payload,
-        msg_len=f.msg_len,
-        frag_offset=f.frag_offset,
-        frag_index=f.frag_index,
-        frag_count=f.frag_count,
-        ack=f.ack,
-        credit=f.credit,
-        flags=codes.DataFlag(flags),
-    )
+    numbers = {name: f[name] for name in _DATA_OFF if name != "flags"}  # channel, msg_id, ..., credit
+    return Data(payload=payload, flags=codes.DataFlag(flags), **numbers)
 
 
 def _decode_discovery(data: bytes, start: int, end: int, dst_dime: int) -> Discovery:

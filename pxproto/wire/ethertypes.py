@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from pxproto.errors import ProtocolError
 from pxproto.wire.codes import FrameClass
@@ -54,12 +54,8 @@ class EtherTypeMap:
             raise ValueError(f"EtherType map gives two classes the same value: {self.describe()}")
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "signaling": self.signaling,
-            "data": self.data,
-            "discovery": self.discovery,
-            "heartbeat": self.heartbeat,
-        }
+        """Class name (lower case) -> EtherType, in class order."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def of(self, cls: FrameClass) -> int:
         """The EtherType that carries ``cls``."""
