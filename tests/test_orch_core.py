@@ -84,6 +84,22 @@ def test_server_death_repairs_everything_on_it() -> None:
     finish(c)
 
 
+def test_dead_dimes_are_not_a_dead_server_while_one_lives() -> None:
+    c, _name = cluster()
+    mac = c.servers[0].mac
+    first, second, *rest = sorted(k for k in c.orch.pool.dimes if k[0] == mac)
+    assert rest, "the server keeps a live DIME"
+    for k in (first, second):
+        c.kill_dime(k)
+        assert c.run_until(lambda k=k: any(e.key == k for e in c.orch.log.of(DimeDead)), 2.0)  # type: ignore[misc]
+    c.run(0.3)
+    assert not c.orch.log.of(ServerDead)
+    for k in rest:
+        c.kill_dime(k)
+    assert c.run_until(lambda: bool(c.orch.log.of(ServerDead)), 2.0)
+    assert [e.mac for e in c.orch.log.of(ServerDead)] == [mac]
+
+
 def test_reborn_dime_returns_to_the_pool() -> None:
     c, name = cluster()
     victim = c.orch.replicas(name)["parse"][0]
@@ -132,6 +148,15 @@ def test_scale_out_by_queue_policy() -> None:
     scaled = c.orch.log.of(StageScaled)
     assert scaled[0].after == 2 and scaled[0].why.startswith("queue")
     finish(c, 30.0)
+
+
+def test_scale_out_stops_at_the_policy_maximum() -> None:
+    c, name = cluster(SLOW, items=6000)
+    c.plane.stage_cost[2] = 0.006  # even three replicas fall behind: the queue stays above out_above
+    assert c.run_until(lambda: len(c.orch.replicas(name)["transform"]) >= 3, 5.0)
+    c.run(2.0)  # several for_ms + cooldown_ms spans with the queue still high
+    assert len(c.orch.replicas(name)["transform"]) == 3
+    assert max(e.after for e in c.orch.log.of(StageScaled)) == 3
 
 
 def test_control_loss_and_reordering_still_exact() -> None:
