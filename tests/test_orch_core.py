@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
+from pxproto.dime.endpoint import Address
 from pxproto.dime.liveness import Health, Liveness, Pool
+from pxproto.dime.signaling import Requester
 from pxproto.orch.core import OrchConfig, RState
 from pxproto.orch.events import (
     DimeDead,
     DimeReborn,
     DimeSuspected,
+    FaultReported,
     RepairDone,
+    RepairStarted,
     ServerDead,
     ServiceDeployed,
     StageScaled,
@@ -18,8 +24,8 @@ from pxproto.orch.events import (
 )
 from pxproto.orch.service import parse_service
 from pxproto.sim import DEMO_SERVICE, SimCluster
-from pxproto.wire.codes import DimeState
-from pxproto.wire.frame import Heartbeat
+from pxproto.wire.codes import Command, DimeState, FaultCode, TlvType
+from pxproto.wire.frame import Heartbeat, Tlv
 from tests._helpers import SIM_PKG, finish
 from tests._helpers import deployed as cluster
 
@@ -156,7 +162,10 @@ def test_scale_out_stops_at_the_policy_maximum() -> None:
     assert c.run_until(lambda: len(c.orch.replicas(name)["transform"]) >= 3, 5.0)
     c.run(2.0)  # several for_ms + cooldown_ms spans with the queue still high
     assert len(c.orch.replicas(name)["transform"]) == 3
-    assert max(e.after for e in c.orch.log.of(StageScaled)) == 3
+    scaled = c.orch.log.of(StageScaled)
+    assert max(e.after for e in scaled) == 3
+    # After a change the policy waits cooldown_ms (300) before it starts its for_ms (200) again.
+    assert all(b.t - a.t >= 0.45 for a, b in itertools.pairwise(scaled)), [e.t for e in scaled]
 
 
 def test_control_loss_and_reordering_still_exact() -> None:
@@ -286,12 +295,6 @@ def test_a_stalled_orchestrator_does_not_judge_its_own_silence() -> None:
 
 
 def test_channel_broken_fault_checks_the_peer_and_keeps_the_reporter() -> None:
-    from pxproto.dime.endpoint import Address
-    from pxproto.dime.signaling import Requester
-    from pxproto.orch.events import FaultReported, RepairStarted
-    from pxproto.wire.codes import Command, FaultCode, TlvType
-    from pxproto.wire.frame import Tlv
-
     c, name = cluster(items=2000)
     c.run(0.3)
     svc = c.orch.services[name]
@@ -307,3 +310,18 @@ def test_channel_broken_fault_checks_the_peer_and_keeps_the_reporter() -> None:
     assert [e.key for e in c.orch.log.of(DimeSuspected)] == [peer], "the peer was not checked at once"
     assert c.orch.log.of(SuspicionCleared) and not c.orch.log.of(RepairStarted) and not c.orch.log.of(DimeDead)
     finish(c)
+
+
+@pytest.mark.parametrize(("code", "repaired"), [(FaultCode.OVERLOAD, False), (FaultCode.MICE_CRASHED, True)])
+def test_an_overload_fault_keeps_the_replica_a_crash_replaces_it(code: FaultCode, repaired: bool) -> None:
+    c, name = cluster(items=2000)
+    c.run(0.3)
+    reporter = c.orch.replicas(name)["parse"][0]
+    req = Requester(Address(reporter[0], reporter[1], 0))
+    params = [Tlv(TlvType.FAULT_CODE, int(code)), Tlv(TlvType.TEXT, "test")]
+    _, out = req.request(Address(c.orch.local.mac, 0xFFFF, 0), Command.FAULT_REPORT, params, now=c.net.now)
+    c.net.emit(reporter[0], out)
+    c.run(0.3)
+    assert [(e.key, e.code) for e in c.orch.log.of(FaultReported)] == [(reporter, code.name)]
+    assert bool(c.orch.log.of(RepairStarted)) is repaired
+    assert (reporter in c.orch.replicas(name)["parse"]) is not repaired
