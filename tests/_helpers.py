@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pxproto import package
 from pxproto.dime.endpoint import Address
+from pxproto.fuzz import Campaign, FrameGenerator, Report, Wire
 from pxproto.node.testbed import KEY, Cluster
 from pxproto.orch.core import OrchConfig, PackageRef
 from pxproto.orch.events import ServiceDeployed
@@ -25,6 +27,16 @@ NETNS = [
     ),
 ]
 """``pytestmark`` of a module whose tests make network namespaces."""
+
+
+def manifest(service: str, stages: list[str], *, version: str | None = None, params: dict | None = None) -> str:
+    """A package's service.toml: ``stages`` in order, stage ``s`` running ``stages:s`` with ``params[s]``."""
+    lines = ["[service]", f'name = "{service}"'] + ([f'version = "{version}"'] if version else [])
+    for s in stages:
+        lines += ["", "[[stage]]", f'name = "{s}"', f'entry = "stages:{s}"']
+        if params and s in params:
+            lines.append("params = { " + ", ".join(f"{k} = {v!r}" for k, v in params[s].items()) + " }")
+    return "\n".join(lines) + "\n"
 
 
 def packaged_cluster(tmp: Path, manifest: str, stages: str, **cluster: object) -> Cluster:
@@ -88,3 +100,15 @@ def finish(c: SimCluster, limit: float = 20.0) -> None:
         [e.text() for e in list(c.orch.log)[-15:]],
     )
     assert c.plane.collected == c.expected() and c.plane.duplicates == 0
+
+
+# ------------------------------------------------------------------ hostile campaigns
+
+
+def survive_campaign(wire: Wire, gen: FrameGenerator, *, count: int, burst: int, probes: int, **kw: Any) -> Report:
+    """Fire ``count`` frames of ``gen`` at ``wire`` in bursts of ``burst``, probing about ``probes`` times in all
+    (no reference verdicts; other :class:`Campaign` keywords in ``kw``): the target must answer to the end."""
+    every = max(1, count // burst // probes)
+    report = Campaign(wire, gen, count=count, burst=burst, verdict=None, probe_every=every, **kw).run()
+    assert report.alive, report.summary()
+    return report

@@ -22,10 +22,8 @@ from pxproto.dime.simlink import SimLink, SimNet
 from pxproto.wire.codes import Command, Op, Status, TlvType
 from pxproto.wire.frame import Frame, Signaling, Tlv
 
-MAC_A = bytes.fromhex("020000000001")
-MAC_B = bytes.fromhex("020000000002")
-A = Address(MAC_A, 1, 0)
-B = Address(MAC_B, 2, 0)
+A, B = (Address(bytes.fromhex(f"0200000000{n:02x}"), n, 0) for n in (1, 2))
+MAC_A, MAC_B = A.mac, B.mac
 POLICY = RetransmitPolicy(initial=0.01, factor=2.0, max_interval=0.08, retries=8)
 
 

@@ -13,34 +13,11 @@ from pxproto.package import LocalStore
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import DIME_ALL, Command, FaultCode, Param, ServerCounterId, Status, TlvType
 from pxproto.wire.frame import Signaling, Tlv
-from tests._helpers import load_params, packaged_cluster, start
+from tests._helpers import load_params, manifest, packaged_cluster, start
 
-SERVICE_TOML = """
-[service]
-name = "itest"
-version = "1"
-
-[[stage]]
-name = "source"
-entry = "stages:source"
-params = { count = 300 }
-
-[[stage]]
-name = "double"
-entry = "stages:double"
-
-[[stage]]
-name = "sink"
-entry = "stages:sink"
-
-[[stage]]
-name = "hog"
-entry = "stages:hog"
-
-[[stage]]
-name = "spin"
-entry = "stages:spin"
-"""
+SERVICE_TOML = manifest(
+    "itest", ["source", "double", "sink", "hog", "spin"], version="1", params={"source": {"count": 300}}
+)
 
 STAGES_PY = """
 def source(ctx):

@@ -21,27 +21,11 @@ from pxproto.package import LocalStore
 from pxproto.wire.codes import Command, CounterId, TlvType
 from pxproto.wire.frame import Tlv
 from tests import _helpers
-from tests._helpers import packaged_cluster
+from tests._helpers import manifest, packaged_cluster
 
 N = 1500
 
-SERVICE_TOML = f"""
-[service]
-name = "repair"
-
-[[stage]]
-name = "source"
-entry = "stages:source"
-params = {{ count = {N} }}
-
-[[stage]]
-name = "double"
-entry = "stages:double"
-
-[[stage]]
-name = "sink"
-entry = "stages:sink"
-"""
+SERVICE_TOML = manifest("repair", ["source", "double", "sink"], params={"source": {"count": N}})
 
 STAGES_PY = """
 import time

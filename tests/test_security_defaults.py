@@ -146,6 +146,15 @@ def test_a_state_dir_open_to_others_is_refused(tmp_path: Path) -> None:
     assert state.private_dir(d) == d
 
 
+@pytest.mark.parametrize("mode", [0o740, 0o720, 0o710, 0o704, 0o702, 0o701])
+def test_a_state_dir_any_group_or_other_bit_opens_is_refused(tmp_path: Path, mode: int) -> None:
+    d = tmp_path / "state"
+    d.mkdir(mode=0o700)
+    d.chmod(mode)
+    with pytest.raises(state.StateDirError, match=f"mode {mode:04o}"):
+        state.private_dir(d)
+
+
 def test_a_symlinked_state_dir_is_refused(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir(mode=0o700)
     (tmp_path / "link").symlink_to(tmp_path / "real")
