@@ -45,12 +45,9 @@ def _slot(key: str) -> slice:
     return slice(off, off + f.size)
 
 
-ETHERTYPE = _slot("px.eth.type")
-VERSION = _slot("px.version")
-FLAGS = _slot("px.flags")
-LENGTH = _slot("px.len")
-DST_DIME = _slot("px.dime.dst")
-SEQ = _slot("px.seq")
+ETHERTYPE, VERSION, FLAGS, LENGTH, DST_DIME, SEQ = (
+    _slot(key) for key in ("px.eth.type", "px.version", "px.flags", "px.len", "px.dime.dst", "px.seq")
+)
 
 
 def _put(raw: bytes, where: slice, value: int) -> bytes:
