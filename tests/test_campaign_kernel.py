@@ -21,13 +21,14 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from pxproto.dime.signaling import ResponseReceived
-from pxproto.fuzz import Campaign, Case, FrameGenerator, Report
+from pxproto.fuzz import Case, FrameGenerator, Report
 from pxproto.fuzz.verdict import OK, reference_verdict
 from pxproto.node import fastrx
 from pxproto.node.testbed import Cluster
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import DIME_ALL, Command, Scope, Status, TlvType
 from pxproto.wire.frame import Data, Frame, Tlv
+from tests._helpers import survive_campaign
 
 DIMES = 2
 RSS_GROWTH_BOUND_KIB = 96 * 1024
@@ -155,19 +156,10 @@ def run_kernel_campaign(c: Cluster, count: int, seed: int) -> None:
         return problems
 
     c.client.keep_heartbeats = False
-    report = Campaign(
-        ClientWire(c),
-        AimedGenerator(seed, server),
-        probe=probe,
-        count=count,
-        burst=100,
-        rate=2000,
-        verdict=None,
-        check=check,
-        on_burst=book,
-        probe_every=max(1, count // 100 // 50),
-    ).run()
-    assert report.alive, report.summary()
+    report = survive_campaign(
+        ClientWire(c), AimedGenerator(seed, server), count=count, burst=100, probes=50,
+        probe=probe, rate=2000, check=check, on_burst=book,
+    )  # fmt: skip
     c.client.wait_for(lambda: False, 0.5)
     after = {d: _counters(c, d) for d in range(DIMES)}
     for d in range(DIMES):

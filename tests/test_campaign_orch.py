@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 
 from pxproto.dime.keys import add_trailer, fresh_keys, write_keyfile
-from pxproto.fuzz import Campaign, Case, FrameGenerator, Report, UdpWire, process_rss_kib
+from pxproto.fuzz import Case, FrameGenerator, Report, UdpWire, process_rss_kib
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import DIME_ALL, DimeState, DiscoveryOp, Scope
 from pxproto.wire.frame import BROADCAST, DimeInfo, Discovery, Frame, Heartbeat
+from tests._helpers import survive_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -138,19 +139,10 @@ def run_orch_campaign(o: Orch, count: int, seed: int) -> None:
             return [f"pxorch RSS grew {rss - rss0[0]} KiB (bound {RSS_GROWTH_BOUND_KIB})"]
         return []
 
-    report = Campaign(
-        o.wire,
-        AimedGenerator(seed, o.mac),
-        probe=probe,
-        count=count,
-        burst=200,
-        rate=3000,
-        verdict=None,
-        legit=legit,
-        check=check,
-        probe_every=max(1, count // 200 // 40),
-    ).run()
-    assert report.alive, report.summary()
+    report = survive_campaign(
+        o.wire, AimedGenerator(seed, o.mac), count=count, burst=200, probes=40,
+        probe=probe, rate=3000, legit=legit, check=check,
+    )  # fmt: skip
     st = o.status()
     ours = [k for k in json.dumps(st["rows"]).split('"') if k.startswith("02:cc:00:00:00:01")]
     assert ours, st["rows"]
