@@ -44,6 +44,7 @@ class FakeHost(OwnChannels):
         self.stopped = 0
         self.lines: list[str] = []
         self.relimits: list[int] = []
+        self.stage_chunks = 2
         self.cpu = (0, 0)
         self.mice_chunks: int | None = None
 
@@ -55,7 +56,7 @@ class FakeHost(OwnChannels):
         return self.epoch
 
     def fetch(self, digest: bytes, size: int, sig: bytes, key: bytes | None) -> tuple[Path, package.Manifest]:
-        stage = package.Stage(0, "only", "m:f", memory_chunks=2)
+        stage = package.Stage(0, "only", "m:f", memory_chunks=self.stage_chunks)
         return Path("."), package.Manifest("svc", "1", (stage,))
 
     def start_mice(self, loaded: Loaded, first: int, epoch: int, limit: int) -> int:
@@ -112,16 +113,30 @@ def test_machine_answers_with_the_time_it_is_given() -> None:
     assert r.status is Status.BAD_PARAM
 
 
+LOAD = [
+    Tlv(TlvType.SERVICE_ID, 5),
+    Tlv(TlvType.STAGE, 0),
+    Tlv(TlvType.MICE_NAME, "only"),
+    Tlv(TlvType.PACKAGE_DIGEST, bytes(32)),
+    Tlv(TlvType.PACKAGE_SIZE, 1),
+    Tlv(TlvType.PACKAGE_SIG, b""),
+]
+"""A LOAD of the fake host's one stage."""
+
+
+def test_a_stage_is_loaded_only_within_the_memory_limit() -> None:
+    m, host = machine()
+    m.set_limit(4)
+    host.stage_chunks = 5
+    r = ask(m, Command.LOAD, *LOAD)
+    assert r.status is Status.NO_MEMORY and m.loaded is None
+    host.stage_chunks = 4  # (another service id: not the same request again, which is answered from the cache)
+    assert ask(m, Command.LOAD, Tlv(TlvType.SERVICE_ID, 6), *LOAD[1:]).status is Status.OK and m.loaded is not None
+
+
 def test_load_start_stop_go_through_the_host() -> None:
     m, host = machine()
-    load = [
-        Tlv(TlvType.SERVICE_ID, 5),
-        Tlv(TlvType.STAGE, 0),
-        Tlv(TlvType.MICE_NAME, "only"),
-        Tlv(TlvType.PACKAGE_DIGEST, bytes(32)),
-        Tlv(TlvType.PACKAGE_SIZE, 1),
-        Tlv(TlvType.PACKAGE_SIG, b""),
-    ]
+    load = LOAD
     assert ask(m, Command.LOAD, *load).status is Status.OK
     assert m.state is DimeState.FREE, "LOAD alone does not make the DIME busy"
     r = ask(m, Command.START, Tlv(TlvType.SERVICE_ID, 5), Tlv(TlvType.STAGE, 0), Tlv(TlvType.VALUE, 17))
@@ -262,6 +277,24 @@ def test_an_archive_member_leaving_the_package_is_refused(tmp_path: Path, evil: 
     assert not (tmp_path / "store" / "packages" / "x").exists() and not (tmp_path / "store" / "x").exists()
     # The same archive without the evil member unpacks: the refusal is about that member.
     assert package.unpack(_archive({"service.toml": MANIFEST, "m.py": b""}), dest).name == "x"
+
+
+@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.DIRTYPE, tarfile.FIFOTYPE])
+def test_an_archive_member_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: bytes) -> None:
+    dest = tmp_path / "store" / "packages" / "abc"
+    dest.parent.mkdir(parents=True)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in {"service.toml": MANIFEST, "m.py": b""}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        odd = tarfile.TarInfo("odd")
+        odd.type, odd.linkname = kind, "/etc/passwd"
+        tar.addfile(odd)
+    with pytest.raises(package.PackageError, match="only regular files"):
+        package.unpack(gzip.compress(raw.getvalue(), mtime=0), dest)
+    assert not dest.exists()
 
 
 def test_outputs_of_the_mice_go_out_on_a_wired_channel_and_come_back_on_rewire() -> None:
