@@ -99,20 +99,8 @@ def _decode(data: bytes) -> Frame:
         )
     body = _BODY_DECODERS[cls](data, HDR, body_end, h.dst_dime)
     auth = _decode_auth(data, body_end) if has_auth else None
-    return Frame(
-        body=body,
-        scope=scope,
-        src_dime=h.src_dime,
-        src_thread=h.src_thread,
-        dst_dime=h.dst_dime,
-        dst_thread=h.dst_thread,
-        seq=h.seq,
-        dst_mac=eth.dst,
-        src_mac=eth.src,
-        auth=auth,
-        version=h.version,
-        padding=padding,
-    )
+    ids = {name: h[name] for name in ("src_dime", "src_thread", "dst_dime", "dst_thread", "seq")}
+    return Frame(body, scope, dst_mac=eth.dst, src_mac=eth.src, auth=auth, version=h.version, padding=padding, **ids)
 
 
 def _check_scope(cls: codes.FrameClass, scope: codes.Scope, dst_dime: int, src_dime: int) -> None:
