@@ -179,3 +179,12 @@ def test_filter_against_hand_computed_truth(text: str) -> None:
     prog = pcapy.compile(pcapy.DLT_EN10MB, 65535, to_bpf(text), 1, 0)
     kernel = {n for n, r in zip(names, raws, strict=True) if prog.filter(r)}
     assert kernel == HAND_TRUTH[text], "BPF"
+
+
+def test_a_frame_too_short_for_its_macs_matches_no_mac_filter() -> None:
+    raws = [bytes(10), bytes.fromhex(HAND_FRAMES["REQ"])]  # a 10-byte runt of zeros; REQ comes from 00:..:00
+    batch = from_packets([Packet(r, 0, len(r)) for r in raws])
+    for text, want in [("src mac 00:00:00:00:00:00", [False, True]), ("mac 00:00:00:00:00:00", [False, True])]:
+        prog = pcapy.compile(pcapy.DLT_EN10MB, 65535, to_bpf(text), 1, 0)
+        assert [bool(prog.filter(r)) for r in raws] == want, f"BPF {text}"
+        assert [bool(k) for k in parse(text).mask(batch)] == want, f"columns {text}"
