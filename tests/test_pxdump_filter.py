@@ -13,6 +13,8 @@ from pxproto.dump.columns import from_packets
 from pxproto.dump.filter import FilterError, parse, to_bpf
 from pxproto.testing import frames
 from pxproto.wire import decode, encode, ethertypes
+from pxproto.wire.codes import Command, DimeState, Scope, TlvType
+from pxproto.wire.frame import Auth, Frame, Heartbeat, Signaling, Tlv
 from pxproto.wire.samples import valid_samples
 
 FILTERS = [
@@ -188,3 +190,17 @@ def test_a_frame_too_short_for_its_macs_matches_no_mac_filter() -> None:
         prog = pcapy.compile(pcapy.DLT_EN10MB, 65535, to_bpf(text), 1, 0)
         assert [bool(prog.filter(r)) for r in raws] == want, f"BPF {text}"
         assert [bool(k) for k in parse(text).mask(batch)] == want, f"columns {text}"
+
+
+def test_auth_matches_every_signed_frame_whatever_its_scope() -> None:
+    signed = Auth(1, 7, bytes(16))
+    body = Signaling(Command.PING, params=(Tlv(TlvType.ECHO, b"x"),))
+    raws = [
+        encode(Frame(body, Scope.DIME, 1, 0, 2, 0, auth=signed)),  # flags: SCOPE_DIME | AUTH
+        encode(Frame(Heartbeat(1, DimeState.FREE, 100), Scope.SYSTEM, 3, auth=signed)),  # flags: AUTH
+        encode(Frame(body, Scope.DIME, 1, 0, 2, 0)),  # flags: SCOPE_DIME
+    ]
+    batch = from_packets([Packet(r, 0, len(r)) for r in raws])
+    prog = pcapy.compile(pcapy.DLT_EN10MB, 65535, to_bpf("auth"), 1, 0)
+    assert [bool(k) for k in parse("auth").mask(batch)] == [True, True, False]
+    assert [bool(prog.filter(r)) for r in raws] == [True, True, False]
