@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pxproto.capture.pcapng import Packet
 from pxproto.dump.columns import from_packets
-from pxproto.dump.filter import FilterError, parse, to_bpf
+from pxproto.dump.filter import MAX_NESTING, MAX_WORDS, FilterError, parse, to_bpf
 from pxproto.testing import frames
 from pxproto.wire import decode, encode, ethertypes
 from pxproto.wire.codes import Command, DimeState, Scope, TlvType
@@ -204,3 +204,19 @@ def test_auth_matches_every_signed_frame_whatever_its_scope() -> None:
     prog = pcapy.compile(pcapy.DLT_EN10MB, 65535, to_bpf("auth"), 1, 0)
     assert [bool(k) for k in parse("auth").mask(batch)] == [True, True, False]
     assert [bool(prog.filter(r)) for r in raws] == [True, True, False]
+
+
+@pytest.mark.parametrize("opener", ["(", "not "])
+def test_nesting_up_to_the_limit_parses_and_one_deeper_is_refused(opener: str) -> None:
+    def nested(depth: int) -> str:
+        return opener * depth + "hb" + (")" * depth if opener == "(" else "")
+
+    assert parse(nested(MAX_NESTING)) is not None
+    with pytest.raises(FilterError, match=f"nested deeper than {MAX_NESTING}"):
+        parse(nested(MAX_NESTING + 1))
+
+
+def test_words_up_to_the_limit_parse_and_one_more_is_refused() -> None:
+    assert parse(" or ".join(["hb"] * MAX_WORDS)) is not None
+    with pytest.raises(FilterError, match=f"more than {MAX_WORDS} filter words"):
+        parse(" or ".join(["hb"] * (MAX_WORDS + 1)))
