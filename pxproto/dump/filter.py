@@ -23,6 +23,7 @@ passes every frame to the columns).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -246,17 +247,17 @@ class _Parser:
         return node
 
     def expr(self) -> Node:
-        node = self.term()
-        while self.peek() in ("or", "||"):
-            self.i += 1
-            node = Or(node, self.term())
-        return node
+        """``or`` of terms; a term is an ``and`` of factors (``and`` binds tighter)."""
+        return self._chain(("or", "||"), Or, self.term)
 
     def term(self) -> Node:
-        node = self.factor()
-        while self.peek() in ("and", "&&"):
+        return self._chain(("and", "&&"), And, self.factor)
+
+    def _chain(self, words: tuple[str, str], join: type[And] | type[Or], operand: Callable[[], Node]) -> Node:
+        node = operand()
+        while self.peek() in words:
             self.i += 1
-            node = And(node, self.factor())
+            node = join(node, operand())
         return node
 
     def factor(self) -> Node:
