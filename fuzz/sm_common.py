@@ -10,9 +10,13 @@ within their stated bounds.  Any other exception is a finding.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
+
+# A target runs as a script from fuzz/ (its own folder is on sys.path): pxproto is the checkout's, one up.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pxproto.errors import ProtocolError
 from pxproto.wire.codec import decode, encode

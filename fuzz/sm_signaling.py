@@ -7,12 +7,6 @@ See fuzz/README-sm.md.
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import atheris
 
 with atheris.instrument_imports():
