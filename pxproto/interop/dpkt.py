@@ -23,7 +23,8 @@ header announces raises ``dpkt.NeedData`` (Ethernet then keeps the raw bytes).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import dpkt
 import dpkt.ethernet
@@ -47,6 +48,28 @@ def _hdr(prefix: str) -> tuple[tuple[str, str, Any], ...]:
 class _Px(dpkt.Packet):
     data: bytes
     """What follows the header (dpkt's name); each class narrows it to its own content."""
+    _list: tuple[str, str, type[Any], Callable[[Any], int]] | None = None
+    """Records that follow the header: (attribute, count field, record class, size of a record)."""
+
+    def unpack(self, buf: bytes) -> None:
+        dpkt.Packet.unpack(self, buf)
+        if self._list is not None:
+            name, count, cls, size = self._list
+            records, self.data = _records(self.data, getattr(self, count), cls, size)
+            setattr(self, name, records)
+
+
+_P = TypeVar("_P", bound=_Px)
+
+
+def _records(rest: bytes, count: int, cls: type[_P], size: Callable[[_P], int]) -> tuple[list[_P], bytes]:
+    """``count`` records of ``cls`` off the front of ``rest`` (``size`` bytes each): them, and what follows."""
+    out = []
+    for _ in range(count):
+        rec = cls(rest)
+        out.append(rec)
+        rest = rest[size(rec) :]
+    return out, rest
 
 
 class PxTlv(_Px):
@@ -66,16 +89,8 @@ class PxDimeRecord(_Px):
 
 class PxSignaling(_Px):
     __hdr__ = _hdr("sig")
-
-    def unpack(self, buf: bytes) -> None:
-        dpkt.Packet.unpack(self, buf)
-        rest = self.data
-        self.tlvs: list[PxTlv] = []
-        for _ in range(self.tlv_count):
-            tlv = PxTlv(rest)
-            self.tlvs.append(tlv)
-            rest = rest[tlv.__hdr_len__ + tlv.length :]
-        self.data = rest
+    tlvs: list[PxTlv]
+    _list = ("tlvs", "tlv_count", PxTlv, lambda t: t.__hdr_len__ + t.length)
 
 
 class PxData(_Px):
@@ -86,16 +101,8 @@ class PxData(_Px):
 
 class PxDiscovery(_Px):
     __hdr__ = _hdr("disc")
-
-    def unpack(self, buf: bytes) -> None:
-        dpkt.Packet.unpack(self, buf)
-        rest = self.data
-        self.dimes: list[PxDimeRecord] = []
-        for _ in range(self.count):
-            rec = PxDimeRecord(rest)
-            self.dimes.append(rec)
-            rest = rest[rec.__hdr_len__ :]
-        self.data = rest
+    dimes: list[PxDimeRecord]
+    _list = ("dimes", "count", PxDimeRecord, lambda r: r.__hdr_len__)
 
 
 class PxHeartbeat(_Px):
