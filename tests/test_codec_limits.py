@@ -161,6 +161,22 @@ def test_an_empty_fragment_of_a_non_empty_message_is_rejected(impl: Any) -> None
     assert rejects(impl, fragment(1, 0, b"")) == ("len", where)
 
 
+UTF8_EDGES_OK = [b"\xc2\x80", b"\xdf\xbf", b"\xe0\xa0\x80", b"\xed\x9f\xbf", b"\xee\x80\x80", b"\xf0\x90\x80\x80",
+                 b"\xf4\x8f\xbf\xbf"]  # fmt: skip
+"""The first and last sequences of each range the UTF-8 rules single out (RFC 3629 table)."""
+UTF8_EDGES_BAD = [b"\xc1\xbf", b"\xe0\x9f\xbf", b"\xed\xa0\x80", b"\xf0\x8f\xbf\xbf", b"\xf4\x90\x80\x80",
+                  b"\xf5\x80\x80\x80", b"\xe1\x80", b"\x80"]  # fmt: skip
+"""One step past each edge: overlong, surrogate, above U+10FFFF, cut short, a stray continuation byte."""
+
+
+@pytest.mark.parametrize("impl", CODECS)
+def test_text_utf8_edges_are_judged_like_the_reference(impl: Any) -> None:
+    for good in UTF8_EDGES_OK:
+        assert impl.decode(one_tlv(TlvType.TEXT, b"a" + good)).body.params[0].value == "a" + good.decode(), good
+    for bad in UTF8_EDGES_BAD:
+        assert rejects(impl, one_tlv(TlvType.TEXT, b"a" + bad)) == ("tlv.text", TLV_AT + 4 + 1), bad
+
+
 def limit_frames() -> list[tuple[str, bytes]]:
     """The frames above, for the C header's own check (test_px_codec_c.py)."""
     return [
