@@ -161,6 +161,23 @@ def test_an_empty_fragment_of_a_non_empty_message_is_rejected(impl: Any) -> None
     assert rejects(impl, fragment(1, 0, b"")) == ("len", where)
 
 
+@pytest.mark.parametrize("impl", CODECS)
+def test_a_fragment_index_must_be_below_the_count(impl: Any) -> None:
+    assert impl.decode(fragment(10, 5, b"abcde", frag_index=1, frag_count=2)).body.frag_index == 1
+    where = spec.BODY_OFFSET + OFF["data"]["frag_index"]
+    assert rejects(impl, fragment(10, 5, b"abcde", frag_index=2, frag_count=2)) == ("data.frag_index", where)
+
+
+@pytest.mark.parametrize("impl", CODECS)
+def test_a_probe_lists_no_dime(impl: Any) -> None:
+    one = (DimeInfo(1, 0, DimeState.FREE, 4, 4, 1),)
+    probe = Discovery(DiscoveryOp.PROBE, 5, 1, 0, STATE_ANY, ())
+    assert impl.decode(codec.encode(Frame(probe, Scope.SYSTEM, DIME_ALL, 0, DIME_ALL))).body.dimes == ()
+    raw = bytearray(codec.encode(Frame(Discovery(DiscoveryOp.ANNOUNCE, 5, 1, 0, STATE_ANY, one), Scope.SYSTEM)))
+    raw[spec.BODY_OFFSET + OFF["disc"]["op"]] = int(DiscoveryOp.PROBE)  # the same frame, now a probe with a DIME
+    assert rejects(impl, bytes(raw)) == ("disc.count", spec.BODY_OFFSET + OFF["disc"]["count"])
+
+
 UTF8_EDGES_OK = [b"\xc2\x80", b"\xdf\xbf", b"\xe0\xa0\x80", b"\xed\x9f\xbf", b"\xee\x80\x80", b"\xf0\x90\x80\x80",
                  b"\xf4\x8f\xbf\xbf"]  # fmt: skip
 """The first and last sequences of each range the UTF-8 rules single out (RFC 3629 table)."""
