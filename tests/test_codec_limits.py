@@ -27,7 +27,7 @@ from pxproto.wire.codes import (
     Status,
     TlvType,
 )
-from pxproto.wire.frame import Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
+from pxproto.wire.frame import Auth, Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
 
 # the codecs under test, as in test_fastpath.py
 from tests.test_fastpath import CODECS
@@ -176,6 +176,19 @@ def test_a_probe_lists_no_dime(impl: Any) -> None:
     raw = bytearray(codec.encode(Frame(Discovery(DiscoveryOp.ANNOUNCE, 5, 1, 0, STATE_ANY, one), Scope.SYSTEM)))
     raw[spec.BODY_OFFSET + OFF["disc"]["op"]] = int(DiscoveryOp.PROBE)  # the same frame, now a probe with a DIME
     assert rejects(impl, bytes(raw)) == ("disc.count", spec.BODY_OFFSET + OFF["disc"]["count"])
+
+
+@pytest.mark.parametrize("impl", CODECS)
+def test_an_auth_trailer_with_key_id_or_counter_0_is_rejected(impl: Any) -> None:
+    frame = Frame(Heartbeat(1, DimeState.FREE, 100), Scope.SYSTEM, 3, auth=Auth(1, 1, bytes(16)))
+    raw = codec.encode(frame)
+    trailer = len(raw) - spec.AuthTrailer.sizeof()
+    assert impl.decode(raw).auth == Auth(1, 1, bytes(16))
+    for field in ("key_id", "counter"):
+        bad = bytearray(raw)
+        at = trailer + OFF["auth"][field]
+        bad[at : at + (2 if field == "key_id" else 8)] = bytes(2 if field == "key_id" else 8)
+        assert rejects(impl, bytes(bad)) == (f"auth.{field}", at), field
 
 
 UTF8_EDGES_OK = [b"\xc2\x80", b"\xdf\xbf", b"\xe0\xa0\x80", b"\xed\x9f\xbf", b"\xee\x80\x80", b"\xf0\x90\x80\x80",
