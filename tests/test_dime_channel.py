@@ -254,6 +254,25 @@ def test_message_over_the_reassembly_limit_is_dropped_and_the_stream_goes_on() -
     assert rx.buffered == 0 and tx.unacked() == []
 
 
+@pytest.mark.parametrize(("size", "kept"), [(20_000, True), (20_001, False)])
+def test_the_reassembly_limit_is_exact(size: int, kept: bool) -> None:
+    rx = ChannelReceiver(R, S, CH, max_buffer_bytes=50_000, max_message_bytes=20_000)
+    events = [e for f in fragment(CH, 0, blob(size), 1000) for e in rx.receive(frag_frame(f), 0.0).events]
+    assert [type(e) for e in events] == [MessageReceived if kept else MessageDropped]
+
+
+def test_the_channel_breaks_after_exactly_max_retries_retransmissions() -> None:
+    tx = ChannelSender(S, R, CH, max_retries=3)
+    tx.send(b"x", 0.0)
+    resent = 0
+    while not tx.broken:
+        t = tx.get_timer()
+        assert t is not None
+        out = tx.handle_timer(t)
+        resent += sum(1 for f in out.frames if isinstance(f.body, Data) and f.body.frag_count)
+    assert resent == 3 and tx.counters["timeouts"] == 3
+
+
 def test_full_budget_drops_out_of_order_fragments_but_never_the_next_one() -> None:
     rx = ChannelReceiver(R, S, CH, max_buffer_bytes=3000, window=64)
     first = fragment(CH, 0, blob(3000, 1), 1000)
