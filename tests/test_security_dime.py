@@ -19,8 +19,8 @@ from collections import Counter
 import pytest
 
 from pxproto.dime.endpoint import Address, frame_to
-from pxproto.dime.keys import KeyRing
-from pxproto.dime.replay import KeyStore, Rejection, Signer, Verifier
+from pxproto.dime.keys import KeyFileError, KeyRing, read_private
+from pxproto.dime.replay import COUNTER_MAX, KEY_MIN_BYTES, KeyStore, Rejection, Signer, Verifier
 from pxproto.testing.hostile import MUTATIONS
 from pxproto.wire import auth, spec
 from pxproto.wire.codec import decode, encode
@@ -196,3 +196,27 @@ def _store_with(key_id: int, key: bytes) -> KeyStore:
     ks = KeyStore()
     ks.install(key_id, key)
     return ks
+
+
+def test_a_key_shorter_than_the_minimum_is_refused() -> None:
+    ks = KeyStore()
+    with pytest.raises(ValueError, match=f"at least {KEY_MIN_BYTES} bytes"):
+        ks.install(1, b"k" * (KEY_MIN_BYTES - 1))
+    ks.install(1, b"k" * KEY_MIN_BYTES)
+    assert ks.signing_key() == (1, b"k" * KEY_MIN_BYTES)
+
+
+def test_the_last_counter_signs_once_then_the_key_must_rotate() -> None:
+    ks = KeyStore()
+    ks.install(1, KEY)
+    signer = Signer(ks, counter_start=COUNTER_MAX)
+    frame = frame_to(A, B, Signaling(Command.PING, Op.REQUEST, 1))
+    last = decode(signer.sign(frame))
+    assert last.auth is not None and last.auth.counter == COUNTER_MAX
+    with pytest.raises(OverflowError, match="exhausted"):
+        signer.sign(frame)
+
+
+def test_a_key_file_that_is_not_a_regular_file_is_refused() -> None:
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        read_private("/dev/null")
