@@ -178,12 +178,21 @@ def test_a_probe_lists_no_dime(impl: Any) -> None:
     assert rejects(impl, bytes(raw)) == ("disc.count", spec.BODY_OFFSET + OFF["disc"]["count"])
 
 
+def signed(key_id: int, counter: int) -> bytes:
+    """A signed heartbeat with any key id and counter (patched into a valid trailer)."""
+    raw = bytearray(codec.encode(Frame(Heartbeat(1, DimeState.FREE, 100), Scope.SYSTEM, 3, auth=Auth(1, 1, bytes(16)))))
+    trailer = len(raw) - spec.AuthTrailer.sizeof()
+    struct.pack_into(">H", raw, trailer + OFF["auth"]["key_id"], key_id)
+    struct.pack_into(">Q", raw, trailer + OFF["auth"]["counter"], counter)
+    return bytes(raw)
+
+
 @pytest.mark.parametrize("impl", CODECS)
 def test_an_auth_trailer_with_key_id_or_counter_0_is_rejected(impl: Any) -> None:
-    frame = Frame(Heartbeat(1, DimeState.FREE, 100), Scope.SYSTEM, 3, auth=Auth(1, 1, bytes(16)))
+    frame = Frame(Heartbeat(1, DimeState.FREE, 100), Scope.SYSTEM, 3, auth=Auth(7, 1, bytes(16)))
     raw = codec.encode(frame)
     trailer = len(raw) - spec.AuthTrailer.sizeof()
-    assert impl.decode(raw).auth == Auth(1, 1, bytes(16))
+    assert impl.decode(raw).auth == Auth(7, 1, bytes(16))
     for field in ("key_id", "counter"):
         bad = bytearray(raw)
         at = trailer + OFF["auth"][field]
@@ -217,4 +226,13 @@ def limit_frames() -> list[tuple[str, bytes]]:
         ("acl reserved", acl(1, reserved=1)),
         ("text max", one_tlv(TlvType.MICE_NAME, b"a" * TEXT_MAX)),
         ("text max + 1", one_tlv(TlvType.MICE_NAME, b"a" * (TEXT_MAX + 1))),
+        *[(f"utf-8 {v.hex()}", one_tlv(TlvType.TEXT, b"a" + v)) for v in UTF8_EDGES_OK + UTF8_EDGES_BAD],
+        ("mem_free = mem_total", announce(8, 8)),
+        ("mem_free > mem_total", announce(8, 9)),
+        ("first fragment at 1", fragment(10, 1, b"abcde")),
+        ("empty fragment of 1 byte", fragment(1, 0, b"")),
+        ("fragment index = count", fragment(10, 5, b"abcde", frag_index=2, frag_count=2)),
+        ("auth key id 0", signed(0, 1)),
+        ("auth counter 0", signed(7, 0)),
+        ("auth 1/1", signed(1, 1)),
     ]
