@@ -325,3 +325,26 @@ def test_an_overload_fault_keeps_the_replica_a_crash_replaces_it(code: FaultCode
     assert [(e.key, e.code) for e in c.orch.log.of(FaultReported)] == [(reporter, code.name)]
     assert bool(c.orch.log.of(RepairStarted)) is repaired
     assert (reporter in c.orch.replicas(name)["parse"]) is not repaired
+
+
+@pytest.mark.parametrize("replicas", [0, 65])
+def test_scaling_outside_1_to_64_replicas_is_refused(replicas: int) -> None:
+    c, name = cluster()
+    with pytest.raises(ValueError, match=r"1\.\.64"):
+        c.orch.scale(name, "transform", replicas, c.net.now)
+    assert c.orch.services[name].want["transform"] == 2
+
+
+IDLE = DEMO_SERVICE.replace(
+    "replicas = 2\n",
+    'replicas = 2\n\n[stage.scale]\nmetric = "queue"\nout_above = 2000\nin_below = 1000\nfor_ms = 100\nmin = 1\n'
+    "cooldown_ms = 100\n",
+)
+
+
+def test_scale_in_stops_at_the_policy_minimum() -> None:
+    c, name = cluster(IDLE, items=2000)  # every queue is below in_below: the policy keeps scaling in
+    assert c.run_until(lambda: len(c.orch.replicas(name)["transform"]) == 1, 3.0)
+    c.run(1.5)  # many for_ms + cooldown_ms spans
+    assert len(c.orch.replicas(name)["transform"]) == 1
+    assert min(e.after for e in c.orch.log.of(StageScaled)) == 1
