@@ -135,6 +135,7 @@ local TLVS = {
   [27] = {name = "ECHO", key = "px.tlv.echo", kind = "BYTES", size = nil},
   [28] = {name = "EPOCH", key = "px.tlv.epoch", kind = "U32", size = 4},
   [29] = {name = "PACKAGE_SIG", key = "px.tlv.package_sig", kind = "BYTES", size = nil},
+  [30] = {name = "WRAPPED_KEY", key = "px.tlv.wrapped_key", kind = "BYTES", size = nil},
 }
 
 local F = {}
@@ -191,6 +192,7 @@ F["px.tlv.acl"] = ProtoField.bytes("px.tlv.acl", "ACL")
 F["px.tlv.echo"] = ProtoField.bytes("px.tlv.echo", "ECHO")
 F["px.tlv.epoch"] = ProtoField.uint32("px.tlv.epoch", "EPOCH", base.DEC)
 F["px.tlv.package_sig"] = ProtoField.bytes("px.tlv.package_sig", "PACKAGE_SIG")
+F["px.tlv.wrapped_key"] = ProtoField.bytes("px.tlv.wrapped_key", "WRAPPED_KEY")
 F["px.tlv.unknown"] = ProtoField.bytes("px.tlv.unknown", "Unknown TLV")
 F["px.data.channel"] = ProtoField.uint16("px.data.channel", "Data channel", base.DEC)
 F["px.data.flags"] = ProtoField.uint8("px.data.flags", "Data flags", base.HEX)

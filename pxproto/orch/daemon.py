@@ -25,6 +25,7 @@ from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
 from pxproto.orch.driver import Driver
 from pxproto.orch.events import OrchEvent
 from pxproto.orch.service import ServiceError, load_service
+from pxproto.signing import SigningKey
 
 DEFAULT_CONTROL = "/tmp/pxorch.sock"
 
@@ -32,8 +33,17 @@ DEFAULT_CONTROL = "/tmp/pxorch.sock"
 class Daemon:
     """An orchestrator on a wire, answering a control socket, probing now and then."""
 
-    def __init__(self, driver: Driver, control: str, store: str | None, probe_every: float = 2.0) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        control: str,
+        store: str | None,
+        probe_every: float = 2.0,
+        signer: SigningKey | None = None,
+    ) -> None:
         self.driver = driver
+        self.signer = signer
+        """Signs deployed packages (Ed25519); only the orchestrator holds it, never a kernel."""
         self.core = driver.core
         self.store = store
         self.probe_every = probe_every
@@ -70,8 +80,9 @@ class Daemon:
                 return {"error": "deploy needs --store (the central package store) and a package in the service file"}
             archive = package.pack(spec.package)
             digest = package.store_put(self.store, archive)
-            key = self.driver.keyring.active_key()
-            ref = PackageRef(digest, len(archive), package.sign(archive, key) if key else b"")
+            if self.signer is None and self.driver.keyring.enabled:
+                return {"error": "deploy needs --signing-key (kernels run only signed packages)"}
+            ref = PackageRef(digest, len(archive), package.sign(archive, self.signer) if self.signer else b"")
             try:
                 self.driver.send(self.core.deploy(spec, ref, now))
             except ValueError as exc:

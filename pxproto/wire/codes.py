@@ -203,6 +203,7 @@ class TlvType(IntEnum):
     ECHO = 27
     EPOCH = 28
     PACKAGE_SIG = 29
+    WRAPPED_KEY = 30
 
 
 class TlvKind(IntEnum):
@@ -249,6 +250,7 @@ TLV_KINDS: dict[TlvType, TlvKind] = {
     TlvType.ECHO: TlvKind.BYTES,
     TlvType.EPOCH: TlvKind.U32,
     TlvType.PACKAGE_SIG: TlvKind.BYTES,
+    TlvType.WRAPPED_KEY: TlvKind.BYTES,
 }
 
 TLV_ENUMS: dict[TlvType, type[IntEnum]] = {
@@ -314,7 +316,7 @@ COMMAND_PARAMS: dict[Command, tuple[tuple[TlvType, ...], tuple[TlvType, ...]]] =
     ),
     Command.COUNTERS: ((TlvType.COUNTER_ID,), (TlvType.COUNTER_ID, TlvType.VALUE)),
     Command.SET_THRESHOLD: ((TlvType.COUNTER_ID, TlvType.THRESHOLD), (TlvType.COUNTER_ID,)),
-    Command.KEY_INSTALL: ((TlvType.KEY_ID, TlvType.KEY), (TlvType.KEY_ID,)),
+    Command.KEY_INSTALL: ((TlvType.KEY_ID, TlvType.WRAPPED_KEY), (TlvType.KEY_ID,)),
     Command.KEY_ROTATE: ((TlvType.KEY_ID,), (TlvType.KEY_ID,)),
     Command.ACL_SET: ((TlvType.ACL,), ()),
     Command.ACL_GET: ((), (TlvType.ACL,)),
