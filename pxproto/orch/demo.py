@@ -503,9 +503,8 @@ def dime_pid(mac: bytes, dime: int) -> int | None:
             continue
         with contextlib.suppress(OSError):
             args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            if len(args) >= 4 and args[1:3] == [b"-m", b"pxproto.node.dime"]:
-                cfg = json.loads(args[3])
-                if cfg.get("dime") == dime and cfg.get("mac") == mac.hex():
+            if len(args) >= 6 and args[1:4] == [b"-m", b"pxproto.node.dime", b"-"]:  # the config is on its stdin
+                if args[4] == f"dime={dime}".encode() and args[5] == f"mac={mac.hex()}".encode():
                     return int(entry)
     return None
 
