@@ -9,7 +9,7 @@ import pytest
 from pxproto import package
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.dime.keys import add_trailer
-from pxproto.node.testbed import KEY, Cluster
+from pxproto.node.testbed import KEY, SIGNER, Cluster
 from pxproto.package import LocalStore
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import DIME_ALL, Command, FaultCode, Param, ServerCounterId, Status, TlvType
@@ -88,7 +88,7 @@ def load_params(c: Cluster, service: int, stage: int, name: str, sig: bytes | No
         Tlv(TlvType.MICE_NAME, name),
         Tlv(TlvType.PACKAGE_DIGEST, package.digest(archive)),
         Tlv(TlvType.PACKAGE_SIZE, len(archive)),
-        Tlv(TlvType.PACKAGE_SIG, package.sign(archive, KEY) if sig is None else sig),
+        Tlv(TlvType.PACKAGE_SIG, package.sign(archive, SIGNER) if sig is None else sig),
     ]
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from pxproto import package
 from pxproto.dime.endpoint import Address
-from pxproto.node.testbed import KEY, Cluster
+from pxproto.node.testbed import SIGNER, Cluster
 from pxproto.package import LocalStore
 from pxproto.wire.codes import Command, CounterId, Status, TlvType
 from pxproto.wire.frame import Tlv
@@ -95,7 +95,7 @@ def start(c: Cluster, dest: Address, stage: int, name: str) -> None:
         Tlv(TlvType.MICE_NAME, name),
         Tlv(TlvType.PACKAGE_DIGEST, package.digest(archive)),
         Tlv(TlvType.PACKAGE_SIZE, len(archive)),
-        Tlv(TlvType.PACKAGE_SIG, package.sign(archive, KEY)),
+        Tlv(TlvType.PACKAGE_SIG, package.sign(archive, SIGNER)),
     )
     assert r.status is Status.OK, r
     r = c.ask(dest, Command.START, Tlv(TlvType.SERVICE_ID, 3), Tlv(TlvType.STAGE, stage))

@@ -74,7 +74,7 @@ class FakeHost(OwnChannels):
 
 def machine(**kw: object) -> tuple[DimeMachine, FakeHost]:
     host = FakeHost()
-    m = DimeMachine(MachineConfig(DIME, has_store=True, **kw), host)  # type: ignore[arg-type]
+    m = DimeMachine(MachineConfig(DIME, has_store=True, insecure=True, **kw), host)  # type: ignore[arg-type]
     m.start(10.0)
     return m, host
 

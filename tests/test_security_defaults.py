@@ -228,3 +228,36 @@ def test_package_files_are_verified_before_every_import(tmp_path: Path, tamper: 
         (path / "stages.py").symlink_to(tmp_path / "pkg" / "stages.py")
     with pytest.raises(package.PackageError):
         package.verify_tree(path, files)
+
+
+# ---------------------------------------------------------------- 3. signatures and wrapped keys
+
+
+def test_a_key_install_sniffed_off_the_wire_does_not_reveal_the_key() -> None:
+    from pxproto.dime.keys import KeyRing, unwrap_key, wrap_key
+
+    new = os.urandom(32)
+    body = Signaling(Command.KEY_INSTALL, req_id=1, params=(Tlv(TlvType.KEY_ID, 2),
+                     Tlv(TlvType.WRAPPED_KEY, wrap_key(1, KEY, 2, new))))  # fmt: skip
+    raw = encode(frame_to(Address(STRANGER), Address(STRANGER, 0), body))
+    assert new not in raw and new[:8] not in raw
+    assert unwrap_key(KeyRing({1: KEY}), 2, wrap_key(1, KEY, 2, new), 0.0) == new
+    with pytest.raises(ValueError):  # a listener with another key, or the value relabelled for another id
+        unwrap_key(KeyRing({1: os.urandom(32)}), 2, wrap_key(1, KEY, 2, new), 0.0)
+    with pytest.raises(ValueError):
+        unwrap_key(KeyRing({1: KEY}), 3, wrap_key(1, KEY, 2, new), 0.0)
+
+
+def test_a_kernels_cluster_key_cannot_mint_a_package() -> None:
+    import hashlib
+    import hmac
+
+    from pxproto.node.testbed import SIGNER
+    from pxproto.signing import VerifyKeys, fresh_signing_key
+
+    archive = b"archive bytes"
+    keys = VerifyKeys.from_raw({1: SIGNER.public_bytes()})
+    assert keys.verify(archive, package.sign(archive, SIGNER))
+    assert not keys.verify(archive, hmac.new(KEY, archive, hashlib.sha256).digest())  # the old HMAC "signature"
+    assert not keys.verify(archive, package.sign(archive, fresh_signing_key()))
+    assert not keys.verify(archive + b"x", package.sign(archive, SIGNER))

@@ -18,8 +18,9 @@ import pytest
 
 from pxproto import package
 from pxproto.dime.endpoint import Address, frame_to
-from pxproto.dime.keys import add_trailer
-from pxproto.node.testbed import KEY, Cluster
+from pxproto.dime.keys import add_trailer, wrap_key
+from pxproto.node.testbed import KEY, SIGNER, Cluster
+from pxproto.signing import fresh_signing_key
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import Command, Fcaps, Param, Status, TlvType
 from pxproto.wire.frame import Signaling, Tlv
@@ -86,19 +87,19 @@ def test_load_of_an_unsigned_or_altered_package_is_refused_and_changes_nothing(c
     c = cluster
     dest = c.dime(0, 0)
     archive: bytes = c.archive  # type: ignore[attr-defined]
-    assert load(c, dest, 5, archive, package.sign(archive, KEY)) is Status.OK
+    assert load(c, dest, 5, archive, package.sign(archive, SIGNER)) is Status.OK
     auth0 = counter(c, dest, AUTH)
     # Unsigned, signed under another key, and signed for other bytes.
     assert load(c, dest, 6, archive, b"") is Status.DENIED
-    assert load(c, dest, 6, archive, package.sign(archive, b"\x07" * 32)) is Status.DENIED
-    assert load(c, dest, 6, archive, package.sign(archive + b"x", KEY)) is Status.DENIED
+    assert load(c, dest, 6, archive, package.sign(archive, fresh_signing_key())) is Status.DENIED
+    assert load(c, dest, 6, archive, package.sign(archive + b"x", SIGNER)) is Status.DENIED
     assert counter(c, dest, AUTH) == auth0 + 3
     # Altered in the central store after it was signed: the bytes no longer match the digest asked for.
     other = archive + b"\0" * 512  # a gzip stream followed by zeros: another archive, never fetched before
     tampered = bytearray(other)
     tampered[len(tampered) // 2] ^= 0x01
     (Path(c.store) / f"{package.digest(other).hex()}.tar.gz").write_bytes(bytes(tampered))
-    assert load(c, dest, 7, other, package.sign(other, KEY)) in (Status.DENIED, Status.NOT_FOUND)
+    assert load(c, dest, 7, other, package.sign(other, SIGNER)) in (Status.DENIED, Status.NOT_FOUND)
     # Nothing refused got loaded, and what was loaded before is still there.
     for service in (6, 7):
         r = c.ask(dest, Command.START, Tlv(TlvType.SERVICE_ID, service), Tlv(TlvType.STAGE, 0))
@@ -139,7 +140,9 @@ def test_after_key_rotation_the_cluster_works_and_the_old_key_is_refused(cluster
     c = cluster
     dest = c.dime(0, 1)
     new_key = bytes(range(100, 132))
-    assert c.ask(dest, Command.KEY_INSTALL, Tlv(TlvType.KEY_ID, 2), Tlv(TlvType.KEY, new_key)).status is Status.OK
+    wrapped = wrap_key(1, KEY, 2, new_key)
+    r = c.ask(dest, Command.KEY_INSTALL, Tlv(TlvType.KEY_ID, 2), Tlv(TlvType.WRAPPED_KEY, wrapped))
+    assert r.status is Status.OK
     c.client.keyring.install(2, new_key)
     assert c.ask(dest, Command.KEY_ROTATE, Tlv(TlvType.KEY_ID, 2)).status is Status.OK
     c.client.keyring.rotate(2, time.monotonic())

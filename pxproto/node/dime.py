@@ -29,6 +29,7 @@ from pxproto.dime.endpoint import Address
 from pxproto.node import beat, memory, mice, state
 from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, OwnChannels
 from pxproto.package import LocalStore, Manifest
+from pxproto.signing import VerifyKeys
 from pxproto.wire.codes import CHUNK_BYTES, CounterId, FaultCode
 
 DIME_NICE = -5
@@ -43,7 +44,7 @@ FRAME_MAX = 65535
 
 @dataclass
 class DimeConfig:
-    """What the server process tells a DIME process (as JSON on its command line)."""
+    """What the server process tells a DIME process (as JSON on its stdin)."""
 
     dime: int
     core: int
@@ -55,6 +56,8 @@ class DimeConfig:
     mem_chunks: int = 64
     heartbeat_ms: int = 100
     keys: dict[str, str] | None = None
+    verify_keys: dict[str, str] | None = None
+    insecure: bool = False
     pin: bool = True
     mtu: int = 1500
     wire_fd: int = -1
@@ -80,6 +83,8 @@ class Dime(OwnChannels):
             mem_chunks=cfg.mem_chunks,
             heartbeat_ms=cfg.heartbeat_ms,
             keys={int(k): bytes.fromhex(v) for k, v in (cfg.keys or {}).items()},
+            verify_keys={int(k): bytes.fromhex(v) for k, v in (cfg.verify_keys or {}).items()},
+            insecure=cfg.insecure,
             mtu=cfg.mtu,
             has_wire=self.wire is not None,
             has_store=bool(cfg.store),
@@ -94,7 +99,7 @@ class Dime(OwnChannels):
     def next_epoch(self) -> int:
         return state.next_epoch(self.cfg.state_dir, self.cfg.dime)
 
-    def fetch(self, digest: bytes, size: int, sig: bytes, key: bytes | None) -> tuple[Path, Manifest]:
+    def fetch(self, digest: bytes, size: int, sig: bytes, key: VerifyKeys | None) -> tuple[Path, Manifest]:
         assert self.cfg.store is not None
         path, manifest, files = package.fetch_tree(self.cfg.store, self.cfg.local_store, digest, size, sig, key)
         self.trees[path] = files
@@ -335,9 +340,10 @@ def die_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pxproto.node.dime CONFIG_JSON``: run one DIME (the server process starts these)."""
+    """``python -m pxproto.node.dime -``: run one DIME; the server writes its config (keys too) as JSON on
+    stdin, never on the command line, where any local user could read the keys in /proc."""
     args = sys.argv[1:] if argv is None else argv
-    cfg = DimeConfig(**json.loads(args[0]))
+    cfg = DimeConfig(**json.loads(sys.stdin.read() if args[0] == "-" else args[0]))
     die_with_parent()
     if cfg.pin:
         with contextlib.suppress(OSError):
