@@ -10,7 +10,7 @@ Process model (one ``pxkernel`` = one server = one MAC address)::
      |    |                                        shared socket itself (no relay hop)
      |    +-- heartbeat sender thread (C, SCHED_FIFO): sends each heartbeat, built a period ahead, on time
      |    +-- MICE child (fork), same core,        runs one service stage; nice 5; memory capped by
-     |        RLIMIT_DATA = baseline + chunks      the OS (see pxproto.node.memory for the measured choice)
+     |        own memory cgroup, or RLIMIT_AS       the OS (see pxproto.node.memory: shared maps count too)
      +-- DIME 1 process ...
 
 Small items share data frames: a DIME packs what waits for an output into

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pxproto.dime.keys import KeyFileError, load_keyfile
 from pxproto.link import VIRTUAL_MTU, VIRTUAL_MTU_MAX, WireError, open_port
-from pxproto.node import state
+from pxproto.node import memcg, state
 from pxproto.node.server import Server, ServerConfig, usable_cores
 from pxproto.signing import load_verify_keys
 
@@ -40,6 +40,12 @@ def parser() -> argparse.ArgumentParser:
         help=f"data frame MTU (default: the interface's, or {VIRTUAL_MTU} on a virtual wire; max {VIRTUAL_MTU_MAX})",
     )
     ap.add_argument("--no-pin", action="store_true", help="do not pin DIMEs to cores")
+    ap.add_argument(
+        "--mice-memory",
+        choices=("auto", "cgroup", "rlimit"),
+        default="auto",
+        help="enforce each MICE's chunks with a memory cgroup, RLIMIT_AS, or a cgroup where writable (default)",
+    )
     return ap
 
 
@@ -76,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         except KeyFileError as exc:
             print(f"pxkernel: {exc}", file=sys.stderr)
             return 2
+    if args.mice_memory == "cgroup" and memcg.own_memory_cgroup() is None:
+        print("pxkernel: --mice-memory cgroup: no writable memory cgroup (v1 or v2) here; use auto or rlimit",
+              file=sys.stderr)  # fmt: skip
+        return 2
     where = args.iface or args.port
     try:
         state_dir = str(state.private_dir(args.state_dir) if args.state_dir else state.default_state_dir(where))
@@ -117,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_ms=args.heartbeat_ms,
         pin=not args.no_pin,
         mtu=args.mtu or wire.mtu,
+        mice_memory=args.mice_memory,
     )
     if not keys:
         print("pxkernel: WARNING: --insecure: no key, anyone on the wire can load and run code here", file=sys.stderr)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pxproto import package
 from pxproto.dime.endpoint import Address
-from pxproto.node import beat, memory, mice, state
+from pxproto.node import beat, memcg, memory, mice, state
 from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, OwnChannels
 from pxproto.package import LocalStore, Manifest
 from pxproto.signing import VerifyKeys
@@ -62,6 +62,9 @@ class DimeConfig:
     mtu: int = 1500
     wire_fd: int = -1
     """The server's datagram wire socket, shared for sending (-1: send everything through the server)."""
+    mice_memory: str = "auto"
+    """How a MICE's chunks are enforced: "cgroup", "rlimit" (RLIMIT_AS) or "auto" (a cgroup when one is
+    writable); see :mod:`pxproto.node.memory`."""
 
 
 class Dime(OwnChannels):
@@ -78,6 +81,12 @@ class Dime(OwnChannels):
         self.mice_sock: socket.socket | None = None
         self.mice_watched = True
         """Whether the loop waits on the MICE's output (not while outputs wait for credit)."""
+        self.memcg_base = memcg.own_memory_cgroup() if cfg.mice_memory != "rlimit" else None
+        """Where each MICE gets a memory cgroup (None: RLIMIT_AS)."""
+        self.mice_cg: memcg.MiceCgroup | None = None
+        """The running MICE's cgroup, from fork until it is reaped."""
+        self.mice_cg_joined = False
+        """Whether the MICE is known to be in ``mice_cg`` (checked once after its READY record)."""
         mc = MachineConfig(
             Address(state.parse_mac(cfg.mac), cfg.dime, 0),
             mem_chunks=cfg.mem_chunks,
@@ -113,6 +122,7 @@ class Dime(OwnChannels):
         ctx = mice.Context(
             loaded.service, loaded.stage, loaded.name, self.cfg.dime, epoch, dict(st.params), self.store, first=first
         )
+        self.mice_cg, self.mice_cg_joined = memcg.create(self.memcg_base), False
         pid = os.fork()
         if pid == 0:  # the MICE child
             code = 1
@@ -131,7 +141,7 @@ class Dime(OwnChannels):
                 except (package.PackageError, OSError) as exc:
                     print(f"dime {self.cfg.dime}: MICE not started: {exc}", file=sys.stderr, flush=True)
                     os._exit(3)
-                baseline = memory.limit_self(limit)
+                baseline = memory.limit_self(limit, self.mice_cg)
                 child.send(mice.REC.pack(mice.READY, baseline, 0))
                 code = mice.run_child(child, str(loaded.path), st.entry, ctx)
             finally:
@@ -159,6 +169,22 @@ class Dime(OwnChannels):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(m.pid, 0)
         self._close_mice()
+        self._drop_cgroup()
+
+    def _drop_cgroup(self) -> None:
+        if self.mice_cg is not None:
+            self.mice_cg.remove()
+        self.mice_cg = None
+
+    def _cgroup_of(self, m: Mice) -> memcg.MiceCgroup | None:
+        """The MICE's cgroup once it is known to have joined it (after READY), else None."""
+        cg = self.mice_cg
+        if cg is not None and not self.mice_cg_joined and m.baseline:
+            self.mice_cg_joined = cg.holds(m.pid)
+            if not self.mice_cg_joined:  # it fell back to RLIMIT_AS (said why on stderr)
+                cg.remove()
+                self.mice_cg = cg = None
+        return cg if self.mice_cg_joined else None
 
     def _close_mice(self) -> None:
         s = self.mice_sock
@@ -170,15 +196,14 @@ class Dime(OwnChannels):
 
     def relimit(self, m: Mice, chunks: int) -> None:
         with contextlib.suppress(OSError):
-            memory.relimit(m.pid, m.baseline, chunks)
+            memory.relimit(m.pid, m.baseline, chunks, self._cgroup_of(m))
 
     def cpu_ns(self, m: Mice | None) -> tuple[int, int]:
         t = os.times()
         return int((t.user + t.system) * 1e9), memory.proc_cpu_ns(m.pid) if m is not None else 0
 
     def mice_mem_chunks(self, m: Mice) -> int | None:
-        st = memory.proc_status(m.pid)
-        return memory.chunks_of(st.get("VmData", m.baseline) - m.baseline)
+        return memory.mice_chunks(m.pid, m.baseline, self._cgroup_of(m))
 
     # ------------------------------------------------------------------ I/O
 
@@ -226,12 +251,17 @@ class Dime(OwnChannels):
         except ChildProcessError:
             status = 0
         code, text = mc.fault or (0, "")
-        if not code and os.WIFSIGNALED(status):
+        cg = self._cgroup_of(mc)
+        if not code and os.WIFSIGNALED(status) and cg is not None and cg.oom_kills():
+            code = int(FaultCode.MEMORY_EXCEEDED)
+            text = f"MICE {mc.name} killed at its memory limit of {self.m.mem.limit} chunks (cgroup v{cg.version})"
+        elif not code and os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             code, text = int(FaultCode.MICE_CRASHED), f"MICE {mc.name} killed by signal {sig}"
         elif not code and os.WEXITSTATUS(status):
             code, text = int(FaultCode.MICE_CRASHED), f"MICE {mc.name} exited with status {os.WEXITSTATUS(status)}"
         self._close_mice()
+        self._drop_cgroup()
         self.m.mice_exited(code, text, now)
 
     def _mice_readable(self, now: float) -> None:

@@ -60,6 +60,8 @@ class ServerConfig:
     verify_keys: dict[int, bytes] | None = None
     insecure: bool = False
     pin: bool = True
+    mice_memory: str = "auto"
+    """cgroup, rlimit or auto: how each MICE's chunks are enforced (:mod:`pxproto.node.memory`)."""
     mtu: int = 1500
     """The wire's MTU: data fragments fill it (see :attr:`pxproto.link.Port.mtu`)."""
 
@@ -115,6 +117,7 @@ class Server:
             verify_keys={str(k): v.hex() for k, v in (c.verify_keys or {}).items()},
             insecure=c.insecure,
             pin=c.pin,
+            mice_memory=c.mice_memory,
             mtu=c.mtu,
             wire_fd=self.wire.fileno() if self.wire.shareable else -1,
         )

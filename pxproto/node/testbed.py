@@ -179,5 +179,9 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.kill()
         self.switch.terminate()
-        self.switch.wait(timeout=5)
+        try:
+            self.switch.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a host loaded far past its cores: do not leave it behind
+            self.switch.kill()
+            self.switch.wait()
         self.client.wire.close()
