@@ -261,3 +261,31 @@ def test_a_kernels_cluster_key_cannot_mint_a_package() -> None:
     assert not keys.verify(archive, hmac.new(KEY, archive, hashlib.sha256).digest())  # the old HMAC "signature"
     assert not keys.verify(archive, package.sign(archive, fresh_signing_key()))
     assert not keys.verify(archive + b"x", package.sign(archive, SIGNER))
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o646, 0o666])
+def test_a_verify_key_file_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    """Public keys may be read by anyone, but whoever can write the file chooses which code the kernel runs."""
+    from pxproto.node.testbed import SIGNER
+    from pxproto.signing import write_verify_keys
+
+    keyfile, pub = tmp_path / "cluster.key", tmp_path / "verify.pub"
+    write_keyfile(keyfile, {1: KEY})
+    write_verify_keys(pub, [SIGNER])
+    pub.chmod(mode)
+    p = run_cli("pxproto.node.cli", "--port", "udp:127.0.0.1:5996", "--key", str(keyfile), "--verify-key", str(pub))
+    one_line(p, "pxkernel", "writable by group or others")
+
+
+def test_a_signing_key_others_can_read_or_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
+    from pxproto.signing import fresh_signing_key, write_signing_key
+
+    keyfile, signing = tmp_path / "cluster.key", tmp_path / "signing.key"
+    write_keyfile(keyfile, {1: KEY})
+    write_signing_key(signing, fresh_signing_key())
+    signing.chmod(0o644)
+    args = ("run", "--port", "udp:127.0.0.1:5995", "--control", str(tmp_path / "c"), "--key", str(keyfile))
+    one_line(run_cli("pxproto.orch.cli", *args, "--signing-key", str(signing)), "pxorch", "chmod 600")
+    signing.write_text(f"1 {os.urandom(31).hex()}\n")
+    signing.chmod(0o600)
+    one_line(run_cli("pxproto.orch.cli", *args, "--signing-key", str(signing)), "pxorch", "31 bytes")
