@@ -27,6 +27,7 @@ process loop around it is thin):
 - :mod:`pxproto.node.flow`     lineage bookkeeping (exactly-once hand-over, completion, replay; watermarks)
 - :mod:`pxproto.node.beat`     the real-time heartbeat sender (``pxproto.node._beat``) and its pure twin
 - :mod:`pxproto.node.memory`   2 MiB chunk accounting and the OS limit on a MICE
+- :mod:`pxproto.node.memcg`    a memory cgroup per MICE (v1 or v2), where one is writable
 - :mod:`pxproto.node.server`   the server process: port, relay, discovery, DIME supervision
 - :mod:`pxproto.node.cli`      ``pxkernel`` command line
 
@@ -38,8 +39,9 @@ orchestrator's simulated servers (:mod:`pxproto.sim`) run :class:`pxproto.node.m
 Command line::
 
     pxkernel --port udp:HOST:PORT | --port stream:PATH | --iface IF
-             [--dimes N] [--memory-chunks M] [--key FILE] [--store DIR] [--state-dir DIR]
-             [--local-store DIR] [--mac MAC] [--heartbeat-ms MS]
+             --key FILE [--verify-key FILE] | --insecure
+             [--dimes N] [--memory-chunks M] [--store DIR] [--state-dir DIR]
+             [--local-store DIR] [--mac MAC] [--heartbeat-ms MS] [--mice-memory auto|cgroup|rlimit]
 
 DIME ids on a server are 0..N-1; the server process itself is 0xffff
 (system-scope frames).  Epochs persist in ``--state-dir`` and grow on every

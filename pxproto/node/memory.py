@@ -27,6 +27,19 @@ set, because RLIMIT_DATA counts private writable mappings only.  So, in order:
 ``pxkernel --mice-memory cgroup|rlimit|auto`` (default auto) picks one; cgroup
 refuses to start when no memory cgroup is writable.
 
+Measured (``bench/kernel_memory.py [--shared]``: a forked Python child with a limit of 8 chunks
+over its baseline maps a 16 MiB file read-only, starts 4 threads, then allocates 1 MiB heap
+blocks, or with ``--shared`` maps and touches 2 MiB MAP_SHARED blocks; Linux 6.18, Python 3.11,
+load 16 on 2 cores):
+
+=========================================  ===============  =======  ===========  ================
+mechanism                                  16 MiB file map  threads  heap (16)    MAP_SHARED (16)
+=========================================  ===============  =======  ===========  ================
+RLIMIT_DATA (before issue 15)              ok               1/4      7 MiB        256 MiB, no limit
+RLIMIT_AS, 1 MiB thread stacks (fallback)  refused          4/4      11 MiB       8 MiB, ENOMEM
+cgroup v1 (charged pages)                  ok               4/4      14 MiB       12 MiB, killed
+=========================================  ===============  =======  ===========  ================
+
 Both rlimits count a thread's whole stack reservation (8 MiB = 4 chunks by
 default), so the MICE runtime sets Python's thread stack size to
 ``MICE_THREAD_STACK`` (1 MiB): then 4 threads cost 2 chunks.
