@@ -177,12 +177,14 @@ class Dime(OwnChannels):
         self.mice_cg = None
 
     def _cgroup_of(self, m: Mice) -> memcg.MiceCgroup | None:
-        """The MICE's cgroup once it is known to have joined it (after READY), else None."""
+        """The MICE's cgroup once its READY says it took its limit there, else None.
+
+        A child that could not use the cgroup removes it before READY (and takes RLIMIT_AS), so after READY
+        the directory's presence is the answer, whether or not the MICE is still alive to be seen in it."""
         cg = self.mice_cg
         if cg is not None and not self.mice_cg_joined and m.baseline:
-            self.mice_cg_joined = cg.holds(m.pid)
-            if not self.mice_cg_joined:  # it fell back to RLIMIT_AS (said why on stderr)
-                cg.remove()
+            self.mice_cg_joined = cg.path.is_dir()
+            if not self.mice_cg_joined:
                 self.mice_cg = cg = None
         return cg if self.mice_cg_joined else None
 

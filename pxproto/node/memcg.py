@@ -138,12 +138,6 @@ class MiceCgroup:
         with contextlib.suppress(OSError):
             (self.path / "memory.swap.max").write_text("0")
 
-    def holds(self, pid: int) -> bool:
-        try:
-            return str(pid) in (self.path / "cgroup.procs").read_text().split()
-        except OSError:
-            return False
-
     def oom_kills(self) -> int:
         """How many of its processes the OOM killer ended at the limit."""
         try:

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -105,7 +106,8 @@ def limit_self(chunks: int, cg: MiceCgroup | None = None) -> int:
             cg.set_limit(baseline + chunks * CHUNK_BYTES)
             return max(1, baseline)  # never 0: the DIME reads 0 as "no READY yet"
         except OSError as exc:
-            print(f"MICE {os.getpid()}: memory cgroup {cg.path}: {exc}; RLIMIT_AS instead", flush=True)
+            print(f"MICE {os.getpid()}: memory cgroup {cg.path}: {exc}; RLIMIT_AS instead", file=sys.stderr, flush=True)
+            cg.remove()  # gone before READY: the DIME reads that as "no cgroup" (left if we did join)
     baseline = proc_status().get("VmSize", 0)
     limit = baseline + chunks * CHUNK_BYTES
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
