@@ -322,7 +322,7 @@ def test_the_compiled_heartbeat_sender_is_built() -> None:
 
 
 def test_a_mice_under_its_limit_can_start_threads() -> None:
-    """RLIMIT_DATA counts a thread's whole stack: with 8 MiB stacks, 4 threads would not fit in 8 chunks."""
+    """RLIMIT_AS (the fallback) counts a thread's whole stack: 4 threads of 8 MiB would not fit in 8 chunks."""
     from pxproto.node.memory import limit_self
 
     pid = os.fork()
