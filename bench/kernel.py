@@ -40,7 +40,7 @@ from pxproto.dime.endpoint import Address, frame_to  # noqa: E402
 from pxproto.dime.signaling import ResponseReceived  # noqa: E402
 from pxproto.link import ETH_P_ALL, PacketPort  # noqa: E402
 from pxproto.node.client import Client  # noqa: E402
-from pxproto.node.testbed import ENV, KEY, Cluster  # noqa: E402
+from pxproto.node.testbed import ENV, SIGNER, Cluster  # noqa: E402
 from pxproto.wire import ethertypes  # noqa: E402
 from pxproto.wire.codec import encode  # noqa: E402
 from pxproto.wire.codes import (  # noqa: E402
@@ -124,7 +124,7 @@ def load_start(c: Cluster, archive: bytes, dest: Address, stage: int, name: str)
         Tlv(TlvType.MICE_NAME, name),
         Tlv(TlvType.PACKAGE_DIGEST, package.digest(archive)),
         Tlv(TlvType.PACKAGE_SIZE, len(archive)),
-        Tlv(TlvType.PACKAGE_SIG, package.sign(archive, KEY)),
+        Tlv(TlvType.PACKAGE_SIG, package.sign(archive, SIGNER)),
     )
     c.ask(dest, Command.START, Tlv(TlvType.SERVICE_ID, 1), Tlv(TlvType.STAGE, stage))
 

@@ -1,12 +1,13 @@
 """How a DIME could cap its MICE's memory: RLIMIT_AS vs RLIMIT_DATA vs a memory cgroup, measured.
 
-    python bench/kernel_memory.py [--chunks 8]
+    python bench/kernel_memory.py [--chunks 8] [--shared]
 
 For each mechanism a forked child (a Python process like a MICE) gets a limit
 of its baseline + CHUNKS x 2 MiB, then
 - maps 16 MiB of a file read-only (what importing a C extension does),
 - starts 4 threads (each reserves an 8 MiB stack mapping by default),
-- allocates 1 MiB blocks until refused,
+- allocates 1 MiB blocks until refused (``--shared``: maps and touches 2 MiB ``mmap.mmap(-1, ...)``
+  blocks, MAP_SHARED as Python makes them, the case of issue 15 that RLIMIT_DATA does not count),
 and the table reports: what the baseline counts, whether the threads started,
 how many MiB it got past its baseline against the CHUNKS x 2 MiB it was promised,
 and how the refusal came (MemoryError the MICE runtime can report, or a kill).
@@ -39,11 +40,22 @@ def status(key: str) -> int:
     return 0
 
 
-def child(report: int, apply: str, chunks: int, cg: str) -> None:
+def allocate(shared: bool) -> object:
+    """One block: 1 MiB of heap, or (``shared``) 2 MiB of shared anonymous memory, every page touched."""
+    if not shared:
+        return bytearray(1 << 20)
+    import mmap
+
+    m = mmap.mmap(-1, 2 << 20)
+    m.write(b"x" * (2 << 20))
+    return m
+
+
+def child(report: int, apply: str, chunks: int, cg: str, shared: bool = False) -> None:
     """In the forked child: apply the limit, start threads, allocate; write 'threads mib how' to ``report``."""
-    if apply == "DATA+":  # what pxproto.node.memory does: RLIMIT_DATA, and small thread stacks in the MICE
+    if apply in ("DATA+", "AS+"):  # small thread stacks in the MICE, as pxproto.node.memory sets them
         threading.stack_size(MICE_THREAD_STACK)
-        apply = "DATA"
+        apply = apply[:-1]
     if apply == "AS":
         base = status("VmSize")
         resource.setrlimit(resource.RLIMIT_AS, (base + chunks * CHUNK,) * 2)
@@ -64,12 +76,15 @@ def child(report: int, apply: str, chunks: int, cg: str) -> None:
     os.write(report, f"{lib} {started} ".encode())
     blocks = []
     how = "no limit hit (256 MiB)"
+    step = 2 if shared else 1
     try:
-        for _ in range(256):
-            blocks.append(bytearray(1 << 20))
-            os.write(report, b"+")  # progress survives a kill
+        for _ in range(256 // step):
+            blocks.append(allocate(shared))
+            os.write(report, b"+" * step)  # progress (MiB) survives a kill
     except MemoryError:
         how = "MemoryError"
+    except OSError as exc:  # mmap refused
+        how = f"OSError {exc.strerror}"
     os.write(report, f" {how}\n".encode())
     stop.set()
     os._exit(0)
@@ -113,7 +128,9 @@ def cgroup_dirs() -> list[tuple[str, Path, str]]:
     return out
 
 
-def run(name: str, apply: str, chunks: int, cg: Path | None = None, limit_file: str = "") -> tuple[str, ...]:
+def run(
+    name: str, apply: str, chunks: int, cg: Path | None = None, limit_file: str = "", shared: bool = False
+) -> tuple[str, ...]:
     r, w = os.pipe()
     if cg is not None:
         # A new cgroup counts the pages charged to it from when the child joins (v1 does not move
@@ -125,7 +142,7 @@ def run(name: str, apply: str, chunks: int, cg: Path | None = None, limit_file: 
     if pid == 0:
         os.close(r)
         try:
-            child(w, apply, chunks, str(cg or ""))
+            child(w, apply, chunks, str(cg or ""), shared)
         finally:
             os._exit(1)
     os.close(w)
@@ -143,23 +160,27 @@ def run(name: str, apply: str, chunks: int, cg: Path | None = None, limit_file: 
         with contextlib.suppress(OSError):
             time.sleep(0.05)
             cg.rmdir()
-    base = {"AS": "VmSize (every mapping)", "DATA": "VmData (private writable)"}.get(apply[:4], "charged pages")
+    base = {"AS": "VmSize (every mapping)", "DATA": "VmData (private writable)"}.get(apply.rstrip("+"), "charged pages")
     return name, base, lib, f"{threads}/4", f"{mib} MiB of {chunks * 2} MiB promised", how
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--chunks", type=int, default=8)
+    ap.add_argument("--shared", action="store_true", help="allocate 2 MiB MAP_SHARED blocks, not heap")
     args = ap.parse_args()
+    sh = args.shared
+    what = "shared mapped past baseline" if sh else "allocated past baseline"
     rows = [
-        ("mechanism", "limit counts", "16 MiB file map", "threads", "allocated past baseline", "how it ended"),
-        run("RLIMIT_AS", "AS", args.chunks),
-        run("RLIMIT_DATA", "DATA", args.chunks),
-        run("RLIMIT_DATA, 1 MiB thread stacks (kernel)", "DATA+", args.chunks),
+        ("mechanism", "limit counts", "16 MiB file map", "threads", what, "how it ended"),
+        run("RLIMIT_AS", "AS", args.chunks, shared=sh),
+        run("RLIMIT_AS, 1 MiB thread stacks (fallback)", "AS+", args.chunks, shared=sh),
+        run("RLIMIT_DATA (before issue 15)", "DATA", args.chunks, shared=sh),
+        run("RLIMIT_DATA, 1 MiB thread stacks", "DATA+", args.chunks, shared=sh),
     ]
     if os.geteuid() == 0:
         for name, d, f in cgroup_dirs():
-            rows.append(run(name, "CG", args.chunks, d, f))
+            rows.append(run(name, "CG", args.chunks, d, f, shared=sh))
     else:
         rows.append(("cgroup", "-", "-", "-", "-", "not writable without root"))
     print(f"load average {os.getloadavg()[0]:.1f}; python {sys.version.split()[0]}; {os.uname().release}")

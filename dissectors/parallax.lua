@@ -154,6 +154,7 @@ local TLVS = {
   [28] = {name = "EPOCH", key = "px.tlv.epoch", kind = "U32", size = 4},
   [29] = {name = "PACKAGE_SIG", key = "px.tlv.package_sig", kind = "BYTES", size = nil},
   [30] = {name = "LEADER_EPOCH", key = "px.tlv.leader_epoch", kind = "U64", size = 8},
+  [31] = {name = "WRAPPED_KEY", key = "px.tlv.wrapped_key", kind = "BYTES", size = nil},
 }
 
 local F = {}
@@ -211,6 +212,7 @@ F["px.tlv.echo"] = ProtoField.bytes("px.tlv.echo", "ECHO")
 F["px.tlv.epoch"] = ProtoField.uint32("px.tlv.epoch", "EPOCH", base.DEC)
 F["px.tlv.package_sig"] = ProtoField.bytes("px.tlv.package_sig", "PACKAGE_SIG")
 F["px.tlv.leader_epoch"] = ProtoField.uint64("px.tlv.leader_epoch", "LEADER_EPOCH", base.DEC)
+F["px.tlv.wrapped_key"] = ProtoField.bytes("px.tlv.wrapped_key", "WRAPPED_KEY")
 F["px.tlv.unknown"] = ProtoField.bytes("px.tlv.unknown", "Unknown TLV")
 F["px.data.channel"] = ProtoField.uint16("px.data.channel", "Data channel", base.DEC)
 F["px.data.flags"] = ProtoField.uint8("px.data.flags", "Data flags", base.HEX)
@@ -259,7 +261,7 @@ F["px.malformed"] = ProtoField.bool("px.malformed", "Malformed frame")
 px.fields = F
 
 -- One expert per field an error can name: px.malformed.<field> matches that field's errors only.
-local ERROR_FIELDS = {"auth", "auth.counter", "auth.key_id", "cmd", "data.ack", "data.credit", "data.flags", "data.frag_index", "data.frag_offset", "data.msg_len", "dime.dst", "dime.src", "disc.count", "disc.dime.mem_free", "disc.dime.state", "disc.op", "disc.probe_id", "disc.state_filter", "flags", "hb.cpu_permille", "hb.period_ms", "hb.state", "header", "len", "op", "status", "tlv", "tlv.acl", "tlv.bytes_rx", "tlv.bytes_tx", "tlv.channel", "tlv.counter_id", "tlv.cpu_ns", "tlv.direction", "tlv.echo", "tlv.epoch", "tlv.fault_code", "tlv.frames_rx", "tlv.frames_tx", "tlv.key", "tlv.key_id", "tlv.leader_epoch", "tlv.length", "tlv.mem_chunks", "tlv.mem_used", "tlv.mice_name", "tlv.package_digest", "tlv.package_sig", "tlv.package_size", "tlv.param_id", "tlv.peer_dime", "tlv.peer_mac", "tlv.peer_thread", "tlv.service_id", "tlv.stage", "tlv.text", "tlv.threshold", "tlv.value", "tlv_count", "version"}
+local ERROR_FIELDS = {"auth", "auth.counter", "auth.key_id", "cmd", "data.ack", "data.credit", "data.flags", "data.frag_index", "data.frag_offset", "data.msg_len", "dime.dst", "dime.src", "disc.count", "disc.dime.mem_free", "disc.dime.state", "disc.op", "disc.probe_id", "disc.state_filter", "flags", "hb.cpu_permille", "hb.period_ms", "hb.state", "header", "len", "op", "status", "tlv", "tlv.acl", "tlv.bytes_rx", "tlv.bytes_tx", "tlv.channel", "tlv.counter_id", "tlv.cpu_ns", "tlv.direction", "tlv.echo", "tlv.epoch", "tlv.fault_code", "tlv.frames_rx", "tlv.frames_tx", "tlv.key", "tlv.key_id", "tlv.leader_epoch", "tlv.length", "tlv.mem_chunks", "tlv.mem_used", "tlv.mice_name", "tlv.package_digest", "tlv.package_sig", "tlv.package_size", "tlv.param_id", "tlv.peer_dime", "tlv.peer_mac", "tlv.peer_thread", "tlv.service_id", "tlv.stage", "tlv.text", "tlv.threshold", "tlv.value", "tlv.wrapped_key", "tlv_count", "version"}
 local EX = {}
 px.experts = {}
 for _, name in ipairs(ERROR_FIELDS) do

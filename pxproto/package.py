@@ -21,10 +21,10 @@ Identity and integrity:
 
 - ``PACKAGE_DIGEST`` = SHA-256 of the archive bytes (32 bytes);
 - ``PACKAGE_SIZE`` = archive length in bytes;
-- ``PACKAGE_SIG`` = HMAC-SHA256(cluster key, archive bytes), 32 bytes; the
-  cluster key is the *active* key of the ``--key`` file (see
-  :mod:`pxproto.dime.keys`).  Without a key configured on the kernel, a LOAD is
-  accepted with any (even empty) signature — say so in production.
+- ``PACKAGE_SIG`` = signing key id + Ed25519 signature of the archive bytes,
+  66 bytes (:mod:`pxproto.signing`): the operator's signing key makes it, the
+  kernels' ``--verify-key`` public keys check it.  A kernel with no verification
+  key runs no package, unless it was started ``--insecure``.
 
 The central store (the orchestrator's, ``pxkernel --store DIR``) is a directory
 of ``<sha256 hex>.tar.gz`` files; :func:`store_put` writes one atomically
@@ -51,6 +51,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pxproto.signing import SigningKey, VerifyKeys
 
 MANIFEST = "service.toml"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -191,9 +193,9 @@ def digest(archive: bytes) -> bytes:
     return hashlib.sha256(archive).digest()
 
 
-def sign(archive: bytes, key: bytes) -> bytes:
-    """PACKAGE_SIG: HMAC-SHA256 of the archive under the cluster key."""
-    return hmac.new(key, archive, hashlib.sha256).digest()
+def sign(archive: bytes, key: SigningKey) -> bytes:
+    """PACKAGE_SIG: the signing key id and the Ed25519 signature of the archive."""
+    return key.sign(archive)
 
 
 def store_put(store: str | os.PathLike[str], archive: bytes) -> bytes:
@@ -210,14 +212,14 @@ def store_put(store: str | os.PathLike[str], archive: bytes) -> bytes:
     return d
 
 
-def verify(archive: bytes, want_digest: bytes, want_size: int, sig: bytes, key: bytes | None) -> None:
-    """Check size, digest and (when a key is set) signature; raise PackageError naming the failed check."""
+def verify(archive: bytes, want_digest: bytes, want_size: int, sig: bytes, key: VerifyKeys | None) -> None:
+    """Check size, digest and (``key`` None only for an insecure kernel) signature; PackageError names the failure."""
     if len(archive) != want_size:
         raise PackageError(f"PACKAGE_SIZE says {want_size} bytes, the archive has {len(archive)}")
     if not hmac.compare_digest(digest(archive), want_digest):
         raise PackageError("PACKAGE_DIGEST does not match the archive's SHA-256")
-    if key is not None and not hmac.compare_digest(sign(archive, key), sig):
-        raise PackageError("PACKAGE_SIG is not the archive's HMAC-SHA256 under the cluster key")
+    if key is not None and not key.verify(archive, sig):
+        raise PackageError("PACKAGE_SIG is not an Ed25519 signature of the archive by a verification key")
 
 
 def file_digests(archive: bytes) -> dict[str, bytes]:
@@ -322,7 +324,7 @@ def fetch_tree(
     want_digest: bytes,
     want_size: int,
     sig: bytes,
-    key: bytes | None,
+    key: VerifyKeys | None,
 ) -> tuple[Path, Manifest, dict[str, bytes]]:
     """Read ``<digest>.tar.gz`` from the central store, verify it, unpack it under the local store.
 
@@ -348,7 +350,7 @@ def fetch(
     want_digest: bytes,
     want_size: int,
     sig: bytes,
-    key: bytes | None,
+    key: VerifyKeys | None,
 ) -> tuple[Path, Manifest]:
     """:func:`fetch_tree` without the file digests."""
     path, manifest, _ = fetch_tree(store, local, want_digest, want_size, sig, key)

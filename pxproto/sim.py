@@ -41,6 +41,7 @@ from pxproto.dime.endpoint import Address, Output, earliest, frame_to
 from pxproto.fastpath import decode, encode
 from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice
 from pxproto.package import Manifest, Stage
+from pxproto.signing import VerifyKeys
 from pxproto.wire.codes import DIME_ALL, Command, DimeState, DiscoveryOp, Op, TlvType
 from pxproto.wire.frame import BROADCAST, DimeInfo, Discovery, Frame, Signaling
 
@@ -96,6 +97,7 @@ class SimDime:
             mem_chunks=self.server.mem_chunks,
             heartbeat_ms=round(self.initial_period * 1000),
             has_store=True,
+            insecure=True,  # no real package is fetched or run here: LOAD needs no verification key
         )
         return DimeMachine(cfg, self)
 
@@ -135,7 +137,7 @@ class SimDime:
         self.epochs += 1
         return self.epochs
 
-    def fetch(self, digest: bytes, size: int, sig: bytes, key: bytes | None) -> tuple[Path, Manifest]:
+    def fetch(self, digest: bytes, size: int, sig: bytes, key: VerifyKeys | None) -> tuple[Path, Manifest]:
         return Path("."), _AnyStage(self.load_name, "1", ())
 
     def start_mice(self, loaded: Loaded, first: int, epoch: int, limit: int) -> int:

@@ -12,7 +12,7 @@ import pytest
 from pxproto import package
 from pxproto.dime.endpoint import Address
 from pxproto.fuzz import Campaign, FrameGenerator, Report, Wire
-from pxproto.node.testbed import KEY, Cluster
+from pxproto.node.testbed import SIGNER, Cluster
 from pxproto.orch.core import OrchConfig, PackageRef
 from pxproto.orch.events import ServiceDeployed
 from pxproto.orch.service import parse_service
@@ -64,7 +64,7 @@ def load_params(
         Tlv(TlvType.MICE_NAME, name),
         Tlv(TlvType.PACKAGE_DIGEST, digest or package.digest(archive)),
         Tlv(TlvType.PACKAGE_SIZE, len(archive)),
-        Tlv(TlvType.PACKAGE_SIG, package.sign(archive, KEY) if sig is None else sig),
+        Tlv(TlvType.PACKAGE_SIG, package.sign(archive, SIGNER) if sig is None else sig),
     ]
 
 

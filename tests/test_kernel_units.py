@@ -15,6 +15,7 @@ from pxproto.node import mice
 from pxproto.node.flow import Completed, Flow
 from pxproto.node.memory import MemoryAccount, chunks_of
 from pxproto.package import LocalStore
+from pxproto.signing import VerifyKeys, fresh_signing_key
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import CHUNK_BYTES, Command
 from pxproto.wire.frame import Frame, Signaling
@@ -34,15 +35,16 @@ def test_pack_is_deterministic_and_verifies(tmp_path: Path) -> None:
     a1 = package.pack(d)
     (d / "m.py").touch()  # a new mtime changes nothing
     assert package.pack(d) == a1
-    key = b"k" * 32
+    signer = fresh_signing_key()
+    key = VerifyKeys.from_raw({1: signer.public_bytes()})
     store = tmp_path / "store"
     dig = package.store_put(store, a1)
-    path, man = package.fetch(store, tmp_path / "local", dig, len(a1), package.sign(a1, key), key)
+    path, man = package.fetch(store, tmp_path / "local", dig, len(a1), package.sign(a1, signer), key)
     assert man.stages[0].memory_chunks == 2 and (path / "m.py").exists()
     with pytest.raises(package.PackageError, match="PACKAGE_SIG"):
-        package.fetch(store, tmp_path / "local", dig, len(a1), b"\0" * 32, key)
+        package.fetch(store, tmp_path / "local", dig, len(a1), b"\0" * 66, key)
     with pytest.raises(package.PackageError, match="PACKAGE_SIZE"):
-        package.fetch(store, tmp_path / "local", dig, len(a1) + 1, package.sign(a1, key), key)
+        package.fetch(store, tmp_path / "local", dig, len(a1) + 1, package.sign(a1, signer), key)
 
 
 @pytest.mark.parametrize(
@@ -320,7 +322,7 @@ def test_the_compiled_heartbeat_sender_is_built() -> None:
 
 
 def test_a_mice_under_its_limit_can_start_threads() -> None:
-    """RLIMIT_DATA counts a thread's whole stack: with 8 MiB stacks, 4 threads would not fit in 8 chunks."""
+    """RLIMIT_AS (the fallback) counts a thread's whole stack: 4 threads of 8 MiB would not fit in 8 chunks."""
     from pxproto.node.memory import limit_self
 
     pid = os.fork()

@@ -18,6 +18,7 @@ from pxproto.dime.signaling import Requester, ResponseReceived, RetransmitPolicy
 from pxproto.fastpath import decode, encode
 from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, OwnChannels
 from pxproto.node.testbed import ENV
+from pxproto.signing import VerifyKeys
 from pxproto.wire.codes import (
     Command,
     CounterId,
@@ -33,6 +34,15 @@ from pxproto.wire.frame import Heartbeat, Signaling, Tlv
 ROOT = Path(__file__).resolve().parents[1]
 DIME = Address(b"\x02\x00\x00\x00\x01\x00", 3, 0)
 ME = Address(b"\x02\x00\x00\x00\x00\xfe", 0xFFFF, 0)
+LOAD_ONLY = (
+    Tlv(TlvType.SERVICE_ID, 5),
+    Tlv(TlvType.STAGE, 0),
+    Tlv(TlvType.MICE_NAME, "only"),
+    Tlv(TlvType.PACKAGE_DIGEST, bytes(32)),
+    Tlv(TlvType.PACKAGE_SIZE, 1),
+    Tlv(TlvType.PACKAGE_SIG, b""),
+)
+"""A LOAD of FakeHost's one-stage package (unsigned)."""
 
 
 class FakeHost(OwnChannels):
@@ -55,7 +65,7 @@ class FakeHost(OwnChannels):
         self.epoch += 1
         return self.epoch
 
-    def fetch(self, digest: bytes, size: int, sig: bytes, key: bytes | None) -> tuple[Path, package.Manifest]:
+    def fetch(self, digest: bytes, size: int, sig: bytes, key: VerifyKeys | None) -> tuple[Path, package.Manifest]:
         stage = package.Stage(0, "only", "m:f", memory_chunks=self.stage_chunks)
         return Path("."), package.Manifest("svc", "1", (stage,))
 
@@ -78,7 +88,7 @@ class FakeHost(OwnChannels):
 
 def machine(**kw: object) -> tuple[DimeMachine, FakeHost]:
     host = FakeHost()
-    m = DimeMachine(MachineConfig(DIME, has_store=True, **kw), host)  # type: ignore[arg-type]
+    m = DimeMachine(MachineConfig(DIME, has_store=True, insecure=True, **kw), host)  # type: ignore[arg-type]
     m.start(10.0)
     return m, host
 
@@ -113,15 +123,7 @@ def test_machine_answers_with_the_time_it_is_given() -> None:
     assert r.status is Status.BAD_PARAM
 
 
-LOAD = [
-    Tlv(TlvType.SERVICE_ID, 5),
-    Tlv(TlvType.STAGE, 0),
-    Tlv(TlvType.MICE_NAME, "only"),
-    Tlv(TlvType.PACKAGE_DIGEST, bytes(32)),
-    Tlv(TlvType.PACKAGE_SIZE, 1),
-    Tlv(TlvType.PACKAGE_SIG, b""),
-]
-"""A LOAD of the fake host's one stage."""
+LOAD = list(LOAD_ONLY)
 
 
 def test_a_stage_is_loaded_only_within_the_memory_limit() -> None:
@@ -136,7 +138,7 @@ def test_a_stage_is_loaded_only_within_the_memory_limit() -> None:
 
 def test_load_start_stop_go_through_the_host() -> None:
     m, host = machine()
-    load = LOAD
+    load = list(LOAD_ONLY)
     assert ask(m, Command.LOAD, *load).status is Status.OK
     assert m.state is DimeState.FREE, "LOAD alone does not make the DIME busy"
     r = ask(m, Command.START, Tlv(TlvType.SERVICE_ID, 5), Tlv(TlvType.STAGE, 0), Tlv(TlvType.VALUE, 17))
@@ -342,3 +344,16 @@ def test_the_simulated_servers_answer_with_the_real_handlers() -> None:
     # The kernel's bounds (a period of 0 ms is refused) and its counters, not a copy's.
     assert [a.status for a in answers] == [Status.BAD_PARAM, Status.OK]
     assert answers[1].param(TlvType.VALUE) == 2 and d.period == pytest.approx(0.05)
+
+
+def test_a_kernel_without_verify_keys_loads_no_package_unless_insecure() -> None:
+    """No --verify-key and no --insecure: a LOAD cannot have its signature checked, so it is DENIED and counted."""
+    host = FakeHost()
+    m = DimeMachine(MachineConfig(DIME, has_store=True, insecure=False), host)
+    m.start(10.0)
+    load = list(LOAD_ONLY)
+    r = ask(m, Command.LOAD, *load)
+    assert r.status is Status.DENIED and "no --verify-key" in str(r.param(TlvType.TEXT))
+    assert m.counters[CounterId.REJECTED_AUTH] == 1 and m.loaded is None
+    m2, _ = machine()  # --insecure: the same LOAD is taken (and says so at start)
+    assert ask(m2, Command.LOAD, *load).status is Status.OK

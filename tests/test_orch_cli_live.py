@@ -14,6 +14,7 @@ from typing import Any
 
 from pxproto.dime.keys import fresh_keys, write_keyfile
 from pxproto.orch.demo import ROOT, SERVICE_FILE, Demo, free_udp_ports
+from pxproto.signing import write_signing_key, write_verify_keys
 
 
 def pxorch(*args: str, env: dict[str, str], timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
@@ -50,6 +51,8 @@ def test_run_deploy_scale_status_on_live_kernels(tmp_path: Path) -> None:
     store, keyfile = wd / "central", wd / "cluster.key"
     store.mkdir()
     write_keyfile(keyfile, fresh_keys())
+    write_verify_keys(wd / "verify.pub", [demo.signer])
+    write_signing_key(wd / "signing.key", demo.signer)
     control = str(wd / "pxorch.sock")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log = wd / "pxorch.log"
@@ -68,6 +71,7 @@ def test_run_deploy_scale_status_on_live_kernels(tmp_path: Path) -> None:
         with open(log, "wb") as f:
             cmd = [sys.executable, "-m", "pxproto.orch.cli", "run", "--port", f"udp:127.0.0.1:{ports[3]}"]
             cmd += ["--key", str(keyfile), "--store", str(store), "--control", control, "--service", str(service)]
+            cmd += ["--signing-key", str(wd / "signing.key")]
             daemon = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
         end = time.monotonic() + 20
         while not os.path.exists(control):

@@ -233,3 +233,64 @@ def test_package_files_are_verified_before_every_import(tmp_path: Path, tamper: 
         (path / "stages.py").symlink_to(tmp_path / "pkg" / "stages.py")
     with pytest.raises(package.PackageError):
         package.verify_tree(path, files)
+
+
+# ---------------------------------------------------------------- 3. signatures and wrapped keys
+
+
+def test_a_key_install_sniffed_off_the_wire_does_not_reveal_the_key() -> None:
+    from pxproto.dime.keys import KeyRing, unwrap_key, wrap_key
+
+    new = os.urandom(32)
+    body = Signaling(Command.KEY_INSTALL, req_id=1, params=(Tlv(TlvType.KEY_ID, 2),
+                     Tlv(TlvType.WRAPPED_KEY, wrap_key(1, KEY, 2, new))))  # fmt: skip
+    raw = encode(frame_to(Address(STRANGER), Address(STRANGER, 0), body))
+    assert new not in raw and new[:8] not in raw
+    assert unwrap_key(KeyRing({1: KEY}), 2, wrap_key(1, KEY, 2, new), 0.0) == new
+    with pytest.raises(ValueError):  # a listener with another key, or the value relabelled for another id
+        unwrap_key(KeyRing({1: os.urandom(32)}), 2, wrap_key(1, KEY, 2, new), 0.0)
+    with pytest.raises(ValueError):
+        unwrap_key(KeyRing({1: KEY}), 3, wrap_key(1, KEY, 2, new), 0.0)
+
+
+def test_a_kernels_cluster_key_cannot_mint_a_package() -> None:
+    import hashlib
+    import hmac
+
+    from pxproto.node.testbed import SIGNER
+    from pxproto.signing import VerifyKeys, fresh_signing_key
+
+    archive = b"archive bytes"
+    keys = VerifyKeys.from_raw({1: SIGNER.public_bytes()})
+    assert keys.verify(archive, package.sign(archive, SIGNER))
+    assert not keys.verify(archive, hmac.new(KEY, archive, hashlib.sha256).digest())  # the old HMAC "signature"
+    assert not keys.verify(archive, package.sign(archive, fresh_signing_key()))
+    assert not keys.verify(archive + b"x", package.sign(archive, SIGNER))
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o646, 0o666])
+def test_a_verify_key_file_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    """Public keys may be read by anyone, but whoever can write the file chooses which code the kernel runs."""
+    from pxproto.node.testbed import SIGNER
+    from pxproto.signing import write_verify_keys
+
+    keyfile, pub = tmp_path / "cluster.key", tmp_path / "verify.pub"
+    write_keyfile(keyfile, {1: KEY})
+    write_verify_keys(pub, [SIGNER])
+    pub.chmod(mode)
+    p = run_cli("pxproto.node.cli", "--port", "udp:127.0.0.1:5996", "--key", str(keyfile), "--verify-key", str(pub))
+    one_line(p, "pxkernel", "writable by group or others")
+
+
+def test_a_signing_key_others_can_read_or_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
+    from pxproto.signing import fresh_signing_key, write_signing_key
+
+    keyfile, signing = tmp_path / "cluster.key", tmp_path / "signing.key"
+    write_keyfile(keyfile, {1: KEY})
+    write_signing_key(signing, fresh_signing_key())
+    signing.chmod(0o644)
+    args = ("run", "--port", "udp:127.0.0.1:5995", "--control", str(tmp_path / "c"), "--key", str(keyfile))
+    one_line(run_cli("pxproto.orch.cli", *args, "--signing-key", str(signing)), "pxorch", "chmod 600")
+    signing.write_text(f"1 {os.urandom(31).hex()}\n")
+    signing.chmod(0o600)
+    one_line(run_cli("pxproto.orch.cli", *args, "--signing-key", str(signing)), "pxorch", "31 bytes")

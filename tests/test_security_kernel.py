@@ -18,8 +18,9 @@ import pytest
 
 from pxproto import package
 from pxproto.dime.endpoint import Address, frame_to
-from pxproto.dime.keys import add_trailer
-from pxproto.node.testbed import KEY, Cluster
+from pxproto.dime.keys import add_trailer, wrap_key
+from pxproto.node.testbed import KEY, SIGNER, Cluster
+from pxproto.signing import fresh_signing_key
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import Command, Fcaps, Param, Status, TlvType
 from pxproto.wire.frame import Signaling, Tlv
@@ -72,19 +73,19 @@ def test_load_of_an_unsigned_or_altered_package_is_refused_and_changes_nothing(c
     c = cluster
     dest = c.dime(0, 0)
     archive: bytes = c.archive  # type: ignore[attr-defined]
-    assert load(c, dest, 5, archive, package.sign(archive, KEY)) is Status.OK
+    assert load(c, dest, 5, archive, package.sign(archive, SIGNER)) is Status.OK
     auth0 = counter(c, dest, AUTH)
     # Unsigned, signed under another key, and signed for other bytes.
     assert load(c, dest, 6, archive, b"") is Status.DENIED
-    assert load(c, dest, 6, archive, package.sign(archive, b"\x07" * 32)) is Status.DENIED
-    assert load(c, dest, 6, archive, package.sign(archive + b"x", KEY)) is Status.DENIED
+    assert load(c, dest, 6, archive, package.sign(archive, fresh_signing_key())) is Status.DENIED
+    assert load(c, dest, 6, archive, package.sign(archive + b"x", SIGNER)) is Status.DENIED
     assert counter(c, dest, AUTH) == auth0 + 3
     # Altered in the central store after it was signed: the bytes no longer match the digest asked for.
     other = archive + b"\0" * 512  # a gzip stream followed by zeros: another archive, never fetched before
     tampered = bytearray(other)
     tampered[len(tampered) // 2] ^= 0x01
     (Path(c.store) / f"{package.digest(other).hex()}.tar.gz").write_bytes(bytes(tampered))
-    assert load(c, dest, 7, other, package.sign(other, KEY)) in (Status.DENIED, Status.NOT_FOUND)
+    assert load(c, dest, 7, other, package.sign(other, SIGNER)) in (Status.DENIED, Status.NOT_FOUND)
     # Nothing refused got loaded, and what was loaded before is still there.
     for service in (6, 7):
         r = c.ask(dest, Command.START, Tlv(TlvType.SERVICE_ID, service), Tlv(TlvType.STAGE, 0))
@@ -125,7 +126,9 @@ def test_after_key_rotation_the_cluster_works_and_the_old_key_is_refused(cluster
     c = cluster
     dest = c.dime(0, 1)
     new_key = bytes(range(100, 132))
-    assert c.ask(dest, Command.KEY_INSTALL, Tlv(TlvType.KEY_ID, 2), Tlv(TlvType.KEY, new_key)).status is Status.OK
+    wrapped = wrap_key(1, KEY, 2, new_key)
+    r = c.ask(dest, Command.KEY_INSTALL, Tlv(TlvType.KEY_ID, 2), Tlv(TlvType.WRAPPED_KEY, wrapped))
+    assert r.status is Status.OK
     c.client.keyring.install(2, new_key)
     assert c.ask(dest, Command.KEY_ROTATE, Tlv(TlvType.KEY_ID, 2)).status is Status.OK
     c.client.keyring.rotate(2, time.monotonic())
@@ -136,3 +139,39 @@ def test_after_key_rotation_the_cluster_works_and_the_old_key_is_refused(cluster
     attacker_sends(c, dest, Command.MEM_LIMIT, (Tlv(TlvType.MEM_CHUNKS, 1),), 1, KEY)
     assert mem_limit(c, dest) == limit
     assert counter(c, dest, AUTH) == auth0 + 1
+
+
+def test_a_hostile_key_install_is_refused_counted_and_installs_nothing(cluster: Cluster) -> None:
+    """A KEY_INSTALL in clear, wrapped under a key the DIME does not hold, tampered or relabelled: BAD_PARAM."""
+    c = cluster
+    dest = c.dime(0, 1)  # it holds the client's signing key, before and after the rotation test
+    kid0, key0 = c.client.keyring.active, c.client.keyring.active_key()
+    assert key0 is not None
+    new_key = os.urandom(32)
+    good = wrap_key(kid0, key0, 5, new_key)
+    tampered = bytearray(good)
+    tampered[-1] ^= 0x01
+    auth0 = counter(c, dest, AUTH)
+
+    def wrapped(value: bytes) -> Tlv:
+        return Tlv(TlvType.WRAPPED_KEY, value)
+
+    clear = Tlv(TlvType.KEY, new_key)
+    cases: list[tuple[int, tuple[Tlv, ...], str]] = [
+        (5, (clear,), "lacks WRAPPED_KEY"),  # the old clear form alone
+        (5, (clear, wrapped(good)), "in clear is refused"),  # a key that travelled in clear is burnt
+        (5, (wrapped(wrap_key(kid0, os.urandom(32), 5, new_key)),), "does not unwrap"),
+        (5, (wrapped(wrap_key(9, KEY, 5, new_key)),), "does not hold"),
+        (5, (wrapped(bytes(tampered)),), "does not unwrap"),
+        (6, (wrapped(good),), "does not unwrap"),  # wrapped for id 5, offered as id 6
+        (5, (wrapped(wrap_key(kid0, key0, 5, os.urandom(15))),), "fewer than 16 bytes"),
+        (5, (wrapped(wrap_key(kid0, key0, 5, b"short")),), "too short"),  # shorter than any wrapped 16 bytes
+    ]
+    for kid, tlvs, why in cases:
+        r = c.ask(dest, Command.KEY_INSTALL, Tlv(TlvType.KEY_ID, kid), *tlvs)
+        assert r.status is Status.BAD_PARAM and why in str(r.param(TlvType.TEXT)), (why, r)
+    assert counter(c, dest, AUTH) == auth0 + len(cases) - 2  # the clear forms are refused before any unwrap
+    # Nothing was installed: rotating to either id is refused, and the signing key still works.
+    for kid in (5, 6):
+        assert c.ask(dest, Command.KEY_ROTATE, Tlv(TlvType.KEY_ID, kid)).status is not Status.OK
+    assert c.ask(dest, Command.PING, Tlv(TlvType.ECHO, b"still the old key")).status is Status.OK

@@ -187,7 +187,8 @@
 #define PX_TLV_EPOCH 28
 #define PX_TLV_PACKAGE_SIG 29
 #define PX_TLV_LEADER_EPOCH 30
-#define PX_TLV_TYPE_MAX 30
+#define PX_TLV_WRAPPED_KEY 31
+#define PX_TLV_TYPE_MAX 31
 #define PX_TLVK_U8 1
 #define PX_TLVK_U16 2
 #define PX_TLVK_U32 3
@@ -285,8 +286,9 @@
 #define PX_ERR_TLV_EPOCH 85
 #define PX_ERR_TLV_PACKAGE_SIG 86
 #define PX_ERR_TLV_LEADER_EPOCH 87
-#define PX_ERR_COUNT 88
-#define PX_CODEC_HASH "cc951649a1fa9e67"
+#define PX_ERR_TLV_WRAPPED_KEY 88
+#define PX_ERR_COUNT 89
+#define PX_CODEC_HASH "b97d8a538baba115"
 
 static const unsigned char PX_VALID_CMD[256] = {
     [1] = 1, [2] = 1, [3] = 1, [16] = 1, [17] = 1, [18] = 1, [19] = 1, [20] = 1, [21] = 1, [22] = 1,
@@ -310,17 +312,17 @@ static const unsigned char PX_VALID_DISC_OP[256] = {
     [1] = 1, [2] = 1, [3] = 1
 };
 
-static const unsigned char PX_TLV_KIND[31] = {
+static const unsigned char PX_TLV_KIND[32] = {
     [1] = 2, [2] = 4, [3] = 3, [4] = 3, [5] = 2, [6] = 5, [7] = 8, [8] = 4, [9] = 2, [10] = 7, [11] = 2,
     [12] = 2, [13] = 1, [14] = 2, [15] = 5, [16] = 4, [17] = 3, [18] = 4, [19] = 4, [20] = 4, [21] = 4,
-    [22] = 2, [23] = 4, [24] = 2, [25] = 6, [26] = 9, [27] = 6, [28] = 3, [29] = 6, [30] = 4
+    [22] = 2, [23] = 4, [24] = 2, [25] = 6, [26] = 9, [27] = 6, [28] = 3, [29] = 6, [30] = 4, [31] = 6
 };
 
-static const unsigned char PX_TLV_ERR[31] = {
+static const unsigned char PX_TLV_ERR[32] = {
     [1] = 58, [2] = 59, [3] = 60, [4] = 61, [5] = 62, [6] = 63, [7] = 64, [8] = 65, [9] = 66, [10] = 67,
     [11] = 68, [12] = 69, [13] = 70, [14] = 71, [15] = 72, [16] = 73, [17] = 74, [18] = 75, [19] = 76,
     [20] = 77, [21] = 78, [22] = 79, [23] = 80, [24] = 81, [25] = 82, [26] = 83, [27] = 84, [28] = 85,
-    [29] = 86, [30] = 87
+    [29] = 86, [30] = 87, [31] = 88
 };
 
 static const unsigned char PX_TLVK_SIZE[10] = {
@@ -340,7 +342,7 @@ static inline int px_tlv_enum_ok(unsigned int type, unsigned long long v) {
     }
 }
 
-static const char *const PX_ERROR_FIELDS[88] = {
+static const char *const PX_ERROR_FIELDS[89] = {
     "",
     "frame",
     "eth",
@@ -428,7 +430,8 @@ static const char *const PX_ERROR_FIELDS[88] = {
     "tlv.echo",
     "tlv.epoch",
     "tlv.package_sig",
-    "tlv.leader_epoch"
+    "tlv.leader_epoch",
+    "tlv.wrapped_key"
 };
 
 /* ------------------------------------------------------------ types */

@@ -161,6 +161,7 @@ cdef extern from "px_codec.h":
         PX_TLV_EPOCH
         PX_TLV_PACKAGE_SIG
         PX_TLV_LEADER_EPOCH
+        PX_TLV_WRAPPED_KEY
         PX_TLV_TYPE_MAX
         PX_TLVK_U8
         PX_TLVK_U16
@@ -259,16 +260,17 @@ cdef extern from "px_codec.h":
         PX_ERR_TLV_EPOCH
         PX_ERR_TLV_PACKAGE_SIG
         PX_ERR_TLV_LEADER_EPOCH
+        PX_ERR_TLV_WRAPPED_KEY
         PX_ERR_COUNT
     const unsigned char PX_VALID_CMD[256]
     const unsigned char PX_VALID_OP[256]
     const unsigned char PX_VALID_STATUS[256]
     const unsigned char PX_VALID_STATE[256]
     const unsigned char PX_VALID_DISC_OP[256]
-    const unsigned char PX_TLV_KIND[31]
-    const unsigned char PX_TLV_ERR[31]
+    const unsigned char PX_TLV_KIND[32]
+    const unsigned char PX_TLV_ERR[32]
     const unsigned char PX_TLVK_SIZE[10]
     const unsigned short PX_CLASS_BODY_LEN[5]
-    const char *const PX_ERROR_FIELDS[88]
+    const char *const PX_ERROR_FIELDS[89]
     const char *PX_CODEC_HASH
     int px_tlv_enum_ok(unsigned int type, unsigned long long v) noexcept nogil

@@ -10,7 +10,7 @@ Process model (one ``pxkernel`` = one server = one MAC address)::
      |    |                                        shared socket itself (no relay hop)
      |    +-- heartbeat sender thread (C, SCHED_FIFO): sends each heartbeat, built a period ahead, on time
      |    +-- MICE child (fork), same core,        runs one service stage; nice 5; memory capped by
-     |        RLIMIT_DATA = baseline + chunks      the OS (see pxproto.node.memory for the measured choice)
+     |        own memory cgroup, or RLIMIT_AS       the OS (see pxproto.node.memory: shared maps count too)
      +-- DIME 1 process ...
 
 Small items share data frames: a DIME packs what waits for an output into
@@ -27,6 +27,7 @@ process loop around it is thin):
 - :mod:`pxproto.node.flow`     lineage bookkeeping (exactly-once hand-over, completion, replay; watermarks)
 - :mod:`pxproto.node.beat`     the real-time heartbeat sender (``pxproto.node._beat``) and its pure twin
 - :mod:`pxproto.node.memory`   2 MiB chunk accounting and the OS limit on a MICE
+- :mod:`pxproto.node.memcg`    a memory cgroup per MICE (v1 or v2), where one is writable
 - :mod:`pxproto.node.server`   the server process: port, relay, discovery, DIME supervision
 - :mod:`pxproto.node.cli`      ``pxkernel`` command line
 
@@ -38,8 +39,9 @@ orchestrator's simulated servers (:mod:`pxproto.sim`) run :class:`pxproto.node.m
 Command line::
 
     pxkernel --port udp:HOST:PORT | --port stream:PATH | --iface IF
-             [--dimes N] [--memory-chunks M] [--key FILE] [--store DIR] [--state-dir DIR]
-             [--local-store DIR] [--mac MAC] [--heartbeat-ms MS]
+             --key FILE [--verify-key FILE] | --insecure
+             [--dimes N] [--memory-chunks M] [--store DIR] [--state-dir DIR]
+             [--local-store DIR] [--mac MAC] [--heartbeat-ms MS] [--mice-memory auto|cgroup|rlimit]
 
 DIME ids on a server are 0..N-1; the server process itself is 0xffff
 (system-scope frames).  Epochs persist in ``--state-dir`` and grow on every

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from pxproto.dime.keys import KeyFileError, load_keyfile
 from pxproto.link import VIRTUAL_MTU, VIRTUAL_MTU_MAX, WireError, open_port
-from pxproto.node import state
+from pxproto.node import memcg, state
 from pxproto.node.server import Server, ServerConfig, usable_cores
+from pxproto.signing import load_verify_keys
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,6 +26,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--memory-chunks", type=int, default=64, help="each DIME's limit in 2 MiB chunks (default 64)")
     ap.add_argument("--key", help="cluster key file (KEY_ID HEXKEY per line, mode 0600); signaling must be signed")
     ap.add_argument("--insecure", action="store_true", help="run without --key: anyone on the wire commands the DIMEs")
+    ap.add_argument(
+        "--verify-key", help="Ed25519 public keys (KEY_ID HEX per line) package signatures must verify with"
+    )
     ap.add_argument("--store", help="the orchestrator's central package store (a directory)")
     ap.add_argument("--state-dir", help="epochs and MAC across restarts, 0700 (default: per wire, $XDG_RUNTIME_DIR)")
     ap.add_argument("--local-store", help="this server's local store (default: STATE_DIR/store)")
@@ -36,6 +40,12 @@ def parser() -> argparse.ArgumentParser:
         help=f"data frame MTU (default: the interface's, or {VIRTUAL_MTU} on a virtual wire; max {VIRTUAL_MTU_MAX})",
     )
     ap.add_argument("--no-pin", action="store_true", help="do not pin DIMEs to cores")
+    ap.add_argument(
+        "--mice-memory",
+        choices=("auto", "cgroup", "rlimit"),
+        default="auto",
+        help="enforce each MICE's chunks with a memory cgroup, RLIMIT_AS, or a cgroup where writable (default)",
+    )
     return ap
 
 
@@ -64,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.mtu is not None and not 576 <= args.mtu <= VIRTUAL_MTU_MAX:
         print(f"pxkernel: --mtu must be 576..{VIRTUAL_MTU_MAX}", file=sys.stderr)
+        return 2
+    verify: dict[int, bytes] = {}
+    if args.verify_key:
+        try:
+            verify = load_verify_keys(args.verify_key).raw()
+        except KeyFileError as exc:
+            print(f"pxkernel: {exc}", file=sys.stderr)
+            return 2
+    if args.mice_memory == "cgroup" and memcg.own_memory_cgroup() is None:
+        print("pxkernel: --mice-memory cgroup: no writable memory cgroup (v1 or v2) here; use auto or rlimit",
+              file=sys.stderr)  # fmt: skip
         return 2
     where = args.iface or args.port
     try:
@@ -101,9 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         local_store=local_store,
         store=args.store,
         keys=keys,
+        verify_keys=verify,
+        insecure=not keys,
         heartbeat_ms=args.heartbeat_ms,
         pin=not args.no_pin,
         mtu=args.mtu or wire.mtu,
+        mice_memory=args.mice_memory,
     )
     if not keys:
         print("pxkernel: WARNING: --insecure: no key, anyone on the wire can load and run code here", file=sys.stderr)

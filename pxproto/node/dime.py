@@ -26,9 +26,10 @@ from pathlib import Path
 
 from pxproto import package
 from pxproto.dime.endpoint import Address
-from pxproto.node import beat, memory, mice, state
+from pxproto.node import beat, memcg, memory, mice, state
 from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, OwnChannels
 from pxproto.package import LocalStore, Manifest
+from pxproto.signing import VerifyKeys
 from pxproto.wire.codes import CHUNK_BYTES, CounterId, FaultCode
 
 DIME_NICE = -5
@@ -43,7 +44,7 @@ FRAME_MAX = 65535
 
 @dataclass
 class DimeConfig:
-    """What the server process tells a DIME process (as JSON on its command line)."""
+    """What the server process tells a DIME process (as JSON on its stdin)."""
 
     dime: int
     core: int
@@ -55,10 +56,15 @@ class DimeConfig:
     mem_chunks: int = 64
     heartbeat_ms: int = 100
     keys: dict[str, str] | None = None
+    verify_keys: dict[str, str] | None = None
+    insecure: bool = False
     pin: bool = True
     mtu: int = 1500
     wire_fd: int = -1
     """The server's datagram wire socket, shared for sending (-1: send everything through the server)."""
+    mice_memory: str = "auto"
+    """How a MICE's chunks are enforced: "cgroup", "rlimit" (RLIMIT_AS) or "auto" (a cgroup when one is
+    writable); see :mod:`pxproto.node.memory`."""
 
 
 class Dime(OwnChannels):
@@ -75,11 +81,19 @@ class Dime(OwnChannels):
         self.mice_sock: socket.socket | None = None
         self.mice_watched = True
         """Whether the loop waits on the MICE's output (not while outputs wait for credit)."""
+        self.memcg_base = memcg.own_memory_cgroup() if cfg.mice_memory != "rlimit" else None
+        """Where each MICE gets a memory cgroup (None: RLIMIT_AS)."""
+        self.mice_cg: memcg.MiceCgroup | None = None
+        """The running MICE's cgroup, from fork until it is reaped."""
+        self.mice_cg_joined = False
+        """Whether the MICE is known to be in ``mice_cg`` (checked once after its READY record)."""
         mc = MachineConfig(
             Address(state.parse_mac(cfg.mac), cfg.dime, 0),
             mem_chunks=cfg.mem_chunks,
             heartbeat_ms=cfg.heartbeat_ms,
             keys={int(k): bytes.fromhex(v) for k, v in (cfg.keys or {}).items()},
+            verify_keys={int(k): bytes.fromhex(v) for k, v in (cfg.verify_keys or {}).items()},
+            insecure=cfg.insecure,
             mtu=cfg.mtu,
             has_wire=self.wire is not None,
             has_store=bool(cfg.store),
@@ -94,7 +108,7 @@ class Dime(OwnChannels):
     def next_epoch(self) -> int:
         return state.next_epoch(self.cfg.state_dir, self.cfg.dime)
 
-    def fetch(self, digest: bytes, size: int, sig: bytes, key: bytes | None) -> tuple[Path, Manifest]:
+    def fetch(self, digest: bytes, size: int, sig: bytes, key: VerifyKeys | None) -> tuple[Path, Manifest]:
         assert self.cfg.store is not None
         path, manifest, files = package.fetch_tree(self.cfg.store, self.cfg.local_store, digest, size, sig, key)
         self.trees[path] = files
@@ -108,6 +122,7 @@ class Dime(OwnChannels):
         ctx = mice.Context(
             loaded.service, loaded.stage, loaded.name, self.cfg.dime, epoch, dict(st.params), self.store, first=first
         )
+        self.mice_cg, self.mice_cg_joined = memcg.create(self.memcg_base), False
         pid = os.fork()
         if pid == 0:  # the MICE child
             code = 1
@@ -126,7 +141,7 @@ class Dime(OwnChannels):
                 except (package.PackageError, OSError) as exc:
                     print(f"dime {self.cfg.dime}: MICE not started: {exc}", file=sys.stderr, flush=True)
                     os._exit(3)
-                baseline = memory.limit_self(limit)
+                baseline = memory.limit_self(limit, self.mice_cg)
                 child.send(mice.REC.pack(mice.READY, baseline, 0))
                 code = mice.run_child(child, str(loaded.path), st.entry, ctx)
             finally:
@@ -154,6 +169,24 @@ class Dime(OwnChannels):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(m.pid, 0)
         self._close_mice()
+        self._drop_cgroup()
+
+    def _drop_cgroup(self) -> None:
+        if self.mice_cg is not None:
+            self.mice_cg.remove()
+        self.mice_cg = None
+
+    def _cgroup_of(self, m: Mice) -> memcg.MiceCgroup | None:
+        """The MICE's cgroup once its READY says it took its limit there, else None.
+
+        A child that could not use the cgroup removes it before READY (and takes RLIMIT_AS), so after READY
+        the directory's presence is the answer, whether or not the MICE is still alive to be seen in it."""
+        cg = self.mice_cg
+        if cg is not None and not self.mice_cg_joined and m.baseline:
+            self.mice_cg_joined = cg.path.is_dir()
+            if not self.mice_cg_joined:
+                self.mice_cg = cg = None
+        return cg if self.mice_cg_joined else None
 
     def _close_mice(self) -> None:
         s = self.mice_sock
@@ -165,15 +198,14 @@ class Dime(OwnChannels):
 
     def relimit(self, m: Mice, chunks: int) -> None:
         with contextlib.suppress(OSError):
-            memory.relimit(m.pid, m.baseline, chunks)
+            memory.relimit(m.pid, m.baseline, chunks, self._cgroup_of(m))
 
     def cpu_ns(self, m: Mice | None) -> tuple[int, int]:
         t = os.times()
         return int((t.user + t.system) * 1e9), memory.proc_cpu_ns(m.pid) if m is not None else 0
 
     def mice_mem_chunks(self, m: Mice) -> int | None:
-        st = memory.proc_status(m.pid)
-        return memory.chunks_of(st.get("VmData", m.baseline) - m.baseline)
+        return memory.mice_chunks(m.pid, m.baseline, self._cgroup_of(m))
 
     # ------------------------------------------------------------------ I/O
 
@@ -221,12 +253,17 @@ class Dime(OwnChannels):
         except ChildProcessError:
             status = 0
         code, text = mc.fault or (0, "")
-        if not code and os.WIFSIGNALED(status):
+        cg = self._cgroup_of(mc)
+        if not code and os.WIFSIGNALED(status) and cg is not None and cg.oom_kills():
+            code = int(FaultCode.MEMORY_EXCEEDED)
+            text = f"MICE {mc.name} killed at its memory limit of {self.m.mem.limit} chunks (cgroup v{cg.version})"
+        elif not code and os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             code, text = int(FaultCode.MICE_CRASHED), f"MICE {mc.name} killed by signal {sig}"
         elif not code and os.WEXITSTATUS(status):
             code, text = int(FaultCode.MICE_CRASHED), f"MICE {mc.name} exited with status {os.WEXITSTATUS(status)}"
         self._close_mice()
+        self._drop_cgroup()
         self.m.mice_exited(code, text, now)
 
     def _mice_readable(self, now: float) -> None:
@@ -335,9 +372,10 @@ def die_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pxproto.node.dime CONFIG_JSON``: run one DIME (the server process starts these)."""
+    """``python -m pxproto.node.dime -``: run one DIME; the server writes its config (keys too) as JSON on
+    stdin, never on the command line, where any local user could read the keys in /proc."""
     args = sys.argv[1:] if argv is None else argv
-    cfg = DimeConfig(**json.loads(args[0]))
+    cfg = DimeConfig(**json.loads(sys.stdin.read() if args[0] == "-" else args[0]))
     die_with_parent()
     if cfg.pin:
         with contextlib.suppress(OSError):

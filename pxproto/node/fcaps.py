@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from pxproto import package
 from pxproto.dime.endpoint import Address
-from pxproto.dime.keys import AccessList
+from pxproto.dime.keys import AccessList, unwrap_key
 from pxproto.dime.signaling import RequestReceived, text_tlv
 from pxproto.node.channels import CHANNEL_ENDS_MAX, COMPLETION_BIT
+from pxproto.signing import VerifyKeys
 from pxproto.wire.codes import DIME_ALL, Command, CounterId, DimeState, Direction, Param, Status, TlvType
 from pxproto.wire.frame import Tlv
 
@@ -153,7 +154,10 @@ def h_load(m: DimeMachine, r: RequestReceived) -> Reply:
     name = str(r.param(TlvType.MICE_NAME))
     try:
         assert isinstance(dig, bytes) and isinstance(sig, bytes)
-        path, manifest = m.host.fetch(dig, _u64(size), sig, m.keyring.active_key())
+        if not m.cfg.verify_keys and not m.cfg.insecure:
+            raise package.PackageError("PACKAGE_SIG cannot be checked: this kernel has no --verify-key")
+        keys = VerifyKeys.from_raw(m.cfg.verify_keys) if m.cfg.verify_keys else None
+        path, manifest = m.host.fetch(dig, _u64(size), sig, keys)
         st = manifest.stage(stage)
     except package.PackageError as exc:
         m.counters[CounterId.REJECTED_AUTH] += "SIG" in str(exc)
@@ -279,12 +283,20 @@ def h_set_threshold(m: DimeMachine, r: RequestReceived) -> Reply:
 
 
 def h_key_install(m: DimeMachine, r: RequestReceived) -> Reply:
-    kid, key = _u64(r.param(TlvType.KEY_ID)), r.param(TlvType.KEY)
-    if not isinstance(key, bytes) or len(key) < 16 or kid == 0:
-        return Status.BAD_PARAM, [Tlv(TlvType.KEY_ID, kid), text_tlv("a key id 1..65535 and 16+ key bytes")]
+    kid, wrapped = _u64(r.param(TlvType.KEY_ID)), r.param(TlvType.WRAPPED_KEY)
+    if r.param(TlvType.KEY) is not None:  # the old clear form: never accepted, the key is burnt anyway
+        return Status.BAD_PARAM, [Tlv(TlvType.KEY_ID, kid), text_tlv("a key in clear is refused: send WRAPPED_KEY")]
+    if not m.keyring.enabled:
+        return Status.UNSUPPORTED, [Tlv(TlvType.KEY_ID, kid), text_tlv("no cluster key to unwrap under (--insecure)")]
+    if not isinstance(wrapped, bytes) or kid == 0:
+        return Status.BAD_PARAM, [Tlv(TlvType.KEY_ID, kid), text_tlv("a key id 1..65535 and a WRAPPED_KEY")]
     try:
+        key = unwrap_key(m.keyring, kid, wrapped, m.now)
+        if len(key) < 16:
+            raise ValueError("the unwrapped key has fewer than 16 bytes")
         m.keyring.install(kid, key)
-    except ValueError as exc:  # a retired key id cannot come back
+    except ValueError as exc:  # wrong wrapping key, tampered, too short, or a retired key id
+        m.counters[CounterId.REJECTED_AUTH] += 1
         return Status.BAD_PARAM, [Tlv(TlvType.KEY_ID, kid), text_tlv(str(exc))]
     return Status.OK, [Tlv(TlvType.KEY_ID, kid)]
 

@@ -36,6 +36,7 @@ from pxproto.node.beat import HeartbeatSender
 from pxproto.node.channels import ChannelPlane
 from pxproto.node.memory import MemoryAccount
 from pxproto.package import Manifest, Stage
+from pxproto.signing import VerifyKeys
 from pxproto.wire.codes import DIME_ALL, Command, CounterId, DimeState, FaultCode, Op, Status, TlvType
 from pxproto.wire.frame import Data, Frame, Signaling, Tlv
 
@@ -88,7 +89,7 @@ class Host(Protocol):
         """The next epoch of this DIME (kept across restarts)."""
         ...
 
-    def fetch(self, digest: bytes, size: int, sig: bytes, key: bytes | None) -> tuple[Path, Manifest]:
+    def fetch(self, digest: bytes, size: int, sig: bytes, key: VerifyKeys | None) -> tuple[Path, Manifest]:
         """The package LOAD names, verified and unpacked (raises :class:`pxproto.package.PackageError`)."""
         ...
 
@@ -161,6 +162,10 @@ class MachineConfig:
     mem_chunks: int = 64
     heartbeat_ms: int = 100
     keys: dict[int, bytes] = field(default_factory=dict)
+    verify_keys: dict[int, bytes] = field(default_factory=dict)
+    """Ed25519 public keys package signatures are checked with (none: LOAD refused unless ``insecure``)."""
+    insecure: bool = False
+    """Started ``--insecure`` (no cluster key): packages are run unsigned."""
     mtu: int = 1500
     has_wire: bool = False
     """Whether the DIME sends on the wire itself (then the server gets a copy of each heartbeat)."""

@@ -1,55 +1,65 @@
 """A DIME's memory: accounting in 2 MiB chunks, and the OS limit on its MICE.
 
-The limit is enforced with ``RLIMIT_DATA`` on the MICE child process, set in
-the child right after ``fork`` from its own baseline::
+The limit must count everything a stage can map, shared memory included: a
+stage holding 64 anonymous ``mmap.mmap(-1, 2 MiB)`` blocks (``MAP_SHARED``, the
+default) kept 128 MiB under the RLIMIT_DATA of 8 chunks this module used to
+set, because RLIMIT_DATA counts private writable mappings only.  So, in order:
 
-    RLIMIT_DATA = VmData at fork + limit_chunks * 2 MiB
+1. **a memory cgroup per MICE** (:mod:`pxproto.node.memcg`) where the DIME's
+   own memory cgroup is writable (root, or a delegated subtree; v1 or v2)::
 
-so the MICE may grow by exactly its chunks whatever the interpreter already
-holds.  Since Linux 4.7 RLIMIT_DATA counts every private writable mapping
-(brk heap and anonymous mmap, which is where CPython's allocators get
-memory), so a MICE that allocates past it gets ``MemoryError`` (or ENOMEM
-from a C extension) and its process ends: the DIME lives on and reports
-FAULT_REPORT MEMORY_EXCEEDED.  MEM_LIMIT and SET_PARAM MEM_LIMIT_CHUNKS
-change a running MICE's limit with ``prlimit``.
+       memory limit = charged at join + limit_chunks * 2 MiB
 
-Why RLIMIT_DATA, measured (``bench/kernel_memory.py``: a forked Python child
-with a limit of baseline + N chunks maps a 16 MiB file read-only, starts 4
-threads, then allocates 1 MiB blocks; Linux 6.18, Python 3.11):
+   It counts pages really touched (heap, anonymous and shared mappings,
+   copied-on-write pages), so "chunks used" is real memory; past it the OOM
+   killer ends the MICE and the DIME reports FAULT_REPORT MEMORY_EXCEEDED
+   (it reads the cgroup's ``oom_kill`` count when it reaps the child);
+2. **RLIMIT_AS** where no cgroup can be had::
 
-=============================  ===============  =======  ==============  ===========
-mechanism                      16 MiB file map  threads  8 chunks (16)   32 chunks
-=============================  ===============  =======  ==============  ===========
-RLIMIT_AS                      refused          1/4      7 MiB           31 MiB
-RLIMIT_DATA                    ok               1/4      7 MiB           31 MiB
-RLIMIT_DATA + 1 MiB stacks     ok               4/4      11 MiB          59 MiB
-cgroup v1 memory.limit         ok               4/4      14 MiB, killed  62 MiB, killed
-=============================  ===============  =======  ==============  ===========
+       RLIMIT_AS = VmSize at fork + limit_chunks * 2 MiB
 
-- RLIMIT_AS counts every mapping: a C extension's shared library (the file
-  map) spends the MICE's chunks, so the same budget means different things
-  depending on what the stage imports.
-- Both rlimits count a thread's whole stack reservation (8 MiB = 4 chunks by
-  default) whether touched or not, so the MICE runtime sets Python's thread
-  stack size to ``MICE_THREAD_STACK`` (1 MiB): then 4 threads cost 2 chunks.
-- A memory cgroup counts only pages really touched (the closest to "chunks
-  used"), but its refusal is the OOM killer's SIGKILL, not a MemoryError the
-  runtime can report with a reason; it needs root and a writable hierarchy
-  (here v1 only; the v2 hierarchy has no memory controller) and a cgroup per
-  MICE.  So: RLIMIT_DATA, with the DIME reading VmData for the accounting.
+   It counts every mapping, shared ones included, so a ``MAP_SHARED`` block
+   past the limit is refused (``mmap`` fails with ENOMEM, allocations with
+   MemoryError; the runtime reports MEMORY_EXCEEDED).  Its price: it counts
+   address space, not pages, so a C extension's shared library or a thread
+   stack spends chunks whether touched or not (``bench/kernel_memory.py``).
 
-Chunks *used* by a MICE = ceil((VmData - baseline) / 2 MiB), sampled with
-each heartbeat; when the MICE exits they return to the DIME's pool and the
-accounting says so.
+``pxkernel --mice-memory cgroup|rlimit|auto`` (default auto) picks one; cgroup
+refuses to start when no memory cgroup is writable.
+
+Measured (``bench/kernel_memory.py [--shared]``: a forked Python child with a limit of 8 chunks
+over its baseline maps a 16 MiB file read-only, starts 4 threads, then allocates 1 MiB heap
+blocks, or with ``--shared`` maps and touches 2 MiB MAP_SHARED blocks; Linux 6.18, Python 3.11,
+load 16 on 2 cores):
+
+=========================================  ===============  =======  ===========  ================
+mechanism                                  16 MiB file map  threads  heap (16)    MAP_SHARED (16)
+=========================================  ===============  =======  ===========  ================
+RLIMIT_DATA (before issue 15)              ok               1/4      7 MiB        256 MiB, no limit
+RLIMIT_AS, 1 MiB thread stacks (fallback)  refused          4/4      11 MiB       8 MiB, ENOMEM
+cgroup v1 (charged pages)                  ok               4/4      14 MiB       12 MiB, killed
+=========================================  ===============  =======  ===========  ================
+
+Both rlimits count a thread's whole stack reservation (8 MiB = 4 chunks by
+default), so the MICE runtime sets Python's thread stack size to
+``MICE_THREAD_STACK`` (1 MiB): then 4 threads cost 2 chunks.
+
+Chunks *used* by a MICE = ceil((usage - baseline) / 2 MiB), usage being the
+cgroup's charge or VmSize, sampled with each heartbeat.  Until the child's
+READY record brings its baseline the MICE has run no stage code and uses 0
+(not the whole process, as the first beats used to say).  When the MICE
+exits its chunks return to the DIME's pool and the accounting says so.
 """
 
 from __future__ import annotations
 
 import os
 import resource
+import sys
 import threading
 from dataclasses import dataclass, field
 
+from pxproto.node.memcg import MiceCgroup
 from pxproto.wire.codes import CHUNK_BYTES
 
 MICE_THREAD_STACK = 1 << 20
@@ -85,19 +95,41 @@ def chunks_of(nbytes: int) -> int:
     return max(0, -(-nbytes // CHUNK_BYTES))
 
 
-def limit_self(chunks: int) -> int:
-    """In the MICE child: small thread stacks, the data segment capped at baseline + chunks; return the baseline."""
+def limit_self(chunks: int, cg: MiceCgroup | None = None) -> int:
+    """In the MICE child: small thread stacks, then the limit (``cg`` if it can be joined, else RLIMIT_AS);
+    return the baseline the limit is counted from (bytes charged to ``cg``, or VmSize)."""
     threading.stack_size(MICE_THREAD_STACK)
-    baseline = proc_status().get("VmData", 0)
+    if cg is not None:
+        try:
+            cg.join()
+            baseline = cg.usage()
+            cg.set_limit(baseline + chunks * CHUNK_BYTES)
+            return max(1, baseline)  # never 0: the DIME reads 0 as "no READY yet"
+        except OSError as exc:
+            print(f"MICE {os.getpid()}: memory cgroup {cg.path}: {exc}; RLIMIT_AS instead", file=sys.stderr, flush=True)
+            cg.remove()  # gone before READY: the DIME reads that as "no cgroup" (left if we did join)
+    baseline = proc_status().get("VmSize", 0)
     limit = baseline + chunks * CHUNK_BYTES
-    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     return baseline
 
 
-def relimit(pid: int, baseline: int, chunks: int) -> None:
-    """Change a running MICE's limit (prlimit on its pid)."""
+def relimit(pid: int, baseline: int, chunks: int, cg: MiceCgroup | None = None) -> None:
+    """Change a running MICE's limit (its cgroup's, or prlimit RLIMIT_AS on its pid)."""
     limit = baseline + chunks * CHUNK_BYTES
-    resource.prlimit(pid, resource.RLIMIT_DATA, (limit, limit))
+    if cg is not None:
+        cg.set_limit(limit)
+    else:
+        resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
+
+
+def mice_chunks(pid: int, baseline: int, cg: MiceCgroup | None) -> int:
+    """Chunks a MICE uses past its baseline: its cgroup's charge, or its VmSize; 0 before READY (baseline 0)."""
+    if cg is not None:
+        return chunks_of(cg.usage() - baseline)
+    if baseline == 0:
+        return 0
+    return chunks_of(proc_status(pid).get("VmSize", baseline) - baseline)
 
 
 @dataclass

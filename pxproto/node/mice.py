@@ -76,6 +76,7 @@ records ``kind u8 | lineage u64 | length u32 | bytes``:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import inspect
@@ -343,6 +344,10 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
             out.flush()
     except MemoryError:
         return _fault(out, FaultCode.MEMORY_EXCEEDED, f"stage {ctx.name}: out of memory (limit reached)")
+    except OSError as exc:
+        if exc.errno != errno.ENOMEM:  # a refused mmap under RLIMIT_AS is the limit, not a crash
+            return _fault(out, FaultCode.MICE_CRASHED, f"stage {ctx.name}: {type(exc).__name__}: {exc}")
+        return _fault(out, FaultCode.MEMORY_EXCEEDED, f"stage {ctx.name}: {exc.strerror} (memory limit reached)")
     except BaseException as exc:  # the MICE's bug: report it, the DIME lives on
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
         return _fault(out, FaultCode.MICE_CRASHED, f"stage {ctx.name}: {tb}")

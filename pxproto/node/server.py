@@ -57,7 +57,11 @@ class ServerConfig:
     store: str | None
     keys: dict[int, bytes]
     heartbeat_ms: int = 100
+    verify_keys: dict[int, bytes] | None = None
+    insecure: bool = False
     pin: bool = True
+    mice_memory: str = "auto"
+    """cgroup, rlimit or auto: how each MICE's chunks are enforced (:mod:`pxproto.node.memory`)."""
     mtu: int = 1500
     """The wire's MTU: data fragments fill it (see :attr:`pxproto.link.Port.mtu`)."""
 
@@ -110,16 +114,23 @@ class Server:
             mem_chunks=c.mem_chunks,
             heartbeat_ms=c.heartbeat_ms,
             keys={str(k): v.hex() for k, v in c.keys.items()},
+            verify_keys={str(k): v.hex() for k, v in (c.verify_keys or {}).items()},
+            insecure=c.insecure,
             pin=c.pin,
+            mice_memory=c.mice_memory,
             mtu=c.mtu,
             wire_fd=self.wire.fileno() if self.wire.shareable else -1,
         )
         fds = [theirs.fileno()] + ([dc.wire_fd] if dc.wire_fd >= 0 else [])
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pxproto.node.dime", json.dumps(asdict(dc))],
+            [sys.executable, "-m", "pxproto.node.dime", "-", f"dime={dime}", f"mac={dc.mac}"],  # for ps; no keys
             pass_fds=fds,
             start_new_session=False,
+            stdin=subprocess.PIPE,
         )
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(asdict(dc)).encode())  # the keys: on a pipe, never in argv
+        proc.stdin.close()
         theirs.close()
         ours.setblocking(False)
         dp = DimeProc(dc, ours, proc)

@@ -5,7 +5,6 @@ Used by the integration tests and bench/kernel.py; everything stays on loopback.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,12 +17,15 @@ from pxproto.dime.keys import fresh_keys, write_keyfile
 from pxproto.dime.signaling import ResponseReceived
 from pxproto.link import UdpPort, free_udp_ports
 from pxproto.node.client import Client
+from pxproto.signing import fresh_signing_key, write_verify_keys
 from pxproto.wire.codes import Command, Direction, Status, TlvType
 from pxproto.wire.frame import Tlv
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = fresh_keys()[1]
 """This run's cluster key: random per test process, written 0600 for the kernels."""
+SIGNER = fresh_signing_key()
+"""This run's package signing key; the kernels get only its public half (``--verify-key``)."""
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
@@ -58,6 +60,7 @@ class Cluster:
         keyfile = tmp / "cluster.key"
         if key:
             write_keyfile(keyfile, {1: KEY})
+            write_verify_keys(tmp / "verify.pub", [SIGNER])
         self._wait_switch(tmp / "sw.sock")
         self.logs: list[Path] = []
         for i in range(kernels):
@@ -78,7 +81,7 @@ class Cluster:
                 "--state-dir",
                 str(tmp / f"state{i}"),
             ]
-            cmd += ["--key", str(keyfile)] if key else ["--insecure"]
+            cmd += ["--key", str(keyfile), "--verify-key", str(tmp / "verify.pub")] if key else ["--insecure"]
             cmd += list(extra)
             with open(log, "wb") as f:
                 self.procs.append(subprocess.Popen(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT))
@@ -132,9 +135,8 @@ class Cluster:
                 args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if len(args) >= 4 and args[1:3] == [b"-m", b"pxproto.node.dime"]:
-                cfg = json.loads(args[3])
-                if cfg.get("dime") == dime and cfg.get("mac") == mac:
+            if len(args) >= 6 and args[1:4] == [b"-m", b"pxproto.node.dime", b"-"]:
+                if args[4] == f"dime={dime}".encode() and args[5] == f"mac={mac}".encode():
                     return int(entry)
         return None
 
@@ -177,5 +179,9 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.kill()
         self.switch.terminate()
-        self.switch.wait(timeout=5)
+        try:
+            self.switch.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a host loaded far past its cores: do not leave it behind
+            self.switch.kill()
+            self.switch.wait()
         self.client.wire.close()

@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     wire.add_argument("--iface", help="an interface, via AF_PACKET (root)")
     run.add_argument("--key", help="cluster key file (KEY_ID HEXKEY per line, mode 0600)")
     run.add_argument("--insecure", action="store_true", help="run without --key: anyone can fake DIMEs and faults")
+    run.add_argument("--signing-key", help="Ed25519 package signing key file (KEY_ID HEX, mode 0600)")
     run.add_argument("--store", help="the central package store directory (the kernels' --store)")
     run.add_argument("--control", default=DEFAULT_CONTROL)
     run.add_argument("--service", help="a service file whose regulator sets the failure detector")
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         from pxproto.orch.daemon import Daemon, make_core, print_event
         from pxproto.orch.driver import Driver, raise_priority
         from pxproto.orch.service import ServiceError
+        from pxproto.signing import load_signing_key
 
         if not args.key and not args.insecure:
             print("pxorch: no --key: refusing unsigned heartbeats and discovery (give --key FILE, or --insecure)",
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)  # fmt: skip
         try:
             keys = load_keyfile(args.key) if args.key else {}
+            signer = load_signing_key(args.signing_key) if args.signing_key else None
             wire = open_port(args.port, args.iface)
             core = make_core(args.service)
         except (KeyFileError, WireError, ServiceError, OSError) as exc:
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             leadership = Leadership(driver, EtcdKv(args.etcd), args.name or core.local.mac.hex(":"), args.lease_ttl)
             leadership.keyring_version = max(keys, default=0)
             print(f"pxorch: plan and election in etcd {args.etcd}; following until elected", flush=True)
-        return Daemon(driver, args.control, args.store, leadership=leadership).run()
+        return Daemon(driver, args.control, args.store, leadership=leadership, signer=signer).run()
     if args.cmd == "deploy":
         reply = _ask(args.control, {"cmd": "deploy", "file": str(Path(args.file).resolve())})
     elif args.cmd == "scale":

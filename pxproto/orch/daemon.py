@@ -26,6 +26,7 @@ from pxproto.orch.driver import Driver
 from pxproto.orch.events import OrchEvent
 from pxproto.orch.leader import Leadership
 from pxproto.orch.service import ServiceError, load_service
+from pxproto.signing import SigningKey
 
 DEFAULT_CONTROL = "/tmp/pxorch.sock"
 
@@ -34,9 +35,11 @@ class Daemon:
     """An orchestrator on a wire, answering a control socket, probing now and then."""
 
     def __init__(self, driver: Driver, control: str, store: str | None, probe_every: float = 2.0,
-                 leadership: Leadership | None = None) -> None:  # fmt: skip
+                 leadership: Leadership | None = None, signer: SigningKey | None = None) -> None:  # fmt: skip
         self.driver = driver
         self.leadership = leadership
+        self.signer = signer
+        """Signs deployed packages (Ed25519); only the orchestrator holds it, never a kernel."""
         self.store = store
         self.probe_every = probe_every
         self.stop = False
@@ -79,8 +82,9 @@ class Daemon:
                 return {"error": "deploy needs --store (the central package store) and a package in the service file"}
             archive = package.pack(spec.package)
             digest = package.store_put(self.store, archive)
-            key = self.driver.keyring.active_key()
-            ref = PackageRef(digest, len(archive), package.sign(archive, key) if key else b"")
+            if self.signer is None and self.driver.keyring.enabled:
+                return {"error": "deploy needs --signing-key (kernels run only signed packages)"}
+            ref = PackageRef(digest, len(archive), package.sign(archive, self.signer) if self.signer else b"")
             try:
                 self.driver.send(self.core.deploy(spec, ref, now))
             except ValueError as exc:

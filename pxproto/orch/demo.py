@@ -61,6 +61,7 @@ from pxproto.orch.events import (
 from pxproto.orch.service import ServiceSpec, load_service
 from pxproto.orch.status import table
 from pxproto.package import LocalStore, keyed_records
+from pxproto.signing import fresh_signing_key, write_verify_keys
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 SERVICE_FILE = WORKFLOWS / "wordcount.service.toml"
@@ -173,6 +174,8 @@ class Demo:
         self.wd = choose_workdir(workdir)
         self.key = fresh_keys()[1]
         """This run's cluster key: random, written 0600 to the work dir, never reused."""
+        self.signer = fresh_signing_key()
+        """This run's package signing key (the orchestrator's; the kernels get only its public half)."""
         """The servers' state and logs; the capture and the timeline too unless ``out_dir`` says otherwise."""
         self.out_dir = out_dir or self.wd
         self.servers = servers
@@ -235,7 +238,14 @@ class Demo:
         if netns:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         cmd += ["--memory-chunks", "16", "--store", str(store), "--state-dir", str(self.wd / f"server{i}")]
-        cmd += ["--key", str(keyfile), "--heartbeat-ms", str(self.regulator.get("heartbeat_ms", 50))]
+        cmd += [
+            "--key",
+            str(keyfile),
+            "--verify-key",
+            str(keyfile.with_name("verify.pub")),
+            "--heartbeat-ms",
+            str(self.regulator.get("heartbeat_ms", 50)),
+        ]
         log = open(self.wd / f"server{i}.log", "wb")
         self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
@@ -300,8 +310,10 @@ class Demo:
         expected = expected_results(spec, self.passes)
         store, keyfile = self.wd / "central", self.wd / "cluster.key"
         store.mkdir(exist_ok=True)
-        keyfile.unlink(missing_ok=True)
+        for f in (keyfile, self.wd / "verify.pub"):
+            f.unlink(missing_ok=True)
         write_keyfile(keyfile, {1: self.key})
+        write_verify_keys(self.wd / "verify.pub", [self.signer])
         self.section("start")
         # The orchestrator and the switch (started from here, so it inherits this) run ahead of the DIMEs.
         if not raise_priority():
@@ -393,7 +405,7 @@ class Demo:
         assert stages_dir is not None
         archive = package.pack(stages_dir)
         digest = package.store_put(store, archive)
-        ref = PackageRef(digest, len(archive), package.sign(archive, self.key))
+        ref = PackageRef(digest, len(archive), package.sign(archive, self.signer))
         self.say(f"package {spec.name}: {len(archive)} bytes, sha256 {digest.hex()[:16]}..., signed; in the store")
         drv.send(core.deploy(spec, ref, time.monotonic()))
         if not drv.run_until(lambda: bool(core.log.of(ServiceDeployed)), 30.0):
@@ -547,9 +559,8 @@ def dime_pid(mac: bytes, dime: int) -> int | None:
             continue
         with contextlib.suppress(OSError):
             args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            if len(args) >= 4 and args[1:3] == [b"-m", b"pxproto.node.dime"]:
-                cfg = json.loads(args[3])
-                if cfg.get("dime") == dime and cfg.get("mac") == mac.hex():
+            if len(args) >= 6 and args[1:4] == [b"-m", b"pxproto.node.dime", b"-"]:  # the config is on its stdin
+                if args[4] == f"dime={dime}".encode() and args[5] == f"mac={mac.hex()}".encode():
                     return int(entry)
     return None
 

@@ -33,6 +33,7 @@ from pxproto.orch.daemon import query
 from pxproto.orch.demo import SERVICE_FILE, Demo, DemoError, dime_pid, expected_results
 from pxproto.orch.etcdlocal import LocalEtcd
 from pxproto.orch.service import load_service
+from pxproto.signing import write_signing_key, write_verify_keys
 
 
 class HaDemo(Demo):
@@ -56,6 +57,7 @@ class HaDemo(Demo):
         cmd = [sys.executable, "-m", "pxproto.orch.cli", "run", "--port", f"udp:127.0.0.1:{self.orch_ports[i]}",
                "--etcd", self.etcd.url, "--name", f"orch{i}", "--control", self.control(i),
                "--store", str(self.wd / "central"), "--key", str(self.wd / "cluster.key"),
+               "--signing-key", str(self.wd / "signing.key"),
                "--service", str(SERVICE_FILE), "--lease-ttl", str(self.LEASE_TTL)]  # fmt: skip
         log = open(self.wd / f"orch{i}.log", "ab")
         self.orchs[i] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -94,7 +96,11 @@ class HaDemo(Demo):
         expected = expected_results(spec)
         total = int(answer["lines"])
         (self.wd / "central").mkdir(exist_ok=True)
-        write_keyfile(self.wd / "cluster.key", {1: self.key})  # this run's fresh key, 0600
+        for f in ("cluster.key", "signing.key", "verify.pub"):
+            (self.wd / f).unlink(missing_ok=True)
+        write_keyfile(self.wd / "cluster.key", {1: self.key})  # this run's fresh keys, 0600
+        write_signing_key(self.wd / "signing.key", self.signer)  # the orchestrators sign; kernels only verify
+        write_verify_keys(self.wd / "verify.pub", [self.signer])
         self.section("start")
         self.etcd = LocalEtcd(self.wd / "etcd")
         self.etcd.start()

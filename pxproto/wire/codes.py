@@ -207,6 +207,10 @@ class TlvType(IntEnum):
     """Fencing: the orchestrator leader's epoch (its etcd election revision), on every request it sends. A DIME
     keeps the highest it has seen and answers a request carrying a lower one DENIED ("stale leader epoch"),
     so a deposed leader cannot act after a newer one has spoken. Requests without it are not fenced."""
+    WRAPPED_KEY = 31
+    """KEY_INSTALL's new key, never in clear: the wrapping key's id, then AES key wrap with padding (RFC 5649)
+    under a key HKDF-SHA256 derives from that installed cluster key, bound to the new key id (see
+    :func:`pxproto.dime.keys.wrap_key`). A listener without the wrapping key learns nothing of the new one."""
 
 
 class TlvKind(IntEnum):
@@ -254,6 +258,7 @@ TLV_KINDS: dict[TlvType, TlvKind] = {
     TlvType.EPOCH: TlvKind.U32,
     TlvType.PACKAGE_SIG: TlvKind.BYTES,
     TlvType.LEADER_EPOCH: TlvKind.U64,
+    TlvType.WRAPPED_KEY: TlvKind.BYTES,
 }
 
 TLV_ENUMS: dict[TlvType, type[IntEnum]] = {
@@ -319,7 +324,7 @@ COMMAND_PARAMS: dict[Command, tuple[tuple[TlvType, ...], tuple[TlvType, ...]]] =
     ),
     Command.COUNTERS: ((TlvType.COUNTER_ID,), (TlvType.COUNTER_ID, TlvType.VALUE)),
     Command.SET_THRESHOLD: ((TlvType.COUNTER_ID, TlvType.THRESHOLD), (TlvType.COUNTER_ID,)),
-    Command.KEY_INSTALL: ((TlvType.KEY_ID, TlvType.KEY), (TlvType.KEY_ID,)),
+    Command.KEY_INSTALL: ((TlvType.KEY_ID, TlvType.WRAPPED_KEY), (TlvType.KEY_ID,)),
     Command.KEY_ROTATE: ((TlvType.KEY_ID,), (TlvType.KEY_ID,)),
     Command.ACL_SET: ((TlvType.ACL,), ()),
     Command.ACL_GET: ((), (TlvType.ACL,)),

@@ -260,4 +260,37 @@ tag decodes (conformance vector "signed frame with a wrong tag"). The endpoint t
 key `key_id` computes HMAC-SHA256(key, bytes 0 up to t+{tag_from} (exclusive) of the frame, i.e. from the
 Ethernet destination through the trailer's `counter`, padding excluded), truncates it to
 its first {tag} bytes and compares; replay windows on `counter` are the endpoints' rule.
+
+## Key installation (KEY_INSTALL, WRAPPED_KEY)
+
+KEY_INSTALL never carries a key in clear. Its WRAPPED_KEY value is the id of the installed
+key it is wrapped under (2 bytes, the *wrapping key*, normally the active one), then the new
+key under AES key wrap with padding (RFC 5649) with a key-encryption key (KEK) of 32 bytes:
+
+    KEK = HKDF-SHA256(IKM = wrapping key, salt = none,
+                      info = "pxproto KEY_INSTALL wrap v1" | KEY_ID as 2 bytes)
+
+so the wrapped value is bound to the KEY_ID it is installed under: relabelled for another id it
+does not unwrap. A receiver answers BAD_PARAM and counts REJECTED_AUTH when the wrapping key
+is not installed or is retired, when the value does not unwrap (RFC 5649's integrity check), or
+when the unwrapped key is shorter than 16 bytes; it answers BAD_PARAM to a request carrying the
+old clear KEY TLV, whatever else it holds (a key that travelled in clear is burnt). A kernel started
+without a cluster key (`--insecure`) answers UNSUPPORTED: it has nothing to unwrap under. The
+whole frame is signed as any signaling (the trailer above), so the wrap adds secrecy, not
+origin. A listener without the wrapping key learns nothing of the new key; one who holds it (a
+cluster member, or whoever stole it) learns every key wrapped under it, which is why a leaked
+key calls for a new cluster key distributed out of band, not a KEY_INSTALL.
+
+## Package signatures (PACKAGE_SIG)
+
+LOAD's PACKAGE_SIG is the signing key's id (2 bytes) then an Ed25519 signature (RFC 8032, 64
+bytes) of the whole package archive, the bytes whose SHA-256 is PACKAGE_DIGEST: 66 bytes. The
+operator's (or orchestrator's) private signing key makes it (`pxorch run --signing-key`); a
+kernel holds only public verification keys (`pxkernel --verify-key`), so a kernel, which holds
+the cluster MAC key, still cannot make a signature another kernel accepts. A kernel answers
+DENIED (counting REJECTED_AUTH) when the signature's key id is not among its verification keys
+or the signature does not verify; it refuses every LOAD when it has no verification key, unless
+it was started `--insecure` (DENIED too, naming the missing `--verify-key`). A verified archive is
+unpacked into a fresh private directory (a tree already there is kept only if it verifies against
+the archive), and its files' digests are checked again before every import of the stage's code.
 """

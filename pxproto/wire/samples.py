@@ -151,6 +151,13 @@ def signaling_samples() -> list[tuple[str, Frame]]:
         SERVER_MACS[1],
     )
     out.append(("FAULT_REPORT memory exceeded", fault))
+    clear = Signaling(Command.KEY_INSTALL, Op.REQUEST, 999, Status.OK, _params((TlvType.KEY_ID, TlvType.KEY)))
+    out.append(
+        (
+            "KEY_INSTALL request, old clear KEY form (refused)",
+            Frame(clear, Scope.DIME, DIME_ALL, 0, 2, 1, 998, SERVER_MACS[0], ORCH_MAC),
+        )
+    )
     return out
 
 
