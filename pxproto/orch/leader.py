@@ -19,6 +19,7 @@ those whose DIME died meanwhile, once each.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +30,8 @@ from pxproto.dime.signaling import Requester
 from pxproto.orch.core import Orchestrator
 from pxproto.orch.deployment import Deployment, End, Link, PackageRef, Replica, RState
 from pxproto.orch.driver import Driver
-from pxproto.orch.store import PREFIX, Fence, Kv, KvError, PlanWriter, plan_of, spec_from_record
+from pxproto.orch.peer import PeerLink
+from pxproto.orch.store import PREFIX, Fence, Holder, Kv, KvError, PlanWriter, Watch, plan_of, spec_from_record
 from pxproto.wire.codes import Command, TlvType
 from pxproto.wire.frame import Tlv
 
@@ -41,11 +43,15 @@ SAFETY = 0.8
 class Elector:
     """One orchestrator's side of the election."""
 
-    def __init__(self, kv: Kv, name: str, ttl: int = 1, key: str = LEADER_KEY) -> None:
+    def __init__(self, kv: Kv, name: str, ttl: int = 1, key: str = LEADER_KEY, value: bytes | None = None,
+                 watch: bool = True) -> None:  # fmt: skip
         self.kv = kv
+        self.watching = watch
         self.name = name
         self.ttl = ttl
         self.key = key
+        self.value = name.encode() if value is None else value
+        """What the leader key holds while this one leads (its name, and where followers connect to it)."""
         self.lease: int | None = None
         self.granted_ttl = ttl
         self.epoch: int | None = None
@@ -55,6 +61,12 @@ class Elector:
         self.confirmed = 0.0
         """When the last refresh etcd confirmed was sent."""
         self.errors = 0
+        self.leader: Holder | None = None
+        """The leader key as a follower last read it (the leader's epoch, lease and value)."""
+        self.wake = threading.Event()
+        """Set (from the watch's thread) when the leader key is deleted: campaign now, not at the next poll."""
+        self.deposed = 0
+        self._watch: Watch | None = None
 
     def leads(self, now: float) -> bool:
         return self.epoch is not None and now < self.confirmed + SAFETY * self.granted_ttl
@@ -77,17 +89,41 @@ class Elector:
                     self.lease = self.kv.grant(self.ttl)
                     self.confirmed = now
                     self.granted_ttl = self.ttl
-                created, rev = self.kv.create(self.key, self.name.encode(), self.lease)
+                created, rev = self.kv.create(self.key, self.value, self.lease)
                 self.seen_epoch = max(self.seen_epoch, rev)
                 if created:
                     self.epoch = rev
+                    self.leader = None
+                elif self.leader is None or self.leader.revision != rev:
+                    self.leader = self.kv.holder(self.key)
+                    if self.leader is None:
+                        self.wake.set()  # gone between the two requests: campaign again at once
+            if self.watching and (self._watch is None or not self._watch.alive):
+                self._watch = self.kv.watch(self.key, self.wake.set)
         except KvError:
             self.errors += 1
             if self.epoch is not None and not self.leads(now):
                 self.epoch = None
 
+    def depose(self) -> bool:
+        """Revoke the lease of the leader last read (a follower with proof that its process is gone): the
+        leader key goes at once, and the next :meth:`step` campaigns.  False when there was none to revoke."""
+        held, self.leader = self.leader, None
+        if held is None or held.lease == 0:
+            return False
+        try:
+            self.kv.revoke(held.lease)
+        except KvError:
+            pass  # already gone (its TTL ran out, or another follower revoked it first)
+        self.deposed += 1
+        self.wake.set()
+        return True
+
     def resign(self) -> None:
         """Give leadership up now (a clean stop): revoking the lease deletes the leader key at once."""
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
         if self.lease is not None:
             try:
                 self.kv.revoke(self.lease)
@@ -206,9 +242,12 @@ class Leadership:
     """An :class:`Elector` and a :class:`PlanWriter` beside a driver: mute when following, fenced when leading."""
 
     def __init__(self, driver: Driver, kv: Kv, name: str, ttl: int = 1, sync_every: float = 0.05,
-                 say: Callable[[str], None] | None = None) -> None:  # fmt: skip
+                 say: Callable[[str], None] | None = None, peer_host: str | None = "127.0.0.1",
+                 watch: bool = True) -> None:  # fmt: skip
         self.driver = driver
-        self.elector = Elector(kv, name, ttl)
+        self.peer = None if peer_host is None else PeerLink(peer_host)
+        value = {"name": name, "peer": self.peer.address if self.peer else None}
+        self.elector = Elector(kv, name, ttl, value=json.dumps(value).encode(), watch=watch)
         self.writer = PlanWriter(kv)
         self.sync_every = sync_every
         self.say = say or (lambda s: print(s, flush=True))
@@ -221,9 +260,12 @@ class Leadership:
 
     def step(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        if now >= self._next_step:
+        if now >= self._next_step or self.elector.wake.is_set():
+            self.elector.wake.clear()
             self._next_step = now + self.elector.ttl / 4
             self.elector.step(now)
+        if self.peer is not None:
+            self._watch_leader(now)
         leads = self.elector.leads(now)
         if leads and not self.leading:
             self._take_over(now)
@@ -238,6 +280,20 @@ class Leadership:
                     self._step_down(now, "fenced out of the store")
             except KvError:
                 pass  # the lease decides: a leader cut off from etcd stops within SAFETY * TTL
+
+    def _watch_leader(self, now: float) -> None:
+        """Serve followers' connections while leading; while following, depose a leader whose process ended."""
+        assert self.peer is not None
+        if self.elector.epoch is not None:
+            self.peer.serve()
+            return
+        held = self.elector.leader
+        self.peer.follow(_peer_of(held))
+        if held is not None and self.peer.leader_gone() and self.elector.depose():
+            self.say(f"pxorch: the leader (epoch {held.revision}) is gone; its lease revoked")
+            self.elector.wake.clear()
+            self._next_step = now + self.elector.ttl / 4
+            self.elector.step(now)
 
     def _take_over(self, now: float) -> None:
         t0 = time.monotonic()
@@ -274,6 +330,20 @@ class Leadership:
         if self.leading:
             self.driver.muted = True
         self.elector.resign()
+        if self.peer is not None:
+            self.peer.close()
+
+
+def _peer_of(held: Holder | None) -> str | None:
+    """Where the leader listens for followers, from its key's value (None: an older or a plain value)."""
+    if held is None:
+        return None
+    try:
+        v = json.loads(held.value)
+    except ValueError:
+        return None
+    peer = v.get("peer") if isinstance(v, dict) else None
+    return peer if isinstance(peer, str) else None
 
 
 __all__ = ["LEADER_KEY", "Elector", "Leadership", "restore"]
