@@ -30,12 +30,15 @@ from pxproto.dime.signaling import Requester
 from pxproto.orch.core import Orchestrator
 from pxproto.orch.deployment import Deployment, End, Link, PackageRef, Replica, RState
 from pxproto.orch.driver import Driver
+from pxproto.orch.events import ReplicaRunning
 from pxproto.orch.peer import PeerLink
 from pxproto.orch.store import PREFIX, Fence, Holder, Kv, KvError, PlanWriter, Watch, plan_of, spec_from_record
-from pxproto.wire.codes import Command, TlvType
-from pxproto.wire.frame import Tlv
+from pxproto.wire.codes import Command, DimeState, Op, TlvType
+from pxproto.wire.frame import Signaling, Tlv
 
 LEADER_KEY = PREFIX + "leader"
+PLAN_COMMANDS = frozenset({Command.LOAD, Command.START, Command.STOP, Command.CONNECT, Command.DISCONNECT})
+"""Commands a leader sends only once the plan that calls for them is in the store (write-ahead)."""
 SAFETY = 0.8
 """A leader counts itself leader until this fraction of the TTL after its last confirmed refresh."""
 
@@ -172,11 +175,17 @@ def restore(core: Orchestrator, plan: dict[str, str], now: float) -> tuple[Outpu
         key = _dime(f"{parts[3]}/{parts[4]}")
         rep = Replica(svc, svc.spec.stage(parts[2]), key, "restored", now, first=int(d.get("first", 0)))
         rep.state = RState.RUNNING if d.get("running") else RState.PLACED
-        rep.announced = rep.state is RState.RUNNING
+        rep.announced = rep.state is RState.RUNNING and "repair_of" not in d
+        if "repair_of" in d:
+            rep.repair_of, rep.repair_t0 = _dime(d["repair_of"][0]), float(d["repair_of"][1])
         svc.replicas.append(rep)
         reps[(parts[1], f"{parts[3]}/{parts[4]}")] = rep
         stats["replicas"] += 1
         view = core.pool.get(key)
+        if (view is not None and rep.state is RState.PLACED and view.state is DimeState.BUSY
+                and view.service == svc.spec.id and view.stage == rep.stage.index):  # fmt: skip
+            rep.state = RState.RUNNING  # the predecessor's START got there: it runs (and is announced once wired)
+            stats["started"] = stats.get("started", 0) + 1
         if view is None:
             dead.append(rep)
         elif view.health is Health.ALIVE:
@@ -243,8 +252,9 @@ class Leadership:
 
     def __init__(self, driver: Driver, kv: Kv, name: str, ttl: int = 1, sync_every: float = 0.05,
                  say: Callable[[str], None] | None = None, peer_host: str | None = "127.0.0.1",
-                 watch: bool = True) -> None:  # fmt: skip
+                 watch: bool = True, clock: Callable[[], float] | None = None) -> None:  # fmt: skip
         self.driver = driver
+        self._clock = clock
         self.peer = None if peer_host is None else PeerLink(peer_host)
         value = {"name": name, "peer": self.peer.address if self.peer else None}
         self.elector = Elector(kv, name, ttl, value=json.dumps(value).encode(), watch=watch)
@@ -256,7 +266,10 @@ class Leadership:
         self._next_sync = 0.0
         self.leading = False
         self.takeovers: list[dict[str, Any]] = []
+        self.ahead = 0
+        """Plan writes made ahead of a command (write-ahead), rather than on the periodic sync."""
         driver.muted = True
+        driver.before_send = self._write_ahead
 
     def step(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -272,14 +285,34 @@ class Leadership:
         elif not leads and self.leading:
             self._step_down(now, "lease lost")
         if self.leading and now >= self._next_sync:
-            self._next_sync = now + self.sync_every
-            fence = Fence(self.elector.key, self.elector.epoch or 0)
-            try:
-                if not self.writer.sync(plan_of(self.driver.core, self.keyring_version), now, fence):
-                    self.elector.epoch = None
-                    self._step_down(now, "fenced out of the store")
-            except KvError:
-                pass  # the lease decides: a leader cut off from etcd stops within SAFETY * TTL
+            self._sync(now)
+
+    def _sync(self, now: float) -> bool:
+        """Write the plan's changes, fenced; False when nothing could be written."""
+        self._next_sync = now + self.sync_every
+        fence = Fence(self.elector.key, self.elector.epoch or 0)
+        try:
+            if not self.writer.sync(plan_of(self.driver.core, self.keyring_version), now, fence):
+                self.elector.epoch = None
+                self._step_down(now, "fenced out of the store")
+                return False
+        except KvError:
+            return False  # the lease decides: a leader cut off from etcd stops within SAFETY * TTL
+        return True
+
+    def _write_ahead(self, out: Output) -> None:
+        """Before a command that changes what runs where leaves (or a replica is reported running), the plan
+        that says so is in the store: a successor then finishes this leader's work instead of doing it a second
+        time elsewhere, and does not report a repair this one already reported."""
+        if not self.leading or not (
+            any(isinstance(e, ReplicaRunning) for e in out.events)  # a repair's end, reported once
+            or any(isinstance(f.body, Signaling) and f.body.op is Op.REQUEST and f.body.cmd in PLAN_COMMANDS
+                   for f in out.frames)
+        ):  # fmt: skip
+            return
+        before = self.writer.writes
+        self._sync(time.monotonic() if self._clock is None else self._clock())
+        self.ahead += self.writer.writes > before
 
     def _watch_leader(self, now: float) -> None:
         """Serve followers' connections while leading; while following, depose a leader whose process ended."""

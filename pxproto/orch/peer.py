@@ -4,9 +4,10 @@ A lease alone makes a takeover wait for the whole TTL and then for etcd's expiry
 etcd 3.4/3.5): 1 to 1.5 s with the smallest TTL.  Silence is no proof of death (a split between
 orchestrators is silent too), but a closed connection is: when the leader's process dies, its kernel
 closes every socket it held, and each follower holding one reads end-of-file or a reset at once.  On that
-proof alone a follower revokes the dead leader's lease (:meth:`pxproto.orch.leader.Elector.depose`) and
-campaigns without waiting for the TTL.  Any other failure (a host that loses power, a partition) leaves
-the connection open or hanging, and the lease decides as before.
+proof alone (end-of-file or a reset on a connection that was established; a refused connection proves
+nothing, since a firewall refuses too) a follower revokes the dead leader's lease
+(:meth:`pxproto.orch.leader.Elector.depose`) and campaigns without waiting for the TTL.  Any other failure
+(a host that loses power, a partition) leaves the connection open or hanging, and the lease decides as before.
 
 Each orchestrator listens on a loopback (or given) TCP port that it publishes in the leader key's value
 while it leads.  The leader accepts connections in its loop and never writes to them; a follower connects
@@ -37,7 +38,7 @@ class PeerLink:
         self.target: str | None = None
         self.conn: socket.socket | None = None
         self.dead: str | None = None
-        """The address whose process was seen to end (set once per target)."""
+        """The address whose process was seen to end: a connection to it, once established, closed."""
         self._retry_at = 0.0
 
     def serve(self) -> None:
@@ -66,12 +67,8 @@ class PeerLink:
         s.settimeout(self.CONNECT_TIMEOUT)
         try:
             s.connect((host, int(port)))
-        except ConnectionRefusedError:
-            s.close()
-            self.dead = address  # nothing listens there any more: that process is gone
-            return
         except (OSError, ValueError):
-            s.close()  # unreachable or slow: no proof either way; try again later
+            s.close()  # refused (a firewall refuses too), unreachable or slow: no proof; try again later
             self._retry_at = time.monotonic() + self.RETRY
             return
         s.setblocking(False)

@@ -4,7 +4,8 @@ The plan is a flat map of keys to small JSON values, made from the core by :func
 
 - ``service/NAME``: the checked service spec, its package (digest, size, signature), the wanted
   replica counts and where each source stage resumes;
-- ``placement/NAME/STAGE/MAC/DIME``: a replica's DIME and whether it runs;
+- ``placement/NAME/STAGE/MAC/DIME``: a replica's DIME, whether it runs, and while it is a repair not yet
+  finished, the DIME it replaces (a new leader finishes the repair and reports it, and places no other);
 - ``link/NAME/CHANNEL``: a data channel's two ends and whether both are wired;
 - ``keyring``: the cluster key ring's version (the active key id);
 - ``epoch/MAC/DIME``: the boot epoch seen from each DIME (a restarted DIME is not the one that was placed).
@@ -350,9 +351,10 @@ def plan_of(core: Orchestrator, keyring_version: int = 0) -> dict[str, str]:
             plan[f"resume/{name}/{stage}"] = json.dumps(first)
         for rep in svc.replicas:
             if rep.live:
-                plan[f"placement/{name}/{rep.stage.name}/{_key(rep.key)}"] = json.dumps(
-                    {"running": rep.state is RState.RUNNING, "first": rep.first}
-                )
+                rec: dict[str, Any] = {"running": rep.state is RState.RUNNING, "first": rep.first}
+                if rep.repair_of is not None and not rep.announced:  # a repair under way: its successor ends it
+                    rec["repair_of"] = [_key(rep.repair_of), rep.repair_t0]
+                plan[f"placement/{name}/{rep.stage.name}/{_key(rep.key)}"] = json.dumps(rec)
         for link in svc.links:
             wired = link.out is End.DONE and link.inp is End.DONE
             plan[f"link/{name}/{link.channel}"] = json.dumps([_key(link.up.key), _key(link.down.key), wired])
