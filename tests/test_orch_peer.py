@@ -13,8 +13,9 @@ from pxproto.orch.store import Holder, MemoryKv
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
+    """The store's clock, set by hand."""
+
+    t = 0.0
 
     def __call__(self) -> float:
         return self.t
