@@ -1,4 +1,5 @@
-"""What a server's kernel keeps across restarts: its MAC and each DIME's boot counter (epoch)."""
+"""What a server's kernel keeps across restarts: its MAC, each DIME's boot counter (epoch), and the newest
+orchestrator leader epoch its DIMEs accepted (the server's fence)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,28 @@ def _rw_counter(path: Path, bump: bool) -> int:
 def next_epoch(state_dir: str | os.PathLike[str], dime: int) -> int:
     """Increment and return DIME ``dime``'s persistent epoch (1 on its first boot)."""
     return _rw_counter(Path(state_dir) / f"dime-{dime}.epoch", True)
+
+
+def raise_leader_fence(state_dir: str | os.PathLike[str], epoch: int) -> int:
+    """The server's leader fence (the newest LEADER_EPOCH any of its DIMEs accepted, kept across restarts):
+    raise it to ``epoch`` if that is newer, and return what it was before."""
+    path = Path(state_dir) / "leader-epoch"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            before = int(os.read(fd, 64).strip() or b"0")
+        except ValueError:
+            before = 0
+        if epoch > before:
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{epoch}\n".encode())
+            os.fsync(fd)
+        return before
+    finally:
+        os.close(fd)
 
 
 def server_mac(state_dir: str | os.PathLike[str]) -> bytes:

@@ -425,5 +425,16 @@ class PlanWriter:
         return True
 
 
-__all__ = ["PLAN_PREFIX", "PREFIX", "EtcdKv", "Fence", "Holder", "Kv", "KvError", "MemoryKv", "PlanWriter", "Watch",
-           "plan_of"]
+__all__ = [
+    "PLAN_PREFIX",
+    "PREFIX",
+    "EtcdKv",
+    "Fence",
+    "Holder",
+    "Kv",
+    "KvError",
+    "MemoryKv",
+    "PlanWriter",
+    "Watch",
+    "plan_of",
+]
