@@ -150,3 +150,14 @@ def test_a_killed_leaders_follower_takes_over_long_before_the_lease_ends(etcd: L
         time.sleep(0.02)
     assert b.leading and b.elector.deposed == 1, "deposed on proof of death, not after the 10 s lease"
     b.stop()
+
+
+@pytest.mark.slow
+def test_demo_ha_takes_over_and_answers_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pxproto.orch import demo_ha
+
+    assert demo_ha.main(tmp_path / "work", quiet=True) == 0
+    out = capsys.readouterr().out
+    assert "ANSWER EXACT" in out and "items lost: 0, duplicated: 0, wrong: 0" in out
+    took = next(int(line.split()[1]) for line in out.splitlines() if line.startswith("takeover:"))
+    assert took > 0

@@ -13,7 +13,12 @@ stamps every request with LEADER_EPOCH (DIMEs refuse older ones) and its plan go
 (:class:`~pxproto.orch.store.PlanWriter`, each batch fenced by the same epoch).  On taking over, the new
 leader rebuilds its core from the stored plan, keeps its warm pool, redeploys nothing that runs, asks each
 restored replica for its USAGE (reconciliation: one that does not answer OK is replaced), and replaces
-those whose DIME died meanwhile, once each.
+those whose DIME died meanwhile, once each.  While leading, it writes the plan ahead of every command that
+changes placement or wiring, so a successor finishes its work rather than repeating it.
+
+A follower does not wait for the lease when it has proof that the leader's process ended: it watches the
+leader key (and campaigns as soon as etcd deletes it), and holds a TCP connection to the leader
+(:mod:`pxproto.orch.peer`); when that closes, it revokes the dead leader's lease (:meth:`Elector.depose`).
 """
 
 from __future__ import annotations
