@@ -308,7 +308,8 @@ class Leadership:
     def _write_ahead(self, out: Output) -> None:
         """Before a command that changes what runs where leaves (or a replica is reported running), the plan
         that says so is in the store: a successor then finishes this leader's work instead of doing it a second
-        time elsewhere, and does not report a repair this one already reported."""
+        time elsewhere, and does not report a repair this one already reported.  When the store cannot be
+        reached the command goes anyway: the lease stops this leader within ``SAFETY * TTL``."""
         if not self.leading or not (
             any(isinstance(e, ReplicaRunning) for e in out.events)  # a repair's end, reported once
             or any(isinstance(f.body, Signaling) and f.body.op is Op.REQUEST and f.body.cmd in PLAN_COMMANDS
