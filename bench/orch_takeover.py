@@ -19,6 +19,11 @@ Modes (same etcd, same processes, only the follower's trigger differs):
   the process died, and the first follower to see it revokes the dead leader's lease and campaigns.
 
 Printed: takeover median, p90, p99 and max per mode, and each mode's median and p99 as a ratio of ``poll``'s.
+
+Measured (host at load 9 to 19 on 2 cores shared with other jobs, lease TTL 1 s): 30 kills per mode, poll
+p50 1247 ms / p99 1470 ms, watch 1139 / 1476 ms, peer 80 / 584 ms; again with 40 kills (seed 2), poll
+1217 / 1548 ms, peer 74 / 573 ms.  The lease modes cannot go below the TTL plus etcd's 500 ms expiry sweep;
+the peer link's tail is the daemon's 50 ms loop and the loaded host.
 """
 
 from __future__ import annotations
