@@ -98,6 +98,7 @@ class SimDime:
             heartbeat_ms=round(self.initial_period * 1000),
             has_store=True,
             insecure=True,  # no real package is fetched or run here: LOAD needs no verification key
+            leader_fence=self.server.raise_fence,
         )
         return DimeMachine(cfg, self)
 
@@ -214,6 +215,8 @@ class SimServer:
         self.plane = plane
         self.mem_chunks = mem_chunks
         self.logs: list[tuple[int, str]] = []
+        self.leader_fence = 0
+        """The newest LEADER_EPOCH any of its DIMEs accepted (a kernel keeps it in its state directory)."""
         self.dimes = {d: SimDime(self, d, initial_period=period, boot_at=start + phase) for d in range(n)}
         if plane is not None:
             for dm in self.dimes.values():
@@ -221,6 +224,11 @@ class SimServer:
         self.counters: Counter[str] = Counter()
         self.pending: list[Frame] = []
         self.booted = False
+
+    def raise_fence(self, epoch: int) -> int:
+        """:func:`pxproto.node.state.raise_leader_fence`, in memory."""
+        before, self.leader_fence = self.leader_fence, max(self.leader_fence, epoch)
+        return before
 
     def boot(self) -> Output:
         """The gratuitous announce a kernel sends when it starts."""

@@ -102,3 +102,62 @@ def test_etcd_restart_keeps_the_plan_and_a_leader(etcd: LocalEtcd) -> None:
     took = _run([a], 6.0, lambda: a.leads(time.monotonic()) and a.errors >= 1)
     assert took >= 0, "a leader again after etcd came back"
     assert PlanWriter(EtcdKv(etcd.url), "/pxorch/test-restart/plan/").load() == {"service/y": "7"}
+
+
+def test_watch_and_holder_on_a_real_etcd(etcd: LocalEtcd) -> None:
+    key = "/pxorch/test-watch/leader"
+    kv = EtcdKv(etcd.url)
+    a = Elector(kv, "a", 5, key, value=b'{"name": "a"}')
+    a.step(time.monotonic())
+    b = Elector(EtcdKv(etcd.url), "b", 5, key)
+    b.step(time.monotonic())
+    assert a.epoch is not None and b.leader is not None
+    assert b.leader.revision == a.epoch and b.leader.lease == a.lease and b.leader.value == b'{"name": "a"}'
+    assert b.depose(), "b revokes a's lease (as on proof that a's process ended)"
+    assert b.wake.wait(2.0), "the watch saw the leader key go"
+    b.step(time.monotonic())
+    assert b.epoch is not None and b.epoch > a.epoch
+    b.resign()
+
+
+def test_a_killed_leaders_follower_takes_over_long_before_the_lease_ends(etcd: LocalEtcd) -> None:
+    from pxproto.orch.core import Orchestrator
+    from pxproto.orch.leader import Leadership
+
+    class Drv:
+        def __init__(self, last: int) -> None:
+            self.core = Orchestrator(bytes([2, 0, 0, 0, 0xE0, last]))
+            self.muted = False
+
+        def send(self, out: object, even_muted: bool = False) -> None:
+            pass
+
+    ttl = 10
+    a = Leadership(Drv(1), EtcdKv(etcd.url), "a", ttl, say=lambda s: None)  # type: ignore[arg-type]
+    b = Leadership(Drv(2), EtcdKv(etcd.url), "b", ttl, say=lambda s: None)  # type: ignore[arg-type]
+    a.elector.key = b.elector.key = "/pxorch/test-peer/leader"
+    a.writer.prefix = b.writer.prefix = "/pxorch/test-peer/plan/"
+    for _ in range(6):
+        a.step()
+        b.step()
+        time.sleep(0.02)
+    assert a.leading and not b.leading
+    assert a.peer is not None
+    a.peer.close()  # SIGKILL: the kernel closes its sockets; it refreshes nothing more
+    t0 = time.monotonic()
+    while not b.leading and time.monotonic() - t0 < ttl:
+        b.step()
+        time.sleep(0.02)
+    assert b.leading and b.elector.deposed == 1, "deposed on proof of death, not after the 10 s lease"
+    b.stop()
+
+
+@pytest.mark.slow
+def test_demo_ha_takes_over_and_answers_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pxproto.orch import demo_ha
+
+    assert demo_ha.main(tmp_path / "work", quiet=True) == 0
+    out = capsys.readouterr().out
+    assert "ANSWER EXACT" in out and "items lost: 0, duplicated: 0, wrong: 0" in out
+    took = next(int(line.split()[1]) for line in out.splitlines() if line.startswith("takeover:"))
+    assert took > 0

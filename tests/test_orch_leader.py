@@ -8,8 +8,9 @@ from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef, RState
 from pxproto.orch.events import RepairDone, ReplicaPlaced, ServiceDeployed
 from pxproto.orch.leader import Elector, restore
 from pxproto.orch.service import parse_service
-from pxproto.orch.store import Fence, KvError, MemoryKv, PlanWriter, plan_of
+from pxproto.orch.store import Fence, MemoryKv, PlanWriter, plan_of
 from pxproto.sim import DEMO_SERVICE, ORCH_MAC, SimCluster
+from pxproto.simha import Cuttable
 from pxproto.wire.codes import Command, CounterId, Status, TlvType
 from pxproto.wire.frame import Frame
 
@@ -22,23 +23,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-class Partitioned:
-    """A Kv that can be cut off (every call raises)."""
-
-    def __init__(self, kv: MemoryKv) -> None:
-        self.kv = kv
-        self.cut = False
-
-    def __getattr__(self, name: str) -> object:
-        if self.cut:
-
-            def fail(*a: object, **k: object) -> object:
-                raise KvError("partitioned")
-
-            return fail
-        return getattr(self.kv, name)
 
 
 def test_one_leads_the_other_follows_and_takes_over_after_the_lease() -> None:
@@ -60,7 +44,7 @@ def test_one_leads_the_other_follows_and_takes_over_after_the_lease() -> None:
 def test_a_leader_cut_off_from_the_store_stops_before_its_successor_starts() -> None:
     clock = Clock()
     kv = MemoryKv(clock)
-    pa = Partitioned(kv)
+    pa = Cuttable(kv)
     a, b = Elector(pa, "a", ttl=1), Elector(kv, "b", ttl=1)  # type: ignore[arg-type]
     a.step(0.0)
     b.step(0.0)
@@ -212,7 +196,7 @@ def test_a_partitioned_leaders_driver_is_muted_within_its_lease() -> None:
 
     clock = Clock()
     kv = MemoryKv(clock)
-    pa = Partitioned(kv)
+    pa = Cuttable(kv)
     drv = FakeDriver()
     ha = Leadership(drv, pa, "a", ttl=1, say=lambda s: None)  # type: ignore[arg-type]
     assert drv.muted, "a new orchestrator follows until elected"

@@ -17,5 +17,6 @@ SERVER_COUNTER_NAMES: dict[ServerCounterId, tuple[str, ...]] = {
     ServerCounterId.REJECTED_AUTH: ("rejected_bad_tag", "rejected_unknown_key", "rejected_retired_key"),
     ServerCounterId.REJECTED_REPLAY: ("rejected_replayed", "rejected_late"),
     ServerCounterId.FAULT_REPORTS: ("fault_reports",),
+    ServerCounterId.REJECTED_FENCED: ("rejected_fenced",),
 }
 """The server's named counters (pxproto/node/server.py) each id sums."""

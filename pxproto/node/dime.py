@@ -97,6 +97,7 @@ class Dime(OwnChannels):
             mtu=cfg.mtu,
             has_wire=self.wire is not None,
             has_store=bool(cfg.store),
+            leader_fence=lambda epoch: state.raise_leader_fence(cfg.state_dir, epoch),
         )
         self.m = DimeMachine(mc, self)
 

@@ -18,7 +18,7 @@ epoch on disk) goes through the small :class:`Host` interface.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -171,6 +171,9 @@ class MachineConfig:
     """Whether the DIME sends on the wire itself (then the server gets a copy of each heartbeat)."""
     has_store: bool = False
     """Whether the kernel was given a central store (LOAD needs one)."""
+    leader_fence: Callable[[int], int] | None = None
+    """The server-wide leader fence: raise it to the given LEADER_EPOCH if newer, return what it was before
+    (:func:`pxproto.node.state.raise_leader_fence`); None: this DIME's own memory only."""
 
 
 class DimeMachine:
@@ -313,6 +316,10 @@ class DimeMachine:
             return
         fence = body.param(TlvType.LEADER_EPOCH)
         if isinstance(fence, int):
+            if fence > self.leader_epoch and self.cfg.leader_fence is not None:
+                # Newer than this DIME knows: the server's fence (its other DIMEs, this DIME's former lives)
+                # may know newer still; it is raised to this one when this one is the newest.
+                self.leader_epoch = max(self.leader_epoch, self.cfg.leader_fence(fence))
             if fence < self.leader_epoch:
                 self.counters[CounterId.REJECTED_FENCED] += 1
                 reply = Signaling(body.cmd, Op.RESPONSE, body.req_id, Status.DENIED, (text_tlv("stale leader epoch"),))

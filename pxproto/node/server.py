@@ -8,7 +8,10 @@ its DIME by id (looked up at a fixed offset, no decode); system-scope frames
 are the server's own (discovery probes, answered for all DIMEs; signaling to
 0xffff, where it answers PING).  Frames a DIME sends to a DIME of the same
 server are delivered locally (a switch never sends a frame back out of the
-port it came in).  Heartbeats going out update the discovery table.  A DIME
+port it came in).  Orchestrator fencing is server-wide: a request whose LEADER_EPOCH is older than one
+any of its DIMEs accepted (kept in the state directory, so across DIME restarts too) is refused, by the
+server at 0xffff and by every DIME (:func:`pxproto.node.state.raise_leader_fence`).
+Heartbeats going out update the discovery table.  A DIME
 process that dies is started again, with a new epoch.
 """
 
@@ -33,7 +36,7 @@ from pxproto.errors import ProtocolError
 from pxproto.fastpath import COMPILED as FASTPATH
 from pxproto.fastpath import decode, encode
 from pxproto.link import Port
-from pxproto.node import fastrx, memory
+from pxproto.node import fastrx, memory, state
 from pxproto.node.counters import SERVER_COUNTER_NAMES, ServerCounterId
 from pxproto.node.dime import DimeConfig
 from pxproto.wire import ethertypes, spec
@@ -212,6 +215,14 @@ class Server:
         body = frame.body
         assert isinstance(body, Signaling)
         if body.op is not Op.REQUEST:
+            return
+        fence = body.param(TlvType.LEADER_EPOCH)
+        if isinstance(fence, int) and state.raise_leader_fence(self.cfg.state_dir, fence) > fence:
+            self.counters["rejected_fenced"] += 1  # the server's fence: what any of its DIMEs accepted
+            stale = (Tlv(TlvType.TEXT, "stale leader epoch"),)
+            reply = Signaling(body.cmd, Op.RESPONSE, body.req_id, Status.DENIED, stale)
+            peer = Address(frame.src_mac, frame.src_dime, frame.src_thread)
+            self._tx_own([frame_to(Address(self.mac, DIME_ALL, frame.dst_thread), peer, reply)])
             return
         handler = {
             Command.PING: self._sys_ping,

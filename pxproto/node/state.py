@@ -1,4 +1,5 @@
-"""What a server's kernel keeps across restarts: its MAC and each DIME's boot counter (epoch)."""
+"""What a server's kernel keeps across restarts: its MAC, each DIME's boot counter (epoch), and the newest
+orchestrator leader epoch its DIMEs accepted (the server's fence)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import fcntl
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -51,30 +53,38 @@ def default_state_dir(where: str, environ: dict[str, str] | None = None) -> Path
     return private_dir(base / hashlib.sha256(where.encode()).hexdigest()[:12])
 
 
-def _rw_counter(path: Path, bump: bool) -> int:
+def _update_counter(path: Path, change: Callable[[int], int]) -> tuple[int, int]:
+    """Apply ``change`` to the number in ``path`` under an exclusive lock (written and synced only when it
+    changes); returns (before, after)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         raw = os.read(fd, 64).strip()
         try:
-            value = int(raw or b"0")
+            before = int(raw or b"0")
         except ValueError:
-            value = 0
-        if bump:
-            value = (value + 1) & 0xFFFFFFFF or 1
+            before = 0
+        after = change(before)
+        if after != before:
             os.lseek(fd, 0, os.SEEK_SET)
             os.ftruncate(fd, 0)
-            os.write(fd, f"{value}\n".encode())
+            os.write(fd, f"{after}\n".encode())
             os.fsync(fd)
-        return value
+        return before, after
     finally:
         os.close(fd)
 
 
 def next_epoch(state_dir: str | os.PathLike[str], dime: int) -> int:
     """Increment and return DIME ``dime``'s persistent epoch (1 on its first boot)."""
-    return _rw_counter(Path(state_dir) / f"dime-{dime}.epoch", True)
+    return _update_counter(Path(state_dir) / f"dime-{dime}.epoch", lambda v: (v + 1) & 0xFFFFFFFF or 1)[1]
+
+
+def raise_leader_fence(state_dir: str | os.PathLike[str], epoch: int) -> int:
+    """The server's leader fence (the newest LEADER_EPOCH any of its DIMEs accepted, kept across restarts):
+    raise it to ``epoch`` if that is newer, and return what it was before."""
+    return _update_counter(Path(state_dir) / "leader-epoch", lambda v: max(v, epoch))[0]
 
 
 def server_mac(state_dir: str | os.PathLike[str]) -> bytes:

@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--etcd", help="URL[,URL...]: keep the plan in etcd and lead only when elected (several may run)")
     run.add_argument("--name", help="this orchestrator's name in the election (default: its MAC)")
     run.add_argument("--lease-ttl", type=int, default=1, help="leader lease, seconds (default 1)")
+    run.add_argument("--peer", default="127.0.0.1", metavar="HOST|none",
+                     help="address followers reach this orchestrator's TCP port on, to see it die (default "
+                          "127.0.0.1: every orchestrator on this host; none: the lease alone)")  # fmt: skip
     dep = sub.add_parser("deploy", help="deploy a service file through a running orchestrator")
     dep.add_argument("file")
     dep.add_argument("--control", default=DEFAULT_CONTROL)
@@ -171,7 +174,13 @@ def main(argv: list[str] | None = None) -> int:
             from pxproto.orch.leader import Leadership
             from pxproto.orch.store import EtcdKv
 
-            leadership = Leadership(driver, EtcdKv(args.etcd), args.name or core.local.mac.hex(":"), args.lease_ttl)
+            peer = None if args.peer == "none" else args.peer
+            try:
+                leadership = Leadership(driver, EtcdKv(args.etcd), args.name or core.local.mac.hex(":"),
+                                        args.lease_ttl, peer_host=peer)  # fmt: skip
+            except OSError as exc:
+                print(f"pxorch: --peer {args.peer}: cannot listen there: {exc}", file=sys.stderr)
+                return 2
             leadership.keyring_version = max(keys, default=0)
             print(f"pxorch: plan and election in etcd {args.etcd}; following until elected", flush=True)
         return Daemon(driver, args.control, args.store, leadership=leadership, signer=signer).run()

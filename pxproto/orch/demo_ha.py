@@ -7,8 +7,10 @@ from etcd's plan (nothing that runs is redeployed; each restored replica is aske
 SIGKILLs a DIME's process, and the new leader detects and repairs it.  It prints:
 
 - ``takeover``: from the old leader's SIGKILL to the new leader having restored the plan and sent its first
-  fenced commands (the USAGE reconciliation queries, stamped with its LEADER_EPOCH).  It is bounded by the
-  lease TTL (``LEASE_TTL``) plus a quarter TTL of election polling;
+  fenced commands (the USAGE reconciliation queries, stamped with its LEADER_EPOCH).  A follower sees the
+  leader's process end (its TCP link to it closes, :mod:`pxproto.orch.peer`), revokes the dead leader's lease
+  and campaigns: tens of milliseconds, not the lease TTL (``LEASE_TTL``), which bounds it only when the
+  leader's host vanishes without closing anything;
 - detection and repair of the DIME, as the new leader logged them;
 - the sink's records checked line by line: items lost, duplicated, and ``ANSWER EXACT``;
 - the etcd write rate (keys written per second by the leaders, over the run).
@@ -168,7 +170,8 @@ class HaDemo(Demo):
 
         st = self.wait(repaired, 20, "the repair")
         evs = st["events"]
-        dead = next(e for e in evs if e["kind"] == "DimeDead" and e.get("key") == victim_text)
+        # The first death after the kill (a follower, unable to PING, logged silent DIMEs dead before it led).
+        dead = next(e for e in evs if e["kind"] == "DimeDead" and e.get("key") == victim_text and e["t"] >= dime_kill_t)
         done = next(e for e in evs if e["kind"] == "RepairDone" and e.get("dead") == victim_text)
         self.wait(lambda: self.lines_seen() >= total, total / self.rate * 3 + 30, "the whole stream")
         time.sleep(0.5)  # late duplicates, if any, would show up now

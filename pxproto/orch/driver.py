@@ -61,12 +61,16 @@ class Driver:
         self.gone = False
         self.muted = False
         """A follower (:mod:`pxproto.orch.leader`): it listens and keeps its liveness view warm, and sends nothing."""
+        self.before_send: Callable[[Output], None] | None = None
+        """Called with what is about to go out unmuted (a leader writes its plan ahead of its commands)."""
 
     def send(self, out: Output | None, even_muted: bool = False) -> None:
         """Send what the core returned; a muted (following) driver sends only ``even_muted`` output: discovery
         probes, which change nothing and keep this port known to the switch, so the broadcasts reach it."""
         if out is None:
             return
+        if self.before_send is not None and (out.frames or out.events) and not self.muted:
+            self.before_send(out)
         for frame in out.frames:
             if self.muted and not even_muted:
                 self.counters["muted"] = self.counters.get("muted", 0) + 1

@@ -4,7 +4,8 @@ The plan is a flat map of keys to small JSON values, made from the core by :func
 
 - ``service/NAME``: the checked service spec, its package (digest, size, signature), the wanted
   replica counts and where each source stage resumes;
-- ``placement/NAME/STAGE/MAC/DIME``: a replica's DIME and whether it runs;
+- ``placement/NAME/STAGE/MAC/DIME``: a replica's DIME, whether it runs, and while it is a repair not yet
+  finished, the DIME it replaces (a new leader finishes the repair and reports it, and places no other);
 - ``link/NAME/CHANNEL``: a data channel's two ends and whether both are wired;
 - ``keyring``: the cluster key ring's version (the active key id);
 - ``epoch/MAC/DIME``: the boot epoch seen from each DIME (a restarted DIME is not the one that was placed).
@@ -23,6 +24,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +42,23 @@ replacement re-yields a little more, and lineage drops the copies)."""
 
 class KvError(Exception):
     """The store could not be reached or refused the request."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a key: its create revision (a leader key's: the leader epoch), its lease and its value."""
+
+    revision: int
+    lease: int
+    value: bytes
+
+
+class Watch(Protocol):
+    """A watch on one key (:meth:`Kv.watch`); ``alive`` turns False when its stream broke (watch again)."""
+
+    @property
+    def alive(self) -> bool: ...
+    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,23 @@ class Kv(Protocol):
         ...
 
     def revoke(self, lease: int) -> None: ...
+    def holder(self, key: str) -> Holder | None:
+        """The key's create revision, lease and value, or None when it does not exist."""
+        ...
+
+    def watch(self, key: str, on_delete: Callable[[], None]) -> Watch:
+        """Call ``on_delete`` (from any thread) each time ``key`` is deleted, e.g. when its lease expires."""
+        ...
+
+
+class _MemoryWatch:
+    def __init__(self, kv: MemoryKv, key: str, fn: Callable[[], None]) -> None:
+        self.kv, self.key, self.fn, self.alive = kv, key, fn, True
+
+    def stop(self) -> None:
+        self.alive = False
+        if self in self.kv.watches:
+            self.kv.watches.remove(self)
 
 
 class MemoryKv:
@@ -78,7 +114,13 @@ class MemoryKv:
         """lease -> (ttl, expiry)."""
         self.revision = 1
         self.writes = 0
+        self.watches: list[_MemoryWatch] = []
         self._lock = threading.Lock()
+
+    def _deleted(self, key: str) -> None:
+        for w in list(self.watches):
+            if w.key == key:
+                w.fn()
 
     def _expire(self) -> None:
         now = self.clock()
@@ -91,6 +133,7 @@ class MemoryKv:
         for k in [k for k, v in self.data.items() if v[2] == lease]:
             del self.data[k]
             self.revision += 1
+            self._deleted(k)
 
     def range(self, prefix: str) -> dict[str, bytes]:
         with self._lock:
@@ -109,7 +152,8 @@ class MemoryKv:
                 old = self.data.get(k)
                 self.data[k] = (v, old[1] if old else self.revision, 0)
             for k in deletes:
-                self.data.pop(k, None)
+                if self.data.pop(k, None) is not None:
+                    self._deleted(k)
             self.writes += len(puts) + len(deletes)
             return True
 
@@ -141,7 +185,50 @@ class MemoryKv:
 
     def revoke(self, lease: int) -> None:
         with self._lock:
+            if lease not in self.leases:
+                raise KvError(f"lease {lease:x} not found")
             self._drop(lease)
+
+    def holder(self, key: str) -> Holder | None:
+        with self._lock:
+            self._expire()
+            v = self.data.get(key)
+            return None if v is None else Holder(v[1], v[2], v[0])
+
+    def watch(self, key: str, on_delete: Callable[[], None]) -> Watch:
+        w = _MemoryWatch(self, key, on_delete)
+        self.watches.append(w)
+        return w
+
+
+class _EtcdWatch:
+    """A watch stream on the JSON gateway, read by a daemon thread."""
+
+    def __init__(self, kv: EtcdKv, key: str, fn: Callable[[], None]) -> None:
+        import requests
+
+        self.alive = True
+        c = kv.clients[kv.current]
+        body = {"create_request": {"key": _b64(key), "filters": ["NOPUT"]}}
+        try:
+            self._resp = requests.post(c.get_url("/watch"), json=body, stream=True, timeout=(kv.timeout, None))
+        except requests.RequestException as exc:
+            self.alive = False
+            raise KvError(f"etcd watch {key}: {exc}") from exc
+        self._thread = threading.Thread(target=self._read, args=(fn,), daemon=True, name=f"watch {key}")
+        self._thread.start()
+
+    def _read(self, fn: Callable[[], None]) -> None:
+        try:
+            for line in self._resp.iter_lines():
+                if line and json.loads(line).get("result", {}).get("events"):
+                    fn()  # NOPUT: every event is a deletion
+        except Exception:  # the stream broke (etcd restarted, or stop()); the owner watches again
+            pass
+        self.alive = False
+
+    def stop(self) -> None:
+        self._resp.close()
 
 
 def _b64(s: str | bytes) -> str:
@@ -174,6 +261,7 @@ class EtcdKv:
             host, _, port = rest.rstrip("/").rpartition(":")
             self.clients.append(Etcd3Client(host=host, port=int(port), protocol=proto, timeout=timeout,
                                             api_path="/v3/"))  # fmt: skip
+        self.timeout = timeout
         self.current = 0
         self.writes = 0
         self.requests = 0
@@ -235,6 +323,16 @@ class EtcdKv:
     def revoke(self, lease: int) -> None:
         self._post("/kv/lease/revoke", {"ID": lease})
 
+    def holder(self, key: str) -> Holder | None:
+        kvs = self._post("/kv/range", {"key": _b64(key)}).get("kvs", [])
+        if not kvs:
+            return None
+        kv = kvs[0]
+        return Holder(int(kv["create_revision"]), int(kv.get("lease", 0)), base64.b64decode(kv.get("value", "")))
+
+    def watch(self, key: str, on_delete: Callable[[], None]) -> Watch:
+        return _EtcdWatch(self, key, on_delete)
+
 
 def _key(k: tuple[bytes, int]) -> str:
     return f"{k[0].hex(':')}/{k[1]}"
@@ -253,9 +351,10 @@ def plan_of(core: Orchestrator, keyring_version: int = 0) -> dict[str, str]:
             plan[f"resume/{name}/{stage}"] = json.dumps(first)
         for rep in svc.replicas:
             if rep.live:
-                plan[f"placement/{name}/{rep.stage.name}/{_key(rep.key)}"] = json.dumps(
-                    {"running": rep.state is RState.RUNNING, "first": rep.first}
-                )
+                rec: dict[str, Any] = {"running": rep.state is RState.RUNNING, "first": rep.first}
+                if rep.repair_of is not None and not rep.announced:  # a repair under way: its successor ends it
+                    rec["repair_of"] = [_key(rep.repair_of), rep.repair_t0]
+                plan[f"placement/{name}/{rep.stage.name}/{_key(rep.key)}"] = json.dumps(rec)
         for link in svc.links:
             wired = link.out is End.DONE and link.inp is End.DONE
             plan[f"link/{name}/{link.channel}"] = json.dumps([_key(link.up.key), _key(link.down.key), wired])
@@ -326,4 +425,16 @@ class PlanWriter:
         return True
 
 
-__all__ = ["PLAN_PREFIX", "PREFIX", "EtcdKv", "Fence", "Kv", "KvError", "MemoryKv", "PlanWriter", "plan_of"]
+__all__ = [
+    "PLAN_PREFIX",
+    "PREFIX",
+    "EtcdKv",
+    "Fence",
+    "Holder",
+    "Kv",
+    "KvError",
+    "MemoryKv",
+    "PlanWriter",
+    "Watch",
+    "plan_of",
+]

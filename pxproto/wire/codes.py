@@ -417,3 +417,5 @@ class ServerCounterId(IntEnum):
     REJECTED_REPLAY = 9
     """System-scope frames whose counter was replayed or too late."""
     FAULT_REPORTS = 10
+    REJECTED_FENCED = 11
+    """Requests refused because their LEADER_EPOCH was older than one any DIME of this server had accepted."""
