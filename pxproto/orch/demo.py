@@ -192,12 +192,21 @@ class Demo:
         self.regulator = regulator or {}
         """Overrides of the bundled service file's [regulator] (e.g. a slower heartbeat on a loaded host)."""
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.kernels: dict[int, tuple[subprocess.Popen[bytes], tuple[int | str, Path, Path, str | None]]] = {}
+        """Server index -> its pxkernel process and how it was started (to start it again)."""
+        self.mirror = True
+        """Whether the switch mirrors every frame to the capture."""
+        self.draw = True
+        """Whether the run draws its timeline picture."""
         self.t0 = time.monotonic()
         self.phase = ""
         self.kill_t: float | None = None
         self.absorbed = 0
         """Sink records committed on two servers for one lineage (a repaired sink's replay), kept once."""
         self.env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def new_result(self) -> Result:
+        return Result()
 
     # ------------------------------------------------------------- output
 
@@ -220,7 +229,8 @@ class Demo:
     def start_switch(self, ports: list[int] | list[str], capture: Path, netns: str | None = None) -> None:
         """The switch on UDP ports of 127.0.0.1 (ints) or on named ports (``afpacket:interface=...``)."""
         args = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(self.wd / "switch.sock")]
-        args += ["--mirror", str(capture)]
+        if self.mirror:
+            args += ["--mirror", str(capture)]
         if netns:
             args = ["ip", "netns", "exec", netns, *args]
         for p in ports:
@@ -236,8 +246,10 @@ class Demo:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         cmd += ["--memory-chunks", "16", "--store", str(store), "--state-dir", str(self.wd / f"server{i}")]
         cmd += ["--key", str(keyfile), "--heartbeat-ms", str(self.regulator.get("heartbeat_ms", 50))]
-        log = open(self.wd / f"server{i}.log", "wb")
-        self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT))
+        log = open(self.wd / f"server{i}.log", "ab")
+        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        self.kernels[i] = (proc, (port, store, keyfile, netns))
 
     def stop_all(self) -> None:
         for p in reversed(self.procs):
@@ -286,7 +298,7 @@ class Demo:
     # ------------------------------------------------------------- the run
 
     def run(self) -> Result:
-        res = Result()
+        res = self.new_result()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         capture = self.out_dir / "demo.pcapng"
         spec = load_service(SERVICE_FILE)
@@ -323,7 +335,9 @@ class Demo:
             self.stop_all()
             if self.netns is not None:
                 self.netns.delete()
-        res.capture = str(capture)
+        res.capture = str(capture) if self.mirror else ""
+        if not self.draw:
+            return res
         try:
             res.picture = str(self._picture(core, drv, res))
         except ImportError as exc:
@@ -367,8 +381,8 @@ class Demo:
             self.say(f"pxswitch on {len(ports)} UDP ports; {self.servers} pxkernel servers of {self.dimes} DIMEs each")
         return wire
 
-    def _run(self, res: Result, core: Orchestrator, drv: Driver, spec: ServiceSpec, store: Path,
-             answer: dict[str, Any], expected: dict[int, bytes]) -> None:  # fmt: skip
+    def _discover(self, core: Orchestrator, drv: Driver) -> None:
+        """Probe until every DIME of every server is up and free."""
         want = self.servers * self.dimes
         self.section("discovery")
         self.t_probe = time.monotonic()
@@ -388,6 +402,8 @@ class Demo:
             raise DemoError(f"only {len(core.pool)} of {want} DIMEs came up\n{self.logs()}")
         self.say(f"pool: {len(core.pool.servers)} servers, {len(core.pool)} DIMEs, {core.pool.counts()}")
 
+    def _deploy(self, core: Orchestrator, drv: Driver, spec: ServiceSpec, store: Path) -> None:
+        """Pack, sign and store the package; deploy the service and wait until it runs."""
         self.section("deployment")
         stages_dir = spec.package
         assert stages_dir is not None
@@ -400,6 +416,11 @@ class Demo:
             raise DemoError(f"the service did not deploy\n{self.logs()}")
         if not self.quiet:
             print(table(core.status(time.monotonic())))
+
+    def _run(self, res: Result, core: Orchestrator, drv: Driver, spec: ServiceSpec, store: Path,
+             answer: dict[str, Any], expected: dict[int, bytes]) -> None:  # fmt: skip
+        self._discover(core, drv)
+        self._deploy(core, drv, spec, store)
 
         self.section("streaming, scale-out, a DIME killed mid-stream")
         total = answer["lines"]
@@ -570,13 +591,20 @@ def choose_workdir(workdir: Path | None) -> Path:
     return workdir
 
 
+def attempt(demo: Demo, command: str) -> Result | None:
+    """Run ``demo``; if it cannot (a :class:`DemoError`), say why and where its logs are, and return None."""
+    try:
+        return demo.run()
+    except DemoError as exc:
+        print(f"pxorch {command}: {exc}", file=sys.stderr)
+        print(f"workdir: {demo.wd} (logs)", file=sys.stderr)
+        return None
+
+
 def main(out_dir: str | None = None, workdir: Path | None = None, **kw: Any) -> int:
     demo = Demo(Path(out_dir) if out_dir else None, workdir=workdir, **kw)
-    try:
-        res = demo.run()
-    except DemoError as exc:
-        print(f"pxorch demo: {exc}", file=sys.stderr)
-        print(f"workdir: {demo.wd} (logs)", file=sys.stderr)
+    res = attempt(demo, "demo")
+    if res is None:
         return 1
     print()
     print(f"capture: {res.capture}")
@@ -588,4 +616,4 @@ def main(out_dir: str | None = None, workdir: Path | None = None, **kw: Any) -> 
     return 0 if res.ok else 1
 
 
-__all__ = ["Demo", "DemoError", "Result", "choose_workdir", "main"]
+__all__ = ["Demo", "DemoError", "Result", "attempt", "choose_workdir", "main"]
