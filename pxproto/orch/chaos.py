@@ -69,8 +69,6 @@ class Kill:
 @dataclass
 class ChaosResult(Result):
     kills: list[Kill] = field(default_factory=list)
-    false_deaths: int = 0
-    """DIMEs declared dead that no kill had hit (lost frames, a starved host); each is RESET and replaced."""
     loss: float = 0.0
     seconds: float = 0.0
 
@@ -179,7 +177,7 @@ class Chaos(Demo):
         drv.run_until(lambda: False, 1.0)  # late duplicates, if any, would show up now
         res.seconds = time.monotonic() - t_begin
         self.section("result")
-        self._measure(res, core, {"killed": None}, expected, answer)
+        self._measure(res, core, {"killed": None, "note_false": False}, expected, answer)
         self._summary(res, core)
 
     def _kill(self, core: Orchestrator, drv: Driver, service: str, kind: str) -> Kill | None:
