@@ -133,7 +133,10 @@ class Cluster:
             except OSError:
                 continue
             if len(args) >= 4 and args[1:3] == [b"-m", b"pxproto.node.dime"]:
-                cfg = json.loads(args[3])
+                try:
+                    cfg = json.loads(args[3])
+                except ValueError:  # caught mid-exec: a partial command line
+                    continue
                 if cfg.get("dime") == dime and cfg.get("mac") == mac:
                     return int(entry)
         return None

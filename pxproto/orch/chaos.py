@@ -137,7 +137,7 @@ class Chaos(Demo):
         now = time.monotonic()
         if now >= self._next_read:
             self._next_read = now + 0.5
-            self.seen = len({lin for lin, _, _ in self.sink_records()})
+            self.seen = self.lines_seen()
 
     def _run(self, res: Result, core: Orchestrator, drv: Driver, spec: ServiceSpec, store: Path,
              answer: dict[str, Any], expected: dict[int, bytes]) -> None:  # fmt: skip

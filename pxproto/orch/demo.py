@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from typing import Any, ClassVar
 
 from pxproto import package
 from pxproto.dime.keys import fresh_keys, write_keyfile
-from pxproto.link import PacketPort, Port, UdpPort, free_udp_ports
+from pxproto.link import Port, UdpPort, free_udp_ports
 from pxproto.orch import timeline
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
 from pxproto.orch.driver import Driver, raise_priority
@@ -58,87 +57,15 @@ from pxproto.orch.events import (
     ServiceDeployed,
     key_text,
 )
+from pxproto.orch.netns import Namespaces, NetnsError
 from pxproto.orch.service import ServiceSpec, load_service
+from pxproto.orch.sinkread import SinkReader
 from pxproto.orch.status import table
-from pxproto.package import LocalStore, keyed_records
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 SERVICE_FILE = WORKFLOWS / "wordcount.service.toml"
 ORCH_MAC = bytes.fromhex("020000000afe")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Namespaces:
-    """The ``--netns`` layout: a namespace for the switch, one per server and one for the orchestrator, each
-    wired to the switch's namespace by a veth pair (names carry a random tag, so runs do not collide)."""
-
-    def __init__(self) -> None:
-        tag = os.urandom(3).hex()
-        self.tag = tag
-        self.switch_ns = f"pxosw{tag}"
-        self.server_ns: list[str] = []
-        self.server_ends: list[str] = []
-        self.switch_ends: list[str] = []
-        self.orch_ns = f"pxoo{tag}"
-        self.orch_end = f"o{tag}"
-        self.made: list[str] = []
-
-    @staticmethod
-    def _ip(*args: str) -> None:
-        r = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
-        if r.returncode != 0:
-            raise DemoError(f"ip {' '.join(args)}: {r.stderr.strip()} (--netns needs root and iproute2)")
-
-    def _pair(self, ns: str, end: str, switch_end: str) -> None:
-        self._ip("link", "add", end, "netns", ns, "type", "veth", "peer", "name", switch_end, "netns", self.switch_ns)
-        self._ip("-n", ns, "link", "set", end, "up")
-        self._ip("-n", self.switch_ns, "link", "set", switch_end, "up")
-        self.switch_ends.append(switch_end)
-
-    def create(self, servers: int) -> None:
-        if os.geteuid() != 0:
-            raise DemoError("--netns needs root (network namespaces, veth, AF_PACKET)")
-        for ns in (self.switch_ns, self.orch_ns, *(f"pxos{i}{self.tag}" for i in range(servers))):
-            self._ip("netns", "add", ns)
-            self.made.append(ns)
-            self._ip("-n", ns, "link", "set", "lo", "up")
-        for i in range(servers):
-            ns, end = f"pxos{i}{self.tag}", f"s{i}{self.tag}"
-            self._pair(ns, end, f"w{i}{self.tag}")
-            self.server_ns.append(ns)
-            self.server_ends.append(end)
-        self._pair(self.orch_ns, self.orch_end, f"wo{self.tag}")
-
-    def orchestrator_wire(self) -> PacketPort:
-        """An AF_PACKET socket on the orchestrator's veth end, opened inside its namespace (this process stays
-        where it is: a socket keeps the namespace it was made in)."""
-        target = os.open(f"/run/netns/{self.orch_ns}", os.O_RDONLY)
-        own = os.open("/proc/self/ns/net", os.O_RDONLY)
-        try:
-            _setns(target)
-            try:
-                wire = PacketPort(self.orch_end)
-                # /sys shows this process's namespace, not the veth's: ask the socket for the interface's MAC.
-                wire.mac = wire.sock.getsockname()[4]
-                return wire
-            finally:
-                _setns(own)
-        finally:
-            os.close(target)
-            os.close(own)
-
-    def delete(self) -> None:
-        for ns in reversed(self.made):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        self.made.clear()
-
-
-def _setns(fd: int) -> None:
-    """Enter a network namespace (os.setns arrived in Python 3.12)."""
-    import ctypes
-
-    if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-        raise OSError(ctypes.get_errno(), "setns")
 
 
 @dataclass
@@ -205,6 +132,7 @@ class Demo:
         self.kill_t: float | None = None
         self.absorbed = 0
         """Sink records committed on two servers for one lineage (a repaired sink's replay), kept once."""
+        self.sink = SinkReader(self.wd, servers, "wordcount/results")
         self.env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
     def new_result(self) -> Result:
@@ -273,29 +201,15 @@ class Demo:
     # ------------------------------------------------------------- the sink's records
 
     def sink_records(self) -> list[tuple[int, float, bytes]]:
-        """The sink's committed records on every server: one per lineage (the earliest), a keyed table.
+        """The sink's committed records on every server: one per lineage (the earliest), a keyed table
+        (:mod:`pxproto.orch.sinkread`; ``self.absorbed`` counts copies committed again on another server)."""
+        recs = self.sink.records()
+        self.absorbed = self.sink.absorbed
+        return recs
 
-        A replacement sink on another server may commit a lineage its dead predecessor had committed and not
-        yet completed upstream; ``self.absorbed`` counts those copies (the same result, kept once)."""
-        by_lineage: dict[int, tuple[int, float, bytes]] = {}
-        copies = 0
-        for i in range(self.servers):
-            root = self.wd / f"server{i}" / "store"
-            if not (root / "objects").exists():
-                continue
-            for lineage, rest in keyed_records(LocalStore(root).records("wordcount/results")):
-                (t,) = TIME.unpack_from(rest)
-                rec = (lineage, t, rest[TIME.size :])
-                old = by_lineage.get(lineage)
-                if old is not None:
-                    copies += 1
-                    if old[2] != rec[2]:  # not the same result: keep both visible as a duplicate line
-                        by_lineage[lineage ^ (1 << 63)] = rec
-                    if t >= old[1]:
-                        continue
-                by_lineage[lineage] = rec
-        self.absorbed = copies
-        return sorted(by_lineage.values(), key=lambda r: r[1])
+    def lines_seen(self) -> int:
+        """How many lineages the sink holds now (reads only what was committed since the last call)."""
+        return self.sink.update()
 
     # ------------------------------------------------------------- the run
 
@@ -363,7 +277,10 @@ class Demo:
         wire: Port
         if self.netns is not None:
             net = self.netns
-            net.create(self.servers)
+            try:
+                net.create(self.servers)
+            except NetnsError as exc:
+                raise DemoError(str(exc)) from None
             self.start_switch([f"afpacket:interface={w}" for w in net.switch_ends], capture, net.switch_ns)
             time.sleep(0.3)
             for i in range(self.servers):
@@ -433,7 +350,7 @@ class Demo:
             if now < state["next_read"]:
                 return
             state["next_read"] = now + 0.2
-            seen = len({lin for lin, _, _ in self.sink_records()})
+            seen = self.lines_seen()
             state["seen"] = seen
             if now - state["last_print"] >= 1.0:
                 state["last_print"] = now
@@ -570,17 +487,14 @@ def dime_pid(mac: bytes, dime: int) -> int | None:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        with contextlib.suppress(OSError):
+        # A process caught mid-exec (or another program's) may show a partial command line: not ours.
+        with contextlib.suppress(OSError, ValueError):
             args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             if len(args) >= 4 and args[1:3] == [b"-m", b"pxproto.node.dime"]:
                 cfg = json.loads(args[3])
                 if cfg.get("dime") == dime and cfg.get("mac") == mac.hex():
                     return int(entry)
     return None
-
-
-TIME = struct.Struct("!d")
-"""The head of a sink record after its lineage: monotonic seconds (see workflows/wordcount/stages.py)."""
 
 
 WORKDIR_PREFIX = "pxorch-demo-"

@@ -84,9 +84,6 @@ class HaDemo(Demo):
             time.sleep(0.05)
         raise DemoError(f"{what} did not happen within {timeout} s\n{self.logs()}")
 
-    def lines_seen(self) -> int:
-        return len({lin for lin, _, _ in self.sink_records()})
-
     def run_ha(self) -> bool:
         spec = load_service(SERVICE_FILE)
         assert spec.package is not None
