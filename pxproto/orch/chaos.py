@@ -215,7 +215,7 @@ class Chaos(Demo):
 
     def _server_index(self, mac: bytes) -> int | None:
         """Which of this run's pxkernel processes is the server ``mac`` (the parent of its DIME 0)."""
-        pid = next((dime_pid(mac, d) for d in range(self.dimes) if dime_pid(mac, d) is not None), None)
+        pid = next(filter(None, (dime_pid(mac, d) for d in range(self.dimes))), None)
         if pid is None:
             return None
         status = Path(f"/proc/{pid}/status").read_text()
