@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pxproto.link import free_udp_ports
+from pxproto.node.testbed import dime_identity
 from pxproto.orch.chaos import KINDS, run
 
 
@@ -82,3 +83,12 @@ def test_lossy_relay_refuses_bad_pairs() -> None:
     r = subprocess.run([sys.executable, "-m", "pxproto.testing.lossy", "--loss", "5", "12x:34"],
                        capture_output=True, text=True, env=env)  # fmt: skip
     assert r.returncode == 2 and "LISTEN_PORT:SWITCH_PORT" in r.stderr
+
+
+def test_a_dime_process_is_known_by_its_command_line_in_either_form() -> None:
+    head = [b"/usr/bin/python", b"-m", b"pxproto.node.dime"]
+    assert dime_identity([*head, b'{"dime": 1, "mac": "02aabbccddee", "fd": 3}']) == (1, "02aabbccddee")
+    assert dime_identity([*head, b"-", b"dime=2", b"mac=02:aa:bb:cc:dd:ee", b""]) == (2, "02aabbccddee")
+    assert dime_identity([*head, b""]) is None  # caught mid-exec
+    assert dime_identity([*head, b'{"dime": 1']) is None
+    assert dime_identity([b"/usr/bin/python", b"-m", b"pxproto.node.cli", b"{}"]) is None

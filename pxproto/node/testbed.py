@@ -27,6 +27,36 @@ KEY = fresh_keys()[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
+def dime_identity(cmdline: list[bytes]) -> tuple[int, str] | None:
+    """(DIME number, server MAC in hex) of a pxkernel DIME process, from its command line split at NULs:
+    ``python -m pxproto.node.dime CONFIG_JSON`` or ``... - dime=N mac=HEX ...`` (its config on stdin);
+    None for any other process, or one caught mid-exec (a partial command line)."""
+    if len(cmdline) < 4 or cmdline[1:3] != [b"-m", b"pxproto.node.dime"]:
+        return None
+    try:
+        if cmdline[3] == b"-":
+            kv = dict(a.decode().split("=", 1) for a in cmdline[4:] if b"=" in a)
+            return int(kv["dime"]), kv["mac"].replace(":", "")
+        cfg = json.loads(cmdline[3])
+        return int(cfg["dime"]), str(cfg["mac"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+
+
+def find_dime(mac: bytes, dime: int) -> int | None:
+    """The pid of the DIME process for (server ``mac``, ``dime``), found in /proc by its command line."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if dime_identity(args) == (dime, mac.hex()):
+            return int(entry)
+    return None
+
+
 class Cluster:
     """A pxswitch with one UDP port per kernel plus one for the test's client."""
 
@@ -124,22 +154,7 @@ class Cluster:
 
     def dime_pid(self, server: int, dime: int) -> int | None:
         """The pid of a DIME process of kernel ``server`` (found in /proc by its command line)."""
-        mac = self.servers[server].hex()
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if len(args) >= 4 and args[1:3] == [b"-m", b"pxproto.node.dime"]:
-                try:
-                    cfg = json.loads(args[3])
-                except ValueError:  # caught mid-exec: a partial command line
-                    continue
-                if cfg.get("dime") == dime and cfg.get("mac") == mac:
-                    return int(entry)
-        return None
+        return find_dime(self.servers[server], dime)
 
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())

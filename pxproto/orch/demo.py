@@ -25,7 +25,6 @@ namespaces are deleted at the end.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -44,6 +43,7 @@ from typing import Any, ClassVar
 from pxproto import package
 from pxproto.dime.keys import fresh_keys, write_keyfile
 from pxproto.link import Port, UdpPort, free_udp_ports
+from pxproto.node.testbed import find_dime
 from pxproto.orch import timeline
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
 from pxproto.orch.driver import Driver, raise_priority
@@ -484,17 +484,7 @@ def expected_results(spec: ServiceSpec, passes: int = 1) -> dict[int, bytes]:
 
 def dime_pid(mac: bytes, dime: int) -> int | None:
     """The pid of the pxkernel DIME process for (mac, dime), found in /proc."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        # A process caught mid-exec (or another program's) may show a partial command line: not ours.
-        with contextlib.suppress(OSError, ValueError):
-            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            if len(args) >= 4 and args[1:3] == [b"-m", b"pxproto.node.dime"]:
-                cfg = json.loads(args[3])
-                if cfg.get("dime") == dime and cfg.get("mac") == mac.hex():
-                    return int(entry)
-    return None
+    return find_dime(mac, dime)
 
 
 WORKDIR_PREFIX = "pxorch-demo-"
