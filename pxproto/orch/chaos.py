@@ -237,7 +237,8 @@ class Chaos(Demo):
                 reps = svc.live(st.name)
                 if len(reps) < svc.want[st.name] or not all(r.announced for r in reps):
                     return False
-            return not any(r.key in k.victims and r.placed_at <= k.t for r in svc.replicas)  # a reborn one may serve again
+            # (a victim reborn may serve again: only the replicas placed before the kill count)
+            return not any(r.key in k.victims and r.placed_at <= k.t for r in svc.replicas)
 
         if not drv.run_until(lambda: known() and whole(), 60.0, self._progress):
             res.notes.append(f"{k.kind} kill at {k.t - self.t0:.1f} s: the service not whole again within 60 s")
