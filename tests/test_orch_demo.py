@@ -60,7 +60,7 @@ def test_demo_sink_killed_exactly_once(tmp_path: Path, run: int) -> None:
 
 
 def test_demo_rate_reaches_the_source(tmp_path: Path) -> None:
-    demo = Demo(tmp_path / "out", rate=0, passes=3, work_us=0, workdir=tmp_path / "work")
+    demo = Demo(tmp_path / "out", rate=0, passes=3, work_us=7, workdir=tmp_path / "work")
     pkg = demo._package(Path(__file__).resolve().parents[1] / "pxproto" / "orch" / "workflows" / "wordcount")
     text = (pkg / "service.toml").read_text()
-    assert "rate = 0, passes = 3" in text and "work_us = 0" in text
+    assert "rate = 0, passes = 3" in text and "work_us = 7" in text

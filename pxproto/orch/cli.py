@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=int, default=0, help="source lines per second (default 0: unthrottled)")
     demo.add_argument("--passes", type=int, default=8,
                       help="times the source streams its 2,400-line corpus (default 8)")  # fmt: skip
-    demo.add_argument("--work-us", type=int, help="the transform's busy work per line (default 20 us)")
+    demo.add_argument("--work-us", type=int, help="the transform's busy work per line (default 0 us)")
     demo.add_argument("--no-kill", action="store_true", help="do not kill a DIME")
     demo.add_argument("--kill-stage", default="transform", choices=("source", "parse", "transform", "sink"),
                       help="whose DIME is killed (default transform)")  # fmt: skip
