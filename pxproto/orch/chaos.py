@@ -3,19 +3,19 @@
 The same cluster as ``pxorch demo`` (a pxswitch and three pxkernel servers of four DIMEs), with frames
 dropped at random on every hop, both directions, signaling and data alike.  With ``netns`` (root) each
 server lives in a network namespace of its own, wired by veth pairs (AF_PACKET at both ends), and
-``tc netem`` drops frames on every veth end.  The source streams
-the corpus many times over at a steady rate; meanwhile the run kills, one after the other, a DIME of each
+``tc netem`` drops frames on every veth end.  The source streams the corpus many times over at a steady
+rate; meanwhile the run kills, one after the other, a DIME of each
 stage kind (source, parse, transform, sink: SIGKILL to the DIME's process) and whole servers (SIGKILL to
 the pxkernel process: its DIMEs and MICE die with it; it is started again on the same state directory a
 moment later, as an operator's supervisor would).  After each kill it waits for the orchestrator's
 repair, lets the data flow a little, and kills again.
 
-Then it waits -- for as long as it takes, not up to a deadline that would excuse a loss -- until the
-sink holds every line, and checks the sink's records line by line (by item id: every line number once,
-with its known result).  Exactly once here means: every line has one lineage and one result; a
-replacement sink on another server that commits a lineage its dead predecessor had already committed
-writes the same record (the sink's commit is keyed by lineage, an idempotent record), and the reader
-keeps it once (``absorbed``).
+Then it waits -- for as long as lines keep arriving, not up to a deadline that would excuse a loss (it
+gives up only after 60 s without a new line) -- until the sink holds every line, and checks the sink's
+records line by line (by item id: every line number once, with its known result).  Exactly once here
+means: every line has one lineage and one result; a replacement sink on another server that commits a
+lineage its dead predecessor had already committed writes the same record (the sink's commit is keyed
+by lineage, an idempotent record), and the reader keeps it once (``absorbed``).
 
 Rootless (the default) it runs on the UDP wire with a lossy relay (:mod:`pxproto.testing.lossy`) in front
 of every switch port instead: the same loss, for kernels without ``sch_netem`` (or users without root).
@@ -147,7 +147,7 @@ class Chaos(Demo):
         self._discover(core, drv)
         self._deploy(core, drv, spec, store)
         total = answer["lines"]
-        self.section(f"chaos: {self.n_kills} kills, {total} lines at {self.rate}/s, {self.loss}% loss per veth end")
+        self.section(f"chaos: {self.n_kills} kills, {total} lines at {self.rate}/s, {self.loss}% loss per hop")
         plan: list[str] = []
         while len(plan) < self.n_kills:
             rnd = list(KINDS)
