@@ -360,6 +360,19 @@ def test_commit_keeps_one_record_per_lineage(tmp_path: Path) -> None:
     assert keyed_records(store.records("out")) == [(7, b"a"), (8, b"b")]
 
 
+def test_an_appender_writes_each_record_through_at_once(tmp_path: Path) -> None:
+    from pxproto.package import LocalStore
+
+    store = LocalStore(tmp_path)
+    one, two = store.appender("a/out"), store.appender("a/out")  # two sinks' handles on one object
+    one(b"first")
+    assert store.records("a/out") == [b"first"]  # in the file when the call returns: nothing buffered
+    two(b"second" * 1000)
+    store.append("a/out", b"third")
+    one(b"")
+    assert store.records("a/out") == [b"first", b"second" * 1000, b"third", b""]
+
+
 def test_a_yielded_list_is_a_batch_of_items() -> None:
     class Rec:
         def __init__(self) -> None:
