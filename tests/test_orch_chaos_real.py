@@ -29,6 +29,7 @@ def test_chaos_thirty_kills_real_processes_with_loss(tmp_path: Path) -> None:
     assert all(k.repair is not None for k in res.kills), res.notes
     assert res.lost == 0 and res.duplicated == 0 and res.wrong == 0, res
     assert res.distinct == res.lines, res
+    assert res.mem_over == 0 and 0 < res.mem_peak[1], res.mem_peak  # within every DIME's chunk limit
     assert res.ok, res
 
 

@@ -71,6 +71,10 @@ class ChaosResult(Result):
     kills: list[Kill] = field(default_factory=list)
     loss: float = 0.0
     seconds: float = 0.0
+    mem_peak: tuple[int, int] = (0, 0)
+    """The highest (chunks used, chunk limit) any DIME reported in a heartbeat, by share of its limit."""
+    mem_over: int = 0
+    """Heartbeats seen (sampled every half second) reporting more chunks used than the DIME's limit."""
 
 
 class Chaos(Demo):
@@ -91,6 +95,8 @@ class Chaos(Demo):
         self.mirror = self.draw = False  # minutes of traffic: no capture, no picture
         self.seen = 0
         self._next_read = 0.0
+        self._res = ChaosResult()
+        self._core: Orchestrator | None = None
 
     def new_result(self) -> ChaosResult:
         return ChaosResult()
@@ -138,10 +144,19 @@ class Chaos(Demo):
         if now >= self._next_read:
             self._next_read = now + 0.5
             self.seen = self.lines_seen()
+            res, core = self._res, self._core
+            # memory stays within each DIME's chunk limit
+            for v in core.pool.dimes.values() if core is not None else ():
+                if v.mem_limit:
+                    res.mem_over += v.mem_used > v.mem_limit
+                    used, limit = res.mem_peak
+                    if not limit or v.mem_used * limit > used * v.mem_limit:
+                        res.mem_peak = (v.mem_used, v.mem_limit)
 
     def _run(self, res: Result, core: Orchestrator, drv: Driver, spec: ServiceSpec, store: Path,
              answer: dict[str, Any], expected: dict[int, bytes]) -> None:  # fmt: skip
         assert isinstance(res, ChaosResult)
+        self._res, self._core = res, core
         res.loss = self.loss
         t_begin = time.monotonic()
         self._discover(core, drv)
@@ -277,6 +292,10 @@ class Chaos(Demo):
                 self.say(f"{name}: median {statistics.median(got) * 1e3:.0f} ms, max {max(got) * 1e3:.0f} ms"
                          f" ({len(got)} of {len(xs)})")  # fmt: skip
         self.say(f"DIMEs declared dead with no kill: {res.false_deaths}; run {res.seconds:.0f} s")
+        self.say(f"memory: peak {res.mem_peak[0]} of {res.mem_peak[1]} chunks in a DIME's heartbeat;"
+                 f" {res.mem_over} over the limit")  # fmt: skip
+        if res.mem_over:
+            res.ok = False
         unrepaired = sum(1 for k in res.kills if k.repair is None)
         if unrepaired:
             res.ok = False
