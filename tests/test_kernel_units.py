@@ -395,3 +395,12 @@ def test_a_yielded_list_is_a_batch_of_items() -> None:
     assert derived.got == derived_batch.got
     with pytest.raises(TypeError):
         mice._emit(Rec(), iter([[b"x", 3]]), 99, ctx, 0)  # type: ignore[arg-type, list-item]
+
+
+def test_a_mice_before_its_ready_record_has_no_memory_figure() -> None:
+    from pxproto.node.dime import Dime
+    from pxproto.node.machine import Mice
+
+    # Its baseline comes in READY: until then all of its VmData would count, dozens of chunks over its limit.
+    assert Dime.mice_mem_chunks(None, Mice(os.getpid(), 1, 2, "sink")) is None  # type: ignore[arg-type]
+    assert Dime.mice_mem_chunks(None, Mice(os.getpid(), 1, 2, "sink", baseline=1)) is not None  # type: ignore[arg-type]

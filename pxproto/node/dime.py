@@ -175,6 +175,8 @@ class Dime(OwnChannels):
         return int((t.user + t.system) * 1e9), memory.proc_cpu_ns(m.pid) if m is not None else 0
 
     def mice_mem_chunks(self, m: Mice) -> int | None:
+        if not m.baseline:  # before its READY record: all of its VmData would count (a 100 MB "MICE")
+            return None
         st = memory.proc_status(m.pid)
         return memory.chunks_of(st.get("VmData", m.baseline) - m.baseline)
 
