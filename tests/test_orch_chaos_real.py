@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pxproto.link import free_udp_ports
-from pxproto.node.testbed import dime_identity
+from pxproto.node.testbed import dime_identity, find_dime
 from pxproto.orch.chaos import KINDS, run
 
 
@@ -93,3 +93,17 @@ def test_a_dime_process_is_known_by_its_command_line_in_either_form() -> None:
     assert dime_identity([*head, b""]) is None  # caught mid-exec
     assert dime_identity([*head, b'{"dime": 1']) is None
     assert dime_identity([b"/usr/bin/python", b"-m", b"pxproto.node.cli", b"{}"]) is None
+
+
+def test_the_dime_is_found_not_its_mice(tmp_path: Path) -> None:
+    # A fake /proc: the DIME (pid 20, child of the server 10) and its MICE (pid 30, a fork of it: the same
+    # command line), and another server's DIME 2.
+    dime = [b"python", b"-m", b"pxproto.node.dime"]
+    config = b'{"dime": 2, "mac": "02aabbccddee"}'
+    for pid, ppid, args in ((10, 1, [b"python", b"-m", b"pxproto.node.cli"]), (30, 20, [*dime, config]),
+                            (20, 10, [*dime, config]), (40, 11, [*dime, b'{"dime": 2, "mac": "02ff"}'])):  # fmt: skip
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cmdline").write_bytes(b"\0".join(args) + b"\0")
+        (tmp_path / str(pid) / "status").write_text(f"Name:\tpython\nPPid:\t{ppid}\n")
+    assert find_dime(bytes.fromhex("02aabbccddee"), 2, tmp_path) == 20
+    assert find_dime(bytes.fromhex("02aabbccddee"), 1, tmp_path) is None

@@ -43,18 +43,30 @@ def dime_identity(cmdline: list[bytes]) -> tuple[int, str] | None:
         return None
 
 
-def find_dime(mac: bytes, dime: int) -> int | None:
-    """The pid of the DIME process for (server ``mac``, ``dime``), found in /proc by its command line."""
-    for entry in os.listdir("/proc"):
+def find_dime(mac: bytes, dime: int, proc: Path = Path("/proc")) -> int | None:
+    """The pid of the DIME process for (server ``mac``, ``dime``), found in /proc by its command line.
+
+    Its MICE is a fork of it (the same command line): the DIME is the match whose parent is no match."""
+    found = []
+    for entry in os.listdir(proc):
         if not entry.isdigit():
             continue
         try:
-            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            args = (proc / entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         if dime_identity(args) == (dime, mac.hex()):
-            return int(entry)
-    return None
+            found.append(int(entry))
+    return next((pid for pid in found if parent_pid(pid, proc) not in found), None)
+
+
+def parent_pid(pid: int, proc: Path = Path("/proc")) -> int | None:
+    """The parent of process ``pid`` (None if it is gone)."""
+    try:
+        status = (proc / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    return next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("PPid:")), None)
 
 
 class Cluster:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pxproto.link import Port, UdpPort, free_udp_ports
+from pxproto.node.testbed import parent_pid
 from pxproto.orch.core import Orchestrator
 from pxproto.orch.demo import Demo, DemoError, Result, attempt, dime_pid
 from pxproto.orch.driver import Driver
@@ -233,8 +234,7 @@ class Chaos(Demo):
         pid = next(filter(None, (dime_pid(mac, d) for d in range(self.dimes))), None)
         if pid is None:
             return None
-        status = Path(f"/proc/{pid}/status").read_text()
-        ppid = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("PPid:")))
+        ppid = parent_pid(pid)
         return next((i for i, (p, _) in self.kernels.items() if p.pid == ppid), None)
 
     def _await_repair(self, core: Orchestrator, drv: Driver, service: str, k: Kill, res: ChaosResult) -> None:
