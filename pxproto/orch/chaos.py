@@ -39,7 +39,7 @@ from typing import Any
 from pxproto.link import Port, UdpPort, free_udp_ports
 from pxproto.node.testbed import parent_pid
 from pxproto.orch.core import Orchestrator
-from pxproto.orch.demo import Demo, DemoError, Result, attempt, dime_pid
+from pxproto.orch.demo import Demo, DemoError, Result, attempt, dime_pid, whole
 from pxproto.orch.driver import Driver
 from pxproto.orch.events import DimeDead, DimeKey, DimeReborn, key_text
 from pxproto.orch.service import ServiceSpec
@@ -238,24 +238,13 @@ class Chaos(Demo):
         return next((i for i, (p, _) in self.kernels.items() if p.pid == ppid), None)
 
     def _await_repair(self, core: Orchestrator, drv: Driver, service: str, k: Kill, res: ChaosResult) -> None:
-        """Wait until the orchestrator knows every victim dead and the service is whole again: each stage has
-        the replicas it wants, all running and wired.  (A replacement may itself die before it runs -- a
-        false death on a loaded host -- and be replaced in turn: the repair is done when the last one is.)"""
-        svc = core.services[service]
+        """Wait until the orchestrator knows every victim dead and the service is whole again (:func:`whole`)."""
 
         def known() -> bool:
             dead = {e.key for e in core.log.of(DimeDead) if e.t >= k.t}
             return all(v in dead for v in k.victims)
 
-        def whole() -> bool:
-            for st in svc.spec.stages:
-                reps = svc.live(st.name)
-                if len(reps) < svc.want[st.name] or not all(r.announced for r in reps):
-                    return False
-            # (a victim reborn may serve again: only the replicas placed before the kill count)
-            return not any(r.key in k.victims and r.placed_at <= k.t for r in svc.replicas)
-
-        if not drv.run_until(lambda: known() and whole(), 60.0, self._progress):
+        if not drv.run_until(lambda: known() and whole(core, service, k.victims, k.t), 60.0, self._progress):
             res.notes.append(f"{k.kind} kill at {k.t - self.t0:.1f} s: the service not whole again within 60 s")
         else:
             k.repair = time.monotonic() - k.t
