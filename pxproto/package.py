@@ -47,7 +47,7 @@ import struct
 import tarfile
 import tempfile
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -396,6 +396,21 @@ class LocalStore:
         p.parent.mkdir(parents=True, exist_ok=True)
         with open(p, "ab") as f:
             f.write(struct.pack("!I", len(data)) + data)
+
+    def appender(self, name: str) -> Callable[[bytes], None]:
+        """:meth:`append` for one object with its file kept open: each record one unbuffered ``write``, in
+        the file when the call returns (a process killed after it loses nothing), without the open, mkdir
+        and close that cost ``append`` about 20 times as much per record."""
+        p = self._path(name)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        f = open(p, "ab", buffering=0)  # kept open for the life of the process
+
+        def add(data: bytes) -> None:
+            rec = memoryview(struct.pack("!I", len(data)) + data)
+            while rec:
+                rec = rec[f.write(rec) :]
+
+        return add
 
     def records(self, name: str) -> list[bytes]:
         raw = self.get(name) or b""

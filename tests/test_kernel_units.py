@@ -362,6 +362,19 @@ def test_commit_keeps_one_record_per_lineage(tmp_path: Path) -> None:
     assert keyed_records(store.records("out")) == [(7, b"a"), (8, b"b")]
 
 
+def test_an_appender_writes_each_record_through_at_once(tmp_path: Path) -> None:
+    from pxproto.package import LocalStore
+
+    store = LocalStore(tmp_path)
+    one, two = store.appender("a/out"), store.appender("a/out")  # two sinks' handles on one object
+    one(b"first")
+    assert store.records("a/out") == [b"first"]  # in the file when the call returns: nothing buffered
+    two(b"second" * 1000)
+    store.append("a/out", b"third")
+    one(b"")
+    assert store.records("a/out") == [b"first", b"second" * 1000, b"third", b""]
+
+
 def test_a_yielded_list_is_a_batch_of_items() -> None:
     class Rec:
         def __init__(self) -> None:
@@ -384,3 +397,12 @@ def test_a_yielded_list_is_a_batch_of_items() -> None:
     assert derived.got == derived_batch.got
     with pytest.raises(TypeError):
         mice._emit(Rec(), iter([[b"x", 3]]), 99, ctx, 0)  # type: ignore[arg-type, list-item]
+
+
+def test_a_mice_before_its_ready_record_has_no_memory_figure() -> None:
+    from pxproto.node.dime import Dime
+    from pxproto.node.machine import Mice
+
+    # Its baseline comes in READY: until then all of its VmData would count, dozens of chunks over its limit.
+    assert Dime.mice_mem_chunks(None, Mice(os.getpid(), 1, 2, "sink")) is None  # type: ignore[arg-type]
+    assert Dime.mice_mem_chunks(None, Mice(os.getpid(), 1, 2, "sink", baseline=1)) is not None  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from pxproto.orch.demo import Demo
 def test_demo_short(tmp_path: Path) -> None:
     # A CI host may be far busier than its cores: a tolerant detector, so no DIME is declared dead by mistake.
     tolerant = {"heartbeat_ms": 100, "missed": 4, "confirm_ms": 100, "confirm_tries": 3}
-    res = Demo(tmp_path / "out", rate=1200, quiet=True, workdir=tmp_path / "work", regulator=tolerant).run()
+    res = Demo(tmp_path / "out", rate=1200, passes=1, quiet=True, workdir=tmp_path / "work", regulator=tolerant).run()
     assert res.lost == 0 and res.duplicated == 0 and res.wrong == 0, res
     assert res.distinct == res.lines == 2400
     assert res.ok, res
@@ -32,7 +32,8 @@ def test_demo_across_namespaces(tmp_path: Path) -> None:
         pytest.skip("needs root and iproute2")
     before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
     tolerant = {"heartbeat_ms": 100, "missed": 4, "confirm_ms": 100, "confirm_tries": 3}
-    demo = Demo(tmp_path / "out", rate=1200, quiet=True, workdir=tmp_path / "work", regulator=tolerant, netns=True)
+    demo = Demo(tmp_path / "out", rate=1200, passes=1, quiet=True, workdir=tmp_path / "work", regulator=tolerant,
+                netns=True)  # fmt: skip
     res = demo.run()
     assert res.lost == 0 and res.duplicated == 0 and res.wrong == 0, res
     assert res.ok and res.distinct == 2400, res
@@ -51,7 +52,7 @@ def test_demo_sink_killed_exactly_once(tmp_path: Path, run: int) -> None:
     # Real processes: the sink's DIME is SIGKILLed mid-stream. Items it committed and had not completed
     # upstream are replayed to its replacement; its keyed commit (ctx.commit) keeps each lineage once.
     tolerant = {"heartbeat_ms": 100, "missed": 4, "confirm_ms": 100, "confirm_tries": 3}
-    demo = Demo(tmp_path / "out", rate=1200, quiet=True, workdir=tmp_path / "work", regulator=tolerant,
+    demo = Demo(tmp_path / "out", rate=1200, passes=1, quiet=True, workdir=tmp_path / "work", regulator=tolerant,
                 kill_stage="sink")  # fmt: skip
     res = demo.run()
     assert res.lost == 0 and res.duplicated == 0 and res.wrong == 0, res
@@ -60,7 +61,7 @@ def test_demo_sink_killed_exactly_once(tmp_path: Path, run: int) -> None:
 
 
 def test_demo_rate_reaches_the_source(tmp_path: Path) -> None:
-    demo = Demo(tmp_path / "out", rate=0, passes=3, work_us=0, workdir=tmp_path / "work")
+    demo = Demo(tmp_path / "out", rate=0, passes=3, work_us=7, workdir=tmp_path / "work")
     pkg = demo._package(Path(__file__).resolve().parents[1] / "pxproto" / "orch" / "workflows" / "wordcount")
     text = (pkg / "service.toml").read_text()
-    assert "rate = 0, passes = 3" in text and "work_us = 0" in text
+    assert "rate = 0, passes = 3" in text and "work_us = 7" in text

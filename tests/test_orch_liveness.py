@@ -11,7 +11,7 @@ import pytest
 
 from pxproto.dime.endpoint import Address
 from pxproto.dime.heartbeat import ping_handler
-from pxproto.dime.liveness import DimeDead, DimeSuspected, Health, Liveness, Pool, SuspicionCleared
+from pxproto.dime.liveness import SLOW_MEMORY, DimeDead, DimeSuspected, Health, Liveness, Pool, SuspicionCleared
 from pxproto.dime.signaling import Responder, RetransmitPolicy
 from pxproto.orch.core import OrchConfig, Orchestrator, RState
 from pxproto.orch.events import RepairDone, RepairStarted, ReplicaPlaced
@@ -247,3 +247,59 @@ def test_the_orchestrator_resets_a_zombie_again_when_its_reset_fails() -> None:
         resets += [f for f in (out.frames if out else []) if isinstance(f.body, Signaling)]
     assert all(f.body.cmd is Command.RESET for f in resets)  # type: ignore[union-attr]
     assert len(resets) >= 2 and core.counters["zombies_reset"] == len(resets)
+
+
+# ------------------------------------------------------------------ a slow host: rounds until the slowest clear
+
+
+KEY2 = (server_mac(1), 1)
+
+
+def slow_host(clear_after: float) -> Pool:
+    """A pool that saw KEY suspected at 0.2 and heard from it ``clear_after`` later (a live, slow DIME), and
+    heard KEY2 at 0.3."""
+    p = watched()
+    p.heartbeat(*KEY2, HB, 0.3)
+    p.handle_timer(0.2)
+    p.heartbeat(*KEY, HB, 0.2 + clear_after)
+    assert p.dimes[KEY].health is Health.ALIVE
+    return p
+
+
+def run_to_death(p: Pool, key: tuple[bytes, int], limit: float = 5.0) -> float:
+    t = p.get_timer()
+    while t is not None and t < limit:
+        for e in p.handle_timer(t).events:
+            if isinstance(e, DimeDead) and e.key == key:
+                return e.t
+        t = p.get_timer()
+    raise AssertionError("never dead")
+
+
+def test_after_a_slow_clear_a_silent_dime_is_waited_for_twice_as_long_then_dead() -> None:
+    p = slow_host(0.08)
+    assert p.confirm_window(0.3) == pytest.approx(0.16)
+    # KEY2 is silent from 0.3: suspected at 0.5; its rounds (20 ms each) go on until 160 ms after that.
+    dead = run_to_death(p, KEY2)
+    assert 0.5 + 0.16 <= dead <= 0.5 + 0.16 + 0.021
+    assert p.counters["slow_rounds"] >= 7
+
+
+def test_a_slow_dime_heard_within_the_window_is_not_declared_dead() -> None:
+    p = slow_host(0.08)
+    t = p.get_timer()
+    while t is not None and t < 0.6:  # suspected at 0.5; silent past its first round (0.52)
+        p.handle_timer(t)
+        t = p.get_timer()
+    assert p.dimes[KEY2].health is Health.SUSPECT and not p.counters["dead"]
+    p.heartbeat(*KEY2, HB, 0.6)
+    assert p.dimes[KEY2].health is Health.ALIVE
+
+
+def test_the_slow_allowance_is_capped_and_forgotten() -> None:
+    p = slow_host(1.0)
+    assert p.confirm_window(1.3) == pytest.approx(p.confirm_cap)
+    assert p.confirm_window(1.2 + SLOW_MEMORY + 0.01) == 0.0
+    quiet = slow_host(0.08)
+    quiet.confirm_cap = 0.0  # no allowance: one round decides, as on a quiet host
+    assert run_to_death(quiet, KEY2) == pytest.approx(0.52)

@@ -22,13 +22,18 @@ epoch is a rebirth.  A driver that knows it was itself stalled (a timer handled
 late: its process was not running) says so to :meth:`Pool.handle_timer`: the
 silences it measured are forgiven once, and a PING round that ends then gets
 one more round, so a busy host does not repair healthy DIMEs.
+
+A slow host is learnt from the DIMEs: while live DIMEs have recently cleared
+suspicions (``SLOW_MEMORY``), a round ending sooner than twice the slowest such
+clear after its suspicion is followed by another (``confirm_cap`` at most), so
+a loaded host does not repair DIMEs slow to answer; a quiet one has no clears.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, Event, Output, earliest, frame_to
@@ -51,6 +56,8 @@ from pxproto.wire.frame import DimeInfo, Discovery, Frame, Heartbeat, Signaling,
 ID_SPACE = 1 << 32
 EWMA = 0.125
 """Weight of the newest interval in the phi detector's running mean and variance."""
+SLOW_MEMORY = 10.0
+"""Seconds a cleared suspicion counts as evidence of a slow host (see the module docstring)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -96,6 +103,7 @@ class DimeView:
     """The request id of the PING out to it while it is suspect."""
     again: bool = False
     """A PING round that ends while the driver is stalled is followed by one more."""
+    suspected_at: float = 0.0
     zombie_reported: bool = False
     assigned: object | None = None
     """The orchestrator's mark: the replica it placed on it, if any."""
@@ -154,6 +162,7 @@ class Pool:
         probe_repeats: int = 1,
         probe_interval: float = 0.1,
         first_probe_id: int = 1,
+        confirm_cap: float = 0.25,
     ) -> None:
         self.local = local or Address(bytes(6), DIME_ALL, 0)
         self.liveness = liveness or Liveness()
@@ -171,6 +180,8 @@ class Pool:
         self._heap: list[tuple[float, DimeKey]] = []
         self._pings: dict[tuple[bytes, int, int], DimeView] = {}
         self._stalled = False
+        self.confirm_cap = confirm_cap  # longest a suspicion is confirmed for on a slow host; 0: one round
+        self._clears: deque[tuple[float, float]] = deque(maxlen=64)  # (when, how long after its suspicion)
         self.probe_repeats = probe_repeats
         self.probe_interval = probe_interval
         self._next_probe_id = first_probe_id % ID_SPACE or 1
@@ -327,6 +338,7 @@ class Pool:
             self._new_life(v, now)
         elif revived:
             self._cancel_ping(v)
+            self._cleared(v, now)
             self._set_health(v, Health.ALIVE, now)
         elif not v.armed:
             v.armed = True
@@ -462,7 +474,16 @@ class Pool:
         out.timer = self.get_timer()
         return out
 
+    def _cleared(self, v: DimeView, now: float) -> None:
+        self._clears.append((now, now - v.suspected_at))
+
+    def confirm_window(self, now: float) -> float:
+        """How long after its suspicion a silent DIME is waited for (see the module docstring)."""
+        slow = max((d for t, d in self._clears if now - t <= SLOW_MEMORY), default=0.0)
+        return min(self.confirm_cap, 2 * slow)
+
     def _suspect(self, v: DimeView, now: float, out: Output) -> None:
+        v.suspected_at = now
         self._set_health(v, Health.SUSPECT, now)
         self.counters["suspected"] += 1
         out.events.append(DimeSuspected(now, v.key, v.epoch, now - v.last_seen))
@@ -503,6 +524,10 @@ class Pool:
             if v.again and self._stalled:
                 self._ping(v, now, out, again=False)
                 return
+            if now - v.suspected_at < self.confirm_window(now):  # a slow host: one more round
+                self.counters["slow_rounds"] += 1
+                self._ping(v, now, out, again=v.again)
+                return
             self._set_health(v, Health.DEAD, now)
             self.counters["dead"] += 1
             out.events.append(DimeDead(now, v.key, v.epoch, v.last_seen, PING_REASON))
@@ -514,6 +539,7 @@ class Pool:
             self._new_life(v, now)
         else:
             out.events.append(SuspicionCleared(now, v.key, True))
+            self._cleared(v, now)
             self._set_health(v, Health.ALIVE, now)
 
     # ------------------------------------------------------------- allocation and queries

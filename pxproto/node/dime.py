@@ -34,11 +34,14 @@ from pxproto.wire.codes import CHUNK_BYTES, CounterId, FaultCode
 
 DIME_NICE = -5
 """Scheduling priority of a DIME process when permitted (root): its FCAPS loop before ordinary work."""
-MICE_NICE = 5
-"""Scheduling priority of a MICE: an ordinary process, a little behind normal work and well behind its
-DIME (CFS weights 335 vs 3121 at -5), so FCAPS stays ahead while the MICE still gets a fair share under
-load; the heartbeat thread is real-time besides. (SCHED_IDLE, used before, starved the MICE for seconds
-whenever two busy processes shared the machine.)"""
+MICE_NICE = 0
+"""Scheduling priority of a MICE: an ordinary process, level with ordinary work and well behind its DIME
+(CFS weights 1024 vs 3121 at -5), so FCAPS stays ahead while the MICE gets its fair share under load; the
+heartbeat thread is real-time besides.  SCHED_IDLE, used first, starved the MICE for seconds whenever two
+busy processes shared the machine; nice 5 (weight 335) still lost to ordinary load: bench/demo_stress.py
+on a host at load 10-25, under ``stress-ng --cpu 2``, medians of 3 runs: nice 5, 5,004 items/s quiet and
+1,536 stressed (0.31x), 22 and 26 false deaths; nice 0, 14,187 and 5,848 (0.41x), 0 and 1 (and 27,931
+and 23,806, 0.85x, no false death, once the sink's commit kept its file open)."""
 FRAME_MAX = 65535
 
 

@@ -232,6 +232,8 @@ class Context:
 
     committed: dict[str, set[int]] = field(default_factory=dict)
     """The lineages already committed to each store object (loaded from the store on first use)."""
+    appenders: dict[str, Callable[[bytes], None]] = field(default_factory=dict)
+    """Each store object's open append handle (:meth:`LocalStore.appender`)."""
 
     def log(self, message: str) -> None:
         print(f"mice {self.name}@dime{self.dime}: {message}", file=sys.stderr, flush=True)
@@ -253,7 +255,10 @@ class Context:
             seen = self.committed[name] = {lin for lin, _ in keyed_records(self.store.records(name))}
         if self.lineage in seen:
             return False
-        self.store.append(name, LINEAGE.pack(self.lineage) + bytes(data))
+        add = self.appenders.get(name)
+        if add is None:
+            add = self.appenders[name] = self.store.appender(name)
+        add(LINEAGE.pack(self.lineage) + bytes(data))
         seen.add(self.lineage)
         return True
 

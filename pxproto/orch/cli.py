@@ -1,6 +1,7 @@
 """``pxorch``: the orchestrator's command line.
 
 pxorch demo [--netns|--ha]                    the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
+pxorch chaos [--kills 30 --loss 2]           real processes under frame loss: kills of every kind, exact answer
 pxorch check SERVICE.toml                     check a service file (errors name the line and field)
 pxorch run --port udp:127.0.0.1:5004 [--key FILE] [--store DIR] [--control PATH]
 pxorch run --iface veth0 ...                  (AF_PACKET, root)
@@ -26,9 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="run the paper's demo on this machine (rootless)")
     demo.add_argument("--out-dir", help="where demo.pcapng and demo-timeline.png go (default: the work dir)")
-    demo.add_argument("--rate", type=int, default=400, help="source lines per second (default 400; 0: unthrottled)")
-    demo.add_argument("--passes", type=int, default=1, help="times the source streams its 2,400-line corpus")
-    demo.add_argument("--work-us", type=int, help="the transform's busy work per line (default 300 us)")
+    demo.add_argument("--rate", type=int, default=0, help="source lines per second (default 0: unthrottled)")
+    demo.add_argument("--passes", type=int, default=8,
+                      help="times the source streams its 2,400-line corpus (default 8)")  # fmt: skip
+    demo.add_argument("--work-us", type=int, help="the transform's busy work per line (default 0 us)")
     demo.add_argument("--no-kill", action="store_true", help="do not kill a DIME")
     demo.add_argument("--kill-stage", default="transform", choices=("source", "parse", "transform", "sink"),
                       help="whose DIME is killed (default transform)")  # fmt: skip
@@ -40,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--heartbeat-ms", type=int, help="override the workflow's heartbeat period (default 50)")
     demo.add_argument("--missed", type=float, help="override: silent periods before suspicion (default 2)")
     demo.add_argument("--confirm-ms", type=int, help="override: ping retransmit interval when confirming (default 8)")
+    ch = sub.add_parser("chaos", help="many kills of every stage kind and of whole servers, under frame loss")
+    ch.add_argument("--kills", type=int, default=30, help="kills in all (default 30), spread over every kind")
+    ch.add_argument("--loss", type=float, default=2.0, help="frames dropped per hop and direction, percent (default 2)")
+    ch.add_argument("--rate", type=int, default=250, help="source lines per second (default 250)")
+    ch.add_argument("--passes", type=int, help="times through the corpus (default: enough to outlast the kills)")
+    ch.add_argument("--seed", type=int, default=1)
+    ch.add_argument("--netns", action="store_true", help="namespaces, veth, AF_PACKET, tc netem (root, sch_netem)")
+    ch.add_argument("--workdir", help="state and logs (default: a fresh pxorch-demo-* temp dir)")
+    ch.add_argument("--quiet", "-q", action="store_true")
     chk = sub.add_parser("check", help="check a service file")
     chk.add_argument("file")
     run = sub.add_parser("run", help="run the orchestrator")
@@ -133,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
                          workdir=Path(args.workdir) if args.workdir else None, regulator=reg,
                          netns=args.netns, kill_stage=args.kill_stage, passes=args.passes,
                          work_us=args.work_us)  # fmt: skip
+    if args.cmd == "chaos":
+        from pxproto.orch import chaos
+
+        return chaos.main(Path(args.workdir) if args.workdir else None, kills=args.kills, loss=args.loss,
+                          rate=args.rate, passes=args.passes, seed=args.seed, netns=args.netns,
+                          quiet=args.quiet)  # fmt: skip
     if args.cmd == "check":
         from pxproto.orch.service import ServiceError, load_service
 

@@ -8,7 +8,8 @@ state and logs, the capture and the timeline picture.
 It starts a pxswitch (its mirror writes every frame to ``WORKDIR/demo.pcapng``),
 three pxkernel servers of four DIMEs each, and the orchestrator; discovers the
 twelve DIMEs; deploys the bundled workflow (source -> parse -> transform x2 ->
-sink, counting the words of a bundled corpus); scales the transform out to
+sink, counting the words of a bundled corpus, streamed ``passes`` times over,
+unthrottled by default: 19,200 lines, where throughput matters); scales the transform out to
 three replicas; kills one transform DIME's process mid-stream (SIGKILL); and
 shows discovery, deployment, scale-out, detection and repair as they happen.
 At the end it checks the sink's records line by line against the known
@@ -25,7 +26,6 @@ namespaces are deleted at the end.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -44,13 +43,15 @@ from typing import Any, ClassVar
 
 from pxproto import package
 from pxproto.dime.keys import fresh_keys, write_keyfile
-from pxproto.link import PacketPort, Port, UdpPort, free_udp_ports
+from pxproto.link import Port, UdpPort, free_udp_ports
+from pxproto.node.testbed import find_dime
 from pxproto.orch import timeline
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
 from pxproto.orch.driver import Driver, raise_priority
 from pxproto.orch.events import (
     DimeDead,
     DimeDiscovered,
+    DimeKey,
     DimeReborn,
     OrchEvent,
     RepairDone,
@@ -58,88 +59,20 @@ from pxproto.orch.events import (
     ServiceDeployed,
     key_text,
 )
+from pxproto.orch.netns import Namespaces, NetnsError
 from pxproto.orch.service import ServiceSpec, load_service
+from pxproto.orch.sinkread import SinkReader
 from pxproto.orch.status import table
-from pxproto.package import LocalStore, keyed_records
 from pxproto.signing import fresh_signing_key, write_verify_keys
 
+PASSES = 8
+"""Times the demo's source streams its 2,400-line corpus by default: 19,200 lines, unthrottled."""
+OLD_RATE = 400
+"""Lines per second the demo's source was paced at before its stream was unthrottled (the comparison)."""
 WORKFLOWS = Path(__file__).parent / "workflows"
 SERVICE_FILE = WORKFLOWS / "wordcount.service.toml"
 ORCH_MAC = bytes.fromhex("020000000afe")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Namespaces:
-    """The ``--netns`` layout: a namespace for the switch, one per server and one for the orchestrator, each
-    wired to the switch's namespace by a veth pair (names carry a random tag, so runs do not collide)."""
-
-    def __init__(self) -> None:
-        tag = os.urandom(3).hex()
-        self.tag = tag
-        self.switch_ns = f"pxosw{tag}"
-        self.server_ns: list[str] = []
-        self.server_ends: list[str] = []
-        self.switch_ends: list[str] = []
-        self.orch_ns = f"pxoo{tag}"
-        self.orch_end = f"o{tag}"
-        self.made: list[str] = []
-
-    @staticmethod
-    def _ip(*args: str) -> None:
-        r = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
-        if r.returncode != 0:
-            raise DemoError(f"ip {' '.join(args)}: {r.stderr.strip()} (--netns needs root and iproute2)")
-
-    def _pair(self, ns: str, end: str, switch_end: str) -> None:
-        self._ip("link", "add", end, "netns", ns, "type", "veth", "peer", "name", switch_end, "netns", self.switch_ns)
-        self._ip("-n", ns, "link", "set", end, "up")
-        self._ip("-n", self.switch_ns, "link", "set", switch_end, "up")
-        self.switch_ends.append(switch_end)
-
-    def create(self, servers: int) -> None:
-        if os.geteuid() != 0:
-            raise DemoError("--netns needs root (network namespaces, veth, AF_PACKET)")
-        for ns in (self.switch_ns, self.orch_ns, *(f"pxos{i}{self.tag}" for i in range(servers))):
-            self._ip("netns", "add", ns)
-            self.made.append(ns)
-            self._ip("-n", ns, "link", "set", "lo", "up")
-        for i in range(servers):
-            ns, end = f"pxos{i}{self.tag}", f"s{i}{self.tag}"
-            self._pair(ns, end, f"w{i}{self.tag}")
-            self.server_ns.append(ns)
-            self.server_ends.append(end)
-        self._pair(self.orch_ns, self.orch_end, f"wo{self.tag}")
-
-    def orchestrator_wire(self) -> PacketPort:
-        """An AF_PACKET socket on the orchestrator's veth end, opened inside its namespace (this process stays
-        where it is: a socket keeps the namespace it was made in)."""
-        target = os.open(f"/run/netns/{self.orch_ns}", os.O_RDONLY)
-        own = os.open("/proc/self/ns/net", os.O_RDONLY)
-        try:
-            _setns(target)
-            try:
-                wire = PacketPort(self.orch_end)
-                # /sys shows this process's namespace, not the veth's: ask the socket for the interface's MAC.
-                wire.mac = wire.sock.getsockname()[4]
-                return wire
-            finally:
-                _setns(own)
-        finally:
-            os.close(target)
-            os.close(own)
-
-    def delete(self) -> None:
-        for ns in reversed(self.made):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        self.made.clear()
-
-
-def _setns(fd: int) -> None:
-    """Enter a network namespace (os.setns arrived in Python 3.12)."""
-    import ctypes
-
-    if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-        raise OSError(ctypes.get_errno(), "setns")
 
 
 @dataclass
@@ -156,6 +89,8 @@ class Result:
     detection: float | None = None
     repair: float | None = None
     sink_gap: float | None = None
+    false_deaths: int = 0
+    """DIMEs declared dead that no kill had hit (a busy host, lost frames): each a needless repair."""
     items_per_s: float = 0.0
     """The sink's records per second, first to last record."""
     reborn: bool = False
@@ -167,10 +102,10 @@ class Result:
 class Demo:
     """One run of the demo; :meth:`run` returns a :class:`Result`."""
 
-    def __init__(self, out_dir: Path | None = None, *, servers: int = 3, dimes: int = 4, rate: int = 400,
+    def __init__(self, out_dir: Path | None = None, *, servers: int = 3, dimes: int = 4, rate: int = 0,
                  quiet: bool = False, kill: bool = True, scale_to: int = 3, workdir: Path | None = None,
                  regulator: dict[str, Any] | None = None, netns: bool = False,
-                 kill_stage: str = "transform", passes: int = 1, work_us: int | None = None) -> None:  # fmt: skip
+                 kill_stage: str = "transform", passes: int = PASSES, work_us: int | None = None) -> None:  # fmt: skip
         self.wd = choose_workdir(workdir)
         self.key = fresh_keys()[1]
         """This run's cluster key: random, written 0600 to the work dir, never reused."""
@@ -181,7 +116,7 @@ class Demo:
         self.servers = servers
         self.dimes = dimes
         self.rate = rate
-        """Source lines per second (0: unthrottled); written into the package's source params."""
+        """Source lines per second (0, the default: unthrottled); written into the package's source params."""
         self.passes = passes
         """Times the source streams its corpus (the line numbers go on counting): a workload of any size."""
         self.work_us = work_us
@@ -195,12 +130,22 @@ class Demo:
         self.regulator = regulator or {}
         """Overrides of the bundled service file's [regulator] (e.g. a slower heartbeat on a loaded host)."""
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.kernels: dict[int, tuple[subprocess.Popen[bytes], tuple[int | str, Path, Path, str | None]]] = {}
+        """Server index -> its pxkernel process and how it was started (to start it again)."""
+        self.mirror = True
+        """Whether the switch mirrors every frame to the capture."""
+        self.draw = True
+        """Whether the run draws its timeline picture."""
         self.t0 = time.monotonic()
         self.phase = ""
         self.kill_t: float | None = None
         self.absorbed = 0
         """Sink records committed on two servers for one lineage (a repaired sink's replay), kept once."""
+        self.sink = SinkReader(self.wd, servers, "wordcount/results")
         self.env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def new_result(self) -> Result:
+        return Result()
 
     # ------------------------------------------------------------- output
 
@@ -223,7 +168,8 @@ class Demo:
     def start_switch(self, ports: list[int] | list[str], capture: Path, netns: str | None = None) -> None:
         """The switch on UDP ports of 127.0.0.1 (ints) or on named ports (``afpacket:interface=...``)."""
         args = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(self.wd / "switch.sock")]
-        args += ["--mirror", str(capture)]
+        if self.mirror:
+            args += ["--mirror", str(capture)]
         if netns:
             args = ["ip", "netns", "exec", netns, *args]
         for p in ports:
@@ -246,8 +192,10 @@ class Demo:
             "--heartbeat-ms",
             str(self.regulator.get("heartbeat_ms", 50)),
         ]
-        log = open(self.wd / f"server{i}.log", "wb")
-        self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT))
+        log = open(self.wd / f"server{i}.log", "ab")
+        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        self.kernels[i] = (proc, (port, store, keyfile, netns))
 
     def stop_all(self) -> None:
         for p in reversed(self.procs):
@@ -269,34 +217,20 @@ class Demo:
     # ------------------------------------------------------------- the sink's records
 
     def sink_records(self) -> list[tuple[int, float, bytes]]:
-        """The sink's committed records on every server: one per lineage (the earliest), a keyed table.
+        """The sink's committed records on every server: one per lineage (the earliest), a keyed table
+        (:mod:`pxproto.orch.sinkread`; ``self.absorbed`` counts copies committed again on another server)."""
+        recs = self.sink.records()
+        self.absorbed = self.sink.absorbed
+        return recs
 
-        A replacement sink on another server may commit a lineage its dead predecessor had committed and not
-        yet completed upstream; ``self.absorbed`` counts those copies (the same result, kept once)."""
-        by_lineage: dict[int, tuple[int, float, bytes]] = {}
-        copies = 0
-        for i in range(self.servers):
-            root = self.wd / f"server{i}" / "store"
-            if not (root / "objects").exists():
-                continue
-            for lineage, rest in keyed_records(LocalStore(root).records("wordcount/results")):
-                (t,) = TIME.unpack_from(rest)
-                rec = (lineage, t, rest[TIME.size :])
-                old = by_lineage.get(lineage)
-                if old is not None:
-                    copies += 1
-                    if old[2] != rec[2]:  # not the same result: keep both visible as a duplicate line
-                        by_lineage[lineage ^ (1 << 63)] = rec
-                    if t >= old[1]:
-                        continue
-                by_lineage[lineage] = rec
-        self.absorbed = copies
-        return sorted(by_lineage.values(), key=lambda r: r[1])
+    def lines_seen(self) -> int:
+        """How many lineages the sink holds now (reads only what was committed since the last call)."""
+        return self.sink.update()
 
     # ------------------------------------------------------------- the run
 
     def run(self) -> Result:
-        res = Result()
+        res = self.new_result()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         capture = self.out_dir / "demo.pcapng"
         spec = load_service(SERVICE_FILE)
@@ -335,7 +269,9 @@ class Demo:
             self.stop_all()
             if self.netns is not None:
                 self.netns.delete()
-        res.capture = str(capture)
+        res.capture = str(capture) if self.mirror else ""
+        if not self.draw:
+            return res
         try:
             res.picture = str(self._picture(core, drv, res))
         except ImportError as exc:
@@ -359,7 +295,10 @@ class Demo:
         wire: Port
         if self.netns is not None:
             net = self.netns
-            net.create(self.servers)
+            try:
+                net.create(self.servers)
+            except NetnsError as exc:
+                raise DemoError(str(exc)) from None
             self.start_switch([f"afpacket:interface={w}" for w in net.switch_ends], capture, net.switch_ns)
             time.sleep(0.3)
             for i in range(self.servers):
@@ -379,8 +318,8 @@ class Demo:
             self.say(f"pxswitch on {len(ports)} UDP ports; {self.servers} pxkernel servers of {self.dimes} DIMEs each")
         return wire
 
-    def _run(self, res: Result, core: Orchestrator, drv: Driver, spec: ServiceSpec, store: Path,
-             answer: dict[str, Any], expected: dict[int, bytes]) -> None:  # fmt: skip
+    def _discover(self, core: Orchestrator, drv: Driver) -> None:
+        """Probe until every DIME of every server is up and free."""
         want = self.servers * self.dimes
         self.section("discovery")
         self.t_probe = time.monotonic()
@@ -400,6 +339,8 @@ class Demo:
             raise DemoError(f"only {len(core.pool)} of {want} DIMEs came up\n{self.logs()}")
         self.say(f"pool: {len(core.pool.servers)} servers, {len(core.pool)} DIMEs, {core.pool.counts()}")
 
+    def _deploy(self, core: Orchestrator, drv: Driver, spec: ServiceSpec, store: Path) -> None:
+        """Pack, sign and store the package; deploy the service and wait until it runs."""
         self.section("deployment")
         stages_dir = spec.package
         assert stages_dir is not None
@@ -413,6 +354,11 @@ class Demo:
         if not self.quiet:
             print(table(core.status(time.monotonic())))
 
+    def _run(self, res: Result, core: Orchestrator, drv: Driver, spec: ServiceSpec, store: Path,
+             answer: dict[str, Any], expected: dict[int, bytes]) -> None:  # fmt: skip
+        self._discover(core, drv)
+        self._deploy(core, drv, spec, store)
+
         self.section("streaming, scale-out, a DIME killed mid-stream")
         total = answer["lines"]
         state: dict[str, Any] = {"scaled": False, "killed": None, "seen": 0, "next_read": 0.0, "last_print": 0.0}
@@ -422,7 +368,7 @@ class Demo:
             if now < state["next_read"]:
                 return
             state["next_read"] = now + 0.2
-            seen = len({lin for lin, _, _ in self.sink_records()})
+            seen = self.lines_seen()
             state["seen"] = seen
             if now - state["last_print"] >= 1.0:
                 state["last_print"] = now
@@ -453,10 +399,14 @@ class Demo:
     def _settled(self, core: Orchestrator, state: dict[str, Any]) -> bool:
         if not self.kill_enabled or state["killed"] is None:
             return not self.kill_enabled
-        victim = state["killed"][0]
-        return any(e.dead == victim for e in core.log.of(RepairDone)) and any(
-            e.key == victim for e in core.log.of(DimeReborn)
-        )
+        victim, kill_t = state["killed"]
+        if kill_t is None:
+            return True
+        dead = any(e.key == victim and e.t >= kill_t for e in core.log.of(DimeDead))
+        reborn = any(e.key == victim and e.t >= kill_t for e in core.log.of(DimeReborn))
+        if dead and whole(core, next(iter(core.services)), [victim], kill_t):
+            state.setdefault("whole_t", time.monotonic())
+        return dead and reborn and "whole_t" in state
 
     def _measure(self, res: Result, core: Orchestrator, state: dict[str, Any], expected: dict[int, bytes],
                  answer: dict[str, Any]) -> None:  # fmt: skip
@@ -485,17 +435,21 @@ class Demo:
         times = sorted(t for _, t, _ in recs)
         if len(times) > 1 and times[-1] > times[0]:
             res.items_per_s = (len(times) - 1) / (times[-1] - times[0])
-            rate = f"{self.rate} lines/s" if self.rate > 0 else "unthrottled"
-            self.say(f"sink: {res.items_per_s:,.0f} items/s, first to last record (source {rate})")
+            if self.rate > 0:
+                source = f"source {self.rate} lines/s"
+            else:
+                x = res.items_per_s / OLD_RATE
+                source = f"source unthrottled; {x:.0f}x the {OLD_RATE} lines/s it was once paced at"
+            self.say(f"sink: {res.items_per_s:,.0f} items/s, first to last record ({source})")
         killed = state["killed"]
-        if killed is not None and killed[1] is not None:
+        if killed is None or killed[1] is None:
+            res.false_deaths = len(core.log.of(DimeDead))
+        else:
             victim, kill_t = killed
             # After the kill only: a busy host may have had the same DIME declared dead (and reset) before.
             dead = [e for e in core.log.of(DimeDead) if e.key == victim and e.t >= kill_t]
             done = [e for e in core.log.of(RepairDone) if e.dead == victim and e.t >= kill_t]
-            false = [e for e in core.log.of(DimeDead) if e.t < kill_t or e.key != victim]
-            if false:
-                res.notes.append(f"{len(false)} DIME(s) declared dead without being killed (a busy host); RESET")
+            res.false_deaths = sum(1 for e in core.log.of(DimeDead) if e.t < kill_t or e.key != victim)
             res.reborn = any(e.key == victim for e in core.log.of(DimeReborn))
             if dead:
                 res.detection = dead[0].t - kill_t
@@ -503,12 +457,18 @@ class Demo:
             if done:
                 res.repair = done[0].t - kill_t
                 self.say(f"repair: {res.repair * 1e3:.0f} ms from the kill to the replacement running and wired")
+            elif "whole_t" in state:  # its replacement died before it ran, and was replaced in turn
+                res.repair = state["whole_t"] - kill_t
+                self.say(f"repair: {res.repair * 1e3:.0f} ms from the kill to the service whole again"
+                         " (a replacement was replaced in turn)")  # fmt: skip
             times = sorted(t for _, t, _ in recs if kill_t - 0.5 <= t <= kill_t + 3.0)
             gaps = [(b - a, a) for a, b in itertools.pairwise(times) if b >= kill_t]
             if gaps:
                 res.sink_gap = max(gaps)[0]
                 self.say(f"sink: longest pause in its records around the kill: {res.sink_gap * 1e3:.0f} ms")
             self.say(f"killed DIME reborn (new epoch) and back in the pool: {'yes' if res.reborn else 'no'}")
+        if res.false_deaths and state.get("note_false", True):
+            res.notes.append(f"{res.false_deaths} DIME(s) declared dead without being killed (a busy host); RESET")
         self.say("ANSWER EXACT" if res.ok else "ANSWER NOT EXACT")
 
     def _picture(self, core: Orchestrator, drv: Driver, res: Result) -> Path:
@@ -523,6 +483,20 @@ class Demo:
             items_per_s=res.items_per_s,
         )
         return path
+
+
+def whole(core: Orchestrator, service: str, victims: list[DimeKey], since: float) -> bool:
+    """Whether ``service`` is whole again after ``victims`` died at ``since``: every stage has the replicas it
+    wants, all running and wired, and none of the victims' replicas is left.  A replacement may itself die
+    before it runs (a false death on a loaded host) and be replaced in turn: then this holds when the last
+    replacement runs, where a RepairDone naming a victim never comes."""
+    svc = core.services[service]
+    for st in svc.spec.stages:
+        reps = svc.live(st.name)
+        if len(reps) < svc.want[st.name] or not all(r.announced for r in reps):
+            return False
+    # (a victim reborn may serve again: only the replicas placed before the kill count)
+    return not any(r.key in victims and r.placed_at <= since for r in svc.replicas)
 
 
 class DemoError(RuntimeError):
@@ -554,19 +528,7 @@ def expected_results(spec: ServiceSpec, passes: int = 1) -> dict[int, bytes]:
 
 def dime_pid(mac: bytes, dime: int) -> int | None:
     """The pid of the pxkernel DIME process for (mac, dime), found in /proc."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            if len(args) >= 6 and args[1:4] == [b"-m", b"pxproto.node.dime", b"-"]:  # the config is on its stdin
-                if args[4] == f"dime={dime}".encode() and args[5] == f"mac={mac.hex()}".encode():
-                    return int(entry)
-    return None
-
-
-TIME = struct.Struct("!d")
-"""The head of a sink record after its lineage: monotonic seconds (see workflows/wordcount/stages.py)."""
+    return find_dime(mac, dime)
 
 
 WORKDIR_PREFIX = "pxorch-demo-"
@@ -581,13 +543,20 @@ def choose_workdir(workdir: Path | None) -> Path:
     return workdir
 
 
+def attempt(demo: Demo, command: str) -> Result | None:
+    """Run ``demo``; if it cannot (a :class:`DemoError`), say why and where its logs are, and return None."""
+    try:
+        return demo.run()
+    except DemoError as exc:
+        print(f"pxorch {command}: {exc}", file=sys.stderr)
+        print(f"workdir: {demo.wd} (logs)", file=sys.stderr)
+        return None
+
+
 def main(out_dir: str | None = None, workdir: Path | None = None, **kw: Any) -> int:
     demo = Demo(Path(out_dir) if out_dir else None, workdir=workdir, **kw)
-    try:
-        res = demo.run()
-    except DemoError as exc:
-        print(f"pxorch demo: {exc}", file=sys.stderr)
-        print(f"workdir: {demo.wd} (logs)", file=sys.stderr)
+    res = attempt(demo, "demo")
+    if res is None:
         return 1
     print()
     print(f"capture: {res.capture}")
@@ -599,4 +568,4 @@ def main(out_dir: str | None = None, workdir: Path | None = None, **kw: Any) -> 
     return 0 if res.ok else 1
 
 
-__all__ = ["Demo", "DemoError", "Result", "choose_workdir", "main"]
+__all__ = ["Demo", "DemoError", "Result", "attempt", "choose_workdir", "main"]
