@@ -12,7 +12,6 @@ from pxproto.dime.channel import (
     MTU_ETHERNET,
     MTU_JUMBO,
     ChannelBroken,
-    ChannelReceiver,
     ChannelSender,
     MessageAcked,
     MessageDropped,
@@ -22,6 +21,7 @@ from pxproto.dime.channel import (
     fragment_size,
     serial_diff,
 )
+from pxproto.dime.channel_rx import ChannelReceiver
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.dime.simlink import SimLink, SimNet
 from pxproto.wire import spec

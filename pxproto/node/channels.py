@@ -12,7 +12,8 @@ import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
-from pxproto.dime.channel import ChannelReceiver, ChannelSender, MessageReceived
+from pxproto.dime.channel import ChannelSender, MessageReceived
+from pxproto.dime.channel_rx import ChannelReceiver
 from pxproto.dime.endpoint import Address
 from pxproto.node import mice
 from pxproto.node.flow import Flow, Upstream
@@ -159,23 +160,13 @@ class ChannelPlane:
         m = self.m.mice
         if m is None:
             return
-        parts: list[bytes] = []
-        size = 0
-        n = 0
-        queue, pack, rec = self.mice_queue, mice.REC.pack, mice.REC.size
-        room = min(MICE_INFLIGHT - self.mice_inflight, len(queue))
-        while n < room and size < mice.BATCH_BYTES:
-            lineage, data = queue.popleft()
-            parts.append(pack(mice.ITEM, lineage, len(data)))
-            parts.append(data)
-            size += rec + len(data)
-            n += 1
-            if n == 1:
-                self.handed_at[lineage] = now  # latency is sampled: the first item of each batch
-        self.mice_inflight += n
-        self.m.counters[CounterId.ITEMS_IN] += n
-        if parts:
-            m.pending_tx.append(b"".join(parts))
+        room = min(MICE_INFLIGHT - self.mice_inflight, len(self.mice_queue))
+        if room > 0:
+            msg, n, first = mice.take_records(mice.ITEM, self.mice_queue, room, mice.BATCH_BYTES)
+            self.handed_at[first] = now  # latency is sampled: the first item of each batch
+            self.mice_inflight += n
+            self.m.counters[CounterId.ITEMS_IN] += n
+            m.pending_tx.append(msg)
         paused = len(self.mice_queue) > PAUSE_INPUT
         for k, rx in self.receivers.items():
             if k[0] < COMPLETION_BIT and rx.paused != paused:
