@@ -145,8 +145,11 @@ class Cluster:
             except OSError:
                 continue
             if len(args) >= 4 and args[1:3] == [b"-m", b"pxproto.node.dime"]:
-                cfg = json.loads(args[3])
-                if cfg.get("dime") == dime and cfg.get("mac") == mac:
+                try:
+                    cfg = json.loads(args[3])
+                except ValueError:
+                    continue  # a DIME of another build, started another way (another checkout's test)
+                if isinstance(cfg, dict) and cfg.get("dime") == dime and cfg.get("mac") == mac:
                     return int(entry)
         return None
 
