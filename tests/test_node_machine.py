@@ -16,7 +16,7 @@ from pxproto import package
 from pxproto.dime.endpoint import Address
 from pxproto.dime.signaling import Requester, ResponseReceived, RetransmitPolicy
 from pxproto.fastpath import decode, encode
-from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, OwnChannels
+from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, UnmeteredMice
 from pxproto.node.testbed import ENV
 from pxproto.wire.codes import (
     Command,
@@ -35,7 +35,7 @@ DIME = Address(b"\x02\x00\x00\x00\x01\x00", 3, 0)
 ME = Address(b"\x02\x00\x00\x00\x00\xfe", 0xFFFF, 0)
 
 
-class FakeHost(OwnChannels):
+class FakeHost(UnmeteredMice):
     """A host that records what the machine asked of it (no process, no clock)."""
 
     def __init__(self) -> None:
@@ -61,15 +61,6 @@ class FakeHost(OwnChannels):
 
     def stop_mice(self, m: Mice) -> None:
         self.stopped += 1
-
-    def relimit(self, m: Mice, chunks: int) -> None:
-        pass
-
-    def cpu_ns(self, m: Mice | None) -> tuple[int, int]:
-        return 0, 0
-
-    def mice_mem_chunks(self, m: Mice) -> int | None:
-        return None
 
 
 def machine(**kw: object) -> tuple[DimeMachine, FakeHost]:
