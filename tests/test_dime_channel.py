@@ -335,7 +335,7 @@ def test_sender_stops_at_credit_probes_a_closed_window_and_resumes() -> None:
 
 
 def test_fast_retransmit_recovers_one_loss_before_the_timer() -> None:
-    lost = []
+    lost: list[Frame] = []
 
     def drop_fragment_2_once(frame: Frame) -> bool:
         if isinstance(frame.body, Data) and frame.body.frag_index == 2 and not lost:
