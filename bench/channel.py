@@ -1,12 +1,19 @@
 """Benchmark of the DIME data channel against what a user would pick instead, side by side in one run.
 
-    PYTHONPATH=. python bench/channel.py [--sizes 16,1400,65536] [--seconds 3] [--only dime,zmq-tcp,zmq-ipc,pipe]
+    PYTHONPATH=. python bench/channel.py [--sizes 16,1400,65536] [--seconds 3] [--only dime,dime-veth,zmq-tcp,...]
     PYTHONPATH=. python bench/channel.py --json      # last line: {"16": items/s, ...} of the DIME channel
+
+It measures the pxproto it imports: an installed one, or this checkout with ``PYTHONPATH=.`` after
+``python setup.py build_ext --inplace`` (bench/_common.py says which on stderr, and refuses the pure twin).
 
 For each item size it streams items from one process to another and counts them at the receiver:
 - ``dime``: a source MICE on one pxkernel server to a sink MICE on another, through pxswitch on the
   rootless UDP wire (the path of every service workflow), items/s at the sink DIME, and the CPU per
-  item of each DIME loop (its FCAPS process; the MICE are separate processes);
+  item of each DIME loop (its FCAPS process; the MICE are separate processes); the source yields
+  one item at a time;
+- ``dime-batch``: the same, the source yielding lists of 256 items (the MICE batch API);
+- ``dime-veth``: the ``dime`` row on veth pairs joined by a bridge, AF_PACKET, no pxswitch
+  (root; namespaces of its own, deleted after; ``--veth-mtu``, 1500 by default);
 - ``zmq-tcp``/``zmq-ipc``: pyzmq PUSH -> PULL, one message per item, over tcp loopback and ipc;
 - ``pipe``: a Unix pipe, each item written through a buffered file (the reader counts bytes).
 
@@ -26,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
 
@@ -40,6 +48,10 @@ _spec = importlib.util.spec_from_file_location("bench_kernel", Path(__file__).wi
 assert _spec is not None and _spec.loader is not None
 bk = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bk)
+_spec = importlib.util.spec_from_file_location("bench_veth", Path(__file__).with_name("_veth.py"))
+assert _spec is not None and _spec.loader is not None
+_veth = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_veth)
 
 STAGES = """
 def source(ctx):
@@ -47,29 +59,44 @@ def source(ctx):
     for _ in range(ctx.params["count"]):
         yield item
 
+def bsource(ctx):
+    batch = [b"x" * ctx.params["size"]] * ctx.params["batch"]
+    for _ in range(ctx.params["count"] // len(batch)):
+        yield batch
+
 def sink(item, ctx):
     return ()
 
 """
-KINDS = ("dime", "zmq-tcp", "zmq-ipc", "pipe")
+KINDS = ("dime", "dime-batch", "dime-veth", "zmq-tcp", "zmq-ipc", "pipe")
+DIME_KINDS = {"dime": ("source", "udp"), "dime-batch": ("bsource", "udp"), "dime-veth": ("source", "veth")}
+"""Each DIME row: the source stage it runs, and its wire (pxswitch UDP, or veth with AF_PACKET)."""
+BATCH = 256
+"""Items per list a ``bsource`` yields (the MICE batch API)."""
 
 
 def manifest(sizes: list[int], count: int) -> str:
     out = ['[service]\nname = "chbench"\n\n[[stage]]\nname = "sink"\nentry = "stages:sink"\n']
     for s in sizes:
-        out.append(f'\n[[stage]]\nname = "source{s}"\nentry = "stages:source"\n')
-        out.append(f"params = {{ count = {count}, size = {s} }}\n")
+        for entry in ("source", "bsource"):
+            out.append(f'\n[[stage]]\nname = "{entry}{s}"\nentry = "stages:{entry}"\n')
+            out.append(f"params = {{ count = {count}, size = {s}, batch = {BATCH} }}\n")
     return "".join(out)
+
+
+def stage_of(sizes: list[int], size: int, entry: str) -> int:
+    """The manifest index of ``entry`` (source or bsource) for ``size``."""
+    return 1 + 2 * sizes.index(size) + (entry == "bsource")
 
 
 # ---------------------------------------------------------------------- DIME channel
 
 
-def dime_run(c: Cluster, archive: bytes, stage: int, size: int, limit: float) -> dict[str, float]:
+def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dict[str, float]:
     """Source (server 0, DIME 0) -> sink (server 1, DIME 1); items/s at the sink over ``limit`` seconds at most."""
     src, snk = c.dime(0, 0), c.dime(1, 1)
     bk.load_start(c, archive, snk, 0, "sink")
-    bk.load_start(c, archive, src, stage, f"source{size}")
+    bk.load_start(c, archive, src, stage, name)
     cpu0 = bk.dime_cpu(c, src), bk.dime_cpu(c, snk)
     i0 = bk.counter(c, snk, CounterId.ITEMS_IN)
     f0 = bk.counter(c, src, CounterId.ITEM_FRAMES_TX)
@@ -95,6 +122,36 @@ def dime_run(c: Cluster, archive: bytes, stage: int, size: int, limit: float) ->
         "snk_us": cpu[1] / n * 1e6,
         "per_frame": done / max(frames, 1),
     }
+
+
+def run_dime_rows(
+    t: Path, archive: bytes, sizes: list[int], kinds: list[str], args: argparse.Namespace, res: dict[Any, Any]
+) -> None:
+    """The DIME rows of one wire, each size ``args.repeat`` times, on one test bed."""
+    if not kinds:
+        return
+    veth = DIME_KINDS[kinds[0]][1] == "veth"
+    if veth and _veth.why_not():
+        print(f"dime-veth: skipped ({_veth.why_not()})", file=sys.stderr)
+        return
+    bed: Any
+    if veth:
+        store = t / "veth-store"
+        store.mkdir()
+        package.store_put(store, archive)
+        bed = _veth.VethBed(t / "veth", store, mtu=args.veth_mtu)
+    else:
+        bed = Cluster(t / "bed", kernels=2, dimes=2, key=True, chunks=256)
+        package.store_put(bed.store, archive)
+    try:
+        for _ in range(args.repeat):
+            for size in sizes:
+                for k in kinds:
+                    entry = DIME_KINDS[k][0]
+                    run = dime_run(bed, archive, stage_of(sizes, size, entry), f"{entry}{size}", args.seconds)
+                    res.setdefault((k, size), []).append(run)
+    finally:
+        bed.close()
 
 
 # ---------------------------------------------------------------------- peers
@@ -181,6 +238,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per measure (the median is shown)")
     ap.add_argument("--only", default=",".join(KINDS), help=f"comma list of {', '.join(KINDS)}")
     ap.add_argument("--json", action="store_true", help="last line: the DIME channel's items/s by size")
+    ap.add_argument("--veth-mtu", type=int, default=1500, help="MTU of the veth bed (dime-veth; root)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = [k for k in args.only.split(",") if k]
@@ -198,21 +256,15 @@ def main() -> int:
                     res.setdefault(("zmq-ipc", size), []).append({"rate": zmq_run(addr, size, n)})
                 if "pipe" in kinds:
                     res.setdefault(("pipe", size), []).append({"rate": pipe_run(size, n)})
-        if "dime" in kinds:
+        dime_kinds = [k for k in kinds if k in DIME_KINDS]
+        if dime_kinds:
             pkg = t / "pkg"
             pkg.mkdir()
-            count = 10_000_000
-            (pkg / "service.toml").write_text(manifest(sizes, count))
+            (pkg / "service.toml").write_text(manifest(sizes, 10_000_000))
             (pkg / "stages.py").write_text(STAGES)
             archive = package.pack(pkg)
-            c = Cluster(t / "bed", kernels=2, dimes=2, key=True, chunks=256)
-            try:
-                package.store_put(c.store, archive)
-                for _ in range(args.repeat):
-                    for i, size in enumerate(sizes):
-                        res.setdefault(("dime", size), []).append(dime_run(c, archive, i + 1, size, args.seconds))
-            finally:
-                c.close()
+            for wire in ("udp", "veth"):
+                run_dime_rows(t, archive, sizes, [k for k in dime_kinds if DIME_KINDS[k][1] == wire], args, res)
 
     def med(kind: str, size: int, key: str = "rate") -> float:
         runs = res.get((kind, size))
@@ -229,14 +281,17 @@ def main() -> int:
             r = med(k, size)
             cells.append(f"{r:>12,.0f} ({r / ref:5.2f}x)" if ref else f"{r:>22,.0f}")
         print(f"{size:>6}B  " + "  ".join(f"{c:>22}" for c in cells))
-    if "dime" in kinds:
-        print("DIME channel detail (medians):")
-        for size in sizes:
-            print(
-                f"  {size:>6} B: {med('dime', size) * size / 1e6:8.1f} MB/s; source DIME "
-                f"{med('dime', size, 'src_us'):.2f} us/item, sink DIME {med('dime', size, 'snk_us'):.2f} us/item "
-                f"(loop CPU); {med('dime', size, 'per_frame'):.1f} items per data frame"
-            )
+    if any(k in DIME_KINDS for k in kinds):
+        print("DIME channel detail (medians; CPU of each DIME's loop process per item, its MICE apart):")
+        for k in (k for k in kinds if k in DIME_KINDS):
+            for size in sizes:
+                if (k, size) not in res:
+                    continue
+                print(
+                    f"  {k:>10} {size:>6} B: {med(k, size) * size / 1e6:8.1f} MB/s; source DIME "
+                    f"{med(k, size, 'src_us'):.2f} us/item, sink DIME {med(k, size, 'snk_us'):.2f} us/item; "
+                    f"{med(k, size, 'per_frame'):.1f} items per data frame"
+                )
     if args.json:
         print(json.dumps({str(s): round(med("dime", s)) for s in sizes}))
     return 0

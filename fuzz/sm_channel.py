@@ -17,7 +17,8 @@ import atheris
 with atheris.instrument_imports():
     from sm_common import MACS, Script, check_output, raw_frame, run, wire_roundtrip
 
-    from pxproto.dime.channel import ChannelBroken, ChannelReceiver, ChannelSender, MessageReceived
+    from pxproto.dime.channel import ChannelBroken, ChannelSender, MessageReceived
+    from pxproto.dime.channel_rx import ChannelReceiver
     from pxproto.dime.endpoint import Address
     from pxproto.wire.codes import DataFlag
     from pxproto.wire.frame import Data, Frame, Scope

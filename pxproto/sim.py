@@ -39,7 +39,7 @@ from typing import Any
 
 from pxproto.dime.endpoint import Address, Output, earliest, frame_to
 from pxproto.fastpath import decode, encode
-from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice
+from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, UnmeteredMice
 from pxproto.package import Manifest, Stage
 from pxproto.signing import VerifyKeys
 from pxproto.wire.codes import DIME_ALL, Command, DimeState, DiscoveryOp, Op, TlvType
@@ -52,7 +52,7 @@ StageFn = Callable[[int], int | None]
 
 
 @dataclass(eq=False)
-class SimDime:
+class SimDime(UnmeteredMice):
     """One simulated DIME: the real FCAPS machine, and its MICE's queues in the data plane model.
 
     It is the machine's :class:`~pxproto.node.machine.Host`: a MICE "runs" by being marked running
@@ -159,15 +159,6 @@ class SimDime:
         self.pending.clear()
         self.seen.clear()
         self.next_source = 0
-
-    def relimit(self, m: Mice, chunks: int) -> None:
-        pass
-
-    def cpu_ns(self, m: Mice | None) -> tuple[int, int]:
-        return 0, 0
-
-    def mice_mem_chunks(self, m: Mice) -> int | None:
-        return None
 
     def wired(self, channel: int, output: bool, peer: Address, now: float) -> None:
         if output:

@@ -12,7 +12,6 @@ from pxproto.dime.channel import (
     MTU_ETHERNET,
     MTU_JUMBO,
     ChannelBroken,
-    ChannelReceiver,
     ChannelSender,
     MessageAcked,
     MessageDropped,
@@ -22,6 +21,7 @@ from pxproto.dime.channel import (
     fragment_size,
     serial_diff,
 )
+from pxproto.dime.channel_rx import ChannelReceiver
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.dime.simlink import SimLink, SimNet
 from pxproto.wire import spec
@@ -354,7 +354,7 @@ def test_sender_stops_at_credit_probes_a_closed_window_and_resumes() -> None:
 
 
 def test_fast_retransmit_recovers_one_loss_before_the_timer() -> None:
-    lost = []
+    lost: list[Frame] = []
 
     def drop_fragment_2_once(frame: Frame) -> bool:
         if isinstance(frame.body, Data) and frame.body.frag_index == 2 and not lost:

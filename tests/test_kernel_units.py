@@ -376,15 +376,19 @@ def test_an_appender_writes_each_record_through_at_once(tmp_path: Path) -> None:
 
 
 def test_a_yielded_list_is_a_batch_of_items() -> None:
-    class Rec:
+    class Rec(mice.Batcher):
+        """A Batcher whose socket keeps what it is sent; ``got`` is every record sent or still waiting."""
+
         def __init__(self) -> None:
-            self.got: list[tuple[int, int, bytes]] = []
+            super().__init__(self)  # type: ignore[arg-type]
+            self.sent: list[bytes] = []
 
-        def add(self, kind: int, lineage: int, data: bytes = b"") -> None:
-            self.got.append((kind, lineage, data))
+        def sendall(self, data: bytes) -> None:
+            self.sent.append(data)
 
-        def flush(self) -> None:
-            pass
+        @property
+        def got(self) -> list[tuple[int, int, bytes]]:
+            return [r for m in [*self.sent, b"".join(self.parts)] for r in mice.records(m)]
 
     one, batch = Rec(), Rec()
     ctx = mice.Context(1, 2, "s", 0, 1)

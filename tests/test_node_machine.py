@@ -16,7 +16,7 @@ from pxproto import package
 from pxproto.dime.endpoint import Address
 from pxproto.dime.signaling import Requester, ResponseReceived, RetransmitPolicy
 from pxproto.fastpath import decode, encode
-from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, OwnChannels
+from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, UnmeteredMice
 from pxproto.node.testbed import ENV
 from pxproto.signing import VerifyKeys
 from pxproto.wire.codes import (
@@ -45,7 +45,7 @@ LOAD_ONLY = (
 """A LOAD of FakeHost's one-stage package (unsigned)."""
 
 
-class FakeHost(OwnChannels):
+class FakeHost(UnmeteredMice):
     """A host that records what the machine asked of it (no process, no clock)."""
 
     def __init__(self) -> None:

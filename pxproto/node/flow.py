@@ -87,7 +87,7 @@ class _Input:
 
 
 @dataclass(slots=True)
-class _Output:
+class Output:
     parent: int | None
     data: bytes
     channel: int | None = None
@@ -103,7 +103,7 @@ class Flow:
     """Lineages completed here (their copies are completed at once), behind watermarks."""
     to_mice: deque[int] = field(default_factory=deque)
     """Lineages handed to the MICE whose DONE has not come back, in order."""
-    retained: dict[int, _Output] = field(default_factory=dict)
+    retained: dict[int, Output] = field(default_factory=dict)
     """Outputs not yet completed by downstream, by lineage."""
     queue: deque[int] = field(default_factory=deque)
     """Outputs waiting for an output channel with credit."""
@@ -133,7 +133,8 @@ class Flow:
         completed, inputs, to_mice = self.completed, self.inputs, self.to_mice
         marks, above = completed.marks, completed.above
         done: list[int] = []
-        for lineage, item in items:
+        for pair in items:
+            lineage = pair[0]
             if (lineage & LOW_MASK) <= marks.get(lineage >> LOW_BITS, 0) or lineage in above:
                 self.duplicates += 1
                 done.append(lineage)
@@ -146,7 +147,7 @@ class Flow:
                 continue
             inputs[lineage] = _Input([up])
             to_mice.append(lineage)
-            queue.append((lineage, item))
+            queue.append(pair)
         return done
 
     def forget(self, lineage: int) -> None:
@@ -167,7 +168,7 @@ class Flow:
             self.inputs[parent].open_outputs += 1
         else:
             self.source_made = max(self.source_made, lineage & LOW_MASK)
-        self.retained[lineage] = _Output(parent, data)
+        self.retained[lineage] = Output(parent, data)
         self.queue.append(lineage)
 
     def done(self, lineage: int) -> list[Upstream]:

@@ -146,6 +146,20 @@ class OwnChannels:
         return None
 
 
+class UnmeteredMice(OwnChannels):
+    """Host hooks for a MICE with no process to meter (sans-I/O drivers: tests, benches): no limit to set,
+    no CPU or memory to read."""
+
+    def relimit(self, m: Mice, chunks: int) -> None:
+        pass
+
+    def cpu_ns(self, m: Mice | None) -> tuple[int, int]:
+        return 0, 0
+
+    def mice_mem_chunks(self, m: Mice) -> int | None:
+        return None
+
+
 WINDOW_BYTES = 160 << 10
 """Bytes a channel may have on the wire unacknowledged by default: what a socket's default receive buffer
 (212 KiB on Linux, pxswitch's UDP ports included) holds, so a burst is not dropped on the way."""

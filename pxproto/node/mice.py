@@ -86,10 +86,12 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pxproto.fastpath import select
 from pxproto.package import LocalStore, keyed_records
 from pxproto.wire.codes import FaultCode
 
@@ -137,7 +139,7 @@ BATCH_MARK = bytes(8)
 ITEM_REC = struct.Struct("!QI")
 
 
-def pack_items(items: Iterable[tuple[int, bytes]]) -> bytes:
+def pack_items_py(items: Iterable[tuple[int, bytes]]) -> bytes:
     """A batch message: the zero mark, then ``lineage u64 | length u32 | bytes`` per item."""
     parts = [BATCH_MARK]
     for lineage, data in items:
@@ -146,7 +148,7 @@ def pack_items(items: Iterable[tuple[int, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-def unpack_items(message: bytes) -> list[tuple[int, bytes]]:
+def unpack_items_py(message: bytes) -> list[tuple[int, bytes]]:
     """The (lineage, item) pairs of a data-channel message, single or batch; ValueError names the bad byte."""
     if message[:8] != BATCH_MARK:
         return [unpack_item(message)]
@@ -167,7 +169,7 @@ def unpack_items(message: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-def records(message: bytes) -> list[tuple[int, int, bytes]]:
+def records_py(message: bytes) -> list[tuple[int, int, bytes]]:
     """The (kind, lineage, bytes) records of one socketpair message; ValueError on a malformed batch."""
     pos, n = 0, len(message)
     out = []
@@ -184,6 +186,64 @@ def records(message: bytes) -> list[tuple[int, int, bytes]]:
     return out
 
 
+Bytes = bytes | bytearray | memoryview
+
+
+def pack_records_py(kind: int, pairs: Iterable[tuple[int, Bytes]]) -> bytes:
+    """``kind u8 | lineage u64 | length u32 | bytes`` for each (lineage, bytes) pair, in one message."""
+    parts: list[Bytes] = []
+    for lineage, data in pairs:
+        parts.append(REC.pack(kind, lineage, len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def take_records_py(kind: int, queue: deque[tuple[int, bytes]], max_n: int, limit: int) -> tuple[bytes, int, int]:
+    """Pop up to ``max_n`` (lineage, bytes) pairs off the left of ``queue``, at least one and no more than fit
+    ``limit`` bytes of records; return (message, how many, first lineage or 0)."""
+    taken: list[tuple[int, bytes]] = []
+    size = 0
+    while len(taken) < max_n and size < limit and queue:
+        pair = queue.popleft()
+        taken.append(pair)
+        size += REC.size + len(pair[1])
+    if not taken:
+        return b"", 0, 0
+    return pack_records_py(kind, taken), len(taken), taken[0][0]
+
+
+def pack_run_py(
+    kind: int, first: int, items: Sequence[Bytes], start: int, limit: int, max_item: int
+) -> tuple[bytes, int]:
+    """Records for ``items[start:]`` with lineages ``first``, ``first + 1``...: as many as fit ``limit`` bytes
+    (at least one); return (message, how many).  TypeError or ValueError when an item is not bytes-like or
+    longer than ``max_item`` (the caller reports it through its slow path)."""
+    pairs: list[tuple[int, Bytes]] = []
+    size = 0
+    for i in range(start, len(items)):
+        one = items[i]
+        if not isinstance(one, bytes | bytearray | memoryview):
+            raise TypeError("not bytes")
+        if len(one) > max_item:
+            raise ValueError("too long")
+        if pairs and size + REC.size + len(one) > limit:
+            break
+        pairs.append((first + i - start, one))
+        size += REC.size + len(one)
+    return pack_records_py(kind, pairs), len(pairs)
+
+
+_items = select.compiled("pxproto.node._items")
+COMPILED = _items is not None
+"""Whether the item codecs below are the compiled ``pxproto.node._items`` (else the ``*_py`` twins above)."""
+records = _items.records if _items is not None else records_py
+unpack_items = _items.unpack_items if _items is not None else unpack_items_py
+pack_items = _items.pack_items if _items is not None else pack_items_py
+pack_records = _items.pack_records if _items is not None else pack_records_py
+take_records = _items.take_records if _items is not None else take_records_py
+pack_run = _items.pack_run if _items is not None else pack_run_py
+
+
 class Batcher:
     """Packs records into socketpair messages of at most BATCH_BYTES."""
 
@@ -198,6 +258,22 @@ class Batcher:
         self.parts.append(REC.pack(kind, lineage, len(data)))
         self.parts.append(data)
         self.size += REC.size + len(data)
+
+    def add_run(self, kind: int, first: int, items: Sequence[Bytes], start: int = 0) -> None:
+        """Records for ``items[start:]`` with lineages ``first``, ``first + 1``..., packed a message's worth at a
+        time in one call (:func:`pack_run`); nothing is added when an item is bad (TypeError/ValueError)."""
+        chunks = []
+        i, room = start, BATCH_BYTES - self.size
+        while i < len(items):
+            msg, n = pack_run(kind, first + i - start, items, i, room if room > REC.size else BATCH_BYTES, MAX_ITEM)
+            chunks.append(msg)
+            i += n
+            room = BATCH_BYTES
+        for msg in chunks:
+            if self.parts and self.size + len(msg) > BATCH_BYTES:
+                self.flush()
+            self.parts.append(msg)
+            self.size += len(msg)
 
     def flush(self) -> None:
         if self.parts:
@@ -302,6 +378,17 @@ def _emit(out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ct
             item = next(items)
         except StopIteration:
             break
+        if parent is None and isinstance(item, list | tuple):  # a source's batch: packed in one call
+            skip = max(0, ctx.first - counter)
+            try:
+                out.add_run(OUT, source_lineage(ctx.stage, counter + skip), item, skip)
+            except (TypeError, ValueError):
+                pass  # a bad item: the loop below names it
+            else:
+                counter += len(item)
+                if clock() - t0 > SOURCE_SLOW:
+                    out.flush()
+                continue
         for one in item if isinstance(item, list | tuple) else (item,):  # a list: a batch of items
             if not isinstance(one, bytes | bytearray | memoryview):
                 raise TypeError(f"stage {ctx.name} yielded {type(one).__name__}, items are bytes")

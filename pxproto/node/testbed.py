@@ -72,6 +72,18 @@ def parent_pid(pid: int, proc: Path = Path("/proc")) -> int | None:
     return next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("PPid:")), None)
 
 
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process still running, then wait for each (10 s, then SIGKILL)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 class Cluster:
     """A pxswitch with one UDP port per kernel plus one for the test's client."""
 
@@ -202,14 +214,7 @@ class Cluster:
         self.wire(up, Direction.OUTPUT, down, channel)
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(self.procs)
         self.switch.terminate()
         try:
             self.switch.wait(timeout=10)

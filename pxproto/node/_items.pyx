@@ -1,0 +1,164 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The item codecs of the data plane, compiled: MICE record batches and data-channel item batches.
+
+Formats and errors are those of the pure twins in :mod:`pxproto.node.mice` (``records``,
+``unpack_items``, ``pack_items``, ``pack_records``, ``pack_run``, ``take_records``), which
+:mod:`pxproto.node.items` picks when this module is not built; ``tests/test_items_codec.py``
+runs both on the same inputs, malformed ones included, and compares the results and errors.
+Each call walks a whole batch in C: one bytes object out per batch, one tuple per item in.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+
+DEF REC = 13  # kind u8 | lineage u64 | length u32
+DEF ITEM = 12  # lineage u64 | length u32
+DEF MARK = 8
+
+
+cdef inline uint64_t rd64(const uint8_t* p) noexcept nogil:
+    return ((<uint64_t>p[0] << 56) | (<uint64_t>p[1] << 48) | (<uint64_t>p[2] << 40) | (<uint64_t>p[3] << 32)
+            | (<uint64_t>p[4] << 24) | (<uint64_t>p[5] << 16) | (<uint64_t>p[6] << 8) | <uint64_t>p[7])
+
+
+cdef inline uint32_t rd32(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | <uint32_t>p[3]
+
+
+cdef inline void wr64(uint8_t* p, uint64_t v) noexcept nogil:
+    cdef int i
+    for i in range(8):
+        p[i] = <uint8_t>(v >> (56 - 8 * i))
+
+
+cdef inline void wr32(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = <uint8_t>(v >> 24)
+    p[1] = <uint8_t>(v >> 16)
+    p[2] = <uint8_t>(v >> 8)
+    p[3] = <uint8_t>v
+
+
+def records(bytes message):
+    """The (kind, lineage, bytes) records of one socketpair message; ValueError on a malformed batch."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(message), pos = 0, length
+    cdef list out = []
+    while pos < n:
+        if pos + REC > n:
+            raise ValueError(f"record header at byte {pos} truncated")
+        length = rd32(p + pos + 9)
+        if pos + REC + length > n:
+            raise ValueError(f"record at byte {pos} says {length} bytes, {n - pos - REC} left")
+        out.append((p[pos], rd64(p + pos + 1), PyBytes_FromStringAndSize(<const char*>p + pos + REC, length)))
+        pos += REC + length
+    return out
+
+
+def unpack_items(bytes message):
+    """The (lineage, item) pairs of a data-channel message, single or batch; ValueError names the bad byte."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(message), pos = MARK, length
+    cdef uint64_t lineage
+    if n < MARK:
+        raise ValueError(f"item message of {n} bytes, a lineage needs {MARK}")
+    lineage = rd64(p)
+    if lineage != 0:
+        return [(lineage, message[MARK:])]
+    cdef list out = []
+    while pos < n:
+        if pos + ITEM > n:
+            raise ValueError(f"batch item header at byte {pos} truncated ({n - pos} bytes left)")
+        lineage = rd64(p + pos)
+        length = rd32(p + pos + 8)
+        if pos + ITEM + length > n:
+            raise ValueError(f"batch item at byte {pos} says {length} bytes, {n - pos - ITEM} left")
+        if lineage == 0:
+            raise ValueError(f"batch item at byte {pos} has lineage 0")
+        out.append((lineage, PyBytes_FromStringAndSize(<const char*>p + pos + ITEM, length)))
+        pos += ITEM + length
+    return out
+
+
+cdef bytes _pack(list pairs, int kind, Py_ssize_t head):
+    """``pairs`` of (lineage, bytes-like) packed after ``head`` zero bytes; ``kind`` >= 0 adds a kind byte."""
+    cdef Py_ssize_t total = head, i, k = len(pairs), rec = ITEM if kind < 0 else REC
+    cdef Py_buffer view
+    cdef object pair
+    for i in range(k):
+        total += rec + len((<tuple>pairs[i])[1])
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(out)
+    cdef Py_ssize_t pos = head
+    for i in range(head):
+        w[i] = 0
+    for i in range(k):
+        pair = pairs[i]
+        PyObject_GetBuffer((<tuple>pair)[1], &view, PyBUF_SIMPLE)
+        try:
+            if kind >= 0:
+                w[pos] = <uint8_t>kind
+                pos += 1
+            wr64(w + pos, <uint64_t>(<tuple>pair)[0])
+            wr32(w + pos + 8, <uint32_t>view.len)
+            memcpy(w + pos + 12, view.buf, view.len)
+            pos += 12 + view.len
+        finally:
+            PyBuffer_Release(&view)
+    return out
+
+
+def pack_items(items):
+    """A batch message: the zero mark, then ``lineage u64 | length u32 | bytes`` per item."""
+    return _pack([(lin, data) for lin, data in items], -1, MARK)
+
+
+def pack_records(int kind, pairs):
+    """``kind u8 | lineage u64 | length u32 | bytes`` for each (lineage, bytes) pair, in one message."""
+    return _pack([(lin, data) for lin, data in pairs], kind, 0)
+
+
+def take_records(int kind, queue, Py_ssize_t max_n, Py_ssize_t limit):
+    """Pop up to ``max_n`` (lineage, bytes) pairs off the left of ``queue`` (a deque), at least one and no more
+    than fit ``limit`` bytes of records; return (message, how many, first lineage or 0)."""
+    cdef list taken = []
+    cdef Py_ssize_t size = 0, n = 0
+    cdef object pair
+    popleft = queue.popleft
+    while n < max_n and size < limit and queue:
+        pair = popleft()
+        taken.append(pair)
+        size += REC + len((<tuple>pair)[1])
+        n += 1
+    if not taken:
+        return b"", 0, 0
+    return _pack(taken, kind, 0), n, (<tuple>taken[0])[0]
+
+
+def pack_run(int kind, uint64_t first, items, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t max_item):
+    """Records for ``items[start:]`` with lineages ``first``, ``first + 1``...: as many as fit ``limit`` bytes
+    (at least one); return (message, how many).  TypeError or ValueError (no message text to rely on) when an
+    item is not bytes-like or longer than ``max_item``: the caller reports it through its slow path."""
+    cdef Py_ssize_t n = len(items), i = start, size = 0, length
+    cdef list pairs = []
+    cdef object one
+    while i < n:
+        one = items[i]
+        if isinstance(one, memoryview):
+            one = bytes(one)
+        elif not isinstance(one, (bytes, bytearray)):
+            raise TypeError("not bytes")
+        length = len(one)
+        if length > max_item:
+            raise ValueError("too long")
+        if pairs and size + REC + length > limit:
+            break
+        pairs.append((first + (i - start), one))
+        size += REC + length
+        i += 1
+    return _pack(pairs, kind, 0), i - start
