@@ -1,6 +1,6 @@
 """pxswitch against the Linux bridge and a naive Python switch, in one run.
 
-Three namespaces: pxs16-src --veth-- pxs16-sw --veth-- pxs16-dst.  trafgen (one
+Three namespaces (prefix $PXS_BENCH_NS, default pxs16): pxs16-src --veth-- pxs16-sw --veth-- pxs16-dst.  trafgen (one
 core) sends 60-byte DATA frames (64 on the wire with the FCS) from pxs16-src;
 pxs16-sw forwards with, in turn, a Linux bridge, a naive Python switch (one
 recv and one send per frame) and pxswitch (on the other core), once under
@@ -33,7 +33,9 @@ from _common import measure_installed  # bench/ is sys.path[0]; runs before pxpr
 
 measure_installed()
 
-NS = ("pxs16-src", "pxs16-sw", "pxs16-dst")
+PREFIX = os.environ.get("PXS_BENCH_NS", "pxs16")
+"""Namespace name prefix (another run of this bench on the same host needs its own)."""
+SRC, SW, DST = NS = (f"{PREFIX}-src", f"{PREFIX}-sw", f"{PREFIX}-dst")
 SRC_MAC = "02:00:00:00:0a:01"
 DST_MAC = "02:00:00:00:0b:01"
 PROBE_MAC = "02:00:00:00:0a:02"
@@ -59,12 +61,12 @@ def setup() -> None:
         sh(f"ip netns add {ns}")
         sh(nsx(ns, "ip link set lo up"))
         sh(nsx(ns, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1"))
-    sh("ip link add src0 netns pxs16-src type veth peer name s0 netns pxs16-sw")
-    sh("ip link add dst0 netns pxs16-dst type veth peer name s1 netns pxs16-sw")
-    sh(nsx("pxs16-src", f"ip link set src0 address {SRC_MAC} up"))
-    sh(nsx("pxs16-dst", f"ip link set dst0 address {DST_MAC} up"))
+    sh(f"ip link add src0 netns {SRC} type veth peer name s0 netns {SW}")
+    sh(f"ip link add dst0 netns {DST} type veth peer name s1 netns {SW}")
+    sh(nsx(SRC, f"ip link set src0 address {SRC_MAC} up"))
+    sh(nsx(DST, f"ip link set dst0 address {DST_MAC} up"))
     for i in ("s0", "s1"):
-        sh(nsx("pxs16-sw", f"ip link set {i} up"))
+        sh(nsx(SW, f"ip link set {i} up"))
 
 
 def teardown() -> None:
@@ -179,10 +181,10 @@ class Mode:
 
     def start(self) -> None:
         if self.name == "bridge":
-            sh(nsx("pxs16-sw", "ip link add br0 type bridge stp_state 0 forward_delay 0"))
-            sh(nsx("pxs16-sw", "ip link set s0 master br0"))
-            sh(nsx("pxs16-sw", "ip link set s1 master br0"))
-            sh(nsx("pxs16-sw", "ip link set br0 up"))
+            sh(nsx(SW, "ip link add br0 type bridge stp_state 0 forward_delay 0"))
+            sh(nsx(SW, "ip link set s0 master br0"))
+            sh(nsx(SW, "ip link set s1 master br0"))
+            sh(nsx(SW, "ip link set br0 up"))
         else:
             if self.name == "naive":
                 script = os.path.join(self.tmp, "naive.py")
@@ -204,21 +206,21 @@ class Mode:
                     *self.extra,
                 ]
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", "pxs16-sw", "taskset", "-c", CPUS["switch"], *cmd],
+                ["ip", "netns", "exec", SW, "taskset", "-c", CPUS["switch"], *cmd],
                 env=env(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         time.sleep(1.0)
         # Teach every switch where the destination is (one frame from it).
-        send("pxs16-dst", "dst0", "control", 2, 1000, DST_MAC, SRC_MAC)
+        send(DST, "dst0", "control", 2, 1000, DST_MAC, SRC_MAC)
         time.sleep(0.2)
 
     def stats(self) -> dict | None:
         if not self.name.startswith("pxswitch"):
             return None
         out = sh(
-            nsx("pxs16-sw", f"{sys.executable} -m pxproto.switch.cli stats --json --control {self.tmp}/c.sock"),
+            nsx(SW, f"{sys.executable} -m pxproto.switch.cli stats --json --control {self.tmp}/c.sock"),
             check=False,
         )
         return json.loads(out) if out.strip() else None
@@ -231,7 +233,7 @@ class Mode:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         if self.name == "bridge":
-            sh(nsx("pxs16-sw", "ip link del br0"), check=False)
+            sh(nsx(SW, "ip link del br0"), check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -250,7 +252,7 @@ def send(ns: str, dev: str, mode: str, n: int, rate: float, src: str, dst: str) 
 
 def receiver(mode: str, seconds: float, key: str) -> subprocess.Popen[str]:
     p = subprocess.Popen(
-        ["ip", "netns", "exec", "pxs16-dst", sys.executable, "-c", RECEIVER, "dst0", mode, str(seconds), key],
+        ["ip", "netns", "exec", DST, sys.executable, "-c", RECEIVER, "dst0", mode, str(seconds), key],
         env=env(),
         stdout=subprocess.PIPE,
         text=True,
@@ -270,12 +272,12 @@ def trafgen_conf(path: str) -> None:
 
 def blast(conf: str, seconds: float, rate: int | None) -> tuple[float, int, int]:
     """trafgen on the sender CPU for ``seconds``; (duration, sent, received at dst0)."""
-    tx0, rx0 = counter("pxs16-src", "src0", "tx_packets"), counter("pxs16-dst", "dst0", "rx_packets")
+    tx0, rx0 = counter(SRC, "src0", "tx_packets"), counter(DST, "dst0", "rx_packets")
     args = [
         "ip",
         "netns",
         "exec",
-        "pxs16-src",
+        SRC,
         "taskset",
         "-c",
         CPUS["sender"],
@@ -303,7 +305,7 @@ def blast(conf: str, seconds: float, rate: int | None) -> tuple[float, int, int]
         p.wait()
     time.sleep(0.3)  # let the switch drain
     dt = time.monotonic() - t0
-    tx, rx = counter("pxs16-src", "src0", "tx_packets") - tx0, counter("pxs16-dst", "dst0", "rx_packets") - rx0
+    tx, rx = counter(SRC, "src0", "tx_packets") - tx0, counter(DST, "dst0", "rx_packets") - rx0
     return dt, tx, rx
 
 
@@ -331,7 +333,7 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
                 break
         # latency at 50% of saturation: probe frames (2000/s) beside the load
         r = receiver("probe", seconds + 20, PROBE_MAC)
-        probe = send("pxs16-src", "src0", "probe", int(2000 * seconds), 2000, SRC_MAC, DST_MAC)
+        probe = send(SRC, "src0", "probe", int(2000 * seconds), 2000, SRC_MAC, DST_MAC)
         blast(conf, seconds, int(sat * 0.5))
         probe.wait()
         out = json.loads(r.communicate()[0].splitlines()[-1])
@@ -344,7 +346,7 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
         # control frames while data saturates
         n_ctrl = int(1000 * seconds)
         r = receiver("control", seconds + 20, ctrl_ets)
-        c = send("pxs16-src", "src0", "control", n_ctrl, 1000, SRC_MAC, DST_MAC)
+        c = send(SRC, "src0", "control", n_ctrl, 1000, SRC_MAC, DST_MAC)
         blast(conf, seconds, None)
         c.wait()
         got = json.loads(r.communicate()[0].splitlines()[-1])["n"]
