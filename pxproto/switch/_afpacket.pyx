@@ -16,28 +16,27 @@ an output that is not an AF_PACKET port or has a backlog) goes back to
 Python as bytes for :meth:`Switch.receive`; a control frame the wire refused
 goes back for the core's control queue.
 
-The batches come from :mod:`pxproto.switch._packetring` (recvmmsg slots or a
-PACKET_MMAP ring); its Python names are re-exported here, so a port needs one
-compiled module.
+Batches come and go through :mod:`pxproto.switch._packetring` (recvmmsg, rings,
+sendmmsg); its Python names are re-exported here: a port needs one module.
 """
 
 from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 from pxproto.fastpath.wirec cimport PxView, px_class_of, px_error_field, px_view
 from pxproto.fastpath.wiregen cimport *
+from pxproto.switch._cutil cimport epb, is_control, mac48, u16
 from pxproto.switch._fdb cimport Fdb
 from pxproto.fastpath.tpacket cimport (
     CLOCK_MONOTONIC, CLOCK_REALTIME, MSG_DONTWAIT, POLLIN, clock_gettime, iovec, mmsghdr, poll, pollfd, sendmmsg,
     timespec,
 )
-from pxproto.switch._packetring cimport BATCH, VNET, Batch, _Slots
-from pxproto.switch._packetring cimport PacketRing as Ring
+from pxproto.switch._packetring cimport BATCH, VNET, Batch, PacketRing as Ring, TxRing as Tx, _Slots
 
-from pxproto.switch._packetring import PacketRing, recv_batch, send_batch  # the ports' batched I/O, one module
+from pxproto.switch._packetring import PacketRing, TxRing, recv_batch, send_batch  # the ports' I/O, one module
 
 DEF MAXPORTS = 64
 DEF NCLASS = 5
@@ -54,26 +53,6 @@ VALIDATION = {"none": V_NONE, "header": V_HEADER, "full": V_FULL}
 """FastLoop.validation for each SwitchPolicy.validation."""
 
 
-cdef inline unsigned int _u16(const unsigned char* p) noexcept nogil:
-    return (p[0] << 8) | p[1]
-
-
-cdef inline uint64_t _mac(const unsigned char* p) noexcept nogil:
-    return ((<uint64_t>p[0] << 40) | (<uint64_t>p[1] << 32) | (<uint64_t>p[2] << 24) |
-            (<uint64_t>p[3] << 16) | (<uint64_t>p[4] << 8) | <uint64_t>p[5])
-
-
-cdef inline void _le32(unsigned char* p, uint32_t v) noexcept nogil:
-    p[0] = v & 0xFF
-    p[1] = (v >> 8) & 0xFF
-    p[2] = (v >> 16) & 0xFF
-    p[3] = (v >> 24) & 0xFF
-
-
-cdef inline bint _is_control(int ci) noexcept nogil:
-    return ci == 1 or ci == 3 or ci == 4
-
-
 cdef class FastLoop:
     """Forwarding between AF_PACKET ports at C level, sharing the switch's table."""
 
@@ -84,6 +63,7 @@ cdef class FastLoop:
     cdef int ctrl_fd[MAXPORTS]
     cdef void* ring[MAXPORTS]         # borrowed PacketRing pointers; ``rings`` holds the references
     cdef dict rings
+    cdef void* txr[MAXPORTS]          # borrowed TxRing pointers; ``rings`` holds the references too
     cdef bint up[MAXPORTS]
     cdef bint backlog[MAXPORTS]
     cdef bint others_up        # a non-AF_PACKET port is up: floods go through Python
@@ -135,6 +115,7 @@ cdef class FastLoop:
             self.fd[i] = -1
             self.ctrl_fd[i] = -1
             self.ring[i] = NULL
+            self.txr[i] = NULL
         self.validation = V_HEADER
         self.malformed_drop = True
         self.mbuf = NULL
@@ -148,13 +129,15 @@ cdef class FastLoop:
     def __dealloc__(self):
         free(self.mbuf)
 
-    def set_port(self, int pid, int fd, int ctrl_fd=-1, Ring ring=None, str name=""):
+    def set_port(self, int pid, int fd, int ctrl_fd=-1, Ring ring=None, str name="", Tx tx=None):
+        """Port ``pid``: its data and control sockets, its receive ring, its transmit ring (else sendmmsg)."""
         if not 0 <= pid < MAXPORTS:
             raise ValueError(f"port id {pid}: the fast loop takes ids below {MAXPORTS}")
         self.fd[pid] = fd
         self.ctrl_fd[pid] = ctrl_fd
-        self.rings[pid] = ring
+        self.rings[pid] = (ring, tx)
         self.ring[pid] = <void*>ring if ring is not None else NULL
+        self.txr[pid] = <void*>tx if tx is not None else NULL
         self.up[pid] = True
         comment = f"in {name}".encode()[:MIRROR_COMMENT]
         memcpy(self.mcomment[pid], <char*>comment, len(comment))
@@ -165,6 +148,7 @@ cdef class FastLoop:
             self.fd[pid] = -1
             self.ctrl_fd[pid] = -1
             self.ring[pid] = NULL
+            self.txr[pid] = NULL
             self.rings.pop(pid, None)
             self.up[pid] = False
             self.vnet[pid] = False
@@ -241,31 +225,12 @@ cdef class FastLoop:
         return out
 
     cdef void _mirror(self, int pid, const unsigned char* b, Py_ssize_t n, uint64_t ts) noexcept nogil:
-        cdef Py_ssize_t padded = (n + 3) & ~3
-        cdef int cl = self.mcomment_len[pid]
-        cdef Py_ssize_t opts = (4 + ((cl + 3) & ~3) + 4) if cl else 0
-        cdef Py_ssize_t total = 32 + padded + opts
-        cdef unsigned char* p
-        if self.mlen + total > self.mcap:
+        cdef Py_ssize_t w = epb(self.mbuf + self.mlen, self.mcap - self.mlen, b, n, ts, self.mcomment[pid],
+                                self.mcomment_len[pid])
+        if w < 0:
             self.mirror_dropped += 1
-            return
-        p = self.mbuf + self.mlen
-        memset(p, 0, total)
-        _le32(p, 6)                      # Enhanced Packet Block
-        _le32(p + 4, <uint32_t>total)
-        _le32(p + 8, 0)                  # interface 0
-        _le32(p + 12, <uint32_t>(ts >> 32))
-        _le32(p + 16, <uint32_t>ts)
-        _le32(p + 20, <uint32_t>n)
-        _le32(p + 24, <uint32_t>n)
-        memcpy(p + 28, b, n)
-        if cl:
-            p[28 + padded] = 1           # opt_comment
-            p[30 + padded] = cl & 0xFF
-            memcpy(p + 32 + padded, self.mcomment[pid], cl)
-            # opt_endofopt: the 4 zero bytes memset left
-        _le32(p + total - 4, <uint32_t>total)
-        self.mlen += total
+        else:
+            self.mlen += w
 
     cdef int _classify(self, const unsigned char* b, Py_ssize_t n, int* ci, int* dime_scope,
                        unsigned int* src_dime, unsigned int* dst_dime, int* err) noexcept nogil:
@@ -276,7 +241,7 @@ cdef class FastLoop:
         cdef int c
         if n < PX_ETH_LEN:
             return -1
-        c = px_class_of(_u16(b + PX_ETH_TYPE))
+        c = px_class_of(u16(b + PX_ETH_TYPE))
         ci[0] = c
         if c == 0:
             return -1 if self.non_parallax_drop else 0
@@ -292,14 +257,14 @@ cdef class FastLoop:
             return -1
         flags = b[PX_ETH_LEN + PX_HDR_FLAGS]
         dime_scope[0] = 1 if flags & PX_HFLAG_SCOPE_DIME else 0
-        src_dime[0] = _u16(b + PX_ETH_LEN + PX_HDR_SRC_DIME)
-        dst_dime[0] = _u16(b + PX_ETH_LEN + PX_HDR_DST_DIME)
+        src_dime[0] = u16(b + PX_ETH_LEN + PX_HDR_SRC_DIME)
+        dst_dime[0] = u16(b + PX_ETH_LEN + PX_HDR_DST_DIME)
         if self.validation == V_NONE:
             return 0
         # header depth: the rules of peek._check_header; a frame that breaks one goes to Python to be counted
         if b[PX_ETH_LEN + PX_HDR_VERSION] != PX_PROTOCOL_VERSION or flags & ~(PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH):
             return -1
-        end = PX_BODY_OFFSET + _u16(b + PX_ETH_LEN + PX_HDR_LENGTH) + (PX_AUTH_LEN if flags & PX_HFLAG_AUTH else 0)
+        end = PX_BODY_OFFSET + u16(b + PX_ETH_LEN + PX_HDR_LENGTH) + (PX_AUTH_LEN if flags & PX_HFLAG_AUTH else 0)
         if end > n:
             return -1
         if end < n:
@@ -329,7 +294,7 @@ cdef class FastLoop:
         if r < 0:
             return SLOW
         if not b[6] & 1:
-            src = _mac(b + 6)
+            src = mac48(b + 6)
             r = self.fdb.c_learn(src | (<uint64_t>PX_DIME_ALL << 48), pid, now)
             if r == 1:
                 self.learned += 1
@@ -343,7 +308,7 @@ cdef class FastLoop:
                     self.moved += 1
         if b[0] & 1:
             return FLOOD
-        dst = _mac(b)
+        dst = mac48(b)
         if dime_scope:
             out = self.fdb.c_lookup(dst | (<uint64_t>dst_dime << 48), now)
         if out < 0:
@@ -360,7 +325,7 @@ cdef class FastLoop:
         if not self.gso_of[slot] and self.batch.len[slot] > self.maxlen[out]:
             self.tx_big[out] += 1  # longer than the output's MTU allows
             return
-        if _is_control(ci):
+        if is_control(ci):
             self.outc[out][self.nc[out]] = slot
             self.nc[out] += 1
         else:
@@ -460,7 +425,7 @@ cdef class FastLoop:
                     self.flooded += 1
                     for p in range(MAXPORTS):
                         if p != pid and self.fd[p] >= 0 and self.up[p]:
-                            if self.backlog[p] and _is_control(ci):
+                            if self.backlog[p] and is_control(ci):
                                 retry.append((p, b[:ln], ci))
                             else:
                                 self._queue(p, i, ci)
@@ -539,11 +504,36 @@ cdef class FastLoop:
             if out or self.mlen > self.mcap // 2:
                 return out  # (or the mirror buffer wants writing out)
 
+    cdef int _ring_send(self, int p, short* slots, int k) except -2:
+        """Send from the start of ``slots`` through ``p``'s transmit ring: how many went (the rest: the ring
+        is full or a frame is too long for a slot), or -1 when the socket failed."""
+        cdef Tx tx = <Tx>self.txr[p]
+        cdef int n = 0, s, r
+        cdef bint flushed = False
+        while n < k:
+            s = slots[n]
+            if not tx.put(self.batch.vh[s] if self.vnet[p] else NULL, self.batch.ptr[s], self.batch.len[s]):
+                if flushed or self.batch.len[s] > tx.cap:
+                    break
+                flushed = True  # the ring is full: send what waits, which frees slots, and try once more
+                with nogil:
+                    tx.flush(True)
+                continue
+            self.tx[p] += 1
+            self.tx_bytes[p] += self.batch.len[s]
+            self.tx_class[p][self.cls_of[s]] += 1
+            n += 1
+        with nogil:
+            r = tx.flush()
+        if r < 0 and errno != EAGAIN and errno != ENOBUFS and errno != EINTR:
+            return -1
+        return n
+
     cdef int _send(self, int p, list retry) except -2:
         cdef iovec iov[4 * BATCH]
         cdef mmsghdr hdr[2 * BATCH]
         cdef short slots[2 * BATCH]
-        cdef int k = 0, i, off = 0, r, err = 0, ci, ln, s
+        cdef int k = 0, i, off = 0, r, err = 0, ci, ln, s, first = 0
         cdef bint vnet = self.vnet[p]
         for i in range(self.nc[p]):
             slots[k] = self.outc[p][i]
@@ -551,8 +541,15 @@ cdef class FastLoop:
         for i in range(self.nd[p]):
             slots[k] = self.outd[p][i]
             k += 1
+        if self.txr[p] != NULL:
+            first = self._ring_send(p, slots, k)
+            if first < 0:
+                return -1
+            if first == k:
+                return 0
+            off = first  # the rest with sendmmsg, after what the ring sent
         memset(hdr, 0, k * sizeof(mmsghdr))
-        for i in range(k):
+        for i in range(first, k):
             s = slots[i]
             hdr[i].msg_hdr.msg_iov = &iov[2 * i]
             if vnet:  # the header the frame came with (the kernel cuts and checksums on the way out), or none
@@ -580,14 +577,14 @@ cdef class FastLoop:
             if err == EINTR:
                 continue
             ci = self.cls_of[slots[off]]
-            if err == ENOBUFS and not _is_control(ci):
+            if err == ENOBUFS and not is_control(ci):
                 self.tx_drop[p] += 1  # the wire refused this data frame: drop it, go on
                 off += 1
                 continue
             # the socket is full (or refused a control frame): control frames wait in the core, data is dropped
             for i in range(off, k):
                 ci = self.cls_of[slots[i]]
-                if _is_control(ci):
+                if is_control(ci):
                     ln = self.batch.len[slots[i]]
                     retry.append((p, self.batch.ptr[slots[i]][:ln], ci))
                 else:

@@ -43,3 +43,16 @@ cdef class PacketRing:
 
     cdef int take(self, Batch* b) noexcept nogil
     cdef void c_release(self) noexcept nogil
+
+
+cdef class TxRing:
+    cdef readonly int fd
+    cdef readonly Py_ssize_t cap    # the longest frame a slot takes (longer ones go out with sendmmsg)
+    cdef readonly unsigned int slots  # frames the ring holds
+    cdef unsigned char* map
+    cdef size_t map_len
+    cdef unsigned int frame_size, frame_nr, cur, data_off
+    cdef unsigned int queued         # frames marked for sending since the last flush
+
+    cdef int put(self, const unsigned char* vh, const unsigned char* b, Py_ssize_t n) noexcept nogil
+    cdef int flush(self, bint force=*) noexcept nogil

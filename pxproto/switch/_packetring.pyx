@@ -10,15 +10,35 @@ level through ``_packetring.pxd``.
 """
 
 from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
+from libc.stdint cimport uint32_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 from pxproto.fastpath.tpacket cimport (
-    MAP_FAILED, MAP_SHARED, MSG_DONTWAIT, MSG_TRUNC, PACKET_RX_RING, PACKET_VERSION, PACKET_VNET_HDR, PROT_READ,
-    PROT_WRITE, SOL_PACKET, TP_STATUS_KERNEL, TP_STATUS_USER, TPACKET_V2, TPACKET_V3, iovec, mmap, mmsghdr, munmap,
-    recvmmsg, sendmmsg, setsockopt, tpacket2_hdr, tpacket3_hdr, tpacket_block_desc, tpacket_req, tpacket_req3,
+    MAP_FAILED, MAP_SHARED, MSG_DONTWAIT, MSG_TRUNC, PACKET_QDISC_BYPASS, PACKET_RX_RING, PACKET_TX_RING,
+    PACKET_VERSION, PACKET_VNET_HDR, PROT_READ, PROT_WRITE, SOL_PACKET, TP_STATUS_AVAILABLE, TP_STATUS_KERNEL,
+    TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TPACKET_ALIGN, TPACKET_V2, TPACKET_V3, iovec, mmap, mmsghdr, munmap,
+    recvmmsg, send, sendmmsg, setsockopt, tpacket2_hdr, tpacket3_hdr, tpacket_block_desc, tpacket_req, tpacket_req3,
 )
+
+cdef extern from *:
+    """
+    static inline uint32_t px_load_acquire(uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void px_store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    """
+    uint32_t px_load_acquire(uint32_t* p) nogil
+    void px_store_release(uint32_t* p, uint32_t v) nogil
+
+DEF PACKET_LOSS = 14  # a frame the kernel refuses is skipped (dropped), not left to stall the ring
+
+
+cdef unsigned char* _map(int fd, size_t length, str which) except NULL:
+    """The ring set up on ``fd``, mapped."""
+    cdef void* m = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+    if m == MAP_FAILED:
+        raise OSError(errno, f"mmap of the {which} ring")
+    return <unsigned char*>m
 
 
 cdef class _Slots:
@@ -149,10 +169,7 @@ cdef class PacketRing:
             if setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &r3, sizeof(r3)) < 0:
                 raise OSError(errno, "PACKET_RX_RING")
         self.map_len = <size_t>self.block_size * self.block_nr
-        cdef void* m = mmap(NULL, self.map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-        if m == MAP_FAILED:
-            raise OSError(errno, "mmap of the packet ring")
-        self.map = <unsigned char*>m
+        self.map = _map(fd, self.map_len, "receive")
 
     def __dealloc__(self):
         if self.map != NULL:
@@ -231,6 +248,91 @@ cdef class PacketRing:
         out = [(<char*>b.ptr[i] - h)[:b.len[i] + h] for i in range(b.n) if not b.trunc[i]]
         self.c_release()
         return out
+
+
+cdef class TxRing:
+    """A PACKET_MMAP transmit ring (TPACKET_V2) on its own AF_PACKET socket ``fd`` (protocol 0, so it receives
+    nothing; bind it to the interface after this): frames are copied into the shared slots and one ``send``
+    hands every marked slot to the driver, past the qdisc (PACKET_QDISC_BYPASS).  Saves sendmmsg's per-frame
+    message and iovec copies.  A slot comes back once the driver is done with its frame.
+
+    Every slot starts with a virtio_net_hdr (PACKET_VNET_HDR): a frame's own (its offloads carried to the
+    output) or a plain one, whose ``hdr_len`` asks the kernel to copy the whole frame into the socket buffer,
+    as sendmmsg does, rather than point into the ring (a veth would copy such a frame again).  :attr:`cap` is
+    the longest frame a slot takes, at most ``mtu`` + 18: longer ones (GSO segments) go out with sendmmsg.
+    """
+
+    def __cinit__(self, int fd, unsigned int mtu, unsigned int size=1 << 20, unsigned int frame_size=2048):
+        cdef tpacket_req r2
+        cdef int v = TPACKET_V2, one = 1
+        self.fd = fd
+        self.map = NULL
+        if frame_size < 2048 or frame_size & (frame_size - 1) or frame_size > (1 << 17):
+            raise ValueError(f"tx ring frame size {frame_size}: a power of two from 2048 to 131072")
+        self.frame_size = frame_size
+        self.data_off = TPACKET_ALIGN(sizeof(tpacket2_hdr))
+        self.cap = min(frame_size - self.data_off - VNET, mtu + 18)
+        for opt, name in ((PACKET_VERSION, "PACKET_VERSION"), (PACKET_LOSS, "PACKET_LOSS"),
+                          (PACKET_QDISC_BYPASS, "PACKET_QDISC_BYPASS"), (PACKET_VNET_HDR, "PACKET_VNET_HDR")):
+            if setsockopt(fd, SOL_PACKET, opt, &v if opt == PACKET_VERSION else &one, sizeof(int)) < 0:
+                raise OSError(errno, name)
+        r2.tp_block_size = frame_size * max(1, 65536 // frame_size)
+        r2.tp_frame_size = frame_size
+        r2.tp_block_nr = max(1, size // r2.tp_block_size)
+        self.frame_nr = r2.tp_frame_nr = r2.tp_block_nr * (r2.tp_block_size // frame_size)
+        if setsockopt(fd, SOL_PACKET, PACKET_TX_RING, &r2, sizeof(r2)) < 0:
+            raise OSError(errno, "PACKET_TX_RING")
+        self.map_len = <size_t>r2.tp_block_size * r2.tp_block_nr
+        self.map = _map(fd, self.map_len, "transmit")
+        self.slots = self.frame_nr
+
+    cdef int put(self, const unsigned char* vh, const unsigned char* b, Py_ssize_t n) noexcept nogil:
+        """Copy one frame (after ``vh``, its virtio_net_hdr, or a zero one when NULL) into the next slot and
+        mark it for sending: 1; 0 when that slot is still in flight (the ring is full) or the frame too long."""
+        cdef unsigned char* slot = self.map + <size_t>self.cur * self.frame_size
+        cdef tpacket2_hdr* h = <tpacket2_hdr*>slot
+        cdef unsigned char* d = slot + self.data_off
+        if n > self.cap or px_load_acquire(&h.tp_status) != TP_STATUS_AVAILABLE:
+            return 0
+        if vh != NULL:
+            memcpy(d, vh, VNET)
+        else:
+            memset(d, 0, VNET)
+        if d[1] == 0:  # no segmentation: hdr_len (little-endian), the bytes copied into the socket buffer
+            d[2] = n & 0xFF
+            d[3] = (n >> 8) & 0xFF
+        memcpy(d + VNET, b, n)
+        h.tp_len = <unsigned int>(n + VNET)
+        px_store_release(&h.tp_status, TP_STATUS_SEND_REQUEST)
+        self.cur = (self.cur + 1) % self.frame_nr
+        self.queued += 1
+        return 1
+
+    cdef int flush(self, bint force=False) noexcept nogil:
+        """Send every marked slot (with ``force``, also when none was marked since the last call: the kernel
+        keeps a frame the driver refused, and the ones after it, for the next send): 0, or -1 with errno
+        (EAGAIN/ENOBUFS: the driver refused one)."""
+        if self.queued == 0 and not force:
+            return 0
+        self.queued = 0
+        return -1 if send(self.fd, NULL, 0, MSG_DONTWAIT) < 0 else 0
+
+    def send_batch(self, list frames):
+        """Queue and send plain frames (bytes): how many the ring took (it stops at a full ring or a frame
+        longer than :attr:`cap`)."""
+        cdef Py_ssize_t i, n = 0
+        cdef bytes f
+        for f in frames:
+            if not self.put(NULL, <const unsigned char*><char*>f, len(f)):
+                break
+            n += 1
+        if self.flush() < 0 and errno != EAGAIN and errno != ENOBUFS and errno != EINTR:
+            raise OSError(errno, "send on the transmit ring")
+        return n
+
+    def __dealloc__(self):
+        if self.map != NULL:
+            munmap(self.map, self.map_len)
 
 
 BUILD_HASH = PXPROTO_BUILD_HASH.decode()
