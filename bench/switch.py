@@ -216,6 +216,18 @@ class Mode:
         send(DST, "dst0", "control", 2, 1000, DST_MAC, SRC_MAC)
         time.sleep(0.2)
 
+    def cpu_seconds(self) -> float:
+        """CPU time of the userspace switch so far (user + system, with the softirq work that ran in its
+        context: for pxswitch that includes delivering each frame into the far veth), 0 for the bridge."""
+        if self.proc is None:
+            return 0.0
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stats(self) -> dict | None:
         if not self.name.startswith("pxswitch"):
             return None
@@ -321,8 +333,11 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
     res: dict = {"mode": name}
     try:
         m.start()
+        cpu0 = m.cpu_seconds()
         _, tx, rx = blast(conf, seconds, None)
+        cpu = m.cpu_seconds() - cpu0
         res.update(sat_fps=rx / seconds, sent_fps=tx / seconds, sat_loss=1 - rx / tx if tx else 0)
+        res["cpu_ns"] = cpu * 1e9 / rx if rx and m.proc is not None else float("nan")
         sat = rx / seconds
         # zero-loss rate: the highest of a few fractions of the saturation rate that loses nothing
         res["zero_loss_fps"] = 0.0
@@ -368,6 +383,7 @@ def median(xs: list[float]) -> float:
 COLUMNS = (
     ("sat fps", "sat_fps", "{:.0f}"),
     ("sent fps", "sent_fps", "{:.0f}"),
+    ("CPU ns/frame", "cpu_ns", "{:.0f}"),
     ("zero-loss fps", "zero_loss_fps", "{:.0f}"),
     ("p50 µs@50%", "p50_us", "{:.1f}"),
     ("p99 µs@50%", "p99_us", "{:.1f}"),
