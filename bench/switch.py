@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+import _switch_ports  # standard library only at import
+
 from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
 
 measure_installed()
@@ -217,16 +219,7 @@ class Mode:
         time.sleep(0.2)
 
     def cpu_seconds(self) -> float:
-        """CPU time of the userspace switch so far (user + system, with the softirq work that ran in its
-        context: for pxswitch that includes delivering each frame into the far veth), 0 for the bridge."""
-        if self.proc is None:
-            return 0.0
-        try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _switch_ports.cpu_seconds(self.proc)
 
     def stats(self) -> dict | None:
         if not self.name.startswith("pxswitch"):
@@ -404,6 +397,27 @@ def table(rows: list[dict], title: str) -> None:
         print("".join(f"{c:>15}" for c in cells))
 
 
+PORT_COLUMNS = (
+    ("sent fps", "sent_fps", "{:.0f}"),
+    ("fps", "fps", "{:.0f}"),
+    ("CPU ns/frame", "cpu_ns", "{:.0f}"),
+)
+
+
+def port_table(rows: list[dict], title: str) -> None:
+    """The second table: each port-type row against the bridge between taps."""
+    print(f"\n{title}")
+    print("".join(f"{h:>17}" for h in ("mode", *(c[0] for c in PORT_COLUMNS), "vs bridge-tap")))
+    base = next((r["fps"] for r in rows if r["mode"] == "bridge-tap"), 0.0)
+    for r in rows:
+        cells = (
+            r["mode"],
+            *(fmt.format(r[key]) for _, key, fmt in PORT_COLUMNS),
+            f"{r['fps'] / base:.2f}" if base else "nan",
+        )
+        print("".join(f"{c:>17}" for c in cells))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -412,6 +426,11 @@ def main() -> int:
         "--modes",
         default="bridge,naive,pxswitch,pxswitch+ring=0,pxswitch-rt",
         help="comma-separated; a pxswitch mode takes variants after '+': port options or busy=US",
+    )
+    ap.add_argument(
+        "--port-modes",
+        default=",".join(_switch_ports.MODES),
+        help="the second table, between the port types QEMU guests use (comma-separated; empty: none)",
     )
     ap.add_argument("--port-opts", default="", help="options added to each pxswitch port, e.g. rcvbuf=1048576")
     ap.add_argument("--switch-args", default="", help="more `pxswitch run` arguments, e.g. '--validation full'")
@@ -428,8 +447,10 @@ def main() -> int:
     ctrl_ets = ",".join(hex(x) for x in (m.signaling, m.discovery, m.heartbeat))
     conf = tempfile.mktemp(suffix=".cfg", prefix="pxs16-")
     trafgen_conf(conf)
-    modes = args.modes.split(",")
+    modes = [m for m in args.modes.split(",") if m]
+    port_modes = [m for m in args.port_modes.split(",") if m]
     rounds: list[list[dict]] = []
+    port_rounds: list[list[dict]] = []
     loads = [os.getloadavg()[0]]
     try:
         setup()
@@ -448,9 +469,17 @@ def main() -> int:
                         opts.append(variant)
                 results.append(run_mode(name, conf, args.seconds, ctrl_ets, ",".join(opts), extra))
                 print(f"round {k + 1}: done {name}", file=sys.stderr, flush=True)
+            prs = []
+            for name in port_modes:
+                prs.append({"mode": name, **_switch_ports.run(name, args.seconds, sh, SW, CPUS)})
+                print(f"round {k + 1}: done {name}", file=sys.stderr, flush=True)
             loads.append(os.getloadavg()[0])
             rounds.append(results)
-            table(results, f"round {k + 1} (1-min load average now {loads[-1]:.1f})")
+            port_rounds.append(prs)
+            if results:
+                table(results, f"round {k + 1} (1-min load average now {loads[-1]:.1f})")
+            if prs:
+                port_table(prs, f"round {k + 1}, between QEMU's port types (load average now {loads[-1]:.1f})")
     finally:
         teardown()
         os.unlink(conf)
@@ -460,12 +489,18 @@ def main() -> int:
         f" pxswitch-rt runs under SCHED_FIFO {RT_PRIORITY}; 1-min load average"
         f" {min(loads):.1f}..{max(loads):.1f}"
     )
-    if args.rounds > 1:
+    if args.rounds > 1 and modes:
         med = [
             {"mode": name, **{key: median([r[i][key] for r in rounds]) for _, key, _ in COLUMNS}}
             for i, name in enumerate(modes)
         ]
         table(med, f"medians of {args.rounds} rounds (each column separately; ratios of the median sat fps)")
+    if args.rounds > 1 and port_modes:
+        med = [
+            {"mode": name, **{key: median([r[i][key] for r in port_rounds]) for _, key, _ in PORT_COLUMNS}}
+            for i, name in enumerate(port_modes)
+        ]
+        port_table(med, f"medians of {args.rounds} rounds, between QEMU's port types (ratios of the medians)")
     for r in rounds[-1]:
         if r.get("stats"):
             s = r["stats"]
