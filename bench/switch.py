@@ -1,18 +1,28 @@
 """pxswitch against the Linux bridge and a naive Python switch, in one run.
 
-Three namespaces (prefix $PXS_BENCH_NS, default pxs16): pxs16-src --veth-- pxs16-sw --veth-- pxs16-dst.  trafgen (one
-core) sends 60-byte DATA frames (64 on the wire with the FCS) from pxs16-src;
-pxs16-sw forwards with, in turn, a Linux bridge, a naive Python switch (one
-recv and one send per frame) and pxswitch (on the other core), once under
-the normal scheduler and once under SCHED_FIFO (``pxswitch-rt``: the bridge
-forwards in softirq, ahead of every task, so that is the like-for-like
-comparison on a busy host).  Measured: frames/s at saturation and the highest
-tried rate with zero loss; one-way latency p50/p99 of probe DATA frames at 50%
-of each switch's saturation rate (and how many probes were lost);
+Three namespaces (name prefix ``$PXS_BENCH_NS``, default pxs16): pxs16-src
+--veth-- pxs16-sw --veth-- pxs16-dst.  trafgen (one core) sends 60-byte DATA
+frames (64 on the wire with the FCS) from pxs16-src; pxs16-sw forwards with, in
+turn, a Linux bridge, a naive Python switch (one recv and one send per frame)
+and pxswitch (on the other core), once under the normal scheduler and once
+under SCHED_FIFO (``pxswitch-rt``: the bridge forwards in softirq, ahead of
+every task, so that is the like-for-like comparison on a busy host).
+Measured: frames/s at saturation and the highest tried rate with zero loss;
+the userspace switch's CPU time per forwarded frame at saturation (user and
+system, with the softirq work that runs in its context: for pxswitch that
+includes delivering each frame into the far veth; the figure a loaded host's
+scheduler does not move much); one-way latency p50/p99 of probe DATA frames
+at 50% of each switch's saturation rate (and how many probes were lost);
 signaling/heartbeat frames lost while data saturates.  With ``--rounds N`` the
 modes run side by side N times and a table of medians follows.  A pxswitch
 mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
-instead of the default TPACKET_V3 ring; ``+offload=false``) or ``busy=US``.
+instead of the default TPACKET_V3 ring; ``+txring=false``: sendmmsg instead of
+the PACKET_TX_RING; ``+offload=false``) or ``busy=US``.
+
+A second table (``--port-modes``, see ``_switch_ports.py``) forwards between
+the port types QEMU guests use: the bridge between two taps, pxswitch AF_PACKET
+ports on the same taps, pxswitch UDP ports (``-netdev dgram``) and stream ports
+(``-netdev stream``).
 
     sudo python bench/switch.py [--seconds 3] [--rounds 5] [--modes bridge,naive,pxswitch,pxswitch+ring=0,pxswitch-rt]
 """
