@@ -1,7 +1,8 @@
 """bench/switch.py's second table: forwarding between the port types QEMU guests use.
 
-In the switch's namespace, a sender process pushes 60-byte DATA frames into one port and a
-receiver process counts what comes out of the other, for ``seconds``:
+In the switch's namespace, a sender process pushes 60-byte DATA frames, with a heartbeat as one
+in every 256, into one port as fast as it can, and a receiver process counts what comes out of the
+other, for ``seconds`` (heartbeats lost under that saturation are counted apart):
 
 - ``bridge-tap``: the Linux bridge between two tap devices (the sender writes frames into one tap's
   file descriptor, the receiver reads the other's: what QEMU guests on a bridge do);
@@ -31,8 +32,10 @@ ENDPOINT = r"""
 import fcntl, os, select, socket, struct, sys, time
 kind, role, seconds, a, b = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
 from pxproto.switch import _afpacket as fast
-from pxproto.switch.frames import data
+from pxproto.switch.frames import data, heartbeat
 frame = data(bytes.fromhex("02000000bb01"), bytes.fromhex("02000000aa01"), size=60)
+ctrl = heartbeat(bytes.fromhex("02000000aa01"), dime=2)  # one in every 256 frames: lost ones are counted
+cet = ctrl[12:14]
 def addr(t):
     h, p = t.rsplit(":", 1)
     return h, int(p)
@@ -57,44 +60,51 @@ else:
     fd = s.fileno()
 print("ready", flush=True)
 sys.stdin.readline()  # go
-n, end = 0, time.monotonic() + seconds
+n = c = 0
+end = time.monotonic() + seconds
 if role == "send":
-    batch, blob = [frame] * 64, (struct.pack("!I", len(frame)) + frame) * 256
+    batches, i = ([ctrl] + [frame] * 63, [frame] * 64), 0
+    blob = b"".join(struct.pack("!I", len(f)) + f for f in [ctrl] + [frame] * 255)
     while time.monotonic() < end:
         if kind == "tap":
-            for _ in range(256):
+            os.write(fd, ctrl)
+            for _ in range(255):
                 os.write(fd, frame)
-            n += 256
+            n, c = n + 256, c + 1
         elif kind == "udp":
-            k = fast.send_batch(fd, batch)
-            n += k
-            if not k:
+            k = fast.send_batch(fd, batches[i % 4 != 0])  # a heartbeat leads every fourth batch
+            if k:
+                n, c, i = n + k, c + (i % 4 == 0), i + 1
+            else:
                 select.select([], [fd], [], 0.01)
         else:
             s.sendall(blob)
-            n += 256
+            n, c = n + 256, c + 1
 else:
     os.set_blocking(fd, False)
-    got, end = 0, end + 0.5  # the frames still in flight when the sender stops
+    buf, end = b"", end + 0.5  # the frames still in flight when the sender stops
     while time.monotonic() < end:
         if not select.select([fd], [], [], 0.05)[0]:
             continue
         try:
             if kind == "tap":
                 while True:
-                    os.read(fd, 2048)
-                    n += 1
+                    f = os.read(fd, 2048)
+                    n, c = n + 1, c + (f[12:14] == cet)
             elif kind == "udp":
-                while (k := len(fast.recv_batch(fd))):
-                    n += k
+                while (got := fast.recv_batch(fd)):
+                    n, c = n + len(got), c + sum(f[12:14] == cet for f in got)
             else:
                 while True:
-                    got += len(os.read(fd, 1 << 20))
+                    buf += os.read(fd, 1 << 20)
+                    pos = 0
+                    while len(buf) - pos >= 4 and len(buf) - pos - 4 >= (ln := int.from_bytes(buf[pos:pos + 4], "big")):
+                        n, c = n + 1, c + (buf[pos + 16:pos + 18] == cet)
+                        pos += 4 + ln
+                    buf = buf[pos:]
         except BlockingIOError:
             pass
-    if kind == "stream":
-        n = got // (4 + len(frame))
-print(n, flush=True)
+print(n, c, flush=True)
 """
 
 
@@ -136,9 +146,15 @@ def run(mode: str, seconds: float, sh: Callable[..., str], ns: str, cpus: dict[s
             assert p.stdin is not None
             p.stdin.write("\n")
             p.stdin.flush()
-        rx, tx = (int(p.communicate(timeout=seconds + 30)[0].split()[-1]) for p in procs)
+        (rx, crx), (tx, ctx) = (map(int, p.communicate(timeout=seconds + 30)[0].split()[-2:]) for p in procs)
         cpu = cpu_seconds(sw) - cpu0
-        return {"sent_fps": tx / seconds, "fps": rx / seconds, "cpu_ns": cpu * 1e9 / rx if sw and rx else float("nan")}
+        return {
+            "sent_fps": tx / seconds,
+            "fps": rx / seconds,
+            "cpu_ns": cpu * 1e9 / rx if sw and rx else float("nan"),
+            "ctrl_sent": ctx,
+            "ctrl_lost": max(0, ctx - crx),
+        }
     finally:
         if sw is not None:
             sw.terminate()

@@ -411,6 +411,8 @@ PORT_COLUMNS = (
     ("sent fps", "sent_fps", "{:.0f}"),
     ("fps", "fps", "{:.0f}"),
     ("CPU ns/frame", "cpu_ns", "{:.0f}"),
+    ("ctrl sent", "ctrl_sent", "{:.0f}"),
+    ("ctrl lost", "ctrl_lost", "{:.0f}"),
 )
 
 
