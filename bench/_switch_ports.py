@@ -19,6 +19,7 @@ import: bench/switch.py loads this before it checks which pxproto it measures.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -162,6 +163,7 @@ def run(mode: str, seconds: float, sh: Callable[..., str], ns: str, cpus: dict[s
         sh(f"ip netns exec {ns} ip link del pxbr0", check=False)
         for t in TAPS:
             sh(f"ip netns exec {ns} ip link del {t}", check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _ports(kind: str, tmp: str) -> tuple[list[str], list[tuple[str, str]]]:
