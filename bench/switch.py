@@ -1,18 +1,28 @@
 """pxswitch against the Linux bridge and a naive Python switch, in one run.
 
-Three namespaces: pxs16-src --veth-- pxs16-sw --veth-- pxs16-dst.  trafgen (one
-core) sends 60-byte DATA frames (64 on the wire with the FCS) from pxs16-src;
-pxs16-sw forwards with, in turn, a Linux bridge, a naive Python switch (one
-recv and one send per frame) and pxswitch (on the other core), once under
-the normal scheduler and once under SCHED_FIFO (``pxswitch-rt``: the bridge
-forwards in softirq, ahead of every task, so that is the like-for-like
-comparison on a busy host).  Measured: frames/s at saturation and the highest
-tried rate with zero loss; one-way latency p50/p99 of probe DATA frames at 50%
-of each switch's saturation rate (and how many probes were lost);
+Three namespaces (name prefix ``$PXS_BENCH_NS``, default pxs16): pxs16-src
+--veth-- pxs16-sw --veth-- pxs16-dst.  trafgen (one core) sends 60-byte DATA
+frames (64 on the wire with the FCS) from pxs16-src; pxs16-sw forwards with, in
+turn, a Linux bridge, a naive Python switch (one recv and one send per frame)
+and pxswitch (on the other core), once under the normal scheduler and once
+under SCHED_FIFO (``pxswitch-rt``: the bridge forwards in softirq, ahead of
+every task, so that is the like-for-like comparison on a busy host).
+Measured: frames/s at saturation and the highest tried rate with zero loss;
+the userspace switch's CPU time per forwarded frame at saturation (user and
+system, with the softirq work that runs in its context: for pxswitch that
+includes delivering each frame into the far veth; the figure a loaded host's
+scheduler does not move much); one-way latency p50/p99 of probe DATA frames
+at 50% of each switch's saturation rate (and how many probes were lost);
 signaling/heartbeat frames lost while data saturates.  With ``--rounds N`` the
 modes run side by side N times and a table of medians follows.  A pxswitch
 mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
-instead of the default TPACKET_V3 ring; ``+offload=false``) or ``busy=US``.
+instead of the default TPACKET_V3 ring; ``+txring=false``: sendmmsg instead of
+the PACKET_TX_RING; ``+offload=false``) or ``busy=US``.
+
+A second table (``--port-modes``, see ``_switch_ports.py``) forwards between
+the port types QEMU guests use: the bridge between two taps, pxswitch AF_PACKET
+ports on the same taps, pxswitch UDP ports (``-netdev dgram``) and stream ports
+(``-netdev stream``).
 
     sudo python bench/switch.py [--seconds 3] [--rounds 5] [--modes bridge,naive,pxswitch,pxswitch+ring=0,pxswitch-rt]
 """
@@ -29,11 +39,15 @@ import sys
 import tempfile
 import time
 
+import _switch_ports  # standard library only at import
+
 from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
 
 measure_installed()
 
-NS = ("pxs16-src", "pxs16-sw", "pxs16-dst")
+PREFIX = os.environ.get("PXS_BENCH_NS", "pxs16")
+"""Namespace name prefix (another run of this bench on the same host needs its own)."""
+SRC, SW, DST = NS = (f"{PREFIX}-src", f"{PREFIX}-sw", f"{PREFIX}-dst")
 SRC_MAC = "02:00:00:00:0a:01"
 DST_MAC = "02:00:00:00:0b:01"
 PROBE_MAC = "02:00:00:00:0a:02"
@@ -59,12 +73,12 @@ def setup() -> None:
         sh(f"ip netns add {ns}")
         sh(nsx(ns, "ip link set lo up"))
         sh(nsx(ns, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1"))
-    sh("ip link add src0 netns pxs16-src type veth peer name s0 netns pxs16-sw")
-    sh("ip link add dst0 netns pxs16-dst type veth peer name s1 netns pxs16-sw")
-    sh(nsx("pxs16-src", f"ip link set src0 address {SRC_MAC} up"))
-    sh(nsx("pxs16-dst", f"ip link set dst0 address {DST_MAC} up"))
+    sh(f"ip link add src0 netns {SRC} type veth peer name s0 netns {SW}")
+    sh(f"ip link add dst0 netns {DST} type veth peer name s1 netns {SW}")
+    sh(nsx(SRC, f"ip link set src0 address {SRC_MAC} up"))
+    sh(nsx(DST, f"ip link set dst0 address {DST_MAC} up"))
     for i in ("s0", "s1"):
-        sh(nsx("pxs16-sw", f"ip link set {i} up"))
+        sh(nsx(SW, f"ip link set {i} up"))
 
 
 def teardown() -> None:
@@ -179,10 +193,10 @@ class Mode:
 
     def start(self) -> None:
         if self.name == "bridge":
-            sh(nsx("pxs16-sw", "ip link add br0 type bridge stp_state 0 forward_delay 0"))
-            sh(nsx("pxs16-sw", "ip link set s0 master br0"))
-            sh(nsx("pxs16-sw", "ip link set s1 master br0"))
-            sh(nsx("pxs16-sw", "ip link set br0 up"))
+            sh(nsx(SW, "ip link add br0 type bridge stp_state 0 forward_delay 0"))
+            sh(nsx(SW, "ip link set s0 master br0"))
+            sh(nsx(SW, "ip link set s1 master br0"))
+            sh(nsx(SW, "ip link set br0 up"))
         else:
             if self.name == "naive":
                 script = os.path.join(self.tmp, "naive.py")
@@ -204,21 +218,24 @@ class Mode:
                     *self.extra,
                 ]
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", "pxs16-sw", "taskset", "-c", CPUS["switch"], *cmd],
+                ["ip", "netns", "exec", SW, "taskset", "-c", CPUS["switch"], *cmd],
                 env=env(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         time.sleep(1.0)
         # Teach every switch where the destination is (one frame from it).
-        send("pxs16-dst", "dst0", "control", 2, 1000, DST_MAC, SRC_MAC)
+        send(DST, "dst0", "control", 2, 1000, DST_MAC, SRC_MAC)
         time.sleep(0.2)
+
+    def cpu_seconds(self) -> float:
+        return _switch_ports.cpu_seconds(self.proc)
 
     def stats(self) -> dict | None:
         if not self.name.startswith("pxswitch"):
             return None
         out = sh(
-            nsx("pxs16-sw", f"{sys.executable} -m pxproto.switch.cli stats --json --control {self.tmp}/c.sock"),
+            nsx(SW, f"{sys.executable} -m pxproto.switch.cli stats --json --control {self.tmp}/c.sock"),
             check=False,
         )
         return json.loads(out) if out.strip() else None
@@ -231,7 +248,7 @@ class Mode:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         if self.name == "bridge":
-            sh(nsx("pxs16-sw", "ip link del br0"), check=False)
+            sh(nsx(SW, "ip link del br0"), check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -250,7 +267,7 @@ def send(ns: str, dev: str, mode: str, n: int, rate: float, src: str, dst: str) 
 
 def receiver(mode: str, seconds: float, key: str) -> subprocess.Popen[str]:
     p = subprocess.Popen(
-        ["ip", "netns", "exec", "pxs16-dst", sys.executable, "-c", RECEIVER, "dst0", mode, str(seconds), key],
+        ["ip", "netns", "exec", DST, sys.executable, "-c", RECEIVER, "dst0", mode, str(seconds), key],
         env=env(),
         stdout=subprocess.PIPE,
         text=True,
@@ -270,12 +287,12 @@ def trafgen_conf(path: str) -> None:
 
 def blast(conf: str, seconds: float, rate: int | None) -> tuple[float, int, int]:
     """trafgen on the sender CPU for ``seconds``; (duration, sent, received at dst0)."""
-    tx0, rx0 = counter("pxs16-src", "src0", "tx_packets"), counter("pxs16-dst", "dst0", "rx_packets")
+    tx0, rx0 = counter(SRC, "src0", "tx_packets"), counter(DST, "dst0", "rx_packets")
     args = [
         "ip",
         "netns",
         "exec",
-        "pxs16-src",
+        SRC,
         "taskset",
         "-c",
         CPUS["sender"],
@@ -303,7 +320,7 @@ def blast(conf: str, seconds: float, rate: int | None) -> tuple[float, int, int]
         p.wait()
     time.sleep(0.3)  # let the switch drain
     dt = time.monotonic() - t0
-    tx, rx = counter("pxs16-src", "src0", "tx_packets") - tx0, counter("pxs16-dst", "dst0", "rx_packets") - rx0
+    tx, rx = counter(SRC, "src0", "tx_packets") - tx0, counter(DST, "dst0", "rx_packets") - rx0
     return dt, tx, rx
 
 
@@ -319,8 +336,11 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
     res: dict = {"mode": name}
     try:
         m.start()
+        cpu0 = m.cpu_seconds()
         _, tx, rx = blast(conf, seconds, None)
+        cpu = m.cpu_seconds() - cpu0
         res.update(sat_fps=rx / seconds, sent_fps=tx / seconds, sat_loss=1 - rx / tx if tx else 0)
+        res["cpu_ns"] = cpu * 1e9 / rx if rx and m.proc is not None else float("nan")
         sat = rx / seconds
         # zero-loss rate: the highest of a few fractions of the saturation rate that loses nothing
         res["zero_loss_fps"] = 0.0
@@ -331,7 +351,7 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
                 break
         # latency at 50% of saturation: probe frames (2000/s) beside the load
         r = receiver("probe", seconds + 20, PROBE_MAC)
-        probe = send("pxs16-src", "src0", "probe", int(2000 * seconds), 2000, SRC_MAC, DST_MAC)
+        probe = send(SRC, "src0", "probe", int(2000 * seconds), 2000, SRC_MAC, DST_MAC)
         blast(conf, seconds, int(sat * 0.5))
         probe.wait()
         out = json.loads(r.communicate()[0].splitlines()[-1])
@@ -344,7 +364,7 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
         # control frames while data saturates
         n_ctrl = int(1000 * seconds)
         r = receiver("control", seconds + 20, ctrl_ets)
-        c = send("pxs16-src", "src0", "control", n_ctrl, 1000, SRC_MAC, DST_MAC)
+        c = send(SRC, "src0", "control", n_ctrl, 1000, SRC_MAC, DST_MAC)
         blast(conf, seconds, None)
         c.wait()
         got = json.loads(r.communicate()[0].splitlines()[-1])["n"]
@@ -366,6 +386,7 @@ def median(xs: list[float]) -> float:
 COLUMNS = (
     ("sat fps", "sat_fps", "{:.0f}"),
     ("sent fps", "sent_fps", "{:.0f}"),
+    ("CPU ns/frame", "cpu_ns", "{:.0f}"),
     ("zero-loss fps", "zero_loss_fps", "{:.0f}"),
     ("p50 µs@50%", "p50_us", "{:.1f}"),
     ("p99 µs@50%", "p99_us", "{:.1f}"),
@@ -386,6 +407,29 @@ def table(rows: list[dict], title: str) -> None:
         print("".join(f"{c:>15}" for c in cells))
 
 
+PORT_COLUMNS = (
+    ("sent fps", "sent_fps", "{:.0f}"),
+    ("fps", "fps", "{:.0f}"),
+    ("CPU ns/frame", "cpu_ns", "{:.0f}"),
+    ("ctrl sent", "ctrl_sent", "{:.0f}"),
+    ("ctrl lost", "ctrl_lost", "{:.0f}"),
+)
+
+
+def port_table(rows: list[dict], title: str) -> None:
+    """The second table: each port-type row against the bridge between taps."""
+    print(f"\n{title}")
+    print("".join(f"{h:>17}" for h in ("mode", *(c[0] for c in PORT_COLUMNS), "vs bridge-tap")))
+    base = next((r["fps"] for r in rows if r["mode"] == "bridge-tap"), 0.0)
+    for r in rows:
+        cells = (
+            r["mode"],
+            *(fmt.format(r[key]) for _, key, fmt in PORT_COLUMNS),
+            f"{r['fps'] / base:.2f}" if base else "nan",
+        )
+        print("".join(f"{c:>17}" for c in cells))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -394,6 +438,11 @@ def main() -> int:
         "--modes",
         default="bridge,naive,pxswitch,pxswitch+ring=0,pxswitch-rt",
         help="comma-separated; a pxswitch mode takes variants after '+': port options or busy=US",
+    )
+    ap.add_argument(
+        "--port-modes",
+        default=",".join(_switch_ports.MODES),
+        help="the second table, between the port types QEMU guests use (comma-separated; empty: none)",
     )
     ap.add_argument("--port-opts", default="", help="options added to each pxswitch port, e.g. rcvbuf=1048576")
     ap.add_argument("--switch-args", default="", help="more `pxswitch run` arguments, e.g. '--validation full'")
@@ -410,8 +459,10 @@ def main() -> int:
     ctrl_ets = ",".join(hex(x) for x in (m.signaling, m.discovery, m.heartbeat))
     conf = tempfile.mktemp(suffix=".cfg", prefix="pxs16-")
     trafgen_conf(conf)
-    modes = args.modes.split(",")
+    modes = [m for m in args.modes.split(",") if m]
+    port_modes = [m for m in args.port_modes.split(",") if m]
     rounds: list[list[dict]] = []
+    port_rounds: list[list[dict]] = []
     loads = [os.getloadavg()[0]]
     try:
         setup()
@@ -430,9 +481,17 @@ def main() -> int:
                         opts.append(variant)
                 results.append(run_mode(name, conf, args.seconds, ctrl_ets, ",".join(opts), extra))
                 print(f"round {k + 1}: done {name}", file=sys.stderr, flush=True)
+            prs = []
+            for name in port_modes:
+                prs.append({"mode": name, **_switch_ports.run(name, args.seconds, sh, SW, CPUS)})
+                print(f"round {k + 1}: done {name}", file=sys.stderr, flush=True)
             loads.append(os.getloadavg()[0])
             rounds.append(results)
-            table(results, f"round {k + 1} (1-min load average now {loads[-1]:.1f})")
+            port_rounds.append(prs)
+            if results:
+                table(results, f"round {k + 1} (1-min load average now {loads[-1]:.1f})")
+            if prs:
+                port_table(prs, f"round {k + 1}, between QEMU's port types (load average now {loads[-1]:.1f})")
     finally:
         teardown()
         os.unlink(conf)
@@ -442,12 +501,18 @@ def main() -> int:
         f" pxswitch-rt runs under SCHED_FIFO {RT_PRIORITY}; 1-min load average"
         f" {min(loads):.1f}..{max(loads):.1f}"
     )
-    if args.rounds > 1:
+    if args.rounds > 1 and modes:
         med = [
             {"mode": name, **{key: median([r[i][key] for r in rounds]) for _, key, _ in COLUMNS}}
             for i, name in enumerate(modes)
         ]
         table(med, f"medians of {args.rounds} rounds (each column separately; ratios of the median sat fps)")
+    if args.rounds > 1 and port_modes:
+        med = [
+            {"mode": name, **{key: median([r[i][key] for r in port_rounds]) for _, key, _ in PORT_COLUMNS}}
+            for i, name in enumerate(port_modes)
+        ]
+        port_table(med, f"medians of {args.rounds} rounds, between QEMU's port types (ratios of the medians)")
     for r in rounds[-1]:
         if r.get("stats"):
             s = r["stats"]

@@ -13,32 +13,15 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
+from pxproto.fastpath.tpacket cimport (
+    MAP_FAILED, MAP_SHARED, PACKET_OUTGOING, PACKET_RX_RING, PACKET_STATISTICS, PACKET_VERSION, POLLERR, POLLIN,
+    PROT_READ, PROT_WRITE, SO_ATTACH_FILTER, SOL_PACKET, SOL_SOCKET, TP_STATUS_KERNEL, TP_STATUS_USER, TPACKET_ALIGN,
+    TPACKET_V3, getsockopt, mmap, munmap, poll, pollfd, setsockopt, sockaddr_ll, tpacket3_hdr, tpacket_block_desc,
+    tpacket_req3, tpacket_stats_v3,
+)
 
 import numpy as np
 
-
-cdef extern from "<sys/socket.h>" nogil:
-    int setsockopt(int fd, int level, int optname, const void* optval, unsigned int optlen)
-    int getsockopt(int fd, int level, int optname, void* optval, unsigned int* optlen)
-    int SOL_SOCKET
-    int SO_ATTACH_FILTER
-
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd* fds, unsigned long nfds, int timeout)
-    short POLLIN
-    short POLLERR
-
-cdef extern from "<sys/mman.h>" nogil:
-    void* mmap(void* addr, size_t length, int prot, int flags, int fd, long offset)
-    int munmap(void* addr, size_t length)
-    int PROT_READ
-    int PROT_WRITE
-    int MAP_SHARED
-    void* MAP_FAILED
 
 cdef extern from "<linux/filter.h>" nogil:
     struct sock_filter:
@@ -49,45 +32,6 @@ cdef extern from "<linux/filter.h>" nogil:
     struct sock_fprog:
         unsigned short len
         sock_filter* filter
-
-cdef extern from "<linux/if_packet.h>" nogil:
-    struct tpacket_req3:
-        unsigned int tp_block_size
-        unsigned int tp_block_nr
-        unsigned int tp_frame_size
-        unsigned int tp_frame_nr
-        unsigned int tp_retire_blk_tov
-        unsigned int tp_sizeof_priv
-        unsigned int tp_feature_req_word
-    struct tpacket3_hdr:
-        uint32_t tp_next_offset
-        uint32_t tp_sec
-        uint32_t tp_nsec
-        uint32_t tp_snaplen
-        uint32_t tp_len
-        uint32_t tp_status
-        unsigned short tp_mac
-    struct tpacket_hdr_v1:
-        uint32_t block_status
-        uint32_t num_pkts
-        uint32_t offset_to_first_pkt
-    struct tpacket_block_desc:
-        tpacket_hdr_v1 h1 "hdr.bh1"
-    struct tpacket_stats_v3:
-        unsigned int tp_packets
-        unsigned int tp_drops
-        unsigned int tp_freeze_q_cnt
-    struct sockaddr_ll:
-        unsigned char sll_pkttype
-    size_t TPACKET_ALIGN(size_t x)
-    int PACKET_OUTGOING
-    int SOL_PACKET
-    int PACKET_VERSION
-    int PACKET_RX_RING
-    int PACKET_STATISTICS
-    int TPACKET_V3
-    int TP_STATUS_KERNEL
-    int TP_STATUS_USER
 
 
 def attach_filter(int fd, list program):

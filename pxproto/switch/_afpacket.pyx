@@ -16,384 +16,41 @@ an output that is not an AF_PACKET port or has a backlog) goes back to
 Python as bytes for :meth:`Switch.receive`; a control frame the wire refused
 goes back for the core's control queue.
 
-:class:`PacketRing` is a PACKET_MMAP receive ring (TPACKET_V2: one slot per
-frame, or TPACKET_V3: frames packed in blocks the kernel hands over when full
-or after a timeout) on one socket.
+Batches come and go through :mod:`pxproto.switch._packetring` (recvmmsg, rings,
+sendmmsg); its Python names are re-exported here: a port needs one module.
 """
 
 from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 from pxproto.fastpath.wirec cimport PxView, px_class_of, px_error_field, px_view
 from pxproto.fastpath.wiregen cimport *
+from pxproto.switch._cutil cimport epb, is_control, mac48, u16
 from pxproto.switch._fdb cimport Fdb
-from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
+from pxproto.fastpath.tpacket cimport (
+    CLOCK_MONOTONIC, CLOCK_REALTIME, MSG_DONTWAIT, POLLIN, clock_gettime, iovec, mmsghdr, poll, pollfd, sendmmsg,
+    timespec,
+)
+from pxproto.switch._packetring cimport BATCH, VNET, Batch, PacketRing as Ring, TxRing as Tx, _Slots
 
-cdef extern from "<sys/socket.h>" nogil:
-    struct iovec:
-        void* iov_base
-        size_t iov_len
-    struct msghdr:
-        void* msg_name
-        unsigned int msg_namelen
-        iovec* msg_iov
-        size_t msg_iovlen
-        void* msg_control
-        size_t msg_controllen
-        int msg_flags
-    struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    struct timespec:
-        long tv_sec
-        long tv_nsec
-    int recvmmsg(int fd, mmsghdr* v, unsigned int n, int flags, timespec* t)
-    int sendmmsg(int fd, mmsghdr* v, unsigned int n, int flags)
-    int setsockopt(int fd, int level, int name, const void* val, unsigned int len)
-    int MSG_DONTWAIT
-    int MSG_TRUNC
+from pxproto.switch._packetring import PacketRing, TxRing, recv_batch, send_batch  # the ports' I/O, one module
 
-cdef extern from "<time.h>" nogil:
-    int clock_gettime(int clk, timespec* ts)
-    int CLOCK_REALTIME
-    int CLOCK_MONOTONIC
-
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd* fds, unsigned long nfds, int timeout)
-    short POLLIN
-
-cdef extern from "<sys/mman.h>" nogil:
-    void* mmap(void* addr, size_t length, int prot, int flags, int fd, long offset)
-    int munmap(void* addr, size_t length)
-    int PROT_READ
-    int PROT_WRITE
-    int MAP_SHARED
-    int MAP_LOCKED
-    void* MAP_FAILED
-
-cdef extern from "<linux/if_packet.h>" nogil:
-    struct tpacket_req:
-        unsigned int tp_block_size
-        unsigned int tp_block_nr
-        unsigned int tp_frame_size
-        unsigned int tp_frame_nr
-    struct tpacket_req3:
-        unsigned int tp_block_size
-        unsigned int tp_block_nr
-        unsigned int tp_frame_size
-        unsigned int tp_frame_nr
-        unsigned int tp_retire_blk_tov
-        unsigned int tp_sizeof_priv
-        unsigned int tp_feature_req_word
-    struct tpacket2_hdr:
-        uint32_t tp_status
-        uint32_t tp_len
-        uint32_t tp_snaplen
-        uint16_t tp_mac
-    struct tpacket3_hdr:
-        uint32_t tp_next_offset
-        uint32_t tp_snaplen
-        uint32_t tp_len
-        uint32_t tp_status
-        uint16_t tp_mac
-    struct tpacket_hdr_v1:
-        uint32_t block_status
-        uint32_t num_pkts
-        uint32_t offset_to_first_pkt
-    struct tpacket_block_desc:
-        uint32_t version
-        uint32_t offset_to_priv
-        tpacket_hdr_v1 h1 "hdr.bh1"
-    int PACKET_VERSION
-    int PACKET_RX_RING
-    int TPACKET_V2
-    int TPACKET_V3
-    int TP_STATUS_KERNEL
-    int TP_STATUS_USER
-
-DEF BATCH = 64
-DEF VNET = 10                      # sizeof(struct virtio_net_hdr)
-DEF SLOT = 65536 + VNET + 118      # a 64 KiB GSO segment with its virtio_net_hdr
-DEF PACKET_VNET_HDR = 15
 DEF MAXPORTS = 64
 DEF NCLASS = 5
 DEF SLOW = -2
 DEF FLOOD = -1
 DEF DROP = -3
 DEF MALFORMED = -4
-DEF SOL_PACKET = 263
 DEF MIRROR_COMMENT = 32
 DEF MAXWATCH = 64
-
-
 DEF V_NONE = 0
 DEF V_HEADER = 1
 DEF V_FULL = 2
 VALIDATION = {"none": V_NONE, "header": V_HEADER, "full": V_FULL}
 """FastLoop.validation for each SwitchPolicy.validation."""
-
-
-cdef struct Batch:
-    # the frames of one batch: pointers into a _Slots buffer or into a ring, their lengths, truncation
-    int n
-    unsigned char* ptr[BATCH]
-    unsigned char* vh[BATCH]      # the frame's virtio_net_hdr (PACKET_VNET_HDR sockets), else NULL
-    Py_ssize_t len[BATCH]
-    bint trunc[BATCH]
-
-
-cdef class _Slots:
-    """BATCH receive slots for recvmmsg."""
-    cdef unsigned char* buf
-    cdef iovec iov[BATCH]
-    cdef mmsghdr hdr[BATCH]
-
-    def __cinit__(self):
-        self.buf = <unsigned char*>calloc(BATCH, SLOT)
-        if self.buf == NULL:
-            raise MemoryError()
-        cdef int i
-        memset(self.hdr, 0, sizeof(self.hdr))
-        for i in range(BATCH):
-            self.iov[i].iov_base = self.buf + i * SLOT
-            self.iov[i].iov_len = SLOT
-            self.hdr[i].msg_hdr.msg_iov = &self.iov[i]
-            self.hdr[i].msg_hdr.msg_iovlen = 1
-
-    def __dealloc__(self):
-        free(self.buf)
-
-    cdef int recv(self, int fd, Batch* b, int hdr=0) noexcept nogil:
-        """Fill ``b`` with one recvmmsg (each frame after ``hdr`` bytes of virtio_net_hdr); the count, or -1."""
-        cdef int i, n
-        for i in range(BATCH):
-            self.hdr[i].msg_hdr.msg_flags = 0
-        n = recvmmsg(fd, self.hdr, BATCH, MSG_DONTWAIT, NULL)
-        b.n = n if n > 0 else 0
-        for i in range(b.n):
-            b.vh[i] = self.buf + i * SLOT if hdr else NULL
-            b.ptr[i] = self.buf + i * SLOT + hdr
-            b.trunc[i] = (self.hdr[i].msg_hdr.msg_flags & MSG_TRUNC) != 0 or self.hdr[i].msg_len < <unsigned>hdr
-            b.len[i] = SLOT - hdr if b.trunc[i] else self.hdr[i].msg_len - hdr
-        return n
-
-
-cdef _Slots _shared = _Slots()
-
-
-def recv_batch(int fd, int max_n=BATCH):
-    """Up to 64 frames from a non-blocking packet (or UDP) socket, with one recvmmsg (frames too long for a slot
-    are left out); on a PACKET_VNET_HDR socket each starts with its virtio_net_hdr."""
-    cdef Batch b
-    cdef int n, i
-    with nogil:
-        n = _shared.recv(fd, &b)
-    if n < 0:
-        if errno == EAGAIN or errno == EINTR:
-            return []
-        raise OSError(errno, "recvmmsg")
-    return [(<char*>b.ptr[i])[:b.len[i]] for i in range(b.n) if not b.trunc[i]]
-
-
-def send_batch(int fd, list frames):
-    """Send frames with sendmmsg; return how many the socket took (a frame it refused with ENOBUFS is dropped)."""
-    cdef int n = min(len(frames), BATCH), i, r
-    if n == 0:
-        return 0
-    cdef iovec iov[BATCH]
-    cdef mmsghdr hdr[BATCH]
-    memset(hdr, 0, sizeof(hdr))
-    cdef bytes f
-    for i in range(n):
-        f = frames[i]
-        iov[i].iov_base = <char*>f
-        iov[i].iov_len = len(f)
-        hdr[i].msg_hdr.msg_iov = &iov[i]
-        hdr[i].msg_hdr.msg_iovlen = 1
-    with nogil:
-        r = sendmmsg(fd, hdr, n, MSG_DONTWAIT)
-    if r < 0:
-        if errno == EAGAIN or errno == EINTR:
-            return 0
-        if errno == ENOBUFS:
-            return 1
-        raise OSError(errno, "sendmmsg")
-    return r
-
-
-cdef class PacketRing:
-    """A PACKET_MMAP receive ring on an AF_PACKET socket: set it up before bind.
-
-    ``version`` 2 (TPACKET_V2, one fixed slot per frame: the kernel hands each
-    frame over at once) or 3 (TPACKET_V3, frames packed in blocks: a block is
-    handed over when full or after ``timeout_ms``).  Frames are read in place;
-    :meth:`release` gives what was read back to the kernel.
-    """
-
-    cdef readonly int version
-    cdef readonly int fd
-    cdef readonly bint vnet         # PACKET_VNET_HDR: a virtio_net_hdr sits before each frame
-    cdef unsigned char* map
-    cdef size_t map_len
-    cdef unsigned int block_size, block_nr, frame_size, frame_nr
-    cdef unsigned int cur            # V2: next frame slot; V3: current block
-    cdef unsigned int v3_left        # V3: frames of the current block not read yet
-    cdef unsigned char* v3_next      # V3: next frame header in the current block
-    cdef unsigned int pending[BATCH]  # V2: slots handed out, to release
-    cdef int npending
-    cdef bint v3_done                # V3: the current block is read to its end; release it
-
-    def __cinit__(self, int fd, int version=2, unsigned int size=1 << 20, unsigned int timeout_ms=1,
-                  unsigned int frame_size=2048, bint vnet=False):
-        cdef tpacket_req r2
-        cdef tpacket_req3 r3
-        cdef int v, one = 1
-        self.fd = fd
-        self.vnet = vnet
-        if vnet and setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one)) < 0:
-            raise OSError(errno, "PACKET_VNET_HDR")
-        self.map = NULL
-        if frame_size < 2048 or frame_size & (frame_size - 1) or frame_size > (1 << 17):
-            raise ValueError(f"ring frame size {frame_size}: a power of two from 2048 to 131072")
-        if version == 2:
-            v = TPACKET_V2
-        elif version == 3:
-            v = TPACKET_V3
-        else:
-            raise ValueError(f"ring version {version}: 2 or 3")
-        # V3: small blocks, so a block at a modest rate fills (and reaches the loop) soon after its first frame
-        self.frame_size = frame_size
-        self.block_size = max(4096, frame_size)
-        self.version = version
-        self.block_nr = max(2, size // self.block_size)
-        self.frame_nr = self.block_nr * (self.block_size // self.frame_size)
-        if setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) < 0:
-            raise OSError(errno, "PACKET_VERSION")
-        if version == 2:
-            r2.tp_block_size = self.block_size
-            r2.tp_block_nr = self.block_nr
-            r2.tp_frame_size = self.frame_size
-            r2.tp_frame_nr = self.frame_nr
-            if setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &r2, sizeof(r2)) < 0:
-                raise OSError(errno, "PACKET_RX_RING")
-        else:
-            memset(&r3, 0, sizeof(r3))
-            r3.tp_block_size = self.block_size
-            r3.tp_block_nr = self.block_nr
-            r3.tp_frame_size = self.frame_size
-            r3.tp_frame_nr = self.frame_nr
-            r3.tp_retire_blk_tov = timeout_ms
-            if setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &r3, sizeof(r3)) < 0:
-                raise OSError(errno, "PACKET_RX_RING")
-        self.map_len = <size_t>self.block_size * self.block_nr
-        cdef void* m = mmap(NULL, self.map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-        if m == MAP_FAILED:
-            raise OSError(errno, "mmap of the packet ring")
-        self.map = <unsigned char*>m
-
-    def __dealloc__(self):
-        if self.map != NULL:
-            munmap(self.map, self.map_len)
-
-    @property
-    def slots(self):
-        """Frames (V2) or blocks (V3) the ring holds."""
-        return self.frame_nr if self.version == 2 else self.block_nr
-
-    cdef int take(self, Batch* b) noexcept nogil:
-        """Up to BATCH frames the kernel has handed over; they stay valid until :meth:`c_release`."""
-        cdef tpacket2_hdr* h2
-        cdef tpacket3_hdr* h3
-        cdef tpacket_block_desc* bd
-        cdef unsigned int fpb = self.block_size // self.frame_size
-        cdef unsigned char* slot
-        b.n = 0
-        if self.version == 2:
-            while b.n < BATCH:
-                slot = self.map + (self.cur // fpb) * self.block_size + (self.cur % fpb) * self.frame_size
-                h2 = <tpacket2_hdr*>slot
-                if not (h2.tp_status & TP_STATUS_USER):
-                    break
-                b.ptr[b.n] = slot + h2.tp_mac
-                b.vh[b.n] = slot + h2.tp_mac - VNET if self.vnet else NULL
-                b.len[b.n] = h2.tp_snaplen
-                b.trunc[b.n] = h2.tp_snaplen < h2.tp_len
-                self.pending[self.npending] = self.cur
-                self.npending += 1
-                b.n += 1
-                self.cur = (self.cur + 1) % self.frame_nr
-            return b.n
-        bd = <tpacket_block_desc*>(self.map + self.cur * self.block_size)
-        if self.v3_next == NULL:
-            if not (bd.h1.block_status & TP_STATUS_USER):
-                return 0
-            self.v3_left = bd.h1.num_pkts
-            self.v3_next = <unsigned char*>bd + bd.h1.offset_to_first_pkt
-        while b.n < BATCH and self.v3_left:
-            h3 = <tpacket3_hdr*>self.v3_next
-            b.ptr[b.n] = self.v3_next + h3.tp_mac
-            b.vh[b.n] = self.v3_next + h3.tp_mac - VNET if self.vnet else NULL
-            b.len[b.n] = h3.tp_snaplen
-            b.trunc[b.n] = h3.tp_snaplen < h3.tp_len
-            b.n += 1
-            self.v3_left -= 1
-            self.v3_next += h3.tp_next_offset
-        self.v3_done = self.v3_left == 0
-        return b.n
-
-    cdef void c_release(self) noexcept nogil:
-        """Hand back what :meth:`take` gave (a V3 block once it is read to its end)."""
-        cdef unsigned int i, s, fpb = self.block_size // self.frame_size
-        cdef tpacket_block_desc* bd
-        if self.version == 2:
-            for i in range(self.npending):
-                s = self.pending[i]
-                (<tpacket2_hdr*>(self.map + (s // fpb) * self.block_size + (s % fpb) * self.frame_size)).tp_status = (
-                    TP_STATUS_KERNEL)
-            self.npending = 0
-            return
-        if self.v3_done and self.v3_next != NULL:
-            bd = <tpacket_block_desc*>(self.map + self.cur * self.block_size)
-            bd.h1.block_status = TP_STATUS_KERNEL
-            self.cur = (self.cur + 1) % self.block_nr
-            self.v3_next = NULL
-            self.v3_done = False
-
-    def recv_batch(self, int max_n=BATCH):
-        """Up to 64 frames as bytes (copied out, so the ring slots go back to the kernel at once); with ``vnet``
-        each starts with its virtio_net_hdr."""
-        cdef Batch b
-        cdef int i, h = VNET if self.vnet else 0
-        self.take(&b)
-        out = [(<char*>b.ptr[i] - h)[:b.len[i] + h] for i in range(b.n) if not b.trunc[i]]
-        self.c_release()
-        return out
-
-
-cdef inline unsigned int _u16(const unsigned char* p) noexcept nogil:
-    return (p[0] << 8) | p[1]
-
-
-cdef inline uint64_t _mac(const unsigned char* p) noexcept nogil:
-    return ((<uint64_t>p[0] << 40) | (<uint64_t>p[1] << 32) | (<uint64_t>p[2] << 24) |
-            (<uint64_t>p[3] << 16) | (<uint64_t>p[4] << 8) | <uint64_t>p[5])
-
-
-cdef inline void _le32(unsigned char* p, uint32_t v) noexcept nogil:
-    p[0] = v & 0xFF
-    p[1] = (v >> 8) & 0xFF
-    p[2] = (v >> 16) & 0xFF
-    p[3] = (v >> 24) & 0xFF
-
-
-cdef inline bint _is_control(int ci) noexcept nogil:
-    return ci == 1 or ci == 3 or ci == 4
 
 
 cdef class FastLoop:
@@ -406,6 +63,7 @@ cdef class FastLoop:
     cdef int ctrl_fd[MAXPORTS]
     cdef void* ring[MAXPORTS]         # borrowed PacketRing pointers; ``rings`` holds the references
     cdef dict rings
+    cdef void* txr[MAXPORTS]          # borrowed TxRing pointers; ``rings`` holds the references too
     cdef bint up[MAXPORTS]
     cdef bint backlog[MAXPORTS]
     cdef bint others_up        # a non-AF_PACKET port is up: floods go through Python
@@ -457,6 +115,7 @@ cdef class FastLoop:
             self.fd[i] = -1
             self.ctrl_fd[i] = -1
             self.ring[i] = NULL
+            self.txr[i] = NULL
         self.validation = V_HEADER
         self.malformed_drop = True
         self.mbuf = NULL
@@ -470,13 +129,15 @@ cdef class FastLoop:
     def __dealloc__(self):
         free(self.mbuf)
 
-    def set_port(self, int pid, int fd, int ctrl_fd=-1, PacketRing ring=None, str name=""):
+    def set_port(self, int pid, int fd, int ctrl_fd=-1, Ring ring=None, str name="", Tx tx=None):
+        """Port ``pid``: its data and control sockets, its receive ring, its transmit ring (else sendmmsg)."""
         if not 0 <= pid < MAXPORTS:
             raise ValueError(f"port id {pid}: the fast loop takes ids below {MAXPORTS}")
         self.fd[pid] = fd
         self.ctrl_fd[pid] = ctrl_fd
-        self.rings[pid] = ring
+        self.rings[pid] = (ring, tx)
         self.ring[pid] = <void*>ring if ring is not None else NULL
+        self.txr[pid] = <void*>tx if tx is not None else NULL
         self.up[pid] = True
         comment = f"in {name}".encode()[:MIRROR_COMMENT]
         memcpy(self.mcomment[pid], <char*>comment, len(comment))
@@ -487,6 +148,7 @@ cdef class FastLoop:
             self.fd[pid] = -1
             self.ctrl_fd[pid] = -1
             self.ring[pid] = NULL
+            self.txr[pid] = NULL
             self.rings.pop(pid, None)
             self.up[pid] = False
             self.vnet[pid] = False
@@ -563,31 +225,12 @@ cdef class FastLoop:
         return out
 
     cdef void _mirror(self, int pid, const unsigned char* b, Py_ssize_t n, uint64_t ts) noexcept nogil:
-        cdef Py_ssize_t padded = (n + 3) & ~3
-        cdef int cl = self.mcomment_len[pid]
-        cdef Py_ssize_t opts = (4 + ((cl + 3) & ~3) + 4) if cl else 0
-        cdef Py_ssize_t total = 32 + padded + opts
-        cdef unsigned char* p
-        if self.mlen + total > self.mcap:
+        cdef Py_ssize_t w = epb(self.mbuf + self.mlen, self.mcap - self.mlen, b, n, ts, self.mcomment[pid],
+                                self.mcomment_len[pid])
+        if w < 0:
             self.mirror_dropped += 1
-            return
-        p = self.mbuf + self.mlen
-        memset(p, 0, total)
-        _le32(p, 6)                      # Enhanced Packet Block
-        _le32(p + 4, <uint32_t>total)
-        _le32(p + 8, 0)                  # interface 0
-        _le32(p + 12, <uint32_t>(ts >> 32))
-        _le32(p + 16, <uint32_t>ts)
-        _le32(p + 20, <uint32_t>n)
-        _le32(p + 24, <uint32_t>n)
-        memcpy(p + 28, b, n)
-        if cl:
-            p[28 + padded] = 1           # opt_comment
-            p[30 + padded] = cl & 0xFF
-            memcpy(p + 32 + padded, self.mcomment[pid], cl)
-            # opt_endofopt: the 4 zero bytes memset left
-        _le32(p + total - 4, <uint32_t>total)
-        self.mlen += total
+        else:
+            self.mlen += w
 
     cdef int _classify(self, const unsigned char* b, Py_ssize_t n, int* ci, int* dime_scope,
                        unsigned int* src_dime, unsigned int* dst_dime, int* err) noexcept nogil:
@@ -598,7 +241,7 @@ cdef class FastLoop:
         cdef int c
         if n < PX_ETH_LEN:
             return -1
-        c = px_class_of(_u16(b + PX_ETH_TYPE))
+        c = px_class_of(u16(b + PX_ETH_TYPE))
         ci[0] = c
         if c == 0:
             return -1 if self.non_parallax_drop else 0
@@ -614,14 +257,14 @@ cdef class FastLoop:
             return -1
         flags = b[PX_ETH_LEN + PX_HDR_FLAGS]
         dime_scope[0] = 1 if flags & PX_HFLAG_SCOPE_DIME else 0
-        src_dime[0] = _u16(b + PX_ETH_LEN + PX_HDR_SRC_DIME)
-        dst_dime[0] = _u16(b + PX_ETH_LEN + PX_HDR_DST_DIME)
+        src_dime[0] = u16(b + PX_ETH_LEN + PX_HDR_SRC_DIME)
+        dst_dime[0] = u16(b + PX_ETH_LEN + PX_HDR_DST_DIME)
         if self.validation == V_NONE:
             return 0
         # header depth: the rules of peek._check_header; a frame that breaks one goes to Python to be counted
         if b[PX_ETH_LEN + PX_HDR_VERSION] != PX_PROTOCOL_VERSION or flags & ~(PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH):
             return -1
-        end = PX_BODY_OFFSET + _u16(b + PX_ETH_LEN + PX_HDR_LENGTH) + (PX_AUTH_LEN if flags & PX_HFLAG_AUTH else 0)
+        end = PX_BODY_OFFSET + u16(b + PX_ETH_LEN + PX_HDR_LENGTH) + (PX_AUTH_LEN if flags & PX_HFLAG_AUTH else 0)
         if end > n:
             return -1
         if end < n:
@@ -651,7 +294,7 @@ cdef class FastLoop:
         if r < 0:
             return SLOW
         if not b[6] & 1:
-            src = _mac(b + 6)
+            src = mac48(b + 6)
             r = self.fdb.c_learn(src | (<uint64_t>PX_DIME_ALL << 48), pid, now)
             if r == 1:
                 self.learned += 1
@@ -665,7 +308,7 @@ cdef class FastLoop:
                     self.moved += 1
         if b[0] & 1:
             return FLOOD
-        dst = _mac(b)
+        dst = mac48(b)
         if dime_scope:
             out = self.fdb.c_lookup(dst | (<uint64_t>dst_dime << 48), now)
         if out < 0:
@@ -682,7 +325,7 @@ cdef class FastLoop:
         if not self.gso_of[slot] and self.batch.len[slot] > self.maxlen[out]:
             self.tx_big[out] += 1  # longer than the output's MTU allows
             return
-        if _is_control(ci):
+        if is_control(ci):
             self.outc[out][self.nc[out]] = slot
             self.nc[out] += 1
         else:
@@ -702,14 +345,14 @@ cdef class FastLoop:
         cdef unsigned char* vh
         cdef bint off
         cdef Batch* bt = &self.batch
-        cdef PacketRing ring
+        cdef Ring ring
         cdef timespec ts
         cdef uint64_t ts_ns = 0
         for which in range(2):
             fd = self.ctrl_fd[pid] if which == 0 else self.fd[pid]
             if fd < 0:
                 continue
-            ring = <PacketRing>self.ring[pid] if which == 1 and self.ring[pid] != NULL else None
+            ring = <Ring>self.ring[pid] if which == 1 and self.ring[pid] != NULL else None
             if ring is not None:
                 with nogil:
                     n = ring.take(bt)
@@ -782,7 +425,7 @@ cdef class FastLoop:
                     self.flooded += 1
                     for p in range(MAXPORTS):
                         if p != pid and self.fd[p] >= 0 and self.up[p]:
-                            if self.backlog[p] and _is_control(ci):
+                            if self.backlog[p] and is_control(ci):
                                 retry.append((p, b[:ln], ci))
                             else:
                                 self._queue(p, i, ci)
@@ -861,11 +504,36 @@ cdef class FastLoop:
             if out or self.mlen > self.mcap // 2:
                 return out  # (or the mirror buffer wants writing out)
 
+    cdef int _ring_send(self, int p, short* slots, int k) except -2:
+        """Send from the start of ``slots`` through ``p``'s transmit ring: how many went (the rest: the ring
+        is full or a frame is too long for a slot), or -1 when the socket failed."""
+        cdef Tx tx = <Tx>self.txr[p]
+        cdef int n = 0, s, r
+        cdef bint flushed = False
+        while n < k:
+            s = slots[n]
+            if not tx.put(self.batch.vh[s] if self.vnet[p] else NULL, self.batch.ptr[s], self.batch.len[s]):
+                if flushed or self.batch.len[s] > tx.cap:
+                    break
+                flushed = True  # the ring is full: send what waits, which frees slots, and try once more
+                with nogil:
+                    tx.flush(True)
+                continue
+            self.tx[p] += 1
+            self.tx_bytes[p] += self.batch.len[s]
+            self.tx_class[p][self.cls_of[s]] += 1
+            n += 1
+        with nogil:
+            r = tx.flush()
+        if r < 0 and errno != EAGAIN and errno != ENOBUFS and errno != EINTR:
+            return -1
+        return n
+
     cdef int _send(self, int p, list retry) except -2:
         cdef iovec iov[4 * BATCH]
         cdef mmsghdr hdr[2 * BATCH]
         cdef short slots[2 * BATCH]
-        cdef int k = 0, i, off = 0, r, err = 0, ci, ln, s
+        cdef int k = 0, i, off = 0, r, err = 0, ci, ln, s, first = 0
         cdef bint vnet = self.vnet[p]
         for i in range(self.nc[p]):
             slots[k] = self.outc[p][i]
@@ -873,8 +541,15 @@ cdef class FastLoop:
         for i in range(self.nd[p]):
             slots[k] = self.outd[p][i]
             k += 1
+        if self.txr[p] != NULL:
+            first = self._ring_send(p, slots, k)
+            if first < 0:
+                return -1
+            if first == k:
+                return 0
+            off = first  # the rest with sendmmsg, after what the ring sent
         memset(hdr, 0, k * sizeof(mmsghdr))
-        for i in range(k):
+        for i in range(first, k):
             s = slots[i]
             hdr[i].msg_hdr.msg_iov = &iov[2 * i]
             if vnet:  # the header the frame came with (the kernel cuts and checksums on the way out), or none
@@ -902,14 +577,14 @@ cdef class FastLoop:
             if err == EINTR:
                 continue
             ci = self.cls_of[slots[off]]
-            if err == ENOBUFS and not _is_control(ci):
+            if err == ENOBUFS and not is_control(ci):
                 self.tx_drop[p] += 1  # the wire refused this data frame: drop it, go on
                 off += 1
                 continue
             # the socket is full (or refused a control frame): control frames wait in the core, data is dropped
             for i in range(off, k):
                 ci = self.cls_of[slots[i]]
-                if _is_control(ci):
+                if is_control(ci):
                     ln = self.batch.len[slots[i]]
                     retry.append((p, self.batch.ptr[slots[i]][:ln], ci))
                 else:

@@ -28,11 +28,14 @@ ports (--port TYPE:key=value,key=value; name=NAME is optional):
       a TAP device the switch creates (or opens) and brings up; plain frames
       (no IFF_VNET_HDR: the kernel checksums and segments before the switch).
   afpacket:interface=NAME[,rcvbuf=BYTES][,ring=0|2|3][,offload=true|false]
+          [,txring=true|false]
       an existing interface (veth, NIC, a QEMU tap), promiscuous; ring 3
       (default): PACKET_MMAP TPACKET_V3, 2: TPACKET_V2, 0: recvmmsg (lowest
       latency for data, about half the throughput); offload (default true):
       PACKET_VNET_HDR, so TCP checksum/segmentation offloads of a veth peer or
-      a virtio-net guest are carried (or done in software towards other ports).
+      a virtio-net guest are carried (or done in software towards other ports);
+      txring (default true): send through a PACKET_MMAP transmit ring (false:
+      sendmmsg; frames longer than the MTU, GSO segments, always take it).
   vxlan:remote=HOST[:PORT][,remote=...],vni=N[,local=HOST:PORT][,aging=S]
       Ethernet in UDP (RFC 7348) to remote VTEPs, default port 4789.
   every port: mtu=BYTES (frames up to mtu+18 bytes pass, in and out; default

@@ -30,6 +30,7 @@ A file::
     ring = 3                   # 3 (default): PACKET_MMAP TPACKET_V3 (blocks: the most throughput, up to the 1 ms
                                # block timeout of latency for data); 2: TPACKET_V2 ring; 0: recvmmsg
     offload = true             # PACKET_VNET_HDR: carry checksum/segmentation offloads (see the README)
+    txring = true              # send through a PACKET_MMAP TX ring (false: sendmmsg; GSO segments always do)
     mtu = 1500                 # every port; default 9000 on udp/stream (the node's jumbo frames), an afpacket
                                # port's interface MTU, else 1500
     max_macs = 2048            # every port: table entries it may learn (default [switch] max_macs)
@@ -72,7 +73,13 @@ PORT_OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
     "udp": {"local": (str, True), "remote": (str, False)},
     "stream": {"address": (str, True), "listen": (bool, False)},
     "tap": {"interface": (str, True)},
-    "afpacket": {"interface": (str, True), "rcvbuf": (int, False), "ring": (int, False), "offload": (bool, False)},
+    "afpacket": {
+        "interface": (str, True),
+        "rcvbuf": (int, False),
+        "ring": (int, False),
+        "offload": (bool, False),
+        "txring": (bool, False),
+    },
     "vxlan": {"local": (str, False), "remote": (list, True), "vni": (int, True), "aging": (float, False)},
 }
 PORT_COMMON: dict[str, tuple[type, bool]] = {"mtu": (int, False), "max_macs": (int, False)}

@@ -54,7 +54,12 @@ def open_port(spec: PortSpec, aging: float = 300.0) -> Port:
         return TapPort(spec.name, g("interface"))
     if spec.type == "afpacket":
         return AfPacketPort(
-            spec.name, g("interface"), int(g("rcvbuf", AFPACKET_RCVBUF)), g("ring"), bool(g("offload", True))
+            spec.name,
+            g("interface"),
+            int(g("rcvbuf", AFPACKET_RCVBUF)),
+            g("ring"),
+            bool(g("offload", True)),
+            g("txring"),
         )
     if spec.type == "vxlan":
         return VxlanPort(
@@ -162,7 +167,7 @@ class Daemon:
         self._fds[pid] = ()
         if self._is_fast(pid):
             assert isinstance(port, AfPacketPort)
-            self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name)
+            self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name, port.tx)
             self.fast.set_limits(pid, self.core.ports[pid].mtu + ETH_OVERHEAD, port.vnet)
         self._sync(pid)
         if not strict:  # at start, "running" names them all once every port is open

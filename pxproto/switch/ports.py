@@ -558,8 +558,17 @@ class AfPacketPort(Port):
     CTRL_BUF = 4 << 20
     """Receive buffer of the control socket: deep, so a burst of signaling waits rather than drops."""
 
+    TX_RING = 1 << 20
+    """Bytes of the transmit ring (``txring``): 512 slots of 2 KiB."""
+
     def __init__(
-        self, name: str, ifname: str, rcvbuf: int = 1 << 20, ring: int | None = None, offload: bool = True
+        self,
+        name: str,
+        ifname: str,
+        rcvbuf: int = 1 << 20,
+        ring: int | None = None,
+        offload: bool = True,
+        txring: bool | None = None,
     ) -> None:
         super().__init__(name)
         self.vnet = offload
@@ -585,10 +594,24 @@ class AfPacketPort(Port):
         if ring and self._batch is None:
             self.ctrl.close()
             raise ValueError(f"port {name}: ring {ring} needs the compiled pxproto.switch._afpacket")
+        if txring is None:  # where it is built: the fast loop sends through a PACKET_TX_RING
+            txring = self._batch is not None
+        if txring and self._batch is None:
+            self.ctrl.close()
+            raise ValueError(f"port {name}: txring needs the compiled pxproto.switch._afpacket")
+        self.tx: Any = None  # the fast loop's PACKET_TX_RING, on a socket of its own
+        self.tx_sock: socket.socket | None = None
         try:
             self.sock = self._open(ethertype_filter(ctrl, False), rcvbuf, ring)
+            if txring and self._batch is not None:
+                self.tx_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing
+                self.tx = self._batch.TxRing(self.tx_sock.fileno(), self.mtu, self.TX_RING)
+                self.tx_sock.bind((ifname, 0))
         except OSError:
-            self.ctrl.close()
+            self.tx = None
+            for s in (self.ctrl, getattr(self, "sock", None), self.tx_sock):
+                if s is not None:
+                    s.close()
             raise
         self.fd = self.sock.fileno()
 
@@ -720,14 +743,17 @@ class AfPacketPort(Port):
             **super().describe(),
             "rcvbuf": self.rcvbuf,
             "ring": ring,
+            "txring": f"TPACKET_V2, {self.tx.slots} slots" if self.tx is not None else None,
             "offload": "virtio_net_hdr" if self.vnet else "off",
             "kernel_drops": self.kernel_drops(),
         }
 
     def close(self) -> None:
-        self.ring = None  # unmapped before the socket closes
+        self.ring = self.tx = None  # unmapped before the sockets close
         self.ctrl.close()
         self.sock.close()
+        if self.tx_sock is not None:
+            self.tx_sock.close()
 
 
 class VxlanPort(DatagramPort):
