@@ -50,6 +50,13 @@ def test_no_wire_literals_beside_the_codec(path: Path) -> None:
         assert not offsets, f"literal frame offsets {offsets}: use the PX_* offsets"
 
 
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_only_the_codecs_public_encoders(path: Path) -> None:
+    """px__* are px_codec.h's internals: the kernel builds every frame with a public px_encode_*."""
+    internal = re.findall(r"\bpx__\w+", path.read_text())
+    assert not internal, f"{path.name} calls the codec's internals {sorted(set(internal))}"
+
+
 @needs_cc
 def test_make_uses_the_generated_header() -> None:
     out = subprocess.run(["make", "-C", str(KERNEL), "-B", "-n"], capture_output=True, text=True, check=True).stdout
