@@ -49,6 +49,12 @@ static int transmit(struct sender *s, uint8_t *frame, px_ssize n) {
     return nic_send(frame, (unsigned)n);
 }
 
+static int transmit_unsigned(struct sender *s, uint8_t *frame, px_ssize n) {
+    if (n < 0) return (int)n;
+    s->bytes_tx += (uint64_t)n;
+    return nic_send(frame, (unsigned)n);
+}
+
 int send_signaling(struct sender *s, const uint8_t *dst_mac, unsigned dst_dime, unsigned dst_thread,
                    unsigned src_thread, uint32_t req_id, unsigned cmd, unsigned status, unsigned tlv_count,
                    const uint8_t *tlvs, px_ssize tlvs_len) {
@@ -78,4 +84,13 @@ int send_discovery(struct sender *s, const uint8_t *dst_mac, unsigned op, uint32
     address(&a, s, dst_mac, PX_DIME_ALL, 0, 0, ++s->seq);
     return transmit(s, frame, px_encode_discovery(frame, sizeof frame, &ethertypes, &a, (int)op, (int)state_filter,
                                                   probe_id, SW_VERSION_WIRE, CAPS_WIRE, (int)count, records, t));
+}
+
+int send_data(struct sender *s, const uint8_t *dst_mac, unsigned dst_dime, unsigned dst_thread, const PxDataFixed *f,
+              const uint8_t *payload, unsigned len) {
+    uint8_t frame[FRAME_MAX];
+    PxAddr a;
+    address(&a, s, dst_mac, dst_dime, dst_thread, 0, ++s->seq);
+    s->frames_tx++;
+    return transmit_unsigned(s, frame, px_encode_data(frame, sizeof frame, &ethertypes, &a, f, payload, len, 0));
 }

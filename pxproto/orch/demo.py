@@ -332,15 +332,7 @@ class Demo:
 
     def _package(self, src: Path) -> Path:
         """The bundled package with this run's rate, passes and work in its manifest."""
-        dst = self.wd / "package"
-        shutil.copytree(src, dst, dirs_exist_ok=True)
-        man = dst / "service.toml"
-        text = man.read_text()
-        text = re.sub(r"rate = \d+", f"rate = {self.rate}, passes = {self.passes}", text, count=1)
-        if self.work_us is not None:
-            text = re.sub(r"work_us = \d+", f"work_us = {self.work_us}", text, count=1)
-        man.write_text(text)
-        return dst
+        return package_copy(src, self.wd / "package", self.rate, self.passes, self.work_us)
 
     def _start(self, capture: Path, store: Path, keyfile: Path) -> Port:
         """The switch and the servers; returns the orchestrator's wire."""
@@ -538,6 +530,19 @@ def expected_results(spec: ServiceSpec, passes: int = 1) -> dict[int, bytes]:
         parsed = next(mod.parse(f"{i}\t{lines[i % len(lines)]}".encode(), Ctx()))
         out[i] = next(mod.transform(parsed, Ctx()))
     return out
+
+
+def package_copy(src: Path, dst: Path, rate: int, passes: int, work_us: int | None) -> Path:
+    """A copy of a package directory with the source's rate and passes (and the transform's work) in its
+    manifest; the same inputs give the same files, so :func:`pxproto.package.pack` gives the same archive."""
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    man = dst / "service.toml"
+    text = man.read_text()
+    text = re.sub(r"rate = \d+", f"rate = {rate}, passes = {passes}", text, count=1)
+    if work_us is not None:
+        text = re.sub(r"work_us = \d+", f"work_us = {work_us}", text, count=1)
+    man.write_text(text)
+    return dst
 
 
 def dime_pid(mac: bytes, dime: int) -> int | None:
