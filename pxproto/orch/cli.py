@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="whose DIME is killed (default transform)")  # fmt: skip
     demo.add_argument("--quiet", "-q", action="store_true")
     demo.add_argument("--workdir", help="state, logs, capture and timeline (default: a fresh pxorch-demo-* temp dir)")
+    demo.add_argument("--bare-metal", action="store_true", help="add a QEMU guest of the bare-metal kernel (kernel/)")
     demo.add_argument("--netns", action="store_true", help="network namespaces, veth and AF_PACKET (root)")
     demo.add_argument("--ha", action="store_true",
                       help="a local etcd and three orchestrators: kill the leader mid-stream, then a DIME")  # fmt: skip
@@ -125,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
             return demo_ha.main(Path(args.workdir) if args.workdir else None, rate=args.rate, quiet=args.quiet)
         reg = {k: v for k, v in (("heartbeat_ms", args.heartbeat_ms), ("missed", args.missed),
                                  ("confirm_ms", args.confirm_ms)) if v is not None}  # fmt: skip
-        return demo.main(args.out_dir, rate=args.rate, kill=not args.no_kill, quiet=args.quiet,
+        kind: type[demo.Demo] | None = None
+        if args.bare_metal:
+            from pxproto.baremetal.demo import BareMetalDemo
+
+            kind = BareMetalDemo
+        return demo.main(args.out_dir, demo_class=kind, rate=args.rate, kill=not args.no_kill, quiet=args.quiet,
                          workdir=Path(args.workdir) if args.workdir else None, regulator=reg,
                          netns=args.netns, kill_stage=args.kill_stage, passes=args.passes,
                          work_us=args.work_us)  # fmt: skip

@@ -192,6 +192,10 @@ class Demo:
         self.regulator = regulator or {}
         """Overrides of the bundled service file's [regulator] (e.g. a slower heartbeat on a loaded host)."""
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.kernel_args: list[str] = []
+        """Extra pxkernel options (the bare-metal demo's --mtu)."""
+        self.extra_dimes = 0
+        """DIMEs beyond the pxkernel servers' to wait for at discovery (a bare-metal server's)."""
         self.t0 = time.monotonic()
         self.phase = ""
         self.kill_t: float | None = None
@@ -236,6 +240,7 @@ class Demo:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         cmd += ["--memory-chunks", "16", "--store", str(store), "--state-dir", str(self.wd / f"server{i}")]
         cmd += ["--key", str(keyfile), "--heartbeat-ms", str(self.regulator.get("heartbeat_ms", 50))]
+        cmd += self.kernel_args
         log = open(self.wd / f"server{i}.log", "wb")
         self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
@@ -361,7 +366,7 @@ class Demo:
 
     def _run(self, res: Result, core: Orchestrator, drv: Driver, spec: ServiceSpec, store: Path,
              answer: dict[str, Any], expected: dict[int, bytes]) -> None:  # fmt: skip
-        want = self.servers * self.dimes
+        want = self.servers * self.dimes + self.extra_dimes
         self.section("discovery")
         self.t_probe = time.monotonic()
 
@@ -411,16 +416,7 @@ class Demo:
                 state["scaled"] = True
                 drv.send(core.scale(spec.name, "transform", self.scale_to, now))
             if self.kill_enabled and state["killed"] is None and seen >= total * 0.45:
-                victim = core.replicas(spec.name)[self.kill_stage][0]
-                pid = dime_pid(victim[0], victim[1])
-                if pid is None:
-                    res.notes.append(f"could not find the process of DIME {key_text(victim)}")
-                    state["killed"] = (victim, None)
-                    return
-                os.kill(pid, signal.SIGKILL)
-                self.kill_t = time.monotonic()
-                state["killed"] = (victim, self.kill_t)
-                self.say(f"KILL: SIGKILL to pid {pid}, DIME {key_text(victim)} ({self.kill_stage})")
+                self._kill(core, spec.name, res, state)
 
         limit = (total / self.rate * 3 if self.rate > 0 else total / 1000) + 30
         drv.run_until(lambda: state["seen"] >= total and self._settled(core, state), limit, tick)
@@ -429,6 +425,18 @@ class Demo:
         self._measure(res, core, state, expected, answer)
         if not self.quiet:
             print(table(core.status(time.monotonic())))
+
+    def _kill(self, core: Orchestrator, service: str, res: Result, state: dict[str, Any]) -> None:
+        victim = core.replicas(service)[self.kill_stage][0]
+        pid = dime_pid(victim[0], victim[1])
+        if pid is None:
+            res.notes.append(f"could not find the process of DIME {key_text(victim)}")
+            state["killed"] = (victim, None)
+            return
+        os.kill(pid, signal.SIGKILL)
+        self.kill_t = time.monotonic()
+        state["killed"] = (victim, self.kill_t)
+        self.say(f"KILL: SIGKILL to pid {pid}, DIME {key_text(victim)} ({self.kill_stage})")
 
     def _settled(self, core: Orchestrator, state: dict[str, Any]) -> bool:
         if not self.kill_enabled or state["killed"] is None:
@@ -575,8 +583,9 @@ def choose_workdir(workdir: Path | None) -> Path:
     return workdir
 
 
-def main(out_dir: str | None = None, workdir: Path | None = None, **kw: Any) -> int:
-    demo = Demo(Path(out_dir) if out_dir else None, workdir=workdir, **kw)
+def main(out_dir: str | None = None, workdir: Path | None = None, demo_class: type[Demo] | None = None,
+         **kw: Any) -> int:  # fmt: skip
+    demo = (demo_class or Demo)(Path(out_dir) if out_dir else None, workdir=workdir, **kw)
     try:
         res = demo.run()
     except DemoError as exc:
