@@ -13,7 +13,7 @@ import random
 import shutil
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -111,7 +111,7 @@ def test_the_builtin_package_header_is_current() -> None:
 class Workflow:
     """upstream (Python) -> the C plane running ``transform`` -> downstream (Python), completions back."""
 
-    def __init__(self, plane: Plane, loss: float = 0.0, seed: int = 1) -> None:
+    def __init__(self, plane: Plane | None, loss: float = 0.0, seed: int = 1) -> None:
         self.plane, self.now, self.rng, self.loss = plane, 0.0, random.Random(seed), loss
         self.up_tx = ChannelSender(UP, SELF, CH, mtu=1500)
         self.up_done = ChannelReceiver(UP, SELF, CH | DONE)
@@ -120,25 +120,46 @@ class Workflow:
         self.completed: list[int] = []
         self.hold_completions = False
         self.held: list[tuple[Address, int]] = []
-        assert plane.cmd("load transform 0") == []
-        assert plane.cmd(f"connect {CH} in {UP.mac.hex()} {UP.dime}") == []
+        self.setup()
+
+    # -- the DIME's side: the C plane in a subprocess here (tests/test_baremetal_mice.py: a QEMU guest)
+    def setup(self) -> None:
+        assert self.plane is not None
+        assert self.plane.cmd("load transform 0") == []
+        self.connect(CH, "in", UP)
         self.wire_down(DOWN)
 
+    def connect(self, ch: int, direction: str, peer: Address) -> None:
+        assert self.plane is not None
+        assert self.plane.cmd(f"connect {ch} {direction} {peer.mac.hex()} {peer.dime}") == []
+
+    def exchange(self, frame: Frame) -> list[Frame]:
+        """Hand the DIME a frame; what it sent at once."""
+        assert self.plane is not None
+        return [decode(bytes.fromhex(x)) for x in self.plane.cmd(f"frame {int(self.now * 1000)} {encode(frame).hex()}")]
+
+    def turn(self) -> list[Frame]:
+        """Let time pass (5 ms); what the DIME sent meanwhile."""
+        assert self.plane is not None
+        self.now += 0.005
+        return [decode(bytes.fromhex(x)) for x in self.plane.cmd(f"turn {int(self.now * 1000)}")]
+
+    # -- the Python ends
     def wire_down(self, peer: Address) -> None:
         self.downs[peer] = (ChannelReceiver(peer, SELF, OUT), ChannelSender(peer, SELF, OUT | DONE, mtu=1500))
-        assert self.plane.cmd(f"connect {OUT} out {peer.mac.hex()} {peer.dime}") == []
+        self.connect(OUT, "out", peer)
 
     def to_plane(self, frames: list[Frame]) -> None:
         for f in frames:
             if self.rng.random() < self.loss:
                 continue
-            self.from_plane(self.plane.cmd(f"frame {int(self.now * 1000)} {encode(f).hex()}"))
+            self.from_plane(self.exchange(f))
 
-    def from_plane(self, lines: list[str]) -> None:
-        for line in lines:
-            f = decode(bytes.fromhex(line))
+    def from_plane(self, frames: list[Frame]) -> None:
+        for f in frames:
             body = f.body
-            assert isinstance(body, Data)
+            if not isinstance(body, Data):
+                continue  # heartbeats, from a guest
             if self.rng.random() < self.loss:
                 continue
             ack = bool(body.flags & DataFlag.ACK) and body.frag_count == 0
@@ -185,11 +206,10 @@ class Workflow:
         if batch:
             self.to_plane(self.up_tx.send(mice.pack_items(batch), self.now)[1].frames)
 
-    def run(self, seconds: float) -> None:
+    def run(self, seconds: float, until: Callable[[], bool] | None = None) -> None:
         end = self.now + seconds
-        while self.now < end:
-            self.now += 0.005
-            self.from_plane(self.plane.cmd(f"turn {int(self.now * 1000)}"))
+        while self.now < end and not (until and until()):
+            self.from_plane(self.turn())
             ends = [self.up_tx, self.up_done, *(e for pair in self.downs.values() for e in pair)]
             for e in ends:
                 t = e.get_timer()
