@@ -380,6 +380,7 @@ void dime_turn(struct dime *d) {
         on_frame(d, m->frame, m->len);
         __atomic_store_n(&d->mail_tail, d->mail_tail + 1, __ATOMIC_RELEASE);
         d->busy_us += now_us() - t0;
+        if ((now = now_ms()) >= d->hb_next_ms) heartbeat(d, now); /* on time, however long the mailbox */
     }
     if (d->plane.loaded) {
         uint64_t t0 = now_us();

@@ -11,8 +11,6 @@
 #include "io.h"
 #include "sha256.h"
 
-#define DIRECTION_OUTPUT 1
-
 static int digest_ok(const uint8_t *want) {
     static uint8_t have[32];
     static int done;
@@ -118,7 +116,7 @@ static void wiring(const struct request *r, struct reply *y, uint64_t *ch, int *
     uint64_t dir = 0;
     tlv_uint(r, PX_TLV_CHANNEL, ch);
     tlv_uint(r, PX_TLV_DIRECTION, &dir);
-    *output = dir == DIRECTION_OUTPUT;
+    *output = dir == DIR_OUTPUT;
     put_uint(y, PX_TLV_CHANNEL, *ch);
 }
 

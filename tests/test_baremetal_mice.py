@@ -4,6 +4,7 @@ exactly once, completions back (the same Workflow as tests/test_baremetal_plane.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -20,6 +21,7 @@ from tests.test_baremetal_plane import CH, DOWN, UP, Workflow, _items, _want
 
 pytestmark = net.pytestmark
 ARCHIVE = builtin.archive()
+REQ_IDS = itertools.count(1000)
 
 
 def load(stage: int, name: str, req_id: int, *, digest: bytes | None = None, sig: bytes | None = None) -> Frame:
@@ -43,21 +45,26 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
 class GuestWorkflow(Workflow):
     """The Workflow, its DIME a QEMU guest: frames over the UDP pipe, real time."""
 
+    stage = (2, "transform")
+    """The package's stage the guest's DIME 0 runs."""
+
     def __init__(self, guest: Guest) -> None:
-        self.guest, self.t0, self.req = guest, time.monotonic(), 100
+        self.guest, self.t0 = guest, time.monotonic()
         super().__init__(None)
 
     def setup(self) -> None:
         assert call(self.guest, request(Command.RESET, 0, self.next_req())).status is Status.OK
-        assert call(self.guest, load(2, "transform", self.next_req())).status is Status.OK
-        start = request(Command.START, 0, self.next_req(), Tlv(TlvType.SERVICE_ID, 42), Tlv(TlvType.STAGE, 2))
+        assert call(self.guest, load(*self.stage, self.next_req())).status is Status.OK
+        ids = Tlv(TlvType.SERVICE_ID, 42), Tlv(TlvType.STAGE, self.stage[0])
+        start = request(Command.START, 0, self.next_req(), *ids)
         assert call(self.guest, start).status is Status.OK
         self.connect(CH, "in", UP)
         self.wire_down(DOWN)
 
     def next_req(self) -> int:
-        self.req += 1
-        return self.req
+        # request ids unique across workflows on one guest: a repeated (id, command) is a retransmission,
+        # answered from the DIME's cache and not run again
+        return next(REQ_IDS)
 
     def connect(self, ch: int, direction: str, peer: Address) -> None:
         d = Direction.OUTPUT if direction == "out" else Direction.INPUT

@@ -111,10 +111,13 @@ def test_the_builtin_package_header_is_current() -> None:
 class Workflow:
     """upstream (Python) -> the C plane running ``transform`` -> downstream (Python), completions back."""
 
+    me = SELF
+    """The DIME under test."""
+
     def __init__(self, plane: Plane | None, loss: float = 0.0, seed: int = 1) -> None:
         self.plane, self.now, self.rng, self.loss = plane, 0.0, random.Random(seed), loss
-        self.up_tx = ChannelSender(UP, SELF, CH, mtu=1500)
-        self.up_done = ChannelReceiver(UP, SELF, CH | DONE)
+        self.up_tx = ChannelSender(UP, self.me, CH, mtu=1500)
+        self.up_done = ChannelReceiver(UP, self.me, CH | DONE)
         self.downs: dict[Address, tuple[ChannelReceiver, ChannelSender]] = {}
         self.outputs: dict[int, list[bytes]] = {}
         self.completed: list[int] = []
@@ -146,7 +149,7 @@ class Workflow:
 
     # -- the Python ends
     def wire_down(self, peer: Address) -> None:
-        self.downs[peer] = (ChannelReceiver(peer, SELF, OUT), ChannelSender(peer, SELF, OUT | DONE, mtu=1500))
+        self.downs[peer] = (ChannelReceiver(peer, self.me, OUT), ChannelSender(peer, self.me, OUT | DONE, mtu=1500))
         self.connect(OUT, "out", peer)
 
     def to_plane(self, frames: list[Frame]) -> None:
