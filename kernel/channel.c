@@ -163,12 +163,19 @@ void chan_rx_frame(struct chan_rx *r, const uint8_t *raw, const PxView *v, chan_
         }
     }
     r->ack_due = 1;
-    if (++r->next_frag < v->frag_count) return;
+    if (v->frag_index + 1 < v->frag_count) {
+        r->next_frag++;
+        return;
+    }
+    if (deliver(ctx, r, v->msg_id, r->buf, r->have, (v->data_flags & PX_DFLAG_FIN) != 0, r->too_big)) {
+        r->refused++; /* not now: the last fragment is taken again when it comes again */
+        if (!r->too_big && v->frag_offset == r->have - (uint32_t)v->payload_len) r->have -= (uint32_t)v->payload_len;
+        return;
+    }
     r->next_frag = 0;
     r->next_msg++;
     if (r->too_big) r->dropped++;
     else r->messages++;
-    deliver(ctx, r, v->msg_id, r->buf, r->have, (v->data_flags & PX_DFLAG_FIN) != 0, r->too_big);
 }
 
 void chan_rx_flush(struct chan_rx *r, chan_emit emit, void *ctx) {

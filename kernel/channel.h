@@ -57,11 +57,12 @@ struct chan_rx {
     uint32_t have; /* bytes of the message being reassembled */
     int too_big;
     uint8_t buf[CHAN_RX_MSG_MAX];
-    uint64_t fragments, duplicates, early, messages, dropped, acks_sent;
+    uint64_t fragments, duplicates, early, messages, dropped, acks_sent, refused;
 };
 
-/* A whole message, in order, once (too_big: it was acknowledged and not kept). */
-typedef void (*chan_deliver)(void *ctx, struct chan_rx *rx, uint32_t msg_id, const uint8_t *payload, unsigned len,
+/* A whole message, in order, once (too_big: it was acknowledged and not kept).  Nonzero refuses it
+ * (no room yet): its last fragment stays unacknowledged, and the sender sends it again. */
+typedef int (*chan_deliver)(void *ctx, struct chan_rx *rx, uint32_t msg_id, const uint8_t *payload, unsigned len,
                              int fin, int too_big);
 
 void chan_tx_init(struct chan_tx *t, const struct chan_peer *peer, uint16_t channel, uint16_t credit);

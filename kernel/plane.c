@@ -148,39 +148,56 @@ struct delivery {
 };
 
 /* A message of items (single ``lineage | item``, or a batch ``0 | (lineage | length | item)...``). */
-static void on_items(void *ctx, struct chan_rx *rx, uint32_t msg_id, const uint8_t *m, unsigned n, int fin,
-                     int too_big) {
-    struct delivery *d = ctx;
+/* The items of a batch (each record checked), or -1 when it is malformed. */
+static int batch_items(const uint8_t *m, unsigned n) {
     unsigned pos = 8;
-    (void)rx, (void)msg_id, (void)fin;
-    if (too_big || n < 8 || !d->p->running || !d->p->fn) {
-        d->p->bad_messages += too_big || n < 8;
-        return;
+    int count = 0;
+    while (pos < n) {
+        uint32_t len;
+        if (pos + ITEM_REC > n || (len = px_rd32(m + pos + 8)) > n - pos - ITEM_REC || !rd64(m + pos)) return -1;
+        pos += ITEM_REC + len;
+        count++;
     }
+    return count;
+}
+
+static int on_items(void *ctx, struct chan_rx *rx, uint32_t msg_id, const uint8_t *m, unsigned n, int fin,
+                    int too_big) {
+    struct delivery *d = ctx;
+    struct plane *p = d->p;
+    unsigned pos = 8;
+    int count;
+    (void)rx, (void)msg_id, (void)fin;
+    if (too_big || n < 8 || !p->running || !p->fn) {
+        p->bad_messages += too_big || n < 8;
+        return 0;
+    }
+    count = rd64(m) ? 1 : batch_items(m, n);
+    if (count < 0) {
+        p->bad_messages++;
+        return 0;
+    }
+    if (PLANE_ITEMS - p->live < (unsigned)count) return -1; /* no room for them all: the sender tries later */
     if (rd64(m)) {
-        arrive(d->p, d->index, rd64(m), m + 8, n - 8, d->io);
-        return;
+        arrive(p, d->index, rd64(m), m + 8, n - 8, d->io);
+        return 0;
     }
     while (pos < n) {
-        uint64_t lin;
-        uint32_t len;
-        if (pos + ITEM_REC > n || (len = px_rd32(m + pos + 8)) > n - pos - ITEM_REC || !(lin = rd64(m + pos))) {
-            d->p->bad_messages++;
-            return;
-        }
-        arrive(d->p, d->index, lin, m + pos + ITEM_REC, len, d->io);
+        uint32_t len = px_rd32(m + pos + 8);
+        arrive(p, d->index, rd64(m + pos), m + pos + ITEM_REC, len, d->io);
         pos += ITEM_REC + len;
     }
+    return 0;
 }
 
 /* Downstream completed outputs of ours: each finishes its input, completed to its upstreams. */
-static void on_completions(void *ctx, struct chan_rx *rx, uint32_t msg_id, const uint8_t *m, unsigned n, int fin,
-                           int too_big) {
+static int on_completions(void *ctx, struct chan_rx *rx, uint32_t msg_id, const uint8_t *m, unsigned n, int fin,
+                          int too_big) {
     struct delivery *d = ctx;
     struct plane *p = d->p;
     unsigned k, u;
     (void)rx, (void)msg_id, (void)fin;
-    if (too_big) return;
+    if (too_big) return 0;
     for (k = 0; k + 8 <= n; k += 8) {
         uint64_t lin = rd64(m + k);
         int idx = find_item(p, lin);
@@ -194,6 +211,7 @@ static void on_completions(void *ctx, struct chan_rx *rx, uint32_t msg_id, const
         p->live--;
         p->items_out++;
     }
+    return 0;
 }
 
 /* ------------------------------------------------------------ wiring */
