@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pxproto.baremetal.demo import BareMetalDemo
+from pxproto.baremetal.demo import VM_MAC, BareMetalDemo
+from pxproto.capture.pcapng import read_packets
 from pxproto.orch import demo
+from pxproto.wire import decode
+from pxproto.wire.frame import Data
 
 
 def test_the_bare_metal_demo_refuses_a_package_the_image_does_not_carry(
@@ -32,3 +35,8 @@ def test_the_bare_metal_demo_is_exact(tmp_path: Path) -> None:
     assert res.ok, (res, d.logs())
     assert res.detection is not None and res.repair is not None
     assert "loaded service 42 stage" in (tmp_path / "baremetal.log").read_text()
+    # the guest's DIME did the work: item messages from its MAC on the wire (the switch's mirror)
+    with open(res.capture, "rb") as f:
+        frames = [decode(p.data) for p in read_packets(f) if p.data[6:12] == VM_MAC]
+    items = [f for f in frames if isinstance(f.body, Data) and f.body.frag_count and f.body.channel < 0x8000]
+    assert len(items) >= 10, f"{len(items)} item messages from the bare-metal server"
