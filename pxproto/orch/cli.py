@@ -1,6 +1,6 @@
 """``pxorch``: the orchestrator's command line.
 
-pxorch demo [--netns|--ha]                    the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
+pxorch demo [--netns|--ha|--bare-metal]       the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
 pxorch check SERVICE.toml                     check a service file (errors name the line and field)
 pxorch run --port udp:127.0.0.1:5004 [--key FILE] [--store DIR] [--control PATH]
 pxorch run --iface veth0 ...                  (AF_PACKET, root)
