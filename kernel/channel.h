@@ -1,6 +1,6 @@
 /* The data channel (pxproto/dime/channel.py) for a bare-metal DIME: one way, one sender and one
  * receiver, over DATA frames built and checked by px_codec.h.  Sans I/O: frames go out through
- * an emit hook, time is an argument (ms); tests/c/channel_check.c runs it on the host against
+ * an emit hook, time is an argument (ms); tests/c/plane_check.c runs it on the host against
  * the Python ends.
  *
  * Every message the kernel sends is one fragment (what waits for an output is packed into

@@ -307,3 +307,16 @@ def test_a_burst_beyond_the_item_table_waits_and_nothing_is_lost(plane: Plane) -
     assert wf.outputs == _want(items)
     assert sorted(set(wf.completed)) == sorted(lin for lin, _ in items)
     assert "faults 0" in plane.cmd("stats")[0]
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.2])
+def test_a_message_of_many_fragments_is_reassembled(plane: Plane, loss: float) -> None:
+    """Items bigger than a frame: the Linux sender fragments their messages, the kernel reassembles them."""
+    wf = Workflow(plane, loss=loss, seed=3)
+    items = [((1 << 48) | (i + 1), f"{i}\t".encode() + b" ".join(b"w%d" % k for k in range(900 + i))) for i in range(5)]
+    for item in items:  # one message each, about 4 KB: three fragments at MTU 1500
+        assert len(mice.pack_items([item])) > 2 * wf.up_tx.frag_size
+        wf.to_plane(wf.up_tx.send(mice.pack_items([item]), wf.now)[1].frames)
+    wf.run(30.0, until=lambda: len(wf.outputs) == len(items) and len(set(wf.completed)) == len(items))
+    assert wf.outputs == _want(items)
+    assert sorted(set(wf.completed)) == sorted(lin for lin, _ in items)
