@@ -30,6 +30,15 @@ static void spin_us(unsigned us) {
     while (now_us() < end) cpu_relax();
 }
 
+static void heartbeat(struct dime *d, uint64_t now);
+
+/* Between two items of a message: a heartbeat due goes out now, not after the whole mailbox. */
+static void beat_if_due(void *ctx) {
+    struct dime *d = ctx;
+    uint64_t now = now_ms();
+    if (now >= d->hb_next_ms) heartbeat(d, now);
+}
+
 void dime_init(struct dime *d, uint16_t id, unsigned hb_ms, unsigned chunks) {
     memset(d, 0, sizeof *d);
     d->id = id;
@@ -42,6 +51,7 @@ void dime_init(struct dime *d, uint16_t id, unsigned hb_ms, unsigned chunks) {
     d->io.emit = emit_data;
     d->io.ctx = d;
     d->io.spin_us = spin_us;
+    d->io.between = beat_if_due;
     d->hb_mark_us = now_us();
     dime_set_state(d, PX_STATE_FREE);
 }

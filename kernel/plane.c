@@ -133,6 +133,7 @@ static void arrive(struct plane *p, unsigned u, uint64_t lin, const uint8_t *dat
         return;
     }
     if (p->work_us && io->spin_us) io->spin_us(p->work_us);
+    if (io->between) io->between(io->ctx);
     it->lineage = lin;
     it->len = (uint16_t)len;
     it->ups = (uint8_t)(1u << u);

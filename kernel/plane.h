@@ -61,11 +61,12 @@ struct plane {
     uint64_t items_in, items_out, duplicates, replayed, bad_messages, rejected_data;
 };
 
-/* How the plane sends a DATA frame and spins for a stage's work (the kernel's: wire.c and clock.c). */
+/* How the plane sends a DATA frame, spins for a stage's work and lets its DIME beat between items. */
 struct plane_io {
     chan_emit emit;
     void *ctx;
     void (*spin_us)(unsigned us);
+    void (*between)(void *ctx); /* after each item the stage ran: the DIME's heartbeat, when due */
 };
 
 void plane_reset(struct plane *p, uint16_t self);

@@ -42,7 +42,7 @@ static int emit(void *ctx, const struct chan_peer *to, const PxDataFixed *d, con
     return 0;
 }
 
-static const struct plane_io io = { emit, NULL, NULL };
+static const struct plane_io io = { emit, NULL, NULL, NULL };
 
 static unsigned unhex(const char *s, uint8_t *out, unsigned cap) {
     unsigned n = 0;
