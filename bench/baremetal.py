@@ -6,9 +6,14 @@ Prints one table, bare metal (QEMU, TCG here: no usable KVM) and Linux side by s
 - time from start (QEMU launch / pxkernel launch) to the first heartbeat on the wire;
 - signed PING round trip p50/p99 to DIME 0 (the bare-metal guest's wire is a UDP datagram pipe
   straight to this process; the Linux node's is a pxswitch UDP port);
-- heartbeat period jitter at 100 ms (p50/p99 of |gap - period|), DIME idle.
-Not measured yet: jitter with a stage at 100% CPU and data-channel items/s (no MICE or data
-channel on bare metal yet).
+- heartbeat period jitter at 100 ms (p50/p99 of |gap - period|), DIME idle;
+- data-channel items/s through the demo's transform stage (300 us of work an item: the C
+  built-in on bare metal, the Python stage in a MICE process on Linux) and through its parse
+  stage (no work), DIME 0 between two channel ends of this process (the Workflow of
+  tests/test_baremetal_plane.py: pxproto's ChannelSender upstream, ChannelReceiver downstream,
+  completions back), the same package (pxproto.baremetal.builtin) LOADed on both;
+- heartbeat jitter while the transform streams, with the DIME's CPU load from its heartbeats.
+The driver is one Python process: where it, not the DIME, is the bottleneck the CPU column says so.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import measure_installed  # bench/ is sys.path[0]; runs before pxproto loads
 
@@ -40,15 +46,15 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
 
 
-def _kernel_bench() -> object:
-    spec = importlib.util.spec_from_file_location("bench_kernel", Path(__file__).with_name("kernel.py"))
+def _kernel_bench(name: str = "kernel") -> Any:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(f"{name}.py"))
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def bare_metal(pings: int, smp: int) -> dict[str, str]:
+def bare_metal(pings: int, smp: int, items: int) -> dict[str, str]:
     build()
     t0 = time.monotonic()
     g = Guest(smp=smp, append=f"key={KEY_ID}:{KEY.hex()} hb={PERIOD_MS}", logdir=Path(tempfile.mkdtemp()))
@@ -76,12 +82,13 @@ def bare_metal(pings: int, smp: int) -> dict[str, str]:
                 arrivals.append(time.monotonic())
         dev = [abs((b - a) * 1e3 - PERIOD_MS) for a, b in itertools.pairwise(arrivals)]
         out["jitter"] = f"p50 {pct(dev, 50):.1f} / p99 {pct(dev, 99):.1f} ms (n={len(dev)})"
+        out.update(_kernel_bench("baremetal_stream").bare_metal_stream(g, items, PERIOD_MS))
     finally:
         g.close()
     return out
 
 
-def linux(pings: int) -> dict[str, str]:
+def linux(pings: int, items: int) -> dict[str, str]:
     kb = _kernel_bench()
     from pxproto.node.testbed import Cluster
 
@@ -98,6 +105,7 @@ def linux(pings: int) -> dict[str, str]:
             gaps = kb.heartbeat_gaps(c, d0, 5.0)  # type: ignore[attr-defined]
             dev = [abs(g * 1e3 - PERIOD_MS) for g in gaps]
             out["jitter"] = f"p50 {pct(dev, 50):.1f} / p99 {pct(dev, 99):.1f} ms (n={len(dev)})"
+            out.update(_kernel_bench("baremetal_stream").linux_stream(c, items, PERIOD_MS))
         finally:
             c.close()
     return out
@@ -107,17 +115,24 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pings", type=int, default=500)
     ap.add_argument("--smp", type=int, default=2)
+    ap.add_argument("--items", type=int, default=3000, help="items streamed through each stage")
     ap.add_argument("--no-linux", action="store_true")
     args = ap.parse_args()
     load = os.getloadavg()
-    bm = bare_metal(args.pings, args.smp)
-    lx = {} if args.no_linux else linux(args.pings)
+    bm = bare_metal(args.pings, args.smp, args.items)
+    lx = {} if args.no_linux else linux(args.pings, args.items)
     print(f"load average before the run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
-    names = {"first": "start to first heartbeat", "ping": "signed PING to DIME 0", "jitter": "heartbeat jitter"}
+    names = {"first": "start to first heartbeat", "ping": "signed PING to DIME 0", "jitter": "heartbeat jitter",
+             "transform": "items/s, transform (300 us)", "parse": "items/s, parse",
+             "jitter_load": "hb jitter, transform streaming", "cpu_load": "DIME CPU, transform streaming"}  # fmt: skip
     w = max(len(n) for n in names.values())
     print(f"{'measure':<{w}}  {'bare metal (QEMU TCG, -smp ' + str(args.smp) + ')':<36}  Linux pxkernel")
     for key, name in names.items():
         print(f"{name:<{w}}  {bm.get(key, '-'):<36}  {lx.get(key, '-')}")
+    for key in ("transform", "parse"):
+        b, lx_rate = bm.get(key + "_rate"), lx.get(key + "_rate")
+        if b and lx_rate:
+            print(f"{'ratio ' + key + ' bare/Linux':<{w}}  {float(b) / float(lx_rate):.2f}x")
     return 0
 
 

@@ -1,5 +1,5 @@
 /* Numbers of the node's management model that px_codec.h does not (yet) carry: discovery
- * capabilities, GET/SET_PARAM ids and COUNTERS ids (a DIME's, and the server's).
+ * capabilities, GET/SET_PARAM ids, COUNTERS ids (a DIME's, and the server's) and CONNECT's directions.
  * tests/test_baremetal_build.py checks each against pxproto.wire.codes, so they cannot drift. */
 #ifndef KERNEL_CODES_H
 #define KERNEL_CODES_H
@@ -39,6 +39,10 @@
 #define SCID_REJECTED_REPLAY 9
 #define SCID_FAULT_REPORTS 10
 #define SCID_MAX 10
+
+/* CONNECT's DIRECTION (Direction) */
+#define DIR_INPUT 0
+#define DIR_OUTPUT 1
 
 #define SW_VERSION 0x00010000u
 #endif

@@ -9,25 +9,34 @@
 #include "io.h"
 #include "memory.h"
 
-#define TLV_BUF ANSWER_TLVS
-
-struct request {
-    const uint8_t *raw;
-    PxView v;
-};
-
-struct reply {
-    unsigned status, count;
-    px_ssize len;
-    uint8_t tlvs[TLV_BUF];
-};
+#include "request.h"
 
 static const char *const state_names[] = { "FREE", "BUSY", "FAULTED", "BOOTING", "STOPPING" };
 
-static void set_state(struct dime *d, uint8_t state) {
+void dime_set_state(struct dime *d, uint8_t state) {
     if (d->state != state)
         kprintf("dime %u: %s -> %s (epoch %u)\n", d->id, state_names[d->state], state_names[state], d->epoch);
     d->state = state;
+}
+
+static int emit_data(void *ctx, const struct chan_peer *to, const PxDataFixed *f, const uint8_t *payload,
+                     unsigned len) {
+    struct dime *d = ctx;
+    return send_data(&d->tx, to->mac, to->dime, to->thread, f, payload, len);
+}
+
+static void spin_us(unsigned us) {
+    uint64_t end = now_us() + us;
+    while (now_us() < end) cpu_relax();
+}
+
+static void heartbeat(struct dime *d, uint64_t now);
+
+/* Between two items of a message: a heartbeat due goes out now, not after the whole mailbox. */
+static void beat_if_due(void *ctx) {
+    struct dime *d = ctx;
+    uint64_t now = now_ms();
+    if (now >= d->hb_next_ms) heartbeat(d, now);
 }
 
 void dime_init(struct dime *d, uint16_t id, unsigned hb_ms, unsigned chunks) {
@@ -38,8 +47,13 @@ void dime_init(struct dime *d, uint16_t id, unsigned hb_ms, unsigned chunks) {
     d->hb_ms = hb_ms;
     d->mem_limit = chunks;
     sender_init(&d->tx, id);
+    plane_reset(&d->plane, id);
+    d->io.emit = emit_data;
+    d->io.ctx = d;
+    d->io.spin_us = spin_us;
+    d->io.between = beat_if_due;
     d->hb_mark_us = now_us();
-    set_state(d, PX_STATE_FREE);
+    dime_set_state(d, PX_STATE_FREE);
 }
 
 void dime_record(const struct dime *d, uint8_t *out) {
@@ -53,7 +67,7 @@ void dime_record(const struct dime *d, uint8_t *out) {
 
 void dime_fault(struct dime *d) {
     d->counters[CID_FAULTS]++;
-    set_state(d, PX_STATE_FAULTED);
+    dime_set_state(d, PX_STATE_FAULTED);
     d->hb_next_ms = 0;
 }
 
@@ -72,7 +86,7 @@ int dime_post(struct dime *d, const uint8_t *raw, unsigned n) {
 
 /* ------------------------------------------------------------ TLVs in and out */
 
-static const uint8_t *tlv_find(const struct request *r, unsigned type, unsigned *len) {
+const uint8_t *tlv_find(const struct request *r, unsigned type, unsigned *len) {
     px_ssize pos = r->v.body + PX_SIG_LEN;
     unsigned i;
     for (i = 0; i < r->v.tlv_count; i++) {
@@ -86,7 +100,7 @@ static const uint8_t *tlv_find(const struct request *r, unsigned type, unsigned 
     return 0;
 }
 
-static int tlv_uint(const struct request *r, unsigned type, uint64_t *out) {
+int tlv_uint(const struct request *r, unsigned type, uint64_t *out) {
     unsigned len, k;
     const uint8_t *p = tlv_find(r, type, &len);
     if (!p || len > 8) return 0;
@@ -94,17 +108,17 @@ static int tlv_uint(const struct request *r, unsigned type, uint64_t *out) {
     return 1;
 }
 
-static void put_uint(struct reply *y, unsigned type, uint64_t value) {
+void put_uint(struct reply *y, unsigned type, uint64_t value) {
     px_ssize n = px_encode_tlv_uint(y->tlvs + y->len, TLV_BUF - y->len, type, value, PX_TLVK_SIZE[PX_TLV_KIND[type]]);
     if (n > 0) y->len += n, y->count++;
 }
 
-static void put_bytes(struct reply *y, unsigned type, const uint8_t *value, unsigned len) {
+void put_bytes(struct reply *y, unsigned type, const uint8_t *value, unsigned len) {
     px_ssize n = px_encode_tlv(y->tlvs + y->len, TLV_BUF - y->len, type, value, len);
     if (n > 0) y->len += n, y->count++;
 }
 
-static void put_text(struct reply *y, const char *text) { put_bytes(y, PX_TLV_TEXT, (const uint8_t *)text, strlen(text)); }
+void put_text(struct reply *y, const char *text) { put_bytes(y, PX_TLV_TEXT, (const uint8_t *)text, strlen(text)); }
 
 /* ------------------------------------------------------------ handlers */
 
@@ -218,11 +232,12 @@ static void h_reset(struct dime *d, const struct request *r, struct reply *y) {
     (void)r;
     memory_map(this_cpu(), 0, d->mem_reserved, 0);
     d->mem_reserved = 0;
+    plane_reset(&d->plane, d->id);
     d->epoch = rtc > d->epoch ? rtc : d->epoch + 1;
     d->hb_sent = 0;
     d->hb_next_ms = 0;
     d->state = PX_STATE_BOOTING;
-    set_state(d, PX_STATE_FREE);
+    dime_set_state(d, PX_STATE_FREE);
     put_uint(y, PX_TLV_EPOCH, d->epoch);
 }
 
@@ -276,6 +291,11 @@ static handler handler_of(unsigned cmd) {
     case PX_CMD_MEM_LIMIT: return h_mem;
     case PX_CMD_USAGE: return h_usage;
     case PX_CMD_COUNTERS: return h_counters;
+    case PX_CMD_LOAD: return h_load;
+    case PX_CMD_START: return h_start;
+    case PX_CMD_STOP: return h_stop;
+    case PX_CMD_CONNECT: return h_connect;
+    case PX_CMD_DISCONNECT: return h_disconnect;
     default: return 0;
     }
 }
@@ -311,7 +331,12 @@ static void on_frame(struct dime *d, const uint8_t *raw, unsigned n) {
     uint64_t now = now_ms();
     handler h;
     r.raw = raw;
-    if (px_decode(raw, n, &ethertypes, &r.v) || r.v.cls != PX_CLASS_SIGNALING || r.v.op != PX_OP_REQUEST) return;
+    if (px_decode(raw, n, &ethertypes, &r.v)) return;
+    if (r.v.cls == PX_CLASS_DATA) {
+        plane_data(&d->plane, raw, &r.v, now, &d->io);
+        return;
+    }
+    if (r.v.cls != PX_CLASS_SIGNALING || r.v.op != PX_OP_REQUEST) return;
     if ((a = answered(d, &r, now)) != 0) { /* a retransmission: the same answer, the command not run again */
         d->duplicates++;
         send_signaling(&d->tx, raw + PX_ETH_SRC, r.v.src_dime, r.v.src_thread, r.v.dst_thread, r.v.req_id, a->cmd,
@@ -348,6 +373,9 @@ static void heartbeat(struct dime *d, uint64_t now) {
     hb.mem_used = d->mem_reserved;
     hb.mem_limit = d->mem_limit;
     hb.rx_queue = d->mail_head - d->mail_tail;
+    hb.tx_queue = plane_waiting(&d->plane);
+    hb.stage = d->plane.loaded ? (uint16_t)d->plane.stage : 0;
+    hb.service = d->plane.loaded ? d->plane.service : 0;
     send_heartbeat(&d->tx, ++d->hb_sent, &hb);
     d->hb_next_ms = now + d->hb_ms;
 }
@@ -362,6 +390,12 @@ void dime_turn(struct dime *d) {
         on_frame(d, m->frame, m->len);
         __atomic_store_n(&d->mail_tail, d->mail_tail + 1, __ATOMIC_RELEASE);
         d->busy_us += now_us() - t0;
+        if ((now = now_ms()) >= d->hb_next_ms) heartbeat(d, now); /* on time, however long the mailbox */
+    }
+    if (d->plane.loaded) {
+        uint64_t t0 = now_us();
+        plane_turn(&d->plane, now_ms(), &d->io);
+        if (d->plane.running) d->busy_us += now_us() - t0;
     }
     if (now >= d->hb_next_ms) heartbeat(d, now);
 }

@@ -5,8 +5,9 @@
 #include "codes.h"
 #include "px_codec.h"
 #include "wire.h"
+#include "plane.h"
 
-#define MAILBOX 16
+#define MAILBOX 64
 #define ANSWERS 16          /* requests remembered, so a retransmission is answered, not re-executed */
 #define ANSWER_TTL_MS 10000
 #define ANSWER_TLVS 512
@@ -43,6 +44,9 @@ struct dime {
     struct answer answers[ANSWERS];
     unsigned next_answer;
     uint64_t duplicates;
+    struct plane plane; /* the data channels and the built-in MICE (plane.h, mice.c) */
+    struct plane_io io; /* how the plane sends (this DIME's sender) */
+    uint64_t mice_busy_mark_us;
 };
 
 void dime_init(struct dime *d, uint16_t id, unsigned hb_ms, unsigned chunks);
@@ -54,6 +58,8 @@ void dime_turn(struct dime *d);
 void dime_record(const struct dime *d, uint8_t *out);
 /* The core took an exception: the DIME is FAULTED (and says so in its next heartbeat, at once). */
 void dime_fault(struct dime *d);
+/* A state change, logged on the console. */
+void dime_set_state(struct dime *d, uint8_t state);
 /* Count a rejected frame addressed to this DIME. */
 void dime_reject(struct dime *d, unsigned cid);
 #endif

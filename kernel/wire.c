@@ -49,6 +49,12 @@ static int transmit(struct sender *s, uint8_t *frame, px_ssize n) {
     return nic_send(frame, (unsigned)n);
 }
 
+static int transmit_unsigned(struct sender *s, uint8_t *frame, px_ssize n) {
+    if (n < 0) return (int)n;
+    s->bytes_tx += (uint64_t)n;
+    return nic_send(frame, (unsigned)n);
+}
+
 int send_signaling(struct sender *s, const uint8_t *dst_mac, unsigned dst_dime, unsigned dst_thread,
                    unsigned src_thread, uint32_t req_id, unsigned cmd, unsigned status, unsigned tlv_count,
                    const uint8_t *tlvs, px_ssize tlvs_len) {
@@ -69,25 +75,22 @@ int send_heartbeat(struct sender *s, uint64_t seq, const PxHeartbeatBody *hb) {
     return transmit(s, frame, px_encode_heartbeat(frame, sizeof frame, &ethertypes, &a, hb, trailer(s, &au)));
 }
 
-/* px_codec.h has no discovery encoder yet: its header encoder, its offsets and its finisher build one. */
 int send_discovery(struct sender *s, const uint8_t *dst_mac, unsigned op, uint32_t probe_id, unsigned state_filter,
                    unsigned count, const uint8_t *records) {
     uint8_t frame[FRAME_MAX];
-    uint8_t *b = frame + PX_BODY_OFFSET;
-    px_ssize body_len = PX_DISC_LEN + (px_ssize)count * PX_DIME_LEN, n;
     PxAddr a;
     PxAuth au;
     const PxAuth *t = trailer(s, &au);
     address(&a, s, dst_mac, PX_DIME_ALL, 0, 0, ++s->seq);
-    if (PX_BODY_OFFSET + body_len + PX_AUTH_LEN > FRAME_MAX) return -1;
-    n = px_encode_header(frame, sizeof frame, &ethertypes, &a, PX_CLASS_DISCOVERY, t != 0, body_len);
-    if (n < 0) return (int)n;
-    b[PX_DISC_OP] = (uint8_t)op;
-    b[PX_DISC_STATE_FILTER] = (uint8_t)state_filter;
-    px_wr16(b + PX_DISC_COUNT, count);
-    px_wr32(b + PX_DISC_PROBE_ID, probe_id);
-    px_wr32(b + PX_DISC_SW_VERSION, SW_VERSION_WIRE);
-    px_wr32(b + PX_DISC_CAPS, CAPS_WIRE);
-    px_copy(b + PX_DISC_LEN, records, (px_ssize)count * PX_DIME_LEN);
-    return transmit(s, frame, px__finish(frame, sizeof frame, &ethertypes, PX_BODY_OFFSET + body_len, t));
+    return transmit(s, frame, px_encode_discovery(frame, sizeof frame, &ethertypes, &a, (int)op, (int)state_filter,
+                                                  probe_id, SW_VERSION_WIRE, CAPS_WIRE, (int)count, records, t));
+}
+
+int send_data(struct sender *s, const uint8_t *dst_mac, unsigned dst_dime, unsigned dst_thread, const PxDataFixed *f,
+              const uint8_t *payload, unsigned len) {
+    uint8_t frame[FRAME_MAX];
+    PxAddr a;
+    address(&a, s, dst_mac, dst_dime, dst_thread, 0, ++s->seq);
+    s->frames_tx++;
+    return transmit_unsigned(s, frame, px_encode_data(frame, sizeof frame, &ethertypes, &a, f, payload, len, 0));
 }

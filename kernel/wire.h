@@ -23,6 +23,9 @@ int send_signaling(struct sender *s, const uint8_t *dst_mac, unsigned dst_dime, 
                    unsigned src_thread, uint32_t req_id, unsigned cmd, unsigned status, unsigned tlv_count,
                    const uint8_t *tlvs, px_ssize tlvs_len);
 int send_heartbeat(struct sender *s, uint64_t seq, const PxHeartbeatBody *hb);
+/* DATA (unsigned, as the Linux node's data channels): a fragment or an ack-only frame to a peer DIME. */
+int send_data(struct sender *s, const uint8_t *dst_mac, unsigned dst_dime, unsigned dst_thread, const PxDataFixed *f,
+              const uint8_t *payload, unsigned len);
 /* Discovery: an ANNOUNCE to a prober or a GRATUITOUS broadcast, with count DIME records of PX_DIME_LEN bytes. */
 int send_discovery(struct sender *s, const uint8_t *dst_mac, unsigned op, uint32_t probe_id, unsigned state_filter,
                    unsigned count, const uint8_t *records);

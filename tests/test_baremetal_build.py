@@ -14,14 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from pxproto.wire.codes import Capability, CounterId, Param, ServerCounterId
+from pxproto.wire.codes import Capability, CounterId, Direction, Param, ServerCounterId
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = ROOT / "kernel"
 CODEC = ROOT / "pxproto" / "fastpath" / "px_codec.h"
 SOURCES = sorted([*KERNEL.glob("*.c"), *KERNEL.glob("*.h"), *KERNEL.glob("*.S")])
 # the files that build, parse or address frames
-PROTOCOL = [KERNEL / n for n in ("wire.c", "wire.h", "dime.c", "dime.h", "server.c", "auth.c", "auth.h")]
+PROTOCOL = [
+    KERNEL / n
+    for n in ("wire.c", "wire.h", "dime.c", "dime.h", "server.c", "auth.c", "auth.h", "channel.c", "channel.h",
+              "plane.c", "mice.c", "request.h")
+]  # fmt: skip
 
 # the EtherTypes px_codec.h defines (from the spec): no kernel source may spell one itself
 ETHERTYPES = {int(v) for v in re.findall(r"#define PX_ETHERTYPE_\w+ (\d+)", CODEC.read_text())}
@@ -48,6 +52,13 @@ def test_no_wire_literals_beside_the_codec(path: Path) -> None:
     if path in PROTOCOL:
         offsets = re.findall(r"\b(?:raw|frame|buf|b|out|h)\s*(?:\+|\[)\s*\d+", text)
         assert not offsets, f"literal frame offsets {offsets}: use the PX_* offsets"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_only_the_codecs_public_encoders(path: Path) -> None:
+    """px__* are px_codec.h's internals: the kernel builds every frame with a public px_encode_*."""
+    internal = re.findall(r"\bpx__\w+", path.read_text())
+    assert not internal, f"{path.name} calls the codec's internals {sorted(set(internal))}"
 
 
 @needs_cc
@@ -86,6 +97,8 @@ def test_management_numbers_match_pxproto() -> None:
             assert CounterId[name.removeprefix("CID_")] == value
         elif name.startswith("SCID_") and name != "SCID_MAX":
             assert ServerCounterId[name.removeprefix("SCID_")] == value
+        elif name.startswith("DIR_"):
+            assert Direction[name.removeprefix("DIR_")] == value
     assert defs["SCID_MAX"] == max(ServerCounterId)
     from pxproto.node.server import SW_VERSION
 

@@ -44,6 +44,7 @@ def _wait(sock: Path, ok: Any, timeout: float) -> dict[str, Any]:
 def orchestrated(tmp_path: Path) -> Iterator[tuple[SwitchedGuest, Path]]:
     net.build()
     (tmp_path / "key").write_text(f"{net.KEY_ID} {net.KEY.hex()}\n")
+    (tmp_path / "key").chmod(0o600)  # pxorch refuses a key file others can read
     g = SwitchedGuest(tmp_path, f"key={net.KEY_ID}:{net.KEY.hex()} hb=100")
     sock = tmp_path / "orch.sock"
     orch = subprocess.Popen(

@@ -288,7 +288,7 @@
 #define PX_ERR_TLV_LEADER_EPOCH 87
 #define PX_ERR_TLV_WRAPPED_KEY 88
 #define PX_ERR_COUNT 89
-#define PX_CODEC_HASH "b97d8a538baba115"
+#define PX_CODEC_HASH "d1442911783a439e"
 
 static const unsigned char PX_VALID_CMD[256] = {
     [1] = 1, [2] = 1, [3] = 1, [16] = 1, [17] = 1, [18] = 1, [19] = 1, [20] = 1, [21] = 1, [22] = 1,
@@ -957,6 +957,30 @@ static inline px_ssize px_encode_signaling(unsigned char *out, px_ssize cap, con
     b[PX_SIG_STATUS] = (unsigned char)status;
     b[PX_SIG_TLV_COUNT] = (unsigned char)tlv_count;
     px_copy(b + PX_SIG_LEN, tlvs, tlvs_len);
+    return px__finish(out, cap, m, PX_BODY_OFFSET + body_len, auth);
+}
+
+/* A DISCOVERY frame: PROBE (count 0), ANNOUNCE (to a prober, its probe_id) or GRATUITOUS (probe_id 0),
+ * with count DIME records of PX_DIME_LEN bytes each at records. */
+static inline px_ssize px_encode_discovery(unsigned char *out, px_ssize cap, const PxEtherTypes *m,
+                                           const PxAddr *addr, int op, int state_filter, uint32_t probe_id,
+                                           uint32_t sw_version, uint32_t caps, int count,
+                                           const unsigned char *records, const PxAuth *auth) {
+    px_ssize body_len = PX_DISC_LEN + (px_ssize)count * PX_DIME_LEN;
+    px_ssize pos;
+    unsigned char *b = out + PX_BODY_OFFSET;
+    if (count < 0 || count > 0xFFFF || op < 0 || op > 255 || state_filter < 0 || state_filter > 255)
+        return -PX_ERR_FRAME;
+    pos = px_encode_header(out, cap, m, addr, PX_CLASS_DISCOVERY, auth != NULL, body_len);
+    if (pos < 0) return pos;
+    if (cap < PX_BODY_OFFSET + body_len) return -PX_ERR_FRAME;
+    b[PX_DISC_OP] = (unsigned char)op;
+    b[PX_DISC_STATE_FILTER] = (unsigned char)state_filter;
+    px_wr16(b + PX_DISC_COUNT, (unsigned int)count);
+    px_wr32(b + PX_DISC_PROBE_ID, probe_id);
+    px_wr32(b + PX_DISC_SW_VERSION, sw_version);
+    px_wr32(b + PX_DISC_CAPS, caps);
+    px_copy(b + PX_DISC_LEN, records, (px_ssize)count * PX_DIME_LEN);
     return px__finish(out, cap, m, PX_BODY_OFFSET + body_len, auth);
 }
 

@@ -1,6 +1,6 @@
 """``pxorch``: the orchestrator's command line.
 
-pxorch demo [--netns|--ha]                    the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
+pxorch demo [--netns|--ha|--bare-metal]       the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
 pxorch chaos [--kills 30 --loss 2]           real processes under frame loss: kills of every kind, exact answer
 pxorch check SERVICE.toml                     check a service file (errors name the line and field)
 pxorch run --port udp:127.0.0.1:5004 [--key FILE] [--store DIR] [--control PATH]
@@ -27,15 +27,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="run the paper's demo on this machine (rootless)")
     demo.add_argument("--out-dir", help="where demo.pcapng and demo-timeline.png go (default: the work dir)")
-    demo.add_argument("--rate", type=int, default=0, help="source lines per second (default 0: unthrottled)")
-    demo.add_argument("--passes", type=int, default=8,
-                      help="times the source streams its 2,400-line corpus (default 8)")  # fmt: skip
+    demo.add_argument("--rate", type=int,
+                      help="source lines per second (default 0: unthrottled; --bare-metal: the image's 400)")  # fmt: skip
+    demo.add_argument("--passes", type=int,
+                      help="times the source streams its 2,400-line corpus (default 8; --bare-metal: 1)")  # fmt: skip
     demo.add_argument("--work-us", type=int, help="the transform's busy work per line (default 0 us)")
     demo.add_argument("--no-kill", action="store_true", help="do not kill a DIME")
     demo.add_argument("--kill-stage", default="transform", choices=("source", "parse", "transform", "sink"),
                       help="whose DIME is killed (default transform)")  # fmt: skip
     demo.add_argument("--quiet", "-q", action="store_true")
     demo.add_argument("--workdir", help="state, logs, capture and timeline (default: a fresh pxorch-demo-* temp dir)")
+    demo.add_argument("--bare-metal", action="store_true", help="add a QEMU guest of the bare-metal kernel (kernel/)")
     demo.add_argument("--netns", action="store_true", help="network namespaces, veth and AF_PACKET (root)")
     demo.add_argument("--ha", action="store_true",
                       help="a local etcd and three orchestrators: kill the leader mid-stream, then a DIME")  # fmt: skip
@@ -137,12 +139,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.ha:
             from pxproto.orch import demo_ha
 
-            return demo_ha.main(Path(args.workdir) if args.workdir else None, rate=args.rate, quiet=args.quiet)
+            return demo_ha.main(Path(args.workdir) if args.workdir else None, rate=args.rate or 0, quiet=args.quiet)
         reg = {k: v for k, v in (("heartbeat_ms", args.heartbeat_ms), ("missed", args.missed),
                                  ("confirm_ms", args.confirm_ms)) if v is not None}  # fmt: skip
-        return demo.main(args.out_dir, rate=args.rate, kill=not args.no_kill, quiet=args.quiet,
+        kind: type[demo.Demo] | None = None
+        rate, passes = 0, demo.PASSES
+        if args.bare_metal:
+            from pxproto.baremetal import builtin
+            from pxproto.baremetal.demo import BareMetalDemo
+
+            kind = BareMetalDemo
+            rate, passes = builtin.RATE, builtin.PASSES  # the package the image carries
+        rate = rate if args.rate is None else args.rate
+        passes = passes if args.passes is None else args.passes
+        return demo.main(args.out_dir, demo_class=kind, rate=rate, kill=not args.no_kill, quiet=args.quiet,
                          workdir=Path(args.workdir) if args.workdir else None, regulator=reg,
-                         netns=args.netns, kill_stage=args.kill_stage, passes=args.passes,
+                         netns=args.netns, kill_stage=args.kill_stage, passes=passes,
                          work_us=args.work_us)  # fmt: skip
     if args.cmd == "chaos":
         from pxproto.orch import chaos

@@ -136,6 +136,10 @@ class Demo:
         """Whether the switch mirrors every frame to the capture."""
         self.draw = True
         """Whether the run draws its timeline picture."""
+        self.kernel_args: list[str] = []
+        """Extra pxkernel options (the bare-metal demo's --mtu)."""
+        self.extra_dimes = 0
+        """DIMEs beyond the pxkernel servers' to wait for at discovery (a bare-metal server's)."""
         self.t0 = time.monotonic()
         self.phase = ""
         self.kill_t: float | None = None
@@ -192,6 +196,7 @@ class Demo:
             "--heartbeat-ms",
             str(self.regulator.get("heartbeat_ms", 50)),
         ]
+        cmd += self.kernel_args
         log = open(self.wd / f"server{i}.log", "ab")
         proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
@@ -280,15 +285,7 @@ class Demo:
 
     def _package(self, src: Path) -> Path:
         """The bundled package with this run's rate, passes and work in its manifest."""
-        dst = self.wd / "package"
-        shutil.copytree(src, dst, dirs_exist_ok=True)
-        man = dst / "service.toml"
-        text = man.read_text()
-        text = re.sub(r"rate = \d+", f"rate = {self.rate}, passes = {self.passes}", text, count=1)
-        if self.work_us is not None:
-            text = re.sub(r"work_us = \d+", f"work_us = {self.work_us}", text, count=1)
-        man.write_text(text)
-        return dst
+        return package_copy(src, self.wd / "package", self.rate, self.passes, self.work_us)
 
     def _start(self, capture: Path, store: Path, keyfile: Path) -> Port:
         """The switch and the servers; returns the orchestrator's wire."""
@@ -320,7 +317,7 @@ class Demo:
 
     def _discover(self, core: Orchestrator, drv: Driver) -> None:
         """Probe until every DIME of every server is up and free."""
-        want = self.servers * self.dimes
+        want = self.servers * self.dimes + self.extra_dimes
         self.section("discovery")
         self.t_probe = time.monotonic()
 
@@ -377,16 +374,7 @@ class Demo:
                 state["scaled"] = True
                 drv.send(core.scale(spec.name, "transform", self.scale_to, now))
             if self.kill_enabled and state["killed"] is None and seen >= total * 0.45:
-                victim = core.replicas(spec.name)[self.kill_stage][0]
-                pid = dime_pid(victim[0], victim[1])
-                if pid is None:
-                    res.notes.append(f"could not find the process of DIME {key_text(victim)}")
-                    state["killed"] = (victim, None)
-                    return
-                os.kill(pid, signal.SIGKILL)
-                self.kill_t = time.monotonic()
-                state["killed"] = (victim, self.kill_t)
-                self.say(f"KILL: SIGKILL to pid {pid}, DIME {key_text(victim)} ({self.kill_stage})")
+                self._kill(core, spec.name, res, state)
 
         limit = (total / self.rate * 3 if self.rate > 0 else total / 1000) + 30
         drv.run_until(lambda: state["seen"] >= total and self._settled(core, state), limit, tick)
@@ -395,6 +383,18 @@ class Demo:
         self._measure(res, core, state, expected, answer)
         if not self.quiet:
             print(table(core.status(time.monotonic())))
+
+    def _kill(self, core: Orchestrator, service: str, res: Result, state: dict[str, Any]) -> None:
+        victim = core.replicas(service)[self.kill_stage][0]
+        pid = dime_pid(victim[0], victim[1])
+        if pid is None:
+            res.notes.append(f"could not find the process of DIME {key_text(victim)}")
+            state["killed"] = (victim, None)
+            return
+        os.kill(pid, signal.SIGKILL)
+        self.kill_t = time.monotonic()
+        state["killed"] = (victim, self.kill_t)
+        self.say(f"KILL: SIGKILL to pid {pid}, DIME {key_text(victim)} ({self.kill_stage})")
 
     def _settled(self, core: Orchestrator, state: dict[str, Any]) -> bool:
         if not self.kill_enabled or state["killed"] is None:
@@ -526,6 +526,19 @@ def expected_results(spec: ServiceSpec, passes: int = 1) -> dict[int, bytes]:
     return out
 
 
+def package_copy(src: Path, dst: Path, rate: int, passes: int, work_us: int | None) -> Path:
+    """A copy of a package directory with the source's rate and passes (and the transform's work) in its
+    manifest; the same inputs give the same files, so :func:`pxproto.package.pack` gives the same archive."""
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    man = dst / "service.toml"
+    text = man.read_text()
+    text = re.sub(r"rate = \d+", f"rate = {rate}, passes = {passes}", text, count=1)
+    if work_us is not None:
+        text = re.sub(r"work_us = \d+", f"work_us = {work_us}", text, count=1)
+    man.write_text(text)
+    return dst
+
+
 def dime_pid(mac: bytes, dime: int) -> int | None:
     """The pid of the pxkernel DIME process for (mac, dime), found in /proc."""
     return find_dime(mac, dime)
@@ -553,8 +566,9 @@ def attempt(demo: Demo, command: str) -> Result | None:
         return None
 
 
-def main(out_dir: str | None = None, workdir: Path | None = None, **kw: Any) -> int:
-    demo = Demo(Path(out_dir) if out_dir else None, workdir=workdir, **kw)
+def main(out_dir: str | None = None, workdir: Path | None = None, demo_class: type[Demo] | None = None,
+         **kw: Any) -> int:  # fmt: skip
+    demo = (demo_class or Demo)(Path(out_dir) if out_dir else None, workdir=workdir, **kw)
     res = attempt(demo, "demo")
     if res is None:
         return 1

@@ -53,6 +53,9 @@ static int reencode(const unsigned char *buf, px_ssize n, const PxView *v) {
         px_ssize tl = (px_ssize)v->length - PX_SIG_LEN;
         m = px_encode_signaling(out, sizeof out, &ET, &a, v->req_id, (int)v->cmd, (int)v->op, (int)v->status,
                                 (int)v->tlv_count, buf + PX_BODY_OFFSET + PX_SIG_LEN, tl, pa);
+    } else if (v->cls == PX_CLASS_DISCOVERY) {
+        m = px_encode_discovery(out, sizeof out, &ET, &a, (int)v->disc_op, (int)v->state_filter, v->probe_id,
+                                v->sw_version, v->caps, (int)v->disc_count, buf + PX_BODY_OFFSET + PX_DISC_LEN, pa);
     } else {
         return -1;
     }

@@ -1,0 +1,151 @@
+/* A bare-metal DIME's MICE commands: LOAD a built-in stage (the image's package, its digest,
+ * size and signature checked), START and STOP it, CONNECT and DISCONNECT its data channels.
+ * The Linux node's handlers are pxproto/node/fcaps.py's. */
+#include "px_codec.h"
+#include "request.h"
+#include "auth.h"
+#include "bootargs.h"
+#include "builtin_pkg.h"
+#include "clock.h"
+#include "console.h"
+#include "io.h"
+#include "sha256.h"
+
+static int digest_ok(const uint8_t *want) {
+    static uint8_t have[32];
+    static int done;
+    if (!done) { /* once: the archive does not change */
+        struct sha256 s;
+        sha256_init(&s);
+        sha256_update(&s, builtin_pkg, BUILTIN_PKG_SIZE);
+        sha256_final(&s, have);
+        done = 1;
+    }
+    return !memcmp(have, want, 32);
+}
+
+static int equal_ct(const uint8_t *a, const uint8_t *b, unsigned n) {
+    unsigned diff = 0, i;
+    for (i = 0; i < n; i++) diff |= a[i] ^ b[i];
+    return diff == 0;
+}
+
+void h_load(struct dime *d, const struct request *r, struct reply *y) {
+    uint64_t service = 0, stage = 0, size = 0;
+    unsigned dlen = 0, slen = 0, nlen = 0;
+    const uint8_t *dig = tlv_find(r, PX_TLV_PACKAGE_DIGEST, &dlen), *sig = tlv_find(r, PX_TLV_PACKAGE_SIG, &slen);
+    const uint8_t *name = tlv_find(r, PX_TLV_MICE_NAME, &nlen);
+    const struct builtin_stage *fn;
+    uint8_t mac[32];
+    tlv_uint(r, PX_TLV_SERVICE_ID, &service);
+    tlv_uint(r, PX_TLV_STAGE, &stage);
+    tlv_uint(r, PX_TLV_PACKAGE_SIZE, &size);
+    put_uint(y, PX_TLV_SERVICE_ID, service);
+    put_uint(y, PX_TLV_STAGE, stage);
+    if (d->plane.running) {
+        y->status = PX_STATUS_BUSY;
+        put_text(y, "a MICE is running; STOP it first");
+        return;
+    }
+    if (!dig || dlen != 32 || size != BUILTIN_PKG_SIZE || !digest_ok(dig)) {
+        y->status = PX_STATUS_NOT_FOUND;
+        put_text(y, "that package is not the one built into this bare-metal image (digest or size differ)");
+        return;
+    }
+    hmac_sha256(bootargs.key, bootargs.key_len, builtin_pkg, BUILTIN_PKG_SIZE, mac);
+    if (!auth_enabled() || !sig || slen != 32 || !equal_ct(mac, sig, 32)) {
+        d->counters[CID_REJECTED_AUTH]++;
+        y->status = PX_STATUS_DENIED;
+        put_text(y, "PACKAGE_SIG does not verify under this server's key (SIG)");
+        return;
+    }
+    if (stage >= BUILTIN_PKG_STAGES || !name || nlen != strlen(builtin_pkg_stages[stage].name) ||
+        memcmp(name, builtin_pkg_stages[stage].name, nlen)) {
+        y->status = PX_STATUS_BAD_PARAM;
+        put_text(y, "MICE_NAME is not the package's stage of that index");
+        return;
+    }
+    if (!(fn = builtin_stage((const char *)name, nlen))) {
+        y->status = PX_STATUS_UNSUPPORTED;
+        put_text(y, "no built-in C version of that stage in this image (it has parse and transform)");
+        return;
+    }
+    plane_load(&d->plane, (uint32_t)service, (uint32_t)stage, fn, builtin_pkg_stages[stage].work_us);
+    kprintf("dime %u: loaded service %u stage %u (%s, built in)\n", d->id, (unsigned)service, (unsigned)stage,
+            fn->name);
+}
+
+static int loaded_as(const struct dime *d, const struct request *r) {
+    uint64_t service = 0, stage = 0;
+    tlv_uint(r, PX_TLV_SERVICE_ID, &service);
+    tlv_uint(r, PX_TLV_STAGE, &stage);
+    return d->plane.loaded && d->plane.service == service && d->plane.stage == stage;
+}
+
+void h_start(struct dime *d, const struct request *r, struct reply *y) {
+    if (!loaded_as(d, r)) {
+        y->status = PX_STATUS_NOT_FOUND;
+        put_text(y, "that service stage is not loaded");
+        return;
+    }
+    if (d->plane.running) {
+        y->status = PX_STATUS_BUSY;
+        put_text(y, "the MICE is running");
+        return;
+    }
+    d->plane.running = 1;
+    d->mice_busy_mark_us = d->busy_us;
+    dime_set_state(d, PX_STATE_BUSY);
+    put_uint(y, PX_TLV_EPOCH, d->epoch);
+}
+
+void h_stop(struct dime *d, const struct request *r, struct reply *y) {
+    if (!d->plane.running || !loaded_as(d, r)) {
+        y->status = PX_STATUS_NOT_FOUND;
+        put_uint(y, PX_TLV_CPU_NS, 0);
+        put_text(y, "that MICE is not running");
+        return;
+    }
+    put_uint(y, PX_TLV_CPU_NS, (d->busy_us - d->mice_busy_mark_us) * 1000);
+    plane_reset(&d->plane, d->id);
+    dime_set_state(d, PX_STATE_FREE);
+    kprintf("dime %u: MICE stopped\n", d->id);
+}
+
+static void wiring(const struct request *r, struct reply *y, uint64_t *ch, int *output) {
+    uint64_t dir = 0;
+    tlv_uint(r, PX_TLV_CHANNEL, ch);
+    tlv_uint(r, PX_TLV_DIRECTION, &dir);
+    *output = dir == DIR_OUTPUT;
+    put_uint(y, PX_TLV_CHANNEL, *ch);
+}
+
+void h_connect(struct dime *d, const struct request *r, struct reply *y) {
+    uint64_t ch = 0, dime = 0, thread = 0;
+    unsigned mlen = 0;
+    const uint8_t *mac = tlv_find(r, PX_TLV_PEER_MAC, &mlen);
+    struct chan_peer peer;
+    int output;
+    wiring(r, y, &ch, &output);
+    tlv_uint(r, PX_TLV_PEER_DIME, &dime);
+    tlv_uint(r, PX_TLV_PEER_THREAD, &thread);
+    if (ch >= COMPLETION_BIT || !mac || mlen != 6 || dime >= PX_DIME_ALL) {
+        y->status = PX_STATUS_BAD_PARAM;
+        put_text(y, "a channel below 0x8000 and a peer DIME (MAC and id, not 0xffff)");
+        return;
+    }
+    memcpy(peer.mac, mac, 6);
+    peer.dime = (uint16_t)dime;
+    peer.thread = (uint16_t)thread;
+    if (plane_connect(&d->plane, (uint16_t)ch, output, &peer, now_ms(), &d->io)) {
+        y->status = PX_STATUS_NO_MEMORY;
+        put_text(y, output ? "every output of this DIME is wired" : "every input of this DIME is wired");
+    }
+}
+
+void h_disconnect(struct dime *d, const struct request *r, struct reply *y) {
+    uint64_t ch = 0;
+    int output;
+    wiring(r, y, &ch, &output);
+    if (plane_disconnect(&d->plane, (uint16_t)ch, output)) y->status = PX_STATUS_NOT_FOUND;
+}

@@ -1,0 +1,384 @@
+/* A bare-metal DIME's data plane (see plane.h; the Python reference is pxproto/node/channels.py
+ * and pxproto/node/flow.py). */
+#include "px_codec.h"
+#include "plane.h"
+
+#ifdef CHANNEL_HOSTED
+#include <string.h>
+#else
+#include "io.h"
+#endif
+
+enum { ITEM_FREE, ITEM_QUEUED, ITEM_SENT };
+
+#define LOW_BITS 48
+#define LOW_MASK ((1ull << LOW_BITS) - 1)
+#define ITEM_REC 12                            /* lineage u64 | length u32 */
+#define ITEMS_PER_FRAG (CHAN_FRAG / ITEM_REC)  /* the most items one input fragment can carry */
+#define CREDIT_MAX 16
+#define LINEAGES_PER_MSG (CHAN_FRAG / 8)
+
+static uint64_t rd64(const uint8_t *p) { return px_rd64(p); }
+
+static int same_peer(const struct chan_peer *a, const uint8_t *mac, unsigned dime) {
+    return a->dime == dime && !memcmp(a->mac, mac, 6);
+}
+
+void plane_reset(struct plane *p, uint16_t self) {
+    memset(p, 0, sizeof *p);
+    p->self = self;
+}
+
+void plane_load(struct plane *p, uint32_t service, uint32_t stage, const struct builtin_stage *fn, unsigned work_us) {
+    p->loaded = 1;
+    p->service = service;
+    p->stage = stage;
+    p->fn = fn;
+    p->work_us = work_us;
+}
+
+/* ------------------------------------------------------------ lineages completed here */
+
+static int completed_has(const struct plane *p, uint64_t lin) {
+    unsigned i;
+    for (i = 0; i < PLANE_MARKS; i++)
+        if (p->marks[i].mark && p->marks[i].hi == lin >> LOW_BITS && (lin & LOW_MASK) <= p->marks[i].mark) return 1;
+    for (i = 0; i < PLANE_DONE_ABOVE; i++)
+        if (p->above[i] == lin) return 1;
+    return 0;
+}
+
+static void completed_add(struct plane *p, uint64_t lin) {
+    unsigned i, hi = (unsigned)(lin >> LOW_BITS), slot = PLANE_MARKS;
+    int moved = 1;
+    for (i = 0; i < PLANE_MARKS; i++) {
+        if (p->marks[i].mark && p->marks[i].hi == hi) break;
+        if (!p->marks[i].mark && slot == PLANE_MARKS) slot = i;
+    }
+    if (i == PLANE_MARKS && slot < PLANE_MARKS && (lin & LOW_MASK) == 1) { /* a source's first item */
+        p->marks[slot].hi = (uint16_t)hi;
+        p->marks[slot].mark = 1;
+        i = slot;
+    } else if (i == PLANE_MARKS || (lin & LOW_MASK) != p->marks[i].mark + 1) {
+        p->above[p->above_next++ % PLANE_DONE_ABOVE] = lin; /* out of order: kept one by one (bounded) */
+        return;
+    } else {
+        p->marks[i].mark++;
+    }
+    while (moved) { /* what waited above the mark joins it */
+        unsigned k;
+        moved = 0;
+        for (k = 0; k < PLANE_DONE_ABOVE; k++)
+            if (p->above[k] == ((uint64_t)hi << LOW_BITS | (p->marks[i].mark + 1))) {
+                p->above[k] = 0;
+                p->marks[i].mark++;
+                moved = 1;
+            }
+    }
+}
+
+/* ------------------------------------------------------------ items */
+
+static int find_item(const struct plane *p, uint64_t lin) {
+    unsigned i;
+    if (!p->live) return -1;
+    for (i = 0; i < PLANE_ITEMS; i++)
+        if (p->items[i].state != ITEM_FREE && p->items[i].lineage == lin) return (int)i;
+    return -1;
+}
+
+static int alloc_item(struct plane *p) {
+    unsigned i;
+    for (i = 0; i < PLANE_ITEMS; i++)
+        if (p->items[i].state == ITEM_FREE) return (int)i;
+    return -1;
+}
+
+static void enqueue(struct plane *p, unsigned idx) {
+    p->items[idx].state = ITEM_QUEUED;
+    p->queue[p->q_tail++ % PLANE_ITEMS] = idx;
+    p->queued++;
+}
+
+static void complete_to(struct plane *p, unsigned u, uint64_t lin) {
+    struct plane_up *up = &p->ups[u];
+    if (!up->used) return;
+    if (up->npending < PLANE_COMPLETIONS) up->pending[up->npending++] = lin;
+    else p->faults++; /* a completion lost: the upstream keeps the item and replays it on a re-wire */
+}
+
+/* One item from upstream u: handed to the stage once; a copy of a finished one is completed at once. */
+static void arrive(struct plane *p, unsigned u, uint64_t lin, const uint8_t *data, unsigned len,
+                   const struct plane_io *io) {
+    int idx;
+    struct plane_item *it;
+    if (completed_has(p, lin)) {
+        p->duplicates++;
+        complete_to(p, u, lin);
+        return;
+    }
+    if ((idx = find_item(p, lin)) >= 0) {
+        p->duplicates++;
+        p->items[idx].ups |= (uint8_t)(1u << u);
+        return;
+    }
+    if ((idx = alloc_item(p)) < 0) { /* the credit should make this impossible */
+        p->faults++;
+        return;
+    }
+    it = &p->items[idx];
+    len = (unsigned)p->fn->fn(data, len, it->data, PLANE_ITEM_MAX);
+    if ((int)len < 0) { /* an output longer than an item slot: the stage cannot take it */
+        p->faults++;
+        return;
+    }
+    if (p->work_us && io->spin_us) io->spin_us(p->work_us);
+    if (io->between) io->between(io->ctx);
+    it->lineage = lin;
+    it->len = (uint16_t)len;
+    it->ups = (uint8_t)(1u << u);
+    p->live++;
+    p->items_in++;
+    enqueue(p, (unsigned)idx);
+}
+
+struct delivery {
+    struct plane *p;
+    unsigned index; /* the upstream, or the output */
+    const struct plane_io *io;
+};
+
+/* A message of items (single ``lineage | item``, or a batch ``0 | (lineage | length | item)...``). */
+/* The items of a batch (each record checked), or -1 when it is malformed. */
+static int batch_items(const uint8_t *m, unsigned n) {
+    unsigned pos = 8;
+    int count = 0;
+    while (pos < n) {
+        uint32_t len;
+        if (pos + ITEM_REC > n || (len = px_rd32(m + pos + 8)) > n - pos - ITEM_REC || !rd64(m + pos)) return -1;
+        pos += ITEM_REC + len;
+        count++;
+    }
+    return count;
+}
+
+static int on_items(void *ctx, struct chan_rx *rx, uint32_t msg_id, const uint8_t *m, unsigned n, int fin,
+                    int too_big) {
+    struct delivery *d = ctx;
+    struct plane *p = d->p;
+    unsigned pos = 8;
+    int count;
+    (void)rx, (void)msg_id, (void)fin;
+    if (too_big || n < 8 || !p->running || !p->fn) {
+        p->bad_messages += too_big || n < 8;
+        return 0;
+    }
+    count = rd64(m) ? 1 : batch_items(m, n);
+    if (count < 0) {
+        p->bad_messages++;
+        return 0;
+    }
+    if (PLANE_ITEMS - p->live < (unsigned)count) return -1; /* no room for them all: the sender tries later */
+    if (rd64(m)) {
+        arrive(p, d->index, rd64(m), m + 8, n - 8, d->io);
+        return 0;
+    }
+    while (pos < n) {
+        uint32_t len = px_rd32(m + pos + 8);
+        arrive(p, d->index, rd64(m + pos), m + pos + ITEM_REC, len, d->io);
+        pos += ITEM_REC + len;
+    }
+    return 0;
+}
+
+/* Downstream completed outputs of ours: each finishes its input, completed to its upstreams. */
+static int on_completions(void *ctx, struct chan_rx *rx, uint32_t msg_id, const uint8_t *m, unsigned n, int fin,
+                          int too_big) {
+    struct delivery *d = ctx;
+    struct plane *p = d->p;
+    unsigned k, u;
+    (void)rx, (void)msg_id, (void)fin;
+    if (too_big) return 0;
+    for (k = 0; k + 8 <= n; k += 8) {
+        uint64_t lin = rd64(m + k);
+        int idx = find_item(p, lin);
+        struct plane_item *it;
+        if (idx < 0 || p->items[idx].state != ITEM_SENT) continue;
+        it = &p->items[idx];
+        for (u = 0; u < PLANE_UPS; u++)
+            if (it->ups & (1u << u)) complete_to(p, u, lin);
+        completed_add(p, lin);
+        it->state = ITEM_FREE;
+        p->live--;
+        p->items_out++;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ wiring */
+
+static void requeue(struct plane *p, unsigned o) {
+    unsigned i;
+    for (i = 0; i < PLANE_ITEMS; i++)
+        if (p->items[i].state == ITEM_SENT && p->items[i].out == o) {
+            enqueue(p, i);
+            p->replayed++;
+        }
+}
+
+int plane_connect(struct plane *p, uint16_t ch, int output, const struct chan_peer *peer, uint64_t now,
+                  const struct plane_io *io) {
+    unsigned i, free_slot = output ? PLANE_OUTS : PLANE_UPS;
+    (void)now, (void)io;
+    if (output) {
+        for (i = 0; i < PLANE_OUTS; i++) {
+            if (p->outs[i].used && p->outs[i].ch == ch) break;
+            if (!p->outs[i].used && free_slot == PLANE_OUTS) free_slot = i;
+        }
+        if (i == PLANE_OUTS && (i = free_slot) == PLANE_OUTS) return -1;
+        p->outs[i].used = 1;
+        p->outs[i].ch = ch;
+        p->outs[i].peer = *peer;
+        chan_tx_init(&p->outs[i].tx, peer, ch, CREDIT_MAX);
+        chan_rx_init(&p->outs[i].done, peer, (uint16_t)(ch | COMPLETION_BIT), CREDIT_MAX);
+        requeue(p, i); /* what it had not completed goes to whatever the channel reaches now */
+        return 0;
+    }
+    for (i = 0; i < PLANE_UPS; i++) {
+        if (p->ups[i].used && p->ups[i].ch == ch && same_peer(&p->ups[i].peer, peer->mac, peer->dime)) break;
+        if (!p->ups[i].used && free_slot == PLANE_UPS) free_slot = i;
+    }
+    if (i == PLANE_UPS) {
+        if ((i = free_slot) == PLANE_UPS) return -1;
+        p->ups[i].npending = 0;
+    }
+    p->ups[i].used = 1;
+    p->ups[i].ch = ch;
+    p->ups[i].peer = *peer;
+    chan_rx_init(&p->ups[i].rx, peer, ch, CREDIT_MAX);
+    chan_tx_init(&p->ups[i].done, peer, (uint16_t)(ch | COMPLETION_BIT), CREDIT_MAX);
+    return 0;
+}
+
+static void forget_up(struct plane *p, unsigned u) {
+    unsigned i;
+    p->ups[u].used = 0;
+    for (i = 0; i < PLANE_ITEMS; i++) p->items[i].ups &= (uint8_t)~(1u << u);
+}
+
+int plane_disconnect(struct plane *p, uint16_t ch, int output) {
+    unsigned i;
+    int found = -1;
+    for (i = 0; i < (output ? PLANE_OUTS : PLANE_UPS); i++) {
+        if (output && p->outs[i].used && p->outs[i].ch == ch) {
+            p->outs[i].used = 0;
+            requeue(p, i);
+            found = 0;
+        } else if (!output && p->ups[i].used && p->ups[i].ch == ch) {
+            forget_up(p, i);
+            found = 0;
+        }
+    }
+    return found;
+}
+
+/* ------------------------------------------------------------ frames */
+
+static int ack_only(const PxView *v) { return (v->data_flags & PX_DFLAG_ACK) && v->frag_count == 0; }
+
+void plane_data(struct plane *p, const uint8_t *raw, const PxView *v, uint64_t now, const struct plane_io *io) {
+    const uint8_t *mac = raw + PX_ETH_SRC;
+    unsigned ch = v->channel & ~COMPLETION_BIT, i;
+    int completion = (v->channel & COMPLETION_BIT) != 0;
+    struct delivery d = { p, 0, io };
+    for (i = 0; i < PLANE_OUTS; i++) {
+        struct plane_out *o = &p->outs[i];
+        if (!o->used || o->ch != ch || !same_peer(&o->peer, mac, v->src_dime)) continue;
+        d.index = i;
+        if (!completion && ack_only(v)) chan_tx_ack(&o->tx, v, now, io->emit, io->ctx);
+        else if (completion) chan_rx_frame(&o->done, raw, v, on_completions, &d);
+        else break;
+        return;
+    }
+    for (i = 0; i < PLANE_UPS; i++) {
+        struct plane_up *u = &p->ups[i];
+        if (!u->used || u->ch != ch || !same_peer(&u->peer, mac, v->src_dime)) continue;
+        d.index = i;
+        if (completion && ack_only(v)) chan_tx_ack(&u->done, v, now, io->emit, io->ctx);
+        else if (!completion) chan_rx_frame(&u->rx, raw, v, on_items, &d);
+        else break;
+        return;
+    }
+    p->rejected_data++; /* DATA is not signed: only what CONNECT wired is taken */
+}
+
+static int can_send(const struct chan_tx *t) {
+    return chan_tx_room(t) && t->end == t->nxt && (int32_t)(t->nxt - t->limit) < 0;
+}
+
+static void pump(struct plane *p, uint64_t now, const struct plane_io *io) {
+    uint8_t msg[CHAN_FRAG];
+    while (p->queued) {
+        struct plane_out *o = 0;
+        unsigned k, size = 8;
+        for (k = 0; k < PLANE_OUTS; k++) {
+            struct plane_out *c = &p->outs[(p->rr + k) % PLANE_OUTS];
+            if (c->used && can_send(&c->tx)) {
+                o = c;
+                p->rr = (p->rr + k + 1) % PLANE_OUTS;
+                break;
+            }
+        }
+        if (!o) return;
+        memset(msg, 0, 8);
+        while (p->queued) {
+            unsigned idx = p->queue[p->q_head % PLANE_ITEMS];
+            struct plane_item *it = &p->items[idx];
+            if (it->state == ITEM_QUEUED) {
+                if (size + ITEM_REC + it->len > CHAN_FRAG) break;
+                px_wr64(msg + size, it->lineage);
+                px_wr32(msg + size + 8, it->len);
+                memcpy(msg + size + ITEM_REC, it->data, it->len);
+                size += ITEM_REC + it->len;
+                it->state = ITEM_SENT;
+                it->out = (uint8_t)(o - p->outs);
+            }
+            p->q_head++;
+            p->queued--;
+        }
+        if (size > 8) chan_tx_send(&o->tx, msg, size, 0, now, io->emit, io->ctx);
+    }
+}
+
+static void flush_completions(struct plane *p, uint64_t now, const struct plane_io *io) {
+    uint8_t msg[LINEAGES_PER_MSG * 8];
+    unsigned u, k, n;
+    for (u = 0; u < PLANE_UPS; u++) {
+        struct plane_up *up = &p->ups[u];
+        while (up->used && up->npending && chan_tx_room(&up->done)) {
+            n = up->npending < LINEAGES_PER_MSG ? up->npending : LINEAGES_PER_MSG;
+            for (k = 0; k < n; k++) px_wr64(msg + 8 * k, up->pending[k]);
+            chan_tx_send(&up->done, msg, 8 * n, 0, now, io->emit, io->ctx);
+            memmove(up->pending, up->pending + n, (up->npending - n) * sizeof up->pending[0]);
+            up->npending -= n;
+        }
+    }
+}
+
+void plane_turn(struct plane *p, uint64_t now, const struct plane_io *io) {
+    unsigned i, room = PLANE_ITEMS - p->live, credit = room / ITEMS_PER_FRAG;
+    if (credit > CREDIT_MAX) credit = CREDIT_MAX;
+    pump(p, now, io);
+    flush_completions(p, now, io);
+    for (i = 0; i < PLANE_UPS; i++)
+        if (p->ups[i].used) {
+            chan_rx_credit(&p->ups[i].rx, (uint16_t)credit);
+            chan_rx_flush(&p->ups[i].rx, io->emit, io->ctx);
+            chan_tx_timer(&p->ups[i].done, now, io->emit, io->ctx);
+        }
+    for (i = 0; i < PLANE_OUTS; i++)
+        if (p->outs[i].used) {
+            chan_rx_flush(&p->outs[i].done, io->emit, io->ctx);
+            chan_tx_timer(&p->outs[i].tx, now, io->emit, io->ctx);
+        }
+}

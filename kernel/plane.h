@@ -1,0 +1,87 @@
+/* A bare-metal DIME's data plane and its MICE: the channels CONNECT wires, the item flow of
+ * pxproto/node/flow.py for a one-in-one-out stage (lineage kept, exactly once, completion
+ * travelling back from the sink), and the built-in stage that runs between them. */
+#ifndef KERNEL_PLANE_H
+#define KERNEL_PLANE_H
+#include <stdint.h>
+#include "channel.h"
+#include "stages.h"
+
+#define PLANE_ITEMS 2048
+#define PLANE_ITEM_MAX 176
+#define PLANE_UPS 4
+#define PLANE_OUTS 4
+#define PLANE_DONE_ABOVE 2048
+#define PLANE_MARKS 8
+#define PLANE_COMPLETIONS PLANE_ITEMS /* one per item held, at most (copies of finished ones aside) */
+#define COMPLETION_BIT 0x8000u
+
+struct plane_item {
+    uint64_t lineage;
+    uint16_t len;
+    uint8_t state; /* ITEM_FREE, ITEM_QUEUED (waits for an output), ITEM_SENT (waits for its completion) */
+    uint8_t ups;   /* bit u: upstream u gets its completion */
+    uint8_t out;   /* the output it was sent on */
+    uint8_t data[PLANE_ITEM_MAX];
+};
+
+struct plane_up {
+    int used;
+    uint16_t ch;
+    struct chan_peer peer;
+    struct chan_rx rx;   /* items, on ch */
+    struct chan_tx done; /* completions, on ch | COMPLETION_BIT */
+    unsigned npending;
+    uint64_t pending[PLANE_COMPLETIONS];
+};
+
+struct plane_out {
+    int used;
+    uint16_t ch;
+    struct chan_peer peer;
+    struct chan_tx tx;   /* items, on ch */
+    struct chan_rx done; /* completions from downstream, on ch | COMPLETION_BIT */
+};
+
+struct plane {
+    int loaded, running;
+    uint32_t service, stage;
+    const struct builtin_stage *fn;
+    unsigned work_us;
+    uint16_t self;
+    struct plane_up ups[PLANE_UPS];
+    struct plane_out outs[PLANE_OUTS];
+    unsigned rr, live, queued, faults;
+    struct plane_item items[PLANE_ITEMS];
+    uint32_t queue[PLANE_ITEMS]; /* item indices waiting for an output, FIFO */
+    uint32_t q_head, q_tail;
+    struct { uint16_t hi; uint64_t mark; } marks[PLANE_MARKS];
+    uint64_t above[PLANE_DONE_ABOVE];
+    unsigned above_next;
+    uint64_t items_in, items_out, duplicates, replayed, bad_messages, rejected_data;
+};
+
+/* How the plane sends a DATA frame, spins for a stage's work and lets its DIME beat between items. */
+struct plane_io {
+    chan_emit emit;
+    void *ctx;
+    void (*spin_us)(unsigned us);
+    void (*between)(void *ctx); /* after each item the stage ran: the DIME's heartbeat, when due */
+};
+
+void plane_reset(struct plane *p, uint16_t self);
+/* LOAD's choice made: a built-in stage (with its work per item) for (service, stage). */
+void plane_load(struct plane *p, uint32_t service, uint32_t stage, const struct builtin_stage *fn, unsigned work_us);
+/* CONNECT: 0, or -1 when every channel end of that kind is in use. */
+int plane_connect(struct plane *p, uint16_t ch, int output, const struct chan_peer *peer, uint64_t now,
+                  const struct plane_io *io);
+/* DISCONNECT: 0, or -1 when nothing was wired so. */
+int plane_disconnect(struct plane *p, uint16_t ch, int output);
+/* A DATA frame for this DIME (px_decode checked it). */
+void plane_data(struct plane *p, const uint8_t *raw, const PxView *v, uint64_t now, const struct plane_io *io);
+/* After each turn of the DIME's loop: send what waits (items, completions, acks) and run the timers. */
+void plane_turn(struct plane *p, uint64_t now, const struct plane_io *io);
+/* Items waiting to be sent, and handed over but not completed downstream (the heartbeat's queues). */
+static inline unsigned plane_waiting(const struct plane *p) { return p->queued; }
+static inline unsigned plane_held(const struct plane *p) { return p->live; }
+#endif

@@ -1,0 +1,103 @@
+/* Hosted driver for tests/test_baremetal_plane.py: the kernel's data plane (kernel/plane.c,
+ * channel.c, stages.c) as one bare-metal DIME, driven line by line on stdin:
+ *   load NAME WORK_US                      a built-in stage
+ *   connect CH in|out MACHEX DIME           CONNECT
+ *   disconnect CH in|out                    DISCONNECT
+ *   frame MS HEX                            a DATA frame for the DIME (px_decode checks it)
+ *   turn MS                                 one turn of the DIME's loop
+ *   stage NAME HEX                          run a stage on one item: prints its output
+ * After each command it prints every frame the DIME sent (hex, one a line), then ".". */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "px_codec.h"
+#include "plane.h"
+
+static const PxEtherTypes ET = PX_ETHERTYPES_DEFAULT;
+static const uint8_t SELF_MAC[6] = { 0x52, 0x54, 0x00, 0xaa, 0x00, 0x01 };
+static struct plane plane;
+static uint64_t seq;
+
+static int emit(void *ctx, const struct chan_peer *to, const PxDataFixed *d, const uint8_t *payload, unsigned len) {
+    static uint8_t out[2048];
+    PxAddr a;
+    px_ssize n, i;
+    (void)ctx;
+    memcpy(a.dst_mac, to->mac, 6);
+    memcpy(a.src_mac, SELF_MAC, 6);
+    a.scope = 1;
+    a.src_dime = 0;
+    a.src_thread = 0;
+    a.dst_dime = to->dime;
+    a.dst_thread = to->thread;
+    a.seq = ++seq;
+    n = px_encode_data(out, sizeof out, &ET, &a, d, payload, len, NULL);
+    if (n < 0) {
+        printf("encode-error %ld\n", (long)-n);
+        return -1;
+    }
+    for (i = 0; i < n; i++) printf("%02x", out[i]);
+    printf("\n");
+    return 0;
+}
+
+static const struct plane_io io = { emit, NULL, NULL, NULL };
+
+static unsigned unhex(const char *s, uint8_t *out, unsigned cap) {
+    unsigned n = 0;
+    while (s[0] && s[1] && n < cap && s[0] != '\n') {
+        char b[3] = { s[0], s[1], 0 };
+        out[n++] = (uint8_t)strtoul(b, NULL, 16);
+        s += 2;
+    }
+    return n;
+}
+
+int main(void) {
+    static char line[8192];
+    static uint8_t buf[4096];
+    plane_reset(&plane, 0);
+    while (fgets(line, sizeof line, stdin)) {
+        char cmd[16] = "", a1[64] = "", a2[4096] = "", a3[64] = "", a4[64] = "";
+        sscanf(line, "%15s %63s %4095s %63s %63s", cmd, a1, a2, a3, a4);
+        if (!strcmp(cmd, "load")) {
+            const struct builtin_stage *fn = builtin_stage(a1, (unsigned)strlen(a1));
+            if (!fn) printf("no-stage\n");
+            else {
+                plane_load(&plane, 42, 2, fn, (unsigned)atoi(a2));
+                plane.running = 1;
+            }
+        } else if (!strcmp(cmd, "connect")) {
+            struct chan_peer peer;
+            unhex(a3, peer.mac, 6);
+            peer.dime = (uint16_t)atoi(a4);
+            peer.thread = 0;
+            if (plane_connect(&plane, (uint16_t)atoi(a1), !strcmp(a2, "out"), &peer, 0, &io)) printf("full\n");
+        } else if (!strcmp(cmd, "disconnect")) {
+            if (plane_disconnect(&plane, (uint16_t)atoi(a1), !strcmp(a2, "out"))) printf("not-found\n");
+        } else if (!strcmp(cmd, "frame")) {
+            PxView v;
+            unsigned n = unhex(a2, buf, sizeof buf);
+            if (px_decode(buf, n, &ET, &v) || v.cls != PX_CLASS_DATA) printf("bad-frame\n");
+            else plane_data(&plane, buf, &v, strtoull(a1, NULL, 10), &io);
+        } else if (!strcmp(cmd, "turn")) {
+            plane_turn(&plane, strtoull(a1, NULL, 10), &io);
+        } else if (!strcmp(cmd, "stage")) {
+            const struct builtin_stage *fn = builtin_stage(a1, (unsigned)strlen(a1));
+            uint8_t out[4096];
+            unsigned n = unhex(a2, buf, sizeof buf), i;
+            int m = fn ? fn->fn(buf, n, out, sizeof out) : -1;
+            for (i = 0; m > 0 && i < (unsigned)m; i++) printf("%02x", out[i]);
+            printf("%s\n", m < 0 ? "fail" : "");
+        } else if (!strcmp(cmd, "stats")) {
+            printf("live %u queued %u in %llu out %llu dup %llu replayed %llu faults %u rejected %llu\n", plane.live,
+                   plane.queued, (unsigned long long)plane.items_in, (unsigned long long)plane.items_out,
+                   (unsigned long long)plane.duplicates, (unsigned long long)plane.replayed, plane.faults,
+                   (unsigned long long)plane.rejected_data);
+        }
+        printf(".\n");
+        fflush(stdout);
+    }
+    return 0;
+}
