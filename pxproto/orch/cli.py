@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the paper's demo on this machine (rootless)")
     demo.add_argument("--out-dir", help="where demo.pcapng and demo-timeline.png go (default: the work dir)")
     demo.add_argument("--rate", type=int,
-                      help="source lines per second (default 0: unthrottled; --bare-metal: the image's 400)")  # fmt: skip
+                      help="source lines per second (default 0: unthrottled; --bare-metal: 400)")  # fmt: skip
     demo.add_argument("--passes", type=int,
                       help="times the source streams its 2,400-line corpus (default 8; --bare-metal: 1)")  # fmt: skip
     demo.add_argument("--work-us", type=int, help="the transform's busy work per line (default 0 us)")
