@@ -82,7 +82,7 @@ def bare_metal(pings: int, smp: int, items: int) -> dict[str, str]:
                 arrivals.append(time.monotonic())
         dev = [abs((b - a) * 1e3 - PERIOD_MS) for a, b in itertools.pairwise(arrivals)]
         out["jitter"] = f"p50 {pct(dev, 50):.1f} / p99 {pct(dev, 99):.1f} ms (n={len(dev)})"
-        out.update(_kernel_bench("baremetal_stream").bare_metal_stream(g, items, PERIOD_MS))
+        out.update(_kernel_bench("_baremetal_stream").bare_metal_stream(g, items, PERIOD_MS))
     finally:
         g.close()
     return out
@@ -105,7 +105,7 @@ def linux(pings: int, items: int) -> dict[str, str]:
             gaps = kb.heartbeat_gaps(c, d0, 5.0)  # type: ignore[attr-defined]
             dev = [abs(g * 1e3 - PERIOD_MS) for g in gaps]
             out["jitter"] = f"p50 {pct(dev, 50):.1f} / p99 {pct(dev, 99):.1f} ms (n={len(dev)})"
-            out.update(_kernel_bench("baremetal_stream").linux_stream(c, items, PERIOD_MS))
+            out.update(_kernel_bench("_baremetal_stream").linux_stream(c, items, PERIOD_MS))
         finally:
             c.close()
     return out

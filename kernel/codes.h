@@ -38,7 +38,8 @@
 #define SCID_REJECTED_AUTH 8
 #define SCID_REJECTED_REPLAY 9
 #define SCID_FAULT_REPORTS 10
-#define SCID_MAX 10
+#define SCID_REJECTED_FENCED 11
+#define SCID_MAX 11
 
 /* CONNECT's DIRECTION (Direction) */
 #define DIR_INPUT 0

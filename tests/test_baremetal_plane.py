@@ -20,7 +20,8 @@ from types import ModuleType, SimpleNamespace
 import pytest
 
 from pxproto.baremetal import builtin
-from pxproto.dime.channel import ChannelReceiver, ChannelSender, MessageReceived
+from pxproto.dime.channel import ChannelSender, MessageReceived
+from pxproto.dime.channel_rx import ChannelReceiver
 from pxproto.dime.endpoint import Address
 from pxproto.node import mice
 from pxproto.wire import decode, encode

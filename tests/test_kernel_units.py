@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import types
 from pathlib import Path
 from typing import Any
 
@@ -408,5 +409,6 @@ def test_a_mice_before_its_ready_record_has_no_memory_figure() -> None:
     from pxproto.node.machine import Mice
 
     # Its baseline comes in READY: until then all of its VmData would count, dozens of chunks over its limit.
-    assert Dime.mice_mem_chunks(None, Mice(os.getpid(), 1, 2, "sink")) is None  # type: ignore[arg-type]
-    assert Dime.mice_mem_chunks(None, Mice(os.getpid(), 1, 2, "sink", baseline=1)) is not None  # type: ignore[arg-type]
+    no_cgroup = types.SimpleNamespace(_cgroup_of=lambda m: None)  # the RLIMIT_AS path: VmSize past the baseline
+    assert Dime.mice_mem_chunks(no_cgroup, Mice(os.getpid(), 1, 2, "sink")) is None  # type: ignore[arg-type]
+    assert Dime.mice_mem_chunks(no_cgroup, Mice(os.getpid(), 1, 2, "sink", baseline=1)) is not None  # type: ignore[arg-type]

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from pxproto.link import free_udp_ports
-from pxproto.node.testbed import dime_identity, find_dime
 from pxproto.orch.chaos import KINDS, run
+from pxproto.procfind import dime_identity, find_dime
 
 
 @pytest.mark.slow

@@ -212,6 +212,8 @@ class Dime(OwnChannels):
         return int((t.user + t.system) * 1e9), memory.proc_cpu_ns(m.pid) if m is not None else 0
 
     def mice_mem_chunks(self, m: Mice) -> int | None:
+        if not m.baseline:  # before its READY record: no figure yet (not the whole process)
+            return None
         return memory.mice_chunks(m.pid, m.baseline, self._cgroup_of(m))
 
     # ------------------------------------------------------------------ I/O

@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from pxproto.link import Port, UdpPort, free_udp_ports
-from pxproto.node.testbed import parent_pid
 from pxproto.orch.core import Orchestrator
 from pxproto.orch.demo import Demo, DemoError, Result, attempt, dime_pid, whole
 from pxproto.orch.driver import Driver
 from pxproto.orch.events import DimeDead, DimeKey, DimeReborn, key_text
 from pxproto.orch.service import ServiceSpec
+from pxproto.procfind import parent_pid
 
 KINDS = ("source", "parse", "transform", "sink", "server")
 """What a kill hits: a DIME running one of the workflow's stages, or a whole server."""
@@ -171,7 +171,7 @@ class Chaos(Demo):
             plan += rnd
         for n, kind in enumerate(plan[: self.n_kills]):
             drv.run_until(lambda: False, self.rng.uniform(*self.gap), self._progress)
-            k = self._kill(core, drv, spec.name, kind)
+            k = self._kill_one(core, drv, spec.name, kind)
             if k is None:
                 continue
             res.kills.append(k)
@@ -196,7 +196,7 @@ class Chaos(Demo):
         self._measure(res, core, {"killed": None, "note_false": False}, expected, answer)
         self._summary(res, core)
 
-    def _kill(self, core: Orchestrator, drv: Driver, service: str, kind: str) -> Kill | None:
+    def _kill_one(self, core: Orchestrator, drv: Driver, service: str, kind: str) -> Kill | None:
         reps = core.replicas(service)
         midstream = self.seen < self.lines_total
         if kind != "server":

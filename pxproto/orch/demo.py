@@ -44,7 +44,6 @@ from typing import Any, ClassVar
 from pxproto import package
 from pxproto.dime.keys import fresh_keys, write_keyfile
 from pxproto.link import Port, UdpPort, free_udp_ports
-from pxproto.node.testbed import find_dime
 from pxproto.orch import timeline
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
 from pxproto.orch.driver import Driver, raise_priority
@@ -63,6 +62,7 @@ from pxproto.orch.netns import Namespaces, NetnsError
 from pxproto.orch.service import ServiceSpec, load_service
 from pxproto.orch.sinkread import SinkReader
 from pxproto.orch.status import table
+from pxproto.procfind import find_dime
 from pxproto.signing import fresh_signing_key, write_verify_keys
 
 PASSES = 8
