@@ -46,14 +46,16 @@ class BareMetalDemo(Demo):
     """The demo with a bare-metal server beside the pxkernel ones (rootless, UDP ports of the switch)."""
 
     def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("rate", builtin.RATE)  # the package the image carries, unless asked otherwise (refused)
+        kw.setdefault("passes", builtin.PASSES)
         super().__init__(*args, **kw)
         self.kernel_args = ["--mtu", "1500"]
         self.extra_dimes = VCPUS
         self.qemu: subprocess.Popen[bytes] | None = None
         self.on_vm: set[str] = set()
+        """Stages seen running on the bare-metal DIMEs."""
         self.killed_stage = ""
         """The stage the bare-metal DIME ran when its VM was killed."""
-        """Stages seen running on the bare-metal DIMEs."""
 
     def _start(self, capture: Path, store: Path, keyfile: Path) -> Port:
         if self.netns is not None:
