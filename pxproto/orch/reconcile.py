@@ -62,7 +62,7 @@ from pxproto.wire.codes import (
     Status,
     TlvType,
 )
-from pxproto.wire.frame import Tlv
+from pxproto.wire.frame import Tlv, connect_params
 
 
 class Reconciler:
@@ -319,13 +319,7 @@ class Reconciler:
 
     def _connect(self, svc: Deployment, link: Link, rep: Replica, d: Direction, peer: DimeKey, now: float,
                  out: Output) -> None:  # fmt: skip
-        params = [
-            Tlv(TlvType.CHANNEL, link.channel),
-            Tlv(TlvType.DIRECTION, int(d)),
-            Tlv(TlvType.PEER_MAC, peer[0]),
-            Tlv(TlvType.PEER_DIME, peer[1]),
-            Tlv(TlvType.PEER_THREAD, 0),
-        ]
+        params = [*connect_params(link.channel, d, peer[0], peer[1])]
         output = d is Direction.OUTPUT
         if output:
             link.out = End.PENDING

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pxproto.wire import auth, codes, spec
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import DIME_ALL, Command, DimeState, DiscoveryOp, Op, Scope, Status, TlvType
-from pxproto.wire.frame import Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
+from pxproto.wire.frame import Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv, connect_params
 
 ORCH_MAC = bytes.fromhex("020000000001")
 SERVER_MACS = [bytes.fromhex(f"0200000001{i:02x}") for i in range(1, 4)]
@@ -115,13 +115,7 @@ def signaling_samples() -> list[tuple[str, Frame]]:
             Op.REQUEST,
             3002,
             Status.OK,
-            (
-                Tlv(TlvType.CHANNEL, 7),
-                Tlv(TlvType.DIRECTION, int(codes.Direction.OUTPUT)),
-                Tlv(TlvType.PEER_MAC, SERVER_MACS[2]),
-                Tlv(TlvType.PEER_DIME, 4),
-                Tlv(TlvType.PEER_THREAD, 0),
-            ),
+            connect_params(7, codes.Direction.OUTPUT, SERVER_MACS[2], 4),
         ),
         Scope.DIME,
         DIME_ALL,
