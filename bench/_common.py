@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -48,3 +49,10 @@ def measure_installed() -> str:
             f"(pip install .) or pass {ALLOW_PURE} to measure the pure twin on purpose."
         )
     return line
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Print rows of text cells (the first the header) in columns as wide as their widest cell."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))

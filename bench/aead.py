@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from _common import measure_installed  # bench/ is sys.path[0] when a script runs
+from _common import measure_installed, print_table  # bench/ is sys.path[0] when a script runs
 
 measure_installed()
 
@@ -111,9 +111,7 @@ def main() -> int:
         rows += measure(label, body_len, key, args.frames, args.repeat)
     print(f"load average {os.getloadavg()[0]:.1f}; python {sys.version.split()[0]}; "
           f"{args.frames} frames x {args.repeat} runs, medians")  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(rows)
     return 0
 
 

@@ -25,8 +25,8 @@ from pxproto.dime.endpoint import Address, frame_to  # noqa: E402
 from pxproto.fastpath import encode  # noqa: E402
 from pxproto.node import mice  # noqa: E402
 from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, UnmeteredMice  # noqa: E402
-from pxproto.wire.codes import Command, Direction, Op, TlvType  # noqa: E402
-from pxproto.wire.frame import Signaling, Tlv  # noqa: E402
+from pxproto.wire.codes import Command, Direction, Op  # noqa: E402
+from pxproto.wire.frame import Signaling, connect_params  # noqa: E402
 
 SRC = Address(b"\x02\x00\x00\x00\x00\x01", 0, 0)
 SNK = Address(b"\x02\x00\x00\x00\x00\x02", 1, 0)
@@ -61,13 +61,7 @@ def machine(addr: Address, stage: int, mtu: int) -> DimeMachine:
 
 
 def connect(m: DimeMachine, addr: Address, direction: Direction, peer: Address) -> None:
-    params = (
-        Tlv(TlvType.CHANNEL, 1),
-        Tlv(TlvType.DIRECTION, direction),
-        Tlv(TlvType.PEER_MAC, peer.mac),
-        Tlv(TlvType.PEER_DIME, peer.dime),
-        Tlv(TlvType.PEER_THREAD, 0),
-    )
+    params = connect_params(1, direction, peer.mac, peer.dime)
     m.on_frame(encode(frame_to(MANAGER, addr, Signaling(Command.CONNECT, Op.REQUEST, 1, params=params))), 10.0)
     m.take_outbox()
 

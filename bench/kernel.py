@@ -51,7 +51,7 @@ from pxproto.wire.codes import (  # noqa: E402
     FrameClass,
     TlvType,
 )
-from pxproto.wire.frame import Signaling, Tlv  # noqa: E402
+from pxproto.wire.frame import Signaling, Tlv, connect_params  # noqa: E402
 
 SO_TIMESTAMPNS = 35
 BIG = 1400
@@ -131,15 +131,7 @@ def load_start(c: Cluster, archive: bytes, dest: Address, stage: int, name: str)
 
 def connect(c: Cluster, up: Address, down: Address, ch: int) -> None:
     for dest, d, peer in ((down, Direction.INPUT, up), (up, Direction.OUTPUT, down)):
-        c.ask(
-            dest,
-            Command.CONNECT,
-            Tlv(TlvType.CHANNEL, ch),
-            Tlv(TlvType.DIRECTION, d),
-            Tlv(TlvType.PEER_MAC, peer.mac),
-            Tlv(TlvType.PEER_DIME, peer.dime),
-            Tlv(TlvType.PEER_THREAD, 0),
-        )
+        c.ask(dest, Command.CONNECT, *connect_params(ch, d, peer.mac, peer.dime))
 
 
 def counter(c: Cluster, dest: Address, cid: int) -> int:

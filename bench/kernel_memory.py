@@ -27,6 +27,8 @@ import time
 import uuid
 from pathlib import Path
 
+from _common import print_table  # bench/ is sys.path[0] when a script runs
+
 CHUNK = 2 << 20
 MICE_THREAD_STACK = 1 << 20
 V1 = Path("/sys/fs/cgroup/memory")
@@ -184,9 +186,7 @@ def main() -> int:
     else:
         rows.append(("cgroup", "-", "-", "-", "-", "not writable without root"))
     print(f"load average {os.getloadavg()[0]:.1f}; python {sys.version.split()[0]}; {os.uname().release}")
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(rows)
     return 0
 
 

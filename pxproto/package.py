@@ -30,7 +30,7 @@ The central store (the orchestrator's, ``pxkernel --store DIR``) is a directory
 of ``<sha256 hex>.tar.gz`` files; :func:`store_put` writes one atomically
 (temp file + rename).  A kernel only reads it: on LOAD it opens
 ``<digest>.tar.gz``, checks size, digest and signature, and unpacks into its
-local store under ``packages/<digest>/`` (:func:`fetch`).  Nothing from the
+local store under ``packages/<digest>/`` (:func:`fetch_tree`).  Nothing from the
 package is imported before all three checks pass.
 """
 
@@ -342,19 +342,6 @@ def fetch_tree(
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     manifest = unpack(archive, dest)
     return dest, manifest, file_digests(archive)
-
-
-def fetch(
-    store: str | os.PathLike[str],
-    local: str | os.PathLike[str],
-    want_digest: bytes,
-    want_size: int,
-    sig: bytes,
-    key: VerifyKeys | None,
-) -> tuple[Path, Manifest]:
-    """:func:`fetch_tree` without the file digests."""
-    path, manifest, _ = fetch_tree(store, local, want_digest, want_size, sig, key)
-    return path, manifest
 
 
 # ---------------------------------------------------------------- the local store (per server)

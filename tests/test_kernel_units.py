@@ -40,12 +40,12 @@ def test_pack_is_deterministic_and_verifies(tmp_path: Path) -> None:
     key = VerifyKeys.from_raw({1: signer.public_bytes()})
     store = tmp_path / "store"
     dig = package.store_put(store, a1)
-    path, man = package.fetch(store, tmp_path / "local", dig, len(a1), package.sign(a1, signer), key)
+    path, man, _ = package.fetch_tree(store, tmp_path / "local", dig, len(a1), package.sign(a1, signer), key)
     assert man.stages[0].memory_chunks == 2 and (path / "m.py").exists()
     with pytest.raises(package.PackageError, match="PACKAGE_SIG"):
-        package.fetch(store, tmp_path / "local", dig, len(a1), b"\0" * 66, key)
+        package.fetch_tree(store, tmp_path / "local", dig, len(a1), b"\0" * 66, key)
     with pytest.raises(package.PackageError, match="PACKAGE_SIZE"):
-        package.fetch(store, tmp_path / "local", dig, len(a1) + 1, package.sign(a1, signer), key)
+        package.fetch_tree(store, tmp_path / "local", dig, len(a1) + 1, package.sign(a1, signer), key)
 
 
 @pytest.mark.parametrize(

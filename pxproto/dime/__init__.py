@@ -9,7 +9,8 @@ over them; :mod:`pxproto.dime.simlink` drives them over a simulated lossy wire.
 - :mod:`~pxproto.dime.discovery`: DiscoveryResponder (a server's announces)
 - :mod:`~pxproto.dime.heartbeat`: HeartbeatEmitter (a DIME's heartbeats), ping_handler
 - :mod:`~pxproto.dime.liveness`: Pool (the orchestrator's pool and failure detector, one machine);
-  its events in :mod:`~pxproto.dime.liveness_events`, its policy in :mod:`~pxproto.dime.liveness_policy`
+  its events in :mod:`~pxproto.dime.liveness_events`, its policy in :mod:`~pxproto.dime.liveness_policy`,
+  its records (DimeView, ServerView) in :mod:`~pxproto.dime.liveness_views`
 - :mod:`~pxproto.dime.replay`: KeyStore, Signer, Verifier, ReplayWindow
 """
 

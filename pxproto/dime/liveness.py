@@ -4,7 +4,8 @@
 fed discovery announces (answers to its probes, or gratuitous ones) and
 heartbeats, and it sends probes and PINGs; it reports what it learns as the
 events of :mod:`pxproto.dime.liveness_events` and answers "which DIME is free
-for this stage" (:meth:`Pool.allocate`).
+for this stage" (:meth:`Pool.allocate`).  Its record of each DIME and server
+is in :mod:`pxproto.dime.liveness_views`.
 
 Liveness is a deadline per DIME: its last heartbeat plus a timeout that the
 :class:`Liveness` policy computes, either ``missed`` heartbeat periods or
@@ -34,7 +35,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter, deque
-from dataclasses import dataclass, field
 
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, Event, Output, earliest, frame_to
 from pxproto.dime.liveness_events import (
@@ -49,95 +49,16 @@ from pxproto.dime.liveness_events import (
     ZombieHeartbeat,
 )
 from pxproto.dime.liveness_policy import Health, Liveness, PoolLimits
+from pxproto.dime.liveness_views import DimeView, ServerView
 from pxproto.dime.signaling import Requester, RequestTimedOut, ResponseReceived, RetransmitPolicy
 from pxproto.wire.codes import DIME_ALL, STATE_ANY, Command, DimeState, DiscoveryOp, TlvType
-from pxproto.wire.frame import DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
+from pxproto.wire.frame import Discovery, Frame, Heartbeat, Signaling, Tlv
 
 ID_SPACE = 1 << 32
 EWMA = 0.125
 """Weight of the newest interval in the phi detector's running mean and variance."""
 SLOW_MEMORY = 10.0
 """Seconds a cleared suspicion counts as evidence of a slow host (see the module docstring)."""
-
-
-@dataclass(slots=True, eq=False)
-class DimeView:
-    """One DIME as the pool sees it."""
-
-    mac: bytes
-    dime: int
-    core: int = 0
-    state: DimeState = DimeState.FREE
-    """What the DIME last reported."""
-    epoch: int = 0
-    mem_total: int = 0
-    """Chunks it may be given."""
-    mem_free: int = 0
-    mem_used: int = 0
-    mem_limit: int = 0
-    cpu_permille: int = 0
-    rx_queue: int = 0
-    tx_queue: int = 0
-    stage: int = 0
-    service: int = 0
-    period: float = 0.1
-    """Heartbeat period it reports (seconds)."""
-    last_seen: float = 0.0
-    first_seen: float = 0.0
-    beats: int = 0
-    seq: int = 0
-    """The header seq of its latest heartbeat in this epoch (0: not given)."""
-    health: Health = Health.ALIVE
-    timeout: float = 0.2
-    """Current silence allowance (seconds)."""
-    mean: float = 0.1
-    """Running mean of heartbeat intervals (phi)."""
-    var: float = 0.0
-    """Running variance of heartbeat intervals (phi)."""
-    armed: bool = False
-    """A deadline for it is in the heap."""
-    forgiven: float = float("-inf")
-    """When a silence of it was last forgiven (the driver itself had stalled; its deadline was pushed to then
-    plus its timeout): not again before its next heartbeat."""
-    ping: int | None = None
-    """The request id of the PING out to it while it is suspect."""
-    again: bool = False
-    """A PING round that ends while the driver is stalled is followed by one more."""
-    suspected_at: float = 0.0
-    zombie_reported: bool = False
-    assigned: object | None = None
-    """The orchestrator's mark: the replica it placed on it, if any."""
-    faulted: bool = False
-    """The orchestrator's mark: it reported a fault; not allocated again until reborn."""
-
-    @property
-    def key(self) -> DimeKey:
-        return (self.mac, self.dime)
-
-    @property
-    def address(self) -> Address:
-        return Address(self.mac, self.dime)
-
-    @property
-    def info(self) -> DimeInfo:
-        """What it announced (or last reported), as a discovery record."""
-        return DimeInfo(self.dime, self.core, self.state, self.mem_total, self.mem_free, self.epoch)
-
-
-@dataclass(slots=True)
-class ServerView:
-    """One server (one kernel, one MAC) and its DIMEs."""
-
-    mac: bytes
-    caps: int = 0
-    sw_version: int = 0
-    dimes: dict[int, DimeView] = field(default_factory=dict)
-    dead: bool = False
-
-    def alive_dimes(self) -> int:
-        return sum(1 for d in self.dimes.values() if d.health is not Health.DEAD)
-
-
 PING_REASON = "no heartbeat, no answer to PING"
 
 

@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,22 @@ on a host at load 10-25, under ``stress-ng --cpu 2``, medians of 3 runs: nice 5,
 1,536 stressed (0.31x), 22 and 26 false deaths; nice 0, 14,187 and 5,848 (0.41x), 0 and 1 (and 27,931
 and 23,806, 0.85x, no false death, once the sink's commit kept its file open)."""
 FRAME_MAX = 65535
+
+
+def drain(sock: socket.socket, take: Callable[[bytes, float], None], now: float, burst: int = 256) -> bool:
+    """Give ``take`` each frame waiting on a non-blocking socket (``burst`` at most); False when the other end
+    is gone (end of file or a socket error)."""
+    for _ in range(burst):
+        try:
+            raw = sock.recv(FRAME_MAX)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not raw:
+            return False
+        take(raw, now)
+    return True
 
 
 @dataclass
@@ -334,6 +351,10 @@ class Dime(OwnChannels):
         self._send_out()
         self._send_mice()
 
+    def _from_server(self, raw: bytes, now: float) -> None:
+        self.m.on_frame_guarded(raw, now)
+        self._flush()
+
     def run(self) -> int:
         m = self.m
         self.sock.setblocking(False)
@@ -361,18 +382,8 @@ class Dime(OwnChannels):
             for key, _ in self.sel.select(max(0.0, deadline - now)):
                 now = time.monotonic()
                 if key.data == "server":
-                    for _ in range(256):
-                        try:
-                            raw = self.sock.recv(FRAME_MAX)
-                        except BlockingIOError:
-                            break
-                        except OSError:
-                            raw = b""
-                        if not raw:
-                            m.running = False
-                            break
-                        m.on_frame_guarded(raw, now)
-                        self._flush()
+                    if not drain(self.sock, self._from_server, now):
+                        m.running = False
                     m.plane.flush_acks()
                 elif key.data == "mice" and m.mice is not None:
                     self._mice_readable(now)

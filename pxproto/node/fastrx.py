@@ -6,12 +6,13 @@ or None.  Set ``PXPROTO_PURE=1`` to force the twin.
 
 from __future__ import annotations
 
+from pxproto.dime.endpoint import Address, frame_to, source
 from pxproto.errors import ProtocolError
 from pxproto.fastpath import select
 from pxproto.wire import ethertypes, layout, spec
 from pxproto.wire.codec import decode, encode
-from pxproto.wire.codes import DIME_ALL, Command, HeaderFlag, Op, Scope, Status, TlvType
-from pxproto.wire.frame import Frame, Signaling, Tlv
+from pxproto.wire.codes import Command, HeaderFlag, Op, Status, TlvType
+from pxproto.wire.frame import Signaling, Tlv
 
 ROUTE_DROP = -2
 ROUTE_SERVER = -1
@@ -46,17 +47,7 @@ def ping_reply_py(raw: bytes, epoch: int) -> bytes | None:
     body = Signaling(
         Command.PING, Op.RESPONSE, b.req_id, Status.OK, (Tlv(TlvType.ECHO, echo), Tlv(TlvType.EPOCH, epoch))
     )
-    reply = Frame(
-        body=body,
-        scope=Scope.SYSTEM if f.src_dime == DIME_ALL else Scope.DIME,
-        src_dime=f.dst_dime,
-        src_thread=f.dst_thread,
-        dst_dime=f.src_dime,
-        dst_thread=f.src_thread,
-        dst_mac=f.src_mac,
-        src_mac=f.dst_mac,
-    )
-    return encode(reply)
+    return encode(frame_to(Address(f.dst_mac, f.dst_dime, f.dst_thread), source(f), body))
 
 
 _compiled = select.compiled("pxproto.node._fastrx")

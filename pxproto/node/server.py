@@ -18,6 +18,7 @@ process that dies is started again, with a new epoch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import selectors
@@ -38,7 +39,7 @@ from pxproto.fastpath import decode, encode, select
 from pxproto.link import Port
 from pxproto.node import fastrx, memory, state
 from pxproto.node.counters import SERVER_COUNTER_NAMES, ServerCounterId
-from pxproto.node.dime import DimeConfig
+from pxproto.node.dime import DimeConfig, drain
 from pxproto.wire import ethertypes, spec
 from pxproto.wire.codes import DIME_ALL, Capability, Command, DimeState, FrameClass, Op, Status, TlvType
 from pxproto.wire.frame import DimeInfo, Frame, Heartbeat, Signaling, Tlv
@@ -46,7 +47,6 @@ from pxproto.wire.frame import DimeInfo, Frame, Heartbeat, Signaling, Tlv
 SW_VERSION = 0x00010000
 OFF_FLAGS = spec.HEADER_OFFSET + 1
 OFF_DST_DIME = spec.HEADER_OFFSET + 8
-FRAME_MAX = 65535
 
 
 @dataclass
@@ -373,18 +373,8 @@ class Server:
         return self.shutdown()
 
     def _drain_dime(self, dime: int, now: float) -> None:
-        dp = self.dimes[dime]
-        for _ in range(256):
-            try:
-                raw = dp.sock.recv(FRAME_MAX)
-            except BlockingIOError:
-                return
-            except OSError:
-                raw = b""
-            if not raw:
-                self._dime_lost(dime)
-                return
-            self.from_dime(dime, raw, now)
+        if not drain(self.dimes[dime].sock, functools.partial(self.from_dime, dime), now):
+            self._dime_lost(dime)
 
     def shutdown(self) -> int:
         self.running = False

@@ -19,8 +19,8 @@ from pxproto.link import UdpPort, free_udp_ports
 from pxproto.node.client import Client
 from pxproto.procfind import find_dime
 from pxproto.signing import fresh_signing_key, write_verify_keys
-from pxproto.wire.codes import Command, Direction, Status, TlvType
-from pxproto.wire.frame import Tlv
+from pxproto.wire.codes import Command, Direction, Status
+from pxproto.wire.frame import Tlv, connect_params
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = fresh_keys()[1]
@@ -155,15 +155,7 @@ class Cluster:
 
     def wire(self, dest: Address, direction: Direction, peer: Address, channel: int) -> None:
         """CONNECT one end of a data channel: ``dest``'s ``direction`` side to ``peer``."""
-        r = self.ask(
-            dest,
-            Command.CONNECT,
-            Tlv(TlvType.CHANNEL, channel),
-            Tlv(TlvType.DIRECTION, direction),
-            Tlv(TlvType.PEER_MAC, peer.mac),
-            Tlv(TlvType.PEER_DIME, peer.dime),
-            Tlv(TlvType.PEER_THREAD, 0),
-        )
+        r = self.ask(dest, Command.CONNECT, *connect_params(channel, direction, peer.mac, peer.dime))
         assert r.status is Status.OK, r
 
     def connect(self, up: Address, down: Address, channel: int) -> None:

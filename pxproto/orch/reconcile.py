@@ -29,6 +29,7 @@ sends the next command that is missing.  The rules, in order:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pxproto.dime.endpoint import Address, Output
@@ -61,7 +62,7 @@ from pxproto.wire.codes import (
     Status,
     TlvType,
 )
-from pxproto.wire.frame import Tlv
+from pxproto.wire.frame import Tlv, connect_params
 
 
 class Reconciler:
@@ -260,6 +261,18 @@ class Reconciler:
         ]
         cmd, params = chain[rep.step]
 
+        def advance() -> None:
+            rep.step += 1
+            if rep.step == len(chain):
+                rep.state = RState.LOADED
+
+        self._move_on(svc, rep, cmd, params, now, out, advance)
+
+    def _move_on(self, svc: Deployment, rep: Replica, cmd: Command, params: list[Tlv], now: float, out: Output,
+                 advance: Callable[[], None]) -> None:  # fmt: skip
+        """Send a command that moves a replica on: when it succeeds, ``advance`` and reconcile; when it fails,
+        give the DIME up (:meth:`_fault`); a replica gone meanwhile is left alone."""
+
         def done(ok: bool, ev: Any, t: float, o: Output) -> None:
             rep.busy = False
             if rep.state is RState.GONE:
@@ -268,9 +281,7 @@ class Reconciler:
                 self._failed(rep.key, ev, t, o)
                 self._fault(rep, t, o)
                 return
-            rep.step += 1
-            if rep.step == len(chain):
-                rep.state = RState.LOADED
+            advance()
             self._reconcile(svc, t, o)
 
         rep.busy = True
@@ -285,23 +296,14 @@ class Reconciler:
         self._lost(rep, now, out)
 
     def _start(self, svc: Deployment, rep: Replica, now: float, out: Output) -> None:
-        def done(ok: bool, ev: Any, t: float, o: Output) -> None:
-            rep.busy = False
-            if rep.state is RState.GONE:
-                return
-            if not ok:
-                self._failed(rep.key, ev, t, o)
-                self._fault(rep, t, o)
-                return
+        def advance() -> None:
             rep.state = RState.RUNNING
-            self._reconcile(svc, t, o)
 
-        rep.busy = True
         rep.state = RState.STARTING
         params = [Tlv(TlvType.SERVICE_ID, svc.spec.id), Tlv(TlvType.STAGE, rep.stage.index)]
         if rep.first:
             params.append(Tlv(TlvType.VALUE, rep.first))
-        self._request(rep.key, Command.START, params, now, out, done)
+        self._move_on(svc, rep, Command.START, params, now, out, advance)
 
     def _wire(self, svc: Deployment, link: Link, now: float, out: Output) -> None:
         up, down = link.up, link.down
@@ -317,13 +319,7 @@ class Reconciler:
 
     def _connect(self, svc: Deployment, link: Link, rep: Replica, d: Direction, peer: DimeKey, now: float,
                  out: Output) -> None:  # fmt: skip
-        params = [
-            Tlv(TlvType.CHANNEL, link.channel),
-            Tlv(TlvType.DIRECTION, int(d)),
-            Tlv(TlvType.PEER_MAC, peer[0]),
-            Tlv(TlvType.PEER_DIME, peer[1]),
-            Tlv(TlvType.PEER_THREAD, 0),
-        ]
+        params = [*connect_params(link.channel, d, peer[0], peer[1])]
         output = d is Direction.OUTPUT
         if output:
             link.out = End.PENDING

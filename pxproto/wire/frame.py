@@ -68,6 +68,20 @@ class Tlv:
         return self.value
 
 
+def connect_params(
+    channel: int, direction: int, peer_mac: bytes, peer_dime: int, peer_thread: int = 0
+) -> tuple[Tlv, ...]:
+    """The parameters of a CONNECT request: ``channel``'s ``direction`` end (a Direction) to the peer's DIME and
+    thread."""
+    return (
+        Tlv(TlvType.CHANNEL, channel),
+        Tlv(TlvType.DIRECTION, int(direction)),
+        Tlv(TlvType.PEER_MAC, peer_mac),
+        Tlv(TlvType.PEER_DIME, peer_dime),
+        Tlv(TlvType.PEER_THREAD, peer_thread),
+    )
+
+
 @dataclass(slots=True)
 class Signaling:
     """An FCAPS request or response."""

@@ -44,6 +44,16 @@ def _sig(cmd: Command, *params: Tlv, op: Op = Op.REQUEST, status: Status = Statu
     return encode(Frame(Signaling(cmd, op, 77, status, params), Scope.DIME, 1, 0, 2, 0, 9, Z, A))
 
 
+_BAD_UTF8 = (
+    ("cut inside a UTF-8 sequence", b"ab\xe2\x82", 2),
+    ("with an overlong '/'", b"a\xc0\xaf", 1),
+    ("with a UTF-16 surrogate", b"ab\xed\xa0\x80", 2),
+    ("above U+10FFFF", b"\xf4\x90\x80\x80", 0),
+    ("with a stray continuation byte", b"ok\x80", 2),
+)
+"""TEXT values that are not UTF-8: (how, the value, where in it the decoder must point)."""
+
+
 def _raw_tlv(cmd: Command, type_: int, value: bytes) -> bytes:
     """A request carrying one TLV with exactly these value bytes (no kind check on the way)."""
     return _raw_tlvs(cmd, (type_, value))
@@ -173,30 +183,9 @@ def edge_cases() -> list[tuple[str, bytes, tuple[str, int] | None]]:
         ),
         ("empty TEXT", _sig(Command.FAULT_REPORT, Tlv(TlvType.TEXT, "")), None),
         ("TEXT with multi-byte UTF-8", _sig(Command.FAULT_REPORT, Tlv(TlvType.TEXT, "caf\u00e9 \u20ac")), None),
-        (
-            "TEXT cut inside a UTF-8 sequence",
-            _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, b"ab\xe2\x82"),
-            ("tlv.text", tlv + 6),
-        ),
-        (
-            "TEXT with an overlong '/'",
-            _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, b"a\xc0\xaf"),
-            ("tlv.text", tlv + 5),
-        ),
-        (
-            "TEXT with a UTF-16 surrogate",
-            _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, b"ab\xed\xa0\x80"),
-            ("tlv.text", tlv + 6),
-        ),
-        (
-            "TEXT above U+10FFFF",
-            _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, b"\xf4\x90\x80\x80"),
-            ("tlv.text", tlv + 4),
-        ),
-        (
-            "TEXT with a stray continuation byte",
-            _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, b"ok\x80"),
-            ("tlv.text", tlv + 6),
+        *(
+            (f"TEXT {how}", _raw_tlv(Command.FAULT_REPORT, TlvType.TEXT, value), ("tlv.text", tlv + 4 + bad))
+            for how, value, bad in _BAD_UTF8
         ),
         ("TEXT with a NUL character", _sig(Command.FAULT_REPORT, Tlv(TlvType.TEXT, "a\x00b")), None),
         ("empty BYTES", _sig(Command.PING, Tlv(TlvType.ECHO, b"")), None),

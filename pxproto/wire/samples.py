@@ -14,7 +14,7 @@ from dataclasses import replace
 from pxproto.wire import auth, codes, spec
 from pxproto.wire.codec import encode
 from pxproto.wire.codes import DIME_ALL, Command, DimeState, DiscoveryOp, Op, Scope, Status, TlvType
-from pxproto.wire.frame import Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
+from pxproto.wire.frame import Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv, connect_params
 
 ORCH_MAC = bytes.fromhex("020000000001")
 SERVER_MACS = [bytes.fromhex(f"0200000001{i:02x}") for i in range(1, 4)]
@@ -45,21 +45,16 @@ def _params(types: tuple[TlvType, ...]) -> tuple[Tlv, ...]:
     return tuple(Tlv(t, _value(t, i)) for i, t in enumerate(types))
 
 
+def _from_orch(body: Signaling, dst_dime: int, dst_thread: int, seq: int) -> Frame:
+    """A signaling frame from the orchestrator (its DIME_ALL, thread 0) to a DIME of the first server."""
+    return Frame(body, Scope.DIME, DIME_ALL, 0, dst_dime, dst_thread, seq, SERVER_MACS[0], ORCH_MAC)
+
+
 def signaling_samples() -> list[tuple[str, Frame]]:
     out = []
     for n, cmd in enumerate(Command, 1):
         req_params, resp_params = codes.COMMAND_PARAMS[cmd]
-        req = Frame(
-            Signaling(cmd, Op.REQUEST, 1000 + n, Status.OK, _params(req_params)),
-            Scope.DIME,
-            DIME_ALL,
-            0,
-            2,
-            1,
-            2 * n,
-            SERVER_MACS[0],
-            ORCH_MAC,
-        )
+        req = _from_orch(Signaling(cmd, Op.REQUEST, 1000 + n, Status.OK, _params(req_params)), 2, 1, 2 * n)
         resp = Frame(
             Signaling(cmd, Op.RESPONSE, 1000 + n, Status.OK, _params(resp_params)),
             Scope.DIME,
@@ -97,41 +92,11 @@ def signaling_samples() -> list[tuple[str, Frame]]:
         Signaling(Command.RESET, Op.REQUEST, 3000), Scope.SYSTEM, DIME_ALL, 0, DIME_ALL, 0, 1, SERVER_MACS[2], ORCH_MAC
     )
     out.append(("RESET request to a whole server, padded", replace(system, padding=60 - len(encode(system)))))
-    unknown = Frame(
-        Signaling(Command.GET_PARAM, Op.REQUEST, 3001, Status.OK, (Tlv(TlvType.PARAM_ID, 1), Tlv(0x7F00, b"future"))),
-        Scope.DIME,
-        DIME_ALL,
-        0,
-        1,
-        0,
-        2,
-        SERVER_MACS[0],
-        ORCH_MAC,
-    )
+    unknown_tlvs = (Tlv(TlvType.PARAM_ID, 1), Tlv(0x7F00, b"future"))
+    unknown = _from_orch(Signaling(Command.GET_PARAM, Op.REQUEST, 3001, Status.OK, unknown_tlvs), 1, 0, 2)
     out.append(("GET_PARAM with an unknown TLV type", unknown))
-    wiring = Frame(
-        Signaling(
-            Command.CONNECT,
-            Op.REQUEST,
-            3002,
-            Status.OK,
-            (
-                Tlv(TlvType.CHANNEL, 7),
-                Tlv(TlvType.DIRECTION, int(codes.Direction.OUTPUT)),
-                Tlv(TlvType.PEER_MAC, SERVER_MACS[2]),
-                Tlv(TlvType.PEER_DIME, 4),
-                Tlv(TlvType.PEER_THREAD, 0),
-            ),
-        ),
-        Scope.DIME,
-        DIME_ALL,
-        0,
-        1,
-        0,
-        3,
-        SERVER_MACS[0],
-        ORCH_MAC,
-    )
+    rewire = connect_params(7, codes.Direction.OUTPUT, SERVER_MACS[2], 4)
+    wiring = _from_orch(Signaling(Command.CONNECT, Op.REQUEST, 3002, Status.OK, rewire), 1, 0, 3)
     out.append(("CONNECT re-wiring an output channel", wiring))
     fault = Frame(
         Signaling(
@@ -155,7 +120,7 @@ def signaling_samples() -> list[tuple[str, Frame]]:
     out.append(
         (
             "KEY_INSTALL request, old clear KEY form (refused)",
-            Frame(clear, Scope.DIME, DIME_ALL, 0, 2, 1, 998, SERVER_MACS[0], ORCH_MAC),
+            _from_orch(clear, 2, 1, 998),
         )
     )
     return out
