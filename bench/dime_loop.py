@@ -25,6 +25,7 @@ from pxproto.dime.endpoint import Address, frame_to  # noqa: E402
 from pxproto.fastpath import encode  # noqa: E402
 from pxproto.node import mice  # noqa: E402
 from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, UnmeteredMice  # noqa: E402
+from pxproto.signing import VerifyKeys  # noqa: E402
 from pxproto.wire.codes import Command, Direction, Op  # noqa: E402
 from pxproto.wire.frame import Signaling, connect_params  # noqa: E402
 
@@ -42,7 +43,7 @@ class Host(UnmeteredMice):
     def next_epoch(self) -> int:
         return 1
 
-    def fetch(self, digest: bytes, size: int, sig: bytes, key: bytes | None) -> tuple[Path, package.Manifest]:
+    def fetch(self, digest: bytes, size: int, sig: bytes, key: VerifyKeys | None) -> tuple[Path, package.Manifest]:
         raise RuntimeError("no LOAD here")
 
     def start_mice(self, loaded: Loaded, first: int, epoch: int, limit: int) -> int:
