@@ -15,7 +15,7 @@ from pxproto.wire import samples
 from pxproto.wire.codec import decode
 from pxproto.wire.codes import TlvType
 from pxproto.wire.ethertypes import EtherTypeMap
-from pxproto.wire.gen_lua import EXTRA_FIELDS, TEMPLATE_NAME, field_list, field_types, generate
+from pxproto.wire.gen_lua import EXTRA_FIELDS, TEMPLATE_NAMES, field_list, field_types, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "dissectors" / "parallax.lua"
@@ -133,5 +133,5 @@ def test_template_is_package_data() -> None:
     """The Lua template ships beside its generator (pyproject package-data), not as a Python string."""
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert '"pxproto.wire" = ["*.lua.in"]' in pyproject
-    assert (ROOT / "pxproto" / "wire" / TEMPLATE_NAME).is_file()
+    assert all((ROOT / "pxproto" / "wire" / name).is_file() for name in TEMPLATE_NAMES)
     assert len((ROOT / "pxproto" / "wire" / "gen_lua.py").read_text().splitlines()) < 450

@@ -27,8 +27,10 @@ from importlib import resources
 from pxproto.wire import codes, ethertypes, layout, spec
 from pxproto.wire.ethertypes import EtherTypeMap
 
-TEMPLATE_NAME = "parallax.lua.in"
-"""The dissector's Lua template, a file beside this module; ``%%NAME%%`` marks a slot filled from the spec."""
+TEMPLATE_NAMES = ("parallax.lua.in", "parallax_bodies.lua.in", "parallax_main.lua.in")
+"""The dissector's Lua template, files beside this module read in this order (head and helpers; the
+bodies of the four classes; analysis, the entry point and registration); ``%%NAME%%`` marks a slot
+filled from the spec."""
 
 LOCAL_EXPERIMENTAL = (0x88B5, 0x88B6)
 """IEEE 802 Local Experimental EtherTypes: Wireshark registers nothing on them by itself."""
@@ -350,7 +352,8 @@ def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
 
 def _template() -> str:
     """The Lua source with ``%%SLOT%%`` placeholders, shipped beside this module."""
-    return resources.files("pxproto.wire").joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
+    here = resources.files("pxproto.wire")
+    return "".join(here.joinpath(name).read_text(encoding="utf-8") for name in TEMPLATE_NAMES)
 
 
 def error_fields(template: str | None = None) -> list[str]:
