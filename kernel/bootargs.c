@@ -34,6 +34,28 @@ static const char *parse_key(const char *s) {
     return s;
 }
 
+/* vk=ID:HEX64: a key id (1..65535) and exactly 32 bytes; anything else is reported and ignored. */
+static const char *parse_vk(const char *s) {
+    unsigned id, n = 0;
+    int hi, lo;
+    struct verify_key k;
+    s = parse_uint(s, &id);
+    if (*s == ':') {
+        s++;
+        while ((hi = hexval(s[0])) >= 0 && (lo = hexval(s[1])) >= 0 && n < 32) {
+            k.pub[n++] = (uint8_t)(hi << 4 | lo);
+            s += 2;
+        }
+    }
+    if (n != 32 || hexval(*s) >= 0 || !id || id > 0xFFFF || bootargs.vk_count >= VK_MAX) {
+        kprintf("boot: vk= ignored (want vk=KEYID:64 hex digits, at most %u of them)\n", VK_MAX);
+        return s;
+    }
+    k.id = (uint16_t)id;
+    bootargs.vk[bootargs.vk_count++] = k;
+    return s;
+}
+
 static int starts(const char *s, const char *word) {
     while (*word)
         if (*s++ != *word++) return 0;
@@ -53,6 +75,7 @@ void bootargs_parse(uint32_t magic, uint32_t info) {
     kprintf("boot: cmdline \"%s\"\n", s);
     while (*s) {
         if (starts(s, "key=")) s = parse_key(s + 4);
+        else if (starts(s, "vk=")) s = parse_vk(s + 3);
         else if (starts(s, "hb=")) s = parse_uint(s + 3, &bootargs.hb_ms);
         else if (starts(s, "chunks=")) s = parse_uint(s + 7, &bootargs.chunks);
         else if (starts(s, "poke=")) s = parse_uint(s + 5, &bootargs.poke);

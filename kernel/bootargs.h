@@ -1,14 +1,23 @@
-/* The boot contract: -append "key=KEYID:HEX [hb=MS] [chunks=N] [poke=D]" from the Multiboot command line. */
+/* The boot contract: -append "key=KEYID:HEX [vk=KEYID:HEX64 ...] [hb=MS] [chunks=N] [poke=D]" from the
+ * Multiboot command line; each vk= is an Ed25519 public key LOAD accepts PACKAGE_SIG from (up to VK_MAX). */
 #ifndef KERNEL_BOOTARGS_H
 #define KERNEL_BOOTARGS_H
 #include <stdint.h>
 
 #define KEY_MAX 64
+#define VK_MAX 4
+
+struct verify_key {
+    uint16_t id;
+    uint8_t pub[32];
+};
 
 struct bootargs {
     uint16_t key_id;        /* 0 = no key: frames go out unsigned and signed ones are refused */
     uint8_t key[KEY_MAX];
     unsigned key_len;
+    struct verify_key vk[VK_MAX]; /* package signature keys (vk=), vk_count of them */
+    unsigned vk_count;
     unsigned hb_ms;
     unsigned chunks;        /* 2 MiB chunks in each DIME's partition */
     unsigned poke;          /* test hook: this DIME writes into the next DIME's chunk (0xFFFF = none) */

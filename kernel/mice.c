@@ -8,8 +8,10 @@
 #include "builtin_pkg.h"
 #include "clock.h"
 #include "console.h"
+#include "ed25519.h"
 #include "io.h"
 #include "sha256.h"
+#include "spinlock.h"
 
 static int digest_ok(const uint8_t *want) {
     static uint8_t have[32];
@@ -24,11 +26,58 @@ static int digest_ok(const uint8_t *want) {
     return !memcmp(have, want, 32);
 }
 
+/* PACKAGE_SIG (2-byte big-endian key id + Ed25519 signature) over the built-in archive, under a vk=
+ * key: NULL when it verifies, else why not. The archive is fixed, so a signature that verified once is
+ * remembered (by key id and signature) and not checked again. */
+#define SIG_CACHE 4
+static struct {
+    uint16_t id;
+    uint8_t sig[64];
+} sig_ok[SIG_CACHE];
+static unsigned sig_ok_n;
+static struct spinlock sig_lock;
+
+static const char *package_sig_error(const uint8_t *sig, unsigned len) {
+    const struct verify_key *k = 0;
+    uint16_t id;
+    unsigned i;
+    int ok;
+    if (!bootargs.vk_count)
+        return "no verification key (vk=) given at boot: PACKAGE_SIG cannot be checked";
+    if (!sig || len != 66)
+        return "PACKAGE_SIG missing or not 66 bytes (key id + Ed25519 signature)";
+    id = (uint16_t)(sig[0] << 8 | sig[1]);
+    for (i = 0; i < bootargs.vk_count; i++)
+        if (bootargs.vk[i].id == id)
+            k = &bootargs.vk[i];
+    if (!k)
+        return "PACKAGE_SIG's key id matches no vk= given at boot";
+    spin_lock(&sig_lock);
+    for (i = 0; i < sig_ok_n; i++)
+        if (sig_ok[i].id == id && !memcmp(sig_ok[i].sig, sig + 2, 64)) {
+            spin_unlock(&sig_lock);
+            return 0;
+        }
+    spin_unlock(&sig_lock);
+    ok = ed25519_verify(sig + 2, builtin_pkg, BUILTIN_PKG_SIZE, k->pub);
+    if (!ok)
+        return "PACKAGE_SIG does not verify over the built-in archive";
+    spin_lock(&sig_lock);
+    i = sig_ok_n < SIG_CACHE ? sig_ok_n++ : SIG_CACHE - 1;
+    sig_ok[i].id = id;
+    memcpy(sig_ok[i].sig, sig + 2, 64);
+    spin_unlock(&sig_lock);
+    return 0;
+}
+
 void h_load(struct dime *d, const struct request *r, struct reply *y) {
     uint64_t service = 0, stage = 0, size = 0;
     unsigned dlen = 0, nlen = 0;
     const uint8_t *dig = tlv_find(r, PX_TLV_PACKAGE_DIGEST, &dlen);
     const uint8_t *name = tlv_find(r, PX_TLV_MICE_NAME, &nlen);
+    unsigned slen = 0;
+    const uint8_t *psig = tlv_find(r, PX_TLV_PACKAGE_SIG, &slen);
+    const char *why;
     const struct builtin_stage *fn;
     tlv_uint(r, PX_TLV_SERVICE_ID, &service);
     tlv_uint(r, PX_TLV_STAGE, &stage);
@@ -45,13 +94,18 @@ void h_load(struct dime *d, const struct request *r, struct reply *y) {
         put_text(y, "that package is not the one built into this bare-metal image (digest or size differ)");
         return;
     }
-    /* The image is the package's proof: it runs only the archive built into it, matched by digest above,
-     * and only on a LOAD that came authenticated under the cluster key. PACKAGE_SIG (the operator's
-     * Ed25519 signature, checked by Linux kernels) is not checked here: no Ed25519 in this image. */
+    /* The image runs only the archive built into it (matched by digest above), only on a LOAD that came
+     * authenticated under the cluster key, and only with the operator's Ed25519 PACKAGE_SIG over it. */
     if (!auth_enabled()) {
         d->counters[CID_REJECTED_AUTH]++;
         y->status = PX_STATUS_DENIED;
         put_text(y, "a keyless bare-metal kernel loads nothing (its LOADs cannot be authenticated)");
+        return;
+    }
+    if ((why = package_sig_error(psig, slen))) {
+        d->counters[CID_REJECTED_AUTH]++;
+        y->status = PX_STATUS_DENIED;
+        put_text(y, why);
         return;
     }
     if (stage >= BUILTIN_PKG_STAGES || !name || nlen != strlen(builtin_pkg_stages[stage].name) ||

@@ -14,10 +14,11 @@ from pxproto import package
 from pxproto.baremetal import builtin
 from pxproto.dime.endpoint import Address
 from pxproto.node.testbed import SIGNER
-from pxproto.wire.codes import Command, DimeState, Direction, Status, TlvType
+from pxproto.signing import fresh_signing_key
+from pxproto.wire.codes import Command, CounterId, DimeState, Direction, Status, TlvType
 from pxproto.wire.frame import Frame, Heartbeat, Tlv
 from tests import test_baremetal_net as net
-from tests.test_baremetal_net import KEY, KEY_ID, Guest, call, request
+from tests.test_baremetal_net import KEY, KEY_ID, VK, Guest, call, request
 from tests.test_baremetal_plane import CH, DOWN, UP, Workflow, _items, _want
 
 pytestmark = net.pytestmark
@@ -36,7 +37,7 @@ def load(stage: int, name: str, req_id: int, *, digest: bytes | None = None, sig
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     net.build()
-    g = Guest(smp=1, append=f"key={KEY_ID}:{KEY.hex()} hb=100 chunks=8", logdir=tmp_path_factory.mktemp("mice"))
+    g = Guest(smp=1, append=f"key={KEY_ID}:{KEY.hex()} {VK} hb=100 chunks=8", logdir=tmp_path_factory.mktemp("mice"))
     try:
         yield g.booted(1)
     finally:
@@ -89,6 +90,24 @@ def test_load_checks_the_images_package(guest: Guest) -> None:
     assert call(guest, request(Command.RESET, 0, 1)).status is Status.OK
     wrong = call(guest, load(2, "transform", 2, digest=bytes(32)))
     assert wrong.status is Status.NOT_FOUND and "not the one built into" in str(wrong.param(TlvType.TEXT))
+    before = call(guest, request(Command.COUNTERS, 0, 3, Tlv(TlvType.COUNTER_ID, int(CounterId.REJECTED_AUTH))))
+    good = package.sign(ARCHIVE, SIGNER)
+    flipped = bytearray(good)
+    flipped[40] ^= 1  # a bit of R
+    other = fresh_signing_key()  # another Ed25519 key signing under SIGNER's key id
+    forgeries = [
+        bytes(flipped),
+        good[:-1] + bytes([good[-1] ^ 0x80]),  # a bit of S
+        SIGNER.key_id.to_bytes(2, "big") + other.sign(ARCHIVE)[2:],
+        ((SIGNER.key_id + 1) & 0xFFFF).to_bytes(2, "big") + good[2:],  # a key id with no vk=
+        good[:-1],  # 65 bytes
+    ]
+    for i, forged in enumerate(forgeries):
+        got = call(guest, load(2, "transform", 20 + i, sig=forged))
+        assert got.status is Status.DENIED, i
+        assert "PACKAGE_SIG" in str(got.param(TlvType.TEXT)), i
+    after = call(guest, request(Command.COUNTERS, 0, 5, Tlv(TlvType.COUNTER_ID, int(CounterId.REJECTED_AUTH))))
+    assert after.param(TlvType.VALUE) == before.param(TlvType.VALUE) + len(forgeries)  # type: ignore[operator]
     assert call(guest, load(2, "parse", 6)).status is Status.BAD_PARAM  # stage 2 of the package is transform
     assert call(guest, load(0, "source", 7)).status is Status.UNSUPPORTED  # no C source in the image
     assert call(guest, load(1, "parse", 8)).status is Status.OK

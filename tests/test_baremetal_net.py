@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pxproto.errors import ProtocolError
+from pxproto.node.testbed import SIGNER
 from pxproto.wire import decode, encode, ethertypes
 from pxproto.wire.auth import sign
 from pxproto.wire.codes import (
@@ -41,6 +42,8 @@ GUEST_MAC = bytes.fromhex("525400aa0001")
 OUR_MAC = bytes.fromhex("02000000be01")
 KEY_ID = 7
 KEY = bytes(range(32))
+VK = f"vk={SIGNER.key_id}:{SIGNER.public_bytes().hex()}"
+"""The boot argument giving the guest the package signing key's public half (LOAD checks PACKAGE_SIG)."""
 BOOT_TIMEOUT = 90.0  # TCG on a loaded 2-core host: allow for it
 
 pytestmark = [
@@ -163,7 +166,7 @@ def built() -> Path:
 
 @pytest.fixture(scope="module")
 def guest(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
-    g = Guest(smp=1, append=f"key={KEY_ID}:{KEY.hex()} hb=200 chunks=3", logdir=tmp_path_factory.mktemp("guest"))
+    g = Guest(smp=1, append=f"key={KEY_ID}:{KEY.hex()} {VK} hb=200 chunks=3", logdir=tmp_path_factory.mktemp("guest"))
     try:
         yield g.booted(1)
     finally:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pxproto.wire.codes import Command, DimeState, Status, TlvType
+from pxproto.wire.codes import Command, CounterId, DimeState, Status, TlvType
 from pxproto.wire.frame import Discovery, Heartbeat, Tlv
 from tests import test_baremetal_net as net
 from tests.test_baremetal_net import KEY, KEY_ID, Guest, call, request
@@ -83,3 +83,15 @@ def test_reset_brings_the_faulted_dime_back(guest4: Guest) -> None:
     assert f"server: DIME {POKER} reborn in epoch {epoch}" in guest4.serial()  # and announced again
     again = call(guest4, request(Command.MEM_ALLOC, POKER, 71, Tlv(TlvType.MEM_CHUNKS, 2)))
     assert again.status is Status.OK and again.param(TlvType.MEM_CHUNKS) == 2
+
+
+def test_without_a_vk_load_is_denied(guest4: Guest) -> None:
+    """This guest booted with no vk=: a correctly signed LOAD of the image's own package is still refused."""
+    from tests.test_baremetal_mice import load
+
+    cid = Tlv(TlvType.COUNTER_ID, int(CounterId.REJECTED_AUTH))
+    before = call(guest4, request(Command.COUNTERS, 0, 80, cid)).param(TlvType.VALUE)
+    got = call(guest4, load(2, "transform", 81))
+    assert got.status is Status.DENIED and "no verification key (vk=)" in str(got.param(TlvType.TEXT))
+    after = call(guest4, request(Command.COUNTERS, 0, 82, cid)).param(TlvType.VALUE)
+    assert after == before + 1  # type: ignore[operator]

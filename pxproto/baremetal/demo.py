@@ -78,12 +78,13 @@ class BareMetalDemo(Demo):
         for i in range(self.servers):
             self.start_kernel(i, ports[i], store, keyfile)
         hb = self.regulator.get("heartbeat_ms", 50)
+        vk = f"vk={self.signer.key_id}:{self.signer.public_bytes().hex()}"  # LOAD checks PACKAGE_SIG under it
         netdev = (f"dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={qemu_side},"
                   f"remote.type=inet,remote.host=127.0.0.1,remote.port={vm_side}")  # fmt: skip
         self.qemu = subprocess.Popen(
             [qemu, "-m", "256", "-smp", str(VCPUS), "-display", "none", "-monitor", "none", "-no-reboot",
              "-serial", f"file:{self.wd / 'baremetal.log'}", "-kernel", str(image),
-             "-append", f"key=1:{self.key.hex()} hb={hb} chunks=8",
+             "-append", f"key=1:{self.key.hex()} {vk} hb={hb} chunks=8",
              "-netdev", netdev, "-device", f"virtio-net-pci,netdev=n0,disable-modern=on,mac={VM_MAC.hex(':')}"],
             stdout=subprocess.DEVNULL, stderr=open(self.wd / "qemu.err", "wb"),
         )  # fmt: skip
