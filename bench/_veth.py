@@ -22,7 +22,8 @@ from pxproto.dime.keys import write_keyfile
 from pxproto.dime.signaling import ResponseReceived
 from pxproto.link import PacketPort
 from pxproto.node.client import Client
-from pxproto.node.testbed import ENV, KEY, stop_all
+from pxproto.node.testbed import ENV, KEY, SIGNER, stop_all
+from pxproto.signing import write_verify_keys
 from pxproto.wire.codes import Command
 from pxproto.wire.frame import Tlv
 
@@ -82,12 +83,14 @@ class VethBed:
         tmp.mkdir(parents=True, exist_ok=True)
         keyfile = tmp / "veth.key"
         write_keyfile(keyfile, {1: KEY})
+        write_verify_keys(tmp / "verify.pub", [SIGNER])  # bench/kernel.py signs its package with SIGNER
         for i in range(2):
             log = tmp / f"veth-kernel{i}.log"
             self.logs.append(log)
             cmd = ["ip", "netns", "exec", self.ns[i], sys.executable, "-m", "pxproto.node.cli"]
             cmd += ["--iface", f"dpv{i}{tag}", "--dimes", str(dimes), "--memory-chunks", str(chunks)]
             cmd += ["--store", str(store), "--state-dir", str(tmp / f"veth-state{i}"), "--key", str(keyfile)]
+            cmd += ["--verify-key", str(tmp / "verify.pub")]
             with open(log, "wb") as f:
                 self.procs.append(subprocess.Popen(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT))
         own = "/proc/self/ns/net"
