@@ -461,6 +461,11 @@ def main() -> int:
     trafgen_conf(conf)
     modes = [m for m in args.modes.split(",") if m]
     port_modes = [m for m in args.port_modes.split(",") if m]
+    unknown = [m for m in port_modes if m not in _switch_ports.MODES]
+    if unknown:
+        print(f"--port-modes: unknown {', '.join(unknown)} (known: {', '.join(_switch_ports.MODES)}; empty for none)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     rounds: list[list[dict]] = []
     port_rounds: list[list[dict]] = []
     loads = [os.getloadavg()[0]]
