@@ -180,8 +180,9 @@ def test_two_linux_guests_move_32mib_through_pxswitch(wire: str, tmp_path: Path)
             if "GUEST-RECEIVED" in _serial(tmp_path, 1):
                 break
             time.sleep(1.0)
-        print(f"{wire}: guests done in {time.monotonic() - started:.1f}s")
         server, client = _serial(tmp_path, 1), _serial(tmp_path, 2)
+        sent = [line for line in client.splitlines() if line.startswith(("GUEST-SENT", "round-trip"))]
+        print(f"{wire}: guests done in {time.monotonic() - started:.1f}s; {'; '.join(sent)}")
         switch_err = (tmp_path / "switch.err").read_text()
         shown = f"server:\n{server[-3000:]}\nclient:\n{client[-3000:]}\nswitch:\n{switch_err}"
         assert "GUEST-PING-OK" in client and " 0% packet loss" in client, shown
