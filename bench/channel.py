@@ -115,7 +115,10 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
     frames = bk.counter(c, src, CounterId.ITEM_FRAMES_TX) - f0
     for dest, st in ((src, stage), (snk, 0)):
         c.ask(dest, bk.Command.STOP, Tlv(TlvType.SERVICE_ID, 1), Tlv(TlvType.STAGE, st))
-    n = max(done, 1)
+    if done == 0:  # a row of zeros would read as a measurement: say what failed instead
+        tail = c.log_text()[-2000:]
+        raise SystemExit(f"bench/channel.py: {name}: no item reached the sink in {limit} s; kernel logs end:\n{tail}")
+    n = done
     return {
         "rate": done / elapsed if elapsed > 0 else 0.0,
         "src_us": cpu[0] / n * 1e6,
