@@ -22,7 +22,8 @@ from pxproto.dime.keys import write_keyfile
 from pxproto.dime.signaling import ResponseReceived
 from pxproto.link import PacketPort
 from pxproto.node.client import Client
-from pxproto.node.testbed import ENV, KEY, SIGNER, stop_all
+from pxproto.node.testbed import ENV, KEY, SIGNER
+from pxproto.procfind import stop_all
 from pxproto.signing import write_verify_keys
 from pxproto.wire.codes import Command
 from pxproto.wire.frame import Tlv

@@ -1,11 +1,14 @@
-"""pxkernel DIME processes found in /proc by their command line (the test bed, the demo and the
-chaos run kill them by pid): shared by the node's test bed and the orchestrator's demos, so the
-orchestrator needs nothing of the node runtime's internals."""
+"""The processes of a local test bed: pxkernel DIME processes found in /proc by their command line
+(the test bed, the demo and the chaos run kill them by pid), and stopping a bed's processes. Shared
+by the node's test bed and the orchestrator's demos, so the orchestrator needs nothing of the node
+runtime's internals."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 
@@ -49,3 +52,16 @@ def parent_pid(pid: int, proc: Path = Path("/proc")) -> int | None:
     except OSError:
         return None
     return next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("PPid:")), None)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process still running, then reap each in turn (10 s, then SIGKILL)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -6,7 +6,6 @@ Used by the integration tests and bench/kernel.py; everything stays on loopback.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pxproto.dime.keys import fresh_keys, write_keyfile
 from pxproto.dime.signaling import ResponseReceived
 from pxproto.link import UdpPort, free_udp_ports
 from pxproto.node.client import Client
-from pxproto.procfind import find_dime
+from pxproto.procfind import find_dime, stop_all
 from pxproto.signing import fresh_signing_key, write_verify_keys
 from pxproto.wire.codes import Command, Direction, Status
 from pxproto.wire.frame import Tlv, connect_params
@@ -28,18 +27,6 @@ KEY = fresh_keys()[1]
 SIGNER = fresh_signing_key()
 """This run's package signing key; the kernels get only its public half (``--verify-key``)."""
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every process still running, then wait for each (10 s, then SIGKILL)."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 class Cluster:

@@ -62,7 +62,7 @@ from pxproto.orch.netns import Namespaces, NetnsError
 from pxproto.orch.service import ServiceSpec, load_service
 from pxproto.orch.sinkread import SinkReader
 from pxproto.orch.status import table
-from pxproto.procfind import find_dime
+from pxproto.procfind import find_dime, stop_all
 from pxproto.signing import fresh_signing_key, write_verify_keys
 
 PASSES = 8
@@ -203,15 +203,7 @@ class Demo:
         self.kernels[i] = (proc, (port, store, keyfile, netns))
 
     def stop_all(self) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(self.procs):
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(self.procs[::-1])  # the servers before the switch they send through
 
     def logs(self) -> str:
         parts = []
