@@ -1,6 +1,7 @@
 #include "px_codec.h"
 #include "auth.h"
 #include "bootargs.h"
+#include "clock.h"
 #include "io.h"
 #include "sha256.h"
 #include "spinlock.h"
@@ -21,21 +22,11 @@ static struct spinlock auth_lock;
 
 int auth_enabled(void) { return bootargs.key_id != 0; }
 
-static void tag_of(const uint8_t *frame, px_ssize covered, uint8_t tag[32]) {
-    hmac_sha256(bootargs.key, bootargs.key_len, frame, (size_t)covered, tag);
-}
-
-void auth_seal(uint8_t *frame, const PxView *v) {
+void auth_seal(uint8_t *frame, const PxView *v, const uint8_t *key, unsigned key_len) {
     uint8_t tag[32];
     px_ssize t = v->auth + PX_AUTH_TAG;
-    tag_of(frame, t, tag);
+    hmac_sha256(key, key_len, frame, (size_t)t, tag);
     px_copy(frame + t, tag, PX_TAG_LEN);
-}
-
-void auth_next(PxAuth *a, uint64_t *counter) {
-    a->key_id = bootargs.key_id;
-    a->counter = __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED);
-    px_zero(a->tag, PX_TAG_LEN);
 }
 
 static struct window *window_of(const uint8_t *mac, unsigned dime, unsigned key_id, int create) {
@@ -54,14 +45,17 @@ static struct window *window_of(const uint8_t *mac, unsigned dime, unsigned key_
     return oldest;
 }
 
-enum auth_verdict auth_check(const uint8_t *raw, const PxView *v) {
-    uint8_t tag[32], diff = 0;
+enum auth_verdict auth_check(struct keyring *ring, const uint8_t *raw, const PxView *v) {
+    uint8_t tag[32], key[KEY_MAX], diff = 0;
+    int key_len;
     struct window *w;
     uint64_t c = v->auth_counter, behind;
     enum auth_verdict verdict = AUTH_OK;
     unsigned i;
     if (!v->has_auth) return AUTH_UNSIGNED;
-    if (v->auth_key_id != bootargs.key_id) return AUTH_BAD_KEY;
+    key_len = keyring_lookup(ring, v->auth_key_id, now_ms(), key);
+    if (key_len == RING_RETIRED) return AUTH_RETIRED_KEY;
+    if (key_len < 0) return AUTH_BAD_KEY;
     spin_lock(&auth_lock);
     w = window_of(raw + PX_ETH_SRC, v->src_dime, v->auth_key_id, 0);
     if (w && c <= w->highest) {
@@ -70,7 +64,7 @@ enum auth_verdict auth_check(const uint8_t *raw, const PxView *v) {
         else if (w->seen >> behind & 1) verdict = AUTH_REPLAYED;
     }
     if (verdict == AUTH_OK) {
-        tag_of(raw, v->auth + PX_AUTH_TAG, tag);
+        hmac_sha256(key, (size_t)key_len, raw, (size_t)(v->auth + PX_AUTH_TAG), tag);
         for (i = 0; i < PX_TAG_LEN; i++) diff |= tag[i] ^ raw[v->auth + PX_AUTH_TAG + i];
         if (diff) verdict = AUTH_BAD_TAG;
     }

@@ -6,6 +6,7 @@
 #include "clock.h"
 #include "console.h"
 #include "cpu.h"
+#include "bootargs.h"
 #include "io.h"
 #include "memory.h"
 
@@ -46,7 +47,8 @@ void dime_init(struct dime *d, uint16_t id, unsigned hb_ms, unsigned chunks) {
     d->epoch = boot_epoch;
     d->hb_ms = hb_ms;
     d->mem_limit = chunks;
-    sender_init(&d->tx, id);
+    keyring_init(&d->keys, bootargs.key_id, bootargs.key, bootargs.key_len);
+    sender_init(&d->tx, id, &d->keys);
     plane_reset(&d->plane, id);
     d->io.emit = emit_data;
     d->io.ctx = d;
@@ -233,6 +235,7 @@ static void h_reset(struct dime *d, const struct request *r, struct reply *y) {
     memory_map(this_cpu(), 0, d->mem_reserved, 0);
     d->mem_reserved = 0;
     plane_reset(&d->plane, d->id);
+    d->acl_count = 0;
     d->epoch = rtc > d->epoch ? rtc : d->epoch + 1;
     d->hb_sent = 0;
     d->hb_next_ms = 0;
@@ -267,6 +270,7 @@ static void h_counters(struct dime *d, const struct request *r, struct reply *y)
     case CID_REJECTED_MALFORMED:
     case CID_REJECTED_AUTH:
     case CID_REJECTED_REPLAY:
+    case CID_REJECTED_ACL:
     case CID_FAULTS:
     case CID_REJECTED_UNAUTHENTICATED: value = d->counters[cid]; break;
     default:
@@ -296,6 +300,10 @@ static handler handler_of(unsigned cmd) {
     case PX_CMD_STOP: return h_stop;
     case PX_CMD_CONNECT: return h_connect;
     case PX_CMD_DISCONNECT: return h_disconnect;
+    case PX_CMD_KEY_INSTALL: return h_key_install;
+    case PX_CMD_KEY_ROTATE: return h_key_rotate;
+    case PX_CMD_ACL_SET: return h_acl_set;
+    case PX_CMD_ACL_GET: return h_acl_get;
     default: return 0;
     }
 }
@@ -337,6 +345,15 @@ static void on_frame(struct dime *d, const uint8_t *raw, unsigned n) {
         return;
     }
     if (r.v.cls != PX_CLASS_SIGNALING || r.v.op != PX_OP_REQUEST) return;
+    if (!acl_allows(d, raw + PX_ETH_SRC, r.v.cmd)) { /* refused before anything runs, and not remembered */
+        static const char why[] = "access list";
+        uint8_t tlv[16];
+        px_ssize n = px_encode_tlv(tlv, sizeof tlv, PX_TLV_TEXT, (const uint8_t *)why, sizeof why - 1);
+        d->counters[CID_REJECTED_ACL]++;
+        send_signaling(&d->tx, raw + PX_ETH_SRC, r.v.src_dime, r.v.src_thread, r.v.dst_thread, r.v.req_id, r.v.cmd,
+                       PX_STATUS_DENIED, n > 0, tlv, n > 0 ? n : 0);
+        return;
+    }
     if ((a = answered(d, &r, now)) != 0) { /* a retransmission: the same answer, the command not run again */
         d->duplicates++;
         send_signaling(&d->tx, raw + PX_ETH_SRC, r.v.src_dime, r.v.src_thread, r.v.dst_thread, r.v.req_id, a->cmd,

@@ -6,6 +6,7 @@
 #include "px_codec.h"
 #include "wire.h"
 #include "plane.h"
+#include "keyring.h"
 
 #define MAILBOX 64
 #define ANSWERS 16          /* requests remembered, so a retransmission is answered, not re-executed */
@@ -21,6 +22,13 @@ struct answer {
     uint8_t cmd, status, count;
     uint16_t len;
     uint8_t tlvs[ANSWER_TLVS];
+};
+
+#define ACL_MAX 48 /* peer MACs in a DIME's access list (ACL_GET's answer fits an answer's TLVs) */
+
+struct acl_entry {
+    uint8_t mac[6];
+    uint8_t mask; /* bit a: commands of FCAPS area a (F=0 .. S=4) */
 };
 
 struct mail {
@@ -47,6 +55,9 @@ struct dime {
     struct plane plane; /* the data channels and the built-in MICE (plane.h, mice.c) */
     struct plane_io io; /* how the plane sends (this DIME's sender) */
     uint64_t mice_busy_mark_us;
+    struct keyring keys;               /* what it verifies and signs with (KEY_INSTALL, KEY_ROTATE) */
+    struct acl_entry acl[ACL_MAX];     /* ACL_SET; RESET empties it */
+    unsigned acl_count;
 };
 
 void dime_init(struct dime *d, uint16_t id, unsigned hb_ms, unsigned chunks);

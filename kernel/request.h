@@ -31,4 +31,12 @@ void h_start(struct dime *d, const struct request *r, struct reply *y);
 void h_stop(struct dime *d, const struct request *r, struct reply *y);
 void h_connect(struct dime *d, const struct request *r, struct reply *y);
 void h_disconnect(struct dime *d, const struct request *r, struct reply *y);
+
+/* The security commands (security.c): KEY_INSTALL, KEY_ROTATE, ACL_SET, ACL_GET. */
+void h_key_install(struct dime *d, const struct request *r, struct reply *y);
+void h_key_rotate(struct dime *d, const struct request *r, struct reply *y);
+void h_acl_set(struct dime *d, const struct request *r, struct reply *y);
+void h_acl_get(struct dime *d, const struct request *r, struct reply *y);
+/* Whether the access list lets mac send cmd (an empty list lets everyone send everything). */
+int acl_allows(const struct dime *d, const uint8_t *mac, unsigned cmd);
 #endif

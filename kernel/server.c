@@ -1,6 +1,7 @@
 #include "px_codec.h"
 #include "server.h"
 #include "auth.h"
+#include "bootargs.h"
 #include "clock.h"
 #include "console.h"
 #include "cpu.h"
@@ -11,13 +12,15 @@
 struct dime dimes[MAX_DIMES];
 unsigned ndimes;
 static struct sender self;
+static struct keyring ring; /* the server's: the boot key, never rotated (as the Linux node's server) */
 static uint64_t counters[SCID_MAX + 1]; /* by ServerCounterId */
 static uint64_t bytes_rx;
 static uint8_t rx[FRAME_MAX + 64];
 
 void server_init(unsigned n) {
     ndimes = n;
-    sender_init(&self, PX_DIME_ALL);
+    keyring_init(&ring, bootargs.key_id, bootargs.key, bootargs.key_len);
+    sender_init(&self, PX_DIME_ALL, &ring);
 }
 
 static unsigned records(unsigned state_filter, uint8_t *out) {
@@ -191,7 +194,8 @@ static void dispatch(const uint8_t *raw, unsigned n) {
         counters[v.cls ? SCID_MALFORMED : SCID_DROPPED]++;
         return;
     }
-    if (v.cls != PX_CLASS_DATA && auth_enabled() && (a = auth_check(raw, &v)) != AUTH_OK) {
+    if (v.cls != PX_CLASS_DATA && auth_enabled() &&
+        (a = auth_check(v.scope && v.dst_dime < ndimes ? &dimes[v.dst_dime].keys : &ring, raw, &v)) != AUTH_OK) {
         reject_auth(&v, a);
         return;
     }

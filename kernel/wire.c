@@ -11,8 +11,9 @@ const PxEtherTypes ethertypes = PX_ETHERTYPES_DEFAULT;
 const uint8_t broadcast_mac[6] = { 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF };
 uint32_t boot_epoch = 1;
 
-void sender_init(struct sender *s, uint16_t dime) {
+void sender_init(struct sender *s, uint16_t dime, struct keyring *ring) {
     s->dime = dime;
+    s->ring = ring;
     s->seq = 0;
     s->auth_counter = (uint64_t)boot_epoch << 32; /* above anything sent in an earlier epoch */
     s->frames_tx = s->bytes_tx = 0;
@@ -30,19 +31,28 @@ static void address(PxAddr *a, const struct sender *s, const uint8_t *dst_mac, u
     a->seq = seq;
 }
 
-static const PxAuth *trailer(struct sender *s, PxAuth *a) {
+/* A trailer and the key that seals it: the ring's signing key, the sender's next counter. */
+struct seal {
+    PxAuth a;
+    uint8_t key[KEY_MAX];
+    unsigned len;
+};
+
+static const PxAuth *trailer(struct sender *s, struct seal *z) {
     if (!auth_enabled()) return 0;
-    auth_next(a, &s->auth_counter);
-    return a;
+    z->a.key_id = (uint16_t)keyring_signing(s->ring, z->key, &z->len);
+    z->a.counter = __atomic_add_fetch(&s->auth_counter, 1, __ATOMIC_RELAXED);
+    px_zero(z->a.tag, PX_TAG_LEN);
+    return &z->a;
 }
 
 /* Seal (tag) and transmit an encoded frame of n bytes, or report the encoder's refusal. */
-static int transmit(struct sender *s, uint8_t *frame, px_ssize n) {
+static int transmit(struct sender *s, uint8_t *frame, px_ssize n, const struct seal *z) {
     PxView v;
     if (n < 0) return (int)n;
     if (auth_enabled()) {
         if (px_decode(frame, n, &ethertypes, &v)) return -1;
-        auth_seal(frame, &v);
+        auth_seal(frame, &v, z->key, z->len);
     }
     s->frames_tx++;
     s->bytes_tx += (uint64_t)n;
@@ -60,30 +70,32 @@ int send_signaling(struct sender *s, const uint8_t *dst_mac, unsigned dst_dime, 
                    const uint8_t *tlvs, px_ssize tlvs_len) {
     uint8_t frame[FRAME_MAX];
     PxAddr a;
-    PxAuth au;
+    struct seal au;
     address(&a, s, dst_mac, dst_dime, dst_thread, src_thread, ++s->seq);
     return transmit(s, frame,
                     px_encode_signaling(frame, sizeof frame, &ethertypes, &a, req_id, (int)cmd, PX_OP_RESPONSE,
-                                        (int)status, (int)tlv_count, tlvs, tlvs_len, trailer(s, &au)));
+                                        (int)status, (int)tlv_count, tlvs, tlvs_len, trailer(s, &au)),
+                    &au);
 }
 
 int send_heartbeat(struct sender *s, uint64_t seq, const PxHeartbeatBody *hb) {
     uint8_t frame[FRAME_MAX];
     PxAddr a;
-    PxAuth au;
+    struct seal au;
     address(&a, s, broadcast_mac, PX_DIME_ALL, 0, 0, seq);
-    return transmit(s, frame, px_encode_heartbeat(frame, sizeof frame, &ethertypes, &a, hb, trailer(s, &au)));
+    return transmit(s, frame, px_encode_heartbeat(frame, sizeof frame, &ethertypes, &a, hb, trailer(s, &au)), &au);
 }
 
 int send_discovery(struct sender *s, const uint8_t *dst_mac, unsigned op, uint32_t probe_id, unsigned state_filter,
                    unsigned count, const uint8_t *records) {
     uint8_t frame[FRAME_MAX];
     PxAddr a;
-    PxAuth au;
+    struct seal au;
     const PxAuth *t = trailer(s, &au);
     address(&a, s, dst_mac, PX_DIME_ALL, 0, 0, ++s->seq);
     return transmit(s, frame, px_encode_discovery(frame, sizeof frame, &ethertypes, &a, (int)op, (int)state_filter,
-                                                  probe_id, SW_VERSION_WIRE, CAPS_WIRE, (int)count, records, t));
+                                                  probe_id, SW_VERSION_WIRE, CAPS_WIRE, (int)count, records, t),
+                    &au);
 }
 
 int send_data(struct sender *s, const uint8_t *dst_mac, unsigned dst_dime, unsigned dst_thread, const PxDataFixed *f,

@@ -3,6 +3,7 @@
 #define KERNEL_WIRE_H
 #include <stdint.h>
 #include "px_codec.h"
+#include "keyring.h"
 
 #define FRAME_MAX 1514
 
@@ -12,13 +13,14 @@ struct sender {
     uint64_t seq;
     uint64_t auth_counter;
     uint64_t frames_tx, bytes_tx;
+    struct keyring *ring; /* what it signs with (when auth is on) */
 };
 
 extern const PxEtherTypes ethertypes;
 extern const uint8_t broadcast_mac[6];
 extern uint32_t boot_epoch;
 
-void sender_init(struct sender *s, uint16_t dime);
+void sender_init(struct sender *s, uint16_t dime, struct keyring *ring);
 int send_signaling(struct sender *s, const uint8_t *dst_mac, unsigned dst_dime, unsigned dst_thread,
                    unsigned src_thread, uint32_t req_id, unsigned cmd, unsigned status, unsigned tlv_count,
                    const uint8_t *tlvs, px_ssize tlvs_len);

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import random
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from tests._hostcheck import HostDriver
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = ROOT / "kernel"
@@ -52,19 +53,8 @@ RFC_VECTORS = [
 ]  # fmt: skip
 
 
-class Check:
-    """The compiled driver: one command a line in, one answer a line out."""
-
-    def __init__(self, exe: Path) -> None:
-        self.p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-    def ask(self, line: str) -> str:
-        assert self.p.stdin is not None and self.p.stdout is not None
-        self.p.stdin.write(line + "\n")
-        self.p.stdin.flush()
-        got = self.p.stdout.readline().strip()
-        assert got, f"ed25519_check ended on {line[:40]!r}"
-        return got
+class Check(HostDriver):
+    """tests/c/ed25519_check.c over kernel/sha512.c and kernel/ed25519.c."""
 
     def sha512(self, msg: bytes) -> str:
         return self.ask(f"sha {msg.hex() or '-'}")
@@ -72,24 +62,11 @@ class Check:
     def verify(self, pub: bytes, sig: bytes, msg: bytes) -> bool:
         return self.ask(f"verify {pub.hex()} {sig.hex()} {msg.hex() or '-'}") == "1"
 
-    def close(self) -> None:
-        assert self.p.stdin is not None
-        self.p.stdin.close()
-        self.p.wait(timeout=10)
-
 
 @pytest.fixture(scope="module")
 def check(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Check]:
-    exe = tmp_path_factory.mktemp("ed25519") / "ed25519_check"
-    subprocess.run(
-        ["gcc", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{KERNEL}",
-         str(ROOT / "tests" / "c" / "ed25519_check.c"), str(KERNEL / "sha512.c"), str(KERNEL / "ed25519.c"),
-         "-o", str(exe)],
-        check=True,
-    )  # fmt: skip
-    c = Check(exe)
-    yield c
-    c.close()
+    with Check(tmp_path_factory.mktemp("ed25519"), "ed25519_check", "sha512.c", "ed25519.c") as c:
+        yield c
 
 
 def _raw(key: Ed25519PrivateKey) -> bytes:

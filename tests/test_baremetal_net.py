@@ -226,7 +226,7 @@ def test_signed_ping_and_management(guest: Guest) -> None:
     assert usage.status is Status.OK and isinstance(usage.param(TlvType.FRAMES_RX), int)
     fault = call(guest, request(Command.FAULT_REPORT, 0, 8, Tlv(TlvType.TEXT, "from the test")))
     assert fault.status is Status.OK
-    assert call(guest, request(Command.ACL_GET, 0, 9)).status is Status.UNKNOWN_COMMAND
+    assert call(guest, request(Command.SET_THRESHOLD, 0, 9)).status is Status.UNKNOWN_COMMAND
     assert call(guest, request(Command.LOAD, 0, 10)).status is Status.NOT_FOUND  # no package named
     assert "fault report from dime 65535: from the test" in guest.wait_serial("from the test", 10)
 

@@ -1,4 +1,4 @@
-/* Hosted driver for tests/test_kernel_ed25519.py: the kernel's SHA-512 and Ed25519 verification
+/* Hosted driver for tests/test_baremetal_ed25519.py: the kernel's SHA-512 and Ed25519 verification
  * (kernel/sha512.c, kernel/ed25519.c), one command a line on stdin, one answer a line:
  *   sha MSGHEX                 -> the SHA-512 digest (hex)
  *   verify PUBHEX SIGHEX MSGHEX -> 1 (valid) or 0
@@ -8,23 +8,10 @@
 #include <string.h>
 
 #include "ed25519.h"
+#include "hexarg.h"
 #include "sha512.h"
 
-static size_t unhex(const char *s, uint8_t *out, size_t cap) {
-    size_t n = strlen(s) / 2;
-    if (strcmp(s, "-") == 0)
-        return 0;
-    if (n > cap || strlen(s) % 2) {
-        fprintf(stderr, "ed25519_check: bad hex %.20s\n", s);
-        exit(2);
-    }
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        sscanf(s + 2 * i, "%2x", &v);
-        out[i] = (uint8_t)v;
-    }
-    return n;
-}
+static size_t unhex(const char *s, uint8_t *out, size_t cap) { return unhex_as("ed25519_check", s, out, cap); }
 
 int main(void) {
     static char line[1 << 20];
