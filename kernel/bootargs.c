@@ -20,6 +20,13 @@ static const char *parse_uint(const char *s, unsigned *out) {
     return s;
 }
 
+static const char *parse_u64(const char *s, uint64_t *out) {
+    uint64_t v = 0;
+    while (*s >= '0' && *s <= '9') v = v * 10 + (uint64_t)(*s++ - '0');
+    *out = v;
+    return s;
+}
+
 static const char *parse_key(const char *s) {
     unsigned id;
     int hi, lo;
@@ -79,6 +86,7 @@ void bootargs_parse(uint32_t magic, uint32_t info) {
         else if (starts(s, "hb=")) s = parse_uint(s + 3, &bootargs.hb_ms);
         else if (starts(s, "chunks=")) s = parse_uint(s + 7, &bootargs.chunks);
         else if (starts(s, "poke=")) s = parse_uint(s + 5, &bootargs.poke);
+        else if (starts(s, "mono=")) s = parse_u64(s + 5, &bootargs.mono_ms);
         while (*s && *s != ' ') s++;
         while (*s == ' ') s++;
     }

@@ -1,5 +1,6 @@
-/* The boot contract: -append "key=KEYID:HEX [vk=KEYID:HEX64 ...] [hb=MS] [chunks=N] [poke=D]" from the
- * Multiboot command line; each vk= is an Ed25519 public key LOAD accepts PACKAGE_SIG from (up to VK_MAX). */
+/* The boot contract: -append "key=KEYID:HEX [vk=KEYID:HEX64 ...] [hb=MS] [chunks=N] [poke=D] [mono=MS]" from
+ * the Multiboot command line; each vk= is an Ed25519 public key LOAD accepts PACKAGE_SIG from (up to VK_MAX);
+ * mono= is the host's monotonic clock (ms) at the guest's start, what a sink's records are timed from. */
 #ifndef KERNEL_BOOTARGS_H
 #define KERNEL_BOOTARGS_H
 #include <stdint.h>
@@ -22,6 +23,7 @@ struct bootargs {
     unsigned chunks;        /* 2 MiB chunks in each DIME's partition */
     unsigned poke;          /* test hook: this DIME writes into the next DIME's chunk (0xFFFF = none) */
     uint64_t mem_bytes;     /* upper memory from the loader */
+    uint64_t mono_ms;       /* the host's monotonic time at the start (mono=), 0 if not given */
 };
 
 extern struct bootargs bootargs;

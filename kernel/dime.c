@@ -9,6 +9,7 @@
 #include "bootargs.h"
 #include "io.h"
 #include "memory.h"
+#include "store.h"
 
 #include "request.h"
 
@@ -24,6 +25,11 @@ static int emit_data(void *ctx, const struct chan_peer *to, const PxDataFixed *f
                      unsigned len) {
     struct dime *d = ctx;
     return send_data(&d->tx, to->mac, to->dime, to->thread, f, payload, len);
+}
+
+static int commit(void *ctx, uint64_t lineage, const uint8_t *item, unsigned len) {
+    (void)ctx;
+    return store_commit(lineage, item, len);
 }
 
 static void spin_us(unsigned us) {
@@ -54,6 +60,7 @@ void dime_init(struct dime *d, uint16_t id, unsigned hb_ms, unsigned chunks) {
     d->io.ctx = d;
     d->io.spin_us = spin_us;
     d->io.between = beat_if_due;
+    d->io.commit = commit;
     d->hb_mark_us = now_us();
     dime_set_state(d, PX_STATE_FREE);
 }

@@ -11,6 +11,7 @@
 #include "memory.h"
 #include "px_codec.h"
 #include "server.h"
+#include "store.h"
 #include "virtio_net.h"
 
 static void mask_legacy_pic(void) {
@@ -39,6 +40,8 @@ void kmain(uint32_t magic, uint32_t info) {
     idt_load();
     lapic_enable();
     lapic_timer_calibrate();
+    if (store_init()) kprintf("boot: no COM2: no store, so no sink runs here\n");
+    else kprintf("boot: store on COM2 (a sink's commits)\n");
     if (nic_init()) kprintf("boot: no network; DIMEs run unreachable\n");
     else if (nic_irq() >= 0 && found.ioapic_base) {
         ioapic_route(&found, (unsigned)nic_irq(), NIC_VECTOR);

@@ -12,6 +12,7 @@
 #include "io.h"
 #include "sha256.h"
 #include "spinlock.h"
+#include "store.h"
 
 static int digest_ok(const uint8_t *want) {
     static uint8_t have[32];
@@ -79,6 +80,7 @@ void h_load(struct dime *d, const struct request *r, struct reply *y) {
     const uint8_t *psig = tlv_find(r, PX_TLV_PACKAGE_SIG, &slen);
     const char *why;
     const struct builtin_stage *fn;
+    struct source_spec src;
     tlv_uint(r, PX_TLV_SERVICE_ID, &service);
     tlv_uint(r, PX_TLV_STAGE, &stage);
     tlv_uint(r, PX_TLV_PACKAGE_SIZE, &size);
@@ -116,10 +118,21 @@ void h_load(struct dime *d, const struct request *r, struct reply *y) {
     }
     if (!(fn = builtin_stage((const char *)name, nlen))) {
         y->status = PX_STATUS_UNSUPPORTED;
-        put_text(y, "no built-in C version of that stage in this image (it has parse and transform)");
+        put_text(y, "no built-in C version of that stage in this image (it has source, parse, transform and sink)");
         return;
     }
-    plane_load(&d->plane, (uint32_t)service, (uint32_t)stage, fn, builtin_pkg_stages[stage].work_us);
+    if (fn->kind == STAGE_SINK && !store_present()) { /* as a Linux kernel without --store */
+        y->status = PX_STATUS_UNSUPPORTED;
+        put_text(y, "this bare-metal server has no store for a sink (boot it with a second serial port)");
+        return;
+    }
+    src.text = builtin_corpus;
+    src.at = builtin_corpus_at;
+    src.lines = BUILTIN_CORPUS_LINES;
+    src.passes = builtin_pkg_stages[stage].passes;
+    src.rate = builtin_pkg_stages[stage].rate;
+    plane_load(&d->plane, (uint32_t)service, (uint32_t)stage, fn, builtin_pkg_stages[stage].work_us,
+               fn->kind == STAGE_SOURCE ? &src : 0);
     kprintf("dime %u: loaded service %u stage %u (%s, built in)\n", d->id, (unsigned)service, (unsigned)stage,
             fn->name);
 }
@@ -132,6 +145,8 @@ static int loaded_as(const struct dime *d, const struct request *r) {
 }
 
 void h_start(struct dime *d, const struct request *r, struct reply *y) {
+    uint64_t first = 0;
+    tlv_uint(r, PX_TLV_VALUE, &first); /* a replacement source: the item to resume from */
     if (!loaded_as(d, r)) {
         y->status = PX_STATUS_NOT_FOUND;
         put_text(y, "that service stage is not loaded");
@@ -142,7 +157,7 @@ void h_start(struct dime *d, const struct request *r, struct reply *y) {
         put_text(y, "the MICE is running");
         return;
     }
-    d->plane.running = 1;
+    plane_start(&d->plane, first, now_ms());
     d->mice_busy_mark_us = d->busy_us;
     dime_set_state(d, PX_STATE_BUSY);
     put_uint(y, PX_TLV_EPOCH, d->epoch);

@@ -29,12 +29,21 @@ void plane_reset(struct plane *p, uint16_t self) {
     p->self = self;
 }
 
-void plane_load(struct plane *p, uint32_t service, uint32_t stage, const struct builtin_stage *fn, unsigned work_us) {
+void plane_load(struct plane *p, uint32_t service, uint32_t stage, const struct builtin_stage *fn, unsigned work_us,
+                const struct source_spec *src) {
     p->loaded = 1;
     p->service = service;
     p->stage = stage;
     p->fn = fn;
     p->work_us = work_us;
+    if (src) p->src = *src;
+}
+
+void plane_start(struct plane *p, uint64_t first, uint64_t now) {
+    p->running = 1;
+    p->src_first = p->src_next = first;
+    p->src_total = (uint64_t)p->src.lines * p->src.passes;
+    p->src_start_ms = now;
 }
 
 /* ------------------------------------------------------------ lineages completed here */
@@ -122,6 +131,18 @@ static void arrive(struct plane *p, unsigned u, uint64_t lin, const uint8_t *dat
         p->items[idx].ups |= (uint8_t)(1u << u);
         return;
     }
+    if (p->fn->kind == STAGE_SINK) { /* committed (once per lineage, by the store), then completed at once */
+        if (!io->commit || io->commit(io->ctx, lin, data, len) < 0) {
+            p->faults++; /* not completed: the upstream keeps it, and replays it on a re-wire */
+            return;
+        }
+        complete_to(p, u, lin);
+        completed_add(p, lin);
+        p->items_in++;
+        p->items_out++;
+        if (io->between) io->between(io->ctx);
+        return;
+    }
     if ((idx = alloc_item(p)) < 0) { /* the credit should make this impossible */
         p->faults++;
         return;
@@ -169,7 +190,7 @@ static int on_items(void *ctx, struct chan_rx *rx, uint32_t msg_id, const uint8_
     unsigned pos = 8;
     int count;
     (void)rx, (void)msg_id, (void)fin;
-    if (too_big || n < 8 || !p->running || !p->fn) {
+    if (too_big || n < 8 || !p->running || !p->fn || p->fn->kind == STAGE_SOURCE) {
         p->bad_messages += too_big || n < 8;
         return 0;
     }
@@ -365,8 +386,39 @@ static void flush_completions(struct plane *p, uint64_t now, const struct plane_
     }
 }
 
+/* A source's items due by now (item first at START, then rate a second), while the item table has room:
+ * each is held until downstream completes it, and sent again to whatever a re-wired output reaches. */
+static void source_turn(struct plane *p, uint64_t now, const struct plane_io *io) {
+    uint64_t due = p->src_total;
+    if (p->src.rate && now >= p->src_start_ms) {
+        uint64_t paced = p->src_first + (now - p->src_start_ms) * p->src.rate / 1000 + 1;
+        if (paced < due) due = paced;
+    }
+    while (p->src_next < due && p->live < PLANE_ITEMS) {
+        int idx = alloc_item(p), len;
+        struct plane_item *it = &p->items[idx];
+        len = source_item(&p->src, p->src_next, it->data, PLANE_ITEM_MAX);
+        if (len < 0) { /* a line longer than an item slot: the stage cannot send it */
+            p->faults++;
+            p->src_next++;
+            continue;
+        }
+        it->lineage = (uint64_t)p->stage << LOW_BITS | (p->src_next + 1);
+        it->len = (uint16_t)len;
+        it->ups = 0; /* nothing upstream to complete */
+        p->live++;
+        p->items_in++;
+        p->src_next++;
+        enqueue(p, (unsigned)idx);
+        if (io->between) io->between(io->ctx);
+    }
+}
+
 void plane_turn(struct plane *p, uint64_t now, const struct plane_io *io) {
-    unsigned i, room = PLANE_ITEMS - p->live, credit = room / ITEMS_PER_FRAG;
+    unsigned i, room, credit;
+    if (p->running && p->fn && p->fn->kind == STAGE_SOURCE) source_turn(p, now, io);
+    room = PLANE_ITEMS - p->live;
+    credit = room / ITEMS_PER_FRAG;
     if (credit > CREDIT_MAX) credit = CREDIT_MAX;
     pump(p, now, io);
     flush_completions(p, now, io);

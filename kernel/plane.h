@@ -1,6 +1,8 @@
 /* A bare-metal DIME's data plane and its MICE: the channels CONNECT wires, the item flow of
  * pxproto/node/flow.py for a one-in-one-out stage (lineage kept, exactly once, completion
- * travelling back from the sink), and the built-in stage that runs between them. */
+ * travelling back from the sink), and the built-in stage that runs between them.  A source makes
+ * its items here (lineage stage << 48 | i + 1, from START's first item on, paced), a sink commits
+ * each input through plane_io.commit and completes it upstream at once. */
 #ifndef KERNEL_PLANE_H
 #define KERNEL_PLANE_H
 #include <stdint.h>
@@ -48,6 +50,8 @@ struct plane {
     uint32_t service, stage;
     const struct builtin_stage *fn;
     unsigned work_us;
+    struct source_spec src;          /* a source's corpus and pacing */
+    uint64_t src_first, src_next, src_total, src_start_ms;
     uint16_t self;
     struct plane_up ups[PLANE_UPS];
     struct plane_out outs[PLANE_OUTS];
@@ -67,11 +71,16 @@ struct plane_io {
     void *ctx;
     void (*spin_us)(unsigned us);
     void (*between)(void *ctx); /* after each item the stage ran: the DIME's heartbeat, when due */
+    /* a sink's commit of one item: 1 written, 0 already in the store, -1 it could not be */
+    int (*commit)(void *ctx, uint64_t lineage, const uint8_t *item, unsigned len);
 };
 
 void plane_reset(struct plane *p, uint16_t self);
-/* LOAD's choice made: a built-in stage (with its work per item) for (service, stage). */
-void plane_load(struct plane *p, uint32_t service, uint32_t stage, const struct builtin_stage *fn, unsigned work_us);
+/* LOAD's choice made: a built-in stage (with its work per item; a source's corpus) for (service, stage). */
+void plane_load(struct plane *p, uint32_t service, uint32_t stage, const struct builtin_stage *fn, unsigned work_us,
+                const struct source_spec *src);
+/* START: the MICE runs; a source from item first (a replacement resumes there), paced from now. */
+void plane_start(struct plane *p, uint64_t first, uint64_t now);
 /* CONNECT: 0, or -1 when every channel end of that kind is in use. */
 int plane_connect(struct plane *p, uint16_t ch, int output, const struct chan_peer *peer, uint64_t now,
                   const struct plane_io *io);

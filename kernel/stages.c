@@ -2,8 +2,10 @@
 #include "stages.h"
 
 static const struct builtin_stage table[] = {
-    { "parse", stage_parse },
-    { "transform", stage_transform },
+    { "source", 0, STAGE_SOURCE },
+    { "parse", stage_parse, STAGE_ITEM },
+    { "transform", stage_transform, STAGE_ITEM },
+    { "sink", 0, STAGE_SINK },
 };
 
 static unsigned span_to_tab(const uint8_t *in, unsigned n) {
@@ -78,6 +80,14 @@ int stage_transform(const uint8_t *in, unsigned n, uint8_t *out, unsigned cap) {
     if (put(out, cap, &at, in, tab) || put(out, cap, &at, (const uint8_t *)"\t", 1) ||
         put_uint(out, cap, &at, words) || put(out, cap, &at, (const uint8_t *)"\t", 1) ||
         put_uint(out, cap, &at, sum))
+        return -1;
+    return (int)at;
+}
+
+int source_item(const struct source_spec *s, uint64_t i, uint8_t *out, unsigned cap) {
+    unsigned at = 0, k = s->lines ? (unsigned)(i % s->lines) : 0;
+    if (!s->lines || put_uint(out, cap, &at, i) || put(out, cap, &at, (const uint8_t *)"\t", 1) ||
+        put(out, cap, &at, s->text + s->at[k], s->at[k + 1] - s->at[k]))
         return -1;
     return (int)at;
 }

@@ -1,16 +1,19 @@
 /* Hosted driver for tests/test_baremetal_plane.py: the kernel's data plane (kernel/plane.c,
  * channel.c, stages.c) as one bare-metal DIME, driven line by line on stdin:
- *   load NAME WORK_US                      a built-in stage
+ *   load NAME WORK_US [FIRST [RATE]]        a built-in stage, started (a source from item FIRST, RATE a
+ *                                           second: the image's corpus, one pass; RATE 0: unpaced)
  *   connect CH in|out MACHEX DIME           CONNECT
  *   disconnect CH in|out                    DISCONNECT
  *   frame MS HEX                            a DATA frame for the DIME (px_decode checks it)
  *   turn MS                                 one turn of the DIME's loop
  *   stage NAME HEX                          run a stage on one item: prints its output
- * After each command it prints every frame the DIME sent (hex, one a line), then ".". */
+ * After each command it prints every frame the DIME sent (hex, one a line), and each sink commit
+ * ("commit LINEAGE HEX", every one the plane asks for: the store's once-per-lineage is the kernel's), then ".". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "builtin_pkg.h"
 #include "px_codec.h"
 #include "plane.h"
 
@@ -42,7 +45,16 @@ static int emit(void *ctx, const struct chan_peer *to, const PxDataFixed *d, con
     return 0;
 }
 
-static const struct plane_io io = { emit, NULL, NULL, NULL };
+static int commit(void *ctx, uint64_t lineage, const uint8_t *item, unsigned len) {
+    unsigned i;
+    (void)ctx;
+    printf("commit %llu ", (unsigned long long)lineage);
+    for (i = 0; i < len; i++) printf("%02x", item[i]);
+    printf("\n");
+    return 1;
+}
+
+static const struct plane_io io = { emit, NULL, NULL, NULL, commit };
 
 static unsigned unhex(const char *s, uint8_t *out, unsigned cap) {
     unsigned n = 0;
@@ -60,13 +72,15 @@ int main(void) {
     plane_reset(&plane, 0);
     while (fgets(line, sizeof line, stdin)) {
         char cmd[16] = "", a1[64] = "", a2[4096] = "", a3[64] = "", a4[64] = "";
-        sscanf(line, "%15s %63s %4095s %63s %63s", cmd, a1, a2, a3, a4);
+        int args = sscanf(line, "%15s %63s %4095s %63s %63s", cmd, a1, a2, a3, a4);
         if (!strcmp(cmd, "load")) {
             const struct builtin_stage *fn = builtin_stage(a1, (unsigned)strlen(a1));
+            struct source_spec src = { builtin_corpus, builtin_corpus_at, BUILTIN_CORPUS_LINES, 1, 0 };
+            if (args >= 5) src.rate = (unsigned)atoi(a4);
             if (!fn) printf("no-stage\n");
             else {
-                plane_load(&plane, 42, 2, fn, (unsigned)atoi(a2));
-                plane.running = 1;
+                plane_load(&plane, 42, fn->kind == STAGE_SOURCE ? 0 : 2, fn, (unsigned)atoi(a2), &src);
+                plane_start(&plane, args >= 4 ? strtoull(a3, NULL, 10) : 0, 0);
             }
         } else if (!strcmp(cmd, "connect")) {
             struct chan_peer peer;
