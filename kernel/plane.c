@@ -163,6 +163,13 @@ static void arrive(struct plane *p, unsigned u, uint64_t lin, const uint8_t *dat
     enqueue(p, (unsigned)idx);
 }
 
+/* Items upstream u may still send: the item table's room, less the completions owed to u (a sink holds
+ * no items, but each of its inputs is a completion to send: they are bounded the same way). */
+static unsigned room_for(const struct plane *p, unsigned u) {
+    unsigned used = p->live + p->ups[u].npending;
+    return used >= PLANE_ITEMS ? 0 : PLANE_ITEMS - used;
+}
+
 struct delivery {
     struct plane *p;
     unsigned index; /* the upstream, or the output */
@@ -199,7 +206,8 @@ static int on_items(void *ctx, struct chan_rx *rx, uint32_t msg_id, const uint8_
         p->bad_messages++;
         return 0;
     }
-    if (PLANE_ITEMS - p->live < (unsigned)count) return -1; /* no room for them all: the sender tries later */
+    /* no room for them all (items held, or completions a sink owes upstream): the sender tries later */
+    if (room_for(p, d->index) < (unsigned)count) return -1;
     if (rd64(m)) {
         arrive(p, d->index, rd64(m), m + 8, n - 8, d->io);
         return 0;
@@ -415,15 +423,14 @@ static void source_turn(struct plane *p, uint64_t now, const struct plane_io *io
 }
 
 void plane_turn(struct plane *p, uint64_t now, const struct plane_io *io) {
-    unsigned i, room, credit;
+    unsigned i, credit;
     if (p->running && p->fn && p->fn->kind == STAGE_SOURCE) source_turn(p, now, io);
-    room = PLANE_ITEMS - p->live;
-    credit = room / ITEMS_PER_FRAG;
-    if (credit > CREDIT_MAX) credit = CREDIT_MAX;
     pump(p, now, io);
     flush_completions(p, now, io);
     for (i = 0; i < PLANE_UPS; i++)
         if (p->ups[i].used) {
+            credit = room_for(p, i) / ITEMS_PER_FRAG;
+            if (credit > CREDIT_MAX) credit = CREDIT_MAX;
             chan_rx_credit(&p->ups[i].rx, (uint16_t)credit);
             chan_rx_flush(&p->ups[i].rx, io->emit, io->ctx);
             chan_tx_timer(&p->ups[i].done, now, io->emit, io->ctx);

@@ -16,7 +16,7 @@ import pytest
 from pxproto.dime.channel import ChannelSender
 from pxproto.dime.channel_rx import ChannelReceiver
 from pxproto.wire import decode, encode
-from pxproto.wire.frame import Frame
+from pxproto.wire.frame import Data, Frame
 from tests import test_baremetal_plane as hosted
 from tests.test_baremetal_plane import CH, DONE, DOWN, DOWN2, PKG, SELF, UP, Plane, Workflow, _items, _stages, _want
 
@@ -36,6 +36,7 @@ class EndWorkflow(Workflow):
         self.stage = stage
         """plane_check's load arguments: NAME WORK_US [FIRST [RATE]]."""
         self.commits: list[tuple[int, bytes]] = []
+        self.mute_done = False
         super().__init__(plane)
 
     def setup(self) -> None:
@@ -55,6 +56,11 @@ class EndWorkflow(Workflow):
             else:
                 out.append(decode(bytes.fromhex(x)))
         return out
+
+    def from_plane(self, frames: list[Frame]) -> None:
+        if self.mute_done:  # the upstream's completion end hears nothing (its acks and credit never come)
+            frames = [f for f in frames if not (isinstance(f.body, Data) and f.body.channel == CH | DONE)]
+        super().from_plane(frames)
 
     def exchange(self, frame: Frame) -> list[Frame]:
         assert self.plane is not None
@@ -115,6 +121,23 @@ def test_the_c_sink_commits_each_lineage_once_and_completes_it(plane: Plane) -> 
     assert sorted(set(wf.completed)) == sorted(lin for lin, _ in items[:50])
     assert len(wf.commits) == len(items)
     assert " dup 50 " in plane.cmd("stats")[0]
+
+
+def test_a_sink_whose_completions_are_not_taken_stops_taking_items_and_loses_none(plane: Plane) -> None:
+    """A sink holds no items, but owes a completion for each: they are bounded as held items are (by the
+    credit it grants), so an upstream that does not take them is throttled instead of losing them."""
+    wf = EndWorkflow(plane, "sink 0")
+    wf.up_tx = ChannelSender(UP, SELF, CH, mtu=1500, initial_credit=256)
+    items = [((1 << 48) | (i + 1), f"{i}\t1\t2".encode()) for i in range(8000)]
+    wf.mute_done = True
+    wf.send(items)
+    wf.run(3.0)
+    assert 2048 <= len(wf.commits) < len(items) and wf.completed == []  # owed: 2048, and what the channel holds
+    wf.mute_done = False
+    wf.run(120.0, until=lambda: len(set(wf.completed)) == len(items))
+    assert sorted(set(wf.completed)) == sorted(lin for lin, _ in items)
+    assert sorted(wf.commits) == sorted(items)
+    assert "faults 0" in plane.cmd("stats")[0]
 
 
 @pytest.mark.parametrize("name", ["parse", "transform"])

@@ -63,10 +63,12 @@ class Guest:
     """One QEMU guest running the kernel, its NIC a UDP datagram pipe to this process."""
 
     def __init__(
-        self, smp: int = 1, append: str = "", logdir: Path | None = None, remote_port: int = 0, netdev: str = ""
-    ) -> None:
+        self, smp: int = 1, append: str = "", logdir: Path | None = None, remote_port: int = 0, netdev: str = "",
+        extra: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         """``remote_port``: where QEMU sends its frames (a switch's port); by default, this object's socket.
-        ``netdev``: another QEMU -netdev (id n0) instead of the UDP datagram pipe."""
+        ``netdev``: another QEMU -netdev (id n0) instead of the UDP datagram pipe. ``extra``: more QEMU options
+        (a second ``-serial``: the server's store)."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         ours = remote_port or self.sock.getsockname()[1]
@@ -80,7 +82,7 @@ class Guest:
         )
         self.proc = subprocess.Popen(
             [str(QEMU), "-m", "256", "-smp", str(smp), "-display", "none", "-monitor", "none", "-no-reboot",
-             "-serial", f"file:{self.log}", "-kernel", str(IMAGE), "-append", append,
+             "-serial", f"file:{self.log}", *extra, "-kernel", str(IMAGE), "-append", append,
              "-netdev", netdev, "-device", f"virtio-net-pci,netdev=n0,disable-modern=on,mac={GUEST_MAC.hex(':')}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -93,6 +95,12 @@ class Guest:
         self.wait_serial(f"boot: {dimes} DIME(s) up")
         self.announce, _ = self.expect(is_gratuitous)
         return self
+
+    def __enter__(self) -> Guest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self.proc.kill()

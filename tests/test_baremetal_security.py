@@ -71,11 +71,8 @@ class Peer:
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     build()
-    g = Guest(smp=2, append=f"key={KEY_ID}:{KEY.hex()} hb=200 chunks=3", logdir=tmp_path_factory.mktemp("sec"))
-    try:
+    with Guest(smp=2, append=f"key={KEY_ID}:{KEY.hex()} hb=200 chunks=3", logdir=tmp_path_factory.mktemp("sec")) as g:
         yield g.booted(2)
-    finally:
-        g.close()
 
 
 def _limit(me: Peer, dime: int) -> int:
