@@ -1,11 +1,14 @@
 """``pxorch demo --bare-metal``: the demo with one more server, a QEMU guest of the bare-metal kernel.
 
 The guest (``kernel/build/dime.elf``, built with ``make -C kernel``; TCG, or KVM where it works)
-is a pxswitch port of its own, ``-smp 2``: two more DIMEs in the pool.  They run the stages the
-image has in C (parse, transform) when the orchestrator places them there, and refuse the others
-(the orchestrator then places those on Linux DIMEs).  The Linux kernels send 1500-byte frames
-(``--mtu 1500``), the guest NIC's size.  The kill, when the bare-metal server holds a stage, is
-QEMU's (the whole server); the repair moves its stages onto Linux DIMEs.
+is a pxswitch port of its own, ``-smp 2``: two more DIMEs in the pool.  They run any of the demo's
+stages (the image has each in C: source, parse, transform, sink) when the orchestrator places them
+there.  The guest's store, where a sink there commits, is its second serial port: a file the demo
+reads as the store of one more server (``WORKDIR/serverN/store/objects/wordcount/results``), so
+its records count in the answer beside the Linux servers' (``mono=`` times them on the host's clock).
+The Linux kernels send 1500-byte frames (``--mtu 1500``), the guest NIC's size.  The kill, when
+the bare-metal server holds a stage, is QEMU's (the whole server); the repair moves its stages onto
+Linux DIMEs.
 
 The image's package is the demo's with rate 400 and one pass (:mod:`pxproto.baremetal.builtin`):
 LOAD verifies the deployed package against it, so ``--rate`` and ``--passes`` keep their defaults.
@@ -25,6 +28,7 @@ from pxproto.orch.core import Orchestrator
 from pxproto.orch.demo import Demo, DemoError, Result
 from pxproto.orch.demo import main as demo_main
 from pxproto.orch.events import RepairDone, key_text
+from pxproto.orch.sinkread import SinkReader
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ROOT / "kernel" / "build" / "dime.elf"
@@ -56,6 +60,9 @@ class BareMetalDemo(Demo):
         """Stages seen running on the bare-metal DIMEs."""
         self.killed_stage = ""
         """The stage the bare-metal DIME ran when its VM was killed."""
+        self.vm_store = self.wd / f"server{self.servers}" / "store" / "objects" / "wordcount" / "results"
+        """The guest's store object (its COM2): the records of a sink on the guest."""
+        self.sink = SinkReader(self.wd, self.servers + 1, "wordcount/results")
 
     def _start(self, capture: Path, store: Path, keyfile: Path) -> Port:
         if self.netns is not None:
@@ -69,6 +76,7 @@ class BareMetalDemo(Demo):
         if qemu is None:
             raise DemoError("--bare-metal needs qemu-system-x86_64 (apt install qemu-system-x86)")
         image = build()
+        self.vm_store.parent.mkdir(parents=True, exist_ok=True)
         ports = free_udp_ports(self.servers + 3)
         vm_side, qemu_side = ports[-2], ports[-1]
         switch = [f"udp:local=127.0.0.1:{p}" for p in ports[: self.servers + 1]]
@@ -83,8 +91,9 @@ class BareMetalDemo(Demo):
                   f"remote.type=inet,remote.host=127.0.0.1,remote.port={vm_side}")  # fmt: skip
         self.qemu = subprocess.Popen(
             [qemu, "-m", "256", "-smp", str(VCPUS), "-display", "none", "-monitor", "none", "-no-reboot",
-             "-serial", f"file:{self.wd / 'baremetal.log'}", "-kernel", str(image),
-             "-append", f"key=1:{self.key.hex()} {vk} hb={hb} chunks=8",
+             "-serial", f"file:{self.wd / 'baremetal.log'}", "-serial", f"file:{self.vm_store}",
+             "-kernel", str(image),
+             "-append", f"key=1:{self.key.hex()} {vk} hb={hb} chunks=8 mono={int(time.monotonic() * 1000)}",
              "-netdev", netdev, "-device", f"virtio-net-pci,netdev=n0,disable-modern=on,mac={VM_MAC.hex(':')}"],
             stdout=subprocess.DEVNULL, stderr=open(self.wd / "qemu.err", "wb"),
         )  # fmt: skip
