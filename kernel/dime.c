@@ -48,6 +48,7 @@ static void beat_if_due(void *ctx) {
 
 void dime_init(struct dime *d, uint16_t id, unsigned hb_ms, unsigned chunks) {
     memset(d, 0, sizeof *d);
+    d->plane.deferred = 1; /* the stage runs in the core's main context (dime_mice_step), not in the loop */
     d->id = id;
     d->state = PX_STATE_BOOTING;
     d->epoch = boot_epoch;
@@ -402,6 +403,21 @@ static void heartbeat(struct dime *d, uint64_t now) {
     hb.service = d->plane.loaded ? d->plane.service : 0;
     send_heartbeat(&d->tx, ++d->hb_sent, &hb);
     d->hb_next_ms = now + d->hb_ms;
+}
+
+int dime_mice_step(struct dime *d) {
+    struct mice_job job;
+    uint8_t out[PLANE_ITEM_MAX];
+    uint64_t t0;
+    int n;
+    if (!plane_mice_take(&d->plane, &job)) return 0;
+    t0 = now_us();
+    __asm__ volatile("sti" ::: "memory");
+    n = plane_mice_run(&job, out, &d->io); /* the DIME loop preempts this as its timer says */
+    __asm__ volatile("cli" ::: "memory");
+    plane_mice_done(&d->plane, &job, out, n, &d->io);
+    d->busy_us += now_us() - t0;
+    return 1;
 }
 
 void dime_turn(struct dime *d) {

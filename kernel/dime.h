@@ -63,8 +63,11 @@ struct dime {
 void dime_init(struct dime *d, uint16_t id, unsigned hb_ms, unsigned chunks);
 /* Hand a frame (already decoded into v, and verified) to the DIME's mailbox; 0 if it was full. */
 int dime_post(struct dime *d, const uint8_t *raw, unsigned n);
-/* One turn of the DIME's loop: its mailbox, then its heartbeat if due. */
+/* One turn of the DIME's loop: its mailbox, then its heartbeat if due (from the core's timer interrupt). */
 void dime_turn(struct dime *d);
+/* The core's MICE, apart from the loop: run the stage on one waiting input (interrupts on while it runs,
+ * so the loop preempts it; off on entry and on return); 0 if there was none. */
+int dime_mice_step(struct dime *d);
 /* The DIME's record for a discovery announce (PX_DIME_LEN bytes). */
 void dime_record(const struct dime *d, uint8_t *out);
 /* The core took an exception: the DIME is FAULTED (and says so in its next heartbeat, at once). */

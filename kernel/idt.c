@@ -32,17 +32,20 @@ __attribute__((interrupt)) static void on_timer(struct iframe *f) {
     (void)f;
     this_cpu()->ticks++;
     lapic_eoi();
+    cpu_tick();
 }
 
 __attribute__((interrupt)) static void on_nic(struct iframe *f) {
     (void)f;
-    nic_ack(); /* lowers the level-triggered line; core 0's loop, now awake, polls the queue */
+    nic_ack(); /* lowers the level-triggered line; core 0's loop polls the queue */
     lapic_eoi();
+    cpu_tick();
 }
 
 __attribute__((interrupt)) static void on_wake(struct iframe *f) {
     (void)f;
     lapic_eoi();
+    cpu_tick();
 }
 
 __attribute__((interrupt)) static void on_spurious(struct iframe *f) { (void)f; }

@@ -3,13 +3,14 @@
 #include "px_codec.h"
 #include "plane.h"
 
+#include <stddef.h>
 #ifdef CHANNEL_HOSTED
 #include <string.h>
 #else
 #include "io.h"
 #endif
 
-enum { ITEM_FREE, ITEM_QUEUED, ITEM_SENT };
+enum { ITEM_FREE, ITEM_QUEUED, ITEM_SENT, ITEM_INPUT };
 
 #define LOW_BITS 48
 #define LOW_MASK ((1ull << LOW_BITS) - 1)
@@ -25,8 +26,12 @@ static int same_peer(const struct chan_peer *a, const uint8_t *mac, unsigned dim
 }
 
 void plane_reset(struct plane *p, uint16_t self) {
-    memset(p, 0, sizeof *p);
+    int deferred = p->deferred;
+    uint32_t gen = p->gen;
+    memset(p, 0, offsetof(struct plane, inbuf));
     p->self = self;
+    p->deferred = deferred;
+    p->gen = gen + 1;
 }
 
 void plane_load(struct plane *p, uint32_t service, uint32_t stage, const struct builtin_stage *fn, unsigned work_us,
@@ -116,6 +121,87 @@ static void complete_to(struct plane *p, unsigned u, uint64_t lin) {
     else p->faults++; /* a completion lost: the upstream keeps the item and replays it on a re-wire */
 }
 
+/* ------------------------------------------------------------ the inputs' FIFO of deferred mode */
+
+#define IN_REC 16 /* lineage u64 | item index u32 | length u32, then the bytes, to an 8-byte boundary */
+#define IN_WRAP 0xFFFFFFFFu
+
+static unsigned rec_size(unsigned len) { return (IN_REC + len + 7) & ~7u; }
+
+static unsigned inbuf_room(const struct plane *p) { return PLANE_INBUF - (p->in_tail - p->in_head); }
+
+/* One input at the tail (the caller checked the room: its size, and a skip to the start at most as big). */
+static void inbuf_put(struct plane *p, uint64_t lin, unsigned idx, const uint8_t *data, unsigned len) {
+    unsigned at = p->in_tail % PLANE_INBUF, need = rec_size(len);
+    if (at + need > PLANE_INBUF) { /* not contiguous: a wrap mark (if one fits), then from the start */
+        if (PLANE_INBUF - at >= IN_REC) px_wr32(p->inbuf + at + 12, IN_WRAP);
+        p->in_tail += PLANE_INBUF - at;
+        at = 0;
+    }
+    px_wr64(p->inbuf + at, lin);
+    px_wr32(p->inbuf + at + 8, idx);
+    px_wr32(p->inbuf + at + 12, len);
+    memcpy(p->inbuf + at + IN_REC, data, len);
+    p->in_tail += need;
+}
+
+int plane_mice_take(struct plane *p, struct mice_job *job) {
+    while (p->in_head != p->in_tail) {
+        unsigned at = p->in_head % PLANE_INBUF;
+        if (PLANE_INBUF - at < IN_REC || px_rd32(p->inbuf + at + 12) == IN_WRAP) {
+            p->in_head += PLANE_INBUF - at;
+            continue;
+        }
+        job->lineage = rd64(p->inbuf + at);
+        job->idx = px_rd32(p->inbuf + at + 8);
+        job->len = px_rd32(p->inbuf + at + 12);
+        job->in = p->inbuf + at + IN_REC;
+        job->next_head = p->in_head + rec_size(job->len);
+        job->gen = p->gen;
+        job->fn = p->fn;
+        job->work_us = p->work_us;
+        return 1;
+    }
+    return 0;
+}
+
+int plane_mice_run(const struct mice_job *job, uint8_t *out, const struct plane_io *io) {
+    int n = 0;
+    if (job->fn->kind == STAGE_SINK) n = io->commit ? io->commit(io->ctx, job->lineage, job->in, job->len) : -1;
+    else if (job->fn->fn) n = job->fn->fn(job->in, job->len, out, PLANE_ITEM_MAX);
+    if (job->work_us && io->spin_us) io->spin_us(job->work_us);
+    return n;
+}
+
+void plane_mice_done(struct plane *p, const struct mice_job *job, const uint8_t *out, int len,
+                     const struct plane_io *io) {
+    struct plane_item *it = &p->items[job->idx];
+    unsigned u;
+    (void)io;
+    if (job->gen != p->gen) return; /* the plane was reset meanwhile: nothing of the old one stays */
+    p->in_head = job->next_head;
+    if (it->state != ITEM_INPUT || it->lineage != job->lineage) return;
+    if (len < 0) { /* an output that does not fit an item, or a sink that could not commit: not completed */
+        p->faults++;
+        it->state = ITEM_FREE;
+        p->live--;
+        return;
+    }
+    p->items_in++;
+    if (job->fn->kind == STAGE_SINK) {
+        for (u = 0; u < PLANE_UPS; u++)
+            if (it->ups & (1u << u)) complete_to(p, u, it->lineage);
+        completed_add(p, it->lineage);
+        it->state = ITEM_FREE;
+        p->live--;
+        p->items_out++;
+        return;
+    }
+    memcpy(it->data, out, (unsigned)len);
+    it->len = (uint16_t)len;
+    enqueue(p, job->idx);
+}
+
 /* One item from upstream u: handed to the stage once; a copy of a finished one is completed at once. */
 static void arrive(struct plane *p, unsigned u, uint64_t lin, const uint8_t *data, unsigned len,
                    const struct plane_io *io) {
@@ -129,6 +215,16 @@ static void arrive(struct plane *p, unsigned u, uint64_t lin, const uint8_t *dat
     if ((idx = find_item(p, lin)) >= 0) {
         p->duplicates++;
         p->items[idx].ups |= (uint8_t)(1u << u);
+        return;
+    }
+    if (p->deferred) { /* held for the MICE (plane_mice_take): on_items made room for it in both */
+        idx = alloc_item(p);
+        it = &p->items[idx];
+        it->lineage = lin;
+        it->ups = (uint8_t)(1u << u);
+        it->state = ITEM_INPUT;
+        p->live++;
+        inbuf_put(p, lin, (unsigned)idx, data, len);
         return;
     }
     if (p->fn->kind == STAGE_SINK) { /* committed (once per lineage, by the store), then completed at once */
@@ -207,7 +303,8 @@ static int on_items(void *ctx, struct chan_rx *rx, uint32_t msg_id, const uint8_
         return 0;
     }
     /* no room for them all (items held, or completions a sink owes upstream): the sender tries later */
-    if (room_for(p, d->index) < (unsigned)count) return -1;
+    if (room_for(p, d->index) < (unsigned)count || (p->deferred && inbuf_room(p) < 2 * n + 24u * (unsigned)count + 24))
+        return -1;
     if (rd64(m)) {
         arrive(p, d->index, rd64(m), m + 8, n - 8, d->io);
         return 0;

@@ -17,11 +17,13 @@
 #define PLANE_MARKS 8
 #define PLANE_COMPLETIONS PLANE_ITEMS /* one per item held, at most (copies of finished ones aside) */
 #define COMPLETION_BIT 0x8000u
+#define PLANE_INBUF 65536 /* inputs waiting for a deferred MICE (deferred mode), bytes */
 
 struct plane_item {
     uint64_t lineage;
     uint16_t len;
-    uint8_t state; /* ITEM_FREE, ITEM_QUEUED (waits for an output), ITEM_SENT (waits for its completion) */
+    uint8_t state; /* ITEM_FREE, ITEM_INPUT (waits for the MICE), ITEM_QUEUED (waits for an output),
+                      ITEM_SENT (waits for its completion) */
     uint8_t ups;   /* bit u: upstream u gets its completion */
     uint8_t out;   /* the output it was sent on */
     uint8_t data[PLANE_ITEM_MAX];
@@ -46,6 +48,8 @@ struct plane_out {
 };
 
 struct plane {
+    int deferred; /* the stage runs outside the DIME loop (plane_mice_*), not inside plane_data */
+    uint32_t gen; /* bumped by each plane_reset: a MICE job of an older plane is dropped */
     int loaded, running;
     uint32_t service, stage;
     const struct builtin_stage *fn;
@@ -63,6 +67,18 @@ struct plane {
     uint64_t above[PLANE_DONE_ABOVE];
     unsigned above_next;
     uint64_t items_in, items_out, duplicates, replayed, bad_messages, rejected_data;
+    uint32_t in_head, in_tail; /* deferred mode: the inputs' FIFO in inbuf */
+    uint8_t inbuf[PLANE_INBUF] __attribute__((aligned(8)));
+};
+
+/* One input taken for the MICE (deferred mode): what plane_mice_run needs, copied while the DIME loop
+ * could not run, so a STOP or RESET meanwhile changes nothing of it. */
+struct mice_job {
+    uint64_t lineage;
+    uint32_t gen, idx, len, next_head;
+    const uint8_t *in;
+    const struct builtin_stage *fn;
+    unsigned work_us;
 };
 
 /* How the plane sends a DATA frame, spins for a stage's work and lets its DIME beat between items. */
@@ -90,6 +106,14 @@ int plane_disconnect(struct plane *p, uint16_t ch, int output);
 void plane_data(struct plane *p, const uint8_t *raw, const PxView *v, uint64_t now, const struct plane_io *io);
 /* After each turn of the DIME's loop: send what waits (items, completions, acks) and run the timers. */
 void plane_turn(struct plane *p, uint64_t now, const struct plane_io *io);
+/* Deferred mode: the MICE of a core runs apart from its DIME loop (the loop preempts it), on one input at a
+ * time.  take and done must run where the DIME loop cannot (interrupts off); run in between, with the loop
+ * free to run: take gives the oldest input (0 if none), run is the stage on it (an item stage's output in
+ * out, PLANE_ITEM_MAX bytes; a sink's commit), done hands the result back (dropped if the plane was reset). */
+int plane_mice_take(struct plane *p, struct mice_job *job);
+int plane_mice_run(const struct mice_job *job, uint8_t *out, const struct plane_io *io);
+void plane_mice_done(struct plane *p, const struct mice_job *job, const uint8_t *out, int len,
+                     const struct plane_io *io);
 /* Items waiting to be sent, and handed over but not completed downstream (the heartbeat's queues). */
 static inline unsigned plane_waiting(const struct plane *p) { return p->queued; }
 static inline unsigned plane_held(const struct plane *p) { return p->live; }

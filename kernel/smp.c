@@ -11,7 +11,7 @@
 #include "server.h"
 
 #define AP_TRAMP 0x8000
-#define STACK_SIZE 16384
+#define STACK_SIZE 32768 /* the MICE's frames, and the DIME loop's on top when its timer preempts it */
 #define TICK_US 1000
 
 struct cpu cpus[MAX_CPUS];
@@ -91,23 +91,34 @@ static void poke(unsigned index) {
     kprintf("dime %u: wrote another DIME's chunk: the partition leaks\n", index);
 }
 
+/* The DIME loop's turn, from the core's interrupts (its LAPIC timer, a wake IPI, the NIC's line on core 0),
+ * so heartbeats and signaling keep their period whatever the MICE does. Interrupts are off throughout. */
+void cpu_tick(void) {
+    struct cpu *c = this_cpu();
+    if (!c->looping) return; /* not yet in its loop (booting) */
+    if (c->index == 0) {
+        server_poll();
+        server_tick();
+        clock_refine();
+    }
+    dime_turn(&dimes[c->index]);
+}
+
+/* The core's main context: its MICE, one input at a time, preempted by the DIME loop; idle, it halts
+ * until an interrupt (sti; hlt: a wake-up between the check and the halt is not lost). */
 void cpu_dime_loop(void) {
     struct cpu *c = this_cpu();
     struct dime *d = &dimes[c->index];
-    __asm__ volatile("sti");
+    c->looping = 1;
     for (;;) {
-        if (c->index == 0) {
-            server_poll();
-            server_tick();
-            clock_refine();
-        }
-        dime_turn(d);
+        __asm__ volatile("cli");
         if (bootargs.poke == c->index && d->mem_reserved && d->state != PX_STATE_FAULTED) poke(c->index);
-        __asm__ volatile("hlt");
+        if (!dime_mice_step(d)) __asm__ volatile("sti; hlt; cli" ::: "memory");
     }
 }
 
 void cpu_fault_loop(void) {
+    __asm__ volatile("cli");
     dime_fault(&dimes[this_cpu()->index]);
     cpu_dime_loop();
 }

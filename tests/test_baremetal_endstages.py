@@ -140,6 +140,36 @@ def test_a_sink_whose_completions_are_not_taken_stops_taking_items_and_loses_non
     assert "faults 0" in plane.cmd("stats")[0]
 
 
+class DeferredWorkflow(Workflow):
+    """The transform Workflow on a plane in the kernel's deferred mode (the MICE apart from the DIME loop)."""
+
+    def setup(self) -> None:
+        assert self.plane is not None and self.plane.cmd("defer") == []
+        super().setup()
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.1])
+def test_deferred_mode_keeps_items_exactly_once(plane: Plane, loss: float) -> None:
+    wf = DeferredWorkflow(plane, loss=loss, seed=11)
+    items = _items(800)
+    wf.send(items)
+    wf.run(20.0 if loss else 2.0, until=lambda: len(wf.outputs) == 800 and len(set(wf.completed)) == 800)
+    assert wf.outputs == _want(items)
+    assert sorted(set(wf.completed)) == sorted(lin for lin, _ in items)
+    stats = plane.cmd("stats")[0]
+    assert stats.startswith("live 0 queued 0 in 800 out 800 ") and "faults 0" in stats, stats
+
+
+def test_deferred_mode_drops_a_job_whose_plane_was_reset_meanwhile(plane: Plane) -> None:
+    wf = DeferredWorkflow(plane)
+    wf.send(_items(10))  # taken in by the plane, waiting for the MICE (no turn yet)
+    assert plane.cmd("take") == ["taken"]
+    assert plane.cmd("reset") == []  # a STOP while the MICE runs the oldest input
+    assert plane.cmd("done") == []  # its result goes nowhere
+    assert plane.cmd("take") == ["none"]  # and the reset plane holds no input
+    assert plane.cmd("stats")[0].startswith("live 0 queued 0 in 0 out 0 ")
+
+
 @pytest.mark.parametrize("name", ["parse", "transform"])
 def test_an_item_stage_ignores_the_source_arguments(plane: Plane, name: str) -> None:
     assert plane.cmd(f"load {name} 0 5 400") == []  # FIRST and RATE mean nothing to an item stage

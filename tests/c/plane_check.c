@@ -7,6 +7,10 @@
  *   frame MS HEX                            a DATA frame for the DIME (px_decode checks it)
  *   turn MS                                 one turn of the DIME's loop
  *   stage NAME HEX                          run a stage on one item: prints its output
+ *   defer                                   deferred mode (the kernel's): inputs wait for the MICE, which
+ *                                           runs them all at each turn, before the plane's own turn
+ *   take / done                             take the oldest input for the MICE / run it and hand it back
+ *   reset                                   plane_reset (a STOP), the loaded stage kept
  * After each command it prints every frame the DIME sent (hex, one a line), and each sink commit
  * ("commit LINEAGE HEX", every one the plane asks for: the store's once-per-lineage is the kernel's), then ".". */
 #include <stdio.h>
@@ -55,6 +59,14 @@ static int commit(void *ctx, uint64_t lineage, const uint8_t *item, unsigned len
 }
 
 static const struct plane_io io = { emit, NULL, NULL, NULL, commit };
+static struct mice_job job;
+static int job_taken;
+
+static void mice_done(void) {
+    uint8_t out[PLANE_ITEM_MAX];
+    plane_mice_done(&plane, &job, out, plane_mice_run(&job, out, &io), &io);
+    job_taken = 0;
+}
 
 static unsigned unhex(const char *s, uint8_t *out, unsigned cap) {
     unsigned n = 0;
@@ -96,7 +108,21 @@ int main(void) {
             if (px_decode(buf, n, &ET, &v) || v.cls != PX_CLASS_DATA) printf("bad-frame\n");
             else plane_data(&plane, buf, &v, strtoull(a1, NULL, 10), &io);
         } else if (!strcmp(cmd, "turn")) {
+            while (plane.deferred && plane_mice_take(&plane, &job)) mice_done();
             plane_turn(&plane, strtoull(a1, NULL, 10), &io);
+        } else if (!strcmp(cmd, "defer")) {
+            plane.deferred = 1;
+        } else if (!strcmp(cmd, "take")) {
+            job_taken = plane_mice_take(&plane, &job);
+            printf("%s\n", job_taken ? "taken" : "none");
+        } else if (!strcmp(cmd, "done")) {
+            if (job_taken) mice_done();
+        } else if (!strcmp(cmd, "reset")) {
+            const struct builtin_stage *fn = plane.fn;
+            unsigned work = plane.work_us;
+            plane_reset(&plane, 0);
+            plane_load(&plane, 42, 2, fn, work, NULL);
+            plane_start(&plane, 0, 0);
         } else if (!strcmp(cmd, "stage")) {
             const struct builtin_stage *fn = builtin_stage(a1, (unsigned)strlen(a1));
             uint8_t out[4096];
