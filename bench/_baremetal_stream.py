@@ -99,7 +99,9 @@ class _Linux(_Beats, Workflow):
         return self.note(got)
 
 
-def _stream(wf: Any, n: int, period_ms: int) -> tuple[float, str, str]:
+def measure(wf: Any, n: int, period_ms: int) -> tuple[float, list[float], list[float]]:
+    """Stream n items through the Workflow's DIME: items/s, the heartbeat gaps' deviations from the period (ms),
+    and the DIME's CPU % its heartbeats reported meanwhile."""
     lines = _items(2400)  # the corpus, parsed; passes over it get lineages of their own
     items = [((1 << 48) | (i + 1), lines[i % len(lines)][1]) for i in range(n)]
     want = len(items)
@@ -110,10 +112,14 @@ def _stream(wf: Any, n: int, period_ms: int) -> tuple[float, str, str]:
     assert len(wf.outputs) == want, f"{len(wf.outputs)} of {want} items came out"
     beats = [t for t, _ in wf.beats]
     dev = [abs((b - a) * 1e3 - period_ms) for a, b in itertools.pairwise(beats)]
-    cpu = [c / 10 for _, c in wf.beats]
+    return want / took, dev, [c / 10 for _, c in wf.beats]
+
+
+def _stream(wf: Any, n: int, period_ms: int) -> tuple[float, str, str]:
+    rate, dev, cpu = measure(wf, n, period_ms)
     jitter = f"p50 {_pct(dev, 50):.1f} / p99 {_pct(dev, 99):.1f} ms (n={len(dev)})"
     load = f"median {_pct(cpu, 50):.0f}% / max {max(cpu, default=0):.0f}%"
-    return want / took, jitter, load
+    return rate, jitter, load
 
 
 def _rows(run: Any, n: int, period_ms: int) -> dict[str, str]:
@@ -125,6 +131,11 @@ def _rows(run: Any, n: int, period_ms: int) -> dict[str, str]:
         if key == "transform":
             out["jitter_load"], out["cpu_load"] = jitter, load
     return out
+
+
+def guest_workflow(g: Guest, stage: str = "transform") -> Any:
+    """The Workflow through the guest's DIME 0 running the package's stage, its heartbeats noted."""
+    return _Guest(g, STAGES[stage])
 
 
 def bare_metal_stream(g: Guest, n: int, period_ms: int) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Benchmark of the bare-metal DIME kernel beside a Linux node DIME (pxkernel), both signing.
 
     PYTHONPATH=. python bench/baremetal.py [--pings 500] [--smp 2] [--no-linux]
+    PYTHONPATH=. python bench/baremetal.py --busy BASELINE_ELF [--work-us 20000] [--items 300] [--rounds 3]
 
 Prints one table, bare metal (QEMU, TCG here: no usable KVM) and Linux side by side:
 - time from start (QEMU launch / pxkernel launch) to the first heartbeat on the wire;
@@ -14,6 +15,12 @@ Prints one table, bare metal (QEMU, TCG here: no usable KVM) and Linux side by s
   completions back), the same package (pxproto.baremetal.builtin) LOADed on both;
 - heartbeat jitter while the transform streams, with the DIME's CPU load from its heartbeats.
 The driver is one Python process: where it, not the DIME, is the bottleneck the CPU column says so.
+
+``--busy BASELINE_ELF`` instead compares two builds of the kernel side by side, each booted in turn (in
+``--rounds`` alternating rounds) with ``work=US`` (every item of the transform costs US us of CPU, so the
+stage runs at 100%) while ``--items`` stream through DIME 0: heartbeat jitter (|gap - period|, medians of
+the rounds' p50/p99/max) and items/s, the baseline (e.g. a build from before the MICE left the DIME loop)
+against this checkout's, with their ratio.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the QEMU harness
 from pxproto.wire.auth import sign  # noqa: E402
 from pxproto.wire.codes import Command, Op, Status, TlvType  # noqa: E402
 from pxproto.wire.frame import Heartbeat, Signaling, Tlv  # noqa: E402
-from tests.test_baremetal_net import KEY, KEY_ID, Guest, build, request  # noqa: E402
+from tests.test_baremetal_net import IMAGE, KEY, KEY_ID, VK, Guest, build, request  # noqa: E402
 
 PERIOD_MS = 100
 
@@ -57,7 +64,7 @@ def _kernel_bench(name: str = "kernel") -> Any:
 def bare_metal(pings: int, smp: int, items: int) -> dict[str, str]:
     build()
     t0 = time.monotonic()
-    g = Guest(smp=smp, append=f"key={KEY_ID}:{KEY.hex()} hb={PERIOD_MS}", logdir=Path(tempfile.mkdtemp()))
+    g = Guest(smp=smp, append=f"key={KEY_ID}:{KEY.hex()} {VK} hb={PERIOD_MS}", logdir=Path(tempfile.mkdtemp()))
     out: dict[str, str] = {}
     try:
         g.expect(lambda f: isinstance(f.body, Heartbeat), timeout=120)
@@ -111,13 +118,51 @@ def linux(pings: int, items: int) -> dict[str, str]:
     return out
 
 
+def busy_round(image: Path, work_us: int, items: int) -> dict[str, float]:
+    """One guest of ``image``, its transform at work_us an item: heartbeat jitter and items/s while n stream."""
+    stream = _kernel_bench("_baremetal_stream")
+    append = f"key={KEY_ID}:{KEY.hex()} {VK} hb={PERIOD_MS} chunks=8 work={work_us}"
+    with Guest(smp=1, append=append, logdir=Path(tempfile.mkdtemp()), image=image) as g:
+        g.booted(1)
+        rate, dev, cpu = stream.measure(stream.guest_workflow(g), items, PERIOD_MS)
+    return {"p50": pct(dev, 50), "p99": pct(dev, 99), "max": max(dev, default=float("nan")), "rate": rate,
+            "cpu": pct(cpu, 50), "n": float(len(dev))}  # fmt: skip
+
+
+def busy(baseline: Path, work_us: int, items: int, rounds: int) -> int:
+    build()
+    images = {"baseline": baseline, "this build": IMAGE}
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in images}
+    for _ in range(rounds):
+        for label, image in images.items():  # alternating, so both see the same host load
+            runs[label].append(busy_round(image, work_us, items))
+    med = {k: {m: pct([r[m] for r in v], 50) for m in v[0]} for k, v in runs.items()}
+    load = os.getloadavg()
+    print(f"load average after the run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
+    print(f"heartbeat every {PERIOD_MS} ms, transform at {work_us} us an item, {items} items, medians of {rounds}")
+    print(f"baseline: {baseline}")
+    rows = {"p50": "hb jitter p50 (ms)", "p99": "hb jitter p99 (ms)", "max": "hb jitter max (ms)",
+            "rate": "items/s", "cpu": "DIME CPU median (%)", "n": "heartbeat gaps seen"}  # fmt: skip
+    w = max(len(n) for n in rows.values())
+    print(f"{'measure':<{w}}  {'baseline':>10}  {'this build':>10}  {'this/baseline':>13}")
+    for key, name in rows.items():
+        a, b = med["baseline"][key], med["this build"][key]
+        print(f"{name:<{w}}  {a:>10.1f}  {b:>10.1f}  {b / a if a else float('nan'):>12.2f}x")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pings", type=int, default=500)
     ap.add_argument("--smp", type=int, default=2)
     ap.add_argument("--items", type=int, default=3000, help="items streamed through each stage")
     ap.add_argument("--no-linux", action="store_true")
+    ap.add_argument("--busy", type=Path, metavar="BASELINE_ELF", help="compare heartbeat jitter, stage at 100%%")
+    ap.add_argument("--work-us", type=int, default=20000, help="--busy: CPU per item of the transform")
+    ap.add_argument("--rounds", type=int, default=3, help="--busy: alternating rounds per build")
     args = ap.parse_args()
+    if args.busy:
+        return busy(args.busy, args.work_us, args.items if args.items != 3000 else 300, args.rounds)
     load = os.getloadavg()
     bm = bare_metal(args.pings, args.smp, args.items)
     lx = {} if args.no_linux else linux(args.pings, args.items)

@@ -87,6 +87,7 @@ void bootargs_parse(uint32_t magic, uint32_t info) {
         else if (starts(s, "chunks=")) s = parse_uint(s + 7, &bootargs.chunks);
         else if (starts(s, "poke=")) s = parse_uint(s + 5, &bootargs.poke);
         else if (starts(s, "mono=")) s = parse_u64(s + 5, &bootargs.mono_ms);
+        else if (starts(s, "work=")) s = parse_uint(s + 5, &bootargs.work_us);
         while (*s && *s != ' ') s++;
         while (*s == ' ') s++;
     }

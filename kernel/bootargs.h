@@ -1,4 +1,4 @@
-/* The boot contract: -append "key=KEYID:HEX [vk=KEYID:HEX64 ...] [hb=MS] [chunks=N] [poke=D] [mono=MS]" from
+/* The boot contract: -append "key=KEYID:HEX [vk=KEYID:HEX64 ...] [hb=MS] [chunks=N] [poke=D] [mono=MS] [work=US]" from
  * the Multiboot command line; each vk= is an Ed25519 public key LOAD accepts PACKAGE_SIG from (up to VK_MAX);
  * mono= is the host's monotonic clock (ms) at the guest's start, what a sink's records are timed from. */
 #ifndef KERNEL_BOOTARGS_H
@@ -24,6 +24,7 @@ struct bootargs {
     unsigned poke;          /* test hook: this DIME writes into the next DIME's chunk (0xFFFF = none) */
     uint64_t mem_bytes;     /* upper memory from the loader */
     uint64_t mono_ms;       /* the host's monotonic time at the start (mono=), 0 if not given */
+    unsigned work_us;       /* bench hook (work=): every item stage spends this long per item (0: the package's) */
 };
 
 extern struct bootargs bootargs;

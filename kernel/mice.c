@@ -131,7 +131,8 @@ void h_load(struct dime *d, const struct request *r, struct reply *y) {
     src.lines = BUILTIN_CORPUS_LINES;
     src.passes = builtin_pkg_stages[stage].passes;
     src.rate = builtin_pkg_stages[stage].rate;
-    plane_load(&d->plane, (uint32_t)service, (uint32_t)stage, fn, builtin_pkg_stages[stage].work_us,
+    plane_load(&d->plane, (uint32_t)service, (uint32_t)stage, fn,
+               fn->kind == STAGE_ITEM && bootargs.work_us ? bootargs.work_us : builtin_pkg_stages[stage].work_us,
                fn->kind == STAGE_SOURCE ? &src : 0);
     kprintf("dime %u: loaded service %u stage %u (%s, built in)\n", d->id, (unsigned)service, (unsigned)stage,
             fn->name);

@@ -64,11 +64,11 @@ class Guest:
 
     def __init__(
         self, smp: int = 1, append: str = "", logdir: Path | None = None, remote_port: int = 0, netdev: str = "",
-        extra: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (), image: Path = IMAGE,
     ) -> None:  # fmt: skip
         """``remote_port``: where QEMU sends its frames (a switch's port); by default, this object's socket.
         ``netdev``: another QEMU -netdev (id n0) instead of the UDP datagram pipe. ``extra``: more QEMU options
-        (a second ``-serial``: the server's store)."""
+        (a second ``-serial``: the server's store). ``image``: another build of the kernel (a bench's baseline)."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         ours = remote_port or self.sock.getsockname()[1]
@@ -82,7 +82,7 @@ class Guest:
         )
         self.proc = subprocess.Popen(
             [str(QEMU), "-m", "256", "-smp", str(smp), "-display", "none", "-monitor", "none", "-no-reboot",
-             "-serial", f"file:{self.log}", *extra, "-kernel", str(IMAGE), "-append", append,
+             "-serial", f"file:{self.log}", *extra, "-kernel", str(image), "-append", append,
              "-netdev", netdev, "-device", f"virtio-net-pci,netdev=n0,disable-modern=on,mac={GUEST_MAC.hex(':')}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
