@@ -66,7 +66,7 @@ def test_pxorch_discovers_the_bare_metal_dimes_and_sees_the_vm_die(orchestrated:
 
     def dimes(s: dict[str, Any]) -> list[tuple[int, int, str, str]]:
         rows = [r for r in s.get("rows", []) if r["server"] == net.GUEST_MAC.hex(":")]
-        return [(r["dime"], r["core"], r["health"], r["state"]) for r in rows]
+        return sorted((r["dime"], r["core"], r["health"], r["state"]) for r in rows)  # status lists in any order
 
     # alive and free (on a loaded host a late heartbeat may make one briefly suspect: wait it out)
     st = _wait(sock, lambda s: dimes(s) == [(0, 0, "alive", "free"), (1, 1, "alive", "free")], 90)
