@@ -15,8 +15,7 @@ from pxproto import package
 from pxproto.baremetal import builtin
 from pxproto.dime.endpoint import Address
 from pxproto.errors import ProtocolError
-from pxproto.node.testbed import KEY as LINUX_KEY
-from pxproto.node.testbed import Cluster
+from pxproto.node.testbed import SIGNER, Cluster
 from pxproto.wire import decode, encode
 from pxproto.wire.codes import Command, Direction, Status, TlvType
 from pxproto.wire.frame import Frame, Heartbeat, Tlv
@@ -72,7 +71,7 @@ class _Linux(_Beats, Workflow):
             (Command.LOAD, (*ids, Tlv(TlvType.MICE_NAME, self.stage[1]),
                             Tlv(TlvType.PACKAGE_DIGEST, package.digest(archive)),
                             Tlv(TlvType.PACKAGE_SIZE, len(archive)),
-                            Tlv(TlvType.PACKAGE_SIG, package.sign(archive, LINUX_KEY)))),
+                            Tlv(TlvType.PACKAGE_SIG, package.sign(archive, SIGNER)))),
             (Command.START, ids),
         ):  # fmt: skip
             r = self.c.ask(self.me, cmd, *params)
