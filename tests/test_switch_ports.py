@@ -311,3 +311,25 @@ def test_udp_port_enforces_its_mtu(udp_switch: tuple[Daemon, list[UdpPeer]], tmp
     stats = ask(d, str(tmp_path / "c.sock"), "stats")
     assert stats["ports"]["u0"]["rx_oversize"] == 1
     assert stats["ports"]["u0"]["mtu"] == VIRTUAL_MTU and stats["ports"]["u0"]["max_macs"] == 2048
+
+
+def test_connected_udp_ports_forward_in_the_compiled_loop(udp_switch: tuple[Daemon, list[UdpPeer]]) -> None:
+    """A UDP port with a fixed remote is a connected socket: the compiled loop reads it with recvmmsg and writes
+    it with sendmmsg, like an AF_PACKET port; a peer that went away (ICMP port unreachable, reported to the
+    switch's socket as ECONNREFUSED on a later call) costs frames, not the port."""
+    d, (p0, p1, p2) = udp_switch
+    if d.fast is None:
+        pytest.skip("the compiled pxproto.switch._afpacket is not built")
+    assert all(d._is_fast(pid) for pid in d.ports)
+    p2.sock.close()  # u2's remote now answers with ICMP port unreachable
+    frames = [heartbeat(mac(1), dime=4, seq=i) for i in range(50)]
+    for f in frames:
+        p0.send(f)
+        d.step(0.001)
+    spin(d, lambda: len(p1.poll()) == len(frames))
+    assert p1.got == frames
+    assert sorted(d.core.ports[pid].name for pid in d.ports) == ["u0", "u1", "u2"]  # u2 stays
+    u0, u1 = sorted(d.ports)[:2]
+    assert d.fast.counters(u0)[0] == len(frames) and d.fast.counters(u1)[2] == len(frames)
+    p1.send(data(mac(1), mac(2), dst_dime=4))
+    spin(d, lambda: len(p0.poll()) == 1)

@@ -20,7 +20,7 @@ Batches come and go through :mod:`pxproto.switch._packetring` (recvmmsg, rings,
 sendmmsg); its Python names are re-exported here: a port needs one module.
 """
 
-from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
+from libc.errno cimport EAGAIN, ECONNREFUSED, EINTR, ENOBUFS, errno
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -54,7 +54,7 @@ VALIDATION = {"none": V_NONE, "header": V_HEADER, "full": V_FULL}
 
 
 cdef class FastLoop:
-    """Forwarding between AF_PACKET ports at C level, sharing the switch's table."""
+    """Forwarding between AF_PACKET ports (and connected UDP ports) at C level, sharing the switch's table."""
 
     cdef Fdb fdb
     cdef _Slots slots
@@ -360,8 +360,8 @@ cdef class FastLoop:
                 with nogil:
                     n = self.slots.recv(fd, bt, VNET if which == 1 and self.vnet[pid] else 0)
                 if n < 0:
-                    if errno == EAGAIN or errno == EINTR:
-                        continue
+                    if errno == EAGAIN or errno == EINTR or errno == ECONNREFUSED:
+                        continue  # (a UDP port: an ICMP error for an earlier send, reported once)
                     raise OSError(errno, "recvmmsg")
             if n == 0:
                 continue
@@ -574,8 +574,8 @@ cdef class FastLoop:
                 off += r
                 continue
             err = errno
-            if err == EINTR:
-                continue
+            if err == EINTR or err == ECONNREFUSED:
+                continue  # (a UDP port: an ICMP error for an earlier send, reported once; the frames still go)
             ci = self.cls_of[slots[off]]
             if err == ENOBUFS and not is_control(ci):
                 self.tx_drop[p] += 1  # the wire refused this data frame: drop it, go on

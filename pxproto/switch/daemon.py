@@ -140,7 +140,14 @@ class Daemon:
         return fast
 
     def _is_fast(self, pid: int) -> bool:
-        return self.fast is not None and isinstance(self.ports.get(pid), AfPacketPort) and pid < FAST_PORTS
+        """The compiled loop reads and writes ``pid``: an AF_PACKET port, or a UDP port with a fixed remote
+        (a connected socket: one datagram is one frame, recvmmsg/sendmmsg as on a packet socket)."""
+        port = self.ports.get(pid)
+        return (
+            self.fast is not None
+            and pid < FAST_PORTS
+            and (isinstance(port, AfPacketPort) or (isinstance(port, UdpPort) and port.connected))
+        )
 
     def _add(self, spec: PortSpec, strict: bool = False) -> None:
         try:
@@ -166,9 +173,13 @@ class Daemon:
         self.gone.pop(spec.name, None)
         self._fds[pid] = ()
         if self._is_fast(pid):
-            assert isinstance(port, AfPacketPort)
-            self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name, port.tx)
-            self.fast.set_limits(pid, self.core.ports[pid].mtu + ETH_OVERHEAD, port.vnet)
+            vnet = False
+            if isinstance(port, AfPacketPort):
+                self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name, port.tx)
+                vnet = port.vnet
+            elif isinstance(port, UdpPort):  # a connected UDP port: one socket, no ring
+                self.fast.set_port(pid, port.sock.fileno(), -1, None, spec.name, None)
+            self.fast.set_limits(pid, self.core.ports[pid].mtu + ETH_OVERHEAD, vnet)
         self._sync(pid)
         if not strict:  # at start, "running" names them all once every port is open
             log(f"port {spec.name} ({spec.type}) open")
