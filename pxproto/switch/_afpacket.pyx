@@ -28,10 +28,10 @@ from libc.string cimport memcpy, memset
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 from pxproto.fastpath.wirec cimport PxView, px_class_of, px_error_field, px_view
 from pxproto.fastpath.wiregen cimport *
-from pxproto.switch._cutil cimport epb, is_control, mac48, u16
+from pxproto.switch._cutil cimport epb, header_ok, is_control, mac48, u16, wall_ns
 from pxproto.switch._fdb cimport Fdb
 from pxproto.fastpath.tpacket cimport (
-    CLOCK_MONOTONIC, CLOCK_REALTIME, MSG_DONTWAIT, POLLIN, clock_gettime, iovec, mmsghdr, poll, pollfd, sendmmsg,
+    CLOCK_MONOTONIC, MSG_DONTWAIT, POLLIN, clock_gettime, iovec, mmsghdr, poll, pollfd, sendmmsg,
     timespec,
 )
 from pxproto.switch._packetring cimport BATCH, VNET, Batch, PacketRing as Ring, TxRing as Tx, _Slots
@@ -139,6 +139,10 @@ cdef class FastLoop:
         self.ring[pid] = <void*>ring if ring is not None else NULL
         self.txr[pid] = <void*>tx if tx is not None else NULL
         self.up[pid] = True
+        self.set_name(pid, name)
+
+    def set_name(self, int pid, str name):
+        """The port's name, for the mirror's comments (route() mirrors what Python reads)."""
         comment = f"in {name}".encode()[:MIRROR_COMMENT]
         memcpy(self.mcomment[pid], <char*>comment, len(comment))
         self.mcomment_len[pid] = len(comment)
@@ -235,8 +239,7 @@ cdef class FastLoop:
     cdef int _classify(self, const unsigned char* b, Py_ssize_t n, int* ci, int* dime_scope,
                        unsigned int* src_dime, unsigned int* dst_dime, int* err) noexcept nogil:
         """0 when the loop may forward the frame itself; -1 sends it to Python; MALFORMED with ``err`` set."""
-        cdef unsigned int flags, end
-        cdef Py_ssize_t k
+        cdef unsigned int flags
         cdef PxView v
         cdef int c
         if n < PX_ETH_LEN:
@@ -262,26 +265,7 @@ cdef class FastLoop:
         if self.validation == V_NONE:
             return 0
         # header depth: the rules of peek._check_header; a frame that breaks one goes to Python to be counted
-        if b[PX_ETH_LEN + PX_HDR_VERSION] != PX_PROTOCOL_VERSION or flags & ~(PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH):
-            return -1
-        end = PX_BODY_OFFSET + u16(b + PX_ETH_LEN + PX_HDR_LENGTH) + (PX_AUTH_LEN if flags & PX_HFLAG_AUTH else 0)
-        if end > n:
-            return -1
-        if end < n:
-            if n != PX_MIN_ETHERNET_FRAME:
-                return -1
-            for k in range(end, n):
-                if b[k]:
-                    return -1
-        if c == PX_CLASS_DATA and not dime_scope[0]:
-            return -1
-        if (c == PX_CLASS_DISCOVERY or c == PX_CLASS_HEARTBEAT) and dime_scope[0]:
-            return -1
-        if dime_scope[0] == (dst_dime[0] == PX_DIME_ALL):
-            return -1
-        if c == PX_CLASS_HEARTBEAT and src_dime[0] == PX_DIME_ALL:
-            return -1
-        return 0
+        return 0 if header_ok(b, n, c, flags, dime_scope[0], src_dime[0], dst_dime[0]) else -1
 
     cdef int _decide(self, int pid, const unsigned char* b, Py_ssize_t n, double now, int* ci,
                      int* err) noexcept nogil:
@@ -346,7 +330,6 @@ cdef class FastLoop:
         cdef bint off
         cdef Batch* bt = &self.batch
         cdef Ring ring
-        cdef timespec ts
         cdef uint64_t ts_ns = 0
         for which in range(2):
             fd = self.ctrl_fd[pid] if which == 0 else self.fd[pid]
@@ -366,9 +349,7 @@ cdef class FastLoop:
             if n == 0:
                 continue
             got += n
-            if self.mbuf != NULL:
-                clock_gettime(CLOCK_REALTIME, &ts)
-                ts_ns = <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
+            ts_ns = wall_ns() if self.mbuf != NULL else 0
             for p in range(MAXPORTS):
                 self.nc[p] = 0
                 self.nd[p] = 0
@@ -438,6 +419,39 @@ cdef class FastLoop:
             if ring is not None:
                 ring.c_release()
         return got, slow, retry, failed
+
+    def route(self, int pid, list frames, double now):
+        """Decide frames a port Python reads (stream, TAP, unconnected UDP) at C level: learn, count, mirror.
+        Returns (frames for Switch.receive, [(out port or -1 for a flood, frame, class)] for the core's queues)."""
+        cdef list slow = [], routed = []
+        cdef bytes f
+        cdef int out, ci, err
+        cdef Py_ssize_t ln
+        cdef const unsigned char* b
+        cdef uint64_t ts_ns = wall_ns() if self.mbuf != NULL else 0
+        for f in frames:
+            b = <const unsigned char*><char*>f
+            ln = len(f)
+            ci = err = 0
+            out = SLOW if self.force_slow or ln > self.maxlen[pid] else self._decide(pid, b, ln, now, &ci, &err)
+            if out == SLOW:
+                slow.append(f)  # (an oversize frame too: the core counts it)
+                continue
+            self.rx[pid] += 1
+            self.rx_bytes[pid] += ln
+            if out == MALFORMED:
+                self.rx_malformed[pid] += 1
+                if 0 <= err < PX_ERR_COUNT:
+                    self.malformed[err] += 1
+                continue
+            self.rx_class[pid][ci] += 1
+            if self.mbuf != NULL:
+                self._mirror(pid, b, ln, ts_ns)
+            if out == FLOOD:
+                self.flooded += 1
+            if out != DROP:
+                routed.append((out, f, ci))
+        return slow, routed
 
     def run(self, list watch, double timeout):
         """Poll the fast ports (and ``watch``, more descriptors) and forward, without returning to Python
