@@ -16,7 +16,7 @@ at 50% of each switch's saturation rate (and how many probes were lost);
 signaling/heartbeat frames lost while data saturates.  With ``--rounds N`` the
 modes run side by side N times and a table of medians follows.  A pxswitch
 mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
-instead of the default TPACKET_V3 ring; ``+txring=false``: sendmmsg instead of
+instead of the default TPACKET_V2 ring, ``+ring=3``: TPACKET_V3 blocks; ``+txring=false``: sendmmsg instead of
 the PACKET_TX_RING; ``+offload=false``) or ``busy=US``.
 
 A second table (``--port-modes``, see ``_switch_ports.py``) forwards between

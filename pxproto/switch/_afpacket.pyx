@@ -14,7 +14,10 @@ daemon writes out in one piece.  What it does not fully handle (a malformed
 or non-Parallax frame the policy passes or that failed a ``header`` check,
 an output that is not an AF_PACKET port or has a backlog) goes back to
 Python as bytes for :meth:`Switch.receive`; a control frame the wire refused
-goes back for the core's control queue.
+goes back for the core's control queue.  A connected UDP port (one datagram, one frame) is
+driven like an AF_PACKET port without a ring.  :meth:`FastLoop.route` decides, at the same C level,
+the frames of the ports Python reads (stream, TAP, unconnected UDP) and hands them to the core's
+queues.
 
 Batches come and go through :mod:`pxproto.switch._packetring` (recvmmsg, rings,
 sendmmsg); its Python names are re-exported here: a port needs one module.
