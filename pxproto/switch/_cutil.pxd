@@ -6,7 +6,7 @@ writes."""
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from pxproto.fastpath.tpacket cimport CLOCK_REALTIME, clock_gettime, timespec
+from pxproto.fastpath.tpacket cimport CLOCK_REALTIME, SOL_SOCKET, clock_gettime, getsockopt, timespec
 from pxproto.fastpath.wiregen cimport *
 
 
@@ -47,6 +47,19 @@ cdef inline bint header_ok(const unsigned char* b, Py_ssize_t n, int c, unsigned
     if dime_scope == (dst_dime == PX_DIME_ALL):
         return False
     return not (c == PX_CLASS_HEARTBEAT and src_dime == PX_DIME_ALL)
+
+
+cdef enum:
+    SO_MEMINFO = 55               # <asm-generic/socket.h>: [0] the receive queue's bytes, [1] its limit
+
+
+cdef inline bint behind(int fd) noexcept nogil:
+    """``fd``'s receive queue holds more than half of what its buffer allows: its reader is falling behind."""
+    cdef uint32_t mi[9]
+    cdef unsigned int n = sizeof(mi)
+    if getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mi, &n) < 0 or n < 2 * sizeof(uint32_t):
+        return False
+    return mi[0] > mi[1] // 2
 
 
 cdef inline uint64_t wall_ns() noexcept nogil:
