@@ -29,9 +29,10 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
-from pxproto.fastpath.wirec cimport PxView, px_class_of, px_error_field, px_view
+from pxproto.fastpath.wirec cimport px_error_field
 from pxproto.fastpath.wiregen cimport *
-from pxproto.switch._cutil cimport behind, epb, header_ok, is_control, mac48, u16, wall_ns
+from pxproto.switch._classify cimport V_FULL, V_HEADER, V_NONE, classify
+from pxproto.switch._cutil cimport behind, epb, is_control, mac48, u16, wall_ns
 from pxproto.switch._fdb cimport Fdb
 from pxproto.fastpath.tpacket cimport (
     CLOCK_MONOTONIC, MSG_DONTWAIT, POLLIN, clock_gettime, iovec, mmsghdr, poll, pollfd, sendmmsg,
@@ -49,9 +50,6 @@ DEF DROP = -3
 DEF MALFORMED = -4
 DEF MIRROR_COMMENT = 32
 DEF MAXWATCH = 64
-DEF V_NONE = 0
-DEF V_HEADER = 1
-DEF V_FULL = 2
 VALIDATION = {"none": V_NONE, "header": V_HEADER, "full": V_FULL}
 """FastLoop.validation for each SwitchPolicy.validation."""
 
@@ -245,45 +243,16 @@ cdef class FastLoop:
         else:
             self.mlen += w
 
-    cdef int _classify(self, const unsigned char* b, Py_ssize_t n, int* ci, int* dime_scope,
-                       unsigned int* src_dime, unsigned int* dst_dime, int* err) noexcept nogil:
-        """0 when the loop may forward the frame itself; -1 sends it to Python; MALFORMED with ``err`` set."""
-        cdef unsigned int flags
-        cdef PxView v
-        cdef int c
-        if n < PX_ETH_LEN:
-            return -1
-        c = px_class_of(u16(b + PX_ETH_TYPE))
-        ci[0] = c
-        if c == 0:
-            return -1 if self.non_parallax_drop else 0
-        if self.validation == V_FULL:
-            err[0] = px_view(b, n, &v)
-            if err[0]:
-                return MALFORMED if self.malformed_drop else -1
-            dime_scope[0] = v.scope
-            src_dime[0] = v.src_dime
-            dst_dime[0] = v.dst_dime
-            return 0
-        if n < PX_BODY_OFFSET:
-            return -1
-        flags = b[PX_ETH_LEN + PX_HDR_FLAGS]
-        dime_scope[0] = 1 if flags & PX_HFLAG_SCOPE_DIME else 0
-        src_dime[0] = u16(b + PX_ETH_LEN + PX_HDR_SRC_DIME)
-        dst_dime[0] = u16(b + PX_ETH_LEN + PX_HDR_DST_DIME)
-        if self.validation == V_NONE:
-            return 0
-        # header depth: the rules of peek._check_header; a frame that breaks one goes to Python to be counted
-        return 0 if header_ok(b, n, c, flags, dime_scope[0], src_dime[0], dst_dime[0]) else -1
-
     cdef int _decide(self, int pid, const unsigned char* b, Py_ssize_t n, double now, int* ci,
                      int* err) noexcept nogil:
         cdef int dime_scope = 0, r, out = -1
         cdef unsigned int src_dime = PX_DIME_ALL, dst_dime = PX_DIME_ALL
         cdef uint64_t src, dst
-        r = self._classify(b, n, ci, &dime_scope, &src_dime, &dst_dime, err)
-        if r == MALFORMED:
-            return MALFORMED
+        r = classify(b, n, self.validation, self.non_parallax_drop, ci, &dime_scope, &src_dime, &dst_dime, err)
+        if r > 0:
+            if self.malformed_drop:
+                return MALFORMED
+            return SLOW
         if r < 0:
             return SLOW
         if not b[6] & 1:

@@ -1,13 +1,12 @@
 # cython: language_level=3
 """Small inline C helpers of the AF_PACKET loop (_afpacket.pyx): the control classes, big-endian reads of
-frame fields, the header rules of ``header`` validation, and the pcapng Enhanced Packet Block its mirror
-writes."""
+frame fields, the receive queue's fill, and the pcapng Enhanced Packet Block its mirror writes."""
 
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from pxproto.fastpath.tpacket cimport CLOCK_REALTIME, SOL_SOCKET, clock_gettime, getsockopt, timespec
-from pxproto.fastpath.wiregen cimport *
+from pxproto.fastpath.wiregen cimport PX_CLASS_DISCOVERY, PX_CLASS_HEARTBEAT, PX_CLASS_SIGNALING
 
 
 cdef inline bint is_control(int ci) noexcept nogil:
@@ -22,31 +21,6 @@ cdef inline unsigned int u16(const unsigned char* p) noexcept nogil:
 cdef inline uint64_t mac48(const unsigned char* p) noexcept nogil:
     return ((<uint64_t>p[0] << 40) | (<uint64_t>p[1] << 32) | (<uint64_t>p[2] << 24) |
             (<uint64_t>p[3] << 16) | (<uint64_t>p[4] << 8) | <uint64_t>p[5])
-
-
-cdef inline bint header_ok(const unsigned char* b, Py_ssize_t n, int c, unsigned int flags, int dime_scope,
-                           unsigned int src_dime, unsigned int dst_dime) noexcept nogil:
-    """The rules of pxproto.switch.peek._check_header, for a frame of class ``c`` at least PX_BODY_OFFSET long."""
-    cdef unsigned int end
-    cdef Py_ssize_t k
-    if b[PX_ETH_LEN + PX_HDR_VERSION] != PX_PROTOCOL_VERSION or flags & ~(PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH):
-        return False
-    end = PX_BODY_OFFSET + u16(b + PX_ETH_LEN + PX_HDR_LENGTH) + (PX_AUTH_LEN if flags & PX_HFLAG_AUTH else 0)
-    if end > n:
-        return False
-    if end < n:
-        if n != PX_MIN_ETHERNET_FRAME:
-            return False
-        for k in range(end, n):
-            if b[k]:
-                return False
-    if c == PX_CLASS_DATA and not dime_scope:
-        return False
-    if (c == PX_CLASS_DISCOVERY or c == PX_CLASS_HEARTBEAT) and dime_scope:
-        return False
-    if dime_scope == (dst_dime == PX_DIME_ALL):
-        return False
-    return not (c == PX_CLASS_HEARTBEAT and src_dime == PX_DIME_ALL)
 
 
 cdef enum:
