@@ -81,6 +81,7 @@ cdef class FastLoop:
     cdef long long tx_drop[MAXPORTS]
     cdef long long rx_malformed[MAXPORTS]
     cdef long long rx_shed[MAXPORTS]   # data frames dropped unread by a one-socket port that fell behind
+    cdef bint shed_last[MAXPORTS]      # the port's last batch was shed
     cdef long long rx_class[MAXPORTS][NCLASS]
     cdef long long tx_class[MAXPORTS][NCLASS]
     cdef long long malformed[PX_ERR_COUNT]
@@ -327,9 +328,11 @@ cdef class FastLoop:
             if n == 0:
                 continue
             got += n
-            # one socket for every class, falling behind: shed this batch's data (reading is far cheaper than
-            # forwarding), so the queue drains and the control frames arriving behind it are not dropped
-            shed = which == 1 and self.ctrl_fd[pid] < 0 and n == BATCH and behind(fd)
+            # one socket for every class, falling behind: shed the data of every other batch (reading is far
+            # cheaper than forwarding), so the queue drains and the control frames behind it are not dropped,
+            # while half the batches still forward their data when even reading cannot keep up
+            shed = which == 1 and self.ctrl_fd[pid] < 0 and n == BATCH and not self.shed_last[pid] and behind(fd)
+            self.shed_last[pid] = shed
             ts_ns = wall_ns() if self.mbuf != NULL else 0
             for p in range(MAXPORTS):
                 self.nc[p] = 0
