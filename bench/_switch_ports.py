@@ -2,7 +2,8 @@
 
 In the switch's namespace, a sender process pushes 60-byte DATA frames, with a heartbeat as one
 in every 256, into one port as fast as it can, and a receiver process counts what comes out of the
-other, for ``seconds`` (heartbeats lost under that saturation are counted apart):
+other, for ``seconds`` (heartbeats lost under that saturation are counted apart; on UDP, the datagrams the
+switch's ingress socket dropped, from /proc/net/udp):
 
 - ``bridge-tap``: the Linux bridge between two tap devices (the sender writes frames into one tap's
   file descriptor, the receiver reads the other's: what QEMU guests on a bridge do);
@@ -149,7 +150,9 @@ def run(mode: str, seconds: float, sh: Callable[..., str], ns: str, cpus: dict[s
             p.stdin.flush()
         (rx, crx), (tx, ctx) = (map(int, p.communicate(timeout=seconds + 30)[0].split()[-2:]) for p in procs)
         cpu = cpu_seconds(sw) - cpu0
+        drops = udp_drops(sh(f"ip netns exec {ns} cat /proc/net/udp")) if kind == "udp" else {}
         return {
+            "sw_drops": drops.get(47100, float("nan")),  # the switch's ingress port socket: overflowed, any class
             "sent_fps": tx / seconds,
             "fps": rx / seconds,
             "cpu_ns": cpu * 1e9 / rx if sw and rx else float("nan"),
@@ -174,6 +177,17 @@ def _ports(kind: str, tmp: str) -> tuple[list[str], list[tuple[str, str]]]:
         a, b, snd, rcv = (f"127.0.0.1:{47100 + i}" for i in range(4))
         return [f"udp:local={a},remote={snd}", f"udp:local={b},remote={rcv}"], [(rcv, ""), (snd, a)]
     return [f"stream:address={tmp}/{x}.sock,listen=true" for x in "ab"], [(f"{tmp}/b.sock", ""), (f"{tmp}/a.sock", "")]
+
+
+def udp_drops(table: str) -> dict[int, int]:
+    """Datagrams each UDP socket of a /proc/net/udp text dropped (a full receive buffer), by local port."""
+    out: dict[int, int] = {}
+    for line in table.splitlines()[1:]:
+        f = line.split()
+        if len(f) >= 13:
+            port = int(f[1].rsplit(":", 1)[1], 16)
+            out[port] = out.get(port, 0) + int(f[-1])
+    return out
 
 
 def cpu_seconds(proc: subprocess.Popen[bytes] | None) -> float:

@@ -16,7 +16,7 @@ at 50% of each switch's saturation rate (and how many probes were lost);
 signaling/heartbeat frames lost while data saturates.  With ``--rounds N`` the
 modes run side by side N times and a table of medians follows.  A pxswitch
 mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
-instead of the default TPACKET_V3 ring; ``+txring=false``: sendmmsg instead of
+instead of the default TPACKET_V2 ring, ``+ring=3``: TPACKET_V3 blocks; ``+txring=false``: sendmmsg instead of
 the PACKET_TX_RING; ``+offload=false``) or ``busy=US``.
 
 A second table (``--port-modes``, see ``_switch_ports.py``) forwards between
@@ -413,6 +413,7 @@ PORT_COLUMNS = (
     ("CPU ns/frame", "cpu_ns", "{:.0f}"),
     ("ctrl sent", "ctrl_sent", "{:.0f}"),
     ("ctrl lost", "ctrl_lost", "{:.0f}"),
+    ("sw drops", "sw_drops", "{:.0f}"),
 )
 
 
@@ -424,7 +425,7 @@ def port_table(rows: list[dict], title: str) -> None:
     for r in rows:
         cells = (
             r["mode"],
-            *(fmt.format(r[key]) for _, key, fmt in PORT_COLUMNS),
+            *(fmt.format(r.get(key, float("nan"))) for _, key, fmt in PORT_COLUMNS),
             f"{r['fps'] / base:.2f}" if base else "nan",
         )
         print("".join(f"{c:>17}" for c in cells))
@@ -514,7 +515,10 @@ def main() -> int:
         table(med, f"medians of {args.rounds} rounds (each column separately; ratios of the median sat fps)")
     if args.rounds > 1 and port_modes:
         med = [
-            {"mode": name, **{key: median([r[i][key] for r in port_rounds]) for _, key, _ in PORT_COLUMNS}}
+            {
+                "mode": name,
+                **{key: median([r[i].get(key, float("nan")) for r in port_rounds]) for _, key, _ in PORT_COLUMNS},
+            }
             for i, name in enumerate(port_modes)
         ]
         port_table(med, f"medians of {args.rounds} rounds, between QEMU's port types (ratios of the medians)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -311,3 +312,127 @@ def test_udp_port_enforces_its_mtu(udp_switch: tuple[Daemon, list[UdpPeer]], tmp
     stats = ask(d, str(tmp_path / "c.sock"), "stats")
     assert stats["ports"]["u0"]["rx_oversize"] == 1
     assert stats["ports"]["u0"]["mtu"] == VIRTUAL_MTU and stats["ports"]["u0"]["max_macs"] == 2048
+
+
+def test_connected_udp_ports_forward_in_the_compiled_loop(udp_switch: tuple[Daemon, list[UdpPeer]]) -> None:
+    """A UDP port with a fixed remote is a connected socket: the compiled loop reads it with recvmmsg and writes
+    it with sendmmsg, like an AF_PACKET port; a peer that went away (ICMP port unreachable, reported to the
+    switch's socket as ECONNREFUSED on a later call) costs frames, not the port."""
+    d, (p0, p1, p2) = udp_switch
+    if d.fast is None:
+        pytest.skip("the compiled pxproto.switch._afpacket is not built")
+    assert all(d._is_fast(pid) for pid in d.ports)
+    p2.sock.close()  # u2's remote now answers with ICMP port unreachable
+    frames = [heartbeat(mac(1), dime=4, seq=i) for i in range(50)]
+    for f in frames:
+        p0.send(f)
+        d.step(0.001)
+    spin(d, lambda: len(p1.poll()) == len(frames))
+    assert p1.got == frames
+    assert sorted(d.core.ports[pid].name for pid in d.ports) == ["u0", "u1", "u2"]  # u2 stays
+    u0, u1 = sorted(d.ports)[:2]
+    assert d.fast.counters(u0)[0] == len(frames) and d.fast.counters(u1)[2] == len(frames)
+    p1.send(data(mac(1), mac(2), dst_dime=4))
+    spin(d, lambda: len(p0.poll()) == 1)
+
+
+def _stream_run(tmp: Path, compiled: bool) -> tuple[list[list[bytes]], dict[str, Any], list[bytes], int]:
+    specs = [PortSpec(f"s{i}", "stream", (("address", str(tmp / f"s{i}.sock")), ("listen", True))) for i in range(3)]
+    d = Daemon(SwitchConfig(SwitchPolicy(), specs, mirror=str(tmp / "m.pcapng"), control=str(tmp / "c.sock")))
+    try:
+        if d.fast is None:
+            pytest.skip("the compiled pxproto.switch._afpacket is not built")
+        d.fast.force_slow = not compiled  # every frame to Switch.receive: the reference
+        peers = [StreamPeer(str(tmp / f"s{i}.sock")) for i in range(3)]
+        spin(d, lambda: all(p["up"] for p in d.stats()["ports"].values()))
+        frames = [
+            heartbeat(mac(1), dime=4),  # flood, learns mac 1 on s0
+            data(mac(1), mac(2), dst_dime=4),  # unknown unicast: flood, learns mac 2 on s1
+            data(mac(2), mac(1), dst_dime=1),  # known: s1 only
+            bytes(data(mac(2), mac(1), dst_dime=1))[:20],  # malformed (truncated header)
+            mac(9) + mac(1) + b"\x08\x00" + bytes(46),  # non-Parallax, unknown: flood
+            signaling(mac(2), mac(1), dst_dime=1),  # control, known
+        ]
+        senders = [0, 1, 0, 0, 0, 0]
+        got: list[list[bytes]] = [[], [], []]
+        for i, (f, s) in enumerate(zip(frames, senders, strict=True)):
+            peers[s].send(f)
+            name, want = f"s{s}", sum(1 for x in senders[: i + 1] if x == s)
+            spin(d, lambda name=name, want=want: d.stats()["ports"][name]["rx"] >= want)  # type: ignore[misc]
+            for _ in range(5):
+                d.step(0.005)
+        for _ in range(20):
+            d.step(0.005)
+        for k, p in enumerate(peers):
+            got[k].extend(p.frames())
+        st = d.stats()
+        handled = d.fast.counters(0)[0]
+    finally:
+        d.close()
+    with open(tmp / "m.pcapng", "rb") as fh:
+        mirrored = [bytes(p.data) for p in read_packets(fh)]
+    keep = ("rx", "rx_bytes", "tx", "tx_bytes", "rx_malformed", "rx_class", "tx_class")
+    summary = {
+        "ports": {n: {k: p[k] for k in keep} for n, p in st["ports"].items()},
+        "switch": st["switch"],
+        "malformed": st["malformed"],
+    }
+    return got, summary, mirrored, handled
+
+
+def test_stream_frames_decided_in_the_compiled_loop_match_the_core(tmp_path: Path) -> None:
+    """Frames a stream port reads are decided by the compiled loop (route): the same outputs, counters, table
+    events and mirror as the pure core's Switch.receive."""
+    (tmp_path / "c").mkdir()
+    (tmp_path / "p").mkdir()
+    fast = _stream_run(tmp_path / "c", compiled=True)
+    ref = _stream_run(tmp_path / "p", compiled=False)
+    assert fast[3] > 0 and ref[3] == 0  # the compiled loop handled frames itself only when allowed to
+    assert fast[0] == ref[0]
+    assert fast[1] == ref[1]
+    assert sorted(fast[2]) == sorted(ref[2])
+
+
+def test_a_udp_port_that_falls_behind_sheds_data_not_control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A UDP port has one socket for every class: when its queue is past half full the compiled loop drops the
+    data of what it reads (cheap) instead of forwarding it, so the queue drains and no control frame is lost."""
+    from pxproto.switch.sockports import UdpPort
+
+    monkeypatch.setattr(UdpPort, "BUF", 1 << 18)
+    peers = [UdpPeer() for _ in range(2)]
+    peers[1].sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 23)
+    specs = [PortSpec(f"u{i}", "udp", (("local", "127.0.0.1:0"), ("remote", p.addr))) for i, p in enumerate(peers)]
+    d = Daemon(SwitchConfig(SwitchPolicy(), specs, control=str(tmp_path / "c.sock")))
+    try:
+        if d.fast is None:
+            pytest.skip("the compiled pxproto.switch._afpacket is not built")
+        u0, _ = sorted(d.ports)
+        for pid, p in zip(sorted(d.ports), peers, strict=True):
+            p.switch = d.ports[pid].address  # type: ignore[attr-defined]
+        peers[1].send(heartbeat(mac(2), dime=1))  # mac 2 is behind u1
+        spin(d, lambda: len(peers[0].poll()) == 1)
+        sock = d.ports[u0].sock  # type: ignore[attr-defined]
+
+        def fill() -> float:
+            rmem, limit = struct.unpack("2I", sock.getsockopt(socket.SOL_SOCKET, 55, 8))  # SO_MEMINFO
+            return float(rmem) / float(limit)
+
+        ctrl, n_data, i = [], 0, 0
+        while fill() < 0.75:  # the switch does not turn: its queue fills (below the point the kernel drops)
+            if i % 10 == 0:
+                f = signaling(mac(2), mac(1), dst_dime=1, seq=i)
+                ctrl.append(f)
+            else:
+                f = data(mac(2), mac(1), dst_dime=1, seq=i)
+                n_data += 1
+            peers[0].send(f)
+            i += 1
+        spin(d, lambda: sum(f in ctrl for f in peers[1].poll()) == len(ctrl))
+        st = d.stats()["ports"]["u0"]
+        got_data = sum(1 for f in peers[1].got if f[12:14] == data(mac(2), mac(1), dst_dime=1)[12:14])
+        assert len(ctrl) > 10 and st["rx_shed"] > 0
+        assert got_data + st["rx_shed"] == n_data and st["rx"] == n_data + len(ctrl)
+    finally:
+        d.close()
+        for p in peers:
+            p.sock.close()

@@ -30,6 +30,7 @@ cdef extern from "<sys/socket.h>" nogil:
     int recvmmsg(int fd, mmsghdr* v, unsigned int n, int flags, timespec* t)
     int sendmmsg(int fd, mmsghdr* v, unsigned int n, int flags)
     long send(int fd, const void* buf, size_t n, int flags)
+    long recv(int fd, void* buf, size_t n, int flags)
     int setsockopt(int fd, int level, int optname, const void* optval, unsigned int optlen)
     int getsockopt(int fd, int level, int optname, void* optval, unsigned int* optlen)
     int MSG_DONTWAIT
@@ -108,10 +109,12 @@ cdef extern from "<linux/if_packet.h>" nogil:
     int PACKET_STATISTICS
     int PACKET_QDISC_BYPASS
     int PACKET_VNET_HDR
+    int PACKET_COPY_THRESH
     int TPACKET_V2
     int TPACKET_V3
     int TP_STATUS_KERNEL
     int TP_STATUS_USER
+    int TP_STATUS_COPY
     int TP_STATUS_AVAILABLE
     int TP_STATUS_SEND_REQUEST
     int TP_STATUS_SENDING

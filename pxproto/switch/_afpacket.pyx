@@ -14,24 +14,28 @@ daemon writes out in one piece.  What it does not fully handle (a malformed
 or non-Parallax frame the policy passes or that failed a ``header`` check,
 an output that is not an AF_PACKET port or has a backlog) goes back to
 Python as bytes for :meth:`Switch.receive`; a control frame the wire refused
-goes back for the core's control queue.
+goes back for the core's control queue.  A connected UDP port (one datagram, one frame) is
+driven like an AF_PACKET port without a ring.  :meth:`FastLoop.route` decides, at the same C level,
+the frames of the ports Python reads (stream, TAP, unconnected UDP) and hands them to the core's
+queues.
 
 Batches come and go through :mod:`pxproto.switch._packetring` (recvmmsg, rings,
 sendmmsg); its Python names are re-exported here: a port needs one module.
 """
 
-from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
+from libc.errno cimport EAGAIN, ECONNREFUSED, EINTR, ENOBUFS, errno
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
-from pxproto.fastpath.wirec cimport PxView, px_class_of, px_error_field, px_view
+from pxproto.fastpath.wirec cimport px_error_field
 from pxproto.fastpath.wiregen cimport *
-from pxproto.switch._cutil cimport epb, is_control, mac48, u16
+from pxproto.switch._classify cimport V_FULL, V_HEADER, V_NONE, classify
+from pxproto.switch._cutil cimport behind, epb, is_control, mac48, u16, wall_ns
 from pxproto.switch._fdb cimport Fdb
 from pxproto.fastpath.tpacket cimport (
-    CLOCK_MONOTONIC, CLOCK_REALTIME, MSG_DONTWAIT, POLLIN, clock_gettime, iovec, mmsghdr, poll, pollfd, sendmmsg,
+    CLOCK_MONOTONIC, MSG_DONTWAIT, POLLIN, clock_gettime, iovec, mmsghdr, poll, pollfd, sendmmsg,
     timespec,
 )
 from pxproto.switch._packetring cimport BATCH, VNET, Batch, PacketRing as Ring, TxRing as Tx, _Slots
@@ -46,15 +50,12 @@ DEF DROP = -3
 DEF MALFORMED = -4
 DEF MIRROR_COMMENT = 32
 DEF MAXWATCH = 64
-DEF V_NONE = 0
-DEF V_HEADER = 1
-DEF V_FULL = 2
 VALIDATION = {"none": V_NONE, "header": V_HEADER, "full": V_FULL}
 """FastLoop.validation for each SwitchPolicy.validation."""
 
 
 cdef class FastLoop:
-    """Forwarding between AF_PACKET ports at C level, sharing the switch's table."""
+    """Forwarding between AF_PACKET ports (and connected UDP ports) at C level, sharing the switch's table."""
 
     cdef Fdb fdb
     cdef _Slots slots
@@ -79,6 +80,8 @@ cdef class FastLoop:
     cdef long long tx_bytes[MAXPORTS]
     cdef long long tx_drop[MAXPORTS]
     cdef long long rx_malformed[MAXPORTS]
+    cdef long long rx_shed[MAXPORTS]   # data frames dropped unread by a one-socket port that fell behind
+    cdef bint shed_last[MAXPORTS]      # the port's last batch was shed
     cdef long long rx_class[MAXPORTS][NCLASS]
     cdef long long tx_class[MAXPORTS][NCLASS]
     cdef long long malformed[PX_ERR_COUNT]
@@ -139,6 +142,10 @@ cdef class FastLoop:
         self.ring[pid] = <void*>ring if ring is not None else NULL
         self.txr[pid] = <void*>tx if tx is not None else NULL
         self.up[pid] = True
+        self.set_name(pid, name)
+
+    def set_name(self, int pid, str name):
+        """The port's name, for the mirror's comments (route() mirrors what Python reads)."""
         comment = f"in {name}".encode()[:MIRROR_COMMENT]
         memcpy(self.mcomment[pid], <char*>comment, len(comment))
         self.mcomment_len[pid] = len(comment)
@@ -153,7 +160,7 @@ cdef class FastLoop:
             self.up[pid] = False
             self.vnet[pid] = False
             self.maxlen[pid] = 65535
-            self.rx_big[pid] = self.tx_big[pid] = self.offload_err[pid] = 0
+            self.rx_big[pid] = self.tx_big[pid] = self.offload_err[pid] = self.rx_shed[pid] = 0
             self._vnet_sum()
 
     def set_limits(self, int pid, Py_ssize_t maxlen, bint vnet):
@@ -205,6 +212,11 @@ cdef class FastLoop:
                 [self.rx_class[pid][i] for i in range(NCLASS)], [self.tx_class[pid][i] for i in range(NCLASS)],
                 self.rx_big[pid], self.tx_big[pid])
 
+    def shed(self, int pid):
+        """Data frames a port with one socket for every class (UDP) dropped while its queue was past half
+        full, so the control frames behind them are not lost in the kernel."""
+        return self.rx_shed[pid]
+
     def offload_errors(self, int pid):
         """Offloaded frames from ``pid`` that could not be completed in software (dropped)."""
         return self.offload_err[pid]
@@ -232,65 +244,16 @@ cdef class FastLoop:
         else:
             self.mlen += w
 
-    cdef int _classify(self, const unsigned char* b, Py_ssize_t n, int* ci, int* dime_scope,
-                       unsigned int* src_dime, unsigned int* dst_dime, int* err) noexcept nogil:
-        """0 when the loop may forward the frame itself; -1 sends it to Python; MALFORMED with ``err`` set."""
-        cdef unsigned int flags, end
-        cdef Py_ssize_t k
-        cdef PxView v
-        cdef int c
-        if n < PX_ETH_LEN:
-            return -1
-        c = px_class_of(u16(b + PX_ETH_TYPE))
-        ci[0] = c
-        if c == 0:
-            return -1 if self.non_parallax_drop else 0
-        if self.validation == V_FULL:
-            err[0] = px_view(b, n, &v)
-            if err[0]:
-                return MALFORMED if self.malformed_drop else -1
-            dime_scope[0] = v.scope
-            src_dime[0] = v.src_dime
-            dst_dime[0] = v.dst_dime
-            return 0
-        if n < PX_BODY_OFFSET:
-            return -1
-        flags = b[PX_ETH_LEN + PX_HDR_FLAGS]
-        dime_scope[0] = 1 if flags & PX_HFLAG_SCOPE_DIME else 0
-        src_dime[0] = u16(b + PX_ETH_LEN + PX_HDR_SRC_DIME)
-        dst_dime[0] = u16(b + PX_ETH_LEN + PX_HDR_DST_DIME)
-        if self.validation == V_NONE:
-            return 0
-        # header depth: the rules of peek._check_header; a frame that breaks one goes to Python to be counted
-        if b[PX_ETH_LEN + PX_HDR_VERSION] != PX_PROTOCOL_VERSION or flags & ~(PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH):
-            return -1
-        end = PX_BODY_OFFSET + u16(b + PX_ETH_LEN + PX_HDR_LENGTH) + (PX_AUTH_LEN if flags & PX_HFLAG_AUTH else 0)
-        if end > n:
-            return -1
-        if end < n:
-            if n != PX_MIN_ETHERNET_FRAME:
-                return -1
-            for k in range(end, n):
-                if b[k]:
-                    return -1
-        if c == PX_CLASS_DATA and not dime_scope[0]:
-            return -1
-        if (c == PX_CLASS_DISCOVERY or c == PX_CLASS_HEARTBEAT) and dime_scope[0]:
-            return -1
-        if dime_scope[0] == (dst_dime[0] == PX_DIME_ALL):
-            return -1
-        if c == PX_CLASS_HEARTBEAT and src_dime[0] == PX_DIME_ALL:
-            return -1
-        return 0
-
     cdef int _decide(self, int pid, const unsigned char* b, Py_ssize_t n, double now, int* ci,
                      int* err) noexcept nogil:
         cdef int dime_scope = 0, r, out = -1
         cdef unsigned int src_dime = PX_DIME_ALL, dst_dime = PX_DIME_ALL
         cdef uint64_t src, dst
-        r = self._classify(b, n, ci, &dime_scope, &src_dime, &dst_dime, err)
-        if r == MALFORMED:
-            return MALFORMED
+        r = classify(b, n, self.validation, self.non_parallax_drop, ci, &dime_scope, &src_dime, &dst_dime, err)
+        if r > 0:
+            if self.malformed_drop:
+                return MALFORMED
+            return SLOW
         if r < 0:
             return SLOW
         if not b[6] & 1:
@@ -343,10 +306,9 @@ cdef class FastLoop:
         cdef Py_ssize_t ln
         cdef unsigned char* b
         cdef unsigned char* vh
-        cdef bint off
+        cdef bint off, shed
         cdef Batch* bt = &self.batch
         cdef Ring ring
-        cdef timespec ts
         cdef uint64_t ts_ns = 0
         for which in range(2):
             fd = self.ctrl_fd[pid] if which == 0 else self.fd[pid]
@@ -360,15 +322,18 @@ cdef class FastLoop:
                 with nogil:
                     n = self.slots.recv(fd, bt, VNET if which == 1 and self.vnet[pid] else 0)
                 if n < 0:
-                    if errno == EAGAIN or errno == EINTR:
-                        continue
+                    if errno == EAGAIN or errno == EINTR or errno == ECONNREFUSED:
+                        continue  # (a UDP port: an ICMP error for an earlier send, reported once)
                     raise OSError(errno, "recvmmsg")
             if n == 0:
                 continue
             got += n
-            if self.mbuf != NULL:
-                clock_gettime(CLOCK_REALTIME, &ts)
-                ts_ns = <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
+            # one socket for every class, falling behind: shed the data of every other batch (reading is far
+            # cheaper than forwarding), so the queue drains and the control frames behind it are not dropped,
+            # while half the batches still forward their data when even reading cannot keep up
+            shed = which == 1 and self.ctrl_fd[pid] < 0 and n == BATCH and not self.shed_last[pid] and behind(fd)
+            self.shed_last[pid] = shed
+            ts_ns = wall_ns() if self.mbuf != NULL else 0
             for p in range(MAXPORTS):
                 self.nc[p] = 0
                 self.nd[p] = 0
@@ -393,6 +358,11 @@ cdef class FastLoop:
                     out = SLOW
                 else:
                     out = self._decide(pid, b, ln, now, &ci, &err)
+                if shed and not is_control(ci) and out != MALFORMED:
+                    self.rx[pid] += 1
+                    self.rx_bytes[pid] += ln
+                    self.rx_shed[pid] += 1
+                    continue
                 if off and (out >= 0 and out < MAXPORTS and not self.vnet[out] or out == FLOOD and not self.all_vnet):
                     out = SLOW  # a port without the header: the checksum and the cutting are done in Python
                 if out == MALFORMED:
@@ -438,6 +408,39 @@ cdef class FastLoop:
             if ring is not None:
                 ring.c_release()
         return got, slow, retry, failed
+
+    def route(self, int pid, list frames, double now):
+        """Decide frames a port Python reads (stream, TAP, unconnected UDP) at C level: learn, count, mirror.
+        Returns (frames for Switch.receive, [(out port or -1 for a flood, frame, class)] for the core's queues)."""
+        cdef list slow = [], routed = []
+        cdef bytes f
+        cdef int out, ci, err
+        cdef Py_ssize_t ln
+        cdef const unsigned char* b
+        cdef uint64_t ts_ns = wall_ns() if self.mbuf != NULL else 0
+        for f in frames:
+            b = <const unsigned char*><char*>f
+            ln = len(f)
+            ci = err = 0
+            out = SLOW if self.force_slow or ln > self.maxlen[pid] else self._decide(pid, b, ln, now, &ci, &err)
+            if out == SLOW:
+                slow.append(f)  # (an oversize frame too: the core counts it)
+                continue
+            self.rx[pid] += 1
+            self.rx_bytes[pid] += ln
+            if out == MALFORMED:
+                self.rx_malformed[pid] += 1
+                if 0 <= err < PX_ERR_COUNT:
+                    self.malformed[err] += 1
+                continue
+            self.rx_class[pid][ci] += 1
+            if self.mbuf != NULL:
+                self._mirror(pid, b, ln, ts_ns)
+            if out == FLOOD:
+                self.flooded += 1
+            if out != DROP:
+                routed.append((out, f, ci))
+        return slow, routed
 
     def run(self, list watch, double timeout):
         """Poll the fast ports (and ``watch``, more descriptors) and forward, without returning to Python
@@ -574,8 +577,8 @@ cdef class FastLoop:
                 off += r
                 continue
             err = errno
-            if err == EINTR:
-                continue
+            if err == EINTR or err == ECONNREFUSED:
+                continue  # (a UDP port: an ICMP error for an earlier send, reported once; the frames still go)
             ci = self.cls_of[slots[off]]
             if err == ENOBUFS and not is_control(ci):
                 self.tx_drop[p] += 1  # the wire refused this data frame: drop it, go on

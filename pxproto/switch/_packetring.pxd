@@ -40,6 +40,8 @@ cdef class PacketRing:
     cdef unsigned int pending[BATCH]  # V2: slots handed out, to release
     cdef int npending
     cdef bint v3_done                # V3: the current block is read to its end; release it
+    cdef unsigned char* big          # V2: a frame longer than a slot (a GSO segment), read whole from the socket
+    cdef long long ncopied           # V2: frames that came that way
 
     cdef int take(self, Batch* b) noexcept nogil
     cdef void c_release(self) noexcept nogil

@@ -11,15 +11,16 @@ level through ``_packetring.pxd``.
 
 from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
 from libc.stdint cimport uint32_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 from pxproto.fastpath.tpacket cimport (
-    MAP_FAILED, MAP_SHARED, MSG_DONTWAIT, MSG_TRUNC, PACKET_QDISC_BYPASS, PACKET_RX_RING, PACKET_TX_RING,
-    PACKET_VERSION, PACKET_VNET_HDR, PROT_READ, PROT_WRITE, SOL_PACKET, TP_STATUS_AVAILABLE, TP_STATUS_KERNEL,
-    TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TPACKET_ALIGN, TPACKET_V2, TPACKET_V3, iovec, mmap, mmsghdr, munmap,
-    recvmmsg, send, sendmmsg, setsockopt, tpacket2_hdr, tpacket3_hdr, tpacket_block_desc, tpacket_req, tpacket_req3,
+    MAP_FAILED, MAP_SHARED, MSG_DONTWAIT, MSG_TRUNC, PACKET_COPY_THRESH, PACKET_QDISC_BYPASS, PACKET_RX_RING,
+    PACKET_TX_RING, PACKET_VERSION, PACKET_VNET_HDR, PROT_READ, PROT_WRITE, SOL_PACKET, TP_STATUS_AVAILABLE,
+    TP_STATUS_COPY, TP_STATUS_KERNEL, TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TPACKET_ALIGN, TPACKET_V2, TPACKET_V3,
+    iovec, mmap, mmsghdr, munmap, recv, recvmmsg, send, sendmmsg, setsockopt, tpacket2_hdr, tpacket3_hdr,
+    tpacket_block_desc, tpacket_req, tpacket_req3,
 )
 
 cdef extern from *:
@@ -122,8 +123,11 @@ cdef class PacketRing:
 
     ``version`` 2 (TPACKET_V2, one fixed slot per frame: the kernel hands each
     frame over at once) or 3 (TPACKET_V3, frames packed in blocks: a block is
-    handed over when full or after ``timeout_ms``).  Frames are read in place;
-    :meth:`c_release` gives what was read back to the kernel.
+    handed over when full or after ``timeout_ms``, so a frame may wait that
+    long).  Frames are read in place; :meth:`c_release` gives what was read
+    back to the kernel.  V2 with PACKET_COPY_THRESH: a frame longer than a slot
+    (a 64 KiB GSO segment) leaves a cut copy marked TP_STATUS_COPY in the ring
+    and the whole frame in the socket's queue, which :meth:`take` reads.
     """
 
     def __cinit__(self, int fd, int version=2, unsigned int size=1 << 20, unsigned int timeout_ms=1,
@@ -136,9 +140,15 @@ cdef class PacketRing:
         if vnet and setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one)) < 0:
             raise OSError(errno, "PACKET_VNET_HDR")
         self.map = NULL
+        self.big = NULL
         if frame_size < 2048 or frame_size & (frame_size - 1) or frame_size > (1 << 17):
             raise ValueError(f"ring frame size {frame_size}: a power of two from 2048 to 131072")
         if version == 2:
+            if setsockopt(fd, SOL_PACKET, PACKET_COPY_THRESH, &one, sizeof(one)) < 0:
+                raise OSError(errno, "PACKET_COPY_THRESH")
+            self.big = <unsigned char*>malloc(SLOT)
+            if self.big == NULL:
+                raise MemoryError()
             v = TPACKET_V2
         elif version == 3:
             v = TPACKET_V3
@@ -174,6 +184,12 @@ cdef class PacketRing:
     def __dealloc__(self):
         if self.map != NULL:
             munmap(self.map, self.map_len)
+        free(self.big)
+
+    @property
+    def copied(self):
+        """V2: frames longer than a slot, read whole from the socket's queue."""
+        return self.ncopied
 
     @property
     def slots(self):
@@ -187,13 +203,31 @@ cdef class PacketRing:
         cdef tpacket_block_desc* bd
         cdef unsigned int fpb = self.block_size // self.frame_size
         cdef unsigned char* slot
+        cdef long r
+        cdef unsigned int status, h = VNET if self.vnet else 0
         b.n = 0
         if self.version == 2:
             while b.n < BATCH:
                 slot = self.map + (self.cur // fpb) * self.block_size + (self.cur % fpb) * self.frame_size
                 h2 = <tpacket2_hdr*>slot
-                if not (h2.tp_status & TP_STATUS_USER):
+                status = px_load_acquire(&h2.tp_status)
+                if not (status & TP_STATUS_USER):
                     break
+                if status & TP_STATUS_COPY:
+                    if b.n:
+                        break  # the whole frame has the one big buffer: it starts the next batch
+                    r = recv(self.fd, self.big, SLOT, MSG_DONTWAIT | MSG_TRUNC)
+                    if r >= h:
+                        self.ncopied += 1
+                        b.ptr[0] = self.big + h
+                        b.vh[0] = self.big if self.vnet else NULL
+                        b.len[0] = min(r, SLOT) - h
+                        b.trunc[0] = r > SLOT
+                        self.pending[self.npending] = self.cur
+                        self.npending += 1
+                        b.n = 1
+                        self.cur = (self.cur + 1) % self.frame_nr
+                        break
                 b.ptr[b.n] = slot + h2.tp_mac
                 b.vh[b.n] = slot + h2.tp_mac - VNET if self.vnet else NULL
                 b.len[b.n] = h2.tp_snaplen
@@ -228,8 +262,8 @@ cdef class PacketRing:
         if self.version == 2:
             for i in range(self.npending):
                 s = self.pending[i]
-                (<tpacket2_hdr*>(self.map + (s // fpb) * self.block_size + (s % fpb) * self.frame_size)).tp_status = (
-                    TP_STATUS_KERNEL)
+                px_store_release(&(<tpacket2_hdr*>(self.map + (s // fpb) * self.block_size
+                                                   + (s % fpb) * self.frame_size)).tp_status, TP_STATUS_KERNEL)
             self.npending = 0
             return
         if self.v3_done and self.v3_next != NULL:

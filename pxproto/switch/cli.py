@@ -29,9 +29,11 @@ ports (--port TYPE:key=value,key=value; name=NAME is optional):
       (no IFF_VNET_HDR: the kernel checksums and segments before the switch).
   afpacket:interface=NAME[,rcvbuf=BYTES][,ring=0|2|3][,offload=true|false]
           [,txring=true|false]
-      an existing interface (veth, NIC, a QEMU tap), promiscuous; ring 3
-      (default): PACKET_MMAP TPACKET_V3, 2: TPACKET_V2, 0: recvmmsg (lowest
-      latency for data, about half the throughput); offload (default true):
+      an existing interface (veth, NIC, a QEMU tap), promiscuous; ring 2
+      (default): PACKET_MMAP TPACKET_V2 (each frame handed over as it lands;
+      a GSO segment longer than a slot read whole from the socket), 3:
+      TPACKET_V3 blocks (handed over full or after 1 ms: up to 1 ms more
+      latency), 0: recvmmsg (about half the throughput); offload (default true):
       PACKET_VNET_HDR, so TCP checksum/segmentation offloads of a veth peer or
       a virtio-net guest are carried (or done in software towards other ports);
       txring (default true): send through a PACKET_MMAP transmit ring (false:

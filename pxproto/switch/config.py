@@ -27,8 +27,8 @@ A file::
     type = "afpacket"
     interface = "veth0"
     rcvbuf = 1048576           # data socket receive buffer, bytes (it bounds the backlog, hence the latency)
-    ring = 3                   # 3 (default): PACKET_MMAP TPACKET_V3 (blocks: the most throughput, up to the 1 ms
-                               # block timeout of latency for data); 2: TPACKET_V2 ring; 0: recvmmsg
+    ring = 2                   # 2 (default): PACKET_MMAP TPACKET_V2 (a frame at once); 3: TPACKET_V3 (blocks,
+                               # up to the 1 ms block timeout of latency for data); 0: recvmmsg
     offload = true             # PACKET_VNET_HDR: carry checksum/segmentation offloads (see the README)
     txring = true              # send through a PACKET_MMAP TX ring (false: sendmmsg; GSO segments always do)
     mtu = 1500                 # every port; default 9000 on udp/stream (the node's jumbo frames), an afpacket

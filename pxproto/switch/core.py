@@ -240,6 +240,21 @@ class Switch:
         elif r > 0:
             self.counters["learned"] += 1
 
+    def forward(self, port: int, routed: list[tuple[int, bytes, int]], now: float) -> None:
+        """Queue frames from ``port`` that a compiled loop decided (learned, counted and mirrored there): each
+        (output port, or -1 for a flood, frame, class index)."""
+        if self._sweep_at is None:
+            self._sweep_at = now + self._sweep_period()
+        for out, frame, ci in routed:
+            if out >= 0:
+                o = self.ports.get(out)
+                if o is not None and o.up:
+                    self._enqueue(o, frame, ci)
+                continue
+            for pid, o in self.ports.items():
+                if pid != port and o.up:
+                    self._enqueue(o, frame, ci)
+
     def enqueue(self, port: int, frame: bytes, ci: int) -> None:
         """Queue ``frame`` (class index ``ci``) on ``port`` directly: a fast path hands back what its wire refused."""
         o = self.ports.get(port)

@@ -140,7 +140,14 @@ class Daemon:
         return fast
 
     def _is_fast(self, pid: int) -> bool:
-        return self.fast is not None and isinstance(self.ports.get(pid), AfPacketPort) and pid < FAST_PORTS
+        """The compiled loop reads and writes ``pid``: an AF_PACKET port, or a UDP port with a fixed remote
+        (a connected socket: one datagram is one frame, recvmmsg/sendmmsg as on a packet socket)."""
+        port = self.ports.get(pid)
+        return (
+            self.fast is not None
+            and pid < FAST_PORTS
+            and (isinstance(port, AfPacketPort) or (isinstance(port, UdpPort) and port.connected))
+        )
 
     def _add(self, spec: PortSpec, strict: bool = False) -> None:
         try:
@@ -165,16 +172,22 @@ class Daemon:
         self.specs[pid] = spec
         self.gone.pop(spec.name, None)
         self._fds[pid] = ()
+        vnet = False
         if self._is_fast(pid):
-            assert isinstance(port, AfPacketPort)
-            self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name, port.tx)
-            self.fast.set_limits(pid, self.core.ports[pid].mtu + ETH_OVERHEAD, port.vnet)
+            if isinstance(port, AfPacketPort):
+                self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name, port.tx)
+                vnet = port.vnet
+            elif isinstance(port, UdpPort):  # a connected UDP port: one socket, no ring
+                self.fast.set_port(pid, port.sock.fileno(), -1, None, spec.name, None)
+        if self.fast is not None and pid < FAST_PORTS:  # (the compiled loop also decides what Python reads)
+            self.fast.set_limits(pid, self.core.ports[pid].mtu + ETH_OVERHEAD, vnet)
+            self.fast.set_name(pid, spec.name)
         self._sync(pid)
         if not strict:  # at start, "running" names them all once every port is open
             log(f"port {spec.name} ({spec.type}) open")
 
     def _remove(self, pid: int, why: str | None = None) -> None:
-        if self._is_fast(pid):
+        if self.fast is not None and pid < FAST_PORTS:
             self.fast.clear_port(pid)
         port = self.ports.pop(pid)
         spec = self.specs.pop(pid)
@@ -267,7 +280,7 @@ class Daemon:
                 mal[k] = mal.get(k, 0) + v
             st["malformed"] = dict(sorted(mal.items()))
             for pid in self.ports:
-                if self._is_fast(pid):
+                if pid < FAST_PORTS:  # what the compiled loop handled itself (route() for the ports Python reads)
                     p = st["ports"][self.core.ports[pid].name]
                     rx, rxb, tx, txb, drop, bad, rxc, txc, rx_big, tx_big = self.fast.counters(pid)
                     p["rx_oversize"] += rx_big
@@ -278,6 +291,7 @@ class Daemon:
                     p["tx"] += tx
                     p["tx_bytes"] += txb
                     p["tx_queue_drop"] += drop
+                    p["rx_shed"] = self.fast.shed(pid)
                     for name, a, b in zip(CLASS_NAMES, rxc, txc, strict=True):
                         p["rx_class"][name] += a
                         p["tx_class"][name] += b
@@ -339,8 +353,14 @@ class Daemon:
         except PortGone as exc:
             self._remove(pid, str(exc))
             return
-        for f in frames:
+        if self.fast is None or pid >= FAST_PORTS:
+            for f in frames:
+                self.core.receive(pid, f, now)
+            return
+        slow, routed = self.fast.route(pid, frames, now)  # decided at C level, queued by the core
+        for f in slow:
             self.core.receive(pid, f, now)
+        self.core.forward(pid, routed, now)
 
     def _pump(self, pid: int, now: float) -> None:
         """Let the compiled loop forward what ``pid`` holds, a few batches at a time."""

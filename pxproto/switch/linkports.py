@@ -117,11 +117,15 @@ def control_ethertypes() -> tuple[int, ...]:
     return (m.signaling, m.discovery, m.heartbeat)
 
 
-DEFAULT_RING = 3
-"""An AF_PACKET port's data socket receives into a TPACKET_V3 ring unless told otherwise: in bench/switch.py it
-forwards about twice the frames of recvmmsg (the copy into the ring happens in the sender's softirq, not on the
-switch's CPU), at the cost of up to the 1 ms block timeout of latency for data (control frames have their own
-socket and are read at once)."""
+DEFAULT_RING = 2
+"""An AF_PACKET port's data socket receives into a TPACKET_V2 ring unless told otherwise: the kernel hands each
+frame over as it lands (a TPACKET_V3 block waits until it is full or its 1 ms timeout, which was the p50
+latency at half load in bench/switch.py), the copy into the ring happens in the sender's softirq, and a frame
+longer than a slot (a GSO segment) is read whole from the socket's queue (PACKET_COPY_THRESH)."""
+
+V2_RING = 4 << 20
+"""Bytes of a TPACKET_V2 receive ring at least (2048 slots of 2 KiB at MTU 1500): about 4 ms at 500k frames/s,
+what the switch may lose to the scheduler on a busy host."""
 
 
 def _compiled() -> bool:
@@ -171,7 +175,7 @@ class AfPacketPort(Port):
         self.vnet = offload
         if rcvbuf < 4096:
             raise ValueError(f"port {name}: rcvbuf {rcvbuf}: at least 4096 bytes")
-        if ring is None:  # TPACKET_V3 where it is built: the kernel fills blocks in the sender's softirq
+        if ring is None:  # TPACKET_V2 where it is built: the kernel fills slots in the sender's softirq
             ring = DEFAULT_RING if _compiled() else 0
         if ring not in (0, 2, 3):
             raise ValueError(f"port {name}: ring {ring}: 0 (recvmmsg), 2 (TPACKET_V2) or 3 (TPACKET_V3)")
@@ -220,7 +224,8 @@ class AfPacketPort(Port):
             if ring:
                 # the ring's size plays the part of the receive buffer: it bounds the backlog
                 frame = 1 << 17 if vnet and ring == 3 else self._ring_frame()  # V3: room for a 64 KiB segment
-                self.ring = self._batch.PacketRing(s.fileno(), ring, max(bufsize, 1 << 20), 1, frame, vnet)
+                size = max(bufsize, V2_RING if ring == 2 else 1 << 20)
+                self.ring = self._batch.PacketRing(s.fileno(), ring, size, 1, frame, vnet)
             elif vnet:
                 s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             s.bind((self.ifname, ETH_P_ALL))
@@ -340,6 +345,7 @@ class AfPacketPort(Port):
             **super().describe(),
             "rcvbuf": self.rcvbuf,
             "ring": ring,
+            "ring_copied": self.ring.copied if self.ring is not None and self.ring.version == 2 else None,
             "txring": f"TPACKET_V2, {self.tx.slots} slots" if self.tx is not None else None,
             "offload": "virtio_net_hdr" if self.vnet else "off",
             "kernel_drops": self.kernel_drops(),

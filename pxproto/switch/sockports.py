@@ -48,6 +48,9 @@ class UdpPort(DatagramPort):
 
     kind = "udp"
 
+    BUF = 4 << 20
+    """Receive and send buffer of the socket (control and data share it)."""
+
     def __init__(self, name: str, local: str, remote: str | None = None) -> None:
         super().__init__(name)
         laddr = _addr(local)
@@ -72,6 +75,16 @@ class UdpPort(DatagramPort):
                 self.sock.close()
                 raise
             self._batch = select.compiled("pxproto.switch._afpacket")
+        for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
+            try:  # one socket for control and data: room for a burst, so control frames are not pushed out
+                self.sock.setsockopt(socket.SOL_SOCKET, force, self.BUF)  # SO_*BUFFORCE: root may pass rmem_max
+            except OSError:
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, self.BUF)
+
+    @property
+    def connected(self) -> bool:
+        """A fixed remote and the compiled layer: the daemon's fast loop may read and write the socket."""
+        return self._batch is not None
 
     @property
     def address(self) -> tuple[str, int]:
