@@ -18,6 +18,7 @@ from pxproto.link import UdpPort, free_udp_ports
 from pxproto.node.client import Client
 from pxproto.procfind import find_dime, stop_all
 from pxproto.signing import fresh_signing_key, write_verify_keys
+from pxproto.wire import aead
 from pxproto.wire.codes import Command, Direction, Status
 from pxproto.wire.frame import Tlv, connect_params
 
@@ -41,8 +42,10 @@ class Cluster:
         chunks: int = 16,
         extra: tuple[str, ...] = (),
         stream: bool = False,
+        encrypt: str = "",
     ) -> None:
-        """``stream``: the kernels attach with ``--port stream:PATH`` (UNIX stream sockets), not UDP."""
+        """``stream``: the kernels attach with ``--port stream:PATH`` (UNIX stream sockets), not UDP.
+        ``encrypt``: the frame classes the kernels and the client send encrypted (``pxkernel --encrypt``)."""
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.ports = free_udp_ports(kernels + 1)
@@ -82,10 +85,13 @@ class Cluster:
                 str(tmp / f"state{i}"),
             ]
             cmd += ["--key", str(keyfile), "--verify-key", str(tmp / "verify.pub")] if key else ["--insecure"]
+            cmd += ["--encrypt", encrypt] if encrypt else []
             cmd += list(extra)
             with open(log, "wb") as f:
                 self.procs.append(subprocess.Popen(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT))
-        self.client = Client(UdpPort("127.0.0.1", self.ports[-1]), keys={1: KEY} if key else None)
+        self.client = Client(
+            UdpPort("127.0.0.1", self.ports[-1]), keys={1: KEY} if key else None, encrypt=aead.parse_classes(encrypt)
+        )
         self.servers: dict[int, bytes] = {}
         """Server index (kernel i, state dir ``state{i}``) -> its MAC, once discovery has seen it ready."""
         try:
