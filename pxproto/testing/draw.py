@@ -18,19 +18,8 @@ from typing import Any, Protocol, TypeVar
 from pxproto.errors import ProtocolError
 from pxproto.wire import codes, layout, spec
 from pxproto.wire.codec import encode
-from pxproto.wire.frame import (
-    Auth,
-    Body,
-    Data,
-    DimeInfo,
-    Discovery,
-    Frame,
-    Heartbeat,
-    Sealed,
-    Signaling,
-    Tlv,
-    body_length,
-)
+from pxproto.wire.frame import Auth, Body, Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv, body_length
+from pxproto.wire.frame import Sealed as Sealed
 
 T = TypeVar("T")
 FIELDS: dict[str, layout.FieldInfo] = {
