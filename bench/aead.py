@@ -12,8 +12,9 @@ trailer) and direction, each row is what a kernel does for one frame:
   the counter as nonce) / decode the sealed frame (header and trailer rules), :meth:`KeyRing.open` (key
   lookup, replay window, decrypt and tag), then decode the clear frame.
 
-Each cell is the median over ``--repeat`` runs of the mean time per frame (µs); the ratio column is
-against the HMAC trailer's figure for the same size and direction, measured in the same run.
+Each cell is the median over ``--repeat`` rounds of the mean time per frame (µs); each round runs the
+three modes of a row group one after another (interleaved), and the ratio column is against the HMAC
+trailer's figure for the same size and direction.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from _common import measure_installed, print_table  # bench/ is sys.path[0] when a script runs
 
@@ -56,17 +57,21 @@ def frames() -> list[tuple[str, Frame]]:
     return [("64 B signaling", sig), ("1400 B data", data)]
 
 
-def per_frame(fn: Callable[[int], object], n: int, repeat: int, setup: Callable[[], None] | None = None) -> float:
-    """Median over ``repeat`` runs of the mean seconds per call of ``fn(i)``, i = 0..n-1."""
-    runs = []
+def interleaved(
+    fns: Mapping[str, Callable[[int], object]], n: int, repeat: int, setup: Callable[[], None] | None = None
+) -> dict[str, float]:
+    """Median over ``repeat`` rounds of the mean seconds per call of each ``fn(i)``, i = 0..n-1; each round
+    runs every function once, one after another, so a busy host's swings fall on all of them alike."""
+    runs: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
-        if setup is not None:
-            setup()
-        t0 = time.perf_counter()
-        for i in range(n):
-            fn(i)
-        runs.append((time.perf_counter() - t0) / n)
-    return statistics.median(runs)
+        for name, fn in fns.items():
+            if setup is not None:
+                setup()
+            t0 = time.perf_counter()
+            for i in range(n):
+                fn(i)
+            runs[name].append((time.perf_counter() - t0) / n)
+    return {name: statistics.median(r) for name, r in runs.items()}
 
 
 def measure(label: str, frame: Frame, key: bytes, n: int, repeat: int) -> list[tuple[str, ...]]:
@@ -98,16 +103,17 @@ def measure(label: str, frame: Frame, key: bytes, n: int, repeat: int) -> list[t
     assert aead_rx(0) is not None
     fresh_rx()
     assert fp.decode(rx[0].open(sealed[0], MAC_A, 1, 1, fp.decode(sealed[0]).auth.counter)[0]).body == frame.body
-    send = {
-        "clear": per_frame(lambda i: fp.encode(frame), n, repeat),
-        "HMAC trailer": per_frame(lambda i: tx.sign_raw(fp.encode(frame)), n, repeat),
-        "AEAD (AES-256-GCM)": per_frame(lambda i: tx.seal_raw(fp.encode(frame)), n, repeat),
-    }
-    recv = {
-        "clear": per_frame(lambda i: fp.decode(clear), n, repeat),
-        "HMAC trailer": per_frame(hmac_rx, n, repeat, fresh_rx),
-        "AEAD (AES-256-GCM)": per_frame(aead_rx, n, repeat, fresh_rx),
-    }
+    send = interleaved(
+        {
+            "clear": lambda i: fp.encode(frame),
+            "HMAC trailer": lambda i: tx.sign_raw(fp.encode(frame)),
+            "AEAD (AES-256-GCM)": lambda i: tx.seal_raw(fp.encode(frame)),
+        },
+        n,
+        repeat,
+    )
+    receivers = {"clear": lambda i: fp.decode(clear), "HMAC trailer": hmac_rx, "AEAD (AES-256-GCM)": aead_rx}
+    recv = interleaved(receivers, n, repeat, fresh_rx)
     rows: list[tuple[str, ...]] = []
     for direction, table in (("encode + seal/sign", send), ("decode + open/verify", recv)):
         base = table["HMAC trailer"]

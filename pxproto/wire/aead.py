@@ -22,11 +22,15 @@ the tag field): decoders see it as any signed frame; its tag is not an HMAC.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Any
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pxproto.errors import ProtocolError
-from pxproto.wire import spec
+from pxproto.wire import ethertypes, spec
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import FrameClass, HeaderFlag
 from pxproto.wire.frame import Frame
@@ -36,74 +40,68 @@ NONCE_PAD = bytes(4)
 FLAGS_OFFSET = spec.HEADER_OFFSET + 1
 LENGTH_OFFSET = spec.HEADER_OFFSET + 2
 SRC_DIME_OFFSET = spec.HEADER_OFFSET + 4
+BODY = spec.BODY_OFFSET
+SEALED_FLAGS = int(HeaderFlag.AUTH | HeaderFlag.ENCRYPTED)
+_IDS = struct.Struct(">HQ")
 _CACHE_SIZE = 1024
-_ciphers: OrderedDict[tuple[bytes, bytes], Any] = OrderedDict()
+_ciphers: dict[tuple[bytes, bytes], AESGCM] = {}
+"""AESGCM objects by (cluster key, src MAC + EtherType + src DIME): the HKDF runs once per sender and class."""
 
 
 def frame_key(key: bytes, src_mac: bytes, src_dime: int, cls: int) -> bytes:
     """The AES-256-GCM key of one sender's frames of one class under the cluster key ``key``."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
     info = INFO + bytes(src_mac) + src_dime.to_bytes(2, "big") + bytes([cls])
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
 
 
-def _cipher(key: bytes, raw: bytes | bytearray) -> Any:
-    """The AESGCM object for the sender and class of ``raw`` under ``key`` (kept in a small LRU)."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    from pxproto.wire import ethertypes
-
-    ident = bytes(raw[6:14]) + bytes(raw[SRC_DIME_OFFSET : SRC_DIME_OFFSET + 2])
+def _cipher(key: bytes, head: bytes) -> AESGCM:
+    """The AESGCM object for the sender and class of the frame whose headers are ``head``, under ``key``."""
+    ident = head[6:14] + head[SRC_DIME_OFFSET : SRC_DIME_OFFSET + 2]
     c = _ciphers.get((key, ident))
     if c is None:
-        cls = ethertypes.current().classify(int.from_bytes(raw[12:14], "big"))
+        cls = ethertypes.current().classify(int.from_bytes(head[12:14], "big"))
         if cls is None:
             raise ProtocolError("eth.type", 12, "not a Parallax EtherType")
-        src_dime = int.from_bytes(raw[SRC_DIME_OFFSET : SRC_DIME_OFFSET + 2], "big")
-        c = _ciphers[(key, ident)] = AESGCM(frame_key(key, bytes(raw[6:12]), src_dime, int(cls)))
-        if len(_ciphers) > _CACHE_SIZE:
-            _ciphers.popitem(last=False)
+        src_dime = int.from_bytes(head[SRC_DIME_OFFSET : SRC_DIME_OFFSET + 2], "big")
+        if len(_ciphers) >= _CACHE_SIZE:
+            _ciphers.clear()
+        c = _ciphers[(key, ident)] = AESGCM(frame_key(key, head[6:12], src_dime, int(cls)))
     return c
 
 
-def seal_raw(raw: bytes | bytearray, key_id: int, counter: int, key: bytes) -> bytes:
+def seal_raw(raw: bytes, key_id: int, counter: int, key: bytes) -> bytes:
     """Encrypt an encoded frame that has no trailer: set ENCRYPTED and AUTH, replace the body by its
     ciphertext, drop padding, append key id, counter and the GCM tag (re-pad to 60 bytes if short)."""
-    length = int.from_bytes(raw[LENGTH_OFFSET : LENGTH_OFFSET + 2], "big")
-    end = spec.BODY_OFFSET + length
-    if raw[FLAGS_OFFSET] & (HeaderFlag.AUTH | HeaderFlag.ENCRYPTED) or end > len(raw):
+    length = (raw[LENGTH_OFFSET] << 8) | raw[LENGTH_OFFSET + 1]
+    end = BODY + length
+    flags = raw[FLAGS_OFFSET]
+    if flags & SEALED_FLAGS or end > len(raw):
         raise ProtocolError("flags", FLAGS_OFFSET, "seal takes an encoded frame without a trailer")
-    head = bytearray(raw[: spec.BODY_OFFSET])
-    head[FLAGS_OFFSET] |= HeaderFlag.AUTH | HeaderFlag.ENCRYPTED
-    ids = key_id.to_bytes(2, "big") + counter.to_bytes(8, "big")
-    sealed = _cipher(key, head).encrypt(NONCE_PAD + ids[2:], bytes(raw[spec.BODY_OFFSET : end]), bytes(head) + ids)
-    # AESGCM appends the 16-byte tag to the ciphertext: it lands after the key id and counter
-    out = bytes(head) + sealed[:length] + ids + sealed[length:]
+    head = raw[:FLAGS_OFFSET] + bytes([flags | SEALED_FLAGS]) + raw[FLAGS_OFFSET + 1 : BODY]
+    ids = _IDS.pack(key_id, counter)
+    sealed = _cipher(key, head).encrypt(NONCE_PAD + ids[2:], raw[BODY:end], head + ids)
+    # AESGCM appends the 16-byte tag to the ciphertext: it goes after the key id and counter
+    out = head + sealed[:length] + ids + sealed[length:]
     if len(out) < spec.MIN_ETHERNET_FRAME:
         out += bytes(spec.MIN_ETHERNET_FRAME - len(out))
     return out
 
 
-def open_raw(raw: bytes | bytearray, key: bytes) -> bytes | None:
+def open_raw(raw: bytes, key: bytes) -> bytes | None:
     """The clear frame of a sealed one (AUTH set, ENCRYPTED clear, the GCM tag kept in the trailer), or
     None when the tag does not verify under ``key``.  ``raw`` must have decoded as a sealed frame."""
-    from cryptography.exceptions import InvalidTag
-
-    length = int.from_bytes(raw[LENGTH_OFFSET : LENGTH_OFFSET + 2], "big")
-    end = spec.BODY_OFFSET + length
-    head = bytes(raw[: spec.BODY_OFFSET])
-    ids = bytes(raw[end : end + 10])
-    tag = bytes(raw[end + 10 : end + spec.AUTH_LEN])
+    length = (raw[LENGTH_OFFSET] << 8) | raw[LENGTH_OFFSET + 1]
+    end = BODY + length
+    head = raw[:BODY]
+    ids = raw[end : end + 10]
     try:
-        clear = _cipher(key, head).decrypt(NONCE_PAD + ids[2:], bytes(raw[spec.BODY_OFFSET : end]) + tag, head + ids)
+        clear = _cipher(key, head).decrypt(
+            NONCE_PAD + ids[2:], raw[BODY:end] + raw[end + 10 : end + spec.AUTH_LEN], head + ids
+        )
     except InvalidTag:
         return None
-    out = bytearray(head)
-    out[FLAGS_OFFSET] &= 0xFF ^ int(HeaderFlag.ENCRYPTED)
-    out += clear + bytes(raw[end:])  # trailer and padding as they were
-    return bytes(out)
+    flags = raw[FLAGS_OFFSET] & (0xFF ^ int(HeaderFlag.ENCRYPTED))
+    return raw[:FLAGS_OFFSET] + bytes([flags]) + raw[FLAGS_OFFSET + 1 : BODY] + clear + raw[end:]
 
 
 def is_sealed(raw: bytes | bytearray) -> bool:
@@ -118,7 +116,7 @@ def seal(frame: Frame, key_id: int, counter: int, key: bytes) -> bytes:
     return seal_raw(encode(replace(frame, auth=None, padding=0)), key_id, counter, key)
 
 
-def open_frame(raw: bytes | bytearray, key: bytes) -> Frame:
+def open_frame(raw: bytes, key: bytes) -> Frame:
     """Decode and open a sealed frame; ProtocolError if it is not sealed or the tag fails."""
     decode(raw)  # the header and trailer rules first
     if not is_sealed(raw):
