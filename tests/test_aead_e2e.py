@@ -11,12 +11,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from pxproto.capture.pcapng import read_packets
 from pxproto.dime.keys import write_keyfile
 from pxproto.node.testbed import ENV, KEY
 from pxproto.package import LocalStore
-from pxproto.wire import codec
-from pxproto.wire.codes import Command, FrameClass, TlvType
+from pxproto.wire import aead, codec
+from pxproto.wire.codes import Command, TlvType
 from pxproto.wire.frame import Sealed, Tlv
 from tests._helpers import manifest, packaged_cluster, start
 
@@ -37,10 +39,15 @@ def sink(item, ctx):
 """
 
 
-def test_encrypted_pipeline_across_two_switches_leaks_no_item(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "classes", ["data,signaling", pytest.param("all", marks=pytest.mark.slow)], ids=["data+signaling", "all"]
+)
+def test_encrypted_pipeline_across_two_switches_leaks_no_item(tmp_path: Path, classes: str) -> None:
+    """``all``: heartbeats and discovery too (the server opens its DIMEs' heartbeat copies; the client opens
+    announces and heartbeats); ``pytest -m slow``."""
     mirror = tmp_path / "wire.pcapng"
     c = packaged_cluster(
-        tmp_path / "bed", SERVICE_TOML, STAGES_PY, kernels=2, dimes=2, encrypt="data,signaling", mirror=mirror,
+        tmp_path / "bed", SERVICE_TOML, STAGES_PY, kernels=2, dimes=2, encrypt=classes, mirror=mirror,
         two_switches=True,
     )  # fmt: skip
     try:
@@ -72,11 +79,14 @@ def test_encrypted_pipeline_across_two_switches_leaks_no_item(tmp_path: Path) ->
             continue
         sealed = isinstance(fr.body, Sealed)
         kinds[f"{fr.cls.name} {'sealed' if sealed else 'clear'}"] += 1
-        if fr.cls in (FrameClass.DATA, FrameClass.SIGNALING):
+        if fr.cls in aead.parse_classes(classes):
             assert sealed, f"a {fr.cls.name} frame in clear: {raw[:60].hex()}"
     # the sniffer saw the traffic itself (messages and acks both ways across the switches, encrypted)
     assert kinds["DATA sealed"] >= 4 and kinds["SIGNALING sealed"] >= 10, kinds
-    assert kinds["HEARTBEAT clear"] > 0, kinds  # heartbeats were not chosen: signed, in clear
+    if classes == "all":
+        assert kinds["HEARTBEAT sealed"] > 0 and kinds["DISCOVERY sealed"] > 0 and not kinds["HEARTBEAT clear"], kinds
+    else:
+        assert kinds["HEARTBEAT clear"] > 0, kinds  # heartbeats were not chosen: signed, in clear
 
     # pxdump: encrypted frames print as such; with the key file they open and show their fields
     plain = subprocess.run(

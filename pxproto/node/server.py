@@ -324,9 +324,16 @@ class Server:
 
     def _heartbeat_seen(self, dime: int, raw: bytes, now: float) -> None:
         try:
-            hb = decode(raw).body
+            f = decode(raw)
         except ProtocolError:
             return
+        if isinstance(f.body, Sealed):  # its DIME encrypts heartbeats (--encrypt heartbeat): open our copy
+            got = self.keyring.open_frame(f, raw, now, decode)
+            if isinstance(got, str):
+                self.counters[f"rejected_{got}"] += 1
+                return
+            f = got[0]
+        hb = f.body
         assert isinstance(hb, Heartbeat)
         dp = self.dimes[dime]
         old = dp.info
