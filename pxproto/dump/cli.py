@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Sniff, read, filter, decode and write Parallax frames.",
-        epilog="filter words: signaling data discovery heartbeat parallax malformed auth; scope system|dime; "
+        epilog="filter words: signaling data discovery heartbeat parallax malformed auth encrypted; scope system|dime; "
         "[src|dst] dime N; [src|dst] thread N; [src|dst] mac XX:..; cmd NAME; op request|response; "
         "fcaps F|C|A|P|S; status NAME; channel N; seq N | seq A-B; and, or, not, parentheses.",
     )

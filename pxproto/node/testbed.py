@@ -49,8 +49,8 @@ class Cluster:
         """``stream``: the kernels attach with ``--port stream:PATH`` (UNIX stream sockets), not UDP.
         ``encrypt``: the frame classes the kernels and the client send encrypted (``pxkernel --encrypt``);
         ``mirror``: the switch writes every frame it receives to this pcapng file (a sniffer on the wire);
-        ``two_switches``: the last kernel hangs off a second pxswitch, linked to the first by a UDP port pair,
-        so its frames cross two switch hops."""
+        ``two_switches``: the last kernel hangs off a second pxswitch (default header validation), linked to
+        the first by a UDP port pair, so its frames cross two switch hops."""
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.ports = free_udp_ports(kernels + 1)
@@ -72,7 +72,7 @@ class Cluster:
         self.switch = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if link:
             args2 = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(tmp / "sw2.sock")]
-            args2 += ["--validation", "none", "--port", f"udp:local=127.0.0.1:{self.ports[kernels - 1]}"]
+            args2 += ["--port", f"udp:local=127.0.0.1:{self.ports[kernels - 1]}"]  # default validation (header)
             args2 += ["--port", f"udp:local=127.0.0.1:{link[1]},remote=127.0.0.1:{link[0]}"]
             self.switch2 = subprocess.Popen(args2, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.store = tmp / "central"

@@ -262,7 +262,10 @@ cdef class FastLoop:
         if self.validation == V_NONE:
             return 0
         # header depth: the rules of peek._check_header; a frame that breaks one goes to Python to be counted
-        if b[PX_ETH_LEN + PX_HDR_VERSION] != PX_PROTOCOL_VERSION or flags & ~(PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH):
+        if b[PX_ETH_LEN + PX_HDR_VERSION] != PX_PROTOCOL_VERSION or flags & ~(
+                PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH | PX_HFLAG_ENCRYPTED):
+            return -1
+        if flags & PX_HFLAG_ENCRYPTED and not flags & PX_HFLAG_AUTH:  # an encrypted body needs its tag
             return -1
         end = PX_BODY_OFFSET + u16(b + PX_ETH_LEN + PX_HDR_LENGTH) + (PX_AUTH_LEN if flags & PX_HFLAG_AUTH else 0)
         if end > n:
