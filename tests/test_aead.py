@@ -180,3 +180,112 @@ def test_pxswitch_forwards_sealed_frames_at_every_validation_depth() -> None:
                 assert want == (set(), {"flags": 1}), (depth, want)
             else:
                 assert want[0] == {1, 2}, (depth, want)  # flooded to both other ports
+
+
+def test_a_dime_opens_sealed_signaling_answers_sealed_and_drops_replays_and_forgeries() -> None:
+    """The node machine with ``encrypt=(signaling, data)``: a sealed PING is opened (tag, replay window) and
+    answered sealed; the same frame again is a replay, a flipped ciphertext bit a forgery, both dropped and
+    counted; its heartbeats (not chosen) go signed in clear; its data fragments leave room for the trailer."""
+    from pxproto.dime.channel import fragment_size
+    from pxproto.dime.endpoint import Address
+    from pxproto.dime.keys import KeyRing
+    from pxproto.dime.signaling import Requester, ResponseReceived, RetransmitPolicy
+    from pxproto.node.machine import DimeMachine, MachineConfig
+    from pxproto.wire.codes import Command, CounterId, TlvType
+    from pxproto.wire.frame import Heartbeat, Tlv
+    from tests.test_node_machine import DIME, ME, FakeHost
+
+    keys = {1: KEY}
+    chosen = (int(FrameClass.SIGNALING), int(FrameClass.DATA))
+    m = DimeMachine(MachineConfig(DIME, has_store=True, keys=keys, encrypt=chosen), FakeHost())
+    m.start(10.0)
+    me = KeyRing(keys, epoch=7, encrypt=chosen)
+    req = Requester(ME, RetransmitPolicy(retries=0))
+
+    def sealed_ping(echo: bytes) -> bytes:
+        _, out = req.request(DIME, Command.PING, [Tlv(TlvType.ECHO, echo)], now=10.0)
+        raw = me.protect(fp.encode(out.frames[0]), FrameClass.SIGNALING)
+        assert aead.is_sealed(raw) and b"secret" not in raw
+        return raw
+
+    raw = sealed_ping(b"secret-1")
+    m.on_frame(raw, 10.0)
+    out = [r for r, _ in m.take_outbox()]
+    assert len(out) == 1 and aead.is_sealed(out[0]) and b"secret-1" not in out[0]
+    got = me.open_frame(fp.decode(out[0]), out[0], 10.0, fp.decode)
+    assert not isinstance(got, str)
+    events = req.receive(got[0], 10.0).events
+    assert next(e.params for e in events if isinstance(e, ResponseReceived))[0] == Tlv(TlvType.ECHO, b"secret-1")
+    before = dict(m.counters)
+    m.on_frame(raw, 10.1)  # the same sealed frame again
+    forged = bytearray(sealed_ping(b"secret-2"))
+    forged[spec.BODY_OFFSET + 2] ^= 0x01
+    m.on_frame(bytes(forged), 10.2)
+    assert not m.take_outbox()
+    assert m.counters[CounterId.REJECTED_REPLAY] == before.get(CounterId.REJECTED_REPLAY, 0) + 1
+    assert m.counters[CounterId.REJECTED_AUTH] == before.get(CounterId.REJECTED_AUTH, 0) + 1
+    assert m.reasons["auth:replayed"] == 1 and m.reasons["auth:bad_tag"] == 1
+    m.handle_timer(10.3)
+    beats = [r for r, _ in m.take_outbox()]
+    assert beats and all(not aead.is_sealed(b) and isinstance(fp.decode(b).body, Heartbeat) for b in beats)
+    assert m.plane.sender(Address(ME.mac, 4, 0), 1).frag_size == fragment_size(m.cfg.mtu, auth=True)
+    # a kernel without the key cannot open it: counted, never read
+    keyless = DimeMachine(MachineConfig(DIME, has_store=True, insecure=True), FakeHost())
+    keyless.start(10.0)
+    keyless.on_frame(sealed_ping(b"secret-3"), 10.0)
+    assert not keyless.take_outbox() and keyless.reasons["auth:no_key"] == 1
+
+
+@pytest.mark.parametrize("path", [[], ["--reference"]], ids=["fast", "reference"])
+def test_pxdump_shows_encrypted_frames_and_opens_them_with_a_private_key_file(
+    tmp_path: pytest.TempPathFactory, path: list[str], capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    import os
+    from pathlib import Path
+
+    from pxproto.capture.pcapng import PcapngWriter
+    from pxproto.dime.keys import write_keyfile
+    from pxproto.dump import cli
+
+    tmp = Path(str(tmp_path))
+    frames = [f for _, f in CLEAR if len(codec.encode(f)) <= 1400][::6]
+    cap = tmp / "sealed.pcapng"
+    with open(cap, "wb") as fh:
+        w = PcapngWriter(fh)
+        for i, f in enumerate(frames):
+            w.write(aead.seal(f, 1, 100 + i, KEY), 1_700_000_000_000_000_000 + i * 1000)
+    assert cli.main(["-t", "-r", str(cap), *path]) == 0
+    shut = capsysbinary.readouterr().out.decode().splitlines()
+    assert len(shut) == len(frames) and all(" encrypted auth seq " in ln for ln in shut), shut[:3]
+    good = tmp / "good.key"
+    write_keyfile(good, {1: KEY})
+    assert cli.main(["-t", "-r", str(cap), "--key", str(good), *path]) == 0
+    opened = capsysbinary.readouterr().out.decode().splitlines()
+    assert opened == _lines(cli, capsysbinary, frames, tmp)  # what the same frames print in clear
+    assert not any("encrypted" in ln for ln in opened) and any(" PING request " in ln for ln in opened), opened[:3]
+    wrong = tmp / "wrong.key"
+    write_keyfile(wrong, {1: bytes(32)})
+    assert cli.main(["-t", "-r", str(cap), "--key", str(wrong), *path]) == 0  # a wrong key: they stay encrypted
+    assert capsysbinary.readouterr().out.decode().splitlines() == shut
+    open_to_all = tmp / "open.key"
+    open_to_all.write_text(f"1 {KEY.hex()}\n")
+    os.chmod(open_to_all, 0o644)
+    assert cli.main(["-r", str(cap), "--key", str(open_to_all)]) == 2
+    err = capsysbinary.readouterr().err.decode().splitlines()
+    assert len(err) == 2 and "refused" in err[0] and err[0].startswith("pxdump: --key: ")
+    assert cli.main(["-r", str(cap), "--key", str(good), "-w", str(tmp / "out.pcapng")]) == 2
+
+
+def _lines(cli, capsysbinary, frames, tmp):  # type: ignore[no-untyped-def]
+    """pxdump's lines for the clear frames, each with a trailer (what an opened frame is)."""
+    from pxproto.capture.pcapng import PcapngWriter
+
+    cap = tmp / "clear.pcapng"
+    with open(cap, "wb") as fh:
+        w = PcapngWriter(fh)
+        for i, f in enumerate(frames):
+            clear = aead.open_raw(aead.seal(f, 1, 100 + i, KEY), KEY)
+            assert clear is not None
+            w.write(clear, 1_700_000_000_000_000_000 + i * 1000)
+    assert cli.main(["-t", "-r", str(cap)]) == 0
+    return capsysbinary.readouterr().out.decode().splitlines()
