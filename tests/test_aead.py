@@ -289,3 +289,52 @@ def _lines(cli, capsysbinary, frames, tmp):  # type: ignore[no-untyped-def]
             w.write(clear, 1_700_000_000_000_000_000 + i * 1000)
     assert cli.main(["-t", "-r", str(cap)]) == 0
     return capsysbinary.readouterr().out.decode().splitlines()
+
+
+def test_the_orchestrator_driver_opens_sealed_frames_and_seals_what_it_chooses() -> None:
+    """pxorch's driver: encrypted heartbeats are opened (replays and forgeries counted, never reaching the
+    core); with ``encrypt=signaling`` its own requests go out sealed, its probes (discovery) signed."""
+    from typing import Any
+
+    from pxproto.dime.endpoint import Address, Output, frame_to
+    from pxproto.dime.keys import KeyRing
+    from pxproto.orch.core import Orchestrator
+    from pxproto.orch.driver import Driver
+    from pxproto.sim import ORCH_MAC, server_mac
+    from pxproto.wire.codes import DIME_ALL, Command, DimeState, TlvType
+    from pxproto.wire.frame import BROADCAST, Heartbeat, Signaling, Tlv
+
+    class Wire:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def send(self, raw: bytes) -> None:
+            self.sent.append(raw)
+
+        def fileno(self) -> int:
+            return -1
+
+    def beat(dime: int) -> bytes:
+        hb = Heartbeat(1, DimeState.FREE, 50)
+        return codec.encode(frame_to(Address(server_mac(0), dime), Address(BROADCAST, DIME_ALL), hb))
+
+    wire: Any = Wire()
+    d = Driver(Orchestrator(ORCH_MAC), wire, {1: KEY}, encrypt=[FrameClass.SIGNALING])
+    dime = KeyRing({1: KEY}, epoch=5, encrypt=[FrameClass.HEARTBEAT])
+    good = dime.protect(beat(0), FrameClass.HEARTBEAT)
+    assert aead.is_sealed(good)
+    d._frame(good, 1.0)
+    d._frame(good, 1.1)  # replayed
+    forged = bytearray(dime.protect(beat(1), FrameClass.HEARTBEAT))
+    forged[spec.BODY_OFFSET] ^= 1
+    d._frame(bytes(forged), 1.2)
+    assert d.core.counters["heartbeats"] == 1 and len(d.core.pool) == 1
+    assert (d.counters["rejected_replayed"], d.counters["rejected_bad_tag"]) == (1, 1)
+    d.send(d.core.probe(2.0))
+    ping = Signaling(Command.PING, req_id=9, params=(Tlv(TlvType.ECHO, b"secret-ping"),))
+    d.send(Output(frames=[frame_to(d.core.local, Address(server_mac(0), 0), ping)]))
+    classes = [codec.decode(raw).cls for raw in wire.sent]
+    assert FrameClass.DISCOVERY in classes and FrameClass.SIGNALING in classes, classes
+    for raw, cls in zip(wire.sent, classes, strict=True):
+        assert aead.is_sealed(raw) == (cls is FrameClass.SIGNALING), cls
+    assert not any(b"secret-ping" in raw for raw in wire.sent)
