@@ -42,9 +42,10 @@ local TEXT_MAX = 255
 local ACL_ENTRY = 8
 local N_FCAPS = 5
 local DIME_REC = 17
-local HEADER_FLAG_MASK = 0x03
+local HEADER_FLAG_MASK = 0x07
 local SCOPE_DIME = 0x01
 local AUTH_FLAG = 0x02
+local ENCRYPTED_FLAG = 0x04
 local DATA_FLAG_MASK = 0x03
 local ACK = 0x01
 local FIN = 0x02
@@ -64,7 +65,7 @@ local LOCAL_EXPERIMENTAL = {[0x88B5] = true, [0x88B6] = true}
 -- Field layouts (offsets within each struct), from pxproto.wire.layout.
 local HEADER = {
   {key = "px.version", name = "version", label = "Version", off = 0, size = 1, kind = "uint"},
-  {key = "px.flags", name = "flags", label = "Flags", off = 1, size = 1, kind = "flags", bits = {{1, "px.flags.scope_dime"}, {2, "px.flags.auth"}}},
+  {key = "px.flags", name = "flags", label = "Flags", off = 1, size = 1, kind = "flags", bits = {{1, "px.flags.scope_dime"}, {2, "px.flags.auth"}, {4, "px.flags.encrypted"}}},
   {key = "px.len", name = "length", label = "Length", off = 2, size = 2, kind = "uint"},
   {key = "px.dime.src", name = "src_dime", label = "DIME source", off = 4, size = 2, kind = "uint"},
   {key = "px.thread.src", name = "src_thread", label = "Thread source", off = 6, size = 2, kind = "uint"},
@@ -167,6 +168,7 @@ F["px.version"] = ProtoField.uint8("px.version", "Version", base.DEC)
 F["px.flags"] = ProtoField.uint8("px.flags", "Flags", base.HEX)
 F["px.flags.scope_dime"] = ProtoField.bool("px.flags.scope_dime", "SCOPE_DIME", 8, nil, 0x01)
 F["px.flags.auth"] = ProtoField.bool("px.flags.auth", "AUTH", 8, nil, 0x02)
+F["px.flags.encrypted"] = ProtoField.bool("px.flags.encrypted", "ENCRYPTED", 8, nil, 0x04)
 F["px.len"] = ProtoField.uint16("px.len", "Length", base.DEC)
 F["px.dime.src"] = ProtoField.uint16("px.dime.src", "DIME source", base.DEC)
 F["px.thread.src"] = ProtoField.uint16("px.thread.src", "Thread source", base.DEC)
@@ -313,6 +315,7 @@ end
 local function band(a, b) return BAND[a][b] end  -- a, b: bytes
 -- The per-frame flag tests, as one lookup each.
 local SCOPE_DIME_BIT, AUTH_BIT, HEADER_RESERVED = BAND[SCOPE_DIME], BAND[AUTH_FLAG], BAND[255 - HEADER_FLAG_MASK]
+local ENCRYPTED_BIT = BAND[ENCRYPTED_FLAG]
 local ACK_BIT, FIN_BIT, DATA_RESERVED = BAND[ACK], BAND[FIN], BAND[255 - DATA_FLAG_MASK]
 
 -- Decimal text of numbers, memoised below 65536: sprintf per number is the Info column's main cost.
@@ -959,6 +962,10 @@ local function dissect(ctx, cls)
     fail("field", "flags", OFF_FLAGS, format("reserved bits %s set", hex2(reserved)))
   end
   local has_auth = AUTH_BIT[flags] ~= 0
+  local encrypted = ENCRYPTED_BIT[flags] ~= 0
+  if encrypted and not has_auth then
+    fail("field", "flags", OFF_FLAGS, "ENCRYPTED without AUTH: an encrypted body needs the trailer's tag")
+  end
   local body_end = HDR + h.length
   if body_end > n then
     fail("length", "len", OFF_LENGTH, format("says %d body bytes, the frame holds %d", h.length, n - HDR))
@@ -989,17 +996,28 @@ local function dissect(ctx, cls)
   if cls == HEARTBEAT and h.src_dime == DIME_ALL then
     fail("scope", "dime.src", OFF_SRC_DIME, "a heartbeat comes from one DIME, not 0xffff")
   end
-  if h.length < FIXED_SIZE[cls] then
-    fail("length", "len", OFF_LENGTH, format("%d body bytes, a %s body needs at least %d", h.length,
-                                                CLASSES[cls], FIXED_SIZE[cls]))
+  if encrypted then
+    -- AEAD mode: the body is AES-256-GCM ciphertext. Wireshark's Lua has no AES, so it is shown
+    -- as such; `pxdump --key FILE` decrypts (see docs/DISSECTOR.md).
+    if root then
+      root:add(tvb(HEADER_LEN, h.length), format("Encrypted %s body (AES-256-GCM, %d bytes; pxdump --key opens it)",
+                                                 CLASSES[cls], h.length))
+    end
+    ctx.info = ctx.info .. "encrypted"
+  else
+    if h.length < FIXED_SIZE[cls] then
+      fail("length", "len", OFF_LENGTH, format("%d body bytes, a %s body needs at least %d", h.length,
+                                                  CLASSES[cls], FIXED_SIZE[cls]))
+    end
+    local body = root and root:add(tvb(HEADER_LEN, h.length), BODY_LABEL[cls])
+    BODIES[cls](ctx, body, HEADER_LEN, HEADER_LEN + h.length)
   end
-  local body = root and root:add(tvb(HEADER_LEN, h.length), BODY_LABEL[cls])
-  BODIES[cls](ctx, body, HEADER_LEN, HEADER_LEN + h.length)
   if has_auth then
     local at = HEADER_LEN + h.length
     local a = read_auth(raw, at)
     if root then
-      local trailer = root:add(tvb(at, AUTH_LEN), "Authentication trailer (HMAC-SHA256 truncated to 16 bytes)")
+      local trailer = root:add(tvb(at, AUTH_LEN), encrypted and "AEAD trailer (AES-256-GCM tag)"
+                               or "Authentication trailer (HMAC-SHA256 truncated to 16 bytes)")
       add_struct(trailer, tvb, at, AUTH, a)
       trailer:append_text(format(": key %d, counter %s, tag not verified (no key)", a.key_id,
                                  u64_text(tvb, at + AUTH_BY.counter.off, a.counter)))

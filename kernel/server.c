@@ -194,6 +194,10 @@ static void dispatch(const uint8_t *raw, unsigned n) {
         counters[v.cls ? SCID_MALFORMED : SCID_DROPPED]++;
         return;
     }
+    if (v.encrypted) { /* the AEAD mode (header flag ENCRYPTED): no AES here, so no body to read */
+        counters[SCID_DROPPED]++;
+        return;
+    }
     if (v.cls != PX_CLASS_DATA && auth_enabled() &&
         (a = auth_check(v.scope && v.dst_dime < ndimes ? &dimes[v.dst_dime].keys : &ring, raw, &v)) != AUTH_OK) {
         reject_auth(&v, a);

@@ -130,7 +130,9 @@ def run_kernel_campaign(c: Cluster, count: int, seed: int) -> None:
             v = reference_verdict(case.raw)
             if v != OK:
                 expected[d]["malformed"] += 1
-            elif case.raw[12:14] == b"\xab\xba":  # signaling: the DIME checks its trailer
+            elif case.raw[12:14] == b"\xab\xba" or case.raw[15] & 4:
+                # signaling: the DIME checks its trailer; an encrypted frame of any class (ENCRYPTED, which
+                # comes with AUTH) is opened first, and a hostile one fails its tag
                 expected[d]["auth" if case.raw[15] & 2 else "unauth"] += 1
 
     def probe() -> bool:

@@ -57,6 +57,12 @@ def test_vectors_cover_the_protocol() -> None:
     assert {d.get("px.disc.op") for d in valid} >= {o.name for o in DiscoveryOp}
     assert {d["px.class"] for d in valid} == {"SIGNALING", "DATA", "DISCOVERY", "HEARTBEAT"}
     assert {d["px.class"] for d in valid if "px.auth.tag" in d} == {"SIGNALING", "DATA", "DISCOVERY", "HEARTBEAT"}
+    # the AEAD mode: an encrypted frame of every class, its body opaque (no body field in any decoder's answer)
+    sealed = [d for d in valid if d["px.flags.encrypted"]]
+    assert {d["px.class"] for d in sealed} == {"SIGNALING", "DATA", "DISCOVERY", "HEARTBEAT"}
+    body_prefixes = ("px.req_id", "px.cmd", "px.data.", "px.disc.", "px.hb.", "px.tlv")
+    assert all(not k.startswith(body_prefixes) for d in sealed for k in d)
+    assert all(d["px.flags.auth"] for d in sealed)
     keys = {k for d in valid for k in d}
     assert keys >= {f"px.tlv.{t.name.lower()}" for t in TlvType}
     assert any(re.fullmatch(r"px\.tlv\.t\d+", k) for k in keys)

@@ -404,11 +404,18 @@ def test_a_yielded_list_is_a_batch_of_items() -> None:
         mice._emit(Rec(), iter([[b"x", 3]]), 99, ctx, 0)  # type: ignore[arg-type, list-item]
 
 
-def test_a_mice_before_its_ready_record_has_no_memory_figure() -> None:
+def test_a_mice_before_its_ready_record_uses_zero_chunks_on_every_path() -> None:
     from pxproto.node.dime import Dime
     from pxproto.node.machine import Mice
 
-    # Its baseline comes in READY: until then all of its VmData would count, dozens of chunks over its limit.
-    no_cgroup = types.SimpleNamespace(_cgroup_of=lambda m: None)  # the RLIMIT_AS path: VmSize past the baseline
-    assert Dime.mice_mem_chunks(no_cgroup, Mice(os.getpid(), 1, 2, "sink")) is None  # type: ignore[arg-type]
-    assert Dime.mice_mem_chunks(no_cgroup, Mice(os.getpid(), 1, 2, "sink", baseline=1)) is not None  # type: ignore[arg-type]
+    # Its baseline comes in READY: until then all of the process would count, dozens of chunks over its limit.
+    # One rule (memory.mice_chunks): before READY it has run no stage code and uses 0 chunks, on the RLIMIT_AS
+    # path and the cgroup path alike, so heartbeats report a real figure (0) from the first beat.
+    whole = types.SimpleNamespace(usage=lambda: 64 << 21)  # a cgroup charged with the whole process: 64 chunks
+    for cg in (None, whole):
+        host = types.SimpleNamespace(_cgroup_of=lambda m, cg=cg: cg)
+        assert Dime.mice_mem_chunks(host, Mice(os.getpid(), 1, 2, "sink")) == 0  # type: ignore[arg-type]
+    rlimit = types.SimpleNamespace(_cgroup_of=lambda m: None)
+    assert Dime.mice_mem_chunks(rlimit, Mice(os.getpid(), 1, 2, "sink", baseline=1)) > 20  # type: ignore[arg-type, operator]
+    charged = types.SimpleNamespace(_cgroup_of=lambda m: whole)
+    assert Dime.mice_mem_chunks(charged, Mice(os.getpid(), 1, 2, "sink", baseline=60 << 21)) == 4  # type: ignore[arg-type]

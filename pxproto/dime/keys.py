@@ -29,12 +29,15 @@ import hashlib
 import hmac
 import os
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pxproto.dime import replay
 from pxproto.dime.replay import Rejection
-from pxproto.wire import auth, spec
-from pxproto.wire.codes import ACL_ENTRY_SIZE, Command
+from pxproto.errors import ProtocolError
+from pxproto.wire import aead, auth, spec
+from pxproto.wire.codes import ACL_ENTRY_SIZE, Command, FrameClass
+from pxproto.wire.frame import Frame
 
 MIN_KEY = replay.KEY_MIN_BYTES
 WINDOW = 1024
@@ -163,7 +166,13 @@ class KeyRing:
     one, and checking a frame whose trailer the caller has decoded already.
     """
 
-    def __init__(self, keys: dict[int, bytes] | None = None, epoch: int = 0, grace: float = ROTATION_GRACE) -> None:
+    def __init__(
+        self,
+        keys: dict[int, bytes] | None = None,
+        epoch: int = 0,
+        grace: float = ROTATION_GRACE,
+        encrypt: Iterable[int] = (),
+    ) -> None:
         self.store = replay.KeyStore()
         for kid in sorted(keys or {}):
             self.store.install(kid, keys[kid])  # type: ignore[index]
@@ -173,6 +182,8 @@ class KeyRing:
         self.sent = 0
         self.grace = grace
         self.windows: dict[tuple[bytes, int, int], ReplayWindow] = {}
+        self.encrypt = frozenset(FrameClass(c) for c in encrypt)
+        """The frame classes sent encrypted (the AEAD mode); the others are signed (DATA: sent as is)."""
 
     @property
     def enabled(self) -> bool:
@@ -206,6 +217,56 @@ class KeyRing:
         kid, key = self.store.signing_key()
         return add_trailer(raw, kid, self.next_counter(), key)
 
+    def seal_raw(self, raw: bytes) -> bytes:
+        """Encrypt an encoded frame without a trailer (the AEAD mode, :mod:`pxproto.wire.aead`) under the
+        active key, with our next counter as its nonce."""
+        kid, key = self.store.signing_key()
+        return aead.seal_raw(raw, kid, self.next_counter(), key)
+
+    def protect(self, raw: bytes, cls: FrameClass) -> bytes:
+        """An encoded frame as it goes on the wire: sealed when its class is encrypted, else signed (DATA
+        unsigned: a signed full fragment would pass the MTU); as is without a key."""
+        if not self.enabled:
+            return raw
+        if cls in self.encrypt:
+            return self.seal_raw(raw)
+        return raw if cls is FrameClass.DATA else self.sign_raw(raw)
+
+    def open_frame(
+        self, frame: Frame, raw: bytes, now: float, decode: Callable[[bytes], Frame]
+    ) -> tuple[Frame, bytes] | str:
+        """A received encrypted frame (``frame`` decoded from ``raw``, its body Sealed) opened under the ring:
+        (the clear frame, its bytes), its counter taken by the window; else why not (a reason of
+        :data:`REASONS`, ``no_key`` without a cluster key, ``malformed`` when the clear body breaks a rule)."""
+        a = frame.auth
+        if not self.enabled or a is None:
+            return "no_key"
+        clear, why = self.open(raw, frame.src_mac, frame.src_dime, a.key_id, a.counter, now)
+        if clear is None:
+            return why or "bad_tag"
+        try:
+            return decode(clear), clear
+        except ProtocolError:
+            return "malformed"
+
+    def _key_and_window(
+        self, src_mac: bytes, src_dime: int, key_id: int, counter: int, now: float
+    ) -> tuple[bytes, ReplayWindow | None] | str:
+        key = self.store.lookup(key_id, now if now else float("-inf"))
+        if isinstance(key, Rejection):
+            return REASONS[key]
+        win = self.windows.get((src_mac, src_dime, key_id))
+        if win is not None:
+            why = win.check(counter)
+            if why is not None:
+                return why
+        return key, win
+
+    def _accept(self, win: ReplayWindow | None, src_mac: bytes, src_dime: int, key_id: int, counter: int) -> None:
+        if win is None:
+            win = self.windows[(src_mac, src_dime, key_id)] = ReplayWindow()
+        win.accept(counter)
+
     def check(
         self, raw: bytes, src_mac: bytes, src_dime: int, key_id: int, counter: int, padding: int, now: float = 0.0
     ) -> str | None:
@@ -213,22 +274,30 @@ class KeyRing:
 
         ``now`` (monotonic seconds) retires a rotated-out key once its grace is over; 0 skips that check.
         """
-        key = self.store.lookup(key_id, now if now else float("-inf"))
-        if isinstance(key, Rejection):
-            return REASONS[key]
-        win_key = (src_mac, src_dime, key_id)
-        win = self.windows.get(win_key)
-        if win is not None:
-            why = win.check(counter)
-            if why is not None:
-                return why
+        got = self._key_and_window(src_mac, src_dime, key_id, counter, now)
+        if isinstance(got, str):
+            return got
+        key, win = got
         end = len(raw) - padding
         if not hmac.compare_digest(auth.tag(key, raw, padding), raw[end - spec.TAG_LEN : end]):
             return "bad_tag"
-        if win is None:
-            win = self.windows[win_key] = ReplayWindow()
-        win.accept(counter)
+        self._accept(win, src_mac, src_dime, key_id, counter)
         return None
+
+    def open(
+        self, raw: bytes, src_mac: bytes, src_dime: int, key_id: int, counter: int, now: float = 0.0
+    ) -> tuple[bytes | None, str | None]:
+        """Open a received encrypted frame (decoded already): (its clear bytes, None) and the window moves,
+        or (None, the reason) as :meth:`check` gives it (a tag that fails is ``bad_tag``)."""
+        got = self._key_and_window(src_mac, src_dime, key_id, counter, now)
+        if isinstance(got, str):
+            return None, got
+        key, win = got
+        clear = aead.open_raw(raw, key)
+        if clear is None:
+            return None, "bad_tag"
+        self._accept(win, src_mac, src_dime, key_id, counter)
+        return clear, None
 
 
 FLAGS_OFFSET = spec.HEADER_OFFSET + 1

@@ -233,7 +233,9 @@ def write_lines(
                         _lit(&o, b" > ", 3)
                         _endpoint(&o, v.dst_dime, v.dst_thread)
                         _lit(&o, b" ", 1)
-                        if v.cls == PX_CLASS_SIGNALING:
+                        if v.encrypted:
+                            _lit(&o, b"encrypted", 9)
+                        elif v.cls == PX_CLASS_SIGNALING:
                             _name(&o, names, name_lens, T_CMD, v.cmd)
                             _lit(&o, b" ", 1)
                             _name(&o, names, name_lens, T_OP, v.op)

@@ -23,9 +23,11 @@ from typing import BinaryIO, NoReturn
 
 import numpy as np
 
+from pxproto.dime.keys import KeyFileError
 from pxproto.dump import accel, detail, oneline
 from pxproto.dump.columns import KIND_OTHER, Batch, fastpath_available
 from pxproto.dump.filter import FilterError, Node, parse
+from pxproto.dump.opener import Opener
 from pxproto.dump.output import CaptureWriter
 from pxproto.dump.source import (
     CaptureEndsEarly,
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Sniff, read, filter, decode and write Parallax frames.",
-        epilog="filter words: signaling data discovery heartbeat parallax malformed auth; scope system|dime; "
+        epilog="filter words: signaling data discovery heartbeat parallax malformed auth encrypted; scope system|dime; "
         "[src|dst] dime N; [src|dst] thread N; [src|dst] mac XX:..; cmd NAME; op request|response; "
         "fcaps F|C|A|P|S; status NAME; channel N; seq N | seq A-B; and, or, not, parentheses.",
     )
@@ -75,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-F", dest="bpf", metavar="BPF", help="a raw BPF expression, ANDed with the Parallax filter")
     src.add_argument("--ethertypes", metavar="MAP", help="EtherType map, e.g. signaling=0x88b5,data=0x88b6")
     src.add_argument("--reference", action="store_true", help="decode with the reference codec, not the fast path")
+    src.add_argument(
+        "--key",
+        metavar="FILE",
+        help="open encrypted frames with this cluster key file (pxkernel --key's format; 0600 or refused)",
+    )
     out = p.add_argument_group("output")
     out.add_argument("-w", dest="write", metavar="FILE", help="write the frames (untouched) to a pcapng file")
     out.add_argument(
@@ -129,6 +136,14 @@ class Dumper:
         self.shown = 0
         self.per_frame = bool(args.verbose or args.hex or args.hex_ascii or args.reassemble)
         self.scratch = Stats()
+        self.opener: Opener | None = None
+        if args.key:
+            if args.write:
+                raise UsageError("--key with -w: -w writes frames untouched; give --key when reading them back")
+            try:
+                self.opener = Opener.from_file(args.key)
+            except KeyFileError as exc:
+                raise UsageError(f"--key: {exc}") from None
 
     def open_writer(self) -> None:
         if not self.args.write:
@@ -178,6 +193,8 @@ class Dumper:
         )
 
     def feed(self, item: Batch | Frames) -> None:
+        if self.opener is not None:
+            item = self.opener.frames(item) if isinstance(item, Frames) else self.opener.batch(item)
         if isinstance(item, Frames):
             if self.write_only():
                 self.write_frames(item)

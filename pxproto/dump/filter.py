@@ -5,7 +5,7 @@ Grammar (keywords are case-insensitive, numbers decimal or 0x hex)::
     expr    := term (("or" | "||") term)*
     term    := factor (("and" | "&&") factor)*
     factor  := ("not" | "!") factor | "(" expr ")" | prim
-    prim    := signaling | data | discovery | heartbeat | parallax | malformed | auth
+    prim    := signaling | data | discovery | heartbeat | parallax | malformed | auth | encrypted
              | scope (system | dime)
              | [src | dst] dime N | [src | dst] thread N | [src | dst] mac XX:XX:XX:XX:XX:XX
              | cmd NAME | op (request | response) | fcaps (F | C | A | P | S) | status NAME
@@ -194,7 +194,7 @@ _CLASS_WORDS = {c.name.lower(): c for c in FrameClass} | layout.PREFIX_CLASS
 _MAC = re.compile(r"^[0-9a-fA-F]{1,2}([:-][0-9a-fA-F]{1,2}){5}$")
 _RANGE = re.compile(r"^([0-9a-fA-Fx]+)-([0-9a-fA-Fx]+)$")
 KEYWORDS = sorted(
-    {*_CLASS_WORDS, "parallax", "malformed", "auth", "scope", "src", "dst", "dime", "thread", "mac"}
+    {*_CLASS_WORDS, "parallax", "malformed", "auth", "encrypted", "scope", "src", "dst", "dime", "thread", "mac"}
     | {"cmd", "op", "fcaps", "status", "channel", "seq", "and", "or", "not"}
 )
 
@@ -318,8 +318,9 @@ class _Parser:
             return IsClass(None)
         if word == "malformed":
             return Malformed()
-        if word == "auth":
-            return FieldIn("flags", int(HeaderFlag.AUTH), int(HeaderFlag.AUTH), int(HeaderFlag.AUTH))
+        if word in ("auth", "encrypted"):
+            bit = int(HeaderFlag.AUTH if word == "auth" else HeaderFlag.ENCRYPTED)
+            return FieldIn("flags", bit, bit, bit)
         if word == "scope":
             s = self.name("scope", Scope)
             bit = int(HeaderFlag.SCOPE_DIME)

@@ -7,6 +7,7 @@ Line shapes (``-e`` inserts the MACs and EtherType after the time)::
     12:00:00.000003 DATA 3.1 > 7.2 ch 4 msg 17 frag 2/3 off 1400 bytes 1400 ACK 12 credit 8 FIN seq 9 len 1480
     12:00:00.000004 DISC *.0 > *.0 ANNOUNCE probe 5 dimes 4 seq 1 len 130
     12:00:00.000005 HB 3.0 > *.0 epoch 7 BUSY cpu 53.2% mem 4/8 GAP 350.000ms seq 9 len 83
+    12:00:00.000006 DATA 3.1 > 7.2 encrypted auth seq 10 len 1506
     12:00:00.000006 ether 00:11:22:33:44:55 > ff:ff:ff:ff:ff:ff type 0x0800 len 98
     12:00:00.000007 SIG [malformed: status at byte 40: unknown status 0x22] len 60
 
@@ -207,13 +208,17 @@ def _parallax(
     segs += [lit(CLASS_TAGS[cls] + " ", n), *_endpoint(c("src_dime"), c("src_thread"), n), lit(" > ", n)]
     segs += [*_endpoint(c("dst_dime"), c("dst_thread"), n), lit(" ", n)]
     if cls is FrameClass.SIGNALING:
-        segs += _signaling(c, n, None if rtt_ns is None else rtt_ns[rows])
+        body = _signaling(c, n, None if rtt_ns is None else rtt_ns[rows])
     elif cls is FrameClass.DATA:
-        segs += _data(c, n)
+        body = _data(c, n)
     elif cls is FrameClass.DISCOVERY:
-        segs += _discovery(c, n)
+        body = _discovery(c, n)
     else:
-        segs += _heartbeat(c, n, None if gap_ns is None else gap_ns[rows])
+        body = _heartbeat(c, n, None if gap_ns is None else gap_ns[rows])
+    enc = (c("flags") & HeaderFlag.ENCRYPTED) != 0
+    if enc.any():  # an encrypted body has no fields to print (pxdump --key opens it first)
+        body = [s.when(~enc) for s in body] + [lit("encrypted", n).when(enc)]
+    segs += body
     auth = (c("flags") & HeaderFlag.AUTH) != 0
     if auth.any():
         segs.append(lit(" auth", n).when(auth))

@@ -66,7 +66,16 @@ def to_dict(d: Decoded) -> dict[str, Any]:
     flags = int(d.header["flags"])
     out["px.flags.scope_dime"] = bool(flags & HeaderFlag.SCOPE_DIME)
     out["px.flags.auth"] = bool(flags & HeaderFlag.AUTH)
+    out["px.flags.encrypted"] = sealed = bool(flags & HeaderFlag.ENCRYPTED)
     out["px.scope"] = Scope(flags & HeaderFlag.SCOPE_DIME).name
+    if not sealed:  # of an encrypted body no field is known (pxproto.wire.aead)
+        _body_keys(d, out)
+    if d.auth is not None:
+        out |= _table("auth", d.auth)
+    return out
+
+
+def _body_keys(d: Decoded, out: dict[str, Any]) -> None:
     out |= _table(BODY_PREFIX[d.cls], d.body)
     if d.cls is FrameClass.SIGNALING:
         out["px.fcaps"] = Command(int(d.body["cmd"])).fcaps.name
@@ -84,6 +93,3 @@ def to_dict(d: Decoded) -> dict[str, Any]:
             rows = [_table("disc.dime", r) for r in d.dimes]
             for key in rows[0]:
                 out[key] = [r[key] for r in rows]
-    if d.auth is not None:
-        out |= _table("auth", d.auth)
-    return out

@@ -40,6 +40,7 @@ cdef dict _FIELDS = {
                 "service"),
     Auth: ("key_id", "counter", "tag"),
     Tlv: ("type", "value"),
+    Sealed: ("cls", "ciphertext"),
 }
 
 
@@ -67,6 +68,7 @@ cdef Py_ssize_t DS[6]
 cdef Py_ssize_t HB[10]
 cdef Py_ssize_t AU[3]
 cdef Py_ssize_t TL[2]
+cdef Py_ssize_t SE[2]
 
 
 cdef void _fill(Py_ssize_t* arr, type cls) except *:
@@ -84,6 +86,7 @@ _fill(DS, Discovery)
 _fill(HB, Heartbeat)
 _fill(AU, Auth)
 _fill(TL, Tlv)
+_fill(SE, Sealed)
 
 
 cdef inline object _new(type cls):
@@ -130,6 +133,8 @@ cdef type DiscoveryT = Discovery
 cdef type HeartbeatT = Heartbeat
 cdef type AuthT = Auth
 cdef type TlvT = Tlv
+cdef type SealedT = Sealed
+cdef list CLASS_M = _table(FrameClass, 5)
 
 
 cdef bint _exact_reasons = True
@@ -191,7 +196,11 @@ cdef object _body(const unsigned char* buf, PxView* v):
     cdef object b
     cdef Py_ssize_t pos
     cdef unsigned int i
-    if v.cls == PX_CLASS_SIGNALING:
+    if v.encrypted:
+        b = _new(SealedT)
+        _put(b, SE[0], CLASS_M[v.cls])
+        _put(b, SE[1], PyBytes_FromStringAndSize(<const char*>buf + v.body, v.length))
+    elif v.cls == PX_CLASS_SIGNALING:
         b = _new(SignalingT)
         _put(b, SG[0], CMD_M[v.cmd])
         _put(b, SG[1], OP_M[v.op])
@@ -341,7 +350,7 @@ def encode(frame) -> bytes:
     cdef unsigned char* out
     cdef unsigned char* h
     cdef unsigned char* b
-    cdef int cls, has_auth
+    cdef int cls, has_auth, sealed = 0
     cdef bytes raw, data, dst_mac, src_mac, payload, tag
     if not isinstance(frame, FrameT):
         raise ProtocolError("frame", 0, f"cannot encode: {type(frame).__name__} is not a Frame")
@@ -350,7 +359,14 @@ def encode(frame) -> bytes:
         auth = _get(frame, FR[9])
         has_auth = auth is not None
         raws = None
-        if isinstance(body, SignalingT):
+        if isinstance(body, SealedT):
+            sealed = 1
+            cls = <int>_u(_get(body, SE[0]), 4)
+            if cls == 0:
+                raise _Unencodable("sealed body of class 0")
+            payload = bytes(_get(body, SE[1]))
+            body_len = len(payload)
+        elif isinstance(body, SignalingT):
             cls = PX_CLASS_SIGNALING
             params = _get(body, SG[4])
             raws = [_tlv_raw(p) for p in params]
@@ -389,7 +405,7 @@ def encode(frame) -> bytes:
         h = out + PX_ETH_LEN
         h[PX_HDR_VERSION] = <unsigned char>_u(_get(frame, FR[10]), 0xFF)
         h[PX_HDR_FLAGS] = (PX_HFLAG_SCOPE_DIME if _get(frame, FR[1]) is SCOPE_DIME else 0) | (
-            PX_HFLAG_AUTH if has_auth else 0)
+            PX_HFLAG_AUTH if has_auth else 0) | (PX_HFLAG_ENCRYPTED if sealed else 0)
         wr16(h + PX_HDR_LENGTH, <unsigned int>body_len)
         wr16(h + PX_HDR_SRC_DIME, <unsigned int>_u(_get(frame, FR[2]), 0xFFFF))
         wr16(h + PX_HDR_SRC_THREAD, <unsigned int>_u(_get(frame, FR[3]), 0xFFFF))
@@ -397,7 +413,10 @@ def encode(frame) -> bytes:
         wr16(h + PX_HDR_DST_THREAD, <unsigned int>_u(_get(frame, FR[5]), 0xFFFF))
         wr64(h + PX_HDR_SEQ, _u(_get(frame, FR[6]), 0xFFFFFFFFFFFFFFFF))
         b = out + PX_BODY_OFFSET
-        if cls == PX_CLASS_SIGNALING:
+        if sealed:
+            if body_len:
+                memcpy(b, <const char*>payload, body_len)
+        elif cls == PX_CLASS_SIGNALING:
             wr32(b + PX_SIG_REQ_ID, <uint32_t>_u(_get(body, SG[2]), 0xFFFFFFFF))
             b[PX_SIG_CMD] = <unsigned char>_u(_get(body, SG[0]), 0xFF)
             b[PX_SIG_OP] = <unsigned char>_u(_get(body, SG[1]), 0xFF)

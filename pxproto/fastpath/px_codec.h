@@ -21,6 +21,11 @@
  * a buffer of cap bytes and return its length, or -code when the decoder would
  * reject the frame (-PX_ERR_FRAME also means cap is too small).  Frames shorter
  * than PX_MIN_ETHERNET_FRAME are zero-padded.  auth may be NULL (no trailer).
+ *
+ * Encrypted frames (header flag PX_HFLAG_ENCRYPTED, always with AUTH): the header
+ * and trailer are checked, the body is opaque (view.encrypted = 1, no body field is
+ * read).  Sealing and opening are the endpoints' business (pxproto/wire/aead.py);
+ * px_encode_sealed writes a frame around a ciphertext made there.
  */
 #ifndef PX_CODEC_H
 #define PX_CODEC_H
@@ -113,6 +118,7 @@
 #define PX_AUTH_TAG 10
 #define PX_HFLAG_SCOPE_DIME 1
 #define PX_HFLAG_AUTH 2
+#define PX_HFLAG_ENCRYPTED 4
 #define PX_DFLAG_ACK 1
 #define PX_DFLAG_FIN 2
 #define PX_CMD_PING 1
@@ -288,7 +294,7 @@
 #define PX_ERR_TLV_LEADER_EPOCH 87
 #define PX_ERR_TLV_WRAPPED_KEY 88
 #define PX_ERR_COUNT 89
-#define PX_CODEC_HASH "d1442911783a439e"
+#define PX_CODEC_HASH "ac5a63bf52d58d4f"
 
 static const unsigned char PX_VALID_CMD[256] = {
     [1] = 1, [2] = 1, [3] = 1, [16] = 1, [17] = 1, [18] = 1, [19] = 1, [20] = 1, [21] = 1, [22] = 1,
@@ -460,6 +466,7 @@ typedef struct PxView {
     unsigned int dst_thread;
     uint64_t seq;
     int has_auth;
+    int encrypted;           /* ENCRYPTED flag: the body is AEAD ciphertext, its fields are not read */
     px_ssize body;           /* offset of the body (PX_BODY_OFFSET) */
     px_ssize end;            /* end of the frame proper (body + trailer), before padding */
     px_ssize padding;        /* zero padding bytes after end */
@@ -820,9 +827,11 @@ static inline int px_decode(const unsigned char *buf, px_ssize n, const PxEtherT
     v->body = PX_BODY_OFFSET;
     v->scope = (v->flags & PX_HFLAG_SCOPE_DIME) ? 1 : 0;
     v->has_auth = (v->flags & PX_HFLAG_AUTH) ? 1 : 0;
+    v->encrypted = (v->flags & PX_HFLAG_ENCRYPTED) ? 1 : 0;
     if (v->version != PX_PROTOCOL_VERSION) return px__fail(v, PX_ERR_VERSION, PX_ETH_LEN + PX_HDR_VERSION);
-    if (v->flags & ~(unsigned int)(PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH))
+    if (v->flags & ~(unsigned int)(PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH | PX_HFLAG_ENCRYPTED))
         return px__fail(v, PX_ERR_FLAGS, PX_ETH_LEN + PX_HDR_FLAGS);
+    if (v->encrypted && !v->has_auth) return px__fail(v, PX_ERR_FLAGS, PX_ETH_LEN + PX_HDR_FLAGS);
     body_end = PX_BODY_OFFSET + (px_ssize)v->length;
     if (body_end > n) return px__fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH);
     end = body_end + (v->has_auth ? PX_AUTH_LEN : 0);
@@ -842,13 +851,15 @@ static inline int px_decode(const unsigned char *buf, px_ssize n, const PxEtherT
     if (v->scope == 1 && v->dst_dime == PX_DIME_ALL) return px__fail(v, PX_ERR_DIME_DST, PX_ETH_LEN + PX_HDR_DST_DIME);
     if (v->cls == PX_CLASS_HEARTBEAT && v->src_dime == PX_DIME_ALL)
         return px__fail(v, PX_ERR_DIME_SRC, PX_ETH_LEN + PX_HDR_SRC_DIME);
-    fixed = PX_CLASS_BODY_LEN[v->cls];
-    if ((px_ssize)v->length < fixed) return px__fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH);
-    if (v->cls == PX_CLASS_SIGNALING) r = px__signaling(buf, PX_BODY_OFFSET, body_end, v);
-    else if (v->cls == PX_CLASS_DATA) r = px__data(buf, PX_BODY_OFFSET, body_end, v);
-    else if (v->cls == PX_CLASS_DISCOVERY) r = px__discovery(buf, PX_BODY_OFFSET, body_end, v);
-    else r = px__heartbeat(buf, PX_BODY_OFFSET, body_end, v);
-    if (r) return r;
+    if (!v->encrypted) { /* an encrypted body is opaque until opened */
+        fixed = PX_CLASS_BODY_LEN[v->cls];
+        if ((px_ssize)v->length < fixed) return px__fail(v, PX_ERR_LEN, PX_ETH_LEN + PX_HDR_LENGTH);
+        if (v->cls == PX_CLASS_SIGNALING) r = px__signaling(buf, PX_BODY_OFFSET, body_end, v);
+        else if (v->cls == PX_CLASS_DATA) r = px__data(buf, PX_BODY_OFFSET, body_end, v);
+        else if (v->cls == PX_CLASS_DISCOVERY) r = px__discovery(buf, PX_BODY_OFFSET, body_end, v);
+        else r = px__heartbeat(buf, PX_BODY_OFFSET, body_end, v);
+        if (r) return r;
+    }
     if (v->has_auth) {
         v->auth = body_end;
         v->auth_key_id = px_rd16(buf + body_end + PX_AUTH_KEY_ID);
@@ -982,6 +993,20 @@ static inline px_ssize px_encode_discovery(unsigned char *out, px_ssize cap, con
     px_wr32(b + PX_DISC_CAPS, caps);
     px_copy(b + PX_DISC_LEN, records, (px_ssize)count * PX_DIME_LEN);
     return px__finish(out, cap, m, PX_BODY_OFFSET + body_len, auth);
+}
+
+/* An encrypted frame of class cls: its ciphertext (as long as the clear body) and the trailer whose tag is
+ * the AEAD tag (auth must not be NULL). */
+static inline px_ssize px_encode_sealed(unsigned char *out, px_ssize cap, const PxEtherTypes *m, const PxAddr *addr,
+                                        int cls, const unsigned char *ciphertext, px_ssize len, const PxAuth *auth) {
+    px_ssize pos;
+    if (!auth) return -PX_ERR_FLAGS;
+    pos = px_encode_header(out, cap, m, addr, cls, 1, len);
+    if (pos < 0) return pos;
+    if (cap < PX_BODY_OFFSET + len) return -PX_ERR_FRAME;
+    out[PX_ETH_LEN + PX_HDR_FLAGS] |= PX_HFLAG_ENCRYPTED;
+    px_copy(out + PX_BODY_OFFSET, ciphertext, len);
+    return px__finish(out, cap, m, PX_BODY_OFFSET + len, auth);
 }
 
 /* One TLV at out: its size (PX_TLV_LEN + length), or -1 when cap is short. */

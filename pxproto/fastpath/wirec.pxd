@@ -49,7 +49,7 @@ cdef extern from "px_codec.h":
         int cls                  # 1..4 = FrameClass, 0 = not a Parallax EtherType
         unsigned int ethertype
         unsigned int version
-        unsigned int flags       # header flags byte (SCOPE_DIME 0x01, AUTH 0x02)
+        unsigned int flags       # header flags byte (SCOPE_DIME 0x01, AUTH 0x02, ENCRYPTED 0x04)
         int scope                # 0 = SYSTEM, 1 = DIME
         unsigned int length      # body length (header field)
         unsigned int src_dime
@@ -58,6 +58,7 @@ cdef extern from "px_codec.h":
         unsigned int dst_thread
         uint64_t seq
         int has_auth
+        int encrypted            # ENCRYPTED flag: the body is AEAD ciphertext, no body field is read
         Py_ssize_t body          # offset of the body (PX_BODY_OFFSET)
         Py_ssize_t end           # end of the frame proper (body + trailer), before padding
         Py_ssize_t padding       # zero padding bytes after end

@@ -28,7 +28,8 @@ from pxproto.wire.codes import (
     Status,
     TlvType,
 )
-from pxproto.wire.frame import Auth, Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
+from pxproto.wire.codes import FrameClass
+from pxproto.wire.frame import Auth, Data, DimeInfo, Discovery, Frame, Heartbeat, Sealed, Signaling, Tlv
 
 # ------------------------------------------------------------------ EtherType map (C copy)
 

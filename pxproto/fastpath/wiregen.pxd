@@ -87,6 +87,7 @@ cdef extern from "px_codec.h":
         PX_AUTH_TAG
         PX_HFLAG_SCOPE_DIME
         PX_HFLAG_AUTH
+        PX_HFLAG_ENCRYPTED
         PX_DFLAG_ACK
         PX_DFLAG_FIN
         PX_CMD_PING

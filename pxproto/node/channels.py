@@ -17,7 +17,7 @@ from pxproto.dime.channel_rx import ChannelReceiver
 from pxproto.dime.endpoint import Address
 from pxproto.node import mice
 from pxproto.node.flow import LOW_BITS, LOW_MASK, Flow, Output, Upstream
-from pxproto.wire.codes import DIME_ALL, CounterId, DataFlag, FaultCode
+from pxproto.wire.codes import DIME_ALL, CounterId, DataFlag, FaultCode, FrameClass
 from pxproto.wire.frame import Data, Frame
 
 if TYPE_CHECKING:
@@ -72,7 +72,8 @@ class ChannelPlane:
 
     def sender(self, peer: Address, ch: int) -> ChannelSender:
         m = self.m
-        return ChannelSender(m.local, peer, ch, mtu=m.cfg.mtu, auth=False, initial_credit=m.credit_window)
+        trailer = m.keyring.enabled and FrameClass.DATA in m.keyring.encrypt  # sealed DATA: room for the trailer
+        return ChannelSender(m.local, peer, ch, mtu=m.cfg.mtu, auth=trailer, initial_credit=m.credit_window)
 
     def unwire(self, ch: int) -> None:
         old = self.outputs.pop(ch, None)

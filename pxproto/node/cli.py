@@ -15,6 +15,7 @@ from pxproto.link import VIRTUAL_MTU, VIRTUAL_MTU_MAX, WireError, open_port
 from pxproto.node import memcg, state
 from pxproto.node.server import Server, ServerConfig, usable_cores
 from pxproto.signing import load_verify_keys
+from pxproto.wire import aead
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,6 +27,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--memory-chunks", type=int, default=64, help="each DIME's limit in 2 MiB chunks (default 64)")
     ap.add_argument("--key", help="cluster key file (KEY_ID HEXKEY per line, mode 0600); signaling must be signed")
     ap.add_argument("--insecure", action="store_true", help="run without --key: anyone on the wire commands the DIMEs")
+    ap.add_argument(
+        "--encrypt",
+        default="",
+        metavar="CLASSES",
+        help="frame classes sent encrypted (AES-256-GCM, needs --key): e.g. data,signaling, all, none (default)",
+    )
     ap.add_argument(
         "--verify-key", help="Ed25519 public keys (KEY_ID HEX per line) package signatures must verify with"
     )
@@ -71,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     elif not args.insecure:
         print("pxkernel: no --key: refusing to obey anyone on the wire (use --key FILE or --insecure)", file=sys.stderr)
+        return 2
+    try:
+        encrypt = aead.parse_classes(args.encrypt)
+    except ValueError as exc:
+        print(f"pxkernel: {exc}", file=sys.stderr)
+        return 2
+    if encrypt and not keys:
+        print("pxkernel: --encrypt needs --key (the cluster key encrypts)", file=sys.stderr)
         return 2
     if args.mtu is not None and not 576 <= args.mtu <= VIRTUAL_MTU_MAX:
         print(f"pxkernel: --mtu must be 576..{VIRTUAL_MTU_MAX}", file=sys.stderr)
@@ -128,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         pin=not args.no_pin,
         mtu=args.mtu or wire.mtu,
         mice_memory=args.mice_memory,
+        encrypt=tuple(sorted(int(c) for c in encrypt)),
     )
     if not keys:
         print("pxkernel: WARNING: --insecure: no key, anyone on the wire can load and run code here", file=sys.stderr)

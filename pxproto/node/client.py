@@ -12,7 +12,7 @@ import os
 import select
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, frame_to
@@ -22,7 +22,7 @@ from pxproto.errors import ProtocolError
 from pxproto.fastpath import decode, encode
 from pxproto.link import Port
 from pxproto.wire.codes import DIME_ALL, STATE_ANY, Command, DiscoveryOp, Op, Status
-from pxproto.wire.frame import Data, Discovery, Frame, Heartbeat, Signaling, Tlv
+from pxproto.wire.frame import Data, Discovery, Frame, Heartbeat, Sealed, Signaling, Tlv
 
 
 @dataclass
@@ -36,11 +36,13 @@ class Seen:
 
 
 class Client:
-    def __init__(self, wire: Port, mac: bytes | None = None, keys: dict[int, bytes] | None = None) -> None:
+    def __init__(
+        self, wire: Port, mac: bytes | None = None, keys: dict[int, bytes] | None = None, encrypt: Iterable[int] = ()
+    ) -> None:
         self.wire = wire
         self.mac = mac or bytes([0x02]) + os.urandom(5)
         self.local = Address(self.mac, DIME_ALL, 0)
-        self.keyring = KeyRing(dict(keys or {}), epoch=int(time.time()) & 0xFFFFFFFF)
+        self.keyring = KeyRing(dict(keys or {}), epoch=int(time.time()) & 0xFFFFFFFF, encrypt=encrypt)
         self.requester = Requester(self.local, RetransmitPolicy(initial=0.05, retries=6), first_req_id=os.getpid())
         self.seen = Seen()
         self.done: dict[tuple[bytes, int, int], ResponseReceived | RequestTimedOut] = {}
@@ -50,10 +52,7 @@ class Client:
 
     def send_frames(self, frames: Sequence[Frame]) -> None:
         for f in frames:
-            raw = encode(f)
-            if self.keyring.enabled:
-                raw = self.keyring.sign_raw(raw)
-            self.wire.send(raw)
+            self.wire.send(self.keyring.protect(encode(f), f.cls))
 
     def send_raw(self, raw: bytes) -> None:
         self.wire.send(raw)
@@ -78,8 +77,13 @@ class Client:
             return
         if f.dst_mac != self.mac and f.dst_mac[0] & 1 == 0:
             return
-        b = f.body
-        if self.keyring.enabled and not isinstance(b, Data):  # with a key, heartbeats and announces too
+        if isinstance(f.body, Sealed):  # the AEAD mode: opened under the ring (tag, replay window)
+            got = self.keyring.open_frame(f, raw, now, decode)
+            if isinstance(got, str):
+                self.rejected[got] += 1
+                return
+            f, raw = got
+        elif self.keyring.enabled and not isinstance(f.body, Data):  # with a key, heartbeats and announces too
             a = f.auth
             why = "unauthenticated" if a is None else None
             if a is not None:
@@ -87,6 +91,7 @@ class Client:
             if why is not None:
                 self.rejected[why] += 1
                 return
+        b = f.body
         if isinstance(b, Heartbeat):
             if self.keep_heartbeats:
                 self.seen.heartbeats.append((now, f.src_mac, f.src_dime, b))

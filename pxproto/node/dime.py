@@ -86,6 +86,8 @@ class DimeConfig:
     mice_memory: str = "auto"
     """How a MICE's chunks are enforced: "cgroup", "rlimit" (RLIMIT_AS) or "auto" (a cgroup when one is
     writable); see :mod:`pxproto.node.memory`."""
+    encrypt: list[int] | None = None
+    """Frame classes sent encrypted (``pxkernel --encrypt``)."""
 
 
 class Dime(OwnChannels):
@@ -118,6 +120,7 @@ class Dime(OwnChannels):
             verify_keys={int(k): bytes.fromhex(v) for k, v in (cfg.verify_keys or {}).items()},
             insecure=cfg.insecure,
             mtu=cfg.mtu,
+            encrypt=tuple(cfg.encrypt or ()),
             has_wire=self.wire is not None,
             has_store=bool(cfg.store),
             leader_fence=lambda epoch: state.raise_leader_fence(cfg.state_dir, epoch),
@@ -229,9 +232,7 @@ class Dime(OwnChannels):
         return int((t.user + t.system) * 1e9), memory.proc_cpu_ns(m.pid) if m is not None else 0
 
     def mice_mem_chunks(self, m: Mice) -> int | None:
-        if not m.baseline:  # before its READY record: no figure yet (not the whole process)
-            return None
-        return memory.mice_chunks(m.pid, m.baseline, self._cgroup_of(m))
+        return memory.mice_chunks(m.pid, m.baseline, self._cgroup_of(m))  # 0 before READY: memory.mice_chunks
 
     # ------------------------------------------------------------------ I/O
 

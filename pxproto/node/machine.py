@@ -38,7 +38,7 @@ from pxproto.node.memory import MemoryAccount
 from pxproto.package import Manifest, Stage
 from pxproto.signing import VerifyKeys
 from pxproto.wire.codes import DIME_ALL, Command, CounterId, DimeState, FaultCode, Op, Status, TlvType
-from pxproto.wire.frame import Data, Frame, Signaling, Tlv
+from pxproto.wire.frame import Data, Frame, Sealed, Signaling, Tlv
 
 BEAT_COLLECT = 0.002
 """Seconds after an armed heartbeat's deadline at which the loop collects it (and arms the next)."""
@@ -181,6 +181,8 @@ class MachineConfig:
     insecure: bool = False
     """Started ``--insecure`` (no cluster key): packages are run unsigned."""
     mtu: int = 1500
+    encrypt: tuple[int, ...] = ()
+    """Frame classes (FrameClass values) this DIME sends encrypted (``pxkernel --encrypt``); needs a key."""
     has_wire: bool = False
     """Whether the DIME sends on the wire itself (then the server gets a copy of each heartbeat)."""
     has_store: bool = False
@@ -200,7 +202,7 @@ class DimeMachine:
         self.mac = cfg.local.mac
         self.epoch = host.next_epoch()
         self.state = DimeState.BOOTING
-        self.keyring = KeyRing(dict(cfg.keys), epoch=self.epoch)
+        self.keyring = KeyRing(dict(cfg.keys), epoch=self.epoch, encrypt=cfg.encrypt)
         self.acl = AccessList()
         self.mem = MemoryAccount(limit=cfg.mem_chunks)
         self.hb = HeartbeatEmitter(self.local, self.epoch, period=cfg.heartbeat_ms / 1000, state=DimeState.BOOTING)
@@ -254,11 +256,10 @@ class DimeMachine:
 
     def tx(self, frames: Iterable[Frame]) -> None:
         for f in frames:
-            raw = encode(f)
-            # Signaling and heartbeats are signed; data frames are not (their fragments fill the MTU).
+            # Signaling and heartbeats are signed; data frames are not (their fragments fill the MTU);
+            # the classes of --encrypt are sealed instead (the AEAD mode, pxproto.wire.aead).
             data = isinstance(f.body, Data)
-            if self.keyring.enabled and not data:
-                raw = self.keyring.sign_raw(raw)
+            raw = self.keyring.protect(encode(f), f.cls)
             self.send_raw(raw, "direct" if data else "relay")
 
     def out(self, out: Output) -> None:
@@ -287,11 +288,20 @@ class DimeMachine:
             self.counters[CounterId.REJECTED_MALFORMED] += 1
             self.reasons[f"malformed:{exc.field}"] += 1
             return
+        opened = isinstance(frame.body, Sealed)
+        if opened:  # the AEAD mode: opened (tag and replay window) before anything reads the body
+            got = self.keyring.open_frame(frame, raw, now, decode)
+            if isinstance(got, str):
+                cid = CounterId.REJECTED_REPLAY if got in ("replayed", "late") else CounterId.REJECTED_AUTH
+                self.counters[cid] += 1
+                self.reasons[f"auth:{got}"] += 1
+                return
+            frame, raw = got
         body = frame.body
         if isinstance(body, Data):
             self.plane.data(frame, body, now)
         elif isinstance(body, Signaling):
-            self._signaling(frame, raw, body, now)
+            self._signaling(frame, raw, body, now, opened)
         else:
             self.reasons["ignored_class"] += 1
 
@@ -306,8 +316,8 @@ class DimeMachine:
             self.reasons[f"bug:{type(exc).__name__}"] += 1
             self.log(f"bug: frame {raw[:54].hex()}... raised {exc!r}\n{traceback.format_exc()}")
 
-    def _signaling(self, frame: Frame, raw: bytes, body: Signaling, now: float) -> None:
-        if self.keyring.enabled:
+    def _signaling(self, frame: Frame, raw: bytes, body: Signaling, now: float, opened: bool = False) -> None:
+        if self.keyring.enabled and not opened:
             if frame.auth is None:
                 self.counters[CounterId.REJECTED_UNAUTHENTICATED] += 1
                 return
@@ -531,8 +541,7 @@ class DimeMachine:
         self._check_thresholds()
 
     def _sign(self, frame: Frame) -> bytes:
-        raw = encode(frame)
-        return self.keyring.sign_raw(raw) if self.keyring.enabled else raw
+        return self.keyring.protect(encode(frame), frame.cls)
 
     def _send_heartbeat(self, raw: bytes) -> None:
         """A heartbeat on the wire itself when the DIME has it (the relay could delay it), else via the server."""

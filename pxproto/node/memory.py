@@ -124,11 +124,14 @@ def relimit(pid: int, baseline: int, chunks: int, cg: MiceCgroup | None = None) 
 
 
 def mice_chunks(pid: int, baseline: int, cg: MiceCgroup | None) -> int:
-    """Chunks a MICE uses past its baseline: its cgroup's charge, or its VmSize; 0 before READY (baseline 0)."""
-    if cg is not None:
-        return chunks_of(cg.usage() - baseline)
+    """Chunks a MICE uses past its baseline: its cgroup's charge, or its VmSize.
+
+    The one rule for "before READY" (baseline 0, on every path): the MICE has run no stage code, so it
+    uses 0 chunks, and heartbeats say so from the first beat (never the whole process, never "unknown")."""
     if baseline == 0:
         return 0
+    if cg is not None:
+        return chunks_of(cg.usage() - baseline)
     return chunks_of(proc_status(pid).get("VmSize", baseline) - baseline)
 
 

@@ -42,7 +42,7 @@ from pxproto.node.counters import SERVER_COUNTER_NAMES, ServerCounterId
 from pxproto.node.dime import DimeConfig, drain
 from pxproto.wire import ethertypes, spec
 from pxproto.wire.codes import DIME_ALL, Capability, Command, DimeState, FrameClass, Op, Status, TlvType
-from pxproto.wire.frame import DimeInfo, Frame, Heartbeat, Signaling, Tlv
+from pxproto.wire.frame import DimeInfo, Frame, Heartbeat, Sealed, Signaling, Tlv
 
 SW_VERSION = 0x00010000
 OFF_FLAGS = spec.HEADER_OFFSET + 1
@@ -67,6 +67,8 @@ class ServerConfig:
     """cgroup, rlimit or auto: how each MICE's chunks are enforced (:mod:`pxproto.node.memory`)."""
     mtu: int = 1500
     """The wire's MTU: data fragments fill it (see :attr:`pxproto.link.Port.mtu`)."""
+    encrypt: tuple[int, ...] = ()
+    """Frame classes sent encrypted, by the server and its DIMEs (``--encrypt``; the AEAD mode)."""
 
 
 class DimeProc:
@@ -86,7 +88,7 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.dimes: dict[int, DimeProc] = {}
         self.counters: Counter[str] = Counter()
-        self.keyring = KeyRing(dict(cfg.keys), epoch=int(time.time()) & 0xFFFFFFFF)
+        self.keyring = KeyRing(dict(cfg.keys), epoch=int(time.time()) & 0xFFFFFFFF, encrypt=cfg.encrypt)
         caps = Capability.RLIMIT_MEMORY | Capability.RELIABLE_DATA
         if cfg.keys:
             caps |= Capability.AUTH
@@ -145,6 +147,7 @@ class Server:
             pin=c.pin,
             mice_memory=c.mice_memory,
             mtu=c.mtu,
+            encrypt=[int(x) for x in c.encrypt],
             wire_fd=self.wire.fileno() if self.wire.shareable else -1,
         )
         fds = [theirs.fileno()] + ([dc.wire_fd] if dc.wire_fd >= 0 else [])
@@ -186,10 +189,7 @@ class Server:
 
     def _tx_own(self, frames: list[Frame]) -> None:
         for f in frames:
-            raw = encode(f)
-            if self.keyring.enabled:
-                raw = self.keyring.sign_raw(raw)
-            self._send_wire(raw)
+            self._send_wire(self.keyring.protect(encode(f), f.cls))
 
     def from_wire(self, raw: bytes, now: float) -> None:
         self.counters["wire_rx"] += 1
@@ -219,7 +219,13 @@ class Server:
         except ProtocolError:
             self.counters["malformed"] += 1
             return
-        if self.keyring.enabled and not self._verified(frame, raw, now):
+        if isinstance(frame.body, Sealed):  # the AEAD mode: opened under the ring (tag, replay window)
+            got = self.keyring.open_frame(frame, raw, now, decode)
+            if isinstance(got, str):
+                self.counters[f"rejected_{got}"] += 1
+                return
+            frame, raw = got
+        elif self.keyring.enabled and not self._verified(frame, raw, now):
             return  # with a cluster key, discovery and signaling must be signed by a holder of it
         if cls is FrameClass.DISCOVERY:
             self._tx_own(self.discovery.receive(frame, now).frames)
@@ -318,9 +324,16 @@ class Server:
 
     def _heartbeat_seen(self, dime: int, raw: bytes, now: float) -> None:
         try:
-            hb = decode(raw).body
+            f = decode(raw)
         except ProtocolError:
             return
+        if isinstance(f.body, Sealed):  # its DIME encrypts heartbeats (--encrypt heartbeat): open our copy
+            got = self.keyring.open_frame(f, raw, now, decode)
+            if isinstance(got, str):
+                self.counters[f"rejected_{got}"] += 1
+                return
+            f = got[0]
+        hb = f.body
         assert isinstance(hb, Heartbeat)
         dp = self.dimes[dime]
         old = dp.info

@@ -18,6 +18,7 @@ from pxproto.link import UdpPort, free_udp_ports
 from pxproto.node.client import Client
 from pxproto.procfind import find_dime, stop_all
 from pxproto.signing import fresh_signing_key, write_verify_keys
+from pxproto.wire import aead
 from pxproto.wire.codes import Command, Direction, Status
 from pxproto.wire.frame import Tlv, connect_params
 
@@ -41,27 +42,55 @@ class Cluster:
         chunks: int = 16,
         extra: tuple[str, ...] = (),
         stream: bool = False,
+        encrypt: str = "",
+        mirror: Path | None = None,
+        two_switches: bool = False,
     ) -> None:
-        """``stream``: the kernels attach with ``--port stream:PATH`` (UNIX stream sockets), not UDP."""
+        """``stream``: the kernels attach with ``--port stream:PATH`` (UNIX stream sockets), not UDP.
+        ``encrypt``: the frame classes the kernels and the client send encrypted (``pxkernel --encrypt``);
+        ``mirror``: the switch writes every frame it receives to this pcapng file (a sniffer on the wire);
+        ``two_switches``: the last kernel hangs off a second pxswitch (default header validation), linked to
+        the first by a UDP port pair, so its frames cross two switch hops."""
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.ports = free_udp_ports(kernels + 1)
         self.procs: list[subprocess.Popen[bytes]] = []
         args = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(tmp / "sw.sock")]
         args += ["--validation", "none"]  # let hostile frames reach the kernels: they must reject them
+        args += ["--mirror", str(mirror)] if mirror else []
+        link = free_udp_ports(2) if two_switches else []
+        self.switch2: subprocess.Popen[bytes] | None = None
         for i, p in enumerate(self.ports):
+            if two_switches and i == kernels - 1:
+                continue  # on the second switch
             if stream and i < kernels:
                 args += ["--port", f"stream:address={tmp / f'k{i}.sock'},listen=true"]
             else:
                 args += ["--port", f"udp:local=127.0.0.1:{p}"]
+        if link:
+            args += ["--port", f"udp:local=127.0.0.1:{link[0]},remote=127.0.0.1:{link[1]}"]
         self.switch = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if link:
+            args2 = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(tmp / "sw2.sock")]
+            args2 += ["--port", f"udp:local=127.0.0.1:{self.ports[kernels - 1]}"]  # default validation (header)
+            args2 += ["--port", f"udp:local=127.0.0.1:{link[1]},remote=127.0.0.1:{link[0]}"]
+            self.switch2 = subprocess.Popen(args2, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.store = tmp / "central"
         self.store.mkdir(parents=True)
         keyfile = tmp / "cluster.key"
         if key:
             write_keyfile(keyfile, {1: KEY})
             write_verify_keys(tmp / "verify.pub", [SIGNER])
-        self._wait_switch(tmp / "sw.sock")
+        try:
+            self._wait_switch(tmp / "sw.sock")
+            if self.switch2 is not None:
+                self._wait_switch(tmp / "sw2.sock", self.switch2)
+        except BaseException:
+            for sw in (self.switch, self.switch2):
+                if sw is not None:
+                    sw.kill()
+                    sw.wait()
+            raise
         self.logs: list[Path] = []
         for i in range(kernels):
             log = tmp / f"kernel{i}.log"
@@ -82,10 +111,13 @@ class Cluster:
                 str(tmp / f"state{i}"),
             ]
             cmd += ["--key", str(keyfile), "--verify-key", str(tmp / "verify.pub")] if key else ["--insecure"]
+            cmd += ["--encrypt", encrypt] if encrypt else []
             cmd += list(extra)
             with open(log, "wb") as f:
                 self.procs.append(subprocess.Popen(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT))
-        self.client = Client(UdpPort("127.0.0.1", self.ports[-1]), keys={1: KEY} if key else None)
+        self.client = Client(
+            UdpPort("127.0.0.1", self.ports[-1]), keys={1: KEY} if key else None, encrypt=aead.parse_classes(encrypt)
+        )
         self.servers: dict[int, bytes] = {}
         """Server index (kernel i, state dir ``state{i}``) -> its MAC, once discovery has seen it ready."""
         try:
@@ -94,7 +126,7 @@ class Cluster:
             self.close()  # leave no kernel behind when the bed never came up
             raise
 
-    def _wait_switch(self, control: Path, timeout: float = 20.0) -> None:
+    def _wait_switch(self, control: Path, switch: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
         """Wait until the switch answers on its control socket: it opens that after every port is listening."""
         from pxproto.switch.daemon import query
 
@@ -104,9 +136,10 @@ class Cluster:
                 query(str(control), "stats", timeout=1.0)
                 return
             except (OSError, ValueError):
-                if self.switch.poll() is not None or time.monotonic() > end:
-                    self.switch.kill()
-                    raise RuntimeError(f"pxswitch did not come up (exit {self.switch.poll()})") from None
+                sw = switch or self.switch
+                if sw.poll() is not None or time.monotonic() > end:
+                    sw.kill()
+                    raise RuntimeError(f"pxswitch did not come up (exit {sw.poll()})") from None
                 time.sleep(0.02)
 
     def _wait_ready(self, tmp: Path, kernels: int, dimes: int) -> None:
@@ -152,10 +185,13 @@ class Cluster:
 
     def close(self) -> None:
         stop_all(self.procs)
-        self.switch.terminate()
-        try:
-            self.switch.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # a host loaded far past its cores: do not leave it behind
-            self.switch.kill()
-            self.switch.wait()
+        for sw in (self.switch, self.switch2):
+            if sw is None:
+                continue
+            sw.terminate()
+            try:
+                sw.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # a host loaded far past its cores: do not leave it behind
+                sw.kill()
+                sw.wait()
         self.client.wire.close()

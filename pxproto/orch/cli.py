@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--kill-stage", default="transform", choices=("source", "parse", "transform", "sink"),
                       help="whose DIME is killed (default transform)")  # fmt: skip
     demo.add_argument("--quiet", "-q", action="store_true")
+    demo.add_argument("--encrypt", default="", metavar="CLASSES",
+                      help="classes sent encrypted end to end (AES-256-GCM): e.g. data,signaling")  # fmt: skip
     demo.add_argument("--workdir", help="state, logs, capture and timeline (default: a fresh pxorch-demo-* temp dir)")
     demo.add_argument("--bare-metal", action="store_true", help="add a QEMU guest of the bare-metal kernel (kernel/)")
     demo.add_argument("--netns", action="store_true", help="network namespaces, veth and AF_PACKET (root)")
@@ -62,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--key", help="cluster key file (KEY_ID HEXKEY per line, mode 0600)")
     run.add_argument("--insecure", action="store_true", help="run without --key: anyone can fake DIMEs and faults")
     run.add_argument("--signing-key", help="Ed25519 package signing key file (KEY_ID HEX, mode 0600)")
+    run.add_argument("--encrypt", default="", metavar="CLASSES",
+                     help="classes sent encrypted (AES-256-GCM; --key): e.g. signaling, all")  # fmt: skip
     run.add_argument("--store", help="the central package store directory (the kernels' --store)")
     run.add_argument("--control", default=DEFAULT_CONTROL)
     run.add_argument("--service", help="a service file whose regulator sets the failure detector")
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main(args.out_dir, demo_class=kind, rate=rate, kill=not args.no_kill, quiet=args.quiet,
                          workdir=Path(args.workdir) if args.workdir else None, regulator=reg,
                          netns=args.netns, kill_stage=args.kill_stage, passes=passes,
-                         work_us=args.work_us)  # fmt: skip
+                         work_us=args.work_us, encrypt=args.encrypt)  # fmt: skip
     if args.cmd == "chaos":
         from pxproto.orch import chaos
 
@@ -187,6 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.key:
             print("pxorch: WARNING: --insecure: no key, anyone on the wire can invent DIMEs or fake their deaths",
                   file=sys.stderr)  # fmt: skip
+        from pxproto.wire import aead
+
+        try:
+            encrypt = aead.parse_classes(args.encrypt)
+        except ValueError as exc:
+            print(f"pxorch: {exc}", file=sys.stderr)
+            return 2
+        if encrypt and not args.key:
+            print("pxorch: --encrypt needs --key (the cluster key encrypts)", file=sys.stderr)
+            return 2
         try:
             keys = load_keyfile(args.key) if args.key else {}
             signer = load_signing_key(args.signing_key) if args.signing_key else None
@@ -197,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise_priority()
         print(f"pxorch: orchestrator {core.local.mac.hex(':')} on {args.port or args.iface}; control {args.control}")
-        driver = Driver(core, wire, keys, print_event)
+        driver = Driver(core, wire, keys, print_event, encrypt=encrypt)
         leadership = None
         if args.etcd:
             from pxproto.orch.leader import Leadership

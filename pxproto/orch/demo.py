@@ -64,6 +64,7 @@ from pxproto.orch.sinkread import SinkReader
 from pxproto.orch.status import table
 from pxproto.procfind import find_dime, stop_all
 from pxproto.signing import fresh_signing_key, write_verify_keys
+from pxproto.wire import aead
 
 PASSES = 8
 """Times the demo's source streams its 2,400-line corpus by default: 19,200 lines, unthrottled."""
@@ -105,7 +106,8 @@ class Demo:
     def __init__(self, out_dir: Path | None = None, *, servers: int = 3, dimes: int = 4, rate: int = 0,
                  quiet: bool = False, kill: bool = True, scale_to: int = 3, workdir: Path | None = None,
                  regulator: dict[str, Any] | None = None, netns: bool = False,
-                 kill_stage: str = "transform", passes: int = PASSES, work_us: int | None = None) -> None:  # fmt: skip
+                 kill_stage: str = "transform", passes: int = PASSES, work_us: int | None = None,
+                 encrypt: str = "") -> None:  # fmt: skip
         self.wd = choose_workdir(workdir)
         self.key = fresh_keys()[1]
         """This run's cluster key: random, written 0600 to the work dir, never reused."""
@@ -136,8 +138,10 @@ class Demo:
         """Whether the switch mirrors every frame to the capture."""
         self.draw = True
         """Whether the run draws its timeline picture."""
-        self.kernel_args: list[str] = []
-        """Extra pxkernel options (the bare-metal demo's --mtu)."""
+        self.encrypt = aead.parse_classes(encrypt)
+        """Frame classes the kernels and the orchestrator send encrypted (``pxorch demo --encrypt``)."""
+        self.kernel_args: list[str] = ["--encrypt", encrypt] if self.encrypt else []
+        """Extra pxkernel options (the bare-metal demo's --mtu, --encrypt)."""
         self.extra_dimes = 0
         """DIMEs beyond the pxkernel servers' to wait for at discovery (a bare-metal server's)."""
         self.t0 = time.monotonic()
@@ -258,7 +262,7 @@ class Demo:
             raise
         mac = getattr(wire, "mac", None) or ORCH_MAC
         core = Orchestrator(mac, OrchConfig.from_regulator(spec.regulator))
-        drv = Driver(core, wire, {1: self.key}, self.on_event, record_heartbeats=True)
+        drv = Driver(core, wire, {1: self.key}, self.on_event, record_heartbeats=True, encrypt=self.encrypt)
         try:
             self._run(res, core, drv, spec, store, answer, expected)
         finally:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pxproto.dime.endpoint import Output
@@ -27,7 +27,7 @@ from pxproto.fastpath import decode, encode  # compiled or pure: pxproto.fastpat
 from pxproto.link import Port
 from pxproto.orch.core import Orchestrator
 from pxproto.orch.events import OrchEvent
-from pxproto.wire.frame import Heartbeat
+from pxproto.wire.frame import Heartbeat, Sealed
 
 
 def raise_priority(nice: int = -10) -> bool:
@@ -50,10 +50,12 @@ class Driver:
         keys: dict[int, bytes] | None = None,
         on_event: Callable[[OrchEvent], None] | None = None,
         record_heartbeats: bool = False,
+        encrypt: Iterable[int] = (),
     ) -> None:
         self.core = core
         self.wire = wire
-        self.keyring = KeyRing(dict(keys or {}), epoch=int(time.time()) & 0xFFFFFFFF)
+        self.keyring = KeyRing(dict(keys or {}), epoch=int(time.time()) & 0xFFFFFFFF, encrypt=encrypt)
+        """Signs what the orchestrator sends (seals the classes of ``encrypt``), checks or opens what comes."""
         self.on_event = on_event
         self.heartbeats: list[tuple[float, bytes, int, int, int]] | None = [] if record_heartbeats else None
         """(arrival, server MAC, DIME, epoch, rx_queue) of every heartbeat, when recording."""
@@ -75,10 +77,7 @@ class Driver:
             if self.muted and not even_muted:
                 self.counters["muted"] = self.counters.get("muted", 0) + 1
                 continue
-            raw = encode(frame)
-            if self.keyring.enabled:
-                raw = self.keyring.sign_raw(raw)
-            self.wire.send(raw)
+            self.wire.send(self.keyring.protect(encode(frame), frame.cls))
             self.counters["tx"] += 1
         if self.on_event is not None:
             for ev in out.events:
@@ -92,7 +91,14 @@ class Driver:
         except ProtocolError:
             self.counters["malformed"] += 1
             return
-        if self.keyring.enabled:
+        if isinstance(f.body, Sealed):  # the AEAD mode: opened under the ring (tag, replay window)
+            got = self.keyring.open_frame(f, raw, now, decode)
+            if isinstance(got, str):
+                self.counters["rejected"] += 1
+                self.counters[f"rejected_{got}"] = self.counters.get(f"rejected_{got}", 0) + 1
+                return
+            f, raw = got
+        elif self.keyring.enabled:
             a = f.auth
             why = "unsigned" if a is None else self.keyring.check(raw, f.src_mac, f.src_dime, a.key_id, a.counter,
                                                                    f.padding, now)  # fmt: skip

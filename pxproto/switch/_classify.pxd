@@ -19,7 +19,10 @@ cdef inline bint header_ok(const unsigned char* b, Py_ssize_t n, int c, unsigned
     """The rules of pxproto.switch.peek._check_header, for a frame of class ``c`` at least PX_BODY_OFFSET long."""
     cdef unsigned int end
     cdef Py_ssize_t k
-    if b[PX_ETH_LEN + PX_HDR_VERSION] != PX_PROTOCOL_VERSION or flags & ~(PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH):
+    if b[PX_ETH_LEN + PX_HDR_VERSION] != PX_PROTOCOL_VERSION or flags & ~(
+            PX_HFLAG_SCOPE_DIME | PX_HFLAG_AUTH | PX_HFLAG_ENCRYPTED):
+        return False
+    if flags & PX_HFLAG_ENCRYPTED and not flags & PX_HFLAG_AUTH:  # an encrypted body needs its tag
         return False
     end = PX_BODY_OFFSET + u16(b + PX_ETH_LEN + PX_HDR_LENGTH) + (PX_AUTH_LEN if flags & PX_HFLAG_AUTH else 0)
     if end > n:

@@ -27,7 +27,7 @@ VALIDATIONS: tuple[Validation, ...] = ("none", "header", "full")
 ETH = spec.ETH_LEN
 BODY = spec.BODY_OFFSET
 OFF = {f.name: ETH + f.offset for f in layout.fields(spec.Header)}
-_FLAG_MASK = int(HeaderFlag.SCOPE_DIME | HeaderFlag.AUTH)
+_FLAG_MASK = int(HeaderFlag.SCOPE_DIME | HeaderFlag.AUTH | HeaderFlag.ENCRYPTED)
 _SYSTEM_ONLY = (FrameClass.DISCOVERY, FrameClass.HEARTBEAT)
 
 
@@ -75,6 +75,8 @@ def _check_header(buf: bytes, cls: FrameClass, flags: int, dime_scope: bool, src
         raise ProtocolError("version", OFF["version"], f"version {buf[OFF['version']]}, expected {PROTOCOL_VERSION}")
     if flags & ~_FLAG_MASK:
         raise ProtocolError("flags", OFF["flags"], f"reserved bits 0x{flags & ~_FLAG_MASK:02x} set")
+    if flags & HeaderFlag.ENCRYPTED and not flags & HeaderFlag.AUTH:  # forwarded opaque, but never tagless
+        raise ProtocolError("flags", OFF["flags"], "ENCRYPTED without AUTH: an encrypted body needs the trailer's tag")
     end = BODY + _u16(buf, OFF["length"]) + (spec.AUTH_LEN if flags & HeaderFlag.AUTH else 0)
     if end > n:
         raise ProtocolError("len", OFF["length"], f"the frame ends at {end}, it holds {n} bytes")

@@ -19,6 +19,7 @@ from pxproto.errors import ProtocolError
 from pxproto.wire import codes, layout, spec
 from pxproto.wire.codec import encode
 from pxproto.wire.frame import Auth, Body, Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv, body_length
+from pxproto.wire.frame import Sealed as Sealed
 
 T = TypeVar("T")
 FIELDS: dict[str, layout.FieldInfo] = {
@@ -185,11 +186,20 @@ def auth(src: Source) -> Auth:
 
 
 def frame(
-    src: Source, cls: codes.FrameClass | None = None, macs: Sequence[bytes] | None = None, auth_share: float = 0.25
+    src: Source,
+    cls: codes.FrameClass | None = None,
+    macs: Sequence[bytes] | None = None,
+    auth_share: float = 0.25,
+    sealed_share: float = 0.0,
 ) -> Frame:
-    """A valid frame of ``cls`` (any class when None)."""
+    """A valid frame of ``cls`` (any class when None); with ``sealed_share``, an encrypted one (ENCRYPTED:
+    the body a blob as long as a clear body, always with a trailer) that often."""
     cls = cls or src.pick(list(codes.FrameClass))
-    body = BODIES[cls](src)
+    body: Body = BODIES[cls](src)
+    sealed = sealed_share > 0 and src.chance(sealed_share)
+    if sealed:
+        n = body_length(body)
+        body = Sealed(cls, src.blob(n, n))
     if cls is codes.FrameClass.DATA:
         scope = codes.Scope.DIME
     elif cls is codes.FrameClass.SIGNALING:
@@ -198,7 +208,7 @@ def frame(
         scope = codes.Scope.SYSTEM
     dst = src.between(0, codes.DIME_ALL - 1) if scope is codes.Scope.DIME else codes.DIME_ALL
     src_dime = src.between(0, codes.DIME_ALL - 1) if cls is codes.FrameClass.HEARTBEAT else uint(src, "px.dime.src")
-    trailer = auth(src) if src.chance(auth_share) else None
+    trailer = auth(src) if sealed or src.chance(auth_share) else None
     f = Frame(
         body, scope, src_dime, uint(src, "px.thread.src"), dst, uint(src, "px.thread.dst"), uint(src, "px.seq"),
         mac(src, macs), mac(src, macs), trailer,
@@ -258,6 +268,9 @@ def _same_body(src: Source, b: Body) -> Body:
             uint(src, "px.data.channel"), uint(src, "px.data.msg_id"), src.blob(n, n), b.msg_len, b.frag_offset,
             b.frag_index, b.frag_count, ack, credit, b.flags,
         )  # fmt: skip
+    if isinstance(b, Sealed):
+        n = len(b.ciphertext)
+        return Sealed(b.cls, src.blob(n, n))
     if isinstance(b, Discovery):
         probe = 0 if b.op is codes.DiscoveryOp.GRATUITOUS else uint(src, "px.disc.probe_id")
         dimes = tuple(dime_info(src) for _ in b.dimes)

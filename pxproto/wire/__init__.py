@@ -24,7 +24,7 @@ from pxproto.wire.codes import (
     TlvType,
 )
 from pxproto.wire.ethertypes import EtherTypeMap
-from pxproto.wire.frame import Auth, Data, DimeInfo, Discovery, Frame, Heartbeat, Signaling, Tlv
+from pxproto.wire.frame import Auth, Data, DimeInfo, Discovery, Frame, Heartbeat, Sealed, Signaling, Tlv
 
 __all__ = [
     "CHUNK_BYTES",
@@ -52,6 +52,7 @@ __all__ = [
     "Param",
     "ProtocolError",
     "Scope",
+    "Sealed",
     "Signaling",
     "Status",
     "Tlv",

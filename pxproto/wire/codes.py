@@ -37,6 +37,8 @@ class HeaderFlag(IntFlag):
 
     SCOPE_DIME = 0x01
     AUTH = 0x02
+    ENCRYPTED = 0x04
+    """The body is AEAD ciphertext (same length as the clear body); the trailer's tag is the AEAD tag."""
 
 
 class Fcaps(IntEnum):

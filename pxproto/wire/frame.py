@@ -164,7 +164,16 @@ class Auth:
     tag: bytes = b"\x00" * 16
 
 
-Body = Signaling | Data | Discovery | Heartbeat
+@dataclass(slots=True)
+class Sealed:
+    """An encrypted body (header flag ENCRYPTED): AEAD ciphertext of a ``cls`` body, opaque until opened
+    with the cluster key (:mod:`pxproto.wire.aead`); the AEAD tag is the trailer's."""
+
+    cls: FrameClass
+    ciphertext: bytes = b""
+
+
+Body = Signaling | Data | Discovery | Heartbeat | Sealed
 BODY_CLASS: dict[type, FrameClass] = {
     Signaling: FrameClass.SIGNALING,
     Data: FrameClass.DATA,
@@ -193,7 +202,8 @@ class Frame:
 
     @property
     def cls(self) -> FrameClass:
-        return BODY_CLASS[type(self.body)]
+        b = self.body
+        return b.cls if type(b) is Sealed else BODY_CLASS[type(b)]  # type: ignore[union-attr]
 
     @property
     def flags(self) -> HeaderFlag:
@@ -202,6 +212,8 @@ class Frame:
             f |= HeaderFlag.SCOPE_DIME
         if self.auth is not None:
             f |= HeaderFlag.AUTH
+        if type(self.body) is Sealed:
+            f |= HeaderFlag.ENCRYPTED
         return f
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,6 +230,7 @@ class Frame:
             "px.flags": int(flags),
             "px.flags.scope_dime": bool(flags & HeaderFlag.SCOPE_DIME),
             "px.flags.auth": bool(flags & HeaderFlag.AUTH),
+            "px.flags.encrypted": bool(flags & HeaderFlag.ENCRYPTED),
             "px.scope": self.scope.name,
             "px.len": body_length(self.body),
             "px.dime.src": self.src_dime,
@@ -277,6 +290,10 @@ def _discovery_dict(b: Discovery, d: dict[str, Any]) -> None:
             d[f"px.disc.dime.{name}"] = [_plain(getattr(x, name)) for x in b.dimes]
 
 
+def _sealed_dict(b: Sealed, d: dict[str, Any]) -> None:
+    """Nothing of an encrypted body is known but its length (``px.len``) and class."""
+
+
 def _heartbeat_dict(b: Heartbeat, d: dict[str, Any]) -> None:
     d["px.hb.epoch"] = b.epoch
     d["px.hb.state"] = b.state.name
@@ -289,6 +306,7 @@ _BODY_DICT: dict[type, Callable[[Any, dict[str, Any]], None]] = {
     Data: _data_dict,
     Discovery: _discovery_dict,
     Heartbeat: _heartbeat_dict,
+    Sealed: _sealed_dict,
 }
 
 
@@ -310,6 +328,8 @@ def body_length(b: Body) -> int:
         return DATA_FIXED + len(b.payload)
     if isinstance(b, Discovery):
         return DISCOVERY_FIXED + DIME_RECORD * len(b.dimes)
+    if isinstance(b, Sealed):
+        return len(b.ciphertext)
     return HEARTBEAT_LEN
 
 

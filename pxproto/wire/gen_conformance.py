@@ -27,7 +27,7 @@ from typing import Any
 from pxproto.errors import ProtocolError
 from pxproto.wire import ethertypes, samples, spec
 from pxproto.wire.codec import decode, encode
-from pxproto.wire.codes import TEXT_MAX, Command, DataFlag, Op, Scope, Status, TlvType
+from pxproto.wire.codes import TEXT_MAX, Command, DataFlag, FrameClass, Op, Scope, Status, TlvType
 from pxproto.wire.frame import Data, Frame, Signaling, Tlv
 
 OUTPUT = Path(__file__).resolve().parent.parent.parent / "docs" / "conformance.json"
@@ -256,8 +256,54 @@ def edge_cases() -> list[tuple[str, bytes, tuple[str, int] | None]]:
     for cls_sample in ("small message fragment 1 of 1", "announce answering probe 77"):
         f = decode(valid[cls_sample])
         out.append((f"{f.cls.name} with a trailer", samples.auth.sign(f, 7, 3, samples.SAMPLE_KEY), None))
+    out += encrypted_cases(valid)
     big = Data(3, 10, bytes(i & 0xFF for i in range(0xFFFF - 25)), 0xFFFF - 25, 0, 0, 1)
     out.append(("largest body (length 65535)", _data(big), None))
+    return out
+
+
+def encrypted_cases(valid: dict[str, bytes]) -> list[tuple[str, bytes, tuple[str, int] | None]]:
+    """The AEAD mode (ENCRYPTED): a sealed frame of every class decodes with its body opaque; the header
+    and trailer rules still hold, the body rules do not (its bytes are ciphertext)."""
+    from pxproto.wire import aead
+
+    out: list[tuple[str, bytes, tuple[str, int] | None]] = []
+    sealed = {}
+    for name in (
+        "LOAD request signed with key 1",
+        "small message fragment 1 of 1",
+        "announce answering probe 77",
+        "heartbeat BUSY",
+        "probe for any DIME, padded",
+    ):
+        f = decode(valid[name])
+        raw = aead.seal(f, 7, 3, samples.SAMPLE_KEY)
+        sealed[f.cls] = raw
+        out.append((f"{f.cls.name} encrypted ({name})", raw, None))
+    sig = sealed[FrameClass.SIGNALING]
+    hb = sealed[FrameClass.HEARTBEAT]
+    flags = sig[H + 1]
+    out += [
+        ("encrypted with a wrong GCM tag (decoders do not check it)", sig[:-1] + bytes([sig[-1] ^ 1]), None),
+        (
+            "ENCRYPTED without AUTH",
+            _with(sig[: len(sig) - spec.AUTH_LEN], H + 1, bytes([flags & ~2])),
+            ("flags", H + 1),
+        ),
+        ("ENCRYPTED and a reserved flag: reserved first", _with(sig, H + 1, bytes([flags | 0x80])), ("flags", H + 1)),
+        ("encrypted, trailer cut short", sig[:-1], ("auth", len(sig) - spec.AUTH_LEN)),
+        ("encrypted HEARTBEAT with DIME scope", _with(hb, H + 1, bytes([hb[H + 1] | 1])), ("flags", H + 1)),
+        (
+            "encrypted, trailer key id 0",
+            _with(hb, len(hb) - spec.AUTH_LEN, b"\x00\x00"),
+            ("auth.key_id", len(hb) - spec.AUTH_LEN),
+        ),
+        (
+            "encrypted body shorter than the class's fixed part (opaque: no body rule)",
+            _hlen(hb[: B + 3] + hb[len(hb) - spec.AUTH_LEN :], 3),
+            None,
+        ),
+    ]
     return out
 
 

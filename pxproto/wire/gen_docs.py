@@ -52,6 +52,7 @@ DERIVED = {
     "px.class": "the frame class the EtherType names: SIGNALING, DATA, DISCOVERY or HEARTBEAT",
     "px.flags.scope_dime": "SCOPE_DIME bit of `flags`",
     "px.flags.auth": "AUTH bit of `flags` (the trailer is present)",
+    "px.flags.encrypted": "ENCRYPTED bit of `flags` (the body is AEAD ciphertext: no body field follows)",
     "px.scope": "DIME when SCOPE_DIME is set, else SYSTEM",
     "px.fcaps": "the command's FCAPS area (the high nibble of `cmd`): F, C, A, P or S",
     "px.data.flags.ack": "ACK bit of the DATA `flags`",

@@ -50,7 +50,12 @@ def frame_steps() -> str:
         ("its EtherType is none of the four classes' (not a Parallax frame)", "eth.type", "12"),
         (f"it has fewer than {HDR} bytes (no whole header)", "header", str(ETH)),
         (f"`version` is not {PROTOCOL_VERSION}", "version", _h("version")),
-        ("a reserved bit of `flags` is set (bits other than 0x01 SCOPE_DIME, 0x02 AUTH)", "flags", _h("flags")),
+        (
+            "a reserved bit of `flags` is set (bits other than 0x01 SCOPE_DIME, 0x02 AUTH, 0x04 ENCRYPTED)",
+            "flags",
+            _h("flags"),
+        ),
+        ("ENCRYPTED is set and AUTH is clear (an encrypted body needs the trailer's tag)", "flags", _h("flags")),
         (f"{HDR} + `length` > n (the body does not fit)", "len", _h("length")),
         (
             f"AUTH is set and {HDR} + `length` + {spec.AUTH_LEN} > n (the trailer does not fit)",
@@ -68,8 +73,12 @@ def frame_steps() -> str:
         (f"SYSTEM scope and `dst_dime` is not 0x{DIME_ALL:04x}", "dime.dst", _h("dst_dime")),
         (f"DIME scope and `dst_dime` is 0x{DIME_ALL:04x}", "dime.dst", _h("dst_dime")),
         (f"a HEARTBEAT's `src_dime` is 0x{DIME_ALL:04x}", "dime.src", _h("src_dime")),
-        (f"`length` is less than the class's fixed body ({fixed})", "len", _h("length")),
-        ("the class's body rules below fail", "(below)", "(below)"),
+        (
+            f"ENCRYPTED is clear and `length` is less than the class's fixed body ({fixed})",
+            "len",
+            _h("length"),
+        ),
+        ("ENCRYPTED is clear and the class's body rules below fail", "(below)", "(below)"),
         ("AUTH is set and the trailer's `key_id` is 0", "auth.key_id", "t"),
         ("AUTH is set and the trailer's `counter` is 0", "auth.counter", f"t+{off('auth', 'counter')}"),
     ]
@@ -254,12 +263,35 @@ reported on the header's length (`len`), the field that sets it.
 ## The authentication trailer
 
 Any frame class may carry the trailer; the header's AUTH flag says whether it is there.
-Decoders check only that it fits (rule 7) and that `key_id` and `counter` are not 0 (rules
-16, 17). The tag is **not** checked by a decoder, which holds no key: a frame with a wrong
+Decoders check only that it fits (rule 8) and that `key_id` and `counter` are not 0 (rules
+17, 18). The tag is **not** checked by a decoder, which holds no key: a frame with a wrong
 tag decodes (conformance vector "signed frame with a wrong tag"). The endpoint that holds
 key `key_id` computes HMAC-SHA256(key, bytes 0 up to t+{tag_from} (exclusive) of the frame, i.e. from the
 Ethernet destination through the trailer's `counter`, padding excluded), truncates it to
 its first {tag} bytes and compares; replay windows on `counter` are the endpoints' rule.
+
+## The AEAD mode (ENCRYPTED)
+
+A frame of any class may be sent encrypted: the header's ENCRYPTED flag (0x04) is set, always
+with AUTH (rule 6). The Ethernet and Parallax headers stay in clear (switches forward the frame
+as any other, holding no key); the body is the AES-256-GCM ciphertext of the clear body, exactly
+as long (so `length`, fragment sizes and padding are the clear frame's); the trailer's `key_id`
+and `counter` are those of a signed frame and its tag is the GCM tag (16 bytes). Decoders check
+the header and trailer rules and treat the body as opaque (`px.flags.encrypted` true, no body
+field; rules 16 and 17 do not apply): every decoder, the dissector included, shows such a frame
+as encrypted with its key id and counter. The endpoint holding key `key_id` opens it:
+
+    frame key = HKDF-SHA256(IKM = cluster key `key_id`, salt = none,
+                            info = "pxproto AEAD v1" | src MAC (6) | src_dime (2) | class (1))
+    nonce     = 4 zero bytes | counter (8)
+    AAD       = bytes 0 to {hdr} (Ethernet and Parallax headers, flags included) | key_id | counter
+
+A sender never reuses a counter (`epoch << 32 | n`) and no two senders or classes share a frame
+key, so a nonce never repeats under one key. The AAD covers what the HMAC covers outside the
+body: a changed address, class, header field, key id or counter fails the tag. Opened, the frame
+is the clear frame with its trailer (ENCRYPTED clear, AUTH set); replay windows apply to its
+counter as to a signed frame's. Which classes are sent encrypted is the endpoints' configuration
+(`pxkernel --encrypt`, `pxorch run --encrypt`); a receiver holding the key opens whatever it gets.
 
 ## Key installation (KEY_INSTALL, WRAPPED_KEY)
 

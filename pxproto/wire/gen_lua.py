@@ -86,6 +86,8 @@ _WORDS = {
 _FIELD_TYPES = {1: "uint8", 2: "uint16", 4: "uint32", 8: "uint64"}
 _HEX_FIELDS = {"px.eth.type", "px.disc.caps"}
 
+HEADER_FLAGS = codes.HeaderFlag.SCOPE_DIME | codes.HeaderFlag.AUTH | codes.HeaderFlag.ENCRYPTED
+
 
 def _label(key: str) -> str:
     words = key.removeprefix("px.").replace(".", " ").replace("_", " ").split()
@@ -292,7 +294,8 @@ def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
         "%%ACL_ENTRY%%": str(codes.ACL_ENTRY_SIZE),
         "%%N_FCAPS%%": str(len(codes.Fcaps)),
         "%%DIME_REC%%": str(spec.DimeRecord.sizeof()),
-        "%%HEADER_FLAG_MASK%%": f"0x{int(codes.HeaderFlag.SCOPE_DIME | codes.HeaderFlag.AUTH):02x}",
+        "%%HEADER_FLAG_MASK%%": f"0x{int(HEADER_FLAGS):02x}",
+        "%%ENCRYPTED_FLAG%%": f"0x{int(codes.HeaderFlag.ENCRYPTED):02x}",
         "%%SCOPE_DIME%%": f"0x{int(codes.HeaderFlag.SCOPE_DIME):02x}",
         "%%AUTH_FLAG%%": f"0x{int(codes.HeaderFlag.AUTH):02x}",
         "%%DATA_FLAG_MASK%%": f"0x{int(codes.DataFlag.ACK | codes.DataFlag.FIN):02x}",

@@ -68,6 +68,24 @@ static int run(void) {
     buf[PX_ETH_TYPE + 1] = 0x00;
     if (px_decode(buf, n, &ET, &v) != PX_ERR_ETH_TYPE || v.cls != 0) return 11;
     if (px_error_name(PX_ERR_HB_CPU_PERMILLE)[0] != 'h') return 12;
+    /* an encrypted (AEAD) DATA frame: header and trailer checked, the body opaque; never without a trailer */
+    {
+        PxAuth au;
+        unsigned char ct[3]; /* shorter than any clear DATA body: no body rule applies */
+        au.key_id = 7;
+        au.counter = 99;
+        px_zero(au.tag, PX_TAG_LEN);
+        ct[0] = 0xde;
+        ct[1] = 0xad;
+        ct[2] = 0x01;
+        n = px_encode_sealed(buf, sizeof buf, &ET, &a, PX_CLASS_DATA, ct, 3, &au);
+        if (n != PX_BODY_OFFSET + 3 + PX_AUTH_LEN || px_decode(buf, n, &ET, &v) != 0) return 15;
+        if (!v.encrypted || v.cls != PX_CLASS_DATA || v.length != 3 || v.auth_key_id != 7 || v.channel) return 16;
+        if (px_encode_sealed(buf, sizeof buf, &ET, &a, PX_CLASS_DATA, ct, 3, 0) != -PX_ERR_FLAGS) return 17;
+        buf[PX_ETH_LEN + PX_HDR_FLAGS] &= (unsigned char)~PX_HFLAG_AUTH;
+        if (px_decode(buf, PX_BODY_OFFSET + 3, &ET, &v) != PX_ERR_FLAGS) return 18;
+        if (v.error_offset != PX_ETH_LEN + PX_HDR_FLAGS) return 19;
+    }
     return 0;
 }
 

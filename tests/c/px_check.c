@@ -40,7 +40,9 @@ static int reencode(const unsigned char *buf, px_ssize n, const PxView *v) {
         memcpy(au.tag, buf + v->auth + PX_AUTH_TAG, PX_TAG_LEN);
         pa = &au;
     }
-    if (v->cls == PX_CLASS_HEARTBEAT) {
+    if (v->encrypted) { /* the AEAD mode: the ciphertext as it is, around the same header and trailer */
+        m = px_encode_sealed(out, sizeof out, &ET, &a, v->cls, buf + PX_BODY_OFFSET, (px_ssize)v->length, pa);
+    } else if (v->cls == PX_CLASS_HEARTBEAT) {
         PxHeartbeatBody hb = { v->hb_epoch, (uint8_t)v->hb_state, (uint16_t)v->hb_period_ms,
                                (uint16_t)v->hb_cpu_permille, (uint16_t)v->hb_stage, v->hb_mem_used,
                                v->hb_mem_limit, v->hb_rx_queue, v->hb_tx_queue, v->hb_service };
