@@ -95,10 +95,12 @@ class SimOrch:
 class HaCluster(SimCluster):
     """A simulated cluster run by ``orchs`` orchestrators that elect a leader in one store."""
 
-    def __init__(self, orchs: int = 3, *, ttl: int = 1, **kw: Any) -> None:
+    def __init__(self, orchs: int = 3, *, ttl: int = 1, kv: Kv | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.net.kill(ORCH_MAC)  # SimCluster's lone orchestrator is not one of them
-        self.kv = MemoryKv(clock=lambda: self.net.now)
+        self.kv: Kv = kv if kv is not None else MemoryKv(clock=lambda: self.net.now)
+        """The store: in memory on the simulation's clock, or a real etcd (:class:`~pxproto.orch.store.EtcdKv`,
+        whose leases run on the wall clock: give it a TTL of several seconds unless the run is paced)."""
         self.ttl = ttl
         self.config: OrchConfig | None = kw.get("config")
         self.orchs: list[SimOrch] = []
@@ -117,6 +119,12 @@ class HaCluster(SimCluster):
     def kill_orch(self, o: SimOrch) -> None:
         """SIGKILL: it sends nothing more, and its lease runs out in the store."""
         self.net.kill(o.mac)
+
+    def restart_dime(self, key: tuple[bytes, int]) -> None:
+        super().restart_dime(key)
+        touch = getattr(self.net, "touch", None)
+        if touch is not None:  # a FleetNet reads a server's timer only when told it moved
+            touch(key[0])
 
     def restart_orch(self, o: SimOrch) -> SimOrch:
         """A new process in the killed one's place (same port): it joins as a follower."""
