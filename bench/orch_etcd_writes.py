@@ -71,7 +71,7 @@ def run(url: str, args: argparse.Namespace, period: float) -> tuple[list[tuple[s
                 lv = view_of(lead.core)
                 for o in c.orchs:
                     if o is not lead:
-                        lag.sample(c.net.now, lv, view_of(o.core))
+                        lag.sample(c.net.now, lv, view_of(o.core), o.mac)
             if callable(each):
                 each()
         m1, dt = kv.metrics(), c.net.now - t0

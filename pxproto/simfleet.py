@@ -150,20 +150,22 @@ class ViewLag:
     """
 
     def __init__(self) -> None:
-        self.since: dict[tuple[bytes, int], float] = {}
+        self.since: dict[tuple[object, tuple[bytes, int]], float] = {}
+        """(follower, DIME) -> when their views of that DIME began to differ."""
         self.lags: list[float] = []
         """Durations of the divergences that ended, in seconds."""
         self.samples = 0
 
     def sample(self, now: float, leader: dict[tuple[bytes, int], ViewRow],
-               follower: dict[tuple[bytes, int], ViewRow]) -> None:  # fmt: skip
+               follower: dict[tuple[bytes, int], ViewRow], who: object = 0) -> None:  # fmt: skip
+        """Compare follower ``who``'s view with the leader's at ``now``."""
         self.samples += 1
         for k in leader.keys() | follower.keys():
             same = leader.get(k) == follower.get(k)
-            if not same and k not in self.since:
-                self.since[k] = now
-            elif same and k in self.since:
-                self.lags.append(now - self.since.pop(k))
+            if not same and (who, k) not in self.since:
+                self.since[(who, k)] = now
+            elif same and (who, k) in self.since:
+                self.lags.append(now - self.since.pop((who, k)))
 
     def open(self, now: float) -> list[float]:
         """Divergences not ended yet, with how long each has lasted."""
