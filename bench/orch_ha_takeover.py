@@ -12,9 +12,14 @@ a DIME repair it started is under way, and kills a transform/parse/sink DIME bet
 
 Takeover: from the SIGKILL to the new leader's first command fenced with its epoch (its USAGE
 reconciliation), in simulated time (etcd's requests take none of it), and on the wall clock (from the SIGKILL
-to the bench's loop seeing that command, in steps of 20 ms: an upper bound); the check is on the larger p99.  Then, per DIME kill,
-how many replacements were placed and how many repairs reported across every orchestrator (each must be 1),
-and the items lost or duplicated at the sink.
+to the bench's loop seeing that command, in steps of 20 ms: an upper bound); the check is on the larger
+p99.  Then, per DIME kill, how many replacements were placed and how many repairs reported across every
+orchestrator (each must be 1), and the items lost or duplicated at the sink.
+
+Measured (load ~25 on 2 cores; defaults: 20 leader kills among 20 DIME kills, 25 leader kills in all, TTL 2 s):
+one etcd member, simulated p50 10 / p99 50 ms, wall p50 156 / p90 390 / p99 547 ms; three members, wall
+p50 87 / p90 258 / p99 498 ms; both: no replacement placed twice, every repair reported once, 8,789 items,
+0 lost, 0 duplicated.
 """
 
 from __future__ import annotations
