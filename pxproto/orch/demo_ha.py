@@ -203,7 +203,7 @@ class HaDemo(Demo):
               f"({writes / elapsed:.1f} keys/s; the new leader's {batches} transactions); no heartbeat is written",
               flush=True)  # fmt: skip
         print(f"etcd's own counters over the streaming: {puts:.0f} keys put or deleted ({puts / elapsed:.1f}/s), "
-              f"{txns:.0f} transactions ({txns / elapsed:.1f}/s, the election's included)", flush=True)  # fmt: skip
+              f"{txns:.0f} transactions of more than one operation ({txns / elapsed:.1f}/s)", flush=True)  # fmt: skip
         print(f"items lost: {lost}, duplicated: {dup}, wrong: {wrong}", flush=True)
         ok = lost == 0 and dup == 0 and wrong == 0 and not back["leading"]
         print("ANSWER EXACT" if ok else "ANSWER NOT EXACT", flush=True)
