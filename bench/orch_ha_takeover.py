@@ -156,8 +156,10 @@ def main() -> int:
     p99 = max(p99, percentile(wms, 0.99))
     print(f"{'takeover':14} {'kills':>5} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'p99<=1s':>7}")
     for name, xs in (("simulated time", ms), ("wall clock", wms)):
-        print(f"{name:14} {len(xs):5d} {percentile(xs, 0.5):7.0f} {percentile(xs, 0.9):7.0f} "
-              f"{percentile(xs, 0.99):7.0f} {max(xs):7.0f} {'yes' if percentile(xs, 0.99) <= 1000 else 'NO':>7}")
+        print(
+            f"{name:14} {len(xs):5d} {percentile(xs, 0.5):7.0f} {percentile(xs, 0.9):7.0f} "
+            f"{percentile(xs, 0.99):7.0f} {max(xs):7.0f} {'yes' if percentile(xs, 0.99) <= 1000 else 'NO':>7}"
+        )
     print(f"{'DIME kills':>12} {'replaced twice':>14} {'not reported once':>17} {'items':>8} {'lost':>5} {'dup':>4}")
     print(f"{len(kills):12d} {placed_twice:14d} {reported_twice:17d} {stop + 1:8d} {lost:5d} {c.plane.duplicates:4d}")
     return 0 if p99 <= 1000 and not placed_twice and not reported_twice and not lost and not c.plane.duplicates else 1
