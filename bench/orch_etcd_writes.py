@@ -23,6 +23,15 @@ never written: multiplying the heartbeat rate by 10 leaves the writes where they
 Table 2: each divergence between a follower's view of a DIME (state, epoch, judged dead; what ``pxorch
 status`` shows) and the leader's, sampled every millisecond: p50, p99 and max of its length, and p99 in
 heartbeat periods (the target: within one).
+
+Measured (defaults; load ~25 on 2 cores; 1 leader epoch per run), keys written per simulated second at a
+100 ms and a 10 ms heartbeat (10,000 and 100,000 heartbeats a second): election and discovery 500.5 and
+500.5 (the 1,000 DIMEs' epochs, once), deployment 22.0 and 22.0, steady stream 1.0 and 1.0 (the source's
+resume point), stream with 4 DIME kills 22.5 and 22.5; etcd's own put+delete counts match within 0.5/s,
+every puts/base ratio 1.00.  Views: 7,000 samples per rate, no divergence seen (the simulated wire delivers
+a heartbeat to both orchestrators within 0.5 ms, under the 1 ms sampling).  An earlier run without the
+wall-clock lease refresh re-elected at the 10 ms rate: then etcd counted 6.5 puts/s in the steady stream
+(the election's) and one 440 ms divergence appeared.
 """
 
 from __future__ import annotations
