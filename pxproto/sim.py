@@ -436,7 +436,7 @@ class SimCluster:
     def __init__(self, servers: int = 3, dimes: int = 4, *, stages: dict[int, StageFn | None] | None = None,
                  items: int = 1000, period: float = 0.05, loss: float = 0.0, reorder: float = 0.0,
                  duplicate: float = 0.0, seed: int = 1, config: Any = None, cost: float = 0.0005,
-                 source_rate: float = 1000.0) -> None:  # fmt: skip
+                 source_rate: float = 1000.0, net: Callable[..., Any] | None = None) -> None:  # fmt: skip
         from pxproto.dime.simlink import SimLink, SimNet
         from pxproto.orch.core import Orchestrator
 
@@ -446,7 +446,8 @@ class SimCluster:
             rng_seed = zlib.crc32(bytes([seed & 0xFF]) + src + dst)
             return SimLink(rng_seed, loss=loss, reorder=reorder, duplicate=duplicate, delay=0.0003, jitter=0.0002)
 
-        self.net = SimNet(link)
+        self.net: SimNet = (net or SimNet)(link)
+        """``net``: another SimNet class (e.g. :class:`pxproto.simfleet.FleetNet` for a thousand DIMEs)."""
         self.plane = SimPlane(stages or DEMO_STAGES, items, cost=cost, source_rate=source_rate)
         self.orch = Orchestrator(ORCH_MAC, config)
         self.net.add(ORCH_MAC, self.orch)

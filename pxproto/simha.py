@@ -11,6 +11,7 @@ the store (a partition from etcd), killed, and started again as a new process.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +44,7 @@ class SimOrch:
     """One orchestrator process on the SimNet: a core, and the Leadership that mutes or fences it."""
 
     def __init__(self, cluster: SimCluster, mac: bytes, kv: Kv, name: str, config: OrchConfig | None,
-                 ttl: int = 1, step_every: float = 0.05) -> None:  # fmt: skip
+                 ttl: int = 1, step_every: float = 0.05, peer: bool = False) -> None:  # fmt: skip
         self.net = cluster.net
         self.core = Orchestrator(mac, config)
         self.muted = True
@@ -53,7 +54,8 @@ class SimOrch:
         self.before_send: Callable[[Output], None] | None = None
         self.sent: list[tuple[float, Frame]] = []
         """Every frame this orchestrator put on the wire, with when."""
-        self.ha = Leadership(self, self.store, name, ttl, say=self.said.append, peer_host=None,  # type: ignore[arg-type]
+        self.ha = Leadership(self, self.store, name, ttl, say=self.said.append,  # type: ignore[arg-type]
+                             peer_host="127.0.0.1" if peer else None,
                              clock=lambda: self.net.now)  # fmt: skip
         self._next_step = self.net.now
 
@@ -95,18 +97,23 @@ class SimOrch:
 class HaCluster(SimCluster):
     """A simulated cluster run by ``orchs`` orchestrators that elect a leader in one store."""
 
-    def __init__(self, orchs: int = 3, *, ttl: int = 1, **kw: Any) -> None:
+    def __init__(self, orchs: int = 3, *, ttl: int = 1, kv: Kv | None = None, peer: bool = False,
+                 **kw: Any) -> None:  # fmt: skip
         super().__init__(**kw)
         self.net.kill(ORCH_MAC)  # SimCluster's lone orchestrator is not one of them
-        self.kv = MemoryKv(clock=lambda: self.net.now)
+        self.kv: Kv = kv if kv is not None else MemoryKv(clock=lambda: self.net.now)
+        """The store: in memory on the simulation's clock, or a real etcd (:class:`~pxproto.orch.store.EtcdKv`,
+        whose leases run on the wall clock: give it a TTL of several seconds unless the run is paced)."""
         self.ttl = ttl
+        self.peer = peer
+        """Each orchestrator holds a real TCP peer link (:mod:`pxproto.orch.peer`): a killed one's closes."""
         self.config: OrchConfig | None = kw.get("config")
         self.orchs: list[SimOrch] = []
         for i in range(orchs):
             self.orchs.append(self._start(i))
 
     def _start(self, i: int) -> SimOrch:
-        o = SimOrch(self, bytes([2, 0, 0, 0, 0x0E, i]), self.kv, f"orch{i}", self.config, self.ttl)
+        o = SimOrch(self, bytes([2, 0, 0, 0, 0x0E, i]), self.kv, f"orch{i}", self.config, self.ttl, peer=self.peer)
         self.net.add(o.mac, o)
         return o
 
@@ -115,8 +122,35 @@ class HaCluster(SimCluster):
         return max(leading, key=lambda o: o.ha.elector.epoch or 0) if leading else None
 
     def kill_orch(self, o: SimOrch) -> None:
-        """SIGKILL: it sends nothing more, and its lease runs out in the store."""
+        """SIGKILL: it sends nothing more, its lease runs out in the store, and its kernel closes its sockets."""
         self.net.kill(o.mac)
+        if o.ha.peer is not None:
+            o.ha.peer.close()
+        if o.ha.elector._watch is not None:
+            o.ha.elector._watch.stop()
+
+    def run_paced(self, seconds: float) -> float:
+        """Run ``seconds`` of simulated time no faster than the wall clock (a real etcd's leases run on it);
+        returns how far the simulation fell behind the wall clock at worst, in seconds."""
+        t0, w0, behind = self.net.now, time.monotonic(), 0.0
+        while self.net.now < t0 + seconds - 1e-9:
+            self.run(0.01)
+            ahead = (self.net.now - t0) - (time.monotonic() - w0)
+            if ahead > 0:
+                time.sleep(ahead)
+            behind = max(behind, -ahead)
+        return behind
+
+    def stop(self) -> None:
+        """End every orchestrator's election (their leases revoked, watches and peer links closed)."""
+        for o in self.orchs:
+            o.ha.stop()
+
+    def restart_dime(self, key: tuple[bytes, int]) -> None:
+        super().restart_dime(key)
+        touch = getattr(self.net, "touch", None)
+        if touch is not None:  # a FleetNet reads a server's timer only when told it moved
+            touch(key[0])
 
     def restart_orch(self, o: SimOrch) -> SimOrch:
         """A new process in the killed one's place (same port): it joins as a follower."""

@@ -35,6 +35,7 @@ from pxproto.orch.daemon import query
 from pxproto.orch.demo import OLD_RATE, SERVICE_FILE, Demo, DemoError, dime_pid, expected_results
 from pxproto.orch.etcdlocal import LocalEtcd
 from pxproto.orch.service import load_service
+from pxproto.orch.store import EtcdKv
 from pxproto.signing import write_signing_key, write_verify_keys
 
 
@@ -126,6 +127,7 @@ class HaDemo(Demo):
         self.wait(lambda: (s := self.status(lead[0])) and any(e["kind"] == "ServiceDeployed" for e in s["events"]),
                   30, "the deployment")  # fmt: skip
         t_start = time.monotonic()
+        m_start = EtcdKv(self.etcd.url).metrics()  # etcd's own count of what it stored, beside the leaders'
 
         self.section("the leader killed mid-stream, then a DIME")
         self.wait(lambda: self.lines_seen() >= total * 0.25, 60, "a quarter of the stream")
@@ -177,6 +179,9 @@ class HaDemo(Demo):
         st = self.status(new) or st
         writes = writes_old + st["leader"]["writes"]
         batches = st["leader"]["batches"]
+        m_end = EtcdKv(self.etcd.url).metrics()
+        puts = sum(m_end[k] - m_start[k] for k in ("etcd_mvcc_put_total", "etcd_mvcc_delete_total"))
+        txns = m_end["etcd_mvcc_txn_total"] - m_start["etcd_mvcc_txn_total"]
 
         self.section("the killed orchestrator comes back")
         self.start_orch(old)
@@ -197,6 +202,8 @@ class HaDemo(Demo):
         print(f"etcd writes: {writes} keys in the leaders' transactions over {elapsed:.1f} s of streaming "
               f"({writes / elapsed:.1f} keys/s; the new leader's {batches} transactions); no heartbeat is written",
               flush=True)  # fmt: skip
+        print(f"etcd's own counters over the streaming: {puts:.0f} keys put or deleted ({puts / elapsed:.1f}/s), "
+              f"{txns:.0f} transactions of more than one operation ({txns / elapsed:.1f}/s)", flush=True)  # fmt: skip
         print(f"items lost: {lost}, duplicated: {dup}, wrong: {wrong}", flush=True)
         ok = lost == 0 and dup == 0 and wrong == 0 and not back["leading"]
         print("ANSWER EXACT" if ok else "ANSWER NOT EXACT", flush=True)

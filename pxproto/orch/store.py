@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,10 @@ PLAN_PREFIX = PREFIX + "plan/"
 RESUME_EVERY = 1.0
 """Seconds between writes of a source's resume point: it moves with every item, and an older one is safe (the
 replacement re-yields a little more, and lineage drops the copies)."""
+
+
+MVCC_COUNTERS = ("etcd_mvcc_put_total", "etcd_mvcc_delete_total", "etcd_mvcc_txn_total", "etcd_mvcc_range_total")
+"""etcd's own counts of the keys it stored, deleted, the transactions and the reads it served."""
 
 
 class KvError(Exception):
@@ -228,6 +233,15 @@ class _EtcdWatch:
         self.alive = False
 
     def stop(self) -> None:
+        # Closing the response while the reader thread is blocked in a read hangs: end the stream's socket
+        # first, so the read returns and the thread ends.
+        sock = getattr(getattr(getattr(getattr(self._resp.raw, "_fp", None), "fp", None), "raw", None), "_sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(1.0)
         self._resp.close()
 
 
@@ -333,6 +347,24 @@ class EtcdKv:
     def watch(self, key: str, on_delete: Callable[[], None]) -> Watch:
         return _EtcdWatch(self, key, on_delete)
 
+    def metrics(self, names: tuple[str, ...] = MVCC_COUNTERS) -> dict[str, float]:
+        """The member's own counters from its ``/metrics`` endpoint (the current endpoint's member): what etcd
+        itself saw written, beside what this client counted."""
+        import requests
+
+        c = self.clients[self.current]
+        url = c.get_url("/metrics").replace("/v3/metrics", "/metrics")
+        try:
+            text = requests.get(url, timeout=self.timeout * 4).text
+        except requests.RequestException as exc:
+            raise KvError(f"etcd metrics {url}: {exc}") from exc
+        found = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in names:
+                found[name] = float(value)
+        return found
+
 
 def _key(k: tuple[bytes, int]) -> str:
     return f"{k[0].hex(':')}/{k[1]}"
@@ -426,6 +458,7 @@ class PlanWriter:
 
 
 __all__ = [
+    "MVCC_COUNTERS",
     "PLAN_PREFIX",
     "PREFIX",
     "EtcdKv",
