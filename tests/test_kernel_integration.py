@@ -72,11 +72,19 @@ def test_set_heartbeat_period(cluster: Cluster) -> None:
     pid = Tlv(TlvType.PARAM_ID, Param.HEARTBEAT_PERIOD_MS)
     assert cluster.ask(dest, Command.SET_PARAM, pid, Tlv(TlvType.VALUE, 20)).status is Status.OK
     assert cluster.ask(dest, Command.GET_PARAM, pid).param(TlvType.VALUE) == 20
-    cluster.client.seen.heartbeats.clear()
-    cluster.client.wait_for(lambda: False, 0.6)
-    mine = [t for t, mac, d, hb in cluster.client.seen.heartbeats if (mac, d) == dest.peer and hb.period_ms == 20]
-    others = [t for t, mac, d, hb in cluster.client.seen.heartbeats if (mac, d) == cluster.dime(1, 0).peer]
-    assert len(mine) >= 15 and len(others) <= 8, (len(mine), len(others))
+    # The rate is judged against a neighbour still at 100 ms, over the same stretch of heartbeats: a busy
+    # host that keeps this process (not the DIMEs' real-time heartbeat threads) off its core delays both
+    # alike, where a fixed window of this process's clock would count whatever the stall let through.
+    seen = cluster.client.seen.heartbeats
+    seen.clear()
+
+    def beats() -> tuple[int, int]:
+        mine = sum(1 for _, mac, d, hb in seen if (mac, d) == dest.peer and hb.period_ms == 20)
+        return mine, sum(1 for _, mac, d, _ in seen if (mac, d) == cluster.dime(1, 0).peer)
+
+    assert cluster.client.wait_for(lambda: beats()[0] >= 40, 30), beats()
+    mine, others = beats()
+    assert others >= 2 and mine >= 3 * others, (mine, others)  # 5x as often (20 ms against 100 ms)
     assert cluster.ask(dest, Command.SET_PARAM, pid, Tlv(TlvType.VALUE, 0)).status is Status.BAD_PARAM
     cluster.ask(dest, Command.SET_PARAM, pid, Tlv(TlvType.VALUE, 100))
 

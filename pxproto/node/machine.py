@@ -270,6 +270,9 @@ class DimeMachine:
                 self.plane.message(ev)
             elif isinstance(ev, ChannelBroken):
                 self.fault(FaultCode.CHANNEL_BROKEN, f"channel {ev.channel}: dime {ev.peer.dime} stopped answering")
+                if ev.channel in self.plane.outputs:  # what it had not delivered goes to the other outputs now
+                    self.counters[CounterId.REPLAYED] += self.plane.flow.requeue(ev.channel)
+                    self.plane.pump(self.now)
 
     # ------------------------------------------------------------------ receive
 
@@ -345,13 +348,24 @@ class DimeMachine:
                 # may know newer still; it is raised to this one when this one is the newest.
                 self.leader_epoch = max(self.leader_epoch, self.cfg.leader_fence(fence))
             if fence < self.leader_epoch:
-                self.counters[CounterId.REJECTED_FENCED] += 1
-                reply = Signaling(body.cmd, Op.RESPONSE, body.req_id, Status.DENIED, (text_tlv("stale leader epoch"),))
-                src = Address(frame.src_mac, frame.src_dime, frame.src_thread)
-                self.tx([frame_to(Address(self.mac, self.local.dime, frame.dst_thread), src, reply)])
+                self._fenced(frame, body, "stale leader epoch")
                 return
             self.leader_epoch = fence
+        life = body.param(TlvType.EPOCH)
+        if isinstance(life, int) and life != self.epoch:
+            # Meant for another life of this DIME: a command retransmitted past its restart (the orchestrator had
+            # not seen the death yet) must not wire, load or start anything in this one.
+            self._fenced(frame, body, f"addressed to epoch {life}, this is epoch {self.epoch}")
+            return
         self.out(self.responder.receive(frame, now))
+
+    def _fenced(self, frame: Frame, body: Signaling, why: str) -> None:
+        """Refuse a fenced request: DENIED, with this DIME's epoch."""
+        self.counters[CounterId.REJECTED_FENCED] += 1
+        params = (text_tlv(why), Tlv(TlvType.EPOCH, self.epoch))
+        reply = Signaling(body.cmd, Op.RESPONSE, body.req_id, Status.DENIED, params)
+        src = Address(frame.src_mac, frame.src_dime, frame.src_thread)
+        self.tx([frame_to(Address(self.mac, self.local.dime, frame.dst_thread), src, reply)])
 
     # ------------------------------------------------------------------ the MICE
 

@@ -83,12 +83,17 @@ class Chaos(Demo):
 
     def __init__(self, *, kills: int = 30, loss: float = 2.0, rate: int = 250, passes: int | None = None,
                  seed: int = 1, netns: bool = False, gap: tuple[float, float] = (0.4, 1.6),
-                 regulator: dict[str, Any] | None = None, work_us: int = 100, **kw: Any) -> None:  # fmt: skip
+                 regulator: dict[str, Any] | None = None, work_us: int = 100, plan: list[str] | None = None,
+                 **kw: Any) -> None:  # fmt: skip
+        if plan is not None and not set(plan) <= set(KINDS):
+            raise ValueError(f"chaos plan {plan}: each kill is one of {', '.join(KINDS)}")
         if passes is None:  # a stream that outlasts the kills (about 2.5 s each)
             passes = max(1, math.ceil(rate * kills * 2.5 / 2400))
         super().__init__(rate=rate, passes=passes, netns=netns, kill=False, regulator=regulator or dict(TOLERANT),
                          work_us=work_us, **kw)  # fmt: skip
         self.n_kills = kills
+        self.plan = plan
+        """The kinds to kill, in this order (default: every kind in turn, shuffled each round)."""
         self.loss = loss
         self.seed = seed
         self.rng = random.Random(seed)
@@ -164,7 +169,7 @@ class Chaos(Demo):
         self._deploy(core, drv, spec, store)
         total = answer["lines"]
         self.section(f"chaos: {self.n_kills} kills, {total} lines at {self.rate}/s, {self.loss}% loss per hop")
-        plan: list[str] = []
+        plan: list[str] = list(self.plan or ())
         while len(plan) < self.n_kills:
             rnd = list(KINDS)
             self.rng.shuffle(rnd)

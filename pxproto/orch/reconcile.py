@@ -89,6 +89,12 @@ class Reconciler:
                  policy: RetransmitPolicy | None = None) -> int:  # fmt: skip
         if self.leader_epoch is not None:
             params = [*params, Tlv(TlvType.LEADER_EPOCH, self.leader_epoch)]
+        v = self.pool.get(key)
+        if v is not None and v.epoch:
+            # Addressed to this life of the DIME: should it die and come back (a new epoch) before this request is
+            # answered, a retransmission must not act on its next life (a CONNECT there wired a phantom output that
+            # took a share of a replacement source's items and never delivered them).
+            params = [*params, Tlv(TlvType.EPOCH, v.epoch)]
         req_id, o = self.requester.request(Address(key[0], key[1], 0), cmd, params, now=now, policy=policy)
         self._ops[(key[0], key[1], req_id)] = done
         out.merge(o)
@@ -328,6 +334,10 @@ class Reconciler:
 
         def done(ok: bool, ev: Any, t: float, o: Output) -> None:
             if link not in svc.links:
+                # Dropped while this CONNECT was on its way (its other end died): a DISCONNECT sent meanwhile may
+                # have come first, so the end this one made is undone now, lest the DIME keep a dead channel.
+                if ok and rep.state is not RState.GONE:
+                    self._disconnect(svc, rep, link, d, t, o)
                 return
             if not ok:
                 if output:

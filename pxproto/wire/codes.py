@@ -204,6 +204,9 @@ class TlvType(IntEnum):
     ACL = 26
     ECHO = 27
     EPOCH = 28
+    """In a response, the DIME's epoch. In a request (optional), the epoch of the DIME's life it is meant for: a
+    DIME in another epoch answers DENIED (with its own EPOCH) and does nothing, so a command retransmitted past the
+    DIME's restart does not act on its next life. The orchestrator puts it on every command it sends."""
     PACKAGE_SIG = 29
     LEADER_EPOCH = 30
     """Fencing: the orchestrator leader's epoch (its etcd election revision), on every request it sends. A DIME
@@ -396,7 +399,8 @@ class CounterId(IntEnum):
     FRAME_BUGS = 33
     """Frames whose handling raised an unexpected error (a kernel bug): caught at the frame boundary and logged."""
     REJECTED_FENCED = 34
-    """Requests refused because their LEADER_EPOCH was older than one already seen (a deposed orchestrator)."""
+    """Requests refused because their LEADER_EPOCH was older than one already seen (a deposed orchestrator), or
+    their EPOCH named another life of this DIME."""
 
 
 class ServerCounterId(IntEnum):
