@@ -98,6 +98,7 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
     bk.load_start(c, archive, snk, 0, "sink")
     bk.load_start(c, archive, src, stage, name)
     cpu0 = bk.dime_cpu(c, src), bk.dime_cpu(c, snk)
+    all0 = total_cpu(c, src), total_cpu(c, snk)
     i0 = bk.counter(c, snk, CounterId.ITEMS_IN)
     f0 = bk.counter(c, src, CounterId.ITEM_FRAMES_TX)
     t0 = time.monotonic()
@@ -112,6 +113,7 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
             break  # the source ended (or stalled): count up to its last progress
     elapsed = t_last - t0
     cpu = bk.dime_cpu(c, src) - cpu0[0], bk.dime_cpu(c, snk) - cpu0[1]
+    mcpu = total_cpu(c, src) - all0[0] - cpu[0], total_cpu(c, snk) - all0[1] - cpu[1]
     frames = bk.counter(c, src, CounterId.ITEM_FRAMES_TX) - f0
     for dest, st in ((src, stage), (snk, 0)):
         c.ask(dest, bk.Command.STOP, Tlv(TlvType.SERVICE_ID, 1), Tlv(TlvType.STAGE, st))
@@ -123,8 +125,16 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
         "rate": done / elapsed if elapsed > 0 else 0.0,
         "src_us": cpu[0] / n * 1e6,
         "snk_us": cpu[1] / n * 1e6,
+        "src_mice_us": mcpu[0] / n * 1e6,
+        "snk_mice_us": mcpu[1] / n * 1e6,
         "per_frame": done / max(frames, 1),
     }
+
+
+def total_cpu(c: Any, dest: Any) -> float:
+    """CPU seconds of a DIME process and its running MICE together (CPU_NS)."""
+    v = c.ask(dest, bk.Command.COUNTERS, Tlv(TlvType.COUNTER_ID, CounterId.CPU_NS)).param(TlvType.VALUE)
+    return (v if isinstance(v, int) else 0) / 1e9
 
 
 def run_dime_rows(
@@ -285,14 +295,15 @@ def main() -> int:
             cells.append(f"{r:>12,.0f} ({r / ref:5.2f}x)" if ref else f"{r:>22,.0f}")
         print(f"{size:>6}B  " + "  ".join(f"{c:>22}" for c in cells))
     if any(k in DIME_KINDS for k in kinds):
-        print("DIME channel detail (medians; CPU of each DIME's loop process per item, its MICE apart):")
+        print("DIME channel detail (medians; CPU per item of each DIME's loop process, and of its MICE):")
         for k in (k for k in kinds if k in DIME_KINDS):
             for size in sizes:
                 if (k, size) not in res:
                     continue
                 print(
                     f"  {k:>10} {size:>6} B: {med(k, size) * size / 1e6:8.1f} MB/s; source DIME "
-                    f"{med(k, size, 'src_us'):.2f} us/item, sink DIME {med(k, size, 'snk_us'):.2f} us/item; "
+                    f"{med(k, size, 'src_us'):.2f} us/item (MICE {med(k, size, 'src_mice_us'):.2f}), sink DIME "
+                    f"{med(k, size, 'snk_us'):.2f} us/item (MICE {med(k, size, 'snk_mice_us'):.2f}); "
                     f"{med(k, size, 'per_frame'):.1f} items per data frame"
                 )
     if args.json:

@@ -17,6 +17,7 @@ from pxproto.dime.channel_rx import ChannelReceiver
 from pxproto.dime.endpoint import Address
 from pxproto.node import mice
 from pxproto.node.flow import LOW_BITS, LOW_MASK, Flow, Output, Upstream
+from pxproto.node.flow import loops as _loops
 from pxproto.wire.codes import DIME_ALL, CounterId, DataFlag, FaultCode
 from pxproto.wire.frame import Data, Frame
 
@@ -118,17 +119,45 @@ class ChannelPlane:
         assert m is not None
         self.m.counters[CounterId.MICE_MESSAGES] += 1
         try:
-            recs = mice.records(msg)
+            if _loops is not None:
+                outs, dones, made, lat_sum, lat_n, others = _loops.mice_records(
+                    msg, self.flow, self.completions, self.handed_at, now
+                )
+            else:
+                outs, dones, made, lat_sum, lat_n, others = self._mice_records_py(mice.records(msg), now)
         except ValueError as exc:
             m.fault = (int(FaultCode.MICE_CRASHED), f"MICE {m.name} sent a bad batch: {exc}")
             return
+        self.lat_sum += lat_sum
+        self.lat_n += lat_n
+        for kind, lineage, data in others:
+            if kind == mice.EOF:
+                m.eof = True
+            elif kind == mice.READY:
+                m.baseline = lineage
+            elif kind == mice.FAULT:
+                m.fault = (lineage, data.decode("utf-8", "replace"))
+        flow = self.flow
+        if made > flow.source_made:
+            flow.source_made = made
+        if outs:
+            self.m.counters[CounterId.ITEMS_OUT] += outs
+        if dones:
+            self.mice_inflight = max(0, self.mice_inflight - dones)
+            self.done_n += dones
+
+    def _mice_records_py(
+        self, recs: list[tuple[int, int, bytes]], now: float
+    ) -> tuple[int, int, int, float, int, list[tuple[int, int, bytes]]]:
+        """The pure twin of ``_loops.mice_records`` (over records already parsed)."""
         flow, completions, handed_at = self.flow, self.completions, self.handed_at
         # Flow.produced and Flow.done, inlined for their common cases (the per-item hot path of every DIME);
         # anything else goes through the methods themselves.
         done, to_mice, inputs, retained, queue = flow.done, flow.to_mice, flow.inputs, flow.retained, flow.queue
         complete, marks, above = flow.completed.add, flow.completed.marks, flow.completed.above
-        outs = dones = 0
-        made = 0
+        outs = dones = made = lat_n = 0
+        lat_sum = 0.0
+        others = []
         OUT, DONE = mice.OUT, mice.DONE
         for kind, lineage, data in recs:
             if kind == OUT:
@@ -149,8 +178,8 @@ class ChannelPlane:
                 if handed_at:
                     t0 = handed_at.pop(lineage, None)
                     if t0 is not None:
-                        self.lat_sum += now - t0
-                        self.lat_n += 1
+                        lat_sum += now - t0
+                        lat_n += 1
                 inp = inputs.get(lineage) if to_mice and to_mice[0] == lineage else None
                 if inp is None:
                     ups = done(lineage)
@@ -172,19 +201,9 @@ class ChannelPlane:
                         completions[up] = [lineage]
                     else:
                         waiting.append(lineage)
-            elif kind == mice.EOF:
-                m.eof = True
-            elif kind == mice.READY:
-                m.baseline = lineage
-            elif kind == mice.FAULT:
-                m.fault = (lineage, data.decode("utf-8", "replace"))
-        if made > flow.source_made:
-            flow.source_made = made
-        if outs:
-            self.m.counters[CounterId.ITEMS_OUT] += outs
-        if dones:
-            self.mice_inflight = max(0, self.mice_inflight - dones)
-            self.done_n += dones
+            else:
+                others.append((kind, lineage, data))
+        return outs, dones, made, lat_sum, lat_n, others
 
     def feed_mice(self, now: float) -> None:
         """Hand waiting items to the MICE (a batch in its ``pending_tx``), and pause or resume the inputs."""
@@ -272,13 +291,18 @@ class ChannelPlane:
         if ev.channel >= COMPLETION_BIT:
             self._completions_in(ev.channel & ~COMPLETION_BIT, ev.payload)
             return
+        flow, queue, completions = self.flow, self.mice_queue, self.completions
         try:
+            if _loops is not None and self.m.mice is not None:
+                done = _loops.arrive(bytes(ev.payload), flow, key, queue)
+                if done:
+                    completions.setdefault(key, []).extend(done)
+                return
             items = mice.unpack_items(ev.payload)
         except ValueError as exc:
             self.m.reasons["bad_item"] += 1
             self.m.log(f"channel {ev.channel} message {ev.msg_id}: {exc}")
             return
-        flow, queue, completions = self.flow, self.mice_queue, self.completions
         if self.m.mice is not None:
             done = flow.arrive_batch(items, key, queue)
             if done:
@@ -296,6 +320,9 @@ class ChannelPlane:
                 completions.setdefault(key, []).append(lineage)
 
     def _completions_in(self, ch: int, payload: bytes) -> None:
+        if _loops is not None:
+            _loops.completions_in(bytes(payload), self.flow, self.completions)
+            return
         n = len(payload) // 8
         for parent, ups in self.flow.downstream_completed_batch(struct.unpack(f"!{n}Q", payload[: n * 8])):
             for up in ups:
@@ -322,6 +349,14 @@ class ChannelPlane:
             self._rr = (self._rr + i + 1) % n
             # As many waiting items as fit one fragment share one message (one frame).
             room = tx.frag_size - len(mice.BATCH_MARK)
+            if _loops is not None:
+                msg, k = _loops.take_batch(q, retained, tx.channel, room)
+                if not k:
+                    return
+                _, o = tx.send(msg, now)
+                self.m.counters[CounterId.ITEM_FRAMES_TX] += 1
+                self.m.out(o)
+                continue
             batch: list[tuple[int, bytes]] = []
             size = 0
             ch = tx.channel

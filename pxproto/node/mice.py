@@ -101,6 +101,10 @@ LINEAGE = struct.Struct("!Q")
 BATCH_BYTES = 32 * 1024
 """A record batch is flushed when it reaches this size."""
 SEQPACKET_MAX = 200 * 1024
+DONES_MAX = BATCH_BYTES // 13
+"""DONE records a Batcher holds as bare lineages before packing them (a message's worth)."""
+SOURCE_RUN = 256
+"""Items a source yields one at a time that are packed together (one :func:`pack_run` call)."""
 MAX_ITEM = 1 << 20
 """Largest item (bytes); a larger one is a MICE fault."""
 SOURCE_SHIFT = 48
@@ -245,14 +249,35 @@ pack_run = _items.pack_run if _items is not None else pack_run_py
 
 
 class Batcher:
-    """Packs records into socketpair messages of at most BATCH_BYTES."""
+    """Packs records into socketpair messages of at most BATCH_BYTES.
+
+    DONE records (:meth:`done`) are held as bare lineages and packed in one call when anything else is added or
+    the batch is flushed, so a stage that yields nothing (a sink) costs a list append per item."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.parts: list[bytes] = []
         self.size = 0
+        self.dones: list[int] = []
+
+    def done(self, lineage: int) -> None:
+        """A DONE record for ``lineage`` (after the OUT records already added, before any added later)."""
+        self.dones.append(lineage)
+        if len(self.dones) >= DONES_MAX:
+            self._pack_dones()
+
+    def _pack_dones(self) -> None:
+        dones = self.dones
+        self.dones = []
+        msg = pack_records(DONE, [(lin, b"") for lin in dones])
+        if self.parts and self.size + len(msg) > BATCH_BYTES:
+            self.flush_parts()
+        self.parts.append(msg)
+        self.size += len(msg)
 
     def add(self, kind: int, lineage: int, data: bytes = b"") -> None:
+        if self.dones:
+            self._pack_dones()
         if self.size + REC.size + len(data) > BATCH_BYTES and self.parts:
             self.flush()
         self.parts.append(REC.pack(kind, lineage, len(data)))
@@ -262,6 +287,8 @@ class Batcher:
     def add_run(self, kind: int, first: int, items: Sequence[Bytes], start: int = 0) -> None:
         """Records for ``items[start:]`` with lineages ``first``, ``first + 1``..., packed a message's worth at a
         time in one call (:func:`pack_run`); nothing is added when an item is bad (TypeError/ValueError)."""
+        if self.dones:
+            self._pack_dones()
         chunks = []
         i, room = start, BATCH_BYTES - self.size
         while i < len(items):
@@ -276,6 +303,11 @@ class Batcher:
             self.size += len(msg)
 
     def flush(self) -> None:
+        if self.dones:
+            self._pack_dones()
+        self.flush_parts()
+
+    def flush_parts(self) -> None:
         if self.parts:
             self.sock.sendall(b"".join(self.parts))
             self.parts.clear()
@@ -365,15 +397,60 @@ def load_entry(package_dir: str | os.PathLike[str], entry: str) -> Callable[...,
     return fn  # type: ignore[no-any-return]
 
 
-def _emit(out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ctx: Context, counter: int) -> int:
-    """Send a stage call's outputs; return the next source counter."""
+def _put_run(out: Batcher, run: list[Bytes], ctx: Context, counter: int) -> None:
+    """OUT records for a source's ``run`` of single items, the last of which was item ``counter - 1``."""
+    try:
+        out.add_run(OUT, source_lineage(ctx.stage, counter - len(run)), run)
+    except ValueError:
+        for one in run:
+            if len(one) > MAX_ITEM:
+                raise ValueError(f"stage {ctx.name} yielded an item of {len(one)} bytes (max {MAX_ITEM})") from None
+        raise
+    run.clear()
+
+
+def _emit_source(out: Batcher, produced: Iterable[bytes], ctx: Context, counter: int) -> int:
+    """A source's outputs: single bytes items are gathered SOURCE_RUN at a time and packed in one call; lists go
+    to :func:`_emit` (same lineages and flush rule either way); returns the next source counter."""
+    run: list[Bytes] = []
+    items = iter(produced)
+    clock, first = time.monotonic, ctx.first
+    while True:
+        t0 = clock()
+        try:
+            item = next(items)
+        except StopIteration:
+            break
+        if type(item) is bytes and counter >= first:
+            run.append(item)
+            counter += 1
+            slow = clock() - t0 > SOURCE_SLOW
+            if slow or len(run) >= SOURCE_RUN:
+                _put_run(out, run, ctx, counter)
+                if slow:
+                    out.flush()  # a slow source: what it made so far goes now
+            continue
+        if run:
+            _put_run(out, run, ctx, counter)
+        counter = _emit(out, (item,), None, ctx, counter, t0)
+    if run:
+        _put_run(out, run, ctx, counter)
+    return counter
+
+
+def _emit(
+    out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ctx: Context, counter: int, t_first: float = 0.0
+) -> int:
+    """Send a stage call's outputs; return the next source counter (``t_first``: when the source began making the
+    first of them, if not now)."""
     if produced is None:
         return counter
     k = 0
     items = iter(produced)
     clock = time.monotonic
     while True:
-        t0 = clock()
+        t0 = t_first or clock()
+        t_first = 0.0
         try:
             item = next(items)
         except StopIteration:
@@ -413,7 +490,9 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
     try:
         fn = load_entry(package_dir, entry)
         if is_source(fn):
-            _emit(out, fn(ctx), None, ctx, 0)
+            produced = fn(ctx)
+            if produced is not None:
+                _emit_source(out, produced, ctx, 0)
             out.add(EOF, 0)
             out.flush()
             # Wait for STOP so the DIME decides when we are gone.
@@ -431,8 +510,10 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
                     return 0
                 if kind == ITEM:
                     ctx.lineage = lineage
-                    _emit(out, fn(data, ctx), lineage, ctx, 0)
-                    out.add(DONE, lineage)
+                    produced = fn(data, ctx)
+                    if produced is not None and not (type(produced) in (tuple, list) and not produced):
+                        _emit(out, produced, lineage, ctx, 0)
+                    out.done(lineage)
             out.flush()
     except MemoryError:
         return _fault(out, FaultCode.MEMORY_EXCEEDED, f"stage {ctx.name}: out of memory (limit reached)")
@@ -448,6 +529,7 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
 def _fault(out: Batcher, code: FaultCode, text: str) -> int:
     out.parts.clear()
     out.size = 0
+    out.dones.clear()
     try:
         out.add(FAULT, int(code), text.encode()[:240])
         out.flush()
