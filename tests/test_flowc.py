@@ -60,7 +60,7 @@ def step_arrive(c: Side, p: Side, msg: bytes, up: tuple[int, bytes, int]) -> Non
 def step_records(c: Side, p: Side, msg: bytes, now: float) -> None:
     got_c = _flowc.mice_records(msg, c.flow, c.completions, c.handed_at, now)
     got_p = ChannelPlane._mice_records_py(p, mice.records_py(msg), now)  # type: ignore[arg-type]
-    assert got_c[:3] == got_p[:3] and got_c[4:] == got_p[4:]
+    assert got_c[:3] == got_p[:3] and got_c[4:] == got_p[4:]  # all but the latency sum (a float)
     assert got_c[3] == pytest.approx(got_p[3])
 
 
@@ -155,8 +155,8 @@ def test_source_outputs_and_source_made() -> None:
     f, comp = Flow(), dict[Any, list[int]]()
     msg, n = mice.pack_run(mice.OUT, 1 << 48 | 5, [b"a", b"bb", b"ccc"], 0, 1 << 20, mice.MAX_ITEM)
     assert n == 3
-    outs, dones, made, _, _, others = _flowc.mice_records(msg, f, comp, {}, 0.0)
-    assert (outs, dones, made, others) == (3, 0, 7, [])
+    outs, dones, made, _, _, others, out_bytes = _flowc.mice_records(msg, f, comp, {}, 0.0)
+    assert (outs, dones, made, others, out_bytes) == (3, 0, 7, [], 6)
     assert [(k, o.parent, o.data) for k, o in f.retained.items()] == [
         (1 << 48 | 5, None, b"a"),
         (1 << 48 | 6, None, b"bb"),

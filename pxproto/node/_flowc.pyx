@@ -101,7 +101,8 @@ cdef inline void _mark_complete(dict marks, dict above, object complete, uint64_
 def mice_records(bytes msg, flow, dict completions, dict handed_at, double now):
     """A MICE's record batch into ``flow`` (OUT: kept and queued; DONE: the input finished, its upstreams' completions
     queued in ``completions``).  Returns (outs, dones, made, latency sum, latency samples, other records as
-    (kind, lineage, bytes)); ValueError names the first malformed record (nothing is taken then)."""
+    (kind, lineage, bytes), bytes of the outputs kept); ValueError names the first malformed record (nothing is
+    taken then)."""
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(msg)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(msg), pos = 0, length
     check_records(p, n)  # the whole batch is checked before any of it is taken
@@ -111,7 +112,7 @@ def mice_records(bytes msg, flow, dict completions, dict handed_at, double now):
     cdef dict marks = completed.marks, above = completed.above
     cdef object complete = completed.add, done_slow = flow.done
     cdef object qappend = queue.append, popleft = to_mice.popleft
-    cdef Py_ssize_t outs = 0, dones = 0, lat_n = 0
+    cdef Py_ssize_t outs = 0, dones = 0, lat_n = 0, out_bytes = 0
     cdef uint64_t made = 0, lineage
     cdef double lat_sum = 0.0
     cdef list others = []
@@ -146,6 +147,7 @@ def mice_records(bytes msg, flow, dict completions, dict handed_at, double now):
             o.channel = None
             PyDict_SetItem(retained, key, o)
             qappend(key)
+            out_bytes += length
         elif kind == K_DONE:
             dones += 1
             key = PyLong_FromUnsignedLongLong(lineage)
@@ -174,7 +176,7 @@ def mice_records(bytes msg, flow, dict completions, dict handed_at, double now):
         else:
             others.append((kind, lineage, PyBytes_FromStringAndSize(<const char*>p + pos, length)))
         pos += length
-    return outs, dones, made, lat_sum, lat_n, others
+    return outs, dones, made, lat_sum, lat_n, others, out_bytes
 
 
 def take_batch(object q, dict retained, object ch, Py_ssize_t room):

@@ -31,6 +31,8 @@ PAUSE_INPUT = 4096
 """Items waiting for the MICE above which input channels get no credit."""
 OUTQ_LIMIT = 4096
 """Outputs waiting for credit above which the MICE's output is not read."""
+OUTQ_BYTES = 8 << 20
+"""Bytes of outputs waiting for credit above which the MICE's output is not read (large items: 128 of 64 KiB)."""
 COMPLETION_BATCH = 1024
 """Completions waiting for one upstream that make a message go at once (a message holds up to a fragment's worth)."""
 CHANNEL_ENDS_MAX = 1024
@@ -52,6 +54,9 @@ class ChannelPlane:
         """The item a source was started at (START's VALUE)."""
         self.mice_queue: deque[tuple[int, bytes]] = deque()
         self.mice_inflight = 0
+        self.queued_bytes = 0
+        """Bytes of the outputs in ``flow.queue``, about (counted as the MICE makes them and as they are sent;
+        outputs queued again by a re-wire are not counted)."""
         self.handed_at: dict[int, float] = {}
         self.lat_sum = 0.0
         self.lat_n = 0
@@ -94,10 +99,12 @@ class ChannelPlane:
         self.outputs.clear()
         self.completions.clear()
         self.flow = Flow()
+        self.queued_bytes = 0
 
     def mice_started(self, first: int) -> None:
         self.source_first = first
         self.flow = Flow()
+        self.queued_bytes = 0
 
     def mice_gone(self) -> None:
         self.mice_queue.clear()
@@ -108,11 +115,11 @@ class ChannelPlane:
 
     def output_backlogged(self) -> bool:
         """Outputs wait for credit: the driver stops reading the MICE."""
-        return len(self.flow.queue) > OUTQ_LIMIT
+        return len(self.flow.queue) > OUTQ_LIMIT or self.queued_bytes > OUTQ_BYTES
 
     def output_drained(self) -> bool:
         """The backlog is down to half: the driver reads the MICE again."""
-        return len(self.flow.queue) <= OUTQ_LIMIT // 2
+        return len(self.flow.queue) <= OUTQ_LIMIT // 2 and self.queued_bytes <= OUTQ_BYTES // 2
 
     def mice_records(self, msg: bytes, now: float) -> None:
         m = self.m.mice
@@ -120,16 +127,17 @@ class ChannelPlane:
         self.m.counters[CounterId.MICE_MESSAGES] += 1
         try:
             if _loops is not None:
-                outs, dones, made, lat_sum, lat_n, others = _loops.mice_records(
+                outs, dones, made, lat_sum, lat_n, others, out_bytes = _loops.mice_records(
                     msg, self.flow, self.completions, self.handed_at, now
                 )
             else:
-                outs, dones, made, lat_sum, lat_n, others = self._mice_records_py(mice.records(msg), now)
+                outs, dones, made, lat_sum, lat_n, others, out_bytes = self._mice_records_py(mice.records(msg), now)
         except ValueError as exc:
             m.fault = (int(FaultCode.MICE_CRASHED), f"MICE {m.name} sent a bad batch: {exc}")
             return
         self.lat_sum += lat_sum
         self.lat_n += lat_n
+        self.queued_bytes += out_bytes
         for kind, lineage, data in others:
             if kind == mice.EOF:
                 m.eof = True
@@ -148,14 +156,14 @@ class ChannelPlane:
 
     def _mice_records_py(
         self, recs: list[tuple[int, int, bytes]], now: float
-    ) -> tuple[int, int, int, float, int, list[tuple[int, int, bytes]]]:
+    ) -> tuple[int, int, int, float, int, list[tuple[int, int, bytes]], int]:
         """The pure twin of ``_loops.mice_records`` (over records already parsed)."""
         flow, completions, handed_at = self.flow, self.completions, self.handed_at
         # Flow.produced and Flow.done, inlined for their common cases (the per-item hot path of every DIME);
         # anything else goes through the methods themselves.
         done, to_mice, inputs, retained, queue = flow.done, flow.to_mice, flow.inputs, flow.retained, flow.queue
         complete, marks, above = flow.completed.add, flow.completed.marks, flow.completed.above
-        outs = dones = made = lat_n = 0
+        outs = dones = made = lat_n = out_bytes = 0
         lat_sum = 0.0
         others = []
         OUT, DONE = mice.OUT, mice.DONE
@@ -173,6 +181,7 @@ class ChannelPlane:
                         made = lineage & LOW_MASK
                 retained[lineage] = Output(parent, data)
                 queue.append(lineage)
+                out_bytes += len(data)
             elif kind == DONE:
                 dones += 1
                 if handed_at:
@@ -203,7 +212,7 @@ class ChannelPlane:
                         waiting.append(lineage)
             else:
                 others.append((kind, lineage, data))
-        return outs, dones, made, lat_sum, lat_n, others
+        return outs, dones, made, lat_sum, lat_n, others, out_bytes
 
     def feed_mice(self, now: float) -> None:
         """Hand waiting items to the MICE (a batch in its ``pending_tx``), and pause or resume the inputs."""
@@ -331,6 +340,8 @@ class ChannelPlane:
     def pump(self, now: float) -> None:
         """Send queued outputs on output channels with credit (round robin)."""
         q = self.flow.queue
+        if not q:
+            self.queued_bytes = 0
         if not q or not self.outputs:
             return
         live = [self.senders[k] for k in self.outputs.values() if not self.senders[k].broken]
@@ -353,6 +364,7 @@ class ChannelPlane:
                 msg, k = _loops.take_batch(q, retained, tx.channel, room)
                 if not k:
                     return
+                self.queued_bytes = max(0, self.queued_bytes - (len(msg) - len(mice.BATCH_MARK) - rec * k))
                 _, o = tx.send(msg, now)
                 self.m.counters[CounterId.ITEM_FRAMES_TX] += 1
                 self.m.out(o)
@@ -377,6 +389,7 @@ class ChannelPlane:
                 size += need
             if not batch:
                 return
+            self.queued_bytes = max(0, self.queued_bytes - (size - rec * len(batch)))
             _, o = tx.send(mice.pack_items(batch), now)
             self.m.counters[CounterId.ITEM_FRAMES_TX] += 1
             self.m.out(o)

@@ -248,6 +248,20 @@ take_records = _items.take_records if _items is not None else take_records_py
 pack_run = _items.pack_run if _items is not None else pack_run_py
 
 
+class Inbox:
+    """One receive buffer reused for every message of a socket: ``recv`` of a large buffer allocates (and for
+    SEQPACKET_MAX, maps and unmaps) that much per message; this copies out only what arrived."""
+
+    def __init__(self, size: int = SEQPACKET_MAX) -> None:
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+
+    def recv(self, sock: socket.socket) -> bytes:
+        """The next message (b"" at end of file); raises what ``recv_into`` raises."""
+        n = sock.recv_into(self.buf)
+        return self.view[:n].tobytes()
+
+
 class Batcher:
     """Packs records into socketpair messages of at most BATCH_BYTES.
 
@@ -487,6 +501,7 @@ def _emit(
 def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -> int:
     """The body of the MICE child process; returns its exit status (never raises)."""
     out = Batcher(sock)
+    inbox = Inbox()
     try:
         fn = load_entry(package_dir, entry)
         if is_source(fn):
@@ -497,11 +512,11 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
             out.flush()
             # Wait for STOP so the DIME decides when we are gone.
             while True:
-                msg = sock.recv(SEQPACKET_MAX)
+                msg = inbox.recv(sock)
                 if not msg or any(k == STOP for k, _, _ in records(msg)):
                     return 0
         while True:
-            msg = sock.recv(SEQPACKET_MAX)
+            msg = inbox.recv(sock)
             if not msg:
                 return 0
             for kind, lineage, data in records(msg):
