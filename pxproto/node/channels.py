@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from pxproto.node.machine import DimeMachine
 
 COMPLETION_BIT = 0x8000
+FLUSH_US = 100
+"""Default of ``pxkernel --flush-us``: the longest a data frame that is not full waits for more items, in
+microseconds (the loop's timers have millisecond resolution, so in effect up to a millisecond)."""
 MICE_INFLIGHT = 512
 """Items handed to the MICE and not yet DONE, at most."""
 PAUSE_INPUT = 4096
@@ -73,6 +76,10 @@ class ChannelPlane:
         self.acks_held: dict[ChannelKey, Frame] = {}
         """The latest ack of each input channel, sent once the frames read together are handled."""
         self._rx_key: ChannelKey = (0, b"", 0)
+        self.flush_delay = FLUSH_US / 1e6
+        """Seconds a data frame less than full waits for more items (0: sent at once)."""
+        self.flush_at: float | None = None
+        """When the items held back for a fuller frame go anyway (None: none held)."""
 
     # ------------------------------------------------------------------ wiring (CONNECT, DISCONNECT)
 
@@ -337,11 +344,13 @@ class ChannelPlane:
             for up in ups:
                 self.completions.setdefault(up, []).append(parent)
 
-    def pump(self, now: float) -> None:
-        """Send queued outputs on output channels with credit (round robin)."""
+    def pump(self, now: float, force: bool = False) -> None:
+        """Send queued outputs on output channels with credit (round robin): full frames at once, what fills less
+        than a frame once ``flush_delay`` has passed since it was first held back (or when ``force``)."""
         q = self.flow.queue
         if not q:
             self.queued_bytes = 0
+            self.flush_at = None
         if not q or not self.outputs:
             return
         live = [self.senders[k] for k in self.outputs.values() if not self.senders[k].broken]
@@ -360,6 +369,12 @@ class ChannelPlane:
             self._rr = (self._rr + i + 1) % n
             # As many waiting items as fit one fragment share one message (one frame).
             room = tx.frag_size - len(mice.BATCH_MARK)
+            if self.flush_delay and not force and self.queued_bytes + rec * len(q) < room:
+                if self.flush_at is None:
+                    self.flush_at = now + self.flush_delay
+                if now < self.flush_at:
+                    return  # less than a frame: wait a little for more
+            self.flush_at = None
             if _loops is not None:
                 msg, k = _loops.take_batch(q, retained, tx.channel, room)
                 if not k:
@@ -427,9 +442,16 @@ class ChannelPlane:
     # ------------------------------------------------------------------ timers
 
     def timers(self) -> list[float | None]:
-        return [tx.get_timer() for tx in self.senders.values()] + [rx.get_timer() for rx in self.receivers.values()]
+        return [
+            self.flush_at,
+            *(tx.get_timer() for tx in self.senders.values()),
+            *(rx.get_timer() for rx in self.receivers.values()),
+        ]
 
     def handle_timer(self, now: float) -> None:
+        if self.flush_at is not None and self.flush_at <= now:
+            self.flush_at = None  # pump holds nothing back now; with no credit the timer is not armed again
+            self.pump(now, force=True)
         for tx in list(self.senders.values()):
             t = tx.get_timer()
             if t is not None and t <= now:

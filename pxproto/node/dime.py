@@ -30,6 +30,7 @@ from pxproto import package
 from pxproto.dime.endpoint import Address
 from pxproto.fastpath import select
 from pxproto.node import beat, memcg, memory, mice, state
+from pxproto.node.channels import FLUSH_US
 from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, OwnChannels
 from pxproto.package import LocalStore, Manifest
 from pxproto.signing import VerifyKeys
@@ -92,6 +93,8 @@ class DimeConfig:
     insecure: bool = False
     pin: bool = True
     mtu: int = 1500
+    flush_us: int = FLUSH_US
+    """Longest a data frame less than full waits for more items, microseconds (0: it goes at once)."""
     wire_fd: int = -1
     """The server's datagram wire socket, shared for sending (-1: send everything through the server)."""
     mice_memory: str = "auto"
@@ -136,6 +139,7 @@ class Dime(OwnChannels):
             leader_fence=lambda epoch: state.raise_leader_fence(cfg.state_dir, epoch),
         )
         self.m = DimeMachine(mc, self)
+        self.m.plane.flush_delay = cfg.flush_us / 1e6
 
     # ------------------------------------------------------------------ the Host the machine asks
 

@@ -22,6 +22,16 @@ named by the manifest's ``entry = "module:function"``:
 A stage may also yield a **list** (or tuple) of items: a batch, the same as
 yielding each in turn (same lineage ids), with less overhead per item.
 
+An item stage may also **take a batch** (:func:`batch`)::
+
+      @batch
+      def sink(items: list[bytes], ctx) -> Sequence[Iterable[bytes] | None] | None: ...
+
+  is called with the items of one hand-over (up to a few hundred; their
+  lineages in ``ctx.lineages``) and returns None (no outputs) or one entry per
+  item, that item's outputs; a batch sink records with ``ctx.commit(name,
+  data, lineage=ctx.lineages[i])``.
+
 Which form is used is decided by the signature: one positional parameter
 means source, two means item stage.  ``ctx`` is a :class:`Context`.
 
@@ -348,6 +358,8 @@ class Context:
     """The server's local store."""
     lineage: int = 0
     """Lineage id of the item being processed (0 in a source)."""
+    lineages: list[int] = field(default_factory=list)
+    """A :func:`batch` stage: the lineage ids of the items of the call."""
     first: int = 0
     """A source: the index of the first item to send (a replacement resumes there; the items before it are
     taken from the generator and dropped, so a source that paces itself may skip its pacing below ``first``)."""
@@ -360,7 +372,7 @@ class Context:
     def log(self, message: str) -> None:
         print(f"mice {self.name}@dime{self.dime}: {message}", file=sys.stderr, flush=True)
 
-    def commit(self, name: str, data: bytes) -> bool:
+    def commit(self, name: str, data: bytes, lineage: int | None = None) -> bool:
         """Record the current item's result in the local store object ``name``, once per lineage id.
 
         The record is ``lineage u64 | data``, appended to ``name`` (see :meth:`LocalStore.records`).  A sink's
@@ -372,17 +384,40 @@ class Context:
         """
         if self.store is None:
             raise RuntimeError("no local store: the kernel was started without one")
+        lin = self.lineage if lineage is None else lineage
         seen = self.committed.get(name)
         if seen is None:
             seen = self.committed[name] = {lin for lin, _ in keyed_records(self.store.records(name))}
-        if self.lineage in seen:
+        if lin in seen:
             return False
         add = self.appenders.get(name)
         if add is None:
             add = self.appenders[name] = self.store.appender(name)
-        add(LINEAGE.pack(self.lineage) + bytes(data))
-        seen.add(self.lineage)
+        add(LINEAGE.pack(lin) + bytes(data))
+        seen.add(lin)
         return True
+
+
+def batch(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an item stage as taking a list of items per call (see the module's docstring)."""
+    fn.px_batch = True  # type: ignore[attr-defined]
+    return fn
+
+
+def _run_batch(out: Batcher, fn: Callable[..., Any], lineages: list[int], items: list[bytes], ctx: Context) -> None:
+    """One call of a :func:`batch` stage for ``items``; each item's outputs, then its DONE."""
+    ctx.lineages = lineages
+    ctx.lineage = 0
+    produced = fn(items, ctx)
+    if produced is not None and len(produced) != len(items):
+        raise ValueError(f"batch stage {ctx.name} returned {len(produced)} entries for {len(items)} items")
+    for i, lineage in enumerate(lineages):
+        if produced is not None and produced[i] is not None:
+            ctx.lineage = lineage
+            _emit(out, produced[i], lineage, ctx, 0)
+        out.done(lineage)
+    lineages.clear()
+    items.clear()
 
 
 def is_source(fn: Callable[..., Any]) -> bool:
@@ -515,20 +550,30 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
                 msg = inbox.recv(sock)
                 if not msg or any(k == STOP for k, _, _ in records(msg)):
                     return 0
+        batched = getattr(fn, "px_batch", False)
+        lineages: list[int] = []
+        items: list[bytes] = []
         while True:
             msg = inbox.recv(sock)
             if not msg:
                 return 0
             for kind, lineage, data in records(msg):
                 if kind == STOP:
+                    if items:
+                        _run_batch(out, fn, lineages, items, ctx)
                     out.flush()
                     return 0
-                if kind == ITEM:
+                if kind == ITEM and batched:
+                    lineages.append(lineage)
+                    items.append(data)
+                elif kind == ITEM:
                     ctx.lineage = lineage
                     produced = fn(data, ctx)
                     if produced is not None and not (type(produced) in (tuple, list) and not produced):
                         _emit(out, produced, lineage, ctx, 0)
                     out.done(lineage)
+            if items:
+                _run_batch(out, fn, lineages, items, ctx)
             out.flush()
     except MemoryError:
         return _fault(out, FaultCode.MEMORY_EXCEEDED, f"stage {ctx.name}: out of memory (limit reached)")
