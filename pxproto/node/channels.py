@@ -25,9 +25,11 @@ if TYPE_CHECKING:
     from pxproto.node.machine import DimeMachine
 
 COMPLETION_BIT = 0x8000
-FLUSH_US = 100
+FLUSH_US = 0
 """Default of ``pxkernel --flush-us``: the longest a data frame that is not full waits for more items, in
-microseconds (the loop's timers have millisecond resolution, so in effect up to a millisecond)."""
+microseconds (the loop's timers have millisecond resolution, so any wait is in effect up to a millisecond).
+0: a frame goes at once with what is waiting.  At 100 the demo's unthrottled pipeline ran at 4,403 items/s
+against 12,698-34,160 at 0 (one run against five, same hour): each hop held its last partial frame back."""
 MICE_INFLIGHT = 512
 """Items handed to the MICE and not yet DONE, at most."""
 PAUSE_INPUT = 4096
