@@ -11,7 +11,8 @@ For each item size it streams items from one process to another and counts them 
   rootless UDP wire (the path of every service workflow), items/s at the sink DIME, and the CPU per
   item of each DIME loop (its FCAPS process; the MICE are separate processes); the source yields
   one item at a time;
-- ``dime-batch``: the same, the source yielding lists of 256 items (the MICE batch API);
+- ``dime-batch``: the same with the MICE batch API: the source yields lists of 256 items, the sink takes
+  a list per call (``@batch``);
 - ``dime-veth``: the ``dime`` row on veth pairs joined by a bridge, AF_PACKET, no pxswitch
   (root; namespaces of its own, deleted after; ``--veth-mtu``, 1500 by default);
 - ``zmq-tcp``/``zmq-ipc``: pyzmq PUSH -> PULL, one message per item, over tcp loopback and ipc;
@@ -54,6 +55,8 @@ _veth = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_veth)
 
 STAGES = """
+from pxproto.node.mice import batch
+
 def source(ctx):
     item = b"x" * ctx.params["size"]
     for _ in range(ctx.params["count"]):
@@ -67,16 +70,24 @@ def bsource(ctx):
 def sink(item, ctx):
     return ()
 
+@batch
+def bsink(items, ctx):
+    return None
+
 """
 KINDS = ("dime", "dime-batch", "dime-veth", "zmq-tcp", "zmq-ipc", "pipe")
 DIME_KINDS = {"dime": ("source", "udp"), "dime-batch": ("bsource", "udp"), "dime-veth": ("source", "veth")}
 """Each DIME row: the source stage it runs, and its wire (pxswitch UDP, or veth with AF_PACKET)."""
+SINKS = {"source": (0, "sink"), "bsource": (1, "bsink")}
+"""The sink stage (manifest index, name) each source runs with: the batch source with the batch sink."""
 BATCH = 256
 """Items per list a ``bsource`` yields (the MICE batch API)."""
 
 
 def manifest(sizes: list[int], count: int) -> str:
-    out = ['[service]\nname = "chbench"\n\n[[stage]]\nname = "sink"\nentry = "stages:sink"\n']
+    out = ['[service]\nname = "chbench"\n']
+    for sink in ("sink", "bsink"):
+        out.append(f'\n[[stage]]\nname = "{sink}"\nentry = "stages:{sink}"\n')
     for s in sizes:
         for entry in ("source", "bsource"):
             out.append(f'\n[[stage]]\nname = "{entry}{s}"\nentry = "stages:{entry}"\n')
@@ -86,7 +97,7 @@ def manifest(sizes: list[int], count: int) -> str:
 
 def stage_of(sizes: list[int], size: int, entry: str) -> int:
     """The manifest index of ``entry`` (source or bsource) for ``size``."""
-    return 1 + 2 * sizes.index(size) + (entry == "bsource")
+    return 2 + 2 * sizes.index(size) + (entry == "bsource")
 
 
 # ---------------------------------------------------------------------- DIME channel
@@ -95,9 +106,11 @@ def stage_of(sizes: list[int], size: int, entry: str) -> int:
 def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dict[str, float]:
     """Source (server 0, DIME 0) -> sink (server 1, DIME 1); items/s at the sink over ``limit`` seconds at most."""
     src, snk = c.dime(0, 0), c.dime(1, 1)
-    bk.load_start(c, archive, snk, 0, "sink")
+    sink_stage, sink_name = SINKS[name.rstrip("0123456789")]
+    bk.load_start(c, archive, snk, sink_stage, sink_name)
     bk.load_start(c, archive, src, stage, name)
     cpu0 = bk.dime_cpu(c, src), bk.dime_cpu(c, snk)
+    all0 = total_cpu(c, src), total_cpu(c, snk)
     i0 = bk.counter(c, snk, CounterId.ITEMS_IN)
     f0 = bk.counter(c, src, CounterId.ITEM_FRAMES_TX)
     t0 = time.monotonic()
@@ -112,8 +125,9 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
             break  # the source ended (or stalled): count up to its last progress
     elapsed = t_last - t0
     cpu = bk.dime_cpu(c, src) - cpu0[0], bk.dime_cpu(c, snk) - cpu0[1]
+    mcpu = total_cpu(c, src) - all0[0] - cpu[0], total_cpu(c, snk) - all0[1] - cpu[1]
     frames = bk.counter(c, src, CounterId.ITEM_FRAMES_TX) - f0
-    for dest, st in ((src, stage), (snk, 0)):
+    for dest, st in ((src, stage), (snk, sink_stage)):
         c.ask(dest, bk.Command.STOP, Tlv(TlvType.SERVICE_ID, 1), Tlv(TlvType.STAGE, st))
     if done == 0:  # a row of zeros would read as a measurement: say what failed instead
         tail = c.log_text()[-2000:]
@@ -123,8 +137,16 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
         "rate": done / elapsed if elapsed > 0 else 0.0,
         "src_us": cpu[0] / n * 1e6,
         "snk_us": cpu[1] / n * 1e6,
+        "src_mice_us": mcpu[0] / n * 1e6,
+        "snk_mice_us": mcpu[1] / n * 1e6,
         "per_frame": done / max(frames, 1),
     }
+
+
+def total_cpu(c: Any, dest: Any) -> float:
+    """CPU seconds of a DIME process and its running MICE together (CPU_NS)."""
+    v = c.ask(dest, bk.Command.COUNTERS, Tlv(TlvType.COUNTER_ID, CounterId.CPU_NS)).param(TlvType.VALUE)
+    return (v if isinstance(v, int) else 0) / 1e9
 
 
 def run_dime_rows(
@@ -285,14 +307,15 @@ def main() -> int:
             cells.append(f"{r:>12,.0f} ({r / ref:5.2f}x)" if ref else f"{r:>22,.0f}")
         print(f"{size:>6}B  " + "  ".join(f"{c:>22}" for c in cells))
     if any(k in DIME_KINDS for k in kinds):
-        print("DIME channel detail (medians; CPU of each DIME's loop process per item, its MICE apart):")
+        print("DIME channel detail (medians; CPU per item of each DIME's loop process, and of its MICE):")
         for k in (k for k in kinds if k in DIME_KINDS):
             for size in sizes:
                 if (k, size) not in res:
                     continue
                 print(
                     f"  {k:>10} {size:>6} B: {med(k, size) * size / 1e6:8.1f} MB/s; source DIME "
-                    f"{med(k, size, 'src_us'):.2f} us/item, sink DIME {med(k, size, 'snk_us'):.2f} us/item; "
+                    f"{med(k, size, 'src_us'):.2f} us/item (MICE {med(k, size, 'src_mice_us'):.2f}), sink DIME "
+                    f"{med(k, size, 'snk_us'):.2f} us/item (MICE {med(k, size, 'snk_mice_us'):.2f}); "
                     f"{med(k, size, 'per_frame'):.1f} items per data frame"
                 )
     if args.json:

@@ -8,6 +8,7 @@ import io
 import subprocess
 import sys
 import tarfile
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ from pxproto.wire.codes import (
     Status,
     TlvType,
 )
-from pxproto.wire.frame import Heartbeat, Signaling, Tlv
+from pxproto.wire.frame import Data, Heartbeat, Signaling, Tlv
 
 ROOT = Path(__file__).resolve().parents[1]
 DIME = Address(b"\x02\x00\x00\x00\x01\x00", 3, 0)
@@ -239,6 +240,7 @@ def test_node_modules_stay_small() -> None:
         (["--port", "udp:127.0.0.1:99999"], "the UDP port must be 1..65535"),
         (["--port", "stream:127.0.0.1:99999"], "the TCP port must be 1..65535"),
         (["--port", "udp:127.0.0.1:5999", "--state-dir", "/proc/x"], "--state-dir /proc/x"),
+        (["--port", "udp:127.0.0.1:5999", "--flush-us", "-1"], "--flush-us must be 0..1000000"),
     ],
 )
 def test_pxkernel_refuses_bad_arguments_in_one_line(args: list[str], says: str) -> None:
@@ -320,6 +322,44 @@ def test_outputs_of_the_mice_go_out_on_a_wired_channel_and_come_back_on_rewire()
         Status.OK
     )
     assert m.counter(CounterId.REPLAYED) == 1
+
+
+def _data_frames(m: DimeMachine) -> list[Data]:
+    return [f.body for f in (decode(raw) for raw, _ in m.take_outbox()) if isinstance(f.body, Data)]
+
+
+@pytest.mark.parametrize("flush_us", [0, 100, 5000])
+def test_a_frame_less_than_full_waits_the_flush_delay_and_a_full_one_goes_at_once(flush_us: int) -> None:
+    from pxproto.node import mice
+
+    m, _ = machine(mtu=9000)
+    m.plane.flush_delay = flush_us / 1e6
+    m.loaded = Loaded(5, 1, "only", Path("."), package.Stage(1, "only", "m:f"))
+    m.start_mice(0)
+    peer = Address(b"\x02\x00\x00\x00\x02\x00", 1, 0)
+    out = [Tlv(TlvType.DIRECTION, Direction.OUTPUT), Tlv(TlvType.PEER_MAC, peer.mac), Tlv(TlvType.PEER_THREAD, 0)]
+    assert ask(m, Command.CONNECT, Tlv(TlvType.CHANNEL, 1), *out, Tlv(TlvType.PEER_DIME, 1)).status is Status.OK
+    m.take_outbox()
+    t = 10.1
+    small, _ = mice.pack_run(mice.OUT, 1 << 48 | 1, [b"x" * 16] * 10, 0, 1 << 20, mice.MAX_ITEM)
+    m.mice_message(small, t)
+    m.mice_batch_done(t)
+    if flush_us == 0:
+        assert len(_data_frames(m)) == 1  # no delay: at once
+        return
+    assert _data_frames(m) == []
+    assert m.get_timer() is not None and m.get_timer() <= t + flush_us / 1e6  # type: ignore[operator]
+    m.handle_timer(t + flush_us / 2e6)
+    assert _data_frames(m) == []
+    # More items make a frame's worth: full frames go at once, the 10 held items first.
+    big, _ = mice.pack_run(mice.OUT, 1 << 48 | 11, [b"y" * 16] * 400, 0, 1 << 20, mice.MAX_ITEM)
+    m.mice_message(big, t + flush_us / 2e6)
+    m.mice_batch_done(t + flush_us / 2e6)
+    frames = _data_frames(m)
+    assert len(frames) == 1 and frames[0].payload[8:16] == (1 << 48 | 1).to_bytes(8, "big")
+    m.handle_timer(t + 2 * flush_us / 1e6)  # the rest, less than a frame, once the delay has passed
+    rest = _data_frames(m)
+    assert len(rest) == 1 and m.plane.flow.queue == deque()
 
 
 def test_the_simulated_servers_answer_with_the_real_handlers() -> None:

@@ -14,34 +14,10 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
+from pxproto.node._itemfmt cimport ITEM, MARK, REC, check_items, check_records, rd32, rd64, wr32, wr64
 
 BUILD_HASH = PXPROTO_BUILD_HASH.decode()
 
-DEF REC = 13  # kind u8 | lineage u64 | length u32
-DEF ITEM = 12  # lineage u64 | length u32
-DEF MARK = 8
-
-
-cdef inline uint64_t rd64(const uint8_t* p) noexcept nogil:
-    return ((<uint64_t>p[0] << 56) | (<uint64_t>p[1] << 48) | (<uint64_t>p[2] << 40) | (<uint64_t>p[3] << 32)
-            | (<uint64_t>p[4] << 24) | (<uint64_t>p[5] << 16) | (<uint64_t>p[6] << 8) | <uint64_t>p[7])
-
-
-cdef inline uint32_t rd32(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | <uint32_t>p[3]
-
-
-cdef inline void wr64(uint8_t* p, uint64_t v) noexcept nogil:
-    cdef int i
-    for i in range(8):
-        p[i] = <uint8_t>(v >> (56 - 8 * i))
-
-
-cdef inline void wr32(uint8_t* p, uint32_t v) noexcept nogil:
-    p[0] = <uint8_t>(v >> 24)
-    p[1] = <uint8_t>(v >> 16)
-    p[2] = <uint8_t>(v >> 8)
-    p[3] = <uint8_t>v
 
 
 def records(bytes message):
@@ -49,12 +25,9 @@ def records(bytes message):
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(message), pos = 0, length
     cdef list out = []
+    check_records(p, n)
     while pos < n:
-        if pos + REC > n:
-            raise ValueError(f"record header at byte {pos} truncated")
         length = rd32(p + pos + 9)
-        if pos + REC + length > n:
-            raise ValueError(f"record at byte {pos} says {length} bytes, {n - pos - REC} left")
         out.append((p[pos], rd64(p + pos + 1), PyBytes_FromStringAndSize(<const char*>p + pos + REC, length)))
         pos += REC + length
     return out
@@ -64,23 +37,12 @@ def unpack_items(bytes message):
     """The (lineage, item) pairs of a data-channel message, single or batch; ValueError names the bad byte."""
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(message), pos = MARK, length
-    cdef uint64_t lineage
-    if n < MARK:
-        raise ValueError(f"item message of {n} bytes, a lineage needs {MARK}")
-    lineage = rd64(p)
-    if lineage != 0:
-        return [(lineage, message[MARK:])]
+    if not check_items(p, n):
+        return [(rd64(p), message[MARK:])]
     cdef list out = []
     while pos < n:
-        if pos + ITEM > n:
-            raise ValueError(f"batch item header at byte {pos} truncated ({n - pos} bytes left)")
-        lineage = rd64(p + pos)
         length = rd32(p + pos + 8)
-        if pos + ITEM + length > n:
-            raise ValueError(f"batch item at byte {pos} says {length} bytes, {n - pos - ITEM} left")
-        if lineage == 0:
-            raise ValueError(f"batch item at byte {pos} has lineage 0")
-        out.append((lineage, PyBytes_FromStringAndSize(<const char*>p + pos + ITEM, length)))
+        out.append((rd64(p + pos), PyBytes_FromStringAndSize(<const char*>p + pos + ITEM, length)))
         pos += ITEM + length
     return out
 

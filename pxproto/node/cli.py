@@ -13,6 +13,7 @@ from pathlib import Path
 from pxproto.dime.keys import KeyFileError, load_keyfile
 from pxproto.link import VIRTUAL_MTU, VIRTUAL_MTU_MAX, WireError, open_port
 from pxproto.node import memcg, state
+from pxproto.node.channels import FLUSH_US
 from pxproto.node.server import Server, ServerConfig, usable_cores
 from pxproto.signing import load_verify_keys
 from pxproto.wire import aead
@@ -45,6 +46,12 @@ def parser() -> argparse.ArgumentParser:
         "--mtu",
         type=int,
         help=f"data frame MTU (default: the interface's, or {VIRTUAL_MTU} on a virtual wire; max {VIRTUAL_MTU_MAX})",
+    )
+    ap.add_argument(
+        "--flush-us",
+        type=int,
+        default=FLUSH_US,
+        help=f"longest a data frame less than full waits for more items, microseconds (default {FLUSH_US}; 0: never)",
     )
     ap.add_argument("--no-pin", action="store_true", help="do not pin DIMEs to cores")
     ap.add_argument(
@@ -86,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if encrypt and not keys:
         print("pxkernel: --encrypt needs --key (the cluster key encrypts)", file=sys.stderr)
+        return 2
+    if not 0 <= args.flush_us <= 1_000_000:
+        print("pxkernel: --flush-us must be 0..1000000", file=sys.stderr)
         return 2
     if args.mtu is not None and not 576 <= args.mtu <= VIRTUAL_MTU_MAX:
         print(f"pxkernel: --mtu must be 576..{VIRTUAL_MTU_MAX}", file=sys.stderr)
@@ -142,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_ms=args.heartbeat_ms,
         pin=not args.no_pin,
         mtu=args.mtu or wire.mtu,
+        flush_us=args.flush_us,
         mice_memory=args.mice_memory,
         encrypt=tuple(sorted(int(c) for c in encrypt)),
     )

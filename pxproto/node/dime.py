@@ -14,6 +14,7 @@ limit kills the MICE, never the DIME.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import selectors
@@ -29,6 +30,7 @@ from pxproto import package
 from pxproto.dime.endpoint import Address
 from pxproto.fastpath import select
 from pxproto.node import beat, memcg, memory, mice, state
+from pxproto.node.channels import FLUSH_US
 from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, OwnChannels
 from pxproto.package import LocalStore, Manifest
 from pxproto.signing import VerifyKeys
@@ -45,14 +47,24 @@ on a host at load 10-25, under ``stress-ng --cpu 2``, medians of 3 runs: nice 5,
 1,536 stressed (0.31x), 22 and 26 false deaths; nice 0, 14,187 and 5,848 (0.41x), 0 and 1 (and 27,931
 and 23,806, 0.85x, no false death, once the sink's commit kept its file open)."""
 FRAME_MAX = 65535
+GC_GEN0 = 10_000
+"""The cyclic GC's first threshold in a DIME process (Python's default is 700): the item flow allocates
+containers per item, and at 700 the collections took a tenth of the loop (perf on bench/dime_loop.py); what
+the process made before its loop starts is frozen out of every collection."""
 
 
-def drain(sock: socket.socket, take: Callable[[bytes, float], None], now: float, burst: int = 256) -> bool:
-    """Give ``take`` each frame waiting on a non-blocking socket (``burst`` at most); False when the other end
-    is gone (end of file or a socket error)."""
+def drain(
+    sock: socket.socket,
+    take: Callable[[bytes, float], None],
+    now: float,
+    burst: int = 256,
+    inbox: mice.Inbox | None = None,
+) -> bool:
+    """Give ``take`` each frame waiting on a non-blocking socket (``burst`` at most; read through ``inbox`` when
+    given, a buffer of at least FRAME_MAX); False when the other end is gone (end of file or a socket error)."""
     for _ in range(burst):
         try:
-            raw = sock.recv(FRAME_MAX)
+            raw = inbox.recv(sock) if inbox is not None else sock.recv(FRAME_MAX)
         except BlockingIOError:
             return True
         except OSError:
@@ -81,6 +93,8 @@ class DimeConfig:
     insecure: bool = False
     pin: bool = True
     mtu: int = 1500
+    flush_us: int = FLUSH_US
+    """Longest a data frame less than full waits for more items, microseconds (0: it goes at once)."""
     wire_fd: int = -1
     """The server's datagram wire socket, shared for sending (-1: send everything through the server)."""
     mice_memory: str = "auto"
@@ -104,6 +118,8 @@ class Dime(OwnChannels):
         """Each fetched package tree's file digests, checked again before every import."""
         self.sel = selectors.DefaultSelector()
         self.mice_sock: socket.socket | None = None
+        self.inbox = mice.Inbox()
+        """The receive buffer of both sockets (the server's frames, the MICE's record batches)."""
         self.mice_watched = True
         """Whether the loop waits on the MICE's output (not while outputs wait for credit)."""
         self.memcg_base = memcg.own_memory_cgroup() if cfg.mice_memory != "rlimit" else None
@@ -126,6 +142,7 @@ class Dime(OwnChannels):
             leader_fence=lambda epoch: state.raise_leader_fence(cfg.state_dir, epoch),
         )
         self.m = DimeMachine(mc, self)
+        self.m.plane.flush_delay = cfg.flush_us / 1e6
 
     # ------------------------------------------------------------------ the Host the machine asks
 
@@ -330,7 +347,7 @@ class Dime(OwnChannels):
                 self.mice_watched = False
                 break
             try:
-                msg = s.recv(mice.SEQPACKET_MAX)
+                msg = self.inbox.recv(s)
             except BlockingIOError:
                 break
             except OSError:
@@ -383,7 +400,7 @@ class Dime(OwnChannels):
             for key, _ in self.sel.select(max(0.0, deadline - now)):
                 now = time.monotonic()
                 if key.data == "server":
-                    if not drain(self.sock, self._from_server, now):
+                    if not drain(self.sock, self._from_server, now, inbox=self.inbox):
                         m.running = False
                     m.plane.flush_acks()
                 elif key.data == "mice" and m.mice is not None:
@@ -429,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(OSError):  # the FCAPS loop before ordinary work (root only; it mostly sleeps)
         os.setpriority(os.PRIO_PROCESS, 0, DIME_NICE)
     sock = socket.socket(fileno=cfg.fd)
+    gc.freeze()
+    gc.set_threshold(GC_GEN0, 10, 10)
     prof_dir = os.environ.get("PXKERNEL_PROFILE")
     if prof_dir:  # developer aid: cProfile each DIME, stats to PXKERNEL_PROFILE/dime-N-PID.prof
         import cProfile

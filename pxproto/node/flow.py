@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pxproto.fastpath import select
+
 Upstream = tuple[int, bytes, int]
 """(input channel, upstream MAC, upstream DIME)."""
 
@@ -80,30 +82,37 @@ class Completed:
 
 
 @dataclass(slots=True)
-class _Input:
+class _PyInput:
     upstreams: list[Upstream]
     done: bool = False
     open_outputs: int = 0
 
 
 @dataclass(slots=True)
-class Output:
+class _PyOutput:
     parent: int | None
     data: bytes
     channel: int | None = None
+
+
+loops = select.compiled("pxproto.node._flowc")
+"""The compiled per-item loops of ``channels.py`` (``pxproto.node._flowc``, its Input and Output records too), or
+None: the Python loops there and in :class:`Flow` run."""
+_Input: type[_PyInput] = loops.Input if loops is not None else _PyInput
+Output: type[_PyOutput] = loops.Output if loops is not None else _PyOutput
 
 
 @dataclass
 class Flow:
     """Lineage bookkeeping of one MICE; reset when the MICE stops."""
 
-    inputs: dict[int, _Input] = field(default_factory=dict)
+    inputs: dict[int, _PyInput] = field(default_factory=dict)
     """Inputs handed to the MICE and not yet completed, by lineage."""
     completed: Completed = field(default_factory=Completed)
     """Lineages completed here (their copies are completed at once), behind watermarks."""
     to_mice: deque[int] = field(default_factory=deque)
     """Lineages handed to the MICE whose DONE has not come back, in order."""
-    retained: dict[int, Output] = field(default_factory=dict)
+    retained: dict[int, _PyOutput] = field(default_factory=dict)
     """Outputs not yet completed by downstream, by lineage."""
     queue: deque[int] = field(default_factory=deque)
     """Outputs waiting for an output channel with credit."""
@@ -186,7 +195,7 @@ class Flow:
         inp.done = True
         return self._maybe_complete(lineage, inp)
 
-    def _maybe_complete(self, lineage: int, inp: _Input) -> list[Upstream]:
+    def _maybe_complete(self, lineage: int, inp: _PyInput) -> list[Upstream]:
         if not inp.done or inp.open_outputs:
             return []
         del self.inputs[lineage]

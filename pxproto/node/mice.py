@@ -22,6 +22,16 @@ named by the manifest's ``entry = "module:function"``:
 A stage may also yield a **list** (or tuple) of items: a batch, the same as
 yielding each in turn (same lineage ids), with less overhead per item.
 
+An item stage may also **take a batch** (:func:`batch`)::
+
+      @batch
+      def sink(items: list[bytes], ctx) -> Sequence[Iterable[bytes] | None] | None: ...
+
+  is called with the items of one hand-over (up to a few hundred; their
+  lineages in ``ctx.lineages``) and returns None (no outputs) or one entry per
+  item, that item's outputs; a batch sink records with ``ctx.commit(name,
+  data, lineage=ctx.lineages[i])``.
+
 Which form is used is decided by the signature: one positional parameter
 means source, two means item stage.  ``ctx`` is a :class:`Context`.
 
@@ -101,6 +111,10 @@ LINEAGE = struct.Struct("!Q")
 BATCH_BYTES = 32 * 1024
 """A record batch is flushed when it reaches this size."""
 SEQPACKET_MAX = 200 * 1024
+DONES_MAX = BATCH_BYTES // 13
+"""DONE records a Batcher holds as bare lineages before packing them (a message's worth)."""
+SOURCE_RUN = 256
+"""Items a source yields one at a time that are packed together (one :func:`pack_run` call)."""
 MAX_ITEM = 1 << 20
 """Largest item (bytes); a larger one is a MICE fault."""
 SOURCE_SHIFT = 48
@@ -244,15 +258,50 @@ take_records = _items.take_records if _items is not None else take_records_py
 pack_run = _items.pack_run if _items is not None else pack_run_py
 
 
+class Inbox:
+    """One receive buffer reused for every message of a socket: ``recv`` of a large buffer allocates (and for
+    SEQPACKET_MAX, maps and unmaps) that much per message; this copies out only what arrived."""
+
+    def __init__(self, size: int = SEQPACKET_MAX) -> None:
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+
+    def recv(self, sock: socket.socket) -> bytes:
+        """The next message (b"" at end of file); raises what ``recv_into`` raises."""
+        n = sock.recv_into(self.buf)
+        return self.view[:n].tobytes()
+
+
 class Batcher:
-    """Packs records into socketpair messages of at most BATCH_BYTES."""
+    """Packs records into socketpair messages of at most BATCH_BYTES.
+
+    DONE records (:meth:`done`) are held as bare lineages and packed in one call when anything else is added or
+    the batch is flushed, so a stage that yields nothing (a sink) costs a list append per item."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.parts: list[bytes] = []
         self.size = 0
+        self.dones: list[int] = []
+
+    def done(self, lineage: int) -> None:
+        """A DONE record for ``lineage`` (after the OUT records already added, before any added later)."""
+        self.dones.append(lineage)
+        if len(self.dones) >= DONES_MAX:
+            self._pack_dones()
+
+    def _pack_dones(self) -> None:
+        dones = self.dones
+        self.dones = []
+        msg = pack_records(DONE, [(lin, b"") for lin in dones])
+        if self.parts and self.size + len(msg) > BATCH_BYTES:
+            self.flush_parts()
+        self.parts.append(msg)
+        self.size += len(msg)
 
     def add(self, kind: int, lineage: int, data: bytes = b"") -> None:
+        if self.dones:
+            self._pack_dones()
         if self.size + REC.size + len(data) > BATCH_BYTES and self.parts:
             self.flush()
         self.parts.append(REC.pack(kind, lineage, len(data)))
@@ -262,6 +311,8 @@ class Batcher:
     def add_run(self, kind: int, first: int, items: Sequence[Bytes], start: int = 0) -> None:
         """Records for ``items[start:]`` with lineages ``first``, ``first + 1``..., packed a message's worth at a
         time in one call (:func:`pack_run`); nothing is added when an item is bad (TypeError/ValueError)."""
+        if self.dones:
+            self._pack_dones()
         chunks = []
         i, room = start, BATCH_BYTES - self.size
         while i < len(items):
@@ -276,6 +327,11 @@ class Batcher:
             self.size += len(msg)
 
     def flush(self) -> None:
+        if self.dones:
+            self._pack_dones()
+        self.flush_parts()
+
+    def flush_parts(self) -> None:
         if self.parts:
             self.sock.sendall(b"".join(self.parts))
             self.parts.clear()
@@ -302,6 +358,8 @@ class Context:
     """The server's local store."""
     lineage: int = 0
     """Lineage id of the item being processed (0 in a source)."""
+    lineages: list[int] = field(default_factory=list)
+    """A :func:`batch` stage: the lineage ids of the items of the call."""
     first: int = 0
     """A source: the index of the first item to send (a replacement resumes there; the items before it are
     taken from the generator and dropped, so a source that paces itself may skip its pacing below ``first``)."""
@@ -314,7 +372,7 @@ class Context:
     def log(self, message: str) -> None:
         print(f"mice {self.name}@dime{self.dime}: {message}", file=sys.stderr, flush=True)
 
-    def commit(self, name: str, data: bytes) -> bool:
+    def commit(self, name: str, data: bytes, lineage: int | None = None) -> bool:
         """Record the current item's result in the local store object ``name``, once per lineage id.
 
         The record is ``lineage u64 | data``, appended to ``name`` (see :meth:`LocalStore.records`).  A sink's
@@ -326,17 +384,40 @@ class Context:
         """
         if self.store is None:
             raise RuntimeError("no local store: the kernel was started without one")
+        lin = self.lineage if lineage is None else lineage
         seen = self.committed.get(name)
         if seen is None:
             seen = self.committed[name] = {lin for lin, _ in keyed_records(self.store.records(name))}
-        if self.lineage in seen:
+        if lin in seen:
             return False
         add = self.appenders.get(name)
         if add is None:
             add = self.appenders[name] = self.store.appender(name)
-        add(LINEAGE.pack(self.lineage) + bytes(data))
-        seen.add(self.lineage)
+        add(LINEAGE.pack(lin) + bytes(data))
+        seen.add(lin)
         return True
+
+
+def batch(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an item stage as taking a list of items per call (see the module's docstring)."""
+    fn.px_batch = True  # type: ignore[attr-defined]
+    return fn
+
+
+def _run_batch(out: Batcher, fn: Callable[..., Any], lineages: list[int], items: list[bytes], ctx: Context) -> None:
+    """One call of a :func:`batch` stage for ``items``; each item's outputs, then its DONE."""
+    ctx.lineages = lineages
+    ctx.lineage = 0
+    produced = fn(items, ctx)
+    if produced is not None and len(produced) != len(items):
+        raise ValueError(f"batch stage {ctx.name} returned {len(produced)} entries for {len(items)} items")
+    for i, lineage in enumerate(lineages):
+        if produced is not None and produced[i] is not None:
+            ctx.lineage = lineage
+            _emit(out, produced[i], lineage, ctx, 0)
+        out.done(lineage)
+    lineages.clear()
+    items.clear()
 
 
 def is_source(fn: Callable[..., Any]) -> bool:
@@ -365,15 +446,60 @@ def load_entry(package_dir: str | os.PathLike[str], entry: str) -> Callable[...,
     return fn  # type: ignore[no-any-return]
 
 
-def _emit(out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ctx: Context, counter: int) -> int:
-    """Send a stage call's outputs; return the next source counter."""
+def _put_run(out: Batcher, run: list[Bytes], ctx: Context, counter: int) -> None:
+    """OUT records for a source's ``run`` of single items, the last of which was item ``counter - 1``."""
+    try:
+        out.add_run(OUT, source_lineage(ctx.stage, counter - len(run)), run)
+    except ValueError:
+        for one in run:
+            if len(one) > MAX_ITEM:
+                raise ValueError(f"stage {ctx.name} yielded an item of {len(one)} bytes (max {MAX_ITEM})") from None
+        raise
+    run.clear()
+
+
+def _emit_source(out: Batcher, produced: Iterable[bytes], ctx: Context, counter: int) -> int:
+    """A source's outputs: single bytes items are gathered SOURCE_RUN at a time and packed in one call; lists go
+    to :func:`_emit` (same lineages and flush rule either way); returns the next source counter."""
+    run: list[Bytes] = []
+    items = iter(produced)
+    clock, first = time.monotonic, ctx.first
+    while True:
+        t0 = clock()
+        try:
+            item = next(items)
+        except StopIteration:
+            break
+        if type(item) is bytes and counter >= first:
+            run.append(item)
+            counter += 1
+            slow = clock() - t0 > SOURCE_SLOW
+            if slow or len(run) >= SOURCE_RUN:
+                _put_run(out, run, ctx, counter)
+                if slow:
+                    out.flush()  # a slow source: what it made so far goes now
+            continue
+        if run:
+            _put_run(out, run, ctx, counter)
+        counter = _emit(out, (item,), None, ctx, counter, t0)
+    if run:
+        _put_run(out, run, ctx, counter)
+    return counter
+
+
+def _emit(
+    out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ctx: Context, counter: int, t_first: float = 0.0
+) -> int:
+    """Send a stage call's outputs; return the next source counter (``t_first``: when the source began making the
+    first of them, if not now)."""
     if produced is None:
         return counter
     k = 0
     items = iter(produced)
     clock = time.monotonic
     while True:
-        t0 = clock()
+        t0 = t_first or clock()
+        t_first = 0.0
         try:
             item = next(items)
         except StopIteration:
@@ -410,29 +536,44 @@ def _emit(out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ct
 def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -> int:
     """The body of the MICE child process; returns its exit status (never raises)."""
     out = Batcher(sock)
+    inbox = Inbox()
     try:
         fn = load_entry(package_dir, entry)
         if is_source(fn):
-            _emit(out, fn(ctx), None, ctx, 0)
+            produced = fn(ctx)
+            if produced is not None:
+                _emit_source(out, produced, ctx, 0)
             out.add(EOF, 0)
             out.flush()
             # Wait for STOP so the DIME decides when we are gone.
             while True:
-                msg = sock.recv(SEQPACKET_MAX)
+                msg = inbox.recv(sock)
                 if not msg or any(k == STOP for k, _, _ in records(msg)):
                     return 0
+        batched = getattr(fn, "px_batch", False)
+        lineages: list[int] = []
+        items: list[bytes] = []
         while True:
-            msg = sock.recv(SEQPACKET_MAX)
+            msg = inbox.recv(sock)
             if not msg:
                 return 0
             for kind, lineage, data in records(msg):
                 if kind == STOP:
+                    if items:
+                        _run_batch(out, fn, lineages, items, ctx)
                     out.flush()
                     return 0
-                if kind == ITEM:
+                if kind == ITEM and batched:
+                    lineages.append(lineage)
+                    items.append(data)
+                elif kind == ITEM:
                     ctx.lineage = lineage
-                    _emit(out, fn(data, ctx), lineage, ctx, 0)
-                    out.add(DONE, lineage)
+                    produced = fn(data, ctx)
+                    if produced is not None and not (type(produced) in (tuple, list) and not produced):
+                        _emit(out, produced, lineage, ctx, 0)
+                    out.done(lineage)
+            if items:
+                _run_batch(out, fn, lineages, items, ctx)
             out.flush()
     except MemoryError:
         return _fault(out, FaultCode.MEMORY_EXCEEDED, f"stage {ctx.name}: out of memory (limit reached)")
@@ -448,6 +589,7 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
 def _fault(out: Batcher, code: FaultCode, text: str) -> int:
     out.parts.clear()
     out.size = 0
+    out.dones.clear()
     try:
         out.add(FAULT, int(code), text.encode()[:240])
         out.flush()

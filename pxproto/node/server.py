@@ -38,6 +38,7 @@ from pxproto.fastpath import COMPILED as FASTPATH
 from pxproto.fastpath import decode, encode, select
 from pxproto.link import Port
 from pxproto.node import fastrx, memory, state
+from pxproto.node.channels import FLUSH_US
 from pxproto.node.counters import SERVER_COUNTER_NAMES, ServerCounterId
 from pxproto.node.dime import DimeConfig, drain
 from pxproto.wire import ethertypes, spec
@@ -69,6 +70,8 @@ class ServerConfig:
     """The wire's MTU: data fragments fill it (see :attr:`pxproto.link.Port.mtu`)."""
     encrypt: tuple[int, ...] = ()
     """Frame classes sent encrypted, by the server and its DIMEs (``--encrypt``; the AEAD mode)."""
+    flush_us: int = FLUSH_US
+    """Longest a data frame less than full waits for more items, microseconds (see ``ChannelPlane.flush_delay``)."""
 
 
 class DimeProc:
@@ -148,6 +151,7 @@ class Server:
             mice_memory=c.mice_memory,
             mtu=c.mtu,
             encrypt=[int(x) for x in c.encrypt],
+            flush_us=c.flush_us,
             wire_fd=self.wire.fileno() if self.wire.shareable else -1,
         )
         fds = [theirs.fileno()] + ([dc.wire_fd] if dc.wire_fd >= 0 else [])

@@ -1,0 +1,317 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The per-item loops of a DIME's item flow, compiled: what :class:`pxproto.node.channels.ChannelPlane` does
+for every item, over the same :class:`pxproto.node.flow.Flow` state (its dicts and deques).
+
+Each function is the compiled twin of a Python loop that stays in ``channels.py``/``flow.py`` (used
+under ``PXPROTO_PURE=1`` or when this module is not built); ``tests/test_flowc.py`` drives both on
+the same inputs and compares the flows they leave.  Records and item batches are parsed straight
+from the message here: no intermediate (kind, lineage, bytes) tuple per item.
+
+- :func:`mice_records`: a MICE's record batch (OUT, DONE...) into the flow;
+- :func:`take_batch`: the waiting outputs that fit one fragment, packed as one item-batch message;
+- :func:`arrive`: an item message from upstream into the flow (new items queued for the MICE);
+- :func:`completions_in`: a completion message from downstream into the flow.
+"""
+
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict_Contains
+from cpython.long cimport PyLong_FromUnsignedLongLong
+from cpython.ref cimport PyObject
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
+from pxproto.node._itemfmt cimport ITEM, MARK, REC, check_items, check_records, rd32, rd64, wr32, wr64
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+
+DEF K_OUT = 2
+DEF K_DONE = 3
+DEF LOW_BITS = 48
+cdef uint64_t LOW_MASK = (<uint64_t>1 << LOW_BITS) - 1
+
+
+@cython.no_gc
+cdef class Output:
+    """An output kept until downstream completes it: its parent input's lineage (None: a source's), its bytes,
+    and the output channel it went on (None: not sent, or queued again).  Its fields are ints, None and bytes: it
+    can be in no reference cycle, so the cyclic GC does not track it (a DIME keeps many)."""
+
+    cdef public object parent
+    cdef public object data
+    cdef public object channel
+
+    def __init__(self, parent, data, channel=None):
+        self.parent = parent
+        self.data = data
+        self.channel = channel
+
+    def __repr__(self):
+        return f"Output(parent={self.parent!r}, data={self.data!r}, channel={self.channel!r})"
+
+    def __eq__(self, other):
+        if not isinstance(other, Output):
+            return NotImplemented
+        o = <Output>other
+        return (self.parent, self.data, self.channel) == (o.parent, o.data, o.channel)
+
+
+@cython.no_gc
+cdef class Input:
+    """An input handed to the MICE: the upstreams to complete it to, whether the MICE said DONE, and how many
+    of its outputs downstream has not completed yet.  Untracked by the cyclic GC, like :class:`Output` (its
+    upstreams are tuples of ints and bytes)."""
+
+    cdef public list upstreams
+    cdef public bint done
+    cdef public Py_ssize_t open_outputs
+
+    def __init__(self, list upstreams, bint done=False, Py_ssize_t open_outputs=0):
+        self.upstreams = upstreams
+        self.done = done
+        self.open_outputs = open_outputs
+
+    def __repr__(self):
+        return f"Input(upstreams={self.upstreams!r}, done={self.done!r}, open_outputs={self.open_outputs!r})"
+
+
+cdef inline void _complete_to(dict completions, list ups, object lineage) except *:
+    cdef PyObject* waiting
+    for up in ups:
+        waiting = PyDict_GetItem(completions, up)
+        if waiting == NULL:
+            completions[up] = [lineage]
+        else:
+            (<list>waiting).append(lineage)
+
+
+cdef inline void _mark_complete(dict marks, dict above, object complete, uint64_t lineage, object key) except *:
+    """Completed.add, inline when the watermark just moves up (the common case)."""
+    cdef object hi = PyLong_FromUnsignedLongLong(lineage >> LOW_BITS)
+    cdef PyObject* mark
+    if not above:
+        mark = PyDict_GetItem(marks, hi)
+        if (lineage & LOW_MASK) == (<uint64_t>(<object>mark) if mark != NULL else 0) + 1:
+            marks[hi] = PyLong_FromUnsignedLongLong(lineage & LOW_MASK)
+            return
+    complete(key)
+
+
+def mice_records(bytes msg, flow, dict completions, dict handed_at, double now):
+    """A MICE's record batch into ``flow`` (OUT: kept and queued; DONE: the input finished, its upstreams' completions
+    queued in ``completions``).  Returns (outs, dones, made, latency sum, latency samples, other records as
+    (kind, lineage, bytes), bytes of the outputs kept); ValueError names the first malformed record (nothing is
+    taken then)."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(msg)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(msg), pos = 0, length
+    check_records(p, n)  # the whole batch is checked before any of it is taken
+    cdef dict inputs = flow.inputs, retained = flow.retained
+    cdef object to_mice = flow.to_mice, queue = flow.queue
+    cdef object completed = flow.completed
+    cdef dict marks = completed.marks, above = completed.above
+    cdef object complete = completed.add, done_slow = flow.done
+    cdef object qappend = queue.append, popleft = to_mice.popleft
+    cdef Py_ssize_t outs = 0, dones = 0, lat_n = 0, out_bytes = 0
+    cdef uint64_t made = 0, lineage
+    cdef double lat_sum = 0.0
+    cdef list others = []
+    cdef uint8_t kind
+    cdef object key, parent, t0
+    cdef Output o
+    cdef Input inp
+    cdef PyObject* found
+    cdef list ups
+    pos = 0
+    while pos < n:
+        kind = p[pos]
+        lineage = rd64(p + pos + 1)
+        length = rd32(p + pos + 9)
+        pos += REC
+        if kind == K_OUT:
+            outs += 1
+            key = PyLong_FromUnsignedLongLong(lineage)
+            if PyDict_Contains(retained, key):  # the same lineage again (a re-run source): keep one copy
+                pos += length
+                continue
+            if to_mice:
+                parent = to_mice[0]
+                (<Input?>inputs[parent]).open_outputs += 1
+            else:
+                parent = None
+                if lineage & LOW_MASK > made:
+                    made = lineage & LOW_MASK
+            o = Output.__new__(Output)
+            o.parent = parent
+            o.data = PyBytes_FromStringAndSize(<const char*>p + pos, length)
+            o.channel = None
+            PyDict_SetItem(retained, key, o)
+            qappend(key)
+            out_bytes += length
+        elif kind == K_DONE:
+            dones += 1
+            key = PyLong_FromUnsignedLongLong(lineage)
+            if handed_at:
+                t0 = handed_at.pop(key, None)
+                if t0 is not None:
+                    lat_sum += now - <double>t0
+                    lat_n += 1
+            found = NULL
+            if to_mice and to_mice[0] == key:
+                found = PyDict_GetItem(inputs, key)
+            if found == NULL:
+                ups = done_slow(key)
+            else:
+                inp = <Input?>(<object>found)
+                popleft()
+                inp.done = True
+                if inp.open_outputs:
+                    pos += length
+                    continue
+                PyDict_DelItem(inputs, key)
+                _mark_complete(marks, above, complete, lineage, key)
+                ups = inp.upstreams
+            if ups:
+                _complete_to(completions, ups, key)
+        else:
+            others.append((kind, lineage, PyBytes_FromStringAndSize(<const char*>p + pos, length)))
+        pos += length
+    return outs, dones, made, lat_sum, lat_n, others, out_bytes
+
+
+def take_batch(object q, dict retained, object ch, Py_ssize_t room):
+    """Pop off ``q`` the waiting outputs (by lineage) that fit ``room`` bytes of item records (at least one), mark
+    them sent on ``ch`` and pack them as one batch message (``0 u64 | (lineage u64 | length u32 | bytes)...``).
+    Returns (message, how many); (b"", 0) when nothing is waiting (lineages no longer kept are dropped)."""
+    cdef list outs = [], keys = []
+    cdef Py_ssize_t size = 0, need, i, k, total
+    cdef object popleft = q.popleft
+    cdef object key
+    cdef PyObject* found
+    cdef Output o
+    while q:
+        key = q[0]
+        found = PyDict_GetItem(retained, key)
+        if found == NULL:
+            popleft()
+            continue
+        o = <Output?>(<object>found)
+        need = ITEM + PyBytes_GET_SIZE(o.data)
+        if outs and size + need > room:
+            break
+        popleft()
+        o.channel = ch
+        outs.append(o)
+        keys.append(key)
+        size += need
+    k = len(outs)
+    if k == 0:
+        return b"", 0
+    total = MARK + size
+    cdef bytes msg = PyBytes_FromStringAndSize(NULL, total)
+    cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(msg)
+    cdef Py_ssize_t pos = MARK, dl
+    cdef bytes data
+    for i in range(MARK):
+        w[i] = 0
+    for i in range(k):
+        data = (<Output>outs[i]).data
+        dl = PyBytes_GET_SIZE(data)
+        wr64(w + pos, <uint64_t>keys[i])
+        wr32(w + pos + 8, <uint32_t>dl)
+        memcpy(w + pos + ITEM, PyBytes_AS_STRING(data), dl)
+        pos += ITEM + dl
+    return msg, k
+
+
+def arrive(bytes message, flow, object up, object queue):
+    """An item message (one item, or a batch) from upstream ``up`` into ``flow``: a new lineage is handed over
+    (``(lineage, bytes)`` appended to ``queue``), a copy of one in progress waits for it, a copy of a completed one
+    is returned to be completed at once.  Returns that list; ValueError names the first malformed item (nothing is
+    taken then)."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(message), pos, length, start
+    cdef uint64_t lineage, mark
+    cdef bint batch
+    batch = check_items(p, n)  # checked whole first
+    cdef object completed = flow.completed
+    cdef dict marks = completed.marks, above = completed.above, inputs = flow.inputs
+    cdef object tappend = flow.to_mice.append, qappend = queue.append
+    cdef list done = []
+    cdef Py_ssize_t dups = 0
+    cdef object key, hi
+    cdef PyObject* found
+    cdef Input inp
+    pos = MARK
+    while pos < n:
+        if batch:
+            lineage = rd64(p + pos)
+            length = rd32(p + pos + 8)
+            start = pos + ITEM
+        else:
+            lineage = rd64(p)
+            start = MARK
+            length = n - MARK
+        pos = start + length
+        key = PyLong_FromUnsignedLongLong(lineage)
+        hi = PyLong_FromUnsignedLongLong(lineage >> LOW_BITS)
+        found = PyDict_GetItem(marks, hi)
+        mark = <uint64_t>(<object>found) if found != NULL else 0
+        if (lineage & LOW_MASK) <= mark or (above and PyDict_Contains(above, key)):
+            dups += 1
+            done.append(key)
+            continue
+        found = PyDict_GetItem(inputs, key)
+        if found != NULL:
+            dups += 1
+            inp = <Input?>(<object>found)
+            if up not in inp.upstreams:
+                inp.upstreams.append(up)
+            continue
+        inp = Input.__new__(Input)
+        inp.upstreams = [up]
+        inp.done = False
+        inp.open_outputs = 0
+        PyDict_SetItem(inputs, key, inp)
+        tappend(key)
+        qappend((key, PyBytes_FromStringAndSize(<const char*>p + start, length)))
+    if dups:
+        flow.duplicates += dups
+    return done
+
+
+def completions_in(bytes payload, flow, dict completions):
+    """A completion message (u64 lineages of our outputs) from downstream into ``flow``: each parent input now
+    complete is queued in ``completions`` to its upstreams.  Returns how many lineages the message held."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(payload)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload) // 8, i
+    cdef dict retained = flow.retained, inputs = flow.inputs
+    cdef object completed = flow.completed
+    cdef dict marks = completed.marks, above = completed.above
+    cdef object complete = completed.add
+    cdef object key, parent
+    cdef PyObject* found
+    cdef Output o
+    cdef Input inp
+    for i in range(n):
+        key = PyLong_FromUnsignedLongLong(rd64(p + 8 * i))
+        found = PyDict_GetItem(retained, key)
+        if found == NULL:
+            continue
+        o = <Output?>(<object>found)
+        PyDict_DelItem(retained, key)
+        parent = o.parent
+        if parent is None:
+            continue  # a source's output: nothing upstream
+        found = PyDict_GetItem(inputs, parent)
+        if found == NULL:
+            continue
+        inp = <Input?>(<object>found)
+        inp.open_outputs -= 1
+        if not inp.done or inp.open_outputs:
+            continue
+        PyDict_DelItem(inputs, parent)
+        _mark_complete(marks, above, complete, <uint64_t>parent, parent)
+        if inp.upstreams:
+            _complete_to(completions, inp.upstreams, parent)
+    return n

@@ -1,0 +1,201 @@
+"""The compiled per-item loops of the item flow (``pxproto.node._flowc``) against their pure twins.
+
+Seeded random walks of one DIME's flow: item messages from two upstreams (with copies of items in
+progress and of completed ones), MICE record batches (outputs, DONE in order and out of order, a
+re-run source's repeated lineages, EOF/READY), completions from downstream and output batches taken
+for a channel.  Each step runs on two flows, one through ``_flowc`` and one through the Python loops
+of ``channels.py``/``flow.py``, and the whole state must be the same after every step.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Any
+
+import pytest
+
+from pxproto.node import mice
+from pxproto.node.channels import ChannelPlane
+from pxproto.node.flow import Flow
+
+_flowc = pytest.importorskip("pxproto.node._flowc", reason="pxproto.node._flowc is not built")
+
+UPS = [(1, b"\x02\x00\x00\x00\x00\x01", 3), (1, b"\x02\x00\x00\x00\x00\x07", 4)]
+
+
+def snapshot(f: Flow, completions: dict[Any, list[int]], queue: deque[tuple[int, bytes]]) -> dict[str, Any]:
+    return {
+        "inputs": {k: (list(v.upstreams), bool(v.done), v.open_outputs) for k, v in f.inputs.items()},
+        "retained": {k: (v.parent, bytes(v.data), v.channel) for k, v in f.retained.items()},
+        "to_mice": list(f.to_mice),
+        "queue": list(f.queue),
+        "marks": dict(f.completed.marks),
+        "above": list(f.completed.above),
+        "duplicates": f.duplicates,
+        "completions": {k: list(v) for k, v in completions.items() if v},
+        "mice_queue": list(queue),
+    }
+
+
+class Side:
+    """One flow and what the plane keeps beside it."""
+
+    def __init__(self) -> None:
+        self.flow = Flow()
+        self.completions: dict[Any, list[int]] = {}
+        self.handed_at: dict[int, float] = {}
+        self.queue: deque[tuple[int, bytes]] = deque()
+
+
+def step_arrive(c: Side, p: Side, msg: bytes, up: tuple[int, bytes, int]) -> None:
+    done = _flowc.arrive(msg, c.flow, up, c.queue)
+    if done:
+        c.completions.setdefault(up, []).extend(done)
+    done = p.flow.arrive_batch(mice.unpack_items_py(msg), up, p.queue)
+    if done:
+        p.completions.setdefault(up, []).extend(done)
+
+
+def step_records(c: Side, p: Side, msg: bytes, now: float) -> None:
+    got_c = _flowc.mice_records(msg, c.flow, c.completions, c.handed_at, now)
+    got_p = ChannelPlane._mice_records_py(p, mice.records_py(msg), now)  # type: ignore[arg-type]
+    assert got_c[:3] == got_p[:3] and got_c[4:] == got_p[4:]  # all but the latency sum (a float)
+    assert got_c[3] == pytest.approx(got_p[3])
+
+
+def step_completions(c: Side, p: Side, lineages: list[int]) -> None:
+    payload = b"".join(lin.to_bytes(8, "big") for lin in lineages)
+    assert _flowc.completions_in(payload, c.flow, c.completions) == len(lineages)
+    for parent, ups in p.flow.downstream_completed_batch(lineages):
+        for up in ups:
+            p.completions.setdefault(up, []).append(parent)
+
+
+def take_py(q: deque[int], retained: dict[int, Any], ch: int, room: int) -> tuple[bytes, int]:
+    """The pump's Python loop (channels.py), for one message."""
+    batch: list[tuple[int, bytes]] = []
+    size = 0
+    while q:
+        out = retained.get(q[0])
+        if out is None:
+            q.popleft()
+            continue
+        need = mice.ITEM_REC.size + len(out.data)
+        if batch and size + need > room:
+            break
+        lin = q.popleft()
+        batch.append((lin, out.data))
+        out.channel = ch
+        size += need
+    return (mice.pack_items_py(batch), len(batch)) if batch else (b"", 0)
+
+
+@pytest.mark.parametrize("walk", range(12))
+def test_flowc_matches_pure(walk: int, rng: random.Random) -> None:
+    c, p = Side(), Side()
+    stage_hi = 2 << 48
+    next_src = 1
+    handed: list[int] = []
+    outputs: list[int] = []
+    now = 1.0
+    for step in range(300):
+        now += 0.001
+        what = rng.random()
+        if what < 0.3:  # items from upstream: new ones, and copies of earlier ones
+            n = rng.randint(1, 40)
+            lins = []
+            for _ in range(n):
+                if handed and rng.random() < 0.2:
+                    lins.append(rng.choice(handed))
+                else:
+                    lins.append(stage_hi | next_src)
+                    next_src += rng.choice((1, 1, 1, 2))
+            items = [(lin, rng.randbytes(rng.randint(0, 30))) for lin in lins]
+            msg = mice.pack_items_py(items) if len(items) > 1 or rng.random() < 0.5 else mice.pack_item(*items[0])
+            step_arrive(c, p, msg, rng.choice(UPS))
+            handed.extend(lins)
+            for s in (c, p):  # the plane hands the queue to the MICE
+                s.queue.clear()
+        elif what < 0.65 and p.flow.to_mice:  # the MICE's records: outputs, then DONE, for the oldest inputs
+            recs = []
+            pending = list(p.flow.to_mice)
+            for lin in pending[: rng.randint(1, len(pending))]:
+                for k in range(rng.choice((0, 1, 1, 2))):
+                    out = mice.derive_lineage(lin, k)
+                    recs.append((mice.OUT, out, rng.randbytes(rng.randint(0, 20))))
+                    outputs.append(out)
+                if rng.random() < 0.9:
+                    recs.append((mice.DONE, lin, b""))
+            if rng.random() < 0.1:
+                recs.append((mice.DONE, rng.choice(handed), b""))  # out of order, or unknown
+            if rng.random() < 0.05:
+                recs.append((mice.EOF, 0, b""))
+            if recs and recs[0][0] == mice.DONE and rng.random() < 0.5:
+                c.handed_at[recs[0][1]] = p.handed_at[recs[0][1]] = now - 0.5
+            msg = b"".join(mice.REC.pack(k, lin, len(d)) + d for k, lin, d in recs)
+            step_records(c, p, msg, now)
+        elif what < 0.85 and outputs:  # completions from downstream, some unknown or repeated
+            picks = rng.sample(outputs, min(len(outputs), rng.randint(1, 30)))
+            picks.append(rng.getrandbits(64) or 1)
+            step_completions(c, p, picks)
+        elif p.flow.queue:  # an output batch for a channel
+            ch = rng.choice((1, 2))
+            room = rng.randint(20, 400)
+            got_c = _flowc.take_batch(c.flow.queue, c.flow.retained, ch, room)
+            got_p = take_py(p.flow.queue, p.flow.retained, ch, room)
+            assert got_c == got_p, f"walk {walk} step {step}"
+        assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue), (
+            f"walk {walk} step {step}"
+        )
+
+
+def test_source_outputs_and_source_made() -> None:
+    """A source's OUT records (no inputs): kept, queued, and the highest index made reported."""
+    f, comp = Flow(), dict[Any, list[int]]()
+    msg, n = mice.pack_run(mice.OUT, 1 << 48 | 5, [b"a", b"bb", b"ccc"], 0, 1 << 20, mice.MAX_ITEM)
+    assert n == 3
+    outs, dones, made, _, _, others, out_bytes = _flowc.mice_records(msg, f, comp, {}, 0.0)
+    assert (outs, dones, made, others, out_bytes) == (3, 0, 7, [], 6)
+    assert [(k, o.parent, o.data) for k, o in f.retained.items()] == [
+        (1 << 48 | 5, None, b"a"),
+        (1 << 48 | 6, None, b"bb"),
+        (1 << 48 | 7, None, b"ccc"),
+    ]
+    assert list(f.queue) == [1 << 48 | 5, 1 << 48 | 6, 1 << 48 | 7]
+
+
+@pytest.mark.parametrize(
+    ("msg", "error"),
+    [
+        (b"\x02" + bytes(8), "record header at byte 0 truncated"),
+        (mice.REC.pack(mice.OUT, 1, 9) + b"abc", "record at byte 0 says 9 bytes, 3 left"),
+    ],
+)
+def test_bad_record_batch_takes_nothing(msg: bytes, error: str) -> None:
+    f = Flow()
+    good = mice.REC.pack(mice.OUT, 5, 1) + b"x"
+    with pytest.raises(ValueError, match=error.replace("(", r"\(")):
+        _flowc.mice_records(good + msg if "byte 0" not in error else msg, f, {}, {}, 0.0)
+    with pytest.raises(ValueError):
+        _flowc.mice_records(good + msg, f, {}, {}, 0.0)
+    assert not f.retained and not f.queue
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        b"\x00" * 3,
+        bytes(8) + (7).to_bytes(8, "big") + (5).to_bytes(4, "big") + b"abc",
+        bytes(8) + (7).to_bytes(8, "big"),
+        bytes(8) + bytes(8) + (0).to_bytes(4, "big"),
+    ],
+)
+def test_bad_item_message_same_error_as_pure(msg: bytes) -> None:
+    f = Flow()
+    with pytest.raises(ValueError) as pure:
+        mice.unpack_items_py(msg)
+    with pytest.raises(ValueError) as comp:
+        _flowc.arrive(msg, f, UPS[0], deque())
+    assert str(comp.value) == str(pure.value)
+    assert not f.inputs and not f.to_mice
