@@ -249,6 +249,11 @@ class ChannelSender:
 
     # -- queries
     @property
+    def next_msg_id(self) -> int:
+        """The id the next message sent will get."""
+        return self._next_msg_id
+
+    @property
     def in_flight(self) -> int:
         """Fragments sent and not yet acknowledged."""
         return self._nxt - self._una

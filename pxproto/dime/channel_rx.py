@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from pxproto.dime.channel import (
     MAX_CREDIT,
+    MAX_FRAGMENTS,
     MSG_ID_SPACE,
     MessageDropped,
     MessageReceived,
@@ -134,6 +135,15 @@ class ChannelReceiver:
 
     def _on_fragment(self, body: Data, now: float, out: Output) -> None:
         self.counters["fragments"] += 1
+        if (
+            body.frag_index >= body.frag_count
+            or body.frag_offset + len(body.payload) > body.msg_len
+            or not 0 <= body.msg_id < MSG_ID_SPACE
+            or body.frag_count > MAX_FRAGMENTS
+            or body.msg_len >= 1 << 32
+        ):
+            self.counters["malformed"] += 1  # nothing the codec lets through: a Data built by hand
+            return
         d = serial_diff(body.msg_id, self._next_msg)
         if d < 0 or (d == 0 and body.frag_index < self._next_frag):
             self.counters["duplicates"] += 1
