@@ -9,7 +9,7 @@ the twins; under ``PXPROTO_REQUIRE_COMPILED=1`` a missing or stale build is an I
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pxproto.dime import channel, channel_rx
 from pxproto.fastpath import select
@@ -19,9 +19,11 @@ PureReceiver = channel_rx.ChannelReceiver
 
 _compiled: Any = select.compiled("pxproto.dime._channel")
 COMPILED = _compiled is not None
-ChannelSender: Any = _compiled.ChannelSender if COMPILED else PureSender
-"""The sending end in use (a :class:`pxproto.dime.channel.ChannelSender` or its compiled copy)."""
-ChannelReceiver: Any = _compiled.ChannelReceiver if COMPILED else PureReceiver
-"""The receiving end in use (a :class:`pxproto.dime.channel_rx.ChannelReceiver` or its compiled copy)."""
+if TYPE_CHECKING:  # the compiled classes have the twins' API
+    ChannelSender = channel.ChannelSender
+    ChannelReceiver = channel_rx.ChannelReceiver
+else:
+    ChannelSender = _compiled.ChannelSender if COMPILED else PureSender
+    ChannelReceiver = _compiled.ChannelReceiver if COMPILED else PureReceiver
 
 __all__ = ["COMPILED", "ChannelReceiver", "ChannelSender", "PureReceiver", "PureSender"]
