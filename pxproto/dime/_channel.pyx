@@ -29,6 +29,8 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memmove, memset
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
+from pxproto.fastpath.wirec cimport PxAddr, PxDataFixed, PxView, px_put_data, px_view
+from pxproto.fastpath.wiregen cimport PX_BODY_OFFSET, PX_CLASS_DATA, PX_DATA_LEN, PX_MIN_ETHERNET_FRAME
 
 from collections import Counter
 
@@ -42,8 +44,11 @@ from pxproto.dime.channel import (
     MessageReceived,
     ReassemblyOverflow,
     RtoEstimator,
+    WireOutput,
     _check_peer,
     fragment_size,
+    wire_frame,
+    wire_output,
 )
 from pxproto.dime.endpoint import Output
 from pxproto.wire.codes import DataFlag, Scope
@@ -57,7 +62,6 @@ cdef int64_t ID_SPACE = 0x100000000  # message ids wrap at 2**32
 
 cdef object _FIN = DataFlag.FIN
 cdef object _NOFLAG = DataFlag(0)
-cdef object _ACK = DataFlag.ACK
 cdef object _SCOPE_DIME = Scope.DIME
 cdef int _ACK_BIT = int(DataFlag.ACK)
 cdef int _FIN_BIT = int(DataFlag.FIN)
@@ -75,6 +79,8 @@ cdef class _Ends:
     cdef readonly object local, peer
     cdef object src_mac, dst_mac
     cdef int src_dime, src_thread, dst_dime, dst_thread
+    cdef PxAddr addr
+    cdef bint wire  # the call under way gives encoded frames (a *_wire method)
 
     def __init__(self, local, peer):
         _check_peer(peer)
@@ -82,11 +88,44 @@ cdef class _Ends:
         self.peer = peer
         self.src_mac, self.src_dime, self.src_thread = local.mac, local.dime, local.thread
         self.dst_mac, self.dst_dime, self.dst_thread = peer.mac, peer.dime, peer.thread
+        if type(self.src_mac) is bytes and type(self.dst_mac) is bytes and len(self.src_mac) == len(self.dst_mac) == 6:
+            memcpy(self.addr.src_mac, PyBytes_AS_STRING(self.src_mac), 6)
+            memcpy(self.addr.dst_mac, PyBytes_AS_STRING(self.dst_mac), 6)
+        self.addr.scope = 1
+        self.addr.src_dime, self.addr.src_thread = self.src_dime, self.src_thread
+        self.addr.dst_dime, self.addr.dst_thread = self.dst_dime, self.dst_thread
+        self.addr.seq = 0
 
     cdef inline object frame(self, object body):
         # frame_to(local, peer, body): the peer is never DIME_ALL (_check_peer), so the scope is DIME
         return Frame(body, _SCOPE_DIME, self.src_dime, self.src_thread, self.dst_dime, self.dst_thread, 0,
                      self.dst_mac, self.src_mac)
+
+    cdef object data(self, int channel, uint32_t msg_id, object payload, const char* p, Py_ssize_t n,
+                     uint32_t msg_len, uint32_t off, int index, int count, uint32_t ack, int credit, int flags):
+        """One DATA frame: encoded in C for a *_wire call (payload may be None), else a Frame."""
+        cdef PxDataFixed d
+        cdef Py_ssize_t size, got
+        cdef unsigned char small[PX_MIN_ETHERNET_FRAME]
+        if self.wire:
+            d.channel, d.flags, d.msg_id, d.msg_len, d.frag_offset = channel, flags, msg_id, msg_len, off
+            d.frag_index, d.frag_count, d.ack, d.credit = index, count, ack, credit
+            # as the codec encodes a Frame (padding 0): no zero bytes after the body, even under 60 bytes
+            size = <Py_ssize_t>PX_BODY_OFFSET + PX_DATA_LEN + n
+            if size < PX_MIN_ETHERNET_FRAME:
+                got = px_put_data(small, PX_MIN_ETHERNET_FRAME, &self.addr, &d, <const unsigned char*>p, n, NULL)
+                if got == PX_MIN_ETHERNET_FRAME:
+                    return PyBytes_FromStringAndSize(<const char*>small, size)
+            else:
+                raw = PyBytes_FromStringAndSize(NULL, size)
+                got = px_put_data(<unsigned char*>PyBytes_AS_STRING(raw), size, &self.addr, &d,
+                                  <const unsigned char*>p, n, NULL)
+                if got == size:
+                    return raw
+        if payload is None:
+            payload = PyBytes_FromStringAndSize(p, n)
+        f = self.frame(Data(channel, msg_id, payload, msg_len, off, index, count, ack, credit, DataFlag(flags)))
+        return wire_output(Output(frames=[f])).frames[0] if self.wire else f  # (the codec's error, if any)
 
 
 # ---------------------------------------------------------------------- sender
@@ -207,6 +246,15 @@ cdef class ChannelSender(_Ends):
     # -- application side
     def send(self, payload, double now, *, fin=False):
         """Queue a message; return its id and whatever fragments the credit lets go now."""
+        self.wire = False
+        return self._send(payload, now, fin, Output())
+
+    def send_wire(self, payload, double now, *, fin=False):
+        """:meth:`send`, its frames encoded (in C)."""
+        self.wire = True
+        return self._send(payload, now, fin, WireOutput())
+
+    cdef tuple _send(self, payload, double now, fin, out):
         if self.broken:
             raise RuntimeError(f"channel {self.channel} is broken")
         if type(payload) is not bytes:
@@ -218,7 +266,6 @@ cdef class ChannelSender(_Ends):
         cdef uint32_t msg_id = self.next_id
         self.next_id = msg_id + 1
         self._append(msg_id, count, bool(fin), payload)
-        out = Output()
         cdef list frames = out.frames
         self._pump(now, frames)
         out.timer = self.deadline if self.has_deadline else None
@@ -266,9 +313,12 @@ cdef class ChannelSender(_Ends):
         cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
         cdef Py_ssize_t off = i * self.frag_size
         cdef Py_ssize_t size = min(self.frag_size, n - off)
+        cdef int flags = _FIN_BIT if m.fin and i == m.count - 1 else 0
+        if self.wire:
+            return self.data(self.channel, m.msg_id, None, PyBytes_AS_STRING(payload) + off, size, n, off, i,
+                             m.count, 0, 0, flags)
         piece = payload if size == n else PyBytes_FromStringAndSize(PyBytes_AS_STRING(payload) + off, size)
-        flags = _FIN if m.fin and i == m.count - 1 else _NOFLAG
-        return self.frame(Data(self.channel, m.msg_id, piece, n, off, i, m.count, 0, 0, flags))
+        return self.frame(Data(self.channel, m.msg_id, piece, n, off, i, m.count, 0, 0, _FIN if flags else _NOFLAG))
 
     cdef void _track(self, int64_t pos) except *:
         # room in the in-flight ring for positions una..pos
@@ -329,16 +379,37 @@ cdef class ChannelSender(_Ends):
 
     def receive(self, frame, double now):
         """Take an acknowledgement (any DATA frame with the ACK flag) from the receiver."""
+        self.wire = False
         out = Output()
         body = frame.body
-        if type(body) is not Data or not body.flags & _ACK_BIT or body.channel != self.channel:
+        if type(body) is not Data:
+            self.c_not_ack += 1
+        else:
+            self._take(body.flags, body.channel, body.msg_id, body.ack, body.credit, now, out)
+        out.timer = self.deadline if self.has_deadline else None
+        return out
+
+    def receive_wire(self, raw, double now):
+        """:meth:`receive` of an encoded frame (read in C; ProtocolError when it does not decode)."""
+        cdef PxView v
+        if type(raw) is not bytes:
+            raw = bytes(raw)
+        if px_view(<const unsigned char*>PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), &v) or v.cls != PX_CLASS_DATA:
+            return wire_output(self.receive(wire_frame(raw), now))  # the codec's error, or not DATA: not an ack
+        self.wire = True
+        out = WireOutput()
+        self._take(v.data_flags, v.channel, v.msg_id, v.ack, v.credit, now, out)
+        out.timer = self.deadline if self.has_deadline else None
+        return out
+
+    cdef void _take(self, int flags, int channel, int64_t msg_id, int64_t ack, int64_t credit, double now,
+                    object out) except *:
+        if not flags & _ACK_BIT or channel != self.channel:
             self.c_not_ack += 1
         elif self.broken:
             self.c_after_break += 1
         else:
-            self._on_ack(body.msg_id, body.ack, body.credit, now, out)
-        out.timer = self.deadline if self.has_deadline else None
-        return out
+            self._on_ack(msg_id, ack, credit, now, out)
 
     cdef void _on_ack(self, int64_t msg_id, int64_t ack, int64_t credit, double now, object out) except *:
         cdef list frames = out.frames
@@ -418,7 +489,15 @@ cdef class ChannelSender(_Ends):
 
     def handle_timer(self, double now):
         """Retransmit the first unacknowledged fragment, or probe a closed window; break after too many."""
-        out = Output()
+        self.wire = False
+        return self._timer(now, Output())
+
+    def handle_timer_wire(self, double now):
+        """:meth:`handle_timer`, its frames encoded (in C)."""
+        self.wire = True
+        return self._timer(now, WireOutput())
+
+    cdef object _timer(self, double now, object out):
         if not self.has_deadline or now < self.deadline:
             out.timer = self.deadline if self.has_deadline else None
             return out
@@ -436,7 +515,7 @@ cdef class ChannelSender(_Ends):
             self._retransmit_una(now, out.frames)
         elif self.una < self.end:
             self.c_probes += 1
-            out.frames.append(self.frame(Data(self.channel, 0, b"", 0, 0, 0, 0, 0, 0, _ACK)))
+            out.frames.append(self.data(self.channel, 0, b"", NULL, 0, 0, 0, 0, 0, 0, 0, _ACK_BIT))
             self.deadline = now + self._rto_of(self.timeouts)
             self.has_deadline = True
         self._arm(now)
@@ -565,11 +644,15 @@ cdef class ChannelReceiver(_Ends):
 
     def ack_frame(self):
         """The acknowledgement of everything received so far, with the current credit."""
+        self.wire = False
+        return self._ack()
+
+    cdef object _ack(self):
         self.c_acks += 1
         self.nunacked = 0
         self.has_ack_deadline = False
-        return self.frame(Data(self.channel, self.next_msg, b"", 0, 0, 0, 0, self.next_frag,
-                               0 if self.paused else self.window, _ACK))
+        return self.data(self.channel, self.next_msg, b"", NULL, 0, 0, 0, 0, 0, <uint32_t>self.next_frag,
+                         0 if self.paused else self.window, _ACK_BIT)
 
     def pause(self):
         """Stop granting credit (the application is not keeping up)."""
@@ -577,6 +660,7 @@ cdef class ChannelReceiver(_Ends):
 
     def resume(self, now):
         """Grant credit again, and tell the sender."""
+        self.wire = False
         self.paused = False
         return Output(frames=[self.ack_frame()], timer=self.get_timer())
 
@@ -584,6 +668,7 @@ cdef class ChannelReceiver(_Ends):
         """Change the credit window at run time (Param.CREDIT_WINDOW), and tell the sender."""
         if not 0 <= window <= MAX_CREDIT:
             raise ValueError(f"window {window} is not in 0..{MAX_CREDIT}")
+        self.wire = False
         self.window = window
         if window > self.max_window:
             self._grow_slots(window)
@@ -592,16 +677,42 @@ cdef class ChannelReceiver(_Ends):
 
     def receive(self, frame, double now):
         """Take a fragment (or a window probe) from the sender."""
+        self.wire = False
         out = Output()
         body = frame.body
         if type(body) is not Data or body.channel != self.channel:
             self.c_not_data += 1
         elif body.frag_count == 0:
             self.c_probes += 1
-            out.frames.append(self.ack_frame())
+            out.frames.append(self._ack())
         else:
+            payload = body.payload
+            if type(payload) is not bytes:
+                payload = bytes(payload)
             self._on_fragment(body.msg_id, body.frag_index, body.frag_count, body.msg_len, body.frag_offset,
-                              body.flags & _FIN_BIT, body.payload, now, out)
+                              body.flags & _FIN_BIT, payload, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
+                              now, out)
+        out.timer = self.ack_deadline if self.has_ack_deadline else None
+        return out
+
+    def receive_wire(self, raw, double now):
+        """:meth:`receive` of an encoded frame (read in C; ProtocolError when it does not decode)."""
+        cdef PxView v
+        if type(raw) is not bytes:
+            raw = bytes(raw)
+        cdef const char* p = PyBytes_AS_STRING(raw)
+        if px_view(<const unsigned char*>p, PyBytes_GET_SIZE(raw), &v) or v.cls != PX_CLASS_DATA:
+            return wire_output(self.receive(wire_frame(raw), now))  # the codec's error, or not DATA
+        self.wire = True
+        out = WireOutput()
+        if v.channel != self.channel:
+            self.c_not_data += 1
+        elif v.frag_count == 0:
+            self.c_probes += 1
+            out.frames.append(self._ack())
+        else:
+            self._on_fragment(v.msg_id, v.frag_index, v.frag_count, v.msg_len, v.frag_offset, v.data_flags & _FIN_BIT,
+                              None, p + v.payload, v.payload_len, now, out)
         out.timer = self.ack_deadline if self.has_ack_deadline else None
         return out
 
@@ -617,11 +728,9 @@ cdef class ChannelReceiver(_Ends):
         return gap + index
 
     cdef void _on_fragment(self, int64_t msg_id, int64_t index, int64_t count, int64_t msg_len, int64_t off,
-                           int fin, object payload, double now, object out) except *:
+                           int fin, object payload, const char* data, Py_ssize_t n, double now, object out) except *:
+        # payload: the fragment's bytes as an object when the caller has one (else None: data, n)
         cdef list frames = out.frames
-        if type(payload) is not bytes:
-            payload = bytes(payload)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
         self.c_fragments += 1
         if (index >= count or off + n > msg_len or not 0 <= msg_id < ID_SPACE or count > MAX_FRAGMENTS
                 or msg_len >= ID_SPACE):
@@ -631,7 +740,7 @@ cdef class ChannelReceiver(_Ends):
         cdef int64_t d = sdiff(mid, self.next_msg)
         if d < 0 or (d == 0 and index < self.next_frag):
             self.c_duplicates += 1
-            frames.append(self.ack_frame())
+            frames.append(self._ack())
             return
         if d >= self.max_window or self._ahead(mid, d, index) >= self.max_window:
             self.c_over_credit += 1
@@ -655,7 +764,7 @@ cdef class ChannelReceiver(_Ends):
             return
         if m.have[index]:
             self.c_duplicates += 1
-            frames.append(self.ack_frame())
+            frames.append(self._ack())
             return
         cdef Py_ssize_t keep = 0 if m.oversize else n
         if keep and not self._make_room(mid, keep, out):
@@ -666,7 +775,7 @@ cdef class ChannelReceiver(_Ends):
         m.lens[index] = <uint32_t>keep
         m.nfrags += 1
         if keep:
-            self._store(m, off, payload, keep)
+            self._store(m, off, payload, data, keep)
         m.size += keep
         m.fin = m.fin or fin
         self.buffered += keep
@@ -674,15 +783,17 @@ cdef class ChannelReceiver(_Ends):
         cdef int64_t delivered = self._deliver(out.events) if in_order else 0
         self.nunacked += 1
         if not in_order or delivered or self.nunacked >= self.ack_every:
-            frames.append(self.ack_frame())
+            frames.append(self._ack())
         elif not self.has_ack_deadline:
             self.ack_deadline = now + self.ack_delay
             self.has_ack_deadline = True
 
-    cdef void _store(self, InMsg* m, int64_t off, object payload, Py_ssize_t n) except *:
+    cdef void _store(self, InMsg* m, int64_t off, object payload, const char* data, Py_ssize_t n) except *:
         cdef int64_t cap
         cdef char* grown
         if m.count == 1:
+            if payload is None:
+                payload = PyBytes_FromStringAndSize(data, n)
             Py_INCREF(payload)
             m.single = <PyObject*>payload
             return
@@ -692,7 +803,7 @@ cdef class ChannelReceiver(_Ends):
             if grown == NULL:
                 raise MemoryError()
             m.buf, m.cap = grown, cap
-        memcpy(m.buf + off, PyBytes_AS_STRING(payload), n)
+        memcpy(m.buf + off, data, n)
 
     cdef bint _make_room(self, uint32_t msg_id, int64_t size, object out) except -1:
         if self.buffered + size <= self.max_buffer_bytes:
@@ -760,8 +871,16 @@ cdef class ChannelReceiver(_Ends):
 
     def handle_timer(self, double now):
         """Send a delayed acknowledgement that is due."""
-        out = Output()
+        self.wire = False
+        return self._timer(now, Output())
+
+    def handle_timer_wire(self, double now):
+        """:meth:`handle_timer`, its frames encoded (in C)."""
+        self.wire = True
+        return self._timer(now, WireOutput())
+
+    cdef object _timer(self, double now, object out):
         if self.has_ack_deadline and now >= self.ack_deadline:
-            out.frames.append(self.ack_frame())
+            out.frames.append(self._ack())
         out.timer = self.ack_deadline if self.has_ack_deadline else None
         return out

@@ -16,9 +16,12 @@ from pxproto.dime.channel import (
     MessageDropped,
     MessageReceived,
     ReassemblyOverflow,
+    WireOutput,
     _ack_body,
     _check_peer,
     serial_diff,
+    wire_frame,
+    wire_output,
 )
 from pxproto.dime.endpoint import Address, Event, Output, frame_to
 from pxproto.wire.codes import DataFlag
@@ -120,6 +123,14 @@ class ChannelReceiver:
             self._on_fragment(body, now, out)
         out.timer = self.get_timer()
         return out
+
+    def receive_wire(self, raw: bytes, now: float) -> WireOutput:
+        """:meth:`receive` of an encoded frame (ProtocolError when it does not decode), its frames encoded."""
+        return wire_output(self.receive(wire_frame(raw), now))
+
+    def handle_timer_wire(self, now: float) -> WireOutput:
+        """:meth:`handle_timer`, its frames encoded."""
+        return wire_output(self.handle_timer(now))
 
     def _ahead(self, msg_id: int, index: int) -> int:
         """A lower bound on how many fragments separate this one from the next one needed."""

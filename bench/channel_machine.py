@@ -1,0 +1,111 @@
+"""The data channel's machines alone, pure twin against compiled, side by side in one run.
+
+    PYTHONPATH=. python bench/channel_machine.py [--sizes 16,1400,65536] [--rounds 5] [--seconds 0.3] [--mtu 1500]
+
+One process, no I/O, no loss: a :class:`ChannelSender` sends messages of each size to a
+:class:`ChannelReceiver` (credit 64, an ack per 32 fragments, as the node wires them); every
+frame and ack is handed straight to the other end (no codec: the machines alone).  For each
+implementation it prints fragments/s and microseconds per message (sender -> receiver -> ack ->
+sender, all included), the median of ``--rounds`` rounds, and the ratio compiled/pure.  Both
+implementations run interleaved round by round, so a busy machine slows both alike: compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import time
+from typing import Any
+
+from _common import measure_installed, print_table  # bench/ is sys.path[0]
+
+measure_installed()
+
+from pxproto.dime import channel, channel_rx  # noqa: E402
+from pxproto.dime.endpoint import Address  # noqa: E402
+
+S = Address(bytes.fromhex("020000000011"), 1, 0)
+R = Address(bytes.fromhex("020000000022"), 2, 0)
+
+
+def impls() -> dict[str, tuple[Any, Any]]:
+    out: dict[str, tuple[Any, Any]] = {"pure": (channel.ChannelSender, channel_rx.ChannelReceiver)}
+    try:
+        mod = importlib.import_module("pxproto.dime._channel")  # directly: both are measured, whatever is selected
+    except ImportError as exc:
+        raise SystemExit(f"pxproto.dime._channel is not built ({exc}): python setup.py build_ext --inplace") from exc
+    out["compiled"] = (mod.ChannelSender, mod.ChannelReceiver)
+    return out
+
+
+def one_round(classes: tuple[Any, Any], size: int, mtu: int, seconds: float) -> tuple[float, float]:
+    """(fragments per second, microseconds per message) of one round."""
+    sender_cls, receiver_cls = classes
+    tx = sender_cls(S, R, 7, mtu=mtu, initial_credit=64)
+    rx = receiver_cls(R, S, 7, window=64, ack_every=32, ack_delay=0.002)
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    now = 0.0
+    msgs = frags = delivered = 0
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    while True:
+        for _ in range(16):
+            now += 1e-5
+            _, out = tx.send(payload, now)
+            pending = out.frames
+            while pending:
+                acks = []
+                for f in pending:
+                    frags += 1
+                    o = rx.receive(f, now)
+                    acks += o.frames
+                    delivered += len(o.events)
+                if rx.get_timer() is not None:
+                    acks += rx.handle_timer(rx.get_timer()).frames
+                pending = []
+                for a in acks:
+                    pending += tx.receive(a, now).frames
+            msgs += 1
+        if time.perf_counter() >= deadline:
+            break
+    elapsed = time.perf_counter() - t0
+    if delivered != msgs or tx.in_flight:
+        raise SystemExit(f"{size} B: {delivered} of {msgs} messages delivered, {tx.in_flight} in flight")
+    return frags / elapsed, elapsed / msgs * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="16,1400,65536")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=0.3, help="per round, per implementation and size")
+    ap.add_argument("--mtu", type=int, default=1500)
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    classes = impls()
+    rows = [["payload", "frags/msg", "pure frags/s", "pure us/msg", "compiled frags/s", "compiled us/msg", "speed-up"]]
+    for size in sizes:
+        got: dict[str, list[tuple[float, float]]] = {name: [] for name in classes}
+        for _ in range(args.rounds):
+            for name, cls in classes.items():
+                got[name].append(one_round(cls, size, args.mtu, args.seconds))
+        med = {n: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for n, v in got.items()}
+        per = channel.fragment_count(size, channel.fragment_size(args.mtu))
+        rows.append(
+            [
+                f"{size} B",
+                str(per),
+                f"{med['pure'][0]:,.0f}",
+                f"{med['pure'][1]:.2f}",
+                f"{med['compiled'][0]:,.0f}",
+                f"{med['compiled'][1]:.2f}",
+                f"{med['pure'][1] / med['compiled'][1]:.2f}x",
+            ]
+        )
+    print(f"channel machines, MTU {args.mtu}, median of {args.rounds} rounds (sender -> receiver -> acks -> sender)")
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
