@@ -32,10 +32,11 @@ R = Address(bytes.fromhex("020000000022"), 2, 0)
 def impls() -> dict[str, tuple[Any, Any]]:
     out: dict[str, tuple[Any, Any]] = {"pure": (channel.ChannelSender, channel_rx.ChannelReceiver)}
     try:
-        mod = importlib.import_module("pxproto.dime._channel")  # directly: both are measured, whatever is selected
+        # directly: both are measured, whatever is selected
+        tx, rx = (importlib.import_module(f"pxproto.dime.{m}") for m in ("_channel", "_channel_rx"))
     except ImportError as exc:
-        raise SystemExit(f"pxproto.dime._channel is not built ({exc}): python setup.py build_ext --inplace") from exc
-    out["compiled"] = (mod.ChannelSender, mod.ChannelReceiver)
+        raise SystemExit(f"the compiled channel is not built ({exc}): python setup.py build_ext --inplace") from exc
+    out["compiled"] = (tx.ChannelSender, rx.ChannelReceiver)
     return out
 
 

@@ -1,7 +1,7 @@
 """The two implementations of the data channel's machines, for tests that run against both.
 
-``pure``: :mod:`pxproto.dime.channel` / :mod:`pxproto.dime.channel_rx`; ``compiled``: ``pxproto.dime._channel``,
-imported directly (whatever ``PXPROTO_PURE`` says, so both are always compared where it is built). Without a
+``pure``: :mod:`pxproto.dime.channel` / :mod:`pxproto.dime.channel_rx`; ``compiled``: ``pxproto.dime._channel`` and
+``pxproto.dime._channel_rx``, imported directly (whatever ``PXPROTO_PURE`` says, so both are always compared where it is built). Without a
 build the compiled cases skip, unless ``PXPROTO_REQUIRE_COMPILED=1``, where they fail.
 """
 
@@ -20,18 +20,19 @@ from pxproto.dime.channel_rx import ChannelReceiver
 IMPLS = ("pure", "compiled")
 
 
-def compiled_module() -> ModuleType:
+def compiled_module(name: str) -> ModuleType:
     try:
-        return importlib.import_module("pxproto.dime._channel")
+        return importlib.import_module(name)
     except ImportError as exc:
         if os.environ.get("PXPROTO_REQUIRE_COMPILED") == "1":
             raise
-        pytest.skip(f"pxproto.dime._channel is not built ({exc})")
+        pytest.skip(f"{name} is not built ({exc})")
 
 
 def impl_classes(name: str) -> tuple[Any, Any]:
     """(ChannelSender, ChannelReceiver) of an implementation."""
     if name == "pure":
         return ChannelSender, ChannelReceiver
-    mod = compiled_module()
-    return mod.ChannelSender, mod.ChannelReceiver
+    tx = compiled_module("pxproto.dime._channel")
+    rx = compiled_module("pxproto.dime._channel_rx")
+    return tx.ChannelSender, rx.ChannelReceiver
