@@ -1,8 +1,8 @@
 """The two implementations of the data channel's machines, for tests that run against both.
 
-``pure``: :mod:`pxproto.dime.channel` / :mod:`pxproto.dime.channel_rx`; ``compiled``: ``pxproto.dime._channel`` and
-``pxproto.dime._channel_rx``, imported directly (whatever ``PXPROTO_PURE`` says, so both are always compared where it is built). Without a
-build the compiled cases skip, unless ``PXPROTO_REQUIRE_COMPILED=1``, where they fail.
+``pure``: :mod:`pxproto.dime.channel` / :mod:`pxproto.dime.channel_rx`; ``compiled``: ``pxproto.dime._channel``
+and ``pxproto.dime._channel_rx``, imported directly (whatever ``PXPROTO_PURE`` says, so both are always compared
+where they are built). Without a build the compiled cases skip, unless ``PXPROTO_REQUIRE_COMPILED=1``: they fail.
 """
 
 from __future__ import annotations

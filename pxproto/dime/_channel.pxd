@@ -7,7 +7,7 @@ receiver) cimports it from here.
 
 from libc.stdint cimport int64_t, uint32_t
 
-from pxproto.fastpath.wirec cimport PxAddr
+from pxproto.fastpath.wirec cimport PxAddr, PxView
 
 
 cdef inline int64_t sdiff(uint32_t a, uint32_t b) noexcept nogil:
@@ -25,6 +25,7 @@ cdef class _Ends:
     cdef double deadline  # when handle_timer is due (if has_deadline)
     cdef bint has_deadline
 
+    cdef bint view(self, bytes raw, PxView* v) except -1
     cdef object frame(self, object body)
     cdef object data(self, int channel, uint32_t msg_id, object payload, const char* p, Py_ssize_t n,
                      uint32_t msg_len, uint32_t off, int index, int count, uint32_t ack, int credit, int flags)

@@ -89,6 +89,13 @@ cdef class _Ends:
     cdef object _timer(self, double now, object out):
         return out
 
+    cdef bint view(self, bytes raw, PxView* v) except -1:
+        """Read a received DATA frame in C (true; a *_wire call under way), or false: not valid DATA."""
+        if px_view(<const unsigned char*>PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), v) or v.cls != PX_CLASS_DATA:
+            return False
+        self.wire = True
+        return True
+
     cdef object frame(self, object body):
         # frame_to(local, peer, body): the peer is never DIME_ALL (_check_peer), so the scope is DIME
         return Frame(body, _SCOPE_DIME, self.src_dime, self.src_thread, self.dst_dime, self.dst_thread, 0,
@@ -385,9 +392,8 @@ cdef class ChannelSender(_Ends):
         cdef PxView v
         if type(raw) is not bytes:
             raw = bytes(raw)
-        if px_view(<const unsigned char*>PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), &v) or v.cls != PX_CLASS_DATA:
+        if not self.view(raw, &v):
             return wire_output(self.receive(wire_frame(raw), now))  # the codec's error, or not DATA: not an ack
-        self.wire = True
         out = WireOutput()
         self._take(v.data_flags, v.channel, v.msg_id, v.ack, v.credit, now, out)
         out.timer = self.deadline if self.has_deadline else None

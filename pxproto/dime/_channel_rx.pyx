@@ -17,8 +17,7 @@ from libc.string cimport memcpy, memset
 
 from pxproto.dime._channel cimport _Ends, sdiff
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
-from pxproto.fastpath.wirec cimport PxView, px_view
-from pxproto.fastpath.wiregen cimport PX_CLASS_DATA
+from pxproto.fastpath.wirec cimport PxView
 
 from collections import Counter
 
@@ -32,6 +31,7 @@ from pxproto.dime.channel import (
     wire_frame,
     wire_output,
 )
+from pxproto.dime.channel_rx import check_limits
 from pxproto.dime.endpoint import Output
 from pxproto.wire.codes import DataFlag
 from pxproto.wire.frame import Data
@@ -91,11 +91,7 @@ cdef class ChannelReceiver(_Ends):
     def __init__(self, local, peer, int channel, *, window=64, max_buffer_bytes=8 << 20, max_message_bytes=None,
                  ack_every=1, ack_delay=0.002, first_msg_id=0):
         _Ends.__init__(self, local, peer)
-        max_message_bytes = max_buffer_bytes if max_message_bytes is None else max_message_bytes
-        if max_message_bytes > max_buffer_bytes:
-            raise ValueError("max_message_bytes cannot exceed max_buffer_bytes: the next message must always fit")
-        if not 0 <= window <= MAX_CREDIT or ack_every < 1:
-            raise ValueError(f"window must be 0..{MAX_CREDIT} and ack_every >= 1")
+        max_message_bytes = check_limits(window, ack_every, max_buffer_bytes, max_message_bytes)
         self.channel = channel
         self.window = window
         self.max_buffer_bytes = max_buffer_bytes
@@ -215,10 +211,9 @@ cdef class ChannelReceiver(_Ends):
         cdef PxView v
         if type(raw) is not bytes:
             raw = bytes(raw)
-        cdef const char* p = PyBytes_AS_STRING(raw)
-        if px_view(<const unsigned char*>p, PyBytes_GET_SIZE(raw), &v) or v.cls != PX_CLASS_DATA:
+        if not self.view(raw, &v):
             return wire_output(self.receive(wire_frame(raw), now))  # the codec's error, or not DATA
-        self.wire = True
+        cdef const char* p = PyBytes_AS_STRING(raw)
         out = WireOutput()
         if v.channel != self.channel:
             self.c_not_data += 1

@@ -40,6 +40,16 @@ class _InMessage:
     fin: bool = False
 
 
+def check_limits(window: int, ack_every: int, max_buffer_bytes: int, max_message_bytes: int | None) -> int:
+    """A receiver's window and budgets checked (ValueError says which); its max_message_bytes (None: the budget)."""
+    max_message_bytes = max_buffer_bytes if max_message_bytes is None else max_message_bytes
+    if max_message_bytes > max_buffer_bytes:
+        raise ValueError("max_message_bytes cannot exceed max_buffer_bytes: the next message must always fit")
+    if not 0 <= window <= MAX_CREDIT or ack_every < 1:
+        raise ValueError(f"window must be 0..{MAX_CREDIT} and ack_every >= 1")
+    return max_message_bytes
+
+
 class ChannelReceiver:
     """The receiving end of a data channel: reassembly, in-order delivery, acks and credit."""
 
@@ -57,11 +67,7 @@ class ChannelReceiver:
         first_msg_id: int = 0,
     ) -> None:
         _check_peer(peer)
-        max_message_bytes = max_buffer_bytes if max_message_bytes is None else max_message_bytes
-        if max_message_bytes > max_buffer_bytes:
-            raise ValueError("max_message_bytes cannot exceed max_buffer_bytes: the next message must always fit")
-        if not 0 <= window <= MAX_CREDIT or ack_every < 1:
-            raise ValueError(f"window must be 0..{MAX_CREDIT} and ack_every >= 1")
+        max_message_bytes = check_limits(window, ack_every, max_buffer_bytes, max_message_bytes)
         self.local = local
         self.peer = peer
         self.channel = channel
