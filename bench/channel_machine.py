@@ -4,10 +4,13 @@
 
 One process, no I/O, no loss: a :class:`ChannelSender` sends messages of each size to a
 :class:`ChannelReceiver` (credit 64, an ack per 32 fragments, as the node wires them); every
-frame and ack is handed straight to the other end (no codec: the machines alone).  For each
-implementation it prints fragments/s and microseconds per message (sender -> receiver -> ack ->
-sender, all included), the median of ``--rounds`` rounds, and the ratio compiled/pure.  Both
-implementations run interleaved round by round, so a busy machine slows both alike: compare ratios.
+frame and ack goes straight to the other end.  Four ways: ``pure`` and ``compiled`` hand Frame
+objects across (the machines alone); ``pure+codec`` also encodes and decodes each frame with the
+fast path's codec (what the node does per frame today); ``compiled wire`` uses the ``*_wire``
+methods (bytes in and out, read and built in C, no Frame).  It prints microseconds per message
+(sender -> receiver -> acks -> sender, all included) and fragments/s, the median of ``--rounds``
+rounds, and two ratios: compiled/pure, and compiled wire/pure+codec.  The four run interleaved
+round by round, so a busy machine slows all alike: compare ratios.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from _common import measure_installed, print_table  # bench/ is sys.path[0]
 
 measure_installed()
 
+from pxproto import fastpath  # noqa: E402
 from pxproto.dime import channel, channel_rx  # noqa: E402
 from pxproto.dime.endpoint import Address  # noqa: E402
 
@@ -40,12 +44,24 @@ def impls() -> dict[str, tuple[Any, Any]]:
     return out
 
 
-def one_round(classes: tuple[Any, Any], size: int, mtu: int, seconds: float) -> tuple[float, float]:
-    """(fragments per second, microseconds per message) of one round."""
+def one_round(classes: tuple[Any, Any], size: int, mtu: int, seconds: float, mode: str) -> tuple[float, float]:
+    """(fragments per second, microseconds per message) of one round.
+
+    ``mode``: ``frames`` (Frame objects handed across), ``codec`` (each frame encoded and decoded by the
+    fast path's codec, as the node does today), ``wire`` (the ``*_wire`` methods: bytes in and out)."""
     sender_cls, receiver_cls = classes
     tx = sender_cls(S, R, 7, mtu=mtu, initial_credit=64)
     rx = receiver_cls(R, S, 7, window=64, ack_every=32, ack_delay=0.002)
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    wire = mode == "wire"
+    send = tx.send_wire if wire else tx.send
+    rx_take = rx.receive_wire if wire else rx.receive
+    tx_take = tx.receive_wire if wire else tx.receive
+    rx_timer = rx.handle_timer_wire if wire else rx.handle_timer
+    if mode == "codec":
+        enc, dec = fastpath.encode, fastpath.decode
+    else:
+        enc = dec = _same
     now = 0.0
     msgs = frags = delivered = 0
     t0 = time.perf_counter()
@@ -53,20 +69,20 @@ def one_round(classes: tuple[Any, Any], size: int, mtu: int, seconds: float) -> 
     while True:
         for _ in range(16):
             now += 1e-5
-            _, out = tx.send(payload, now)
+            _, out = send(payload, now)
             pending = out.frames
             while pending:
                 acks = []
                 for f in pending:
                     frags += 1
-                    o = rx.receive(f, now)
+                    o = rx_take(dec(enc(f)), now)
                     acks += o.frames
                     delivered += len(o.events)
                 if rx.get_timer() is not None:
-                    acks += rx.handle_timer(rx.get_timer()).frames
+                    acks += rx_timer(rx.get_timer()).frames
                 pending = []
                 for a in acks:
-                    pending += tx.receive(a, now).frames
+                    pending += tx_take(dec(enc(a)), now).frames
             msgs += 1
         if time.perf_counter() >= deadline:
             break
@@ -74,6 +90,10 @@ def one_round(classes: tuple[Any, Any], size: int, mtu: int, seconds: float) -> 
     if delivered != msgs or tx.in_flight:
         raise SystemExit(f"{size} B: {delivered} of {msgs} messages delivered, {tx.in_flight} in flight")
     return frags / elapsed, elapsed / msgs * 1e6
+
+
+def _same(x: Any) -> Any:
+    return x
 
 
 def main() -> None:
@@ -85,26 +105,31 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     classes = impls()
-    rows = [["payload", "frags/msg", "pure frags/s", "pure us/msg", "compiled frags/s", "compiled us/msg", "speed-up"]]
+    runs = {  # (implementation, mode)
+        "pure": ("pure", "frames"),
+        "compiled": ("compiled", "frames"),
+        "pure+codec": ("pure", "codec"),
+        "compiled wire": ("compiled", "wire"),
+    }
+    head = ["payload", "frags/msg"] + [f"{r} us/msg" for r in runs] + ["compiled/pure", "wire/pure+codec"]
+    rows = [head]
     for size in sizes:
-        got: dict[str, list[tuple[float, float]]] = {name: [] for name in classes}
+        got: dict[str, list[tuple[float, float]]] = {r: [] for r in runs}
         for _ in range(args.rounds):
-            for name, cls in classes.items():
-                got[name].append(one_round(cls, size, args.mtu, args.seconds))
-        med = {n: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for n, v in got.items()}
+            for r, (impl, mode) in runs.items():
+                got[r].append(one_round(classes[impl], size, args.mtu, args.seconds, mode))
+        us = {r: statistics.median(x[1] for x in v) for r, v in got.items()}
+        fps = {r: statistics.median(x[0] for x in v) for r, v in got.items()}
         per = channel.fragment_count(size, channel.fragment_size(args.mtu))
         rows.append(
-            [
-                f"{size} B",
-                str(per),
-                f"{med['pure'][0]:,.0f}",
-                f"{med['pure'][1]:.2f}",
-                f"{med['compiled'][0]:,.0f}",
-                f"{med['compiled'][1]:.2f}",
-                f"{med['pure'][1] / med['compiled'][1]:.2f}x",
-            ]
+            [f"{size} B", str(per)]
+            + [f"{us[r]:.2f} ({fps[r] / 1000:,.0f}k fr/s)" for r in runs]
+            + [f"{us['pure'] / us['compiled']:.2f}x", f"{us['pure+codec'] / us['compiled wire']:.2f}x"]
         )
-    print(f"channel machines, MTU {args.mtu}, median of {args.rounds} rounds (sender -> receiver -> acks -> sender)")
+    print(
+        f"channel machines, MTU {args.mtu}, median of {args.rounds} rounds (sender -> receiver -> acks -> sender); "
+        "us per message (fragments/s)"
+    )
     print_table(rows)
 
 
