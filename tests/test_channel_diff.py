@@ -354,3 +354,13 @@ def test_bogus_acks_give_the_same_counters() -> None:
     counters = tx.pure.counters
     for reason in ("acks", "bad_ack", "stale_ack", "sent"):
         assert counters[reason] > 0, (reason, counters)
+
+
+def test_the_node_gets_the_compiled_machines_when_they_are_required() -> None:
+    """Under PXPROTO_REQUIRE_COMPILED=1 (CI) the selection (pxproto.dime.fastchannel) is the compiled pair."""
+    if os.environ.get("PXPROTO_REQUIRE_COMPILED") != "1" or os.environ.get("PXPROTO_PURE") == "1":
+        pytest.skip("PXPROTO_REQUIRE_COMPILED is not 1")
+    from pxproto.dime import fastchannel
+
+    assert fastchannel.COMPILED
+    assert (fastchannel.ChannelSender, fastchannel.ChannelReceiver) == impl_classes("compiled")
