@@ -28,12 +28,23 @@ from pxproto.wire import spec
 from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import DataFlag
 from pxproto.wire.frame import Auth, Data, Frame
+from tests.channel_impls import IMPLS, impl_classes
 
 MAC_S = bytes.fromhex("020000000011")
 MAC_R = bytes.fromhex("020000000022")
 S = Address(MAC_S, 1, 3)
 R = Address(MAC_R, 2, 4)
 CH = 7
+
+
+@pytest.fixture(autouse=True, scope="module", params=IMPLS)
+def impl(request: pytest.FixtureRequest) -> object:
+    """Every test here runs against the pure machines and the compiled ones (the names below are rebound)."""
+    global ChannelSender, ChannelReceiver
+    saved = ChannelSender, ChannelReceiver
+    ChannelSender, ChannelReceiver = impl_classes(request.param)  # type: ignore[misc]
+    yield request.param
+    ChannelSender, ChannelReceiver = saved  # type: ignore[misc]
 
 
 def blob(n: int, seed: int = 0) -> bytes:
@@ -99,7 +110,7 @@ def channel(
 
 
 def send(net: SimNet, tx: ChannelSender, audit: CreditAudit, payload: bytes, fin: bool = False) -> int:
-    msg_id = tx._next_msg_id
+    msg_id = tx.next_msg_id
     audit.queued(msg_id, max(1, -(-len(payload) // tx.frag_size)))
     got, out = tx.send(payload, net.now, fin=fin)
     assert got == msg_id

@@ -32,6 +32,7 @@ from pxproto.switch.fdb import PyFdb
 from pxproto.dump import accel
 from pxproto.orch import driver
 from pxproto.fastpath import select
+from pxproto.dime import channel, fastchannel
 
 def say(name, compiled):
     print(f"{name}={'compiled' if compiled else 'pure'}")
@@ -43,8 +44,9 @@ say("fdb", not isinstance(core.new_fdb(16, 1.0), PyFdb))
 say("afpacket", select.compiled("pxproto.switch._afpacket") is not None)
 say("accel", accel.compiled())
 say("orch.driver", driver.decode is not codec.decode)
+say("channel", fastchannel.COMPILED and fastchannel.ChannelSender is not channel.ChannelSender)
 """
-NAMES = ("fastpath", "fastrx", "beat", "fdb", "afpacket", "accel", "orch.driver")
+NAMES = ("fastpath", "fastrx", "beat", "fdb", "afpacket", "accel", "orch.driver", "channel")
 
 
 def _run(code: str, cwd: Path = ROOT, pythonpath: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:

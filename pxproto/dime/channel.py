@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pxproto.dime.endpoint import Address, Event, Output, frame_to
 from pxproto.wire import spec
+from pxproto.wire.codec import decode, encode
 from pxproto.wire.codes import DIME_ALL, DataFlag
 from pxproto.wire.frame import Data, Frame
 
@@ -36,6 +37,7 @@ __all__ = [  # the receiving end lives in pxproto.dime.channel_rx
     "MessageReceived",
     "ReassemblyOverflow",
     "RtoEstimator",
+    "WireOutput",
     "fragment",
     "fragment_count",
     "fragment_size",
@@ -167,6 +169,37 @@ class ChannelBroken(Event):
     """Ids of the messages it may not have (see :meth:`ChannelSender.unacked`)."""
 
 
+# ---------------------------------------------------------------------- wire form
+
+
+@dataclass(slots=True)
+class WireOutput:
+    """What a ``*_wire`` call gives back: an :class:`Output` whose frames are already encoded.
+
+    Both ends take and give encoded frames through their ``*_wire`` methods (``send_wire``,
+    ``receive_wire``, ``handle_timer_wire``): the same frames as the Frame methods, as the codec
+    encodes them, so a driver that sends and receives bytes builds no Frame.  The compiled machines
+    (``pxproto.dime._channel``) build and read these bytes in C; the twins go through the codec.
+    """
+
+    frames: list[bytes] = field(default_factory=list)
+    """Encoded frames to send, in order."""
+    events: list[Event] = field(default_factory=list)
+    """What happened, in order."""
+    timer: float | None = None
+    """When to call ``handle_timer`` (or ``handle_timer_wire``) next, or None."""
+
+
+def wire_output(out: Output) -> WireOutput:
+    """An :class:`Output` with its frames encoded."""
+    return WireOutput([encode(f) for f in out.frames], out.events, out.timer)
+
+
+def wire_frame(raw: bytes) -> Frame:
+    """A received frame, decoded (ProtocolError, from the reference codec, when it is not one)."""
+    return decode(raw)
+
+
 # ---------------------------------------------------------------------- sender
 
 
@@ -249,6 +282,11 @@ class ChannelSender:
 
     # -- queries
     @property
+    def next_msg_id(self) -> int:
+        """The id the next message sent will get."""
+        return self._next_msg_id
+
+    @property
     def in_flight(self) -> int:
         """Fragments sent and not yet acknowledged."""
         return self._nxt - self._una
@@ -287,6 +325,19 @@ class ChannelSender:
         self._pump(now, out)
         out.timer = self.get_timer()
         return msg_id, out
+
+    def send_wire(self, payload: bytes, now: float, *, fin: bool = False) -> tuple[int, WireOutput]:
+        """:meth:`send`, its frames encoded."""
+        msg_id, out = self.send(payload, now, fin=fin)
+        return msg_id, wire_output(out)
+
+    def receive_wire(self, raw: bytes, now: float) -> WireOutput:
+        """:meth:`receive` of an encoded frame (ProtocolError when it does not decode), its frames encoded."""
+        return wire_output(self.receive(wire_frame(raw), now))
+
+    def handle_timer_wire(self, now: float) -> WireOutput:
+        """:meth:`handle_timer`, its frames encoded."""
+        return wire_output(self.handle_timer(now))
 
     def close(self, now: float) -> tuple[int, Output]:
         """Send an empty message marked FIN: the receiver sees the end of the stream."""

@@ -11,13 +11,17 @@ from dataclasses import dataclass, field
 
 from pxproto.dime.channel import (
     MAX_CREDIT,
+    MAX_FRAGMENTS,
     MSG_ID_SPACE,
     MessageDropped,
     MessageReceived,
     ReassemblyOverflow,
+    WireOutput,
     _ack_body,
     _check_peer,
     serial_diff,
+    wire_frame,
+    wire_output,
 )
 from pxproto.dime.endpoint import Address, Event, Output, frame_to
 from pxproto.wire.codes import DataFlag
@@ -34,6 +38,16 @@ class _InMessage:
     size: int = 0
     drop_reason: str | None = None
     fin: bool = False
+
+
+def check_limits(window: int, ack_every: int, max_buffer_bytes: int, max_message_bytes: int | None) -> int:
+    """A receiver's window and budgets checked (ValueError says which); its max_message_bytes (None: the budget)."""
+    max_message_bytes = max_buffer_bytes if max_message_bytes is None else max_message_bytes
+    if max_message_bytes > max_buffer_bytes:
+        raise ValueError("max_message_bytes cannot exceed max_buffer_bytes: the next message must always fit")
+    if not 0 <= window <= MAX_CREDIT or ack_every < 1:
+        raise ValueError(f"window must be 0..{MAX_CREDIT} and ack_every >= 1")
+    return max_message_bytes
 
 
 class ChannelReceiver:
@@ -53,11 +67,7 @@ class ChannelReceiver:
         first_msg_id: int = 0,
     ) -> None:
         _check_peer(peer)
-        max_message_bytes = max_buffer_bytes if max_message_bytes is None else max_message_bytes
-        if max_message_bytes > max_buffer_bytes:
-            raise ValueError("max_message_bytes cannot exceed max_buffer_bytes: the next message must always fit")
-        if not 0 <= window <= MAX_CREDIT or ack_every < 1:
-            raise ValueError(f"window must be 0..{MAX_CREDIT} and ack_every >= 1")
+        max_message_bytes = check_limits(window, ack_every, max_buffer_bytes, max_message_bytes)
         self.local = local
         self.peer = peer
         self.channel = channel
@@ -120,6 +130,14 @@ class ChannelReceiver:
         out.timer = self.get_timer()
         return out
 
+    def receive_wire(self, raw: bytes, now: float) -> WireOutput:
+        """:meth:`receive` of an encoded frame (ProtocolError when it does not decode), its frames encoded."""
+        return wire_output(self.receive(wire_frame(raw), now))
+
+    def handle_timer_wire(self, now: float) -> WireOutput:
+        """:meth:`handle_timer`, its frames encoded."""
+        return wire_output(self.handle_timer(now))
+
     def _ahead(self, msg_id: int, index: int) -> int:
         """A lower bound on how many fragments separate this one from the next one needed."""
         d = serial_diff(msg_id, self._next_msg)
@@ -134,6 +152,15 @@ class ChannelReceiver:
 
     def _on_fragment(self, body: Data, now: float, out: Output) -> None:
         self.counters["fragments"] += 1
+        if (
+            body.frag_index >= body.frag_count
+            or body.frag_offset + len(body.payload) > body.msg_len
+            or not 0 <= body.msg_id < MSG_ID_SPACE
+            or body.frag_count > MAX_FRAGMENTS
+            or body.msg_len >= 1 << 32
+        ):
+            self.counters["malformed"] += 1  # nothing the codec lets through: a Data built by hand
+            return
         d = serial_diff(body.msg_id, self._next_msg)
         if d < 0 or (d == 0 and body.frag_index < self._next_frag):
             self.counters["duplicates"] += 1

@@ -12,9 +12,9 @@ import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
-from pxproto.dime.channel import ChannelSender, MessageReceived
-from pxproto.dime.channel_rx import ChannelReceiver
+from pxproto.dime.channel import MessageReceived
 from pxproto.dime.endpoint import Address
+from pxproto.dime.fastchannel import ChannelReceiver, ChannelSender  # compiled when built, else the twins
 from pxproto.node import mice
 from pxproto.node.flow import LOW_BITS, LOW_MASK, Flow, Output, Upstream
 from pxproto.node.flow import loops as _loops
