@@ -65,6 +65,8 @@ cdef class FastLoop:
     cdef void* ring[MAXPORTS]         # borrowed PacketRing pointers; ``rings`` holds the references
     cdef dict rings
     cdef void* txr[MAXPORTS]          # borrowed TxRing pointers; ``rings`` holds the references too
+    cdef unsigned char dst[MAXPORTS][28]  # sendmmsg's destination (a steered UDP port's unconnected sockets)
+    cdef unsigned int dstlen[MAXPORTS]
     cdef bint up[MAXPORTS]
     cdef bint backlog[MAXPORTS]
     cdef bint others_up        # a non-AF_PACKET port is up: floods go through Python
@@ -142,7 +144,15 @@ cdef class FastLoop:
         self.ring[pid] = <void*>ring if ring is not None else NULL
         self.txr[pid] = <void*>tx if tx is not None else NULL
         self.up[pid] = True
+        self.dstlen[pid] = 0
         self.set_name(pid, name)
+
+    def set_dest(self, int pid, bytes sockaddr):
+        """Send ``pid``'s frames to this raw sockaddr (its sockets are not connected); empty: connected."""
+        if not 0 <= pid < MAXPORTS or len(sockaddr) > 28:
+            raise ValueError(f"port id {pid}, sockaddr of {len(sockaddr)} bytes: out of range")
+        memcpy(self.dst[pid], <const unsigned char*>sockaddr, len(sockaddr))
+        self.dstlen[pid] = len(sockaddr)
 
     def set_name(self, int pid, str name):
         """The port's name, for the mirror's comments (route() mirrors what Python reads)."""
@@ -555,6 +565,9 @@ cdef class FastLoop:
         for i in range(first, k):
             s = slots[i]
             hdr[i].msg_hdr.msg_iov = &iov[2 * i]
+            if self.dstlen[p]:
+                hdr[i].msg_hdr.msg_name = self.dst[p]
+                hdr[i].msg_hdr.msg_namelen = self.dstlen[p]
             if vnet:  # the header the frame came with (the kernel cuts and checksums on the way out), or none
                 iov[2 * i].iov_base = self.batch.vh[s] if self.batch.vh[s] != NULL else self.zero_vh
                 iov[2 * i].iov_len = VNET
