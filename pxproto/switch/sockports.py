@@ -51,7 +51,10 @@ class UdpPort(DatagramPort):
     kind = "udp"
 
     BUF = 4 << 20
-    """Receive and send buffer of each socket."""
+    """Receive and send buffer of the (data) socket."""
+
+    CTRL_BUF = 4 << 20
+    """Receive and send buffer of the control socket of a port with a remote: its own room, which data never fills."""
 
     def __init__(self, name: str, local: str, remote: str | None = None) -> None:
         super().__init__(name)
@@ -79,14 +82,14 @@ class UdpPort(DatagramPort):
             self.sock, self.ctrl, self._lock = udpsteer.open_pair(laddr, fixed, control_ethertypes())
             self.dest = udpsteer.sockaddr(fixed, fam)
             self._batch = select.compiled("pxproto.switch._afpacket")
-        for s in (self.sock, self.ctrl):
+        for s, size in ((self.sock, self.BUF), (self.ctrl, self.CTRL_BUF)):
             if s is None:
                 continue
             for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
                 try:  # room for a burst
-                    s.setsockopt(socket.SOL_SOCKET, force, self.BUF)  # SO_*BUFFORCE: root may pass rmem_max
+                    s.setsockopt(socket.SOL_SOCKET, force, size)  # SO_*BUFFORCE: root may pass rmem_max
                 except OSError:
-                    s.setsockopt(socket.SOL_SOCKET, opt, self.BUF)
+                    s.setsockopt(socket.SOL_SOCKET, opt, size)
 
     def filenos(self) -> tuple[int, ...]:
         return (self.sock.fileno(),) if self.ctrl is None else (self.sock.fileno(), self.ctrl.fileno())
