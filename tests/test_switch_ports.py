@@ -392,24 +392,34 @@ def test_stream_frames_decided_in_the_compiled_loop_match_the_core(tmp_path: Pat
     assert sorted(fast[2]) == sorted(ref[2])
 
 
+@pytest.mark.parametrize("fixed", [True, False], ids=["remote", "learned-remote"])
 def test_a_udp_port_loses_no_control_frame_under_data_saturation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixed: bool
 ) -> None:
     """While the switch does not run, the peer sends data far past what the socket buffer holds, with a control
     frame in every ten: the kernel drops data, but steers every control frame to the port's control socket
-    (a one-socket port lost control frames with the data here)."""
+    (a one-socket port lost control frames with the data here).  With a remote the compiled loop reads the port,
+    without one Python does."""
     from pxproto.switch.sockports import UdpPort
 
     monkeypatch.setattr(UdpPort, "BUF", 1 << 18)
     peers = [UdpPeer() for _ in range(2)]
     peers[1].sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 23)
-    specs = [PortSpec(f"u{i}", "udp", (("local", "127.0.0.1:0"), ("remote", p.addr))) for i, p in enumerate(peers)]
+    specs = [
+        PortSpec(f"u{i}", "udp", (("local", "127.0.0.1:0"),) + ((("remote", p.addr),) if fixed else ()))
+        for i, p in enumerate(peers)
+    ]
     d = Daemon(SwitchConfig(SwitchPolicy(), specs, control=str(tmp_path / "c.sock")))
     try:
         for pid, p in zip(sorted(d.ports), peers, strict=True):
             p.switch = d.ports[pid].address  # type: ignore[attr-defined]
+        peers[0].send(heartbeat(mac(1), dime=2))  # u0 learns its peer (without a remote)
+        for _ in range(10):
+            d.step(0.01)
         peers[1].send(heartbeat(mac(2), dime=1))  # mac 2 is behind u1
         spin(d, lambda: len(peers[0].poll()) == 1)
+        peers[1].poll()
+        peers[1].got.clear()
         ctrl, n_data = [], 0
         for i in range(20000):  # the switch does not turn: about 80 times what the data socket's buffer holds
             if i % 10 == 0:

@@ -178,7 +178,7 @@ class Daemon:
                 self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name, port.tx)
                 vnet = port.vnet
             elif isinstance(port, UdpPort):  # a UDP port with a fixed remote: data and steered control sockets
-                self.fast.set_port(pid, port.sock.fileno(), port.ctrl.fileno() if port.ctrl else -1, None, spec.name)
+                self.fast.set_port(pid, port.sock.fileno(), port.ctrl.fileno(), None, spec.name)
                 self.fast.set_dest(pid, port.dest)
         if self.fast is not None and pid < FAST_PORTS:  # (the compiled loop also decides what Python reads)
             self.fast.set_limits(pid, self.core.ports[pid].mtu + ETH_OVERHEAD, vnet)

@@ -54,37 +54,25 @@ class UdpPort(DatagramPort):
     """Receive and send buffer of the (data) socket."""
 
     CTRL_BUF = 4 << 20
-    """Receive and send buffer of the control socket of a port with a remote: its own room, which data never fills."""
+    """Receive and send buffer of the control socket: its own room, which data never fills."""
 
     def __init__(self, name: str, local: str, remote: str | None = None) -> None:
         super().__init__(name)
         laddr = _addr(local)
         fam = socket.AF_INET6 if ":" in laddr[0] else socket.AF_INET
-        self.ctrl: socket.socket | None = None
-        """With a fixed remote: the socket the kernel steers control frames to (pxproto.switch.udpsteer)."""
-        self._lock = -1
         fixed: tuple[str, int] | None = udpsteer.resolve(_addr(remote), fam) if remote else None
         self.remote: Any = fixed
         self._fixed_remote = remote is not None
         self._batch: Any = None
-        if fixed is None:
-            self.sock = socket.socket(fam, socket.SOCK_DGRAM)
-            # No SO_REUSEADDR: a UDP port another process holds is an error, not a silent takeover.
-            try:
-                self.sock.bind(laddr)
-            except OSError:
-                self.sock.close()
-                raise
-            self.sock.setblocking(False)
-        else:
-            # Two sockets, control frames steered to their own in the kernel; the compiled layer moves up to 64
-            # datagrams per recvmmsg/sendmmsg, the kernel drops other senders.
-            self.sock, self.ctrl, self._lock = udpsteer.open_pair(laddr, fixed, control_ethertypes())
+        # Two sockets, control frames steered to their own in the kernel (no SO_REUSEADDR: a UDP port another
+        # process holds is an error, not a silent takeover).
+        self.sock, ctrl, self._lock = udpsteer.open_pair(laddr, fixed, control_ethertypes())
+        self.ctrl = ctrl
+        if fixed is not None:
+            # The compiled layer moves up to 64 datagrams per recvmmsg/sendmmsg, the kernel drops other senders.
             self.dest = udpsteer.sockaddr(fixed, fam)
             self._batch = select.compiled("pxproto.switch._afpacket")
         for s, size in ((self.sock, self.BUF), (self.ctrl, self.CTRL_BUF)):
-            if s is None:
-                continue
             for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
                 try:  # room for a burst
                     s.setsockopt(socket.SOL_SOCKET, force, size)  # SO_*BUFFORCE: root may pass rmem_max
@@ -92,12 +80,11 @@ class UdpPort(DatagramPort):
                     s.setsockopt(socket.SOL_SOCKET, opt, size)
 
     def filenos(self) -> tuple[int, ...]:
-        return (self.sock.fileno(),) if self.ctrl is None else (self.sock.fileno(), self.ctrl.fileno())
+        return (self.sock.fileno(), self.ctrl.fileno())
 
     def close(self) -> None:
-        for s in (self.sock, self.ctrl):
-            if s is not None:
-                s.close()
+        self.sock.close()
+        self.ctrl.close()
         if self._lock >= 0:
             os.close(self._lock)
             self._lock = -1
@@ -114,7 +101,7 @@ class UdpPort(DatagramPort):
     def recv_batch(self, max_n: int = 64) -> list[bytes]:
         if self._batch is not None:
             try:
-                ctrl = self._batch.recv_batch(self.ctrl.fileno(), max_n) if self.ctrl is not None else []
+                ctrl = self._batch.recv_batch(self.ctrl.fileno(), max_n)
                 return ctrl + self._batch.recv_batch(self.sock.fileno(), max_n)  # type: ignore[no-any-return]
             except ConnectionRefusedError:  # an ICMP error for an earlier send
                 self.count("icmp_refused")
@@ -125,8 +112,7 @@ class UdpPort(DatagramPort):
                 self.count(f"recv_{errno.errorcode.get(exc.errno or 0, 'error').lower()}")
                 return []
         out = []
-        pairs = self._recv(max_n, self.ctrl) if self.ctrl is not None else []
-        for data, addr in pairs + self._recv(max_n):
+        for data, addr in self._recv(max_n, self.ctrl) + self._recv(max_n):
             if self._fixed_remote and addr[:2] != self.remote[:2]:
                 self.count("foreign_sender")
                 continue

@@ -8,6 +8,7 @@ the UDP payload, i.e. the Ethernet frame, at offset 0) sends the control
 EtherTypes (signaling, discovery, heartbeat, also behind one 802.1Q tag) to
 the second socket, so data saturation fills only the first one's buffer.
 
+A port without a fixed remote gets the same pair, without the sender filter.
 The sockets stay unconnected (the kernel gives a connected socket every
 datagram before any reuseport program runs): a socket filter on both drops
 datagrams from any address but the remote, as ``connect`` did, and frames go
@@ -108,9 +109,10 @@ def lock_address(host: str, port: int) -> int:
 
 
 def open_pair(
-    laddr: tuple[str, int], remote: tuple[str, int], control: tuple[int, ...]
+    laddr: tuple[str, int], remote: tuple[str, int] | None, control: tuple[int, ...]
 ) -> tuple[socket.socket, socket.socket, int]:
-    """(data socket, control socket, lock fd) bound to ``laddr`` in one closed reuseport group."""
+    """(data socket, control socket, lock fd) bound to ``laddr`` in one closed reuseport group; with a ``remote``,
+    both take only its datagrams."""
     fam = socket.AF_INET6 if ":" in laddr[0] else socket.AF_INET
     probe = socket.socket(fam, socket.SOCK_DGRAM)
     socks: list[socket.socket] = []
@@ -124,7 +126,8 @@ def open_pair(
             s = socket.socket(fam, socket.SOCK_DGRAM)
             socks.append(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            attach(s, SO_ATTACH_FILTER, sender_program(remote, fam))
+            if remote is not None:
+                attach(s, SO_ATTACH_FILTER, sender_program(remote, fam))
             s.bind(bound)
             s.setblocking(False)
         attach(socks[0], SO_ATTACH_REUSEPORT_CBPF, steer_program(control))
