@@ -18,7 +18,7 @@ from pxproto.link import VIRTUAL_MTU
 from pxproto.switch.config import PortSpec, SwitchConfig
 from pxproto.switch.core import SwitchPolicy
 from pxproto.switch.daemon import Daemon, query
-from pxproto.switch.frames import data, heartbeat, mac, signaling
+from pxproto.switch.frames import data, heartbeat, mac, saturation, signaling
 
 
 def spin(d: Daemon, until: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -422,11 +422,10 @@ def test_a_udp_port_loses_no_control_frame_under_data_saturation(
         peers[1].got.clear()
         ctrl, n_data = [], 0
         for i in range(20000):  # the switch does not turn: about 80 times what the data socket's buffer holds
-            if i % 10 == 0:
-                f = signaling(mac(2), mac(1), dst_dime=1, seq=i) if i % 20 else heartbeat(mac(1), dime=2, seq=i)
+            f, is_ctrl = saturation(i)
+            if is_ctrl:
                 ctrl.append(f)
             else:
-                f = data(mac(2), mac(1), dst_dime=1, seq=i)
                 n_data += 1
             peers[0].send(f)
         spin(d, lambda: sum(f in ctrl for f in peers[1].poll()) == len(ctrl))

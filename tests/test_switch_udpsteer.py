@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from pxproto.switch.frames import data, heartbeat, mac, signaling
+from pxproto.switch.frames import heartbeat, mac, saturation
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -48,11 +48,10 @@ def test_a_stopped_switch_loses_no_control_frame_of_a_saturated_udp_port(tmp_pat
         try:
             t0 = time.monotonic()
             for i in range(60000):  # far past what the data socket's buffer (4 MiB) holds
-                if i % 10 == 0:
-                    f = signaling(mac(2), mac(1), dst_dime=1, seq=i) if i % 20 else heartbeat(mac(1), dime=2, seq=i)
+                f, is_ctrl = saturation(i)
+                if is_ctrl:
                     ctrl.add(f)
                 else:
-                    f = data(mac(2), mac(1), dst_dime=1, seq=i)
                     n_data += 1
                 p0.sendto(f, ("127.0.0.1", s0))
             time.sleep(max(0.0, 0.05 - (time.monotonic() - t0)))
