@@ -163,5 +163,6 @@ def test_the_steering_lock_refuses_a_second_holder() -> None:
         with pytest.raises(OSError, match="another pxswitch"):
             udpsteer.lock_address("127.0.0.1", 1)
     finally:
-        os.close(fd)
-    os.close(udpsteer.lock_address("127.0.0.1", 1))  # free again once the holder closed it
+        udpsteer.unlock_address("127.0.0.1", 1, fd)
+    assert not os.path.exists(udpsteer.lock_path("127.0.0.1", 1))
+    udpsteer.unlock_address("127.0.0.1", 1, udpsteer.lock_address("127.0.0.1", 1))  # free again

@@ -292,7 +292,6 @@ class Daemon:
                     p["tx"] += tx
                     p["tx_bytes"] += txb
                     p["tx_queue_drop"] += drop
-                    p["rx_shed"] = self.fast.shed(pid)
                     for name, a, b in zip(CLASS_NAMES, rxc, txc, strict=True):
                         p["rx_class"][name] += a
                         p["tx_class"][name] += b

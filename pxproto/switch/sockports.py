@@ -83,10 +83,11 @@ class UdpPort(DatagramPort):
         return (self.sock.fileno(), self.ctrl.fileno())
 
     def close(self) -> None:
+        host, port = self.address if self._lock >= 0 else ("", 0)
         self.sock.close()
         self.ctrl.close()
         if self._lock >= 0:
-            os.close(self._lock)
+            udpsteer.unlock_address(host, port, self._lock)
             self._lock = -1
 
     @property

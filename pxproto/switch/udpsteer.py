@@ -96,9 +96,22 @@ def lock_dir() -> str:
     return runtime if runtime and os.path.isdir(runtime) else tempfile.gettempdir()
 
 
+def lock_path(host: str, port: int) -> str:
+    return os.path.join(lock_dir(), f"pxswitch-{os.getuid()}-udp-{host}-{port}.lock")
+
+
+def unlock_address(host: str, port: int, fd: int) -> None:
+    """Remove the lock file (while still holding it: a newcomer that opened it before fails its LOCK_NB), close."""
+    try:
+        os.unlink(lock_path(host, port))
+    except OSError:
+        pass
+    os.close(fd)
+
+
 def lock_address(host: str, port: int) -> int:
     """Hold the lock file of a local UDP address; OSError (address in use) if another pxswitch holds it."""
-    path = os.path.join(lock_dir(), f"pxswitch-{os.getuid()}-udp-{host}-{port}.lock")
+    path = lock_path(host, port)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -136,7 +149,7 @@ def open_pair(
         for s in socks:
             s.close()
         if lock >= 0:
-            os.close(lock)
+            unlock_address(str(bound[0]), int(bound[1]), lock)
         raise
     return socks[0], socks[1], lock
 
