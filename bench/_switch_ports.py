@@ -3,7 +3,7 @@
 In the switch's namespace, a sender process pushes 60-byte DATA frames, with a heartbeat as one
 in every 256, into one port as fast as it can, and a receiver process counts what comes out of the
 other, for ``seconds`` (heartbeats lost under that saturation are counted apart; on UDP, the datagrams the
-switch's ingress socket dropped, from /proc/net/udp):
+switch's ingress sockets dropped, from /proc/net/udp):
 
 - ``bridge-tap``: the Linux bridge between two tap devices (the sender writes frames into one tap's
   file descriptor, the receiver reads the other's: what QEMU guests on a bridge do);
@@ -152,7 +152,7 @@ def run(mode: str, seconds: float, sh: Callable[..., str], ns: str, cpus: dict[s
         cpu = cpu_seconds(sw) - cpu0
         drops = udp_drops(sh(f"ip netns exec {ns} cat /proc/net/udp")) if kind == "udp" else {}
         return {
-            "sw_drops": drops.get(47100, float("nan")),  # the switch's ingress port socket: overflowed, any class
+            "sw_drops": drops.get(47100, float("nan")),  # the ingress port's data + control sockets overflowed
             "sent_fps": tx / seconds,
             "fps": rx / seconds,
             "cpu_ns": cpu * 1e9 / rx if sw and rx else float("nan"),

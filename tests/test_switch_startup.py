@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,54 @@ def test_help_documents_every_port_type_and_key(capsys: pytest.CaptureFixture[st
         for key in options:
             assert key in text, (kind, key)
     assert "-netdev dgram" in text and "-netdev stream" in text and "other" in text
+
+
+def test_a_second_switch_on_the_same_udp_address_is_refused(tmp_path: Path) -> None:
+    """A UDP port with a remote binds two sockets with SO_REUSEPORT (control steered to its own): a second
+    pxswitch on that address is still refused with one line, and a same-user socket that joins the group with
+    SO_REUSEPORT gets nothing (the steering program picks only the port's two sockets)."""
+    from pxproto.switch.frames import data, heartbeat, mac
+    from pxproto.switch.sockports import UdpPort
+
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    remote = f"127.0.0.1:{peer.getsockname()[1]}"
+    first = UdpPort("u", "127.0.0.1:0", remote)
+    intruder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        host, port = first.address
+        r = _run(tmp_path, f"udp:name=u,local={host}:{port},remote={remote}")
+        assert r.returncode == 1 and "address already in use" in r.stderr.lower(), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        intruder.bind((host, port))
+        intruder.setblocking(False)
+        frames = [heartbeat(mac(1), seq=i) if i % 2 else data(mac(2), mac(1), seq=i) for i in range(40)]
+        for f in frames:
+            peer.sendto(f, (host, port))
+        got: list[bytes] = []
+        for _ in range(100):
+            got += first.recv_batch()
+            if len(got) == len(frames):
+                break
+            time.sleep(0.01)
+        assert sorted(got) == sorted(frames)
+        with pytest.raises(BlockingIOError):
+            intruder.recv(2000)
+    finally:
+        first.close()
+        intruder.close()
+        peer.close()
+
+
+def test_the_steering_lock_refuses_a_second_holder() -> None:
+    from pxproto.switch import udpsteer
+
+    fd = udpsteer.lock_address("127.0.0.1", 1)
+    try:
+        with pytest.raises(OSError, match="another pxswitch"):
+            udpsteer.lock_address("127.0.0.1", 1)
+    finally:
+        udpsteer.unlock_address("127.0.0.1", 1, fd)
+    assert not os.path.exists(udpsteer.lock_path("127.0.0.1", 1))
+    udpsteer.unlock_address("127.0.0.1", 1, udpsteer.lock_address("127.0.0.1", 1))  # free again

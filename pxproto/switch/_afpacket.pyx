@@ -32,7 +32,7 @@ from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 from pxproto.fastpath.wirec cimport px_error_field
 from pxproto.fastpath.wiregen cimport *
 from pxproto.switch._classify cimport V_FULL, V_HEADER, V_NONE, classify
-from pxproto.switch._cutil cimport behind, epb, is_control, mac48, u16, wall_ns
+from pxproto.switch._cutil cimport epb, is_control, mac48, u16, wall_ns
 from pxproto.switch._fdb cimport Fdb
 from pxproto.fastpath.tpacket cimport (
     CLOCK_MONOTONIC, MSG_DONTWAIT, POLLIN, clock_gettime, iovec, mmsghdr, poll, pollfd, sendmmsg,
@@ -65,6 +65,8 @@ cdef class FastLoop:
     cdef void* ring[MAXPORTS]         # borrowed PacketRing pointers; ``rings`` holds the references
     cdef dict rings
     cdef void* txr[MAXPORTS]          # borrowed TxRing pointers; ``rings`` holds the references too
+    cdef unsigned char dst[MAXPORTS][28]  # sendmmsg's destination (a steered UDP port's unconnected sockets)
+    cdef unsigned int dstlen[MAXPORTS]
     cdef bint up[MAXPORTS]
     cdef bint backlog[MAXPORTS]
     cdef bint others_up        # a non-AF_PACKET port is up: floods go through Python
@@ -80,8 +82,6 @@ cdef class FastLoop:
     cdef long long tx_bytes[MAXPORTS]
     cdef long long tx_drop[MAXPORTS]
     cdef long long rx_malformed[MAXPORTS]
-    cdef long long rx_shed[MAXPORTS]   # data frames dropped unread by a one-socket port that fell behind
-    cdef bint shed_last[MAXPORTS]      # the port's last batch was shed
     cdef long long rx_class[MAXPORTS][NCLASS]
     cdef long long tx_class[MAXPORTS][NCLASS]
     cdef long long malformed[PX_ERR_COUNT]
@@ -142,7 +142,15 @@ cdef class FastLoop:
         self.ring[pid] = <void*>ring if ring is not None else NULL
         self.txr[pid] = <void*>tx if tx is not None else NULL
         self.up[pid] = True
+        self.dstlen[pid] = 0
         self.set_name(pid, name)
+
+    def set_dest(self, int pid, bytes sockaddr):
+        """Send ``pid``'s frames to this raw sockaddr (its sockets are not connected); empty: connected."""
+        if not 0 <= pid < MAXPORTS or len(sockaddr) > 28:
+            raise ValueError(f"port id {pid}, sockaddr of {len(sockaddr)} bytes: out of range")
+        memcpy(self.dst[pid], <const unsigned char*>sockaddr, len(sockaddr))
+        self.dstlen[pid] = len(sockaddr)
 
     def set_name(self, int pid, str name):
         """The port's name, for the mirror's comments (route() mirrors what Python reads)."""
@@ -160,7 +168,7 @@ cdef class FastLoop:
             self.up[pid] = False
             self.vnet[pid] = False
             self.maxlen[pid] = 65535
-            self.rx_big[pid] = self.tx_big[pid] = self.offload_err[pid] = self.rx_shed[pid] = 0
+            self.rx_big[pid] = self.tx_big[pid] = self.offload_err[pid] = 0
             self._vnet_sum()
 
     def set_limits(self, int pid, Py_ssize_t maxlen, bint vnet):
@@ -211,11 +219,6 @@ cdef class FastLoop:
                 self.rx_malformed[pid],
                 [self.rx_class[pid][i] for i in range(NCLASS)], [self.tx_class[pid][i] for i in range(NCLASS)],
                 self.rx_big[pid], self.tx_big[pid])
-
-    def shed(self, int pid):
-        """Data frames a port with one socket for every class (UDP) dropped while its queue was past half
-        full, so the control frames behind them are not lost in the kernel."""
-        return self.rx_shed[pid]
 
     def offload_errors(self, int pid):
         """Offloaded frames from ``pid`` that could not be completed in software (dropped)."""
@@ -306,7 +309,7 @@ cdef class FastLoop:
         cdef Py_ssize_t ln
         cdef unsigned char* b
         cdef unsigned char* vh
-        cdef bint off, shed
+        cdef bint off
         cdef Batch* bt = &self.batch
         cdef Ring ring
         cdef uint64_t ts_ns = 0
@@ -328,11 +331,6 @@ cdef class FastLoop:
             if n == 0:
                 continue
             got += n
-            # one socket for every class, falling behind: shed the data of every other batch (reading is far
-            # cheaper than forwarding), so the queue drains and the control frames behind it are not dropped,
-            # while half the batches still forward their data when even reading cannot keep up
-            shed = which == 1 and self.ctrl_fd[pid] < 0 and n == BATCH and not self.shed_last[pid] and behind(fd)
-            self.shed_last[pid] = shed
             ts_ns = wall_ns() if self.mbuf != NULL else 0
             for p in range(MAXPORTS):
                 self.nc[p] = 0
@@ -358,11 +356,6 @@ cdef class FastLoop:
                     out = SLOW
                 else:
                     out = self._decide(pid, b, ln, now, &ci, &err)
-                if shed and not is_control(ci) and out != MALFORMED:
-                    self.rx[pid] += 1
-                    self.rx_bytes[pid] += ln
-                    self.rx_shed[pid] += 1
-                    continue
                 if off and (out >= 0 and out < MAXPORTS and not self.vnet[out] or out == FLOOD and not self.all_vnet):
                     out = SLOW  # a port without the header: the checksum and the cutting are done in Python
                 if out == MALFORMED:
@@ -555,6 +548,9 @@ cdef class FastLoop:
         for i in range(first, k):
             s = slots[i]
             hdr[i].msg_hdr.msg_iov = &iov[2 * i]
+            if self.dstlen[p]:
+                hdr[i].msg_hdr.msg_name = self.dst[p]
+                hdr[i].msg_hdr.msg_namelen = self.dstlen[p]
             if vnet:  # the header the frame came with (the kernel cuts and checksums on the way out), or none
                 iov[2 * i].iov_base = self.batch.vh[s] if self.batch.vh[s] != NULL else self.zero_vh
                 iov[2 * i].iov_len = VNET

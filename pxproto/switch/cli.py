@@ -20,7 +20,9 @@ PORTS_HELP = """\
 ports (--port TYPE:key=value,key=value; name=NAME is optional):
   udp:local=HOST:PORT[,remote=HOST:PORT]
       one frame per datagram (QEMU -netdev dgram); without remote, replies go
-      to the last sender. A UDP port another process holds is refused.
+      to the last sender. A UDP port another process holds is refused. Control
+      frames are steered to a second socket on the address (SO_REUSEPORT and
+      a BPF program), read first, so data saturation cannot drop them.
   stream:address=PATH|HOST:PORT[,listen=true]
       frames after a 4-byte big-endian length (QEMU -netdev stream); listen
       waits for one peer at a time, else the switch connects.

@@ -177,8 +177,9 @@ class Daemon:
             if isinstance(port, AfPacketPort):
                 self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name, port.tx)
                 vnet = port.vnet
-            elif isinstance(port, UdpPort):  # a connected UDP port: one socket, no ring
-                self.fast.set_port(pid, port.sock.fileno(), -1, None, spec.name, None)
+            elif isinstance(port, UdpPort):  # a UDP port with a fixed remote: data and steered control sockets
+                self.fast.set_port(pid, port.sock.fileno(), port.ctrl.fileno(), None, spec.name)
+                self.fast.set_dest(pid, port.dest)
         if self.fast is not None and pid < FAST_PORTS:  # (the compiled loop also decides what Python reads)
             self.fast.set_limits(pid, self.core.ports[pid].mtu + ETH_OVERHEAD, vnet)
             self.fast.set_name(pid, spec.name)
@@ -291,7 +292,6 @@ class Daemon:
                     p["tx"] += tx
                     p["tx_bytes"] += txb
                     p["tx_queue_drop"] += drop
-                    p["rx_shed"] = self.fast.shed(pid)
                     for name, a, b in zip(CLASS_NAMES, rxc, txc, strict=True):
                         p["rx_class"][name] += a
                         p["tx_class"][name] += b

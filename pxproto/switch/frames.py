@@ -41,3 +41,11 @@ def data(dst: bytes, src: bytes, dst_dime: int = 1, src_dime: int = 1, seq: int 
     payload = max(1, size - spec.BODY_OFFSET - spec.DataFixed.sizeof())
     body = Data(channel=1, msg_id=seq & 0xFFFFFFFF, payload=b"\x5a" * payload, msg_len=payload, frag_count=1)
     return encode(Frame(body, Scope.DIME, src_dime, 0, dst_dime, 0, seq, dst, src))
+
+
+def saturation(i: int) -> tuple[bytes, bool]:
+    """Frame ``i`` of a data flood from MAC 1 to MAC 2 (DIME 1) with a control frame as one in ten (signaling and
+    heartbeat in turn), and whether it is a control frame."""
+    if i % 10:
+        return data(mac(2), mac(1), dst_dime=1, seq=i), False
+    return (signaling(mac(2), mac(1), dst_dime=1, seq=i) if i % 20 else heartbeat(mac(1), dime=2, seq=i)), True

@@ -117,11 +117,12 @@ class DatagramPort(Port):
     def close(self) -> None:
         self.sock.close()
 
-    def _recv(self, max_n: int) -> list[tuple[bytes, Any]]:
+    def _recv(self, max_n: int, sock: socket.socket | None = None) -> list[tuple[bytes, Any]]:
         out = []
+        s = self.sock if sock is None else sock
         for _ in range(max_n):
             try:
-                out.append(self.sock.recvfrom(MAX_FRAME + 64))
+                out.append(s.recvfrom(MAX_FRAME + 64))
             except (BlockingIOError, InterruptedError):
                 break
             except ConnectionRefusedError:  # an ICMP error for an earlier send

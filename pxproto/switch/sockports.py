@@ -14,6 +14,8 @@ from typing import Any
 
 from pxproto.fastpath import select
 from pxproto.link import VIRTUAL_MTU
+from pxproto.switch import udpsteer
+from pxproto.switch.linkports import control_ethertypes
 from pxproto.switch.portbase import GONE_ERRNOS, MAX_FRAME, DatagramPort, Port, PortGone, claim_unix_path
 
 VXLAN_PORT = 4789
@@ -49,37 +51,44 @@ class UdpPort(DatagramPort):
     kind = "udp"
 
     BUF = 4 << 20
-    """Receive and send buffer of the socket (control and data share it)."""
+    """Receive and send buffer of the (data) socket."""
+
+    CTRL_BUF = 4 << 20
+    """Receive and send buffer of the control socket: its own room, which data never fills."""
 
     def __init__(self, name: str, local: str, remote: str | None = None) -> None:
         super().__init__(name)
         laddr = _addr(local)
         fam = socket.AF_INET6 if ":" in laddr[0] else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
-        # No SO_REUSEADDR: a UDP port another process holds is an error, not a silent takeover.
-        try:
-            self.sock.bind(laddr)
-        except OSError:
-            self.sock.close()
-            raise
-        self.sock.setblocking(False)
-        self.remote: Any = _addr(remote) if remote else None
+        fixed: tuple[str, int] | None = udpsteer.resolve(_addr(remote), fam) if remote else None
+        self.remote: Any = fixed
         self._fixed_remote = remote is not None
         self._batch: Any = None
-        if remote is not None:
-            # Connected: the kernel drops other senders, and the compiled layer moves up to 64 datagrams per
-            # recvmmsg/sendmmsg.
-            try:
-                self.sock.connect(_addr(remote))
-            except OSError:
-                self.sock.close()
-                raise
+        # Two sockets, control frames steered to their own in the kernel (no SO_REUSEADDR: a UDP port another
+        # process holds is an error, not a silent takeover).
+        self.sock, ctrl, self._lock = udpsteer.open_pair(laddr, fixed, control_ethertypes())
+        self.ctrl = ctrl
+        if fixed is not None:
+            # The compiled layer moves up to 64 datagrams per recvmmsg/sendmmsg, the kernel drops other senders.
+            self.dest = udpsteer.sockaddr(fixed, fam)
             self._batch = select.compiled("pxproto.switch._afpacket")
-        for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
-            try:  # one socket for control and data: room for a burst, so control frames are not pushed out
-                self.sock.setsockopt(socket.SOL_SOCKET, force, self.BUF)  # SO_*BUFFORCE: root may pass rmem_max
-            except OSError:
-                self.sock.setsockopt(socket.SOL_SOCKET, opt, self.BUF)
+        for s, size in ((self.sock, self.BUF), (self.ctrl, self.CTRL_BUF)):
+            for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
+                try:  # room for a burst
+                    s.setsockopt(socket.SOL_SOCKET, force, size)  # SO_*BUFFORCE: root may pass rmem_max
+                except OSError:
+                    s.setsockopt(socket.SOL_SOCKET, opt, size)
+
+    def filenos(self) -> tuple[int, ...]:
+        return (self.sock.fileno(), self.ctrl.fileno())
+
+    def close(self) -> None:
+        host, port = self.address if self._lock >= 0 else ("", 0)
+        self.sock.close()
+        self.ctrl.close()
+        if self._lock >= 0:
+            udpsteer.unlock_address(host, port, self._lock)
+            self._lock = -1
 
     @property
     def connected(self) -> bool:
@@ -93,7 +102,8 @@ class UdpPort(DatagramPort):
     def recv_batch(self, max_n: int = 64) -> list[bytes]:
         if self._batch is not None:
             try:
-                return self._batch.recv_batch(self.sock.fileno(), max_n)  # type: ignore[no-any-return]
+                ctrl = self._batch.recv_batch(self.ctrl.fileno(), max_n)
+                return ctrl + self._batch.recv_batch(self.sock.fileno(), max_n)  # type: ignore[no-any-return]
             except ConnectionRefusedError:  # an ICMP error for an earlier send
                 self.count("icmp_refused")
                 return []
@@ -103,7 +113,7 @@ class UdpPort(DatagramPort):
                 self.count(f"recv_{errno.errorcode.get(exc.errno or 0, 'error').lower()}")
                 return []
         out = []
-        for data, addr in self._recv(max_n):
+        for data, addr in self._recv(max_n, self.ctrl) + self._recv(max_n):
             if self._fixed_remote and addr[:2] != self.remote[:2]:
                 self.count("foreign_sender")
                 continue
@@ -115,17 +125,6 @@ class UdpPort(DatagramPort):
         if self.remote is None:
             self.count("no_peer_yet", len(frames))
             return len(frames)  # nobody to send to: consumed, counted
-        if self._batch is not None and frames:
-            try:
-                return self._batch.send_batch(self.sock.fileno(), frames)  # type: ignore[no-any-return]
-            except ConnectionRefusedError:
-                self.count("icmp_refused")
-                return 1
-            except OSError as exc:
-                if exc.errno in GONE_ERRNOS:
-                    raise PortGone(f"{self.name}: {exc.strerror}") from None
-                self.count(f"send_{errno.errorcode.get(exc.errno or 0, 'error').lower()}")
-                return 1  # e.g. EMSGSIZE: that frame is dropped
         for i, f in enumerate(frames):
             if not self._sendto(f, self.remote):
                 return i
