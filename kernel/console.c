@@ -8,15 +8,17 @@
 
 static struct spinlock console_lock;
 
-void console_init(void) {
-    outb(COM1 + 1, 0x00);
-    outb(COM1 + 3, 0x80);
-    outb(COM1 + 0, 0x01);
-    outb(COM1 + 1, 0x00);
-    outb(COM1 + 3, 0x03);
-    outb(COM1 + 2, 0xC7);
-    outb(COM1 + 4, 0x03);
+void uart_init(uint16_t port) {
+    outb(port + 1, 0x00); /* no interrupts */
+    outb(port + 3, 0x80); /* divisor latch */
+    outb(port + 0, 0x01); /* 115200 baud */
+    outb(port + 1, 0x00);
+    outb(port + 3, 0x03); /* 8N1 */
+    outb(port + 2, 0xC7); /* FIFO on, cleared */
+    outb(port + 4, 0x03);
 }
+
+void console_init(void) { uart_init(COM1); }
 
 static void putc_raw(char c) {
     while (!(inb(COM1 + 5) & 0x20)) cpu_relax();

@@ -19,13 +19,7 @@ static unsigned seen_count;
 int store_init(void) {
     outb(COM2 + 7, 0x5A); /* the scratch register reads back on a UART that is there */
     if (inb(COM2 + 7) != 0x5A) return -1;
-    outb(COM2 + 1, 0x00);
-    outb(COM2 + 3, 0x80);
-    outb(COM2 + 0, 0x01);
-    outb(COM2 + 1, 0x00);
-    outb(COM2 + 3, 0x03);
-    outb(COM2 + 2, 0xC7);
-    outb(COM2 + 4, 0x03);
+    uart_init(COM2);
     present = 1;
     return 0;
 }
