@@ -260,6 +260,7 @@ F["px.data.first_frag"] = ProtoField.framenum("px.data.first_frag", "First fragm
 F["px.data.reassembled_in"] = ProtoField.framenum("px.data.reassembled_in", "Reassembled in", base.NONE)
 F["px.data.reassembled_len"] = ProtoField.uint32("px.data.reassembled_len", "Reassembled message length", base.DEC)
 F["px.malformed"] = ProtoField.bool("px.malformed", "Malformed frame")
+F["px.decrypted"] = ProtoField.bool("px.decrypted", "Decrypted (AEAD key preference)")
 px.fields = F
 
 -- One expert per field an error can name: px.malformed.<field> matches that field's errors only.
@@ -809,6 +810,495 @@ local BODIES = {
   [HEARTBEAT] = dissect_heartbeat,
 }
 
+-- ---------------------------------------------------------------- the AEAD key preference
+-- Encrypted frames (header flag ENCRYPTED) open when a key is given: the `key` preference (hex,
+-- "KEYID:HEX" entries) or `key_file` (pxkernel --key's file).  Nothing here runs for clear frames,
+-- nor for encrypted ones while both preferences are empty.
+
+local AEAD = (function()
+-- AES-256-GCM decryption, SHA-256, HMAC-SHA256 and HKDF-SHA256 in plain Lua, for the Parallax
+-- dissector's key preference (Wireshark's Lua has no cryptography).  Written from the standards:
+-- FIPS 197 (AES), NIST SP 800-38D (GCM), FIPS 180-4 (SHA-256), RFC 2104 (HMAC), RFC 5869 (HKDF).
+-- Byte strings in, byte strings out; no Wireshark API, so `lua5.2` runs this chunk alone (it
+-- returns its table).  The tables are built at the first use, so a dissector without a key pays
+-- nothing.  Lua 5.2 (Wireshark 4.0) has the bit32 library; Lua 5.3+ (Wireshark 4.4) has native
+-- operators instead, reached through load() so that this file still parses under 5.2.
+local byte, char, sub, rep, concat = string.byte, string.char, string.sub, string.rep, table.concat
+local floor = math.floor
+
+local B = bit32
+if B == nil then
+  B = load("local M = 0xffffffff\n"
+    .. "local function bxor(a, b, c, d, e)\n"
+    .. "  local r = a ~ b\n"
+    .. "  if c then r = r ~ c end\n"
+    .. "  if d then r = r ~ d end\n"
+    .. "  if e then r = r ~ e end\n"
+    .. "  return r & M\n"
+    .. "end\n"
+    .. "return {bxor = bxor,\n"
+    .. "  band = function(a, b) return a & b & M end,\n"
+    .. "  bnot = function(a) return ~a & M end,\n"
+    .. "  rshift = function(a, n) return (a & M) >> n end,\n"
+    .. "  rrotate = function(a, n) a = a & M return ((a >> n) | (a << (32 - n))) & M end}\n")()
+end
+local bxor, band, bnot, rshift, rrotate = B.bxor, B.band, B.bnot, B.rshift, B.rrotate
+
+local W32 = 4294967296
+
+local function word(s, i)  -- the big-endian 32-bit word at byte i (1-based) of s
+  local a, b, c, d = byte(s, i, i + 3)
+  return ((a * 256 + b) * 256 + c) * 256 + d
+end
+
+local function bytes4(w)
+  return char(floor(w / 16777216), floor(w / 65536) % 256, floor(w / 256) % 256, w % 256)
+end
+
+-- ------------------------------------------------------------ SHA-256 (FIPS 180-4)
+
+local K, H0  -- round constants and initial hash value, computed from their definitions (4.2.2, 5.3.3)
+
+local function frac32(x) return floor((x - floor(x)) * W32) end
+
+local function sha_init()
+  local primes, n = {}, 2
+  while #primes < 64 do
+    local prime = true
+    for _, p in ipairs(primes) do
+      if p * p > n then break end
+      if n % p == 0 then prime = false break end
+    end
+    if prime then primes[#primes + 1] = n end
+    n = n + 1
+  end
+  K, H0 = {}, {}
+  for i, p in ipairs(primes) do
+    local c = p ^ (1 / 3)
+    c = c - (c * c * c - p) / (3 * c * c)  -- one Newton step: the cube root to the last bit
+    K[i] = frac32(c)
+    if i <= 8 then H0[i] = frac32(math.sqrt(p)) end
+  end
+end
+
+local function sha256(msg)
+  if K == nil then sha_init() end
+  local len = #msg
+  local bits = len * 8
+  msg = msg .. "\128" .. rep("\0", (55 - len) % 64) .. bytes4(floor(bits / W32)) .. bytes4(bits % W32)
+  local h1, h2, h3, h4, h5, h6, h7, h8 = H0[1], H0[2], H0[3], H0[4], H0[5], H0[6], H0[7], H0[8]
+  local w = {}
+  for at = 1, #msg, 64 do
+    for t = 1, 16 do w[t] = word(msg, at + (t - 1) * 4) end
+    for t = 17, 64 do
+      local a, b = w[t - 15], w[t - 2]
+      local s0 = bxor(rrotate(a, 7), rrotate(a, 18), rshift(a, 3))
+      local s1 = bxor(rrotate(b, 17), rrotate(b, 19), rshift(b, 10))
+      w[t] = (w[t - 16] + s0 + w[t - 7] + s1) % W32
+    end
+    local a, b, c, d, e, f, g, h = h1, h2, h3, h4, h5, h6, h7, h8
+    for t = 1, 64 do
+      local s1 = bxor(rrotate(e, 6), rrotate(e, 11), rrotate(e, 25))
+      local ch = bxor(band(e, f), band(bnot(e), g))
+      local t1 = h + s1 + ch + K[t] + w[t]
+      local s0 = bxor(rrotate(a, 2), rrotate(a, 13), rrotate(a, 22))
+      local maj = bxor(band(a, b), band(a, c), band(b, c))
+      h, g, f, e, d, c, b, a = g, f, e, (d + t1) % W32, c, b, a, (t1 + s0 + maj) % W32
+    end
+    h1, h2, h3, h4 = (h1 + a) % W32, (h2 + b) % W32, (h3 + c) % W32, (h4 + d) % W32
+    h5, h6, h7, h8 = (h5 + e) % W32, (h6 + f) % W32, (h7 + g) % W32, (h8 + h) % W32
+  end
+  return concat({bytes4(h1), bytes4(h2), bytes4(h3), bytes4(h4), bytes4(h5), bytes4(h6), bytes4(h7), bytes4(h8)})
+end
+
+-- ------------------------------------------------------------ HMAC (RFC 2104), HKDF (RFC 5869)
+
+local function xor_pad(key, pad)
+  local out = {}
+  for i = 1, 64 do out[i] = char(bxor(byte(key, i), pad)) end
+  return concat(out)
+end
+
+local function hmac_sha256(key, msg)
+  if #key > 64 then key = sha256(key) end
+  key = key .. rep("\0", 64 - #key)
+  return sha256(xor_pad(key, 0x5c) .. sha256(xor_pad(key, 0x36) .. msg))
+end
+
+-- HKDF-SHA256: extract (salt nil: 32 zero bytes, RFC 5869 2.2), then expand to len bytes.
+local function hkdf_sha256(salt, ikm, info, len)
+  local prk = hmac_sha256(salt or rep("\0", 32), ikm)
+  local out, t = {}, ""
+  for i = 1, math.ceil(len / 32) do
+    t = hmac_sha256(prk, t .. info .. char(i))
+    out[i] = t
+  end
+  return sub(concat(out), 1, len)
+end
+
+-- ------------------------------------------------------------ AES-256 (FIPS 197), encryption only
+
+local SBOX, TE0, TE1, TE2, TE3
+
+local function xtime(b)  -- b * x in GF(2^8) modulo x^8 + x^4 + x^3 + x + 1
+  if b >= 128 then return bxor((b * 2) % 256, 0x1b) end
+  return b * 2
+end
+
+local function aes_init()
+  -- Multiplicative inverses from the powers of the generator 3 (5.1.1), then the affine map.
+  local exp, log = {}, {}
+  local x = 1
+  for i = 0, 254 do
+    exp[i], log[x] = x, i
+    x = bxor(x, xtime(x))
+  end
+  SBOX, TE0, TE1, TE2, TE3 = {}, {}, {}, {}, {}
+  for a = 0, 255 do
+    local b = a == 0 and 0 or exp[(255 - log[a]) % 255]
+    local s = b
+    for _ = 1, 4 do
+      b = (b * 2) % 256 + floor(b / 128)  -- rotate left by one bit
+      s = bxor(s, b)
+    end
+    s = bxor(s, 0x63)
+    SBOX[a] = s
+    local s2 = xtime(s)
+    local s3 = bxor(s2, s)
+    -- MixColumns of a column holding s in one row (5.1.3), as four rotations of one word.
+    TE0[a] = ((s2 * 256 + s) * 256 + s) * 256 + s3
+    TE1[a] = ((s3 * 256 + s2) * 256 + s) * 256 + s
+    TE2[a] = ((s * 256 + s3) * 256 + s2) * 256 + s
+    TE3[a] = ((s * 256 + s) * 256 + s3) * 256 + s2
+  end
+end
+
+local function sub_word(w)
+  return ((SBOX[floor(w / 16777216)] * 256 + SBOX[floor(w / 65536) % 256]) * 256 + SBOX[floor(w / 256) % 256]) * 256
+         + SBOX[w % 256]
+end
+
+-- The 60 round-key words of a 32-byte key (5.2, Nk = 8, Nr = 14).
+local function expand_key(key)
+  if SBOX == nil then aes_init() end
+  local w = {}
+  for i = 0, 7 do w[i] = word(key, i * 4 + 1) end
+  local rcon = 1
+  for i = 8, 59 do
+    local t = w[i - 1]
+    if i % 8 == 0 then
+      t = bxor(sub_word((t * 256) % W32 + floor(t / 16777216)), rcon * 16777216)  -- SubWord(RotWord(t)) ^ Rcon
+      rcon = xtime(rcon)
+    elseif i % 8 == 4 then
+      t = sub_word(t)
+    end
+    w[i] = bxor(w[i - 8], t)
+  end
+  return w
+end
+
+-- One block (four words) through the cipher under round keys w (5.1).
+local function encrypt_block(w, s0, s1, s2, s3)
+  s0, s1, s2, s3 = bxor(s0, w[0]), bxor(s1, w[1]), bxor(s2, w[2]), bxor(s3, w[3])
+  for r = 4, 52, 4 do
+    s0, s1, s2, s3 =
+      bxor(TE0[floor(s0 / 16777216)], TE1[floor(s1 / 65536) % 256], TE2[floor(s2 / 256) % 256], TE3[s3 % 256], w[r]),
+      bxor(TE0[floor(s1 / 16777216)], TE1[floor(s2 / 65536) % 256], TE2[floor(s3 / 256) % 256], TE3[s0 % 256],
+           w[r + 1]),
+      bxor(TE0[floor(s2 / 16777216)], TE1[floor(s3 / 65536) % 256], TE2[floor(s0 / 256) % 256], TE3[s1 % 256],
+           w[r + 2]),
+      bxor(TE0[floor(s3 / 16777216)], TE1[floor(s0 / 65536) % 256], TE2[floor(s1 / 256) % 256], TE3[s2 % 256],
+           w[r + 3])
+  end
+  local S = SBOX
+  return
+    bxor(((S[floor(s0 / 16777216)] * 256 + S[floor(s1 / 65536) % 256]) * 256 + S[floor(s2 / 256) % 256]) * 256
+         + S[s3 % 256], w[56]),
+    bxor(((S[floor(s1 / 16777216)] * 256 + S[floor(s2 / 65536) % 256]) * 256 + S[floor(s3 / 256) % 256]) * 256
+         + S[s0 % 256], w[57]),
+    bxor(((S[floor(s2 / 16777216)] * 256 + S[floor(s3 / 65536) % 256]) * 256 + S[floor(s0 / 256) % 256]) * 256
+         + S[s1 % 256], w[58]),
+    bxor(((S[floor(s3 / 16777216)] * 256 + S[floor(s0 / 65536) % 256]) * 256 + S[floor(s1 / 256) % 256]) * 256
+         + S[s2 % 256], w[59])
+end
+
+-- ------------------------------------------------------------ GCM (SP 800-38D)
+-- Blocks are four big-endian words; bit 0 of a block (the leftmost) is the coefficient of x^0.
+-- GHASH multiplies by H four bits at a time: M[n] = n * H for the 16 values of a nibble (n = 8 is
+-- H itself, 4 is H*x, 2 is H*x^2, 1 is H*x^3), and Z*x^4 drops four bits whose reduction by
+-- x^128 = 1 + x + x^2 + x^7 (R = 0xE1 || 0^120) lands in the top 16 bits: LAST4.
+
+local LAST4
+
+local function gcm_init()
+  LAST4 = {}
+  for rem = 0, 15 do
+    local v = 0
+    for j = 0, 3 do
+      if floor(rem / 2 ^ (3 - j)) % 2 == 1 then v = bxor(v, floor(0xE100 / 2 ^ j)) end
+    end
+    LAST4[rem] = v * 65536
+  end
+end
+
+local function times_x(a, b, c, d)  -- one bit right; the dropped bit 127 reduced by R
+  local low = d % 2
+  d = floor(d / 2) + (c % 2) * 2147483648
+  c = floor(c / 2) + (b % 2) * 2147483648
+  b = floor(b / 2) + (a % 2) * 2147483648
+  a = floor(a / 2)
+  if low == 1 then a = bxor(a, 0xE1000000) end
+  return a, b, c, d
+end
+
+-- The cipher state of one key: round keys and GHASH's table for H = E(K, 0^128).
+local function gcm_key(key)
+  if #key ~= 32 then error("AES-256 needs a 32-byte key, not " .. #key, 2) end
+  if LAST4 == nil then gcm_init() end
+  local w = expand_key(key)
+  local m0, m1, m2, m3 = {[0] = 0}, {[0] = 0}, {[0] = 0}, {[0] = 0}
+  local a, b, c, d = encrypt_block(w, 0, 0, 0, 0)
+  for _, n in ipairs({8, 4, 2, 1}) do
+    m0[n], m1[n], m2[n], m3[n] = a, b, c, d
+    a, b, c, d = times_x(a, b, c, d)
+  end
+  for n = 3, 15 do
+    local a2, b2, c2, d2 = 0, 0, 0, 0
+    for _, bit in ipairs({8, 4, 2, 1}) do
+      if floor(n / bit) % 2 == 1 then
+        a2, b2, c2, d2 = bxor(a2, m0[bit]), bxor(b2, m1[bit]), bxor(c2, m2[bit]), bxor(d2, m3[bit])
+      end
+    end
+    m0[n], m1[n], m2[n], m3[n] = a2, b2, c2, d2
+  end
+  return {w = w, m0 = m0, m1 = m1, m2 = m2, m3 = m3}
+end
+
+-- (y0..y3 ^ x0..x3) * H
+local function ghash_block(k, y0, y1, y2, y3, x0, x1, x2, x3)
+  local m0, m1, m2, m3, last4 = k.m0, k.m1, k.m2, k.m3, LAST4
+  local x = {bxor(y0, x0), bxor(y1, x1), bxor(y2, x2), bxor(y3, x3)}
+  local z0, z1, z2, z3 = 0, 0, 0, 0
+  for wi = 4, 1, -1 do
+    local v = x[wi]
+    for _ = 1, 8 do  -- the word's nibbles, last (rightmost, highest powers of x) first
+      local n = v % 16
+      v = floor(v / 16)
+      local rem = z3 % 16
+      z3 = bxor(floor(z3 / 16) + (z2 % 16) * 268435456, m3[n])
+      z2 = bxor(floor(z2 / 16) + (z1 % 16) * 268435456, m2[n])
+      z1 = bxor(floor(z1 / 16) + (z0 % 16) * 268435456, m1[n])
+      z0 = bxor(floor(z0 / 16), last4[rem], m0[n])
+    end
+  end
+  return z0, z1, z2, z3
+end
+
+-- GHASH of s zero-padded to whole blocks, continuing from y.
+local function ghash_string(k, y0, y1, y2, y3, s)
+  local n = #s
+  if n % 16 ~= 0 then s = s .. rep("\0", 16 - n % 16) end
+  for at = 1, #s, 16 do
+    y0, y1, y2, y3 = ghash_block(k, y0, y1, y2, y3, word(s, at), word(s, at + 4), word(s, at + 8), word(s, at + 12))
+  end
+  return y0, y1, y2, y3
+end
+
+-- The plaintext of ciphertext ct under key state k (gcm_key) with a 12-byte iv, associated data aad
+-- and 16-byte tag; nil when the tag does not verify (nothing decrypted is returned then).
+local function gcm_open(k, iv, ct, aad, tag)
+  if #iv ~= 12 or #tag ~= 16 then error("GCM here takes a 12-byte IV and a 16-byte tag", 2) end
+  local i0, i1, i2 = word(iv, 1), word(iv, 5), word(iv, 9)
+  local w = k.w
+  local y0, y1, y2, y3 = ghash_string(k, 0, 0, 0, 0, aad)
+  y0, y1, y2, y3 = ghash_string(k, y0, y1, y2, y3, ct)
+  local abits, cbits = #aad * 8, #ct * 8
+  y0, y1, y2, y3 = ghash_block(k, y0, y1, y2, y3, floor(abits / W32), abits % W32, floor(cbits / W32), cbits % W32)
+  local e0, e1, e2, e3 = encrypt_block(w, i0, i1, i2, 1)  -- J0 = IV || 0^31 || 1
+  local want = bytes4(bxor(e0, y0)) .. bytes4(bxor(e1, y1)) .. bytes4(bxor(e2, y2)) .. bytes4(bxor(e3, y3))
+  if want ~= tag then return nil end
+  local out, n = {}, #ct
+  local padded = n % 16 == 0 and ct or ct .. rep("\0", 16 - n % 16)
+  local ctr = 1
+  for at = 1, n, 16 do
+    ctr = (ctr + 1) % W32  -- inc32
+    local k0, k1, k2, k3 = encrypt_block(w, i0, i1, i2, ctr)
+    out[#out + 1] = bytes4(bxor(word(padded, at), k0)) .. bytes4(bxor(word(padded, at + 4), k1))
+                    .. bytes4(bxor(word(padded, at + 8), k2)) .. bytes4(bxor(word(padded, at + 12), k3))
+  end
+  return sub(concat(out), 1, n)
+end
+
+-- One block through AES-256 (for the known-answer tests of FIPS 197 C.3).
+local function aes256_block(key, block)
+  local w = expand_key(key)
+  local a, b, c, d = encrypt_block(w, word(block, 1), word(block, 5), word(block, 9), word(block, 13))
+  return bytes4(a) .. bytes4(b) .. bytes4(c) .. bytes4(d)
+end
+
+return {
+  sha256 = sha256,
+  hmac_sha256 = hmac_sha256,
+  hkdf_sha256 = hkdf_sha256,
+  aes256_block = aes256_block,
+  gcm_key = gcm_key,
+  gcm_open = gcm_open,
+}
+end)()
+
+local AEAD_INFO = "pxproto AEAD v1"
+local AEAD_NONCE_PAD = string.rep("\0", 4)
+local AEAD_IDS = 10  -- key id and counter: the trailer's first bytes, in the nonce and the AAD
+
+px.prefs.key = Pref.string("AEAD key", "",
+  "Opens encrypted frames: hex of a cluster key (any key id), or KEYID:HEX entries separated by commas")
+px.prefs.key_file = Pref.string("AEAD key file", "",
+  "Opens encrypted frames: a cluster key file as pxkernel --key reads it (KEYID HEX lines; a bare HEX is key id 1)")
+
+local EX_AUTH_FAILED = ProtoExpert.new("px.aead.auth_failed", "AEAD authentication failed", expert.group.DECRYPTION,
+                                       expert.severity.ERROR)
+local EX_NO_KEY = ProtoExpert.new("px.aead.no_key", "No key for this key id", expert.group.DECRYPTION,
+                                  expert.severity.NOTE)
+local EX_KEY_ERROR = ProtoExpert.new("px.aead.key_error", "Key preference error", expert.group.DECRYPTION,
+                                     expert.severity.WARN)
+px.experts[#px.experts + 1] = EX_AUTH_FAILED
+px.experts[#px.experts + 1] = EX_NO_KEY
+px.experts[#px.experts + 1] = EX_KEY_ERROR
+
+local KEY_MIN = 16
+
+-- One key in hex, at least KEY_MIN bytes: the bytes, or nil and why.
+local function unhex_key(text)
+  if text:find("[^%x]") or #text % 2 == 1 then return nil, "key is not hex" end
+  if #text < 2 * KEY_MIN then return nil, format("key of %d bytes, at least %d needed", #text / 2, KEY_MIN) end
+  return (text:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function key_id(text)
+  local id = tonumber(text)
+  if id == nil or id ~= floor(id) or id < 1 or id > 65535 then return nil end
+  return id
+end
+
+-- {[key id] = key, any = key}, or nil and the error, from the two preferences.
+local function parse_keys(key_pref, file_pref)
+  local keys = {}
+  for entry in key_pref:gmatch("[^,%s]+") do
+    local id_text, hex = entry:match("^([^:]+):(.*)$")
+    local key, why = unhex_key(hex or entry)
+    if key == nil then return nil, format("key preference, entry %q: %s", entry, why) end
+    if id_text == nil then
+      keys.any = key
+    else
+      local id = key_id(id_text)
+      if id == nil then return nil, format("key preference, entry %q: key id is not in 1..65535", entry) end
+      keys[id] = key
+    end
+  end
+  if file_pref ~= "" then
+    local f, err = io.open(file_pref, "rb")
+    if f == nil then return nil, format("key file %s: %s", file_pref, tostring(err)) end
+    local text = f:read("*a")
+    f:close()
+    local no = 0
+    for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+      no = no + 1
+      line = line:gsub("#.*", "")
+      local words = {}
+      for w in line:gmatch("%S+") do words[#words + 1] = w end
+      if #words > 0 then
+        if #words > 2 then return nil, format("key file %s line %d: expected 'KEY_ID HEXKEY'", file_pref, no) end
+        local id = #words == 1 and 1 or key_id(words[1])
+        if id == nil then return nil, format("key file %s line %d: key id is not in 1..65535", file_pref, no) end
+        local key, why = unhex_key(words[#words])
+        if key == nil then return nil, format("key file %s line %d: %s", file_pref, no, why) end
+        keys[id] = key
+      end
+    end
+  end
+  return keys
+end
+
+local KEYS, KEYS_ERROR, KEYS_FOR = nil, nil, nil
+local DERIVED, N_DERIVED = {}, 0
+
+-- The keys of the current preferences (parsed again when they change), or nil and the error.
+local function aead_keys()
+  local key_pref, file_pref = px.prefs.key, px.prefs.key_file
+  local want = key_pref .. "\0" .. file_pref
+  if KEYS_FOR ~= want then
+    KEYS, KEYS_ERROR = parse_keys(key_pref, file_pref)
+    KEYS_FOR, DERIVED, N_DERIVED = want, {}, 0
+  end
+  return KEYS, KEYS_ERROR
+end
+
+-- The six bytes of an Ethernet address.  tostring() may give a resolved name ("IntelCor_12:34:56",
+-- an /etc/ethers name), so a name that is not a plain MAC is found by binary search on the 48-bit
+-- value: Address objects compare by their bytes.
+local MACS, N_MACS = {}, 0
+local function mac_text(v)
+  local out = {}
+  for i = 6, 1, -1 do
+    out[i] = format("%02x", v % 256)
+    v = floor(v / 256)
+  end
+  return concat(out, ":")
+end
+local function mac_bytes(addr)
+  local name = tostring(addr)
+  local hit = MACS[name]
+  if hit ~= nil and hit[1] == addr then return hit[2] end
+  local text
+  if name:match("^%x%x:%x%x:%x%x:%x%x:%x%x:%x%x$") and Address.ether(name) == addr then
+    text = name
+  else
+    local lo, hi = 0, 281474976710655
+    while lo < hi do
+      local mid = floor((lo + hi + 1) / 2)
+      if Address.ether(mac_text(mid)) <= addr then lo = mid else hi = mid - 1 end
+    end
+    text = mac_text(lo)
+    if Address.ether(text) ~= addr then return nil end
+  end
+  local raw = text:gsub(":", ""):gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+  if N_MACS >= 4096 then MACS, N_MACS = {}, 0 end
+  MACS[name], N_MACS = {addr, raw}, N_MACS + 1
+  return raw
+end
+
+-- Open the encrypted frame of ctx (class cls, header h) whose trailer, naming key kid, starts at
+-- tvb offset at.  Returns the frame's bytes (after Ethernet) with the body in clear, or nil and an expert with its
+-- text (nil, nil: no key preference at all).
+local function aead_open(ctx, cls, h, at, kid)
+  local keys, err = aead_keys()
+  if keys == nil then return nil, EX_KEY_ERROR, err end
+  local raw, pinfo = ctx.raw, ctx.pinfo
+  local key = keys[kid] or keys.any
+  if key == nil then
+    if next(keys) == nil then return nil end
+    return nil, EX_NO_KEY, format("no key for key id %d in the key preferences", kid)
+  end
+  local src, dst = mac_bytes(pinfo.dl_src), mac_bytes(pinfo.dl_dst)
+  if src == nil or dst == nil then return nil, EX_KEY_ERROR, "cannot read the Ethernet addresses" end
+  local et = pinfo.match_uint
+  local id = key .. "\0" .. src .. format("%d.%d", h.src_dime, cls)
+  local k = DERIVED[id]
+  if k == nil then
+    local info = AEAD_INFO .. src .. string.char(floor(h.src_dime / 256), h.src_dime % 256, cls)
+    k = AEAD.gcm_key(AEAD.hkdf_sha256(nil, key, info, 32))
+    if N_DERIVED >= 1024 then DERIVED, N_DERIVED = {}, 0 end
+    DERIVED[id], N_DERIVED = k, N_DERIVED + 1
+  end
+  local ids = sub(raw, at + 1, at + AEAD_IDS)
+  local aad = dst .. src .. string.char(floor(et / 256), et % 256) .. sub(raw, 1, HEADER_LEN) .. ids
+  local body = AEAD.gcm_open(k, AEAD_NONCE_PAD .. sub(ids, 3), sub(raw, HEADER_LEN + 1, at), aad,
+                             sub(raw, at + AEAD_IDS + 1, at + AUTH_LEN))
+  if body == nil then
+    return nil, EX_AUTH_FAILED, format("authentication failed: the AES-256-GCM tag does not verify under key %d", kid)
+  end
+  return sub(raw, 1, HEADER_LEN) .. body .. sub(raw, at + 1)
+end
 -- ---------------------------------------------------------------- analysis
 
 local F_RESPONSE_IN, F_RESPONSE_TO, F_RESPONSE_TIME = F["px.response_in"], F["px.response_to"], F["px.response_time"]
@@ -915,13 +1405,15 @@ end
 
 local F_ETH_DST, F_ETH_SRC, F_ETH_TYPE, F_CLASS = F["px.eth.dst"], F["px.eth.src"], F["px.eth.type"], F["px.class"]
 local F_SCOPE, F_PADDING, F_MALFORMED = F["px.scope"], F["px.eth.padding"], F["px.malformed"]
+local F_DECRYPTED = F["px.decrypted"]
 local OFF_VERSION, OFF_FLAGS = ETH_LEN + HEADER_BY.version.off, ETH_LEN + HEADER_BY.flags.off
 local OFF_SRC_DIME, OFF_DST_DIME = ETH_LEN + HEADER_BY.src_dime.off, ETH_LEN + HEADER_BY.dst_dime.off
 local OFF_SEQ = HEADER_BY.seq.off
-local CLASS_INFO, BODY_LABEL, SCOPE_ERROR = {}, {}, {}
+local CLASS_INFO, BODY_LABEL, DECRYPTED_LABEL, SCOPE_ERROR = {}, {}, {}, {}
 for cls, name in pairs(CLASSES) do
   CLASS_INFO[cls] = ", " .. name
   BODY_LABEL[cls] = name .. " body"
+  DECRYPTED_LABEL[cls] = "Decrypted " .. name .. " body"
   SCOPE_ERROR[cls] = format("a %s frame must have SYSTEM scope", name)
 end
 
@@ -996,21 +1488,36 @@ local function dissect(ctx, cls)
   if cls == HEARTBEAT and h.src_dime == DIME_ALL then
     fail("scope", "dime.src", OFF_SRC_DIME, "a heartbeat comes from one DIME, not 0xffff")
   end
+  local opened, btvb = false, tvb
   if encrypted then
-    -- AEAD mode: the body is AES-256-GCM ciphertext. Wireshark's Lua has no AES, so it is shown
-    -- as such; `pxdump --key FILE` decrypts (see docs/DISSECTOR.md).
-    if root then
-      root:add(tvb(HEADER_LEN, h.length), format("Encrypted %s body (AES-256-GCM, %d bytes; pxdump --key opens it)",
-                                                 CLASSES[cls], h.length))
+    -- AEAD mode: the body is AES-256-GCM ciphertext, opened only with a key preference (see
+    -- docs/DISSECTOR.md); `pxdump --key FILE` opens it too.
+    local at = HEADER_LEN + h.length
+    local clear, ex, why = nil, nil, nil
+    if not ctx.probe then clear, ex, why = aead_open(ctx, cls, h, at, read_auth(raw, at).key_id) end
+    if clear == nil then
+      if root then
+        root:add(tvb(HEADER_LEN, h.length), format("Encrypted %s body (AES-256-GCM, %d bytes; pxdump --key opens it)",
+                                                   CLASSES[cls], h.length))
+      end
+      if ex ~= nil then ctx.parent:add_proto_expert_info(ex, why) end
+      ctx.info = ctx.info .. (ex == EX_AUTH_FAILED and "encrypted [authentication failed]" or "encrypted")
+    else
+      -- The clear frame as its own data source: the body's fields point into it, at the offsets
+      -- they have in the frame.
+      opened, btvb = true, ByteArray.new(clear, true):tvb("Decrypted PX frame")
+      ctx.tvb, ctx.raw = btvb, clear
+      if root then root:add(F_DECRYPTED, true):set_generated() end
     end
-    ctx.info = ctx.info .. "encrypted"
-  else
+  end
+  if opened or not encrypted then
     if h.length < FIXED_SIZE[cls] then
       fail("length", "len", OFF_LENGTH, format("%d body bytes, a %s body needs at least %d", h.length,
                                                   CLASSES[cls], FIXED_SIZE[cls]))
     end
-    local body = root and root:add(tvb(HEADER_LEN, h.length), BODY_LABEL[cls])
+    local body = root and root:add(btvb(HEADER_LEN, h.length), opened and DECRYPTED_LABEL[cls] or BODY_LABEL[cls])
     BODIES[cls](ctx, body, HEADER_LEN, HEADER_LEN + h.length)
+    if opened then ctx.info = ctx.info .. " [decrypted]" end
   end
   if has_auth then
     local at = HEADER_LEN + h.length
@@ -1019,8 +1526,9 @@ local function dissect(ctx, cls)
       local trailer = root:add(tvb(at, AUTH_LEN), encrypted and "AEAD trailer (AES-256-GCM tag)"
                                or "Authentication trailer (HMAC-SHA256 truncated to 16 bytes)")
       add_struct(trailer, tvb, at, AUTH, a)
-      trailer:append_text(format(": key %d, counter %s, tag not verified (no key)", a.key_id,
-                                 u64_text(tvb, at + AUTH_BY.counter.off, a.counter)))
+      trailer:append_text(format(": key %d, counter %s, %s", a.key_id,
+                                 u64_text(tvb, at + AUTH_BY.counter.off, a.counter),
+                                 opened and "tag verified" or "tag not verified (no key)"))
     end
     ctx.info = ctx.info .. " auth key " .. NUM[a.key_id]
     if a.key_id == 0 then fail("trailer", "auth.key_id", at + ETH_LEN, "key id 0 is reserved") end

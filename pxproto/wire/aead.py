@@ -43,6 +43,8 @@ SRC_DIME_OFFSET = spec.HEADER_OFFSET + 4
 BODY = spec.BODY_OFFSET
 SEALED_FLAGS = int(HeaderFlag.AUTH | HeaderFlag.ENCRYPTED)
 _IDS = struct.Struct(">HQ")
+IDS_LEN = _IDS.size
+"""Key id and counter: the trailer bytes that are the nonce's tail and close the associated data."""
 _CACHE_SIZE = 1024
 _ciphers: dict[tuple[bytes, bytes], AESGCM] = {}
 """AESGCM objects by (cluster key, src MAC + EtherType + src DIME): the HKDF runs once per sender and class."""

@@ -279,7 +279,8 @@ as long (so `length`, fragment sizes and padding are the clear frame's); the tra
 and `counter` are those of a signed frame and its tag is the GCM tag (16 bytes). Decoders check
 the header and trailer rules and treat the body as opaque (`px.flags.encrypted` true, no body
 field; rules 16 and 17 do not apply): every decoder, the dissector included, shows such a frame
-as encrypted with its key id and counter. The endpoint holding key `key_id` opens it:
+as encrypted with its key id and counter. The endpoint holding key `key_id` opens it (so do
+`pxdump --key FILE` and the dissector's key preference, `docs/DISSECTOR.md`):
 
     frame key = HKDF-SHA256(IKM = cluster key `key_id`, salt = none,
                             info = "pxproto AEAD v1" | src MAC (6) | src_dime (2) | class (1))

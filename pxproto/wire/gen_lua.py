@@ -24,13 +24,22 @@ from collections.abc import Iterable
 from enum import IntEnum
 from importlib import resources
 
-from pxproto.wire import codes, ethertypes, layout, spec
+from pxproto.dime.replay import KEY_MIN_BYTES
+from pxproto.wire import aead, codes, ethertypes, layout, spec
 from pxproto.wire.ethertypes import EtherTypeMap
 
-TEMPLATE_NAMES = ("parallax.lua.in", "parallax_bodies.lua.in", "parallax_main.lua.in")
-"""The dissector's Lua template, files beside this module read in this order (head and helpers; the
-bodies of the four classes; analysis, the entry point and registration); ``%%NAME%%`` marks a slot
-filled from the spec."""
+TEMPLATE_NAMES = (
+    ("pxproto.wire", "parallax.lua.in"),
+    ("pxproto.wire", "parallax_bodies.lua.in"),
+    ("pxproto.dissect", "parallax_aead.lua.in"),
+    ("pxproto.wire", "parallax_main.lua.in"),
+)
+"""The dissector's Lua template, (package, file) read in this order (head and helpers; the bodies of
+the four classes; the AEAD key preference; analysis, the entry point and registration);
+``%%NAME%%`` marks a slot filled from the spec."""
+
+AEAD_CRYPTO = ("pxproto.dissect", "aead_crypto.lua")
+"""Plain Lua (5.2 and 5.4) AES-256-GCM, SHA-256, HMAC and HKDF: the AEAD slot's body, runnable alone."""
 
 LOCAL_EXPERIMENTAL = (0x88B5, 0x88B6)
 """IEEE 802 Local Experimental EtherTypes: Wireshark registers nothing on them by itself."""
@@ -54,6 +63,7 @@ EXTRA_FIELDS: dict[str, str] = {
     "px.data.reassembled_in": "the frame in which this message was reassembled",
     "px.data.reassembled_len": "length of the message reassembled in this frame",
     "px.malformed": "true on every frame the reference decoder rejects (its expert names the field)",
+    "px.decrypted": "true on an encrypted frame opened with the key preference (its body fields follow)",
 }
 """Dissector fields that are not ``Frame.to_dict()`` keys, and what they hold."""
 
@@ -208,6 +218,9 @@ def field_list() -> list[tuple[str, str, str]]:
     for name in error_fields():
         rows.append((f"px.malformed.{name}", "expert", f"error in {name} (text: '{name} at byte N: reason')"))
     rows.append(("px.no_request", "expert", "a response whose request is not in the capture"))
+    rows.append(("px.aead.auth_failed", "expert", "an encrypted frame whose AES-256-GCM tag fails under the key"))
+    rows.append(("px.aead.no_key", "expert", "an encrypted frame whose key id the key preferences lack"))
+    rows.append(("px.aead.key_error", "expert", "the key preference or key file cannot be read (text: why)"))
     rows.append(("px.dissector_bug", "expert", "a Lua error in the dissector (report it)"))
     return rows
 
@@ -260,6 +273,7 @@ def _fields() -> _Fields:
     fl.add("px.data.reassembled_in", "framenum", "Reassembled in", "base.NONE")
     fl.add("px.data.reassembled_len", "uint32", "Reassembled message length", "base.DEC")
     fl.add("px.malformed", "bool", "Malformed frame")
+    fl.add("px.decrypted", "bool", "Decrypted (AEAD key preference)")
     return fl
 
 
@@ -340,6 +354,11 @@ def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
         "%%TLVS%%": "{\n" + "\n".join(tlv_rows) + "\n}",
         "%%FIELDS%%": "\n".join(fl.lines),
         "%%MAP%%": ethermap.describe(),
+        "%%AEAD_CRYPTO%%": aead_crypto().rstrip("\n"),
+        "%%AEAD_INFO%%": _lua_str(aead.INFO.decode("ascii")),
+        "%%AEAD_NONCE_PAD%%": str(len(aead.NONCE_PAD)),
+        "%%AEAD_IDS%%": str(aead.IDS_LEN),
+        "%%KEY_MIN%%": str(KEY_MIN_BYTES),
         "%%ERROR_FIELDS%%": "{" + ", ".join(f'"{k}"' for k in error_fields(template)) + "}",
     }
     out = template
@@ -354,9 +373,14 @@ def _build(ethermap: EtherTypeMap | None = None) -> tuple[str, dict[str, str]]:
 
 
 def _template() -> str:
-    """The Lua source with ``%%SLOT%%`` placeholders, shipped beside this module."""
-    here = resources.files("pxproto.wire")
-    return "".join(here.joinpath(name).read_text(encoding="utf-8") for name in TEMPLATE_NAMES)
+    """The Lua source with ``%%SLOT%%`` placeholders, shipped beside this module and pxproto.dissect."""
+    return "".join(resources.files(pkg).joinpath(name).read_text(encoding="utf-8") for pkg, name in TEMPLATE_NAMES)
+
+
+def aead_crypto() -> str:
+    """The plain-Lua crypto chunk of the dissector (it ends with ``return {...}``)."""
+    pkg, name = AEAD_CRYPTO
+    return resources.files(pkg).joinpath(name).read_text(encoding="utf-8")
 
 
 def error_fields(template: str | None = None) -> list[str]:
