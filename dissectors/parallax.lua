@@ -1197,7 +1197,7 @@ local function parse_keys(key_pref, file_pref)
   end
   if file_pref ~= "" then
     local f, err = io.open(file_pref, "rb")
-    if f == nil then return nil, format("key file %s: %s", file_pref, tostring(err)) end
+    if f == nil then return nil, "key file " .. tostring(err) end  -- io.open's error: "PATH: reason"
     local text = f:read("*a")
     f:close()
     local no = 0
