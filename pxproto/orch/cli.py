@@ -2,6 +2,7 @@
 
 pxorch demo [--netns|--ha|--bare-metal]       the main job: switch, 3 servers x 4 DIMEs, deploy, scale, kill, repair
 pxorch chaos [--kills 30 --loss 2]           real processes under frame loss: kills of every kind, exact answer
+pxorch demo|chaos [--encrypt data,signaling]  the same with those frame classes encrypted end to end (AES-256-GCM)
 pxorch check SERVICE.toml                     check a service file (errors name the line and field)
 pxorch run --port udp:127.0.0.1:5004 [--key FILE] [--store DIR] [--control PATH]
 pxorch run --iface veth0 ...                  (AF_PACKET, root)
@@ -55,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--netns", action="store_true", help="namespaces, veth, AF_PACKET, tc netem (root, sch_netem)")
     ch.add_argument("--workdir", help="state and logs (default: a fresh pxorch-demo-* temp dir)")
     ch.add_argument("--quiet", "-q", action="store_true")
+    ch.add_argument("--encrypt", default="", metavar="CLASSES",
+                    help="classes sent encrypted end to end (AES-256-GCM): e.g. data,signaling")  # fmt: skip
     chk = sub.add_parser("check", help="check a service file")
     chk.add_argument("file")
     run = sub.add_parser("run", help="run the orchestrator")
@@ -135,15 +138,30 @@ def _status(args: argparse.Namespace) -> int:
         time.sleep(args.watch)
 
 
+def _bad_classes(text: str) -> str | None:
+    """Why ``--encrypt text`` names no frame classes we know, or None when it is good."""
+    from pxproto.wire import aead
+
+    try:
+        aead.parse_classes(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.cmd in ("demo", "chaos") and (bad := _bad_classes(args.encrypt)):
+        print(f"pxorch {args.cmd}: {bad}", file=sys.stderr)
+        return 2
     if args.cmd == "demo":
         from pxproto.orch import demo
 
         if args.ha:
             from pxproto.orch import demo_ha
 
-            return demo_ha.main(Path(args.workdir) if args.workdir else None, rate=args.rate or 0, quiet=args.quiet)
+            return demo_ha.main(Path(args.workdir) if args.workdir else None, rate=args.rate or 0, quiet=args.quiet,
+                                encrypt=args.encrypt)  # fmt: skip
         reg = {k: v for k, v in (("heartbeat_ms", args.heartbeat_ms), ("missed", args.missed),
                                  ("confirm_ms", args.confirm_ms)) if v is not None}  # fmt: skip
         kind: type[demo.Demo] | None = None
@@ -165,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return chaos.main(Path(args.workdir) if args.workdir else None, kills=args.kills, loss=args.loss,
                           rate=args.rate, passes=args.passes, seed=args.seed, netns=args.netns,
-                          quiet=args.quiet)  # fmt: skip
+                          quiet=args.quiet, encrypt=args.encrypt)  # fmt: skip
     if args.cmd == "check":
         from pxproto.orch.service import ServiceError, load_service
 

@@ -62,6 +62,8 @@ class HaDemo(Demo):
                "--store", str(self.wd / "central"), "--key", str(self.wd / "cluster.key"),
                "--signing-key", str(self.wd / "signing.key"),
                "--service", str(SERVICE_FILE), "--lease-ttl", str(self.LEASE_TTL)]  # fmt: skip
+        if self.encrypt:  # the kernels get the same through Demo.kernel_args
+            cmd += ["--encrypt", ",".join(sorted(c.name.lower() for c in self.encrypt))]
         log = open(self.wd / f"orch{i}.log", "ab")
         self.orchs[i] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(self.orchs[i])
