@@ -11,6 +11,7 @@ pxdissect --fields             # every display-filter field, its type and meanin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -21,10 +22,37 @@ from pxproto.wire.gen_lua import field_list, generate
 
 
 def _write(path: Path, text: str) -> None:
+    """A regular file (or a new one) is replaced atomically; anything else that exists (a FIFO, a
+    device, /dev/stdout) is written into as it is: renaming over it would replace the node itself."""
+    if path.exists() and not path.is_file():
+        with path.open("w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8", newline="\n")
     tmp.replace(path)
+
+
+def _read_bounded(path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path`` (a file larger than that is stale anyway; /dev/zero ends)."""
+    with open(path, "rb") as f:
+        return f.read(limit)
+
+
+def _stdout(lines: list[str]) -> int:
+    """Print to standard output; a closed pipe or a full disk is one line on stderr, not a traceback."""
+    try:
+        for line in lines:
+            sys.stdout.write(line)
+        sys.stdout.flush()
+    except BrokenPipeError:  # pxdissect --fields | head
+        sys.stderr.close()
+    except OSError as exc:
+        print(f"pxdissect: cannot write the standard output: {exc.strerror}", file=sys.stderr)
+        sys.stdout = open(os.devnull, "w")  # the interpreter's own flush at exit must not fail again
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,12 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fields:
         rows = field_list()
         width = max(len(name) for name, _, _ in rows)
-        try:
-            for name, ftype, text in rows:
-                print(f"{name:{width}}  {ftype:13}  {text}")
-        except BrokenPipeError:  # pxdissect --fields | head
-            sys.stderr.close()
-        return 0
+        return _stdout([f"{name:{width}}  {ftype:13}  {text}\n" for name, ftype, text in rows])
 
     try:
         ethermap = EtherTypeMap.parse(args.ethertypes) if args.ethertypes is not None else ethertypes.current()
@@ -69,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.check:
         try:
-            current = Path(args.check).read_text(encoding="utf-8")
+            current = _read_bounded(args.check, len(text.encode()) + 1)
         except OSError as exc:
             print(f"pxdissect: {args.check}: {exc.strerror}", file=sys.stderr)
             return 2
-        if current != text:
+        if current != text.encode():
             print(f"pxdissect: {args.check} is stale; regenerate it with pxdissect -o {args.check}", file=sys.stderr)
             return 1
         print(f"{args.check}: up to date")
@@ -85,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.install:
         targets.append(personal_plugin_dir() / PLUGIN_NAME)
     if not targets:
-        sys.stdout.write(text)
-        return 0
+        return _stdout([text])
     for path in targets:
         try:
             _write(path, text)
