@@ -18,9 +18,36 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pxproto.orch.daemon import DEFAULT_CONTROL
+
+
+def _count(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= low."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{v} is below {low}")
+        return v
+
+    return parse
+
+
+def _percent(text: str) -> float:
+    """An argparse type: a loss percentage, 0 <= x < 100 (100 would drop everything: nothing could finish)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v < 100:
+        raise argparse.ArgumentTypeError(f"{v} is not in 0..100 (exclusive)")
+    return v
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,11 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="run the paper's demo on this machine (rootless)")
     demo.add_argument("--out-dir", help="where demo.pcapng and demo-timeline.png go (default: the work dir)")
-    demo.add_argument("--rate", type=int,
+    demo.add_argument("--rate", type=_count(0),
                       help="source lines per second (default 0: unthrottled; --bare-metal: 400)")  # fmt: skip
-    demo.add_argument("--passes", type=int,
+    demo.add_argument("--passes", type=_count(1),
                       help="times the source streams its 2,400-line corpus (default 8; --bare-metal: 1)")  # fmt: skip
-    demo.add_argument("--work-us", type=int, help="the transform's busy work per line (default 0 us)")
+    demo.add_argument("--work-us", type=_count(0), help="the transform's busy work per line (default 0 us)")
     demo.add_argument("--no-kill", action="store_true", help="do not kill a DIME")
     demo.add_argument("--kill-stage", default="transform", choices=("source", "parse", "transform", "sink"),
                       help="whose DIME is killed (default transform)")  # fmt: skip
@@ -48,10 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--missed", type=float, help="override: silent periods before suspicion (default 2)")
     demo.add_argument("--confirm-ms", type=int, help="override: ping retransmit interval when confirming (default 8)")
     ch = sub.add_parser("chaos", help="many kills of every stage kind and of whole servers, under frame loss")
-    ch.add_argument("--kills", type=int, default=30, help="kills in all (default 30), spread over every kind")
-    ch.add_argument("--loss", type=float, default=2.0, help="frames dropped per hop and direction, percent (default 2)")
-    ch.add_argument("--rate", type=int, default=250, help="source lines per second (default 250)")
-    ch.add_argument("--passes", type=int, help="times through the corpus (default: enough to outlast the kills)")
+    ch.add_argument("--kills", type=_count(0), default=30, help="kills in all (default 30), spread over every kind")
+    ch.add_argument("--loss", type=_percent, default=2.0,
+                    help="frames dropped per hop and direction, percent (default 2)")  # fmt: skip
+    ch.add_argument("--rate", type=_count(0), default=250, help="source lines per second (default 250)")
+    ch.add_argument("--passes", type=_count(1), help="times through the corpus (default: enough to outlast the kills)")
     ch.add_argument("--seed", type=int, default=1)
     ch.add_argument("--netns", action="store_true", help="namespaces, veth, AF_PACKET, tc netem (root, sch_netem)")
     ch.add_argument("--workdir", help="state and logs (default: a fresh pxorch-demo-* temp dir)")
@@ -149,11 +177,17 @@ def _bad_classes(text: str) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.cmd in ("demo", "chaos") and (bad := _bad_classes(args.encrypt)):
-        print(f"pxorch {args.cmd}: {bad}", file=sys.stderr)
-        return 2
+def _bad_dirs(args: argparse.Namespace) -> str | None:
+    """Why --workdir or --out-dir cannot be a directory (something else is there), or None."""
+    for opt in ("workdir", "out_dir"):
+        value = getattr(args, opt, None)
+        if value and Path(value).exists() and not Path(value).is_dir():
+            return f"--{opt.replace('_', '-')} {value}: exists and is not a directory"
+    return None
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    """``pxorch demo`` (plain, --ha, --bare-metal, --netns) and ``pxorch chaos``."""
     if args.cmd == "demo":
         from pxproto.orch import demo
 
@@ -178,12 +212,26 @@ def main(argv: list[str] | None = None) -> int:
                          workdir=Path(args.workdir) if args.workdir else None, regulator=reg,
                          netns=args.netns, kill_stage=args.kill_stage, passes=passes,
                          work_us=args.work_us, encrypt=args.encrypt)  # fmt: skip
-    if args.cmd == "chaos":
-        from pxproto.orch import chaos
+    from pxproto.orch import chaos
 
-        return chaos.main(Path(args.workdir) if args.workdir else None, kills=args.kills, loss=args.loss,
-                          rate=args.rate, passes=args.passes, seed=args.seed, netns=args.netns,
-                          quiet=args.quiet, encrypt=args.encrypt)  # fmt: skip
+    return chaos.main(Path(args.workdir) if args.workdir else None, kills=args.kills, loss=args.loss,
+                      rate=args.rate, passes=args.passes, seed=args.seed, netns=args.netns,
+                      quiet=args.quiet, encrypt=args.encrypt)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd in ("demo", "chaos"):
+        bad = _bad_classes(args.encrypt) or _bad_dirs(args)
+        if bad:
+            print(f"pxorch {args.cmd}: {bad}", file=sys.stderr)
+            return 2
+        try:
+            return _run_demo(args)
+        except OSError as exc:  # a work dir that cannot be made or written, a full disk: one line
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"pxorch {args.cmd}: {exc.strerror or exc}{where}", file=sys.stderr)
+            return 1
     if args.cmd == "check":
         from pxproto.orch.service import ServiceError, load_service
 

@@ -264,11 +264,19 @@ def parse_service(text: str, where: str = "<service>", base: Path | None = None,
     return ServiceSpec(name, sid, package, tuple(stages), regulator, where)
 
 
+SERVICE_MAX = 1 << 20
+"""Bytes a service file may hold: one larger (or /dev/zero) is refused, not read whole."""
+
+
 def load_service(path: str | Path) -> ServiceSpec:
     """Read and check a service file (and its package's manifest)."""
     p = Path(path)
     try:
-        text = p.read_text("utf-8")
+        with p.open("rb") as f:
+            data = f.read(SERVICE_MAX + 1)
+        if len(data) > SERVICE_MAX:
+            raise ServiceError(f"{p}: larger than {SERVICE_MAX} bytes: not a service file")
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ServiceError(f"{p}: {exc}") from None
     return parse_service(text, str(p), p.parent)

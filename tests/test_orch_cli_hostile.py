@@ -1,0 +1,58 @@
+"""pxorch's demo, chaos and check against hostile options and paths: one line and a non-zero exit,
+no traceback, nothing started.  Before: ``chaos --kills -1`` or ``--loss 200`` started a run that
+never ended, ``--workdir /dev/full`` ended in a FileExistsError traceback, ``check /dev/zero`` read
+the device whole (MemoryError)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pxorch(*args: str) -> subprocess.CompletedProcess[str]:
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "pxproto.orch.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=60, preexec_fn=limit, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (("chaos", "--kills", "-1"), "argument --kills: -1 is below 0"),
+        (("chaos", "--loss", "200"), "argument --loss: 200.0 is not in 0..100 (exclusive)"),
+        (("chaos", "--loss", "100"), "argument --loss: 100.0 is not in 0..100 (exclusive)"),
+        (("chaos", "--loss", "nan%"), "argument --loss: 'nan%' is not a number"),
+        (("chaos", "--rate", "-5"), "argument --rate: -5 is below 0"),
+        (("chaos", "--passes", "0"), "argument --passes: 0 is below 1"),
+        (("demo", "--passes", "0"), "argument --passes: 0 is below 1"),
+        (("demo", "--work-us", "-1"), "argument --work-us: -1 is below 0"),
+        (("chaos", "--workdir", "/dev/null"), "--workdir /dev/null: exists and is not a directory"),
+        (("demo", "--ha", "--workdir", "/dev/null"), "--workdir /dev/null: exists and is not a directory"),
+        (("demo", "--out-dir", "/dev/null"), "--out-dir /dev/null: exists and is not a directory"),
+        (("check", "/dev/zero"), "/dev/zero: larger than 1048576 bytes: not a service file"),
+    ],
+)
+def test_bad_option_or_path_is_one_line(args: tuple[str, ...], text: str) -> None:
+    p = _pxorch(*args)
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("usage:") and not ln.startswith("  ")]
+    assert len(lines) == 1 and lines[0].endswith(text), p.stderr
+
+
+def test_a_work_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    p = _pxorch("chaos", "--kills", "1", "--workdir", str(blocker / "sub"))
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr == f"pxorch chaos: Not a directory ({blocker / 'sub'})\n", p.stderr
