@@ -15,6 +15,7 @@ import random
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -198,17 +199,22 @@ def test_with_the_key_every_field_is_the_opened_frames(how: str, tmp_path: Path,
     for i, (raw, layers, shown) in enumerate(zip(raws, packets, printed, strict=True)):
         opened = codec.decode(aead.open_raw(raw, KEY) or b"")
         assert shown == opened.to_dict(), f"frame {i + 1}: pxdump --key"
-        got, experts = dissected(layers)
-        assert got.pop("px.decrypted") == ["1"], f"frame {i + 1}"
-        assert not [e for e in experts if e[0] and e[0].startswith(("px.malformed", "px.aead"))], experts
-        want = _wire_flags(expected(opened), raw)
-        for extra in set(EXTRA_FIELDS) - set(want):  # TLV headers, request/response and fragment links
-            got.pop(extra, None)
-        assert got == want, f"frame {i + 1}: " + ", ".join(
-            f"{k}: tshark {got.get(k)!r} codec {want.get(k)!r}"
-            for k in sorted(set(got) | set(want))
-            if got.get(k) != want.get(k)
-        )
+        check_opened(i, raw, layers, opened)
+
+
+def check_opened(i: int, raw: bytes, layers: dict[str, Any], opened: Frame) -> None:
+    """tshark's fields of the sealed frame ``raw`` are those of its opened frame, flags as on the wire."""
+    got, experts = dissected(layers)
+    assert got.pop("px.decrypted") == ["1"], f"frame {i + 1}"
+    assert not [e for e in experts if e[0] and e[0].startswith(("px.malformed", "px.aead"))], experts
+    want = _wire_flags(expected(opened), raw)
+    for extra in set(EXTRA_FIELDS) - set(want):  # TLV headers, request/response and fragment links
+        got.pop(extra, None)
+    assert got == want, f"frame {i + 1}: " + ", ".join(
+        f"{k}: tshark {got.get(k)!r} codec {want.get(k)!r}"
+        for k in sorted(set(got) | set(want))
+        if got.get(k) != want.get(k)
+    )
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
@@ -297,3 +303,56 @@ def test_an_opened_body_that_breaks_the_rules_is_malformed_as_the_codec_says(tmp
             codec.decode(aead.open_raw(raw, KEY) or b"")
         malformed = [m for a, m in _experts(layers) if a and a.startswith("px.malformed.")]
         assert malformed == [str(err.value)]
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+def test_mutated_sealed_frames_with_the_key_agree_with_the_codec(rng: random.Random, tmp_path: Path) -> None:
+    """Sealed frames with bytes flipped, cut or grown, under the key preference: each is what the
+    reference says (its decode error, an authentication failure, or the opened frame's fields), and
+    no mutation makes the dissector raise a Lua error."""
+    base = _sealed_capture()
+    raws: list[bytes] = []
+    for _ in range(300):
+        m = bytearray(rng.choice(base))
+        how = rng.randrange(3)
+        if how == 0:
+            for _ in range(rng.randrange(1, 4)):
+                m[rng.randrange(len(m))] ^= 1 << rng.randrange(8)
+        elif how == 1:
+            del m[rng.randrange(spec.BODY_OFFSET, len(m)) :]
+        else:
+            m[spec.HEADER_OFFSET + 2 : spec.HEADER_OFFSET + 4] = rng.randrange(1 << 16).to_bytes(2, "big")
+        raws.append(bytes(m))
+    pcap = tmp_path / "mutated.pcapng"
+    _write_pcap(pcap, raws)
+    outcomes: Counter[str] = Counter()
+    for i, (raw, layers) in enumerate(zip(raws, _json(pcap, tmp_path, f"px.key:{KEY.hex()}"), strict=True)):
+        got, experts = dissected(layers)
+        malformed = [m for a, m in experts if a and a.startswith("px.malformed.")]
+        failed = [m for a, m in experts if a == "px.aead.auth_failed"]
+        try:
+            frame = codec.decode(raw)
+        except ProtocolError as exc:
+            if exc.field in ("eth", "eth.type"):
+                continue
+            assert malformed == [str(exc)], f"frame {i + 1}: {malformed} != {exc}"
+            outcomes["malformed"] += 1
+            continue
+        if not frame.flags & HeaderFlag.ENCRYPTED:
+            outcomes["clear"] += 1
+            continue
+        clear = aead.open_raw(raw, KEY)
+        if clear is None:
+            assert failed and "px.decrypted" not in got, f"frame {i + 1}: {experts}"
+            outcomes["auth failed"] += 1
+            continue
+        assert got.get("px.decrypted") == ["1"], f"frame {i + 1}: {experts}"
+        try:
+            opened = codec.decode(clear)
+        except ProtocolError as exc:
+            assert malformed == [str(exc)], f"frame {i + 1}: {malformed} != {exc}"
+            outcomes["opened, malformed"] += 1
+            continue
+        check_opened(i, raw, layers, opened)
+        outcomes["opened"] += 1
+    assert outcomes["malformed"] > 50 and outcomes["auth failed"] > 50, outcomes
