@@ -852,7 +852,10 @@ local function word(s, i)  -- the big-endian 32-bit word at byte i (1-based) of 
 end
 
 local function bytes4(w)
-  return char(floor(w / 16777216), floor(w / 65536) % 256, floor(w / 256) % 256, w % 256)
+  local d = w % 256
+  local c = (w - d) / 256 % 256
+  local b = (w - d - c * 256) / 65536 % 256
+  return char((w - w % 16777216) / 16777216, b, c, d)
 end
 
 -- ------------------------------------------------------------ SHA-256 (FIPS 180-4)
@@ -997,47 +1000,54 @@ local function expand_key(key)
   return w
 end
 
--- One block (four words) through the cipher under round keys w (5.1).
+-- One block (four words) through the cipher under round keys w (5.1).  Bytes of a word are taken
+-- with arithmetic (x - x % 2^k) / 2^k: no function call, which is most of what a round costs.
 local function encrypt_block(w, s0, s1, s2, s3)
+  local T0, T1, T2, T3 = TE0, TE1, TE2, TE3
   s0, s1, s2, s3 = bxor(s0, w[0]), bxor(s1, w[1]), bxor(s2, w[2]), bxor(s3, w[3])
   for r = 4, 52, 4 do
+    local a0, a1, a2, a3 = s0 % 16777216, s1 % 16777216, s2 % 16777216, s3 % 16777216  -- low 3 bytes
+    local b0, b1, b2, b3 = a0 % 65536, a1 % 65536, a2 % 65536, a3 % 65536  -- low 2 bytes
+    local c0, c1, c2, c3 = b0 % 256, b1 % 256, b2 % 256, b3 % 256  -- low byte
+    local h0, h1, h2, h3 = (s0 - a0) / 16777216, (s1 - a1) / 16777216, (s2 - a2) / 16777216, (s3 - a3) / 16777216
+    local g0, g1, g2, g3 = (a0 - b0) / 65536, (a1 - b1) / 65536, (a2 - b2) / 65536, (a3 - b3) / 65536
+    local f0, f1, f2, f3 = (b0 - c0) / 256, (b1 - c1) / 256, (b2 - c2) / 256, (b3 - c3) / 256
     s0, s1, s2, s3 =
-      bxor(TE0[floor(s0 / 16777216)], TE1[floor(s1 / 65536) % 256], TE2[floor(s2 / 256) % 256], TE3[s3 % 256], w[r]),
-      bxor(TE0[floor(s1 / 16777216)], TE1[floor(s2 / 65536) % 256], TE2[floor(s3 / 256) % 256], TE3[s0 % 256],
-           w[r + 1]),
-      bxor(TE0[floor(s2 / 16777216)], TE1[floor(s3 / 65536) % 256], TE2[floor(s0 / 256) % 256], TE3[s1 % 256],
-           w[r + 2]),
-      bxor(TE0[floor(s3 / 16777216)], TE1[floor(s0 / 65536) % 256], TE2[floor(s1 / 256) % 256], TE3[s2 % 256],
-           w[r + 3])
+      bxor(T0[h0], T1[g1], T2[f2], T3[c3], w[r]),
+      bxor(T0[h1], T1[g2], T2[f3], T3[c0], w[r + 1]),
+      bxor(T0[h2], T1[g3], T2[f0], T3[c1], w[r + 2]),
+      bxor(T0[h3], T1[g0], T2[f1], T3[c2], w[r + 3])
   end
   local S = SBOX
+  local a0, a1, a2, a3 = s0 % 16777216, s1 % 16777216, s2 % 16777216, s3 % 16777216
+  local b0, b1, b2, b3 = a0 % 65536, a1 % 65536, a2 % 65536, a3 % 65536
+  local c0, c1, c2, c3 = b0 % 256, b1 % 256, b2 % 256, b3 % 256
+  local h0, h1, h2, h3 = (s0 - a0) / 16777216, (s1 - a1) / 16777216, (s2 - a2) / 16777216, (s3 - a3) / 16777216
+  local g0, g1, g2, g3 = (a0 - b0) / 65536, (a1 - b1) / 65536, (a2 - b2) / 65536, (a3 - b3) / 65536
+  local f0, f1, f2, f3 = (b0 - c0) / 256, (b1 - c1) / 256, (b2 - c2) / 256, (b3 - c3) / 256
   return
-    bxor(((S[floor(s0 / 16777216)] * 256 + S[floor(s1 / 65536) % 256]) * 256 + S[floor(s2 / 256) % 256]) * 256
-         + S[s3 % 256], w[56]),
-    bxor(((S[floor(s1 / 16777216)] * 256 + S[floor(s2 / 65536) % 256]) * 256 + S[floor(s3 / 256) % 256]) * 256
-         + S[s0 % 256], w[57]),
-    bxor(((S[floor(s2 / 16777216)] * 256 + S[floor(s3 / 65536) % 256]) * 256 + S[floor(s0 / 256) % 256]) * 256
-         + S[s1 % 256], w[58]),
-    bxor(((S[floor(s3 / 16777216)] * 256 + S[floor(s0 / 65536) % 256]) * 256 + S[floor(s1 / 256) % 256]) * 256
-         + S[s2 % 256], w[59])
+    bxor(((S[h0] * 256 + S[g1]) * 256 + S[f2]) * 256 + S[c3], w[56]),
+    bxor(((S[h1] * 256 + S[g2]) * 256 + S[f3]) * 256 + S[c0], w[57]),
+    bxor(((S[h2] * 256 + S[g3]) * 256 + S[f0]) * 256 + S[c1], w[58]),
+    bxor(((S[h3] * 256 + S[g0]) * 256 + S[f1]) * 256 + S[c2], w[59])
 end
 
 -- ------------------------------------------------------------ GCM (SP 800-38D)
 -- Blocks are four big-endian words; bit 0 of a block (the leftmost) is the coefficient of x^0.
--- GHASH multiplies by H four bits at a time: M[n] = n * H for the 16 values of a nibble (n = 8 is
--- H itself, 4 is H*x, 2 is H*x^2, 1 is H*x^3), and Z*x^4 drops four bits whose reduction by
--- x^128 = 1 + x + x^2 + x^7 (R = 0xE1 || 0^120) lands in the top 16 bits: LAST4.
+-- GHASH multiplies by H a byte at a time: M[n] = n * H for the 256 values of a byte (n = 0x80 is
+-- H itself, 0x40 is H*x, ..., 0x01 is H*x^7), and Z*x^8 drops eight bits whose reduction by
+-- x^128 = 1 + x + x^2 + x^7 (R = 0xE1 || 0^120) lands in the top word: LAST8.
 
-local LAST4
+local LAST8
 
 local function gcm_init()
-  LAST4 = {}
-  for rem = 0, 15 do
+  LAST8 = {}
+  for rem = 0, 255 do
     local v = 0
-    for j = 0, 3 do
-      if floor(rem / 2 ^ (3 - j)) % 2 == 1 then v = bxor(v, floor(0xE100 / 2 ^ j)) end
+    for j = 0, 7 do  -- bit 0x80 >> j of the dropped byte is x^(128 + j) = R * x^j
+      if floor(rem / 2 ^ (7 - j)) % 2 == 1 then v = bxor(v, floor(0xE1000000 / 2 ^ j)) end
     end
-    LAST4[rem] = v * 65536
+    LAST8[rem] = v
   end
 end
 
@@ -1054,44 +1064,48 @@ end
 -- The cipher state of one key: round keys and GHASH's table for H = E(K, 0^128).
 local function gcm_key(key)
   if #key ~= 32 then error("AES-256 needs a 32-byte key, not " .. #key, 2) end
-  if LAST4 == nil then gcm_init() end
+  if LAST8 == nil then gcm_init() end
   local w = expand_key(key)
   local m0, m1, m2, m3 = {[0] = 0}, {[0] = 0}, {[0] = 0}, {[0] = 0}
   local a, b, c, d = encrypt_block(w, 0, 0, 0, 0)
-  for _, n in ipairs({8, 4, 2, 1}) do
+  for bit = 7, 0, -1 do
+    local n = 2 ^ bit
     m0[n], m1[n], m2[n], m3[n] = a, b, c, d
     a, b, c, d = times_x(a, b, c, d)
   end
-  for n = 3, 15 do
-    local a2, b2, c2, d2 = 0, 0, 0, 0
-    for _, bit in ipairs({8, 4, 2, 1}) do
-      if floor(n / bit) % 2 == 1 then
-        a2, b2, c2, d2 = bxor(a2, m0[bit]), bxor(b2, m1[bit]), bxor(c2, m2[bit]), bxor(d2, m3[bit])
-      end
+  local hi = 1
+  for n = 3, 255 do
+    if n >= 2 * hi then hi = 2 * hi end
+    if n ~= hi then
+      local lo = n - hi
+      m0[n], m1[n], m2[n], m3[n] = bxor(m0[hi], m0[lo]), bxor(m1[hi], m1[lo]), bxor(m2[hi], m2[lo]),
+                                   bxor(m3[hi], m3[lo])
     end
-    m0[n], m1[n], m2[n], m3[n] = a2, b2, c2, d2
   end
   return {w = w, m0 = m0, m1 = m1, m2 = m2, m3 = m3}
 end
 
--- (y0..y3 ^ x0..x3) * H
-local function ghash_block(k, y0, y1, y2, y3, x0, x1, x2, x3)
-  local m0, m1, m2, m3, last4 = k.m0, k.m1, k.m2, k.m3, LAST4
-  local x = {bxor(y0, x0), bxor(y1, x1), bxor(y2, x2), bxor(y3, x3)}
-  local z0, z1, z2, z3 = 0, 0, 0, 0
-  for wi = 4, 1, -1 do
-    local v = x[wi]
-    for _ = 1, 8 do  -- the word's nibbles, last (rightmost, highest powers of x) first
-      local n = v % 16
-      v = floor(v / 16)
-      local rem = z3 % 16
-      z3 = bxor(floor(z3 / 16) + (z2 % 16) * 268435456, m3[n])
-      z2 = bxor(floor(z2 / 16) + (z1 % 16) * 268435456, m2[n])
-      z1 = bxor(floor(z1 / 16) + (z0 % 16) * 268435456, m1[n])
-      z0 = bxor(floor(z0 / 16), last4[rem], m0[n])
-    end
+-- Z * x^8 + M[v's bytes], for the four bytes of word v, last (highest powers of x) first.
+local function ghash_word(k, v, z0, z1, z2, z3)
+  local m0, m1, m2, m3, last8 = k.m0, k.m1, k.m2, k.m3, LAST8
+  for _ = 1, 4 do
+    local n = v % 256
+    v = (v - n) / 256
+    local r3, r2, r1, r0 = z3 % 256, z2 % 256, z1 % 256, z0 % 256
+    z3 = bxor((z3 - r3) / 256 + r2 * 16777216, m3[n])
+    z2 = bxor((z2 - r2) / 256 + r1 * 16777216, m2[n])
+    z1 = bxor((z1 - r1) / 256 + r0 * 16777216, m1[n])
+    z0 = bxor((z0 - r0) / 256, last8[r3], m0[n])
   end
   return z0, z1, z2, z3
+end
+
+-- (y0..y3 ^ x0..x3) * H
+local function ghash_block(k, y0, y1, y2, y3, x0, x1, x2, x3)
+  local z0, z1, z2, z3 = ghash_word(k, bxor(y3, x3), 0, 0, 0, 0)
+  z0, z1, z2, z3 = ghash_word(k, bxor(y2, x2), z0, z1, z2, z3)
+  z0, z1, z2, z3 = ghash_word(k, bxor(y1, x1), z0, z1, z2, z3)
+  return ghash_word(k, bxor(y0, x0), z0, z1, z2, z3)
 end
 
 -- GHASH of s zero-padded to whole blocks, continuing from y.
@@ -1123,8 +1137,12 @@ local function gcm_open(k, iv, ct, aad, tag)
   for at = 1, n, 16 do
     ctr = (ctr + 1) % W32  -- inc32
     local k0, k1, k2, k3 = encrypt_block(w, i0, i1, i2, ctr)
-    out[#out + 1] = bytes4(bxor(word(padded, at), k0)) .. bytes4(bxor(word(padded, at + 4), k1))
-                    .. bytes4(bxor(word(padded, at + 8), k2)) .. bytes4(bxor(word(padded, at + 12), k3))
+    local c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16 = byte(padded, at, at + 15)
+    local p0 = bxor(((c1 * 256 + c2) * 256 + c3) * 256 + c4, k0)
+    local p1 = bxor(((c5 * 256 + c6) * 256 + c7) * 256 + c8, k1)
+    local p2 = bxor(((c9 * 256 + c10) * 256 + c11) * 256 + c12, k2)
+    local p3 = bxor(((c13 * 256 + c14) * 256 + c15) * 256 + c16, k3)
+    out[#out + 1] = bytes4(p0) .. bytes4(p1) .. bytes4(p2) .. bytes4(p3)
   end
   return sub(concat(out), 1, n)
 end
