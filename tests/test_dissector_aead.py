@@ -92,7 +92,8 @@ def _vectors(rng: random.Random) -> tuple[str, list[str]]:
     return "\n".join(lines) + "\n", want
 
 
-LUAS = [name for name in ("lua5.2", "lua5.4") if shutil.which(name)]
+LUAS = [name for name in ("lua5.2", "lua5.3", "lua5.4", "luajit") if shutil.which(name)]
+"""bit32 (5.2), native operators (5.3, 5.4), LuaBitOp (LuaJIT): each of the chunk's three ways."""
 
 
 @pytest.mark.parametrize("lua", LUAS or [pytest.param("lua5.2", marks=pytest.mark.skip("no lua5.2 or lua5.4"))])
@@ -106,6 +107,19 @@ def test_lua_crypto_matches_cryptography(lua: str, rng: random.Random, tmp_path:
     assert len(got) == len(want)
     bad = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
     assert not bad, f"{lua}: checks {bad} differ, first: {got[bad[0]][:80]} != {want[bad[0]][:80]}"
+
+
+@pytest.mark.skipif(shutil.which("lua5.1") is None, reason="no lua5.1")
+def test_a_lua_without_bit_operations_loads_the_chunk_and_says_why_it_cannot_decrypt(tmp_path: Path) -> None:
+    path = tmp_path / "nobits.lua"
+    path.write_text(
+        "bit, bit32 = nil, nil\nlocal C = (function()\n" + aead_crypto() + "\nend)()\n"
+        "print(C.unavailable)\nprint(select(2, pcall(C.gcm_key, string.rep('k', 32))))\n"
+    )
+    p = subprocess.run(["lua5.1", str(path)], capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    why = "this Lua has no bit32, bit operators or bit library: cannot decrypt"
+    assert p.stdout.splitlines()[0] == why and p.stdout.splitlines()[1].endswith(why), p.stdout
 
 
 def _tshark(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:

@@ -3,14 +3,17 @@
 -- FIPS 197 (AES), NIST SP 800-38D (GCM), FIPS 180-4 (SHA-256), RFC 2104 (HMAC), RFC 5869 (HKDF).
 -- Byte strings in, byte strings out; no Wireshark API, so `lua5.2` runs this chunk alone (it
 -- returns its table).  The tables are built at the first use, so a dissector without a key pays
--- nothing.  Lua 5.2 (Wireshark 4.0) has the bit32 library; Lua 5.3+ (Wireshark 4.4) has native
--- operators instead, reached through load() so that this file still parses under 5.2.
+-- nothing.  Bit operations: bit32 on Lua 5.2 (Wireshark 4.0); the native operators on 5.3+
+-- (Wireshark 4.4, no bit32), compiled from a string so that this file still parses under 5.2;
+-- LuaBitOp's `bit` on 5.1 and LuaJIT (signed results, brought back to 0..2^32-1).  A Lua with
+-- none of them loads this chunk but cannot decrypt (M.unavailable says why).
 local byte, char, sub, rep, concat = string.byte, string.char, string.sub, string.rep, table.concat
 local floor = math.floor
 
 local B = bit32
 if B == nil then
-  B = load("local M = 0xffffffff\n"
+  local compile = loadstring or load
+  local native = compile("local M = 0xffffffff\n"
     .. "local function bxor(a, b, c, d, e)\n"
     .. "  local r = a ~ b\n"
     .. "  if c then r = r ~ c end\n"
@@ -22,8 +25,22 @@ if B == nil then
     .. "  band = function(a, b) return a & b & M end,\n"
     .. "  bnot = function(a) return ~a & M end,\n"
     .. "  rshift = function(a, n) return (a & M) >> n end,\n"
-    .. "  rrotate = function(a, n) a = a & M return ((a >> n) | (a << (32 - n))) & M end}\n")()
+    .. "  rrotate = function(a, n) a = a & M return ((a >> n) | (a << (32 - n))) & M end}\n")
+  if native ~= nil then
+    B = native()
+  elseif bit ~= nil then
+    local X, A, N, R, ROR, W = bit.bxor, bit.band, bit.bnot, bit.rshift, bit.ror, 4294967296
+    B = {
+      bxor = function(...) return X(...) % W end,
+      band = function(a, b) return A(a, b) % W end,
+      bnot = function(a) return N(a) % W end,
+      rshift = function(a, n) return R(a, n) % W end,
+      rrotate = function(a, n) return ROR(a, n) % W end,
+    }
+  end
 end
+local unavailable = B == nil and "this Lua has no bit32, bit operators or bit library: cannot decrypt" or nil
+B = B or {}
 local bxor, band, bnot, rshift, rrotate = B.bxor, B.band, B.bnot, B.rshift, B.rrotate
 
 local W32 = 4294967296
@@ -67,6 +84,7 @@ local function sha_init()
 end
 
 local function sha256(msg)
+  if unavailable then error(unavailable, 2) end
   if K == nil then sha_init() end
   local len = #msg
   local bits = len * 8
@@ -245,6 +263,7 @@ end
 
 -- The cipher state of one key: round keys and GHASH's table for H = E(K, 0^128).
 local function gcm_key(key)
+  if unavailable then error(unavailable, 2) end
   if #key ~= 32 then error("AES-256 needs a 32-byte key, not " .. #key, 2) end
   if LAST8 == nil then gcm_init() end
   local w = expand_key(key)
@@ -337,6 +356,7 @@ local function aes256_block(key, block)
 end
 
 return {
+  unavailable = unavailable,
   sha256 = sha256,
   hmac_sha256 = hmac_sha256,
   hkdf_sha256 = hkdf_sha256,

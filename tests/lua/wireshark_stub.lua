@@ -108,8 +108,8 @@ end
 -- The globals Wireshark defines.
 base = {DEC = "DEC", HEX = "HEX", NONE = "NONE"}
 frametype = {REQUEST = "REQUEST", RESPONSE = "RESPONSE"}
-expert = {group = {MALFORMED = "MALFORMED", SEQUENCE = "SEQUENCE", UNDECODED = "UNDECODED"},
-          severity = {ERROR = "ERROR", NOTE = "NOTE"}}
+expert = {group = {MALFORMED = "MALFORMED", SEQUENCE = "SEQUENCE", UNDECODED = "UNDECODED", DECRYPTION = "DECRYPTION"},
+          severity = {ERROR = "ERROR", NOTE = "NOTE", WARN = "WARN"}}
 ProtoField = setmetatable({}, {__index = function(_, ftype)
   return function(abbrev, label, _, _, mask)
     return {abbrev = abbrev, label = label, ftype = ftype, mask = mask and tonumber(mask) or nil}
@@ -117,7 +117,8 @@ ProtoField = setmetatable({}, {__index = function(_, ftype)
 end})
 ProtoExpert = {new = function(abbrev, text) return {abbrev = abbrev, text = text} end}
 Pref = {uint = function(_, default) return {default = default} end,
-        bool = function(_, default) return {default = default} end}
+        bool = function(_, default) return {default = default} end,
+        string = function(_, default) return {default = default} end}
 function Proto(name, desc)
   local prefs = {}
   local p = {name = name, description = desc, fields = {}, experts = {}}
