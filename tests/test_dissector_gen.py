@@ -138,6 +138,6 @@ def test_template_is_package_data() -> None:
     """The Lua template ships beside its generator (pyproject package-data), not as a Python string."""
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert '"pxproto.wire" = ["*.lua.in"]' in pyproject
-    assert '"pxproto.dissect" = ["*.lua", "*.lua.in"]' in pyproject
+    assert '"pxproto.dissect" = ["*.lua.in"]' in pyproject
     assert all((ROOT / pkg.replace(".", "/") / name).is_file() for pkg, name in (*TEMPLATE_NAMES, AEAD_CRYPTO))
     assert len((ROOT / "pxproto" / "wire" / "gen_lua.py").read_text().splitlines()) < 450

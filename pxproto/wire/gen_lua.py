@@ -38,7 +38,7 @@ TEMPLATE_NAMES = (
 the four classes; the AEAD key preference; analysis, the entry point and registration);
 ``%%NAME%%`` marks a slot filled from the spec."""
 
-AEAD_CRYPTO = ("pxproto.dissect", "aead_crypto.lua")
+AEAD_CRYPTO = ("pxproto.dissect", "aead_crypto.lua.in")
 """Plain Lua (5.2 and 5.4) AES-256-GCM, SHA-256, HMAC and HKDF: the AEAD slot's body, runnable alone."""
 
 LOCAL_EXPERIMENTAL = (0x88B5, 0x88B6)
