@@ -69,6 +69,25 @@ def test_a_key_file_others_can_read_is_refused_like_ssh(tmp_path: Path, mode: in
     assert len(load_keyfile(keyfile)[1]) == 32
 
 
+def test_a_key_path_that_is_a_directory_is_one_line_everywhere(tmp_path: Path) -> None:
+    """`--key /tmp` ended in an IsADirectoryError traceback (pxkernel) or "[Errno 21] ...: 3" (pxorch, pxdump)."""
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        load_keyfile(tmp_path)
+    p = run_cli("pxproto.node.cli", "--port", "udp:127.0.0.1:5996", "--key", str(tmp_path))
+    one_line(p, "pxkernel", "not a regular file")
+    p = run_cli(
+        "pxproto.orch.cli",
+        "run",
+        "--port",
+        "udp:127.0.0.1:5995",
+        "--key",
+        str(tmp_path),
+        "--control",
+        str(tmp_path / "c"),
+    )
+    one_line(p, "pxorch", "not a regular file")
+
+
 def test_key_files_are_written_0600_and_fresh_keys_are_random(tmp_path: Path) -> None:
     keys = fresh_keys()
     write_keyfile(tmp_path / "k", keys)

@@ -99,12 +99,17 @@ def read_private(path: str | os.PathLike[str]) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
     except OSError as exc:
         raise KeyFileError(f"{path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # checked before fdopen, which refuses a directory with its own error
             raise KeyFileError(f"{path}: not a regular file")
         check_private(path, st)
-        return f.read(1 << 16)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(1 << 16)
+    except OSError as exc:
+        raise KeyFileError(f"{path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def load_keyfile(path: str | os.PathLike[str]) -> dict[int, bytes]:
