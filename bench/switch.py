@@ -17,7 +17,8 @@ signaling/heartbeat frames lost while data saturates.  With ``--rounds N`` the
 modes run side by side N times and a table of medians follows.  A pxswitch
 mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
 instead of the default TPACKET_V2 ring, ``+ring=3``: TPACKET_V3 blocks; ``+txring=false``: sendmmsg instead of
-the PACKET_TX_RING; ``+offload=false``) or ``busy=US``.
+the PACKET_TX_RING; ``+offload=false``), ``busy=US`` (busy polling) or ``slice=US`` (the
+EEVDF slice the switch asks for; ``slice=0``: the kernel's default).
 
 A second table (``--port-modes``, see ``_switch_ports.py``) forwards between
 the port types QEMU guests use: the bridge between two taps, pxswitch AF_PACKET
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import IO
 
 import _switch_ports  # standard library only at import
 
@@ -190,6 +192,7 @@ class Mode:
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.tmp = tempfile.mkdtemp(prefix="pxs16-")
+        self.err: IO[str] = open(os.devnull, "w+")
 
     def start(self) -> None:
         if self.name == "bridge":
@@ -217,16 +220,27 @@ class Mode:
                     os.path.join(self.tmp, "c.sock"),
                     *self.extra,
                 ]
+            self.err = open(os.path.join(self.tmp, "stderr"), "w+")
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", SW, "taskset", "-c", CPUS["switch"], *cmd],
                 env=env(),
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=self.err,
             )
         time.sleep(1.0)
+        self.check()
         # Teach every switch where the destination is (one frame from it).
         send(DST, "dst0", "control", 2, 1000, DST_MAC, SRC_MAC)
         time.sleep(0.2)
+
+    def check(self) -> None:
+        """Stop the bench with the switch's own last words when it has exited (a mistyped variant, say)."""
+        if self.proc is None or self.proc.poll() is None:
+            return
+        self.err.seek(0)
+        lines = [ln for ln in self.err.read().splitlines() if ln.strip()]
+        why = lines[-1] if lines else "no message"
+        raise SystemExit(f"bench/switch.py: mode {self.name}: the switch exited ({self.proc.returncode}): {why}")
 
     def cpu_seconds(self) -> float:
         return _switch_ports.cpu_seconds(self.proc)
@@ -249,6 +263,7 @@ class Mode:
                 self.proc.kill()
         if self.name == "bridge":
             sh(nsx(SW, "ip link del br0"), check=False)
+        self.err.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -338,6 +353,7 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
         m.start()
         cpu0 = m.cpu_seconds()
         _, tx, rx = blast(conf, seconds, None)
+        m.check()
         cpu = m.cpu_seconds() - cpu0
         res.update(sat_fps=rx / seconds, sent_fps=tx / seconds, sat_loss=1 - rx / tx if tx else 0)
         res["cpu_ns"] = cpu * 1e9 / rx if rx and m.proc is not None else float("nan")
@@ -369,6 +385,7 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
         c.wait()
         got = json.loads(r.communicate()[0].splitlines()[-1])["n"]
         res.update(ctrl_sent=n_ctrl, ctrl_lost=max(0, n_ctrl - got))
+        m.check()
         res["stats"] = m.stats()
     finally:
         m.stop()
@@ -483,6 +500,8 @@ def main() -> int:
                     key, _, value = variant.partition("=")
                     if key == "busy":
                         extra += ("--busy-poll", value)
+                    elif key == "slice":
+                        extra += ("--slice", value)
                     else:
                         opts.append(variant)
                 results.append(run_mode(name, conf, args.seconds, ctrl_ets, ",".join(opts), extra))

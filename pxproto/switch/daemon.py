@@ -32,6 +32,7 @@ from pxproto.switch.ports import (
     claim_unix_path,
     port_error,
 )
+from pxproto.switch.sched import set_realtime, set_slice
 
 BATCH = 64
 FAST_PORTS = 64
@@ -486,14 +487,17 @@ class Daemon:
             self.reload()
 
     def _set_scheduler(self) -> None:
-        prio = self.config.realtime
-        if not prio:
-            return
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
-            log(f"SCHED_FIFO priority {prio}")
-        except OSError as exc:
-            log(f"realtime {prio} refused ({exc.strerror}): running under the normal scheduler")
+        prio, us = self.config.realtime, self.config.slice
+        if prio:
+            why = set_realtime(prio)
+            log(f"realtime {prio} refused ({why}): running under the normal scheduler" if why else
+                f"SCHED_FIFO priority {prio}")  # fmt: skip
+            if not why:
+                return
+        if us:
+            why = set_slice(us)
+            if why:
+                log(f"slice {us} µs refused ({why}): the kernel's default slice")
 
     def run(self) -> int:
         self._set_scheduler()
