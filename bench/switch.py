@@ -17,8 +17,9 @@ signaling/heartbeat frames lost while data saturates.  With ``--rounds N`` the
 modes run side by side N times and a table of medians follows.  A pxswitch
 mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
 instead of the default TPACKET_V2 ring, ``+ring=3``: TPACKET_V3 blocks; ``+txring=false``: sendmmsg instead of
-the PACKET_TX_RING; ``+offload=false``), ``busy=US`` (busy polling) or ``slice=US`` (the
-EEVDF slice the switch asks for; ``slice=0``: the kernel's default).
+the PACKET_TX_RING; ``+offload=false``), ``busy=US`` (busy polling), ``slice=US`` (the
+EEVDF slice the switch asks for; ``slice=0``: the kernel's default), ``workers=N`` (forwarding threads,
+PACKET_FANOUT) or ``cpus=LIST`` (the switch's CPUs instead of ``--switch-cpu``, e.g. ``cpus=0-1``).
 
 A second table (``--port-modes``, see ``_switch_ports.py``) forwards between
 the port types QEMU guests use: the bridge between two taps, pxswitch AF_PACKET
@@ -186,8 +187,9 @@ def env() -> dict[str, str]:
 
 
 class Mode:
-    def __init__(self, name: str, port_opts: str = "", extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, port_opts: str = "", extra: tuple[str, ...] = (), cpus: str = "") -> None:
         self.name = name
+        self.cpus = cpus or CPUS["switch"]
         self.port_opts = f",{port_opts}" if port_opts else ""
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
@@ -222,7 +224,7 @@ class Mode:
                 ]
             self.err = open(os.path.join(self.tmp, "stderr"), "w+")
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", SW, "taskset", "-c", CPUS["switch"], *cmd],
+                ["ip", "netns", "exec", SW, "taskset", "-c", self.cpus, *cmd],
                 env=env(),
                 stdout=subprocess.DEVNULL,
                 stderr=self.err,
@@ -346,8 +348,10 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str, extra: tuple[str, ...]) -> dict:
-    m = Mode(name, port_opts, extra)
+def run_mode(
+    name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str, extra: tuple[str, ...], cpus: str
+) -> dict:
+    m = Mode(name, port_opts, extra, cpus)
     res: dict = {"mode": name}
     try:
         m.start()
@@ -496,15 +500,18 @@ def main() -> int:
                 if name.split("+")[0].endswith("-rt"):
                     extra += ("--realtime", str(RT_PRIORITY))
                 opts = [args.port_opts] if args.port_opts else []
+                cpus = CPUS["switch"]
                 for variant in name.split("+")[1:]:  # pxswitch+ring=3+busy=50: port options, or busy-poll µs
                     key, _, value = variant.partition("=")
                     if key == "busy":
                         extra += ("--busy-poll", value)
-                    elif key == "slice":
-                        extra += ("--slice", value)
+                    elif key in ("slice", "workers"):
+                        extra += (f"--{key}", value)
+                    elif key == "cpus":
+                        cpus = value
                     else:
                         opts.append(variant)
-                results.append(run_mode(name, conf, args.seconds, ctrl_ets, ",".join(opts), extra))
+                results.append(run_mode(name, conf, args.seconds, ctrl_ets, ",".join(opts), extra, cpus))
                 print(f"round {k + 1}: done {name}", file=sys.stderr, flush=True)
             prs = []
             for name in port_modes:

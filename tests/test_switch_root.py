@@ -154,6 +154,7 @@ def test_veth_forwarding_and_vanished_port(net: Net, tmp_path: Path) -> None:
         send(h2, "eth0", d)
         assert d in heard(l1)
         fdb = query(tmp_path, "fdb")
+        assert isinstance(fdb, list)
         assert {"mac": "02:00:00:00:00:01", "dime": 3, "port": "s0"}.items() <= next(
             r
             for r in fdb

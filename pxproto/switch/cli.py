@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="US",
         help="time slice asked of the normal scheduler (default 100; 0: the kernel's)",
     )
+    run.add_argument("--workers", type=int, metavar="N", help="threads forwarding AF_PACKET data (default 1)")
     for name in ("stats", "fdb"):
         q = sub.add_parser(name, help=f"print a running switch's {name}")
         q.add_argument("--control", default=DEFAULT_CONTROL)
@@ -137,6 +138,10 @@ def build_config(args: argparse.Namespace) -> SwitchConfig:
         if args.slice != 0 and not 100 <= args.slice <= 100_000:
             raise ConfigError(f"--slice {args.slice}: 0 (the kernel's) or 100..100000 microseconds")
         cfg.slice = args.slice
+    if args.workers is not None:
+        if not 1 <= args.workers <= 8:
+            raise ConfigError(f"--workers {args.workers}: 1..8 threads")
+        cfg.workers = args.workers
     return cfg
 
 

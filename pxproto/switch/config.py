@@ -16,6 +16,7 @@ A file::
     realtime = 0               # 1..99: run under SCHED_FIFO at this priority (0: the normal scheduler)
     busy_poll = 0              # µs the AF_PACKET loop keeps polling after a frame before it sleeps
     slice = 100                # µs: the loop's EEVDF time slice under the normal scheduler (0: the kernel's)
+    workers = 1                # threads forwarding AF_PACKET ports' data (PACKET_FANOUT; more than 1: no mirror)
 
     [[port]]
     name = "vm1"
@@ -102,6 +103,7 @@ SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "realtime": int,
     "busy_poll": int,
     "slice": int,
+    "workers": int,
     "max_macs": int,
 }
 
@@ -134,6 +136,8 @@ class SwitchConfig:
     slice: int = 100
     """Microseconds of time slice the loop asks the normal scheduler (EEVDF, sched_setattr) for, 0 for the
     kernel's default: a short slice is an early deadline, so a woken switch runs ahead of longer-slice tasks."""
+    workers: int = 1
+    """Threads that forward the AF_PACKET ports' data frames (pxproto.switch.workers), 1 to 8."""
 
 
 def check_port(raw: dict[str, Any], index: int, where: Any) -> PortSpec:
@@ -260,6 +264,11 @@ def load_text(text: str, source: str = "<config>") -> SwitchConfig:
                     f"{where('switch', None, key)}: {value}: 0 (the kernel's) or 100..100000 microseconds"
                 )
             cfg.slice = value
+        elif key == "workers":
+            assert isinstance(value, int)
+            if not 1 <= value <= 8:
+                raise ConfigError(f"{where('switch', None, key)}: {value}: 1..8 threads")
+            cfg.workers = value
         else:
             pol[key] = value
     try:
