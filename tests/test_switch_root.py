@@ -130,12 +130,17 @@ def query(tmp: Path, what: str) -> object:
     return q(str(tmp / "c.sock"), what)
 
 
-def test_veth_forwarding_and_vanished_port(net: Net, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_veth_forwarding_and_vanished_port(net: Net, tmp_path: Path, workers: int) -> None:
+    """With ``--workers 3`` two threads beside the main loop take data from PACKET_FANOUT sockets, and
+    restart without a port that vanished."""
     sw, h1, h2, h3 = net.add("sw"), net.add("h1"), net.add("h2"), net.add("h3")
     for i, h in enumerate((h1, h2, h3)):
         net.veth(h, "eth0", sw, f"s{i}")
-    proc = start_switch(sw, tmp_path, *(f"afpacket:interface=s{i},name=s{i}" for i in range(3)))
+    ports = (f"afpacket:interface=s{i},name=s{i}" for i in range(3))
+    proc = start_switch(sw, tmp_path, *ports, extra=("--workers", str(workers)))
     try:
+        assert query(tmp_path, "stats")["switch"].get("workers", 1) == workers  # type: ignore[index]
         l2, l3 = listen(h2, "eth0", LISTEN_S), listen(h3, "eth0", LISTEN_S)
         hb = heartbeat(mac(1), dime=3)
         send(h1, "eth0", hb)

@@ -1,4 +1,6 @@
-"""pxswitch with worker threads (``--workers``): AF_PACKET data spread over PACKET_FANOUT sockets."""
+"""pxswitch with worker threads (``--workers``): AF_PACKET data spread over PACKET_FANOUT sockets.
+
+(Forwarding, learning and a vanishing port with workers: test_switch_root.test_veth_forwarding_and_vanished_port.)"""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pxproto.switch.frames import data, heartbeat, mac
+from pxproto.switch.frames import data, mac
 from tests._helpers import NETNS
-from tests.test_switch_root import LISTEN_S, Net, heard, listen, net, query, send, start_switch
+from tests.test_switch_root import Net, net, query, send, start_switch
 
 pytestmark = NETNS
 __all__ = ["net"]  # the fixture, imported
@@ -35,37 +37,6 @@ while time.monotonic() < end and (n == 0 or time.monotonic() - last < 2):
         pass
 print(n, flush=True)
 """
-
-
-def test_workers_forward_and_follow_port_changes(net: Net, tmp_path: Path) -> None:
-    sw, h1, h2, h3 = net.add("sw"), net.add("h1"), net.add("h2"), net.add("h3")
-    for i, h in enumerate((h1, h2, h3)):
-        net.veth(h, "eth0", sw, f"s{i}")
-    ports = (f"afpacket:interface=s{i},name=s{i}" for i in range(3))
-    proc = start_switch(sw, tmp_path, *ports, extra=("--workers", "3"))
-    try:
-        st = query(tmp_path, "stats")
-        assert st["switch"]["workers"] == 3  # type: ignore[index]
-        l2, l3 = listen(h2, "eth0", LISTEN_S), listen(h3, "eth0", LISTEN_S)
-        hb = heartbeat(mac(1), dime=3)
-        send(h1, "eth0", hb)
-        assert hb in heard(l2) and hb in heard(l3)
-        l1, l3 = listen(h1, "eth0", LISTEN_S), listen(h3, "eth0", LISTEN_S)
-        d = data(mac(1), mac(2), dst_dime=3)
-        send(h2, "eth0", d)
-        assert d in heard(l1) and d not in heard(l3)  # learned by whichever thread: no flood
-        subprocess.run(["ip", "netns", "del", h3], check=True)  # the workers restart without s2
-        net.ns.remove(h3)
-        end = time.monotonic() + 5
-        while "gone" not in query(tmp_path, "stats")["ports"]["s2"]:  # type: ignore[index]
-            assert time.monotonic() < end, "the vanished port was not reported"
-            time.sleep(0.2)
-        l1 = listen(h1, "eth0", LISTEN_S)
-        send(h2, "eth0", d)
-        assert d in heard(l1)
-    finally:
-        proc.terminate()
-        assert proc.wait(10) == 0
 
 
 def test_a_backlog_spills_over_to_the_workers(net: Net, tmp_path: Path) -> None:

@@ -110,6 +110,15 @@ def attach_filter(sock: socket.socket, program: bytes) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
+def packet_drops(sock: socket.socket) -> int:
+    """Frames the kernel dropped on a packet socket since the last call (PACKET_STATISTICS resets on reading)."""
+    try:
+        raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+    except OSError:
+        return 0
+    return int(struct.unpack_from("II", raw)[1])  # tp_packets, tp_drops
+
+
 def control_ethertypes() -> tuple[int, ...]:
     from pxproto.wire import ethertypes
 
@@ -365,11 +374,7 @@ class AfPacketPort(Port):
 
     def kernel_drops(self) -> int:
         """Frames the kernel dropped because the data socket's buffer (or ring) was full, since the port opened."""
-        try:
-            raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
-        except OSError:
-            return self._drops
-        self._drops += struct.unpack_from("II", raw)[1]  # tp_packets, tp_drops; reading resets them
+        self._drops += packet_drops(self.sock)
         return self._drops + sum(lane.kernel_drops() for lane in self.lanes)
 
     def describe(self) -> dict[str, Any]:
@@ -406,11 +411,7 @@ class Lane:
         self._drops = 0
 
     def kernel_drops(self) -> int:
-        try:
-            raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
-        except OSError:
-            return self._drops
-        self._drops += struct.unpack_from("II", raw)[1]
+        self._drops += packet_drops(self.sock)
         return self._drops
 
     def close(self) -> None:
