@@ -1,4 +1,5 @@
-"""pxswitch's standing with the normal scheduler: the EEVDF slice it asks for (``slice``, ``--slice``)."""
+"""pxswitch's standing with the scheduler: the EEVDF slice it asks for (``slice``, ``--slice``), and the
+configuration of its worker threads (``workers``, ``--workers``; their forwarding: test_switch_workers.py)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,17 @@ def test_slice_in_the_file_and_on_the_command_line() -> None:
     args = _parser().parse_args(["run", "--port", "udp:local=127.0.0.1:0", "--slice", "200000"])
     with pytest.raises(ConfigError, match="--slice 200000"):
         build_config(args)
+
+
+def test_workers_in_the_file_and_on_the_command_line(tmp_path: Path) -> None:
+    assert load_text("[switch]\nworkers = 2\n").workers == 2
+    assert load_text("").workers == 1
+    with pytest.raises(ConfigError, match=r"line 2: switch.workers.*1..8 threads"):
+        load_text("[switch]\nworkers = 0\n")
+    for bad in ("0", "9"):
+        r = subprocess.run(
+            [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(tmp_path / "c.sock"),
+             "--port", "udp:local=127.0.0.1:0", "--workers", bad],
+            capture_output=True, text=True, env={"PYTHONPATH": ROOT},
+        )  # fmt: skip
+        assert r.returncode == 2 and f"--workers {bad}: 1..8 threads" in r.stderr
