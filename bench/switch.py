@@ -483,7 +483,7 @@ def main() -> int:
     trafgen_conf(conf)
     modes = [m for m in args.modes.split(",") if m]
     port_modes = [m for m in args.port_modes.split(",") if m]
-    unknown = [m for m in port_modes if m not in _switch_ports.MODES]
+    unknown = [m for m in port_modes if m.split("+")[0] not in _switch_ports.MODES]
     if unknown:
         print(f"--port-modes: unknown {', '.join(unknown)} (known: {', '.join(_switch_ports.MODES)}; empty for none)",
               file=sys.stderr)  # fmt: skip

@@ -71,7 +71,7 @@ def test_a_running_switch_asks_for_its_slice(tmp_path: Path) -> None:
 def test_slice_in_the_file_and_on_the_command_line() -> None:
     assert load_text("[switch]\nslice = 200\n").slice == 200
     assert load_text("[switch]\nslice = 0\n").slice == 0
-    assert load_text("").slice == 100
+    assert load_text("").slice == 0
     with pytest.raises(ConfigError, match=r"line 2: switch.slice.*100..100000"):
         load_text("[switch]\nslice = 50\n")
     args = _parser().parse_args(["run", "--port", "udp:local=127.0.0.1:0", "--slice", "500"])

@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         "--slice",
         type=int,
         metavar="US",
-        help="time slice asked of the normal scheduler (default 100; 0: the kernel's)",
+        help="time slice asked of the normal scheduler (100..100000; default 0: the kernel's)",
     )
     run.add_argument("--workers", type=int, metavar="N", help="threads forwarding AF_PACKET data (default 1)")
     for name in ("stats", "fdb"):

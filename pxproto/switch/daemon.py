@@ -109,8 +109,11 @@ class Daemon:
         self.sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._check_at = 0.0
         self.workers: Workers | None = None
-        if self.fast is not None and config.workers > 1 and not self.core.policy.mirror:
-            self.workers = Workers(config.workers - 1, self._fast_loop, self._notify, config.slice)
+        if self.fast is not None and config.workers > 1:
+            if self.core.policy.mirror:
+                log(f"workers {config.workers}: one thread with --mirror (the mirror keeps the loop's order)")
+            else:
+                self.workers = Workers(config.workers - 1, self._fast_loop, self._notify, config.slice)
         try:
             # A switch that starts is whole: a port that cannot open stops it (a reload only logs).
             # The control path is claimed first (a second switch stops here), and listens once every port
