@@ -19,7 +19,8 @@ mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
 instead of the default TPACKET_V2 ring, ``+ring=3``: TPACKET_V3 blocks; ``+txring=false``: sendmmsg instead of
 the PACKET_TX_RING; ``+offload=false``), ``busy=US`` (busy polling), ``slice=US`` (the
 EEVDF slice the switch asks for; ``slice=0``: the kernel's default), ``workers=N`` (forwarding threads,
-PACKET_FANOUT) or ``cpus=LIST`` (the switch's CPUs instead of ``--switch-cpu``, e.g. ``cpus=0-1``).
+PACKET_FANOUT), ``cpus=LIST`` (the switch's CPUs instead of ``--switch-cpu``, e.g. ``cpus=0-1``) or ``pythonpath=DIR``
+(the switch imports pxproto from DIR: another build, side by side).
 
 A second table (``--port-modes``, see ``_switch_ports.py``) forwards between
 the port types QEMU guests use: the bridge between two taps, pxswitch AF_PACKET
@@ -223,9 +224,11 @@ class Mode:
                     *self.extra,
                 ]
             self.err = open(os.path.join(self.tmp, "stderr"), "w+")
+            paths = [a.partition("=")[2] for a in self.extra if a.startswith("PYTHONPATH=")]
+            cmd = [a for a in cmd if not a.startswith("PYTHONPATH=")]
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", SW, "taskset", "-c", self.cpus, *cmd],
-                env=env(),
+                env={**env(), "PYTHONPATH": paths[-1]} if paths else env(),
                 stdout=subprocess.DEVNULL,
                 stderr=self.err,
             )
@@ -509,6 +512,8 @@ def main() -> int:
                         extra += (f"--{key}", value)
                     elif key == "cpus":
                         cpus = value
+                    elif key == "pythonpath":  # another build of pxproto, side by side with this one
+                        extra += ("PYTHONPATH=" + value,)
                     else:
                         opts.append(variant)
                 results.append(run_mode(name, conf, args.seconds, ctrl_ets, ",".join(opts), extra, cpus))
