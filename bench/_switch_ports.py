@@ -111,10 +111,13 @@ print(n, c, flush=True)
 
 
 def run(mode: str, seconds: float, sh: Callable[..., str], ns: str, cpus: dict[str, str]) -> dict[str, float]:
-    """One row: frames/s sent and received, and the switch's CPU ns per received frame (nan for the bridge)."""
+    """One row: frames/s sent and received, and the switch's CPU ns per received frame (nan for the bridge).
+    A pxswitch mode takes `pxswitch run` options after ``+``: ``pxswitch-udp+slice=0`` adds ``--slice 0``."""
     tmp = tempfile.mkdtemp(prefix="pxs16p-")
     nsx = ["ip", "netns", "exec", ns]
     sw: subprocess.Popen[bytes] | None = None
+    mode, *variants = mode.split("+")
+    extra = [a for v in variants for a in (f"--{v.partition('=')[0].replace('_', '-')}", v.partition("=")[2])]
     kind = mode.split("-")[1]
     try:
         if kind == "tap":
@@ -128,7 +131,7 @@ def run(mode: str, seconds: float, sh: Callable[..., str], ns: str, cpus: dict[s
             sh(f"ip netns exec {ns} ip link set pxbr0 up")
         ports, ends = _ports(kind, tmp)
         if mode != "bridge-tap":
-            cmd = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", f"{tmp}/c.sock"]
+            cmd = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", f"{tmp}/c.sock", *extra]
             for spec in ports:
                 cmd += ["-p", spec]
             sw = subprocess.Popen([*nsx, "taskset", "-c", cpus["switch"], *cmd], stderr=subprocess.DEVNULL)

@@ -17,7 +17,10 @@ signaling/heartbeat frames lost while data saturates.  With ``--rounds N`` the
 modes run side by side N times and a table of medians follows.  A pxswitch
 mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
 instead of the default TPACKET_V2 ring, ``+ring=3``: TPACKET_V3 blocks; ``+txring=false``: sendmmsg instead of
-the PACKET_TX_RING; ``+offload=false``) or ``busy=US``.
+the PACKET_TX_RING; ``+offload=false``), ``busy=US`` (busy polling), ``slice=US`` (the
+EEVDF slice the switch asks for; ``slice=0``: the kernel's default), ``workers=N`` (forwarding threads,
+PACKET_FANOUT), ``cpus=LIST`` (the switch's CPUs instead of ``--switch-cpu``, e.g. ``cpus=0-1``) or ``pythonpath=DIR``
+(the switch imports pxproto from DIR: another build, side by side).
 
 A second table (``--port-modes``, see ``_switch_ports.py``) forwards between
 the port types QEMU guests use: the bridge between two taps, pxswitch AF_PACKET
@@ -38,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import IO
 
 import _switch_ports  # standard library only at import
 
@@ -184,12 +188,14 @@ def env() -> dict[str, str]:
 
 
 class Mode:
-    def __init__(self, name: str, port_opts: str = "", extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, port_opts: str = "", extra: tuple[str, ...] = (), cpus: str = "") -> None:
         self.name = name
+        self.cpus = cpus or CPUS["switch"]
         self.port_opts = f",{port_opts}" if port_opts else ""
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.tmp = tempfile.mkdtemp(prefix="pxs16-")
+        self.err: IO[str] = open(os.devnull, "w+")
 
     def start(self) -> None:
         if self.name == "bridge":
@@ -217,16 +223,29 @@ class Mode:
                     os.path.join(self.tmp, "c.sock"),
                     *self.extra,
                 ]
+            self.err = open(os.path.join(self.tmp, "stderr"), "w+")
+            paths = [a.partition("=")[2] for a in self.extra if a.startswith("PYTHONPATH=")]
+            cmd = [a for a in cmd if not a.startswith("PYTHONPATH=")]
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", SW, "taskset", "-c", CPUS["switch"], *cmd],
-                env=env(),
+                ["ip", "netns", "exec", SW, "taskset", "-c", self.cpus, *cmd],
+                env={**env(), "PYTHONPATH": paths[-1]} if paths else env(),
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=self.err,
             )
         time.sleep(1.0)
+        self.check()
         # Teach every switch where the destination is (one frame from it).
         send(DST, "dst0", "control", 2, 1000, DST_MAC, SRC_MAC)
         time.sleep(0.2)
+
+    def check(self) -> None:
+        """Stop the bench with the switch's own last words when it has exited (a mistyped variant, say)."""
+        if self.proc is None or self.proc.poll() is None:
+            return
+        self.err.seek(0)
+        lines = [ln for ln in self.err.read().splitlines() if ln.strip()]
+        why = lines[-1] if lines else "no message"
+        raise SystemExit(f"bench/switch.py: mode {self.name}: the switch exited ({self.proc.returncode}): {why}")
 
     def cpu_seconds(self) -> float:
         return _switch_ports.cpu_seconds(self.proc)
@@ -249,6 +268,7 @@ class Mode:
                 self.proc.kill()
         if self.name == "bridge":
             sh(nsx(SW, "ip link del br0"), check=False)
+        self.err.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -331,13 +351,16 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str, extra: tuple[str, ...]) -> dict:
-    m = Mode(name, port_opts, extra)
+def run_mode(
+    name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str, extra: tuple[str, ...], cpus: str
+) -> dict:
+    m = Mode(name, port_opts, extra, cpus)
     res: dict = {"mode": name}
     try:
         m.start()
         cpu0 = m.cpu_seconds()
         _, tx, rx = blast(conf, seconds, None)
+        m.check()
         cpu = m.cpu_seconds() - cpu0
         res.update(sat_fps=rx / seconds, sent_fps=tx / seconds, sat_loss=1 - rx / tx if tx else 0)
         res["cpu_ns"] = cpu * 1e9 / rx if rx and m.proc is not None else float("nan")
@@ -369,6 +392,7 @@ def run_mode(name: str, conf: str, seconds: float, ctrl_ets: str, port_opts: str
         c.wait()
         got = json.loads(r.communicate()[0].splitlines()[-1])["n"]
         res.update(ctrl_sent=n_ctrl, ctrl_lost=max(0, n_ctrl - got))
+        m.check()
         res["stats"] = m.stats()
     finally:
         m.stop()
@@ -462,7 +486,7 @@ def main() -> int:
     trafgen_conf(conf)
     modes = [m for m in args.modes.split(",") if m]
     port_modes = [m for m in args.port_modes.split(",") if m]
-    unknown = [m for m in port_modes if m not in _switch_ports.MODES]
+    unknown = [m for m in port_modes if m.split("+")[0] not in _switch_ports.MODES]
     if unknown:
         print(f"--port-modes: unknown {', '.join(unknown)} (known: {', '.join(_switch_ports.MODES)}; empty for none)",
               file=sys.stderr)  # fmt: skip
@@ -479,13 +503,20 @@ def main() -> int:
                 if name.split("+")[0].endswith("-rt"):
                     extra += ("--realtime", str(RT_PRIORITY))
                 opts = [args.port_opts] if args.port_opts else []
+                cpus = CPUS["switch"]
                 for variant in name.split("+")[1:]:  # pxswitch+ring=3+busy=50: port options, or busy-poll µs
                     key, _, value = variant.partition("=")
                     if key == "busy":
                         extra += ("--busy-poll", value)
+                    elif key in ("slice", "workers"):
+                        extra += (f"--{key}", value)
+                    elif key == "cpus":
+                        cpus = value
+                    elif key == "pythonpath":  # another build of pxproto, side by side with this one
+                        extra += ("PYTHONPATH=" + value,)
                     else:
                         opts.append(variant)
-                results.append(run_mode(name, conf, args.seconds, ctrl_ets, ",".join(opts), extra))
+                results.append(run_mode(name, conf, args.seconds, ctrl_ets, ",".join(opts), extra, cpus))
                 print(f"round {k + 1}: done {name}", file=sys.stderr, flush=True)
             prs = []
             for name in port_modes:

@@ -130,12 +130,17 @@ def query(tmp: Path, what: str) -> object:
     return q(str(tmp / "c.sock"), what)
 
 
-def test_veth_forwarding_and_vanished_port(net: Net, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_veth_forwarding_and_vanished_port(net: Net, tmp_path: Path, workers: int) -> None:
+    """With ``--workers 3`` two threads beside the main loop take data from PACKET_FANOUT sockets, and
+    restart without a port that vanished."""
     sw, h1, h2, h3 = net.add("sw"), net.add("h1"), net.add("h2"), net.add("h3")
     for i, h in enumerate((h1, h2, h3)):
         net.veth(h, "eth0", sw, f"s{i}")
-    proc = start_switch(sw, tmp_path, *(f"afpacket:interface=s{i},name=s{i}" for i in range(3)))
+    ports = (f"afpacket:interface=s{i},name=s{i}" for i in range(3))
+    proc = start_switch(sw, tmp_path, *ports, extra=("--workers", str(workers)))
     try:
+        assert query(tmp_path, "stats")["switch"].get("workers", 1) == workers  # type: ignore[index]
         l2, l3 = listen(h2, "eth0", LISTEN_S), listen(h3, "eth0", LISTEN_S)
         hb = heartbeat(mac(1), dime=3)
         send(h1, "eth0", hb)
@@ -154,6 +159,7 @@ def test_veth_forwarding_and_vanished_port(net: Net, tmp_path: Path) -> None:
         send(h2, "eth0", d)
         assert d in heard(l1)
         fdb = query(tmp_path, "fdb")
+        assert isinstance(fdb, list)
         assert {"mac": "02:00:00:00:00:01", "dime": 3, "port": "s0"}.items() <= next(
             r
             for r in fdb
@@ -248,15 +254,17 @@ def test_tap_mirror_ring_and_full_validation(net: Net, tmp_path: Path) -> None:
     assert not any(p == bytes(bad) for p, _ in pkts)  # a dropped malformed frame is not mirrored (as in the core)
 
 
-def test_sighup_reload_keeps_table(net: Net, tmp_path: Path) -> None:
-    """SIGHUP adds a port from the edited file and closes a removed one; learned entries survive (TPACKET_V3 ports)."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_reload_keeps_table(net: Net, tmp_path: Path, workers: int) -> None:
+    """SIGHUP adds a port from the edited file and closes a removed one; learned entries survive (TPACKET_V3 ports;
+    with a worker thread, which restarts on the new set of ports)."""
     sw, h1, h2, h3 = net.add("sw"), net.add("h1"), net.add("h2"), net.add("h3")
     for i, h in enumerate((h1, h2, h3)):
         net.veth(h, "eth0", sw, f"s{i}")
     conf = tmp_path / "sw.toml"
 
     def write(ports: tuple[int, ...]) -> None:
-        text = f'[switch]\ncontrol = "{tmp_path / "c.sock"}"\n'
+        text = f'[switch]\ncontrol = "{tmp_path / "c.sock"}"\nworkers = {workers}\n'
         for i in ports:
             text += f'\n[[port]]\nname = "s{i}"\ntype = "afpacket"\ninterface = "s{i}"\nring = 3\n'
         conf.write_text(text)
@@ -285,6 +293,7 @@ def test_sighup_reload_keeps_table(net: Net, tmp_path: Path) -> None:
         send(h3, "eth0", d)  # through the new port, to the entry learned before the reload
         assert d in heard(l1)
         assert proc.poll() is None
+        assert stats(tmp_path)["switch"].get("workers", 1) == workers
     finally:
         proc.terminate()
         assert proc.wait(10) == 0

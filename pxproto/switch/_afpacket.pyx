@@ -299,12 +299,13 @@ cdef class FastLoop:
             self.nd[out] += 1
 
     def pump(self, int pid, double now):
-        """Read one batch from ``pid`` (its control socket first) and forward it.
-
-        Returns (frames read, frames for Switch.receive, [(port, frame, class)] control frames for the core's queue,
-        [port ids whose socket failed]).
-        """
+        """Read one batch from ``pid`` (its control socket first) and forward it: (frames read, frames for
+        Switch.receive, [(port, frame, class)] control frames for the core's queue, [port ids that failed])."""
         cdef list slow = [], retry = [], failed = []
+        return self._pump(pid, now, slow, retry, failed), slow, retry, failed
+
+    cdef int _pump(self, int pid, double now, list slow, list retry, list failed) except -1:
+        """:meth:`pump` into the caller's lists (run() keeps them while they stay empty): frames read."""
         cdef int fd, n, i, out, ci, p, err, got = 0, which
         cdef Py_ssize_t ln
         cdef unsigned char* b
@@ -400,7 +401,7 @@ cdef class FastLoop:
                         failed.append(p)
             if ring is not None:
                 ring.c_release()
-        return got, slow, retry, failed
+        return got
 
     def route(self, int pid, list frames, double now):
         """Decide frames a port Python reads (stream, TAP, unconnected UDP) at C level: learn, count, mirror.
@@ -447,6 +448,7 @@ cdef class FastLoop:
         cdef timespec ts
         cdef double now, deadline, busy_until
         cdef list out = []
+        cdef list slow = [], retry = [], failed = []
         if len(watch) > MAXWATCH:
             raise ValueError(f"{len(watch)} descriptors to watch: at most {MAXWATCH}")
         for p in range(MAXPORTS):
@@ -491,12 +493,13 @@ cdef class FastLoop:
                     p = owner[i]  # each port once, whichever of its two sockets is readable
                     clock_gettime(CLOCK_MONOTONIC, &ts)
                     try:
-                        got, slow, retry, failed = self.pump(p, ts.tv_sec + ts.tv_nsec * 1e-9)
+                        self._pump(p, ts.tv_sec + ts.tv_nsec * 1e-9, slow, retry, failed)
                     except OSError:
-                        out.append((p, [], [], [p]))  # its own socket failed: the daemon reports the port gone
+                        out.append((p, slow, retry, failed + [p]))  # its own socket failed: the port is gone
                         return out
                     if slow or retry or failed:
                         out.append((p, slow, retry, failed))
+                        slow, retry, failed = [], [], []  # (no lists made while every batch stays in C)
             if out or self.mlen > self.mcap // 2:
                 return out  # (or the mirror buffer wants writing out)
 

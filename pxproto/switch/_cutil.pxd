@@ -1,11 +1,11 @@
 # cython: language_level=3
 """Small inline C helpers of the AF_PACKET loop (_afpacket.pyx): the control classes, big-endian reads of
-frame fields, the receive queue's fill, and the pcapng Enhanced Packet Block its mirror writes."""
+frame fields, and the pcapng Enhanced Packet Block its mirror writes."""
 
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from pxproto.fastpath.tpacket cimport CLOCK_REALTIME, SOL_SOCKET, clock_gettime, getsockopt, timespec
+from pxproto.fastpath.tpacket cimport CLOCK_REALTIME, clock_gettime, timespec
 from pxproto.fastpath.wiregen cimport PX_CLASS_DISCOVERY, PX_CLASS_HEARTBEAT, PX_CLASS_SIGNALING
 
 
@@ -21,19 +21,6 @@ cdef inline unsigned int u16(const unsigned char* p) noexcept nogil:
 cdef inline uint64_t mac48(const unsigned char* p) noexcept nogil:
     return ((<uint64_t>p[0] << 40) | (<uint64_t>p[1] << 32) | (<uint64_t>p[2] << 24) |
             (<uint64_t>p[3] << 16) | (<uint64_t>p[4] << 8) | <uint64_t>p[5])
-
-
-cdef enum:
-    SO_MEMINFO = 55               # <asm-generic/socket.h>: [0] the receive queue's bytes, [1] its limit
-
-
-cdef inline bint behind(int fd) noexcept nogil:
-    """``fd``'s receive queue holds more than half of what its buffer allows: its reader is falling behind."""
-    cdef uint32_t mi[9]
-    cdef unsigned int n = sizeof(mi)
-    if getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mi, &n) < 0 or n < 2 * sizeof(uint32_t):
-        return False
-    return mi[0] > mi[1] // 2
 
 
 cdef inline uint64_t wall_ns() noexcept nogil:

@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-macs", type=int, metavar="N", help="table entries a port may learn (default 2048)")
     run.add_argument("--realtime", type=int, metavar="PRIO", help="run under SCHED_FIFO at PRIO (1..99)")
     run.add_argument("--busy-poll", type=int, metavar="US", help="keep polling US microseconds after a frame")
+    run.add_argument(
+        "--slice",
+        type=int,
+        metavar="US",
+        help="time slice asked of the normal scheduler (100..100000; default 0: the kernel's)",
+    )
+    run.add_argument("--workers", type=int, metavar="N", help="threads forwarding AF_PACKET data (default 1)")
     for name in ("stats", "fdb"):
         q = sub.add_parser(name, help=f"print a running switch's {name}")
         q.add_argument("--control", default=DEFAULT_CONTROL)
@@ -127,6 +134,14 @@ def build_config(args: argparse.Namespace) -> SwitchConfig:
         if not 0 <= args.busy_poll <= 1_000_000:
             raise ConfigError(f"--busy-poll {args.busy_poll}: 0..1000000 microseconds")
         cfg.busy_poll = args.busy_poll
+    if args.slice is not None:
+        if args.slice != 0 and not 100 <= args.slice <= 100_000:
+            raise ConfigError(f"--slice {args.slice}: 0 (the kernel's) or 100..100000 microseconds")
+        cfg.slice = args.slice
+    if args.workers is not None:
+        if not 1 <= args.workers <= 8:
+            raise ConfigError(f"--workers {args.workers}: 1..8 threads")
+        cfg.workers = args.workers
     return cfg
 
 

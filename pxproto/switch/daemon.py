@@ -32,6 +32,8 @@ from pxproto.switch.ports import (
     claim_unix_path,
     port_error,
 )
+from pxproto.switch.sched import set_realtime, set_slice
+from pxproto.switch.workers import Workers
 
 BATCH = 64
 FAST_PORTS = 64
@@ -91,6 +93,7 @@ class Daemon:
         self._fds: dict[int, tuple[int, ...]] = {}
         self._events: dict[int, int] = {}
         self._stop = False
+        self._closing = False
         self._reload = False
         self._mirror_file: IO[bytes] | None = None
         self.mirror: PcapngWriter | None = None
@@ -105,6 +108,12 @@ class Daemon:
         self._wake_w.setblocking(False)
         self.sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._check_at = 0.0
+        self.workers: Workers | None = None
+        if self.fast is not None and config.workers > 1:
+            if self.core.policy.mirror:
+                log(f"workers {config.workers}: one thread with --mirror (the mirror keeps the loop's order)")
+            else:
+                self.workers = Workers(config.workers - 1, self._fast_loop, self._notify, config.slice)
         try:
             # A switch that starts is whole: a port that cannot open stops it (a reload only logs).
             # The control path is claimed first (a second switch stops here), and listens once every port
@@ -112,6 +121,7 @@ class Daemon:
             self.control = self._open_control(config.control)
             for spec in config.ports:
                 self._add(spec, strict=True)
+            self._restart_workers()
             if self.control is not None:
                 self.control.listen(8)
         except BaseException:
@@ -149,6 +159,9 @@ class Daemon:
             and (isinstance(port, AfPacketPort) or (isinstance(port, UdpPort) and port.connected))
         )
 
+    def _is_afpacket(self, pid: int) -> bool:
+        return isinstance(self.ports.get(pid), AfPacketPort) and self._is_fast(pid)
+
     def _add(self, spec: PortSpec, strict: bool = False) -> None:
         try:
             port = open_port(spec, self.core.policy.aging)
@@ -185,9 +198,33 @@ class Daemon:
             self.fast.set_name(pid, spec.name)
         self._sync(pid)
         if not strict:  # at start, "running" names them all once every port is open
+            self._restart_workers()
             log(f"port {spec.name} ({spec.type}) open")
 
+    def _notify(self) -> None:
+        try:
+            self._wake_w.send(b"w")
+        except OSError:
+            pass  # (full: a wake-up is already pending)
+
+    def _restart_workers(self, stop_only: bool = False) -> None:
+        """Stop the worker threads, then (unless ``stop_only``) start them on the AF_PACKET ports there are."""
+        if self.workers is None:
+            return
+        self.workers.stop()
+        if stop_only:
+            return
+        lanes = {
+            pid: (port, self.specs[pid].name, self.core.ports[pid].mtu + ETH_OVERHEAD, port.up,
+                  bool(self.core.pending(pid)))
+            for pid, port in self.ports.items()
+            if isinstance(port, AfPacketPort) and self._is_fast(pid)
+        }  # fmt: skip
+        if lanes:
+            self.workers.start(lanes, self._others_up() or len(lanes) < len(self.ports))
+
     def _remove(self, pid: int, why: str | None = None) -> None:
+        self._restart_workers(stop_only=True)  # (started again below, without this port)
         if self.fast is not None and pid < FAST_PORTS:
             self.fast.clear_port(pid)
         port = self.ports.pop(pid)
@@ -203,6 +240,8 @@ class Daemon:
         if why:
             self.gone[spec.name] = why
             log(f"port {spec.name} gone: {why}")
+        if not self._closing:
+            self._restart_workers()
 
     def _sync(self, pid: int) -> None:
         """Keep the selector and the core's up flag in step with the port."""
@@ -226,6 +265,8 @@ class Daemon:
             self.core.set_up(pid, port.up)
         if self._is_fast(pid):
             self.fast.set_state(pid, port.up, bool(self.core.pending(pid)))
+            if self.workers is not None:
+                self.workers.set_state(pid, port.up, bool(self.core.pending(pid)))
 
     def reload(self) -> None:
         """Re-read the config file: close removed ports, open new ones, keep the table and the rest."""
@@ -273,17 +314,19 @@ class Daemon:
 
     def stats(self) -> dict[str, Any]:
         st = self.core.stats()
-        if self.fast is not None:
-            for k, v in self.fast.switch_counters().items():
+        for loop in [self.fast, *(self.workers.loops if self.workers is not None else ())]:
+            if loop is None:
+                continue
+            for k, v in loop.switch_counters().items():
                 st["switch"][k] += v
             mal = st["malformed"]
-            for k, v in self.fast.malformed_by_field().items():
+            for k, v in loop.malformed_by_field().items():
                 mal[k] = mal.get(k, 0) + v
             st["malformed"] = dict(sorted(mal.items()))
             for pid in self.ports:
                 if pid < FAST_PORTS:  # what the compiled loop handled itself (route() for the ports Python reads)
                     p = st["ports"][self.core.ports[pid].name]
-                    rx, rxb, tx, txb, drop, bad, rxc, txc, rx_big, tx_big = self.fast.counters(pid)
+                    rx, rxb, tx, txb, drop, bad, rxc, txc, rx_big, tx_big = loop.counters(pid)
                     p["rx_oversize"] += rx_big
                     p["tx_oversize"] += tx_big
                     p["rx"] += rx
@@ -298,8 +341,16 @@ class Daemon:
         for pid, port in self.ports.items():
             p = st["ports"][self.core.ports[pid].name]
             p.update(port.describe())
-            if self._is_fast(pid) and self.fast.offload_errors(pid):
-                p["errors"]["offload_error"] = p["errors"].get("offload_error", 0) + self.fast.offload_errors(pid)
+            for loop in [self.fast, *(self.workers.loops if self.workers is not None else ())]:
+                if self._is_fast(pid) and loop.offload_errors(pid):
+                    p["errors"]["offload_error"] = p["errors"].get("offload_error", 0) + loop.offload_errors(pid)
+        if self.workers is not None:
+            st["switch"]["workers"] = len(self.workers.loops) + 1
+            st["switch"]["worker_rx"] = sum(
+                w.counters(pid)[0] for w in self.workers.loops for pid in self.workers.lanes
+            )
+            if self.workers.errors:
+                st["switch"]["worker_errors"] = list(self.workers.errors)
         for name, why in self.gone.items():
             st["ports"][name] = {"up": False, "gone": why}
         return st
@@ -452,6 +503,10 @@ class Daemon:
                 if pid in self.ports:
                     self._after_pump(pid, time.monotonic(), slow, retry, failed)
             timeout = 0.0
+        if self.workers is not None:
+            for pid, slow, retry, failed in self.workers.take():
+                if pid in self.ports:
+                    self._after_pump(pid, time.monotonic(), slow, retry, failed)
         for key, _ in self.sel.select(timeout):
             what, pid = key.data
             now = time.monotonic()
@@ -472,6 +527,8 @@ class Daemon:
         self._transmit()
         if self.fast is not None:
             self.fast.set_others_up(self._others_up())
+            if self.workers is not None:
+                self.workers.set_others_up(self._others_up() or any(not self._is_afpacket(p) for p in self.ports))
         self._write_mirror()
         self.core.handle_timer(now)
         if now >= self._check_at:
@@ -486,14 +543,17 @@ class Daemon:
             self.reload()
 
     def _set_scheduler(self) -> None:
-        prio = self.config.realtime
-        if not prio:
-            return
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
-            log(f"SCHED_FIFO priority {prio}")
-        except OSError as exc:
-            log(f"realtime {prio} refused ({exc.strerror}): running under the normal scheduler")
+        prio, us = self.config.realtime, self.config.slice
+        if prio:
+            why = set_realtime(prio)
+            log(f"realtime {prio} refused ({why}): running under the normal scheduler" if why else
+                f"SCHED_FIFO priority {prio}")  # fmt: skip
+            if not why:
+                return
+        if us:
+            why = set_slice(us)
+            if why:
+                log(f"slice {us} µs refused ({why}): the kernel's default slice")
 
     def run(self) -> int:
         self._set_scheduler()
@@ -506,6 +566,8 @@ class Daemon:
         return 0
 
     def close(self) -> None:
+        self._closing = True
+        self._restart_workers(stop_only=True)
         for pid in list(self.ports):
             self._remove(pid)
         if self.control is not None:

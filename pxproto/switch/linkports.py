@@ -110,6 +110,15 @@ def attach_filter(sock: socket.socket, program: bytes) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
+def packet_drops(sock: socket.socket) -> int:
+    """Frames the kernel dropped on a packet socket since the last call (PACKET_STATISTICS resets on reading)."""
+    try:
+        raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+    except OSError:
+        return 0
+    return int(struct.unpack_from("II", raw)[1])  # tp_packets, tp_drops
+
+
 def control_ethertypes() -> tuple[int, ...]:
     from pxproto.wire import ethertypes
 
@@ -190,7 +199,7 @@ class AfPacketPort(Port):
         self.rcvbuf = rcvbuf
         ctrl = control_ethertypes()
         self._ctrl_program = ethertype_filter(ctrl, True)
-        self.ctrl = self._open(self._ctrl_program, self.CTRL_BUF)  # control frames are never offloaded
+        self.ctrl, _ = self._open(self._ctrl_program, self.CTRL_BUF)  # control frames are never offloaded
         self._batch: Any = select.compiled("pxproto.switch._afpacket")
         if ring and self._batch is None:
             self.ctrl.close()
@@ -202,12 +211,14 @@ class AfPacketPort(Port):
             raise ValueError(f"port {name}: txring needs the compiled pxproto.switch._afpacket")
         self.tx: Any = None  # the fast loop's PACKET_TX_RING, on a socket of its own
         self.tx_sock: socket.socket | None = None
+        self._data_program = ethertype_filter(ctrl, False)
+        self._ring_version = ring
+        self._fanout: int | None = None  # the data sockets' PACKET_FANOUT group, once a worker lane joins
+        self.lanes: list[Lane] = []
         try:
-            self.sock = self._open(ethertype_filter(ctrl, False), rcvbuf, ring)
+            self.sock, self.ring = self._open(self._data_program, rcvbuf, ring)
             if txring and self._batch is not None:
-                self.tx_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing
-                self.tx = self._batch.TxRing(self.tx_sock.fileno(), self.mtu, self.TX_RING)
-                self.tx_sock.bind((ifname, 0))
+                self.tx_sock, self.tx = self._tx_ring()
         except OSError:
             self.tx = None
             for s in (self.ctrl, getattr(self, "sock", None), self.tx_sock):
@@ -216,8 +227,39 @@ class AfPacketPort(Port):
             raise
         self.fd = self.sock.fileno()
 
-    def _open(self, program: bytes, bufsize: int, ring: int = 0) -> socket.socket:
+    def _tx_ring(self) -> tuple[socket.socket, Any]:
+        tx_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing
+        try:
+            tx = self._batch.TxRing(tx_sock.fileno(), self.mtu, self.TX_RING)
+            tx_sock.bind((self.ifname, 0))
+        except OSError:
+            tx_sock.close()
+            raise
+        return tx_sock, tx
+
+    def open_lane(self) -> Lane:
+        """Another data socket (with its own receive and transmit rings) in one PACKET_FANOUT group with the
+        port's, for a worker thread: the kernel gives each data frame to one socket of the group."""
+        from pxproto.switch.workers import join_fanout
+
+        if self._fanout is None:
+            self._fanout = join_fanout(self.sock)  # (a new group: its id may be 0)
+        sock, ring = self._open(self._data_program, self.rcvbuf, self._ring_version)
+        tx_sock = tx = None
+        try:
+            join_fanout(sock, self._fanout)
+            if self.tx is not None:
+                tx_sock, tx = self._tx_ring()
+        except OSError:
+            sock.close()
+            raise
+        lane = Lane(self, sock, ring, tx_sock, tx)
+        self.lanes.append(lane)
+        return lane
+
+    def _open(self, program: bytes, bufsize: int, ring: int = 0) -> tuple[socket.socket, Any]:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: nothing arrives before bind
+        rx_ring = None
         try:
             attach_filter(s, program)
             vnet = self.vnet and program is not self._ctrl_program
@@ -225,7 +267,7 @@ class AfPacketPort(Port):
                 # the ring's size plays the part of the receive buffer: it bounds the backlog
                 frame = 1 << 17 if vnet and ring == 3 else self._ring_frame()  # V3: room for a 64 KiB segment
                 size = max(bufsize, V2_RING if ring == 2 else 1 << 20)
-                self.ring = self._batch.PacketRing(s.fileno(), ring, size, 1, frame, vnet)
+                rx_ring = self._batch.PacketRing(s.fileno(), ring, size, 1, frame, vnet)
             elif vnet:
                 s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             s.bind((self.ifname, ETH_P_ALL))
@@ -245,7 +287,7 @@ class AfPacketPort(Port):
             s.close()
             raise
         s.setblocking(False)
-        return s
+        return s, rx_ring
 
     def _if_mtu(self) -> int:
         try:
@@ -332,12 +374,8 @@ class AfPacketPort(Port):
 
     def kernel_drops(self) -> int:
         """Frames the kernel dropped because the data socket's buffer (or ring) was full, since the port opened."""
-        try:
-            raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
-        except OSError:
-            return self._drops
-        self._drops += struct.unpack_from("II", raw)[1]  # tp_packets, tp_drops; reading resets them
-        return self._drops
+        self._drops += packet_drops(self.sock)
+        return self._drops + sum(lane.kernel_drops() for lane in self.lanes)
 
     def describe(self) -> dict[str, Any]:
         ring = f"TPACKET_V{self.ring.version}, {self.ring.slots} slots" if self.ring is not None else None
@@ -352,8 +390,35 @@ class AfPacketPort(Port):
         }
 
     def close(self) -> None:
+        for lane in list(self.lanes):
+            lane.close()
         self.ring = self.tx = None  # unmapped before the sockets close
         self.ctrl.close()
+        self.sock.close()
+        if self.tx_sock is not None:
+            self.tx_sock.close()
+
+
+class Lane:
+    """A worker thread's data socket on an AF_PACKET port (:meth:`AfPacketPort.open_lane`)."""
+
+    def __init__(self, port: AfPacketPort, sock: socket.socket, ring: Any, tx_sock: socket.socket | None, tx: Any):
+        self.port = port
+        self.sock = sock
+        self.ring = ring
+        self.tx_sock = tx_sock
+        self.tx = tx
+        self._drops = 0
+
+    def kernel_drops(self) -> int:
+        self._drops += packet_drops(self.sock)
+        return self._drops
+
+    def close(self) -> None:
+        if self in self.port.lanes:
+            self.port.lanes.remove(self)
+            self.port._drops += self.kernel_drops()  # its drops stay counted with the port
+        self.ring = self.tx = None
         self.sock.close()
         if self.tx_sock is not None:
             self.tx_sock.close()
