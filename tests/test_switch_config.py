@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pxproto.switch.cli import main
@@ -63,3 +65,16 @@ def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--port", "warp:x=1"]) == 2
     assert "port type 'warp'" in capsys.readouterr().err
     assert main(["stats", "--control", "/nonexistent/pxswitch.sock"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("arg", "says"),
+    [
+        ("udp:local=127.0.0.1:1,max_macs=-1", "max_macs must be 0 or more, not -1"),
+        ("udp:local=127.0.0.1:1,mtu=-5", "mtu must be 0 or more, not -5"),
+        ("udp:local=127.0.0.1:1,mtu=big", "mtu must be int, not str 'big'"),
+    ],
+)
+def test_a_negative_or_non_numeric_port_number_is_named(arg: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        parse_port_arg(arg, 0)

@@ -164,7 +164,9 @@ def check_port(raw: dict[str, Any], index: int, where: Any) -> PortSpec:
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if want is not list and not isinstance(value, want):
-            raise ConfigError(f"{where(key)}: {key} must be {want.__name__}, not {type(value).__name__}")
+            raise ConfigError(f"{where(key)}: {key} must be {want.__name__}, not {type(value).__name__} {value!r}")
+        if want is int and value < 0:
+            raise ConfigError(f"{where(key)}: {key} must be 0 or more, not {value}")
         opts[key] = tuple(value) if isinstance(value, list) else value
     for key, (_, required) in allowed.items():
         if required and key not in opts:
@@ -184,7 +186,7 @@ def parse_port_arg(text: str, index: int) -> PortSpec:
         typed: Any = value
         if value.lower() in ("true", "false"):
             typed = value.lower() == "true"
-        elif value.isdigit():
+        elif value.removeprefix("-").isdigit():
             typed = int(value)
         if key == "remote" and kind.strip() == "vxlan":
             raw.setdefault("remote", []).append(value)
