@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pxproto.dime.channel import ChannelBroken, MessageReceived
+from pxproto.dime.channel import ChannelBroken, MessageReceived, WireOutput
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, Output, frame_to
 from pxproto.dime.heartbeat import HeartbeatEmitter
 from pxproto.dime.keys import AccessList, KeyRing
@@ -33,11 +33,11 @@ from pxproto.errors import ProtocolError
 from pxproto.fastpath import decode, encode  # compiled when built, else the twin: same answers
 from pxproto.node import fastrx
 from pxproto.node.beat import HeartbeatSender
-from pxproto.node.channels import ChannelPlane
+from pxproto.node.channels import CLEAR_ONLY, ChannelPlane
 from pxproto.node.memory import MemoryAccount
 from pxproto.package import Manifest, Stage
 from pxproto.signing import VerifyKeys
-from pxproto.wire.codes import DIME_ALL, Command, CounterId, DimeState, FaultCode, Op, Status, TlvType
+from pxproto.wire.codes import DIME_ALL, Command, CounterId, DimeState, FaultCode, FrameClass, Op, Status, TlvType
 from pxproto.wire.frame import Data, Frame, Sealed, Signaling, Tlv
 
 BEAT_COLLECT = 0.002
@@ -262,9 +262,16 @@ class DimeMachine:
             raw = self.keyring.protect(encode(f), f.cls)
             self.send_raw(raw, "direct" if data else "relay")
 
-    def out(self, out: Output) -> None:
+    def out(self, out: Output | WireOutput) -> None:
+        """Send what a machine put out (``*_wire`` DATA frames as they are, or sealed), take its events."""
         if out.frames:
-            self.tx(out.frames)
+            if isinstance(out, WireOutput):
+                kr = self.keyring
+                seal = FrameClass.DATA in kr.encrypt and kr.enabled
+                for raw in out.frames:
+                    self.send_raw(kr.seal_raw(raw) if seal else raw, "direct")
+            else:
+                self.tx(out.frames)
         for ev in out.events:
             if isinstance(ev, MessageReceived):
                 self.plane.message(ev)
@@ -280,6 +287,9 @@ class DimeMachine:
         self.now = now
         self.counters[CounterId.FRAMES_RX] += 1
         self.counters[CounterId.BYTES_RX] += len(raw)
+        if raw[12:14] == self.plane.data_type and not raw[15] & CLEAR_ONLY:
+            self.plane.data_wire(raw, now)  # clear DATA: to its channel end as bytes, read in C (no Frame)
+            return
         if not self.keyring.enabled and (self.acl.entries == {} or self.acl.allows(raw[6:12], Command.PING)):
             reply = fastrx.ping_reply(raw, self.epoch)  # a ping: answered in C, no Frame built
             if reply is not None:
