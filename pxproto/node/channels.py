@@ -271,12 +271,28 @@ class ChannelPlane:
     # ------------------------------------------------------------------ data frames
 
     def data(self, frame: Frame, body: Data, now: float) -> None:
-        m = self.m
+        """A DATA frame decoded (sealed DATA, opened); clear ones come as bytes to :meth:`data_wire`."""
         key = (body.channel, frame.src_mac, frame.src_dime)
+        self._data(key, frame.src_thread, bool(body.flags & DataFlag.ACK) and body.frag_count == 0, frame, now)
+
+    def data_wire(self, raw: bytes, now: float) -> None:
+        """:meth:`data` of a clear DATA frame as it came (read by the compiled channel in C, no Frame built);
+        a malformed one is counted, as the decoding path counts it."""
+        try:
+            if len(raw) < DATA_MIN:
+                raise ProtocolError("data", spec.BODY_OFFSET, f"a DATA frame of {len(raw)} bytes is too short")
+            src_dime, src_thread, ch, flags, count = KEY.unpack_from(raw, KEY_AT)
+            self._data((ch, raw[6:12], src_dime), src_thread, bool(flags & _ACK) and count == 0, raw, now)
+        except ProtocolError as exc:
+            self.m.counters[CounterId.REJECTED_MALFORMED] += 1
+            self.m.reasons[f"malformed:{exc.field}"] += 1
+
+    def _data(self, key: ChannelKey, thread: int, is_ack: bool, frame: bytes | Frame, now: float) -> None:
+        m = self.m
         tx = self.senders.get(key)
         if tx is not None:
-            if body.flags & DataFlag.ACK and body.frag_count == 0:
-                m.out(tx.receive(frame, now))
+            if is_ack:
+                m.out(tx.receive_wire(frame, now) if isinstance(frame, bytes) else tx.receive(frame, now))
                 self.pump(now)
             else:
                 m.reasons["data_on_output"] += 1
@@ -285,58 +301,20 @@ class ChannelPlane:
         if rx is None:
             # DATA is not signed: take it only from a sender CONNECT wired, so no one else can make this DIME
             # hold state (and a DIME id such as 0xffff, which no channel can have, never gets this far).
-            if key not in self.inputs or frame.src_dime == DIME_ALL:
+            ch, mac, dime = key
+            if key not in self.inputs or dime == DIME_ALL:
                 m.counters[CounterId.REJECTED_DATA] += 1
-                m.reasons["data:from_dime_all" if frame.src_dime == DIME_ALL else "data:not_wired"] += 1
-                return
-            peer = Address(frame.src_mac, frame.src_dime, frame.src_thread)
-            rx = self.receivers[key] = ChannelReceiver(
-                m.local, peer, body.channel, window=m.credit_window, ack_every=32, ack_delay=0.002
-            )
-        self._rx_key = key
-        o = rx.receive(frame, now)
-        out = WireOutput([encode(f) for f in o.frames], o.events, o.timer)  # the acks held back as bytes
-        if out.frames:
-            out.frames = self._hold_acks(key, out.frames)
-        m.out(out)
-        self.feed_mice(now)
-
-    def data_wire(self, raw: bytes, now: float) -> None:
-        """:meth:`data` of a clear DATA frame as it came (read by the compiled channel in C, no Frame built);
-        a malformed one is counted, as the decoding path counts it."""
-        try:
-            self._data_wire(raw, now)
-        except ProtocolError as exc:
-            self.m.counters[CounterId.REJECTED_MALFORMED] += 1
-            self.m.reasons[f"malformed:{exc.field}"] += 1
-
-    def _data_wire(self, raw: bytes, now: float) -> None:
-        if len(raw) < DATA_MIN:
-            raise ProtocolError("data", spec.BODY_OFFSET, f"a DATA frame of {len(raw)} bytes is too short")
-        m = self.m
-        src_dime, src_thread, ch, flags, count = KEY.unpack_from(raw, KEY_AT)
-        mac = raw[6:12]
-        key = (ch, mac, src_dime)
-        tx = self.senders.get(key)
-        if tx is not None:
-            if flags & _ACK and count == 0:
-                m.out(tx.receive_wire(raw, now))
-                self.pump(now)
-            else:
-                m.reasons["data_on_output"] += 1
-            return
-        rx = self.receivers.get(key)
-        if rx is None:
-            # As in data(): only from a sender CONNECT wired.
-            if key not in self.inputs or src_dime == DIME_ALL:
-                m.counters[CounterId.REJECTED_DATA] += 1
-                m.reasons["data:from_dime_all" if src_dime == DIME_ALL else "data:not_wired"] += 1
+                m.reasons["data:from_dime_all" if dime == DIME_ALL else "data:not_wired"] += 1
                 return
             rx = self.receivers[key] = ChannelReceiver(
-                m.local, Address(mac, src_dime, src_thread), ch, window=m.credit_window, ack_every=32, ack_delay=0.002
+                m.local, Address(mac, dime, thread), ch, window=m.credit_window, ack_every=32, ack_delay=0.002
             )
         self._rx_key = key
-        out = rx.receive_wire(raw, now)
+        if isinstance(frame, bytes):
+            out = rx.receive_wire(frame, now)
+        else:
+            o = rx.receive(frame, now)
+            out = WireOutput([encode(f) for f in o.frames], o.events, o.timer)  # the acks held back as bytes
         if out.frames:
             out.frames = self._hold_acks(key, out.frames)
         m.out(out)
