@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_node_machine import FakeHost  # tests/ is on the path (rootdir conftest)
 
 from pxproto import package
 from pxproto.dime.endpoint import Address, frame_to
@@ -14,8 +15,7 @@ from pxproto.fastpath import encode
 from pxproto.node import machine as machine_mod
 from pxproto.node import mice
 from pxproto.node.channels import DATA_MIN
-from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, UnmeteredMice
-from pxproto.signing import VerifyKeys
+from pxproto.node.machine import DimeMachine, Loaded, MachineConfig
 from pxproto.wire.codes import Command, CounterId, DataFlag, Direction, FrameClass, Op
 from pxproto.wire.frame import Data, Signaling, connect_params
 
@@ -25,26 +25,9 @@ MANAGER = Address(b"\x02\x00\x00\x00\x00\xfe", 0xFFFF, 0)
 KEYS = {1: bytes(range(32))}
 
 
-class Host(UnmeteredMice):
-    def log(self, text: str) -> None:
-        pass
-
-    def next_epoch(self) -> int:
-        return 1
-
-    def fetch(self, digest: bytes, size: int, sig: bytes, key: VerifyKeys | None) -> tuple[Path, package.Manifest]:
-        raise RuntimeError("no LOAD here")
-
-    def start_mice(self, loaded: Loaded, first: int, epoch: int, limit: int) -> int:
-        return 1
-
-    def stop_mice(self, m: Mice) -> None:
-        pass
-
-
 def machine(addr: Address, stage: int, encrypt: tuple[int, ...] = ()) -> DimeMachine:
     keys = KEYS if encrypt else {}
-    m = DimeMachine(MachineConfig(addr, has_store=True, mtu=9000, keys=keys, encrypt=encrypt), Host())
+    m = DimeMachine(MachineConfig(addr, has_store=True, mtu=9000, keys=keys, encrypt=encrypt), FakeHost())
     m.start(10.0)
     m.loaded = Loaded(1, stage, "x", Path("."), package.Stage(stage, "x", "m:f"))
     m.start_mice(0)
