@@ -161,8 +161,8 @@ class UnmeteredMice(OwnChannels):
 
 
 WINDOW_BYTES = 160 << 10
-"""Bytes a channel may have on the wire unacknowledged by default: what a socket's default receive buffer
-(212 KiB on Linux, pxswitch's UDP ports included) holds, so a burst is not dropped on the way."""
+"""Bytes a channel may have unacknowledged by default: what a default socket buffer (212 KiB) holds; on the 65000-byte
+virtual wire the 16-fragment floor makes it 1 MiB (node and pxswitch UDP sockets ask for 4-8 MiB: rmem_max)."""
 
 
 def credit_for(mtu: int) -> int:
