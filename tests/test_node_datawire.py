@@ -137,13 +137,22 @@ def test_short_data_frame_is_counted_malformed() -> None:
     assert snk.counters[CounterId.FRAME_BUGS] == 0
 
 
-def test_bad_data_frame_is_counted_malformed() -> None:
-    _, snk = pair()
-    raw = bytearray(data_frame(SRC, SNK, 1))
+@pytest.mark.parametrize("sender", ["wired", "unwired", "to_output"])
+def test_bad_data_frame_is_counted_malformed(sender: str) -> None:
+    """Malformed before anything else, as on the decoding path: from a wired input, from a sender never wired,
+    and a non-ack frame on one of the DIME's outputs."""
+    src, snk = pair()
+    m, frm, to = {
+        "wired": (snk, SRC, SNK),
+        "unwired": (snk, Address(b"\x02\x00\x00\x00\x00\x09", 4, 0), SNK),
+        "to_output": (src, SNK, SRC),
+    }[sender]
+    raw = bytearray(data_frame(frm, to, 1))
     raw[14] = 0x7F  # the header's version
-    snk.on_frame(bytes(raw), 12.0)
-    assert snk.counters[CounterId.REJECTED_MALFORMED] == 1
-    assert not snk.take_outbox()
+    m.on_frame(bytes(raw), 12.0)
+    assert m.counters[CounterId.REJECTED_MALFORMED] == 1
+    assert m.counters[CounterId.REJECTED_DATA] == 0
+    assert not m.take_outbox()
 
 
 def test_unwired_data_is_refused() -> None:

@@ -16,7 +16,7 @@ from pxproto.dime.channel import MessageReceived, WireOutput
 from pxproto.dime.endpoint import Address
 from pxproto.dime.fastchannel import ChannelReceiver, ChannelSender  # compiled when built, else the twins
 from pxproto.errors import ProtocolError
-from pxproto.fastpath import encode
+from pxproto.fastpath import decode, encode
 from pxproto.node import mice
 from pxproto.node.flow import LOW_BITS, LOW_MASK, Flow, Output, Upstream
 from pxproto.node.flow import loops as _loops
@@ -295,6 +295,8 @@ class ChannelPlane:
                 m.out(tx.receive_wire(frame, now) if isinstance(frame, bytes) else tx.receive(frame, now))
                 self.pump(now)
             else:
+                if isinstance(frame, bytes):
+                    decode(frame)  # refused either way: a malformed one is counted as malformed first
                 m.reasons["data_on_output"] += 1
             return
         rx = self.receivers.get(key)
@@ -303,6 +305,8 @@ class ChannelPlane:
             # hold state (and a DIME id such as 0xffff, which no channel can have, never gets this far).
             ch, mac, dime = key
             if key not in self.inputs or dime == DIME_ALL:
+                if isinstance(frame, bytes):
+                    decode(frame)
                 m.counters[CounterId.REJECTED_DATA] += 1
                 m.reasons["data:from_dime_all" if dime == DIME_ALL else "data:not_wired"] += 1
                 return
