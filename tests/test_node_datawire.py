@@ -3,6 +3,8 @@ sealed DATA down the decoding path; malformed, unwired and duplicate-ack frames 
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ from pxproto.fastpath import encode
 from pxproto.node import machine as machine_mod
 from pxproto.node import mice
 from pxproto.node.channels import DATA_MIN
-from pxproto.node.machine import DimeMachine, Loaded, MachineConfig
+from pxproto.node.dime import Dime, DimeConfig, wire_credit
+from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, credit_for
 from pxproto.wire.codes import Command, CounterId, DataFlag, Direction, FrameClass, Op
 from pxproto.wire.frame import Data, Signaling, connect_params
 
@@ -179,3 +182,36 @@ def test_held_acks_merge_but_duplicates_both_go() -> None:
     snk.take_outbox()
     p.flush_acks()
     assert [raw for raw, _ in snk.take_outbox()] == [ack(1, 6)]
+
+
+@pytest.mark.parametrize(
+    ("mtu", "rcvbuf", "want"),
+    [
+        (1500, 425_984, 109),  # NIC MTUs keep the default window (160 KiB), whatever the socket holds
+        (9000, 8 << 20, 18),
+        (65000, 425_984, 4),  # a default rmem_max: 212,992 bytes of data, 4 jumbo fragments at least
+        (65000, 8 << 20, 16),  # 4 MiB held: the window's ceiling, 1 MiB
+        (16000, 8 << 20, 65),
+    ],
+)
+def test_wire_credit_follows_the_wire_socket_for_jumbo_frames(mtu: int, rcvbuf: int, want: int) -> None:
+    assert wire_credit(mtu, rcvbuf) == want
+    assert credit_for(mtu) <= want
+
+
+def test_a_dime_on_a_udp_wire_takes_its_window_from_the_socket(tmp_path: Path) -> None:
+    wire = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        wire.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        got = wire.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        cfg = DimeConfig(
+            dime=0, core=0, mac="02:00:00:00:00:01", fd=a.fileno(), state_dir=str(tmp_path),
+            local_store=str(tmp_path / "store"), mtu=65000, wire_fd=os.dup(wire.fileno()), pin=False,
+        )  # fmt: skip
+        d = Dime(cfg, a)
+        assert d.m.credit_window == wire_credit(65000, got) == 4
+        d.wire.close()  # type: ignore[union-attr]
+    finally:
+        for s in (wire, a, b):
+            s.close()

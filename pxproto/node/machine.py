@@ -161,13 +161,13 @@ class UnmeteredMice(OwnChannels):
 
 
 WINDOW_BYTES = 160 << 10
-"""Bytes a channel may have unacknowledged by default: what a default socket buffer (212 KiB) holds; on the 65000-byte
-virtual wire the 16-fragment floor makes it 1 MiB (node and pxswitch UDP sockets ask for 4-8 MiB: rmem_max)."""
+"""Bytes a channel may have unacknowledged by default: what a default socket buffer (212 KiB) holds; a DIME on a UDP
+wire takes what its socket holds instead, up to 1 MiB (:func:`pxproto.node.dime.wire_credit`)."""
 
 
-def credit_for(mtu: int) -> int:
-    """The default credit window, in fragments, for a wire's MTU (16 to 256 fragments)."""
-    return max(16, min(256, WINDOW_BYTES // mtu))
+def credit_for(mtu: int, window: int = WINDOW_BYTES) -> int:
+    """Credit, in fragments, for a wire's MTU and ``window`` bytes unacknowledged: 16..256 (4 when 16 pass it)."""
+    return max(min(16, max(4, window // mtu)), min(256, window // mtu))
 
 
 @dataclass
