@@ -131,13 +131,16 @@ def data_frame(src: Address, dst: Address, channel: int, payload: bytes = b"abc"
     return encode(frame_to(src, dst, body))
 
 
-def test_short_data_frame_is_counted_malformed() -> None:
+@pytest.mark.parametrize("cut", [15, 16, DATA_MIN - 1])
+def test_short_data_frame_is_counted_malformed(cut: int) -> None:
     _, snk = pair()
-    raw = data_frame(SRC, SNK, 1)[: DATA_MIN - 1]
+    raw = data_frame(SRC, SNK, 1)[:cut]
     snk.on_frame(raw, 12.0)
     assert snk.counters[CounterId.REJECTED_MALFORMED] == 1
-    assert snk.reasons["malformed:data"] == 1
     assert snk.counters[CounterId.FRAME_BUGS] == 0
+    snk.plane.data_wire(raw, 12.0)  # called directly, it says so itself
+    assert snk.counters[CounterId.REJECTED_MALFORMED] == 2
+    assert snk.reasons["malformed:data"] == 1
 
 
 @pytest.mark.parametrize("sender", ["wired", "unwired", "to_output"])

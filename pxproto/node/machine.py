@@ -33,7 +33,7 @@ from pxproto.errors import ProtocolError
 from pxproto.fastpath import decode, encode  # compiled when built, else the twin: same answers
 from pxproto.node import fastrx
 from pxproto.node.beat import HeartbeatSender
-from pxproto.node.channels import CLEAR_ONLY, ChannelPlane
+from pxproto.node.channels import CLEAR_ONLY, DATA_MIN, ChannelPlane
 from pxproto.node.memory import MemoryAccount
 from pxproto.package import Manifest, Stage
 from pxproto.signing import VerifyKeys
@@ -287,7 +287,7 @@ class DimeMachine:
         self.now = now
         self.counters[CounterId.FRAMES_RX] += 1
         self.counters[CounterId.BYTES_RX] += len(raw)
-        if raw[12:14] == self.plane.data_type and not raw[15] & CLEAR_ONLY:
+        if raw[12:14] == self.plane.data_type and len(raw) >= DATA_MIN and not raw[15] & CLEAR_ONLY:
             self.plane.data_wire(raw, now)  # clear DATA: to its channel end as bytes, read in C (no Frame)
             return
         if not self.keyring.enabled and (self.acl.entries == {} or self.acl.allows(raw[6:12], Command.PING)):
