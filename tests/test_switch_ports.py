@@ -300,9 +300,9 @@ def test_vxlan_remote_table_ages_and_is_capped() -> None:
 
 
 def test_udp_port_enforces_its_mtu(udp_switch: tuple[Daemon, list[UdpPeer]], tmp_path: Path) -> None:
-    """Regression (issue 15, 8): UDP ports forwarded 65,000-byte frames; now refused and shown in stats."""
+    """Regression (issue 15, 8): UDP ports forwarded frames past their MTU; now refused and shown in stats."""
     d, (p0, p1, _) = udp_switch
-    huge = data(mac(1), mac(2), size=65_000)
+    huge = data(mac(1), mac(2), size=VIRTUAL_MTU + 19)  # one byte past mtu + 18, still one UDP datagram
     ok = heartbeat(mac(2))
     p0.send(huge)
     p0.send(ok)

@@ -56,6 +56,8 @@ cdef struct InMsg:
     uint8_t* have
     char* buf            # the message's bytes (multi-fragment messages), grown up to msg_len
     int64_t cap
+    PyObject* whole      # or, when the first fragment held is at least half of it: a bytes of msg_len, filled in
+                         # place and delivered as it is (no copy on growth, none on delivery)
     PyObject* single     # a one-fragment message: the fragment's own bytes
     uint32_t off1, len1
     uint8_t have1
@@ -66,6 +68,7 @@ cdef void _slot_clear(InMsg* m) noexcept:
         free(m.offs)
     free(m.buf)
     Py_XDECREF(m.single)
+    Py_XDECREF(m.whole)
     memset(m, 0, sizeof(InMsg))
 
 
@@ -307,6 +310,16 @@ cdef class ChannelReceiver(_Ends):
             Py_INCREF(payload)
             m.single = <PyObject*>payload
             return
+        if m.whole != NULL:
+            memcpy(PyBytes_AS_STRING(<object>m.whole) + off, data, n)
+            return
+        if m.cap == 0 and m.msg_len <= max(2 * (off + n), <int64_t>65536):
+            # Allocated whole at once (at most twice what is held, as growth would): the bytes delivered.
+            whole = PyBytes_FromStringAndSize(NULL, m.msg_len)
+            Py_INCREF(whole)
+            m.whole = <PyObject*>whole
+            memcpy(PyBytes_AS_STRING(whole) + off, data, n)
+            return
         if off + n > m.cap:
             cap = max(off + n, min(m.msg_len, max(2 * m.cap, <int64_t>65536)))
             grown = <char*>realloc(m.buf, cap)
@@ -372,6 +385,8 @@ cdef class ChannelReceiver(_Ends):
         self.c_messages += 1
         if m.count == 1:
             payload = <object>m.single if m.single != NULL else b""
+        elif m.whole != NULL:
+            payload = <object>m.whole  # _slot_clear drops the slot's reference, the event keeps its own
         else:
             payload = PyBytes_FromStringAndSize(m.buf, m.msg_len)
         return MessageReceived(self.channel, m.msg_id, payload, bool(m.fin))

@@ -31,7 +31,7 @@ from pxproto.dime.endpoint import Address
 from pxproto.fastpath import select
 from pxproto.node import beat, memcg, memory, mice, state
 from pxproto.node.channels import FLUSH_US
-from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, Mice, OwnChannels
+from pxproto.node.machine import WINDOW_BYTES, DimeMachine, Loaded, MachineConfig, Mice, OwnChannels, credit_for
 from pxproto.package import LocalStore, Manifest
 from pxproto.signing import VerifyKeys
 from pxproto.wire.codes import CHUNK_BYTES, CounterId, FaultCode
@@ -51,6 +51,20 @@ GC_GEN0 = 10_000
 """The cyclic GC's first threshold in a DIME process (Python's default is 700): the item flow allocates
 containers per item, and at 700 the collections took a tenth of the loop (perf on bench/dime_loop.py); what
 the process made before its loop starts is frozen out of every collection."""
+
+
+WIRE_WINDOW_MAX = 1 << 20
+"""The most a channel on a UDP wire may have unacknowledged (16 fragments of 65,000 bytes)."""
+
+
+def wire_credit(mtu: int, rcvbuf: int) -> int:
+    """The credit window on a UDP wire whose socket reports ``rcvbuf`` (SO_RCVBUF, twice the data it holds on
+    Linux): the default (:func:`pxproto.node.machine.credit_for`) unless that is under 16 fragments (jumbo
+    frames); then what the buffer holds, at least the default's 160 KiB and at most WIRE_WINDOW_MAX.  The
+    switch's port buffer is taken to be like the node's (one host, one ``net.core.rmem_max``)."""
+    if credit_for(mtu) >= 16:
+        return credit_for(mtu)
+    return credit_for(mtu, min(WIRE_WINDOW_MAX, max(WINDOW_BYTES, rcvbuf // 2)))
 
 
 def drain(
@@ -143,6 +157,8 @@ class Dime(OwnChannels):
         )
         self.m = DimeMachine(mc, self)
         self.m.plane.flush_delay = cfg.flush_us / 1e6
+        if self.wire is not None and self.wire.type == socket.SOCK_DGRAM:
+            self.m.credit_window = wire_credit(cfg.mtu, self.wire.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
     # ------------------------------------------------------------------ the Host the machine asks
 

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pxproto.dime.channel import ChannelBroken, MessageReceived
+from pxproto.dime.channel import ChannelBroken, MessageReceived, WireOutput
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, Output, frame_to
 from pxproto.dime.heartbeat import HeartbeatEmitter
 from pxproto.dime.keys import AccessList, KeyRing
@@ -33,11 +33,11 @@ from pxproto.errors import ProtocolError
 from pxproto.fastpath import decode, encode  # compiled when built, else the twin: same answers
 from pxproto.node import fastrx
 from pxproto.node.beat import HeartbeatSender
-from pxproto.node.channels import ChannelPlane
+from pxproto.node.channels import CLEAR_ONLY, DATA_MIN, ChannelPlane
 from pxproto.node.memory import MemoryAccount
 from pxproto.package import Manifest, Stage
 from pxproto.signing import VerifyKeys
-from pxproto.wire.codes import DIME_ALL, Command, CounterId, DimeState, FaultCode, Op, Status, TlvType
+from pxproto.wire.codes import DIME_ALL, Command, CounterId, DimeState, FaultCode, FrameClass, Op, Status, TlvType
 from pxproto.wire.frame import Data, Frame, Sealed, Signaling, Tlv
 
 BEAT_COLLECT = 0.002
@@ -161,13 +161,13 @@ class UnmeteredMice(OwnChannels):
 
 
 WINDOW_BYTES = 160 << 10
-"""Bytes a channel may have on the wire unacknowledged by default: what a socket's default receive buffer
-(212 KiB on Linux, pxswitch's UDP ports included) holds, so a burst is not dropped on the way."""
+"""Bytes a channel may have unacknowledged by default: what a default socket buffer (212 KiB) holds; a DIME on a UDP
+wire takes what its socket holds instead, up to 1 MiB (:func:`pxproto.node.dime.wire_credit`)."""
 
 
-def credit_for(mtu: int) -> int:
-    """The default credit window, in fragments, for a wire's MTU (16 to 256 fragments)."""
-    return max(16, min(256, WINDOW_BYTES // mtu))
+def credit_for(mtu: int, window: int = WINDOW_BYTES) -> int:
+    """Credit, in fragments, for a wire's MTU and ``window`` bytes unacknowledged: 16..256 (4 when 16 pass it)."""
+    return max(min(16, max(4, window // mtu)), min(256, window // mtu))
 
 
 @dataclass
@@ -262,9 +262,16 @@ class DimeMachine:
             raw = self.keyring.protect(encode(f), f.cls)
             self.send_raw(raw, "direct" if data else "relay")
 
-    def out(self, out: Output) -> None:
+    def out(self, out: Output | WireOutput) -> None:
+        """Send what a machine put out (``*_wire`` DATA frames as they are, or sealed), take its events."""
         if out.frames:
-            self.tx(out.frames)
+            if isinstance(out, WireOutput):
+                kr = self.keyring
+                seal = FrameClass.DATA in kr.encrypt and kr.enabled
+                for raw in out.frames:
+                    self.send_raw(kr.seal_raw(raw) if seal else raw, "direct")
+            else:
+                self.tx(out.frames)
         for ev in out.events:
             if isinstance(ev, MessageReceived):
                 self.plane.message(ev)
@@ -280,6 +287,9 @@ class DimeMachine:
         self.now = now
         self.counters[CounterId.FRAMES_RX] += 1
         self.counters[CounterId.BYTES_RX] += len(raw)
+        if raw[12:14] == self.plane.data_type and len(raw) >= DATA_MIN and not raw[15] & CLEAR_ONLY:
+            self.plane.data_wire(raw, now)  # clear DATA: to its channel end as bytes, read in C (no Frame)
+            return
         if not self.keyring.enabled and (self.acl.entries == {} or self.acl.allows(raw[6:12], Command.PING)):
             reply = fastrx.ping_reply(raw, self.epoch)  # a ping: answered in C, no Frame built
             if reply is not None:

@@ -33,7 +33,7 @@ A file::
                                # up to the 1 ms block timeout of latency for data); 0: recvmmsg
     offload = true             # PACKET_VNET_HDR: carry checksum/segmentation offloads (see the README)
     txring = true              # send through a PACKET_MMAP TX ring (false: sendmmsg; GSO segments always do)
-    mtu = 1500                 # every port; default 9000 on udp/stream (the node's jumbo frames), an afpacket
+    mtu = 1500                 # every port; default 65000 on udp/stream (the node's jumbo frames), an afpacket
                                # port's interface MTU, else 1500
     max_macs = 2048            # every port: table entries it may learn (default [switch] max_macs)
 
@@ -85,9 +85,9 @@ PORT_OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
     "vxlan": {"local": (str, False), "remote": (list, True), "vni": (int, True), "aging": (float, False)},
 }
 PORT_COMMON: dict[str, tuple[type, bool]] = {"mtu": (int, False), "max_macs": (int, False)}
-"""Options every port takes: ``mtu`` (frames up to mtu + 18 bytes pass; default 9000 on UDP and stream ports, which
-carry the node's jumbo frames, an AF_PACKET port's interface MTU, else 1500) and ``max_macs`` (table entries the
-port may learn; default the switch's ``max_macs``, 0: no limit)."""
+"""Options every port takes: ``mtu`` (frames up to mtu + 18 bytes pass; default 65000, ``pxproto.link.VIRTUAL_MTU``,
+on UDP and stream ports, which carry the node's jumbo frames, an AF_PACKET port's interface MTU, else 1500) and
+``max_macs`` (table entries the port may learn; default the switch's ``max_macs``, 0: no limit)."""
 for _opts in PORT_OPTIONS.values():
     _opts.update(PORT_COMMON)
 SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {

@@ -251,7 +251,7 @@ reported on the header's length (`len`), the field that sets it.
 
 - Body: 0 to {max_body} bytes (`length` is 16 bits). The largest frame is therefore
   {max_frame} bytes ({hdr} bytes of Ethernet and Parallax headers + {max_body} + a {auth}-byte trailer). The
-  codec enforces no MTU: links do (1500 or 9000 in practice; DATA fragments to fit).
+  codec enforces no MTU: links do (1500 on a NIC, 65000 on pxproto's UDP and stream wires; DATA fragments to fit).
 - The smallest frame on the wire is {min_frame} bytes: shorter frames are padded with
   zeros after the end, which a decoder accepts only when the frame is exactly {min_frame}
   bytes long (rule 8) and reports as `px.eth.padding`.

@@ -1,0 +1,220 @@
+"""The node's data path on encoded frames: clear DATA goes to its channel end as bytes (no Frame decoded),
+sealed DATA down the decoding path; malformed, unwired and duplicate-ack frames as before."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from test_node_machine import FakeHost  # tests/ is on the path (rootdir conftest)
+
+from pxproto import package
+from pxproto.dime.endpoint import Address, frame_to
+from pxproto.dime.keys import KeyRing
+from pxproto.fastpath import encode
+from pxproto.node import machine as machine_mod
+from pxproto.node import mice
+from pxproto.node.channels import DATA_MIN
+from pxproto.node.dime import Dime, DimeConfig, wire_credit
+from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, credit_for
+from pxproto.wire.codes import Command, CounterId, DataFlag, Direction, FrameClass, Op
+from pxproto.wire.frame import Data, Signaling, connect_params
+
+SRC = Address(b"\x02\x00\x00\x00\x00\x01", 0, 0)
+SNK = Address(b"\x02\x00\x00\x00\x00\x02", 1, 0)
+MANAGER = Address(b"\x02\x00\x00\x00\x00\xfe", 0xFFFF, 0)
+KEYS = {1: bytes(range(32))}
+
+
+def machine(addr: Address, stage: int, encrypt: tuple[int, ...] = ()) -> DimeMachine:
+    keys = KEYS if encrypt else {}
+    m = DimeMachine(MachineConfig(addr, has_store=True, mtu=9000, keys=keys, encrypt=encrypt), FakeHost())
+    m.start(10.0)
+    m.loaded = Loaded(1, stage, "x", Path("."), package.Stage(stage, "x", "m:f"))
+    m.start_mice(0)
+    return m
+
+
+def connect(m: DimeMachine, addr: Address, direction: Direction, peer: Address, ring: KeyRing | None) -> None:
+    params = connect_params(1, direction, peer.mac, peer.dime)
+    f = frame_to(MANAGER, addr, Signaling(Command.CONNECT, Op.REQUEST, 1, params=params))
+    raw = encode(f) if ring is None else ring.protect(encode(f), f.cls)
+    m.on_frame(raw, 10.0)
+    m.take_outbox()
+
+
+def pair(encrypt: tuple[int, ...] = ()) -> tuple[DimeMachine, DimeMachine]:
+    ring = KeyRing(dict(KEYS), epoch=7, encrypt=encrypt) if encrypt else None
+    src, snk = machine(SRC, 1, encrypt), machine(SNK, 0, encrypt)
+    connect(snk, SNK, Direction.INPUT, SRC, ring)
+    connect(src, SRC, Direction.OUTPUT, SNK, ring)
+    return src, snk
+
+
+def stream(src: DimeMachine, snk: DimeMachine, items: list[bytes]) -> list[tuple[int, bytes]]:
+    """Send ``items`` from the source's MICE to the sink's; what the sink's MICE was handed, in order."""
+    assert snk.mice is not None
+    msg, _ = mice.pack_run(mice.OUT, 1 << 48 | 1, items, 0, 1 << 30, mice.MAX_ITEM)
+    now = 11.0
+    src.mice_message(msg, now)
+    src.mice_batch_done(now)
+    got: list[tuple[int, bytes]] = []
+    for _ in range(200):
+        now += 0.001
+        src.handle_timer(now)
+        src.plane.coalesce_completions(now)
+        for raw, _ in src.take_outbox():
+            snk.on_frame_guarded(raw, now)
+        snk.plane.flush_acks()
+        snk.handle_timer(now)
+        snk.plane.feed_mice(now)
+        recs = [(lin, data) for m in snk.mice.pending_tx for _, lin, data in mice.records(m)]
+        snk.mice.pending_tx.clear()
+        got += recs
+        if recs:
+            snk.mice_message(mice.pack_records(mice.DONE, [(lin, b"") for lin, _ in recs]), now)
+            snk.mice_batch_done(now)
+        snk.plane.coalesce_completions(now)
+        for raw, _ in snk.take_outbox():
+            src.on_frame_guarded(raw, now)
+        src.plane.flush_acks()
+        if len(got) >= len(items) and not src.plane.flow.retained:
+            break
+    return got
+
+
+def items(n: int, size: int) -> list[bytes]:
+    return [bytes([i % 251]) * size for i in range(n)]
+
+
+@pytest.mark.parametrize("size", [16, 1400, 65536])
+def test_clear_data_never_decoded(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    src, snk = pair()
+    real = machine_mod.decode
+
+    def no_data(raw: bytes):  # type: ignore[no-untyped-def]
+        f = real(raw)
+        assert not isinstance(f.body, Data), "a clear DATA frame went through the decoder"
+        return f
+
+    monkeypatch.setattr(machine_mod, "decode", no_data)
+    want = items(300 if size < 65536 else 20, size)
+    got = stream(src, snk, want)
+    assert [d for _, d in got] == want
+    assert len({lin for lin, _ in got}) == len(want)
+    assert not src.plane.flow.retained  # every item completed back at the source
+    assert snk.counters[CounterId.FRAME_BUGS] == src.counters[CounterId.FRAME_BUGS] == 0
+
+
+def test_sealed_data_still_flows() -> None:
+    src, snk = pair(encrypt=(int(FrameClass.DATA),))
+    seen: list[bytes] = []
+    real = snk.on_frame
+
+    def spy(raw: bytes, now: float) -> None:
+        seen.append(raw)
+        real(raw, now)
+
+    snk.on_frame = spy  # type: ignore[method-assign]
+    want = items(200, 1400)
+    got = stream(src, snk, want)
+    assert [d for _, d in got] == want
+    data = [r for r in seen if r[12:14] == snk.plane.data_type]
+    assert data and all(r[15] & 0x04 for r in data)  # every DATA frame went sealed (ENCRYPTED)
+    assert snk.counters[CounterId.REJECTED_AUTH] == 0
+
+
+def data_frame(src: Address, dst: Address, channel: int, payload: bytes = b"abc") -> bytes:
+    body = Data(channel, msg_id=0, payload=payload, msg_len=len(payload), frag_count=1)
+    return encode(frame_to(src, dst, body))
+
+
+@pytest.mark.parametrize("cut", [15, 16, DATA_MIN - 1])
+def test_short_data_frame_is_counted_malformed(cut: int) -> None:
+    _, snk = pair()
+    raw = data_frame(SRC, SNK, 1)[:cut]
+    snk.on_frame(raw, 12.0)
+    assert snk.counters[CounterId.REJECTED_MALFORMED] == 1
+    assert snk.counters[CounterId.FRAME_BUGS] == 0
+    snk.plane.data_wire(raw, 12.0)  # called directly, it says so itself
+    assert snk.counters[CounterId.REJECTED_MALFORMED] == 2
+    assert snk.reasons["malformed:data"] == 1
+
+
+@pytest.mark.parametrize("sender", ["wired", "unwired", "to_output"])
+def test_bad_data_frame_is_counted_malformed(sender: str) -> None:
+    """Malformed before anything else, as on the decoding path: from a wired input, from a sender never wired,
+    and a non-ack frame on one of the DIME's outputs."""
+    src, snk = pair()
+    m, frm, to = {
+        "wired": (snk, SRC, SNK),
+        "unwired": (snk, Address(b"\x02\x00\x00\x00\x00\x09", 4, 0), SNK),
+        "to_output": (src, SNK, SRC),
+    }[sender]
+    raw = bytearray(data_frame(frm, to, 1))
+    raw[14] = 0x7F  # the header's version
+    m.on_frame(bytes(raw), 12.0)
+    assert m.counters[CounterId.REJECTED_MALFORMED] == 1
+    assert m.counters[CounterId.REJECTED_DATA] == 0
+    assert not m.take_outbox()
+
+
+def test_unwired_data_is_refused() -> None:
+    _, snk = pair()
+    other = Address(b"\x02\x00\x00\x00\x00\x09", 4, 0)
+    snk.on_frame(data_frame(other, SNK, 1), 12.0)
+    snk.on_frame(data_frame(Address(SRC.mac, 0xFFFF, 0), SNK, 1), 12.0)
+    assert snk.counters[CounterId.REJECTED_DATA] == 2
+    assert snk.reasons["data:not_wired"] == snk.reasons["data:from_dime_all"] == 1
+    assert (1, other.mac, 4) not in snk.plane.receivers
+
+
+def test_held_acks_merge_but_duplicates_both_go() -> None:
+    _, snk = pair()
+    key = (1, SRC.mac, SRC.dime)
+
+    def ack(msg_id: int, pos: int) -> bytes:
+        return encode(frame_to(SNK, SRC, Data(1, msg_id=msg_id, frag_count=0, ack=pos, credit=64, flags=DataFlag.ACK)))
+
+    p = snk.plane
+    assert p._hold_acks(key, [ack(1, 5), ack(1, 6)]) == []
+    assert snk.counters[CounterId.ACKS_MERGED] == 1
+    assert p._hold_acks(key, [ack(1, 6)]) == [ack(1, 6)]  # a repeat of the held one: both go
+    snk.take_outbox()
+    p.flush_acks()
+    assert [raw for raw, _ in snk.take_outbox()] == [ack(1, 6)]
+
+
+@pytest.mark.parametrize(
+    ("mtu", "rcvbuf", "want"),
+    [
+        (1500, 425_984, 109),  # NIC MTUs keep the default window (160 KiB), whatever the socket holds
+        (9000, 8 << 20, 18),
+        (65000, 425_984, 4),  # a default rmem_max: 212,992 bytes of data, 4 jumbo fragments at least
+        (65000, 8 << 20, 16),  # 4 MiB held: the window's ceiling, 1 MiB
+        (16000, 8 << 20, 65),
+    ],
+)
+def test_wire_credit_follows_the_wire_socket_for_jumbo_frames(mtu: int, rcvbuf: int, want: int) -> None:
+    assert wire_credit(mtu, rcvbuf) == want
+    assert credit_for(mtu) <= want
+
+
+def test_a_dime_on_a_udp_wire_takes_its_window_from_the_socket(tmp_path: Path) -> None:
+    wire = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        wire.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        got = wire.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        cfg = DimeConfig(
+            dime=0, core=0, mac="02:00:00:00:00:01", fd=a.fileno(), state_dir=str(tmp_path),
+            local_store=str(tmp_path / "store"), mtu=65000, wire_fd=os.dup(wire.fileno()), pin=False,
+        )  # fmt: skip
+        d = Dime(cfg, a)
+        assert d.m.credit_window == wire_credit(65000, got) == 4
+        d.wire.close()  # type: ignore[union-attr]
+    finally:
+        for s in (wire, a, b):
+            s.close()
