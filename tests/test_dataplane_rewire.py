@@ -35,11 +35,14 @@ TICK = 0.001
 class Pair:
     """An upstream and a sink machine on a lossless wire, with a sink MICE that completes every item at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, mtu: int = 1500) -> None:
         self.now = 10.0
         self.req = Requester(ME, RetransmitPolicy(retries=0))
         self.hosts = {UP: FakeHost(), DOWN: FakeHost()}
-        self.m = {a: DimeMachine(MachineConfig(a, has_store=True, insecure=True), h) for a, h in self.hosts.items()}
+        cfg = {a: MachineConfig(a, has_store=True, insecure=True, mtu=mtu) for a in self.hosts}
+        self.m = {a: DimeMachine(cfg[a], h) for a, h in self.hosts.items()}
+        self.consume = True
+        """Whether the sink's MICE completes what it is handed (False: it takes nothing, as a stuck stage)."""
         for m in self.m.values():
             m.start(self.now)
         self.wire: list[tuple[Address, bytes]] = []
@@ -86,11 +89,11 @@ class Pair:
             params += [Tlv(TlvType.PEER_MAC, peer.mac), Tlv(TlvType.PEER_DIME, peer.dime), Tlv(TlvType.PEER_THREAD, 0)]
         assert self.ask(at, Command.CONNECT if connect else Command.DISCONNECT, *params) is Status.OK
 
-    def produce(self, stage: int, n: int) -> None:
-        """The upstream's MICE yields ``n`` items of a source with index ``stage``."""
+    def produce(self, stage: int, n: int, size: int = 16) -> None:
+        """The upstream's MICE yields ``n`` items of ``size`` bytes of a source with index ``stage``."""
         up = self.m[UP]
         lineages = [mice.source_lineage(stage, i) for i in range(n)]
-        up.mice_message(mice.pack_records(mice.OUT, [(lin, b"x" * 16) for lin in lineages]), self.now)
+        up.mice_message(mice.pack_records(mice.OUT, [(lin, b"x" * size) for lin in lineages]), self.now)
         up.mice_batch_done(self.now)
 
     def run(self, seconds: float) -> None:
@@ -118,7 +121,7 @@ class Pair:
 
     def _sink_mice(self) -> bool:
         m = self.m[DOWN]
-        if m.mice is None or not m.mice.pending_tx:
+        if m.mice is None or not m.mice.pending_tx or not self.consume:
             return False
         for msg in m.mice.pending_tx:
             lineages = [lin for kind, lin, _ in mice.records(msg) if kind == mice.ITEM]

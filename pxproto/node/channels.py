@@ -34,6 +34,8 @@ MICE_INFLIGHT = 512
 """Items handed to the MICE and not yet DONE, at most."""
 PAUSE_INPUT = 4096
 """Items waiting for the MICE above which input channels get no credit."""
+PAUSE_BYTES = 8 << 20
+"""Bytes waiting for the MICE (about) above which input channels get no credit (large items: 128 of 64 KiB)."""
 OUTQ_LIMIT = 4096
 """Outputs waiting for credit above which the MICE's output is not read."""
 OUTQ_BYTES = 8 << 20
@@ -58,6 +60,8 @@ class ChannelPlane:
         self.source_first = 0
         """The item a source was started at (START's VALUE)."""
         self.mice_queue: deque[tuple[int, bytes]] = deque()
+        self.mice_queue_bytes = 0
+        """Bytes of the messages that added items to ``mice_queue``, less those handed on (about; 0 once empty)."""
         self.mice_inflight = 0
         self.queued_bytes = 0
         """Bytes of the outputs in ``flow.queue``, about (counted as the MICE makes them and as they are sent;
@@ -118,6 +122,7 @@ class ChannelPlane:
 
     def mice_gone(self) -> None:
         self.mice_queue.clear()
+        self.mice_queue_bytes = 0
         self.mice_inflight = 0
         self.handed_at.clear()
 
@@ -236,7 +241,10 @@ class ChannelPlane:
             self.mice_inflight += n
             self.m.counters[CounterId.ITEMS_IN] += n
             m.pending_tx.append(msg)
-        paused = len(self.mice_queue) > PAUSE_INPUT
+            self.mice_queue_bytes = max(0, self.mice_queue_bytes - len(msg))
+        if not self.mice_queue:
+            self.mice_queue_bytes = 0  # an estimate (duplicates in a message count too): exact again when empty
+        paused = len(self.mice_queue) > PAUSE_INPUT or self.mice_queue_bytes > PAUSE_BYTES
         for k, rx in self.receivers.items():
             if k[0] < COMPLETION_BIT and rx.paused != paused:
                 if paused:
@@ -311,11 +319,14 @@ class ChannelPlane:
             self._completions_in(ev.channel & ~COMPLETION_BIT, ev.payload)
             return
         flow, queue, completions = self.flow, self.mice_queue, self.completions
+        queued = len(queue)
         try:
             if _loops is not None and self.m.mice is not None:
                 done = _loops.arrive(bytes(ev.payload), flow, key, queue)
                 if done:
                     completions.setdefault(key, []).extend(done)
+                if len(queue) > queued:
+                    self.mice_queue_bytes += len(ev.payload)
                 return
             items = mice.unpack_items(ev.payload)
         except ValueError as exc:
@@ -326,6 +337,8 @@ class ChannelPlane:
             done = flow.arrive_batch(items, key, queue)
             if done:
                 completions.setdefault(key, []).extend(done)
+            if len(queue) > queued:
+                self.mice_queue_bytes += len(ev.payload)
             return
         for lineage, item in items:
             verdict = flow.arrive(lineage, key)
