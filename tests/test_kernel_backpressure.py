@@ -43,7 +43,7 @@ def sink(item, ctx):
 CASES = {
     # size: (items, the sink's sleep per item in microseconds: at most 2,000 and 100 items/s, where the source
     # makes over 20,000 and 1,000 (bench/channel.py, one core each, under load))
-    1000: (20_000, 500),
+    1000: (30_000, 500),
     65536: (2_500, 10_000),
 }
 
