@@ -132,6 +132,7 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
     if done == 0:  # a row of zeros would read as a measurement: say what failed instead
         tail = c.log_text()[-2000:]
         raise SystemExit(f"bench/channel.py: {name}: no item reached the sink in {limit} s; kernel logs end:\n{tail}")
+    report_faults(c, name)
     n = done
     return {
         "rate": done / elapsed if elapsed > 0 else 0.0,
@@ -141,6 +142,15 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
         "snk_mice_us": mcpu[1] / n * 1e6,
         "per_frame": done / max(frames, 1),
     }
+
+
+def report_faults(c: Any, name: str) -> None:
+    """Say on stderr which FAULT lines the kernels logged during this run (a stall shows as a low figure only)."""
+    lines = [ln for ln in c.log_text().splitlines() if "FAULT" in ln]
+    new = lines[getattr(c, "bench_faults_seen", 0) :]
+    c.bench_faults_seen = len(lines)
+    for ln in new:
+        print(f"bench/channel.py: {name}: {ln.strip()}", file=sys.stderr)
 
 
 def total_cpu(c: Any, dest: Any) -> float:

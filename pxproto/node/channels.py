@@ -35,8 +35,12 @@ microseconds (the loop's timers have millisecond resolution, so any wait is in e
 against 12,698-34,160 at 0 (one run against five, same hour): each hop held its last partial frame back."""
 MICE_INFLIGHT = 512
 """Items handed to the MICE and not yet DONE, at most."""
+MICE_INFLIGHT_BYTES = 8 << 20
+"""Bytes handed to the MICE and not yet DONE (about) above which it is handed nothing more (1 MiB items: 8)."""
 PAUSE_INPUT = 4096
 """Items waiting for the MICE above which input channels get no credit."""
+PAUSE_BYTES = 8 << 20
+"""Bytes waiting for the MICE (about) above which input channels get no credit (large items: 128 of 64 KiB)."""
 OUTQ_LIMIT = 4096
 """Outputs waiting for credit above which the MICE's output is not read."""
 OUTQ_BYTES = 8 << 20
@@ -80,7 +84,11 @@ class ChannelPlane:
         self.source_first = 0
         """The item a source was started at (START's VALUE)."""
         self.mice_queue: deque[tuple[int, bytes]] = deque()
+        self.mice_queue_bytes = 0
+        """Bytes of the messages that added items to ``mice_queue``, less those handed on (about; 0 once empty)."""
         self.mice_inflight = 0
+        self.mice_inflight_bytes = 0
+        """Bytes of the record batches handed to the MICE, less a DONE's share of them (0 once none is in flight)."""
         self.queued_bytes = 0
         """Bytes of the outputs in ``flow.queue``, about (counted as the MICE makes them and as they are sent;
         outputs queued again by a re-wire are not counted)."""
@@ -142,7 +150,9 @@ class ChannelPlane:
 
     def mice_gone(self) -> None:
         self.mice_queue.clear()
+        self.mice_queue_bytes = 0
         self.mice_inflight = 0
+        self.mice_inflight_bytes = 0
         self.handed_at.clear()
 
     # ------------------------------------------------------------------ the MICE's records and queue
@@ -185,7 +195,10 @@ class ChannelPlane:
         if outs:
             self.m.counters[CounterId.ITEMS_OUT] += outs
         if dones:
-            self.mice_inflight = max(0, self.mice_inflight - dones)
+            inflight = self.mice_inflight
+            if inflight:  # a DONE carries no size: the bytes in flight go down by its share (to 0 with the last)
+                self.mice_inflight_bytes -= self.mice_inflight_bytes * min(dones, inflight) // inflight
+            self.mice_inflight = max(0, inflight - dones)
             self.done_n += dones
 
     def _mice_records_py(
@@ -254,13 +267,17 @@ class ChannelPlane:
         if m is None:
             return
         room = min(MICE_INFLIGHT - self.mice_inflight, len(self.mice_queue))
-        if room > 0:
+        if room > 0 and self.mice_inflight_bytes < MICE_INFLIGHT_BYTES:
             msg, n, first = mice.take_records(mice.ITEM, self.mice_queue, room, mice.BATCH_BYTES)
             self.handed_at[first] = now  # latency is sampled: the first item of each batch
             self.mice_inflight += n
+            self.mice_inflight_bytes += len(msg)
             self.m.counters[CounterId.ITEMS_IN] += n
             m.pending_tx.append(msg)
-        paused = len(self.mice_queue) > PAUSE_INPUT
+            self.mice_queue_bytes = max(0, self.mice_queue_bytes - len(msg))
+        if not self.mice_queue:
+            self.mice_queue_bytes = 0  # an estimate (duplicates in a message count too): exact again when empty
+        paused = len(self.mice_queue) > PAUSE_INPUT or self.mice_queue_bytes > PAUSE_BYTES
         for k, rx in self.receivers.items():
             if k[0] < COMPLETION_BIT and rx.paused != paused:
                 if paused:
@@ -356,11 +373,14 @@ class ChannelPlane:
             self._completions_in(ev.channel & ~COMPLETION_BIT, ev.payload)
             return
         flow, queue, completions = self.flow, self.mice_queue, self.completions
+        queued = len(queue)
         try:
             if _loops is not None and self.m.mice is not None:
                 done = _loops.arrive(bytes(ev.payload), flow, key, queue)
                 if done:
                     completions.setdefault(key, []).extend(done)
+                if len(queue) > queued:
+                    self.mice_queue_bytes += len(ev.payload)
                 return
             items = mice.unpack_items(ev.payload)
         except ValueError as exc:
@@ -371,6 +391,8 @@ class ChannelPlane:
             done = flow.arrive_batch(items, key, queue)
             if done:
                 completions.setdefault(key, []).extend(done)
+            if len(queue) > queued:
+                self.mice_queue_bytes += len(ev.payload)
             return
         for lineage, item in items:
             verdict = flow.arrive(lineage, key)

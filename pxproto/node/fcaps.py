@@ -214,6 +214,8 @@ def h_connect(m: DimeMachine, r: RequestReceived) -> Reply:
         return Status.NO_MEMORY, [Tlv(TlvType.CHANNEL, ch), text_tlv(f"{CHANNEL_ENDS_MAX} channel ends wired")]
     p.inputs.add(end)
     p.receivers.pop(end, None)  # (re)wired: a fresh receiver
+    if not output:  # and a fresh completion return, as the upstream's CONNECT gives it a fresh receiver of it
+        p.senders.pop((ch | COMPLETION_BIT, *key[1:]), None)
     peer = Address(peer_mac, key[2], _u64(r.param(TlvType.PEER_THREAD)))
     if output:
         p.senders[key] = p.sender(peer, ch)
@@ -241,6 +243,7 @@ def h_disconnect(m: DimeMachine, r: RequestReceived) -> Reply:
         for k in gone:
             p.inputs.discard(k)
             p.receivers.pop(k, None)
+            p.senders.pop((ch | COMPLETION_BIT, *k[1:]), None)  # its completion return: wired again from 0
     return Status.OK, [Tlv(TlvType.CHANNEL, ch)]
 
 
