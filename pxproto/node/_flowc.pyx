@@ -76,25 +76,67 @@ cdef class Input:
         return f"Input(upstreams={self.upstreams!r}, done={self.done!r}, open_outputs={self.open_outputs!r})"
 
 
-cdef inline void _complete_to(dict completions, list ups, object lineage) except *:
-    cdef PyObject* waiting
+@cython.final
+cdef class _Waiting:
+    """The last one-upstream list completed to and its waiting list in ``completions`` (held, so neither can be
+    freed and its address reused by another list during the call)."""
+    cdef object ups
+    cdef list lst
+
+
+cdef inline void _complete_to(dict completions, list ups, object lineage, _Waiting w) except *:
+    """Queue ``lineage``'s completion to each of ``ups``.  ``w`` remembers the waiting list of the last one-upstream
+    list: the inputs of one item message share one upstreams list (see :func:`arrive`), so a run of them costs a
+    list append each (``completions`` only grows during a call, so the list stays in it)."""
+    cdef PyObject* waiting = NULL
+    if w.ups is ups:
+        w.lst.append(lineage)
+        return
     for up in ups:
         waiting = PyDict_GetItem(completions, up)
         if waiting == NULL:
             completions[up] = [lineage]
+            waiting = PyDict_GetItem(completions, up)
         else:
             (<list>waiting).append(lineage)
+    if len(ups) == 1:
+        w.ups = ups
+        w.lst = <list>waiting
 
 
-cdef inline void _mark_complete(dict marks, dict above, object complete, uint64_t lineage, object key) except *:
-    """Completed.add, inline when the watermark just moves up (the common case)."""
-    cdef object hi = PyLong_FromUnsignedLongLong(lineage >> LOW_BITS)
-    cdef PyObject* mark
+DEF NO_HI = 1 << 16  # no lineage has this high part: the cache below holds nothing
+
+
+cdef struct Mark:
+    uint64_t hi  # the high part whose watermark is cached (NO_HI: none)
+    uint64_t lo  # its watermark
+    bint dirty  # moved up since it was read from ``marks``
+
+
+cdef inline void _mark_flush(Mark* m, dict marks) except *:
+    """Write the cached watermark back to ``marks`` (before anything reads ``marks`` or ``Completed.add`` runs)."""
+    if m.dirty:
+        marks[PyLong_FromUnsignedLongLong(m.hi)] = PyLong_FromUnsignedLongLong(m.lo)
+        m.dirty = False
+    m.hi = NO_HI
+
+
+cdef inline void _mark_complete(Mark* m, dict marks, dict above, object complete, uint64_t lineage, object key) except *:
+    """Completed.add: when the watermark just moves up (the common case) in ``m`` alone, with no Python object;
+    otherwise ``complete`` (the cache written back first)."""
+    cdef uint64_t hi = lineage >> LOW_BITS
+    cdef PyObject* found
     if not above:
-        mark = PyDict_GetItem(marks, hi)
-        if (lineage & LOW_MASK) == (<uint64_t>(<object>mark) if mark != NULL else 0) + 1:
-            marks[hi] = PyLong_FromUnsignedLongLong(lineage & LOW_MASK)
+        if m.hi != hi:
+            _mark_flush(m, marks)
+            found = PyDict_GetItem(marks, PyLong_FromUnsignedLongLong(hi))
+            m.hi = hi
+            m.lo = <uint64_t>(<object>found) if found != NULL else 0
+        if (lineage & LOW_MASK) == m.lo + 1:
+            m.lo += 1
+            m.dirty = True
             return
+    _mark_flush(m, marks)
     complete(key)
 
 
@@ -117,65 +159,77 @@ def mice_records(bytes msg, flow, dict completions, dict handed_at, double now):
     cdef double lat_sum = 0.0
     cdef list others = []
     cdef uint8_t kind
-    cdef object key, parent, t0
+    cdef object key, parent = None, t0
     cdef Output o
-    cdef Input inp
+    cdef Input inp, par_inp = None  # the input the OUT records belong to (to_mice[0]), None until looked up
     cdef PyObject* found
     cdef list ups
+    cdef Mark mark
+    cdef _Waiting w = _Waiting.__new__(_Waiting)
+    mark.hi = NO_HI
+    mark.dirty = False
     pos = 0
-    while pos < n:
-        kind = p[pos]
-        lineage = rd64(p + pos + 1)
-        length = rd32(p + pos + 9)
-        pos += REC
-        if kind == K_OUT:
-            outs += 1
-            key = PyLong_FromUnsignedLongLong(lineage)
-            if PyDict_Contains(retained, key):  # the same lineage again (a re-run source): keep one copy
-                pos += length
-                continue
-            if to_mice:
-                parent = to_mice[0]
-                (<Input?>inputs[parent]).open_outputs += 1
-            else:
-                parent = None
-                if lineage & LOW_MASK > made:
-                    made = lineage & LOW_MASK
-            o = Output.__new__(Output)
-            o.parent = parent
-            o.data = PyBytes_FromStringAndSize(<const char*>p + pos, length)
-            o.channel = None
-            PyDict_SetItem(retained, key, o)
-            qappend(key)
-            out_bytes += length
-        elif kind == K_DONE:
-            dones += 1
-            key = PyLong_FromUnsignedLongLong(lineage)
-            if handed_at:
-                t0 = handed_at.pop(key, None)
-                if t0 is not None:
-                    lat_sum += now - <double>t0
-                    lat_n += 1
-            found = NULL
-            if to_mice and to_mice[0] == key:
-                found = PyDict_GetItem(inputs, key)
-            if found == NULL:
-                ups = done_slow(key)
-            else:
-                inp = <Input?>(<object>found)
-                popleft()
-                inp.done = True
-                if inp.open_outputs:
+    try:
+        while pos < n:
+            kind = p[pos]
+            lineage = rd64(p + pos + 1)
+            length = rd32(p + pos + 9)
+            pos += REC
+            if kind == K_OUT:
+                outs += 1
+                key = PyLong_FromUnsignedLongLong(lineage)
+                if PyDict_Contains(retained, key):  # the same lineage again (a re-run source): keep one copy
                     pos += length
                     continue
-                PyDict_DelItem(inputs, key)
-                _mark_complete(marks, above, complete, lineage, key)
-                ups = inp.upstreams
-            if ups:
-                _complete_to(completions, ups, key)
-        else:
-            others.append((kind, lineage, PyBytes_FromStringAndSize(<const char*>p + pos, length)))
-        pos += length
+                if par_inp is not None:
+                    par_inp.open_outputs += 1
+                elif to_mice:
+                    parent = to_mice[0]
+                    par_inp = <Input?>inputs[parent]
+                    par_inp.open_outputs += 1
+                else:
+                    parent = None
+                    if lineage & LOW_MASK > made:
+                        made = lineage & LOW_MASK
+                o = Output.__new__(Output)
+                o.parent = parent
+                o.data = PyBytes_FromStringAndSize(<const char*>p + pos, length)
+                o.channel = None
+                PyDict_SetItem(retained, key, o)
+                qappend(key)
+                out_bytes += length
+            elif kind == K_DONE:
+                dones += 1
+                par_inp = None  # to_mice[0] may change
+                key = PyLong_FromUnsignedLongLong(lineage)
+                if handed_at:
+                    t0 = handed_at.pop(key, None)
+                    if t0 is not None:
+                        lat_sum += now - <double>t0
+                        lat_n += 1
+                found = NULL
+                if to_mice and to_mice[0] == key:
+                    found = PyDict_GetItem(inputs, key)
+                if found == NULL:
+                    _mark_flush(&mark, marks)
+                    ups = done_slow(key)
+                else:
+                    inp = <Input?>(<object>found)
+                    popleft()
+                    inp.done = True
+                    if inp.open_outputs:
+                        pos += length
+                        continue
+                    PyDict_DelItem(inputs, key)
+                    _mark_complete(&mark, marks, above, complete, lineage, key)
+                    ups = inp.upstreams
+                if ups:
+                    _complete_to(completions, ups, key, w)
+            else:
+                others.append((kind, lineage, PyBytes_FromStringAndSize(<const char*>p + pos, length)))
+            pos += length
+    finally:
+        _mark_flush(&mark, marks)
     return outs, dones, made, lat_sum, lat_n, others, out_bytes
 
 
@@ -228,18 +282,18 @@ def arrive(bytes message, flow, object up, object queue):
     """An item message (one item, or a batch) from upstream ``up`` into ``flow``: a new lineage is handed over
     (``(lineage, bytes)`` appended to ``queue``), a copy of one in progress waits for it, a copy of a completed one
     is returned to be completed at once.  Returns that list; ValueError names the first malformed item (nothing is
-    taken then)."""
+    taken then).  The new inputs of one message share one upstreams list (replaced, never changed in place)."""
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(message), pos, length, start
-    cdef uint64_t lineage, mark
+    cdef uint64_t lineage, mark = 0, hi, cur_hi = NO_HI
     cdef bint batch
     batch = check_items(p, n)  # checked whole first
     cdef object completed = flow.completed
     cdef dict marks = completed.marks, above = completed.above, inputs = flow.inputs
     cdef object tappend = flow.to_mice.append, qappend = queue.append
-    cdef list done = []
+    cdef list done = [], ups = None
     cdef Py_ssize_t dups = 0
-    cdef object key, hi
+    cdef object key
     cdef PyObject* found
     cdef Input inp
     pos = MARK
@@ -254,9 +308,11 @@ def arrive(bytes message, flow, object up, object queue):
             length = n - MARK
         pos = start + length
         key = PyLong_FromUnsignedLongLong(lineage)
-        hi = PyLong_FromUnsignedLongLong(lineage >> LOW_BITS)
-        found = PyDict_GetItem(marks, hi)
-        mark = <uint64_t>(<object>found) if found != NULL else 0
+        hi = lineage >> LOW_BITS
+        if hi != cur_hi:  # nothing completes during the call: a watermark read once holds for it
+            found = PyDict_GetItem(marks, PyLong_FromUnsignedLongLong(hi))
+            mark = <uint64_t>(<object>found) if found != NULL else 0
+            cur_hi = hi
         if (lineage & LOW_MASK) <= mark or (above and PyDict_Contains(above, key)):
             dups += 1
             done.append(key)
@@ -266,10 +322,12 @@ def arrive(bytes message, flow, object up, object queue):
             dups += 1
             inp = <Input?>(<object>found)
             if up not in inp.upstreams:
-                inp.upstreams.append(up)
+                inp.upstreams = inp.upstreams + [up]
             continue
+        if ups is None:
+            ups = [up]
         inp = Input.__new__(Input)
-        inp.upstreams = [up]
+        inp.upstreams = ups
         inp.done = False
         inp.open_outputs = 0
         PyDict_SetItem(inputs, key, inp)
@@ -293,25 +351,32 @@ def completions_in(bytes payload, flow, dict completions):
     cdef PyObject* found
     cdef Output o
     cdef Input inp
-    for i in range(n):
-        key = PyLong_FromUnsignedLongLong(rd64(p + 8 * i))
-        found = PyDict_GetItem(retained, key)
-        if found == NULL:
-            continue
-        o = <Output?>(<object>found)
-        PyDict_DelItem(retained, key)
-        parent = o.parent
-        if parent is None:
-            continue  # a source's output: nothing upstream
-        found = PyDict_GetItem(inputs, parent)
-        if found == NULL:
-            continue
-        inp = <Input?>(<object>found)
-        inp.open_outputs -= 1
-        if not inp.done or inp.open_outputs:
-            continue
-        PyDict_DelItem(inputs, parent)
-        _mark_complete(marks, above, complete, <uint64_t>parent, parent)
-        if inp.upstreams:
-            _complete_to(completions, inp.upstreams, parent)
+    cdef Mark mark
+    cdef _Waiting w = _Waiting.__new__(_Waiting)
+    mark.hi = NO_HI
+    mark.dirty = False
+    try:
+        for i in range(n):
+            key = PyLong_FromUnsignedLongLong(rd64(p + 8 * i))
+            found = PyDict_GetItem(retained, key)
+            if found == NULL:
+                continue
+            o = <Output?>(<object>found)
+            parent = o.parent
+            PyDict_DelItem(retained, key)
+            if parent is None:
+                continue  # a source's output: nothing upstream
+            found = PyDict_GetItem(inputs, parent)
+            if found == NULL:
+                continue
+            inp = <Input?>(<object>found)
+            inp.open_outputs -= 1
+            if not inp.done or inp.open_outputs:
+                continue
+            PyDict_DelItem(inputs, parent)
+            _mark_complete(&mark, marks, above, complete, <uint64_t>parent, parent)
+            if inp.upstreams:
+                _complete_to(completions, inp.upstreams, parent, w)
+    finally:
+        _mark_flush(&mark, marks)
     return n

@@ -104,7 +104,10 @@ Output: type[_PyOutput] = loops.Output if loops is not None else _PyOutput
 
 @dataclass
 class Flow:
-    """Lineage bookkeeping of one MICE; reset when the MICE stops."""
+    """Lineage bookkeeping of one MICE; reset when the MICE stops.
+
+    An input's ``upstreams`` list may be shared with other inputs (those of one item message): it is replaced,
+    never changed in place."""
 
     inputs: dict[int, _PyInput] = field(default_factory=dict)
     """Inputs handed to the MICE and not yet completed, by lineage."""
@@ -130,7 +133,7 @@ class Flow:
         if inp is not None:
             self.duplicates += 1
             if up not in inp.upstreams:
-                inp.upstreams.append(up)
+                inp.upstreams = [*inp.upstreams, up]  # replaced, never changed in place: inputs share lists
             return "wait"
         self.inputs[lineage] = _Input([up])
         self.to_mice.append(lineage)
@@ -138,10 +141,12 @@ class Flow:
 
     def arrive_batch(self, items: list[tuple[int, bytes]], up: Upstream, queue: deque[tuple[int, bytes]]) -> list[int]:
         """:meth:`arrive` for the items of one message, inlined (the sink's per-item hot path): the new ones
-        are appended to ``queue`` (for the MICE); returns the lineages to complete at once (copies of done ones)."""
+        are appended to ``queue`` (for the MICE); returns the lineages to complete at once (copies of done ones).
+        The new inputs share one upstreams list (lists are replaced, never changed in place)."""
         completed, inputs, to_mice = self.completed, self.inputs, self.to_mice
         marks, above = completed.marks, completed.above
         done: list[int] = []
+        ups: list[Upstream] | None = None
         for pair in items:
             lineage = pair[0]
             if (lineage & LOW_MASK) <= marks.get(lineage >> LOW_BITS, 0) or lineage in above:
@@ -152,9 +157,11 @@ class Flow:
             if inp is not None:
                 self.duplicates += 1
                 if up not in inp.upstreams:
-                    inp.upstreams.append(up)
+                    inp.upstreams = [*inp.upstreams, up]
                 continue
-            inputs[lineage] = _Input([up])
+            if ups is None:
+                ups = [up]
+            inputs[lineage] = _Input(ups)
             to_mice.append(lineage)
             queue.append(pair)
         return done
