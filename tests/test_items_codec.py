@@ -88,6 +88,72 @@ def test_compiled_and_pure_encode_alike() -> None:
         assert qa == qb
 
 
+def test_item_lists_and_pack_dones_follow_the_format() -> None:
+    msg = mice.pack_records_py(mice.ITEM, [(5, b"ab"), (6, b"")]) + mice.REC.pack(mice.EOF, 9, 1) + b"z"
+    msg += mice.pack_records_py(mice.ITEM, [(7, b"c")])
+    assert mice.item_lists_py(msg, mice.ITEM, mice.STOP) == ([5, 6, 7], [b"ab", b"", b"c"], False)
+    stopped = msg + mice.REC.pack(mice.STOP, 0, 0) + mice.pack_records_py(mice.ITEM, [(8, b"d")])
+    assert mice.item_lists_py(stopped, mice.ITEM, mice.STOP) == ([5, 6, 7], [b"ab", b"", b"c"], True)
+    assert mice.pack_dones_py(mice.DONE, [1, 2**64 - 1]) == struct.pack("!BQIBQI", 3, 1, 0, 3, 2**64 - 1, 0)
+
+
+@needs_c
+def test_compiled_and_pure_item_lists_and_dones_alike() -> None:
+    rng = random.Random(16)
+    for _ in range(200):
+        parts = [mice.pack_records_py(rng.choice((1, 1, 1, 4, 5)), random_items(rng, rng.randrange(0, 4)))]
+        parts += [mice.pack_records_py(mice.ITEM, random_items(rng, rng.randrange(0, 4)))]
+        msg = b"".join(parts)
+        for m in [msg, *mutations(rng, msg)]:
+            assert outcome(C.item_lists, m, mice.ITEM, mice.STOP) == outcome(mice.item_lists_py, m, 1, 5), m.hex()
+        lins = [lin for lin, _ in random_items(rng, rng.randrange(0, 9))]
+        assert C.pack_dones(mice.DONE, lins) == mice.pack_dones_py(mice.DONE, lins)
+
+
+class _Sent:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+@pytest.mark.parametrize("n", [1, 3, mice.DONES_MAX + 5])
+def test_item_stages_send_outputs_then_done_in_order(n: int) -> None:
+    """Both stage forms, on the same items: each item's OUT records come before its DONE, in item order, and a
+    batch stage that returns None sends one DONE per item (more than one message's worth too)."""
+
+    def one(item: bytes, ctx: mice.Context) -> list[bytes]:
+        return [item + b"!"] if item[0] % 3 == 0 else []
+
+    @mice.batch
+    def many(items: list[bytes], ctx: mice.Context) -> list[list[bytes]] | None:
+        return [one(i, ctx) for i in items]
+
+    @mice.batch
+    def quiet(items: list[bytes], ctx: mice.Context) -> None:
+        return None
+
+    lins = [mice.source_lineage(2, i) for i in range(n)]
+    items = [bytes([i % 256]) for i in range(n)]
+    expect = []
+    for lin, item in zip(lins, items, strict=True):
+        if item[0] % 3 == 0:
+            expect.append((mice.OUT, lin, item + b"!"))
+        expect.append((mice.DONE, lin, b""))
+    for fn, run, want in [
+        (one, mice._run_items, expect),
+        (many, mice._run_batch, expect),
+        (quiet, mice._run_batch, [(mice.DONE, lin, b"") for lin in lins]),
+    ]:
+        sock = _Sent()
+        out = mice.Batcher(sock)  # type: ignore[arg-type]
+        run(out, fn, list(lins), list(items), mice.Context(1, 3, "st", 0, 1))
+        out.flush()
+        assert all(len(m) <= mice.BATCH_BYTES for m in sock.sent)
+        assert [r for m in sock.sent for r in mice.records(m)] == want, fn.__name__
+
+
 @needs_c
 @pytest.mark.parametrize("impl", ["c", "py"])
 def test_pack_run_refuses_a_bad_item(impl: str) -> None:

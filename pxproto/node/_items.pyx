@@ -124,3 +124,35 @@ def pack_run(int kind, uint64_t first, items, Py_ssize_t start, Py_ssize_t limit
         size += REC + length
         i += 1
     return _pack(pairs, kind, 0), i - start
+
+
+def item_lists(bytes message, int kind, int stop):
+    """The ``kind`` records of one socketpair message as two lists, (lineages, bytes), up to the first ``stop``
+    record; returns (lineages, items, whether a ``stop`` record came).  Other records are skipped; ValueError on a
+    malformed batch."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(message), pos = 0, length
+    cdef list lineages = [], items = []
+    check_records(p, n)
+    while pos < n:
+        length = rd32(p + pos + 9)
+        if p[pos] == stop:
+            return lineages, items, True
+        if p[pos] == kind:
+            lineages.append(rd64(p + pos + 1))
+            items.append(PyBytes_FromStringAndSize(<const char*>p + pos + REC, length))
+        pos += REC + length
+    return lineages, items, False
+
+
+def pack_dones(int kind, lineages):
+    """``kind u8 | lineage u64 | 0 u32`` for each lineage (records with no bytes), in one message."""
+    cdef Py_ssize_t k = len(lineages), i
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, k * REC)
+    cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(out)
+    for i in range(k):
+        w[0] = <uint8_t>kind
+        wr64(w + 1, <uint64_t>lineages[i])
+        wr32(w + 9, 0)
+        w += REC
+    return out

@@ -247,6 +247,26 @@ def pack_run_py(
     return pack_records_py(kind, pairs), len(pairs)
 
 
+def item_lists_py(message: bytes, kind: int, stop: int) -> tuple[list[int], list[bytes], bool]:
+    """The ``kind`` records of one socketpair message as two lists, (lineages, bytes), up to the first ``stop``
+    record; returns (lineages, items, whether a ``stop`` record came).  Other records are skipped; ValueError on a
+    malformed batch."""
+    lineages: list[int] = []
+    items: list[bytes] = []
+    for k, lineage, data in records_py(message):
+        if k == stop:
+            return lineages, items, True
+        if k == kind:
+            lineages.append(lineage)
+            items.append(data)
+    return lineages, items, False
+
+
+def pack_dones_py(kind: int, lineages: Sequence[int]) -> bytes:
+    """``kind u8 | lineage u64 | 0 u32`` for each lineage (records with no bytes), in one message."""
+    return b"".join(REC.pack(kind, lin, 0) for lin in lineages)
+
+
 _items = select.compiled("pxproto.node._items")
 COMPILED = _items is not None
 """Whether the item codecs below are the compiled ``pxproto.node._items`` (else the ``*_py`` twins above)."""
@@ -256,6 +276,8 @@ pack_items = _items.pack_items if _items is not None else pack_items_py
 pack_records = _items.pack_records if _items is not None else pack_records_py
 take_records = _items.take_records if _items is not None else take_records_py
 pack_run = _items.pack_run if _items is not None else pack_run_py
+item_lists = _items.item_lists if _items is not None else item_lists_py
+pack_dones = _items.pack_dones if _items is not None else pack_dones_py
 
 
 class Inbox:
@@ -290,14 +312,21 @@ class Batcher:
         if len(self.dones) >= DONES_MAX:
             self._pack_dones()
 
+    def done_all(self, lineages: list[int]) -> None:
+        """:meth:`done` for each of ``lineages`` (a batch stage's call that yielded nothing), in one go."""
+        self.dones.extend(lineages)
+        if len(self.dones) >= DONES_MAX:
+            self._pack_dones()
+
     def _pack_dones(self) -> None:
         dones = self.dones
         self.dones = []
-        msg = pack_records(DONE, [(lin, b"") for lin in dones])
-        if self.parts and self.size + len(msg) > BATCH_BYTES:
-            self.flush_parts()
-        self.parts.append(msg)
-        self.size += len(msg)
+        for i in range(0, len(dones), DONES_MAX):
+            msg = pack_dones(DONE, dones if len(dones) <= DONES_MAX else dones[i : i + DONES_MAX])
+            if self.parts and self.size + len(msg) > BATCH_BYTES:
+                self.flush_parts()
+            self.parts.append(msg)
+            self.size += len(msg)
 
     def add(self, kind: int, lineage: int, data: bytes = b"") -> None:
         if self.dones:
@@ -409,15 +438,32 @@ def _run_batch(out: Batcher, fn: Callable[..., Any], lineages: list[int], items:
     ctx.lineages = lineages
     ctx.lineage = 0
     produced = fn(items, ctx)
-    if produced is not None and len(produced) != len(items):
+    if produced is None:
+        out.done_all(lineages)  # nothing per item
+        return
+    if len(produced) != len(items):
         raise ValueError(f"batch stage {ctx.name} returned {len(produced)} entries for {len(items)} items")
     for i, lineage in enumerate(lineages):
-        if produced is not None and produced[i] is not None:
+        if produced[i] is not None:
             ctx.lineage = lineage
             _emit(out, produced[i], lineage, ctx, 0)
         out.done(lineage)
-    lineages.clear()
-    items.clear()
+
+
+def _run_items(out: Batcher, fn: Callable[..., Any], lineages: list[int], items: list[bytes], ctx: Context) -> None:
+    """One call of an item stage per item; each item's outputs, then its DONE."""
+    dones = out.dones
+    for lineage, data in zip(lineages, items, strict=True):
+        ctx.lineage = lineage
+        produced = fn(data, ctx)
+        if produced is not None and not (type(produced) in (tuple, list) and not produced):
+            _emit(out, produced, lineage, ctx, 0)
+            out.done(lineage)
+            dones = out.dones  # packing the DONEs before the outputs started a new list
+        else:
+            dones.append(lineage)  # Batcher.done, inlined (a message holds at most MICE_INFLIGHT items)
+    if len(out.dones) >= DONES_MAX:
+        out._pack_dones()
 
 
 def is_source(fn: Callable[..., Any]) -> bool:
@@ -551,30 +597,19 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
                 if not msg or any(k == STOP for k, _, _ in records(msg)):
                     return 0
         batched = getattr(fn, "px_batch", False)
-        lineages: list[int] = []
-        items: list[bytes] = []
         while True:
             msg = inbox.recv(sock)
             if not msg:
                 return 0
-            for kind, lineage, data in records(msg):
-                if kind == STOP:
-                    if items:
-                        _run_batch(out, fn, lineages, items, ctx)
-                    out.flush()
-                    return 0
-                if kind == ITEM and batched:
-                    lineages.append(lineage)
-                    items.append(data)
-                elif kind == ITEM:
-                    ctx.lineage = lineage
-                    produced = fn(data, ctx)
-                    if produced is not None and not (type(produced) in (tuple, list) and not produced):
-                        _emit(out, produced, lineage, ctx, 0)
-                    out.done(lineage)
-            if items:
-                _run_batch(out, fn, lineages, items, ctx)
+            lineages, items, stop = item_lists(msg, ITEM, STOP)  # the ITEM records before any STOP, in two lists
+            if batched:
+                if items:
+                    _run_batch(out, fn, lineages, items, ctx)
+            else:
+                _run_items(out, fn, lineages, items, ctx)
             out.flush()
+            if stop:
+                return 0
     except MemoryError:
         return _fault(out, FaultCode.MEMORY_EXCEEDED, f"stage {ctx.name}: out of memory (limit reached)")
     except OSError as exc:
