@@ -108,6 +108,12 @@ def test_compiled_and_pure_item_lists_and_dones_alike() -> None:
             assert outcome(C.item_lists, m, mice.ITEM, mice.STOP) == outcome(mice.item_lists_py, m, 1, 5), m.hex()
         lins = [lin for lin, _ in random_items(rng, rng.randrange(0, 9))]
         assert C.pack_dones(mice.DONE, lins) == mice.pack_dones_py(mice.DONE, lins)
+        max_k, room = rng.randrange(1, 6), rng.choice((1, 30, 400, 5000))
+        assert C.split_at(msg, max_k, room) == mice.split_at_py(msg, max_k, room)
+        k, used, nxt = mice.split_at_py(msg, max_k, room)
+        recs = mice.records_py(msg)
+        assert 0 < k <= max_k or not recs
+        assert mice.records_py(msg[:used]) == recs[:k] and nxt == (recs[k][1] if k < len(recs) else 0)
 
 
 class _Sent:

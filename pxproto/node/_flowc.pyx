@@ -19,6 +19,7 @@ from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict
 from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
@@ -26,6 +27,7 @@ from pxproto.node._itemfmt cimport ITEM, MARK, REC, check_items, check_records, 
 
 BUILD_HASH = PXPROTO_BUILD_HASH.decode()
 
+DEF K_ITEM = 1
 DEF K_OUT = 2
 DEF K_DONE = 3
 DEF LOW_BITS = 48
@@ -280,19 +282,40 @@ def take_batch(object q, dict retained, object ch, Py_ssize_t room):
 
 def arrive(bytes message, flow, object up, object queue):
     """An item message (one item, or a batch) from upstream ``up`` into ``flow``: a new lineage is handed over
-    (``(lineage, bytes)`` appended to ``queue``), a copy of one in progress waits for it, a copy of a completed one
-    is returned to be completed at once.  Returns that list; ValueError names the first malformed item (nothing is
-    taken then).  The new inputs of one message share one upstreams list (replaced, never changed in place)."""
+    (its ITEM record added to ``queue``, a :class:`pxproto.node.flow.MiceQueue`: one chunk per message), a copy of
+    one in progress waits for it, a copy of a completed one is returned to be completed at once.  Returns that list;
+    ValueError names the first malformed item (nothing is taken then).  The new inputs of one message share one
+    upstreams list (replaced, never changed in place)."""
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(message), pos, length, start
-    cdef uint64_t lineage, mark = 0, hi, cur_hi = NO_HI
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(message)
+    cdef uint64_t first = 0
     cdef bint batch
     batch = check_items(p, n)  # checked whole first
     cdef object completed = flow.completed
-    cdef dict marks = completed.marks, above = completed.above, inputs = flow.inputs
-    cdef object tappend = flow.to_mice.append, qappend = queue.append
-    cdef list done = [], ups = None
-    cdef Py_ssize_t dups = 0
+    cdef list done = []
+    cdef Py_ssize_t dups = 0, k = 0, used = 0
+    # the ITEM records of the new items: each batch item (ITEM bytes of header) gains a kind byte; a single item
+    # message (MARK bytes of lineage) gains a kind byte and a length
+    cdef uint8_t* recs = <uint8_t*>malloc((n // ITEM + 1) * (REC - ITEM) + n + REC)
+    if recs == NULL:
+        raise MemoryError()
+    try:
+        _arrive_loop(p, n, batch, completed.marks, completed.above, flow.inputs, flow.to_mice.append, up, done, &dups, recs, &used, &k, &first)
+        if k:
+            queue.add(k, PyLong_FromUnsignedLongLong(first), PyBytes_FromStringAndSize(<const char*>recs, used))
+    finally:
+        free(recs)
+    if dups:
+        flow.duplicates += dups
+    return done
+
+
+cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, dict marks, dict above, dict inputs, object tappend,
+                      object up, list done, Py_ssize_t* dups, uint8_t* recs, Py_ssize_t* used, Py_ssize_t* k,
+                      uint64_t* first) except -1:
+    cdef Py_ssize_t pos, length, start, w = 0
+    cdef uint64_t lineage, mark = 0, hi, cur_hi = NO_HI
+    cdef list ups = None
     cdef object key
     cdef PyObject* found
     cdef Input inp
@@ -314,12 +337,12 @@ def arrive(bytes message, flow, object up, object queue):
             mark = <uint64_t>(<object>found) if found != NULL else 0
             cur_hi = hi
         if (lineage & LOW_MASK) <= mark or (above and PyDict_Contains(above, key)):
-            dups += 1
+            dups[0] += 1
             done.append(key)
             continue
         found = PyDict_GetItem(inputs, key)
         if found != NULL:
-            dups += 1
+            dups[0] += 1
             inp = <Input?>(<object>found)
             if up not in inp.upstreams:
                 inp.upstreams = inp.upstreams + [up]
@@ -332,10 +355,16 @@ def arrive(bytes message, flow, object up, object queue):
         inp.open_outputs = 0
         PyDict_SetItem(inputs, key, inp)
         tappend(key)
-        qappend((key, PyBytes_FromStringAndSize(<const char*>p + start, length)))
-    if dups:
-        flow.duplicates += dups
-    return done
+        if k[0] == 0:
+            first[0] = lineage
+        k[0] += 1
+        recs[w] = K_ITEM
+        wr64(recs + w + 1, lineage)
+        wr32(recs + w + 9, <uint32_t>length)
+        memcpy(recs + w + REC, p + start, length)
+        w += REC + length
+    used[0] = w
+    return 0
 
 
 def completions_in(bytes payload, flow, dict completions):

@@ -9,14 +9,13 @@ Part of :class:`pxproto.node.machine.DimeMachine`, which owns one.
 from __future__ import annotations
 
 import struct
-from collections import deque
 from typing import TYPE_CHECKING
 
 from pxproto.dime.channel import MessageReceived
 from pxproto.dime.endpoint import Address
 from pxproto.dime.fastchannel import ChannelReceiver, ChannelSender  # compiled when built, else the twins
 from pxproto.node import mice
-from pxproto.node.flow import LOW_BITS, LOW_MASK, Flow, Output, Upstream
+from pxproto.node.flow import LOW_BITS, LOW_MASK, Flow, MiceQueue, Output, Upstream
 from pxproto.node.flow import loops as _loops
 from pxproto.wire.codes import DIME_ALL, CounterId, DataFlag, FaultCode, FrameClass
 from pxproto.wire.frame import Data, Frame
@@ -57,7 +56,7 @@ class ChannelPlane:
         self.flow = Flow()
         self.source_first = 0
         """The item a source was started at (START's VALUE)."""
-        self.mice_queue: deque[tuple[int, bytes]] = deque()
+        self.mice_queue = MiceQueue()
         self.mice_inflight = 0
         self.queued_bytes = 0
         """Bytes of the outputs in ``flow.queue``, about (counted as the MICE makes them and as they are sent;
@@ -231,7 +230,7 @@ class ChannelPlane:
             return
         room = min(MICE_INFLIGHT - self.mice_inflight, len(self.mice_queue))
         if room > 0:
-            msg, n, first = mice.take_records(mice.ITEM, self.mice_queue, room, mice.BATCH_BYTES)
+            msg, n, first = self.mice_queue.take(room, mice.BATCH_BYTES)
             self.handed_at[first] = now  # latency is sampled: the first item of each batch
             self.mice_inflight += n
             self.m.counters[CounterId.ITEMS_IN] += n

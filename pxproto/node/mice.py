@@ -96,18 +96,42 @@ import struct
 import sys
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pxproto.fastpath import select
+from pxproto.node import items as _codecs
 from pxproto.package import LocalStore, keyed_records
 from pxproto.wire.codes import FaultCode
 
 ITEM, OUT, DONE, EOF, STOP, FAULT, READY = 1, 2, 3, 4, 5, 6, 7
-REC = struct.Struct("!BQI")
-LINEAGE = struct.Struct("!Q")
+# The item codecs (pxproto.node.items), here too: the record formats are part of the MICE API.
+BATCH_MARK = _codecs.BATCH_MARK
+COMPILED = _codecs.COMPILED
+ITEM_REC = _codecs.ITEM_REC
+LINEAGE = _codecs.LINEAGE
+REC = _codecs.REC
+Bytes = _codecs.Bytes
+item_lists = _codecs.item_lists
+item_lists_py = _codecs.item_lists_py
+pack_dones = _codecs.pack_dones
+pack_dones_py = _codecs.pack_dones_py
+pack_item = _codecs.pack_item
+pack_items = _codecs.pack_items
+pack_items_py = _codecs.pack_items_py
+pack_records = _codecs.pack_records
+pack_records_py = _codecs.pack_records_py
+pack_run = _codecs.pack_run
+pack_run_py = _codecs.pack_run_py
+records = _codecs.records
+records_py = _codecs.records_py
+split_at = _codecs.split_at
+split_at_py = _codecs.split_at_py
+take_records = _codecs.take_records
+take_records_py = _codecs.take_records_py
+unpack_item = _codecs.unpack_item
+unpack_items = _codecs.unpack_items
+unpack_items_py = _codecs.unpack_items_py
 BATCH_BYTES = 32 * 1024
 """A record batch is flushed when it reaches this size."""
 SEQPACKET_MAX = 200 * 1024
@@ -136,148 +160,6 @@ def derive_lineage(parent: int, k: int) -> int:
         return parent
     h = hashlib.blake2b(struct.pack("!QI", parent, k), digest_size=8).digest()
     return int.from_bytes(h, "big") or 1
-
-
-def pack_item(lineage: int, item: bytes) -> bytes:
-    """A data-channel message: the lineage, then the item."""
-    return LINEAGE.pack(lineage) + item
-
-
-def unpack_item(message: bytes) -> tuple[int, bytes]:
-    if len(message) < LINEAGE.size:
-        raise ValueError(f"item message of {len(message)} bytes, a lineage needs {LINEAGE.size}")
-    return LINEAGE.unpack_from(message)[0], message[LINEAGE.size :]
-
-
-BATCH_MARK = bytes(8)
-ITEM_REC = struct.Struct("!QI")
-
-
-def pack_items_py(items: Iterable[tuple[int, bytes]]) -> bytes:
-    """A batch message: the zero mark, then ``lineage u64 | length u32 | bytes`` per item."""
-    parts = [BATCH_MARK]
-    for lineage, data in items:
-        parts.append(ITEM_REC.pack(lineage, len(data)))
-        parts.append(data)
-    return b"".join(parts)
-
-
-def unpack_items_py(message: bytes) -> list[tuple[int, bytes]]:
-    """The (lineage, item) pairs of a data-channel message, single or batch; ValueError names the bad byte."""
-    if message[:8] != BATCH_MARK:
-        return [unpack_item(message)]
-    out = []
-    pos, n = 8, len(message)
-    rec = ITEM_REC
-    while pos < n:
-        if pos + rec.size > n:
-            raise ValueError(f"batch item header at byte {pos} truncated ({n - pos} bytes left)")
-        lineage, length = rec.unpack_from(message, pos)
-        pos += rec.size
-        if pos + length > n:
-            raise ValueError(f"batch item at byte {pos - rec.size} says {length} bytes, {n - pos} left")
-        if lineage == 0:
-            raise ValueError(f"batch item at byte {pos - rec.size} has lineage 0")
-        out.append((lineage, message[pos : pos + length]))
-        pos += length
-    return out
-
-
-def records_py(message: bytes) -> list[tuple[int, int, bytes]]:
-    """The (kind, lineage, bytes) records of one socketpair message; ValueError on a malformed batch."""
-    pos, n = 0, len(message)
-    out = []
-    unpack, size = REC.unpack_from, REC.size
-    while pos < n:
-        if pos + size > n:
-            raise ValueError(f"record header at byte {pos} truncated")
-        kind, lineage, length = unpack(message, pos)
-        pos += size
-        if pos + length > n:
-            raise ValueError(f"record at byte {pos - size} says {length} bytes, {n - pos} left")
-        out.append((kind, lineage, message[pos : pos + length]))
-        pos += length
-    return out
-
-
-Bytes = bytes | bytearray | memoryview
-
-
-def pack_records_py(kind: int, pairs: Iterable[tuple[int, Bytes]]) -> bytes:
-    """``kind u8 | lineage u64 | length u32 | bytes`` for each (lineage, bytes) pair, in one message."""
-    parts: list[Bytes] = []
-    for lineage, data in pairs:
-        parts.append(REC.pack(kind, lineage, len(data)))
-        parts.append(data)
-    return b"".join(parts)
-
-
-def take_records_py(kind: int, queue: deque[tuple[int, bytes]], max_n: int, limit: int) -> tuple[bytes, int, int]:
-    """Pop up to ``max_n`` (lineage, bytes) pairs off the left of ``queue``, at least one and no more than fit
-    ``limit`` bytes of records; return (message, how many, first lineage or 0)."""
-    taken: list[tuple[int, bytes]] = []
-    size = 0
-    while len(taken) < max_n and size < limit and queue:
-        pair = queue.popleft()
-        taken.append(pair)
-        size += REC.size + len(pair[1])
-    if not taken:
-        return b"", 0, 0
-    return pack_records_py(kind, taken), len(taken), taken[0][0]
-
-
-def pack_run_py(
-    kind: int, first: int, items: Sequence[Bytes], start: int, limit: int, max_item: int
-) -> tuple[bytes, int]:
-    """Records for ``items[start:]`` with lineages ``first``, ``first + 1``...: as many as fit ``limit`` bytes
-    (at least one); return (message, how many).  TypeError or ValueError when an item is not bytes-like or
-    longer than ``max_item`` (the caller reports it through its slow path)."""
-    pairs: list[tuple[int, Bytes]] = []
-    size = 0
-    for i in range(start, len(items)):
-        one = items[i]
-        if not isinstance(one, bytes | bytearray | memoryview):
-            raise TypeError("not bytes")
-        if len(one) > max_item:
-            raise ValueError("too long")
-        if pairs and size + REC.size + len(one) > limit:
-            break
-        pairs.append((first + i - start, one))
-        size += REC.size + len(one)
-    return pack_records_py(kind, pairs), len(pairs)
-
-
-def item_lists_py(message: bytes, kind: int, stop: int) -> tuple[list[int], list[bytes], bool]:
-    """The ``kind`` records of one socketpair message as two lists, (lineages, bytes), up to the first ``stop``
-    record; returns (lineages, items, whether a ``stop`` record came).  Other records are skipped; ValueError on a
-    malformed batch."""
-    lineages: list[int] = []
-    items: list[bytes] = []
-    for k, lineage, data in records_py(message):
-        if k == stop:
-            return lineages, items, True
-        if k == kind:
-            lineages.append(lineage)
-            items.append(data)
-    return lineages, items, False
-
-
-def pack_dones_py(kind: int, lineages: Sequence[int]) -> bytes:
-    """``kind u8 | lineage u64 | 0 u32`` for each lineage (records with no bytes), in one message."""
-    return b"".join(REC.pack(kind, lin, 0) for lin in lineages)
-
-
-_items = select.compiled("pxproto.node._items")
-COMPILED = _items is not None
-"""Whether the item codecs below are the compiled ``pxproto.node._items`` (else the ``*_py`` twins above)."""
-records = _items.records if _items is not None else records_py
-unpack_items = _items.unpack_items if _items is not None else unpack_items_py
-pack_items = _items.pack_items if _items is not None else pack_items_py
-pack_records = _items.pack_records if _items is not None else pack_records_py
-take_records = _items.take_records if _items is not None else take_records_py
-pack_run = _items.pack_run if _items is not None else pack_run_py
-item_lists = _items.item_lists if _items is not None else item_lists_py
-pack_dones = _items.pack_dones if _items is not None else pack_dones_py
 
 
 class Inbox:
