@@ -161,6 +161,21 @@ def test_item_stages_send_outputs_then_done_in_order(n: int) -> None:
 
 
 @needs_c
+def test_pack_run_takes_any_memoryview() -> None:
+    strided = memoryview(bytes(range(10)))[::2]  # not contiguous
+    got = C.pack_run(2, 5, [b"ab", strided, bytearray(b"c")], 0, 1000, 100)
+    assert got == (
+        struct.pack("!BQI", 2, 5, 2)
+        + b"ab"
+        + struct.pack("!BQI", 2, 6, 5)
+        + bytes(range(0, 10, 2))
+        + struct.pack("!BQI", 2, 7, 1)
+        + b"c",
+        3,
+    )
+
+
+@needs_c
 @pytest.mark.parametrize("impl", ["c", "py"])
 def test_pack_run_refuses_a_bad_item(impl: str) -> None:
     fn = C.pack_run if impl == "c" else mice.pack_run_py
@@ -207,3 +222,22 @@ def test_a_bad_item_in_a_source_batch_is_named() -> None:
         mice._emit(out, iter([[b"a", "b"]]), None, ctx, 0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=f"an item of {mice.MAX_ITEM + 1} bytes"):
         mice._emit(out, iter([[b"a", bytes(mice.MAX_ITEM + 1)]]), None, ctx, 0)  # type: ignore[arg-type]
+
+
+def test_a_slow_source_item_sends_what_was_made() -> None:
+    """A source item that took longer than SOURCE_SLOW to make flushes the batch it ends; fast items do not."""
+    import time
+
+    def gen():  # type: ignore[no-untyped-def]
+        for i in range(21):
+            if i == 10:
+                time.sleep(mice.SOURCE_SLOW * 5)
+            yield bytes([i])
+
+    sock = _Sent()
+    out = mice.Batcher(sock)  # type: ignore[arg-type]
+    mice._emit_source(out, gen(), mice.Context(1, 3, "src", 0, 1), 0)
+    assert len(sock.sent) == 1  # items 0..10, flushed after the slow one
+    out.flush()
+    got = [[lin for _, lin, _ in mice.records(m)] for m in sock.sent]
+    assert got == [[mice.source_lineage(3, i) for i in range(11)], [mice.source_lineage(3, i) for i in range(11, 21)]]

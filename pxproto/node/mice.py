@@ -390,26 +390,26 @@ def _emit_source(out: Batcher, produced: Iterable[bytes], ctx: Context, counter:
     """A source's outputs: single bytes items are gathered SOURCE_RUN at a time and packed in one call; lists go
     to :func:`_emit` (same lineages and flush rule either way); returns the next source counter."""
     run: list[Bytes] = []
-    items = iter(produced)
+    append = run.append
     clock, first = time.monotonic, ctx.first
-    while True:
-        t0 = clock()
-        try:
-            item = next(items)
-        except StopIteration:
-            break
+    t0 = clock()  # when the making of the next item began: one clock reading per item
+    for item in produced:
         if type(item) is bytes and counter >= first:
-            run.append(item)
+            append(item)
             counter += 1
-            slow = clock() - t0 > SOURCE_SLOW
+            t1 = clock()
+            slow = t1 - t0 > SOURCE_SLOW
             if slow or len(run) >= SOURCE_RUN:
                 _put_run(out, run, ctx, counter)
                 if slow:
                     out.flush()  # a slow source: what it made so far goes now
+                t1 = clock()  # packing and sending are not the next item's making
+            t0 = t1
             continue
         if run:
             _put_run(out, run, ctx, counter)
         counter = _emit(out, (item,), None, ctx, counter, t0)
+        t0 = clock()
     if run:
         _put_run(out, run, ctx, counter)
     return counter
