@@ -203,3 +203,50 @@ def test_bad_item_message_same_error_as_pure(msg: bytes) -> None:
         _flowc.arrive(msg, f, UPS[0], MiceQueue())
     assert str(comp.value) == str(pure.value)
     assert not f.inputs and not f.to_mice
+
+
+class _Machine:
+    """What ChannelPlane.feed_mice and mice_records use of their DimeMachine."""
+
+    def __init__(self) -> None:
+        from collections import defaultdict
+        from types import SimpleNamespace
+
+        self.mice = SimpleNamespace(pending_tx=deque(), name="m", fault=None, eof=False, baseline=0)
+        self.counters: dict[Any, int] = defaultdict(int)
+
+
+def test_items_wait_for_a_fuller_hand_over_while_the_mice_is_busy() -> None:
+    """With nothing in flight the MICE gets what waits at once; while it is busy, a hand-over waits for
+    HANDOVER_ITEMS items (or HANDOVER_BYTES) or for its DONEs; every item is handed over once, in order."""
+    from pxproto.node import channels
+
+    plane = ChannelPlane(_Machine())  # type: ignore[arg-type]
+    tx = plane.m.mice.pending_tx  # type: ignore[union-attr]
+    lin = iter(range(1, 10_000))
+
+    def arrive(n: int, size: int = 1) -> list[int]:
+        pairs = [(next(lin), bytes(size)) for _ in range(n)]
+        plane.mice_queue.add(n, pairs[0][0], mice.pack_records(mice.ITEM, pairs))
+        plane.feed_mice(0.0)
+        return [p[0] for p in pairs]
+
+    def handed() -> list[int]:
+        got = [r[1] for m in tx for r in mice.records(m)]
+        tx.clear()
+        return got
+
+    first = arrive(10)
+    assert handed() == first  # idle MICE: at once
+    waiting = arrive(10) + arrive(channels.HANDOVER_ITEMS - 11)
+    assert handed() == []  # busy, fewer than HANDOVER_ITEMS waiting
+    waiting += arrive(1)
+    assert handed() == waiting  # HANDOVER_ITEMS reached
+    big = arrive(2, channels.HANDOVER_BYTES // 2)
+    assert handed() == big  # HANDOVER_BYTES reached
+    late = arrive(3)
+    assert handed() == []
+    plane.mice_records(mice.pack_dones(mice.DONE, first + waiting + big), 0.0)  # the MICE is done with all
+    assert plane.mice_inflight == 0 and handed() == []
+    plane.feed_mice(0.0)
+    assert handed() == late

@@ -31,6 +31,12 @@ microseconds (the loop's timers have millisecond resolution, so any wait is in e
 against 12,698-34,160 at 0 (one run against five, same hour): each hop held its last partial frame back."""
 MICE_INFLIGHT = 512
 """Items handed to the MICE and not yet DONE, at most."""
+HANDOVER_ITEMS = 128
+HANDOVER_BYTES = 16 * 1024
+"""While the MICE has items in flight, waiting items are handed over once this many (or this many bytes of them)
+wait: one message per frame of large items cost the MICE and its DIME a few syscalls per item.  A MICE with
+nothing in flight gets what waits at once, and its DONEs make the rest go, so an item waits at most for the
+MICE's current batch."""
 PAUSE_INPUT = 4096
 """Items waiting for the MICE above which input channels get no credit."""
 OUTQ_LIMIT = 4096
@@ -228,14 +234,15 @@ class ChannelPlane:
         m = self.m.mice
         if m is None:
             return
-        room = min(MICE_INFLIGHT - self.mice_inflight, len(self.mice_queue))
-        if room > 0:
+        q = self.mice_queue
+        room = min(MICE_INFLIGHT - self.mice_inflight, len(q))
+        if room > 0 and (not self.mice_inflight or len(q) >= HANDOVER_ITEMS or q.size >= HANDOVER_BYTES):
             msg, n, first = self.mice_queue.take(room, mice.BATCH_BYTES)
             self.handed_at[first] = now  # latency is sampled: the first item of each batch
             self.mice_inflight += n
             self.m.counters[CounterId.ITEMS_IN] += n
             m.pending_tx.append(msg)
-        paused = len(self.mice_queue) > PAUSE_INPUT
+        paused = len(q) > PAUSE_INPUT
         for k, rx in self.receivers.items():
             if k[0] < COMPLETION_BIT and rx.paused != paused:
                 if paused:

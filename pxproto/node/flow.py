@@ -101,11 +101,13 @@ class MiceQueue:
     (how many, first lineage, records), so an arriving batch costs one bytes object and :meth:`take` joins
     whole chunks.  ``len`` counts items; iterating gives (lineage, bytes) pairs, whatever the chunking."""
 
-    __slots__ = ("chunks", "n")
+    __slots__ = ("chunks", "n", "size")
 
     def __init__(self) -> None:
         self.chunks: deque[tuple[int, int, bytes]] = deque()
         self.n = 0
+        self.size = 0
+        """Bytes of the records waiting."""
 
     def __len__(self) -> int:
         return self.n
@@ -117,13 +119,14 @@ class MiceQueue:
 
     def clear(self) -> None:
         self.chunks.clear()
-        self.n = 0
+        self.n = self.size = 0
 
     def add(self, n: int, first: int, records: bytes) -> None:
         """``n`` items as ITEM records (the first's lineage ``first``)."""
         if n:
             self.chunks.append((n, first, records))
             self.n += n
+            self.size += len(records)
 
     def append(self, pair: tuple[int, bytes]) -> None:
         self.add(1, pair[0], mice.pack_records(mice.ITEM, [pair]))
@@ -152,6 +155,7 @@ class MiceQueue:
             n += k
             size += used
         self.n -= n
+        self.size -= size
         if not parts:
             return b"", 0, 0
         return (parts[0] if len(parts) == 1 else b"".join(parts)), n, first
