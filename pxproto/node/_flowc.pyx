@@ -20,6 +20,25 @@ from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
+
+cdef extern from "Python.h":
+    PyObject* PyDict_SetDefault(object d, object key, object default) except NULL  # borrowed
+
+cdef extern from *:
+    """
+    /* d.pop(k, None) in one lookup: _PyDict_Pop up to CPython 3.12, PyDict_Pop from 3.13 */
+    static PyObject* px_dict_pop(PyObject* d, PyObject* k) {
+    #if PY_VERSION_HEX >= 0x030D0000
+        PyObject* r;
+        if (PyDict_Pop(d, k, &r) < 0) return NULL;
+        if (r == NULL) { Py_INCREF(Py_None); return Py_None; }
+        return r;
+    #else
+        return _PyDict_Pop(d, k, Py_None);
+    #endif
+    }
+    """
+    object px_dict_pop(object d, object k)
 from libc.string cimport memcpy
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
@@ -340,20 +359,19 @@ cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, dict marks, di
             dups[0] += 1
             done.append(key)
             continue
-        found = PyDict_GetItem(inputs, key)
-        if found != NULL:
-            dups[0] += 1
-            inp = <Input?>(<object>found)
-            if up not in inp.upstreams:
-                inp.upstreams = inp.upstreams + [up]
-            continue
         if ups is None:
             ups = [up]
         inp = Input.__new__(Input)
         inp.upstreams = ups
         inp.done = False
         inp.open_outputs = 0
-        PyDict_SetItem(inputs, key, inp)
+        found = PyDict_SetDefault(inputs, key, inp)  # one lookup: taken, or the copy's first already there
+        if found != <PyObject*>inp:
+            dups[0] += 1
+            inp = <Input?>(<object>found)
+            if up not in inp.upstreams:
+                inp.upstreams = inp.upstreams + [up]
+            continue
         tappend(key)
         if k[0] == 0:
             first[0] = lineage
@@ -376,7 +394,7 @@ def completions_in(bytes payload, flow, dict completions):
     cdef object completed = flow.completed
     cdef dict marks = completed.marks, above = completed.above
     cdef object complete = completed.add
-    cdef object key, parent
+    cdef object key, parent, popped
     cdef PyObject* found
     cdef Output o
     cdef Input inp
@@ -387,12 +405,11 @@ def completions_in(bytes payload, flow, dict completions):
     try:
         for i in range(n):
             key = PyLong_FromUnsignedLongLong(rd64(p + 8 * i))
-            found = PyDict_GetItem(retained, key)
-            if found == NULL:
+            popped = px_dict_pop(retained, key)  # one lookup
+            if popped is None:
                 continue
-            o = <Output?>(<object>found)
+            o = <Output?>popped
             parent = o.parent
-            PyDict_DelItem(retained, key)
             if parent is None:
                 continue  # a source's output: nothing upstream
             found = PyDict_GetItem(inputs, parent)
