@@ -199,24 +199,25 @@ def mice_records(bytes msg, flow, dict completions, dict handed_at, double now):
             if kind == K_OUT:
                 outs += 1
                 key = PyLong_FromUnsignedLongLong(lineage)
-                if PyDict_Contains(retained, key):  # the same lineage again (a re-run source): keep one copy
-                    pos += length
+                o = Output.__new__(Output)
+                o.parent = None
+                o.data = PyBytes_FromStringAndSize(<const char*>p + pos, length)
+                o.channel = None
+                if PyDict_SetDefault(retained, key, o) != <PyObject*>o:
+                    pos += length  # the same lineage again (a re-run source): keep one copy
                     continue
                 if par_inp is not None:
                     par_inp.open_outputs += 1
+                    o.parent = parent
                 elif to_mice:
                     parent = to_mice[0]
                     par_inp = <Input?>inputs[parent]
                     par_inp.open_outputs += 1
+                    o.parent = parent
                 else:
                     parent = None
                     if lineage & LOW_MASK > made:
                         made = lineage & LOW_MASK
-                o = Output.__new__(Output)
-                o.parent = parent
-                o.data = PyBytes_FromStringAndSize(<const char*>p + pos, length)
-                o.channel = None
-                PyDict_SetItem(retained, key, o)
                 qappend(key)
                 out_bytes += length
             elif kind == K_DONE:
