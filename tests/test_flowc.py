@@ -17,14 +17,14 @@ import pytest
 
 from pxproto.node import mice
 from pxproto.node.channels import ChannelPlane
-from pxproto.node.flow import Flow
+from pxproto.node.flow import Flow, MiceQueue
 
 _flowc = pytest.importorskip("pxproto.node._flowc", reason="pxproto.node._flowc is not built")
 
 UPS = [(1, b"\x02\x00\x00\x00\x00\x01", 3), (1, b"\x02\x00\x00\x00\x00\x07", 4)]
 
 
-def snapshot(f: Flow, completions: dict[Any, list[int]], queue: deque[tuple[int, bytes]]) -> dict[str, Any]:
+def snapshot(f: Flow, completions: dict[Any, list[int]], queue: MiceQueue) -> dict[str, Any]:
     return {
         "inputs": {k: (list(v.upstreams), bool(v.done), v.open_outputs) for k, v in f.inputs.items()},
         "retained": {k: (v.parent, bytes(v.data), v.channel) for k, v in f.retained.items()},
@@ -45,7 +45,7 @@ class Side:
         self.flow = Flow()
         self.completions: dict[Any, list[int]] = {}
         self.handed_at: dict[int, float] = {}
-        self.queue: deque[tuple[int, bytes]] = deque()
+        self.queue = MiceQueue()
 
 
 def step_arrive(c: Side, p: Side, msg: bytes, up: tuple[int, bytes, int]) -> None:
@@ -115,8 +115,12 @@ def test_flowc_matches_pure(walk: int, rng: random.Random) -> None:
             msg = mice.pack_items_py(items) if len(items) > 1 or rng.random() < 0.5 else mice.pack_item(*items[0])
             step_arrive(c, p, msg, rng.choice(UPS))
             handed.extend(lins)
-            for s in (c, p):  # the plane hands the queue to the MICE
-                s.queue.clear()
+            while rng.random() < 0.7 and c.queue:  # the plane hands the queue to the MICE, some of it
+                max_n, limit = rng.randint(1, 30), rng.choice((1, 60, 300, 5000))
+                pairs = deque(c.queue)
+                want = mice.take_records_py(mice.ITEM, pairs, max_n, limit)
+                assert c.queue.take(max_n, limit) == p.queue.take(max_n, limit) == want
+                assert list(c.queue) == list(pairs) and len(c.queue) == len(pairs)
         elif what < 0.65 and p.flow.to_mice:  # the MICE's records: outputs, then DONE, for the oldest inputs
             recs = []
             pending = list(p.flow.to_mice)
@@ -196,6 +200,53 @@ def test_bad_item_message_same_error_as_pure(msg: bytes) -> None:
     with pytest.raises(ValueError) as pure:
         mice.unpack_items_py(msg)
     with pytest.raises(ValueError) as comp:
-        _flowc.arrive(msg, f, UPS[0], deque())
+        _flowc.arrive(msg, f, UPS[0], MiceQueue())
     assert str(comp.value) == str(pure.value)
     assert not f.inputs and not f.to_mice
+
+
+class _Machine:
+    """What ChannelPlane.feed_mice and mice_records use of their DimeMachine."""
+
+    def __init__(self) -> None:
+        from collections import defaultdict
+        from types import SimpleNamespace
+
+        self.mice = SimpleNamespace(pending_tx=deque(), name="m", fault=None, eof=False, baseline=0)
+        self.counters: dict[Any, int] = defaultdict(int)
+
+
+def test_items_wait_for_a_fuller_hand_over_while_the_mice_is_busy() -> None:
+    """With nothing in flight the MICE gets what waits at once; while it is busy, a hand-over waits for
+    HANDOVER_ITEMS items (or HANDOVER_BYTES) or for its DONEs; every item is handed over once, in order."""
+    from pxproto.node import channels
+
+    plane = ChannelPlane(_Machine())  # type: ignore[arg-type]
+    tx = plane.m.mice.pending_tx  # type: ignore[union-attr]
+    lin = iter(range(1, 10_000))
+
+    def arrive(n: int, size: int = 1) -> list[int]:
+        pairs = [(next(lin), bytes(size)) for _ in range(n)]
+        plane.mice_queue.add(n, pairs[0][0], mice.pack_records(mice.ITEM, pairs))
+        plane.feed_mice(0.0)
+        return [p[0] for p in pairs]
+
+    def handed() -> list[int]:
+        got = [r[1] for m in tx for r in mice.records(m)]
+        tx.clear()
+        return got
+
+    first = arrive(10)
+    assert handed() == first  # idle MICE: at once
+    waiting = arrive(10) + arrive(channels.HANDOVER_ITEMS - 11)
+    assert handed() == []  # busy, fewer than HANDOVER_ITEMS waiting
+    waiting += arrive(1)
+    assert handed() == waiting  # HANDOVER_ITEMS reached
+    big = arrive(2, channels.HANDOVER_BYTES // 2)
+    assert handed() == big  # HANDOVER_BYTES reached
+    late = arrive(3)
+    assert handed() == []
+    plane.mice_records(mice.pack_dones(mice.DONE, first + waiting + big), 0.0)  # the MICE is done with all
+    assert plane.mice_inflight == 0 and handed() == []
+    plane.feed_mice(0.0)
+    assert handed() == late

@@ -88,6 +88,93 @@ def test_compiled_and_pure_encode_alike() -> None:
         assert qa == qb
 
 
+def test_item_lists_and_pack_dones_follow_the_format() -> None:
+    msg = mice.pack_records_py(mice.ITEM, [(5, b"ab"), (6, b"")]) + mice.REC.pack(mice.EOF, 9, 1) + b"z"
+    msg += mice.pack_records_py(mice.ITEM, [(7, b"c")])
+    assert mice.item_lists_py(msg, mice.ITEM, mice.STOP) == ([5, 6, 7], [b"ab", b"", b"c"], False)
+    stopped = msg + mice.REC.pack(mice.STOP, 0, 0) + mice.pack_records_py(mice.ITEM, [(8, b"d")])
+    assert mice.item_lists_py(stopped, mice.ITEM, mice.STOP) == ([5, 6, 7], [b"ab", b"", b"c"], True)
+    assert mice.pack_dones_py(mice.DONE, [1, 2**64 - 1]) == struct.pack("!BQIBQI", 3, 1, 0, 3, 2**64 - 1, 0)
+
+
+@needs_c
+def test_compiled_and_pure_item_lists_and_dones_alike() -> None:
+    rng = random.Random(16)
+    for _ in range(200):
+        parts = [mice.pack_records_py(rng.choice((1, 1, 1, 4, 5)), random_items(rng, rng.randrange(0, 4)))]
+        parts += [mice.pack_records_py(mice.ITEM, random_items(rng, rng.randrange(0, 4)))]
+        msg = b"".join(parts)
+        for m in [msg, *mutations(rng, msg)]:
+            assert outcome(C.item_lists, m, mice.ITEM, mice.STOP) == outcome(mice.item_lists_py, m, 1, 5), m.hex()
+        lins = [lin for lin, _ in random_items(rng, rng.randrange(0, 9))]
+        assert C.pack_dones(mice.DONE, lins) == mice.pack_dones_py(mice.DONE, lins)
+        max_k, room = rng.randrange(1, 6), rng.choice((1, 30, 400, 5000))
+        assert C.split_at(msg, max_k, room) == mice.split_at_py(msg, max_k, room)
+        k, used, nxt = mice.split_at_py(msg, max_k, room)
+        recs = mice.records_py(msg)
+        assert 0 < k <= max_k or not recs
+        assert mice.records_py(msg[:used]) == recs[:k] and nxt == (recs[k][1] if k < len(recs) else 0)
+
+
+class _Sent:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+@pytest.mark.parametrize("n", [1, 3, mice.DONES_MAX + 5])
+def test_item_stages_send_outputs_then_done_in_order(n: int) -> None:
+    """Both stage forms, on the same items: each item's OUT records come before its DONE, in item order, and a
+    batch stage that returns None sends one DONE per item (more than one message's worth too)."""
+
+    def one(item: bytes, ctx: mice.Context) -> list[bytes]:
+        return [item + b"!"] if item[0] % 3 == 0 else []
+
+    @mice.batch
+    def many(items: list[bytes], ctx: mice.Context) -> list[list[bytes]] | None:
+        return [one(i, ctx) for i in items]
+
+    @mice.batch
+    def quiet(items: list[bytes], ctx: mice.Context) -> None:
+        return None
+
+    lins = [mice.source_lineage(2, i) for i in range(n)]
+    items = [bytes([i % 256]) for i in range(n)]
+    expect = []
+    for lin, item in zip(lins, items, strict=True):
+        if item[0] % 3 == 0:
+            expect.append((mice.OUT, lin, item + b"!"))
+        expect.append((mice.DONE, lin, b""))
+    for fn, run, want in [
+        (one, mice._run_items, expect),
+        (many, mice._run_batch, expect),
+        (quiet, mice._run_batch, [(mice.DONE, lin, b"") for lin in lins]),
+    ]:
+        sock = _Sent()
+        out = mice.Batcher(sock)  # type: ignore[arg-type]
+        run(out, fn, list(lins), list(items), mice.Context(1, 3, "st", 0, 1))
+        out.flush()
+        assert all(len(m) <= mice.BATCH_BYTES for m in sock.sent)
+        assert [r for m in sock.sent for r in mice.records(m)] == want, fn.__name__
+
+
+@needs_c
+def test_pack_run_takes_any_memoryview() -> None:
+    strided = memoryview(bytes(range(10)))[::2]  # not contiguous
+    got = C.pack_run(2, 5, [b"ab", strided, bytearray(b"c")], 0, 1000, 100)
+    assert got == (
+        struct.pack("!BQI", 2, 5, 2)
+        + b"ab"
+        + struct.pack("!BQI", 2, 6, 5)
+        + bytes(range(0, 10, 2))
+        + struct.pack("!BQI", 2, 7, 1)
+        + b"c",
+        3,
+    )
+
+
 @needs_c
 @pytest.mark.parametrize("impl", ["c", "py"])
 def test_pack_run_refuses_a_bad_item(impl: str) -> None:
@@ -135,3 +222,22 @@ def test_a_bad_item_in_a_source_batch_is_named() -> None:
         mice._emit(out, iter([[b"a", "b"]]), None, ctx, 0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=f"an item of {mice.MAX_ITEM + 1} bytes"):
         mice._emit(out, iter([[b"a", bytes(mice.MAX_ITEM + 1)]]), None, ctx, 0)  # type: ignore[arg-type]
+
+
+def test_a_slow_source_item_sends_what_was_made() -> None:
+    """A source item that took longer than SOURCE_SLOW to make flushes the batch it ends; fast items do not."""
+    import time
+
+    def gen():  # type: ignore[no-untyped-def]
+        for i in range(21):
+            if i == 10:
+                time.sleep(mice.SOURCE_SLOW * 5)
+            yield bytes([i])
+
+    sock = _Sent()
+    out = mice.Batcher(sock)  # type: ignore[arg-type]
+    mice._emit_source(out, gen(), mice.Context(1, 3, "src", 0, 1), 0)
+    assert len(sock.sent) == 1  # items 0..10, flushed after the slow one
+    out.flush()
+    got = [[lin for _, lin, _ in mice.records(m)] for m in sock.sent]
+    assert got == [[mice.source_lineage(3, i) for i in range(11)], [mice.source_lineage(3, i) for i in range(11, 21)]]

@@ -105,22 +105,83 @@ def take_records(int kind, queue, Py_ssize_t max_n, Py_ssize_t limit):
 def pack_run(int kind, uint64_t first, items, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t max_item):
     """Records for ``items[start:]`` with lineages ``first``, ``first + 1``...: as many as fit ``limit`` bytes
     (at least one); return (message, how many).  TypeError or ValueError (no message text to rely on) when an
-    item is not bytes-like or longer than ``max_item``: the caller reports it through its slow path."""
-    cdef Py_ssize_t n = len(items), i = start, size = 0, length
-    cdef list pairs = []
+    item is not bytes-like or longer than ``max_item``: the caller reports it through its slow path.  Two passes
+    over the items (count and check, then write): nothing is made per item."""
+    cdef Py_ssize_t n = len(items), i = start, size = 0, length, k, pos = 0
     cdef object one
     while i < n:
         one = items[i]
-        if isinstance(one, memoryview):
-            one = bytes(one)
-        elif not isinstance(one, (bytes, bytearray)):
+        if isinstance(one, bytes):
+            length = PyBytes_GET_SIZE(one)
+        elif isinstance(one, (bytearray, memoryview)):
+            length = len(one) if isinstance(one, bytearray) else (<memoryview>one).nbytes
+        else:
             raise TypeError("not bytes")
-        length = len(one)
         if length > max_item:
             raise ValueError("too long")
-        if pairs and size + REC + length > limit:
+        if i > start and size + REC + length > limit:
             break
-        pairs.append((first + (i - start), one))
         size += REC + length
         i += 1
-    return _pack(pairs, kind, 0), i - start
+    k = i - start
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(out)
+    for i in range(k):
+        one = items[start + i]
+        w[pos] = <uint8_t>kind
+        wr64(w + pos + 1, first + <uint64_t>i)
+        if isinstance(one, bytes):
+            length = PyBytes_GET_SIZE(one)
+            memcpy(w + pos + REC, PyBytes_AS_STRING(one), length)
+        else:  # a bytearray or memoryview (any layout): its bytes, as counted above
+            one = bytes(one)
+            length = PyBytes_GET_SIZE(one)
+            if pos + REC + length > size:
+                raise ValueError("item changed size")
+            memcpy(w + pos + REC, PyBytes_AS_STRING(one), length)
+        wr32(w + pos + 9, <uint32_t>length)
+        pos += REC + length
+    return out, k
+
+
+def item_lists(bytes message, int kind, int stop):
+    """The ``kind`` records of one socketpair message as two lists, (lineages, bytes), up to the first ``stop``
+    record; returns (lineages, items, whether a ``stop`` record came).  Other records are skipped; ValueError on a
+    malformed batch."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(message), pos = 0, length
+    cdef list lineages = [], items = []
+    check_records(p, n)
+    while pos < n:
+        length = rd32(p + pos + 9)
+        if p[pos] == stop:
+            return lineages, items, True
+        if p[pos] == kind:
+            lineages.append(rd64(p + pos + 1))
+            items.append(PyBytes_FromStringAndSize(<const char*>p + pos + REC, length))
+        pos += REC + length
+    return lineages, items, False
+
+
+def pack_dones(int kind, lineages):
+    """``kind u8 | lineage u64 | 0 u32`` for each lineage (records with no bytes), in one message."""
+    cdef Py_ssize_t k = len(lineages), i
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, k * REC)
+    cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(out)
+    for i in range(k):
+        w[0] = <uint8_t>kind
+        wr64(w + 1, <uint64_t>lineages[i])
+        wr32(w + 9, 0)
+        w += REC
+    return out
+
+
+def split_at(bytes records, Py_ssize_t max_k, Py_ssize_t room):
+    """Walk the (well-formed) records of ``records`` while fewer than ``max_k`` are taken and fewer than ``room`` bytes
+    (at least one is taken); return (how many, their bytes, the lineage of the next record or 0)."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(records)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(records), pos = 0, k = 0
+    while pos < n and k < max_k and pos < room:
+        pos += REC + rd32(p + pos + 9)
+        k += 1
+    return k, pos, rd64(p + pos + 1) if pos + REC <= n else 0

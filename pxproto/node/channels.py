@@ -9,7 +9,6 @@ Part of :class:`pxproto.node.machine.DimeMachine`, which owns one.
 from __future__ import annotations
 
 import struct
-from collections import deque
 from typing import TYPE_CHECKING
 
 from pxproto.dime.channel import MessageReceived, WireOutput
@@ -18,7 +17,7 @@ from pxproto.dime.fastchannel import ChannelReceiver, ChannelSender  # compiled 
 from pxproto.errors import ProtocolError
 from pxproto.fastpath import decode, encode
 from pxproto.node import mice
-from pxproto.node.flow import LOW_BITS, LOW_MASK, Flow, Output, Upstream
+from pxproto.node.flow import LOW_BITS, LOW_MASK, Flow, MiceQueue, Output, Upstream
 from pxproto.node.flow import loops as _loops
 from pxproto.wire import ethertypes, layout, spec
 from pxproto.wire.codes import DIME_ALL, CounterId, DataFlag, FaultCode, FrameClass, HeaderFlag
@@ -37,6 +36,12 @@ MICE_INFLIGHT = 512
 """Items handed to the MICE and not yet DONE, at most."""
 MICE_INFLIGHT_BYTES = 8 << 20
 """Bytes handed to the MICE and not yet DONE (about) above which it is handed nothing more (1 MiB items: 8)."""
+HANDOVER_ITEMS = 128
+HANDOVER_BYTES = 16 * 1024
+"""While the MICE has items in flight, waiting items are handed over once this many (or this many bytes of them)
+wait: one message per frame of large items cost the MICE and its DIME a few syscalls per item.  A MICE with
+nothing in flight gets what waits at once, and its DONEs make the rest go, so an item waits at most for the
+MICE's current batch."""
 PAUSE_INPUT = 4096
 """Items waiting for the MICE above which input channels get no credit."""
 PAUSE_BYTES = 8 << 20
@@ -83,9 +88,8 @@ class ChannelPlane:
         self.flow = Flow()
         self.source_first = 0
         """The item a source was started at (START's VALUE)."""
-        self.mice_queue: deque[tuple[int, bytes]] = deque()
-        self.mice_queue_bytes = 0
-        """Bytes of the messages that added items to ``mice_queue``, less those handed on (about; 0 once empty)."""
+        self.mice_queue = MiceQueue()
+        """Items waiting for the MICE, as ITEM-record chunks; its ``size`` (bytes) bounds the input with PAUSE_BYTES."""
         self.mice_inflight = 0
         self.mice_inflight_bytes = 0
         """Bytes of the record batches handed to the MICE, less a DONE's share of them (0 once none is in flight)."""
@@ -150,7 +154,6 @@ class ChannelPlane:
 
     def mice_gone(self) -> None:
         self.mice_queue.clear()
-        self.mice_queue_bytes = 0
         self.mice_inflight = 0
         self.mice_inflight_bytes = 0
         self.handed_at.clear()
@@ -266,18 +269,20 @@ class ChannelPlane:
         m = self.m.mice
         if m is None:
             return
-        room = min(MICE_INFLIGHT - self.mice_inflight, len(self.mice_queue))
-        if room > 0 and self.mice_inflight_bytes < MICE_INFLIGHT_BYTES:
-            msg, n, first = mice.take_records(mice.ITEM, self.mice_queue, room, mice.BATCH_BYTES)
+        q = self.mice_queue
+        room = min(MICE_INFLIGHT - self.mice_inflight, len(q))
+        if (
+            room > 0
+            and self.mice_inflight_bytes < MICE_INFLIGHT_BYTES
+            and (not self.mice_inflight or len(q) >= HANDOVER_ITEMS or q.size >= HANDOVER_BYTES)
+        ):
+            msg, n, first = q.take(room, mice.BATCH_BYTES)
             self.handed_at[first] = now  # latency is sampled: the first item of each batch
             self.mice_inflight += n
             self.mice_inflight_bytes += len(msg)
             self.m.counters[CounterId.ITEMS_IN] += n
             m.pending_tx.append(msg)
-            self.mice_queue_bytes = max(0, self.mice_queue_bytes - len(msg))
-        if not self.mice_queue:
-            self.mice_queue_bytes = 0  # an estimate (duplicates in a message count too): exact again when empty
-        paused = len(self.mice_queue) > PAUSE_INPUT or self.mice_queue_bytes > PAUSE_BYTES
+        paused = len(q) > PAUSE_INPUT or q.size > PAUSE_BYTES
         for k, rx in self.receivers.items():
             if k[0] < COMPLETION_BIT and rx.paused != paused:
                 if paused:
@@ -373,14 +378,11 @@ class ChannelPlane:
             self._completions_in(ev.channel & ~COMPLETION_BIT, ev.payload)
             return
         flow, queue, completions = self.flow, self.mice_queue, self.completions
-        queued = len(queue)
         try:
             if _loops is not None and self.m.mice is not None:
                 done = _loops.arrive(bytes(ev.payload), flow, key, queue)
                 if done:
                     completions.setdefault(key, []).extend(done)
-                if len(queue) > queued:
-                    self.mice_queue_bytes += len(ev.payload)
                 return
             items = mice.unpack_items(ev.payload)
         except ValueError as exc:
@@ -391,8 +393,6 @@ class ChannelPlane:
             done = flow.arrive_batch(items, key, queue)
             if done:
                 completions.setdefault(key, []).extend(done)
-            if len(queue) > queued:
-                self.mice_queue_bytes += len(ev.payload)
             return
         for lineage, item in items:
             verdict = flow.arrive(lineage, key)

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from pxproto.fastpath import select
+from pxproto.node import mice
 
 Upstream = tuple[int, bytes, int]
 """(input channel, upstream MAC, upstream DIME)."""
@@ -95,6 +96,71 @@ class _PyOutput:
     channel: int | None = None
 
 
+class MiceQueue:
+    """Items waiting for the MICE, kept as the ITEM records that hand them over: a chunk per item message
+    (how many, first lineage, records), so an arriving batch costs one bytes object and :meth:`take` joins
+    whole chunks.  ``len`` counts items; iterating gives (lineage, bytes) pairs, whatever the chunking."""
+
+    __slots__ = ("chunks", "n", "size")
+
+    def __init__(self) -> None:
+        self.chunks: deque[tuple[int, int, bytes]] = deque()
+        self.n = 0
+        self.size = 0
+        """Bytes of the records waiting."""
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        for _, _, recs in self.chunks:
+            for _, lineage, data in mice.records(recs):
+                yield lineage, data
+
+    def clear(self) -> None:
+        self.chunks.clear()
+        self.n = self.size = 0
+
+    def add(self, n: int, first: int, records: bytes) -> None:
+        """``n`` items as ITEM records (the first's lineage ``first``)."""
+        if n:
+            self.chunks.append((n, first, records))
+            self.n += n
+            self.size += len(records)
+
+    def append(self, pair: tuple[int, bytes]) -> None:
+        self.add(1, pair[0], mice.pack_records(mice.ITEM, [pair]))
+
+    def take(self, max_n: int, limit: int) -> tuple[bytes, int, int]:
+        """Pop up to ``max_n`` items (at least one), no more than fit ``limit`` bytes of records (the last may
+        cross it), as one message of ITEM records; return (message, how many, first lineage or 0), as
+        :func:`pxproto.node.mice.take_records` does for a deque of pairs."""
+        chunks = self.chunks
+        parts: list[bytes] = []
+        n = size = first = 0
+        while chunks and n < max_n and size < limit:
+            cn, cfirst, recs = chunks[0]
+            if not parts:
+                first = cfirst
+            if n + cn <= max_n and size + len(recs) <= limit:
+                k, used = cn, len(recs)
+            else:
+                k, used, nxt = mice.split_at(recs, max_n - n, limit - size)
+            if k == cn:
+                chunks.popleft()
+                parts.append(recs)
+            else:
+                chunks[0] = (cn - k, nxt, recs[used:])
+                parts.append(recs[:used])
+            n += k
+            size += used
+        self.n -= n
+        self.size -= size
+        if not parts:
+            return b"", 0, 0
+        return (parts[0] if len(parts) == 1 else b"".join(parts)), n, first
+
+
 loops = select.compiled("pxproto.node._flowc")
 """The compiled per-item loops of ``channels.py`` (``pxproto.node._flowc``, its Input and Output records too), or
 None: the Python loops there and in :class:`Flow` run."""
@@ -104,7 +170,10 @@ Output: type[_PyOutput] = loops.Output if loops is not None else _PyOutput
 
 @dataclass
 class Flow:
-    """Lineage bookkeeping of one MICE; reset when the MICE stops."""
+    """Lineage bookkeeping of one MICE; reset when the MICE stops.
+
+    An input's ``upstreams`` list may be shared with other inputs (those of one item message): it is replaced,
+    never changed in place."""
 
     inputs: dict[int, _PyInput] = field(default_factory=dict)
     """Inputs handed to the MICE and not yet completed, by lineage."""
@@ -130,18 +199,21 @@ class Flow:
         if inp is not None:
             self.duplicates += 1
             if up not in inp.upstreams:
-                inp.upstreams.append(up)
+                inp.upstreams = [*inp.upstreams, up]  # replaced, never changed in place: inputs share lists
             return "wait"
         self.inputs[lineage] = _Input([up])
         self.to_mice.append(lineage)
         return "new"
 
-    def arrive_batch(self, items: list[tuple[int, bytes]], up: Upstream, queue: deque[tuple[int, bytes]]) -> list[int]:
+    def arrive_batch(self, items: list[tuple[int, bytes]], up: Upstream, queue: MiceQueue) -> list[int]:
         """:meth:`arrive` for the items of one message, inlined (the sink's per-item hot path): the new ones
-        are appended to ``queue`` (for the MICE); returns the lineages to complete at once (copies of done ones)."""
+        are added to ``queue`` (for the MICE) as one chunk; returns the lineages to complete at once (copies of
+        done ones).  The new inputs share one upstreams list (lists are replaced, never changed in place)."""
         completed, inputs, to_mice = self.completed, self.inputs, self.to_mice
         marks, above = completed.marks, completed.above
         done: list[int] = []
+        new: list[tuple[int, bytes]] = []
+        ups: list[Upstream] | None = None
         for pair in items:
             lineage = pair[0]
             if (lineage & LOW_MASK) <= marks.get(lineage >> LOW_BITS, 0) or lineage in above:
@@ -152,11 +224,15 @@ class Flow:
             if inp is not None:
                 self.duplicates += 1
                 if up not in inp.upstreams:
-                    inp.upstreams.append(up)
+                    inp.upstreams = [*inp.upstreams, up]
                 continue
-            inputs[lineage] = _Input([up])
+            if ups is None:
+                ups = [up]
+            inputs[lineage] = _Input(ups)
             to_mice.append(lineage)
-            queue.append(pair)
+            new.append(pair)
+        if new:
+            queue.add(len(new), new[0][0], mice.pack_records(mice.ITEM, new))
         return done
 
     def forget(self, lineage: int) -> None:

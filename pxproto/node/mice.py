@@ -96,18 +96,42 @@ import struct
 import sys
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pxproto.fastpath import select
+from pxproto.node import items as _codecs
 from pxproto.package import LocalStore, keyed_records
 from pxproto.wire.codes import FaultCode
 
 ITEM, OUT, DONE, EOF, STOP, FAULT, READY = 1, 2, 3, 4, 5, 6, 7
-REC = struct.Struct("!BQI")
-LINEAGE = struct.Struct("!Q")
+# The item codecs (pxproto.node.items), here too: the record formats are part of the MICE API.
+BATCH_MARK = _codecs.BATCH_MARK
+COMPILED = _codecs.COMPILED
+ITEM_REC = _codecs.ITEM_REC
+LINEAGE = _codecs.LINEAGE
+REC = _codecs.REC
+Bytes = _codecs.Bytes
+item_lists = _codecs.item_lists
+item_lists_py = _codecs.item_lists_py
+pack_dones = _codecs.pack_dones
+pack_dones_py = _codecs.pack_dones_py
+pack_item = _codecs.pack_item
+pack_items = _codecs.pack_items
+pack_items_py = _codecs.pack_items_py
+pack_records = _codecs.pack_records
+pack_records_py = _codecs.pack_records_py
+pack_run = _codecs.pack_run
+pack_run_py = _codecs.pack_run_py
+records = _codecs.records
+records_py = _codecs.records_py
+split_at = _codecs.split_at
+split_at_py = _codecs.split_at_py
+take_records = _codecs.take_records
+take_records_py = _codecs.take_records_py
+unpack_item = _codecs.unpack_item
+unpack_items = _codecs.unpack_items
+unpack_items_py = _codecs.unpack_items_py
 BATCH_BYTES = 32 * 1024
 """A record batch is flushed when it reaches this size."""
 SEQPACKET_MAX = 200 * 1024
@@ -136,126 +160,6 @@ def derive_lineage(parent: int, k: int) -> int:
         return parent
     h = hashlib.blake2b(struct.pack("!QI", parent, k), digest_size=8).digest()
     return int.from_bytes(h, "big") or 1
-
-
-def pack_item(lineage: int, item: bytes) -> bytes:
-    """A data-channel message: the lineage, then the item."""
-    return LINEAGE.pack(lineage) + item
-
-
-def unpack_item(message: bytes) -> tuple[int, bytes]:
-    if len(message) < LINEAGE.size:
-        raise ValueError(f"item message of {len(message)} bytes, a lineage needs {LINEAGE.size}")
-    return LINEAGE.unpack_from(message)[0], message[LINEAGE.size :]
-
-
-BATCH_MARK = bytes(8)
-ITEM_REC = struct.Struct("!QI")
-
-
-def pack_items_py(items: Iterable[tuple[int, bytes]]) -> bytes:
-    """A batch message: the zero mark, then ``lineage u64 | length u32 | bytes`` per item."""
-    parts = [BATCH_MARK]
-    for lineage, data in items:
-        parts.append(ITEM_REC.pack(lineage, len(data)))
-        parts.append(data)
-    return b"".join(parts)
-
-
-def unpack_items_py(message: bytes) -> list[tuple[int, bytes]]:
-    """The (lineage, item) pairs of a data-channel message, single or batch; ValueError names the bad byte."""
-    if message[:8] != BATCH_MARK:
-        return [unpack_item(message)]
-    out = []
-    pos, n = 8, len(message)
-    rec = ITEM_REC
-    while pos < n:
-        if pos + rec.size > n:
-            raise ValueError(f"batch item header at byte {pos} truncated ({n - pos} bytes left)")
-        lineage, length = rec.unpack_from(message, pos)
-        pos += rec.size
-        if pos + length > n:
-            raise ValueError(f"batch item at byte {pos - rec.size} says {length} bytes, {n - pos} left")
-        if lineage == 0:
-            raise ValueError(f"batch item at byte {pos - rec.size} has lineage 0")
-        out.append((lineage, message[pos : pos + length]))
-        pos += length
-    return out
-
-
-def records_py(message: bytes) -> list[tuple[int, int, bytes]]:
-    """The (kind, lineage, bytes) records of one socketpair message; ValueError on a malformed batch."""
-    pos, n = 0, len(message)
-    out = []
-    unpack, size = REC.unpack_from, REC.size
-    while pos < n:
-        if pos + size > n:
-            raise ValueError(f"record header at byte {pos} truncated")
-        kind, lineage, length = unpack(message, pos)
-        pos += size
-        if pos + length > n:
-            raise ValueError(f"record at byte {pos - size} says {length} bytes, {n - pos} left")
-        out.append((kind, lineage, message[pos : pos + length]))
-        pos += length
-    return out
-
-
-Bytes = bytes | bytearray | memoryview
-
-
-def pack_records_py(kind: int, pairs: Iterable[tuple[int, Bytes]]) -> bytes:
-    """``kind u8 | lineage u64 | length u32 | bytes`` for each (lineage, bytes) pair, in one message."""
-    parts: list[Bytes] = []
-    for lineage, data in pairs:
-        parts.append(REC.pack(kind, lineage, len(data)))
-        parts.append(data)
-    return b"".join(parts)
-
-
-def take_records_py(kind: int, queue: deque[tuple[int, bytes]], max_n: int, limit: int) -> tuple[bytes, int, int]:
-    """Pop up to ``max_n`` (lineage, bytes) pairs off the left of ``queue``, at least one and no more than fit
-    ``limit`` bytes of records; return (message, how many, first lineage or 0)."""
-    taken: list[tuple[int, bytes]] = []
-    size = 0
-    while len(taken) < max_n and size < limit and queue:
-        pair = queue.popleft()
-        taken.append(pair)
-        size += REC.size + len(pair[1])
-    if not taken:
-        return b"", 0, 0
-    return pack_records_py(kind, taken), len(taken), taken[0][0]
-
-
-def pack_run_py(
-    kind: int, first: int, items: Sequence[Bytes], start: int, limit: int, max_item: int
-) -> tuple[bytes, int]:
-    """Records for ``items[start:]`` with lineages ``first``, ``first + 1``...: as many as fit ``limit`` bytes
-    (at least one); return (message, how many).  TypeError or ValueError when an item is not bytes-like or
-    longer than ``max_item`` (the caller reports it through its slow path)."""
-    pairs: list[tuple[int, Bytes]] = []
-    size = 0
-    for i in range(start, len(items)):
-        one = items[i]
-        if not isinstance(one, bytes | bytearray | memoryview):
-            raise TypeError("not bytes")
-        if len(one) > max_item:
-            raise ValueError("too long")
-        if pairs and size + REC.size + len(one) > limit:
-            break
-        pairs.append((first + i - start, one))
-        size += REC.size + len(one)
-    return pack_records_py(kind, pairs), len(pairs)
-
-
-_items = select.compiled("pxproto.node._items")
-COMPILED = _items is not None
-"""Whether the item codecs below are the compiled ``pxproto.node._items`` (else the ``*_py`` twins above)."""
-records = _items.records if _items is not None else records_py
-unpack_items = _items.unpack_items if _items is not None else unpack_items_py
-pack_items = _items.pack_items if _items is not None else pack_items_py
-pack_records = _items.pack_records if _items is not None else pack_records_py
-take_records = _items.take_records if _items is not None else take_records_py
-pack_run = _items.pack_run if _items is not None else pack_run_py
 
 
 class Inbox:
@@ -290,14 +194,21 @@ class Batcher:
         if len(self.dones) >= DONES_MAX:
             self._pack_dones()
 
+    def done_all(self, lineages: list[int]) -> None:
+        """:meth:`done` for each of ``lineages`` (a batch stage's call that yielded nothing), in one go."""
+        self.dones.extend(lineages)
+        if len(self.dones) >= DONES_MAX:
+            self._pack_dones()
+
     def _pack_dones(self) -> None:
         dones = self.dones
         self.dones = []
-        msg = pack_records(DONE, [(lin, b"") for lin in dones])
-        if self.parts and self.size + len(msg) > BATCH_BYTES:
-            self.flush_parts()
-        self.parts.append(msg)
-        self.size += len(msg)
+        for i in range(0, len(dones), DONES_MAX):
+            msg = pack_dones(DONE, dones if len(dones) <= DONES_MAX else dones[i : i + DONES_MAX])
+            if self.parts and self.size + len(msg) > BATCH_BYTES:
+                self.flush_parts()
+            self.parts.append(msg)
+            self.size += len(msg)
 
     def add(self, kind: int, lineage: int, data: bytes = b"") -> None:
         if self.dones:
@@ -409,15 +320,32 @@ def _run_batch(out: Batcher, fn: Callable[..., Any], lineages: list[int], items:
     ctx.lineages = lineages
     ctx.lineage = 0
     produced = fn(items, ctx)
-    if produced is not None and len(produced) != len(items):
+    if produced is None:
+        out.done_all(lineages)  # nothing per item
+        return
+    if len(produced) != len(items):
         raise ValueError(f"batch stage {ctx.name} returned {len(produced)} entries for {len(items)} items")
     for i, lineage in enumerate(lineages):
-        if produced is not None and produced[i] is not None:
+        if produced[i] is not None:
             ctx.lineage = lineage
             _emit(out, produced[i], lineage, ctx, 0)
         out.done(lineage)
-    lineages.clear()
-    items.clear()
+
+
+def _run_items(out: Batcher, fn: Callable[..., Any], lineages: list[int], items: list[bytes], ctx: Context) -> None:
+    """One call of an item stage per item; each item's outputs, then its DONE."""
+    dones = out.dones
+    for lineage, data in zip(lineages, items, strict=True):
+        ctx.lineage = lineage
+        produced = fn(data, ctx)
+        if produced is not None and not (type(produced) in (tuple, list) and not produced):
+            _emit(out, produced, lineage, ctx, 0)
+            out.done(lineage)
+            dones = out.dones  # packing the DONEs before the outputs started a new list
+        else:
+            dones.append(lineage)  # Batcher.done, inlined (a message holds at most MICE_INFLIGHT items)
+    if len(out.dones) >= DONES_MAX:
+        out._pack_dones()
 
 
 def is_source(fn: Callable[..., Any]) -> bool:
@@ -462,26 +390,26 @@ def _emit_source(out: Batcher, produced: Iterable[bytes], ctx: Context, counter:
     """A source's outputs: single bytes items are gathered SOURCE_RUN at a time and packed in one call; lists go
     to :func:`_emit` (same lineages and flush rule either way); returns the next source counter."""
     run: list[Bytes] = []
-    items = iter(produced)
+    append = run.append
     clock, first = time.monotonic, ctx.first
-    while True:
-        t0 = clock()
-        try:
-            item = next(items)
-        except StopIteration:
-            break
+    t0 = clock()  # when the making of the next item began: one clock reading per item
+    for item in produced:
         if type(item) is bytes and counter >= first:
-            run.append(item)
+            append(item)
             counter += 1
-            slow = clock() - t0 > SOURCE_SLOW
+            t1 = clock()
+            slow = t1 - t0 > SOURCE_SLOW
             if slow or len(run) >= SOURCE_RUN:
                 _put_run(out, run, ctx, counter)
                 if slow:
                     out.flush()  # a slow source: what it made so far goes now
+                t1 = clock()  # packing and sending are not the next item's making
+            t0 = t1
             continue
         if run:
             _put_run(out, run, ctx, counter)
         counter = _emit(out, (item,), None, ctx, counter, t0)
+        t0 = clock()
     if run:
         _put_run(out, run, ctx, counter)
     return counter
@@ -551,30 +479,19 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
                 if not msg or any(k == STOP for k, _, _ in records(msg)):
                     return 0
         batched = getattr(fn, "px_batch", False)
-        lineages: list[int] = []
-        items: list[bytes] = []
         while True:
             msg = inbox.recv(sock)
             if not msg:
                 return 0
-            for kind, lineage, data in records(msg):
-                if kind == STOP:
-                    if items:
-                        _run_batch(out, fn, lineages, items, ctx)
-                    out.flush()
-                    return 0
-                if kind == ITEM and batched:
-                    lineages.append(lineage)
-                    items.append(data)
-                elif kind == ITEM:
-                    ctx.lineage = lineage
-                    produced = fn(data, ctx)
-                    if produced is not None and not (type(produced) in (tuple, list) and not produced):
-                        _emit(out, produced, lineage, ctx, 0)
-                    out.done(lineage)
-            if items:
-                _run_batch(out, fn, lineages, items, ctx)
+            lineages, items, stop = item_lists(msg, ITEM, STOP)  # the ITEM records before any STOP, in two lists
+            if batched:
+                if items:
+                    _run_batch(out, fn, lineages, items, ctx)
+            else:
+                _run_items(out, fn, lineages, items, ctx)
             out.flush()
+            if stop:
+                return 0
     except MemoryError:
         return _fault(out, FaultCode.MEMORY_EXCEEDED, f"stage {ctx.name}: out of memory (limit reached)")
     except OSError as exc:
