@@ -304,8 +304,11 @@ cdef class FastLoop:
         cdef list slow = [], retry = [], failed = []
         return self._pump(pid, now, slow, retry, failed), slow, retry, failed
 
-    cdef int _pump(self, int pid, double now, list slow, list retry, list failed) except -1:
-        """:meth:`pump` into the caller's lists (run() keeps them while they stay empty): frames read."""
+    cdef int _pump(self, int pid, double now, list slow, list retry, list failed, bint ctrl=True,
+                   bint data=True) except -1:
+        """:meth:`pump` into the caller's lists (run() keeps them while they stay empty): frames read.  run() says
+        which sockets poll found readable: one it did not is skipped (no empty recvmmsg per wake-up), except a
+        receive ring, whose read is no system call."""
         cdef int fd, n, i, out, ci, p, err, got = 0, which
         cdef Py_ssize_t ln
         cdef unsigned char* b
@@ -319,6 +322,8 @@ cdef class FastLoop:
             if fd < 0:
                 continue
             ring = <Ring>self.ring[pid] if which == 1 and self.ring[pid] != NULL else None
+            if ring is None and not (ctrl if which == 0 else data):
+                continue
             if ring is not None:
                 with nogil:
                     n = ring.take(bt)
@@ -444,6 +449,8 @@ cdef class FastLoop:
         """
         cdef pollfd fds[2 * MAXPORTS + MAXWATCH]
         cdef int owner[2 * MAXPORTS + MAXWATCH]
+        cdef bint is_ctrl[2 * MAXPORTS]
+        cdef bint ctrl, data
         cdef int n = 0, nw, i, p, r, ms
         cdef timespec ts
         cdef double now, deadline, busy_until
@@ -458,6 +465,7 @@ cdef class FastLoop:
                         fds[n].fd = fd
                         fds[n].events = POLLIN
                         owner[n] = p
+                        is_ctrl[n] = fd == self.ctrl_fd[p]
                         n += 1
         nw = n
         for fd in watch:
@@ -488,12 +496,21 @@ cdef class FastLoop:
             for i in range(nw, n):
                 if fds[i].revents:
                     return out
-            for i in range(nw):
-                if fds[i].revents and (i + 1 == nw or owner[i + 1] != owner[i] or not fds[i + 1].revents):
-                    p = owner[i]  # each port once, whichever of its two sockets is readable
+            i = 0
+            while i < nw:  # each port once, reading those of its two sockets that are readable
+                p = owner[i]
+                ctrl = data = False
+                while i < nw and owner[i] == p:
+                    if fds[i].revents:
+                        if is_ctrl[i]:
+                            ctrl = True
+                        else:
+                            data = True
+                    i += 1
+                if ctrl or data:
                     clock_gettime(CLOCK_MONOTONIC, &ts)
                     try:
-                        self._pump(p, ts.tv_sec + ts.tv_nsec * 1e-9, slow, retry, failed)
+                        self._pump(p, ts.tv_sec + ts.tv_nsec * 1e-9, slow, retry, failed, ctrl, data)
                     except OSError:
                         out.append((p, slow, retry, failed + [p]))  # its own socket failed: the port is gone
                         return out
