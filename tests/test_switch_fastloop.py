@@ -239,3 +239,31 @@ def test_run_returns_when_the_mirror_buffer_is_half_full() -> None:
         assert len(rig.loop.take_mirror()) > 2048
     finally:
         rig.close()
+
+
+def test_run_reads_whichever_of_a_ports_two_sockets_poll_found_readable() -> None:
+    """run() skips a socket poll did not report (no empty read per wake-up): a control frame alone, a data frame
+    alone, and both at once (control first) all still go through."""
+    rig = Rig(n=2)
+    ca, cb = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        for s in (ca, cb):
+            s.setblocking(False)
+        rig.loop.set_port(0, rig.inner[0].fileno(), cb.fileno(), None, "p0")  # port 0 with a control socket
+        hb = heartbeat(mac(1), dime=3)
+        d = data(mac(2), mac(1), seq=1)
+        ca.send(hb)  # only the control socket is readable
+        assert rig.loop.run([], 0.05) == []
+        assert rig.heard(1) == [hb]
+        rig.outer[0].send(d)  # only the data socket
+        assert rig.loop.run([], 0.05) == []
+        assert rig.heard(1) == [d]
+        rig.outer[0].send(d)
+        ca.send(hb)  # both, the data frame first: the control frame still leads
+        assert rig.loop.run([], 0.05) == []
+        assert rig.heard(1) == [hb, d]
+        assert rig.loop.counters(0)[0] == 4
+    finally:
+        rig.close()
+        ca.close()
+        cb.close()
