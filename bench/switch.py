@@ -126,13 +126,15 @@ s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
 s.bind((ifname, 3))
 src, dst, probe = (bytes.fromhex(m.replace(":", "")) for m in sys.argv[5:8])
 gap = 1.0 / rate
+# one probe frame built ahead (building one costs about 130 µs, which at 2000/s took half a CPU from the
+# switch or from trafgen): each send only stamps its last 8 bytes
+template = bytearray(data(dst, probe, seq=0, size=60))
 print("ready", flush=True)
 t = time.monotonic()
 for i in range(n):
     if mode == "probe":
-        f = bytearray(data(dst, probe, seq=i, size=60))
-        f[-8:] = struct.pack("!Q", time.clock_gettime_ns(time.CLOCK_REALTIME))
-        f = bytes(f)
+        template[-8:] = struct.pack("!Q", time.clock_gettime_ns(time.CLOCK_REALTIME))
+        f = bytes(template)
     else:
         f = signaling(dst, src, dst_dime=1, seq=i) if i % 2 else heartbeat(src, dime=2, seq=i)
     while True:
