@@ -343,8 +343,7 @@ class ChannelPlane:
             out = WireOutput([encode(f) for f in o.frames], o.events, o.timer)  # the acks held back as bytes
         if out.frames:
             out.frames = self._hold_acks(key, out.frames)
-        m.out(out)
-        self.feed_mice(now)
+        m.out(out)  # the items go to the MICE once the frames read together are handled (the driver's feed_mice)
 
     def _hold_acks(self, key: ChannelKey, frames: list[bytes]) -> list[bytes]:
         """Keep back a receiver's advancing acks until the frames read in one go are done (they are cumulative).
@@ -365,12 +364,15 @@ class ChannelPlane:
             held_now[key] = f
         return rest
 
-    def flush_acks(self) -> None:
-        """The frames read together are handled: send the acks held back."""
+    def flush_acks(self, now: float | None = None) -> None:
+        """The frames read together are handled: send the acks held back, and hand what they brought to the MICE
+        (one message for the burst, not one per frame; ``now`` defaults to the machine's clock)."""
         if self.acks_held:
             held = list(self.acks_held.values())
             self.acks_held.clear()
             self.m.out(WireOutput(held))
+        if self.m.mice is not None:
+            self.feed_mice(self.m.now if now is None else now)
 
     def message(self, ev: MessageReceived) -> None:
         key = self._rx_key

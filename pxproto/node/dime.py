@@ -418,7 +418,7 @@ class Dime(OwnChannels):
                 if key.data == "server":
                     if not drain(self.sock, self._from_server, now, inbox=self.inbox):
                         m.running = False
-                    m.plane.flush_acks()
+                    m.plane.flush_acks(now)  # and the MICE gets what the frames brought, in one message
                 elif key.data == "mice" and m.mice is not None:
                     self._mice_readable(now)
                 self._flush()
