@@ -19,7 +19,6 @@ from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict
 from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
 
 cdef extern from "Python.h":
     PyObject* PyDict_SetDefault(object d, object key, object default) except NULL  # borrowed
@@ -314,17 +313,20 @@ def arrive(bytes message, flow, object up, object queue):
     cdef object completed = flow.completed
     cdef list done = []
     cdef Py_ssize_t dups = 0, k = 0, used = 0
-    # the ITEM records of the new items: each batch item (ITEM bytes of header) gains a kind byte; a single item
-    # message (MARK bytes of lineage) gains a kind byte and a length
-    cdef uint8_t* recs = <uint8_t*>malloc((n // ITEM + 1) * (REC - ITEM) + n + REC)
-    if recs == NULL:
-        raise MemoryError()
-    try:
-        _arrive_loop(p, n, batch, completed.marks, completed.above, flow.inputs, flow.to_mice.append, up, done, &dups, recs, &used, &k, &first)
-        if k:
-            queue.add(k, PyLong_FromUnsignedLongLong(first), PyBytes_FromStringAndSize(<const char*>recs, used))
-    finally:
-        free(recs)
+    # the ITEM records of the new items, written straight into the bytes object the queue keeps (one copy of each
+    # item): each batch item (ITEM bytes of header) gains a kind byte; a single item message (MARK bytes of
+    # lineage) gains a kind byte and a length
+    cdef Py_ssize_t cap = n - MARK + REC, pos = MARK
+    if batch:
+        cap = n - MARK
+        while pos < n:  # (check_items passed: the headers are whole)
+            pos += ITEM + rd32(p + pos + 8)
+            cap += REC - ITEM
+    cdef bytes recs = PyBytes_FromStringAndSize(NULL, cap)
+    _arrive_loop(p, n, batch, completed.marks, completed.above, flow.inputs, flow.to_mice.append, up, done, &dups,
+                 <uint8_t*>PyBytes_AS_STRING(recs), &used, &k, &first)
+    if k:
+        queue.add(k, PyLong_FromUnsignedLongLong(first), recs if used == cap else recs[:used])  # (a copy: duplicates)
     if dups:
         flow.duplicates += dups
     return done
