@@ -265,17 +265,21 @@ class ChannelPlane:
         return outs, dones, made, lat_sum, lat_n, others, out_bytes
 
     def feed_mice(self, now: float) -> None:
-        """Hand waiting items to the MICE (a batch in its ``pending_tx``), and pause or resume the inputs."""
+        """Hand waiting items to the MICE (batches of up to BATCH_BYTES in its ``pending_tx``, as many as the
+        in-flight bounds let go: a burst of frames fed at once is not held to one batch), and pause or resume the
+        inputs."""
         m = self.m.mice
         if m is None:
             return
         q = self.mice_queue
-        room = min(MICE_INFLIGHT - self.mice_inflight, len(q))
-        if (
-            room > 0
-            and self.mice_inflight_bytes < MICE_INFLIGHT_BYTES
-            and (not self.mice_inflight or len(q) >= HANDOVER_ITEMS or q.size >= HANDOVER_BYTES)
-        ):
+        while True:
+            room = min(MICE_INFLIGHT - self.mice_inflight, len(q))
+            if not (
+                room > 0
+                and self.mice_inflight_bytes < MICE_INFLIGHT_BYTES
+                and (not self.mice_inflight or len(q) >= HANDOVER_ITEMS or q.size >= HANDOVER_BYTES)
+            ):
+                break
             msg, n, first = q.take(room, mice.BATCH_BYTES)
             self.handed_at[first] = now  # latency is sampled: the first item of each batch
             self.mice_inflight += n
