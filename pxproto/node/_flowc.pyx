@@ -160,13 +160,17 @@ cdef inline void _mark_complete(Mark* m, dict marks, dict above, object complete
     complete(key)
 
 
-def mice_records(bytes msg, flow, dict completions, dict handed_at, double now):
-    """A MICE's record batch into ``flow`` (OUT: kept and queued; DONE: the input finished, its upstreams' completions
-    queued in ``completions``).  Returns (outs, dones, made, latency sum, latency samples, other records as
-    (kind, lineage, bytes), bytes of the outputs kept); ValueError names the first malformed record (nothing is
-    taken then)."""
-    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(msg)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(msg), pos = 0, length
+def mice_records(msg, flow, dict completions, dict handed_at, double now):
+    """A MICE's record batch (bytes, or any contiguous buffer: what is kept is copied out, so a receive buffer
+    reused for the next message will do) into ``flow`` (OUT: kept and queued; DONE: the input finished, its
+    upstreams' completions queued in ``completions``).  Returns (outs, dones, made, latency sum, latency samples,
+    other records as (kind, lineage, bytes), bytes of the outputs kept); ValueError names the first malformed
+    record (nothing is taken then)."""
+    cdef const uint8_t[::1] view = msg
+    cdef Py_ssize_t n = view.shape[0], pos = 0, length
+    if n == 0:
+        return 0, 0, 0, 0.0, 0, [], 0
+    cdef const uint8_t* p = &view[0]
     check_records(p, n)  # the whole batch is checked before any of it is taken
     cdef dict inputs = flow.inputs, retained = flow.retained
     cdef object to_mice = flow.to_mice, queue = flow.queue

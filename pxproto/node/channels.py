@@ -168,7 +168,8 @@ class ChannelPlane:
         """The backlog is down to half: the driver reads the MICE again."""
         return len(self.flow.queue) <= OUTQ_LIMIT // 2 and self.queued_bytes <= OUTQ_BYTES // 2
 
-    def mice_records(self, msg: bytes, now: float) -> None:
+    def mice_records(self, msg: bytes | memoryview, now: float) -> None:
+        """One record batch of the MICE (a view is read before this returns: nothing of it is kept)."""
         m = self.m.mice
         assert m is not None
         self.m.counters[CounterId.MICE_MESSAGES] += 1
@@ -178,7 +179,8 @@ class ChannelPlane:
                     msg, self.flow, self.completions, self.handed_at, now
                 )
             else:
-                outs, dones, made, lat_sum, lat_n, others, out_bytes = self._mice_records_py(mice.records(msg), now)
+                recs = mice.records(bytes(msg))  # (the pure codec slices: bytes, never views of a reused buffer)
+                outs, dones, made, lat_sum, lat_n, others, out_bytes = self._mice_records_py(recs, now)
         except ValueError as exc:
             m.fault = (int(FaultCode.MICE_CRASHED), f"MICE {m.name} sent a bad batch: {exc}")
             return

@@ -363,8 +363,9 @@ class Dime(OwnChannels):
                     self.sel.unregister(s)
                 self.mice_watched = False
                 break
+            msg: bytes | memoryview
             try:
-                msg = self.inbox.recv(s)
+                msg = self.inbox.recv_view(s)  # no copy out: what the machine keeps it copies
             except BlockingIOError:
                 break
             except OSError:
