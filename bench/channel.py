@@ -113,6 +113,7 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
     all0 = total_cpu(c, src), total_cpu(c, snk)
     i0 = bk.counter(c, snk, CounterId.ITEMS_IN)
     f0 = bk.counter(c, src, CounterId.ITEM_FRAMES_TX)
+    d0 = bk.counter(c, src, CounterId.TX_DROPPED) + bk.counter(c, snk, CounterId.TX_DROPPED)
     t0 = time.monotonic()
     bk.connect(c, src, snk, 1)
     done, last, t_last = 0, -1, t0
@@ -127,6 +128,7 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
     cpu = bk.dime_cpu(c, src) - cpu0[0], bk.dime_cpu(c, snk) - cpu0[1]
     mcpu = total_cpu(c, src) - all0[0] - cpu[0], total_cpu(c, snk) - all0[1] - cpu[1]
     frames = bk.counter(c, src, CounterId.ITEM_FRAMES_TX) - f0
+    dropped = bk.counter(c, src, CounterId.TX_DROPPED) + bk.counter(c, snk, CounterId.TX_DROPPED) - d0
     for dest, st in ((src, stage), (snk, sink_stage)):
         c.ask(dest, bk.Command.STOP, Tlv(TlvType.SERVICE_ID, 1), Tlv(TlvType.STAGE, st))
     if done == 0:  # a row of zeros would read as a measurement: say what failed instead
@@ -141,6 +143,7 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
         "src_mice_us": mcpu[0] / n * 1e6,
         "snk_mice_us": mcpu[1] / n * 1e6,
         "per_frame": done / max(frames, 1),
+        "dropped": dropped / elapsed if elapsed > 0 else 0.0,
     }
 
 
@@ -176,7 +179,7 @@ def run_dime_rows(
         package.store_put(store, archive)
         bed = _veth.VethBed(t / "veth", store, mtu=args.veth_mtu)
     else:
-        bed = Cluster(t / "bed", kernels=2, dimes=2, key=True, chunks=256)
+        bed = Cluster(t / "bed", kernels=2, dimes=2, key=True, chunks=256, extra=("--no-pin",) if args.no_pin else ())
         package.store_put(bed.store, archive)
     try:
         for _ in range(args.repeat):
@@ -273,6 +276,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per measure (the median is shown)")
     ap.add_argument("--only", default=",".join(KINDS), help=f"comma list of {', '.join(KINDS)}")
     ap.add_argument("--json", action="store_true", help="last line: the DIME channel's items/s by size")
+    ap.add_argument("--no-pin", action="store_true", help="the rootless bed's kernels do not pin DIMEs to cores")
     ap.add_argument("--veth-mtu", type=int, default=1500, help="MTU of the veth bed (dime-veth; root)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -326,7 +330,8 @@ def main() -> int:
                     f"  {k:>10} {size:>6} B: {med(k, size) * size / 1e6:8.1f} MB/s; source DIME "
                     f"{med(k, size, 'src_us'):.2f} us/item (MICE {med(k, size, 'src_mice_us'):.2f}), sink DIME "
                     f"{med(k, size, 'snk_us'):.2f} us/item (MICE {med(k, size, 'snk_mice_us'):.2f}); "
-                    f"{med(k, size, 'per_frame'):.1f} items per data frame"
+                    f"{med(k, size, 'per_frame'):.1f} items per data frame; "
+                    f"{med(k, size, 'dropped'):,.0f} frames/s dropped at the servers' relays (TX_DROPPED)"
                 )
     if args.json:
         print(json.dumps({str(s): round(med("dime", s)) for s in sizes}))

@@ -19,7 +19,6 @@ from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict
 from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
 
 cdef extern from "Python.h":
     PyObject* PyDict_SetDefault(object d, object key, object default) except NULL  # borrowed
@@ -161,13 +160,17 @@ cdef inline void _mark_complete(Mark* m, dict marks, dict above, object complete
     complete(key)
 
 
-def mice_records(bytes msg, flow, dict completions, dict handed_at, double now):
-    """A MICE's record batch into ``flow`` (OUT: kept and queued; DONE: the input finished, its upstreams' completions
-    queued in ``completions``).  Returns (outs, dones, made, latency sum, latency samples, other records as
-    (kind, lineage, bytes), bytes of the outputs kept); ValueError names the first malformed record (nothing is
-    taken then)."""
-    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(msg)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(msg), pos = 0, length
+def mice_records(msg, flow, dict completions, dict handed_at, double now):
+    """A MICE's record batch (bytes, or any contiguous buffer: what is kept is copied out, so a receive buffer
+    reused for the next message will do) into ``flow`` (OUT: kept and queued; DONE: the input finished, its
+    upstreams' completions queued in ``completions``).  Returns (outs, dones, made, latency sum, latency samples,
+    other records as (kind, lineage, bytes), bytes of the outputs kept); ValueError names the first malformed
+    record (nothing is taken then)."""
+    cdef const uint8_t[::1] view = msg
+    cdef Py_ssize_t n = view.shape[0], pos = 0, length
+    if n == 0:
+        return 0, 0, 0, 0.0, 0, [], 0
+    cdef const uint8_t* p = &view[0]
     check_records(p, n)  # the whole batch is checked before any of it is taken
     cdef dict inputs = flow.inputs, retained = flow.retained
     cdef object to_mice = flow.to_mice, queue = flow.queue
@@ -314,17 +317,20 @@ def arrive(bytes message, flow, object up, object queue):
     cdef object completed = flow.completed
     cdef list done = []
     cdef Py_ssize_t dups = 0, k = 0, used = 0
-    # the ITEM records of the new items: each batch item (ITEM bytes of header) gains a kind byte; a single item
-    # message (MARK bytes of lineage) gains a kind byte and a length
-    cdef uint8_t* recs = <uint8_t*>malloc((n // ITEM + 1) * (REC - ITEM) + n + REC)
-    if recs == NULL:
-        raise MemoryError()
-    try:
-        _arrive_loop(p, n, batch, completed.marks, completed.above, flow.inputs, flow.to_mice.append, up, done, &dups, recs, &used, &k, &first)
-        if k:
-            queue.add(k, PyLong_FromUnsignedLongLong(first), PyBytes_FromStringAndSize(<const char*>recs, used))
-    finally:
-        free(recs)
+    # the ITEM records of the new items, written straight into the bytes object the queue keeps (one copy of each
+    # item): each batch item (ITEM bytes of header) gains a kind byte; a single item message (MARK bytes of
+    # lineage) gains a kind byte and a length
+    cdef Py_ssize_t cap = n - MARK + REC, pos = MARK
+    if batch:
+        cap = n - MARK
+        while pos < n:  # (check_items passed: the headers are whole)
+            pos += ITEM + rd32(p + pos + 8)
+            cap += REC - ITEM
+    cdef bytes recs = PyBytes_FromStringAndSize(NULL, cap)
+    _arrive_loop(p, n, batch, completed.marks, completed.above, flow.inputs, flow.to_mice.append, up, done, &dups,
+                 <uint8_t*>PyBytes_AS_STRING(recs), &used, &k, &first)
+    if k:
+        queue.add(k, PyLong_FromUnsignedLongLong(first), recs if used == cap else recs[:used])  # (a copy: duplicates)
     if dups:
         flow.duplicates += dups
     return done

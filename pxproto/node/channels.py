@@ -168,7 +168,8 @@ class ChannelPlane:
         """The backlog is down to half: the driver reads the MICE again."""
         return len(self.flow.queue) <= OUTQ_LIMIT // 2 and self.queued_bytes <= OUTQ_BYTES // 2
 
-    def mice_records(self, msg: bytes, now: float) -> None:
+    def mice_records(self, msg: bytes | memoryview, now: float) -> None:
+        """One record batch of the MICE (a view is read before this returns: nothing of it is kept)."""
         m = self.m.mice
         assert m is not None
         self.m.counters[CounterId.MICE_MESSAGES] += 1
@@ -178,7 +179,8 @@ class ChannelPlane:
                     msg, self.flow, self.completions, self.handed_at, now
                 )
             else:
-                outs, dones, made, lat_sum, lat_n, others, out_bytes = self._mice_records_py(mice.records(msg), now)
+                recs = mice.records(bytes(msg))  # (the pure codec slices: bytes, never views of a reused buffer)
+                outs, dones, made, lat_sum, lat_n, others, out_bytes = self._mice_records_py(recs, now)
         except ValueError as exc:
             m.fault = (int(FaultCode.MICE_CRASHED), f"MICE {m.name} sent a bad batch: {exc}")
             return
@@ -265,17 +267,21 @@ class ChannelPlane:
         return outs, dones, made, lat_sum, lat_n, others, out_bytes
 
     def feed_mice(self, now: float) -> None:
-        """Hand waiting items to the MICE (a batch in its ``pending_tx``), and pause or resume the inputs."""
+        """Hand waiting items to the MICE (batches of up to BATCH_BYTES in its ``pending_tx``, as many as the
+        in-flight bounds let go: a burst of frames fed at once is not held to one batch), and pause or resume the
+        inputs."""
         m = self.m.mice
         if m is None:
             return
         q = self.mice_queue
-        room = min(MICE_INFLIGHT - self.mice_inflight, len(q))
-        if (
-            room > 0
-            and self.mice_inflight_bytes < MICE_INFLIGHT_BYTES
-            and (not self.mice_inflight or len(q) >= HANDOVER_ITEMS or q.size >= HANDOVER_BYTES)
-        ):
+        while True:
+            room = min(MICE_INFLIGHT - self.mice_inflight, len(q))
+            if not (
+                room > 0
+                and self.mice_inflight_bytes < MICE_INFLIGHT_BYTES
+                and (not self.mice_inflight or len(q) >= HANDOVER_ITEMS or q.size >= HANDOVER_BYTES)
+            ):
+                break
             msg, n, first = q.take(room, mice.BATCH_BYTES)
             self.handed_at[first] = now  # latency is sampled: the first item of each batch
             self.mice_inflight += n
@@ -343,8 +349,7 @@ class ChannelPlane:
             out = WireOutput([encode(f) for f in o.frames], o.events, o.timer)  # the acks held back as bytes
         if out.frames:
             out.frames = self._hold_acks(key, out.frames)
-        m.out(out)
-        self.feed_mice(now)
+        m.out(out)  # the items go to the MICE once the frames read together are handled (the driver's feed_mice)
 
     def _hold_acks(self, key: ChannelKey, frames: list[bytes]) -> list[bytes]:
         """Keep back a receiver's advancing acks until the frames read in one go are done (they are cumulative).
@@ -365,12 +370,15 @@ class ChannelPlane:
             held_now[key] = f
         return rest
 
-    def flush_acks(self) -> None:
-        """The frames read together are handled: send the acks held back."""
+    def flush_acks(self, now: float | None = None) -> None:
+        """The frames read together are handled: send the acks held back, and hand what they brought to the MICE
+        (one message for the burst, not one per frame; ``now`` defaults to the machine's clock)."""
         if self.acks_held:
             held = list(self.acks_held.values())
             self.acks_held.clear()
             self.m.out(WireOutput(held))
+        if self.m.mice is not None:
+            self.feed_mice(self.m.now if now is None else now)
 
     def message(self, ev: MessageReceived) -> None:
         key = self._rx_key

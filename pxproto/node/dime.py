@@ -133,7 +133,8 @@ class Dime(OwnChannels):
         self.sel = selectors.DefaultSelector()
         self.mice_sock: socket.socket | None = None
         self.inbox = mice.Inbox()
-        """The receive buffer of both sockets (the server's frames, the MICE's record batches)."""
+        """The receive buffer of the MICE's record batches (the server's frames are read with ``recv(FRAME_MAX)``:
+        no larger than the heap's mapping threshold, it costs less than ``recv_into`` and a copy out)."""
         self.mice_watched = True
         """Whether the loop waits on the MICE's output (not while outputs wait for credit)."""
         self.memcg_base = memcg.own_memory_cgroup() if cfg.mice_memory != "rlimit" else None
@@ -362,8 +363,9 @@ class Dime(OwnChannels):
                     self.sel.unregister(s)
                 self.mice_watched = False
                 break
+            msg: bytes | memoryview
             try:
-                msg = self.inbox.recv(s)
+                msg = self.inbox.recv_view(s)  # no copy out: what the machine keeps it copies
             except BlockingIOError:
                 break
             except OSError:
@@ -416,9 +418,9 @@ class Dime(OwnChannels):
             for key, _ in self.sel.select(max(0.0, deadline - now)):
                 now = time.monotonic()
                 if key.data == "server":
-                    if not drain(self.sock, self._from_server, now, inbox=self.inbox):
+                    if not drain(self.sock, self._from_server, now):  # recv(FRAME_MAX): one copy per frame
                         m.running = False
-                    m.plane.flush_acks()
+                    m.plane.flush_acks(now)  # and the MICE gets what the frames brought, in one message
                 elif key.data == "mice" and m.mice is not None:
                     self._mice_readable(now)
                 self._flush()

@@ -413,8 +413,8 @@ class DimeMachine:
             self.state = DimeState.FREE
             self.fault(FaultCode(code), text)
 
-    def mice_message(self, msg: bytes, now: float) -> None:
-        """One record batch the MICE sent."""
+    def mice_message(self, msg: bytes | memoryview, now: float) -> None:
+        """One record batch the MICE sent (a view is read before this returns)."""
         self.now = now
         self.plane.mice_records(msg, now)
 

@@ -175,6 +175,10 @@ class Inbox:
         n = sock.recv_into(self.buf)
         return self.view[:n].tobytes()
 
+    def recv_view(self, sock: socket.socket) -> memoryview:
+        """:meth:`recv` without the copy out: a view of the buffer, good until the next receive."""
+        return self.view[: sock.recv_into(self.buf)]
+
 
 class Batcher:
     """Packs records into socketpair messages of at most BATCH_BYTES.
