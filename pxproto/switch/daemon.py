@@ -20,7 +20,8 @@ from typing import IO, Any
 from pxproto.capture.pcapng import PcapngWriter
 from pxproto.fastpath import select
 from pxproto.switch.config import ConfigError, PortSpec, SwitchConfig, load_file
-from pxproto.switch.core import CLASS_NAMES, ETH_OVERHEAD, Switch
+from pxproto.switch.core import ETH_OVERHEAD, Switch
+from pxproto.switch.loopstats import add_loops, add_offload_errors
 from pxproto.switch.ports import (
     AfPacketPort,
     Port,
@@ -314,36 +315,13 @@ class Daemon:
 
     def stats(self) -> dict[str, Any]:
         st = self.core.stats()
-        for loop in [self.fast, *(self.workers.loops if self.workers is not None else ())]:
-            if loop is None:
-                continue
-            for k, v in loop.switch_counters().items():
-                st["switch"][k] += v
-            mal = st["malformed"]
-            for k, v in loop.malformed_by_field().items():
-                mal[k] = mal.get(k, 0) + v
-            st["malformed"] = dict(sorted(mal.items()))
-            for pid in self.ports:
-                if pid < FAST_PORTS:  # what the compiled loop handled itself (route() for the ports Python reads)
-                    p = st["ports"][self.core.ports[pid].name]
-                    rx, rxb, tx, txb, drop, bad, rxc, txc, rx_big, tx_big = loop.counters(pid)
-                    p["rx_oversize"] += rx_big
-                    p["tx_oversize"] += tx_big
-                    p["rx"] += rx
-                    p["rx_bytes"] += rxb
-                    p["rx_malformed"] += bad
-                    p["tx"] += tx
-                    p["tx_bytes"] += txb
-                    p["tx_queue_drop"] += drop
-                    for name, a, b in zip(CLASS_NAMES, rxc, txc, strict=True):
-                        p["rx_class"][name] += a
-                        p["tx_class"][name] += b
+        loops = [x for x in (self.fast, *(self.workers.loops if self.workers is not None else ())) if x is not None]
+        names = {pid: self.core.ports[pid].name for pid in self.ports}
+        # what the compiled loops handled themselves (route() for the ports Python reads)
+        add_loops(st, loops, {pid: name for pid, name in names.items() if pid < FAST_PORTS})
         for pid, port in self.ports.items():
-            p = st["ports"][self.core.ports[pid].name]
-            p.update(port.describe())
-            for loop in [self.fast, *(self.workers.loops if self.workers is not None else ())]:
-                if self._is_fast(pid) and loop.offload_errors(pid):
-                    p["errors"]["offload_error"] = p["errors"].get("offload_error", 0) + loop.offload_errors(pid)
+            st["ports"][names[pid]].update(port.describe())
+        add_offload_errors(st, loops, {pid: name for pid, name in names.items() if self._is_fast(pid)})
         if self.workers is not None:
             st["switch"]["workers"] = len(self.workers.loops) + 1
             st["switch"]["worker_rx"] = sum(
