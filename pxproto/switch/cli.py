@@ -13,7 +13,15 @@ import json
 import sys
 from typing import Any
 
-from pxproto.switch.config import DEFAULT_CONTROL, ConfigError, SwitchConfig, load_file, parse_port_arg
+from pxproto.switch.config import (
+    DEFAULT_CONTROL,
+    SCHED_KEYS,
+    ConfigError,
+    SwitchConfig,
+    load_file,
+    parse_port_arg,
+    sched_value,
+)
 from pxproto.switch.core import SwitchPolicy
 
 PORTS_HELP = """\
@@ -126,22 +134,10 @@ def build_config(args: argparse.Namespace) -> SwitchConfig:
         cfg.control = args.control
     if args.mirror:
         cfg.mirror = args.mirror
-    if args.realtime is not None:
-        if not 0 <= args.realtime <= 99:
-            raise ConfigError(f"--realtime {args.realtime}: 0 (off) or a SCHED_FIFO priority 1..99")
-        cfg.realtime = args.realtime
-    if args.busy_poll is not None:
-        if not 0 <= args.busy_poll <= 1_000_000:
-            raise ConfigError(f"--busy-poll {args.busy_poll}: 0..1000000 microseconds")
-        cfg.busy_poll = args.busy_poll
-    if args.slice is not None:
-        if args.slice != 0 and not 100 <= args.slice <= 100_000:
-            raise ConfigError(f"--slice {args.slice}: 0 (the kernel's) or 100..100000 microseconds")
-        cfg.slice = args.slice
-    if args.workers is not None:
-        if not 1 <= args.workers <= 8:
-            raise ConfigError(f"--workers {args.workers}: 1..8 threads")
-        cfg.workers = args.workers
+    for key in SCHED_KEYS:
+        value = getattr(args, key)
+        if value is not None:
+            setattr(cfg, key, sched_value(key, value, f"--{key.replace('_', '-')} "))
     return cfg
 
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +175,23 @@ def check_port(raw: dict[str, Any], index: int, where: Any) -> PortSpec:
     return PortSpec(name, kind, tuple(sorted(opts.items())))
 
 
+SCHED_KEYS: dict[str, tuple[Callable[[int], bool], str]] = {
+    "realtime": (lambda v: 0 <= v <= 99, "0 (off) or a SCHED_FIFO priority 1..99"),
+    "busy_poll": (lambda v: 0 <= v <= 1_000_000, "0..1000000 microseconds"),
+    "slice": (lambda v: v == 0 or 100 <= v <= 100_000, "0 (the kernel's) or 100..100000 microseconds"),
+    "workers": (lambda v: 1 <= v <= 8, "1..8 threads"),
+}
+"""The [switch] keys that set how the loop is scheduled (the same as `pxswitch run` options): their ranges."""
+
+
+def sched_value(key: str, value: int, where: str) -> int:
+    """``value`` for the scheduling key ``key`` if in its range, else ConfigError "WHEREVALUE: range"."""
+    ok, allowed = SCHED_KEYS[key]
+    if not ok(value):
+        raise ConfigError(f"{where}{value}: {allowed}")
+    return value
+
+
 def parse_port_arg(text: str, index: int) -> PortSpec:
     """``TYPE:key=value,...`` from the command line."""
     kind, _, rest = text.partition(":")
@@ -250,28 +268,9 @@ def load_text(text: str, source: str = "<config>") -> SwitchConfig:
             cfg.mirror = str(value)
         elif key == "control":
             cfg.control = str(value)
-        elif key == "realtime":
+        elif key in SCHED_KEYS:
             assert isinstance(value, int)
-            if not 0 <= value <= 99:
-                raise ConfigError(f"{where('switch', None, key)}: {value}: 0 (off) or a SCHED_FIFO priority 1..99")
-            cfg.realtime = value
-        elif key == "busy_poll":
-            assert isinstance(value, int)
-            if not 0 <= value <= 1_000_000:
-                raise ConfigError(f"{where('switch', None, key)}: {value}: 0..1000000 microseconds")
-            cfg.busy_poll = value
-        elif key == "slice":
-            assert isinstance(value, int)
-            if value != 0 and not 100 <= value <= 100_000:
-                raise ConfigError(
-                    f"{where('switch', None, key)}: {value}: 0 (the kernel's) or 100..100000 microseconds"
-                )
-            cfg.slice = value
-        elif key == "workers":
-            assert isinstance(value, int)
-            if not 1 <= value <= 8:
-                raise ConfigError(f"{where('switch', None, key)}: {value}: 1..8 threads")
-            cfg.workers = value
+            setattr(cfg, key, sched_value(key, value, f"{where('switch', None, key)}: "))
         else:
             pol[key] = value
     try:
