@@ -62,8 +62,9 @@ def wire_credit(mtu: int, rcvbuf: int) -> int:
     Linux): the default (:func:`pxproto.node.machine.credit_for`) unless that is under 16 fragments (jumbo
     frames); then what the buffer holds, at least the default's 160 KiB and at most WIRE_WINDOW_MAX.  The
     switch's port buffer is taken to be like the node's (one host, one ``net.core.rmem_max``)."""
-    if credit_for(mtu) >= 16:
-        return credit_for(mtu)
+    default = credit_for(mtu)
+    if default >= 16:
+        return default
     return credit_for(mtu, min(WIRE_WINDOW_MAX, max(WINDOW_BYTES, rcvbuf // 2)))
 
 
