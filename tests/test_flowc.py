@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pxproto.node import flow as flow_mod
 from pxproto.node import mice
 from pxproto.node.channels import ChannelPlane
 from pxproto.node.flow import Flow, MiceQueue
@@ -28,14 +29,22 @@ def snapshot(f: Flow, completions: dict[Any, list[int]], queue: MiceQueue) -> di
     return {
         "inputs": {k: (list(v.upstreams), bool(v.done), v.open_outputs) for k, v in f.inputs.items()},
         "retained": {k: (v.parent, bytes(v.data), v.channel) for k, v in f.retained.items()},
+        "runs": [run_state(r) for r in f.retained.runs.values()],
+        "spans": list(f.retained.spans),
+        "held": (len(f.retained), f.retained.seq, f.queued),
         "to_mice": list(f.to_mice),
-        "queue": list(f.queue),
+        "queue": [(r.base, r.n, r.lo) for r in f.queue],
         "marks": dict(f.completed.marks),
         "above": list(f.completed.above),
         "duplicates": f.duplicates,
         "completions": {k: list(v) for k, v in completions.items() if v},
         "mice_queue": list(queue),
     }
+
+
+def run_state(r: Any) -> tuple[Any, ...]:
+    gone = bytes(r.gone) if r.gone is not None else None
+    return (r.base, r.n, bytes(r.buf[r.start : r.end]), r.parent, r.seq, r.channel, r.lo, r.left, gone)
 
 
 class Side:
@@ -70,25 +79,6 @@ def step_completions(c: Side, p: Side, lineages: list[int]) -> None:
     for parent, ups in p.flow.downstream_completed_batch(lineages):
         for up in ups:
             p.completions.setdefault(up, []).append(parent)
-
-
-def take_py(q: deque[int], retained: dict[int, Any], ch: int, room: int) -> tuple[bytes, int]:
-    """The pump's Python loop (channels.py), for one message."""
-    batch: list[tuple[int, bytes]] = []
-    size = 0
-    while q:
-        out = retained.get(q[0])
-        if out is None:
-            q.popleft()
-            continue
-        need = mice.ITEM_REC.size + len(out.data)
-        if batch and size + need > room:
-            break
-        lin = q.popleft()
-        batch.append((lin, out.data))
-        out.channel = ch
-        size += need
-    return (mice.pack_items_py(batch), len(batch)) if batch else (b"", 0)
 
 
 @pytest.mark.parametrize("walk", range(12))
@@ -146,8 +136,8 @@ def test_flowc_matches_pure(walk: int, rng: random.Random) -> None:
         elif p.flow.queue:  # an output batch for a channel
             ch = rng.choice((1, 2))
             room = rng.randint(20, 400)
-            got_c = _flowc.take_batch(c.flow.queue, c.flow.retained, ch, room)
-            got_p = take_py(p.flow.queue, p.flow.retained, ch, room)
+            got_c = _flowc.take_batch(c.flow, ch, room)
+            got_p = p.flow.take(ch, room)
             assert got_c == got_p, f"walk {walk} step {step}"
         assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue), (
             f"walk {walk} step {step}"
@@ -166,7 +156,7 @@ def test_source_outputs_and_source_made() -> None:
         (1 << 48 | 6, None, b"bb"),
         (1 << 48 | 7, None, b"ccc"),
     ]
-    assert list(f.queue) == [1 << 48 | 5, 1 << 48 | 6, 1 << 48 | 7]
+    assert [(r.base, r.n) for r in f.queue] == [(1 << 48 | 5, 3)] and f.queued == len(f.retained) == 3  # one run
 
 
 @pytest.mark.parametrize(
@@ -250,3 +240,130 @@ def test_items_wait_for_a_fuller_hand_over_while_the_mice_is_busy() -> None:
     assert plane.mice_inflight == 0 and handed() == []
     plane.feed_mice(0.0)
     assert handed() == late
+
+
+class Model:
+    """What a source's DIME keeps, item by item (the rules of ``flow.py`` without runs): an output is kept from
+    when the MICE makes it (a lineage kept already is not made twice) until downstream completes it."""
+
+    def __init__(self) -> None:
+        self.kept: dict[int, bytes] = {}
+        self.sent_on: dict[int, int | None] = {}
+
+    def check(self, f: Flow) -> None:
+        got = dict(f.retained.items())
+        assert {k: bytes(o.data) for k, o in got.items()} == self.kept
+        assert {k: o.channel for k, o in got.items()} == self.sent_on
+        runs = list(f.retained.runs.values())
+        assert len(f.retained) == sum(r.left for r in runs) == len(self.kept)
+        assert f.queued == sum(r.left for r in runs if r.channel is None)
+        assert sorted(r.base for r in f.queue if r.left) == sorted(r.base for r in runs if r.channel is None)
+
+
+@pytest.mark.parametrize("walk", range(10))
+def test_source_runs_match_pure_and_the_item_model(walk: int, rng: random.Random) -> None:
+    """A source's outputs kept as runs: batches of consecutive lineages (some re-made: a re-run source; some with
+    gaps, some of one item, from two stages), taken for two channels in frames that split runs, completed in order,
+    out of order, twice and unknown, and queued again by a re-wire of one channel or of all, partly completed.  The
+    compiled and pure flows stay the same, and both hold what the per-item model holds."""
+    c, p, model = Side(), Side(), Model()
+    nxt = {1 << 48: 1, 2 << 48: 1}
+    for step in range(250):
+        what = rng.random()
+        if what < 0.3:  # the MICE's outputs
+            hi = rng.choice(list(nxt))
+            recs = []
+            for _ in range(rng.choice((1, rng.randint(2, 40)))):
+                if rng.random() < 0.05:
+                    nxt[hi] = max(1, nxt[hi] - rng.randint(1, 30))  # a re-run: lineages made already
+                elif rng.random() < 0.05:
+                    nxt[hi] += rng.randint(1, 5)  # a gap
+                lin = hi | nxt[hi]
+                nxt[hi] += 1
+                data = rng.randbytes(rng.randint(0, 24))
+                recs.append((mice.OUT, lin, data))
+                if lin not in model.kept and all(r[1] != lin for r in recs[:-1]):
+                    made = c.flow.retained.find(lin)
+                    if made is None:  # (a lineage inside a live run, completed or not, is not made again)
+                        model.kept[lin] = data
+                        model.sent_on[lin] = None
+            msg = b"".join(mice.REC.pack(k, lin, len(d)) + d for k, lin, d in recs)
+            step_records(c, p, msg, 1.0)
+        elif what < 0.55 and p.flow.queued:  # a frame for a channel
+            ch, room = rng.choice((1, 2)), rng.choice((30, 100, 400, 5000))
+            got_c = _flowc.take_batch(c.flow, ch, room)
+            assert got_c == p.flow.take(ch, room)
+            items = mice.unpack_items_py(got_c[0])
+            assert len(items) == got_c[1] >= 1
+            assert sum(mice.ITEM_REC.size + len(d) for _, d in items) <= room or len(items) == 1
+            for lin, data in items:
+                assert model.kept[lin] == data and model.sent_on[lin] is None  # each queued item goes once
+                model.sent_on[lin] = ch
+        elif what < 0.85 and model.kept:  # completions: mostly the oldest sent, in order, some out of order
+            sent = sorted(lin for lin, ch in model.sent_on.items() if ch is not None)
+            picks = sent[: rng.randint(1, 60)] if sent and rng.random() < 0.6 else []
+            picks += rng.sample(sorted(model.kept), min(len(model.kept), rng.randint(0, 8)))
+            picks += [*rng.sample(picks, min(len(picks), 2)), rng.getrandbits(64) or 1]  # twice, unknown
+            step_completions(c, p, picks)
+            for lin in picks:
+                model.kept.pop(lin, None)
+                model.sent_on.pop(lin, None)
+        elif what < 0.95:  # a re-wire: what went on the channel (or on any) is queued again
+            wire = rng.choice((1, 2, None))
+            n = c.flow.requeue(wire)
+            on = [lin for lin, v in model.sent_on.items() if v is not None and v == (wire or v)]
+            assert n == p.flow.requeue(wire) == len(on)
+            for lin in on:
+                model.sent_on[lin] = None
+        else:
+            assert c.flow.source_resume() == p.flow.source_resume()
+            low = {lin >> 48: lin & flow_mod.LOW_MASK for lin in sorted(model.kept, reverse=True)}
+            assert p.flow.source_resume() == (min(low.values()) - 1 if low else p.flow.source_made)
+        model.check(c.flow)
+        model.check(p.flow)
+        assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue), (
+            f"walk {walk} step {step}"
+        )
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_run_completes_in_part_out_of_order_and_is_sent_again_in_part(compiled: bool) -> None:
+    """One run of 6 outputs split over two frames: completing its items 1, 0 (in order up to 2), then 4, leaves 3, 5
+    and the second frame's rest; a re-wire of channel 7 sends again only what went on 7 and is not completed."""
+    f, comp = Flow(), dict[Any, list[int]]()
+    base = 3 << 48 | 1
+    msg, _ = mice.pack_run(mice.OUT, base, [bytes([i]) * 4 for i in range(6)], 0, 1 << 20, mice.MAX_ITEM)
+    plane = Side()
+    plane.flow = f
+    if compiled:
+        _flowc.mice_records(msg, f, comp, {}, 0.0)
+    else:
+        ChannelPlane._mice_records_py(plane, mice.records_py(msg), 0.0)  # type: ignore[arg-type]
+    take = (lambda ch, room: _flowc.take_batch(f, ch, room)) if compiled else f.take
+    assert len(f.retained.runs) == 1 and len(f.retained) == f.queued == 6
+    first, k = take(7, 3 * 16)
+    assert k == 3 and [lin - base for lin, _ in mice.unpack_items_py(first)] == [0, 1, 2]
+    assert take(8, 1000)[1] == 3 and not f.queue and f.queued == 0
+    assert sorted(r.base - base for r in f.retained.runs.values()) == [0, 3]  # split where the frame ended
+
+    def complete(*idx: int) -> None:
+        payload = b"".join((base + i).to_bytes(8, "big") for i in idx)
+        if compiled:
+            _flowc.completions_in(payload, f, comp)
+        else:
+            f.downstream_completed_batch(base + i for i in idx)
+
+    complete(1, 1, 0)  # out of order, and twice
+    assert sorted(lin - base for lin, _ in f.retained.items()) == [2, 3, 4, 5]
+    complete(4)
+    assert sorted(lin - base for lin, _ in f.retained.items()) == [2, 3, 5] and len(f.retained) == 3
+    assert f.source_resume() == 2  # the lowest not completed: index 2 of the run (lineage low part 3) - 1
+    assert f.requeue(7) == 1 and f.queued == 1
+    again, k = take(9, 1000)
+    assert k == 1 and mice.unpack_items_py(again) == [(base + 2, b"\x02" * 4)]
+    assert f.requeue(8) == 2
+    again, k = take(9, 1000)
+    assert [lin - base for lin, _ in mice.unpack_items_py(again)] == [3, 5]  # 4 is completed: not sent again
+    complete(2, 3, 5)
+    assert not f.retained and not f.retained.runs and not f.retained.spans and f.queued == 0
+    assert comp == {}  # a source's outputs: nothing to complete upstream

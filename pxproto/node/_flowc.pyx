@@ -7,15 +7,20 @@ under ``PXPROTO_PURE=1`` or when this module is not built); ``tests/test_flowc.p
 the same inputs and compares the flows they leave.  Records and item batches are parsed straight
 from the message here: no intermediate (kind, lineage, bytes) tuple per item.
 
-- :func:`mice_records`: a MICE's record batch (OUT, DONE...) into the flow;
-- :func:`take_batch`: the waiting outputs that fit one fragment, packed as one item-batch message;
+- :func:`mice_records`: a MICE's record batch (OUT, DONE...) into the flow (consecutive outputs kept as one
+  :class:`Run`: one object and one copy of their records, not one object and bytes per item);
+- :func:`take_batch`: the waiting outputs that fit one fragment, packed as one item-batch message (a run that fits
+  whole is one copy);
 - :func:`arrive`: an item message from upstream into the flow (new items queued for the MICE);
 - :func:`completions_in`: a completion message from downstream into the flow.
 """
 
 cimport cython
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict_Contains
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict_Contains, PyDict_Size
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.long cimport PyLong_AsUnsignedLongLong
 from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
@@ -23,22 +28,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 cdef extern from "Python.h":
     PyObject* PyDict_SetDefault(object d, object key, object default) except NULL  # borrowed
 
-cdef extern from *:
-    """
-    /* d.pop(k, None) in one lookup: _PyDict_Pop up to CPython 3.12, PyDict_Pop from 3.13 */
-    static PyObject* px_dict_pop(PyObject* d, PyObject* k) {
-    #if PY_VERSION_HEX >= 0x030D0000
-        PyObject* r;
-        if (PyDict_Pop(d, k, &r) < 0) return NULL;
-        if (r == NULL) { Py_INCREF(Py_None); return Py_None; }
-        return r;
-    #else
-        return _PyDict_Pop(d, k, Py_None);
-    #endif
-    }
-    """
-    object px_dict_pop(object d, object k)
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 from pxproto.node._itemfmt cimport ITEM, MARK, REC, check_items, check_records, rd32, rd64, wr32, wr64
@@ -53,34 +43,98 @@ cdef uint64_t LOW_MASK = (<uint64_t>1 << LOW_BITS) - 1
 
 
 @cython.no_gc
-cdef class Output:
-    """An output kept until downstream completes it: its parent input's lineage (None: a source's), its bytes,
-    and the output channel it went on (None: not sent, or queued again).  Its fields are ints, None and bytes: it
-    can be in no reference cycle, so the cyclic GC does not track it (a DIME keeps many)."""
+@cython.final
+cdef class Run:
+    """Outputs kept until downstream completes them (the twin of ``pxproto.node.flow._PyRun``, which says what the
+    fields mean): ``n`` consecutive lineages from ``base`` as item records in ``buf[start:end]``.  Its fields are
+    ints, None, bytes and a bytearray: it is in no reference cycle, and the cyclic GC does not track it."""
 
-    cdef public object parent
-    cdef public object data
-    cdef public object channel
+    cdef public uint64_t base
+    cdef public Py_ssize_t n, start, end, seq, lo, left
+    cdef public object buf, parent, channel, gone
 
-    def __init__(self, parent, data, channel=None):
-        self.parent = parent
-        self.data = data
-        self.channel = channel
+    def __init__(self, uint64_t base, Py_ssize_t n, bytes buf, Py_ssize_t start, Py_ssize_t end, parent,
+                 Py_ssize_t seq, channel=None, Py_ssize_t lo=0, Py_ssize_t left=0, gone=None):
+        self.base, self.n, self.buf, self.start, self.end = base, n, buf, start, end
+        self.parent, self.seq, self.channel, self.lo, self.left, self.gone = parent, seq, channel, lo, left, gone
 
     def __repr__(self):
-        return f"Output(parent={self.parent!r}, data={self.data!r}, channel={self.channel!r})"
+        return (f"Run(base={self.base}, n={self.n}, start={self.start}, end={self.end}, parent={self.parent!r}, "
+                f"seq={self.seq}, channel={self.channel!r}, lo={self.lo}, left={self.left}, gone={self.gone!r})")
 
-    def __eq__(self, other):
-        if not isinstance(other, Output):
-            return NotImplemented
-        o = <Output>other
-        return (self.parent, self.data, self.channel) == (o.parent, o.data, o.channel)
+
+cdef Py_ssize_t _bisect(list a, uint64_t x, bint right) except -1:
+    """bisect.bisect_right (``right``) or bisect_left of ``x`` in the sorted list of ints ``a``."""
+    cdef Py_ssize_t lo = 0, hi = PyList_GET_SIZE(a), mid
+    cdef uint64_t v
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        v = PyLong_AsUnsignedLongLong(<object>PyList_GET_ITEM(a, mid))
+        if (x < v) if right else (v >= x):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+cdef inline int _insort(list spans, uint64_t base) except -1:
+    cdef Py_ssize_t k = PyList_GET_SIZE(spans)
+    if k == 0 or PyLong_AsUnsignedLongLong(<object>PyList_GET_ITEM(spans, k - 1)) < base:
+        spans.append(PyLong_FromUnsignedLongLong(base))  # runs are mostly made in lineage order
+    else:
+        spans.insert(_bisect(spans, base, True), PyLong_FromUnsignedLongLong(base))
+    return 0
+
+
+cdef Run _find(dict runs, list spans, uint64_t lineage, object key):
+    """Retained.find: the run whose lineages include ``lineage`` (its int ``key``), or None."""
+    cdef PyObject* found = PyDict_GetItem(runs, key)
+    if found != NULL:
+        return <Run>found
+    cdef Py_ssize_t i = _bisect(spans, lineage, True)
+    cdef Run r
+    if i:
+        r = <Run>PyDict_GetItem(runs, <object>PyList_GET_ITEM(spans, i - 1))
+        if lineage - r.base < <uint64_t>r.n:
+            return r
+    return None
+
+
+cdef int _drop(dict runs, list spans, Run r) except -1:
+    """Retained.drop: forget a run all completed."""
+    key = PyLong_FromUnsignedLongLong(r.base)
+    PyDict_DelItem(runs, key)
+    cdef Py_ssize_t i = _bisect(spans, r.base, False)
+    if i < PyList_GET_SIZE(spans) and PyLong_AsUnsignedLongLong(<object>PyList_GET_ITEM(spans, i)) == r.base:
+        del spans[i]
+    return 0
+
+
+cdef Run _keep_group(const uint8_t* p, Py_ssize_t g_pos, Py_ssize_t g_end, Py_ssize_t g_k, uint64_t base, object parent,
+                     Py_ssize_t seq, dict runs, list spans, object qappend):
+    """Flow.keep of ``g_k`` OUT records at ``p[g_pos:g_end]``: one run, its item records copied into one bytes."""
+    cdef Py_ssize_t size = (g_end - g_pos) - g_k, pos = g_pos, w = 0, j, length
+    cdef bytes buf = PyBytes_FromStringAndSize(NULL, size)
+    cdef uint8_t* o = <uint8_t*>PyBytes_AS_STRING(buf)
+    for j in range(g_k):
+        length = rd32(p + pos + 9)
+        memcpy(o + w, p + pos + 1, ITEM + length)
+        w += ITEM + length
+        pos += REC + length
+    cdef Run r = Run.__new__(Run)
+    r.base, r.n, r.buf, r.start, r.end, r.parent, r.seq = base, g_k, buf, 0, size, parent, seq
+    r.channel, r.lo, r.left, r.gone = None, 0, g_k, None
+    PyDict_SetItem(runs, PyLong_FromUnsignedLongLong(base), r)
+    if g_k > 1:
+        _insort(spans, base)
+    qappend(r)
+    return r
 
 
 @cython.no_gc
 cdef class Input:
     """An input handed to the MICE: the upstreams to complete it to, whether the MICE said DONE, and how many
-    of its outputs downstream has not completed yet.  Untracked by the cyclic GC, like :class:`Output` (its
+    of its outputs downstream has not completed yet.  Untracked by the cyclic GC, like :class:`Run` (its
     upstreams are tuples of ints and bytes)."""
 
     cdef public list upstreams
@@ -162,34 +216,42 @@ cdef inline void _mark_complete(Mark* m, dict marks, dict above, object complete
 
 def mice_records(msg, flow, dict completions, dict handed_at, double now):
     """A MICE's record batch (bytes, or any contiguous buffer: what is kept is copied out, so a receive buffer
-    reused for the next message will do) into ``flow`` (OUT: kept and queued; DONE: the input finished, its
-    upstreams' completions queued in ``completions``).  Returns (outs, dones, made, latency sum, latency samples,
-    other records as (kind, lineage, bytes), bytes of the outputs kept); ValueError names the first malformed
-    record (nothing is taken then)."""
+    reused for the next message will do) into ``flow`` (OUT: kept and queued, consecutive ones of one parent as one
+    run; DONE: the input finished, its upstreams' completions queued in ``completions``).  Returns (outs, dones,
+    made, latency sum, latency samples, other records as (kind, lineage, bytes), bytes of the outputs kept);
+    ValueError names the first malformed record (nothing is taken then)."""
     cdef const uint8_t[::1] view = msg
     cdef Py_ssize_t n = view.shape[0], pos = 0, length
     if n == 0:
         return 0, 0, 0, 0.0, 0, [], 0
     cdef const uint8_t* p = &view[0]
     check_records(p, n)  # the whole batch is checked before any of it is taken
-    cdef dict inputs = flow.inputs, retained = flow.retained
+    cdef dict inputs = flow.inputs
+    cdef object retained = flow.retained
+    cdef dict runs = retained.runs
+    cdef list spans = retained.spans
     cdef object to_mice = flow.to_mice, queue = flow.queue
     cdef object completed = flow.completed
     cdef dict marks = completed.marks, above = completed.above
     cdef object complete = completed.add, done_slow = flow.done
     cdef object qappend = queue.append, popleft = to_mice.popleft
-    cdef Py_ssize_t outs = 0, dones = 0, lat_n = 0, out_bytes = 0
+    cdef Py_ssize_t outs = 0, dones = 0, lat_n = 0, out_bytes = 0, kept = 0, seq = retained.seq
     cdef uint64_t made = 0, lineage
     cdef double lat_sum = 0.0
     cdef list others = []
     cdef uint8_t kind
     cdef object key, parent = None, t0
-    cdef Output o
     cdef Input inp, par_inp = None  # the input the OUT records belong to (to_mice[0]), None until looked up
     cdef PyObject* found
     cdef list ups
     cdef Mark mark
     cdef _Waiting w = _Waiting.__new__(_Waiting)
+    # the run being gathered: OUT records p[g_pos:g_end], g_k of them, lineages from g_base; g_next: the lowest base
+    # of a kept run of several items above it (none: not g_has_next)
+    cdef Py_ssize_t g_pos = 0, g_end = 0, g_k = 0, i
+    cdef uint64_t g_base = 0, g_next = 0
+    cdef bint g_has_next = False
+    cdef object g_parent = None
     mark.hi = NO_HI
     mark.dirty = False
     pos = 0
@@ -201,29 +263,43 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
             pos += REC
             if kind == K_OUT:
                 outs += 1
-                key = PyLong_FromUnsignedLongLong(lineage)
-                o = Output.__new__(Output)
-                o.parent = None
-                o.data = PyBytes_FromStringAndSize(<const char*>p + pos, length)
-                o.channel = None
-                if PyDict_SetDefault(retained, key, o) != <PyObject*>o:
-                    pos += length  # the same lineage again (a re-run source): keep one copy
-                    continue
+                # (to_mice changes only at a DONE, which ends the run: its parent is the same all along)
+                if not (g_k and lineage == g_base + <uint64_t>g_k and (not g_has_next or lineage < g_next) and (
+                        PyDict_Size(runs) == PyList_GET_SIZE(spans)
+                        or not PyDict_Contains(runs, PyLong_FromUnsignedLongLong(lineage)))):
+                    if g_k:
+                        _keep_group(p, g_pos, g_end, g_k, g_base, g_parent, seq, runs, spans, qappend)
+                        seq += 1
+                        kept += g_k
+                        g_k = 0
+                    key = PyLong_FromUnsignedLongLong(lineage)
+                    if _find(runs, spans, lineage, key) is not None:
+                        pos += length  # the same lineage again (a re-run source): keep one copy
+                        continue
+                    if par_inp is None and to_mice:
+                        parent = to_mice[0]
+                        par_inp = <Input?>inputs[parent]
+                    g_parent = parent if par_inp is not None else None
+                    g_pos, g_base = pos - REC, lineage
+                    i = _bisect(spans, lineage, True)
+                    g_has_next = i < PyList_GET_SIZE(spans)
+                    if g_has_next:
+                        g_next = PyLong_AsUnsignedLongLong(<object>PyList_GET_ITEM(spans, i))
+                g_k += 1
+                g_end = pos + length
                 if par_inp is not None:
                     par_inp.open_outputs += 1
-                    o.parent = parent
-                elif to_mice:
-                    parent = to_mice[0]
-                    par_inp = <Input?>inputs[parent]
-                    par_inp.open_outputs += 1
-                    o.parent = parent
-                else:
-                    parent = None
-                    if lineage & LOW_MASK > made:
-                        made = lineage & LOW_MASK
-                qappend(key)
+                elif lineage & LOW_MASK > made:
+                    made = lineage & LOW_MASK
                 out_bytes += length
-            elif kind == K_DONE:
+                pos += length
+                continue
+            if g_k:
+                _keep_group(p, g_pos, g_end, g_k, g_base, g_parent, seq, runs, spans, qappend)
+                seq += 1
+                kept += g_k
+                g_k = 0
+            if kind == K_DONE:
                 dones += 1
                 par_inp = None  # to_mice[0] may change
                 key = PyLong_FromUnsignedLongLong(lineage)
@@ -253,53 +329,106 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
             else:
                 others.append((kind, lineage, PyBytes_FromStringAndSize(<const char*>p + pos, length)))
             pos += length
+        if g_k:
+            _keep_group(p, g_pos, g_end, g_k, g_base, g_parent, seq, runs, spans, qappend)
+            seq += 1
+            kept += g_k
     finally:
         _mark_flush(&mark, marks)
+        if kept:
+            retained.seq = seq
+            retained.n += kept
+            flow.queued += kept
     return outs, dones, made, lat_sum, lat_n, others, out_bytes
 
 
-def take_batch(object q, dict retained, object ch, Py_ssize_t room):
-    """Pop off ``q`` the waiting outputs (by lineage) that fit ``room`` bytes of item records (at least one), mark
-    them sent on ``ch`` and pack them as one batch message (``0 u64 | (lineage u64 | length u32 | bytes)...``).
-    Returns (message, how many); (b"", 0) when nothing is waiting (lineages no longer kept are dropped)."""
-    cdef list outs = [], keys = []
-    cdef Py_ssize_t size = 0, need, i, k, total
+def take_batch(flow, object ch, Py_ssize_t room):
+    """Flow.take, compiled: pop off ``flow.queue`` the waiting outputs that fit ``room`` bytes of item records (at
+    least one), mark them sent on ``ch`` and pack them as one batch message (``0 u64 | (lineage u64 | length u32 |
+    bytes)...``; a run that does not fit whole is split, its rest staying first in the queue).  Returns (message,
+    how many); (b"", 0) when nothing is waiting."""
+    cdef object q = flow.queue, retained = flow.retained
+    cdef dict runs = retained.runs
+    cdef list spans = retained.spans
     cdef object popleft = q.popleft
-    cdef object key
-    cdef PyObject* found
-    cdef Output o
-    while q:
-        key = q[0]
-        found = PyDict_GetItem(retained, key)
-        if found == NULL:
-            popleft()
-            continue
-        o = <Output?>(<object>found)
-        need = ITEM + PyBytes_GET_SIZE(o.data)
-        if outs and size + need > room:
+    cdef list taken = []
+    cdef Py_ssize_t size = 0, k = 0, t, i, pos, need, w, sent = 0
+    cdef const uint8_t* p
+    cdef const uint8_t* gp
+    cdef Run r, rest
+    try:
+        while q:
+            r = <Run?>q[0]
+            if r.left == 0:
+                popleft()  # all completed while it waited
+                continue
+            p = <const uint8_t*>PyBytes_AS_STRING(r.buf)
+            gp = NULL
+            if r.gone is not None:
+                gp = <const uint8_t*>PyByteArray_AS_STRING(r.gone)
+            if gp == NULL and size + (r.end - r.start) <= room:  # all of it fits: no walk
+                size += r.end - r.start
+                k += r.left
+                sent += r.left
+                popleft()
+                r.channel = ch
+                taken.append(r)
+                continue
+            i, pos, t = r.lo, r.start, 0
+            while i < r.n:
+                need = ITEM + rd32(p + pos + 8)
+                if gp == NULL or not gp[i]:  # (one completed out of order is skipped)
+                    if k and size + need > room:
+                        break
+                    size += need
+                    k += 1
+                    t += 1
+                pos += need
+                i += 1
+            if i == r.n:
+                popleft()
+                r.channel = ch
+                sent += t
+                taken.append(r)
+                continue
+            if t:  # split: what went is this run, the rest a new one first in the queue
+                rest = Run.__new__(Run)
+                rest.base, rest.n, rest.buf, rest.start, rest.end = r.base + <uint64_t>i, r.n - i, r.buf, pos, r.end
+                rest.parent, rest.seq, rest.channel, rest.lo, rest.left = r.parent, r.seq, None, 0, r.left - t
+                rest.gone = r.gone[i:] if gp != NULL else None
+                r.n, r.end, r.left, r.channel = i, pos, t, ch
+                sent += t
+                q[0] = rest
+                PyDict_SetItem(runs, PyLong_FromUnsignedLongLong(rest.base), rest)
+                if rest.n > 1:
+                    _insort(spans, rest.base)
+                taken.append(r)
             break
-        popleft()
-        o.channel = ch
-        outs.append(o)
-        keys.append(key)
-        size += need
-    k = len(outs)
+    finally:
+        if sent:
+            flow.queued -= sent
     if k == 0:
         return b"", 0
-    total = MARK + size
-    cdef bytes msg = PyBytes_FromStringAndSize(NULL, total)
-    cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(msg)
-    cdef Py_ssize_t pos = MARK, dl
-    cdef bytes data
-    for i in range(MARK):
-        w[i] = 0
-    for i in range(k):
-        data = (<Output>outs[i]).data
-        dl = PyBytes_GET_SIZE(data)
-        wr64(w + pos, <uint64_t>keys[i])
-        wr32(w + pos + 8, <uint32_t>dl)
-        memcpy(w + pos + ITEM, PyBytes_AS_STRING(data), dl)
-        pos += ITEM + dl
+    cdef bytes msg = PyBytes_FromStringAndSize(NULL, MARK + size)
+    cdef uint8_t* o = <uint8_t*>PyBytes_AS_STRING(msg)
+    memset(o, 0, MARK)
+    w = MARK
+    for r in taken:
+        p = <const uint8_t*>PyBytes_AS_STRING(r.buf)
+        if r.gone is None:
+            memcpy(o + w, p + r.start, r.end - r.start)
+            w += r.end - r.start
+            continue
+        gp = <const uint8_t*>PyByteArray_AS_STRING(r.gone)
+        pos = r.start
+        for i in range(r.lo, r.n):
+            need = ITEM + rd32(p + pos + 8)
+            if not gp[i]:
+                memcpy(o + w, p + pos, need)
+                w += need
+            pos += need
+    if w != MARK + size:
+        raise AssertionError(f"take_batch packed {w} bytes of {MARK + size}")
     return msg, k
 
 
@@ -394,16 +523,24 @@ cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, dict marks, di
 
 def completions_in(bytes payload, flow, dict completions):
     """A completion message (u64 lineages of our outputs) from downstream into ``flow``: each parent input now
-    complete is queued in ``completions`` to its upstreams.  Returns how many lineages the message held."""
+    complete is queued in ``completions`` to its upstreams.  Returns how many lineages the message held.  The run
+    of the previous lineage is tried first (completions come mostly in order)."""
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(payload)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload) // 8, i
-    cdef dict retained = flow.retained, inputs = flow.inputs
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload) // 8, i, idx, lo, pos
+    cdef dict inputs = flow.inputs
+    cdef object retained = flow.retained
+    cdef dict runs = retained.runs
+    cdef list spans = retained.spans
     cdef object completed = flow.completed
     cdef dict marks = completed.marks, above = completed.above
     cdef object complete = completed.add
-    cdef object key, parent, popped
+    cdef object parent
     cdef PyObject* found
-    cdef Output o
+    cdef Run r, cur = None
+    cdef uint8_t* gp
+    cdef const uint8_t* b
+    cdef uint64_t lin
+    cdef Py_ssize_t gone_n = 0, unqueued = 0
     cdef Input inp
     cdef Mark mark
     cdef _Waiting w = _Waiting.__new__(_Waiting)
@@ -411,12 +548,41 @@ def completions_in(bytes payload, flow, dict completions):
     mark.dirty = False
     try:
         for i in range(n):
-            key = PyLong_FromUnsignedLongLong(rd64(p + 8 * i))
-            popped = px_dict_pop(retained, key)  # one lookup
-            if popped is None:
-                continue
-            o = <Output?>popped
-            parent = o.parent
+            lin = rd64(p + 8 * i)
+            if cur is not None and lin - cur.base < <uint64_t>cur.n:
+                r = cur
+            else:
+                r = _find(runs, spans, lin, PyLong_FromUnsignedLongLong(lin))
+                if r is None:
+                    continue
+                cur = r
+            idx = <Py_ssize_t>(lin - r.base)
+            gp = NULL if r.gone is None else <uint8_t*>PyByteArray_AS_STRING(r.gone)
+            if idx < r.lo or (gp != NULL and gp[idx]):
+                continue  # completed already
+            r.left -= 1
+            gone_n += 1
+            if r.channel is None:
+                unqueued += 1
+            if idx == r.lo:  # in order: the run's head moves past it (and past those completed before it)
+                b = <const uint8_t*>PyBytes_AS_STRING(r.buf)
+                pos, lo = r.start, idx
+                while True:
+                    pos += ITEM + rd32(b + pos + 8)
+                    lo += 1
+                    if lo >= r.n or gp == NULL or not gp[lo]:
+                        break
+                r.lo, r.start = lo, pos
+            else:
+                if gp == NULL:
+                    r.gone = PyByteArray_FromStringAndSize(NULL, r.n)
+                    gp = <uint8_t*>PyByteArray_AS_STRING(r.gone)
+                    memset(gp, 0, r.n)
+                gp[idx] = 1
+            if not r.left:
+                _drop(runs, spans, r)
+                cur = None
+            parent = r.parent
             if parent is None:
                 continue  # a source's output: nothing upstream
             found = PyDict_GetItem(inputs, parent)
@@ -432,4 +598,8 @@ def completions_in(bytes payload, flow, dict completions):
                 _complete_to(completions, inp.upstreams, parent, w)
     finally:
         _mark_flush(&mark, marks)
+        if gone_n:
+            retained.n -= gone_n
+        if unqueued:
+            flow.queued -= unqueued
     return n

@@ -17,7 +17,7 @@ from pxproto.dime.fastchannel import ChannelReceiver, ChannelSender  # compiled 
 from pxproto.errors import ProtocolError
 from pxproto.fastpath import decode, encode
 from pxproto.node import mice
-from pxproto.node.flow import LOW_BITS, LOW_MASK, Flow, MiceQueue, Output, Upstream
+from pxproto.node.flow import LOW_BITS, LOW_MASK, Flow, MiceQueue, Upstream
 from pxproto.node.flow import loops as _loops
 from pxproto.wire import ethertypes, layout, spec
 from pxproto.wire.codes import DIME_ALL, CounterId, DataFlag, FaultCode, FrameClass, HeaderFlag
@@ -162,11 +162,11 @@ class ChannelPlane:
 
     def output_backlogged(self) -> bool:
         """Outputs wait for credit: the driver stops reading the MICE."""
-        return len(self.flow.queue) > OUTQ_LIMIT or self.queued_bytes > OUTQ_BYTES
+        return self.flow.queued > OUTQ_LIMIT or self.queued_bytes > OUTQ_BYTES
 
     def output_drained(self) -> bool:
         """The backlog is down to half: the driver reads the MICE again."""
-        return len(self.flow.queue) <= OUTQ_LIMIT // 2 and self.queued_bytes <= OUTQ_BYTES // 2
+        return self.flow.queued <= OUTQ_LIMIT // 2 and self.queued_bytes <= OUTQ_BYTES // 2
 
     def mice_records(self, msg: bytes | memoryview, now: float) -> None:
         """One record batch of the MICE (a view is read before this returns: nothing of it is kept)."""
@@ -212,29 +212,46 @@ class ChannelPlane:
         """The pure twin of ``_loops.mice_records`` (over records already parsed)."""
         flow, completions, handed_at = self.flow, self.completions, self.handed_at
         # Flow.produced and Flow.done, inlined for their common cases (the per-item hot path of every DIME);
-        # anything else goes through the methods themselves.
-        done, to_mice, inputs, retained, queue = flow.done, flow.to_mice, flow.inputs, flow.retained, flow.queue
+        # anything else goes through the methods themselves.  Consecutive OUT records of one parent with
+        # consecutive lineages are kept as one run (``group``: its first lineage, records, parent).
+        done, to_mice, inputs, retained = flow.done, flow.to_mice, flow.inputs, flow.retained
         complete, marks, above = flow.completed.add, flow.completed.marks, flow.completed.above
+        runs, spans = retained.runs, retained.spans
         outs = dones = made = lat_n = out_bytes = 0
         lat_sum = 0.0
         others = []
         OUT, DONE = mice.OUT, mice.DONE
+        g_base = g_next = 0
+        g_recs: list[bytes] = []
+        g_parent: int | None = None
         for kind, lineage, data in recs:
             if kind == OUT:
                 outs += 1
-                if lineage in retained:  # the same lineage again (a re-run source): keep one copy
-                    continue
-                if to_mice:
-                    parent = to_mice[0]
+                parent = to_mice[0] if to_mice else None
+                if not (
+                    g_recs
+                    and lineage == g_base + len(g_recs)
+                    and parent == g_parent
+                    and lineage < g_next
+                    and (len(runs) == len(spans) or lineage not in runs)
+                ):
+                    if g_recs:
+                        flow.keep(g_base, len(g_recs), b"".join(g_recs), g_parent)
+                        g_recs = []
+                    if retained.find(lineage) is not None:
+                        continue  # the same lineage again (a re-run source): keep one copy
+                    g_base, g_parent, g_next = lineage, parent, retained.next_base(lineage)
+                g_recs.append(mice.ITEM_REC.pack(lineage, len(data)) + data)
+                if parent is not None:
                     inputs[parent].open_outputs += 1
-                else:
-                    parent = None
-                    if lineage & LOW_MASK > made:
-                        made = lineage & LOW_MASK
-                retained[lineage] = Output(parent, data)
-                queue.append(lineage)
+                elif lineage & LOW_MASK > made:
+                    made = lineage & LOW_MASK
                 out_bytes += len(data)
-            elif kind == DONE:
+                continue
+            if g_recs:
+                flow.keep(g_base, len(g_recs), b"".join(g_recs), g_parent)
+                g_recs = []
+            if kind == DONE:
                 dones += 1
                 if handed_at:
                     t0 = handed_at.pop(lineage, None)
@@ -264,6 +281,8 @@ class ChannelPlane:
                         waiting.append(lineage)
             else:
                 others.append((kind, lineage, data))
+        if g_recs:
+            flow.keep(g_base, len(g_recs), b"".join(g_recs), g_parent)
         return outs, dones, made, lat_sum, lat_n, others, out_bytes
 
     def feed_mice(self, now: float) -> None:
@@ -435,7 +454,7 @@ class ChannelPlane:
         if not live:
             return
         n = len(live)
-        retained = self.flow.retained
+        flow = self.flow
         rec = mice.ITEM_REC.size
         while q:
             for i in range(n):
@@ -448,43 +467,16 @@ class ChannelPlane:
             # As many waiting items as fit one fragment share one message (one frame).  (Messages of several
             # fragments for large items, 7 of 64 KiB in 8 fragments, cost the sink more: measured, not kept.)
             room = tx.frag_size - len(mice.BATCH_MARK)
-            if self.flush_delay and not force and self.queued_bytes + rec * len(q) < room:
+            if self.flush_delay and not force and self.queued_bytes + rec * flow.queued < room:
                 if self.flush_at is None:
                     self.flush_at = now + self.flush_delay
                 if now < self.flush_at:
                     return  # less than a frame: wait a little for more
             self.flush_at = None
-            if _loops is not None:
-                msg, k = _loops.take_batch(q, retained, tx.channel, room)
-                if not k:
-                    return
-                self.queued_bytes = max(0, self.queued_bytes - (len(msg) - len(mice.BATCH_MARK) - rec * k))
-                _, o = tx.send_wire(msg, now)
-                self.m.counters[CounterId.ITEM_FRAMES_TX] += -(-len(msg) // tx.frag_size)
-                self.m.out(o)
-                continue
-            batch: list[tuple[int, bytes]] = []
-            size = 0
-            ch = tx.channel
-            popleft = q.popleft
-            while q:
-                lineage = q[0]
-                out = retained.get(lineage)
-                if out is None:
-                    popleft()
-                    continue
-                data = out.data
-                need = rec + len(data)
-                if batch and size + need > room:
-                    break
-                popleft()
-                batch.append((lineage, data))
-                out.channel = ch  # Flow.sent, inlined: a re-wire of this channel queues it again
-                size += need
-            if not batch:
+            msg, k = _loops.take_batch(flow, tx.channel, room) if _loops is not None else flow.take(tx.channel, room)
+            if not k:
                 return
-            self.queued_bytes = max(0, self.queued_bytes - (size - rec * len(batch)))
-            msg = mice.pack_items(batch)
+            self.queued_bytes = max(0, self.queued_bytes - (len(msg) - len(mice.BATCH_MARK) - rec * k))
             _, o = tx.send_wire(msg, now)
             self.m.counters[CounterId.ITEM_FRAMES_TX] += -(-len(msg) // tx.frag_size)
             self.m.out(o)

@@ -17,6 +17,7 @@ back from the sink):
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -91,9 +92,126 @@ class _PyInput:
 
 @dataclass(slots=True)
 class _PyOutput:
+    """One retained output as :meth:`Retained.get` shows it (the store keeps runs, not these)."""
+
     parent: int | None
     data: bytes
     channel: int | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _PyRun:
+    """Outputs kept until downstream completes them: ``n`` items of consecutive lineages from ``base``, made for
+    one parent input (None: a source's), as data-channel item records (``lineage u64 | length u32 | bytes``) in
+    ``buf[start:end]`` (``buf`` is shared by the pieces of a run split when sent in two frames).  Items before
+    ``lo`` are completed, and those marked in ``gone`` (indexes from ``base``; None: none out of order); ``start``
+    is the offset of item ``lo``; ``left`` counts the items not completed.  ``channel`` is the output channel the
+    run went on: None while it waits in ``Flow.queue`` (or once it is all completed)."""
+
+    base: int
+    n: int
+    buf: bytes
+    start: int
+    end: int
+    parent: int | None
+    seq: int
+    channel: int | None = None
+    lo: int = 0
+    left: int = 0
+    gone: bytearray | None = None
+
+
+ITEM_HEAD = 12
+"""A data-channel item record's header: lineage u64 | length u32."""
+NO_RUN_ABOVE = 1 << 64
+
+
+def _length(buf: bytes, pos: int) -> int:
+    return int.from_bytes(buf[pos + 8 : pos + ITEM_HEAD], "big")
+
+
+class Retained:
+    """The outputs kept until downstream completes them, as runs (:class:`_PyRun`), by base lineage in ``runs``;
+    the bases of the runs made of several items, sorted, in ``spans`` (a lineage inside a run is found by bisection;
+    a run of one by its base).  Runs never overlap.  ``len`` counts the items not completed; ``seq`` numbers the
+    runs in the order they were made (a re-wire queues them again in that order)."""
+
+    __slots__ = ("n", "runs", "seq", "spans")
+
+    def __init__(self) -> None:
+        self.runs: dict[int, _PyRun] = {}
+        self.spans: list[int] = []
+        self.n = 0
+        self.seq = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __bool__(self) -> bool:
+        return self.n > 0
+
+    def find(self, lineage: int) -> _PyRun | None:
+        """The run whose lineages include ``lineage`` (completed or not), or None."""
+        r = self.runs.get(lineage)
+        if r is not None:
+            return r
+        i = bisect_right(self.spans, lineage)
+        if i:
+            r = self.runs[self.spans[i - 1]]
+            if lineage < r.base + r.n:
+                return r
+        return None
+
+    def next_base(self, lineage: int) -> int:
+        """The lowest base of a run of several items above ``lineage`` (NO_RUN_ABOVE: none)."""
+        i = bisect_right(self.spans, lineage)
+        return self.spans[i] if i < len(self.spans) else NO_RUN_ABOVE
+
+    def add(self, run: _PyRun) -> None:
+        self.runs[run.base] = run
+        if run.n > 1:
+            insort(self.spans, run.base)
+        self.n += run.left
+
+    def drop(self, run: _PyRun) -> None:
+        """Forget a run (all of it completed)."""
+        del self.runs[run.base]
+        i = bisect_left(self.spans, run.base)
+        if i < len(self.spans) and self.spans[i] == run.base:
+            del self.spans[i]
+
+    def __contains__(self, lineage: int) -> bool:
+        return self.get(lineage) is not None
+
+    def get(self, lineage: int) -> _PyOutput | None:
+        """The output ``lineage`` if it is kept and not completed, or None."""
+        r = self.find(lineage)
+        if r is None:
+            return None
+        for lin, out in _run_items(r):
+            if lin == lineage:
+                return out
+        return None
+
+    def __getitem__(self, lineage: int) -> _PyOutput:
+        out = self.get(lineage)
+        if out is None:
+            raise KeyError(lineage)
+        return out
+
+    def items(self) -> Iterator[tuple[int, _PyOutput]]:
+        """(lineage, output) of every item kept and not completed, run by run."""
+        for r in self.runs.values():
+            yield from _run_items(r)
+
+
+def _run_items(r: _PyRun) -> Iterator[tuple[int, _PyOutput]]:
+    pos, buf, gone = r.start, r.buf, r.gone
+    for i in range(r.lo, r.n):
+        length = _length(buf, pos)
+        if gone is None or not gone[i]:
+            yield r.base + i, _PyOutput(r.parent, bytes(buf[pos + ITEM_HEAD : pos + ITEM_HEAD + length]), r.channel)
+        pos += ITEM_HEAD + length
 
 
 class MiceQueue:
@@ -165,7 +283,8 @@ loops = select.compiled("pxproto.node._flowc")
 """The compiled per-item loops of ``channels.py`` (``pxproto.node._flowc``, its Input and Output records too), or
 None: the Python loops there and in :class:`Flow` run."""
 _Input: type[_PyInput] = loops.Input if loops is not None else _PyInput
-Output: type[_PyOutput] = loops.Output if loops is not None else _PyOutput
+Run: type[_PyRun] = loops.Run if loops is not None else _PyRun
+Output = _PyOutput
 
 
 @dataclass
@@ -181,10 +300,13 @@ class Flow:
     """Lineages completed here (their copies are completed at once), behind watermarks."""
     to_mice: deque[int] = field(default_factory=deque)
     """Lineages handed to the MICE whose DONE has not come back, in order."""
-    retained: dict[int, _PyOutput] = field(default_factory=dict)
-    """Outputs not yet completed by downstream, by lineage."""
-    queue: deque[int] = field(default_factory=deque)
-    """Outputs waiting for an output channel with credit."""
+    retained: Retained = field(default_factory=Retained)
+    """Outputs not yet completed by downstream, as runs."""
+    queue: deque[_PyRun] = field(default_factory=deque)
+    """Runs of outputs waiting for an output channel with credit (a run is here exactly while its ``channel`` is None
+    and it has items not completed; one all completed while it waits is dropped when its turn comes)."""
+    queued: int = 0
+    """Items of the runs in ``queue`` not completed."""
     duplicates: int = 0
     replayed: int = 0
     source_made: int = 0
@@ -247,14 +369,22 @@ class Flow:
     def produced(self, lineage: int, data: bytes) -> None:
         """The MICE yielded an item (for the oldest input not yet DONE, or as a source)."""
         parent = self.to_mice[0] if self.to_mice else None
-        if lineage in self.retained:  # the same lineage again (a re-run source): keep one copy
+        if self.retained.find(lineage) is not None:  # the same lineage again (a re-run source): keep one copy
             return
         if parent is not None:
             self.inputs[parent].open_outputs += 1
         else:
             self.source_made = max(self.source_made, lineage & LOW_MASK)
-        self.retained[lineage] = Output(parent, data)
-        self.queue.append(lineage)
+        self.keep(lineage, 1, lineage.to_bytes(8, "big") + len(data).to_bytes(4, "big") + data, parent)
+
+    def keep(self, base: int, n: int, buf: bytes, parent: int | None) -> None:
+        """Keep and queue a run: ``n`` outputs of ``parent`` from lineage ``base`` on, as item records in ``buf``."""
+        r = Run(base, n, buf, 0, len(buf), parent, self.retained.seq)
+        r.left = n
+        self.retained.seq += 1
+        self.retained.add(r)
+        self.queue.append(r)
+        self.queued += n
 
     def done(self, lineage: int) -> list[Upstream]:
         """The MICE finished an input; return the upstreams to complete it to (if it is complete now)."""
@@ -278,58 +408,130 @@ class Flow:
         self.completed.add(lineage)
         return inp.upstreams
 
+    def _complete_item(self, r: _PyRun, lineage: int) -> bool:
+        """Downstream completed ``lineage`` of run ``r``: False if it was completed already."""
+        i = lineage - r.base
+        gone = r.gone
+        if i < r.lo or (gone is not None and gone[i]):
+            return False
+        r.left -= 1
+        self.retained.n -= 1
+        if r.channel is None:
+            self.queued -= 1
+        if i == r.lo:  # in order: the run's head moves past it (and past those completed before it)
+            pos, lo = r.start, i
+            while True:
+                pos += ITEM_HEAD + _length(r.buf, pos)
+                lo += 1
+                if lo >= r.n or gone is None or not gone[lo]:
+                    break
+            r.lo, r.start = lo, pos
+        else:
+            if gone is None:
+                r.gone = gone = bytearray(r.n)
+            gone[i] = 1
+        if not r.left:
+            self.retained.drop(r)
+        return True
+
     def downstream_completed(self, lineage: int) -> tuple[int | None, list[Upstream]]:
         """Downstream completed one of our outputs; return (its parent, upstreams to complete the parent to)."""
-        out = self.retained.pop(lineage, None)
-        if out is None:
+        r = self.retained.find(lineage)
+        if r is None or not self._complete_item(r, lineage) or r.parent is None:
             return None, []
-        if out.parent is None:
-            return None, []
-        inp = self.inputs.get(out.parent)
+        inp = self.inputs.get(r.parent)
         if inp is None:
-            return out.parent, []
+            return r.parent, []
         inp.open_outputs -= 1
-        return out.parent, self._maybe_complete(out.parent, inp)
+        return r.parent, self._maybe_complete(r.parent, inp)
 
     def downstream_completed_batch(self, lineages: Iterable[int]) -> list[tuple[int, list[Upstream]]]:
         """:meth:`downstream_completed` for a completion message: (parent, upstreams) of each parent now complete."""
         retained, inputs = self.retained, self.inputs
         out = []
         for lineage in lineages:
-            o = retained.pop(lineage, None)
-            if o is None or o.parent is None:
-                continue  # unknown, or a source's output: nothing upstream
-            inp = inputs.get(o.parent)
+            r = retained.find(lineage)
+            if r is None or not self._complete_item(r, lineage) or r.parent is None:
+                continue  # unknown, completed already, or a source's output: nothing upstream
+            inp = inputs.get(r.parent)
             if inp is None:
                 continue
             inp.open_outputs -= 1
-            ups = self._maybe_complete(o.parent, inp)
+            ups = self._maybe_complete(r.parent, inp)
             if ups:
-                out.append((o.parent, ups))
+                out.append((r.parent, ups))
         return out
 
     def source_resume(self, first: int = 0) -> int:
         """A source: the index of its first item not completed downstream (``first`` before it made any)."""
-        low = [lin & LOW_MASK for lin, o in self.retained.items() if o.parent is None]
+        low = [(r.base + r.lo) & LOW_MASK for r in self.retained.runs.values() if r.parent is None]
         if low:
             return min(low) - 1
         return max(first, self.source_made)
 
-    def sent(self, lineage: int, channel: int) -> None:
-        out = self.retained.get(lineage)
-        if out is not None:
-            out.channel = channel
+    def take(self, channel: int, room: int) -> tuple[bytes, int]:
+        """Pop off the queue the waiting outputs that fit ``room`` bytes of item records (at least one), mark them
+        sent on ``channel`` and pack them as one batch message (``0 u64 | (lineage u64 | length u32 | bytes)...``);
+        a run that does not fit whole is split, its rest staying first in the queue.  Returns (message, how many);
+        (b"", 0) when nothing waits.  The pure twin of ``_flowc.take_batch``."""
+        q, parts = self.queue, []
+        size = k = 0
+        while q:
+            r = q[0]
+            if not r.left:
+                q.popleft()  # all completed while it waited
+                continue
+            buf, gone = r.buf, r.gone
+            pos = seg = r.start
+            i, t = r.lo, 0
+            while i < r.n:
+                need = ITEM_HEAD + _length(buf, pos)
+                if gone is not None and gone[i]:
+                    parts.append(buf[seg:pos])
+                    seg = pos + need
+                elif k and size + need > room:
+                    break
+                else:
+                    size += need
+                    k += 1
+                    t += 1
+                pos += need
+                i += 1
+            parts.append(buf[seg:pos])
+            if i == r.n:
+                q.popleft()
+                r.channel = channel
+                self.queued -= t
+                continue
+            if t:  # split: what went is this run, the rest a new one first in the queue
+                rest = Run(r.base + i, r.n - i, buf, pos, r.end, r.parent, r.seq)
+                rest.left = r.left - t
+                rest.gone = gone[i:] if gone is not None else None
+                r.n, r.end, r.left = i, pos, t
+                r.channel = channel
+                self.queued -= t
+                q[0] = rest
+                self.retained.runs[rest.base] = rest
+                if rest.n > 1:
+                    insort(self.retained.spans, rest.base)
+            break
+        if not k:
+            return b"", 0
+        return bytes(8) + b"".join(parts), k
 
     def requeue(self, channel: int | None = None) -> int:
         """Queue again every retained output sent on ``channel`` (None: on any); return how many."""
         again = [
-            lin
-            for lin, o in self.retained.items()
-            if o.channel is not None and (channel is None or o.channel == channel)
+            r
+            for r in self.retained.runs.values()
+            if r.channel is not None and (channel is None or r.channel == channel)
         ]
-        for lin in again:
-            self.retained[lin].channel = None
-        queued = set(self.queue)
-        self.queue.extendleft(reversed([lin for lin in again if lin not in queued]))
-        self.replayed += len(again)
-        return len(again)
+        again.sort(key=lambda r: (r.seq, r.base))
+        n = 0
+        for r in again:
+            r.channel = None
+            n += r.left
+        self.queue.extendleft(reversed(again))
+        self.queued += n
+        self.replayed += n
+        return n

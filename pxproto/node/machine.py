@@ -447,7 +447,7 @@ class DimeMachine:
     def counter(self, cid: int) -> int:
         if cid == CounterId.QUEUE_DEPTH:
             q = self.host.queues()
-            return sum(q) if q is not None else len(self.plane.mice_queue) + len(self.plane.flow.queue)
+            return sum(q) if q is not None else len(self.plane.mice_queue) + self.plane.flow.queued
         if cid == CounterId.MEM_USED_CHUNKS:
             return self.mem.used
         if cid == CounterId.MEM_PEAK_CHUNKS:
@@ -502,7 +502,7 @@ class DimeMachine:
             p.lat_sum, p.lat_n = 0.0, 0
         self.counters[CounterId.ITEMS_PER_S] = int(p.done_n / period) if period > 0 else 0
         p.done_n = 0
-        rx, tx = self.host.queues() or (len(p.mice_queue), len(p.flow.queue))
+        rx, tx = self.host.queues() or (len(p.mice_queue), p.flow.queued)
         ld = self.loaded
         self.hb.update(
             state=self.state,
