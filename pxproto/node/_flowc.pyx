@@ -77,12 +77,14 @@ cdef Py_ssize_t _bisect(list a, uint64_t x, bint right) except -1:
     return lo
 
 
-cdef inline int _insort(list spans, uint64_t base) except -1:
+cdef inline int _index(dict runs, list spans, Run r) except -1:
+    """Retained.index: ``r`` into ``runs``, and into ``spans`` if it has several items or is above all there."""
+    PyDict_SetItem(runs, PyLong_FromUnsignedLongLong(r.base), r)
     cdef Py_ssize_t k = PyList_GET_SIZE(spans)
-    if k == 0 or PyLong_AsUnsignedLongLong(<object>PyList_GET_ITEM(spans, k - 1)) < base:
-        spans.append(PyLong_FromUnsignedLongLong(base))  # runs are mostly made in lineage order
-    else:
-        spans.insert(_bisect(spans, base, True), PyLong_FromUnsignedLongLong(base))
+    if k == 0 or PyLong_AsUnsignedLongLong(<object>PyList_GET_ITEM(spans, k - 1)) < r.base:
+        spans.append(PyLong_FromUnsignedLongLong(r.base))  # runs are mostly made in lineage order
+    elif r.n > 1:
+        spans.insert(_bisect(spans, r.base, True), PyLong_FromUnsignedLongLong(r.base))
     return 0
 
 
@@ -124,9 +126,7 @@ cdef Run _keep_group(const uint8_t* p, Py_ssize_t g_pos, Py_ssize_t g_end, Py_ss
     cdef Run r = Run.__new__(Run)
     r.base, r.n, r.buf, r.start, r.end, r.parent, r.seq = base, g_k, buf, 0, size, parent, seq
     r.channel, r.lo, r.left, r.gone = None, 0, g_k, None
-    PyDict_SetItem(runs, PyLong_FromUnsignedLongLong(base), r)
-    if g_k > 1:
-        _insort(spans, base)
+    _index(runs, spans, r)
     qappend(r)
     return r
 
@@ -247,7 +247,7 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
     cdef Mark mark
     cdef _Waiting w = _Waiting.__new__(_Waiting)
     # the run being gathered: OUT records p[g_pos:g_end], g_k of them, lineages from g_base; g_next: the lowest base
-    # of a kept run of several items above it (none: not g_has_next)
+    # in ``spans`` above it (none: not g_has_next)
     cdef Py_ssize_t g_pos = 0, g_end = 0, g_k = 0, i
     cdef uint64_t g_base = 0, g_next = 0
     cdef bint g_has_next = False
@@ -399,9 +399,7 @@ def take_batch(flow, object ch, Py_ssize_t room):
                 r.n, r.end, r.left, r.channel = i, pos, t, ch
                 sent += t
                 q[0] = rest
-                PyDict_SetItem(runs, PyLong_FromUnsignedLongLong(rest.base), rest)
-                if rest.n > 1:
-                    _insort(spans, rest.base)
+                _index(runs, spans, rest)
                 taken.append(r)
             break
     finally:

@@ -132,9 +132,10 @@ def _length(buf: bytes, pos: int) -> int:
 
 class Retained:
     """The outputs kept until downstream completes them, as runs (:class:`_PyRun`), by base lineage in ``runs``;
-    the bases of the runs made of several items, sorted, in ``spans`` (a lineage inside a run is found by bisection;
-    a run of one by its base).  Runs never overlap.  ``len`` counts the items not completed; ``seq`` numbers the
-    runs in the order they were made (a re-wire queues them again in that order)."""
+    the bases of the runs made of several items (and of runs of one made in lineage order), sorted, in ``spans``
+    (a lineage inside a run is found by bisection; a run of one by its base).  Runs never overlap.  ``len`` counts
+    the items not completed; ``seq`` numbers the runs in the order they were made (a re-wire queues them again in
+    that order)."""
 
     __slots__ = ("n", "runs", "seq", "spans")
 
@@ -163,14 +164,22 @@ class Retained:
         return None
 
     def next_base(self, lineage: int) -> int:
-        """The lowest base of a run of several items above ``lineage`` (NO_RUN_ABOVE: none)."""
+        """The lowest base in ``spans`` above ``lineage`` (NO_RUN_ABOVE: none)."""
         i = bisect_right(self.spans, lineage)
         return self.spans[i] if i < len(self.spans) else NO_RUN_ABOVE
 
-    def add(self, run: _PyRun) -> None:
+    def index(self, run: _PyRun) -> None:
+        """Put a new run in ``runs``, and in ``spans`` if it has several items or is above every run there (a run
+        of one out of order, such as a derived lineage, is found by its base alone: no insertion mid-list)."""
         self.runs[run.base] = run
+        spans = self.spans
         if run.n > 1:
-            insort(self.spans, run.base)
+            insort(spans, run.base)
+        elif not spans or run.base > spans[-1]:
+            spans.append(run.base)
+
+    def add(self, run: _PyRun) -> None:
+        self.index(run)
         self.n += run.left
 
     def drop(self, run: _PyRun) -> None:
@@ -511,9 +520,7 @@ class Flow:
                 r.channel = channel
                 self.queued -= t
                 q[0] = rest
-                self.retained.runs[rest.base] = rest
-                if rest.n > 1:
-                    insort(self.retained.spans, rest.base)
+                self.retained.index(rest)
             break
         if not k:
             return b"", 0
