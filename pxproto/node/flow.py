@@ -289,7 +289,7 @@ class MiceQueue:
 
 
 loops = select.compiled("pxproto.node._flowc")
-"""The compiled per-item loops of ``channels.py`` (``pxproto.node._flowc``, its Input and Output records too), or
+"""The compiled per-item loops of ``channels.py`` (``pxproto.node._flowc``, its Input and Run records too), or
 None: the Python loops there and in :class:`Flow` run."""
 _Input: type[_PyInput] = loops.Input if loops is not None else _PyInput
 Run: type[_PyRun] = loops.Run if loops is not None else _PyRun
