@@ -302,15 +302,18 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
             if kind == K_DONE:
                 dones += 1
                 par_inp = None  # to_mice[0] may change
-                key = PyLong_FromUnsignedLongLong(lineage)
+                found = NULL
+                if to_mice:  # DONE for the oldest input (the common case): its int is reused, no new one made
+                    key = to_mice[0]
+                    if PyLong_AsUnsignedLongLong(key) == lineage:
+                        found = PyDict_GetItem(inputs, key)
+                if found == NULL:
+                    key = PyLong_FromUnsignedLongLong(lineage)
                 if handed_at:
                     t0 = handed_at.pop(key, None)
                     if t0 is not None:
                         lat_sum += now - <double>t0
                         lat_n += 1
-                found = NULL
-                if to_mice and to_mice[0] == key:
-                    found = PyDict_GetItem(inputs, key)
                 if found == NULL:
                     _mark_flush(&mark, marks)
                     ups = done_slow(key)
@@ -454,8 +457,11 @@ def arrive(bytes message, flow, object up, object queue):
             pos += ITEM + rd32(p + pos + 8)
             cap += REC - ITEM
     cdef bytes recs = PyBytes_FromStringAndSize(NULL, cap)
-    _arrive_loop(p, n, batch, completed.marks, completed.above, flow.inputs, flow.to_mice.append, up, done, &dups,
+    cdef list new = []
+    _arrive_loop(p, n, batch, completed.marks, completed.above, flow.inputs, new, up, done, &dups,
                  <uint8_t*>PyBytes_AS_STRING(recs), &used, &k, &first)
+    if new:
+        flow.to_mice.extend(new)
     if k:
         queue.add(k, PyLong_FromUnsignedLongLong(first), recs if used == cap else recs[:used])  # (a copy: duplicates)
     if dups:
@@ -463,7 +469,7 @@ def arrive(bytes message, flow, object up, object queue):
     return done
 
 
-cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, dict marks, dict above, dict inputs, object tappend,
+cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, dict marks, dict above, dict inputs, list new,
                       object up, list done, Py_ssize_t* dups, uint8_t* recs, Py_ssize_t* used, Py_ssize_t* k,
                       uint64_t* first) except -1:
     cdef Py_ssize_t pos, length, start, w = 0
@@ -506,7 +512,7 @@ cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, dict marks, di
             if up not in inp.upstreams:
                 inp.upstreams = inp.upstreams + [up]
             continue
-        tappend(key)
+        new.append(key)  # (to_mice gains them in one go)
         if k[0] == 0:
             first[0] = lineage
         k[0] += 1
