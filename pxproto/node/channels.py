@@ -213,7 +213,8 @@ class ChannelPlane:
         flow, completions, handed_at = self.flow, self.completions, self.handed_at
         # Flow.produced and Flow.done, inlined for their common cases (the per-item hot path of every DIME);
         # anything else goes through the methods themselves.  Consecutive OUT records of one parent with
-        # consecutive lineages are kept as one run (``group``: its first lineage, records, parent).
+        # consecutive lineages are kept as one run (the one being gathered: g_base, its first lineage; g_recs, its
+        # item records; g_parent; g_next, the lowest base in ``spans`` above it), as ``_flowc`` gathers them.
         done, to_mice, inputs, retained = flow.done, flow.to_mice, flow.inputs, flow.retained
         complete, marks, above = flow.completed.add, flow.completed.marks, flow.completed.above
         runs, spans = retained.runs, retained.spans

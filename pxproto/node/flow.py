@@ -376,7 +376,8 @@ class Flow:
                     self.to_mice.remove(lineage)
 
     def produced(self, lineage: int, data: bytes) -> None:
-        """The MICE yielded an item (for the oldest input not yet DONE, or as a source)."""
+        """The MICE yielded an item (for the oldest input not yet DONE, or as a source).  A lineage inside a run
+        still kept is not kept again, even if that item of the run is completed (downstream has it)."""
         parent = self.to_mice[0] if self.to_mice else None
         if self.retained.find(lineage) is not None:  # the same lineage again (a re-run source): keep one copy
             return
