@@ -144,13 +144,17 @@ def pack_run(int kind, uint64_t first, items, Py_ssize_t start, Py_ssize_t limit
     return out, k
 
 
-def item_lists(bytes message, int kind, int stop):
-    """The ``kind`` records of one socketpair message as two lists, (lineages, bytes), up to the first ``stop``
+def item_lists(message, int kind, int stop):
+    """The ``kind`` records of one socketpair message (bytes, or any contiguous buffer: each item is copied out, so a
+    receive buffer reused for the next message will do) as two lists, (lineages, bytes), up to the first ``stop``
     record; returns (lineages, items, whether a ``stop`` record came).  Other records are skipped; ValueError on a
     malformed batch."""
-    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(message), pos = 0, length
+    cdef const uint8_t[::1] view = message
+    cdef Py_ssize_t n = view.shape[0], pos = 0, length
     cdef list lineages = [], items = []
+    if n == 0:
+        return lineages, items, False
+    cdef const uint8_t* p = &view[0]
     check_records(p, n)
     while pos < n:
         length = rd32(p + pos + 9)

@@ -126,18 +126,18 @@ def pack_run_py(
     return pack_records_py(kind, pairs), len(pairs)
 
 
-def item_lists_py(message: bytes, kind: int, stop: int) -> tuple[list[int], list[bytes], bool]:
-    """The ``kind`` records of one socketpair message as two lists, (lineages, bytes), up to the first ``stop``
-    record; returns (lineages, items, whether a ``stop`` record came).  Other records are skipped; ValueError on a
-    malformed batch."""
+def item_lists_py(message: bytes | memoryview, kind: int, stop: int) -> tuple[list[int], list[bytes], bool]:
+    """The ``kind`` records of one socketpair message (bytes, or a view of a reused buffer: each item is copied out)
+    as two lists, (lineages, bytes), up to the first ``stop`` record; returns (lineages, items, whether a ``stop``
+    record came).  Other records are skipped; ValueError on a malformed batch."""
     lineages: list[int] = []
     items: list[bytes] = []
-    for k, lineage, data in records_py(message):
+    for k, lineage, data in records_py(message):  # type: ignore[arg-type]  # (slices of a view are views)
         if k == stop:
             return lineages, items, True
         if k == kind:
             lineages.append(lineage)
-            items.append(data)
+            items.append(bytes(data))  # (a bytes slice is returned as is)
     return lineages, items, False
 
 
