@@ -105,3 +105,56 @@ def test_a_mutable_item_is_taken_when_yielded() -> None:
     mice._emit_source(out, source(), mice.Context(1, 2, "src", 0, 1), 0)
     out.flush()
     assert [data[:1] for m in sent for _, _, data in mice.records(m)] == [b"a", b"b"]
+
+
+def _messages() -> list[bytes]:
+    big = [bytes([i]) * (mice.GATHER_BYTES + 999 * i) for i in range(4)]
+    rec = mice.pack_records
+    return [
+        rec(mice.ITEM, [(1, b"small"), (2, big[0])]),  # a large item, not first
+        rec(mice.ITEM, [(3, big[1])]),  # large first: the next message is peeked
+        rec(mice.ITEM, [(4, big[2]), (5, b"tail"), (6, b"")]) + rec(mice.OUT, [(7, b"skipped")]),
+        rec(mice.ITEM, [(8, big[3])]) + mice.REC.pack(mice.STOP, 0, 0) + rec(mice.ITEM, [(9, b"after stop")]),
+        rec(mice.ITEM, [(10, b"x" * 100)]),  # peeked, small: received whole into the buffer
+        mice.REC.pack(mice.STOP, 0, 0),
+    ]
+
+
+@pytest.mark.parametrize("impl", ["c", "py"])
+def test_recv_items_gives_item_lists_of_each_message(impl: str) -> None:
+    """Both twins, over a real SOCK_SEQPACKET pair: each message's ITEM records before any STOP, its size, and
+    whether it opened with a large item (then the compiled twin receives the next one's first item straight into the
+    bytes it returns): the same as item_lists of the message, and end of file as size 0."""
+    if impl == "c" and not mice.COMPILED:
+        pytest.skip("pxproto.node._items is not built")
+    fn = mice.recv_items if impl == "c" else mice.recv_items_py
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    box = mice.Inbox()
+    with a, b:
+        for msg in _messages():
+            a.send(msg)
+        a.close()
+        large = False
+        for msg in _messages():
+            lineages, items, stop, size, large = fn(b, box.buf, mice.ITEM, mice.STOP, mice.GATHER_BYTES, large)
+            assert (lineages, items, stop) == mice.item_lists_py(msg, mice.ITEM, mice.STOP)
+            assert size == len(msg) and all(type(x) is bytes for x in items)
+            assert large == (msg[0] == mice.ITEM and mice.REC.unpack_from(msg)[2] >= mice.GATHER_BYTES)
+        assert fn(b, box.buf, mice.ITEM, mice.STOP, mice.GATHER_BYTES, large) == ([], [], False, 0, False)
+
+
+@pytest.mark.parametrize("impl", ["c", "py"])
+def test_recv_items_refuses_a_short_record_and_a_message_past_the_buffer(impl: str) -> None:
+    if impl == "c" and not mice.COMPILED:
+        pytest.skip("pxproto.node._items is not built")
+    fn = mice.recv_items if impl == "c" else mice.recv_items_py
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with a, b:
+        a.send(mice.REC.pack(mice.ITEM, 1, mice.GATHER_BYTES) + bytes(10))  # says more bytes than it holds
+        with pytest.raises(ValueError, match=f"record at byte 0 says {mice.GATHER_BYTES} bytes, 10 left"):
+            fn(b, bytearray(1000), mice.ITEM, mice.STOP, mice.GATHER_BYTES, True)
+        a.send(bytes(100))
+        with pytest.raises(OSError, match="a MICE message of more than 50 bytes"):
+            fn(b, bytearray(50), mice.ITEM, mice.STOP, mice.GATHER_BYTES, False)

@@ -125,6 +125,8 @@ pack_run = _codecs.pack_run
 pack_run_py = _codecs.pack_run_py
 records = _codecs.records
 records_py = _codecs.records_py
+recv_items = _codecs.recv_items
+recv_items_py = _codecs.recv_items_py
 split_at = _codecs.split_at
 split_at_py = _codecs.split_at_py
 take_records = _codecs.take_records
@@ -509,11 +511,12 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
                 if not msg or any(k == STOP for k, _, _ in records(msg)):
                     return 0
         batched = getattr(fn, "px_batch", False)
+        large = False  # whether the last message opened with a large item: the next one's is then received whole
         while True:
-            view = inbox.recv_view(sock)  # item_lists copies each item out of the reused buffer
-            if not view:
+            # the ITEM records before any STOP, in two lists (copied out of the reused buffer, or received straight)
+            lineages, items, stop, size, large = recv_items(sock, inbox.buf, ITEM, STOP, GATHER_BYTES, large)
+            if not size:
                 return 0
-            lineages, items, stop = item_lists(view, ITEM, STOP)  # the ITEM records before any STOP, in two lists
             if batched:
                 if items:
                     _run_batch(out, fn, lineages, items, ctx)
