@@ -117,11 +117,17 @@ def test_compiled_and_pure_item_lists_and_dones_alike() -> None:
 
 
 class _Sent:
+    """A socket that keeps each message sent (whole: ``sendmsg`` gathers its parts)."""
+
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
     def sendall(self, data: bytes) -> None:
-        self.sent.append(data)
+        self.sent.append(bytes(data))
+
+    def sendmsg(self, parts: list[bytes]) -> int:
+        self.sent.append(b"".join(parts))
+        return len(self.sent[-1])
 
 
 @pytest.mark.parametrize("n", [1, 3, mice.DONES_MAX + 5])
@@ -188,22 +194,15 @@ def test_pack_run_refuses_a_bad_item(impl: str) -> None:
 def test_a_source_batch_keeps_the_lineages_of_one_by_one() -> None:
     """A source yielding lists (the packed run) sends the same records as one yielding each item."""
 
-    class Sink:
-        def __init__(self) -> None:
-            self.sent: list[bytes] = []
-
-        def sendall(self, data: bytes) -> None:
-            self.sent.append(data)
-
     def run(gen, first: int) -> list[tuple[int, int, bytes]]:  # type: ignore[no-untyped-def]
-        sock = Sink()
+        sock = _Sent()
         out = mice.Batcher(sock)  # type: ignore[arg-type]
         ctx = mice.Context(1, 3, "src", 0, 1, first=first)
         mice._emit(out, gen, None, ctx, 0)
         out.flush()
         return [r for m in sock.sent for r in mice.records(m)]
 
-    items = [bytes([i % 251]) * (i % 700) for i in range(500)]
+    items = [bytes([i % 251]) * (i % 700 if i % 37 else mice.GATHER_BYTES + i) for i in range(500)]  # some large
     for first in (0, 7, 120, 499, 600):
         one_by_one = run(iter(items), first)
         batched = run(iter([items[:100], items[100:101], items[101:350], items[350:]]), first)  # type: ignore[arg-type]
@@ -212,11 +211,7 @@ def test_a_source_batch_keeps_the_lineages_of_one_by_one() -> None:
 
 
 def test_a_bad_item_in_a_source_batch_is_named() -> None:
-    class Sink:
-        def sendall(self, data: bytes) -> None:
-            pass
-
-    out = mice.Batcher(Sink())  # type: ignore[arg-type]
+    out = mice.Batcher(_Sent())  # type: ignore[arg-type]
     ctx = mice.Context(1, 3, "src", 0, 1)
     with pytest.raises(TypeError, match="stage src yielded str, items are bytes"):
         mice._emit(out, iter([[b"a", "b"]]), None, ctx, 0)  # type: ignore[arg-type]

@@ -11,7 +11,15 @@ Each call walks a whole batch in C: one bytes object out per batch, one tuple pe
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
+from libc.errno cimport EINTR, EMSGSIZE, errno
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from pxproto.fastpath.tpacket cimport MSG_TRUNC, iovec, msghdr
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t recvmsg(int fd, msghdr* msg, int flags)
+    int MSG_PEEK
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 from pxproto.node._itemfmt cimport ITEM, MARK, REC, check_items, check_records, rd32, rd64, wr32, wr64
@@ -144,23 +152,86 @@ def pack_run(int kind, uint64_t first, items, Py_ssize_t start, Py_ssize_t limit
     return out, k
 
 
-def item_lists(bytes message, int kind, int stop):
-    """The ``kind`` records of one socketpair message as two lists, (lineages, bytes), up to the first ``stop``
+def item_lists(message, int kind, int stop):
+    """The ``kind`` records of one socketpair message (bytes, or any contiguous buffer: each item is copied out, so a
+    receive buffer reused for the next message will do) as two lists, (lineages, bytes), up to the first ``stop``
     record; returns (lineages, items, whether a ``stop`` record came).  Other records are skipped; ValueError on a
     malformed batch."""
-    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(message), pos = 0, length
+    cdef const uint8_t[::1] view = message
     cdef list lineages = [], items = []
+    if view.shape[0] == 0:
+        return lineages, items, False
+    return lineages, items, _lists(&view[0], view.shape[0], kind, stop, lineages, items)
+
+
+cdef bint _lists(const uint8_t* p, Py_ssize_t n, int kind, int stop, list lineages, list items) except -1:
+    """:func:`item_lists` over ``n`` bytes at ``p``: appends to the lists, returns whether a ``stop`` record came."""
+    cdef Py_ssize_t pos = 0, length
     check_records(p, n)
     while pos < n:
         length = rd32(p + pos + 9)
         if p[pos] == stop:
-            return lineages, items, True
+            return True
         if p[pos] == kind:
             lineages.append(rd64(p + pos + 1))
             items.append(PyBytes_FromStringAndSize(<const char*>p + pos + REC, length))
         pos += REC + length
-    return lineages, items, False
+    return False
+
+
+cdef Py_ssize_t _recv(int fd, iovec* iov, int count, int flags) except -2:
+    """recvmsg into ``count`` buffers, again after a signal (whose handler may raise); OSError on an error."""
+    cdef msghdr msg
+    cdef Py_ssize_t n
+    memset(&msg, 0, sizeof(msg))
+    msg.msg_iov = iov
+    msg.msg_iovlen = count
+    while True:
+        with nogil:
+            n = recvmsg(fd, &msg, flags)
+        if n >= 0:
+            if msg.msg_flags & MSG_TRUNC and not flags & MSG_PEEK:
+                raise OSError(EMSGSIZE, f"a MICE message of more than {n} bytes")
+            return n
+        if errno != EINTR:
+            PyErr_SetFromErrno(OSError)
+        PyErr_CheckSignals()
+
+
+def recv_items(sock, bytearray buf, int kind, int stop, Py_ssize_t least, bint peek):
+    """Receive the next message of ``sock`` (blocking) and return :func:`item_lists` of it, then its size (0: end of
+    file) and whether it opened with a ``kind`` record of ``least`` bytes or more.  With ``peek`` (the last one did),
+    the first record's header is read ahead, and such a record's bytes are received straight into the bytes object
+    handed over (no copy), the rest of the message into ``buf``; otherwise the whole message goes into ``buf`` and
+    each item is copied out.  ValueError on a malformed batch (in the peeked form, byte offsets of the records after
+    the first count from the second)."""
+    cdef int fd = sock.fileno()
+    cdef uint8_t head[REC]
+    cdef iovec iov[3]
+    cdef Py_ssize_t n, length = 0, cap = len(buf)
+    cdef uint8_t* p = <uint8_t*>PyByteArray_AS_STRING(buf)
+    cdef list lineages = [], items = []
+    cdef bytes item
+    if peek:
+        iov[0].iov_base, iov[0].iov_len = head, REC
+        n = _recv(fd, iov, 1, MSG_PEEK)
+        if n == REC and head[0] == kind:
+            length = rd32(head + 9)
+        if length >= least and length > 0:
+            item = PyBytes_FromStringAndSize(NULL, length)
+            iov[1].iov_base, iov[1].iov_len = PyBytes_AS_STRING(item), length
+            iov[2].iov_base, iov[2].iov_len = p, cap
+            n = _recv(fd, iov, 3, 0)
+            if n < REC + length:
+                raise ValueError(f"record at byte 0 says {length} bytes, {max(0, n - REC)} left")
+            lineages.append(rd64(head + 1))
+            items.append(item)
+            return lineages, items, _lists(p, n - REC - length, kind, stop, lineages, items), n, True
+    iov[0].iov_base, iov[0].iov_len = p, cap
+    n = _recv(fd, iov, 1, 0)
+    if n == 0:
+        return lineages, items, False, 0, False
+    return lineages, items, _lists(p, n, kind, stop, lineages, items), n, n >= REC and p[0] == kind and rd32(p + 9) >= least
 
 
 def pack_dones(int kind, lineages):

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from pxproto.dime.keys import KeyFileError, load_keyfile
+from pxproto.fastpath import heap
 from pxproto.link import VIRTUAL_MTU, VIRTUAL_MTU_MAX, WireError, open_port
 from pxproto.node import memcg, state
 from pxproto.node.channels import FLUSH_US
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = args.state_dir or exc.filename
         print(f"pxkernel: --state-dir {shown}: not a writable directory ({exc.strerror or exc})", file=sys.stderr)
         return 2
+    heap.keep_heap()  # the relay's frames reuse the heap (the DIMEs it execs keep glibc's defaults)
     try:
         wire = open_port(args.port, args.iface)
     except (WireError, OSError) as exc:

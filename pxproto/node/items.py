@@ -7,6 +7,8 @@ compiled ones when built, else the twins (``tests/test_items_codec.py`` runs bot
 
 from __future__ import annotations
 
+import errno
+import socket
 import struct
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -126,19 +128,35 @@ def pack_run_py(
     return pack_records_py(kind, pairs), len(pairs)
 
 
-def item_lists_py(message: bytes, kind: int, stop: int) -> tuple[list[int], list[bytes], bool]:
-    """The ``kind`` records of one socketpair message as two lists, (lineages, bytes), up to the first ``stop``
-    record; returns (lineages, items, whether a ``stop`` record came).  Other records are skipped; ValueError on a
-    malformed batch."""
+def item_lists_py(message: bytes | memoryview, kind: int, stop: int) -> tuple[list[int], list[bytes], bool]:
+    """The ``kind`` records of one socketpair message (bytes, or a view of a reused buffer: each item is copied out)
+    as two lists, (lineages, bytes), up to the first ``stop`` record; returns (lineages, items, whether a ``stop``
+    record came).  Other records are skipped; ValueError on a malformed batch."""
     lineages: list[int] = []
     items: list[bytes] = []
-    for k, lineage, data in records_py(message):
+    for k, lineage, data in records_py(message):  # type: ignore[arg-type]  # (slices of a view are views)
         if k == stop:
             return lineages, items, True
         if k == kind:
             lineages.append(lineage)
-            items.append(data)
+            items.append(bytes(data))  # (a bytes slice is returned as is)
     return lineages, items, False
+
+
+def recv_items_py(
+    sock: socket.socket, buf: bytearray, kind: int, stop: int, least: int, peek: bool
+) -> tuple[list[int], list[bytes], bool, int, bool]:
+    """Receive the next message of ``sock`` into ``buf`` and return :func:`item_lists_py` of it, then its size (0: end
+    of file) and whether it opened with a ``kind`` record of ``least`` bytes or more.  (The compiled twin, given
+    ``peek``, receives such a record straight into the bytes it hands over; this one copies it out of ``buf``.)"""
+    n, _, flags, _ = sock.recvmsg_into([buf])
+    if flags & socket.MSG_TRUNC:
+        raise OSError(errno.EMSGSIZE, f"a MICE message of more than {n} bytes")
+    if n == 0:
+        return [], [], False, 0, False
+    lineages, items, stopped = item_lists_py(memoryview(buf)[:n], kind, stop)
+    large = n >= REC.size and buf[0] == kind and REC.unpack_from(buf)[2] >= least
+    return lineages, items, stopped, n, large
 
 
 def pack_dones_py(kind: int, lineages: Sequence[int]) -> bytes:
@@ -168,3 +186,4 @@ pack_run = _items.pack_run if _items is not None else pack_run_py
 item_lists = _items.item_lists if _items is not None else item_lists_py
 pack_dones = _items.pack_dones if _items is not None else pack_dones_py
 split_at = _items.split_at if _items is not None else split_at_py
+recv_items = _items.recv_items if _items is not None else recv_items_py

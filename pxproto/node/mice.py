@@ -125,6 +125,8 @@ pack_run = _codecs.pack_run
 pack_run_py = _codecs.pack_run_py
 records = _codecs.records
 records_py = _codecs.records_py
+recv_items = _codecs.recv_items
+recv_items_py = _codecs.recv_items_py
 split_at = _codecs.split_at
 split_at_py = _codecs.split_at_py
 take_records = _codecs.take_records
@@ -137,6 +139,11 @@ BATCH_BYTES = 32 * 1024
 SEQPACKET_MAX = 200 * 1024
 DONES_MAX = BATCH_BYTES // 13
 """DONE records a Batcher holds as bare lineages before packing them (a message's worth)."""
+GATHER_BYTES = 16 * 1024
+"""An exact ``bytes`` item at least this long is never copied into a packed batch: its record goes out as a header
+and the item itself, and a message of at least this size is sent from its parts by one ``sendmsg`` (no join)."""
+GATHER_PARTS = 64
+"""Most parts one ``sendmsg`` gathers (a message of more is joined first)."""
 SOURCE_RUN = 256
 """Items a source yields one at a time that are packed together (one :func:`pack_run` call)."""
 MAX_ITEM = 1 << 20
@@ -188,7 +195,7 @@ class Batcher:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.parts: list[bytes] = []
+        self.parts: list[Bytes] = []
         self.size = 0
         self.dones: list[int] = []
 
@@ -228,18 +235,28 @@ class Batcher:
         time in one call (:func:`pack_run`); nothing is added when an item is bad (TypeError/ValueError)."""
         if self.dones:
             self._pack_dones()
-        chunks = []
+        chunks: list[tuple[Bytes, ...]] = []
+        sizes: list[int] = []
         i, room = start, BATCH_BYTES - self.size
         while i < len(items):
-            msg, n = pack_run(kind, first + i - start, items, i, room if room > REC.size else BATCH_BYTES, MAX_ITEM)
-            chunks.append(msg)
-            i += n
+            one = items[i]
+            if type(one) is bytes and len(one) >= GATHER_BYTES:  # its header, then the item itself: no copy
+                if len(one) > MAX_ITEM:
+                    raise ValueError("too long")
+                chunks.append((REC.pack(kind, first + i - start, len(one)), one))
+                sizes.append(REC.size + len(one))
+                i += 1
+            else:
+                msg, n = pack_run(kind, first + i - start, items, i, room if room > REC.size else BATCH_BYTES, MAX_ITEM)
+                chunks.append((msg,))
+                sizes.append(len(msg))
+                i += n
             room = BATCH_BYTES
-        for msg in chunks:
-            if self.parts and self.size + len(msg) > BATCH_BYTES:
+        for parts, size in zip(chunks, sizes, strict=True):
+            if self.parts and self.size + size > BATCH_BYTES:
                 self.flush()
-            self.parts.append(msg)
-            self.size += len(msg)
+            self.parts.extend(parts)
+            self.size += size
 
     def flush(self) -> None:
         if self.dones:
@@ -247,10 +264,21 @@ class Batcher:
         self.flush_parts()
 
     def flush_parts(self) -> None:
-        if self.parts:
-            self.sock.sendall(b"".join(self.parts))
-            self.parts.clear()
-            self.size = 0
+        """Send the parts as one message: a large one gathered by ``sendmsg``, a small one joined (a copy costs
+        less than a long gather list there)."""
+        parts = self.parts
+        if not parts:
+            return
+        if len(parts) == 1:
+            self.sock.sendall(parts[0])
+        elif self.size >= GATHER_BYTES and len(parts) <= GATHER_PARTS:
+            sent = self.sock.sendmsg(parts)
+            if sent != self.size:  # (a SOCK_SEQPACKET message goes whole or not at all)
+                raise OSError(errno.EMSGSIZE, f"MICE record batch: {sent} of {self.size} bytes sent")
+        else:
+            self.sock.sendall(b"".join(parts))
+        parts.clear()
+        self.size = 0
 
 
 @dataclass
@@ -483,11 +511,12 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
                 if not msg or any(k == STOP for k, _, _ in records(msg)):
                     return 0
         batched = getattr(fn, "px_batch", False)
+        large = False  # whether the last message opened with a large item: the next one's is then received whole
         while True:
-            msg = inbox.recv(sock)
-            if not msg:
+            # the ITEM records before any STOP, in two lists (copied out of the reused buffer, or received straight)
+            lineages, items, stop, size, large = recv_items(sock, inbox.buf, ITEM, STOP, GATHER_BYTES, large)
+            if not size:
                 return 0
-            lineages, items, stop = item_lists(msg, ITEM, STOP)  # the ITEM records before any STOP, in two lists
             if batched:
                 if items:
                     _run_batch(out, fn, lineages, items, ctx)

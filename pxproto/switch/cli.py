@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from pxproto.fastpath import heap
 from pxproto.switch.config import (
     DEFAULT_CONTROL,
     SCHED_KEYS,
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pxswitch: {exc}", file=sys.stderr)
             return 1
         d.install_signals()
+        heap.keep_heap()  # frames relayed in bursts reuse the heap, not fresh pages
         return d.run()
     from pxproto.switch.daemon import query
 
