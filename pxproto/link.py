@@ -110,16 +110,75 @@ class Port:
 
 class UdpPort(Port):
     shareable = True
+    BUF = 8 << 20
+    """Receive and send buffer of each socket."""
 
     def __init__(self, host: str, port: int) -> None:
         s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.BUF)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.BUF)
         s.connect((host, port))
         s.setblocking(False)
         super().__init__(s, f"udp:{host}:{port}")
         self._batch = fastpath_select.compiled("pxproto.switch._afpacket")
         """recvmmsg, 64 datagrams a call (None: one recv each)."""
+        self.peer: tuple[str, int] | None = None
+        """The switch's address once the socket is unconnected (:meth:`reuseport_group`; None: connected)."""
+        self.dest: bytes | None = None
+        """``peer`` as a raw struct sockaddr (sendmmsg's msg_name, the heartbeat sender's ``sendto``)."""
+
+    def reuseport_group(self, n: int) -> list[socket.socket]:
+        """Make this port's socket the first of an SO_REUSEPORT group of 1 + ``n`` unconnected sockets on its local
+        address and return the ``n`` others, in order (the caller attaches the group's program and keeps them open:
+        closing one reorders the group); [] when the kernel refuses, with the port as it was.
+
+        A connected socket would take every datagram from the switch before a reuseport program runs, so none is:
+        a socket filter on each takes only the switch's datagrams, as ``connect`` did, and frames go out with
+        ``sendto`` (:attr:`peer`, :attr:`dest`) from the same address, so the switch sees one sender as before.
+        """
+        from pxproto.switch import udpsteer
+
+        old = self.sock
+        local, peer, fam = old.getsockname()[:2], old.getpeername()[:2], old.family
+        old.close()  # first: the group takes its address again
+        socks: list[socket.socket] = []
+        try:
+            for i in range(1 + n):
+                s = socket.socket(fam, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.BUF)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.BUF)
+                udpsteer.attach(s, udpsteer.SO_ATTACH_FILTER, udpsteer.sender_program(peer, fam))
+                if i:
+                    s.bind(socks[0].getsockname()[:2])
+                else:
+                    try:
+                        s.bind(local)
+                    except OSError:
+                        s.bind((local[0], 0))  # taken meanwhile: a new port (the switch learns a sender's)
+                s.setblocking(False)
+        except OSError:
+            for s in socks:
+                s.close()
+            fresh = socket.socket(fam, socket.SOCK_DGRAM)  # as the port was: one connected socket
+            fresh.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.BUF)
+            fresh.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.BUF)
+            fresh.connect(peer)
+            fresh.setblocking(False)
+            self.sock = fresh
+            return []
+        self.sock, self.peer, self.dest = socks[0], peer, udpsteer.sockaddr(peer, fam)
+        return socks[1:]
+
+    def send(self, frame: bytes) -> None:
+        if self.peer is None:
+            super().send(frame)
+            return
+        try:
+            self.sock.sendto(frame, self.peer)
+        except BlockingIOError:
+            self.errors += 1
 
     def recv_batch(self, max_n: int = 256) -> list[bytes] | None:
         if self._batch is None:

@@ -111,7 +111,12 @@ class DimeConfig:
     flush_us: int = FLUSH_US
     """Longest a data frame less than full waits for more items, microseconds (0: it goes at once)."""
     wire_fd: int = -1
-    """The server's datagram wire socket, shared for sending (-1: send everything through the server)."""
+    """The server's datagram wire socket, shared for sending, or this DIME's own steered one (``wire_rx``) (-1:
+    send everything through the server)."""
+    wire_dest: str = ""
+    """The wire socket is unconnected: the raw struct sockaddr (hex) its frames go to with ``sendto``."""
+    wire_rx: bool = False
+    """The wire socket is this DIME's own (:mod:`pxproto.node.steer`): frames for it arrive there, read here."""
     mice_memory: str = "auto"
     """How a MICE's chunks are enforced: "cgroup", "rlimit" (RLIMIT_AS) or "auto" (a cgroup when one is
     writable); see :mod:`pxproto.node.memory`."""
@@ -126,6 +131,9 @@ class Dime(OwnChannels):
         self.cfg = cfg
         self.sock = sock
         self.wire = socket.socket(fileno=cfg.wire_fd) if cfg.wire_fd >= 0 else None
+        self.wire_dest = bytes.fromhex(cfg.wire_dest) if cfg.wire_dest else None
+        """Where wire frames go on an unconnected socket (raw sockaddr; None: its connected peer)."""
+        self.wire_peer = beat.peer_of(self.wire_dest) if self.wire_dest else None
         self.batch = select.compiled("pxproto.switch._afpacket")
         """sendmmsg for the wire's frames (None: one send each)."""
         self.store = LocalStore(cfg.local_store)
@@ -285,7 +293,7 @@ class Dime(OwnChannels):
             fd, done = self.wire.fileno(), 0
             try:
                 while done < len(direct):
-                    n = self.batch.send_batch(fd, direct[done : done + 64])
+                    n = self.batch.send_batch(fd, direct[done : done + 64], self.wire_dest)
                     if n <= 0:
                         break
                     done += n
@@ -302,7 +310,10 @@ class Dime(OwnChannels):
         for raw, route in box:
             if route != "relay" and self.wire is not None:
                 try:
-                    self.wire.send(raw)
+                    if self.wire_peer is None:
+                        self.wire.send(raw)
+                    else:
+                        self.wire.sendto(raw, self.wire_peer)
                     continue
                 except OSError:  # no room now, or the wire has trouble: the relay takes a data frame
                     if route == "beat":
@@ -392,15 +403,37 @@ class Dime(OwnChannels):
         self.m.on_frame_guarded(raw, now)
         self._flush()
 
+    def _from_wire(self, now: float) -> None:
+        """Frames the kernel steered to this DIME's own wire socket (recvmmsg, 64 a call, 256 at most), each into
+        the machine as one from the server's relay."""
+        assert self.wire is not None and self.batch is not None
+        fd = self.wire.fileno()
+        for _ in range(4):
+            try:
+                got = self.batch.recv_batch(fd)
+            except OSError:  # no ICMP errors reach an unconnected socket: the socket itself is broken
+                self.m.running = False
+                return
+            for raw in got:
+                self._from_server(raw, now)
+            if len(got) < 64:
+                return
+
     def run(self) -> int:
         m = self.m
         self.sock.setblocking(False)
         self.sel.register(self.sock, selectors.EVENT_READ, "server")
+        if self.cfg.wire_rx and self.wire is not None and self.batch is not None:
+            self.wire.setblocking(False)
+            self.sel.register(self.wire, selectors.EVENT_READ, "wire")
         signal.signal(signal.SIGTERM, lambda *_: setattr(m, "running", False))
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         m.start(time.monotonic())
         with contextlib.suppress(OSError):
-            m.beater = beat.Beater(self.wire.fileno() if self.wire is not None else self.sock.fileno())
+            if self.wire is not None:
+                m.beater = beat.Beater(self.wire.fileno(), dest=self.wire_dest or b"")
+            else:
+                m.beater = beat.Beater(self.sock.fileno())
         mac = ":".join(f"{b:02x}" for b in m.mac)
         print(
             f"dime {self.cfg.dime}: core {self.cfg.core} pid {os.getpid()} epoch {m.epoch} "
@@ -422,6 +455,9 @@ class Dime(OwnChannels):
                     if not drain(self.sock, self._from_server, now):  # recv(FRAME_MAX): one copy per frame
                         m.running = False
                     m.plane.flush_acks(now)  # and the MICE gets what the frames brought, in one message
+                elif key.data == "wire":
+                    self._from_wire(now)
+                    m.plane.flush_acks(now)
                 elif key.data == "mice" and m.mice is not None:
                     self._mice_readable(now)
                 self._flush()
