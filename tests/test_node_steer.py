@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -113,6 +114,23 @@ def test_the_port_sends_from_its_address_and_takes_only_the_switch(
                 s.recv(100)
     finally:
         stranger.close()
+
+
+def test_a_full_dime_socket_counts_its_drops(steered: tuple[socket.socket, UdpPort, list[socket.socket]]) -> None:
+    switch, port, socks = steered
+    socks[1].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel's least: a few frames
+    assert steer.dropped(socks[1]) == 0
+    frame = raw_frame(MAC, FrameClass.DATA, int(HeaderFlag.SCOPE_DIME), 1, bytes(1000))
+    for _ in range(200):
+        switch.sendto(frame, port.sock.getsockname())
+    time.sleep(0.05)
+    lost = steer.dropped(socks[1])
+    kept = 0
+    with contextlib.suppress(BlockingIOError):
+        while socks[1].recv(2000):
+            kept += 1
+    assert lost > 0 and kept + lost == 200, (kept, lost)
+    assert steer.dropped(socks[0]) == 0
 
 
 def test_no_steering_where_the_wire_cannot_have_it() -> None:

@@ -1,7 +1,9 @@
 """One DIME process: the thin loop around :class:`pxproto.node.machine.DimeMachine`.
 
 The loop (single thread, ``selectors``) takes frames from the server process
-over a SOCK_SEQPACKET socketpair (one frame per message, both ways), hands them
+over a SOCK_SEQPACKET socketpair (one frame per message, both ways), and on a
+UDP wire the data and signaling frames for it from its own wire socket, where
+the kernel steers them (:mod:`pxproto.node.steer`, recvmmsg batches), hands them
 and the time to the machine, and sends what the machine puts out: through the
 server, or straight on the wire when the server shares its datagram socket.
 It owns everything the machine may not touch: the sockets, the MICE's forked

@@ -326,6 +326,8 @@ class Server:
         if cid not in ServerCounterId._value2member_map_:
             return Status.NOT_FOUND, (Tlv(TlvType.COUNTER_ID, max(cid, 0)), Tlv(TlvType.VALUE, 0))
         value = sum(self.counters[name] for name in SERVER_COUNTER_NAMES[ServerCounterId(cid)])
+        if cid == ServerCounterId.DIME_BUSY:
+            value += sum(steer.dropped(sock) for sock in self.steered)  # what a DIME's own socket had no room for
         return Status.OK, (Tlv(TlvType.COUNTER_ID, cid), Tlv(TlvType.VALUE, value))
 
     def _sys_fault_report(self, frame: Frame, body: Signaling) -> tuple[Status, tuple[Tlv, ...]]:

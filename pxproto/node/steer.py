@@ -45,6 +45,9 @@ OFF_DST_DIME = spec.HEADER_OFFSET + 8
 MAX_DIMES = 254
 """The most DIMEs one group steers (a classic BPF jump reaches 255 instructions ahead; the program is short)."""
 
+SO_MEMINFO = 55
+SK_MEMINFO_DROPS = 8
+
 STEERED = (FrameClass.DATA, FrameClass.SIGNALING)
 """The frame classes a DIME takes from its own socket; heartbeats and discovery stay the server's."""
 
@@ -131,3 +134,13 @@ def open_group(wire: Port, mac: bytes, dimes: int) -> list[socket.socket]:
             s.close()
         return []
     return socks
+
+
+def dropped(sock: socket.socket) -> int:
+    """Datagrams the kernel dropped at ``sock`` (its receive buffer full: the DIME behind), SO_MEMINFO; 0 when
+    the kernel does not say."""
+    try:
+        info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (SK_MEMINFO_DROPS + 1))
+    except OSError:
+        return 0
+    return int(struct.unpack_from("I", info, 4 * SK_MEMINFO_DROPS)[0]) if len(info) >= 4 * (SK_MEMINFO_DROPS + 1) else 0
