@@ -39,6 +39,10 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
+PACKET_FANOUT = 18
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
+PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000
 VIRTUAL_MTU_MAX = MAX_FRAME - 64
 """The largest MTU a virtual wire can be given (``pxkernel --mtu``): a frame must fit one UDP datagram."""
 VIRTUAL_MTU = 65000
@@ -275,6 +279,36 @@ class PacketPort(Port):
             self.mac = bytes.fromhex(Path(f"/sys/class/net/{ifname}/address").read_text().strip().replace(":", ""))
         except OSError:
             self.mac = None
+        self.ifname = ifname
+
+    def fanout_group(self, n: int) -> list[socket.socket]:
+        """Put this port's socket first in a PACKET_FANOUT group of type CBPF with ``n`` more packet sockets on
+        the interface and return those, in order (the caller attaches the group's program, PACKET_FANOUT_DATA,
+        and keeps them open: closing one reorders the group); [] when the kernel refuses, with the port as it was.
+        Frames the group's sockets send are not looped back to it (PACKET_FANOUT_FLAG_IGNORE_OUTGOING)."""
+        flags = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+        socks: list[socket.socket] = []
+        joined = False
+        try:
+            self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (flags | PACKET_FANOUT_FLAG_UNIQUEID) << 16)
+            joined = True
+            group = int(self.sock.getsockopt(SOL_PACKET, PACKET_FANOUT)) & 0xFFFF
+            for _ in range(n):
+                s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: nothing arrives before bind
+                socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+                s.bind((self.ifname, ETH_P_ALL))
+                s.setsockopt(SOL_PACKET, PACKET_FANOUT, group | flags << 16)
+                s.setblocking(False)
+        except OSError:
+            for s in socks:
+                s.close()
+            if joined:  # a packet socket cannot leave its group: the port takes a new socket, as it was
+                self.sock.close()
+                fresh = PacketPort(self.ifname)
+                self.sock = fresh.sock
+            return []
+        return socks
 
 
 def open_port(port: str | None, iface: str | None) -> Port:

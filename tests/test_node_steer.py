@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.dime.signaling import ResponseReceived
-from pxproto.link import Port, UdpPort
+from pxproto.link import PacketPort, Port, UdpPort
 from pxproto.node import steer
 from pxproto.node.testbed import Cluster
 from pxproto.package import LocalStore
@@ -50,21 +55,49 @@ def steered() -> Iterator[tuple[socket.socket, UdpPort, list[socket.socket]]]:
     switch.close()
 
 
-def where(switch: socket.socket, port: UdpPort, socks: list[socket.socket], frame: bytes) -> int | None:
-    """Which socket a frame from the switch lands on: 0 the server's, 1 + k DIME k's, None nobody's."""
-    switch.sendto(frame, port.sock.getsockname())
-    group = [port.sock, *socks]
+def where(send: Callable[[bytes], object], group: list[socket.socket], frame: bytes) -> int | None:
+    """Which socket of ``group`` a frame ``send`` puts on the wire lands on (its index), None when none does
+    within a second (other traffic a socket meets meanwhile is passed over)."""
+    send(frame)
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         for i, s in enumerate(group):
-            try:
-                got = s.recv(70000)
-            except BlockingIOError:
-                continue
-            assert got == frame
-            return i
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    if s.recv(70000) == frame:
+                        return i
         time.sleep(0.002)
     return None
+
+
+def to_port(switch: socket.socket, port: UdpPort) -> Callable[[bytes], object]:
+    return lambda frame: switch.sendto(frame, port.sock.getsockname())
+
+
+def cases(mac: bytes) -> list[tuple[bytes, int]]:
+    """(frame, where it must land: 0 the server's socket, 1 + k DIME k's) for a server of 3 DIMEs at ``mac``."""
+    dime = int(HeaderFlag.SCOPE_DIME)
+    out = []
+    for k in range(3):
+        out.append((raw_frame(mac, FrameClass.DATA, dime, k), 1 + k))
+        out.append((raw_frame(mac, FrameClass.SIGNALING, dime, k), 1 + k))
+    sealed = dime | HeaderFlag.AUTH | HeaderFlag.ENCRYPTED  # the AEAD mode: the header is in clear
+    out.append((raw_frame(mac, FrameClass.DATA, int(sealed), 2), 3))
+    out.append((encode(frame_to(Address(SRC, 1, 0), Address(mac, 1, 0), Signaling(Command.PING))), 2))
+    server = [
+        raw_frame(mac, FrameClass.DATA, dime, 3),  # a DIME this server does not have
+        raw_frame(mac, FrameClass.DATA, dime, 0xFFFF),
+        raw_frame(mac, FrameClass.SIGNALING, 0, DIME_ALL),  # system scope
+        raw_frame(mac, FrameClass.SIGNALING, 0, 1),  # no SCOPE_DIME flag
+        raw_frame(mac, FrameClass.HEARTBEAT, dime, 1),
+        raw_frame(mac, FrameClass.DISCOVERY, dime, 1),
+        raw_frame(OTHER, FrameClass.DATA, dime, 1),
+        raw_frame(b"\xff" * 6, FrameClass.DATA, dime, 1),  # broadcast: the server relays it by id
+        raw_frame(mac[:4] + OTHER[4:], FrameClass.DATA, dime, 1),
+        raw_frame(mac, FrameClass.DATA, dime, 1)[: spec.BODY_OFFSET - 1],  # short
+        mac + SRC + b"\x08\x00" + bytes(40),  # IPv4
+    ]
+    return out + [(f, 0) for f in server]
 
 
 def test_the_kernel_steers_each_dime_its_frames_and_the_server_the_rest(
@@ -72,29 +105,8 @@ def test_the_kernel_steers_each_dime_its_frames_and_the_server_the_rest(
 ) -> None:
     switch, port, socks = steered
     assert len(socks) == 3, "SO_REUSEPORT with a reuseport program: expected on Linux"
-    dime = int(HeaderFlag.SCOPE_DIME)
-    for k in range(3):
-        assert where(switch, port, socks, raw_frame(MAC, FrameClass.DATA, dime, k)) == 1 + k
-        assert where(switch, port, socks, raw_frame(MAC, FrameClass.SIGNALING, dime, k)) == 1 + k
-    sealed = dime | HeaderFlag.AUTH | HeaderFlag.ENCRYPTED  # the AEAD mode: the header is in clear
-    assert where(switch, port, socks, raw_frame(MAC, FrameClass.DATA, int(sealed), 2)) == 3
-    ping = encode(frame_to(Address(SRC, 1, 0), Address(MAC, 1, 0), Signaling(Command.PING)))  # the codec's own
-    assert where(switch, port, socks, ping) == 2
-    server = [
-        raw_frame(MAC, FrameClass.DATA, dime, 3),  # a DIME this server does not have
-        raw_frame(MAC, FrameClass.DATA, dime, 0xFFFF),
-        raw_frame(MAC, FrameClass.SIGNALING, 0, DIME_ALL),  # system scope
-        raw_frame(MAC, FrameClass.SIGNALING, 0, 1),  # no SCOPE_DIME flag
-        raw_frame(MAC, FrameClass.HEARTBEAT, dime, 1),
-        raw_frame(MAC, FrameClass.DISCOVERY, dime, 1),
-        raw_frame(OTHER, FrameClass.DATA, dime, 1),
-        raw_frame(b"\xff" * 6, FrameClass.DATA, dime, 1),  # broadcast: the server relays it by id
-        raw_frame(MAC[:4] + OTHER[4:], FrameClass.DATA, dime, 1),
-        raw_frame(MAC, FrameClass.DATA, dime, 1)[: spec.BODY_OFFSET - 1],  # short
-        MAC + SRC + b"\x08\x00" + bytes(40),  # IPv4
-    ]
-    for f in server:
-        assert where(switch, port, socks, f) == 0, f.hex()
+    for frame, index in cases(MAC):
+        assert where(to_port(switch, port), [port.sock, *socks], frame) == index, frame.hex()
 
 
 def test_the_port_sends_from_its_address_and_takes_only_the_switch(
@@ -144,6 +156,55 @@ def test_no_steering_where_the_wire_cannot_have_it() -> None:
         steer.steer_program(MAC, 0)
     with pytest.raises(ValueError, match="a MAC is 6 bytes, not 5"):
         steer.steer_program(MAC[:5], 2)
+
+
+def fanout_check(port_if: str, peer_if: str) -> None:
+    """Run inside a namespace where ``port_if`` and ``peer_if`` are the two ends of a veth: the AF_PACKET group
+    steers as the UDP one does, and what a DIME sends on its socket does not come back to the group."""
+    port = PacketPort(port_if)
+    assert port.mac is not None
+    socks = steer.open_group(port, port.mac, 3)
+    assert len(socks) == 3, "PACKET_FANOUT with a CBPF program: expected on Linux"
+    sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    sender.bind((peer_if, 0))
+    group = [port.sock, *socks]
+    for frame, index in cases(port.mac):
+        assert where(sender.send, group, frame) == index, frame.hex()
+    own = raw_frame(port.mac, FrameClass.DATA, int(HeaderFlag.SCOPE_DIME), 1)
+    assert where(socks[0].send, group, own) is None  # out on the wire only (IGNORE_OUTGOING)
+    print("fanout steering ok")
+
+
+@pytest.mark.root
+def test_af_packet_fanout_steers_like_the_udp_group() -> None:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2")
+    tag = uuid.uuid4().hex[:6]
+    ns, a, b = f"dpsteer{tag}", f"dsa{tag}", f"dsb{tag}"
+    ip = ["ip", "-n", ns]
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+        subprocess.run([*ip, "link", "add", a, "type", "veth", "peer", "name", b], check=True, capture_output=True)
+        for dev in (a, b):
+            subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"])
+            subprocess.run([*ip, "link", "set", dev, "up"], check=True, capture_output=True)
+    except subprocess.CalledProcessError as exc:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        pytest.skip(f"cannot make a namespace: {exc.stderr!r}")
+    root = str(Path(__file__).resolve().parents[1])
+    try:
+        code = f"from tests.test_node_steer import fanout_check; fanout_check({a!r}, {b!r})"
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": root},
+            timeout=120,
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    assert r.returncode == 0 and "fanout steering ok" in r.stdout, r.stdout + r.stderr
 
 
 # ------------------------------------------------------------------ real pxkernel processes

@@ -33,7 +33,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from pxproto.link import Port
+from pxproto.link import SOL_PACKET, PacketPort, Port, UdpPort
 from pxproto.switch import udpsteer
 from pxproto.wire import ethertypes, spec
 from pxproto.wire.codes import FrameClass, HeaderFlag
@@ -45,6 +45,9 @@ OFF_DST_DIME = spec.HEADER_OFFSET + 8
 MAX_DIMES = 254
 """The most DIMEs one group steers (a classic BPF jump reaches 255 instructions ahead; the program is short)."""
 
+SKF_LL_OFF = -0x200000
+"""Classic BPF loads at SKF_LL_OFF + k read the frame from its link-layer (Ethernet) header."""
+PACKET_FANOUT_DATA = 22
 SO_MEMINFO = 55
 SK_MEMINFO_DROPS = 8
 
@@ -84,31 +87,33 @@ def assemble(ins: list[Insn | str]) -> bytes:
     return bytes(out)
 
 
-def steer_program(mac: bytes, dimes: int) -> bytes:
+def steer_program(mac: bytes, dimes: int, link_layer: bool = False) -> bytes:
     """The reuseport program of a server with MAC ``mac`` and DIMEs 0..dimes-1: index 1 + DIME for a frame one of
-    them takes directly, 0 (the server) for every other."""
+    them takes directly, 0 (the server) for every other.  ``link_layer``: the PACKET_FANOUT program instead, which
+    runs on a received frame whose data starts after its Ethernet header: the fields are read at SKF_LL_OFF."""
     if len(mac) != 6:
         raise ValueError(f"steering program: a MAC is 6 bytes, not {len(mac)}")
     if not 1 <= dimes <= MAX_DIMES:
         raise ValueError(f"steering program: 1..{MAX_DIMES} DIMEs, not {dimes}")
     et = ethertypes.current()
     types = [et.of(c) for c in STEERED]
+    at, short = (SKF_LL_OFF, spec.HEADER_OFFSET) if link_layer else (0, 0)
     ins: list[Insn | str] = [
         (LD_LEN, 0, 0, 0),
-        (JGE, 0, "server", spec.BODY_OFFSET),
-        (LD_W, 0, 0, 0),
+        (JGE, 0, "server", spec.BODY_OFFSET - short),
+        (LD_W, 0, 0, at),
         (JEQ, 0, "server", int.from_bytes(mac[:4], "big")),
-        (LD_H, 0, 0, 4),
+        (LD_H, 0, 0, at + 4),
         (JEQ, 0, "server", int.from_bytes(mac[4:], "big")),
-        (LD_H, 0, 0, OFF_ETH_TYPE),
+        (LD_H, 0, 0, at + OFF_ETH_TYPE),
     ]
     for i, t in enumerate(types):
         ins.append((JEQ, "scope", 0 if i < len(types) - 1 else "server", t))
     ins += [
         "scope",
-        (LD_B, 0, 0, OFF_FLAGS),
+        (LD_B, 0, 0, at + OFF_FLAGS),
         (JSET, 0, "server", int(HeaderFlag.SCOPE_DIME)),
-        (LD_H, 0, 0, OFF_DST_DIME),
+        (LD_H, 0, 0, at + OFF_DST_DIME),
         (JGE, "server", 0, dimes),
         (ADD, 0, 0, 1),
         (RET_A, 0, 0, 0),
@@ -119,16 +124,23 @@ def steer_program(mac: bytes, dimes: int) -> bytes:
 
 
 def open_group(wire: Port, mac: bytes, dimes: int) -> list[socket.socket]:
-    """One steered socket per DIME, in DIME order, on ``wire``'s address; [] when the wire cannot steer (a stream or
-    AF_PACKET wire, no SO_REUSEPORT or no reuseport program in this kernel): the relay carries everything then."""
-    group = getattr(wire, "reuseport_group", None)
-    if group is None or not 1 <= dimes <= MAX_DIMES:
+    """One steered socket per DIME, in DIME order, on ``wire``: a UDP wire's address (SO_REUSEPORT) or an AF_PACKET
+    wire's interface (PACKET_FANOUT); [] when the wire cannot steer (a stream wire, a kernel without the group
+    or its program): the relay carries everything then."""
+    if not 1 <= dimes <= MAX_DIMES:
         return []
-    socks: list[socket.socket] = group(dimes)
+    if isinstance(wire, UdpPort):
+        socks = wire.reuseport_group(dimes)
+        level, option, program = socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, steer_program(mac, dimes)
+    elif isinstance(wire, PacketPort):
+        socks = wire.fanout_group(dimes)
+        level, option, program = SOL_PACKET, PACKET_FANOUT_DATA, steer_program(mac, dimes, link_layer=True)
+    else:
+        return []
     if not socks:
         return []
     try:
-        udpsteer.attach(socks[0], SO_ATTACH_REUSEPORT_CBPF, steer_program(mac, dimes))
+        udpsteer.attach(socks[0], option, program, level)
     except OSError:
         for s in socks:
             s.close()
