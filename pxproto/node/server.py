@@ -380,7 +380,8 @@ class Server:
         print(
             f"pxkernel: server {':'.join(f'{b:02x}' for b in self.mac)} on {self.wire.name}: "
             f"{self.cfg.dimes} DIMEs on cores {sorted(set(self.cfg.cores))}, {self.cfg.mem_chunks} chunks each, "
-            f"fastpath {'compiled' if FASTPATH else 'pure'}, auth {'on' if self.keyring.enabled else 'off'}",
+            f"fastpath {'compiled' if FASTPATH else 'pure'}, auth {'on' if self.keyring.enabled else 'off'}, "
+            f"frames for DIMEs {'steered to their sockets' if self.steered else 'relayed'}",
             flush=True,
         )
         for i in range(self.cfg.dimes):
