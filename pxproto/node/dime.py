@@ -2,8 +2,9 @@
 
 The loop (single thread, ``selectors``) takes frames from the server process
 over a SOCK_SEQPACKET socketpair (one frame per message, both ways), and on a
-UDP wire the data and signaling frames for it from its own wire socket, where
-the kernel steers them (:mod:`pxproto.node.steer`, recvmmsg batches), hands them
+UDP or AF_PACKET wire the data and signaling frames for it from its own wire
+socket, where the kernel steers them (:mod:`pxproto.node.steer`, recvmmsg
+batches), hands them
 and the time to the machine, and sends what the machine puts out: through the
 server, or straight on the wire when the server shares its datagram socket.
 It owns everything the machine may not touch: the sockets, the MICE's forked
@@ -413,8 +414,8 @@ class Dime(OwnChannels):
         for _ in range(4):
             try:
                 got = self.batch.recv_batch(fd)
-            except OSError:  # no ICMP errors reach an unconnected socket: the socket itself is broken
-                self.m.running = False
+            except OSError as exc:  # a pending socket error (the interface went down): reported once, then cleared
+                self.m.reasons[f"wire_rx:{exc.strerror}"] += 1
                 return
             for raw in got:
                 self._from_server(raw, now)

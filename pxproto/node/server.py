@@ -4,10 +4,10 @@ It owns the one wire port and moves frames from it to the DIME processes
 (one SOCK_SEQPACKET socketpair each); on a datagram wire (UDP, AF_PACKET) a
 DIME sends its frames for other servers on the same socket itself (its fd is
 inherited), so only heartbeats and frames for this server pass the relay: a DIME-scope frame for this MAC goes to
-its DIME by id (looked up at a fixed offset, no decode).  On a UDP wire the kernel does that instead
-(:mod:`pxproto.node.steer`): each DIME has its own socket on the wire's address and reads the data and signaling
-frames for it there; the relay keeps the rest (and every frame when steering is unavailable).  System-scope frames
-are the server's own (discovery probes, answered for all DIMEs; signaling to
+its DIME by id (looked up at a fixed offset, no decode).  On a UDP or AF_PACKET wire the kernel does that instead
+(:mod:`pxproto.node.steer`): each DIME has its own socket on the wire and reads the data and signaling frames for
+it there; the relay keeps the rest (and every frame on a stream wire, or when steering is unavailable).
+System-scope frames are the server's own (discovery probes, answered for all DIMEs; signaling to
 0xffff, where it answers PING).  Frames a DIME sends to a DIME of the same
 server are delivered locally (a switch never sends a frame back out of the
 port it came in).  Orchestrator fencing is server-wide: a request whose LEADER_EPOCH is older than one

@@ -1,4 +1,4 @@
-"""Frames for a DIME straight from the UDP wire to the DIME: one socket each, steered in the kernel.
+"""Frames for a DIME straight from the wire to the DIME: one socket each, steered in the kernel.
 
 Without this, every frame for a DIME crosses the server process: the server
 reads it from the wire socket and relays it over the DIME's SOCK_SEQPACKET
@@ -9,7 +9,11 @@ attaches a classic BPF program (SO_ATTACH_REUSEPORT_CBPF, which sees the UDP
 payload, i.e. the Ethernet frame, at offset 0) that picks the socket of the
 DIME a frame is for.  The DIME inherits its socket and reads it with the same
 recvmmsg batch the server uses; its sends go out on it too (one source address
-for the whole server, as before).
+for the whole server, as before).  On an AF_PACKET wire the group is a
+PACKET_FANOUT group of type CBPF on the interface (PACKET_FANOUT_DATA gives it
+the same program, reading at SKF_LL_OFF: there the data starts after the
+Ethernet header), which ignores what its sockets send.  A stream wire has no
+such group: its frames all pass the relay.
 
 Steered to DIME k: a Parallax data or signaling frame (the EtherTypes of
 :func:`pxproto.wire.ethertypes.current`), at least a common header long,
@@ -42,8 +46,9 @@ SO_ATTACH_REUSEPORT_CBPF = udpsteer.SO_ATTACH_REUSEPORT_CBPF
 OFF_ETH_TYPE = 12
 OFF_FLAGS = spec.HEADER_OFFSET + 1
 OFF_DST_DIME = spec.HEADER_OFFSET + 8
-MAX_DIMES = 254
-"""The most DIMEs one group steers (a classic BPF jump reaches 255 instructions ahead; the program is short)."""
+MAX_DIMES = 255
+"""The most DIMEs one group steers: a PACKET_FANOUT group holds 256 sockets on kernels before 5.13 (the server's
+among them); a server with more relays everything."""
 
 SKF_LL_OFF = -0x200000
 """Classic BPF loads at SKF_LL_OFF + k read the frame from its link-layer (Ethernet) header."""
