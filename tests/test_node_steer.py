@@ -159,6 +159,34 @@ def test_no_steering_where_the_wire_cannot_have_it() -> None:
         steer.steer_program(MAC[:5], 2)
 
 
+def test_without_a_program_or_a_group_the_port_still_carries_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pxproto.switch import udpsteer
+
+    switch = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    switch.bind(("127.0.0.1", 0))
+    switch.settimeout(2.0)
+    frame = raw_frame(MAC, FrameClass.DATA, int(HeaderFlag.SCOPE_DIME), 1)
+    try:
+        for broken in ("attach", "sender_program"):  # no reuseport program; no group at all
+
+            def refuse(*args: object) -> bytes:
+                raise OSError(92, "protocol not available")
+
+            with monkeypatch.context() as m:
+                m.setattr(udpsteer, broken, refuse)
+                port = UdpPort("127.0.0.1", switch.getsockname()[1])
+                assert steer.open_group(port, MAC, 2) == []
+            try:
+                port.send(b"out")
+                got, addr = switch.recvfrom(100)
+                assert got == b"out" and addr == port.sock.getsockname()
+                assert where(to_port(switch, port), [port.sock], frame) == 0  # the relay's to carry
+            finally:
+                port.close()
+    finally:
+        switch.close()
+
+
 def fanout_check(port_if: str, peer_if: str) -> None:
     """Run inside a namespace where ``port_if`` and ``peer_if`` are the two ends of a veth: the AF_PACKET group
     steers as the UDP one does, and what a DIME sends on its socket does not come back to the group."""
