@@ -107,7 +107,7 @@ class VethBed:
         deadline = time.monotonic() + 30
         while len(found) < 2 and time.monotonic() < deadline:
             anns = self.client.probe(0.3)
-            found = sorted(mac for mac, ann in anns if len(ann.dimes) == dimes and all(d.epoch for d in ann.dimes))
+            found = sorted({mac for mac, ann in anns if len(ann.dimes) == dimes and all(d.epoch for d in ann.dimes)})
         if len(found) < 2:
             raise RuntimeError(f"veth bed: {len(found)} of 2 kernels ready\n{self.log_text()}")
         self.servers = found

@@ -39,6 +39,10 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
+PACKET_FANOUT = 18
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
+PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000
 VIRTUAL_MTU_MAX = MAX_FRAME - 64
 """The largest MTU a virtual wire can be given (``pxkernel --mtu``): a frame must fit one UDP datagram."""
 VIRTUAL_MTU = 65000
@@ -110,16 +114,75 @@ class Port:
 
 class UdpPort(Port):
     shareable = True
+    BUF = 8 << 20
+    """Receive and send buffer of each socket."""
 
     def __init__(self, host: str, port: int) -> None:
         s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.BUF)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.BUF)
         s.connect((host, port))
         s.setblocking(False)
         super().__init__(s, f"udp:{host}:{port}")
         self._batch = fastpath_select.compiled("pxproto.switch._afpacket")
         """recvmmsg, 64 datagrams a call (None: one recv each)."""
+        self.peer: tuple[str, int] | None = None
+        """The switch's address once the socket is unconnected (:meth:`reuseport_group`; None: connected)."""
+        self.dest: bytes | None = None
+        """``peer`` as a raw struct sockaddr (sendmmsg's msg_name, the heartbeat sender's ``sendto``)."""
+
+    def reuseport_group(self, n: int) -> list[socket.socket]:
+        """Make this port's socket the first of an SO_REUSEPORT group of 1 + ``n`` unconnected sockets on its local
+        address and return the ``n`` others, in order (the caller attaches the group's program and keeps them open:
+        closing one reorders the group); [] when the kernel refuses, with the port as it was.
+
+        A connected socket would take every datagram from the switch before a reuseport program runs, so none is:
+        a socket filter on each takes only the switch's datagrams, as ``connect`` did, and frames go out with
+        ``sendto`` (:attr:`peer`, :attr:`dest`) from the same address, so the switch sees one sender as before.
+        """
+        from pxproto.switch import udpsteer
+
+        old = self.sock
+        local, peer, fam = old.getsockname()[:2], old.getpeername()[:2], old.family
+        old.close()  # first: the group takes its address again
+        socks: list[socket.socket] = []
+        try:
+            for i in range(1 + n):
+                s = socket.socket(fam, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.BUF)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.BUF)
+                udpsteer.attach(s, udpsteer.SO_ATTACH_FILTER, udpsteer.sender_program(peer, fam))
+                if i:
+                    s.bind(socks[0].getsockname()[:2])
+                else:
+                    try:
+                        s.bind(local)
+                    except OSError:
+                        s.bind((local[0], 0))  # taken meanwhile: a new port (the switch learns a sender's)
+                s.setblocking(False)
+        except OSError:
+            for s in socks:
+                s.close()
+            fresh = socket.socket(fam, socket.SOCK_DGRAM)  # as the port was: one connected socket
+            fresh.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.BUF)
+            fresh.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.BUF)
+            fresh.connect(peer)
+            fresh.setblocking(False)
+            self.sock = fresh
+            return []
+        self.sock, self.peer, self.dest = socks[0], peer, udpsteer.sockaddr(peer, fam)
+        return socks[1:]
+
+    def send(self, frame: bytes) -> None:
+        if self.peer is None:
+            super().send(frame)
+            return
+        try:
+            self.sock.sendto(frame, self.peer)
+        except BlockingIOError:
+            self.errors += 1
 
     def recv_batch(self, max_n: int = 256) -> list[bytes] | None:
         if self._batch is None:
@@ -216,6 +279,36 @@ class PacketPort(Port):
             self.mac = bytes.fromhex(Path(f"/sys/class/net/{ifname}/address").read_text().strip().replace(":", ""))
         except OSError:
             self.mac = None
+        self.ifname = ifname
+
+    def fanout_group(self, n: int) -> list[socket.socket]:
+        """Put this port's socket first in a PACKET_FANOUT group of type CBPF with ``n`` more packet sockets on
+        the interface and return those, in order (the caller attaches the group's program, PACKET_FANOUT_DATA,
+        and keeps them open: closing one reorders the group); [] when the kernel refuses, with the port as it was.
+        Frames the group's sockets send are not looped back to it (PACKET_FANOUT_FLAG_IGNORE_OUTGOING)."""
+        flags = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+        socks: list[socket.socket] = []
+        joined = False
+        try:
+            self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (flags | PACKET_FANOUT_FLAG_UNIQUEID) << 16)
+            joined = True
+            group = int(self.sock.getsockopt(SOL_PACKET, PACKET_FANOUT)) & 0xFFFF
+            for _ in range(n):
+                s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: nothing arrives before bind
+                socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+                s.bind((self.ifname, ETH_P_ALL))
+                s.setsockopt(SOL_PACKET, PACKET_FANOUT, group | flags << 16)
+                s.setblocking(False)
+        except OSError:
+            for s in socks:
+                s.close()
+            if joined:  # a packet socket cannot leave its group: the port takes a new socket, as it was
+                self.sock.close()
+                fresh = PacketPort(self.ifname)
+                self.sock = fresh.sock
+            return []
+        return socks
 
 
 def open_port(port: str | None, iface: str | None) -> Port:

@@ -8,9 +8,9 @@ sleeper wakes within 0.1 ms.  A whole DIME at real-time priority would starve
 its MICE (and the machine) whenever the data path is busy, so only this
 thread is: it sleeps until the deadline (``pthread_cond_timedwait`` on
 CLOCK_MONOTONIC, the clock of ``time.monotonic``), sends the bytes it was
-given with one ``send`` and goes back to sleep; it never takes the GIL.  The
-DIME's loop builds and signs each heartbeat one period ahead and arms it
-here.  Its SCHED_FIFO priority (30 by default) is above pxswitch's real-time
+given with one ``send`` (``sendto`` on an unconnected socket) and goes back
+to sleep; it never takes the GIL.  The DIME's loop builds and signs each
+heartbeat one period ahead and arms it here.  Its SCHED_FIFO priority (30 by default) is above pxswitch's real-time
 forwarding loop (10): a switch busy on the same core must not hold a
 heartbeat back, and one frame per period costs the switch nothing.
 :mod:`pxproto.node.beat` has the pure-Python twin.
@@ -55,7 +55,7 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_setschedparam(pthread_t t, int policy, const sched_param* p)
 
 cdef extern from "<sys/socket.h>" nogil:
-    ssize_t send(int fd, const void* buf, size_t n, int flags)
+    ssize_t sendto(int fd, const void* buf, size_t n, int flags, const void* addr, unsigned int addrlen)
     int MSG_DONTWAIT
 
 DEF BUF = 4096
@@ -65,6 +65,8 @@ cdef struct State:
     pthread_mutex_t mu
     pthread_cond_t cv
     int fd
+    unsigned char addr[28]
+    unsigned int addrlen
     int stop
     int armed
     double at
@@ -105,7 +107,7 @@ cdef void* run(void* arg) noexcept nogil:
         memcpy(out, st.buf, n)
         st.armed = 0
         pthread_mutex_unlock(&st.mu)
-        if send(st.fd, out, n, MSG_DONTWAIT) < 0:
+        if sendto(st.fd, out, n, MSG_DONTWAIT, <void*>st.addr if st.addrlen else NULL, st.addrlen) < 0:
             pthread_mutex_lock(&st.mu)
             st.errors += 1
             continue  # not sent: take() reports it, the loop sends it itself
@@ -127,13 +129,18 @@ cdef class Beater:
     cdef public bint realtime
     """Whether the thread got SCHED_FIFO (root); else it runs at normal priority."""
 
-    def __cinit__(self, int fd, int priority=30):
+    def __cinit__(self, int fd, int priority=30, bytes dest=b""):
+        """``dest``: the raw struct sockaddr to send to on an unconnected socket (empty: the connected peer)."""
         cdef pthread_condattr_t ca
         cdef sched_param sp
+        if len(dest) > 28:
+            raise ValueError(f"a heartbeat destination is a sockaddr of at most 28 bytes, not {len(dest)}")
         self.st = <State*>calloc(1, sizeof(State))
         if self.st == NULL:
             raise MemoryError("heartbeat sender state")
         self.st.fd = fd
+        memcpy(self.st.addr, <const unsigned char*>dest, len(dest))
+        self.st.addrlen = len(dest)
         pthread_mutex_init(&self.st.mu, NULL)
         pthread_condattr_init(&ca)
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -30,13 +31,26 @@ class HeartbeatSender(Protocol):
     def close(self) -> None: ...
 
 
+def peer_of(sockaddr: bytes) -> tuple[str, int]:
+    """(host, port) of a raw struct sockaddr_in or sockaddr_in6 (as :func:`pxproto.switch.udpsteer.sockaddr` makes)."""
+    fam, port = struct.unpack_from("=HH", sockaddr)
+    port = socket.ntohs(port)
+    if fam == socket.AF_INET and len(sockaddr) >= 8:
+        return socket.inet_ntop(fam, sockaddr[4:8]), port
+    if fam == socket.AF_INET6 and len(sockaddr) >= 24:
+        return socket.inet_ntop(fam, sockaddr[8:24]), port
+    raise ValueError(f"heartbeat destination: not an IPv4 or IPv6 sockaddr ({len(sockaddr)} bytes, family {fam})")
+
+
 class BeaterPy:
     """The twin: a daemon thread waiting on a condition until the armed deadline."""
 
     realtime = False
 
-    def __init__(self, fd: int, priority: int = 30) -> None:
+    def __init__(self, fd: int, priority: int = 30, dest: bytes = b"") -> None:
         self._sock = socket.socket(fileno=os.dup(fd))
+        self._dest = peer_of(dest) if dest else None
+        """Where to send on an unconnected socket (``dest``: its raw struct sockaddr; None: the connected peer)."""
         self._cv = threading.Condition()
         self._frame: bytes | None = None
         self._at = 0.0
@@ -59,7 +73,10 @@ class BeaterPy:
                     continue
                 frame, gen, self._frame = self._frame, self._gen, None
                 try:
-                    self._sock.send(frame, socket.MSG_DONTWAIT)
+                    if self._dest is None:
+                        self._sock.send(frame, socket.MSG_DONTWAIT)
+                    else:
+                        self._sock.sendto(frame, socket.MSG_DONTWAIT, self._dest)
                 except OSError:
                     self.errors += 1
                     continue
@@ -89,4 +106,4 @@ class BeaterPy:
 
 _compiled = select.compiled("pxproto.node._beat")
 COMPILED = _compiled is not None
-Beater: Callable[[int], HeartbeatSender] = _compiled.Beater if _compiled is not None else BeaterPy
+Beater: Callable[..., HeartbeatSender] = _compiled.Beater if _compiled is not None else BeaterPy

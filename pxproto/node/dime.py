@@ -1,7 +1,10 @@
 """One DIME process: the thin loop around :class:`pxproto.node.machine.DimeMachine`.
 
 The loop (single thread, ``selectors``) takes frames from the server process
-over a SOCK_SEQPACKET socketpair (one frame per message, both ways), hands them
+over a SOCK_SEQPACKET socketpair (one frame per message, both ways), and on a
+UDP or AF_PACKET wire the data and signaling frames for it from its own wire
+socket, where the kernel steers them (:mod:`pxproto.node.steer`, recvmmsg
+batches), hands them
 and the time to the machine, and sends what the machine puts out: through the
 server, or straight on the wire when the server shares its datagram socket.
 It owns everything the machine may not touch: the sockets, the MICE's forked
@@ -111,7 +114,12 @@ class DimeConfig:
     flush_us: int = FLUSH_US
     """Longest a data frame less than full waits for more items, microseconds (0: it goes at once)."""
     wire_fd: int = -1
-    """The server's datagram wire socket, shared for sending (-1: send everything through the server)."""
+    """The server's datagram wire socket, shared for sending, or this DIME's own steered one (``wire_rx``) (-1:
+    send everything through the server)."""
+    wire_dest: str = ""
+    """The wire socket is unconnected: the raw struct sockaddr (hex) its frames go to with ``sendto``."""
+    wire_rx: bool = False
+    """The wire socket is this DIME's own (:mod:`pxproto.node.steer`): frames for it arrive there, read here."""
     mice_memory: str = "auto"
     """How a MICE's chunks are enforced: "cgroup", "rlimit" (RLIMIT_AS) or "auto" (a cgroup when one is
     writable); see :mod:`pxproto.node.memory`."""
@@ -126,6 +134,9 @@ class Dime(OwnChannels):
         self.cfg = cfg
         self.sock = sock
         self.wire = socket.socket(fileno=cfg.wire_fd) if cfg.wire_fd >= 0 else None
+        self.wire_dest = bytes.fromhex(cfg.wire_dest) if cfg.wire_dest else None
+        """Where wire frames go on an unconnected socket (raw sockaddr; None: its connected peer)."""
+        self.wire_peer = beat.peer_of(self.wire_dest) if self.wire_dest else None
         self.batch = select.compiled("pxproto.switch._afpacket")
         """sendmmsg for the wire's frames (None: one send each)."""
         self.store = LocalStore(cfg.local_store)
@@ -285,7 +296,7 @@ class Dime(OwnChannels):
             fd, done = self.wire.fileno(), 0
             try:
                 while done < len(direct):
-                    n = self.batch.send_batch(fd, direct[done : done + 64])
+                    n = self.batch.send_batch(fd, direct[done : done + 64], self.wire_dest)
                     if n <= 0:
                         break
                     done += n
@@ -302,7 +313,10 @@ class Dime(OwnChannels):
         for raw, route in box:
             if route != "relay" and self.wire is not None:
                 try:
-                    self.wire.send(raw)
+                    if self.wire_peer is None:
+                        self.wire.send(raw)
+                    else:
+                        self.wire.sendto(raw, self.wire_peer)
                     continue
                 except OSError:  # no room now, or the wire has trouble: the relay takes a data frame
                     if route == "beat":
@@ -392,15 +406,37 @@ class Dime(OwnChannels):
         self.m.on_frame_guarded(raw, now)
         self._flush()
 
+    def _from_wire(self, now: float) -> None:
+        """Frames the kernel steered to this DIME's own wire socket (recvmmsg, 64 a call, 256 at most), each into
+        the machine as one from the server's relay."""
+        assert self.wire is not None and self.batch is not None
+        fd = self.wire.fileno()
+        for _ in range(4):
+            try:
+                got = self.batch.recv_batch(fd)
+            except OSError as exc:  # a pending socket error (the interface went down): reported once, then cleared
+                self.m.reasons[f"wire_rx:{exc.strerror}"] += 1
+                return
+            for raw in got:
+                self._from_server(raw, now)
+            if len(got) < 64:
+                return
+
     def run(self) -> int:
         m = self.m
         self.sock.setblocking(False)
         self.sel.register(self.sock, selectors.EVENT_READ, "server")
+        if self.cfg.wire_rx and self.wire is not None and self.batch is not None:
+            self.wire.setblocking(False)
+            self.sel.register(self.wire, selectors.EVENT_READ, "wire")
         signal.signal(signal.SIGTERM, lambda *_: setattr(m, "running", False))
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         m.start(time.monotonic())
         with contextlib.suppress(OSError):
-            m.beater = beat.Beater(self.wire.fileno() if self.wire is not None else self.sock.fileno())
+            if self.wire is not None:
+                m.beater = beat.Beater(self.wire.fileno(), dest=self.wire_dest or b"")
+            else:
+                m.beater = beat.Beater(self.sock.fileno())
         mac = ":".join(f"{b:02x}" for b in m.mac)
         print(
             f"dime {self.cfg.dime}: core {self.cfg.core} pid {os.getpid()} epoch {m.epoch} "
@@ -422,6 +458,9 @@ class Dime(OwnChannels):
                     if not drain(self.sock, self._from_server, now):  # recv(FRAME_MAX): one copy per frame
                         m.running = False
                     m.plane.flush_acks(now)  # and the MICE gets what the frames brought, in one message
+                elif key.data == "wire":
+                    self._from_wire(now)
+                    m.plane.flush_acks(now)
                 elif key.data == "mice" and m.mice is not None:
                     self._mice_readable(now)
                 self._flush()

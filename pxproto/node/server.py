@@ -4,8 +4,10 @@ It owns the one wire port and moves frames from it to the DIME processes
 (one SOCK_SEQPACKET socketpair each); on a datagram wire (UDP, AF_PACKET) a
 DIME sends its frames for other servers on the same socket itself (its fd is
 inherited), so only heartbeats and frames for this server pass the relay: a DIME-scope frame for this MAC goes to
-its DIME by id (looked up at a fixed offset, no decode); system-scope frames
-are the server's own (discovery probes, answered for all DIMEs; signaling to
+its DIME by id (looked up at a fixed offset, no decode).  On a UDP or AF_PACKET wire the kernel does that instead
+(:mod:`pxproto.node.steer`): each DIME has its own socket on the wire and reads the data and signaling frames for
+it there; the relay keeps the rest (and every frame on a stream wire, or when steering is unavailable).
+System-scope frames are the server's own (discovery probes, answered for all DIMEs; signaling to
 0xffff, where it answers PING).  Frames a DIME sends to a DIME of the same
 server are delivered locally (a switch never sends a frame back out of the
 port it came in).  Orchestrator fencing is server-wide: a request whose LEADER_EPOCH is older than one
@@ -37,7 +39,7 @@ from pxproto.errors import ProtocolError
 from pxproto.fastpath import COMPILED as FASTPATH
 from pxproto.fastpath import decode, encode, select
 from pxproto.link import Port
-from pxproto.node import fastrx, memory, state
+from pxproto.node import fastrx, memory, state, steer
 from pxproto.node.channels import FLUSH_US
 from pxproto.node.counters import SERVER_COUNTER_NAMES, ServerCounterId
 from pxproto.node.dime import DimeConfig, drain
@@ -106,6 +108,9 @@ class Server:
         """sendmmsg: the frames a wire batch holds for one DIME go to it in one call (None: one send each)."""
         self.relay: dict[int, list[bytes]] = {}
         """Frames for each DIME, waiting for :meth:`flush_relay` (only while a batch is being handled)."""
+        self.steered = steer.open_group(wire, self.mac, cfg.dimes) if self.batch is not None else []
+        """Each DIME's own wire socket, in DIME order (:mod:`pxproto.node.steer`); [] when everything is relayed.
+        Kept open for the server's life: a DIME started again inherits its predecessor's."""
 
     def flush_relay(self) -> None:
         """Hand each DIME the frames relayed to it since the last flush; what its socket cannot take is lost."""
@@ -154,6 +159,11 @@ class Server:
             flush_us=c.flush_us,
             wire_fd=self.wire.fileno() if self.wire.shareable else -1,
         )
+        dest = getattr(self.wire, "dest", None)
+        if dest is not None:  # an unconnected UDP wire: frames go out with sendto
+            dc.wire_dest = dest.hex()
+        if self.steered:
+            dc.wire_fd, dc.wire_rx = self.steered[dime].fileno(), True
         fds = [theirs.fileno()] + ([dc.wire_fd] if dc.wire_fd >= 0 else [])
         proc = subprocess.Popen(
             [sys.executable, "-m", "pxproto.node.dime", "-", f"dime={dime}", f"mac={dc.mac}"],  # for ps; no keys
@@ -182,7 +192,18 @@ class Server:
         print(f"pxkernel: dime {dime} process ended (status {code}); starting it again", flush=True)
         restarts = dp.restarts + 1
         time.sleep(min(0.05 * restarts, 1.0))
+        if self.steered:  # what the dead DIME left unread goes, as with its socketpair
+            self.counters["stale_dropped"] += self._discard(self.steered[dime])
         self.spawn(dime).restarts = restarts
+
+    def _discard(self, sock: socket.socket) -> int:
+        """Read and drop every datagram waiting on a DIME's steered socket; how many."""
+        n = 0
+        assert self.batch is not None
+        with contextlib.suppress(OSError):
+            while got := self.batch.recv_batch(sock.fileno()):
+                n += len(got)
+        return n
 
     # -------------------------------------------------------------- frames
 
@@ -305,6 +326,8 @@ class Server:
         if cid not in ServerCounterId._value2member_map_:
             return Status.NOT_FOUND, (Tlv(TlvType.COUNTER_ID, max(cid, 0)), Tlv(TlvType.VALUE, 0))
         value = sum(self.counters[name] for name in SERVER_COUNTER_NAMES[ServerCounterId(cid)])
+        if cid == ServerCounterId.DIME_BUSY:
+            value += sum(steer.dropped(sock) for sock in self.steered)  # what a DIME's own socket had no room for
         return Status.OK, (Tlv(TlvType.COUNTER_ID, cid), Tlv(TlvType.VALUE, value))
 
     def _sys_fault_report(self, frame: Frame, body: Signaling) -> tuple[Status, tuple[Tlv, ...]]:
@@ -357,7 +380,8 @@ class Server:
         print(
             f"pxkernel: server {':'.join(f'{b:02x}' for b in self.mac)} on {self.wire.name}: "
             f"{self.cfg.dimes} DIMEs on cores {sorted(set(self.cfg.cores))}, {self.cfg.mem_chunks} chunks each, "
-            f"fastpath {'compiled' if FASTPATH else 'pure'}, auth {'on' if self.keyring.enabled else 'off'}",
+            f"fastpath {'compiled' if FASTPATH else 'pure'}, auth {'on' if self.keyring.enabled else 'off'}, "
+            f"frames for DIMEs {'steered to their sockets' if self.steered else 'relayed'}",
             flush=True,
         )
         for i in range(self.cfg.dimes):
@@ -410,6 +434,8 @@ class Server:
             f"pxkernel: shut down {len(self.dimes)} DIMEs; {total} chunks ({total * 2} MiB) returned to the system",
             flush=True,
         )
+        for sock in self.steered:
+            sock.close()
         self.wire.close()
         return 0
 

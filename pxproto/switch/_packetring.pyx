@@ -92,8 +92,9 @@ def recv_batch(int fd, int max_n=BATCH):
     return [(<char*>b.ptr[i])[:b.len[i]] for i in range(b.n) if not b.trunc[i]]
 
 
-def send_batch(int fd, list frames):
-    """Send frames with sendmmsg; return how many the socket took (a frame it refused with ENOBUFS is dropped)."""
+def send_batch(int fd, list frames, bytes dest=None):
+    """Send frames with sendmmsg; return how many the socket took (a frame it refused with ENOBUFS is dropped).
+    ``dest``: the raw struct sockaddr to send to on an unconnected socket (None: the connected peer)."""
     cdef int n = min(len(frames), BATCH), i, r
     if n == 0:
         return 0
@@ -107,6 +108,9 @@ def send_batch(int fd, list frames):
         iov[i].iov_len = len(f)
         hdr[i].msg_hdr.msg_iov = &iov[i]
         hdr[i].msg_hdr.msg_iovlen = 1
+        if dest is not None:
+            hdr[i].msg_hdr.msg_name = <char*>dest
+            hdr[i].msg_hdr.msg_namelen = len(dest)
     with nogil:
         r = sendmmsg(fd, hdr, n, MSG_DONTWAIT)
     if r < 0:

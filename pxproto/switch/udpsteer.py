@@ -77,11 +77,12 @@ def sender_program(remote: tuple[str, int], family: int) -> bytes:
     return _prog(ins)
 
 
-def attach(sock: socket.socket, option: int, program: bytes) -> None:
+def attach(sock: socket.socket, option: int, program: bytes, level: int = socket.SOL_SOCKET) -> None:
+    """Give the kernel a classic BPF ``program`` (a struct sock_fprog) with setsockopt ``level``/``option``."""
     import ctypes
 
     buf = ctypes.create_string_buffer(program, len(program))
-    sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("HL", len(program) // 8, ctypes.addressof(buf)))
+    sock.setsockopt(level, option, struct.pack("HL", len(program) // 8, ctypes.addressof(buf)))
 
 
 def sockaddr(addr: tuple[str, int], family: int) -> bytes:
