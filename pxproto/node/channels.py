@@ -9,6 +9,7 @@ Part of :class:`pxproto.node.machine.DimeMachine`, which owns one.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pxproto.dime.channel import MessageReceived, WireOutput
@@ -118,6 +119,10 @@ class ChannelPlane:
         """Seconds a data frame less than full waits for more items (0: sent at once)."""
         self.flush_at: float | None = None
         """When the items held back for a fuller frame go anyway (None: none held)."""
+        self.frame_out: Callable[[], None] | None = None
+        """The driver's hook called after each data frame :meth:`pump` puts out, to send it while the next is
+        built (None: the frames wait for the driver's next flush).  Credit for 16 frames otherwise went out as one
+        burst after all 16 were built, and the next hop sat idle meanwhile."""
 
     # ------------------------------------------------------------------ wiring (CONNECT, DISCONNECT)
 
@@ -462,6 +467,8 @@ class ChannelPlane:
                 _, o = tx.send_wire(msg, now)
                 self.m.counters[CounterId.ITEM_FRAMES_TX] += -(-len(msg) // tx.frag_size)
                 self.m.out(o)
+                if self.frame_out is not None:
+                    self.frame_out()
                 continue
             batch: list[tuple[int, bytes]] = []
             size = 0
@@ -488,6 +495,8 @@ class ChannelPlane:
             _, o = tx.send_wire(msg, now)
             self.m.counters[CounterId.ITEM_FRAMES_TX] += -(-len(msg) // tx.frag_size)
             self.m.out(o)
+            if self.frame_out is not None:
+                self.frame_out()
 
     def coalesce_completions(self, now: float) -> None:
         """Send completions once COMPLETION_BATCH are waiting for one upstream, or COMPLETION_DELAY passed."""
