@@ -218,3 +218,66 @@ def test_a_dime_on_a_udp_wire_takes_its_window_from_the_socket(tmp_path: Path) -
     finally:
         for s in (wire, a, b):
             s.close()
+
+
+def test_pump_hands_each_data_frame_to_the_driver_as_it_is_built() -> None:
+    """``plane.frame_out`` runs once per data frame, with that frame (and only it) new in the outbox: the driver
+    can send the first frames of a window while the machine builds the rest."""
+    src, snk = pair()
+    per_call: list[int] = []
+    src.plane.frame_out = lambda: per_call.append(len(src.take_outbox()))
+    items = [bytes([i % 251]) * 3000 for i in range(12)]  # 3 items per 9000-byte frame: 4 frames
+    assert [d for _, d in stream(src, snk, items)] == items
+    assert per_call[:4] == [1, 1, 1, 1]
+    assert src.counters[CounterId.ITEM_FRAMES_TX] == len(per_call)
+
+
+def test_a_burst_returns_its_credit_before_it_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DIME reading a burst of data frames sends its held ack after every credit window / ACK_SPLIT frames,
+    not only once the burst is over (one ack per window-sized burst made the channel stop-and-wait)."""
+    from pxproto.node import dime as dime_mod
+
+    src, _ = pair()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    monkeypatch.setattr(Dime, "start_mice", lambda self, *a: 0)  # no MICE process: its queue is enough here
+    try:
+        cfg = DimeConfig(
+            dime=SNK.dime, core=0, mac=SNK.mac.hex(), fd=theirs.fileno(), state_dir=str(tmp_path),
+            local_store=str(tmp_path / "store"), mtu=9000, pin=False,
+        )  # fmt: skip
+        d = Dime(cfg, theirs)
+        m = d.m
+        m.credit_window = 16
+        m.start(10.0)
+        m.loaded = Loaded(1, 0, "x", Path("."), package.Stage(0, "x", "m:f"))
+        m.start_mice(0)
+        connect(m, SNK, Direction.INPUT, SRC, None)
+        ours.setblocking(False)
+        while True:  # what the DIME sent so far (CONNECT's reply, its first heartbeat)
+            try:
+                ours.recv(65536)
+            except BlockingIOError:
+                break
+        frames = []
+        for i in range(16):  # one item per frame, one fragment per message: a window's worth
+            msg, _ = mice.pack_run(mice.OUT, 1 << 48 | (i + 1), [b"y" * 8000], 0, 1 << 30, mice.MAX_ITEM)
+            src.mice_message(msg, 11.0)
+            src.mice_batch_done(11.0)
+            frames += [raw for raw, _ in src.take_outbox()]
+        assert len(frames) == 16
+        acks = []
+        for i, raw in enumerate(frames, 1):
+            d._from_server(raw, 11.0)
+            try:
+                got = ours.recv(65536)
+            except BlockingIOError:
+                continue
+            src.on_frame(got, 11.0)
+            acks.append(i)
+        step = 16 // dime_mod.ACK_SPLIT
+        assert dime_mod.ACK_SPLIT >= 2 and acks == list(range(step, 17, step))  # the first ones before the burst ends
+        assert m.counters[CounterId.ITEMS_IN] == 16  # and the acked frames' items went to the MICE with the acks
+        m.mice = None
+    finally:
+        ours.close()
+        theirs.close()
