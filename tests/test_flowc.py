@@ -397,16 +397,6 @@ def test_source_runs_match_pure_and_the_item_model(walk: int, rng: random.Random
         check_input_runs(c.flow)
 
 
-def check_input_runs(f: Flow) -> None:
-    """The runs of inputs: each in ``to_mice`` once and indexed, not empty, no lineage pending twice or completed."""
-    runs = [h for h in f.to_mice if not isinstance(h, int)]
-    assert sorted(f.in_runs) == f.in_spans == sorted(r.base for r in runs)
-    assert all(f.in_runs[r.base] is r and 0 <= r.lo < r.n for r in runs)
-    pending = f.pending()
-    assert len(set(pending)) == len(pending) and not any(lin in f.completed for lin in pending)
-    assert set(pending) | {k for k, v in f.inputs.items() if v.done} == set(f.input_items())
-
-
 @pytest.mark.parametrize("compiled", [True, False])
 def test_a_run_completes_in_part_out_of_order_and_is_sent_again_in_part(compiled: bool) -> None:
     """One run of 6 outputs split over two frames: completing its items 1, 0 (in order up to 2), then 4, leaves 3, 5
