@@ -177,7 +177,8 @@ def test_input_runs_partial_done_copies_outputs() -> None:
 
     step_arrive(c, p, mice.pack_items_py([(hi | i, bytes([i])) for i in range(1, 11)]), u0)
     same()
-    assert not c.flow.inputs and [(r.base, r.lo, r.n) for r in c.flow.to_mice] == [(hi | 1, 0, 10)]  # one run
+    runs = [(r.base, r.lo, r.n) for r in c.flow.to_mice if not isinstance(r, int)]
+    assert not c.flow.inputs and len(c.flow.to_mice) == 1 and runs == [(hi | 1, 0, 10)]  # one run
     step_arrive(c, p, mice.pack_items_py([(hi | 4, b"x"), (hi | 5, b"y")]), u1)  # copies: they wait
     step_arrive(c, p, mice.pack_item(hi | 6, b"z"), u0)  # a copy from the same upstream
     same()
