@@ -202,6 +202,24 @@ def test_input_runs_partial_done_copies_outputs() -> None:
     assert [lin & 0xFFFF for lin in c.completions[u1]] == [4, 2, 8, 5, 11]
 
 
+def test_input_runs_never_overlap() -> None:
+    """A lineage forgotten off the head of a run arrives again with others below the run: they become inputs of
+    their own, not a run over the first one's lineages, so a later copy is still found (handed once)."""
+    hi = 2 << 48
+    u0, u1 = UPS
+    c, p = Side(), Side()
+    step_arrive(c, p, mice.pack_items_py([(hi | i, b"") for i in range(10, 14)]), u0)
+    c.flow.forget(hi | 10)
+    p.flow.forget(hi | 10)
+    step_arrive(c, p, mice.pack_items_py([(hi | i, b"") for i in range(8, 13)]), u1)
+    step_arrive(c, p, mice.pack_items_py([(hi | 10, b""), (hi | 9, b"")]), u0)  # copies: they wait
+    assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue)
+    check_input_runs(c.flow)
+    assert [lin & 0xFF for lin in c.flow.pending()] == [11, 12, 13, 8, 9, 10]
+    assert c.flow.input_items()[hi | 10][0] == [u1, u0] and c.flow.input_items()[hi | 12][0] == [u0, u1]
+    assert len(c.queue) == 4 + 3  # 10 handed again after it was forgotten, 8 and 9: once each
+
+
 def test_input_runs_forget_and_reset() -> None:
     """Without a MICE a 'new' lineage in a run is forgotten (a later copy is taken again); a new flow holds none."""
     f = Flow()

@@ -479,7 +479,11 @@ cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, object flow, d
         else:
             if g_k:
                 end = _hand(to_mice, inputs, in_runs, in_spans, g_base, g_k, ups, end)
-            g_base, g_k = lineage, 1
+                g_k = 0
+            if lineage < end:  # below a run: an input of its own (a run starts above every other one)
+                _hand(to_mice, inputs, in_runs, in_spans, lineage, 1, ups, end)
+            else:
+                g_base, g_k = lineage, 1
         if k[0] == 0:
             first[0] = lineage
         k[0] += 1

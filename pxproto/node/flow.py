@@ -392,7 +392,11 @@ class Flow:
             else:
                 if g_k:
                     end = self.hand(g_base, g_k, ups, end)
-                g_base, g_k = lineage, 1
+                    g_k = 0
+                if lineage < end:  # below a run: an input of its own (a run starts above every other one)
+                    self.hand(lineage, 1, ups, end)
+                else:
+                    g_base, g_k = lineage, 1
             new.append(pair)
         if g_k:
             self.hand(g_base, g_k, ups, end)
@@ -409,7 +413,8 @@ class Flow:
 
     def hand(self, base: int, n: int, ups: list[Upstream], end: int) -> int:
         """``n`` new inputs of consecutive lineages from ``base`` handed to the MICE: a run (one alone: an input of
-        its own); returns ``end`` raised past them."""
+        its own); returns ``end`` raised past them.  A run is made only above every other one (``base >= end``), so
+        no run's lineages, those before its ``lo`` included, overlap another's."""
         if n == 1:
             self.inputs[base] = _Input(ups)
             self.to_mice.append(base)
