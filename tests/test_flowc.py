@@ -220,6 +220,20 @@ def test_input_runs_never_overlap() -> None:
     assert len(c.queue) == 4 + 3  # 10 handed again after it was forgotten, 8 and 9: once each
 
 
+def test_single_empty_item_is_taken() -> None:
+    """A one-item message whose item has no bytes (8 bytes: its lineage) is handed over like any other (the
+    compiled loop once skipped it: never handed, never completed), and a copy of it after it completed is
+    completed at once."""
+    c, p = Side(), Side()
+    lin = 2 << 48 | 1
+    step_arrive(c, p, mice.pack_item(lin, b""), UPS[0])
+    assert c.flow.pending() == p.flow.pending() == [lin] and list(c.queue) == list(p.queue) == [(lin, b"")]
+    step_records(c, p, mice.REC.pack(mice.DONE, lin, 0), 1.0)
+    step_arrive(c, p, mice.pack_item(lin, b""), UPS[1])
+    assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue)
+    assert c.completions == {UPS[0]: [lin], UPS[1]: [lin]} and c.flow.duplicates == 1
+
+
 def test_input_runs_forget_and_reset() -> None:
     """Without a MICE a 'new' lineage in a run is forgotten (a later copy is taken again); a new flow holds none."""
     f = Flow()

@@ -439,8 +439,10 @@ cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, object flow, d
     if PyList_GET_SIZE(in_spans):
         last = <InRun>PyDict_GetItem(in_runs, <object>PyList_GET_ITEM(in_spans, PyList_GET_SIZE(in_spans) - 1))
         end = last.base + <uint64_t>last.n
+    cdef bint single = not batch  # (a single item's message may hold no bytes past its lineage: pos == n at once)
     pos = MARK
-    while pos < n:
+    while pos < n or single:
+        single = False
         if batch:
             lineage = rd64(p + pos)
             length = rd32(p + pos + 8)
