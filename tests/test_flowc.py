@@ -28,11 +28,15 @@ UPS = [(1, b"\x02\x00\x00\x00\x00\x01", 3), (1, b"\x02\x00\x00\x00\x00\x07", 4)]
 def snapshot(f: Flow, completions: dict[Any, list[int]], queue: MiceQueue) -> dict[str, Any]:
     return {
         "inputs": {k: (list(v.upstreams), bool(v.done), v.open_outputs) for k, v in f.inputs.items()},
+        "input_items": f.input_items(),
+        "in_runs": {k: (r.base, r.n, r.lo, list(r.upstreams)) for k, r in f.in_runs.items()},
+        "in_spans": list(f.in_spans),
         "retained": {k: (v.parent, bytes(v.data), v.channel) for k, v in f.retained.items()},
         "runs": [run_state(r) for r in f.retained.runs.values()],
         "spans": list(f.retained.spans),
         "held": (len(f.retained), f.retained.seq, f.queued),
-        "to_mice": list(f.to_mice),
+        "to_mice": [h if isinstance(h, int) else ("run", h.base, h.lo, h.n) for h in f.to_mice],
+        "pending": f.pending(),
         "queue": [(r.base, r.n, r.lo) for r in f.queue],
         "marks": dict(f.completed.marks),
         "above": list(f.completed.above),
@@ -113,7 +117,7 @@ def test_flowc_matches_pure(walk: int, rng: random.Random) -> None:
                 assert list(c.queue) == list(pairs) and len(c.queue) == len(pairs)
         elif what < 0.65 and p.flow.to_mice:  # the MICE's records: outputs, then DONE, for the oldest inputs
             recs = []
-            pending = list(p.flow.to_mice)
+            pending = p.flow.pending()
             for lin in pending[: rng.randint(1, len(pending))]:
                 for k in range(rng.choice((0, 1, 1, 2))):
                     out = mice.derive_lineage(lin, k)
@@ -142,6 +146,105 @@ def test_flowc_matches_pure(walk: int, rng: random.Random) -> None:
         assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue), (
             f"walk {walk} step {step}"
         )
+        check_input_runs(c.flow)
+
+
+def check_input_runs(f: Flow) -> None:
+    """The runs of inputs: each in ``to_mice`` once and indexed, not empty, no lineage pending twice or completed."""
+    runs = [h for h in f.to_mice if not isinstance(h, int)]
+    assert sorted(f.in_runs) == f.in_spans == sorted(r.base for r in runs)
+    assert all(f.in_runs[r.base] is r and 0 <= r.lo < r.n for r in runs)
+    pending = f.pending()
+    assert len(set(pending)) == len(pending) and not any(lin in f.completed for lin in pending)
+    assert set(pending) | {k for k, v in f.inputs.items() if v.done} == set(f.input_items())
+
+
+def test_input_runs_partial_done_copies_outputs() -> None:
+    """The items of one message kept as one run of inputs: DONE for part of it, copies arriving during it (from
+    another upstream: it waits and completes to both; from the same: nothing more), an item with an output, a DONE
+    out of order, a copy of a completed one; compiled and pure the same all along, and each completed once."""
+    hi = 2 << 48
+    u0, u1 = UPS
+    c, p = Side(), Side()
+
+    def same() -> None:
+        assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue)
+        check_input_runs(c.flow)
+
+    def records(*recs: tuple[int, int, bytes]) -> None:
+        step_records(c, p, b"".join(mice.REC.pack(k, lin, len(d)) + d for k, lin, d in recs), 1.0)
+        same()
+
+    step_arrive(c, p, mice.pack_items_py([(hi | i, bytes([i])) for i in range(1, 11)]), u0)
+    same()
+    runs = [(r.base, r.lo, r.n) for r in c.flow.to_mice if not isinstance(r, int)]
+    assert not c.flow.inputs and len(c.flow.to_mice) == 1 and runs == [(hi | 1, 0, 10)]  # one run
+    step_arrive(c, p, mice.pack_items_py([(hi | 4, b"x"), (hi | 5, b"y")]), u1)  # copies: they wait
+    step_arrive(c, p, mice.pack_item(hi | 6, b"z"), u0)  # a copy from the same upstream
+    same()
+    assert c.flow.pending() == [hi | i for i in range(1, 11)] and c.flow.duplicates == 3
+    assert c.flow.input_items()[hi | 4][0] == [u0, u1] and c.flow.input_items()[hi | 6][0] == [u0]
+    records((mice.DONE, hi | 1, b""), (mice.DONE, hi | 2, b""))  # part of the run
+    out = mice.derive_lineage(hi | 3, 0)
+    records((mice.OUT, out, b"o"), (mice.DONE, hi | 3, b""), (mice.DONE, hi | 4, b""))  # 3 waits for its output
+    assert c.completions == {u0: [hi | 1, hi | 2, hi | 4], u1: [hi | 4]}
+    records((mice.DONE, hi | 8, b""))  # out of order
+    step_arrive(c, p, mice.pack_items_py([(hi | 2, b""), (hi | 8, b""), (hi | 11, b"")]), u1)  # completed: at once
+    same()
+    assert c.completions[u1] == [hi | 4, hi | 2, hi | 8]
+    step_completions(c, p, [out])
+    same()
+    records(*[(mice.DONE, hi | i, b"") for i in (5, 6, 7, 9, 10, 11)])
+    assert not c.flow.inputs and not c.flow.to_mice and not c.flow.in_runs and not c.flow.in_spans
+    assert c.flow.completed.marks == {2: 11} and not c.flow.completed.above
+    done_u0 = [lin & 0xFFFF for lin in c.completions[u0]]
+    assert done_u0 == [1, 2, 4, 8, 3, 5, 6, 7, 9, 10]  # each once
+    assert [lin & 0xFFFF for lin in c.completions[u1]] == [4, 2, 8, 5, 11]
+
+
+def test_input_runs_never_overlap() -> None:
+    """A lineage forgotten off the head of a run arrives again with others below the run: they become inputs of
+    their own, not a run over the first one's lineages, so a later copy is still found (handed once)."""
+    hi = 2 << 48
+    u0, u1 = UPS
+    c, p = Side(), Side()
+    step_arrive(c, p, mice.pack_items_py([(hi | i, b"") for i in range(10, 14)]), u0)
+    c.flow.forget(hi | 10)
+    p.flow.forget(hi | 10)
+    step_arrive(c, p, mice.pack_items_py([(hi | i, b"") for i in range(8, 13)]), u1)
+    step_arrive(c, p, mice.pack_items_py([(hi | 10, b""), (hi | 9, b"")]), u0)  # copies: they wait
+    assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue)
+    check_input_runs(c.flow)
+    assert [lin & 0xFF for lin in c.flow.pending()] == [11, 12, 13, 8, 9, 10]
+    assert c.flow.input_items()[hi | 10][0] == [u1, u0] and c.flow.input_items()[hi | 12][0] == [u0, u1]
+    assert len(c.queue) == 4 + 3  # 10 handed again after it was forgotten, 8 and 9: once each
+
+
+def test_single_empty_item_is_taken() -> None:
+    """A one-item message whose item has no bytes (8 bytes: its lineage) is handed over like any other (the
+    compiled loop once skipped it: never handed, never completed), and a copy of it after it completed is
+    completed at once."""
+    c, p = Side(), Side()
+    lin = 2 << 48 | 1
+    step_arrive(c, p, mice.pack_item(lin, b""), UPS[0])
+    assert c.flow.pending() == p.flow.pending() == [lin] and list(c.queue) == list(p.queue) == [(lin, b"")]
+    step_records(c, p, mice.REC.pack(mice.DONE, lin, 0), 1.0)
+    step_arrive(c, p, mice.pack_item(lin, b""), UPS[1])
+    assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue)
+    assert c.completions == {UPS[0]: [lin], UPS[1]: [lin]} and c.flow.duplicates == 1
+
+
+def test_input_runs_forget_and_reset() -> None:
+    """Without a MICE a 'new' lineage in a run is forgotten (a later copy is taken again); a new flow holds none."""
+    f = Flow()
+    f.hand(1 << 48 | 1, 4, [UPS[0]], 0)
+    f.forget(1 << 48 | 3)
+    assert f.pending() == [1 << 48 | 1, 1 << 48 | 2, 1 << 48 | 4] and not f.inputs
+    assert f.arrive(1 << 48 | 3, UPS[0]) == "new" and f.arrive(1 << 48 | 2, UPS[1]) == "wait"
+    assert f.input_items()[1 << 48 | 2] == ([UPS[0], UPS[1]], False, 0)
+    check_input_runs(f)
+    g = Flow()
+    assert not g.in_runs and not g.pending()
 
 
 def test_source_outputs_and_source_made() -> None:
@@ -324,6 +427,7 @@ def test_source_runs_match_pure_and_the_item_model(walk: int, rng: random.Random
         assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue), (
             f"walk {walk} step {step}"
         )
+        check_input_runs(c.flow)
 
 
 @pytest.mark.parametrize("compiled", [True, False])

@@ -25,9 +25,6 @@ from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
-cdef extern from "Python.h":
-    PyObject* PyDict_SetDefault(object d, object key, object default) except NULL  # borrowed
-
 from libc.string cimport memcpy, memset
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
@@ -40,9 +37,6 @@ DEF K_OUT = 2
 DEF K_DONE = 3
 DEF LOW_BITS = 48
 cdef uint64_t LOW_MASK = (<uint64_t>1 << LOW_BITS) - 1
-
-
-include "_flowruns.pxi"
 
 
 @cython.no_gc
@@ -62,6 +56,9 @@ cdef class Input:
 
     def __repr__(self):
         return f"Input(upstreams={self.upstreams!r}, done={self.done!r}, open_outputs={self.open_outputs!r})"
+
+
+include "_flowruns.pxi"
 
 
 @cython.final
@@ -156,6 +153,10 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
     cdef uint8_t kind
     cdef object key, parent = None, t0
     cdef Input inp, par_inp = None  # the input the OUT records belong to (to_mice[0]), None until looked up
+    cdef InRun ir
+    cdef bint run_hit = False
+    cdef dict in_runs = flow.in_runs
+    cdef list in_spans = flow.in_spans
     cdef PyObject* found
     cdef list ups
     cdef Mark mark
@@ -177,6 +178,11 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
             pos += REC
             if kind == K_OUT:
                 outs += 1
+                if par_inp is None and to_mice:  # the input they belong to (of its own: it has outputs)
+                    parent = to_mice[0]
+                    if type(parent) is InRun:
+                        parent = _spill_head(flow, to_mice, inputs, <InRun>parent)
+                    par_inp = <Input?>inputs[parent]
                 # (to_mice changes only at a DONE, which ends the run: its parent is the same all along)
                 if not (g_k and lineage == g_base + <uint64_t>g_k and (not g_has_next or lineage < g_next) and (
                         PyDict_Size(runs) == PyList_GET_SIZE(spans)
@@ -190,9 +196,6 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
                     if _find(runs, spans, lineage, key) is not None:
                         pos += length  # the same lineage again (a re-run source): keep one copy
                         continue
-                    if par_inp is None and to_mice:
-                        parent = to_mice[0]
-                        par_inp = <Input?>inputs[parent]
                     g_parent = parent if par_inp is not None else None
                     g_pos, g_base = pos - REC, lineage
                     i = _bisect(spans, lineage, True)
@@ -219,7 +222,15 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
                 found = NULL
                 if to_mice:  # DONE for the oldest input (the common case): its int is reused, no new one made
                     key = to_mice[0]
-                    if PyLong_AsUnsignedLongLong(key) == lineage:
+                    if type(key) is InRun:
+                        ir = <InRun>key
+                        run_hit = ir.base + <uint64_t>ir.lo == lineage  # the next of a run: done and complete
+                        if run_hit:
+                            ir.lo += 1
+                            if ir.lo == ir.n:
+                                popleft()
+                                _unindex(in_runs, in_spans, ir.base)
+                    elif PyLong_AsUnsignedLongLong(key) == lineage:
                         found = PyDict_GetItem(inputs, key)
                 if found == NULL:
                     key = PyLong_FromUnsignedLongLong(lineage)
@@ -228,7 +239,11 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
                     if t0 is not None:
                         lat_sum += now - <double>t0
                         lat_n += 1
-                if found == NULL:
+                if run_hit:
+                    run_hit = False
+                    _mark_complete(&mark, marks, above, complete, lineage, key)
+                    ups = ir.upstreams
+                elif found == NULL:
                     _mark_flush(&mark, marks)
                     ups = done_slow(key)
                 else:
@@ -349,10 +364,11 @@ def take_batch(flow, object ch, Py_ssize_t room):
 
 def arrive(bytes message, flow, object up, object queue):
     """An item message (one item, or a batch) from upstream ``up`` into ``flow``: a new lineage is handed over
-    (its ITEM record added to ``queue``, a :class:`pxproto.node.flow.MiceQueue`: one chunk per message), a copy of
-    one in progress waits for it, a copy of a completed one is returned to be completed at once.  Returns that list;
-    ValueError names the first malformed item (nothing is taken then).  The new inputs of one message share one
-    upstreams list (replaced, never changed in place)."""
+    (its ITEM record added to ``queue``, a :class:`pxproto.node.flow.MiceQueue`: one chunk per message; new items
+    of consecutive lineages kept as one :class:`InRun`), a copy of one in progress waits for it, a copy of a
+    completed one is returned to be completed at once.  Returns that list; ValueError names the first malformed
+    item (nothing is taken then).  The new inputs of one message share one upstreams list (replaced, never changed
+    in place).  The twin of ``Flow.arrive_batch``."""
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(message)
     cdef uint64_t first = 0
@@ -371,29 +387,62 @@ def arrive(bytes message, flow, object up, object queue):
             pos += ITEM + rd32(p + pos + 8)
             cap += REC - ITEM
     cdef bytes recs = PyBytes_FromStringAndSize(NULL, cap)
-    cdef list new = []
-    _arrive_loop(p, n, batch, completed.marks, completed.above, flow.inputs, new, up, done, &dups,
-                 <uint8_t*>PyBytes_AS_STRING(recs), &used, &k, &first)
-    if new:
-        flow.to_mice.extend(new)
+    try:
+        _arrive_loop(p, n, batch, flow, completed.marks, completed.above, up, done, &dups,
+                     <uint8_t*>PyBytes_AS_STRING(recs), &used, &k, &first)
+    finally:
+        if dups:
+            flow.duplicates += dups
     if k:
         queue.add(k, PyLong_FromUnsignedLongLong(first), recs if used == cap else recs[:used])  # (a copy: duplicates)
-    if dups:
-        flow.duplicates += dups
     return done
 
 
-cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, dict marks, dict above, dict inputs, list new,
+cdef uint64_t _hand(object to_mice, dict inputs, dict in_runs, list in_spans, uint64_t base, Py_ssize_t k,
+                    list ups, uint64_t end) except? 0:
+    """Flow.hand: ``k`` new inputs of consecutive lineages from ``base``, a run (one alone: an input of its own);
+    returns ``end`` raised past them."""
+    cdef object key = PyLong_FromUnsignedLongLong(base)
+    cdef Input inp
+    cdef InRun r
+    cdef Py_ssize_t m
+    if k == 1:
+        inp = Input.__new__(Input)
+        inp.upstreams, inp.done, inp.open_outputs = ups, False, 0
+        PyDict_SetItem(inputs, key, inp)
+        to_mice.append(key)
+        return end
+    r = InRun.__new__(InRun)
+    r.base, r.n, r.lo, r.upstreams = base, k, 0, ups
+    to_mice.append(r)
+    PyDict_SetItem(in_runs, key, r)
+    m = PyList_GET_SIZE(in_spans)
+    if m == 0 or PyLong_AsUnsignedLongLong(<object>PyList_GET_ITEM(in_spans, m - 1)) < base:
+        in_spans.append(key)
+    else:
+        in_spans.insert(_bisect(in_spans, base, True), key)
+    return end if end > base + <uint64_t>k else base + <uint64_t>k
+
+
+cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, object flow, dict marks, dict above,
                       object up, list done, Py_ssize_t* dups, uint8_t* recs, Py_ssize_t* used, Py_ssize_t* k,
                       uint64_t* first) except -1:
-    cdef Py_ssize_t pos, length, start, w = 0
-    cdef uint64_t lineage, mark = 0, hi, cur_hi = NO_HI
-    cdef list ups = None
-    cdef object key
+    cdef Py_ssize_t pos, length, start, w = 0, g_k = 0
+    cdef uint64_t lineage, mark = 0, hi, cur_hi = NO_HI, g_base = 0, end = 0
+    cdef list ups = [up]
+    cdef object key, to_mice = flow.to_mice
+    cdef dict inputs = flow.inputs, in_runs = flow.in_runs
+    cdef list in_spans = flow.in_spans
     cdef PyObject* found
     cdef Input inp
+    cdef InRun last
+    if PyList_GET_SIZE(in_spans):
+        last = <InRun>PyDict_GetItem(in_runs, <object>PyList_GET_ITEM(in_spans, PyList_GET_SIZE(in_spans) - 1))
+        end = last.base + <uint64_t>last.n
+    cdef bint single = not batch  # (a single item's message may hold no bytes past its lineage: pos == n at once)
     pos = MARK
-    while pos < n:
+    while pos < n or single:
+        single = False
         if batch:
             lineage = rd64(p + pos)
             length = rd32(p + pos + 8)
@@ -403,30 +452,40 @@ cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, dict marks, di
             start = MARK
             length = n - MARK
         pos = start + length
-        key = PyLong_FromUnsignedLongLong(lineage)
         hi = lineage >> LOW_BITS
         if hi != cur_hi:  # nothing completes during the call: a watermark read once holds for it
             found = PyDict_GetItem(marks, PyLong_FromUnsignedLongLong(hi))
             mark = <uint64_t>(<object>found) if found != NULL else 0
             cur_hi = hi
-        if (lineage & LOW_MASK) <= mark or (above and PyDict_Contains(above, key)):
+        if (lineage & LOW_MASK) <= mark or (above and PyDict_Contains(above, PyLong_FromUnsignedLongLong(lineage))):
             dups[0] += 1
-            done.append(key)
+            done.append(PyLong_FromUnsignedLongLong(lineage))
             continue
-        if ups is None:
-            ups = [up]
-        inp = Input.__new__(Input)
-        inp.upstreams = ups
-        inp.done = False
-        inp.open_outputs = 0
-        found = PyDict_SetDefault(inputs, key, inp)  # one lookup: taken, or the copy's first already there
-        if found != <PyObject*>inp:
+        if g_k and lineage - g_base < <uint64_t>g_k:  # a copy in this message (the same upstream)
+            dups[0] += 1
+            continue
+        found = NULL
+        if PyDict_Size(inputs) or lineage < end:
+            key = PyLong_FromUnsignedLongLong(lineage)
+            found = PyDict_GetItem(inputs, key)
+            if found == NULL and lineage < end and flow.spill(key):
+                found = PyDict_GetItem(inputs, key)
+        if found != NULL:
             dups[0] += 1
             inp = <Input?>(<object>found)
             if up not in inp.upstreams:
                 inp.upstreams = inp.upstreams + [up]
             continue
-        new.append(key)  # (to_mice gains them in one go)
+        if g_k and lineage == g_base + <uint64_t>g_k:
+            g_k += 1
+        else:
+            if g_k:
+                end = _hand(to_mice, inputs, in_runs, in_spans, g_base, g_k, ups, end)
+                g_k = 0
+            if lineage < end:  # below a run: an input of its own (a run starts above every other one)
+                _hand(to_mice, inputs, in_runs, in_spans, lineage, 1, ups, end)
+            else:
+                g_base, g_k = lineage, 1
         if k[0] == 0:
             first[0] = lineage
         k[0] += 1
@@ -435,6 +494,8 @@ cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, dict marks, di
         wr32(recs + w + 9, <uint32_t>length)
         memcpy(recs + w + REC, p + start, length)
         w += REC + length
+    if g_k:
+        _hand(to_mice, inputs, in_runs, in_spans, g_base, g_k, ups, end)
     used[0] = w
     return 0
 

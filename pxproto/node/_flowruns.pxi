@@ -63,12 +63,7 @@ cdef Run _find(dict runs, list spans, uint64_t lineage, object key):
 
 cdef int _drop(dict runs, list spans, Run r) except -1:
     """Retained.drop: forget a run all completed."""
-    key = PyLong_FromUnsignedLongLong(r.base)
-    PyDict_DelItem(runs, key)
-    cdef Py_ssize_t i = _bisect(spans, r.base, False)
-    if i < PyList_GET_SIZE(spans) and PyLong_AsUnsignedLongLong(<object>PyList_GET_ITEM(spans, i)) == r.base:
-        del spans[i]
-    return 0
+    return _unindex(runs, spans, r.base)
 
 
 cdef Run _keep_group(const uint8_t* p, Py_ssize_t g_pos, Py_ssize_t g_end, Py_ssize_t g_k, uint64_t base, object parent,
@@ -88,3 +83,45 @@ cdef Run _keep_group(const uint8_t* p, Py_ssize_t g_pos, Py_ssize_t g_end, Py_ss
     _index(runs, spans, r)
     qappend(r)
     return r
+
+
+@cython.no_gc
+@cython.final
+cdef class InRun:
+    """Inputs handed to the MICE as one run (the twin of ``pxproto.node.flow._PyInRun``, which says what the
+    fields mean): lineages ``base + lo`` to ``base + n - 1``, none DONE yet, none with outputs."""
+
+    cdef public uint64_t base
+    cdef public Py_ssize_t n, lo
+    cdef public list upstreams
+
+    def __init__(self, uint64_t base, Py_ssize_t n, list upstreams, Py_ssize_t lo=0):
+        self.base, self.n, self.upstreams, self.lo = base, n, upstreams, lo
+
+    def __repr__(self):
+        return f"InRun(base={self.base}, n={self.n}, upstreams={self.upstreams!r}, lo={self.lo})"
+
+
+cdef int _unindex(dict runs, list spans, uint64_t base) except -1:
+    """Forget the run of base ``base`` in ``runs`` and ``spans``."""
+    PyDict_DelItem(runs, PyLong_FromUnsignedLongLong(base))
+    cdef Py_ssize_t i = _bisect(spans, base, False)
+    if i < PyList_GET_SIZE(spans) and PyLong_AsUnsignedLongLong(<object>PyList_GET_ITEM(spans, i)) == base:
+        del spans[i]
+    return 0
+
+
+cdef object _spill_head(object flow, object to_mice, dict inputs, InRun h):
+    """Flow.spill of the first lineage of ``h`` (``to_mice[0]``): it becomes an input of its own, first in
+    ``to_mice``; returns its lineage (an int)."""
+    cdef object key = PyLong_FromUnsignedLongLong(h.base + <uint64_t>h.lo)
+    cdef Input inp = Input.__new__(Input)
+    inp.upstreams, inp.done, inp.open_outputs = h.upstreams, False, 0
+    PyDict_SetItem(inputs, key, inp)
+    h.lo += 1
+    if h.lo == h.n:
+        to_mice[0] = key
+        _unindex(flow.in_runs, flow.in_spans, h.base)
+    else:
+        to_mice.appendleft(key)
+    return key

@@ -236,7 +236,7 @@ class ChannelPlane:
         for kind, lineage, data in recs:
             if kind == OUT:
                 outs += 1
-                parent = to_mice[0] if to_mice else None
+                parent = flow.head()  # (an input of its own: it has outputs)
                 if not (
                     g_recs
                     and lineage == g_base + len(g_recs)

@@ -24,63 +24,12 @@ from dataclasses import dataclass, field
 
 from pxproto.fastpath import select
 from pxproto.node import mice
+from pxproto.node.handover import COMPLETED_MAX, LOW_BITS, LOW_MASK, Completed, MiceQueue
+
+__all__ = ["COMPLETED_MAX", "LOW_BITS", "LOW_MASK", "Completed", "Flow", "MiceQueue", "Upstream"]
 
 Upstream = tuple[int, bytes, int]
 """(input channel, upstream MAC, upstream DIME)."""
-
-LOW_BITS = 48
-LOW_MASK = (1 << LOW_BITS) - 1
-COMPLETED_MAX = 1 << 20
-"""Completed lineages kept above their watermarks, at most (the oldest are forgotten past this)."""
-
-
-class Completed:
-    """The lineages completed here, in bounded memory: a watermark per high 16 bits, and a set above it.
-
-    A lineage is (high 16 bits, low 48 bits).  Source lineages are ``stage << 48 | i + 1``
-    and arrive nearly in order, so for each high part a *watermark* says "every low part up
-    to here is complete", and only lineages completed out of order are kept one by one, in
-    ``above``; a lineage that closes the gap above a watermark moves it up and frees them.
-    A stage passing each input on as its first output keeps source lineages, so the marks do
-    the work along the whole workflow.  Derived lineages (hashes, :func:`pxproto.node.mice.derive_lineage`)
-    never join a watermark: they stay in ``above``, which holds at most ``cap`` lineages, the
-    oldest forgotten first (``forgotten`` counts them; a copy of a forgotten lineage would be
-    handed to the MICE again, so ``cap`` bounds how far back a replay is recognised).
-    """
-
-    __slots__ = ("above", "cap", "forgotten", "marks")
-
-    def __init__(self, cap: int = COMPLETED_MAX) -> None:
-        self.marks: dict[int, int] = {}
-        self.above: dict[int, None] = {}
-        self.cap = cap
-        self.forgotten = 0
-
-    def __contains__(self, lineage: int) -> bool:
-        return (lineage & LOW_MASK) <= self.marks.get(lineage >> LOW_BITS, 0) or lineage in self.above
-
-    def __len__(self) -> int:
-        """Entries held (marks plus lineages above them): the memory, not the count of lineages completed."""
-        return len(self.marks) + len(self.above)
-
-    def add(self, lineage: int) -> None:
-        hi, lo = lineage >> LOW_BITS, lineage & LOW_MASK
-        mark = self.marks.get(hi, 0)
-        if lo <= mark:
-            return
-        if lo != mark + 1:
-            self.above[lineage] = None
-            if len(self.above) > self.cap:
-                del self.above[next(iter(self.above))]
-                self.forgotten += 1
-            return
-        mark = lo
-        base = hi << LOW_BITS
-        above = self.above
-        while above and base | (mark + 1) in above:
-            mark += 1
-            del above[base | mark]
-        self.marks[hi] = mark
 
 
 @dataclass(slots=True)
@@ -88,6 +37,19 @@ class _PyInput:
     upstreams: list[Upstream]
     done: bool = False
     open_outputs: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _PyInRun:
+    """Inputs handed to the MICE as one run (the items of one item message with consecutive lineages): lineages
+    ``base + lo`` to ``base + n - 1``, in hand-over order, none DONE yet and none with outputs, all completed to
+    ``upstreams``.  An item that needs state of its own (outputs, a copy from another upstream, a DONE out of
+    order) leaves the run first and becomes an input of its own (:meth:`Flow.spill`)."""
+
+    base: int
+    n: int
+    upstreams: list[Upstream]
+    lo: int = 0
 
 
 @dataclass(slots=True)
@@ -223,76 +185,12 @@ def _run_items(r: _PyRun) -> Iterator[tuple[int, _PyOutput]]:
         pos += ITEM_HEAD + length
 
 
-class MiceQueue:
-    """Items waiting for the MICE, kept as the ITEM records that hand them over: a chunk per item message
-    (how many, first lineage, records), so an arriving batch costs one bytes object and :meth:`take` joins
-    whole chunks.  ``len`` counts items; iterating gives (lineage, bytes) pairs, whatever the chunking."""
-
-    __slots__ = ("chunks", "n", "size")
-
-    def __init__(self) -> None:
-        self.chunks: deque[tuple[int, int, bytes]] = deque()
-        self.n = 0
-        self.size = 0
-        """Bytes of the records waiting."""
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        for _, _, recs in self.chunks:
-            for _, lineage, data in mice.records(recs):
-                yield lineage, data
-
-    def clear(self) -> None:
-        self.chunks.clear()
-        self.n = self.size = 0
-
-    def add(self, n: int, first: int, records: bytes) -> None:
-        """``n`` items as ITEM records (the first's lineage ``first``)."""
-        if n:
-            self.chunks.append((n, first, records))
-            self.n += n
-            self.size += len(records)
-
-    def append(self, pair: tuple[int, bytes]) -> None:
-        self.add(1, pair[0], mice.pack_records(mice.ITEM, [pair]))
-
-    def take(self, max_n: int, limit: int) -> tuple[bytes, int, int]:
-        """Pop up to ``max_n`` items (at least one), no more than fit ``limit`` bytes of records (the last may
-        cross it), as one message of ITEM records; return (message, how many, first lineage or 0), as
-        :func:`pxproto.node.mice.take_records` does for a deque of pairs."""
-        chunks = self.chunks
-        parts: list[bytes] = []
-        n = size = first = 0
-        while chunks and n < max_n and size < limit:
-            cn, cfirst, recs = chunks[0]
-            if not parts:
-                first = cfirst
-            if n + cn <= max_n and size + len(recs) <= limit:
-                k, used = cn, len(recs)
-            else:
-                k, used, nxt = mice.split_at(recs, max_n - n, limit - size)
-            if k == cn:
-                chunks.popleft()
-                parts.append(recs)
-            else:
-                chunks[0] = (cn - k, nxt, recs[used:])
-                parts.append(recs[:used])
-            n += k
-            size += used
-        self.n -= n
-        self.size -= size
-        if not parts:
-            return b"", 0, 0
-        return (parts[0] if len(parts) == 1 else b"".join(parts)), n, first
-
-
 loops = select.compiled("pxproto.node._flowc")
 """The compiled per-item loops of ``channels.py`` (``pxproto.node._flowc``, its Input and Run records too), or
 None: the Python loops there and in :class:`Flow` run."""
 _Input: type[_PyInput] = loops.Input if loops is not None else _PyInput
 Run: type[_PyRun] = loops.Run if loops is not None else _PyRun
+InRun: type[_PyInRun] = loops.InRun if loops is not None else _PyInRun
 Output = _PyOutput
 
 
@@ -307,8 +205,13 @@ class Flow:
     """Inputs handed to the MICE and not yet completed, by lineage."""
     completed: Completed = field(default_factory=Completed)
     """Lineages completed here (their copies are completed at once), behind watermarks."""
-    to_mice: deque[int] = field(default_factory=deque)
-    """Lineages handed to the MICE whose DONE has not come back, in order."""
+    to_mice: deque[int | _PyInRun] = field(default_factory=deque)
+    """Lineages handed to the MICE whose DONE has not come back, in order: an input of its own (in ``inputs``),
+    or a run of them (:class:`_PyInRun`, in ``in_runs``)."""
+    in_runs: dict[int, _PyInRun] = field(default_factory=dict)
+    """The runs of inputs in ``to_mice``, by base lineage."""
+    in_spans: list[int] = field(default_factory=list)
+    """Their bases, sorted (a lineage inside a run is found by bisection)."""
     retained: Retained = field(default_factory=Retained)
     """Outputs not yet completed by downstream, as runs."""
     queue: deque[_PyRun] = field(default_factory=deque)
@@ -327,6 +230,8 @@ class Flow:
             self.duplicates += 1
             return "done"
         inp = self.inputs.get(lineage)
+        if inp is None and self.spill(lineage):
+            inp = self.inputs[lineage]
         if inp is not None:
             self.duplicates += 1
             if up not in inp.upstreams:
@@ -338,36 +243,149 @@ class Flow:
 
     def arrive_batch(self, items: list[tuple[int, bytes]], up: Upstream, queue: MiceQueue) -> list[int]:
         """:meth:`arrive` for the items of one message, inlined (the sink's per-item hot path): the new ones
-        are added to ``queue`` (for the MICE) as one chunk; returns the lineages to complete at once (copies of
-        done ones).  The new inputs share one upstreams list (lists are replaced, never changed in place)."""
-        completed, inputs, to_mice = self.completed, self.inputs, self.to_mice
+        are added to ``queue`` (for the MICE) as one chunk, and kept as runs of inputs (consecutive lineages; one
+        alone is an input of its own); returns the lineages to complete at once (copies of done ones).  The new
+        inputs share one upstreams list (lists are replaced, never changed in place).  The pure twin of
+        ``_flowc.arrive``."""
+        completed, inputs = self.completed, self.inputs
         marks, above = completed.marks, completed.above
         done: list[int] = []
         new: list[tuple[int, bytes]] = []
-        ups: list[Upstream] | None = None
+        ups: list[Upstream] = [up]
+        end = self.in_end()
+        g_base = g_k = 0  # the run being gathered: g_k lineages from g_base
         for pair in items:
             lineage = pair[0]
             if (lineage & LOW_MASK) <= marks.get(lineage >> LOW_BITS, 0) or lineage in above:
                 self.duplicates += 1
                 done.append(lineage)
                 continue
-            inp = inputs.get(lineage)
+            if g_k and g_base <= lineage < g_base + g_k:  # a copy in this message (the same upstream)
+                self.duplicates += 1
+                continue
+            inp = inputs.get(lineage) if inputs else None
+            if inp is None and lineage < end and self.spill(lineage):
+                inp = inputs[lineage]
             if inp is not None:
                 self.duplicates += 1
                 if up not in inp.upstreams:
                     inp.upstreams = [*inp.upstreams, up]
                 continue
-            if ups is None:
-                ups = [up]
-            inputs[lineage] = _Input(ups)
-            to_mice.append(lineage)
+            if g_k and lineage == g_base + g_k:
+                g_k += 1
+            else:
+                if g_k:
+                    end = self.hand(g_base, g_k, ups, end)
+                    g_k = 0
+                if lineage < end:  # below a run: an input of its own (a run starts above every other one)
+                    self.hand(lineage, 1, ups, end)
+                else:
+                    g_base, g_k = lineage, 1
             new.append(pair)
+        if g_k:
+            self.hand(g_base, g_k, ups, end)
         if new:
             queue.add(len(new), new[0][0], mice.pack_records(mice.ITEM, new))
         return done
 
+    def in_end(self) -> int:
+        """A lineage above every one in a run of inputs (0: no runs)."""
+        if not self.in_spans:
+            return 0
+        r = self.in_runs[self.in_spans[-1]]
+        return r.base + r.n
+
+    def hand(self, base: int, n: int, ups: list[Upstream], end: int) -> int:
+        """``n`` new inputs of consecutive lineages from ``base`` handed to the MICE: a run (one alone: an input of
+        its own); returns ``end`` raised past them.  A run is made only above every other one (``base >= end``), so
+        no run's lineages, those before its ``lo`` included, overlap another's."""
+        if n == 1:
+            self.inputs[base] = _Input(ups)
+            self.to_mice.append(base)
+            return end
+        r = InRun(base, n, ups)
+        self.to_mice.append(r)
+        self.in_runs[base] = r
+        if not self.in_spans or base > self.in_spans[-1]:
+            self.in_spans.append(base)
+        else:
+            insort(self.in_spans, base)
+        return max(end, base + n)
+
+    def in_find(self, lineage: int) -> _PyInRun | None:
+        """The run of inputs holding ``lineage`` (not DONE yet), or None."""
+        i = bisect_right(self.in_spans, lineage)
+        if i:
+            r = self.in_runs[self.in_spans[i - 1]]
+            if r.base + r.lo <= lineage < r.base + r.n:
+                return r
+        return None
+
+    def _in_drop(self, r: _PyInRun) -> None:
+        del self.in_runs[r.base]
+        del self.in_spans[bisect_left(self.in_spans, r.base)]
+
+    def spill(self, lineage: int) -> bool:
+        """Take ``lineage`` out of its run of inputs as an input of its own, in its place in ``to_mice`` (the run
+        keeps the items before it, a new run those after it); False if it is in no run."""
+        r = self.in_find(lineage)
+        if r is None:
+            return False
+        i = lineage - r.base
+        self.inputs[lineage] = _Input(r.upstreams)
+        tm = self.to_mice
+        j = 0 if tm[0] is r else tm.index(r)
+        if i == r.lo:  # the head (an item about to have outputs, mostly): the run goes on after it
+            r.lo += 1
+            if r.lo == r.n:
+                tm[j] = lineage
+                self._in_drop(r)
+            else:
+                tm.insert(j, lineage)
+            return True
+        tm.insert(j + 1, lineage)
+        if i + 1 < r.n:
+            rest = InRun(lineage + 1, r.n - i - 1, r.upstreams)
+            tm.insert(j + 2, rest)
+            self.in_runs[rest.base] = rest
+            insort(self.in_spans, rest.base)
+        r.n = i
+        return True
+
+    def head(self) -> int | None:
+        """The oldest input not DONE (None: none), an input of its own (it is about to have outputs)."""
+        tm = self.to_mice
+        if not tm:
+            return None
+        h = tm[0]
+        if isinstance(h, int):
+            return h
+        lineage = h.base + h.lo
+        self.spill(lineage)
+        return lineage
+
+    def pending(self) -> list[int]:
+        """The lineages handed to the MICE whose DONE has not come back, in order."""
+        out: list[int] = []
+        for h in self.to_mice:
+            if isinstance(h, int):
+                out.append(h)
+            else:
+                out.extend(range(h.base + h.lo, h.base + h.n))
+        return out
+
+    def input_items(self) -> dict[int, tuple[list[Upstream], bool, int]]:
+        """Every input not completed: (upstreams, done, open outputs) by lineage, those in runs too."""
+        got = {k: (list(v.upstreams), bool(v.done), v.open_outputs) for k, v in self.inputs.items()}
+        for r in self.in_runs.values():
+            for lin in range(r.base + r.lo, r.base + r.n):
+                got[lin] = (list(r.upstreams), False, 0)
+        return got
+
     def forget(self, lineage: int) -> None:
         """Undo the hand-over of a 'new' lineage that could not be handed over (no MICE)."""
+        if lineage not in self.inputs:
+            self.spill(lineage)
         if self.inputs.pop(lineage, None) is not None:
             if self.to_mice and self.to_mice[-1] == lineage:
                 self.to_mice.pop()
@@ -378,7 +396,7 @@ class Flow:
     def produced(self, lineage: int, data: bytes) -> None:
         """The MICE yielded an item (for the oldest input not yet DONE, or as a source).  A lineage inside a run
         still kept is not kept again, even if that item of the run is completed (downstream has it)."""
-        parent = self.to_mice[0] if self.to_mice else None
+        parent = self.head()
         if self.retained.find(lineage) is not None:  # the same lineage again (a re-run source): keep one copy
             return
         if parent is not None:
@@ -398,6 +416,18 @@ class Flow:
 
     def done(self, lineage: int) -> list[Upstream]:
         """The MICE finished an input; return the upstreams to complete it to (if it is complete now)."""
+        tm = self.to_mice
+        if tm:
+            h = tm[0]
+            if not isinstance(h, int) and lineage == h.base + h.lo:  # the next of a run: done and complete
+                h.lo += 1
+                if h.lo == h.n:
+                    tm.popleft()
+                    self._in_drop(h)
+                self.completed.add(lineage)
+                return h.upstreams
+        if lineage not in self.inputs:
+            self.spill(lineage)
         if self.to_mice and self.to_mice[0] == lineage:
             self.to_mice.popleft()
         else:

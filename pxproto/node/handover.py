@@ -1,0 +1,128 @@
+"""What a DIME's item flow (:mod:`pxproto.node.flow`) keeps beside its inputs and outputs: the lineages completed
+here, behind watermarks (:class:`Completed`), and the items waiting for the MICE (:class:`MiceQueue`)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+from pxproto.node import mice
+
+LOW_BITS = 48
+LOW_MASK = (1 << LOW_BITS) - 1
+COMPLETED_MAX = 1 << 20
+"""Completed lineages kept above their watermarks, at most (the oldest are forgotten past this)."""
+
+
+class Completed:
+    """The lineages completed here, in bounded memory: a watermark per high 16 bits, and a set above it.
+
+    A lineage is (high 16 bits, low 48 bits).  Source lineages are ``stage << 48 | i + 1``
+    and arrive nearly in order, so for each high part a *watermark* says "every low part up
+    to here is complete", and only lineages completed out of order are kept one by one, in
+    ``above``; a lineage that closes the gap above a watermark moves it up and frees them.
+    A stage passing each input on as its first output keeps source lineages, so the marks do
+    the work along the whole workflow.  Derived lineages (hashes, :func:`pxproto.node.mice.derive_lineage`)
+    never join a watermark: they stay in ``above``, which holds at most ``cap`` lineages, the
+    oldest forgotten first (``forgotten`` counts them; a copy of a forgotten lineage would be
+    handed to the MICE again, so ``cap`` bounds how far back a replay is recognised).
+    """
+
+    __slots__ = ("above", "cap", "forgotten", "marks")
+
+    def __init__(self, cap: int = COMPLETED_MAX) -> None:
+        self.marks: dict[int, int] = {}
+        self.above: dict[int, None] = {}
+        self.cap = cap
+        self.forgotten = 0
+
+    def __contains__(self, lineage: int) -> bool:
+        return (lineage & LOW_MASK) <= self.marks.get(lineage >> LOW_BITS, 0) or lineage in self.above
+
+    def __len__(self) -> int:
+        """Entries held (marks plus lineages above them): the memory, not the count of lineages completed."""
+        return len(self.marks) + len(self.above)
+
+    def add(self, lineage: int) -> None:
+        hi, lo = lineage >> LOW_BITS, lineage & LOW_MASK
+        mark = self.marks.get(hi, 0)
+        if lo <= mark:
+            return
+        if lo != mark + 1:
+            self.above[lineage] = None
+            if len(self.above) > self.cap:
+                del self.above[next(iter(self.above))]
+                self.forgotten += 1
+            return
+        mark = lo
+        base = hi << LOW_BITS
+        above = self.above
+        while above and base | (mark + 1) in above:
+            mark += 1
+            del above[base | mark]
+        self.marks[hi] = mark
+
+
+class MiceQueue:
+    """Items waiting for the MICE, kept as the ITEM records that hand them over: a chunk per item message
+    (how many, first lineage, records), so an arriving batch costs one bytes object and :meth:`take` joins
+    whole chunks.  ``len`` counts items; iterating gives (lineage, bytes) pairs, whatever the chunking."""
+
+    __slots__ = ("chunks", "n", "size")
+
+    def __init__(self) -> None:
+        self.chunks: deque[tuple[int, int, bytes]] = deque()
+        self.n = 0
+        self.size = 0
+        """Bytes of the records waiting."""
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        for _, _, recs in self.chunks:
+            for _, lineage, data in mice.records(recs):
+                yield lineage, data
+
+    def clear(self) -> None:
+        self.chunks.clear()
+        self.n = self.size = 0
+
+    def add(self, n: int, first: int, records: bytes) -> None:
+        """``n`` items as ITEM records (the first's lineage ``first``)."""
+        if n:
+            self.chunks.append((n, first, records))
+            self.n += n
+            self.size += len(records)
+
+    def append(self, pair: tuple[int, bytes]) -> None:
+        self.add(1, pair[0], mice.pack_records(mice.ITEM, [pair]))
+
+    def take(self, max_n: int, limit: int) -> tuple[bytes, int, int]:
+        """Pop up to ``max_n`` items (at least one), no more than fit ``limit`` bytes of records (the last may
+        cross it), as one message of ITEM records; return (message, how many, first lineage or 0), as
+        :func:`pxproto.node.mice.take_records` does for a deque of pairs."""
+        chunks = self.chunks
+        parts: list[bytes] = []
+        n = size = first = 0
+        while chunks and n < max_n and size < limit:
+            cn, cfirst, recs = chunks[0]
+            if not parts:
+                first = cfirst
+            if n + cn <= max_n and size + len(recs) <= limit:
+                k, used = cn, len(recs)
+            else:
+                k, used, nxt = mice.split_at(recs, max_n - n, limit - size)
+            if k == cn:
+                chunks.popleft()
+                parts.append(recs)
+            else:
+                chunks[0] = (cn - k, nxt, recs[used:])
+                parts.append(recs[:used])
+            n += k
+            size += used
+        self.n -= n
+        self.size -= size
+        if not parts:
+            return b"", 0, 0
+        return (parts[0] if len(parts) == 1 else b"".join(parts)), n, first
