@@ -7,8 +7,8 @@ gives it back, and faults every page in again (zeroed by the kernel) on the next
 during ``bench/channel.py`` at 1400 B items, 17% of the sink server's CPU and 6% of pxswitch's went to page faults
 (``exc_page_fault``, ``clear_page_erms``), none with the settings below.
 
-The settings are for processes that exec no MICE: a DIME (whose MICE forks from it, with its memory limit) is a
-fresh ``exec`` and keeps glibc's defaults.
+A DIME takes them too; the MICE it forks, which lives within its memory limit, goes back to glibc's first
+thresholds (:func:`default_heap`), so freed memory is returned as before.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ MMAP_BYTES = 4 << 20
 """Requests below this come from the heap (frames, record batches), not from a mapping of their own."""
 
 
-def keep_heap() -> bool:
-    """Set the thresholds above (glibc's ``mallopt``); False where there is no glibc or it refused one."""
+GLIBC_FIRST = 128 << 10
+"""glibc's first mmap and trim thresholds, and its default top pad."""
+
+
+def _mallopt(settings: tuple[tuple[int, int], ...]) -> bool:
     if platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -37,5 +40,14 @@ def keep_heap() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    settings = ((M_MMAP_THRESHOLD, MMAP_BYTES), (M_TRIM_THRESHOLD, TRIM_BYTES), (M_TOP_PAD, TOP_PAD_BYTES))
     return all([mallopt(param, value) == 1 for param, value in settings])
+
+
+def keep_heap() -> bool:
+    """Set the thresholds above (glibc's ``mallopt``); False where there is no glibc or it refused one."""
+    return _mallopt(((M_MMAP_THRESHOLD, MMAP_BYTES), (M_TRIM_THRESHOLD, TRIM_BYTES), (M_TOP_PAD, TOP_PAD_BYTES)))
+
+
+def default_heap() -> bool:
+    """Back to glibc's first thresholds (a forked MICE: what it frees goes back to the kernel, within its limit)."""
+    return _mallopt(((M_MMAP_THRESHOLD, GLIBC_FIRST), (M_TRIM_THRESHOLD, GLIBC_FIRST), (M_TOP_PAD, GLIBC_FIRST)))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from pxproto import package
 from pxproto.dime.endpoint import Address
-from pxproto.fastpath import select
+from pxproto.fastpath import heap, select
 from pxproto.node import beat, memcg, memory, mice, state
 from pxproto.node.channels import FLUSH_US
 from pxproto.node.machine import WINDOW_BYTES, DimeMachine, Loaded, MachineConfig, Mice, OwnChannels, credit_for
@@ -221,6 +221,7 @@ class Dime(OwnChannels):
                     self.wire.close()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 die_with_parent()
+                heap.default_heap()  # the DIME keeps its freed buffers; the MICE, within its limit, returns them
                 with contextlib.suppress(OSError):  # the FCAPS loop on the same core comes first
                     os.setpriority(os.PRIO_PROCESS, 0, MICE_NICE)
                 sys.dont_write_bytecode = True  # nothing lands in the verified tree
@@ -534,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(OSError):  # the FCAPS loop before ordinary work (root only; it mostly sleeps)
         os.setpriority(os.PRIO_PROCESS, 0, DIME_NICE)
     sock = socket.socket(fileno=cfg.fd)
+    heap.keep_heap()  # frames and record batches of 64 KiB reuse the heap instead of faulting fresh pages in
     gc.freeze()
     gc.set_threshold(GC_GEN0, 10, 10)
     prof_dir = os.environ.get("PXKERNEL_PROFILE")
