@@ -491,6 +491,7 @@ class Dime(OwnChannels):
                     m.plane.flush_acks(now)  # and the MICE gets what the frames brought, in one message
                 elif key.data == "wire":
                     self._from_wire(now)
+                    self.rx_run = 0
                     m.plane.flush_acks(now)
                 elif key.data == "mice" and m.mice is not None:
                     self._mice_readable(now)
