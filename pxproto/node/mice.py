@@ -526,7 +526,7 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
             if stop:
                 return 0
     except MemoryError:
-        return _fault(out, FaultCode.MEMORY_EXCEEDED, f"stage {ctx.name}: out of memory (limit reached)")
+        return _fault(out, FaultCode.MEMORY_EXCEEDED, f"stage {ctx.name}: out of memory (memory limit reached)")
     except OSError as exc:
         if exc.errno != errno.ENOMEM:  # a refused mmap under RLIMIT_AS is the limit, not a crash
             return _fault(out, FaultCode.MICE_CRASHED, f"stage {ctx.name}: {type(exc).__name__}: {exc}")
