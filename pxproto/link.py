@@ -118,11 +118,7 @@ class UdpPort(Port):
     """Receive and send buffer of each socket."""
 
     def __init__(self, host: str, port: int) -> None:
-        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.BUF)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.BUF)
-        s.connect((host, port))
-        s.setblocking(False)
+        s = self._connected(socket.AF_INET6 if ":" in host else socket.AF_INET, (host, port))
         super().__init__(s, f"udp:{host}:{port}")
         self._batch = fastpath_select.compiled("pxproto.switch._afpacket")
         """recvmmsg, 64 datagrams a call (None: one recv each)."""
@@ -130,6 +126,22 @@ class UdpPort(Port):
         """The switch's address once the socket is unconnected (:meth:`reuseport_group`; None: connected)."""
         self.dest: bytes | None = None
         """``peer`` as a raw struct sockaddr (sendmmsg's msg_name, the heartbeat sender's ``sendto``)."""
+
+    @classmethod
+    def _socket(cls, family: int) -> socket.socket:
+        """A UDP socket with the port's buffers."""
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cls.BUF)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, cls.BUF)
+        return s
+
+    @classmethod
+    def _connected(cls, family: int, peer: tuple[str, int]) -> socket.socket:
+        """The port's one connected, non-blocking socket."""
+        s = cls._socket(family)
+        s.connect(peer)
+        s.setblocking(False)
+        return s
 
     def reuseport_group(self, n: int) -> list[socket.socket]:
         """Make this port's socket the first of an SO_REUSEPORT group of 1 + ``n`` unconnected sockets on its local
@@ -148,11 +160,9 @@ class UdpPort(Port):
         socks: list[socket.socket] = []
         try:
             for i in range(1 + n):
-                s = socket.socket(fam, socket.SOCK_DGRAM)
+                s = self._socket(fam)
                 socks.append(s)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.BUF)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.BUF)
                 udpsteer.attach(s, udpsteer.SO_ATTACH_FILTER, udpsteer.sender_program(peer, fam))
                 if i:
                     s.bind(socks[0].getsockname()[:2])
@@ -165,12 +175,7 @@ class UdpPort(Port):
         except OSError:
             for s in socks:
                 s.close()
-            fresh = socket.socket(fam, socket.SOCK_DGRAM)  # as the port was: one connected socket
-            fresh.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.BUF)
-            fresh.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.BUF)
-            fresh.connect(peer)
-            fresh.setblocking(False)
-            self.sock = fresh
+            self.sock = self._connected(fam, peer)  # as the port was: one connected socket
             return []
         self.sock, self.peer, self.dest = socks[0], peer, udpsteer.sockaddr(peer, fam)
         return socks[1:]
