@@ -71,25 +71,7 @@ ADD = 0x04  # A += k
 RET_A = 0x16
 RET_K = 0x06
 
-Insn = tuple[int, int | str, int | str, int]
-
-
-def assemble(ins: list[Insn | str]) -> bytes:
-    """Classic BPF from (code, jt, jf, k) tuples whose jump targets may be label names (a str item is a label)."""
-    labels: dict[str, int] = {}
-    code: list[Insn] = []
-    for item in ins:
-        if isinstance(item, str):
-            labels[item] = len(code)
-        else:
-            code.append(item)
-    out = bytearray()
-    for pc, (op, jt, jf, k) in enumerate(code):
-        rel = [labels[j] - pc - 1 if isinstance(j, str) else j for j in (jt, jf)]
-        if not all(0 <= r <= 255 for r in rel):
-            raise ValueError(f"steering program: jump {rel} at instruction {pc} out of range")
-        out += struct.pack("HBBI", op, rel[0], rel[1], k & 0xFFFFFFFF)
-    return bytes(out)
+Insn = udpsteer.Insn
 
 
 def steer_program(mac: bytes, dimes: int, link_layer: bool = False) -> bytes:
@@ -125,7 +107,7 @@ def steer_program(mac: bytes, dimes: int, link_layer: bool = False) -> bytes:
         "server",
         (RET_K, 0, 0, 0),
     ]
-    return assemble(ins)
+    return udpsteer.assemble(ins)
 
 
 def open_group(wire: Port, mac: bytes, dimes: int) -> list[socket.socket]:

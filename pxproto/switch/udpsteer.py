@@ -26,6 +26,7 @@ import os
 import socket
 import struct
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 SO_ATTACH_FILTER = 26
@@ -35,8 +36,27 @@ ACCEPT = 0x40000
 VLAN = 0x8100
 
 
-def _prog(ins: list[tuple[int, int, int, int]]) -> bytes:
-    return b"".join(struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF) for code, jt, jf, k in ins)
+Insn = tuple[int, int | str, int | str, int]
+"""A classic BPF instruction (code, jt, jf, k); a jump target may name a label."""
+
+
+def assemble(ins: Sequence[Insn | str]) -> bytes:
+    """Classic BPF from (code, jt, jf, k) tuples whose jump targets are offsets or label names (a str item is a
+    label); the steering programs here and in :mod:`pxproto.node.steer`."""
+    labels: dict[str, int] = {}
+    code: list[Insn] = []
+    for item in ins:
+        if isinstance(item, str):
+            labels[item] = len(code)
+        else:
+            code.append(item)
+    out = bytearray()
+    for pc, (op, jt, jf, k) in enumerate(code):
+        rel = [labels[j] - pc - 1 if isinstance(j, str) else j for j in (jt, jf)]
+        if not all(0 <= r <= 255 for r in rel):
+            raise ValueError(f"BPF program: jump {rel} at instruction {pc} out of range")
+        out += struct.pack("HBBI", op, rel[0], rel[1], k & 0xFFFFFFFF)
+    return bytes(out)
 
 
 def steer_program(control: tuple[int, ...]) -> bytes:
@@ -52,7 +72,7 @@ def steer_program(control: tuple[int, ...]) -> bytes:
         ins.append((0x15, n - i, 0, et))
     ins.append((0x06, 0, 0, 0))
     ins.append((0x06, 0, 0, 1))
-    return _prog(ins)
+    return assemble(ins)
 
 
 def sender_program(remote: tuple[str, int], family: int) -> bytes:
@@ -74,7 +94,7 @@ def sender_program(remote: tuple[str, int], family: int) -> bytes:
     ins.append((0x15, 0, 1, remote[1]))
     ins.append((0x06, 0, 0, ACCEPT))
     ins.append((0x06, 0, 0, 0))
-    return _prog(ins)
+    return assemble(ins)
 
 
 def attach(sock: socket.socket, option: int, program: bytes, level: int = socket.SOL_SOCKET) -> None:
