@@ -75,6 +75,10 @@ cdef class FastLoop:
     cdef public bint malformed_drop
     cdef public bint force_slow
     cdef public double busy_poll      # seconds run() keeps looking after a frame before it sleeps in poll
+    cdef public double busy_adaptive  # seconds of silence after which a loop that is spinning sleeps (0: never spins)
+    cdef double last_frames           # when a look last found frames (busy_adaptive: kept across run() calls)
+    cdef double busy_until            # keep looking without sleeping until then (kept across run() calls)
+    cdef public long long spins       # looks that found nothing and did not sleep (busy polling)
     # per-port, per-class counters of frames the loop handled itself
     cdef long long rx[MAXPORTS]
     cdef long long rx_bytes[MAXPORTS]
@@ -453,7 +457,8 @@ cdef class FastLoop:
         cdef bint ctrl, data
         cdef int n = 0, nw, i, p, r, ms
         cdef timespec ts
-        cdef double now, deadline, busy_until
+        cdef double now, deadline
+        cdef bint spinning, hot
         cdef list out = []
         cdef list slow = [], retry = [], failed = []
         if len(watch) > MAXWATCH:
@@ -475,15 +480,15 @@ cdef class FastLoop:
             n += 1
         clock_gettime(CLOCK_MONOTONIC, &ts)
         deadline = ts.tv_sec + ts.tv_nsec * 1e-9 + timeout
-        busy_until = 0.0
         while True:
             clock_gettime(CLOCK_MONOTONIC, &ts)
             now = ts.tv_sec + ts.tv_nsec * 1e-9
             if now >= deadline:
                 return out
-            # busy polling: for ``busy_poll`` seconds after the last frame, look again without sleeping (no
-            # wake-up for the sender's CPU to send, no scheduler delay for the next frame)
-            ms = 0 if now < busy_until else <int>((deadline - now) * 1000) + 1
+            # busy polling: until busy_until, look again without sleeping (no wake-up for the sender's CPU to
+            # send, no scheduler delay for the next frame); a poll of timeout 0 joins no wait queue
+            spinning = now < self.busy_until
+            ms = 0 if spinning else <int>((deadline - now) * 1000) + 1
             with nogil:
                 r = poll(fds, n, ms)
             if r < 0:
@@ -491,8 +496,12 @@ cdef class FastLoop:
                     return out  # let Python run its signal handlers
                 raise OSError(errno, "poll")
             if r == 0:
+                if spinning:
+                    self.spins += 1
                 continue
-            busy_until = now + self.busy_poll
+            # adaptive: work found within busy_adaptive of the end of the last keeps the loop looking; a frame
+            # after a longer silence (a heartbeat) does not, so a quiet switch sleeps between frames
+            hot = self.busy_adaptive > 0 and now - self.last_frames <= self.busy_adaptive
             for i in range(nw, n):
                 if fds[i].revents:
                     return out
@@ -517,6 +526,12 @@ cdef class FastLoop:
                     if slow or retry or failed:
                         out.append((p, slow, retry, failed))
                         slow, retry, failed = [], [], []  # (no lists made while every batch stays in C)
+            clock_gettime(CLOCK_MONOTONIC, &ts)
+            self.last_frames = ts.tv_sec + ts.tv_nsec * 1e-9  # silence counts from the end of this work
+            if hot:
+                self.busy_until = self.last_frames + self.busy_adaptive
+            if self.busy_poll > 0:
+                self.busy_until = max(self.busy_until, self.last_frames + self.busy_poll)
             if out or self.mlen > self.mcap // 2:
                 return out  # (or the mirror buffer wants writing out)
 

@@ -91,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--realtime", type=int, metavar="PRIO", help="run under SCHED_FIFO at PRIO (1..99)")
     run.add_argument("--busy-poll", type=int, metavar="US", help="keep polling US microseconds after a frame")
     run.add_argument(
+        "--busy-adaptive",
+        type=int,
+        metavar="US",
+        help="poll without sleeping while frames keep coming, sleep after US microseconds of silence "
+        "(default 50; 0: sleep after every batch)",
+    )
+    run.add_argument(
         "--slice",
         type=int,
         metavar="US",

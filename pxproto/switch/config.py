@@ -15,6 +15,7 @@ A file::
     control = "/run/user/1000/pxswitch.sock"   # default: $XDG_RUNTIME_DIR/pxswitch.sock, else /tmp/pxswitch-UID.sock
     realtime = 0               # 1..99: run under SCHED_FIFO at this priority (0: the normal scheduler)
     busy_poll = 0              # µs the AF_PACKET loop keeps polling after a frame before it sleeps
+    busy_adaptive = 50         # µs: polls without sleeping while frames keep coming, sleeps after this long a silence
     slice = 0                  # µs (100..100000): the loop's EEVDF time slice (0: the kernel's, 1.4 ms here)
     workers = 1                # threads forwarding AF_PACKET ports' data (PACKET_FANOUT; more than 1: no mirror)
 
@@ -103,6 +104,7 @@ SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "control": str,
     "realtime": int,
     "busy_poll": int,
+    "busy_adaptive": int,
     "slice": int,
     "workers": int,
     "max_macs": int,
@@ -130,10 +132,15 @@ class SwitchConfig:
     mirror: str | None = None
     control: str = DEFAULT_CONTROL
     realtime: int = 0
-    busy_poll: int = 0
-    """Microseconds the AF_PACKET loop keeps polling after a frame before it sleeps (0: sleep at once)."""
     """SCHED_FIFO priority (1..99) for the loop, 0 for the normal scheduler: the kernel bridge forwards in
     softirq, ahead of every task; a userspace switch on a busy host needs the same standing to keep its latency."""
+    busy_poll: int = 0
+    """Microseconds the AF_PACKET loop keeps polling after a frame before it sleeps (0: sleep at once)."""
+    busy_adaptive: int = 50
+    """Adaptive busy polling: frames that come within this many microseconds of the end of the last work keep
+    the loop polling without sleeping, until this long a silence; a frame after a longer silence (heartbeats,
+    a quiet network) is read and the loop sleeps at once (0: never).  A polling loop is on no wait queue, so the
+    sender's CPU spends nothing on waking it."""
     slice: int = 0
     """Microseconds of time slice the loop asks the normal scheduler (EEVDF, sched_setattr) for, 0 for the
     kernel's default: a short slice is an early deadline, so a woken switch runs ahead of longer-slice tasks
@@ -178,6 +185,7 @@ def check_port(raw: dict[str, Any], index: int, where: Any) -> PortSpec:
 SCHED_KEYS: dict[str, tuple[Callable[[int], bool], str]] = {
     "realtime": (lambda v: 0 <= v <= 99, "0 (off) or a SCHED_FIFO priority 1..99"),
     "busy_poll": (lambda v: 0 <= v <= 1_000_000, "0..1000000 microseconds"),
+    "busy_adaptive": (lambda v: 0 <= v <= 10_000, "0..10000 microseconds"),
     "slice": (lambda v: v == 0 or 100 <= v <= 100_000, "0 (the kernel's) or 100..100000 microseconds"),
     "workers": (lambda v: 1 <= v <= 8, "1..8 threads"),
 }

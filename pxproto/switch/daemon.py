@@ -148,6 +148,7 @@ class Daemon:
         if pol.mirror:
             fast.set_mirror(MIRROR_BUFFER)
         fast.busy_poll = self.config.busy_poll * 1e-6
+        fast.busy_adaptive = self.config.busy_adaptive * 1e-6
         return fast
 
     def _is_fast(self, pid: int) -> bool:
