@@ -18,9 +18,10 @@ modes run side by side N times and a table of medians follows.  A pxswitch
 mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
 instead of the default TPACKET_V2 ring, ``+ring=3``: TPACKET_V3 blocks; ``+txring=false``: sendmmsg instead of
 the PACKET_TX_RING; ``+offload=false``), ``busy=US`` (busy polling for US after every frame), ``adaptive=US``
-(adaptive busy polling: sleep after US of silence, default 50; ``adaptive=0``: sleep after every batch), ``slice=US`` (the
-EEVDF slice the switch asks for; ``slice=0``: the kernel's default), ``workers=N`` (forwarding threads,
-PACKET_FANOUT), ``cpus=LIST`` (the switch's CPUs instead of ``--switch-cpu``, e.g. ``cpus=0-1``) or ``pythonpath=DIR``
+(adaptive busy polling: sleep after US of silence, default 50; ``adaptive=0``: sleep after every batch),
+``slice=US`` (the EEVDF slice the switch asks for; ``slice=0``: the kernel's default), ``workers=N``
+(forwarding threads, PACKET_FANOUT),
+``cpus=LIST`` (the switch's CPUs instead of ``--switch-cpu``, e.g. ``cpus=0-1``) or ``pythonpath=DIR``
 (the switch imports pxproto from DIR: another build, side by side).
 
 A second table (``--port-modes``, see ``_switch_ports.py``) forwards between

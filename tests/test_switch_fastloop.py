@@ -267,3 +267,49 @@ def test_run_reads_whichever_of_a_ports_two_sockets_poll_found_readable() -> Non
         rig.close()
         ca.close()
         cb.close()
+
+
+def _stream(sock: socket.socket, seconds: float, gap: float) -> int:
+    """A child process writing heartbeats into ``sock`` for ``seconds``, ``gap`` apart (0: as fast as it can);
+    the parent gets its pid (no GIL between the writer and the loop)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        import time
+
+        sock.setblocking(True)
+        hb = heartbeat(mac(1), dime=3)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sock.send(hb)
+            if gap:
+                time.sleep(gap)
+    finally:
+        os._exit(0)
+
+
+@pytest.mark.parametrize(("adaptive", "gap", "spins"), [(50e-6, 0.0, True), (0.0, 0.0, False), (50e-6, 0.005, False)])
+def test_adaptive_busy_polling_spins_only_while_frames_keep_coming(adaptive: float, gap: float, spins: bool) -> None:
+    """busy_adaptive: a stream of frames (each look finds work within 50 µs of the last) keeps the loop polling
+    without sleeping, so it counts looks that found nothing; frames 5 ms apart (heartbeats) never start it, nor
+    does any stream with busy_adaptive 0; every frame is read either way."""
+    rig = Rig(n=1)  # one port: frames are read and learned, nothing is sent
+    rig.loop.busy_adaptive = adaptive
+    try:
+        pid = _stream(rig.outer[0], 0.3, gap)
+        import time
+
+        end = time.monotonic() + 0.45
+        while time.monotonic() < end:
+            rig.loop.run([], 0.05)
+        assert os.waitpid(pid, 0)[1] == 0
+        rig.loop.run([], 0.01)
+        c = rig.loop.switch_counters()
+        assert (c["busy_spins"] > 0) is spins, c
+        assert c["poll_waits"] > 0  # it slept in poll at least between the runs' ends
+        assert rig.loop.counters(0)[0] > (0 if gap else 100)
+        if gap:
+            assert 20 <= rig.loop.counters(0)[0] <= 61  # one every 5 ms for 0.3 s, none lost
+    finally:
+        rig.close()

@@ -50,6 +50,7 @@ DEF DROP = -3
 DEF MALFORMED = -4
 DEF MIRROR_COMMENT = 32
 DEF MAXWATCH = 64
+DEF HOT_STREAK = 3  # busy_adaptive: this many looks in a row finding work soon after the last start the polling
 VALIDATION = {"none": V_NONE, "header": V_HEADER, "full": V_FULL}
 """FastLoop.validation for each SwitchPolicy.validation."""
 
@@ -77,8 +78,10 @@ cdef class FastLoop:
     cdef public double busy_poll      # seconds run() keeps looking after a frame before it sleeps in poll
     cdef public double busy_adaptive  # seconds of silence after which a loop that is spinning sleeps (0: never spins)
     cdef double last_frames           # when a look last found frames (busy_adaptive: kept across run() calls)
+    cdef int streak                   # looks in a row that found work within busy_adaptive of the last
     cdef double busy_until            # keep looking without sleeping until then (kept across run() calls)
     cdef public long long spins       # looks that found nothing and did not sleep (busy polling)
+    cdef public long long waits       # polls that could sleep (a timeout; they sleep if nothing is ready)
     # per-port, per-class counters of frames the loop handled itself
     cdef long long rx[MAXPORTS]
     cdef long long rx_bytes[MAXPORTS]
@@ -231,7 +234,7 @@ cdef class FastLoop:
     def switch_counters(self):
         return {"learned": self.learned, "moved": self.moved, "flooded": self.flooded,
                 "unknown_unicast": self.unknown, "filtered_same_port": self.filtered,
-                "mirror_dropped": self.mirror_dropped}
+                "mirror_dropped": self.mirror_dropped, "busy_spins": self.spins, "poll_waits": self.waits}
 
     def malformed_by_field(self):
         """Malformed frames the loop dropped, by the field ProtocolError names."""
@@ -489,6 +492,8 @@ cdef class FastLoop:
             # send, no scheduler delay for the next frame); a poll of timeout 0 joins no wait queue
             spinning = now < self.busy_until
             ms = 0 if spinning else <int>((deadline - now) * 1000) + 1
+            if not spinning:
+                self.waits += 1
             with nogil:
                 r = poll(fds, n, ms)
             if r < 0:
@@ -499,9 +504,15 @@ cdef class FastLoop:
                 if spinning:
                     self.spins += 1
                 continue
-            # adaptive: work found within busy_adaptive of the end of the last keeps the loop looking; a frame
-            # after a longer silence (a heartbeat) does not, so a quiet switch sleeps between frames
-            hot = self.busy_adaptive > 0 and now - self.last_frames <= self.busy_adaptive
+            # adaptive: work found within busy_adaptive of the end of the last, HOT_STREAK times in a row, keeps
+            # the loop looking; a frame after a longer silence (a heartbeat, or two close together) does not, so
+            # a quiet switch sleeps between frames
+            clock_gettime(CLOCK_MONOTONIC, &ts)  # (after a sleep in poll, the silence ends now, not before it)
+            if self.busy_adaptive > 0 and ts.tv_sec + ts.tv_nsec * 1e-9 - self.last_frames <= self.busy_adaptive:
+                self.streak += 1
+            else:
+                self.streak = 0
+            hot = self.streak >= HOT_STREAK
             for i in range(nw, n):
                 if fds[i].revents:
                     return out

@@ -124,7 +124,8 @@ class Switch:
         self.malformed: dict[str, int] = {}
         """Malformed frames by the field the error names (``length``, ``flags``, ...)."""
         self.counters: dict[str, int] = dict.fromkeys(
-            ("flooded", "unknown_unicast", "filtered_same_port", "learned", "moved", "mirror_dropped"), 0
+            ("flooded", "unknown_unicast", "filtered_same_port", "learned", "moved", "mirror_dropped", "busy_spins",
+             "poll_waits"), 0
         )
         self.mirror: deque[tuple[float, int, bytes]] = deque()
         """(now, ingress port, frame) of every frame received, when the policy mirrors."""
