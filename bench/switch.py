@@ -18,7 +18,8 @@ modes run side by side N times and a table of medians follows.  A pxswitch
 mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
 instead of the default TPACKET_V2 ring, ``+ring=3``: TPACKET_V3 blocks; ``+txring=false``: sendmmsg instead of
 the PACKET_TX_RING; ``+offload=false``), ``busy=US`` (busy polling for US after every frame), ``adaptive=US``
-(adaptive busy polling: sleep after US of silence, default 50; ``adaptive=0``: sleep after every batch),
+(adaptive busy polling: sleep after US of silence, default 50; ``adaptive=0``: sleep after every batch), ``nap=US``
+(a polling look that found nothing sleeps US on a timer),
 ``slice=US`` (the EEVDF slice the switch asks for; ``slice=0``: the kernel's default), ``workers=N``
 (forwarding threads, PACKET_FANOUT),
 ``cpus=LIST`` (the switch's CPUs instead of ``--switch-cpu``, e.g. ``cpus=0-1``) or ``pythonpath=DIR``
@@ -514,6 +515,8 @@ def main() -> int:
                         extra += ("--busy-poll", value)
                     elif key == "adaptive":
                         extra += ("--busy-adaptive", value)
+                    elif key == "nap":
+                        extra += ("--busy-nap", value)
                     elif key in ("slice", "workers"):
                         extra += (f"--{key}", value)
                     elif key == "cpus":

@@ -38,6 +38,13 @@ from pxproto.fastpath.tpacket cimport (
     CLOCK_MONOTONIC, MSG_DONTWAIT, POLLIN, clock_gettime, iovec, mmsghdr, poll, pollfd, sendmmsg,
     timespec,
 )
+cdef extern from "<sys/prctl.h>" nogil:
+    int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)
+    enum: PR_SET_TIMERSLACK
+
+cdef extern from "<time.h>" nogil:
+    int nanosleep(const timespec* req, timespec* rem)
+
 from pxproto.switch._packetring cimport BATCH, VNET, Batch, PacketRing as Ring, TxRing as Tx, _Slots
 
 from pxproto.switch._packetring import PacketRing, TxRing, recv_batch, send_batch  # the ports' I/O, one module
@@ -50,6 +57,7 @@ DEF DROP = -3
 DEF MALFORMED = -4
 DEF MIRROR_COMMENT = 32
 DEF MAXWATCH = 64
+DEF RING_LOOKS = 8  # polling: ring looks without a system call between two polls
 DEF HOT_STREAK = 3  # busy_adaptive: this many looks in a row finding work soon after the last start the polling
 VALIDATION = {"none": V_NONE, "header": V_HEADER, "full": V_FULL}
 """FastLoop.validation for each SwitchPolicy.validation."""
@@ -80,6 +88,7 @@ cdef class FastLoop:
     cdef double last_frames           # when a look last found frames (busy_adaptive: kept across run() calls)
     cdef int streak                   # looks in a row that found work within busy_adaptive of the last
     cdef double busy_until            # keep looking without sleeping until then (kept across run() calls)
+    cdef public double busy_nap       # seconds a busy-polling look that found nothing naps (0: looks again at once)
     cdef public long long spins       # looks that found nothing and did not sleep (busy polling)
     cdef public long long waits       # polls that could sleep (a timeout; they sleep if nothing is ready)
     # per-port, per-class counters of frames the loop handled itself
@@ -458,8 +467,8 @@ cdef class FastLoop:
         cdef int owner[2 * MAXPORTS + MAXWATCH]
         cdef bint is_ctrl[2 * MAXPORTS]
         cdef bint ctrl, data
-        cdef int n = 0, nw, i, p, r, ms
-        cdef timespec ts
+        cdef int n = 0, nw, i, p, r, ms, ring_looks = 0
+        cdef timespec ts, nap
         cdef double now, deadline
         cdef bint spinning, hot
         cdef list out = []
@@ -481,6 +490,10 @@ cdef class FastLoop:
             fds[n].events = POLLIN
             owner[n] = -1
             n += 1
+        nap.tv_sec = 0
+        nap.tv_nsec = <long>(min(self.busy_nap, 0.1) * 1e9)
+        if self.busy_nap > 0:
+            prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)  # (this thread's) naps of a few µs, not the default 50 µs more
         clock_gettime(CLOCK_MONOTONIC, &ts)
         deadline = ts.tv_sec + ts.tv_nsec * 1e-9 + timeout
         while True:
@@ -494,8 +507,21 @@ cdef class FastLoop:
             ms = 0 if spinning else <int>((deadline - now) * 1000) + 1
             if not spinning:
                 self.waits += 1
-            with nogil:
-                r = poll(fds, n, ms)
+            r = 0
+            if spinning and ring_looks < RING_LOOKS:
+                # polling with rings that hold frames: read them without a system call (a poll visits every
+                # socket); every RING_LOOKS-th look is a poll all the same (control sockets, watched descriptors)
+                for i in range(n):
+                    fds[i].revents = 0
+                    if i < nw and not is_ctrl[i] and self.ring[owner[i]] != NULL and (<Ring>self.ring[owner[i]]).ready():
+                        fds[i].revents = POLLIN
+                        r += 1
+            if r:
+                ring_looks += 1
+            else:
+                ring_looks = 0
+                with nogil:
+                    r = poll(fds, n, ms)
             if r < 0:
                 if errno == EINTR:
                     return out  # let Python run its signal handlers
@@ -503,6 +529,9 @@ cdef class FastLoop:
             if r == 0:
                 if spinning:
                     self.spins += 1
+                    if self.busy_nap > 0:  # a short timer sleep: on no wait queue still, and not a CPU hog
+                        with nogil:
+                            nanosleep(&nap, NULL)
                 continue
             # adaptive: work found within busy_adaptive of the end of the last, HOT_STREAK times in a row, keeps
             # the loop looking; a frame after a longer silence (a heartbeat, or two close together) does not, so

@@ -44,6 +44,7 @@ cdef class PacketRing:
     cdef long long ncopied           # V2: frames that came that way
 
     cdef int take(self, Batch* b) noexcept nogil
+    cdef bint ready(self) noexcept nogil
     cdef void c_release(self) noexcept nogil
 
 

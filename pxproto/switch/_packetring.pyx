@@ -259,6 +259,22 @@ cdef class PacketRing:
         self.v3_done = self.v3_left == 0
         return b.n
 
+    cdef bint ready(self) noexcept nogil:
+        """Whether :meth:`take` would find a frame (a look at the ring's memory, no system call)."""
+        cdef unsigned int fpb = self.block_size // self.frame_size
+        if self.version == 2:
+            return (px_load_acquire(&(<tpacket2_hdr*>(self.map + (self.cur // fpb) * self.block_size
+                                                     + (self.cur % fpb) * self.frame_size)).tp_status)
+                    & TP_STATUS_USER) != 0
+        if self.v3_next != NULL:
+            return self.v3_left != 0
+        return (px_load_acquire(&(<tpacket_block_desc*>(self.map + self.cur * self.block_size)).h1.block_status)
+                & TP_STATUS_USER) != 0
+
+    def has_frames(self):
+        """Python's view of :meth:`ready`."""
+        return self.ready()
+
     cdef void c_release(self) noexcept nogil:
         """Hand back what :meth:`take` gave (a V3 block once it is read to its end)."""
         cdef unsigned int i, s, fpb = self.block_size // self.frame_size

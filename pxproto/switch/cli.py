@@ -98,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         "(default 50; 0: sleep after every batch)",
     )
     run.add_argument(
+        "--busy-nap",
+        type=int,
+        metavar="US",
+        help="while polling, a look that found nothing sleeps US microseconds on a timer (default 0: looks again)",
+    )
+    run.add_argument(
         "--slice",
         type=int,
         metavar="US",

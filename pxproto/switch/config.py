@@ -16,6 +16,7 @@ A file::
     realtime = 0               # 1..99: run under SCHED_FIFO at this priority (0: the normal scheduler)
     busy_poll = 0              # µs the AF_PACKET loop keeps polling after a frame before it sleeps
     busy_adaptive = 50         # µs: polls without sleeping while frames keep coming, sleeps after this long a silence
+    busy_nap = 0               # µs a polling look that found nothing naps (a timer sleep; 0: looks again at once)
     slice = 0                  # µs (100..100000): the loop's EEVDF time slice (0: the kernel's, 1.4 ms here)
     workers = 1                # threads forwarding AF_PACKET ports' data (PACKET_FANOUT; more than 1: no mirror)
 
@@ -105,6 +106,7 @@ SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "realtime": int,
     "busy_poll": int,
     "busy_adaptive": int,
+    "busy_nap": int,
     "slice": int,
     "workers": int,
     "max_macs": int,
@@ -141,6 +143,9 @@ class SwitchConfig:
     the loop polling without sleeping, until this long a silence; a frame after a longer silence (heartbeats,
     a quiet network) is read and the loop sleeps at once (0: never).  A polling loop is on no wait queue, so the
     sender's CPU spends nothing on waking it."""
+    busy_nap: int = 0
+    """Microseconds a polling look (busy_poll, busy_adaptive) that found nothing sleeps on a timer before it looks
+    again, 0 to look again at once: still on no wait queue, and the loop does not use its CPU share up polling."""
     slice: int = 0
     """Microseconds of time slice the loop asks the normal scheduler (EEVDF, sched_setattr) for, 0 for the
     kernel's default: a short slice is an early deadline, so a woken switch runs ahead of longer-slice tasks
@@ -186,6 +191,7 @@ SCHED_KEYS: dict[str, tuple[Callable[[int], bool], str]] = {
     "realtime": (lambda v: 0 <= v <= 99, "0 (off) or a SCHED_FIFO priority 1..99"),
     "busy_poll": (lambda v: 0 <= v <= 1_000_000, "0..1000000 microseconds"),
     "busy_adaptive": (lambda v: 0 <= v <= 10_000, "0..10000 microseconds"),
+    "busy_nap": (lambda v: 0 <= v <= 1000, "0..1000 microseconds"),
     "slice": (lambda v: v == 0 or 100 <= v <= 100_000, "0 (the kernel's) or 100..100000 microseconds"),
     "workers": (lambda v: 1 <= v <= 8, "1..8 threads"),
 }

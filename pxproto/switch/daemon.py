@@ -149,6 +149,7 @@ class Daemon:
             fast.set_mirror(MIRROR_BUFFER)
         fast.busy_poll = self.config.busy_poll * 1e-6
         fast.busy_adaptive = self.config.busy_adaptive * 1e-6
+        fast.busy_nap = self.config.busy_nap * 1e-6
         return fast
 
     def _is_fast(self, pid: int) -> bool:
