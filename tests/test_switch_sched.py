@@ -93,3 +93,36 @@ def test_workers_in_the_file_and_on_the_command_line(tmp_path: Path) -> None:
             capture_output=True, text=True, env={"PYTHONPATH": ROOT},
         )  # fmt: skip
         assert r.returncode == 2 and f"--workers {bad}: 1..8 threads" in r.stderr
+
+
+@pytest.mark.parametrize(("key", "default", "good", "bad", "says"), [
+    ("busy_adaptive", 50, 200, 20000, "0..10000 microseconds"),
+    ("busy_nap", 0, 10, 5000, "0..1000 microseconds"),
+])  # fmt: skip
+def test_polling_keys_in_the_file_and_on_the_command_line(
+    key: str, default: int, good: int, bad: int, says: str
+) -> None:
+    assert getattr(load_text(""), key) == default
+    assert getattr(load_text(f"[switch]\n{key} = {good}\n"), key) == good
+    with pytest.raises(ConfigError, match=rf"line 2: switch.{key}.*{says}"):
+        load_text(f"[switch]\n{key} = {bad}\n")
+    flag = "--" + key.replace("_", "-")
+    args = _parser().parse_args(["run", "--port", "udp:local=127.0.0.1:0", flag, str(good)])
+    assert getattr(build_config(args), key) == good
+    args = _parser().parse_args(["run", "--port", "udp:local=127.0.0.1:0", flag, str(bad)])
+    with pytest.raises(ConfigError, match=f"{flag} {bad}"):
+        build_config(args)
+
+
+def test_the_daemon_hands_the_polling_keys_to_its_loop(tmp_path: Path) -> None:
+    pytest.importorskip("pxproto.switch._afpacket")
+    from pxproto.switch.config import SwitchConfig
+    from pxproto.switch.daemon import Daemon
+
+    d = Daemon(SwitchConfig(control=str(tmp_path / "c.sock"), busy_adaptive=120, busy_nap=7, busy_poll=3))
+    try:
+        assert d.fast is not None
+        assert (round(d.fast.busy_adaptive * 1e6), round(d.fast.busy_nap * 1e6), round(d.fast.busy_poll * 1e6)) == (
+            120, 7, 3)  # fmt: skip
+    finally:
+        d.close()
