@@ -123,10 +123,10 @@ class Switch:
         self._next_id = 0
         self.malformed: dict[str, int] = {}
         """Malformed frames by the field the error names (``length``, ``flags``, ...)."""
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("flooded", "unknown_unicast", "filtered_same_port", "learned", "moved", "mirror_dropped", "busy_spins",
-             "poll_waits"), 0
-        )
+        switch_keys = ("flooded", "unknown_unicast", "filtered_same_port", "learned", "moved", "mirror_dropped")
+        self.counters: dict[str, int] = dict.fromkeys((*switch_keys, "busy_spins", "poll_waits"), 0)
+        """The switch's counters; the compiled loop's busy polling adds ``busy_spins`` (looks that found nothing
+        while polling) and ``poll_waits`` (polls that could sleep)."""
         self.mirror: deque[tuple[float, int, bytes]] = deque()
         """(now, ingress port, frame) of every frame received, when the policy mirrors."""
         self._sweep_at: float | None = None
