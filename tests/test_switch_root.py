@@ -419,7 +419,7 @@ def test_control_and_data_split_in_one_fanout_group(net: Net) -> None:
     assert p.stdout is not None
     first = json.loads(p.stdout.readline())
     assert first == {"split": True, "describe": "kernel (one PACKET_FANOUT group)"}
-    mixed = [f for pair in zip(ctrl, datas) for f in pair] + datas[len(ctrl) :]
+    mixed = [f for pair in zip(ctrl, datas, strict=False) for f in pair] + datas[len(ctrl) :]
     send(h, "eth0", *mixed)
     result = json.loads(p.communicate(timeout=30)[0])
     assert [bytes.fromhex(f) for f in result["ctrl"]] == ctrl
