@@ -407,7 +407,7 @@ def test_control_and_data_split_in_one_fanout_group(net: Net) -> None:
     sw, h = net.add("sw"), net.add("h")
     net.veth(h, "eth0", sw, "s0")
     ctrl = [heartbeat(mac(1), dime=2, seq=i) for i in range(20)] + [signaling(mac(9), mac(1), seq=i) for i in range(20)]
-    other = bytes.fromhex("020000000009" "020000000001" "0800") + bytes(46)  # IPv4: neither control nor Parallax
+    other = bytes.fromhex("0200000000090200000000010800") + bytes(46)  # IPv4: neither control nor Parallax
     datas = [data(mac(9), mac(1), seq=i) for i in range(40)] + [other]
     out = [data(mac(1), mac(9), seq=100 + i) for i in range(5)] + [heartbeat(mac(9), seq=100)]
     p = subprocess.Popen(
