@@ -375,3 +375,53 @@ def test_tcp_through_veth_with_offloads_on(net: Net, tmp_path: Path, far: str) -
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+SPLIT = r"""
+import json, sys, time
+from pxproto.switch.linkports import AfPacketPort
+port = AfPacketPort("p", sys.argv[1], 1 << 20, None, True, None)
+print(json.dumps({"split": port.split_in_kernel(), "describe": port.describe()["split"]}), flush=True)
+got = {"ctrl": [], "data": []}
+def drain(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for key, sock in (("ctrl", port.ctrl), ("data", port.sock)):
+            got[key] += [f.hex() for f in port._recv_one(sock, 64)]
+        time.sleep(0.01)
+drain(float(sys.argv[2]))
+heard = {k: len(v) for k, v in got.items()}
+port.send_batch([bytes.fromhex(h) for h in sys.argv[3:]])  # its own frames must not come back
+drain(0.5)
+print(json.dumps({"heard": heard, **got}), flush=True)
+port.close()
+"""
+
+
+def test_control_and_data_split_in_one_fanout_group(net: Net) -> None:
+    """The port's control and data sockets in one PACKET_FANOUT group: each frame reaches exactly the socket
+    its EtherType names (control frames the control socket, the rest the data socket), none is lost, and the
+    frames the port sends do not come back to either."""
+    import json
+
+    sw, h = net.add("sw"), net.add("h")
+    net.veth(h, "eth0", sw, "s0")
+    ctrl = [heartbeat(mac(1), dime=2, seq=i) for i in range(20)] + [signaling(mac(9), mac(1), seq=i) for i in range(20)]
+    other = bytes.fromhex("0200000000090200000000010800") + bytes(46)  # IPv4: neither control nor Parallax
+    datas = [data(mac(9), mac(1), seq=i) for i in range(40)] + [other]
+    out = [data(mac(1), mac(9), seq=100 + i) for i in range(5)] + [heartbeat(mac(9), seq=100)]
+    p = subprocess.Popen(
+        ["ip", "netns", "exec", sw, sys.executable, "-c", SPLIT, "s0", "3", *(f.hex() for f in out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert p.stdout is not None
+    first = json.loads(p.stdout.readline())
+    assert first == {"split": True, "describe": "kernel (one PACKET_FANOUT group)"}
+    mixed = [f for pair in zip(ctrl, datas, strict=False) for f in pair] + datas[len(ctrl) :]
+    send(h, "eth0", *mixed)
+    result = json.loads(p.communicate(timeout=30)[0])
+    assert [bytes.fromhex(f) for f in result["ctrl"]] == ctrl
+    assert [bytes.fromhex(f) for f in result["data"]] == datas
+    assert result["heard"] == {"ctrl": len(ctrl), "data": len(datas)}  # nothing after the port's own sends

@@ -189,6 +189,8 @@ class Daemon:
         self.gone.pop(spec.name, None)
         self._fds[pid] = ()
         vnet = False
+        if isinstance(port, AfPacketPort) and self.workers is None:
+            port.split_in_kernel()  # one packet handler per received frame (worker lanes hash in a group instead)
         if self._is_fast(pid):
             if isinstance(port, AfPacketPort):
                 self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name, port.tx)

@@ -23,6 +23,14 @@ PACKET_STATISTICS = 6
 PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
+PACKET_FANOUT = 18
+PACKET_FANOUT_DATA = 22
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
+PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000
+SKF_LL_OFF = -0x200000
+"""Classic BPF loads at SKF_LL_OFF + k read the frame from its Ethernet header (a fanout program sees the data
+after it)."""
 SO_ATTACH_FILTER = 26
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
@@ -99,6 +107,18 @@ def ethertype_filter(ethertypes: tuple[int, ...], accept: bool) -> bytes:
     prog.append((0x06, 0, 0, 0 if accept else snap))  # no match
     prog.append((0x06, 0, 0, snap if accept else 0))  # match
     return b"".join(struct.pack("HBBI", *ins) for ins in prog)
+
+
+def split_program(ethertypes: tuple[int, ...]) -> bytes:
+    """The PACKET_FANOUT_DATA program of a port's control/data pair: index 0 (the control socket) for a frame whose
+    EtherType is in ``ethertypes``, 1 (the data socket) for any other, the same split as the two sockets'
+    :func:`ethertype_filter` programs."""
+    from pxproto.switch import udpsteer
+
+    ins: list[udpsteer.Insn | str] = [(0x28, 0, 0, SKF_LL_OFF + 12)]  # ldh [ll + 12]
+    ins += [(0x15, "control", 0, et) for et in ethertypes]  # jeq et -> control
+    ins += [(0x06, 0, 0, 1), "control", (0x06, 0, 0, 0)]  # ret 1 (data); control: ret 0
+    return udpsteer.assemble(ins)
 
 
 def attach_filter(sock: socket.socket, program: bytes) -> None:
@@ -214,6 +234,7 @@ class AfPacketPort(Port):
         self._data_program = ethertype_filter(ctrl, False)
         self._ring_version = ring
         self._fanout: int | None = None  # the data sockets' PACKET_FANOUT group, once a worker lane joins
+        self.split: int | None = None  # the control/data pair's PACKET_FANOUT group (:meth:`split_in_kernel`)
         self.lanes: list[Lane] = []
         try:
             self.sock, self.ring = self._open(self._data_program, rcvbuf, ring)
@@ -237,11 +258,47 @@ class AfPacketPort(Port):
             raise
         return tx_sock, tx
 
+    def split_in_kernel(self) -> bool:
+        """Join the control and the data socket in one PACKET_FANOUT group of type CBPF whose program
+        (:func:`split_program`) gives each received frame to one of them.  Apart, each socket's handler runs for
+        every frame on the interface and its filter drops the other's frames: the control socket's handler cost
+        the sender's CPU about a sixth of its time at saturation (perf, bench/switch.py).  In the group the
+        kernel runs one handler per frame.  The group ignores the frames the switch sends on the port
+        (PACKET_FANOUT_FLAG_IGNORE_OUTGOING), as each socket did.  Not with worker lanes, whose data sockets
+        form a hashing group of their own; False (the sockets as they were) where the kernel refuses."""
+        from pxproto.switch import udpsteer
+
+        if self.split is not None:
+            return True
+        if self._fanout is not None or self.lanes:
+            return False
+        flags = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+        try:
+            self.ctrl.setsockopt(SOL_PACKET, PACKET_FANOUT, (flags | PACKET_FANOUT_FLAG_UNIQUEID) << 16)
+            group = int(self.ctrl.getsockopt(SOL_PACKET, PACKET_FANOUT)) & 0xFFFF
+            udpsteer.attach(self.ctrl, PACKET_FANOUT_DATA, split_program(control_ethertypes()), SOL_PACKET)
+        except OSError:
+            self._reopen_control()  # (a socket cannot leave a group: a new control socket, as it was)
+            return False
+        try:
+            self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, group | flags << 16)
+        except OSError:
+            self._reopen_control()
+            return False
+        self.split = group
+        return True
+
+    def _reopen_control(self) -> None:
+        self.ctrl.close()
+        self.ctrl, _ = self._open(self._ctrl_program, self.CTRL_BUF)
+
     def open_lane(self) -> Lane:
         """Another data socket (with its own receive and transmit rings) in one PACKET_FANOUT group with the
         port's, for a worker thread: the kernel gives each data frame to one socket of the group."""
         from pxproto.switch.workers import join_fanout
 
+        if self.split is not None:
+            raise OSError(errno.EBUSY, "the port's data socket is in its control/data group (split_in_kernel)")
         if self._fanout is None:
             self._fanout = join_fanout(self.sock)  # (a new group: its id may be 0)
         sock, ring = self._open(self._data_program, self.rcvbuf, self._ring_version)
@@ -383,6 +440,7 @@ class AfPacketPort(Port):
             **super().describe(),
             "rcvbuf": self.rcvbuf,
             "ring": ring,
+            "split": "kernel (one PACKET_FANOUT group)" if self.split is not None else "two filters",
             "ring_copied": self.ring.copied if self.ring is not None and self.ring.version == 2 else None,
             "txring": f"TPACKET_V2, {self.tx.slots} slots" if self.tx is not None else None,
             "offload": "virtio_net_hdr" if self.vnet else "off",
