@@ -482,6 +482,7 @@ class ChannelPlane:
                 if now < self.flush_at:
                     return  # less than a frame: wait a little for more
             self.flush_at = None
+            flow.pack_room = room  # (a source's next outputs are kept in runs of a frame)
             msg, k = _loops.take_batch(flow, tx.channel, room) if _loops is not None else flow.take(tx.channel, room)
             if not k:
                 return

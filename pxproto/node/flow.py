@@ -223,6 +223,11 @@ class Flow:
     replayed: int = 0
     source_made: int = 0
     """A source: the highest item count it produced (its last item's index + 1)."""
+    pack_room: int = 0
+    """Bytes of item records a data frame takes (set by the plane as it sends; 0: none yet): a source's outputs
+    join the open run up to it, so that a frame is mostly one run, sent as it is kept (see :meth:`keep`)."""
+    open_run: _PyRun | None = None
+    """The run a source's next outputs may join: the last one made, while it waits unsent and under ``pack_room``."""
 
     def arrive(self, lineage: int, up: Upstream) -> str:
         """An item arrived: 'new' (hand it to the MICE), 'wait' (a copy in progress), 'done' (complete it now)."""
@@ -406,13 +411,54 @@ class Flow:
         self.keep(lineage, 1, lineage.to_bytes(8, "big") + len(data).to_bytes(4, "big") + data, parent)
 
     def keep(self, base: int, n: int, buf: bytes, parent: int | None) -> None:
-        """Keep and queue a run: ``n`` outputs of ``parent`` from lineage ``base`` on, as item records in ``buf``."""
-        r = Run(base, n, buf, 0, len(buf), parent, self.retained.seq)
-        r.left = n
+        """Keep and queue ``n`` outputs of ``parent`` from lineage ``base`` on, as item records in ``buf``: a
+        source's join the open run (last in the queue, unsent, nothing of it completed, lineages just below
+        ``base``) while it holds at most ``pack_room`` bytes of records; the rest is a new run (the open one if it
+        is within ``pack_room``).  The twin of ``_flowc._keep_group``, which keeps the buffers ready to send."""
+        room, t, q = self.pack_room, self.open_run, self.queue
+        j = cut = 0
+        if (
+            room > 0
+            and parent is None
+            and t is not None
+            and q
+            and q[-1] is t
+            and t.channel is None
+            and t.gone is None
+            and t.lo == 0
+            and t.parent is None
+            and t.left == t.n
+            and t.base + t.n == base
+        ):
+            used = t.end - t.start
+            while j < n:
+                need = ITEM_HEAD + _length(buf, cut)
+                if used + need > room:
+                    break
+                used += need
+                cut += need
+                j += 1
+            if j:
+                t.buf = bytes(t.buf[t.start : t.end]) + buf[:cut]
+                t.start, t.end = 0, len(t.buf)
+                spans = self.retained.spans
+                i = bisect_left(spans, t.base)
+                if t.n == 1 and (i == len(spans) or spans[i] != t.base):
+                    spans.insert(i, t.base)
+                t.n += j
+                t.left += j
+                self.retained.n += j
+                self.queued += j
+        if j == n:
+            return
+        rest = buf[cut:] if cut else buf
+        r = Run(base + j, n - j, rest, 0, len(rest), parent, self.retained.seq)
+        r.left = n - j
         self.retained.seq += 1
         self.retained.add(r)
-        self.queue.append(r)
-        self.queued += n
+        q.append(r)
+        self.queued += n - j
+        self.open_run = r if room > 0 and parent is None and len(rest) <= room else None
 
     def done(self, lineage: int) -> list[Upstream]:
         """The MICE finished an input; return the upstreams to complete it to (if it is complete now)."""
@@ -553,6 +599,8 @@ class Flow:
                 q[0] = rest
                 self.retained.index(rest)
             break
+        if self.open_run is not None and self.open_run.channel is not None:
+            self.open_run = None  # taken: nothing joins it any more
         if not k:
             return b"", 0
         return bytes(8) + b"".join(parts), k
