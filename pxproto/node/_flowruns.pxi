@@ -1,10 +1,10 @@
 # The retained-output runs of ``_flowc.pyx`` (included there): the Run record and what indexes it
-# (Retained.index/find/drop of ``pxproto/node/flow.py``) and makes it from a MICE's OUT records.
+# (Retained.index/find/drop of ``pxproto/node/retained.py``) and makes it from a MICE's OUT records.
 
 @cython.no_gc
 @cython.final
 cdef class Run:
-    """Outputs kept until downstream completes them (the twin of ``pxproto.node.flow._PyRun``, which says what the
+    """Outputs kept until downstream completes them (the twin of ``pxproto.node.retained._PyRun``, which says what the
     fields mean): ``n`` consecutive lineages from ``base`` as item records in ``buf[start:end]``.  Its fields are
     ints, None, bytes and a bytearray: it is in no reference cycle, and the cyclic GC does not track it."""
 
@@ -153,7 +153,8 @@ cdef Py_ssize_t _keep_group(object flow, const uint8_t* p, Py_ssize_t g_pos, Py_
     memset(o, 0, MARK)
     _put_records(o + MARK, p, pos, g_k - j)
     r = Run.__new__(Run)
-    r.base, r.n, r.buf, r.start, r.end, r.parent, r.seq = base + <uint64_t>j, g_k - j, buf, MARK, MARK + size, parent, seq
+    r.base, r.n, r.buf, r.start, r.end = base + <uint64_t>j, g_k - j, buf, MARK, MARK + size
+    r.parent, r.seq = parent, seq
     r.channel, r.lo, r.left, r.gone = None, 0, g_k - j, None
     _index(runs, spans, r)
     q.append(r)
