@@ -88,6 +88,7 @@ def step_completions(c: Side, p: Side, lineages: list[int]) -> None:
 @pytest.mark.parametrize("walk", range(12))
 def test_flowc_matches_pure(walk: int, rng: random.Random) -> None:
     c, p = Side(), Side()
+    c.flow.pack_room = p.flow.pack_room = rng.choice((0, 60, 300))  # (a stage's outputs never join a run)
     stage_hi = 2 << 48
     next_src = 1
     handed: list[int] = []
@@ -371,7 +372,10 @@ def test_source_runs_match_pure_and_the_item_model(walk: int, rng: random.Random
     compiled and pure flows stay the same, and both hold what the per-item model holds."""
     c, p, model = Side(), Side(), Model()
     nxt = {1 << 48: 1, 2 << 48: 1}
+    gone_out: list[tuple[bytes, bytes]] = []  # (message, a copy of it): a message is never written after it goes
     for step in range(250):
+        if step % 50 == 0:  # outputs join the open run up to a frame's room (0: never), as the plane sets it
+            c.flow.pack_room = p.flow.pack_room = rng.choice((0, 40, 120, 600, 5000))
         what = rng.random()
         if what < 0.3:  # the MICE's outputs
             hi = rng.choice(list(nxt))
@@ -396,6 +400,7 @@ def test_source_runs_match_pure_and_the_item_model(walk: int, rng: random.Random
             ch, room = rng.choice((1, 2)), rng.choice((30, 100, 400, 5000))
             got_c = _flowc.take_batch(c.flow, ch, room)
             assert got_c == p.flow.take(ch, room)
+            gone_out.append((got_c[0], bytes(bytearray(got_c[0]))))
             items = mice.unpack_items_py(got_c[0])
             assert len(items) == got_c[1] >= 1
             assert sum(mice.ITEM_REC.size + len(d) for _, d in items) <= room or len(items) == 1
@@ -424,6 +429,7 @@ def test_source_runs_match_pure_and_the_item_model(walk: int, rng: random.Random
             assert p.flow.source_resume() == (min(low.values()) - 1 if low else p.flow.source_made)
         model.check(c.flow)
         model.check(p.flow)
+        assert all(msg == copy for msg, copy in gone_out), f"walk {walk} step {step}: a message sent was changed"
         assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue), (
             f"walk {walk} step {step}"
         )
@@ -471,3 +477,35 @@ def test_a_run_completes_in_part_out_of_order_and_is_sent_again_in_part(compiled
     complete(2, 3, 5)
     assert not f.retained and not f.retained.runs and not f.retained.spans and f.queued == 0
     assert comp == {}  # a source's outputs: nothing to complete upstream
+
+
+@pytest.mark.parametrize("size", [16, 1400, 65536])
+def test_source_frames_are_the_runs_kept(size: int) -> None:
+    """A source's outputs, kept from MICE batches under a frame's room, join one run up to the room: each frame
+    taken is a run's own buffer (no copy), the same bytes the pure twin packs, and a buffer sent is never written
+    again as later outputs are kept."""
+    room = 63 * 1024
+    c, p = Side(), Side()
+    c.flow.pack_room = p.flow.pack_room = room
+    base, lin, sent = 1 << 48, 1, []
+    for _ in range(12):
+        k = max(1, mice.BATCH_BYTES // (size + mice.REC.size))
+        msg = b"".join(mice.REC.pack(mice.OUT, base | (lin + i), size) + bytes([i & 0xFF]) * size for i in range(k))
+        lin += k
+        step_records(c, p, msg, 1.0)
+        if lin % 3 == 0:  # now and then a frame goes while outputs are still coming
+            runs = list(c.flow.queue)
+            got = _flowc.take_batch(c.flow, 1, room)
+            assert got == p.flow.take(1, room)
+            assert any(got[0] is r.buf for r in runs)  # the run itself, not a copy
+            sent.append((got[0], bytes(bytearray(got[0]))))
+    while c.flow.queued:
+        runs = list(c.flow.queue)
+        got = _flowc.take_batch(c.flow, 1, room)
+        assert got == p.flow.take(1, room)
+        assert got[0] is runs[0].buf and got[1] == runs[0].n
+        sent.append((got[0], bytes(bytearray(got[0]))))
+    assert all(msg == copy for msg, copy in sent)
+    assert sum(len(mice.unpack_items_py(m)) for m, _ in sent) == lin - 1
+    assert all(len(m) - 8 <= room or len(mice.unpack_items_py(m)) == 1 for m, _ in sent)
+    assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue)

@@ -22,7 +22,7 @@ from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem, PyDict
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsUnsignedLongLong
 from cpython.long cimport PyLong_FromUnsignedLongLong
-from cpython.ref cimport PyObject
+from cpython.ref cimport PyObject, Py_XDECREF, Py_XINCREF
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from libc.string cimport memcpy, memset
@@ -145,7 +145,8 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
     cdef object completed = flow.completed
     cdef dict marks = completed.marks, above = completed.above
     cdef object complete = completed.add, done_slow = flow.done
-    cdef object qappend = queue.append, popleft = to_mice.popleft
+    cdef object popleft = to_mice.popleft
+    cdef Py_ssize_t room = flow.pack_room
     cdef Py_ssize_t outs = 0, dones = 0, lat_n = 0, out_bytes = 0, kept = 0, seq = retained.seq
     cdef uint64_t made = 0, lineage
     cdef double lat_sum = 0.0
@@ -188,8 +189,8 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
                         PyDict_Size(runs) == PyList_GET_SIZE(spans)
                         or not PyDict_Contains(runs, PyLong_FromUnsignedLongLong(lineage)))):
                     if g_k:
-                        _keep_group(p, g_pos, g_end, g_k, g_base, g_parent, seq, runs, spans, qappend)
-                        seq += 1
+                        seq = _keep_group(flow, p, g_pos, g_end, g_k, g_base, g_parent, seq, runs, spans, queue,
+                                          room)
                         kept += g_k
                         g_k = 0
                     key = PyLong_FromUnsignedLongLong(lineage)
@@ -212,8 +213,7 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
                 pos += length
                 continue
             if g_k:
-                _keep_group(p, g_pos, g_end, g_k, g_base, g_parent, seq, runs, spans, qappend)
-                seq += 1
+                seq = _keep_group(flow, p, g_pos, g_end, g_k, g_base, g_parent, seq, runs, spans, queue, room)
                 kept += g_k
                 g_k = 0
             if kind == K_DONE:
@@ -262,8 +262,7 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
                 others.append((kind, lineage, PyBytes_FromStringAndSize(<const char*>p + pos, length)))
             pos += length
         if g_k:
-            _keep_group(p, g_pos, g_end, g_k, g_base, g_parent, seq, runs, spans, qappend)
-            seq += 1
+            seq = _keep_group(flow, p, g_pos, g_end, g_k, g_base, g_parent, seq, runs, spans, queue, room)
             kept += g_k
     finally:
         _mark_flush(&mark, marks)
@@ -337,8 +336,17 @@ def take_batch(flow, object ch, Py_ssize_t room):
     finally:
         if sent:
             flow.queued -= sent
+    if flow.open_run is not None and (<Run?>flow.open_run).channel is not None:
+        flow.open_run = None  # taken: nothing joins it any more
     if k == 0:
         return b"", 0
+    cdef object whole
+    if len(taken) == 1:  # one run, all of it: it is the message (its buffer opens with the mark)
+        r = <Run>taken[0]
+        if r.gone is None and r.start == MARK:
+            whole = _whole(r)
+            if whole is not None:
+                return whole, k
     cdef bytes msg = PyBytes_FromStringAndSize(NULL, MARK + size)
     cdef uint8_t* o = <uint8_t*>PyBytes_AS_STRING(msg)
     memset(o, 0, MARK)

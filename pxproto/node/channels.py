@@ -80,8 +80,9 @@ ACK_POS = slice(spec.BODY_OFFSET + _OFF["data"]["ack"], spec.BODY_OFFSET + _OFF[
 DATA_MIN = spec.BODY_OFFSET + layout.struct_tables()["data"][0].sizeof()
 """The shortest DATA frame: below it the decoding path says what is wrong."""
 _ACK = int(DataFlag.ACK)
-CLEAR_ONLY = HeaderFlag.AUTH | HeaderFlag.ENCRYPTED
-"""Header flags that send a DATA frame down the decoding path (a trailer to check, a body to open)."""
+CLEAR_ONLY = int(HeaderFlag.AUTH | HeaderFlag.ENCRYPTED)
+"""Header flags that send a DATA frame down the decoding path (a trailer to check, a body to open); an int, as it is
+tested on every frame (``int & Flag`` builds a Flag: about 0.9 us against 0.06)."""
 
 
 class ChannelPlane:
@@ -482,6 +483,7 @@ class ChannelPlane:
                 if now < self.flush_at:
                     return  # less than a frame: wait a little for more
             self.flush_at = None
+            flow.pack_room = room  # (a source's next outputs are kept in runs of a frame)
             msg, k = _loops.take_batch(flow, tx.channel, room) if _loops is not None else flow.take(tx.channel, room)
             if not k:
                 return

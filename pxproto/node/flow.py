@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pxproto.fastpath import select
 from pxproto.node import mice
 from pxproto.node.handover import COMPLETED_MAX, LOW_BITS, LOW_MASK, Completed, MiceQueue
+from pxproto.node.retained import ITEM_HEAD, Retained, _length, _PyOutput, _PyRun
 
 __all__ = ["COMPLETED_MAX", "LOW_BITS", "LOW_MASK", "Completed", "Flow", "MiceQueue", "Upstream"]
 
@@ -50,139 +51,6 @@ class _PyInRun:
     n: int
     upstreams: list[Upstream]
     lo: int = 0
-
-
-@dataclass(slots=True)
-class _PyOutput:
-    """One retained output as :meth:`Retained.get` shows it (the store keeps runs, not these)."""
-
-    parent: int | None
-    data: bytes
-    channel: int | None = None
-
-
-@dataclass(slots=True, eq=False)
-class _PyRun:
-    """Outputs kept until downstream completes them: ``n`` items of consecutive lineages from ``base``, made for
-    one parent input (None: a source's), as data-channel item records (``lineage u64 | length u32 | bytes``) in
-    ``buf[start:end]`` (``buf`` is shared by the pieces of a run split when sent in two frames).  Items before
-    ``lo`` are completed, and those marked in ``gone`` (indexes from ``base``; None: none out of order); ``start``
-    is the offset of item ``lo``; ``left`` counts the items not completed.  ``channel`` is the output channel the
-    run went on: None while it waits in ``Flow.queue`` (or once it is all completed)."""
-
-    base: int
-    n: int
-    buf: bytes
-    start: int
-    end: int
-    parent: int | None
-    seq: int
-    channel: int | None = None
-    lo: int = 0
-    left: int = 0
-    gone: bytearray | None = None
-
-
-ITEM_HEAD = 12
-"""A data-channel item record's header: lineage u64 | length u32."""
-NO_RUN_ABOVE = 1 << 64
-
-
-def _length(buf: bytes, pos: int) -> int:
-    return int.from_bytes(buf[pos + 8 : pos + ITEM_HEAD], "big")
-
-
-class Retained:
-    """The outputs kept until downstream completes them, as runs (:class:`_PyRun`), by base lineage in ``runs``;
-    the bases of the runs made of several items (and of runs of one made in lineage order), sorted, in ``spans``
-    (a lineage inside a run is found by bisection; a run of one by its base).  Runs never overlap.  ``len`` counts
-    the items not completed; ``seq`` numbers the runs in the order they were made (a re-wire queues them again in
-    that order)."""
-
-    __slots__ = ("n", "runs", "seq", "spans")
-
-    def __init__(self) -> None:
-        self.runs: dict[int, _PyRun] = {}
-        self.spans: list[int] = []
-        self.n = 0
-        self.seq = 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __bool__(self) -> bool:
-        return self.n > 0
-
-    def find(self, lineage: int) -> _PyRun | None:
-        """The run whose lineages include ``lineage`` (completed or not), or None."""
-        r = self.runs.get(lineage)
-        if r is not None:
-            return r
-        i = bisect_right(self.spans, lineage)
-        if i:
-            r = self.runs[self.spans[i - 1]]
-            if lineage < r.base + r.n:
-                return r
-        return None
-
-    def next_base(self, lineage: int) -> int:
-        """The lowest base in ``spans`` above ``lineage`` (NO_RUN_ABOVE: none)."""
-        i = bisect_right(self.spans, lineage)
-        return self.spans[i] if i < len(self.spans) else NO_RUN_ABOVE
-
-    def index(self, run: _PyRun) -> None:
-        """Put a new run in ``runs``, and in ``spans`` if it has several items or is above every run there (a run
-        of one out of order, such as a derived lineage, is found by its base alone: no insertion mid-list)."""
-        self.runs[run.base] = run
-        spans = self.spans
-        if run.n > 1:
-            insort(spans, run.base)
-        elif not spans or run.base > spans[-1]:
-            spans.append(run.base)
-
-    def add(self, run: _PyRun) -> None:
-        self.index(run)
-        self.n += run.left
-
-    def drop(self, run: _PyRun) -> None:
-        """Forget a run (all of it completed)."""
-        del self.runs[run.base]
-        i = bisect_left(self.spans, run.base)
-        if i < len(self.spans) and self.spans[i] == run.base:
-            del self.spans[i]
-
-    def __contains__(self, lineage: int) -> bool:
-        return self.get(lineage) is not None
-
-    def get(self, lineage: int) -> _PyOutput | None:
-        """The output ``lineage`` if it is kept and not completed, or None."""
-        r = self.find(lineage)
-        if r is None:
-            return None
-        for lin, out in _run_items(r):
-            if lin == lineage:
-                return out
-        return None
-
-    def __getitem__(self, lineage: int) -> _PyOutput:
-        out = self.get(lineage)
-        if out is None:
-            raise KeyError(lineage)
-        return out
-
-    def items(self) -> Iterator[tuple[int, _PyOutput]]:
-        """(lineage, output) of every item kept and not completed, run by run."""
-        for r in self.runs.values():
-            yield from _run_items(r)
-
-
-def _run_items(r: _PyRun) -> Iterator[tuple[int, _PyOutput]]:
-    pos, buf, gone = r.start, r.buf, r.gone
-    for i in range(r.lo, r.n):
-        length = _length(buf, pos)
-        if gone is None or not gone[i]:
-            yield r.base + i, _PyOutput(r.parent, bytes(buf[pos + ITEM_HEAD : pos + ITEM_HEAD + length]), r.channel)
-        pos += ITEM_HEAD + length
 
 
 loops = select.compiled("pxproto.node._flowc")
@@ -223,6 +91,11 @@ class Flow:
     replayed: int = 0
     source_made: int = 0
     """A source: the highest item count it produced (its last item's index + 1)."""
+    pack_room: int = 0
+    """Bytes of item records a data frame takes (set by the plane as it sends; 0: none yet): a source's outputs
+    join the open run up to it, so that a frame is mostly one run, sent as it is kept (see :meth:`keep`)."""
+    open_run: _PyRun | None = None
+    """The run a source's next outputs may join: the last one made, while it waits unsent and under ``pack_room``."""
 
     def arrive(self, lineage: int, up: Upstream) -> str:
         """An item arrived: 'new' (hand it to the MICE), 'wait' (a copy in progress), 'done' (complete it now)."""
@@ -406,13 +279,54 @@ class Flow:
         self.keep(lineage, 1, lineage.to_bytes(8, "big") + len(data).to_bytes(4, "big") + data, parent)
 
     def keep(self, base: int, n: int, buf: bytes, parent: int | None) -> None:
-        """Keep and queue a run: ``n`` outputs of ``parent`` from lineage ``base`` on, as item records in ``buf``."""
-        r = Run(base, n, buf, 0, len(buf), parent, self.retained.seq)
-        r.left = n
+        """Keep and queue ``n`` outputs of ``parent`` from lineage ``base`` on, as item records in ``buf``: a
+        source's join the open run (last in the queue, unsent, nothing of it completed, lineages just below
+        ``base``) while it holds at most ``pack_room`` bytes of records; the rest is a new run (the open one if it
+        is within ``pack_room``).  The twin of ``_flowc._keep_group``, which keeps the buffers ready to send."""
+        room, t, q = self.pack_room, self.open_run, self.queue
+        j = cut = 0
+        if (
+            room > 0
+            and parent is None
+            and t is not None
+            and q
+            and q[-1] is t
+            and t.channel is None
+            and t.gone is None
+            and t.lo == 0
+            and t.parent is None
+            and t.left == t.n
+            and t.base + t.n == base
+        ):
+            used = t.end - t.start
+            while j < n:
+                need = ITEM_HEAD + _length(buf, cut)
+                if used + need > room:
+                    break
+                used += need
+                cut += need
+                j += 1
+            if j:
+                t.buf = bytes(t.buf[t.start : t.end]) + buf[:cut]
+                t.start, t.end = 0, len(t.buf)
+                spans = self.retained.spans
+                i = bisect_left(spans, t.base)
+                if t.n == 1 and (i == len(spans) or spans[i] != t.base):
+                    spans.insert(i, t.base)
+                t.n += j
+                t.left += j
+                self.retained.n += j
+                self.queued += j
+        if j == n:
+            return
+        rest = buf[cut:] if cut else buf
+        r = Run(base + j, n - j, rest, 0, len(rest), parent, self.retained.seq)
+        r.left = n - j
         self.retained.seq += 1
         self.retained.add(r)
-        self.queue.append(r)
-        self.queued += n
+        q.append(r)
+        self.queued += n - j
+        self.open_run = r if room > 0 and parent is None and len(rest) <= room else None
 
     def done(self, lineage: int) -> list[Upstream]:
         """The MICE finished an input; return the upstreams to complete it to (if it is complete now)."""
@@ -553,6 +467,8 @@ class Flow:
                 q[0] = rest
                 self.retained.index(rest)
             break
+        if self.open_run is not None and self.open_run.channel is not None:
+            self.open_run = None  # taken: nothing joins it any more
         if not k:
             return b"", 0
         return bytes(8) + b"".join(parts), k

@@ -40,6 +40,9 @@ from pxproto.signing import VerifyKeys
 from pxproto.wire.codes import DIME_ALL, Command, CounterId, DimeState, FaultCode, FrameClass, Op, Status, TlvType
 from pxproto.wire.frame import Data, Frame, Sealed, Signaling, Tlv
 
+_FRAMES_RX, _BYTES_RX = CounterId.FRAMES_RX, CounterId.BYTES_RX  # (counted for every frame)
+_FRAMES_TX, _BYTES_TX = CounterId.FRAMES_TX, CounterId.BYTES_TX
+
 BEAT_COLLECT = 0.002
 """Seconds after an armed heartbeat's deadline at which the loop collects it (and arms the next)."""
 BEAT_ARM_LEAD = 0.02
@@ -264,14 +267,16 @@ class DimeMachine:
 
     def out(self, out: Output | WireOutput) -> None:
         """Send what a machine put out (``*_wire`` DATA frames as they are, or sealed), take its events."""
-        if out.frames:
-            if isinstance(out, WireOutput):
-                kr = self.keyring
-                seal = FrameClass.DATA in kr.encrypt and kr.enabled
-                for raw in out.frames:
-                    self.send_raw(kr.seal_raw(raw) if seal else raw, "direct")
-            else:
-                self.tx(out.frames)
+        if not isinstance(out, WireOutput):
+            self.tx(out.frames)
+        elif out.frames and self.keyring.enabled and FrameClass.DATA in self.keyring.encrypt:
+            for raw in out.frames:
+                self.send_raw(self.keyring.seal_raw(raw), "direct")
+        elif out.frames:  # send_raw(raw, "direct") of each, counted once for the lot
+            self.counters[_FRAMES_TX] += len(out.frames)
+            self.counters[_BYTES_TX] += sum([len(raw) for raw in out.frames])
+            mac, wire = self.mac, self.cfg.has_wire
+            self.outbox += [(raw, "direct" if wire and raw[:6] != mac else "relay") for raw in out.frames]
         for ev in out.events:
             if isinstance(ev, MessageReceived):
                 self.plane.message(ev)
@@ -285,8 +290,9 @@ class DimeMachine:
 
     def on_frame(self, raw: bytes, now: float) -> None:
         self.now = now
-        self.counters[CounterId.FRAMES_RX] += 1
-        self.counters[CounterId.BYTES_RX] += len(raw)
+        c = self.counters
+        c[_FRAMES_RX] += 1
+        c[_BYTES_RX] += len(raw)
         if raw[12:14] == self.plane.data_type and len(raw) >= DATA_MIN and not raw[15] & CLEAR_ONLY:
             self.plane.data_wire(raw, now)  # clear DATA: to its channel end as bytes, read in C (no Frame)
             return
@@ -435,14 +441,8 @@ class DimeMachine:
         self.log(f"FAULT {code.name}: {text}")
         dest = self.manager or BROADCAST_ADDRESS
         policy = None if dest.dime != DIME_ALL else RetransmitPolicy(retries=0)
-        _, out = self.requester.request(
-            dest,
-            Command.FAULT_REPORT,
-            [Tlv(TlvType.FAULT_CODE, int(code)), text_tlv(text)],
-            now=self.now,
-            policy=policy,
-        )
-        self.out(out)
+        tlvs = [Tlv(TlvType.FAULT_CODE, int(code)), text_tlv(text)]
+        self.out(self.requester.request(dest, Command.FAULT_REPORT, tlvs, now=self.now, policy=policy)[1])
 
     def counter(self, cid: int) -> int:
         if cid == CounterId.QUEUE_DEPTH:
