@@ -193,8 +193,9 @@ def test_held_acks_merge_but_duplicates_both_go() -> None:
         (1500, 425_984, 109),  # NIC MTUs keep the default window (160 KiB), whatever the socket holds
         (9000, 8 << 20, 18),
         (65000, 425_984, 4),  # a default rmem_max: 212,992 bytes of data, 4 jumbo fragments at least
-        (65000, 8 << 20, 16),  # 4 MiB held: the window's ceiling, 1 MiB
-        (16000, 8 << 20, 65),
+        (65000, 8 << 20, 64),  # 4 MiB held: the window's ceiling, 4 MiB
+        (65000, 16 << 20, 64),  # more held: still the ceiling
+        (16000, 8 << 20, 256),  # the ceiling, at most 256 fragments
     ],
 )
 def test_wire_credit_follows_the_wire_socket_for_jumbo_frames(mtu: int, rcvbuf: int, want: int) -> None:

@@ -66,8 +66,13 @@ credit window / ACK_SPLIT frames, not only after the burst: one ack for a burst 
 channel stop-and-wait (the sender idle while the sink worked through the burst, and the sink idle after it).
 Quarters (4) cost the DIMEs more CPU per item (more acks, smaller sends) for no more throughput: bench/channel.py
 A/B on a shared host, medians of 4, 1400 B source/sink DIME 3.06/2.95 us/item at 4 against 2.51/2.61 at 2."""
-WIRE_WINDOW_MAX = 1 << 20
-"""The most a channel on a UDP wire may have unacknowledged (16 fragments of 65,000 bytes)."""
+WIRE_WINDOW_MAX = 1 << 22
+"""The most a channel on a UDP wire may have unacknowledged (64 fragments of 65,000 bytes).  On one 2-core host
+an ack comes back milliseconds after its frame (five processes take turns on the cores), and 1 MiB, 3 ms of the
+channel at 350 MB/s, left both DIMEs waiting: bench/channel.py, alternated runs, 1 MiB against 4 MiB:
+1400 B 0.57x/0.53x against 0.65x/0.80x pyzmq tcp, 64 KiB 343/373 against 495/605 MB/s, each DIME's CPU per
+item lower too (fewer, longer bursts).  The node asks for 8 MiB socket buffers and pxswitch for 4 MiB (8 MiB
+of kernel accounting), which hold such a window."""
 
 
 def wire_credit(mtu: int, rcvbuf: int) -> int:

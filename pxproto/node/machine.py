@@ -165,7 +165,7 @@ class UnmeteredMice(OwnChannels):
 
 WINDOW_BYTES = 160 << 10
 """Bytes a channel may have unacknowledged by default: what a default socket buffer (212 KiB) holds; a DIME on a UDP
-wire takes what its socket holds instead, up to 1 MiB (:func:`pxproto.node.dime.wire_credit`)."""
+wire takes what its socket holds instead, up to 4 MiB (:func:`pxproto.node.dime.wire_credit`)."""
 
 
 def credit_for(mtu: int, window: int = WINDOW_BYTES) -> int:
