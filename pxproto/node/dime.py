@@ -32,7 +32,7 @@ from pathlib import Path
 from pxproto import package
 from pxproto.dime.endpoint import Address
 from pxproto.fastpath import heap, select
-from pxproto.node import beat, memcg, memory, mice, state
+from pxproto.node import beat, memcg, memory, mice, shmring, state
 from pxproto.node.channels import FLUSH_US
 from pxproto.node.machine import WINDOW_BYTES, DimeMachine, Loaded, MachineConfig, Mice, OwnChannels, credit_for
 from pxproto.package import LocalStore, Manifest
@@ -159,6 +159,8 @@ class Dime(OwnChannels):
         """Each fetched package tree's file digests, checked again before every import."""
         self.sel = selectors.DefaultSelector()
         self.mice_sock: socket.socket | None = None
+        self.mice_link: shmring.Link | None = None
+        """The MICE's shared-memory hand-over (None: record batches go over ``mice_sock`` itself)."""
         self.inbox = mice.Inbox()
         """The receive buffer of the MICE's record batches (the server's frames are read with ``recv(FRAME_MAX)``:
         no larger than the heap's mapping threshold, it costs less than ``recv_into`` and a copy out)."""
@@ -203,9 +205,15 @@ class Dime(OwnChannels):
         return path, manifest
 
     def start_mice(self, loaded: Loaded, first: int, epoch: int, limit: int) -> int:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        for s in (parent, child):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        link: shmring.Link | None = None
+        theirs: shmring.Link | None = None
+        if shmring.available():  # fresh rings for every MICE, touched here (charged to the DIME) before the fork
+            link, theirs = shmring.Link.pair()
+            parent, child = link.sock, theirs.sock
+        else:
+            parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            for s in (parent, child):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         st = loaded.spec
         ctx = mice.Context(
             loaded.service, loaded.stage, loaded.name, self.cfg.dime, epoch, dict(st.params), self.store, first=first
@@ -231,19 +239,27 @@ class Dime(OwnChannels):
                     print(f"dime {self.cfg.dime}: MICE not started: {exc}", file=sys.stderr, flush=True)
                     os._exit(3)
                 baseline = memory.limit_self(limit, self.mice_cg)
-                child.send(mice.REC.pack(mice.READY, baseline, 0))
-                code = mice.run_child(child, str(loaded.path), st.entry, ctx)
+                ready = mice.REC.pack(mice.READY, baseline, 0)
+                if theirs is not None:
+                    theirs.send(ready)
+                else:
+                    child.send(ready)
+                code = mice.run_child(child, str(loaded.path), st.entry, ctx, theirs)
             finally:
                 os._exit(code)
-        child.close()
+        child.close()  # (the MICE's rings here go with ``theirs``; the mappings stay, the DIME's link holds them)
         parent.setblocking(False)
         self.mice_sock = parent
+        self.mice_link = link
         self.mice_watched = True
         self.sel.register(parent, selectors.EVENT_READ, "mice")
         return pid
 
     def stop_mice(self, m: Mice) -> None:
-        if self.mice_sock is not None:
+        if self.mice_link is not None:
+            with contextlib.suppress(OSError, ValueError):  # (a full ring: as a full socket, the kill below ends it)
+                self.mice_link.try_send(mice.REC.pack(mice.STOP, 0, 0))
+        elif self.mice_sock is not None:
             with contextlib.suppress(OSError):
                 self.mice_sock.send(mice.REC.pack(mice.STOP, 0, 0))
         deadline = time.monotonic() + 0.2
@@ -283,7 +299,9 @@ class Dime(OwnChannels):
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(s)
             s.close()
-        self.mice_sock = None
+        if self.mice_link is not None:
+            self.mice_link.close()
+        self.mice_sock = self.mice_link = None
 
     def relimit(self, m: Mice, chunks: int) -> None:
         with contextlib.suppress(OSError):
@@ -348,8 +366,19 @@ class Dime(OwnChannels):
 
     def _send_mice(self) -> None:
         """Hand the MICE the record batches the machine prepared."""
-        mc, s = self.m.mice, self.mice_sock
+        mc, s, link = self.m.mice, self.mice_sock, self.mice_link
         if mc is None or s is None:
+            return
+        if link is not None:
+            while mc.pending_tx:
+                try:
+                    if not link.try_send(mc.pending_tx[0]):
+                        break  # the ring is full: the MICE's release of space wakes the loop
+                except ValueError as exc:  # (a batch past the ring's largest message: never made by the flow)
+                    self.log(f"MICE hand-over: {exc}")
+                    mc.pending_tx.clear()
+                    break
+                mc.pending_tx.popleft()
             return
         while mc.pending_tx:
             try:
@@ -383,7 +412,12 @@ class Dime(OwnChannels):
         self._drop_cgroup()
         self.m.mice_exited(code, text, now)
 
-    def _mice_readable(self, now: float) -> None:
+    def _mice_readable(self, now: float, woken: bool = True) -> None:
+        """Read the MICE's record batches (64 at most; ``woken``: its socket was readable, else only its ring had
+        messages)."""
+        if self.mice_link is not None:
+            self._mice_ring(now, self.mice_link, woken)
+            return
         m, s = self.m, self.mice_sock
         assert s is not None
         for _ in range(64):
@@ -405,6 +439,37 @@ class Dime(OwnChannels):
                 self._reap(now)
                 return
             m.mice_message(msg, now)
+        m.mice_batch_done(now)
+
+    def _mice_ring(self, now: float, link: shmring.Link, woken: bool) -> None:
+        """:meth:`_mice_readable` from the shared ring: each batch handed to the machine as a view of the ring, its
+        space freed once read; the MICE is reaped when its socket is at end of file and its ring is empty."""
+        m, s = self.m, link.sock
+        if woken:
+            link.drain_wakes()
+        try:
+            for _ in range(64):
+                if m.plane.output_backlogged():  # as on the socket: the MICE waits on a full ring meanwhile
+                    with contextlib.suppress(KeyError, ValueError):
+                        self.sel.unregister(s)
+                    self.mice_watched = False
+                    break
+                view = link.recv_view()
+                if view is None:
+                    if link.eof:
+                        self._reap(now)
+                        return
+                    break
+                m.mice_message(view, now)
+                link.done()
+        except ValueError as exc:  # the MICE wrote over its ring's bookkeeping: a crash, as a bad batch is
+            mc = m.mice
+            if mc is not None:
+                mc.fault = (int(FaultCode.MICE_CRASHED), f"MICE {mc.name} broke its hand-over ring: {exc}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(mc.pid, signal.SIGKILL)
+                self._reap(now)
+            return
         m.mice_batch_done(now)
 
     def _mice_watch(self) -> None:
@@ -482,7 +547,17 @@ class Dime(OwnChannels):
                 deadline = now + 1.0
             if m.mice is not None and (m.mice.pending_tx or m.plane.completions):
                 deadline = min(deadline, now + 0.002)
-            for key, _ in self.sel.select(max(0.0, deadline - now)):
+            link = self.mice_link
+            ready = link is not None and self.mice_watched and link.sleep()  # set the flag, then look: no lost wake
+            if ready:
+                deadline = now
+            events = self.sel.select(max(0.0, deadline - now))
+            if link is not None and not ready:
+                link.awake()
+            if ready and link is self.mice_link and all(key.data != "mice" for key, _ in events):
+                self._mice_readable(time.monotonic(), woken=False)
+                self._flush()
+            for key, _ in events:
                 now = time.monotonic()
                 if key.data == "server":
                     if not drain(self.sock, self._from_server, now):  # recv(FRAME_MAX): one copy per frame
