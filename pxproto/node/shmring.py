@@ -24,6 +24,8 @@ from pxproto.fastpath import select
 
 _ring = select.compiled("pxproto.node._shmring")
 COMPILED = _ring is not None
+HEADER_BYTES: int = _ring.HEADER if _ring is not None else 0
+"""Bytes of a ring's header at the start of its mapping (its messages follow)."""
 
 MAX_MESSAGE = (1 << 20) + 64 * 1024
 """The longest message a ring must take: a MICE's largest item (mice.MAX_ITEM, 1 MiB) with its record header, after a
