@@ -32,9 +32,9 @@ SEED = random.randrange(1 << 30) if _SEED == "random" else int(_SEED)
 
 
 @contextlib.contextmanager
-def _pair(size: int = shmring.RING_BYTES) -> Iterator[tuple[shmring.Link, shmring.Link]]:
-    """Both ends of a hand-over over rings of ``size`` bytes, closed afterwards."""
-    ours, theirs = shmring.Link.pair(size)
+def _pair(size: int = shmring.RING_BYTES, soft: int = 0) -> Iterator[tuple[shmring.Link, shmring.Link]]:
+    """Both ends of a hand-over over rings of ``size`` bytes (``soft``: see shmring.SOFT_BYTES), closed afterwards."""
+    ours, theirs = shmring.Link.pair(size, soft or shmring.SOFT_BYTES)
     try:
         yield ours, theirs
     finally:
@@ -94,6 +94,24 @@ def test_wrap_around_many_sizes_in_a_small_ring() -> None:
             theirs.done()
             got += 1
         assert got == seq
+
+
+def test_small_messages_stay_within_the_soft_size_large_ones_use_the_ring() -> None:
+    """Messages of up to half the soft size wrap at it (the writer is blocked once a soft size is in use); a larger
+    one still goes, past it."""
+    with _pair(65536, soft=8192) as (ours, theirs):
+        n = 0
+        while ours.try_send(_msg(n, 1000)):
+            n += 1
+            assert ours.tx.used() <= 8192
+        assert n == 8192 // 1008
+        for i in range(n):
+            assert _check(_take(theirs) or b"") == i
+        for i in range(n, n + 3 * n):  # laps of the soft part: the same bound
+            assert ours.try_send(_msg(i, 1000))
+            assert _check(_take(theirs) or b"") == i
+        assert ours.try_send(_msg(9999, 20_000)) and ours.tx.used() > 8192
+        assert _check(_take(theirs) or b"") == 9999
 
 
 def test_a_full_ring_writes_nothing_until_space_is_released() -> None:

@@ -7,7 +7,9 @@ Layout of the mapping (``HEADER`` bytes, then ``cap`` bytes of messages):
   by the reader, ever); ``rsleep`` u32 at 192 (the reader waits for a wake); ``wsleep`` u32 at 256 (the writer waits
   for room).  Each index on its own cache line.
 - a message at position ``pos = index % cap`` (8-aligned): ``length u32 | flags u32 | bytes``, padded to 8; flags 1
-  is a wrap marker (the rest of the ring up to ``cap`` is skipped).  A message is always contiguous.
+  is a wrap marker (the rest of the ring up to ``cap`` is skipped).  A message is always contiguous.  A writer given a
+  ``soft`` size wraps a message of up to half of it once it would end past ``soft`` (the rest of the ring serves only
+  larger ones): the bytes the two sides touch over and over stay in cache.
 
 Ordering (``__atomic`` builtins): the writer copies the message in, then publishes ``head`` with a release store; the
 reader acquire-loads ``head``, reads, then releases the space with a release store of ``tail``.  Nothing half-written
@@ -16,11 +18,14 @@ is ever below ``head``, so a writer killed mid-message leaves nothing visible.
 Wake-ups (no lost wake-up): a side about to block stores its flag (``rsleep`` / ``wsleep``) = 1, issues a full
 fence, then checks the ring again; the other side, after its release store of ``head`` / ``tail``, issues a full
 fence and exchanges the flag with 0: it sends a wake (one byte on the socketpair) only when it read 1.  Either the
-sleeper sees the new index or the other side sees the flag (both fences are seq_cst).
+sleeper sees the new index or the other side sees the flag (both fences are seq_cst).  The reader looks at
+``wsleep`` only once the ring holds at most half the soft size (hysteresis, as a socket's writer is woken only once
+its buffer is half free); a writer that saw too little room sleeps until then, and at the latest until the ring is
+empty, when any message fits.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
@@ -71,6 +76,9 @@ cdef class Ring:
     cdef uint8_t* base
     cdef uint8_t* data
     cdef uint64_t cap
+    cdef uint64_t soft
+    """Messages of up to half this size wrap once past it: the ring's working set stays this small (in cache) unless
+    larger messages come."""
     cdef uint64_t rpos
     """The reader's next index (past the message :meth:`peek` gave, once released)."""
     cdef uint64_t rnext
@@ -78,7 +86,7 @@ cdef class Ring:
     """The shared buffer (its views are what :meth:`peek` hands out)."""
     cdef object view
 
-    def __cinit__(self, mem, bint init=False):
+    def __cinit__(self, mem, bint init=False, Py_ssize_t soft=0):
         PyObject_GetBuffer(mem, &self.buf, PyBUF_SIMPLE | PyBUF_WRITABLE)
         self.held = True
         if self.buf.len < HDR + 64:
@@ -91,6 +99,7 @@ cdef class Ring:
         self.cap = (<uint64_t*>(self.base + O_CAP))[0]
         if self.cap == 0 or self.cap % 8 or self.cap > <uint64_t>(self.buf.len - HDR):
             raise ValueError(f"shared ring: header says {self.cap} bytes of {self.buf.len - HDR}")
+        self.soft = self.cap if soft <= 0 or <uint64_t>soft > self.cap else (<uint64_t>soft) & ~(<uint64_t>7)
         self.rpos = self.rnext = (<uint64_t*>(self.base + O_TAIL))[0]
         self.mem = mem
         self.view = memoryview(mem)
@@ -111,6 +120,16 @@ cdef class Ring:
         if not self.held:
             raise ValueError("shared ring is closed")
         return 0
+
+    cdef int64_t _skip(self, uint64_t head, uint64_t need) noexcept:
+        """Bytes to skip (a wrap) before a message taking ``need`` bytes from ``head``, or -1 when there is no room."""
+        cdef uint64_t tail = pxr_load_acq(<uint64_t*>(self.base + O_TAIL))
+        cdef uint64_t pos = head % self.cap
+        cdef uint64_t limit = self.soft if need <= self.soft // 2 else self.cap
+        cdef uint64_t skip = 0 if pos + need <= limit else self.cap - pos
+        if skip + need > self.cap - (head - tail):
+            return -1
+        return <int64_t>skip
 
     @property
     def capacity(self):
@@ -134,7 +153,8 @@ cdef class Ring:
         to be woken.  ValueError for an empty message or one longer than :attr:`largest`."""
         cdef Py_buffer views[MAX_PARTS]
         cdef Py_ssize_t k = 0, i, total = 0, off
-        cdef uint64_t head, tail, pos, need, skip, room
+        cdef uint64_t head, pos, need
+        cdef int64_t skip
         cdef int res = PUT
         self._live()
         single = not isinstance(parts, (list, tuple))
@@ -152,13 +172,11 @@ cdef class Ring:
             if total > <Py_ssize_t>(self.cap // 2) - MSG_HDR - 8:
                 raise ValueError(f"shared ring: a message of {total} bytes, at most {self.cap // 2 - MSG_HDR - 8} fit")
             head = (<uint64_t*>(self.base + O_HEAD))[0]  # (only this side writes it)
-            tail = pxr_load_acq(<uint64_t*>(self.base + O_TAIL))
-            pos = head % self.cap
             need = MSG_HDR + <uint64_t>_pad(total)
-            skip = 0 if self.cap - pos >= need else self.cap - pos
-            room = self.cap - (head - tail)
-            if skip + need > room:
+            skip = self._skip(head, need)
+            if skip < 0:
                 return FULL
+            pos = head % self.cap
             if skip:
                 (<uint32_t*>(self.data + pos))[0] = 0
                 (<uint32_t*>(self.data + pos))[1] = WRAP
@@ -170,7 +188,7 @@ cdef class Ring:
                 for i in range(k):
                     memcpy(self.data + off, views[i].buf, views[i].len)
                     off += views[i].len
-            pxr_store_rel(<uint64_t*>(self.base + O_HEAD), head + skip + need)
+            pxr_store_rel(<uint64_t*>(self.base + O_HEAD), head + <uint64_t>skip + need)
             pxr_fence()
             if pxr_flag_take(<uint32_t*>(self.base + O_RSLEEP)):
                 res = PUT_WAKE
@@ -182,16 +200,10 @@ cdef class Ring:
     def writer_sleep(self, Py_ssize_t size):
         """About to wait for room for a message of ``size`` bytes: set the flag, then look again; True when it fits
         now (the flag is cleared again and the caller retries :meth:`put`)."""
-        cdef uint64_t head, tail, pos, need, skip
         self._live()
         pxr_flag_set(<uint32_t*>(self.base + O_WSLEEP), 1)
         pxr_fence()
-        head = (<uint64_t*>(self.base + O_HEAD))[0]
-        tail = pxr_load_acq(<uint64_t*>(self.base + O_TAIL))
-        pos = head % self.cap
-        need = MSG_HDR + <uint64_t>_pad(size)
-        skip = 0 if self.cap - pos >= need else self.cap - pos
-        if skip + need <= self.cap - (head - tail):
+        if self._skip((<uint64_t*>(self.base + O_HEAD))[0], MSG_HDR + <uint64_t>_pad(size)) >= 0:
             pxr_flag_take(<uint32_t*>(self.base + O_WSLEEP))
             return True
         return False
@@ -233,13 +245,17 @@ cdef class Ring:
 
     def release(self):
         """Give the space of the message :meth:`peek` gave back to the writer; True when the writer had asked to be
-        woken (the caller sends the wake)."""
+        woken and the ring is down to half its soft size (the caller sends the wake).  Waking a writer at once made
+        it write one message and wait again, two context switches per message; the last release of a drained ring
+        always wakes it, so a writer waiting for a large message's room is woken too."""
         self._live()
         if self.rnext == self.rpos:
             return False
         self.rpos = self.rnext
         pxr_store_rel(<uint64_t*>(self.base + O_TAIL), self.rpos)
         pxr_fence()
+        if pxr_load_acq(<uint64_t*>(self.base + O_HEAD)) - self.rpos > self.soft // 2:
+            return False
         return pxr_flag_take(<uint32_t*>(self.base + O_WSLEEP)) != 0
 
     def reader_sleep(self):

@@ -32,12 +32,20 @@ MAX_MESSAGE = (1 << 20) + 64 * 1024
 record batch's worth (mice.BATCH_BYTES) of others (a hand-over's last item may cross the batch's limit)."""
 RING_BYTES = 2 * (MAX_MESSAGE + 64) + 4096
 """Each ring's mapping (2.13 MiB): a message always fits in half of it (a wrap may skip up to the other half)."""
+SOFT_BYTES = 256 * 1024
+"""Record batches (mice.BATCH_BYTES) wrap past this much of a ring, so its working set stays in cache (the rest of
+the ring serves messages over half of it: large items)."""
 WAKE = b"\x00"
 
 
+OFF_ENV = "PXPROTO_MICE_SHM"
+"""``PXPROTO_MICE_SHM=0``: DIMEs hand over on the socketpair even when the ring is built (for A/B measurements)."""
+
+
 def available() -> bool:
-    """Whether the hand-over can go through shared rings (the compiled ring is built and not disabled)."""
-    return COMPILED
+    """Whether the hand-over can go through shared rings (the compiled ring is built and ``PXPROTO_MICE_SHM`` is not
+    0)."""
+    return COMPILED and os.environ.get(OFF_ENV, "1") != "0"
 
 
 def new_ring_memory(size: int = RING_BYTES, name: str = "pxmice-ring") -> mmap.mmap:
@@ -50,11 +58,11 @@ def new_ring_memory(size: int = RING_BYTES, name: str = "pxmice-ring") -> mmap.m
         os.close(fd)
 
 
-def ring(mem: Any, init: bool = False) -> Any:
-    """The compiled ring over ``mem`` (``init``: a fresh one, every page touched)."""
+def ring(mem: Any, init: bool = False, soft: int = SOFT_BYTES) -> Any:
+    """The compiled ring over ``mem`` (``init``: a fresh one, every page touched; ``soft``: see SOFT_BYTES)."""
     if _ring is None:
         raise RuntimeError("pxproto.node._shmring is not built: no shared-memory hand-over")
-    return _ring.Ring(mem, init)
+    return _ring.Ring(mem, init, soft)
 
 
 class Link:
@@ -69,13 +77,13 @@ class Link:
         """The other side closed its end (it is gone)."""
 
     @classmethod
-    def pair(cls, size: int = RING_BYTES) -> tuple[Link, Link]:
+    def pair(cls, size: int = RING_BYTES, soft: int = SOFT_BYTES) -> tuple[Link, Link]:
         """The DIME's link and the MICE's (both ends in this process: the DIME forks, each side closes the other's
         socket and keeps its own link)."""
         down, up = new_ring_memory(size, "pxmice-in"), new_ring_memory(size, "pxmice-out")
-        d_rx, d_tx = ring(up, True), ring(down, True)
+        d_rx, d_tx = ring(up, True, soft), ring(down, True, soft)
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        return cls(a, d_tx, d_rx), cls(b, ring(up), ring(down))
+        return cls(a, d_tx, d_rx), cls(b, ring(up, False, soft), ring(down, False, soft))
 
     def close(self) -> None:
         """Close the socket and let go of the rings (a mapping lives on while a view of it does)."""
