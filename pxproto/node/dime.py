@@ -32,23 +32,16 @@ from pathlib import Path
 from pxproto import package
 from pxproto.dime.endpoint import Address
 from pxproto.fastpath import heap, select
-from pxproto.node import beat, memcg, memory, mice, state
+from pxproto.node import beat, memcg, mice, shmring, state
 from pxproto.node.channels import FLUSH_US
-from pxproto.node.machine import WINDOW_BYTES, DimeMachine, Loaded, MachineConfig, Mice, OwnChannels, credit_for
+from pxproto.node.machine import WINDOW_BYTES, DimeMachine, MachineConfig, OwnChannels, credit_for
+from pxproto.node.micehost import MiceHost, die_with_parent
 from pxproto.package import LocalStore, Manifest
 from pxproto.signing import VerifyKeys
-from pxproto.wire.codes import CHUNK_BYTES, CounterId, FaultCode
+from pxproto.wire.codes import CHUNK_BYTES, CounterId
 
 DIME_NICE = -5
 """Scheduling priority of a DIME process when permitted (root): its FCAPS loop before ordinary work."""
-MICE_NICE = 0
-"""Scheduling priority of a MICE: an ordinary process, level with ordinary work and well behind its DIME
-(CFS weights 1024 vs 3121 at -5), so FCAPS stays ahead while the MICE gets its fair share under load; the
-heartbeat thread is real-time besides.  SCHED_IDLE, used first, starved the MICE for seconds whenever two
-busy processes shared the machine; nice 5 (weight 335) still lost to ordinary load: bench/demo_stress.py
-on a host at load 10-25, under ``stress-ng --cpu 2``, medians of 3 runs: nice 5, 5,004 items/s quiet and
-1,536 stressed (0.31x), 22 and 26 false deaths; nice 0, 14,187 and 5,848 (0.41x), 0 and 1 (and 27,931
-and 23,806, 0.85x, no false death, once the sink's commit kept its file open)."""
 FRAME_MAX = 65535
 GC_GEN0 = 10_000
 """The cyclic GC's first threshold in a DIME process (Python's default is 700): the item flow allocates
@@ -142,7 +135,7 @@ class DimeConfig:
     """Frame classes sent encrypted (``pxkernel --encrypt``)."""
 
 
-class Dime(OwnChannels):
+class Dime(MiceHost, OwnChannels):
     """A DIME process: sockets, the MICE process, signals and the clock around its machine (the :class:`Host`)."""
 
     rx_run = 0
@@ -164,6 +157,8 @@ class Dime(OwnChannels):
         """Each fetched package tree's file digests, checked again before every import."""
         self.sel = selectors.DefaultSelector()
         self.mice_sock: socket.socket | None = None
+        self.mice_link: shmring.Link | None = None
+        """The MICE's shared-memory hand-over (None: record batches go over ``mice_sock`` itself)."""
         self.inbox = mice.Inbox()
         """The receive buffer of the MICE's record batches (the server's frames are read with ``recv(FRAME_MAX)``:
         no larger than the heap's mapping threshold, it costs less than ``recv_into`` and a copy out)."""
@@ -206,102 +201,6 @@ class Dime(OwnChannels):
         path, manifest, files = package.fetch_tree(self.cfg.store, self.cfg.local_store, digest, size, sig, key)
         self.trees[path] = files
         return path, manifest
-
-    def start_mice(self, loaded: Loaded, first: int, epoch: int, limit: int) -> int:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        for s in (parent, child):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        st = loaded.spec
-        ctx = mice.Context(
-            loaded.service, loaded.stage, loaded.name, self.cfg.dime, epoch, dict(st.params), self.store, first=first
-        )
-        self.mice_cg, self.mice_cg_joined = memcg.create(self.memcg_base), False
-        pid = os.fork()
-        if pid == 0:  # the MICE child
-            code = 1
-            try:
-                parent.close()
-                self.sock.close()
-                if self.wire is not None:
-                    self.wire.close()
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                die_with_parent()
-                heap.default_heap()  # the DIME keeps its freed buffers; the MICE, within its limit, returns them
-                with contextlib.suppress(OSError):  # the FCAPS loop on the same core comes first
-                    os.setpriority(os.PRIO_PROCESS, 0, MICE_NICE)
-                sys.dont_write_bytecode = True  # nothing lands in the verified tree
-                try:
-                    package.verify_tree(loaded.path, self.trees.get(loaded.path, {}))
-                except (package.PackageError, OSError) as exc:
-                    print(f"dime {self.cfg.dime}: MICE not started: {exc}", file=sys.stderr, flush=True)
-                    os._exit(3)
-                baseline = memory.limit_self(limit, self.mice_cg)
-                child.send(mice.REC.pack(mice.READY, baseline, 0))
-                code = mice.run_child(child, str(loaded.path), st.entry, ctx)
-            finally:
-                os._exit(code)
-        child.close()
-        parent.setblocking(False)
-        self.mice_sock = parent
-        self.mice_watched = True
-        self.sel.register(parent, selectors.EVENT_READ, "mice")
-        return pid
-
-    def stop_mice(self, m: Mice) -> None:
-        if self.mice_sock is not None:
-            with contextlib.suppress(OSError):
-                self.mice_sock.send(mice.REC.pack(mice.STOP, 0, 0))
-        deadline = time.monotonic() + 0.2
-        while time.monotonic() < deadline:
-            pid, _ = os.waitpid(m.pid, os.WNOHANG)
-            if pid:
-                break
-            time.sleep(0.005)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(m.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(m.pid, 0)
-        self._close_mice()
-        self._drop_cgroup()
-
-    def _drop_cgroup(self) -> None:
-        if self.mice_cg is not None:
-            self.mice_cg.remove()
-        self.mice_cg = None
-
-    def _cgroup_of(self, m: Mice) -> memcg.MiceCgroup | None:
-        """The MICE's cgroup once its READY says it took its limit there, else None.
-
-        A child that could not use the cgroup removes it before READY (and takes RLIMIT_AS), so after READY
-        the directory's presence is the answer, whether or not the MICE is still alive to be seen in it."""
-        cg = self.mice_cg
-        if cg is not None and not self.mice_cg_joined and m.baseline:
-            self.mice_cg_joined = cg.path.is_dir()
-            if not self.mice_cg_joined:
-                self.mice_cg = cg = None
-        return cg if self.mice_cg_joined else None
-
-    def _close_mice(self) -> None:
-        s = self.mice_sock
-        if s is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(s)
-            s.close()
-        self.mice_sock = None
-
-    def relimit(self, m: Mice, chunks: int) -> None:
-        with contextlib.suppress(OSError):
-            memory.relimit(m.pid, m.baseline, chunks, self._cgroup_of(m))
-
-    def cpu_ns(self, m: Mice | None) -> tuple[int, int]:
-        t = os.times()
-        return int((t.user + t.system) * 1e9), memory.proc_cpu_ns(m.pid) if m is not None else 0
-
-    def mice_mem_chunks(self, m: Mice) -> int | None:
-        return memory.mice_chunks(m.pid, m.baseline, self._cgroup_of(m))  # 0 before READY: memory.mice_chunks
-
-    # ------------------------------------------------------------------ I/O
 
     def _send_out(self) -> None:
         """Send what the machine put out, each frame on its route.
@@ -350,74 +249,6 @@ class Dime(OwnChannels):
                 m.counters[CounterId.TX_DROPPED] += 1  # the server is behind: lost, like on a wire
             except OSError:
                 m.running = False
-
-    def _send_mice(self) -> None:
-        """Hand the MICE the record batches the machine prepared."""
-        mc, s = self.m.mice, self.mice_sock
-        if mc is None or s is None:
-            return
-        while mc.pending_tx:
-            try:
-                s.send(mc.pending_tx[0])
-            except BlockingIOError:
-                break
-            except OSError:
-                mc.pending_tx.clear()
-                break
-            mc.pending_tx.popleft()
-
-    def _reap(self, now: float) -> None:
-        """The MICE closed its socket: collect its exit and tell the machine (which reports a failure)."""
-        mc = self.m.mice
-        assert mc is not None
-        try:
-            _, status = os.waitpid(mc.pid, 0)
-        except ChildProcessError:
-            status = 0
-        code, text = mc.fault or (0, "")
-        cg = self._cgroup_of(mc)
-        if not code and os.WIFSIGNALED(status) and cg is not None and cg.oom_kills():
-            code = int(FaultCode.MEMORY_EXCEEDED)
-            text = f"MICE {mc.name} killed at its memory limit of {self.m.mem.limit} chunks (cgroup v{cg.version})"
-        elif not code and os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            code, text = int(FaultCode.MICE_CRASHED), f"MICE {mc.name} killed by signal {sig}"
-        elif not code and os.WEXITSTATUS(status):
-            code, text = int(FaultCode.MICE_CRASHED), f"MICE {mc.name} exited with status {os.WEXITSTATUS(status)}"
-        self._close_mice()
-        self._drop_cgroup()
-        self.m.mice_exited(code, text, now)
-
-    def _mice_readable(self, now: float) -> None:
-        m, s = self.m, self.mice_sock
-        assert s is not None
-        for _ in range(64):
-            if m.plane.output_backlogged():
-                # Outputs wait for credit: stop watching the MICE (the socket stays readable, and a
-                # level-triggered wait would spin) until the queue is down to half (_mice_watch).
-                with contextlib.suppress(KeyError, ValueError):
-                    self.sel.unregister(s)
-                self.mice_watched = False
-                break
-            msg: bytes | memoryview
-            try:
-                msg = self.inbox.recv_view(s)  # no copy out: what the machine keeps it copies
-            except BlockingIOError:
-                break
-            except OSError:
-                msg = b""
-            if not msg:
-                self._reap(now)
-                return
-            m.mice_message(msg, now)
-        m.mice_batch_done(now)
-
-    def _mice_watch(self) -> None:
-        """Watch the MICE's output again once the queue held back by credit is down to half."""
-        s = self.mice_sock
-        if s is not None and not self.mice_watched and self.m.plane.output_drained():
-            self.sel.register(s, selectors.EVENT_READ, "mice")
-            self.mice_watched = True
 
     def _flush(self) -> None:
         self._send_out()
@@ -487,7 +318,17 @@ class Dime(OwnChannels):
                 deadline = now + 1.0
             if m.mice is not None and (m.mice.pending_tx or m.plane.completions):
                 deadline = min(deadline, now + 0.002)
-            for key, _ in self.sel.select(max(0.0, deadline - now)):
+            link = self.mice_link
+            ready = link is not None and self.mice_watched and link.sleep()  # set the flag, then look: no lost wake
+            if ready:
+                deadline = now
+            events = self.sel.select(max(0.0, deadline - now))
+            if link is not None and not ready:
+                link.awake()
+            if ready and link is self.mice_link and all(key.data != "mice" for key, _ in events):
+                self._mice_readable(time.monotonic(), woken=False)
+                self._flush()
+            for key, _ in events:
                 now = time.monotonic()
                 if key.data == "server":
                     if not drain(self.sock, self._from_server, now):  # recv(FRAME_MAX): one copy per frame
@@ -519,14 +360,6 @@ class Dime(OwnChannels):
             flush=True,
         )
         return 0
-
-
-def die_with_parent() -> None:
-    """Have the kernel SIGKILL this process when its parent dies (no orphaned DIME or MICE)."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,7 +74,9 @@ The child process
 -----------------
 The DIME forks a child per MICE (:func:`run_child`), pinned to the DIME's
 core, with its data size limited by the OS (see :mod:`pxproto.node.memory`).  The
-two talk over a SOCK_SEQPACKET socketpair; each message is a batch of
+two hand messages over through two shared-memory rings, one per direction, with a
+socketpair beside them for wake-ups and end of file (:mod:`pxproto.node.shmring`;
+without the compiled ring, over a SOCK_SEQPACKET socketpair); each message is a batch of
 records ``kind u8 | lineage u64 | length u32 | bytes``:
 
 - DIME -> MICE: ``ITEM`` (an input), ``STOP``;
@@ -193,8 +195,10 @@ class Batcher:
     DONE records (:meth:`done`) are held as bare lineages and packed in one call when anything else is added or
     the batch is flushed, so a stage that yields nothing (a sink) costs a list append per item."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, link: Any = None) -> None:
         self.sock = sock
+        self.link = link
+        """The shared-memory hand-over (:class:`pxproto.node.shmring.Link`) the batches go through (None: ``sock``)."""
         self.parts: list[Bytes] = []
         self.size = 0
         self.dones: list[int] = []
@@ -269,7 +273,9 @@ class Batcher:
         parts = self.parts
         if not parts:
             return
-        if len(parts) == 1:
+        if self.link is not None:  # into the shared ring: gathered there, whatever the size (no join, no syscall)
+            self.link.send(parts[0] if len(parts) == 1 else parts)
+        elif len(parts) == 1:
             self.sock.sendall(parts[0])
         elif self.size >= GATHER_BYTES and len(parts) <= GATHER_PARTS:
             sent = self.sock.sendmsg(parts)
@@ -493,10 +499,24 @@ def _emit(
     return counter
 
 
-def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -> int:
-    """The body of the MICE child process; returns its exit status (never raises)."""
-    out = Batcher(sock)
-    inbox = Inbox()
+def _link_items(link: Any) -> tuple[list[int], list[bytes], bool, int]:
+    """The next message of a shared-memory hand-over as :func:`recv_items` gives it (items copied out of the ring,
+    whose space is then freed); size 0 when the DIME is gone."""
+    view = link.recv()
+    if view is None:
+        return [], [], False, 0
+    try:
+        lineages, items, stop = item_lists(view, ITEM, STOP)
+        return lineages, items, stop, len(view)
+    finally:
+        link.done()
+
+
+def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context, link: Any = None) -> int:
+    """The body of the MICE child process; returns its exit status (never raises).  With ``link`` (a
+    :class:`pxproto.node.shmring.Link`) the record batches go both ways through its shared rings, not ``sock``."""
+    out = Batcher(sock, link)
+    inbox = Inbox() if link is None else None
     try:
         fn = load_entry(package_dir, entry)
         if is_source(fn):
@@ -507,14 +527,23 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context) -
             out.flush()
             # Wait for STOP so the DIME decides when we are gone.
             while True:
-                msg = inbox.recv(sock)
+                if inbox is not None:
+                    msg = inbox.recv(sock)
+                else:
+                    view = link.recv()
+                    msg = b"" if view is None else bytes(view)
+                    if view is not None:
+                        link.done()
                 if not msg or any(k == STOP for k, _, _ in records(msg)):
                     return 0
         batched = getattr(fn, "px_batch", False)
         large = False  # whether the last message opened with a large item: the next one's is then received whole
         while True:
             # the ITEM records before any STOP, in two lists (copied out of the reused buffer, or received straight)
-            lineages, items, stop, size, large = recv_items(sock, inbox.buf, ITEM, STOP, GATHER_BYTES, large)
+            if inbox is not None:
+                lineages, items, stop, size, large = recv_items(sock, inbox.buf, ITEM, STOP, GATHER_BYTES, large)
+            else:
+                lineages, items, stop, size = _link_items(link)
             if not size:
                 return 0
             if batched:
