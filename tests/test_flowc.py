@@ -203,6 +203,27 @@ def test_input_runs_partial_done_copies_outputs() -> None:
     assert [lin & 0xFFFF for lin in c.completions[u1]] == [4, 2, 8, 5, 11]
 
 
+def test_a_retransmitted_message_stays_in_its_run() -> None:
+    """A message that arrives again from the same upstream (a retransmission) while its items wait in a run of
+    inputs leaves the run whole: no input of its own per copy, to_mice still one entry (each copy used to spill
+    out, a scan of to_mice and two entries more per item: seconds for a few thousand small items).  A copy from
+    another upstream still takes an input of its own (it completes to both).  Compiled and pure the same."""
+    hi = 3 << 48
+    u0, u1 = UPS
+    c, p = Side(), Side()
+    msg = mice.pack_items_py([(hi | i, b"q") for i in range(1, 3001)])
+    step_arrive(c, p, msg, u0)
+    step_arrive(c, p, msg, u0)  # the same message again
+    step_arrive(c, p, mice.pack_items_py([(hi | i, b"q") for i in range(1500, 1503)]), u0)  # part of it again
+    for side in (c, p):
+        assert len(side.flow.to_mice) == 1 and not side.flow.inputs and side.flow.duplicates == 3003
+    assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue)
+    step_arrive(c, p, mice.pack_items_py([(hi | 1500, b"q")]), u1)  # from another upstream: its own input
+    assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue)
+    assert c.flow.input_items()[hi | 1500][0] == [u0, u1] and len(c.flow.to_mice) == 3
+    check_input_runs(c.flow)
+
+
 def test_input_runs_never_overlap() -> None:
     """A lineage forgotten off the head of a run arrives again with others below the run: they become inputs of
     their own, not a run over the first one's lineages, so a later copy is still found (handed once)."""

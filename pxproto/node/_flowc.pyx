@@ -476,8 +476,12 @@ cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, object flow, d
         if PyDict_Size(inputs) or lineage < end:
             key = PyLong_FromUnsignedLongLong(lineage)
             found = PyDict_GetItem(inputs, key)
-            if found == NULL and lineage < end and flow.spill(key):
-                found = PyDict_GetItem(inputs, key)
+            if found == NULL and lineage < end:
+                if flow.in_copy(key, up):  # a copy from the same upstream stays in its run (Flow.in_copy)
+                    dups[0] += 1
+                    continue
+                if flow.spill(key):
+                    found = PyDict_GetItem(inputs, key)
         if found != NULL:
             dups[0] += 1
             inp = <Input?>(<object>found)
