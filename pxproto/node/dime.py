@@ -53,12 +53,15 @@ TX_SPLIT = 2
 """A credit window's worth of data frames built at once (on an ack, after a wait for credit) goes out half a
 window at a time (:meth:`Dime._frame_built`), not all of them after the last is built: the next hops start on the
 first frames while the rest are built."""
-ACK_SPLIT = 2
+ACK_SPLIT = 4
 """A burst of frames read at once has its held acks sent, and the items they brought handed to the MICE, every
 credit window / ACK_SPLIT frames, not only after the burst: one ack for a burst of a whole window made the
 channel stop-and-wait (the sender idle while the sink worked through the burst, and the sink idle after it).
-Quarters (4) cost the DIMEs more CPU per item (more acks, smaller sends) for no more throughput: bench/channel.py
-A/B on a shared host, medians of 4, 1400 B source/sink DIME 3.06/2.95 us/item at 4 against 2.51/2.61 at 2."""
+Quarters (4): with a 1 MiB window (16 jumbo fragments) they cost the DIMEs more CPU per item for no more
+throughput (bench/channel.py A/B, medians of 4, 1400 B source/sink DIME 3.06/2.95 us/item at 4 against 2.51/2.61
+at 2); with the 4 MiB window (64 fragments, acks every 16) they win: two alternated pairs, 1400 B 391k and 400k
+items/s at 4 against 326k and 339k at 2 (source DIME 1.24 against 1.61-1.65 us/item), 64 KiB 634 and 667 against
+578 and 492 MB/s, 16 B one pair each way (2.01M/2.19M, 2.24M/1.99M)."""
 WIRE_WINDOW_MAX = 1 << 22
 """The most a channel on a UDP wire may have unacknowledged (64 fragments of 65,000 bytes).  On one 2-core host
 an ack comes back milliseconds after its frame (five processes take turns on the cores), and 1 MiB, 3 ms of the
