@@ -65,6 +65,11 @@ def ring(mem: Any, init: bool = False, soft: int = SOFT_BYTES) -> Any:
     return _ring.Ring(mem, init, soft)
 
 
+def _size(msg: Any) -> int:
+    """Bytes of a message given whole or as a list of parts."""
+    return len(msg) if not isinstance(msg, list | tuple) else sum(len(p) for p in msg)
+
+
 class Link:
     """One side's hand-over: ``tx`` the ring it writes, ``rx`` the ring it reads, ``sock`` its end of the socketpair
     (wakes and end of file only)."""
@@ -120,8 +125,7 @@ class Link:
         flag is then set unless room appeared meanwhile: a wake comes when the reader frees space)."""
         res = self.tx.put(msg)
         if res == _ring.FULL:  # type: ignore[union-attr]
-            size = len(msg) if not isinstance(msg, list | tuple) else sum(len(p) for p in msg)
-            if not self.tx.writer_sleep(size):
+            if not self.tx.writer_sleep(_size(msg)):
                 return False
             res = self.tx.put(msg)
             if res == _ring.FULL:  # type: ignore[union-attr]
@@ -167,7 +171,7 @@ class Link:
         full = _ring.FULL  # type: ignore[union-attr]
         res = tx.put(msg)
         if res == full:
-            size = len(msg) if not isinstance(msg, list | tuple) else sum(len(p) for p in msg)
+            size = _size(msg)
             try:
                 while res == full:
                     if not tx.writer_sleep(size):

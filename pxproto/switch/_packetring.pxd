@@ -43,6 +43,7 @@ cdef class PacketRing:
     cdef unsigned char* big          # V2: a frame longer than a slot (a GSO segment), read whole from the socket
     cdef long long ncopied           # V2: frames that came that way
 
+    cdef unsigned char* v2_slot(self, unsigned int i) noexcept nogil
     cdef int take(self, Batch* b) noexcept nogil
     cdef bint ready(self) noexcept nogil
     cdef void c_release(self) noexcept nogil

@@ -200,19 +200,23 @@ cdef class PacketRing:
         """Frames (V2) or blocks (V3) the ring holds."""
         return self.frame_nr if self.version == 2 else self.block_nr
 
+    cdef unsigned char* v2_slot(self, unsigned int i) noexcept nogil:
+        """The address of V2 slot ``i`` (slots fill each block, none straddles two)."""
+        cdef unsigned int fpb = self.block_size // self.frame_size
+        return self.map + (i // fpb) * self.block_size + (i % fpb) * self.frame_size
+
     cdef int take(self, Batch* b) noexcept nogil:
         """Up to BATCH frames the kernel has handed over; they stay valid until :meth:`c_release`."""
         cdef tpacket2_hdr* h2
         cdef tpacket3_hdr* h3
         cdef tpacket_block_desc* bd
-        cdef unsigned int fpb = self.block_size // self.frame_size
         cdef unsigned char* slot
         cdef long r
         cdef unsigned int status, h = VNET if self.vnet else 0
         b.n = 0
         if self.version == 2:
             while b.n < BATCH:
-                slot = self.map + (self.cur // fpb) * self.block_size + (self.cur % fpb) * self.frame_size
+                slot = self.v2_slot(self.cur)
                 h2 = <tpacket2_hdr*>slot
                 status = px_load_acquire(&h2.tp_status)
                 if not (status & TP_STATUS_USER):
@@ -261,11 +265,8 @@ cdef class PacketRing:
 
     cdef bint ready(self) noexcept nogil:
         """Whether :meth:`take` would find a frame (a look at the ring's memory, no system call)."""
-        cdef unsigned int fpb = self.block_size // self.frame_size
         if self.version == 2:
-            return (px_load_acquire(&(<tpacket2_hdr*>(self.map + (self.cur // fpb) * self.block_size
-                                                     + (self.cur % fpb) * self.frame_size)).tp_status)
-                    & TP_STATUS_USER) != 0
+            return (px_load_acquire(&(<tpacket2_hdr*>self.v2_slot(self.cur)).tp_status) & TP_STATUS_USER) != 0
         if self.v3_next != NULL:
             return self.v3_left != 0
         return (px_load_acquire(&(<tpacket_block_desc*>(self.map + self.cur * self.block_size)).h1.block_status)
@@ -277,13 +278,12 @@ cdef class PacketRing:
 
     cdef void c_release(self) noexcept nogil:
         """Hand back what :meth:`take` gave (a V3 block once it is read to its end)."""
-        cdef unsigned int i, s, fpb = self.block_size // self.frame_size
+        cdef unsigned int i, s
         cdef tpacket_block_desc* bd
         if self.version == 2:
             for i in range(self.npending):
                 s = self.pending[i]
-                px_store_release(&(<tpacket2_hdr*>(self.map + (s // fpb) * self.block_size
-                                                   + (s % fpb) * self.frame_size)).tp_status, TP_STATUS_KERNEL)
+                px_store_release(&(<tpacket2_hdr*>self.v2_slot(s)).tp_status, TP_STATUS_KERNEL)
             self.npending = 0
             return
         if self.v3_done and self.v3_next != NULL:
