@@ -111,7 +111,7 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
     bk.load_start(c, archive, src, stage, name)
     cpu0 = bk.dime_cpu(c, src), bk.dime_cpu(c, snk)
     all0 = total_cpu(c, src), total_cpu(c, snk)
-    srv0 = servers_cpu(c)
+    srv0, sw0 = servers_cpu(c), switch_cpu(c)
     i0 = bk.counter(c, snk, CounterId.ITEMS_IN)
     f0 = bk.counter(c, src, CounterId.ITEM_FRAMES_TX)
     d0 = bk.counter(c, src, CounterId.TX_DROPPED) + bk.counter(c, snk, CounterId.TX_DROPPED)
@@ -126,7 +126,7 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
         elif time.monotonic() - t_last > 1.0:
             break  # the source ended (or stalled): count up to its last progress
     elapsed = t_last - t0
-    srv = servers_cpu(c) - srv0
+    srv, sw = servers_cpu(c) - srv0, switch_cpu(c) - sw0
     cpu = bk.dime_cpu(c, src) - cpu0[0], bk.dime_cpu(c, snk) - cpu0[1]
     mcpu = total_cpu(c, src) - all0[0] - cpu[0], total_cpu(c, snk) - all0[1] - cpu[1]
     frames = bk.counter(c, src, CounterId.ITEM_FRAMES_TX) - f0
@@ -145,6 +145,7 @@ def dime_run(c: Any, archive: bytes, stage: int, name: str, limit: float) -> dic
         "src_mice_us": mcpu[0] / n * 1e6,
         "snk_mice_us": mcpu[1] / n * 1e6,
         "srv_us": srv / n * 1e6,
+        "sw_us": sw / n * 1e6,
         "per_frame": done / max(frames, 1),
         "dropped": dropped / elapsed if elapsed > 0 else 0.0,
     }
@@ -162,10 +163,20 @@ def report_faults(c: Any, name: str) -> None:
 def servers_cpu(c: Any) -> float:
     """CPU seconds of the bed's kernel server processes themselves (their relays: the DIMEs are processes of
     their own), from /proc."""
+    return procs_cpu(p.pid for p in c.procs)
+
+
+def switch_cpu(c: Any) -> float:
+    """CPU seconds of the bed's pxswitch processes (none on the veth bed)."""
+    return procs_cpu(sw.pid for sw in (getattr(c, "switch", None), getattr(c, "switch2", None)) if sw is not None)
+
+
+def procs_cpu(pids: Any) -> float:
+    """CPU seconds (user + system) of these processes so far, from /proc (one that is gone counts 0)."""
     total = 0.0
-    for p in c.procs:
+    for pid in pids:
         try:
-            f = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
@@ -337,7 +348,10 @@ def main() -> int:
             cells.append(f"{r:>12,.0f} ({r / ref:5.2f}x)" if ref else f"{r:>22,.0f}")
         print(f"{size:>6}B  " + "  ".join(f"{c:>22}" for c in cells))
     if any(k in DIME_KINDS for k in kinds):
-        print("DIME channel detail (medians; CPU per item of each DIME's loop process, of its MICE, of the servers):")
+        print(
+            "DIME channel detail (medians; CPU per item of each DIME's loop process, of its MICE, of the servers, "
+            "of pxswitch):"
+        )
         for k in (k for k in kinds if k in DIME_KINDS):
             for size in sizes:
                 if (k, size) not in res:
@@ -346,7 +360,7 @@ def main() -> int:
                     f"  {k:>10} {size:>6} B: {med(k, size) * size / 1e6:8.1f} MB/s; source DIME "
                     f"{med(k, size, 'src_us'):.2f} us/item (MICE {med(k, size, 'src_mice_us'):.2f}), sink DIME "
                     f"{med(k, size, 'snk_us'):.2f} us/item (MICE {med(k, size, 'snk_mice_us'):.2f}); "
-                    f"both servers {med(k, size, 'srv_us'):.2f} us/item; "
+                    f"both servers {med(k, size, 'srv_us'):.2f} us/item; pxswitch {med(k, size, 'sw_us'):.2f} us/item; "
                     f"{med(k, size, 'per_frame'):.1f} items per data frame; "
                     f"{med(k, size, 'dropped'):,.0f} frames/s dropped at the servers' relays (TX_DROPPED)"
                 )

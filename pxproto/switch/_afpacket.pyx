@@ -26,7 +26,7 @@ sendmmsg); its Python names are re-exported here: a port needs one module.
 from libc.errno cimport EAGAIN, ECONNREFUSED, EINTR, ENOBUFS, errno
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 from pxproto.fastpath.wirec cimport px_error_field
@@ -76,6 +76,8 @@ cdef class FastLoop:
     cdef void* txr[MAXPORTS]          # borrowed TxRing pointers; ``rings`` holds the references too
     cdef unsigned char dst[MAXPORTS][28]  # sendmmsg's destination (a steered UDP port's unconnected sockets)
     cdef unsigned int dstlen[MAXPORTS]
+    cdef bint follow[MAXPORTS]        # dst follows the sender of the last datagram read (a UDP port's learned remote)
+    cdef long long refollowed[MAXPORTS]  # times that sender changed
     cdef bint up[MAXPORTS]
     cdef bint backlog[MAXPORTS]
     cdef bint others_up        # a non-AF_PACKET port is up: floods go through Python
@@ -159,14 +161,25 @@ cdef class FastLoop:
         self.txr[pid] = <void*>tx if tx is not None else NULL
         self.up[pid] = True
         self.dstlen[pid] = 0
+        self.follow[pid] = False
         self.set_name(pid, name)
 
-    def set_dest(self, int pid, bytes sockaddr):
-        """Send ``pid``'s frames to this raw sockaddr (its sockets are not connected); empty: connected."""
+    def set_dest(self, int pid, bytes sockaddr, bint follow=False):
+        """Send ``pid``'s frames to this raw sockaddr (its sockets are not connected); empty: connected.
+        ``follow``: the sender of the last datagram read from ``pid`` becomes its destination (QEMU dgram's
+        "replies go to the last sender", a UDP port without a fixed remote); :meth:`dest` says where it is now."""
         if not 0 <= pid < MAXPORTS or len(sockaddr) > 28:
             raise ValueError(f"port id {pid}, sockaddr of {len(sockaddr)} bytes: out of range")
         memcpy(self.dst[pid], <const unsigned char*>sockaddr, len(sockaddr))
         self.dstlen[pid] = len(sockaddr)
+        self.follow[pid] = follow
+
+    def dest(self, int pid):
+        """The raw sockaddr ``pid``'s frames go to (b"": its connected peer), and how many times a followed
+        destination moved to a new sender."""
+        if not 0 <= pid < MAXPORTS:
+            raise ValueError(f"port id {pid}: out of range")
+        return (<char*>self.dst[pid])[:self.dstlen[pid]], self.refollowed[pid]
 
     def set_name(self, int pid, str name):
         """The port's name, for the mirror's comments (route() mirrors what Python reads)."""
@@ -185,6 +198,9 @@ cdef class FastLoop:
             self.vnet[pid] = False
             self.maxlen[pid] = 65535
             self.rx_big[pid] = self.tx_big[pid] = self.offload_err[pid] = 0
+            self.dstlen[pid] = 0
+            self.follow[pid] = False
+            self.refollowed[pid] = 0
             self._vnet_sum()
 
     def set_limits(self, int pid, Py_ssize_t maxlen, bint vnet):
@@ -262,6 +278,16 @@ cdef class FastLoop:
             self.mirror_dropped += 1
         else:
             self.mlen += w
+
+    cdef void _follow(self, int pid, int i) noexcept nogil:
+        """The sender of datagram ``i`` of the batch just read is ``pid``'s destination from now on."""
+        cdef unsigned int ln = self.slots.hdr[i].msg_hdr.msg_namelen
+        if ln == 0 or ln > sizeof(self.dst[pid]):
+            return
+        if ln != self.dstlen[pid] or memcmp(self.dst[pid], self.slots.names[i], ln) != 0:
+            memcpy(self.dst[pid], self.slots.names[i], ln)
+            self.dstlen[pid] = ln
+            self.refollowed[pid] += 1
 
     cdef int _decide(self, int pid, const unsigned char* b, Py_ssize_t n, double now, int* ci,
                      int* err) noexcept nogil:
@@ -345,11 +371,13 @@ cdef class FastLoop:
                     n = ring.take(bt)
             else:
                 with nogil:
-                    n = self.slots.recv(fd, bt, VNET if which == 1 and self.vnet[pid] else 0)
+                    n = self.slots.recv(fd, bt, VNET if which == 1 and self.vnet[pid] else 0, self.follow[pid])
                 if n < 0:
                     if errno == EAGAIN or errno == EINTR or errno == ECONNREFUSED:
                         continue  # (a UDP port: an ICMP error for an earlier send, reported once)
                     raise OSError(errno, "recvmmsg")
+                if n > 0 and self.follow[pid]:
+                    self._follow(pid, n - 1)
             if n == 0:
                 continue
             got += n

@@ -23,8 +23,9 @@ cdef class _Slots:
     cdef unsigned char* buf
     cdef iovec iov[BATCH]
     cdef mmsghdr hdr[BATCH]
+    cdef unsigned char names[BATCH][28]  # each datagram's sender (a struct sockaddr_in/_in6) when asked for
 
-    cdef int recv(self, int fd, Batch* b, int hdr=*) noexcept nogil
+    cdef int recv(self, int fd, Batch* b, int hdr=*, bint names=*) noexcept nogil
 
 
 cdef class PacketRing:

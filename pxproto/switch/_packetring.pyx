@@ -60,11 +60,14 @@ cdef class _Slots:
     def __dealloc__(self):
         free(self.buf)
 
-    cdef int recv(self, int fd, Batch* b, int hdr=0) noexcept nogil:
-        """Fill ``b`` with one recvmmsg (each frame after ``hdr`` bytes of virtio_net_hdr); the count, or -1."""
+    cdef int recv(self, int fd, Batch* b, int hdr=0, bint names=False) noexcept nogil:
+        """Fill ``b`` with one recvmmsg (each frame after ``hdr`` bytes of virtio_net_hdr); the count, or -1.
+        ``names``: each datagram's sender goes to ``names[i]`` (its length in ``hdr[i].msg_hdr.msg_namelen``)."""
         cdef int i, n
         for i in range(BATCH):
             self.hdr[i].msg_hdr.msg_flags = 0
+            self.hdr[i].msg_hdr.msg_name = self.names[i] if names else NULL
+            self.hdr[i].msg_hdr.msg_namelen = sizeof(self.names[i]) if names else 0
         n = recvmmsg(fd, self.hdr, BATCH, MSG_DONTWAIT, NULL)
         b.n = n if n > 0 else 0
         for i in range(b.n):

@@ -92,6 +92,8 @@ class Daemon:
         self.gone: dict[str, str] = {}
         """Ports that vanished or failed to open, and why."""
         self._fds: dict[int, tuple[int, ...]] = {}
+        self._udp_fast: set[int] = set()
+        """UDP ports the compiled loop reads and writes (they have a destination)."""
         self._events: dict[int, int] = {}
         self._stop = False
         self._closing = False
@@ -153,14 +155,26 @@ class Daemon:
         return fast
 
     def _is_fast(self, pid: int) -> bool:
-        """The compiled loop reads and writes ``pid``: an AF_PACKET port, or a UDP port with a fixed remote
-        (a connected socket: one datagram is one frame, recvmmsg/sendmmsg as on a packet socket)."""
+        """The compiled loop reads and writes ``pid``: an AF_PACKET port, or a UDP port with a destination (a
+        fixed remote, or the sender it learned: one datagram is one frame, recvmmsg/sendmmsg as on a packet
+        socket)."""
         port = self.ports.get(pid)
         return (
             self.fast is not None
             and pid < FAST_PORTS
-            and (isinstance(port, AfPacketPort) or (isinstance(port, UdpPort) and port.connected))
+            and (isinstance(port, AfPacketPort) or (isinstance(port, UdpPort) and pid in self._udp_fast))
         )
+
+    def _udp_to_fast(self, pid: int, port: UdpPort, name: str) -> None:
+        """Hand a UDP port to the compiled loop once it has a destination: at once with a fixed remote, after its
+        first datagram without one (the loop then follows the sender of the last datagram, as Python did)."""
+        if self.fast is None or pid >= FAST_PORTS or pid in self._udp_fast or not port.connected:
+            return
+        assert port.dest is not None
+        self.fast.set_port(pid, port.sock.fileno(), port.ctrl.fileno(), None, name)
+        self.fast.set_dest(pid, port.dest, port.follows)
+        self._udp_fast.add(pid)
+        self._sync(pid)
 
     def _is_afpacket(self, pid: int) -> bool:
         return isinstance(self.ports.get(pid), AfPacketPort) and self._is_fast(pid)
@@ -195,13 +209,12 @@ class Daemon:
             if isinstance(port, AfPacketPort):
                 self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name, port.tx)
                 vnet = port.vnet
-            elif isinstance(port, UdpPort):  # a UDP port with a fixed remote: data and steered control sockets
-                self.fast.set_port(pid, port.sock.fileno(), port.ctrl.fileno(), None, spec.name)
-                self.fast.set_dest(pid, port.dest)
         if self.fast is not None and pid < FAST_PORTS:  # (the compiled loop also decides what Python reads)
             self.fast.set_limits(pid, self.core.ports[pid].mtu + ETH_OVERHEAD, vnet)
             self.fast.set_name(pid, spec.name)
         self._sync(pid)
+        if isinstance(port, UdpPort):  # with a fixed remote: data and steered control sockets, from the start
+            self._udp_to_fast(pid, port, spec.name)
         if not strict:  # at start, "running" names them all once every port is open
             self._restart_workers()
             log(f"port {spec.name} ({spec.type}) open")
@@ -232,6 +245,7 @@ class Daemon:
         self._restart_workers(stop_only=True)  # (started again below, without this port)
         if self.fast is not None and pid < FAST_PORTS:
             self.fast.clear_port(pid)
+        self._udp_fast.discard(pid)
         port = self.ports.pop(pid)
         spec = self.specs.pop(pid)
         for fd in self._fds.pop(pid, ()):
@@ -394,6 +408,8 @@ class Daemon:
         for f in slow:
             self.core.receive(pid, f, now)
         self.core.forward(pid, routed, now)
+        if isinstance(port, UdpPort) and port.connected:  # the first sender learned: the compiled loop takes over
+            self._udp_to_fast(pid, port, self.core.ports[pid].name)
 
     def _pump(self, pid: int, now: float) -> None:
         """Let the compiled loop forward what ``pid`` holds, a few batches at a time."""
@@ -443,6 +459,9 @@ class Daemon:
             port = self.ports.get(pid)
             if port is None:
                 continue
+            if pid in self._udp_fast and self.core.pending(pid):  # (the compiled loop may have followed a sender)
+                assert self.fast is not None and isinstance(port, UdpPort)
+                port.follow(self.fast.dest(pid)[0])
             try:
                 port.flush()
                 while self.core.pending(pid):

@@ -42,7 +42,9 @@ def _addr(text: str, default_port: int | None = None) -> tuple[str, int]:
 class UdpPort(DatagramPort):
     """One Ethernet frame per UDP datagram: QEMU's ``-netdev dgram`` (and ``-netdev socket,udp=``).
 
-    With no ``remote``, frames go to the address the last datagram came from.
+    With no ``remote``, frames go to the address the last datagram came from.  Both kinds are read and written by
+    the daemon's compiled loop (recvmmsg/sendmmsg, 64 a call) once a destination is known: at once with a fixed
+    ``remote``; without one, from the first datagram on, the loop then following the sender of the last datagram.
     """
 
     mtu = VIRTUAL_MTU
@@ -63,7 +65,10 @@ class UdpPort(DatagramPort):
         fixed: tuple[str, int] | None = udpsteer.resolve(_addr(remote), fam) if remote else None
         self.remote: Any = fixed
         self._fixed_remote = remote is not None
-        self._batch: Any = None
+        self._family = fam
+        self.dest: bytes | None = None
+        """The raw sockaddr frames go to (None: no remote learned yet)."""
+        self._batch: Any = select.compiled("pxproto.switch._afpacket")
         # Two sockets, control frames steered to their own in the kernel (no SO_REUSEADDR: a UDP port another
         # process holds is an error, not a silent takeover).
         self.sock, ctrl, self._lock = udpsteer.open_pair(laddr, fixed, control_ethertypes())
@@ -71,7 +76,6 @@ class UdpPort(DatagramPort):
         if fixed is not None:
             # The compiled layer moves up to 64 datagrams per recvmmsg/sendmmsg, the kernel drops other senders.
             self.dest = udpsteer.sockaddr(fixed, fam)
-            self._batch = select.compiled("pxproto.switch._afpacket")
         for s, size in ((self.sock, self.BUF), (self.ctrl, self.CTRL_BUF)):
             for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
                 try:  # room for a burst
@@ -92,15 +96,27 @@ class UdpPort(DatagramPort):
 
     @property
     def connected(self) -> bool:
-        """A fixed remote and the compiled layer: the daemon's fast loop may read and write the socket."""
-        return self._batch is not None
+        """A destination (fixed or learned) and the compiled layer: the daemon's fast loop may read and write the
+        sockets."""
+        return self._batch is not None and self.dest is not None
+
+    @property
+    def follows(self) -> bool:
+        """No fixed remote: the destination is the sender of the last datagram."""
+        return not self._fixed_remote
+
+    def follow(self, dest: bytes) -> None:
+        """The compiled loop's destination (its raw sockaddr) is the remote from now on."""
+        if dest and dest != self.dest:
+            self.dest = dest
+            self.remote = udpsteer.address(dest)
 
     @property
     def address(self) -> tuple[str, int]:
         return self.sock.getsockname()[:2]  # type: ignore[no-any-return]
 
     def recv_batch(self, max_n: int = 64) -> list[bytes]:
-        if self._batch is not None:
+        if self._batch is not None and self._fixed_remote:
             try:
                 ctrl = self._batch.recv_batch(self.ctrl.fileno(), max_n)
                 return ctrl + self._batch.recv_batch(self.sock.fileno(), max_n)  # type: ignore[no-any-return]
@@ -117,7 +133,9 @@ class UdpPort(DatagramPort):
             if self._fixed_remote and addr[:2] != self.remote[:2]:
                 self.count("foreign_sender")
                 continue
-            self.remote = addr
+            if addr != self.remote:
+                self.remote = addr
+                self.dest = udpsteer.sockaddr(addr[:2], self._family)
             out.append(data)
         return out
 

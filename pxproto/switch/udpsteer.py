@@ -112,6 +112,16 @@ def sockaddr(addr: tuple[str, int], family: int) -> bytes:
     return struct.pack("=HHI16sI", family, socket.htons(addr[1]), 0, socket.inet_pton(family, addr[0]), 0)
 
 
+def address(raw: bytes) -> tuple[str, int]:
+    """The (host, port) of a raw struct sockaddr_in / sockaddr_in6 (the inverse of :func:`sockaddr`)."""
+    family, port = struct.unpack_from("=HH", raw)
+    if family == socket.AF_INET and len(raw) >= 8:
+        return socket.inet_ntoa(raw[4:8]), socket.ntohs(port)
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        return socket.inet_ntop(family, raw[8:24]), socket.ntohs(port)
+    raise ValueError(f"a sockaddr of family {family} and {len(raw)} bytes is not an IPv4 or IPv6 address")
+
+
 def lock_dir() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     return runtime if runtime and os.path.isdir(runtime) else tempfile.gettempdir()
