@@ -335,6 +335,63 @@ def test_connected_udp_ports_forward_in_the_compiled_loop(udp_switch: tuple[Daem
     spin(d, lambda: len(p0.poll()) == 1)
 
 
+def test_udp_ports_without_a_remote_go_to_the_compiled_loop_and_follow_the_sender(tmp_path: Path) -> None:
+    """A UDP port without a fixed remote (the node's rootless wire, QEMU dgram without ``remote``) is read by Python
+    until its first datagram names the sender, then by the compiled loop (recvmmsg/sendmmsg); replies still go to
+    the sender of the last datagram: a peer that moves to a new address gets the frames there, from the compiled
+    loop and from Python's queue (a flood) alike."""
+    peers = [UdpPeer() for _ in range(2)]
+    specs = [PortSpec(f"u{i}", "udp", (("local", "127.0.0.1:0"),)) for i in range(2)]
+    d = Daemon(SwitchConfig(SwitchPolicy(), specs, control=str(tmp_path / "c.sock")))
+    moved = UdpPeer()
+    try:
+        if d.fast is None:
+            pytest.skip("the compiled pxproto.switch._afpacket is not built")
+        u0, u1 = sorted(d.ports)
+        for pid, p in zip((u0, u1), peers, strict=True):
+            p.switch = d.ports[pid].address  # type: ignore[attr-defined]
+        assert not d._is_fast(u0) and not d._is_fast(u1)  # nobody to send to yet
+        peers[0].send(heartbeat(mac(1), dime=2))  # flood: u1 has no sender yet, so no one gets it there
+        peers[1].send(heartbeat(mac(2), dime=1))  # to u0's sender
+        spin(d, lambda: len(peers[0].poll()) == 1)
+        assert d._is_fast(u0) and d._is_fast(u1)
+        before = d.fast.counters(u1)[0]
+        frames = [data(mac(1), mac(2), dst_dime=2, seq=i) for i in range(200)]
+        for f in frames:
+            peers[1].send(f)
+        spin(d, lambda: len(peers[0].poll()) == 1 + len(frames))
+        assert peers[0].got[1:] == frames
+        assert d.fast.counters(u1)[0] - before == len(frames)  # read and forwarded by the compiled loop
+        moved.switch = peers[0].switch
+        moved.send(heartbeat(mac(1), dime=2, seq=1))  # u0's peer now sends from a new address
+        spin(d, lambda: len(peers[1].poll()) == 1)
+        f = data(mac(1), mac(2), dst_dime=2, seq=999)
+        peers[1].send(f)
+        spin(d, lambda: moved.poll() == [f])  # the compiled loop followed the sender
+        assert d.fast.dest(u0)[1] >= 1
+        flood = heartbeat(mac(2), dime=1, seq=7)  # broadcast: queued by Python's core when a port is not fast
+        d.fast.force_slow = True
+        peers[1].send(flood)
+        spin(d, lambda: flood in moved.poll())
+        assert len(peers[0].poll()) == 1 + len(frames)  # the old address gets nothing more
+        assert d.ports[u0].remote == moved.sock.getsockname()  # type: ignore[attr-defined]
+    finally:
+        d.close()
+        for p in (*peers, moved):
+            p.sock.close()
+
+
+def test_a_raw_sockaddr_reads_back_as_its_address() -> None:
+    from pxproto.switch import udpsteer
+
+    for fam, addr in ((socket.AF_INET, ("127.0.0.1", 4789)), (socket.AF_INET6, ("fe80::1", 65535))):
+        assert udpsteer.address(udpsteer.sockaddr(addr, fam)) == addr
+    with pytest.raises(ValueError, match="family 1 and 4 bytes"):
+        udpsteer.address(b"\x01\x00\x00\x00")
+    with pytest.raises(ValueError, match="of 2 bytes"):
+        udpsteer.address(b"\x02\x00")
+
+
 def _stream_run(tmp: Path, compiled: bool) -> tuple[list[list[bytes]], dict[str, Any], list[bytes], int]:
     specs = [PortSpec(f"s{i}", "stream", (("address", str(tmp / f"s{i}.sock")), ("listen", True))) for i in range(3)]
     d = Daemon(SwitchConfig(SwitchPolicy(), specs, mirror=str(tmp / "m.pcapng"), control=str(tmp / "c.sock")))
@@ -398,8 +455,8 @@ def test_a_udp_port_loses_no_control_frame_under_data_saturation(
 ) -> None:
     """While the switch does not run, the peer sends data far past what the socket buffer holds, with a control
     frame in every ten: the kernel drops data, but steers every control frame to the port's control socket
-    (a one-socket port lost control frames with the data here).  With a remote the compiled loop reads the port,
-    without one Python does."""
+    (a one-socket port lost control frames with the data here).  With a remote the compiled loop reads the port
+    from the start, without one from its first datagram on."""
     from pxproto.switch.sockports import UdpPort
 
     monkeypatch.setattr(UdpPort, "BUF", 1 << 18)

@@ -114,6 +114,8 @@ def sockaddr(addr: tuple[str, int], family: int) -> bytes:
 
 def address(raw: bytes) -> tuple[str, int]:
     """The (host, port) of a raw struct sockaddr_in / sockaddr_in6 (the inverse of :func:`sockaddr`)."""
+    if len(raw) < 4:
+        raise ValueError(f"a sockaddr of {len(raw)} bytes is too short")
     family, port = struct.unpack_from("=HH", raw)
     if family == socket.AF_INET and len(raw) >= 8:
         return socket.inet_ntoa(raw[4:8]), socket.ntohs(port)
