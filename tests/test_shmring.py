@@ -200,13 +200,13 @@ def _fork(body: Callable[..., None], *args: object) -> int:
 
 
 def _write_all(ours: shmring.Link, theirs: shmring.Link, sizes: list[int]) -> None:
-    ours.sock.close()
+    ours.drop()
     for i, s in enumerate(sizes):
         theirs.send(_msg(i, s))
 
 
 def _read_all(ours: shmring.Link, theirs: shmring.Link, n: int) -> None:
-    ours.sock.close()
+    ours.drop()
     for i in range(n):
         view = theirs.recv()
         assert view is not None and _check(view) == i
@@ -216,7 +216,7 @@ def _read_all(ours: shmring.Link, theirs: shmring.Link, n: int) -> None:
 
 
 def _write_forever(ours: shmring.Link, theirs: shmring.Link) -> None:
-    ours.sock.close()
+    ours.drop()
     i = 0
     while True:
         theirs.send(_msg(i, 200_000 + 8 * i % 100_000))
@@ -233,10 +233,11 @@ def test_no_lost_wakeup_with_a_forked_writer(size: int) -> None:
     sizes = [rnd.choice([24, 40, 300, 1500]) for _ in range(n)]
     with _pair(size) as (ours, theirs):
         pid = _fork(_write_all, ours, theirs, sizes)
-        theirs.sock.close()
+        theirs.drop()
         got = 0
         poller = select.poll()
-        poller.register(ours.sock, select.POLLIN)
+        for fd in ours.fds():
+            poller.register(fd, select.POLLIN)
         while got < n:
             if not ours.sleep():
                 events = poller.poll(10_000)
@@ -249,14 +250,16 @@ def test_no_lost_wakeup_with_a_forked_writer(size: int) -> None:
         assert os.waitpid(pid, 0)[1] == 0
     with _pair(size) as (ours, theirs):
         pid = _fork(_read_all, ours, theirs, n)
-        theirs.sock.close()
+        theirs.drop()
         poller = select.poll()
-        poller.register(ours.sock, select.POLLIN)
+        for fd in ours.fds():
+            poller.register(fd, select.POLLIN)
         for i, s in enumerate(sizes):
             while not ours.try_send(_msg(i, s)):
                 assert poller.poll(10_000), f"lost wake-up waiting for room at message {i} (seed {SEED})"
                 ours.drain_wakes()
-        ours.sock.shutdown(socket.SHUT_RDWR)
+        ours.sock.shutdown(socket.SHUT_RDWR)  # the end of file the reader sees once it has read everything
+        ours.wake()
         assert os.waitpid(pid, 0)[1] == 0
 
 
@@ -267,10 +270,11 @@ def test_a_writer_killed_mid_stream_leaves_only_whole_messages() -> None:
     for _ in range(6):
         with _pair(1 << 20) as (ours, theirs):
             pid = _fork(_write_forever, ours, theirs)
-            theirs.sock.close()
+            theirs.drop()
             got = 0
             poller = select.poll()
-            poller.register(ours.sock, select.POLLIN)
+            for fd in ours.fds():
+                poller.register(fd, select.POLLIN)
             while not ours.rx.pending():  # the first message is out (however loaded the machine), then a while
                 assert ours.sleep() or poller.poll(10_000), "the writer sent nothing in 10 s"
                 ours.awake()
@@ -282,7 +286,8 @@ def test_a_writer_killed_mid_stream_leaves_only_whole_messages() -> None:
                     got += 1
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            assert not ours.drain_wakes()  # end of file: the writer is gone
+            ours.drain_wakes()
+            assert not ours.alive()  # end of file: the writer is gone
             while (data := _take(ours)) is not None:
                 assert _check(data) == got
                 got += 1

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pxproto import package
 from pxproto.fastpath import heap
@@ -74,7 +74,10 @@ class MiceHost:
         if pid == 0:  # the MICE child
             code = 1
             try:
-                parent.close()
+                if link is not None:
+                    link.drop()  # the DIME's end: its socket and eventfds (the rings stay mapped for ``theirs``)
+                else:
+                    parent.close()
                 self.sock.close()
                 if self.wire is not None:
                     self.wire.close()
@@ -98,13 +101,29 @@ class MiceHost:
                 code = mice.run_child(child, str(loaded.path), st.entry, ctx, theirs)
             finally:
                 os._exit(code)
-        child.close()  # (the MICE's rings here go with ``theirs``; the mappings stay, the DIME's link holds them)
+        if theirs is not None:
+            theirs.drop()  # (the MICE's rings here go with ``theirs``; the mappings stay, the DIME's link holds them)
+        else:
+            child.close()
         parent.setblocking(False)
         self.mice_sock = parent
         self.mice_link = link
         self.mice_watched = True
-        self.sel.register(parent, selectors.EVENT_READ, "mice")
+        for fd in self._mice_fds():
+            self.sel.register(fd, selectors.EVENT_READ, "mice")
         return pid
+
+    def _mice_fds(self) -> list[Any]:
+        """What the loop watches for the MICE: its socket (the hand-over itself, or with the rings, only its end of
+        file) and, with the rings, the eventfd its wakes come on."""
+        if self.mice_sock is None:
+            return []
+        return [self.mice_sock] if self.mice_link is None else [self.mice_link.wake_in, self.mice_sock]
+
+    def _unwatch_mice(self) -> None:
+        for fd in self._mice_fds():
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(fd)
 
     def stop_mice(self, m: Mice) -> None:
         if self.mice_link is not None:
@@ -147,8 +166,7 @@ class MiceHost:
     def _close_mice(self) -> None:
         s = self.mice_sock
         if s is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(s)
+            self._unwatch_mice()
             s.close()
         if self.mice_link is not None:
             self.mice_link.close()
@@ -227,8 +245,7 @@ class MiceHost:
             if m.plane.output_backlogged():
                 # Outputs wait for credit: stop watching the MICE (the socket stays readable, and a
                 # level-triggered wait would spin) until the queue is down to half (_mice_watch).
-                with contextlib.suppress(KeyError, ValueError):
-                    self.sel.unregister(s)
+                self._unwatch_mice()
                 self.mice_watched = False
                 break
             msg: bytes | memoryview
@@ -247,13 +264,12 @@ class MiceHost:
     def _mice_ring(self, now: float, link: shmring.Link, woken: bool) -> None:
         """:meth:`_mice_readable` from the shared ring: each batch handed to the machine as a view of the ring, its
         space freed once read; the MICE is reaped when its socket is at end of file and its ring is empty."""
-        m, s = self.m, link.sock
+        m = self.m
         if woken:
             link.drain_wakes()
         for _ in range(64):
             if m.plane.output_backlogged():  # as on the socket: the MICE waits on a full ring meanwhile
-                with contextlib.suppress(KeyError, ValueError):
-                    self.sel.unregister(s)
+                self._unwatch_mice()
                 self.mice_watched = False
                 break
             try:
@@ -280,9 +296,9 @@ class MiceHost:
 
     def _mice_watch(self) -> None:
         """Watch the MICE's output again once the queue held back by credit is down to half."""
-        s = self.mice_sock
-        if s is not None and not self.mice_watched and self.m.plane.output_drained():
-            self.sel.register(s, selectors.EVENT_READ, "mice")
+        if self.mice_sock is not None and not self.mice_watched and self.m.plane.output_drained():
+            for fd in self._mice_fds():
+                self.sel.register(fd, selectors.EVENT_READ, "mice")
             self.mice_watched = True
 
 

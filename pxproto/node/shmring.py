@@ -1,9 +1,9 @@
 """The DIME <-> MICE hand-over in shared memory: the record batches of :mod:`pxproto.node.mice` (same messages, same
 boundaries) go through two single-producer/single-consumer rings (``pxproto.node._shmring``), one per direction, in
-memfds the DIME makes (and touches, so their pages are charged to it) before it forks the MICE; the socketpair beside
-them carries only one-byte wake-ups and end of file (a side's death).
+memfds the DIME makes (and touches, so their pages are charged to it) before it forks the MICE; an eventfd each way
+carries the wake-ups, and a socketpair beside them only end of file (a side's death).
 
-A side about to wait sets its ring's flag and looks again before it blocks; the other side sends a wake only when it
+A side about to wait sets its ring's flag and looks again before it blocks; the other side wakes it only when it
 finds the flag set (see the compiled module for the ordering).  A full ring is backpressure as a full socket was:
 :meth:`Link.try_send` says so (the DIME keeps the message, as on EAGAIN), :meth:`Link.send` waits for room (the MICE,
 as a blocking send did).
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import select as io_select
 import socket
 from typing import Any
 
@@ -35,7 +36,6 @@ RING_BYTES = 2 * (MAX_MESSAGE + 64) + 4096
 SOFT_BYTES = 256 * 1024
 """Record batches (mice.BATCH_BYTES) wrap past this much of a ring, so its working set stays in cache (the rest of
 the ring serves messages over half of it: large items)."""
-WAKE = b"\x00"
 
 
 OFF_ENV = "PXPROTO_MICE_SHM"
@@ -71,52 +71,92 @@ def _size(msg: Any) -> int:
 
 
 class Link:
-    """One side's hand-over: ``tx`` the ring it writes, ``rx`` the ring it reads, ``sock`` its end of the socketpair
-    (wakes and end of file only)."""
+    """One side's hand-over: ``tx`` the ring it writes, ``rx`` the ring it reads, ``wake_out`` the eventfd that
+    wakes the other side, ``wake_in`` the one that wakes this side, ``sock`` its end of the socketpair (end of file
+    only: nothing is ever sent on it).
 
-    def __init__(self, sock: socket.socket, tx: Any, rx: Any) -> None:
+    An eventfd write is a counter increment, where a wake byte on the socket was a buffer allocated, queued and
+    read back: the same wake-up for less work on both sides.  The socket stays for what an eventfd cannot say:
+    that the other side is gone (it closed its end, or died)."""
+
+    def __init__(self, sock: socket.socket, tx: Any, rx: Any, wake_out: int, wake_in: int) -> None:
         self.sock = sock
         self.tx = tx
         self.rx = rx
+        self.wake_out = wake_out
+        self.wake_in = wake_in
         self.eof = False
         """The other side closed its end (it is gone)."""
+        self._poll: Any = None
 
     @classmethod
     def pair(cls, size: int = RING_BYTES, soft: int = SOFT_BYTES) -> tuple[Link, Link]:
-        """The DIME's link and the MICE's (both ends in this process: the DIME forks, each side closes the other's
-        socket and keeps its own link)."""
+        """The DIME's link and the MICE's (both ends in this process: the DIME forks, and each side :meth:`drop` s
+        the other's link and keeps its own)."""
         down, up = new_ring_memory(size, "pxmice-in"), new_ring_memory(size, "pxmice-out")
         d_rx, d_tx = ring(up, True, soft), ring(down, True, soft)
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        return cls(a, d_tx, d_rx), cls(b, ring(up, False, soft), ring(down, False, soft))
+        # The DIME reads its wakes without blocking (its loop waits in epoll), the MICE blocks on its own; each
+        # eventfd is read by one side only, so its flags suit its reader.  Each link owns its descriptors (dup).
+        to_dime = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        to_mice = os.eventfd(0, os.EFD_CLOEXEC)
+        dime = cls(a, d_tx, d_rx, to_mice, to_dime)
+        mice = cls(b, ring(up, False, soft), ring(down, False, soft), os.dup(to_dime), os.dup(to_mice))
+        return dime, mice
+
+    def fds(self) -> tuple[int, int]:
+        """What to wait on for this side: its wake eventfd and its socket (readable at the other side's end)."""
+        return self.wake_in, self.sock.fileno()
+
+    def drop(self) -> None:
+        """Close this side's socket and eventfds, leaving the rings mapped (after the fork, each process drops the
+        other side's link)."""
+        self.sock.close()
+        for fd in (self.wake_out, self.wake_in):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.wake_out = self.wake_in = -1
 
     def close(self) -> None:
-        """Close the socket and let go of the rings (a mapping lives on while a view of it does)."""
+        """End this side: close the socket (the other side's end of file), wake the other side so a waiting one
+        sees it, close the eventfds and let go of the rings (a mapping lives on while a view of it does)."""
         self.sock.close()
+        self.wake()
+        self.drop()
         for r in (self.tx, self.rx):
             r.close()
             with contextlib.suppress(BufferError):
                 r.mem.close()
 
     def wake(self) -> None:
-        """One wake byte (a full socket already holds wakes the other side has not read: enough)."""
-        with contextlib.suppress(BlockingIOError, InterruptedError, BrokenPipeError, ConnectionResetError):
-            self.sock.send(WAKE, socket.MSG_DONTWAIT)
+        """Wake the other side (the counter only adds up: wakes it has not read yet are one)."""
+        if self.wake_out >= 0:
+            with contextlib.suppress(OSError):
+                os.eventfd_write(self.wake_out, 1)
 
-    def drain_wakes(self) -> bool:
-        """Read the wake bytes waiting (without blocking); False at end of file."""
-        while not self.eof:
+    def alive(self) -> bool:
+        """Whether the other side still holds its end (one look at the socket, without blocking)."""
+        if not self.eof:
             try:
-                got = self.sock.recv(4096, socket.MSG_DONTWAIT)
+                got = self.sock.recv(1, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
-                break
+                return True
             except OSError:
                 got = b""
-            if not got:
-                self.eof = True
-            elif len(got) < 4096:
-                break
+            self.eof = not got
         return not self.eof
+
+    def drain_wakes(self) -> bool:
+        """Read the wakes waiting (without blocking); when there was none, the socket was what woke the caller (or
+        nothing did): look at it.  False at end of file."""
+        try:
+            os.eventfd_read(self.wake_in)
+            return not self.eof
+        except (BlockingIOError, InterruptedError):
+            return self.alive()
+        except OSError:
+            return self.alive()
 
     # ------------------------------------------------------------------ without blocking (the DIME)
 
@@ -154,16 +194,20 @@ class Link:
     # ------------------------------------------------------------------ blocking (the MICE)
 
     def _wait(self) -> None:
-        """Block until a wake byte (or end of file: BrokenPipeError)."""
+        """Block until woken, or until the other side's end of file (BrokenPipeError).  Both are waited for at once:
+        a wake that came with the last messages was read with them, so an end of file cannot count on a wake of its
+        own."""
+        if self._poll is None:
+            self._poll = io_select.poll()
+            self._poll.register(self.wake_in, io_select.POLLIN)
+            self._poll.register(self.sock, io_select.POLLIN)
         while True:
-            try:
-                got = self.sock.recv(4096)
-            except InterruptedError:
-                continue
-            if not got:
-                self.eof = True
-                raise BrokenPipeError("the DIME closed the MICE's hand-over")
-            return
+            ready = [fd for fd, _ in self._poll.poll()]
+            if self.wake_in in ready:
+                os.eventfd_read(self.wake_in)
+                return
+            if ready and not self.alive():
+                raise BrokenPipeError("the other side closed the hand-over")
 
     def send(self, msg: Any) -> None:
         """Put one message, waiting for room as long as the ring is full; BrokenPipeError when the reader is gone."""
