@@ -36,6 +36,7 @@ DEF K_ITEM = 1
 DEF K_OUT = 2
 DEF K_DONE = 3
 DEF LOW_BITS = 48
+DEF PARTS_MIN = 4096  # bytes an item message holds per item, on average, above which arrive keeps views, no copies
 cdef uint64_t LOW_MASK = (<uint64_t>1 << LOW_BITS) - 1
 
 
@@ -388,22 +389,42 @@ def arrive(bytes message, flow, object up, object queue):
     # the ITEM records of the new items, written straight into the bytes object the queue keeps (one copy of each
     # item): each batch item (ITEM bytes of header) gains a kind byte; a single item message (MARK bytes of
     # lineage) gains a kind byte and a length
-    cdef Py_ssize_t cap = n - MARK + REC, pos = MARK
+    cdef Py_ssize_t cap = n - MARK + REC, pos = MARK, items = 1
     if batch:
         cap = n - MARK
+        items = 0
         while pos < n:  # (check_items passed: the headers are whole)
             pos += ITEM + rd32(p + pos + 8)
             cap += REC - ITEM
-    cdef bytes recs = PyBytes_FromStringAndSize(NULL, cap)
+            items += 1
+    # Large items (PARTS_MIN bytes on average) are not copied: the queue keeps each one's record header and a view of
+    # its bytes in ``message``, and the ring gathers them (one copy fewer of every byte of them).
+    cdef list parts = [] if n >= PARTS_MIN * items else None
+    cdef bytes recs = PyBytes_FromStringAndSize(NULL, cap if parts is None else REC * items)
     try:
         _arrive_loop(p, n, batch, flow, completed.marks, completed.above, up, done, &dups,
-                     <uint8_t*>PyBytes_AS_STRING(recs), &used, &k, &first)
+                     <uint8_t*>PyBytes_AS_STRING(recs), &used, &k, &first, parts)
     finally:
         if dups:
             flow.duplicates += dups
-    if k:
+    if k and parts is not None:
+        _parts_of(parts, recs, memoryview(message))
+        queue.add(k, PyLong_FromUnsignedLongLong(first), parts, used)
+    elif k:
         queue.add(k, PyLong_FromUnsignedLongLong(first), recs if used == cap else recs[:used])  # (a copy: duplicates)
     return done
+
+
+cdef void _parts_of(list parts, bytes recs, object view) except *:
+    """Turn the (header offset, item start, item length) triples ``_arrive_loop`` left in ``parts`` into the parts
+    themselves: each item's header (a bytes of REC from ``recs``) and a view of its bytes in the message."""
+    cdef Py_ssize_t i, h, start, length
+    cdef const char* r = PyBytes_AS_STRING(recs)
+    for i in range(0, PyList_GET_SIZE(parts), 2):
+        h = parts[i]
+        start, length = parts[i + 1]
+        parts[i] = PyBytes_FromStringAndSize(r + h, REC)
+        parts[i + 1] = view[start:start + length]
 
 
 cdef uint64_t _hand(object to_mice, dict inputs, dict in_runs, list in_spans, uint64_t base, Py_ssize_t k,
@@ -434,8 +455,10 @@ cdef uint64_t _hand(object to_mice, dict inputs, dict in_runs, list in_spans, ui
 
 cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, object flow, dict marks, dict above,
                       object up, list done, Py_ssize_t* dups, uint8_t* recs, Py_ssize_t* used, Py_ssize_t* k,
-                      uint64_t* first) except -1:
-    cdef Py_ssize_t pos, length, start, w = 0, g_k = 0
+                      uint64_t* first, list parts) except -1:
+    # parts (not None): only each new item's header goes into recs, and parts gets (its offset in recs, (start,
+    # length) of its bytes in the message), made into the parts by _parts_of; used counts the bytes of whole records
+    cdef Py_ssize_t pos, length, start, w = 0, g_k = 0, h = 0
     cdef uint64_t lineage, mark = 0, hi, cur_hi = NO_HI, g_base = 0, end = 0
     cdef list ups = [up]
     cdef object key, to_mice = flow.to_mice
@@ -501,6 +524,15 @@ cdef int _arrive_loop(const uint8_t* p, Py_ssize_t n, bint batch, object flow, d
         if k[0] == 0:
             first[0] = lineage
         k[0] += 1
+        if parts is not None:
+            recs[h] = K_ITEM
+            wr64(recs + h + 1, lineage)
+            wr32(recs + h + 9, <uint32_t>length)
+            parts.append(h)
+            parts.append((start, length))
+            h += REC
+            w += REC + length
+            continue
         recs[w] = K_ITEM
         wr64(recs + w + 1, lineage)
         wr32(recs + w + 9, <uint32_t>length)

@@ -303,6 +303,7 @@ class ChannelPlane:
         if m is None:
             return
         q = self.mice_queue
+        gather = getattr(getattr(self.m, "host", None), "mice_link", None) is not None  # a ring gathers parts
         while True:
             room = min(MICE_INFLIGHT - self.mice_inflight, len(q))
             if not (
@@ -311,10 +312,11 @@ class ChannelPlane:
                 and (not self.mice_inflight or len(q) >= HANDOVER_ITEMS or q.size >= HANDOVER_BYTES)
             ):
                 break
-            msg, n, first = q.take(room, mice.BATCH_BYTES)
+            size = q.size
+            msg, n, first = q.take(room, mice.BATCH_BYTES, gather)
             self.handed_at[first] = now  # latency is sampled: the first item of each batch
             self.mice_inflight += n
-            self.mice_inflight_bytes += len(msg)
+            self.mice_inflight_bytes += size - q.size
             self.m.counters[CounterId.ITEMS_IN] += n
             m.pending_tx.append(msg)
         paused = len(q) > PAUSE_INPUT or q.size > PAUSE_BYTES
