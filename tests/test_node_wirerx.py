@@ -13,15 +13,13 @@ import socket
 from pathlib import Path
 
 import pytest
-from test_node_datawire import SNK, SRC, connect, data_frame, machine, pair
+from test_node_datawire import SNK, SRC, data_frame, machine, pair, wired_sink
 
-from pxproto import package
 from pxproto.node import fastrx, mice
 from pxproto.node.channels import KEY_AT
 from pxproto.node.dime import Dime, DimeConfig
 from pxproto.node.handover import MiceQueue
-from pxproto.node.machine import Loaded
-from pxproto.wire.codes import CounterId, Direction
+from pxproto.wire.codes import CounterId
 
 pytestmark = pytest.mark.skipif(fastrx.wire_rx() is None, reason="pxproto.node._fastrx is not built")
 
@@ -85,12 +83,7 @@ class Bed:
             d.wire_rx = None
         assert d.wire is not None
         d.wire.setblocking(False)
-        m = d.m
-        m.credit_window = 16
-        m.start(10.0)
-        m.loaded = Loaded(1, 0, "x", Path("."), package.Stage(0, "x", "m:f"))
-        m.start_mice(0)
-        connect(m, SNK, Direction.INPUT, SRC, None)
+        wired_sink(d.m)
         self.sent()
         self.to = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
