@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 from test_node_datawire import SNK, SRC, data_frame, machine, pair, wired_sink
 
+from pxproto.dime.endpoint import frame_to
+from pxproto.fastpath import decode, encode
 from pxproto.node import fastrx, mice
 from pxproto.node.channels import KEY_AT
 from pxproto.node.dime import Dime, DimeConfig
 from pxproto.node.handover import MiceQueue
 from pxproto.wire.codes import CounterId
+from pxproto.wire.frame import Data
 
 pytestmark = pytest.mark.skipif(fastrx.wire_rx() is None, reason="pxproto.node._fastrx is not built")
 
@@ -123,7 +126,11 @@ def test_wirerx_does_what_the_per_frame_path_does(tmp_path: Path, monkeypatch: p
     broken = bytearray(frames[5])
     broken[14] = 0x7F  # a bad header version: malformed
     # in order, then a duplicate, two swapped, an unwired sender, a malformed frame, a truncated one
+    last = decode(frames[-1]).body
+    assert isinstance(last, Data)
+    bad = Data(1, msg_id=last.msg_id + 1, payload=bytes(8) + b"\x01", msg_len=9, frag_count=1)  # a truncated item
     stream = [*frames[:4], frames[2], frames[5], frames[4], other, bytes(broken), frames[6][:40], *frames[6:]]
+    stream.append(encode(frame_to(SRC, SNK, bad)))
     beds = {c: Bed(tmp_path / str(c), c, monkeypatch) for c in (True, False)}
     try:
         now = 12.0
@@ -141,6 +148,7 @@ def test_wirerx_does_what_the_per_frame_path_does(tmp_path: Path, monkeypatch: p
             assert fast.d.m.counters[cid] == slow.d.m.counters[cid], cid
         assert fast.d.m.counters[CounterId.REJECTED_DATA] == 1
         assert fast.d.m.counters[CounterId.REJECTED_MALFORMED] == 2
+        assert fast.d.m.reasons["bad_item"] == slow.d.m.reasons["bad_item"] == 1
         key = (1, SRC.mac, SRC.dime)
         assert fast.d.m.plane.receivers[key].counters == slow.d.m.plane.receivers[key].counters
         rx = fast.d.wire_rx

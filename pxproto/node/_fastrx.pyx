@@ -39,6 +39,7 @@ DEF BUF = 1600
 
 ROUTE_DROP = -2
 ROUTE_SERVER = -1
+DEF COMPLETION_BIT = 0x8000  # (pxproto.node.channels.COMPLETION_BIT: completions, not items, come on such a channel)
 
 
 def route(bytes raw, bytes mac):
@@ -122,19 +123,20 @@ cdef class WireRx:
     cdef unsigned int data_type
     cdef int clear_only
     cdef Py_ssize_t data_min, key_at, ack_id_at, ack_pos_at
-    cdef object c_frames, c_bytes, c_merged, c_bugs, wire_output
+    cdef object c_frames, c_bytes, c_merged, c_bugs, wire_output, message_received, arrive
     cdef readonly long long fast, slow
     """Frames each path took (for tests and profiles)."""
 
     def __init__(self, unsigned int data_type, int clear_only, Py_ssize_t data_min, Py_ssize_t key_at,
-                 Py_ssize_t ack_id_at, Py_ssize_t ack_pos_at, counters, wire_output):
+                 Py_ssize_t ack_id_at, Py_ssize_t ack_pos_at, counters, wire_output, message_received, arrive):
         """``counters``: the CounterId values of frames and bytes received, acks merged, frame bugs;
-        ``wire_output``: the WireOutput class."""
+        ``wire_output``, ``message_received``: the WireOutput and MessageReceived classes; ``arrive``: the compiled
+        flow's (None: every delivered message goes through ``ChannelPlane.message``)."""
         self.slots = _Slots()
         self.data_type, self.clear_only, self.data_min = data_type, clear_only, data_min
         self.key_at, self.ack_id_at, self.ack_pos_at = key_at, ack_id_at, ack_pos_at
         self.c_frames, self.c_bytes, self.c_merged, self.c_bugs = counters
-        self.wire_output = wire_output
+        self.wire_output, self.message_received, self.arrive = wire_output, message_received, arrive
 
     def drain(self, int fd, dime, double now, int split):
         """One recvmmsg on ``fd`` (non-blocking), each frame into ``dime`` (a :class:`pxproto.node.dime.Dime`):
@@ -192,7 +194,7 @@ cdef class WireRx:
                         merged += self._hold(plane.acks_held, key, acks, m)
                         del acks[:]
                     if events:
-                        m.out(out)
+                        self._messages(m, plane, key, events)
                 except Exception as exc:  # as Dime.on_frame_guarded: a frame never ends the DIME
                     self._bug(m, exc, PyBytes_FromStringAndSize(<const char*>p, size if size < 54 else 54))
                 finally:
@@ -237,6 +239,23 @@ cdef class WireRx:
         if rest is not None:
             m.out(self.wire_output(rest))
         return merged
+
+    cdef void _messages(self, object m, object plane, object key, list events) except *:
+        """What ``m.out`` does with a receiver's events, a delivered item message straight into ``arrive`` as
+        ``ChannelPlane.message`` gives it (compiled flow, a MICE, an item channel); anything else through them."""
+        arrive = self.arrive
+        for ev in events:
+            if (type(ev) is not self.message_received or arrive is None or m.mice is None
+                    or ev.channel >= COMPLETION_BIT or type(ev.payload) is not bytes):
+                m.out(self.wire_output([], [ev]))
+                continue
+            try:
+                done = arrive(ev.payload, plane.flow, key, plane.mice_queue)
+            except ValueError:  # ChannelPlane.message says what is wrong, and counts it
+                plane.message(ev)
+                continue
+            if done:
+                plane.completions.setdefault(key, []).extend(done)
 
     cdef void _bug(self, object m, object exc, bytes head) except *:
         import traceback

@@ -61,9 +61,13 @@ def wire_rx() -> object | None:
     """A ``WireRx`` set up with the DATA layout of :mod:`pxproto.node.channels` (None: not compiled)."""
     if _compiled is None:
         return None
-    from pxproto.dime.channel import WireOutput
+    from pxproto.dime.channel import MessageReceived, WireOutput
     from pxproto.node import channels
+    from pxproto.node.flow import loops
     from pxproto.wire.codes import CounterId
+
+    if channels.COMPLETION_BIT != 0x8000:
+        raise ImportError("pxproto.node.fastrx: _fastrx.WireRx reads COMPLETION_BIT as 0x8000")
 
     return _compiled.WireRx(
         int(ethertypes.current().data),
@@ -74,4 +78,6 @@ def wire_rx() -> object | None:
         channels.ACK_POS.start,
         (CounterId.FRAMES_RX, CounterId.BYTES_RX, CounterId.ACKS_MERGED, CounterId.FRAME_BUGS),
         WireOutput,
+        MessageReceived,
+        loops.arrive if loops is not None else None,
     )
