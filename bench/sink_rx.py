@@ -28,6 +28,7 @@ from dime_loop import SNK, SRC, connect, machine  # bench/ is sys.path[0]; it ch
 from pxproto.fastpath import heap
 from pxproto.node import fastrx, mice, shmring
 from pxproto.node.dime import GC_GEN0, Dime, DimeConfig
+from pxproto.node.machine import DimeMachine
 from pxproto.wire.codes import Direction
 
 
@@ -98,12 +99,7 @@ def _run(sink: Sink, size: int, n: int, mtu: int) -> float:
         idle += 1
         if idle > 20_000:
             raise SystemExit(f"{size}-byte items: none arrived for 20,000 turns (got {got} of {n})")
-        while made < n and not src.plane.output_backlogged() and src.plane.flow.queued < 4 * per_msg:
-            k = min(n - made, per_msg)
-            msg, _ = mice.pack_run(mice.OUT, 1 << 48 | made + 1, [item] * k, 0, 1 << 30, mice.MAX_ITEM)
-            made += k
-            src.mice_message(msg, now)
-            src.mice_batch_done(now)
+        made = _source_mice(src, made, n, item, per_msg, now)
         src.handle_timer(now)
         src.plane.coalesce_completions(now)
         for raw, _ in src.take_outbox():
@@ -139,6 +135,17 @@ def _run(sink: Sink, size: int, n: int, mtu: int) -> float:
             src.on_frame_guarded(raw, now)
         src.plane.flush_acks()
     return cpu / n
+
+
+def _source_mice(src: DimeMachine, made: int, n: int, item: bytes, per_msg: int, now: float) -> int:
+    """The source's MICE: batches of OUT records while its DIME queues fewer than four; how many it made so far."""
+    while made < n and not src.plane.output_backlogged() and src.plane.flow.queued < 4 * per_msg:
+        batch = [item] * min(n - made, per_msg)
+        msg, _ = mice.pack_run(mice.OUT, 1 << 48 | made + 1, batch, 0, 1 << 30, mice.MAX_ITEM)
+        src.mice_message(msg, now)
+        src.mice_batch_done(now)
+        made += len(batch)
+    return made
 
 
 def main() -> int:
