@@ -45,6 +45,7 @@ cdef class ChannelReceiver(_Ends):
     cdef int64_t nunacked
     cdef int64_t c_fragments, c_duplicates, c_over_credit, c_inconsistent, c_overflow, c_dropped, c_messages
     cdef int64_t c_acks, c_probes, c_not_data, c_malformed
+    cdef public bint bare  # deliver (msg_id, payload, fin) tuples, not MessageReceived events (set by the caller)
 
     cdef void _grow_slots(self, int64_t window) except *
     cdef void _inline(self, InMsg* m) noexcept

@@ -358,6 +358,8 @@ cdef class ChannelReceiver(_Ends):
             payload = <object>m.whole  # _slot_clear drops the slot's reference, the event keeps its own
         else:
             payload = PyBytes_FromStringAndSize(m.buf, m.msg_len)
+        if self.bare:  # (a tuple costs less than the dataclass: the node's wire loop makes the event only if needed)
+            return (m.msg_id, payload, bool(m.fin))
         return MessageReceived(self.channel, m.msg_id, payload, bool(m.fin))
 
     cdef object _timer(self, double now, object out):

@@ -189,12 +189,16 @@ cdef class WireRx:
                 nbytes += size
                 try:
                     plane._rx_key = key
-                    rx.take_view(<const char*>p, &v, now, out)
+                    rx.bare = self.arrive is not None and m.mice is not None and rx.channel < COMPLETION_BIT
+                    try:
+                        rx.take_view(<const char*>p, &v, now, out)
+                    finally:
+                        rx.bare = False
                     if acks:
                         merged += self._hold(plane.acks_held, key, acks, m)
                         del acks[:]
                     if events:
-                        self._messages(m, plane, key, events)
+                        self._messages(m, plane, key, events, rx.channel)
                 except Exception as exc:  # as Dime.on_frame_guarded: a frame never ends the DIME
                     self._bug(m, exc, PyBytes_FromStringAndSize(<const char*>p, size if size < 54 else 54))
                 finally:
@@ -240,19 +244,21 @@ cdef class WireRx:
             m.out(self.wire_output(rest))
         return merged
 
-    cdef void _messages(self, object m, object plane, object key, list events) except *:
-        """What ``m.out`` does with a receiver's events, a delivered item message straight into ``arrive`` as
-        ``ChannelPlane.message`` gives it (compiled flow, a MICE, an item channel); anything else through them."""
-        arrive = self.arrive
+    cdef void _messages(self, object m, object plane, object key, list events, int channel) except *:
+        """What ``m.out`` does with a receiver's events: a delivered item message (a bare (msg_id, payload, fin)
+        tuple: the receiver makes one only when the compiled flow has a MICE to give it to, on an item channel) straight
+        into ``arrive`` as ``ChannelPlane.message`` gives it; a bad one, and any other event, through them."""
         for ev in events:
-            if (type(ev) is not self.message_received or arrive is None or m.mice is None
-                    or ev.channel >= COMPLETION_BIT or type(ev.payload) is not bytes):
+            if type(ev) is not tuple:
                 m.out(self.wire_output([], [ev]))
                 continue
+            payload = ev[1]
             try:
-                done = arrive(ev.payload, plane.flow, key, plane.mice_queue)
+                if type(payload) is not bytes or m.mice is None:
+                    raise ValueError
+                done = self.arrive(payload, plane.flow, key, plane.mice_queue)
             except ValueError:  # ChannelPlane.message says what is wrong, and counts it
-                plane.message(ev)
+                plane.message(self.message_received(channel, ev[0], payload, ev[2]))
                 continue
             if done:
                 plane.completions.setdefault(key, []).extend(done)
