@@ -233,3 +233,29 @@ def test_a_gathered_hand_over_goes_through_the_ring_as_one_message() -> None:
     finally:
         ours.sock.close()
         theirs.sock.close()
+
+
+@pytest.mark.parametrize("ring", [True, False])
+def test_large_items_go_to_a_ring_two_a_message(ring: bool) -> None:
+    """Over a shared ring (which gathers parts) a hand-over of large items holds up to GATHER_BYTES: two 64 KiB items
+    a message; over the socket, each goes alone (BATCH_BYTES), joined into one bytes."""
+    from pxproto.node.channels import GATHER_BYTES
+    from pxproto.node.flow import loops
+
+    assert loops is not None and 2 * (mice.REC.size + 65536) >= GATHER_BYTES > mice.REC.size + 65536
+    m = machine(SNK, 0)
+    if ring:
+        m.host.mice_link = object()  # type: ignore[attr-defined]  # (feed_mice only asks whether there is one)
+    items = big_items(3, 65536)
+    for i, it in enumerate(items):
+        loops.arrive(
+            (1 << 48 | (i + 1)).to_bytes(8, "big") + it, m.plane.flow, (1, SRC.mac, SRC.dime), m.plane.mice_queue
+        )
+    m.plane.feed_mice(12.0)
+    assert m.mice is not None
+    sent = list(m.mice.pending_tx)
+    assert [isinstance(msg, list) for msg in sent] == ([True, True] if ring else [False, False, False])
+    got = [[(lin, d) for _, lin, d in mice.records(b"".join(msg) if ring else msg)] for msg in sent]
+    want = [(1 << 48 | (i + 1), it) for i, it in enumerate(items)]
+    assert got == ([want[:2], want[2:]] if ring else [[w] for w in want])
+    assert m.plane.mice_inflight == 3 and m.plane.mice_inflight_bytes == 3 * (mice.REC.size + 65536)
