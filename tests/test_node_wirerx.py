@@ -32,6 +32,7 @@ COUNTED = [
     CounterId.ACKS_MERGED,
     CounterId.REJECTED_DATA,
     CounterId.REJECTED_MALFORMED,
+    CounterId.REJECTED_AUTH,
     CounterId.FRAME_BUGS,
     CounterId.ITEMS_IN,
 ]
@@ -129,7 +130,10 @@ def test_wirerx_does_what_the_per_frame_path_does(tmp_path: Path, monkeypatch: p
     last = decode(frames[-1]).body
     assert isinstance(last, Data)
     bad = Data(1, msg_id=last.msg_id + 1, payload=bytes(8) + b"\x01", msg_len=9, frag_count=1)  # a truncated item
-    stream = [*frames[:4], frames[2], frames[5], frames[4], other, bytes(broken), frames[6][:40], *frames[6:]]
+    sealed = bytearray(frames[7])
+    sealed[15] |= 0x04  # the ENCRYPTED header flag: the decoding path's, never the compiled one's
+    stream = [*frames[:4], frames[2], frames[5], frames[4], other, bytes(broken), frames[6][:40], *frames[6:7]]
+    stream += [bytes(sealed), *frames[7:]]
     stream.append(encode(frame_to(SRC, SNK, bad)))
     beds = {c: Bed(tmp_path / str(c), c, monkeypatch) for c in (True, False)}
     try:
@@ -147,7 +151,8 @@ def test_wirerx_does_what_the_per_frame_path_does(tmp_path: Path, monkeypatch: p
         for cid in COUNTED:
             assert fast.d.m.counters[cid] == slow.d.m.counters[cid], cid
         assert fast.d.m.counters[CounterId.REJECTED_DATA] == 1
-        assert fast.d.m.counters[CounterId.REJECTED_MALFORMED] == 2
+        assert fast.d.m.counters[CounterId.REJECTED_MALFORMED] == 3 and fast.d.m.reasons["malformed:flags"] == 1
+        assert fast.d.m.reasons == slow.d.m.reasons
         assert fast.d.m.reasons["bad_item"] == slow.d.m.reasons["bad_item"] == 1
         key = (1, SRC.mac, SRC.dime)
         assert fast.d.m.plane.receivers[key].counters == slow.d.m.plane.receivers[key].counters
