@@ -233,6 +233,15 @@ def test_pump_hands_each_data_frame_to_the_driver_as_it_is_built() -> None:
     assert src.counters[CounterId.ITEM_FRAMES_TX] == len(per_call)
 
 
+def wired_sink(m: DimeMachine) -> None:
+    """A Dime's machine (no MICE process: its queue is enough) started with a window of 16, its input from SRC."""
+    m.credit_window = 16
+    m.start(10.0)
+    m.loaded = Loaded(1, 0, "x", Path("."), package.Stage(0, "x", "m:f"))
+    m.start_mice(0)
+    connect(m, SNK, Direction.INPUT, SRC, None)
+
+
 def test_a_burst_returns_its_credit_before_it_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A DIME reading a burst of data frames sends its held ack after every credit window / ACK_SPLIT frames,
     not only once the burst is over (one ack per window-sized burst made the channel stop-and-wait)."""
@@ -248,11 +257,7 @@ def test_a_burst_returns_its_credit_before_it_ends(tmp_path: Path, monkeypatch: 
         )  # fmt: skip
         d = Dime(cfg, theirs)
         m = d.m
-        m.credit_window = 16
-        m.start(10.0)
-        m.loaded = Loaded(1, 0, "x", Path("."), package.Stage(0, "x", "m:f"))
-        m.start_mice(0)
-        connect(m, SNK, Direction.INPUT, SRC, None)
+        wired_sink(m)
         ours.setblocking(False)
         while True:  # what the DIME sent so far (CONNECT's reply, its first heartbeat)
             try:

@@ -43,26 +43,6 @@ cdef int _FIN_BIT = int(DataFlag.FIN)
 cdef int _ACK_BIT = int(DataFlag.ACK)
 
 
-cdef struct InMsg:
-    uint32_t msg_id
-    int64_t msg_len
-    int64_t count        # 0: the slot is free
-    int64_t nfrags       # fragments held
-    int64_t size         # bytes held
-    int oversize         # announced over max_message_bytes: nothing kept, dropped when complete
-    int fin
-    uint32_t* offs       # per fragment: its offset, its length, whether it is held
-    uint32_t* lens
-    uint8_t* have
-    char* buf            # the message's bytes (multi-fragment messages), grown up to msg_len
-    int64_t cap
-    PyObject* whole      # or, when the first fragment held is at least half of it: a bytes of msg_len, filled in
-                         # place and delivered as it is (no copy on growth, none on delivery)
-    PyObject* single     # a one-fragment message: the fragment's own bytes
-    uint32_t off1, len1
-    uint8_t have1
-
-
 cdef void _slot_clear(InMsg* m) noexcept:
     if m.count > 1:
         free(m.offs)
@@ -74,22 +54,6 @@ cdef void _slot_clear(InMsg* m) noexcept:
 
 cdef class ChannelReceiver(_Ends):
     """The receiving end of a data channel (compiled; see :class:`pxproto.dime.channel_rx.ChannelReceiver`)."""
-
-    cdef readonly int channel
-    cdef readonly int window
-    cdef readonly int64_t max_buffer_bytes, max_message_bytes
-    cdef readonly int ack_every
-    cdef readonly double ack_delay
-    cdef public bint paused
-    cdef readonly int64_t buffered
-    cdef int max_window
-    cdef uint32_t next_msg
-    cdef int64_t next_frag
-    cdef InMsg* slots
-    cdef int64_t scap
-    cdef int64_t nunacked
-    cdef int64_t c_fragments, c_duplicates, c_over_credit, c_inconsistent, c_overflow, c_dropped, c_messages
-    cdef int64_t c_acks, c_probes, c_not_data, c_malformed
 
     def __init__(self, local, peer, int channel, *, window=64, max_buffer_bytes=8 << 20, max_message_bytes=None,
                  ack_every=1, ack_delay=0.002, first_msg_id=0):
@@ -132,10 +96,10 @@ cdef class ChannelReceiver(_Ends):
         free(self.slots)
         self.slots, self.scap = new, cap
 
-    cdef inline void _inline(self, InMsg* m) noexcept:
+    cdef void _inline(self, InMsg* m) noexcept:
         m.offs, m.lens, m.have = &m.off1, &m.len1, &m.have1
 
-    cdef inline InMsg* _get(self, uint32_t msg_id) noexcept:
+    cdef InMsg* _get(self, uint32_t msg_id) noexcept:
         cdef InMsg* m = &self.slots[msg_id & (self.scap - 1)]
         return m if m.count and m.msg_id == msg_id else NULL
 
@@ -216,9 +180,16 @@ cdef class ChannelReceiver(_Ends):
             raw = bytes(raw)
         if not self.view(raw, &v):
             return wire_output(self.receive(wire_frame(raw), now))  # the codec's error, or not DATA
-        cdef const char* p = PyBytes_AS_STRING(raw)
         out = WireOutput()
-        if v.channel != self.channel:
+        self.take_view(PyBytes_AS_STRING(raw), &v, now, out)
+        out.timer = self.deadline if self.has_deadline else None
+        return out
+
+    cdef void take_view(self, const char* p, PxView* v, double now, object out) except *:
+        """:meth:`receive_wire` of a DATA frame at ``p`` that ``px_view`` read into ``v`` (its bytes are read before
+        this returns: a receive buffer reused for the next frame will do); acks and events go into ``out``."""
+        self.wire = True
+        if v.channel != <unsigned int>self.channel:
             self.c_not_data += 1
         elif v.frag_count == 0:
             self.c_probes += 1
@@ -226,8 +197,6 @@ cdef class ChannelReceiver(_Ends):
         else:
             self._on_fragment(v.msg_id, v.frag_index, v.frag_count, v.msg_len, v.frag_offset, v.data_flags & _FIN_BIT,
                               None, p + v.payload, v.payload_len, now, out)
-        out.timer = self.deadline if self.has_deadline else None
-        return out
 
     cdef int64_t _ahead(self, uint32_t msg_id, int64_t d, int64_t index) noexcept:
         """A lower bound on how many fragments separate this one from the next one needed."""
@@ -389,6 +358,8 @@ cdef class ChannelReceiver(_Ends):
             payload = <object>m.whole  # _slot_clear drops the slot's reference, the event keeps its own
         else:
             payload = PyBytes_FromStringAndSize(m.buf, m.msg_len)
+        if self.bare:  # (a tuple costs less than the dataclass: the node's wire loop makes the event only if needed)
+            return (m.msg_id, payload, bool(m.fin))
         return MessageReceived(self.channel, m.msg_id, payload, bool(m.fin))
 
     cdef object _timer(self, double now, object out):

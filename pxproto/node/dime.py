@@ -28,11 +28,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pxproto import package
 from pxproto.dime.endpoint import Address
 from pxproto.fastpath import heap, select
-from pxproto.node import beat, memcg, mice, shmring, state
+from pxproto.node import beat, fastrx, memcg, mice, shmring, state
 from pxproto.node.channels import FLUSH_US
 from pxproto.node.machine import WINDOW_BYTES, DimeMachine, MachineConfig, OwnChannels, credit_for
 from pxproto.node.micehost import MiceHost, die_with_parent
@@ -155,6 +156,8 @@ class Dime(MiceHost, OwnChannels):
         self.wire_peer = beat.peer_of(self.wire_dest) if self.wire_dest else None
         self.batch = select.compiled("pxproto.switch._afpacket")
         """sendmmsg for the wire's frames (None: one send each)."""
+        self.wire_rx: Any = fastrx.wire_rx() if self.batch is not None and cfg.wire_rx else None
+        """The compiled receive loop of the wire socket (None: ``recv_batch`` and a Python call per frame)."""
         self.store = LocalStore(cfg.local_store)
         self.trees: dict[Path, dict[str, bytes]] = {}
         """Each fetched package tree's file digests, checked again before every import."""
@@ -275,9 +278,22 @@ class Dime(MiceHost, OwnChannels):
 
     def _from_wire(self, now: float) -> None:
         """Frames the kernel steered to this DIME's own wire socket (recvmmsg, 64 a call, 256 at most), each into
-        the machine as one from the server's relay."""
+        the machine as one from the server's relay; with the compiled ``WireRx``, clear DATA fragments of wired
+        inputs go from the receive buffer into their channel's reassembly in C, the rest as from the relay."""
         assert self.wire is not None and self.batch is not None
         fd = self.wire.fileno()
+        rx = self.wire_rx
+        if rx is not None:
+            split = -(-self.m.credit_window // ACK_SPLIT)
+            for _ in range(4):
+                try:
+                    got = rx.drain(fd, self, now, split)
+                except OSError as exc:  # (as below)
+                    self.m.reasons[f"wire_rx:{exc.strerror}"] += 1
+                    return
+                if got < 64:
+                    return
+            return
         for _ in range(4):
             try:
                 got = self.batch.recv_batch(fd)

@@ -1,7 +1,8 @@
 """Per-frame helpers of the relay and the DIME: the compiled ``pxproto.node._fastrx`` when built, else this twin.
 
 ``route(raw, mac)`` -> DIME id, ROUTE_SERVER or ROUTE_DROP; ``ping_reply(raw, epoch)`` -> response bytes
-or None.  Set ``PXPROTO_PURE=1`` to force the twin.
+or None.  Set ``PXPROTO_PURE=1`` to force the twin.  ``wire_rx()``: the compiled receive loop of a DIME's own wire
+socket (``_fastrx.WireRx``), or None when not built (the DIME then reads its frames one Python call each).
 """
 
 from __future__ import annotations
@@ -54,3 +55,29 @@ _compiled = select.compiled("pxproto.node._fastrx")
 COMPILED = _compiled is not None
 route = _compiled.route if _compiled is not None else route_py
 ping_reply = _compiled.ping_reply if _compiled is not None else ping_reply_py
+
+
+def wire_rx() -> object | None:
+    """A ``WireRx`` set up with the DATA layout of :mod:`pxproto.node.channels` (None: not compiled)."""
+    if _compiled is None:
+        return None
+    from pxproto.dime.channel import MessageReceived, WireOutput
+    from pxproto.node import channels
+    from pxproto.node.flow import loops
+    from pxproto.wire.codes import CounterId
+
+    if channels.COMPLETION_BIT != 0x8000:
+        raise ImportError("pxproto.node.fastrx: _fastrx.WireRx reads COMPLETION_BIT as 0x8000")
+
+    return _compiled.WireRx(
+        int(ethertypes.current().data),
+        channels.CLEAR_ONLY,
+        channels.DATA_MIN,
+        channels.KEY_AT,
+        channels.ACK_ID.start,
+        channels.ACK_POS.start,
+        (CounterId.FRAMES_RX, CounterId.BYTES_RX, CounterId.ACKS_MERGED, CounterId.FRAME_BUGS),
+        WireOutput,
+        MessageReceived,
+        loops.arrive if loops is not None else None,
+    )

@@ -63,15 +63,25 @@ class Completed:
         self.marks[hi] = mark
 
 
+Records = bytes | list[bytes | memoryview]
+"""A chunk's ITEM records: one bytes object, or its parts in order (each item's 13-byte record header, then a view
+of its bytes in the message it came in: large items are handed over without a copy of their own)."""
+
+
+def _size(recs: Records) -> int:
+    return len(recs) if isinstance(recs, bytes) else sum([len(part) for part in recs])
+
+
 class MiceQueue:
     """Items waiting for the MICE, kept as the ITEM records that hand them over: a chunk per item message
     (how many, first lineage, records), so an arriving batch costs one bytes object and :meth:`take` joins
-    whole chunks.  ``len`` counts items; iterating gives (lineage, bytes) pairs, whatever the chunking."""
+    whole chunks.  A chunk of large items holds its records as parts (:data:`Records`), given to the ring as they
+    are (it gathers them).  ``len`` counts items; iterating gives (lineage, bytes) pairs, whatever the chunking."""
 
     __slots__ = ("chunks", "n", "size")
 
     def __init__(self) -> None:
-        self.chunks: deque[tuple[int, int, bytes]] = deque()
+        self.chunks: deque[tuple[int, int, Records]] = deque()
         self.n = 0
         self.size = 0
         """Bytes of the records waiting."""
@@ -81,48 +91,72 @@ class MiceQueue:
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         for _, _, recs in self.chunks:
-            for _, lineage, data in mice.records(recs):
+            for _, lineage, data in mice.records(recs if isinstance(recs, bytes) else b"".join(recs)):
                 yield lineage, data
 
     def clear(self) -> None:
         self.chunks.clear()
         self.n = self.size = 0
 
-    def add(self, n: int, first: int, records: bytes) -> None:
-        """``n`` items as ITEM records (the first's lineage ``first``)."""
+    def add(self, n: int, first: int, records: Records, size: int = -1) -> None:
+        """``n`` items as ITEM records (the first's lineage ``first``; ``size``: their bytes, when known)."""
         if n:
             self.chunks.append((n, first, records))
             self.n += n
-            self.size += len(records)
+            self.size += size if size >= 0 else _size(records)
 
     def append(self, pair: tuple[int, bytes]) -> None:
         self.add(1, pair[0], mice.pack_records(mice.ITEM, [pair]))
 
-    def take(self, max_n: int, limit: int) -> tuple[bytes, int, int]:
+    def take(self, max_n: int, limit: int, gather: bool = False) -> tuple[bytes | list[bytes | memoryview], int, int]:
         """Pop up to ``max_n`` items (at least one), no more than fit ``limit`` bytes of records (the last may
         cross it), as one message of ITEM records; return (message, how many, first lineage or 0), as
-        :func:`pxproto.node.mice.take_records` does for a deque of pairs."""
+        :func:`pxproto.node.mice.take_records` does for a deque of pairs.  With ``gather`` the message may be a list
+        of its parts (for a ring that gathers them: no join), else it is one bytes object."""
         chunks = self.chunks
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         n = size = first = 0
         while chunks and n < max_n and size < limit:
             cn, cfirst, recs = chunks[0]
-            if not parts:
+            if not n:
                 first = cfirst
-            if n + cn <= max_n and size + len(recs) <= limit:
-                k, used = cn, len(recs)
+            if not isinstance(recs, bytes):
+                k, used, i = _split_parts(recs, max_n - n, limit - size)
+                if k == cn:
+                    chunks.popleft()
+                    parts += recs
+                else:
+                    chunks[0] = (cn - k, int.from_bytes(recs[i][1:9], "big"), recs[i:])
+                    parts += recs[:i]
             else:
-                k, used, nxt = mice.split_at(recs, max_n - n, limit - size)
-            if k == cn:
-                chunks.popleft()
-                parts.append(recs)
-            else:
-                chunks[0] = (cn - k, nxt, recs[used:])
-                parts.append(recs[:used])
+                if n + cn <= max_n and size + len(recs) <= limit:
+                    k, used = cn, len(recs)
+                else:
+                    k, used, nxt = mice.split_at(recs, max_n - n, limit - size)
+                if k == cn:
+                    chunks.popleft()
+                    parts.append(recs)
+                else:
+                    chunks[0] = (cn - k, nxt, recs[used:])
+                    parts.append(recs[:used])
             n += k
             size += used
         self.n -= n
         self.size -= size
         if not parts:
             return b"", 0, 0
-        return (parts[0] if len(parts) == 1 else b"".join(parts)), n, first
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return parts[0], n, first
+        return (parts if gather else b"".join(parts)), n, first
+
+
+def _split_parts(recs: list[bytes | memoryview], max_k: int, room: int) -> tuple[int, int, int]:
+    """:func:`pxproto.node.mice.split_at` over a chunk's parts (a header and a view per item): how many items, their
+    bytes, and the index of the next item's header."""
+    k = used = i = 0
+    end = len(recs)
+    while i < end and k < max_k and used < room:
+        used += len(recs[i]) + len(recs[i + 1])
+        k += 1
+        i += 2
+    return k, used, i

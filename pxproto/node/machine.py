@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pxproto.dime.channel import ChannelBroken, MessageReceived, WireOutput
 from pxproto.dime.endpoint import BROADCAST_ADDRESS, Address, Output, frame_to
@@ -79,8 +79,8 @@ class Mice:
     """Its memory before it ran a stage (READY record), bytes."""
     eof: bool = False
     fault: tuple[int, str] | None = None
-    pending_tx: deque[bytes] = field(default_factory=deque)
-    """Record batches for the MICE, waiting for the driver to send them."""
+    pending_tx: deque[Any] = field(default_factory=deque)
+    """Record batches for the MICE, waiting for the driver to send them (bytes, or a list of parts: feed_mice)."""
 
 
 class Host(Protocol):
