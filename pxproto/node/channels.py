@@ -123,6 +123,9 @@ class ChannelPlane:
         """Seconds a data frame less than full waits for more items (0: sent at once)."""
         self.flush_at: float | None = None
         """When the items held back for a fuller frame go anyway (None: none held)."""
+        self.iov_frames = False
+        """Output channels give large DATA frames as ``pxproto.dime._channel.TxFrame`` (header and a view of the
+        message, no copy), for a driver that sends them with ``send_frames`` (the DIME process); False: bytes."""
         self.frame_out: Callable[[], None] | None = None
         """The driver's hook called after each data frame :meth:`pump` puts out, to send it while the next is
         built (None: the frames wait for the driver's next flush).  Credit for 16 frames otherwise went out as one
@@ -133,7 +136,10 @@ class ChannelPlane:
     def sender(self, peer: Address, ch: int) -> ChannelSender:
         m = self.m
         trailer = m.keyring.enabled and FrameClass.DATA in m.keyring.encrypt  # sealed DATA: room for the trailer
-        return ChannelSender(m.local, peer, ch, mtu=m.cfg.mtu, auth=trailer, initial_credit=m.credit_window)
+        tx = ChannelSender(m.local, peer, ch, mtu=m.cfg.mtu, auth=trailer, initial_credit=m.credit_window)
+        if self.iov_frames and not trailer:  # (sealed frames are sealed whole: bytes)
+            tx.iov = True
+        return tx
 
     def unwire(self, ch: int) -> None:
         old = self.outputs.pop(ch, None)

@@ -154,7 +154,13 @@ class Dime(MiceHost, OwnChannels):
         """Where wire frames go on an unconnected socket (raw sockaddr; None: its connected peer)."""
         self.wire_peer = beat.peer_of(self.wire_dest) if self.wire_dest else None
         self.batch = select.compiled("pxproto.switch._afpacket")
-        """sendmmsg for the wire's frames (None: one send each)."""
+        """recvmmsg and sendmmsg for the wire's frames (None: one recv and send each)."""
+        chan = select.compiled("pxproto.dime._channel")
+        self.send_frames: Callable[[int, list, bytes | None], int] | None = (
+            chan.send_frames if chan is not None and self.batch is not None else None
+        )
+        """sendmmsg of bytes and TxFrames (a DATA frame's header and a view of its message: no copy) (None: the
+        wire's frames go one send each)."""
         self.store = LocalStore(cfg.local_store)
         self.trees: dict[Path, dict[str, bytes]] = {}
         """Each fetched package tree's file digests, checked again before every import."""
@@ -188,6 +194,7 @@ class Dime(MiceHost, OwnChannels):
         )
         self.m = DimeMachine(mc, self)
         self.m.plane.flush_delay = cfg.flush_us / 1e6
+        self.m.plane.iov_frames = self.send_frames is not None and self.wire is not None
         if self.wire is not None and self.wire.type == socket.SOCK_DGRAM:
             self.m.credit_window = wire_credit(cfg.mtu, self.wire.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
@@ -208,18 +215,22 @@ class Dime(MiceHost, OwnChannels):
     def _send_out(self) -> None:
         """Send what the machine put out, each frame on its route.
 
-        Frames for the wire go out together with one ``sendmmsg`` per 64 (the compiled batch of
-        ``pxproto.switch._afpacket``) when it is built; what the socket did not take, and every frame when it
-        is not built, goes one ``send`` at a time, falling back to the relay when the wire is full.
+        Frames for the wire go out together with one ``sendmmsg`` per 64 (``pxproto.dime._channel.send_frames``,
+        which sends a TxFrame as its header and a view of its message) when it is built; what the socket did not
+        take, and every frame when it is not built, goes one ``send`` at a time (a TxFrame joined into bytes),
+        falling back to the relay when the wire is full.
         """
         m = self.m
         box = m.take_outbox()
-        if self.batch is not None and self.wire is not None and len(box) > 1:
+        send = self.send_frames
+        if not box:
+            return
+        if send is not None and self.wire is not None and (len(box) > 1 or type(box[0][0]) is not bytes):
             direct = [raw for raw, route in box if route != "relay"]
             fd, done = self.wire.fileno(), 0
             try:
                 while done < len(direct):
-                    n = self.batch.send_batch(fd, direct[done : done + 64], self.wire_dest)
+                    n = send(fd, direct[done : done + 64], self.wire_dest)
                     if n <= 0:
                         break
                     done += n
@@ -234,6 +245,8 @@ class Dime(MiceHost, OwnChannels):
                         rest.append((raw, route))
                 box = rest
         for raw, route in box:
+            if type(raw) is not bytes:
+                raw = bytes(raw)  # a TxFrame, whole
             if route != "relay" and self.wire is not None:
                 try:
                     if self.wire_peer is None:
