@@ -18,6 +18,7 @@ from pxproto.node import machine as machine_mod
 from pxproto.node import mice
 from pxproto.node.channels import DATA_MIN
 from pxproto.node.dime import Dime, DimeConfig, wire_credit
+from pxproto.node.flow import loops as flow_loops
 from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, credit_for
 from pxproto.wire.codes import Command, CounterId, DataFlag, Direction, FrameClass, Op
 from pxproto.wire.frame import Data, Signaling, connect_params
@@ -66,7 +67,7 @@ def stream(src: DimeMachine, snk: DimeMachine, items: list[bytes]) -> list[tuple
         src.handle_timer(now)
         src.plane.coalesce_completions(now)
         for raw, _ in src.take_outbox():
-            snk.on_frame_guarded(raw, now)
+            snk.on_frame_guarded(raw if type(raw) is bytes else bytes(raw), now)  # (a TxFrame: joined, as sent)
         snk.plane.flush_acks()
         snk.handle_timer(now)
         snk.plane.feed_mice(now)
@@ -226,11 +227,44 @@ def test_pump_hands_each_data_frame_to_the_driver_as_it_is_built() -> None:
     can send the first frames of a window while the machine builds the rest."""
     src, snk = pair()
     per_call: list[int] = []
-    src.plane.frame_out = lambda: per_call.append(len(src.take_outbox()))
+    src.plane.frame_out = lambda n: per_call.append(len(src.take_outbox()))
     items = [bytes([i % 251]) * 3000 for i in range(12)]  # 3 items per 9000-byte frame: 4 frames
     assert [d for _, d in stream(src, snk, items)] == items
     assert per_call[:4] == [1, 1, 1, 1]
     assert src.counters[CounterId.ITEM_FRAMES_TX] == len(per_call)
+
+
+@pytest.mark.parametrize("iov", [False, True])
+def test_pump_builds_a_window_in_batches_with_tx_split(iov: bool) -> None:
+    """With ``tx_split`` set (the DIME process's TX_SPLIT), pump builds up to ``credit_window // tx_split`` messages
+    in C between two ``frame_out`` calls, each told how many; with ``iov_frames`` the large frames are TxFrames
+    whose bytes are the frames the copy path builds.  The items arrive all, in order, either way."""
+    from pxproto.dime import fastchannel
+
+    if not fastchannel.COMPILED or flow_loops is None:
+        pytest.skip("the compiled channel and flow loops are not built")
+    src, snk = machine(SRC, 1, ()), machine(SNK, 0, ())
+    src.plane.tx_split = 2
+    src.plane.iov_frames = iov
+    connect(snk, SNK, Direction.INPUT, SRC, None)
+    connect(src, SRC, Direction.OUTPUT, SNK, None)
+    calls: list[tuple[int, int]] = []
+    kinds: set[str] = set()
+
+    def frame_out(n: int) -> None:
+        box = src.take_outbox()
+        kinds.update(type(raw).__name__ for raw, _ in box)
+        calls.append((n, len(box)))
+        src.outbox += box  # (sent with the rest by stream)
+
+    src.plane.frame_out = frame_out
+    items = [bytes([i % 251]) * 3000 for i in range(300)]  # 2 items per 9000-byte frame: 150 frames
+    assert [d for _, d in stream(src, snk, items)] == items
+    most = src.credit_window // 2
+    assert max(n for n, _ in calls) == most > 1  # a batch as large as the split allows
+    assert sum(n for n, _ in calls) == src.counters[CounterId.ITEM_FRAMES_TX] == 150
+    assert sum(k for _, k in calls) >= 150  # each call saw its messages' frames in the outbox
+    assert kinds == ({"TxFrame"} if iov else {"bytes"})
 
 
 def test_a_burst_returns_its_credit_before_it_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

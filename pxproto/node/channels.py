@@ -126,10 +126,14 @@ class ChannelPlane:
         self.iov_frames = False
         """Output channels give large DATA frames as ``pxproto.dime._channel.TxFrame`` (header and a view of the
         message, no copy), for a driver that sends them with ``send_frames`` (the DIME process); False: bytes."""
-        self.frame_out: Callable[[], None] | None = None
-        """The driver's hook called after each data frame :meth:`pump` puts out, to send it while the next is
-        built (None: the frames wait for the driver's next flush).  Credit for 16 frames otherwise went out as one
-        burst after all 16 were built, and the next hop sat idle meanwhile."""
+        self.frame_out: Callable[[int], None] | None = None
+        """The driver's hook called with how many data messages :meth:`pump` just put out (one, or a batch of
+        at most ``credit_window // tx_split``), to send them while the next are built (None: the frames wait for
+        the driver's next flush).  Credit for 16 frames otherwise went out as one burst after all 16 were built,
+        and the next hop sat idle meanwhile."""
+        self.tx_split = 0
+        """Messages of one output channel are built (in C) in batches of up to ``credit_window // tx_split``
+        between two ``frame_out`` calls (0: one at a time; the DIME process sets its TX_SPLIT)."""
 
     # ------------------------------------------------------------------ wiring (CONNECT, DISCONNECT)
 
@@ -472,6 +476,7 @@ class ChannelPlane:
         n = len(live)
         flow = self.flow
         rec = mice.ITEM_REC.size
+        split = self.tx_split and not self.flush_delay  # (a frame held back for more items: one at a time)
         while q:
             for i in range(n):
                 tx = live[(self._rr + i) % n]
@@ -490,15 +495,25 @@ class ChannelPlane:
                     return  # less than a frame: wait a little for more
             self.flush_at = None
             flow.pack_room = room  # (a source's next outputs are kept in runs of a frame)
-            msg, k = _loops.take_batch(flow, tx.channel, room) if _loops is not None else flow.take(tx.channel, room)
-            if not k:
-                return
-            self.queued_bytes = max(0, self.queued_bytes - (len(msg) - len(mice.BATCH_MARK) - rec * k))
-            _, o = tx.send_wire(msg, now)
-            self.m.counters[CounterId.ITEM_FRAMES_TX] += -(-len(msg) // tx.frag_size)
-            self.m.out(o)
+            if _loops is not None:  # a batch of messages built in C, put out at once (one, round robin or held back)
+                most = max(1, self.m.credit_window // self.tx_split) if n == 1 and split else 1
+                frames, events, msgs, k, nframes, sent = _loops.send_batches(flow, tx, room, now, most)
+                if not msgs:
+                    return
+                self.queued_bytes = max(0, self.queued_bytes - sent)
+                self.m.counters[CounterId.ITEM_FRAMES_TX] += nframes
+                self.m.out(WireOutput(frames, events))
+            else:
+                msg, k = flow.take(tx.channel, room)
+                if not k:
+                    return
+                msgs = 1
+                self.queued_bytes = max(0, self.queued_bytes - (len(msg) - len(mice.BATCH_MARK) - rec * k))
+                _, o = tx.send_wire(msg, now)
+                self.m.counters[CounterId.ITEM_FRAMES_TX] += -(-len(msg) // tx.frag_size)
+                self.m.out(o)
             if self.frame_out is not None:
-                self.frame_out()
+                self.frame_out(msgs)
 
     def coalesce_completions(self, now: float) -> None:
         """Send completions once COMPLETION_BATCH are waiting for one upstream, or COMPLETION_DELAY passed."""

@@ -195,6 +195,7 @@ class Dime(MiceHost, OwnChannels):
         self.m = DimeMachine(mc, self)
         self.m.plane.flush_delay = cfg.flush_us / 1e6
         self.m.plane.iov_frames = self.send_frames is not None and self.wire is not None
+        self.m.plane.tx_split = TX_SPLIT
         if self.wire is not None and self.wire.type == socket.SOCK_DGRAM:
             self.m.credit_window = wire_credit(cfg.mtu, self.wire.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
@@ -270,9 +271,9 @@ class Dime(MiceHost, OwnChannels):
         self._send_out()
         self._send_mice()
 
-    def _frame_built(self) -> None:
-        """The machine built a data frame: send what it built so far once it is half a window's worth."""
-        self.tx_run += 1
+    def _frame_built(self, n: int = 1) -> None:
+        """The machine built ``n`` data messages: send what it built so far once it is half a window's worth."""
+        self.tx_run += n
         if self.tx_run * TX_SPLIT >= self.m.credit_window:
             self.tx_run = 0
             self._send_out()
