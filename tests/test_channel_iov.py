@@ -109,8 +109,19 @@ def test_tx_frame_reads_like_its_bytes() -> None:
     raw = bytes(f)
     assert type(f) is mod.TxFrame
     assert f.payload == bytes(range(256)) * 40 and f.offset == 0 and len(f.head) + f.size == len(raw)
-    for key in (slice(None, 6), slice(0, 14), slice(6, 12), slice(None, None), slice(10, None), slice(-6, None),
-                slice(0, 100, 2), 0, 13, 60, -1):
+    for key in (
+        slice(None, 6),
+        slice(0, 14),
+        slice(6, 12),
+        slice(None, None),
+        slice(10, None),
+        slice(-6, None),
+        slice(0, 100, 2),
+        0,
+        13,
+        60,
+        -1,
+    ):
         assert f[key] == raw[key], key
     d = decode(raw)
     assert d.body.msg_len == 10240 and d.body.frag_offset == 0 and d.body.payload == raw[len(f.head) :]

@@ -14,6 +14,7 @@ from pxproto import package
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.dime.keys import KeyRing
 from pxproto.fastpath import encode
+from pxproto.node import channels as channels_mod
 from pxproto.node import machine as machine_mod
 from pxproto.node import mice
 from pxproto.node.channels import DATA_MIN
@@ -265,6 +266,28 @@ def test_pump_builds_a_window_in_batches_with_tx_split(iov: bool) -> None:
     assert sum(n for n, _ in calls) == src.counters[CounterId.ITEM_FRAMES_TX] == 150
     assert sum(k for _, k in calls) >= 150  # each call saw its messages' frames in the outbox
     assert kinds == ({"TxFrame"} if iov else {"bytes"})
+
+
+@pytest.mark.parametrize("large", [1, 8])
+def test_items_larger_than_a_frame_share_messages_of_several_fragments(
+    large: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items that do not fit a frame each (10,000 B on a 9000-byte MTU: 2 frames each, the second a quarter full)
+    go in messages of up to LARGE_MSG_FRAGS fragments, fewer frames for the same items; items that fit a frame
+    keep one frame per message.  Exact either way."""
+    monkeypatch.setattr(channels_mod, "LARGE_MSG_FRAGS", large)
+    src, snk = pair()
+    big = [bytes([i % 251]) * 10_000 for i in range(40)]
+    assert [d for _, d in stream(src, snk, big)] == big
+    frames = src.counters[CounterId.ITEM_FRAMES_TX]
+    if large == 1:
+        assert frames == 2 * len(big)
+    else:
+        assert frames < 1.5 * len(big)  # 10,012 B items in 8,950-byte fragments: about 1.13 frames each
+    src, snk = pair()
+    small = [bytes([i % 251]) * 3000 for i in range(60)]  # 2 a frame, whatever LARGE_MSG_FRAGS says
+    assert [d for _, d in stream(src, snk, small)] == small
+    assert src.counters[CounterId.ITEM_FRAMES_TX] == len(small) // 2
 
 
 def test_a_burst_returns_its_credit_before_it_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
