@@ -290,6 +290,22 @@ def test_items_larger_than_a_frame_share_messages_of_several_fragments(
     assert src.counters[CounterId.ITEM_FRAMES_TX] == len(small) // 2
 
 
+def test_the_planes_timer_is_the_earliest_of_its_channel_ends() -> None:
+    src, _ = pair()
+    assert src.plane.timers() == [None]  # nothing in flight, nothing held back
+    msg, _ = mice.pack_run(mice.OUT, 1 << 48 | 1, [b"x" * 100] * 3, 0, 1 << 30, mice.MAX_ITEM)
+    src.mice_message(msg, 11.0)
+    src.mice_batch_done(11.0)  # a frame in flight: its sender's retransmission timer is armed
+    (tx,) = src.plane.senders.values()
+    rto = tx.get_timer()
+    assert rto is not None and rto > 11.0
+    assert src.plane.timers() == [rto]
+    src.plane.flush_at = rto - 0.5
+    assert src.plane.timers() == [rto - 0.5]
+    due = src.get_timer()
+    assert due is not None and due <= rto - 0.5
+
+
 def test_a_burst_returns_its_credit_before_it_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A DIME reading a burst of data frames sends its held ack after every credit window / ACK_SPLIT frames,
     not only once the burst is over (one ack per window-sized burst made the channel stop-and-wait)."""

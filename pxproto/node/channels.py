@@ -559,11 +559,14 @@ class ChannelPlane:
     # ------------------------------------------------------------------ timers
 
     def timers(self) -> list[float | None]:
-        return [
-            self.flush_at,
-            *(tx.get_timer() for tx in self.senders.values()),
-            *(rx.get_timer() for rx in self.receivers.values()),
-        ]
+        """The earliest of the plane's timers (flush_at, each channel end's), as a list of one (None: none armed)."""
+        due = self.flush_at
+        for end in (self.senders, self.receivers):
+            for c in end.values():
+                t = c.get_timer()
+                if t is not None and (due is None or t < due):
+                    due = t
+        return [due]
 
     def handle_timer(self, now: float) -> None:
         if self.flush_at is not None and self.flush_at <= now:

@@ -222,10 +222,10 @@ class Dime(MiceHost, OwnChannels):
         falling back to the relay when the wire is full.
         """
         m = self.m
+        if not m.outbox:
+            return
         box = m.take_outbox()
         send = self.send_frames
-        if not box:
-            return
         if send is not None and self.wire is not None and (len(box) > 1 or type(box[0][0]) is not bytes):
             direct = [raw for raw, route in box if route != "relay"]
             fd, done = self.wire.fileno(), 0
@@ -330,9 +330,8 @@ class Dime(MiceHost, OwnChannels):
         )
         while m.running:
             now = time.monotonic()
-            deadline = m.get_timer()
-            if deadline is None:
-                deadline = now + 1.0
+            due = m.get_timer()
+            deadline = now + 1.0 if due is None else due
             if m.mice is not None and (m.mice.pending_tx or m.plane.completions):
                 deadline = min(deadline, now + 0.002)
             link = self.mice_link
@@ -360,7 +359,8 @@ class Dime(MiceHost, OwnChannels):
                     self._mice_readable(now)
                 self._flush()
             now = time.monotonic()
-            m.handle_timer(now)
+            if due is not None and now >= due:  # (a timer armed during the turn is later, or due at the next one)
+                m.handle_timer(now)
             m.plane.coalesce_completions(now)
             if m.mice is not None:
                 m.plane.feed_mice(now)
