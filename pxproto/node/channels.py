@@ -508,12 +508,12 @@ class ChannelPlane:
             flow.pack_room = room  # (a source's next outputs are kept in runs of a frame)
             if _loops is not None:  # a batch of messages built in C, put out at once (one, round robin or held back)
                 most = max(1, self.m.credit_window // self.tx_split) if n == 1 and split else 1
-                frames, events, msgs, k, nframes, sent = _loops.send_batches(flow, tx, room, now, most)
+                out, msgs, k, nframes, sent = _loops.send_batches(flow, tx, room, now, most)
                 if not msgs:
                     return
                 self.queued_bytes = max(0, self.queued_bytes - sent)
                 self.m.counters[CounterId.ITEM_FRAMES_TX] += nframes
-                self.m.out(WireOutput(frames, events))
+                self.m.out(out)
             else:
                 msg, k = flow.take(tx.channel, room)
                 if not k:
