@@ -223,6 +223,47 @@ def test_a_dime_on_a_udp_wire_takes_its_window_from_the_socket(tmp_path: Path) -
             s.close()
 
 
+def test_a_dime_sends_its_data_frames_without_joining_them(tmp_path: Path) -> None:
+    """The DIME process sets its plane up for TxFrames and sends them (and bytes beside them) with one sendmmsg:
+    each arrives as the frame's bytes; a frame for the relay (to its own MAC) goes through the server whole."""
+    from pxproto.dime import fastchannel
+
+    if not fastchannel.COMPILED or flow_loops is None:
+        pytest.skip("the compiled channel and flow loops are not built")
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wire = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        peer.bind(("127.0.0.1", 0))
+        wire.connect(peer.getsockname())
+        cfg = DimeConfig(
+            dime=SRC.dime, core=0, mac=SRC.mac.hex(), fd=a.fileno(), state_dir=str(tmp_path),
+            local_store=str(tmp_path / "store"), mtu=9000, wire_fd=os.dup(wire.fileno()), pin=False,
+        )  # fmt: skip
+        d = Dime(cfg, a)
+        assert d.send_frames is not None and d.m.plane.iov_frames and d.m.plane.tx_split == 2
+        connect(d.m, SRC, Direction.OUTPUT, SNK, None)
+        d.m.take_outbox()
+        (tx,) = d.m.plane.senders.values()
+        assert tx.iov
+        _, out = tx.send_wire(bytes(range(256)) * 70, 11.0)  # 17,920 bytes: 2 full fragments and 20 bytes
+        assert [type(f).__name__ for f in out.frames] == ["TxFrame", "TxFrame", "bytes"]  # (short: copied)
+        want = [bytes(f) for f in out.frames]
+        d.m.out(out)
+        d.m.send_raw(b"\x00" * 60, "direct")
+        d._send_out()
+        peer.settimeout(5)
+        assert [peer.recv(70_000) for _ in range(4)] == [*want, b"\x00" * 60]
+        assert d.m.outbox == []
+        d.m.outbox.append((out.frames[0], "relay"))  # (to the server: bytes)
+        d._send_out()
+        assert b.recv(70_000) == want[0]
+        d.wire.close()  # type: ignore[union-attr]
+    finally:
+        for s in (peer, wire, a, b):
+            s.close()
+
+
 def test_pump_hands_each_data_frame_to_the_driver_as_it_is_built() -> None:
     """``plane.frame_out`` runs once per data frame, with that frame (and only it) new in the outbox: the driver
     can send the first frames of a window while the machine builds the rest."""

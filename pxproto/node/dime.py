@@ -156,11 +156,11 @@ class Dime(MiceHost, OwnChannels):
         self.batch = select.compiled("pxproto.switch._afpacket")
         """recvmmsg and sendmmsg for the wire's frames (None: one recv and send each)."""
         chan = select.compiled("pxproto.dime._channel")
-        self.send_frames: Callable[[int, list, bytes | None], int] | None = (
-            chan.send_frames if chan is not None and self.batch is not None else None
-        )
-        """sendmmsg of bytes and TxFrames (a DATA frame's header and a view of its message: no copy) (None: the
-        wire's frames go one send each)."""
+        self.send_frames: Callable[[int, list, bytes | None], int] | None = None
+        """sendmmsg of bytes and TxFrames (a DATA frame's header and a view of its message: no copy), or of bytes
+        only (``_afpacket.send_batch``, the compiled channel not built) (None: the wire's frames go one send each)."""
+        if self.batch is not None:
+            self.send_frames = chan.send_frames if chan is not None else self.batch.send_batch
         self.store = LocalStore(cfg.local_store)
         self.trees: dict[Path, dict[str, bytes]] = {}
         """Each fetched package tree's file digests, checked again before every import."""
@@ -194,7 +194,7 @@ class Dime(MiceHost, OwnChannels):
         )
         self.m = DimeMachine(mc, self)
         self.m.plane.flush_delay = cfg.flush_us / 1e6
-        self.m.plane.iov_frames = self.send_frames is not None and self.wire is not None
+        self.m.plane.iov_frames = chan is not None and self.send_frames is not None and self.wire is not None
         self.m.plane.tx_split = TX_SPLIT
         if self.wire is not None and self.wire.type == socket.SOCK_DGRAM:
             self.m.credit_window = wire_credit(cfg.mtu, self.wire.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
