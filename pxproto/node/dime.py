@@ -237,6 +237,8 @@ class Dime(MiceHost, OwnChannels):
                     done += n
             except OSError:
                 pass  # the per-frame path below meets the same error and counts it
+            if done == len(box):  # all of them went (the common case: no per-frame walk)
+                return
             if done:  # the first ``done`` wire frames went: keep the rest, in order
                 rest = []
                 for raw, route in box:
