@@ -14,10 +14,12 @@ from pxproto import package
 from pxproto.dime.endpoint import Address, frame_to
 from pxproto.dime.keys import KeyRing
 from pxproto.fastpath import encode
+from pxproto.node import channels as channels_mod
 from pxproto.node import machine as machine_mod
 from pxproto.node import mice
 from pxproto.node.channels import DATA_MIN
 from pxproto.node.dime import Dime, DimeConfig, wire_credit
+from pxproto.node.flow import loops as flow_loops
 from pxproto.node.machine import DimeMachine, Loaded, MachineConfig, credit_for
 from pxproto.wire.codes import Command, CounterId, DataFlag, Direction, FrameClass, Op
 from pxproto.wire.frame import Data, Signaling, connect_params
@@ -66,7 +68,7 @@ def stream(src: DimeMachine, snk: DimeMachine, items: list[bytes]) -> list[tuple
         src.handle_timer(now)
         src.plane.coalesce_completions(now)
         for raw, _ in src.take_outbox():
-            snk.on_frame_guarded(raw, now)
+            snk.on_frame_guarded(raw if type(raw) is bytes else bytes(raw), now)  # (a TxFrame: joined, as sent)
         snk.plane.flush_acks()
         snk.handle_timer(now)
         snk.plane.feed_mice(now)
@@ -221,12 +223,53 @@ def test_a_dime_on_a_udp_wire_takes_its_window_from_the_socket(tmp_path: Path) -
             s.close()
 
 
+def test_a_dime_sends_its_data_frames_without_joining_them(tmp_path: Path) -> None:
+    """The DIME process sets its plane up for TxFrames and sends them (and bytes beside them) with one sendmmsg:
+    each arrives as the frame's bytes; a frame for the relay (to its own MAC) goes through the server whole."""
+    from pxproto.dime import fastchannel
+
+    if not fastchannel.COMPILED or flow_loops is None:
+        pytest.skip("the compiled channel and flow loops are not built")
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wire = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        peer.bind(("127.0.0.1", 0))
+        wire.connect(peer.getsockname())
+        cfg = DimeConfig(
+            dime=SRC.dime, core=0, mac=SRC.mac.hex(), fd=a.fileno(), state_dir=str(tmp_path),
+            local_store=str(tmp_path / "store"), mtu=9000, wire_fd=os.dup(wire.fileno()), pin=False,
+        )  # fmt: skip
+        d = Dime(cfg, a)
+        assert d.send_frames is not None and d.m.plane.iov_frames and d.m.plane.tx_split == 2
+        connect(d.m, SRC, Direction.OUTPUT, SNK, None)
+        d.m.take_outbox()
+        (tx,) = d.m.plane.senders.values()
+        assert tx.iov
+        _, out = tx.send_wire(bytes(range(256)) * 70, 11.0)  # 17,920 bytes: 2 full fragments and 20 bytes
+        assert [type(f).__name__ for f in out.frames] == ["TxFrame", "TxFrame", "bytes"]  # (short: copied)
+        want = [bytes(f) for f in out.frames]
+        d.m.out(out)
+        d.m.send_raw(b"\x00" * 60, "direct")
+        d._send_out()
+        peer.settimeout(5)
+        assert [peer.recv(70_000) for _ in range(4)] == [*want, b"\x00" * 60]
+        assert d.m.outbox == []
+        d.m.outbox.append((out.frames[0], "relay"))  # (to the server: bytes)
+        d._send_out()
+        assert b.recv(70_000) == want[0]
+        d.wire.close()  # type: ignore[union-attr]
+    finally:
+        for s in (peer, wire, a, b):
+            s.close()
+
+
 def test_pump_hands_each_data_frame_to_the_driver_as_it_is_built() -> None:
     """``plane.frame_out`` runs once per data frame, with that frame (and only it) new in the outbox: the driver
     can send the first frames of a window while the machine builds the rest."""
     src, snk = pair()
     per_call: list[int] = []
-    src.plane.frame_out = lambda: per_call.append(len(src.take_outbox()))
+    src.plane.frame_out = lambda n: per_call.append(len(src.take_outbox()))
     items = [bytes([i % 251]) * 3000 for i in range(12)]  # 3 items per 9000-byte frame: 4 frames
     assert [d for _, d in stream(src, snk, items)] == items
     assert per_call[:4] == [1, 1, 1, 1]
@@ -240,6 +283,77 @@ def wired_sink(m: DimeMachine) -> None:
     m.loaded = Loaded(1, 0, "x", Path("."), package.Stage(0, "x", "m:f"))
     m.start_mice(0)
     connect(m, SNK, Direction.INPUT, SRC, None)
+
+
+@pytest.mark.parametrize("iov", [False, True])
+def test_pump_builds_a_window_in_batches_with_tx_split(iov: bool) -> None:
+    """With ``tx_split`` set (the DIME process's TX_SPLIT), pump builds up to ``credit_window // tx_split`` messages
+    in C between two ``frame_out`` calls, each told how many; with ``iov_frames`` the large frames are TxFrames
+    whose bytes are the frames the copy path builds.  The items arrive all, in order, either way."""
+    from pxproto.dime import fastchannel
+
+    if not fastchannel.COMPILED or flow_loops is None:
+        pytest.skip("the compiled channel and flow loops are not built")
+    src, snk = machine(SRC, 1, ()), machine(SNK, 0, ())
+    src.plane.tx_split = 2
+    src.plane.iov_frames = iov
+    connect(snk, SNK, Direction.INPUT, SRC, None)
+    connect(src, SRC, Direction.OUTPUT, SNK, None)
+    calls: list[tuple[int, int]] = []
+    kinds: set[str] = set()
+
+    def frame_out(n: int) -> None:
+        box = src.take_outbox()
+        kinds.update(type(raw).__name__ for raw, _ in box)
+        calls.append((n, len(box)))
+        src.outbox += box  # (sent with the rest by stream)
+
+    src.plane.frame_out = frame_out
+    items = [bytes([i % 251]) * 3000 for i in range(300)]  # 2 items per 9000-byte frame: 150 frames
+    assert [d for _, d in stream(src, snk, items)] == items
+    most = src.credit_window // 2
+    assert max(n for n, _ in calls) == most > 1  # a batch as large as the split allows
+    assert sum(n for n, _ in calls) == src.counters[CounterId.ITEM_FRAMES_TX] == 150
+    assert sum(k for _, k in calls) >= 150  # each call saw its messages' frames in the outbox
+    assert kinds == ({"TxFrame"} if iov else {"bytes"})
+
+
+@pytest.mark.parametrize("large", [1, 8])
+def test_items_larger_than_a_frame_share_messages_of_several_fragments(
+    large: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items that do not fit a frame each (10,000 B on a 9000-byte MTU: 2 frames each, the second a quarter full)
+    go in messages of up to LARGE_MSG_FRAGS fragments, fewer frames for the same items; items that fit a frame
+    keep one frame per message.  Exact either way."""
+    monkeypatch.setattr(channels_mod, "LARGE_MSG_FRAGS", large)
+    src, snk = pair()
+    big = [bytes([i % 251]) * 10_000 for i in range(40)]
+    assert [d for _, d in stream(src, snk, big)] == big
+    frames = src.counters[CounterId.ITEM_FRAMES_TX]
+    if large == 1:
+        assert frames == 2 * len(big)
+    else:
+        assert frames < 1.5 * len(big)  # 10,012 B items in 8,950-byte fragments: about 1.13 frames each
+    src, snk = pair()
+    small = [bytes([i % 251]) * 3000 for i in range(60)]  # 2 a frame, whatever LARGE_MSG_FRAGS says
+    assert [d for _, d in stream(src, snk, small)] == small
+    assert src.counters[CounterId.ITEM_FRAMES_TX] == len(small) // 2
+
+
+def test_the_planes_timer_is_the_earliest_of_its_channel_ends() -> None:
+    src, _ = pair()
+    assert src.plane.timers() == [None]  # nothing in flight, nothing held back
+    msg, _ = mice.pack_run(mice.OUT, 1 << 48 | 1, [b"x" * 100] * 3, 0, 1 << 30, mice.MAX_ITEM)
+    src.mice_message(msg, 11.0)
+    src.mice_batch_done(11.0)  # a frame in flight: its sender's retransmission timer is armed
+    (tx,) = src.plane.senders.values()
+    rto = tx.get_timer()
+    assert rto is not None and rto > 11.0
+    assert src.plane.timers() == [rto]
+    src.plane.flush_at = rto - 0.5
+    assert src.plane.timers() == [rto - 0.5]
+    due = src.get_timer()
+    assert due is not None and due <= rto - 0.5
 
 
 def test_a_burst_returns_its_credit_before_it_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,17 +12,39 @@ beside a list of their payloads, the send time of each fragment in flight in a r
 :class:`RtoEstimator` with the current figures; its settings are taken at construction) and counters in C
 integers (``counters`` returns a fresh :class:`collections.Counter` of them).  The ``*_wire`` methods
 build DATA frames in C with ``px_put_data`` and read acks with ``px_view``: no Frame on that path.
+
+A sender with ``iov`` set (the DIME process's driver, which sends with :func:`send_frames`) gives each DATA
+frame of at least IOV_MIN payload bytes as a :class:`TxFrame`: its header bytes and a slice of the message it
+carries, sent as two iovecs, so the payload is not copied into a frame (``bytes(f)`` is the frame the copy path
+builds, byte for byte).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+cimport cython
+from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
 from libc.math cimport fabs, ldexp
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcpy, memmove, memset
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
-from pxproto.fastpath.wirec cimport PxAddr, PxDataFixed, PxView, px_put_data, px_view
-from pxproto.fastpath.wiregen cimport PX_BODY_OFFSET, PX_CLASS_DATA, PX_DATA_LEN, PX_MIN_ETHERNET_FRAME
+from pxproto.fastpath.tpacket cimport MSG_DONTWAIT, iovec, mmsghdr, sendmmsg
+from pxproto.fastpath.wirec cimport PxAddr, PxDataFixed, PxView, px_put_data, px_put_header, px_view, wr16, wr32
+from pxproto.fastpath.wiregen cimport (
+    PX_BODY_OFFSET,
+    PX_CLASS_DATA,
+    PX_DATA_ACK,
+    PX_DATA_CHANNEL,
+    PX_DATA_CREDIT,
+    PX_DATA_FLAGS,
+    PX_DATA_FRAG_COUNT,
+    PX_DATA_FRAG_INDEX,
+    PX_DATA_FRAG_OFFSET,
+    PX_DATA_LEN,
+    PX_DATA_MSG_ID,
+    PX_DATA_MSG_LEN,
+    PX_MIN_ETHERNET_FRAME,
+)
 
 from collections import Counter
 
@@ -45,6 +67,10 @@ from pxproto.wire.frame import Data, Frame
 BUILD_HASH = PXPROTO_BUILD_HASH.decode()
 
 DEF DUPACKS = 3
+DEF IOV_BATCH = 64  # frames per sendmmsg in send_frames
+IOV_MIN = 1024
+"""Payload bytes from which an ``iov`` sender's DATA frame is a :class:`TxFrame` (below, a copy costs less than
+the object and the second iovec)."""
 cdef int64_t ID_SPACE = 0x100000000  # message ids wrap at 2**32
 
 cdef object _FIN = DataFlag.FIN
@@ -54,6 +80,7 @@ cdef int _ACK_BIT = int(DataFlag.ACK)
 cdef int _FIN_BIT = int(DataFlag.FIN)
 
 
+include "_txframe.pxi"
 
 
 cdef class _Ends:
@@ -145,6 +172,7 @@ cdef class ChannelSender(_Ends):
     cdef readonly Py_ssize_t frag_size
     cdef public int max_retries
     cdef public bint broken
+    cdef public bint iov  # DATA frames of IOV_MIN payload bytes and more as TxFrame (a send_frames driver)
     cdef object _rto
     cdef double rto_initial, rto_min, rto_max, srtt, rttvar
     cdef bint has_srtt
@@ -312,11 +340,39 @@ cdef class ChannelSender(_Ends):
         cdef Py_ssize_t off = i * self.frag_size
         cdef Py_ssize_t size = min(self.frag_size, n - off)
         cdef int flags = _FIN_BIT if m.fin and i == m.count - 1 else 0
+        if self.wire and self.iov and size >= IOV_MIN:
+            f = self._tx_frame(m, payload, off, size, n, i, flags)
+            if f is not None:
+                return f
         if self.wire:
             return self.data(self.channel, m.msg_id, None, PyBytes_AS_STRING(payload) + off, size, n, off, i,
                              m.count, 0, 0, flags)
         piece = payload if size == n else PyBytes_FromStringAndSize(PyBytes_AS_STRING(payload) + off, size)
         return self.frame(Data(self.channel, m.msg_id, piece, n, off, i, m.count, 0, 0, _FIN if flags else _NOFLAG))
+
+    cdef object _tx_frame(self, OutMsg* m, bytes payload, Py_ssize_t off, Py_ssize_t size, Py_ssize_t n,
+                          int64_t i, int flags):
+        """The DATA frame of fragment ``i`` (``size`` bytes of ``payload`` from ``off``) as a :class:`TxFrame`: its
+        header written as ``px_put_data`` writes it (no trailer, ack and credit 0), the payload not copied; None
+        when the header does not encode (the copy path then says why)."""
+        cdef Py_ssize_t h = <Py_ssize_t>PX_BODY_OFFSET + PX_DATA_LEN
+        cdef bytes head = PyBytes_FromStringAndSize(NULL, h)
+        cdef unsigned char* o = <unsigned char*>PyBytes_AS_STRING(head)
+        if px_put_header(o, h, &self.addr, PX_CLASS_DATA, 0, PX_DATA_LEN + size) != PX_BODY_OFFSET:
+            return None
+        cdef unsigned char* b = o + PX_BODY_OFFSET
+        wr16(b + PX_DATA_CHANNEL, <unsigned int>self.channel)
+        b[PX_DATA_FLAGS] = <unsigned char>flags
+        wr32(b + PX_DATA_MSG_ID, m.msg_id)
+        wr32(b + PX_DATA_MSG_LEN, <uint32_t>n)
+        wr32(b + PX_DATA_FRAG_OFFSET, <uint32_t>off)
+        wr16(b + PX_DATA_FRAG_INDEX, <unsigned int>i)
+        wr16(b + PX_DATA_FRAG_COUNT, <unsigned int>m.count)
+        wr32(b + PX_DATA_ACK, 0)
+        wr16(b + PX_DATA_CREDIT, 0)
+        cdef TxFrame f = TxFrame.__new__(TxFrame)
+        f.head, f.payload, f.offset, f.size = head, payload, off, size
+        return f
 
     cdef void _track(self, int64_t pos) except *:
         # room in the in-flight ring for positions una..pos

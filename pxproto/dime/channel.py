@@ -242,6 +242,10 @@ class RtoEstimator:
 class ChannelSender:
     """The sending end of a data channel."""
 
+    iov = False
+    """The compiled twin, with ``iov`` set, gives large DATA frames as ``pxproto.dime._channel.TxFrame`` (the same
+    bytes, the payload not copied); this one gives bytes whatever it is set to."""
+
     def __init__(
         self,
         local: Address,

@@ -60,6 +60,7 @@ cdef class Input:
 
 
 include "_flowruns.pxi"
+include "_flowsend.pxi"
 
 
 @cython.final
@@ -274,7 +275,7 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
     return outs, dones, made, lat_sum, lat_n, others, out_bytes
 
 
-def take_batch(flow, object ch, Py_ssize_t room):
+cdef tuple _take(flow, object ch, Py_ssize_t room):
     """Flow.take, compiled: pop off ``flow.queue`` the waiting outputs that fit ``room`` bytes of item records (at
     least one), mark them sent on ``ch`` and pack them as one batch message (``0 u64 | (lineage u64 | length u32 |
     bytes)...``; a run that does not fit whole is split, its rest staying first in the queue).  Returns (message,

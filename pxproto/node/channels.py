@@ -57,6 +57,15 @@ OUTQ_LIMIT = 4096
 """Outputs waiting for credit above which the MICE's output is not read."""
 OUTQ_BYTES = 8 << 20
 """Bytes of outputs waiting for credit above which the MICE's output is not read (large items: 128 of 64 KiB)."""
+LARGE_MSG_FRAGS = 1
+"""Fragments a data message may span when the waiting items are on average too large for one frame each (a 64 KiB
+item needs 2 frames of 65,000 bytes alone, the second nearly empty; 7 share 8): fewer frames per item at every hop,
+but the sink reassembles (copies) them.  1: one frame per message, or one item per message.  bench/channel.py
+64 KiB, alternated runs on one loaded host (2026-12-01), 8 against 1: first pair of pairs 671 and 724 against 611
+and 608 MB/s (source DIME 40.9 and 45.0 against 49.2 and 51.8 us/item, sink DIME 64.0 and 61.3 against 57.5 and
+60.1), second 426 and 483 against 479 and 487 MB/s (source 66.5 and 56.0 against 66.3 and 60.0, sink 88.2 and
+71.6 against 73.6 and 71.5); perf: the sink's memmove 17% of the two DIMEs' samples at 8 (7% in a run of main's
+tree: its reassembly and the copies after it).  Not a clear win while the sink copies each message again: 1."""
 COMPLETION_BATCH = 1024
 """Completions waiting for one upstream that make a message go at once (a message holds up to a fragment's worth)."""
 CHANNEL_ENDS_MAX = 1024
@@ -126,17 +135,27 @@ class ChannelPlane:
         """Seconds a data frame less than full waits for more items (0: sent at once)."""
         self.flush_at: float | None = None
         """When the items held back for a fuller frame go anyway (None: none held)."""
-        self.frame_out: Callable[[], None] | None = None
-        """The driver's hook called after each data frame :meth:`pump` puts out, to send it while the next is
-        built (None: the frames wait for the driver's next flush).  Credit for 16 frames otherwise went out as one
-        burst after all 16 were built, and the next hop sat idle meanwhile."""
+        self.iov_frames = False
+        """Output channels give large DATA frames as ``pxproto.dime._channel.TxFrame`` (header and a view of the
+        message, no copy), for a driver that sends them with ``send_frames`` (the DIME process); False: bytes."""
+        self.frame_out: Callable[[int], None] | None = None
+        """The driver's hook called with how many data messages :meth:`pump` just put out (one, or a batch of
+        at most ``credit_window // tx_split``), to send them while the next are built (None: the frames wait for
+        the driver's next flush).  Credit for 16 frames otherwise went out as one burst after all 16 were built,
+        and the next hop sat idle meanwhile."""
+        self.tx_split = 0
+        """Messages of one output channel are built (in C) in batches of up to ``credit_window // tx_split``
+        between two ``frame_out`` calls (0: one at a time; the DIME process sets its TX_SPLIT)."""
 
     # ------------------------------------------------------------------ wiring (CONNECT, DISCONNECT)
 
     def sender(self, peer: Address, ch: int) -> ChannelSender:
         m = self.m
         trailer = m.keyring.enabled and FrameClass.DATA in m.keyring.encrypt  # sealed DATA: room for the trailer
-        return ChannelSender(m.local, peer, ch, mtu=m.cfg.mtu, auth=trailer, initial_credit=m.credit_window)
+        tx = ChannelSender(m.local, peer, ch, mtu=m.cfg.mtu, auth=trailer, initial_credit=m.credit_window)
+        if self.iov_frames and not trailer:  # (sealed frames are sealed whole: bytes)
+            tx.iov = True
+        return tx
 
     def unwire(self, ch: int) -> None:
         old = self.outputs.pop(ch, None)
@@ -472,6 +491,7 @@ class ChannelPlane:
         n = len(live)
         flow = self.flow
         rec = mice.ITEM_REC.size
+        split = self.tx_split and not self.flush_delay  # (a frame held back for more items: one at a time)
         while q:
             for i in range(n):
                 tx = live[(self._rr + i) % n]
@@ -480,8 +500,8 @@ class ChannelPlane:
             else:
                 return
             self._rr = (self._rr + i + 1) % n
-            # As many waiting items as fit one fragment share one message (one frame).  (Messages of several
-            # fragments for large items, 7 of 64 KiB in 8 fragments, cost the sink more: measured, not kept.)
+            # As many waiting items as fit one fragment share one message (one frame); items too large for a frame
+            # each share messages of up to LARGE_MSG_FRAGS fragments.
             room = tx.frag_size - len(mice.BATCH_MARK)
             if self.flush_delay and not force and self.queued_bytes + rec * flow.queued < room:
                 if self.flush_at is None:
@@ -489,16 +509,28 @@ class ChannelPlane:
                 if now < self.flush_at:
                     return  # less than a frame: wait a little for more
             self.flush_at = None
+            if LARGE_MSG_FRAGS > 1 and self.queued_bytes > (room - rec) * flow.queued:
+                room += (LARGE_MSG_FRAGS - 1) * tx.frag_size
             flow.pack_room = room  # (a source's next outputs are kept in runs of a frame)
-            msg, k = _loops.take_batch(flow, tx.channel, room) if _loops is not None else flow.take(tx.channel, room)
-            if not k:
-                return
-            self.queued_bytes = max(0, self.queued_bytes - (len(msg) - len(mice.BATCH_MARK) - rec * k))
-            _, o = tx.send_wire(msg, now)
-            self.m.counters[CounterId.ITEM_FRAMES_TX] += -(-len(msg) // tx.frag_size)
-            self.m.out(o)
+            if _loops is not None:  # a batch of messages built in C, put out at once (one, round robin or held back)
+                most = max(1, self.m.credit_window // self.tx_split) if n == 1 and split else 1
+                out, msgs, k, nframes, sent = _loops.send_batches(flow, tx, room, now, most)
+                if not msgs:
+                    return
+                self.queued_bytes = max(0, self.queued_bytes - sent)
+                self.m.counters[CounterId.ITEM_FRAMES_TX] += nframes
+                self.m.out(out)
+            else:
+                msg, k = flow.take(tx.channel, room)
+                if not k:
+                    return
+                msgs = 1
+                self.queued_bytes = max(0, self.queued_bytes - (len(msg) - len(mice.BATCH_MARK) - rec * k))
+                _, o = tx.send_wire(msg, now)
+                self.m.counters[CounterId.ITEM_FRAMES_TX] += -(-len(msg) // tx.frag_size)
+                self.m.out(o)
             if self.frame_out is not None:
-                self.frame_out()
+                self.frame_out(msgs)
 
     def coalesce_completions(self, now: float) -> None:
         """Send completions once COMPLETION_BATCH are waiting for one upstream, or COMPLETION_DELAY passed."""
@@ -533,11 +565,14 @@ class ChannelPlane:
     # ------------------------------------------------------------------ timers
 
     def timers(self) -> list[float | None]:
-        return [
-            self.flush_at,
-            *(tx.get_timer() for tx in self.senders.values()),
-            *(rx.get_timer() for rx in self.receivers.values()),
-        ]
+        """The earliest of the plane's timers (flush_at, each channel end's), as a list of one (None: none armed)."""
+        due = self.flush_at
+        for end in (self.senders, self.receivers):
+            for c in end.values():
+                t = c.get_timer()
+                if t is not None and (due is None or t < due):
+                    due = t
+        return [due]
 
     def handle_timer(self, now: float) -> None:
         if self.flush_at is not None and self.flush_at <= now:

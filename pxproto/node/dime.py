@@ -155,7 +155,13 @@ class Dime(MiceHost, OwnChannels):
         """Where wire frames go on an unconnected socket (raw sockaddr; None: its connected peer)."""
         self.wire_peer = beat.peer_of(self.wire_dest) if self.wire_dest else None
         self.batch = select.compiled("pxproto.switch._afpacket")
-        """sendmmsg for the wire's frames (None: one send each)."""
+        """recvmmsg and sendmmsg for the wire's frames (None: one recv and send each)."""
+        chan = select.compiled("pxproto.dime._channel")
+        self.send_frames: Callable[[int, list, bytes | None], int] | None = None
+        """sendmmsg of bytes and TxFrames (a DATA frame's header and a view of its message: no copy), or of bytes
+        only (``_afpacket.send_batch``, the compiled channel not built) (None: the wire's frames go one send each)."""
+        if self.batch is not None:
+            self.send_frames = chan.send_frames if chan is not None else self.batch.send_batch
         self.wire_rx: Any = fastrx.wire_rx() if self.batch is not None and cfg.wire_rx else None
         """The compiled receive loop of the wire socket (None: ``recv_batch`` and a Python call per frame)."""
         self.store = LocalStore(cfg.local_store)
@@ -191,6 +197,8 @@ class Dime(MiceHost, OwnChannels):
         )
         self.m = DimeMachine(mc, self)
         self.m.plane.flush_delay = cfg.flush_us / 1e6
+        self.m.plane.iov_frames = chan is not None and self.send_frames is not None and self.wire is not None
+        self.m.plane.tx_split = TX_SPLIT
         if self.wire is not None and self.wire.type == socket.SOCK_DGRAM:
             self.m.credit_window = wire_credit(cfg.mtu, self.wire.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
@@ -211,23 +219,29 @@ class Dime(MiceHost, OwnChannels):
     def _send_out(self) -> None:
         """Send what the machine put out, each frame on its route.
 
-        Frames for the wire go out together with one ``sendmmsg`` per 64 (the compiled batch of
-        ``pxproto.switch._afpacket``) when it is built; what the socket did not take, and every frame when it
-        is not built, goes one ``send`` at a time, falling back to the relay when the wire is full.
+        Frames for the wire go out together with one ``sendmmsg`` per 64 (``pxproto.dime._channel.send_frames``,
+        which sends a TxFrame as its header and a view of its message) when it is built; what the socket did not
+        take, and every frame when it is not built, goes one ``send`` at a time (a TxFrame joined into bytes),
+        falling back to the relay when the wire is full.
         """
         m = self.m
+        if not m.outbox:
+            return
         box = m.take_outbox()
-        if self.batch is not None and self.wire is not None and len(box) > 1:
+        send = self.send_frames
+        if send is not None and self.wire is not None and (len(box) > 1 or type(box[0][0]) is not bytes):
             direct = [raw for raw, route in box if route != "relay"]
             fd, done = self.wire.fileno(), 0
             try:
                 while done < len(direct):
-                    n = self.batch.send_batch(fd, direct[done : done + 64], self.wire_dest)
+                    n = send(fd, direct[done : done + 64], self.wire_dest)
                     if n <= 0:
                         break
                     done += n
             except OSError:
                 pass  # the per-frame path below meets the same error and counts it
+            if done == len(box):  # all of them went (the common case: no per-frame walk)
+                return
             if done:  # the first ``done`` wire frames went: keep the rest, in order
                 rest = []
                 for raw, route in box:
@@ -237,6 +251,8 @@ class Dime(MiceHost, OwnChannels):
                         rest.append((raw, route))
                 box = rest
         for raw, route in box:
+            if type(raw) is not bytes:
+                raw = bytes(raw)  # a TxFrame, whole
             if route != "relay" and self.wire is not None:
                 try:
                     if self.wire_peer is None:
@@ -260,9 +276,9 @@ class Dime(MiceHost, OwnChannels):
         self._send_out()
         self._send_mice()
 
-    def _frame_built(self) -> None:
-        """The machine built a data frame: send what it built so far once it is half a window's worth."""
-        self.tx_run += 1
+    def _frame_built(self, n: int = 1) -> None:
+        """The machine built ``n`` data messages: send what it built so far once it is half a window's worth."""
+        self.tx_run += n
         if self.tx_run * TX_SPLIT >= self.m.credit_window:
             self.tx_run = 0
             self._send_out()
@@ -332,9 +348,8 @@ class Dime(MiceHost, OwnChannels):
         )
         while m.running:
             now = time.monotonic()
-            deadline = m.get_timer()
-            if deadline is None:
-                deadline = now + 1.0
+            due = m.get_timer()
+            deadline = now + 1.0 if due is None else due
             if m.mice is not None and (m.mice.pending_tx or m.plane.completions):
                 deadline = min(deadline, now + 0.002)
             link = self.mice_link
@@ -362,7 +377,8 @@ class Dime(MiceHost, OwnChannels):
                     self._mice_readable(now)
                 self._flush()
             now = time.monotonic()
-            m.handle_timer(now)
+            if due is not None and now >= due:  # (a timer armed during the turn is later, or due at the next one)
+                m.handle_timer(now)
             m.plane.coalesce_completions(now)
             if m.mice is not None:
                 m.plane.feed_mice(now)
