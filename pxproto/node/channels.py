@@ -57,15 +57,15 @@ OUTQ_LIMIT = 4096
 """Outputs waiting for credit above which the MICE's output is not read."""
 OUTQ_BYTES = 8 << 20
 """Bytes of outputs waiting for credit above which the MICE's output is not read (large items: 128 of 64 KiB)."""
-LARGE_MSG_FRAGS = 1
+LARGE_MSG_FRAGS = 8
 """Fragments a data message may span when the waiting items are on average too large for one frame each (a 64 KiB
-item needs 2 frames of 65,000 bytes alone, the second nearly empty; 7 share 8): fewer frames per item at every hop,
-but the sink reassembles (copies) them.  1: one frame per message, or one item per message.  bench/channel.py
-64 KiB, alternated runs on one loaded host (2026-12-01), 8 against 1: first pair of pairs 671 and 724 against 611
-and 608 MB/s (source DIME 40.9 and 45.0 against 49.2 and 51.8 us/item, sink DIME 64.0 and 61.3 against 57.5 and
-60.1), second 426 and 483 against 479 and 487 MB/s (source 66.5 and 56.0 against 66.3 and 60.0, sink 88.2 and
-71.6 against 73.6 and 71.5); perf: the sink's memmove 17% of the two DIMEs' samples at 8 (7% in a run of main's
-tree: its reassembly and the copies after it).  Not a clear win while the sink copies each message again: 1."""
+item needs 2 frames of 65,000 bytes alone, the second nearly empty; 7 share 8): fewer frames per item at every hop
+(0.9 items per data frame instead of 0.5), the sink reassembling them straight from its receive buffer (WireRx).
+bench/channel.py 64 KiB, 1 s apart, alternated single runs of 8 against 1 on one host (2026-12-01, load 1.2-2.3),
+the five pairs where 8 took effect: 704, 705, 664, 813, 961 against 531, 546, 629, 681, 987 MB/s (medians 705 and
+629), pxswitch 28, 28, 33, 24, 20 against 40, 39, 33, 29, 20 us/item.  Before the sink's compiled receive it did
+not pay (the sink copied each message again: its memmove 17% of the DIMEs' samples against 7%).  1: one frame per
+message, or one item per message."""
 COMPLETION_BATCH = 1024
 """Completions waiting for one upstream that make a message go at once (a message holds up to a fragment's worth)."""
 CHANNEL_ENDS_MAX = 1024
