@@ -27,7 +27,7 @@ import pytest
 
 from pxproto.fuzz import Campaign, Case, ForwardProbe, FrameGenerator, Report, StreamWire, UdpWire, process_rss_kib
 from pxproto.fuzz.verdict import OK, reference_verdict
-from pxproto.switch.daemon import query
+from pxproto.switch.control import query
 from pxproto.switch.frames import data, heartbeat, mac
 
 ROOT = Path(__file__).resolve().parents[1]

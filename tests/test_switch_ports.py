@@ -16,8 +16,9 @@ import pytest
 from pxproto.capture.pcapng import read_packets
 from pxproto.link import VIRTUAL_MTU
 from pxproto.switch.config import PortSpec, SwitchConfig
+from pxproto.switch.control import query
 from pxproto.switch.core import SwitchPolicy
-from pxproto.switch.daemon import Daemon, query
+from pxproto.switch.daemon import Daemon
 from pxproto.switch.frames import data, heartbeat, mac, saturation, signaling
 
 

@@ -125,7 +125,7 @@ def wait_ready(proc: subprocess.Popen[bytes], tmp: Path) -> None:
 
 
 def query(tmp: Path, what: str) -> object:
-    from pxproto.switch.daemon import query as q
+    from pxproto.switch.control import query as q
 
     return q(str(tmp / "c.sock"), what)
 

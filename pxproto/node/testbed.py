@@ -129,7 +129,7 @@ class Cluster:
     def _wait_switch(self, control: Path, switch: subprocess.Popen[bytes] | None = None, timeout: float = 60.0) -> None:
         """Wait until the switch answers on its control socket: it opens that after every port is listening (on a
         host at load 27 the switch once took more than 20 s to get there)."""
-        from pxproto.switch.daemon import query
+        from pxproto.switch.control import query
 
         end = time.monotonic() + timeout
         while True:

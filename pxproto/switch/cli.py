@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         d.install_signals()
         heap.keep_heap()  # frames relayed in bursts reuse the heap, not fresh pages
         return d.run()
-    from pxproto.switch.daemon import query
+    from pxproto.switch.control import query
 
     try:
         reply = query(args.control, args.cmd)

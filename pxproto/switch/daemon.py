@@ -590,18 +590,3 @@ class Daemon:
                 pass
             s.close()
         self.sel.close()
-
-
-def query(path: str, request: str, timeout: float = 3.0) -> Any:
-    """Ask a running switch over its control socket; return the decoded JSON."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        s.sendall(request.encode() + b"\n")
-        chunks = []
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            chunks.append(b)
-    return json.loads(b"".join(chunks))
