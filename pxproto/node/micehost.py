@@ -108,9 +108,7 @@ class MiceHost:
         parent.setblocking(False)
         self.mice_sock = parent
         self.mice_link = link
-        self.mice_watched = True
-        for fd in self._mice_fds():
-            self.sel.register(fd, selectors.EVENT_READ, "mice")
+        self._watch_mice()
         return pid
 
     def _mice_fds(self) -> list[Any]:
@@ -119,6 +117,11 @@ class MiceHost:
         if self.mice_sock is None:
             return []
         return [self.mice_sock] if self.mice_link is None else [self.mice_link.wake_in, self.mice_sock]
+
+    def _watch_mice(self) -> None:
+        for fd in self._mice_fds():
+            self.sel.register(fd, selectors.EVENT_READ, "mice")
+        self.mice_watched = True
 
     def _unwatch_mice(self) -> None:
         for fd in self._mice_fds():
@@ -297,9 +300,7 @@ class MiceHost:
     def _mice_watch(self) -> None:
         """Watch the MICE's output again once the queue held back by credit is down to half."""
         if self.mice_sock is not None and not self.mice_watched and self.m.plane.output_drained():
-            for fd in self._mice_fds():
-                self.sel.register(fd, selectors.EVENT_READ, "mice")
-            self.mice_watched = True
+            self._watch_mice()
 
 
 def die_with_parent() -> None:

@@ -152,11 +152,9 @@ class Link:
         nothing did): look at it.  False at end of file."""
         try:
             os.eventfd_read(self.wake_in)
-            return not self.eof
-        except (BlockingIOError, InterruptedError):
+        except OSError:  # (none waiting: BlockingIOError)
             return self.alive()
-        except OSError:
-            return self.alive()
+        return not self.eof
 
     # ------------------------------------------------------------------ without blocking (the DIME)
 
