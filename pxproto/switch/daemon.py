@@ -408,7 +408,7 @@ class Daemon:
         for f in slow:
             self.core.receive(pid, f, now)
         self.core.forward(pid, routed, now)
-        if isinstance(port, UdpPort) and port.connected:  # the first sender learned: the compiled loop takes over
+        if isinstance(port, UdpPort):  # once the first sender is learned, the compiled loop takes over
             self._udp_to_fast(pid, port, self.core.ports[pid].name)
 
     def _pump(self, pid: int, now: float) -> None:
