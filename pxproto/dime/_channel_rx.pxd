@@ -25,6 +25,7 @@ cdef struct InMsg:
     PyObject* whole      # or, when the first fragment held is at least half of it: a bytes of msg_len, filled in
                          # place and delivered as it is (no copy on growth, none on delivery)
     PyObject* single     # a one-fragment message: the fragment's own bytes
+    const char* lent     # or (bare, in order: delivered at once) its bytes in the caller's buffer, not copied
     uint32_t off1, len1
     uint8_t have1
 
@@ -46,6 +47,8 @@ cdef class ChannelReceiver(_Ends):
     cdef int64_t c_fragments, c_duplicates, c_over_credit, c_inconsistent, c_overflow, c_dropped, c_messages
     cdef int64_t c_acks, c_probes, c_not_data, c_malformed
     cdef public bint bare  # deliver (msg_id, payload, fin) tuples, not MessageReceived events (set by the caller)
+    cdef const char* lent_ptr  # bare: the payload of the tuple delivered with payload None (see _complete)
+    cdef Py_ssize_t lent_len
 
     cdef void _grow_slots(self, int64_t window) except *
     cdef void _inline(self, InMsg* m) noexcept
@@ -55,7 +58,7 @@ cdef class ChannelReceiver(_Ends):
     cdef int64_t _ahead(self, uint32_t msg_id, int64_t d, int64_t index) noexcept
     cdef void _on_fragment(self, int64_t msg_id, int64_t index, int64_t count, int64_t msg_len, int64_t off,
                            int fin, object payload, const char* data, Py_ssize_t n, double now, object out) except *
-    cdef void _store(self, InMsg* m, int64_t off, object payload, const char* data, Py_ssize_t n) except *
+    cdef void _store(self, InMsg* m, int64_t off, object payload, const char* data, Py_ssize_t n, bint lend) except *
     cdef bint _make_room(self, uint32_t msg_id, int64_t size, object out) except -1
     cdef int64_t _deliver(self, list events) except -1
     cdef object _complete(self, InMsg* m)

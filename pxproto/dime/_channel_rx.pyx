@@ -187,7 +187,10 @@ cdef class ChannelReceiver(_Ends):
 
     cdef void take_view(self, const char* p, PxView* v, double now, object out) except *:
         """:meth:`receive_wire` of a DATA frame at ``p`` that ``px_view`` read into ``v`` (its bytes are read before
-        this returns: a receive buffer reused for the next frame will do); acks and events go into ``out``."""
+        this returns: a receive buffer reused for the next frame will do); acks and events go into ``out``.  With
+        ``bare`` set, a one-fragment message delivered by this very frame is not copied: its event is
+        ``(msg_id, None, fin)`` and ``lent_ptr``/``lent_len`` point at its payload in ``p``'s buffer (read it before
+        that buffer is reused; at most one such event per call)."""
         self.wire = True
         if v.channel != <unsigned int>self.channel:
             self.c_not_data += 1
@@ -256,12 +259,12 @@ cdef class ChannelReceiver(_Ends):
         m.offs[index] = <uint32_t>off
         m.lens[index] = <uint32_t>keep
         m.nfrags += 1
-        if keep:
-            self._store(m, off, payload, data, keep)
+        cdef bint in_order = d == 0 and index == self.next_frag
+        if keep:  # (bare, a one-fragment message in order is delivered below, before the caller's buffer is reused)
+            self._store(m, off, payload, data, keep, self.bare and in_order and payload is None)
         m.size += keep
         m.fin = m.fin or fin
         self.buffered += keep
-        cdef bint in_order = d == 0 and index == self.next_frag
         cdef int64_t delivered = self._deliver(out.events) if in_order else 0
         self.nunacked += 1
         if not in_order or delivered or self.nunacked >= self.ack_every:
@@ -270,10 +273,14 @@ cdef class ChannelReceiver(_Ends):
             self.deadline = now + self.ack_delay
             self.has_deadline = True
 
-    cdef void _store(self, InMsg* m, int64_t off, object payload, const char* data, Py_ssize_t n) except *:
+    cdef void _store(self, InMsg* m, int64_t off, object payload, const char* data, Py_ssize_t n, bint lend) except *:
+        # lend: the bytes at ``data`` stay valid until the message is delivered (a one-fragment one is not copied)
         cdef int64_t cap
         cdef char* grown
         if m.count == 1:
+            if lend:
+                m.lent = data
+                return
             if payload is None:
                 payload = PyBytes_FromStringAndSize(data, n)
             Py_INCREF(payload)
@@ -352,6 +359,9 @@ cdef class ChannelReceiver(_Ends):
             self.c_dropped += 1
             return MessageDropped(self.channel, m.msg_id, m.msg_len, reason)
         self.c_messages += 1
+        if m.count == 1 and m.lent != NULL:  # bare (see take_view): the caller reads the payload where it lies
+            self.lent_ptr, self.lent_len = m.lent, m.msg_len
+            return (m.msg_id, None, bool(m.fin))
         if m.count == 1:
             payload = <object>m.single if m.single != NULL else b""
         elif m.whole != NULL:

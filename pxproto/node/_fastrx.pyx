@@ -20,6 +20,7 @@ from libc.stdint cimport uint8_t, uint32_t
 from libc.string cimport memcmp, memcpy
 
 from pxproto.dime._channel_rx cimport ChannelReceiver
+from pxproto.node._flowc cimport arrive_at
 from pxproto.switch._packetring cimport BATCH, Batch, _Slots
 
 from pxproto.fastpath.wirec cimport (
@@ -198,7 +199,7 @@ cdef class WireRx:
                         merged += self._hold(plane.acks_held, key, acks, m)
                         del acks[:]
                     if events:
-                        self._messages(m, plane, key, events, rx.channel)
+                        self._messages(m, plane, key, events, rx)
                 except Exception as exc:  # as Dime.on_frame_guarded: a frame never ends the DIME
                     self._bug(m, exc, PyBytes_FromStringAndSize(<const char*>p, size if size < 54 else 54))
                 finally:
@@ -244,21 +245,31 @@ cdef class WireRx:
             m.out(self.wire_output(rest))
         return merged
 
-    cdef void _messages(self, object m, object plane, object key, list events, int channel) except *:
+    cdef void _messages(self, object m, object plane, object key, list events, ChannelReceiver rx) except *:
         """What ``m.out`` does with a receiver's events: a delivered item message (a bare (msg_id, payload, fin)
         tuple: the receiver makes one only when the compiled flow has a MICE to give it to, on an item channel) straight
-        into ``arrive`` as ``ChannelPlane.message`` gives it; a bad one, and any other event, through them."""
+        into ``arrive`` as ``ChannelPlane.message`` gives it; a bad one, and any other event, through them.  A payload
+        None lies in the receive buffer (``rx.lent_ptr``, valid until the next recvmmsg): ``arrive_at`` reads it
+        there, no bytes made of it."""
         for ev in events:
             if type(ev) is not tuple:
                 m.out(self.wire_output([], [ev]))
                 continue
             payload = ev[1]
             try:
-                if type(payload) is not bytes or m.mice is None:
-                    raise ValueError
-                done = self.arrive(payload, plane.flow, key, plane.mice_queue)
+                if payload is None:
+                    if m.mice is None:
+                        payload = PyBytes_FromStringAndSize(rx.lent_ptr, rx.lent_len)
+                        raise ValueError
+                    done = arrive_at(<const uint8_t*>rx.lent_ptr, rx.lent_len, None, plane.flow, key, plane.mice_queue)
+                else:
+                    if type(payload) is not bytes or m.mice is None:
+                        raise ValueError
+                    done = self.arrive(payload, plane.flow, key, plane.mice_queue)
             except ValueError:  # ChannelPlane.message says what is wrong, and counts it
-                plane.message(self.message_received(channel, ev[0], payload, ev[2]))
+                if payload is None:
+                    payload = PyBytes_FromStringAndSize(rx.lent_ptr, rx.lent_len)
+                plane.message(self.message_received(rx.channel, ev[0], payload, ev[2]))
                 continue
             if done:
                 plane.completions.setdefault(key, []).extend(done)

@@ -9,8 +9,14 @@ def arrive(bytes message, flow, object up, object queue):
     completed one is returned to be completed at once.  Returns that list; ValueError names the first malformed
     item (nothing is taken then).  The new inputs of one message share one upstreams list (replaced, never changed
     in place).  The twin of ``Flow.arrive_batch``."""
-    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(message)
+    return arrive_at(<const uint8_t*>PyBytes_AS_STRING(message), PyBytes_GET_SIZE(message), message, flow, up,
+                     queue)
+
+
+cdef list arrive_at(const uint8_t* p, Py_ssize_t n, object message, object flow, object up, object queue):
+    """:func:`arrive` of the ``n`` bytes at ``p``: those of ``message`` (a bytes), or, ``message`` None, of a buffer
+    the caller keeps only during the call (the node's receive buffer): a bytes of them is made only when large items
+    are kept as views of it (small ones are copied into their records in any case)."""
     cdef uint64_t first = 0
     cdef bint batch
     batch = check_items(p, n)  # checked whole first
@@ -31,6 +37,9 @@ def arrive(bytes message, flow, object up, object queue):
     # Large items (PARTS_MIN bytes on average) are not copied: the queue keeps each one's record header and a view of
     # its bytes in ``message``, and the ring gathers them (one copy fewer of every byte of them).
     cdef list parts = [] if n >= PARTS_MIN * items else None
+    if parts is not None and message is None:  # the views need an object of their own
+        message = PyBytes_FromStringAndSize(<const char*>p, n)
+        p = <const uint8_t*>PyBytes_AS_STRING(message)
     cdef bytes recs = PyBytes_FromStringAndSize(NULL, cap if parts is None else REC * items)
     try:
         _arrive_loop(p, n, batch, flow, completed.marks, completed.above, up, done, &dups,
@@ -44,6 +53,23 @@ def arrive(bytes message, flow, object up, object queue):
     elif k:
         queue.add(k, PyLong_FromUnsignedLongLong(first), recs if used == cap else recs[:used])  # (a copy: duplicates)
     return done
+
+
+def split_from(bytes records, Py_ssize_t off, Py_ssize_t max_k, Py_ssize_t room):
+    """:func:`pxproto.node.mice.split_at` over ``records[off:]``, no copy of it made (``MiceQueue.take`` splitting a
+    chunk it keeps whole): walk its (well-formed) records while fewer than ``max_k`` are taken and fewer than ``room``
+    bytes (at least one is taken); return (how many, their bytes, the lineage of the next record or 0).  The twin of
+    :func:`pxproto.node.handover.split_from_py`; ValueError for an ``off`` outside ``records``."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(records)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(records), pos = off, k = 0
+    if not 0 <= off <= n:
+        raise ValueError(f"split_from: offset {off} outside the {n} bytes of records")
+    while pos + REC <= n and k < max_k and pos - off < room:
+        pos += REC + rd32(p + pos + 9)
+        k += 1
+    if pos > n:
+        raise ValueError(f"split_from: a record at byte {pos} runs past the {n} bytes of records")
+    return k, pos - off, rd64(p + pos + 1) if pos + REC <= n else 0
 
 
 cdef void _parts_of(list parts, bytes recs, object view) except *:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 
+from pxproto.fastpath import select
 from pxproto.node import mice
 
 LOW_BITS = 48
@@ -72,31 +73,53 @@ def _size(recs: Records) -> int:
     return len(recs) if isinstance(recs, bytes) else sum([len(part) for part in recs])
 
 
+def split_from_py(records: bytes, off: int, max_k: int, room: int) -> tuple[int, int, int]:
+    """:func:`pxproto.node.mice.split_at` over ``records[off:]`` (no copy of it made): walk its (well-formed) records
+    while fewer than ``max_k`` are taken and fewer than ``room`` bytes (at least one is taken); return (how many, their
+    bytes, the lineage of the next record or 0)."""
+    rec = mice.REC
+    pos, k, end = off, 0, len(records)
+    while pos < end and k < max_k and pos - off < room:
+        pos += rec.size + rec.unpack_from(records, pos)[2]
+        k += 1
+    return k, pos - off, rec.unpack_from(records, pos)[1] if pos + rec.size <= end else 0
+
+
+_flowc = select.compiled("pxproto.node._flowc")
+split_from = _flowc.split_from if _flowc is not None else split_from_py
+
+
 class MiceQueue:
     """Items waiting for the MICE, kept as the ITEM records that hand them over: a chunk per item message
     (how many, first lineage, records), so an arriving batch costs one bytes object and :meth:`take` joins
     whole chunks.  A chunk of large items holds its records as parts (:data:`Records`), given to the ring as they
-    are (it gathers them).  ``len`` counts items; iterating gives (lineage, bytes) pairs, whatever the chunking."""
+    are (it gathers them).  A chunk :meth:`take` splits stays whole: ``off`` says how many bytes of the first chunk's
+    records (one bytes object) were taken already, and what is taken of it goes out as a view (no copy).  ``len``
+    counts items; iterating gives (lineage, bytes) pairs, whatever the chunking."""
 
-    __slots__ = ("chunks", "n", "size")
+    __slots__ = ("chunks", "n", "off", "size")
 
     def __init__(self) -> None:
         self.chunks: deque[tuple[int, int, Records]] = deque()
         self.n = 0
         self.size = 0
         """Bytes of the records waiting."""
+        self.off = 0
+        """Bytes taken already of the first chunk's records (a bytes object; 0 for parts)."""
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        off = self.off
         for _, _, recs in self.chunks:
-            for _, lineage, data in mice.records(recs if isinstance(recs, bytes) else b"".join(recs)):
+            for _, lineage, data in mice.records(recs[off:] if isinstance(recs, bytes) else b"".join(recs)):
                 yield lineage, data
+            off = 0
 
     def clear(self) -> None:
         self.chunks.clear()
-        self.n = self.size = 0
+        self.n = self.size = self.off = 0
 
     def add(self, n: int, first: int, records: Records, size: int = -1) -> None:
         """``n`` items as ITEM records (the first's lineage ``first``; ``size``: their bytes, when known)."""
@@ -129,16 +152,19 @@ class MiceQueue:
                     chunks[0] = (cn - k, int.from_bytes(recs[i][1:9], "big"), recs[i:])
                     parts += recs[:i]
             else:
-                if n + cn <= max_n and size + len(recs) <= limit:
-                    k, used = cn, len(recs)
+                off = self.off
+                if n + cn <= max_n and size + len(recs) - off <= limit:
+                    k, used = cn, len(recs) - off
                 else:
-                    k, used, nxt = mice.split_at(recs, max_n - n, limit - size)
+                    k, used, nxt = split_from(recs, off, max_n - n, limit - size)
                 if k == cn:
                     chunks.popleft()
-                    parts.append(recs)
-                else:
-                    chunks[0] = (cn - k, nxt, recs[used:])
-                    parts.append(recs[:used])
+                    self.off = 0
+                    parts.append(recs if not off else memoryview(recs)[off:])
+                else:  # the chunk stays, its head taken as a view
+                    chunks[0] = (cn - k, nxt, recs)
+                    self.off = off + used
+                    parts.append(memoryview(recs)[off : off + used])
             n += k
             size += used
         self.n -= n
