@@ -38,16 +38,19 @@ COUNTED = [
 ]
 
 
-def source_frames(sizes: list[int]) -> list[bytes]:
-    """The DATA frames a source sends for items of ``sizes`` (mtu 9000), its acks answered by a sink machine."""
+def source_frames(sizes: list[int], per: int = 1) -> list[bytes]:
+    """The DATA frames a source sends for items of ``sizes`` (mtu 9000; its MICE gives them ``per`` a batch), its
+    acks answered by a sink machine."""
     src, snk = pair()
     seen: list[bytes] = []
     assert snk.mice is not None
     lineage = 1 << 48 | 1
     now = 11.0
-    for size in sizes:
-        msg, _ = mice.pack_run(mice.OUT, lineage, [bytes([lineage % 251]) * size], 0, 1 << 30, mice.MAX_ITEM)
-        lineage += 1
+    for i in range(0, len(sizes), per):
+        batch = [bytes([(lineage + j) % 251]) * size for j, size in enumerate(sizes[i : i + per])]
+        msg, k = mice.pack_run(mice.OUT, lineage, batch, 0, 1 << 30, mice.MAX_ITEM)
+        assert k == len(batch)
+        lineage += k
         src.mice_message(msg, now)
         src.mice_batch_done(now)
     for _ in range(100):
@@ -120,6 +123,25 @@ def handed(d: Dime) -> list[tuple[int, int, bytes]]:
     return [rec for msg in d.m.mice.pending_tx for rec in mice.records(msg)]
 
 
+def both_take(beds: dict[bool, Bed], stream: list[bytes], burst: int, n: int) -> tuple[Bed, Bed]:
+    """Feed ``stream`` to both beds ``burst`` frames a turn; both handed their MICE (or queued) the same ``n`` items,
+    each once, sent the same frames and counted the same.  Returns (the compiled loop's bed, the other)."""
+    now = 12.0
+    for i in range(0, len(stream), burst):
+        now += 0.001
+        for bed in beds.values():
+            bed.feed(stream[i : i + burst], now)
+    fast, slow = beds[True], beds[False]
+    assert handed(fast.d) == handed(slow.d)
+    assert list(fast.d.m.plane.mice_queue) == list(slow.d.m.plane.mice_queue)  # (what waits for the MICE)
+    lineages = [lin for _, lin, _ in handed(fast.d)] + [lin for lin, _ in fast.d.m.plane.mice_queue]
+    assert sorted(lineages) == [1 << 48 | i for i in range(1, n + 1)]  # every item, once
+    assert fast.sent() == slow.sent()
+    for cid in COUNTED:
+        assert fast.d.m.counters[cid] == slow.d.m.counters[cid], cid
+    return fast, slow
+
+
 def test_wirerx_does_what_the_per_frame_path_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     frames = source_frames([3000] * 20 + [20000] * 6 + [100] * 5 + [8000] * 4)
     assert len(frames) > 30 and any(frag_count(f) > 1 for f in frames)  # multi-fragment messages among them
@@ -137,19 +159,7 @@ def test_wirerx_does_what_the_per_frame_path_does(tmp_path: Path, monkeypatch: p
     stream.append(encode(frame_to(SRC, SNK, bad)))
     beds = {c: Bed(tmp_path / str(c), c, monkeypatch) for c in (True, False)}
     try:
-        now = 12.0
-        for i in range(0, len(stream), 12):
-            now += 0.001
-            for bed in beds.values():
-                bed.feed(stream[i : i + 12], now)
-        fast, slow = beds[True], beds[False]
-        assert handed(fast.d) == handed(slow.d)
-        assert list(fast.d.m.plane.mice_queue) == list(slow.d.m.plane.mice_queue)  # (what waits for the MICE)
-        lineages = [lin for _, lin, _ in handed(fast.d)] + [lin for lin, _ in fast.d.m.plane.mice_queue]
-        assert sorted(lineages) == [1 << 48 | i for i in range(1, 36)]  # every item, once
-        assert fast.sent() == slow.sent()
-        for cid in COUNTED:
-            assert fast.d.m.counters[cid] == slow.d.m.counters[cid], cid
+        fast, slow = both_take(beds, stream, 12, 35)
         assert fast.d.m.counters[CounterId.REJECTED_DATA] == 1
         assert fast.d.m.counters[CounterId.REJECTED_MALFORMED] == 3 and fast.d.m.reasons["malformed:flags"] == 1
         assert fast.d.m.reasons == slow.d.m.reasons
@@ -158,6 +168,31 @@ def test_wirerx_does_what_the_per_frame_path_does(tmp_path: Path, monkeypatch: p
         assert fast.d.m.plane.receivers[key].counters == slow.d.m.plane.receivers[key].counters
         rx = fast.d.wire_rx
         assert rx is not None and rx.fast > len(frames) // 2 and rx.slow >= 4  # the first frame wires the receiver
+    finally:
+        for bed in beds.values():
+            bed.close()
+
+
+@pytest.mark.parametrize("size", [16, 1400])
+def test_small_items_go_from_the_receive_buffer_into_arrive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """Small items in one-fragment messages: the compiled loop gives ``arrive_at`` an in-order message where it lies
+    in the receive buffer (no payload bytes made: ``lent`` counts them); one out of order, or repeated, waits in its
+    own bytes.  What the MICE is handed, what waits, the acks and the counters are those of the per-frame path."""
+    n, per = (6000, 300) if size == 16 else (400, 50)
+    frames = [f for f in source_frames([size] * n, per) if isinstance(decode(f).body, Data)]  # (no heartbeat)
+    assert all(frag_count(f) == 1 for f in frames) and len(frames) > 8  # several items a frame, one fragment each
+    stream = [*frames[:3], frames[1], frames[4], frames[3], *frames[5:]]  # a duplicate, two swapped
+    beds = {c: Bed(tmp_path / str(c), c, monkeypatch) for c in (True, False)}
+    try:
+        fast, slow = both_take(beds, stream, 5, n)
+        assert all(len(d) == size for _, _, d in handed(fast.d))
+        key = (1, SRC.mac, SRC.dime)
+        frx, srx = fast.d.m.plane.receivers[key], slow.d.m.plane.receivers[key]
+        assert frx.counters == srx.counters and frx.counters["duplicates"] == 1
+        # every message in order but the one that came early (and the first, which wires the receiver)
+        assert frx.lent == len(frames) - 2 and srx.lent == 0
     finally:
         for bed in beds.values():
             bed.close()

@@ -49,6 +49,7 @@ cdef class ChannelReceiver(_Ends):
     cdef public bint bare  # deliver (msg_id, payload, fin) tuples, not MessageReceived events (set by the caller)
     cdef const char* lent_ptr  # bare: the payload of the tuple delivered with payload None (see _complete)
     cdef Py_ssize_t lent_len
+    cdef readonly int64_t lent  # messages so delivered, not copied (for tests and profiles)
 
     cdef void _grow_slots(self, int64_t window) except *
     cdef void _inline(self, InMsg* m) noexcept

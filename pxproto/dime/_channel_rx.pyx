@@ -361,6 +361,7 @@ cdef class ChannelReceiver(_Ends):
         self.c_messages += 1
         if m.count == 1 and m.lent != NULL:  # bare (see take_view): the caller reads the payload where it lies
             self.lent_ptr, self.lent_len = m.lent, m.msg_len
+            self.lent += 1
             return (m.msg_id, None, bool(m.fin))
         if m.count == 1:
             payload = <object>m.single if m.single != NULL else b""

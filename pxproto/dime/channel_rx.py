@@ -53,6 +53,10 @@ def check_limits(window: int, ack_every: int, max_buffer_bytes: int, max_message
 class ChannelReceiver:
     """The receiving end of a data channel: reassembly, in-order delivery, acks and credit."""
 
+    lent = 0
+    """Messages delivered where they lay in the caller's receive buffer, not copied (the compiled twin's, with the
+    node's wire loop; never here)."""
+
     def __init__(
         self,
         local: Address,

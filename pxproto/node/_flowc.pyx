@@ -457,3 +457,19 @@ def completions_in(bytes payload, flow, dict completions):
         if unqueued:
             flow.queued -= unqueued
     return n
+
+
+def pack_lineages(list lineages, Py_ssize_t start, Py_ssize_t count):
+    """``struct.pack(f"!{count}Q", *lineages[start:start + count])`` with no tuple, format or slice made: the
+    payload of a COMPLETION message.  ValueError when the range is outside the list, OverflowError for a lineage
+    outside 0..2**64-1."""
+    cdef Py_ssize_t i
+    cdef PyObject* item
+    if start < 0 or count < 0 or start + count > PyList_GET_SIZE(lineages):
+        raise ValueError(f"pack_lineages: {count} lineages from {start} are not in a list of {len(lineages)}")
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 8 * count)
+    cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(out)
+    for i in range(count):
+        item = PyList_GET_ITEM(lineages, start + i)
+        wr64(w + 8 * i, PyLong_AsUnsignedLongLong(<object>item))
+    return out

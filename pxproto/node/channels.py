@@ -78,6 +78,14 @@ ChannelKey = tuple[int, bytes, int]
 
 _OFF = {prefix: {f.name: f.offset for f in fields} for prefix, (_s, fields) in layout.struct_tables().items()}
 KEY_AT = spec.HEADER_OFFSET + _OFF[""]["src_dime"]
+
+
+def _pack_lineages_py(lineages: list[int], start: int, count: int) -> bytes:  # (twin of _flowc.pack_lineages)
+    return struct.pack(f"!{count}Q", *lineages[start : start + count])  # a COMPLETION message's payload
+
+
+_pack_lineages = _loops.pack_lineages if _loops is not None else _pack_lineages_py
+
 KEY = struct.Struct("!HH12xHB14xH")
 """What a DATA frame's end is looked up by, read in place from KEY_AT: src_dime, src_thread, (dst_dime,
 dst_thread, seq), channel, flags, (msg_id, msg_len, frag_offset, frag_index), frag_count."""
@@ -557,10 +565,15 @@ class ChannelPlane:
                 self.completions.pop(up)
                 continue
             per = max(1, tx.frag_size // 8)
-            while lineages:
-                chunk, lineages[:] = lineages[:per], lineages[per:]
-                _, o = tx.send_wire(struct.pack(f"!{len(chunk)}Q", *chunk), now)
-                self.m.out(o)
+            sent = 0
+            try:
+                while sent < len(lineages):
+                    k = min(per, len(lineages) - sent)
+                    _, o = tx.send_wire(_pack_lineages(lineages, sent, k), now)
+                    sent += k
+                    self.m.out(o)
+            finally:
+                del lineages[:sent]
 
     # ------------------------------------------------------------------ timers
 
