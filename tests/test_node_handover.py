@@ -110,3 +110,24 @@ def test_pack_lineages_refuses_what_it_cannot_pack() -> None:
         loops.pack_lineages([1, -2], 0, 2)
     with pytest.raises(OverflowError):
         loops.pack_lineages([1 << 64], 0, 1)
+
+
+def test_completions_go_in_messages_of_a_fragment_each_every_lineage_once() -> None:
+    """The sink's flush of completions: each upstream's lineages in order, as many a message as fit a fragment."""
+    from test_node_datawire import SNK, SRC, machine
+
+    from pxproto.fastpath import decode
+    from pxproto.wire.frame import Data
+
+    m = machine(SNK, 0)
+    up = (1, SRC.mac, SRC.dime)
+    lineages = [1 << 48 | i for i in range(1, 2501)]
+    m.plane.completions[up] = list(lineages)
+    m.plane._flush_completions(12.0)
+    assert m.plane.completions[up] == []
+    tx = m.plane.senders[(1 | channels.COMPLETION_BIT, SRC.mac, SRC.dime)]
+    per = tx.frag_size // 8
+    bodies = [decode(raw).body for raw, _ in m.take_outbox()]
+    payloads = [b.payload for b in bodies if isinstance(b, Data) and b.channel == 1 | channels.COMPLETION_BIT]
+    assert [len(p) // 8 for p in payloads] == [per] * (2500 // per) + [2500 % per]
+    assert struct.unpack(f"!{2500}Q", b"".join(payloads)) == tuple(lineages)

@@ -565,15 +565,10 @@ class ChannelPlane:
                 self.completions.pop(up)
                 continue
             per = max(1, tx.frag_size // 8)
-            sent = 0
-            try:
-                while sent < len(lineages):
-                    k = min(per, len(lineages) - sent)
-                    _, o = tx.send_wire(_pack_lineages(lineages, sent, k), now)
-                    sent += k
-                    self.m.out(o)
-            finally:
-                del lineages[:sent]
+            for i in range(0, len(lineages), per):  # (a send that raises leaves them all: a completion may repeat)
+                _, o = tx.send_wire(_pack_lineages(lineages, i, min(per, len(lineages) - i)), now)
+                self.m.out(o)
+            lineages.clear()
 
     # ------------------------------------------------------------------ timers
 
