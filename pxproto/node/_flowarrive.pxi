@@ -103,7 +103,7 @@ cdef uint64_t _hand(object to_mice, dict inputs, dict in_runs, list in_spans, ui
     to_mice.append(r)
     PyDict_SetItem(in_runs, key, r)
     m = PyList_GET_SIZE(in_spans)
-    if m == 0 or PyLong_AsUnsignedLongLong(<object>PyList_GET_ITEM(in_spans, m - 1)) < base:
+    if m == 0 or <uint64_t>(<object>PyList_GET_ITEM(in_spans, m - 1)) < base:
         in_spans.append(key)
     else:
         in_spans.insert(_bisect(in_spans, base, True), key)

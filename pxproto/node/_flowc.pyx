@@ -232,7 +232,7 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
                             if ir.lo == ir.n:
                                 popleft()
                                 _unindex(in_runs, in_spans, ir.base)
-                    elif PyLong_AsUnsignedLongLong(key) == lineage:
+                    elif <uint64_t>key == lineage:
                         found = PyDict_GetItem(inputs, key)
                 if found == NULL:
                     key = PyLong_FromUnsignedLongLong(lineage)
@@ -471,5 +471,6 @@ def pack_lineages(list lineages, Py_ssize_t start, Py_ssize_t count):
     cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(out)
     for i in range(count):
         item = PyList_GET_ITEM(lineages, start + i)
-        wr64(w + 8 * i, PyLong_AsUnsignedLongLong(<object>item))
+        wr64(w + 8 * i, <uint64_t>(<object>item))  # (Cython reads the digits: PyLong_AsUnsignedLongLong goes through
+        # _PyLong_AsByteArray for an int of several digits, every lineage, at several times the cost)
     return out
