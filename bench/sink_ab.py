@@ -2,8 +2,8 @@
 
     python bench/sink_ab.py OLD_TREE NEW_TREE [--sizes 16,1400,65536] [--mb 16] [--pairs 7]
 
-Each run is a fresh process of the tree's own ``bench/sink_rx.py`` (its pxproto, its compiled modules), one
-measure of the compiled wire loop's CPU per item (``--repeat 1``); the trees alternate, so a change of load on the
+Each run is a fresh process with the tree's own ``bench/sink_rx.py`` (its pxproto, its compiled modules), one
+measure of the compiled wire loop's CPU per item (``sink_rx.run``); the trees alternate, so a change of load on the
 machine falls on both.  The ratio is NEW / OLD (below 1: the new tree spends less CPU per item).
 """
 
@@ -11,25 +11,37 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-ROW = re.compile(r"^\s*(\d+)B\s+[\d,]+\s+([\d.]+) us")
+RUN = """
+import gc, sys
+sys.path.insert(0, "bench")
+import sink_rx
+from pxproto.fastpath import heap
+from pxproto.node.dime import GC_GEN0
+heap.keep_heap()
+gc.freeze()
+gc.set_threshold(GC_GEN0, 10, 10)
+size, n = int(sys.argv[1]), int(sys.argv[2])
+print(sink_rx.run(size, n, 65000, True) * 1e6)
+"""
+"""One measure, as ``sink_rx.main`` sets the process up (the heap kept, the collector as a DIME's): the compiled
+wire loop only, microseconds of CPU per item, at full precision."""
 
 
 def one(tree: Path, size: int, mb: float) -> float:
-    """Microseconds of sink CPU per item, the wirerx column of one run of ``tree``'s sink_rx."""
+    """Microseconds of sink CPU per item, the compiled wire loop of ``tree`` (its own bench/sink_rx.py)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    cmd = [sys.executable, "bench/sink_rx.py", "--sizes", str(size), "--mb", str(mb), "--repeat", "1"]
+    n = max(20_000, int(mb * 1e6 // size))
+    cmd = [sys.executable, "-c", RUN, str(size), str(n)]
     out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=True, timeout=600).stdout
-    for line in out.splitlines():
-        m = ROW.match(line)
-        if m and int(m.group(1)) == size:
-            return float(m.group(2))
-    raise SystemExit(f"{tree}: no {size}-byte row in the output of sink_rx.py:\n{out}")
+    try:
+        return float(out.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise SystemExit(f"{tree}: no figure in the output of sink_rx.run:\n{out}") from None
 
 
 def main() -> int:
@@ -49,8 +61,8 @@ def main() -> int:
             old.append(one(args.old, size, args.mb))
             new.append(one(args.new, size, args.mb))
         o, n = statistics.median(old), statistics.median(new)
-        runs = " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(old, new, strict=True))
-        print(f"{size:>6}B  {o:>7.2f} us  {n:>7.2f} us  {n / o:>5.2f}x   {runs}", flush=True)
+        runs = " ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(old, new, strict=True))
+        print(f"{size:>6}B  {o:>7.3f} us  {n:>7.3f} us  {n / o:>5.2f}x   {runs}", flush=True)
     return 0
 
 
