@@ -168,22 +168,12 @@ class ChannelPlane:
             self.requeue(ch)
 
     def requeue(self, ch: int | None) -> int:
-        """Queue again the outputs sent on output channel ``ch`` and not completed (None: on any), their bytes counted
-        in ``queued_bytes`` again (they are sent, and subtracted, again: without this a CONNECT that re-wired an
-        output left it short by what had gone on the old wiring, and pump took 64 KiB items for small ones, one
-        per message: 0.5 items per frame instead of 0.9 in every bench run after the first on a bed); returns how
-        many, counted as REPLAYED."""
-        flow = self.flow
-        before = len(flow.queue)
-        n = flow.requeue(ch)
-        if n:
-            hdr = mice.ITEM_REC.size  # (a data-channel item record: lineage and length)
-            for i in range(len(flow.queue) - before):
-                r = flow.queue[i]
-                k = r.n - r.lo
-                if k > 0:
-                    self.queued_bytes += (r.end - r.start - hdr * k) * r.left // k
-            self.m.counters[CounterId.REPLAYED] += n
+        """Queue again what went on output ``ch`` (None: any) and is not completed, its bytes counted again (they are
+        sent, and subtracted, again: a re-wiring left ``queued_bytes`` short, and pump packed 64 KiB items one per
+        message); returns how many, counted as REPLAYED."""
+        n = self.flow.requeue(ch)
+        self.queued_bytes += self.flow.requeued_bytes
+        self.m.counters[CounterId.REPLAYED] += n
         return n
 
     def clear(self) -> None:
