@@ -102,6 +102,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pxproto.fastpath import select
 from pxproto.node import items as _codecs
 from pxproto.package import LocalStore, keyed_records
 from pxproto.wire.codes import FaultCode
@@ -370,8 +371,8 @@ def _run_batch(out: Batcher, fn: Callable[..., Any], lineages: list[int], items:
         out.done(lineage)
 
 
-def _run_items(out: Batcher, fn: Callable[..., Any], lineages: list[int], items: list[bytes], ctx: Context) -> None:
-    """One call of an item stage per item; each item's outputs, then its DONE."""
+def _run_items_py(out: Batcher, fn: Callable[..., Any], lineages: list[int], items: list[bytes], ctx: Context) -> None:
+    """One call of an item stage per item; each item's outputs, then its DONE (the twin of ``_miceloop.run_items``)."""
     dones = out.dones
     for lineage, data in zip(lineages, items, strict=True):
         ctx.lineage = lineage
@@ -384,6 +385,16 @@ def _run_items(out: Batcher, fn: Callable[..., Any], lineages: list[int], items:
             dones.append(lineage)  # Batcher.done, inlined (a message holds at most MICE_INFLIGHT items)
     if len(out.dones) >= DONES_MAX:
         out._pack_dones()
+
+
+def _run_items_c(out: Batcher, fn: Callable[..., Any], lineages: list[int], items: list[bytes], ctx: Context) -> None:
+    """:func:`_run_items_py` with the loop compiled (``_miceloop.run_items``); a call that yields, here."""
+
+    def emit_one(produced: Iterable[bytes], lineage: int) -> None:
+        _emit(out, produced, lineage, ctx, 0)
+        out.done(lineage)
+
+    _loop.run_items(fn, lineages, items, ctx, out, emit_one, DONES_MAX)  # type: ignore[union-attr]
 
 
 def is_source(fn: Callable[..., Any]) -> bool:
@@ -424,9 +435,10 @@ def _put_run(out: Batcher, run: list[Bytes], ctx: Context, counter: int) -> None
     run.clear()
 
 
-def _emit_source(out: Batcher, produced: Iterable[bytes], ctx: Context, counter: int) -> int:
+def _emit_source_py(out: Batcher, produced: Iterable[bytes], ctx: Context, counter: int) -> int:
     """A source's outputs: single bytes items are gathered SOURCE_RUN at a time and packed in one call; lists go
-    to :func:`_emit` (same lineages and flush rule either way); returns the next source counter."""
+    to :func:`_emit` (same lineages and flush rule either way); returns the next source counter (the twin of
+    ``_miceloop.emit_source``)."""
     run: list[Bytes] = []
     append = run.append
     clock, first = time.monotonic, ctx.first
@@ -451,6 +463,30 @@ def _emit_source(out: Batcher, produced: Iterable[bytes], ctx: Context, counter:
     if run:
         _put_run(out, run, ctx, counter)
     return counter
+
+
+def _emit_source_c(out: Batcher, produced: Iterable[bytes], ctx: Context, counter: int) -> int:
+    """:func:`_emit_source_py` with the loop compiled (``_miceloop.emit_source``: the clock read in C); each run, a
+    flush and anything but a single bytes item, here."""
+
+    def put_run(run: list[Bytes], counter: int) -> None:
+        _put_run(out, run, ctx, counter)
+
+    def other(item: Any, counter: int, t0: float) -> int:
+        return _emit(out, (item,), None, ctx, counter, t0)
+
+    return int(
+        _loop.emit_source(  # type: ignore[union-attr]
+            produced, counter, ctx.first, int(SOURCE_SLOW * 1e9), SOURCE_RUN, put_run, out.flush, other
+        )
+    )
+
+
+_loop = select.compiled("pxproto.node._miceloop")
+LOOP_COMPILED = _loop is not None
+"""Whether the per-item loops are the compiled ``pxproto.node._miceloop`` (else the ``*_py`` twins)."""
+_emit_source = _emit_source_c if _loop is not None else _emit_source_py
+_run_items = _run_items_c if _loop is not None else _run_items_py
 
 
 def _emit(

@@ -1,0 +1,88 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The MICE's per-item loops, compiled: a source's emit loop and an item stage's call loop.
+
+Their pure twins are ``_emit_source_py`` and ``_run_items_py`` in :mod:`pxproto.node.mice`, which picks these when
+this module is built; the tests run both on the same stages (flush timing, lineages, ``first``, errors, lists, EOF).
+The loops only walk the items: everything per run or per output (packing a run, a flush, a list or a bad item, a
+call that yields) goes back to the callbacks the twin uses, so the records, messages and errors are the twin's.
+The clock is CLOCK_MONOTONIC read in C (what ``time.monotonic`` reads), in nanoseconds: no float per item.
+"""
+
+from cpython.list cimport PyList_GET_SIZE
+from libc.stdint cimport int64_t
+
+from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec* ts)
+    int CLOCK_MONOTONIC
+
+BUILD_HASH = PXPROTO_BUILD_HASH.decode()
+
+
+cdef inline int64_t _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+def monotonic_ns():
+    """The clock the loops read (CLOCK_MONOTONIC, nanoseconds): ``time.monotonic_ns`` on Linux."""
+    return _now()
+
+
+def emit_source(produced, Py_ssize_t counter, Py_ssize_t first, int64_t slow_ns, Py_ssize_t run_max,
+                put_run, flush, other):
+    """A source's outputs (``produced``, an iterable): exact ``bytes`` items at or past ``first`` are gathered in a
+    list and handed to ``put_run(run, counter)`` (which packs and clears it) ``run_max`` at a time, or sooner when an
+    item took more than ``slow_ns`` to make (then ``flush()``); anything else goes to ``other(item, counter,
+    t_first)`` (t_first: when its making began, in ``time.monotonic`` seconds), which returns the next counter.
+    Returns the next source counter."""
+    cdef list run = []
+    cdef int64_t t0 = _now(), t1
+    cdef bint slow
+    for item in produced:
+        if type(item) is bytes and counter >= first:
+            run.append(item)
+            counter += 1
+            t1 = _now()
+            slow = t1 - t0 > slow_ns
+            if slow or PyList_GET_SIZE(run) >= run_max:
+                put_run(run, counter)
+                if slow:
+                    flush()  # a slow source: what it made so far goes now
+                t1 = _now()  # packing and sending are not the next item's making
+            t0 = t1
+            continue
+        if PyList_GET_SIZE(run):
+            put_run(run, counter)
+        counter = other(item, counter, t0 / 1e9)
+        t0 = _now()
+    if PyList_GET_SIZE(run):
+        put_run(run, counter)
+    return counter
+
+
+def run_items(fn, list lineages, list items, ctx, out, emit_one, Py_ssize_t dones_max):
+    """One call ``fn(item, ctx)`` per item, ``ctx.lineage`` set to its lineage; a call that returns None or an empty
+    tuple or list adds the lineage to ``out.dones`` (its DONE), any other result goes to ``emit_one(produced,
+    lineage)`` (its outputs, then its DONE).  ``out.dones`` is packed at the end when it holds ``dones_max``."""
+    cdef Py_ssize_t n = PyList_GET_SIZE(lineages), i
+    cdef list dones = out.dones
+    if PyList_GET_SIZE(items) != n:
+        raise ValueError(f"zip() argument 2 is {'shorter' if PyList_GET_SIZE(items) < n else 'longer'} than argument 1")
+    for i in range(n):
+        lineage = lineages[i]
+        ctx.lineage = lineage
+        produced = fn(items[i], ctx)
+        if produced is None or ((type(produced) is tuple or type(produced) is list) and not produced):
+            dones.append(lineage)  # Batcher.done, inlined (a message holds at most MICE_INFLIGHT items)
+        else:
+            emit_one(produced, lineage)
+            dones = out.dones  # packing the DONEs before the outputs started a new list
+    if PyList_GET_SIZE(out.dones) >= dones_max:
+        out._pack_dones()
