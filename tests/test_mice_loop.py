@@ -15,25 +15,13 @@ import pytest
 
 from pxproto.fastpath import select
 from pxproto.node import mice
+from tests.test_items_codec import _Sent
 
 C: Any = select.compiled("pxproto.node._miceloop")
 
 
-class Sent:
-    """A socket that keeps each message sent (whole: ``sendmsg`` gathers its parts)."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def sendall(self, data: bytes) -> None:
-        self.sent.append(bytes(data))
-
-    def sendmsg(self, parts: list[bytes]) -> int:
-        self.sent.append(b"".join(parts))
-        return len(self.sent[-1])
-
-    def records(self) -> list[tuple[int, int, bytes]]:
-        return [r for m in self.sent for r in mice.records(m)]
+def sent_records(sock: _Sent) -> list[tuple[int, int, bytes]]:
+    return [r for m in sock.sent for r in mice.records(m)]
 
 
 @pytest.fixture(params=["py", "c"])
@@ -52,12 +40,12 @@ def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 
 
 def source_records(made: list[Any], first: int = 0, stage: int = 3) -> list[tuple[int, int, bytes]]:
-    sock = Sent()
+    sock = _Sent()
     out = mice.Batcher(sock)  # type: ignore[arg-type]
     n = mice._emit_source(out, iter(made), mice.Context(1, stage, "src", 0, 1, first=first), 0)
     out.flush()
     assert n == sum(len(m) if isinstance(m, list | tuple) else 1 for m in made)
-    return sock.records()
+    return sent_records(sock)
 
 
 def test_the_compiled_clock_is_time_monotonic() -> None:
@@ -90,7 +78,7 @@ def test_a_slow_source_item_sends_what_was_made(impl: str) -> None:
                 time.sleep(mice.SOURCE_SLOW * 5)
             yield bytes([i % 256])
 
-    sock = Sent()
+    sock = _Sent()
     out = mice.Batcher(sock)  # type: ignore[arg-type]
     mice._emit_source(out, gen(), mice.Context(1, 3, "src", 0, 1), 0)
     assert len(sock.sent) == 1  # items 0..10, flushed after the slow one
@@ -109,7 +97,7 @@ def test_a_slow_source_list_flushes_too(impl: str) -> None:
         yield [b"c", b"d"]
         yield b"e"
 
-    sock = Sent()
+    sock = _Sent()
     out = mice.Batcher(sock)  # type: ignore[arg-type]
     assert mice._emit_source(out, gen(), mice.Context(1, 3, "src", 0, 1), 0) == 5
     assert [[d for _, _, d in mice.records(m)] for m in sock.sent] == [[b"a", b"b", b"c", b"d"]]
@@ -135,16 +123,16 @@ def test_a_source_that_raises_raises_its_error(impl: str) -> None:
         raise KeyError("broken source")
 
     with pytest.raises(KeyError, match="broken source"):
-        mice._emit_source(mice.Batcher(Sent()), gen(), mice.Context(1, 3, "src", 0, 1), 0)  # type: ignore[arg-type]
+        mice._emit_source(mice.Batcher(_Sent()), gen(), mice.Context(1, 3, "src", 0, 1), 0)  # type: ignore[arg-type]
 
 
 def item_records(fn: Callable[..., Any], n: int) -> list[tuple[int, int, bytes]]:
-    sock = Sent()
+    sock = _Sent()
     out = mice.Batcher(sock)  # type: ignore[arg-type]
     lins = [mice.source_lineage(2, i) for i in range(n)]
     mice._run_items(out, fn, lins, [bytes([i % 256]) * (i % 5 + 1) for i in range(n)], mice.Context(1, 3, "st", 0, 1))
     out.flush()
-    return sock.records()
+    return sent_records(sock)
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, mice.DONES_MAX + 5])
@@ -231,13 +219,8 @@ def child(tmp: Path, entry: str, params: dict[str, Any], send: list[bytes]) -> l
         parent.send(m)
     parent.send(mice.REC.pack(mice.STOP, 0, 0))
     t.join(10)
-    got: list[tuple[int, int, bytes]] = []
-    parent.setblocking(False)
-    while True:
-        try:
-            got.extend(mice.records(parent.recv(mice.SEQPACKET_MAX)))
-        except BlockingIOError:
-            break
+    kid.shutdown(socket.SHUT_WR)  # the child is done: what it sent, then end of file
+    got = [r for m in iter(lambda: parent.recv(mice.SEQPACKET_MAX), b"") for r in mice.records(m)]
     parent.close()
     kid.close()
     assert status and status[0] == (0 if got[-1][0] != mice.FAULT else 2)
