@@ -8,10 +8,14 @@ call that yields) goes back to the callbacks the twin uses, so the records, mess
 The clock is CLOCK_MONOTONIC read in C (what ``time.monotonic`` reads), in nanoseconds: no float per item.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.list cimport PyList_GET_SIZE
-from libc.stdint cimport int64_t
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
+from pxproto.node._itemfmt cimport REC, check_records, rd32, rd64, wr32, wr64
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -86,3 +90,101 @@ def run_items(fn, list lineages, list items, ctx, out, emit_one, Py_ssize_t done
             dones = out.dones  # packing the DONEs before the outputs started a new list
     if PyList_GET_SIZE(out.dones) >= dones_max:
         out._pack_dones()
+
+
+cdef struct Taken:
+    uint64_t lineage
+    PyObject* data  # a new reference (NULL once handed to the stage)
+
+
+cdef class _Items:
+    """The ITEM records of one message, copied out (one bytes each), with their lineages: no Python list per
+    message, no int per item until its call."""
+    cdef Taken* items
+    cdef uint64_t* dones
+    cdef Py_ssize_t n
+    cdef bint stop
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.items != NULL:
+            for i in range(self.n):
+                Py_XDECREF(self.items[i].data)
+            PyMem_Free(self.items)
+        PyMem_Free(self.dones)
+
+    cdef int take(self, message, int kind, int stop) except -1:
+        cdef const uint8_t[::1] view = message
+        cdef Py_ssize_t n = view.shape[0], pos = 0, length, count = 0
+        cdef const uint8_t* p
+        cdef object data
+        if n == 0:
+            return 0
+        p = &view[0]
+        check_records(p, n)
+        self.items = <Taken*>PyMem_Malloc((n // REC) * sizeof(Taken) + 1)
+        self.dones = <uint64_t*>PyMem_Malloc((n // REC) * sizeof(uint64_t) + 1)
+        if self.items == NULL or self.dones == NULL:
+            raise MemoryError()
+        while pos < n:
+            length = rd32(p + pos + 9)
+            if p[pos] == stop:
+                self.stop = True
+                break
+            if p[pos] == kind:
+                data = PyBytes_FromStringAndSize(<const char*>p + pos + REC, length)
+                self.items[count].lineage = rd64(p + pos + 1)
+                self.items[count].data = <PyObject*>data
+                Py_INCREF(data)
+                count += 1
+                self.n = count
+            pos += REC + length
+        return 0
+
+
+cdef bytes _dones(int kind, const uint64_t* lineages, Py_ssize_t k):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, k * REC)
+    cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(out)
+    cdef Py_ssize_t i
+    for i in range(k):
+        w[0] = <uint8_t>kind
+        wr64(w + 1, lineages[i])
+        wr32(w + 9, 0)
+        w += REC
+    return out
+
+
+def run_message(message, release, fn, ctx, emit_one, put_dones, int kind, int stop, int done, Py_ssize_t dones_max):
+    """:func:`run_items` on the ``kind`` records of ``message`` (a buffer) before any ``stop`` record, without the
+    lists: the items are copied out, then ``release()`` (the message's buffer may be reused from then on), then one
+    call per item; the DONE records of the items whose call yields nothing are packed here, ``done`` records at most
+    ``dones_max`` at a time, and handed to ``put_dones(records)`` before any ``emit_one`` and at the end.  ValueError
+    on a malformed batch (``release()`` called all the same).  Returns (items, whether a ``stop`` record came)."""
+    cdef _Items got = _Items()
+    cdef Py_ssize_t i, nd = 0
+    cdef object data, lineage, produced
+    try:
+        got.take(message, kind, stop)
+    finally:
+        release()
+    for i in range(got.n):
+        data = <object>got.items[i].data
+        Py_XDECREF(got.items[i].data)  # (``data`` holds it now)
+        got.items[i].data = NULL
+        lineage = got.items[i].lineage
+        ctx.lineage = lineage
+        produced = fn(data, ctx)
+        if produced is None or ((type(produced) is tuple or type(produced) is list) and not produced):
+            got.dones[nd] = got.items[i].lineage
+            nd += 1
+            if nd >= dones_max:
+                put_dones(_dones(done, got.dones, nd))
+                nd = 0
+        else:
+            if nd:
+                put_dones(_dones(done, got.dones, nd))
+                nd = 0
+            emit_one(produced, lineage)
+    if nd:
+        put_dones(_dones(done, got.dones, nd))
+    return got.n, got.stop

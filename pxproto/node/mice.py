@@ -98,16 +98,32 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pxproto.fastpath import select
 from pxproto.node import items as _codecs
+from pxproto.node import micebatch as _batch
 from pxproto.package import LocalStore, keyed_records
 from pxproto.wire.codes import FaultCode
 
-ITEM, OUT, DONE, EOF, STOP, FAULT, READY = 1, 2, 3, 4, 5, 6, 7
+# The record batches (pxproto.node.micebatch), here too: part of the MICE API.
+ITEM = _batch.ITEM
+OUT = _batch.OUT
+DONE = _batch.DONE
+EOF = _batch.EOF
+STOP = _batch.STOP
+FAULT = _batch.FAULT
+READY = _batch.READY
+BATCH_BYTES = _batch.BATCH_BYTES
+SEQPACKET_MAX = _batch.SEQPACKET_MAX
+DONES_MAX = _batch.DONES_MAX
+GATHER_BYTES = _batch.GATHER_BYTES
+GATHER_PARTS = _batch.GATHER_PARTS
+MAX_ITEM = _batch.MAX_ITEM
+Batcher = _batch.Batcher
+Inbox = _batch.Inbox
 # The item codecs (pxproto.node.items), here too: the record formats are part of the MICE API.
 BATCH_MARK = _codecs.BATCH_MARK
 COMPILED = _codecs.COMPILED
@@ -137,20 +153,8 @@ take_records_py = _codecs.take_records_py
 unpack_item = _codecs.unpack_item
 unpack_items = _codecs.unpack_items
 unpack_items_py = _codecs.unpack_items_py
-BATCH_BYTES = 32 * 1024
-"""A record batch is flushed when it reaches this size."""
-SEQPACKET_MAX = 200 * 1024
-DONES_MAX = BATCH_BYTES // 13
-"""DONE records a Batcher holds as bare lineages before packing them (a message's worth)."""
-GATHER_BYTES = 16 * 1024
-"""An exact ``bytes`` item at least this long is never copied into a packed batch: its record goes out as a header
-and the item itself, and a message of at least this size is sent from its parts by one ``sendmsg`` (no join)."""
-GATHER_PARTS = 64
-"""Most parts one ``sendmsg`` gathers (a message of more is joined first)."""
 SOURCE_RUN = 256
 """Items a source yields one at a time that are packed together (one :func:`pack_run` call)."""
-MAX_ITEM = 1 << 20
-"""Largest item (bytes); a larger one is a MICE fault."""
 SOURCE_SHIFT = 48
 SOURCE_SLOW = 0.001
 """A source item that took longer than this (seconds) to make flushes the batch it ends.
@@ -170,122 +174,6 @@ def derive_lineage(parent: int, k: int) -> int:
         return parent
     h = hashlib.blake2b(struct.pack("!QI", parent, k), digest_size=8).digest()
     return int.from_bytes(h, "big") or 1
-
-
-class Inbox:
-    """One receive buffer reused for every message of a socket: ``recv`` of a large buffer allocates (and for
-    SEQPACKET_MAX, maps and unmaps) that much per message; this copies out only what arrived."""
-
-    def __init__(self, size: int = SEQPACKET_MAX) -> None:
-        self.buf = bytearray(size)
-        self.view = memoryview(self.buf)
-
-    def recv(self, sock: socket.socket) -> bytes:
-        """The next message (b"" at end of file); raises what ``recv_into`` raises."""
-        n = sock.recv_into(self.buf)
-        return self.view[:n].tobytes()
-
-    def recv_view(self, sock: socket.socket) -> memoryview:
-        """:meth:`recv` without the copy out: a view of the buffer, good until the next receive."""
-        return self.view[: sock.recv_into(self.buf)]
-
-
-class Batcher:
-    """Packs records into socketpair messages of at most BATCH_BYTES.
-
-    DONE records (:meth:`done`) are held as bare lineages and packed in one call when anything else is added or
-    the batch is flushed, so a stage that yields nothing (a sink) costs a list append per item."""
-
-    def __init__(self, sock: socket.socket, link: Any = None) -> None:
-        self.sock = sock
-        self.link = link
-        """The shared-memory hand-over (:class:`pxproto.node.shmring.Link`) the batches go through (None: ``sock``)."""
-        self.parts: list[Bytes] = []
-        self.size = 0
-        self.dones: list[int] = []
-
-    def done(self, lineage: int) -> None:
-        """A DONE record for ``lineage`` (after the OUT records already added, before any added later)."""
-        self.dones.append(lineage)
-        if len(self.dones) >= DONES_MAX:
-            self._pack_dones()
-
-    def done_all(self, lineages: list[int]) -> None:
-        """:meth:`done` for each of ``lineages`` (a batch stage's call that yielded nothing), in one go."""
-        self.dones.extend(lineages)
-        if len(self.dones) >= DONES_MAX:
-            self._pack_dones()
-
-    def _pack_dones(self) -> None:
-        dones = self.dones
-        self.dones = []
-        for i in range(0, len(dones), DONES_MAX):
-            msg = pack_dones(DONE, dones if len(dones) <= DONES_MAX else dones[i : i + DONES_MAX])
-            if self.parts and self.size + len(msg) > BATCH_BYTES:
-                self.flush_parts()
-            self.parts.append(msg)
-            self.size += len(msg)
-
-    def add(self, kind: int, lineage: int, data: bytes = b"") -> None:
-        if self.dones:
-            self._pack_dones()
-        if self.size + REC.size + len(data) > BATCH_BYTES and self.parts:
-            self.flush()
-        self.parts.append(REC.pack(kind, lineage, len(data)))
-        self.parts.append(data)
-        self.size += REC.size + len(data)
-
-    def add_run(self, kind: int, first: int, items: Sequence[Bytes], start: int = 0) -> None:
-        """Records for ``items[start:]`` with lineages ``first``, ``first + 1``..., packed a message's worth at a
-        time in one call (:func:`pack_run`); nothing is added when an item is bad (TypeError/ValueError)."""
-        if self.dones:
-            self._pack_dones()
-        chunks: list[tuple[Bytes, ...]] = []
-        sizes: list[int] = []
-        i, room = start, BATCH_BYTES - self.size
-        while i < len(items):
-            one = items[i]
-            if type(one) is bytes and len(one) >= GATHER_BYTES:  # its header, then the item itself: no copy
-                if len(one) > MAX_ITEM:
-                    raise ValueError("too long")
-                chunks.append((REC.pack(kind, first + i - start, len(one)), one))
-                sizes.append(REC.size + len(one))
-                i += 1
-            else:
-                msg, n = pack_run(kind, first + i - start, items, i, room if room > REC.size else BATCH_BYTES, MAX_ITEM)
-                chunks.append((msg,))
-                sizes.append(len(msg))
-                i += n
-            room = BATCH_BYTES
-        for parts, size in zip(chunks, sizes, strict=True):
-            if self.parts and self.size + size > BATCH_BYTES:
-                self.flush()
-            self.parts.extend(parts)
-            self.size += size
-
-    def flush(self) -> None:
-        if self.dones:
-            self._pack_dones()
-        self.flush_parts()
-
-    def flush_parts(self) -> None:
-        """Send the parts as one message: a large one gathered by ``sendmsg``, a small one joined (a copy costs
-        less than a long gather list there)."""
-        parts = self.parts
-        if not parts:
-            return
-        if self.link is not None:  # into the shared ring: gathered there, whatever the size (no join, no syscall)
-            self.link.send(parts[0] if len(parts) == 1 else parts)
-        elif len(parts) == 1:
-            self.sock.sendall(parts[0])
-        elif self.size >= GATHER_BYTES and len(parts) <= GATHER_PARTS:
-            sent = self.sock.sendmsg(parts)
-            if sent != self.size:  # (a SOCK_SEQPACKET message goes whole or not at all)
-                raise OSError(errno.EMSGSIZE, f"MICE record batch: {sent} of {self.size} bytes sent")
-        else:
-            self.sock.sendall(b"".join(parts))
-        parts.clear()
-        self.size = 0
 
 
 @dataclass
