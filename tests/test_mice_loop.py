@@ -26,16 +26,19 @@ def sent_records(sock: _Sent) -> list[tuple[int, int, bytes]]:
 
 @pytest.fixture(params=["py", "c"])
 def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which loops ``mice._emit_source`` and ``mice._run_items`` are (run_child calls them by those names)."""
+    """Which loops ``mice._emit_source``, ``mice._run_items`` and ``mice._run_link`` are (run_child calls them by
+    those names)."""
     if request.param == "c":
         if C is None:
             pytest.skip("pxproto.node._miceloop is not built")
         monkeypatch.setattr(mice, "_loop", C)
         monkeypatch.setattr(mice, "_emit_source", mice._emit_source_c)
         monkeypatch.setattr(mice, "_run_items", mice._run_items_c)
+        monkeypatch.setattr(mice, "_run_link", mice._run_link_c)
     else:
         monkeypatch.setattr(mice, "_emit_source", mice._emit_source_py)
         monkeypatch.setattr(mice, "_run_items", mice._run_items_py)
+        monkeypatch.setattr(mice, "_run_link", mice._run_link_py)
     return str(request.param)
 
 
@@ -190,6 +193,92 @@ def test_a_stage_that_raises_raises_its_error(impl: str) -> None:
         item_records(stage, 6)
 
 
+class FakeLink:
+    """A hand-over that gives ``msgs`` one by one as views of a buffer it scribbles over when each is done (so an item
+    read after :meth:`done` would show it)."""
+
+    def __init__(self, msgs: list[bytes]) -> None:
+        self.msgs = list(msgs)
+        self.buf = bytearray()
+        self.released = 0
+
+    def recv(self) -> memoryview | None:
+        if not self.msgs:
+            return None
+        self.buf[:] = self.msgs.pop(0)
+        return memoryview(self.buf)
+
+    def done(self) -> None:
+        self.released += 1
+        self.buf[:] = b"\xee" * len(self.buf)
+
+
+def mixed(item: bytes, ctx: mice.Context) -> Any:
+    """None, (), [] or one to three outputs, by the item's first byte."""
+    k = item[0] % 6
+    return [None, (), []][k] if k < 3 else [item + bytes([j]) for j in range(k - 2)]
+
+
+def expected(pairs: list[tuple[int, bytes]]) -> list[tuple[int, int, bytes]]:
+    want: list[tuple[int, int, bytes]] = []
+    for lin, item in pairs:
+        for k, o in enumerate(mixed(item, mice.Context(1, 3, "st", 0, 1)) or ()):
+            want.append((mice.OUT, mice.derive_lineage(lin, k), o))
+        want.append((mice.DONE, lin, b""))
+    return want
+
+
+@pytest.mark.parametrize("n", [1, 7, mice.DONES_MAX + 300])
+def test_a_hand_over_message_through_an_item_stage(impl: str, n: int) -> None:
+    """One ring message through ``_run_link``: the items are the message's (copied out before it is released, once),
+    each item's outputs then its DONE, in order, whatever the mix, every batch sent within BATCH_BYTES."""
+    pairs = [(mice.source_lineage(1, i), bytes([i % 256, 7]) * (i % 4 + 1)) for i in range(n)]
+    other = mice.pack_records(mice.OUT, [(5, b"not an item")])
+    link = FakeLink([other + mice.pack_records(mice.ITEM, pairs)])
+    sock = _Sent()
+    out = mice.Batcher(sock)  # type: ignore[arg-type]
+    size, stop = mice._run_link(out, mixed, link, mice.Context(1, 3, "st", 0, 1))
+    out.flush()
+    assert (size, stop, link.released) == (len(other) + len(mice.pack_records(mice.ITEM, pairs)), False, 1)
+    assert all(len(m) <= mice.BATCH_BYTES for m in sock.sent)
+    assert sent_records(sock) == expected(pairs)
+
+
+def test_a_hand_over_message_stops_at_stop(impl: str) -> None:
+    pairs = [(mice.source_lineage(1, i), bytes([i + 3])) for i in range(6)]
+    msg = mice.pack_records(mice.ITEM, pairs[:4]) + mice.REC.pack(mice.STOP, 0, 0) + mice.pack_records(mice.ITEM, pairs)
+    link = FakeLink([msg])
+    sock = _Sent()
+    out = mice.Batcher(sock)  # type: ignore[arg-type]
+    assert mice._run_link(out, mixed, link, mice.Context(1, 3, "st", 0, 1)) == (len(msg), True)
+    out.flush()
+    assert sent_records(sock) == expected(pairs[:4])
+    assert mice._run_link(out, mixed, link, mice.Context(1, 3, "st", 0, 1)) == (0, False)  # the DIME is gone
+
+
+def test_a_bad_hand_over_message_or_stage_raises_and_releases_it(impl: str) -> None:
+    out = mice.Batcher(_Sent())  # type: ignore[arg-type]
+    link = FakeLink([mice.pack_records(mice.ITEM, [(9, b"abc")])[:-1]])
+    with pytest.raises(ValueError, match="record at byte 0 says 3 bytes, 2 left"):
+        mice._run_link(out, mixed, link, mice.Context(1, 3, "st", 0, 1))
+    assert link.released == 1
+
+    def bad(item: bytes, ctx: mice.Context) -> Any:
+        if item == b"b":
+            raise ZeroDivisionError(f"bad at {ctx.lineage}")
+        return ()
+
+    link = FakeLink([mice.pack_records(mice.ITEM, [(9, b"a"), (10, b"b"), (11, b"c")])])
+    with pytest.raises(ZeroDivisionError, match="bad at 10"):
+        mice._run_link(out, bad, link, mice.Context(1, 3, "st", 0, 1))
+    assert link.released == 1
+    link = FakeLink([mice.pack_records(mice.ITEM, [(9, b"a"), (10, b"\x05")])])
+    with pytest.raises(TypeError, match="stage st yielded int, items are bytes"):
+        mice._run_link(
+            out, lambda item, ctx: [b"ok", 5] if item == b"\x05" else None, link, mice.Context(1, 3, "st", 0, 1)
+        )
+
+
 STAGES = """
 def src(ctx):
     for i in range(ctx.params["n"]):
@@ -260,3 +349,42 @@ def test_an_item_child_faults_naming_the_stage_when_it_raises(impl: str, tmp_pat
     batch = mice.pack_records(mice.ITEM, list(zip(lins, [b"a", b"drop", b"boom", b"b"], strict=True)))
     got = child(tmp_path, "up", {}, [batch])
     assert got == [(mice.FAULT, int(mice.FaultCode.MICE_CRASHED), f"stage up: ValueError: boom at {lins[2]}".encode())]
+
+
+def test_an_item_child_over_the_shared_ring(impl: str, tmp_path: Path) -> None:
+    """The child's loop over a real shared-memory hand-over (``_run_link``): every item's outputs and DONE, in
+    order, across messages, until STOP."""
+    from pxproto.node import shmring
+
+    if not shmring.available():
+        pytest.skip("pxproto.node._shmring is not built")
+    (tmp_path / "loopstages.py").write_text(STAGES)
+    dime, kid = shmring.Link.pair()
+    lins = [mice.source_lineage(0, i) for i in range(1, 2001)]
+    items = [b"drop%d" % i if i % 3 == 0 else b"it%d" % i for i in range(2000)]
+    pairs = list(zip(lins, items, strict=True))
+    status: list[int] = []
+    ctx = mice.Context(1, 4, "up", 0, 1)
+    t = threading.Thread(
+        target=lambda: status.append(mice.run_child(kid.sock, str(tmp_path), "loopstages:up", ctx, kid))
+    )
+    t.start()
+    got: list[tuple[int, int, bytes]] = []
+    try:
+        for i in range(0, 2000, 300):
+            dime.send(mice.pack_records(mice.ITEM, pairs[i : i + 300]))
+        dime.send(mice.REC.pack(mice.STOP, 0, 0))
+        t.join(10)
+        while (view := dime.recv_view()) is not None:
+            got.extend(mice.records(bytes(view)))
+            dime.done()
+    finally:
+        dime.sock.close()
+        kid.sock.close()
+    want: list[tuple[int, int, bytes]] = []
+    for lin, item in pairs:
+        if not item.startswith(b"drop"):
+            want.append((mice.OUT, lin, item.upper()))
+        want.append((mice.DONE, lin, b""))
+    assert status == [0]
+    assert got == want

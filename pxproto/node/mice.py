@@ -370,13 +370,6 @@ def _emit_source_c(out: Batcher, produced: Iterable[bytes], ctx: Context, counte
     )
 
 
-_loop = select.compiled("pxproto.node._miceloop")
-LOOP_COMPILED = _loop is not None
-"""Whether the per-item loops are the compiled ``pxproto.node._miceloop`` (else the ``*_py`` twins)."""
-_emit_source = _emit_source_c if _loop is not None else _emit_source_py
-_run_items = _run_items_c if _loop is not None else _run_items_py
-
-
 def _emit(
     out: Batcher, produced: Iterable[bytes] | None, parent: int | None, ctx: Context, counter: int, t_first: float = 0.0
 ) -> int:
@@ -423,6 +416,35 @@ def _emit(
     return counter
 
 
+def _run_link_py(out: Batcher, fn: Callable[..., Any], link: Any, ctx: Context) -> tuple[int, bool]:
+    """The next message of a shared-memory hand-over through an item stage (:func:`_link_items`, then
+    :func:`_run_items`); returns (its size, 0 when the DIME is gone; whether a STOP record came)."""
+    lineages, items, stop, size = _link_items(link)
+    if size:
+        _run_items(out, fn, lineages, items, ctx)
+    return size, stop
+
+
+def _run_link_c(out: Batcher, fn: Callable[..., Any], link: Any, ctx: Context) -> tuple[int, bool]:
+    """:func:`_run_link_py` in one compiled loop (``_miceloop.run_message``): no lists, DONE records packed there."""
+    view = link.recv()
+    if view is None:
+        return 0, False
+    size = len(view)
+    if not size:
+        link.done()
+        return 0, False
+
+    def emit_one(produced: Iterable[bytes], lineage: int) -> None:
+        _emit(out, produced, lineage, ctx, 0)
+        out.done(lineage)
+
+    _, stop = _loop.run_message(  # type: ignore[union-attr]
+        view, link.done, fn, ctx, emit_one, out.put_dones, ITEM, STOP, DONE, DONES_MAX
+    )
+    return size, bool(stop)
+
+
 def _link_items(link: Any) -> tuple[list[int], list[bytes], bool, int]:
     """The next message of a shared-memory hand-over as :func:`recv_items` gives it (items copied out of the ring,
     whose space is then freed); size 0 when the DIME is gone."""
@@ -434,6 +456,14 @@ def _link_items(link: Any) -> tuple[list[int], list[bytes], bool, int]:
         return lineages, items, stop, len(view)
     finally:
         link.done()
+
+
+_loop = select.compiled("pxproto.node._miceloop")
+LOOP_COMPILED = _loop is not None
+"""Whether the per-item loops are the compiled ``pxproto.node._miceloop`` (else the ``*_py`` twins)."""
+_emit_source = _emit_source_c if _loop is not None else _emit_source_py
+_run_items = _run_items_c if _loop is not None else _run_items_py
+_run_link = _run_link_c if _loop is not None else _run_link_py
 
 
 def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context, link: Any = None) -> int:
@@ -464,17 +494,22 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context, l
         large = False  # whether the last message opened with a large item: the next one's is then received whole
         while True:
             # the ITEM records before any STOP, in two lists (copied out of the reused buffer, or received straight)
-            if inbox is not None:
-                lineages, items, stop, size, large = recv_items(sock, inbox.buf, ITEM, STOP, GATHER_BYTES, large)
+            if link is not None and not batched:
+                size, stop = _run_link(out, fn, link, ctx)
+                if not size:
+                    return 0
             else:
-                lineages, items, stop, size = _link_items(link)
-            if not size:
-                return 0
-            if batched:
-                if items:
-                    _run_batch(out, fn, lineages, items, ctx)
-            else:
-                _run_items(out, fn, lineages, items, ctx)
+                if inbox is not None:
+                    lineages, items, stop, size, large = recv_items(sock, inbox.buf, ITEM, STOP, GATHER_BYTES, large)
+                else:
+                    lineages, items, stop, size = _link_items(link)
+                if not size:
+                    return 0
+                if batched:
+                    if items:
+                        _run_batch(out, fn, lineages, items, ctx)
+                else:
+                    _run_items(out, fn, lineages, items, ctx)
             out.flush()
             if stop:
                 return 0

@@ -73,11 +73,16 @@ class Batcher:
         dones = self.dones
         self.dones = []
         for i in range(0, len(dones), DONES_MAX):
-            msg = pack_dones(DONE, dones if len(dones) <= DONES_MAX else dones[i : i + DONES_MAX])
-            if self.parts and self.size + len(msg) > BATCH_BYTES:
-                self.flush_parts()
-            self.parts.append(msg)
-            self.size += len(msg)
+            self.put_dones(pack_dones(DONE, dones if len(dones) <= DONES_MAX else dones[i : i + DONES_MAX]))
+
+    def put_dones(self, msg: bytes) -> None:
+        """DONE records packed already (:func:`pack_dones`, at most DONES_MAX), after everything added before."""
+        if self.dones:
+            self._pack_dones()
+        if self.parts and self.size + len(msg) > BATCH_BYTES:
+            self.flush_parts()
+        self.parts.append(msg)
+        self.size += len(msg)
 
     def add(self, kind: int, lineage: int, data: bytes = b"") -> None:
         if self.dones:
