@@ -48,6 +48,7 @@ def source_records(made: list[Any], first: int = 0, stage: int = 3) -> list[tupl
     n = mice._emit_source(out, iter(made), mice.Context(1, stage, "src", 0, 1, first=first), 0)
     out.flush()
     assert n == sum(len(m) if isinstance(m, list | tuple) else 1 for m in made)
+    assert all(len(m) <= mice.BATCH_BYTES or len(mice.records(m)) == 1 for m in sock.sent)
     return sent_records(sock)
 
 

@@ -3,16 +3,18 @@
 
 Their pure twins are ``_emit_source_py`` and ``_run_items_py`` in :mod:`pxproto.node.mice`, which picks these when
 this module is built; the tests run both on the same stages (flush timing, lineages, ``first``, errors, lists, EOF).
-The loops only walk the items: everything per run or per output (packing a run, a flush, a list or a bad item, a
-call that yields) goes back to the callbacks the twin uses, so the records, messages and errors are the twin's.
+The loops walk the items and write the records of the common case (a source's bytes items, an item stage's DONE
+records); anything else (a flush, a list, a large or bad item, a call that yields) goes back to the callbacks the
+twin uses, so the records and errors are the twin's (the messages may split elsewhere within BATCH_BYTES).
 The clock is CLOCK_MONOTONIC read in C (what ``time.monotonic`` reads), in nanoseconds: no float per item.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 from pxproto.node._itemfmt cimport REC, check_records, rd32, rd64, wr32, wr64
@@ -24,6 +26,9 @@ cdef extern from "<time.h>" nogil:
         long tv_nsec
     int clock_gettime(int clk, timespec* ts)
     int CLOCK_MONOTONIC
+
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject** obj, Py_ssize_t size) except -1
 
 BUILD_HASH = PXPROTO_BUILD_HASH.decode()
 
@@ -39,35 +44,79 @@ def monotonic_ns():
     return _now()
 
 
-def emit_source(produced, Py_ssize_t counter, Py_ssize_t first, int64_t slow_ns, Py_ssize_t run_max,
-                put_run, flush, other):
-    """A source's outputs (``produced``, an iterable): exact ``bytes`` items at or past ``first`` are gathered in a
-    list and handed to ``put_run(run, counter)`` (which packs and clears it) ``run_max`` at a time, or sooner when an
-    item took more than ``slow_ns`` to make (then ``flush()``); anything else goes to ``other(item, counter,
-    t_first)`` (t_first: when its making began, in ``time.monotonic`` seconds), which returns the next counter.
-    Returns the next source counter."""
-    cdef list run = []
+cdef class _Packer:
+    """Records packed as a source makes its items: one bytes object of a batch's room, written in place, handed over
+    (shrunk to what it holds) when the next record does not fit, or at the end of a run."""
+    cdef PyObject* msg  # the message being written (a new reference), or NULL
+    cdef uint8_t* w
+    cdef Py_ssize_t pos, cap
+
+    def __dealloc__(self):
+        Py_XDECREF(self.msg)
+
+    cdef int open(self, Py_ssize_t cap) except -1:
+        cdef bytes msg = PyBytes_FromStringAndSize(NULL, cap)
+        Py_INCREF(msg)
+        self.msg = <PyObject*>msg
+        self.w = <uint8_t*>PyBytes_AS_STRING(msg)
+        self.pos, self.cap = 0, cap
+        return 0
+
+    cdef object take(self):
+        """The message written so far (None when empty)."""
+        cdef object msg
+        if self.msg == NULL or self.pos == 0:
+            return None
+        if self.pos < self.cap:
+            _PyBytes_Resize(&self.msg, self.pos)
+        msg = <object>self.msg
+        Py_XDECREF(self.msg)  # (``msg`` holds it now)
+        self.msg = NULL
+        return msg
+
+
+def emit_source(produced, Py_ssize_t counter, Py_ssize_t first, int64_t slow_ns, int kind, uint64_t base,
+                       out, Py_ssize_t batch_bytes, Py_ssize_t gather_bytes, add_packed, flush, other):
+    """A source's outputs (``produced``, an iterable), packed as they come: an exact ``bytes`` item shorter than ``gather_bytes`` at or past
+    ``first`` is written at once as a ``kind`` record of lineage ``base | (counter + 1)`` into a message of at most
+    the batch's room (``batch_bytes`` less ``out.size``, or a whole batch when not even the record fits there),
+    handed to ``add_packed(message)`` when the next record does not fit, when an item took more than ``slow_ns`` to
+    make (then ``flush()``), before anything else and at the end; anything else (a list, a large or a bad item)
+    goes to ``other(item, counter, t_first)``, which returns the next counter.  Returns the next source counter."""
+    cdef _Packer pk = _Packer()
     cdef int64_t t0 = _now(), t1
-    cdef bint slow
+    cdef Py_ssize_t length, room
+    cdef uint8_t* w
     for item in produced:
-        if type(item) is bytes and counter >= first:
-            run.append(item)
+        if type(item) is bytes and counter >= first and PyBytes_GET_SIZE(item) < gather_bytes:
+            length = PyBytes_GET_SIZE(item)
+            if pk.msg != NULL and pk.pos + REC + length > pk.cap:
+                add_packed(pk.take())
+            if pk.msg == NULL:
+                room = batch_bytes - <Py_ssize_t>out.size
+                pk.open(room if room >= REC + length else batch_bytes)
+            w = pk.w + pk.pos
+            w[0] = <uint8_t>kind
             counter += 1
+            wr64(w + 1, base | <uint64_t>counter)
+            wr32(w + 9, <uint32_t>length)
+            memcpy(w + REC, PyBytes_AS_STRING(item), length)
+            pk.pos += REC + length
             t1 = _now()
-            slow = t1 - t0 > slow_ns
-            if slow or PyList_GET_SIZE(run) >= run_max:
-                put_run(run, counter)
-                if slow:
-                    flush()  # a slow source: what it made so far goes now
+            if t1 - t0 > slow_ns:
+                add_packed(pk.take())
+                flush()  # a slow source: what it made so far goes now
                 t1 = _now()  # packing and sending are not the next item's making
             t0 = t1
             continue
-        if PyList_GET_SIZE(run):
-            put_run(run, counter)
+        msg = pk.take()
+        if msg is not None:
+            add_packed(msg)
         counter = other(item, counter, t0 / 1e9)
         t0 = _now()
-    if PyList_GET_SIZE(run):
-        put_run(run, counter)
+    msg = pk.take()
+    if msg is not None:
+        add_packed(msg)
     return counter
 
 
@@ -154,11 +203,11 @@ cdef bytes _dones(int kind, const uint64_t* lineages, Py_ssize_t k):
     return out
 
 
-def run_message(message, release, fn, ctx, emit_one, put_dones, int kind, int stop, int done, Py_ssize_t dones_max):
+def run_message(message, release, fn, ctx, emit_one, add_packed, int kind, int stop, int done, Py_ssize_t dones_max):
     """:func:`run_items` on the ``kind`` records of ``message`` (a buffer) before any ``stop`` record, without the
     lists: the items are copied out, then ``release()`` (the message's buffer may be reused from then on), then one
     call per item; the DONE records of the items whose call yields nothing are packed here, ``done`` records at most
-    ``dones_max`` at a time, and handed to ``put_dones(records)`` before any ``emit_one`` and at the end.  ValueError
+    ``dones_max`` at a time, and handed to ``add_packed(records)`` before any ``emit_one`` and at the end.  ValueError
     on a malformed batch (``release()`` called all the same).  Returns (items, whether a ``stop`` record came)."""
     cdef _Items got = _Items()
     cdef Py_ssize_t i, nd = 0
@@ -178,13 +227,13 @@ def run_message(message, release, fn, ctx, emit_one, put_dones, int kind, int st
             got.dones[nd] = got.items[i].lineage
             nd += 1
             if nd >= dones_max:
-                put_dones(_dones(done, got.dones, nd))
+                add_packed(_dones(done, got.dones, nd))
                 nd = 0
         else:
             if nd:
-                put_dones(_dones(done, got.dones, nd))
+                add_packed(_dones(done, got.dones, nd))
                 nd = 0
             emit_one(produced, lineage)
     if nd:
-        put_dones(_dones(done, got.dones, nd))
+        add_packed(_dones(done, got.dones, nd))
     return got.n, got.stop

@@ -354,20 +354,17 @@ def _emit_source_py(out: Batcher, produced: Iterable[bytes], ctx: Context, count
 
 
 def _emit_source_c(out: Batcher, produced: Iterable[bytes], ctx: Context, counter: int) -> int:
-    """:func:`_emit_source_py` with the loop compiled (``_miceloop.emit_source``: the clock read in C); each run, a
-    flush and anything but a single bytes item, here."""
-
-    def put_run(run: list[Bytes], counter: int) -> None:
-        _put_run(out, run, ctx, counter)
+    """:func:`_emit_source_py` with the loop compiled (``_miceloop.emit_source``: the clock read in C, the records
+    of bytes items written as they come, no run list); a flush and anything but a small bytes item, here."""
 
     def other(item: Any, counter: int, t0: float) -> int:
         return _emit(out, (item,), None, ctx, counter, t0)
 
-    return int(
-        _loop.emit_source(  # type: ignore[union-attr]
-            produced, counter, ctx.first, int(SOURCE_SLOW * 1e9), SOURCE_RUN, put_run, out.flush, other
-        )
-    )
+    base = source_lineage(ctx.stage, -1)  # (the stage's bits: lineage ``base | (i + 1)``)
+    slow = int(SOURCE_SLOW * 1e9)
+    loop: Any = _loop
+    return int(loop.emit_source(produced, counter, ctx.first, slow, OUT, base, out, BATCH_BYTES, GATHER_BYTES,
+                                out.add_packed, out.flush, other))  # fmt: skip
 
 
 def _emit(
@@ -440,7 +437,7 @@ def _run_link_c(out: Batcher, fn: Callable[..., Any], link: Any, ctx: Context) -
         out.done(lineage)
 
     _, stop = _loop.run_message(  # type: ignore[union-attr]
-        view, link.done, fn, ctx, emit_one, out.put_dones, ITEM, STOP, DONE, DONES_MAX
+        view, link.done, fn, ctx, emit_one, out.add_packed, ITEM, STOP, DONE, DONES_MAX
     )
     return size, bool(stop)
 

@@ -73,10 +73,11 @@ class Batcher:
         dones = self.dones
         self.dones = []
         for i in range(0, len(dones), DONES_MAX):
-            self.put_dones(pack_dones(DONE, dones if len(dones) <= DONES_MAX else dones[i : i + DONES_MAX]))
+            self.add_packed(pack_dones(DONE, dones if len(dones) <= DONES_MAX else dones[i : i + DONES_MAX]))
 
-    def put_dones(self, msg: bytes) -> None:
-        """DONE records packed already (:func:`pack_dones`, at most DONES_MAX), after everything added before."""
+    def add_packed(self, msg: bytes) -> None:
+        """Records packed already (at most BATCH_BYTES of them: :func:`pack_dones`, a compiled loop's), after
+        everything added before."""
         if self.dones:
             self._pack_dones()
         if self.parts and self.size + len(msg) > BATCH_BYTES:
