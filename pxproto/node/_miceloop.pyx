@@ -171,10 +171,14 @@ cdef class _Items:
             return 0
         p = &view[0]
         check_records(p, n)
-        self.items = <Taken*>PyMem_Malloc((n // REC) * sizeof(Taken) + 1)
-        self.dones = <uint64_t*>PyMem_Malloc((n // REC) * sizeof(uint64_t) + 1)
+        while pos < n and p[pos] != stop:  # how many: the arrays are that long
+            count += p[pos] == kind
+            pos += REC + rd32(p + pos + 9)
+        self.items = <Taken*>PyMem_Malloc(count * sizeof(Taken) + 1)
+        self.dones = <uint64_t*>PyMem_Malloc(count * sizeof(uint64_t) + 1)
         if self.items == NULL or self.dones == NULL:
             raise MemoryError()
+        pos = count = 0
         while pos < n:
             length = rd32(p + pos + 9)
             if p[pos] == stop:
