@@ -85,10 +85,11 @@ def test_a_slow_source_item_sends_what_was_made(impl: str) -> None:
     sock = _Sent()
     out = mice.Batcher(sock)  # type: ignore[arg-type]
     mice._emit_source(out, gen(), mice.Context(1, 3, "src", 0, 1), 0)
-    assert len(sock.sent) == 1  # items 0..10, flushed after the slow one
+    ends = [mice.records(m)[-1][1] for m in sock.sent]
+    assert mice.source_lineage(3, 10) in ends  # items 0..10 went, flushed after the slow one
+    assert len(sock.sent) <= 3  # the fast ones wait (on a loaded host one may be descheduled for over SOURCE_SLOW)
     out.flush()
-    got = [[lin for _, lin, _ in mice.records(m)] for m in sock.sent]
-    assert got == [[mice.source_lineage(3, i) for i in range(11)], [mice.source_lineage(3, i) for i in range(11, n)]]
+    assert [lin for m in sock.sent for _, lin, _ in mice.records(m)] == [mice.source_lineage(3, i) for i in range(n)]
 
 
 def test_a_slow_source_list_flushes_too(impl: str) -> None:
