@@ -390,3 +390,34 @@ def test_an_item_child_over_the_shared_ring(impl: str, tmp_path: Path) -> None:
         want.append((mice.DONE, lin, b""))
     assert status == [0]
     assert got == want
+
+
+def test_items_a_stage_keeps_or_hashes_stay_what_they_were(impl: str) -> None:
+    """The compiled loop reuses the bytes objects of items a stage let go of: an item the stage keeps, outputs or
+    hashed keeps its bytes and its hash, across many messages of one length."""
+    kept: list[bytes] = []
+    seen: dict[bytes, int] = {}
+
+    def stage(item: bytes, ctx: mice.Context) -> Any:
+        seen[item] = seen.get(item, 0) + 1  # hashed, and kept as a key only the first time
+        if item.endswith(b"7"):
+            kept.append(item)
+        return [item] if item.endswith(b"3") else None
+
+    rounds, per = 20, 50
+    msgs = []
+    for r in range(rounds):
+        pairs = [(mice.source_lineage(1, r * per + i), b"%06d" % (r * per + i % 10)) for i in range(per)]
+        msgs.append(mice.pack_records(mice.ITEM, pairs))
+    link = FakeLink(msgs)
+    sock = _Sent()
+    out = mice.Batcher(sock)  # type: ignore[arg-type]
+    while mice._run_link(out, stage, link, mice.Context(1, 3, "st", 0, 1))[0]:
+        out.flush()
+    assert kept == [b"%06d" % (r * per + 7) for r in range(rounds) for _ in range(per // 10)]
+    assert seen == {b"%06d" % (r * per + i): per // 10 for r in range(rounds) for i in range(10)}
+    assert all(hash(k) == hash(bytes(bytearray(k))) for k in seen)
+    outs = [d for k, _, d in sent_records(sock) if k == mice.OUT]
+    assert outs == [b"%06d" % (r * per + 3) for r in range(rounds) for _ in range(per // 10)]
+    if impl == "c":
+        assert C.pooled() > 0  # (the items let go of were reused: this test saw that path)

@@ -29,6 +29,9 @@ cdef extern from "<time.h>" nogil:
 
 cdef extern from "Python.h":
     int _PyBytes_Resize(PyObject** obj, Py_ssize_t size) except -1
+    Py_ssize_t Py_REFCNT(object o)
+    Py_ssize_t Py_SIZE(PyObject* o)
+    void Py_DECREF(PyObject* o)
 
 BUILD_HASH = PXPROTO_BUILD_HASH.decode()
 
@@ -185,7 +188,7 @@ cdef class _Items:
                 self.stop = True
                 break
             if p[pos] == kind:
-                data = PyBytes_FromStringAndSize(<const char*>p + pos + REC, length)
+                data = _item(p + pos + REC, length)
                 self.items[count].lineage = rd64(p + pos + 1)
                 self.items[count].data = <PyObject*>data
                 Py_INCREF(data)
@@ -193,6 +196,60 @@ cdef class _Items:
                 self.n = count
             pos += REC + length
         return 0
+
+
+cdef extern from *:
+    """
+    /* A bytes object caches its hash (deprecated field, still read by bytes_hash in 3.11-3.13). */
+    static inline void pxm_forget_hash(PyObject* o) {
+    _Py_COMP_DIAG_PUSH
+    _Py_COMP_DIAG_IGNORE_DEPR_DECLS
+        ((PyBytesObject*)o)->ob_shash = -1;
+    _Py_COMP_DIAG_POP
+    }
+    """
+    void pxm_forget_hash(PyObject* o) noexcept
+
+cdef enum:
+    POOL_ITEMS = 512  # bytes objects kept for reuse, at most
+    POOL_ITEM_BYTES = 2048  # and none longer (the pool holds at most 1 MiB)
+
+cdef PyObject* _pool[POOL_ITEMS]
+cdef Py_ssize_t _pooled = 0
+
+
+cdef object _item(const uint8_t* src, Py_ssize_t length):
+    """A bytes object of ``length`` bytes copied from ``src``: the last one recycled if it has that length (an item
+    stage's input it let go of), else a new one."""
+    global _pooled
+    cdef PyObject* o
+    cdef object got
+    if _pooled:
+        _pooled -= 1
+        o = _pool[_pooled]
+        if Py_SIZE(o) == length:
+            memcpy(PyBytes_AS_STRING(<object>o), src, length)
+            pxm_forget_hash(o)  # (its hash, if one was taken, was the old bytes')
+            got = <object>o
+            Py_DECREF(o)  # (the pool's reference: ``got`` holds it now)
+            return got
+        Py_DECREF(o)  # another length: the pool follows the stream's
+    return PyBytes_FromStringAndSize(<const char*>src, length)
+
+
+cdef inline void _recycle(object data) noexcept:
+    """Keep ``data`` for :func:`_item` when nothing but the caller's reference holds it (the stage kept no reference,
+    no output is it): no one can see it change."""
+    global _pooled
+    if Py_REFCNT(data) == 1 and _pooled < POOL_ITEMS and PyBytes_GET_SIZE(data) <= POOL_ITEM_BYTES:
+        Py_INCREF(data)
+        _pool[_pooled] = <PyObject*>data
+        _pooled += 1
+
+
+def pooled():
+    """How many bytes objects wait for reuse (tests)."""
+    return _pooled
 
 
 cdef bytes _dones(int kind, const uint64_t* lineages, Py_ssize_t k):
@@ -209,7 +266,8 @@ cdef bytes _dones(int kind, const uint64_t* lineages, Py_ssize_t k):
 
 def run_message(message, release, fn, ctx, emit_one, add_packed, int kind, int stop, int done, Py_ssize_t dones_max):
     """:func:`run_items` on the ``kind`` records of ``message`` (a buffer) before any ``stop`` record, without the
-    lists: the items are copied out, then ``release()`` (the message's buffer may be reused from then on), then one
+    lists: the items are copied out (into bytes objects the stage let go of, when they have the length), then
+    ``release()`` (the message's buffer may be reused from then on), then one
     call per item; the DONE records of the items whose call yields nothing are packed here, ``done`` records at most
     ``dones_max`` at a time, and handed to ``add_packed(records)`` before any ``emit_one`` and at the end.  ValueError
     on a malformed batch (``release()`` called all the same).  Returns (items, whether a ``stop`` record came)."""
@@ -238,6 +296,8 @@ def run_message(message, release, fn, ctx, emit_one, add_packed, int kind, int s
                 add_packed(_dones(done, got.dones, nd))
                 nd = 0
             emit_one(produced, lineage)
+        produced = None
+        _recycle(data)
     if nd:
         add_packed(_dones(done, got.dones, nd))
     return got.n, got.stop
