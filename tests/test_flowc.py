@@ -510,7 +510,7 @@ def test_source_frames_are_the_runs_kept(size: int) -> None:
     c.flow.pack_room = p.flow.pack_room = room
     base, lin, sent = 1 << 48, 1, []
     for _ in range(12):
-        k = max(1, mice.BATCH_BYTES // (size + mice.REC.size))
+        k = max(1, min(mice.BATCH_BYTES, room) // (size + mice.REC.size))  # (a batch's worth, under the room)
         msg = b"".join(mice.REC.pack(mice.OUT, base | (lin + i), size) + bytes([i & 0xFF]) * size for i in range(k))
         lin += k
         step_records(c, p, msg, 1.0)

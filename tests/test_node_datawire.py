@@ -340,6 +340,22 @@ def test_items_larger_than_a_frame_share_messages_of_several_fragments(
     assert src.counters[CounterId.ITEM_FRAMES_TX] == len(small) // 2
 
 
+def test_outputs_queued_again_by_a_rewiring_count_their_bytes_again() -> None:
+    """A CONNECT that re-wires an output queues again what went on the old wiring and was not completed: its bytes
+    count in ``queued_bytes`` again (it is sent, and subtracted, again), so the plane's figure stays what waits (the
+    backlog bound and the large-item packing read it)."""
+    src, _ = pair()
+    msg, _ = mice.pack_run(mice.OUT, 1 << 48 | 1, [b"y" * 10_000] * 5, 0, 1 << 30, mice.MAX_ITEM)
+    src.mice_message(msg, 11.0)
+    src.mice_batch_done(11.0)
+    assert src.take_outbox() and src.plane.flow.queued == 0 and src.plane.queued_bytes == 0  # all sent
+    src.plane.unwire(1)  # as a CONNECT re-wiring channel 1 does first
+    assert src.counters[CounterId.REPLAYED] == 5
+    assert (src.plane.flow.queued, src.plane.queued_bytes) == (5, 50_000)
+    connect(src, SRC, Direction.OUTPUT, Address(b"\x02\x00\x00\x00\x00\x09", 4, 0), None)  # sent again there
+    assert (src.plane.flow.queued, src.plane.queued_bytes) == (0, 0)
+
+
 def test_the_planes_timer_is_the_earliest_of_its_channel_ends() -> None:
     src, _ = pair()
     assert src.plane.timers() == [None]  # nothing in flight, nothing held back

@@ -173,8 +173,16 @@ class ChannelPlane:
             back = (ch | COMPLETION_BIT, *old[1:])
             self.inputs.discard(back)
             self.receivers.pop(back, None)
-            n = self.flow.requeue(ch)
-            self.m.counters[CounterId.REPLAYED] += n
+            self.requeue(ch)
+
+    def requeue(self, ch: int | None) -> int:
+        """Queue again what went on output ``ch`` (None: any) and is not completed, its bytes counted again (they are
+        sent, and subtracted, again: a re-wiring left ``queued_bytes`` short, and pump packed 64 KiB items one per
+        message); returns how many, counted as REPLAYED."""
+        n = self.flow.requeue(ch)
+        self.queued_bytes += self.flow.requeued_bytes
+        self.m.counters[CounterId.REPLAYED] += n
+        return n
 
     def clear(self) -> None:
         self.acks_held.clear()

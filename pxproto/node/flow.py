@@ -89,6 +89,8 @@ class Flow:
     """Items of the runs in ``queue`` not completed."""
     duplicates: int = 0
     replayed: int = 0
+    requeued_bytes: int = 0
+    """Item bytes the last :meth:`requeue` queued again."""
     source_made: int = 0
     """A source: the highest item count it produced (its last item's index + 1)."""
     pack_room: int = 0
@@ -496,11 +498,15 @@ class Flow:
             if r.channel is not None and (channel is None or r.channel == channel)
         ]
         again.sort(key=lambda r: (r.seq, r.base))
-        n = 0
+        n = nbytes = 0
         for r in again:
             r.channel = None
             n += r.left
+            k = r.n - r.lo
+            if k > 0:  # (item bytes: its records less their headers, in proportion of those not completed)
+                nbytes += (r.end - r.start - ITEM_HEAD * k) * r.left // k
         self.queue.extendleft(reversed(again))
         self.queued += n
         self.replayed += n
+        self.requeued_bytes = nbytes
         return n

@@ -283,7 +283,7 @@ class DimeMachine:
             elif isinstance(ev, ChannelBroken):
                 self.fault(FaultCode.CHANNEL_BROKEN, f"channel {ev.channel}: dime {ev.peer.dime} stopped answering")
                 if ev.channel in self.plane.outputs:  # what it had not delivered goes to the other outputs now
-                    self.counters[CounterId.REPLAYED] += self.plane.flow.requeue(ev.channel)
+                    self.plane.requeue(ev.channel)
                     self.plane.pump(self.now)
 
     # ------------------------------------------------------------------ receive

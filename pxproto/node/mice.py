@@ -98,15 +98,32 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pxproto.fastpath import select
 from pxproto.node import items as _codecs
+from pxproto.node import micebatch as _batch
 from pxproto.package import LocalStore, keyed_records
 from pxproto.wire.codes import FaultCode
 
-ITEM, OUT, DONE, EOF, STOP, FAULT, READY = 1, 2, 3, 4, 5, 6, 7
+# The record batches (pxproto.node.micebatch), here too: part of the MICE API.
+ITEM = _batch.ITEM
+OUT = _batch.OUT
+DONE = _batch.DONE
+EOF = _batch.EOF
+STOP = _batch.STOP
+FAULT = _batch.FAULT
+READY = _batch.READY
+BATCH_BYTES = _batch.BATCH_BYTES
+SEQPACKET_MAX = _batch.SEQPACKET_MAX
+DONES_MAX = _batch.DONES_MAX
+GATHER_BYTES = _batch.GATHER_BYTES
+GATHER_PARTS = _batch.GATHER_PARTS
+MAX_ITEM = _batch.MAX_ITEM
+Batcher = _batch.Batcher
+Inbox = _batch.Inbox
 # The item codecs (pxproto.node.items), here too: the record formats are part of the MICE API.
 BATCH_MARK = _codecs.BATCH_MARK
 COMPILED = _codecs.COMPILED
@@ -136,20 +153,8 @@ take_records_py = _codecs.take_records_py
 unpack_item = _codecs.unpack_item
 unpack_items = _codecs.unpack_items
 unpack_items_py = _codecs.unpack_items_py
-BATCH_BYTES = 32 * 1024
-"""A record batch is flushed when it reaches this size."""
-SEQPACKET_MAX = 200 * 1024
-DONES_MAX = BATCH_BYTES // 13
-"""DONE records a Batcher holds as bare lineages before packing them (a message's worth)."""
-GATHER_BYTES = 16 * 1024
-"""An exact ``bytes`` item at least this long is never copied into a packed batch: its record goes out as a header
-and the item itself, and a message of at least this size is sent from its parts by one ``sendmsg`` (no join)."""
-GATHER_PARTS = 64
-"""Most parts one ``sendmsg`` gathers (a message of more is joined first)."""
 SOURCE_RUN = 256
 """Items a source yields one at a time that are packed together (one :func:`pack_run` call)."""
-MAX_ITEM = 1 << 20
-"""Largest item (bytes); a larger one is a MICE fault."""
 SOURCE_SHIFT = 48
 SOURCE_SLOW = 0.001
 """A source item that took longer than this (seconds) to make flushes the batch it ends.
@@ -169,122 +174,6 @@ def derive_lineage(parent: int, k: int) -> int:
         return parent
     h = hashlib.blake2b(struct.pack("!QI", parent, k), digest_size=8).digest()
     return int.from_bytes(h, "big") or 1
-
-
-class Inbox:
-    """One receive buffer reused for every message of a socket: ``recv`` of a large buffer allocates (and for
-    SEQPACKET_MAX, maps and unmaps) that much per message; this copies out only what arrived."""
-
-    def __init__(self, size: int = SEQPACKET_MAX) -> None:
-        self.buf = bytearray(size)
-        self.view = memoryview(self.buf)
-
-    def recv(self, sock: socket.socket) -> bytes:
-        """The next message (b"" at end of file); raises what ``recv_into`` raises."""
-        n = sock.recv_into(self.buf)
-        return self.view[:n].tobytes()
-
-    def recv_view(self, sock: socket.socket) -> memoryview:
-        """:meth:`recv` without the copy out: a view of the buffer, good until the next receive."""
-        return self.view[: sock.recv_into(self.buf)]
-
-
-class Batcher:
-    """Packs records into socketpair messages of at most BATCH_BYTES.
-
-    DONE records (:meth:`done`) are held as bare lineages and packed in one call when anything else is added or
-    the batch is flushed, so a stage that yields nothing (a sink) costs a list append per item."""
-
-    def __init__(self, sock: socket.socket, link: Any = None) -> None:
-        self.sock = sock
-        self.link = link
-        """The shared-memory hand-over (:class:`pxproto.node.shmring.Link`) the batches go through (None: ``sock``)."""
-        self.parts: list[Bytes] = []
-        self.size = 0
-        self.dones: list[int] = []
-
-    def done(self, lineage: int) -> None:
-        """A DONE record for ``lineage`` (after the OUT records already added, before any added later)."""
-        self.dones.append(lineage)
-        if len(self.dones) >= DONES_MAX:
-            self._pack_dones()
-
-    def done_all(self, lineages: list[int]) -> None:
-        """:meth:`done` for each of ``lineages`` (a batch stage's call that yielded nothing), in one go."""
-        self.dones.extend(lineages)
-        if len(self.dones) >= DONES_MAX:
-            self._pack_dones()
-
-    def _pack_dones(self) -> None:
-        dones = self.dones
-        self.dones = []
-        for i in range(0, len(dones), DONES_MAX):
-            msg = pack_dones(DONE, dones if len(dones) <= DONES_MAX else dones[i : i + DONES_MAX])
-            if self.parts and self.size + len(msg) > BATCH_BYTES:
-                self.flush_parts()
-            self.parts.append(msg)
-            self.size += len(msg)
-
-    def add(self, kind: int, lineage: int, data: bytes = b"") -> None:
-        if self.dones:
-            self._pack_dones()
-        if self.size + REC.size + len(data) > BATCH_BYTES and self.parts:
-            self.flush()
-        self.parts.append(REC.pack(kind, lineage, len(data)))
-        self.parts.append(data)
-        self.size += REC.size + len(data)
-
-    def add_run(self, kind: int, first: int, items: Sequence[Bytes], start: int = 0) -> None:
-        """Records for ``items[start:]`` with lineages ``first``, ``first + 1``..., packed a message's worth at a
-        time in one call (:func:`pack_run`); nothing is added when an item is bad (TypeError/ValueError)."""
-        if self.dones:
-            self._pack_dones()
-        chunks: list[tuple[Bytes, ...]] = []
-        sizes: list[int] = []
-        i, room = start, BATCH_BYTES - self.size
-        while i < len(items):
-            one = items[i]
-            if type(one) is bytes and len(one) >= GATHER_BYTES:  # its header, then the item itself: no copy
-                if len(one) > MAX_ITEM:
-                    raise ValueError("too long")
-                chunks.append((REC.pack(kind, first + i - start, len(one)), one))
-                sizes.append(REC.size + len(one))
-                i += 1
-            else:
-                msg, n = pack_run(kind, first + i - start, items, i, room if room > REC.size else BATCH_BYTES, MAX_ITEM)
-                chunks.append((msg,))
-                sizes.append(len(msg))
-                i += n
-            room = BATCH_BYTES
-        for parts, size in zip(chunks, sizes, strict=True):
-            if self.parts and self.size + size > BATCH_BYTES:
-                self.flush()
-            self.parts.extend(parts)
-            self.size += size
-
-    def flush(self) -> None:
-        if self.dones:
-            self._pack_dones()
-        self.flush_parts()
-
-    def flush_parts(self) -> None:
-        """Send the parts as one message: a large one gathered by ``sendmsg``, a small one joined (a copy costs
-        less than a long gather list there)."""
-        parts = self.parts
-        if not parts:
-            return
-        if self.link is not None:  # into the shared ring: gathered there, whatever the size (no join, no syscall)
-            self.link.send(parts[0] if len(parts) == 1 else parts)
-        elif len(parts) == 1:
-            self.sock.sendall(parts[0])
-        elif self.size >= GATHER_BYTES and len(parts) <= GATHER_PARTS:
-            sent = self.sock.sendmsg(parts)
-            if sent != self.size:  # (a SOCK_SEQPACKET message goes whole or not at all)
-                raise OSError(errno.EMSGSIZE, f"MICE record batch: {sent} of {self.size} bytes sent")
-        else:
-            self.sock.sendall(b"".join(parts))
-        parts.clear()
-        self.size = 0
 
 
 @dataclass
@@ -370,8 +259,8 @@ def _run_batch(out: Batcher, fn: Callable[..., Any], lineages: list[int], items:
         out.done(lineage)
 
 
-def _run_items(out: Batcher, fn: Callable[..., Any], lineages: list[int], items: list[bytes], ctx: Context) -> None:
-    """One call of an item stage per item; each item's outputs, then its DONE."""
+def _run_items_py(out: Batcher, fn: Callable[..., Any], lineages: list[int], items: list[bytes], ctx: Context) -> None:
+    """One call of an item stage per item; each item's outputs, then its DONE (the twin of ``_miceloop.run_items``)."""
     dones = out.dones
     for lineage, data in zip(lineages, items, strict=True):
         ctx.lineage = lineage
@@ -384,6 +273,16 @@ def _run_items(out: Batcher, fn: Callable[..., Any], lineages: list[int], items:
             dones.append(lineage)  # Batcher.done, inlined (a message holds at most MICE_INFLIGHT items)
     if len(out.dones) >= DONES_MAX:
         out._pack_dones()
+
+
+def _run_items_c(out: Batcher, fn: Callable[..., Any], lineages: list[int], items: list[bytes], ctx: Context) -> None:
+    """:func:`_run_items_py` with the loop compiled (``_miceloop.run_items``); a call that yields, here."""
+
+    def emit_one(produced: Iterable[bytes], lineage: int) -> None:
+        _emit(out, produced, lineage, ctx, 0)
+        out.done(lineage)
+
+    _loop.run_items(fn, lineages, items, ctx, out, emit_one, DONES_MAX)  # type: ignore[union-attr]
 
 
 def is_source(fn: Callable[..., Any]) -> bool:
@@ -424,9 +323,10 @@ def _put_run(out: Batcher, run: list[Bytes], ctx: Context, counter: int) -> None
     run.clear()
 
 
-def _emit_source(out: Batcher, produced: Iterable[bytes], ctx: Context, counter: int) -> int:
+def _emit_source_py(out: Batcher, produced: Iterable[bytes], ctx: Context, counter: int) -> int:
     """A source's outputs: single bytes items are gathered SOURCE_RUN at a time and packed in one call; lists go
-    to :func:`_emit` (same lineages and flush rule either way); returns the next source counter."""
+    to :func:`_emit` (same lineages and flush rule either way); returns the next source counter (the twin of
+    ``_miceloop.emit_source``)."""
     run: list[Bytes] = []
     append = run.append
     clock, first = time.monotonic, ctx.first
@@ -451,6 +351,20 @@ def _emit_source(out: Batcher, produced: Iterable[bytes], ctx: Context, counter:
     if run:
         _put_run(out, run, ctx, counter)
     return counter
+
+
+def _emit_source_c(out: Batcher, produced: Iterable[bytes], ctx: Context, counter: int) -> int:
+    """:func:`_emit_source_py` with the loop compiled (``_miceloop.emit_source``: the clock read in C, the records
+    of bytes items written as they come, no run list); a flush and anything but a small bytes item, here."""
+
+    def other(item: Any, counter: int, t0: float) -> int:
+        return _emit(out, (item,), None, ctx, counter, t0)
+
+    base = source_lineage(ctx.stage, -1)  # (the stage's bits: lineage ``base | (i + 1)``)
+    slow = int(SOURCE_SLOW * 1e9)
+    loop: Any = _loop
+    return int(loop.emit_source(produced, counter, ctx.first, slow, OUT, base, out, BATCH_BYTES, GATHER_BYTES,
+                                out.add_packed, out.flush, other))  # fmt: skip
 
 
 def _emit(
@@ -499,6 +413,35 @@ def _emit(
     return counter
 
 
+def _run_link_py(out: Batcher, fn: Callable[..., Any], link: Any, ctx: Context) -> tuple[int, bool]:
+    """The next message of a shared-memory hand-over through an item stage (:func:`_link_items`, then
+    :func:`_run_items`); returns (its size, 0 when the DIME is gone; whether a STOP record came)."""
+    lineages, items, stop, size = _link_items(link)
+    if size:
+        _run_items(out, fn, lineages, items, ctx)
+    return size, stop
+
+
+def _run_link_c(out: Batcher, fn: Callable[..., Any], link: Any, ctx: Context) -> tuple[int, bool]:
+    """:func:`_run_link_py` in one compiled loop (``_miceloop.run_message``): no lists, DONE records packed there."""
+    view = link.recv()
+    if view is None:
+        return 0, False
+    size = len(view)
+    if not size:
+        link.done()
+        return 0, False
+
+    def emit_one(produced: Iterable[bytes], lineage: int) -> None:
+        _emit(out, produced, lineage, ctx, 0)
+        out.done(lineage)
+
+    _, stop = _loop.run_message(  # type: ignore[union-attr]
+        view, link.done, fn, ctx, emit_one, out.add_packed, ITEM, STOP, DONE, DONES_MAX
+    )
+    return size, bool(stop)
+
+
 def _link_items(link: Any) -> tuple[list[int], list[bytes], bool, int]:
     """The next message of a shared-memory hand-over as :func:`recv_items` gives it (items copied out of the ring,
     whose space is then freed); size 0 when the DIME is gone."""
@@ -510,6 +453,14 @@ def _link_items(link: Any) -> tuple[list[int], list[bytes], bool, int]:
         return lineages, items, stop, len(view)
     finally:
         link.done()
+
+
+_loop = select.compiled("pxproto.node._miceloop")
+LOOP_COMPILED = _loop is not None
+"""Whether the per-item loops are the compiled ``pxproto.node._miceloop`` (else the ``*_py`` twins)."""
+_emit_source = _emit_source_c if _loop is not None else _emit_source_py
+_run_items = _run_items_c if _loop is not None else _run_items_py
+_run_link = _run_link_c if _loop is not None else _run_link_py
 
 
 def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context, link: Any = None) -> int:
@@ -540,17 +491,22 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context, l
         large = False  # whether the last message opened with a large item: the next one's is then received whole
         while True:
             # the ITEM records before any STOP, in two lists (copied out of the reused buffer, or received straight)
-            if inbox is not None:
-                lineages, items, stop, size, large = recv_items(sock, inbox.buf, ITEM, STOP, GATHER_BYTES, large)
+            if link is not None and not batched:
+                size, stop = _run_link(out, fn, link, ctx)
+                if not size:
+                    return 0
             else:
-                lineages, items, stop, size = _link_items(link)
-            if not size:
-                return 0
-            if batched:
-                if items:
-                    _run_batch(out, fn, lineages, items, ctx)
-            else:
-                _run_items(out, fn, lineages, items, ctx)
+                if inbox is not None:
+                    lineages, items, stop, size, large = recv_items(sock, inbox.buf, ITEM, STOP, GATHER_BYTES, large)
+                else:
+                    lineages, items, stop, size = _link_items(link)
+                if not size:
+                    return 0
+                if batched:
+                    if items:
+                        _run_batch(out, fn, lineages, items, ctx)
+                else:
+                    _run_items(out, fn, lineages, items, ctx)
             out.flush()
             if stop:
                 return 0

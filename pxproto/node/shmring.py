@@ -28,11 +28,11 @@ COMPILED = _ring is not None
 HEADER_BYTES: int = _ring.HEADER if _ring is not None else 0
 """Bytes of a ring's header at the start of its mapping (its messages follow)."""
 
-MAX_MESSAGE = (1 << 20) + 64 * 1024
+MAX_MESSAGE = (1 << 20) + 128 * 1024
 """The longest message a ring must take: a MICE's largest item (mice.MAX_ITEM, 1 MiB) with its record header, after a
 record batch's worth (mice.BATCH_BYTES) of others (a hand-over's last item may cross the batch's limit)."""
 RING_BYTES = 2 * (MAX_MESSAGE + 64) + 4096
-"""Each ring's mapping (2.13 MiB): a message always fits in half of it (a wrap may skip up to the other half)."""
+"""Each ring's mapping (2.25 MiB): a message always fits in half of it (a wrap may skip up to the other half)."""
 SOFT_BYTES = 256 * 1024
 """Record batches (mice.BATCH_BYTES) wrap past this much of a ring, so its working set stays in cache (the rest of
 the ring serves messages over half of it: large items)."""
