@@ -96,7 +96,7 @@ def test_pack_lineages_is_struct_pack(count: int) -> None:
     lineages = [(i % 7) << 48 | i for i in range(1, 1200)] + [(1 << 64) - 1]
     start = len(lineages) - count
     want = struct.pack(f"!{count}Q", *lineages[start:])
-    assert channels._pack_lineages_py(lineages, start, count) == want
+    assert handover.pack_lineages_py(lineages, start, count) == want
     if loops is not None:
         assert loops.pack_lineages(lineages, start, count) == want
 

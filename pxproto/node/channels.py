@@ -20,6 +20,7 @@ from pxproto.fastpath import decode, encode
 from pxproto.node import mice
 from pxproto.node.flow import LOW_BITS, LOW_MASK, Flow, MiceQueue, Upstream
 from pxproto.node.flow import loops as _loops
+from pxproto.node.handover import pack_lineages
 from pxproto.wire import ethertypes, layout, spec
 from pxproto.wire.codes import DIME_ALL, CounterId, DataFlag, FaultCode, FrameClass, HeaderFlag
 from pxproto.wire.frame import Data, Frame
@@ -79,12 +80,6 @@ ChannelKey = tuple[int, bytes, int]
 _OFF = {prefix: {f.name: f.offset for f in fields} for prefix, (_s, fields) in layout.struct_tables().items()}
 KEY_AT = spec.HEADER_OFFSET + _OFF[""]["src_dime"]
 
-
-def _pack_lineages_py(lineages: list[int], start: int, count: int) -> bytes:  # (twin of _flowc.pack_lineages)
-    return struct.pack(f"!{count}Q", *lineages[start : start + count])  # a COMPLETION message's payload
-
-
-_pack_lineages = _loops.pack_lineages if _loops is not None else _pack_lineages_py
 
 KEY = struct.Struct("!HH12xHB14xH")
 """What a DATA frame's end is looked up by, read in place from KEY_AT: src_dime, src_thread, (dst_dime,
@@ -574,7 +569,7 @@ class ChannelPlane:
                 continue
             per = max(1, tx.frag_size // 8)
             for i in range(0, len(lineages), per):  # (a send that raises leaves them all: a completion may repeat)
-                _, o = tx.send_wire(_pack_lineages(lineages, i, min(per, len(lineages) - i)), now)
+                _, o = tx.send_wire(pack_lineages(lineages, i, min(per, len(lineages) - i)), now)
                 self.m.out(o)
             lineages.clear()
 

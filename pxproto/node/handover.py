@@ -3,6 +3,7 @@ here, behind watermarks (:class:`Completed`), and the items waiting for the MICE
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Iterator
 
@@ -85,8 +86,14 @@ def split_from_py(records: bytes, off: int, max_k: int, room: int) -> tuple[int,
     return k, pos - off, rec.unpack_from(records, pos)[1] if pos + rec.size <= end else 0
 
 
+def pack_lineages_py(lineages: list[int], start: int, count: int) -> bytes:
+    """A COMPLETION message's payload: ``count`` of ``lineages`` from ``start``, u64 each (what the sink completed)."""
+    return struct.pack(f"!{count}Q", *lineages[start : start + count])
+
+
 _flowc = select.compiled("pxproto.node._flowc")
 split_from = _flowc.split_from if _flowc is not None else split_from_py
+pack_lineages = _flowc.pack_lineages if _flowc is not None else pack_lineages_py
 
 
 class MiceQueue:
