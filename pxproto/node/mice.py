@@ -360,11 +360,14 @@ def _emit_source_c(out: Batcher, produced: Iterable[bytes], ctx: Context, counte
     def other(item: Any, counter: int, t0: float) -> int:
         return _emit(out, (item,), None, ctx, counter, t0)
 
+    def put_run(run: list[Bytes], counter: int) -> None:
+        _put_run(out, run, ctx, counter)
+
     base = source_lineage(ctx.stage, -1)  # (the stage's bits: lineage ``base | (i + 1)``)
     slow = int(SOURCE_SLOW * 1e9)
     loop: Any = _loop
     return int(loop.emit_source(produced, counter, ctx.first, slow, OUT, base, out, BATCH_BYTES, GATHER_BYTES,
-                                out.add_packed, out.flush, other))  # fmt: skip
+                                out.add_packed, out.flush, other, put_run, SOURCE_RUN))  # fmt: skip
 
 
 def _emit(
