@@ -16,6 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _common import measure_installed  # bench/ is sys.path[0]
+
+measure_installed()  # (each tree's runs load their own pxproto; this one refuses a pure twin as the others do)
+
 RUN = """
 import gc, sys
 sys.path.insert(0, "bench")
