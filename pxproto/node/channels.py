@@ -79,8 +79,6 @@ ChannelKey = tuple[int, bytes, int]
 
 _OFF = {prefix: {f.name: f.offset for f in fields} for prefix, (_s, fields) in layout.struct_tables().items()}
 KEY_AT = spec.HEADER_OFFSET + _OFF[""]["src_dime"]
-
-
 KEY = struct.Struct("!HH12xHB14xH")
 """What a DATA frame's end is looked up by, read in place from KEY_AT: src_dime, src_thread, (dst_dime,
 dst_thread, seq), channel, flags, (msg_id, msg_len, frag_offset, frag_index), frag_count."""
