@@ -14,6 +14,7 @@ Short form in the default run; ``pytest -m slow`` sends 1,000,000 frames.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -53,6 +54,16 @@ class SwitchUnderTest:
         return self.stats()["ports"][name]  # type: ignore[no-any-return]
 
 
+def _listening(path: str) -> bool:
+    """Whether a Unix stream socket at ``path`` accepts a connection now."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:  # not there yet, or bound and not yet listening (ECONNREFUSED)
+            return False
+    return True
+
+
 @pytest.fixture()
 def switch(tmp_path: Path) -> Iterator[SwitchUnderTest]:
     sock = str(tmp_path / "fuzz.sock")
@@ -65,7 +76,7 @@ def switch(tmp_path: Path) -> Iterator[SwitchUnderTest]:
     args += ["--port", f"udp:name=legit,local=127.0.0.1:{legit_port}"]
     proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     end = time.monotonic() + 10
-    while not (os.path.exists(sock) and os.path.exists(control)):
+    while not (os.path.exists(sock) and _listening(control)):  # (the control path is bound before it listens)
         assert proc.poll() is None and time.monotonic() < end, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.05)
     udp.remote = ("127.0.0.1", legit_port)
