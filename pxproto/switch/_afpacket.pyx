@@ -289,46 +289,6 @@ cdef class FastLoop:
             self.dstlen[pid] = ln
             self.refollowed[pid] += 1
 
-    cdef int _decide(self, int pid, const unsigned char* b, Py_ssize_t n, double now, int* ci,
-                     int* err) noexcept nogil:
-        cdef int dime_scope = 0, r, out = -1
-        cdef unsigned int src_dime = PX_DIME_ALL, dst_dime = PX_DIME_ALL
-        cdef uint64_t src, dst
-        r = classify(b, n, self.validation, self.non_parallax_drop, ci, &dime_scope, &src_dime, &dst_dime, err)
-        if r > 0:
-            if self.malformed_drop:
-                return MALFORMED
-            return SLOW
-        if r < 0:
-            return SLOW
-        if not b[6] & 1:
-            src = mac48(b + 6)
-            r = self.fdb.c_learn(src | (<uint64_t>PX_DIME_ALL << 48), pid, now)
-            if r == 1:
-                self.learned += 1
-            elif r == 2:
-                self.moved += 1
-            if ci[0] and src_dime != PX_DIME_ALL:
-                r = self.fdb.c_learn(src | (<uint64_t>src_dime << 48), pid, now)
-                if r == 1:
-                    self.learned += 1
-                elif r == 2:
-                    self.moved += 1
-        if b[0] & 1:
-            return FLOOD
-        dst = mac48(b)
-        if dime_scope:
-            out = self.fdb.c_lookup(dst | (<uint64_t>dst_dime << 48), now)
-        if out < 0:
-            out = self.fdb.c_lookup(dst | (<uint64_t>PX_DIME_ALL << 48), now)
-        if out < 0:
-            self.unknown += 1
-            return FLOOD
-        if out == pid:
-            self.filtered += 1
-            return DROP
-        return out
-
     cdef void _queue(self, int out, int slot, int ci) noexcept nogil:
         if not self.gso_of[slot] and self.batch.len[slot] > self.maxlen[out]:
             self.tx_big[out] += 1  # longer than the output's MTU allows
@@ -405,7 +365,7 @@ cdef class FastLoop:
                 if self.force_slow:
                     out = SLOW
                 else:
-                    out = self._decide(pid, b, ln, now, &ci, &err)
+                    out = decide(self, pid, b, ln, now, &ci, &err)
                 if off and (out >= 0 and out < MAXPORTS and not self.vnet[out] or out == FLOOD and not self.all_vnet):
                     out = SLOW  # a port without the header: the checksum and the cutting are done in Python
                 if out == MALFORMED:
@@ -465,7 +425,7 @@ cdef class FastLoop:
             b = <const unsigned char*><char*>f
             ln = len(f)
             ci = err = 0
-            out = SLOW if self.force_slow or ln > self.maxlen[pid] else self._decide(pid, b, ln, now, &ci, &err)
+            out = SLOW if self.force_slow or ln > self.maxlen[pid] else decide(self, pid, b, ln, now, &ci, &err)
             if out == SLOW:
                 slow.append(f)  # (an oversize frame too: the core counts it)
                 continue
@@ -608,6 +568,7 @@ cdef class FastLoop:
 
 
 include "_fltx.pxi"
+include "_fldecide.pxi"
 
 
 BUILD_HASH = PXPROTO_BUILD_HASH.decode()
