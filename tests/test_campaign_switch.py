@@ -75,17 +75,22 @@ def switch(tmp_path: Path) -> Iterator[SwitchUnderTest]:
     args += ["--port", f"stream:name=fuzz,address={sock},listen=true,mtu=65517"]
     args += ["--port", f"udp:name=legit,local=127.0.0.1:{legit_port}"]
     proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    end = time.monotonic() + 10
-    while not (os.path.exists(sock) and _listening(control)):  # (the control path is bound before it listens)
-        assert proc.poll() is None and time.monotonic() < end, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.05)
-    udp.remote = ("127.0.0.1", legit_port)
-    fuzz = StreamWire(sock)
-    sut = SwitchUnderTest(proc, control, fuzz, udp)
-    # Both sides introduce themselves so the switch learns where they are.
-    udp.send([heartbeat(LEGIT_MAC)])
-    fuzz.send([heartbeat(FUZZ_MAC)])
-    _until(lambda: sut.port("legit")["rx"] == 1 and sut.port("fuzz")["rx"] == 1)
+    try:
+        end = time.monotonic() + 10
+        while not (os.path.exists(sock) and _listening(control)):  # (the control path is bound before it listens)
+            assert proc.poll() is None and time.monotonic() < end, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        udp.remote = ("127.0.0.1", legit_port)
+        fuzz = StreamWire(sock)
+        sut = SwitchUnderTest(proc, control, fuzz, udp)
+        # Both sides introduce themselves so the switch learns where they are.
+        udp.send([heartbeat(LEGIT_MAC)])
+        fuzz.send([heartbeat(FUZZ_MAC)])
+        _until(lambda: sut.port("legit")["rx"] == 1 and sut.port("fuzz")["rx"] == 1)
+    except BaseException:  # a set-up that fails leaves no switch running
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
     yield sut
     fuzz.close()
     udp.close()
@@ -95,8 +100,6 @@ def switch(tmp_path: Path) -> Iterator[SwitchUnderTest]:
 
 
 def _free_udp_port() -> int:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
