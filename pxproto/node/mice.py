@@ -277,12 +277,17 @@ def _run_items_py(out: Batcher, fn: Callable[..., Any], lineages: list[int], ite
 
 def _run_items_c(out: Batcher, fn: Callable[..., Any], lineages: list[int], items: list[bytes], ctx: Context) -> None:
     """:func:`_run_items_py` with the loop compiled (``_miceloop.run_items``); a call that yields, here."""
+    _loop.run_items(fn, lineages, items, ctx, out, _emitter(out, ctx), DONES_MAX)  # type: ignore[union-attr]
+
+
+def _emitter(out: Batcher, ctx: Context) -> Callable[[Iterable[bytes], int], None]:
+    """What the compiled item loops call for a stage call that yielded: its outputs, then its DONE."""
 
     def emit_one(produced: Iterable[bytes], lineage: int) -> None:
         _emit(out, produced, lineage, ctx, 0)
         out.done(lineage)
 
-    _loop.run_items(fn, lineages, items, ctx, out, emit_one, DONES_MAX)  # type: ignore[union-attr]
+    return emit_one
 
 
 def is_source(fn: Callable[..., Any]) -> bool:
@@ -434,13 +439,8 @@ def _run_link_c(out: Batcher, fn: Callable[..., Any], link: Any, ctx: Context) -
     if not size:
         link.done()
         return 0, False
-
-    def emit_one(produced: Iterable[bytes], lineage: int) -> None:
-        _emit(out, produced, lineage, ctx, 0)
-        out.done(lineage)
-
     _, stop = _loop.run_message(  # type: ignore[union-attr]
-        view, link.done, fn, ctx, emit_one, out.add_packed, ITEM, STOP, DONE, DONES_MAX
+        view, link.done, fn, ctx, _emitter(out, ctx), out.add_packed, ITEM, STOP, DONE, DONES_MAX
     )
     return size, bool(stop)
 
