@@ -111,6 +111,38 @@ def test_large_source_items_are_packed_a_run_at_a_time(impl: str, monkeypatch: p
     assert calls == [mice.SOURCE_RUN, mice.SOURCE_RUN, 10]
 
 
+class _Ring:
+    """A stand-in for the shared ring's link: each message sent, its parts joined."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, msg: Any) -> None:
+        self.sent.append(b"".join(msg) if isinstance(msg, list | tuple) else bytes(msg))
+
+
+@pytest.mark.parametrize("ring", [False, True])
+def test_large_items_share_a_ring_message_up_to_large_batch_bytes(impl: str, ring: bool) -> None:
+    """Into the shared ring, 64 KiB items go four to a message (LARGE_BATCH_BYTES); on the socketpair, whose
+    messages stop at SEQPACKET_MAX, one to a message; small items around them are still packed BATCH_BYTES at most."""
+    sock, link = _Sent(), _Ring()
+    out = mice.Batcher(sock, link if ring else None)  # type: ignore[arg-type]
+    big = [bytes([i]) * (64 * 1024) for i in range(10)]
+    made: list[Any] = [b"s0", *big, b"s1", bytes(100) * 100]
+    mice._emit_source(out, iter(made), mice.Context(1, 3, "src", 0, 1), 0)
+    out.flush()
+    sent = link.sent if ring else sock.sent
+    assert not (sock.sent if ring else link.sent)
+    assert [r for m in sent for r in mice.records(m)] == [
+        (mice.OUT, mice.source_lineage(3, i), d) for i, d in enumerate(made)
+    ]
+    per_msg = [sum(len(d) >= mice.GATHER_BYTES for _, _, d in mice.records(m)) for m in sent]
+    assert sum(per_msg) == 10
+    assert [n for n in per_msg if n] == ([3, 4, 3] if ring else [1] * 10)  # (the first message holds b"s0" too)
+    assert all(len(m) <= (mice.LARGE_BATCH_BYTES if ring else mice.SEQPACKET_MAX) for m in sent)
+    assert all(len(m) <= mice.BATCH_BYTES for m, n in zip(sent, per_msg, strict=True) if not n)
+
+
 def test_a_slow_source_list_flushes_too(impl: str) -> None:
     """A list (the batch API) that took long to make is flushed with what came before it."""
 
