@@ -20,10 +20,9 @@ cdef struct InMsg:
     uint32_t* offs       # per fragment: its offset, its length, whether it is held
     uint32_t* lens
     uint8_t* have
-    char* buf            # the message's bytes (multi-fragment messages), grown up to msg_len
-    int64_t cap
-    PyObject* whole      # or, when the first fragment held is at least half of it: a bytes of msg_len, filled in
-                         # place and delivered as it is (no copy on growth, none on delivery)
+    int64_t cap          # bytes of ``whole`` (it grows up to msg_len)
+    PyObject* whole      # a multi-fragment message's bytes object, filled in place and delivered as it is: of
+                         # msg_len at once when the first fragment held is at least half of it, else grown
     PyObject* single     # a one-fragment message: the fragment's own bytes
     const char* lent     # or (bare, in order: delivered at once) its bytes in the caller's buffer, not copied
     uint32_t off1, len1

@@ -9,7 +9,7 @@ fragment's own bytes), with its fragments' offsets and lengths in C arrays: no P
 ``receive_wire`` reads a DATA frame with ``px_view`` and ``*_wire`` acks are built with ``px_put_data``.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE, _PyBytes_Resize
 from cpython.ref cimport PyObject, Py_XDECREF, Py_INCREF
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free, realloc
@@ -46,7 +46,6 @@ cdef int _ACK_BIT = int(DataFlag.ACK)
 cdef void _slot_clear(InMsg* m) noexcept:
     if m.count > 1:
         free(m.offs)
-    free(m.buf)
     Py_XDECREF(m.single)
     Py_XDECREF(m.whole)
     memset(m, 0, sizeof(InMsg))
@@ -276,7 +275,6 @@ cdef class ChannelReceiver(_Ends):
     cdef void _store(self, InMsg* m, int64_t off, object payload, const char* data, Py_ssize_t n, bint lend) except *:
         # lend: the bytes at ``data`` stay valid until the message is delivered (a one-fragment one is not copied)
         cdef int64_t cap
-        cdef char* grown
         if m.count == 1:
             if lend:
                 m.lent = data
@@ -286,23 +284,25 @@ cdef class ChannelReceiver(_Ends):
             Py_INCREF(payload)
             m.single = <PyObject*>payload
             return
-        if m.whole != NULL:
-            memcpy(PyBytes_AS_STRING(<object>m.whole) + off, data, n)
-            return
-        if m.cap == 0 and m.msg_len <= max(2 * (off + n), <int64_t>65536):
-            # Allocated whole at once (at most twice what is held, as growth would): the bytes delivered.
-            whole = PyBytes_FromStringAndSize(NULL, m.msg_len)
+        if m.whole == NULL:
+            # A bytes object for the message from its first fragment held: of msg_len at once when that fragment is
+            # at least half of it, else grown as fragments come (doubling, at most twice what is held): it is
+            # delivered as it is once complete (no copy on delivery).
+            cap = m.msg_len if m.msg_len <= max(2 * (off + n), <int64_t>65536) else max(off + n, min(m.msg_len, <int64_t>65536))
+            whole = PyBytes_FromStringAndSize(NULL, cap)
             Py_INCREF(whole)
             m.whole = <PyObject*>whole
-            memcpy(PyBytes_AS_STRING(whole) + off, data, n)
-            return
-        if off + n > m.cap:
+            m.cap = cap
+        elif off + n > m.cap:
             cap = max(off + n, min(m.msg_len, max(2 * m.cap, <int64_t>65536)))
-            grown = <char*>realloc(m.buf, cap)
-            if grown == NULL:
-                raise MemoryError()
-            m.buf, m.cap = grown, cap
-        memcpy(m.buf + off, data, n)
+            try:
+                _PyBytes_Resize(&m.whole, cap)  # (only the slot holds it: resized in place or moved by realloc)
+            except MemoryError:
+                m.cap = 0
+                m.oversize = 1  # what it held is gone: dropped, with a reason, once complete
+                raise
+            m.cap = cap
+        memcpy(PyBytes_AS_STRING(<object>m.whole) + off, data, n)
 
     cdef bint _make_room(self, uint32_t msg_id, int64_t size, object out) except -1:
         if self.buffered + size <= self.max_buffer_bytes:
@@ -368,7 +368,7 @@ cdef class ChannelReceiver(_Ends):
         elif m.whole != NULL:
             payload = <object>m.whole  # _slot_clear drops the slot's reference, the event keeps its own
         else:
-            payload = PyBytes_FromStringAndSize(m.buf, m.msg_len)
+            payload = b""  # (fragments that hold no bytes)
         if self.bare:  # (a tuple costs less than the dataclass: the node's wire loop makes the event only if needed)
             return (m.msg_id, payload, bool(m.fin))
         return MessageReceived(self.channel, m.msg_id, payload, bool(m.fin))
