@@ -161,3 +161,34 @@ def test_demo_ha_takes_over_and_answers_exactly(tmp_path: Path, capsys: pytest.C
     assert "ANSWER EXACT" in out and "items lost: 0, duplicated: 0, wrong: 0" in out
     took = next(int(line.split()[1]) for line in out.splitlines() if line.startswith("takeover:"))
     assert took > 0
+
+
+def test_the_ha_demo_follows_a_repair_whose_replacement_died_too() -> None:
+    """The HA demo's repair check (``demo_ha.repair_done``) over the new leader's event records: the victim's own
+    RepairDone; or, when the victim's replacement was itself declared dead before it ran (a loaded host) and replaced
+    in turn, the RepairDone that ends the chain (as a run under the slow set's load showed: no RepairDone named the
+    victim, and the demo waited 20 s for one); None while the chain is open."""
+    from pxproto.orch import demo_ha
+    from pxproto.orch.events import RepairDone, RepairStarted, ReplicaPlaced
+
+    v, r1, r2 = (
+        (bytes.fromhex("02de3916c019"), 1),
+        (bytes.fromhex("02f1f838ec0e"), 2),
+        (bytes.fromhex("02de3916c019"), 2),
+    )
+    old = RepairDone(5.0, "wordcount", "transform", v, r1, 0.1).record()  # before the kill: not this repair
+    chain = [
+        RepairStarted(10.1, "wordcount", "transform", v).record(),
+        ReplicaPlaced(10.1, "wordcount", "parse", (bytes(6), 0), "scale-out").record(),
+        ReplicaPlaced(10.1, "wordcount", "transform", r1, "repair").record(),
+        RepairStarted(10.3, "wordcount", "transform", r1).record(),
+        ReplicaPlaced(10.3, "wordcount", "transform", r2, "repair").record(),
+    ]
+    done = RepairDone(10.5, "wordcount", "transform", r1, r2, 0.2).record()
+    victim = chain[0]["dead"]
+    assert demo_ha.repair_done([old, *chain], victim, 10.0) is None
+    assert demo_ha.repair_done([old, *chain, done], victim, 10.0) == done
+    direct = RepairDone(10.2, "wordcount", "transform", v, r1, 0.1).record()
+    assert demo_ha.repair_done([old, *chain[:3], direct], victim, 10.0) == direct
+    other = RepairDone(10.5, "wordcount", "transform", (bytes(6), 7), r2, 0.2).record()  # another DIME's repair
+    assert demo_ha.repair_done([old, *chain[:3], other], victim, 10.0) is None

@@ -12,7 +12,7 @@ fragment's own bytes), with its fragments' offsets and lengths in C arrays: no P
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE, _PyBytes_Resize
 from cpython.ref cimport PyObject, Py_XDECREF, Py_INCREF
 from libc.stdint cimport int64_t, uint8_t, uint32_t
-from libc.stdlib cimport calloc, free, realloc
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
 from pxproto.dime._channel cimport _Ends, sdiff
@@ -288,7 +288,10 @@ cdef class ChannelReceiver(_Ends):
             # A bytes object for the message from its first fragment held: of msg_len at once when that fragment is
             # at least half of it, else grown as fragments come (doubling, at most twice what is held): it is
             # delivered as it is once complete (no copy on delivery).
-            cap = m.msg_len if m.msg_len <= max(2 * (off + n), <int64_t>65536) else max(off + n, min(m.msg_len, <int64_t>65536))
+            if m.msg_len <= max(2 * (off + n), <int64_t>65536):
+                cap = m.msg_len
+            else:
+                cap = max(off + n, min(m.msg_len, <int64_t>65536))
             whole = PyBytes_FromStringAndSize(NULL, cap)
             Py_INCREF(whole)
             m.whole = <PyObject*>whole

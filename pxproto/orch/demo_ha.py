@@ -163,17 +163,14 @@ class HaDemo(Demo):
 
         def repaired() -> dict[str, Any] | None:
             s = self.status(new)
-            return (
-                s
-                if s and any(e["kind"] == "RepairDone" and e.get("dead") == victim_text for e in s["events"])
-                else None
-            )
+            return s if s and repair_done(s["events"], victim_text, dime_kill_t) is not None else None
 
         st = self.wait(repaired, 20, "the repair")
         evs = st["events"]
         # The first death after the kill (a follower, unable to PING, logged silent DIMEs dead before it led).
         dead = next(e for e in evs if e["kind"] == "DimeDead" and e.get("key") == victim_text and e["t"] >= dime_kill_t)
-        done = next(e for e in evs if e["kind"] == "RepairDone" and e.get("dead") == victim_text)
+        done = repair_done(evs, victim_text, dime_kill_t)
+        assert done is not None
         # The bundled package streams at its manifest's rate (400 lines/s): ``--rate`` does not reach it here.
         self.wait(lambda: self.lines_seen() >= total, total / (self.rate or OLD_RATE) * 3 + 30, "the whole stream")
         time.sleep(0.5)  # late duplicates, if any, would show up now
@@ -215,6 +212,26 @@ class HaDemo(Demo):
         super().stop_all()
         if self.etcd is not None:
             self.etcd.stop()
+
+
+def repair_done(events: list[dict[str, Any]], victim: str, since: float) -> dict[str, Any] | None:
+    """The RepairDone that ends the repair of ``victim`` (killed at ``since``), from a leader's event records: its
+    own, or, when its replacement itself died before it ran (a false death on a loaded host) and was replaced in
+    turn, the one that ends that chain (a RepairDone naming the victim then never comes); None while none has."""
+    chain: set[Any] = {victim}
+    pending: set[Any] = set()
+    for e in events:
+        if e["t"] < since:
+            continue
+        kind = e["kind"]
+        if kind == "RepairDone" and e.get("dead") in chain:
+            return e
+        if kind == "RepairStarted" and e.get("dead") in chain:
+            pending.add(e.get("stage"))
+        elif kind == "ReplicaPlaced" and e.get("why") == "repair" and e.get("stage") in pending:
+            pending.discard(e.get("stage"))
+            chain.add(e.get("key"))
+    return None
 
 
 def main(workdir: Path | None = None, **kw: Any) -> int:
