@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pxproto.fastpath import select
-from pxproto.node import mice
+from pxproto.node import handover, mice
 
 C: Any = select.compiled("pxproto.node._items")
 needs_c = pytest.mark.skipif(C is None, reason="pxproto.node._items is not built")
@@ -109,8 +109,8 @@ def test_compiled_and_pure_item_lists_and_dones_alike() -> None:
         lins = [lin for lin, _ in random_items(rng, rng.randrange(0, 9))]
         assert C.pack_dones(mice.DONE, lins) == mice.pack_dones_py(mice.DONE, lins)
         max_k, room = rng.randrange(1, 6), rng.choice((1, 30, 400, 5000))
-        assert C.split_at(msg, max_k, room) == mice.split_at_py(msg, max_k, room)
-        k, used, nxt = mice.split_at_py(msg, max_k, room)
+        assert handover.split_from(msg, 0, max_k, room) == handover.split_from_py(msg, 0, max_k, room)
+        k, used, nxt = handover.split_from_py(msg, 0, max_k, room)
         recs = mice.records_py(msg)
         assert 0 < k <= max_k or not recs
         assert mice.records_py(msg[:used]) == recs[:k] and nxt == (recs[k][1] if k < len(recs) else 0)

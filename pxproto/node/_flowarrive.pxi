@@ -56,9 +56,9 @@ cdef list arrive_at(const uint8_t* p, Py_ssize_t n, object message, object flow,
 
 
 def split_from(bytes records, Py_ssize_t off, Py_ssize_t max_k, Py_ssize_t room):
-    """:func:`pxproto.node.mice.split_at` over ``records[off:]``, no copy of it made (``MiceQueue.take`` splitting a
-    chunk it keeps whole): walk its (well-formed) records while fewer than ``max_k`` are taken and fewer than ``room``
-    bytes (at least one is taken); return (how many, their bytes, the lineage of the next record or 0).  The twin of
+    """Walk the (well-formed) records of ``records[off:]``, no copy of it made (``MiceQueue.take`` splitting a chunk
+    it keeps whole), while fewer than ``max_k`` are taken and fewer than ``room`` bytes (at least one is taken);
+    return (how many, their bytes, the lineage of the next record or 0).  The twin of
     :func:`pxproto.node.handover.split_from_py`; ValueError for an ``off`` outside ``records``."""
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(records)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(records), pos = off, k = 0

@@ -245,14 +245,3 @@ def pack_dones(int kind, lineages):
         wr32(w + 9, 0)
         w += REC
     return out
-
-
-def split_at(bytes records, Py_ssize_t max_k, Py_ssize_t room):
-    """Walk the (well-formed) records of ``records`` while fewer than ``max_k`` are taken and fewer than ``room`` bytes
-    (at least one is taken); return (how many, their bytes, the lineage of the next record or 0)."""
-    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(records)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(records), pos = 0, k = 0
-    while pos < n and k < max_k and pos < room:
-        pos += REC + rd32(p + pos + 9)
-        k += 1
-    return k, pos, rd64(p + pos + 1) if pos + REC <= n else 0

@@ -75,9 +75,9 @@ def _size(recs: Records) -> int:
 
 
 def split_from_py(records: bytes, off: int, max_k: int, room: int) -> tuple[int, int, int]:
-    """:func:`pxproto.node.mice.split_at` over ``records[off:]`` (no copy of it made): walk its (well-formed) records
-    while fewer than ``max_k`` are taken and fewer than ``room`` bytes (at least one is taken); return (how many, their
-    bytes, the lineage of the next record or 0)."""
+    """Walk the (well-formed) records of ``records[off:]`` (no copy of it made) while fewer than ``max_k`` are taken
+    and fewer than ``room`` bytes (at least one is taken); return (how many, their bytes, the lineage of the next
+    record or 0)."""
     rec = mice.REC
     pos, k, end = off, 0, len(records)
     while pos < end and k < max_k and pos - off < room:
@@ -184,7 +184,7 @@ class MiceQueue:
 
 
 def _split_parts(recs: list[bytes | memoryview], max_k: int, room: int) -> tuple[int, int, int]:
-    """:func:`pxproto.node.mice.split_at` over a chunk's parts (a header and a view per item): how many items, their
+    """:func:`split_from` over a chunk's parts (a header and a view per item): how many items, their
     bytes, and the index of the next item's header."""
     k = used = i = 0
     end = len(recs)

@@ -164,16 +164,6 @@ def pack_dones_py(kind: int, lineages: Sequence[int]) -> bytes:
     return b"".join(REC.pack(kind, lin, 0) for lin in lineages)
 
 
-def split_at_py(records: bytes, max_k: int, room: int) -> tuple[int, int, int]:
-    """Walk the (well-formed) records of ``records`` while fewer than ``max_k`` are taken and fewer than ``room`` bytes
-    (at least one is taken); return (how many, their bytes, the lineage of the next record or 0)."""
-    pos = k = 0
-    while pos < len(records) and k < max_k and pos < room:
-        pos += REC.size + REC.unpack_from(records, pos)[2]
-        k += 1
-    return k, pos, REC.unpack_from(records, pos)[1] if pos + REC.size <= len(records) else 0
-
-
 _items = select.compiled("pxproto.node._items")
 COMPILED = _items is not None
 """Whether the item codecs below are the compiled ``pxproto.node._items`` (else the ``*_py`` twins above)."""
@@ -185,5 +175,4 @@ take_records = _items.take_records if _items is not None else take_records_py
 pack_run = _items.pack_run if _items is not None else pack_run_py
 item_lists = _items.item_lists if _items is not None else item_lists_py
 pack_dones = _items.pack_dones if _items is not None else pack_dones_py
-split_at = _items.split_at if _items is not None else split_at_py
 recv_items = _items.recv_items if _items is not None else recv_items_py
