@@ -117,6 +117,17 @@ def test_help_documents_every_port_type_and_key(capsys: pytest.CaptureFixture[st
     assert "-netdev dgram" in text and "-netdev stream" in text and "other" in text
 
 
+def test_help_states_the_mtu_the_virtual_ports_take(capsys: pytest.CaptureFixture[str]) -> None:
+    """The help's default MTU for udp and stream ports is the one those port classes take."""
+    from pxproto.switch.sockports import StreamPort, UdpPort
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert UdpPort.mtu == StreamPort.mtu
+    assert f"default {UdpPort.mtu} on udp and stream ports" in text
+
+
 def test_a_second_switch_on_the_same_udp_address_is_refused(tmp_path: Path) -> None:
     """A UDP port with a remote binds two sockets with SO_REUSEPORT (control steered to its own): a second
     pxswitch on that address is still refused with one line, and a same-user socket that joins the group with

@@ -52,9 +52,10 @@ ports (--port TYPE:key=value,key=value; name=NAME is optional):
   vxlan:remote=HOST[:PORT][,remote=...],vni=N[,local=HOST:PORT][,aging=S]
       Ethernet in UDP (RFC 7348) to remote VTEPs, default port 4789.
   every port: mtu=BYTES (frames up to mtu+18 bytes pass, in and out; default
-      1500, an afpacket port's interface MTU) and max_macs=N (table entries the
-      port may learn, default --max-macs 2048; 0: no limit). Refusals show in
-      `pxswitch stats` as rx_oversize, tx_oversize and learn_refused.
+      65000 on udp and stream ports, an afpacket port's interface MTU, else
+      1500) and max_macs=N (table entries the port may learn, default
+      --max-macs 2048; 0: no limit). Refusals show in `pxswitch stats` as
+      rx_oversize, tx_oversize and learn_refused.
 
 non-Parallax frames (ARP, IP, ...) are forwarded like any L2 switch would and
 counted as class "other"; --non-parallax drop refuses them.
