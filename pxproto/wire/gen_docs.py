@@ -18,7 +18,7 @@ from pxproto.wire.codes import (
     Command,
     TlvKind,
 )
-from pxproto.wire.gen_docs_rules import rules_text
+from pxproto.wire.gen_docs_rules import RuleNumbers, rule_numbers, rules_text
 from pxproto.wire.gen_lua import EXTRA_FIELDS
 
 SECTIONS = [
@@ -167,7 +167,10 @@ bytes, padding included.
 """
 
 
-def generate() -> str:
+def generate(n: RuleNumbers | None = None) -> str:
+    """The document; ``n`` (a fresh :func:`rule_numbers` when None) resolves every rule the prose cites
+    by name, and records the names cited."""
+    n = rule_numbers() if n is None else n
     et = ethertypes.DEFAULT
     parts = [
         "# Parallax wire protocol reference",
@@ -189,7 +192,7 @@ def generate() -> str:
         "Configurable at run time: `PXPROTO_ETHERTYPES=signaling=0x88b5,...` or "
         "`pxproto.wire.ethertypes.configure()`. The scope (whole server or one DIME) is the "
         "header's SCOPE_DIME flag. A frame with any other EtherType, or shorter than the "
-        "14-byte Ethernet header, is not a Parallax frame (see rules 1 and 2).",
+        f"14-byte Ethernet header, is not a Parallax frame (see rules {n['eth']} and {n['ethertype']}).",
         "",
         _table([[name.upper(), f"0x{value:04x}"] for name, value in et.as_dict().items()], ["class", "EtherType"]),
         "",
@@ -295,7 +298,7 @@ def generate() -> str:
         "",
     ]
     parts.append(JSON_TEXT.format(table=_json_table(), extras=extras))
-    parts.append(rules_text())
+    parts.append(rules_text(n))
     parts.append(CONFORMANCE)
     return "\n".join(parts)
 

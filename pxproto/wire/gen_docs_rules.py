@@ -34,145 +34,268 @@ def _b(prefix: str, name: str) -> str:
     return f"b+{o}" if o else "b"
 
 
-def _rows(rows: list[tuple[str, str, str]]) -> str:
+Row = tuple[str, str, str, str]
+"""One rule: (its name, when the frame is rejected, the error field, the error offset).  The name is
+not printed: prose cites a rule by name (``{n[padding]}`` in a template) and gets its number, so a
+row inserted or moved renumbers every reference to it."""
+
+
+class RuleNumbers(dict[str, int]):
+    """Rule numbers by name, for the prose templates: frame rules by their bare name, a body table's by
+    ``<prefix>.<name>`` (``data.fits``).  Every name looked up is kept in :attr:`cited`; a name that no
+    row has fails the generation (KeyError)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cited: set[str] = set()
+
+    def __getitem__(self, name: str) -> int:
+        if name not in self:
+            raise KeyError(f"the prose cites rule {name!r}, which no rule row is named")
+        self.cited.add(name)
+        return super().__getitem__(name)
+
+
+def _rows(rows: list[Row]) -> str:
+    names = [name for name, *_ in rows]
+    assert len(set(names)) == len(names), "rule names must be unique within a table"
     out = ["| # | the frame is rejected when | error field | error offset |", "|---|---|---|---|"]
-    out += [f"| {i} | {cond} | `{field}` | {offset} |" for i, (cond, field, offset) in enumerate(rows, 1)]
+    out += [f"| {i} | {cond} | `{field}` | {offset} |" for i, (_, cond, field, offset) in enumerate(rows, 1)]
     return "\n".join(out)
 
 
-def frame_steps() -> str:
+def _number(rows: list[Row], prefix: str = "") -> dict[str, int]:
+    return {(f"{prefix}.{name}" if prefix else name): i for i, (name, *_) in enumerate(rows, 1)}
+
+
+def frame_rows() -> list[Row]:
     n_fixed = {
         c: size(p) for c, p in (("SIGNALING", "sig"), ("DATA", "data"), ("DISCOVERY", "disc"), ("HEARTBEAT", "hb"))
     }
     fixed = ", ".join(f"{c} {n}" for c, n in n_fixed.items())
-    rows = [
-        (f"it has fewer than {ETH} bytes", "eth", "0"),
-        ("its EtherType is none of the four classes' (not a Parallax frame)", "eth.type", "12"),
-        (f"it has fewer than {HDR} bytes (no whole header)", "header", str(ETH)),
-        (f"`version` is not {PROTOCOL_VERSION}", "version", _h("version")),
+    return [
+        ("eth", f"it has fewer than {ETH} bytes", "eth", "0"),
+        ("ethertype", "its EtherType is none of the four classes' (not a Parallax frame)", "eth.type", "12"),
+        ("header", f"it has fewer than {HDR} bytes (no whole header)", "header", str(ETH)),
+        ("version", f"`version` is not {PROTOCOL_VERSION}", "version", _h("version")),
         (
+            "reserved_flags",
             "a reserved bit of `flags` is set (bits other than 0x01 SCOPE_DIME, 0x02 AUTH, 0x04 ENCRYPTED)",
             "flags",
             _h("flags"),
         ),
-        ("ENCRYPTED is set and AUTH is clear (an encrypted body needs the trailer's tag)", "flags", _h("flags")),
-        (f"{HDR} + `length` > n (the body does not fit)", "len", _h("length")),
         (
+            "encrypted_needs_auth",
+            "ENCRYPTED is set and AUTH is clear (an encrypted body needs the trailer's tag)",
+            "flags",
+            _h("flags"),
+        ),
+        ("body_fits", f"{HDR} + `length` > n (the body does not fit)", "len", _h("length")),
+        (
+            "trailer_fits",
             f"AUTH is set and {HDR} + `length` + {spec.AUTH_LEN} > n (the trailer does not fit)",
             "auth",
             f"{HDR} + `length`",
         ),
         (
+            "padding",
             "bytes follow the end *e* (after the trailer if AUTH, else after the body), unless n is exactly "
             f"{spec.MIN_ETHERNET_FRAME} and every byte after *e* is 0 (Ethernet padding: `px.eth.padding` = n - e)",
             "len",
             _h("length"),
         ),
-        ("a DATA frame has SYSTEM scope (SCOPE_DIME clear)", "flags", _h("flags")),
-        ("a DISCOVERY or HEARTBEAT frame has DIME scope (SCOPE_DIME set)", "flags", _h("flags")),
-        (f"SYSTEM scope and `dst_dime` is not 0x{DIME_ALL:04x}", "dime.dst", _h("dst_dime")),
-        (f"DIME scope and `dst_dime` is 0x{DIME_ALL:04x}", "dime.dst", _h("dst_dime")),
-        (f"a HEARTBEAT's `src_dime` is 0x{DIME_ALL:04x}", "dime.src", _h("src_dime")),
+        ("data_scope", "a DATA frame has SYSTEM scope (SCOPE_DIME clear)", "flags", _h("flags")),
         (
+            "system_classes_scope",
+            "a DISCOVERY or HEARTBEAT frame has DIME scope (SCOPE_DIME set)",
+            "flags",
+            _h("flags"),
+        ),
+        ("system_dst", f"SYSTEM scope and `dst_dime` is not 0x{DIME_ALL:04x}", "dime.dst", _h("dst_dime")),
+        ("dime_dst", f"DIME scope and `dst_dime` is 0x{DIME_ALL:04x}", "dime.dst", _h("dst_dime")),
+        ("heartbeat_src", f"a HEARTBEAT's `src_dime` is 0x{DIME_ALL:04x}", "dime.src", _h("src_dime")),
+        (
+            "fixed_body",
             f"ENCRYPTED is clear and `length` is less than the class's fixed body ({fixed})",
             "len",
             _h("length"),
         ),
-        ("ENCRYPTED is clear and the class's body rules below fail", "(below)", "(below)"),
-        ("AUTH is set and the trailer's `key_id` is 0", "auth.key_id", "t"),
-        ("AUTH is set and the trailer's `counter` is 0", "auth.counter", f"t+{off('auth', 'counter')}"),
+        ("body_rules", "ENCRYPTED is clear and the class's body rules below fail", "(below)", "(below)"),
+        ("key_id", "AUTH is set and the trailer's `key_id` is 0", "auth.key_id", "t"),
+        ("counter", "AUTH is set and the trailer's `counter` is 0", "auth.counter", f"t+{off('auth', 'counter')}"),
     ]
-    return _rows(rows)
 
 
-def signaling_steps() -> str:
+def signaling_rows() -> list[Row]:
     acl_mask = (1 << len(Fcaps)) - 1
     sizes = ", ".join(f"{k.name} {v}" for k, v in FIXED_TLV_SIZES.items())
-    rows = [
-        ("`cmd` is not a Command code", "cmd", _b("sig", "cmd")),
-        ("`op` is not an Op code", "op", _b("sig", "op")),
-        ("`status` is not a Status code", "status", _b("sig", "status")),
-        ("`op` is REQUEST and `status` is not OK", "status", _b("sig", "status")),
-        ("TLV *i* (1..`tlv_count`, at offset p): fewer than 4 bytes remain before the body end", "tlv", "p"),
-        ("TLV *i*: p + 4 + its `length` passes the body end", "tlv.length", "p+2"),
-        ("TLV *i*: its type appeared in an earlier TLV of this frame", "tlv", "p"),
-        (f"TLV *i* of a known type and a fixed-size kind ({sizes}): `length` differs", "*key*", "p+2"),
-        ("TLV *i* of an enum-valued type (PARAM_ID, DIRECTION, FAULT_CODE): not a code of its enum", "*key*", "p+4"),
-        (f"TLV *i* of kind TEXT: `length` > {TEXT_MAX}", "*key*", "p+2"),
+    return [
+        ("cmd", "`cmd` is not a Command code", "cmd", _b("sig", "cmd")),
+        ("op", "`op` is not an Op code", "op", _b("sig", "op")),
+        ("status", "`status` is not a Status code", "status", _b("sig", "status")),
+        ("request_ok", "`op` is REQUEST and `status` is not OK", "status", _b("sig", "status")),
         (
+            "tlv_header",
+            "TLV *i* (1..`tlv_count`, at offset p): fewer than 4 bytes remain before the body end",
+            "tlv",
+            "p",
+        ),
+        ("tlv_fits", "TLV *i*: p + 4 + its `length` passes the body end", "tlv.length", "p+2"),
+        ("tlv_repeated", "TLV *i*: its type appeared in an earlier TLV of this frame", "tlv", "p"),
+        (
+            "tlv_fixed_size",
+            f"TLV *i* of a known type and a fixed-size kind ({sizes}): `length` differs",
+            "*key*",
+            "p+2",
+        ),
+        (
+            "tlv_enum",
+            "TLV *i* of an enum-valued type (PARAM_ID, DIRECTION, FAULT_CODE): not a code of its enum",
+            "*key*",
+            "p+4",
+        ),
+        ("text_max", f"TLV *i* of kind TEXT: `length` > {TEXT_MAX}", "*key*", "p+2"),
+        (
+            "utf8",
             "TLV *i* of kind TEXT: the value is not well-formed UTF-8 (RFC 3629: no overlongs, surrogates, "
             "or code points above U+10FFFF)",
             "*key*",
             "p+4+k, k = index of the first byte of the first ill-formed or truncated sequence",
         ),
-        (f"TLV *i* of kind ACL: `length` is not a multiple of {ACL_ENTRY_SIZE}", "*key*", "p+2"),
+        ("acl_size", f"TLV *i* of kind ACL: `length` is not a multiple of {ACL_ENTRY_SIZE}", "*key*", "p+2"),
         (
+            "acl_entry",
             f"TLV *i* of kind ACL: entry j has a mask bit above 0x{acl_mask:02x} or a non-zero reserved byte",
             "*key*",
             f"p+4+{ACL_ENTRY_SIZE}j+6 (the entry's mask byte, for either fault)",
         ),
-        ("after `tlv_count` TLVs, bytes remain before the body end", "tlv_count", _b("sig", "tlv_count")),
+        ("tlv_count", "after `tlv_count` TLVs, bytes remain before the body end", "tlv_count", _b("sig", "tlv_count")),
     ]
-    return _rows(rows)
 
 
-def data_steps() -> str:
-    rows = [
-        ("a reserved bit of `flags` is set (bits other than 0x01 ACK, 0x02 FIN)", "data.flags", _b("data", "flags")),
-        ("ACK is clear and `ack` is not 0", "data.ack", _b("data", "ack")),
-        ("ACK is clear and `credit` is not 0", "data.credit", _b("data", "credit")),
-        ("`frag_count` is 0 (acknowledgement-only) and ACK is clear", "data.flags", _b("data", "flags")),
-        ("`frag_count` is 0 and `msg_len` is not 0", "data.msg_len", _b("data", "msg_len")),
-        ("`frag_count` is 0 and `frag_offset` is not 0", "data.frag_offset", _b("data", "frag_offset")),
-        ("`frag_count` is 0 and `frag_index` is not 0", "data.frag_index", _b("data", "frag_index")),
-        ("`frag_count` is 0 and a payload follows the fixed part", "len", _h("length")),
-        ("`frag_count` > 0 and `frag_index` >= `frag_count`", "data.frag_index", _b("data", "frag_index")),
-        ("`frag_offset` + payload length > `msg_len`", "data.frag_offset", _b("data", "frag_offset")),
-        ("`frag_index` is 0 and `frag_offset` is not 0", "data.frag_offset", _b("data", "frag_offset")),
+def data_rows() -> list[Row]:
+    return [
         (
+            "flags",
+            "a reserved bit of `flags` is set (bits other than 0x01 ACK, 0x02 FIN)",
+            "data.flags",
+            _b("data", "flags"),
+        ),
+        ("ack", "ACK is clear and `ack` is not 0", "data.ack", _b("data", "ack")),
+        ("credit", "ACK is clear and `credit` is not 0", "data.credit", _b("data", "credit")),
+        ("ack_only", "`frag_count` is 0 (acknowledgement-only) and ACK is clear", "data.flags", _b("data", "flags")),
+        ("ack_only_msg_len", "`frag_count` is 0 and `msg_len` is not 0", "data.msg_len", _b("data", "msg_len")),
+        (
+            "ack_only_frag_offset",
+            "`frag_count` is 0 and `frag_offset` is not 0",
+            "data.frag_offset",
+            _b("data", "frag_offset"),
+        ),
+        (
+            "ack_only_frag_index",
+            "`frag_count` is 0 and `frag_index` is not 0",
+            "data.frag_index",
+            _b("data", "frag_index"),
+        ),
+        ("ack_only_payload", "`frag_count` is 0 and a payload follows the fixed part", "len", _h("length")),
+        (
+            "frag_index",
+            "`frag_count` > 0 and `frag_index` >= `frag_count`",
+            "data.frag_index",
+            _b("data", "frag_index"),
+        ),
+        ("fits", "`frag_offset` + payload length > `msg_len`", "data.frag_offset", _b("data", "frag_offset")),
+        ("first", "`frag_index` is 0 and `frag_offset` is not 0", "data.frag_offset", _b("data", "frag_offset")),
+        (
+            "last",
             "`frag_index` is `frag_count` - 1 and `frag_offset` + payload length is not `msg_len`",
             "data.msg_len",
             _b("data", "msg_len"),
         ),
-        ("the payload is empty and `msg_len` is not 0", "len", _h("length")),
+        ("empty", "the payload is empty and `msg_len` is not 0", "len", _h("length")),
     ]
-    return _rows(rows)
 
 
-def discovery_steps() -> str:
+def discovery_rows() -> list[Row]:
     rec = size("disc.dime")
-    rows = [
-        ("`op` is not a DiscoveryOp code", "disc.op", _b("disc", "op")),
+    return [
+        ("op", "`op` is not a DiscoveryOp code", "disc.op", _b("disc", "op")),
         (
+            "state_filter",
             f"`state_filter` is neither 0x{STATE_ANY:02x} (any) nor a DimeState code",
             "disc.state_filter",
             _b("disc", "state_filter"),
         ),
-        (f"`length` is not {size('disc')} + {rec} x `count`", "disc.count", _b("disc", "count")),
-        ("`op` is PROBE and `count` is not 0", "disc.count", _b("disc", "count")),
-        ("`op` is GRATUITOUS and `probe_id` is not 0", "disc.probe_id", _b("disc", "probe_id")),
+        ("count", f"`length` is not {size('disc')} + {rec} x `count`", "disc.count", _b("disc", "count")),
+        ("probe_count", "`op` is PROBE and `count` is not 0", "disc.count", _b("disc", "count")),
+        ("gratuitous_probe_id", "`op` is GRATUITOUS and `probe_id` is not 0", "disc.probe_id", _b("disc", "probe_id")),
         (
+            "record_state",
             f"record r (at q = b+{size('disc')}+{rec}r): `state` is not a DimeState code",
             "disc.dime.state",
             f"q+{off('disc.dime', 'state')}",
         ),
-        ("record r: `mem_free` > `mem_total`", "disc.dime.mem_free", f"q+{off('disc.dime', 'mem_free')}"),
+        (
+            "record_mem",
+            "record r: `mem_free` > `mem_total`",
+            "disc.dime.mem_free",
+            f"q+{off('disc.dime', 'mem_free')}",
+        ),
     ]
-    return _rows(rows)
+
+
+def heartbeat_rows() -> list[Row]:
+    return [
+        ("length", f"`length` is not {size('hb')}", "len", _h("length")),
+        ("state", "`state` is not a DimeState code", "hb.state", _b("hb", "state")),
+        ("period", "`period_ms` is 0", "hb.period_ms", _b("hb", "period_ms")),
+        ("cpu", "`cpu_permille` > 1000", "hb.cpu_permille", _b("hb", "cpu_permille")),
+    ]
+
+
+TABLES = {
+    "frame": ("", frame_rows),
+    "signaling": ("sig", signaling_rows),
+    "data": ("data", data_rows),
+    "discovery": ("disc", discovery_rows),
+    "heartbeat": ("hb", heartbeat_rows),
+}
+"""Each rule table: the prefix its rules are cited by (none for the frame's) and its rows."""
+
+
+def rule_numbers() -> RuleNumbers:
+    """Every rule's number by name (see :class:`RuleNumbers`)."""
+    out = RuleNumbers()
+    for prefix, rows in TABLES.values():
+        out.update(_number(rows(), prefix))
+    return out
+
+
+def frame_steps() -> str:
+    return _rows(frame_rows())
+
+
+def signaling_steps() -> str:
+    return _rows(signaling_rows())
+
+
+def data_steps() -> str:
+    return _rows(data_rows())
+
+
+def discovery_steps() -> str:
+    return _rows(discovery_rows())
 
 
 def heartbeat_steps() -> str:
-    rows = [
-        (f"`length` is not {size('hb')}", "len", _h("length")),
-        ("`state` is not a DimeState code", "hb.state", _b("hb", "state")),
-        ("`period_ms` is 0", "hb.period_ms", _b("hb", "period_ms")),
-        ("`cpu_permille` > 1000", "hb.cpu_permille", _b("hb", "cpu_permille")),
-    ]
-    return _rows(rows)
+    return _rows(heartbeat_rows())
 
 
-def rules_text() -> str:
+def rules_text(n: RuleNumbers | None = None) -> str:
+    """The rules and the prose around them; ``n`` (a fresh :func:`rule_numbers` when None) resolves the
+    prose's rule citations and records them."""
     return RULES.format(
+        n=rule_numbers() if n is None else n,
         frame=frame_steps(),
         signaling=signaling_steps(),
         data=data_steps(),
@@ -211,6 +334,8 @@ none is valid, and its decoded view (section "Decoded view") is fully determined
   part), except where a row gives another.
 - Within a list (TLVs, DIME records), every rule is applied to item 1, then to item 2, and
   so on: an error in an earlier item wins.
+- Rules are cited by their row number: "rule N" (or "frame rule N") is row N of the frame
+  table, "DATA rule N" row N of the DATA body's table, and so on.
 - Errors `eth` and `eth.type` mean "not a Parallax frame": `pxdump --json` prints no line
   for `eth.type` (and `{{"_malformed": ...}}` for `eth`), and Wireshark never hands such a
   frame to the dissector.
@@ -219,7 +344,7 @@ none is valid, and its decoded view (section "Decoded view") is fully determined
 
 {frame}
 
-### SIGNALING body (step 15)
+### SIGNALING body (frame rule {n[body_rules]})
 
 {signaling}
 
@@ -229,7 +354,7 @@ come in any order. The codec does not require the TLVs of the Commands table: an
 answers a request that lacks one with BAD_PARAM. Empty values are valid for TEXT (""),
 BYTES and unknown types (""), and ACL (no entries).
 
-### DATA body (step 15)
+### DATA body (frame rule {n[body_rules]})
 
 The payload is the body after the {data_fixed}-byte fixed part; its length is `length` minus
 the fixed part. A frame with `frag_count` 0 is **acknowledgement-only**: its zero fragment
@@ -239,11 +364,11 @@ reported on the header's length (`len`), the field that sets it.
 
 {data}
 
-### DISCOVERY body (step 15)
+### DISCOVERY body (frame rule {n[body_rules]})
 
 {discovery}
 
-### HEARTBEAT body (step 15)
+### HEARTBEAT body (frame rule {n[body_rules]})
 
 {heartbeat}
 
@@ -254,7 +379,7 @@ reported on the header's length (`len`), the field that sets it.
   codec enforces no MTU: links do (1500 on a NIC, 65000 on pxproto's UDP and stream wires; DATA fragments to fit).
 - The smallest frame on the wire is {min_frame} bytes: shorter frames are padded with
   zeros after the end, which a decoder accepts only when the frame is exactly {min_frame}
-  bytes long (rule 8) and reports as `px.eth.padding`.
+  bytes long (rule {n[padding]}) and reports as `px.eth.padding`.
 - TLV values: U8 1, U16 2, U32 4, U64 8, MAC 6, DIGEST 32 (a SHA-256 digest) bytes;
   TEXT 0 to {text_max} bytes of UTF-8; BYTES 0 to 65535 bytes; ACL a multiple of {acl}
   bytes, each entry a MAC (6), an FCAPS mask (1 byte: bit k is area k of F=0, C=1, A=2, P=3,
@@ -263,8 +388,8 @@ reported on the header's length (`len`), the field that sets it.
 ## The authentication trailer
 
 Any frame class may carry the trailer; the header's AUTH flag says whether it is there.
-Decoders check only that it fits (rule 8) and that `key_id` and `counter` are not 0 (rules
-17, 18). The tag is **not** checked by a decoder, which holds no key: a frame with a wrong
+Decoders check only that it fits (rule {n[trailer_fits]}) and that `key_id` and `counter` are not 0 (rules
+{n[key_id]} and {n[counter]}). The tag is **not** checked by a decoder, which holds no key: a frame with a wrong
 tag decodes (conformance vector "signed frame with a wrong tag"). The endpoint that holds
 key `key_id` computes HMAC-SHA256(key, bytes 0 up to t+{tag_from} (exclusive) of the frame, i.e. from the
 Ethernet destination through the trailer's `counter`, padding excluded), truncates it to
@@ -273,13 +398,14 @@ its first {tag} bytes and compares; replay windows on `counter` are the endpoint
 ## The AEAD mode (ENCRYPTED)
 
 A frame of any class may be sent encrypted: the header's ENCRYPTED flag (0x04) is set, always
-with AUTH (rule 6). The Ethernet and Parallax headers stay in clear (switches forward the frame
-as any other, holding no key); the body is the AES-256-GCM ciphertext of the clear body, exactly
-as long (so `length`, fragment sizes and padding are the clear frame's); the trailer's `key_id`
-and `counter` are those of a signed frame and its tag is the GCM tag (16 bytes). Decoders check
-the header and trailer rules and treat the body as opaque (`px.flags.encrypted` true, no body
-field; rules 16 and 17 do not apply): every decoder, the dissector included, shows such a frame
-as encrypted with its key id and counter. The endpoint holding key `key_id` opens it (so do
+with AUTH (rule {n[encrypted_needs_auth]}). The Ethernet and Parallax headers stay in clear
+(switches forward the frame as any other, holding no key); the body is the AES-256-GCM
+ciphertext of the clear body, exactly as long (so `length`, fragment sizes and padding are the
+clear frame's); the trailer's `key_id` and `counter` are those of a signed frame and its tag is
+the GCM tag (16 bytes). Decoders check the header and trailer rules and treat the body as
+opaque (`px.flags.encrypted` true, no body field; rules {n[fixed_body]} and {n[body_rules]} do
+not apply, rules {n[key_id]} and {n[counter]} do): every decoder, the dissector included, shows
+such a frame as encrypted with its key id and counter. The endpoint holding key `key_id` opens it (so do
 `pxdump --key FILE` and the dissector's key preference, `docs/DISSECTOR.md`):
 
     frame key = HKDF-SHA256(IKM = cluster key `key_id`, salt = none,
