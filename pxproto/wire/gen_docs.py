@@ -16,6 +16,7 @@ from pxproto.wire.codes import (
     TLV_ENUMS,
     TLV_KINDS,
     Command,
+    FrameClass,
     TlvKind,
 )
 from pxproto.wire.gen_docs_rules import RuleNumbers, rule_numbers, rules_text
@@ -194,7 +195,16 @@ def generate(n: RuleNumbers | None = None) -> str:
         "header's SCOPE_DIME flag. A frame with any other EtherType, or shorter than the "
         f"14-byte Ethernet header, is not a Parallax frame (see rules {n['eth']} and {n['ethertype']}).",
         "",
-        _table([[name.upper(), f"0x{value:04x}"] for name, value in et.as_dict().items()], ["class", "EtherType"]),
+        "The class code is the class's number where the protocol needs one: the AEAD key derivation "
+        '(section "The AEAD mode").',
+        "",
+        _table(
+            [
+                [name.upper(), str(int(FrameClass[name.upper()])), f"0x{value:04x}"]
+                for name, value in et.as_dict().items()
+            ],
+            ["class", "class code", "EtherType"],
+        ),
         "",
     ]
     for title, prefix, note in SECTIONS:

@@ -8,7 +8,16 @@ the steps is the reference codec's (:mod:`pxproto.wire.codec`), and docs/conform
 from __future__ import annotations
 
 from pxproto.wire import layout, spec
-from pxproto.wire.codes import ACL_ENTRY_SIZE, DIME_ALL, FIXED_TLV_SIZES, PROTOCOL_VERSION, STATE_ANY, TEXT_MAX, Fcaps
+from pxproto.wire.codes import (
+    ACL_ENTRY_SIZE,
+    DIME_ALL,
+    FIXED_TLV_SIZES,
+    PROTOCOL_VERSION,
+    STATE_ANY,
+    TEXT_MAX,
+    Fcaps,
+    FrameClass,
+)
 
 ETH = spec.ETH_LEN
 HDR = spec.BODY_OFFSET
@@ -311,6 +320,7 @@ def rules_text(n: RuleNumbers | None = None) -> str:
         acl=ACL_ENTRY_SIZE,
         data_fixed=size("data"),
         tag_from=spec.AUTH_LEN - spec.TAG_LEN,
+        class_codes=", ".join(f"{c.name} {int(c)}" for c in FrameClass),
     )
 
 
@@ -400,25 +410,36 @@ its first {tag} bytes and compares; replay windows on `counter` are the endpoint
 A frame of any class may be sent encrypted: the header's ENCRYPTED flag (0x04) is set, always
 with AUTH (rule {n[encrypted_needs_auth]}). The Ethernet and Parallax headers stay in clear
 (switches forward the frame as any other, holding no key); the body is the AES-256-GCM
-ciphertext of the clear body, exactly as long (so `length`, fragment sizes and padding are the
-clear frame's); the trailer's `key_id` and `counter` are those of a signed frame and its tag is
-the GCM tag (16 bytes). Decoders check the header and trailer rules and treat the body as
-opaque (`px.flags.encrypted` true, no body field; rules {n[fixed_body]} and {n[body_rules]} do
-not apply, rules {n[key_id]} and {n[counter]} do): every decoder, the dissector included, shows
-such a frame as encrypted with its key id and counter. The endpoint holding key `key_id` opens it (so do
-`pxdump --key FILE` and the dissector's key preference, `docs/DISSECTOR.md`):
+ciphertext of the clear body, exactly as long (so `length` and fragment sizes are the clear
+frame's); the trailer's `key_id` and `counter` are those of a signed frame and its tag is the
+GCM tag ({tag} bytes). A sealed frame has no padding: the sender drops the clear frame's before
+sealing, and the {auth}-byte trailer makes any sealed frame at least {min_frame} bytes long.
+Decoders check the header and trailer rules and treat the body as opaque (`px.flags.encrypted`
+true, no body field; rules {n[fixed_body]} and {n[body_rules]} do not apply, rules {n[key_id]}
+and {n[counter]} do): every decoder, the dissector included, shows such a frame as encrypted
+with its key id and counter. The endpoint holding key `key_id` opens it (so do `pxdump --key
+FILE` and the dissector's key preference, `docs/DISSECTOR.md`):
 
-    frame key = HKDF-SHA256(IKM = cluster key `key_id`, salt = none,
-                            info = "pxproto AEAD v1" | src MAC (6) | src_dime (2) | class (1))
+    frame key = HKDF-SHA256(IKM = cluster key `key_id`, salt = none, L = 32 bytes,
+                            info = "pxproto AEAD v1" | src MAC (6) | src_dime (2) | class code (1))
     nonce     = 4 zero bytes | counter (8)
-    AAD       = bytes 0 to {hdr} (Ethernet and Parallax headers, flags included) | key_id | counter
+    AAD       = bytes 0 up to {hdr} (exclusive) of the frame as sent | key_id (2) | counter (8)
+    AES-256-GCM(frame key, nonce, AAD, clear body) = ciphertext (the body) | tag (the trailer's `tag`)
+
+The class code is the frame class's number in the EtherType map's table ({class_codes}), not
+its EtherType, so a remapped EtherType keeps the keys. The "pxproto AEAD v1" string is its 15
+ASCII bytes, without a terminator; src MAC, `src_dime`, `key_id` and `counter` are the bytes of
+the frame (big-endian). The AAD's first {hdr} bytes are the Ethernet and Parallax headers exactly
+as on the wire, so its flags byte has ENCRYPTED and AUTH set.
 
 A sender never reuses a counter (`epoch << 32 | n`) and no two senders or classes share a frame
 key, so a nonce never repeats under one key. The AAD covers what the HMAC covers outside the
 body: a changed address, class, header field, key id or counter fails the tag. Opened, the frame
-is the clear frame with its trailer (ENCRYPTED clear, AUTH set); replay windows apply to its
-counter as to a signed frame's. Which classes are sent encrypted is the endpoints' configuration
-(`pxkernel --encrypt`, `pxorch run --encrypt`); a receiver holding the key opens whatever it gets.
+is the clear frame with its trailer (ENCRYPTED clear, AUTH set), and that trailer's `tag` still
+holds the GCM tag, not an HMAC: an opened frame is never checked as a signed frame's. Replay
+windows apply to its counter as to a signed frame's. Which classes are sent encrypted is the
+endpoints' configuration (`pxkernel --encrypt`, `pxorch run --encrypt`); a receiver holding the
+key opens whatever it gets.
 
 ## Key installation (KEY_INSTALL, WRAPPED_KEY)
 
