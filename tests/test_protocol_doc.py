@@ -19,7 +19,9 @@ from pxproto.wire.gen_docs_rules import TABLES, rule_numbers
 ROOT = Path(__file__).resolve().parent.parent
 TYPED = re.compile(r"(?i)\b(?:rules?|steps?)\s+(?:\{n\[[^\]]*\]\}(?:,\s*|\s+and\s+))*\d")
 """A citation whose number (first, or after placeholders) is typed rather than looked up."""
-CITED = re.compile(r"(?i)\b(?:(SIGNALING|DATA|DISCOVERY|HEARTBEAT|frame) )?(?:rules?|steps?) (\d+(?:(?:, | and )\d+)*)")
+CITED = re.compile(
+    r"(?i)\b(?:(SIGNALING|DATA|DISCOVERY|HEARTBEAT|frame)\s+)?(?:rules?|steps?)\s+(\d+(?:(?:,\s*|\s+and\s+)\d+)*)"
+)
 """A citation in the generated text: an optional table, then one or more numbers."""
 SECTION = {
     "### The frame": "frame",
@@ -66,11 +68,11 @@ def test_every_citation_lands_on_the_row_it_names() -> None:
         want = next(cond for row_name, cond, *_ in rows if row_name == bare)
         assert tables[table][n[name]] == want, (name, n[name])
         cited.setdefault(table, set()).add(n[name])
-    assert cited.get("frame"), "the prose cites frame rules"
+    assert cited.get("frame") and cited.get("data"), "the prose cites frame rules and DATA rules"
     # Every number the prose shows is one the generator looked up, in the table it names.
     for m in CITED.finditer(_prose(doc)):
         table = (m[1] or "frame").lower()
-        for number in map(int, re.split(r", | and ", m[2])):
+        for number in map(int, re.split(r",\s*|\s+and\s+", m[2])):
             assert number in cited.get(table, set()), (m[0], table)
 
 

@@ -232,6 +232,11 @@ def edge_cases() -> list[tuple[str, bytes, tuple[str, int] | None]]:
         ("first fragment not at offset 0", _with(data, B + 11, b"\x00\x00\x00\x01"), ("data.frag_offset", B + 11)),
         ("last fragment ends before msg_len", _with(last, B + 7, b"\x00\x01\x00\x01"), ("data.msg_len", B + 7)),
         ("middle fragment with no bytes", _hlen(multi[: B + 25], 25), ("len", H + 2)),
+        (
+            "fragment end past 2^32",  # frag_offset + payload length is 2^32: exact, never wrapped to 0
+            _hlen(_with(data, B + 7, b"\xff" * 8 + struct.pack(">HH", 1, 3))[: B + 26], 26),
+            ("data.frag_offset", B + 11),
+        ),
         ("empty message in one fragment", _data(Data(3, 9, b"", 0, 0, 0, 1)), None),
         ("DATA body shorter than its fixed part", _hlen(data[: B + 24], 24), ("len", H + 2)),
         (

@@ -19,7 +19,7 @@ from pxproto.wire.codes import (
     FrameClass,
     TlvKind,
 )
-from pxproto.wire.gen_docs_rules import RuleNumbers, rule_numbers, rules_text
+from pxproto.wire.gen_docs_rules import MAX_TLV_VALUE, RuleNumbers, rule_numbers, rules_text
 from pxproto.wire.gen_lua import EXTRA_FIELDS
 
 SECTIONS = [
@@ -123,7 +123,8 @@ are compared as a set (their order carries no meaning). The rendering is normati
 - numbers (every uint field, including the `flags` bytes, `px.eth.type` and `px.disc.caps`)
   are JSON integers (up to 2^64-1: parse them as unsigned 64-bit integers);
 - codes of an enum field or enum-valued TLV are the code's name (the tables above), e.g.
-  `"PING"`, `"HEARTBEAT_PERIOD_MS"`;
+  `"PING"`, `"HEARTBEAT_PERIOD_MS"`; `px.disc.state_filter` is `"ANY"` for 0xff, else the
+  DimeState name;
 - MACs are lower-case hex pairs joined by colons: `"02:00:00:00:01:01"`;
 - bytes (DIGEST, BYTES, ACL and unknown TLV values, `px.auth.tag`) are lower-case hex with no
   separator; an empty value is `""`;
@@ -214,7 +215,8 @@ def generate(n: RuleNumbers | None = None) -> str:
             codes_ = ", ".join(f"{k:#x}={v}" for k, v in sorted(f.values.items())) if f.values else ""
             if f.key == "px.disc.state_filter":
                 codes_ = f"0x{STATE_ANY:02x}=ANY, or a DimeState code"
-            rows.append([str(f.offset), str(f.size), f"`{f.name}`", f.kind, f"`{f.key}`", codes_])
+            shown = "enum" if f.key == "px.disc.state_filter" else f.kind  # a code, though its struct field is a byte
+            rows.append([str(f.offset), str(f.size), f"`{f.name}`", shown, f"`{f.key}`", codes_])
         parts += [
             f"## {title} ({struct.sizeof()} bytes)",
             "",
@@ -269,7 +271,7 @@ def generate(n: RuleNumbers | None = None) -> str:
         size = (
             str(fixed)
             if fixed is not None
-            else {TlvKind.TEXT: f"0..{TEXT_MAX}", TlvKind.ACL: "8 x n"}.get(kind, "0..65535")
+            else {TlvKind.TEXT: f"0..{TEXT_MAX}", TlvKind.ACL: "8 x n"}.get(kind, f"0..{MAX_TLV_VALUE}")
         )
         tlv_enum = TLV_ENUMS.get(t)
         rows.append(

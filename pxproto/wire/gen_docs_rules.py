@@ -34,6 +34,10 @@ def size(prefix: str) -> int:
     return int(layout.struct_tables()[prefix][0].sizeof())
 
 
+MAX_TLV_VALUE = MAX_BODY - size("sig") - size("tlv")
+"""The longest value a TLV can hold: the rest of the largest body after the fixed part and the TLV header."""
+
+
 def _h(name: str) -> str:
     return str(ETH + off("", name))
 
@@ -174,7 +178,8 @@ def signaling_rows() -> list[Row]:
         ("acl_size", f"TLV *i* of kind ACL: `length` is not a multiple of {ACL_ENTRY_SIZE}", "*key*", "p+2"),
         (
             "acl_entry",
-            f"TLV *i* of kind ACL: entry j has a mask bit above 0x{acl_mask:02x} or a non-zero reserved byte",
+            f"TLV *i* of kind ACL: entry j (j = 0 for the first entry) has a mask bit above 0x{acl_mask:02x} "
+            "or a non-zero reserved byte",
             "*key*",
             f"p+4+{ACL_ENTRY_SIZE}j+6 (the entry's mask byte, for either fault)",
         ),
@@ -240,7 +245,7 @@ def discovery_rows() -> list[Row]:
         ("gratuitous_probe_id", "`op` is GRATUITOUS and `probe_id` is not 0", "disc.probe_id", _b("disc", "probe_id")),
         (
             "record_state",
-            f"record r (at q = b+{size('disc')}+{rec}r): `state` is not a DimeState code",
+            f"record r (r = 0 for the first record, at q = b+{size('disc')}+{rec}r): `state` is not a DimeState code",
             "disc.dime.state",
             f"q+{off('disc.dime', 'state')}",
         ),
@@ -319,6 +324,8 @@ def rules_text(n: RuleNumbers | None = None) -> str:
         text_max=TEXT_MAX,
         acl=ACL_ENTRY_SIZE,
         data_fixed=size("data"),
+        max_tlv=MAX_TLV_VALUE,
+        sig_fixed=size("sig"),
         tag_from=spec.AUTH_LEN - spec.TAG_LEN,
         class_codes=", ".join(f"{c.name} {int(c)}" for c in FrameClass),
     )
@@ -344,6 +351,11 @@ none is valid, and its decoded view (section "Decoded view") is fully determined
   part), except where a row gives another.
 - Within a list (TLVs, DIME records), every rule is applied to item 1, then to item 2, and
   so on: an error in an earlier item wins.
+- Arithmetic in the rules is on exact integers: a sum or product never wraps. Compute it at
+  least 64 bits wide: `frag_offset` + payload length in DATA rules {n[data.fits]} and
+  {n[data.last]} adds a 32-bit field to a 16-bit length, so with `frag_offset` = `msg_len` =
+  0xffffffff and one byte of payload DATA rule {n[data.fits]} rejects the frame (a 32-bit sum
+  would wrap to 0 and pass it; conformance vector "fragment end past 2^32").
 - Rules are cited by their row number: "rule N" (or "frame rule N") is row N of the frame
   table, "DATA rule N" row N of the DATA body's table, and so on.
 - Errors `eth` and `eth.type` mean "not a Parallax frame": `pxdump --json` prints no line
@@ -387,11 +399,14 @@ reported on the header's length (`len`), the field that sets it.
 - Body: 0 to {max_body} bytes (`length` is 16 bits). The largest frame is therefore
   {max_frame} bytes ({hdr} bytes of Ethernet and Parallax headers + {max_body} + a {auth}-byte trailer). The
   codec enforces no MTU: links do (1500 on a NIC, 65000 on pxproto's UDP and stream wires; DATA fragments to fit).
-- The smallest frame on the wire is {min_frame} bytes: shorter frames are padded with
-  zeros after the end, which a decoder accepts only when the frame is exactly {min_frame}
-  bytes long (rule {n[padding]}) and reports as `px.eth.padding`.
+- Frames shorter than {min_frame} bytes (Ethernet's minimum without the FCS) are valid as they
+  are. A sender MAY pad one with zeros after its end to exactly {min_frame} bytes (a NIC pads
+  it anyway); a decoder accepts such padding only when the frame is exactly {min_frame} bytes
+  long (rule {n[padding]}) and reports it as `px.eth.padding`.
 - TLV values: U8 1, U16 2, U32 4, U64 8, MAC 6, DIGEST 32 (a SHA-256 digest) bytes;
-  TEXT 0 to {text_max} bytes of UTF-8; BYTES 0 to 65535 bytes; ACL a multiple of {acl}
+  TEXT 0 to {text_max} (TEXT_MAX) bytes of UTF-8; BYTES (and unknown types) 0 to
+  {max_tlv} bytes: the 16-bit `length` could say 65535, but the value must fit the body after the
+  {sig_fixed}-byte SIGNALING fixed part and its own 4-byte TLV header; ACL a multiple of {acl}
   bytes, each entry a MAC (6), an FCAPS mask (1 byte: bit k is area k of F=0, C=1, A=2, P=3,
   S=4) and a reserved zero byte.
 
