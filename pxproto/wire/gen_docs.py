@@ -9,6 +9,7 @@ from enum import IntEnum
 from pxproto.wire import codes, ethertypes, layout, samples
 from pxproto.wire.codec import decode
 from pxproto.wire.codes import (
+    CHUNK_BYTES,
     COMMAND_PARAMS,
     FIXED_TLV_SIZES,
     STATE_ANY,
@@ -111,6 +112,65 @@ def _json_table() -> str:
         rows.append([f"`{key}`", kind, meaning])
     return _table(rows, ["key", "JSON", "value"])
 
+
+FIELD_MEANINGS = """\
+## What the fields mean
+
+Decoders check only the rules below ("Decoding"); this is what pxproto's endpoints put in the
+fields and read from them. Memory is counted in chunks of {chunk} bytes ({chunk_mib} MiB)
+everywhere: DIME records, HEARTBEAT, and the MEM_CHUNKS and MEM_USED TLVs.
+
+- Ethernet: a Parallax frame is untagged. 0x8100 (802.1Q) cannot be a class's EtherType, so a
+  frame with a VLAN tag still on it is not a Parallax frame (rule {eth_type}): remove the tag
+  before decoding.
+- Header: a response goes to the request's `src_dime` and `src_thread`. In a HEARTBEAT, `seq`
+  counts the DIME's heartbeats within its epoch, from 1; a watcher ignores a heartbeat whose `seq`
+  is not above the last it saw in that epoch.
+- DATA: `channel` is the id a CONNECT's CHANNEL wired between the two DIMEs. The fragments of all
+  the channel's messages form one stream, ordered by (`msg_id`, `frag_index`); `msg_id` is 32 bits
+  and wraps. An acknowledgement-only frame with `msg_id` M and `ack` F says every fragment
+  before fragment F of message M arrived; its `credit` is how many fragments (not bytes) the
+  sender may have on the wire past that point. FIN marks the last fragment of the stream's last
+  message (an empty message may carry it alone).
+- DISCOVERY: a PROBE's `probe_id` is the prober's choice; an ANNOUNCE that answers it carries the
+  same `probe_id` and `state_filter`, and lists only the DIMEs in that state (0x{state_any:02x}:
+  all). A server with no DIME in the state asked for does not answer. `sw_version` is the sender's
+  software version as an opaque number (`pxkernel` sends 0x00010000); `caps` holds the Capability
+  bits (table below).
+- DIME record: `dime` is the DIME's id on its server, `core` the CPU core it is pinned to,
+  `epoch` its life (as in its heartbeats), `mem_total` its memory limit and `mem_free` that limit
+  less what it uses, in chunks.
+- HEARTBEAT: `epoch` is the DIME's life, 1 on first boot and one more on every restart (32
+  bits); `period_ms` its heartbeat period; `cpu_permille` the CPU time the DIME and
+  its MICE used since the last sample per wall-clock time, in thousandths of one core, capped at
+  1000; `stage` and `service` the STAGE and SERVICE_ID it loaded (0 when none); `mem_used` and
+  `mem_limit` in chunks; `rx_queue` and `tx_queue` the depths of its input and output queues
+  (their sum is the QUEUE_DEPTH counter).
+- TLVs: CPU_NS is nanoseconds; THRESHOLD is in the unit of the counter it is set on; VALUE is
+  the number the PARAM_ID names (HEARTBEAT_PERIOD_MS and RETRANSMIT_MS in milliseconds,
+  MEM_LIMIT_CHUNKS in chunks).
+"""
+
+COMMANDS_NOTES = """\
+Beyond the table:
+
+- A response whose status is not OK carries TEXT, the reason (for people, not parsed), and may
+  lack the TLVs listed or carry only some of them.
+- A sender may add TLVs the table does not list, and a receiver ignores those it does not use:
+  the sample frame "FAULT_REPORT memory exceeded" carries MEM_USED, for instance.
+- LEADER_EPOCH (type {leader_epoch}) is the leadership term of an elected orchestrator, which adds
+  it to every request it sends, whatever the command. A DIME, or a server at system scope,
+  refuses a request whose LEADER_EPOCH is older than the newest it accepted (a server keeps the
+  newest any of its DIMEs accepted, across restarts): DENIED, with TEXT, counting
+  REJECTED_FENCED. The orchestrator also adds EPOCH, the life of the DIME it addresses, to a
+  request for a DIME it has seen; a DIME refuses a request naming another of its lives the same
+  way (DENIED, with TEXT and its own EPOCH).
+- A frame whose `cmd` is not in the table is malformed (SIGNALING rule {sig_cmd}) and gets no
+  answer. UNKNOWN_COMMAND answers a request for a command of the table that the endpoint does
+  not implement (the bare-metal DIME of `kernel/` says so for the commands it lacks); pxproto's
+  Linux node answers UNSUPPORTED instead, and so does a server at system scope to any command but
+  PING, USAGE, COUNTERS and FAULT_REPORT.
+"""
 
 JSON_TEXT = """\
 ## Decoded view (JSON)
@@ -225,6 +285,11 @@ def generate(n: RuleNumbers | None = None) -> str:
             _table(rows, ["offset", "size", "field", "kind", "key", "codes"]),
             "",
         ]
+    parts.append(
+        FIELD_MEANINGS.format(
+            chunk=CHUNK_BYTES, chunk_mib=CHUNK_BYTES >> 20, eth_type=n["ethertype"], state_any=STATE_ANY
+        )
+    )
     parts += [
         "## Commands",
         "",
@@ -246,6 +311,7 @@ def generate(n: RuleNumbers | None = None) -> str:
             ]
         )
     parts += [_table(rows, ["code", "command", "FCAPS", "request TLVs", "response TLVs"]), ""]
+    parts.append(COMMANDS_NOTES.format(leader_epoch=int(codes.TlvType.LEADER_EPOCH), sig_cmd=n["sig.cmd"]))
     for enum in (
         codes.Op,
         codes.Status,
