@@ -219,6 +219,10 @@ exactly, or `"error"`: `{"field": F, "offset": N}`. A conforming decoder gives e
 answers for every vector; the reference codec, the fast path, `pxdump --json` and the Wireshark
 dissector are tested against the file.
 
+The PACKAGE_SIG and WRAPPED_KEY values of the recorded samples (16 bytes of 0xa5) are
+placeholders: a decoder never looks inside a BYTES value, but an endpoint would refuse them (a
+PACKAGE_SIG is 66 bytes, a WRAPPED_KEY 2 bytes then at least 24; see the sections above).
+
 ## Encoding
 
 An encoder sets `length`, `tlv_count` and `count` from what follows them, writes every reserved
