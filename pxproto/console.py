@@ -1,7 +1,9 @@
 """The console scripts' entry points: every ``px*`` command runs its ``main`` through :func:`run`.
 
 :func:`run` makes a closed pipe end the command quietly, as it ends ``cat`` or
-``grep``: ``pxfuzz kinds | head`` prints its lines and no traceback.
+``grep``: ``pxfuzz kinds | head`` prints its lines and no traceback.  A bad environment
+setting (:class:`pxproto.errors.SettingError`, e.g. ``PXPROTO_ETHERTYPES=bogus``, found when the
+command's modules are imported) ends it with one line naming the variable and exit status 2.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+
+from pxproto.errors import SettingError
 
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 """What a shell reports for a Unix tool killed by SIGPIPE."""
@@ -30,17 +34,27 @@ def run(main: Callable[[], int | None]) -> int:
     return status or 0
 
 
-def _entry(module: str) -> Callable[[], None]:
+EXIT_SETTING = 2
+"""A bad environment setting: the exit status of a bad command-line option."""
+
+
+def _entry(name: str, module: str) -> Callable[[], None]:
     def entry() -> None:
-        sys.exit(run(importlib.import_module(module).main))
+        try:
+            main = importlib.import_module(module).main
+            status = run(main)
+        except SettingError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            status = EXIT_SETTING
+        sys.exit(status)
 
     entry.__doc__ = f"The console script running {module}.main."
     return entry
 
 
-pxdump = _entry("pxproto.dump.cli")
-pxdissect = _entry("pxproto.dissect.cli")
-pxswitch = _entry("pxproto.switch.cli")
-pxkernel = _entry("pxproto.node.cli")
-pxorch = _entry("pxproto.orch.cli")
-pxfuzz = _entry("pxproto.fuzz.cli")
+pxdump = _entry("pxdump", "pxproto.dump.cli")
+pxdissect = _entry("pxdissect", "pxproto.dissect.cli")
+pxswitch = _entry("pxswitch", "pxproto.switch.cli")
+pxkernel = _entry("pxkernel", "pxproto.node.cli")
+pxorch = _entry("pxorch", "pxproto.orch.cli")
+pxfuzz = _entry("pxfuzz", "pxproto.fuzz.cli")

@@ -1,4 +1,4 @@
-"""The one exception a peer's bad bytes can raise."""
+"""The one exception a peer's bad bytes can raise, and the one a bad environment setting raises."""
 
 from __future__ import annotations
 
@@ -20,3 +20,20 @@ class ProtocolError(ValueError):
 
     def __reduce__(self) -> tuple[type[ProtocolError], tuple[str, int, str]]:
         return (type(self), (self.field, self.offset, self.reason))
+
+
+class SettingError(ValueError):
+    """An environment variable the package reads (``PXPROTO_ETHERTYPES``) holds a value it cannot use.
+
+    Raised when the package reads the variable, at import; the message names the variable, its
+    value and what is wrong, and the console scripts print it as their one line of error.
+    """
+
+    def __init__(self, variable: str, value: str, reason: str) -> None:
+        super().__init__(f"{variable}={value!r}: {reason}")
+        self.variable = variable
+        self.value = value
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[SettingError], tuple[str, str, str]]:
+        return (type(self), (self.variable, self.value, self.reason))

@@ -1,4 +1,5 @@
-"""Every console script ends quietly when its reader goes away (``pxfuzz kinds | head``)."""
+"""Every console script ends quietly when its reader goes away (``pxfuzz kinds | head``), and with
+one line when PXPROTO_ETHERTYPES is bad."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
+import pytest
 
 from pxproto.console import EXIT_BROKEN_PIPE, run
 
@@ -66,3 +69,34 @@ def test_pxswitch_stats_into_a_closed_pipe_ends_without_a_traceback(tmp_path: Pa
 def test_run_passes_the_exit_status_through() -> None:
     assert run(lambda: 3) == 3
     assert run(lambda: None) == 0
+
+
+def _with_env(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full, timeout=60)
+
+
+@pytest.mark.parametrize("script", ["pxdump", "pxdissect", "pxswitch", "pxkernel", "pxorch", "pxfuzz"])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("bogus", "expected CLASS=VALUE"), ("signaling=0xabbb", "two classes the same value")],
+)
+def test_a_bad_ethertype_map_in_the_environment_is_one_line(script: str, value: str, reason: str) -> None:
+    """PXPROTO_ETHERTYPES is read at import: a bad value ends every tool with one line naming it, exit status 2."""
+    p = _with_env(["-c", f"from pxproto.console import {script}; {script}()", "--help"], PXPROTO_ETHERTYPES=value)
+    assert p.returncode == 2
+    assert p.stdout == ""
+    assert p.stderr.startswith(f"{script}: PXPROTO_ETHERTYPES={value!r}: ")
+    assert reason in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_a_bad_ethertype_map_ends_python_m_tools_with_one_line() -> None:
+    p = _with_env(["-m", "pxproto.wire", str(ROOT / "captures" / "all.pcapng")], PXPROTO_ETHERTYPES="data=zz")
+    assert p.returncode == 1
+    assert p.stderr == "pxproto: PXPROTO_ETHERTYPES='data=zz': EtherType map item 1 'data=zz': 'zz' is not a number\n"
+
+
+def test_a_good_ethertype_map_in_the_environment_is_in_force() -> None:
+    code = "from pxproto.wire import ethertypes; print(hex(ethertypes.current().signaling))"
+    p = _with_env(["-c", code], PXPROTO_ETHERTYPES="signaling=0x88b5")
+    assert (p.returncode, p.stdout, p.stderr) == (0, "0x88b5\n", "")

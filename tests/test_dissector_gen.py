@@ -134,6 +134,23 @@ def test_field_list_is_documented() -> None:
     assert documented == {name for name, _, _ in field_list()}
 
 
+def test_readme_filter_names_exist() -> None:
+    """Every display-filter name the README quotes (`px.NAME` or `px.NAME == ...`) is one the dissector registers."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quoted = set(re.findall(r"`(px\.[\w.]+)(?: ==[^`]*)?`", readme))
+    assert "px.malformed.len" in quoted
+    assert quoted - {name for name, _, _ in field_list()} == set()
+
+
+def test_template_files_are_documented() -> None:
+    """docs/DISSECTOR.md names the template's files in the order the generator reads them, and the AEAD slot's."""
+    doc = (ROOT / "docs" / "DISSECTOR.md").read_text(encoding="utf-8")
+    named = re.findall(r"`(pxproto/\w+/[\w]+\.lua\.in)`", doc)
+    paths = [f"{pkg.replace('.', '/')}/{name}" for pkg, name in (*TEMPLATE_NAMES, AEAD_CRYPTO)]
+    assert named[: len(paths)] == paths
+    assert all((ROOT / p).is_file() for p in paths)
+
+
 def test_template_is_package_data() -> None:
     """The Lua template ships beside its generator (pyproject package-data), not as a Python string."""
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")

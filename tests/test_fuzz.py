@@ -246,6 +246,11 @@ def test_cli_reports_a_silent_target_and_bad_arguments(tmp_path: Path, capsys) -
     assert pxfuzz(["replay", str(tmp_path / "none.pcapng"), f"udp:{addr}"]) == 2
     assert pxfuzz(["gen", "-n", "50", "-o", str(tmp_path / "g.pcapng"), "--kinds", "random"]) == 0
     assert len(load_cases(tmp_path / "g.pcapng")) == 50
+    capsys.readouterr()
+    for count in ("-5", "0"):  # -5 wrote an empty file and exited 0
+        assert pxfuzz(["gen", "-n", count, "-o", str(tmp_path / "neg.pcapng")]) == 2
+        assert capsys.readouterr().err == "pxfuzz: --count must be at least 1\n"
+    assert not (tmp_path / "neg.pcapng").exists()
     assert pxfuzz(["kinds"]) == 0
 
 

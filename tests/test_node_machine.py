@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import gzip
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -241,11 +242,19 @@ def test_node_modules_stay_small() -> None:
         (["--port", "stream:127.0.0.1:99999"], "the TCP port must be 1..65535"),
         (["--port", "udp:127.0.0.1:5999", "--state-dir", "/proc/x"], "--state-dir /proc/x"),
         (["--port", "udp:127.0.0.1:5999", "--flush-us", "-1"], "--flush-us must be 0..1000000"),
+        (["--port", "udp:127.0.0.1:5999", "--mac", "zz"], "--mac: 'zz' is not a MAC address (six bytes, xx:xx:"),
+        (["--port", "udp:127.0.0.1:5999", "--mac", "02:00:00:00:01"], "--mac: '02:00:00:00:01' is not a MAC address"),
+        (["--iface", "nonexist0"], "--iface nonexist0: cannot open the wire: "),
+        (["--port", "stream:/nonexistent/px.sock"], "--port stream:/nonexistent/px.sock: cannot open the wire: "),
     ],
 )
-def test_pxkernel_refuses_bad_arguments_in_one_line(args: list[str], says: str) -> None:
+def test_pxkernel_refuses_bad_arguments_in_one_line(args: list[str], says: str, tmp_path: Path) -> None:
+    """One line naming the option, its value and what is wrong (before: ``--mac zz`` said "non-hexadecimal number
+    found in fromhex() arg", ``--iface nonexist0`` "cannot open the wire: [Errno 19] No such device")."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
     p = subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "pxproto.node.cli", "--insecure", *args],
+        [sys.executable, "-W", "ignore", "-m", "pxproto.node.cli", "--insecure", "--state-dir", str(state_dir), *args],
         env=ENV,
         capture_output=True,
         text=True,
@@ -255,6 +264,8 @@ def test_pxkernel_refuses_bad_arguments_in_one_line(args: list[str], says: str) 
     assert "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pxkernel: ") and says in lines[0], p.stderr
+    if args[0] == "--iface" and os.geteuid() == 0:  # without root, AF_PACKET is refused first
+        assert lines[0].endswith("cannot open the wire: no such interface"), p.stderr
 
 
 def _archive(members: dict[str, bytes]) -> bytes:

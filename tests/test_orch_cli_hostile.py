@@ -1,7 +1,8 @@
 """pxorch's demo, chaos and check against hostile options and paths: one line and a non-zero exit,
 no traceback, nothing started.  Before: ``chaos --kills -1`` or ``--loss 200`` started a run that
 never ended, ``--workdir /dev/full`` ended in a FileExistsError traceback, ``check /dev/zero`` read
-the device whole (MemoryError)."""
+the device whole (MemoryError), ``demo --heartbeat-ms 0`` hung after discovery (the reason only in a
+server's log), ``demo --ha --passes 3`` ran 8 passes without a word."""
 
 from __future__ import annotations
 
@@ -37,6 +38,33 @@ def _pxorch(*args: str) -> subprocess.CompletedProcess[str]:
         (("chaos", "--passes", "0"), "argument --passes: 0 is below 1"),
         (("demo", "--passes", "0"), "argument --passes: 0 is below 1"),
         (("demo", "--work-us", "-1"), "argument --work-us: -1 is below 0"),
+        (
+            ("demo", "--heartbeat-ms", "0"),
+            "--heartbeat-ms: 0 is not in 1..60000 (as heartbeat_ms in a service file)",
+        ),
+        (
+            ("demo", "--heartbeat-ms", "60001"),
+            "--heartbeat-ms: 60001 is not in 1..60000 (as heartbeat_ms in a service file)",
+        ),
+        (("demo", "--missed", "0.5"), "argument --missed: 0.5 is below 1.0 (as missed in a service file)"),
+        (("demo", "--missed", "nan"), "argument --missed: 'nan' is not a number"),
+        (
+            ("demo", "--confirm-ms", "-3"),
+            "--confirm-ms: -3 is not in 1..60000 (as confirm_ms in a service file)",
+        ),
+        (
+            ("demo", "--ha", "--passes", "3", "--out-dir", "/tmp"),
+            "--ha takes only --rate, --workdir, --quiet and --encrypt; leave --out-dir, --passes",
+        ),
+        (
+            ("demo", "--ha", "--bare-metal"),
+            "--ha takes only --rate, --workdir, --quiet and --encrypt; leave --bare-metal",
+        ),
+        (
+            ("demo", "--ha", "--no-kill", "--kill-stage", "sink", "--work-us", "5", "--missed", "3"),
+            "leave --work-us, --no-kill, --kill-stage, --missed",
+        ),
+        (("run", "--port", "udp:127.0.0.1:1", "--insecure", "--lease-ttl", "0"), "argument --lease-ttl: 0 is below 1"),
         (("chaos", "--workdir", "/dev/null"), "--workdir /dev/null: exists and is not a directory"),
         (("demo", "--ha", "--workdir", "/dev/null"), "--workdir /dev/null: exists and is not a directory"),
         (("demo", "--out-dir", "/dev/null"), "--out-dir /dev/null: exists and is not a directory"),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from pxproto.switch.cli import main
-from pxproto.switch.config import ConfigError, load_text, parse_port_arg
+from pxproto.switch.cli import _parser, build_config, main
+from pxproto.switch.config import ConfigError, PortValueError, load_file, load_text, parse_port_arg
 
 GOOD = """
 [switch]
@@ -78,3 +79,47 @@ def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
 def test_a_negative_or_non_numeric_port_number_is_named(arg: str, says: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(says)):
         parse_port_arg(arg, 0)
+
+
+@pytest.mark.parametrize(
+    ("arg", "says"),
+    [
+        (
+            "afpacket:interface=lo,ring=v3",
+            "port afpacket0 (afpacket): cannot open: --port '{arg}' (ring): ring must be int",
+        ),
+        ("udp:local=127.0.0.1:1,mtu=-5", "port udp0 (udp): cannot open: --port '{arg}' (mtu): mtu must be 0 or more"),
+        (
+            "stream:address=/tmp/x.sock,listen=yes",
+            "port stream0 (stream): cannot open: --port '{arg}' (listen): listen",
+        ),
+    ],
+)
+def test_a_port_value_of_the_wrong_type_stops_the_switch_as_a_port_that_cannot_open(
+    arg: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: a port that cannot open (an unknown `ring`, ...) stops pxswitch run with one line naming the port
+    and the reason, and exit status 1; before, ring=v3 was caught while parsing and exited 2."""
+    assert main(["run", "--port", arg, "--control", "/nonexistent/pxswitch.sock"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pxswitch: " + says.format(arg=arg)) and err.count("\n") == 1, err
+
+
+def test_a_port_value_of_the_wrong_type_in_a_file_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "sw.toml"
+    path.write_text(GOOD.replace("vni = 7", 'vni = "seven"'))
+    with pytest.raises(
+        PortValueError, match=re.escape(f"port vxlan1 (vxlan): cannot open: {path} line 15: port[1].vni")
+    ):
+        load_file(str(path))
+
+
+def test_default_port_names_are_numbered_in_order(tmp_path: Path) -> None:
+    """udp0, udp1, stream2: each port's position (they ran 0, 2, 4 while the list grew under its own count)."""
+    ports = ["udp:local=127.0.0.1:1", "udp:local=127.0.0.1:2", "stream:address=/tmp/x.sock"]
+    args = _parser().parse_args(["run", *(a for p in ports for a in ("--port", p))])
+    assert [p.name for p in build_config(args).ports] == ["udp0", "udp1", "stream2"]
+    path = tmp_path / "sw.toml"
+    path.write_text(GOOD)
+    args = _parser().parse_args(["run", "--config", str(path), "--port", ports[0], "--port", ports[1]])
+    assert [p.name for p in build_config(args).ports] == ["vm1", "vxlan1", "udp2", "udp3"]

@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.cmd == "gen":
+            if args.count < 1:  # a negative count wrote an empty file and exited 0
+                raise ValueError("--count must be at least 1")
             gen = _generator(args, None)
             report = Campaign(_NullWire(), gen, count=args.count, burst=1024, save=args.output).run()
             _print(report, args.json)

@@ -7,6 +7,7 @@ pxkernel --iface veth0                 # AF_PACKET (root); the server takes the 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -112,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         print("pxkernel: --mice-memory cgroup: no writable memory cgroup (v1 or v2) here; use auto or rlimit",
               file=sys.stderr)  # fmt: skip
         return 2
+    try:
+        given_mac = state.parse_mac(args.mac) if args.mac else None
+    except ValueError as exc:
+        print(f"pxkernel: --mac: {exc}", file=sys.stderr)
+        return 2
     where = args.iface or args.port
     try:
         state_dir = str(state.private_dir(args.state_dir) if args.state_dir else state.default_state_dir(where))
@@ -129,14 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     heap.keep_heap()  # the relay's frames reuse the heap (the DIMEs it execs keep glibc's defaults)
     try:
         wire = open_port(args.port, args.iface)
-    except (WireError, OSError) as exc:
+    except WireError as exc:  # a --port spec that names no wire: the message names it
         print(f"pxkernel: cannot open the wire: {exc}", file=sys.stderr)
         return 2
-    try:
-        mac = state.parse_mac(args.mac) if args.mac else (wire.mac or state.server_mac(state_dir))
-    except ValueError as exc:
-        print(f"pxkernel: --mac: {exc}", file=sys.stderr)
+    except OSError as exc:
+        opt = f"--iface {args.iface}" if args.iface else f"--port {args.port}"
+        why = "no such interface" if args.iface and exc.errno == errno.ENODEV else exc.strerror or str(exc)
+        print(f"pxkernel: {opt}: cannot open the wire: {why}", file=sys.stderr)
         return 2
+    try:
+        mac = given_mac or wire.mac or state.server_mac(state_dir)
     except OSError as exc:
         print(f"pxkernel: --state-dir {state_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 2

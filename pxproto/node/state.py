@@ -103,7 +103,11 @@ def server_mac(state_dir: str | os.PathLike[str]) -> bytes:
 
 
 def parse_mac(text: str) -> bytes:
-    mac = bytes.fromhex(text.replace(":", "").replace("-", ""))
+    """``xx:xx:xx:xx:xx:xx`` (or with ``-``, or none) as six bytes; ValueError naming ``text`` otherwise."""
+    try:
+        mac = bytes.fromhex(text.replace(":", "").replace("-", ""))
+    except ValueError:
+        mac = b""
     if len(mac) != 6:
-        raise ValueError(f"MAC {text!r}: six bytes expected")
+        raise ValueError(f"{text!r} is not a MAC address (six bytes, xx:xx:xx:xx:xx:xx)")
     return mac

@@ -21,7 +21,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pxproto.orch import service
 from pxproto.orch.daemon import DEFAULT_CONTROL
+
+HA_TAKES = "--rate, --workdir, --quiet and --encrypt"
+"""The demo options ``pxorch demo --ha`` honours; it refuses the others."""
 
 
 def _count(low: int) -> Callable[[str], int]:
@@ -34,6 +38,38 @@ def _count(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if v < low:
             raise argparse.ArgumentTypeError(f"{v} is below {low}")
+        return v
+
+    return parse
+
+
+def _between(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer in low..high, the range ``what`` has in a service file."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"{v} is not in {low}..{high} (as {what} in a service file)")
+        return v
+
+    return parse
+
+
+def _number_from(low: float, what: str) -> Callable[[str], float]:
+    """An argparse type: a number >= low, the range ``what`` has in a service file."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if v != v:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{v} is below {low} (as {what} in a service file)")
         return v
 
     return parse
@@ -70,10 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--bare-metal", action="store_true", help="add a QEMU guest of the bare-metal kernel (kernel/)")
     demo.add_argument("--netns", action="store_true", help="network namespaces, veth and AF_PACKET (root)")
     demo.add_argument("--ha", action="store_true",
-                      help="a local etcd and three orchestrators: kill the leader mid-stream, then a DIME")  # fmt: skip
-    demo.add_argument("--heartbeat-ms", type=int, help="override the workflow's heartbeat period (default 50)")
-    demo.add_argument("--missed", type=float, help="override: silent periods before suspicion (default 2)")
-    demo.add_argument("--confirm-ms", type=int, help="override: ping retransmit interval when confirming (default 8)")
+                      help="a local etcd and three orchestrators: kill the leader mid-stream, then a DIME "
+                           f"(takes only {HA_TAKES})")  # fmt: skip
+    demo.add_argument("--heartbeat-ms", type=_between(*service.HEARTBEAT_MS, "heartbeat_ms"),
+                      help="override the workflow's heartbeat period (default 50, 1..60000)")  # fmt: skip
+    demo.add_argument("--missed", type=_number_from(service.MISSED_MIN, "missed"),
+                      help="override: silent periods before suspicion (default 2, at least 1)")  # fmt: skip
+    demo.add_argument("--confirm-ms", type=_between(*service.CONFIRM_MS, "confirm_ms"),
+                      help="override: ping retransmit interval when confirming (default 8, 1..60000)")  # fmt: skip
     ch = sub.add_parser("chaos", help="many kills of every stage kind and of whole servers, under frame loss")
     ch.add_argument("--kills", type=_count(0), default=30, help="kills in all (default 30), spread over every kind")
     ch.add_argument("--loss", type=_percent, default=2.0,
@@ -102,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--service", help="a service file whose regulator sets the failure detector")
     run.add_argument("--etcd", help="URL[,URL...]: keep the plan in etcd and lead only when elected (several may run)")
     run.add_argument("--name", help="this orchestrator's name in the election (default: its MAC)")
-    run.add_argument("--lease-ttl", type=int, default=1, help="leader lease, seconds (default 1)")
+    run.add_argument("--lease-ttl", type=_count(1), default=1, help="leader lease, seconds (default 1)")
     run.add_argument("--peer", default="127.0.0.1", metavar="HOST|none",
                      help="address followers reach this orchestrator's TCP port on, to see it die (default "
                           "127.0.0.1: every orchestrator on this host; none: the lease alone)")  # fmt: skip
@@ -186,6 +226,21 @@ def _bad_dirs(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _ha_refused(args: argparse.Namespace) -> str | None:
+    """Why ``pxorch demo --ha`` cannot run with these options (one it does not honour is set), or None."""
+    if args.cmd != "demo" or not args.ha:
+        return None
+    given = [opt for opt, on in (("--out-dir", args.out_dir is not None), ("--passes", args.passes is not None),
+                                 ("--work-us", args.work_us is not None), ("--no-kill", args.no_kill),
+                                 ("--kill-stage", args.kill_stage != "transform"), ("--netns", args.netns),
+                                 ("--bare-metal", args.bare_metal), ("--heartbeat-ms", args.heartbeat_ms is not None),
+                                 ("--missed", args.missed is not None), ("--confirm-ms", args.confirm_ms is not None))
+             if on]  # fmt: skip
+    if not given:
+        return None
+    return f"--ha takes only {HA_TAKES}; leave {', '.join(given)}"
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     """``pxorch demo`` (plain, --ha, --bare-metal, --netns) and ``pxorch chaos``."""
     if args.cmd == "demo":
@@ -222,7 +277,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd in ("demo", "chaos"):
-        bad = _bad_classes(args.encrypt) or _bad_dirs(args)
+        bad = _ha_refused(args) or _bad_classes(args.encrypt) or _bad_dirs(args)
         if bad:
             print(f"pxorch {args.cmd}: {bad}", file=sys.stderr)
             return 2

@@ -282,15 +282,23 @@ def load_service(path: str | Path) -> ServiceSpec:
     return parse_service(text, str(p), p.parent)
 
 
+HEARTBEAT_MS = (1, 60000)
+"""The range of ``heartbeat_ms`` (and of ``pxorch demo --heartbeat-ms``)."""
+CONFIRM_MS = (1, 60000)
+"""The range of ``confirm_ms`` (and of ``pxorch demo --confirm-ms``)."""
+MISSED_MIN = 1.0
+"""The least ``missed`` (and ``pxorch demo --missed``): fewer silent periods than one is no detector."""
+
+
 def _regulator(c: _Checker, t: dict[str, Any]) -> Regulator:
     c.unknown(t, "regulator", 0, {f for f in Regulator.__dataclass_fields__})
     r = "regulator"
     return Regulator(
-        heartbeat_ms=c.integer(t, r, 0, "heartbeat_ms", 1, 60000, 50),
+        heartbeat_ms=c.integer(t, r, 0, "heartbeat_ms", *HEARTBEAT_MS, 50),
         detector=c.choice(t, r, 0, "detector", ("missed", "phi")),
-        missed=c.number(t, r, 0, "missed", 1.0, 2.0),
+        missed=c.number(t, r, 0, "missed", MISSED_MIN, 2.0),
         phi=c.number(t, r, 0, "phi", 0.5, 8.0),
-        confirm_ms=c.integer(t, r, 0, "confirm_ms", 1, 60000, 8),
+        confirm_ms=c.integer(t, r, 0, "confirm_ms", *CONFIRM_MS, 8),
         confirm_tries=c.integer(t, r, 0, "confirm_tries", 1, 20, 5),
         repair=c.choice(t, r, 0, "repair", ("replace", "none")),
         drain_ms=c.integer(t, r, 0, "drain_ms", 0, 600000, 500),

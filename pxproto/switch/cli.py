@@ -18,6 +18,7 @@ from pxproto.switch.config import (
     DEFAULT_CONTROL,
     SCHED_KEYS,
     ConfigError,
+    PortValueError,
     SwitchConfig,
     load_file,
     parse_port_arg,
@@ -120,8 +121,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> SwitchConfig:
     cfg = load_file(args.config) if args.config else SwitchConfig()
-    for i, text in enumerate(args.port):
-        cfg.ports.append(parse_port_arg(text, len(cfg.ports) + i))
+    for text in args.port:
+        cfg.ports.append(parse_port_arg(text, len(cfg.ports)))  # udp0, udp1, ... after the file's ports
     names = [p.name for p in cfg.ports]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             cfg = build_config(args)
+        except PortValueError as exc:  # the port cannot open: as a StartError
+            print(f"pxswitch: {exc}", file=sys.stderr)
+            return 1
         except ConfigError as exc:
             print(f"pxswitch: {exc}", file=sys.stderr)
             return 2

@@ -117,6 +117,12 @@ class ConfigError(ValueError):
     """A configuration mistake; the message names the source, line (when known) and field."""
 
 
+class PortValueError(ConfigError):
+    """A port option's value of the wrong type or sign (``ring=v3``, ``mtu=-5``): that port cannot open, so
+    ``pxswitch run`` stops with exit status 1, as for a port that fails when it opens (a misspelt type or
+    option, one missing, is any other configuration mistake: exit status 2)."""
+
+
 @dataclass(frozen=True)
 class PortSpec:
     name: str
@@ -164,6 +170,10 @@ def check_port(raw: dict[str, Any], index: int, where: Any) -> PortSpec:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where('name')}: a port name is a non-empty string")
     opts: dict[str, Any] = {}
+
+    def bad_value(key: str, why: str) -> PortValueError:
+        return PortValueError(f"port {name} ({kind}): cannot open: {where(key)}: {why}")
+
     for key, value in raw.items():
         if key in ("type", "name"):
             continue
@@ -173,13 +183,13 @@ def check_port(raw: dict[str, Any], index: int, where: Any) -> PortSpec:
         if want is list and isinstance(value, str):
             value = [value]
         if want is list and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise ConfigError(f"{where(key)}: {key} is a list of strings")
+            raise bad_value(key, f"{key} is a list of strings")
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if want is not list and not isinstance(value, want):
-            raise ConfigError(f"{where(key)}: {key} must be {want.__name__}, not {type(value).__name__} {value!r}")
+            raise bad_value(key, f"{key} must be {want.__name__}, not {type(value).__name__} {value!r}")
         if want is int and value < 0:
-            raise ConfigError(f"{where(key)}: {key} must be 0 or more, not {value}")
+            raise bad_value(key, f"{key} must be 0 or more, not {value}")
         opts[key] = tuple(value) if isinstance(value, list) else value
     for key, (_, required) in allowed.items():
         if required and key not in opts:

@@ -11,10 +11,12 @@ before start-up with the ``PXPROTO_ETHERTYPES`` environment variable, e.g.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from types import TracebackType
 
-from pxproto.errors import ProtocolError
+from pxproto.errors import ProtocolError, SettingError
 from pxproto.wire.codes import FrameClass
 
 ENV_VAR = "PXPROTO_ETHERTYPES"
@@ -125,5 +127,30 @@ def classify_or_raise(ethertype: int) -> FrameClass:
     return cls
 
 
-if os.environ.get(ENV_VAR):
-    configure(os.environ[ENV_VAR])
+def _one_line(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """``sys.excepthook`` while a bad ``PXPROTO_ETHERTYPES`` is raised: that error is one line, not a traceback."""
+    if issubclass(kind, SettingError):
+        print(f"pxproto: {exc}", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, exc, tb)
+
+
+def _configure_from_env() -> None:
+    """Put ``PXPROTO_ETHERTYPES`` in force; a value that is no map raises :class:`SettingError`.
+
+    The console scripts print it as their one line of error (exit status 2); a ``python -m``
+    tool (``python -m pxproto.wire``), whose package import fails before its code runs, prints
+    it as one line too (exit status 1), by way of ``sys.excepthook`` (left alone if it is not
+    Python's own)."""
+    text = os.environ.get(ENV_VAR)
+    if not text:
+        return
+    try:
+        configure(text)
+    except ValueError as exc:
+        if sys.excepthook is sys.__excepthook__:
+            sys.excepthook = _one_line
+        raise SettingError(ENV_VAR, text, str(exc)) from None
+
+
+_configure_from_env()
