@@ -255,3 +255,39 @@ def test_unbroken_pcapng_still_reads() -> None:
 
     (p,) = read_packets(io.BytesIO(bytes(_pcapng())))
     assert p.data == bytes(range(62)) and p.orig_len == 62
+
+
+def _ts_overflow_pcapng() -> bytes:
+    """Four PINGs; the third EPB's time, 0xFFFFFFFF_FFFFFFFF µs, is past int64 nanoseconds."""
+    import io
+    import struct
+
+    from pxproto.capture.pcapng import read_packets
+
+    with open(CAPTURE, "rb") as f:
+        data = next(iter(read_packets(f))).data
+
+    def block(kind: int, body: bytes) -> bytes:
+        return struct.pack("<II", kind, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+    def epb(hi: int, lo: int) -> bytes:
+        return block(6, struct.pack("<IIIII", 0, hi, lo, len(data), len(data)) + data + bytes(-len(data) % 4))
+
+    shb = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb = block(1, struct.pack("<HHI", 1, 0, 262144))
+    assert next(iter(read_packets(io.BytesIO(shb + idb + epb(0xFFFFFFFF, 0xFFFFFFFF))))).ts_ns >= 1 << 63
+    return shb + idb + epb(0x5F000, 0) + epb(0x5F000, 0) + epb(0xFFFFFFFF, 0xFFFFFFFF) + epb(0x5F000, 0)
+
+
+@pytest.mark.parametrize("mode", [[], ["-v"], ["--json"], ["-q"], ["-tt"]], ids=["text", "v", "json", "q", "tt"])
+def test_timestamp_past_int64_ns_reference_matches_fast(mode: list[str], tmp_path: Path) -> None:
+    """The time wraps modulo 2**64 as CaptureIndex documents, on both paths: all four frames printed."""
+    path = tmp_path / "ts.pcapng"
+    path.write_bytes(_ts_overflow_pcapng())
+    fast = pxdump("-r", str(path), *mode)
+    ref = pxdump("--reference", "-r", str(path), *mode)
+    assert "Traceback" not in ref.stderr, ref.stderr
+    assert (ref.returncode, ref.stdout, ref.stderr) == (fast.returncode, fast.stdout, fast.stderr)
+    assert fast.returncode == 0, fast.stderr
+    if mode in ([], ["-tt"]):
+        assert sum(" PING request " in line for line in fast.stdout.splitlines()) == 4, fast.stdout

@@ -162,6 +162,9 @@ def classify(ethertype: np.ndarray) -> np.ndarray:
     return kind
 
 
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
 def from_packets(packets: Iterable[Packet], first: int = 0) -> Batch:
     """A batch decoded by the reference codec, frame by frame (the slow, exact path)."""
     datas: list[bytes] = []
@@ -169,7 +172,7 @@ def from_packets(packets: Iterable[Packet], first: int = 0) -> Batch:
     wire: list[int] = []
     for p in packets:
         datas.append(p.data)
-        ts.append(p.ts_ns)
+        ts.append(p.ts_ns & _U64)  # past int64 ns (the year 2262) it wraps, as CaptureIndex documents
         wire.append(p.orig_len)
     lengths = np.fromiter((len(d) for d in datas), np.int64, len(datas))
     offset = np.zeros(len(datas), np.int64)
@@ -181,7 +184,7 @@ def from_packets(packets: Iterable[Packet], first: int = 0) -> Batch:
         offset,
         lengths,
         np.asarray(wire, np.int64),
-        np.asarray(ts, np.int64),
+        np.asarray(ts, np.uint64).view(np.int64),
         np.zeros(len(datas), np.uint8),
         np.zeros(len(datas), bool),
         {},
