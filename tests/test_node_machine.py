@@ -244,6 +244,14 @@ def test_node_modules_stay_small() -> None:
         (["--port", "udp:127.0.0.1:5999", "--flush-us", "-1"], "--flush-us must be 0..1000000"),
         (["--port", "udp:127.0.0.1:5999", "--mac", "zz"], "--mac: 'zz' is not a MAC address (six bytes, xx:xx:"),
         (["--port", "udp:127.0.0.1:5999", "--mac", "02:00:00:00:01"], "--mac: '02:00:00:00:01' is not a MAC address"),
+        (["--port", "udp:127.0.0.1:5999", "--mac", "ff:ff:ff:ff:ff:ff"], "--mac: 'ff:ff:ff:ff:ff:ff' is a broadcast"),
+        (["--port", "udp:127.0.0.1:5999", "--mac", "01:00:00:00:00:01"], "--mac: '01:00:00:00:00:01' is a multicast"),
+        (["--port", "udp:127.0.0.1:5999", "--mac", "00:00:00:00:00:00"], "is the all-zero address"),
+        (
+            ["--port", "udp:127.0.0.1:5999", "--memory-chunks", "4294967296"],
+            "--memory-chunks 4294967296: must be 0..4294967295",
+        ),
+        (["--port", "udp:127.0.0.1:5999", "--memory-chunks", "-1"], "--memory-chunks -1: must be 0..4294967295"),
         (["--iface", "nonexist0"], "--iface nonexist0: cannot open the wire: "),
         (["--port", "stream:/nonexistent/px.sock"], "--port stream:/nonexistent/px.sock: cannot open the wire: "),
     ],
@@ -260,7 +268,7 @@ def test_pxkernel_refuses_bad_arguments_in_one_line(args: list[str], says: str, 
         text=True,
         timeout=30,
     )
-    assert p.returncode != 0
+    assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pxkernel: ") and says in lines[0], p.stderr

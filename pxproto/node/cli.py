@@ -18,7 +18,10 @@ from pxproto.node import memcg, state
 from pxproto.node.channels import FLUSH_US
 from pxproto.node.server import Server, ServerConfig, usable_cores
 from pxproto.signing import load_verify_keys
-from pxproto.wire import aead
+from pxproto.wire import aead, spec
+
+MAX_MEMORY_CHUNKS = (1 << 8 * spec.HeartbeatBody.mem_limit.sizeof()) - 1
+"""The most a DIME's limit can be: HEARTBEAT ``mem_limit`` (and a DIME record's ``mem_total``) is 32 bits."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= n <= 0xFFFE:
         print(f"pxkernel: --dimes {n}: must be 1..65534", file=sys.stderr)
         return 2
-    if args.memory_chunks < 0:
-        print("pxkernel: --memory-chunks must be >= 0", file=sys.stderr)
+    if not 0 <= args.memory_chunks <= MAX_MEMORY_CHUNKS:
+        print(f"pxkernel: --memory-chunks {args.memory_chunks}: must be 0..{MAX_MEMORY_CHUNKS}", file=sys.stderr)
         return 2
     if not 1 <= args.heartbeat_ms <= 0xFFFF:
         print("pxkernel: --heartbeat-ms must be 1..65535", file=sys.stderr)
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     try:
-        given_mac = state.parse_mac(args.mac) if args.mac else None
+        given_mac = state.parse_station_mac(args.mac) if args.mac else None
     except ValueError as exc:
         print(f"pxkernel: --mac: {exc}", file=sys.stderr)
         return 2

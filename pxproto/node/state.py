@@ -111,3 +111,14 @@ def parse_mac(text: str) -> bytes:
     if len(mac) != 6:
         raise ValueError(f"{text!r} is not a MAC address (six bytes, xx:xx:xx:xx:xx:xx)")
     return mac
+
+
+def parse_station_mac(text: str) -> bytes:
+    """:func:`parse_mac` for a source address: a group (broadcast, multicast) or all-zero MAC is refused."""
+    mac = parse_mac(text)
+    if mac[0] & 1:
+        kind = "broadcast" if mac == b"\xff" * 6 else "multicast"
+        raise ValueError(f"{text!r} is a {kind} (group) address; a server's MAC must be unicast")
+    if not any(mac):
+        raise ValueError(f"{text!r} is the all-zero address; a server's MAC must name a station")
+    return mac
