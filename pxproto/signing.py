@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from pxproto.dime.keys import KeyFileError, parse_keyfile, read_private, write_private
+from pxproto.dime.keys import KeyFileError, parse_keyfile, read_private, read_small, write_private
 
 SIG_LEN = 2 + 64
 
@@ -97,14 +97,15 @@ def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
 
 def load_verify_keys(path: str | os.PathLike[str]) -> VerifyKeys:
     """A verification key file (public keys: others may read it, but not write it)."""
+
+    def check(st: os.stat_result) -> None:
+        if st.st_mode & 0o022 or st.st_uid not in (os.getuid(), 0):
+            raise KeyFileError(f"{path}: writable by group or others, or not ours: refused")
+
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            text = f.read(1 << 16).decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
-    if st.st_mode & 0o022 or st.st_uid not in (os.getuid(), 0):
-        raise KeyFileError(f"{path}: writable by group or others, or not ours: refused")
+        text = read_small(path, check).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise KeyFileError(f"{path}: {exc}") from None
     return VerifyKeys.from_raw(_exact32(parse_keyfile(text, str(path)), str(path)))
 
 

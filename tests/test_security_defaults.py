@@ -88,6 +88,39 @@ def test_a_key_path_that_is_a_directory_is_one_line_everywhere(tmp_path: Path) -
     one_line(p, "pxorch", "not a regular file")
 
 
+def test_a_key_file_over_the_limit_is_refused_not_cut(tmp_path: Path) -> None:
+    """A key file was read to 64 KiB and parsed: a 32-byte key whose line crossed that mark came out 16 bytes."""
+    from pxproto.dime.keys import KEY_FILE_MAX
+    from pxproto.signing import load_verify_keys
+
+    line = f"1 {os.urandom(32).hex()}\n"
+    keyfile = tmp_path / "big.key"
+    keyfile.write_text("#" * (KEY_FILE_MAX - len(line) + 32) + "\n" + line)
+    keyfile.chmod(0o600)
+    for load in (load_keyfile, load_verify_keys):
+        with pytest.raises(KeyFileError, match=f"big.key: larger than {KEY_FILE_MAX} bytes"):
+            load(keyfile)
+    p = run_cli("pxproto.node.cli", "--port", "udp:127.0.0.1:5994", "--key", str(keyfile))
+    one_line(p, "pxkernel", f"{keyfile}: larger than {KEY_FILE_MAX} bytes")
+    keyfile.write_text("#" * (KEY_FILE_MAX - len(line) - 1) + "\n" + line)  # exactly the limit: read whole
+    assert keyfile.stat().st_size == KEY_FILE_MAX and len(load_keyfile(keyfile)[1]) == 32
+
+
+def test_a_fifo_as_a_key_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waited for a writer: pxkernel --key, --verify-key and pxdump --key hung."""
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo, 0o600)
+    state_dir = tmp_path / "s"
+    for option in ("--key", "--verify-key"):
+        p = run_cli("pxproto.node.cli", "--insecure", "--port", "udp:127.0.0.1:5993", "--state-dir", str(state_dir),
+                    option, str(fifo), timeout=20)  # fmt: skip
+        one_line(p, "pxkernel", f"{fifo}: not a regular file")
+    capture = Path(__file__).resolve().parent.parent / "captures" / "all.pcapng"
+    p = run_cli("pxproto.dump.cli", "--key", str(fifo), "-r", str(capture), timeout=20)
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    assert f"{fifo}: not a regular file" in p.stderr and not p.stdout, p.stderr
+
+
 def test_key_files_are_written_0600_and_fresh_keys_are_random(tmp_path: Path) -> None:
     keys = fresh_keys()
     write_keyfile(tmp_path / "k", keys)

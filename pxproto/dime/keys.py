@@ -43,6 +43,8 @@ MIN_KEY = replay.KEY_MIN_BYTES
 WINDOW = 1024
 """Counters a replay window remembers below the highest seen, per (sender MAC, DIME, key id)."""
 ROTATION_GRACE = 1.0
+KEY_FILE_MAX = 1 << 16
+"""Bytes a key file may hold; a longer one is refused (cut, it would hold a shorter key)."""
 """Seconds a key rotated out by KEY_ROTATE is still accepted."""
 
 
@@ -93,23 +95,37 @@ def check_private(path: str | os.PathLike[str], st: os.stat_result) -> None:
         )
 
 
-def read_private(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of a secret file, after :func:`check_private` on the opened file (no symlink race)."""
+def read_small(path: str | os.PathLike[str], check: Callable[[os.stat_result], None] | None = None) -> bytes:
+    """The bytes of a key file, at most :data:`KEY_FILE_MAX`; ``check`` sees the opened file's stat first.
+
+    A FIFO, device or directory is refused before it is opened (opening a FIFO for reading blocks until
+    a writer comes); ``O_NONBLOCK`` covers one swapped in between.  A longer file is refused, never cut."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise KeyFileError(f"{path}: not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
         raise KeyFileError(f"{path}: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # checked before fdopen, which refuses a directory with its own error
             raise KeyFileError(f"{path}: not a regular file")
-        check_private(path, st)
+        if check is not None:
+            check(st)
         with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(1 << 16)
+            data = f.read(KEY_FILE_MAX + 1)
     except OSError as exc:
         raise KeyFileError(f"{path}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+    if len(data) > KEY_FILE_MAX:
+        raise KeyFileError(f"{path}: larger than {KEY_FILE_MAX} bytes: not a key file")
+    return data
+
+
+def read_private(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a secret file, after :func:`check_private` on the opened file (no symlink race)."""
+    return read_small(path, lambda st: check_private(path, st))
 
 
 def load_keyfile(path: str | os.PathLike[str]) -> dict[int, bytes]:
