@@ -79,7 +79,11 @@ def _with_env(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("script", ["pxdump", "pxdissect", "pxswitch", "pxkernel", "pxorch", "pxfuzz"])
 @pytest.mark.parametrize(
     ("value", "reason"),
-    [("bogus", "expected CLASS=VALUE"), ("signaling=0xabbb", "two classes the same value")],
+    [
+        ("bogus", "expected CLASS=VALUE"),
+        ("signaling=0xabbb", "two classes the same value"),
+        ("signaling=0x88b5,signaling=0x88b7", "class signaling is given twice"),
+    ],
 )
 def test_a_bad_ethertype_map_in_the_environment_is_one_line(script: str, value: str, reason: str) -> None:
     """PXPROTO_ETHERTYPES is read at import: a bad value ends every tool with one line naming it, exit status 2."""

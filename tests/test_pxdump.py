@@ -225,6 +225,7 @@ def test_raw_bpf_passthrough(capsysbinary: pytest.CaptureFixture[bytes]) -> None
         (["-r", "x", "-c", "many"], "invalid int value"),
         (["-r", "x", "--bogus"], "unrecognized arguments"),
         (["-r", "x", "--ethertypes", "signaling=0x0800"], "IPv4"),
+        (["-r", "x", "--ethertypes", "signaling=0x88b5,signaling=0x88b7"], "class signaling is given twice"),
         (["-r", "x", "-q", "--json"], "choose one of"),
         (["-r", "x", "-F", "ether proto nonsense("], "-F"),
     ],

@@ -110,6 +110,9 @@ def test_ethertype_map_is_configurable_for_every_codec() -> None:
         ("video=0x1234", "CLASS=VALUE"),
         ("data=zz", "not a number"),
         ("data=0x10", "0x0600"),
+        ("signaling=0x88b5,signaling=0x88b7", "item 2 'signaling=0x88b7': class signaling is given twice"),
+        ("data=0x88b6, DATA=0x88b6", "item 2 'DATA=0x88b6': class data is given twice"),
+        ("signaling=-1", "EtherType signaling=-0x1: must be within 0x0600..0xffff"),
     ],
 )
 def test_bad_ethertype_maps_are_refused_clearly(text: str, needle: str) -> None:

@@ -49,7 +49,7 @@ class EtherTypeMap:
         values = self.as_dict()
         for name, value in values.items():
             if not 0x0600 <= value <= 0xFFFF:
-                raise ValueError(f"EtherType {name}=0x{value:x}: must be within 0x0600..0xffff")
+                raise ValueError(f"EtherType {name}={hex(value)}: must be within 0x0600..0xffff")
             if value in RESERVED:
                 raise ValueError(f"EtherType {name}=0x{value:04x} is taken by {RESERVED[value]}")
         if len(set(values.values())) != len(values):
@@ -85,6 +85,8 @@ class EtherTypeMap:
                     f"EtherType map item {i + 1} {item!r}: expected CLASS=VALUE with CLASS one of "
                     "signaling, data, discovery, heartbeat"
                 )
+            if name in values:
+                raise ValueError(f"EtherType map item {i + 1} {item!r}: class {name} is given twice")
             try:
                 values[name] = int(number.strip(), 0)
             except ValueError:
