@@ -275,3 +275,40 @@ def test_stream_wire_frames_both_ways_and_refuses_empty_frames(tmp_path: Path) -
     wire.close()
     conn.close()
     srv.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--burst", "0"], "pxfuzz: --burst must be at least 1\n"),
+        (["--probe", "ping:zz"], "pxfuzz: --probe 'ping:zz': MAC 'zz': six bytes, like 02:00:00:00:00:01\n"),
+        (["--probe", "ping:020000000001/zz"], "pxfuzz: --probe 'ping:020000000001/zz': DIME 'zz': a number 0..65535\n"),
+        (["--probe", "heartbeat:zz"], "pxfuzz: --probe 'heartbeat:zz': MAC 'zz': six bytes, like 02:00:00:00:00:01\n"),
+        (["--start", "3", "--end", "1"], "pxfuzz: --start 3 --end 1: the end comes before the start: no frame\n"),
+        (["--start", "-1"], "pxfuzz: --start -1: must be at least 0 (a frame index)\n"),
+    ],
+)
+def test_replay_refuses_bad_options_naming_them(args: list[str], says: str, tmp_path: Path, capsys) -> None:
+    """``--burst 0`` said "range() arg 3 must not be zero", ``--probe ping:zz`` "non-hexadecimal number found in
+    fromhex() arg", and ``--start 3 --end 1`` sent nothing and exited 0."""
+    saved = tmp_path / "s.pcapng"
+    assert pxfuzz(["gen", "-n", "5", "-o", str(saved)]) == 0
+    capsys.readouterr()
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        rc = pxfuzz(["replay", str(saved), "udp:{}:{}".format(*silent.getsockname()), *args])
+    finally:
+        silent.close()
+    out, err = capsys.readouterr()
+    assert (rc, out, err) == (2, "", says)
+
+
+@pytest.mark.parametrize("cmd", ["replay", "gen"])
+def test_a_damaged_capture_is_named_with_its_offset(cmd: str, tmp_path: Path, capsys) -> None:
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes((Path(__file__).resolve().parent.parent / "captures" / "all.pcapng").read_bytes()[:1000])
+    argv = ["replay", str(cut), "udp:127.0.0.1:9"] if cmd == "replay" else ["gen", "--from-pcap", str(cut), "-n", "3"]
+    rc = pxfuzz([*argv, *(["-o", str(tmp_path / "g.pcapng")] if cmd == "gen" else [])])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"pxfuzz: {cut}: pcapng.block at byte 980: "), err

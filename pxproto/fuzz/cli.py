@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from pxproto.capture.pcapng import read_packets
+from pxproto.capture.pcapng import CaptureError, read_packets
 from pxproto.errors import ProtocolError
 from pxproto.fuzz.campaign import Campaign, Report, replay
 from pxproto.fuzz.generate import FrameGenerator
@@ -30,7 +30,10 @@ from pxproto.wire.codes import DIME_ALL
 
 
 def _mac(text: str) -> bytes:
-    raw = bytes.fromhex(text.replace(":", "").replace("-", ""))
+    try:
+        raw = bytes.fromhex(text.replace(":", "").replace("-", ""))
+    except ValueError:  # its own message names no option: "non-hexadecimal number found in fromhex()"
+        raw = b""
     if len(raw) != 6:
         raise argparse.ArgumentTypeError(f"MAC {text!r}: six bytes, like 02:00:00:00:00:01")
     return raw
@@ -40,7 +43,15 @@ def _mac_dime(text: str) -> tuple[bytes | None, int | None]:
     if not text:
         return None, None
     mac, _, dime = text.partition("/")
-    return _mac(mac), (int(dime, 0) if dime else None)
+    if not dime:
+        return _mac(mac), None
+    try:
+        number = int(dime, 0)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"DIME {dime!r}: a number 0..65535")
+    return _mac(mac), number
 
 
 def make_probe(text: str, wire: Wire, timeout: float) -> Probe | None:
@@ -48,23 +59,28 @@ def make_probe(text: str, wire: Wire, timeout: float) -> Probe | None:
     kind, _, rest = text.partition(":")
     if kind == "none":
         return None
-    if kind == "ping":
+    if kind not in ("ping", "heartbeat"):
+        raise argparse.ArgumentTypeError(f"--probe {text!r}: none, ping:MAC[/DIME] or heartbeat[:MAC[/DIME]]")
+    try:
         mac, dime = _mac_dime(rest)
-        if mac is None:
-            raise argparse.ArgumentTypeError("--probe ping needs the target's MAC: ping:MAC[/DIME]")
-        return PingProbe(wire, mac, DIME_ALL if dime is None else dime, timeout=timeout)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"--probe {text!r}: {exc}") from None
     if kind == "heartbeat":
-        mac, dime = _mac_dime(rest)
         return HeartbeatProbe(wire, mac, dime, timeout=timeout)
-    raise argparse.ArgumentTypeError(f"--probe {text!r}: none, ping:MAC[/DIME] or heartbeat[:MAC[/DIME]]")
+    if mac is None:
+        raise argparse.ArgumentTypeError("--probe ping needs the target's MAC: ping:MAC[/DIME]")
+    return PingProbe(wire, mac, DIME_ALL if dime is None else dime, timeout=timeout)
 
 
 def _generator(args: argparse.Namespace, wire: Wire | None) -> FrameGenerator:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else list(KINDS)
     pool = None
     if args.from_pcap:
-        with open(args.from_pcap, "rb") as f:
-            pool = [p.data for p in read_packets(f) if p.data]
+        try:
+            with open(args.from_pcap, "rb") as f:
+                pool = [p.data for p in read_packets(f) if p.data]
+        except CaptureError as exc:  # "pcapng.block at byte N: ..." alone named no file
+            raise ValueError(f"{args.from_pcap}: {exc}") from None
         if not pool:
             raise ValueError(f"{args.from_pcap}: no frames to mutate")
     gen = FrameGenerator(args.seed, kinds, pool=pool, min_len=1 if isinstance(wire, StreamWire) else 0)
@@ -127,6 +143,18 @@ def _print(report: Report, as_json: bool) -> None:
     print(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Refuse counts and frame ranges that would send nothing or fail inside the loop, naming the option."""
+    for name in ("count", "burst"):
+        if getattr(args, name, 1) < 1:
+            raise ValueError(f"--{name} must be at least 1")
+    if args.cmd == "replay":
+        if args.start < 0:
+            raise ValueError(f"--start {args.start}: must be at least 0 (a frame index)")
+        if args.end is not None and args.end < args.start:
+            raise ValueError(f"--start {args.start} --end {args.end}: the end comes before the start: no frame")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "kinds":
@@ -134,9 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{k:<10} {MUTATIONS[k].help}")
         return 0
     try:
+        _check_numbers(args)  # gen -n -5 wrote an empty file and exited 0; replay --burst 0 failed in range()
         if args.cmd == "gen":
-            if args.count < 1:  # a negative count wrote an empty file and exited 0
-                raise ValueError("--count must be at least 1")
             gen = _generator(args, None)
             report = Campaign(_NullWire(), gen, count=args.count, burst=1024, save=args.output).run()
             _print(report, args.json)
@@ -148,9 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         probe = make_probe(args.probe, wire, args.probe_timeout)
         if args.cmd == "run":
-            for name in ("count", "burst"):
-                if getattr(args, name) < 1:
-                    raise ValueError(f"--{name} must be at least 1")
             report = Campaign(
                 wire,
                 _generator(args, wire),
@@ -164,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not Path(args.file).exists():
                 raise ValueError(f"{args.file}: no such file")
-            report = replay(args.file, wire, probe, args.start, args.end, args.burst, rate=args.rate)
+            try:
+                report = replay(args.file, wire, probe, args.start, args.end, args.burst, rate=args.rate)
+            except CaptureError as exc:
+                raise ValueError(f"{args.file}: {exc}") from None
     except (argparse.ArgumentTypeError, ValueError, ProtocolError, OSError) as exc:
         print(f"pxfuzz: {exc}", file=sys.stderr)
         return 2
