@@ -59,6 +59,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ENTRY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
 MAX_PACKAGE = 64 << 20
 """Largest archive a kernel accepts (bytes)."""
+MAX_MANIFEST = 1 << 20
+"""Bytes a manifest may hold (as a service file): a larger one, or /dev/zero, is refused, not read whole."""
 
 
 class PackageError(ValueError):
@@ -121,7 +123,7 @@ def parse_manifest(text: str, where: str = MANIFEST) -> Manifest:
     if not isinstance(svc, dict):
         raise PackageError(f"{where}: missing [service] table")
     name = svc.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise PackageError(f"{where} line {_line_of(text, 'name')}: service.name must match {NAME_RE.pattern}")
     version = svc.get("version", "0")
     if not isinstance(version, str):
@@ -140,13 +142,13 @@ def parse_manifest(text: str, where: str = MANIFEST) -> Manifest:
         if unknown:
             raise PackageError(f"{where_i}: unknown field {sorted(unknown)[0]!r}")
         sname = st.get("name")
-        if not isinstance(sname, str) or not NAME_RE.match(sname):
+        if not isinstance(sname, str) or not NAME_RE.fullmatch(sname):
             raise PackageError(f"{where_i}: field 'name' must match {NAME_RE.pattern}")
         if sname in names:
             raise PackageError(f"{where_i}: field 'name' {sname!r} repeats an earlier stage")
         names.add(sname)
         entry = st.get("entry")
-        if not isinstance(entry, str) or not ENTRY_RE.match(entry):
+        if not isinstance(entry, str) or not ENTRY_RE.fullmatch(entry):
             raise PackageError(f"{where_i}: field 'entry' must be 'module:function', got {entry!r}")
         chunks = st.get("memory_chunks", 1)
         if not isinstance(chunks, int) or isinstance(chunks, bool) or not 1 <= chunks <= 1 << 20:
@@ -158,11 +160,34 @@ def parse_manifest(text: str, where: str = MANIFEST) -> Manifest:
     return Manifest(name, version, tuple(stages))
 
 
+def read_regular(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
+    """A regular file of at most ``limit`` bytes, read whole.  Anything else (a FIFO, a device, a directory,
+    a path with a NUL) or a larger file is a PackageError naming ``what`` and the path: no hang, no read without end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once (and is then refused)
+    except ValueError:
+        raise PackageError(f"{what} {str(path)!r}: a path cannot hold a NUL byte") from None
+    except OSError as exc:
+        raise PackageError(f"{what} {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PackageError(f"{what} {path}: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise PackageError(f"{what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise PackageError(f"{what} {path}: larger than {limit} bytes")
+    return data
+
+
 def load_manifest(directory: str | os.PathLike[str]) -> Manifest:
     path = Path(directory) / MANIFEST
+    data = read_regular(path, MAX_MANIFEST, "manifest")
     try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise PackageError(f"{path}: {exc}") from None
     return parse_manifest(text, str(path))
 
@@ -177,7 +202,7 @@ def pack(directory: str | os.PathLike[str]) -> bytes:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for p in files:
                 rel = p.relative_to(root).as_posix()
-                data = p.read_bytes()
+                data = read_regular(p, MAX_PACKAGE, "package file")
                 info = tarfile.TarInfo(rel)
                 info.size = len(data)
                 info.mtime = 0
@@ -185,6 +210,10 @@ def pack(directory: str | os.PathLike[str]) -> bytes:
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
                 tar.addfile(info, io.BytesIO(data))
+                if buf.tell() > MAX_PACKAGE:  # early, not exact: the compressor holds some back
+                    raise PackageError(f"package {root}: the archive is over the {MAX_PACKAGE}-byte limit at {rel}")
+    if buf.tell() > MAX_PACKAGE:
+        raise PackageError(f"package {root}: the archive is over the {MAX_PACKAGE}-byte limit (a kernel refuses it)")
     return buf.getvalue()
 
 
@@ -333,10 +362,7 @@ def fetch_tree(
     if want_size > MAX_PACKAGE:
         raise PackageError(f"PACKAGE_SIZE {want_size} is over the {MAX_PACKAGE}-byte limit")
     path = Path(store) / f"{want_digest.hex()}.tar.gz"
-    try:
-        archive = path.read_bytes()
-    except OSError as exc:
-        raise PackageError(f"central store: {exc.strerror}: {path}") from None
+    archive = read_regular(path, MAX_PACKAGE, "central store")
     verify(archive, want_digest, want_size, sig, key)
     dest = Path(local) / "packages" / want_digest.hex()
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -361,7 +387,7 @@ class LocalStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
-        if not OBJECT_RE.match(name) or ".." in name.split("/"):
+        if not OBJECT_RE.fullmatch(name) or ".." in name.split("/"):
             raise ValueError(f"store object name {name!r} is not allowed")
         return self.root / name
 

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pxproto.orch import service
 from pxproto.orch.daemon import DEFAULT_CONTROL
@@ -161,49 +162,72 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _ask(control: str, req: dict[str, object]) -> dict[str, object] | None:
-    from pxproto.orch.daemon import query
+def _ask(control: str, req: dict[str, object], want: tuple[str, ...] = ("ok",)) -> dict[str, object] | None:
+    """The reply of a running ``pxorch run``, or None after one line on stderr: no socket, an error reply, or
+    a reply that is not a pxorch one (empty, not JSON, missing ``want``: another program's socket, a daemon
+    that died mid-request)."""
+    from pxproto.orch.daemon import ReplyError, query
 
     try:
         reply = query(control, req)
     except OSError as exc:
         print(f"pxorch: control socket {control}: {exc.strerror or exc} (is `pxorch run` running?)", file=sys.stderr)
         return None
-    if "error" in reply:
+    except ReplyError as exc:
+        print(f"pxorch: control socket {control}: {exc}", file=sys.stderr)
+        return None
+    if isinstance(reply.get("error"), str):
         print(f"pxorch: {reply['error']}", file=sys.stderr)
+        return None
+    if not all(k in reply for k in want):
+        print(f"pxorch: control socket {control}: not a pxorch reply", file=sys.stderr)
         return None
     return reply
 
 
-def _status(args: argparse.Namespace) -> int:
-    from pxproto.orch.status import table
+STATUS_KEYS = ("rows", "pool", "services", "events")
+"""What a status reply holds (pxorch status --json prints it whole)."""
 
+
+def _status(args: argparse.Namespace) -> int:
     while True:
-        reply = _ask(args.control, {"cmd": "status"})
+        reply = _ask(args.control, {"cmd": "status"}, STATUS_KEYS)
         if reply is None:
             return 1
         if args.json:
             print(json.dumps(reply, indent=2))
         else:
+            try:
+                text = _status_text(reply)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+                print(f"pxorch: control socket {args.control}: not a pxorch reply", file=sys.stderr)
+                return 1
             if args.watch:
                 print("\x1b[2J\x1b[H", end="")
-            print(table(reply["rows"]))  # type: ignore[arg-type]
-            if reply.get("insecure"):
-                print("\nWARNING: insecure: this orchestrator runs without a key (pxorch run --insecure)")
-            print(f"\npool: {reply['pool']}")
-            wire = reply.get("wire") or {}
-            dropped = {k: v for k, v in wire.items() if k in ("malformed", "not_for_us") or k.startswith("rejected")}  # type: ignore[attr-defined]
-            print(f"wire: rx {wire.get('rx', 0)} tx {wire.get('tx', 0)} dropped {dropped}")  # type: ignore[attr-defined]
-            if reply.get("pool_refused"):
-                print(f"pool refused: {reply['pool_refused']}")
-            for name, stages in reply["services"].items():  # type: ignore[attr-defined]
-                print(f"service {name}: " + ", ".join(f"{s} x{len(k)}" for s, k in stages.items()))
-            print("\nrecent events:")
-            for e in reply["events"][-10:]:  # type: ignore[index]
-                print(f"  [{e['t']:10.3f}] {e['text']}")
+            print(text)
         if not args.watch:
             return 0
         time.sleep(args.watch)
+
+
+def _status_text(reply: dict[str, Any]) -> str:
+    """The status table, pool, wire counters, services and recent events, as ``pxorch status`` prints them."""
+    from pxproto.orch.status import table
+
+    out = [table(reply["rows"])]
+    if reply.get("insecure"):
+        out.append("\nWARNING: insecure: this orchestrator runs without a key (pxorch run --insecure)")
+    out.append(f"\npool: {reply['pool']}")
+    wire = reply.get("wire") or {}
+    dropped = {k: v for k, v in wire.items() if k in ("malformed", "not_for_us") or k.startswith("rejected")}
+    out.append(f"wire: rx {wire.get('rx', 0)} tx {wire.get('tx', 0)} dropped {dropped}")
+    if reply.get("pool_refused"):
+        out.append(f"pool refused: {reply['pool_refused']}")
+    for name, stages in reply["services"].items():
+        out.append(f"service {name}: " + ", ".join(f"{s} x{len(k)}" for s, k in stages.items()))
+    out.append("\nrecent events:")
+    out += [f"  [{e['t']:10.3f}] {e['text']}" for e in reply["events"][-10:]]
+    return "\n".join(out)
 
 
 def _bad_classes(text: str) -> str | None:
@@ -322,6 +346,15 @@ def main(argv: list[str] | None = None) -> int:
         if encrypt and not args.key:
             print("pxorch: --encrypt needs --key (the cluster key encrypts)", file=sys.stderr)
             return 2
+        kv = None
+        if args.etcd:
+            from pxproto.orch.store import EtcdKv, KvError
+
+            try:
+                kv = EtcdKv(args.etcd)
+            except KvError as exc:
+                print(f"pxorch: --etcd {args.etcd!r}: {exc}", file=sys.stderr)
+                return 2
         try:
             keys = load_keyfile(args.key) if args.key else {}
             signer = load_signing_key(args.signing_key) if args.signing_key else None
@@ -334,20 +367,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pxorch: orchestrator {core.local.mac.hex(':')} on {args.port or args.iface}; control {args.control}")
         driver = Driver(core, wire, keys, print_event, encrypt=encrypt)
         leadership = None
-        if args.etcd:
+        if kv is not None:
             from pxproto.orch.leader import Leadership
-            from pxproto.orch.store import EtcdKv
 
             peer = None if args.peer == "none" else args.peer
             try:
-                leadership = Leadership(driver, EtcdKv(args.etcd), args.name or core.local.mac.hex(":"),
+                leadership = Leadership(driver, kv, args.name or core.local.mac.hex(":"),
                                         args.lease_ttl, peer_host=peer)  # fmt: skip
             except OSError as exc:
                 print(f"pxorch: --peer {args.peer}: cannot listen there: {exc}", file=sys.stderr)
                 return 2
             leadership.keyring_version = max(keys, default=0)
             print(f"pxorch: plan and election in etcd {args.etcd}; following until elected", flush=True)
-        return Daemon(driver, args.control, args.store, leadership=leadership, signer=signer).run()
+        try:
+            daemon = Daemon(driver, args.control, args.store, leadership=leadership, signer=signer)
+        except (OSError, ValueError) as exc:  # a missing directory, a path too long or with a NUL
+            if leadership is not None:
+                leadership.stop()
+            print(f"pxorch: --control {args.control}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return 2
+        return daemon.run()
     if args.cmd == "deploy":
         reply = _ask(args.control, {"cmd": "deploy", "file": str(Path(args.file).resolve())})
     elif args.cmd == "scale":

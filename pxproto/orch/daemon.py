@@ -13,10 +13,12 @@ Errors come back as ``{"error": TEXT}``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import socket
+import stat
 import time
 from typing import Any
 
@@ -31,6 +33,41 @@ from pxproto.signing import SigningKey
 DEFAULT_CONTROL = "/tmp/pxorch.sock"
 
 
+class ReplyError(ValueError):
+    """What came back over the control socket is not a pxorch reply (nothing, not JSON, not an object)."""
+
+
+class RequestError(ValueError):
+    """A control request's field is missing, of the wrong type or out of range."""
+
+
+def _show(v: Any, limit: int = 60) -> str:
+    """A field's value for an error reply: its repr, cut short."""
+    try:
+        text = repr(v)
+    except (ValueError, RecursionError):
+        text = f"a {type(v).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _integer(req: dict[str, Any], key: str, default: int, low: int) -> int:
+    v = req.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise RequestError(f"field {key!r} must be an integer, got {_show(v)}")
+    if v < low:
+        raise RequestError(f"field {key!r} must be at least {low}, got {v}")
+    return v
+
+
+def _text(req: dict[str, Any], key: str) -> str:
+    v = req.get(key)
+    if not isinstance(v, str) or not v:
+        raise RequestError(f"field {key!r} must be text, got {_show(v)}")
+    if "\0" in v:
+        raise RequestError(f"field {key!r} holds a NUL byte: {_show(v)}")
+    return v
+
+
 class Daemon:
     """An orchestrator on a wire, answering a control socket, probing now and then."""
 
@@ -43,7 +80,9 @@ class Daemon:
         self.store = store
         self.probe_every = probe_every
         self.stop = False
-        if os.path.exists(control):
+        if os.path.lexists(control):  # a stale socket of an earlier run; anything else is not ours to remove
+            if not stat.S_ISSOCK(os.lstat(control).st_mode):
+                raise FileExistsError(errno.EEXIST, "exists and is not a socket", control)
             os.unlink(control)
         self.control_path = control
         self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -57,48 +96,69 @@ class Daemon:
         return self.driver.core  # a takeover replaces it
 
     def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The reply to one request; a field of the wrong type or range is an error reply naming it."""
         now = time.monotonic()
         cmd = req.get("cmd")
+        if not isinstance(cmd, str):
+            return {"error": f"field 'cmd' must be text (status, deploy or scale), got {_show(cmd)}"}
         if cmd in ("deploy", "scale") and self.leadership is not None and not self.leadership.leading:
             return {"error": "this orchestrator follows; ask the leader"}
-        if cmd == "status":
-            return {
-                "rows": self.core.status(now),
-                "pool": self.core.pool.counts(),
-                "pool_refused": dict(self.core.pool.refused),
-                "services": {name: self._replicas(name) for name in self.core.services},
-                "events": [e.record() for e in list(self.core.log)[-int(req.get("events", 20)) :]],
-                "counters": self.core.counters,
-                "wire": self.driver.counters,
-                "leader": self._leader(),
-                "insecure": not self.driver.keyring.enabled,
-            }
-        if cmd == "deploy":
-            try:
-                spec = load_service(str(req.get("file")))
-            except ServiceError as exc:
-                return {"error": str(exc)}
-            if self.store is None or spec.package is None:
-                return {"error": "deploy needs --store (the central package store) and a package in the service file"}
+        try:
+            if cmd == "status":
+                return self._status(now, _integer(req, "events", 20, 0))
+            if cmd == "deploy":
+                return self._deploy(_text(req, "file"), now)
+            if cmd == "scale":
+                service, stage = _text(req, "service"), _text(req, "stage")
+                replicas = _integer(req, "replicas", 0, 0)
+                try:
+                    self.driver.send(self.core.scale(service, stage, replicas, now))
+                except KeyError as exc:  # str() of a KeyError is the repr of its text
+                    return {"error": str(exc.args[0] if exc.args else exc)}
+                except ValueError as exc:
+                    return {"error": str(exc)}
+                return {"ok": f"scaling {service}.{stage} to {replicas}"}
+        except RequestError as exc:
+            return {"error": f"{cmd} request: {exc}"}
+        return {"error": f"unknown command {_show(cmd)}: status, deploy or scale"}
+
+    def _status(self, now: float, events: int) -> dict[str, Any]:
+        log = list(self.core.log)
+        return {
+            "rows": self.core.status(now),
+            "pool": self.core.pool.counts(),
+            "pool_refused": dict(self.core.pool.refused),
+            "services": {name: self._replicas(name) for name in self.core.services},
+            "events": [e.record() for e in log[max(0, len(log) - events) :]],
+            "counters": self.core.counters,
+            "wire": self.driver.counters,
+            "leader": self._leader(),
+            "insecure": not self.driver.keyring.enabled,
+        }
+
+    def _deploy(self, file: str, now: float) -> dict[str, Any]:
+        try:
+            spec = load_service(file)
+        except ServiceError as exc:
+            return {"error": str(exc)}
+        if self.store is None or spec.package is None:
+            return {"error": "deploy needs --store (the central package store) and a package in the service file"}
+        if self.signer is None and self.driver.keyring.enabled:
+            return {"error": "deploy needs --signing-key (kernels run only signed packages)"}
+        try:
             archive = package.pack(spec.package)
             digest = package.store_put(self.store, archive)
-            if self.signer is None and self.driver.keyring.enabled:
-                return {"error": "deploy needs --signing-key (kernels run only signed packages)"}
-            ref = PackageRef(digest, len(archive), package.sign(archive, self.signer) if self.signer else b"")
-            try:
-                self.driver.send(self.core.deploy(spec, ref, now))
-            except ValueError as exc:
-                return {"error": str(exc)}
-            return {"ok": f"deploying {spec.name} ({len(spec.stages)} stages, package {digest.hex()[:16]})"}
-        if cmd == "scale":
-            try:
-                self.driver.send(
-                    self.core.scale(str(req.get("service")), str(req.get("stage")), int(req.get("replicas", 0)), now)
-                )
-            except (KeyError, ValueError) as exc:
-                return {"error": str(exc).strip("'\"")}
-            return {"ok": f"scaling {req.get('service')}.{req.get('stage')} to {req.get('replicas')}"}
-        return {"error": f"unknown command {cmd!r}: status, deploy or scale"}
+        except package.PackageError as exc:
+            return {"error": str(exc)}
+        except OSError as exc:
+            where = exc.filename or self.store
+            return {"error": f"cannot store the package of {file}: {exc.strerror or exc} ({where})"}
+        ref = PackageRef(digest, len(archive), package.sign(archive, self.signer) if self.signer else b"")
+        try:
+            self.driver.send(self.core.deploy(spec, ref, now))
+        except ValueError as exc:
+            return {"error": str(exc)}
+        return {"ok": f"deploying {spec.name} ({len(spec.stages)} stages, package {digest.hex()[:16]})"}
 
     def _leader(self) -> dict[str, Any] | None:
         ha = self.leadership
@@ -118,15 +178,30 @@ class Daemon:
         with conn:
             conn.settimeout(2.0)
             try:
-                raw = conn.recv(65536)
-                try:
-                    req = json.loads(raw)
-                    reply = self.request(req) if isinstance(req, dict) else {"error": "a JSON object, please"}
-                except json.JSONDecodeError as exc:
-                    reply = {"error": f"bad JSON request: {exc}"}
+                reply = self._reply(conn.recv(65536))
                 conn.sendall(json.dumps(reply).encode() + b"\n")
             except OSError:
                 pass
+
+    def _reply(self, raw: bytes) -> dict[str, Any]:
+        """The reply to a request's bytes: whatever they hold, an error reply rather than an exception."""
+        try:
+            req = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            return {"error": f"bad request: not UTF-8 (byte {exc.start})"}
+        except RecursionError:
+            return {"error": "bad JSON request: nested too deeply"}
+        except json.JSONDecodeError as exc:
+            return {"error": f"bad JSON request: {exc}"}
+        except ValueError:  # an integer of more digits than int() takes (sys.get_int_max_str_digits)
+            return {"error": "bad JSON request: a number with too many digits"}
+        if not isinstance(req, dict):
+            return {"error": "a JSON object, please"}
+        try:
+            return self.request(req)
+        except Exception as exc:  # a bug must not take the orchestrator down with it: refuse, log, serve on
+            print(f"pxorch: control request {_show(req.get('cmd'))} failed: {type(exc).__name__}: {exc}", flush=True)
+            return {"error": f"internal error: {type(exc).__name__}: {exc}"}
 
     def run(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -162,7 +237,14 @@ def query(path: str, req: dict[str, Any], timeout: float = 5.0) -> dict[str, Any
             chunks.append(b)
             if b.endswith(b"\n"):
                 break
-    reply: dict[str, Any] = json.loads(b"".join(chunks))
+    if not chunks:
+        raise ReplyError("no reply (did `pxorch run` stop?)")
+    try:
+        reply = json.loads(b"".join(chunks))
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested without end
+        reply = None
+    if not isinstance(reply, dict):
+        raise ReplyError("not a pxorch reply")
     return reply
 
 
@@ -179,4 +261,4 @@ def make_core(service_file: str | None) -> Orchestrator:
     return Orchestrator(mac)
 
 
-__all__ = ["DEFAULT_CONTROL", "Daemon", "make_core", "print_event", "query"]
+__all__ = ["DEFAULT_CONTROL", "Daemon", "ReplyError", "make_core", "print_event", "query"]

@@ -219,7 +219,7 @@ class _Checker:
 
     def name(self, t: dict[str, Any], table: str, index: int, key: str = "name") -> str:
         v = t.get(key)
-        if not isinstance(v, str) or not NAME_RE.match(v):
+        if not isinstance(v, str) or not NAME_RE.fullmatch(v):
             raise self.fail(table, index, key, f"must match {NAME_RE.pattern}, got {v!r}")
         return v
 
@@ -247,6 +247,8 @@ def parse_service(text: str, where: str = "<service>", base: Path | None = None,
     if pkg_text is not None:
         if not isinstance(pkg_text, str) or not pkg_text:
             raise c.fail("service", 0, "package", f"must be a directory path, got {pkg_text!r}")
+        if "\0" in pkg_text:
+            raise c.fail("service", 0, "package", f"a path cannot hold a NUL byte, got {pkg_text!r}")
         package = (base / pkg_text) if base is not None else Path(pkg_text)
         if manifest is None and base is not None:
             from pxproto.package import PackageError, load_manifest
@@ -270,6 +272,8 @@ SERVICE_MAX = 1 << 20
 
 def load_service(path: str | Path) -> ServiceSpec:
     """Read and check a service file (and its package's manifest)."""
+    if "\0" in str(path):
+        raise ServiceError(f"{str(path)!r}: a path cannot hold a NUL byte")
     p = Path(path)
     try:
         with p.open("rb") as f:

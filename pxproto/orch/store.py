@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import threading
 import time
@@ -255,6 +256,19 @@ def _range_end(prefix: str) -> str:
     return _b64(bytes(b))
 
 
+def _endpoint(url: str) -> tuple[str, str, int]:
+    """``[http[s]://]HOST:PORT`` as (protocol, host, port); KvError names the URL and what is wrong."""
+    proto, _, rest = url.partition("://")
+    if not rest:
+        proto, rest = "http", url
+    host, _, port = rest.rstrip("/").rpartition(":")
+    if proto not in ("http", "https"):
+        raise KvError(f"endpoint {url!r}: the scheme must be http or https")
+    if not host or re.search(r"[\s/?#@]", host) or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+        raise KvError(f"endpoint {url!r} is not [http[s]://]HOST:PORT (PORT 1..65535)")
+    return proto, host, int(port)
+
+
 class EtcdKv:
     """:class:`Kv` on a real etcd (v3.4+) through its JSON gateway; several endpoints are tried in turn."""
 
@@ -269,11 +283,8 @@ class EtcdKv:
             raise KvError("no etcd endpoint given")
         self.clients = []
         for u in self.urls:
-            proto, _, rest = u.partition("://")
-            if not rest:
-                proto, rest = "http", u
-            host, _, port = rest.rstrip("/").rpartition(":")
-            self.clients.append(Etcd3Client(host=host, port=int(port), protocol=proto, timeout=timeout,
+            proto, host, port = _endpoint(u)
+            self.clients.append(Etcd3Client(host=host, port=port, protocol=proto, timeout=timeout,
                                             api_path="/v3/"))  # fmt: skip
         self.timeout = timeout
         self.current = 0
