@@ -144,8 +144,11 @@ def build_config(args: argparse.Namespace) -> SwitchConfig:
     if overrides:
         try:
             cfg.policy = SwitchPolicy(**{**cfg.policy.__dict__, **overrides})
-        except ValueError as exc:
-            raise ConfigError(f"command line: {exc}") from None
+        except ValueError as exc:  # "fdb_capacity 0: ...": the option's name first, as the policy says it
+            key, _, why = str(exc).partition(" ")
+            raise ConfigError(
+                f"--{key.replace('_', '-')} {why}" if key in overrides else f"command line: {exc}"
+            ) from None
     if args.control:
         cfg.control = args.control
     if args.mirror:

@@ -101,7 +101,10 @@ class Daemon:
         self._mirror_file: IO[bytes] | None = None
         self.mirror: PcapngWriter | None = None
         if config.mirror:
-            self._mirror_file = open(config.mirror, "wb")
+            try:
+                self._mirror_file = open(config.mirror, "wb")
+            except OSError as exc:
+                raise StartError(f"mirror {config.mirror}: {port_error(OSError(exc.errno, exc.strerror))}") from None
             self.mirror = PcapngWriter(self._mirror_file, comment="pxswitch mirror")
             self.core.policy.mirror = True
         self.fast: Any = self._fast_loop()
