@@ -1,5 +1,5 @@
 """`pxswitch` on hostile input, as a process: one line naming what is wrong, the documented exit status, no
-traceback (audit D2-D7)."""
+traceback (audit D2, D4-D7, D12)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,65 @@ def test_a_config_that_is_not_a_small_regular_file(tmp_path: Path, kind: str) ->
     says = {"dir": "is a directory", "big": "larger than 1048576 bytes"}.get(kind, "not a regular file")
     one_line(r, 2, f"{path[kind]}: ")
     assert says in r.stderr.lower()
+
+
+@pytest.fixture
+def fake_control(tmp_path: Path) -> Iterator[tuple[str, list[bytes]]]:
+    """A UNIX socket that answers every request with the next reply of the list."""
+    path = str(tmp_path / "fake.sock")
+    replies: list[bytes] = []
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(256)
+                    conn.sendall(replies.pop(0))
+                except (OSError, IndexError):
+                    pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield path, replies
+    srv.shutdown(socket.SHUT_RDWR)
+    srv.close()
+    t.join(5)
+
+
+@pytest.mark.parametrize("cmd", ["stats", "fdb"])
+@pytest.mark.parametrize(
+    "reply",
+    [b"", b"garbage", b'{"x": 1}', b"[1, 2]", b'"text"', b"\xff\xfe\xfd", b"[" * 100000, b'{"ports": 5}', b"null"],
+)
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_reply_that_is_not_a_switchs(
+    fake_control: tuple[str, list[bytes]], cmd: str, reply: bytes, raw: bool
+) -> None:
+    """An empty reply (a switch that died while answering) or another program's socket gave a JSONDecodeError,
+    KeyError or TypeError traceback."""
+    path, replies = fake_control
+    replies.append(reply)
+    r = pxswitch(cmd, "--control", path, *(["--json"] if raw else []))
+    one_line(r, 1, f"control socket {path}: not a pxswitch {cmd} reply")
+    assert r.stdout == ""
+
+
+def test_an_error_reply_is_shown(fake_control: tuple[str, list[bytes]]) -> None:
+    path, replies = fake_control
+    replies.append(b'{"error": "unknown request"}\n')
+    one_line(pxswitch("stats", "--control", path), 1, f"control socket {path}: unknown request")
+
+
+def test_a_good_reply_prints(fake_control: tuple[str, list[bytes]]) -> None:
+    path, replies = fake_control
+    replies.append(b'[{"mac": "02:00:00:00:00:01", "dime": null, "port": "a", "age": 1.5}]\n')
+    r = pxswitch("fdb", "--control", path)
+    assert r.returncode == 0 and "02:00:00:00:00:01" in r.stdout and r.stderr == "", r
