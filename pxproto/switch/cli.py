@@ -144,8 +144,11 @@ def build_config(args: argparse.Namespace) -> SwitchConfig:
     if overrides:
         try:
             cfg.policy = SwitchPolicy(**{**cfg.policy.__dict__, **overrides})
-        except ValueError as exc:
-            raise ConfigError(f"command line: {exc}") from None
+        except ValueError as exc:  # "fdb_capacity 0: ...": the option's name first, as the policy says it
+            key, _, why = str(exc).partition(" ")
+            raise ConfigError(
+                f"--{key.replace('_', '-')} {why}" if key in overrides else f"command line: {exc}"
+            ) from None
     if args.control:
         cfg.control = args.control
     if args.mirror:
@@ -157,35 +160,52 @@ def build_config(args: argparse.Namespace) -> SwitchConfig:
     return cfg
 
 
-def _print_stats(st: dict[str, Any]) -> None:
+def _stats_lines(st: dict[str, Any]) -> list[str]:
+    """The table ``pxswitch stats`` prints (made whole before any is printed: a reply of the wrong shape prints
+    nothing)."""
+    out: list[str] = []
+    add = out.append
     cols = ("rx", "tx", "rx_malformed", "tx_queue_drop", "tx_queue_drop_control", "queued")
     refusals = ("rx_oversize", "tx_oversize", "learn_refused", "fdb_entries")
-    print(f"{'port':<16}{'up':<4}" + "".join(f"{c:>22}" for c in cols))
+    add(f"{'port':<16}{'up':<4}" + "".join(f"{c:>22}" for c in cols))
     for name, p in st["ports"].items():
-        print(f"{name:<16}{'y' if p.get('up') else 'n':<4}" + "".join(f"{p.get(c, '-'):>22}" for c in cols))
-    print(f"{'port':<16}{'mtu':>6}{'max_macs':>10}" + "".join(f"{c:>16}" for c in refusals))
+        add(f"{name:<16}{'y' if p.get('up') else 'n':<4}" + "".join(f"{p.get(c, '-'):>22}" for c in cols))
+    add(f"{'port':<16}{'mtu':>6}{'max_macs':>10}" + "".join(f"{c:>16}" for c in refusals))
     for name, p in st["ports"].items():
         if "mtu" in p:
-            print(
+            add(
                 f"{name:<16}{p['mtu']:>6}{p['max_macs'] or '-':>10}" + "".join(f"{p.get(c, '-'):>16}" for c in refusals)
             )
         if p.get("gone"):
-            print(f"  gone: {p['gone']}")
+            add(f"  gone: {p['gone']}")
         if p.get("errors"):
-            print(f"  errors: {p['errors']}")
+            add(f"  errors: {p['errors']}")
     for name, p in st["ports"].items():
         if "rx_class" in p:
-            print(f"{name:<16} rx by class {p['rx_class']}  tx by class {p['tx_class']}")
-    print("switch:", ", ".join(f"{k}={v}" for k, v in st["switch"].items()))
+            add(f"{name:<16} rx by class {p['rx_class']}  tx by class {p['tx_class']}")
+    add("switch: " + ", ".join(f"{k}={v}" for k, v in st["switch"].items()))
     if st["malformed"]:
-        print("malformed by field:", ", ".join(f"{k}={v}" for k, v in st["malformed"].items()))
+        add("malformed by field: " + ", ".join(f"{k}={v}" for k, v in st["malformed"].items()))
+    return out
 
 
-def _print_fdb(rows: list[dict[str, Any]]) -> None:
-    print(f"{'mac':<19}{'dime':>6}  {'port':<16}{'age s':>8}")
+def _fdb_lines(rows: list[dict[str, Any]]) -> list[str]:
+    out = [f"{'mac':<19}{'dime':>6}  {'port':<16}{'age s':>8}"]
     for r in rows:
         dime = "-" if r["dime"] is None else str(r["dime"])
-        print(f"{r['mac']:<19}{dime:>6}  {r['port']:<16}{r['age']:>8.1f}")
+        out.append(f"{r['mac']:<19}{dime:>6}  {r['port']:<16}{r['age']:>8.1f}")
+    return out
+
+
+def _reply_lines(cmd: str, reply: Any, raw: bool) -> list[str]:
+    """What to print for a ``stats`` or ``fdb`` reply; ValueError if it is not the reply a pxswitch gives."""
+    if not isinstance(reply, dict if cmd == "stats" else list):
+        raise ValueError
+    try:
+        lines = _stats_lines(reply) if isinstance(reply, dict) else _fdb_lines(reply)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        raise ValueError from None
+    return [json.dumps(reply, indent=2)] if raw else lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,12 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"pxswitch: control socket {args.control}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(reply, indent=2))
-    elif args.cmd == "stats":
-        _print_stats(reply)
-    else:
-        _print_fdb(reply)
+    except (ValueError, RecursionError):  # empty (a switch that died while answering), not JSON, not UTF-8
+        reply = None
+    if isinstance(reply, dict) and isinstance(reply.get("error"), str):
+        print(f"pxswitch: control socket {args.control}: {reply['error']}", file=sys.stderr)
+        return 1
+    try:
+        lines = _reply_lines(args.cmd, reply, args.json)
+    except ValueError:
+        print(f"pxswitch: control socket {args.control}: not a pxswitch {args.cmd} reply", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
     return 0
 
 

@@ -52,14 +52,16 @@ On the command line a port is ``TYPE:key=value,key=value`` (``name=`` optional;
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pxproto.switch.core import SwitchPolicy
+from pxproto.switch.core import ETH_OVERHEAD, FDB_CAPACITY_MAX, SwitchPolicy
 
 
 def default_control() -> str:
@@ -113,6 +115,12 @@ SWITCH_OPTIONS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+CONFIG_MAX = 1 << 20
+"""Bytes a config file may hold: one larger (or /dev/zero, a FIFO, a directory) is refused, not read."""
+MTU_RANGE = (68, 65535 - ETH_OVERHEAD)
+"""A port's ``mtu``: the least IPv4 allows, the most a frame of 65535 bytes holds (Ethernet header, one tag)."""
+
+
 class ConfigError(ValueError):
     """A configuration mistake; the message names the source, line (when known) and field."""
 
@@ -163,7 +171,7 @@ class SwitchConfig:
 def check_port(raw: dict[str, Any], index: int, where: Any) -> PortSpec:
     """A port table (from TOML or the command line) as a PortSpec; ``where(key)`` says where ``key`` is."""
     kind = raw.get("type")
-    if kind not in PORT_OPTIONS:
+    if not isinstance(kind, str) or kind not in PORT_OPTIONS:
         raise ConfigError(f"{where('type')}: port type {kind!r}, expected one of {', '.join(PORT_OPTIONS)}")
     allowed = PORT_OPTIONS[kind]
     name = raw.get("name", f"{kind}{index}")
@@ -190,6 +198,12 @@ def check_port(raw: dict[str, Any], index: int, where: Any) -> PortSpec:
             raise bad_value(key, f"{key} must be {want.__name__}, not {type(value).__name__} {value!r}")
         if want is int and value < 0:
             raise bad_value(key, f"{key} must be 0 or more, not {value}")
+        if want is float and not (math.isfinite(value) and value > 0):
+            raise bad_value(key, f"{key} must be a positive number of seconds, not {value}")
+        if key == "mtu" and not MTU_RANGE[0] <= value <= MTU_RANGE[1]:
+            raise bad_value(key, f"mtu {value}: {MTU_RANGE[0]}..{MTU_RANGE[1]}")
+        if key == "max_macs" and value > FDB_CAPACITY_MAX:
+            raise bad_value(key, f"max_macs {value}: 0 (no limit)..{FDB_CAPACITY_MAX}")
         opts[key] = tuple(value) if isinstance(value, list) else value
     for key, (_, required) in allowed.items():
         if required and key not in opts:
@@ -229,6 +243,8 @@ def parse_port_arg(text: str, index: int) -> PortSpec:
         if value.lower() in ("true", "false"):
             typed = value.lower() == "true"
         elif value.removeprefix("-").isdigit():
+            if not value.isascii():  # '1²00': isdigit() says yes, int() says no
+                raise ConfigError(f"--port {text!r} ({key}): {value!r} is not a number (digits are 0-9)")
             typed = int(value)
         if key == "remote" and kind.strip() == "vxlan":
             raw.setdefault("remote", []).append(value)
@@ -306,9 +322,20 @@ def load_text(text: str, source: str = "<config>") -> SwitchConfig:
     if not isinstance(ports, list):
         raise ConfigError(f"{source}: 'port' must be an array of tables ([[port]])")
     for i, raw in enumerate(ports):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{_key_line(text, source, 'port')}[{i}]: must be a table ([[port]]), not {raw!r}")
         cfg.ports.append(check_port(raw, i, lambda key, i=i: where("port", i, key)))
     _check_unique(cfg.ports, source)
     return cfg
+
+
+def _key_line(text: str, source: str, key: str) -> str:
+    """'source line N: key' for the first line that sets a top-level ``key`` (else 'source: key')."""
+    keyre = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+    for i, line in enumerate(text.splitlines()):
+        if keyre.match(line):
+            return f"{source} line {i + 1}: {key}"
+    return f"{source}: {key}"
 
 
 def _check_unique(ports: list[PortSpec], source: str) -> None:
@@ -320,11 +347,20 @@ def _check_unique(ports: list[PortSpec], source: str) -> None:
 
 
 def load_file(path: str) -> SwitchConfig:
+    """Read and check a config file: a regular file of at most CONFIG_MAX bytes (opened without blocking, so a
+    FIFO is refused, not waited on)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{path}: not a regular file")
+            data = f.read(CONFIG_MAX + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
+    if len(data) > CONFIG_MAX:
+        raise ConfigError(f"{path}: larger than {CONFIG_MAX} bytes: not a pxswitch config")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: byte {exc.start} is not UTF-8") from None
     return load_text(text, path)

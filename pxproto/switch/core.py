@@ -13,6 +13,7 @@ where its MAC was; a system-scope frame goes where its MAC (the server) was.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
@@ -46,6 +47,9 @@ third refusal, ``learn_refused``, is the table's count of keys a port's learning
 DEFAULT_MTU = 1500
 ETH_OVERHEAD = 18
 """Ethernet header and one VLAN tag: a port with MTU m takes frames of up to m + 18 bytes (no FCS)."""
+FDB_CAPACITY_MAX = 1 << 24
+"""The largest ``fdb_capacity`` (and ``max_macs``, which cannot usefully exceed it): the compiled table takes
+two slots of 24 bytes per entry, so this is 768 MiB at most."""
 
 
 def new_fdb(capacity: int, aging: float) -> Any:
@@ -82,10 +86,12 @@ class SwitchPolicy:
         for name in ("fdb_capacity", "queue_data", "queue_control", "mirror_queue"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} {getattr(self, name)}: must be at least 1")
-        if self.aging <= 0:
-            raise ValueError(f"aging {self.aging}: must be positive")
-        if int(self.max_macs) < 0:
-            raise ValueError(f"max_macs {self.max_macs}: 0 (no limit) or more")
+        if not (math.isfinite(self.aging) and self.aging > 0):  # (nan > 0 is false, but so is nan <= 0)
+            raise ValueError(f"aging {self.aging}: a positive number of seconds")
+        if int(self.fdb_capacity) > FDB_CAPACITY_MAX:
+            raise ValueError(f"fdb_capacity {self.fdb_capacity}: 1..{FDB_CAPACITY_MAX}")
+        if not 0 <= int(self.max_macs) <= FDB_CAPACITY_MAX:
+            raise ValueError(f"max_macs {self.max_macs}: 0 (no limit)..{FDB_CAPACITY_MAX}")
 
 
 @dataclass

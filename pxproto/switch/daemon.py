@@ -13,7 +13,6 @@ import os
 import selectors
 import signal
 import socket
-import sys
 import time
 from typing import IO, Any
 
@@ -26,13 +25,11 @@ from pxproto.switch.ports import (
     AfPacketPort,
     Port,
     PortGone,
-    StreamPort,
-    TapPort,
     UdpPort,
-    VxlanPort,
     claim_unix_path,
     port_error,
 )
+from pxproto.switch.portset import log, open_port, reload_ports
 from pxproto.switch.sched import set_realtime, set_slice
 from pxproto.switch.workers import Workers
 
@@ -42,41 +39,10 @@ FAST_BATCHES = 16
 CHECK_PERIOD = 1.0
 MIRROR_BUFFER = 8 << 20
 """Bytes of pcapng blocks the fast loop may hold between two writes of the mirror file."""
-AFPACKET_RCVBUF = 1 << 20
-"""Receive buffer of an AF_PACKET data socket: a deep buffer only turns a stall into latency (see bench/switch.py)."""
-
-
-def open_port(spec: PortSpec, aging: float = 300.0) -> Port:
-    """The driver a PortSpec describes; ``aging`` is the switch's, for a VXLAN port's remote table."""
-    g = spec.get
-    if spec.type == "udp":
-        return UdpPort(spec.name, g("local"), g("remote"))
-    if spec.type == "stream":
-        return StreamPort(spec.name, g("address"), bool(g("listen", False)))
-    if spec.type == "tap":
-        return TapPort(spec.name, g("interface"))
-    if spec.type == "afpacket":
-        return AfPacketPort(
-            spec.name,
-            g("interface"),
-            int(g("rcvbuf", AFPACKET_RCVBUF)),
-            g("ring"),
-            bool(g("offload", True)),
-            g("txring"),
-        )
-    if spec.type == "vxlan":
-        return VxlanPort(
-            spec.name, g("local", "0.0.0.0:4789"), list(g("remote")), int(g("vni")), float(g("aging", aging))
-        )
-    raise ConfigError(f"port {spec.name}: unknown type {spec.type!r}")
 
 
 class StartError(Exception):
     """The switch cannot start as configured: one line naming the port (or socket) and the reason."""
-
-
-def log(msg: str) -> None:
-    print(f"pxswitch: {msg}", file=sys.stderr, flush=True)
 
 
 class Daemon:
@@ -101,7 +67,10 @@ class Daemon:
         self._mirror_file: IO[bytes] | None = None
         self.mirror: PcapngWriter | None = None
         if config.mirror:
-            self._mirror_file = open(config.mirror, "wb")
+            try:
+                self._mirror_file = open(config.mirror, "wb")
+            except OSError as exc:
+                raise StartError(f"mirror {config.mirror}: {port_error(OSError(exc.errno, exc.strerror))}") from None
             self.mirror = PcapngWriter(self._mirror_file, comment="pxswitch mirror")
             self.core.policy.mirror = True
         self.fast: Any = self._fast_loop()
@@ -179,9 +148,12 @@ class Daemon:
     def _is_afpacket(self, pid: int) -> bool:
         return isinstance(self.ports.get(pid), AfPacketPort) and self._is_fast(pid)
 
-    def _add(self, spec: PortSpec, strict: bool = False) -> None:
+    def _add(self, spec: PortSpec, strict: bool = False, port: Port | None = None, announce: bool = True) -> None:
+        """Open ``spec`` (unless ``port`` is it, opened) and give it to the core and the loop; ``strict``: a
+        failure is a StartError, else it is logged and the port listed as gone; ``announce``: log that it opened."""
         try:
-            port = open_port(spec, self.core.policy.aging)
+            if port is None:
+                port = open_port(spec, self.core.policy.aging)
         except (OSError, ValueError) as exc:
             why = port_error(exc)
             if strict:
@@ -217,7 +189,8 @@ class Daemon:
             self._udp_to_fast(pid, port, spec.name)
         if not strict:  # at start, "running" names them all once every port is open
             self._restart_workers()
-            log(f"port {spec.name} ({spec.type}) open")
+            if announce:
+                log(f"port {spec.name} ({spec.type}) open")
 
     def _notify(self) -> None:
         try:
@@ -288,7 +261,9 @@ class Daemon:
                 self.workers.set_state(pid, port.up, bool(self.core.pending(pid)))
 
     def reload(self) -> None:
-        """Re-read the config file: close removed ports, open new ones, keep the table and the rest."""
+        """Re-read the config file and make the ports what it says, as a whole or not at all; the table and the
+        [switch] settings stay.  A file that does not check, or a port that cannot open, refuses the reload with
+        one line, and the running ports stay as they were (:func:`~pxproto.switch.portset.reload_ports`)."""
         if not self.config_path:
             log("SIGHUP: no config file to reload")
             return
@@ -297,19 +272,7 @@ class Daemon:
         except ConfigError as exc:
             log(f"reload refused: {exc}")
             return
-        wanted = {s.name: s for s in new.ports}
-        for pid, spec in list(self.specs.items()):
-            if wanted.get(spec.name) != spec:
-                self._remove(pid)
-                log(f"port {spec.name} closed by reload")
-        have = set(s.name for s in self.specs.values())
-        for spec in new.ports:
-            if spec.name not in have:
-                self._add(spec)
-        for name in list(self.gone):
-            if name not in wanted:
-                del self.gone[name]
-        log(f"reloaded {self.config_path}: {len(self.ports)} ports, {len(self.core.fdb)} table entries kept")
+        reload_ports(self, new)
 
     # ------------------------------------------------------------- control socket
 
