@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pxproto.files import FileRefused, read_bounded
 from pxproto.signing import SigningKey, VerifyKeys
 
 MANIFEST = "service.toml"
@@ -164,22 +165,11 @@ def read_regular(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
     """A regular file of at most ``limit`` bytes, read whole.  Anything else (a FIFO, a device, a directory,
     a path with a NUL) or a larger file is a PackageError naming ``what`` and the path: no hang, no read without end."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once (and is then refused)
-    except ValueError:
-        raise PackageError(f"{what} {str(path)!r}: a path cannot hold a NUL byte") from None
-    except OSError as exc:
-        raise PackageError(f"{what} {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise PackageError(f"{what} {path}: not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        try:
-            data = f.read(limit + 1)
-        except OSError as exc:
-            raise PackageError(f"{what} {path}: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise PackageError(f"{what} {path}: larger than {limit} bytes")
-    return data
+        return read_bounded(path, limit)
+    except FileRefused as exc:
+        if exc.kind == "nul":
+            raise PackageError(f"{what} {str(path)!r}: {exc.reason}") from None
+        raise PackageError(f"{what} {path}: {exc.reason}") from None
 
 
 def load_manifest(directory: str | os.PathLike[str]) -> Manifest:

@@ -28,13 +28,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pxproto.dime import replay
 from pxproto.dime.replay import Rejection
 from pxproto.errors import ProtocolError
+from pxproto.files import FileRefused, read_bounded
 from pxproto.wire import aead, auth, spec
 from pxproto.wire.codes import ACL_ENTRY_SIZE, Command, FrameClass
 from pxproto.wire.frame import Frame
@@ -97,30 +97,13 @@ def check_private(path: str | os.PathLike[str], st: os.stat_result) -> None:
 
 def read_small(path: str | os.PathLike[str], check: Callable[[os.stat_result], None] | None = None) -> bytes:
     """The bytes of a key file, at most :data:`KEY_FILE_MAX`; ``check`` sees the opened file's stat first.
-
-    A FIFO, device or directory is refused before it is opened (opening a FIFO for reading blocks until
-    a writer comes); ``O_NONBLOCK`` covers one swapped in between.  A longer file is refused, never cut."""
+    Anything but a regular file is refused before it is opened, and a longer file is refused, never cut
+    (:func:`pxproto.files.read_bounded`)."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise KeyFileError(f"{path}: not a regular file")
-        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise KeyFileError(f"{path}: {exc.strerror or exc}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):  # checked before fdopen, which refuses a directory with its own error
-            raise KeyFileError(f"{path}: not a regular file")
-        if check is not None:
-            check(st)
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(KEY_FILE_MAX + 1)
-    except OSError as exc:
-        raise KeyFileError(f"{path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if len(data) > KEY_FILE_MAX:
-        raise KeyFileError(f"{path}: larger than {KEY_FILE_MAX} bytes: not a key file")
-    return data
+        return read_bounded(path, KEY_FILE_MAX, check)
+    except FileRefused as exc:
+        tail = ": not a key file" if exc.kind == "large" else ""
+        raise KeyFileError(f"{path}: {exc.reason}{tail}") from None
 
 
 def read_private(path: str | os.PathLike[str]) -> bytes:

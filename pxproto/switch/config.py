@@ -55,12 +55,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pxproto.files import FileRefused, read_bounded
 from pxproto.switch.core import ETH_OVERHEAD, FDB_CAPACITY_MAX, SwitchPolicy
 
 
@@ -347,18 +347,14 @@ def _check_unique(ports: list[PortSpec], source: str) -> None:
 
 
 def load_file(path: str) -> SwitchConfig:
-    """Read and check a config file: a regular file of at most CONFIG_MAX bytes (opened without blocking, so a
-    FIFO is refused, not waited on)."""
+    """Read and check a config file: a regular file of at most CONFIG_MAX bytes (never waited on: a FIFO is
+    refused, not opened for reading; :func:`pxproto.files.read_bounded`)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ConfigError(f"{path}: not a regular file")
-            data = f.read(CONFIG_MAX + 1)
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
-    if len(data) > CONFIG_MAX:
-        raise ConfigError(f"{path}: larger than {CONFIG_MAX} bytes: not a pxswitch config")
+        data = read_bounded(path, CONFIG_MAX)
+    except FileRefused as exc:
+        reason = "Is a directory" if exc.kind == "dir" else exc.reason
+        tail = ": not a pxswitch config" if exc.kind == "large" else ""
+        raise ConfigError(f"{path}: {reason}{tail}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
