@@ -142,8 +142,8 @@ def test_stuck_mice_keeps_heartbeating(cluster: Cluster) -> None:
     cluster.client.seen.heartbeats.clear()
     cluster.client.wait_for(lambda: False, 1.0)
     beats = [hb for _, mac, d, hb in cluster.client.seen.heartbeats if (mac, d) == dest.peer]
-    # The spinning MICE runs at nice 0 behind its DIME (-5), so on a busy host one period may give it little CPU:
-    # it must have been seen spinning in some period, while every period still brought a heartbeat.
+    # The spinning MICE shares its core with its DIME's loop (both nice -5), so on a busy host one period may give
+    # it little CPU: it must have been seen spinning in some period, while every period still brought a heartbeat.
     assert len(beats) >= 7 and beats[-1].state.name == "BUSY"
     assert max(b.cpu_permille for b in beats) > 100
     assert cluster.ask(dest, Command.PING, Tlv(TlvType.ECHO, b"x")).status is Status.OK

@@ -9,7 +9,7 @@ Process model (one ``pxkernel`` = one server = one MAC address)::
      |    |                                        wire it sends its data frames and heartbeats on the
      |    |                                        shared socket itself (no relay hop)
      |    +-- heartbeat sender thread (C, SCHED_FIFO): sends each heartbeat, built a period ahead, on time
-     |    +-- MICE child (fork), same core,        runs one service stage; nice 0; memory capped by
+     |    +-- MICE child (fork), same core,        runs one service stage; nice -5 (as the loop); memory capped by
      |        own memory cgroup, or RLIMIT_AS       the OS (see pxproto.node.memory: shared maps count too)
      +-- DIME 1 process ...
 
