@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from pxproto import package
+from pxproto.ctlsock import ReplyTooLong, ask
 from pxproto.orch.core import OrchConfig, Orchestrator, PackageRef
 from pxproto.orch.driver import Driver
 from pxproto.orch.events import OrchEvent
@@ -224,23 +225,17 @@ class Daemon:
 
 
 def query(path: str, req: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """Ask a running ``pxorch run`` over its control socket."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        s.sendall(json.dumps(req).encode())
-        chunks = []
-        while True:
-            b = s.recv(1 << 20)
-            if not b:
-                break
-            chunks.append(b)
-            if b.endswith(b"\n"):
-                break
-    if not chunks:
+    """Ask a running ``pxorch run`` over its control socket.  OSError when the socket fails or the reply does not
+    come whole within ``timeout``; ReplyError for no reply, one past :data:`pxproto.ctlsock.REPLY_MAX` or one
+    that is not a pxorch reply."""
+    try:
+        raw = ask(path, json.dumps(req).encode(), timeout, line=True)
+    except ReplyTooLong as exc:
+        raise ReplyError(str(exc)) from None
+    if not raw:
         raise ReplyError("no reply (did `pxorch run` stop?)")
     try:
-        reply = json.loads(b"".join(chunks))
+        reply = json.loads(raw)
     except (ValueError, RecursionError):  # not JSON, not UTF-8, nested without end
         reply = None
     if not isinstance(reply, dict):

@@ -232,12 +232,16 @@ def main(argv: list[str] | None = None) -> int:
         d.install_signals()
         heap.keep_heap()  # frames relayed in bursts reuse the heap, not fresh pages
         return d.run()
+    from pxproto.ctlsock import ReplyTooLong
     from pxproto.switch.control import query
 
     try:
         reply = query(args.control, args.cmd)
     except OSError as exc:
         print(f"pxswitch: control socket {args.control}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except ReplyTooLong as exc:
+        print(f"pxswitch: control socket {args.control}: {exc}", file=sys.stderr)
         return 1
     except (ValueError, RecursionError):  # empty (a switch that died while answering), not JSON, not UTF-8
         reply = None

@@ -4,20 +4,13 @@
 from __future__ import annotations
 
 import json
-import socket
 from typing import Any
+
+from pxproto.ctlsock import ask
 
 
 def query(path: str, request: str, timeout: float = 3.0) -> Any:
-    """Ask a running switch over its control socket; return the decoded JSON."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        s.sendall(request.encode() + b"\n")
-        chunks = []
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            chunks.append(b)
-    return json.loads(b"".join(chunks))
+    """Ask a running switch over its control socket; return the decoded JSON.  OSError when the socket fails or
+    the reply does not come whole within ``timeout``; ValueError for a reply that is not JSON (or
+    :class:`pxproto.ctlsock.ReplyTooLong`, a ValueError, past :data:`pxproto.ctlsock.REPLY_MAX`)."""
+    return json.loads(ask(path, request.encode() + b"\n", timeout))
