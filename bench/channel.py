@@ -12,7 +12,7 @@ For each item size it streams items from one process to another and counts them 
   item of each DIME loop (its FCAPS process; the MICE are separate processes); the source yields
   one item at a time;
 - ``dime-batch``: the same with the MICE batch API: the source yields lists of 256 items, the sink takes
-  a list per call (``@batch``);
+  a list per call as views of the hand-over, no copy (``@batch(views=True)``);
 - ``dime-veth``: the ``dime`` row on veth pairs joined by a bridge, AF_PACKET, no pxswitch
   (root; namespaces of its own, deleted after; ``--veth-mtu``, 1500 by default);
 - ``zmq-tcp``/``zmq-ipc``: pyzmq PUSH -> PULL, one message per item, over tcp loopback and ipc;
@@ -70,7 +70,7 @@ def bsource(ctx):
 def sink(item, ctx):
     return ()
 
-@batch
+@batch(views=True)
 def bsink(items, ctx):
     return None
 
