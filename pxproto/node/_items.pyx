@@ -187,6 +187,15 @@ def item_views(view, int kind, int stop):
     return lineages, items, False
 
 
+def release_views(list views):
+    """Release each of ``views`` (item views handed to a stage); one a stage took a buffer of stays (BufferError)."""
+    for one in views:
+        try:
+            one.release()
+        except BufferError:
+            pass
+
+
 cdef bint _lists(const uint8_t* p, Py_ssize_t n, int kind, int stop, list lineages, list items) except -1:
     """:func:`item_lists` over ``n`` bytes at ``p``: appends to the lists, returns whether a ``stop`` record came."""
     cdef Py_ssize_t pos = 0, length

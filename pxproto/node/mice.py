@@ -96,7 +96,6 @@ records ``kind u8 | lineage u64 | length u32 | bytes``:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import importlib
@@ -144,6 +143,7 @@ Bytes = _codecs.Bytes
 item_lists = _codecs.item_lists
 item_lists_py = _codecs.item_lists_py
 item_views = _codecs.item_views
+release_views = _codecs.release_views
 pack_dones = _codecs.pack_dones
 pack_dones_py = _codecs.pack_dones_py
 pack_item = _codecs.pack_item
@@ -474,9 +474,7 @@ def _run_batch_views(out: Batcher, fn: Callable[..., Any], link: Any, ctx: Conte
         if items:
             _run_batch(out, fn, lineages, items, ctx)  # type: ignore[arg-type]
     finally:
-        for one in items:
-            with contextlib.suppress(BufferError):  # (the stage holds a buffer of it: its own risk, as documented)
-                one.release()
+        release_views(items)  # (one the stage took a buffer of stays: its own risk, as documented)
         link.done()
     return size, stop
 
