@@ -164,6 +164,38 @@ def item_lists(message, int kind, int stop):
     return lineages, items, _lists(&view[0], view.shape[0], kind, stop, lineages, items)
 
 
+def item_views(view, int kind, int stop):
+    """:func:`item_lists` with no copy: each item is a view of ``view`` (a memoryview of a hand-over ring's message),
+    valid as long as that message is (the MICE's ``@batch(views=True)``)."""
+    cdef const uint8_t[::1] buf = view
+    cdef list lineages = [], items = []
+    cdef Py_ssize_t n = buf.shape[0], pos = 0, length, start
+    cdef const uint8_t* p
+    if n == 0:
+        return lineages, items, False
+    p = &buf[0]
+    check_records(p, n)
+    while pos < n:
+        length = rd32(p + pos + 9)
+        if p[pos] == stop:
+            return lineages, items, True
+        if p[pos] == kind:
+            lineages.append(rd64(p + pos + 1))
+            start = pos + REC
+            items.append(view[start:start + length])
+        pos += REC + length
+    return lineages, items, False
+
+
+def release_views(list views):
+    """Release each of ``views`` (item views handed to a stage); one a stage took a buffer of stays (BufferError)."""
+    for one in views:
+        try:
+            one.release()
+        except BufferError:
+            pass
+
+
 cdef bint _lists(const uint8_t* p, Py_ssize_t n, int kind, int stop, list lineages, list items) except -1:
     """:func:`item_lists` over ``n`` bytes at ``p``: appends to the lists, returns whether a ``stop`` record came."""
     cdef Py_ssize_t pos = 0, length

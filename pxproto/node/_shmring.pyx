@@ -102,7 +102,7 @@ cdef class Ring:
         self.soft = self.cap if soft <= 0 or <uint64_t>soft > self.cap else (<uint64_t>soft) & ~(<uint64_t>7)
         self.rpos = self.rnext = (<uint64_t*>(self.base + O_TAIL))[0]
         self.mem = mem
-        self.view = memoryview(mem)
+        self.view = memoryview(mem).toreadonly()  # what peek hands out is read only: a reader never writes the ring
 
     def __dealloc__(self):
         if self.held:

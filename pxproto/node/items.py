@@ -143,6 +143,28 @@ def item_lists_py(message: bytes | memoryview, kind: int, stop: int) -> tuple[li
     return lineages, items, False
 
 
+def item_views_py(view: memoryview, kind: int, stop: int) -> tuple[list[int], list[memoryview], bool]:
+    """:func:`item_lists_py` with no copy: each item is a view of ``view``, valid as long as ``view`` is."""
+    lineages: list[int] = []
+    items: list[memoryview] = []
+    for k, lineage, data in records_py(view):  # type: ignore[arg-type]  # (slices of a view are views)
+        if k == stop:
+            return lineages, items, True
+        if k == kind:
+            lineages.append(lineage)
+            items.append(data)  # type: ignore[arg-type]
+    return lineages, items, False
+
+
+def release_views_py(views: list[memoryview]) -> None:
+    """Release each of ``views`` (item views handed to a stage); one a stage took a buffer of stays (BufferError)."""
+    for one in views:
+        try:
+            one.release()
+        except BufferError:
+            pass
+
+
 def recv_items_py(
     sock: socket.socket, buf: bytearray, kind: int, stop: int, least: int, peek: bool
 ) -> tuple[list[int], list[bytes], bool, int, bool]:
@@ -174,5 +196,7 @@ pack_records = _items.pack_records if _items is not None else pack_records_py
 take_records = _items.take_records if _items is not None else take_records_py
 pack_run = _items.pack_run if _items is not None else pack_run_py
 item_lists = _items.item_lists if _items is not None else item_lists_py
+item_views = _items.item_views if _items is not None else item_views_py
+release_views = _items.release_views if _items is not None else release_views_py
 pack_dones = _items.pack_dones if _items is not None else pack_dones_py
 recv_items = _items.recv_items if _items is not None else recv_items_py

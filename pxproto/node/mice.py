@@ -32,6 +32,14 @@ An item stage may also **take a batch** (:func:`batch`)::
   item, that item's outputs; a batch sink records with ``ctx.commit(name,
   data, lineage=ctx.lineages[i])``.
 
+  ``@batch(views=True)`` hands the items over without a copy, as memoryviews
+  of the hand-over ring (bytes when the MICE hands over on a socket, without
+  the compiled ring); they are valid during the call only: the DIME writes
+  over their bytes once it returns, and a view the stage still holds is
+  released (reading it raises ValueError; a buffer taken of it, e.g. by
+  numpy, would see other bytes).  Keep ``bytes(item)``.  A 64 KiB item is
+  then not copied once more into a bytes object for the stage.
+
 Which form is used is decided by the signature: one positional parameter
 means source, two means item stage.  ``ctx`` is a :class:`Context`.
 
@@ -134,6 +142,8 @@ REC = _codecs.REC
 Bytes = _codecs.Bytes
 item_lists = _codecs.item_lists
 item_lists_py = _codecs.item_lists_py
+item_views = _codecs.item_views
+release_views = _codecs.release_views
 pack_dones = _codecs.pack_dones
 pack_dones_py = _codecs.pack_dones_py
 pack_item = _codecs.pack_item
@@ -235,10 +245,16 @@ class Context:
         return True
 
 
-def batch(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark an item stage as taking a list of items per call (see the module's docstring)."""
-    fn.px_batch = True  # type: ignore[attr-defined]
-    return fn
+def batch(fn: Callable[..., Any] | None = None, *, views: bool = False) -> Any:
+    """Mark an item stage as taking a list of items per call (see the module's docstring): ``@batch``, or
+    ``@batch(views=True)`` for items that are views of the hand-over, not copies (valid during the call only)."""
+
+    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+        f.px_batch = True  # type: ignore[attr-defined]
+        f.px_views = views  # type: ignore[attr-defined]
+        return f
+
+    return mark if fn is None else mark(fn)
 
 
 def _run_batch(out: Batcher, fn: Callable[..., Any], lineages: list[int], items: list[bytes], ctx: Context) -> None:
@@ -444,6 +460,25 @@ def _run_link_c(out: Batcher, fn: Callable[..., Any], link: Any, ctx: Context) -
     return size, bool(stop)
 
 
+def _run_batch_views(out: Batcher, fn: Callable[..., Any], link: Any, ctx: Context) -> tuple[int, bool]:
+    """The next message of a shared-memory hand-over through a ``@batch(views=True)`` stage: its items are views
+    of the ring, released after the call (a view the stage kept then raises ValueError when read), and only then is
+    the message's space freed; returns (its size, 0 when the DIME is gone; whether a STOP record came)."""
+    view = link.recv()
+    if view is None:
+        return 0, False
+    size = len(view)
+    items: list[memoryview] = []
+    try:
+        lineages, items, stop = item_views(view, ITEM, STOP)
+        if items:
+            _run_batch(out, fn, lineages, items, ctx)  # type: ignore[arg-type]
+    finally:
+        release_views(items)  # (one the stage took a buffer of stays: its own risk, as documented)
+        link.done()
+    return size, stop
+
+
 def _link_items(link: Any) -> tuple[list[int], list[bytes], bool, int]:
     """The next message of a shared-memory hand-over as :func:`recv_items` gives it (items copied out of the ring,
     whose space is then freed); size 0 when the DIME is gone."""
@@ -490,11 +525,12 @@ def run_child(sock: socket.socket, package_dir: str, entry: str, ctx: Context, l
                 if not msg or any(k == STOP for k, _, _ in records(msg)):
                     return 0
         batched = getattr(fn, "px_batch", False)
+        views = batched and getattr(fn, "px_views", False)
         large = False  # whether the last message opened with a large item: the next one's is then received whole
         while True:
             # the ITEM records before any STOP, in two lists (copied out of the reused buffer, or received straight)
-            if link is not None and not batched:
-                size, stop = _run_link(out, fn, link, ctx)
+            if link is not None and (views or not batched):
+                size, stop = (_run_batch_views if views else _run_link)(out, fn, link, ctx)
                 if not size:
                     return 0
             else:
