@@ -132,15 +132,8 @@ def item_lists_py(message: bytes | memoryview, kind: int, stop: int) -> tuple[li
     """The ``kind`` records of one socketpair message (bytes, or a view of a reused buffer: each item is copied out)
     as two lists, (lineages, bytes), up to the first ``stop`` record; returns (lineages, items, whether a ``stop``
     record came).  Other records are skipped; ValueError on a malformed batch."""
-    lineages: list[int] = []
-    items: list[bytes] = []
-    for k, lineage, data in records_py(message):  # type: ignore[arg-type]  # (slices of a view are views)
-        if k == stop:
-            return lineages, items, True
-        if k == kind:
-            lineages.append(lineage)
-            items.append(bytes(data))  # (a bytes slice is returned as is)
-    return lineages, items, False
+    lineages, items, stopped = item_views_py(message, kind, stop)  # type: ignore[arg-type]
+    return lineages, [bytes(v) for v in items], stopped  # (a bytes slice is returned as is)
 
 
 def item_views_py(view: memoryview, kind: int, stop: int) -> tuple[list[int], list[memoryview], bool]:
