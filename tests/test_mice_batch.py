@@ -38,12 +38,20 @@ def wrong(items, ctx):
 """
 
 
-def run(tmp: Path, entry: str, items: list[tuple[int, bytes]], chunks: int = 2) -> list[tuple[int, int, bytes]]:
-    """Hand ``items`` to a MICE child running ``entry`` in ``chunks`` messages; the records it sends back."""
-    (tmp / "batchstages.py").write_text(STAGES)  # a module name of its own: imports are cached per process
+def run(
+    tmp: Path,
+    entry: str,
+    items: list[tuple[int, bytes]],
+    chunks: int = 2,
+    stages: str = STAGES,
+    module: str = "batchstages",
+) -> list[tuple[int, int, bytes]]:
+    """Hand ``items`` to a MICE child running ``entry`` of ``stages`` (written as ``module``) in ``chunks`` messages
+    over a socketpair; the records it sends back."""
+    (tmp / f"{module}.py").write_text(stages)  # a module name of its own: imports are cached per process
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ctx = mice.Context(1, 1, entry, 0, 1, store=mice.LocalStore(str(tmp / "store")))
-    t = threading.Thread(target=mice.run_child, args=(child, str(tmp), f"batchstages:{entry}", ctx))
+    t = threading.Thread(target=mice.run_child, args=(child, str(tmp), f"{module}:{entry}", ctx))
     t.start()
     step = max(1, len(items) // chunks)
     for i in range(0, len(items), step):

@@ -6,13 +6,13 @@ wrote over; outputs and commits made of them are copies.  Over a socket hand-ove
 
 from __future__ import annotations
 
-import socket
 import struct
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from test_mice_batch import run as socket_run  # tests/ is on the path (rootdir conftest)
 
 from pxproto.node import items as codecs
 from pxproto.node import mice, shmring
@@ -141,23 +141,8 @@ def test_a_views_transform_outputs_copies(tmp_path: Path) -> None:
 
 def test_a_views_stage_over_a_socket_gets_bytes(tmp_path: Path) -> None:
     """Without the ring (a SOCK_SEQPACKET hand-over) the same stage runs on bytes."""
-    (tmp_path / "vstages.py").write_text(STAGES.replace("SEEN = {", "SEEN = {'sock': 1, "))
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    ctx = mice.Context(1, 1, "vsink", 0, 1, store=mice.LocalStore(str(tmp_path / "store")))
     pairs = _items(8)[:3] + _items(8)[4:7]  # no 64 KiB item: one socket message
-    t = threading.Thread(target=mice.run_child, args=(child, str(tmp_path), "vstages:vsink", ctx))
-    t.start()
-    parent.send(mice.pack_records(mice.ITEM, pairs))
-    parent.send(mice.REC.pack(mice.STOP, 0, 0))
-    t.join(10)
-    got: list[tuple[int, int, bytes]] = []
-    parent.setblocking(False)
-    while True:
-        try:
-            got.extend(mice.records(parent.recv(mice.SEQPACKET_MAX)))
-        except BlockingIOError:
-            break
-    parent.close()
+    got = socket_run(tmp_path, "vsink", pairs, chunks=1, stages=STAGES, module="vstages")
     assert got == [(mice.DONE, lin, b"") for lin, _ in pairs]
     store = mice.LocalStore(str(tmp_path / "store"))
     assert sorted(keyed_records(store.records("out"))) == sorted(pairs)
