@@ -530,3 +530,34 @@ def test_source_frames_are_the_runs_kept(size: int) -> None:
     assert sum(len(mice.unpack_items_py(m)) for m, _ in sent) == lin - 1
     assert all(len(m) - 8 <= room or len(mice.unpack_items_py(m)) == 1 for m, _ in sent)
     assert snapshot(c.flow, c.completions, c.queue) == snapshot(p.flow, p.completions, p.queue)
+
+
+@pytest.mark.parametrize("size", [20_000, 65536])
+def test_large_runs_go_out_as_a_gather_of_the_runs(size: int) -> None:
+    """A message of several large kept runs goes to a compiled ``iov`` sender as a Gather of the runs (no copy of
+    them): its frames are the bytes the joined message gives (``gather=False``), and the flows stay the same."""
+    from pxproto.dime._channel import ChannelSender, Gather, TxFrame
+    from tests.test_channel_iov import A, B
+
+    sides, outs = (Side(), Side()), []
+    for side, gather in zip(sides, (True, False), strict=True):
+        tx = ChannelSender(A, B, 5, mtu=65535, initial_credit=64)
+        tx.iov = True
+        room = tx.frag_size - 8 + 7 * tx.frag_size  # (a large message's room, as ChannelPlane.pump sets it)
+        side.flow.pack_room = tx.frag_size - 8
+        base, lin = 1 << 48, 1
+        for batch in range(6):  # MICE batches of one or two items: a run each
+            k = 1 + batch % 2
+            msg = b"".join(
+                mice.REC.pack(mice.OUT, base | (lin + i), size) + bytes([(lin + i) & 0xFF]) * size for i in range(k)
+            )
+            lin += k
+            _flowc.mice_records(msg, side.flow, side.completions, side.handed_at, 1.0)
+        out, _, items, _, payload = _flowc.send_batches(side.flow, tx, room, 1.0, 8, gather)
+        assert items == lin - 1 and payload == items * size
+        outs.append(out.frames)
+    gathered, joined = outs
+    assert [bytes(f) for f in gathered] == [bytes(f) for f in joined]
+    assert any(type(f) is TxFrame and type(f.payload) is Gather for f in gathered)
+    assert not any(type(f) is TxFrame and type(f.payload) is Gather for f in joined)
+    assert snapshot(sides[0].flow, {}, sides[0].queue) == snapshot(sides[1].flow, {}, sides[1].queue)

@@ -16,7 +16,8 @@ build DATA frames in C with ``px_put_data`` and read acks with ``px_view``: no F
 A sender with ``iov`` set (the DIME process's driver, which sends with :func:`send_frames`) gives each DATA
 frame of at least IOV_MIN payload bytes as a :class:`TxFrame`: its header bytes and a slice of the message it
 carries, sent as two iovecs, so the payload is not copied into a frame (``bytes(f)`` is the frame the copy path
-builds, byte for byte).
+builds, byte for byte).  Such a sender also takes a message as a :class:`Gather` of pieces (a source DIME's kept
+runs, not joined): its TxFrames point into the pieces, an iovec each.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -255,7 +256,8 @@ cdef class ChannelSender(_Ends):
     def unacked(self):
         """(msg_id, payload) of every message the receiver has not wholly acknowledged, oldest first."""
         cdef Py_ssize_t i
-        return [(self.msgs[i].msg_id, self.payloads[i]) for i in range(self.head, self.head + self.nmsgs)]
+        return [(self.msgs[i].msg_id, bytes(self.payloads[i]) if type(self.payloads[i]) is Gather else self.payloads[i])
+                for i in range(self.head, self.head + self.nmsgs)]
 
     def position(self, msg_id, int frag_index):
         """The stream position of a fragment still held, or None."""
@@ -283,9 +285,13 @@ cdef class ChannelSender(_Ends):
     cdef tuple _send(self, payload, double now, fin, out):
         if self.broken:
             raise RuntimeError(f"channel {self.channel} is broken")
-        if type(payload) is not bytes:
-            payload = bytes(payload)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+        cdef Py_ssize_t n
+        if type(payload) is Gather:  # (held as its pieces: a source's kept runs, not joined)
+            n = (<Gather>payload).n
+        else:
+            if type(payload) is not bytes:
+                payload = bytes(payload)
+            n = PyBytes_GET_SIZE(payload)
         cdef int64_t count = 1 if n == 0 else (n + self.frag_size - 1) // self.frag_size
         if count > MAX_FRAGMENTS or n >= ID_SPACE:
             raise ValueError(f"a {n}-byte message needs {count} fragments, at most {MAX_FRAGMENTS}")
@@ -336,21 +342,27 @@ cdef class ChannelSender(_Ends):
         cdef OutMsg* m = &self.msgs[lo]
         cdef object payload = self.payloads[lo]
         cdef int64_t i = pos - m.start
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+        cdef Gather g = <Gather>payload if type(payload) is Gather else None
+        cdef Py_ssize_t n = g.n if g is not None else PyBytes_GET_SIZE(payload)
         cdef Py_ssize_t off = i * self.frag_size
         cdef Py_ssize_t size = min(self.frag_size, n - off)
         cdef int flags = _FIN_BIT if m.fin and i == m.count - 1 else 0
-        if self.wire and self.iov and size >= IOV_MIN:
+        if self.wire and self.iov and size >= IOV_MIN and (g is None or g.pieces(off, size) <= GATHER_IOV):
             f = self._tx_frame(m, payload, off, size, n, i, flags)
             if f is not None:
                 return f
+        cdef Py_ssize_t at = off  # where the fragment's bytes start in ``payload``
+        if g is not None:  # the copy path: this fragment's bytes joined
+            payload = g.piece_bytes(off, size)
+            at = 0
         if self.wire:
-            return self.data(self.channel, m.msg_id, None, PyBytes_AS_STRING(payload) + off, size, n, off, i,
+            return self.data(self.channel, m.msg_id, None, PyBytes_AS_STRING(payload) + at, size, n, off, i,
                              m.count, 0, 0, flags)
-        piece = payload if size == n else PyBytes_FromStringAndSize(PyBytes_AS_STRING(payload) + off, size)
+        piece = payload if size == PyBytes_GET_SIZE(payload) else PyBytes_FromStringAndSize(
+            PyBytes_AS_STRING(payload) + at, size)
         return self.frame(Data(self.channel, m.msg_id, piece, n, off, i, m.count, 0, 0, _FIN if flags else _NOFLAG))
 
-    cdef object _tx_frame(self, OutMsg* m, bytes payload, Py_ssize_t off, Py_ssize_t size, Py_ssize_t n,
+    cdef object _tx_frame(self, OutMsg* m, object payload, Py_ssize_t off, Py_ssize_t size, Py_ssize_t n,
                           int64_t i, int flags):
         """The DATA frame of fragment ``i`` (``size`` bytes of ``payload`` from ``off``) as a :class:`TxFrame`: its
         header written as ``px_put_data`` writes it (no trailer, ack and credit 0), the payload not copied; None

@@ -27,8 +27,11 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from libc.string cimport memcpy, memset
 
+from pxproto.dime._channel cimport Gather
 from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 from pxproto.node._itemfmt cimport ITEM, MARK, REC, check_items, check_records, rd32, rd64, wr32, wr64
+
+from pxproto.dime._channel import ChannelSender as _CSender
 
 BUILD_HASH = PXPROTO_BUILD_HASH.decode()
 
@@ -37,6 +40,8 @@ DEF K_OUT = 2
 DEF K_DONE = 3
 DEF LOW_BITS = 48
 DEF PARTS_MIN = 4096  # bytes an item message holds per item, on average, above which arrive keeps views, no copies
+DEF GATHER_MIN = 16384  # bytes per kept run taken, on average, from which a sent message is a Gather of the runs
+cdef bytes _ZMARK = b"\0" * MARK  # a batch message's mark, the first piece of a Gather
 cdef uint64_t LOW_MASK = (<uint64_t>1 << LOW_BITS) - 1
 
 
@@ -275,11 +280,13 @@ def mice_records(msg, flow, dict completions, dict handed_at, double now):
     return outs, dones, made, lat_sum, lat_n, others, out_bytes
 
 
-cdef tuple _take(flow, object ch, Py_ssize_t room):
+cdef tuple _take(flow, object ch, Py_ssize_t room, bint gather=False):
     """Flow.take, compiled: pop off ``flow.queue`` the waiting outputs that fit ``room`` bytes of item records (at
     least one), mark them sent on ``ch`` and pack them as one batch message (``0 u64 | (lineage u64 | length u32 |
     bytes)...``; a run that does not fit whole is split, its rest staying first in the queue).  Returns (message,
-    how many); (b"", 0) when nothing is waiting."""
+    how many); (b"", 0) when nothing is waiting.  With ``gather``, a message of several runs of GATHER_MIN bytes
+    or more each on average, none with an item completed out of order, is a :class:`pxproto.dime._channel.Gather`
+    of the runs' records (no copy: the sender points its frames into them), else one bytes."""
     cdef object q = flow.queue, retained = flow.retained
     cdef dict runs = retained.runs
     cdef list spans = retained.spans
@@ -349,6 +356,17 @@ cdef tuple _take(flow, object ch, Py_ssize_t room):
             whole = _whole(r)
             if whole is not None:
                 return whole, k
+    cdef Gather g
+    if gather and size >= GATHER_MIN * len(taken):
+        for r in taken:
+            if r.gone is not None:
+                break
+        else:
+            g = Gather.__new__(Gather)
+            g.add(_ZMARK, 0, MARK)
+            for r in taken:
+                g.add(r.buf, r.start, r.end - r.start)
+            return g, k
     cdef bytes msg = PyBytes_FromStringAndSize(NULL, MARK + size)
     cdef uint8_t* o = <uint8_t*>PyBytes_AS_STRING(msg)
     memset(o, 0, MARK)

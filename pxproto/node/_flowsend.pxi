@@ -6,9 +6,11 @@ def take_batch(flow, object ch, Py_ssize_t room):
     return _take(flow, ch, room)
 
 
-def send_batches(flow, tx, Py_ssize_t room, double now, Py_ssize_t most):
+def send_batches(flow, tx, Py_ssize_t room, double now, Py_ssize_t most, bint gather=True):
     """Up to ``most`` messages on the output channel ``tx`` while it has credit and outputs wait: each the waiting
-    outputs that fit ``room`` bytes (:func:`take_batch`), sent with ``tx.send_wire``.  Returns (the first message's
+    outputs that fit ``room`` bytes (:func:`take_batch`), sent with ``tx.send_wire``.  A compiled ``tx`` with
+    ``iov`` set is given a message of large kept runs as their :class:`pxproto.dime._channel.Gather` (``gather``
+    False: always joined, as the twin does).  Returns (the first message's
     WireOutput with the frames and events of the others appended, messages, items, frames counted as
     ITEM_FRAMES_TX counts them, bytes of item payload sent) for the caller to put out once; (None, 0, ...):
     nothing was sent.  The twin of pump's loop body for one channel in ``channels.py``."""
@@ -18,9 +20,10 @@ def send_batches(flow, tx, Py_ssize_t room, double now, Py_ssize_t most):
     cdef Py_ssize_t frag = tx.frag_size
     cdef object ch = tx.channel, send = tx.send_wire
     cdef tuple got
-    cdef bytes msg
+    cdef object msg
+    gather = gather and type(tx) is _CSender and tx.iov
     while msgs < most and (msgs == 0 or tx.credit_left > 0):
-        got = _take(flow, ch, room)
+        got = _take(flow, ch, room, gather)
         k = got[1]
         if k == 0:
             break
@@ -34,7 +37,7 @@ def send_batches(flow, tx, Py_ssize_t room, double now, Py_ssize_t most):
             if o.events:
                 out.events += o.events
             out.timer = o.timer
-        n = PyBytes_GET_SIZE(msg)
+        n = PyBytes_GET_SIZE(msg) if type(msg) is bytes else (<Gather>msg).n
         msgs += 1
         items += k
         nframes += (n + frag - 1) // frag
