@@ -312,3 +312,35 @@ def test_a_damaged_capture_is_named_with_its_offset(cmd: str, tmp_path: Path, ca
     rc = pxfuzz([*argv, *(["-o", str(tmp_path / "g.pcapng")] if cmd == "gen" else [])])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith(f"pxfuzz: {cut}: pcapng.block at byte 980: "), err
+
+
+def test_a_capture_damaged_part_way_is_replayed_up_to_the_damage(tmp_path: Path, capsys) -> None:
+    """``replay`` sends a capture as it reads it: the frames before a damage go (each one datagram), the report
+    says where the damage is, and the exit status is 2 with the damage named."""
+    from pxproto.capture.pcapng import CaptureError
+    from pxproto.fuzz.campaign import iter_cases
+
+    whole = (Path(__file__).resolve().parent.parent / "captures" / "all.pcapng").read_bytes()
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes(whole[: len(whole) // 2])
+    before = []
+    with pytest.raises(CaptureError):
+        for s in iter_cases(cut):
+            before.append(s.raw)
+    assert len(before) > 10
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sink.bind(("127.0.0.1", 0))
+    try:
+        rc = pxfuzz(["replay", str(cut), "udp:{}:{}".format(*sink.getsockname()), "--burst", "7"])
+        sink.settimeout(1.0)
+        got = [sink.recv(70_000) for _ in before]
+        sink.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            sink.recv(70_000)
+    finally:
+        sink.close()
+    out, err = capsys.readouterr()
+    assert got == before
+    assert rc == 2 and err.startswith(f"pxfuzz: {cut}: pcapng.block at byte "), err
+    assert f"sent {len(before)} hostile" in out and "CAPTURE DAMAGED: pcapng.block at byte" in out

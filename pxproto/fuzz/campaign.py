@@ -17,6 +17,7 @@ it again, one frame per probe, to find the frame that did the damage.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import time
 from collections import Counter
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from pxproto.capture.pcapng import PcapngWriter, read_packets
+from pxproto.capture.pcapng import CaptureError, PcapngWriter, read_packets
 from pxproto.fuzz.generate import Case, FrameGenerator
 from pxproto.fuzz.probe import Probe
 from pxproto.fuzz.verdict import OK, Verdict, reference_verdict
@@ -60,6 +61,8 @@ class Report:
     """What the campaign's ``check`` hook reported (memory bounds, counters)."""
     elapsed: float = 0.0
     saved_to: str | None = None
+    capture_error: str | None = None
+    """Where a replayed capture is damaged (what was read before it was sent)."""
 
     @property
     def alive(self) -> bool:
@@ -97,6 +100,8 @@ class Report:
             lines.append(f"CHECK FAILED: {c}")
         if self.saved_to:
             lines.append(f"frames saved to {self.saved_to}")
+        if self.capture_error is not None:
+            lines.append(f"CAPTURE DAMAGED: {self.capture_error}; the frames before it were sent")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +121,7 @@ class Report:
             "elapsed": round(self.elapsed, 3),
             "alive": self.alive,
             "saved_to": self.saved_to,
+            "capture_error": self.capture_error,
         }
 
 
@@ -252,19 +258,23 @@ class SavedFrame:
     raw: bytes
 
 
-def load_cases(path: str | Path) -> list[SavedFrame]:
-    """Every frame of a saved campaign (or any capture: frames without pxfuzz comments get their position)."""
-    out = []
+def iter_cases(path: str | Path) -> Iterator[SavedFrame]:
+    """Each frame of a saved campaign (or any capture: frames without pxfuzz comments get their position), as it
+    is read; CaptureError where the file is damaged, after the frames before the damage."""
     with open(path, "rb") as f:
         for pos, p in enumerate(read_packets(f)):
             m = _COMMENT.fullmatch(p.comment or "")
             if m and m.group(1).isdigit():
-                out.append(SavedFrame(int(m.group(1)), m.group(2), m.group(3) or "", p.data))
+                yield SavedFrame(int(m.group(1)), m.group(2), m.group(3) or "", p.data)
             elif p.comment and p.comment.endswith(LEGIT):
-                out.append(SavedFrame(None, LEGIT, "", p.data))
+                yield SavedFrame(None, LEGIT, "", p.data)
             else:
-                out.append(SavedFrame(pos, "capture", "", p.data))
-    return out
+                yield SavedFrame(pos, "capture", "", p.data)
+
+
+def load_cases(path: str | Path) -> list[SavedFrame]:
+    """Every frame of a saved campaign (:func:`iter_cases`, read whole first)."""
+    return list(iter_cases(path))
 
 
 def replay(
@@ -277,21 +287,32 @@ def replay(
     legit: bool = False,
     rate: float | None = None,
 ) -> Report:
-    """Send frames ``start..end`` (inclusive, by campaign index) of a saved campaign again.
+    """Send frames ``start..end`` (inclusive, by campaign index) of a saved campaign again, as they are read (the
+    legitimate ones after them, with ``legit``).
 
     With ``burst=1`` and a probe, the report's ``stopped_after`` is the exact
-    frame after which the target stopped answering.
+    frame after which the target stopped answering.  A capture damaged part way is sent up to the damage: the
+    report's ``capture_error`` then says where it is.
     """
-    frames = [
-        s for s in load_cases(path) if (s.index is not None and start <= s.index and (end is None or s.index <= end))
-    ]
+    frames: Iterator[SavedFrame] = (
+        s for s in iter_cases(path) if (s.index is not None and start <= s.index and (end is None or s.index <= end))
+    )
     if legit:
-        frames += [s for s in load_cases(path) if s.index is None]
+        frames = itertools.chain(frames, (s for s in iter_cases(path) if s.index is None))
     r = Report()
     pacer = _Pacer(rate)
     t0 = time.monotonic()
-    for i in range(0, len(frames), burst):
-        chunk = frames[i : i + burst]
+    while True:
+        chunk = []
+        try:
+            for s in frames:
+                chunk.append(s)
+                if len(chunk) == burst:
+                    break
+        except CaptureError as exc:
+            r.capture_error = str(exc)  # (the frames read before it still go)
+        if not chunk:
+            break
         wire.send([s.raw for s in chunk])
         for s in chunk:
             r.kinds[s.kind] += 1
@@ -308,6 +329,8 @@ def replay(
                 r.stopped_after = last
                 break
             r.last_answered = last
+        if r.capture_error is not None:
+            break
     r.elapsed = time.monotonic() - t0
     return r
 

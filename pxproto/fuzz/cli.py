@@ -8,7 +8,8 @@ pxfuzz gen --count 10000 -o hostile.pcapng
 pxfuzz kinds
 
 Exit status: 0 the target answered throughout, 1 it stopped answering (or a
-check failed), 2 a usage or I/O error.
+check failed), 2 a usage or I/O error.  ``replay`` sends a capture as it reads
+it: one damaged part way goes out up to the damage, and then exits 2 naming it.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--save", "-w", help="write every frame sent to this pcapng file")
     run.add_argument("--no-verdicts", action="store_true", help="skip the reference decoder's per-frame verdicts")
     rp = sub.add_parser("replay", help="send a saved campaign's frames again")
-    rp.add_argument("file", help="a pcapng written by pxfuzz run --save (or any capture)")
+    rp.add_argument(
+        "file", help="a pcapng written by pxfuzz run --save (or any capture; sent as read, up to any damage)"
+    )
     _add_target_options(rp)
     rp.add_argument("--start", type=int, default=0, help="first frame index (default 0)")
     rp.add_argument("--end", type=int, help="last frame index, inclusive (default: the last)")
@@ -198,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         wire.close()
     _print(report, args.json)
+    if report.capture_error is not None:  # sent up to the damage: said, and not a clean exit
+        print(f"pxfuzz: {args.file}: {report.capture_error}", file=sys.stderr)
+        return 2
     return 0 if report.alive else 1
 
 
