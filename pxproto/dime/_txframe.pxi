@@ -117,8 +117,9 @@ cdef class Gather:
 @cython.no_gc
 cdef class TxFrame:
     """A DATA frame held as two pieces: ``head`` (the Ethernet header to the DATA fields) and ``size`` bytes of
-    ``payload`` from ``offset`` (a slice of the message, not copied; the message a bytes or a :class:`Gather`).  ``len(f)`` and ``f[:k]`` within the head
-    answer as for the frame's bytes; ``bytes(f)`` is the whole frame (a copy: the relay and the one-frame path)."""
+    ``payload`` from ``offset`` (a slice of the message, not copied; the message a bytes or a :class:`Gather`).
+    ``len(f)`` and ``f[:k]`` within the head answer as for the frame's bytes; ``bytes(f)`` is the whole frame (a
+    copy: the relay and the one-frame path)."""
 
     cdef readonly bytes head
     cdef readonly object payload
