@@ -32,6 +32,7 @@ from pxproto.fastpath.buildinfo cimport PXPROTO_BUILD_HASH
 from pxproto.node._itemfmt cimport ITEM, MARK, REC, check_items, check_records, rd32, rd64, wr32, wr64
 
 from pxproto.dime._channel import ChannelSender as _CSender
+from pxproto.node.items import BATCH_MARK
 
 BUILD_HASH = PXPROTO_BUILD_HASH.decode()
 
@@ -41,7 +42,6 @@ DEF K_DONE = 3
 DEF LOW_BITS = 48
 DEF PARTS_MIN = 4096  # bytes an item message holds per item, on average, above which arrive keeps views, no copies
 DEF GATHER_MIN = 16384  # bytes per kept run taken, on average, from which a sent message is a Gather of the runs
-cdef bytes _ZMARK = b"\0" * MARK  # a batch message's mark, the first piece of a Gather
 cdef uint64_t LOW_MASK = (<uint64_t>1 << LOW_BITS) - 1
 
 
@@ -363,7 +363,7 @@ cdef tuple _take(flow, object ch, Py_ssize_t room, bint gather=False):
                 break
         else:
             g = Gather.__new__(Gather)
-            g.add(_ZMARK, 0, MARK)
+            g.add(BATCH_MARK, 0, MARK)  # (the message's mark: its first piece)
             for r in taken:
                 g.add(r.buf, r.start, r.end - r.start)
             return g, k
