@@ -21,6 +21,7 @@ cdef class Fdb:
     cdef readonly double aging
     cdef readonly long long refused
     cdef readonly long long moves
+    cdef readonly unsigned long long generation   # bumped by every change of where a key goes
     cdef int32_t port_count[256]   # entries per port id (ids below MAX_PORT_ID)
     cdef int32_t port_limit[256]   # 0: no limit
     cdef long long port_refused[256]

@@ -84,6 +84,7 @@ cdef class Fdb:
         self.count += 1
 
     cdef void _delete(self, Py_ssize_t i) noexcept nogil:
+        self.generation += 1
         self._recount(self.tab[i].port, -1)
         self.tab[i].state = 2
         self.count -= 1
@@ -116,11 +117,13 @@ cdef class Fdb:
             if self.tab[i].port != port:
                 self._recount(self.tab[i].port, port)
             if not fresh:
+                self.generation += self.tab[i].port != port
                 self.tab[i].port = port
                 return 1
             if self.tab[i].port != port:
                 self.tab[i].port = port
                 self.moves += 1
+                self.generation += 1
                 return 2
             return 0
         if self._at_limit(port):
@@ -137,6 +140,7 @@ cdef class Fdb:
             self._rebuild()
         self._insert(key, port, now)
         self._recount(-1, port)
+        self.generation += 1
         return 1
 
     cdef int c_lookup(self, uint64_t key, double now) noexcept nogil:

@@ -86,6 +86,7 @@ PORT_OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
         "ring": (int, False),
         "offload": (bool, False),
         "txring": (bool, False),
+        "kernel": (bool, False),
     },
     "vxlan": {"local": (str, False), "remote": (list, True), "vni": (int, True), "aging": (float, False)},
 }

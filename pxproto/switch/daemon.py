@@ -20,6 +20,7 @@ from pxproto.capture.pcapng import PcapngWriter
 from pxproto.fastpath import select
 from pxproto.switch.config import ConfigError, PortSpec, SwitchConfig, load_file
 from pxproto.switch.core import ETH_OVERHEAD, Switch
+from pxproto.switch.kpath import KernelPorts
 from pxproto.switch.loopstats import add_loops, add_offload_errors
 from pxproto.switch.ports import (
     AfPacketPort,
@@ -74,6 +75,7 @@ class Daemon:
             self.mirror = PcapngWriter(self._mirror_file, comment="pxswitch mirror")
             self.core.policy.mirror = True
         self.fast: Any = self._fast_loop()
+        self.kernel = KernelPorts(config.policy.validation, bool(config.mirror), log)
         self.control: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -177,6 +179,17 @@ class Daemon:
         vnet = False
         if isinstance(port, AfPacketPort) and self.workers is None:
             port.split_in_kernel()  # one packet handler per received frame (worker lanes hash in a group instead)
+        if isinstance(port, AfPacketPort):
+            try:
+                mtu = self.core.ports[pid].mtu
+                self.kernel.add(pid, port, spec.get("kernel"), mtu, self.core.policy.fdb_capacity)
+            except OSError as exc:
+                self._remove(pid)
+                if strict:
+                    raise StartError(f"port {spec.name} ({spec.type}): cannot open: {exc.strerror}") from None
+                self.gone[spec.name] = f"cannot open: {exc.strerror}"
+                log(f"port {spec.name} ({spec.type}) cannot open: {exc.strerror}")
+                return
         if self._is_fast(pid):
             if isinstance(port, AfPacketPort):
                 self.fast.set_port(pid, port.fd, port.ctrl.fileno(), port.ring, spec.name, port.tx)
@@ -213,11 +226,14 @@ class Daemon:
         }  # fmt: skip
         if lanes:
             self.workers.start(lanes, self._others_up() or len(lanes) < len(self.ports))
+            for pid, (port, *_) in lanes.items():
+                self.kernel.attach_lanes(pid, port)
 
     def _remove(self, pid: int, why: str | None = None) -> None:
         self._restart_workers(stop_only=True)  # (started again below, without this port)
         if self.fast is not None and pid < FAST_PORTS:
             self.fast.clear_port(pid)
+        self.kernel.remove(pid)
         self._udp_fast.discard(pid)
         port = self.ports.pop(pid)
         spec = self.specs.pop(pid)
@@ -255,6 +271,7 @@ class Daemon:
             self._events[pid] = want
         if self.core.ports[pid].up != port.up:
             self.core.set_up(pid, port.up)
+            self.kernel.set_up(pid, port.up)
         if self._is_fast(pid):
             self.fast.set_state(pid, port.up, bool(self.core.pending(pid)))
             if self.workers is not None:
@@ -303,6 +320,7 @@ class Daemon:
         for pid, port in self.ports.items():
             st["ports"][names[pid]].update(port.describe())
         add_offload_errors(st, loops, {pid: name for pid, name in names.items() if self._is_fast(pid)})
+        self.kernel.add_stats(st, names)
         if self.workers is not None:
             st["switch"]["workers"] = len(self.workers.loops) + 1
             st["switch"]["worker_rx"] = sum(
@@ -495,6 +513,7 @@ class Daemon:
                 self.workers.set_others_up(self._others_up() or any(not self._is_afpacket(p) for p in self.ports))
         self._write_mirror()
         self.core.handle_timer(now)
+        self.kernel.tick(self.core.fdb, now)
         if now >= self._check_at:
             self._check_at = now + CHECK_PERIOD
             for pid in list(self.ports):
@@ -534,6 +553,7 @@ class Daemon:
         self._restart_workers(stop_only=True)
         for pid in list(self.ports):
             self._remove(pid)
+        self.kernel.close()
         if self.control is not None:
             path = self.control.getsockname()
             self.sel.unregister(self.control)

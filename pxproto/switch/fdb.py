@@ -51,6 +51,9 @@ class PyFdb:
         self._t: dict[int, list[float]] = {}  # key -> [port, last_seen]
         self.refused = 0
         self.moves = 0
+        self.generation = 0
+        """Bumped by every change of where a key goes (learned, moved, removed): a copy of the table knows when
+        to look again."""
         self._count: dict[int, int] = {}
         self._limit: dict[int, int] = {}
         self._port_refused: dict[int, int] = {}
@@ -100,11 +103,13 @@ class PyFdb:
             if e[0] != port:
                 self._recount(int(e[0]), port)
             if not fresh:
+                self.generation += e[0] != port
                 e[0] = port
                 return LEARN_NEW
             if e[0] != port:
                 e[0] = port
                 self.moves += 1
+                self.generation += 1
                 return LEARN_MOVED
             return LEARN_REFRESHED
         if self._at_limit(port):
@@ -116,6 +121,7 @@ class PyFdb:
                 return LEARN_FULL
         self._t[key] = [port, now]
         self._recount(-1, port)
+        self.generation += 1
         return LEARN_NEW
 
     def _sweep_full(self, now: float) -> int:
@@ -133,12 +139,14 @@ class PyFdb:
         old = [k for k, e in self._t.items() if now - e[1] > self.aging]
         for k in old:
             self._recount(int(self._t.pop(k)[0]), -1)
+        self.generation += len(old)
         return len(old)
 
     def flush_port(self, port: int) -> int:
         gone = [k for k, e in self._t.items() if e[0] == port]
         for k in gone:
             self._recount(int(self._t.pop(k)[0]), -1)
+        self.generation += len(gone)
         return len(gone)
 
     def entries(self, now: float) -> list[tuple[int, int, float]]:
