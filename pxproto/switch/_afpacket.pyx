@@ -85,6 +85,7 @@ cdef class FastLoop:
     cdef public bint non_parallax_drop
     cdef public bint malformed_drop
     cdef public bint force_slow
+    cdef public bint return_on_learn  # run() returns after a batch that changed where a key goes (a copy follows)
     cdef public double busy_poll      # seconds run() keeps looking after a frame before it sleeps in poll
     cdef public double busy_adaptive  # seconds of silence after which a loop that is spinning sleeps (0: never spins)
     cdef double last_frames           # when a look last found frames (busy_adaptive: kept across run() calls)
@@ -448,7 +449,8 @@ cdef class FastLoop:
     def run(self, list watch, double timeout):
         """Poll the fast ports (and ``watch``, more descriptors) and forward, without returning to Python
         while nothing needs it: returns when a ``watch`` descriptor is readable, ``timeout`` seconds have
-        passed, a signal arrived, the mirror buffer is half full, or a batch left work for Python; then [(port, slow, retry, failed)] of the
+        passed, a signal arrived, the mirror buffer is half full, a batch left work for Python, or (with
+        ``return_on_learn``) the table changed; then [(port, slow, retry, failed)] of the
         batches that did (see :meth:`pump`).  ``now`` is CLOCK_MONOTONIC, which is ``time.monotonic()``.
         """
         cdef pollfd fds[2 * MAXPORTS + MAXWATCH]
@@ -459,6 +461,7 @@ cdef class FastLoop:
         cdef timespec ts, nap
         cdef double now, deadline, woke
         cdef bint spinning, hot
+        cdef unsigned long long generation
         cdef list out = []
         cdef list slow = [], retry = [], failed = []
         if len(watch) > MAXWATCH:
@@ -485,6 +488,7 @@ cdef class FastLoop:
         clock_gettime(CLOCK_MONOTONIC, &ts)
         deadline = ts.tv_sec + ts.tv_nsec * 1e-9 + timeout
         now = 0.0
+        generation = self.fdb.generation
         while True:
             if now == 0.0:  # (else the end of the last work, a moment ago: one clock read fewer per look)
                 clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -565,6 +569,8 @@ cdef class FastLoop:
                 self.busy_until = max(self.busy_until, self.last_frames + self.busy_poll)
             if out or self.mlen > self.mcap // 2:
                 return out  # (or the mirror buffer wants writing out)
+            if self.return_on_learn and self.fdb.generation != generation:
+                return out  # the kernel's copy of the table wants the change
 
 
 include "_fltx.pxi"

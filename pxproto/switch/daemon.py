@@ -183,6 +183,8 @@ class Daemon:
             try:
                 mtu = self.core.ports[pid].mtu
                 self.kernel.add(pid, port, spec.get("kernel"), mtu, self.core.policy.fdb_capacity)
+                if self.fast is not None:
+                    self.fast.return_on_learn = self.kernel.active
             except OSError as exc:
                 self._remove(pid)
                 if strict:
@@ -478,6 +480,9 @@ class Daemon:
         now = time.monotonic()
         if t is not None:
             timeout = max(0.0, min(timeout, t - now))
+        due = self.kernel.due(self.core.fdb, now)
+        if due is not None:
+            timeout = min(timeout, due)
         watch = self._quiet_fast()
         if watch is not None and timeout > 0:
             # The compiled loop polls and forwards on its own until Python has work: no Python per wake-up.

@@ -70,7 +70,7 @@ BUF = -46
 """Where the filter copies a frame's first BODY bytes on its stack: byte 6 (the source MAC) lands 8-aligned."""
 KEY = -8
 SCRATCH = -12
-HDR = {"version": 14, "flags": 15, "length": 16, "src_dime": 18, "dst_dime": 22, "mark": 26}
+HDR = {"version": 14, "flags": 15, "length": 16, "src_dime": 18, "dst_dime": 22, "mark": 30}
 
 FDB_VALUE = struct.Struct("=HHI")  # port, pad, hit
 PORT_VALUE = struct.Struct("=IHBx")  # ifindex, max_len, mode
@@ -426,6 +426,9 @@ class KernelPath:
 REFRESH_PERIOD = 1.0
 """Seconds between two passes that carry the fast path's hits into the switch's table (and drop the kernel's copy
 of entries that aged out there)."""
+SYNC_GAP = 0.01
+"""Seconds between two copies of a changing table at least (under a flood of new source MACs, a copy per batch
+would be the attack)."""
 
 
 class KernelPorts:
@@ -445,6 +448,22 @@ class KernelPorts:
         self.log = log
         self._told = False
         self._refresh_at = 0.0
+        self._sync_at = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Some port is in the fast path."""
+        return self.kp is not None and bool(self.kp.ports)
+
+    def due(self, fdb: Any, now: float) -> float | None:
+        """Seconds until :meth:`tick` has work (a changed table to copy, or the refresh), or None."""
+        if not self.active:
+            return None
+        assert self.kp is not None
+        at = self._refresh_at
+        if fdb.generation != self.kp.generation:
+            at = min(at, self._sync_at)
+        return max(0.0, at - now)
 
     def add(self, pid: int, port: Any, want: bool | None, mtu: int, capacity: int) -> None:
         """Take ``port`` (an AfPacketPort) in unless ``want`` is False; OSError when ``want`` is True and it cannot."""
@@ -491,7 +510,10 @@ class KernelPorts:
         if force:
             self._refresh_at = now + REFRESH_PERIOD
             self.kp.refresh(fdb, now)
-        self.kp.sync(fdb, now, force)
+        elif now < self._sync_at:
+            return
+        if self.kp.sync(fdb, now, force):
+            self._sync_at = now + SYNC_GAP
 
     def add_stats(self, st: dict[str, Any], names: dict[int, str]) -> None:
         """The fast path's frames into each port's counters (and by themselves, under ``kernel``)."""
