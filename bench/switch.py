@@ -15,7 +15,9 @@ scheduler does not move much); one-way latency p50/p99 of probe DATA frames
 at 50% of each switch's saturation rate (and how many probes were lost);
 signaling/heartbeat frames lost while data saturates.  With ``--rounds N`` the
 modes run side by side N times and a table of medians follows.  A pxswitch
-mode takes variants after ``+``: port options (``pxswitch+ring=0``: recvmmsg
+mode takes variants after ``+``: port options (``pxswitch+kernel=false``: no in-kernel fast path, every frame
+through the userspace loop; with it, the default, learned DATA frames are forwarded in the sender's softirq as the
+bridge's are, and the CPU column counts only what reached the switch; ``pxswitch+ring=0``: recvmmsg
 instead of the default TPACKET_V2 ring, ``+ring=3``: TPACKET_V3 blocks; ``+txring=false``: sendmmsg instead of
 the PACKET_TX_RING; ``+offload=false``), ``busy=US`` (busy polling for US after every frame), ``adaptive=US``
 (adaptive busy polling: sleep after US of silence, default 50; ``adaptive=0``: sleep after every batch), ``nap=US``
@@ -30,7 +32,8 @@ the port types QEMU guests use: the bridge between two taps, pxswitch AF_PACKET
 ports on the same taps, pxswitch UDP ports (``-netdev dgram``) and stream ports
 (``-netdev stream``).
 
-    sudo python bench/switch.py [--seconds 3] [--rounds 5] [--modes bridge,naive,pxswitch,pxswitch+ring=0,pxswitch-rt]
+    sudo python bench/switch.py [--seconds 3] [--rounds 5] \
+        [--modes bridge,naive,pxswitch,pxswitch+kernel=false,pxswitch-rt]
 """
 
 from __future__ import annotations
@@ -466,7 +469,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1, help="run every mode this many times; print medians")
     ap.add_argument(
         "--modes",
-        default="bridge,naive,pxswitch,pxswitch+ring=0,pxswitch-rt",
+        default="bridge,naive,pxswitch,pxswitch+kernel=false,pxswitch-rt",
         help="comma-separated; a pxswitch mode takes variants after '+': port options or busy=US",
     )
     ap.add_argument(

@@ -40,7 +40,7 @@ ports (--port TYPE:key=value,key=value; name=NAME is optional):
       a TAP device the switch creates (or opens) and brings up; plain frames
       (no IFF_VNET_HDR: the kernel checksums and segments before the switch).
   afpacket:interface=NAME[,rcvbuf=BYTES][,ring=0|2|3][,offload=true|false]
-          [,txring=true|false]
+          [,txring=true|false][,kernel=true|false]
       an existing interface (veth, NIC, a QEMU tap), promiscuous; ring 2
       (default): PACKET_MMAP TPACKET_V2 (each frame handed over as it lands;
       a GSO segment longer than a slot read whole from the socket), 3:
@@ -49,7 +49,12 @@ ports (--port TYPE:key=value,key=value; name=NAME is optional):
       PACKET_VNET_HDR, so TCP checksum/segmentation offloads of a veth peer or
       a virtio-net guest are carried (or done in software towards other ports);
       txring (default true): send through a PACKET_MMAP transmit ring (false:
-      sendmmsg; frames longer than the MTU, GSO segments, always take it).
+      sendmmsg; frames longer than the MTU, GSO segments, always take it);
+      kernel (default: where it can, as root on Linux 6.6+): learned unicast
+      DATA frames between afpacket ports are forwarded inside the kernel
+      (eBPF: the data socket's filter decides, a tcx ingress program
+      redirects), never copied to the switch; true: the port does not open
+      without it; false: userspace only.
   vxlan:remote=HOST[:PORT][,remote=...],vni=N[,local=HOST:PORT][,aging=S]
       Ethernet in UDP (RFC 7348) to remote VTEPs, default port 4789.
   every port: mtu=BYTES (frames up to mtu+18 bytes pass, in and out; default
