@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from pxproto.switch import bpf, kpath
+from pxproto.switch import bpf, kpath, kprog
 from pxproto.switch.core import Switch, SwitchPolicy
 from pxproto.switch.fdb import PyFdb, fdb_key
 from pxproto.switch.frames import data, heartbeat, mac, signaling
@@ -84,16 +84,16 @@ def test_assembler_refuses_unknown_and_repeated_labels() -> None:
 def test_kernel_keys_follow_the_table_keys() -> None:
     for m, dime in ((mac(1), 3), (b"\xff" * 6, 0xFFFF), (mac(0x1234), 0)):
         key = fdb_key(m, dime)
-        raw = kpath.fdb_bytes(key)
+        raw = kprog.fdb_bytes(key)
         assert raw == m + dime.to_bytes(2, "big")
-        assert kpath.fdb_int(raw) == key
+        assert kprog.fdb_int(raw) == key
 
 
 # ---------------------------------------------------------------- the programs against the switch
 
 IFINDEX = {0: 101, 1: 102, 2: 103}
 MTU = {0: 1500, 1: 1000, 2: 1500}
-MODES = {0: kpath.MODE_PEER, 1: kpath.MODE_REDIRECT, 2: kpath.MODE_NONE}
+MODES = {0: kprog.MODE_PEER, 1: kprog.MODE_REDIRECT, 2: kprog.MODE_NONE}
 """Port 2 stands for a port the kernel cannot send to (a UDP port, say)."""
 SKB = 184
 """Bytes of the ``__sk_buff`` context given to a test run (up to ``hwtstamp``)."""
@@ -109,9 +109,9 @@ class Rig:
         self.filters: dict[int, int] = {}
         for pid in range(3):
             assert self.core.add_port(f"p{pid}", MTU[pid]) == pid
-            value = kpath.PORT_VALUE.pack(IFINDEX[pid], MTU[pid] + 18, MODES[pid])
+            value = kprog.port_value(IFINDEX[pid], MTU[pid] + 18, MODES[pid])
             bpf.map_update(self.kp.maps["ports"], struct.pack("I", pid), value)
-            prog = kpath.filter_program(
+            prog = kprog.filter_program(
                 self.kp.maps, pid, IFINDEX[pid], MTU[pid] + 18, ethertypes.current().data, self.ctrl
             )
             self.filters[pid] = bpf.prog_load(bpf.PROG_SOCKET_FILTER, prog, f"pxs_t{pid}")
@@ -123,12 +123,12 @@ class Rig:
         self.kp.close()
 
     def slots(self) -> list[tuple[int, ...]]:
-        raw = bpf.map_lookup(self.kp.maps["slot"], struct.pack("I", 0), kpath.SLOT_SIZE * self.ncpu)
+        raw = bpf.map_lookup(self.kp.maps["slot"], struct.pack("I", 0), kprog.SLOT_SIZE * self.ncpu)
         assert raw is not None
-        return [struct.unpack_from("=IIIIHHB", raw, i * kpath.SLOT_SIZE) for i in range(self.ncpu)]
+        return [struct.unpack_from("=IIIIHHB", raw, i * kprog.SLOT_SIZE) for i in range(self.ncpu)]
 
     def clear(self) -> None:
-        bpf.map_update(self.kp.maps["slot"], struct.pack("I", 0), bytes(kpath.SLOT_SIZE * self.ncpu))
+        bpf.map_update(self.kp.maps["slot"], struct.pack("I", 0), bytes(kprog.SLOT_SIZE * self.ncpu))
 
     def decide(self, pid: int, frame: bytes) -> tuple[int, tuple[int, ...] | None]:
         """The filter's return value and the slot it filled, if any.  (A test run takes the first 14 bytes as
@@ -229,11 +229,11 @@ def test_filter_takes_only_what_the_switch_sends_to_one_port(rig: Rig, seed: int
             in_ifindex, out_ifindex, length, _, in_port, out_port, mode = slot
             assert (in_ifindex, in_port, length) == (IFINDEX[pid], pid, len(frame)), where
             assert grew == [out_port] and not learned and not malformed, where
-            assert (out_ifindex, mode) == (IFINDEX[out_port], MODES[out_port]) and mode != kpath.MODE_NONE, where
+            assert (out_ifindex, mode) == (IFINDEX[out_port], MODES[out_port]) and mode != kprog.MODE_NONE, where
         elif ret == 0:  # what the classic filter dropped: no EtherType, or a control frame (its own socket)
             assert len(frame) < 14 or int.from_bytes(frame[12:14], "big") in rig.ctrl, where
         else:
-            assert ret == kpath.SNAP, where
+            assert ret == kprog.SNAP, where
             kept += 1
         rig.kp.sync(rig.core.fdb, now)  # what the switch learned, as the daemon copies it
         now += 0.001
@@ -286,8 +286,8 @@ def test_refresh_turns_hits_into_the_tables_refresh(rig: Rig) -> None:
     assert rig.kp.refresh(rig.core.fdb, 1300.0) == 0  # the marks were cleared
     rig.core.fdb.expire(1350.0)  # mac(2) and mac(3) age out; the kernel's copy follows
     rig.kp.sync(rig.core.fdb, 1350.0)
-    assert set(rig.kp.copy) == {kpath.fdb_bytes(fdb_key(mac(1))), kpath.fdb_bytes(fdb_key(mac(1), 1))}
-    assert rig.decide(0, f) == (kpath.SNAP, None)  # the destination is unknown now: flooded by userspace
+    assert set(rig.kp.copy) == {kprog.fdb_bytes(fdb_key(mac(1))), kprog.fdb_bytes(fdb_key(mac(1), 1))}
+    assert rig.decide(0, f) == (kprog.SNAP, None)  # the destination is unknown now: flooded by userspace
 
 
 # ---------------------------------------------------------------- real frames through veth

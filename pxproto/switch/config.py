@@ -77,7 +77,7 @@ DEFAULT_CONTROL = default_control()
 
 # type -> {option: (python type, required)}
 PORT_OPTIONS: dict[str, dict[str, tuple[type, bool]]] = {
-    "udp": {"local": (str, True), "remote": (str, False)},
+    "udp": {"local": (str, True), "remote": (str, False), "kernel": (bool, False)},
     "stream": {"address": (str, True), "listen": (bool, False)},
     "tap": {"interface": (str, True)},
     "afpacket": {

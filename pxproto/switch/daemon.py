@@ -20,7 +20,7 @@ from pxproto.capture.pcapng import PcapngWriter
 from pxproto.fastpath import select
 from pxproto.switch.config import ConfigError, PortSpec, SwitchConfig, load_file
 from pxproto.switch.core import ETH_OVERHEAD, Switch
-from pxproto.switch.kpath import KernelPorts
+from pxproto.switch.kports import KernelPorts
 from pxproto.switch.loopstats import add_loops, add_offload_errors
 from pxproto.switch.ports import (
     AfPacketPort,
@@ -32,6 +32,7 @@ from pxproto.switch.ports import (
 )
 from pxproto.switch.portset import log, open_port, reload_ports
 from pxproto.switch.sched import set_realtime, set_slice
+from pxproto.switch.udpsteer import address
 from pxproto.switch.workers import Workers
 
 BATCH = 64
@@ -146,6 +147,20 @@ class Daemon:
         self.fast.set_dest(pid, port.dest, port.follows)
         self._udp_fast.add(pid)
         self._sync(pid)
+        try:
+            mtu, cap = self.core.ports[pid].mtu, self.core.policy.fdb_capacity
+            self.kernel.add_udp(pid, port, self.specs[pid].get("kernel"), mtu, self._udp_remote(pid), cap)
+        except OSError as exc:
+            log(f"port {name}: {exc.strerror}")  # (kernel=true, and the path cannot take it: userspace it is)
+        self.fast.return_on_learn = self.kernel.active
+
+    def _udp_remote(self, pid: int) -> tuple[str, int] | None:
+        """Where the switch sends UDP port ``pid``'s frames now (the compiled loop may have followed a sender)."""
+        port = self.ports.get(pid)
+        if not isinstance(port, UdpPort):
+            return None
+        raw = self.fast.dest(pid)[0] if self.fast is not None and pid in self._udp_fast else b""
+        return address(raw) if raw else port.remote
 
     def _is_afpacket(self, pid: int) -> bool:
         return isinstance(self.ports.get(pid), AfPacketPort) and self._is_fast(pid)
@@ -518,7 +533,7 @@ class Daemon:
                 self.workers.set_others_up(self._others_up() or any(not self._is_afpacket(p) for p in self.ports))
         self._write_mirror()
         self.core.handle_timer(now)
-        self.kernel.tick(self.core.fdb, now)
+        self.kernel.tick(self.core.fdb, now, self._udp_remote)
         if now >= self._check_at:
             self._check_at = now + CHECK_PERIOD
             for pid in list(self.ports):
