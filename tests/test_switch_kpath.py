@@ -134,7 +134,7 @@ class Rig:
         """The filter's return value and the slot it filled, if any.  (A test run takes the first 14 bytes as
         the Ethernet header and starts the packet after them, where a packet socket's filter starts it.)"""
         self.clear()
-        ret = bpf.prog_test_run(self.filters[pid], bytes(14) + frame)
+        ret = bpf.prog_test_run(self.filters[pid], bytes(14) + frame)[0]
         filled = [s for s in self.slots() if s[0]]
         assert len(filled) <= 1
         return ret, (filled[0] if filled else None)
@@ -249,7 +249,7 @@ def _pin() -> set[int]:
 def _tc(rig: Rig, frame: bytes, ifindex: int) -> int:
     ctx = bytearray(SKB)
     struct.pack_into("I", ctx, 36, ifindex)  # ingress_ifindex
-    return bpf.prog_test_run(rig.kp.tc, frame, bytes(ctx))
+    return bpf.prog_test_run(rig.kp.tc, frame, bytes(ctx))[0]
 
 
 @NEEDS_BPF[0]

@@ -116,9 +116,9 @@ def link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
     return _call(LINK_CREATE, struct.pack("IIII", prog_fd, ifindex, attach_type, 0), "link")
 
 
-def prog_test_run(prog_fd: int, data: bytes, ctx: bytes = b"") -> int:
-    """Run a loaded program once on ``data`` (BPF_PROG_TEST_RUN, with ``ctx`` as its context if given); its
-    return value.  For tests."""
+def prog_test_run(prog_fd: int, data: bytes, ctx: bytes = b"") -> tuple[int, bytes]:
+    """Run a loaded program once on ``data`` (BPF_PROG_TEST_RUN, with ``ctx`` as its context if given): its
+    return value and the packet as it left.  For tests."""
     din = ctypes.create_string_buffer(data, len(data))
     dout = ctypes.create_string_buffer(len(data) + 256)
     cin = ctypes.create_string_buffer(ctx, max(1, len(ctx)))
@@ -141,7 +141,8 @@ def prog_test_run(prog_fd: int, data: bytes, ctx: bytes = b"") -> int:
     if SYS_BPF is None or _libc.syscall(SYS_BPF, PROG_TEST_RUN, buf, ATTR_SIZE) < 0:
         e = ctypes.get_errno()
         raise OSError(e, f"bpf test run: {os.strerror(e)}")
-    return int(struct.unpack_from("i", buf.raw, 4)[0])
+    retval, _, size_out = struct.unpack_from("iII", buf.raw, 4)
+    return retval, dout.raw[: min(size_out, len(dout))]
 
 
 def possible_cpus() -> int:
