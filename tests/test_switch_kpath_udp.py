@@ -276,3 +276,25 @@ def test_udp_frames_once_each_through_lo(tmp_path: Path) -> None:
             proc.terminate()
             assert proc.wait(10) == 0
         net.close()
+
+
+@NEEDS_BPF[0]
+@NEEDS_BPF[1]
+@NETNS[1]
+def test_udp_kernel_true_off_loopback_is_refused(tmp_path: Path) -> None:
+    from tests.test_switch_root import ROOT, Net
+
+    net = Net()
+    try:
+        ns = net.add("kr")
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "pxproto.switch.cli", "run", "--control",
+             str(tmp_path / "c.sock"), "--port", "udp:name=x,local=0.0.0.0:47301,kernel=true"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT},
+        )  # fmt: skip
+        assert r.returncode == 1
+        assert r.stderr.strip().splitlines() == [
+            "pxswitch: port x (udp): cannot open: kernel fast path: local address 0.0.0.0 is not IPv4 loopback"
+        ]
+    finally:
+        net.close()

@@ -28,11 +28,15 @@ from pxproto.switch.core import SwitchPolicy
 
 PORTS_HELP = """\
 ports (--port TYPE:key=value,key=value; name=NAME is optional):
-  udp:local=HOST:PORT[,remote=HOST:PORT]
+  udp:local=HOST:PORT[,remote=HOST:PORT][,kernel=true|false]
       one frame per datagram (QEMU -netdev dgram); without remote, replies go
       to the last sender. A UDP port another process holds is refused. Control
       frames are steered to a second socket on the address (SO_REUSEPORT and
       a BPF program), read first, so data saturation cannot drop them.
+      kernel (default: where it can, as root on Linux 6.6+, with this port and
+      its peer on IPv4 loopback): learned unicast DATA datagrams between such
+      ports are re-addressed inside the kernel (a tcx program on lo), never
+      copied to the switch; true: the port does not open without it.
   stream:address=PATH|HOST:PORT[,listen=true]
       frames after a 4-byte big-endian length (QEMU -netdev stream); listen
       waits for one peer at a time, else the switch connects.

@@ -194,10 +194,13 @@ class Daemon:
         vnet = False
         if isinstance(port, AfPacketPort) and self.workers is None:
             port.split_in_kernel()  # one packet handler per received frame (worker lanes hash in a group instead)
-        if isinstance(port, AfPacketPort):
+        if isinstance(port, (AfPacketPort, UdpPort)):
             try:
                 mtu = self.core.ports[pid].mtu
-                self.kernel.add(pid, port, spec.get("kernel"), mtu, self.core.policy.fdb_capacity)
+                if isinstance(port, UdpPort):
+                    self.kernel.check_udp(port, spec.get("kernel"))  # (it joins once its peer is known)
+                else:
+                    self.kernel.add(pid, port, spec.get("kernel"), mtu, self.core.policy.fdb_capacity)
                 if self.fast is not None:
                     self.fast.return_on_learn = self.kernel.active
             except OSError as exc:

@@ -72,7 +72,8 @@ from pxproto.switch.kprog import (
 )
 
 
-def _loopback4(host: str) -> bool:
+def loopback4(host: str) -> bool:
+    """An IPv4 address in 127.0.0.0/8."""
     try:
         return socket.inet_aton(host)[0] == 127 and host.count(".") == 3
     except OSError:
@@ -181,7 +182,7 @@ class KernelPath:
         if not 0 <= pid < MAX_PORTS:
             raise OSError(0, f"port id {pid}: the kernel path covers ids below {MAX_PORTS}")
         for what, addr in (("local", local), ("remote", remote)):
-            if addr is not None and not _loopback4(addr[0]):
+            if addr is not None and not loopback4(addr[0]):
                 raise OSError(0, f"{what} address {addr[0]}: only IPv4 loopback ports cross lo")
         if self.udp_prog < 0:
             self.udp_prog = bpf.prog_load(

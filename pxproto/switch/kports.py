@@ -94,8 +94,21 @@ class KernelPorts:
                 raise OSError(exc.errno, f"kernel fast path: {exc.strerror or exc}") from None
             self.log(f"port {port.name}: not in the kernel fast path ({exc.strerror or exc})")
             return
-        self.udp[pid] = (port, mtu, remote)
-        self.log(f"port {port.name}: kernel fast path (udp on lo)")
+        self.udp[pid] = (port, mtu, remote)  # (no line: it happens whenever the peer shows up; `stats` says it)
+
+    def check_udp(self, port: Any, want: bool | None) -> None:
+        """With ``kernel=true``, a UDP port that could never join the path: OSError naming why (at open)."""
+        if not want:
+            return
+        from pxproto.switch.kpath import loopback4
+
+        try:
+            self._path()
+            for what, addr in (("local", port.address), ("remote", port.remote)):
+                if addr is not None and not loopback4(addr[0]):
+                    raise OSError(0, f"{what} address {addr[0]} is not IPv4 loopback")
+        except OSError as exc:
+            raise OSError(exc.errno, f"kernel fast path: {exc.strerror or exc}") from None
 
     def attach_lanes(self, pid: int, port: Any) -> None:
         if self.kp is not None and pid in self.kp.ports:
