@@ -211,7 +211,18 @@ if step == "teach":
     print("{}")
     sys.exit()
 et = ethertypes.current().data.to_bytes(2, "big")
-for i in range(n):
+if step == "move":  # node a comes back on another port: the switch follows it, and so must the kernel
+    a.close()
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("127.0.0.1", 47203))
+    a.setsockopt(socket.SOL_SOCKET, 33, 1 << 26)
+    a.sendto(heartbeat(mac(1), dime=1), ("127.0.0.1", 47101))
+    time.sleep(0.3)
+    a, b = b, a  # b's frames to the moved a
+    for i in range(n):
+        a.sendto(data(mac(1), mac(2), dst_dime=1, src_dime=3, seq=i, size=1400), ("127.0.0.1", 47102))
+        if i % 64 == 63:
+            time.sleep(0.001)
+for i in range(n if step == "send" else 0):
     a.sendto(data(mac(2), mac(1), dst_dime=3, src_dime=1, seq=i, size=1400), ("127.0.0.1", 47101))
     if i % 64 == 63:
         time.sleep(0.001)
@@ -271,6 +282,12 @@ def test_udp_frames_once_each_through_lo(tmp_path: Path) -> None:
         assert isinstance(st, dict)
         assert st["ports"]["a"]["kernel"]["rx"] >= n * 0.9 and st["ports"]["b"]["kernel"]["tx"] >= n * 0.9
         assert st["ports"]["a"]["rx_class"]["data"] >= n and st["ports"]["b"]["tx_class"]["data"] >= n
+        out = nodes("move", 2000)
+        assert sorted(out["seqs"]) == list(range(2000)), f"{len(out['seqs'])} frames, {len(set(out['seqs']))} distinct"
+        assert ["127.0.0.1", 47101] in out["senders"]
+        st = query(tmp_path, "stats")
+        assert isinstance(st, dict)
+        assert st["ports"]["a"]["kernel"]["tx"] >= 1800  # the kernel sent to a's new address
     finally:
         if proc is not None:
             proc.terminate()

@@ -78,6 +78,7 @@ cdef class FastLoop:
     cdef unsigned int dstlen[MAXPORTS]
     cdef bint follow[MAXPORTS]        # dst follows the sender of the last datagram read (a UDP port's learned remote)
     cdef long long refollowed[MAXPORTS]  # times that sender changed
+    cdef unsigned long long refollows    # of every port: a change run() returns for (return_on_learn)
     cdef bint up[MAXPORTS]
     cdef bint backlog[MAXPORTS]
     cdef bint others_up        # a non-AF_PACKET port is up: floods go through Python
@@ -289,6 +290,7 @@ cdef class FastLoop:
             memcpy(self.dst[pid], self.slots.names[i], ln)
             self.dstlen[pid] = ln
             self.refollowed[pid] += 1
+            self.refollows += 1
 
     cdef void _queue(self, int out, int slot, int ci) noexcept nogil:
         if not self.gso_of[slot] and self.batch.len[slot] > self.maxlen[out]:
@@ -450,7 +452,7 @@ cdef class FastLoop:
         """Poll the fast ports (and ``watch``, more descriptors) and forward, without returning to Python
         while nothing needs it: returns when a ``watch`` descriptor is readable, ``timeout`` seconds have
         passed, a signal arrived, the mirror buffer is half full, a batch left work for Python, or (with
-        ``return_on_learn``) the table changed; then [(port, slow, retry, failed)] of the
+        ``return_on_learn``) the table or a followed UDP peer changed; then [(port, slow, retry, failed)] of the
         batches that did (see :meth:`pump`).  ``now`` is CLOCK_MONOTONIC, which is ``time.monotonic()``.
         """
         cdef pollfd fds[2 * MAXPORTS + MAXWATCH]
@@ -461,7 +463,7 @@ cdef class FastLoop:
         cdef timespec ts, nap
         cdef double now, deadline, woke
         cdef bint spinning, hot
-        cdef unsigned long long generation
+        cdef unsigned long long generation, follows
         cdef list out = []
         cdef list slow = [], retry = [], failed = []
         if len(watch) > MAXWATCH:
@@ -489,6 +491,7 @@ cdef class FastLoop:
         deadline = ts.tv_sec + ts.tv_nsec * 1e-9 + timeout
         now = 0.0
         generation = self.fdb.generation
+        follows = self.refollows
         while True:
             if now == 0.0:  # (else the end of the last work, a moment ago: one clock read fewer per look)
                 clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -569,8 +572,8 @@ cdef class FastLoop:
                 self.busy_until = max(self.busy_until, self.last_frames + self.busy_poll)
             if out or self.mlen > self.mcap // 2:
                 return out  # (or the mirror buffer wants writing out)
-            if self.return_on_learn and self.fdb.generation != generation:
-                return out  # the kernel's copy of the table wants the change
+            if self.return_on_learn and (self.fdb.generation != generation or self.refollows != follows):
+                return out  # the kernel's copy of the table (or of a UDP port's peer) wants the change
 
 
 include "_fltx.pxi"
