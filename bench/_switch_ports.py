@@ -1,9 +1,12 @@
 """bench/switch.py's second table: forwarding between the port types QEMU guests use.
 
-In the switch's namespace, a sender process pushes 60-byte DATA frames, with a heartbeat as one
-in every 256, into one port as fast as it can, and a receiver process counts what comes out of the
-other, for ``seconds`` (heartbeats lost under that saturation are counted apart; on UDP, the datagrams the
-switch's ingress sockets dropped, from /proc/net/udp):
+In the switch's namespace, a receiver process sends one heartbeat (so the switch, or the bridge,
+learns where its address is, as a guest's first answer would teach it), then a sender process pushes
+60-byte DATA frames, with a heartbeat as one in every 256, into one port as fast as it can, and the
+receiver counts what comes out of the other, for ``seconds`` (heartbeats lost under that saturation
+are counted apart; on UDP, the datagrams the switch's ingress sockets dropped, from /proc/net/udp).
+The receiver's address learned, pxswitch forwards the data in the kernel on tap and UDP ports (its
+in-kernel fast path) and in its loop on stream ports:
 
 - ``bridge-tap``: the Linux bridge between two tap devices (the sender writes frames into one tap's
   file descriptor, the receiver reads the other's: what QEMU guests on a bridge do);
@@ -60,6 +63,14 @@ else:
         except OSError:
             time.sleep(0.05)
     fd = s.fileno()
+if role == "recv":  # one frame from the receiver first, as a guest would answer: the switch learns where it is
+    teach = heartbeat(bytes.fromhex("02000000bb01"), dime=3)
+    if kind == "tap":
+        os.write(fd, teach)
+    elif kind == "udp":
+        s.sendto(teach, addr(b))
+    else:
+        s.sendall(struct.pack("!I", len(teach)) + teach)
 print("ready", flush=True)
 sys.stdin.readline()  # go
 n = c = 0
@@ -178,7 +189,7 @@ def _ports(kind: str, tmp: str) -> tuple[list[str], list[tuple[str, str]]]:
         return [f"afpacket:interface={t}" for t in TAPS], [(TAPS[1], ""), (TAPS[0], "")]
     if kind == "udp":
         a, b, snd, rcv = (f"127.0.0.1:{47100 + i}" for i in range(4))
-        return [f"udp:local={a},remote={snd}", f"udp:local={b},remote={rcv}"], [(rcv, ""), (snd, a)]
+        return [f"udp:local={a},remote={snd}", f"udp:local={b},remote={rcv}"], [(rcv, b), (snd, a)]
     return [f"stream:address={tmp}/{x}.sock,listen=true" for x in "ab"], [(f"{tmp}/b.sock", ""), (f"{tmp}/a.sock", "")]
 
 
