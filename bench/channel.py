@@ -14,6 +14,9 @@ For each item size it streams items from one process to another and counts them 
 - ``dime-batch``: the same with the MICE batch API: the source yields lists of 256 items, the sink takes
   a list per call (``@batch``; items of 1 KiB or more as views of the hand-over, no copy:
   ``@batch(views=True)``);
+- ``dime-user``: the ``dime`` row with pxswitch's ports kept out of its in-kernel fast path (``kernel=false``):
+  every frame through the switch process, as a switch without root runs (as root, the ``dime`` row's data
+  between the two servers' loopback UDP ports is re-addressed inside the kernel);
 - ``dime-veth``: the ``dime`` row on veth pairs joined by a bridge, AF_PACKET, no pxswitch
   (root; namespaces of its own, deleted after; ``--veth-mtu``, 1500 by default);
 - ``zmq-tcp``/``zmq-ipc``: pyzmq PUSH -> PULL, one message per item, over tcp loopback and ipc;
@@ -80,8 +83,13 @@ def vsink(items, ctx):
     return None
 
 """
-KINDS = ("dime", "dime-batch", "dime-veth", "zmq-tcp", "zmq-ipc", "pipe")
-DIME_KINDS = {"dime": ("source", "udp"), "dime-batch": ("bsource", "udp"), "dime-veth": ("source", "veth")}
+KINDS = ("dime", "dime-batch", "dime-user", "dime-veth", "zmq-tcp", "zmq-ipc", "pipe")
+DIME_KINDS = {
+    "dime": ("source", "udp"),
+    "dime-batch": ("bsource", "udp"),
+    "dime-user": ("source", "udp-user"),
+    "dime-veth": ("source", "veth"),
+}
 """Each DIME row: the source stage it runs, and its wire (pxswitch UDP, or veth with AF_PACKET)."""
 SINKS = {"source": (0, "sink"), "bsource": (1, "bsink")}
 """The sink stage (manifest index, name) each source runs with: the batch source with the batch sink."""
@@ -218,7 +226,15 @@ def run_dime_rows(
         package.store_put(store, archive)
         bed = _veth.VethBed(t / "veth", store, mtu=args.veth_mtu)
     else:
-        bed = Cluster(t / "bed", kernels=2, dimes=2, key=True, chunks=256, extra=("--no-pin",) if args.no_pin else ())
+        bed = Cluster(
+            t / "bed",
+            kernels=2,
+            dimes=2,
+            key=True,
+            chunks=256,
+            extra=("--no-pin",) if args.no_pin else (),
+            switch_kernel=DIME_KINDS[kinds[0]][1] != "udp-user",
+        )
         package.store_put(bed.store, archive)
     try:
         for _ in range(args.repeat):
@@ -341,7 +357,7 @@ def main() -> int:
             (pkg / "service.toml").write_text(manifest(sizes, 10_000_000))
             (pkg / "stages.py").write_text(STAGES)
             archive = package.pack(pkg)
-            for wire in ("udp", "veth"):
+            for wire in ("udp", "udp-user", "veth"):
                 run_dime_rows(t, archive, sizes, [k for k in dime_kinds if DIME_KINDS[k][1] == wire], args, res)
 
     def med(kind: str, size: int, key: str = "rate") -> float:

@@ -45,12 +45,14 @@ class Cluster:
         encrypt: str = "",
         mirror: Path | None = None,
         two_switches: bool = False,
+        switch_kernel: bool = True,
     ) -> None:
         """``stream``: the kernels attach with ``--port stream:PATH`` (UNIX stream sockets), not UDP.
         ``encrypt``: the frame classes the kernels and the client send encrypted (``pxkernel --encrypt``);
         ``mirror``: the switch writes every frame it receives to this pcapng file (a sniffer on the wire);
         ``two_switches``: the last kernel hangs off a second pxswitch (default header validation), linked to
-        the first by a UDP port pair, so its frames cross two switch hops."""
+        the first by a UDP port pair, so its frames cross two switch hops; ``switch_kernel=False``: the switch keeps
+        its kernels' ports out of its in-kernel fast path (``kernel=false``), as a switch without root runs."""
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.ports = free_udp_ports(kernels + 1)
@@ -66,7 +68,7 @@ class Cluster:
             if stream and i < kernels:
                 args += ["--port", f"stream:address={tmp / f'k{i}.sock'},listen=true"]
             else:
-                args += ["--port", f"udp:local=127.0.0.1:{p}"]
+                args += ["--port", f"udp:local=127.0.0.1:{p}" + ("" if switch_kernel else ",kernel=false")]
         if link:
             args += ["--port", f"udp:local=127.0.0.1:{link[0]},remote=127.0.0.1:{link[1]}"]
         self.switch = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
