@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
 import struct
 import subprocess
@@ -26,7 +27,7 @@ import pytest
 from pxproto.switch import bpf, kpath, kprog
 from pxproto.switch.core import Switch, SwitchPolicy
 from pxproto.switch.fdb import PyFdb, fdb_key
-from pxproto.switch.frames import mac
+from pxproto.switch.frames import heartbeat, mac
 from pxproto.switch.linkports import control_ethertypes
 from pxproto.wire import ethertypes
 from tests._helpers import NETNS
@@ -315,3 +316,43 @@ def test_udp_kernel_true_off_loopback_is_refused(tmp_path: Path) -> None:
         ]
     finally:
         net.close()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to drop capabilities"
+)
+def test_without_capabilities_one_line_and_userspace(tmp_path: Path) -> None:
+    """A switch that may not load programs (no CAP_BPF) says so once and forwards every frame itself."""
+    from pxproto.switch.frames import data
+    from tests.test_switch_root import ROOT
+
+    peers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    holders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for s in (*peers, *holders):
+        s.bind(("127.0.0.1", 0))
+    ports = [h.getsockname()[1] for h in holders]
+    for h in holders:
+        h.close()
+    args = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-m", "pxproto.switch.cli", "run"]
+    args += ["--control", str(tmp_path / "c.sock")]
+    for port, peer in zip(ports, peers, strict=True):
+        args += ["--port", f"udp:local=127.0.0.1:{port},remote=127.0.0.1:{peer.getsockname()[1]}"]
+    sw = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        assert sw.stderr is not None
+        first = sw.stderr.readline()
+        assert first.startswith("pxswitch: kernel fast path off (") and "not permitted" in first, first
+        assert "running" in sw.stderr.readline()
+        peers[1].sendto(heartbeat(mac(2), dime=3), ("127.0.0.1", ports[1]))
+        peers[0].settimeout(5)
+        assert peers[0].recv(65535) == heartbeat(mac(2), dime=3)  # flooded to port 0's peer
+        f = data(mac(2), mac(1), dst_dime=3)
+        peers[0].sendto(f, ("127.0.0.1", ports[0]))
+        peers[1].settimeout(5)
+        assert peers[1].recv(65535) == f
+    finally:
+        sw.terminate()
+        sw.communicate(timeout=10)
+        for s in peers:
+            s.close()

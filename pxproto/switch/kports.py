@@ -66,7 +66,7 @@ class KernelPorts:
             raise OSError(exc.errno, f"kernel fast path: {why}") from None
         if not self._told:
             self._told = True
-            self.log(f"kernel fast path off ({why}): ports forward in userspace")
+            self.log(f"kernel fast path off ({why}): every frame goes through the switch")
 
     def add(self, pid: int, port: Any, want: bool | None, mtu: int, capacity: int) -> None:
         """Take AF_PACKET ``port`` in unless ``want`` is False; OSError when ``want`` is True and it cannot."""
@@ -75,9 +75,15 @@ class KernelPorts:
         self._capacity = capacity
         try:
             kp = self._path()
-            how = kp.add_port(pid, port.ifname, port.ifindex, mtu, [port.sock, *(lane.sock for lane in port.lanes)])
         except OSError as exc:
             self._refused(exc, want)
+            return
+        try:
+            how = kp.add_port(pid, port.ifname, port.ifindex, mtu, [port.sock, *(lane.sock for lane in port.lanes)])
+        except OSError as exc:
+            if want:
+                raise OSError(exc.errno, f"kernel fast path: {exc.strerror or exc}") from None
+            self.log(f"port {port.name}: not in the kernel fast path ({exc.strerror or exc})")
             return
         self.log(f"port {port.name}: kernel fast path ({how})")
 
@@ -88,7 +94,12 @@ class KernelPorts:
             return
         self._capacity = capacity
         try:
-            self._path().add_udp(pid, port.address, remote, mtu)
+            kp = self._path()
+        except OSError as exc:
+            self._refused(exc, want)
+            return
+        try:
+            kp.add_udp(pid, port.address, remote, mtu)
         except OSError as exc:
             if want:
                 raise OSError(exc.errno, f"kernel fast path: {exc.strerror or exc}") from None
