@@ -33,6 +33,8 @@ BUF = -46
 """Where the filter copies a frame's first BODY bytes on its stack: byte 6 (the source MAC) lands 8-aligned."""
 KEY = -8
 SCRATCH = -12
+IN_PORT = -16
+"""Where the UDP program keeps the input port's id (the AF_PACKET filter has it as an immediate)."""
 HDR = {"version": 14, "flags": 15, "length": 16, "src_dime": 18, "dst_dime": 22, "mark": 30}
 
 FDB_VALUE = struct.Struct("=HHI")  # port, pad, hit
@@ -61,15 +63,97 @@ def _lookup(a: Asm, map_fd: int, key_off: int) -> None:
     a.call(bpf.MAP_LOOKUP)
 
 
-def _src_check(a: Asm, fdb: int, port: int, done: str) -> None:
-    """Look up the key at KEY: it must be learned on ``port``; mark it hit."""
+def _is_in(a: Asm, reg: int, in_port: int | None, label: str) -> None:
+    """Jump to ``label`` when ``reg`` holds the input port's id: the immediate ``in_port``, or (None) the u32 at
+    fp+IN_PORT."""
+    if in_port is not None:
+        a.jimm("==", reg, in_port, label)
+    else:
+        a.ldx(4, R3, FP, IN_PORT)
+        a.jreg("==", reg, R3, label)
+
+
+def _src_check(a: Asm, fdb: int, in_port: int | None, done: str, out: str) -> None:
+    """Look up the key at KEY: it must be learned on the input port (else to ``out``); mark it hit."""
     _lookup(a, fdb, KEY)
-    a.jimm("==", R0, 0, "keep")
+    a.jimm("==", R0, 0, out)
     a.ldx(2, R2, R0, 0)
-    a.jimm("!=", R2, port, "keep")
+    _is_in(a, R2, in_port, "src_here_" + done)
+    a.jmp(out)
+    a.label("src_here_" + done)
     a.ldx(4, R2, R0, 4)
     a.jimm("!=", R2, 0, done)
     a.sti(4, R0, 4, 1)
+
+
+def _decide(a: Asm, maps: dict[str, int], f: int, out: str, in_port: int | None, modes: tuple[int, ...]) -> None:
+    """The rules a DATA frame must pass to be forwarded in the kernel, for a frame whose first BODY bytes are on
+    the stack at fp+``f`` and whose length is in R7: unicast source and destination; the header's version,
+    flags (DIME scope, a tag when encrypted), length exactly the frame's and a destination DIME; the source
+    (MAC, then (MAC, DIME)) learned on the input port (``in_port``, or the id at fp+IN_PORT); the destination
+    learned on another port whose mode is in ``modes`` and whose MTU the frame fits.  A frame that fails any
+    of them jumps to ``out``.  Ends with R8 = the output port's id and R9 = its ``ports`` value."""
+    a.ldx(1, R2, FP, f + 0)
+    a.jimm("&", R2, 1, out)  # a group destination floods: userspace
+    a.ldx(1, R2, FP, f + 6)
+    a.jimm("&", R2, 1, out)
+    a.ldx(1, R2, FP, f + HDR["version"])
+    a.jimm("!=", R2, PROTOCOL_VERSION, out)
+    a.ldx(1, R8, FP, f + HDR["flags"])
+    dime = int(HeaderFlag.SCOPE_DIME)
+    auth = dime | int(HeaderFlag.AUTH)
+    a.movi(R9, 0)
+    a.jimm("==", R8, dime, "length")
+    a.movi(R9, spec.AUTH_LEN)
+    a.jimm("==", R8, auth, "length")
+    a.jimm("==", R8, auth | int(HeaderFlag.ENCRYPTED), "length")
+    a.jmp(out)
+    a.label("length")
+    a.ldx(1, R2, FP, f + HDR["length"])
+    a.lshi(R2, 8)
+    a.ldx(1, R3, FP, f + HDR["length"] + 1)
+    a.orr(R2, R3)
+    a.addi(R2, BODY)
+    a.add(R2, R9)
+    a.jreg("!=", R2, R7, out)  # exactly the frame: padding and trailing bytes are userspace's to judge
+    a.ldx(2, R2, FP, f + HDR["dst_dime"])
+    a.jimm("==", R2, 0xFFFF, out)
+    # the source MAC alone, then with its DIME: learned here
+    for k in range(0, 6, 2):
+        a.ldx(2, R2, FP, f + 6 + k)
+        a.stx(2, FP, KEY + k, R2)
+    a.sti(2, FP, KEY + 6, 0xFFFF)
+    _src_check(a, maps["fdb"], in_port, "src_dime", out)
+    a.label("src_dime")
+    a.ldx(2, R2, FP, f + HDR["src_dime"])
+    a.jimm("==", R2, 0xFFFF, "dst")
+    a.stx(2, FP, KEY + 6, R2)
+    _src_check(a, maps["fdb"], in_port, "dst", out)
+    a.label("dst")
+    for k in range(0, 6, 2):
+        a.ldx(2, R2, FP, f + k)
+        a.stx(2, FP, KEY + k, R2)
+    a.ldx(2, R2, FP, f + HDR["dst_dime"])
+    a.stx(2, FP, KEY + 6, R2)
+    _lookup(a, maps["fdb"], KEY)
+    a.jimm("!=", R0, 0, "found")
+    a.sti(2, FP, KEY + 6, 0xFFFF)
+    _lookup(a, maps["fdb"], KEY)
+    a.jimm("==", R0, 0, out)  # unknown: flooded by userspace
+    a.label("found")
+    a.ldx(2, R8, R0, 0)
+    _is_in(a, R8, in_port, out)  # filtered there, and counted
+    a.stx(4, FP, SCRATCH, R8)
+    _lookup(a, maps["ports"], SCRATCH)
+    a.jimm("==", R0, 0, out)
+    a.mov(R9, R0)
+    a.ldx(1, R2, R9, 6)
+    for m in modes:
+        a.jimm("==", R2, m, "mode_ok")
+    a.jmp(out)
+    a.label("mode_ok")
+    a.ldx(2, R3, R9, 4)
+    a.jreg(">", R7, R3, out)
 
 
 def filter_program(
@@ -93,65 +177,8 @@ def filter_program(
     for et in control_ets:
         a.jimm("==", R2, bpf.swap16(et), "drop")
     a.jimm("!=", R2, bpf.swap16(data_et), "keep")
-    a.ldx(1, R2, FP, b + 0)
-    a.jimm("&", R2, 1, "keep")  # a group destination floods: userspace
-    a.ldx(1, R2, FP, b + 6)
-    a.jimm("&", R2, 1, "keep")
-    a.ldx(1, R2, FP, b + HDR["version"])
-    a.jimm("!=", R2, PROTOCOL_VERSION, "keep")
-    a.ldx(1, R8, FP, b + HDR["flags"])
-    dime = int(HeaderFlag.SCOPE_DIME)
-    auth = dime | int(HeaderFlag.AUTH)
-    a.movi(R9, 0)
-    a.jimm("==", R8, dime, "length")
-    a.movi(R9, spec.AUTH_LEN)
-    a.jimm("==", R8, auth, "length")
-    a.jimm("==", R8, auth | int(HeaderFlag.ENCRYPTED), "length")
-    a.jmp("keep")
-    a.label("length")
-    a.ldx(1, R2, FP, b + HDR["length"])
-    a.lshi(R2, 8)
-    a.ldx(1, R3, FP, b + HDR["length"] + 1)
-    a.orr(R2, R3)
-    a.addi(R2, BODY)
-    a.add(R2, R9)
-    a.jreg("!=", R2, R7, "keep")  # exactly the frame: padding and trailing bytes are userspace's to judge
-    a.jimm(">", R7, max_len, "keep")
-    a.ldx(2, R2, FP, b + HDR["dst_dime"])
-    a.jimm("==", R2, 0xFFFF, "keep")
-    # the source MAC alone, then with its DIME: learned here
-    for i in range(0, 6, 2):
-        a.ldx(2, R2, FP, b + 6 + i)
-        a.stx(2, FP, KEY + i, R2)
-    a.sti(2, FP, KEY + 6, 0xFFFF)
-    _src_check(a, maps["fdb"], port, "src_dime")
-    a.label("src_dime")
-    a.ldx(2, R2, FP, b + HDR["src_dime"])
-    a.jimm("==", R2, 0xFFFF, "dst")
-    a.stx(2, FP, KEY + 6, R2)
-    _src_check(a, maps["fdb"], port, "dst")
-    a.label("dst")
-    for i in range(0, 6, 2):
-        a.ldx(2, R2, FP, b + i)
-        a.stx(2, FP, KEY + i, R2)
-    a.ldx(2, R2, FP, b + HDR["dst_dime"])
-    a.stx(2, FP, KEY + 6, R2)
-    _lookup(a, maps["fdb"], KEY)
-    a.jimm("!=", R0, 0, "found")
-    a.sti(2, FP, KEY + 6, 0xFFFF)
-    _lookup(a, maps["fdb"], KEY)
-    a.jimm("==", R0, 0, "keep")  # unknown: flooded by userspace
-    a.label("found")
-    a.ldx(2, R8, R0, 0)
-    a.jimm("==", R8, port, "keep")  # filtered there, and counted
-    a.stx(4, FP, SCRATCH, R8)
-    _lookup(a, maps["ports"], SCRATCH)
-    a.jimm("==", R0, 0, "keep")
-    a.mov(R9, R0)
-    a.ldx(1, R2, R9, 6)
-    a.jimm("==", R2, MODE_NONE, "keep")
-    a.ldx(2, R3, R9, 4)
-    a.jreg(">", R7, R3, "keep")
+    a.jimm(">", R7, max_len, "keep")  # (counted by userspace)
+    _decide(a, maps, b, "keep", port, (MODE_REDIRECT, MODE_PEER))
     a.sti(4, FP, SCRATCH, 0)
     _lookup(a, maps["slot"], SCRATCH)
     a.jimm("==", R0, 0, "keep")
@@ -251,7 +278,6 @@ def port_value(
 UB = -94
 """Where the UDP program copies a datagram's first 76 bytes: Ethernet (lo's), IPv4, UDP, then the frame's first
 BODY bytes; the IPv4 addresses land 4-aligned."""
-IN_PORT = -16
 IP_CSUM, IP_SRC, IP_DST, UDP_SPORT, UDP_DPORT, UDP_CSUM = 24, 26, 30, 34, 36, 40
 INNER = 42
 F_PSEUDO_HDR, F_MARK_MANGLED_0 = 0x10, 0x20
@@ -365,64 +391,7 @@ def udp_program(maps: dict[str, int], data_et: int) -> bytes:
     # the frame: the AF_PACKET filter's rules
     a.ldx(2, R2, FP, i + 12)
     a.jimm("!=", R2, bpf.swap16(data_et), "pass")
-    a.ldx(1, R2, FP, i + 0)
-    a.jimm("&", R2, 1, "pass")
-    a.ldx(1, R2, FP, i + 6)
-    a.jimm("&", R2, 1, "pass")
-    a.ldx(1, R2, FP, i + HDR["version"])
-    a.jimm("!=", R2, PROTOCOL_VERSION, "pass")
-    a.ldx(1, R8, FP, i + HDR["flags"])
-    dime = int(HeaderFlag.SCOPE_DIME)
-    auth = dime | int(HeaderFlag.AUTH)
-    a.movi(R9, 0)
-    a.jimm("==", R8, dime, "length")
-    a.movi(R9, spec.AUTH_LEN)
-    a.jimm("==", R8, auth, "length")
-    a.jimm("==", R8, auth | int(HeaderFlag.ENCRYPTED), "length")
-    a.jmp("pass")
-    a.label("length")
-    a.ldx(1, R2, FP, i + HDR["length"])
-    a.lshi(R2, 8)
-    a.ldx(1, R3, FP, i + HDR["length"] + 1)
-    a.orr(R2, R3)
-    a.addi(R2, BODY)
-    a.add(R2, R9)
-    a.jreg("!=", R2, R7, "pass")
-    a.ldx(2, R2, FP, i + HDR["dst_dime"])
-    a.jimm("==", R2, 0xFFFF, "pass")
-    for k in range(0, 6, 2):
-        a.ldx(2, R2, FP, i + 6 + k)
-        a.stx(2, FP, KEY + k, R2)
-    a.sti(2, FP, KEY + 6, 0xFFFF)
-    _src_check_at(a, maps["fdb"], "src_dime")
-    a.label("src_dime")
-    a.ldx(2, R2, FP, i + HDR["src_dime"])
-    a.jimm("==", R2, 0xFFFF, "dst")
-    a.stx(2, FP, KEY + 6, R2)
-    _src_check_at(a, maps["fdb"], "dst")
-    a.label("dst")
-    for k in range(0, 6, 2):
-        a.ldx(2, R2, FP, i + k)
-        a.stx(2, FP, KEY + k, R2)
-    a.ldx(2, R2, FP, i + HDR["dst_dime"])
-    a.stx(2, FP, KEY + 6, R2)
-    _lookup(a, maps["fdb"], KEY)
-    a.jimm("!=", R0, 0, "found")
-    a.sti(2, FP, KEY + 6, 0xFFFF)
-    _lookup(a, maps["fdb"], KEY)
-    a.jimm("==", R0, 0, "pass")
-    a.label("found")
-    a.ldx(2, R8, R0, 0)
-    a.ldx(4, R2, FP, IN_PORT)
-    a.jreg("==", R8, R2, "pass")
-    a.stx(4, FP, SCRATCH, R8)
-    _lookup(a, maps["ports"], SCRATCH)
-    a.jimm("==", R0, 0, "pass")
-    a.mov(R9, R0)
-    a.ldx(1, R2, R9, 6)
-    a.jimm("!=", R2, MODE_UDP, "pass")
-    a.ldx(2, R3, R9, 4)
-    a.jreg(">", R7, R3, "pass")
+    _decide(a, maps, i, "pass", None, (MODE_UDP,))
     a.stx(4, FP, -20, R8)  # the out port's id, for its counters
     # re-address it as the switch would send it: from the out port's address to its peer
     _rewrite(a, IP_SRC, 8, 4, True)
@@ -437,15 +406,3 @@ def udp_program(maps: dict[str, int], data_et: int) -> bytes:
     a.label("pass")
     a.ret(TCX_NEXT)
     return a.code()
-
-
-def _src_check_at(a: Asm, fdb: int, done: str) -> None:
-    """As the filter's source check, against the port id stored at IN_PORT."""
-    _lookup(a, fdb, KEY)
-    a.jimm("==", R0, 0, "pass")
-    a.ldx(2, R2, R0, 0)
-    a.ldx(4, R3, FP, IN_PORT)
-    a.jreg("!=", R2, R3, "pass")
-    a.ldx(4, R2, R0, 4)
-    a.jimm("!=", R2, 0, done)
-    a.sti(4, R0, 4, 1)
