@@ -414,6 +414,11 @@ def test_veth_frames_once_each_through_the_kernel(tmp_path: Path) -> None:
         got = seqs(l2)
         assert sorted(got) == list(range(5000, 5300)), f"{len(got)} frames, {len(set(got))} distinct"
         assert query(tmp_path, "stats")["switch"]["moved"] >= 2  # type: ignore[index]
+        text = subprocess.run(
+            [sys.executable, "-m", "pxproto.switch.cli", "stats", "--control", str(tmp_path / "c.sock")],
+            capture_output=True, text=True, check=True, env=env,
+        ).stdout  # fmt: skip
+        assert "s0               in the kernel fast path (peer): rx " in text, text
     finally:
         if proc is not None:
             proc.terminate()

@@ -192,6 +192,10 @@ def _stats_lines(st: dict[str, Any]) -> list[str]:
     for name, p in st["ports"].items():
         if "rx_class" in p:
             add(f"{name:<16} rx by class {p['rx_class']}  tx by class {p['tx_class']}")
+    for name, p in st["ports"].items():
+        if "kernel" in p:
+            k = p["kernel"]
+            add(f"{name:<16} in the kernel fast path ({k['how']}): rx {k['rx']}, tx {k['tx']} (in the counts above)")
     add("switch: " + ", ".join(f"{k}={v}" for k, v in st["switch"].items()))
     if st["malformed"]:
         add("malformed by field: " + ", ".join(f"{k}={v}" for k, v in st["malformed"].items()))
