@@ -342,7 +342,8 @@ def test_without_capabilities_one_line_and_userspace(tmp_path: Path) -> None:
     try:
         assert sw.stderr is not None
         first = sw.stderr.readline()
-        assert first.startswith("pxswitch: kernel fast path off (") and "not permitted" in first, first
+        assert first.startswith("pxswitch: kernel fast path: ") and "not permitted" in first, first
+        assert first.rstrip().endswith("; every frame goes through the switch"), first
         assert "running" in sw.stderr.readline()
         peers[1].sendto(heartbeat(mac(2), dime=3), ("127.0.0.1", ports[1]))
         peers[0].settimeout(5)

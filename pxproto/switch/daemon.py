@@ -76,7 +76,7 @@ class Daemon:
             self.mirror = PcapngWriter(self._mirror_file, comment="pxswitch mirror")
             self.core.policy.mirror = True
         self.fast: Any = self._fast_loop()
-        self.kernel = KernelPorts(config.policy.validation, bool(config.mirror), log)
+        self.kernel = KernelPorts(config.policy.validation, bool(config.mirror), config.policy.fdb_capacity, log)
         self.control: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -148,11 +148,11 @@ class Daemon:
         self._udp_fast.add(pid)
         self._sync(pid)
         try:
-            mtu, cap = self.core.ports[pid].mtu, self.core.policy.fdb_capacity
-            self.kernel.add_udp(pid, port, self.specs[pid].get("kernel"), mtu, self._udp_remote(pid), cap)
+            self.kernel.add_udp(
+                pid, port, self.specs[pid].get("kernel"), self.core.ports[pid].mtu, self._udp_remote(pid)
+            )
         except OSError as exc:
             log(f"port {name}: {exc.strerror}")  # (kernel=true, and the path cannot take it: userspace it is)
-        self.fast.return_on_learn = self.kernel.active
 
     def _udp_remote(self, pid: int) -> tuple[str, int] | None:
         """Where the switch sends UDP port ``pid``'s frames now (the compiled loop may have followed a sender)."""
@@ -196,13 +196,10 @@ class Daemon:
             port.split_in_kernel()  # one packet handler per received frame (worker lanes hash in a group instead)
         if isinstance(port, (AfPacketPort, UdpPort)):
             try:
-                mtu = self.core.ports[pid].mtu
                 if isinstance(port, UdpPort):
                     self.kernel.check_udp(port, spec.get("kernel"))  # (it joins once its peer is known)
                 else:
-                    self.kernel.add(pid, port, spec.get("kernel"), mtu, self.core.policy.fdb_capacity)
-                if self.fast is not None:
-                    self.fast.return_on_learn = self.kernel.active
+                    self.kernel.add(pid, port, spec.get("kernel"), self.core.ports[pid].mtu)
             except OSError as exc:
                 self._remove(pid)
                 if strict:
@@ -503,6 +500,7 @@ class Daemon:
             timeout = min(timeout, due)
         watch = self._quiet_fast()
         if watch is not None and timeout > 0:
+            self.fast.return_on_learn = self.kernel.active  # (the kernel's copy of the table follows each change)
             # The compiled loop polls and forwards on its own until Python has work: no Python per wake-up.
             for pid, slow, retry, failed in self.fast.run(watch, min(timeout, CHECK_PERIOD)):
                 if pid in self.ports:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pxproto.switch.kpath import KernelPath
+from pxproto.switch.kpath import KernelPath, loopback4
 from pxproto.switch.kprog import MODE_PEER
 
 REFRESH_PERIOD = 1.0
@@ -29,7 +29,9 @@ Remote = tuple[str, int] | None
 class KernelPorts:
     """Ports in the kernel's fast path, for one switch."""
 
-    def __init__(self, validation: str, mirror: bool, log: Callable[[str], None]) -> None:
+    def __init__(self, validation: str, mirror: bool, capacity: int, log: Callable[[str], None]) -> None:
+        self.capacity = capacity
+        """The switch's table capacity: the kernel's copy holds as many entries (up to FDB_MAX)."""
         self.why_off: str | None = None
         if validation == "full":
             self.why_off = "validation full"
@@ -55,64 +57,48 @@ class KernelPorts:
             from pxproto.switch.linkports import control_ethertypes
             from pxproto.wire import ethertypes
 
-            self.kp = KernelPath(self._capacity, ethertypes.current().data, control_ethertypes())
+            self.kp = KernelPath(self.capacity, ethertypes.current().data, control_ethertypes())
         return self.kp
 
-    _capacity = 8192
+    def _join(self, port: Any, want: bool | None, join: Callable[[KernelPath], object]) -> bool:
+        """``join`` the port to the path; False when it cannot, said once for the whole path where the path
+        cannot start (no privileges, an older kernel, a mirror), else once for the port; OSError instead where
+        ``want`` is True."""
+        try:
+            join(self._path())
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            if want:
+                raise OSError(exc.errno, f"kernel fast path: {why}") from None
+            if self.kp is not None:
+                self.log(f"port {port.name}: not in the kernel fast path ({why})")
+            elif not self._told:
+                self._told = True
+                self.log(f"kernel fast path: {why}; every frame goes through the switch")
+            return False
+        return True
 
-    def _refused(self, exc: OSError, want: bool | None) -> None:
-        why = exc.strerror or str(exc)
-        if want:
-            raise OSError(exc.errno, f"kernel fast path: {why}") from None
-        if not self._told:
-            self._told = True
-            self.log(f"kernel fast path off ({why}): every frame goes through the switch")
-
-    def add(self, pid: int, port: Any, want: bool | None, mtu: int, capacity: int) -> None:
+    def add(self, pid: int, port: Any, want: bool | None, mtu: int) -> None:
         """Take AF_PACKET ``port`` in unless ``want`` is False; OSError when ``want`` is True and it cannot."""
-        if want is False:
-            return
-        self._capacity = capacity
-        try:
-            kp = self._path()
-        except OSError as exc:
-            self._refused(exc, want)
-            return
-        try:
-            how = kp.add_port(pid, port.ifname, port.ifindex, mtu, [port.sock, *(lane.sock for lane in port.lanes)])
-        except OSError as exc:
-            if want:
-                raise OSError(exc.errno, f"kernel fast path: {exc.strerror or exc}") from None
-            self.log(f"port {port.name}: not in the kernel fast path ({exc.strerror or exc})")
-            return
-        self.log(f"port {port.name}: kernel fast path ({how})")
+        socks = [port.sock, *(lane.sock for lane in port.lanes)]
+        how: list[str] = []
+        if want is not False and self._join(
+            port, want, lambda kp: how.append(kp.add_port(pid, port.ifname, port.ifindex, mtu, socks))
+        ):
+            self.log(f"port {port.name}: kernel fast path ({how[0]})")
 
-    def add_udp(self, pid: int, port: Any, want: bool | None, mtu: int, remote: Remote, capacity: int) -> None:
+    def add_udp(self, pid: int, port: Any, want: bool | None, mtu: int, remote: Remote) -> None:
         """Take UDP ``port`` in, its peer at ``remote`` (None: not known yet), unless ``want`` is False; OSError
-        when ``want`` is True and it cannot."""
-        if want is False or pid in self.udp:
-            return
-        self._capacity = capacity
-        try:
-            kp = self._path()
-        except OSError as exc:
-            self._refused(exc, want)
-            return
-        try:
-            kp.add_udp(pid, port.address, remote, mtu)
-        except OSError as exc:
-            if want:
-                raise OSError(exc.errno, f"kernel fast path: {exc.strerror or exc}") from None
-            self.log(f"port {port.name}: not in the kernel fast path ({exc.strerror or exc})")
-            return
-        self.udp[pid] = (port, mtu, remote)  # (no line: it happens whenever the peer shows up; `stats` says it)
+        when ``want`` is True and it cannot.  (No line when it joins: that happens whenever the peer shows up;
+        ``stats`` says it.)"""
+        if want is not False and pid not in self.udp:
+            if self._join(port, want, lambda kp: kp.add_udp(pid, port.address, remote, mtu)):
+                self.udp[pid] = (port, mtu, remote)
 
     def check_udp(self, port: Any, want: bool | None) -> None:
         """With ``kernel=true``, a UDP port that could never join the path: OSError naming why (at open)."""
         if not want:
             return
-        from pxproto.switch.kpath import loopback4
-
         try:
             self._path()
             for what, addr in (("local", port.address), ("remote", port.remote)):
