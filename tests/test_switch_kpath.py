@@ -290,6 +290,19 @@ def test_refresh_turns_hits_into_the_tables_refresh(rig: Rig) -> None:
     assert rig.decide(0, f) == (kprog.SNAP, None)  # the destination is unknown now: flooded by userspace
 
 
+@NEEDS_BPF[0]
+@NEEDS_BPF[1]
+def test_refresh_does_not_undo_a_move_the_copy_has_not_seen(rig: Rig) -> None:
+    _learn(rig, 1000.0)
+    f = data(mac(2), mac(1), dst_dime=3, src_dime=1)
+    assert rig.decide(0, f)[1] is not None  # mac(1) hit on port 0 in the kernel's copy
+    rig.core.fdb.learn(fdb_key(mac(1)), 2, 1000.5)  # then the switch sees it behind port 2 (not copied yet)
+    rig.kp.refresh(rig.core.fdb, 1001.0)
+    assert rig.core.fdb.lookup(fdb_key(mac(1)), 1001.0) == 2
+    rig.kp.sync(rig.core.fdb, 1001.0)
+    assert rig.decide(0, f) == (kprog.SNAP, None)  # from port 0 now a move: userspace
+
+
 # ---------------------------------------------------------------- real frames through veth
 
 SENDER = r"""

@@ -76,7 +76,8 @@ class Daemon:
             self.mirror = PcapngWriter(self._mirror_file, comment="pxswitch mirror")
             self.core.policy.mirror = True
         self.fast: Any = self._fast_loop()
-        self.kernel = KernelPorts(config.policy.validation, bool(config.mirror), config.policy.fdb_capacity, log)
+        pol = config.policy
+        self.kernel = KernelPorts(pol.validation, bool(config.mirror), pol.fdb_capacity, pol.aging, log)
         self.control: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)

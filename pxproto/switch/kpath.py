@@ -1,6 +1,7 @@
-"""The in-kernel fast path: learned unicast DATA frames between AF_PACKET ports, forwarded without a copy to userspace.
+"""The in-kernel fast path: learned unicast DATA frames between AF_PACKET ports, and between UDP ports on loopback,
+forwarded without a copy to userspace.
 
-Two small eBPF programs per switch, built here at run time (:mod:`pxproto.switch.bpf`), share four maps:
+The eBPF programs (:mod:`pxproto.switch.kprog`, built at run time) share five maps:
 
 ``fdb``
     a copy of the switch's forwarding table (key: the MAC's six bytes, then the
@@ -14,6 +15,8 @@ Two small eBPF programs per switch, built here at run time (:mod:`pxproto.switch
     per CPU and port id: frames and bytes in and out of the fast path.
 ``slot``
     per CPU: the decision on the frame being received.
+``udp``
+    a UDP port's (IPv4 address, port) -> its id.
 
 The **decision** is the data socket's filter (SO_ATTACH_BPF on the port's
 AF_PACKET data socket, in place of the classic EtherType filter, which it
@@ -38,6 +41,10 @@ is learned there (with the port's limits), and :meth:`KernelPath.sync` copies
 the table.  A fast frame marks its source entries hit; :meth:`KernelPath.refresh`
 turns the marks into the switch's own refresh, so aging works as before.
 Mirroring and ``full`` validation turn the fast path off (the daemon's choice).
+
+UDP ports on loopback need no slot: one tcx ingress program on ``lo`` (``udp_program``) takes the same decision
+for a datagram from a port's peer to the port's address and re-addresses it, as the switch would send it, to
+the output port's peer; it goes on up the stack to that peer's socket.
 Needs root (CAP_BPF, CAP_NET_ADMIN) and tcx (Linux 6.6 or later).
 """
 
@@ -112,8 +119,8 @@ class KernelPath:
         self.tc = -1
         self.udp_prog = -1
         self.udp_link = -1
-        self.udp: dict[int, tuple[bytes, bytes, int]] = {}
-        """UDP ports in the path: id -> (map key, its ``ports`` value, max frame)."""
+        self.udp: dict[int, bytes] = {}
+        """UDP ports in the path: id -> its ``udp`` map key."""
         try:
             entries = max(1, min(capacity, FDB_MAX))
             self.maps["fdb"] = bpf.map_create(bpf.MAP_HASH, 8, FDB_VALUE.size, entries, "pxs_fdb")
@@ -198,14 +205,14 @@ class KernelPath:
             value = port_value(0, max_len, MODE_UDP, here, (socket.inet_aton(remote[0]), struct.pack("!H", remote[1])))
         bpf.map_update(self.maps["udp"], key, struct.pack("I", pid))
         bpf.map_update(self.maps["ports"], struct.pack("I", pid), value)
-        self.udp[pid] = (key, value, max_len)
+        self.udp[pid] = key
 
     def remove_udp(self, pid: int) -> None:
-        entry = self.udp.pop(pid, None)
-        if entry is None:
+        key = self.udp.pop(pid, None)
+        if key is None:
             return
         bpf.map_update(self.maps["ports"], struct.pack("I", pid), port_value(0, 0, MODE_NONE))
-        bpf.map_delete(self.maps["udp"], entry[0])
+        bpf.map_delete(self.maps["udp"], key)
         bpf.map_update(self.maps["stats"], struct.pack("I", pid), bytes(STATS_VALUE.size * self.ncpu))
 
     def sync(self, fdb: Any, now: float, force: bool = False) -> int:
@@ -233,14 +240,18 @@ class KernelPath:
         return n
 
     def refresh(self, fdb: Any, now: float) -> int:
-        """The switch's table refreshed for every entry a fast frame used since the last call; how many."""
+        """The switch's table refreshed for every entry a fast frame used since the last call; how many.  (Not an
+        entry the switch has moved or aged out since the last copy: the next :meth:`sync` takes it from the
+        kernel.)"""
         m = self.maps["fdb"]
         n = 0
         for k, port in list(self.copy.items()):
             raw = bpf.map_lookup(m, k, FDB_VALUE.size)
             if raw is None or not FDB_VALUE.unpack(raw)[2]:
                 continue
-            fdb.learn(fdb_int(k), port, now)
+            key = fdb_int(k)
+            if fdb.lookup(key, now) == port:
+                fdb.learn(key, port, now)
             bpf.map_update(m, k, FDB_VALUE.pack(port, 0, 0))
             n += 1
         return n

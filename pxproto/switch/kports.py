@@ -18,7 +18,7 @@ from pxproto.switch.kprog import MODE_PEER
 
 REFRESH_PERIOD = 1.0
 """Seconds between two passes that carry the fast path's hits into the switch's table (and drop the kernel's copy
-of entries that aged out there)."""
+of entries that aged out there), at most: a quarter of the aging where that is shorter."""
 SYNC_GAP = 0.01
 """Seconds between two copies of a changing table at least (under a flood of new source MACs, a copy per batch
 would be the attack)."""
@@ -29,8 +29,10 @@ Remote = tuple[str, int] | None
 class KernelPorts:
     """Ports in the kernel's fast path, for one switch."""
 
-    def __init__(self, validation: str, mirror: bool, capacity: int, log: Callable[[str], None]) -> None:
+    def __init__(self, validation: str, mirror: bool, capacity: int, aging: float, log: Callable[[str], None]) -> None:
         self.capacity = capacity
+        self.refresh_period = min(REFRESH_PERIOD, aging / 4)
+        """How often the kernel's hits refresh the table: well within the aging."""
         """The switch's table capacity: the kernel's copy holds as many entries (up to FDB_MAX)."""
         self.why_off: str | None = None
         if validation == "full":
@@ -149,7 +151,7 @@ class KernelPorts:
                     del self.udp[pid]
         force = now >= self._refresh_at
         if force:
-            self._refresh_at = now + REFRESH_PERIOD
+            self._refresh_at = now + self.refresh_period
             self.kp.refresh(fdb, now)
         elif now < self._sync_at:
             return
