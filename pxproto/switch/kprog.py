@@ -280,6 +280,8 @@ UB = -94
 BODY bytes; the IPv4 addresses land 4-aligned."""
 IP_CSUM, IP_SRC, IP_DST, UDP_SPORT, UDP_DPORT, UDP_CSUM = 24, 26, 30, 34, 36, 40
 INNER = 42
+OUT_PORT = -104
+"""Where the UDP program keeps the output port's id (below the datagram's copy at UB, 4-aligned)."""
 F_PSEUDO_HDR, F_MARK_MANGLED_0 = 0x10, 0x20
 L3_CSUM_REPLACE, L4_CSUM_REPLACE, SKB_STORE_BYTES = 10, 11, 9
 
@@ -392,14 +394,14 @@ def udp_program(maps: dict[str, int], data_et: int) -> bytes:
     a.ldx(2, R2, FP, i + 12)
     a.jimm("!=", R2, bpf.swap16(data_et), "pass")
     _decide(a, maps, i, "pass", None, (MODE_UDP,))
-    a.stx(4, FP, -20, R8)  # the out port's id, for its counters
+    a.stx(4, FP, OUT_PORT, R8)  # the out port's id, for its counters
     # re-address it as the switch would send it: from the out port's address to its peer
     _rewrite(a, IP_SRC, 8, 4, True)
     _rewrite(a, IP_DST, 12, 4, True)
     _rewrite(a, UDP_SPORT, 16, 2, False)
     _rewrite(a, UDP_DPORT, 18, 2, False)
     _bump(a, maps, IN_PORT, 0, R7, "counted_in")
-    _bump(a, maps, -20, 16, R7, "counted_out")
+    _bump(a, maps, OUT_PORT, 16, R7, "counted_out")
     a.ret(0)  # TCX_PASS: on up the stack, to the peer's socket
     a.label("fail")
     a.ret(2)  # TCX_DROP: a half re-addressed datagram (the kernel could not make it writable) goes nowhere
