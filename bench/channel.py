@@ -227,7 +227,7 @@ def run_dime_rows(
         bed = _veth.VethBed(t / "veth", store, mtu=args.veth_mtu)
     else:
         bed = Cluster(
-            t / "bed",
+            t / f"bed-{DIME_KINDS[kinds[0]][1]}",
             kernels=2,
             dimes=2,
             key=True,
