@@ -203,18 +203,15 @@ def filter_program(
     return a.code()
 
 
-def _count(a: Asm, maps: dict[str, int], port_off: int, field: int, name: str) -> None:
-    """stats[slot's port at ``port_off``] frames += 1 and bytes += the slot's length, at ``field``."""
-    a.ldx(2, R2, R7, port_off)
-    a.stx(4, FP, -8, R2)
-    _lookup(a, maps["stats"], -8)
+def _bump(a: Asm, maps: dict[str, int], port_off: int, field: int, len_reg: int, name: str) -> None:
+    """stats[the port id at fp+``port_off``]: frames += 1, bytes += ``len_reg`` (a register the call keeps)."""
+    _lookup(a, maps["stats"], port_off)
     a.jimm("==", R0, 0, name)
     a.ldx(8, R2, R0, field)
     a.addi(R2, 1)
     a.stx(8, R0, field, R2)
     a.ldx(8, R2, R0, field + 8)
-    a.ldx(4, R3, R7, 8)
-    a.add(R2, R3)
+    a.add(R2, len_reg)
     a.stx(8, R0, field + 8, R2)
     a.label(name)
 
@@ -246,8 +243,11 @@ def tc_program(maps: dict[str, int]) -> bytes:
     a.ldx(4, R4, FP, -16)
     a.ldx(4, R5, R7, 12)
     a.jreg("!=", R4, R5, "pass")
-    _count(a, maps, 16, 0, "counted_in")
-    _count(a, maps, 18, 16, "counted_out")
+    a.ldx(4, R8, R7, 8)  # the frame's length
+    for port_off, field, name in ((16, 0, "counted_in"), (18, 16, "counted_out")):
+        a.ldx(2, R2, R7, port_off)
+        a.stx(4, FP, -8, R2)
+        _bump(a, maps, -8, field, R8, name)
     a.ldx(4, R1, R7, 4)
     a.movi(R2, 0)
     a.ldx(1, R3, R7, 20)
@@ -284,19 +284,6 @@ OUT_PORT = -104
 """Where the UDP program keeps the output port's id (below the datagram's copy at UB, 4-aligned)."""
 F_PSEUDO_HDR, F_MARK_MANGLED_0 = 0x10, 0x20
 L3_CSUM_REPLACE, L4_CSUM_REPLACE, SKB_STORE_BYTES = 10, 11, 9
-
-
-def _bump(a: Asm, maps: dict[str, int], port_off: int, field: int, len_reg: int, name: str) -> None:
-    """stats[the port id at fp+``port_off``]: frames += 1, bytes += ``len_reg`` (R7, kept across the call)."""
-    _lookup(a, maps["stats"], port_off)
-    a.jimm("==", R0, 0, name)
-    a.ldx(8, R2, R0, field)
-    a.addi(R2, 1)
-    a.stx(8, R0, field, R2)
-    a.ldx(8, R2, R0, field + 8)
-    a.add(R2, len_reg)
-    a.stx(8, R0, field + 8, R2)
-    a.label(name)
 
 
 def _rewrite(a: Asm, off: int, value_off: int, size: int, pseudo: bool) -> None:
