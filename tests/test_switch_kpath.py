@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -303,6 +304,44 @@ def test_refresh_does_not_undo_a_move_the_copy_has_not_seen(rig: Rig) -> None:
     assert rig.decide(0, f) == (kprog.SNAP, None)  # from port 0 now a move: userspace
 
 
+class Bed:
+    """Network namespaces and the switches a test starts in them; all stopped (each must exit 0) and deleted after."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, ns: str, tmp: Path, *ports: str, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+        from tests.test_switch_root import start_switch
+
+        proc = start_switch(ns, tmp, *ports, extra=extra)
+        self.procs.append(proc)
+        return proc
+
+
+def switch_bed() -> Iterator[Bed]:
+    """The ``bed`` fixture's body (the UDP tests' module has the same fixture)."""
+    from tests.test_switch_root import Net
+
+    b = Bed(Net())
+    try:
+        yield b
+        for proc in b.procs:
+            proc.terminate()
+            assert proc.wait(10) == 0  # SIGTERM: a clean shutdown
+    finally:
+        for proc in b.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        b.net.close()
+
+
+@pytest.fixture
+def bed() -> Iterator[Bed]:
+    yield from switch_bed()
+
+
 # ---------------------------------------------------------------- real frames through veth
 
 SENDER = r"""
@@ -371,113 +410,99 @@ def seqs(p: subprocess.Popen[str]) -> list[int]:
 @NEEDS_BPF[0]
 @NEEDS_BPF[1]
 @NETNS[1]
-def test_veth_frames_once_each_through_the_kernel(tmp_path: Path) -> None:
-    from tests.test_switch_root import Net, query, send, start_switch
+def test_veth_frames_once_each_through_the_kernel(bed: Bed, tmp_path: Path) -> None:
+    from tests.test_switch_root import query, send
 
-    net = Net()
-    proc = None
-    try:
-        sw, h1, h2, h3 = net.add("ksw"), net.add("kh1"), net.add("kh2"), net.add("kh3")
-        for i, h in enumerate((h1, h2, h3)):
-            net.veth(h, "eth0", sw, f"s{i}")
-        ports = [f"afpacket:interface=s{i},name=s{i}" for i in range(3)]
-        proc = start_switch(sw, tmp_path, *ports, extra=("--aging", "3"))
-        st = query(tmp_path, "stats")
-        assert isinstance(st, dict)
-        if "kernel" not in st["ports"]["s0"]:
-            pytest.skip("the kernel fast path did not start here (pxswitch logs why)")
-        send(h1, "eth0", heartbeat(mac(1), dime=1))
-        send(h2, "eth0", heartbeat(mac(2), dime=3))
-        end = time.monotonic() + 5
-        while query(tmp_path, "stats")["switch"]["kernel_fdb"] < 4:  # type: ignore[index]
-            assert time.monotonic() < end, "the kernel's table copy did not fill"
-            time.sleep(0.1)
-        learned = query(tmp_path, "stats")["switch"]["learned"]  # type: ignore[index]
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        keep = subprocess.Popen(["ip", "netns", "exec", h2, sys.executable, "-c", KEEPALIVE, "eth0", "6"], env=env)
-        l2, l3 = count(h2, "eth0", 8.0), count(h3, "eth0", 8.0)
-        n = 2000  # over 4 s, longer than the aging: the kernel's hits must keep the source alive
-        sender = subprocess.Popen(
-            ["ip", "netns", "exec", h1, sys.executable, "-c", SENDER, "eth0", "0", str(n), "500"], env=env
-        )
-        time.sleep(3.6)  # (the sender's first frame left 3.3 s ago at the latest: past the aging)
-        rows = query(tmp_path, "fdb")
-        assert isinstance(rows, list)
-        ages = {(r["mac"], r["dime"]): r["age"] for r in rows}
-        assert ages.get(("02:00:00:00:00:01", 1), 9.9) < 2.0 and ages.get(("02:00:00:00:00:01", None), 9.9) < 2.0
-        assert sender.wait(20) == 0
-        keep.wait(10)
-        got, flooded = seqs(l2), seqs(l3)
-        assert sorted(got) == list(range(n)), f"{len(got)} data frames for {n} sent, {len(set(got))} distinct"
-        assert flooded == []
-        st = query(tmp_path, "stats")
-        assert isinstance(st, dict)
-        assert st["ports"]["s0"]["kernel"]["rx"] >= n * 0.9 and st["ports"]["s1"]["kernel"]["tx"] >= n * 0.9
-        assert st["ports"]["s0"]["rx_class"]["data"] >= n
-        assert st["switch"]["learned"] == learned  # nothing aged out and came back
-        send(h1, "eth0", heartbeat(mac(1), dime=1))  # (the listeners outlived the aging: learn mac(1) again)
-        # mac(1) shows up behind s2: userspace learns the move, then takes it back when s0 speaks again
-        send(h3, "eth0", data(mac(2), mac(1), dst_dime=3, src_dime=1, seq=10**6))
-        l2 = count(h2, "eth0", 5.0)
-        subprocess.run(
-            ["ip", "netns", "exec", h1, sys.executable, "-c", SENDER, "eth0", "5000", "300", "1000"],
-            env=env,
-            check=True,
-        )
-        got = seqs(l2)
-        assert sorted(got) == list(range(5000, 5300)), f"{len(got)} frames, {len(set(got))} distinct"
-        assert query(tmp_path, "stats")["switch"]["moved"] >= 2  # type: ignore[index]
-        text = subprocess.run(
-            [sys.executable, "-m", "pxproto.switch.cli", "stats", "--control", str(tmp_path / "c.sock")],
-            capture_output=True, text=True, check=True, env=env,
-        ).stdout  # fmt: skip
-        assert "s0               in the kernel fast path (peer): rx " in text, text
-    finally:
-        if proc is not None:
-            proc.terminate()
-            assert proc.wait(10) == 0
-        net.close()
+    net = bed.net
+    sw, h1, h2, h3 = net.add("ksw"), net.add("kh1"), net.add("kh2"), net.add("kh3")
+    for i, h in enumerate((h1, h2, h3)):
+        net.veth(h, "eth0", sw, f"s{i}")
+    ports = [f"afpacket:interface=s{i},name=s{i}" for i in range(3)]
+    bed.start(sw, tmp_path, *ports, extra=("--aging", "3"))
+    st = query(tmp_path, "stats")
+    assert isinstance(st, dict)
+    if "kernel" not in st["ports"]["s0"]:
+        pytest.skip("the kernel fast path did not start here (pxswitch logs why)")
+    send(h1, "eth0", heartbeat(mac(1), dime=1))
+    send(h2, "eth0", heartbeat(mac(2), dime=3))
+    end = time.monotonic() + 5
+    while query(tmp_path, "stats")["switch"]["kernel_fdb"] < 4:  # type: ignore[index]
+        assert time.monotonic() < end, "the kernel's table copy did not fill"
+        time.sleep(0.1)
+    learned = query(tmp_path, "stats")["switch"]["learned"]  # type: ignore[index]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    keep = subprocess.Popen(["ip", "netns", "exec", h2, sys.executable, "-c", KEEPALIVE, "eth0", "6"], env=env)
+    l2, l3 = count(h2, "eth0", 8.0), count(h3, "eth0", 8.0)
+    n = 2000  # over 4 s, longer than the aging: the kernel's hits must keep the source alive
+    sender = subprocess.Popen(
+        ["ip", "netns", "exec", h1, sys.executable, "-c", SENDER, "eth0", "0", str(n), "500"], env=env
+    )
+    time.sleep(3.6)  # (the sender's first frame left 3.3 s ago at the latest: past the aging)
+    rows = query(tmp_path, "fdb")
+    assert isinstance(rows, list)
+    ages = {(r["mac"], r["dime"]): r["age"] for r in rows}
+    assert ages.get(("02:00:00:00:00:01", 1), 9.9) < 2.0 and ages.get(("02:00:00:00:00:01", None), 9.9) < 2.0
+    assert sender.wait(20) == 0
+    keep.wait(10)
+    got, flooded = seqs(l2), seqs(l3)
+    assert sorted(got) == list(range(n)), f"{len(got)} data frames for {n} sent, {len(set(got))} distinct"
+    assert flooded == []
+    st = query(tmp_path, "stats")
+    assert isinstance(st, dict)
+    assert st["ports"]["s0"]["kernel"]["rx"] >= n * 0.9 and st["ports"]["s1"]["kernel"]["tx"] >= n * 0.9
+    assert st["ports"]["s0"]["rx_class"]["data"] >= n
+    assert st["switch"]["learned"] == learned  # nothing aged out and came back
+    send(h1, "eth0", heartbeat(mac(1), dime=1))  # (the listeners outlived the aging: learn mac(1) again)
+    # mac(1) shows up behind s2: userspace learns the move, then takes it back when s0 speaks again
+    send(h3, "eth0", data(mac(2), mac(1), dst_dime=3, src_dime=1, seq=10**6))
+    l2 = count(h2, "eth0", 5.0)
+    subprocess.run(
+        ["ip", "netns", "exec", h1, sys.executable, "-c", SENDER, "eth0", "5000", "300", "1000"],
+        env=env,
+        check=True,
+    )
+    got = seqs(l2)
+    assert sorted(got) == list(range(5000, 5300)), f"{len(got)} frames, {len(set(got))} distinct"
+    assert query(tmp_path, "stats")["switch"]["moved"] >= 2  # type: ignore[index]
+    text = subprocess.run(
+        [sys.executable, "-m", "pxproto.switch.cli", "stats", "--control", str(tmp_path / "c.sock")],
+        capture_output=True, text=True, check=True, env=env,
+    ).stdout  # fmt: skip
+    assert "s0               in the kernel fast path (peer): rx " in text, text
 
 
 @NEEDS_BPF[0]
 @NEEDS_BPF[1]
 @NETNS[1]
-def test_kernel_key_required_or_refused(tmp_path: Path) -> None:
+def test_kernel_key_required_or_refused(bed: Bed, tmp_path: Path) -> None:
     """``kernel=true`` where the path cannot run stops the switch naming the port; ``kernel=false`` keeps the
     port in userspace."""
-    from tests.test_switch_root import ROOT, Net, query, start_switch
+    from tests.test_switch_root import ROOT, query
 
-    net = Net()
-    proc = None
-    try:
-        sw, h = net.add("kk"), net.add("kk1")
-        net.veth(h, "eth0", sw, "s0")
-        args = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(tmp_path / "x.sock")]
-        r = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                sw,
-                *args,
-                "--validation",
-                "full",
-                "--port",
-                "afpacket:interface=s0,name=s0,kernel=true",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "PYTHONPATH": ROOT},
-        )
-        assert r.returncode != 0
-        assert "port s0 (afpacket)" in r.stderr and "kernel fast path: off with validation full" in r.stderr
-        assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1, r.stderr
-        proc = start_switch(sw, tmp_path, "afpacket:interface=s0,name=s0,kernel=false")
-        st = query(tmp_path, "stats")
-        assert isinstance(st, dict) and "kernel" not in st["ports"]["s0"] and "kernel_fdb" not in st["switch"]
-    finally:
-        if proc is not None:
-            proc.terminate()
-            assert proc.wait(10) == 0
-        net.close()
+    net = bed.net
+    sw, h = net.add("kk"), net.add("kk1")
+    net.veth(h, "eth0", sw, "s0")
+    args = [sys.executable, "-m", "pxproto.switch.cli", "run", "--control", str(tmp_path / "x.sock")]
+    r = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            sw,
+            *args,
+            "--validation",
+            "full",
+            "--port",
+            "afpacket:interface=s0,name=s0,kernel=true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert r.returncode != 0
+    assert "port s0 (afpacket)" in r.stderr and "kernel fast path: off with validation full" in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1, r.stderr
+    bed.start(sw, tmp_path, "afpacket:interface=s0,name=s0,kernel=false")
+    st = query(tmp_path, "stats")
+    assert isinstance(st, dict) and "kernel" not in st["ports"]["s0"] and "kernel_fdb" not in st["switch"]

@@ -31,7 +31,7 @@ from pxproto.switch.frames import heartbeat, mac
 from pxproto.switch.linkports import control_ethertypes
 from pxproto.wire import ethertypes
 from tests._helpers import NETNS
-from tests.test_switch_kpath import NEEDS_BPF, _random_frame
+from tests.test_switch_kpath import NEEDS_BPF, Bed, _random_frame, switch_bed
 
 LOCAL = {3: ("127.0.0.1", 5003), 4: ("127.0.0.1", 5004), 5: ("127.0.0.2", 5005)}
 REMOTE: dict[int, tuple[str, int] | None] = {3: ("127.0.0.1", 6003), 4: ("127.0.0.1", 6004), 5: None}
@@ -108,6 +108,11 @@ class UdpRig:
     def close(self) -> None:
         os.close(self.prog)
         self.kp.close()
+
+
+@pytest.fixture
+def bed() -> Iterator[Bed]:
+    yield from switch_bed()
 
 
 @pytest.fixture
@@ -244,78 +249,68 @@ print(json.dumps({"seqs": seqs, "senders": sorted(senders)}))
 @NEEDS_BPF[0]
 @NEEDS_BPF[1]
 @NETNS[1]
-def test_udp_frames_once_each_through_lo(tmp_path: Path) -> None:
-    from tests.test_switch_root import ROOT, Net, query, start_switch
+def test_udp_frames_once_each_through_lo(bed: Bed, tmp_path: Path) -> None:
+    from tests.test_switch_root import ROOT, query
 
-    net = Net()
-    proc = None
-    try:
-        ns = net.add("ku")
-        ports = ("udp:name=a,local=127.0.0.1:47101", "udp:name=b,local=127.0.0.1:47102,remote=127.0.0.1:47202")
-        proc = start_switch(ns, tmp_path, *ports)
-        env = {**os.environ, "PYTHONPATH": ROOT}
+    net = bed.net
+    ns = net.add("ku")
+    ports = ("udp:name=a,local=127.0.0.1:47101", "udp:name=b,local=127.0.0.1:47102,remote=127.0.0.1:47202")
+    bed.start(ns, tmp_path, *ports)
+    env = {**os.environ, "PYTHONPATH": ROOT}
 
-        def nodes(step: str, n: int = 0) -> dict:  # type: ignore[type-arg]
-            r = subprocess.run(
-                ["ip", "netns", "exec", ns, sys.executable, "-c", NODES, step, str(n)],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=True,
-            )
-            return dict(json.loads(r.stdout.splitlines()[-1]))
+    def nodes(step: str, n: int = 0) -> dict:  # type: ignore[type-arg]
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", NODES, step, str(n)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return dict(json.loads(r.stdout.splitlines()[-1]))
 
-        nodes("teach")
-        end = time.monotonic() + 5
-        while True:
-            st = query(tmp_path, "stats")
-            assert isinstance(st, dict)
-            if st["switch"].get("kernel_fdb", 0) >= 4 and "kernel" in st["ports"]["a"]:
-                break
-            assert time.monotonic() < end, f"the UDP ports did not join the kernel path: {st['ports']}"
-            time.sleep(0.1)
-        n = 8000
-        out = nodes("send", n)
-        assert sorted(out["seqs"]) == list(range(n)), f"{len(out['seqs'])} frames, {len(set(out['seqs']))} distinct"
-        assert out["senders"] == [["127.0.0.1", 47102]]  # as from the switch's port b
+    nodes("teach")
+    end = time.monotonic() + 5
+    while True:
         st = query(tmp_path, "stats")
         assert isinstance(st, dict)
-        assert st["ports"]["a"]["kernel"]["rx"] >= n * 0.9 and st["ports"]["b"]["kernel"]["tx"] >= n * 0.9
-        assert st["ports"]["a"]["rx_class"]["data"] >= n and st["ports"]["b"]["tx_class"]["data"] >= n
-        out = nodes("move", 2000)
-        assert sorted(out["seqs"]) == list(range(2000)), f"{len(out['seqs'])} frames, {len(set(out['seqs']))} distinct"
-        assert ["127.0.0.1", 47101] in out["senders"]
-        st = query(tmp_path, "stats")
-        assert isinstance(st, dict)
-        assert st["ports"]["a"]["kernel"]["tx"] >= 1800  # the kernel sent to a's new address
-    finally:
-        if proc is not None:
-            proc.terminate()
-            assert proc.wait(10) == 0
-        net.close()
+        if st["switch"].get("kernel_fdb", 0) >= 4 and "kernel" in st["ports"]["a"]:
+            break
+        assert time.monotonic() < end, f"the UDP ports did not join the kernel path: {st['ports']}"
+        time.sleep(0.1)
+    n = 8000
+    out = nodes("send", n)
+    assert sorted(out["seqs"]) == list(range(n)), f"{len(out['seqs'])} frames, {len(set(out['seqs']))} distinct"
+    assert out["senders"] == [["127.0.0.1", 47102]]  # as from the switch's port b
+    st = query(tmp_path, "stats")
+    assert isinstance(st, dict)
+    assert st["ports"]["a"]["kernel"]["rx"] >= n * 0.9 and st["ports"]["b"]["kernel"]["tx"] >= n * 0.9
+    assert st["ports"]["a"]["rx_class"]["data"] >= n and st["ports"]["b"]["tx_class"]["data"] >= n
+    out = nodes("move", 2000)
+    assert sorted(out["seqs"]) == list(range(2000)), f"{len(out['seqs'])} frames, {len(set(out['seqs']))} distinct"
+    assert ["127.0.0.1", 47101] in out["senders"]
+    st = query(tmp_path, "stats")
+    assert isinstance(st, dict)
+    assert st["ports"]["a"]["kernel"]["tx"] >= 1800  # the kernel sent to a's new address
 
 
 @NEEDS_BPF[0]
 @NEEDS_BPF[1]
 @NETNS[1]
-def test_udp_kernel_true_off_loopback_is_refused(tmp_path: Path) -> None:
-    from tests.test_switch_root import ROOT, Net
+def test_udp_kernel_true_off_loopback_is_refused(bed: Bed, tmp_path: Path) -> None:
+    from tests.test_switch_root import ROOT
 
-    net = Net()
-    try:
-        ns = net.add("kr")
-        r = subprocess.run(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "pxproto.switch.cli", "run", "--control",
-             str(tmp_path / "c.sock"), "--port", "udp:name=x,local=0.0.0.0:47301,kernel=true"],
-            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT},
-        )  # fmt: skip
-        assert r.returncode == 1
-        assert r.stderr.strip().splitlines() == [
-            "pxswitch: port x (udp): cannot open: kernel fast path: local address 0.0.0.0 is not IPv4 loopback"
-        ]
-    finally:
-        net.close()
+    net = bed.net
+    ns = net.add("kr")
+    r = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "pxproto.switch.cli", "run", "--control",
+         str(tmp_path / "c.sock"), "--port", "udp:name=x,local=0.0.0.0:47301,kernel=true"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT},
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "pxswitch: port x (udp): cannot open: kernel fast path: local address 0.0.0.0 is not IPv4 loopback"
+    ]
 
 
 @pytest.mark.root
